@@ -1,0 +1,6 @@
+//! Media: G.711 coding, pre-encoded prompt and tone frames, RTP pacing and relay.
+
+pub mod codec;
+pub mod dtmf;
+pub mod prompt;
+pub mod tone;
