@@ -1,1 +1,554 @@
-//! (being written)
+//! Switchboard configuration: one TOML file read through the `config` crate,
+//! overridable by `COURTLINE_SECTION__KEY` environment variables.
+//!
+//! Loading happens in two steps so that every problem reaches the admin with the
+//! file, the key, what is wrong and how to fix it: `config` parses and types the
+//! file, then [`Config::validate`] checks what types cannot (ranges, references
+//! between sections, duplicate numbers).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::media::tone::RingbackCadence;
+
+/// The example configuration shipped in the repository, compiled in so that
+/// `courtline serve` still starts when run outside a checkout.
+pub const EMBEDDED_EXAMPLE: &str = include_str!("../config/courtline.toml");
+
+/// Where `courtline` looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/courtline.toml";
+
+/// A problem with the configuration, phrased for the admin who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or is not valid TOML of the expected shape.
+    #[error("{file}: {message}")]
+    Load {
+        /// Which file (or "the environment") was being read.
+        file: String,
+        /// What `config` reported, including the offending key.
+        message: String,
+    },
+    /// A value parsed but makes no sense for a switchboard.
+    #[error("{file}: `{key}`: {problem}. {fix}")]
+    Invalid {
+        /// Which file the value came from.
+        file: String,
+        /// Dotted path of the offending key, e.g. `lines[0].operator`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What the admin should do about it.
+        fix: String,
+    },
+}
+
+/// The whole switchboard configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// SIP listener and call admission.
+    #[serde(default)]
+    pub sip: SipConfig,
+    /// RTP ports, prompt lead-in and ringback.
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Where call records go, and the embedded records service.
+    #[serde(default)]
+    pub records: RecordsConfig,
+    /// Prompt files by id; lines refer to them by id so one recording serves many lines.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, PromptConfig>,
+    /// The court main lines this switchboard answers.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
+    /// Where this configuration came from, for error messages; not read from the file.
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// `[sip]`: the SIP side of the switchboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Address and port to receive SIP on (UDP).
+    pub listen: SocketAddr,
+    /// Calls allowed at once; the next one gets 503 with Retry-After so the trunk tries elsewhere.
+    pub max_calls: usize,
+    /// Seconds a rejected caller's equipment is asked to wait (Retry-After on 503).
+    pub retry_after_s: u32,
+    /// Let the caller hear ringing this long before answering (0 = answer at once).
+    pub answer_delay_ms: u64,
+    /// Product name sent in User-Agent / Server headers.
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            max_calls: 500,
+            retry_after_s: 30,
+            answer_delay_ms: 0,
+            user_agent: format!("courtline/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// `[media]`: RTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// UDP port range for RTP, "low-high"; each call leg takes one even port.
+    pub rtp_ports: String,
+    /// Address put in SDP `c=` lines; empty = the local address that routes to the peer.
+    pub advertise_address: String,
+    /// Silence sent before the prompt's words so phones that open audio late miss nothing.
+    pub leading_silence_ms: u32,
+    /// The tone callers hear while the operator's phone rings.
+    pub ringback: RingbackCadence,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: "20000-29999".to_string(),
+            advertise_address: String::new(),
+            leading_silence_ms: 200,
+            ringback: RingbackCadence::default(),
+        }
+    }
+}
+
+/// `[records]`: the records path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// gRPC endpoint of the records service the switchboard sends call records to.
+    pub endpoint: String,
+    /// The records service that `courtline serve` embeds and `courtline records serve` runs.
+    pub service: RecordsServiceConfig,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        RecordsConfig {
+            endpoint: "http://127.0.0.1:50051".to_string(),
+            service: RecordsServiceConfig::default(),
+        }
+    }
+}
+
+/// `[records.service]`: the records service itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsServiceConfig {
+    /// Whether `courtline serve` starts the records service in-process (off when it runs elsewhere).
+    pub embedded: bool,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// SQLite database file.
+    pub database: String,
+}
+
+impl Default for RecordsServiceConfig {
+    fn default() -> Self {
+        RecordsServiceConfig {
+            embedded: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database: "var/courtline.db".to_string(),
+        }
+    }
+}
+
+/// `[prompts.<id>]`: one recorded announcement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// WAV file, relative to the working directory unless absolute.
+    pub file: PathBuf,
+}
+
+/// `[[lines]]`: one court main line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// The dialled number, matched against the Request-URI user part.
+    pub number: String,
+    /// Court name, copied into every call record for this line.
+    pub court: String,
+    /// Id of the `[prompts.<id>]` the caller must hear before being connected.
+    pub prompt: String,
+    /// Operator SIP URI, or a hunt list tried in order.
+    pub operator: OperatorTargets,
+    /// Seconds each operator may ring before the next one is tried.
+    #[serde(default = "default_ring_timeout_s")]
+    pub ring_timeout_s: u32,
+}
+
+fn default_ring_timeout_s() -> u32 {
+    30
+}
+
+/// One operator URI or a hunt list; TOML allows either a string or an array.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OperatorTargets {
+    /// A single operator.
+    One(String),
+    /// Operators tried in order until one answers.
+    HuntList(Vec<String>),
+}
+
+impl OperatorTargets {
+    /// The targets in hunt order.
+    pub fn uris(&self) -> Vec<String> {
+        match self {
+            OperatorTargets::One(uri) => vec![uri.clone()],
+            OperatorTargets::HuntList(list) => list.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or the embedded example when `path` is the default and absent),
+    /// applies `COURTLINE_*` environment overrides, and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let file_source = if path.exists() || path != Path::new(DEFAULT_PATH) {
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true)
+        } else {
+            tracing::info!(
+                "{DEFAULT_PATH} not found; using the example configuration built into courtline"
+            );
+            return Self::from_toml_str(EMBEDDED_EXAMPLE, "built-in example configuration");
+        };
+        Self::build(config::Config::builder().add_source(file_source), source)
+    }
+
+    /// Parses configuration text (used for the built-in example and by tests),
+    /// still applying environment overrides.
+    pub fn from_toml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let file_source = config::File::from_str(text, config::FileFormat::Toml);
+        Self::build(
+            config::Config::builder().add_source(file_source),
+            source.to_string(),
+        )
+    }
+
+    fn build(
+        builder: config::ConfigBuilder<config::builder::DefaultState>,
+        source: String,
+    ) -> Result<Config, ConfigError> {
+        let env = config::Environment::with_prefix("COURTLINE")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true);
+        let load_error = |e: config::ConfigError| ConfigError::Load {
+            file: source.clone(),
+            message: format!(
+                "{e}. Check the spelling and type of that key against config/courtline.toml \
+                 (environment overrides use COURTLINE_SECTION__KEY)"
+            ),
+        };
+        let merged = builder.add_source(env).build().map_err(load_error)?;
+        let mut config: Config = merged.try_deserialize().map_err(load_error)?;
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: String, problem: String, fix: &str) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.source.clone(),
+            key,
+            problem,
+            fix: fix.to_string(),
+        }
+    }
+
+    /// Checks what the types alone cannot: ranges, references and uniqueness.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.max_calls == 0 {
+            return Err(self.invalid(
+                "sip.max_calls".into(),
+                "is 0, so every call would be refused".into(),
+                "Set it to the number of simultaneous calls this server should carry, e.g. 500.",
+            ));
+        }
+        let ports = self.rtp_port_range()?;
+        let even_ports = ports.clone().filter(|p| p % 2 == 0).count();
+        if even_ports < 2 {
+            return Err(self.invalid(
+                "media.rtp_ports".into(),
+                format!(
+                    "\"{}\" leaves no room for a call's two legs",
+                    self.media.rtp_ports
+                ),
+                "Give a range with at least two even ports, e.g. \"20000-29999\".",
+            ));
+        }
+        if self.media.leading_silence_ms > 5000 {
+            return Err(self.invalid(
+                "media.leading_silence_ms".into(),
+                format!(
+                    "{} ms is longer than any phone needs",
+                    self.media.leading_silence_ms
+                ),
+                "Use 0-5000; 200 is a good default.",
+            ));
+        }
+        if !self.media.advertise_address.is_empty()
+            && self
+                .media
+                .advertise_address
+                .parse::<std::net::IpAddr>()
+                .is_err()
+        {
+            return Err(self.invalid(
+                "media.advertise_address".into(),
+                format!("\"{}\" is not an IP address", self.media.advertise_address),
+                "Give the IPv4/IPv6 address callers should send RTP to, or leave it empty.",
+            ));
+        }
+        if let Err(e) = crate::media::tone::ToneFrames::ringback(&self.media.ringback) {
+            return Err(self.invalid(
+                "media.ringback".into(),
+                e.to_string(),
+                "China's ringback is frequency_hz = 450, on_ms = 1000, off_ms = 4000.",
+            ));
+        }
+        if !self.records.endpoint.starts_with("http://")
+            && !self.records.endpoint.starts_with("https://")
+        {
+            return Err(self.invalid(
+                "records.endpoint".into(),
+                format!("\"{}\" is not an http(s) URL", self.records.endpoint),
+                "Write it like \"http://127.0.0.1:50051\".",
+            ));
+        }
+        if self.lines.is_empty() {
+            return Err(self.invalid(
+                "lines".into(),
+                "no [[lines]] are configured, so every call would get 404".into(),
+                "Add a [[lines]] section with number, court, prompt and operator.",
+            ));
+        }
+        for (id, prompt) in &self.prompts {
+            if prompt.file.as_os_str().is_empty() {
+                return Err(self.invalid(
+                    format!("prompts.{id}.file"),
+                    "is empty".into(),
+                    "Point it at a WAV file, e.g. \"audio/three_rules_zh.wav\".",
+                ));
+            }
+        }
+        let mut numbers = HashSet::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            let key = |field: &str| format!("lines[{i}].{field}");
+            if line.number.is_empty()
+                || !line
+                    .number
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(c))
+            {
+                return Err(self.invalid(
+                    key("number"),
+                    format!("\"{}\" is not a dialable number", line.number),
+                    "Use the digits callers dial, as they appear in the Request-URI, e.g. \"02112368\".",
+                ));
+            }
+            if !numbers.insert(line.number.as_str()) {
+                return Err(self.invalid(
+                    key("number"),
+                    format!("\"{}\" is configured twice", line.number),
+                    "Each line number may appear in one [[lines]] section only.",
+                ));
+            }
+            if !self.prompts.contains_key(&line.prompt) {
+                let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
+                return Err(self.invalid(
+                    key("prompt"),
+                    format!("no [prompts.{}] section exists", line.prompt),
+                    &format!(
+                        "Define [prompts.{}] with a file, or use one of: {}.",
+                        line.prompt,
+                        if known.is_empty() {
+                            "(none defined)".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            let uris = line.operator.uris();
+            if uris.is_empty() {
+                return Err(self.invalid(
+                    key("operator"),
+                    "the hunt list is empty".into(),
+                    "Give at least one operator URI, e.g. \"sip:operator@192.0.2.10:5060\".",
+                ));
+            }
+            for (j, uri) in uris.iter().enumerate() {
+                if let Err(problem) = crate::sip::check_operator_uri(uri) {
+                    let k = match line.operator {
+                        OperatorTargets::One(_) => key("operator"),
+                        OperatorTargets::HuntList(_) => format!("lines[{i}].operator[{j}]"),
+                    };
+                    return Err(self.invalid(
+                        k,
+                        format!("\"{uri}\" {problem}"),
+                        "Write it as sip:user@host:port, e.g. \"sip:operator@192.0.2.10:5060\".",
+                    ));
+                }
+            }
+            if !(1..=600).contains(&line.ring_timeout_s) {
+                return Err(self.invalid(
+                    key("ring_timeout_s"),
+                    format!("{} s is out of range", line.ring_timeout_s),
+                    "Use 1-600 seconds; 30 is usual.",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The RTP port range, parsed from `media.rtp_ports`.
+    pub fn rtp_port_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
+        let text = self.media.rtp_ports.trim();
+        let parsed = text.split_once('-').and_then(|(lo, hi)| {
+            let lo: u16 = lo.trim().parse().ok()?;
+            let hi: u16 = hi.trim().parse().ok()?;
+            (1024..=hi).contains(&lo).then_some(lo..=hi)
+        });
+        parsed.ok_or_else(|| {
+            self.invalid(
+                "media.rtp_ports".into(),
+                format!("\"{text}\" is not a port range"),
+                "Write it as \"low-high\" with 1024 <= low <= high <= 65535, e.g. \"20000-29999\".",
+            )
+        })
+    }
+
+    /// The line a Request-URI user part refers to.
+    pub fn line(&self, number: &str) -> Option<&LineConfig> {
+        self.lines.iter().find(|l| l.number == number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> String {
+        r#"
+[prompts.zh]
+file = "audio/three_rules_zh.wav"
+
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "zh"
+operator = "sip:operator@127.0.0.1:5090"
+"#
+        .to_string()
+    }
+
+    fn error_for(text: &str) -> String {
+        match Config::from_toml_str(text, "test.toml") {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let config = Config::from_toml_str(EMBEDDED_EXAMPLE, "config/courtline.toml").unwrap();
+        assert!(!config.lines.is_empty());
+        assert_eq!(config.media.leading_silence_ms, 200);
+        assert_eq!(config.rtp_port_range().unwrap(), 20000..=29999);
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let config = Config::from_toml_str(&base(), "t").unwrap();
+        assert_eq!(config.sip.listen.port(), 5060);
+        assert_eq!(config.lines[0].ring_timeout_s, 30);
+        assert_eq!(config.media.ringback.frequency_hz, 450.0);
+        assert_eq!(config.records.service.database, "var/courtline.db");
+    }
+
+    #[test]
+    fn hunt_list_is_accepted() {
+        let text = base().replace(
+            "operator = \"sip:operator@127.0.0.1:5090\"",
+            "operator = [\"sip:a@127.0.0.1:5090\", \"sip:b@127.0.0.1:5091\"]",
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        assert_eq!(config.lines[0].operator.uris().len(), 2);
+    }
+
+    #[test]
+    fn unknown_prompt_names_key_and_fix() {
+        let e = error_for(&base().replace("prompt = \"zh\"", "prompt = \"en\""));
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("lines[0].prompt"), "{e}");
+        assert!(e.contains("use one of: zh"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let cases = [
+            ("[sip]\nmax_calls = 0\n", "sip.max_calls"),
+            ("[media]\nrtp_ports = \"30000-20000\"\n", "media.rtp_ports"),
+            ("[media]\nrtp_ports = \"20000-20000\"\n", "media.rtp_ports"),
+            (
+                "[media]\nadvertise_address = \"not-an-ip\"\n",
+                "media.advertise_address",
+            ),
+            (
+                "[media.ringback]\nfrequency_hz = 20000.0\n",
+                "media.ringback",
+            ),
+            (
+                "[records]\nendpoint = \"127.0.0.1:50051\"\n",
+                "records.endpoint",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = error_for(&format!("{extra}{}", base()));
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_operator_and_duplicates_are_refused() {
+        let e = error_for(&base().replace("sip:operator@127.0.0.1:5090", "operator at desk 3"));
+        assert!(e.contains("lines[0].operator"), "{e}");
+        let twice = format!(
+            "{}\n[[lines]]\nnumber = \"02112368\"\ncourt = \"x\"\nprompt = \"zh\"\noperator = \"sip:o@127.0.0.1\"\n",
+            base()
+        );
+        assert!(error_for(&twice).contains("configured twice"));
+        let e = error_for(&base().replace("number = \"02112368\"", "number = \"021 123\""));
+        assert!(e.contains("lines[0].number"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = error_for(&format!("[sip]\nlisten_port = 5060\n{}", base()));
+        assert!(e.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn no_lines_is_an_error() {
+        let e = error_for("[prompts.zh]\nfile = \"a.wav\"\n");
+        assert!(e.contains("`lines`"), "{e}");
+    }
+}

@@ -1,1 +1,10 @@
-//! (being written)
+//! One call's life: the sans-IO decision logic (`flow`) and the task that runs
+//! it against real SIP dialogs and media (`session`).
+
+pub mod flow;
+pub mod session;
+
+pub use flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Phase};
+
+#[cfg(test)]
+mod flow_tests;

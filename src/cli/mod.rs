@@ -1,1 +1,96 @@
-//! (being written)
+//! The `courtline` command line: `serve`, `check`, `calls list`, `records serve`.
+
+pub mod calls;
+pub mod check;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_PATH;
+
+/// courtline: plays the courts' "three rules" warning to every caller before
+/// connecting them, and keeps a record of every call.
+#[derive(Debug, Parser)]
+#[command(name = "courtline", version)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_PATH, env = "COURTLINE_CONFIG")]
+    pub config: PathBuf,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the switchboard (and, unless disabled, the embedded records service).
+    Serve,
+    /// Validate the configuration and every prompt file, then exit.
+    Check,
+    /// Query call records.
+    #[command(subcommand)]
+    Calls(calls::CallsCommand),
+    /// The records service.
+    #[command(subcommand)]
+    Records(RecordsCommand),
+}
+
+/// `courtline records ...`
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Run the records service alone (gRPC on [records.service] listen).
+    Serve,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("courtline: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve::serve_until_signal(&cli.config).await,
+            Command::Check => check::run(&cli.config),
+            Command::Calls(command) => calls::run(&cli.config, command).await,
+            Command::Records(RecordsCommand::Serve) => {
+                serve::records_until_signal(&cli.config).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("courtline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Human-readable logs by default, JSON with `--log-json`; `RUST_LOG` overrides
+/// the default filter, which keeps rsipstack's per-packet logs out.
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rsipstack=warn,sqlx=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -2,5 +2,9 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod pacer;
+pub mod ports;
 pub mod prompt;
+pub mod session;
+pub mod stream;
 pub mod tone;

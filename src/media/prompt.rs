@@ -1,1 +1,850 @@
-//! (being written)
+//! Announcement prompts: WAV files read once at start-up, resampled to 8 kHz
+//! and encoded for both G.711 laws, then shared by every call.
+//!
+//! Doing all of this up front means a bad file is found by `courtline check`
+//! or at start-up, never in the middle of a caller's warning, and the RTP
+//! sender only copies ready-made 160-byte frames.
+
+use std::f64::consts::PI;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::codec::{Codec, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
+
+/// Lowest file sample rate accepted; below 8 kHz a prompt would sound muffled.
+pub const MIN_FILE_SAMPLE_RATE: u32 = 8000;
+/// Highest file sample rate accepted; covers every studio export default.
+pub const MAX_FILE_SAMPLE_RATE: u32 = 48000;
+/// Longest prompt accepted, so a wrong file (a whole hearing) cannot eat memory.
+pub const MAX_PROMPT_SECONDS: u32 = 300;
+/// Longest configurable lead-in silence; more is surely a typo.
+pub const MAX_LEADING_SILENCE_MS: u32 = 10_000;
+
+/// Command suggested in messages for turning any recording into a good WAV.
+const CONVERT_HINT: &str = "sox <recording> -r 16000 -c 1 -b 16 <file.wav>";
+
+/// Why a prompt file cannot be used. Each message names the file, the reason
+/// and a fix, because it is read by a court administrator, not a developer.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    /// The configured path does not exist.
+    #[error("{}: file not found: put the WAV file there, or fix `file` under [prompts.<id>] in config/courtline.toml", .path.display())]
+    NotFound {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// It exists but reading failed (permissions, a directory, I/O error).
+    #[error("{}: cannot read the file ({source}): check that it is a regular file readable by the courtline user", .path.display())]
+    Unreadable {
+        /// The configured path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A 0-byte file, typically an interrupted copy.
+    #[error("{}: the file is empty (0 bytes): copy or export the recording again", .path.display())]
+    Empty {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// Some other format (MP3, M4A, text…) saved with a .wav name.
+    #[error("{}: not a WAV file (RIFF/WAVE header missing): convert it with `{CONVERT_HINT}`", .path.display())]
+    NotWav {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// Has a WAV header but its structure is broken (truncated, bad chunks).
+    #[error("{}: damaged WAV file ({reason}): export the recording again, or rewrite it with `{CONVERT_HINT}`", .path.display())]
+    Malformed {
+        /// The configured path.
+        path: PathBuf,
+        /// What was wrong, from the WAV reader.
+        reason: String,
+    },
+    /// A WAV encoding we do not decode (e.g. 64-bit float, ADPCM, G.711-in-WAV).
+    #[error("{}: unsupported WAV encoding ({detail}); courtline reads integer PCM (8–32-bit) or 32-bit float: convert it with `{CONVERT_HINT}`", .path.display())]
+    UnsupportedEncoding {
+        /// The configured path.
+        path: PathBuf,
+        /// The encoding found.
+        detail: String,
+    },
+    /// Sample rate outside 8000–48000 Hz.
+    #[error("{}: sample rate {rate} Hz is outside 8000–48000 Hz: resample it with `{CONVERT_HINT}`", .path.display())]
+    SampleRate {
+        /// The configured path.
+        path: PathBuf,
+        /// The file's sample rate.
+        rate: u32,
+    },
+    /// More than two channels (surround exports).
+    #[error("{}: {channels} channels, but only mono or stereo is accepted: down-mix it with `{CONVERT_HINT}`", .path.display())]
+    Channels {
+        /// The configured path.
+        path: PathBuf,
+        /// The file's channel count.
+        channels: u16,
+    },
+    /// A valid header with no audio after it; the caller would hear nothing.
+    #[error("{}: the WAV file contains no audio samples: export the recording again", .path.display())]
+    NoSamples {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// Longer than [`MAX_PROMPT_SECONDS`].
+    #[error("{}: {seconds} s of audio is longer than the {MAX_PROMPT_SECONDS} s allowed for a prompt: check it is the right file, or trim it with `sox <file.wav> <trimmed.wav> trim 0 60`", .path.display())]
+    TooLong {
+        /// The configured path.
+        path: PathBuf,
+        /// The file's length, rounded down.
+        seconds: u32,
+    },
+    /// `leading_silence_ms` above [`MAX_LEADING_SILENCE_MS`].
+    #[error("{}: leading silence of {ms} ms is more than {MAX_LEADING_SILENCE_MS} ms: lower `media.leading_silence_ms` in config/courtline.toml", .path.display())]
+    LeadingSilence {
+        /// The configured path.
+        path: PathBuf,
+        /// The configured silence.
+        ms: u32,
+    },
+}
+
+/// Pre-encoded 20 ms frames of one prompt, for both G.711 laws. Built once, shared via Arc.
+pub struct PromptFrames {
+    /// 8 kHz linear samples, padded to whole frames; kept for records and tests.
+    pcm: Vec<i16>,
+    /// μ-law encoding of `pcm`.
+    pcmu: Vec<u8>,
+    /// A-law encoding of `pcm`.
+    pcma: Vec<u8>,
+}
+
+/// Returned for out-of-range indices so a sender never panics mid-call.
+static PCMU_SILENCE: [u8; SAMPLES_PER_FRAME] = [0xFF; SAMPLES_PER_FRAME];
+/// A-law counterpart of [`PCMU_SILENCE`].
+static PCMA_SILENCE: [u8; SAMPLES_PER_FRAME] = [0xD5; SAMPLES_PER_FRAME];
+
+impl PromptFrames {
+    /// Builds frames from 8 kHz samples, padding the last frame with silence.
+    pub fn from_pcm8k(samples: &[i16]) -> PromptFrames {
+        let frames = samples.len().div_ceil(SAMPLES_PER_FRAME);
+        let mut pcm = samples.to_vec();
+        pcm.resize(frames * SAMPLES_PER_FRAME, 0);
+        let mut pcmu = vec![0u8; pcm.len()];
+        let mut pcma = vec![0u8; pcm.len()];
+        Codec::Pcmu.encode_into(&pcm, &mut pcmu);
+        Codec::Pcma.encode_into(&pcm, &mut pcma);
+        PromptFrames { pcm, pcmu, pcma }
+    }
+
+    /// Number of 20 ms frames; the prompt is over after the last one.
+    pub fn frame_count(&self) -> usize {
+        self.pcm.len() / SAMPLES_PER_FRAME
+    }
+
+    /// The 160 bytes of frame `index`. Callers keep `index < frame_count()`;
+    /// past the end this returns a silence frame rather than panicking.
+    pub fn frame(&self, codec: Codec, index: usize) -> &[u8] {
+        self.get(codec, index).unwrap_or(match codec {
+            Codec::Pcmu => &PCMU_SILENCE,
+            Codec::Pcma => &PCMA_SILENCE,
+        })
+    }
+
+    /// The 160 bytes of frame `index`, or `None` past the end.
+    pub fn get(&self, codec: Codec, index: usize) -> Option<&[u8]> {
+        let bytes = match codec {
+            Codec::Pcmu => &self.pcmu,
+            Codec::Pcma => &self.pcma,
+        };
+        let start = index.checked_mul(SAMPLES_PER_FRAME)?;
+        bytes.get(start..start.checked_add(SAMPLES_PER_FRAME)?)
+    }
+
+    /// Playing time, for records ("warning played in full") and timeouts.
+    pub fn duration_ms(&self) -> u32 {
+        u32::try_from(self.frame_count())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(FRAME_MS)
+    }
+
+    /// The 8 kHz samples actually played, leading silence and padding included.
+    pub fn pcm8k(&self) -> &[i16] {
+        &self.pcm
+    }
+}
+
+impl fmt::Debug for PromptFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PromptFrames")
+            .field("frame_count", &self.frame_count())
+            .field("duration_ms", &self.duration_ms())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configured prompt: its id, where it came from, the file's SHA-256, and its frames.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    /// Config key (`[prompts.<id>]`), so calls and records can name the prompt.
+    pub id: String,
+    /// File it was loaded from, for messages and records.
+    pub path: PathBuf,
+    /// Lowercase hex SHA-256 of the file bytes: the prompt version stored in every call record.
+    pub sha256: String,
+    /// Ready-to-send frames, shared by all calls without copying.
+    pub frames: Arc<PromptFrames>,
+}
+
+impl Prompt {
+    /// Reads, checks, down-mixes, resamples to 8 kHz, prepends `leading_silence_ms` of silence, pre-encodes.
+    pub fn load(id: &str, path: &Path, leading_silence_ms: u32) -> Result<Prompt, PromptError> {
+        let owned_path = || path.to_path_buf();
+        if leading_silence_ms > MAX_LEADING_SILENCE_MS {
+            return Err(PromptError::LeadingSilence {
+                path: owned_path(),
+                ms: leading_silence_ms,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => PromptError::NotFound { path: owned_path() },
+            _ => PromptError::Unreadable {
+                path: owned_path(),
+                source,
+            },
+        })?;
+        if bytes.is_empty() {
+            return Err(PromptError::Empty { path: owned_path() });
+        }
+        if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+            return Err(PromptError::NotWav { path: owned_path() });
+        }
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+
+        let (mono, rate) = read_mono(path, &bytes)?;
+        let resampled = resample_to_8k(&mono, rate);
+        let silence = leading_silence_ms as usize * (SAMPLE_RATE / 1000) as usize;
+        let mut pcm = vec![0i16; silence];
+        pcm.extend_from_slice(&resampled);
+
+        Ok(Prompt {
+            id: id.to_owned(),
+            path: owned_path(),
+            sha256,
+            frames: Arc::new(PromptFrames::from_pcm8k(&pcm)),
+        })
+    }
+}
+
+/// Decodes the WAV bytes to mono samples on the i16 scale (as f32, which holds
+/// 24 bits exactly) and returns them with the file's sample rate.
+fn read_mono(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, u32), PromptError> {
+    let owned_path = || path.to_path_buf();
+    let malformed = |error: hound::Error| match error {
+        hound::Error::Unsupported => PromptError::UnsupportedEncoding {
+            path: owned_path(),
+            detail: "not PCM or IEEE float".to_owned(),
+        },
+        hound::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            PromptError::Malformed {
+                path: owned_path(),
+                reason: "the file ends before its audio data does".to_owned(),
+            }
+        }
+        other => PromptError::Malformed {
+            path: owned_path(),
+            reason: other.to_string(),
+        },
+    };
+
+    let mut reader = hound::WavReader::new(io::Cursor::new(bytes)).map_err(malformed)?;
+    let spec = reader.spec();
+    if spec.channels > 2 {
+        return Err(PromptError::Channels {
+            path: owned_path(),
+            channels: spec.channels,
+        });
+    }
+    if !(MIN_FILE_SAMPLE_RATE..=MAX_FILE_SAMPLE_RATE).contains(&spec.sample_rate) {
+        return Err(PromptError::SampleRate {
+            path: owned_path(),
+            rate: spec.sample_rate,
+        });
+    }
+    let supported = match spec.sample_format {
+        hound::SampleFormat::Int => (1..=32).contains(&spec.bits_per_sample),
+        hound::SampleFormat::Float => spec.bits_per_sample == 32,
+    };
+    if !supported {
+        return Err(PromptError::UnsupportedEncoding {
+            path: owned_path(),
+            detail: format!("{:?} {}-bit", spec.sample_format, spec.bits_per_sample),
+        });
+    }
+    let frames = reader.duration();
+    if frames == 0 {
+        return Err(PromptError::NoSamples { path: owned_path() });
+    }
+    if frames / spec.sample_rate > MAX_PROMPT_SECONDS {
+        return Err(PromptError::TooLong {
+            path: owned_path(),
+            seconds: frames / spec.sample_rate,
+        });
+    }
+
+    let channels = usize::from(spec.channels);
+    // Scale to the i16 range and average the channels in one step.
+    let mut mono = Vec::with_capacity(frames as usize);
+    let mut push_interleaved = |samples: &mut dyn Iterator<Item = Result<f32, hound::Error>>,
+                                scale: f32|
+     -> Result<(), PromptError> {
+        let (mut sum, mut in_frame) = (0.0f32, 0usize);
+        for sample in samples {
+            sum += sample.map_err(malformed)?;
+            in_frame += 1;
+            if in_frame == channels {
+                mono.push(sum * scale / channels as f32);
+                (sum, in_frame) = (0.0, 0);
+            }
+        }
+        Ok(())
+    };
+    match spec.sample_format {
+        hound::SampleFormat::Int => {
+            let scale = 32768.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            push_interleaved(
+                &mut reader.samples::<i32>().map(|s| s.map(|v| v as f32)),
+                scale,
+            )?;
+        }
+        hound::SampleFormat::Float => {
+            push_interleaved(&mut reader.samples::<f32>(), 32768.0)?;
+        }
+    }
+    if mono.is_empty() {
+        return Err(PromptError::NoSamples { path: owned_path() });
+    }
+    Ok((mono, spec.sample_rate))
+}
+
+/// Low-pass edge (−6 dB point) of the resampling filter: just above the
+/// 3.4 kHz telephone band, and low enough that the filter is well into its
+/// stop band by 4 kHz, the 8 kHz Nyquist limit, so nothing aliases audibly.
+const CUTOFF_HZ: f64 = 3600.0;
+/// Filter half-length in 8 kHz sample periods (4 ms); sets the transition width
+/// (about ±270 Hz around the cutoff with this window).
+const HALF_WIDTH: usize = 32;
+/// Kaiser window shape; 7 gives roughly 70 dB of stop-band attenuation.
+const KAISER_BETA: f64 = 7.0;
+/// Kernel table resolution per 8 kHz sample period; linear interpolation
+/// between entries keeps the error far below 16-bit quantisation.
+const TABLE_STEPS: usize = 512;
+
+/// Windowed-sinc low-pass kernel sampled on a fine grid, so a tap at any
+/// fractional distance costs one lookup and one interpolation.
+struct LowPassKernel {
+    /// h(u) at u = i / TABLE_STEPS output periods, i = 0..=HALF_WIDTH·TABLE_STEPS (+1 guard).
+    table: Vec<f64>,
+}
+
+impl LowPassKernel {
+    fn new() -> LowPassKernel {
+        let cutoff = CUTOFF_HZ / f64::from(SAMPLE_RATE); // cycles per output sample
+        let window_norm = bessel_i0(KAISER_BETA);
+        let entries = HALF_WIDTH * TABLE_STEPS + 2;
+        let table = (0..entries)
+            .map(|i| {
+                let u = i as f64 / TABLE_STEPS as f64;
+                let ratio = u / HALF_WIDTH as f64;
+                if ratio >= 1.0 {
+                    return 0.0;
+                }
+                let x = 2.0 * cutoff * u;
+                let sinc = if x == 0.0 {
+                    1.0
+                } else {
+                    (PI * x).sin() / (PI * x)
+                };
+                let window = bessel_i0(KAISER_BETA * (1.0 - ratio * ratio).sqrt()) / window_norm;
+                2.0 * cutoff * sinc * window
+            })
+            .collect();
+        LowPassKernel { table }
+    }
+
+    /// Kernel value at distance `u` (in output sample periods, ≥ 0).
+    fn at(&self, u: f64) -> f64 {
+        let position = u * TABLE_STEPS as f64;
+        let index = position as usize;
+        match (self.table.get(index), self.table.get(index + 1)) {
+            (Some(&a), Some(&b)) => a + (b - a) * (position - index as f64),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Modified Bessel function I0 by its power series, for the Kaiser window.
+fn bessel_i0(x: f64) -> f64 {
+    let half_squared = x * x / 4.0;
+    let (mut sum, mut term, mut k) = (1.0, 1.0, 1.0);
+    while term > sum * 1e-12 {
+        term *= half_squared / (k * k);
+        sum += term;
+        k += 1.0;
+    }
+    sum
+}
+
+fn to_i16(value: f64) -> i16 {
+    value
+        .round()
+        .clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16
+}
+
+/// Band-limited resampling to 8 kHz: each output sample is the input convolved
+/// with the low-pass kernel centred on the output instant (which falls between
+/// input samples for ratios like 44100/8000). 8 kHz input is passed through.
+fn resample_to_8k(input: &[f32], rate: u32) -> Vec<i16> {
+    if rate == SAMPLE_RATE {
+        return input.iter().map(|&s| to_i16(f64::from(s))).collect();
+    }
+    let kernel = LowPassKernel::new();
+    let ratio = f64::from(rate) / f64::from(SAMPLE_RATE); // input samples per output sample
+    let inverse_ratio = 1.0 / ratio;
+    let reach = HALF_WIDTH as f64 * ratio; // kernel half-length in input samples
+    let last_input = input.len() as f64 - 1.0;
+    let output_len = (input.len() as u64 * u64::from(SAMPLE_RATE)).div_ceil(u64::from(rate));
+
+    (0..output_len)
+        .map(|n| {
+            // Exact rational position n·rate/8000, split to keep precision on long files.
+            let numerator = n * u64::from(rate);
+            let centre = (numerator / u64::from(SAMPLE_RATE)) as f64
+                + (numerator % u64::from(SAMPLE_RATE)) as f64 / f64::from(SAMPLE_RATE);
+            let first = (centre - reach).ceil().max(0.0) as usize;
+            let last = (centre + reach).floor().min(last_input) as usize;
+            let sum: f64 = input[first..=last]
+                .iter()
+                .enumerate()
+                .map(|(offset, &sample)| {
+                    let distance = ((first + offset) as f64 - centre).abs() * inverse_ratio;
+                    f64::from(sample) * kernel.at(distance)
+                })
+                .sum();
+            // Input taps are 1/ratio output periods apart: scale for unity DC gain.
+            to_i16(sum * inverse_ratio)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::tone::tone_amplitude;
+    use std::f64::consts::TAU;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Format {
+        Int8,
+        Int16,
+        Int24,
+        Float32,
+    }
+
+    /// Writes a WAV whose channel `c` at frame `n` is `signal(n, c)` in [-1, 1].
+    fn write_wav(
+        dir: &Path,
+        name: &str,
+        rate: u32,
+        channels: u16,
+        format: Format,
+        frames: usize,
+        signal: impl Fn(usize, u16) -> f64,
+    ) -> PathBuf {
+        let (bits, sample_format) = match format {
+            Format::Int8 => (8, hound::SampleFormat::Int),
+            Format::Int16 => (16, hound::SampleFormat::Int),
+            Format::Int24 => (24, hound::SampleFormat::Int),
+            Format::Float32 => (32, hound::SampleFormat::Float),
+        };
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: bits,
+            sample_format,
+        };
+        let path = dir.join(name);
+        let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+        for n in 0..frames {
+            for c in 0..channels {
+                let value = signal(n, c);
+                match format {
+                    Format::Float32 => writer.write_sample(value as f32).unwrap(),
+                    _ => {
+                        let full_scale = (1i64 << (bits - 1)) as f64;
+                        let int = (value * full_scale).round().min(full_scale - 1.0) as i32;
+                        writer.write_sample(int).unwrap();
+                    }
+                }
+            }
+        }
+        writer.finalize().unwrap();
+        path
+    }
+
+    fn sine(frequency: f64, rate: u32, amplitude: f64) -> impl Fn(usize, u16) -> f64 {
+        move |n, _| amplitude * (TAU * frequency * n as f64 / f64::from(rate)).sin()
+    }
+
+    fn middle(pcm: &[i16], from: usize, len: usize) -> Vec<f64> {
+        pcm[from..from + len]
+            .iter()
+            .map(|&s| f64::from(s))
+            .collect()
+    }
+
+    fn zero_crossings(samples: &[f64]) -> usize {
+        samples
+            .windows(2)
+            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+            .count()
+    }
+
+    #[test]
+    fn one_khz_sine_at_every_rate_format_and_layout_comes_out_at_8k() {
+        let dir = tempfile::tempdir().unwrap();
+        for rate in [8000, 16000, 22050, 44100, 48000] {
+            for format in [Format::Int16, Format::Int24, Format::Float32] {
+                for channels in [1u16, 2] {
+                    let name = format!("sine_{rate}_{format:?}_{channels}.wav");
+                    // Right channel at half level: the mono mix is then 0.75 of the left.
+                    let left = sine(1000.0, rate, 0.5);
+                    let path = write_wav(
+                        dir.path(),
+                        &name,
+                        rate,
+                        channels,
+                        format,
+                        rate as usize,
+                        |n, c| {
+                            if c == 0 {
+                                left(n, c)
+                            } else {
+                                0.5 * left(n, c)
+                            }
+                        },
+                    );
+                    let prompt = Prompt::load("t", &path, 0).unwrap();
+                    let frames = &prompt.frames;
+                    let context = format!("{name}: {frames:?}");
+                    assert!((49..=51).contains(&frames.frame_count()), "{context}");
+
+                    let expected = if channels == 1 { 16384.0 } else { 12288.0 };
+                    // 6400 samples = 800 whole cycles, away from the edges.
+                    let samples = middle(frames.pcm8k(), 800, 6400);
+                    let amplitude = tone_amplitude(&samples, 1000.0, 8000.0);
+                    assert!(
+                        (amplitude - expected).abs() < expected * 0.02,
+                        "{context}: {amplitude}"
+                    );
+                    let crossings = zero_crossings(&samples);
+                    assert!((1598..=1602).contains(&crossings), "{context}: {crossings}");
+                    for other in [500.0, 2000.0, 3000.0] {
+                        let leak = tone_amplitude(&samples, other, 8000.0);
+                        assert!(leak < expected * 0.01, "{context}: {other} Hz {leak}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tones_above_4khz_are_filtered_out_not_aliased() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rate, frequency) in [
+            (48000, 3950.0),
+            (48000, 6000.0),
+            (44100, 4200.0),
+            (16000, 5000.0),
+        ] {
+            let name = format!("high_{rate}_{frequency}.wav");
+            let path = write_wav(
+                dir.path(),
+                &name,
+                rate,
+                1,
+                Format::Int16,
+                rate as usize,
+                sine(frequency, rate, 0.5),
+            );
+            let prompt = Prompt::load("t", &path, 0).unwrap();
+            let samples = middle(prompt.frames.pcm8k(), 800, 6400);
+            let peak = samples.iter().fold(0.0f64, |m, s| m.max(s.abs()));
+            // At least 60 dB below the 16384 input (measured: 70 dB or more).
+            assert!(peak < 16.0, "{name}: peak {peak}");
+        }
+    }
+
+    #[test]
+    fn passband_is_flat_across_the_telephone_band() {
+        let dir = tempfile::tempdir().unwrap();
+        for frequency in [300.0, 1000.0, 2000.0, 3000.0] {
+            let path = write_wav(
+                dir.path(),
+                "band.wav",
+                44100,
+                1,
+                Format::Int16,
+                44100,
+                sine(frequency, 44100, 0.5),
+            );
+            let prompt = Prompt::load("t", &path, 0).unwrap();
+            let samples = middle(prompt.frames.pcm8k(), 800, 6400);
+            let amplitude = tone_amplitude(&samples, frequency, 8000.0);
+            assert!(
+                (amplitude - 16384.0).abs() < 16384.0 * 0.03,
+                "{frequency} Hz: {amplitude}"
+            );
+        }
+    }
+
+    #[test]
+    fn eight_bit_files_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_wav(
+            dir.path(),
+            "u8.wav",
+            8000,
+            1,
+            Format::Int8,
+            8000,
+            sine(1000.0, 8000, 0.5),
+        );
+        let prompt = Prompt::load("t", &path, 0).unwrap();
+        let samples = middle(prompt.frames.pcm8k(), 800, 6400);
+        let amplitude = tone_amplitude(&samples, 1000.0, 8000.0);
+        assert!((amplitude - 16384.0).abs() < 16384.0 * 0.03, "{amplitude}");
+    }
+
+    #[test]
+    fn leading_silence_adds_whole_silent_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_wav(
+            dir.path(),
+            "s.wav",
+            8000,
+            1,
+            Format::Int16,
+            4000,
+            sine(1000.0, 8000, 0.5),
+        );
+        let plain = Prompt::load("t", &path, 0).unwrap();
+        let padded = Prompt::load("t", &path, 100).unwrap();
+        assert_eq!(padded.frames.frame_count(), plain.frames.frame_count() + 5);
+        assert_eq!(
+            padded.frames.duration_ms(),
+            plain.frames.duration_ms() + 100
+        );
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            for i in 0..5 {
+                assert!(padded
+                    .frames
+                    .frame(codec, i)
+                    .iter()
+                    .all(|&b| b == codec.silence_byte()));
+            }
+            for i in 0..plain.frames.frame_count() {
+                assert_eq!(
+                    padded.frames.frame(codec, i + 5),
+                    plain.frames.frame(codec, i)
+                );
+            }
+        }
+        assert!(plain
+            .frames
+            .frame(Codec::Pcmu, 0)
+            .iter()
+            .any(|&b| b != 0xFF));
+        assert_eq!(padded.sha256, plain.sha256);
+    }
+
+    #[test]
+    fn sha256_is_of_the_file_bytes() {
+        // 16-bit mono 8 kHz, samples 0, 1000, -1000, 0; digest from `sha256sum`.
+        const WAV: &[u8] = b"RIFF\x2c\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00\x80\x3e\x00\x00\x02\x00\x10\x00data\x08\x00\x00\x00\x00\x00\xe8\x03\x18\xfc\x00\x00";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known.wav");
+        std::fs::write(&path, WAV).unwrap();
+        let prompt = Prompt::load("known", &path, 0).unwrap();
+        assert_eq!(
+            prompt.sha256,
+            "6154e1a5105d7b8b35a7ac228d50907c2fed58ea63577391b34957cc538966ce"
+        );
+        assert_eq!(prompt.id, "known");
+        assert_eq!(prompt.path, path);
+        assert_eq!(&prompt.frames.pcm8k()[..4], &[0, 1000, -1000, 0]);
+        assert_eq!(prompt.frames.frame_count(), 1);
+    }
+
+    fn load_error(path: &Path) -> (PromptError, String) {
+        let error = Prompt::load("t", path, 0).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
+        (error, message)
+    }
+
+    #[test]
+    fn non_wav_empty_and_missing_files_are_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.wav");
+        std::fs::write(&text, "ID3\x03 this is really an mp3").unwrap();
+        let (error, message) = load_error(&text);
+        assert!(matches!(error, PromptError::NotWav { .. }), "{error:?}");
+        assert!(
+            message.contains("not a WAV file") && message.contains("sox"),
+            "{message}"
+        );
+
+        let empty = dir.path().join("empty.wav");
+        std::fs::write(&empty, b"").unwrap();
+        let (error, message) = load_error(&empty);
+        assert!(matches!(error, PromptError::Empty { .. }), "{error:?}");
+        assert!(message.contains("0 bytes"), "{message}");
+
+        let missing = dir.path().join("missing.wav");
+        let (error, message) = load_error(&missing);
+        assert!(matches!(error, PromptError::NotFound { .. }), "{error:?}");
+        assert!(message.contains("courtline.toml"), "{message}");
+
+        let (error, _) = load_error(dir.path());
+        assert!(matches!(error, PromptError::Unreadable { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn unsupported_layouts_rates_and_lengths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let silent = |_: usize, _: u16| 0.0;
+        let three = write_wav(dir.path(), "3ch.wav", 16000, 3, Format::Int16, 100, silent);
+        let (error, message) = load_error(&three);
+        assert!(
+            matches!(error, PromptError::Channels { channels: 3, .. }),
+            "{error:?}"
+        );
+        assert!(message.contains("mono or stereo"), "{message}");
+
+        for rate in [6000, 96000] {
+            let path = write_wav(dir.path(), "rate.wav", rate, 1, Format::Int16, 100, silent);
+            let (error, message) = load_error(&path);
+            assert!(
+                matches!(error, PromptError::SampleRate { rate: r, .. } if r == rate),
+                "{error:?}"
+            );
+            assert!(message.contains(&format!("{rate} Hz")), "{message}");
+        }
+
+        let none = write_wav(dir.path(), "none.wav", 16000, 1, Format::Int16, 0, silent);
+        let (error, _) = load_error(&none);
+        assert!(matches!(error, PromptError::NoSamples { .. }), "{error:?}");
+
+        let long = write_wav(
+            dir.path(),
+            "long.wav",
+            8000,
+            1,
+            Format::Int8,
+            8000 * 301,
+            silent,
+        );
+        let (error, _) = load_error(&long);
+        assert!(
+            matches!(error, PromptError::TooLong { seconds: 301, .. }),
+            "{error:?}"
+        );
+
+        let ok = write_wav(dir.path(), "ok.wav", 8000, 1, Format::Int16, 100, silent);
+        let error = Prompt::load("t", &ok, 10_001).unwrap_err();
+        assert!(
+            matches!(error, PromptError::LeadingSilence { ms: 10_001, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn truncated_and_damaged_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_wav(
+            dir.path(),
+            "full.wav",
+            8000,
+            1,
+            Format::Int16,
+            1000,
+            sine(440.0, 8000, 0.5),
+        );
+        let bytes = std::fs::read(&path).unwrap();
+
+        let truncated = dir.path().join("truncated.wav");
+        std::fs::write(&truncated, &bytes[..bytes.len() - 500]).unwrap();
+        let (error, message) = load_error(&truncated);
+        assert!(matches!(error, PromptError::Malformed { .. }), "{error:?}");
+        assert!(message.contains("damaged"), "{message}");
+
+        let header_only = dir.path().join("header.wav");
+        std::fs::write(&header_only, &bytes[..20]).unwrap();
+        let (error, _) = load_error(&header_only);
+        assert!(matches!(error, PromptError::Malformed { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn frames_are_padded_and_out_of_range_is_silence() {
+        let mut samples = vec![1000i16; 161];
+        samples[160] = -1000;
+        let frames = PromptFrames::from_pcm8k(&samples);
+        assert_eq!(frames.frame_count(), 2);
+        assert_eq!(frames.duration_ms(), 40);
+        assert_eq!(frames.pcm8k().len(), 320);
+        let second = frames.frame(Codec::Pcma, 1);
+        assert_eq!(second[0], Codec::Pcma.encode(-1000));
+        assert!(second[1..].iter().all(|&b| b == 0xD5));
+        assert_eq!(frames.get(Codec::Pcmu, 2), None);
+        assert_eq!(frames.get(Codec::Pcmu, usize::MAX), None);
+        assert_eq!(frames.frame(Codec::Pcmu, 2), &[0xFF; 160][..]);
+        assert_eq!(frames.frame(Codec::Pcma, 99).len(), 160);
+        assert_eq!(PromptFrames::from_pcm8k(&[]).frame_count(), 0);
+        let debug = format!("{frames:?}");
+        assert!(debug.len() < 100, "{debug}");
+    }
+
+    #[test]
+    fn shipped_prompts_load() {
+        for (id, file) in [
+            ("three_rules_zh", "audio/three_rules_zh.wav"),
+            ("three_rules_en", "audio/three_rules_en.wav"),
+        ] {
+            let prompt = Prompt::load(id, Path::new(file), 200).unwrap();
+            let seconds = prompt.frames.duration_ms() / 1000;
+            assert!((10..=20).contains(&seconds), "{file}: {seconds} s");
+            assert_eq!(prompt.sha256.len(), 64);
+            let peak = prompt
+                .frames
+                .pcm8k()
+                .iter()
+                .map(|s| s.unsigned_abs())
+                .max()
+                .unwrap_or(0);
+            assert!(peak > 10_000, "{file}: peak {peak}");
+            assert!(prompt
+                .frames
+                .frame(Codec::Pcma, 0)
+                .iter()
+                .all(|&b| b == 0xD5));
+        }
+    }
+}

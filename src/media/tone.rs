@@ -1,1 +1,349 @@
-//! (being written)
+//! In-band ringback, so the caller hears the line ringing while an operator is
+//! sought (many gateways do not generate it locally after a 183/200 with SDP).
+//!
+//! One cadence cycle is synthesised and encoded once at start-up; every call
+//! then just loops over the same frames.
+
+use std::f64::consts::PI;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{Codec, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
+
+/// Level of a full-scale digital sine in μ-law (+3.17 dBm0, G.711; A-law's
+/// +3.14 differs by an inaudible 0.03 dB), the reference for dBm0 levels.
+const FULL_SCALE_SINE_DBM0: f64 = 3.17;
+/// Raised-cosine ramp at each edge of a burst: hard edges click audibly.
+const EDGE_RAMP_SAMPLES: usize = 40;
+/// Upper bound on one cycle, so a typo in config cannot allocate without limit.
+const MAX_CYCLE_MS: u32 = 60_000;
+
+/// How ringback sounds: one tone burst followed by a pause, repeated.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+pub struct RingbackCadence {
+    /// Tone frequency; national ringback plans differ (China 450 Hz, Europe 425 Hz).
+    pub frequency_hz: f32,
+    /// Length of each tone burst in ms (multiple of 20, one RTP frame).
+    pub on_ms: u32,
+    /// Pause after each burst in ms (multiple of 20; may be 0 for a steady tone).
+    pub off_ms: u32,
+    /// Tone level in dBm0 (≤ 0); ringback is meant to be heard but not startle.
+    pub level_dbm0: f32,
+}
+
+impl Default for RingbackCadence {
+    /// Chinese ringback (YD/T 1277): 450 Hz, 1 s on, 4 s off, about -10 dBm0.
+    fn default() -> Self {
+        RingbackCadence {
+            frequency_hz: 450.0,
+            on_ms: 1000,
+            off_ms: 4000,
+            level_dbm0: -10.0,
+        }
+    }
+}
+
+/// Why a configured cadence cannot be turned into a tone.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ToneError {
+    /// Outside what G.711 at 8 kHz can carry (and what a phone speaker plays).
+    #[error("ringback frequency_hz = {0} is outside 50–3800 Hz: set a frequency in that range (China uses 450)")]
+    Frequency(f32),
+    /// Not a finite level at or below 0 dBm0 (above it the sine clips), or below -60.
+    #[error("ringback level_dbm0 = {0} is outside -60..=0 dBm0: use about -10")]
+    Level(f32),
+    /// A cadence with no tone at all would be silence, not ringback.
+    #[error("ringback on_ms = 0: the tone must sound for at least one 20 ms frame")]
+    NoTone,
+    /// Frames are 20 ms; other lengths would be silently rounded.
+    #[error("ringback {field} = {ms} is not a multiple of 20 ms: use e.g. {rounded}")]
+    NotFrameMultiple {
+        /// Which cadence field is wrong (`on_ms` or `off_ms`).
+        field: &'static str,
+        /// The configured length.
+        ms: u32,
+        /// The nearest usable length, suggested in the message.
+        rounded: u32,
+    },
+    /// Keeps memory bounded.
+    #[error("ringback cycle on_ms + off_ms = {0} ms is longer than 60000 ms: shorten it")]
+    CycleTooLong(u64),
+}
+
+/// One full cadence cycle pre-encoded into 20 ms frames; played in a loop.
+pub struct ToneFrames {
+    /// μ-law bytes of the whole cycle, `frame_count * 160` long.
+    pcmu: Vec<u8>,
+    /// A-law bytes of the whole cycle, same layout.
+    pcma: Vec<u8>,
+    /// Number of 20 ms frames in one cycle (never 0).
+    frame_count: usize,
+}
+
+impl fmt::Debug for ToneFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToneFrames")
+            .field("frame_count", &self.frame_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToneFrames {
+    /// Validates the cadence and synthesises one cycle: a phase-continuous sine
+    /// with short ramps for the "on" part, then digital silence.
+    pub fn ringback(cadence: &RingbackCadence) -> Result<ToneFrames, ToneError> {
+        let frequency = cadence.frequency_hz;
+        if !(50.0..=3800.0).contains(&frequency) {
+            return Err(ToneError::Frequency(frequency));
+        }
+        if !(-60.0..=0.0).contains(&cadence.level_dbm0) {
+            return Err(ToneError::Level(cadence.level_dbm0));
+        }
+        if cadence.on_ms == 0 {
+            return Err(ToneError::NoTone);
+        }
+        for (field, ms) in [("on_ms", cadence.on_ms), ("off_ms", cadence.off_ms)] {
+            if ms % FRAME_MS != 0 {
+                let rounded = ((ms + FRAME_MS / 2) / FRAME_MS).max(1) * FRAME_MS;
+                return Err(ToneError::NotFrameMultiple { field, ms, rounded });
+            }
+        }
+        let cycle_ms = u64::from(cadence.on_ms) + u64::from(cadence.off_ms);
+        if cycle_ms > u64::from(MAX_CYCLE_MS) {
+            return Err(ToneError::CycleTooLong(cycle_ms));
+        }
+
+        let samples_per_ms = (SAMPLE_RATE / 1000) as usize;
+        let on_samples = cadence.on_ms as usize * samples_per_ms;
+        let total_samples = cycle_ms as usize * samples_per_ms;
+        let amplitude =
+            32767.0 * 10f64.powf((f64::from(cadence.level_dbm0) - FULL_SCALE_SINE_DBM0) / 20.0);
+        let phase_step = 2.0 * PI * f64::from(frequency) / f64::from(SAMPLE_RATE);
+
+        let mut pcm = vec![0i16; total_samples];
+        for (n, sample) in pcm.iter_mut().take(on_samples).enumerate() {
+            let from_edge = n.min(on_samples - 1 - n);
+            let envelope = if from_edge < EDGE_RAMP_SAMPLES {
+                0.5 - 0.5 * (PI * from_edge as f64 / EDGE_RAMP_SAMPLES as f64).cos()
+            } else {
+                1.0
+            };
+            // Phase from the sample index (not an accumulator) stays exact over the burst.
+            let value = amplitude * envelope * (phase_step * n as f64).sin();
+            *sample = value.round() as i16;
+        }
+
+        let encode = |codec: Codec| -> Vec<u8> {
+            let mut out = vec![0u8; pcm.len()];
+            codec.encode_into(&pcm, &mut out);
+            out
+        };
+        Ok(ToneFrames {
+            pcmu: encode(Codec::Pcmu),
+            pcma: encode(Codec::Pcma),
+            frame_count: total_samples / SAMPLES_PER_FRAME,
+        })
+    }
+
+    /// Frames in one cycle; a sender loops after this many.
+    pub fn frame_count(&self) -> usize {
+        self.frame_count
+    }
+
+    /// Length of one cycle in ms.
+    pub fn duration_ms(&self) -> u32 {
+        // At most MAX_CYCLE_MS / 20 frames, so this cannot overflow.
+        self.frame_count as u32 * FRAME_MS
+    }
+
+    /// The 160 bytes of frame `index`, taken modulo the cycle so a sender can
+    /// just count frames from the start of ringing.
+    pub fn frame(&self, codec: Codec, index: usize) -> &[u8] {
+        let start = (index % self.frame_count) * SAMPLES_PER_FRAME;
+        let bytes = match codec {
+            Codec::Pcmu => &self.pcmu,
+            Codec::Pcma => &self.pcma,
+        };
+        &bytes[start..start + SAMPLES_PER_FRAME]
+    }
+}
+
+/// Amplitude of the `frequency` component of `samples` (Goertzel), for tests
+/// that check a tone's pitch and level without an FFT.
+#[cfg(test)]
+pub(crate) fn tone_amplitude(samples: &[f64], frequency: f64, sample_rate: f64) -> f64 {
+    let coefficient = 2.0 * (2.0 * PI * frequency / sample_rate).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / samples.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(tone: &ToneFrames, codec: Codec, frames: std::ops::Range<usize>) -> Vec<f64> {
+        frames
+            .flat_map(|i| tone.frame(codec, i).to_vec())
+            .map(|b| f64::from(codec.decode(b)))
+            .collect()
+    }
+
+    #[test]
+    fn default_is_chinese_ringback() {
+        let cadence = RingbackCadence::default();
+        assert_eq!(cadence.frequency_hz, 450.0);
+        assert_eq!((cadence.on_ms, cadence.off_ms), (1000, 4000));
+        assert_eq!(cadence.level_dbm0, -10.0);
+    }
+
+    #[test]
+    fn frame_count_is_one_cycle() {
+        let tone = ToneFrames::ringback(&RingbackCadence::default()).unwrap();
+        assert_eq!(tone.frame_count(), (1000 + 4000) / 20);
+        assert_eq!(tone.duration_ms(), 5000);
+    }
+
+    #[test]
+    fn on_frames_are_a_450_hz_tone_at_the_configured_level() {
+        let tone = ToneFrames::ringback(&RingbackCadence::default()).unwrap();
+        // -10 dBm0 relative to the +3.17 dBm0 full-scale sine.
+        let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            // Skip the ramped first and last frames.
+            for frame in 1..49 {
+                let samples = decoded(&tone, codec, frame..frame + 1);
+                let at_450 = tone_amplitude(&samples, 450.0, 8000.0);
+                assert!(
+                    (at_450 - expected).abs() < expected * 0.03,
+                    "{codec:?} {frame}: {at_450}"
+                );
+                for other in [300.0, 600.0, 1000.0, 2000.0] {
+                    assert!(tone_amplitude(&samples, other, 8000.0) < expected * 0.1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tone_phase_is_continuous_across_frames() {
+        let tone = ToneFrames::ringback(&RingbackCadence::default()).unwrap();
+        let samples = decoded(&tone, Codec::Pcma, 0..50);
+        let amplitude = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        let step = 2.0 * PI * 450.0 / 8000.0;
+        for (n, &value) in samples.iter().enumerate().skip(40).take(8000 - 80) {
+            let ideal = amplitude * (step * n as f64).sin();
+            // Within A-law quantisation error at this level.
+            assert!(
+                (value - ideal).abs() < 260.0,
+                "sample {n}: {value} vs {ideal}"
+            );
+        }
+    }
+
+    #[test]
+    fn off_frames_are_silence_and_indices_loop() {
+        let tone = ToneFrames::ringback(&RingbackCadence::default()).unwrap();
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            for frame in 50..250 {
+                assert!(tone
+                    .frame(codec, frame)
+                    .iter()
+                    .all(|&b| b == codec.silence_byte()));
+            }
+            assert_eq!(tone.frame(codec, 250), tone.frame(codec, 0));
+            assert_eq!(tone.frame(codec, 253), tone.frame(codec, 3));
+            assert_eq!(tone.frame(codec, 0).len(), 160);
+        }
+        // Bursts start and end quietly (ramp), not with a click.
+        let first = decoded(&tone, Codec::Pcmu, 0..1);
+        assert!(first[0].abs() <= 8.0);
+    }
+
+    #[test]
+    fn invalid_cadences_are_refused() {
+        let base = RingbackCadence::default();
+        let check = |cadence: RingbackCadence, expected: ToneError| {
+            assert_eq!(ToneFrames::ringback(&cadence).unwrap_err(), expected);
+        };
+        check(
+            RingbackCadence {
+                frequency_hz: 30.0,
+                ..base
+            },
+            ToneError::Frequency(30.0),
+        );
+        check(
+            RingbackCadence {
+                frequency_hz: 4000.0,
+                ..base
+            },
+            ToneError::Frequency(4000.0),
+        );
+        let nan = RingbackCadence {
+            frequency_hz: f32::NAN,
+            ..base
+        };
+        assert!(matches!(
+            ToneFrames::ringback(&nan),
+            Err(ToneError::Frequency(_))
+        ));
+        check(
+            RingbackCadence {
+                level_dbm0: 3.0,
+                ..base
+            },
+            ToneError::Level(3.0),
+        );
+        check(RingbackCadence { on_ms: 0, ..base }, ToneError::NoTone);
+        check(
+            RingbackCadence {
+                on_ms: 1010,
+                ..base
+            },
+            ToneError::NotFrameMultiple {
+                field: "on_ms",
+                ms: 1010,
+                rounded: 1020,
+            },
+        );
+        check(
+            RingbackCadence {
+                off_ms: 3990,
+                ..base
+            },
+            ToneError::NotFrameMultiple {
+                field: "off_ms",
+                ms: 3990,
+                rounded: 4000,
+            },
+        );
+        check(
+            RingbackCadence {
+                off_ms: 60_000,
+                ..base
+            },
+            ToneError::CycleTooLong(61_000),
+        );
+        let message = ToneError::Frequency(30.0).to_string();
+        assert!(message.contains("50–3800"), "{message}");
+    }
+
+    #[test]
+    fn steady_tone_without_pause_is_allowed() {
+        let cadence = RingbackCadence {
+            off_ms: 0,
+            on_ms: 20,
+            ..RingbackCadence::default()
+        };
+        let tone = ToneFrames::ringback(&cadence).unwrap();
+        assert_eq!(tone.frame_count(), 1);
+        assert_eq!(tone.frame(Codec::Pcmu, 7).len(), 160);
+    }
+}

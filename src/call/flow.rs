@@ -1,0 +1,391 @@
+//! The call flow as a sans-IO state machine.
+//!
+//! `CallFlow` decides *what* happens to one call — answer, play the warning,
+//! hunt for an operator, bridge, hang up, record — and nothing else: no
+//! sockets, no clock, no tasks. The SIP adapter feeds it [`CallInput`]s with the
+//! current time, executes the [`CallAction`]s it polls out, and wakes it at
+//! [`CallFlow::poll_timeout`]. Tests drive it the same way on virtual time.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::records::pb::{CallRecord, EndReason};
+
+/// Facts about a call known when its INVITE is accepted; they never change.
+#[derive(Debug, Clone, Default)]
+pub struct CallFacts {
+    /// courtline's own call id (UUID).
+    pub call_id: String,
+    /// The caller leg's SIP Call-ID.
+    pub sip_call_id: String,
+    /// Dialled line number.
+    pub line_number: String,
+    /// Court owning the line.
+    pub court_name: String,
+    /// Caller's number and display name from the From header.
+    pub caller_number: String,
+    /// Display name as sent (UTF-8; Chinese names are common).
+    pub caller_display_name: String,
+    /// Source address of the INVITE.
+    pub caller_source: String,
+    /// Caller's User-Agent header.
+    pub user_agent: String,
+    /// Codec agreed with the caller ("PCMU"/"PCMA"; empty if none).
+    pub codec: String,
+    /// Configured id of the prompt this line plays.
+    pub prompt_id: String,
+    /// SHA-256 of the prompt file: which version of the warning the caller heard.
+    pub prompt_sha256: String,
+    /// Full prompt length including leading silence.
+    pub prompt_length_ms: u32,
+    /// Operator URIs in hunt order.
+    pub operators: Vec<String>,
+    /// How long each operator may ring.
+    pub ring_timeout: Duration,
+    /// How long to ring the caller before answering.
+    pub answer_delay: Duration,
+    /// Wall-clock time the INVITE arrived, Unix ms; other times are derived from it.
+    pub received_at_ms: i64,
+}
+
+/// Where a call is. Transitions only go forward; `Ended` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// INVITE received; the caller hears ringing until the answer delay passes.
+    Ringing,
+    /// 200 OK sent; waiting for the caller's ACK before any audio.
+    Answering,
+    /// The warning is playing and cannot be skipped.
+    Prompting,
+    /// Calling operator number `target` of the hunt list; caller hears ringback.
+    DialingOperator {
+        /// Index into the hunt list.
+        target: usize,
+    },
+    /// Caller and operator are talking through the relay.
+    Bridged,
+    /// Both legs are down; the record has been emitted.
+    Ended,
+}
+
+impl Phase {
+    /// Short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Ringing => "ringing",
+            Phase::Answering => "answering",
+            Phase::Prompting => "prompting",
+            Phase::DialingOperator { .. } => "dialing_operator",
+            Phase::Bridged => "bridged",
+            Phase::Ended => "ended",
+        }
+    }
+}
+
+/// How an operator attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorFailure {
+    /// A final non-2xx response with this status.
+    Status(u16),
+    /// No response at all (transport error or transaction timeout).
+    Unreachable,
+}
+
+/// Something that happened to the call, reported by the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallInput {
+    /// The caller ACKed our 200 OK: media may flow.
+    CallerAcked,
+    /// The caller pressed a key (RFC 4733); recorded, never skips the prompt.
+    CallerDtmf(char),
+    /// BYE from the caller.
+    CallerHungUp,
+    /// CANCEL from the caller before we answered (the stack has sent 487).
+    CallerCancelled,
+    /// The media engine has sent the last prompt frame.
+    PromptFinished,
+    /// The operator's phone is ringing (180/183).
+    OperatorRinging,
+    /// The operator answered (2xx, ACK sent).
+    OperatorAnswered,
+    /// The current operator attempt failed.
+    OperatorFailed(OperatorFailure),
+    /// BYE from the operator.
+    OperatorHungUp,
+    /// Something broke locally (socket, SDP from the operator, ...); the call cannot go on.
+    Fault(String),
+}
+
+/// What the adapter must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallAction {
+    /// Send 180 Ringing to the caller.
+    RingCaller,
+    /// Send 200 OK with our SDP answer to the caller.
+    AnswerCaller,
+    /// Start sending the prompt frames to the caller.
+    StartPrompt,
+    /// Send ringback tone to the caller (continuing the same RTP stream).
+    StartRingback,
+    /// INVITE this operator URI (B2BUA second leg).
+    DialOperator {
+        /// Target from the hunt list.
+        uri: String,
+    },
+    /// Abandon the ringing operator leg (CANCEL; BYE if its 200 crosses).
+    CancelOperator,
+    /// BYE the connected operator leg.
+    HangUpOperator,
+    /// Relay audio both ways between caller and operator.
+    Bridge,
+    /// BYE the caller.
+    HangUpCaller,
+    /// Stop all media, release ports, and store this record (times and SIP facts
+    /// filled in; the adapter adds the media counters).
+    Finish(Box<CallRecord>),
+}
+
+/// One call's decisions. See the module docs.
+#[derive(Debug)]
+pub struct CallFlow {
+    /// Static facts copied into the record.
+    facts: CallFacts,
+    /// Current phase.
+    phase: Phase,
+    /// Actions not yet taken by the adapter, in order.
+    actions: VecDeque<CallAction>,
+    /// Monotonic time of the INVITE, the origin for the record's wall-clock times.
+    started: Instant,
+    /// Pending timer: answer delay in `Ringing`, ring timeout in `DialingOperator`.
+    deadline: Option<Instant>,
+    /// The record being filled in as the call progresses.
+    record: CallRecord,
+}
+
+impl CallFlow {
+    /// A new call whose INVITE arrived at `now`.
+    pub fn new(facts: CallFacts, now: Instant) -> CallFlow {
+        let record = CallRecord {
+            call_id: facts.call_id.clone(),
+            sip_call_id: facts.sip_call_id.clone(),
+            line_number: facts.line_number.clone(),
+            court_name: facts.court_name.clone(),
+            caller_number: facts.caller_number.clone(),
+            caller_display_name: facts.caller_display_name.clone(),
+            caller_source: facts.caller_source.clone(),
+            user_agent: facts.user_agent.clone(),
+            codec: facts.codec.clone(),
+            received_at_ms: facts.received_at_ms,
+            prompt_id: facts.prompt_id.clone(),
+            prompt_sha256: facts.prompt_sha256.clone(),
+            prompt_length_ms: facts.prompt_length_ms,
+            ..CallRecord::default()
+        };
+        let mut flow = CallFlow {
+            facts,
+            phase: Phase::Ringing,
+            actions: VecDeque::new(),
+            started: now,
+            deadline: None,
+            record,
+        };
+        if flow.facts.answer_delay.is_zero() {
+            flow.answer(now);
+        } else {
+            flow.actions.push_back(CallAction::RingCaller);
+            flow.deadline = Some(now + flow.facts.answer_delay);
+        }
+        flow
+    }
+
+    /// The record for a call refused before it started (404, 488, 503, ...).
+    pub fn rejected(facts: &CallFacts, status: u16) -> CallRecord {
+        CallRecord {
+            call_id: facts.call_id.clone(),
+            sip_call_id: facts.sip_call_id.clone(),
+            line_number: facts.line_number.clone(),
+            court_name: facts.court_name.clone(),
+            caller_number: facts.caller_number.clone(),
+            caller_display_name: facts.caller_display_name.clone(),
+            caller_source: facts.caller_source.clone(),
+            user_agent: facts.user_agent.clone(),
+            received_at_ms: facts.received_at_ms,
+            ended_at_ms: facts.received_at_ms,
+            prompt_id: facts.prompt_id.clone(),
+            prompt_sha256: facts.prompt_sha256.clone(),
+            prompt_length_ms: facts.prompt_length_ms,
+            end_reason: EndReason::Rejected as i32,
+            sip_final_status: u32::from(status),
+            ..CallRecord::default()
+        }
+    }
+
+    /// Current phase, for logs and the adapter's routing.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The operator currently being called or connected, if any.
+    pub fn current_operator(&self) -> Option<&str> {
+        match self.phase {
+            Phase::DialingOperator { target } => {
+                self.facts.operators.get(target).map(String::as_str)
+            }
+            _ if !self.record.operator_uri.is_empty() => Some(&self.record.operator_uri),
+            _ => None,
+        }
+    }
+
+    /// Next action for the adapter, in order.
+    pub fn poll_output(&mut self) -> Option<CallAction> {
+        self.actions.pop_front()
+    }
+
+    /// When the adapter must call [`CallFlow::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Fires the pending timer if it is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.deadline {
+            Some(deadline) if now >= deadline => self.deadline = None,
+            _ => return,
+        }
+        match self.phase {
+            Phase::Ringing => self.answer(now),
+            Phase::DialingOperator { target } => {
+                self.actions.push_back(CallAction::CancelOperator);
+                self.next_operator(target, EndReason::NoAnswer, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds one event at time `now`.
+    pub fn handle_input(&mut self, input: CallInput, now: Instant) {
+        use CallInput::*;
+        match (self.phase, input) {
+            (Phase::Ended, _) => {}
+
+            (Phase::Ringing | Phase::Answering, CallerCancelled) => {
+                self.record.sip_final_status = 487;
+                self.end(EndReason::CancelledBeforeAnswer, now);
+            }
+            (Phase::Ringing | Phase::Answering, CallerHungUp) => {
+                self.end(EndReason::CallerHungUpDuringPrompt, now);
+            }
+            (Phase::Answering, CallerAcked) => {
+                self.phase = Phase::Prompting;
+                self.record.prompt_started_at_ms = self.wall_ms(now);
+                self.actions.push_back(CallAction::StartPrompt);
+            }
+            (Phase::Prompting, CallerDtmf(digit)) => self.record.dtmf_during_prompt.push(digit),
+            (Phase::Prompting, PromptFinished) => {
+                self.record.prompt_ended_at_ms = self.wall_ms(now);
+                self.record.prompt_completed = true;
+                self.actions.push_back(CallAction::StartRingback);
+                self.dial(0, now);
+            }
+            (Phase::Prompting, CallerHungUp) => {
+                self.record.prompt_ended_at_ms = self.wall_ms(now);
+                self.end(EndReason::CallerHungUpDuringPrompt, now);
+            }
+
+            (Phase::DialingOperator { .. }, OperatorRinging) => {}
+            (Phase::DialingOperator { .. }, OperatorAnswered) => {
+                self.phase = Phase::Bridged;
+                self.deadline = None;
+                self.record.operator_answered_at_ms = self.wall_ms(now);
+                self.actions.push_back(CallAction::Bridge);
+            }
+            (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
+                self.deadline = None;
+                let reason = match failure {
+                    OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
+                    OperatorFailure::Status(480) => EndReason::NoAnswer,
+                    OperatorFailure::Status(_) | OperatorFailure::Unreachable => {
+                        EndReason::OperatorUnreachable
+                    }
+                };
+                self.next_operator(target, reason, now);
+            }
+            (Phase::DialingOperator { .. }, CallerHungUp) => {
+                self.actions.push_back(CallAction::CancelOperator);
+                self.end(EndReason::CallerHungUp, now);
+            }
+
+            (Phase::Bridged, CallerHungUp) => {
+                self.actions.push_back(CallAction::HangUpOperator);
+                self.end(EndReason::CallerHungUp, now);
+            }
+            (Phase::Bridged, OperatorHungUp) => {
+                self.actions.push_back(CallAction::HangUpCaller);
+                self.end(EndReason::OperatorHungUp, now);
+            }
+
+            (phase, Fault(_)) => {
+                match phase {
+                    Phase::DialingOperator { .. } => {
+                        self.actions.push_back(CallAction::CancelOperator)
+                    }
+                    Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
+                    _ => {}
+                }
+                if phase != Phase::Ringing {
+                    self.actions.push_back(CallAction::HangUpCaller);
+                }
+                if phase == Phase::Prompting {
+                    self.record.prompt_ended_at_ms = self.wall_ms(now);
+                }
+                self.end(EndReason::Error, now);
+            }
+
+            // Everything else is stale or out of order (a late 180, DTMF after the
+            // prompt, a second ACK) and changes nothing.
+            _ => {}
+        }
+    }
+
+    fn answer(&mut self, now: Instant) {
+        self.phase = Phase::Answering;
+        self.record.answered_at_ms = self.wall_ms(now);
+        self.record.sip_final_status = 200;
+        self.actions.push_back(CallAction::AnswerCaller);
+    }
+
+    fn dial(&mut self, target: usize, now: Instant) {
+        let Some(uri) = self.facts.operators.get(target).cloned() else {
+            return;
+        };
+        self.phase = Phase::DialingOperator { target };
+        self.record.operator_uri = uri.clone();
+        self.deadline = Some(now + self.facts.ring_timeout);
+        self.actions.push_back(CallAction::DialOperator { uri });
+    }
+
+    /// Tries the next operator in the hunt list; when none is left, the call ends
+    /// for the reason the last one failed.
+    fn next_operator(&mut self, failed: usize, reason: EndReason, now: Instant) {
+        if failed + 1 < self.facts.operators.len() {
+            self.dial(failed + 1, now);
+        } else {
+            self.actions.push_back(CallAction::HangUpCaller);
+            self.end(reason, now);
+        }
+    }
+
+    fn end(&mut self, reason: EndReason, now: Instant) {
+        self.phase = Phase::Ended;
+        self.deadline = None;
+        self.record.end_reason = reason as i32;
+        self.record.ended_at_ms = self.wall_ms(now);
+        self.actions
+            .push_back(CallAction::Finish(Box::new(self.record.clone())));
+    }
+
+    fn wall_ms(&self, now: Instant) -> i64 {
+        let elapsed = now.saturating_duration_since(self.started).as_millis();
+        self.facts.received_at_ms + i64::try_from(elapsed).unwrap_or(i64::MAX)
+    }
+}

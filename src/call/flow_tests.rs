@@ -1,0 +1,430 @@
+//! Every transition and every hang-up / failure path of [`CallFlow`], driven on
+//! virtual time: no sockets, no sleeping.
+
+use std::time::{Duration, Instant};
+
+use super::flow::*;
+use crate::records::pb::{CallRecord, EndReason};
+
+const T0_MS: i64 = 1_700_000_000_000;
+
+fn facts(operators: &[&str]) -> CallFacts {
+    CallFacts {
+        call_id: "6f1c2b1e-0000-4000-8000-000000000001".into(),
+        sip_call_id: "abc@192.0.2.1".into(),
+        line_number: "02112368".into(),
+        court_name: "上海市第一中级人民法院".into(),
+        caller_number: "13800138000".into(),
+        caller_display_name: "张三".into(),
+        codec: "PCMU".into(),
+        prompt_id: "three_rules_zh".into(),
+        prompt_sha256: "ab".repeat(32),
+        prompt_length_ms: 12_000,
+        operators: operators.iter().map(|s| s.to_string()).collect(),
+        ring_timeout: Duration::from_secs(30),
+        received_at_ms: T0_MS,
+        ..CallFacts::default()
+    }
+}
+
+/// A flow plus a virtual clock.
+struct Harness {
+    flow: CallFlow,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(facts: CallFacts) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            flow: CallFlow::new(facts, t0),
+            t0,
+            now: t0,
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        if let Some(deadline) = self.flow.poll_timeout() {
+            if deadline <= self.now {
+                self.flow.handle_timeout(self.now);
+            }
+        }
+    }
+
+    fn input(&mut self, input: CallInput) {
+        self.flow.handle_input(input, self.now);
+    }
+
+    fn actions(&mut self) -> Vec<CallAction> {
+        std::iter::from_fn(|| self.flow.poll_output()).collect()
+    }
+
+    /// Answer, ACK, finish the prompt: the call is dialing the first operator.
+    fn to_dialing(&mut self) {
+        assert_eq!(self.actions(), vec![CallAction::AnswerCaller]);
+        self.advance(40);
+        self.input(CallInput::CallerAcked);
+        assert_eq!(self.actions(), vec![CallAction::StartPrompt]);
+        self.advance(12_000);
+        self.input(CallInput::PromptFinished);
+        let first = self.flow.current_operator().unwrap().to_string();
+        assert_eq!(
+            self.actions(),
+            vec![
+                CallAction::StartRingback,
+                CallAction::DialOperator { uri: first }
+            ]
+        );
+    }
+
+    fn ms_since_start(&self) -> i64 {
+        T0_MS + (self.now - self.t0).as_millis() as i64
+    }
+}
+
+fn finished(actions: &[CallAction]) -> &CallRecord {
+    match actions.last() {
+        Some(CallAction::Finish(record)) => record,
+        other => panic!("expected Finish last, got {other:?}"),
+    }
+}
+
+fn reason(record: &CallRecord) -> EndReason {
+    EndReason::try_from(record.end_reason).unwrap()
+}
+
+#[test]
+fn happy_path_answer_prompt_dial_bridge_caller_hangs_up() {
+    let mut h = Harness::new(facts(&["sip:op@127.0.0.1:5090"]));
+    assert_eq!(h.flow.phase(), Phase::Answering);
+    h.to_dialing();
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 0 });
+    h.input(CallInput::OperatorRinging);
+    assert!(h.actions().is_empty());
+    h.advance(3_000);
+    h.input(CallInput::OperatorAnswered);
+    assert_eq!(h.actions(), vec![CallAction::Bridge]);
+    assert_eq!(h.flow.phase(), Phase::Bridged);
+    let answered_at = h.ms_since_start();
+    h.advance(60_000);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpOperator);
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::CallerHungUp);
+    assert!(r.prompt_completed);
+    assert_eq!(r.sip_final_status, 200);
+    assert_eq!(r.received_at_ms, T0_MS);
+    assert_eq!(r.answered_at_ms, T0_MS);
+    assert_eq!(r.prompt_started_at_ms, T0_MS + 40);
+    assert_eq!(r.prompt_ended_at_ms, T0_MS + 12_040);
+    assert_eq!(r.operator_answered_at_ms, answered_at);
+    assert_eq!(r.ended_at_ms, h.ms_since_start());
+    assert_eq!(r.operator_uri, "sip:op@127.0.0.1:5090");
+    assert_eq!(r.caller_display_name, "张三");
+    assert_eq!(h.flow.phase(), Phase::Ended);
+    assert_eq!(h.flow.poll_timeout(), None);
+}
+
+#[test]
+fn operator_hangs_up_bridged_call() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h.input(CallInput::OperatorHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller);
+    assert_eq!(reason(finished(&actions)), EndReason::OperatorHungUp);
+}
+
+#[test]
+fn keys_during_prompt_are_recorded_and_change_nothing() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    for d in ['1', '0', '#'] {
+        h.input(CallInput::CallerDtmf(d));
+        assert!(h.actions().is_empty(), "a key must not skip the prompt");
+        assert_eq!(h.flow.phase(), Phase::Prompting);
+    }
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    let r = finished(&actions);
+    assert_eq!(r.dtmf_during_prompt, "10#");
+    assert_eq!(reason(r), EndReason::CallerHungUpDuringPrompt);
+}
+
+#[test]
+fn hang_up_during_prompt_dials_nobody() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.advance(5_000);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, CallAction::DialOperator { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.len(),
+        1,
+        "no BYE to send back: the caller already hung up"
+    );
+    let r = finished(&actions);
+    assert!(!r.prompt_completed);
+    assert_eq!(r.prompt_ended_at_ms - r.prompt_started_at_ms, 5_000);
+    assert_eq!(r.operator_uri, "");
+    // A late PromptFinished from the media engine after the end changes nothing.
+    h.input(CallInput::PromptFinished);
+    assert!(h.actions().is_empty());
+}
+
+#[test]
+fn cancel_before_answer_is_recorded_as_abandoned() {
+    let mut f = facts(&["sip:op@h"]);
+    f.answer_delay = Duration::from_secs(2);
+    let mut h = Harness::new(f);
+    assert_eq!(h.actions(), vec![CallAction::RingCaller]);
+    assert_eq!(h.flow.phase(), Phase::Ringing);
+    h.advance(500);
+    h.input(CallInput::CallerCancelled);
+    let actions = h.actions();
+    assert_eq!(actions.len(), 1);
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::CancelledBeforeAnswer);
+    assert_eq!(r.sip_final_status, 487);
+    assert_eq!(r.answered_at_ms, 0);
+    assert_eq!(h.flow.poll_timeout(), None, "answer timer must be gone");
+}
+
+#[test]
+fn answer_delay_rings_then_answers() {
+    let mut f = facts(&["sip:op@h"]);
+    f.answer_delay = Duration::from_millis(1500);
+    let mut h = Harness::new(f);
+    assert_eq!(h.actions(), vec![CallAction::RingCaller]);
+    h.advance(1499);
+    assert!(h.actions().is_empty());
+    h.advance(1);
+    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
+    assert_eq!(h.flow.phase(), Phase::Answering);
+}
+
+#[test]
+fn caller_bye_before_ack() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(
+        reason(finished(&actions)),
+        EndReason::CallerHungUpDuringPrompt
+    );
+}
+
+#[test]
+fn busy_operator_ends_call_with_bye() {
+    for (status, expected) in [
+        (486, EndReason::OperatorBusy),
+        (600, EndReason::OperatorBusy),
+        (603, EndReason::OperatorBusy),
+        (480, EndReason::NoAnswer),
+        (404, EndReason::OperatorUnreachable),
+        (503, EndReason::OperatorUnreachable),
+    ] {
+        let mut h = Harness::new(facts(&["sip:op@h"]));
+        h.to_dialing();
+        h.input(CallInput::OperatorFailed(OperatorFailure::Status(status)));
+        let actions = h.actions();
+        assert_eq!(actions[0], CallAction::HangUpCaller, "{status}");
+        let r = finished(&actions);
+        assert_eq!(reason(r), expected, "{status}");
+        assert!(r.prompt_completed);
+        assert_eq!(r.operator_answered_at_ms, 0);
+    }
+}
+
+#[test]
+fn unreachable_operator() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Unreachable));
+    let actions = h.actions();
+    assert_eq!(reason(finished(&actions)), EndReason::OperatorUnreachable);
+}
+
+#[test]
+fn ring_timeout_cancels_and_ends() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    let deadline = h.flow.poll_timeout().unwrap();
+    assert_eq!(deadline - h.now, Duration::from_secs(30));
+    h.advance(29_999);
+    assert!(h.actions().is_empty());
+    h.advance(1);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(actions[1], CallAction::HangUpCaller);
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
+fn hunt_list_tries_each_operator_in_order() {
+    let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h", "sip:c@h"]));
+    h.to_dialing();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::DialOperator {
+            uri: "sip:b@h".into()
+        }]
+    );
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 1 });
+    h.advance(30_000);
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::CancelOperator,
+            CallAction::DialOperator {
+                uri: "sip:c@h".into()
+            }
+        ]
+    );
+    h.input(CallInput::OperatorAnswered);
+    assert_eq!(h.actions(), vec![CallAction::Bridge]);
+    assert_eq!(h.flow.current_operator(), Some("sip:c@h"));
+}
+
+#[test]
+fn hunt_list_exhausted_reports_last_failure() {
+    let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h"]));
+    h.to_dialing();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Unreachable));
+    let actions = h.actions();
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::OperatorUnreachable);
+    assert_eq!(r.operator_uri, "sip:b@h");
+}
+
+#[test]
+fn caller_hangs_up_while_operator_rings() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    h.input(CallInput::OperatorRinging);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(reason(finished(&actions)), EndReason::CallerHungUp);
+    assert_eq!(h.flow.poll_timeout(), None);
+}
+
+#[test]
+fn faults_hang_up_whatever_is_up() {
+    // During the prompt: only the caller is up.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.input(CallInput::Fault("socket closed".into()));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller);
+    assert_eq!(reason(finished(&actions)), EndReason::Error);
+
+    // While dialing: cancel the operator too.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    h.input(CallInput::Fault("bad SDP from operator".into()));
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::CancelOperator, CallAction::HangUpCaller]
+    );
+
+    // Bridged: both legs get BYE.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h.input(CallInput::Fault("relay failed".into()));
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::HangUpOperator, CallAction::HangUpCaller]
+    );
+
+    // While still ringing the caller: nothing to hang up,
+    // the adapter rejects the INVITE itself.
+    let mut f = facts(&["sip:op@h"]);
+    f.answer_delay = Duration::from_secs(1);
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::Fault("x".into()));
+    assert_eq!(h.actions().len(), 1);
+}
+
+#[test]
+fn ended_call_ignores_everything() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.to_dialing();
+    h.input(CallInput::CallerHungUp);
+    h.actions();
+    for input in [
+        CallInput::OperatorAnswered,
+        CallInput::OperatorHungUp,
+        CallInput::CallerHungUp,
+        CallInput::PromptFinished,
+        CallInput::Fault("late".into()),
+    ] {
+        h.input(input);
+        assert!(h.actions().is_empty());
+    }
+    h.advance(100_000);
+    assert!(h.actions().is_empty());
+}
+
+#[test]
+fn stale_events_change_nothing() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    // Operator events before any operator was called, a PromptFinished before ACK.
+    for input in [
+        CallInput::OperatorAnswered,
+        CallInput::OperatorHungUp,
+        CallInput::OperatorRinging,
+        CallInput::PromptFinished,
+        CallInput::CallerDtmf('5'),
+    ] {
+        h.input(input);
+        assert!(h.actions().is_empty());
+        assert_eq!(h.flow.phase(), Phase::Answering);
+    }
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    assert!(
+        h.actions().is_empty(),
+        "a retransmitted ACK must not restart the prompt"
+    );
+    h.input(CallInput::CallerCancelled);
+    assert!(h.actions().is_empty(), "CANCEL after answer is ignored");
+}
+
+#[test]
+fn rejected_record() {
+    let f = facts(&[]);
+    let r = CallFlow::rejected(&f, 404);
+    assert_eq!(reason(&r), EndReason::Rejected);
+    assert_eq!(r.sip_final_status, 404);
+    assert_eq!(r.ended_at_ms, T0_MS);
+    assert!(!r.prompt_completed);
+}

@@ -1,0 +1,611 @@
+//! The task that runs one call: it feeds SIP dialog events, media events and
+//! timers into the [`CallFlow`] and carries out what the flow decides, on
+//! rsipstack dialogs and the call's [`media::session`](crate::media::session).
+//! All decisions live in the flow; this file only translates.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
+};
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::DialogId;
+use rsipstack::sip::{StatusCode, StatusCodeKind};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Phase};
+use crate::media::codec::Codec;
+use crate::media::prompt::Prompt;
+use crate::media::session::{
+    self as media, CallerLeg, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
+};
+use crate::records::pb::{CallRecord, EndReason};
+use crate::sdp::{LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
+use crate::sip::leg::{header, local_ip_toward, sdp_content_type};
+use crate::sip::switchboard::{Shared, ALLOW};
+
+/// One unit of `max_calls`, given back when the call task ends (even by panic).
+#[derive(Debug)]
+pub struct CallSlot {
+    /// The switchboard's count of calls in progress.
+    active: Arc<AtomicUsize>,
+}
+
+impl CallSlot {
+    /// Takes a slot unless `max` calls are already up.
+    pub fn take(active: &Arc<AtomicUsize>, max: usize) -> Option<CallSlot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CallSlot {
+                active: active.clone(),
+            })
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What admission found out about a call it accepted.
+pub(crate) struct CallSetup {
+    /// Switchboard-wide state.
+    pub shared: Arc<Shared>,
+    /// Static facts for the record.
+    pub facts: CallFacts,
+    /// The line's prompt.
+    pub prompt: Prompt,
+    /// The caller's SDP offer.
+    pub offer: RemoteMedia,
+    /// What we agreed with the caller.
+    pub negotiated: Negotiated,
+    /// Our RTP socket for the caller.
+    pub rtp_socket: UdpSocket,
+    /// Address to advertise to the caller.
+    pub local_ip: IpAddr,
+    /// This call's share of `max_calls`.
+    pub slot: CallSlot,
+    /// When the INVITE arrived.
+    pub received: Instant,
+}
+
+/// Creates the caller's dialog for `tx` and starts the call task.
+pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
+    let layer = setup.shared.dialog_layer.clone();
+    let (state_sender, states) = layer.new_dialog_state_channel();
+    let contact = contact_uri(setup.local_ip, setup.shared.sip_addr.port());
+    let dialog =
+        match layer.get_or_create_server_invite(&tx, state_sender.clone(), None, Some(contact)) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                warn!(call_id = %setup.facts.call_id, error = %e, "could not create dialog: 500");
+                setup
+                    .shared
+                    .records
+                    .send(CallFlow::rejected(&setup.facts, 500));
+                tokio::spawn(async move {
+                    let _ = tx.reply(StatusCode::ServerInternalError).await;
+                });
+                return;
+            }
+        };
+    let mut handler = dialog.clone();
+    // Drives the INVITE server transaction: 100 Trying, then ACK or CANCEL.
+    tokio::spawn(async move {
+        if let Err(e) = handler.handle(&mut tx).await {
+            debug!(error = %e, "caller INVITE transaction ended with an error");
+        }
+    });
+    tokio::spawn(run(setup, dialog, states, state_sender));
+}
+
+/// The operator attempt in progress.
+struct OperatorAttempt {
+    /// The client INVITE dialog.
+    dialog: InviteDialog,
+    /// The Call-ID of this attempt; tells its dialog events from the caller's and stale ones.
+    call_id: String,
+    /// Resolves with the final response; taken once it has.
+    outcome: Option<tokio::task::JoinHandle<InviteAsyncResult>>,
+}
+
+/// The per-call task.
+async fn run(
+    setup: CallSetup,
+    caller: InviteDialog,
+    mut states: DialogStateReceiver,
+    state_sender: DialogStateSender,
+) {
+    let CallSetup {
+        shared,
+        facts,
+        prompt,
+        offer,
+        negotiated,
+        rtp_socket,
+        local_ip,
+        slot,
+        received,
+    } = setup;
+    let _slot = slot;
+    let caller_call_id = caller.id().call_id.clone();
+    let call_id = facts.call_id.clone();
+
+    let answer = LocalMedia {
+        rtp_addr: std::net::SocketAddr::new(
+            local_ip,
+            rtp_socket.local_addr().map(|a| a.port()).unwrap_or(0),
+        ),
+        codecs: vec![negotiated.codec],
+        telephone_event: negotiated.telephone_event,
+        session_id: rand::random::<u32>().into(),
+    }
+    .render();
+
+    // rsipstack sends 100 Trying when its handler first runs; responding
+    // before that would suppress it, so wait for the dialog's first event.
+    match states.recv().await {
+        Some(DialogState::Calling(_)) => {}
+        Some(DialogState::Terminated(_, TerminatedReason::UacCancel)) => {
+            let mut record = CallFlow::rejected(&facts, 487);
+            record.end_reason = EndReason::CancelledBeforeAnswer as i32;
+            shared.records.send(record);
+            shared.dialog_layer.remove_dialog(&caller.id());
+            return;
+        }
+        other => {
+            warn!(call_id = %call_id, state = ?other, "caller dialog did not start");
+            shared.records.send(CallFlow::rejected(&facts, 500));
+            shared.dialog_layer.remove_dialog(&caller.id());
+            return;
+        }
+    }
+
+    let mut flow = CallFlow::new(facts.clone(), received);
+    let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
+    let media = media::spawn(
+        CallerLeg {
+            socket: rtp_socket,
+            remote: offer.rtp_addr,
+            codec: negotiated.codec,
+            telephone_event: negotiated.telephone_event,
+        },
+        shared.ringback.clone(),
+        media_events_tx,
+    );
+    let mut operator: Option<OperatorAttempt> = None;
+    let mut operator_socket: Option<UdpSocket> = None;
+    let mut operator_media: Option<(std::net::SocketAddr, Codec)> = None;
+    let mut hangups: Vec<InviteDialog> = Vec::new();
+    let mut phase = flow.phase();
+    log_phase(&call_id, &facts, phase, None);
+    let shutdown = shared.shutdown.clone();
+
+    loop {
+        while let Some(action) = flow.poll_output() {
+            match action {
+                CallAction::RingCaller => {
+                    if let Err(e) = caller.ringing(None, None) {
+                        flow.handle_input(
+                            CallInput::Fault(format!("sending 180: {e}")),
+                            Instant::now(),
+                        );
+                    }
+                }
+                CallAction::AnswerCaller => {
+                    let headers = vec![sdp_content_type(), header("Allow", ALLOW)];
+                    if let Err(e) = caller.accept(Some(headers), Some(answer.clone().into_bytes()))
+                    {
+                        flow.handle_input(
+                            CallInput::Fault(format!("sending 200 OK: {e}")),
+                            Instant::now(),
+                        );
+                    }
+                }
+                CallAction::StartPrompt => {
+                    let _ = media.send(MediaCommand::PlayPrompt(prompt.frames.clone()));
+                }
+                CallAction::StartRingback => {
+                    let _ = media.send(MediaCommand::PlayRingback);
+                }
+                CallAction::DialOperator { uri } => {
+                    match dial(
+                        &shared,
+                        &facts,
+                        &uri,
+                        negotiated.codec,
+                        &mut operator_socket,
+                        &state_sender,
+                    ) {
+                        Ok(attempt) => {
+                            info!(call_id = %call_id, operator = %uri, "calling operator");
+                            operator = Some(attempt);
+                        }
+                        Err(problem) => {
+                            warn!(call_id = %call_id, operator = %uri, %problem, "cannot call operator");
+                            flow.handle_input(
+                                CallInput::OperatorFailed(OperatorFailure::Unreachable),
+                                Instant::now(),
+                            );
+                        }
+                    }
+                }
+                CallAction::CancelOperator | CallAction::HangUpOperator => {
+                    if let Some(attempt) = operator.take() {
+                        hangups.push(attempt.dialog);
+                    }
+                }
+                CallAction::Bridge => match (operator_socket.take(), operator_media) {
+                    (Some(socket), Some((remote, codec))) => {
+                        let _ = media.send(MediaCommand::Bridge(OperatorLeg {
+                            socket,
+                            remote,
+                            codec,
+                        }));
+                    }
+                    _ => flow.handle_input(
+                        CallInput::Fault("operator media missing at bridge".into()),
+                        Instant::now(),
+                    ),
+                },
+                CallAction::HangUpCaller => hangups.push(caller.clone()),
+                CallAction::Finish(record) => {
+                    let stats = stop_media(&media).await;
+                    finish(&shared, *record, stats, &call_id);
+                    for dialog in hangups.drain(..) {
+                        let layer = shared.dialog_layer.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = dialog.hangup().await {
+                                debug!(error = %e, "hang-up failed");
+                            }
+                            layer.remove_dialog(&dialog.id());
+                        });
+                    }
+                    shared.dialog_layer.remove_dialog(&caller.id());
+                    if let Some(attempt) = &operator {
+                        shared.dialog_layer.remove_dialog(&attempt.dialog.id());
+                    }
+                    return;
+                }
+            }
+            // Hang-ups are sent as they are decided, not only at the end.
+            for dialog in hangups.drain(..) {
+                let layer = shared.dialog_layer.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = dialog.hangup().await {
+                        debug!(error = %e, "hang-up failed");
+                    }
+                    layer.remove_dialog(&dialog.id());
+                });
+            }
+        }
+        if flow.phase() != phase {
+            phase = flow.phase();
+            log_phase(&call_id, &facts, phase, flow.current_operator());
+        }
+
+        let deadline = flow.poll_timeout().map(tokio::time::Instant::from_std);
+        let input = tokio::select! {
+            state = states.recv() => match state {
+                Some(state) => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str()), &answer).await,
+                None => Some(CallInput::Fault("dialog events channel closed".into())),
+            },
+            event = media_events.recv() => match event {
+                Some(MediaEvent::PromptFinished) => Some(CallInput::PromptFinished),
+                Some(MediaEvent::Dtmf(digit)) => Some(CallInput::CallerDtmf(digit)),
+                Some(MediaEvent::Fault(problem)) => Some(CallInput::Fault(problem)),
+                None => Some(CallInput::Fault("media task ended".into())),
+            },
+            outcome = operator_outcome(operator.as_mut()) => {
+                let input = operator_input(outcome, negotiated.codec, &mut operator_media);
+                if input != CallInput::OperatorAnswered {
+                    // The attempt is over; nothing to cancel.
+                    operator = None;
+                }
+                Some(input)
+            },
+            _ = sleep_until(deadline) => {
+                flow.handle_timeout(Instant::now());
+                None
+            },
+            _ = shutdown.cancelled() => Some(CallInput::Fault("switchboard shutting down".into())),
+        };
+        if let Some(input) = input {
+            debug!(call_id = %call_id, ?input, "call input");
+            flow.handle_input(input, Instant::now());
+        }
+    }
+}
+
+/// Translates a dialog event into a flow input; answers in-dialog requests the
+/// flow need not see.
+async fn dialog_input(
+    state: DialogState,
+    caller_call_id: &str,
+    operator_call_id: Option<&str>,
+    answer: &str,
+) -> Option<CallInput> {
+    let leg_of = |id: &DialogId| {
+        if id.call_id == caller_call_id {
+            Some(true)
+        } else if Some(id.call_id.as_str()) == operator_call_id {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    match state {
+        DialogState::Confirmed(id, _) if leg_of(&id) == Some(true) => Some(CallInput::CallerAcked),
+        DialogState::Early(id, _) if leg_of(&id) == Some(false) => Some(CallInput::OperatorRinging),
+        DialogState::Terminated(id, reason) => match (leg_of(&id), reason) {
+            (Some(true), TerminatedReason::UacBye) => Some(CallInput::CallerHungUp),
+            (Some(true), TerminatedReason::UacCancel) => Some(CallInput::CallerCancelled),
+            (Some(true), other) => Some(CallInput::Fault(format!("caller leg ended: {other:?}"))),
+            (Some(false), TerminatedReason::UasBye) => Some(CallInput::OperatorHungUp),
+            // Failures of the operator INVITE arrive through its outcome.
+            _ => None,
+        },
+        DialogState::Info(_, request, handle) => {
+            let _ = handle.reply(StatusCode::OK).await;
+            dtmf_relay_digit(&request.body).map(CallInput::CallerDtmf)
+        }
+        DialogState::Options(_, _, handle) => {
+            let _ = handle
+                .respond(StatusCode::OK, Some(vec![header("Allow", ALLOW)]), None)
+                .await;
+            None
+        }
+        DialogState::Updated(_, _, handle) => {
+            // Session refresh or re-offer: keep the media as it is.
+            let headers = vec![sdp_content_type()];
+            let _ = handle
+                .respond(
+                    StatusCode::OK,
+                    Some(headers),
+                    Some(answer.as_bytes().to_vec()),
+                )
+                .await;
+            None
+        }
+        DialogState::Notify(_, _, handle)
+        | DialogState::Refer(_, _, handle)
+        | DialogState::Message(_, _, handle)
+        | DialogState::Publish(_, _, handle) => {
+            let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A key from a SIP INFO `application/dtmf-relay` body (`Signal=5`).
+fn dtmf_relay_digit(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("signal") {
+            return None;
+        }
+        let digit = value.trim().chars().next()?.to_ascii_uppercase();
+        "0123456789*#ABCD".contains(digit).then_some(digit)
+    })
+}
+
+/// Starts an INVITE to an operator.
+fn dial(
+    shared: &Arc<Shared>,
+    facts: &CallFacts,
+    uri: &str,
+    caller_codec: Codec,
+    socket: &mut Option<UdpSocket>,
+    state_sender: &DialogStateSender,
+) -> Result<OperatorAttempt, String> {
+    let callee =
+        rsipstack::sip::Uri::try_from(uri).map_err(|e| format!("bad operator URI: {e}"))?;
+    if socket.is_none() {
+        *socket = Some(shared.ports.bind().map_err(|e| e.to_string())?);
+    }
+    let port = socket
+        .as_ref()
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .unwrap_or(0);
+    let peer_ip = match &callee.host_with_port.host {
+        rsipstack::sip::Host::IpAddr(ip) => *ip,
+        rsipstack::sip::Host::Domain(_) => shared.sip_addr.ip(),
+    };
+    let local_ip = local_ip_toward(peer_ip, shared.sip_addr.ip(), shared.advertise);
+    let other = if caller_codec == Codec::Pcmu {
+        Codec::Pcma
+    } else {
+        Codec::Pcmu
+    };
+    let offer = LocalMedia {
+        rtp_addr: std::net::SocketAddr::new(local_ip, port),
+        // The caller's law first, so no transcoding is needed if the operator agrees.
+        codecs: vec![caller_codec, other],
+        telephone_event: Some(OFFERED_TELEPHONE_EVENT),
+        session_id: rand::random::<u32>().into(),
+    }
+    .render();
+    let caller_user = if facts.caller_number.is_empty() {
+        "anonymous"
+    } else {
+        facts.caller_number.as_str()
+    };
+    let caller_uri =
+        rsipstack::sip::Uri::try_from(format!("sip:{caller_user}@{local_ip}").as_str())
+            .or_else(|_| {
+                rsipstack::sip::Uri::try_from(format!("sip:anonymous@{local_ip}").as_str())
+            })
+            .map_err(|e| format!("cannot build From URI: {e}"))?;
+    let option = InviteOption {
+        // The operator sees who is calling, as a court switchboard should.
+        caller_display_name: (!facts.caller_display_name.is_empty())
+            .then(|| facts.caller_display_name.clone()),
+        caller: caller_uri,
+        callee,
+        contact: contact_uri(local_ip, shared.sip_addr.port()),
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.into_bytes()),
+        call_id: Some(format!("{}@courtline", uuid::Uuid::new_v4())),
+        ..InviteOption::default()
+    };
+    let call_id = option.call_id.clone().unwrap_or_default();
+    let (dialog, outcome) = shared
+        .dialog_layer
+        .do_invite_async(option, state_sender.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(OperatorAttempt {
+        dialog,
+        call_id,
+        outcome: Some(outcome),
+    })
+}
+
+/// Waits for the operator INVITE's final outcome, or forever when no attempt is running.
+async fn operator_outcome(
+    attempt: Option<&mut OperatorAttempt>,
+) -> Result<InviteAsyncResult, tokio::task::JoinError> {
+    let Some(attempt) = attempt else {
+        return std::future::pending().await;
+    };
+    let Some(outcome) = attempt.outcome.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = outcome.await;
+    // Polling a finished JoinHandle again would panic.
+    attempt.outcome = None;
+    result
+}
+
+/// Turns the operator INVITE outcome into a flow input, keeping the operator's media on answer.
+fn operator_input(
+    outcome: Result<InviteAsyncResult, tokio::task::JoinError>,
+    caller_codec: Codec,
+    operator_media: &mut Option<(std::net::SocketAddr, Codec)>,
+) -> CallInput {
+    let response = match outcome {
+        Ok(Ok((_, Some(response)))) => response,
+        Ok(Ok((_, None))) | Ok(Err(_)) | Err(_) => {
+            return CallInput::OperatorFailed(OperatorFailure::Unreachable)
+        }
+    };
+    if response.status_code.kind() != StatusCodeKind::Successful {
+        return CallInput::OperatorFailed(OperatorFailure::Status(response.status_code.code()));
+    }
+    let answer = match RemoteMedia::parse(&response.body) {
+        Ok(answer) => answer,
+        Err(e) => return CallInput::Fault(format!("operator's SDP answer: {e}")),
+    };
+    // Prefer the caller's law when the operator accepted both.
+    let codec = answer
+        .formats
+        .iter()
+        .any(|(pt, _)| *pt == caller_codec.payload_type())
+        .then_some(caller_codec)
+        .or_else(|| answer.negotiate().ok().map(|n| n.codec));
+    match codec {
+        Some(codec) => {
+            *operator_media = Some((answer.rtp_addr, codec));
+            CallInput::OperatorAnswered
+        }
+        None => CallInput::Fault("operator answered without a G.711 codec".into()),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_media(media: &mpsc::UnboundedSender<MediaCommand>) -> MediaStats {
+    let (tx, rx) = oneshot::channel();
+    if media.send(MediaCommand::Stop(tx)).is_err() {
+        return MediaStats::default();
+    }
+    tokio::time::timeout(Duration::from_secs(1), rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// Completes the record with the media counters and sends it.
+fn finish(shared: &Shared, mut record: CallRecord, stats: MediaStats, call_id: &str) {
+    record.rtp_packets_sent = stats.packets_to_caller;
+    record.rtp_packets_received = stats.packets_from_caller;
+    record.prompt_ms_sent = stats.prompt_ms_sent.min(record.prompt_length_ms);
+    let reason = EndReason::try_from(record.end_reason).unwrap_or(EndReason::Unspecified);
+    info!(
+        call_id,
+        line = %record.line_number,
+        caller = %record.caller_number,
+        state = "ended",
+        end_reason = crate::records::query::end_reason_name(reason),
+        prompt_completed = record.prompt_completed,
+        prompt_ms_sent = record.prompt_ms_sent,
+        "call state"
+    );
+    shared.records.send(record);
+}
+
+fn log_phase(call_id: &str, facts: &CallFacts, phase: Phase, operator: Option<&str>) {
+    if phase == Phase::Ended {
+        return;
+    }
+    info!(
+        call_id,
+        line = %facts.line_number,
+        caller = %facts.caller_number,
+        state = phase.name(),
+        operator = operator.unwrap_or(""),
+        "call state"
+    );
+}
+
+fn contact_uri(ip: IpAddr, port: u16) -> rsipstack::sip::Uri {
+    let host = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    rsipstack::sip::Uri::try_from(format!("sip:courtline@{host}:{port}").as_str())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_info_dtmf() {
+        assert_eq!(dtmf_relay_digit(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(dtmf_relay_digit(b"Signal= #\r\n"), Some('#'));
+        assert_eq!(dtmf_relay_digit(b"Duration=160\r\n"), None);
+        assert_eq!(dtmf_relay_digit(b"Signal=x\r\n"), None);
+        assert_eq!(dtmf_relay_digit(&[0xff]), None);
+    }
+
+    #[test]
+    fn slots_cap_calls_and_come_back() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let a = CallSlot::take(&active, 2).unwrap();
+        let _b = CallSlot::take(&active, 2).unwrap();
+        assert!(CallSlot::take(&active, 2).is_none());
+        drop(a);
+        assert!(CallSlot::take(&active, 2).is_some());
+    }
+}

@@ -1,0 +1,559 @@
+//! Formatting and argument parsing for `courtline calls list`.
+//!
+//! Three outputs: a table for people at a terminal, JSON and CSV for tools and
+//! spreadsheets. JSON and CSV carry every [`CallRecord`] field so nothing is lost
+//! on export; the JSON form is also how undeliverable records are logged.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use serde::Serialize;
+
+use super::pb::{CallRecord, EndReason};
+
+/// How `courtline calls list` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for reading in a terminal.
+    #[default]
+    Table,
+    /// One JSON array with every field, for scripts.
+    Json,
+    /// Header row plus every field, for spreadsheets.
+    Csv,
+}
+
+/// The stable, human-friendly name of an end reason (`caller_hung_up_during_prompt`),
+/// used in every output format and accepted back by [`parse_end_reason`].
+pub fn end_reason_name(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Unspecified => "unspecified",
+        EndReason::CallerHungUpDuringPrompt => "caller_hung_up_during_prompt",
+        EndReason::CallerHungUp => "caller_hung_up",
+        EndReason::OperatorHungUp => "operator_hung_up",
+        EndReason::OperatorBusy => "operator_busy",
+        EndReason::NoAnswer => "no_answer",
+        EndReason::OperatorUnreachable => "operator_unreachable",
+        EndReason::CancelledBeforeAnswer => "cancelled_before_answer",
+        EndReason::Rejected => "rejected",
+        EndReason::MediaTimeout => "media_timeout",
+        EndReason::Error => "error",
+    }
+}
+
+/// Parses an end reason as typed on the command line: the snake_case name, with
+/// `-` allowed for `_`, any case, or the proto name (`END_REASON_NO_ANSWER`).
+pub fn parse_end_reason(text: &str) -> Option<EndReason> {
+    let normalized = text.trim().to_ascii_lowercase().replace('-', "_");
+    let name = normalized
+        .strip_prefix("end_reason_")
+        .unwrap_or(&normalized);
+    ALL_END_REASONS
+        .into_iter()
+        .find(|reason| end_reason_name(*reason) == name)
+}
+
+const ALL_END_REASONS: [EndReason; 11] = [
+    EndReason::Unspecified,
+    EndReason::CallerHungUpDuringPrompt,
+    EndReason::CallerHungUp,
+    EndReason::OperatorHungUp,
+    EndReason::OperatorBusy,
+    EndReason::NoAnswer,
+    EndReason::OperatorUnreachable,
+    EndReason::CancelledBeforeAnswer,
+    EndReason::Rejected,
+    EndReason::MediaTimeout,
+    EndReason::Error,
+];
+
+/// Parses a `--since`/`--until` value into Unix ms. Accepts RFC 3339
+/// (`2024-05-01T09:30:00+08:00`), a local date-time without offset
+/// (`2024-05-01T09:30:00`) and a date (`2024-05-01`, meaning local midnight).
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    let local = if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        date.and_hms_opt(0, 0, 0)
+    } else {
+        [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M",
+        ]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    };
+    let Some(local) = local else {
+        return Err(format!(
+            "cannot parse time {text:?}: expected RFC 3339 (2024-05-01T09:30:00+08:00) \
+             or a date (2024-05-01, local midnight)"
+        ));
+    };
+    // `earliest` picks the first instant when a DST change repeats the hour.
+    Local
+        .from_local_datetime(&local)
+        .earliest()
+        .map(|time| time.timestamp_millis())
+        .ok_or_else(|| format!("{text:?} does not exist in the local time zone (DST gap)"))
+}
+
+/// Writes `records` to `out` in `format`. Display names in any script come out intact.
+pub fn write_calls(
+    records: &[CallRecord],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Table => write_table(records, out),
+        OutputFormat::Json => {
+            let rows: Vec<ExportRow<'_>> = records.iter().map(ExportRow::from).collect();
+            serde_json::to_writer_pretty(&mut *out, &rows)?;
+            writeln!(out)
+        }
+        OutputFormat::Csv => write_csv(records, out),
+    }
+}
+
+/// One record as compact JSON with the same fields as `calls list --format json`;
+/// used to log a record that could not be delivered, so it can be re-entered by hand.
+pub fn record_json(record: &CallRecord) -> String {
+    serde_json::to_string(&ExportRow::from(record)).unwrap_or_else(|error| {
+        // Serialising plain strings and numbers cannot fail; keep the data anyway.
+        format!(
+            "{{\"serialization_error\":{:?},\"debug\":{:?}}}",
+            error.to_string(),
+            record
+        )
+    })
+}
+
+/// Every CallRecord field in proto order, times also as RFC 3339, end reason by name.
+/// Field order here is the column order of JSON objects and CSV.
+#[derive(Debug, Serialize)]
+struct ExportRow<'a> {
+    call_id: &'a str,
+    sip_call_id: &'a str,
+    line_number: &'a str,
+    court_name: &'a str,
+    caller_number: &'a str,
+    caller_display_name: &'a str,
+    caller_source: &'a str,
+    user_agent: &'a str,
+    codec: &'a str,
+    received_at: Option<String>,
+    received_at_ms: i64,
+    answered_at: Option<String>,
+    answered_at_ms: i64,
+    prompt_started_at: Option<String>,
+    prompt_started_at_ms: i64,
+    prompt_ended_at: Option<String>,
+    prompt_ended_at_ms: i64,
+    operator_answered_at: Option<String>,
+    operator_answered_at_ms: i64,
+    ended_at: Option<String>,
+    ended_at_ms: i64,
+    prompt_id: &'a str,
+    prompt_sha256: &'a str,
+    prompt_length_ms: u32,
+    prompt_ms_sent: u32,
+    prompt_completed: bool,
+    dtmf_during_prompt: &'a str,
+    operator_uri: &'a str,
+    end_reason: Cow<'static, str>,
+    sip_final_status: u32,
+    rtp_packets_sent: u64,
+    rtp_packets_received: u64,
+}
+
+/// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
+const CSV_HEADER: [&str; 32] = [
+    "call_id",
+    "sip_call_id",
+    "line_number",
+    "court_name",
+    "caller_number",
+    "caller_display_name",
+    "caller_source",
+    "user_agent",
+    "codec",
+    "received_at",
+    "received_at_ms",
+    "answered_at",
+    "answered_at_ms",
+    "prompt_started_at",
+    "prompt_started_at_ms",
+    "prompt_ended_at",
+    "prompt_ended_at_ms",
+    "operator_answered_at",
+    "operator_answered_at_ms",
+    "ended_at",
+    "ended_at_ms",
+    "prompt_id",
+    "prompt_sha256",
+    "prompt_length_ms",
+    "prompt_ms_sent",
+    "prompt_completed",
+    "dtmf_during_prompt",
+    "operator_uri",
+    "end_reason",
+    "sip_final_status",
+    "rtp_packets_sent",
+    "rtp_packets_received",
+];
+
+impl<'a> From<&'a CallRecord> for ExportRow<'a> {
+    fn from(r: &'a CallRecord) -> Self {
+        ExportRow {
+            call_id: &r.call_id,
+            sip_call_id: &r.sip_call_id,
+            line_number: &r.line_number,
+            court_name: &r.court_name,
+            caller_number: &r.caller_number,
+            caller_display_name: &r.caller_display_name,
+            caller_source: &r.caller_source,
+            user_agent: &r.user_agent,
+            codec: &r.codec,
+            received_at: rfc3339(r.received_at_ms),
+            received_at_ms: r.received_at_ms,
+            answered_at: rfc3339(r.answered_at_ms),
+            answered_at_ms: r.answered_at_ms,
+            prompt_started_at: rfc3339(r.prompt_started_at_ms),
+            prompt_started_at_ms: r.prompt_started_at_ms,
+            prompt_ended_at: rfc3339(r.prompt_ended_at_ms),
+            prompt_ended_at_ms: r.prompt_ended_at_ms,
+            operator_answered_at: rfc3339(r.operator_answered_at_ms),
+            operator_answered_at_ms: r.operator_answered_at_ms,
+            ended_at: rfc3339(r.ended_at_ms),
+            ended_at_ms: r.ended_at_ms,
+            prompt_id: &r.prompt_id,
+            prompt_sha256: &r.prompt_sha256,
+            prompt_length_ms: r.prompt_length_ms,
+            prompt_ms_sent: r.prompt_ms_sent,
+            prompt_completed: r.prompt_completed,
+            dtmf_during_prompt: &r.dtmf_during_prompt,
+            operator_uri: &r.operator_uri,
+            end_reason: end_reason_label(r.end_reason),
+            sip_final_status: r.sip_final_status,
+            rtp_packets_sent: r.rtp_packets_sent,
+            rtp_packets_received: r.rtp_packets_received,
+        }
+    }
+}
+
+/// The name for a raw proto value; a number no enum variant knows is shown, not hidden.
+fn end_reason_label(value: i32) -> Cow<'static, str> {
+    match EndReason::try_from(value) {
+        Ok(reason) => Cow::Borrowed(end_reason_name(reason)),
+        Err(_) => Cow::Owned(format!("unknown_{value}")),
+    }
+}
+
+/// UTC RFC 3339 with milliseconds; `None` for 0, which the proto uses for "did not happen".
+fn rfc3339(ms: i64) -> Option<String> {
+    if ms == 0 {
+        return None;
+    }
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|time| time.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn write_csv(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()> {
+    // The header is written by hand so that an empty result still has one.
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(&mut *out);
+    writer.write_record(CSV_HEADER)?;
+    for record in records {
+        writer.serialize(ExportRow::from(record))?;
+    }
+    writer.flush()
+}
+
+const TABLE_HEADER: [&str; 8] = [
+    "RECEIVED",
+    "LINE",
+    "COURT",
+    "CALLER",
+    "PROMPT",
+    "CONNECTED",
+    "END REASON",
+    "DURATION",
+];
+
+fn write_table(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()> {
+    let rows: Vec<[String; 8]> = records.iter().map(table_row).collect();
+    let mut widths = TABLE_HEADER.map(display_width);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(display_width(cell));
+        }
+    }
+    write_table_line(&TABLE_HEADER.map(str::to_owned), &widths, out)?;
+    for row in &rows {
+        write_table_line(row, &widths, out)?;
+    }
+    Ok(())
+}
+
+fn write_table_line(
+    cells: &[String; 8],
+    widths: &[usize; 8],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut line = String::new();
+    for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        line.push_str(cell);
+        if index + 1 < cells.len() {
+            // Pad by display width, not bytes or chars, so CJK columns stay aligned.
+            let padding = width - display_width(cell) + 2;
+            line.extend(std::iter::repeat_n(' ', padding));
+        }
+    }
+    writeln!(out, "{}", line.trim_end())
+}
+
+fn table_row(r: &CallRecord) -> [String; 8] {
+    let received = DateTime::<Utc>::from_timestamp_millis(r.received_at_ms)
+        .map(|time| {
+            time.with_timezone(&Local)
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        })
+        .unwrap_or_else(|| r.received_at_ms.to_string());
+    let caller = match (r.caller_number.is_empty(), r.caller_display_name.is_empty()) {
+        (_, true) => r.caller_number.clone(),
+        (true, false) => format!("\"{}\"", r.caller_display_name),
+        (false, false) => format!("{} \"{}\"", r.caller_number, r.caller_display_name),
+    };
+    let yes_no = |flag: bool| if flag { "yes" } else { "no" }.to_owned();
+    [
+        received,
+        r.line_number.clone(),
+        r.court_name.clone(),
+        caller,
+        yes_no(r.prompt_completed),
+        yes_no(r.operator_answered_at_ms != 0),
+        end_reason_label(r.end_reason).into_owned(),
+        duration(r.received_at_ms, r.ended_at_ms),
+    ]
+}
+
+/// Call length from INVITE to end as `m:ss` or `h:mm:ss`; `-` while unknown.
+fn duration(start_ms: i64, end_ms: i64) -> String {
+    if start_ms == 0 || end_ms == 0 || end_ms < start_ms {
+        return "-".to_owned();
+    }
+    let seconds = (end_ms - start_ms) / 1000;
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{minutes}:{seconds:02}")
+    }
+}
+
+/// Terminal columns `text` takes: 2 for East Asian wide/fullwidth characters, else 1.
+/// A small table of ranges instead of a dependency; covers CJK, Hangul, fullwidth forms, emoji.
+fn display_width(text: &str) -> usize {
+    text.chars()
+        .map(|c| {
+            let wide = matches!(u32::from(c),
+                0x1100..=0x115F
+                | 0x2E80..=0x303E
+                | 0x3041..=0x33FF
+                | 0x3400..=0x4DBF
+                | 0x4E00..=0x9FFF
+                | 0xA000..=0xA4CF
+                | 0xAC00..=0xD7A3
+                | 0xF900..=0xFAFF
+                | 0xFE30..=0xFE4F
+                | 0xFF00..=0xFF60
+                | 0xFFE0..=0xFFE6
+                | 0x1F300..=0x1F64F
+                | 0x1F900..=0x1F9FF
+                | 0x20000..=0x3FFFD);
+            if wide {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CallRecord {
+        CallRecord {
+            call_id: "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61".to_owned(),
+            sip_call_id: "abc@10.0.0.1".to_owned(),
+            line_number: "12368".to_owned(),
+            court_name: "北京市第一中级人民法院".to_owned(),
+            caller_number: "13800138000".to_owned(),
+            caller_display_name: "张三, \"律师\"".to_owned(),
+            caller_source: "127.0.0.1:5070".to_owned(),
+            user_agent: "sipp".to_owned(),
+            codec: "PCMU".to_owned(),
+            received_at_ms: 1_714_527_000_123,
+            answered_at_ms: 1_714_527_000_200,
+            prompt_started_at_ms: 1_714_527_000_250,
+            prompt_ended_at_ms: 1_714_527_008_250,
+            operator_answered_at_ms: 0,
+            ended_at_ms: 1_714_527_065_123,
+            prompt_id: "three-rules".to_owned(),
+            prompt_sha256: "0f".repeat(32),
+            prompt_length_ms: 8_000,
+            prompt_ms_sent: 8_000,
+            prompt_completed: true,
+            dtmf_during_prompt: "".to_owned(),
+            operator_uri: "sip:op@127.0.0.1".to_owned(),
+            end_reason: EndReason::NoAnswer as i32,
+            sip_final_status: 200,
+            rtp_packets_sent: 400,
+            rtp_packets_received: 398,
+        }
+    }
+
+    fn render(format: OutputFormat, records: &[CallRecord]) -> String {
+        let mut out = Vec::new();
+        write_calls(records, format, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn end_reason_names_round_trip() {
+        for reason in ALL_END_REASONS {
+            assert_eq!(parse_end_reason(end_reason_name(reason)), Some(reason));
+            assert_eq!(parse_end_reason(reason.as_str_name()), Some(reason));
+        }
+        assert_eq!(
+            parse_end_reason("Caller-Hung-Up-During-Prompt"),
+            Some(EndReason::CallerHungUpDuringPrompt)
+        );
+        assert_eq!(parse_end_reason("hung_up"), None);
+        assert_eq!(parse_end_reason(""), None);
+    }
+
+    #[test]
+    fn parse_time_accepts_rfc3339_and_dates() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1_000));
+        assert_eq!(
+            parse_time("2024-05-01T09:30:00.5+08:00"),
+            Ok(1_714_527_000_500)
+        );
+        let midnight = Local
+            .with_ymd_and_hms(2024, 5, 1, 0, 0, 0)
+            .earliest()
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(parse_time("2024-05-01"), Ok(midnight));
+        assert_eq!(parse_time("2024-05-01T00:00:00"), Ok(midnight));
+        assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+        assert!(parse_time("2024-13-01").is_err());
+    }
+
+    #[test]
+    fn json_has_every_field_and_keeps_chinese() {
+        let text = render(OutputFormat::Json, &[sample()]);
+        assert!(text.contains("北京市第一中级人民法院"), "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let object = value[0].as_object().unwrap();
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut expected = CSV_HEADER.to_vec();
+        expected.sort_unstable();
+        let mut keys_sorted = keys.clone();
+        keys_sorted.sort_unstable();
+        assert_eq!(keys_sorted, expected);
+        assert_eq!(object["end_reason"], "no_answer");
+        assert_eq!(object["received_at"], "2024-05-01T01:30:00.123Z");
+        assert_eq!(object["received_at_ms"], 1_714_527_000_123_i64);
+        assert_eq!(object["operator_answered_at"], serde_json::Value::Null);
+        assert_eq!(object["caller_display_name"], "张三, \"律师\"");
+        assert_eq!(render(OutputFormat::Json, &[]).trim(), "[]");
+    }
+
+    #[test]
+    fn csv_header_matches_fields_and_quotes_text() {
+        let text = render(OutputFormat::Csv, &[sample()]);
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(header, CSV_HEADER);
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1);
+        let field = |name: &str| {
+            let index = CSV_HEADER.iter().position(|h| *h == name).unwrap();
+            rows[0][index].to_owned()
+        };
+        assert_eq!(field("court_name"), "北京市第一中级人民法院");
+        assert_eq!(field("caller_display_name"), "张三, \"律师\"");
+        assert_eq!(field("end_reason"), "no_answer");
+        assert_eq!(field("operator_answered_at"), "");
+        assert_eq!(field("rtp_packets_received"), "398");
+        // Same field order as JSON.
+        let json: serde_json::Value = serde_json::from_str(&record_json(&sample())).unwrap();
+        assert_eq!(json["call_id"], field("call_id"));
+        assert_eq!(render(OutputFormat::Csv, &[]).trim(), CSV_HEADER.join(","));
+    }
+
+    #[test]
+    fn record_json_keeps_field_order() {
+        let text = record_json(&sample());
+        let positions: Vec<usize> = CSV_HEADER
+            .iter()
+            .map(|name| text.find(&format!("\"{name}\":")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+    }
+
+    #[test]
+    fn table_is_aligned_and_readable() {
+        let mut other = sample();
+        other.court_name = "Court".to_owned();
+        other.caller_display_name = String::new();
+        other.end_reason = EndReason::CallerHungUpDuringPrompt as i32;
+        other.operator_answered_at_ms = 5;
+        other.prompt_completed = false;
+        other.ended_at_ms = 0;
+        let text = render(OutputFormat::Table, &[sample(), other]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("RECEIVED"));
+        assert!(lines[1].contains("北京市第一中级人民法院"));
+        assert!(lines[1].contains("13800138000 \"张三, \"律师\"\""));
+        assert!(lines[1].contains("no_answer"));
+        assert!(lines[1].ends_with("1:05"));
+        assert!(lines[2].contains("caller_hung_up_during_prompt"));
+        assert!(lines[2].ends_with('-'));
+        // Columns line up in display width: LINE starts at the same column on every line.
+        let column_of =
+            |line: &str, needle: &str| display_width(&line[..line.find(needle).unwrap()]);
+        assert_eq!(column_of(lines[0], "LINE"), column_of(lines[1], "12368"));
+        assert_eq!(
+            column_of(lines[0], "CALLER"),
+            column_of(lines[2], "13800138000")
+        );
+        assert_eq!(
+            column_of(lines[0], "CALLER"),
+            column_of(lines[1], "13800138000")
+        );
+    }
+
+    #[test]
+    fn duration_formats() {
+        assert_eq!(duration(1_000, 66_000), "1:05");
+        assert_eq!(duration(1_000, 3_700_000), "1:01:39");
+        assert_eq!(duration(1_000, 0), "-");
+        assert_eq!(display_width("张三ab"), 6);
+    }
+}
