@@ -1,0 +1,580 @@
+//! The whole call path against the real service on loopback: SIP over UDP,
+//! RTP on real sockets, records through gRPC into SQLite.
+
+mod support;
+
+use std::time::Duration;
+
+use courtline::media::codec::Codec;
+use courtline::records::pb::{CallRecord, EndReason};
+use support::*;
+use tokio::net::UdpSocket;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn reason(r: &CallRecord) -> EndReason {
+    EndReason::try_from(r.end_reason).unwrap()
+}
+
+/// Waits for the 200 to a BYE (skipping INVITE 200 retransmissions).
+async fn expect_bye_ok(peer: &SipPeer) {
+    loop {
+        let msg = peer.recv(3 * SEC).await.expect("no 200 for BYE");
+        if msg.status() == 200 && msg.header("cseq").is_some_and(|c| c.ends_with("BYE")) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recorded() {
+    let operator = SipPeer::bind().await;
+    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        rtp_ports: (30000, 30099),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "0 8 101").await;
+    let trying = caller.sip.recv(SEC).await.expect("100 Trying");
+    assert_eq!(trying.status(), 100, "{}", trying.first_line);
+    let ok = caller.sip.expect_status(200, 2 * SEC).await;
+    assert!(
+        ok.body.contains("m=audio ") && ok.body.contains(" RTP/AVP 0 101"),
+        "PCMU chosen (caller's first), telephone-event kept:\n{}",
+        ok.body
+    );
+    assert_eq!(ok.header("content-type"), Some("application/sdp"));
+    let courtline_rtp = ok.sdp_rtp_addr();
+    caller.to = ok.header("to").unwrap().to_string();
+    let to = caller.to.clone();
+    caller.ack(&to, "z9hG4bK-ack-1").await;
+
+    // The prompt: every frame, byte-exact, in order, one stream.
+    let frames = &sb.prompt.frames;
+    let count = frames.frame_count();
+    assert_eq!(count, (200 + 1000) / 20);
+    let mut prompt_packets = Vec::with_capacity(count);
+    for i in 0..count {
+        let (p, from) = recv_rtp(&caller.rtp, SEC)
+            .await
+            .unwrap_or_else(|| panic!("prompt packet {i} missing"));
+        assert_eq!(
+            from, courtline_rtp,
+            "symmetric RTP: sent from the port in the SDP"
+        );
+        assert_eq!(p.pt, 0);
+        assert_eq!(
+            p.payload,
+            frames.frame(Codec::Pcmu, i),
+            "prompt frame {i} differs"
+        );
+        prompt_packets.push(p);
+    }
+    let first = &prompt_packets[0];
+    assert!(first.marker, "first prompt packet starts a talkspurt");
+    for (i, p) in prompt_packets.iter().enumerate().skip(1) {
+        assert!(!p.marker);
+        assert_eq!(p.ssrc, first.ssrc);
+        assert_eq!(
+            p.seq,
+            first.seq.wrapping_add(i as u16),
+            "no gaps in sequence"
+        );
+        assert_eq!(
+            p.ts,
+            first.ts.wrapping_add(160 * i as u32),
+            "timestamp +160 per packet"
+        );
+    }
+    let spread = prompt_packets[count - 1].at - first.at;
+    assert!(
+        spread >= Duration::from_millis(20 * (count as u64 - 2)),
+        "paced, not burst: {spread:?}"
+    );
+
+    // The operator is called only now; the caller hears ringback meanwhile.
+    let invite = operator.expect_request("INVITE", 2 * SEC).await;
+    assert!(
+        invite.header("from").unwrap().contains("13800138000"),
+        "operator sees the caller's number"
+    );
+    operator
+        .respond(&invite, "180 Ringing", Some("op1"), "", "")
+        .await;
+    let last_prompt = prompt_packets.last().unwrap().clone();
+    let mut ringback = Vec::new();
+    while ringback.len() < 10 {
+        let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("ringback packets");
+        assert_eq!(p.ssrc, first.ssrc, "one stream across prompt and ringback");
+        if p.payload.iter().any(|&b| b != 0xff && b != 0x7f) {
+            ringback.push(p);
+        }
+    }
+    let gap = ringback[0].at - last_prompt.at;
+    assert!(
+        gap <= Duration::from_millis(100),
+        "silence between prompt and ringback: {gap:?}"
+    );
+    assert!(ringback
+        .windows(2)
+        .all(|w| w[1].seq == w[0].seq.wrapping_add(1)));
+
+    // The operator answers: audio flows both ways through the relay.
+    let op_sdp = sdp(op_rtp.local_addr().unwrap(), "0");
+    let contact = format!(
+        "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
+        operator.addr
+    );
+    operator
+        .respond(&invite, "200 OK", Some("op1"), &contact, &op_sdp)
+        .await;
+    operator.expect_request("ACK", 2 * SEC).await;
+    let courtline_op_rtp = invite.sdp_rtp_addr();
+    for i in 0..20u16 {
+        op_rtp
+            .send_to(
+                &rtp_packet(
+                    0,
+                    1000 + i,
+                    50_000 + 160 * u32::from(i),
+                    0xabcdef,
+                    i == 0,
+                    &[0x11; 160],
+                ),
+                courtline_op_rtp,
+            )
+            .await
+            .unwrap();
+        caller
+            .rtp
+            .send_to(
+                &rtp_packet(
+                    0,
+                    7000 + i,
+                    9_000 + 160 * u32::from(i),
+                    0x123456,
+                    i == 0,
+                    &[0x22; 160],
+                ),
+                courtline_rtp,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut relayed_to_caller = Vec::new();
+    while let Some((p, _)) = recv_rtp(&caller.rtp, Duration::from_millis(500)).await {
+        if p.payload == [0x11; 160] {
+            relayed_to_caller.push(p);
+        }
+    }
+    assert!(
+        relayed_to_caller.len() >= 18,
+        "operator audio reached the caller: {}",
+        relayed_to_caller.len()
+    );
+    assert!(
+        relayed_to_caller.iter().all(|p| p.ssrc == first.ssrc),
+        "caller keeps hearing one SSRC"
+    );
+    assert!(
+        relayed_to_caller[0].marker,
+        "marker bit at the source switch"
+    );
+    let mut relayed_to_operator = 0;
+    while let Some((p, _)) = recv_rtp(&op_rtp, Duration::from_millis(500)).await {
+        if p.payload == [0x22; 160] {
+            relayed_to_operator += 1;
+        }
+    }
+    assert!(
+        relayed_to_operator >= 18,
+        "caller audio reached the operator: {relayed_to_operator}"
+    );
+
+    // Caller hangs up: both legs end.
+    caller.request("BYE").await;
+    expect_bye_ok(&caller.sip).await;
+    let bye = operator.expect_request("BYE", 2 * SEC).await;
+    operator.respond(&bye, "200 OK", None, "", "").await;
+
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUp);
+    assert!(record.prompt_completed);
+    assert_eq!(record.prompt_sha256, sb.prompt.sha256);
+    assert_eq!(record.prompt_id, "test");
+    assert_eq!(record.prompt_length_ms, 1200);
+    assert_eq!(record.prompt_ms_sent, 1200);
+    assert_eq!(record.caller_display_name, "张三");
+    assert_eq!(record.caller_number, "13800138000");
+    assert_eq!(record.court_name, "上海市第一中级人民法院");
+    assert_eq!(record.line_number, "02112368");
+    assert_eq!(record.codec, "PCMU");
+    assert_eq!(record.user_agent, "courtline-test-caller");
+    assert_eq!(record.caller_source, caller.sip.addr.to_string());
+    assert_eq!(record.sip_final_status, 200);
+    assert_eq!(
+        record.operator_uri,
+        format!("sip:operator@{}", operator.addr)
+    );
+    assert!(record.operator_answered_at_ms >= record.prompt_ended_at_ms);
+    assert!(record.prompt_ended_at_ms - record.prompt_started_at_ms >= 1100);
+    assert!(record.ended_at_ms >= record.operator_answered_at_ms);
+    assert!(record.rtp_packets_sent >= count as u64 + 10 + 18);
+    assert!(record.rtp_packets_received >= 20);
+    uuid::Uuid::parse_str(&record.call_id).unwrap();
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_during_prompt_never_calls_the_operator() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 3000,
+        rtp_ports: (30100, 30199),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("8 0 101").await;
+    let mut received = 0;
+    while received < 25 {
+        let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("prompt packet");
+        assert_eq!(p.pt, 8, "PCMA, the caller's first choice");
+        received += 1;
+    }
+    caller.request("BYE").await;
+    expect_bye_ok(&caller.sip).await;
+    assert!(
+        operator.recv(Duration::from_millis(1500)).await.is_none(),
+        "no INVITE to the operator"
+    );
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUpDuringPrompt);
+    assert!(!record.prompt_completed);
+    let heard_ms = received * 20;
+    assert!(
+        record.prompt_ms_sent >= heard_ms && record.prompt_ms_sent <= heard_ms + 200,
+        "prompt_ms_sent {} vs {} ms heard",
+        record.prompt_ms_sent,
+        heard_ms
+    );
+    assert_eq!(record.operator_uri, "");
+    assert_eq!(record.codec, "PCMA");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_during_prompt_is_recorded_and_does_not_skip_it() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 1000,
+        rtp_ports: (30200, 30299),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    let ok = caller.call("0 101").await;
+    let courtline_rtp = ok.sdp_rtp_addr();
+    let count = sb.prompt.frames.frame_count();
+    for i in 0..count {
+        let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("prompt packet");
+        assert_eq!(
+            p.payload,
+            sb.prompt.frames.frame(Codec::Pcmu, i),
+            "frame {i}: keys must not skip the prompt"
+        );
+        if i == 10 || i == 20 {
+            let digit: u8 = if i == 10 { 1 } else { 11 }; // '1', then '#'
+            let ts = 4_000 + i as u32 * 160;
+            for (k, end) in [(0u16, false), (1, false), (2, true), (3, true), (4, true)] {
+                let dur = 160 * (k + 1);
+                let payload = [
+                    digit,
+                    if end { 0x8a } else { 0x0a },
+                    (dur >> 8) as u8,
+                    dur as u8,
+                ];
+                caller
+                    .rtp
+                    .send_to(
+                        &rtp_packet(101, 100 + i as u16 * 8 + k, ts, 0x55, k == 0, &payload),
+                        courtline_rtp,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let invite = operator.expect_request("INVITE", 2 * SEC).await;
+    operator
+        .respond(&invite, "486 Busy Here", Some("op"), "", "")
+        .await;
+    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(record.dtmf_during_prompt, "1#");
+    assert!(record.prompt_completed);
+    assert_eq!(reason(&record), EndReason::OperatorBusy);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_answer_gets_487_and_is_recorded_as_abandoned() {
+    let sb = TestSwitchboard::start(Options {
+        answer_delay_ms: 3000,
+        rtp_ports: (30300, 30399),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "0").await;
+    caller.sip.expect_status(180, 2 * SEC).await;
+    caller.request("CANCEL").await;
+    let mut got_cancel_ok = false;
+    let mut got_487 = None;
+    while got_487.is_none() || !got_cancel_ok {
+        let msg = caller.sip.recv(2 * SEC).await.expect("CANCEL answers");
+        match (msg.status(), msg.header("cseq").unwrap_or("")) {
+            (200, c) if c.ends_with("CANCEL") => got_cancel_ok = true,
+            (487, c) if c.ends_with("INVITE") => got_487 = Some(msg),
+            (s, _) => assert!(s < 200, "unexpected {}", msg.first_line),
+        }
+    }
+    let to = got_487.unwrap().header("to").unwrap().to_string();
+    let branch = format!("z9hG4bK-inv-{}", caller.call_id);
+    caller.ack(&to, &branch).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CancelledBeforeAnswer);
+    assert_eq!(record.sip_final_status, 487);
+    assert_eq!(record.answered_at_ms, 0);
+    assert!(!record.prompt_completed);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_line_and_no_common_codec_are_refused_and_recorded() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (30400, 30499),
+        ..Options::default()
+    })
+    .await;
+    let caller = Caller::new(sb.sip).await;
+    caller.invite("99999999", "0").await;
+    caller.sip.expect_status(404, 2 * SEC).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::Rejected);
+    assert_eq!(record.sip_final_status, 404);
+    assert_eq!(record.line_number, "99999999");
+
+    let caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "18").await;
+    let refused = caller.sip.expect_status(488, 2 * SEC).await;
+    assert!(refused
+        .header("warning")
+        .is_some_and(|w| w.starts_with("305")));
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::Rejected);
+    assert_eq!(record.sip_final_status, 488);
+    assert_eq!(record.court_name, "上海市第一中级人民法院");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_that_never_answers_times_out_and_caller_gets_bye() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        ring_timeout_s: 1,
+        prompt_ms: 200,
+        rtp_ports: (30500, 30599),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    operator
+        .respond(&invite, "180 Ringing", Some("op"), "", "")
+        .await;
+    let cancel = operator.expect_request("CANCEL", 3 * SEC).await;
+    operator
+        .respond(&cancel, "200 OK", Some("op"), "", "")
+        .await;
+    operator
+        .respond(&invite, "487 Request Terminated", Some("op"), "", "")
+        .await;
+    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::NoAnswer);
+    assert!(record.prompt_completed);
+    assert_eq!(record.operator_answered_at_ms, 0);
+    let rang_ms = record.ended_at_ms - record.prompt_ended_at_ms;
+    assert!((900..3000).contains(&rang_ms), "rang {rang_ms} ms");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hunt_list_moves_on_from_a_busy_operator() {
+    let busy = SipPeer::bind().await;
+    let second = SipPeer::bind().await;
+    let second_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![
+            format!("sip:desk1@{}", busy.addr),
+            format!("sip:desk2@{}", second.addr),
+        ],
+        prompt_ms: 200,
+        rtp_ports: (30600, 30699),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let invite = busy.expect_request("INVITE", 3 * SEC).await;
+    busy.respond(&invite, "486 Busy Here", Some("b"), "", "")
+        .await;
+    let invite = second.expect_request("INVITE", 3 * SEC).await;
+    let contact = format!(
+        "Contact: <sip:desk2@{}>\r\nContent-Type: application/sdp\r\n",
+        second.addr
+    );
+    second
+        .respond(
+            &invite,
+            "200 OK",
+            Some("s"),
+            &contact,
+            &sdp(second_rtp.local_addr().unwrap(), "8"),
+        )
+        .await;
+    second.expect_request("ACK", 2 * SEC).await;
+    // The operator (PCMA) talks to a PCMU caller: courtline transcodes.
+    let target = invite.sdp_rtp_addr();
+    let alaw = Codec::Pcma.encode(1000);
+    for i in 0..10u16 {
+        second_rtp
+            .send_to(
+                &rtp_packet(8, i, 160 * u32::from(i), 9, false, &[alaw; 160]),
+                target,
+            )
+            .await
+            .unwrap();
+    }
+    let mut transcoded = 0;
+    while let Some((p, _)) = recv_rtp(&caller.rtp, Duration::from_millis(500)).await {
+        if p.pt == 0 && p.payload == [Codec::Pcmu.encode(Codec::Pcma.decode(alaw)); 160] {
+            transcoded += 1;
+        }
+    }
+    assert_eq!(transcoded, 10);
+    // The operator hangs up.
+    let bye = format!(
+        "BYE sip:courtline@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opbye\r\nMax-Forwards: 70\r\nFrom: {to}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        sip = sb.sip,
+        me = second.addr,
+        to = format_args!("{};tag=s", invite.header("to").unwrap()),
+        from = invite.header("from").unwrap(),
+        cid = invite.header("call-id").unwrap(),
+    );
+    second.send(sb.sip, &bye).await;
+    let ok = second.expect_status(200, 2 * SEC).await;
+    assert!(ok.header("cseq").unwrap().ends_with("BYE"));
+    let caller_bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller
+        .sip
+        .respond(&caller_bye, "200 OK", None, "", "")
+        .await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::OperatorHungUp);
+    assert_eq!(record.operator_uri, format!("sip:desk2@{}", second.addr));
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_capacity_gets_503_with_retry_after() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        max_calls: 1,
+        prompt_ms: 3000,
+        rtp_ports: (30700, 30799),
+        ..Options::default()
+    })
+    .await;
+    let mut first = Caller::new(sb.sip).await;
+    first.call("0").await;
+    let second = Caller::new(sb.sip).await;
+    second.invite("02112368", "0").await;
+    let busy = second.sip.expect_status(503, 2 * SEC).await;
+    assert_eq!(busy.header("retry-after"), Some("7"));
+    let record = sb.record(&second.call_id).await;
+    assert_eq!(record.sip_final_status, 503);
+    first.request("BYE").await;
+    expect_bye_ok(&first.sip).await;
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_malformed_and_unsupported_requests() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (30800, 30899),
+        ..Options::default()
+    })
+    .await;
+    let peer = SipPeer::bind().await;
+    let options = |cid: &str| {
+        format!(
+            "OPTIONS sip:02112368@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{cid}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:02112368@{sip}>\r\nCall-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            sip = sb.sip,
+            me = peer.addr
+        )
+    };
+    peer.send(sb.sip, &options("o1")).await;
+    let ok = peer.expect_status(200, 2 * SEC).await;
+    assert!(ok.header("allow").unwrap().contains("INVITE"));
+
+    // Content-Length beyond the datagram: 400, and the service goes on.
+    peer.send(
+        sb.sip,
+        &options("o2").replace("Content-Length: 0", "Content-Length: 400"),
+    )
+    .await;
+    peer.expect_status(400, 2 * SEC).await;
+    // Garbage: dropped, no crash.
+    peer.send(sb.sip, "\u{0}\u{1}garbage\r\n\r\n").await;
+    peer.send(sb.sip, "INVITE sip:x SIP/2.0\r\n\r\n").await;
+    // Compact header forms are understood.
+    let compact = options("o3")
+        .replace("Via:", "v:")
+        .replace("From:", "f:")
+        .replace("To:", "t:")
+        .replace("Call-ID:", "i:")
+        .replace("Content-Length:", "l:");
+    peer.send(sb.sip, &compact).await;
+    peer.expect_status(200, 2 * SEC).await;
+    // REGISTER is not ours: 405 with Allow.
+    peer.send(sb.sip, &options("o4").replace("OPTIONS", "REGISTER"))
+        .await;
+    let refused = peer.expect_status(405, 2 * SEC).await;
+    assert!(refused.header("allow").is_some());
+    // BYE for no dialog: 481.
+    peer.send(
+        sb.sip,
+        &options("o5")
+            .replace("OPTIONS", "BYE")
+            .replace("<sip:02112368@", "<sip:x@")
+            .replace(">\r\nCall-ID", ">;tag=nope\r\nCall-ID"),
+    )
+    .await;
+    peer.expect_status(481, 2 * SEC).await;
+    peer.send(sb.sip, &options("o6")).await;
+    peer.expect_status(200, 2 * SEC).await;
+    sb.stop().await;
+}

@@ -1,0 +1,543 @@
+//! Test peers for the integration tests: a courtline started in-process on
+//! loopback ports, and a tiny hand-written SIP user agent (raw UDP text) that
+//! plays the caller or the operator. Writing SIP by hand here, rather than with
+//! the stack courtline uses, keeps the tests an independent peer.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use courtline::cli::serve::{start, Running};
+use courtline::config::Config;
+use courtline::media::prompt::Prompt;
+use courtline::records::pb::records_service_client::RecordsServiceClient;
+use courtline::records::pb::{CallRecord, ListCallsRequest};
+use tokio::net::UdpSocket;
+use tokio::time::{timeout, Instant};
+
+/// A courtline running on loopback with a short generated prompt.
+pub struct TestSwitchboard {
+    /// The running service.
+    pub running: Option<Running>,
+    /// Its SIP address.
+    pub sip: SocketAddr,
+    /// Its records service address.
+    pub records: SocketAddr,
+    /// The prompt the line plays, loaded the same way courtline loads it.
+    pub prompt: Prompt,
+    /// Keeps the temp dir (database, WAV) alive.
+    pub dir: tempfile::TempDir,
+}
+
+/// Options for [`TestSwitchboard::start`].
+pub struct Options {
+    /// Operator hunt list.
+    pub operators: Vec<String>,
+    /// `[sip] answer_delay_ms`.
+    pub answer_delay_ms: u64,
+    /// `[sip] max_calls`.
+    pub max_calls: usize,
+    /// Ring timeout per operator.
+    pub ring_timeout_s: u32,
+    /// Prompt length in ms (generated tone sweep).
+    pub prompt_ms: u32,
+    /// RTP port range (distinct per test so parallel tests never share ports).
+    pub rtp_ports: (u16, u16),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            operators: vec![],
+            answer_delay_ms: 0,
+            max_calls: 50,
+            ring_timeout_s: 30,
+            prompt_ms: 1000,
+            rtp_ports: (30000, 30099),
+        }
+    }
+}
+
+/// Writes a 16 kHz mono WAV with a recognisable, non-periodic signal.
+pub fn write_test_prompt(path: &std::path::Path, ms: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let n = 16 * ms;
+    for i in 0..n {
+        let t = f64::from(i) / 16000.0;
+        // A rising sweep: every 20 ms frame differs from every other.
+        let f = 300.0 + 1500.0 * t;
+        let s = (2.0 * std::f64::consts::PI * f * t).sin() * 12000.0;
+        w.write_sample(s as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+impl TestSwitchboard {
+    /// Starts courtline with one line, "02112368", on loopback.
+    pub async fn start(options: Options) -> TestSwitchboard {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("prompt.wav");
+        write_test_prompt(&wav, options.prompt_ms);
+        let db = dir.path().join("records.db");
+        let operators: Vec<String> = options
+            .operators
+            .iter()
+            .map(|o| format!("\"{o}\""))
+            .collect();
+        let toml = format!(
+            r#"
+[sip]
+listen = "127.0.0.1:0"
+max_calls = {max_calls}
+answer_delay_ms = {answer_delay}
+retry_after_s = 7
+
+[media]
+rtp_ports = "{lo}-{hi}"
+leading_silence_ms = 200
+
+[records.service]
+listen = "127.0.0.1:0"
+database = "{db}"
+
+[prompts.test]
+file = "{wav}"
+
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "test"
+operator = [{operators}]
+ring_timeout_s = {ring}
+"#,
+            max_calls = options.max_calls,
+            answer_delay = options.answer_delay_ms,
+            lo = options.rtp_ports.0,
+            hi = options.rtp_ports.1,
+            db = db.display(),
+            wav = wav.display(),
+            operators = if operators.is_empty() {
+                "\"sip:nobody@127.0.0.1:9\"".to_string()
+            } else {
+                operators.join(", ")
+            },
+            ring = options.ring_timeout_s,
+        );
+        let config = Config::from_toml_str(&toml, "test.toml").unwrap();
+        let prompt = Prompt::load("test", &wav, 200).unwrap();
+        let running = start(config).await.unwrap();
+        TestSwitchboard {
+            sip: running.sip_addr,
+            records: running.records_addr.unwrap(),
+            running: Some(running),
+            prompt,
+            dir,
+        }
+    }
+
+    /// All records whose SIP Call-ID is `sip_call_id`, waiting up to 5 s for one.
+    pub async fn record(&self, sip_call_id: &str) -> CallRecord {
+        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let page = client
+                .list_calls(ListCallsRequest {
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(r) = page
+                .records
+                .into_iter()
+                .find(|r| r.sip_call_id == sip_call_id)
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no record for {sip_call_id} within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops courtline (ends calls, flushes records).
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// One parsed SIP message.
+#[derive(Debug, Clone)]
+pub struct Sip {
+    /// The request or status line.
+    pub first_line: String,
+    /// Headers in order, names lower-cased and compact forms expanded.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+    /// Where it came from.
+    pub from: SocketAddr,
+}
+
+impl Sip {
+    fn parse(bytes: &[u8], from: SocketAddr) -> Sip {
+        let text = String::from_utf8_lossy(bytes).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.split("\r\n");
+        let first_line = lines.next().unwrap_or("").to_string();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| {
+                let n = n.trim().to_ascii_lowercase();
+                let n = match n.as_str() {
+                    "v" => "via",
+                    "f" => "from",
+                    "t" => "to",
+                    "i" => "call-id",
+                    "m" => "contact",
+                    "l" => "content-length",
+                    "c" => "content-type",
+                    other => other,
+                }
+                .to_string();
+                (n, v.trim().to_string())
+            })
+            .collect();
+        Sip {
+            first_line,
+            headers,
+            body: body.to_string(),
+            from,
+        }
+    }
+
+    /// Status code of a response (0 for requests).
+    pub fn status(&self) -> u16 {
+        self.first_line
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Method of a request ("" for responses).
+    pub fn method(&self) -> &str {
+        if self.first_line.starts_with("SIP/2.0") {
+            ""
+        } else {
+            self.first_line.split(' ').next().unwrap_or("")
+        }
+    }
+
+    /// First header value by (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All values of a header.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// RTP address from the SDP body.
+    pub fn sdp_rtp_addr(&self) -> SocketAddr {
+        let ip = self
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 "))
+            .unwrap()
+            .trim();
+        let port = self
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        format!("{ip}:{port}").parse().unwrap()
+    }
+}
+
+/// A SIP endpoint on a loopback UDP socket.
+pub struct SipPeer {
+    /// Signalling socket.
+    pub socket: UdpSocket,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl SipPeer {
+    /// Binds on 127.0.0.1:0.
+    pub async fn bind() -> SipPeer {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        SipPeer { socket, addr }
+    }
+
+    /// Sends raw text.
+    pub async fn send(&self, to: SocketAddr, text: &str) {
+        self.socket.send_to(text.as_bytes(), to).await.unwrap();
+    }
+
+    /// Next message within `wait`, or None.
+    pub async fn recv(&self, wait: Duration) -> Option<Sip> {
+        let mut buf = vec![0u8; 65535];
+        match timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => Some(Sip::parse(&buf[..n], from)),
+            _ => None,
+        }
+    }
+
+    /// Waits for a response with `status` (skipping others); panics after `wait`.
+    pub async fn expect_status(&self, status: u16, wait: Duration) -> Sip {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .recv(left)
+                .await
+                .unwrap_or_else(|| panic!("no {status} within {wait:?}"));
+            if msg.status() == status {
+                return msg;
+            }
+            assert!(
+                msg.status() < 200 || msg.status() == status,
+                "expected {status}, got {}",
+                msg.first_line
+            );
+        }
+    }
+
+    /// Waits for a request with `method`; panics after `wait`.
+    pub async fn expect_request(&self, method: &str, wait: Duration) -> Sip {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .recv(left)
+                .await
+                .unwrap_or_else(|| panic!("no {method} within {wait:?}"));
+            if msg.method() == method {
+                return msg;
+            }
+        }
+    }
+
+    /// Answers `request` with `status`, echoing the transaction headers.
+    pub async fn respond(
+        &self,
+        request: &Sip,
+        status: &str,
+        to_tag: Option<&str>,
+        extra: &str,
+        body: &str,
+    ) {
+        let mut text = format!("SIP/2.0 {status}\r\n");
+        for via in request.headers_named("via") {
+            text.push_str(&format!("Via: {via}\r\n"));
+        }
+        let to = request.header("to").unwrap();
+        let to = match to_tag {
+            Some(tag) if !to.contains("tag=") => format!("{to};tag={tag}"),
+            _ => to.to_string(),
+        };
+        text.push_str(&format!(
+            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            request.header("from").unwrap(),
+            request.header("call-id").unwrap(),
+            request.header("cseq").unwrap(),
+            body.len()
+        ));
+        self.send(request.from, &text).await;
+    }
+}
+
+/// SDP offering PCMU, PCMA and telephone-event from `rtp`.
+pub fn sdp(rtp: SocketAddr, pts: &str) -> String {
+    let mut s = format!(
+        "v=0\r\no=test 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n",
+        ip = rtp.ip(),
+        port = rtp.port()
+    );
+    for pt in pts.split(' ') {
+        match pt {
+            "0" => s.push_str("a=rtpmap:0 PCMU/8000\r\n"),
+            "8" => s.push_str("a=rtpmap:8 PCMA/8000\r\n"),
+            "101" => s.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"),
+            "18" => s.push_str("a=rtpmap:18 G729/8000\r\n"),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// The caller side of one call.
+pub struct Caller {
+    /// SIP socket.
+    pub sip: SipPeer,
+    /// RTP socket.
+    pub rtp: UdpSocket,
+    /// Call-ID used.
+    pub call_id: String,
+    /// Where courtline is.
+    pub target: SocketAddr,
+    /// To header with courtline's tag, once answered.
+    pub to: String,
+    /// From header sent.
+    pub from: String,
+    /// CSeq counter.
+    pub cseq: u32,
+}
+
+impl Caller {
+    /// A caller with its own SIP and RTP sockets.
+    pub async fn new(target: SocketAddr) -> Caller {
+        let sip = SipPeer::bind().await;
+        let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Caller {
+            call_id: format!("{}@test", uuid::Uuid::new_v4()),
+            from: format!("\"张三\" <sip:13800138000@{}>;tag=caller1", sip.addr),
+            to: "<sip:02112368@courtline>".into(),
+            sip,
+            rtp,
+            target,
+            cseq: 1,
+        }
+    }
+
+    /// Sends the INVITE for `line` offering payload types `pts`.
+    pub async fn invite(&self, line: &str, pts: &str) {
+        let body = sdp(self.rtp.local_addr().unwrap(), pts);
+        let text = format!(
+            "INVITE sip:{line}@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv-{cid}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:{line}@{target}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:13800138000@{me}>\r\nUser-Agent: courtline-test-caller\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{body}",
+            target = self.target,
+            me = self.sip.addr,
+            from = self.from,
+            cid = self.call_id,
+            len = body.len(),
+        );
+        self.sip.send(self.target, &text).await;
+    }
+
+    /// Sends ACK for a 2xx (or non-2xx when `branch` is the INVITE's).
+    pub async fn ack(&self, to: &str, branch: &str) {
+        let text = format!(
+            "ACK sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            target = self.target, me = self.sip.addr, from = self.from, cid = self.call_id,
+        );
+        self.sip.send(self.target, &text).await;
+    }
+
+    /// Sends an in-dialog request (BYE) or CANCEL.
+    pub async fn request(&mut self, method: &str) {
+        let (cseq, branch, to) = if method == "CANCEL" {
+            (
+                1,
+                format!("z9hG4bK-inv-{}", self.call_id),
+                "<sip:02112368@courtline>".to_string(),
+            )
+        } else {
+            self.cseq += 1;
+            (
+                self.cseq,
+                format!("z9hG4bK-{method}-{}", self.cseq),
+                self.to.clone(),
+            )
+        };
+        let to = if method == "CANCEL" {
+            format!("<sip:02112368@{}>", self.target)
+        } else {
+            to
+        };
+        let text = format!(
+            "{method} sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            target = self.target, me = self.sip.addr, from = self.from, cid = self.call_id,
+        );
+        self.sip.send(self.target, &text).await;
+    }
+
+    /// INVITE, wait for 200, ACK: returns the 200 OK.
+    pub async fn call(&mut self, pts: &str) -> Sip {
+        self.invite("02112368", pts).await;
+        let ok = self.sip.expect_status(200, Duration::from_secs(5)).await;
+        self.to = ok.header("to").unwrap().to_string();
+        let to = self.to.clone();
+        self.ack(&to, "z9hG4bK-ack-1").await;
+        ok
+    }
+}
+
+/// One received RTP packet.
+#[derive(Debug, Clone)]
+pub struct Rtp {
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload type.
+    pub pt: u8,
+    /// Sequence number.
+    pub seq: u16,
+    /// Timestamp.
+    pub ts: u32,
+    /// SSRC.
+    pub ssrc: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Arrival time.
+    pub at: Instant,
+}
+
+/// Receives one RTP packet within `wait`.
+pub async fn recv_rtp(socket: &UdpSocket, wait: Duration) -> Option<(Rtp, SocketAddr)> {
+    let mut buf = [0u8; 1500];
+    let (n, from) = timeout(wait, socket.recv_from(&mut buf)).await.ok()?.ok()?;
+    let b = &buf[..n];
+    Some((
+        Rtp {
+            marker: b[1] & 0x80 != 0,
+            pt: b[1] & 0x7f,
+            seq: u16::from_be_bytes([b[2], b[3]]),
+            ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            payload: b[12..].to_vec(),
+            at: Instant::now(),
+        },
+        from,
+    ))
+}
+
+/// Builds an RTP packet.
+pub fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Path of a file in the repository.
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
