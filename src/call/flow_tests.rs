@@ -62,7 +62,7 @@ impl Harness {
     }
 
     /// Answer, ACK, finish the prompt: the call is dialing the first operator.
-    fn to_dialing(&mut self) {
+    fn answer_and_play_prompt(&mut self) {
         assert_eq!(self.actions(), vec![CallAction::AnswerCaller]);
         self.advance(40);
         self.input(CallInput::CallerAcked);
@@ -99,7 +99,7 @@ fn reason(record: &CallRecord) -> EndReason {
 fn happy_path_answer_prompt_dial_bridge_caller_hangs_up() {
     let mut h = Harness::new(facts(&["sip:op@127.0.0.1:5090"]));
     assert_eq!(h.flow.phase(), Phase::Answering);
-    h.to_dialing();
+    h.answer_and_play_prompt();
     assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 0 });
     h.input(CallInput::OperatorRinging);
     assert!(h.actions().is_empty());
@@ -131,7 +131,7 @@ fn happy_path_answer_prompt_dial_bridge_caller_hangs_up() {
 #[test]
 fn operator_hangs_up_bridged_call() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::OperatorAnswered);
     h.actions();
     h.input(CallInput::OperatorHungUp);
@@ -241,7 +241,7 @@ fn busy_operator_ends_call_with_bye() {
         (503, EndReason::OperatorUnreachable),
     ] {
         let mut h = Harness::new(facts(&["sip:op@h"]));
-        h.to_dialing();
+        h.answer_and_play_prompt();
         h.input(CallInput::OperatorFailed(OperatorFailure::Status(status)));
         let actions = h.actions();
         assert_eq!(actions[0], CallAction::HangUpCaller, "{status}");
@@ -255,7 +255,7 @@ fn busy_operator_ends_call_with_bye() {
 #[test]
 fn unreachable_operator() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::OperatorFailed(OperatorFailure::Unreachable));
     let actions = h.actions();
     assert_eq!(reason(finished(&actions)), EndReason::OperatorUnreachable);
@@ -264,7 +264,7 @@ fn unreachable_operator() {
 #[test]
 fn ring_timeout_cancels_and_ends() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     let deadline = h.flow.poll_timeout().unwrap();
     assert_eq!(deadline - h.now, Duration::from_secs(30));
     h.advance(29_999);
@@ -279,7 +279,7 @@ fn ring_timeout_cancels_and_ends() {
 #[test]
 fn hunt_list_tries_each_operator_in_order() {
     let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h", "sip:c@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
     assert_eq!(
         h.actions(),
@@ -306,7 +306,7 @@ fn hunt_list_tries_each_operator_in_order() {
 #[test]
 fn hunt_list_exhausted_reports_last_failure() {
     let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
     h.actions();
     h.input(CallInput::OperatorFailed(OperatorFailure::Unreachable));
@@ -319,7 +319,7 @@ fn hunt_list_exhausted_reports_last_failure() {
 #[test]
 fn caller_hangs_up_while_operator_rings() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::OperatorRinging);
     h.input(CallInput::CallerHungUp);
     let actions = h.actions();
@@ -342,7 +342,7 @@ fn faults_hang_up_whatever_is_up() {
 
     // While dialing: cancel the operator too.
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::Fault("bad SDP from operator".into()));
     let actions = h.actions();
     assert_eq!(
@@ -352,7 +352,7 @@ fn faults_hang_up_whatever_is_up() {
 
     // Bridged: both legs get BYE.
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::OperatorAnswered);
     h.actions();
     h.input(CallInput::Fault("relay failed".into()));
@@ -375,7 +375,7 @@ fn faults_hang_up_whatever_is_up() {
 #[test]
 fn ended_call_ignores_everything() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.to_dialing();
+    h.answer_and_play_prompt();
     h.input(CallInput::CallerHungUp);
     h.actions();
     for input in [

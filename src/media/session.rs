@@ -172,7 +172,7 @@ impl MediaSession {
                 }
                 received = self.caller.socket.recv_from(&mut caller_buf) => match received {
                     Ok((len, from)) => {
-                        if let Err(e) = self.from_caller(&caller_buf[..len], from, &mut out).await {
+                        if let Err(e) = self.on_caller_packet(&caller_buf[..len], from, &mut out).await {
                             self.fault(format!("relaying RTP to the operator: {e}"));
                         }
                     }
@@ -180,7 +180,7 @@ impl MediaSession {
                 },
                 received = recv_operator(self.operator.as_ref(), &mut operator_buf) => match received {
                     Ok(len) => {
-                        if let Err(e) = self.from_operator(len, &operator_buf, &mut out).await {
+                        if let Err(e) = self.on_operator_packet(len, &operator_buf, &mut out).await {
                             self.fault(format!("relaying RTP to the caller at {}: {e}", self.caller.remote));
                         }
                     }
@@ -254,7 +254,7 @@ impl MediaSession {
         Ok(())
     }
 
-    async fn from_caller(
+    async fn on_caller_packet(
         &mut self,
         packet: &[u8],
         from: SocketAddr,
@@ -303,7 +303,7 @@ impl MediaSession {
         Ok(())
     }
 
-    async fn from_operator(
+    async fn on_operator_packet(
         &mut self,
         len: usize,
         buf: &[u8],
