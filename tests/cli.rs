@@ -1,0 +1,194 @@
+//! The `courtline` binary as an admin uses it: `check` on good and bad
+//! configurations, environment overrides, and `calls list` output formats.
+
+mod support;
+
+use std::process::Command;
+
+use support::{repo_path, Caller, Options, TestSwitchboard};
+
+fn courtline() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courtline"));
+    cmd.current_dir(repo_path(""));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_prompts() {
+    let out = courtline().args(["check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("prompt three_rules_zh"), "{stdout}");
+    assert!(stdout.contains("sha256"), "{stdout}");
+    assert!(stdout.contains("上海市第一中级人民法院"), "{stdout}");
+}
+
+#[test]
+fn check_names_file_key_and_fix_for_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "bad.toml",
+        "[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"zz\"\noperator = \"sip:o@127.0.0.1\"\n",
+    );
+    let out = courtline()
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(stderr.contains("lines[0].prompt"), "{stderr}");
+    assert!(stderr.contains("Define [prompts.zz]"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_a_prompt_that_is_not_a_wav_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = write(dir.path(), "notice.wav", "this is an MP3, honestly");
+    let empty = write(dir.path(), "empty.wav", "");
+    let config = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[prompts.a]\nfile = \"{}\"\n[prompts.b]\nfile = \"{}\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"a\"\noperator = \"sip:o@127.0.0.1\"\n",
+            fake.display(),
+            empty.display()
+        ),
+    );
+    let out = courtline()
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("notice.wav"), "{stderr}");
+    assert!(
+        stderr.contains("empty.wav"),
+        "both problems are reported: {stderr}"
+    );
+}
+
+#[test]
+fn environment_overrides_config_keys() {
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_SIP__LISTEN", "127.0.0.1:15060")
+        .env("COURTLINE_SIP__MAX_CALLS", "42")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SIP on 127.0.0.1:15060 (UDP), max 42 calls"),
+        "{stdout}"
+    );
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_SIP__MAX_CALLS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sip.max_calls"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_list_prints_records_in_every_format() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (30900, 30999),
+        ..Options::default()
+    })
+    .await;
+    let caller = Caller::new(sb.sip).await;
+    caller.invite("404404", "0").await;
+    caller
+        .sip
+        .expect_status(404, std::time::Duration::from_secs(2))
+        .await;
+    sb.record(&caller.call_id).await;
+    let endpoint = format!("http://{}", sb.records);
+    for (format, needle) in [
+        ("table", "张三"),
+        ("json", "\"caller_display_name\": \"张三\""),
+        ("csv", "张三"),
+    ] {
+        let out = courtline()
+            .args([
+                "calls",
+                "list",
+                "--endpoint",
+                &endpoint,
+                "--format",
+                format,
+                "--line",
+                "404404",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(needle), "{format}:\n{stdout}");
+        assert!(stdout.contains("rejected"), "{format}:\n{stdout}");
+    }
+    let out = courtline()
+        .args([
+            "calls",
+            "list",
+            "--endpoint",
+            &endpoint,
+            "--format",
+            "csv",
+            "--line",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "header only"
+    );
+    let out = courtline()
+        .args([
+            "calls",
+            "list",
+            "--endpoint",
+            &endpoint,
+            "--since",
+            "yesterday",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+    sb.stop().await;
+    let out = courtline()
+        .args(["calls", "list", "--endpoint", &endpoint])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the records service"));
+}
