@@ -578,3 +578,40 @@ async fn options_malformed_and_unsupported_requests() {
     peer.expect_status(200, 2 * SEC).await;
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_goes_where_the_caller_really_sends_from() {
+    let sb = TestSwitchboard::start(Options {
+        prompt_ms: 2000,
+        rtp_ports: (31000, 31099),
+        ..Options::default()
+    })
+    .await;
+    // The SDP names one port, but behind NAT the caller's RTP comes from another.
+    let mut caller = Caller::new(sb.sip).await;
+    let ok = caller.call("0").await;
+    let natted = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (first, _) = recv_rtp(&caller.rtp, SEC)
+        .await
+        .expect("prompt starts at the SDP address");
+    natted
+        .send_to(
+            &rtp_packet(0, 1, 160, 0x77, true, &[0xff; 160]),
+            ok.sdp_rtp_addr(),
+        )
+        .await
+        .unwrap();
+    let (p, _) = recv_rtp(&natted, SEC)
+        .await
+        .expect("prompt follows the caller's real address");
+    assert_eq!(p.ssrc, first.ssrc);
+    assert!(
+        p.seq.wrapping_sub(first.seq) < 100,
+        "same stream, continued"
+    );
+    caller.request("BYE").await;
+    expect_bye_ok(&caller.sip).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(record.rtp_packets_received, 1);
+    sb.stop().await;
+}

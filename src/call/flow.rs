@@ -140,6 +140,11 @@ pub enum CallAction {
     Bridge,
     /// BYE the caller.
     HangUpCaller,
+    /// Refuse the still unanswered INVITE with this final status.
+    RejectCaller {
+        /// SIP status code.
+        status: u16,
+    },
     /// Stop all media, release ports, and store this record (times and SIP facts
     /// filled in; the adapter adds the media counters).
     Finish(Box<CallRecord>),
@@ -332,7 +337,12 @@ impl CallFlow {
                     Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
                     _ => {}
                 }
-                if phase != Phase::Ringing {
+                if phase == Phase::Ringing {
+                    // Not answered yet: the INVITE still needs a final response.
+                    self.record.sip_final_status = 500;
+                    self.actions
+                        .push_back(CallAction::RejectCaller { status: 500 });
+                } else {
                     self.actions.push_back(CallAction::HangUpCaller);
                 }
                 if phase == Phase::Prompting {

@@ -362,14 +362,17 @@ fn faults_hang_up_whatever_is_up() {
         [CallAction::HangUpOperator, CallAction::HangUpCaller]
     );
 
-    // While still ringing the caller: nothing to hang up,
-    // the adapter rejects the INVITE itself.
+    // While still ringing the caller: the INVITE gets a 500 instead of a BYE.
     let mut f = facts(&["sip:op@h"]);
     f.answer_delay = Duration::from_secs(1);
     let mut h = Harness::new(f);
     h.actions();
     h.input(CallInput::Fault("x".into()));
-    assert_eq!(h.actions().len(), 1);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::RejectCaller { status: 500 });
+    let r = finished(&actions);
+    assert_eq!(r.sip_final_status, 500);
+    assert_eq!(r.answered_at_ms, 0);
 }
 
 #[test]

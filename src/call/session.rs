@@ -260,6 +260,12 @@ async fn run(
                     ),
                 },
                 CallAction::HangUpCaller => hangups.push(caller.clone()),
+                CallAction::RejectCaller { status } => {
+                    let status = StatusCode::from(status);
+                    if let Err(e) = caller.reject(Some(status), None) {
+                        debug!(error = %e, "could not reject the INVITE");
+                    }
+                }
                 CallAction::Finish(record) => {
                     let stats = stop_media(&media).await;
                     finish(&shared, *record, stats, &call_id);
