@@ -116,6 +116,36 @@ pub enum CallInput {
     Fault(String),
 }
 
+/// A point in a call worth a durable event: the records spool (issue #5) keeps
+/// one per milestone so a call cut short still shows how far it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Milestone {
+    /// The INVITE was admitted.
+    Received,
+    /// 200 OK sent.
+    Answered,
+    /// First prompt packet is going out (ACK received).
+    PromptStarted,
+    /// The whole prompt was sent.
+    PromptFinished,
+    /// The call ended while the prompt was still playing.
+    PromptInterrupted,
+    /// An INVITE went to this operator.
+    OperatorDialed {
+        /// The operator's URI.
+        uri: String,
+    },
+    /// The operator's phone rings.
+    OperatorRinging,
+    /// The operator answered.
+    OperatorAnswered,
+    /// The operator attempt failed this way (busy, no answer, unreachable).
+    OperatorFailed {
+        /// Why, in the record's terms.
+        reason: EndReason,
+    },
+}
+
 /// What the adapter must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallAction {
@@ -145,6 +175,8 @@ pub enum CallAction {
         /// SIP status code.
         status: u16,
     },
+    /// Make this milestone durable (with [`CallFlow::record`] as it is now).
+    Milestone(Milestone),
     /// Stop all media, release ports, and store this record (times and SIP facts
     /// filled in; the adapter adds the media counters).
     Finish(Box<CallRecord>),
@@ -194,6 +226,8 @@ impl CallFlow {
             deadline: None,
             record,
         };
+        flow.actions
+            .push_back(CallAction::Milestone(Milestone::Received));
         if flow.facts.answer_delay.is_zero() {
             flow.answer(now);
         } else {
@@ -223,6 +257,11 @@ impl CallFlow {
             sip_final_status: u32::from(status),
             ..CallRecord::default()
         }
+    }
+
+    /// The record as filled in so far.
+    pub fn record(&self) -> &CallRecord {
+        &self.record
     }
 
     /// Current phase, for logs and the adapter's routing.
@@ -261,7 +300,7 @@ impl CallFlow {
             Phase::Ringing => self.answer(now),
             Phase::DialingOperator { target } => {
                 self.actions.push_back(CallAction::CancelOperator);
-                self.next_operator(target, EndReason::NoAnswer, now);
+                self.operator_failed(target, EndReason::NoAnswer, now);
             }
             _ => {}
         }
@@ -283,25 +322,31 @@ impl CallFlow {
             (Phase::Answering, CallerAcked) => {
                 self.phase = Phase::Prompting;
                 self.record.prompt_started_at_ms = self.wall_ms(now);
+                self.milestone(Milestone::PromptStarted);
                 self.actions.push_back(CallAction::StartPrompt);
             }
             (Phase::Prompting, CallerDtmf(digit)) => self.record.dtmf_during_prompt.push(digit),
             (Phase::Prompting, PromptFinished) => {
                 self.record.prompt_ended_at_ms = self.wall_ms(now);
                 self.record.prompt_completed = true;
+                self.milestone(Milestone::PromptFinished);
                 self.actions.push_back(CallAction::StartRingback);
                 self.dial(0, now);
             }
             (Phase::Prompting, CallerHungUp) => {
                 self.record.prompt_ended_at_ms = self.wall_ms(now);
+                self.milestone(Milestone::PromptInterrupted);
                 self.end(EndReason::CallerHungUpDuringPrompt, now);
             }
 
-            (Phase::DialingOperator { .. }, OperatorRinging) => {}
+            (Phase::DialingOperator { .. }, OperatorRinging) => {
+                self.milestone(Milestone::OperatorRinging)
+            }
             (Phase::DialingOperator { .. }, OperatorAnswered) => {
                 self.phase = Phase::Bridged;
                 self.deadline = None;
                 self.record.operator_answered_at_ms = self.wall_ms(now);
+                self.milestone(Milestone::OperatorAnswered);
                 self.actions.push_back(CallAction::Bridge);
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
@@ -313,7 +358,7 @@ impl CallFlow {
                         EndReason::OperatorUnreachable
                     }
                 };
-                self.next_operator(target, reason, now);
+                self.operator_failed(target, reason, now);
             }
             (Phase::DialingOperator { .. }, CallerHungUp) => {
                 self.actions.push_back(CallAction::CancelOperator);
@@ -347,6 +392,7 @@ impl CallFlow {
                 }
                 if phase == Phase::Prompting {
                     self.record.prompt_ended_at_ms = self.wall_ms(now);
+                    self.milestone(Milestone::PromptInterrupted);
                 }
                 self.end(EndReason::Error, now);
             }
@@ -361,6 +407,7 @@ impl CallFlow {
         self.phase = Phase::Answering;
         self.record.answered_at_ms = self.wall_ms(now);
         self.record.sip_final_status = 200;
+        self.milestone(Milestone::Answered);
         self.actions.push_back(CallAction::AnswerCaller);
     }
 
@@ -371,18 +418,24 @@ impl CallFlow {
         self.phase = Phase::DialingOperator { target };
         self.record.operator_uri = uri.clone();
         self.deadline = Some(now + self.facts.ring_timeout);
+        self.milestone(Milestone::OperatorDialed { uri: uri.clone() });
         self.actions.push_back(CallAction::DialOperator { uri });
     }
 
-    /// Tries the next operator in the hunt list; when none is left, the call ends
-    /// for the reason the last one failed.
-    fn next_operator(&mut self, failed: usize, reason: EndReason, now: Instant) {
+    /// Records the failed attempt, then tries the next operator in the hunt
+    /// list; when none is left, the call ends for the reason the last one failed.
+    fn operator_failed(&mut self, failed: usize, reason: EndReason, now: Instant) {
+        self.milestone(Milestone::OperatorFailed { reason });
         if failed + 1 < self.facts.operators.len() {
             self.dial(failed + 1, now);
         } else {
             self.actions.push_back(CallAction::HangUpCaller);
             self.end(reason, now);
         }
+    }
+
+    fn milestone(&mut self, milestone: Milestone) {
+        self.actions.push_back(CallAction::Milestone(milestone));
     }
 
     fn end(&mut self, reason: EndReason, now: Instant) {

@@ -57,8 +57,21 @@ impl Harness {
         self.flow.handle_input(input, self.now);
     }
 
+    /// Actions other than milestones (those have their own test).
     fn actions(&mut self) -> Vec<CallAction> {
-        std::iter::from_fn(|| self.flow.poll_output()).collect()
+        std::iter::from_fn(|| self.flow.poll_output())
+            .filter(|a| !matches!(a, CallAction::Milestone(_)))
+            .collect()
+    }
+
+    /// Only the milestones.
+    fn milestones(&mut self) -> Vec<Milestone> {
+        std::iter::from_fn(|| self.flow.poll_output())
+            .filter_map(|a| match a {
+                CallAction::Milestone(m) => Some(m),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Answer, ACK, finish the prompt: the call is dialing the first operator.
@@ -430,4 +443,66 @@ fn rejected_record() {
     assert_eq!(r.sip_final_status, 404);
     assert_eq!(r.ended_at_ms, T0_MS);
     assert!(!r.prompt_completed);
+}
+
+#[test]
+fn milestones_trace_the_call_for_the_spool() {
+    let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h"]));
+    assert_eq!(
+        h.milestones(),
+        vec![Milestone::Received, Milestone::Answered]
+    );
+    h.input(CallInput::CallerAcked);
+    assert_eq!(h.milestones(), vec![Milestone::PromptStarted]);
+    assert!(
+        h.flow.record().prompt_started_at_ms > 0,
+        "snapshot is current"
+    );
+    h.input(CallInput::PromptFinished);
+    assert_eq!(
+        h.milestones(),
+        vec![
+            Milestone::PromptFinished,
+            Milestone::OperatorDialed {
+                uri: "sip:a@h".into()
+            }
+        ]
+    );
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    assert_eq!(
+        h.milestones(),
+        vec![
+            Milestone::OperatorFailed {
+                reason: EndReason::OperatorBusy
+            },
+            Milestone::OperatorDialed {
+                uri: "sip:b@h".into()
+            }
+        ]
+    );
+    h.input(CallInput::OperatorRinging);
+    h.input(CallInput::OperatorAnswered);
+    assert_eq!(
+        h.milestones(),
+        vec![Milestone::OperatorRinging, Milestone::OperatorAnswered]
+    );
+
+    let mut h = Harness::new(facts(&["sip:a@h"]));
+    h.milestones();
+    h.input(CallInput::CallerAcked);
+    h.input(CallInput::CallerHungUp);
+    assert_eq!(
+        h.milestones(),
+        vec![Milestone::PromptStarted, Milestone::PromptInterrupted]
+    );
+
+    let mut h = Harness::new(facts(&["sip:a@h"]));
+    h.answer_and_play_prompt();
+    h.advance(30_000);
+    assert_eq!(
+        h.milestones(),
+        vec![Milestone::OperatorFailed {
+            reason: EndReason::NoAnswer
+        }]
+    );
 }

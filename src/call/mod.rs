@@ -4,7 +4,7 @@
 pub mod flow;
 pub mod session;
 
-pub use flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Phase};
+pub use flow::{CallAction, CallFacts, CallFlow, CallInput, Milestone, OperatorFailure, Phase};
 
 #[cfg(test)]
 mod flow_tests;

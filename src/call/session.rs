@@ -259,6 +259,10 @@ async fn run(
                         Instant::now(),
                     ),
                 },
+                CallAction::Milestone(milestone) => {
+                    // The durable spool (issue #5) will store these; for now they are traced.
+                    debug!(call_id = %call_id, ?milestone, "milestone");
+                }
                 CallAction::HangUpCaller => hangups.push(caller.clone()),
                 CallAction::RejectCaller { status } => {
                     let status = StatusCode::from(status);
