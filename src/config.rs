@@ -85,6 +85,9 @@ pub struct SipConfig {
     pub answer_delay_ms: u64,
     /// Product name sent in User-Agent / Server headers.
     pub user_agent: String,
+    /// RFC 3261 T1 (round-trip estimate) in ms: retransmissions start at T1 and
+    /// transactions time out after 64·T1 (e.g. a 200 OK nobody ACKs).
+    pub t1_ms: u64,
 }
 
 impl Default for SipConfig {
@@ -95,6 +98,7 @@ impl Default for SipConfig {
             retry_after_s: 30,
             answer_delay_ms: 0,
             user_agent: format!("courtline/{}", env!("CARGO_PKG_VERSION")),
+            t1_ms: 500,
         }
     }
 }
@@ -280,6 +284,13 @@ impl Config {
                 "sip.max_calls".into(),
                 "is 0, so every call would be refused".into(),
                 "Set it to the number of simultaneous calls this server should carry, e.g. 500.",
+            ));
+        }
+        if !(50..=5000).contains(&self.sip.t1_ms) {
+            return Err(self.invalid(
+                "sip.t1_ms".into(),
+                format!("{} ms is outside 50-5000", self.sip.t1_ms),
+                "Leave it at 500 (RFC 3261's default) unless the network's round trip is known to differ.",
             ));
         }
         let ports = self.rtp_port_range()?;
@@ -506,6 +517,7 @@ operator = "sip:operator@127.0.0.1:5090"
     fn bad_values_are_refused_with_their_key() {
         let cases = [
             ("[sip]\nmax_calls = 0\n", "sip.max_calls"),
+            ("[sip]\nt1_ms = 10\n", "sip.t1_ms"),
             ("[media]\nrtp_ports = \"30000-20000\"\n", "media.rtp_ports"),
             ("[media]\nrtp_ports = \"20000-20000\"\n", "media.rtp_ports"),
             (

@@ -615,3 +615,97 @@ async fn rtp_goes_where_the_caller_really_sends_from() {
     assert_eq!(record.rtp_packets_received, 1);
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
+    let sb = TestSwitchboard::start(Options {
+        prompt_ms: 200,
+        rtp_ports: (31100, 31199),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    let invite = format!(
+        "INVITE sip:02112368@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv-{cid}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:02112368@{t}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Length: 0\r\n\r\n",
+        t = sb.sip,
+        me = caller.sip.addr,
+        from = caller.from,
+        cid = caller.call_id
+    );
+    caller.sip.send(sb.sip, &invite).await;
+    let ok = caller.sip.expect_status(200, 2 * SEC).await;
+    assert!(
+        ok.body.contains("RTP/AVP 0 8 101"),
+        "our offer: both laws and telephone-event:\n{}",
+        ok.body
+    );
+    caller.to = ok.header("to").unwrap().to_string();
+    // The ACK answers with PCMA.
+    let answer = sdp(caller.rtp.local_addr().unwrap(), "8");
+    let ack = format!(
+        "ACK sip:02112368@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ack\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{answer}",
+        t = sb.sip,
+        me = caller.sip.addr,
+        from = caller.from,
+        to = caller.to,
+        cid = caller.call_id,
+        len = answer.len()
+    );
+    caller.sip.send(sb.sip, &ack).await;
+    for i in 0..sb.prompt.frames.frame_count() {
+        let (p, _) = recv_rtp(&caller.rtp, SEC)
+            .await
+            .expect("prompt after the ACK's answer");
+        assert_eq!(p.pt, 8);
+        assert_eq!(p.payload, sb.prompt.frames.frame(Codec::Pcma, i));
+    }
+    caller.request("BYE").await;
+    expect_bye_ok(&caller.sip).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(record.codec, "PCMA");
+    assert!(record.prompt_completed);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_ack_ends_the_call_with_bye_and_no_ack_record() {
+    let sb = TestSwitchboard::start(Options {
+        t1_ms: 50,
+        rtp_ports: (31200, 31299),
+        ..Options::default()
+    })
+    .await;
+    let caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "0").await;
+    let first = caller.sip.expect_status(200, 2 * SEC).await;
+    // No ACK: the 200 is retransmitted (T1 doubling), then BYE after 64·T1 = 3.2 s.
+    let mut retransmits = 0;
+    let bye = loop {
+        let msg = caller
+            .sip
+            .recv(6 * SEC)
+            .await
+            .expect("200 retransmissions, then BYE");
+        if msg.status() == 200 {
+            assert_eq!(msg.body, first.body);
+            retransmits += 1;
+        } else if msg.method() == "BYE" {
+            break msg;
+        }
+    };
+    assert!(
+        retransmits >= 3,
+        "200 OK retransmitted until given up: {retransmits}"
+    );
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::NoAck);
+    assert_eq!(record.prompt_started_at_ms, 0);
+    assert!(
+        recv_rtp(&caller.rtp, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "no prompt without ACK"
+    );
+    sb.stop().await;
+}

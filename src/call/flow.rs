@@ -96,6 +96,10 @@ pub enum OperatorFailure {
 pub enum CallInput {
     /// The caller ACKed our 200 OK: media may flow.
     CallerAcked,
+    /// The codec was agreed late (delayed offer: from the ACK's SDP answer).
+    CodecAgreed(String),
+    /// No ACK came for our 200 OK within 64·T1; the SIP stack has sent BYE.
+    CallerAckTimeout,
     /// The caller pressed a key (RFC 4733); recorded, never skips the prompt.
     CallerDtmf(char),
     /// BYE from the caller.
@@ -319,6 +323,8 @@ impl CallFlow {
             (Phase::Ringing | Phase::Answering, CallerHungUp) => {
                 self.end(EndReason::CallerHungUpDuringPrompt, now);
             }
+            (Phase::Answering, CodecAgreed(codec)) => self.record.codec = codec,
+            (Phase::Answering, CallerAckTimeout) => self.end(EndReason::NoAck, now),
             (Phase::Answering, CallerAcked) => {
                 self.phase = Phase::Prompting;
                 self.record.prompt_started_at_ms = self.wall_ms(now);

@@ -506,3 +506,38 @@ fn milestones_trace_the_call_for_the_spool() {
         }]
     );
 }
+
+#[test]
+fn delayed_offer_sets_codec_at_ack() {
+    let mut f = facts(&["sip:op@h"]);
+    f.codec = String::new();
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CodecAgreed("PCMA".into()));
+    h.input(CallInput::CallerAcked);
+    assert_eq!(h.actions(), vec![CallAction::StartPrompt]);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(finished(&actions).codec, "PCMA");
+}
+
+#[test]
+fn missing_ack_ends_as_no_ack_without_a_second_bye() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.advance(32_000);
+    h.input(CallInput::CallerAckTimeout);
+    let actions = h.actions();
+    assert_eq!(actions.len(), 1, "the stack already sent BYE: {actions:?}");
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::NoAck);
+    assert_eq!(r.sip_final_status, 200);
+    assert_eq!(r.prompt_started_at_ms, 0);
+    // After the prompt started an ACK timeout cannot happen; it is ignored.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.input(CallInput::CallerAckTimeout);
+    assert!(h.actions().is_empty());
+}

@@ -66,10 +66,9 @@ pub(crate) struct CallSetup {
     pub facts: CallFacts,
     /// The line's prompt.
     pub prompt: Prompt,
-    /// The caller's SDP offer.
-    pub offer: RemoteMedia,
-    /// What we agreed with the caller.
-    pub negotiated: Negotiated,
+    /// The caller's SDP offer and what we agreed, or None for a delayed offer
+    /// (no SDP in the INVITE: we offer in the 200 OK, the ACK answers).
+    pub offer: Option<(RemoteMedia, Negotiated)>,
     /// Our RTP socket for the caller.
     pub rtp_socket: UdpSocket,
     /// Address to advertise to the caller.
@@ -132,7 +131,6 @@ async fn run(
         facts,
         prompt,
         offer,
-        negotiated,
         rtp_socket,
         local_ip,
         slot,
@@ -142,13 +140,21 @@ async fn run(
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
 
-    let answer = LocalMedia {
+    // Our SDP in the 200 OK: the answer to the caller's offer, or our own
+    // offer (both laws, telephone-event) when the INVITE had none.
+    let local_sdp = LocalMedia {
         rtp_addr: std::net::SocketAddr::new(
             local_ip,
             rtp_socket.local_addr().map(|a| a.port()).unwrap_or(0),
         ),
-        codecs: vec![negotiated.codec],
-        telephone_event: negotiated.telephone_event,
+        codecs: match &offer {
+            Some((_, agreed)) => vec![agreed.codec],
+            None => vec![Codec::Pcmu, Codec::Pcma],
+        },
+        telephone_event: match &offer {
+            Some((_, agreed)) => agreed.telephone_event,
+            None => Some(OFFERED_TELEPHONE_EVENT),
+        },
         session_id: rand::random::<u32>().into(),
     }
     .render();
@@ -174,16 +180,22 @@ async fn run(
 
     let mut flow = CallFlow::new(facts.clone(), received);
     let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
-    let media = media::spawn(
-        CallerLeg {
-            socket: rtp_socket,
-            remote: offer.rtp_addr,
-            codec: negotiated.codec,
-            telephone_event: negotiated.telephone_event,
+    let mut media = match offer {
+        Some((offer, agreed)) => CallerMedia::Running {
+            commands: media::spawn(
+                caller_leg(rtp_socket, &offer, agreed),
+                shared.ringback.clone(),
+                media_events_tx.clone(),
+            ),
+            codec: agreed.codec,
         },
-        shared.ringback.clone(),
-        media_events_tx,
-    );
+        None => CallerMedia::AwaitingAnswer(rtp_socket),
+    };
+    // The caller's law; for a delayed offer, known once the ACK answers.
+    let mut caller_codec = match &media {
+        CallerMedia::Running { codec, .. } => *codec,
+        _ => Codec::Pcmu,
+    };
     let mut operator: Option<OperatorAttempt> = None;
     let mut operator_socket: Option<UdpSocket> = None;
     let mut operator_media: Option<(std::net::SocketAddr, Codec)> = None;
@@ -205,7 +217,8 @@ async fn run(
                 }
                 CallAction::AnswerCaller => {
                     let headers = vec![sdp_content_type(), header("Allow", ALLOW)];
-                    if let Err(e) = caller.accept(Some(headers), Some(answer.clone().into_bytes()))
+                    if let Err(e) =
+                        caller.accept(Some(headers), Some(local_sdp.clone().into_bytes()))
                     {
                         flow.handle_input(
                             CallInput::Fault(format!("sending 200 OK: {e}")),
@@ -214,17 +227,17 @@ async fn run(
                     }
                 }
                 CallAction::StartPrompt => {
-                    let _ = media.send(MediaCommand::PlayPrompt(prompt.frames.clone()));
+                    media.send(MediaCommand::PlayPrompt(prompt.frames.clone()));
                 }
                 CallAction::StartRingback => {
-                    let _ = media.send(MediaCommand::PlayRingback);
+                    media.send(MediaCommand::PlayRingback);
                 }
                 CallAction::DialOperator { uri } => {
                     match dial(
                         &shared,
                         &facts,
                         &uri,
-                        negotiated.codec,
+                        caller_codec,
                         &mut operator_socket,
                         &state_sender,
                     ) {
@@ -248,7 +261,7 @@ async fn run(
                 }
                 CallAction::Bridge => match (operator_socket.take(), operator_media) {
                     (Some(socket), Some((remote, codec))) => {
-                        let _ = media.send(MediaCommand::Bridge(OperatorLeg {
+                        media.send(MediaCommand::Bridge(OperatorLeg {
                             socket,
                             remote,
                             codec,
@@ -271,7 +284,7 @@ async fn run(
                     }
                 }
                 CallAction::Finish(record) => {
-                    let stats = stop_media(&media).await;
+                    let stats = media.stop().await;
                     finish(&shared, *record, stats, &call_id);
                     for dialog in hangups.drain(..) {
                         let layer = shared.dialog_layer.clone();
@@ -308,7 +321,7 @@ async fn run(
         let deadline = flow.poll_timeout().map(tokio::time::Instant::from_std);
         let input = tokio::select! {
             state = states.recv() => match state {
-                Some(state) => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str()), &answer).await,
+                Some(state) => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str()), &local_sdp).await,
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
             },
             event = media_events.recv() => match event {
@@ -318,7 +331,7 @@ async fn run(
                 None => Some(CallInput::Fault("media task ended".into())),
             },
             outcome = operator_outcome(operator.as_mut()) => {
-                let input = operator_input(outcome, negotiated.codec, &mut operator_media);
+                let input = operator_input(outcome, caller_codec, &mut operator_media);
                 if input != CallInput::OperatorAnswered {
                     // The attempt is over; nothing to cancel.
                     operator = None;
@@ -330,6 +343,35 @@ async fn run(
                 None
             },
             _ = shutdown.cancelled() => Some(CallInput::Fault("switchboard shutting down".into())),
+        };
+        let input = match (input, &media) {
+            (Some(CallInput::CallerAcked), CallerMedia::AwaitingAnswer(_)) => {
+                match delayed_answer(&caller) {
+                    Ok((answer, agreed)) => {
+                        let CallerMedia::AwaitingAnswer(socket) =
+                            std::mem::replace(&mut media, CallerMedia::Gone)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        media = CallerMedia::Running {
+                            commands: media::spawn(
+                                caller_leg(socket, &answer, agreed),
+                                shared.ringback.clone(),
+                                media_events_tx.clone(),
+                            ),
+                            codec: agreed.codec,
+                        };
+                        caller_codec = agreed.codec;
+                        flow.handle_input(
+                            CallInput::CodecAgreed(agreed.codec.encoding_name().to_string()),
+                            Instant::now(),
+                        );
+                        Some(CallInput::CallerAcked)
+                    }
+                    Err(problem) => Some(CallInput::Fault(problem)),
+                }
+            }
+            (input, _) => input,
         };
         if let Some(input) = input {
             debug!(call_id = %call_id, ?input, "call input");
@@ -361,6 +403,8 @@ async fn dialog_input(
         DialogState::Terminated(id, reason) => match (leg_of(&id), reason) {
             (Some(true), TerminatedReason::UacBye) => Some(CallInput::CallerHungUp),
             (Some(true), TerminatedReason::UacCancel) => Some(CallInput::CallerCancelled),
+            // The stack gave up waiting for the ACK and sent BYE itself.
+            (Some(true), TerminatedReason::Timeout) => Some(CallInput::CallerAckTimeout),
             (Some(true), other) => Some(CallInput::Fault(format!("caller leg ended: {other:?}"))),
             (Some(false), TerminatedReason::UasBye) => Some(CallInput::OperatorHungUp),
             // Failures of the operator INVITE arrive through its outcome.
@@ -542,16 +586,71 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn stop_media(media: &mpsc::UnboundedSender<MediaCommand>) -> MediaStats {
-    let (tx, rx) = oneshot::channel();
-    if media.send(MediaCommand::Stop(tx)).is_err() {
-        return MediaStats::default();
+/// The caller's media task, or what stands in for it before it can start.
+enum CallerMedia {
+    /// The SDP exchange is complete and the media task runs.
+    Running {
+        /// Orders to the media task.
+        commands: mpsc::UnboundedSender<MediaCommand>,
+        /// The agreed law.
+        codec: Codec,
+    },
+    /// Delayed offer: our offer went out in the 200 OK; the socket waits for
+    /// the answer in the ACK.
+    AwaitingAnswer(UdpSocket),
+    /// Transitional value while moving out of `AwaitingAnswer`.
+    Gone,
+}
+
+impl CallerMedia {
+    /// Sends a command if the media task runs (commands before the ACK cannot
+    /// happen: the flow starts media only after it).
+    fn send(&self, command: MediaCommand) {
+        if let CallerMedia::Running { commands, .. } = self {
+            let _ = commands.send(command);
+        }
     }
-    tokio::time::timeout(Duration::from_secs(1), rx)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default()
+
+    /// Stops the media task and returns its counters (zeros if it never ran).
+    async fn stop(&self) -> MediaStats {
+        let CallerMedia::Running { commands, .. } = self else {
+            return MediaStats::default();
+        };
+        let (tx, rx) = oneshot::channel();
+        if commands.send(MediaCommand::Stop(tx)).is_err() {
+            return MediaStats::default();
+        }
+        tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+}
+
+fn caller_leg(socket: UdpSocket, media: &RemoteMedia, agreed: Negotiated) -> CallerLeg {
+    CallerLeg {
+        socket,
+        remote: media.rtp_addr,
+        codec: agreed.codec,
+        telephone_event: agreed.telephone_event,
+    }
+}
+
+/// The caller's SDP answer from the ACK of a delayed-offer call.
+fn delayed_answer(caller: &InviteDialog) -> Result<(RemoteMedia, Negotiated), String> {
+    let ack = caller
+        .last_remote_ack()
+        .ok_or("delayed offer: no ACK request recorded")?;
+    if ack.body.is_empty() {
+        return Err("delayed offer: the ACK carried no SDP answer".into());
+    }
+    let answer = RemoteMedia::parse(&ack.body)
+        .map_err(|e| format!("delayed offer: the ACK's SDP answer: {e}"))?;
+    let agreed = answer
+        .negotiate()
+        .map_err(|e| format!("delayed offer: the ACK's SDP answer: {e}"))?;
+    Ok((answer, agreed))
 }
 
 /// Completes the record with the media counters and sends it.

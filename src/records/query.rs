@@ -39,6 +39,7 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::Rejected => "rejected",
         EndReason::MediaTimeout => "media_timeout",
         EndReason::Error => "error",
+        EndReason::NoAck => "no_ack",
     }
 }
 
@@ -54,7 +55,7 @@ pub fn parse_end_reason(text: &str) -> Option<EndReason> {
         .find(|reason| end_reason_name(*reason) == name)
 }
 
-const ALL_END_REASONS: [EndReason; 11] = [
+const ALL_END_REASONS: [EndReason; 12] = [
     EndReason::Unspecified,
     EndReason::CallerHungUpDuringPrompt,
     EndReason::CallerHungUp,
@@ -66,6 +67,7 @@ const ALL_END_REASONS: [EndReason; 11] = [
     EndReason::Rejected,
     EndReason::MediaTimeout,
     EndReason::Error,
+    EndReason::NoAck,
 ];
 
 /// Parses a `--since`/`--until` value into Unix ms. Accepts RFC 3339

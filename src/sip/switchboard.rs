@@ -111,7 +111,14 @@ impl Switchboard {
             .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
         let transport_layer = TransportLayer::new(stack_token.clone());
         transport_layer.add_transport(connection.into());
+        let t1 = Duration::from_millis(config.sip.t1_ms);
+        let timers = rsipstack::transaction::endpoint::EndpointOption {
+            t1,
+            t1x64: t1 * 64,
+            ..Default::default()
+        };
         let endpoint = EndpointBuilder::new()
+            .with_option(timers)
             .with_cancel_token(stack_token)
             .with_transport_layer(transport_layer)
             .with_user_agent(&config.sip.user_agent)
@@ -309,68 +316,45 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
     facts.answer_delay = Duration::from_millis(shared.config.sip.answer_delay_ms);
 
-    let offer = match RemoteMedia::parse(&request.body) {
-        Ok(offer) => offer,
-        Err(SdpError::Malformed(problem)) if request.body.is_empty() => {
-            info!(line = %number, caller = %facts.caller_number, "INVITE without SDP offer: 488 ({problem})");
-            let warning = header(
-                "Warning",
-                "399 courtline \"an SDP offer in the INVITE is required\"",
-            );
-            return refuse(
-                shared,
-                &mut tx,
-                &facts,
-                StatusCode::NotAcceptableHere,
-                vec![warning],
-            )
-            .await;
-        }
-        Err(SdpError::Malformed(problem)) => {
-            info!(line = %number, caller = %facts.caller_number, %problem, "bad SDP: 400");
-            let warning = header("Warning", format!("399 courtline \"{problem}\""));
-            return refuse(
-                shared,
-                &mut tx,
-                &facts,
-                StatusCode::BadRequest,
-                vec![warning],
-            )
-            .await;
-        }
-        Err(e @ SdpError::NoCommonCodec { .. }) => {
-            info!(line = %number, caller = %facts.caller_number, error = %e, "488");
-            return refuse(
-                shared,
-                &mut tx,
-                &facts,
-                StatusCode::NotAcceptableHere,
-                vec![header(
-                    "Warning",
-                    "305 courtline \"Incompatible media format\"",
-                )],
-            )
-            .await;
+    // An INVITE without a body is a delayed offer: we offer in the 200 OK and
+    // the caller answers in the ACK.
+    let offer = if request.body.is_empty() {
+        None
+    } else {
+        match RemoteMedia::parse(&request.body).and_then(|offer| {
+            let negotiated = offer.negotiate()?;
+            Ok((offer, negotiated))
+        }) {
+            Ok(agreed) => Some(agreed),
+            Err(SdpError::Malformed(problem)) => {
+                info!(line = %number, caller = %facts.caller_number, %problem, "bad SDP: 400");
+                let warning = header("Warning", format!("399 courtline \"{problem}\""));
+                return refuse(
+                    shared,
+                    &mut tx,
+                    &facts,
+                    StatusCode::BadRequest,
+                    vec![warning],
+                )
+                .await;
+            }
+            Err(e @ SdpError::NoCommonCodec { .. }) => {
+                info!(line = %number, caller = %facts.caller_number, error = %e, "488");
+                let warning = header("Warning", "305 courtline \"Incompatible media format\"");
+                return refuse(
+                    shared,
+                    &mut tx,
+                    &facts,
+                    StatusCode::NotAcceptableHere,
+                    vec![warning],
+                )
+                .await;
+            }
         }
     };
-    let negotiated = match offer.negotiate() {
-        Ok(n) => n,
-        Err(e) => {
-            info!(line = %number, caller = %facts.caller_number, error = %e, "488");
-            return refuse(
-                shared,
-                &mut tx,
-                &facts,
-                StatusCode::NotAcceptableHere,
-                vec![header(
-                    "Warning",
-                    "305 courtline \"Incompatible media format\"",
-                )],
-            )
-            .await;
-        }
-    };
-    facts.codec = negotiated.codec.encoding_name().to_string();
+    if let Some((_, negotiated)) = &offer {
+        facts.codec = negotiated.codec.encoding_name().to_string();
+    }
     let rtp_socket = match shared.ports.bind() {
         Ok(socket) => socket,
         Err(e) => {
@@ -387,7 +371,10 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         }
     };
     let local_ip = local_ip_toward(
-        source.map(|s| s.ip()).unwrap_or(offer.rtp_addr.ip()),
+        source
+            .or(offer.as_ref().map(|(o, _)| o.rtp_addr))
+            .map(|s| s.ip())
+            .unwrap_or(shared.sip_addr.ip()),
         shared.sip_addr.ip(),
         shared.advertise,
     );
@@ -396,7 +383,6 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         facts,
         prompt,
         offer,
-        negotiated,
         rtp_socket,
         local_ip,
         slot,

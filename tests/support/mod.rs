@@ -44,6 +44,8 @@ pub struct Options {
     pub prompt_ms: u32,
     /// RTP port range (distinct per test so parallel tests never share ports).
     pub rtp_ports: (u16, u16),
+    /// `[sip] t1_ms` (short values make 64·T1 timeouts testable).
+    pub t1_ms: u64,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             ring_timeout_s: 30,
             prompt_ms: 1000,
             rtp_ports: (30000, 30099),
+            t1_ms: 500,
         }
     }
 }
@@ -98,6 +101,7 @@ listen = "127.0.0.1:0"
 max_calls = {max_calls}
 answer_delay_ms = {answer_delay}
 retry_after_s = 7
+t1_ms = {t1}
 
 [media]
 rtp_ports = "{lo}-{hi}"
@@ -129,6 +133,7 @@ ring_timeout_s = {ring}
                 operators.join(", ")
             },
             ring = options.ring_timeout_s,
+            t1 = options.t1_ms,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
         let prompt = Prompt::load("test", &wav, 200).unwrap();
