@@ -6,13 +6,27 @@
 //! owns the UDP socket: [`GuardedUdpSocket`] reads each datagram, runs
 //! [`inspect`] on it, answers 400 itself where a response is possible, and
 //! hands only sound messages to the stack.
+//!
+//! The same check answers, statelessly, what a UAS must refuse before any
+//! call logic runs (RFC 3261 §8.2): a SIP version other than 2.0 (505), an
+//! unknown method (501), a Request-URI scheme other than sip/sips (416) and
+//! a `Require` naming an extension courtline does not support (420). The
+//! RFC 4475 torture corpus in `tests/torture/` pins every one of these.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::str::FromStr;
+
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
-use rsipstack::sip::SipMessage;
+use rsipstack::sip::{Method, SipMessage};
 use tokio::net::UdpSocket;
+
+use super::switchboard::ALLOW;
+
+/// Option tags (RFC 3261 §8.2.2.3) courtline implements; a `Require` naming
+/// any other gets 420 Bad Extension.
+pub const SUPPORTED_EXTENSIONS: &[&str] = &[];
 
 /// What to do with one datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,7 +34,8 @@ pub enum Verdict {
     /// Sound: give the first `len` bytes of the buffer to the stack (the
     /// buffer may have been rewritten, e.g. a Content-Length added).
     Pass(usize),
-    /// Malformed request: send this 400 back to the source, drop the request.
+    /// A request refused before the stack sees it (400, 416, 420, 501 or
+    /// 505): send this response back to the source, drop the request.
     Reject(Vec<u8>),
     /// Malformed and unanswerable (a response, or no headers to answer with).
     Drop(&'static str),
@@ -71,6 +86,22 @@ pub fn inspect(buf: &mut [u8], len: usize) -> Verdict {
         None => {}
     }
     let datagram = &buf[..len];
+    let is_request = !datagram.starts_with(b"SIP/");
+    if is_request {
+        if let Err(refusal) = check_request(datagram) {
+            return refusal.answer(datagram);
+        }
+    }
+    if let Some(tightened) = tighten_head(&buf[..len]) {
+        // Same message, parameters without the optional whitespace the stack
+        // cannot read (RFC 4475 §3.1.1.1 has `; tag = 98asjd8`).
+        if tightened.len() > buf.len() {
+            return reject_or_drop(&buf[..len], "message too large");
+        }
+        buf[..tightened.len()].copy_from_slice(&tightened);
+        len = tightened.len();
+    }
+    let datagram = &buf[..len];
     let message = match SipMessage::try_from(datagram) {
         Ok(message) => message,
         Err(_) => return reject_or_drop(datagram, "unparseable start line or header"),
@@ -78,7 +109,450 @@ pub fn inspect(buf: &mut [u8], len: usize) -> Verdict {
     if let Err(problem) = check_mandatory(&message) {
         return reject_or_drop(datagram, problem);
     }
+    if let SipMessage::Request(request) = &message {
+        if let Some(unsupported) = unsupported_extensions(datagram, &request.method) {
+            return respond_with(
+                datagram,
+                "420 Bad Extension",
+                "Require names an extension courtline does not support",
+                &format!("Unsupported: {unsupported}\r\n"),
+            );
+        }
+    }
     Verdict::Pass(len)
+}
+
+/// Why a request is refused before the stack sees it.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Malformed (400), with what is wrong.
+    Malformed(&'static str),
+    /// A SIP version other than 2.0 (505).
+    Version,
+    /// A method courtline does not know (501, with `Allow`).
+    UnknownMethod,
+    /// A Request-URI scheme other than sip or sips (416).
+    Scheme,
+}
+
+impl Refusal {
+    /// The response to send for this refusal, or a drop if none can be addressed.
+    fn answer(&self, datagram: &[u8]) -> Verdict {
+        match self {
+            Refusal::Malformed(problem) => reject_or_drop(datagram, problem),
+            Refusal::Version => respond_or_drop(
+                datagram,
+                "505 Version Not Supported",
+                "only SIP/2.0 is supported",
+            ),
+            Refusal::UnknownMethod => respond_with(
+                datagram,
+                "501 Not Implemented",
+                "unknown method",
+                &format!("Allow: {ALLOW}\r\n"),
+            ),
+            Refusal::Scheme => respond_or_drop(
+                datagram,
+                "416 Unsupported URI Scheme",
+                "only sip: and sips: Request-URIs are served",
+            ),
+        }
+    }
+}
+
+/// The checks on a request's raw text that rsipstack's lenient parser does
+/// not make, in RFC 3261 §8.2 order: syntax (400) and version (505) first,
+/// then method (501), then Request-URI scheme (416).
+fn check_request(datagram: &[u8]) -> Result<(), Refusal> {
+    let head_end = find(datagram, b"\r\n\r\n")
+        .or_else(|| find(datagram, b"\n\n"))
+        .unwrap_or(datagram.len());
+    let head = &datagram[..head_end];
+    let line_end = head
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(head.len());
+    let request_line = std::str::from_utf8(&head[..line_end])
+        .map_err(|_| Refusal::Malformed("request line is not UTF-8"))?;
+    let [method, uri, version] = split_request_line(request_line)?;
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(
+            if version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/") {
+                Refusal::Version
+            } else {
+                Refusal::Malformed("bad SIP version in the request line")
+            },
+        );
+    }
+    let scheme = uri_scheme(uri).ok_or(Refusal::Malformed("Request-URI has no scheme"))?;
+    check_headers(&header_lines(head)).map_err(Refusal::Malformed)?;
+    // Methods are case-sensitive (RFC 3261 §7.1); rsipstack's parser is not.
+    if Method::from_str(method).map_or(true, |known| known.to_string() != method) {
+        return Err(Refusal::UnknownMethod);
+    }
+    if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
+        return Err(Refusal::Scheme);
+    }
+    if uri.contains('?') {
+        // RFC 3261 §19.1.1: headers are not allowed in a Request-URI.
+        return Err(Refusal::Malformed("Request-URI carries headers"));
+    }
+    Ok(())
+}
+
+/// `Method SP Request-URI SP SIP-Version`, single spaces only (RFC 3261 §7.1).
+fn split_request_line(line: &str) -> Result<[&str; 3], Refusal> {
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::Malformed(
+            "request line is not method, Request-URI and version separated by single spaces",
+        ));
+    };
+    if method.is_empty() || !method.chars().all(is_token_char) {
+        return Err(Refusal::Malformed("request method is not a token"));
+    }
+    if uri.is_empty() || uri.starts_with('<') {
+        return Err(Refusal::Malformed("Request-URI is empty or enclosed in <>"));
+    }
+    Ok([method, uri, version])
+}
+
+/// The scheme of a URI (`scheme ":" ...`, RFC 3986 §3.1), if it has a valid one.
+fn uri_scheme(uri: &str) -> Option<&str> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty();
+    valid.then_some(scheme)
+}
+
+/// Header-level syntax rsipstack accepts but RFC 3261 does not.
+fn check_headers(lines: &[String]) -> Result<(), &'static str> {
+    let mut singles = [0usize; SINGLE_HEADERS.len()];
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or("header line without a colon")?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(is_token_char) {
+            return Err("header name is not a token");
+        }
+        let lower = name.to_ascii_lowercase();
+        for (count, (full, compact)) in singles.iter_mut().zip(SINGLE_HEADERS) {
+            if lower == *full || lower == *compact {
+                *count += 1;
+                if *count > 1 {
+                    return Err("a header allowed once appears more than once");
+                }
+            }
+        }
+        match lower.as_str() {
+            "from" | "f" | "to" | "t" => check_address(value, false)?,
+            "contact" | "m" if value.trim() != "*" => {
+                for address in split_values(value)? {
+                    check_address(address, false)?;
+                }
+            }
+            "route" | "record-route" => {
+                for address in split_values(value)? {
+                    check_address(address, true)?;
+                }
+            }
+            "via" | "v" => {
+                for via in split_values(value)? {
+                    check_via(via)?;
+                }
+            }
+            // RFC 3261 §25.1: SIP-date = rfc1123-date, whose only zone is "GMT".
+            "date" if !value.trim_end().ends_with(" GMT") => {
+                return Err("Date is not in GMT");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Headers RFC 3261 §7.3.1 allows only once (full and compact names).
+const SINGLE_HEADERS: [(&str, &str); 6] = [
+    ("from", "f"),
+    ("to", "t"),
+    ("call-id", "i"),
+    ("cseq", "cseq"),
+    ("max-forwards", "max-forwards"),
+    ("content-type", "c"),
+];
+
+/// RFC 3261 §25.1 `token` characters.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '-' | '.' | '!' | '%' | '*' | '_' | '+' | '`' | '\'' | '~'
+        )
+}
+
+/// Splits a header value at commas that are outside quoted strings and `<>`.
+fn split_values(value: &str) -> Result<Vec<&str>, &'static str> {
+    let mut values = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut in_angle = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => in_angle = true,
+            '>' if !quoted => in_angle = false,
+            ',' if !quoted && !in_angle => {
+                values.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted string");
+    }
+    values.push(&value[start..]);
+    if values.iter().any(|v| v.trim().is_empty()) {
+        return Err("empty value in a header list");
+    }
+    Ok(values)
+}
+
+/// `name-addr / addr-spec` followed by `;` parameters (From, To, Contact,
+/// Route): RFC 3261 §20.10 and §25.1.
+fn check_address(value: &str, name_addr_only: bool) -> Result<(), &'static str> {
+    let value = value.trim();
+    let params = match quoted_end(value)? {
+        Some(lt) => {
+            let display = value[..lt].trim();
+            if !display.starts_with('"') && !display.split_whitespace().all(is_display_word) {
+                return Err("display name has characters that need quoting");
+            }
+            let inner = &value[lt + 1..];
+            let gt = inner.find('>').ok_or("'<' without '>'")?;
+            let uri = &inner[..gt];
+            if uri_scheme(uri).is_none() || uri.chars().any(char::is_whitespace) {
+                return Err("bad URI inside <>");
+            }
+            &inner[gt + 1..]
+        }
+        None if name_addr_only => return Err("address must be enclosed in <>"),
+        None => {
+            let (uri, params) = value.split_at(value.find(';').unwrap_or(value.len()));
+            let uri = uri.trim();
+            if value.contains('"')
+                || uri_scheme(uri).is_none()
+                || uri.contains(|c: char| c.is_whitespace() || c == '?' || c == ',')
+            {
+                return Err("address with a display name, header or comma is not in <>");
+            }
+            params
+        }
+    };
+    check_params(params)
+}
+
+/// Byte index of the `<` that opens a name-addr, skipping quoted strings;
+/// `None` for an addr-spec. An unterminated quote is an error.
+fn quoted_end(value: &str) -> Result<Option<usize>, &'static str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => return Ok(Some(i)),
+            _ => {}
+        }
+    }
+    if quoted {
+        Err("unterminated quoted string")
+    } else {
+        Ok(None)
+    }
+}
+
+/// A word of an unquoted display name: a token. UTF-8 beyond ASCII is let
+/// through too (some PBXs send Chinese names unquoted); ASCII separators such
+/// as `,` are not (RFC 4475 §3.1.2.15).
+fn is_display_word(word: &str) -> bool {
+    word.chars().all(|c| is_token_char(c) || !c.is_ascii())
+}
+
+/// `*( SEMI generic-param )`: every parameter has a token name, and a value
+/// when it has an `=` (RFC 4475 §3.1.2.1 sends `;;;;`).
+fn check_params(params: &str) -> Result<(), &'static str> {
+    let params = params.trim();
+    if params.is_empty() {
+        return Ok(());
+    }
+    let rest = params
+        .strip_prefix(';')
+        .ok_or("unexpected text after an address")?;
+    for param in split_params(rest)? {
+        let (name, value) = match param.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim())),
+            None => (param.trim(), None),
+        };
+        if name.is_empty() || !name.chars().all(is_token_char) {
+            return Err("empty or malformed parameter");
+        }
+        if value.is_some_and(str::is_empty) {
+            return Err("parameter with an empty value");
+        }
+    }
+    Ok(())
+}
+
+/// Splits parameters at semicolons outside quoted strings.
+fn split_params(params: &str) -> Result<Vec<&str>, &'static str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in params.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&params[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted string");
+    }
+    out.push(&params[start..]);
+    Ok(out)
+}
+
+/// One `via-parm`: `SIP / 2.0 / transport sent-by *( ; param )` (LWS allowed
+/// around the slashes, RFC 3261 §25.1).
+fn check_via(via: &str) -> Result<(), &'static str> {
+    let (protocol, params) = via.split_at(via.find(';').unwrap_or(via.len()));
+    let mut parts = protocol.splitn(3, '/');
+    let (Some(name), Some(version), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("Via without a sent-protocol");
+    };
+    let mut rest = rest.split_whitespace();
+    let transport = rest.next().unwrap_or("");
+    let sent_by: String = rest.collect();
+    let tokens = [name.trim(), version.trim(), transport];
+    if tokens
+        .iter()
+        .any(|t| t.is_empty() || !t.chars().all(is_token_char))
+        || sent_by.is_empty()
+    {
+        return Err("malformed Via");
+    }
+    check_params(params)
+}
+
+/// The option tags in a request's `Require` that courtline does not support,
+/// comma-separated; `None` when there are none. ACK and CANCEL are exempt
+/// (RFC 3261 §8.2.2.3); `Proxy-Require` is for proxies, not a UAS.
+fn unsupported_extensions(datagram: &[u8], method: &Method) -> Option<String> {
+    if matches!(method, Method::Ack | Method::Cancel) {
+        return None;
+    }
+    let head_end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
+    let unsupported: Vec<String> = header_lines(&datagram[..head_end])
+        .iter()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("require"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty() && !SUPPORTED_EXTENSIONS.contains(tag))
+        .map(str::to_string)
+        .collect();
+    (!unsupported.is_empty()).then(|| unsupported.join(", "))
+}
+
+/// The datagram with whitespace around `;` and `=` removed from the parameters
+/// of the headers rsipstack reads tags and branches from (RFC 3261 allows it:
+/// `SEMI = SWS ";" SWS`, `EQUAL = SWS "=" SWS`); `None` when there is none.
+/// Folded lines of those headers are unfolded; everything else is kept.
+fn tighten_head(datagram: &[u8]) -> Option<Vec<u8>> {
+    let head_end = find(datagram, b"\r\n\r\n")? + 4;
+    let head = &datagram[..head_end];
+    let start_end = find(head, b"\r\n")?;
+    let lines = header_lines(head);
+    let mut changed = false;
+    let mut out = head[..start_end + 2].to_vec();
+    for line in &lines {
+        let tightened = line.split_once(':').and_then(|(name, value)| {
+            let lower = name.trim().to_ascii_lowercase();
+            let addressed = [
+                "from",
+                "f",
+                "to",
+                "t",
+                "contact",
+                "m",
+                "via",
+                "v",
+                "route",
+                "record-route",
+            ];
+            addressed
+                .contains(&lower.as_str())
+                .then(|| format!("{name}:{}", tighten_params(value)))
+        });
+        match tightened {
+            Some(tightened) if tightened != *line => {
+                changed = true;
+                out.extend_from_slice(tightened.as_bytes());
+            }
+            _ => out.extend_from_slice(line.as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if !changed {
+        return None;
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&datagram[head_end..]);
+    Some(out)
+}
+
+/// Removes whitespace next to `;` and `=` outside quoted strings and `<>`.
+fn tighten_params(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut in_angle = false;
+    let mut after_separator = false;
+    for c in value.chars() {
+        let outside = !quoted && !in_angle;
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => in_angle = true,
+            '>' if !quoted => in_angle = false,
+            ';' | '=' if outside => {
+                out.truncate(out.trim_end().len());
+                out.push(c);
+                after_separator = true;
+                continue;
+            }
+            c if c.is_whitespace() && outside && after_separator => continue,
+            _ => {}
+        }
+        after_separator = false;
+        out.push(c);
+    }
+    out
 }
 
 /// RFC 3261 §8.1.1: headers every request and response must carry, well formed.
@@ -101,6 +575,16 @@ fn check_mandatory(message: &SipMessage) -> Result<(), &'static str> {
     if let SipMessage::Request(request) = message {
         if cseq.method != request.method {
             return Err("CSeq method does not match the request method");
+        }
+        // RFC 3261 §8.1.1.3; without it the stack cannot key the transaction.
+        // RFC 2543 clients (RFC 4475 §3.4.1) are not served.
+        if request
+            .from_header()
+            .ok()
+            .and_then(|f| f.tag().ok().flatten())
+            .is_none()
+        {
+            return Err("From has no tag (RFC 2543 requests are not served)");
         }
     }
     Ok(())
@@ -149,15 +633,30 @@ fn header_lines(head: &[u8]) -> Vec<String> {
     lines
 }
 
-/// A 400 for a malformed request when the headers needed to route a response
-/// (Via, From, To, Call-ID, CSeq) can be found; otherwise drop.
+/// A 400 for a malformed request; see [`respond_with`].
 fn reject_or_drop(datagram: &[u8], problem: &'static str) -> Verdict {
+    respond_or_drop(datagram, "400 Bad Request", problem)
+}
+
+/// A final response with `status` (e.g. "505 Version Not Supported") to the
+/// request in `datagram`; see [`respond_with`].
+fn respond_or_drop(datagram: &[u8], status: &str, problem: &'static str) -> Verdict {
+    respond_with(datagram, status, problem, "")
+}
+
+/// A final response with `status` and `extra` header lines to the request in
+/// `datagram`, built from its raw headers (RFC 3261 §8.2.6.2). It goes to the
+/// datagram's source, so only a Via is needed; From, To, Call-ID and CSeq are
+/// copied when present (the first of each), so even a request missing them
+/// learns why it failed (RFC 4475 §3.3.1). Responses and ACKs, which are
+/// never answered, and datagrams without a Via are dropped.
+fn respond_with(datagram: &[u8], status: &str, problem: &'static str, extra: &str) -> Verdict {
     if datagram.starts_with(b"SIP/") {
         return Verdict::Drop(problem);
     }
     let head_end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
     let lines = header_lines(&datagram[..head_end]);
-    let wanted = |full: &str, compact: &str| -> Vec<&String> {
+    let named = |full: &str, compact: &str| -> Vec<&String> {
         lines
             .iter()
             .filter(|l| {
@@ -168,35 +667,34 @@ fn reject_or_drop(datagram: &[u8], problem: &'static str) -> Verdict {
             })
             .collect()
     };
-    let vias = wanted("via", "v");
-    let from = wanted("from", "f");
-    let to = wanted("to", "t");
-    let call_id = wanted("call-id", "i");
-    let cseq = wanted("cseq", "cseq");
-    if vias.is_empty() || from.len() != 1 || to.len() != 1 || call_id.len() != 1 || cseq.len() != 1
-    {
+    let vias = named("via", "v");
+    // A request that is never answered (ACK) gets no response either.
+    if vias.is_empty() || datagram.starts_with(b"ACK ") {
         return Verdict::Drop(problem);
     }
-    // A request that is never answered (ACK) gets no 400 either.
-    if datagram.starts_with(b"ACK ") {
-        return Verdict::Drop(problem);
-    }
-    let mut response = String::from("SIP/2.0 400 Bad Request\r\n");
+    let mut response = format!("SIP/2.0 {status}\r\n");
     for via in vias {
         response.push_str(via);
         response.push_str("\r\n");
     }
-    response.push_str(from[0]);
-    response.push_str("\r\n");
-    response.push_str(to[0]);
-    if !to[0].contains("tag=") {
-        response.push_str(";tag=courtline400");
+    if let Some(from) = named("from", "f").first() {
+        response.push_str(from);
+        response.push_str("\r\n");
     }
-    response.push_str("\r\n");
-    response.push_str(call_id[0]);
-    response.push_str("\r\n");
-    response.push_str(cseq[0]);
-    response.push_str("\r\n");
+    if let Some(to) = named("to", "t").first() {
+        response.push_str(to);
+        if !to.contains("tag=") {
+            response.push_str(";tag=courtline-guard");
+        }
+        response.push_str("\r\n");
+    }
+    for (full, compact) in [("call-id", "i"), ("cseq", "cseq")] {
+        if let Some(line) = named(full, compact).first() {
+            response.push_str(line);
+            response.push_str("\r\n");
+        }
+    }
+    response.push_str(extra);
     response.push_str(&format!(
         "Warning: 399 courtline \"{problem}\"\r\nContent-Length: 0\r\n\r\n"
     ));
@@ -232,7 +730,7 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
             match inspect(buf, len) {
                 Verdict::Pass(len) => return Ok((len, from)),
                 Verdict::Reject(response) => {
-                    tracing::info!(%from, reason = %warning_of(&response), "malformed SIP request: answered 400");
+                    tracing::info!(%from, status = %status_of(&response), reason = %warning_of(&response), "SIP request refused before the stack");
                     if let Err(e) = self.socket.send_to(&response, from).await {
                         tracing::debug!(%from, error = %e, "could not send 400");
                     }
@@ -253,6 +751,17 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
     }
 }
 
+/// The status line of a response the guard wrote, without "SIP/2.0 ".
+fn status_of(response: &[u8]) -> String {
+    let text = String::from_utf8_lossy(response);
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("SIP/2.0 "))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The reason the guard gave in its Warning header.
 fn warning_of(response: &[u8]) -> String {
     let text = String::from_utf8_lossy(response);
     text.lines()
@@ -319,10 +828,20 @@ mod tests {
         assert_eq!(parsed.body, b"hello");
     }
 
+    fn status(verdict: Verdict) -> String {
+        let Verdict::Reject(response) = verdict else {
+            panic!("{verdict:?}")
+        };
+        status_of(&response)
+    }
+
     #[test]
     fn missing_mandatory_headers_get_400_or_drop() {
-        // No Call-ID: a 400 cannot name the transaction, so it is dropped.
+        // No Call-ID: still answered (RFC 4475 §3.3.1), with what there is.
         let m = OPTIONS.replace("Call-ID: c1@127.0.0.1\r\n", "");
+        assert_eq!(status(run(&m).0), "400 Bad Request");
+        // No Via: nowhere to send a response.
+        let m = OPTIONS.replace("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n", "");
         assert!(matches!(run(&m).0, Verdict::Drop(_)));
         // CSeq method mismatch: answerable.
         let m = OPTIONS.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
@@ -351,5 +870,129 @@ mod tests {
             "OPTIONS <sip:02112368@127.0.0.1> SIP/2.0 extra",
         );
         assert!(matches!(run(&m).0, Verdict::Reject(_)));
+    }
+
+    #[test]
+    fn refusals_a_uas_makes_before_the_stack() {
+        let m = OPTIONS.replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia");
+        assert_eq!(status(run(&m).0), "505 Version Not Supported");
+        let m = OPTIONS
+            .replace("OPTIONS sip:", "FROBNICATE sip:")
+            .replace("1 OPTIONS", "1 FROBNICATE");
+        let Verdict::Reject(response) = run(&m).0 else {
+            panic!("not refused")
+        };
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("SIP/2.0 501 "), "{response}");
+        assert!(response.contains("\r\nAllow: INVITE"), "{response}");
+        // Methods are case-sensitive: "options" is not OPTIONS.
+        let m = OPTIONS.replace("OPTIONS sip:", "options sip:");
+        assert_eq!(status(run(&m).0), "501 Not Implemented");
+        let m = OPTIONS.replace("OPTIONS sip:02112368@127.0.0.1", "OPTIONS tel:+862112368");
+        assert_eq!(status(run(&m).0), "416 Unsupported URI Scheme");
+        let m = OPTIONS.replace("Max-Forwards: 70", "Require: 100rel, foo");
+        let Verdict::Reject(response) = run(&m).0 else {
+            panic!("not refused")
+        };
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("SIP/2.0 420 "), "{response}");
+        assert!(
+            response.contains("\r\nUnsupported: 100rel, foo\r\n"),
+            "{response}"
+        );
+        // ACK and CANCEL are never refused for a Require.
+        let m = OPTIONS
+            .replace("OPTIONS sip:", "CANCEL sip:")
+            .replace("1 OPTIONS", "1 CANCEL")
+            .replace("Max-Forwards: 70", "Require: foo");
+        assert!(matches!(run(&m).0, Verdict::Pass(_)));
+    }
+
+    #[test]
+    fn header_syntax_the_stack_lets_through_gets_400() {
+        for (from, to) in [
+            (
+                "From: <sip:a@127.0.0.1>;tag=1",
+                "From: a, b <sip:a@127.0.0.1>;tag=1",
+            ),
+            (
+                "From: <sip:a@127.0.0.1>;tag=1",
+                "From: \"a <sip:a@127.0.0.1>;tag=1",
+            ),
+            (
+                "To: <sip:02112368@127.0.0.1>",
+                "To: < sip:02112368@127.0.0.1 >",
+            ),
+            (
+                "To: <sip:02112368@127.0.0.1>",
+                "To: <sip:02112368@127.0.0.1>;;",
+            ),
+            ("branch=z9hG4bK-1", "branch=z9hG4bK-1;;,"),
+            ("Max-Forwards: 70", "Max-Forwards: 70\r\nMax-Forwards: 69"),
+            ("Max-Forwards: 70", "Date: Fri, 01 Jan 2010 16:00:00 EST"),
+            ("Max-Forwards: 70", "Contact: sip:a@b?x=y"),
+            (
+                "OPTIONS sip:02112368@127.0.0.1 SIP/2.0",
+                "OPTIONS sip:02112368@127.0.0.1?x=y SIP/2.0",
+            ),
+            ("From: <sip:a@127.0.0.1>;tag=1", "From: <sip:a@127.0.0.1>"),
+        ] {
+            let m = OPTIONS.replace(from, to);
+            assert_eq!(status(run(&m).0), "400 Bad Request", "{to}");
+        }
+    }
+
+    #[test]
+    fn unusual_but_valid_headers_pass() {
+        for (from, to) in [
+            // Unquoted UTF-8 names are let through (some PBXs send them).
+            (
+                "From: <sip:a@127.0.0.1>;tag=1",
+                "From: 张三 <sip:a@127.0.0.1>;tag=1",
+            ),
+            (
+                "From: <sip:a@127.0.0.1>;tag=1",
+                "From: caller<sip:a@127.0.0.1>;tag=1",
+            ),
+            ("Max-Forwards: 70", "Contact: *"),
+            (
+                "Max-Forwards: 70",
+                "Contact: <sip:a@b>;+sip.instance=\"<urn:uuid:1;2>\", sip:c@d;expires=60",
+            ),
+            ("Max-Forwards: 70", "Date: Sat, 13 Nov 2010 23:29:00 GMT"),
+            ("Max-Forwards: 70", "Proxy-Require: foo"),
+        ] {
+            let m = OPTIONS.replace(from, to);
+            assert!(matches!(run(&m).0, Verdict::Pass(_)), "{to}");
+        }
+    }
+
+    #[test]
+    fn optional_whitespace_in_parameters_is_tightened_for_the_stack() {
+        let m = OPTIONS.replace(
+            "From: <sip:a@127.0.0.1>;tag=1",
+            "From: \"a ; b\" <sip:a@127.0.0.1;x=1> ;\r\n  tag = 1",
+        );
+        let (verdict, buf) = run(&m);
+        let Verdict::Pass(len) = verdict else {
+            panic!("{verdict:?}")
+        };
+        let text = String::from_utf8_lossy(&buf[..len]);
+        assert!(
+            text.contains("\r\nFrom: \"a ; b\" <sip:a@127.0.0.1;x=1>;tag=1\r\n"),
+            "{text}"
+        );
+        let SipMessage::Request(parsed) = SipMessage::try_from(&buf[..len]).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(
+            parsed
+                .from_header()
+                .unwrap()
+                .tag()
+                .unwrap()
+                .map(|t| t.to_string()),
+            Some("1".to_string())
+        );
     }
 }

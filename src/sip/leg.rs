@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
-use rsipstack::sip::{Header, Request};
+use rsipstack::sip::{Header, Request, StatusCode};
 
 /// Who is calling, as far as the INVITE says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +57,54 @@ pub fn has_to_tag(request: &Request) -> bool {
         .ok()
         .and_then(|t| t.tag().ok().flatten())
         .is_some()
+}
+
+/// Why an INVITE's content rules out taking the call: a body that is not SDP
+/// (415 Unsupported Media Type, RFC 3261 §8.2.3) or an `Accept` that leaves
+/// SDP out, when every answer courtline gives carries SDP (406 Not
+/// Acceptable, RFC 4475 §3.3.15). Both responses list `Accept: application/sdp`.
+pub fn content_refusal(request: &Request) -> Option<StatusCode> {
+    let values = |wanted: &str| -> Vec<String> {
+        request
+            .headers
+            .iter()
+            .filter_map(|h| {
+                let text = h.to_string();
+                let (name, value) = text.split_once(':')?;
+                let name = name.trim();
+                let compact = wanted == "content-type" && name.eq_ignore_ascii_case("c");
+                (compact || name.eq_ignore_ascii_case(wanted)).then(|| value.trim().to_string())
+            })
+            .collect()
+    };
+    let media_type = |range: &str| {
+        range
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if !request.body.is_empty() {
+        let content_type = values("content-type");
+        if content_type
+            .first()
+            .is_some_and(|ct| media_type(ct) != "application/sdp")
+        {
+            return Some(StatusCode::UnsupportedMediaType);
+        }
+    }
+    let accept = values("accept");
+    let takes_sdp = |value: &String| {
+        value
+            .split(',')
+            .map(media_type)
+            .any(|range| matches!(range.as_str(), "application/sdp" | "application/*" | "*/*"))
+    };
+    if !accept.is_empty() && !accept.iter().any(takes_sdp) {
+        return Some(StatusCode::NotAcceptable);
+    }
+    None
 }
 
 /// A header rsipstack has no typed constructor for, by name.
@@ -148,6 +196,46 @@ mod tests {
         let anon = caller_identity(&invite("<sip:192.0.2.1>"));
         assert_eq!(anon.number, "");
         assert_eq!(anon.display_name, "");
+    }
+
+    fn invite_with(extra: &str, body: &str) -> Request {
+        let text = format!(
+            "INVITE sip:02112368@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:02112368@127.0.0.1>\r\nCall-ID: x@y\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match SipMessage::try_from(text.as_str()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn content_refusals() {
+        let sdp = "v=0\r\n";
+        assert_eq!(
+            content_refusal(&invite_with("Content-Type: application/sdp\r\n", sdp)),
+            None
+        );
+        assert_eq!(
+            content_refusal(&invite_with("c: Application/SDP\r\n", sdp)),
+            None
+        );
+        assert_eq!(content_refusal(&invite_with("", "")), None);
+        assert_eq!(
+            content_refusal(&invite_with(
+                "Content-Type: application/unknownformat\r\n",
+                "<a/>"
+            )),
+            Some(StatusCode::UnsupportedMediaType)
+        );
+        assert_eq!(
+            content_refusal(&invite_with("Accept: text/nobodyKnowsThis\r\n", "")),
+            Some(StatusCode::NotAcceptable)
+        );
+        for accept in ["application/sdp;level=1, text/html", "*/*", "application/*"] {
+            let extra = format!("Accept: {accept}\r\n");
+            assert_eq!(content_refusal(&invite_with(&extra, "")), None, "{accept}");
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::guard::GuardedUdpSocket;
-use super::leg::{caller_identity, dialled_number, has_to_tag, header, local_ip_toward};
+use super::leg::{
+    caller_identity, content_refusal, dialled_number, has_to_tag, header, local_ip_toward,
+};
 use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
 use crate::config::Config;
@@ -316,6 +318,11 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
     facts.answer_delay = Duration::from_millis(shared.config.sip.answer_delay_ms);
 
+    if let Some(status) = content_refusal(request) {
+        info!(line = %number, caller = %facts.caller_number, %status, "INVITE content courtline cannot take");
+        let accept = header("Accept", "application/sdp");
+        return refuse(shared, &mut tx, &facts, status, vec![accept]).await;
+    }
     // An INVITE without a body is a delayed offer: we offer in the 200 OK and
     // the caller answers in the ACK.
     let offer = if request.body.is_empty() {

@@ -1,0 +1,4 @@
+#![no_main]
+//! Fuzz target: see `courtline_fuzz::sdp` for what one input exercises.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| courtline_fuzz::sdp(data));
