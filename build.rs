@@ -15,7 +15,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Same effect as setting PROTOC, without mutating the build script's environment.
     config.protoc_executable(protoc);
 
+    // The descriptor set feeds gRPC reflection, so `grpcurl` can explore the service.
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("records_descriptor.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
         .build_client(true)
         .build_server(true)
         .compile_with_config(

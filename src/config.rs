@@ -10,10 +10,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::media::tone::RingbackCadence;
+use crate::records::chain::HashAlgorithm;
+use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
+use crate::records::service::ServiceSettings;
 
 /// The example configuration shipped in the repository, compiled in so that
 /// `courtline serve` still starts when run outside a checkout.
@@ -132,17 +136,56 @@ impl Default for MediaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
-    /// gRPC endpoint of the records service the switchboard sends call records to.
+    /// gRPC endpoint of the records service the switchboard sends call events to.
     pub endpoint: String,
+    /// File holding the switchboard-role token the switchboard presents (not needed when embedded).
+    pub token_file: String,
+    /// CA certificate (PEM) that signed the records service's certificate, for an https endpoint.
+    pub tls_ca_file: String,
+    /// Durable spool directory; empty = `spool/` beside the embedded SQLite database, else `var/spool`.
+    pub spool_dir: String,
+    /// This switchboard's node id; empty = generated once and kept in the spool.
+    pub node_id: String,
+    /// What to do with new calls when the spool cannot be written.
+    pub on_spool_failure: SpoolFailurePolicy,
     /// The records service that `courtline serve` embeds and `courtline records serve` runs.
     pub service: RecordsServiceConfig,
+}
+
+/// `[records] on_spool_failure`: refuse new calls (503) or carry them without a spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolFailurePolicy {
+    /// Refuse new calls with 503 until the spool can be written again (the default: no call unrecorded).
+    #[default]
+    Reject,
+    /// Take calls anyway; their events go to the records service from memory only.
+    Continue,
 }
 
 impl Default for RecordsConfig {
     fn default() -> Self {
         RecordsConfig {
             endpoint: "http://127.0.0.1:50051".to_string(),
+            token_file: String::new(),
+            tls_ca_file: String::new(),
+            spool_dir: String::new(),
+            node_id: String::new(),
+            on_spool_failure: SpoolFailurePolicy::Reject,
             service: RecordsServiceConfig::default(),
+        }
+    }
+}
+
+impl RecordsConfig {
+    /// The spool directory, with the default applied.
+    pub fn spool_path(&self) -> PathBuf {
+        if !self.spool_dir.is_empty() {
+            PathBuf::from(&self.spool_dir)
+        } else if self.service.embedded {
+            self.service.state_dir().join("spool")
+        } else {
+            PathBuf::from("var/spool")
         }
     }
 }
@@ -155,8 +198,23 @@ pub struct RecordsServiceConfig {
     pub embedded: bool,
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// SQLite database file.
+    /// SQLite path or `sqlite:` URL, or a `postgres://` URL.
     pub database: String,
+    /// Hash function of a new chain: "sha256" or "sm3" (GB/T 32905); a chain keeps its own.
+    pub hash_algorithm: HashAlgorithm,
+    /// Ed25519 key that signs checkpoints and exports; empty = `records-signing.key` beside the
+    /// SQLite database (`var/` for PostgreSQL). Created if missing.
+    pub signing_key_file: String,
+    /// Sign a checkpoint after this many events ...
+    pub checkpoint_every_events: u64,
+    /// ... and at least this often while events arrive.
+    pub checkpoint_every_minutes: u64,
+    /// Calls are kept this many days (at least 180, PRC Cybersecurity Law Art. 21); flagged calls always.
+    pub retention_days: u32,
+    /// PEM certificate for gRPC over TLS; plain HTTP/2 while empty.
+    pub tls_cert_file: String,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: String,
 }
 
 impl Default for RecordsServiceConfig {
@@ -165,6 +223,63 @@ impl Default for RecordsServiceConfig {
             embedded: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database: "var/courtline.db".to_string(),
+            hash_algorithm: HashAlgorithm::Sha256,
+            signing_key_file: String::new(),
+            checkpoint_every_events: 1000,
+            checkpoint_every_minutes: 10,
+            retention_days: MIN_RETENTION_DAYS,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+        }
+    }
+}
+
+impl RecordsServiceConfig {
+    /// Where the service keeps its files by default: the SQLite database's directory,
+    /// or `var/` for PostgreSQL and in-memory databases.
+    pub fn state_dir(&self) -> PathBuf {
+        let path = self
+            .database
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database.strip_prefix("sqlite:"))
+            .unwrap_or(&self.database);
+        if self.database.contains("://") && !self.database.starts_with("sqlite://")
+            || path.starts_with(':')
+        {
+            return PathBuf::from("var");
+        }
+        match Path::new(path).parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// The signing key file, with the default applied.
+    pub fn signing_key_path(&self) -> PathBuf {
+        if self.signing_key_file.is_empty() {
+            self.state_dir().join("records-signing.key")
+        } else {
+            PathBuf::from(&self.signing_key_file)
+        }
+    }
+
+    /// What the records service needs to start.
+    pub fn settings(&self) -> ServiceSettings {
+        ServiceSettings {
+            database: self.database.clone(),
+            hash_algorithm: self.hash_algorithm,
+            signing_key_file: self.signing_key_path(),
+            checkpoints: CheckpointPolicy {
+                every_events: self.checkpoint_every_events,
+                every: Duration::from_secs(self.checkpoint_every_minutes * 60),
+            },
+            retention_days: self.retention_days,
+            tls: (!self.tls_cert_file.is_empty()).then(|| {
+                (
+                    PathBuf::from(&self.tls_cert_file),
+                    PathBuf::from(&self.tls_key_file),
+                )
+            }),
         }
     }
 }
@@ -344,6 +459,7 @@ impl Config {
                 "Write it like \"http://127.0.0.1:50051\".",
             ));
         }
+        self.validate_records()?;
         if self.lines.is_empty() {
             return Err(self.invalid(
                 "lines".into(),
@@ -445,6 +561,53 @@ impl Config {
                 "Write it as \"low-high\" with 1024 <= low <= high <= 65535, e.g. \"20000-29999\".",
             )
         })
+    }
+
+    fn validate_records(&self) -> Result<(), ConfigError> {
+        let service = &self.records.service;
+        if service.database.trim().is_empty() {
+            return Err(self.invalid(
+                "records.service.database".into(),
+                "is empty".into(),
+                "Give a SQLite file such as \"var/courtline.db\", or a postgres://user:password@host/db URL.",
+            ));
+        }
+        if service.retention_days < MIN_RETENTION_DAYS {
+            return Err(self.invalid(
+                "records.service.retention_days".into(),
+                format!("{} days is shorter than the legal minimum", service.retention_days),
+                "PRC Cybersecurity Law Art. 21 requires keeping logs at least six months: use 180 or more.",
+            ));
+        }
+        if service.checkpoint_every_events == 0 {
+            return Err(self.invalid(
+                "records.service.checkpoint_every_events".into(),
+                "is 0".into(),
+                "Sign a checkpoint every N events with N >= 1; 1000 is a good default.",
+            ));
+        }
+        if !(1..=1440).contains(&service.checkpoint_every_minutes) {
+            return Err(self.invalid(
+                "records.service.checkpoint_every_minutes".into(),
+                format!("{} is out of range", service.checkpoint_every_minutes),
+                "Use 1-1440 minutes; 10 is a good default.",
+            ));
+        }
+        if service.tls_cert_file.is_empty() != service.tls_key_file.is_empty() {
+            return Err(self.invalid(
+                "records.service.tls_cert_file".into(),
+                "a TLS certificate and key must be given together".into(),
+                "Set both tls_cert_file and tls_key_file (PEM files), or neither for plain gRPC.",
+            ));
+        }
+        if self.records.endpoint.starts_with("https://") && self.records.tls_ca_file.is_empty() {
+            return Err(self.invalid(
+                "records.tls_ca_file".into(),
+                "is empty but the endpoint is https".into(),
+                "Point it at the PEM CA certificate that signed the records service's certificate.",
+            ));
+        }
+        Ok(())
     }
 
     /// The line a Request-URI user part refers to.
@@ -550,6 +713,74 @@ operator = "sip:operator@127.0.0.1:5090"
         assert!(error_for(&twice).contains("configured twice"));
         let e = error_for(&base().replace("number = \"02112368\"", "number = \"021 123\""));
         assert!(e.contains("lines[0].number"), "{e}");
+    }
+
+    #[test]
+    fn records_defaults_derive_from_the_database() {
+        let config = Config::from_toml_str(&base(), "t").unwrap();
+        let records = &config.records;
+        assert_eq!(records.spool_path(), PathBuf::from("var/spool"));
+        assert_eq!(
+            records.service.signing_key_path(),
+            PathBuf::from("var/records-signing.key")
+        );
+        assert_eq!(records.on_spool_failure, SpoolFailurePolicy::Reject);
+        assert_eq!(records.service.retention_days, 180);
+        let text = format!(
+            "[records]\non_spool_failure = \"continue\"\nnode_id = \"sb-1\"\n[records.service]\ndatabase = \"postgres://u:p@h/db\"\nhash_algorithm = \"sm3\"\nembedded = false\n{}",
+            base()
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        let records = &config.records;
+        assert_eq!(records.on_spool_failure, SpoolFailurePolicy::Continue);
+        assert_eq!(records.service.hash_algorithm, HashAlgorithm::Sm3);
+        assert_eq!(records.spool_path(), PathBuf::from("var/spool"));
+        assert_eq!(records.service.state_dir(), PathBuf::from("var"));
+        let settings = records.service.settings();
+        assert_eq!(settings.checkpoints.every_events, 1000);
+        assert_eq!(settings.tls, None);
+    }
+
+    #[test]
+    fn bad_records_values_are_refused_with_their_key() {
+        let cases = [
+            (
+                "[records.service]\nretention_days = 30\n",
+                "records.service.retention_days",
+            ),
+            (
+                "[records.service]\ncheckpoint_every_events = 0\n",
+                "records.service.checkpoint_every_events",
+            ),
+            (
+                "[records.service]\ncheckpoint_every_minutes = 0\n",
+                "records.service.checkpoint_every_minutes",
+            ),
+            (
+                "[records.service]\ntls_cert_file = \"c.pem\"\n",
+                "records.service.tls_cert_file",
+            ),
+            (
+                "[records.service]\ndatabase = \"\"\n",
+                "records.service.database",
+            ),
+            (
+                "[records]\nendpoint = \"https://r:1\"\n",
+                "records.tls_ca_file",
+            ),
+            (
+                "[records]\non_spool_failure = \"ignore\"\n",
+                "on_spool_failure",
+            ),
+            (
+                "[records.service]\nhash_algorithm = \"md5\"\n",
+                "hash_algorithm",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = error_for(&format!("{extra}{}", base()));
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

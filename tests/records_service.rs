@@ -1,314 +1,402 @@
-//! The records service end to end: a real gRPC server on loopback over a temporary
-//! SQLite file, fed by the switchboard's `RecordSender` and read with the query client.
+//! The records service end to end over real gRPC on loopback: ingest, queries,
+//! timelines, flags, gaps, interrupted calls, retention, exports and verification.
+//! Every test runs on SQLite and on PostgreSQL (see `records_common::postgres_db`).
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
+mod records_common;
 
-use courtline::records::client::{connect, RecordSender};
+use courtline::records::export::verify_export;
+use courtline::records::pb::export_calls_response::Item;
 use courtline::records::pb::{
-    CallRecord, EndReason, GetCallRequest, ListCallsRequest, LogCallRequest,
+    CallFilter, CallState, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest,
+    FlagCategory, GetCallRequest, ListCallsRequest, ListGapsRequest, LogEventsRequest, Milestone,
+    SortOrder, VerifyRequest,
 };
-use courtline::records::service::{serve, serve_with_listener};
-use courtline::records::store::CallStore;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use courtline::records::store::{SqlStore, Store};
+use records_common::*;
 
-fn record(n: u32) -> CallRecord {
-    CallRecord {
-        call_id: format!("7d9e4c1a-0000-4000-8000-{n:012}"),
-        sip_call_id: format!("{n}@caller.test"),
-        line_number: if n % 2 == 0 { "12368" } else { "12345" }.to_owned(),
-        court_name: "上海市高级人民法院".to_owned(),
-        caller_number: format!("13900000{n:03}"),
-        caller_display_name: "王五".to_owned(),
-        caller_source: "127.0.0.1:5070".to_owned(),
-        user_agent: "test".to_owned(),
-        codec: "PCMU".to_owned(),
-        received_at_ms: 1_700_000_000_000 + i64::from(n) * 1_000,
-        answered_at_ms: 1_700_000_000_100 + i64::from(n) * 1_000,
-        ended_at_ms: 1_700_000_030_000 + i64::from(n) * 1_000,
-        prompt_completed: n % 3 != 0,
-        end_reason: if n % 3 == 0 {
-            EndReason::CallerHungUpDuringPrompt
-        } else {
-            EndReason::CallerHungUp
-        } as i32,
-        sip_final_status: 200,
-        ..CallRecord::default()
-    }
+async fn log(
+    client: &mut courtline::records::client::RecordsClient,
+    events: Vec<courtline::records::pb::NodeEvent>,
+) -> (u32, u32) {
+    let response = client
+        .log_events(LogEventsRequest { events })
+        .await
+        .unwrap()
+        .into_inner();
+    (response.stored, response.duplicates)
 }
 
-/// A running server and the means to stop it.
-struct RunningServer {
-    address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+async fn list(
+    client: &mut courtline::records::client::RecordsClient,
+    filter: CallFilter,
+) -> Vec<u32> {
+    let page = client
+        .list_calls(ListCallsRequest {
+            filter: Some(filter),
+            page_size: 1000,
+            ..ListCallsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    short_ids(&page.records)
 }
 
-impl RunningServer {
-    async fn start_on(listener: TcpListener, database: &Path) -> RunningServer {
-        let address = listener.local_addr().unwrap();
-        let store = CallStore::open(database.to_str().unwrap()).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve_with_listener(listener, store, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        RunningServer {
-            address,
-            stop,
-            task,
-        }
-    }
+async fn events_are_idempotent_and_calls_are_projected(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut client = service.client(None).await;
+    let events = numbered("sb-1", 1, complete_calls(1..=3));
+    assert_eq!(log(&mut client, events.clone()).await, (12, 0));
+    // A retry after a lost acknowledgement stores nothing twice.
+    assert_eq!(log(&mut client, events).await, (0, 12));
+    // Half old, half new.
+    let more = numbered("sb-1", 9, complete_calls(3..=4));
+    assert_eq!(log(&mut client, more).await, (4, 4));
+    // A call still in progress is listed only when asked for.
+    let open = numbered("sb-1", 17, vec![milestone(5, Milestone::Received)]);
+    assert_eq!(log(&mut client, open).await, (1, 0));
+    assert_eq!(
+        list(&mut client, CallFilter::default()).await,
+        vec![4, 3, 2, 1]
+    );
+    let in_progress = CallFilter {
+        states: vec![CallState::InProgress as i32],
+        ..CallFilter::default()
+    };
+    assert_eq!(list(&mut client, in_progress).await, vec![5]);
 
-    async fn start(database: &Path) -> RunningServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        RunningServer::start_on(listener, database).await
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        self.task.await.unwrap();
-    }
-}
-
-fn short_ids(records: &[CallRecord]) -> Vec<u32> {
-    records
+    let call = client
+        .get_call(GetCallRequest {
+            call_id: call_id(2),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let record = call.record.unwrap();
+    assert_eq!(record.state, CallState::Ended as i32);
+    assert_eq!(record.node_id, "sb-1");
+    assert_eq!(record.court_name, "上海市高级人民法院");
+    let kinds: Vec<&str> = call.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["received", "answered", "prompt_started", "ended"]);
+    assert!(call
+        .timeline
         .iter()
-        .map(|r| r.call_id[24..].parse().unwrap())
-        .collect()
+        .all(|e| e.node_id == "sb-1" && e.hash.len() == 64));
+
+    // A different event under a used key is refused, never stored over the first.
+    let mut forged = numbered("sb-1", 1, complete_calls([9]));
+    forged.truncate(1);
+    let status = client
+        .log_events(LogEventsRequest { events: forged })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+
+    let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    service.stop().await;
 }
 
-#[tokio::test]
-async fn records_sent_by_the_switchboard_can_be_queried() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RunningServer::start(&dir.path().join("var/courtline.db")).await;
-
-    let (sender, delivery) = RecordSender::spawn(server.endpoint());
-    for n in 1..=7 {
-        sender.clone().send(record(n));
+async fn filters_sort_and_pagination(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut client = service.client(None).await;
+    log(&mut client, numbered("sb-1", 1, complete_calls(1..=12))).await;
+    let all = list(&mut client, CallFilter::default()).await;
+    assert_eq!(all, (1..=12).rev().collect::<Vec<_>>());
+    let cases = [
+        (
+            CallFilter {
+                since_ms: record(3).received_at_ms,
+                until_ms: record(6).received_at_ms,
+                ..CallFilter::default()
+            },
+            vec![5, 4, 3],
+        ),
+        (
+            CallFilter {
+                line_number: "12368".into(),
+                ..CallFilter::default()
+            },
+            vec![12, 10, 8, 6, 4, 2],
+        ),
+        (
+            CallFilter {
+                court_name: "上海市第一中级人民法院".into(),
+                ..CallFilter::default()
+            },
+            vec![11, 9, 7, 5, 3, 1],
+        ),
+        (
+            CallFilter {
+                caller_prefix: "1390000001".into(),
+                ..CallFilter::default()
+            },
+            vec![12, 11, 10],
+        ),
+        (
+            CallFilter {
+                caller_prefix: "13900000010".into(),
+                caller_exact: true,
+                ..CallFilter::default()
+            },
+            vec![10],
+        ),
+        (
+            CallFilter {
+                caller_prefix: "1390000001".into(),
+                caller_exact: true,
+                ..CallFilter::default()
+            },
+            vec![],
+        ),
+        (
+            CallFilter {
+                caller_name_contains: "律师".into(),
+                ..CallFilter::default()
+            },
+            vec![12, 8, 4],
+        ),
+        (
+            CallFilter {
+                end_reason: EndReason::CallerHungUpDuringPrompt as i32,
+                ..CallFilter::default()
+            },
+            vec![12, 9, 6, 3],
+        ),
+        (
+            CallFilter {
+                prompt_completed: Choice::No as i32,
+                ..CallFilter::default()
+            },
+            vec![12, 9, 6, 3],
+        ),
+        (
+            CallFilter {
+                connected: Choice::Yes as i32,
+                ..CallFilter::default()
+            },
+            vec![10, 7, 4, 1],
+        ),
+        (
+            CallFilter {
+                connected: Choice::No as i32,
+                line_number: "12345".into(),
+                ..CallFilter::default()
+            },
+            vec![11, 9, 5, 3],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            list(&mut client, filter.clone()).await,
+            expected,
+            "{filter:?}"
+        );
     }
-    let stats = delivery.finish(Duration::from_secs(10)).await;
-    assert_eq!(stats.delivered, 7, "{stats:?}");
-    assert_eq!(stats.undelivered, 0);
 
-    let mut client = connect(&server.endpoint()).await.unwrap();
-
-    // Three pages of 3, 3, 1, newest first, no gaps or duplicates.
+    // Pages of 5, oldest first, cover everything once.
     let mut seen = Vec::new();
-    let mut page_token = String::new();
-    let mut pages = 0;
+    let mut token = String::new();
     loop {
         let page = client
             .list_calls(ListCallsRequest {
-                page_size: 3,
-                page_token: page_token.clone(),
+                sort: SortOrder::OldestFirst as i32,
+                page_size: 5,
+                page_token: token.clone(),
                 ..ListCallsRequest::default()
             })
             .await
             .unwrap()
             .into_inner();
-        pages += 1;
         seen.extend(short_ids(&page.records));
         if page.next_page_token.is_empty() {
             break;
         }
-        page_token = page.next_page_token;
+        token = page.next_page_token;
     }
-    assert_eq!(pages, 3);
-    assert_eq!(seen, vec![7, 6, 5, 4, 3, 2, 1]);
-
-    // Filters travel over the wire.
-    let filtered = client
+    assert_eq!(seen, (1..=12).collect::<Vec<_>>());
+    let bad = client
         .list_calls(ListCallsRequest {
-            line_number: "12368".to_owned(),
-            end_reason: EndReason::CallerHungUpDuringPrompt as i32,
-            since_ms: record(2).received_at_ms,
-            until_ms: record(7).received_at_ms,
+            page_token: "garbage!".into(),
             ..ListCallsRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(short_ids(&filtered.records), vec![6]);
-    let by_caller = client
-        .list_calls(ListCallsRequest {
-            caller_prefix: "13900000005".to_owned(),
-            ..ListCallsRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(short_ids(&by_caller.records), vec![5]);
-
-    // GetCall returns the record exactly as sent, Chinese included.
-    let got = client
-        .get_call(GetCallRequest {
-            call_id: record(4).call_id,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .record
-        .unwrap();
-    assert_eq!(got, record(4));
-    assert_eq!(got.court_name, "上海市高级人民法院");
-
-    let missing = client
-        .get_call(GetCallRequest {
-            call_id: "7d9e4c1a-0000-4000-8000-999999999999".to_owned(),
         })
         .await
         .unwrap_err();
-    assert_eq!(missing.code(), tonic::Code::NotFound);
-
-    // A retried LogCall is a success that inserts nothing.
-    let again = client
-        .log_call(LogCallRequest {
-            record: Some(record(1)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!again.inserted);
-
-    server.stop().await;
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    service.stop().await;
 }
 
-#[tokio::test]
-async fn invalid_requests_are_rejected_with_invalid_argument() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RunningServer::start(&dir.path().join("courtline.db")).await;
-    let mut client = connect(&server.endpoint()).await.unwrap();
-
-    let no_record = client
-        .log_call(LogCallRequest { record: None })
-        .await
-        .unwrap_err();
-    assert_eq!(no_record.code(), tonic::Code::InvalidArgument);
-
-    for call_id in ["", "not-a-uuid"] {
-        let status = client
-            .log_call(LogCallRequest {
-                record: Some(CallRecord {
-                    call_id: call_id.to_owned(),
-                    ..record(1)
-                }),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{call_id:?}");
-        assert!(status.message().contains("call_id"), "{}", status.message());
-    }
-
-    let bad_token = client
-        .list_calls(ListCallsRequest {
-            page_token: "garbage!".to_owned(),
-            ..ListCallsRequest::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(bad_token.code(), tonic::Code::InvalidArgument);
-    assert!(bad_token.message().contains("page token"));
-
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn records_queued_before_the_service_starts_arrive_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("courtline.db");
-    // Learn a free port, then leave it closed so the first deliveries fail.
-    let port = {
-        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        probe.local_addr().unwrap().port()
+async fn node_restart_marks_open_calls_interrupted_and_gaps_show(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut client = service.client(None).await;
+    // Call 1 completes, call 2 is cut mid-prompt, then the switchboard restarts (same batch).
+    let mut events = complete_calls([1]);
+    events.push(milestone(2, Milestone::Received));
+    events.push(milestone(2, Milestone::PromptStarted));
+    events.push(node_started());
+    log(&mut client, numbered("sb-1", 1, events)).await;
+    let interrupted = CallFilter {
+        states: vec![CallState::Interrupted as i32],
+        ..CallFilter::default()
     };
-    let endpoint = format!("http://127.0.0.1:{port}");
-
-    let (sender, delivery) = RecordSender::spawn(endpoint.clone());
-    for n in 1..=3 {
-        sender.send(record(n));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let server = RunningServer::start_on(listener, &database).await;
-
-    let stats = delivery.finish(Duration::from_secs(20)).await;
-    assert_eq!(stats.delivered, 3, "{stats:?}");
-    assert_eq!(stats.already_stored, 0, "{stats:?}");
-    assert_eq!(stats.undelivered, 0, "{stats:?}");
-
-    let mut client = connect(&endpoint).await.unwrap();
-    let all = client
-        .list_calls(ListCallsRequest::default())
+    assert_eq!(list(&mut client, interrupted).await, vec![2]);
+    let call = client
+        .get_call(GetCallRequest {
+            call_id: call_id(2),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(short_ids(&all.records), vec![3, 2, 1]);
+    let kinds: Vec<&str> = call.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["received", "prompt_started", "interrupted"]);
 
-    server.stop().await;
+    // Node sb-2 skips 3..=4.
+    log(
+        &mut client,
+        numbered("sb-2", 1, complete_calls([7]).into_iter().take(2).collect()),
+    )
+    .await;
+    log(&mut client, numbered("sb-2", 5, vec![node_started()])).await;
+    let gaps = client
+        .list_gaps(ListGapsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gaps.gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (
+            gaps.gaps[0].node_id.as_str(),
+            gaps.gaps[0].first,
+            gaps.gaps[0].last
+        ),
+        ("sb-2", 3, 4)
+    );
+    let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert_eq!(report.findings[0].kind, "gap");
+    service.stop().await;
 }
 
-#[tokio::test]
-async fn records_survive_a_service_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("courtline.db");
-
-    let first = RunningServer::start(&database).await;
-    let (sender, delivery) = RecordSender::spawn(first.endpoint());
-    sender.send(record(1));
-    sender.send(record(2));
-    assert_eq!(delivery.finish(Duration::from_secs(10)).await.delivered, 2);
-    first.stop().await;
-
-    // Second run through the public `serve`, as `courtline records serve` does.
-    let port = {
-        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let database_text = database.to_str().unwrap().to_owned();
-    let task = tokio::spawn(async move {
-        serve(address, &database_text, async {
-            let _ = stopped.await;
+async fn flags_exports_and_retention(db: Db) {
+    let settings = settings(&db);
+    let service = Service::start(&settings).await;
+    let mut client = service.client(None).await;
+    log(&mut client, numbered("sb-1", 1, complete_calls(1..=4))).await;
+    let flag = client
+        .flag_call(FlagCallRequest {
+            call_id: call_id(2),
+            category: FlagCategory::Intercession as i32,
+            note: "asked to \"put in a word\" for the defendant".into(),
         })
         .await
-    });
+        .unwrap()
+        .into_inner();
+    assert!(flag.seq > 0);
+    let unknown = client
+        .flag_call(FlagCallRequest {
+            call_id: call_id(99),
+            category: FlagCategory::Other as i32,
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let flagged = CallFilter {
+        flagged: Choice::Yes as i32,
+        ..CallFilter::default()
+    };
+    assert_eq!(list(&mut client, flagged).await, vec![2]);
+    let call = client
+        .get_call(GetCallRequest {
+            call_id: call_id(2),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(call.flags.len(), 1);
+    assert_eq!(call.flags[0].flagged_by, "loopback");
+    assert_eq!(call.timeline.last().unwrap().kind, "flagged");
 
-    let endpoint = format!("http://{address}");
-    let mut client = None;
-    for _ in 0..50 {
-        match connect(&endpoint).await {
-            Ok(connected) => {
-                client = Some(connected);
-                break;
+    // Export streams every match and ends with a manifest that verifies on its own.
+    let mut stream = client
+        .export_calls(ExportCallsRequest {
+            filter: Some(CallFilter::default()),
+            format: ExportFormat::Jsonl as i32,
+            ..ExportCallsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut writer = None;
+    let mut file = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.item.unwrap() {
+            Item::Header(header) => {
+                let algorithm =
+                    courtline::records::chain::HashAlgorithm::from_name(&header.hash_algorithm)
+                        .unwrap();
+                writer = Some(
+                    courtline::records::export::ExportWriter::new(
+                        ExportFormat::Jsonl,
+                        algorithm,
+                        Vec::new(),
+                    )
+                    .unwrap(),
+                );
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Item::Record(record) => writer.as_mut().unwrap().write(&record).unwrap(),
+            Item::Manifest(manifest) => {
+                file = Some(writer.take().unwrap().finish(&manifest).unwrap());
+            }
         }
     }
-    let mut client = client.expect("restarted service never came up");
-    for n in [1, 2] {
-        let got = client
-            .get_call(GetCallRequest {
-                call_id: record(n).call_id,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .record;
-        assert_eq!(got, Some(record(n)));
-    }
+    let file = file.expect("manifest");
+    let check = verify_export(file.as_slice(), None).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!(check.rows, 4);
 
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    // Retention: everything here is from 2023, far past 180 days; the flagged call stays.
+    let dry = client
+        .purge(courtline::records::pb::PurgeRequest { dry_run: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((dry.calls_purged, dry.calls_on_hold, dry.seq), (3, 1, 0));
+    let purged = client
+        .purge(courtline::records::pb::PurgeRequest { dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            purged.calls_purged,
+            purged.events_purged,
+            purged.calls_on_hold
+        ),
+        (3, 12, 1)
+    );
+    assert_eq!(list(&mut client, CallFilter::default()).await, vec![2]);
+    let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    service.stop().await;
+
+    // Reopening continues the same chain, and it still verifies offline.
+    let store = SqlStore::open(&db.url).await.unwrap();
+    let key =
+        courtline::records::signing::public_key_of_key_file(&settings.signing_key_file).unwrap();
+    let report = courtline::records::verify::verify(&store, &[key])
+        .await
+        .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // The service signed a final checkpoint when it stopped.
+    assert!(report.checkpoints_checked >= 1);
+    assert_eq!(report.unsigned_tail, 0);
+    store.close().await;
 }
+
+on_both_backends!(
+    events_are_idempotent_and_calls_are_projected,
+    filters_sort_and_pagination,
+    node_restart_marks_open_calls_interrupted_and_gaps_show,
+    flags_exports_and_retention,
+);

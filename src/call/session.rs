@@ -273,8 +273,8 @@ async fn run(
                     ),
                 },
                 CallAction::Milestone(milestone) => {
-                    // The durable spool (issue #5) will store these; for now they are traced.
-                    debug!(call_id = %call_id, ?milestone, "milestone");
+                    // On disk before the call moves on (the wait is bounded: see RecordSender).
+                    shared.records.milestone(&milestone, flow.record()).await;
                 }
                 CallAction::HangUpCaller => hangups.push(caller.clone()),
                 CallAction::RejectCaller { status } => {

@@ -1,28 +1,115 @@
-//! `courtline calls list`: query the records service.
+//! `courtline calls list|get|flag|export`: compliance staff's view of the records.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::records::client::connect;
-use crate::records::pb::{EndReason, ListCallsRequest};
-use crate::records::query::{parse_end_reason, parse_time, write_calls, OutputFormat};
+use crate::records::chain::HashAlgorithm;
+use crate::records::client::{connect, read_token_file, ClientOptions, RecordsClient};
+use crate::records::export::{ExportWriter, ManifestContent};
+use crate::records::pb::export_calls_response::Item;
+use crate::records::pb::{
+    CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
+    GetCallRequest, ListCallsRequest, SortOrder,
+};
+use crate::records::query::{
+    parse_end_reason, parse_state, parse_time, state_label, write_calls, OutputFormat,
+};
 
 /// `courtline calls ...`
 #[derive(Debug, Subcommand)]
 pub enum CallsCommand {
-    /// List call records, newest first.
+    /// List call records (newest first unless --oldest-first).
     List(ListArgs),
+    /// One call with its event timeline and flags.
+    Get(GetArgs),
+    /// Flag a call as an attempted interference (recorded, never an edit).
+    Flag(FlagArgs),
+    /// Export every matching call to a file that can be verified on its own.
+    Export(ExportArgs),
 }
 
-/// Filters and output options for `calls list`.
+/// How to reach the records service, and as whom.
 #[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
+pub struct ServiceArgs {
+    /// Records service endpoint (default: [records] endpoint from the config).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Bearer token (not needed on the service's own machine until the first token exists).
+    #[arg(long, env = "COURTLINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for an https endpoint (default: [records] tls_ca_file).
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Why you are looking (kept in the access log with your query).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+impl ServiceArgs {
+    /// Connects as these arguments and the configuration say.
+    pub async fn connect(&self, config_path: &Path) -> anyhow::Result<(RecordsClient, String)> {
+        // The configuration is read only for what the command line leaves open.
+        let config = match &self.endpoint {
+            Some(_) => None,
+            None => Some(Config::load(config_path)?),
+        };
+        let endpoint = match (&self.endpoint, &config) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, config) => config
+                .as_ref()
+                .map(|config| config.records.endpoint.clone())
+                .unwrap_or_default(),
+        };
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(file)) => Some(read_token_file(file)?),
+            (None, None) => None,
+        };
+        let tls_ca_file = self.tls_ca_file.clone().or_else(|| {
+            config
+                .as_ref()
+                .map(|config| config.records.tls_ca_file.clone())
+                .filter(|file| !file.is_empty())
+                .map(PathBuf::from)
+        });
+        let options = ClientOptions {
+            endpoint: endpoint.clone(),
+            token,
+            tls_ca_file,
+            reason: self.reason.clone(),
+        };
+        Ok((connect(&options).await?, endpoint))
+    }
+}
+
+/// Yes or no, for three-valued filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    /// Only calls where it holds.
+    Yes,
+    /// Only calls where it does not.
+    No,
+}
+
+fn choice(value: Option<YesNo>) -> i32 {
+    match value {
+        None => Choice::Any as i32,
+        Some(YesNo::Yes) => Choice::Yes as i32,
+        Some(YesNo::No) => Choice::No as i32,
+    }
+}
+
+/// Which calls: shared by `list` and `export`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
     /// Calls received at or after this time (RFC 3339, or YYYY-MM-DD in local time).
     #[arg(long)]
     pub since: Option<String>,
@@ -32,57 +119,198 @@ pub struct ListArgs {
     /// Only this line number.
     #[arg(long)]
     pub line: Option<String>,
+    /// Only this court (exact name).
+    #[arg(long)]
+    pub court: Option<String>,
     /// Only callers whose number starts with this.
     #[arg(long)]
     pub caller: Option<String>,
+    /// Match --caller exactly instead of as a prefix.
+    #[arg(long)]
+    pub caller_exact: bool,
+    /// Only callers whose display name contains this.
+    #[arg(long)]
+    pub caller_name: Option<String>,
     /// Only calls that ended this way (e.g. caller_hung_up_during_prompt).
     #[arg(long)]
     pub end_reason: Option<String>,
+    /// Whether the caller heard the whole warning.
+    #[arg(long, value_enum)]
+    pub prompt_completed: Option<YesNo>,
+    /// Whether an operator answered.
+    #[arg(long, value_enum)]
+    pub connected: Option<YesNo>,
+    /// Whether compliance staff flagged the call.
+    #[arg(long, value_enum)]
+    pub flagged: Option<YesNo>,
+    /// Only calls in this state (ended, interrupted, in_progress); repeatable. Default: ended and interrupted.
+    #[arg(long)]
+    pub state: Vec<String>,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    pub oldest_first: bool,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> anyhow::Result<CallFilter> {
+        let time = |flag: &str, value: &Option<String>| -> anyhow::Result<i64> {
+            match value {
+                Some(text) => parse_time(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+                None => Ok(0),
+            }
+        };
+        let end_reason = match &self.end_reason {
+            Some(text) => parse_end_reason(text).ok_or_else(|| {
+                anyhow::anyhow!("--end-reason: unknown reason {text:?} (e.g. caller_hung_up, no_answer, operator_busy)")
+            })?,
+            None => EndReason::Unspecified,
+        };
+        let states = self
+            .state
+            .iter()
+            .map(|text| {
+                parse_state(text).map(|state| state as i32).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--state: unknown state {text:?} (ended, interrupted, in_progress)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<i32>>>()?;
+        Ok(CallFilter {
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+            line_number: self.line.clone().unwrap_or_default(),
+            court_name: self.court.clone().unwrap_or_default(),
+            caller_prefix: self.caller.clone().unwrap_or_default(),
+            caller_exact: self.caller_exact,
+            caller_name_contains: self.caller_name.clone().unwrap_or_default(),
+            end_reason: end_reason as i32,
+            prompt_completed: choice(self.prompt_completed),
+            connected: choice(self.connected),
+            flagged: choice(self.flagged),
+            states,
+        })
+    }
+
+    fn sort(&self) -> SortOrder {
+        if self.oldest_first {
+            SortOrder::OldestFirst
+        } else {
+            SortOrder::NewestFirst
+        }
+    }
+}
+
+/// `calls list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Which calls.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// At most this many records.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
-    /// Records service endpoint (default: [records] endpoint from the config).
-    #[arg(long)]
-    pub endpoint: Option<String>,
+    /// Connection.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// `calls get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// courtline call id (UUID).
+    pub call_id: String,
+    /// Connection.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// The "three rules" record forms' categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CategoryArg {
+    /// 过问案件: asking about a case one has no business in.
+    ImproperInquiry,
+    /// 说情打招呼: interceding for a party.
+    Intercession,
+    /// 打探案情: probing for case information.
+    ProbingCaseInformation,
+    /// Anything else.
+    Other,
+}
+
+/// `calls flag`.
+#[derive(Debug, Args)]
+pub struct FlagArgs {
+    /// courtline call id (UUID).
+    pub call_id: String,
+    /// Kind of interference.
+    #[arg(long, value_enum)]
+    pub category: CategoryArg,
+    /// What happened, in the officer's words.
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Connection.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// Export file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// CSV with a header, for spreadsheets.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `calls export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// File format.
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Csv)]
+    pub format: ExportFormatArg,
+    /// Which calls.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Connection.
+    #[command(flatten)]
+    pub service: ServiceArgs,
 }
 
 /// Runs a `calls` subcommand.
 pub async fn run(config_path: &Path, command: CallsCommand) -> anyhow::Result<ExitCode> {
-    let CallsCommand::List(args) = command;
-    let endpoint = match args.endpoint.clone() {
-        Some(endpoint) => endpoint,
-        None => Config::load(config_path)?.records.endpoint,
-    };
-    let time = |flag: &str, value: &Option<String>| -> anyhow::Result<i64> {
-        match value {
-            Some(text) => parse_time(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
-            None => Ok(0),
-        }
-    };
-    let end_reason = match &args.end_reason {
-        Some(text) => parse_end_reason(text).ok_or_else(|| {
-            anyhow::anyhow!("--end-reason: unknown reason {text:?} (e.g. caller_hung_up, no_answer, operator_busy)")
-        })?,
-        None => EndReason::Unspecified,
-    };
+    match command {
+        CallsCommand::List(args) => list(config_path, args).await,
+        CallsCommand::Get(args) => get(config_path, args).await,
+        CallsCommand::Flag(args) => flag(config_path, args).await,
+        CallsCommand::Export(args) => export(config_path, args).await,
+    }
+}
+
+fn service_error(endpoint: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("records service at {endpoint}: {}", status.message())
+}
+
+async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut request = ListCallsRequest {
-        since_ms: time("since", &args.since)?,
-        until_ms: time("until", &args.until)?,
-        line_number: args.line.clone().unwrap_or_default(),
-        caller_prefix: args.caller.clone().unwrap_or_default(),
-        end_reason: end_reason as i32,
+        filter: Some(args.filter.filter()?),
+        sort: args.filter.sort() as i32,
         page_size: u32::try_from(args.limit.min(1000)).unwrap_or(1000),
         page_token: String::new(),
     };
-    let mut client = connect(&endpoint).await?;
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
     let mut records = Vec::new();
     while records.len() < args.limit {
         let page = client
             .list_calls(request.clone())
             .await
-            .map_err(|status| {
-                anyhow::anyhow!("records service at {endpoint}: {}", status.message())
-            })?
+            .map_err(|status| service_error(&endpoint, status))?
             .into_inner();
         records.extend(page.records);
         if page.next_page_token.is_empty() {
@@ -94,4 +322,122 @@ pub async fn run(config_path: &Path, command: CallsCommand) -> anyhow::Result<Ex
     let mut out = std::io::stdout().lock();
     write_calls(&records, args.format, &mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let response = client
+        .get_call(GetCallRequest {
+            call_id: args.call_id.clone(),
+        })
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if let Some(record) = &response.record {
+        write_calls(std::slice::from_ref(record), OutputFormat::Json, &mut out)?;
+        writeln!(out, "state: {}", state_label(record.state))?;
+    }
+    writeln!(out, "timeline:")?;
+    for event in &response.timeline {
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(event.at_ms)
+            .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  #{:<8} {at}  {:<20} {}",
+            event.seq, event.kind, event.detail
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn flag(config_path: &Path, args: FlagArgs) -> anyhow::Result<ExitCode> {
+    let category = match args.category {
+        CategoryArg::ImproperInquiry => FlagCategory::ImproperInquiry,
+        CategoryArg::Intercession => FlagCategory::Intercession,
+        CategoryArg::ProbingCaseInformation => FlagCategory::ProbingCaseInformation,
+        CategoryArg::Other => FlagCategory::Other,
+    };
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let response = client
+        .flag_call(FlagCallRequest {
+            call_id: args.call_id.clone(),
+            category: category as i32,
+            note: args.note,
+        })
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+        .into_inner();
+    println!(
+        "call {} flagged (chain event #{})",
+        args.call_id, response.seq
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let format = match args.format {
+        ExportFormatArg::Csv => ExportFormat::Csv,
+        ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+    };
+    let request = ExportCallsRequest {
+        filter: Some(args.filter.filter()?),
+        sort: args.filter.sort() as i32,
+        format: format as i32,
+    };
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let mut stream = client
+        .export_calls(request)
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+        .into_inner();
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut writer: Option<ExportWriter<Box<dyn Write>>> = None;
+    let mut out = Some(out);
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+    {
+        match (message.item, writer.as_mut()) {
+            (Some(Item::Header(header)), None) => {
+                let algorithm =
+                    HashAlgorithm::from_name(&header.hash_algorithm).with_context(|| {
+                        format!(
+                            "the service hashes rows with {:?}, unknown to this courtline",
+                            header.hash_algorithm
+                        )
+                    })?;
+                if let Some(out) = out.take() {
+                    writer = Some(ExportWriter::new(format, algorithm, out)?);
+                }
+            }
+            (Some(Item::Record(record)), Some(writer)) => writer.write(&record)?,
+            (Some(Item::Manifest(manifest)), Some(_)) => {
+                let Some(writer) = writer.take() else { break };
+                let content: ManifestContent =
+                    serde_json::from_str(&manifest.json).context("manifest from the service")?;
+                let (count, digest) = writer.rows();
+                if count != content.count || digest != content.rows_digest {
+                    anyhow::bail!(
+                        "the rows received ({count}, digest {digest}) do not match the service's manifest"
+                    );
+                }
+                writer.finish(&manifest)?;
+                eprintln!(
+                    "exported {count} calls; manifest signed by key {}",
+                    manifest.public_key
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => anyhow::bail!("the export stream is out of order (no header first)"),
+        }
+    }
+    anyhow::bail!("the export stream ended without a manifest: the file is incomplete")
 }

@@ -2,6 +2,7 @@
 
 pub mod calls;
 pub mod check;
+pub mod records;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -39,14 +40,7 @@ pub enum Command {
     Calls(calls::CallsCommand),
     /// The records service.
     #[command(subcommand)]
-    Records(RecordsCommand),
-}
-
-/// `courtline records ...`
-#[derive(Debug, Subcommand)]
-pub enum RecordsCommand {
-    /// Run the records service alone (gRPC on [records.service] listen).
-    Serve,
+    Records(records::RecordsCommand),
 }
 
 /// Entry point of the binary.
@@ -65,9 +59,7 @@ pub fn main() -> ExitCode {
             Command::Serve => serve::serve_until_signal(&cli.config).await,
             Command::Check => check::run(&cli.config),
             Command::Calls(command) => calls::run(&cli.config, command).await,
-            Command::Records(RecordsCommand::Serve) => {
-                serve::records_until_signal(&cli.config).await
-            }
+            Command::Records(command) => records::run(&cli.config, command).await,
         }
     });
     match result {

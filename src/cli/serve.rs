@@ -19,9 +19,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::media::prompt::{Prompt, PromptError};
-use crate::records::client::{RecordDelivery, RecordSender};
-use crate::records::service::{serve_with_listener, ServiceError};
-use crate::records::store::CallStore;
+use crate::records::client::{read_token_file, ClientOptions, RecordDelivery, RecordSender};
+use crate::records::service::{OpenedService, ServiceError};
+use crate::records::spool::Spool;
 use crate::sip::Switchboard;
 
 /// How long shutdown waits for calls to end and records to be delivered.
@@ -66,6 +66,91 @@ pub struct Running {
     records: Option<JoinHandle<Result<(), ServiceError>>>,
 }
 
+/// The embedded records service, if enabled: its address, its task, and how the
+/// switchboard reaches it (an in-memory switchboard token); otherwise how to reach
+/// the configured remote service.
+async fn start_records(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(
+    Option<SocketAddr>,
+    Option<JoinHandle<Result<(), ServiceError>>>,
+    ClientOptions,
+)> {
+    let records = &config.records;
+    if !records.service.embedded {
+        let token = if records.token_file.is_empty() {
+            None
+        } else {
+            Some(read_token_file(Path::new(&records.token_file)).context("[records] token_file")?)
+        };
+        let options = ClientOptions {
+            endpoint: records.endpoint.clone(),
+            token,
+            tls_ca_file: (!records.tls_ca_file.is_empty())
+                .then(|| records.tls_ca_file.clone().into()),
+            reason: None,
+        };
+        return Ok((None, None, options));
+    }
+    let service = &records.service;
+    let mut opened = OpenedService::open(&service.settings())
+        .await
+        .with_context(|| format!("records service (database {})", service.database))?;
+    let token = opened.builtin_switchboard_token();
+    let listener = TcpListener::bind(service.listen).await.with_context(|| {
+        format!(
+            "cannot listen for gRPC on {} ([records.service] listen); is another courtline running?",
+            service.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let stop = shutdown.clone();
+    let task = tokio::spawn(opened.serve(listener, async move { stop.cancelled().await }));
+    // The embedded service is where this switchboard's events go; with TLS on, its own
+    // certificate (or [records] tls_ca_file) is the CA to trust.
+    let tls = !service.tls_cert_file.is_empty();
+    let options = ClientOptions {
+        endpoint: format!("{}://{addr}", if tls { "https" } else { "http" }),
+        token: Some(token),
+        tls_ca_file: tls.then(|| {
+            if records.tls_ca_file.is_empty() {
+                service.tls_cert_file.clone().into()
+            } else {
+                records.tls_ca_file.clone().into()
+            }
+        }),
+        reason: None,
+    };
+    Ok((Some(addr), Some(task), options))
+}
+
+/// Opens the durable spool and starts delivering from it.
+fn start_spool(
+    config: &Config,
+    options: ClientOptions,
+) -> anyhow::Result<(RecordSender, RecordDelivery)> {
+    let records = &config.records;
+    let dir = records.spool_path();
+    let node_id = (!records.node_id.is_empty()).then_some(records.node_id.as_str());
+    let (spool, recovered) = Spool::open(&dir, node_id).with_context(|| {
+        format!(
+            "records spool {} ([records] spool_dir): courtline will not take calls it cannot record",
+            dir.display()
+        )
+    })?;
+    for tear in &recovered.tears {
+        warn!(
+            segment = %tear.segment.display(),
+            offset = tear.offset,
+            discarded_bytes = tear.discarded,
+            "recovered the spool up to its last good entry"
+        );
+    }
+    info!(node_id = spool.node_id(), spool = %dir.display(), unacked = recovered.unacked.len(), "records spool open");
+    Ok(RecordSender::spawn(spool, recovered, options))
+}
+
 /// Loads prompts, starts the embedded records service (if enabled) and the switchboard.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let prompts = load_prompts(&config).map_err(|problems| {
@@ -82,28 +167,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let records_shutdown = CancellationToken::new();
-    let (records_addr, records, endpoint) = if config.records.service.embedded {
-        let service = &config.records.service;
-        let store = CallStore::open(&service.database)
-            .await
-            .with_context(|| format!("records database {}", service.database))?;
-        let listener = TcpListener::bind(service.listen).await.with_context(|| {
-            format!(
-                "cannot listen for gRPC on {} ([records.service] listen); is another courtline running?",
-                service.listen
-            )
-        })?;
-        let addr = listener.local_addr()?;
-        let token = records_shutdown.clone();
-        let task = tokio::spawn(serve_with_listener(listener, store, async move {
-            token.cancelled().await
-        }));
-        // The embedded service is where this switchboard's records go.
-        (Some(addr), Some(task), format!("http://{addr}"))
-    } else {
-        (None, None, config.records.endpoint.clone())
-    };
-    let (sender, delivery) = RecordSender::spawn(endpoint);
+    let (records_addr, records, options) = start_records(&config, &records_shutdown).await?;
+    let (sender, delivery) = start_spool(&config, options)?;
     let calls_shutdown = CancellationToken::new();
     let switchboard = Switchboard::bind(config, prompts, sender, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
@@ -144,8 +209,9 @@ impl Running {
         let stats = self.delivery.finish(DRAIN_TIMEOUT).await;
         info!(
             delivered = stats.delivered,
-            undelivered = stats.undelivered,
-            "call records flushed"
+            already_stored = stats.already_stored,
+            left_in_spool = stats.left_in_spool,
+            "call events flushed"
         );
         self.records_shutdown.cancel();
         if let Some(records) = self.records {
@@ -173,7 +239,7 @@ pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> 
 pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let service = &config.records.service;
-    crate::records::service::serve(service.listen, &service.database, wait_for_signal()).await?;
+    crate::records::service::serve(service.listen, &service.settings(), wait_for_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,23 +1,38 @@
-//! The switchboard's side of the records service.
+//! The clients of the records service: the switchboard's event sender, and the
+//! connection the CLI uses for queries.
 //!
-//! Call handling must never wait on, or fail because of, the records service:
-//! [`RecordSender::send`] only queues. A background task delivers the queue in
-//! order, retrying forever with back-off, and at shutdown logs whatever it could
-//! not deliver as JSON at `error!` level, so no record is ever silently lost.
-//! Issue #5 will add a durable spool; it plugs in at [`DeliveryTask::give_up`].
+//! Call handling must never wait on, or fail because of, the records service.
+//! [`RecordSender`] hands each event to a spool task, which numbers it, writes it
+//! to the durable [`Spool`] (fsync) and only then passes it to the delivery task;
+//! delivery sends batches in order, retrying forever with back-off, and each
+//! acknowledgement lets the spool drop what the service has. What is still
+//! unacknowledged at shutdown stays in the spool and is sent after the next start.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, error, warn};
+use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tracing::{debug, error, info, warn};
 
+use super::auth::REASON_METADATA;
+use super::pb::node_event::Kind as NodeKind;
 use super::pb::records_service_client::RecordsServiceClient;
-use super::pb::{CallRecord, LogCallRequest};
+use super::pb::{
+    CallMilestone, CallRecord, EndReason, LogEventsRequest, Milestone as WireMilestone, NodeEvent,
+    NodeStarted,
+};
 use super::query::record_json;
+use super::spool::{Recovered, Spool, SpoolError};
+use crate::call::flow::Milestone;
 
 /// First retry delay after a failed delivery.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -27,8 +42,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SHUTDOWN_MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long establishing a TCP/HTTP2 connection may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one LogCall may take; a hung service must not stall the queue forever.
+/// How long one request may take; a hung service must not stall delivery forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events per LogEvents request.
+const DELIVERY_BATCH: usize = 500;
+/// Events the spool task writes with one fsync at most.
+const SPOOL_BATCH: usize = 512;
+/// How often a failing spool is retried, and an idle one checked.
+const SPOOL_CHECK: Duration = Duration::from_secs(1);
+/// How long a milestone waits for its fsync before the call goes on regardless.
+const MILESTONE_DURABLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Why the CLI could not get a records-service client.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +75,85 @@ pub enum ClientError {
         /// The transport error with its causes.
         detail: String,
     },
+    /// A token or CA file could not be read.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// Which setting.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A token or reason cannot be sent as gRPC metadata.
+    #[error("{0}")]
+    BadMetadata(String),
 }
+
+/// How to reach and authenticate to the records service.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// `http://host:port` or `https://host:port` (scheme optional: http).
+    pub endpoint: String,
+    /// Bearer token, if any.
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the service's certificate, for https.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Reason stated for the access log.
+    pub reason: Option<String>,
+}
+
+impl ClientOptions {
+    /// Plain options for `endpoint` with no token.
+    pub fn new(endpoint: impl Into<String>) -> ClientOptions {
+        ClientOptions {
+            endpoint: endpoint.into(),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// Reads a token file (whitespace trimmed).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ClientError> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|source| ClientError::File {
+            what: "token file",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Adds the bearer token and stated reason to every request.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `Bearer <token>`.
+    authorization: Option<AsciiMetadataValue>,
+    /// UTF-8 reason.
+    reason: Option<BinaryMetadataValue>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.reason {
+            request
+                .metadata_mut()
+                .insert_bin(REASON_METADATA, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A records-service client that authenticates every request.
+pub type RecordsClient = RecordsServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// Adds `http://` when the endpoint has no scheme, so `127.0.0.1:50051` works as typed.
 fn normalize_endpoint(endpoint: &str) -> String {
@@ -64,7 +165,7 @@ fn normalize_endpoint(endpoint: &str) -> String {
 }
 
 /// `error: cause: cause ...`, because tonic's transport errors hide the useful part in sources.
-fn error_chain(error: &dyn StdError) -> String {
+pub fn error_chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -78,121 +179,500 @@ fn error_chain(error: &dyn StdError) -> String {
     text
 }
 
-fn endpoint_config(endpoint: &str) -> Result<Endpoint, ClientError> {
-    let normalized = normalize_endpoint(endpoint);
-    Endpoint::from_shared(normalized)
-        .map(|config| {
-            config
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(REQUEST_TIMEOUT)
-        })
-        .map_err(|error| ClientError::InvalidEndpoint {
-            endpoint: endpoint.to_owned(),
-            detail: error_chain(&error),
-        })
-}
-
-/// Connects to the records service at `endpoint` (`http://host:port`, or `host:port`)
-/// for queries; fails fast with a message that says what to start.
-pub async fn connect(endpoint: &str) -> Result<RecordsServiceClient<Channel>, ClientError> {
-    let channel = endpoint_config(endpoint)?
-        .connect()
-        .await
-        .map_err(|error| ClientError::Unreachable {
-            endpoint: endpoint.to_owned(),
-            detail: error_chain(&error),
+fn endpoint_config(options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let invalid = |detail: String| ClientError::InvalidEndpoint {
+        endpoint: options.endpoint.clone(),
+        detail,
+    };
+    let normalized = normalize_endpoint(&options.endpoint);
+    let mut endpoint = Endpoint::from_shared(normalized.clone())
+        .map_err(|error| invalid(error_chain(&error)))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+    if normalized.starts_with("https://") {
+        let Some(ca_file) = &options.tls_ca_file else {
+            return Err(invalid(
+                "https needs the CA certificate that signed the service's certificate \
+                 ([records] tls_ca_file, or --tls-ca-file)"
+                    .into(),
+            ));
+        };
+        let pem = std::fs::read(ca_file).map_err(|source| ClientError::File {
+            what: "TLS CA file",
+            path: ca_file.clone(),
+            source,
         })?;
-    Ok(RecordsServiceClient::new(channel))
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .map_err(|error| invalid(error_chain(&error)))?;
+    }
+    Ok(endpoint)
 }
 
-/// Queues call records for delivery. Cheap to clone; one per call is fine.
+fn credentials(options: &ClientOptions) -> Result<Credentials, ClientError> {
+    let authorization = options
+        .token
+        .as_ref()
+        .filter(|token| !token.is_empty())
+        .map(|token| {
+            AsciiMetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                ClientError::BadMetadata(
+                    "the token contains characters a header cannot carry".into(),
+                )
+            })
+        })
+        .transpose()?;
+    let reason = options
+        .reason
+        .as_ref()
+        .filter(|reason| !reason.is_empty())
+        .map(|reason| BinaryMetadataValue::from_bytes(reason.as_bytes()));
+    Ok(Credentials {
+        authorization,
+        reason,
+    })
+}
+
+/// Connects to the records service for queries; fails fast with a message that says
+/// what to start.
+pub async fn connect(options: &ClientOptions) -> Result<RecordsClient, ClientError> {
+    let credentials = credentials(options)?;
+    let channel =
+        endpoint_config(options)?
+            .connect()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                endpoint: options.endpoint.clone(),
+                detail: error_chain(&error),
+            })?;
+    Ok(RecordsServiceClient::with_interceptor(channel, credentials))
+}
+
+/// The wire form of a call-flow milestone.
+pub fn wire_milestone(milestone: &Milestone, snapshot: &CallRecord) -> CallMilestone {
+    let (kind, operator_uri, operator_failure) = match milestone {
+        Milestone::Received => (WireMilestone::Received, "", EndReason::Unspecified),
+        Milestone::Answered => (WireMilestone::Answered, "", EndReason::Unspecified),
+        Milestone::PromptStarted => (WireMilestone::PromptStarted, "", EndReason::Unspecified),
+        Milestone::PromptFinished => (WireMilestone::PromptFinished, "", EndReason::Unspecified),
+        Milestone::PromptInterrupted => {
+            (WireMilestone::PromptInterrupted, "", EndReason::Unspecified)
+        }
+        Milestone::OperatorDialed { uri } => (
+            WireMilestone::OperatorDialed,
+            uri.as_str(),
+            EndReason::Unspecified,
+        ),
+        Milestone::OperatorRinging => (WireMilestone::OperatorRinging, "", EndReason::Unspecified),
+        Milestone::OperatorAnswered => {
+            (WireMilestone::OperatorAnswered, "", EndReason::Unspecified)
+        }
+        Milestone::OperatorFailed { reason } => (WireMilestone::OperatorFailed, "", *reason),
+    };
+    CallMilestone {
+        milestone: kind as i32,
+        operator_uri: operator_uri.to_owned(),
+        operator_failure: operator_failure as i32,
+        snapshot: Some(snapshot.clone()),
+    }
+}
+
+/// One event on its way into the spool; `durable` hears when it is on disk (or not).
+struct SpoolRequest {
+    /// The event, not yet numbered.
+    event: NodeEvent,
+    /// Told `true` once written and synced, `false` if the spool failed.
+    durable: Option<oneshot::Sender<bool>>,
+}
+
+/// Queues call events for the spool and delivery. Cheap to clone; one per call is fine.
 #[derive(Debug, Clone)]
 pub struct RecordSender {
-    queue: mpsc::UnboundedSender<CallRecord>,
+    /// Into the spool task.
+    queue: mpsc::UnboundedSender<SpoolRequest>,
+    /// Whether the last spool write (or check) worked.
+    spool_healthy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SpoolRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolRequest")
+            .field("call_id", &self.event.call_id)
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl RecordSender {
-    /// Starts the delivery task for `endpoint` (must run inside a Tokio runtime).
-    /// Nothing is dialled until the first record is queued.
-    pub fn spawn(endpoint: String) -> (RecordSender, RecordDelivery) {
-        if let Err(error) = endpoint_config(&endpoint) {
-            // Still start: records are retried, then logged in full at shutdown.
-            error!(%error, "records will not be delivered until the endpoint is fixed");
+    /// Starts the spool and delivery tasks (inside a Tokio runtime). Events recovered
+    /// from the spool go first; then a `NodeStarted` event marks this start, so the
+    /// service can mark calls this switchboard had up before as interrupted.
+    pub fn spawn(
+        spool: Spool,
+        recovered: Recovered,
+        options: ClientOptions,
+    ) -> (RecordSender, RecordDelivery) {
+        if let Err(error) = endpoint_config(&options) {
+            // Still start: events are spooled and retried.
+            error!(%error, "events will not be delivered until the endpoint is fixed");
         }
-        let (queue, receiver) = mpsc::unbounded_channel();
+        if !recovered.unacked.is_empty() {
+            info!(
+                events = recovered.unacked.len(),
+                spool = %spool.dir().display(),
+                "delivering events left in the spool by the previous run"
+            );
+        }
+        let (queue, requests) = mpsc::unbounded_channel();
+        let (deliver, to_deliver) = mpsc::unbounded_channel();
+        let (acks, acked) = mpsc::unbounded_channel();
+        for event in recovered.unacked {
+            let _ = deliver.send(event);
+        }
+        let spool_healthy = Arc::new(AtomicBool::new(true));
+        let (stop_spool, stop_signal) = oneshot::channel();
+        let spool_task = tokio::spawn(
+            SpoolTask {
+                spool: Some(spool),
+                requests,
+                deliver: Some(deliver),
+                stop: Some(stop_signal),
+                acked,
+                unwritten: Vec::new(),
+                healthy: spool_healthy.clone(),
+            }
+            .run(),
+        );
         let (finish, finish_signal) = oneshot::channel();
-        let task = DeliveryTask {
-            connection: Connection {
-                endpoint,
-                client: None,
-            },
-            queue: receiver,
-            shutdown: Shutdown {
-                signal: Some(finish_signal),
-                deadline: None,
-            },
-            stats: DeliveryStats::default(),
+        let delivery_task = tokio::spawn(
+            DeliveryTask {
+                connection: Connection {
+                    options,
+                    client: None,
+                },
+                events: to_deliver,
+                pending: VecDeque::new(),
+                acks,
+                shutdown: Shutdown {
+                    signal: Some(finish_signal),
+                    deadline: None,
+                },
+                stats: DeliveryStats::default(),
+            }
+            .run(),
+        );
+        let sender = RecordSender {
+            queue,
+            spool_healthy,
         };
-        let handle = tokio::spawn(task.run());
+        sender.enqueue(
+            NodeEvent {
+                at_ms: now_ms(),
+                kind: Some(NodeKind::NodeStarted(NodeStarted {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                })),
+                ..NodeEvent::default()
+            },
+            None,
+        );
         (
-            RecordSender { queue },
+            sender,
             RecordDelivery {
                 finish,
-                task: handle,
+                stop_spool,
+                spool_task,
+                delivery_task,
             },
         )
     }
 
-    /// Queues `record`; never blocks, never fails. After shutdown the record is logged
-    /// at `error!` level as JSON instead.
+    fn enqueue(&self, event: NodeEvent, durable: Option<oneshot::Sender<bool>>) {
+        if let Err(mpsc::error::SendError(request)) =
+            self.queue.send(SpoolRequest { event, durable })
+        {
+            log_lost(&request.event, "records delivery has already shut down");
+        }
+    }
+
+    /// The call ended: queues its final record. Never blocks, never fails.
     pub fn send(&self, record: CallRecord) {
-        if let Err(mpsc::error::SendError(record)) = self.queue.send(record) {
-            log_undelivered(&record, "records delivery has already shut down");
+        let event = NodeEvent {
+            at_ms: if record.ended_at_ms != 0 {
+                record.ended_at_ms
+            } else {
+                now_ms()
+            },
+            call_id: record.call_id.clone(),
+            kind: Some(NodeKind::Ended(record)),
+            ..NodeEvent::default()
+        };
+        self.enqueue(event, None);
+    }
+
+    /// Records a milestone of a call and waits (at most a second) until it is on disk,
+    /// so a call is not answered before its arrival is durable.
+    pub async fn milestone(&self, milestone: &Milestone, snapshot: &CallRecord) {
+        let (durable, written) = oneshot::channel();
+        self.enqueue(
+            NodeEvent {
+                at_ms: now_ms(),
+                call_id: snapshot.call_id.clone(),
+                kind: Some(NodeKind::Milestone(wire_milestone(milestone, snapshot))),
+                ..NodeEvent::default()
+            },
+            Some(durable),
+        );
+        match tokio::time::timeout(MILESTONE_DURABLE_WAIT, written).await {
+            Ok(Ok(true)) => {}
+            Ok(_) => {
+                debug!(call_id = %snapshot.call_id, "milestone not spooled (spool failing); it is still delivered")
+            }
+            Err(_) => warn!(call_id = %snapshot.call_id, "spool slower than 1 s; the call goes on"),
+        }
+    }
+
+    /// Whether the spool is writable; when not, new calls must be refused (or carried
+    /// on unspooled, per `[records] on_spool_failure`).
+    pub fn spool_healthy(&self) -> bool {
+        self.spool_healthy.load(Ordering::Acquire)
+    }
+}
+
+/// What happened to the events queued through a [`RecordSender`]; returned at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Events the service stored.
+    pub delivered: u64,
+    /// Events the service already had (a retry after a lost acknowledgement).
+    pub already_stored: u64,
+    /// Events the service rejected as invalid; logged in full, not retried.
+    pub rejected: u64,
+    /// Events still unacknowledged at the deadline: they stay in the spool for the next start.
+    pub left_in_spool: u64,
+}
+
+/// Handle on the spool and delivery tasks; call [`RecordDelivery::finish`] at shutdown.
+#[derive(Debug)]
+pub struct RecordDelivery {
+    /// Tells delivery the shutdown deadline.
+    finish: oneshot::Sender<Instant>,
+    /// Tells the spool task to spool what is queued and take nothing more.
+    stop_spool: oneshot::Sender<()>,
+    /// Ends once every sender is gone and the queue is spooled.
+    spool_task: JoinHandle<()>,
+    /// Ends when everything is delivered or the deadline passed.
+    delivery_task: JoinHandle<DeliveryStats>,
+}
+
+impl RecordDelivery {
+    /// Spools what is queued (later sends are logged, not queued), then keeps delivering
+    /// until everything is acknowledged or `deadline` has passed; what is left stays in
+    /// the spool.
+    pub async fn finish(self, deadline: Duration) -> DeliveryStats {
+        // If a task is already gone the send fails; joining below reports why.
+        let _ = self.stop_spool.send(());
+        let _ = self.finish.send(Instant::now() + deadline);
+        let stats = match self.delivery_task.await {
+            Ok(stats) => stats,
+            Err(join_error) => {
+                error!(error = %join_error, "records delivery task failed; events stay in the spool");
+                DeliveryStats::default()
+            }
+        };
+        if let Err(join_error) = self.spool_task.await {
+            error!(error = %join_error, "spool task failed");
+        }
+        stats
+    }
+}
+
+/// Owns the spool: numbers, writes and syncs events, then hands them to delivery.
+struct SpoolTask {
+    /// The spool (moved into blocking tasks while they run).
+    spool: Option<Spool>,
+    /// Events from the call tasks.
+    requests: mpsc::UnboundedReceiver<SpoolRequest>,
+    /// Written events, on to delivery; dropped at shutdown so delivery can finish.
+    deliver: Option<mpsc::UnboundedSender<NodeEvent>>,
+    /// Shutdown: spool what is queued, accept nothing more.
+    stop: Option<oneshot::Receiver<()>>,
+    /// Acknowledged sequence numbers, from delivery.
+    acked: mpsc::UnboundedReceiver<u64>,
+    /// Numbered events the spool failed to write, retried in order.
+    unwritten: Vec<NodeEvent>,
+    /// Shared with the senders.
+    healthy: Arc<AtomicBool>,
+}
+
+impl SpoolTask {
+    async fn run(mut self) {
+        let mut check = tokio::time::interval(SPOOL_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                request = self.requests.recv(), if self.deliver.is_some() => match request {
+                    Some(request) => {
+                        let mut batch = vec![request];
+                        while batch.len() < SPOOL_BATCH {
+                            match self.requests.try_recv() {
+                                Ok(more) => batch.push(more),
+                                Err(_) => break,
+                            }
+                        }
+                        self.write(batch).await;
+                    }
+                    None => self.close().await,
+                },
+                () = stopped(&mut self.stop) => {
+                    self.stop = None;
+                    self.close().await;
+                }
+                acked = self.acked.recv() => match acked {
+                    Some(seq) => self.ack(seq).await,
+                    None => return,
+                },
+                _ = check.tick() => self.check().await,
+            }
+        }
+    }
+
+    /// Takes nothing more; spools what is queued; lets delivery finish once it is sent.
+    async fn close(&mut self) {
+        self.requests.close();
+        let mut rest = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            rest.push(request);
+        }
+        if !rest.is_empty() {
+            self.write(rest).await;
+        }
+        self.deliver = None;
+    }
+
+    /// Runs `work` on the spool in a blocking thread.
+    async fn with_spool<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Spool) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut spool = self.spool.take()?;
+        match tokio::task::spawn_blocking(move || {
+            let result = work(&mut spool);
+            (spool, result)
+        })
+        .await
+        {
+            Ok((spool, result)) => {
+                self.spool = Some(spool);
+                Some(result)
+            }
+            Err(join_error) => {
+                error!(error = %join_error, "spool I/O task failed; the spool is unusable until restart");
+                self.healthy.store(false, Ordering::Release);
+                None
+            }
+        }
+    }
+
+    async fn write(&mut self, batch: Vec<SpoolRequest>) {
+        let (mut events, waiters): (Vec<NodeEvent>, Vec<Option<oneshot::Sender<bool>>>) =
+            batch.into_iter().map(|r| (r.event, r.durable)).unzip();
+        let mut to_write = std::mem::take(&mut self.unwritten);
+        let first_new = to_write.len();
+        let result = self
+            .with_spool(move |spool| {
+                spool.assign(&mut events);
+                to_write.extend(events);
+                let written = spool.write(&to_write);
+                (to_write, written)
+            })
+            .await;
+        let Some((all, written)) = result else {
+            for waiter in waiters.into_iter().flatten() {
+                let _ = waiter.send(false);
+            }
+            return;
+        };
+        let ok = self.outcome(written, &all);
+        if let Some(deliver) = &self.deliver {
+            for event in &all[first_new..] {
+                // Delivered even when the disk failed: the service is then the only copy.
+                let _ = deliver.send(event.clone());
+            }
+        }
+        if !ok {
+            self.unwritten = all;
+        }
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.send(ok);
+        }
+    }
+
+    fn outcome(&self, written: Result<(), SpoolError>, events: &[NodeEvent]) -> bool {
+        match written {
+            Ok(()) => {
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    info!(
+                        events = events.len(),
+                        "spool writable again; events written"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                if self.healthy.swap(false, Ordering::AcqRel) {
+                    error!(%error, "cannot write the records spool: events are sent from memory only, and new calls are refused unless [records] on_spool_failure = \"continue\"");
+                }
+                false
+            }
+        }
+    }
+
+    async fn check(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.write(Vec::new()).await;
+            return;
+        }
+        let checked = self
+            .with_spool(|spool| {
+                let next = spool.next_seq();
+                spool.check_active(next)
+            })
+            .await;
+        if let Some(checked) = checked {
+            self.outcome(checked, &[]);
+        }
+    }
+
+    async fn ack(&mut self, seq: u64) {
+        if let Some(Err(error)) = self.with_spool(move |spool| spool.ack(seq)).await {
+            warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
         }
     }
 }
 
-/// What happened to the records queued through a [`RecordSender`]; returned at shutdown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeliveryStats {
-    /// Records the service stored.
-    pub delivered: u64,
-    /// Records the service already had (a retry after a lost acknowledgement).
-    pub already_stored: u64,
-    /// Records the service rejected as invalid; logged in full, not retried.
-    pub rejected: u64,
-    /// Records still queued at the deadline; logged in full at `error!`.
-    pub undelivered: u64,
-}
-
-/// Handle on the delivery task; keep it and call [`RecordDelivery::finish`] at shutdown.
-#[derive(Debug)]
-pub struct RecordDelivery {
-    finish: oneshot::Sender<Instant>,
-    task: JoinHandle<DeliveryStats>,
-}
-
-impl RecordDelivery {
-    /// Stops accepting records and keeps delivering the queue until it is empty or
-    /// `deadline` has passed; whatever is left is logged at `error!` as JSON.
-    pub async fn finish(self, deadline: Duration) -> DeliveryStats {
-        // If the task is already gone the send fails; joining below reports why.
-        let _ = self.finish.send(Instant::now() + deadline);
-        match self.task.await {
-            Ok(stats) => stats,
-            Err(join_error) => {
-                error!(error = %join_error, "records delivery task failed; queued records may be lost");
-                DeliveryStats::default()
-            }
+/// Completes when shutdown is signalled (or its sender dropped); never once handled.
+async fn stopped(stop: &mut Option<oneshot::Receiver<()>>) {
+    match stop {
+        Some(signal) => {
+            let _ = signal.await;
         }
+        None => std::future::pending().await,
     }
 }
 
 /// What one delivery attempt came to.
 enum Attempt {
-    /// Stored (`true`) or already there (`false`).
-    Delivered(bool),
-    /// The service says the record itself is bad; retrying cannot help.
+    /// Stored / already there.
+    Delivered {
+        /// Newly stored.
+        stored: u32,
+        /// Already stored.
+        duplicates: u32,
+    },
+    /// The service says the events themselves are bad; retrying cannot help.
     Rejected(tonic::Status),
     /// Worth retrying: the message says why it failed.
     Failed(String),
@@ -200,31 +680,40 @@ enum Attempt {
 
 /// The lazily made connection to the records service.
 struct Connection {
-    endpoint: String,
-    client: Option<RecordsServiceClient<Channel>>,
+    /// Where and how to connect.
+    options: ClientOptions,
+    /// The client once connected.
+    client: Option<RecordsClient>,
 }
 
 impl Connection {
-    async fn attempt(&mut self, record: &CallRecord) -> Attempt {
+    async fn attempt(&mut self, events: &[NodeEvent]) -> Attempt {
         if self.client.is_none() {
-            let config = match endpoint_config(&self.endpoint) {
-                Ok(config) => config,
+            match connect(&self.options).await {
+                Ok(client) => self.client = Some(client),
                 Err(error) => return Attempt::Failed(error.to_string()),
-            };
-            match config.connect().await {
-                Ok(channel) => self.client = Some(RecordsServiceClient::new(channel)),
-                Err(error) => return Attempt::Failed(error_chain(&error)),
             }
         }
         let Some(client) = self.client.as_mut() else {
             return Attempt::Failed("not connected".to_owned());
         };
-        let request = LogCallRequest {
-            record: Some(record.clone()),
+        let request = LogEventsRequest {
+            events: events.to_vec(),
         };
-        match client.log_call(request).await {
-            Ok(response) => Attempt::Delivered(response.into_inner().inserted),
-            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+        match client.log_events(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                Attempt::Delivered {
+                    stored: response.stored,
+                    duplicates: response.duplicates,
+                }
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::AlreadyExists
+                ) =>
+            {
                 Attempt::Rejected(status)
             }
             Err(status) => {
@@ -240,7 +729,7 @@ impl Connection {
 struct Shutdown {
     /// `None` once the deadline arrived or the handle was dropped without finishing.
     signal: Option<oneshot::Receiver<Instant>>,
-    /// Set once shutdown is requested: deliver until then, then give up.
+    /// Set once shutdown is requested: deliver until then, then stop.
     deadline: Option<Instant>,
 }
 
@@ -260,55 +749,90 @@ impl Shutdown {
     }
 }
 
-/// The background task that owns the queue and the connection.
+/// Sends spooled events in order and reports acknowledgements back to the spool.
 struct DeliveryTask {
+    /// The service.
     connection: Connection,
-    queue: mpsc::UnboundedReceiver<CallRecord>,
+    /// Written events from the spool task.
+    events: mpsc::UnboundedReceiver<NodeEvent>,
+    /// Received, not yet acknowledged, in order.
+    pending: VecDeque<NodeEvent>,
+    /// Acknowledged sequence numbers, to the spool task.
+    acks: mpsc::UnboundedSender<u64>,
+    /// Shutdown request.
     shutdown: Shutdown,
+    /// Counters.
     stats: DeliveryStats,
 }
 
 impl DeliveryTask {
     async fn run(mut self) -> DeliveryStats {
-        while let Some(record) = self.next_record().await {
-            if !self.deliver(&record).await {
-                // Close first, so a record sent from now on is logged by `send`, not dropped.
-                self.queue.close();
-                self.give_up(&record);
-                while let Ok(rest) = self.queue.try_recv() {
-                    self.give_up(&rest);
-                }
+        loop {
+            if self.pending.is_empty() && !self.next_events().await {
                 break;
             }
+            while self.pending.len() < DELIVERY_BATCH {
+                match self.events.try_recv() {
+                    Ok(event) => self.pending.push_back(event),
+                    Err(_) => break,
+                }
+            }
+            if !self.deliver_batch().await {
+                break;
+            }
+        }
+        while let Ok(event) = self.events.try_recv() {
+            self.pending.push_back(event);
+        }
+        self.stats.left_in_spool = self.pending.len() as u64;
+        if !self.pending.is_empty() {
+            warn!(
+                events = self.pending.len(),
+                "shutdown deadline passed before every event was acknowledged; they stay in the spool and are sent after the next start"
+            );
         }
         self.stats
     }
 
-    /// The next queued record, or `None` once the queue is closed and drained.
-    async fn next_record(&mut self) -> Option<CallRecord> {
+    /// Waits for the next event; `false` once the senders are gone and all is sent,
+    /// or the deadline passed.
+    async fn next_events(&mut self) -> bool {
         loop {
-            if self.shutdown.deadline.is_some() {
-                // Senders still alive now get their records logged instead of queued.
-                self.queue.close();
-                return self.queue.recv().await;
-            }
-            tokio::select! {
-                biased;
-                record = self.queue.recv() => return record,
-                () = self.shutdown.requested() => {}
+            let event = if let Some(deadline) = self.shutdown.deadline {
+                match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => return false,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    event = self.events.recv() => event,
+                    () = self.shutdown.requested() => continue,
+                }
+            };
+            match event {
+                Some(event) => {
+                    self.pending.push_back(event);
+                    return true;
+                }
+                None => return false,
             }
         }
     }
 
-    /// Retries `record` until it is delivered or rejected (`true`), or the shutdown
-    /// deadline passes (`false`). Later records wait: delivery stays in order.
-    async fn deliver(&mut self, record: &CallRecord) -> bool {
+    /// Retries the front batch until it is delivered or rejected (`true`), or the
+    /// shutdown deadline passes (`false`).
+    async fn deliver_batch(&mut self) -> bool {
+        let batch: Vec<NodeEvent> = self.pending.iter().take(DELIVERY_BATCH).cloned().collect();
+        let Some(last_seq) = batch.last().map(|event| event.node_seq) else {
+            return true;
+        };
         let mut backoff = INITIAL_BACKOFF;
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
             let outcome = {
-                let attempt = self.connection.attempt(record);
+                let attempt = self.connection.attempt(&batch);
                 tokio::pin!(attempt);
                 loop {
                     if let Some(deadline) = self.shutdown.deadline {
@@ -324,36 +848,37 @@ impl DeliveryTask {
                 return false;
             };
             match outcome {
-                Attempt::Delivered(inserted) => {
-                    if inserted {
-                        self.stats.delivered += 1;
-                    } else {
-                        self.stats.already_stored += 1;
-                    }
-                    debug!(call_id = %record.call_id, inserted, attempts, "call record delivered");
-                    return true;
+                Attempt::Delivered { stored, duplicates } => {
+                    self.stats.delivered += u64::from(stored);
+                    self.stats.already_stored += u64::from(duplicates);
+                    debug!(
+                        events = batch.len(),
+                        stored, duplicates, attempts, "events delivered"
+                    );
                 }
                 Attempt::Rejected(status) => {
-                    self.stats.rejected += 1;
-                    error!(
-                        call_id = %record.call_id,
-                        endpoint = %self.connection.endpoint,
-                        error = %status.message(),
-                        record = %record_json(record),
-                        "records service rejected call record; not retrying"
-                    );
-                    return true;
+                    self.stats.rejected += batch.len() as u64;
+                    for event in &batch {
+                        error!(
+                            node_seq = event.node_seq,
+                            call_id = %event.call_id,
+                            endpoint = %self.connection.options.endpoint,
+                            error = %status.message(),
+                            event = %event_json(event),
+                            "records service rejected an event; not retrying (it will show as a gap)"
+                        );
+                    }
                 }
                 Attempt::Failed(error) => {
                     // Half fixed, half random: spreads retries without ever waiting long.
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     warn!(
-                        call_id = %record.call_id,
-                        endpoint = %self.connection.endpoint,
+                        endpoint = %self.connection.options.endpoint,
                         %error,
+                        events = batch.len(),
                         attempts,
                         retry_in_ms = u64::try_from(jittered.as_millis()).unwrap_or(u64::MAX),
-                        "cannot deliver call record; will retry"
+                        "cannot deliver call events; they are spooled, will retry"
                     );
                     if !self.sleep(jittered).await {
                         return false;
@@ -364,8 +889,12 @@ impl DeliveryTask {
                         MAX_BACKOFF
                     };
                     backoff = (backoff * 2).min(cap);
+                    continue;
                 }
             }
+            self.pending.drain(..batch.len());
+            let _ = self.acks.send(last_seq);
+            return true;
         }
     }
 
@@ -390,20 +919,29 @@ impl DeliveryTask {
             }
         }
     }
-
-    /// The one place a record leaves courtline's hands undelivered.
-    /// Issue #5: append it to a durable spool here and replay the spool on start.
-    fn give_up(&mut self, record: &CallRecord) {
-        self.stats.undelivered += 1;
-        log_undelivered(record, "shutdown deadline passed before delivery");
-    }
 }
 
-fn log_undelivered(record: &CallRecord, why: &str) {
+/// An event as one JSON line for the logs, with the record in `calls list` form.
+fn event_json(event: &NodeEvent) -> String {
+    let record = match &event.kind {
+        Some(NodeKind::Ended(record)) => Some(record),
+        Some(NodeKind::Milestone(milestone)) => milestone.snapshot.as_ref(),
+        _ => None,
+    };
+    format!(
+        "{{\"node_id\":{:?},\"node_seq\":{},\"at_ms\":{},\"record\":{}}}",
+        event.node_id,
+        event.node_seq,
+        event.at_ms,
+        record.map_or_else(|| "null".to_owned(), record_json)
+    )
+}
+
+fn log_lost(event: &NodeEvent, why: &str) {
     error!(
-        call_id = %record.call_id,
-        record = %record_json(record),
-        "call record NOT delivered to the records service ({why}); the full record is in this line"
+        call_id = %event.call_id,
+        event = %event_json(event),
+        "call event NOT spooled or delivered ({why}); the full event is in this line"
     );
 }
 
@@ -421,11 +959,13 @@ mod tests {
             normalize_endpoint("https://records:443"),
             "https://records:443"
         );
-        assert!(endpoint_config("http://[::1]:50051").is_ok());
+        assert!(endpoint_config(&ClientOptions::new("http://[::1]:50051")).is_ok());
         assert!(matches!(
-            endpoint_config("http://bad host"),
+            endpoint_config(&ClientOptions::new("http://bad host")),
             Err(ClientError::InvalidEndpoint { .. })
         ));
+        let https = endpoint_config(&ClientOptions::new("https://records:443")).unwrap_err();
+        assert!(https.to_string().contains("tls_ca_file"), "{https}");
     }
 
     #[tokio::test]
@@ -433,30 +973,43 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let error = connect(&address.to_string()).await.unwrap_err();
+        let error = connect(&ClientOptions::new(address.to_string()))
+            .await
+            .unwrap_err();
         let text = error.to_string();
         assert!(text.contains(&address.to_string()), "{text}");
         assert!(text.contains("courtline records serve"), "{text}");
     }
 
     #[tokio::test]
-    async fn unreachable_service_logs_records_at_the_deadline() {
+    async fn unreachable_service_leaves_events_in_the_spool() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let (sender, delivery) = RecordSender::spawn(address.to_string());
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, recovered) = Spool::open(dir.path(), None).unwrap();
+        let (sender, delivery) =
+            RecordSender::spawn(spool, recovered, ClientOptions::new(address.to_string()));
         for n in 0..3 {
             sender.send(CallRecord {
                 call_id: format!("00000000-0000-4000-8000-00000000000{n}"),
                 ..CallRecord::default()
             });
         }
+        let snapshot = CallRecord {
+            call_id: "00000000-0000-4000-8000-000000000009".into(),
+            ..CallRecord::default()
+        };
+        sender.milestone(&Milestone::Received, &snapshot).await;
+        assert!(sender.spool_healthy());
+        drop(sender);
         let started = std::time::Instant::now();
         let stats = delivery.finish(Duration::from_millis(500)).await;
         assert!(started.elapsed() < Duration::from_secs(3));
-        assert_eq!(stats.undelivered, 3);
+        // NodeStarted, three records, one milestone.
+        assert_eq!(stats.left_in_spool, 5, "{stats:?}");
         assert_eq!(stats.delivered, 0);
-        // Sending after shutdown neither panics nor blocks.
-        sender.send(CallRecord::default());
+        let (_, recovered) = Spool::open(dir.path(), None).unwrap();
+        assert_eq!(recovered.unacked.len(), 5);
     }
 }

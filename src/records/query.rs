@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::pb::{CallRecord, EndReason};
+use super::pb::{CallRecord, CallState, EndReason};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -40,6 +40,7 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::MediaTimeout => "media_timeout",
         EndReason::Error => "error",
         EndReason::NoAck => "no_ack",
+        EndReason::SessionExpired => "session_expired",
     }
 }
 
@@ -55,7 +56,7 @@ pub fn parse_end_reason(text: &str) -> Option<EndReason> {
         .find(|reason| end_reason_name(*reason) == name)
 }
 
-const ALL_END_REASONS: [EndReason; 12] = [
+const ALL_END_REASONS: [EndReason; 13] = [
     EndReason::Unspecified,
     EndReason::CallerHungUpDuringPrompt,
     EndReason::CallerHungUp,
@@ -68,6 +69,7 @@ const ALL_END_REASONS: [EndReason; 12] = [
     EndReason::MediaTimeout,
     EndReason::Error,
     EndReason::NoAck,
+    EndReason::SessionExpired,
 ];
 
 /// Parses a `--since`/`--until` value into Unix ms. Accepts RFC 3339
@@ -112,7 +114,7 @@ pub fn write_calls(
     match format {
         OutputFormat::Table => write_table(records, out),
         OutputFormat::Json => {
-            let rows: Vec<ExportRow<'_>> = records.iter().map(ExportRow::from).collect();
+            let rows: Vec<ExportRow> = records.iter().map(ExportRow::from).collect();
             serde_json::to_writer_pretty(&mut *out, &rows)?;
             writeln!(out)
         }
@@ -133,19 +135,20 @@ pub fn record_json(record: &CallRecord) -> String {
     })
 }
 
-/// Every CallRecord field in proto order, times also as RFC 3339, end reason by name.
-/// Field order here is the column order of JSON objects and CSV.
-#[derive(Debug, Serialize)]
-struct ExportRow<'a> {
-    call_id: &'a str,
-    sip_call_id: &'a str,
-    line_number: &'a str,
-    court_name: &'a str,
-    caller_number: &'a str,
-    caller_display_name: &'a str,
-    caller_source: &'a str,
-    user_agent: &'a str,
-    codec: &'a str,
+/// Every CallRecord field in proto order, times also as RFC 3339, end reason and state
+/// by name. Field order here is the column order of JSON objects, CSV and exports;
+/// exports hash each row's JSON in exactly this form, so it must stay stable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportRow {
+    call_id: String,
+    sip_call_id: String,
+    line_number: String,
+    court_name: String,
+    caller_number: String,
+    caller_display_name: String,
+    caller_source: String,
+    user_agent: String,
+    codec: String,
     received_at: Option<String>,
     received_at_ms: i64,
     answered_at: Option<String>,
@@ -158,21 +161,37 @@ struct ExportRow<'a> {
     operator_answered_at_ms: i64,
     ended_at: Option<String>,
     ended_at_ms: i64,
-    prompt_id: &'a str,
-    prompt_sha256: &'a str,
+    prompt_id: String,
+    prompt_sha256: String,
     prompt_length_ms: u32,
     prompt_ms_sent: u32,
     prompt_completed: bool,
-    dtmf_during_prompt: &'a str,
-    operator_uri: &'a str,
-    end_reason: Cow<'static, str>,
+    dtmf_during_prompt: String,
+    operator_uri: String,
+    end_reason: String,
     sip_final_status: u32,
     rtp_packets_sent: u64,
     rtp_packets_received: u64,
+    state: String,
+    flagged: bool,
+    node_id: String,
+}
+
+impl ExportRow {
+    /// The row's call id.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// The canonical JSON of the row: what exports hash.
+    pub fn canonical_json(&self) -> String {
+        // Strings, numbers and booleans always serialise.
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-const CSV_HEADER: [&str; 32] = [
+pub const CSV_HEADER: [&str; 35] = [
     "call_id",
     "sip_call_id",
     "line_number",
@@ -205,20 +224,23 @@ const CSV_HEADER: [&str; 32] = [
     "sip_final_status",
     "rtp_packets_sent",
     "rtp_packets_received",
+    "state",
+    "flagged",
+    "node_id",
 ];
 
-impl<'a> From<&'a CallRecord> for ExportRow<'a> {
-    fn from(r: &'a CallRecord) -> Self {
+impl From<&CallRecord> for ExportRow {
+    fn from(r: &CallRecord) -> Self {
         ExportRow {
-            call_id: &r.call_id,
-            sip_call_id: &r.sip_call_id,
-            line_number: &r.line_number,
-            court_name: &r.court_name,
-            caller_number: &r.caller_number,
-            caller_display_name: &r.caller_display_name,
-            caller_source: &r.caller_source,
-            user_agent: &r.user_agent,
-            codec: &r.codec,
+            call_id: r.call_id.clone(),
+            sip_call_id: r.sip_call_id.clone(),
+            line_number: r.line_number.clone(),
+            court_name: r.court_name.clone(),
+            caller_number: r.caller_number.clone(),
+            caller_display_name: r.caller_display_name.clone(),
+            caller_source: r.caller_source.clone(),
+            user_agent: r.user_agent.clone(),
+            codec: r.codec.clone(),
             received_at: rfc3339(r.received_at_ms),
             received_at_ms: r.received_at_ms,
             answered_at: rfc3339(r.answered_at_ms),
@@ -231,17 +253,20 @@ impl<'a> From<&'a CallRecord> for ExportRow<'a> {
             operator_answered_at_ms: r.operator_answered_at_ms,
             ended_at: rfc3339(r.ended_at_ms),
             ended_at_ms: r.ended_at_ms,
-            prompt_id: &r.prompt_id,
-            prompt_sha256: &r.prompt_sha256,
+            prompt_id: r.prompt_id.clone(),
+            prompt_sha256: r.prompt_sha256.clone(),
             prompt_length_ms: r.prompt_length_ms,
             prompt_ms_sent: r.prompt_ms_sent,
             prompt_completed: r.prompt_completed,
-            dtmf_during_prompt: &r.dtmf_during_prompt,
-            operator_uri: &r.operator_uri,
-            end_reason: end_reason_label(r.end_reason),
+            dtmf_during_prompt: r.dtmf_during_prompt.clone(),
+            operator_uri: r.operator_uri.clone(),
+            end_reason: end_reason_label(r.end_reason).into_owned(),
             sip_final_status: r.sip_final_status,
             rtp_packets_sent: r.rtp_packets_sent,
             rtp_packets_received: r.rtp_packets_received,
+            state: state_label(r.state).into_owned(),
+            flagged: r.flagged,
+            node_id: r.node_id.clone(),
         }
     }
 }
@@ -252,6 +277,45 @@ fn end_reason_label(value: i32) -> Cow<'static, str> {
         Ok(reason) => Cow::Borrowed(end_reason_name(reason)),
         Err(_) => Cow::Owned(format!("unknown_{value}")),
     }
+}
+
+/// The name of a raw call state ("ended", "interrupted", "in_progress").
+pub fn state_label(value: i32) -> Cow<'static, str> {
+    match CallState::try_from(value) {
+        Ok(CallState::Unspecified) => Cow::Borrowed("unspecified"),
+        Ok(CallState::InProgress) => Cow::Borrowed("in_progress"),
+        Ok(CallState::Ended) => Cow::Borrowed("ended"),
+        Ok(CallState::Interrupted) => Cow::Borrowed("interrupted"),
+        Err(_) => Cow::Owned(format!("unknown_{value}")),
+    }
+}
+
+/// Parses a call state name as typed on the command line.
+pub fn parse_state(text: &str) -> Option<CallState> {
+    [
+        CallState::InProgress,
+        CallState::Ended,
+        CallState::Interrupted,
+    ]
+    .into_iter()
+    .find(|state| state_label(*state as i32) == text.trim().to_ascii_lowercase().replace('-', "_"))
+}
+
+/// Every field of `record` by CSV column name, as text; `verify` diffs rows with it.
+pub fn record_fields(record: &CallRecord) -> Vec<(&'static str, String)> {
+    let value = serde_json::to_value(ExportRow::from(record)).unwrap_or_default();
+    CSV_HEADER
+        .iter()
+        .map(|name| {
+            (
+                *name,
+                value
+                    .get(*name)
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// UTC RFC 3339 with milliseconds; `None` for 0, which the proto uses for "did not happen".
@@ -419,6 +483,9 @@ mod tests {
             sip_final_status: 200,
             rtp_packets_sent: 400,
             rtp_packets_received: 398,
+            state: CallState::Ended as i32,
+            flagged: false,
+            node_id: "sb-1".to_owned(),
         }
     }
 

@@ -1,23 +1,47 @@
-//! The records service: the gRPC front of [`CallStore`].
+//! The records service: the gRPC front of the [`Ledger`] and the [`Store`].
 //!
-//! It validates what the switchboard and the CLI send, so that the store only
-//! ever sees well-formed records, and maps store failures to gRPC codes that tell
-//! the client whether retrying makes sense.
+//! Every handler first authorises the request ([`Authenticator`]); every read,
+//! export, flag, verify and admin action is then recorded as an access event in
+//! the chain — who, when, with which parameters, how many rows, why. Failures map
+//! to gRPC codes that tell the client whether retrying makes sense.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
+use super::auth::{Authenticator, Caller};
+use super::chain::{HashAlgorithm, StoredEvent};
+use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
+use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use super::pb::{
-    EndReason, GetCallRequest, GetCallResponse, ListCallsRequest, ListCallsResponse,
-    LogCallRequest, LogCallResponse,
+    event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
+    CallFilter, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader,
+    ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest,
+    GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest, ListCallsResponse,
+    ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse, LogEventsRequest,
+    LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest, RevokeTokenResponse, Role,
+    SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
 };
-use super::store::{CallQuery, CallStore, StoreError};
+use super::signing::{KeyError, RecordsKey};
+use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
+
+/// Rows per store query while exporting.
+const EXPORT_PAGE: u32 = 1000;
+/// Records buffered between the store and a slow export client: bounds export memory.
+const EXPORT_BUFFER: usize = 256;
+/// Longest flag note.
+const MAX_NOTE_CHARS: usize = 2000;
 
 /// Why the records service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +49,12 @@ pub enum ServiceError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The chain could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The signing key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// The listen address is in use or not ours.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -33,128 +63,350 @@ pub enum ServiceError {
         /// The underlying socket error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be read.
+    #[error("records service TLS file {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
     /// The listener given to `serve_with_listener` has no usable local address.
     #[error("cannot read the listening socket's address: {0}")]
     LocalAddress(#[source] std::io::Error),
     /// The gRPC server failed while running.
     #[error("records service transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Implements the generated `RecordsService` trait over a [`CallStore`].
+/// Everything the service needs from `[records.service]`.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// SQLite path or URL, or PostgreSQL URL.
+    pub database: String,
+    /// Hash function for a new chain (an existing chain must match).
+    pub hash_algorithm: HashAlgorithm,
+    /// Ed25519 key file (created if missing).
+    pub signing_key_file: PathBuf,
+    /// When checkpoints are signed.
+    pub checkpoints: CheckpointPolicy,
+    /// Retention for `Purge`, days (at least 180).
+    pub retention_days: u32,
+    /// PEM certificate and key; plain HTTP/2 when `None`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Implements the generated `RecordsService` trait.
 #[derive(Debug, Clone)]
 pub struct RecordsServer {
-    store: CallStore,
+    /// The chain writer.
+    ledger: Ledger,
+    /// Token checks.
+    auth: Authenticator,
+    /// Retention for purges.
+    retention_days: u32,
+}
+
+/// An opened records service, not yet listening.
+#[derive(Debug)]
+pub struct OpenedService {
+    /// The gRPC implementation.
+    pub server: RecordsServer,
+    /// The ledger, for the checkpoint timer.
+    pub ledger: Ledger,
+    /// TLS settings, if any.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl OpenedService {
+    /// Opens the database, the chain and the key.
+    pub async fn open(settings: &ServiceSettings) -> Result<OpenedService, ServiceError> {
+        let key = RecordsKey::load_or_create(&settings.signing_key_file)?;
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database).await?);
+        let ledger = Ledger::open(
+            store.clone(),
+            settings.hash_algorithm,
+            key,
+            settings.checkpoints,
+        )
+        .await?;
+        let tls = match &settings.tls {
+            Some((cert, key)) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| ServiceError::TlsFile {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                Some(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)))
+            }
+            None => None,
+        };
+        Ok(OpenedService {
+            server: RecordsServer {
+                ledger: ledger.clone(),
+                auth: Authenticator::new(store),
+                retention_days: settings.retention_days,
+            },
+            ledger,
+            tls,
+        })
+    }
+
+    /// Gives the embedded switchboard an in-memory switchboard token; returns its secret.
+    pub fn builtin_switchboard_token(&mut self) -> String {
+        let (auth, secret) = self
+            .server
+            .auth
+            .clone()
+            .with_builtin_switchboard("embedded-switchboard");
+        self.server.auth = auth;
+        secret
+    }
+
+    /// Serves on `listener` until `shutdown` completes, signing checkpoints on the way
+    /// and a last one at the end; then closes the store.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServiceError> {
+        let address = listener.local_addr().map_err(ServiceError::LocalAddress)?;
+        let store = self.ledger.store().clone();
+        info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), "records service listening");
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let (stop_checkpoints, checkpoints_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ledger = self.ledger.clone();
+        let checkpoints = tokio::spawn(async move {
+            ledger
+                .run_checkpoints(async {
+                    let _ = checkpoints_stopped.await;
+                })
+                .await;
+        });
+        let result = builder
+            .add_service(reflection)
+            .add_service(RecordsServiceServer::new(self.server))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        let _ = stop_checkpoints.send(());
+        if let Err(join) = checkpoints.await {
+            error!(error = %join, "checkpoint task failed");
+        }
+        store.close().await;
+        info!(%address, "records service stopped");
+        result.map_err(ServiceError::Transport)
+    }
+}
+
+/// Opens the service per `settings`, listens on `listen` and serves until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    settings: &ServiceSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServiceError> {
+    let service = OpenedService::open(settings).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServiceError::Bind {
+            address: listen,
+            source,
+        })?;
+    service.serve(listener, shutdown).await
+}
+
+/// Logs a ledger failure and turns it into a status; transient ones become
+/// `Unavailable` so clients keep retrying.
+fn status(context: &str, error: LedgerError) -> Status {
+    match error {
+        LedgerError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        LedgerError::Conflict { .. } | LedgerError::TokenExists(_) => {
+            Status::already_exists(error.to_string())
+        }
+        LedgerError::NoSuchCall(_) | LedgerError::NoSuchToken(_) => {
+            Status::not_found(error.to_string())
+        }
+        LedgerError::Store(StoreError::InvalidPageToken(_)) => {
+            Status::invalid_argument(error.to_string())
+        }
+        LedgerError::Store(ref store) if store.is_transient() => {
+            warn!(%error, "{context}: records database temporarily unavailable");
+            Status::unavailable(format!("{context}: {error}"))
+        }
+        _ => {
+            error!(%error, "{context}: records service error");
+            Status::internal(format!("{context}: {error}"))
+        }
+    }
+}
+
+fn store_status(context: &str, error: StoreError) -> Status {
+    status(context, LedgerError::Store(error))
+}
+
+/// The filter as JSON, for the access log and export manifests (only what is set).
+fn filter_json(filter: &CallFilter) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    let mut put = |key: &str, value: serde_json::Value| {
+        map.insert(key.to_owned(), value);
+    };
+    if filter.since_ms != 0 {
+        put("since_ms", filter.since_ms.into());
+    }
+    if filter.until_ms != 0 {
+        put("until_ms", filter.until_ms.into());
+    }
+    for (key, text) in [
+        ("line_number", &filter.line_number),
+        ("court_name", &filter.court_name),
+        ("caller_prefix", &filter.caller_prefix),
+        ("caller_name_contains", &filter.caller_name_contains),
+    ] {
+        if !text.is_empty() {
+            put(key, text.clone().into());
+        }
+    }
+    if filter.caller_exact {
+        put("caller_exact", true.into());
+    }
+    if filter.end_reason != 0 {
+        put("end_reason", filter.end_reason().as_str_name().into());
+    }
+    for (key, choice) in [
+        ("prompt_completed", filter.prompt_completed()),
+        ("connected", filter.connected()),
+        ("flagged", filter.flagged()),
+    ] {
+        if choice != super::pb::Choice::Any {
+            put(key, choice.as_str_name().into());
+        }
+    }
+    if !filter.states.is_empty() {
+        put(
+            "states",
+            filter
+                .states
+                .iter()
+                .map(|state| super::query::state_label(*state).into_owned())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    serde_json::Value::Object(map)
+}
+
+fn validate_filter(filter: &CallFilter) -> Result<(), Status> {
+    if super::pb::EndReason::try_from(filter.end_reason).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "unknown end_reason {}",
+            filter.end_reason
+        )));
+    }
+    for state in &filter.states {
+        if super::pb::CallState::try_from(*state).is_err() {
+            return Err(Status::invalid_argument(format!("unknown state {state}")));
+        }
+    }
+    Ok(())
+}
+
+fn sort_name(sort: SortOrder) -> &'static str {
+    match sort {
+        SortOrder::NewestFirst => "newest_first",
+        SortOrder::OldestFirst => "oldest_first",
+    }
 }
 
 impl RecordsServer {
-    /// Serves records from `store`.
-    pub fn new(store: CallStore) -> RecordsServer {
-        RecordsServer { store }
+    /// Records one access in the chain; a request whose access cannot be recorded fails.
+    async fn log_access(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        parameters: serde_json::Value,
+        rows: u64,
+    ) -> Result<(), Status> {
+        self.ledger
+            .record_access(AccessEntry {
+                seq: 0,
+                at_ms: now_ms(),
+                actor: caller.name.clone(),
+                role: super::auth::role_name(caller.role).to_owned(),
+                operation: operation.to_owned(),
+                parameters: parameters.to_string(),
+                rows,
+                reason: caller.reason.clone(),
+                peer: caller.peer.clone(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|error| status("recording the access", error))
     }
 }
 
-/// Checks a call id is a UUID; the records are keyed on it and the switchboard
-/// always generates one, so anything else is a bug worth rejecting loudly.
-fn validate_call_id(call_id: &str) -> Result<(), Status> {
-    if call_id.is_empty() {
-        return Err(Status::invalid_argument("call_id is empty"));
-    }
-    uuid::Uuid::parse_str(call_id).map(|_| ()).map_err(|error| {
-        Status::invalid_argument(format!("call_id {call_id:?} is not a UUID: {error}"))
-    })
-}
-
-/// Logs a store failure and turns it into a status; transient ones become
-/// `Unavailable` so the switchboard's sender keeps retrying.
-fn store_status(context: &str, error: StoreError) -> Status {
-    if let StoreError::InvalidPageToken(_) = error {
-        return Status::invalid_argument(error.to_string());
-    }
-    if error.is_transient() {
-        warn!(%error, "{context}: records database temporarily unavailable");
-        Status::unavailable(format!("{context}: {error}"))
-    } else {
-        error!(%error, "{context}: records database error");
-        Status::internal(format!("{context}: {error}"))
-    }
-}
-
-/// Turns a wire request into a store query; the proto's zero values mean "no filter".
-fn call_query(request: ListCallsRequest) -> Result<CallQuery, Status> {
-    let end_reason = match EndReason::try_from(request.end_reason) {
-        Ok(EndReason::Unspecified) => None,
-        Ok(reason) => Some(reason),
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "unknown end_reason {}",
-                request.end_reason
-            )))
-        }
-    };
-    let non_empty = |text: String| (!text.is_empty()).then_some(text);
-    Ok(CallQuery {
-        since_ms: (request.since_ms != 0).then_some(request.since_ms),
-        until_ms: (request.until_ms != 0).then_some(request.until_ms),
-        line_number: non_empty(request.line_number),
-        caller_prefix: non_empty(request.caller_prefix),
-        end_reason,
-        page_size: request.page_size,
-        page_token: non_empty(request.page_token),
-    })
-}
+type ExportStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ExportCallsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RecordsService for RecordsServer {
-    async fn log_call(
+    async fn log_events(
         &self,
-        request: Request<LogCallRequest>,
-    ) -> Result<Response<LogCallResponse>, Status> {
-        let Some(record) = request.into_inner().record else {
-            return Err(Status::invalid_argument("LogCall needs a record"));
-        };
-        validate_call_id(&record.call_id)?;
-        let context = format!("storing call {}", record.call_id);
-        let inserted = self
-            .store
-            .insert(&record)
+        request: Request<LogEventsRequest>,
+    ) -> Result<Response<LogEventsResponse>, Status> {
+        self.auth.authorize(&request, Role::Switchboard).await?;
+        let events = request.into_inner().events;
+        let outcome = self
+            .ledger
+            .ingest(events)
             .await
-            .map_err(|error| store_status(&context, error))?;
-        if inserted {
-            debug!(call_id = %record.call_id, line = %record.line_number, "call record stored");
-        } else {
-            // A retry is normal; a different record under the same id is not, and the
-            // first one is kept as evidence, so say so.
-            let stored = self
-                .store
-                .get(&record.call_id)
-                .await
-                .map_err(|error| store_status(&context, error))?;
-            if stored.as_ref() != Some(&record) {
-                warn!(
-                    call_id = %record.call_id,
-                    "a different record arrived for an already stored call id; kept the first"
-                );
-            } else {
-                debug!(call_id = %record.call_id, "call record already stored (retry)");
-            }
-        }
-        Ok(Response::new(LogCallResponse { inserted }))
+            .map_err(|error| status("storing events", error))?;
+        Ok(Response::new(LogEventsResponse {
+            stored: outcome.stored,
+            duplicates: outcome.duplicates,
+        }))
     }
 
     async fn list_calls(
         &self,
         request: Request<ListCallsRequest>,
     ) -> Result<Response<ListCallsResponse>, Status> {
-        let query = call_query(request.into_inner())?;
-        let (records, next_page_token) = self
-            .store
-            .list(&query)
+        let caller = self.auth.authorize(&request, Role::Compliance).await?;
+        let request = request.into_inner();
+        let sort = request.sort();
+        let filter = request.filter.unwrap_or_default();
+        validate_filter(&filter)?;
+        let query = CallQuery {
+            sort,
+            filter,
+            page_size: request.page_size,
+            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        };
+        let (records, next) = self
+            .ledger
+            .store()
+            .list_calls(&query)
             .await
             .map_err(|error| store_status("listing calls", error))?;
+        let parameters = serde_json::json!({
+            "filter": filter_json(&query.filter),
+            "sort": sort_name(query.sort),
+            "page_size": query.effective_page_size(),
+            "continued": query.page_token.is_some(),
+        });
+        self.log_access(&caller, "ListCalls", parameters, records.len() as u64)
+            .await?;
         Ok(Response::new(ListCallsResponse {
             records,
-            next_page_token: next_page_token.unwrap_or_default(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 
@@ -162,55 +414,493 @@ impl RecordsService for RecordsServer {
         &self,
         request: Request<GetCallRequest>,
     ) -> Result<Response<GetCallResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Compliance).await?;
         let call_id = request.into_inner().call_id;
-        validate_call_id(&call_id)?;
-        let record = self
-            .store
-            .get(&call_id)
+        validate_call_id(&call_id).map_err(|error| status("reading a call", error))?;
+        let store = self.ledger.store();
+        let context = format!("reading call {call_id}");
+        let record = store
+            .get_call(&call_id)
             .await
-            .map_err(|error| store_status(&format!("reading call {call_id}"), error))?;
-        match record {
-            Some(record) => Ok(Response::new(GetCallResponse {
-                record: Some(record),
-            })),
-            None => Err(Status::not_found(format!("no call with id {call_id}"))),
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        self.log_access(
+            &caller,
+            "GetCall",
+            serde_json::json!({ "call_id": call_id }),
+            u64::from(record.is_some()),
+        )
+        .await?;
+        let Some(record) = record else {
+            return Err(Status::not_found(format!("no call with id {call_id}")));
+        };
+        let mut timeline: Vec<TimelineEvent> = Vec::new();
+        let mut flags: Vec<Flag> = Vec::new();
+        for event in &events {
+            let (entry, flag) = timeline_entry(event);
+            timeline.push(entry);
+            flags.extend(flag);
         }
+        Ok(Response::new(GetCallResponse {
+            record: Some(record),
+            timeline,
+            flags,
+        }))
+    }
+
+    type ExportCallsStream = ExportStream;
+
+    async fn export_calls(
+        &self,
+        request: Request<ExportCallsRequest>,
+    ) -> Result<Response<Self::ExportCallsStream>, Status> {
+        let caller = self.auth.authorize(&request, Role::Compliance).await?;
+        let request = request.into_inner();
+        let filter = request.filter.clone().unwrap_or_default();
+        validate_filter(&filter)?;
+        let format = match request.format() {
+            ExportFormat::Unspecified => ExportFormat::Csv,
+            format => format,
+        };
+        let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
+        let server = self.clone();
+        let sort = request.sort();
+        tokio::spawn(async move {
+            server
+                .run_export(caller, filter, sort, format, sender)
+                .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn flag_call(
+        &self,
+        request: Request<FlagCallRequest>,
+    ) -> Result<Response<FlagCallResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Compliance).await?;
+        let request = request.into_inner();
+        validate_call_id(&request.call_id).map_err(|error| status("flagging", error))?;
+        let category = match FlagCategory::try_from(request.category) {
+            Ok(FlagCategory::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(
+                    "a flag needs a category: improper_inquiry, intercession, probing_case_information or other",
+                ))
+            }
+            Ok(category) => category,
+        };
+        if request.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(Status::invalid_argument(format!(
+                "the note is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
+        let flag = Flag {
+            category: category as i32,
+            note: request.note.clone(),
+            flagged_by: caller.name.clone(),
+            flagged_at_ms: now_ms(),
+        };
+        let seq = self
+            .ledger
+            .flag(&request.call_id, flag)
+            .await
+            .map_err(|error| status("flagging", error))?;
+        self.log_access(
+            &caller,
+            "FlagCall",
+            serde_json::json!({
+                "call_id": request.call_id,
+                "category": category.as_str_name(),
+                "flag_seq": seq,
+            }),
+            1,
+        )
+        .await?;
+        Ok(Response::new(FlagCallResponse { seq: seq as u64 }))
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Auditor).await?;
+        let trusted = [self.ledger.key().public_key().to_bytes()];
+        let report = super::verify::verify(self.ledger.store().as_ref(), &trusted)
+            .await
+            .map_err(|error| store_status("verifying", error))?;
+        let findings = report.findings.len() as u64 + report.findings_omitted;
+        self.log_access(
+            &caller,
+            "Verify",
+            serde_json::json!({ "events_checked": report.events_checked, "findings": findings }),
+            findings,
+        )
+        .await?;
+        Ok(Response::new(report))
+    }
+
+    async fn list_gaps(
+        &self,
+        request: Request<ListGapsRequest>,
+    ) -> Result<Response<ListGapsResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Auditor).await?;
+        let (nodes, gaps) = self
+            .ledger
+            .store()
+            .node_gaps()
+            .await
+            .map_err(|error| store_status("finding gaps", error))?;
+        self.log_access(
+            &caller,
+            "ListGaps",
+            serde_json::json!({}),
+            gaps.len() as u64,
+        )
+        .await?;
+        Ok(Response::new(ListGapsResponse { nodes, gaps }))
+    }
+
+    async fn list_access(
+        &self,
+        request: Request<ListAccessRequest>,
+    ) -> Result<Response<ListAccessResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Auditor).await?;
+        let request = request.into_inner();
+        let limit = match request.page_size {
+            0 => 100,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
+        let mut entries = Vec::new();
+        let mut exhausted = false;
+        // The actor filter applies to the decoded body: keep reading until the page is full.
+        while entries.len() < limit as usize && !exhausted {
+            let events = self
+                .ledger
+                .store()
+                .access_events(before, request.since_ms, request.until_ms, limit)
+                .await
+                .map_err(|error| store_status("reading the access log", error))?;
+            exhausted = events.len() < limit as usize;
+            for event in events {
+                before = event.seq;
+                let Some(event_body::Kind::Access(mut entry)) = event
+                    .body
+                    .as_deref()
+                    .and_then(|body| prost::Message::decode(body).ok())
+                    .and_then(|body: EventBody| body.kind)
+                else {
+                    continue;
+                };
+                if !request.actor.is_empty() && entry.actor != request.actor {
+                    continue;
+                }
+                entry.seq = event.seq as u64;
+                entries.push(entry);
+                if entries.len() == limit as usize {
+                    break;
+                }
+            }
+        }
+        let next_before_seq = if exhausted && entries.len() < limit as usize {
+            0
+        } else {
+            entries.last().map_or(0, |entry| entry.seq)
+        };
+        self.log_access(
+            &caller,
+            "ListAccess",
+            serde_json::json!({
+                "since_ms": request.since_ms,
+                "until_ms": request.until_ms,
+                "actor": request.actor,
+                "before_seq": request.before_seq,
+            }),
+            entries.len() as u64,
+        )
+        .await?;
+        Ok(Response::new(ListAccessResponse {
+            entries,
+            next_before_seq,
+        }))
+    }
+
+    async fn add_token(
+        &self,
+        request: Request<AddTokenRequest>,
+    ) -> Result<Response<AddTokenResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Admin).await?;
+        let request = request.into_inner();
+        let token = self
+            .ledger
+            .add_token(&request.name, request.role(), &caller.name)
+            .await
+            .map_err(|error| status("adding a token", error))?;
+        self.auth.invalidate().await;
+        self.log_access(
+            &caller,
+            "AddToken",
+            serde_json::json!({ "name": request.name, "role": super::auth::role_name(request.role()) }),
+            1,
+        )
+        .await?;
+        Ok(Response::new(AddTokenResponse { token }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Admin).await?;
+        let tokens: Vec<TokenInfo> = self
+            .ledger
+            .store()
+            .tokens()
+            .await
+            .map_err(|error| store_status("listing tokens", error))?
+            .into_iter()
+            .map(|row| TokenInfo {
+                name: row.name,
+                role: row.role,
+                created_at_ms: row.created_at_ms,
+                created_by: row.created_by,
+                revoked_at_ms: row.revoked_at_ms,
+            })
+            .collect();
+        self.log_access(
+            &caller,
+            "ListTokens",
+            serde_json::json!({}),
+            tokens.len() as u64,
+        )
+        .await?;
+        Ok(Response::new(ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Admin).await?;
+        let name = request.into_inner().name;
+        self.ledger
+            .revoke_token(&name, &caller.name)
+            .await
+            .map_err(|error| status("revoking a token", error))?;
+        self.auth.invalidate().await;
+        self.log_access(
+            &caller,
+            "RevokeToken",
+            serde_json::json!({ "name": name }),
+            1,
+        )
+        .await?;
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn purge(
+        &self,
+        request: Request<PurgeRequest>,
+    ) -> Result<Response<PurgeResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Admin).await?;
+        let dry_run = request.into_inner().dry_run;
+        let response = self
+            .ledger
+            .purge(self.retention_days, dry_run, &caller.name)
+            .await
+            .map_err(|error| status("purging", error))?;
+        self.log_access(
+            &caller,
+            "Purge",
+            serde_json::json!({ "dry_run": dry_run, "retention_days": self.retention_days, "cutoff_ms": response.cutoff_ms }),
+            response.calls_purged,
+        )
+        .await?;
+        Ok(Response::new(response))
     }
 }
 
-/// Opens `database` (path or `sqlite:` URL), listens on `listen` and serves until
-/// `shutdown` completes; in-flight requests finish before it returns.
-pub async fn serve(
-    listen: SocketAddr,
-    database: &str,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServiceError> {
-    let store = CallStore::open(database).await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServiceError::Bind {
-            address: listen,
-            source,
-        })?;
-    serve_with_listener(listener, store, shutdown).await
+impl RecordsServer {
+    /// Streams every matching call, then the signed manifest; records the export.
+    async fn run_export(
+        &self,
+        caller: Caller,
+        filter: CallFilter,
+        sort: SortOrder,
+        format: ExportFormat,
+        sender: mpsc::Sender<Result<ExportCallsResponse, Status>>,
+    ) {
+        let (head_seq, head_hash) = self.ledger.head().await;
+        let started_ms = now_ms();
+        let mut rows = RowChain::new(self.ledger.algorithm());
+        let mut query = CallQuery {
+            filter: filter.clone(),
+            sort,
+            page_size: EXPORT_PAGE,
+            page_token: None,
+        };
+        let outcome: Result<(), Status> = async {
+            let header = ExportCallsResponse {
+                item: Some(export_calls_response::Item::Header(ExportHeader {
+                    hash_algorithm: self.ledger.algorithm().name().to_owned(),
+                })),
+            };
+            if sender.send(Ok(header)).await.is_err() {
+                return Err(Status::cancelled("the client went away"));
+            }
+            loop {
+                let (records, next) = self
+                    .ledger
+                    .store()
+                    .list_calls(&query)
+                    .await
+                    .map_err(|error| store_status("exporting calls", error))?;
+                for record in records {
+                    rows.push(&super::query::ExportRow::from(&record));
+                    let item = ExportCallsResponse {
+                        item: Some(export_calls_response::Item::Record(record)),
+                    };
+                    if sender.send(Ok(item)).await.is_err() {
+                        return Err(Status::cancelled("the client went away"));
+                    }
+                }
+                match next {
+                    Some(token) => query.page_token = Some(token),
+                    None => return Ok(()),
+                }
+            }
+        }
+        .await;
+        let parameters = serde_json::json!({
+            "filter": filter_json(&filter),
+            "sort": sort_name(sort),
+            "format": format_name(format),
+            "complete": outcome.is_ok(),
+        });
+        if let Err(error) = self
+            .log_access(&caller, "ExportCalls", parameters, rows.count())
+            .await
+        {
+            let _ = sender.send(Err(error)).await;
+            return;
+        }
+        if let Err(error) = outcome {
+            let _ = sender.send(Err(error)).await;
+            return;
+        }
+        let content = ManifestContent {
+            format: MANIFEST_VERSION.to_owned(),
+            file_format: format_name(format).to_owned(),
+            exported_at_ms: started_ms,
+            exported_by: caller.name.clone(),
+            reason: caller.reason.clone(),
+            filter: filter_json(&filter),
+            sort: sort_name(sort).to_owned(),
+            count: rows.count(),
+            rows_digest: rows.digest_hex(),
+            hash_algorithm: self.ledger.algorithm().name().to_owned(),
+            chain_head_seq: head_seq as u64,
+            chain_head_hash: hex::encode(head_hash),
+        };
+        let json = serde_json::to_string(&content).unwrap_or_default();
+        let key = self.ledger.key();
+        let manifest = ExportManifest {
+            signature: hex::encode(key.sign_manifest(&json).to_bytes()),
+            public_key: key.public_key_hex(),
+            json,
+        };
+        let _ = sender
+            .send(Ok(ExportCallsResponse {
+                item: Some(export_calls_response::Item::Manifest(manifest)),
+            }))
+            .await;
+    }
 }
 
-/// Serves `store` on an already bound `listener` (lets tests bind port 0 and learn
-/// the port first) until `shutdown` completes, then closes the store.
-pub async fn serve_with_listener(
-    listener: TcpListener,
-    store: CallStore,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServiceError> {
-    let address = listener.local_addr().map_err(ServiceError::LocalAddress)?;
-    info!(%address, database = store.location(), "records service listening");
-    let result = tonic::transport::Server::builder()
-        .add_service(RecordsServiceServer::new(RecordsServer::new(store.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
-    store.close().await;
-    info!(%address, "records service stopped");
-    result.map_err(ServiceError::Transport)
+/// The timeline entry for one of a call's events, and the flag it carries, if any.
+fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
+    let body = event
+        .body
+        .as_deref()
+        .and_then(|body| prost::Message::decode(body).ok())
+        .and_then(|body: EventBody| body.kind);
+    let (kind, detail, flag) = match body {
+        Some(event_body::Kind::NodeEvent(node)) => match node.kind {
+            Some(node_event::Kind::Milestone(milestone)) => {
+                let name = milestone.milestone().as_str_name();
+                let detail = if !milestone.operator_uri.is_empty() {
+                    milestone.operator_uri.clone()
+                } else if milestone.operator_failure != 0 {
+                    super::query::end_reason_name(milestone.operator_failure()).to_owned()
+                } else {
+                    String::new()
+                };
+                (
+                    name.trim_start_matches("MILESTONE_").to_ascii_lowercase(),
+                    detail,
+                    None,
+                )
+            }
+            Some(node_event::Kind::Ended(record)) => (
+                "ended".to_owned(),
+                super::query::end_reason_name(record.end_reason()).to_owned(),
+                None,
+            ),
+            _ => (event.header.kind.clone(), String::new(), None),
+        },
+        Some(event_body::Kind::Interrupted(interrupted)) => (
+            "interrupted".to_owned(),
+            format!(
+                "the switchboard restarted (its event {}) while the call was up",
+                interrupted.node_restart_seq
+            ),
+            None,
+        ),
+        Some(event_body::Kind::Flagged(flagged)) => {
+            let flag = flagged.flag.unwrap_or_default();
+            let detail = format!(
+                "{} by {}: {}",
+                flag.category()
+                    .as_str_name()
+                    .trim_start_matches("FLAG_CATEGORY_")
+                    .to_ascii_lowercase(),
+                flag.flagged_by,
+                flag.note
+            );
+            ("flagged".to_owned(), detail, Some(flag))
+        }
+        _ if event.body.is_none() => (event.header.kind.clone(), "purged".to_owned(), None),
+        _ => (event.header.kind.clone(), String::new(), None),
+    };
+    (
+        TimelineEvent {
+            seq: event.seq as u64,
+            at_ms: event.header.at_ms,
+            kind,
+            detail,
+            node_id: event.header.node_id.clone().unwrap_or_default(),
+            node_seq: event.header.node_seq.unwrap_or_default() as u64,
+            hash: hex::encode(&event.hash),
+        },
+        flag,
+    )
+}
+
+/// Runs a retention purge once a day (admin-triggered purges use the same path).
+pub async fn run_daily_purge(ledger: Ledger, retention_days: u32, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return,
+        }
+        if let Err(error) = ledger.purge(retention_days, false, "retention").await {
+            warn!(%error, "daily retention purge failed; will retry tomorrow");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -218,43 +908,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn call_ids_must_be_uuids() {
-        assert!(validate_call_id("6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61").is_ok());
-        let empty = validate_call_id("").unwrap_err();
-        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
-        let bad = validate_call_id("call-1").unwrap_err();
-        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-        assert!(bad.message().contains("call-1"));
-    }
-
-    #[test]
-    fn zero_values_do_not_filter() {
-        let query = call_query(ListCallsRequest::default()).unwrap();
-        assert_eq!(query, CallQuery::default());
-        let query = call_query(ListCallsRequest {
-            since_ms: 5,
-            end_reason: EndReason::NoAnswer as i32,
-            caller_prefix: "138".to_owned(),
-            ..ListCallsRequest::default()
-        })
-        .unwrap();
-        assert_eq!(query.since_ms, Some(5));
-        assert_eq!(query.end_reason, Some(EndReason::NoAnswer));
-        assert_eq!(query.caller_prefix.as_deref(), Some("138"));
-        let unknown = call_query(ListCallsRequest {
-            end_reason: 99,
-            ..ListCallsRequest::default()
-        })
-        .unwrap_err();
-        assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
-    }
-
-    #[test]
-    fn bad_page_token_is_invalid_argument() {
-        let status = store_status(
-            "listing calls",
-            StoreError::InvalidPageToken("not hex".to_owned()),
+    fn filters_are_described_by_what_is_set() {
+        assert_eq!(filter_json(&CallFilter::default()), serde_json::json!({}));
+        let filter = CallFilter {
+            line_number: "12368".into(),
+            caller_prefix: "138".into(),
+            flagged: super::super::pb::Choice::Yes as i32,
+            end_reason: super::super::pb::EndReason::NoAnswer as i32,
+            ..CallFilter::default()
+        };
+        assert_eq!(
+            filter_json(&filter),
+            serde_json::json!({
+                "line_number": "12368",
+                "caller_prefix": "138",
+                "end_reason": "END_REASON_NO_ANSWER",
+                "flagged": "CHOICE_YES",
+            })
         );
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(validate_filter(&CallFilter {
+            end_reason: 99,
+            ..CallFilter::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn ledger_errors_map_to_retry_aware_codes() {
+        assert_eq!(
+            status("x", LedgerError::Invalid("bad".into())).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            status("x", LedgerError::NoSuchCall("c".into())).code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            status(
+                "x",
+                LedgerError::Conflict {
+                    node_id: "n".into(),
+                    node_seq: 1
+                }
+            )
+            .code(),
+            tonic::Code::AlreadyExists
+        );
+        assert_eq!(
+            store_status("x", StoreError::InvalidPageToken("t".into())).code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

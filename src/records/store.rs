@@ -1,52 +1,79 @@
-//! SQLite storage for call records.
+//! Storage for the records service behind the [`Store`] trait.
 //!
-//! All SQL lives in this file behind [`CallStore`], so that issue #5 can turn it
-//! into a `Store` trait (tamper-evident events, a PostgreSQL backend) without
-//! touching the service or its callers.
+//! [`SqlStore`] implements it for SQLite (default, embedded, WAL,
+//! `synchronous=FULL`) and PostgreSQL, chosen by the database location: a path
+//! or `sqlite:` URL, or a `postgres://` URL. Both run the same SQL through
+//! sqlx's `Any` driver — placeholders are `$n`, which SQLite accepts too — and
+//! differ only where [`Backend`] says so (connection set-up, migrations, one
+//! string function). All SQL lives in this file.
+//!
+//! The store knows nothing of hashing or signing: the ledger
+//! ([`super::ledger`]) decides what to append and hands over finished rows; the
+//! store writes them and their effect on the per-call rows in one transaction.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use async_trait::async_trait;
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Arguments, Executor, Row};
 
-use super::pb::{CallRecord, EndReason};
+use super::chain::{EventHeader, StoredEvent};
+use super::pb::{
+    CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, SortOrder,
+};
 
 /// Page size used when a query asks for 0 (the proto's "server default").
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a query may return, so one request cannot pull the whole table into memory.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// How long a statement waits for another connection's write lock before failing.
+/// How long a SQLite statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections in the pool; SQLite serialises writers anyway, this only lets reads overlap.
+/// Connections in the pool; writes are serialised by the ledger, this lets reads overlap.
 const MAX_CONNECTIONS: u32 = 4;
 /// Tag inside page tokens, so a future token format can be told apart.
-const PAGE_TOKEN_VERSION: &str = "c1";
+const PAGE_TOKEN_VERSION: &str = "c2";
+/// Rows per multi-row INSERT: few round trips, well under both backends' parameter limits.
+const INSERT_CHUNK: usize = 100;
 
-/// Every column, in [`CallRecord`] field order; shared by INSERT and SELECT so they cannot drift.
-const COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, caller_number, \
+/// Every calls column in [`CallRecord`] field order, then the service's own columns.
+const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, caller_number, \
     caller_display_name, caller_source, user_agent, codec, received_at_ms, answered_at_ms, \
     prompt_started_at_ms, prompt_ended_at_ms, operator_answered_at_ms, ended_at_ms, prompt_id, \
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
-    operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received";
+    operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
+    state, flagged, node_id, last_seq";
+/// Number of names in [`CALL_COLUMNS`].
+const CALL_COLUMN_COUNT: usize = 30;
+/// Every events column.
+const EVENT_COLUMNS: &str =
+    "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
+/// Number of names in [`EVENT_COLUMNS`].
+const EVENT_COLUMN_COUNT: usize = 11;
+
+/// Which database engine a [`SqlStore`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (or `sqlite::memory:`).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
 
 /// Why a store operation failed; callers need to tell bad input from a broken database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database location was not a usable path or `sqlite:` URL.
-    #[error("invalid database location {database:?}: {source}")]
+    /// The database location was not a usable path or URL.
+    #[error("invalid database location {database:?}: {detail}")]
     InvalidLocation {
         /// The location as given, for the operator to fix.
         database: String,
-        /// What sqlx objected to.
-        source: sqlx::Error,
+        /// What is wrong with it.
+        detail: String,
     },
-    /// The directory that should hold the database file could not be created.
+    /// The directory that should hold the SQLite file could not be created.
     #[error("cannot create directory {path} for the records database: {source}")]
     CreateDirectory {
         /// The directory we tried to create.
@@ -54,7 +81,7 @@ pub enum StoreError {
         /// The underlying I/O failure.
         source: std::io::Error,
     },
-    /// The database could not be opened (permissions, corrupt file, locked ...).
+    /// The database could not be opened (permissions, corrupt file, server down ...).
     #[error("cannot open records database {database:?}: {source}")]
     Open {
         /// The location as given.
@@ -63,7 +90,10 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     /// The schema could not be brought up to date.
-    #[error("cannot migrate records database {database:?}: {source}")]
+    #[error(
+        "cannot migrate records database {database:?}: {source} (a database made by a \
+         pre-release courtline must be moved aside: the schema was rebuilt for the hash chain)"
+    )]
     Migrate {
         /// The location as given.
         database: String,
@@ -73,27 +103,27 @@ pub enum StoreError {
     /// A statement failed; `operation` says which one, for the logs.
     #[error("records database {operation} failed: {source}")]
     Query {
-        /// What we were doing ("insert call 1234...", "list calls").
+        /// What we were doing ("append events", "list calls").
         operation: String,
         /// The underlying failure.
         source: sqlx::Error,
     },
-    /// A stored row holds a value no [`CallRecord`] can carry (edited by hand, or a bug).
-    #[error("stored call {call_id} is corrupt: {detail}")]
+    /// A stored row holds a value no record can carry (edited by hand, or a bug).
+    #[error("stored row {key} is corrupt: {detail}")]
     Corrupt {
-        /// The row's call id.
-        call_id: String,
+        /// The row's key (call id or chain position).
+        key: String,
         /// Which column is wrong and how.
         detail: String,
     },
-    /// The page token did not come from this store's `list`.
+    /// The page token did not come from this store's `list_calls` with the same sort.
     #[error("invalid page token: {0}")]
     InvalidPageToken(String),
 }
 
 impl StoreError {
-    /// True when retrying later may succeed (database busy or locked, pool exhausted, I/O),
-    /// so the service can answer `Unavailable` instead of `Internal`.
+    /// True when retrying later may succeed (database busy or locked, pool exhausted,
+    /// I/O, server gone), so the service can answer `Unavailable` instead of `Internal`.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Query { source, .. } | StoreError::Open { source, .. } => {
@@ -108,37 +138,34 @@ fn is_transient_sqlx(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => {
-            // SQLite reports extended codes; the low byte is the primary code.
-            // 5 = SQLITE_BUSY, 6 = SQLITE_LOCKED.
-            db.code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+            let code = db.code().unwrap_or_default();
+            // SQLite: extended codes, low byte 5 = BUSY, 6 = LOCKED.
+            // PostgreSQL: class 08 connection exceptions, 40001 serialization, 57P0x shutdown.
+            code.parse::<i32>()
+                .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+                || code.starts_with("08")
+                || code == "40001"
+                || code.starts_with("57P")
         }
         _ => false,
     }
 }
 
-/// Which records `CallStore::list` returns; `None` fields do not filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A compliance query: filter, sort, page.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallQuery {
-    /// Only calls received at or after this Unix time in ms (inclusive).
-    pub since_ms: Option<i64>,
-    /// Only calls received before this Unix time in ms (exclusive), so ranges tile without overlap.
-    pub until_ms: Option<i64>,
-    /// Only calls to exactly this line.
-    pub line_number: Option<String>,
-    /// Only callers whose number starts with this (case-sensitive, no wildcards).
-    pub caller_prefix: Option<String>,
-    /// Only calls that ended this way.
-    pub end_reason: Option<EndReason>,
-    /// Records per page; 0 means [`DEFAULT_PAGE_SIZE`], capped at [`MAX_PAGE_SIZE`].
+    /// Which calls (zero values: no filter).
+    pub filter: CallFilter,
+    /// Newest or oldest first.
+    pub sort: SortOrder,
+    /// Rows per page (0 = default).
     pub page_size: u32,
-    /// Continue after the page that returned this token.
+    /// Where the previous page ended.
     pub page_token: Option<String>,
 }
 
 impl CallQuery {
-    /// The page size actually used, so callers and the store agree on defaults and caps.
+    /// The page size after applying the default and the cap.
     pub fn effective_page_size(&self) -> u32 {
         match self.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -147,249 +174,685 @@ impl CallQuery {
     }
 }
 
-/// Position of the last record on a page; listing continues strictly after it.
+/// A change to the per-call rows or the token table that goes with appended events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Write the call's record and state (keeps `flagged`).
+    UpsertCall {
+        /// The record as of the event.
+        record: CallRecord,
+        /// Where the call stands now.
+        state: CallState,
+        /// The reporting switchboard.
+        node_id: String,
+        /// The event that produced this state.
+        last_seq: i64,
+    },
+    /// Mark a call flagged.
+    FlagCall {
+        /// The call.
+        call_id: String,
+        /// The flag event.
+        last_seq: i64,
+    },
+    /// Clear these calls' event bodies and delete their rows (retention).
+    PurgeCalls {
+        /// The calls past retention, none flagged.
+        call_ids: Vec<String>,
+    },
+    /// Store a new token (hashed).
+    AddToken(TokenRow),
+    /// Revoke a token by name.
+    RevokeToken {
+        /// The token's name.
+        name: String,
+        /// When.
+        at_ms: i64,
+    },
+}
+
+/// One row of the token table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Unique name, shown in the access log.
+    pub name: String,
+    /// `pb::Role` number.
+    pub role: i32,
+    /// SHA-256 of the secret.
+    pub token_hash: Vec<u8>,
+    /// When it was made.
+    pub created_at_ms: i64,
+    /// Who made it.
+    pub created_by: String,
+    /// When it was revoked; 0 while valid.
+    pub revoked_at_ms: i64,
+}
+
+/// The records service's storage.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where the data lives (for logs; passwords are not included).
+    fn location(&self) -> &str;
+    /// The last event of the chain, if any.
+    async fn head(&self) -> Result<Option<StoredEvent>, StoreError>;
+    /// The event at chain position `seq`.
+    async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError>;
+    /// `(node_seq, body_digest)` of this node's stored events with `first <= node_seq <= last`.
+    async fn node_event_digests(
+        &self,
+        node_id: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// The in-progress calls this node reported.
+    async fn open_calls(&self, node_id: &str) -> Result<Vec<CallRecord>, StoreError>;
+    /// Appends `events` (already chained) and applies `changes`, all or nothing.
+    async fn commit(&self, events: &[StoredEvent], changes: &[Change]) -> Result<(), StoreError>;
+    /// One page of calls matching `query`, and the token for the next page.
+    async fn list_calls(
+        &self,
+        query: &CallQuery,
+    ) -> Result<(Vec<CallRecord>, Option<String>), StoreError>;
+    /// One call's row.
+    async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// One call's events in chain order.
+    async fn call_events(&self, call_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` events after chain position `after`, in chain-position order.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` call events ordered by (call id, position), after `after`.
+    async fn call_events_after(
+        &self,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` call rows ordered by call id, after `after`.
+    async fn calls_after(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, StoreError>;
+    /// Per node: events and highest sequence number; and every run of missing numbers.
+    async fn node_gaps(&self) -> Result<(Vec<NodeSummary>, Vec<Gap>), StoreError>;
+    /// Up to `limit` access events before chain position `before` (0 = newest), newest
+    /// first, received in `[since_ms, until_ms)` (0 = unbounded).
+    async fn access_events(
+        &self,
+        before: i64,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Every token ever issued, revoked ones included.
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    /// Calls received before `cutoff_ms` that are finished: (not flagged, flagged).
+    async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError>;
+    /// Events stored for these calls.
+    async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError>;
+    /// Finishes in-flight statements and closes the database.
+    async fn close(&self);
+}
+
+/// A [`Store`] on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    /// The connection pool.
+    pool: AnyPool,
+    /// Which engine, for the few places SQL differs.
+    backend: Backend,
+    /// The location as given (without password), for logs and errors.
+    location: String,
+}
+
+/// Turns a configured location into (backend, URL sqlx understands).
+fn resolve_location(database: &str) -> Result<(Backend, String), StoreError> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, database.to_owned()));
+    }
+    if database.contains("://") && !database.starts_with("sqlite://") {
+        return Err(StoreError::InvalidLocation {
+            database: database.to_owned(),
+            detail: "only SQLite paths, sqlite: URLs and postgres:// URLs are supported".into(),
+        });
+    }
+    let path = database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"))
+        .unwrap_or(database);
+    if path.is_empty() {
+        return Err(StoreError::InvalidLocation {
+            database: database.to_owned(),
+            detail: "empty path".into(),
+        });
+    }
+    if path == ":memory:" {
+        return Ok((Backend::Sqlite, "sqlite::memory:".to_owned()));
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    create_parent_directory(Path::new(path))?;
+    Ok((Backend::Sqlite, format!("sqlite://{path}?mode=rwc")))
+}
+
+/// The database location without a password, for logs.
+fn redact(database: &str) -> String {
+    match (database.find("://"), database.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &database[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}{user}:***{}", &database[..scheme + 3], &database[at..])
+                }
+                None => database.to_owned(),
+            }
+        }
+        _ => database.to_owned(),
+    }
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) and migrates the database at `database`: a SQLite path
+    /// or `sqlite:` URL, or a `postgres://` URL.
+    pub async fn open(database: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = resolve_location(database)?;
+        let location = redact(database);
+        let options =
+            AnyConnectOptions::from_str(&url).map_err(|source| StoreError::InvalidLocation {
+                database: location.clone(),
+                detail: source.to_string(),
+            })?;
+        let in_memory = url == "sqlite::memory:";
+        let pool = AnyPoolOptions::new()
+            // Every connection to an in-memory SQLite database is a different database.
+            .max_connections(if in_memory { 1 } else { MAX_CONNECTIONS })
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // FULL: a committed event survives power loss, not just a crash.
+                        connection
+                            .execute(
+                                format!(
+                                    "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL;",
+                                    BUSY_TIMEOUT.as_millis()
+                                )
+                                .as_str(),
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                database: location.clone(),
+                source,
+            })?;
+        if backend == Backend::Sqlite && !in_memory {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(|source| StoreError::Open {
+                    database: location.clone(),
+                    source,
+                })?;
+        }
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await,
+        };
+        migrated.map_err(|source| StoreError::Migrate {
+            database: location.clone(),
+            source,
+        })?;
+        Ok(SqlStore {
+            pool,
+            backend,
+            location,
+        })
+    }
+
+    /// Which engine this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for bulk loading in benchmarks and for tests that tamper with rows.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn fetch_events(
+        &self,
+        sql: Sql,
+        operation: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+/// A statement under construction: text with `$n` placeholders and their values.
+struct Sql {
+    /// The SQL text so far.
+    text: String,
+    /// Bound values in placeholder order.
+    args: AnyArguments<'static>,
+    /// Placeholders issued so far.
+    count: usize,
+}
+
+impl Sql {
+    fn new(text: impl Into<String>) -> Sql {
+        Sql {
+            text: text.into(),
+            args: AnyArguments::default(),
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    fn bind<T>(&mut self, value: T) -> &mut Sql
+    where
+        T: sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
+    {
+        self.count += 1;
+        self.text.push('$');
+        self.text.push_str(&self.count.to_string());
+        // Encoding plain integers, strings and bytes into an in-memory buffer cannot fail.
+        let _ = self.args.add(value);
+        self
+    }
+
+    async fn fetch_all(self, pool: &AnyPool, operation: &str) -> Result<Vec<AnyRow>, StoreError> {
+        sqlx::query_with(&self.text, self.args)
+            .fetch_all(pool)
+            .await
+            .map_err(|source| query_error(operation, source))
+    }
+
+    async fn execute(
+        self,
+        connection: &mut sqlx::AnyConnection,
+        operation: &str,
+    ) -> Result<u64, StoreError> {
+        sqlx::query_with(&self.text, self.args)
+            .execute(connection)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(|source| query_error(operation, source))
+    }
+}
+
+fn query_error(operation: &str, source: sqlx::Error) -> StoreError {
+    StoreError::Query {
+        operation: operation.to_owned(),
+        source,
+    }
+}
+
+/// `($1, $2, ...), (...)` for `rows` rows of `columns` values, numbered from `start`.
+fn value_groups(rows: usize, columns: usize) -> String {
+    let mut text = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                text.push_str(", ");
+            }
+            text.push('$');
+            text.push_str(&(row * columns + column + 1).to_string());
+        }
+        text.push(')');
+    }
+    text
+}
+
+fn bind_event(sql: &mut Sql, event: &StoredEvent) {
+    let header = &event.header;
+    let args = &mut sql.args;
+    let _ = args.add(event.seq);
+    let _ = args.add(header.kind.clone());
+    let _ = args.add(header.node_id.clone());
+    let _ = args.add(header.node_seq);
+    let _ = args.add(header.call_id.clone());
+    let _ = args.add(header.at_ms);
+    let _ = args.add(header.stored_at_ms);
+    let _ = args.add(event.body.clone());
+    let _ = args.add(event.body_digest.clone());
+    let _ = args.add(event.prev_hash.clone());
+    let _ = args.add(event.hash.clone());
+}
+
+fn bind_call(sql: &mut Sql, record: &CallRecord, state: CallState, node_id: &str, last_seq: i64) {
+    let r = record;
+    let args = &mut sql.args;
+    let _ = args.add(r.call_id.clone());
+    let _ = args.add(r.sip_call_id.clone());
+    let _ = args.add(r.line_number.clone());
+    let _ = args.add(r.court_name.clone());
+    let _ = args.add(r.caller_number.clone());
+    let _ = args.add(r.caller_display_name.clone());
+    let _ = args.add(r.caller_source.clone());
+    let _ = args.add(r.user_agent.clone());
+    let _ = args.add(r.codec.clone());
+    let _ = args.add(r.received_at_ms);
+    let _ = args.add(r.answered_at_ms);
+    let _ = args.add(r.prompt_started_at_ms);
+    let _ = args.add(r.prompt_ended_at_ms);
+    let _ = args.add(r.operator_answered_at_ms);
+    let _ = args.add(r.ended_at_ms);
+    let _ = args.add(r.prompt_id.clone());
+    let _ = args.add(r.prompt_sha256.clone());
+    let _ = args.add(i64::from(r.prompt_length_ms));
+    let _ = args.add(i64::from(r.prompt_ms_sent));
+    let _ = args.add(i64::from(r.prompt_completed));
+    let _ = args.add(r.dtmf_during_prompt.clone());
+    let _ = args.add(r.operator_uri.clone());
+    let _ = args.add(i64::from(r.end_reason));
+    let _ = args.add(i64::from(r.sip_final_status));
+    // Bit-for-bit: u64 counters round-trip through i64 unchanged.
+    let _ = args.add(r.rtp_packets_sent as i64);
+    let _ = args.add(r.rtp_packets_received as i64);
+    let _ = args.add(state as i64);
+    // New rows start unflagged; the upsert never overwrites an existing flag.
+    let _ = args.add(0_i64);
+    let _ = args.add(node_id.to_owned());
+    let _ = args.add(last_seq);
+}
+
+/// The `SET` list of the calls upsert: every column except the key and `flagged`.
+fn upsert_assignments() -> String {
+    CALL_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|column| *column != "call_id" && *column != "flagged")
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Position of a page: the last row's sort key, and the sort it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cursor {
+    /// The sort the token was made for.
+    oldest_first: bool,
+    /// Last row's `received_at_ms`.
     received_at_ms: i64,
+    /// Last row's `call_id` (tie-break).
     call_id: String,
 }
 
 impl Cursor {
-    /// Opaque to clients: hex of `c1:<received_at_ms>:<call_id>`.
     fn encode(&self) -> String {
         hex::encode(format!(
-            "{PAGE_TOKEN_VERSION}:{}:{}",
-            self.received_at_ms, self.call_id
+            "{PAGE_TOKEN_VERSION}:{}:{}:{}",
+            u8::from(self.oldest_first),
+            self.received_at_ms,
+            self.call_id
         ))
     }
 
     fn decode(token: &str) -> Result<Cursor, StoreError> {
-        let invalid = |why: &str| StoreError::InvalidPageToken(format!("{why} (token {token:?})"));
+        let invalid = |why: &str| StoreError::InvalidPageToken(format!("{token:?}: {why}"));
         let bytes = hex::decode(token).map_err(|_| invalid("not hex"))?;
         let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8"))?;
-        let mut parts = text.splitn(3, ':');
+        let mut parts = text.splitn(4, ':');
         if parts.next() != Some(PAGE_TOKEN_VERSION) {
             return Err(invalid("unknown version"));
         }
+        let oldest_first = match parts.next() {
+            Some("0") => false,
+            Some("1") => true,
+            _ => return Err(invalid("bad sort")),
+        };
         let received_at_ms = parts
             .next()
-            .and_then(|ms| ms.parse::<i64>().ok())
-            .ok_or_else(|| invalid("bad timestamp"))?;
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| invalid("bad time"))?;
         let call_id = parts
             .next()
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| invalid("missing call id"))?;
+            .ok_or_else(|| invalid("no call id"))?
+            .to_owned();
         Ok(Cursor {
+            oldest_first,
             received_at_ms,
-            call_id: call_id.to_owned(),
+            call_id,
         })
     }
 }
 
-/// The call records database. Cheap to clone (shares one connection pool).
-#[derive(Debug, Clone)]
-pub struct CallStore {
-    pool: SqlitePool,
-    /// Where the database is, for log lines and error messages.
-    location: String,
-}
-
-impl CallStore {
-    /// Opens (creating if needed) the database at `database`: a file path such as
-    /// `var/courtline.db`, or a `sqlite:` URL. Applies pending migrations.
-    pub async fn open(database: &str) -> Result<CallStore, StoreError> {
-        let in_memory = database == ":memory:"
-            || database == "sqlite::memory:"
-            || database.contains("mode=memory");
-        let base = if database.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(database).map_err(|source| {
-                StoreError::InvalidLocation {
-                    database: database.to_owned(),
-                    source,
-                }
-            })?
-        } else if in_memory {
-            SqliteConnectOptions::from_str("sqlite::memory:").map_err(|source| {
-                StoreError::InvalidLocation {
-                    database: database.to_owned(),
-                    source,
-                }
-            })?
-        } else {
-            SqliteConnectOptions::new().filename(database)
-        };
-        let options = base
-            .create_if_missing(true)
-            // WAL lets the CLI read while the service writes; FULL fsyncs every commit,
-            // because a record acknowledged to the switchboard must survive a power cut.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
-
-        if !in_memory {
-            create_parent_directory(options.get_filename())?;
+impl SqlStore {
+    /// Appends the WHERE conditions of `filter` (each starting with " AND ").
+    fn push_filter(&self, sql: &mut Sql, filter: &CallFilter) {
+        if filter.since_ms != 0 {
+            sql.push(" AND received_at_ms >= ").bind(filter.since_ms);
         }
-
-        let pool_options = if in_memory {
-            // An in-memory database lives only while a connection holds it: keep exactly one.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
+        if filter.until_ms != 0 {
+            sql.push(" AND received_at_ms < ").bind(filter.until_ms);
+        }
+        if !filter.line_number.is_empty() {
+            sql.push(" AND line_number = ")
+                .bind(filter.line_number.clone());
+        }
+        if !filter.court_name.is_empty() {
+            sql.push(" AND court_name = ")
+                .bind(filter.court_name.clone());
+        }
+        if !filter.caller_prefix.is_empty() {
+            if filter.caller_exact {
+                sql.push(" AND caller_number = ")
+                    .bind(filter.caller_prefix.clone());
+            } else {
+                // A range, so the caller index is used; both backends compare these columns
+                // bytewise, and no phone number contains U+10FFFF (a noncharacter).
+                sql.push(" AND caller_number >= ")
+                    .bind(filter.caller_prefix.clone())
+                    .push(" AND caller_number < ")
+                    .bind(format!("{}\u{10FFFF}", filter.caller_prefix));
+            }
+        }
+        if !filter.caller_name_contains.is_empty() {
+            let function = match self.backend {
+                Backend::Sqlite => " AND instr(caller_display_name, ",
+                Backend::Postgres => " AND strpos(caller_display_name, ",
+            };
+            sql.push(function)
+                .bind(filter.caller_name_contains.clone())
+                .push(") > 0");
+        }
+        if filter.end_reason != EndReason::Unspecified as i32 {
+            sql.push(" AND end_reason = ")
+                .bind(i64::from(filter.end_reason));
+        }
+        match filter.prompt_completed() {
+            Choice::Any => {}
+            Choice::Yes => {
+                sql.push(" AND prompt_completed = 1");
+            }
+            Choice::No => {
+                sql.push(" AND prompt_completed = 0");
+            }
+        }
+        match filter.connected() {
+            Choice::Any => {}
+            Choice::Yes => {
+                sql.push(" AND operator_answered_at_ms <> 0");
+            }
+            Choice::No => {
+                sql.push(" AND operator_answered_at_ms = 0");
+            }
+        }
+        // Literals, not placeholders, so SQLite can use the partial index on flagged calls.
+        match filter.flagged() {
+            Choice::Any => {}
+            Choice::Yes => {
+                sql.push(" AND flagged = 1");
+            }
+            Choice::No => {
+                sql.push(" AND flagged = 0");
+            }
+        }
+        let states: Vec<String> = if filter.states.is_empty() {
+            vec![
+                (CallState::Ended as i32).to_string(),
+                (CallState::Interrupted as i32).to_string(),
+            ]
         } else {
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+            filter.states.iter().map(i32::to_string).collect()
         };
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                database: database.to_owned(),
-                source,
-            })?;
-
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                database: database.to_owned(),
-                source,
-            })?;
-
-        Ok(CallStore {
-            pool,
-            location: database.to_owned(),
-        })
+        sql.push(&format!(" AND state IN ({})", states.join(", ")));
     }
+}
 
-    /// Where this store's database is, as given to [`CallStore::open`].
-    pub fn location(&self) -> &str {
+#[async_trait]
+impl Store for SqlStore {
+    fn location(&self) -> &str {
         &self.location
     }
 
-    /// Stores `record`. Returns `false` (and changes nothing) when a record with the
-    /// same `call_id` is already stored, so a retried delivery is harmless.
-    pub async fn insert(&self, record: &CallRecord) -> Result<bool, StoreError> {
-        let sql = format!(
-            "INSERT INTO calls ({COLUMNS}, stored_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (call_id) DO NOTHING"
-        );
-        let result = sqlx::query(&sql)
-            .bind(&record.call_id)
-            .bind(&record.sip_call_id)
-            .bind(&record.line_number)
-            .bind(&record.court_name)
-            .bind(&record.caller_number)
-            .bind(&record.caller_display_name)
-            .bind(&record.caller_source)
-            .bind(&record.user_agent)
-            .bind(&record.codec)
-            .bind(record.received_at_ms)
-            .bind(record.answered_at_ms)
-            .bind(record.prompt_started_at_ms)
-            .bind(record.prompt_ended_at_ms)
-            .bind(record.operator_answered_at_ms)
-            .bind(record.ended_at_ms)
-            .bind(&record.prompt_id)
-            .bind(&record.prompt_sha256)
-            .bind(i64::from(record.prompt_length_ms))
-            .bind(i64::from(record.prompt_ms_sent))
-            .bind(record.prompt_completed)
-            .bind(&record.dtmf_during_prompt)
-            .bind(&record.operator_uri)
-            .bind(record.end_reason)
-            .bind(i64::from(record.sip_final_status))
-            // Bit-for-bit, so every u64 round-trips exactly.
-            .bind(record.rtp_packets_sent as i64)
-            .bind(record.rtp_packets_received as i64)
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(|source| StoreError::Query {
-                operation: format!("insert of call {}", record.call_id),
-                source,
-            })?;
-        Ok(result.rows_affected() == 1)
+    async fn head(&self) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = Sql::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT 1"
+        ));
+        Ok(self.fetch_events(sql, "read chain head").await?.pop())
     }
 
-    /// The record with this `call_id`, if stored.
-    pub async fn get(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM calls WHERE call_id = ?");
-        let row = sqlx::query(&sql)
-            .bind(call_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|source| StoreError::Query {
-                operation: format!("lookup of call {call_id}"),
-                source,
-            })?;
-        row.as_ref().map(record_from_row).transpose()
+    async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = "));
+        sql.bind(seq);
+        Ok(self.fetch_events(sql, "read event").await?.pop())
     }
 
-    /// One page of records matching `query`, newest first (by `received_at_ms`, then
-    /// `call_id`), and the token for the next page when there may be more.
-    pub async fn list(
+    async fn node_event_digests(
+        &self,
+        node_id: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut sql = Sql::new("SELECT node_seq, body_digest FROM events WHERE node_id = ");
+        sql.bind(node_id.to_owned())
+            .push(" AND node_seq >= ")
+            .bind(first)
+            .push(" AND node_seq <= ")
+            .bind(last);
+        let rows = sql.fetch_all(&self.pool, "look up node events").await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "node_seq", "node event")?,
+                    get(row, "body_digest", "node event")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn open_calls(&self, node_id: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE state = 1 AND node_id = "
+        ));
+        sql.bind(node_id.to_owned()).push(" ORDER BY call_id");
+        let rows = sql.fetch_all(&self.pool, "list open calls").await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn commit(&self, events: &[StoredEvent], changes: &[Change]) -> Result<(), StoreError> {
+        let operation = "append events";
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|source| query_error(operation, source))?;
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new(format!(
+                "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+                value_groups(chunk.len(), EVENT_COLUMN_COUNT)
+            ));
+            for event in chunk {
+                bind_event(&mut sql, event);
+            }
+            sql.execute(&mut tx, operation).await?;
+        }
+        // Consecutive upserts go in multi-row statements; a call appears at most once in
+        // each (PostgreSQL refuses to update one row twice in a statement), keeping its last state.
+        let mut pending: Vec<(&CallRecord, CallState, &str, i64)> = Vec::new();
+        for change in changes {
+            if let Change::UpsertCall {
+                record,
+                state,
+                node_id,
+                last_seq,
+            } = change
+            {
+                pending.retain(|(held, ..)| held.call_id != record.call_id);
+                pending.push((record, *state, node_id, *last_seq));
+                continue;
+            }
+            self.upsert_calls(&mut tx, &pending).await?;
+            pending.clear();
+            self.apply(&mut tx, change).await?;
+        }
+        self.upsert_calls(&mut tx, &pending).await?;
+        tx.commit()
+            .await
+            .map_err(|source| query_error(operation, source))
+    }
+
+    async fn list_calls(
         &self,
         query: &CallQuery,
     ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
+        let oldest_first = query.sort == SortOrder::OldestFirst;
         let cursor = match query.page_token.as_deref() {
-            Some(token) if !token.is_empty() => Some(Cursor::decode(token)?),
+            Some(token) if !token.is_empty() => {
+                let cursor = Cursor::decode(token)?;
+                if cursor.oldest_first != oldest_first {
+                    return Err(StoreError::InvalidPageToken(
+                        "the token was made for the other sort order".into(),
+                    ));
+                }
+                Some(cursor)
+            }
             _ => None,
         };
         let page_size = query.effective_page_size();
-
-        let mut sql: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {COLUMNS} FROM calls WHERE 1 = 1"));
-        if let Some(since) = query.since_ms {
-            sql.push(" AND received_at_ms >= ").push_bind(since);
-        }
-        if let Some(until) = query.until_ms {
-            sql.push(" AND received_at_ms < ").push_bind(until);
-        }
-        if let Some(line) = &query.line_number {
-            sql.push(" AND line_number = ").push_bind(line.clone());
-        }
-        if let Some(prefix) = &query.caller_prefix {
-            // substr compares exactly: no LIKE wildcards to escape, and case-sensitive.
-            // Both substr and chars() count Unicode characters.
-            let length = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
-            sql.push(" AND substr(caller_number, 1, ")
-                .push_bind(length)
-                .push(") = ")
-                .push_bind(prefix.clone());
-        }
-        if let Some(reason) = query.end_reason {
-            sql.push(" AND end_reason = ").push_bind(reason as i32);
-        }
+        let mut sql = Sql::new(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+        self.push_filter(&mut sql, &query.filter);
+        let (compare, direction) = if oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
         if let Some(cursor) = &cursor {
-            sql.push(" AND (received_at_ms, call_id) < (")
-                .push_bind(cursor.received_at_ms)
+            sql.push(&format!(" AND (received_at_ms, call_id) {compare} ("))
+                .bind(cursor.received_at_ms)
                 .push(", ")
-                .push_bind(cursor.call_id.clone())
+                .bind(cursor.call_id.clone())
                 .push(")");
         }
         // One extra row tells whether another page exists without a second query.
-        sql.push(" ORDER BY received_at_ms DESC, call_id DESC LIMIT ")
-            .push_bind(i64::from(page_size) + 1);
-
-        let rows = sql
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|source| StoreError::Query {
-                operation: "list of calls".to_owned(),
-                source,
-            })?;
-
+        sql.push(&format!(
+            " ORDER BY received_at_ms {direction}, call_id {direction} LIMIT {}",
+            page_size + 1
+        ));
+        let rows = sql.fetch_all(&self.pool, "list calls").await?;
         let mut records = rows
             .iter()
             .map(record_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_token = if records.len() > page_size as usize {
+        let next = if records.len() > page_size as usize {
             records.truncate(page_size as usize);
             records.last().map(|last| {
                 Cursor {
+                    oldest_first,
                     received_at_ms: last.received_at_ms,
                     call_id: last.call_id.clone(),
                 }
@@ -398,12 +861,264 @@ impl CallStore {
         } else {
             None
         };
-        Ok((records, next_token))
+        Ok((records, next))
     }
 
-    /// Waits for in-flight statements and closes the database cleanly (checkpoints the WAL).
-    pub async fn close(&self) {
+    async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = "));
+        sql.bind(call_id.to_owned());
+        let rows = sql.fetch_all(&self.pool, "read call").await?;
+        rows.first().map(record_from_row).transpose()
+    }
+
+    async fn call_events(&self, call_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE call_id = "
+        ));
+        sql.bind(call_id.to_owned()).push(" ORDER BY seq");
+        self.fetch_events(sql, "read call events").await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
+        sql.bind(after)
+            .push(&format!(" ORDER BY seq LIMIT {limit}"));
+        self.fetch_events(sql, "scan events").await
+    }
+
+    async fn call_events_after(
+        &self,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE call_id IS NOT NULL"
+        ));
+        if let Some((call_id, seq)) = after {
+            sql.push(" AND (call_id, seq) > (")
+                .bind(call_id.to_owned())
+                .push(", ")
+                .bind(seq)
+                .push(")");
+        }
+        sql.push(&format!(" ORDER BY call_id, seq LIMIT {limit}"));
+        self.fetch_events(sql, "scan call events").await
+    }
+
+    async fn calls_after(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT {CALL_COLUMNS} FROM calls"));
+        if let Some(call_id) = after {
+            sql.push(" WHERE call_id > ").bind(call_id.to_owned());
+        }
+        sql.push(&format!(" ORDER BY call_id LIMIT {limit}"));
+        let rows = sql.fetch_all(&self.pool, "scan calls").await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn node_gaps(&self) -> Result<(Vec<NodeSummary>, Vec<Gap>), StoreError> {
+        let summary = Sql::new(
+            "SELECT node_id, COUNT(*) AS events, MAX(node_seq) AS highest FROM events \
+             WHERE node_id IS NOT NULL GROUP BY node_id ORDER BY node_id",
+        )
+        .fetch_all(&self.pool, "summarise nodes")
+        .await?;
+        let nodes = summary
+            .iter()
+            .map(|row| {
+                Ok(NodeSummary {
+                    node_id: get(row, "node_id", "node")?,
+                    events: get::<i64>(row, "events", "node")? as u64,
+                    highest_seq: get::<i64>(row, "highest", "node")? as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let gaps = Sql::new(
+            "SELECT node_id, COALESCE(previous, 0) + 1 AS first, node_seq - 1 AS last FROM (\
+               SELECT node_id, node_seq, \
+                 LAG(node_seq) OVER (PARTITION BY node_id ORDER BY node_seq) AS previous \
+               FROM events WHERE node_id IS NOT NULL) AS numbered \
+             WHERE node_seq > COALESCE(previous, 0) + 1 ORDER BY node_id, first",
+        )
+        .fetch_all(&self.pool, "find sequence gaps")
+        .await?;
+        let gaps = gaps
+            .iter()
+            .map(|row| {
+                Ok(Gap {
+                    node_id: get(row, "node_id", "gap")?,
+                    first: get::<i64>(row, "first", "gap")? as u64,
+                    last: get::<i64>(row, "last", "gap")? as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((nodes, gaps))
+    }
+
+    async fn access_events(
+        &self,
+        before: i64,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'access'"
+        ));
+        if before > 0 {
+            sql.push(" AND seq < ").bind(before);
+        }
+        if since_ms > 0 {
+            sql.push(" AND at_ms >= ").bind(since_ms);
+        }
+        if until_ms > 0 {
+            sql.push(" AND at_ms < ").bind(until_ms);
+        }
+        sql.push(&format!(" ORDER BY seq DESC LIMIT {limit}"));
+        self.fetch_events(sql, "read access log").await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = Sql::new(
+            "SELECT name, role, token_hash, created_at_ms, created_by, revoked_at_ms \
+             FROM tokens ORDER BY name",
+        )
+        .fetch_all(&self.pool, "read tokens")
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenRow {
+                    name: get(row, "name", "token")?,
+                    role: i32::try_from(get::<i64>(row, "role", "token")?).unwrap_or_default(),
+                    token_hash: get(row, "token_hash", "token")?,
+                    created_at_ms: get(row, "created_at_ms", "token")?,
+                    created_by: get(row, "created_by", "token")?,
+                    revoked_at_ms: get(row, "revoked_at_ms", "token")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError> {
+        let mut sql =
+            Sql::new("SELECT call_id, flagged FROM calls WHERE state <> 1 AND received_at_ms < ");
+        sql.bind(cutoff_ms).push(" ORDER BY call_id");
+        let rows = sql
+            .fetch_all(&self.pool, "find calls past retention")
+            .await?;
+        let mut purgeable = Vec::new();
+        let mut on_hold = 0;
+        for row in &rows {
+            if get::<i64>(row, "flagged", "call")? != 0 {
+                on_hold += 1;
+            } else {
+                purgeable.push(get(row, "call_id", "call")?);
+            }
+        }
+        Ok((purgeable, on_hold))
+    }
+
+    async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for chunk in call_ids.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new("SELECT COUNT(*) AS n FROM events WHERE call_id IN (");
+            push_list(&mut sql, chunk);
+            sql.push(")");
+            let rows = sql.fetch_all(&self.pool, "count call events").await?;
+            if let Some(row) = rows.first() {
+                total += get::<i64>(row, "n", "count")? as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// `$a, $b, ...` binding each of `values`.
+fn push_list(sql: &mut Sql, values: &[String]) {
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            sql.push(", ");
+        }
+        sql.bind(value.clone());
+    }
+}
+
+impl SqlStore {
+    async fn upsert_calls(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        pending: &[(&CallRecord, CallState, &str, i64)],
+    ) -> Result<(), StoreError> {
+        for chunk in pending.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new(format!(
+                "INSERT INTO calls ({CALL_COLUMNS}) VALUES {} ON CONFLICT (call_id) DO UPDATE SET {}",
+                value_groups(chunk.len(), CALL_COLUMN_COUNT),
+                upsert_assignments()
+            ));
+            for (record, state, node_id, last_seq) in chunk {
+                bind_call(&mut sql, record, *state, node_id, *last_seq);
+            }
+            sql.execute(tx, "store call rows").await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut sqlx::AnyConnection, change: &Change) -> Result<(), StoreError> {
+        match change {
+            Change::UpsertCall { .. } => {}
+            Change::FlagCall { call_id, last_seq } => {
+                let mut sql = Sql::new("UPDATE calls SET flagged = 1, last_seq = ");
+                sql.bind(*last_seq)
+                    .push(" WHERE call_id = ")
+                    .bind(call_id.clone());
+                sql.execute(tx, "flag call").await?;
+            }
+            Change::PurgeCalls { call_ids } => {
+                for chunk in call_ids.chunks(INSERT_CHUNK) {
+                    let mut clear = Sql::new("UPDATE events SET body = NULL WHERE call_id IN (");
+                    push_list(&mut clear, chunk);
+                    clear.push(")");
+                    clear.execute(tx, "purge event bodies").await?;
+                    let mut delete = Sql::new("DELETE FROM calls WHERE call_id IN (");
+                    push_list(&mut delete, chunk);
+                    delete.push(")");
+                    delete.execute(tx, "purge calls").await?;
+                }
+            }
+            Change::AddToken(token) => {
+                let mut sql = Sql::new(
+                    "INSERT INTO tokens (name, role, token_hash, created_at_ms, created_by, revoked_at_ms) VALUES (",
+                );
+                sql.bind(token.name.clone())
+                    .push(", ")
+                    .bind(i64::from(token.role))
+                    .push(", ")
+                    .bind(token.token_hash.clone())
+                    .push(", ")
+                    .bind(token.created_at_ms)
+                    .push(", ")
+                    .bind(token.created_by.clone())
+                    .push(", ")
+                    .bind(token.revoked_at_ms)
+                    .push(")");
+                sql.execute(tx, "add token").await?;
+            }
+            Change::RevokeToken { name, at_ms } => {
+                let mut sql = Sql::new("UPDATE tokens SET revoked_at_ms = ");
+                sql.bind(*at_ms)
+                    .push(" WHERE revoked_at_ms = 0 AND name = ")
+                    .bind(name.clone());
+                sql.execute(tx, "revoke token").await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -419,53 +1134,84 @@ fn create_parent_directory(file: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<CallRecord, StoreError> {
-    let call_id: String = column(row, "call_id", "?")?;
-    let id = call_id.as_str();
-    let unsigned = |name: &str| -> Result<u32, StoreError> {
-        let value: i64 = column(row, name, id)?;
-        u32::try_from(value).map_err(|_| StoreError::Corrupt {
-            call_id: id.to_owned(),
-            detail: format!("{name} = {value} is not a u32"),
-        })
-    };
-    Ok(CallRecord {
-        sip_call_id: column(row, "sip_call_id", id)?,
-        line_number: column(row, "line_number", id)?,
-        court_name: column(row, "court_name", id)?,
-        caller_number: column(row, "caller_number", id)?,
-        caller_display_name: column(row, "caller_display_name", id)?,
-        caller_source: column(row, "caller_source", id)?,
-        user_agent: column(row, "user_agent", id)?,
-        codec: column(row, "codec", id)?,
-        received_at_ms: column(row, "received_at_ms", id)?,
-        answered_at_ms: column(row, "answered_at_ms", id)?,
-        prompt_started_at_ms: column(row, "prompt_started_at_ms", id)?,
-        prompt_ended_at_ms: column(row, "prompt_ended_at_ms", id)?,
-        operator_answered_at_ms: column(row, "operator_answered_at_ms", id)?,
-        ended_at_ms: column(row, "ended_at_ms", id)?,
-        prompt_id: column(row, "prompt_id", id)?,
-        prompt_sha256: column(row, "prompt_sha256", id)?,
-        prompt_length_ms: unsigned("prompt_length_ms")?,
-        prompt_ms_sent: unsigned("prompt_ms_sent")?,
-        prompt_completed: column(row, "prompt_completed", id)?,
-        dtmf_during_prompt: column(row, "dtmf_during_prompt", id)?,
-        operator_uri: column(row, "operator_uri", id)?,
-        end_reason: column(row, "end_reason", id)?,
-        sip_final_status: unsigned("sip_final_status")?,
-        rtp_packets_sent: column::<i64>(row, "rtp_packets_sent", id)? as u64,
-        rtp_packets_received: column::<i64>(row, "rtp_packets_received", id)? as u64,
-        call_id,
+fn get<'r, T>(row: &'r AnyRow, name: &str, key: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(|error| StoreError::Corrupt {
+        key: key.to_owned(),
+        detail: format!("column {name}: {error}"),
     })
 }
 
-fn column<'r, T>(row: &'r SqliteRow, name: &str, call_id: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name).map_err(|error| StoreError::Corrupt {
-        call_id: call_id.to_owned(),
-        detail: format!("column {name}: {error}"),
+fn event_from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
+    let seq: i64 = get(row, "seq", "event")?;
+    let key = format!("event #{seq}");
+    let key = key.as_str();
+    Ok(StoredEvent {
+        seq,
+        header: EventHeader {
+            kind: get(row, "kind", key)?,
+            node_id: get(row, "node_id", key)?,
+            node_seq: get(row, "node_seq", key)?,
+            call_id: get(row, "call_id", key)?,
+            at_ms: get(row, "at_ms", key)?,
+            stored_at_ms: get(row, "stored_at_ms", key)?,
+        },
+        body: get(row, "body", key)?,
+        body_digest: get(row, "body_digest", key)?,
+        prev_hash: get(row, "prev_hash", key)?,
+        hash: get(row, "hash", key)?,
+    })
+}
+
+fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
+    let call_id: String = get(row, "call_id", "call")?;
+    let id = call_id.as_str();
+    let small = |name: &str| -> Result<u32, StoreError> {
+        let value: i64 = get(row, name, id)?;
+        u32::try_from(value).map_err(|_| StoreError::Corrupt {
+            key: id.to_owned(),
+            detail: format!("{name} = {value} is not a u32"),
+        })
+    };
+    let enumeration = |name: &str| -> Result<i32, StoreError> {
+        let value: i64 = get(row, name, id)?;
+        i32::try_from(value).map_err(|_| StoreError::Corrupt {
+            key: id.to_owned(),
+            detail: format!("{name} = {value} is not an enum number"),
+        })
+    };
+    Ok(CallRecord {
+        sip_call_id: get(row, "sip_call_id", id)?,
+        line_number: get(row, "line_number", id)?,
+        court_name: get(row, "court_name", id)?,
+        caller_number: get(row, "caller_number", id)?,
+        caller_display_name: get(row, "caller_display_name", id)?,
+        caller_source: get(row, "caller_source", id)?,
+        user_agent: get(row, "user_agent", id)?,
+        codec: get(row, "codec", id)?,
+        received_at_ms: get(row, "received_at_ms", id)?,
+        answered_at_ms: get(row, "answered_at_ms", id)?,
+        prompt_started_at_ms: get(row, "prompt_started_at_ms", id)?,
+        prompt_ended_at_ms: get(row, "prompt_ended_at_ms", id)?,
+        operator_answered_at_ms: get(row, "operator_answered_at_ms", id)?,
+        ended_at_ms: get(row, "ended_at_ms", id)?,
+        prompt_id: get(row, "prompt_id", id)?,
+        prompt_sha256: get(row, "prompt_sha256", id)?,
+        prompt_length_ms: small("prompt_length_ms")?,
+        prompt_ms_sent: small("prompt_ms_sent")?,
+        prompt_completed: get::<i64>(row, "prompt_completed", id)? != 0,
+        dtmf_during_prompt: get(row, "dtmf_during_prompt", id)?,
+        operator_uri: get(row, "operator_uri", id)?,
+        end_reason: enumeration("end_reason")?,
+        sip_final_status: small("sip_final_status")?,
+        rtp_packets_sent: get::<i64>(row, "rtp_packets_sent", id)? as u64,
+        rtp_packets_received: get::<i64>(row, "rtp_packets_received", id)? as u64,
+        state: enumeration("state")?,
+        flagged: get::<i64>(row, "flagged", id)? != 0,
+        node_id: get(row, "node_id", id)?,
+        call_id,
     })
 }
 
@@ -473,244 +1219,58 @@ where
 mod tests {
     use super::*;
 
-    fn record(n: u32, received_at_ms: i64) -> CallRecord {
-        CallRecord {
-            call_id: format!("00000000-0000-4000-8000-{n:012}"),
-            sip_call_id: format!("sip-{n}@example.test"),
-            line_number: if n % 2 == 0 { "12368" } else { "12345" }.to_owned(),
-            court_name: "北京市第一中级人民法院".to_owned(),
-            caller_number: format!("1380013{n:04}"),
-            caller_display_name: "张三".to_owned(),
-            caller_source: "127.0.0.1:5070".to_owned(),
-            user_agent: "sipp".to_owned(),
-            codec: "PCMA".to_owned(),
-            received_at_ms,
-            answered_at_ms: received_at_ms + 10,
-            prompt_started_at_ms: received_at_ms + 20,
-            prompt_ended_at_ms: received_at_ms + 8_020,
-            operator_answered_at_ms: received_at_ms + 9_000,
-            ended_at_ms: received_at_ms + 60_000,
-            prompt_id: "three-rules".to_owned(),
-            prompt_sha256: "ab".repeat(32),
-            prompt_length_ms: 8_000,
-            prompt_ms_sent: 8_000,
-            prompt_completed: true,
-            dtmf_during_prompt: "1#".to_owned(),
-            operator_uri: "sip:op1@127.0.0.1:5080".to_owned(),
-            end_reason: if n % 3 == 0 {
-                EndReason::CallerHungUpDuringPrompt
-            } else {
-                EndReason::OperatorHungUp
-            } as i32,
-            sip_final_status: 200,
-            rtp_packets_sent: u64::MAX - u64::from(n),
-            rtp_packets_received: u64::from(n),
-        }
-    }
-
-    async fn temp_store() -> (tempfile::TempDir, CallStore) {
+    #[test]
+    fn locations_resolve_to_backends() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/dir/courtline.db");
-        let store = CallStore::open(path.to_str().unwrap()).await.unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn insert_is_idempotent_on_call_id() {
-        let (_dir, store) = temp_store().await;
-        let first = record(1, 1_000);
-        assert!(store.insert(&first).await.unwrap());
-        let mut changed = first.clone();
-        changed.caller_number = "999".to_owned();
-        assert!(!store.insert(&changed).await.unwrap());
-        assert_eq!(store.get(&first.call_id).await.unwrap(), Some(first));
-        let (all, token) = store.list(&CallQuery::default()).await.unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(token, None);
-    }
-
-    #[tokio::test]
-    async fn every_field_and_chinese_text_round_trip() {
-        let (_dir, store) = temp_store().await;
-        let mut original = record(7, 1_700_000_000_000);
-        original.caller_display_name = "李四（代理人）😀".to_owned();
-        original.dtmf_during_prompt = "*0".to_owned();
-        original.prompt_completed = false;
-        original.sip_final_status = u32::MAX;
-        store.insert(&original).await.unwrap();
-        assert_eq!(
-            store.get(&original.call_id).await.unwrap(),
-            Some(original.clone())
+        let path = dir.path().join("a/b.db");
+        let (backend, url) = resolve_location(path.to_str().unwrap()).unwrap();
+        assert_eq!(backend, Backend::Sqlite);
+        assert!(
+            url.starts_with("sqlite://") && url.ends_with("?mode=rwc"),
+            "{url}"
         );
-        let (listed, _) = store.list(&CallQuery::default()).await.unwrap();
-        assert_eq!(listed, vec![original]);
-        assert_eq!(store.get("no-such-call").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn sqlite_url_and_in_memory_locations_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("sub/x.db").display());
-        let store = CallStore::open(&url).await.unwrap();
-        assert!(store.insert(&record(1, 1)).await.unwrap());
-        assert!(dir.path().join("sub/x.db").exists());
-
-        let memory = CallStore::open("sqlite::memory:").await.unwrap();
-        assert!(memory.insert(&record(1, 1)).await.unwrap());
-        assert!(memory.get(&record(1, 1).call_id).await.unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn reopening_keeps_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("courtline.db");
-        let path = path.to_str().unwrap();
-        let store = CallStore::open(path).await.unwrap();
-        store.insert(&record(1, 5)).await.unwrap();
-        store.close().await;
-        let again = CallStore::open(path).await.unwrap();
-        assert!(again.get(&record(1, 5).call_id).await.unwrap().is_some());
-    }
-
-    async fn filled_store() -> (tempfile::TempDir, CallStore) {
-        let (dir, store) = temp_store().await;
-        for n in 0..10 {
-            store
-                .insert(&record(n, 1_000 * i64::from(n)))
-                .await
-                .unwrap();
-        }
-        (dir, store)
-    }
-
-    fn ids(records: &[CallRecord]) -> Vec<u32> {
-        records
-            .iter()
-            .map(|r| r.call_id[24..].parse().unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn time_filters_are_inclusive_then_exclusive() {
-        let (_dir, store) = filled_store().await;
-        let query = CallQuery {
-            since_ms: Some(3_000),
-            until_ms: Some(6_000),
-            ..CallQuery::default()
-        };
-        let (records, _) = store.list(&query).await.unwrap();
-        assert_eq!(ids(&records), vec![5, 4, 3]);
-    }
-
-    #[tokio::test]
-    async fn line_filter_is_exact() {
-        let (_dir, store) = filled_store().await;
-        let query = CallQuery {
-            line_number: Some("12368".to_owned()),
-            ..CallQuery::default()
-        };
-        let (records, _) = store.list(&query).await.unwrap();
-        assert_eq!(ids(&records), vec![8, 6, 4, 2, 0]);
-        let query = CallQuery {
-            line_number: Some("1236".to_owned()),
-            ..CallQuery::default()
-        };
-        assert!(store.list(&query).await.unwrap().0.is_empty());
-    }
-
-    #[tokio::test]
-    async fn caller_prefix_filter_treats_wildcards_literally() {
-        let (_dir, store) = filled_store().await;
-        let mut odd = record(42, 50_000);
-        odd.caller_number = "1%_x".to_owned();
-        store.insert(&odd).await.unwrap();
-        let mut chinese = record(43, 51_000);
-        chinese.caller_number = "号码123".to_owned();
-        store.insert(&chinese).await.unwrap();
-
-        let by_prefix = |prefix: &str| CallQuery {
-            caller_prefix: Some(prefix.to_owned()),
-            ..CallQuery::default()
-        };
-        let (records, _) = store.list(&by_prefix("13800130007")).await.unwrap();
-        assert_eq!(ids(&records), vec![7]);
-        let (records, _) = store.list(&by_prefix("1380013000")).await.unwrap();
-        assert_eq!(records.len(), 10);
-        let (records, _) = store.list(&by_prefix("1%")).await.unwrap();
-        assert_eq!(ids(&records), vec![42]);
-        let (records, _) = store.list(&by_prefix("1_")).await.unwrap();
-        assert!(records.is_empty());
-        let (records, _) = store.list(&by_prefix("号码")).await.unwrap();
-        assert_eq!(ids(&records), vec![43]);
-    }
-
-    #[tokio::test]
-    async fn end_reason_filter() {
-        let (_dir, store) = filled_store().await;
-        let query = CallQuery {
-            end_reason: Some(EndReason::CallerHungUpDuringPrompt),
-            ..CallQuery::default()
-        };
-        let (records, _) = store.list(&query).await.unwrap();
-        assert_eq!(ids(&records), vec![9, 6, 3, 0]);
-    }
-
-    #[tokio::test]
-    async fn pagination_covers_everything_once() {
-        let (_dir, store) = filled_store().await;
-        // Two records share a timestamp so the call_id tie-break is exercised across a page edge.
-        store.insert(&record(100, 6_000)).await.unwrap();
-        let mut query = CallQuery {
-            page_size: 4,
-            ..CallQuery::default()
-        };
-        let mut pages = Vec::new();
-        loop {
-            let (records, token) = store.list(&query).await.unwrap();
-            pages.push(ids(&records));
-            match token {
-                Some(token) => query.page_token = Some(token),
-                None => break,
-            }
-        }
+        assert!(dir.path().join("a").is_dir());
         assert_eq!(
-            pages,
-            vec![vec![9, 8, 7, 100], vec![6, 5, 4, 3], vec![2, 1, 0]]
+            resolve_location("postgres://u:p@h/db").unwrap().0,
+            Backend::Postgres
         );
+        assert_eq!(
+            resolve_location("sqlite::memory:").unwrap().1,
+            "sqlite::memory:"
+        );
+        assert!(resolve_location("mysql://x").is_err());
+        assert!(resolve_location("").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("var/x.db"), "var/x.db");
     }
 
-    #[tokio::test]
-    async fn exact_last_page_has_no_token() {
-        let (_dir, store) = filled_store().await;
-        let query = CallQuery {
-            page_size: 10,
-            ..CallQuery::default()
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let cursor = Cursor {
+            oldest_first: true,
+            received_at_ms: 5,
+            call_id: "a:b".into(),
         };
-        let (records, token) = store.list(&query).await.unwrap();
-        assert_eq!(records.len(), 10);
-        assert_eq!(token, None);
-    }
-
-    #[tokio::test]
-    async fn bad_page_token_is_a_clear_error() {
-        let (_dir, store) = filled_store().await;
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         for token in [
             "zz",
             "6869",
-            &hex::encode("c1:abc:x"),
-            &hex::encode("c1:5:"),
+            &hex::encode("c2:0:abc:x"),
+            &hex::encode("c2:0:5:"),
         ] {
-            let query = CallQuery {
-                page_token: Some(token.to_owned()),
-                ..CallQuery::default()
-            };
-            let error = store.list(&query).await.unwrap_err();
-            assert!(
-                matches!(error, StoreError::InvalidPageToken(_)),
-                "{token}: {error}"
-            );
-            assert!(error.to_string().contains("invalid page token"));
+            assert!(matches!(
+                Cursor::decode(token),
+                Err(StoreError::InvalidPageToken(_))
+            ));
         }
+    }
+
+    #[test]
+    fn value_groups_number_placeholders() {
+        assert_eq!(value_groups(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(CALL_COLUMNS.split(',').count(), CALL_COLUMN_COUNT);
+        assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+        assert!(!upsert_assignments().contains("flagged"));
     }
 
     #[test]

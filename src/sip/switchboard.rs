@@ -281,6 +281,22 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         ..CallFacts::default()
     };
 
+    // No call goes unrecorded: while the records spool cannot be written, refuse.
+    if !shared.records.spool_healthy()
+        && shared.config.records.on_spool_failure == crate::config::SpoolFailurePolicy::Reject
+    {
+        tracing::error!(line = %number, caller = %facts.caller_number, "records spool cannot be written: 503 ([records] on_spool_failure = \"reject\")");
+        let retry = shared.config.sip.retry_after_s.to_string();
+        return refuse(
+            shared,
+            &mut tx,
+            &facts,
+            StatusCode::ServiceUnavailable,
+            vec![header("Retry-After", retry)],
+        )
+        .await;
+    }
+
     // Admission: a slot first, so a flood cannot overshoot max_calls.
     let Some(slot) = CallSlot::take(&shared.active, shared.config.sip.max_calls) else {
         warn!(line = %number, caller = %facts.caller_number, max_calls = shared.config.sip.max_calls, "switchboard full: 503");

@@ -1,0 +1,268 @@
+//! Who may do what: bearer tokens mapped to roles.
+//!
+//! | role | may |
+//! | --- | --- |
+//! | switchboard | LogEvents |
+//! | compliance | ListCalls, GetCall, ExportCalls, FlagCall |
+//! | auditor | Verify, ListGaps, ListAccess |
+//! | admin | AddToken, ListTokens, RevokeToken, Purge |
+//!
+//! Tokens are random 256-bit secrets; the store keeps only their SHA-256 (a slow
+//! password hash buys nothing for secrets this long). A client sends
+//! `authorization: Bearer <token>`.
+//!
+//! **Loopback until the first token.** A fresh records service has no tokens, and
+//! then accepts any client connecting from a loopback address as `loopback` with
+//! every role — so `courtline serve` followed by `courtline calls list` on the same
+//! machine works with no setup, exactly as before tokens existed. The first
+//! `courtline records token add` (itself allowed by this rule) ends it for good:
+//! from then on every request needs a valid token, revoked ones included in the
+//! count, so revoking every token does not reopen the service. The embedded
+//! switchboard never depends on this: it is given an in-memory switchboard token.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::RwLock;
+use tonic::{Request, Status};
+
+use super::pb::Role;
+use super::store::Store;
+
+/// Name that requests accepted under the loopback rule are logged under.
+pub const LOOPBACK_ACTOR: &str = "loopback";
+/// Metadata key of the optional stated reason (UTF-8, so a binary `-bin` key).
+pub const REASON_METADATA: &str = "x-courtline-reason-bin";
+/// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
+const SECRET_PREFIX: &str = "clt_";
+
+/// A fresh token secret.
+pub fn new_secret() -> String {
+    format!("{SECRET_PREFIX}{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+/// What the store keeps of a secret.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.trim().as_bytes()).into()
+}
+
+/// The role's name as typed on the command line and shown in listings.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Unspecified => "none",
+        Role::Switchboard => "switchboard",
+        Role::Compliance => "compliance",
+        Role::Auditor => "auditor",
+        Role::Admin => "admin",
+    }
+}
+
+/// Parses a role name.
+pub fn parse_role(text: &str) -> Option<Role> {
+    [
+        Role::Switchboard,
+        Role::Compliance,
+        Role::Auditor,
+        Role::Admin,
+    ]
+    .into_iter()
+    .find(|role| role_name(*role) == text.trim().to_ascii_lowercase())
+}
+
+/// The authenticated client of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Token name (or [`LOOPBACK_ACTOR`]).
+    pub name: String,
+    /// The role the request was allowed under.
+    pub role: Role,
+    /// Client address.
+    pub peer: String,
+    /// Stated reason, if any.
+    pub reason: String,
+}
+
+/// A valid token as the authenticator caches it.
+#[derive(Debug, Clone)]
+struct KnownToken {
+    /// Token name.
+    name: String,
+    /// Its role.
+    role: Role,
+}
+
+/// What the authenticator knows about tokens.
+#[derive(Debug, Default)]
+struct TokenCache {
+    /// Valid tokens by secret hash.
+    valid: HashMap<[u8; 32], KnownToken>,
+    /// Whether any token was ever issued (ends the loopback rule).
+    any_issued: bool,
+    /// Whether the cache reflects the store.
+    loaded: bool,
+}
+
+/// Checks requests against the token table (cached; reloaded after token changes).
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    /// Where tokens are stored.
+    store: Arc<dyn Store>,
+    /// Tokens that exist only in this process (the embedded switchboard's).
+    builtin: Arc<HashMap<[u8; 32], KnownToken>>,
+    /// The cached token table.
+    cache: Arc<RwLock<TokenCache>>,
+}
+
+impl Authenticator {
+    /// Authenticates against `store`'s tokens.
+    pub fn new(store: Arc<dyn Store>) -> Authenticator {
+        Authenticator {
+            store,
+            builtin: Arc::new(HashMap::new()),
+            cache: Arc::new(RwLock::new(TokenCache::default())),
+        }
+    }
+
+    /// Adds an in-memory switchboard token (for the embedded switchboard); returns its secret.
+    pub fn with_builtin_switchboard(mut self, name: &str) -> (Authenticator, String) {
+        let secret = new_secret();
+        let mut builtin = (*self.builtin).clone();
+        builtin.insert(
+            secret_hash(&secret),
+            KnownToken {
+                name: name.to_owned(),
+                role: Role::Switchboard,
+            },
+        );
+        self.builtin = Arc::new(builtin);
+        (self, secret)
+    }
+
+    /// Forgets the cached token table (call after adding or revoking a token).
+    pub async fn invalidate(&self) {
+        self.cache.write().await.loaded = false;
+    }
+
+    async fn lookup(&self, hash: &[u8; 32]) -> Result<(Option<KnownToken>, bool), Status> {
+        if let Some(token) = self.builtin.get(hash) {
+            return Ok((Some(token.clone()), true));
+        }
+        {
+            let cache = self.cache.read().await;
+            if cache.loaded {
+                return Ok((cache.valid.get(hash).cloned(), cache.any_issued));
+            }
+        }
+        let rows = self.store.tokens().await.map_err(|error| {
+            Status::unavailable(format!("cannot read the token table: {error}"))
+        })?;
+        let mut cache = self.cache.write().await;
+        cache.any_issued = !rows.is_empty();
+        cache.valid = rows
+            .into_iter()
+            .filter(|row| row.revoked_at_ms == 0)
+            .filter_map(|row| {
+                let hash: [u8; 32] = row.token_hash.as_slice().try_into().ok()?;
+                let role = Role::try_from(row.role).ok()?;
+                Some((
+                    hash,
+                    KnownToken {
+                        name: row.name,
+                        role,
+                    },
+                ))
+            })
+            .collect();
+        cache.loaded = true;
+        Ok((cache.valid.get(hash).cloned(), cache.any_issued))
+    }
+
+    /// Lets the request through if its token has `needed`, or under the loopback rule.
+    pub async fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, Status> {
+        let peer = request.remote_addr();
+        let reason = request
+            .metadata()
+            .get_bin(REASON_METADATA)
+            .and_then(|value| value.to_bytes().ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        let peer_text = peer.map(|addr| addr.to_string()).unwrap_or_default();
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .map(|value| {
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|text| text.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Status::unauthenticated("authorization must be \"Bearer <token>\"")
+                    })
+            })
+            .transpose()?;
+        let (token, any_issued) = match &bearer {
+            Some(secret) => self.lookup(&secret_hash(secret)).await?,
+            None => (None, self.lookup(&[0; 32]).await?.1),
+        };
+        match (bearer, token) {
+            (Some(_), Some(token)) if token.role == needed => Ok(Caller {
+                name: token.name,
+                role: token.role,
+                peer: peer_text,
+                reason,
+            }),
+            (Some(_), Some(token)) => Err(Status::permission_denied(format!(
+                "token {:?} has role {}; this needs role {}",
+                token.name,
+                role_name(token.role),
+                role_name(needed)
+            ))),
+            (Some(_), None) => Err(Status::unauthenticated(
+                "unknown or revoked token",
+            )),
+            (None, _) if !any_issued && peer.is_some_and(|addr: SocketAddr| addr.ip().is_loopback()) => {
+                Ok(Caller {
+                    name: LOOPBACK_ACTOR.to_owned(),
+                    role: needed,
+                    peer: peer_text,
+                    reason,
+                })
+            }
+            (None, _) => Err(Status::unauthenticated(format!(
+                "a bearer token with role {} is required (--token, COURTLINE_TOKEN or --token-file)",
+                role_name(needed)
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_distinct_and_hashes_ignore_surrounding_space() {
+        let a = new_secret();
+        assert!(a.starts_with(SECRET_PREFIX));
+        assert_eq!(a.len(), SECRET_PREFIX.len() + 64);
+        assert_ne!(a, new_secret());
+        assert_eq!(secret_hash(&a), secret_hash(&format!(" {a}\n")));
+    }
+
+    #[test]
+    fn role_names_round_trip() {
+        for role in [
+            Role::Switchboard,
+            Role::Compliance,
+            Role::Auditor,
+            Role::Admin,
+        ] {
+            assert_eq!(parse_role(role_name(role)), Some(role));
+        }
+        assert_eq!(parse_role("Admin"), Some(Role::Admin));
+        assert_eq!(parse_role("root"), None);
+    }
+}

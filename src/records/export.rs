@@ -1,0 +1,547 @@
+//! Exports that can be checked on their own, years later, far from the records service.
+//!
+//! An export file (CSV or JSON Lines) holds one row per call — every field of
+//! `calls list --format json` — plus a `row_hash` column that chains the rows:
+//! `row_hash[i] = H(row_hash[i-1] ‖ canonical JSON of row i)` (32 zero bytes
+//! before the first row). Its last line is the manifest: the filters, the sort,
+//! the row count, the last row hash, the records chain's head when the export
+//! began, who exported and why — as canonical JSON, signed with the records
+//! service's Ed25519 key. `courtline records verify-export FILE` recomputes the
+//! row hashes and checks the signature; nothing else is needed.
+//!
+//! In CSV the manifest is a final record whose first field is
+//! [`CSV_MANIFEST_MARKER`]; in JSON Lines it is a final object with the single key
+//! `courtline_export_manifest`.
+
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use super::chain::{HashAlgorithm, GENESIS_PREV};
+use super::pb::{CallRecord, ExportFormat, ExportManifest};
+use super::query::{ExportRow, CSV_HEADER};
+use super::signing::manifest_signature_valid;
+
+/// First field of the CSV record that carries the manifest.
+pub const CSV_MANIFEST_MARKER: &str = "#courtline-export-manifest";
+/// Key of the JSON Lines object that carries the manifest.
+const JSONL_MANIFEST_KEY: &str = "courtline_export_manifest";
+/// Name of the hash column.
+const ROW_HASH: &str = "row_hash";
+/// Tag of the manifest format.
+pub const MANIFEST_VERSION: &str = "courtline-export-v1";
+
+/// Why an export could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading or writing the file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The CSV layer failed.
+    #[error("CSV: {0}")]
+    Csv(#[from] csv::Error),
+    /// A line is not what an export holds.
+    #[error("line {line}: {problem}")]
+    Malformed {
+        /// 1-based line (JSONL) or record (CSV) number.
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file has no manifest at its end.
+    #[error("no manifest at the end of the file: the export is incomplete or was cut")]
+    NoManifest,
+}
+
+/// What the service signs about an export (field order is the canonical JSON's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestContent {
+    /// [`MANIFEST_VERSION`].
+    pub format: String,
+    /// "csv" or "jsonl".
+    pub file_format: String,
+    /// When the export started.
+    pub exported_at_ms: i64,
+    /// Token name of the exporter.
+    pub exported_by: String,
+    /// The reason given, if any.
+    pub reason: String,
+    /// The filters, as JSON.
+    pub filter: serde_json::Value,
+    /// "newest_first" or "oldest_first".
+    pub sort: String,
+    /// Rows in the file.
+    pub count: u64,
+    /// The last row's `row_hash` (hex; zeros for an empty export).
+    pub rows_digest: String,
+    /// Hash function of the rows and of the records chain.
+    pub hash_algorithm: String,
+    /// The records chain's head when the export began.
+    pub chain_head_seq: u64,
+    /// Its hash, hex.
+    pub chain_head_hash: String,
+}
+
+/// Running row-hash chain of an export.
+#[derive(Debug, Clone)]
+pub struct RowChain {
+    /// Hash function.
+    algorithm: HashAlgorithm,
+    /// The last row's hash.
+    last: [u8; 32],
+    /// Rows so far.
+    count: u64,
+}
+
+impl RowChain {
+    /// An empty chain.
+    pub fn new(algorithm: HashAlgorithm) -> RowChain {
+        RowChain {
+            algorithm,
+            last: GENESIS_PREV,
+            count: 0,
+        }
+    }
+
+    /// Adds `row`; returns its `row_hash`.
+    pub fn push(&mut self, row: &ExportRow) -> [u8; 32] {
+        self.last = self.hash_after(&self.last, row);
+        self.count += 1;
+        self.last
+    }
+
+    fn hash_after(&self, previous: &[u8], row: &ExportRow) -> [u8; 32] {
+        self.algorithm
+            .digest_parts(&[previous, row.canonical_json().as_bytes()])
+    }
+
+    /// Rows so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The last row's hash, hex.
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.last)
+    }
+}
+
+/// The file-format name used in manifests and on the command line.
+pub fn format_name(format: ExportFormat) -> &'static str {
+    match format {
+        ExportFormat::Csv => "csv",
+        ExportFormat::Jsonl => "jsonl",
+        ExportFormat::Unspecified => "unspecified",
+    }
+}
+
+/// Writes an export file while records stream in.
+pub struct ExportWriter<W: Write> {
+    /// CSV or JSONL.
+    format: ExportFormat,
+    /// Where rows go.
+    out: W,
+    /// The row hashes, checked against the manifest at the end.
+    chain: RowChain,
+}
+
+impl<W: Write> ExportWriter<W> {
+    /// Starts a file (the CSV header is written at once).
+    pub fn new(
+        format: ExportFormat,
+        algorithm: HashAlgorithm,
+        mut out: W,
+    ) -> Result<ExportWriter<W>, ExportError> {
+        if format == ExportFormat::Csv {
+            let mut header = csv::Writer::from_writer(&mut out);
+            header.write_record(CSV_HEADER.iter().chain(&[ROW_HASH]))?;
+            header.flush()?;
+        }
+        Ok(ExportWriter {
+            format,
+            out,
+            chain: RowChain::new(algorithm),
+        })
+    }
+
+    /// Appends one call.
+    pub fn write(&mut self, record: &CallRecord) -> Result<(), ExportError> {
+        let row = ExportRow::from(record);
+        let hash = hex::encode(self.chain.push(&row));
+        match self.format {
+            ExportFormat::Csv => {
+                let mut writer = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(&mut self.out);
+                writer.serialize((&row, &hash))?;
+                writer.flush()?;
+            }
+            _ => {
+                let json = row.canonical_json();
+                let body = json.strip_suffix('}').unwrap_or(&json);
+                writeln!(self.out, "{body},\"{ROW_HASH}\":\"{hash}\"}}")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows written and the row digest, to compare with the manifest the service sent.
+    pub fn rows(&self) -> (u64, String) {
+        (self.chain.count(), self.chain.digest_hex())
+    }
+
+    /// Appends the manifest and flushes.
+    pub fn finish(mut self, manifest: &ExportManifest) -> Result<W, ExportError> {
+        let signed = serde_json::json!({
+            "json": manifest.json,
+            "signature": manifest.signature,
+            "public_key": manifest.public_key,
+        });
+        match self.format {
+            ExportFormat::Csv => {
+                let mut writer = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_writer(&mut self.out);
+                writer.write_record([CSV_MANIFEST_MARKER, &signed.to_string()])?;
+                writer.flush()?;
+            }
+            _ => writeln!(
+                self.out,
+                "{}",
+                serde_json::json!({ JSONL_MANIFEST_KEY: signed })
+            )?,
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// What `verify-export` found.
+#[derive(Debug, Default)]
+pub struct ExportCheck {
+    /// The manifest, if one was found and parsed.
+    pub manifest: Option<ManifestContent>,
+    /// The key that signed it, hex.
+    pub public_key: String,
+    /// Rows read.
+    pub rows: u64,
+    /// Everything wrong, one line each; empty = the file is intact.
+    pub problems: Vec<String>,
+}
+
+/// One parsed line of an export.
+enum Line {
+    /// A row and its stored `row_hash`.
+    Row(Box<ExportRow>, String),
+    /// The signed manifest.
+    Manifest(SignedManifest),
+}
+
+/// The manifest as stored in the file.
+#[derive(Debug, Deserialize)]
+struct SignedManifest {
+    /// The canonical JSON that was signed.
+    json: String,
+    /// Hex signature.
+    signature: String,
+    /// Hex public key.
+    public_key: String,
+}
+
+/// A JSONL line: either a row with its hash or the manifest wrapper.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonLine {
+    /// The manifest.
+    Manifest {
+        /// The wrapped manifest.
+        courtline_export_manifest: SignedManifest,
+    },
+    /// A row.
+    Row {
+        /// The call.
+        #[serde(flatten)]
+        row: Box<ExportRow>,
+        /// Its chained hash.
+        row_hash: String,
+    },
+}
+
+fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, ExportError> {
+    let mut reader = reader;
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut lines = Vec::new();
+    if first.starts_with('{') {
+        for (index, text) in std::iter::once(Ok(first)).chain(reader.lines()).enumerate() {
+            let text = text?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let line = (index + 1) as u64;
+            lines.push(
+                serde_json::from_str::<JsonLine>(&text)
+                    .map(|parsed| match parsed {
+                        JsonLine::Manifest {
+                            courtline_export_manifest,
+                        } => Line::Manifest(courtline_export_manifest),
+                        JsonLine::Row { row, row_hash } => Line::Row(row, row_hash),
+                    })
+                    .map_err(|error| ExportError::Malformed {
+                        line,
+                        problem: error.to_string(),
+                    }),
+            );
+        }
+        return Ok(lines);
+    }
+    let expected_header = CSV_HEADER
+        .iter()
+        .chain(&[ROW_HASH])
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
+    if first.trim_end() != expected_header {
+        return Err(ExportError::Malformed {
+            line: 1,
+            problem: "not a courtline export (the CSV header differs)".into(),
+        });
+    }
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    for (index, record) in csv.records().enumerate() {
+        let line = (index + 2) as u64;
+        let record = record?;
+        if record.get(0) == Some(CSV_MANIFEST_MARKER) {
+            lines.push(
+                serde_json::from_str(record.get(1).unwrap_or_default())
+                    .map(Line::Manifest)
+                    .map_err(|error| ExportError::Malformed {
+                        line,
+                        problem: format!("manifest: {error}"),
+                    }),
+            );
+            continue;
+        }
+        lines.push(
+            record
+                .deserialize::<(ExportRow, String)>(None)
+                .map(|(row, hash)| Line::Row(Box::new(row), hash))
+                .map_err(|error| ExportError::Malformed {
+                    line,
+                    problem: error.to_string(),
+                }),
+        );
+    }
+    Ok(lines)
+}
+
+/// Checks an export file: every row hash, the count, the digest and the signature.
+/// `trusted` pins the signing key; without it the key in the file is used and the
+/// report says so.
+pub fn verify_export(
+    reader: impl BufRead,
+    trusted: Option<[u8; 32]>,
+) -> Result<ExportCheck, ExportError> {
+    let lines = read_lines(reader)?;
+    let mut check = ExportCheck::default();
+    let mut signed = None;
+    let mut rows: Vec<(u64, ExportRow, String)> = Vec::new();
+    for (index, line) in lines.into_iter().enumerate() {
+        let number = index as u64 + 1;
+        match line {
+            Err(error) => check.problems.push(error.to_string()),
+            Ok(Line::Manifest(manifest)) => {
+                if signed.is_some() {
+                    check
+                        .problems
+                        .push(format!("line {number}: a second manifest"));
+                }
+                signed = Some(manifest);
+            }
+            Ok(Line::Row(row, hash)) => {
+                if signed.is_some() {
+                    check.problems.push(format!(
+                        "line {number}: row for call {} after the manifest (appended later)",
+                        row.call_id()
+                    ));
+                }
+                rows.push((number, *row, hash));
+            }
+        }
+    }
+    let Some(signed) = signed else {
+        return Err(ExportError::NoManifest);
+    };
+    check.public_key = signed.public_key.clone();
+    if !manifest_signature_valid(&signed.public_key, &signed.json, &signed.signature) {
+        check
+            .problems
+            .push("the manifest's signature does not match it: the manifest was altered".into());
+    }
+    if let Some(key) = trusted {
+        if hex::encode(key) != signed.public_key {
+            check.problems.push(format!(
+                "the manifest is signed by key {}, not by the trusted key {}",
+                signed.public_key,
+                hex::encode(key)
+            ));
+        }
+    }
+    let manifest: ManifestContent = match serde_json::from_str(&signed.json) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            check
+                .problems
+                .push(format!("the manifest cannot be read: {error}"));
+            return Ok(check);
+        }
+    };
+    let algorithm = HashAlgorithm::from_name(&manifest.hash_algorithm).unwrap_or_default();
+    let chain = RowChain::new(algorithm);
+    let mut previous = GENESIS_PREV.to_vec();
+    for (number, row, stored) in &rows {
+        let expected = hex::encode(chain.hash_after(&previous, row));
+        if &expected != stored {
+            check.problems.push(format!(
+                "line {number}: row for call {} was modified, or a row before it was removed or moved",
+                row.call_id()
+            ));
+        }
+        previous = hex::decode(stored).unwrap_or_default();
+    }
+    check.rows = rows.len() as u64;
+    if check.rows != manifest.count {
+        check.problems.push(format!(
+            "the file has {} rows, the manifest says {}",
+            check.rows, manifest.count
+        ));
+    }
+    if hex::encode(&previous) != manifest.rows_digest && !rows.is_empty() {
+        check.problems.push(
+            "the last row hash differs from the signed digest: rows were changed, removed or added"
+                .into(),
+        );
+    }
+    check.manifest = Some(manifest);
+    Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::signing::RecordsKey;
+
+    fn record(n: u32) -> CallRecord {
+        CallRecord {
+            call_id: format!("7d9e4c1a-0000-4000-8000-{n:012}"),
+            court_name: "上海市第一中级人民法院".into(),
+            caller_display_name: "张三, \"律师\"".into(),
+            caller_number: format!("1380000{n:04}"),
+            received_at_ms: 1_700_000_000_000 + i64::from(n),
+            ..CallRecord::default()
+        }
+    }
+
+    fn export(format: ExportFormat, records: &[CallRecord]) -> (String, RecordsKey) {
+        let key = RecordsKey::from_seed([3; 32]);
+        let mut writer = ExportWriter::new(format, HashAlgorithm::Sha256, Vec::new()).unwrap();
+        for record in records {
+            writer.write(record).unwrap();
+        }
+        let (count, digest) = writer.rows();
+        let content = ManifestContent {
+            format: MANIFEST_VERSION.into(),
+            file_format: format_name(format).into(),
+            exported_at_ms: 1,
+            exported_by: "zhang".into(),
+            reason: String::new(),
+            filter: serde_json::json!({}),
+            sort: "newest_first".into(),
+            count,
+            rows_digest: digest,
+            hash_algorithm: "sha256".into(),
+            chain_head_seq: 9,
+            chain_head_hash: "00".into(),
+        };
+        let json = serde_json::to_string(&content).unwrap();
+        let manifest = ExportManifest {
+            signature: hex::encode(key.sign_manifest(&json).to_bytes()),
+            public_key: key.public_key_hex(),
+            json,
+        };
+        let bytes = writer.finish(&manifest).unwrap();
+        (String::from_utf8(bytes).unwrap(), key)
+    }
+
+    fn problems(text: &str, key: Option<[u8; 32]>) -> Vec<String> {
+        verify_export(text.as_bytes(), key).unwrap().problems
+    }
+
+    #[test]
+    fn intact_exports_verify_in_both_formats() {
+        let records: Vec<CallRecord> = (1..=3).map(record).collect();
+        for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+            let (text, key) = export(format, &records);
+            let check = verify_export(text.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+            assert!(
+                check.problems.is_empty(),
+                "{format:?}: {:?}\n{text}",
+                check.problems
+            );
+            assert_eq!(check.rows, 3);
+            assert_eq!(check.manifest.unwrap().exported_by, "zhang");
+            let (empty, _) = export(format, &[]);
+            assert!(problems(&empty, None).is_empty(), "{empty}");
+        }
+    }
+
+    #[test]
+    fn tampering_is_named() {
+        let records: Vec<CallRecord> = (1..=3).map(record).collect();
+        for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+            let (text, key) = export(format, &records);
+            let changed = text.replacen("13800000002", "13800000009", 1);
+            let found = problems(&changed, None);
+            assert!(
+                found.iter().any(|p| p.contains("was modified")),
+                "{format:?} {found:?}"
+            );
+
+            let lines: Vec<&str> = text.lines().collect();
+            let first_row = usize::from(format == ExportFormat::Csv);
+            let mut without = lines.clone();
+            without.remove(first_row + 1);
+            let found = problems(&without.join("\n"), None);
+            assert!(
+                found.iter().any(|p| p.contains("manifest says 3")),
+                "{found:?}"
+            );
+
+            let mut cut = lines.clone();
+            cut.pop();
+            assert!(matches!(
+                verify_export(cut.join("\n").as_bytes(), None),
+                Err(ExportError::NoManifest)
+            ));
+
+            let other = RecordsKey::from_seed([4; 32]).public_key().to_bytes();
+            let found = problems(&text, Some(other));
+            assert!(
+                found.iter().any(|p| p.contains("not by the trusted key")),
+                "{found:?}"
+            );
+            assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
+
+            let forged = text.replace("zhang", "wang");
+            let found = problems(&forged, None);
+            assert!(
+                found.iter().any(|p| p.contains("signature")),
+                "{format:?} {found:?}"
+            );
+        }
+    }
+}

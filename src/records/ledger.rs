@@ -1,0 +1,834 @@
+//! The ledger: the one writer of the hash chain.
+//!
+//! Everything the records service stores goes through [`Ledger`]: switchboard
+//! events ([`Ledger::ingest`], idempotent on node id + sequence number), flags,
+//! access-log entries, token changes, purges and signed checkpoints. It holds the
+//! chain head under a lock, hashes each new event onto it, and commits the
+//! events together with their effect on the per-call rows ([`call_effect`], the
+//! same function `verify` replays) in one store transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::pb::event_body::Kind;
+use super::pb::node_event::Kind as NodeKind;
+use super::pb::{
+    AccessEntry, CallFlagged, CallInterrupted, CallRecord, CallState, ChainStarted, Checkpoint,
+    EventBody, Flag, NodeEvent, PurgeResponse, Purged, Role, TokenChanged,
+};
+use super::signing::RecordsKey;
+use super::store::{Change, Store, StoreError, TokenRow};
+
+/// Longest retention a purge ever uses as a floor: PRC Cybersecurity Law Art. 21 (six months).
+pub const MIN_RETENTION_DAYS: u32 = 180;
+/// Events per ingest request, so one request cannot hold the chain for long.
+pub const MAX_BATCH: usize = 1000;
+
+/// Why the ledger refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request itself is wrong (bad ids, sequence out of order ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A different event is already stored under the same node id and sequence number.
+    #[error(
+        "node {node_id} sequence {node_seq}: a different event is already stored under this key \
+         (was the switchboard's spool wiped while keeping its node id?)"
+    )]
+    Conflict {
+        /// The node.
+        node_id: String,
+        /// The sequence number.
+        node_seq: u64,
+    },
+    /// The named call does not exist.
+    #[error("no call with id {0}")]
+    NoSuchCall(String),
+    /// A token with that name exists already.
+    #[error("a token named {0:?} already exists (revoked ones keep their name)")]
+    TokenExists(String),
+    /// No valid token has that name.
+    #[error("no valid token named {0:?}")]
+    NoSuchToken(String),
+    /// The stored chain was made with another hash algorithm than configured.
+    #[error(
+        "the records chain uses {stored}, but [records.service] hash_algorithm is {configured}; \
+         a chain keeps the algorithm it started with — set hash_algorithm = \"{stored}\""
+    )]
+    AlgorithmMismatch {
+        /// What the chain's first event says.
+        stored: String,
+        /// What the configuration says.
+        configured: String,
+    },
+    /// A stored body could not be decoded.
+    #[error("event #{seq} cannot be decoded: {detail}")]
+    Corrupt {
+        /// Chain position.
+        seq: i64,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// When checkpoints are signed.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// After this many events since the last checkpoint.
+    pub every_events: u64,
+    /// At least this often while events keep arriving.
+    pub every: Duration,
+}
+
+/// What an ingest stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Newly stored events.
+    pub stored: u32,
+    /// Events already stored, identical.
+    pub duplicates: u32,
+}
+
+/// The head of the chain as the ledger knows it.
+#[derive(Debug)]
+struct ChainHead {
+    /// Position of the last event (0 when empty).
+    seq: i64,
+    /// Hash of the last event.
+    hash: Hash,
+    /// Events appended since the last checkpoint.
+    since_checkpoint: u64,
+}
+
+/// The chain writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    /// Inner state shared by clones.
+    inner: Arc<LedgerInner>,
+}
+
+/// What the clones of a [`Ledger`] share.
+#[derive(Debug)]
+struct LedgerInner {
+    /// Where events go.
+    store: Arc<dyn Store>,
+    /// The chain's hash function.
+    algorithm: HashAlgorithm,
+    /// Signs checkpoints and manifests.
+    key: RecordsKey,
+    /// When to sign checkpoints.
+    policy: CheckpointPolicy,
+    /// The head; held while appending so the chain has one writer.
+    head: Mutex<ChainHead>,
+}
+
+/// The kind name stored (and hashed) with an event body.
+pub fn kind_of(body: &EventBody) -> &'static str {
+    match &body.kind {
+        None => "empty",
+        Some(Kind::ChainStarted(_)) => "chain_started",
+        Some(Kind::NodeEvent(event)) => match &event.kind {
+            Some(NodeKind::Milestone(_)) => "milestone",
+            Some(NodeKind::Ended(_)) => "ended",
+            Some(NodeKind::NodeStarted(_)) => "node_started",
+            None => "node_empty",
+        },
+        Some(Kind::Interrupted(_)) => "interrupted",
+        Some(Kind::Flagged(_)) => "flagged",
+        Some(Kind::Access(_)) => "access",
+        Some(Kind::Checkpoint(_)) => "checkpoint",
+        Some(Kind::Purged(_)) => "purged",
+        Some(Kind::Token(_)) => "token",
+    }
+}
+
+/// What an event does to its call's row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEffect {
+    /// The row becomes this record in this state.
+    Upsert {
+        /// The record.
+        record: CallRecord,
+        /// The call's state after the event.
+        state: CallState,
+        /// The reporting switchboard.
+        node_id: String,
+    },
+    /// The row gets flagged.
+    Flag,
+}
+
+/// The effect of `body` on its call's row, if any. Ingest writes it; verify replays it.
+pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
+    match body.kind.as_ref()? {
+        Kind::NodeEvent(event) => {
+            let (record, state) = match event.kind.as_ref()? {
+                NodeKind::Milestone(milestone) => {
+                    (milestone.snapshot.clone()?, CallState::InProgress)
+                }
+                NodeKind::Ended(record) => (record.clone(), CallState::Ended),
+                NodeKind::NodeStarted(_) => return None,
+            };
+            Some(CallEffect::Upsert {
+                record,
+                state,
+                node_id: event.node_id.clone(),
+            })
+        }
+        Kind::Interrupted(interrupted) => {
+            let record = interrupted.snapshot.clone()?;
+            let node_id = record.node_id.clone();
+            Some(CallEffect::Upsert {
+                record,
+                state: CallState::Interrupted,
+                node_id,
+            })
+        }
+        Kind::Flagged(_) => Some(CallEffect::Flag),
+        _ => None,
+    }
+}
+
+/// The row `effect` leaves, given the row before (`None`: no row yet).
+pub fn apply_effect(before: Option<CallRecord>, effect: CallEffect) -> Option<CallRecord> {
+    match effect {
+        CallEffect::Upsert {
+            record,
+            state,
+            node_id,
+        } => Some(CallRecord {
+            state: state as i32,
+            flagged: before.is_some_and(|row| row.flagged),
+            node_id,
+            ..record
+        }),
+        CallEffect::Flag => before.map(|row| CallRecord {
+            flagged: true,
+            ..row
+        }),
+    }
+}
+
+/// Wall-clock now, Unix ms.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An event not yet on the chain.
+struct Pending {
+    /// Header without `stored_at_ms` (set at commit).
+    header: EventHeader,
+    /// The body to store.
+    body: EventBody,
+    /// The per-call change it causes, with `last_seq` filled in when chained.
+    effect: Option<CallEffect>,
+    /// A change to tokens or retention that goes with it.
+    change: Option<Change>,
+}
+
+impl Pending {
+    fn new(call_id: Option<String>, at_ms: i64, body: EventBody) -> Pending {
+        let (node_id, node_seq) = match &body.kind {
+            Some(Kind::NodeEvent(event)) => (
+                Some(event.node_id.clone()),
+                Some(i64::try_from(event.node_seq).unwrap_or(i64::MAX)),
+            ),
+            _ => (None, None),
+        };
+        Pending {
+            header: EventHeader {
+                kind: kind_of(&body).to_owned(),
+                node_id,
+                node_seq,
+                call_id,
+                at_ms,
+                stored_at_ms: 0,
+            },
+            effect: call_effect(&body),
+            body,
+            change: None,
+        }
+    }
+}
+
+impl Ledger {
+    /// Opens the chain in `store`, starting it (with `algorithm`) if it is empty.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        algorithm: HashAlgorithm,
+        key: RecordsKey,
+        policy: CheckpointPolicy,
+    ) -> Result<Ledger, LedgerError> {
+        let head =
+            match store.head().await? {
+                Some(last) => {
+                    let first = store.event(1).await?;
+                    let stored = first
+                        .as_ref()
+                        .and_then(|event| event.body.as_deref())
+                        .and_then(|body| EventBody::decode(body).ok())
+                        .and_then(|body| match body.kind {
+                            Some(Kind::ChainStarted(started)) => Some(started.hash_algorithm),
+                            _ => None,
+                        })
+                        .ok_or_else(|| LedgerError::Corrupt {
+                            seq: 1,
+                            detail: "the first event does not start a chain".into(),
+                        })?;
+                    if stored != algorithm.name() {
+                        return Err(LedgerError::AlgorithmMismatch {
+                            stored,
+                            configured: algorithm.name().to_owned(),
+                        });
+                    }
+                    ChainHead {
+                        seq: last.seq,
+                        hash: last.hash.as_slice().try_into().map_err(|_| {
+                            LedgerError::Corrupt {
+                                seq: last.seq,
+                                detail: "hash is not 32 bytes".into(),
+                            }
+                        })?,
+                        // Sign the existing head soon after start.
+                        since_checkpoint: 1,
+                    }
+                }
+                None => ChainHead {
+                    seq: 0,
+                    hash: GENESIS_PREV,
+                    since_checkpoint: 0,
+                },
+            };
+        let empty = head.seq == 0;
+        let ledger = Ledger {
+            inner: Arc::new(LedgerInner {
+                store,
+                algorithm,
+                key,
+                policy,
+                head: Mutex::new(head),
+            }),
+        };
+        if empty {
+            let body = EventBody {
+                kind: Some(Kind::ChainStarted(ChainStarted {
+                    hash_algorithm: algorithm.name().to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                })),
+            };
+            ledger
+                .append(vec![Pending::new(None, now_ms(), body)])
+                .await?;
+            info!(algorithm = algorithm.name(), "started a new records chain");
+        }
+        Ok(ledger)
+    }
+
+    /// The store behind the ledger (for reads).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The chain's hash function.
+    pub fn algorithm(&self) -> HashAlgorithm {
+        self.inner.algorithm
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &RecordsKey {
+        &self.inner.key
+    }
+
+    /// The current head: (position, hash).
+    pub async fn head(&self) -> (i64, Hash) {
+        let head = self.inner.head.lock().await;
+        (head.seq, head.hash)
+    }
+
+    /// Hashes `pending` onto the chain and commits it; returns the last position.
+    /// The caller must not hold the head lock.
+    async fn append(&self, pending: Vec<Pending>) -> Result<i64, LedgerError> {
+        let mut head = self.inner.head.lock().await;
+        let last = self.append_locked(&mut head, pending).await?;
+        if head.since_checkpoint >= self.inner.policy.every_events {
+            self.checkpoint_locked(&mut head).await?;
+        }
+        Ok(last)
+    }
+
+    async fn append_locked(
+        &self,
+        head: &mut ChainHead,
+        pending: Vec<Pending>,
+    ) -> Result<i64, LedgerError> {
+        if pending.is_empty() {
+            return Ok(head.seq);
+        }
+        let algorithm = self.inner.algorithm;
+        let stored_at_ms = now_ms();
+        let mut seq = head.seq;
+        let mut prev = head.hash;
+        let mut events = Vec::with_capacity(pending.len());
+        let mut changes = Vec::new();
+        for item in pending {
+            seq += 1;
+            let body = item.body.encode_to_vec();
+            let digest = algorithm.digest(&body);
+            let header = EventHeader {
+                stored_at_ms,
+                ..item.header
+            };
+            let hash = event_hash(algorithm, &prev, &header, &digest);
+            if let Some(effect) = item.effect {
+                let call_id = header.call_id.clone().unwrap_or_default();
+                changes.push(match effect {
+                    CallEffect::Upsert {
+                        record,
+                        state,
+                        node_id,
+                    } => Change::UpsertCall {
+                        record,
+                        state,
+                        node_id,
+                        last_seq: seq,
+                    },
+                    CallEffect::Flag => Change::FlagCall {
+                        call_id,
+                        last_seq: seq,
+                    },
+                });
+            }
+            changes.extend(item.change);
+            events.push(StoredEvent {
+                seq,
+                header,
+                body: Some(body),
+                body_digest: digest.to_vec(),
+                prev_hash: prev.to_vec(),
+                hash: hash.to_vec(),
+            });
+            prev = hash;
+        }
+        self.inner.store.commit(&events, &changes).await?;
+        head.since_checkpoint += events.len() as u64;
+        head.seq = seq;
+        head.hash = prev;
+        Ok(seq)
+    }
+
+    async fn checkpoint_locked(&self, head: &mut ChainHead) -> Result<(), LedgerError> {
+        let signed_at_ms = now_ms();
+        let covers_seq = u64::try_from(head.seq).unwrap_or_default();
+        let signature = self
+            .inner
+            .key
+            .sign_checkpoint(covers_seq, &head.hash, signed_at_ms);
+        let body = EventBody {
+            kind: Some(Kind::Checkpoint(Checkpoint {
+                covers_seq,
+                covers_hash: head.hash.to_vec(),
+                signed_at_ms,
+                public_key: self.inner.key.public_key().to_bytes().to_vec(),
+                signature: signature.to_bytes().to_vec(),
+            })),
+        };
+        self.append_locked(head, vec![Pending::new(None, signed_at_ms, body)])
+            .await?;
+        head.since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Signs a checkpoint if any event arrived since the last one (timer and shutdown).
+    pub async fn checkpoint_if_due(&self) -> Result<(), LedgerError> {
+        let mut head = self.inner.head.lock().await;
+        if head.since_checkpoint > 0 {
+            self.checkpoint_locked(&mut head).await?;
+        }
+        Ok(())
+    }
+
+    /// Signs checkpoints every `policy.every` until `stop` completes, then once more.
+    pub async fn run_checkpoints(&self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(self.inner.policy.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = &mut stop => break,
+            }
+            if let Err(error) = self.checkpoint_if_due().await {
+                warn!(%error, "could not sign a records checkpoint; will retry");
+            }
+        }
+        if let Err(error) = self.checkpoint_if_due().await {
+            warn!(%error, "could not sign the final records checkpoint");
+        }
+    }
+
+    /// Stores a batch of one switchboard's events. Events already stored identically
+    /// are counted as duplicates; a node restart marks that node's open calls interrupted.
+    pub async fn ingest(&self, events: Vec<NodeEvent>) -> Result<IngestOutcome, LedgerError> {
+        validate_batch(&events)?;
+        let Some(first) = events.first() else {
+            return Ok(IngestOutcome::default());
+        };
+        let node_id = first.node_id.clone();
+        let algorithm = self.inner.algorithm;
+        let low = i64::try_from(first.node_seq).unwrap_or(i64::MAX);
+        let high = events
+            .last()
+            .map_or(low, |last| i64::try_from(last.node_seq).unwrap_or(i64::MAX));
+
+        let mut head = self.inner.head.lock().await;
+        // Looked up under the lock: no concurrent ingest can store them in between.
+        let existing = self
+            .inner
+            .store
+            .node_event_digests(&node_id, low, high)
+            .await?;
+        let mut outcome = IngestOutcome::default();
+        let mut pending = Vec::new();
+        for event in events {
+            let seq = i64::try_from(event.node_seq).unwrap_or(i64::MAX);
+            let restart = matches!(event.kind, Some(NodeKind::NodeStarted(_)));
+            let body = EventBody {
+                kind: Some(Kind::NodeEvent(event)),
+            };
+            if let Some((_, digest)) = existing.iter().find(|(stored, _)| *stored == seq) {
+                if digest.as_slice() != algorithm.digest(&body.encode_to_vec()).as_slice() {
+                    return Err(LedgerError::Conflict {
+                        node_id,
+                        node_seq: seq as u64,
+                    });
+                }
+                outcome.duplicates += 1;
+                continue;
+            }
+            let Some(Kind::NodeEvent(node_event)) = &body.kind else {
+                continue;
+            };
+            let call_id = (!node_event.call_id.is_empty()).then(|| node_event.call_id.clone());
+            let at_ms = node_event.at_ms;
+            let restart_seq = node_event.node_seq;
+            pending.push(Pending::new(call_id, at_ms, body));
+            outcome.stored += 1;
+            if restart {
+                // Calls reported open before this restart (some perhaps in this very batch)
+                // can no longer end normally: store what is pending, then mark them.
+                self.append_locked(&mut head, std::mem::take(&mut pending))
+                    .await?;
+                for call in self.inner.store.open_calls(&node_id).await? {
+                    let call_id = call.call_id.clone();
+                    let body = EventBody {
+                        kind: Some(Kind::Interrupted(CallInterrupted {
+                            node_restart_seq: restart_seq,
+                            snapshot: Some(call),
+                        })),
+                    };
+                    pending.push(Pending::new(Some(call_id), at_ms, body));
+                }
+                if !pending.is_empty() {
+                    warn!(node = %node_id, calls = pending.len(), "switchboard restarted with calls up: marked interrupted");
+                }
+            }
+        }
+        self.append_locked(&mut head, pending).await?;
+        if head.since_checkpoint >= self.inner.policy.every_events {
+            self.checkpoint_locked(&mut head).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Records one access (query, export, flag, verify, admin action) in the chain.
+    pub async fn record_access(&self, entry: AccessEntry) -> Result<i64, LedgerError> {
+        let at_ms = entry.at_ms;
+        let body = EventBody {
+            kind: Some(Kind::Access(entry)),
+        };
+        self.append(vec![Pending::new(None, at_ms, body)]).await
+    }
+
+    /// Flags a call; returns the flag event's chain position.
+    pub async fn flag(&self, call_id: &str, flag: Flag) -> Result<i64, LedgerError> {
+        if self.inner.store.get_call(call_id).await?.is_none() {
+            return Err(LedgerError::NoSuchCall(call_id.to_owned()));
+        }
+        let at_ms = flag.flagged_at_ms;
+        let body = EventBody {
+            kind: Some(Kind::Flagged(CallFlagged { flag: Some(flag) })),
+        };
+        self.append(vec![Pending::new(Some(call_id.to_owned()), at_ms, body)])
+            .await
+    }
+
+    /// Issues a token; returns the secret (shown once).
+    pub async fn add_token(&self, name: &str, role: Role, by: &str) -> Result<String, LedgerError> {
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(LedgerError::Invalid(
+                "a token needs a name of 1-100 characters".into(),
+            ));
+        }
+        if role == Role::Unspecified {
+            return Err(LedgerError::Invalid(
+                "a token needs a role: switchboard, compliance, auditor or admin".into(),
+            ));
+        }
+        if self
+            .inner
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .any(|t| t.name == name)
+        {
+            return Err(LedgerError::TokenExists(name.to_owned()));
+        }
+        let secret = super::auth::new_secret();
+        let at_ms = now_ms();
+        let mut pending = Pending::new(
+            None,
+            at_ms,
+            EventBody {
+                kind: Some(Kind::Token(TokenChanged {
+                    name: name.to_owned(),
+                    role: role as i32,
+                    revoked: false,
+                    changed_by: by.to_owned(),
+                })),
+            },
+        );
+        pending.change = Some(Change::AddToken(TokenRow {
+            name: name.to_owned(),
+            role: role as i32,
+            token_hash: super::auth::secret_hash(&secret).to_vec(),
+            created_at_ms: at_ms,
+            created_by: by.to_owned(),
+            revoked_at_ms: 0,
+        }));
+        self.append(vec![pending]).await?;
+        Ok(secret)
+    }
+
+    /// Revokes a token by name.
+    pub async fn revoke_token(&self, name: &str, by: &str) -> Result<(), LedgerError> {
+        let tokens = self.inner.store.tokens().await?;
+        let Some(token) = tokens
+            .iter()
+            .find(|t| t.name == name && t.revoked_at_ms == 0)
+        else {
+            return Err(LedgerError::NoSuchToken(name.to_owned()));
+        };
+        let at_ms = now_ms();
+        let mut pending = Pending::new(
+            None,
+            at_ms,
+            EventBody {
+                kind: Some(Kind::Token(TokenChanged {
+                    name: name.to_owned(),
+                    role: token.role,
+                    revoked: true,
+                    changed_by: by.to_owned(),
+                })),
+            },
+        );
+        pending.change = Some(Change::RevokeToken {
+            name: name.to_owned(),
+            at_ms,
+        });
+        self.append(vec![pending]).await?;
+        Ok(())
+    }
+
+    /// Purges finished, unflagged calls received more than `retention_days` ago: their
+    /// rows go and their event bodies are cleared (hashes stay), then a chained "purged
+    /// up to" event records it. Flagged calls are on legal hold and stay.
+    pub async fn purge(
+        &self,
+        retention_days: u32,
+        dry_run: bool,
+        by: &str,
+    ) -> Result<PurgeResponse, LedgerError> {
+        let days = i64::from(retention_days.max(MIN_RETENTION_DAYS));
+        let cutoff_ms = now_ms() - days * 24 * 3600 * 1000;
+        let store = &self.inner.store;
+        let (call_ids, on_hold) = store.expired_calls(cutoff_ms).await?;
+        let events = store.count_call_events(&call_ids).await?;
+        let mut response = PurgeResponse {
+            cutoff_ms,
+            calls_purged: call_ids.len() as u64,
+            events_purged: events,
+            calls_on_hold: on_hold,
+            seq: 0,
+        };
+        if dry_run {
+            return Ok(response);
+        }
+        let mut pending = Pending::new(
+            None,
+            now_ms(),
+            EventBody {
+                kind: Some(Kind::Purged(Purged {
+                    cutoff_ms,
+                    calls_purged: response.calls_purged,
+                    events_purged: events,
+                    calls_on_hold: on_hold,
+                    purged_by: by.to_owned(),
+                })),
+            },
+        );
+        pending.change = Some(Change::PurgeCalls { call_ids });
+        response.seq = self.append(vec![pending]).await? as u64;
+        info!(
+            cutoff_ms,
+            calls = response.calls_purged,
+            events,
+            on_hold,
+            "purged call records past retention"
+        );
+        Ok(response)
+    }
+}
+
+/// Checks what a switchboard sent before anything is stored.
+fn validate_batch(events: &[NodeEvent]) -> Result<(), LedgerError> {
+    let invalid = |text: String| Err(LedgerError::Invalid(text));
+    if events.len() > MAX_BATCH {
+        return invalid(format!("at most {MAX_BATCH} events per request"));
+    }
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    if first.node_id.is_empty() || first.node_id.len() > 200 {
+        return invalid("node_id must be 1-200 characters".into());
+    }
+    let mut previous = 0;
+    for event in events {
+        if event.node_id != first.node_id {
+            return invalid("all events of a request must come from one node".into());
+        }
+        if event.node_seq <= previous {
+            return invalid(format!(
+                "node_seq must start at 1 and increase within a request ({} after {previous})",
+                event.node_seq
+            ));
+        }
+        previous = event.node_seq;
+        let call_record = match &event.kind {
+            None => return invalid(format!("event {} has no kind", event.node_seq)),
+            Some(NodeKind::NodeStarted(_)) => {
+                if !event.call_id.is_empty() {
+                    return invalid(format!(
+                        "node_started event {} names a call",
+                        event.node_seq
+                    ));
+                }
+                continue;
+            }
+            Some(NodeKind::Milestone(milestone)) => milestone.snapshot.as_ref(),
+            Some(NodeKind::Ended(record)) => Some(record),
+        };
+        validate_call_id(&event.call_id)?;
+        match call_record {
+            Some(record) if record.call_id == event.call_id => {}
+            _ => {
+                return invalid(format!(
+                    "event {} carries no record of call {}",
+                    event.node_seq, event.call_id
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a call id is a UUID; records are keyed on it and the switchboard always
+/// generates one, so anything else is a bug worth rejecting loudly.
+pub fn validate_call_id(call_id: &str) -> Result<(), LedgerError> {
+    if call_id.is_empty() {
+        return Err(LedgerError::Invalid("call_id is empty".into()));
+    }
+    uuid::Uuid::parse_str(call_id).map(|_| ()).map_err(|error| {
+        LedgerError::Invalid(format!("call_id {call_id:?} is not a UUID: {error}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::pb::{CallMilestone, Milestone, NodeStarted};
+
+    fn milestone(seq: u64, call_id: &str) -> NodeEvent {
+        NodeEvent {
+            node_id: "n".into(),
+            node_seq: seq,
+            at_ms: 1,
+            call_id: call_id.into(),
+            kind: Some(NodeKind::Milestone(CallMilestone {
+                milestone: Milestone::Received as i32,
+                snapshot: Some(CallRecord {
+                    call_id: call_id.into(),
+                    ..CallRecord::default()
+                }),
+                ..CallMilestone::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn batches_are_validated() {
+        let id = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
+        assert!(validate_batch(&[milestone(1, id), milestone(2, id)]).is_ok());
+        assert!(validate_batch(&[milestone(2, id), milestone(2, id)]).is_err());
+        assert!(validate_batch(&[milestone(0, id)]).is_err());
+        assert!(validate_batch(&[milestone(1, "x")]).is_err());
+        let mut other = milestone(2, id);
+        other.node_id = "m".into();
+        assert!(validate_batch(&[milestone(1, id), other]).is_err());
+        let mut mismatched = milestone(1, id);
+        if let Some(NodeKind::Milestone(m)) = &mut mismatched.kind {
+            m.snapshot = None;
+        }
+        assert!(validate_batch(&[mismatched]).is_err());
+        let started = NodeEvent {
+            node_id: "n".into(),
+            node_seq: 1,
+            kind: Some(NodeKind::NodeStarted(NodeStarted::default())),
+            ..NodeEvent::default()
+        };
+        assert!(validate_batch(&[started]).is_ok());
+    }
+
+    #[test]
+    fn effects_keep_flags_and_set_states() {
+        let record = CallRecord {
+            call_id: "c".into(),
+            caller_number: "1".into(),
+            ..CallRecord::default()
+        };
+        let upsert = |state| CallEffect::Upsert {
+            record: record.clone(),
+            state,
+            node_id: "n".into(),
+        };
+        let row = apply_effect(None, upsert(CallState::InProgress)).unwrap();
+        assert_eq!(row.state, CallState::InProgress as i32);
+        assert!(!row.flagged);
+        let flagged = apply_effect(Some(row), CallEffect::Flag).unwrap();
+        assert!(flagged.flagged);
+        let ended = apply_effect(Some(flagged), upsert(CallState::Ended)).unwrap();
+        assert!(ended.flagged);
+        assert_eq!(ended.state, CallState::Ended as i32);
+        assert_eq!(ended.node_id, "n");
+        assert_eq!(apply_effect(None, CallEffect::Flag), None);
+    }
+}

@@ -1,0 +1,296 @@
+//! Shared by the records tests: databases on both backends, an in-process records
+//! service on loopback, and call events as a switchboard sends them.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use courtline::records::chain::HashAlgorithm;
+use courtline::records::client::{connect, ClientOptions, RecordsClient};
+use courtline::records::ledger::CheckpointPolicy;
+use courtline::records::pb::node_event::Kind;
+use courtline::records::pb::{
+    CallMilestone, CallRecord, EndReason, Milestone, NodeEvent, NodeStarted,
+};
+use courtline::records::service::{OpenedService, ServiceSettings};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database.
+pub struct Db {
+    /// The location to open.
+    pub url: String,
+    /// Keeps the SQLite file (and the signing key) alive.
+    pub dir: tempfile::TempDir,
+}
+
+/// A new SQLite database.
+pub fn sqlite_db() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    Db {
+        url: dir.path().join("records.db").display().to_string(),
+        dir,
+    }
+}
+
+/// The PostgreSQL server to test against: `COURTLINE_TEST_POSTGRES_URL`, else a local
+/// default. `None` (test skipped, with a message) only when the variable is unset and
+/// nothing answers; when it is set, an unreachable server fails the test.
+pub async fn postgres_db() -> Option<Db> {
+    let configured = std::env::var("COURTLINE_TEST_POSTGRES_URL").ok();
+    let base = configured
+        .clone()
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = match sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&base)
+        .await
+    {
+        Ok(pool) => pool,
+        Err(error) if configured.is_none() => {
+            eprintln!(
+                "SKIPPED (PostgreSQL): no server at {base} ({error}); set COURTLINE_TEST_POSTGRES_URL to run the PostgreSQL suite"
+            );
+            return None;
+        }
+        Err(error) => panic!("COURTLINE_TEST_POSTGRES_URL={base} is set but unreachable: {error}"),
+    };
+    let name = format!("courtline_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(Db {
+        url: format!("{prefix}/{name}"),
+        dir: tempfile::tempdir().unwrap(),
+    })
+}
+
+/// Runs `$body` (an async fn taking a [`Db`]) on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::records_common::sqlite_db()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = super::records_common::postgres_db().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Service settings for `db` (checkpoint every 50 events).
+pub fn settings(db: &Db) -> ServiceSettings {
+    ServiceSettings {
+        database: db.url.clone(),
+        hash_algorithm: HashAlgorithm::Sha256,
+        signing_key_file: db.dir.path().join("signing.key"),
+        checkpoints: CheckpointPolicy {
+            every_events: 50,
+            every: Duration::from_secs(600),
+        },
+        retention_days: 180,
+        tls: None,
+    }
+}
+
+/// An in-process records service on 127.0.0.1.
+pub struct Service {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Stops it.
+    stop: oneshot::Sender<()>,
+    /// The server task.
+    task: JoinHandle<()>,
+}
+
+impl Service {
+    /// Starts a service with `settings` on a free port.
+    pub async fn start(settings: &ServiceSettings) -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Service::start_on(listener, settings).await
+    }
+
+    /// Starts a service on `listener`.
+    pub async fn start_on(listener: TcpListener, settings: &ServiceSettings) -> Service {
+        let address = listener.local_addr().unwrap();
+        let opened = OpenedService::open(settings).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            opened
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Service {
+            address,
+            stop,
+            task,
+        }
+    }
+
+    /// `http://address`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A client with `token` (none: the loopback rule).
+    pub async fn client(&self, token: Option<&str>) -> RecordsClient {
+        connect(&ClientOptions {
+            endpoint: self.endpoint(),
+            token: token.map(str::to_owned),
+            ..ClientOptions::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Stops and waits.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// Call id number `n`.
+pub fn call_id(n: u32) -> String {
+    format!("7d9e4c1a-0000-4000-8000-{n:012}")
+}
+
+/// A finished call's record.
+pub fn record(n: u32) -> CallRecord {
+    CallRecord {
+        call_id: call_id(n),
+        sip_call_id: format!("{n}@caller.test"),
+        line_number: if n % 2 == 0 { "12368" } else { "12345" }.to_owned(),
+        court_name: if n % 2 == 0 {
+            "上海市高级人民法院"
+        } else {
+            "上海市第一中级人民法院"
+        }
+        .to_owned(),
+        caller_number: format!("13900000{n:03}"),
+        caller_display_name: if n % 4 == 0 {
+            "王五（律师）"
+        } else {
+            "李四"
+        }
+        .to_owned(),
+        caller_source: "127.0.0.1:5070".to_owned(),
+        user_agent: "test".to_owned(),
+        codec: "PCMU".to_owned(),
+        received_at_ms: 1_700_000_000_000 + i64::from(n) * 1_000,
+        answered_at_ms: 1_700_000_000_100 + i64::from(n) * 1_000,
+        operator_answered_at_ms: if n % 3 == 1 {
+            1_700_000_010_000 + i64::from(n) * 1_000
+        } else {
+            0
+        },
+        ended_at_ms: 1_700_000_030_000 + i64::from(n) * 1_000,
+        prompt_completed: n % 3 != 0,
+        end_reason: if n % 3 == 0 {
+            EndReason::CallerHungUpDuringPrompt
+        } else {
+            EndReason::CallerHungUp
+        } as i32,
+        sip_final_status: 200,
+        ..CallRecord::default()
+    }
+}
+
+/// A milestone event of call `n` (its record as received so far).
+pub fn milestone(n: u32, milestone: Milestone) -> NodeEvent {
+    let full = record(n);
+    let snapshot = CallRecord {
+        ended_at_ms: 0,
+        end_reason: 0,
+        ..full
+    };
+    NodeEvent {
+        at_ms: snapshot.received_at_ms,
+        call_id: call_id(n),
+        kind: Some(Kind::Milestone(CallMilestone {
+            milestone: milestone as i32,
+            snapshot: Some(snapshot),
+            ..CallMilestone::default()
+        })),
+        ..NodeEvent::default()
+    }
+}
+
+/// Call `n`'s final event.
+pub fn ended(n: u32) -> NodeEvent {
+    NodeEvent {
+        at_ms: record(n).ended_at_ms,
+        call_id: call_id(n),
+        kind: Some(Kind::Ended(record(n))),
+        ..NodeEvent::default()
+    }
+}
+
+/// A switchboard (re)start.
+pub fn node_started() -> NodeEvent {
+    NodeEvent {
+        at_ms: 1_700_000_000_000,
+        kind: Some(Kind::NodeStarted(NodeStarted::default())),
+        ..NodeEvent::default()
+    }
+}
+
+/// Numbers `events` as node `node` from `first` on.
+pub fn numbered(node: &str, first: u64, events: Vec<NodeEvent>) -> Vec<NodeEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| NodeEvent {
+            node_id: node.to_owned(),
+            node_seq: first + index as u64,
+            ..event
+        })
+        .collect()
+}
+
+/// The full life of calls `numbers`: received, answered, prompt started, ended.
+pub fn complete_calls(numbers: impl IntoIterator<Item = u32>) -> Vec<NodeEvent> {
+    numbers
+        .into_iter()
+        .flat_map(|n| {
+            [
+                milestone(n, Milestone::Received),
+                milestone(n, Milestone::Answered),
+                milestone(n, Milestone::PromptStarted),
+                ended(n),
+            ]
+        })
+        .collect()
+}
+
+/// The number part of call ids.
+pub fn short_ids(records: &[CallRecord]) -> Vec<u32> {
+    records
+        .iter()
+        .map(|r| r.call_id[24..].parse().unwrap())
+        .collect()
+}
+
+/// Path of the courtline binary under test.
+pub fn courtline_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_courtline")
+}
