@@ -307,13 +307,12 @@ pub fn record_fields(record: &CallRecord) -> Vec<(&'static str, String)> {
     CSV_HEADER
         .iter()
         .map(|name| {
-            (
-                *name,
-                value
-                    .get(*name)
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            )
+            let text = match value.get(*name) {
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            (*name, text)
         })
         .collect()
 }

@@ -172,8 +172,7 @@ fn parse_32(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
 }
 
-/// A trusted public key given as 64 hex digits, or as a file holding them, or as a
-/// signing key file (whose public half is then used).
+/// A trusted public key given as 64 hex digits, or as a file holding them.
 pub fn parse_public_key(text: &str) -> Result<[u8; 32], KeyError> {
     if let Some(key) = parse_32(text.trim()) {
         return Ok(key);

@@ -341,6 +341,25 @@ fn classify(
         }
     };
     let true_succ = |s: &Suspect| referrer.get(&s.hash).copied();
+    // A row whose both links point elsewhere looks moved; but when both its true
+    // neighbours look moved too, it is the fixed middle of two rows swapped around it.
+    let looks_moved = |s: &Suspect| {
+        s.self_ok
+            && !s.pred_link_ok
+            && !s.succ_link_ok
+            && true_pred(s).is_some()
+            && true_succ(s).is_some()
+    };
+    let candidates: HashSet<i64> = suspects
+        .iter()
+        .filter(|s| looks_moved(s))
+        .map(|s| s.seq)
+        .collect();
+    let moved = |s: &Suspect| {
+        looks_moved(s)
+            && !(true_pred(s).is_some_and(|p| candidates.contains(&p))
+                && true_succ(s).is_some_and(|n| candidates.contains(&n)))
+    };
     for s in suspects {
         let successor = s.succ_seq.and_then(|seq| by_seq.get(&seq).copied());
         let successor_dangles =
@@ -353,12 +372,7 @@ fn classify(
                 &call_of(&s.label),
                 format!("event #{} ({}) was changed after it was chained: its content no longer matches its hash", s.seq, s.label),
             );
-        } else if s.self_ok
-            && !s.pred_link_ok
-            && !s.succ_link_ok
-            && true_pred(s).is_some()
-            && true_succ(s).is_some()
-        {
+        } else if moved(s) {
             report.add(
                 "reordered",
                 s.seq,
@@ -401,7 +415,7 @@ fn classify(
         explained.extend(s.succ_seq);
     }
     for s in suspects {
-        if explained.contains(&s.seq) || s.pred_link_ok {
+        if explained.contains(&s.seq) || s.pred_link_ok || candidates.contains(&s.seq) {
             continue;
         }
         let missing = match s.pred_seq {
