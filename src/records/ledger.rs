@@ -156,7 +156,7 @@ pub enum CallEffect {
     /// The row becomes this record in this state.
     Upsert {
         /// The record.
-        record: CallRecord,
+        record: Box<CallRecord>,
         /// The call's state after the event.
         state: CallState,
         /// The reporting switchboard.
@@ -172,9 +172,9 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
         Kind::NodeEvent(event) => {
             let (record, state) = match event.kind.as_ref()? {
                 NodeKind::Milestone(milestone) => {
-                    (milestone.snapshot.clone()?, CallState::InProgress)
+                    (Box::new(milestone.snapshot.clone()?), CallState::InProgress)
                 }
-                NodeKind::Ended(record) => (record.clone(), CallState::Ended),
+                NodeKind::Ended(record) => (Box::new(record.clone()), CallState::Ended),
                 NodeKind::NodeStarted(_) => return None,
             };
             Some(CallEffect::Upsert {
@@ -184,7 +184,7 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
             })
         }
         Kind::Interrupted(interrupted) => {
-            let record = interrupted.snapshot.clone()?;
+            let record = Box::new(interrupted.snapshot.clone()?);
             let node_id = record.node_id.clone();
             Some(CallEffect::Upsert {
                 record,
@@ -208,7 +208,7 @@ pub fn apply_effect(before: Option<CallRecord>, effect: CallEffect) -> Option<Ca
             state: state as i32,
             flagged: before.is_some_and(|row| row.flagged),
             node_id,
-            ..record
+            ..*record
         }),
         CallEffect::Flag => before.map(|row| CallRecord {
             flagged: true,
@@ -816,7 +816,7 @@ mod tests {
             ..CallRecord::default()
         };
         let upsert = |state| CallEffect::Upsert {
-            record: record.clone(),
+            record: Box::new(record.clone()),
             state,
             node_id: "n".into(),
         };

@@ -165,11 +165,25 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_error(dir))
 }
 
+/// What reading one segment found.
+struct SegmentContent {
+    /// The good entries, in order.
+    events: Vec<NodeEvent>,
+    /// Where the first bad entry starts and why it is bad.
+    bad: Option<(u64, String)>,
+    /// The file's length.
+    total: u64,
+}
+
 /// Reads a segment's good entries; stops at the first bad one and says where and why.
-fn read_segment(path: &Path) -> Result<(Vec<NodeEvent>, Option<(u64, String)>, u64), SpoolError> {
+fn read_segment(path: &Path) -> Result<SegmentContent, SpoolError> {
     let metadata = std::fs::metadata(path).map_err(io_error(path))?;
     if !metadata.is_file() {
-        return Ok((Vec::new(), Some((0, "not a regular file".into())), 0));
+        return Ok(SegmentContent {
+            events: Vec::new(),
+            bad: Some((0, "not a regular file".into())),
+            total: 0,
+        });
     }
     let mut bytes = Vec::new();
     File::open(path)
@@ -182,34 +196,61 @@ fn read_segment(path: &Path) -> Result<(Vec<NodeEvent>, Option<(u64, String)>, u
         } else {
             "bad magic"
         };
-        return Ok((Vec::new(), Some((0, reason.into())), total));
+        return Ok(SegmentContent {
+            events: Vec::new(),
+            bad: Some((0, reason.into())),
+            total,
+        });
     }
     let mut events = Vec::new();
     let mut offset = MAGIC.len();
     while offset < bytes.len() {
         let bad = |reason: &str| Some((offset as u64, reason.to_owned()));
         let Some(header) = bytes.get(offset..offset + ENTRY_HEADER) else {
-            return Ok((events, bad("entry header cut short"), total));
+            return Ok(SegmentContent {
+                events,
+                bad: bad("entry header cut short"),
+                total,
+            });
         };
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if length > MAX_ENTRY {
-            return Ok((events, bad("entry length out of range"), total));
+            return Ok(SegmentContent {
+                events,
+                bad: bad("entry length out of range"),
+                total,
+            });
         }
         let start = offset + ENTRY_HEADER;
         let Some(payload) = bytes.get(start..start + length) else {
-            return Ok((events, bad("entry cut short"), total));
+            return Ok(SegmentContent {
+                events,
+                bad: bad("entry cut short"),
+                total,
+            });
         };
         if crc32fast::hash(payload) != crc {
-            return Ok((events, bad("CRC mismatch"), total));
+            return Ok(SegmentContent {
+                events,
+                bad: bad("CRC mismatch"),
+                total,
+            });
         }
         match NodeEvent::decode(payload) {
             Ok(event) => events.push(event),
-            Err(error) => return Ok((events, bad(&format!("undecodable entry: {error}")), total)),
+            Err(error) => {
+                let bad = bad(&format!("undecodable entry: {error}"));
+                return Ok(SegmentContent { events, bad, total });
+            }
         }
         offset = start + length;
     }
-    Ok((events, None, total))
+    Ok(SegmentContent {
+        events,
+        bad: None,
+        total,
+    })
 }
 
 /// Every good entry of the spool at `dir`, without changing anything (for inspection
@@ -217,7 +258,7 @@ fn read_segment(path: &Path) -> Result<(Vec<NodeEvent>, Option<(u64, String)>, u
 pub fn read_entries(dir: &Path) -> Result<Vec<NodeEvent>, SpoolError> {
     let mut events = Vec::new();
     for segment in list_segments(dir)? {
-        events.extend(read_segment(&segment.path)?.0);
+        events.extend(read_segment(&segment.path)?.events);
     }
     Ok(events)
 }
@@ -311,7 +352,7 @@ impl Spool {
         let mut segments = list_segments(dir)?;
         let mut highest = acked;
         for segment in &mut segments {
-            let (events, bad, total) = read_segment(&segment.path)?;
+            let SegmentContent { events, bad, total } = read_segment(&segment.path)?;
             if let Some((offset, reason)) = bad {
                 let tear = Tear {
                     segment: segment.path.clone(),

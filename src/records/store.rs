@@ -180,7 +180,7 @@ pub enum Change {
     /// Write the call's record and state (keeps `flagged`).
     UpsertCall {
         /// The record as of the event.
-        record: CallRecord,
+        record: Box<CallRecord>,
         /// Where the call stands now.
         state: CallState,
         /// The reporting switchboard.
