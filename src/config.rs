@@ -70,6 +70,9 @@ pub struct Config {
     /// The court main lines this switchboard answers.
     #[serde(default)]
     pub lines: Vec<LineConfig>,
+    /// Credentials for operator targets whose PBX challenges our INVITEs (401/407).
+    #[serde(default)]
+    pub operator_accounts: Vec<OperatorAccount>,
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
@@ -92,6 +95,27 @@ pub struct SipConfig {
     /// RFC 3261 T1 (round-trip estimate) in ms: retransmissions start at T1 and
     /// transactions time out after 64·T1 (e.g. a 200 OK nobody ACKs).
     pub t1_ms: u64,
+    /// Also accept SIP over TCP on the same address and port (as SIP servers conventionally do).
+    pub tcp: bool,
+    /// PEM certificate chain for SIP over TLS; TLS is off while empty.
+    pub tls_certificate: String,
+    /// PEM private key for `tls_certificate`.
+    pub tls_private_key: String,
+    /// TLS listen address; empty = the UDP address with the next port (5061 for 5060).
+    pub tls_listen: String,
+    /// Session-Expires (RFC 4028) courtline asks for when the caller supports
+    /// timers but names none; 0 = only run timers the caller asks for.
+    pub session_expires_s: u32,
+    /// Smallest Session-Expires accepted (422 below it); never under RFC 4028's 90.
+    pub min_se_s: u32,
+    /// Seconds between OPTIONS probes to each operator target (0 = off); a
+    /// target that stops answering is skipped by hunt lists until it answers.
+    pub qualify_interval_s: u64,
+    /// ACLs, rate limits and scanner bans for the SIP socket.
+    pub shield: crate::sip::shield::ShieldConfig,
+    /// Address (IP or IP:port) peers must use to reach us, when behind NAT:
+    /// used in Contact headers, and in SDP unless `[media] advertise_address` is set.
+    pub public_address: String,
 }
 
 impl Default for SipConfig {
@@ -103,6 +127,15 @@ impl Default for SipConfig {
             answer_delay_ms: 0,
             user_agent: format!("courtline/{}", env!("CARGO_PKG_VERSION")),
             t1_ms: 500,
+            tcp: true,
+            session_expires_s: 1800,
+            qualify_interval_s: 30,
+            shield: crate::sip::shield::ShieldConfig::default(),
+            min_se_s: 90,
+            tls_certificate: String::new(),
+            tls_private_key: String::new(),
+            tls_listen: String::new(),
+            public_address: String::new(),
         }
     }
 }
@@ -313,6 +346,21 @@ fn default_ring_timeout_s() -> u32 {
     30
 }
 
+/// `[[operator_accounts]]`: how courtline authenticates to one operator target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorAccount {
+    /// The operator URI exactly as written in a line's `operator`.
+    pub uri: String,
+    /// Digest username (the PBX's authentication ID).
+    pub username: String,
+    /// Digest password.
+    pub password: String,
+    /// Realm to answer, when the PBX's challenge must be matched; empty = any.
+    #[serde(default)]
+    pub realm: String,
+}
+
 /// One operator URI or a hunt list; TOML allows either a string or an array.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -408,6 +456,41 @@ impl Config {
                 "Leave it at 500 (RFC 3261's default) unless the network's round trip is known to differ.",
             ));
         }
+        if self.sip.tls_certificate.is_empty() != self.sip.tls_private_key.is_empty() {
+            return Err(self.invalid(
+                "sip.tls_certificate".into(),
+                "a TLS certificate and private key must be given together".into(),
+                "Set both tls_certificate and tls_private_key (PEM files), or neither to leave TLS off.",
+            ));
+        }
+        if !self.sip.tls_listen.is_empty() && self.sip.tls_listen.parse::<SocketAddr>().is_err() {
+            return Err(self.invalid(
+                "sip.tls_listen".into(),
+                format!("\"{}\" is not an address:port", self.sip.tls_listen),
+                "Write it like \"0.0.0.0:5061\", or leave it empty for the UDP port + 1.",
+            ));
+        }
+        if !self.sip.public_address.is_empty() && self.public_address().is_none() {
+            return Err(self.invalid(
+                "sip.public_address".into(),
+                format!("\"{}\" is not an IP address or IP:port", self.sip.public_address),
+                "Give the public IP (and port, if the NAT maps it) peers reach this server at, e.g. \"203.0.113.7\".",
+            ));
+        }
+        if let Err(e) = crate::sip::shield::Shield::new(self.sip.shield.clone()) {
+            return Err(self.invalid(
+                "sip.shield.trusted".into(),
+                e.to_string(),
+                "List the trunks' and PBXs' networks, e.g. trusted = [\"192.0.2.0/24\"].",
+            ));
+        }
+        if self.sip.shield.rate_per_s <= 0.0 || self.sip.shield.burst == 0 {
+            return Err(self.invalid(
+                "sip.shield.rate_per_s".into(),
+                "the rate limit must be positive".into(),
+                "Use e.g. rate_per_s = 200.0 and burst = 400 per source address.",
+            ));
+        }
         let ports = self.rtp_port_range()?;
         let even_ports = ports.clone().filter(|p| p % 2 == 0).count();
         if even_ports < 2 {
@@ -473,6 +556,26 @@ impl Config {
                     format!("prompts.{id}.file"),
                     "is empty".into(),
                     "Point it at a WAV file, e.g. \"audio/three_rules_zh.wav\".",
+                ));
+            }
+        }
+        for (i, account) in self.operator_accounts.iter().enumerate() {
+            if account.username.is_empty() {
+                return Err(self.invalid(
+                    format!("operator_accounts[{i}].username"),
+                    "is empty".into(),
+                    "Give the username the operator's PBX expects in its digest challenge.",
+                ));
+            }
+            if !self
+                .lines
+                .iter()
+                .any(|l| l.operator.uris().contains(&account.uri))
+            {
+                return Err(self.invalid(
+                    format!("operator_accounts[{i}].uri"),
+                    format!("\"{}\" is not an operator of any line", account.uri),
+                    "Write the URI exactly as it appears in a [[lines]] operator entry.",
                 ));
             }
         }
@@ -610,6 +713,32 @@ impl Config {
         Ok(())
     }
 
+    /// `[sip] public_address` parsed: the public IP and, if given, port.
+    pub fn public_address(&self) -> Option<(std::net::IpAddr, Option<u16>)> {
+        let text = self.sip.public_address.trim();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Some((addr.ip(), Some(addr.port())));
+        }
+        text.parse().ok().map(|ip| (ip, None))
+    }
+
+    /// Where SIP over TLS listens, if a certificate is configured.
+    pub fn tls_listen(&self, udp: SocketAddr) -> Option<SocketAddr> {
+        if self.sip.tls_certificate.is_empty() {
+            return None;
+        }
+        self.sip
+            .tls_listen
+            .parse()
+            .ok()
+            .or_else(|| Some(SocketAddr::new(udp.ip(), udp.port().checked_add(1)?)))
+    }
+
+    /// Credentials for an operator target, if configured.
+    pub fn operator_account(&self, uri: &str) -> Option<&OperatorAccount> {
+        self.operator_accounts.iter().find(|a| a.uri == uri)
+    }
+
     /// The line a Request-URI user part refers to.
     pub fn line(&self, number: &str) -> Option<&LineConfig> {
         self.lines.iter().find(|l| l.number == number)
@@ -659,6 +788,47 @@ operator = "sip:operator@127.0.0.1:5090"
     }
 
     #[test]
+    fn tls_defaults_to_the_next_port_and_public_address_parses() {
+        let text = format!(
+            "[sip]\nlisten = \"0.0.0.0:5060\"\ntls_certificate = \"c.pem\"\ntls_private_key = \"k.pem\"\npublic_address = \"203.0.113.7:5070\"\n{}",
+            base()
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        let udp: SocketAddr = "0.0.0.0:5060".parse().unwrap();
+        assert_eq!(
+            config.tls_listen(udp),
+            Some("0.0.0.0:5061".parse().unwrap())
+        );
+        assert_eq!(
+            config.public_address(),
+            Some(("203.0.113.7".parse().unwrap(), Some(5070)))
+        );
+        let plain = Config::from_toml_str(&base(), "t").unwrap();
+        assert_eq!(plain.tls_listen(udp), None);
+        assert!(plain.sip.tcp);
+    }
+
+    #[test]
+    fn operator_accounts_must_name_a_configured_operator() {
+        let ok = format!(
+            "{}\n[[operator_accounts]]\nuri = \"sip:operator@127.0.0.1:5090\"\nusername = \"cl\"\npassword = \"pw\"\n",
+            base()
+        );
+        let config = Config::from_toml_str(&ok, "t").unwrap();
+        assert_eq!(
+            config
+                .operator_account("sip:operator@127.0.0.1:5090")
+                .map(|a| a.username.as_str()),
+            Some("cl")
+        );
+        let e = error_for(&ok.replace(
+            "uri = \"sip:operator@127.0.0.1:5090\"",
+            "uri = \"sip:other@h\"",
+        ));
+        assert!(e.contains("operator_accounts[0].uri"), "{e}");
+    }
+
+    #[test]
     fn hunt_list_is_accepted() {
         let text = base().replace(
             "operator = \"sip:operator@127.0.0.1:5090\"",
@@ -681,6 +851,15 @@ operator = "sip:operator@127.0.0.1:5090"
         let cases = [
             ("[sip]\nmax_calls = 0\n", "sip.max_calls"),
             ("[sip]\nt1_ms = 10\n", "sip.t1_ms"),
+            (
+                "[sip]\ntls_certificate = \"a.pem\"\n",
+                "sip.tls_certificate",
+            ),
+            ("[sip]\ntls_listen = \"5061\"\n", "sip.tls_listen"),
+            (
+                "[sip]\npublic_address = \"my.host\"\n",
+                "sip.public_address",
+            ),
             ("[media]\nrtp_ports = \"30000-20000\"\n", "media.rtp_ports"),
             ("[media]\nrtp_ports = \"20000-20000\"\n", "media.rtp_ports"),
             (

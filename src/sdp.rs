@@ -31,6 +31,54 @@ pub struct RemoteMedia {
     pub formats: Vec<(u8, String)>,
     /// Payload type the peer uses for RFC 4733 telephone-event, if offered.
     pub telephone_event: Option<u8>,
+    /// The stream's direction (media-level attribute, else session-level, else sendrecv).
+    pub direction: Direction,
+}
+
+/// Media direction (RFC 3264 §5.1): how hold and unhold are signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Both ways (the default when no attribute is present).
+    #[default]
+    SendRecv,
+    /// The describing side only sends (it put the other on hold).
+    SendOnly,
+    /// The describing side only receives.
+    RecvOnly,
+    /// Neither way.
+    Inactive,
+}
+
+impl Direction {
+    /// The SDP attribute name.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction an answer takes to an offer with this direction.
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+
+    fn parse(attribute: &str) -> Option<Direction> {
+        [
+            Direction::SendRecv,
+            Direction::SendOnly,
+            Direction::RecvOnly,
+            Direction::Inactive,
+        ]
+        .into_iter()
+        .find(|d| d.attribute() == attribute)
+    }
 }
 
 /// What was agreed for one leg.
@@ -54,6 +102,8 @@ impl RemoteMedia {
         let mut media_addr: Option<IpAddr> = None;
         let mut audio: Option<(u16, Vec<u8>)> = None;
         let mut rtpmaps: Vec<(u8, String)> = Vec::new();
+        let mut session_direction = None;
+        let mut media_direction = None;
         // Lines after a non-audio m= belong to that stream and are skipped.
         let mut section = Section::Session;
         for raw in text.lines() {
@@ -87,6 +137,13 @@ impl RemoteMedia {
                 "a" if section == Section::Audio => {
                     if let Some(map) = value.strip_prefix("rtpmap:") {
                         rtpmaps.push(parse_rtpmap(map)?);
+                    } else if let Some(d) = Direction::parse(value) {
+                        media_direction = Some(d);
+                    }
+                }
+                "a" if section == Section::Session => {
+                    if let Some(d) = Direction::parse(value) {
+                        session_direction = Some(d);
                     }
                 }
                 _ => {}
@@ -116,6 +173,7 @@ impl RemoteMedia {
             rtp_addr: SocketAddr::new(ip, port),
             formats,
             telephone_event,
+            direction: media_direction.or(session_direction).unwrap_or_default(),
         })
     }
 
@@ -226,8 +284,12 @@ pub struct LocalMedia {
     pub codecs: Vec<Codec>,
     /// telephone-event payload type to announce, if any.
     pub telephone_event: Option<u8>,
-    /// `o=` session id, stable for the life of the call so re-offers can bump the version.
+    /// `o=` session id, stable for the life of the call.
     pub session_id: u64,
+    /// `o=` version: +1 for every new description of the same session (RFC 3264 §8).
+    pub version: u64,
+    /// Direction to announce (hold/unhold).
+    pub direction: Direction,
 }
 
 impl LocalMedia {
@@ -244,8 +306,9 @@ impl LocalMedia {
             pts.push(te.to_string());
         }
         let mut sdp = format!(
-            "v=0\r\no=courtline {id} {id} IN {family} {ip}\r\ns=courtline\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n",
+            "v=0\r\no=courtline {id} {version} IN {family} {ip}\r\ns=courtline\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n",
             id = self.session_id,
+            version = self.version,
             port = self.rtp_addr.port(),
             pts = pts.join(" "),
         );
@@ -261,7 +324,10 @@ impl LocalMedia {
                 "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
             ));
         }
-        sdp.push_str("a=ptime:20\r\na=sendrecv\r\n");
+        sdp.push_str(&format!(
+            "a=ptime:20\r\na={}\r\n",
+            self.direction.attribute()
+        ));
         sdp
     }
 }
@@ -306,6 +372,26 @@ mod tests {
         let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=video 5006 RTP/AVP 96\r\nc=IN IP4 192.0.2.9\r\nm=audio 5004 RTP/AVP 0\r\nc=IN IP4 192.0.2.2\r\n";
         let media = RemoteMedia::parse(offer.as_bytes()).unwrap();
         assert_eq!(media.rtp_addr, "192.0.2.2:5004".parse().unwrap());
+    }
+
+    #[test]
+    fn direction_media_level_wins_and_answers_reverse() {
+        let hold =
+            "v=0\r\nc=IN IP4 192.0.2.1\r\na=sendrecv\r\nm=audio 5004 RTP/AVP 0\r\na=sendonly\r\n";
+        let media = RemoteMedia::parse(hold.as_bytes()).unwrap();
+        assert_eq!(media.direction, Direction::SendOnly);
+        assert_eq!(media.direction.answer(), Direction::RecvOnly);
+        let session_level = "v=0\r\nc=IN IP4 192.0.2.1\r\na=inactive\r\nm=audio 5004 RTP/AVP 0\r\n";
+        assert_eq!(
+            RemoteMedia::parse(session_level.as_bytes())
+                .unwrap()
+                .direction,
+            Direction::Inactive
+        );
+        assert_eq!(
+            RemoteMedia::parse(SIPP_OFFER.as_bytes()).unwrap().direction,
+            Direction::SendRecv
+        );
     }
 
     #[test]
@@ -359,11 +445,18 @@ mod tests {
             codecs: vec![Codec::Pcma],
             telephone_event: Some(101),
             session_id: 42,
+            version: 3,
+            direction: Direction::RecvOnly,
         };
         let text = local.render();
         assert!(text.contains("m=audio 20002 RTP/AVP 8 101\r\n"), "{text}");
+        assert!(
+            text.contains("o=courtline 42 3 IN IP4 127.0.0.1\r\n"),
+            "{text}"
+        );
         let back = RemoteMedia::parse(text.as_bytes()).unwrap();
         assert_eq!(back.rtp_addr, local.rtp_addr);
+        assert_eq!(back.direction, Direction::RecvOnly);
         assert_eq!(
             back.negotiate().unwrap(),
             Negotiated {

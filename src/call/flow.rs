@@ -118,6 +118,8 @@ pub enum CallInput {
     OperatorHungUp,
     /// Something broke locally (socket, SDP from the operator, ...); the call cannot go on.
     Fault(String),
+    /// The caller's session timer ran out unrefreshed (RFC 4028): the far end is gone.
+    SessionExpired,
 }
 
 /// A point in a call worth a durable event: the records spool (issue #5) keeps
@@ -380,33 +382,35 @@ impl CallFlow {
                 self.end(EndReason::OperatorHungUp, now);
             }
 
-            (phase, Fault(_)) => {
-                match phase {
-                    Phase::DialingOperator { .. } => {
-                        self.actions.push_back(CallAction::CancelOperator)
-                    }
-                    Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
-                    _ => {}
-                }
-                if phase == Phase::Ringing {
-                    // Not answered yet: the INVITE still needs a final response.
-                    self.record.sip_final_status = 500;
-                    self.actions
-                        .push_back(CallAction::RejectCaller { status: 500 });
-                } else {
-                    self.actions.push_back(CallAction::HangUpCaller);
-                }
-                if phase == Phase::Prompting {
-                    self.record.prompt_ended_at_ms = self.wall_ms(now);
-                    self.milestone(Milestone::PromptInterrupted);
-                }
-                self.end(EndReason::Error, now);
-            }
+            (phase, SessionExpired) => self.abort(phase, EndReason::SessionExpired, now),
+            (phase, Fault(_)) => self.abort(phase, EndReason::Error, now),
 
             // Everything else is stale or out of order (a late 180, DTMF after the
             // prompt, a second ACK) and changes nothing.
             _ => {}
         }
+    }
+
+    /// Ends the call from any phase, hanging up whatever is up.
+    fn abort(&mut self, phase: Phase, reason: EndReason, now: Instant) {
+        match phase {
+            Phase::DialingOperator { .. } => self.actions.push_back(CallAction::CancelOperator),
+            Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
+            _ => {}
+        }
+        if phase == Phase::Ringing {
+            // Not answered yet: the INVITE still needs a final response.
+            self.record.sip_final_status = 500;
+            self.actions
+                .push_back(CallAction::RejectCaller { status: 500 });
+        } else {
+            self.actions.push_back(CallAction::HangUpCaller);
+        }
+        if phase == Phase::Prompting {
+            self.record.prompt_ended_at_ms = self.wall_ms(now);
+            self.milestone(Milestone::PromptInterrupted);
+        }
+        self.end(reason, now);
     }
 
     fn answer(&mut self, now: Instant) {

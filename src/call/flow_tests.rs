@@ -541,3 +541,18 @@ fn missing_ack_ends_as_no_ack_without_a_second_bye() {
     h.input(CallInput::CallerAckTimeout);
     assert!(h.actions().is_empty());
 }
+
+#[test]
+fn expired_session_hangs_up_both_legs() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.answer_and_play_prompt();
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h.input(CallInput::SessionExpired);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::HangUpOperator, CallAction::HangUpCaller]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::SessionExpired);
+}

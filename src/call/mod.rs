@@ -2,6 +2,7 @@
 //! it against real SIP dialogs and media (`session`).
 
 pub mod flow;
+pub mod reoffer;
 pub mod session;
 
 pub use flow::{CallAction, CallFacts, CallFlow, CallInput, Milestone, OperatorFailure, Phase};

@@ -8,27 +8,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{
     DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
 };
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::DialogId;
-use rsipstack::sip::{StatusCode, StatusCodeKind};
+use rsipstack::sip::{StatusCode, StatusCodeKind, Transport};
 use rsipstack::transaction::transaction::Transaction;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Phase};
+use super::reoffer;
 use crate::media::codec::Codec;
 use crate::media::prompt::Prompt;
 use crate::media::session::{
     self as media, CallerLeg, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
 };
 use crate::records::pb::{CallRecord, EndReason};
-use crate::sdp::{LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
+use crate::sdp::{Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
 use crate::sip::leg::{header, local_ip_toward, sdp_content_type};
+use crate::sip::session_timer::{SessionTimer, TimerDue};
 use crate::sip::switchboard::{Shared, ALLOW};
 
 /// One unit of `max_calls`, given back when the call task ends (even by panic).
@@ -69,6 +72,8 @@ pub(crate) struct CallSetup {
     /// The caller's SDP offer and what we agreed, or None for a delayed offer
     /// (no SDP in the INVITE: we offer in the 200 OK, the ACK answers).
     pub offer: Option<(RemoteMedia, Negotiated)>,
+    /// The caller's RFC 4028 session timer and the headers announcing it in the 200 OK.
+    pub session_timer: Option<(SessionTimer, Vec<rsipstack::sip::Header>)>,
     /// Our RTP socket for the caller.
     pub rtp_socket: UdpSocket,
     /// Address to advertise to the caller.
@@ -83,7 +88,13 @@ pub(crate) struct CallSetup {
 pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
     let layer = setup.shared.dialog_layer.clone();
     let (state_sender, states) = layer.new_dialog_state_channel();
-    let contact = contact_uri(setup.local_ip, setup.shared.sip_addr.port());
+    // Contact on the transport the INVITE came in on, so in-dialog requests come back the same way.
+    let transport = tx
+        .connection
+        .as_ref()
+        .map(|c| c.transport())
+        .unwrap_or(Transport::Udp);
+    let contact = contact_uri(&setup.shared, setup.local_ip, transport);
     let dialog =
         match layer.get_or_create_server_invite(&tx, state_sender.clone(), None, Some(contact)) {
             Ok(dialog) => dialog,
@@ -117,6 +128,8 @@ struct OperatorAttempt {
     call_id: String,
     /// Resolves with the final response; taken once it has.
     outcome: Option<tokio::task::JoinHandle<InviteAsyncResult>>,
+    /// Our session description on this leg (re-offers bump its version).
+    sdp: LocalMedia,
 }
 
 /// The per-call task.
@@ -131,18 +144,25 @@ async fn run(
         facts,
         prompt,
         offer,
+        session_timer,
         rtp_socket,
         local_ip,
         slot,
         received,
     } = setup;
+    let (mut session_timer, timer_headers) = match session_timer {
+        Some((timer, headers)) => (Some(timer), headers),
+        None => (None, Vec::new()),
+    };
+    // Results of our own session refreshes (re-INVITEs to the caller).
+    let (refresh_tx, mut refresh_results) = mpsc::unbounded_channel::<bool>();
     let _slot = slot;
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
 
     // Our SDP in the 200 OK: the answer to the caller's offer, or our own
     // offer (both laws, telephone-event) when the INVITE had none.
-    let local_sdp = LocalMedia {
+    let mut caller_sdp = LocalMedia {
         rtp_addr: std::net::SocketAddr::new(
             local_ip,
             rtp_socket.local_addr().map(|a| a.port()).unwrap_or(0),
@@ -156,8 +176,9 @@ async fn run(
             None => Some(OFFERED_TELEPHONE_EVENT),
         },
         session_id: rand::random::<u32>().into(),
-    }
-    .render();
+        version: 1,
+        direction: Direction::SendRecv,
+    };
 
     // rsipstack sends 100 Trying when its handler first runs; responding
     // before that would suppress it, so wait for the dialog's first event.
@@ -216,9 +237,14 @@ async fn run(
                     }
                 }
                 CallAction::AnswerCaller => {
-                    let headers = vec![sdp_content_type(), header("Allow", ALLOW)];
+                    let mut headers = vec![
+                        sdp_content_type(),
+                        header("Allow", ALLOW),
+                        header("Supported", "timer"),
+                    ];
+                    headers.extend(timer_headers.iter().cloned());
                     if let Err(e) =
-                        caller.accept(Some(headers), Some(local_sdp.clone().into_bytes()))
+                        caller.accept(Some(headers), Some(caller_sdp.render().into_bytes()))
                     {
                         flow.handle_input(
                             CallInput::Fault(format!("sending 200 OK: {e}")),
@@ -321,7 +347,42 @@ async fn run(
         let deadline = flow.poll_timeout().map(tokio::time::Instant::from_std);
         let input = tokio::select! {
             state = states.recv() => match state {
-                Some(state) => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str()), &local_sdp).await,
+                Some(DialogState::Updated(id, request, handle)) => {
+                    let from_caller = id.call_id == caller_call_id;
+                    if let (true, Some(timer)) = (from_caller, session_timer.as_mut()) {
+                        // A re-INVITE or UPDATE from the caller refreshes its session.
+                        timer.refreshed(Instant::now());
+                    }
+                    match operator.as_mut() {
+                        // Bridged (the operator's dialog is up, even if its 200 is
+                        // still on its way to the flow): the far leg decides
+                        // (hold/unhold, codec change).
+                        Some(op) if matches!(op.dialog.state(), DialogState::Confirmed(..)) => {
+                            let (this_leg, other_leg, other) = if from_caller {
+                                (&mut caller_sdp, &mut op.sdp, op.dialog.clone())
+                            } else {
+                                (&mut op.sdp, &mut caller_sdp, caller.clone())
+                            };
+                            match reoffer::prepare(&request, this_leg, other_leg) {
+                                Ok(()) => {
+                                    tokio::spawn(reoffer::forward(request, handle, this_leg.clone(), other, other_leg.clone()));
+                                }
+                                Err(status) => {
+                                    let _ = handle.reply(status).await;
+                                }
+                            }
+                        }
+                        // During the prompt the operator is not ours to bother:
+                        // answer here; the prompt goes on.
+                        _ if from_caller => reoffer::answer_locally(&request, handle, &mut caller_sdp).await,
+                        Some(op) => reoffer::answer_locally(&request, handle, &mut op.sdp).await,
+                        None => {
+                            let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                        }
+                    }
+                    None
+                }
+                Some(state) => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await,
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
             },
             event = media_events.recv() => match event {
@@ -341,6 +402,34 @@ async fn run(
             _ = sleep_until(deadline) => {
                 flow.handle_timeout(Instant::now());
                 None
+            },
+            _ = sleep_until(session_timer.as_ref().map(|t| tokio::time::Instant::from_std(t.poll_timeout()))) => {
+                match session_timer.as_mut().and_then(|t| t.handle_timeout(Instant::now())) {
+                    Some(TimerDue::Refresh) => {
+                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), refresh_tx.clone());
+                        tokio::spawn(async move {
+                            let refreshed = caller
+                                .reinvite(Some(vec![sdp_content_type()]), Some(sdp.into_bytes()))
+                                .await
+                                .is_ok_and(|r| r.is_some_and(|r| r.status_code.kind() == StatusCodeKind::Successful));
+                            let _ = done.send(refreshed);
+                        });
+                        None
+                    }
+                    Some(TimerDue::Expired) => Some(CallInput::SessionExpired),
+                    None => None,
+                }
+            },
+            Some(refreshed) = refresh_results.recv() => {
+                if refreshed {
+                    if let Some(timer) = session_timer.as_mut() {
+                        timer.refreshed(Instant::now());
+                    }
+                    None
+                } else {
+                    warn!(call_id = %call_id, "session refresh failed: the caller is gone");
+                    Some(CallInput::SessionExpired)
+                }
             },
             _ = shutdown.cancelled() => Some(CallInput::Fault("switchboard shutting down".into())),
         };
@@ -386,7 +475,6 @@ async fn dialog_input(
     state: DialogState,
     caller_call_id: &str,
     operator_call_id: Option<&str>,
-    answer: &str,
 ) -> Option<CallInput> {
     let leg_of = |id: &DialogId| {
         if id.call_id == caller_call_id {
@@ -417,18 +505,6 @@ async fn dialog_input(
         DialogState::Options(_, _, handle) => {
             let _ = handle
                 .respond(StatusCode::OK, Some(vec![header("Allow", ALLOW)]), None)
-                .await;
-            None
-        }
-        DialogState::Updated(_, _, handle) => {
-            // Session refresh or re-offer: keep the media as it is.
-            let headers = vec![sdp_content_type()];
-            let _ = handle
-                .respond(
-                    StatusCode::OK,
-                    Some(headers),
-                    Some(answer.as_bytes().to_vec()),
-                )
                 .await;
             None
         }
@@ -491,8 +567,9 @@ fn dial(
         codecs: vec![caller_codec, other],
         telephone_event: Some(OFFERED_TELEPHONE_EVENT),
         session_id: rand::random::<u32>().into(),
-    }
-    .render();
+        version: 1,
+        direction: Direction::SendRecv,
+    };
     let caller_user = if facts.caller_number.is_empty() {
         "anonymous"
     } else {
@@ -509,11 +586,21 @@ fn dial(
         caller_display_name: (!facts.caller_display_name.is_empty())
             .then(|| facts.caller_display_name.clone()),
         caller: caller_uri,
+        contact: contact_uri(shared, local_ip, uri_transport(&callee)),
         callee,
-        contact: contact_uri(local_ip, shared.sip_addr.port()),
         content_type: Some("application/sdp".into()),
-        offer: Some(offer.into_bytes()),
+        offer: Some(offer.render().into_bytes()),
         call_id: Some(format!("{}@courtline", uuid::Uuid::new_v4())),
+        // rsipstack answers a 401/407 with these (MD5 or SHA-256, qop=auth).
+        credential: shared
+            .config
+            .operator_account(uri)
+            .map(|account| Credential {
+                username: account.username.clone(),
+                password: account.password.clone(),
+                realm: (!account.realm.is_empty()).then(|| account.realm.clone()),
+                auth_username: None,
+            }),
         ..InviteOption::default()
     };
     let call_id = option.call_id.clone().unwrap_or_default();
@@ -525,6 +612,7 @@ fn dial(
         dialog,
         call_id,
         outcome: Some(outcome),
+        sdp: offer,
     })
 }
 
@@ -686,13 +774,43 @@ fn log_phase(call_id: &str, facts: &CallFacts, phase: Phase, operator: Option<&s
     );
 }
 
-fn contact_uri(ip: IpAddr, port: u16) -> rsipstack::sip::Uri {
+/// Our Contact for a dialog on `transport`: the port we listen on for it
+/// (or the public one behind NAT) and a transport parameter for streams.
+fn contact_uri(shared: &Shared, ip: IpAddr, transport: Transport) -> rsipstack::sip::Uri {
     let host = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    rsipstack::sip::Uri::try_from(format!("sip:courtline@{host}:{port}").as_str())
+    let (port, param) = match transport {
+        Transport::Tls => (
+            shared
+                .tls_addr
+                .map(|a| a.port())
+                .unwrap_or(shared.sip_addr.port()),
+            ";transport=tls",
+        ),
+        Transport::Tcp => (
+            shared.public_port.unwrap_or(shared.sip_addr.port()),
+            ";transport=tcp",
+        ),
+        _ => (shared.public_port.unwrap_or(shared.sip_addr.port()), ""),
+    };
+    rsipstack::sip::Uri::try_from(format!("sip:courtline@{host}:{port}{param}").as_str())
         .unwrap_or_default()
+}
+
+/// The transport an operator URI asks for (`;transport=tcp`, `sips:`), UDP otherwise.
+fn uri_transport(uri: &rsipstack::sip::Uri) -> Transport {
+    if uri.scheme == Some(rsipstack::sip::Scheme::Sips) {
+        return Transport::Tls;
+    }
+    uri.params
+        .iter()
+        .find_map(|p| match p {
+            rsipstack::sip::Param::Transport(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(Transport::Udp)
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<Prom
 pub struct Running {
     /// Where SIP is received.
     pub sip_addr: SocketAddr,
+    /// Where SIP over TLS listens, if configured.
+    pub tls_addr: Option<SocketAddr>,
     /// Where the embedded records service listens, if it runs.
     pub records_addr: Option<SocketAddr>,
     /// Calls in progress.
@@ -172,14 +174,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let calls_shutdown = CancellationToken::new();
     let switchboard = Switchboard::bind(config, prompts, sender, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
+    let tls_addr = switchboard.tls_addr();
     let active_calls = switchboard.active_calls();
+    let (ready, listening) = tokio::sync::oneshot::channel();
     let switchboard = tokio::spawn(async move {
-        if let Err(e) = switchboard.run().await {
+        if let Err(e) = switchboard.run(ready).await {
             error!("switchboard stopped: {e}");
         }
     });
+    listening
+        .await
+        .context("the switchboard stopped before it was listening (see the log above)")?;
     Ok(Running {
         sip_addr,
+        tls_addr,
         records_addr,
         active_calls,
         calls_shutdown,

@@ -20,13 +20,15 @@ use std::str::FromStr;
 
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Method, SipMessage};
+use std::sync::Mutex;
 use tokio::net::UdpSocket;
 
+use super::shield::{BanReason, Decision, Shield};
 use super::switchboard::ALLOW;
 
 /// Option tags (RFC 3261 §8.2.2.3) courtline implements; a `Require` naming
-/// any other gets 420 Bad Extension.
-pub const SUPPORTED_EXTENSIONS: &[&str] = &[];
+/// any other gets 420 Bad Extension. `timer`: RFC 4028 session timers.
+pub const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
 
 /// What to do with one datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -705,17 +707,56 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The SIP UDP socket handed to rsipstack, with [`inspect`] in front of it.
+/// The SIP UDP socket handed to rsipstack, with the [`Shield`] and [`inspect`]
+/// in front of it.
 pub struct GuardedUdpSocket {
     /// The real socket.
     socket: Arc<UdpSocket>,
+    /// ACLs, rate limits and bans; only the one receive loop locks it.
+    shield: Mutex<Shield>,
 }
 
 impl GuardedUdpSocket {
     /// Wraps a bound socket.
-    pub fn new(socket: UdpSocket) -> GuardedUdpSocket {
+    pub fn new(socket: UdpSocket, shield: Shield) -> GuardedUdpSocket {
         GuardedUdpSocket {
             socket: Arc::new(socket),
+            shield: Mutex::new(shield),
+        }
+    }
+
+    /// Runs the shield on a datagram: true to go on inspecting it.
+    async fn admitted(&self, datagram: &[u8], from: SocketAddr) -> bool {
+        let (decision, ban) = match self.shield.lock() {
+            Ok(mut shield) => shield.check(from.ip(), datagram, std::time::Instant::now()),
+            // A panic elsewhere poisoned the lock; keep serving rather than go deaf.
+            Err(poisoned) => {
+                poisoned
+                    .into_inner()
+                    .check(from.ip(), datagram, std::time::Instant::now())
+            }
+        };
+        match ban {
+            Some(BanReason::Flood) => {
+                tracing::warn!(source = %from.ip(), "SIP flood: source banned")
+            }
+            Some(BanReason::Scanner(agent)) => {
+                tracing::warn!(source = %from.ip(), user_agent = %agent, "SIP scanner: source banned")
+            }
+            None => {}
+        }
+        match decision {
+            Decision::Allow => true,
+            Decision::Drop => false,
+            Decision::Forbid => {
+                if let Verdict::Reject(response) =
+                    respond_or_drop(datagram, "403 Forbidden", "source not in a trusted network")
+                {
+                    tracing::info!(%from, "request from an untrusted source: 403");
+                    let _ = self.socket.send_to(&response, from).await;
+                }
+                false
+            }
         }
     }
 }
@@ -727,6 +768,9 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
             // Leave room to insert a Content-Length header.
             let room = buf.len().saturating_sub(64);
             let (len, from) = self.socket.recv_from(&mut buf[..room]).await?;
+            if !self.admitted(&buf[..len], from).await {
+                continue;
+            }
             match inspect(buf, len) {
                 Verdict::Pass(len) => return Ok((len, from)),
                 Verdict::Reject(response) => {

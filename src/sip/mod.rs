@@ -1,13 +1,19 @@
 //! The SIP side: a thin adapter over rsipstack, which owns RFC 3261
 //! transactions, dialogs and retransmissions.
 //!
-//! - `guard`: checks every datagram before the stack sees it (400s for malformed input).
+//! - `shield`: ACLs, per-source rate limits, bans for floods and scanners (sans-IO).
+//! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
 //! - `switchboard`: the endpoint, admission of new calls (404/488/503), OPTIONS,
 //!   and routing of in-dialog requests.
 //! - `leg`: small conversions between rsipstack types and courtline's.
+//! - `qualify`: OPTIONS keep-alive toward operators; down ones leave hunt lists.
+//! - `session_timer`: RFC 4028 negotiation and timing (sans-IO).
 
 pub mod guard;
 pub mod leg;
+pub mod qualify;
+pub mod session_timer;
+pub mod shield;
 pub mod switchboard;
 
 pub use switchboard::{Switchboard, SwitchboardError};

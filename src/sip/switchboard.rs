@@ -11,8 +11,9 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::TransportLayer;
+use rsipstack::transport::{TcpListenerConnection, TransportLayer};
 use rsipstack::EndpointBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -21,6 +22,9 @@ use super::guard::GuardedUdpSocket;
 use super::leg::{
     caller_identity, content_refusal, dialled_number, has_to_tag, header, local_ip_toward,
 };
+use super::qualify::{self, OperatorHealth};
+use super::session_timer::{self, Negotiation};
+use super::shield::Shield;
 use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
 use crate::config::Config;
@@ -47,6 +51,19 @@ pub enum SwitchboardError {
     /// rsipstack refused to start.
     #[error("SIP stack failed to start: {0}")]
     Stack(String),
+    /// The TLS certificate or key could not be used.
+    #[error("SIP over TLS: {0}. Check [sip] tls_certificate and tls_private_key (PEM files)")]
+    Tls(String),
+    /// A configured file could not be read.
+    #[error("[sip] {key}: cannot read {path}: {source}")]
+    File {
+        /// Config key naming the file.
+        key: &'static str,
+        /// The path as configured.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The ringback settings are unusable (normally caught by `courtline check`).
     #[error("[media.ringback]: {0}")]
     Ringback(String),
@@ -66,12 +83,18 @@ pub(crate) struct Shared {
     pub records: RecordSender,
     /// rsipstack's dialog table.
     pub dialog_layer: Arc<DialogLayer>,
-    /// Address the SIP socket is bound to.
+    /// Address the SIP socket is bound to (UDP, and TCP when enabled).
     pub sip_addr: SocketAddr,
+    /// Where SIP over TLS listens, if enabled.
+    pub tls_addr: Option<SocketAddr>,
+    /// Port peers reach us at when behind a NAT that maps it (`[sip] public_address`).
+    pub public_port: Option<u16>,
     /// `[media] advertise_address`, parsed.
     pub advertise: Option<IpAddr>,
     /// Calls in progress, for `max_calls`.
     pub active: Arc<AtomicUsize>,
+    /// Which operator targets answer OPTIONS.
+    pub health: Arc<OperatorHealth>,
     /// Cancelled on shutdown; every call task watches a child of it.
     pub shutdown: CancellationToken,
 }
@@ -99,6 +122,12 @@ impl Switchboard {
                 addr: listen,
                 source,
             })?;
+        // A burst (a trunk failing over, or a flood the shield is about to cut
+        // off) must not overflow the kernel's queue and lose real callers'
+        // INVITEs: ask for 4 MiB (the kernel caps it at net.core.rmem_max).
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20) {
+            warn!(error = %e, "could not enlarge the SIP receive buffer");
+        }
         let sip_addr = socket
             .local_addr()
             .map_err(|source| SwitchboardError::Bind {
@@ -106,13 +135,51 @@ impl Switchboard {
                 source,
             })?;
         let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
-            Arc::new(GuardedUdpSocket::new(socket));
+            Arc::new(GuardedUdpSocket::new(
+                socket,
+                // `Config::validate` has parsed these networks already.
+                Shield::new(config.sip.shield.clone())
+                    .map_err(|e| SwitchboardError::Stack(e.to_string()))?,
+            ));
         let stack_token = shutdown.child_token();
-        let connection = UdpConnection::from_socket(guarded, None, Some(stack_token.clone()))
-            .await
-            .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
+        let public = config.public_address();
+        // Behind NAT, Via and Contact must carry the public address.
+        let external = |port: u16| public.map(|(ip, p)| SocketAddr::new(ip, p.unwrap_or(port)));
+        let connection = UdpConnection::from_socket(
+            guarded,
+            external(sip_addr.port()),
+            Some(stack_token.clone()),
+        )
+        .await
+        .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
         let transport_layer = TransportLayer::new(stack_token.clone());
         transport_layer.add_transport(connection.into());
+        if config.sip.tcp {
+            check_tcp_port_free(sip_addr, "TCP")?;
+            let listener = TcpListenerConnection::new(sip_addr, external(sip_addr.port()))
+                .await
+                .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
+            transport_layer.add_transport(listener.into());
+        }
+        let tls_addr = config.tls_listen(sip_addr);
+        if let Some(tls_addr) = tls_addr {
+            check_tcp_port_free(tls_addr, "TLS")?;
+            let tls = TlsConfig {
+                cert: Some(read_pem(
+                    &config.sip.tls_certificate,
+                    "sip.tls_certificate",
+                )?),
+                key: Some(read_pem(
+                    &config.sip.tls_private_key,
+                    "sip.tls_private_key",
+                )?),
+                ..TlsConfig::default()
+            };
+            let listener = TlsListenerConnection::new(tls_addr, external(tls_addr.port()), tls)
+                .await
+                .map_err(|e| SwitchboardError::Tls(e.to_string()))?;
+            transport_layer.add_transport(listener.into());
+        }
         let t1 = Duration::from_millis(config.sip.t1_ms);
         let timers = rsipstack::transaction::endpoint::EndpointOption {
             t1,
@@ -134,7 +201,13 @@ impl Switchboard {
                 .rtp_port_range()
                 .map_err(|e| SwitchboardError::Stack(e.to_string()))?,
         );
-        let advertise = config.media.advertise_address.parse().ok();
+        // SDP: the configured media address, else the public SIP address.
+        let advertise = config
+            .media
+            .advertise_address
+            .parse()
+            .ok()
+            .or(public.map(|(ip, _)| ip));
         Ok(Switchboard {
             shared: Arc::new(Shared {
                 config,
@@ -144,8 +217,11 @@ impl Switchboard {
                 records,
                 dialog_layer,
                 sip_addr,
+                tls_addr,
+                public_port: public.and_then(|(_, port)| port),
                 advertise,
                 active: Arc::new(AtomicUsize::new(0)),
+                health: Arc::new(OperatorHealth::default()),
                 shutdown,
             }),
             endpoint,
@@ -157,25 +233,62 @@ impl Switchboard {
         self.shared.sip_addr
     }
 
+    /// The SIP-over-TLS address, if TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.shared.tls_addr
+    }
+
     /// Calls in progress.
     pub fn active_calls(&self) -> Arc<AtomicUsize> {
         self.shared.active.clone()
     }
 
-    /// Serves SIP until the shutdown token is cancelled.
-    pub async fn run(self) -> Result<(), SwitchboardError> {
+    /// Serves SIP until the shutdown token is cancelled; `ready` fires once
+    /// every listener (UDP, TCP, TLS) is bound.
+    pub async fn run(
+        self,
+        ready: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), SwitchboardError> {
         let mut incoming = self
             .endpoint
             .incoming_transactions()
             .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
-        info!(
-            listen = %self.shared.sip_addr,
-            lines = self.shared.config.lines.len(),
-            max_calls = self.shared.config.sip.max_calls,
-            "switchboard listening for SIP (UDP)"
-        );
+
+        let interval = self.shared.config.sip.qualify_interval_s;
+        if interval > 0 {
+            let targets = self
+                .shared
+                .config
+                .lines
+                .iter()
+                .flat_map(|l| l.operator.uris())
+                .collect();
+            tokio::spawn(qualify::run(
+                self.endpoint.inner.clone(),
+                targets,
+                self.shared.health.clone(),
+                Duration::from_secs(interval),
+                self.shared.shutdown.clone(),
+            ));
+        }
         let serve = self.endpoint.serve();
         tokio::pin!(serve);
+        // rsipstack binds its stream listeners when serve() first runs; poll it
+        // once so callers of `start` can connect as soon as it returns.
+        if futures::poll!(&mut serve).is_ready() {
+            return Err(SwitchboardError::Stack(
+                "the SIP endpoint stopped at start-up".into(),
+            ));
+        }
+        info!(
+            listen = %self.shared.sip_addr,
+            tcp = self.shared.config.sip.tcp,
+            tls = ?self.shared.tls_addr,
+            lines = self.shared.config.lines.len(),
+            max_calls = self.shared.config.sip.max_calls,
+            "switchboard listening for SIP"
+        );
+        let _ = ready.send(());
         loop {
             tokio::select! {
                 _ = &mut serve => break,
@@ -189,6 +302,25 @@ impl Switchboard {
         info!("switchboard stopped accepting calls");
         Ok(())
     }
+}
+
+/// Fails early, with a clear message, when a TCP port is taken (rsipstack binds
+/// its listeners later and would only log a warning).
+fn check_tcp_port_free(addr: SocketAddr, what: &str) -> Result<(), SwitchboardError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| SwitchboardError::Bind {
+            addr,
+            source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
+        })
+}
+
+fn read_pem(path: &str, key: &'static str) -> Result<Vec<u8>, SwitchboardError> {
+    std::fs::read(path).map_err(|source| SwitchboardError::File {
+        key,
+        path: path.to_string(),
+        source,
+    })
 }
 
 /// Sends each new transaction where it belongs.
@@ -330,7 +462,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     facts.prompt_id = prompt.id.clone();
     facts.prompt_sha256 = prompt.sha256.clone();
     facts.prompt_length_ms = prompt.frames.duration_ms();
-    facts.operators = line.operator.uris();
+    facts.operators = shared.health.hunt_list(&line.operator.uris());
     facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
     facts.answer_delay = Duration::from_millis(shared.config.sip.answer_delay_ms);
 
@@ -378,6 +510,37 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     if let Some((_, negotiated)) = &offer {
         facts.codec = negotiated.codec.encoding_name().to_string();
     }
+    let session_timer = match session_timer::negotiate(
+        request,
+        shared.config.sip.min_se_s,
+        shared.config.sip.session_expires_s,
+        Instant::now(),
+    ) {
+        Negotiation::TooSmall { min_se } => {
+            info!(line = %number, caller = %facts.caller_number, min_se, "Session-Expires too small: 422");
+            let min_se = header("Min-SE", min_se.to_string());
+            return refuse(
+                shared,
+                &mut tx,
+                &facts,
+                StatusCode::SessionIntervalTooSmall,
+                vec![min_se],
+            )
+            .await;
+        }
+        Negotiation::Off => None,
+        Negotiation::On {
+            session_expires,
+            require,
+            timer,
+        } => {
+            let mut headers = vec![header("Session-Expires", session_expires)];
+            if require {
+                headers.push(header("Require", "timer"));
+            }
+            Some((timer, headers))
+        }
+    };
     let rtp_socket = match shared.ports.bind() {
         Ok(socket) => socket,
         Err(e) => {
@@ -406,6 +569,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         facts,
         prompt,
         offer,
+        session_timer,
         rtp_socket,
         local_ip,
         slot,

@@ -20,8 +20,10 @@ use tokio::time::{timeout, Instant};
 pub struct TestSwitchboard {
     /// The running service.
     pub running: Option<Running>,
-    /// Its SIP address.
+    /// Its SIP address (UDP and TCP).
     pub sip: SocketAddr,
+    /// Its SIP-over-TLS address, if configured.
+    pub tls: Option<SocketAddr>,
     /// Its records service address.
     pub records: SocketAddr,
     /// The prompt the line plays, loaded the same way courtline loads it.
@@ -46,6 +48,8 @@ pub struct Options {
     pub rtp_ports: (u16, u16),
     /// `[sip] t1_ms` (short values make 64·T1 timeouts testable).
     pub t1_ms: u64,
+    /// Extra TOML lines for the `[sip]` section (TLS files, public address, ...).
+    pub sip_extra: String,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             prompt_ms: 1000,
             rtp_ports: (30000, 30099),
             t1_ms: 500,
+            sip_extra: String::new(),
         }
     }
 }
@@ -85,6 +90,13 @@ pub fn write_test_prompt(path: &std::path::Path, ms: u32) {
 impl TestSwitchboard {
     /// Starts courtline with one line, "02112368", on loopback.
     pub async fn start(options: Options) -> TestSwitchboard {
+        // CL_TEST_LOG=debug shows the service's logs for a failing test.
+        if let Ok(filter) = std::env::var("CL_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("prompt.wav");
         write_test_prompt(&wav, options.prompt_ms);
@@ -102,6 +114,7 @@ max_calls = {max_calls}
 answer_delay_ms = {answer_delay}
 retry_after_s = 7
 t1_ms = {t1}
+{sip_extra}
 
 [media]
 rtp_ports = "{lo}-{hi}"
@@ -134,12 +147,14 @@ ring_timeout_s = {ring}
             },
             ring = options.ring_timeout_s,
             t1 = options.t1_ms,
+            sip_extra = options.sip_extra,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
         let prompt = Prompt::load("test", &wav, 200).unwrap();
         let running = start(config).await.unwrap();
         TestSwitchboard {
             sip: running.sip_addr,
+            tls: running.tls_addr,
             records: running.records_addr.unwrap(),
             running: Some(running),
             prompt,
@@ -199,7 +214,8 @@ pub struct Sip {
 }
 
 impl Sip {
-    fn parse(bytes: &[u8], from: SocketAddr) -> Sip {
+    /// Parses one message (head and body).
+    pub fn parse(bytes: &[u8], from: SocketAddr) -> Sip {
         let text = String::from_utf8_lossy(bytes).to_string();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.split("\r\n");
@@ -296,7 +312,12 @@ pub struct SipPeer {
 impl SipPeer {
     /// Binds on 127.0.0.1:0.
     pub async fn bind() -> SipPeer {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        SipPeer::bind_on("127.0.0.1").await
+    }
+
+    /// Binds on another loopback address (a different "source" for per-source limits).
+    pub async fn bind_on(ip: &str) -> SipPeer {
+        let socket = UdpSocket::bind((ip, 0)).await.unwrap();
         let addr = socket.local_addr().unwrap();
         SipPeer { socket, addr }
     }
@@ -359,23 +380,11 @@ impl SipPeer {
         extra: &str,
         body: &str,
     ) {
-        let mut text = format!("SIP/2.0 {status}\r\n");
-        for via in request.headers_named("via") {
-            text.push_str(&format!("Via: {via}\r\n"));
-        }
-        let to = request.header("to").unwrap();
-        let to = match to_tag {
-            Some(tag) if !to.contains("tag=") => format!("{to};tag={tag}"),
-            _ => to.to_string(),
-        };
-        text.push_str(&format!(
-            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-            request.header("from").unwrap(),
-            request.header("call-id").unwrap(),
-            request.header("cseq").unwrap(),
-            body.len()
-        ));
-        self.send(request.from, &text).await;
+        self.send(
+            request.from,
+            &response_text(request, status, to_tag, extra, body),
+        )
+        .await;
     }
 }
 
@@ -545,4 +554,120 @@ pub fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &
 /// Path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A SIP peer on a stream transport (TCP, or TLS over TCP): messages framed by Content-Length.
+pub struct StreamPeer<S> {
+    /// The connection.
+    pub stream: S,
+    /// Bytes read but not yet parsed.
+    buffer: Vec<u8>,
+    /// The remote address, reported as `Sip::from`.
+    pub remote: SocketAddr,
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> StreamPeer<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S, remote: SocketAddr) -> StreamPeer<S> {
+        StreamPeer {
+            stream,
+            buffer: Vec::new(),
+            remote,
+        }
+    }
+
+    /// Sends raw text.
+    pub async fn send(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(text.as_bytes()).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Next complete message within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Option<Sip> {
+        use tokio::io::AsyncReadExt;
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
+                let body_len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        let n = n.trim().to_ascii_lowercase();
+                        (n == "content-length" || n == "l")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                let total = end + 4 + body_len;
+                if self.buffer.len() >= total {
+                    let message: Vec<u8> = self.buffer.drain(..total).collect();
+                    return Some(Sip::parse(&message, self.remote));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buffer.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits for a response with `status` to a request of `method`.
+    pub async fn expect_response(&mut self, status: u16, method: &str, wait: Duration) -> Sip {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .recv(left)
+                .await
+                .unwrap_or_else(|| panic!("no {status} to {method} within {wait:?}"));
+            if msg.status() == status && msg.header("cseq").is_some_and(|c| c.ends_with(method)) {
+                return msg;
+            }
+        }
+    }
+
+    /// Waits for a request with `method`.
+    pub async fn expect_request(&mut self, method: &str, wait: Duration) -> Sip {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .recv(left)
+                .await
+                .unwrap_or_else(|| panic!("no {method} within {wait:?}"));
+            if msg.method() == method {
+                return msg;
+            }
+        }
+    }
+}
+
+/// A response to `request` as text (Via/From/To/Call-ID/CSeq echoed, To tag added).
+pub fn response_text(
+    request: &Sip,
+    status: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> String {
+    let mut text = format!("SIP/2.0 {status}\r\n");
+    for via in request.headers_named("via") {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    let to = request.header("to").unwrap();
+    let to = match to_tag {
+        Some(tag) if !to.contains("tag=") => format!("{to};tag={tag}"),
+        _ => to.to_string(),
+    };
+    text.push_str(&format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        request.header("from").unwrap(),
+        request.header("call-id").unwrap(),
+        request.header("cseq").unwrap(),
+        body.len()
+    ));
+    text
 }

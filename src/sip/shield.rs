@@ -1,0 +1,388 @@
+//! Who may talk to the switchboard, and how much: source ACLs, per-source
+//! rate limits, and temporary bans for floods and SIP scanners.
+//!
+//! Court numbers are public and scanned within minutes of going online
+//! (`friendly-scanner`, `sipvicious`, ...). The shield runs on every datagram
+//! before parsing, so a flood from one source costs a hash-map lookup and
+//! never reaches the SIP stack or degrades other callers' calls. It is
+//! sans-IO: `check(source, datagram, now)`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+/// What to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through to the SIP stack.
+    Allow,
+    /// Answer 403 Forbidden (requests only) and drop it.
+    Forbid,
+    /// Drop it without a word.
+    Drop,
+}
+
+/// Why a source was banned, for the one log line per ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BanReason {
+    /// It exceeded its rate limit.
+    Flood,
+    /// Its User-Agent matched a known scanner.
+    Scanner(String),
+}
+
+/// How untrusted sources are treated when an ACL is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UntrustedPolicy {
+    /// 403 Forbidden.
+    Reject,
+    /// Silence (scanners learn nothing).
+    Drop,
+    /// Let them in (with inbound digest auth, if configured).
+    Allow,
+}
+
+/// The shield's settings (`[sip.shield]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShieldConfig {
+    /// Datagrams per second a source may send on average.
+    pub rate_per_s: f64,
+    /// Datagrams a source may send in a burst above the average.
+    pub burst: u32,
+    /// How long a flooding source or scanner is ignored.
+    pub ban_s: u64,
+    /// Case-insensitive User-Agent fragments that mark scanners.
+    pub scanner_user_agents: Vec<String>,
+    /// Trusted networks (trunks, PBXs) in CIDR form; empty = everyone is trusted.
+    pub trusted: Vec<String>,
+    /// What happens to sources outside `trusted`.
+    pub untrusted: UntrustedPolicy,
+}
+
+impl Default for ShieldConfig {
+    fn default() -> Self {
+        ShieldConfig {
+            // A busy trunk carries many calls over one source address: a call
+            // setup is ~6 datagrams, so 200/s allows ~30 call setups a second.
+            rate_per_s: 200.0,
+            burst: 400,
+            ban_s: 300,
+            scanner_user_agents: [
+                "friendly-scanner",
+                "sipvicious",
+                "sipcli",
+                "sip-scan",
+                "sundayddr",
+                "iWar",
+                "sipsak",
+                "VaxSIPUserAgent",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            trusted: Vec::new(),
+            untrusted: UntrustedPolicy::Reject,
+        }
+    }
+}
+
+/// A source's token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Tokens left (one per datagram).
+    tokens: f64,
+    /// When the bucket was last refilled.
+    at: Instant,
+}
+
+/// At most this many sources are tracked; beyond it the oldest are forgotten
+/// so spoofed floods cannot exhaust memory.
+const MAX_TRACKED: usize = 65_536;
+
+/// The shield state. One per SIP socket.
+#[derive(Debug)]
+pub struct Shield {
+    /// Settings.
+    config: ShieldConfig,
+    /// `config.trusted`, parsed.
+    trusted: Vec<IpNet>,
+    /// `config.scanner_user_agents`, lower-cased.
+    scanners: Vec<String>,
+    /// Per-source buckets.
+    buckets: HashMap<IpAddr, Bucket>,
+    /// Banned sources and when their ban ends.
+    bans: HashMap<IpAddr, Instant>,
+}
+
+/// A CIDR in the config that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a network in CIDR form (e.g. \"192.0.2.0/24\" or \"2001:db8::/32\")")]
+pub struct BadNetwork(pub String);
+
+impl Shield {
+    /// A shield with these settings.
+    pub fn new(config: ShieldConfig) -> Result<Shield, BadNetwork> {
+        let trusted = config
+            .trusted
+            .iter()
+            .map(|net| {
+                net.parse::<IpNet>()
+                    .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| BadNetwork(net.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let scanners = config
+            .scanner_user_agents
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        Ok(Shield {
+            config,
+            trusted,
+            scanners,
+            buckets: HashMap::new(),
+            bans: HashMap::new(),
+        })
+    }
+
+    /// Whether `source` is in a trusted network (always true without an ACL).
+    pub fn is_trusted(&self, source: IpAddr) -> bool {
+        self.trusted.is_empty() || self.trusted.iter().any(|net| net.contains(&source))
+    }
+
+    /// Decides on one datagram; a new ban is returned for logging.
+    pub fn check(
+        &mut self,
+        source: IpAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> (Decision, Option<BanReason>) {
+        if let Some(&until) = self.bans.get(&source) {
+            if now < until {
+                return (Decision::Drop, None);
+            }
+            self.bans.remove(&source);
+        }
+        let trusted = self.is_trusted(source);
+        if !trusted {
+            match self.config.untrusted {
+                UntrustedPolicy::Reject => return (Decision::Forbid, None),
+                UntrustedPolicy::Drop => return (Decision::Drop, None),
+                UntrustedPolicy::Allow => {}
+            }
+        }
+        if let Some(agent) = self.scanner_in(datagram) {
+            self.ban(source, now);
+            return (Decision::Drop, Some(BanReason::Scanner(agent)));
+        }
+        if !self.take_token(source, now) {
+            self.ban(source, now);
+            return (Decision::Drop, Some(BanReason::Flood));
+        }
+        (Decision::Allow, None)
+    }
+
+    fn ban(&mut self, source: IpAddr, now: Instant) {
+        self.buckets.remove(&source);
+        if self.bans.len() >= MAX_TRACKED {
+            self.bans.retain(|_, until| *until > now);
+        }
+        self.bans
+            .insert(source, now + Duration::from_secs(self.config.ban_s));
+    }
+
+    fn take_token(&mut self, source: IpAddr, now: Instant) -> bool {
+        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&source) {
+            // Forget sources idle for a second or more (their buckets are full anyway).
+            self.buckets
+                .retain(|_, b| now.saturating_duration_since(b.at) < Duration::from_secs(1));
+        }
+        let burst = f64::from(self.config.burst.max(1));
+        let bucket = self.buckets.entry(source).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.config.rate_per_s).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The User-Agent value if it names a known scanner.
+    fn scanner_in(&self, datagram: &[u8]) -> Option<String> {
+        if self.scanners.is_empty() {
+            return None;
+        }
+        let head_end = datagram
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(datagram.len());
+        let head = String::from_utf8_lossy(&datagram[..head_end]);
+        head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            if !name.trim().eq_ignore_ascii_case("user-agent") {
+                return None;
+            }
+            let lower = value.to_ascii_lowercase();
+            self.scanners
+                .iter()
+                .any(|s| lower.contains(s.as_str()))
+                .then(|| value.trim().to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:100@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nUser-Agent: Zoiper\r\nContent-Length: 0\r\n\r\n";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn flood_is_cut_off_and_banned_but_others_pass() {
+        let mut shield = Shield::new(ShieldConfig {
+            rate_per_s: 10.0,
+            burst: 20,
+            ban_s: 60,
+            ..ShieldConfig::default()
+        })
+        .unwrap();
+        let now = Instant::now();
+        let flooder = ip("198.51.100.7");
+        for i in 0..20 {
+            assert_eq!(
+                shield.check(flooder, OPTIONS, now).0,
+                Decision::Allow,
+                "burst {i}"
+            );
+        }
+        assert_eq!(
+            shield.check(flooder, OPTIONS, now),
+            (Decision::Drop, Some(BanReason::Flood))
+        );
+        // Banned: dropped silently, no new ban logged, even after tokens refill.
+        let later = now + Duration::from_secs(30);
+        assert_eq!(
+            shield.check(flooder, OPTIONS, later),
+            (Decision::Drop, None)
+        );
+        // Another source is unaffected.
+        assert_eq!(
+            shield.check(ip("203.0.113.9"), OPTIONS, now).0,
+            Decision::Allow
+        );
+        // The ban expires.
+        assert_eq!(
+            shield
+                .check(flooder, OPTIONS, now + Duration::from_secs(61))
+                .0,
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn steady_traffic_within_the_rate_passes() {
+        let mut shield = Shield::new(ShieldConfig {
+            rate_per_s: 100.0,
+            burst: 5,
+            ..ShieldConfig::default()
+        })
+        .unwrap();
+        let mut now = Instant::now();
+        for _ in 0..1000 {
+            now += Duration::from_millis(11);
+            assert_eq!(
+                shield.check(ip("192.0.2.10"), OPTIONS, now).0,
+                Decision::Allow
+            );
+        }
+    }
+
+    #[test]
+    fn scanners_are_banned_by_user_agent() {
+        let mut shield = Shield::new(ShieldConfig::default()).unwrap();
+        let scan = String::from_utf8_lossy(OPTIONS)
+            .replace("User-Agent: Zoiper", "user-agent: friendly-scanner 1.0");
+        let now = Instant::now();
+        let (decision, ban) = shield.check(ip("198.51.100.8"), scan.as_bytes(), now);
+        assert_eq!(decision, Decision::Drop);
+        assert_eq!(ban, Some(BanReason::Scanner("friendly-scanner 1.0".into())));
+        // Even its innocent-looking follow-ups are dropped while banned.
+        assert_eq!(
+            shield.check(ip("198.51.100.8"), OPTIONS, now).0,
+            Decision::Drop
+        );
+    }
+
+    #[test]
+    fn acl_rejects_or_drops_untrusted_sources() {
+        let config = ShieldConfig {
+            trusted: vec![
+                "10.1.0.0/16".into(),
+                "192.0.2.5".into(),
+                "2001:db8::/32".into(),
+            ],
+            ..ShieldConfig::default()
+        };
+        let mut shield = Shield::new(config.clone()).unwrap();
+        let now = Instant::now();
+        assert_eq!(
+            shield.check(ip("10.1.2.3"), OPTIONS, now).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            shield.check(ip("192.0.2.5"), OPTIONS, now).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            shield.check(ip("2001:db8::1"), OPTIONS, now).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            shield.check(ip("10.2.0.1"), OPTIONS, now).0,
+            Decision::Forbid
+        );
+        let mut silent = Shield::new(ShieldConfig {
+            untrusted: UntrustedPolicy::Drop,
+            ..config
+        })
+        .unwrap();
+        assert_eq!(silent.check(ip("10.2.0.1"), OPTIONS, now).0, Decision::Drop);
+    }
+
+    #[test]
+    fn bad_networks_are_reported() {
+        let err = Shield::new(ShieldConfig {
+            trusted: vec!["10.0.0.0/33".into()],
+            ..ShieldConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"));
+    }
+
+    #[test]
+    fn tracked_sources_are_bounded() {
+        let mut shield = Shield::new(ShieldConfig::default()).unwrap();
+        let now = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 10) {
+            let source = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            shield.check(source, OPTIONS, now);
+        }
+        let later = now + Duration::from_secs(2);
+        shield.check(ip("192.0.2.1"), OPTIONS, later);
+        assert!(shield.buckets.len() <= MAX_TRACKED);
+    }
+}

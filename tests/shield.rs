@@ -1,0 +1,199 @@
+//! Hostile and unwanted traffic against the real service: floods, scanners,
+//! untrusted sources, and dead operators skipped by the hunt list.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::net::UdpSocket;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn options(
+    to: std::net::SocketAddr,
+    me: std::net::SocketAddr,
+    call_id: &str,
+    user_agent: &str,
+) -> String {
+    format!(
+        "OPTIONS sip:02112368@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:02112368@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_source_does_not_stop_another_callers_call() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 200,
+        rtp_ports: (31700, 31799),
+        sip_extra: "[sip.shield]\nrate_per_s = 20.0\nburst = 20\nban_s = 60\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let flooder = SipPeer::bind_on("127.0.0.3").await;
+    for i in 0..300 {
+        flooder
+            .send(
+                sb.sip,
+                &options(sb.sip, flooder.addr, &format!("flood{i}"), "flooder"),
+            )
+            .await;
+    }
+    // The caller's call goes through while the flooder is banned.
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    operator
+        .respond(&invite, "486 Busy Here", Some("op"), "", "")
+        .await;
+    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let mut answered = 0;
+    while flooder.recv(Duration::from_millis(300)).await.is_some() {
+        answered += 1;
+    }
+    assert!(
+        (1..=21).contains(&answered),
+        "the flood was cut off after its burst: {answered} answers"
+    );
+    // Still banned: a polite request from the same source is ignored.
+    flooder
+        .send(sb.sip, &options(sb.sip, flooder.addr, "after", "flooder"))
+        .await;
+    assert!(flooder.recv(Duration::from_millis(500)).await.is_none());
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanners_are_ignored_from_their_first_packet() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (31800, 31899),
+        ..Options::default()
+    })
+    .await;
+    let scanner = SipPeer::bind_on("127.0.0.4").await;
+    scanner
+        .send(
+            sb.sip,
+            &options(sb.sip, scanner.addr, "scan1", "friendly-scanner"),
+        )
+        .await;
+    assert!(scanner.recv(Duration::from_millis(500)).await.is_none());
+    scanner
+        .send(sb.sip, &options(sb.sip, scanner.addr, "scan2", "Zoiper"))
+        .await;
+    assert!(
+        scanner.recv(Duration::from_millis(500)).await.is_none(),
+        "banned source stays ignored"
+    );
+    let honest = SipPeer::bind().await;
+    honest
+        .send(sb.sip, &options(sb.sip, honest.addr, "ok", "Zoiper"))
+        .await;
+    honest.expect_status(200, 2 * SEC).await;
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_sources_get_403_or_silence() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (31900, 31999),
+        sip_extra: "[sip.shield]\ntrusted = [\"127.0.0.2/32\"]\nuntrusted = \"reject\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let stranger = SipPeer::bind().await; // 127.0.0.1: not trusted
+    stranger
+        .send(sb.sip, &options(sb.sip, stranger.addr, "s1", "x"))
+        .await;
+    stranger.expect_status(403, 2 * SEC).await;
+    let trunk = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let trunk_addr = trunk.local_addr().unwrap();
+    trunk
+        .send_to(options(sb.sip, trunk_addr, "t1", "x").as_bytes(), sb.sip)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = tokio::time::timeout(2 * SEC, trunk.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    sb.stop().await;
+
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (31900, 31999),
+        sip_extra: "[sip.shield]\ntrusted = [\"127.0.0.2/32\"]\nuntrusted = \"drop\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    stranger
+        .send(sb.sip, &options(sb.sip, stranger.addr, "s2", "x"))
+        .await;
+    assert!(stranger.recv(Duration::from_millis(500)).await.is_none());
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_that_stops_answering_options_is_skipped() {
+    let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let alive = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![
+            format!("sip:desk1@{dead_addr}"),
+            format!("sip:desk2@{}", alive.addr),
+        ],
+        prompt_ms: 200,
+        t1_ms: 50,
+        rtp_ports: (32000, 32099),
+        sip_extra: "qualify_interval_s = 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    // desk2 answers its probes; desk1 swallows them. After two unanswered probes
+    // (64·T1 = 3.2 s each) desk1 is down.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(5500);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(probe) = alive.recv(Duration::from_millis(100)).await {
+            assert_eq!(probe.method(), "OPTIONS");
+            alive.respond(&probe, "200 OK", Some("q"), "", "").await;
+        }
+    }
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let invite = loop {
+        let msg = alive
+            .recv(3 * SEC)
+            .await
+            .expect("INVITE goes straight to desk2");
+        if msg.method() == "INVITE" {
+            break msg;
+        }
+        alive.respond(&msg, "200 OK", Some("q"), "", "").await;
+    };
+    alive
+        .respond(&invite, "486 Busy Here", Some("b"), "", "")
+        .await;
+    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(50), dead.recv_from(&mut buf)).await
+    {
+        assert!(
+            buf[..n].starts_with(b"OPTIONS "),
+            "desk1 got only probes, no INVITE:\n{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(record.operator_uri, format!("sip:desk2@{}", alive.addr));
+    sb.stop().await;
+}
