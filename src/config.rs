@@ -70,6 +70,9 @@ pub struct Config {
     /// The court main lines this switchboard answers.
     #[serde(default)]
     pub lines: Vec<LineConfig>,
+    /// Register courtline as an account on the court's PBX (off while `registrar` is empty).
+    #[serde(default)]
+    pub registration: RegistrationConfig,
     /// Credentials for operator targets whose PBX challenges our INVITEs (401/407).
     #[serde(default)]
     pub operator_accounts: Vec<OperatorAccount>,
@@ -346,6 +349,25 @@ fn default_ring_timeout_s() -> u32 {
     30
 }
 
+/// `[registration]`: courtline as an account on the PBX.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Registrar URI, e.g. "sip:pbx.court.example"; empty = do not register.
+    pub registrar: String,
+    /// Account (AOR user part); INVITEs to it are taken for `line`.
+    pub username: String,
+    /// Digest password.
+    pub password: String,
+    /// Digest user name when the PBX's authentication ID differs from `username`.
+    pub auth_username: String,
+    /// Requested binding lifetime in seconds; refreshed at 75% of what is granted.
+    pub expires_s: u32,
+    /// The `[[lines]]` number calls to this account belong to; empty = the
+    /// Request-URI user must be a line number itself.
+    pub line: String,
+}
+
 /// `[[operator_accounts]]`: how courtline authenticates to one operator target.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -579,6 +601,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_registration()?;
         let mut numbers = HashSet::new();
         for (i, line) in self.lines.iter().enumerate() {
             let key = |field: &str| format!("lines[{i}].{field}");
@@ -734,6 +757,54 @@ impl Config {
             .or_else(|| Some(SocketAddr::new(udp.ip(), udp.port().checked_add(1)?)))
     }
 
+    fn validate_registration(&self) -> Result<(), ConfigError> {
+        let r = &self.registration;
+        if r.registrar.is_empty() {
+            return Ok(());
+        }
+        if !r.registrar.starts_with("sip:")
+            || rsipstack::sip::Uri::try_from(r.registrar.as_str()).is_err()
+        {
+            return Err(self.invalid(
+                "registration.registrar".into(),
+                format!("\"{}\" is not a sip: URI", r.registrar),
+                "Write it like \"sip:pbx.court.example\" (add ;transport=tcp for TCP).",
+            ));
+        }
+        if r.username.is_empty() {
+            return Err(self.invalid(
+                "registration.username".into(),
+                "is empty".into(),
+                "Give the account the PBX set up for courtline.",
+            ));
+        }
+        if r.expires_s < 60 {
+            return Err(self.invalid(
+                "registration.expires_s".into(),
+                format!("{} s is too short", r.expires_s),
+                "Use 60 s or more; 600 is usual.",
+            ));
+        }
+        if !r.line.is_empty() && self.line(&r.line).is_none() {
+            return Err(self.invalid(
+                "registration.line".into(),
+                format!("no [[lines]] has number \"{}\"", r.line),
+                "Name the line whose prompt and operator calls to this account should get.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The line a dialled number belongs to: a line number itself, or the
+    /// registered account's user, which stands for `[registration] line`.
+    pub fn line_for(&self, dialled: &str) -> Option<&LineConfig> {
+        let r = &self.registration;
+        if !r.registrar.is_empty() && !r.line.is_empty() && dialled == r.username {
+            return self.line(&r.line);
+        }
+        self.line(dialled)
+    }
+
     /// Credentials for an operator target, if configured.
     pub fn operator_account(&self, uri: &str) -> Option<&OperatorAccount> {
         self.operator_accounts.iter().find(|a| a.uri == uri)
@@ -826,6 +897,34 @@ operator = "sip:operator@127.0.0.1:5090"
             "uri = \"sip:other@h\"",
         ));
         assert!(e.contains("operator_accounts[0].uri"), "{e}");
+    }
+
+    #[test]
+    fn registration_is_validated_and_maps_the_account_to_a_line() {
+        let with = |extra: &str| format!("{}\n[registration]\n{extra}", base());
+        let config = Config::from_toml_str(
+            &with("registrar = \"sip:pbx.example\"\nusername = \"courtline\"\npassword = \"pw\"\nexpires_s = 600\nline = \"02112368\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            config.line_for("courtline").map(|l| l.number.as_str()),
+            Some("02112368")
+        );
+        assert_eq!(
+            config.line_for("02112368").map(|l| l.number.as_str()),
+            Some("02112368")
+        );
+        assert!(config.line_for("other").is_none());
+        for (extra, key) in [
+            ("registrar = \"pbx.example\"\nusername = \"u\"\nexpires_s = 600\n", "registration.registrar"),
+            ("registrar = \"sip:pbx.example\"\nexpires_s = 600\n", "registration.username"),
+            ("registrar = \"sip:pbx.example\"\nusername = \"u\"\nexpires_s = 10\n", "registration.expires_s"),
+            ("registrar = \"sip:pbx.example\"\nusername = \"u\"\nexpires_s = 600\nline = \"9\"\n", "registration.line"),
+        ] {
+            let e = error_for(&with(extra));
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

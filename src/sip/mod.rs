@@ -7,11 +7,13 @@
 //!   and routing of in-dialog requests.
 //! - `leg`: small conversions between rsipstack types and courtline's.
 //! - `qualify`: OPTIONS keep-alive toward operators; down ones leave hunt lists.
+//! - `registration`: courtline registered as an account on the court's PBX.
 //! - `session_timer`: RFC 4028 negotiation and timing (sans-IO).
 
 pub mod guard;
 pub mod leg;
 pub mod qualify;
+pub mod registration;
 pub mod session_timer;
 pub mod shield;
 pub mod switchboard;

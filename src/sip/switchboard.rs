@@ -23,6 +23,7 @@ use super::leg::{
     caller_identity, content_refusal, dialled_number, has_to_tag, header, local_ip_toward,
 };
 use super::qualify::{self, OperatorHealth};
+use super::registration;
 use super::session_timer::{self, Negotiation};
 use super::shield::Shield;
 use crate::call::session::{CallSetup, CallSlot};
@@ -271,6 +272,13 @@ impl Switchboard {
                 self.shared.shutdown.clone(),
             ));
         }
+        if !self.shared.config.registration.registrar.is_empty() {
+            tokio::spawn(registration::run(
+                self.endpoint.inner.clone(),
+                self.shared.config.registration.clone(),
+                self.shared.shutdown.clone(),
+            ));
+        }
         let serve = self.endpoint.serve();
         tokio::pin!(serve);
         // rsipstack binds its stream listeners when serve() first runs; poll it
@@ -442,10 +450,12 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         )
         .await;
     };
-    let Some(line) = shared.config.line(&number).cloned() else {
+    let Some(line) = shared.config.line_for(&number).cloned() else {
         info!(line = %number, caller = %facts.caller_number, "no such line: 404");
         return refuse(shared, &mut tx, &facts, StatusCode::NotFound, vec![]).await;
     };
+    // Calls to the registered account are recorded under the line they stand for.
+    facts.line_number = line.number.clone();
     facts.court_name = line.court.clone();
     let Some(prompt) = shared.prompts.get(&line.prompt).cloned() else {
         // `Config::validate` and prompt loading make this impossible; refuse loudly rather than skip the warning.
