@@ -435,10 +435,20 @@ impl Config {
         builder: config::ConfigBuilder<config::builder::DefaultState>,
         source: String,
     ) -> Result<Config, ConfigError> {
+        // Only COURTLINE_SECTION__KEY variables are overrides: others that share the
+        // prefix (COURTLINE_CONFIG, COURTLINE_TOKEN, COURTLINE_TEST_POSTGRES_URL) are not keys.
+        let overrides = std::env::vars()
+            .filter(|(name, _)| {
+                name.strip_prefix("COURTLINE_")
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
         let env = config::Environment::with_prefix("COURTLINE")
             .prefix_separator("_")
             .separator("__")
-            .try_parsing(true);
+            .try_parsing(true)
+            .source(Some(overrides));
+
         let load_error = |e: config::ConfigError| ConfigError::Load {
             file: source.clone(),
             message: format!(

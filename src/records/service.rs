@@ -40,6 +40,8 @@ use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
 const EXPORT_PAGE: u32 = 1000;
 /// Records buffered between the store and a slow export client: bounds export memory.
 const EXPORT_BUFFER: usize = 256;
+/// How long after start the first automatic retention purge runs.
+const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Longest flag note.
 const MAX_NOTE_CHARS: usize = 2000;
 
@@ -193,12 +195,24 @@ impl OpenedService {
                 })
                 .await;
         });
+        let (stop_purges, purges_stopped) = tokio::sync::oneshot::channel::<()>();
+        let purges = tokio::spawn(run_daily_purge(
+            self.ledger.clone(),
+            self.server.retention_days,
+            async {
+                let _ = purges_stopped.await;
+            },
+        ));
         let result = builder
             .add_service(reflection)
             .add_service(RecordsServiceServer::new(self.server))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
+        let _ = stop_purges.send(());
         let _ = stop_checkpoints.send(());
+        if let Err(join) = purges.await {
+            error!(error = %join, "retention task failed");
+        }
         if let Err(join) = checkpoints.await {
             error!(error = %join, "checkpoint task failed");
         }
@@ -888,16 +902,23 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
     )
 }
 
-/// Runs a retention purge once a day (admin-triggered purges use the same path).
-pub async fn run_daily_purge(ledger: Ledger, retention_days: u32, stop: impl Future<Output = ()>) {
+/// Purges calls past retention a minute after start and then once a day, as the
+/// actor "retention"; a day with nothing due adds nothing to the chain.
+async fn run_daily_purge(ledger: Ledger, retention_days: u32, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
-    let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+    let day = Duration::from_secs(24 * 3600);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PURGE_DELAY, day);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = &mut stop => return,
         }
-        if let Err(error) = ledger.purge(retention_days, false, "retention").await {
+        let result = match ledger.purge(retention_days, true, "retention").await {
+            Ok(due) if due.calls_purged == 0 => continue,
+            Ok(_) => ledger.purge(retention_days, false, "retention").await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
             warn!(%error, "daily retention purge failed; will retry tomorrow");
         }
     }

@@ -1,0 +1,401 @@
+//! Records benchmarks (see BENCHMARKS.md, "Records"): sustained ingest through the
+//! ledger, then first-page ListCalls latency and a full ExportCalls over gRPC on a
+//! store filled with generated calls.
+//!
+//! ```sh
+//! cargo run --release --bin courtline-records-bench -- --database /tmp/bench.db --calls 1000000
+//! cargo run --release --bin courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/bench --calls 1000000
+//! ```
+//!
+//! The database must be new (or made by an earlier run of this tool with the same
+//! `--calls`, which then skips generation).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use courtline::records::chain::HashAlgorithm;
+use courtline::records::client::{connect, ClientOptions};
+use courtline::records::ledger::{CheckpointPolicy, Ledger};
+use courtline::records::pb::node_event::Kind;
+use courtline::records::pb::{
+    CallFilter, CallMilestone, CallRecord, Choice, EndReason, ExportCallsRequest, ListCallsRequest,
+    Milestone, NodeEvent,
+};
+use courtline::records::service::{OpenedService, ServiceSettings};
+use courtline::records::signing::RecordsKey;
+use courtline::records::store::{CallQuery, SqlStore, Store};
+
+/// Benchmark options.
+#[derive(Debug, Parser)]
+struct Args {
+    /// SQLite path or postgres:// URL of a new database.
+    #[arg(long)]
+    database: String,
+    /// Calls to generate for the query and export benchmarks.
+    #[arg(long, default_value_t = 1_000_000)]
+    calls: u64,
+    /// Events ingested in the sustained-ingest measurement (7 per call).
+    #[arg(long, default_value_t = 140_000)]
+    ingest_events: u64,
+    /// Events per ingest request (the switchboard sends up to 500).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Repetitions of each query; the median is reported.
+    #[arg(long, default_value_t = 9)]
+    repeat: usize,
+    /// Skip the full export.
+    #[arg(long)]
+    no_export: bool,
+}
+
+/// Unix ms of the generated calls' start: 2025-01-01.
+const START_MS: i64 = 1_735_660_800_000;
+/// Generated calls spread over this many ms (one year).
+const SPAN_MS: i64 = 365 * 24 * 3600 * 1000;
+
+/// A deterministic pseudo-random generator (xorshift), so runs are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Call number `n` of `total`, spread evenly over the year.
+fn call(n: u64, total: u64, rng: &mut Rng) -> CallRecord {
+    let offset = i128::from(n) * i128::from(SPAN_MS) / i128::from(total.max(1));
+    let received = START_MS + offset as i64 + (rng.next() % 1000) as i64;
+    let reason = match rng.next() % 10 {
+        0 => EndReason::CallerHungUpDuringPrompt,
+        1 => EndReason::NoAnswer,
+        2 => EndReason::OperatorBusy,
+        3 => EndReason::Rejected,
+        4..=6 => EndReason::CallerHungUp,
+        _ => EndReason::OperatorHungUp,
+    };
+    let connected = matches!(reason, EndReason::CallerHungUp | EndReason::OperatorHungUp);
+    let line = rng.next() % 20;
+    CallRecord {
+        call_id: format!("00000000-0000-4000-8000-{n:012}"),
+        sip_call_id: format!("{n}@bench"),
+        line_number: format!("021{:05}", 12_000 + line),
+        court_name: format!("上海市第{}中级人民法院", line % 5 + 1),
+        caller_number: format!("1{:010}", rng.next() % 10_000_000_000),
+        caller_display_name: if n % 50 == 0 {
+            "王律师".into()
+        } else {
+            "张三".into()
+        },
+        caller_source: "10.0.0.1:5060".into(),
+        user_agent: "bench".into(),
+        codec: "PCMA".into(),
+        received_at_ms: received,
+        answered_at_ms: received + 10,
+        prompt_started_at_ms: received + 50,
+        prompt_ended_at_ms: received + 20_050,
+        operator_answered_at_ms: if connected { received + 25_000 } else { 0 },
+        ended_at_ms: received + 90_000,
+        prompt_id: "three_rules_zh".into(),
+        prompt_sha256: "ab".repeat(32),
+        prompt_length_ms: 20_000,
+        prompt_ms_sent: if reason == EndReason::CallerHungUpDuringPrompt {
+            5_000
+        } else {
+            20_000
+        },
+        prompt_completed: reason != EndReason::CallerHungUpDuringPrompt,
+        operator_uri: "sip:operator@10.0.0.2".into(),
+        end_reason: reason as i32,
+        sip_final_status: 200,
+        rtp_packets_sent: 4_500,
+        rtp_packets_received: 4_400,
+        ..CallRecord::default()
+    }
+}
+
+fn event(node_seq: u64, record: &CallRecord, kind: Kind) -> NodeEvent {
+    NodeEvent {
+        node_id: "bench-1".into(),
+        node_seq,
+        at_ms: record.received_at_ms,
+        call_id: record.call_id.clone(),
+        kind: Some(kind),
+    }
+}
+
+/// A call's events as a switchboard sends them: six milestones and the end.
+fn call_events(record: &CallRecord, first_seq: u64) -> Vec<NodeEvent> {
+    let milestones = [
+        Milestone::Received,
+        Milestone::Answered,
+        Milestone::PromptStarted,
+        Milestone::PromptFinished,
+        Milestone::OperatorDialed,
+        Milestone::OperatorAnswered,
+    ];
+    let mut events: Vec<NodeEvent> = milestones
+        .iter()
+        .enumerate()
+        .map(|(i, milestone)| {
+            event(
+                first_seq + i as u64,
+                record,
+                Kind::Milestone(CallMilestone {
+                    milestone: *milestone as i32,
+                    snapshot: Some(record.clone()),
+                    ..CallMilestone::default()
+                }),
+            )
+        })
+        .collect();
+    events.push(event(first_seq + 6, record, Kind::Ended(record.clone())));
+    events
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let key_dir = tempfile_dir()?;
+    let key_file = key_dir.join("bench-signing.key");
+    let settings = ServiceSettings {
+        database: args.database.clone(),
+        hash_algorithm: HashAlgorithm::Sha256,
+        signing_key_file: key_file.clone(),
+        checkpoints: CheckpointPolicy {
+            every_events: 1000,
+            every: Duration::from_secs(600),
+        },
+        retention_days: 3650,
+        tls: None,
+    };
+    let sql_store = Arc::new(SqlStore::open(&args.database).await?);
+    let store: Arc<dyn Store> = sql_store.clone();
+    let ledger = Ledger::open(
+        store.clone(),
+        HashAlgorithm::Sha256,
+        RecordsKey::load_or_create(&key_file)?,
+        settings.checkpoints,
+    )
+    .await?;
+    let existing = store
+        .list_calls(&CallQuery {
+            page_size: 1,
+            ..CallQuery::default()
+        })
+        .await?
+        .0
+        .len();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut node_seq = 1;
+    if existing == 0 {
+        // 1. Sustained ingest: realistic calls, 7 events each, in switchboard-sized batches.
+        let calls_for_ingest = args.ingest_events / 7;
+        let mut pending = Vec::new();
+        let mut samples = Vec::new();
+        let mut sample_events = 0;
+        let mut sample_start = Instant::now();
+        let started = Instant::now();
+        for n in 0..calls_for_ingest {
+            pending.extend(call_events(&call(n, args.calls, &mut rng), node_seq));
+            node_seq += 7;
+            if pending.len() >= args.batch {
+                let batch: Vec<NodeEvent> = std::mem::take(&mut pending);
+                sample_events += batch.len();
+                ledger.ingest(batch).await?;
+                if sample_events >= 10_000 {
+                    samples.push(sample_events as f64 / sample_start.elapsed().as_secs_f64());
+                    sample_events = 0;
+                    sample_start = Instant::now();
+                }
+            }
+        }
+        ledger.ingest(pending).await?;
+        let total = started.elapsed();
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "ingest: {} events in {:.1} s = {:.0} events/s overall; median of {} windows of 10k events: {:.0} events/s (batch {})",
+            calls_for_ingest * 7,
+            total.as_secs_f64(),
+            (calls_for_ingest * 7) as f64 / total.as_secs_f64(),
+            samples.len(),
+            samples.get(samples.len() / 2).copied().unwrap_or_default(),
+            args.batch
+        );
+
+        // 2. The query population: one final event per call, in big batches.
+        let started = Instant::now();
+        let mut pending = Vec::new();
+        for n in calls_for_ingest..args.calls {
+            let record = call(n, args.calls, &mut rng);
+            pending.push(event(node_seq, &record, Kind::Ended(record.clone())));
+            node_seq += 1;
+            if pending.len() >= 1000 {
+                ledger.ingest(std::mem::take(&mut pending)).await?;
+            }
+            if n % 1_000_000 == 0 && n > 0 {
+                eprintln!(
+                    "  generated {n} calls ({:.0} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        ledger.ingest(pending).await?;
+        ledger.checkpoint_if_due().await?;
+        println!(
+            "generated {} calls in {:.0} s",
+            args.calls,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("database already filled; skipping ingest and generation");
+    }
+    // Planner statistics, as an operator would keep them (SQLite `ANALYZE`, PostgreSQL autovacuum).
+    sqlx::query("ANALYZE").execute(sql_store.pool()).await?;
+    store.close().await;
+
+    // 3. Queries and export over gRPC, through the real service (access logging included).
+    let opened = OpenedService::open(&settings).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(opened.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut client = connect(&ClientOptions::new(format!("http://{address}"))).await?;
+    let last_month = START_MS + SPAN_MS - 30 * 24 * 3600 * 1000;
+    let queries: Vec<(&str, CallFilter)> = vec![
+        ("no filter", CallFilter::default()),
+        (
+            "line + last 30 days",
+            CallFilter {
+                line_number: "02112007".into(),
+                since_ms: last_month,
+                ..CallFilter::default()
+            },
+        ),
+        (
+            "court",
+            CallFilter {
+                court_name: "上海市第3中级人民法院".into(),
+                ..CallFilter::default()
+            },
+        ),
+        (
+            "caller prefix (5 digits)",
+            CallFilter {
+                caller_prefix: "13456".into(),
+                ..CallFilter::default()
+            },
+        ),
+        (
+            "end reason no_answer",
+            CallFilter {
+                end_reason: EndReason::NoAnswer as i32,
+                ..CallFilter::default()
+            },
+        ),
+        (
+            "prompt not completed + not connected",
+            CallFilter {
+                prompt_completed: Choice::No as i32,
+                connected: Choice::No as i32,
+                ..CallFilter::default()
+            },
+        ),
+        (
+            "caller name contains 律师",
+            CallFilter {
+                caller_name_contains: "律师".into(),
+                ..CallFilter::default()
+            },
+        ),
+        (
+            "flagged (none)",
+            CallFilter {
+                flagged: Choice::Yes as i32,
+                ..CallFilter::default()
+            },
+        ),
+    ];
+    for (name, filter) in queries {
+        let mut samples = Vec::new();
+        let mut rows = 0;
+        for _ in 0..args.repeat {
+            let started = Instant::now();
+            let page = client
+                .list_calls(ListCallsRequest {
+                    filter: Some(filter.clone()),
+                    page_size: 100,
+                    ..ListCallsRequest::default()
+                })
+                .await
+                .context(name)?
+                .into_inner();
+            samples.push(started.elapsed());
+            rows = page.records.len();
+        }
+        println!(
+            "ListCalls first page ({name}): median {:.1} ms over {} runs, {rows} rows",
+            median(samples).as_secs_f64() * 1000.0,
+            args.repeat
+        );
+    }
+    if !args.no_export {
+        let rss_before = peak_rss_mib();
+        let started = Instant::now();
+        let mut stream = client
+            .export_calls(ExportCallsRequest::default())
+            .await?
+            .into_inner();
+        let mut rows = 0_u64;
+        while let Some(message) = stream.message().await? {
+            if let Some(courtline::records::pb::export_calls_response::Item::Record(_)) =
+                message.item
+            {
+                rows += 1;
+            }
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "ExportCalls: {rows} calls in {:.1} s ({:.0} calls/s); peak RSS {:.0} MiB before, {:.0} MiB after",
+            elapsed.as_secs_f64(),
+            rows as f64 / elapsed.as_secs_f64(),
+            rss_before,
+            peak_rss_mib()
+        );
+    }
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+/// A directory for the benchmark's signing key.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join("courtline-records-bench");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
