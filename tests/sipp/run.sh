@@ -1,23 +1,18 @@
 #!/usr/bin/env bash
-# SIPp interop: SIPp as callers and SIPp as the operator complete calls through
-# a real courtline (UDP SIP, real RTP, embedded records service in SQLite),
-# then the records are read back with `courtline calls list`.
+# SIPp interop: SIPp plays callers, operators and a PBX registrar against a
+# real courtline (real SIP and RTP on loopback, embedded records service in
+# SQLite); records are read back with `courtline calls list`.
 #
-#   tests/sipp/run.sh            # 3 calls
-#   CALLS=10 tests/sipp/run.sh
+#   tests/sipp/run.sh            # every case
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | operator_auth | registration
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-
-CALLS=${CALLS:-3}
-SIP_PORT=25060
-OPERATOR_PORT=25090
-RECORDS_PORT=25051
 command -v sipp >/dev/null || { echo "sipp not found: apt-get install -y sip-tester" >&2; exit 2; }
 
 cargo build --quiet
-BIN=target/debug/courtline
+BIN=${CARGO_TARGET_DIR:-target}/debug/courtline
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -27,68 +22,144 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$work/courtline.toml" <<TOML
+SIP_PORT=25060
+OPERATOR_PORT=25090
+RECORDS_PORT=25051
+# The Mandarin warning is 18.4 s; callers stay on for the warning, ringback and a few seconds with the operator.
+HOLD_MS=22000
+
+# Writes a config for one case: $1 = case dir, $2 = operator URI, $3 = extra TOML.
+write_config() {
+  mkdir -p "$1"
+  cat > "$1/courtline.toml" <<TOML
 [sip]
 listen = "127.0.0.1:$SIP_PORT"
+qualify_interval_s = 0
+$3
 [media]
 rtp_ports = "26000-26999"
 [records]
 endpoint = "http://127.0.0.1:$RECORDS_PORT"
 [records.service]
 listen = "127.0.0.1:$RECORDS_PORT"
-database = "$work/records.db"
+database = "$1/records.db"
 [prompts.three_rules_zh]
 file = "audio/three_rules_zh.wav"
 [[lines]]
 number = "02112368"
 court = "上海市第一中级人民法院"
 prompt = "three_rules_zh"
-operator = "sip:operator@127.0.0.1:$OPERATOR_PORT"
+operator = "$2"
 ring_timeout_s = 10
+$4
 TOML
+  "$BIN" --config "$1/courtline.toml" check >/dev/null
+}
 
-"$BIN" --config "$work/courtline.toml" check
+# Starts courtline for a case dir; waits until it listens.
+start_courtline() {
+  RUST_LOG=info,rsipstack=warn "$BIN" --config "$1/courtline.toml" serve >"$1/courtline.log" 2>&1 &
+  courtline_pid=$!
+  pids+=("$courtline_pid")
+  for _ in $(seq 100); do
+    grep -q "courtline is up" "$1/courtline.log" && return 0
+    sleep 0.1
+  done
+  echo "courtline did not start:"; cat "$1/courtline.log"; exit 1
+}
 
-sipp -nostdin -sf tests/sipp/operator.xml -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
-  -m "$CALLS" -timeout 90s -timeout_error -trace_err -error_file "$work/operator_errors.log" \
-  >"$work/operator.out" 2>&1 &
-operator_pid=$!
-pids+=("$operator_pid")
+stop_courtline() {
+  kill -INT "$courtline_pid" 2>/dev/null || true
+  wait "$courtline_pid" 2>/dev/null || true
+}
 
-RUST_LOG=info,rsipstack=warn "$BIN" --config "$work/courtline.toml" serve >"$work/courtline.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 50); do
-  grep -q "courtline is up" "$work/courtline.log" && break
-  sleep 0.1
-done
+fail() {
+  local dir=$1; shift
+  echo "FAILED: $*"
+  for f in "$dir"/*.out "$dir"/*errors.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done
+  echo "--- courtline.log"; tail -n 40 "$dir/courtline.log"
+  exit 1
+}
 
-status=0
-sipp -nostdin -sf tests/sipp/caller.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
-  -m "$CALLS" -r 1 -l "$CALLS" -timeout 90s -timeout_error -trace_err -error_file "$work/caller_errors.log" \
-  "127.0.0.1:$SIP_PORT" >"$work/caller.out" 2>&1 || status=$?
-if [ "$status" -ne 0 ]; then
-  echo "SIPp caller failed (exit $status)"; tail -n 40 "$work/caller.out"; cat "$work/caller_errors.log" 2>/dev/null || true
-  tail -n 40 "$work/courtline.log"; exit 1
-fi
-operator_status=0
-wait "$operator_pid" || operator_status=$?
-if [ "$operator_status" -ne 0 ]; then
-  echo "SIPp operator failed (exit $operator_status)"; tail -n 40 "$work/operator.out"; cat "$work/operator_errors.log" 2>/dev/null || true
-  tail -n 40 "$work/courtline.log"; exit 1
-fi
-
-# Records: one per call, warning completed, connected, ended by the caller.
-records=$("$BIN" --config "$work/courtline.toml" calls list --format json)
-python3 - "$CALLS" <<PY
+# Runs SIPp callers against courtline while a SIPp operator answers; checks the records.
+# $1 case dir, $2 calls, $3 operator scenario, $4 transport flag (u1 / t1).
+calls_case() {
+  local dir=$1 calls=$2 operator=$3 transport=$4
+  sipp -nostdin -t "$transport" -sf "tests/sipp/$operator" -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
+    -m "$calls" -timeout 120s -timeout_error -trace_err -error_file "$dir/operator_errors.log" \
+    >"$dir/operator.out" 2>&1 &
+  local operator_pid=$!
+  pids+=("$operator_pid")
+  start_courtline "$dir"
+  local status=0
+  sipp -nostdin -t "$transport" -sf tests/sipp/caller.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+    -d "$HOLD_MS" -m "$calls" -r 1 -l "$calls" -timeout 120s -timeout_error \
+    -trace_err -error_file "$dir/caller_errors.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || status=$?
+  [ "$status" -eq 0 ] || fail "$dir" "SIPp caller exited $status"
+  wait "$operator_pid" || fail "$dir" "SIPp operator exited $?"
+  local records
+  records=$("$BIN" --config "$dir/courtline.toml" calls list --format json)
+  python3 - "$calls" "$records" <<'PY' || fail "$dir" "records check"
 import json, sys
-calls = int(sys.argv[1])
-records = json.loads('''$records''')
+calls, records = int(sys.argv[1]), json.loads(sys.argv[2])
 assert len(records) == calls, f"expected {calls} records, got {len(records)}"
 for r in records:
     assert r["end_reason"] == "caller_hung_up", r
     assert r["prompt_completed"] is True, r
     assert r["operator_answered_at_ms"] > 0, r
     assert r["prompt_sha256"] and r["caller_display_name"] == "SIPp 来电", r
-print(f"sipp interop: {calls} calls completed and recorded")
 PY
-echo "1 passed, 0 failed"
+  stop_courtline
+}
+
+case_udp() {
+  write_config "$work/udp" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
+  calls_case "$work/udp" 3 operator.xml u1
+}
+
+case_tcp() {
+  write_config "$work/tcp" "sip:operator@127.0.0.1:$OPERATOR_PORT;transport=tcp" "" ""
+  calls_case "$work/tcp" 1 operator.xml t1
+}
+
+case_operator_auth() {
+  write_config "$work/auth" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" "
+[[operator_accounts]]
+uri = \"sip:operator@127.0.0.1:$OPERATOR_PORT\"
+username = \"courtline\"
+password = \"s3cret\""
+  calls_case "$work/auth" 1 operator_auth.xml u1
+}
+
+case_registration() {
+  local dir=$work/registration
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" "
+[registration]
+registrar = \"sip:127.0.0.1:25080\"
+username = \"courtline\"
+password = \"s3cret\"
+expires_s = 600
+line = \"02112368\""
+  sipp -nostdin -sf tests/sipp/registrar.xml -i 127.0.0.1 -p 25080 -m 1 -timeout 30s -timeout_error \
+    -trace_err -error_file "$dir/registrar_errors.log" >"$dir/registrar.out" 2>&1 &
+  local registrar_pid=$!
+  pids+=("$registrar_pid")
+  start_courtline "$dir"
+  wait "$registrar_pid" || fail "$dir" "SIPp registrar exited $?"
+  for _ in $(seq 50); do
+    grep -q "registered with the PBX" "$dir/courtline.log" && break
+    sleep 0.1
+  done
+  grep -q "registered with the PBX" "$dir/courtline.log" || fail "$dir" "courtline did not log its registration"
+  stop_courtline
+}
+
+cases=("${@:-udp tcp operator_auth registration}")
+passed=0
+for name in ${cases[*]}; do
+  "case_$name"
+  echo "sipp interop: $name passed"
+  passed=$((passed + 1))
+done
+echo "$passed passed, 0 failed"
