@@ -426,29 +426,13 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         && shared.config.records.on_spool_failure == crate::config::SpoolFailurePolicy::Reject
     {
         tracing::error!(line = %number, caller = %facts.caller_number, "records spool cannot be written: 503 ([records] on_spool_failure = \"reject\")");
-        let retry = shared.config.sip.retry_after_s.to_string();
-        return refuse(
-            shared,
-            &mut tx,
-            &facts,
-            StatusCode::ServiceUnavailable,
-            vec![header("Retry-After", retry)],
-        )
-        .await;
+        return refuse_unavailable(shared, &mut tx, &facts).await;
     }
 
     // Admission: a slot first, so a flood cannot overshoot max_calls.
     let Some(slot) = CallSlot::take(&shared.active, shared.config.sip.max_calls) else {
         warn!(line = %number, caller = %facts.caller_number, max_calls = shared.config.sip.max_calls, "switchboard full: 503");
-        let retry = shared.config.sip.retry_after_s.to_string();
-        return refuse(
-            shared,
-            &mut tx,
-            &facts,
-            StatusCode::ServiceUnavailable,
-            vec![header("Retry-After", retry)],
-        )
-        .await;
+        return refuse_unavailable(shared, &mut tx, &facts).await;
     };
     let Some(line) = shared.config.line_for(&number).cloned() else {
         info!(line = %number, caller = %facts.caller_number, "no such line: 404");
@@ -555,15 +539,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         Ok(socket) => socket,
         Err(e) => {
             warn!(line = %number, error = %e, "503");
-            let retry = shared.config.sip.retry_after_s.to_string();
-            return refuse(
-                shared,
-                &mut tx,
-                &facts,
-                StatusCode::ServiceUnavailable,
-                vec![header("Retry-After", retry)],
-            )
-            .await;
+            return refuse_unavailable(shared, &mut tx, &facts).await;
         }
     };
     let local_ip = local_ip_toward(
@@ -587,6 +563,24 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     };
     crate::call::session::start(setup, tx);
     Ok(())
+}
+
+/// Refuses an INVITE with 503 and Retry-After, so the trunk tries again later
+/// or elsewhere, and records the refusal.
+async fn refuse_unavailable(
+    shared: &Shared,
+    tx: &mut Transaction,
+    facts: &CallFacts,
+) -> rsipstack::Result<()> {
+    let retry = header("Retry-After", shared.config.sip.retry_after_s.to_string());
+    refuse(
+        shared,
+        tx,
+        facts,
+        StatusCode::ServiceUnavailable,
+        vec![retry],
+    )
+    .await
 }
 
 /// Refuses an INVITE with `status` and records the refusal.

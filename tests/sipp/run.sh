@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | operator_auth | registration
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | operator_auth | registration
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -82,9 +82,10 @@ fail() {
 }
 
 # Runs SIPp callers against courtline while a SIPp operator answers; checks the records.
-# $1 case dir, $2 calls, $3 operator scenario, $4 transport flag (u1 / t1).
+# $1 case dir, $2 calls, $3 operator scenario, $4 transport flag (u1 / t1),
+# $5 caller scenario (default caller.xml), $6 codec the records must show (default PCMU).
 calls_case() {
-  local dir=$1 calls=$2 operator=$3 transport=$4
+  local dir=$1 calls=$2 operator=$3 transport=$4 caller=${5:-caller.xml} codec=${6:-PCMU}
   sipp -nostdin -t "$transport" -sf "tests/sipp/$operator" -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
     -m "$calls" -timeout 120s -timeout_error -trace_err -error_file "$dir/operator_errors.log" \
     >"$dir/operator.out" 2>&1 &
@@ -92,7 +93,7 @@ calls_case() {
   pids+=("$operator_pid")
   start_courtline "$dir"
   local status=0
-  sipp -nostdin -t "$transport" -sf tests/sipp/caller.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+  sipp -nostdin -t "$transport" -sf "tests/sipp/$caller" -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
     -d "$HOLD_MS" -m "$calls" -r 1 -l "$calls" -timeout 120s -timeout_error \
     -trace_err -error_file "$dir/caller_errors.log" \
     "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || status=$?
@@ -100,14 +101,15 @@ calls_case() {
   wait "$operator_pid" || fail "$dir" "SIPp operator exited $?"
   local records
   records=$("$BIN" --config "$dir/courtline.toml" calls list --format json)
-  python3 - "$calls" "$records" <<'PY' || fail "$dir" "records check"
+  python3 - "$calls" "$records" "$codec" <<'PY' || fail "$dir" "records check"
 import json, sys
-calls, records = int(sys.argv[1]), json.loads(sys.argv[2])
+calls, records, codec = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 assert len(records) == calls, f"expected {calls} records, got {len(records)}"
 for r in records:
     assert r["end_reason"] == "caller_hung_up", r
     assert r["prompt_completed"] is True, r
     assert r["operator_answered_at_ms"] > 0, r
+    assert r["codec"] == codec, r
     assert r["prompt_sha256"] and r["caller_display_name"] == "SIPp 来电", r
 PY
   stop_courtline
@@ -130,6 +132,11 @@ uri = \"sip:operator@127.0.0.1:$OPERATOR_PORT\"
 username = \"courtline\"
 password = \"s3cret\""
   calls_case "$work/auth" 1 operator_auth.xml u1
+}
+
+case_delayed_offer() {
+  write_config "$work/delayed" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
+  calls_case "$work/delayed" 1 operator.xml u1 caller_delayed_offer.xml PCMA
 }
 
 case_registration() {
@@ -155,7 +162,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp operator_auth registration}")
+cases=("${@:-udp tcp delayed_offer operator_auth registration}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"
