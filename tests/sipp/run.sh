@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | operator_auth | registration
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | operator_auth | registration
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -139,6 +139,24 @@ case_delayed_offer() {
   calls_case "$work/delayed" 1 operator.xml u1 caller_delayed_offer.xml PCMA
 }
 
+case_missing_ack() {
+  local dir=$work/no_ack
+  # T1 = 50 ms: courtline gives up on the ACK after 64*T1 = 3.2 s.
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "t1_ms = 50" ""
+  start_courtline "$dir"
+  sipp -nostdin -sf tests/sipp/caller_no_ack.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+    -m 1 -timeout 30s -timeout_error -trace_err -error_file "$dir/caller_errors.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || fail "$dir" "SIPp caller exited $?"
+  local records
+  records=$("$BIN" --config "$dir/courtline.toml" calls list --format json)
+  python3 - "$records" <<'PY' || fail "$dir" "records check"
+import json, sys
+records = json.loads(sys.argv[1])
+assert len(records) == 1 and records[0]["end_reason"] == "no_ack", records
+PY
+  stop_courtline
+}
+
 case_registration() {
   local dir=$work/registration
   write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" "
@@ -162,7 +180,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer operator_auth registration}")
+cases=("${@:-udp tcp delayed_offer missing_ack operator_auth registration}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"
