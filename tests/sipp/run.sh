@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | operator_auth | registration
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | hold | flood | operator_auth | registration
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -157,6 +157,39 @@ PY
   stop_courtline
 }
 
+case_hold() {
+  write_config "$work/hold" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
+  calls_case "$work/hold" 1 operator_hold.xml u1 caller_hold.xml
+}
+
+# A flood of OPTIONS from 127.0.0.3 while a caller from 127.0.0.1 completes a call.
+case_flood() {
+  local dir=$work/flood
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" "
+[sip.shield]
+rate_per_s = 50.0
+burst = 50"
+  sipp -nostdin -sf tests/sipp/operator.xml -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
+    -m 1 -timeout 120s -timeout_error -trace_err -error_file "$dir/operator_errors.log" \
+    >"$dir/operator.out" 2>&1 &
+  local operator_pid=$!
+  pids+=("$operator_pid")
+  start_courtline "$dir"
+  sipp -nostdin -sf tests/sipp/flood_options.xml -s 02112368 -i 127.0.0.3 -p 25075 \
+    -r 2000 -m 20000 -l 20000 -timeout 60s "127.0.0.1:$SIP_PORT" >"$dir/flood.out" 2>&1 &
+  local flood_pid=$!
+  pids+=("$flood_pid")
+  local status=0
+  sipp -nostdin -sf tests/sipp/caller.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+    -d "$HOLD_MS" -m 1 -timeout 120s -timeout_error -trace_err -error_file "$dir/caller_errors.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || status=$?
+  [ "$status" -eq 0 ] || fail "$dir" "SIPp caller exited $status during the flood"
+  wait "$operator_pid" || fail "$dir" "SIPp operator exited $?"
+  kill "$flood_pid" 2>/dev/null || true
+  grep -q "SIP flood: source banned" "$dir/courtline.log" || fail "$dir" "the flood was not cut off"
+  stop_courtline
+}
+
 case_registration() {
   local dir=$work/registration
   write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" "
@@ -180,7 +213,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack operator_auth registration}")
+cases=("${@:-udp tcp delayed_offer missing_ack hold flood operator_auth registration}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"
