@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | hold | flood | operator_auth | registration
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | hold | flood | operator_auth | registration
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -157,6 +157,12 @@ PY
   stop_courtline
 }
 
+case_retransmission() {
+  write_config "$work/retransmit" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
+  # calls_case checks there is exactly one record for the one call.
+  calls_case "$work/retransmit" 1 operator.xml u1 caller_retransmit.xml
+}
+
 case_hold() {
   write_config "$work/hold" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
   calls_case "$work/hold" 1 operator_hold.xml u1 caller_hold.xml
@@ -213,7 +219,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack hold flood operator_auth registration}")
+cases=("${@:-udp tcp delayed_offer missing_ack retransmission hold flood operator_auth registration}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"
