@@ -7,6 +7,7 @@
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod loadgen;
 pub mod media;
 pub mod records;
 pub mod sdp;

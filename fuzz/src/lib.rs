@@ -139,12 +139,9 @@ pub fn rtp(data: &[u8]) {
         .map(|&b| operator_codec.transcode_from(caller_codec, b))
         .collect();
     let mut stream = OutboundStream::new();
-    let mut out = vec![0u8; MAX_PACKET];
-    let written = stream.write_relayed(&mut out, operator_codec.payload_type(), &rtp, 7, &payload);
-    if written == 0 {
-        return;
-    }
-    let relayed = RtpReader::new(&out[..written]).expect("relayed an unparseable RTP packet");
+    let header = stream.relayed_header(operator_codec.payload_type(), &rtp, 7, payload.len());
+    let out = [&header[..], &payload].concat();
+    let relayed = RtpReader::new(&out).expect("relayed an unparseable RTP packet");
     assert_eq!(relayed.payload(), payload.as_slice());
     assert_eq!(relayed.payload_type(), operator_codec.payload_type());
     assert_eq!(relayed.ssrc(), stream.ssrc());

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::media::ports::RtpSocket;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{
     DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
@@ -17,7 +18,6 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::DialogId;
 use rsipstack::sip::{StatusCode, StatusCodeKind, Transport};
 use rsipstack::transaction::transaction::Transaction;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -75,7 +75,7 @@ pub(crate) struct CallSetup {
     /// The caller's RFC 4028 session timer and the headers announcing it in the 200 OK.
     pub session_timer: Option<(SessionTimer, Vec<rsipstack::sip::Header>)>,
     /// Our RTP socket for the caller.
-    pub rtp_socket: UdpSocket,
+    pub rtp_socket: RtpSocket,
     /// Address to advertise to the caller.
     pub local_ip: IpAddr,
     /// This call's share of `max_calls`.
@@ -218,7 +218,7 @@ async fn run(
         _ => Codec::Pcmu,
     };
     let mut operator: Option<OperatorAttempt> = None;
-    let mut operator_socket: Option<UdpSocket> = None;
+    let mut operator_socket: Option<RtpSocket> = None;
     let mut operator_media: Option<(std::net::SocketAddr, Codec)> = None;
     let mut hangups: Vec<InviteDialog> = Vec::new();
     let mut phase = flow.phase();
@@ -389,6 +389,8 @@ async fn run(
                 Some(MediaEvent::PromptFinished) => Some(CallInput::PromptFinished),
                 Some(MediaEvent::Dtmf(digit)) => Some(CallInput::CallerDtmf(digit)),
                 Some(MediaEvent::Fault(problem)) => Some(CallInput::Fault(problem)),
+                // Until the flow has a media-timeout input, end the call as a fault.
+                Some(MediaEvent::Inactive) => Some(CallInput::Fault("no RTP or RTCP from the caller within the media timeout".into())),
                 None => Some(CallInput::Fault("media task ended".into())),
             },
             outcome = operator_outcome(operator.as_mut()) => {
@@ -538,7 +540,7 @@ fn dial(
     facts: &CallFacts,
     uri: &str,
     caller_codec: Codec,
-    socket: &mut Option<UdpSocket>,
+    socket: &mut Option<RtpSocket>,
     state_sender: &DialogStateSender,
 ) -> Result<OperatorAttempt, String> {
     let callee =
@@ -685,7 +687,7 @@ enum CallerMedia {
     },
     /// Delayed offer: our offer went out in the 200 OK; the socket waits for
     /// the answer in the ACK.
-    AwaitingAnswer(UdpSocket),
+    AwaitingAnswer(RtpSocket),
     /// Transitional value while moving out of `AwaitingAnswer`.
     Gone,
 }
@@ -716,7 +718,7 @@ impl CallerMedia {
     }
 }
 
-fn caller_leg(socket: UdpSocket, media: &RemoteMedia, agreed: Negotiated) -> CallerLeg {
+fn caller_leg(socket: RtpSocket, media: &RemoteMedia, agreed: Negotiated) -> CallerLeg {
     CallerLeg {
         socket,
         remote: media.rtp_addr,

@@ -1,10 +1,15 @@
-//! Media: G.711 coding, pre-encoded prompt and tone frames, RTP pacing and relay.
+//! Media: G.711 coding, pre-encoded prompt and tone frames, and the engine that
+//! paces and relays RTP (with RTCP) for every call.
 
+pub mod batch;
 pub mod codec;
 pub mod dtmf;
+pub mod engine;
 pub mod pacer;
 pub mod ports;
 pub mod prompt;
+pub mod rtcp;
 pub mod session;
 pub mod stream;
+mod sys;
 pub mod tone;

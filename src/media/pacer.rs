@@ -32,6 +32,11 @@ impl Pacer {
         }
     }
 
+    /// When slot 0 is (was) due.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+
     /// When the next packet is due.
     pub fn deadline(&self) -> Instant {
         self.slot_time(self.next_slot)

@@ -2,7 +2,7 @@
 //! monotonic sequence and timestamps that follow wall time, no matter whether
 //! the payload comes from the prompt, the ringback tone or the other leg.
 
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
 
 use super::pacer::Pacer;
 
@@ -27,6 +27,8 @@ pub struct OutboundStream {
     relay_anchor: Option<RelayAnchor>,
     /// Packets written so far, for the call record.
     packets_sent: u64,
+    /// Payload octets written so far, for RTCP.
+    octets_sent: u64,
 }
 
 /// Maps an incoming source's timestamps onto ours.
@@ -50,6 +52,7 @@ impl OutboundStream {
             marker_pending: true,
             relay_anchor: None,
             packets_sent: 0,
+            octets_sent: 0,
         }
     }
 
@@ -74,30 +77,28 @@ impl OutboundStream {
         self.ts_base.wrapping_add(Pacer::timestamp_offset(slot))
     }
 
-    /// Writes a locally generated packet (prompt, tone, silence) for `slot`
-    /// into `out`; returns its length.
-    pub fn write_paced(
+    /// The header of a locally generated packet (prompt, tone, silence) for
+    /// `slot`; the payload is a shared pre-encoded frame sent after it.
+    pub fn paced_header(
         &mut self,
-        out: &mut [u8],
         payload_type: u8,
         slot: u64,
-        payload: &[u8],
-    ) -> usize {
+        payload_len: usize,
+    ) -> [u8; HEADER_LEN] {
         let ts = self.slot_timestamp(slot);
-        self.write(out, payload_type, ts, payload)
+        self.header(payload_type, ts, payload_len)
     }
 
-    /// Rewrites a packet relayed from another stream onto ours: our SSRC and
+    /// The header for a packet relayed from another stream: our SSRC and
     /// sequence, its timestamps shifted onto our timeline (anchored at
-    /// `current_slot` when its source first appears). Returns the length written.
-    pub fn write_relayed(
+    /// `current_slot` when its source first appears).
+    pub fn relayed_header(
         &mut self,
-        out: &mut [u8],
         payload_type: u8,
         incoming: &RtpReader<'_>,
         current_slot: u64,
-        payload: &[u8],
-    ) -> usize {
+        payload_len: usize,
+    ) -> [u8; HEADER_LEN] {
         let source_ssrc = incoming.ssrc();
         let source_ts = incoming.timestamp();
         let anchor = match self.relay_anchor {
@@ -117,27 +118,33 @@ impl OutboundStream {
             .our_ts
             .wrapping_add(source_ts.wrapping_sub(anchor.source_ts));
         self.marker_pending |= incoming.mark();
-        self.write(out, payload_type, ts, payload)
+        self.header(payload_type, ts, payload_len)
     }
 
-    fn write(&mut self, out: &mut [u8], payload_type: u8, ts: u32, payload: &[u8]) -> usize {
-        let builder = RtpPacketBuilder::new()
-            .payload_type(payload_type)
-            .ssrc(self.ssrc)
-            .sequence(Seq::from(self.next_seq))
-            .timestamp(ts)
-            .marked(self.marker_pending)
-            .payload(payload);
-        // The caller sizes `out` as MAX_PACKET and payloads are at most one
-        // received datagram's payload, so this cannot fail; a zero length is
-        // simply not sent.
-        let Ok(len) = builder.build_into(out) else {
-            return 0;
-        };
+    /// Payload octets sent so far (for RTCP sender reports).
+    pub fn octets_sent(&self) -> u64 {
+        self.octets_sent
+    }
+
+    /// Our timestamp `elapsed` after slot 0 (the RTP time in RTCP sender reports).
+    pub fn timestamp_at(&self, elapsed: std::time::Duration) -> u32 {
+        let units = elapsed.as_micros() * u128::from(super::pacer::SAMPLES_PER_PACKET)
+            / super::pacer::PACKET_INTERVAL.as_micros();
+        self.ts_base.wrapping_add(units as u32)
+    }
+
+    fn header(&mut self, payload_type: u8, ts: u32, payload_len: usize) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = 0x80;
+        h[1] = (payload_type & 0x7f) | if self.marker_pending { 0x80 } else { 0 };
+        h[2..4].copy_from_slice(&self.next_seq.to_be_bytes());
+        h[4..8].copy_from_slice(&ts.to_be_bytes());
+        h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         self.marker_pending = false;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.packets_sent += 1;
-        len
+        self.octets_sent += payload_len as u64;
+        h
     }
 }
 
@@ -150,6 +157,14 @@ impl Default for OutboundStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtp_rs::{RtpPacketBuilder, Seq};
+
+    /// Header then payload, as the engine sends them.
+    fn packet(header: [u8; HEADER_LEN], payload: &[u8], buf: &mut [u8]) -> usize {
+        buf[..HEADER_LEN].copy_from_slice(&header);
+        buf[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+        HEADER_LEN + payload.len()
+    }
 
     fn read(buf: &[u8]) -> (bool, u16, u32, u32, u8, Vec<u8>) {
         let r = RtpReader::new(buf).unwrap();
@@ -170,7 +185,7 @@ mod tests {
         let payload = [0xffu8; 160];
         let mut first = None;
         for slot in 0..5u64 {
-            let n = s.write_paced(&mut buf, 0, slot, &payload);
+            let n = packet(s.paced_header(0, slot, 160), &payload, &mut buf);
             assert_eq!(n, HEADER_LEN + 160);
             let (mark, seq, ts, ssrc, pt, body) = read(&buf[..n]);
             assert_eq!(mark, slot == 0);
@@ -182,6 +197,7 @@ mod tests {
             assert_eq!(ts, ts0.wrapping_add(160 * slot as u32));
         }
         assert_eq!(s.packets_sent(), 5);
+        assert_eq!(s.octets_sent(), 5 * 160);
     }
 
     #[test]
@@ -189,7 +205,7 @@ mod tests {
         let mut s = OutboundStream::new();
         let mut buf = [0u8; MAX_PACKET];
         for slot in 0..10 {
-            s.write_paced(&mut buf, 8, slot, &[0xd5; 160]);
+            packet(s.paced_header(8, slot, 160), &[0xd5; 160], &mut buf);
         }
         let (_, last_seq, last_ts, ..) = read(&buf[..HEADER_LEN + 160]);
 
@@ -208,7 +224,11 @@ mod tests {
                 .unwrap();
             let reader = RtpReader::new(&src[..n]).unwrap();
             let payload = reader.payload().to_vec();
-            let m = s.write_relayed(&mut out, 8, &reader, 12, &payload);
+            let m = packet(
+                s.relayed_header(8, &reader, 12, payload.len()),
+                &payload,
+                &mut out,
+            );
             relayed.push(read(&out[..m]));
         }
         assert!(relayed[0].0, "source switch carries the marker bit");
@@ -227,8 +247,8 @@ mod tests {
         s.next_seq = u16::MAX;
         s.ts_base = u32::MAX - 100;
         let mut buf = [0u8; MAX_PACKET];
-        s.write_paced(&mut buf, 0, 0, &[0; 160]);
-        s.write_paced(&mut buf, 0, 1, &[0; 160]);
+        packet(s.paced_header(0, 0, 160), &[0; 160], &mut buf);
+        packet(s.paced_header(0, 1, 160), &[0; 160], &mut buf);
         let (_, seq, ts, ..) = read(&buf[..HEADER_LEN + 160]);
         assert_eq!(seq, 0);
         assert_eq!(ts, 59);

@@ -1,0 +1,1010 @@
+//! The media engine: one thread per shard owns the RTP of many calls.
+//!
+//! Each shard waits on one epoll set holding every call's RTP and RTCP
+//! sockets, an eventfd (new calls, commands) and a timerfd that drives a
+//! timer wheel of 20 one-millisecond buckets: a stream's pacer origin is
+//! aligned to the millisecond grid, so it lives in bucket `origin mod 20` and
+//! is visited once per 20 ms. Per packet the engine writes a 12-byte header
+//! on the stack and hands it to the kernel together with the shared,
+//! pre-encoded frame (`sendmsg` with two iovecs): no allocation, no task and
+//! no timer per packet. Incoming datagrams are read with `recvmmsg`; relayed
+//! audio is rewritten in place (transcoding into a stack buffer).
+//!
+//! Commands arrive on each call's tokio channel; the engine polls it with a
+//! waker that queues the call's slot and signals the eventfd, so no task per
+//! call either.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use rtp_rs::RtpReader;
+use tokio::sync::mpsc;
+
+use super::batch::{RecvBatch, SLOT_LEN};
+use super::codec::{Codec, FRAME_MS, SAMPLES_PER_FRAME};
+use super::dtmf::DtmfDetector;
+use super::pacer::Pacer;
+use super::ports::RtpSocket;
+use super::prompt::PromptFrames;
+use super::rtcp::{self, Ntp, ReceptionStats, ReportBlock, SenderInfo};
+use super::session::{CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg};
+use super::stream::OutboundStream;
+use super::sys::{send_parts, Epoll, EventFd, TimerFd};
+use super::tone::ToneFrames;
+
+/// Buckets of the timer wheel: one per millisecond of the 20 ms packet interval.
+const WHEEL_SLOTS: u64 = 20;
+/// Width of one bucket.
+const TICK: Duration = Duration::from_millis(1);
+/// How often RTCP and inactivity are checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Datagrams read per `recvmmsg`.
+const RECV_BATCH: usize = 16;
+/// Epoll events handled per wake-up.
+const EVENTS: usize = 256;
+/// Token of the shard's eventfd.
+const TOKEN_INBOX: u64 = u64::MAX;
+/// Token of the shard's timerfd.
+const TOKEN_TIMER: u64 = u64::MAX - 1;
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A caller silent (no RTP or RTCP) this long gets a `MediaEvent::Inactive`.
+    pub inactivity_timeout: Duration,
+    /// Engine threads; calls are spread over them round-robin.
+    pub threads: usize,
+    /// CNAME in our RTCP SDES.
+    pub cname: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            inactivity_timeout: Duration::from_secs(30),
+            threads: 1,
+            cname: "courtline".into(),
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// epoll, timerfd, eventfd or the thread could not be created.
+    #[error("media engine could not start: {0}")]
+    Start(String),
+    /// `configure_global` came after the global engine was already running.
+    #[error("the media engine is already running; configure it before the first call")]
+    AlreadyStarted,
+}
+
+/// Handle to a running engine; cheap to clone.
+#[derive(Clone)]
+pub struct MediaEngine {
+    /// One inbox per shard thread.
+    shards: Arc<[Arc<Inbox>]>,
+    /// Round-robin position for new calls.
+    next: Arc<AtomicUsize>,
+}
+
+/// Configuration for the global engine, if set before it started.
+static GLOBAL_CONFIG: Mutex<Option<EngineConfig>> = Mutex::new(None);
+/// The process-wide engine behind [`super::session::spawn`].
+static GLOBAL: OnceLock<Result<MediaEngine, EngineError>> = OnceLock::new();
+
+impl MediaEngine {
+    /// Starts `config.threads` shard threads.
+    pub fn start(config: EngineConfig) -> Result<MediaEngine, EngineError> {
+        let start_err = |e: std::io::Error| EngineError::Start(e.to_string());
+        let mut shards = Vec::new();
+        for i in 0..config.threads.max(1) {
+            let inbox = Arc::new(Inbox {
+                queue: Mutex::new(InboxQueue::default()),
+                wake: EventFd::new().map_err(start_err)?,
+            });
+            let shard = Shard::new(inbox.clone(), config.clone()).map_err(start_err)?;
+            std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || shard.run())
+                .map_err(start_err)?;
+            shards.push(inbox);
+        }
+        Ok(MediaEngine {
+            shards: shards.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Sets the configuration of the process-wide engine; only before its first call.
+    pub fn configure_global(config: EngineConfig) -> Result<(), EngineError> {
+        if GLOBAL.get().is_some() {
+            return Err(EngineError::AlreadyStarted);
+        }
+        *GLOBAL_CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(config);
+        Ok(())
+    }
+
+    /// The process-wide engine, started on first use.
+    pub fn global() -> Result<&'static MediaEngine, EngineError> {
+        GLOBAL
+            .get_or_init(|| {
+                let config = GLOBAL_CONFIG
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                MediaEngine::start(config)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Hands a call's media to a shard; returns where its commands go.
+    pub fn spawn(
+        &self,
+        caller: CallerLeg,
+        ringback: Arc<ToneFrames>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> mpsc::UnboundedSender<MediaCommand> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shard = &self.shards[self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len()];
+        shard.lock().new_calls.push(NewCall {
+            caller,
+            ringback,
+            events,
+            commands: rx,
+        });
+        shard.wake.signal();
+        tx
+    }
+}
+
+/// Where other threads leave work for a shard.
+struct Inbox {
+    /// New calls and woken call slots.
+    queue: Mutex<InboxQueue>,
+    /// Signalled whenever `queue` gets something.
+    wake: EventFd,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The contents of an inbox.
+#[derive(Default)]
+struct InboxQueue {
+    /// Calls to take over.
+    new_calls: Vec<NewCall>,
+    /// Slots whose command channel has something (or closed).
+    woken: Vec<u32>,
+}
+
+/// A call handed to the engine.
+struct NewCall {
+    /// The caller's leg.
+    caller: CallerLeg,
+    /// Shared ringback frames.
+    ringback: Arc<ToneFrames>,
+    /// Where events go.
+    events: mpsc::UnboundedSender<MediaEvent>,
+    /// Commands from the call task.
+    commands: mpsc::UnboundedReceiver<MediaCommand>,
+}
+
+/// Wakes the shard when a call's command channel has something.
+struct CallWaker {
+    /// The shard's inbox.
+    inbox: Arc<Inbox>,
+    /// The call's slot.
+    slot: u32,
+}
+
+impl Wake for CallWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.inbox.lock().woken.push(self.slot);
+        self.inbox.wake.signal();
+    }
+}
+
+/// What the caller is being sent right now.
+enum Source {
+    /// Nothing yet.
+    Idle,
+    /// Prompt frame `next` of `frames`.
+    Prompt {
+        /// The prompt.
+        frames: Arc<PromptFrames>,
+        /// Next frame.
+        next: usize,
+    },
+    /// Silence between prompt end and ringback.
+    Silence,
+    /// Ringback frame `next` (loops).
+    Ringback {
+        /// Next frame.
+        next: usize,
+    },
+    /// The operator's audio, relayed as it arrives.
+    Relay,
+}
+
+impl Source {
+    /// Whether the engine generates packets (paced) rather than relaying.
+    fn is_paced(&self) -> bool {
+        matches!(
+            self,
+            Source::Prompt { .. } | Source::Silence | Source::Ringback { .. }
+        )
+    }
+}
+
+/// One leg's sockets, peer and RTCP state.
+struct Leg {
+    /// RTP and RTCP sockets.
+    socket: RtpSocket,
+    /// Where RTP goes.
+    remote: SocketAddr,
+    /// Where RTCP goes (RTP port + 1 until the peer's RTCP is seen).
+    remote_rtcp: SocketAddr,
+    /// Negotiated law.
+    codec: Codec,
+    /// What we send on this leg.
+    out: OutboundStream,
+    /// What we receive on it.
+    reception: ReceptionStats,
+    /// Latest report block the peer sent about our stream.
+    peer_report: Option<ReportBlock>,
+    /// Latest round-trip time.
+    rtt: Option<Duration>,
+    /// When the leg started (arrival clock for jitter).
+    started: Instant,
+    /// Next RTCP report.
+    next_rtcp: Instant,
+    /// Whether `remote` follows the peer's actual RTP source yet.
+    latched: bool,
+    /// Whether `remote_rtcp` follows the peer's actual RTCP source yet.
+    rtcp_latched: bool,
+}
+
+impl Leg {
+    fn new(socket: RtpSocket, remote: SocketAddr, codec: Codec, now: Instant) -> Leg {
+        let mut remote_rtcp = remote;
+        remote_rtcp.set_port(remote.port().wrapping_add(1));
+        Leg {
+            socket,
+            remote,
+            remote_rtcp,
+            codec,
+            out: OutboundStream::new(),
+            reception: ReceptionStats::default(),
+            peer_report: None,
+            rtt: None,
+            started: now,
+            next_rtcp: now + first_report_delay(),
+            latched: false,
+            rtcp_latched: false,
+        }
+    }
+
+    /// Arrival time in RTP clock units, for the jitter estimate.
+    fn arrival_units(&self, now: Instant) -> u32 {
+        (now.duration_since(self.started).as_micros() * 8 / 1000) as u32
+    }
+
+    fn stats(&self) -> LegStats {
+        LegStats {
+            packets_sent: self.out.packets_sent(),
+            packets_received: self.reception.received(),
+            packets_lost: self.reception.lost(),
+            jitter_us: self.reception.jitter() * 125,
+            rtt_us: self
+                .rtt
+                .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX)),
+            peer_reported_lost: self.peer_report.map(|b| b.cumulative_lost),
+        }
+    }
+}
+
+/// A call as the engine holds it.
+struct Call {
+    /// Bumped when the slot is reused; part of every epoll token and wheel entry.
+    generation: u32,
+    /// Commands from the call task.
+    commands: mpsc::UnboundedReceiver<MediaCommand>,
+    /// Polls `commands` on behalf of the shard.
+    waker: Waker,
+    /// Events to the call task.
+    events: mpsc::UnboundedSender<MediaEvent>,
+    /// Shared ringback frames.
+    ringback: Arc<ToneFrames>,
+    /// The caller's leg.
+    caller: Leg,
+    /// The caller's telephone-event payload type.
+    telephone_event: Option<u8>,
+    /// The operator's leg, once bridged.
+    operator: Option<Leg>,
+    /// Slot clock of what the caller hears.
+    pacer: Pacer,
+    /// What feeds the caller.
+    source: Source,
+    /// Bucket the call sits in, if any (entries elsewhere are stale).
+    bucket: Option<u64>,
+    /// Key presses from the caller.
+    dtmf: DtmfDetector,
+    /// Milliseconds of prompt sent.
+    prompt_ms_sent: u32,
+    /// Last RTP or RTCP from the caller.
+    last_heard: Instant,
+    /// Whether `Inactive` was reported.
+    inactive_reported: bool,
+}
+
+/// Which socket an epoll token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SocketKind {
+    /// Caller RTP.
+    CallerRtp = 0,
+    /// Caller RTCP.
+    CallerRtcp = 1,
+    /// Operator RTP.
+    OperatorRtp = 2,
+    /// Operator RTCP.
+    OperatorRtcp = 3,
+}
+
+impl SocketKind {
+    fn from_bits(bits: u64) -> SocketKind {
+        match bits & 3 {
+            0 => SocketKind::CallerRtp,
+            1 => SocketKind::CallerRtcp,
+            2 => SocketKind::OperatorRtp,
+            _ => SocketKind::OperatorRtcp,
+        }
+    }
+}
+
+/// Epoll token: generation, slot and socket kind.
+fn token(generation: u32, slot: u32, kind: SocketKind) -> u64 {
+    (u64::from(generation) << 32) | (u64::from(slot) << 2) | kind as u64
+}
+
+/// Wheel entry: generation and slot.
+fn wheel_entry(generation: u32, slot: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(slot)
+}
+
+/// One engine thread and everything it owns.
+struct Shard {
+    /// Where work arrives.
+    inbox: Arc<Inbox>,
+    /// Readiness of every socket, the inbox and the timer.
+    epoll: Epoll,
+    /// Fires at the next non-empty wheel bucket.
+    timer: TimerFd,
+    /// Settings.
+    config: EngineConfig,
+    /// Time of tick 0.
+    epoch: Instant,
+    /// Calls by slot.
+    calls: Vec<Option<Call>>,
+    /// Generation of each slot (kept when the slot is empty).
+    generations: Vec<u32>,
+    /// Empty slots.
+    free: Vec<u32>,
+    /// Paced calls by the millisecond of their slot grid.
+    wheel: [Vec<u64>; WHEEL_SLOTS as usize],
+    /// Next tick to run.
+    next_tick: u64,
+    /// Silence frames by law (index: 0 PCMU, 1 PCMA).
+    silence: [[u8; SAMPLES_PER_FRAME]; 2],
+}
+
+impl Shard {
+    fn new(inbox: Arc<Inbox>, config: EngineConfig) -> std::io::Result<Shard> {
+        let epoll = Epoll::new()?;
+        let timer = TimerFd::new()?;
+        epoll.add(inbox.wake.raw(), TOKEN_INBOX)?;
+        epoll.add(timer.raw(), TOKEN_TIMER)?;
+        Ok(Shard {
+            inbox,
+            epoll,
+            timer,
+            config,
+            epoch: Instant::now(),
+            calls: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            wheel: Default::default(),
+            next_tick: 0,
+            silence: [
+                [Codec::Pcmu.silence_byte(); SAMPLES_PER_FRAME],
+                [Codec::Pcma.silence_byte(); SAMPLES_PER_FRAME],
+            ],
+        })
+    }
+
+    fn run(mut self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut tokens = Vec::with_capacity(EVENTS);
+        let mut batch = RecvBatch::new(RECV_BATCH);
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        loop {
+            let wait = next_housekeeping.saturating_duration_since(Instant::now());
+            tokens.clear();
+            tokens.extend(self.epoll.wait(&mut events, wait));
+            for &t in &tokens {
+                match t {
+                    TOKEN_INBOX => {
+                        self.inbox.wake.acknowledge();
+                        self.drain_inbox();
+                    }
+                    TOKEN_TIMER => self.timer.acknowledge(),
+                    t => self.on_readable(t, &mut batch),
+                }
+            }
+            let now = Instant::now();
+            self.run_ticks(now);
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+            self.arm_timer();
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        let (new_calls, woken) = {
+            let mut q = self.inbox.lock();
+            (
+                std::mem::take(&mut q.new_calls),
+                std::mem::take(&mut q.woken),
+            )
+        };
+        for call in new_calls {
+            self.add_call(call);
+        }
+        for slot in woken {
+            self.poll_commands(slot);
+        }
+    }
+
+    fn add_call(&mut self, new: NewCall) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.calls.push(None);
+                self.generations.push(0);
+                (self.calls.len() - 1) as u32
+            }
+        };
+        let generation = self.generations[slot as usize];
+        let now = Instant::now();
+        let caller = Leg::new(new.caller.socket, new.caller.remote, new.caller.codec, now);
+        let registered = self
+            .epoll
+            .add(
+                caller.socket.rtp.as_raw_fd(),
+                token(generation, slot, SocketKind::CallerRtp),
+            )
+            .and_then(|()| {
+                self.epoll.add(
+                    caller.socket.rtcp.as_raw_fd(),
+                    token(generation, slot, SocketKind::CallerRtcp),
+                )
+            });
+        if let Err(e) = registered {
+            let _ = new
+                .events
+                .send(MediaEvent::Fault(format!("media engine: {e}")));
+        }
+        let waker = Waker::from(Arc::new(CallWaker {
+            inbox: self.inbox.clone(),
+            slot,
+        }));
+        self.calls[slot as usize] = Some(Call {
+            generation,
+            commands: new.commands,
+            waker,
+            events: new.events,
+            ringback: new.ringback,
+            caller,
+            telephone_event: new.caller.telephone_event,
+            operator: None,
+            pacer: Pacer::new(self.align(now)),
+            source: Source::Idle,
+            bucket: None,
+            dtmf: DtmfDetector::default(),
+            prompt_ms_sent: 0,
+            last_heard: now,
+            inactive_reported: false,
+        });
+        self.poll_commands(slot);
+    }
+
+    fn remove_call(&mut self, slot: u32) {
+        let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        for leg in std::iter::once(&call.caller).chain(call.operator.as_ref()) {
+            self.epoll.remove(leg.socket.rtp.as_raw_fd());
+            self.epoll.remove(leg.socket.rtcp.as_raw_fd());
+        }
+        self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+        self.free.push(slot);
+        // Sockets close as `call` drops; stale wheel entries fail the generation check.
+    }
+
+    fn poll_commands(&mut self, slot: u32) {
+        loop {
+            let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            let waker = call.waker.clone();
+            let mut cx = Context::from_waker(&waker);
+            match call.commands.poll_recv(&mut cx) {
+                Poll::Ready(Some(MediaCommand::Stop(reply))) => {
+                    let _ = reply.send(call.stats());
+                    self.remove_call(slot);
+                    return;
+                }
+                Poll::Ready(Some(command)) => self.apply(slot, command),
+                // The call task is gone: nothing left to serve.
+                Poll::Ready(None) => {
+                    self.remove_call(slot);
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn apply(&mut self, slot: u32, command: MediaCommand) {
+        let now = Instant::now();
+        let aligned = self.align(now);
+        let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        match command {
+            MediaCommand::PlayPrompt(frames) => {
+                if call.caller.out.packets_sent() == 0 {
+                    // The stream's clock starts with the first prompt packet, so
+                    // it leaves at once rather than on a later 20 ms tick.
+                    call.pacer = Pacer::new(aligned);
+                }
+                call.caller.out.start_talkspurt();
+                call.source = Source::Prompt { frames, next: 0 };
+            }
+            MediaCommand::PlayRingback => {
+                call.caller.out.start_talkspurt();
+                call.source = Source::Ringback { next: 0 };
+            }
+            MediaCommand::Bridge(operator) => {
+                let OperatorLeg {
+                    socket,
+                    remote,
+                    codec,
+                } = operator;
+                let leg = Leg::new(socket, remote, codec, now);
+                let generation = call.generation;
+                let registered = self
+                    .epoll
+                    .add(
+                        leg.socket.rtp.as_raw_fd(),
+                        token(generation, slot, SocketKind::OperatorRtp),
+                    )
+                    .and_then(|()| {
+                        self.epoll.add(
+                            leg.socket.rtcp.as_raw_fd(),
+                            token(generation, slot, SocketKind::OperatorRtcp),
+                        )
+                    });
+                if let Err(e) = registered {
+                    let _ = call
+                        .events
+                        .send(MediaEvent::Fault(format!("media engine: {e}")));
+                }
+                call.caller.out.start_talkspurt();
+                call.operator = Some(leg);
+                call.source = Source::Relay;
+            }
+            // Handled by `poll_commands`.
+            MediaCommand::Stop(_) => {}
+        }
+        if call.source.is_paced() {
+            self.schedule(slot);
+            self.send_paced(slot, now);
+        }
+    }
+
+    /// Puts a paced call into the bucket of its slot grid.
+    fn schedule(&mut self, slot: u32) {
+        let epoch = self.epoch;
+        let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let bucket = (call.pacer.origin().duration_since(epoch).as_millis() as u64) % WHEEL_SLOTS;
+        if call.bucket != Some(bucket) {
+            call.bucket = Some(bucket);
+            self.wheel[bucket as usize].push(wheel_entry(call.generation, slot));
+        }
+    }
+
+    /// `now` rounded down to the millisecond grid of the wheel.
+    fn align(&self, now: Instant) -> Instant {
+        let ms = now.duration_since(self.epoch).as_millis() as u64;
+        self.epoch + TICK * u32::try_from(ms).unwrap_or(u32::MAX)
+    }
+
+    fn tick_time(&self, tick: u64) -> Instant {
+        self.epoch + TICK * u32::try_from(tick).unwrap_or(u32::MAX)
+    }
+
+    fn run_ticks(&mut self, now: Instant) {
+        let current = now.duration_since(self.epoch).as_millis() as u64;
+        // After a stall, each bucket is visited once; the pacer skips missed slots.
+        self.next_tick = self.next_tick.max(current.saturating_sub(WHEEL_SLOTS - 1));
+        while self.next_tick <= current {
+            let bucket = self.next_tick % WHEEL_SLOTS;
+            self.next_tick += 1;
+            let mut i = 0;
+            while i < self.wheel[bucket as usize].len() {
+                let entry = self.wheel[bucket as usize][i];
+                let slot = entry as u32;
+                let live = self
+                    .calls
+                    .get(slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| {
+                        wheel_entry(c.generation, slot) == entry
+                            && c.bucket == Some(bucket)
+                            && c.source.is_paced()
+                    });
+                if !live {
+                    if let Some(c) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) {
+                        if wheel_entry(c.generation, slot) == entry && c.bucket == Some(bucket) {
+                            c.bucket = None;
+                        }
+                    }
+                    self.wheel[bucket as usize].swap_remove(i);
+                    continue;
+                }
+                self.send_paced(slot, now);
+                i += 1;
+            }
+        }
+    }
+
+    fn arm_timer(&self) {
+        let next = (self.next_tick..self.next_tick + WHEEL_SLOTS)
+            .find(|t| !self.wheel[(t % WHEEL_SLOTS) as usize].is_empty());
+        if let Some(tick) = next {
+            self.timer.arm(
+                self.tick_time(tick)
+                    .saturating_duration_since(Instant::now()),
+            );
+        }
+    }
+
+    /// Sends the caller's packet for the current slot, if one is due.
+    fn send_paced(&mut self, slot: u32, now: Instant) {
+        let silence = self.silence;
+        let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(pacer_slot) = call.pacer.take_due(now) else {
+            return;
+        };
+        let codec = call.caller.codec;
+        let pt = codec.payload_type();
+        let mut finished = false;
+        let frame: &[u8] = match &mut call.source {
+            Source::Prompt { frames, next } => {
+                let Some(frame) = frames.get(codec, *next) else {
+                    return;
+                };
+                *next += 1;
+                call.prompt_ms_sent += FRAME_MS;
+                finished = *next >= frames.frame_count();
+                frame
+            }
+            Source::Ringback { next } => {
+                let frame = call.ringback.frame(codec, *next);
+                *next = (*next + 1) % call.ringback.frame_count().max(1);
+                frame
+            }
+            Source::Silence => &silence[usize::from(codec == Codec::Pcma)],
+            Source::Idle | Source::Relay => return,
+        };
+        let header = call.caller.out.paced_header(pt, pacer_slot, frame.len());
+        let sent = send_parts(
+            call.caller.socket.rtp.as_raw_fd(),
+            &header,
+            frame,
+            call.caller.remote,
+        );
+        if finished {
+            call.source = Source::Silence;
+            let _ = call.events.send(MediaEvent::PromptFinished);
+        }
+        if let Err(e) = sent {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                let remote = call.caller.remote;
+                call.fault(
+                    format!("sending RTP to the caller at {remote}: {e}"),
+                    &self.epoll,
+                );
+            }
+        }
+    }
+
+    fn on_readable(&mut self, t: u64, batch: &mut RecvBatch) {
+        let slot = ((t >> 2) & 0x3fff_ffff) as u32;
+        let kind = SocketKind::from_bits(t);
+        let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if token(call.generation, slot, kind) != t {
+            return;
+        }
+        let leg = match kind {
+            SocketKind::CallerRtp | SocketKind::CallerRtcp => &call.caller,
+            SocketKind::OperatorRtp | SocketKind::OperatorRtcp => match &call.operator {
+                Some(op) => op,
+                None => return,
+            },
+        };
+        let fd = match kind {
+            SocketKind::CallerRtp | SocketKind::OperatorRtp => leg.socket.rtp.as_raw_fd(),
+            SocketKind::CallerRtcp | SocketKind::OperatorRtcp => leg.socket.rtcp.as_raw_fd(),
+        };
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                let side = match kind {
+                    SocketKind::CallerRtp | SocketKind::CallerRtcp => "caller",
+                    SocketKind::OperatorRtp | SocketKind::OperatorRtcp => "operator",
+                };
+                call.fault(format!("receiving RTP from the {side}: {e}"), &self.epoll);
+                return;
+            }
+        };
+        let now = Instant::now();
+        let pacer_slot = call.pacer.slot_at(now);
+        for i in 0..n {
+            let Some(p) = batch.get(i) else { continue };
+            let result = match kind {
+                SocketKind::CallerRtp => call.on_caller_rtp(p.data, p.from, now, pacer_slot),
+                SocketKind::OperatorRtp => call.on_operator_rtp(p.data, p.from, now, pacer_slot),
+                SocketKind::CallerRtcp => {
+                    call.last_heard = now;
+                    on_rtcp(&mut call.caller, p.data, p.from);
+                    Ok(())
+                }
+                SocketKind::OperatorRtcp => {
+                    if let Some(op) = &mut call.operator {
+                        on_rtcp(op, p.data, p.from);
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(message) = result {
+                call.fault(message, &self.epoll);
+                return;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let ntp = Ntp::from_system(SystemTime::now());
+        let timeout = self.config.inactivity_timeout;
+        let cname = self.config.cname.as_bytes();
+        for call in self.calls.iter_mut().flatten() {
+            if !call.inactive_reported && now.duration_since(call.last_heard) >= timeout {
+                call.inactive_reported = true;
+                let _ = call.events.send(MediaEvent::Inactive);
+            }
+            let origin = call.pacer.origin();
+            for leg in std::iter::once(&mut call.caller).chain(call.operator.as_mut()) {
+                if now >= leg.next_rtcp {
+                    leg.next_rtcp = now + next_report_delay();
+                    send_report(leg, ntp, now.saturating_duration_since(origin), cname);
+                }
+            }
+        }
+    }
+}
+
+impl Call {
+    fn stats(&self) -> MediaStats {
+        let caller = self.caller.stats();
+        MediaStats {
+            packets_to_caller: caller.packets_sent,
+            packets_from_caller: caller.packets_received,
+            prompt_ms_sent: self.prompt_ms_sent,
+            caller,
+            operator: self.operator.as_ref().map(Leg::stats),
+        }
+    }
+
+    /// Reports a socket failure and stops sending; the call task will stop us.
+    fn fault(&mut self, message: String, epoll: &Epoll) {
+        tracing::warn!("{message}");
+        let _ = self.events.send(MediaEvent::Fault(message));
+        self.source = Source::Idle;
+        if let Some(op) = self.operator.take() {
+            epoll.remove(op.socket.rtp.as_raw_fd());
+            epoll.remove(op.socket.rtcp.as_raw_fd());
+        }
+    }
+
+    fn on_caller_rtp(
+        &mut self,
+        packet: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        pacer_slot: u64,
+    ) -> Result<(), String> {
+        let Ok(rtp) = RtpReader::new(packet) else {
+            // Not RTP: ignore.
+            return Ok(());
+        };
+        self.last_heard = now;
+        let arrival = self.caller.arrival_units(now);
+        self.caller.reception.on_rtp(
+            rtp.ssrc(),
+            u16::from(rtp.sequence_number()),
+            rtp.timestamp(),
+            arrival,
+        );
+        if !self.caller.latched {
+            // Symmetric RTP (RFC 4961): answer where the caller really sends from,
+            // which differs from its SDP behind NAT.
+            self.caller.latched = true;
+            if from != self.caller.remote {
+                tracing::debug!(sdp = %self.caller.remote, actual = %from, "caller RTP comes from another address; sending there");
+                self.caller.remote = from;
+                if !self.caller.rtcp_latched {
+                    self.caller.remote_rtcp = from;
+                    self.caller
+                        .remote_rtcp
+                        .set_port(from.port().wrapping_add(1));
+                }
+            }
+        }
+        let pt = rtp.payload_type();
+        if Some(pt) == self.telephone_event {
+            if let Some(digit) = self.dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
+                let _ = self.events.send(MediaEvent::Dtmf(digit));
+            }
+            return Ok(());
+        }
+        if Codec::from_payload_type(pt) != Some(self.caller.codec) {
+            return Ok(());
+        }
+        let from_codec = self.caller.codec;
+        let Some(operator) = &mut self.operator else {
+            return Ok(());
+        };
+        relay(&rtp, from_codec, operator, pacer_slot)
+            .map_err(|e| format!("relaying RTP to the operator at {}: {e}", operator.remote))
+    }
+
+    fn on_operator_rtp(
+        &mut self,
+        packet: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        pacer_slot: u64,
+    ) -> Result<(), String> {
+        let Some(operator) = &mut self.operator else {
+            return Ok(());
+        };
+        let Ok(rtp) = RtpReader::new(packet) else {
+            return Ok(());
+        };
+        let arrival = operator.arrival_units(now);
+        operator.reception.on_rtp(
+            rtp.ssrc(),
+            u16::from(rtp.sequence_number()),
+            rtp.timestamp(),
+            arrival,
+        );
+        if !operator.latched {
+            operator.latched = true;
+            operator.remote = from;
+        }
+        if Codec::from_payload_type(rtp.payload_type()) != Some(operator.codec) {
+            return Ok(());
+        }
+        let from_codec = operator.codec;
+        if !matches!(self.source, Source::Relay) {
+            return Ok(());
+        }
+        relay(&rtp, from_codec, &mut self.caller, pacer_slot)
+            .map_err(|e| format!("relaying RTP to the caller at {}: {e}", self.caller.remote))
+    }
+}
+
+/// Rewrites `rtp` onto `to`'s outgoing stream (transcoding into a stack
+/// buffer when the laws differ) and sends it.
+fn relay(rtp: &RtpReader<'_>, from: Codec, to: &mut Leg, pacer_slot: u64) -> std::io::Result<()> {
+    let mut transcoded = [0u8; SLOT_LEN];
+    let payload = rtp.payload();
+    let payload: &[u8] = if from == to.codec {
+        payload
+    } else {
+        let out = &mut transcoded[..payload.len().min(SLOT_LEN)];
+        for (o, &b) in out.iter_mut().zip(payload) {
+            *o = to.codec.transcode_from(from, b);
+        }
+        out
+    };
+    let header = to
+        .out
+        .relayed_header(to.codec.payload_type(), rtp, pacer_slot, payload.len());
+    match send_parts(to.socket.rtp.as_raw_fd(), &header, payload, to.remote) {
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Takes in an RTCP compound packet from a leg's peer.
+fn on_rtcp(leg: &mut Leg, packet: &[u8], from: SocketAddr) {
+    let arrival = Ntp::from_system(SystemTime::now());
+    let Some(report) = rtcp::parse(packet, leg.out.ssrc()) else {
+        return;
+    };
+    if !leg.rtcp_latched {
+        leg.rtcp_latched = true;
+        leg.remote_rtcp = from;
+    }
+    if let Some(ntp) = report.sender_ntp {
+        leg.reception.on_sender_report(ntp, arrival);
+    }
+    if let Some(block) = report.about_us {
+        if let Some(rtt) = rtcp::round_trip(&block, arrival) {
+            leg.rtt = Some(rtt);
+        }
+        leg.peer_report = Some(block);
+    }
+}
+
+/// Sends a leg's SR (or RR if it has sent nothing) with SDES.
+fn send_report(leg: &mut Leg, ntp: Ntp, since_origin: Duration, cname: &[u8]) {
+    let mut buf = [0u8; rtcp::MAX_COMPOUND];
+    let sender = (leg.out.packets_sent() > 0).then(|| SenderInfo {
+        ssrc: leg.out.ssrc(),
+        ntp,
+        rtp_ts: leg.out.timestamp_at(since_origin),
+        packets: leg.out.packets_sent() as u32,
+        octets: leg.out.octets_sent() as u32,
+    });
+    let block = leg.reception.report_block(ntp);
+    let n = rtcp::write_report(&mut buf, leg.out.ssrc(), sender, block, cname);
+    if n > 0 {
+        // A lost report is replaced by the next one; nothing to do on failure.
+        let _ = send_parts(leg.socket.rtcp.as_raw_fd(), &buf[..n], &[], leg.remote_rtcp);
+    }
+}
+
+/// RFC 3550 §6.2: the first report may come after half the interval.
+fn first_report_delay() -> Duration {
+    rtcp::REPORT_INTERVAL.mul_f64(rand::random_range(0.5..1.0))
+}
+
+/// RFC 3550 §6.3.1: the interval randomised over [0.5, 1.5] to avoid synchronisation.
+fn next_report_delay() -> Duration {
+    rtcp::REPORT_INTERVAL.mul_f64(rand::random_range(0.5..1.5))
+}
