@@ -42,7 +42,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SHUTDOWN_MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long establishing a TCP/HTTP2 connection may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one request may take; a hung service must not stall delivery forever.
+/// How long one LogEvents may take; a hung service must not stall delivery forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events per LogEvents request.
 const DELIVERY_BATCH: usize = 500;
@@ -187,8 +187,7 @@ fn endpoint_config(options: &ClientOptions) -> Result<Endpoint, ClientError> {
     let normalized = normalize_endpoint(&options.endpoint);
     let mut endpoint = Endpoint::from_shared(normalized.clone())
         .map_err(|error| invalid(error_chain(&error)))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT);
     if normalized.starts_with("https://") {
         let Some(ca_file) = &options.tls_ca_file else {
             return Err(invalid(
@@ -700,7 +699,13 @@ impl Connection {
         let request = LogEventsRequest {
             events: events.to_vec(),
         };
-        match client.log_events(request).await {
+        // Bounded here, not on the channel: a CLI's verify or export may rightly take long.
+        let Ok(response) = tokio::time::timeout(REQUEST_TIMEOUT, client.log_events(request)).await
+        else {
+            self.client = None;
+            return Attempt::Failed(format!("no answer within {REQUEST_TIMEOUT:?}"));
+        };
+        match response {
             Ok(response) => {
                 let response = response.into_inner();
                 Attempt::Delivered {
