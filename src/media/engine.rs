@@ -25,7 +25,7 @@ use rtp_rs::RtpReader;
 use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SLOT_LEN};
-use super::codec::{Codec, FRAME_MS, SAMPLES_PER_FRAME};
+use super::codec::{Codec, FRAME_MS};
 use super::dtmf::DtmfDetector;
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
@@ -229,8 +229,6 @@ enum Source {
         /// Next frame.
         next: usize,
     },
-    /// Silence between prompt end and ringback.
-    Silence,
     /// Ringback frame `next` (loops).
     Ringback {
         /// Next frame.
@@ -243,10 +241,7 @@ enum Source {
 impl Source {
     /// Whether the engine generates packets (paced) rather than relaying.
     fn is_paced(&self) -> bool {
-        matches!(
-            self,
-            Source::Prompt { .. } | Source::Silence | Source::Ringback { .. }
-        )
+        matches!(self, Source::Prompt { .. } | Source::Ringback { .. })
     }
 }
 
@@ -407,8 +402,6 @@ struct Shard {
     wheel: [Vec<u64>; WHEEL_SLOTS as usize],
     /// Next tick to run.
     next_tick: u64,
-    /// Silence frames by law (index: 0 PCMU, 1 PCMA).
-    silence: [[u8; SAMPLES_PER_FRAME]; 2],
 }
 
 impl Shard {
@@ -428,10 +421,6 @@ impl Shard {
             free: Vec::new(),
             wheel: Default::default(),
             next_tick: 0,
-            silence: [
-                [Codec::Pcmu.silence_byte(); SAMPLES_PER_FRAME],
-                [Codec::Pcma.silence_byte(); SAMPLES_PER_FRAME],
-            ],
         })
     }
 
@@ -587,8 +576,11 @@ impl Shard {
                 call.source = Source::Prompt { frames, next: 0 };
             }
             MediaCommand::PlayRingback => {
-                call.caller.out.start_talkspurt();
-                call.source = Source::Ringback { next: 0 };
+                // Already ringing (started when the prompt ended): keep the cadence.
+                if !matches!(call.source, Source::Ringback { .. }) {
+                    call.caller.out.start_talkspurt();
+                    call.source = Source::Ringback { next: 0 };
+                }
             }
             MediaCommand::Bridge(operator) => {
                 let OperatorLeg {
@@ -699,7 +691,6 @@ impl Shard {
 
     /// Sends the caller's packet for the current slot, if one is due.
     fn send_paced(&mut self, slot: u32, now: Instant) {
-        let silence = self.silence;
         let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -724,7 +715,6 @@ impl Shard {
                 *next = (*next + 1) % call.ringback.frame_count().max(1);
                 frame
             }
-            Source::Silence => &silence[usize::from(codec == Codec::Pcma)],
             Source::Idle | Source::Relay => return,
         };
         let header = call.caller.out.paced_header(pt, pacer_slot, frame.len());
@@ -735,7 +725,12 @@ impl Shard {
             call.caller.remote,
         );
         if finished {
-            call.source = Source::Silence;
+            // A finished prompt is always followed by ringback while the
+            // operator is dialled (the call flow's rule). Starting it here
+            // rather than on the flow's PlayRingback keeps the caller out of
+            // silence however late the call task gets to the event.
+            call.caller.out.start_talkspurt();
+            call.source = Source::Ringback { next: 0 };
             let _ = call.events.send(MediaEvent::PromptFinished);
         }
         if let Err(e) = sent {

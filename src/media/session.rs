@@ -44,9 +44,10 @@ pub struct OperatorLeg {
 /// Orders from the call task.
 #[derive(Debug)]
 pub enum MediaCommand {
-    /// Play the prompt from its first frame; a `PromptFinished` event follows.
+    /// Play the prompt from its first frame; a `PromptFinished` event follows,
+    /// and ringback starts at once (the flow's `PlayRingback` then keeps it).
     PlayPrompt(Arc<PromptFrames>),
-    /// Play ringback in a loop until told otherwise.
+    /// Play ringback in a loop until told otherwise (no restart if already ringing).
     PlayRingback,
     /// Connect caller and operator.
     Bridge(OperatorLeg),
