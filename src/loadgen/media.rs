@@ -80,6 +80,8 @@ pub struct MediaReport {
     pub prompt_frames_wrong: u64,
     /// Caller streams that received every prompt frame, byte-exact and in order.
     pub prompts_complete: u64,
+    /// Caller streams whose first prompt packet was lost, so frames could not be checked.
+    pub prompts_unanchored: u64,
     /// Packets from ports that belong to no known call (late or stray).
     pub stray_packets: u64,
     /// Packets the load generator sent (bridged calls).
@@ -91,8 +93,6 @@ pub struct MediaReport {
 /// Measurements of one received stream.
 #[derive(Debug, Default)]
 struct StreamRx {
-    /// Sequence number of the first packet.
-    first_seq: u16,
     /// Last sequence number seen and its extended (unwrapped) offset from the first.
     last_seq: u16,
     /// Extended offset of `last_seq`.
@@ -107,6 +107,9 @@ struct StreamRx {
     prompt_ok: u64,
     /// When the ACK went out; first-packet latency is measured from it.
     ack_ns: Option<i128>,
+    /// Whether the first packet received was the prompt's first (marker set),
+    /// so sequence offsets are frame indices; otherwise frames are not checked.
+    anchored: bool,
 }
 
 /// An outgoing paced stream of the load generator (a caller's or operator's voice).
@@ -349,7 +352,10 @@ impl MediaThread {
         let seq = u16::from_be_bytes([data[2], data[3]]);
         self.report.packets_received += 1;
         if rx.received == 0 {
-            rx.first_seq = seq;
+            rx.anchored = marker;
+            if !marker && rx.ack_ns.is_some() {
+                self.report.prompts_unanchored += 1;
+            }
             rx.last_seq = seq;
             if let Some(ack) = rx.ack_ns {
                 self.first_packet
@@ -373,7 +379,7 @@ impl MediaThread {
         }
         rx.received += 1;
         rx.last_arrival_ns = arrived_ns;
-        if leg == Leg::Caller {
+        if leg == Leg::Caller && rx.anchored {
             let index = rx.last_ext;
             if index >= 0 && (index as usize) < self.prompt.frame_count() {
                 self.report.prompt_frames_checked += 1;

@@ -417,8 +417,8 @@ impl Report {
             ms(&m.operator_deviation)
         ));
         line(format!(
-            "prompt: {} frames checked, {} wrong; {} of {} caller streams heard the whole prompt byte-exact",
-            m.prompt_frames_checked, m.prompt_frames_wrong, m.prompts_complete, m.caller_streams
+            "prompt: {} frames checked, {} wrong; {} of {} caller streams heard the whole prompt byte-exact; {} lost their first packet (not checked)",
+            m.prompt_frames_checked, m.prompt_frames_wrong, m.prompts_complete, m.caller_streams, m.prompts_unanchored
         ));
         line(format!(
             "courtline (pid {}): {:.2} CPU s, peak RSS {} KiB (idle {} KiB)",
