@@ -1,0 +1,85 @@
+//! gRPC over TLS: with a certificate configured the records service speaks only
+//! TLS, a client trusting the certificate gets through, a plain one does not; and
+//! gRPC reflection lists the service, so grpcurl can explore it.
+
+mod records_common;
+
+use courtline::records::client::{connect, ClientOptions};
+use courtline::records::pb::{ListCallsRequest, LogEventsRequest};
+use records_common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_service_speaks_tls_when_configured() {
+    let db = sqlite_db();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = db.dir.path().join("records.crt");
+    let key = db.dir.path().join("records.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let mut settings = settings(&db);
+    settings.tls = Some((cert.clone(), key));
+    let service = Service::start(&settings).await;
+
+    let mut client = connect(&ClientOptions {
+        endpoint: format!("https://localhost:{}", service.address.port()),
+        tls_ca_file: Some(cert),
+        ..ClientOptions::default()
+    })
+    .await
+    .unwrap();
+    client
+        .log_events(LogEventsRequest {
+            events: numbered("sb-1", 1, complete_calls([1])),
+        })
+        .await
+        .unwrap();
+    let page = client
+        .list_calls(ListCallsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(short_ids(&page.records), vec![1]);
+
+    // Plain HTTP/2 to a TLS port gets nowhere.
+    let mut plain = service.client(None).await;
+    assert!(plain.list_calls(ListCallsRequest::default()).await.is_err());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_records_service_for_grpcurl() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let db = sqlite_db();
+    let service = Service::start(&settings(&db)).await;
+    let channel = tonic::transport::Endpoint::from_shared(service.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"courtline.records.v1.RecordsService".to_owned()),
+        "{names:?}"
+    );
+    service.stop().await;
+}
