@@ -402,7 +402,11 @@ fn table_row(r: &CallRecord) -> [String; 8] {
         caller,
         yes_no(r.prompt_completed),
         yes_no(r.operator_answered_at_ms != 0),
-        end_reason_label(r.end_reason).into_owned(),
+        // A call cut short or still up has no end reason yet: say which.
+        match CallState::try_from(r.state) {
+            Ok(CallState::Interrupted | CallState::InProgress) => state_label(r.state).into_owned(),
+            _ => end_reason_label(r.end_reason).into_owned(),
+        },
         duration(r.received_at_ms, r.ended_at_ms),
     ]
 }
