@@ -326,6 +326,10 @@ impl RecordsServiceConfig {
 pub struct PromptConfig {
     /// WAV file, relative to the working directory unless absolute.
     pub file: PathBuf,
+    /// The court's own label for the recording (approval reference, date);
+    /// copied into every record beside the file's SHA-256. Optional.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// `[[lines]]`: one court main line.
@@ -336,10 +340,14 @@ pub struct LineConfig {
     pub number: String,
     /// Court name, copied into every call record for this line.
     pub court: String,
-    /// Id of the `[prompts.<id>]` the caller must hear before being connected.
-    pub prompt: String,
+    /// Id of the `[prompts.<id>]` the caller must hear before being connected,
+    /// or a playlist of ids played in order (e.g. Mandarin, then English).
+    pub prompt: OneOrList,
+    /// Silence between two prompts of a playlist, in ms (a multiple of 20).
+    #[serde(default = "default_prompt_gap_ms")]
+    pub prompt_gap_ms: u32,
     /// Operator SIP URI, or a hunt list tried in order.
-    pub operator: OperatorTargets,
+    pub operator: OneOrList,
     /// Seconds each operator may ring before the next one is tried.
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u32,
@@ -348,6 +356,15 @@ pub struct LineConfig {
 fn default_ring_timeout_s() -> u32 {
     30
 }
+
+fn default_prompt_gap_ms() -> u32 {
+    DEFAULT_PROMPT_GAP_MS
+}
+
+/// Pause between two prompts of a playlist unless configured: a breath between languages.
+pub const DEFAULT_PROMPT_GAP_MS: u32 = 600;
+/// Longest gap accepted between two prompts; more is surely a typo.
+const MAX_PROMPT_GAP_MS: u32 = 10_000;
 
 /// `[registration]`: courtline as an account on the PBX.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -383,22 +400,32 @@ pub struct OperatorAccount {
     pub realm: String,
 }
 
-/// One operator URI or a hunt list; TOML allows either a string or an array.
+/// One value or a list (an operator or a hunt list, a prompt or a playlist);
+/// TOML allows either a string or an array.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum OperatorTargets {
-    /// A single operator.
+pub enum OneOrList {
+    /// A single value.
     One(String),
-    /// Operators tried in order until one answers.
-    HuntList(Vec<String>),
+    /// Values in order (tried or played one after the other).
+    List(Vec<String>),
 }
 
-impl OperatorTargets {
-    /// The targets in hunt order.
-    pub fn uris(&self) -> Vec<String> {
+impl OneOrList {
+    /// The values in order.
+    pub fn items(&self) -> Vec<String> {
         match self {
-            OperatorTargets::One(uri) => vec![uri.clone()],
-            OperatorTargets::HuntList(list) => list.clone(),
+            OneOrList::One(value) => vec![value.clone()],
+            OneOrList::List(list) => list.clone(),
+        }
+    }
+
+    /// The config key of entry `index` for messages: `lines[0].operator`
+    /// for a single value, `lines[0].operator[1]` in a list.
+    pub fn entry_key(&self, key: String, index: usize) -> String {
+        match self {
+            OneOrList::One(_) => key,
+            OneOrList::List(_) => format!("{key}[{index}]"),
         }
     }
 }
@@ -602,7 +629,7 @@ impl Config {
             if !self
                 .lines
                 .iter()
-                .any(|l| l.operator.uris().contains(&account.uri))
+                .any(|l| l.operator.items().contains(&account.uri))
             {
                 return Err(self.invalid(
                     format!("operator_accounts[{i}].uri"),
@@ -634,14 +661,24 @@ impl Config {
                     "Each line number may appear in one [[lines]] section only.",
                 ));
             }
-            if !self.prompts.contains_key(&line.prompt) {
-                let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
+            let ids = line.prompt.items();
+            if ids.is_empty() {
                 return Err(self.invalid(
                     key("prompt"),
-                    format!("no [prompts.{}] section exists", line.prompt),
+                    "the playlist is empty: a line must play at least one prompt".into(),
+                    "Give one prompt id, e.g. prompt = \"three_rules_zh\", or several: prompt = [\"three_rules_zh\", \"three_rules_en\"].",
+                ));
+            }
+            for (j, id) in ids.iter().enumerate() {
+                if self.prompts.contains_key(id) {
+                    continue;
+                }
+                let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
+                return Err(self.invalid(
+                    line.prompt.entry_key(key("prompt"), j),
+                    format!("no [prompts.{id}] section exists"),
                     &format!(
-                        "Define [prompts.{}] with a file, or use one of: {}.",
-                        line.prompt,
+                        "Define [prompts.{id}] with a file, or use one of: {}.",
                         if known.is_empty() {
                             "(none defined)".to_string()
                         } else {
@@ -650,7 +687,17 @@ impl Config {
                     ),
                 ));
             }
-            let uris = line.operator.uris();
+            if line.prompt_gap_ms % 20 != 0 || line.prompt_gap_ms > MAX_PROMPT_GAP_MS {
+                return Err(self.invalid(
+                    key("prompt_gap_ms"),
+                    format!(
+                        "{} ms is not a multiple of 20 ms up to {MAX_PROMPT_GAP_MS} ms",
+                        line.prompt_gap_ms
+                    ),
+                    &format!("Use a multiple of 20 (one RTP frame), e.g. {DEFAULT_PROMPT_GAP_MS}."),
+                ));
+            }
+            let uris = line.operator.items();
             if uris.is_empty() {
                 return Err(self.invalid(
                     key("operator"),
@@ -660,10 +707,7 @@ impl Config {
             }
             for (j, uri) in uris.iter().enumerate() {
                 if let Err(problem) = crate::sip::check_operator_uri(uri) {
-                    let k = match line.operator {
-                        OperatorTargets::One(_) => key("operator"),
-                        OperatorTargets::HuntList(_) => format!("lines[{i}].operator[{j}]"),
-                    };
+                    let k = line.operator.entry_key(key("operator"), j);
                     return Err(self.invalid(
                         k,
                         format!("\"{uri}\" {problem}"),
@@ -944,7 +988,41 @@ operator = "sip:operator@127.0.0.1:5090"
             "operator = [\"sip:a@127.0.0.1:5090\", \"sip:b@127.0.0.1:5091\"]",
         );
         let config = Config::from_toml_str(&text, "t").unwrap();
-        assert_eq!(config.lines[0].operator.uris().len(), 2);
+        assert_eq!(config.lines[0].operator.items().len(), 2);
+    }
+
+    #[test]
+    fn playlist_of_prompts_with_a_gap_is_accepted() {
+        let text = base()
+            .replace(
+                "[prompts.zh]",
+                "[prompts.en]\nfile = \"audio/three_rules_en.wav\"\nversion = \"2024-05\"\n\n[prompts.zh]",
+            )
+            .replace("prompt = \"zh\"", "prompt = [\"zh\", \"en\"]\nprompt_gap_ms = 400");
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        assert_eq!(config.lines[0].prompt.items(), ["zh", "en"]);
+        assert_eq!(config.lines[0].prompt_gap_ms, 400);
+        assert_eq!(config.prompts["en"].version, "2024-05");
+        assert_eq!(config.prompts["zh"].version, "");
+        let single = Config::from_toml_str(&base(), "t").unwrap();
+        assert_eq!(single.lines[0].prompt.items(), ["zh"]);
+        assert_eq!(single.lines[0].prompt_gap_ms, DEFAULT_PROMPT_GAP_MS);
+    }
+
+    #[test]
+    fn playlist_problems_name_the_entry() {
+        let e = error_for(&base().replace("prompt = \"zh\"", "prompt = [\"zh\", \"en\"]"));
+        assert!(e.contains("lines[0].prompt[1]"), "{e}");
+        assert!(e.contains("[prompts.en]"), "{e}");
+        let e = error_for(&base().replace("prompt = \"zh\"", "prompt = []"));
+        assert!(e.contains("lines[0].prompt") && e.contains("empty"), "{e}");
+        for gap in ["30", "10020"] {
+            let e = error_for(&base().replace(
+                "prompt = \"zh\"",
+                &format!("prompt = \"zh\"\nprompt_gap_ms = {gap}"),
+            ));
+            assert!(e.contains("lines[0].prompt_gap_ms"), "{e}");
+        }
     }
 
     #[test]

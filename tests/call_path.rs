@@ -53,7 +53,7 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
     caller.ack(&to, "z9hG4bK-ack-1").await;
 
     // The prompt: every frame, byte-exact, in order, one stream.
-    let frames = &sb.prompt.frames;
+    let frames = &sb.playlist;
     let count = frames.frame_count();
     assert_eq!(count, (200 + 1000) / 20);
     let mut prompt_packets = Vec::with_capacity(count);
@@ -206,7 +206,7 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
     let record = sb.record(&caller.call_id).await;
     assert_eq!(reason(&record), EndReason::CallerHungUp);
     assert!(record.prompt_completed);
-    assert_eq!(record.prompt_sha256, sb.prompt.sha256);
+    assert_eq!(record.prompt_sha256, sb.playlist.prompts()[0].sha256);
     assert_eq!(record.prompt_id, "test");
     assert_eq!(record.prompt_length_ms, 1200);
     assert_eq!(record.prompt_ms_sent, 1200);
@@ -287,12 +287,12 @@ async fn dtmf_during_prompt_is_recorded_and_does_not_skip_it() {
     let mut caller = Caller::new(sb.sip).await;
     let ok = caller.call("0 101").await;
     let courtline_rtp = ok.sdp_rtp_addr();
-    let count = sb.prompt.frames.frame_count();
+    let count = sb.playlist.frame_count();
     for i in 0..count {
         let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("prompt packet");
         assert_eq!(
             p.payload,
-            sb.prompt.frames.frame(Codec::Pcmu, i),
+            sb.playlist.frame(Codec::Pcmu, i),
             "frame {i}: keys must not skip the prompt"
         );
         if i == 10 || i == 20 {
@@ -658,12 +658,12 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
         len = answer.len()
     );
     caller.sip.send(sb.sip, &ack).await;
-    for i in 0..sb.prompt.frames.frame_count() {
+    for i in 0..sb.playlist.frame_count() {
         let (p, _) = recv_rtp(&caller.rtp, SEC)
             .await
             .expect("prompt after the ACK's answer");
         assert_eq!(p.pt, 8);
-        assert_eq!(p.payload, sb.prompt.frames.frame(Codec::Pcma, i));
+        assert_eq!(p.payload, sb.playlist.frame(Codec::Pcma, i));
     }
     caller.request("BYE").await;
     expect_bye_ok(&caller.sip).await;

@@ -14,6 +14,16 @@ fn courtline() -> Command {
     cmd
 }
 
+/// `courtline --config CONFIG check`.
+fn check(config: &std::path::Path) -> std::process::Output {
+    courtline()
+        .arg("--config")
+        .arg(config)
+        .arg("check")
+        .output()
+        .unwrap()
+}
+
 fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -32,6 +42,39 @@ fn check_accepts_the_shipped_config_and_prompts() {
     assert!(stdout.contains("prompt three_rules_zh"), "{stdout}");
     assert!(stdout.contains("sha256"), "{stdout}");
     assert!(stdout.contains("上海市第一中级人民法院"), "{stdout}");
+    // The example line plays Mandarin, then English.
+    assert!(
+        stdout.contains("prompts three_rules_zh → three_rules_en"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_loads_every_prompt_of_a_playlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = write(dir.path(), "english.wav", "RIFF but not really a WAV");
+    let text = format!(
+        "[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n[prompts.en]\nfile = \"{}\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = [\"zh\", \"en\"]\noperator = \"sip:o@127.0.0.1\"\n",
+        fake.display()
+    );
+    let config = write(dir.path(), "playlist.toml", &text);
+    let out = check(&config);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("english.wav") && stderr.contains("not a WAV file"),
+        "the second prompt of the playlist is checked too: {stderr}"
+    );
+    let good = write(
+        dir.path(),
+        "good.toml",
+        &text.replace(&fake.display().to_string(), "audio/three_rules_en.wav"),
+    );
+    let out = check(&good);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("prompts zh → en"), "{stdout}");
+    assert!(stdout.contains("600 ms gaps"), "{stdout}");
 }
 
 #[test]
@@ -42,12 +85,7 @@ fn check_names_file_key_and_fix_for_a_bad_config() {
         "bad.toml",
         "[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"zz\"\noperator = \"sip:o@127.0.0.1\"\n",
     );
-    let out = courtline()
-        .arg("--config")
-        .arg(&config)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check(&config);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml"), "{stderr}");
@@ -69,12 +107,7 @@ fn check_refuses_a_prompt_that_is_not_a_wav_file() {
             empty.display()
         ),
     );
-    let out = courtline()
-        .arg("--config")
-        .arg(&config)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check(&config);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("notice.wav"), "{stderr}");

@@ -76,6 +76,9 @@ async fn events_are_idempotent_and_calls_are_projected(db: Db) {
     assert_eq!(record.state, CallState::Ended as i32);
     assert_eq!(record.node_id, "sb-1");
     assert_eq!(record.court_name, "上海市高级人民法院");
+    // Each prompt of the playlist comes back as sent, in order.
+    assert_eq!(record.prompts, records_common::record(2).prompts);
+    assert_eq!(record.prompts.len(), 2);
     let kinds: Vec<&str> = call.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["received", "answered", "prompt_started", "ended"]);
     assert!(call

@@ -76,9 +76,9 @@ async fn call_over_tcp_with_the_operator_on_tcp_too() {
     caller
         .send(&in_dialog("ACK", "TCP", me, sb.sip, &call_id, &to, 1))
         .await;
-    for i in 0..sb.prompt.frames.frame_count() {
+    for i in 0..sb.playlist.frame_count() {
         let (p, _) = recv_rtp(&rtp, SEC).await.expect("prompt over RTP/UDP");
-        assert_eq!(p.payload, sb.prompt.frames.frame(Codec::Pcmu, i));
+        assert_eq!(p.payload, sb.playlist.frame(Codec::Pcmu, i));
     }
     // courtline connects to the operator over TCP.
     let (op_stream, op_remote) = tokio::time::timeout(3 * SEC, operator_listener.accept())

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::records::pb::{CallRecord, EndReason};
+use crate::records::pb::{CallRecord, EndReason, PlayedPrompt};
 
 /// Facts about a call known when its INVITE is accepted; they never change.
 #[derive(Debug, Clone, Default)]
@@ -32,12 +32,14 @@ pub struct CallFacts {
     pub user_agent: String,
     /// Codec agreed with the caller ("PCMU"/"PCMA"; empty if none).
     pub codec: String,
-    /// Configured id of the prompt this line plays.
+    /// Configured id of the (first) prompt this line plays.
     pub prompt_id: String,
-    /// SHA-256 of the prompt file: which version of the warning the caller heard.
+    /// SHA-256 of that prompt's file: which version of the warning the caller heard.
     pub prompt_sha256: String,
-    /// Full prompt length including leading silence.
+    /// Full playlist length including lead-in silence and gaps.
     pub prompt_length_ms: u32,
+    /// Every prompt of the line's playlist in order (`ms_sent` is filled in at the end).
+    pub prompts: Vec<PlayedPrompt>,
     /// Operator URIs in hunt order.
     pub operators: Vec<String>,
     /// How long each operator may ring.
@@ -222,6 +224,7 @@ impl CallFlow {
             prompt_id: facts.prompt_id.clone(),
             prompt_sha256: facts.prompt_sha256.clone(),
             prompt_length_ms: facts.prompt_length_ms,
+            prompts: facts.prompts.clone(),
             ..CallRecord::default()
         };
         let mut flow = CallFlow {
@@ -259,6 +262,7 @@ impl CallFlow {
             prompt_id: facts.prompt_id.clone(),
             prompt_sha256: facts.prompt_sha256.clone(),
             prompt_length_ms: facts.prompt_length_ms,
+            prompts: facts.prompts.clone(),
             end_reason: EndReason::Rejected as i32,
             sip_final_status: u32::from(status),
             ..CallRecord::default()

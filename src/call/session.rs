@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Phase};
 use super::reoffer;
 use crate::media::codec::Codec;
-use crate::media::prompt::Prompt;
+use crate::media::prompt::Playlist;
 use crate::media::session::{
     self as media, CallerLeg, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
 };
@@ -67,8 +67,8 @@ pub(crate) struct CallSetup {
     pub shared: Arc<Shared>,
     /// Static facts for the record.
     pub facts: CallFacts,
-    /// The line's prompt.
-    pub prompt: Prompt,
+    /// The line's prompts, lead-in and gaps.
+    pub playlist: Arc<Playlist>,
     /// The caller's SDP offer and what we agreed, or None for a delayed offer
     /// (no SDP in the INVITE: we offer in the 200 OK, the ACK answers).
     pub offer: Option<(RemoteMedia, Negotiated)>,
@@ -142,7 +142,7 @@ async fn run(
     let CallSetup {
         shared,
         facts,
-        prompt,
+        playlist,
         offer,
         session_timer,
         rtp_socket,
@@ -253,7 +253,7 @@ async fn run(
                     }
                 }
                 CallAction::StartPrompt => {
-                    media.send(MediaCommand::PlayPrompt(prompt.frames.clone()));
+                    media.send(MediaCommand::PlayPrompt(playlist.clone()));
                 }
                 CallAction::StartRingback => {
                     media.send(MediaCommand::PlayRingback);
@@ -311,7 +311,7 @@ async fn run(
                 }
                 CallAction::Finish(record) => {
                     let stats = media.stop().await;
-                    finish(&shared, *record, stats, &call_id);
+                    finish(&shared, *record, stats, &playlist, &call_id);
                     for dialog in hangups.drain(..) {
                         let layer = shared.dialog_layer.clone();
                         tokio::spawn(async move {
@@ -744,10 +744,23 @@ fn delayed_answer(caller: &InviteDialog) -> Result<(RemoteMedia, Negotiated), St
 }
 
 /// Completes the record with the media counters and sends it.
-fn finish(shared: &Shared, mut record: CallRecord, stats: MediaStats, call_id: &str) {
+fn finish(
+    shared: &Shared,
+    mut record: CallRecord,
+    stats: MediaStats,
+    playlist: &Playlist,
+    call_id: &str,
+) {
     record.rtp_packets_sent = stats.packets_to_caller;
     record.rtp_packets_received = stats.packets_from_caller;
     record.prompt_ms_sent = stats.prompt_ms_sent.min(record.prompt_length_ms);
+    for (played, ms_sent) in record
+        .prompts
+        .iter_mut()
+        .zip(playlist.ms_sent_per_prompt(record.prompt_ms_sent))
+    {
+        played.ms_sent = ms_sent;
+    }
     let reason = EndReason::try_from(record.end_reason).unwrap_or(EndReason::Unspecified);
     info!(
         call_id,

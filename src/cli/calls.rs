@@ -17,7 +17,7 @@ use crate::records::pb::{
     GetCallRequest, ListCallsRequest, SortOrder,
 };
 use crate::records::query::{
-    parse_end_reason, parse_state, parse_time, state_label, write_calls, OutputFormat,
+    parse_end_reason, parse_state, parse_time, prompt_lines, state_label, write_calls, OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -337,6 +337,12 @@ async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     if let Some(record) = &response.record {
         write_calls(std::slice::from_ref(record), OutputFormat::Json, &mut out)?;
         writeln!(out, "state: {}", state_label(record.state))?;
+        if !record.prompts.is_empty() {
+            writeln!(out, "prompts:")?;
+            for line in prompt_lines(record) {
+                writeln!(out, "  {line}")?;
+            }
+        }
     }
     writeln!(out, "timeline:")?;
     for event in &response.timeline {

@@ -28,21 +28,42 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     ids.sort();
     for id in ids {
         let p = &prompts[id];
+        let version = if p.version.is_empty() {
+            String::new()
+        } else {
+            format!("version {}, ", p.version)
+        };
         println!(
-            "✓ prompt {id}: {} ({:.1} s incl. {} ms lead-in, sha256 {})",
+            "✓ prompt {id}: {} ({:.1} s, {version}sha256 {})",
             p.path.display(),
             f64::from(p.frames.duration_ms()) / 1000.0,
-            config.media.leading_silence_ms,
             p.sha256
         );
     }
+    let playlists = super::serve::playlists(&config, &prompts);
     for line in &config.lines {
+        let ids = line.prompt.items();
+        let playing = match (ids.len(), playlists.get(&line.number)) {
+            (1, Some(playlist)) => format!(
+                "prompt {} ({:.1} s incl. {} ms lead-in)",
+                ids.join(""),
+                f64::from(playlist.duration_ms()) / 1000.0,
+                config.media.leading_silence_ms
+            ),
+            (_, Some(playlist)) => format!(
+                "prompts {} ({:.1} s incl. {} ms lead-in and {} ms gaps)",
+                ids.join(" → "),
+                f64::from(playlist.duration_ms()) / 1000.0,
+                config.media.leading_silence_ms,
+                line.prompt_gap_ms
+            ),
+            (_, None) => format!("prompts {} (not loaded)", ids.join(" → ")),
+        };
         println!(
-            "✓ line {} ({}): prompt {}, operator {}, ring {} s",
+            "✓ line {} ({}): {playing}, operator {}, ring {} s",
             line.number,
             line.court,
-            line.prompt,
-            line.operator.uris().join(" → "),
+            line.operator.items().join(" → "),
             line.ring_timeout_s
         );
     }

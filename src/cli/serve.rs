@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::media::prompt::{Prompt, PromptError};
+use crate::media::prompt::{Playlist, Prompt, PromptError};
 use crate::records::client::{read_token_file, ClientOptions, RecordDelivery, RecordSender};
 use crate::records::service::{OpenedService, ServiceError};
 use crate::records::spool::Spool;
@@ -32,7 +32,7 @@ pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<Prom
     let mut prompts = HashMap::new();
     let mut problems = Vec::new();
     for (id, prompt) in &config.prompts {
-        match Prompt::load(id, &prompt.file, config.media.leading_silence_ms) {
+        match Prompt::load(id, &prompt.version, &prompt.file) {
             Ok(loaded) => {
                 prompts.insert(id.clone(), loaded);
             }
@@ -44,6 +44,34 @@ pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<Prom
     } else {
         Err(problems)
     }
+}
+
+/// Each line's playlist by line number: `media.leading_silence_ms` of silence,
+/// then its prompts with `prompt_gap_ms` between them. Lines naming a prompt
+/// that is not loaded are left out (validation makes that impossible), and
+/// the switchboard refuses their calls rather than skip the warning.
+pub fn playlists(
+    config: &Config,
+    prompts: &HashMap<String, Prompt>,
+) -> HashMap<String, Arc<Playlist>> {
+    config
+        .lines
+        .iter()
+        .filter_map(|line| {
+            let loaded: Option<Vec<Prompt>> = line
+                .prompt
+                .items()
+                .iter()
+                .map(|id| prompts.get(id).cloned())
+                .collect();
+            let playlist = Playlist::new(
+                loaded.filter(|list| !list.is_empty())?,
+                config.media.leading_silence_ms,
+                line.prompt_gap_ms,
+            );
+            Some((line.number.clone(), Arc::new(playlist)))
+        })
+        .collect()
 }
 
 /// A running switchboard (plus embedded records service).
@@ -162,17 +190,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for prompt in prompts.values() {
         info!(
             prompt = %prompt.id,
+            version = %prompt.version,
             file = %prompt.path.display(),
             sha256 = %prompt.sha256,
             length_ms = prompt.frames.duration_ms(),
             "prompt loaded"
         );
     }
+    let playlists = playlists(&config, &prompts);
     let records_shutdown = CancellationToken::new();
     let (records_addr, records, options) = start_records(&config, &records_shutdown).await?;
     let (sender, delivery) = start_spool(&config, options)?;
     let calls_shutdown = CancellationToken::new();
-    let switchboard = Switchboard::bind(config, prompts, sender, calls_shutdown.clone()).await?;
+    let switchboard = Switchboard::bind(config, playlists, sender, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
     let tls_addr = switchboard.tls_addr();
     let active_calls = switchboard.active_calls();

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::stats::{Histogram, Summary};
 use crate::media::batch::{RecvBatch, SendBatch};
 use crate::media::codec::Codec;
-use crate::media::prompt::PromptFrames;
+use crate::media::prompt::Playlist;
 
 /// Packet interval of G.711 at 20 ms.
 const FRAME_NS: i128 = 20_000_000;
@@ -147,7 +147,7 @@ struct MediaThread {
     /// Every operator's RTP socket.
     operator_socket: UdpSocket,
     /// Expected prompt frames.
-    prompt: Arc<PromptFrames>,
+    prompt: Arc<Playlist>,
     /// Negotiated law.
     codec: Codec,
     /// Calls by index.
@@ -172,7 +172,7 @@ struct MediaThread {
 pub fn spawn(
     caller_socket: UdpSocket,
     operator_socket: UdpSocket,
-    prompt: Arc<PromptFrames>,
+    prompt: Arc<Playlist>,
     codec: Codec,
     calls: usize,
 ) -> std::io::Result<(mpsc::Sender<MediaOrder>, std::thread::JoinHandle<()>)> {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::media::codec::Codec;
-use crate::media::prompt::Prompt;
+use crate::media::prompt::{Playlist, Prompt};
 use calls::{CallDriver, CallsReport, Gauges, Hangup, Plan};
 use media::MediaReport;
 use raw::RawLimit;
@@ -206,13 +206,15 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
         max_calls: options.concurrency.saturating_mul(2).max(100),
         rtp_ports,
     })?;
-    let prompt = Prompt::load("load", &target.prompt_file, LEADING_SILENCE_MS)
+    let prompt = Prompt::load("load", "", &target.prompt_file)
         .map_err(|e| LoadgenError::Prompt(e.to_string()))?;
+    // What courtline plays for the target's one-prompt line: lead-in, then the prompt.
+    let prompt = Arc::new(Playlist::new(vec![prompt], LEADING_SILENCE_MS, 0));
     let codec = Codec::from(options.codec);
     let (media_orders, media_thread) = media::spawn(
         caller_rtp,
         operator_rtp,
-        prompt.frames.clone(),
+        prompt,
         codec,
         options.calls as usize,
     )

@@ -29,7 +29,7 @@ use super::codec::{Codec, FRAME_MS};
 use super::dtmf::DtmfDetector;
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
-use super::prompt::PromptFrames;
+use super::prompt::Playlist;
 use super::rtcp::{self, Ntp, ReceptionStats, ReportBlock, SenderInfo};
 use super::session::{CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg};
 use super::stream::OutboundStream;
@@ -222,10 +222,10 @@ impl Wake for CallWaker {
 enum Source {
     /// Nothing yet.
     Idle,
-    /// Prompt frame `next` of `frames`.
+    /// Frame `next` of the line's playlist (lead-in, prompts, gaps).
     Prompt {
-        /// The prompt.
-        frames: Arc<PromptFrames>,
+        /// The playlist.
+        frames: Arc<Playlist>,
         /// Next frame.
         next: usize,
     },
@@ -338,7 +338,7 @@ struct Call {
     bucket: Option<u64>,
     /// Key presses from the caller.
     dtmf: DtmfDetector,
-    /// Milliseconds of prompt sent.
+    /// Milliseconds of the playlist sent.
     prompt_ms_sent: u32,
     /// Last RTP or RTCP from the caller.
     last_heard: Instant,

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::Codec;
 use super::engine::MediaEngine;
 use super::ports::RtpSocket;
-use super::prompt::PromptFrames;
+use super::prompt::Playlist;
 use super::tone::ToneFrames;
 
 /// The caller's side of the media, fixed when the call is answered.
@@ -44,9 +44,9 @@ pub struct OperatorLeg {
 /// Orders from the call task.
 #[derive(Debug)]
 pub enum MediaCommand {
-    /// Play the prompt from its first frame; a `PromptFinished` event follows,
-    /// and ringback starts at once (the flow's `PlayRingback` then keeps it).
-    PlayPrompt(Arc<PromptFrames>),
+    /// Play the line's playlist from its first frame; a `PromptFinished` event
+    /// follows its last, and ringback starts at once (the flow's `PlayRingback` then keeps it).
+    PlayPrompt(Arc<Playlist>),
     /// Play ringback in a loop until told otherwise (no restart if already ringing).
     PlayRingback,
     /// Connect caller and operator.
@@ -76,7 +76,7 @@ pub struct MediaStats {
     pub packets_to_caller: u64,
     /// RTP packets received from the caller.
     pub packets_from_caller: u64,
-    /// Milliseconds of prompt sent to the caller.
+    /// Milliseconds of the playlist sent to the caller (lead-in and gaps included).
     pub prompt_ms_sent: u32,
     /// RTP and RTCP figures of the caller leg.
     pub caller: LegStats,

@@ -296,18 +296,27 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
         }
         return Ok(lines);
     }
-    let expected_header = CSV_HEADER
-        .iter()
-        .chain(&[ROW_HASH])
-        .copied()
-        .collect::<Vec<_>>()
-        .join(",");
-    if first.trim_end() != expected_header {
+    let header_of = |columns: &[&str]| {
+        columns
+            .iter()
+            .chain(&[ROW_HASH])
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // Exports made before playlists have no `prompts` column (always the last):
+    // such rows read as having none, which hashes exactly as they were written.
+    let without_prompts = &CSV_HEADER[..CSV_HEADER.len() - 1];
+    let missing_prompts = if first.trim_end() == header_of(&CSV_HEADER) {
+        false
+    } else if first.trim_end() == header_of(without_prompts) {
+        true
+    } else {
         return Err(ExportError::Malformed {
             line: 1,
             problem: "not a courtline export (the CSV header differs)".into(),
         });
-    }
+    };
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -325,6 +334,13 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
                     }),
             );
             continue;
+        }
+        let mut record = record;
+        if missing_prompts && record.len() == without_prompts.len() + 1 {
+            let mut padded: csv::StringRecord = record.iter().take(without_prompts.len()).collect();
+            padded.push_field("");
+            padded.push_field(record.get(without_prompts.len()).unwrap_or_default());
+            record = padded;
         }
         lines.push(
             record
@@ -497,6 +513,59 @@ mod tests {
             let (empty, _) = export(format, &[]);
             assert!(problems(&empty, None).is_empty(), "{empty}");
         }
+    }
+
+    #[test]
+    fn rows_with_prompts_verify_and_a_changed_prompt_is_caught() {
+        let mut records: Vec<CallRecord> = (1..=2).map(record).collect();
+        records[0].prompts = vec![crate::records::pb::PlayedPrompt {
+            id: "three_rules_zh".into(),
+            version: "v1".into(),
+            sha256: "e5".repeat(32),
+            length_ms: 18_100,
+            ms_sent: 9_000,
+        }];
+        for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+            let (text, key) = export(format, &records);
+            assert!(text.contains("three_rules_zh"), "{text}");
+            assert!(
+                problems(&text, Some(key.public_key().to_bytes())).is_empty(),
+                "{text}"
+            );
+            let changed = text.replacen("9000", "18100", 1);
+            let found = problems(&changed, None);
+            assert!(
+                found.iter().any(|p| p.contains("was modified")),
+                "{format:?} {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_exports_from_before_playlists_still_verify() {
+        let records: Vec<CallRecord> = (1..=3).map(record).collect();
+        let (text, key) = export(ExportFormat::Csv, &records);
+        // The same file as a courtline without the `prompts` column wrote it.
+        let old: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.ends_with(",prompts,row_hash") {
+                    line.replace(",prompts,row_hash", ",row_hash")
+                } else if line.starts_with(CSV_MANIFEST_MARKER) {
+                    line.to_owned()
+                } else {
+                    // Drop the empty prompts field just before the row hash.
+                    let cut = line.rfind(',').unwrap();
+                    assert_eq!(&line[cut - 1..cut], ",", "{line}");
+                    format!("{}{}", &line[..cut - 1], &line[cut..])
+                }
+            })
+            .collect();
+        let old = old.join("\n");
+        assert!(!old.lines().next().unwrap().contains("prompts"));
+        let check = verify_export(old.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+        assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
+        assert_eq!(check.rows, 3);
     }
 
     #[test]

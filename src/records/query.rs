@@ -10,7 +10,7 @@ use std::io::Write;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::pb::{CallRecord, CallState, EndReason};
+use super::pb::{CallRecord, CallState, EndReason, PlayedPrompt};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -175,6 +175,98 @@ pub struct ExportRow {
     state: String,
     flagged: bool,
     node_id: String,
+    /// Every prompt played, as [`prompts_json`] text (one CSV cell); last, and
+    /// left out of the canonical JSON when empty, so rows of exports made
+    /// before playlists existed hash (and verify) as they did then.
+    #[serde(default)]
+    prompts: String,
+}
+
+/// One prompt as it appears in records' `prompts` text, in proto field order.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptEntry {
+    /// [`PlayedPrompt::id`].
+    id: String,
+    /// [`PlayedPrompt::version`].
+    version: String,
+    /// [`PlayedPrompt::sha256`].
+    sha256: String,
+    /// [`PlayedPrompt::length_ms`].
+    length_ms: u32,
+    /// [`PlayedPrompt::ms_sent`].
+    ms_sent: u32,
+}
+
+/// A call's prompts as compact JSON text, the form the calls table, CSV and
+/// exports keep; `""` for none (calls recorded before playlists existed).
+pub fn prompts_json(prompts: &[PlayedPrompt]) -> String {
+    if prompts.is_empty() {
+        return String::new();
+    }
+    let entries: Vec<PromptEntry> = prompts
+        .iter()
+        .map(|p| PromptEntry {
+            id: p.id.clone(),
+            version: p.version.clone(),
+            sha256: p.sha256.clone(),
+            length_ms: p.length_ms,
+            ms_sent: p.ms_sent,
+        })
+        .collect();
+    // Strings and integers always serialise.
+    serde_json::to_string(&entries).unwrap_or_default()
+}
+
+/// One line per prompt a call played, for `calls get`: position, id, version,
+/// SHA-256 and how much was sent (and whether the caller hung up in it).
+pub fn prompt_lines(record: &CallRecord) -> Vec<String> {
+    let seconds = |ms: u32| format!("{:.1} s", f64::from(ms) / 1000.0);
+    record
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let version = if p.version.is_empty() {
+                String::new()
+            } else {
+                format!(" version \"{}\"", p.version)
+            };
+            let heard = match p.ms_sent {
+                0 => "not reached".to_owned(),
+                sent if sent >= p.length_ms => format!("{} sent in full", seconds(p.length_ms)),
+                sent => format!(
+                    "{} of {} sent (cut short)",
+                    seconds(sent),
+                    seconds(p.length_ms)
+                ),
+            };
+            format!(
+                "{}. {}{version} sha256 {}: {heard}",
+                index + 1,
+                p.id,
+                p.sha256
+            )
+        })
+        .collect()
+}
+
+/// The inverse of [`prompts_json`]; the error says what is wrong with the text.
+pub fn parse_prompts_json(text: &str) -> Result<Vec<PlayedPrompt>, String> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<PromptEntry> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .map(|e| PlayedPrompt {
+            id: e.id,
+            version: e.version,
+            sha256: e.sha256,
+            length_ms: e.length_ms,
+            ms_sent: e.ms_sent,
+        })
+        .collect())
 }
 
 impl ExportRow {
@@ -183,15 +275,20 @@ impl ExportRow {
         &self.call_id
     }
 
-    /// The canonical JSON of the row: what exports hash.
+    /// The canonical JSON of the row: what exports hash. A row without
+    /// prompts leaves the field out, as rows did before it existed.
     pub fn canonical_json(&self) -> String {
         // Strings, numbers and booleans always serialise.
-        serde_json::to_string(self).unwrap_or_default()
+        let json = serde_json::to_string(self).unwrap_or_default();
+        match json.strip_suffix(r#","prompts":""}"#) {
+            Some(head) => format!("{head}}}"),
+            None => json,
+        }
     }
 }
 
 /// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-pub const CSV_HEADER: [&str; 35] = [
+pub const CSV_HEADER: [&str; 36] = [
     "call_id",
     "sip_call_id",
     "line_number",
@@ -227,6 +324,7 @@ pub const CSV_HEADER: [&str; 35] = [
     "state",
     "flagged",
     "node_id",
+    "prompts",
 ];
 
 impl From<&CallRecord> for ExportRow {
@@ -267,6 +365,7 @@ impl From<&CallRecord> for ExportRow {
             state: state_label(r.state).into_owned(),
             flagged: r.flagged,
             node_id: r.node_id.clone(),
+            prompts: prompts_json(&r.prompts),
         }
     }
 }
@@ -489,7 +588,89 @@ mod tests {
             state: CallState::Ended as i32,
             flagged: false,
             node_id: "sb-1".to_owned(),
+            prompts: vec![
+                PlayedPrompt {
+                    id: "three_rules_zh".to_owned(),
+                    version: "2024-05 \"审定\"".to_owned(),
+                    sha256: "e5".repeat(32),
+                    length_ms: 5_000,
+                    ms_sent: 5_000,
+                },
+                PlayedPrompt {
+                    id: "three_rules_en".to_owned(),
+                    version: String::new(),
+                    sha256: "a9".repeat(32),
+                    length_ms: 2_000,
+                    ms_sent: 1_200,
+                },
+            ],
         }
+    }
+
+    #[test]
+    fn prompts_text_round_trips_and_is_empty_for_none() {
+        let record = sample();
+        let text = prompts_json(&record.prompts);
+        assert!(
+            text.starts_with(
+                r#"[{"id":"three_rules_zh","version":"2024-05 \"审定\"","sha256":"e5e5"#
+            ),
+            "{text}"
+        );
+        assert_eq!(parse_prompts_json(&text).unwrap(), record.prompts);
+        assert_eq!(prompts_json(&[]), "");
+        assert_eq!(parse_prompts_json("").unwrap(), vec![]);
+        assert!(parse_prompts_json("[{\"id\":1}]").is_err());
+        assert!(parse_prompts_json("nonsense").is_err());
+    }
+
+    #[test]
+    fn prompt_lines_say_what_was_heard_of_each() {
+        let mut record = sample();
+        record.prompts.push(PlayedPrompt {
+            id: "closing".to_owned(),
+            version: String::new(),
+            sha256: "00".repeat(32),
+            length_ms: 1_000,
+            ms_sent: 0,
+        });
+        let lines = prompt_lines(&record);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            format!(
+                "1. three_rules_zh version \"2024-05 \"审定\"\" sha256 {}: 5.0 s sent in full",
+                "e5".repeat(32)
+            )
+        );
+        assert!(
+            lines[1].starts_with("2. three_rules_en sha256 a9a9"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with(": 1.2 s of 2.0 s sent (cut short)"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].ends_with(": not reached"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn canonical_json_of_a_row_without_prompts_is_the_pre_playlist_form() {
+        let mut record = sample();
+        let with = ExportRow::from(&record).canonical_json();
+        assert!(
+            with.contains(r#""node_id":"sb-1","prompts":"[{\"id\":\"three_rules_zh\""#),
+            "{with}"
+        );
+        record.prompts.clear();
+        let without = ExportRow::from(&record).canonical_json();
+        assert!(without.ends_with(r#""node_id":"sb-1"}"#), "{without}");
+        assert!(!without.contains("prompts"), "{without}");
+        // A row read back from an old export (no prompts field) hashes the same.
+        let old: ExportRow = serde_json::from_str(&without).unwrap();
+        assert_eq!(old.canonical_json(), without);
     }
 
     fn render(format: OutputFormat, records: &[CallRecord]) -> String {

@@ -23,6 +23,7 @@ use super::chain::{EventHeader, StoredEvent};
 use super::pb::{
     CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, SortOrder,
 };
+use super::query::{parse_prompts_json, prompts_json};
 
 /// Page size used when a query asks for 0 (the proto's "server default").
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -43,10 +44,10 @@ const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, calle
     caller_display_name, caller_source, user_agent, codec, received_at_ms, answered_at_ms, \
     prompt_started_at_ms, prompt_ended_at_ms, operator_answered_at_ms, ended_at_ms, prompt_id, \
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
-    operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
+    prompts, operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
     state, flagged, node_id, last_seq";
 /// Number of names in [`CALL_COLUMNS`].
-const CALL_COLUMN_COUNT: usize = 30;
+const CALL_COLUMN_COUNT: usize = 31;
 /// Every events column.
 const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
@@ -555,6 +556,7 @@ fn bind_call(sql: &mut Sql, record: &CallRecord, state: CallState, node_id: &str
     let _ = args.add(i64::from(r.prompt_ms_sent));
     let _ = args.add(i64::from(r.prompt_completed));
     let _ = args.add(r.dtmf_during_prompt.clone());
+    let _ = args.add(prompts_json(&r.prompts));
     let _ = args.add(r.operator_uri.clone());
     let _ = args.add(i64::from(r.end_reason));
     let _ = args.add(i64::from(r.sip_final_status));
@@ -1203,6 +1205,12 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         prompt_ms_sent: small("prompt_ms_sent")?,
         prompt_completed: get::<i64>(row, "prompt_completed", id)? != 0,
         dtmf_during_prompt: get(row, "dtmf_during_prompt", id)?,
+        prompts: parse_prompts_json(&get::<String>(row, "prompts", id)?).map_err(|detail| {
+            StoreError::Corrupt {
+                key: id.to_owned(),
+                detail: format!("prompts: {detail}"),
+            }
+        })?,
         operator_uri: get(row, "operator_uri", id)?,
         end_reason: enumeration("end_reason")?,
         sip_final_status: small("sip_final_status")?,

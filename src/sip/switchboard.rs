@@ -30,9 +30,10 @@ use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
 use crate::config::Config;
 use crate::media::ports::RtpPorts;
-use crate::media::prompt::Prompt;
+use crate::media::prompt::Playlist;
 use crate::media::tone::ToneFrames;
 use crate::records::client::RecordSender;
+use crate::records::pb::PlayedPrompt;
 use crate::sdp::{RemoteMedia, SdpError};
 
 /// Methods courtline handles, for `Allow` headers.
@@ -74,8 +75,8 @@ pub enum SwitchboardError {
 pub(crate) struct Shared {
     /// The validated configuration.
     pub config: Config,
-    /// Loaded prompts by id.
-    pub prompts: HashMap<String, Prompt>,
+    /// Each line's playlist by line number, loaded and pre-encoded at start-up.
+    pub playlists: HashMap<String, Arc<Playlist>>,
     /// Pre-encoded ringback.
     pub ringback: Arc<ToneFrames>,
     /// RTP port range.
@@ -112,7 +113,7 @@ impl Switchboard {
     /// Binds the SIP socket and prepares the stack; call [`Switchboard::run`] to serve.
     pub async fn bind(
         config: Config,
-        prompts: HashMap<String, Prompt>,
+        playlists: HashMap<String, Arc<Playlist>>,
         records: RecordSender,
         shutdown: CancellationToken,
     ) -> Result<Switchboard, SwitchboardError> {
@@ -212,7 +213,7 @@ impl Switchboard {
         Ok(Switchboard {
             shared: Arc::new(Shared {
                 config,
-                prompts,
+                playlists,
                 ringback: Arc::new(ringback),
                 ports,
                 records,
@@ -262,7 +263,7 @@ impl Switchboard {
                 .config
                 .lines
                 .iter()
-                .flat_map(|l| l.operator.uris())
+                .flat_map(|l| l.operator.items())
                 .collect();
             tokio::spawn(qualify::run(
                 self.endpoint.inner.clone(),
@@ -441,9 +442,9 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     // Calls to the registered account are recorded under the line they stand for.
     facts.line_number = line.number.clone();
     facts.court_name = line.court.clone();
-    let Some(prompt) = shared.prompts.get(&line.prompt).cloned() else {
+    let Some(playlist) = shared.playlists.get(&line.number).cloned() else {
         // `Config::validate` and prompt loading make this impossible; refuse loudly rather than skip the warning.
-        warn!(line = %number, prompt = %line.prompt, "line's prompt is not loaded: 500");
+        warn!(line = %number, prompt = ?line.prompt.items(), "line's prompts are not loaded: 500");
         return refuse(
             shared,
             &mut tx,
@@ -453,10 +454,23 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         )
         .await;
     };
-    facts.prompt_id = prompt.id.clone();
-    facts.prompt_sha256 = prompt.sha256.clone();
-    facts.prompt_length_ms = prompt.frames.duration_ms();
-    facts.operators = shared.health.hunt_list(&line.operator.uris());
+    if let Some(first) = playlist.prompts().first() {
+        facts.prompt_id = first.id.clone();
+        facts.prompt_sha256 = first.sha256.clone();
+    }
+    facts.prompt_length_ms = playlist.duration_ms();
+    facts.prompts = playlist
+        .prompts()
+        .iter()
+        .map(|p| PlayedPrompt {
+            id: p.id.clone(),
+            version: p.version.clone(),
+            sha256: p.sha256.clone(),
+            length_ms: p.frames.duration_ms(),
+            ms_sent: 0,
+        })
+        .collect();
+    facts.operators = shared.health.hunt_list(&line.operator.items());
     facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
     facts.answer_delay = Duration::from_millis(shared.config.sip.answer_delay_ms);
 
@@ -553,7 +567,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     let setup = CallSetup {
         shared: shared.clone(),
         facts,
-        prompt,
+        playlist,
         offer,
         session_timer,
         rtp_socket,

@@ -10,7 +10,7 @@ use courtline::records::client::{connect, ClientOptions, RecordsClient};
 use courtline::records::ledger::CheckpointPolicy;
 use courtline::records::pb::node_event::Kind;
 use courtline::records::pb::{
-    CallMilestone, CallRecord, EndReason, Milestone, NodeEvent, NodeStarted,
+    CallMilestone, CallRecord, EndReason, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
 };
 use courtline::records::service::{OpenedService, ServiceSettings};
 use tokio::net::TcpListener;
@@ -211,6 +211,28 @@ pub fn record(n: u32) -> CallRecord {
             EndReason::CallerHungUp
         } as i32,
         sip_final_status: 200,
+        // Even calls played a two-prompt playlist (the second cut short when
+        // the caller hung up in it); odd ones predate playlists and list none.
+        prompts: if n % 2 == 0 {
+            vec![
+                PlayedPrompt {
+                    id: "three_rules_zh".to_owned(),
+                    version: "审定 2024-05".to_owned(),
+                    sha256: "e5".repeat(32),
+                    length_ms: 18_100,
+                    ms_sent: 18_100,
+                },
+                PlayedPrompt {
+                    id: "three_rules_en".to_owned(),
+                    version: String::new(),
+                    sha256: "a9".repeat(32),
+                    length_ms: 16_600,
+                    ms_sent: if n % 3 == 0 { 4_000 } else { 16_600 },
+                },
+            ]
+        } else {
+            Vec::new()
+        },
         ..CallRecord::default()
     }
 }

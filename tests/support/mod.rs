@@ -6,11 +6,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use courtline::cli::serve::{start, Running};
+use courtline::cli::serve::{load_prompts, playlists, start, Running};
 use courtline::config::Config;
-use courtline::media::prompt::Prompt;
+use courtline::media::prompt::Playlist;
 use courtline::records::pb::records_service_client::RecordsServiceClient;
 use courtline::records::pb::{CallRecord, ListCallsRequest};
 use tokio::net::UdpSocket;
@@ -26,8 +27,8 @@ pub struct TestSwitchboard {
     pub tls: Option<SocketAddr>,
     /// Its records service address.
     pub records: SocketAddr,
-    /// The prompt the line plays, loaded the same way courtline loads it.
-    pub prompt: Prompt,
+    /// What the line plays (lead-in, prompts, gaps), loaded the same way courtline loads it.
+    pub playlist: Arc<Playlist>,
     /// Keeps the temp dir (database, WAV) alive.
     pub dir: tempfile::TempDir,
 }
@@ -44,6 +45,10 @@ pub struct Options {
     pub ring_timeout_s: u32,
     /// Prompt length in ms (generated tone sweep).
     pub prompt_ms: u32,
+    /// A second prompt (another sweep) of this length, played after the first: a playlist.
+    pub second_prompt_ms: Option<u32>,
+    /// `prompt_gap_ms` of the line.
+    pub prompt_gap_ms: u32,
     /// RTP port range (distinct per test so parallel tests never share ports).
     pub rtp_ports: (u16, u16),
     /// `[sip] t1_ms` (short values make 64·T1 timeouts testable).
@@ -60,6 +65,8 @@ impl Default for Options {
             max_calls: 50,
             ring_timeout_s: 30,
             prompt_ms: 1000,
+            second_prompt_ms: None,
+            prompt_gap_ms: 600,
             rtp_ports: (30000, 30099),
             t1_ms: 500,
             sip_extra: String::new(),
@@ -69,6 +76,11 @@ impl Default for Options {
 
 /// Writes a 16 kHz mono WAV with a recognisable, non-periodic signal.
 pub fn write_test_prompt(path: &std::path::Path, ms: u32) {
+    write_sweep(path, ms, 300.0);
+}
+
+/// Writes a 16 kHz mono WAV sweeping up from `start_hz`.
+pub fn write_sweep(path: &std::path::Path, ms: u32, start_hz: f64) {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 16000,
@@ -80,7 +92,7 @@ pub fn write_test_prompt(path: &std::path::Path, ms: u32) {
     for i in 0..n {
         let t = f64::from(i) / 16000.0;
         // A rising sweep: every 20 ms frame differs from every other.
-        let f = 300.0 + 1500.0 * t;
+        let f = start_hz + 1500.0 * t;
         let s = (2.0 * std::f64::consts::PI * f * t).sin() * 12000.0;
         w.write_sample(s as i16).unwrap();
     }
@@ -100,6 +112,20 @@ impl TestSwitchboard {
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("prompt.wav");
         write_test_prompt(&wav, options.prompt_ms);
+        let second = dir.path().join("second.wav");
+        let (second_section, line_prompt) = match options.second_prompt_ms {
+            Some(ms) => {
+                write_sweep(&second, ms, 900.0);
+                (
+                    format!(
+                        "[prompts.second]\nfile = \"{}\"\nversion = \"2\"\n",
+                        second.display()
+                    ),
+                    "[\"test\", \"second\"]",
+                )
+            }
+            None => (String::new(), "\"test\""),
+        };
         let db = dir.path().join("records.db");
         let operators: Vec<String> = options
             .operators
@@ -126,11 +152,14 @@ database = "{db}"
 
 [prompts.test]
 file = "{wav}"
+version = "1"
 
+{second_section}
 [[lines]]
 number = "02112368"
 court = "上海市第一中级人民法院"
-prompt = "test"
+prompt = {line_prompt}
+prompt_gap_ms = {gap}
 operator = [{operators}]
 ring_timeout_s = {ring}
 "#,
@@ -148,16 +177,17 @@ ring_timeout_s = {ring}
             ring = options.ring_timeout_s,
             t1 = options.t1_ms,
             sip_extra = options.sip_extra,
+            gap = options.prompt_gap_ms,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
-        let prompt = Prompt::load("test", &wav, 200).unwrap();
+        let playlist = playlists(&config, &load_prompts(&config).unwrap())["02112368"].clone();
         let running = start(config).await.unwrap();
         TestSwitchboard {
             sip: running.sip_addr,
             tls: running.tls_addr,
             records: running.records_addr.unwrap(),
             running: Some(running),
-            prompt,
+            playlist,
             dir,
         }
     }
