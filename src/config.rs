@@ -155,6 +155,9 @@ pub struct MediaConfig {
     pub leading_silence_ms: u32,
     /// The tone callers hear while the operator's phone rings.
     pub ringback: RingbackCadence,
+    /// Seconds without RTP or RTCP from an answered caller before the call is
+    /// hung up as `media_timeout` (a caller whose line died sends no BYE); 0 = never.
+    pub rtp_timeout_s: u32,
 }
 
 impl Default for MediaConfig {
@@ -164,7 +167,15 @@ impl Default for MediaConfig {
             advertise_address: String::new(),
             leading_silence_ms: 200,
             ringback: RingbackCadence::default(),
+            rtp_timeout_s: 30,
         }
+    }
+}
+
+impl MediaConfig {
+    /// `rtp_timeout_s` as a duration; `None` when the check is off.
+    pub fn rtp_timeout(&self) -> Option<Duration> {
+        (self.rtp_timeout_s > 0).then(|| Duration::from_secs(u64::from(self.rtp_timeout_s)))
     }
 }
 
@@ -909,6 +920,7 @@ operator = "sip:operator@127.0.0.1:5090"
         assert_eq!(config.sip.listen.port(), 5060);
         assert_eq!(config.lines[0].ring_timeout_s, 30);
         assert_eq!(config.media.ringback.frequency_hz, 450.0);
+        assert_eq!(config.media.rtp_timeout(), Some(Duration::from_secs(30)));
         assert_eq!(config.records.service.database, "var/courtline.db");
     }
 
@@ -1147,6 +1159,13 @@ operator = "sip:operator@127.0.0.1:5090"
             let e = error_for(&format!("{extra}{}", base()));
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn rtp_timeout_zero_turns_the_check_off() {
+        let text = format!("[media]\nrtp_timeout_s = 0\n{}", base());
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        assert_eq!(config.media.rtp_timeout(), None);
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub enum CallInput {
     Fault(String),
     /// The caller's session timer ran out unrefreshed (RFC 4028): the far end is gone.
     SessionExpired,
+    /// No RTP or RTCP from the answered caller for `[media] rtp_timeout_s`:
+    /// the line died without a BYE.
+    CallerMediaTimeout,
 }
 
 /// A point in a call worth a durable event: the records spool (issue #5) keeps
@@ -161,6 +164,9 @@ pub enum CallAction {
     RingCaller,
     /// Send 200 OK with our SDP answer to the caller.
     AnswerCaller,
+    /// The caller's dialog is confirmed: from now on its silence (no RTP or
+    /// RTCP for the configured time) is reported as `CallerMediaTimeout`.
+    WatchCallerMedia,
     /// Start sending the prompt frames to the caller.
     StartPrompt,
     /// Send ringback tone to the caller (continuing the same RTP stream).
@@ -332,6 +338,7 @@ impl CallFlow {
             (Phase::Answering, CodecAgreed(codec)) => self.record.codec = codec,
             (Phase::Answering, CallerAckTimeout) => self.end(EndReason::NoAck, now),
             (Phase::Answering, CallerAcked) => {
+                self.actions.push_back(CallAction::WatchCallerMedia);
                 self.phase = Phase::Prompting;
                 self.record.prompt_started_at_ms = self.wall_ms(now);
                 self.milestone(Milestone::PromptStarted);
@@ -387,6 +394,12 @@ impl CallFlow {
             }
 
             (phase, SessionExpired) => self.abort(phase, EndReason::SessionExpired, now),
+            // Media is watched only once the caller is confirmed, so this cannot
+            // arrive while ringing or before the ACK.
+            (
+                phase @ (Phase::Prompting | Phase::DialingOperator { .. } | Phase::Bridged),
+                CallerMediaTimeout,
+            ) => self.abort(phase, EndReason::MediaTimeout, now),
             (phase, Fault(_)) => self.abort(phase, EndReason::Error, now),
 
             // Everything else is stale or out of order (a late 180, DTMF after the

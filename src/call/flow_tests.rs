@@ -79,7 +79,10 @@ impl Harness {
         assert_eq!(self.actions(), vec![CallAction::AnswerCaller]);
         self.advance(40);
         self.input(CallInput::CallerAcked);
-        assert_eq!(self.actions(), vec![CallAction::StartPrompt]);
+        assert_eq!(
+            self.actions(),
+            vec![CallAction::WatchCallerMedia, CallAction::StartPrompt]
+        );
         self.advance(12_000);
         self.input(CallInput::PromptFinished);
         let first = self.flow.current_operator().unwrap().to_string();
@@ -515,7 +518,10 @@ fn delayed_offer_sets_codec_at_ack() {
     h.actions();
     h.input(CallInput::CodecAgreed("PCMA".into()));
     h.input(CallInput::CallerAcked);
-    assert_eq!(h.actions(), vec![CallAction::StartPrompt]);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::WatchCallerMedia, CallAction::StartPrompt]
+    );
     h.input(CallInput::CallerHungUp);
     let actions = h.actions();
     assert_eq!(finished(&actions).codec, "PCMA");
@@ -555,4 +561,62 @@ fn expired_session_hangs_up_both_legs() {
         [CallAction::HangUpOperator, CallAction::HangUpCaller]
     );
     assert_eq!(reason(finished(&actions)), EndReason::SessionExpired);
+}
+
+#[test]
+fn silent_caller_is_hung_up_as_media_timeout_in_every_answered_phase() {
+    // During the prompt: the caller gets a BYE, the prompt counts as interrupted.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.milestones();
+    h.advance(30_000);
+    h.input(CallInput::CallerMediaTimeout);
+    let actions: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        actions[..2],
+        [
+            CallAction::HangUpCaller,
+            CallAction::Milestone(Milestone::PromptInterrupted)
+        ]
+    );
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::MediaTimeout);
+    assert!(!r.prompt_completed);
+    assert_eq!(r.prompt_ended_at_ms, h.ms_since_start());
+
+    // While the operator rings: the attempt is cancelled too.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.answer_and_play_prompt();
+    h.input(CallInput::CallerMediaTimeout);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::CancelOperator, CallAction::HangUpCaller]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::MediaTimeout);
+    assert_eq!(h.flow.poll_timeout(), None, "no ring timeout left");
+
+    // Bridged: both legs get a BYE.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.answer_and_play_prompt();
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h.input(CallInput::CallerMediaTimeout);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::HangUpOperator, CallAction::HangUpCaller]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::MediaTimeout);
+}
+
+#[test]
+fn media_timeout_before_the_ack_changes_nothing() {
+    // The adapter only watches media after the ACK; a stray event is ignored.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerMediaTimeout);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::Answering);
 }

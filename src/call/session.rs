@@ -252,6 +252,11 @@ async fn run(
                         );
                     }
                 }
+                CallAction::WatchCallerMedia => {
+                    if let Some(limit) = shared.config.media.rtp_timeout() {
+                        media.send(MediaCommand::WatchInactivity(limit));
+                    }
+                }
                 CallAction::StartPrompt => {
                     media.send(MediaCommand::PlayPrompt(playlist.clone()));
                 }
@@ -389,8 +394,10 @@ async fn run(
                 Some(MediaEvent::PromptFinished) => Some(CallInput::PromptFinished),
                 Some(MediaEvent::Dtmf(digit)) => Some(CallInput::CallerDtmf(digit)),
                 Some(MediaEvent::Fault(problem)) => Some(CallInput::Fault(problem)),
-                // Until the flow has a media-timeout input, end the call as a fault.
-                Some(MediaEvent::Inactive) => Some(CallInput::Fault("no RTP or RTCP from the caller within the media timeout".into())),
+                Some(MediaEvent::Inactive) => {
+                    warn!(call_id = %call_id, "no RTP or RTCP from the caller within [media] rtp_timeout_s: hanging up");
+                    Some(CallInput::CallerMediaTimeout)
+                }
                 None => Some(CallInput::Fault("media task ended".into())),
             },
             outcome = operator_outcome(operator.as_mut()) => {

@@ -54,8 +54,6 @@ const TOKEN_TIMER: u64 = u64::MAX - 1;
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// A caller silent (no RTP or RTCP) this long gets a `MediaEvent::Inactive`.
-    pub inactivity_timeout: Duration,
     /// Engine threads; calls are spread over them round-robin.
     pub threads: usize,
     /// CNAME in our RTCP SDES.
@@ -65,7 +63,6 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            inactivity_timeout: Duration::from_secs(30),
             threads: 1,
             cname: "courtline".into(),
         }
@@ -342,8 +339,9 @@ struct Call {
     prompt_ms_sent: u32,
     /// Last RTP or RTCP from the caller.
     last_heard: Instant,
-    /// Whether `Inactive` was reported.
-    inactive_reported: bool,
+    /// How long the caller may stay silent before `Inactive` is reported;
+    /// None until the call task asks for the watch, and again once reported.
+    silence_limit: Option<Duration>,
 }
 
 /// Which socket an epoll token is for.
@@ -517,7 +515,7 @@ impl Shard {
             dtmf: DtmfDetector::default(),
             prompt_ms_sent: 0,
             last_heard: now,
-            inactive_reported: false,
+            silence_limit: None,
         });
         self.poll_commands(slot);
     }
@@ -610,6 +608,11 @@ impl Shard {
                 call.caller.out.start_talkspurt();
                 call.operator = Some(leg);
                 call.source = Source::Relay;
+            }
+            MediaCommand::WatchInactivity(limit) => {
+                // Silence is counted from now, not from before the caller was answered.
+                call.last_heard = now;
+                call.silence_limit = Some(limit);
             }
             // Handled by `poll_commands`.
             MediaCommand::Stop(_) => {}
@@ -803,11 +806,13 @@ impl Shard {
 
     fn housekeeping(&mut self, now: Instant) {
         let ntp = Ntp::from_system(SystemTime::now());
-        let timeout = self.config.inactivity_timeout;
         let cname = self.config.cname.as_bytes();
         for call in self.calls.iter_mut().flatten() {
-            if !call.inactive_reported && now.duration_since(call.last_heard) >= timeout {
-                call.inactive_reported = true;
+            if call
+                .silence_limit
+                .is_some_and(|limit| now.duration_since(call.last_heard) >= limit)
+            {
+                call.silence_limit = None;
                 let _ = call.events.send(MediaEvent::Inactive);
             }
             let origin = call.pacer.origin();

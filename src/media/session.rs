@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,6 +52,9 @@ pub enum MediaCommand {
     PlayRingback,
     /// Connect caller and operator.
     Bridge(OperatorLeg),
+    /// From now on, report `Inactive` once the caller has sent neither RTP
+    /// nor RTCP for this long (sent when the caller's dialog is confirmed).
+    WatchInactivity(Duration),
     /// Stop and report the counters.
     Stop(oneshot::Sender<MediaStats>),
 }
@@ -64,8 +68,8 @@ pub enum MediaEvent {
     Dtmf(char),
     /// A socket failed; the call cannot continue.
     Fault(String),
-    /// Neither RTP nor RTCP came from the caller for the engine's inactivity
-    /// timeout (default 30 s): the call should end as `media_timeout`.
+    /// Neither RTP nor RTCP came from the caller for the time given in
+    /// `WatchInactivity`: the call should end as `media_timeout`.
     Inactive,
 }
 

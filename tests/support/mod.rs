@@ -55,6 +55,8 @@ pub struct Options {
     pub t1_ms: u64,
     /// Extra TOML lines for the `[sip]` section (TLS files, public address, ...).
     pub sip_extra: String,
+    /// Extra TOML lines for the `[media]` section (`rtp_timeout_s`, ...).
+    pub media_extra: String,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             rtp_ports: (30000, 30099),
             t1_ms: 500,
             sip_extra: String::new(),
+            media_extra: String::new(),
         }
     }
 }
@@ -145,6 +148,7 @@ t1_ms = {t1}
 [media]
 rtp_ports = "{lo}-{hi}"
 leading_silence_ms = 200
+{media_extra}
 
 [records.service]
 listen = "127.0.0.1:0"
@@ -178,6 +182,7 @@ ring_timeout_s = {ring}
             t1 = options.t1_ms,
             sip_extra = options.sip_extra,
             gap = options.prompt_gap_ms,
+            media_extra = options.media_extra,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
         let playlist = playlists(&config, &load_prompts(&config).unwrap())["02112368"].clone();
