@@ -18,14 +18,19 @@ fn reason(r: &CallRecord) -> EndReason {
     EndReason::try_from(r.end_reason).unwrap()
 }
 
-/// Sends 20 ms RTP packets from `socket` to `to` until `until`.
-async fn send_rtp_until(socket: &UdpSocket, to: std::net::SocketAddr, ssrc: u32, until: Instant) {
-    let mut seq = 0u16;
-    while Instant::now() < until {
+/// Sends PCMU packets with sequence numbers `seqs` (timestamps 160 apart per
+/// number) from `socket` to `to`, pausing `pause_ms(seq)` after each.
+async fn send_stream(
+    socket: &UdpSocket,
+    to: std::net::SocketAddr,
+    ssrc: u32,
+    seqs: impl IntoIterator<Item = u16>,
+    pause_ms: impl Fn(u16) -> u64,
+) {
+    for seq in seqs {
         let packet = rtp_packet(0, seq, u32::from(seq) * 160, ssrc, seq == 0, &[0x55; 160]);
         socket.send_to(&packet, to).await.unwrap();
-        seq = seq.wrapping_add(1);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms(seq))).await;
     }
 }
 
@@ -65,12 +70,9 @@ async fn caller_whose_media_stops_is_hung_up_as_media_timeout() {
     ));
 
     // The caller talks for 3.5 s, longer than the timeout: packets keep the call up.
-    let talking_until = Instant::now() + Duration::from_millis(3500);
     let talker = {
         let socket = caller_rtp.clone();
-        tokio::spawn(
-            async move { send_rtp_until(&socket, courtline_rtp, 0x77, talking_until).await },
-        )
+        tokio::spawn(async move { send_stream(&socket, courtline_rtp, 0x77, 0..175, |_| 20).await })
     };
     answer_operator(&operator, &op_rtp).await;
     talker.await.unwrap();
@@ -98,3 +100,163 @@ async fn caller_whose_media_stops_is_hung_up_as_media_timeout() {
     sb.stop().await;
 }
 
+/// An RTCP receiver report from `ssrc` with one block about `about`
+/// (RFC 3550 §6.4.2), written by hand: cumulative loss `lost`, LSR/DLSR as given.
+fn receiver_report(ssrc: u32, about: u32, lost: u32, lsr: u32, dlsr: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&about.to_be_bytes());
+    p.extend_from_slice(&(lost & 0x00ff_ffff).to_be_bytes());
+    for word in [0u32, 0, lsr, dlsr] {
+        p.extend_from_slice(&word.to_be_bytes());
+    }
+    p
+}
+
+/// Plays the RTCP side of a peer: reports about courtline's stream `about`
+/// (which makes courtline latch our RTCP address), waits for courtline's
+/// sender report, then answers it `hold` later while claiming only `claimed`
+/// of that delay (DLSR), so courtline measures a round trip of about
+/// `hold - claimed`.
+async fn answer_sender_report(
+    rtcp: &UdpSocket,
+    courtline_rtcp: std::net::SocketAddr,
+    ssrc: u32,
+    about: u32,
+    lost: u32,
+    hold: Duration,
+    claimed: Duration,
+) {
+    rtcp.send_to(&receiver_report(ssrc, about, lost, 0, 0), courtline_rtcp)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let deadline = Instant::now() + 8 * SEC;
+    let lsr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (n, _) = tokio::time::timeout(left, rtcp.recv_from(&mut buf))
+            .await
+            .expect("no sender report from courtline within 8 s")
+            .unwrap();
+        if n >= 28 && buf[1] == 200 && buf[4..8] == about.to_be_bytes() {
+            // The middle 32 bits of the SR's 64-bit NTP timestamp.
+            break u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
+        }
+    };
+    tokio::time::sleep(hold).await;
+    let dlsr = (claimed.as_micros() * 65_536 / 1_000_000) as u32;
+    rtcp.send_to(
+        &receiver_report(ssrc, about, lost, lsr, dlsr),
+        courtline_rtcp,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_figures_of_both_legs_are_in_the_record() {
+    let operator = SipPeer::bind().await;
+    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let op_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 400,
+        rtp_ports: (36100, 36199),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    let caller_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ok = caller.call("0").await;
+    let courtline_rtp = ok.sdp_rtp_addr();
+    let mut courtline_rtcp = courtline_rtp;
+    courtline_rtcp.set_port(courtline_rtp.port() + 1);
+    let (first, _) = recv_rtp(&caller.rtp, SEC).await.expect("prompt");
+    let caller_rtp = Arc::new(std::mem::replace(
+        &mut caller.rtp,
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    ));
+
+    // The caller sends 100 packets with sequence numbers 50-54 missing, at
+    // uneven intervals (10 ms, 30 ms, ...) against a steady 20 ms timestamp.
+    let caller_talk = {
+        let socket = caller_rtp.clone();
+        tokio::spawn(async move {
+            let seqs = (0u16..105).filter(|s| !(50..55).contains(s));
+            send_stream(&socket, courtline_rtp, 0xca11, seqs, |seq| {
+                10 + u64::from(seq % 2) * 20
+            })
+            .await;
+        })
+    };
+    let caller_reports = answer_sender_report(
+        &caller_rtcp,
+        courtline_rtcp,
+        0xca11,
+        first.ssrc,
+        7,
+        Duration::from_millis(80),
+        Duration::from_millis(20),
+    );
+    let operator_side = async {
+        let invite = answer_operator(&operator, &op_rtp).await;
+        let courtline_op_rtp = invite.sdp_rtp_addr();
+        let mut courtline_op_rtcp = courtline_op_rtp;
+        courtline_op_rtcp.set_port(courtline_op_rtp.port() + 1);
+        // Courtline's stream towards the operator: the relayed caller audio.
+        let (relayed, _) = recv_rtp(&op_rtp, 2 * SEC).await.expect("relayed RTP");
+        let talk = send_stream(&op_rtp, courtline_op_rtp, 0x0b, 0..50, |_| 20);
+        let reports = answer_sender_report(
+            &op_rtcp,
+            courtline_op_rtcp,
+            0x0b,
+            relayed.ssrc,
+            0,
+            Duration::from_millis(50),
+            Duration::ZERO,
+        );
+        tokio::join!(talk, reports);
+    };
+    tokio::join!(caller_reports, operator_side);
+    caller_talk.await.unwrap();
+    // Let the last report be taken in before hanging up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    caller.request("BYE").await;
+    let bye = operator.expect_request("BYE", 3 * SEC).await;
+    operator.respond(&bye, "200 OK", None, "", "").await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUp);
+
+    let caller_leg = record.caller_media.expect("caller leg figures");
+    assert_eq!(caller_leg.packets_received, 100);
+    assert_eq!(
+        caller_leg.packets_lost, 5,
+        "sequence numbers 50-54 never came"
+    );
+    assert!(
+        caller_leg.jitter_us >= 2_000,
+        "uneven arrival shows as jitter: {} µs",
+        caller_leg.jitter_us
+    );
+    assert_eq!(caller_leg.peer_reported_lost, Some(7));
+    let rtt = caller_leg.rtt_us.expect("caller round trip from its RTCP");
+    assert!((55_000..1_000_000).contains(&rtt), "caller RTT {rtt} µs");
+    assert!(
+        caller_leg.packets_sent >= 30 + 10,
+        "prompt, ringback, relay"
+    );
+    assert_eq!(caller_leg.packets_sent, record.rtp_packets_sent);
+    assert_eq!(caller_leg.packets_received, record.rtp_packets_received);
+
+    let operator_leg = record.operator_media.expect("operator leg figures");
+    assert_eq!(operator_leg.packets_received, 50);
+    assert_eq!(operator_leg.packets_lost, 0);
+    assert!(operator_leg.packets_sent > 0, "caller audio relayed");
+    assert_eq!(operator_leg.peer_reported_lost, Some(0));
+    let rtt = operator_leg
+        .rtt_us
+        .expect("operator round trip from its RTCP");
+    assert!((45_000..1_000_000).contains(&rtt), "operator RTT {rtt} µs");
+    sb.stop().await;
+}

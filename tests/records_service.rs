@@ -79,6 +79,24 @@ async fn events_are_idempotent_and_calls_are_projected(db: Db) {
     // Each prompt of the playlist comes back as sent, in order.
     assert_eq!(record.prompts, records_common::record(2).prompts);
     assert_eq!(record.prompts.len(), 2);
+    // Per-leg media figures come back exactly (RTT present for this one).
+    assert_eq!(record.caller_media, records_common::record(2).caller_media);
+    assert!(record.caller_media.unwrap().rtt_us.is_some());
+    assert_eq!(record.operator_media, None);
+    let bridged = client
+        .get_call(GetCallRequest {
+            call_id: call_id(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    assert_eq!(
+        bridged.operator_media,
+        records_common::record(1).operator_media
+    );
+    assert_eq!(bridged.caller_media.unwrap().rtt_us, None);
     let kinds: Vec<&str> = call.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["received", "answered", "prompt_started", "ended"]);
     assert!(call

@@ -26,9 +26,9 @@ use super::reoffer;
 use crate::media::codec::Codec;
 use crate::media::prompt::Playlist;
 use crate::media::session::{
-    self as media, CallerLeg, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
+    self as media, CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
 };
-use crate::records::pb::{CallRecord, EndReason};
+use crate::records::pb::{CallRecord, EndReason, LegMedia};
 use crate::sdp::{Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
 use crate::sip::leg::{header, local_ip_toward, sdp_content_type};
 use crate::sip::session_timer::{SessionTimer, TimerDue};
@@ -768,6 +768,11 @@ fn finish(
     {
         played.ms_sent = ms_sent;
     }
+    // A call refused or ended before its media started has no figures to show.
+    if stats.caller != LegStats::default() {
+        record.caller_media = Some(leg_media(&stats.caller));
+    }
+    record.operator_media = stats.operator.as_ref().map(leg_media);
     let reason = EndReason::try_from(record.end_reason).unwrap_or(EndReason::Unspecified);
     info!(
         call_id,
@@ -780,6 +785,18 @@ fn finish(
         "call state"
     );
     shared.records.send(record);
+}
+
+/// A leg's figures in the record's terms.
+fn leg_media(stats: &LegStats) -> LegMedia {
+    LegMedia {
+        packets_sent: stats.packets_sent,
+        packets_received: stats.packets_received,
+        packets_lost: stats.packets_lost,
+        jitter_us: stats.jitter_us,
+        rtt_us: stats.rtt_us,
+        peer_reported_lost: stats.peer_reported_lost,
+    }
 }
 
 fn log_phase(call_id: &str, facts: &CallFacts, phase: Phase, operator: Option<&str>) {

@@ -17,7 +17,8 @@ use crate::records::pb::{
     GetCallRequest, ListCallsRequest, SortOrder,
 };
 use crate::records::query::{
-    parse_end_reason, parse_state, parse_time, prompt_lines, state_label, write_calls, OutputFormat,
+    media_lines, parse_end_reason, parse_state, parse_time, prompt_lines, state_label, write_calls,
+    OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -340,6 +341,13 @@ async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
         if !record.prompts.is_empty() {
             writeln!(out, "prompts:")?;
             for line in prompt_lines(record) {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        let media = media_lines(record);
+        if !media.is_empty() {
+            writeln!(out, "media:")?;
+            for line in media {
                 writeln!(out, "  {line}")?;
             }
         }

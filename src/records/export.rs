@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::{HashAlgorithm, GENESIS_PREV};
 use super::pb::{CallRecord, ExportFormat, ExportManifest};
-use super::query::{ExportRow, CSV_HEADER};
+use super::query::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
 use super::signing::manifest_signature_valid;
 
 /// First field of the CSV record that carries the manifest.
@@ -304,19 +304,16 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
             .collect::<Vec<_>>()
             .join(",")
     };
-    // Exports made before playlists have no `prompts` column (always the last):
-    // such rows read as having none, which hashes exactly as they were written.
-    let without_prompts = &CSV_HEADER[..CSV_HEADER.len() - 1];
-    let missing_prompts = if first.trim_end() == header_of(&CSV_HEADER) {
-        false
-    } else if first.trim_end() == header_of(without_prompts) {
-        true
-    } else {
-        return Err(ExportError::Malformed {
+    // Exports made by an older courtline lack the last optional columns
+    // (`media`, then also `prompts`): such rows read as having them empty,
+    // which hashes exactly as they were written.
+    let missing = (0..=OPTIONAL_COLUMNS.len())
+        .find(|&missing| first.trim_end() == header_of(&CSV_HEADER[..CSV_HEADER.len() - missing]))
+        .ok_or_else(|| ExportError::Malformed {
             line: 1,
             problem: "not a courtline export (the CSV header differs)".into(),
-        });
-    };
+        })?;
+    let written = CSV_HEADER.len() - missing;
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -336,10 +333,12 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
             continue;
         }
         let mut record = record;
-        if missing_prompts && record.len() == without_prompts.len() + 1 {
-            let mut padded: csv::StringRecord = record.iter().take(without_prompts.len()).collect();
-            padded.push_field("");
-            padded.push_field(record.get(without_prompts.len()).unwrap_or_default());
+        if missing > 0 && record.len() == written + 1 {
+            let mut padded: csv::StringRecord = record.iter().take(written).collect();
+            for _ in 0..missing {
+                padded.push_field("");
+            }
+            padded.push_field(record.get(written).unwrap_or_default());
             record = padded;
         }
         lines.push(
@@ -542,30 +541,62 @@ mod tests {
     }
 
     #[test]
-    fn csv_exports_from_before_playlists_still_verify() {
+    fn rows_with_media_figures_verify_and_a_changed_figure_is_caught() {
+        let mut records: Vec<CallRecord> = (1..=2).map(record).collect();
+        records[1].caller_media = Some(crate::records::pb::LegMedia {
+            packets_sent: 900,
+            packets_received: 880,
+            packets_lost: 20,
+            jitter_us: 4_321,
+            rtt_us: Some(52_000),
+            peer_reported_lost: Some(3),
+        });
+        for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+            let (text, key) = export(format, &records);
+            assert!(text.contains("4321"), "{text}");
+            assert!(
+                problems(&text, Some(key.public_key().to_bytes())).is_empty(),
+                "{text}"
+            );
+            let changed = text.replacen("4321", "1234", 1);
+            let found = problems(&changed, None);
+            assert!(
+                found.iter().any(|p| p.contains("was modified")),
+                "{format:?} {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_exports_from_before_playlists_and_media_figures_still_verify() {
         let records: Vec<CallRecord> = (1..=3).map(record).collect();
         let (text, key) = export(ExportFormat::Csv, &records);
-        // The same file as a courtline without the `prompts` column wrote it.
-        let old: Vec<String> = text
-            .lines()
-            .map(|line| {
-                if line.ends_with(",prompts,row_hash") {
-                    line.replace(",prompts,row_hash", ",row_hash")
-                } else if line.starts_with(CSV_MANIFEST_MARKER) {
-                    line.to_owned()
-                } else {
-                    // Drop the empty prompts field just before the row hash.
+        // The same file as an older courtline wrote it: without `media`
+        // (before per-leg figures), and without `prompts,media` (before playlists).
+        for dropped in [&["media"][..], &["prompts", "media"][..]] {
+            let old: Vec<String> = text
+                .lines()
+                .map(|line| {
+                    if line.starts_with(CSV_MANIFEST_MARKER) {
+                        return line.to_owned();
+                    }
+                    if line.ends_with(",row_hash") {
+                        let columns = format!(",{},row_hash", dropped.join(","));
+                        return line.replace(&columns, ",row_hash");
+                    }
+                    // Drop the empty fields just before the row hash.
                     let cut = line.rfind(',').unwrap();
-                    assert_eq!(&line[cut - 1..cut], ",", "{line}");
-                    format!("{}{}", &line[..cut - 1], &line[cut..])
-                }
-            })
-            .collect();
-        let old = old.join("\n");
-        assert!(!old.lines().next().unwrap().contains("prompts"));
-        let check = verify_export(old.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
-        assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
-        assert_eq!(check.rows, 3);
+                    let empty = ",".repeat(dropped.len());
+                    assert_eq!(&line[cut - dropped.len()..cut], empty, "{line}");
+                    format!("{}{}", &line[..cut - dropped.len()], &line[cut..])
+                })
+                .collect();
+            let old = old.join("\n");
+            assert!(!old.lines().next().unwrap().contains("media"));
+            let check = verify_export(old.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+            assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
+            assert_eq!(check.rows, 3);
+        }
     }
 
     #[test]

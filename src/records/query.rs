@@ -10,7 +10,7 @@ use std::io::Write;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::pb::{CallRecord, CallState, EndReason, PlayedPrompt};
+use super::pb::{CallRecord, CallState, EndReason, LegMedia, PlayedPrompt};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -180,6 +180,126 @@ pub struct ExportRow {
     /// before playlists existed hash (and verify) as they did then.
     #[serde(default)]
     prompts: String,
+    /// Both legs' RTP/RTCP figures, as [`media_json`] text (one CSV cell);
+    /// after `prompts` and left out of the canonical JSON when empty, for the
+    /// same reason.
+    #[serde(default)]
+    media: String,
+}
+
+/// One leg's figures as they appear in records' `media` text (proto field names).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegMediaEntry {
+    /// [`LegMedia::packets_sent`].
+    packets_sent: u64,
+    /// [`LegMedia::packets_received`].
+    packets_received: u64,
+    /// [`LegMedia::packets_lost`].
+    packets_lost: u64,
+    /// [`LegMedia::jitter_us`].
+    jitter_us: u32,
+    /// [`LegMedia::rtt_us`]; absent when the peer sent no RTCP report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rtt_us: Option<u32>,
+    /// [`LegMedia::peer_reported_lost`]; absent when the peer sent no RTCP report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer_reported_lost: Option<i32>,
+}
+
+impl From<&LegMedia> for LegMediaEntry {
+    fn from(m: &LegMedia) -> Self {
+        LegMediaEntry {
+            packets_sent: m.packets_sent,
+            packets_received: m.packets_received,
+            packets_lost: m.packets_lost,
+            jitter_us: m.jitter_us,
+            rtt_us: m.rtt_us,
+            peer_reported_lost: m.peer_reported_lost,
+        }
+    }
+}
+
+impl From<LegMediaEntry> for LegMedia {
+    fn from(e: LegMediaEntry) -> Self {
+        LegMedia {
+            packets_sent: e.packets_sent,
+            packets_received: e.packets_received,
+            packets_lost: e.packets_lost,
+            jitter_us: e.jitter_us,
+            rtt_us: e.rtt_us,
+            peer_reported_lost: e.peer_reported_lost,
+        }
+    }
+}
+
+/// Both legs' figures in records' `media` text; a leg without media is left out.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaEntry {
+    /// [`CallRecord::caller_media`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    caller: Option<LegMediaEntry>,
+    /// [`CallRecord::operator_media`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    operator: Option<LegMediaEntry>,
+}
+
+/// A call's per-leg media figures as compact JSON text, the form the calls
+/// table, CSV and exports keep; `""` when neither leg had media.
+pub fn media_json(record: &CallRecord) -> String {
+    if record.caller_media.is_none() && record.operator_media.is_none() {
+        return String::new();
+    }
+    let entry = MediaEntry {
+        caller: record.caller_media.as_ref().map(LegMediaEntry::from),
+        operator: record.operator_media.as_ref().map(LegMediaEntry::from),
+    };
+    // Integers always serialise.
+    serde_json::to_string(&entry).unwrap_or_default()
+}
+
+/// The inverse of [`media_json`]: `(caller_media, operator_media)`; the error
+/// says what is wrong with the text.
+pub fn parse_media_json(text: &str) -> Result<(Option<LegMedia>, Option<LegMedia>), String> {
+    if text.is_empty() {
+        return Ok((None, None));
+    }
+    let entry: MediaEntry = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok((
+        entry.caller.map(LegMedia::from),
+        entry.operator.map(LegMedia::from),
+    ))
+}
+
+/// One line per leg with media, for `calls get`: what was sent, received and
+/// lost, jitter, and what the peer's RTCP said (when it sent any).
+pub fn media_lines(record: &CallRecord) -> Vec<String> {
+    let ms = |us: u32| format!("{:.1} ms", f64::from(us) / 1000.0);
+    [
+        ("caller", &record.caller_media),
+        ("operator", &record.operator_media),
+    ]
+    .into_iter()
+    .filter_map(|(leg, media)| {
+        let m = media.as_ref()?;
+        let rtcp = match (m.rtt_us, m.peer_reported_lost) {
+            (None, None) => "no RTCP reports from the peer".to_owned(),
+            (rtt, lost) => format!(
+                "RTT {}, peer reports {} of ours lost",
+                rtt.map_or_else(|| "unknown".to_owned(), ms),
+                lost.map_or_else(|| "none".to_owned(), |l| l.to_string())
+            ),
+        };
+        Some(format!(
+            "{leg}: {} packets sent, {} received, {} lost, jitter {}; {rtcp}",
+            m.packets_sent,
+            m.packets_received,
+            m.packets_lost,
+            ms(m.jitter_us)
+        ))
+    })
+    .collect()
 }
 
 /// One prompt as it appears in records' `prompts` text, in proto field order.
@@ -275,20 +395,24 @@ impl ExportRow {
         &self.call_id
     }
 
-    /// The canonical JSON of the row: what exports hash. A row without
-    /// prompts leaves the field out, as rows did before it existed.
+    /// The canonical JSON of the row: what exports hash. Empty optional
+    /// columns at the end (`media`, then `prompts`) are left out, as rows were
+    /// before those columns existed.
     pub fn canonical_json(&self) -> String {
         // Strings, numbers and booleans always serialise.
-        let json = serde_json::to_string(self).unwrap_or_default();
-        match json.strip_suffix(r#","prompts":""}"#) {
-            Some(head) => format!("{head}}}"),
-            None => json,
+        let mut json = serde_json::to_string(self).unwrap_or_default();
+        for column in OPTIONAL_COLUMNS.iter().rev() {
+            match json.strip_suffix(&format!(",\"{column}\":\"\"}}")) {
+                Some(head) => json = format!("{head}}}"),
+                None => break,
+            }
         }
+        json
     }
 }
 
 /// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-pub const CSV_HEADER: [&str; 36] = [
+pub const CSV_HEADER: [&str; 37] = [
     "call_id",
     "sip_call_id",
     "line_number",
@@ -325,7 +449,12 @@ pub const CSV_HEADER: [&str; 36] = [
     "flagged",
     "node_id",
     "prompts",
+    "media",
 ];
+
+/// Trailing columns that older exports lack, in order: a file may miss the
+/// last one or more of them, and their empty values stay out of row hashes.
+pub const OPTIONAL_COLUMNS: [&str; 2] = ["prompts", "media"];
 
 impl From<&CallRecord> for ExportRow {
     fn from(r: &CallRecord) -> Self {
@@ -366,6 +495,7 @@ impl From<&CallRecord> for ExportRow {
             flagged: r.flagged,
             node_id: r.node_id.clone(),
             prompts: prompts_json(&r.prompts),
+            media: media_json(r),
         }
     }
 }
@@ -585,6 +715,15 @@ mod tests {
             sip_final_status: 200,
             rtp_packets_sent: 400,
             rtp_packets_received: 398,
+            caller_media: Some(LegMedia {
+                packets_sent: 400,
+                packets_received: 398,
+                packets_lost: 2,
+                jitter_us: 1_250,
+                rtt_us: Some(41_000),
+                peer_reported_lost: Some(0),
+            }),
+            operator_media: None,
             state: CallState::Ended as i32,
             flagged: false,
             node_id: "sb-1".to_owned(),
@@ -622,6 +761,41 @@ mod tests {
         assert_eq!(parse_prompts_json("").unwrap(), vec![]);
         assert!(parse_prompts_json("[{\"id\":1}]").is_err());
         assert!(parse_prompts_json("nonsense").is_err());
+    }
+
+    #[test]
+    fn media_text_round_trips_and_reads_as_lines() {
+        let mut record = sample();
+        if let Some(caller) = record.caller_media.as_mut() {
+            caller.jitter_us = 1_260;
+        }
+        record.operator_media = Some(LegMedia {
+            packets_sent: 10,
+            packets_received: 9,
+            packets_lost: 1,
+            jitter_us: 500,
+            rtt_us: None,
+            peer_reported_lost: None,
+        });
+        let text = media_json(&record);
+        assert!(text.ends_with(r#""operator":{"packets_sent":10,"packets_received":9,"packets_lost":1,"jitter_us":500}}"#), "{text}");
+        assert_eq!(
+            parse_media_json(&text).unwrap(),
+            (record.caller_media, record.operator_media)
+        );
+        assert_eq!(
+            media_lines(&record),
+            [
+                "caller: 400 packets sent, 398 received, 2 lost, jitter 1.3 ms; RTT 41.0 ms, peer reports 0 of ours lost",
+                "operator: 10 packets sent, 9 received, 1 lost, jitter 0.5 ms; no RTCP reports from the peer",
+            ]
+        );
+        record.caller_media = None;
+        record.operator_media = None;
+        assert_eq!(media_json(&record), "");
+        assert_eq!(parse_media_json("").unwrap(), (None, None));
+        assert!(media_lines(&record).is_empty());
+        assert!(parse_media_json(r#"{"caller":{"packets_sent":1}}"#).is_err());
     }
 
     #[test]
@@ -665,6 +839,13 @@ mod tests {
             "{with}"
         );
         record.prompts.clear();
+        // Media figures after an empty prompts column keep that column.
+        let media_only = ExportRow::from(&record).canonical_json();
+        assert!(
+            media_only.contains(r#""node_id":"sb-1","prompts":"","media":"{"#),
+            "{media_only}"
+        );
+        record.caller_media = None;
         let without = ExportRow::from(&record).canonical_json();
         assert!(without.ends_with(r#""node_id":"sb-1"}"#), "{without}");
         assert!(!without.contains("prompts"), "{without}");
@@ -753,6 +934,10 @@ mod tests {
         assert_eq!(field("end_reason"), "no_answer");
         assert_eq!(field("operator_answered_at"), "");
         assert_eq!(field("rtp_packets_received"), "398");
+        assert_eq!(
+            field("media"),
+            r#"{"caller":{"packets_sent":400,"packets_received":398,"packets_lost":2,"jitter_us":1250,"rtt_us":41000,"peer_reported_lost":0}}"#
+        );
         // Same field order as JSON.
         let json: serde_json::Value = serde_json::from_str(&record_json(&sample())).unwrap();
         assert_eq!(json["call_id"], field("call_id"));

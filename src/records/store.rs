@@ -23,7 +23,7 @@ use super::chain::{EventHeader, StoredEvent};
 use super::pb::{
     CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, SortOrder,
 };
-use super::query::{parse_prompts_json, prompts_json};
+use super::query::{media_json, parse_media_json, parse_prompts_json, prompts_json};
 
 /// Page size used when a query asks for 0 (the proto's "server default").
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -45,9 +45,9 @@ const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, calle
     prompt_started_at_ms, prompt_ended_at_ms, operator_answered_at_ms, ended_at_ms, prompt_id, \
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
     prompts, operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
-    state, flagged, node_id, last_seq";
+    media, state, flagged, node_id, last_seq";
 /// Number of names in [`CALL_COLUMNS`].
-const CALL_COLUMN_COUNT: usize = 31;
+const CALL_COLUMN_COUNT: usize = 32;
 /// Every events column.
 const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
@@ -563,6 +563,7 @@ fn bind_call(sql: &mut Sql, record: &CallRecord, state: CallState, node_id: &str
     // Bit-for-bit: u64 counters round-trip through i64 unchanged.
     let _ = args.add(r.rtp_packets_sent as i64);
     let _ = args.add(r.rtp_packets_received as i64);
+    let _ = args.add(media_json(r));
     let _ = args.add(state as i64);
     // New rows start unflagged; the upsert never overwrites an existing flag.
     let _ = args.add(0_i64);
@@ -1177,6 +1178,11 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
             detail: format!("{name} = {value} is not a u32"),
         })
     };
+    let (caller_media, operator_media) = parse_media_json(&get::<String>(row, "media", id)?)
+        .map_err(|detail| StoreError::Corrupt {
+            key: id.to_owned(),
+            detail: format!("media: {detail}"),
+        })?;
     let enumeration = |name: &str| -> Result<i32, StoreError> {
         let value: i64 = get(row, name, id)?;
         i32::try_from(value).map_err(|_| StoreError::Corrupt {
@@ -1216,6 +1222,8 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         sip_final_status: small("sip_final_status")?,
         rtp_packets_sent: get::<i64>(row, "rtp_packets_sent", id)? as u64,
         rtp_packets_received: get::<i64>(row, "rtp_packets_received", id)? as u64,
+        caller_media,
+        operator_media,
         state: enumeration("state")?,
         flagged: get::<i64>(row, "flagged", id)? != 0,
         node_id: get(row, "node_id", id)?,

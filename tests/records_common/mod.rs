@@ -10,7 +10,7 @@ use courtline::records::client::{connect, ClientOptions, RecordsClient};
 use courtline::records::ledger::CheckpointPolicy;
 use courtline::records::pb::node_event::Kind;
 use courtline::records::pb::{
-    CallMilestone, CallRecord, EndReason, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
+    CallMilestone, CallRecord, EndReason, LegMedia, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
 };
 use courtline::records::service::{OpenedService, ServiceSettings};
 use tokio::net::TcpListener;
@@ -233,6 +233,23 @@ pub fn record(n: u32) -> CallRecord {
         } else {
             Vec::new()
         },
+        caller_media: Some(LegMedia {
+            packets_sent: 1_500 + u64::from(n),
+            packets_received: 1_490,
+            packets_lost: 3,
+            jitter_us: 2_375,
+            rtt_us: (n % 2 == 0).then_some(48_250),
+            peer_reported_lost: Some(-1),
+        }),
+        // Bridged calls have the operator leg's figures too.
+        operator_media: (n % 3 == 1).then_some(LegMedia {
+            packets_sent: 900,
+            packets_received: 905,
+            packets_lost: 0,
+            jitter_us: 125,
+            rtt_us: None,
+            peer_reported_lost: None,
+        }),
         ..CallRecord::default()
     }
 }
