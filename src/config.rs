@@ -362,6 +362,22 @@ pub struct LineConfig {
     /// Seconds each operator may ring before the next one is tried.
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u32,
+    /// When the caller is answered: before the warning, or only once the operator answers.
+    #[serde(default)]
+    pub answer_mode: AnswerMode,
+}
+
+/// `[[lines]] answer_mode`: when the caller's INVITE gets its 200 OK.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// 200 OK at once (after `answer_delay_ms`); the warning follows the ACK.
+    #[default]
+    Answer,
+    /// 183 Session Progress with SDP; the warning and the ringback are early
+    /// media, and the caller gets its 200 OK only when the operator answers,
+    /// so the call is not billed for the warning.
+    EarlyMedia,
 }
 
 fn default_ring_timeout_s() -> u32 {
@@ -1159,6 +1175,20 @@ operator = "sip:operator@127.0.0.1:5090"
             let e = error_for(&format!("{extra}{}", base()));
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn answer_mode_defaults_to_answer_and_takes_early_media() {
+        let config = Config::from_toml_str(&base(), "t").unwrap();
+        assert_eq!(config.lines[0].answer_mode, AnswerMode::Answer);
+        let text = format!("{}answer_mode = \"early_media\"\n", base());
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        assert_eq!(config.lines[0].answer_mode, AnswerMode::EarlyMedia);
+        let e = error_for(&format!("{}answer_mode = \"early\"\n", base()));
+        assert!(
+            e.contains("answer_mode") || e.contains("early_media"),
+            "{e}"
+        );
     }
 
     #[test]

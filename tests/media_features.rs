@@ -7,6 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use courtline::media::codec::Codec;
 use courtline::records::pb::{CallRecord, EndReason};
 use support::*;
 use tokio::net::UdpSocket;
@@ -34,18 +35,23 @@ async fn send_stream(
     }
 }
 
-/// An operator peer that answers the INVITE with 200 OK (PCMU) and takes the ACK.
-async fn answer_operator(operator: &SipPeer, op_rtp: &UdpSocket) -> Sip {
-    let invite = operator.expect_request("INVITE", 5 * SEC).await;
+/// The operator peer answers `invite` with 200 OK (PCMU, telephone-event) and takes the ACK.
+async fn operator_answers(operator: &SipPeer, invite: &Sip, op_rtp: &UdpSocket) {
     let body = sdp(op_rtp.local_addr().unwrap(), "0 101");
     let contact = format!(
         "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
         operator.addr
     );
     operator
-        .respond(&invite, "200 OK", Some("op1"), &contact, &body)
+        .respond(invite, "200 OK", Some("op1"), &contact, &body)
         .await;
     operator.expect_request("ACK", 2 * SEC).await;
+}
+
+/// An operator peer that answers the next INVITE at once; returns the INVITE.
+async fn answer_operator(operator: &SipPeer, op_rtp: &UdpSocket) -> Sip {
+    let invite = operator.expect_request("INVITE", 5 * SEC).await;
+    operator_answers(operator, &invite, op_rtp).await;
     invite
 }
 
@@ -258,5 +264,178 @@ async fn rtcp_figures_of_both_legs_are_in_the_record() {
         .rtt_us
         .expect("operator round trip from its RTCP");
     assert!((45_000..1_000_000).contains(&rtt), "operator RTT {rtt} µs");
+    sb.stop().await;
+}
+
+/// Waits for 200 to CANCEL and 487 to the INVITE; ACKs the 487.
+async fn expect_cancelled(caller: &Caller) {
+    let mut cancel_ok = false;
+    let mut terminated = None;
+    while terminated.is_none() || !cancel_ok {
+        let msg = caller.sip.recv(3 * SEC).await.expect("answers to CANCEL");
+        match (msg.status(), msg.header("cseq").unwrap_or("")) {
+            (200, cseq) if cseq.ends_with("CANCEL") => cancel_ok = true,
+            (487, cseq) if cseq.ends_with("INVITE") => terminated = Some(msg),
+            (status, _) => assert!(status < 200, "unexpected {}", msg.first_line),
+        }
+    }
+    let to = terminated.unwrap().header("to").unwrap().to_string();
+    caller
+        .ack(&to, &format!("z9hG4bK-inv-{}", caller.call_id))
+        .await;
+}
+
+fn early_media_line(operator: &SipPeer, rtp_ports: (u16, u16)) -> Options {
+    Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 600,
+        rtp_ports,
+        line_extra: "answer_mode = \"early_media\"".into(),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_line_plays_the_warning_before_answering_and_answers_with_the_operator() {
+    let operator = SipPeer::bind().await;
+    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sb = TestSwitchboard::start(early_media_line(&operator, (36200, 36299))).await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "0 101").await;
+    let progress = caller.sip.expect_status(183, 2 * SEC).await;
+    assert_eq!(progress.header("content-type"), Some("application/sdp"));
+    assert!(
+        progress.body.contains(" RTP/AVP 0 101"),
+        "{}",
+        progress.body
+    );
+    let courtline_rtp = progress.sdp_rtp_addr();
+
+    // The whole warning as early media, byte-exact, from the 183's address.
+    let count = sb.playlist.frame_count();
+    let mut prompt = Vec::with_capacity(count);
+    for i in 0..count {
+        let (p, from) = recv_rtp(&caller.rtp, SEC)
+            .await
+            .unwrap_or_else(|| panic!("early media packet {i} missing"));
+        assert_eq!(from, courtline_rtp);
+        assert_eq!(p.payload, sb.playlist.frame(Codec::Pcmu, i), "frame {i}");
+        prompt.push(p);
+    }
+    assert!(prompt[0].marker);
+
+    // Ringback while the operator rings; still no final response to the caller.
+    let invite = operator.expect_request("INVITE", 2 * SEC).await;
+    operator
+        .respond(&invite, "180 Ringing", Some("op1"), "", "")
+        .await;
+    let mut ringback = 0;
+    let mut last = prompt.last().unwrap().clone();
+    while ringback < 10 {
+        let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("ringback");
+        assert_eq!(
+            p.ssrc, prompt[0].ssrc,
+            "one stream from warning to ringback"
+        );
+        assert_eq!(p.seq, last.seq.wrapping_add(1));
+        if p.payload.iter().any(|&b| b != 0xff && b != 0x7f) {
+            ringback += 1;
+        }
+        last = p;
+    }
+    assert!(
+        caller.sip.recv(Duration::ZERO).await.is_none(),
+        "the caller is not answered while the operator rings"
+    );
+
+    // The operator answers: now the caller gets its 200 OK, with the 183's SDP.
+    operator_answers(&operator, &invite, &op_rtp).await;
+    let ok = caller.sip.expect_status(200, 2 * SEC).await;
+    assert_eq!(
+        ok.body, progress.body,
+        "same SDP (address, port, o= version) in the 183 and the 200"
+    );
+    caller.to = ok.header("to").unwrap().to_string();
+    let to = caller.to.clone();
+    caller.ack(&to, "z9hG4bK-ack-1").await;
+
+    // The operator's voice continues the caller's one stream.
+    let courtline_op_rtp = invite.sdp_rtp_addr();
+    send_stream(&op_rtp, courtline_op_rtp, 0x0b, 0..10, |_| 20).await;
+    let mut relayed = 0;
+    while let Some((p, _)) = recv_rtp(&caller.rtp, Duration::from_millis(300)).await {
+        if p.payload == [0x55; 160] {
+            assert_eq!(p.ssrc, prompt[0].ssrc);
+            relayed += 1;
+        }
+    }
+    assert!(relayed >= 8, "operator audio relayed: {relayed}");
+
+    caller.request("BYE").await;
+    let bye = operator.expect_request("BYE", 3 * SEC).await;
+    operator.respond(&bye, "200 OK", None, "", "").await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUp);
+    assert!(record.prompt_completed);
+    assert_eq!(record.sip_final_status, 200);
+    assert!(
+        record.answered_at_ms >= record.prompt_ended_at_ms,
+        "answered after the warning, not before: {record:?}"
+    );
+    assert!(record.answered_at_ms >= record.operator_answered_at_ms);
+    assert!(record.prompt_started_at_ms < record.prompt_ended_at_ms);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_early_media_is_answered_487_and_recorded() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(early_media_line(&operator, (36300, 36399))).await;
+
+    // During the warning.
+    let mut caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "0").await;
+    caller.sip.expect_status(183, 2 * SEC).await;
+    for _ in 0..15 {
+        recv_rtp(&caller.rtp, SEC).await.expect("early media");
+    }
+    caller.request("CANCEL").await;
+    expect_cancelled(&caller).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUpDuringPrompt);
+    assert_eq!(record.sip_final_status, 487);
+    assert_eq!(record.answered_at_ms, 0);
+    assert!(!record.prompt_completed);
+    assert!(
+        (300..800).contains(&record.prompt_ms_sent),
+        "{}",
+        record.prompt_ms_sent
+    );
+    // The early media stops with the call.
+    while recv_rtp(&caller.rtp, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+
+    // During the ringback: the operator's INVITE is cancelled as well.
+    let mut caller = Caller::new(sb.sip).await;
+    caller.invite("02112368", "0").await;
+    caller.sip.expect_status(183, 2 * SEC).await;
+    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    operator
+        .respond(&invite, "180 Ringing", Some("op2"), "", "")
+        .await;
+    caller.request("CANCEL").await;
+    expect_cancelled(&caller).await;
+    let cancel = operator.expect_request("CANCEL", 2 * SEC).await;
+    operator.respond(&cancel, "200 OK", None, "", "").await;
+    operator
+        .respond(&invite, "487 Request Terminated", Some("op2"), "", "")
+        .await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUp);
+    assert_eq!(record.sip_final_status, 487);
+    assert_eq!(record.answered_at_ms, 0);
+    assert!(record.prompt_completed);
     sb.stop().await;
 }

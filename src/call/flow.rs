@@ -46,6 +46,11 @@ pub struct CallFacts {
     pub ring_timeout: Duration,
     /// How long to ring the caller before answering.
     pub answer_delay: Duration,
+    /// The line plays the warning as early media (183 Session Progress) and
+    /// answers the caller only when the operator answers, so the caller is not
+    /// billed for the warning. Off for delayed-offer INVITEs (no SDP to answer
+    /// in a 183 without PRACK).
+    pub early_media: bool,
     /// Wall-clock time the INVITE arrived, Unix ms; other times are derived from it.
     pub received_at_ms: i64,
 }
@@ -57,9 +62,11 @@ pub enum Phase {
     Ringing,
     /// 200 OK sent; waiting for the caller's ACK before any audio.
     Answering,
-    /// The warning is playing and cannot be skipped.
+    /// The warning is playing and cannot be skipped (as early media on an
+    /// `early_media` line: the caller is not answered yet).
     Prompting,
-    /// Calling operator number `target` of the hunt list; caller hears ringback.
+    /// Calling operator number `target` of the hunt list; caller hears ringback
+    /// (early media on an `early_media` line).
     DialingOperator {
         /// Index into the hunt list.
         target: usize,
@@ -164,6 +171,9 @@ pub enum CallAction {
     RingCaller,
     /// Send 200 OK with our SDP answer to the caller.
     AnswerCaller,
+    /// Send 183 Session Progress with the same SDP answer the 200 OK will
+    /// carry: what follows (prompt, ringback) is early media.
+    ProgressCaller,
     /// The caller's dialog is confirmed: from now on its silence (no RTP or
     /// RTCP for the configured time) is reported as `CallerMediaTimeout`.
     WatchCallerMedia,
@@ -209,6 +219,9 @@ pub struct CallFlow {
     started: Instant,
     /// Pending timer: answer delay in `Ringing`, ring timeout in `DialingOperator`.
     deadline: Option<Instant>,
+    /// Whether the caller got our 200 OK (early media calls get it only when
+    /// the operator answers): decides between a final response and a BYE.
+    caller_answered: bool,
     /// The record being filled in as the call progresses.
     record: CallRecord,
 }
@@ -239,12 +252,13 @@ impl CallFlow {
             actions: VecDeque::new(),
             started: now,
             deadline: None,
+            caller_answered: false,
             record,
         };
         flow.actions
             .push_back(CallAction::Milestone(Milestone::Received));
         if flow.facts.answer_delay.is_zero() {
-            flow.answer(now);
+            flow.pick_up(now);
         } else {
             flow.actions.push_back(CallAction::RingCaller);
             flow.deadline = Some(now + flow.facts.answer_delay);
@@ -313,7 +327,7 @@ impl CallFlow {
             _ => return,
         }
         match self.phase {
-            Phase::Ringing => self.answer(now),
+            Phase::Ringing => self.pick_up(now),
             Phase::DialingOperator { target } => {
                 self.actions.push_back(CallAction::CancelOperator);
                 self.operator_failed(target, EndReason::NoAnswer, now);
@@ -327,6 +341,8 @@ impl CallFlow {
         use CallInput::*;
         match (self.phase, input) {
             (Phase::Ended, _) => {}
+            // A CANCEL that crossed our 200 OK changes nothing (the stack answered it 200).
+            (_, CallerCancelled) if self.caller_answered => {}
 
             (Phase::Ringing | Phase::Answering, CallerCancelled) => {
                 self.record.sip_final_status = 487;
@@ -339,10 +355,7 @@ impl CallFlow {
             (Phase::Answering, CallerAckTimeout) => self.end(EndReason::NoAck, now),
             (Phase::Answering, CallerAcked) => {
                 self.actions.push_back(CallAction::WatchCallerMedia);
-                self.phase = Phase::Prompting;
-                self.record.prompt_started_at_ms = self.wall_ms(now);
-                self.milestone(Milestone::PromptStarted);
-                self.actions.push_back(CallAction::StartPrompt);
+                self.start_prompt(now);
             }
             (Phase::Prompting, CallerDtmf(digit)) => self.record.dtmf_during_prompt.push(digit),
             (Phase::Prompting, PromptFinished) => {
@@ -352,7 +365,12 @@ impl CallFlow {
                 self.actions.push_back(CallAction::StartRingback);
                 self.dial(0, now);
             }
-            (Phase::Prompting, CallerHungUp) => {
+            // CANCEL comes only before our 200 OK: here, during early media
+            // (the stack has answered it with 487).
+            (Phase::Prompting, hangup @ (CallerHungUp | CallerCancelled)) => {
+                if hangup == CallerCancelled {
+                    self.record.sip_final_status = 487;
+                }
                 self.record.prompt_ended_at_ms = self.wall_ms(now);
                 self.milestone(Milestone::PromptInterrupted);
                 self.end(EndReason::CallerHungUpDuringPrompt, now);
@@ -366,6 +384,11 @@ impl CallFlow {
                 self.deadline = None;
                 self.record.operator_answered_at_ms = self.wall_ms(now);
                 self.milestone(Milestone::OperatorAnswered);
+                if !self.caller_answered {
+                    // Early media: the caller is answered only now, with the
+                    // SDP its 183 already carried.
+                    self.answer(now);
+                }
                 self.actions.push_back(CallAction::Bridge);
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
@@ -379,9 +402,19 @@ impl CallFlow {
                 };
                 self.operator_failed(target, reason, now);
             }
-            (Phase::DialingOperator { .. }, CallerHungUp) => {
+            (Phase::DialingOperator { .. }, hangup @ (CallerHungUp | CallerCancelled)) => {
+                if hangup == CallerCancelled {
+                    self.record.sip_final_status = 487;
+                }
                 self.actions.push_back(CallAction::CancelOperator);
                 self.end(EndReason::CallerHungUp, now);
+            }
+
+            // Early media: the ACK to the 200 OK sent when the operator answered.
+            (Phase::Bridged, CallerAcked) => self.actions.push_back(CallAction::WatchCallerMedia),
+            (Phase::Bridged, CallerAckTimeout) => {
+                self.actions.push_back(CallAction::HangUpOperator);
+                self.end(EndReason::NoAck, now);
             }
 
             (Phase::Bridged, CallerHungUp) => {
@@ -415,7 +448,7 @@ impl CallFlow {
             Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
             _ => {}
         }
-        if phase == Phase::Ringing {
+        if !self.caller_answered {
             // Not answered yet: the INVITE still needs a final response.
             self.record.sip_final_status = 500;
             self.actions
@@ -430,8 +463,27 @@ impl CallFlow {
         self.end(reason, now);
     }
 
+    /// The end of the answer delay: answer (the warning starts after the
+    /// ACK), or on an early-media line send 183 and start the warning at once.
+    fn pick_up(&mut self, now: Instant) {
+        if self.facts.early_media {
+            self.actions.push_back(CallAction::ProgressCaller);
+            self.start_prompt(now);
+        } else {
+            self.phase = Phase::Answering;
+            self.answer(now);
+        }
+    }
+
+    fn start_prompt(&mut self, now: Instant) {
+        self.phase = Phase::Prompting;
+        self.record.prompt_started_at_ms = self.wall_ms(now);
+        self.milestone(Milestone::PromptStarted);
+        self.actions.push_back(CallAction::StartPrompt);
+    }
+
     fn answer(&mut self, now: Instant) {
-        self.phase = Phase::Answering;
+        self.caller_answered = true;
         self.record.answered_at_ms = self.wall_ms(now);
         self.record.sip_final_status = 200;
         self.milestone(Milestone::Answered);
@@ -455,8 +507,18 @@ impl CallFlow {
         self.milestone(Milestone::OperatorFailed { reason });
         if failed + 1 < self.facts.operators.len() {
             self.dial(failed + 1, now);
-        } else {
+        } else if self.caller_answered {
             self.actions.push_back(CallAction::HangUpCaller);
+            self.end(reason, now);
+        } else {
+            // Early media: the unanswered INVITE fails the way the operator did.
+            let status = if reason == EndReason::OperatorBusy {
+                486
+            } else {
+                480
+            };
+            self.record.sip_final_status = u32::from(status);
+            self.actions.push_back(CallAction::RejectCaller { status });
             self.end(reason, now);
         }
     }

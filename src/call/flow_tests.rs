@@ -620,3 +620,194 @@ fn media_timeout_before_the_ack_changes_nothing() {
     assert!(h.actions().is_empty());
     assert_eq!(h.flow.phase(), Phase::Answering);
 }
+
+fn early_media(operators: &[&str]) -> Harness {
+    let mut f = facts(operators);
+    f.early_media = true;
+    Harness::new(f)
+}
+
+#[test]
+fn early_media_plays_the_warning_unanswered_and_answers_when_the_operator_does() {
+    let mut h = early_media(&["sip:op@h"]);
+    assert_eq!(h.flow.phase(), Phase::Prompting);
+    let start: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        start,
+        vec![
+            CallAction::Milestone(Milestone::Received),
+            CallAction::ProgressCaller,
+            CallAction::Milestone(Milestone::PromptStarted),
+            CallAction::StartPrompt,
+        ],
+        "183 with SDP, then the warning at once: no 200, no ACK to wait for"
+    );
+    h.input(CallInput::CallerDtmf('5'));
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::StartRingback,
+            CallAction::DialOperator {
+                uri: "sip:op@h".into()
+            }
+        ]
+    );
+    h.input(CallInput::OperatorRinging);
+    assert_eq!(h.milestones(), vec![Milestone::OperatorRinging]);
+    h.advance(4_000);
+    h.input(CallInput::OperatorAnswered);
+    let answered: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        answered,
+        vec![
+            CallAction::Milestone(Milestone::OperatorAnswered),
+            CallAction::Milestone(Milestone::Answered),
+            CallAction::AnswerCaller,
+            CallAction::Bridge,
+        ],
+        "the caller's 200 OK only when the operator answers"
+    );
+    let answered_at = h.ms_since_start();
+    h.advance(30);
+    h.input(CallInput::CallerAcked);
+    assert_eq!(h.actions(), vec![CallAction::WatchCallerMedia]);
+    h.advance(60_000);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpOperator);
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::CallerHungUp);
+    assert_eq!(r.answered_at_ms, answered_at);
+    assert_eq!(r.operator_answered_at_ms, answered_at);
+    assert_eq!(
+        r.prompt_started_at_ms, T0_MS,
+        "warning started with the 183"
+    );
+    assert!(r.prompt_completed);
+    assert_eq!(r.dtmf_during_prompt, "5");
+    assert_eq!(r.sip_final_status, 200);
+}
+
+#[test]
+fn early_media_cancel_during_the_warning_or_the_ringback_is_recorded() {
+    // During the warning: the stack answered the CANCEL with 487; nothing to hang up.
+    let mut h = early_media(&["sip:op@h"]);
+    h.actions();
+    h.advance(5_000);
+    h.input(CallInput::CallerCancelled);
+    let actions: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        actions[0],
+        CallAction::Milestone(Milestone::PromptInterrupted)
+    );
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::CallerHungUpDuringPrompt);
+    assert_eq!(r.sip_final_status, 487);
+    assert_eq!(r.answered_at_ms, 0);
+    assert!(!r.prompt_completed);
+    assert_eq!(r.prompt_ended_at_ms, h.ms_since_start());
+
+    // During the ringback: the operator attempt is cancelled too.
+    let mut h = early_media(&["sip:op@h"]);
+    h.actions();
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.advance(3_000);
+    h.input(CallInput::CallerCancelled);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::CallerHungUp);
+    assert_eq!(r.sip_final_status, 487);
+    assert!(r.prompt_completed);
+    assert_eq!(r.answered_at_ms, 0);
+    assert_eq!(h.flow.poll_timeout(), None);
+}
+
+#[test]
+fn early_media_caller_is_refused_the_way_the_operators_failed() {
+    // Busy: 486 to the unanswered INVITE, never a BYE.
+    let mut h = early_media(&["sip:op@h"]);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::RejectCaller { status: 486 });
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::OperatorBusy);
+    assert_eq!(r.sip_final_status, 486);
+
+    // Nobody answers in time on a two-operator hunt list: 480.
+    let mut h = early_media(&["sip:a@h", "sip:b@h"]);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.advance(30_000);
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::CancelOperator,
+            CallAction::DialOperator {
+                uri: "sip:b@h".into()
+            }
+        ]
+    );
+    h.advance(30_000);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [
+            CallAction::CancelOperator,
+            CallAction::RejectCaller { status: 480 }
+        ]
+    );
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::NoAnswer);
+    assert_eq!(r.sip_final_status, 480);
+    assert_eq!(r.answered_at_ms, 0);
+
+    // A fault during the warning: 500, not a BYE.
+    let mut h = early_media(&["sip:op@h"]);
+    h.actions();
+    h.input(CallInput::Fault("socket".into()));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::RejectCaller { status: 500 });
+    assert_eq!(reason(finished(&actions)), EndReason::Error);
+}
+
+#[test]
+fn early_media_without_ack_after_the_answer_hangs_up_the_operator() {
+    let mut h = early_media(&["sip:op@h"]);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h.advance(32_000);
+    h.input(CallInput::CallerAckTimeout);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpOperator);
+    assert_eq!(actions.len(), 2, "the stack already sent the caller BYE");
+    assert_eq!(reason(finished(&actions)), EndReason::NoAck);
+}
+
+#[test]
+fn early_media_after_an_answer_delay_rings_first() {
+    let mut f = facts(&["sip:op@h"]);
+    f.early_media = true;
+    f.answer_delay = Duration::from_millis(2_000);
+    let mut h = Harness::new(f);
+    assert_eq!(h.actions(), vec![CallAction::RingCaller]);
+    assert_eq!(h.flow.phase(), Phase::Ringing);
+    h.advance(2_000);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::ProgressCaller, CallAction::StartPrompt]
+    );
+    assert_eq!(h.flow.phase(), Phase::Prompting);
+}

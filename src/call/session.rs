@@ -236,7 +236,24 @@ async fn run(
                         );
                     }
                 }
+                CallAction::ProgressCaller => {
+                    // The same SDP (address, port, o= version) as the 200 OK will carry.
+                    let headers = vec![sdp_content_type(), header("Allow", ALLOW)];
+                    if let Err(e) =
+                        caller.ringing(Some(headers), Some(caller_sdp.render().into_bytes()))
+                    {
+                        flow.handle_input(
+                            CallInput::Fault(format!("sending 183: {e}")),
+                            Instant::now(),
+                        );
+                    }
+                }
                 CallAction::AnswerCaller => {
+                    if let Some(timer) = session_timer.as_mut() {
+                        // The session starts with the 200 OK, however long the
+                        // answer delay or the early media took.
+                        timer.refreshed(Instant::now());
+                    }
                     let mut headers = vec![
                         sdp_content_type(),
                         header("Allow", ALLOW),

@@ -28,7 +28,7 @@ use super::session_timer::{self, Negotiation};
 use super::shield::Shield;
 use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
-use crate::config::Config;
+use crate::config::{AnswerMode, Config};
 use crate::media::ports::RtpPorts;
 use crate::media::prompt::Playlist;
 use crate::media::tone::ToneFrames;
@@ -517,6 +517,14 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     };
     if let Some((_, negotiated)) = &offer {
         facts.codec = negotiated.codec.encoding_name().to_string();
+    }
+    if line.answer_mode == AnswerMode::EarlyMedia {
+        // A 183 must carry an answer; without an offer it would have to carry
+        // ours and get the answer in a PRACK (RFC 3262), which courtline does not do.
+        facts.early_media = offer.is_some();
+        if offer.is_none() {
+            info!(line = %number, caller = %facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");
+        }
     }
     let session_timer = match session_timer::negotiate(
         request,

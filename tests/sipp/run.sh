@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | hold | flood | operator_auth | registration
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | hold | flood | operator_auth | registration | early_media
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -79,6 +79,15 @@ fail() {
   for f in "$dir"/*.out "$dir"/*errors.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done
   echo "--- courtline.log"; tail -n 40 "$dir/courtline.log"
   exit 1
+}
+
+# Starts one SIPp operator (operator.xml) for $2 calls of case dir $1; sets operator_pid.
+start_operator() {
+  sipp -nostdin -sf tests/sipp/operator.xml -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
+    -m "$2" -timeout 120s -timeout_error -trace_err -error_file "$1/operator_errors.log" \
+    >"$1/operator.out" 2>&1 &
+  operator_pid=$!
+  pids+=("$operator_pid")
 }
 
 # Runs SIPp callers against courtline while a SIPp operator answers; checks the records.
@@ -168,6 +177,46 @@ case_hold() {
   calls_case "$work/hold" 1 operator_hold.xml u1 caller_hold.xml
 }
 
+# An early-media line: one caller hears the warning and the ringback after 183
+# and is answered (with the 183's SDP) when the operator answers; a second one
+# cancels during the warning.
+case_early_media() {
+  local dir=$work/early_media
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" 'answer_mode = "early_media"'
+  start_operator "$dir" 1
+  start_courtline "$dir"
+  sipp -nostdin -sf tests/sipp/caller_early_media.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 -rtp_echo \
+    -m 1 -timeout 120s -timeout_error -trace_err -error_file "$dir/caller_errors.log" \
+    -trace_logs -log_file "$dir/caller_logs.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || fail "$dir" "SIPp early-media caller exited $?"
+  wait "$operator_pid" || fail "$dir" "SIPp operator exited $?"
+  sipp -nostdin -sf tests/sipp/caller_early_cancel.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+    -m 1 -timeout 60s -timeout_error -trace_err -error_file "$dir/cancel_errors.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/cancel.out" 2>&1 || fail "$dir" "SIPp cancelling caller exited $?"
+  local records
+  records=$("$BIN" --config "$dir/courtline.toml" calls list --format json --oldest-first)
+  python3 - "$records" "$dir/caller_logs.log" <<'PY' || fail "$dir" "records check"
+import json, sys
+records = json.loads(sys.argv[1])
+assert len(records) == 2, records
+answered, cancelled = records
+assert answered["end_reason"] == "caller_hung_up", answered
+assert answered["prompt_completed"] is True and answered["sip_final_status"] == 200, answered
+# Answered only after the warning, when the operator answered.
+assert answered["answered_at_ms"] >= answered["prompt_ended_at_ms"] > 0, answered
+assert answered["answered_at_ms"] >= answered["operator_answered_at_ms"] > 0, answered
+# SIPp echoed the early media back: courtline heard the caller before answering.
+assert json.loads(answered["media"])["caller"]["packets_received"] > 500, answered
+assert cancelled["end_reason"] == "caller_hung_up_during_prompt", cancelled
+assert cancelled["sip_final_status"] == 487 and cancelled["answered_at_ms"] == 0, cancelled
+assert cancelled["prompt_completed"] is False and cancelled["prompt_ms_sent"] >= 2000, cancelled
+# The 183 and the 200 carried the same SDP origin, connection and media lines.
+lines = [l.strip() for l in open(sys.argv[2], encoding="utf-8") if l.startswith(("183 ", "200 "))]
+assert len(lines) == 2 and lines[0][4:] == lines[1][4:] and "m=audio" in lines[0], lines
+PY
+  stop_courtline
+}
+
 # A flood of OPTIONS from 127.0.0.3 while a caller from 127.0.0.1 completes a call.
 case_flood() {
   local dir=$work/flood
@@ -175,11 +224,7 @@ case_flood() {
 [sip.shield]
 rate_per_s = 50.0
 burst = 50"
-  sipp -nostdin -sf tests/sipp/operator.xml -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
-    -m 1 -timeout 120s -timeout_error -trace_err -error_file "$dir/operator_errors.log" \
-    >"$dir/operator.out" 2>&1 &
-  local operator_pid=$!
-  pids+=("$operator_pid")
+  start_operator "$dir" 1
   start_courtline "$dir"
   sipp -nostdin -sf tests/sipp/flood_options.xml -s 02112368 -i 127.0.0.3 -p 25075 \
     -r 2000 -m 20000 -l 20000 -timeout 60s "127.0.0.1:$SIP_PORT" >"$dir/flood.out" 2>&1 &
@@ -219,7 +264,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack retransmission hold flood operator_auth registration}")
+cases=("${@:-udp tcp delayed_offer missing_ack retransmission hold flood operator_auth registration early_media}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"

@@ -57,6 +57,8 @@ pub struct Options {
     pub sip_extra: String,
     /// Extra TOML lines for the `[media]` section (`rtp_timeout_s`, ...).
     pub media_extra: String,
+    /// Extra TOML lines for the line (`answer_mode`, ...).
+    pub line_extra: String,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             t1_ms: 500,
             sip_extra: String::new(),
             media_extra: String::new(),
+            line_extra: String::new(),
         }
     }
 }
@@ -166,6 +169,7 @@ prompt = {line_prompt}
 prompt_gap_ms = {gap}
 operator = [{operators}]
 ring_timeout_s = {ring}
+{line_extra}
 "#,
             max_calls = options.max_calls,
             answer_delay = options.answer_delay_ms,
@@ -183,6 +187,7 @@ ring_timeout_s = {ring}
             sip_extra = options.sip_extra,
             gap = options.prompt_gap_ms,
             media_extra = options.media_extra,
+            line_extra = options.line_extra,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
         let playlist = playlists(&config, &load_prompts(&config).unwrap())["02112368"].clone();
