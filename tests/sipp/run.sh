@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | hold | flood | operator_auth | registration | early_media
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | cancel_race | hold | flood | operator_auth | registration | early_media
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -90,6 +90,18 @@ start_operator() {
   pids+=("$operator_pid")
 }
 
+# Prints a case's records, oldest first, once $2 of them have arrived (a
+# record reaches the records service a moment after its call ends).
+records_of() {
+  local records
+  for _ in $(seq 50); do
+    records=$("$BIN" --config "$1/courtline.toml" calls list --oldest-first --format json)
+    [ "$(python3 -c 'import json, sys; print(len(json.loads(sys.argv[1])))' "$records")" -ge "$2" ] && break
+    sleep 0.1
+  done
+  echo "$records"
+}
+
 # Runs SIPp callers against courtline while a SIPp operator answers; checks the records.
 # $1 case dir, $2 calls, $3 operator scenario, $4 transport flag (u1 / t1),
 # $5 caller scenario (default caller.xml), $6 codec the records must show (default PCMU).
@@ -170,6 +182,41 @@ case_retransmission() {
   write_config "$work/retransmit" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
   # calls_case checks there is exactly one record for the one call.
   calls_case "$work/retransmit" 1 operator.xml u1 caller_retransmit.xml
+}
+
+# CANCEL racing the 200 OK both ways and late CANCELs, one SIPp caller after
+# the other against one courtline: it rings 1 s before answering (the first
+# caller's CANCEL leaves 100 ms before the 200 would), and T1 = 50 ms puts the
+# end of the INVITE transaction (64*T1) within the last caller's call.
+case_cancel_race() {
+  local dir=$work/cancel_race
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "answer_delay_ms = 1000
+t1_ms = 50" ""
+  start_courtline "$dir"
+  local scenario
+  for scenario in before_answer crossing_answer late; do
+    sipp -nostdin -sf "tests/sipp/caller_cancel_$scenario.xml" -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+      -d 2000 -m 1 -timeout 30s -timeout_error -trace_err -error_file "$dir/${scenario}_errors.log" \
+      "127.0.0.1:$SIP_PORT" >"$dir/$scenario.out" 2>&1 || fail "$dir" "SIPp caller (CANCEL $scenario) exited $?"
+  done
+  local records
+  records=$(records_of "$dir" 3)
+  python3 - "$records" <<'PY' || fail "$dir" "records check"
+import json, sys
+before, crossing, late = json.loads(sys.argv[1])
+# Cancelled before the answer: 487, never answered, no prompt.
+assert before["end_reason"] == "cancelled_before_answer", before
+assert before["sip_final_status"] == 487 and before["answered_at_ms"] == 0, before
+assert before["prompt_started_at_ms"] == 0, before
+# CANCELs after the 200 OK changed nothing: answered, the prompt played until the caller's BYE.
+for r in (crossing, late):
+    assert r["end_reason"] == "caller_hung_up_during_prompt", r
+    assert r["answered_at_ms"] > 0 and r["prompt_started_at_ms"] > 0, r
+    assert r["sip_final_status"] == 200, r
+# The late caller stayed on past both CANCELs (1 s and 5 s after its ACK).
+assert late["ended_at_ms"] - late["answered_at_ms"] >= 6000, late
+PY
+  stop_courtline
 }
 
 case_hold() {
@@ -264,7 +311,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack retransmission hold flood operator_auth registration early_media}")
+cases=("${@:-udp tcp delayed_offer missing_ack retransmission cancel_race hold flood operator_auth registration early_media}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"
