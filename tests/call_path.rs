@@ -771,32 +771,15 @@ async fn session_timer_is_negotiated_and_too_small_gets_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_and_unhold_are_forwarded_between_the_legs() {
-    let operator = SipPeer::bind().await;
-    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let sb = TestSwitchboard::start(Options {
-        operators: vec![format!("sip:operator@{}", operator.addr)],
-        prompt_ms: 200,
-        rtp_ports: (31600, 31699),
-        ..Options::default()
-    })
-    .await;
-    let mut caller = Caller::new(sb.sip).await;
-    caller.call("0").await;
-    let invite = operator.expect_request("INVITE", 3 * SEC).await;
-    let contact = format!(
-        "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
-        operator.addr
-    );
-    operator
-        .respond(
-            &invite,
-            "200 OK",
-            Some("op"),
-            &contact,
-            &sdp(op_rtp.local_addr().unwrap(), "0"),
-        )
-        .await;
-    operator.expect_request("ACK", 2 * SEC).await;
+    let BridgedCall {
+        sb,
+        mut caller,
+        operator,
+        op_rtp,
+        invite,
+        operator_headers: contact,
+        ..
+    } = BridgedCall::start((31600, 31699)).await;
     let first_version = invite
         .body
         .lines()
@@ -806,21 +789,9 @@ async fn hold_and_unhold_are_forwarded_between_the_legs() {
         .to_string();
 
     // The caller puts courtline on hold, then takes it back.
-    for (cseq, attribute, expected_answer) in
-        [(2, "sendonly", "recvonly"), (3, "sendrecv", "sendrecv")]
-    {
+    for (attribute, expected_answer) in [("sendonly", "recvonly"), ("sendrecv", "sendrecv")] {
         let offer = sdp(caller.rtp.local_addr().unwrap(), "0") + &format!("a={attribute}\r\n");
-        let reinvite = format!(
-            "INVITE sip:courtline@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-re{cseq}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{offer}",
-            t = sb.sip,
-            me = caller.sip.addr,
-            from = caller.from,
-            to = caller.to,
-            cid = caller.call_id,
-            len = offer.len()
-        );
-        caller.cseq = cseq;
-        caller.sip.send(sb.sip, &reinvite).await;
+        let cseq = caller.reinvite(&offer).await;
         let forwarded = operator.expect_request("INVITE", 3 * SEC).await;
         assert!(
             forwarded.body.contains(&format!("a={attribute}\r\n")),
@@ -842,30 +813,12 @@ async fn hold_and_unhold_are_forwarded_between_the_legs() {
             .respond(&forwarded, "200 OK", None, &contact, &answer)
             .await;
         operator.expect_request("ACK", 2 * SEC).await;
-        let ok = loop {
-            let msg = caller
-                .sip
-                .recv(3 * SEC)
-                .await
-                .expect("200 for the re-INVITE");
-            if msg.status() == 200 && msg.header("cseq") == Some(&format!("{cseq} INVITE")) {
-                break msg;
-            }
-        };
+        let ok = caller.reinvite_answered(cseq).await;
         assert!(
             ok.body.contains(&format!("a={expected_answer}\r\n")),
             "answer to the caller:\n{}",
             ok.body
         );
-        let ack = format!(
-            "ACK sip:courtline@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-reack{cseq}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
-            t = sb.sip,
-            me = caller.sip.addr,
-            from = caller.from,
-            to = caller.to,
-            cid = caller.call_id
-        );
-        caller.sip.send(sb.sip, &ack).await;
     }
     caller.request("BYE").await;
     expect_bye_ok(&caller.sip).await;

@@ -26,7 +26,7 @@ use super::reoffer;
 use crate::media::codec::Codec;
 use crate::media::prompt::Playlist;
 use crate::media::session::{
-    self as media, CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
+    self as media, CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg, Side,
 };
 use crate::records::pb::{CallRecord, EndReason, LegMedia};
 use crate::sdp::{Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
@@ -375,32 +375,47 @@ async fn run(
                         // A re-INVITE or UPDATE from the caller refreshes its session.
                         timer.refreshed(Instant::now());
                     }
-                    match operator.as_mut() {
+                    let retarget = match operator.as_mut() {
                         // Bridged (the operator's dialog is up, even if its 200 is
                         // still on its way to the flow): the far leg decides
                         // (hold/unhold, codec change).
                         Some(op) if matches!(op.dialog.state(), DialogState::Confirmed(..)) => {
-                            let (this_leg, other_leg, other) = if from_caller {
-                                (&mut caller_sdp, &mut op.sdp, op.dialog.clone())
+                            let (this_leg, this_side, other_leg, other, other_side) = if from_caller {
+                                (&mut caller_sdp, Side::Caller, &mut op.sdp, op.dialog.clone(), Side::Operator)
                             } else {
-                                (&mut op.sdp, &mut caller_sdp, caller.clone())
+                                (&mut op.sdp, Side::Operator, &mut caller_sdp, caller.clone(), Side::Caller)
                             };
-                            match reoffer::prepare(&request, this_leg, other_leg) {
-                                Ok(()) => {
-                                    tokio::spawn(reoffer::forward(request, handle, this_leg.clone(), other, other_leg.clone()));
+                            match reoffer::prepare(&request, this_leg, this_side, other_leg) {
+                                Ok(target) => {
+                                    let far = reoffer::FarLeg { dialog: other, sdp: other_leg.clone(), side: other_side, media: media.commands() };
+                                    tokio::spawn(reoffer::forward(request, handle, this_leg.clone(), far));
+                                    target
                                 }
                                 Err(status) => {
                                     let _ = handle.reply(status).await;
+                                    None
                                 }
                             }
                         }
                         // During the prompt the operator is not ours to bother:
                         // answer here; the prompt goes on.
-                        _ if from_caller => reoffer::answer_locally(&request, handle, &mut caller_sdp).await,
-                        Some(op) => reoffer::answer_locally(&request, handle, &mut op.sdp).await,
+                        _ if from_caller => reoffer::answer_locally(&request, handle, &mut caller_sdp, Side::Caller).await,
+                        Some(op) => reoffer::answer_locally(&request, handle, &mut op.sdp, Side::Operator).await,
                         None => {
                             let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                            None
                         }
+                    };
+                    if let Some(target) = retarget {
+                        match target.side {
+                            Side::Caller => caller_codec = target.codec,
+                            // Not bridged yet: the bridge starts with the new target.
+                            Side::Operator => if let Some(answered) = operator_media.as_mut() {
+                                *answered = (target.remote, target.codec);
+                            },
+                        }
+                        info!(call_id = %call_id, side = ?target.side, remote = %target.remote, codec = target.codec.encoding_name(), "re-offer: media re-pointed");
+                        media.send(MediaCommand::Repoint(target));
                     }
                     None
                 }
@@ -722,6 +737,14 @@ impl CallerMedia {
     fn send(&self, command: MediaCommand) {
         if let CallerMedia::Running { commands, .. } = self {
             let _ = commands.send(command);
+        }
+    }
+
+    /// A sender of commands, for tasks that outlive this borrow (forwarded re-offers).
+    fn commands(&self) -> Option<mpsc::UnboundedSender<MediaCommand>> {
+        match self {
+            CallerMedia::Running { commands, .. } => Some(commands.clone()),
+            _ => None,
         }
     }
 

@@ -31,7 +31,9 @@ use super::pacer::Pacer;
 use super::ports::RtpSocket;
 use super::prompt::Playlist;
 use super::rtcp::{self, Ntp, ReceptionStats, ReportBlock, SenderInfo};
-use super::session::{CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg};
+use super::session::{
+    CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg, Repoint, Side,
+};
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
 use super::tone::ToneFrames;
@@ -248,6 +250,8 @@ struct Leg {
     socket: RtpSocket,
     /// Where RTP goes.
     remote: SocketAddr,
+    /// Where the peer's latest SDP asked for RTP (`remote` may follow its real source instead).
+    sdp_remote: SocketAddr,
     /// Where RTCP goes (RTP port + 1 until the peer's RTCP is seen).
     remote_rtcp: SocketAddr,
     /// Negotiated law.
@@ -277,6 +281,7 @@ impl Leg {
         Leg {
             socket,
             remote,
+            sdp_remote: remote,
             remote_rtcp,
             codec,
             out: OutboundStream::new(),
@@ -288,6 +293,23 @@ impl Leg {
             latched: false,
             rtcp_latched: false,
         }
+    }
+
+    /// Follows a re-offer: a new SDP address is sent to at once (and latched
+    /// again on the peer's first packet from wherever it now sends); the same
+    /// address as before keeps the latched one. The law takes effect with the
+    /// next packet.
+    fn repoint(&mut self, remote: SocketAddr, codec: Codec) {
+        self.codec = codec;
+        if remote == self.sdp_remote {
+            return;
+        }
+        self.sdp_remote = remote;
+        self.remote = remote;
+        self.remote_rtcp = remote;
+        self.remote_rtcp.set_port(remote.port().wrapping_add(1));
+        self.latched = false;
+        self.rtcp_latched = false;
     }
 
     /// Arrival time in RTP clock units, for the jitter estimate.
@@ -613,6 +635,19 @@ impl Shard {
                 // Silence is counted from now, not from before the caller was answered.
                 call.last_heard = now;
                 call.silence_limit = Some(limit);
+            }
+            MediaCommand::Repoint(Repoint {
+                side,
+                remote,
+                codec,
+            }) => {
+                let leg = match side {
+                    Side::Caller => Some(&mut call.caller),
+                    Side::Operator => call.operator.as_mut(),
+                };
+                if let Some(leg) = leg {
+                    leg.repoint(remote, codec);
+                }
             }
             // Handled by `poll_commands`.
             MediaCommand::Stop(_) => {}

@@ -42,6 +42,26 @@ pub struct OperatorLeg {
     pub codec: Codec,
 }
 
+/// One of a call's two legs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller's leg.
+    Caller,
+    /// The operator's leg (ignored until bridged).
+    Operator,
+}
+
+/// A leg's new media target after a re-offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repoint {
+    /// Which leg moved.
+    pub side: Side,
+    /// Where its peer's SDP now asks for RTP.
+    pub remote: SocketAddr,
+    /// The law now agreed on that leg.
+    pub codec: Codec,
+}
+
 /// Orders from the call task.
 #[derive(Debug)]
 pub enum MediaCommand {
@@ -55,6 +75,8 @@ pub enum MediaCommand {
     /// From now on, report `Inactive` once the caller has sent neither RTP
     /// nor RTCP for this long (sent when the caller's dialog is confirmed).
     WatchInactivity(Duration),
+    /// A leg's peer moved its media (re-INVITE or UPDATE): send there, in this law.
+    Repoint(Repoint),
     /// Stop and report the counters.
     Stop(oneshot::Sender<MediaStats>),
 }

@@ -532,6 +532,51 @@ impl Caller {
         self.sip.send(self.target, &text).await;
     }
 
+    /// Sends `method` with CSeq number `cseq` in the dialog, with an SDP body if not empty.
+    async fn in_dialog(&self, method: &str, cseq: u32, branch: &str, sdp_body: &str) {
+        let content_type = if sdp_body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        let text = format!(
+            "{method} sip:courtline@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:c@{me}>\r\n{content_type}Content-Length: {len}\r\n\r\n{sdp_body}",
+            t = self.target,
+            me = self.sip.addr,
+            from = self.from,
+            to = self.to,
+            cid = self.call_id,
+            len = sdp_body.len()
+        );
+        self.sip.send(self.target, &text).await;
+    }
+
+    /// Sends a re-INVITE with `offer` in the dialog; returns its CSeq number.
+    pub async fn reinvite(&mut self, offer: &str) -> u32 {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        self.in_dialog("INVITE", cseq, &format!("z9hG4bK-re{cseq}"), offer)
+            .await;
+        cseq
+    }
+
+    /// Waits for the 200 OK to the re-INVITE `cseq` and ACKs it.
+    pub async fn reinvite_answered(&self, cseq: u32) -> Sip {
+        let ok = loop {
+            let msg = self
+                .sip
+                .recv(Duration::from_secs(3))
+                .await
+                .expect("200 for the re-INVITE");
+            if msg.status() == 200 && msg.header("cseq") == Some(&format!("{cseq} INVITE")) {
+                break msg;
+            }
+        };
+        self.in_dialog("ACK", cseq, &format!("z9hG4bK-reack{cseq}"), "")
+            .await;
+        ok
+    }
+
     /// INVITE, wait for 200, ACK: returns the 200 OK.
     pub async fn call(&mut self, pts: &str) -> Sip {
         self.invite("02112368", pts).await;
@@ -540,6 +585,67 @@ impl Caller {
         let to = self.to.clone();
         self.ack(&to, "z9hG4bK-ack-1").await;
         ok
+    }
+}
+
+/// A call bridged to a test operator (prompt of 200 ms, operator answering μ-law).
+pub struct BridgedCall {
+    /// The switchboard.
+    pub sb: TestSwitchboard,
+    /// The caller, ACKed.
+    pub caller: Caller,
+    /// courtline's 200 OK to the caller.
+    pub caller_ok: Sip,
+    /// The operator's SIP peer.
+    pub operator: SipPeer,
+    /// The operator's RTP socket (in its answer).
+    pub op_rtp: UdpSocket,
+    /// courtline's INVITE to the operator.
+    pub invite: Sip,
+    /// The operator's Contact and Content-Type lines, for its responses.
+    pub operator_headers: String,
+}
+
+impl BridgedCall {
+    /// Calls the line, lets the operator answer and ACKs both legs.
+    pub async fn start(rtp_ports: (u16, u16)) -> BridgedCall {
+        let operator = SipPeer::bind().await;
+        let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sb = TestSwitchboard::start(Options {
+            operators: vec![format!("sip:operator@{}", operator.addr)],
+            prompt_ms: 200,
+            rtp_ports,
+            ..Options::default()
+        })
+        .await;
+        let mut caller = Caller::new(sb.sip).await;
+        let caller_ok = caller.call("0").await;
+        let invite = operator
+            .expect_request("INVITE", Duration::from_secs(3))
+            .await;
+        let operator_headers = format!(
+            "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
+            operator.addr
+        );
+        operator
+            .respond(
+                &invite,
+                "200 OK",
+                Some("op"),
+                &operator_headers,
+                &sdp(op_rtp.local_addr().unwrap(), "0"),
+            )
+            .await;
+        operator.expect_request("ACK", Duration::from_secs(2)).await;
+        BridgedCall {
+            sb,
+            caller,
+            caller_ok,
+            operator,
+            op_rtp,
+            invite,
+            operator_headers,
+        }
     }
 }
 
