@@ -116,6 +116,8 @@ pub struct SipConfig {
     pub qualify_interval_s: u64,
     /// ACLs, rate limits and scanner bans for the SIP socket.
     pub shield: crate::sip::shield::ShieldConfig,
+    /// Digest authentication of callers outside the exempt networks.
+    pub inbound_auth: crate::sip::inbound_auth::InboundAuthConfig,
     /// Address (IP or IP:port) peers must use to reach us, when behind NAT:
     /// used in Contact headers, and in SDP unless `[media] advertise_address` is set.
     pub public_address: String,
@@ -134,6 +136,7 @@ impl Default for SipConfig {
             session_expires_s: 1800,
             qualify_interval_s: 30,
             shield: crate::sip::shield::ShieldConfig::default(),
+            inbound_auth: crate::sip::inbound_auth::InboundAuthConfig::default(),
             min_se_s: 90,
             tls_certificate: String::new(),
             tls_private_key: String::new(),
@@ -570,6 +573,7 @@ impl Config {
                 "List the trunks' and PBXs' networks, e.g. trusted = [\"192.0.2.0/24\"].",
             ));
         }
+        self.validate_inbound_auth()?;
         if self.sip.shield.rate_per_s <= 0.0 || self.sip.shield.burst == 0 {
             return Err(self.invalid(
                 "sip.shield.rate_per_s".into(),
@@ -836,6 +840,50 @@ impl Config {
             .parse()
             .ok()
             .or_else(|| Some(SocketAddr::new(udp.ip(), udp.port().checked_add(1)?)))
+    }
+
+    fn validate_inbound_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.sip.inbound_auth;
+        if let Err(e) = crate::sip::inbound_auth::InboundAuth::new(auth.clone()) {
+            return Err(self.invalid(
+                "sip.inbound_auth.exempt".into(),
+                e.to_string(),
+                "List the trunks' and PBXs' networks, e.g. exempt = [\"192.0.2.0/24\"].",
+            ));
+        }
+        if auth.users.is_empty() {
+            return Ok(());
+        }
+        if auth.realm.trim().is_empty() {
+            return Err(self.invalid(
+                "sip.inbound_auth.realm".into(),
+                "is empty".into(),
+                "Name the realm callers authenticate in, e.g. realm = \"court.example\".",
+            ));
+        }
+        if auth.nonce_lifetime_s == 0 {
+            return Err(self.invalid(
+                "sip.inbound_auth.nonce_lifetime_s".into(),
+                "is 0, so no challenge could ever be answered".into(),
+                "Use e.g. nonce_lifetime_s = 300.",
+            ));
+        }
+        for (i, user) in auth.users.iter().enumerate() {
+            let ha1_ok = user.ha1.is_empty()
+                || (user.ha1.len() == auth.algorithm.hex_len()
+                    && user.ha1.bytes().all(|b| b.is_ascii_hexdigit()));
+            if user.username.is_empty()
+                || user.password.is_empty() == user.ha1.is_empty()
+                || !ha1_ok
+            {
+                return Err(self.invalid(
+                    format!("sip.inbound_auth.users[{i}]"),
+                    "needs a username and either a password or an ha1 (hex, of the configured algorithm)".into(),
+                    "Write { username = \"alice\", password = \"…\" }, or ha1 = H(username:realm:password) instead of the password.",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_registration(&self) -> Result<(), ConfigError> {

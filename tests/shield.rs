@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tokio::net::UdpSocket;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -16,8 +17,18 @@ fn options(
     call_id: &str,
     user_agent: &str,
 ) -> String {
+    options_over("UDP", to, me, call_id, user_agent)
+}
+
+fn options_over(
+    transport: &str,
+    to: std::net::SocketAddr,
+    me: std::net::SocketAddr,
+    call_id: &str,
+    user_agent: &str,
+) -> String {
     format!(
-        "OPTIONS sip:02112368@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:02112368@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n"
+        "OPTIONS sip:02112368@{to} SIP/2.0\r\nVia: SIP/2.0/{transport} {me};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:02112368@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
@@ -195,5 +206,120 @@ async fn an_operator_that_stops_answering_options_is_skipped() {
     }
     let record = sb.record(&caller.call_id).await;
     assert_eq!(record.operator_uri, format!("sip:desk2@{}", alive.addr));
+    sb.stop().await;
+}
+
+/// A TCP connection to `to` from the loopback address `ip`.
+async fn tcp_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether courtline closed the connection (end of stream, or a reset) within `wait`.
+async fn closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shield_guards_tcp_and_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = self_signed(dir.path());
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (32450, 32499),
+        sip_extra: format!(
+            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n[sip.shield]\ntrusted = [\"127.0.0.1/32\", \"127.0.0.3/32\", \"127.0.0.4/32\"]\nuntrusted = \"reject\"\nrate_per_s = 20.0\nburst = 20\nban_s = 60\n",
+            cert.display(),
+            key.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let tls = sb.tls.unwrap();
+
+    // Untrusted over TCP: 403, then courtline closes the connection.
+    let stream = tcp_from("127.0.0.2", sb.sip).await;
+    let me = stream.local_addr().unwrap();
+    let mut stranger = StreamPeer::new(stream, sb.sip);
+    stranger
+        .send(&options_over("TCP", sb.sip, me, "s1", "x"))
+        .await;
+    stranger.expect_response(403, "OPTIONS", 2 * SEC).await;
+    assert!(
+        closed(&mut stranger.stream, 2 * SEC).await,
+        "connection closed after the 403"
+    );
+
+    // A flood over TCP: cut off after its burst, the connection closed, and
+    // the banned source's next connection closed at accept.
+    let stream = tcp_from("127.0.0.3", sb.sip).await;
+    let me = stream.local_addr().unwrap();
+    let mut flooder = StreamPeer::new(stream, sb.sip);
+    let flood: String = (0..100)
+        .map(|i| options_over("TCP", sb.sip, me, &format!("f{i}"), "flooder"))
+        .collect();
+    flooder.send(&flood).await;
+    let mut answered = 0;
+    while flooder.recv(SEC).await.is_some() {
+        answered += 1;
+    }
+    // (Answers still queued when the ban closes the connection are lost with it.)
+    assert!(answered <= 20, "{answered} answers to the flood");
+    assert!(
+        closed(&mut flooder.stream, 2 * SEC).await,
+        "flooder's connection closed"
+    );
+    let mut again = tcp_from("127.0.0.3", sb.sip).await;
+    assert!(
+        closed(&mut again, 2 * SEC).await,
+        "banned source refused at accept"
+    );
+
+    // A scanner over TLS: banned at its first message; its next TLS
+    // connection is closed before the handshake.
+    let tcp = tcp_from("127.0.0.4", tls).await;
+    let me = tcp.local_addr().unwrap();
+    let mut scanner = StreamPeer::new(tls_handshake(tcp, der.clone()).await.unwrap(), tls);
+    scanner
+        .send(&options_over("TLS", tls, me, "scan", "friendly-scanner"))
+        .await;
+    assert!(
+        closed(&mut scanner.stream, 2 * SEC).await,
+        "scanner's connection closed"
+    );
+    let tcp = tcp_from("127.0.0.4", tls).await;
+    assert!(
+        tls_handshake(tcp, der.clone()).await.is_err(),
+        "banned source refused at accept"
+    );
+
+    // Meanwhile a trusted PBX over TLS is served as usual.
+    let tcp = tcp_from("127.0.0.1", tls).await;
+    let me = tcp.local_addr().unwrap();
+    let mut pbx = StreamPeer::new(tls_handshake(tcp, der).await.unwrap(), tls);
+    pbx.send(&options_over("TLS", tls, me, "pbx", "PBX")).await;
+    pbx.expect_response(200, "OPTIONS", 2 * SEC).await;
+    sb.stop().await;
+
+    // With untrusted = "drop", an untrusted source's connection is closed at accept.
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (32450, 32499),
+        sip_extra: "[sip.shield]\ntrusted = [\"127.0.0.1/32\"]\nuntrusted = \"drop\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut stranger = tcp_from("127.0.0.2", sb.sip).await;
+    assert!(
+        closed(&mut stranger, 2 * SEC).await,
+        "untrusted connection dropped at accept"
+    );
     sb.stop().await;
 }

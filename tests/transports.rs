@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use courtline::media::codec::Codec;
@@ -135,18 +134,6 @@ async fn call_over_tcp_with_the_operator_on_tcp_too() {
     sb.stop().await;
 }
 
-/// A self-signed certificate for 127.0.0.1 / localhost, written as PEM files.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert_path = dir.join("sip.crt");
-    let key_path = dir.join("sip.key");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    (cert_path, key_path, cert.cert.der().to_vec())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_over_tls_with_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,17 +158,9 @@ async fn call_over_tls_with_a_self_signed_certificate() {
         "TLS on the next port by default"
     );
 
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(der.into()).unwrap();
-    let client = tokio_rustls::rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let tcp = TcpStream::connect(tls_addr).await.unwrap();
     let me = tcp.local_addr().unwrap();
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector
-        .connect(name, tcp)
+    let tls = tls_handshake(tcp, der)
         .await
         .expect("TLS handshake with courtline");
     let mut caller = StreamPeer::new(tls, tls_addr);

@@ -13,7 +13,7 @@
 //! a `Require` naming an extension courtline does not support (420). The
 //! RFC 4475 torture corpus in `tests/torture/` pins every one of these.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use std::str::FromStr;
@@ -707,51 +707,71 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The shield shared by the UDP socket and the stream transports, so one
+/// source's budget and ban hold across UDP, TCP and TLS.
+#[derive(Debug, Clone)]
+pub struct SharedShield(Arc<Mutex<Shield>>);
+
+impl SharedShield {
+    /// Shares `shield`.
+    pub fn new(shield: Shield) -> SharedShield {
+        SharedShield(Arc::new(Mutex::new(shield)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shield> {
+        // A panic elsewhere poisoned the lock; keep serving rather than go deaf.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs the shield on one message from `source`, logging a new ban.
+    pub fn check(&self, source: IpAddr, message: &[u8]) -> Decision {
+        let (decision, ban) = self
+            .lock()
+            .check(source, message, std::time::Instant::now());
+        match ban {
+            Some(BanReason::Flood) => tracing::warn!(%source, "SIP flood: source banned"),
+            Some(BanReason::Scanner(agent)) => {
+                tracing::warn!(%source, user_agent = %agent, "SIP scanner: source banned")
+            }
+            None => {}
+        }
+        decision
+    }
+
+    /// Whether a TCP or TLS connection from `source` may be accepted.
+    pub fn admits_connection(&self, source: IpAddr) -> bool {
+        self.lock()
+            .admits_connection(source, std::time::Instant::now())
+    }
+}
+
 /// The SIP UDP socket handed to rsipstack, with the [`Shield`] and [`inspect`]
 /// in front of it.
 pub struct GuardedUdpSocket {
     /// The real socket.
     socket: Arc<UdpSocket>,
-    /// ACLs, rate limits and bans; only the one receive loop locks it.
-    shield: Mutex<Shield>,
+    /// ACLs, rate limits and bans, shared with the stream transports.
+    shield: SharedShield,
 }
 
 impl GuardedUdpSocket {
     /// Wraps a bound socket.
-    pub fn new(socket: UdpSocket, shield: Shield) -> GuardedUdpSocket {
+    pub fn new(socket: UdpSocket, shield: SharedShield) -> GuardedUdpSocket {
         GuardedUdpSocket {
             socket: Arc::new(socket),
-            shield: Mutex::new(shield),
+            shield,
         }
     }
 
     /// Runs the shield on a datagram: true to go on inspecting it.
     async fn admitted(&self, datagram: &[u8], from: SocketAddr) -> bool {
-        let (decision, ban) = match self.shield.lock() {
-            Ok(mut shield) => shield.check(from.ip(), datagram, std::time::Instant::now()),
-            // A panic elsewhere poisoned the lock; keep serving rather than go deaf.
-            Err(poisoned) => {
-                poisoned
-                    .into_inner()
-                    .check(from.ip(), datagram, std::time::Instant::now())
-            }
-        };
-        match ban {
-            Some(BanReason::Flood) => {
-                tracing::warn!(source = %from.ip(), "SIP flood: source banned")
-            }
-            Some(BanReason::Scanner(agent)) => {
-                tracing::warn!(source = %from.ip(), user_agent = %agent, "SIP scanner: source banned")
-            }
-            None => {}
-        }
-        match decision {
+        match self.shield.check(from.ip(), datagram) {
             Decision::Allow => true,
             Decision::Drop => false,
             Decision::Forbid => {
-                if let Verdict::Reject(response) =
-                    respond_or_drop(datagram, "403 Forbidden", "source not in a trusted network")
-                {
+                if let Verdict::Reject(response) = forbidden(datagram) {
                     tracing::info!(%from, "request from an untrusted source: 403");
                     let _ = self.socket.send_to(&response, from).await;
                 }
@@ -759,6 +779,11 @@ impl GuardedUdpSocket {
             }
         }
     }
+}
+
+/// The 403 for a request from an untrusted source (dropped for responses and ACKs).
+pub(crate) fn forbidden(message: &[u8]) -> Verdict {
+    respond_or_drop(message, "403 Forbidden", "source not in a trusted network")
 }
 
 #[async_trait::async_trait]

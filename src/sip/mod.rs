@@ -2,7 +2,9 @@
 //! transactions, dialogs and retransmissions.
 //!
 //! - `shield`: ACLs, per-source rate limits, bans for floods and scanners (sans-IO).
+//! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
+//! - `stream_guard`: the shield on TCP and TLS (at accept and per message).
 //! - `switchboard`: the endpoint, admission of new calls (404/488/503), OPTIONS,
 //!   and routing of in-dialog requests.
 //! - `leg`: small conversions between rsipstack types and courtline's.
@@ -11,11 +13,13 @@
 //! - `session_timer`: RFC 4028 negotiation and timing (sans-IO).
 
 pub mod guard;
+pub mod inbound_auth;
 pub mod leg;
 pub mod qualify;
 pub mod registration;
 pub mod session_timer;
 pub mod shield;
+pub mod stream_guard;
 pub mod switchboard;
 
 pub use switchboard::{Switchboard, SwitchboardError};

@@ -123,18 +123,22 @@ pub struct Shield {
 #[error("\"{0}\" is not a network in CIDR form (e.g. \"192.0.2.0/24\" or \"2001:db8::/32\")")]
 pub struct BadNetwork(pub String);
 
+/// Parses CIDR networks from the config (a bare address is a /32 or /128).
+pub fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, BadNetwork> {
+    networks
+        .iter()
+        .map(|net| {
+            net.parse::<IpNet>()
+                .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| BadNetwork(net.clone()))
+        })
+        .collect()
+}
+
 impl Shield {
     /// A shield with these settings.
     pub fn new(config: ShieldConfig) -> Result<Shield, BadNetwork> {
-        let trusted = config
-            .trusted
-            .iter()
-            .map(|net| {
-                net.parse::<IpNet>()
-                    .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| BadNetwork(net.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let trusted = parse_networks(&config.trusted)?;
         let scanners = config
             .scanner_user_agents
             .iter()
@@ -152,6 +156,16 @@ impl Shield {
     /// Whether `source` is in a trusted network (always true without an ACL).
     pub fn is_trusted(&self, source: IpAddr) -> bool {
         self.trusted.is_empty() || self.trusted.iter().any(|net| net.contains(&source))
+    }
+
+    /// Whether a new stream connection from `source` may be accepted: not
+    /// while it is banned, nor from an untrusted source that is dropped
+    /// silently (rejected ones are accepted so their requests can get 403).
+    pub fn admits_connection(&self, source: IpAddr, now: Instant) -> bool {
+        if self.bans.get(&source).is_some_and(|&until| now < until) {
+            return false;
+        }
+        self.is_trusted(source) || self.config.untrusted != UntrustedPolicy::Drop
     }
 
     /// Decides on one datagram; a new ban is returned for logging.

@@ -18,7 +18,8 @@ use rsipstack::EndpointBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::guard::GuardedUdpSocket;
+use super::guard::{GuardedUdpSocket, SharedShield};
+use super::inbound_auth::{InboundAuth, Verdict};
 use super::leg::{
     caller_identity, content_refusal, dialled_number, has_to_tag, header, local_ip_toward,
 };
@@ -26,6 +27,7 @@ use super::qualify::{self, OperatorHealth};
 use super::registration;
 use super::session_timer::{self, Negotiation};
 use super::shield::Shield;
+use super::stream_guard::StreamGuard;
 use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
 use crate::config::{AnswerMode, Config};
@@ -97,6 +99,8 @@ pub(crate) struct Shared {
     pub active: Arc<AtomicUsize>,
     /// Which operator targets answer OPTIONS.
     pub health: Arc<OperatorHealth>,
+    /// Digest authentication of untrusted callers, when configured.
+    pub inbound_auth: Option<InboundAuth>,
     /// Cancelled on shutdown; every call task watches a child of it.
     pub shutdown: CancellationToken,
 }
@@ -136,13 +140,16 @@ impl Switchboard {
                 addr: listen,
                 source,
             })?;
+        // One shield for UDP, TCP and TLS. `Config::validate` has parsed
+        // these networks (and the inbound-auth ones below) already.
+        let shield = SharedShield::new(
+            Shield::new(config.sip.shield.clone())
+                .map_err(|e| SwitchboardError::Stack(e.to_string()))?,
+        );
         let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
-            Arc::new(GuardedUdpSocket::new(
-                socket,
-                // `Config::validate` has parsed these networks already.
-                Shield::new(config.sip.shield.clone())
-                    .map_err(|e| SwitchboardError::Stack(e.to_string()))?,
-            ));
+            Arc::new(GuardedUdpSocket::new(socket, shield.clone()));
+        let inbound_auth = InboundAuth::new(config.sip.inbound_auth.clone())
+            .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
         let stack_token = shutdown.child_token();
         let public = config.public_address();
         // Behind NAT, Via and Contact must carry the public address.
@@ -155,6 +162,13 @@ impl Switchboard {
         .await
         .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
         let transport_layer = TransportLayer::new(stack_token.clone());
+        // TCP and TLS connections are screened at accept (UDP datagrams pass
+        // the same check in the guard, so this never turns one away).
+        let admission = shield.clone();
+        transport_layer.set_whitelist(move |source| {
+            let admitted = admission.admits_connection(source);
+            async move { admitted }
+        });
         transport_layer.add_transport(connection.into());
         if config.sip.tcp {
             check_tcp_port_free(sip_addr, "TCP")?;
@@ -192,6 +206,7 @@ impl Switchboard {
             .with_option(timers)
             .with_cancel_token(stack_token)
             .with_transport_layer(transport_layer)
+            .with_transport_inspector(Box::new(StreamGuard::new(shield)))
             .with_user_agent(&config.sip.user_agent)
             .build();
         let dialog_layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
@@ -224,6 +239,7 @@ impl Switchboard {
                 advertise,
                 active: Arc::new(AtomicUsize::new(0)),
                 health: Arc::new(OperatorHealth::default()),
+                inbound_auth,
                 shutdown,
             }),
             endpoint,
@@ -421,6 +437,33 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         received_at_ms: chrono::Utc::now().timestamp_millis(),
         ..CallFacts::default()
     };
+
+    if let (Some(auth), Some(source)) = (&shared.inbound_auth, source) {
+        let authorization = request.authorization_header().map(|h| h.value());
+        match auth.check(
+            source.ip(),
+            "INVITE",
+            authorization,
+            std::time::SystemTime::now(),
+        ) {
+            Verdict::Exempt => {}
+            Verdict::Authenticated(user) => {
+                info!(line = %number, caller = %facts.caller_number, %source, %user, "caller authenticated");
+            }
+            // Part of the handshake, not a refusal: nothing to record yet.
+            Verdict::Challenge(challenge) => {
+                debug!(line = %number, %source, "caller challenged: 401");
+                let challenge = header("WWW-Authenticate", challenge);
+                return tx
+                    .reply_with(StatusCode::Unauthorized, vec![challenge], None)
+                    .await;
+            }
+            Verdict::Refuse(problem) => {
+                warn!(line = %number, caller = %facts.caller_number, %source, problem, "caller failed authentication: 403");
+                return refuse(shared, &mut tx, &facts, StatusCode::Forbidden, vec![]).await;
+            }
+        }
+    }
 
     // No call goes unrecorded: while the records spool cannot be written, refuse.
     if !shared.records.spool_healthy()

@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | cancel_race | hold | flood | operator_auth | registration | early_media
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | cancel_race | inbound_auth | hold | flood | operator_auth | registration | early_media
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -219,6 +219,40 @@ PY
   stop_courtline
 }
 
+# Inbound digest authentication: a caller from an exempt trunk (127.0.0.5)
+# gets straight in; an untrusted caller answers the 401 with the right password
+# and gets in; one with a wrong password gets 403 and is recorded as refused.
+case_inbound_auth() {
+  local dir=$work/inbound_auth
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "[sip.inbound_auth]
+realm = \"courtline.test\"
+users = [{ username = \"caller\", password = \"s3cret\" }]
+exempt = [\"127.0.0.5/32\"]" ""
+  start_courtline "$dir"
+  local run=(sipp -nostdin -s 02112368 -p 25070 -mp 27100 -d 2000 -m 1 -timeout 30s -timeout_error)
+  "${run[@]}" -sf tests/sipp/caller.xml -i 127.0.0.5 -trace_err -error_file "$dir/exempt_errors.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/exempt.out" 2>&1 || fail "$dir" "exempt SIPp caller exited $?"
+  "${run[@]}" -sf tests/sipp/caller_auth.xml -i 127.0.0.1 -au caller -ap s3cret -trace_err \
+    -error_file "$dir/auth_errors.log" "127.0.0.1:$SIP_PORT" >"$dir/auth.out" 2>&1 \
+    || fail "$dir" "authenticating SIPp caller exited $?"
+  "${run[@]}" -sf tests/sipp/caller_auth_wrong.xml -i 127.0.0.1 -au caller -ap guess -trace_err \
+    -error_file "$dir/wrong_errors.log" "127.0.0.1:$SIP_PORT" >"$dir/wrong.out" 2>&1 \
+    || fail "$dir" "SIPp caller with a wrong password exited $?"
+  local records
+  records=$(records_of "$dir" 3)
+  python3 - "$records" <<'PY' || fail "$dir" "records check"
+import json, sys
+# 401 challenges are not calls: exactly one record per caller.
+exempt, authenticated, wrong = json.loads(sys.argv[1])
+assert exempt["caller_source"].startswith("127.0.0.5:"), exempt
+for r in (exempt, authenticated):
+    assert r["end_reason"] == "caller_hung_up_during_prompt" and r["answered_at_ms"] > 0, r
+assert wrong["end_reason"] == "rejected" and wrong["sip_final_status"] == 403, wrong
+PY
+  grep -q "caller authenticated" "$dir/courtline.log" || fail "$dir" "no authentication logged"
+  stop_courtline
+}
+
 case_hold() {
   write_config "$work/hold" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
   calls_case "$work/hold" 1 operator_hold.xml u1 caller_hold.xml
@@ -311,7 +345,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack retransmission cancel_race hold flood operator_auth registration early_media}")
+cases=("${@:-udp tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"

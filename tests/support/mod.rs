@@ -702,6 +702,34 @@ pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// A self-signed certificate for 127.0.0.1 / localhost, written as PEM files;
+/// returns their paths and the certificate's DER for clients to trust.
+pub fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_path = dir.join("sip.crt");
+    let key_path = dir.join("sip.key");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    (cert_path, key_path, cert.cert.der().to_vec())
+}
+
+/// A TLS client handshake over `tcp` with a server holding the certificate `der`.
+pub async fn tls_handshake(
+    tcp: tokio::net::TcpStream,
+    der: Vec<u8>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(der.into()).unwrap();
+    let client = tokio_rustls::rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
 /// A SIP peer on a stream transport (TCP, or TLS over TCP): messages framed by Content-Length.
 pub struct StreamPeer<S> {
     /// The connection.
