@@ -665,6 +665,11 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
         assert_eq!(p.pt, 8);
         assert_eq!(p.payload, sb.playlist.frame(Codec::Pcma, i));
     }
+    // Hang up after the ringback that follows the prompt, not on its last
+    // frame: the call must have heard that the prompt finished before the BYE.
+    recv_rtp(&caller.rtp, SEC)
+        .await
+        .expect("ringback after the prompt");
     caller.request("BYE").await;
     expect_bye_ok(&caller.sip).await;
     let record = sb.record(&caller.call_id).await;
