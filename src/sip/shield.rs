@@ -155,7 +155,12 @@ impl Shield {
 
     /// Whether `source` is in a trusted network (always true without an ACL).
     pub fn is_trusted(&self, source: IpAddr) -> bool {
-        self.trusted.is_empty() || self.trusted.iter().any(|net| net.contains(&source))
+        self.trusted.is_empty() || self.is_listed(source)
+    }
+
+    /// Whether `source` is in a configured trusted network (false without an ACL).
+    fn is_listed(&self, source: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&source))
     }
 
     /// Whether a new stream connection from `source` may be accepted: not
@@ -181,8 +186,11 @@ impl Shield {
             }
             self.bans.remove(&source);
         }
-        let trusted = self.is_trusted(source);
-        if !trusted {
+        // A listed trunk or PBX carries every call of the court: rate-limiting
+        // or banning it would take the switchboard off the air. Its scanner
+        // traffic (relayed from outside) is dropped without a ban.
+        let listed = self.is_listed(source);
+        if !self.is_trusted(source) {
             match self.config.untrusted {
                 UntrustedPolicy::Reject => return (Decision::Forbid, None),
                 UntrustedPolicy::Drop => return (Decision::Drop, None),
@@ -190,8 +198,14 @@ impl Shield {
             }
         }
         if let Some(agent) = self.scanner_in(datagram) {
+            if listed {
+                return (Decision::Drop, None);
+            }
             self.ban(source, now);
             return (Decision::Drop, Some(BanReason::Scanner(agent)));
+        }
+        if listed {
+            return (Decision::Allow, None);
         }
         if !self.take_token(source, now) {
             self.ban(source, now);
@@ -263,6 +277,39 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_listed_trunk_is_never_rate_limited_or_banned() {
+        let mut shield = Shield::new(ShieldConfig {
+            rate_per_s: 10.0,
+            burst: 20,
+            trusted: vec!["192.0.2.0/24".into()],
+            untrusted: UntrustedPolicy::Allow,
+            ..ShieldConfig::default()
+        })
+        .unwrap();
+        let now = Instant::now();
+        let trunk = ip("192.0.2.10");
+        for i in 0..1_000 {
+            assert_eq!(shield.check(trunk, OPTIONS, now).0, Decision::Allow, "{i}");
+        }
+        let relayed_scan =
+            b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n";
+        assert_eq!(
+            shield.check(trunk, relayed_scan, now),
+            (Decision::Drop, None)
+        );
+        assert_eq!(shield.check(trunk, OPTIONS, now).0, Decision::Allow);
+        // An allowed but unlisted source is still limited.
+        let other = ip("198.51.100.7");
+        for _ in 0..20 {
+            assert_eq!(shield.check(other, OPTIONS, now).0, Decision::Allow);
+        }
+        assert_eq!(
+            shield.check(other, OPTIONS, now),
+            (Decision::Drop, Some(BanReason::Flood))
+        );
     }
 
     #[test]
