@@ -35,23 +35,45 @@ async fn send_stream(
     }
 }
 
-/// The operator peer answers `invite` with 200 OK (PCMU, telephone-event) and takes the ACK.
-async fn operator_answers(operator: &SipPeer, invite: &Sip, op_rtp: &UdpSocket) {
-    let body = sdp(op_rtp.local_addr().unwrap(), "0 101");
+/// The operator peer answers `invite` with 200 OK and the SDP `body`, and takes the ACK.
+async fn operator_answers(operator: &SipPeer, invite: &Sip, body: &str) {
     let contact = format!(
         "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
         operator.addr
     );
     operator
-        .respond(invite, "200 OK", Some("op1"), &contact, &body)
+        .respond(invite, "200 OK", Some("op1"), &contact, body)
         .await;
     operator.expect_request("ACK", 2 * SEC).await;
 }
 
-/// An operator peer that answers the next INVITE at once; returns the INVITE.
+/// A line whose one operator is `operator`, with a `prompt_ms` warning, on its own RTP ports.
+fn line_with_operator(operator: &SipPeer, prompt_ms: u32, rtp_ports: (u16, u16)) -> Options {
+    Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms,
+        rtp_ports,
+        ..Options::default()
+    }
+}
+
+/// The caller hangs up a bridged call; the operator peer takes courtline's BYE.
+async fn hang_up_bridged(caller: &mut Caller, operator: &SipPeer) {
+    caller.request("BYE").await;
+    let bye = operator.expect_request("BYE", 3 * SEC).await;
+    operator.respond(&bye, "200 OK", None, "", "").await;
+}
+
+/// An operator peer that answers the next INVITE at once (PCMU,
+/// telephone-event); returns the INVITE.
 async fn answer_operator(operator: &SipPeer, op_rtp: &UdpSocket) -> Sip {
     let invite = operator.expect_request("INVITE", 5 * SEC).await;
-    operator_answers(operator, &invite, op_rtp).await;
+    operator_answers(
+        operator,
+        &invite,
+        &sdp(op_rtp.local_addr().unwrap(), "0 101"),
+    )
+    .await;
     invite
 }
 
@@ -60,11 +82,8 @@ async fn caller_whose_media_stops_is_hung_up_as_media_timeout() {
     let operator = SipPeer::bind().await;
     let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let sb = TestSwitchboard::start(Options {
-        operators: vec![format!("sip:operator@{}", operator.addr)],
-        prompt_ms: 400,
-        rtp_ports: (36000, 36099),
         media_extra: "rtp_timeout_s = 2".into(),
-        ..Options::default()
+        ..line_with_operator(&operator, 400, (36000, 36099))
     })
     .await;
     let mut caller = Caller::new(sb.sip).await;
@@ -164,13 +183,7 @@ async fn rtcp_figures_of_both_legs_are_in_the_record() {
     let operator = SipPeer::bind().await;
     let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let op_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let sb = TestSwitchboard::start(Options {
-        operators: vec![format!("sip:operator@{}", operator.addr)],
-        prompt_ms: 400,
-        rtp_ports: (36100, 36199),
-        ..Options::default()
-    })
-    .await;
+    let sb = TestSwitchboard::start(line_with_operator(&operator, 400, (36100, 36199))).await;
     let mut caller = Caller::new(sb.sip).await;
     let caller_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let ok = caller.call("0").await;
@@ -228,9 +241,7 @@ async fn rtcp_figures_of_both_legs_are_in_the_record() {
     // Let the last report be taken in before hanging up.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    caller.request("BYE").await;
-    let bye = operator.expect_request("BYE", 3 * SEC).await;
-    operator.respond(&bye, "200 OK", None, "", "").await;
+    hang_up_bridged(&mut caller, &operator).await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(reason(&record), EndReason::CallerHungUp);
 
@@ -287,11 +298,8 @@ async fn expect_cancelled(caller: &Caller) {
 
 fn early_media_line(operator: &SipPeer, rtp_ports: (u16, u16)) -> Options {
     Options {
-        operators: vec![format!("sip:operator@{}", operator.addr)],
-        prompt_ms: 600,
-        rtp_ports,
         line_extra: "answer_mode = \"early_media\"".into(),
-        ..Options::default()
+        ..line_with_operator(operator, 600, rtp_ports)
     }
 }
 
@@ -349,7 +357,12 @@ async fn early_media_line_plays_the_warning_before_answering_and_answers_with_th
     );
 
     // The operator answers: now the caller gets its 200 OK, with the 183's SDP.
-    operator_answers(&operator, &invite, &op_rtp).await;
+    operator_answers(
+        &operator,
+        &invite,
+        &sdp(op_rtp.local_addr().unwrap(), "0 101"),
+    )
+    .await;
     let ok = caller.sip.expect_status(200, 2 * SEC).await;
     assert_eq!(
         ok.body, progress.body,
@@ -371,9 +384,7 @@ async fn early_media_line_plays_the_warning_before_answering_and_answers_with_th
     }
     assert!(relayed >= 8, "operator audio relayed: {relayed}");
 
-    caller.request("BYE").await;
-    let bye = operator.expect_request("BYE", 3 * SEC).await;
-    operator.respond(&bye, "200 OK", None, "", "").await;
+    hang_up_bridged(&mut caller, &operator).await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(reason(&record), EndReason::CallerHungUp);
     assert!(record.prompt_completed);
@@ -437,5 +448,291 @@ async fn cancel_during_early_media_is_answered_487_and_recorded() {
     assert_eq!(record.sip_final_status, 487);
     assert_eq!(record.answered_at_ms, 0);
     assert!(record.prompt_completed);
+    sb.stop().await;
+}
+
+/// An RFC 4733 payload: event, end bit with volume 10, duration.
+fn key_payload(event: u8, end: bool, duration: u16) -> [u8; 4] {
+    let [hi, lo] = duration.to_be_bytes();
+    [event, if end { 0x8a } else { 0x0a }, hi, lo]
+}
+
+/// Sends key `event` as a phone does (RFC 4733): three updates, then the end
+/// packet three times, all with timestamp `ts`; sequence numbers from `seq`.
+async fn send_key(
+    socket: &UdpSocket,
+    to: std::net::SocketAddr,
+    pt: u8,
+    event: u8,
+    seq: u16,
+    ts: u32,
+) {
+    let steps = [
+        (160, false),
+        (320, false),
+        (480, false),
+        (640, true),
+        (640, true),
+        (640, true),
+    ];
+    for (i, (duration, end)) in steps.into_iter().enumerate() {
+        let payload = key_payload(event, end, duration);
+        let packet = rtp_packet(pt, seq + i as u16, ts, 0x4b, i == 0, &payload);
+        socket.send_to(&packet, to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The telephone-event packets (payload type `pt`) `socket` receives within `wait`.
+async fn keys_received(socket: &UdpSocket, pt: u8, wait: Duration) -> Vec<Rtp> {
+    let until = Instant::now() + wait;
+    let mut keys = Vec::new();
+    while let Some((p, _)) = recv_rtp(socket, until.saturating_duration_since(Instant::now())).await
+    {
+        if p.pt == pt {
+            keys.push(p);
+        }
+    }
+    keys
+}
+
+/// The operator peer sends an in-dialog request on the dialog `invite` opened.
+async fn operator_info(
+    operator: &SipPeer,
+    invite: &Sip,
+    cseq: u32,
+    content_type: &str,
+    body: &str,
+) {
+    let target = invite
+        .header("contact")
+        .unwrap()
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_string();
+    let text = format!(
+        "INFO {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opinfo-{cseq}\r\nMax-Forwards: 70\r\nFrom: {to};tag=op1\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: {cseq} INFO\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}",
+        me = operator.addr,
+        to = invite.header("to").unwrap(),
+        from = invite.header("from").unwrap(),
+        cid = invite.header("call-id").unwrap(),
+        len = body.len(),
+    );
+    operator.send(invite.from, &text).await;
+}
+
+/// A call from a caller peer (PCMU and telephone-event) that reached its
+/// operator peer: the INVITE is in, not yet answered.
+struct OperatorInvited {
+    /// The operator's SIP peer.
+    operator: SipPeer,
+    /// The operator's RTP socket.
+    op_rtp: UdpSocket,
+    /// The switchboard.
+    sb: TestSwitchboard,
+    /// The caller, answered.
+    caller: Caller,
+    /// Where courtline takes the caller's RTP.
+    courtline_rtp: std::net::SocketAddr,
+    /// courtline's INVITE to the operator.
+    invite: Sip,
+}
+
+async fn call_until_operator_invited(rtp_ports: (u16, u16)) -> OperatorInvited {
+    let operator = SipPeer::bind().await;
+    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sb = TestSwitchboard::start(line_with_operator(&operator, 200, rtp_ports)).await;
+    let mut caller = Caller::new(sb.sip).await;
+    let courtline_rtp = caller.call("0 101").await.sdp_rtp_addr();
+    let invite = operator.expect_request("INVITE", 5 * SEC).await;
+    OperatorInvited {
+        operator,
+        op_rtp,
+        sb,
+        caller,
+        courtline_rtp,
+        invite,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_the_bridge_reach_the_other_leg_in_its_own_payload_type() {
+    let OperatorInvited {
+        operator,
+        op_rtp,
+        sb,
+        mut caller,
+        courtline_rtp,
+        invite,
+    } = call_until_operator_invited((36400, 36499)).await;
+    // The operator answers with telephone-event as 96: courtline must send it
+    // keys as 96, and still take the operator's own as 101 (its offer).
+    assert!(invite.body.contains("a=rtpmap:101 telephone-event/8000"));
+    let body = format!(
+        "v=0\r\no=op 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 96\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n",
+        op_rtp.local_addr().unwrap().port()
+    );
+    operator_answers(&operator, &invite, &body).await;
+    let courtline_op_rtp = invite.sdp_rtp_addr();
+    // The operator's first packet latches courtline onto its address.
+    send_stream(&op_rtp, courtline_op_rtp, 0x0b, 0..3, |_| 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // RFC 4733 from the caller: relayed to the operator as 96, payloads as sent.
+    send_key(&caller.rtp, courtline_rtp, 101, 5, 500, 80_000).await;
+    let keys = keys_received(&op_rtp, 96, Duration::from_millis(500)).await;
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    let sent: Vec<[u8; 4]> = [
+        (160, false),
+        (320, false),
+        (480, false),
+        (640, true),
+        (640, true),
+        (640, true),
+    ]
+    .into_iter()
+    .map(|(d, e)| key_payload(5, e, d))
+    .collect();
+    let got: Vec<Vec<u8>> = keys.iter().map(|k| k.payload.clone()).collect();
+    assert_eq!(got, sent.iter().map(|p| p.to_vec()).collect::<Vec<_>>());
+    assert!(
+        keys.iter().all(|k| k.ts == keys[0].ts),
+        "one timestamp per key"
+    );
+    assert!(keys[0].marker && keys[1..].iter().all(|k| !k.marker));
+    assert!(keys
+        .windows(2)
+        .all(|w| w[1].seq == w[0].seq.wrapping_add(1)));
+
+    // RFC 4733 from the operator (as 101, courtline's offer): to the caller as 101.
+    send_key(&op_rtp, courtline_op_rtp, 101, 9, 900, 7_000).await;
+    let keys = keys_received(&caller.rtp, 101, Duration::from_millis(500)).await;
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert!(keys.iter().all(|k| k.payload[0] == 9 && k.ts == keys[0].ts));
+    assert_eq!(keys[5].payload, key_payload(9, true, 640));
+
+    // SIP INFO from the caller: 200, and generated RFC 4733 packets to the operator.
+    caller
+        .request_with_body(
+            "INFO",
+            "application/dtmf-relay",
+            "Signal=3\r\nDuration=160\r\n",
+        )
+        .await;
+    caller.sip.expect_ok_to("INFO", 3 * SEC).await;
+    let keys = keys_received(&op_rtp, 96, Duration::from_millis(600)).await;
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    assert!(keys[0].marker);
+    assert!(keys.iter().all(|k| k.payload[0] == 3 && k.ts == keys[0].ts));
+    assert_eq!(keys[0].payload, key_payload(3, false, 160));
+    assert!(keys[7..]
+        .iter()
+        .all(|k| k.payload == key_payload(3, true, 1280)));
+
+    // SIP INFO from the operator (application/dtmf): to the caller as 101.
+    operator_info(&operator, &invite, 10, "application/dtmf", "#").await;
+    operator.expect_ok_to("INFO", 3 * SEC).await;
+    let keys = keys_received(&caller.rtp, 101, Duration::from_millis(600)).await;
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    assert!(keys.iter().all(|k| k.payload[0] == 11));
+
+    hang_up_bridged(&mut caller, &operator).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(
+        record.dtmf_during_prompt, "",
+        "keys in the bridge are not the prompt's"
+    );
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_for_an_operator_without_telephone_event_are_dropped_and_the_call_goes_on() {
+    let OperatorInvited {
+        operator,
+        op_rtp,
+        sb,
+        mut caller,
+        courtline_rtp,
+        invite,
+    } = call_until_operator_invited((36500, 36599)).await;
+    let body = sdp(op_rtp.local_addr().unwrap(), "0");
+    operator_answers(&operator, &invite, &body).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    send_key(&caller.rtp, courtline_rtp, 101, 5, 500, 80_000).await;
+    caller
+        .request_with_body("INFO", "application/dtmf-relay", "Signal=7\r\n")
+        .await;
+    caller.sip.expect_ok_to("INFO", 3 * SEC).await;
+    send_stream(&caller.rtp, courtline_rtp, 0x4b, 600..610, |_| 20).await;
+    let until = Instant::now() + Duration::from_millis(600);
+    let mut audio = 0;
+    while let Some((p, _)) =
+        recv_rtp(&op_rtp, until.saturating_duration_since(Instant::now())).await
+    {
+        assert_eq!(
+            p.pt, 0,
+            "only audio reaches an operator without telephone-event"
+        );
+        audio += 1;
+    }
+    assert!(audio >= 8, "the caller's audio still flows: {audio}");
+
+    hang_up_bridged(&mut caller, &operator).await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUp);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_during_the_prompt_by_rtp_or_sip_info_are_recorded_and_do_not_skip_it() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(line_with_operator(&operator, 1000, (36600, 36699))).await;
+    let mut caller = Caller::new(sb.sip).await;
+    let ok = caller.call("0 101").await;
+    let courtline_rtp = ok.sdp_rtp_addr();
+    let count = sb.playlist.frame_count();
+    for i in 0..count {
+        let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("prompt packet");
+        assert_eq!(p.payload, sb.playlist.frame(Codec::Pcmu, i), "frame {i}");
+        match i {
+            10 => send_key(&caller.rtp, courtline_rtp, 101, 1, 10, 3_000).await,
+            20 => {
+                caller
+                    .request_with_body(
+                        "INFO",
+                        "application/dtmf-relay",
+                        "Signal=2\r\nDuration=200\r\n",
+                    )
+                    .await;
+                caller.sip.expect_ok_to("INFO", 3 * SEC).await;
+            }
+            25 => {
+                caller
+                    .request_with_body("INFO", "application/dtmf", "#")
+                    .await;
+                caller.sip.expect_ok_to("INFO", 3 * SEC).await;
+            }
+            // The same key again: a new event timestamp, a second press.
+            35 => send_key(&caller.rtp, courtline_rtp, 101, 1, 20, 3_000 + 160 * 30).await,
+            40 => {
+                // Not a key: answered 200, recorded nothing.
+                caller
+                    .request_with_body("INFO", "application/media_control+xml", "<media_control/>")
+                    .await;
+                caller.sip.expect_ok_to("INFO", 3 * SEC).await;
+            }
+            _ => {}
+        }
+    }
+    let invite = operator.expect_request("INVITE", 2 * SEC).await;
+    operator
+        .respond(&invite, "486 Busy Here", Some("op"), "", "")
+        .await;
+    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(record.dtmf_during_prompt, "12#1");
+    assert!(record.prompt_completed, "keys never skip the warning");
+    assert_eq!(reason(&record), EndReason::OperatorBusy);
     sb.stop().await;
 }

@@ -109,8 +109,12 @@ pub enum CallInput {
     CodecAgreed(String),
     /// No ACK came for our 200 OK within 64·T1; the SIP stack has sent BYE.
     CallerAckTimeout,
-    /// The caller pressed a key (RFC 4733); recorded, never skips the prompt.
+    /// The caller pressed a key (RFC 4733 until bridged, or SIP INFO);
+    /// recorded during the prompt, never skips it; passed on once bridged.
     CallerDtmf(char),
+    /// The operator sent a key by SIP INFO (its RFC 4733 keys are relayed by
+    /// the media engine without the flow).
+    OperatorDtmf(char),
     /// BYE from the caller.
     CallerHungUp,
     /// CANCEL from the caller before we answered (the stack has sent 487).
@@ -132,6 +136,15 @@ pub enum CallInput {
     /// No RTP or RTCP from the answered caller for `[media] rtp_timeout_s`:
     /// the line died without a BYE.
     CallerMediaTimeout,
+}
+
+/// One of the two people on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// Whoever dialled the court's line.
+    Caller,
+    /// The court's operator.
+    Operator,
 }
 
 /// A point in a call worth a durable event: the records spool (issue #5) keeps
@@ -192,6 +205,13 @@ pub enum CallAction {
     HangUpOperator,
     /// Relay audio both ways between caller and operator.
     Bridge,
+    /// Play a key (that arrived by SIP INFO) to a party as RFC 4733 packets.
+    SendDtmf {
+        /// Who hears it.
+        to: Party,
+        /// The key.
+        digit: char,
+    },
     /// BYE the caller.
     HangUpCaller,
     /// Refuse the still unanswered INVITE with this final status.
@@ -421,6 +441,15 @@ impl CallFlow {
                 self.actions.push_back(CallAction::HangUpOperator);
                 self.end(EndReason::CallerHungUp, now);
             }
+            // SIP INFO keys in the bridge are passed on in the other leg's RTP.
+            (Phase::Bridged, CallerDtmf(digit)) => self.actions.push_back(CallAction::SendDtmf {
+                to: Party::Operator,
+                digit,
+            }),
+            (Phase::Bridged, OperatorDtmf(digit)) => self.actions.push_back(CallAction::SendDtmf {
+                to: Party::Caller,
+                digit,
+            }),
             (Phase::Bridged, OperatorHungUp) => {
                 self.actions.push_back(CallAction::HangUpCaller);
                 self.end(EndReason::OperatorHungUp, now);

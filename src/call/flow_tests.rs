@@ -175,6 +175,37 @@ fn keys_during_prompt_are_recorded_and_change_nothing() {
 }
 
 #[test]
+fn keys_in_the_bridge_are_passed_to_the_other_party_and_not_recorded() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.answer_and_play_prompt();
+    // While the operator rings, a key goes nowhere.
+    h.input(CallInput::CallerDtmf('7'));
+    h.input(CallInput::OperatorDtmf('7'));
+    assert!(h.actions().is_empty());
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h.input(CallInput::CallerDtmf('4'));
+    h.input(CallInput::OperatorDtmf('*'));
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::SendDtmf {
+                to: Party::Operator,
+                digit: '4'
+            },
+            CallAction::SendDtmf {
+                to: Party::Caller,
+                digit: '*'
+            }
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::Bridged);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(finished(&actions).dtmf_during_prompt, "");
+}
+
+#[test]
 fn hang_up_during_prompt_dials_nobody() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
     h.actions();

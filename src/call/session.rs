@@ -21,12 +21,14 @@ use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Phase};
+use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Party, Phase};
 use super::reoffer;
 use crate::media::codec::Codec;
+use crate::media::dtmf::TelephoneEvent;
 use crate::media::prompt::Playlist;
 use crate::media::session::{
-    self as media, CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg, Side,
+    self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
+    OperatorLeg, Side,
 };
 use crate::records::pb::{CallRecord, EndReason, LegMedia};
 use crate::sdp::{Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
@@ -204,7 +206,8 @@ async fn run(
     let mut media = match offer {
         Some((offer, agreed)) => CallerMedia::Running {
             commands: media::spawn(
-                caller_leg(rtp_socket, &offer, agreed),
+                // Our answer declared the caller's own telephone-event number.
+                caller_leg(rtp_socket, &offer, agreed, agreed.telephone_event),
                 shared.ringback.clone(),
                 media_events_tx.clone(),
             ),
@@ -220,6 +223,8 @@ async fn run(
     let mut operator: Option<OperatorAttempt> = None;
     let mut operator_socket: Option<RtpSocket> = None;
     let mut operator_media: Option<(std::net::SocketAddr, Codec)> = None;
+    // The operator's telephone-event numbers, if its answer kept telephone-event.
+    let mut operator_keys: Option<EventPayloadTypes> = None;
     let mut hangups: Vec<InviteDialog> = Vec::new();
     let mut phase = flow.phase();
     log_phase(&call_id, &facts, phase, None);
@@ -313,6 +318,7 @@ async fn run(
                             socket,
                             remote,
                             codec,
+                            telephone_event: operator_keys,
                         }));
                     }
                     _ => flow.handle_input(
@@ -320,6 +326,15 @@ async fn run(
                         Instant::now(),
                     ),
                 },
+                CallAction::SendDtmf { to, digit } => {
+                    if let Some(event) = TelephoneEvent::code_of(digit) {
+                        let to = match to {
+                            Party::Caller => Side::Caller,
+                            Party::Operator => Side::Operator,
+                        };
+                        media.send(MediaCommand::SendDtmf { to, event });
+                    }
+                }
                 CallAction::Milestone(milestone) => {
                     // On disk before the call moves on (the wait is bounded: see RecordSender).
                     shared.records.milestone(&milestone, flow.record()).await;
@@ -433,7 +448,7 @@ async fn run(
                 None => Some(CallInput::Fault("media task ended".into())),
             },
             outcome = operator_outcome(operator.as_mut()) => {
-                let input = operator_input(outcome, caller_codec, &mut operator_media);
+                let input = operator_input(outcome, caller_codec, &mut operator_media, &mut operator_keys);
                 if input != CallInput::OperatorAnswered {
                     // The attempt is over; nothing to cancel.
                     operator = None;
@@ -485,7 +500,7 @@ async fn run(
                         };
                         media = CallerMedia::Running {
                             commands: media::spawn(
-                                caller_leg(socket, &answer, agreed),
+                                caller_leg(socket, &answer, agreed, Some(OFFERED_TELEPHONE_EVENT)),
                                 shared.ringback.clone(),
                                 media_events_tx.clone(),
                             ),
@@ -539,9 +554,20 @@ async fn dialog_input(
             // Failures of the operator INVITE arrive through its outcome.
             _ => None,
         },
-        DialogState::Info(_, request, handle) => {
+        DialogState::Info(id, request, handle) => {
+            // Every INFO gets 200 (other packages are ignored, not refused).
             let _ = handle.reply(StatusCode::OK).await;
-            dtmf_relay_digit(&request.body).map(CallInput::CallerDtmf)
+            let content_type = request
+                .headers
+                .iter()
+                .find(|h| h.name().eq_ignore_ascii_case("content-type"))
+                .map(|h| h.value().to_string())
+                .unwrap_or_default();
+            let digit = info_dtmf_digit(&content_type, &request.body)?;
+            match leg_of(&id)? {
+                true => Some(CallInput::CallerDtmf(digit)),
+                false => Some(CallInput::OperatorDtmf(digit)),
+            }
         }
         DialogState::Options(_, _, handle) => {
             let _ = handle
@@ -560,17 +586,31 @@ async fn dialog_input(
     }
 }
 
-/// A key from a SIP INFO `application/dtmf-relay` body (`Signal=5`).
-fn dtmf_relay_digit(body: &[u8]) -> Option<char> {
+/// The key in a SIP INFO body: `application/dtmf-relay` (a `Signal=5` line)
+/// or `application/dtmf` (the key alone). Keys are `0`-`9`, `*`, `#`, `A`-`D`,
+/// or their RFC 4733 event codes 0-15 (some phones send `Signal=11` for `#`).
+fn info_dtmf_digit(content_type: &str, body: &[u8]) -> Option<char> {
+    let media_type = content_type.split(';').next()?.trim().to_ascii_lowercase();
     let text = std::str::from_utf8(body).ok()?;
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once('=')?;
-        if !key.trim().eq_ignore_ascii_case("signal") {
-            return None;
+    let signal = match media_type.as_str() {
+        "application/dtmf-relay" => text.lines().find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            key.trim().eq_ignore_ascii_case("signal").then_some(value)
+        })?,
+        "application/dtmf" => text,
+        _ => return None,
+    };
+    let signal = signal.trim();
+    match signal.parse::<u8>() {
+        Ok(code) => TelephoneEvent::key_of(code),
+        Err(_) => {
+            let mut chars = signal.chars();
+            match (chars.next(), chars.next()) {
+                (Some(key), None) => TelephoneEvent::code_of(key).and_then(TelephoneEvent::key_of),
+                _ => None,
+            }
         }
-        let digit = value.trim().chars().next()?.to_ascii_uppercase();
-        "0123456789*#ABCD".contains(digit).then_some(digit)
-    })
+    }
 }
 
 /// Starts an INVITE to an operator.
@@ -673,11 +713,13 @@ async fn operator_outcome(
     result
 }
 
-/// Turns the operator INVITE outcome into a flow input, keeping the operator's media on answer.
+/// Turns the operator INVITE outcome into a flow input, keeping the operator's
+/// media (and telephone-event numbers) on answer.
 fn operator_input(
     outcome: Result<InviteAsyncResult, tokio::task::JoinError>,
     caller_codec: Codec,
     operator_media: &mut Option<(std::net::SocketAddr, Codec)>,
+    operator_keys: &mut Option<EventPayloadTypes>,
 ) -> CallInput {
     let response = match outcome {
         Ok(Ok((_, Some(response)))) => response,
@@ -702,6 +744,12 @@ fn operator_input(
     match codec {
         Some(codec) => {
             *operator_media = Some((answer.rtp_addr, codec));
+            // We offered OFFERED_TELEPHONE_EVENT; the operator sends keys with
+            // that and takes ours with the number its answer declared.
+            *operator_keys = answer.telephone_event.map(|send| EventPayloadTypes {
+                receive: OFFERED_TELEPHONE_EVENT,
+                send,
+            });
             CallInput::OperatorAnswered
         }
         None => CallInput::Fault("operator answered without a G.711 codec".into()),
@@ -765,12 +813,21 @@ impl CallerMedia {
     }
 }
 
-fn caller_leg(socket: RtpSocket, media: &RemoteMedia, agreed: Negotiated) -> CallerLeg {
+/// The caller's media as agreed; `declared` is the telephone-event number our
+/// own SDP gave (the caller sends keys with it).
+fn caller_leg(
+    socket: RtpSocket,
+    media: &RemoteMedia,
+    agreed: Negotiated,
+    declared: Option<u8>,
+) -> CallerLeg {
     CallerLeg {
         socket,
         remote: media.rtp_addr,
         codec: agreed.codec,
-        telephone_event: agreed.telephone_event,
+        telephone_event: declared
+            .zip(agreed.telephone_event)
+            .map(|(receive, send)| EventPayloadTypes { receive, send }),
     }
 }
 
@@ -898,11 +955,36 @@ mod tests {
 
     #[test]
     fn sip_info_dtmf() {
-        assert_eq!(dtmf_relay_digit(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
-        assert_eq!(dtmf_relay_digit(b"Signal= #\r\n"), Some('#'));
-        assert_eq!(dtmf_relay_digit(b"Duration=160\r\n"), None);
-        assert_eq!(dtmf_relay_digit(b"Signal=x\r\n"), None);
-        assert_eq!(dtmf_relay_digit(&[0xff]), None);
+        let relay = "application/dtmf-relay";
+        assert_eq!(
+            info_dtmf_digit(relay, b"Signal=5\r\nDuration=160\r\n"),
+            Some('5')
+        );
+        assert_eq!(info_dtmf_digit(relay, b"Signal= #\r\n"), Some('#'));
+        assert_eq!(
+            info_dtmf_digit(relay, b"signal=11\r\nDuration=250\r\n"),
+            Some('#')
+        );
+        assert_eq!(info_dtmf_digit(relay, b"Signal=10\r\n"), Some('*'));
+        assert_eq!(info_dtmf_digit(relay, b"Signal=d\r\n"), Some('D'));
+        assert_eq!(info_dtmf_digit(relay, b"Duration=160\r\n"), None);
+        assert_eq!(info_dtmf_digit(relay, b"Signal=x\r\n"), None);
+        assert_eq!(info_dtmf_digit(relay, b"Signal=16\r\n"), None);
+        assert_eq!(info_dtmf_digit(relay, b"Signal=12a\r\n"), None);
+        assert_eq!(info_dtmf_digit(relay, &[0xff]), None);
+        assert_eq!(info_dtmf_digit("application/dtmf", b"7"), Some('7'));
+        assert_eq!(
+            info_dtmf_digit("Application/DTMF; charset=x", b" *\r\n"),
+            Some('*')
+        );
+        assert_eq!(info_dtmf_digit("application/dtmf", b"11"), Some('#'));
+        assert_eq!(info_dtmf_digit("application/dtmf", b""), None);
+        // Other INFO packages carry no key, whatever their body says.
+        assert_eq!(
+            info_dtmf_digit("application/media_control+xml", b"Signal=5"),
+            None
+        );
+        assert_eq!(info_dtmf_digit("", b"Signal=5"), None);
     }
 
     #[test]

@@ -26,13 +26,14 @@ use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SLOT_LEN};
 use super::codec::{Codec, FRAME_MS};
-use super::dtmf::DtmfDetector;
+use super::dtmf::{DtmfDetector, EventGenerator};
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
 use super::prompt::Playlist;
 use super::rtcp::{self, Ntp, ReceptionStats, ReportBlock, SenderInfo};
 use super::session::{
-    CallerLeg, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg, Repoint, Side,
+    CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
+    Repoint, Side,
 };
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
@@ -272,10 +273,22 @@ struct Leg {
     latched: bool,
     /// Whether `remote_rtcp` follows the peer's actual RTCP source yet.
     rtcp_latched: bool,
+    /// RFC 4733 payload types, if both sides' SDP had telephone-event.
+    telephone_event: Option<EventPayloadTypes>,
+    /// Keys (from SIP INFO) being played to this leg as telephone-event packets.
+    keys_out: EventGenerator,
+    /// Whether dropping keys for want of telephone-event was logged (once per leg).
+    dropped_keys_logged: bool,
 }
 
 impl Leg {
-    fn new(socket: RtpSocket, remote: SocketAddr, codec: Codec, now: Instant) -> Leg {
+    fn new(
+        socket: RtpSocket,
+        remote: SocketAddr,
+        codec: Codec,
+        telephone_event: Option<EventPayloadTypes>,
+        now: Instant,
+    ) -> Leg {
         let mut remote_rtcp = remote;
         remote_rtcp.set_port(remote.port().wrapping_add(1));
         Leg {
@@ -292,6 +305,20 @@ impl Leg {
             next_rtcp: now + first_report_delay(),
             latched: false,
             rtcp_latched: false,
+            telephone_event,
+            keys_out: EventGenerator::default(),
+            dropped_keys_logged: false,
+        }
+    }
+
+    /// The peer of this leg cannot receive keys out of band: say so once.
+    fn drop_keys(&mut self, side: Side) {
+        if !self.dropped_keys_logged {
+            self.dropped_keys_logged = true;
+            tracing::warn!(
+                leg = ?side,
+                "this leg's SDP has no telephone-event: key presses from the other leg are dropped (in-band tones in the audio still pass)"
+            );
         }
     }
 
@@ -345,8 +372,6 @@ struct Call {
     ringback: Arc<ToneFrames>,
     /// The caller's leg.
     caller: Leg,
-    /// The caller's telephone-event payload type.
-    telephone_event: Option<u8>,
     /// The operator's leg, once bridged.
     operator: Option<Leg>,
     /// Slot clock of what the caller hears.
@@ -500,7 +525,13 @@ impl Shard {
         };
         let generation = self.generations[slot as usize];
         let now = Instant::now();
-        let caller = Leg::new(new.caller.socket, new.caller.remote, new.caller.codec, now);
+        let caller = Leg::new(
+            new.caller.socket,
+            new.caller.remote,
+            new.caller.codec,
+            new.caller.telephone_event,
+            now,
+        );
         let registered = self
             .epoll
             .add(
@@ -529,7 +560,6 @@ impl Shard {
             events: new.events,
             ringback: new.ringback,
             caller,
-            telephone_event: new.caller.telephone_event,
             operator: None,
             pacer: Pacer::new(self.align(now)),
             source: Source::Idle,
@@ -607,8 +637,9 @@ impl Shard {
                     socket,
                     remote,
                     codec,
+                    telephone_event,
                 } = operator;
-                let leg = Leg::new(socket, remote, codec, now);
+                let leg = Leg::new(socket, remote, codec, telephone_event, now);
                 let generation = call.generation;
                 let registered = self
                     .epoll
@@ -649,10 +680,22 @@ impl Shard {
                     leg.repoint(remote, codec);
                 }
             }
+            MediaCommand::SendDtmf { to, event } => {
+                let leg = match to {
+                    Side::Caller => Some(&mut call.caller),
+                    Side::Operator => call.operator.as_mut(),
+                };
+                match leg {
+                    Some(leg) if leg.telephone_event.is_some() => leg.keys_out.push(event),
+                    Some(leg) => leg.drop_keys(to),
+                    // Not bridged: the flow sends keys only to a connected operator.
+                    None => {}
+                }
+            }
             // Handled by `poll_commands`.
             MediaCommand::Stop(_) => {}
         }
-        if call.source.is_paced() {
+        if call.has_packets_to_pace() {
             self.schedule(slot);
             self.send_paced(slot, now);
         }
@@ -699,7 +742,7 @@ impl Shard {
                     .is_some_and(|c| {
                         wheel_entry(c.generation, slot) == entry
                             && c.bucket == Some(bucket)
-                            && c.source.is_paced()
+                            && c.has_packets_to_pace()
                     });
                 if !live {
                     if let Some(c) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) {
@@ -735,51 +778,8 @@ impl Shard {
         let Some(pacer_slot) = call.pacer.take_due(now) else {
             return;
         };
-        let codec = call.caller.codec;
-        let pt = codec.payload_type();
-        let mut finished = false;
-        let frame: &[u8] = match &mut call.source {
-            Source::Prompt { frames, next } => {
-                let Some(frame) = frames.get(codec, *next) else {
-                    return;
-                };
-                *next += 1;
-                call.prompt_ms_sent += FRAME_MS;
-                finished = *next >= frames.frame_count();
-                frame
-            }
-            Source::Ringback { next } => {
-                let frame = call.ringback.frame(codec, *next);
-                *next = (*next + 1) % call.ringback.frame_count().max(1);
-                frame
-            }
-            Source::Idle | Source::Relay => return,
-        };
-        let header = call.caller.out.paced_header(pt, pacer_slot, frame.len());
-        let sent = send_parts(
-            call.caller.socket.rtp.as_raw_fd(),
-            &header,
-            frame,
-            call.caller.remote,
-        );
-        if finished {
-            // A finished prompt is always followed by ringback while the
-            // operator is dialled (the call flow's rule). Starting it here
-            // rather than on the flow's PlayRingback keeps the caller out of
-            // silence however late the call task gets to the event.
-            call.caller.out.start_talkspurt();
-            call.source = Source::Ringback { next: 0 };
-            let _ = call.events.send(MediaEvent::PromptFinished);
-        }
-        if let Err(e) = sent {
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                let remote = call.caller.remote;
-                call.fault(
-                    format!("sending RTP to the caller at {remote}: {e}"),
-                    &self.epoll,
-                );
-            }
-        }
+        call.send_frame(pacer_slot, &self.epoll);
+        call.send_keys(pacer_slot, &self.epoll);
     }
 
     fn on_readable(&mut self, t: u64, batch: &mut RecvBatch) {
@@ -873,6 +873,78 @@ impl Call {
         }
     }
 
+    /// Sends the prompt or ringback frame of `pacer_slot` to the caller, if
+    /// that is what the caller hears now.
+    fn send_frame(&mut self, pacer_slot: u64, epoll: &Epoll) {
+        let codec = self.caller.codec;
+        let pt = codec.payload_type();
+        let mut finished = false;
+        let frame: &[u8] = match &mut self.source {
+            Source::Prompt { frames, next } => {
+                let Some(frame) = frames.get(codec, *next) else {
+                    return;
+                };
+                *next += 1;
+                self.prompt_ms_sent += FRAME_MS;
+                finished = *next >= frames.frame_count();
+                frame
+            }
+            Source::Ringback { next } => {
+                let frame = self.ringback.frame(codec, *next);
+                *next = (*next + 1) % self.ringback.frame_count().max(1);
+                frame
+            }
+            Source::Idle | Source::Relay => return,
+        };
+        let header = self.caller.out.paced_header(pt, pacer_slot, frame.len());
+        let sent = send_parts(
+            self.caller.socket.rtp.as_raw_fd(),
+            &header,
+            frame,
+            self.caller.remote,
+        );
+        if finished {
+            // A finished prompt is always followed by ringback while the
+            // operator is dialled (the call flow's rule). Starting it here
+            // rather than on the flow's PlayRingback keeps the caller out of
+            // silence however late the call task gets to the event.
+            self.caller.out.start_talkspurt();
+            self.source = Source::Ringback { next: 0 };
+            let _ = self.events.send(MediaEvent::PromptFinished);
+        }
+        if let Err(e) = sent {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                let remote = self.caller.remote;
+                self.fault(format!("sending RTP to the caller at {remote}: {e}"), epoll);
+            }
+        }
+    }
+
+    /// Sends the next packet of each leg's generated key, if one is playing.
+    fn send_keys(&mut self, pacer_slot: u64, epoll: &Epoll) {
+        let sent = send_key_packet(&mut self.caller, pacer_slot)
+            .map_err(|e| format!("sending a key to the caller: {e}"))
+            .and_then(|()| match self.operator.as_mut() {
+                Some(operator) => send_key_packet(operator, pacer_slot)
+                    .map_err(|e| format!("sending a key to the operator: {e}")),
+                None => Ok(()),
+            });
+        if let Err(message) = sent {
+            self.fault(message, epoll);
+        }
+    }
+
+    /// Whether the call has packets of its own due on the 20 ms grid: the
+    /// prompt, the ringback, or keys being played to a leg.
+    fn has_packets_to_pace(&self) -> bool {
+        self.source.is_paced()
+            || self.caller.keys_out.is_active()
+            || self
+                .operator
+                .as_ref()
+                .is_some_and(|operator| operator.keys_out.is_active())
+    }
+
     /// Reports a socket failure and stops sending; the call task will stop us.
     fn fault(&mut self, message: String, epoll: &Epoll) {
         tracing::warn!("{message}");
@@ -919,11 +991,17 @@ impl Call {
             }
         }
         let pt = rtp.payload_type();
-        if Some(pt) == self.telephone_event {
-            if let Some(digit) = self.dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
-                let _ = self.events.send(MediaEvent::Dtmf(digit));
-            }
-            return Ok(());
+        if is_key(self.caller.telephone_event, pt) {
+            return match &mut self.operator {
+                // Bridged: the key goes on to the operator as it is.
+                Some(operator) => relay_key(&rtp, operator, Side::Operator, pacer_slot),
+                None => {
+                    if let Some(digit) = self.dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
+                        let _ = self.events.send(MediaEvent::Dtmf(digit));
+                    }
+                    Ok(())
+                }
+            };
         }
         if Codec::from_payload_type(pt) != Some(self.caller.codec) {
             return Ok(());
@@ -932,7 +1010,7 @@ impl Call {
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
-        relay(&rtp, from_codec, operator, pacer_slot)
+        relay(&rtp, Some(from_codec), operator, pacer_slot)
             .map_err(|e| format!("relaying RTP to the operator at {}: {e}", operator.remote))
     }
 
@@ -960,36 +1038,92 @@ impl Call {
             operator.latched = true;
             operator.remote = from;
         }
-        if Codec::from_payload_type(rtp.payload_type()) != Some(operator.codec) {
+        let pt = rtp.payload_type();
+        let key = is_key(operator.telephone_event, pt);
+        if !key && Codec::from_payload_type(pt) != Some(operator.codec) {
             return Ok(());
         }
         let from_codec = operator.codec;
         if !matches!(self.source, Source::Relay) {
             return Ok(());
         }
-        relay(&rtp, from_codec, &mut self.caller, pacer_slot)
+        if key {
+            return relay_key(&rtp, &mut self.caller, Side::Caller, pacer_slot);
+        }
+        relay(&rtp, Some(from_codec), &mut self.caller, pacer_slot)
             .map_err(|e| format!("relaying RTP to the caller at {}: {e}", self.caller.remote))
     }
 }
 
-/// Rewrites `rtp` onto `to`'s outgoing stream (transcoding into a stack
-/// buffer when the laws differ) and sends it.
-fn relay(rtp: &RtpReader<'_>, from: Codec, to: &mut Leg, pacer_slot: u64) -> std::io::Result<()> {
+/// Whether payload type `pt` is a telephone-event on a leg with these types.
+fn is_key(telephone_event: Option<EventPayloadTypes>, pt: u8) -> bool {
+    telephone_event.is_some_and(|types| types.receive == pt)
+}
+
+/// Rewrites `rtp` onto `to`'s outgoing stream and sends it: audio from a leg
+/// in law `from` (transcoded into a stack buffer when the laws differ), or,
+/// with `from` None, a payload passed on as it is.
+fn relay(
+    rtp: &RtpReader<'_>,
+    from: Option<Codec>,
+    to: &mut Leg,
+    pacer_slot: u64,
+) -> std::io::Result<()> {
     let mut transcoded = [0u8; SLOT_LEN];
     let payload = rtp.payload();
-    let payload: &[u8] = if from == to.codec {
-        payload
-    } else {
-        let out = &mut transcoded[..payload.len().min(SLOT_LEN)];
-        for (o, &b) in out.iter_mut().zip(payload) {
-            *o = to.codec.transcode_from(from, b);
+    let (payload_type, payload): (u8, &[u8]) = match (from, to.telephone_event) {
+        (Some(from), _) if from != to.codec => {
+            let out = &mut transcoded[..payload.len().min(SLOT_LEN)];
+            for (o, &b) in out.iter_mut().zip(payload) {
+                *o = to.codec.transcode_from(from, b);
+            }
+            (to.codec.payload_type(), out)
         }
-        out
+        (Some(_), _) => (to.codec.payload_type(), payload),
+        (None, Some(types)) => (types.send, payload),
+        (None, None) => return Ok(()),
     };
     let header = to
         .out
-        .relayed_header(to.codec.payload_type(), rtp, pacer_slot, payload.len());
+        .relayed_header(payload_type, rtp, pacer_slot, payload.len());
     match send_parts(to.socket.rtp.as_raw_fd(), &header, payload, to.remote) {
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Passes a telephone-event packet on to the other leg, renumbered to the
+/// payload type that leg declared; dropped (and logged once) if it has none.
+fn relay_key(rtp: &RtpReader<'_>, to: &mut Leg, side: Side, pacer_slot: u64) -> Result<(), String> {
+    if to.telephone_event.is_none() {
+        to.drop_keys(side);
+        return Ok(());
+    }
+    relay(rtp, None, to, pacer_slot)
+        .map_err(|e| format!("relaying a key to the {side:?} at {}: {e}", to.remote))
+}
+
+/// Sends the next packet of the key being played to `leg`, if any: our SSRC
+/// and sequence, the key's own timestamp (RFC 4733 §2.3.1).
+fn send_key_packet(leg: &mut Leg, pacer_slot: u64) -> std::io::Result<()> {
+    let Some(types) = leg.telephone_event else {
+        return Ok(());
+    };
+    let Some(packet) = leg.keys_out.next_packet(leg.out.slot_timestamp(pacer_slot)) else {
+        return Ok(());
+    };
+    let header = leg.out.event_header(
+        types.send,
+        packet.timestamp,
+        packet.marker,
+        packet.payload.len(),
+    );
+    match send_parts(
+        leg.socket.rtp.as_raw_fd(),
+        &header,
+        &packet.payload,
+        leg.remote,
+    ) {
         Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Err(e),
         _ => Ok(()),
     }

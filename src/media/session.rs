@@ -27,8 +27,8 @@ pub struct CallerLeg {
     pub remote: SocketAddr,
     /// Agreed G.711 law.
     pub codec: Codec,
-    /// Caller's telephone-event payload type, for key presses.
-    pub telephone_event: Option<u8>,
+    /// RFC 4733 payload types, when both sides' SDP had telephone-event.
+    pub telephone_event: Option<EventPayloadTypes>,
 }
 
 /// The operator's side, known once the operator answered.
@@ -40,6 +40,18 @@ pub struct OperatorLeg {
     pub remote: SocketAddr,
     /// Law the operator chose; transcoded to the caller's if different.
     pub codec: Codec,
+    /// RFC 4733 payload types, when the operator's answer kept telephone-event.
+    pub telephone_event: Option<EventPayloadTypes>,
+}
+
+/// The telephone-event (RFC 4733) payload types of one leg: each side sends
+/// with the number the other declared (RFC 3264 §5.1), and they may differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPayloadTypes {
+    /// What our SDP declared: the peer's key presses arrive with it.
+    pub receive: u8,
+    /// What the peer's SDP declared: key presses we pass on go out with it.
+    pub send: u8,
 }
 
 /// One of a call's two legs.
@@ -77,6 +89,14 @@ pub enum MediaCommand {
     WatchInactivity(Duration),
     /// A leg's peer moved its media (re-INVITE or UPDATE): send there, in this law.
     Repoint(Repoint),
+    /// Play this key (an RFC 4733 event code, from SIP INFO) to a leg as
+    /// telephone-event packets; dropped, with a warning, if that leg has none.
+    SendDtmf {
+        /// The leg that hears it.
+        to: Side,
+        /// The event code (0–15).
+        event: u8,
+    },
     /// Stop and report the counters.
     Stop(oneshot::Sender<MediaStats>),
 }
@@ -86,7 +106,8 @@ pub enum MediaCommand {
 pub enum MediaEvent {
     /// The last prompt frame has been sent.
     PromptFinished,
-    /// The caller pressed a key.
+    /// The caller pressed a key (RFC 4733). Reported only until the call is
+    /// bridged; from then on key packets are relayed to the other leg as they are.
     Dtmf(char),
     /// A socket failed; the call cannot continue.
     Fault(String),

@@ -121,6 +121,20 @@ impl OutboundStream {
         self.header(payload_type, ts, payload_len)
     }
 
+    /// The header of a telephone-event packet courtline generates (RFC 4733):
+    /// all packets of one key carry the timestamp it started at; `marker` on
+    /// its first.
+    pub fn event_header(
+        &mut self,
+        payload_type: u8,
+        timestamp: u32,
+        marker: bool,
+        payload_len: usize,
+    ) -> [u8; HEADER_LEN] {
+        self.marker_pending |= marker;
+        self.header(payload_type, timestamp, payload_len)
+    }
+
     /// Payload octets sent so far (for RTCP sender reports).
     pub fn octets_sent(&self) -> u64 {
         self.octets_sent

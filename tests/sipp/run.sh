@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | cancel_race | inbound_auth | hold | flood | operator_auth | registration | early_media
+#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | cancel_race | inbound_auth | hold | flood | operator_auth | registration | early_media | dtmf
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -275,7 +275,7 @@ case_early_media() {
     -m 1 -timeout 60s -timeout_error -trace_err -error_file "$dir/cancel_errors.log" \
     "127.0.0.1:$SIP_PORT" >"$dir/cancel.out" 2>&1 || fail "$dir" "SIPp cancelling caller exited $?"
   local records
-  records=$("$BIN" --config "$dir/courtline.toml" calls list --format json --oldest-first)
+  records=$(records_of "$dir" 2)
   python3 - "$records" "$dir/caller_logs.log" <<'PY' || fail "$dir" "records check"
 import json, sys
 records = json.loads(sys.argv[1])
@@ -294,6 +294,33 @@ assert cancelled["prompt_completed"] is False and cancelled["prompt_ms_sent"] >=
 # The 183 and the 200 carried the same SDP origin, connection and media lines.
 lines = [l.strip() for l in open(sys.argv[2], encoding="utf-8") if l.startswith(("183 ", "200 "))]
 assert len(lines) == 2 and lines[0][4:] == lines[1][4:] and "m=audio" in lines[0], lines
+PY
+  stop_courtline
+}
+
+# Keys pressed during the warning, from a pcap of RFC 4733 packets (SIPp sends
+# it through a raw socket: run as root). The pcap is regenerated and compared
+# with the committed one first, so it is known to come from make_dtmf_pcap.py.
+case_dtmf() {
+  local dir=$work/dtmf
+  write_config "$dir" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
+  python3 tests/sipp/make_dtmf_pcap.py "$dir/dtmf_keys.pcap"
+  cmp -s "$dir/dtmf_keys.pcap" tests/sipp/dtmf_keys.pcap \
+    || fail "$dir" "tests/sipp/dtmf_keys.pcap differs from what make_dtmf_pcap.py writes"
+  start_courtline "$dir"
+  sipp -nostdin -sf tests/sipp/caller_dtmf.xml -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+    -m 1 -timeout 60s -timeout_error -trace_err -error_file "$dir/caller_errors.log" \
+    "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || fail "$dir" "SIPp DTMF caller exited $?"
+  local records
+  records=$(records_of "$dir" 1)
+  python3 - "$records" <<'PY' || fail "$dir" "records check"
+import json, sys
+records = json.loads(sys.argv[1])
+assert len(records) == 1, records
+r = records[0]
+# 1, 1 again (a new timestamp), # — each once despite its three end packets.
+assert r["dtmf_during_prompt"] == "11#", r
+assert r["end_reason"] == "caller_hung_up_during_prompt" and r["prompt_ms_sent"] >= 2500, r
 PY
   stop_courtline
 }
@@ -345,7 +372,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media}")
+cases=("${@:-udp tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media dtmf}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"

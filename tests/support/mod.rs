@@ -396,6 +396,20 @@ impl SipPeer {
         }
     }
 
+    /// Waits for the 200 to our `method` request (skipping anything else); panics after `wait`.
+    pub async fn expect_ok_to(&self, method: &str, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let msg = self
+                .recv(deadline.saturating_duration_since(Instant::now()))
+                .await
+                .unwrap_or_else(|| panic!("no 200 to {method} within {wait:?}"));
+            if msg.status() == 200 && msg.header("cseq").is_some_and(|c| c.ends_with(method)) {
+                return;
+            }
+        }
+    }
+
     /// Waits for a request with `method`; panics after `wait`.
     pub async fn expect_request(&self, method: &str, wait: Duration) -> Sip {
         let deadline = Instant::now() + wait;
@@ -506,6 +520,11 @@ impl Caller {
 
     /// Sends an in-dialog request (BYE) or CANCEL.
     pub async fn request(&mut self, method: &str) {
+        self.request_with_body(method, "", "").await;
+    }
+
+    /// Sends an in-dialog request (INFO, ...) or CANCEL with a body of `content_type`.
+    pub async fn request_with_body(&mut self, method: &str, content_type: &str, body: &str) {
         let (cseq, branch, to) = if method == "CANCEL" {
             (
                 1,
@@ -526,8 +545,10 @@ impl Caller {
             to
         };
         let text = format!(
-            "{method} sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            "{method} sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\n{content_type}Content-Length: {len}\r\n\r\n{body}",
             target = self.target, me = self.sip.addr, from = self.from, cid = self.call_id,
+            content_type = if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\r\n") },
+            len = body.len(),
         );
         self.sip.send(self.target, &text).await;
     }
