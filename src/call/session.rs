@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::media::ports::RtpSocket;
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{
-    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
-};
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::DialogId;
@@ -21,6 +19,7 @@ use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::dialog_states::CallDialogStates;
 use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Party, Phase};
 use super::reoffer;
 use crate::media::codec::Codec;
@@ -89,7 +88,7 @@ pub(crate) struct CallSetup {
 /// Creates the caller's dialog for `tx` and starts the call task.
 pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
     let layer = setup.shared.dialog_layer.clone();
-    let (state_sender, states) = layer.new_dialog_state_channel();
+    let states = setup.shared.dialog_states.open(&setup.facts.sip_call_id);
     // Contact on the transport the INVITE came in on, so in-dialog requests come back the same way.
     let transport = tx
         .connection
@@ -97,21 +96,21 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
         .map(|c| c.transport())
         .unwrap_or(Transport::Udp);
     let contact = contact_uri(&setup.shared, setup.local_ip, transport);
-    let dialog =
-        match layer.get_or_create_server_invite(&tx, state_sender.clone(), None, Some(contact)) {
-            Ok(dialog) => dialog,
-            Err(e) => {
-                warn!(call_id = %setup.facts.call_id, error = %e, "could not create dialog: 500");
-                setup
-                    .shared
-                    .records
-                    .send(CallFlow::rejected(&setup.facts, 500));
-                tokio::spawn(async move {
-                    let _ = tx.reply(StatusCode::ServerInternalError).await;
-                });
-                return;
-            }
-        };
+    let dialog = match layer.get_or_create_server_invite(&tx, states.sender(), None, Some(contact))
+    {
+        Ok(dialog) => dialog,
+        Err(e) => {
+            warn!(call_id = %setup.facts.call_id, error = %e, "could not create dialog: 500");
+            setup
+                .shared
+                .records
+                .send(CallFlow::rejected(&setup.facts, 500));
+            tokio::spawn(async move {
+                let _ = tx.reply(StatusCode::ServerInternalError).await;
+            });
+            return;
+        }
+    };
     let mut handler = dialog.clone();
     // Drives the INVITE server transaction: 100 Trying, then ACK or CANCEL.
     tokio::spawn(async move {
@@ -119,7 +118,7 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
             debug!(error = %e, "caller INVITE transaction ended with an error");
         }
     });
-    tokio::spawn(run(setup, dialog, states, state_sender));
+    tokio::spawn(run(setup, dialog, states));
 }
 
 /// The operator attempt in progress.
@@ -135,12 +134,7 @@ struct OperatorAttempt {
 }
 
 /// The per-call task.
-async fn run(
-    setup: CallSetup,
-    caller: InviteDialog,
-    mut states: DialogStateReceiver,
-    state_sender: DialogStateSender,
-) {
+async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogStates) {
     let CallSetup {
         shared,
         facts,
@@ -292,7 +286,7 @@ async fn run(
                         &uri,
                         caller_codec,
                         &mut operator_socket,
-                        &state_sender,
+                        &mut states,
                     ) {
                         Ok(attempt) => {
                             info!(call_id = %call_id, operator = %uri, "calling operator");
@@ -620,7 +614,7 @@ fn dial(
     uri: &str,
     caller_codec: Codec,
     socket: &mut Option<RtpSocket>,
-    state_sender: &DialogStateSender,
+    states: &mut CallDialogStates,
 ) -> Result<OperatorAttempt, String> {
     let callee =
         rsipstack::sip::Uri::try_from(uri).map_err(|e| format!("bad operator URI: {e}"))?;
@@ -685,9 +679,10 @@ fn dial(
         ..InviteOption::default()
     };
     let call_id = option.call_id.clone().unwrap_or_default();
+    states.add(&call_id);
     let (dialog, outcome) = shared
         .dialog_layer
-        .do_invite_async(option, state_sender.clone())
+        .do_invite_async(option, states.sender())
         .map_err(|e| e.to_string())?;
     Ok(OperatorAttempt {
         dialog,

@@ -28,6 +28,7 @@ use super::registration;
 use super::session_timer::{self, Negotiation};
 use super::shield::Shield;
 use super::stream_guard::StreamGuard;
+use crate::call::dialog_states::DialogStateRouter;
 use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
 use crate::config::{AnswerMode, Config};
@@ -87,6 +88,8 @@ pub(crate) struct Shared {
     pub records: RecordSender,
     /// rsipstack's dialog table.
     pub dialog_layer: Arc<DialogLayer>,
+    /// Routes every dialog's state events to the call that owns it.
+    pub dialog_states: DialogStateRouter,
     /// Address the SIP socket is bound to (UDP, and TCP when enabled).
     pub sip_addr: SocketAddr,
     /// Where SIP over TLS listens, if enabled.
@@ -232,6 +235,7 @@ impl Switchboard {
                 ringback: Arc::new(ringback),
                 ports,
                 records,
+                dialog_states: DialogStateRouter::start(),
                 dialog_layer,
                 sip_addr,
                 tls_addr,

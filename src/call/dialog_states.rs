@@ -1,0 +1,152 @@
+//! One rsipstack dialog-state channel for the whole switchboard, routed to
+//! the call that owns each dialog.
+//!
+//! rsipstack reports a dialog's progress on an unbounded tokio channel of
+//! `DialogState`, a ~300-byte enum; tokio allocates such a channel's buffer
+//! in blocks of 32 slots up front, so a channel per call cost ~10 KiB of every
+//! call's memory. Here all dialogs share one channel and a router task moves
+//! each event, boxed, to its call's own channel, whose block holds pointers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// Each call's inbox, by the Call-ID of every dialog it owns.
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>>>;
+
+fn lock(
+    routes: &Routes,
+) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>> {
+    // A panic elsewhere poisoned the lock; the map itself is still consistent.
+    routes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The shared channel's sending side and the routing table.
+pub(crate) struct DialogStateRouter {
+    /// Handed to rsipstack for every dialog we create.
+    sender: DialogStateSender,
+    /// Where each Call-ID's events go.
+    routes: Routes,
+}
+
+impl DialogStateRouter {
+    /// Starts the router task; call from within the tokio runtime.
+    pub fn start() -> DialogStateRouter {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<DialogState>();
+        let routes: Routes = Arc::default();
+        let table = routes.clone();
+        tokio::spawn(async move {
+            while let Some(state) = receiver.recv().await {
+                let call_id = &state.id().call_id;
+                let inbox = lock(&table).get(call_id).cloned();
+                match inbox {
+                    Some(inbox) => {
+                        // A call that is ending may have dropped its inbox already.
+                        let _ = inbox.send(Box::new(state));
+                    }
+                    None => debug!(%call_id, ?state, "dialog event for a call that has ended"),
+                }
+            }
+        });
+        DialogStateRouter { sender, routes }
+    }
+
+    /// A call's inbox, receiving the events of dialogs with Call-ID `call_id`.
+    pub fn open(&self, call_id: &str) -> CallDialogStates {
+        let (inbox, receiver) = mpsc::unbounded_channel();
+        let mut states = CallDialogStates {
+            sender: self.sender.clone(),
+            inbox,
+            receiver,
+            routes: self.routes.clone(),
+            call_ids: Vec::new(),
+        };
+        states.add(call_id);
+        states
+    }
+}
+
+/// One call's view of its dialogs' events; unregisters itself when dropped.
+pub(crate) struct CallDialogStates {
+    /// Passed to rsipstack when this call creates a dialog.
+    sender: DialogStateSender,
+    /// Registered in the routing table for each of `call_ids`.
+    inbox: mpsc::UnboundedSender<Box<DialogState>>,
+    /// Where this call reads its events.
+    receiver: mpsc::UnboundedReceiver<Box<DialogState>>,
+    /// The routing table, to unregister on drop.
+    routes: Routes,
+    /// Call-IDs routed here: the caller's and every operator attempt's.
+    call_ids: Vec<String>,
+}
+
+impl CallDialogStates {
+    /// Routes the events of dialogs with `call_id` (a new operator attempt) here too.
+    pub fn add(&mut self, call_id: &str) {
+        lock(&self.routes).insert(call_id.to_string(), self.inbox.clone());
+        self.call_ids.push(call_id.to_string());
+    }
+
+    /// The sender to give rsipstack for a dialog registered with [`add`](Self::add).
+    pub fn sender(&self) -> DialogStateSender {
+        self.sender.clone()
+    }
+
+    /// The next event of any of this call's dialogs. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<DialogState> {
+        self.receiver.recv().await.map(|state| *state)
+    }
+}
+
+impl Drop for CallDialogStates {
+    fn drop(&mut self) {
+        let mut routes = lock(&self.routes);
+        for call_id in &self.call_ids {
+            routes.remove(call_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsipstack::dialog::DialogId;
+
+    fn calling(call_id: &str) -> DialogState {
+        DialogState::Calling(DialogId {
+            call_id: call_id.into(),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_call_that_owns_the_dialog_until_it_ends() {
+        let router = DialogStateRouter::start();
+        let mut first = router.open("caller-1");
+        let mut second = router.open("caller-2");
+        second.add("operator-2");
+
+        first.sender().send(calling("operator-2")).unwrap();
+        first.sender().send(calling("caller-1")).unwrap();
+        second.sender().send(calling("caller-2")).unwrap();
+
+        let id = |s: Option<DialogState>| s.map(|s| s.id().call_id.clone());
+        assert_eq!(id(first.recv().await).as_deref(), Some("caller-1"));
+        assert_eq!(id(second.recv().await).as_deref(), Some("operator-2"));
+        assert_eq!(id(second.recv().await).as_deref(), Some("caller-2"));
+
+        drop(second);
+        assert!(lock(&router.routes).get("operator-2").is_none());
+        assert!(lock(&router.routes).get("caller-2").is_none());
+        // Events for an ended call are dropped, not delivered elsewhere.
+        first.sender().send(calling("caller-2")).unwrap();
+        first.sender().send(calling("caller-1")).unwrap();
+        assert_eq!(id(first.recv().await).as_deref(), Some("caller-1"));
+    }
+}
