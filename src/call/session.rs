@@ -16,6 +16,7 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::DialogId;
 use rsipstack::sip::{StatusCode, StatusCodeKind, Transport};
 use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::SipAddr;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -287,7 +288,9 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                         caller_codec,
                         &mut operator_socket,
                         &mut states,
-                    ) {
+                    )
+                    .await
+                    {
                         Ok(attempt) => {
                             info!(call_id = %call_id, operator = %uri, "calling operator");
                             operator = Some(attempt);
@@ -607,8 +610,12 @@ fn info_dtmf_digit(content_type: &str, body: &[u8]) -> Option<char> {
     }
 }
 
+/// The size of a request above which it must not go over UDP when the path
+/// MTU is unknown (RFC 3261 §18.1.1).
+const UDP_REQUEST_LIMIT: usize = 1300;
+
 /// Starts an INVITE to an operator.
-fn dial(
+async fn dial(
     shared: &Arc<Shared>,
     facts: &CallFacts,
     uri: &str,
@@ -656,7 +663,7 @@ fn dial(
                 rsipstack::sip::Uri::try_from(format!("sip:anonymous@{local_ip}").as_str())
             })
             .map_err(|e| format!("cannot build From URI: {e}"))?;
-    let option = InviteOption {
+    let mut option = InviteOption {
         // The operator sees who is calling, as a court switchboard should.
         caller_display_name: (!facts.caller_display_name.is_empty())
             .then(|| facts.caller_display_name.clone()),
@@ -678,6 +685,25 @@ fn dial(
             }),
         ..InviteOption::default()
     };
+    if uri_transport(&option.callee) == Transport::Udp
+        && shared.config.sip.tcp
+        && shared
+            .dialog_layer
+            .make_invite_request(&option)
+            .is_ok_and(|request| request.to_string().len() > UDP_REQUEST_LIMIT)
+    {
+        let tcp = SipAddr {
+            r#type: Some(Transport::Tcp),
+            addr: option.callee.host_with_port.clone(),
+        };
+        if tcp_connects(shared, &tcp).await {
+            info!(operator = %uri, "INVITE larger than {UDP_REQUEST_LIMIT} bytes: sent over TCP (RFC 3261 §18.1.1)");
+            option.destination = Some(tcp);
+            option.contact = contact_uri(shared, local_ip, Transport::Tcp);
+        } else {
+            warn!(operator = %uri, "INVITE larger than {UDP_REQUEST_LIMIT} bytes, but the operator takes no TCP: sent over UDP");
+        }
+    }
     let call_id = option.call_id.clone().unwrap_or_default();
     states.add(&call_id);
     let (dialog, outcome) = shared
@@ -690,6 +716,21 @@ fn dial(
         outcome: Some(outcome),
         sdp: offer,
     })
+}
+
+/// Opens (and leaves in the stack's connection cache, for the INVITE to use)
+/// a TCP connection to `target`; false when it is refused or takes longer
+/// than 4·T1. rsipstack itself would retry a refused connection on its timers
+/// until the INVITE times out, so courtline finds out first and stays on UDP
+/// (RFC 3261 §18.1.1 says to retry over UDP when TCP is refused).
+async fn tcp_connects(shared: &Shared, target: &SipAddr) -> bool {
+    let limit = Duration::from_millis(shared.config.sip.t1_ms) * 4;
+    let lookup = shared
+        .dialog_layer
+        .endpoint
+        .transport_layer
+        .lookup(target, None);
+    matches!(tokio::time::timeout(limit, lookup).await, Ok(Ok(_)))
 }
 
 /// Waits for the operator INVITE's final outcome, or forever when no attempt is running.
