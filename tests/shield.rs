@@ -236,7 +236,7 @@ async fn the_shield_guards_tcp_and_tls_too() {
     let sb = TestSwitchboard::start(Options {
         rtp_ports: (32450, 32499),
         sip_extra: format!(
-            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n[sip.shield]\ntrusted = [\"127.0.0.1/32\", \"127.0.0.3/32\", \"127.0.0.4/32\"]\nuntrusted = \"reject\"\nrate_per_s = 20.0\nburst = 20\nban_s = 60\n",
+            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n[sip.shield]\ntrusted = [\"127.0.0.1/32\", \"127.0.0.3/32\", \"127.0.0.4/32\", \"127.0.0.6/32\"]\nuntrusted = \"reject\"\nrate_per_s = 20.0\nburst = 20\nban_s = 60\n",
             cert.display(),
             key.display()
         ),
@@ -299,6 +299,19 @@ async fn the_shield_guards_tcp_and_tls_too() {
     assert!(
         tls_handshake(tcp, der.clone()).await.is_err(),
         "banned source refused at accept"
+    );
+
+    // A flood of connections (no messages) from 127.0.0.6: cut off after the
+    // burst, and the source banned.
+    let mut connections = Vec::new();
+    for _ in 0..25 {
+        connections.push(tcp_from("127.0.0.6", sb.sip).await);
+    }
+    let mut last = tcp_from("127.0.0.6", sb.sip).await;
+    assert!(closed(&mut last, 2 * SEC).await, "connection flood banned");
+    assert!(
+        !closed(&mut connections[0], Duration::from_millis(300)).await,
+        "connections within the burst stay open"
     );
 
     // Meanwhile a trusted PBX over TLS is served as usual.

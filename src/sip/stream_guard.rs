@@ -1,7 +1,8 @@
 //! The shield on SIP over TCP and TLS: a connection from a banned source, or
 //! from an untrusted one that is dropped silently, is closed at accept (before
-//! any TLS handshake); every message on an accepted connection then passes the
-//! same per-source rate limit, scanner check and ACL as a UDP datagram.
+//! any TLS handshake); every new connection and every message on it then
+//! passes the same per-source rate limit, scanner check and ACL as a UDP
+//! datagram.
 //! A message the shield refuses is answered 403 (untrusted, `reject`) or not
 //! at all, and courtline closes its side of the connection.
 
@@ -29,18 +30,30 @@ impl StreamGuard {
 #[async_trait::async_trait]
 impl TransportEventInspector for StreamGuard {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
-        let TransportEvent::Incoming(message, connection, from) = &event else {
+        let (connection, source, text) = match &event {
+            TransportEvent::Incoming(message, connection, from) => {
+                (connection, from.get_socketaddr().ok(), message.to_string())
+            }
+            // Each new connection costs its source a token too, so a flood of
+            // connections is cut off like a flood of messages.
+            TransportEvent::New(connection) => (
+                connection,
+                connection
+                    .get_remote_addr()
+                    .and_then(|a| a.get_socketaddr().ok()),
+                String::new(),
+            ),
+            TransportEvent::Closed(_) => return Some(event),
+        };
+        let Some(source) = source.filter(|_| connection.is_reliable()) else {
             return Some(event);
         };
-        if !connection.is_reliable() {
-            return Some(event);
-        }
-        let Ok(source) = from.get_socketaddr() else {
-            return Some(event);
-        };
-        let text = message.to_string();
+        let is_new = matches!(event, TransportEvent::New(_));
         let response = match self.shield.check(source.ip(), text.as_bytes()) {
             Decision::Allow => return Some(event),
+            // An untrusted source that is answered 403 keeps its connection
+            // until it sends a request to answer.
+            Decision::Forbid if is_new => return Some(event),
             Decision::Drop => None,
             Decision::Forbid => match forbidden(text.as_bytes()) {
                 Verdict::Reject(response) => {
