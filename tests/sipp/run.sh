@@ -121,7 +121,7 @@ calls_case() {
   [ "$status" -eq 0 ] || fail "$dir" "SIPp caller exited $status"
   wait "$operator_pid" || fail "$dir" "SIPp operator exited $?"
   local records
-  records=$("$BIN" --config "$dir/courtline.toml" calls list --format json)
+  records=$(records_of "$dir" "$calls")
   python3 - "$calls" "$records" "$codec" <<'PY' || fail "$dir" "records check"
 import json, sys
 calls, records, codec = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
@@ -169,7 +169,7 @@ case_missing_ack() {
     -m 1 -timeout 30s -timeout_error -trace_err -error_file "$dir/caller_errors.log" \
     "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || fail "$dir" "SIPp caller exited $?"
   local records
-  records=$("$BIN" --config "$dir/courtline.toml" calls list --format json)
+  records=$(records_of "$dir" 1)
   python3 - "$records" <<'PY' || fail "$dir" "records check"
 import json, sys
 records = json.loads(sys.argv[1])
