@@ -6,6 +6,7 @@ mod records_common;
 
 use courtline::records::export::verify_export;
 use courtline::records::pb::export_calls_response::Item;
+use courtline::records::pb::node_event::Kind;
 use courtline::records::pb::{
     CallFilter, CallState, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest,
     FlagCategory, GetCallRequest, ListCallsRequest, ListGapsRequest, LogEventsRequest, Milestone,
@@ -113,6 +114,58 @@ async fn events_are_idempotent_and_calls_are_projected(db: Db) {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
 
+    let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    service.stop().await;
+}
+
+/// The calls upsert leaves the indexed arrival columns (time, line, court, caller) alone
+/// for a known call; an event that does change them must still rewrite the row.
+async fn an_event_changing_a_calls_arrival_columns_rewrites_its_row(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut client = service.client(None).await;
+    let received = numbered("sb-1", 1, vec![milestone(1, Milestone::Received)]);
+    assert_eq!(log(&mut client, received).await, (1, 0));
+    let mut moved = ended(1);
+    if let Some(Kind::Ended(record)) = &mut moved.kind {
+        record.received_at_ms += 1;
+        record.line_number = "12999".into();
+        record.court_name = "上海海事法院".into();
+        record.caller_number = "02100000000".into();
+    }
+    // With an unchanged call in the same statement, which must come out right too.
+    let events = numbered("sb-1", 2, vec![moved, milestone(2, Milestone::Received)]);
+    assert_eq!(log(&mut client, events).await, (2, 0));
+    let row = client
+        .get_call(GetCallRequest {
+            call_id: call_id(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    assert_eq!(
+        (
+            row.received_at_ms,
+            row.line_number.as_str(),
+            row.court_name.as_str(),
+            row.caller_number.as_str(),
+            row.state,
+        ),
+        (
+            records_common::record(1).received_at_ms + 1,
+            "12999",
+            "上海海事法院",
+            "02100000000",
+            CallState::Ended as i32
+        )
+    );
+    let by_line = CallFilter {
+        line_number: "12999".into(),
+        ..CallFilter::default()
+    };
+    assert_eq!(list(&mut client, by_line).await, vec![1]);
     let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     service.stop().await;
@@ -417,6 +470,7 @@ async fn flags_exports_and_retention(db: Db) {
 
 on_both_backends!(
     events_are_idempotent_and_calls_are_projected,
+    an_event_changing_a_calls_arrival_columns_rewrites_its_row,
     filters_sort_and_pagination,
     node_restart_marks_open_calls_interrupted_and_gaps_show,
     flags_exports_and_retention,

@@ -39,12 +39,19 @@ struct Args {
     /// Events ingested in the sustained-ingest measurement (7 per call).
     #[arg(long, default_value_t = 140_000)]
     ingest_events: u64,
-    /// Events per ingest request (the switchboard sends up to 500).
-    #[arg(long, default_value_t = 500)]
+    /// Events per ingest request (the switchboard sends up to 1,000).
+    #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Calls in progress at once during the ingest: their events interleave, so each
+    /// event updates a different call's row (1 = each call's events back to back).
+    #[arg(long, default_value_t = 500)]
+    concurrent_calls: u64,
     /// Repetitions of each query; the median is reported.
     #[arg(long, default_value_t = 9)]
     repeat: usize,
+    /// Random (UUIDv4) call ids, as switchboards made before UUIDv7.
+    #[arg(long)]
+    v4_call_ids: bool,
     /// Skip the full export.
     #[arg(long)]
     no_export: bool,
@@ -68,7 +75,7 @@ impl Rng {
 }
 
 /// Call number `n` of `total`, spread evenly over the year.
-fn call(n: u64, total: u64, rng: &mut Rng) -> CallRecord {
+fn call(n: u64, total: u64, v4_call_ids: bool, rng: &mut Rng) -> CallRecord {
     let offset = i128::from(n) * i128::from(SPAN_MS) / i128::from(total.max(1));
     let received = START_MS + offset as i64 + (rng.next() % 1000) as i64;
     let reason = match rng.next() % 10 {
@@ -81,8 +88,19 @@ fn call(n: u64, total: u64, rng: &mut Rng) -> CallRecord {
     };
     let connected = matches!(reason, EndReason::CallerHungUp | EndReason::OperatorHungUp);
     let line = rng.next() % 20;
+    let mut random = [0; 16];
+    random[..8].copy_from_slice(&rng.next().to_le_bytes());
+    random[8..].copy_from_slice(&rng.next().to_le_bytes());
+    let call_id = if v4_call_ids {
+        uuid::Builder::from_random_bytes(random).into_uuid()
+    } else {
+        // Like the switchboard's: UUIDv7, time-ordered.
+        let mut tail = [0; 10];
+        tail.copy_from_slice(&random[..10]);
+        uuid::Builder::from_unix_timestamp_millis(received as u64, &tail).into_uuid()
+    };
     CallRecord {
-        call_id: format!("00000000-0000-4000-8000-{n:012}"),
+        call_id: call_id.to_string(),
         sip_call_id: format!("{n}@bench"),
         line_number: format!("021{:05}", 12_000 + line),
         court_name: format!("上海市第{}中级人民法院", line % 5 + 1),
@@ -129,33 +147,28 @@ fn event(node_seq: u64, record: &CallRecord, kind: Kind) -> NodeEvent {
     }
 }
 
-/// A call's events as a switchboard sends them: six milestones and the end.
-fn call_events(record: &CallRecord, first_seq: u64) -> Vec<NodeEvent> {
-    let milestones = [
-        Milestone::Received,
-        Milestone::Answered,
-        Milestone::PromptStarted,
-        Milestone::PromptFinished,
-        Milestone::OperatorDialed,
-        Milestone::OperatorAnswered,
-    ];
-    let mut events: Vec<NodeEvent> = milestones
-        .iter()
-        .enumerate()
-        .map(|(i, milestone)| {
-            event(
-                first_seq + i as u64,
-                record,
-                Kind::Milestone(CallMilestone {
-                    milestone: *milestone as i32,
-                    snapshot: Some(record.clone()),
-                    ..CallMilestone::default()
-                }),
-            )
-        })
-        .collect();
-    events.push(event(first_seq + 6, record, Kind::Ended(record.clone())));
-    events
+/// What a switchboard reports about a call, in order: six milestones, then the end.
+const CALL_EVENTS: [Option<Milestone>; 7] = [
+    Some(Milestone::Received),
+    Some(Milestone::Answered),
+    Some(Milestone::PromptStarted),
+    Some(Milestone::PromptFinished),
+    Some(Milestone::OperatorDialed),
+    Some(Milestone::OperatorAnswered),
+    None,
+];
+
+/// A call's event `step` (a milestone, or `None` for the end), as a switchboard sends it.
+fn call_event(record: &CallRecord, step: Option<Milestone>, node_seq: u64) -> NodeEvent {
+    let kind = match step {
+        Some(milestone) => Kind::Milestone(CallMilestone {
+            milestone: milestone as i32,
+            snapshot: Some(record.clone()),
+            ..CallMilestone::default()
+        }),
+        None => Kind::Ended(record.clone()),
+    };
+    event(node_seq, record, kind)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -213,23 +226,34 @@ async fn main() -> anyhow::Result<()> {
     let mut node_seq = 1;
     if existing == 0 {
         // 1. Sustained ingest: realistic calls, 7 events each, in switchboard-sized batches.
-        let calls_for_ingest = args.ingest_events / 7;
+        let calls_for_ingest = args.ingest_events / CALL_EVENTS.len() as u64;
         let mut pending = Vec::new();
         let mut samples = Vec::new();
         let mut sample_events = 0;
         let mut sample_start = Instant::now();
         let started = Instant::now();
-        for n in 0..calls_for_ingest {
-            pending.extend(call_events(&call(n, args.calls, &mut rng), node_seq));
-            node_seq += 7;
-            if pending.len() >= args.batch {
-                let batch: Vec<NodeEvent> = std::mem::take(&mut pending);
-                sample_events += batch.len();
-                ledger.ingest(batch).await?;
-                if sample_events >= 10_000 {
-                    samples.push(sample_events as f64 / sample_start.elapsed().as_secs_f64());
-                    sample_events = 0;
-                    sample_start = Instant::now();
+        let mut first = 0;
+        while first < calls_for_ingest {
+            let last = (first + args.concurrent_calls.max(1)).min(calls_for_ingest);
+            let group: Vec<CallRecord> = (first..last)
+                .map(|n| call(n, args.calls, args.v4_call_ids, &mut rng))
+                .collect();
+            first = last;
+            for step in CALL_EVENTS {
+                for record in &group {
+                    pending.push(call_event(record, step, node_seq));
+                    node_seq += 1;
+                    if pending.len() >= args.batch {
+                        let batch: Vec<NodeEvent> = std::mem::take(&mut pending);
+                        sample_events += batch.len();
+                        ledger.ingest(batch).await?;
+                        if sample_events >= 10_000 {
+                            samples
+                                .push(sample_events as f64 / sample_start.elapsed().as_secs_f64());
+                            sample_events = 0;
+                            sample_start = Instant::now();
+                        }
+                    }
                 }
             }
         }
@@ -237,20 +261,21 @@ async fn main() -> anyhow::Result<()> {
         let total = started.elapsed();
         samples.sort_by(f64::total_cmp);
         println!(
-            "ingest: {} events in {:.1} s = {:.0} events/s overall; median of {} windows of 10k events: {:.0} events/s (batch {})",
+            "ingest: {} events in {:.1} s = {:.0} events/s overall; median of {} windows of 10k events: {:.0} events/s (batch {}, {} calls in progress)",
             calls_for_ingest * 7,
             total.as_secs_f64(),
             (calls_for_ingest * 7) as f64 / total.as_secs_f64(),
             samples.len(),
             samples.get(samples.len() / 2).copied().unwrap_or_default(),
-            args.batch
+            args.batch,
+            args.concurrent_calls
         );
 
         // 2. The query population: one final event per call, in big batches.
         let started = Instant::now();
         let mut pending = Vec::new();
         for n in calls_for_ingest..args.calls {
-            let record = call(n, args.calls, &mut rng);
+            let record = call(n, args.calls, args.v4_call_ids, &mut rng);
             pending.push(event(node_seq, &record, Kind::Ended(record.clone())));
             node_seq += 1;
             if pending.len() >= 1000 {

@@ -44,8 +44,9 @@ const SHUTDOWN_MAX_BACKOFF: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one LogEvents may take; a hung service must not stall delivery forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Events per LogEvents request.
-const DELIVERY_BATCH: usize = 500;
+/// Events per LogEvents request: as many as the service takes, since each request is
+/// one transaction and one fsync there, and a backlog drains in the fewest of them.
+const DELIVERY_BATCH: usize = super::ledger::MAX_BATCH;
 /// Events the spool task writes with one fsync at most.
 const SPOOL_BATCH: usize = 512;
 /// How often a failing spool is retried, and an idle one checked.

@@ -22,7 +22,7 @@ use super::pb::{
     EventBody, Flag, NodeEvent, PurgeResponse, Purged, Role, TokenChanged,
 };
 use super::signing::RecordsKey;
-use super::store::{Change, Store, StoreError, TokenRow};
+use super::store::{CallRow, Change, Store, StoreError, TokenRow};
 
 /// Longest retention a purge ever uses as a floor: PRC Cybersecurity Law Art. 21 (six months).
 pub const MIN_RETENTION_DAYS: u32 = 180;
@@ -222,6 +222,73 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Whether an append ends with a signed checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sign {
+    /// When the events since the last checkpoint reach the policy's count.
+    WhenDue,
+    /// Always (the timer, shutdown).
+    Now,
+}
+
+/// Events being hashed onto the chain for one commit.
+struct Batch {
+    /// The chain's hash function.
+    algorithm: HashAlgorithm,
+    /// When the service stores them (the same for the whole commit).
+    stored_at_ms: i64,
+    /// Position of the last event chained so far.
+    seq: i64,
+    /// Hash of the last event chained so far.
+    hash: Hash,
+    /// The chained events.
+    events: Vec<StoredEvent>,
+    /// What they do to call rows and tokens.
+    changes: Vec<Change>,
+}
+
+impl Batch {
+    /// Hashes `item` onto the chain after the last event.
+    fn chain(&mut self, item: Pending) {
+        self.seq += 1;
+        let seq = self.seq;
+        let body = item.body.encode_to_vec();
+        let digest = self.algorithm.digest(&body);
+        let header = EventHeader {
+            stored_at_ms: self.stored_at_ms,
+            ..item.header
+        };
+        let hash = event_hash(self.algorithm, &self.hash, &header, &digest);
+        match item.effect {
+            Some(CallEffect::Upsert {
+                record,
+                state,
+                node_id,
+            }) => self.changes.push(Change::UpsertCall(CallRow {
+                record,
+                state,
+                node_id,
+                last_seq: seq,
+            })),
+            Some(CallEffect::Flag) => self.changes.push(Change::FlagCall {
+                call_id: header.call_id.clone().unwrap_or_default(),
+                last_seq: seq,
+            }),
+            None => {}
+        }
+        self.changes.extend(item.change);
+        self.events.push(StoredEvent {
+            seq,
+            header,
+            body: Some(body),
+            body_digest: digest.to_vec(),
+            prev_hash: self.hash.to_vec(),
+            hash: hash.to_vec(),
+        });
+        self.hash = hash;
+    }
+}
+
 /// An event not yet on the chain.
 struct Pending {
     /// Header without `stored_at_ms` (set at commit).
@@ -357,100 +424,86 @@ impl Ledger {
     /// The caller must not hold the head lock.
     async fn append(&self, pending: Vec<Pending>) -> Result<i64, LedgerError> {
         let mut head = self.inner.head.lock().await;
-        let last = self.append_locked(&mut head, pending).await?;
-        if head.since_checkpoint >= self.inner.policy.every_events {
-            self.checkpoint_locked(&mut head).await?;
-        }
-        Ok(last)
+        self.append_locked(&mut head, pending, Sign::WhenDue).await
     }
 
+    /// Hashes `pending` onto the chain and commits it in one transaction — with a
+    /// signed checkpoint of the new head as its last event when `sign` says so, so a
+    /// checkpoint costs no commit (and no fsync) of its own. Returns the last
+    /// position of `pending`.
     async fn append_locked(
         &self,
         head: &mut ChainHead,
         pending: Vec<Pending>,
+        sign: Sign,
     ) -> Result<i64, LedgerError> {
-        if pending.is_empty() {
+        let appended = pending.len() as u64;
+        let checkpoint = match sign {
+            Sign::WhenDue => {
+                appended > 0 && head.since_checkpoint + appended >= self.inner.policy.every_events
+            }
+            Sign::Now => true,
+        };
+        if appended == 0 && !checkpoint {
             return Ok(head.seq);
         }
-        let algorithm = self.inner.algorithm;
-        let stored_at_ms = now_ms();
-        let mut seq = head.seq;
-        let mut prev = head.hash;
-        let mut events = Vec::with_capacity(pending.len());
-        let mut changes = Vec::new();
+        let mut batch = Batch {
+            algorithm: self.inner.algorithm,
+            stored_at_ms: now_ms(),
+            seq: head.seq,
+            hash: head.hash,
+            events: Vec::with_capacity(pending.len() + 1),
+            changes: Vec::new(),
+        };
         for item in pending {
-            seq += 1;
-            let body = item.body.encode_to_vec();
-            let digest = algorithm.digest(&body);
-            let header = EventHeader {
-                stored_at_ms,
-                ..item.header
-            };
-            let hash = event_hash(algorithm, &prev, &header, &digest);
-            if let Some(effect) = item.effect {
-                let call_id = header.call_id.clone().unwrap_or_default();
-                changes.push(match effect {
-                    CallEffect::Upsert {
-                        record,
-                        state,
-                        node_id,
-                    } => Change::UpsertCall {
-                        record,
-                        state,
-                        node_id,
-                        last_seq: seq,
-                    },
-                    CallEffect::Flag => Change::FlagCall {
-                        call_id,
-                        last_seq: seq,
-                    },
-                });
-            }
-            changes.extend(item.change);
-            events.push(StoredEvent {
-                seq,
-                header,
-                body: Some(body),
-                body_digest: digest.to_vec(),
-                prev_hash: prev.to_vec(),
-                hash: hash.to_vec(),
-            });
-            prev = hash;
+            batch.chain(item);
         }
+        let last = batch.seq;
+        if checkpoint {
+            let signed = self.checkpoint(batch.seq, &batch.hash);
+            batch.chain(signed);
+        }
+        let Batch {
+            seq,
+            hash,
+            events,
+            changes,
+            ..
+        } = batch;
         self.inner.store.commit(&events, &changes).await?;
-        head.since_checkpoint += events.len() as u64;
         head.seq = seq;
-        head.hash = prev;
-        Ok(seq)
+        head.hash = hash;
+        head.since_checkpoint = if checkpoint {
+            0
+        } else {
+            head.since_checkpoint + appended
+        };
+        Ok(last)
     }
 
-    async fn checkpoint_locked(&self, head: &mut ChainHead) -> Result<(), LedgerError> {
+    /// A checkpoint event signing the chain head (`seq`, `hash`).
+    fn checkpoint(&self, seq: i64, hash: &Hash) -> Pending {
         let signed_at_ms = now_ms();
-        let covers_seq = u64::try_from(head.seq).unwrap_or_default();
-        let signature = self
-            .inner
-            .key
-            .sign_checkpoint(covers_seq, &head.hash, signed_at_ms);
+        let covers_seq = u64::try_from(seq).unwrap_or_default();
+        let key = &self.inner.key;
+        let signature = key.sign_checkpoint(covers_seq, hash, signed_at_ms);
         let body = EventBody {
             kind: Some(Kind::Checkpoint(Checkpoint {
                 covers_seq,
-                covers_hash: head.hash.to_vec(),
+                covers_hash: hash.to_vec(),
                 signed_at_ms,
-                public_key: self.inner.key.public_key().to_bytes().to_vec(),
+                public_key: key.public_key().to_bytes().to_vec(),
                 signature: signature.to_bytes().to_vec(),
             })),
         };
-        self.append_locked(head, vec![Pending::new(None, signed_at_ms, body)])
-            .await?;
-        head.since_checkpoint = 0;
-        Ok(())
+        Pending::new(None, signed_at_ms, body)
     }
 
     /// Signs a checkpoint if any event arrived since the last one (timer and shutdown).
     pub async fn checkpoint_if_due(&self) -> Result<(), LedgerError> {
         let mut head = self.inner.head.lock().await;
         if head.since_checkpoint > 0 {
-            self.checkpoint_locked(&mut head).await?;
+            self.append_locked(&mut head, Vec::new(), Sign::Now).await?;
         }
         Ok(())
     }
@@ -525,7 +578,7 @@ impl Ledger {
             if restart {
                 // Calls reported open before this restart (some perhaps in this very batch)
                 // can no longer end normally: store what is pending, then mark them.
-                self.append_locked(&mut head, std::mem::take(&mut pending))
+                self.append_locked(&mut head, std::mem::take(&mut pending), Sign::WhenDue)
                     .await?;
                 for call in self.inner.store.open_calls(&node_id).await? {
                     let call_id = call.call_id.clone();
@@ -542,10 +595,8 @@ impl Ledger {
                 }
             }
         }
-        self.append_locked(&mut head, pending).await?;
-        if head.since_checkpoint >= self.inner.policy.every_events {
-            self.checkpoint_locked(&mut head).await?;
-        }
+        self.append_locked(&mut head, pending, Sign::WhenDue)
+            .await?;
         Ok(outcome)
     }
 

@@ -3,16 +3,19 @@
 //! [`SqlStore`] implements it for SQLite (default, embedded, WAL,
 //! `synchronous=FULL`) and PostgreSQL, chosen by the database location: a path
 //! or `sqlite:` URL, or a `postgres://` URL. Both run the same SQL through
-//! sqlx's `Any` driver — placeholders are `$n`, which SQLite accepts too — and
-//! differ only where [`Backend`] says so (connection set-up, migrations, one
-//! string function). All SQL lives in this file.
+//! sqlx's `Any` driver and differ only where [`Backend`] says so (connection
+//! set-up, migrations, placeholders — `$n` or `?` — and one string function).
+//! All SQL lives in this file.
 //!
 //! The store knows nothing of hashing or signing: the ledger
 //! ([`super::ledger`]) decides what to append and hands over finished rows; the
 //! store writes them and their effect on the per-call rows in one transaction.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,8 +39,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
 /// Tag inside page tokens, so a future token format can be told apart.
 const PAGE_TOKEN_VERSION: &str = "c2";
-/// Rows per multi-row INSERT: few round trips, well under both backends' parameter limits.
-const INSERT_CHUNK: usize = 100;
+/// Most rows per multi-row statement (and ids per `IN` list): few round trips, well
+/// under both backends' parameter limits (64 × 32 calls columns = 2,048).
+const MAX_ROWS_PER_STATEMENT: usize = 64;
 
 /// Every calls column in [`CallRecord`] field order, then the service's own columns.
 const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, caller_number, \
@@ -53,6 +57,19 @@ const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
 /// Number of names in [`EVENT_COLUMNS`].
 const EVENT_COLUMN_COUNT: usize = 11;
+/// `INSERT INTO events (...) VALUES `, the head of every events insert.
+static INSERT_EVENTS: LazyLock<String> =
+    LazyLock::new(|| format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES "));
+
+/// Per node: events stored (`a`) and the highest sequence number (`b`).
+const NODE_SUMMARY: &str = "SELECT node_id, COUNT(*) AS a, MAX(node_seq) AS b FROM events \
+    WHERE node_id IS NOT NULL GROUP BY node_id ORDER BY node_id";
+/// Every run of missing sequence numbers: node, first (`a`) and last (`b`) missing.
+const NODE_GAPS: &str = "SELECT node_id, COALESCE(previous, 0) + 1 AS a, node_seq - 1 AS b FROM (\
+      SELECT node_id, node_seq, \
+        LAG(node_seq) OVER (PARTITION BY node_id ORDER BY node_seq) AS previous \
+      FROM events WHERE node_id IS NOT NULL) AS numbered \
+    WHERE node_seq > COALESCE(previous, 0) + 1 ORDER BY node_id, a";
 
 /// Which database engine a [`SqlStore`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,16 +196,7 @@ impl CallQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Write the call's record and state (keeps `flagged`).
-    UpsertCall {
-        /// The record as of the event.
-        record: Box<CallRecord>,
-        /// Where the call stands now.
-        state: CallState,
-        /// The reporting switchboard.
-        node_id: String,
-        /// The event that produced this state.
-        last_seq: i64,
-    },
+    UpsertCall(CallRow),
     /// Mark a call flagged.
     FlagCall {
         /// The call.
@@ -210,6 +218,19 @@ pub enum Change {
         /// When.
         at_ms: i64,
     },
+}
+
+/// A call's row as an event leaves it (all but `flagged`, which only a flag sets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    /// The record as of the event.
+    pub record: Box<CallRecord>,
+    /// Where the call stands now.
+    pub state: CallState,
+    /// The reporting switchboard.
+    pub node_id: String,
+    /// The event that produced this state.
+    pub last_seq: i64,
 }
 
 /// One row of the token table.
@@ -422,6 +443,36 @@ impl SqlStore {
         &self.pool
     }
 
+    /// A statement starting with `text`, with this backend's placeholders.
+    fn sql(&self, text: impl Into<String>) -> Sql {
+        Sql {
+            text: text.into(),
+            args: AnyArguments::default(),
+            count: 0,
+            numbered: self.backend == Backend::Postgres,
+        }
+    }
+
+    /// Runs `text`, whose rows are `node_id, a, b` (two counts), and makes a `T` of each.
+    async fn node_numbers<T>(
+        &self,
+        text: &str,
+        operation: &str,
+        make: impl Fn(String, u64, u64) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.sql(text).fetch_all(&self.pool, operation).await?;
+        let number = |row: &AnyRow, column| get::<i64>(row, column, operation).map(|n| n as u64);
+        rows.iter()
+            .map(|row| {
+                Ok(make(
+                    get(row, "node_id", operation)?,
+                    number(row, "a")?,
+                    number(row, "b")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn fetch_events(
         &self,
         sql: Sql,
@@ -432,7 +483,7 @@ impl SqlStore {
     }
 }
 
-/// A statement under construction: text with `$n` placeholders and their values.
+/// A statement under construction: text with placeholders and their values.
 struct Sql {
     /// The SQL text so far.
     text: String,
@@ -440,19 +491,28 @@ struct Sql {
     args: AnyArguments<'static>,
     /// Placeholders issued so far.
     count: usize,
+    /// Whether placeholders are numbered (`$1`, PostgreSQL) or anonymous (`?`, SQLite).
+    numbered: bool,
 }
 
 impl Sql {
-    fn new(text: impl Into<String>) -> Sql {
-        Sql {
-            text: text.into(),
-            args: AnyArguments::default(),
-            count: 0,
-        }
-    }
-
     fn push(&mut self, text: &str) -> &mut Sql {
         self.text.push_str(text);
+        self
+    }
+
+    /// Appends the next placeholder, for a value added to `args` in the same order.
+    /// SQLite gets `?`: sqlx looks each numbered SQLite parameter's name up in a list
+    /// as long as the parameter count, which made a 2,000-value INSERT cost more than
+    /// executing it.
+    fn placeholder(&mut self) -> &mut Sql {
+        self.count += 1;
+        if self.numbered {
+            self.text.push('$');
+            self.text.push_str(&self.count.to_string());
+        } else {
+            self.text.push('?');
+        }
         self
     }
 
@@ -461,11 +521,25 @@ impl Sql {
     where
         T: sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
     {
-        self.count += 1;
-        self.text.push('$');
-        self.text.push_str(&self.count.to_string());
+        self.placeholder();
         // Encoding plain integers, strings and bytes into an in-memory buffer cannot fail.
         let _ = self.args.add(value);
+        self
+    }
+
+    /// Appends `(?, ?, ...), (...)`: `rows` groups of `columns` placeholders, whose
+    /// values the caller adds to `args` row by row.
+    fn value_groups(&mut self, rows: usize, columns: usize) -> &mut Sql {
+        for row in 0..rows {
+            self.push(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns {
+                if column > 0 {
+                    self.push(", ");
+                }
+                self.placeholder();
+            }
+            self.push(")");
+        }
         self
     }
 
@@ -496,26 +570,6 @@ fn query_error(operation: &str, source: sqlx::Error) -> StoreError {
     }
 }
 
-/// `($1, $2, ...), (...)` for `rows` rows of `columns` values, numbered from `start`.
-fn value_groups(rows: usize, columns: usize) -> String {
-    let mut text = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                text.push_str(", ");
-            }
-            text.push('$');
-            text.push_str(&(row * columns + column + 1).to_string());
-        }
-        text.push(')');
-    }
-    text
-}
-
 fn bind_event(sql: &mut Sql, event: &StoredEvent) {
     let header = &event.header;
     let args = &mut sql.args;
@@ -532,8 +586,8 @@ fn bind_event(sql: &mut Sql, event: &StoredEvent) {
     let _ = args.add(event.hash.clone());
 }
 
-fn bind_call(sql: &mut Sql, record: &CallRecord, state: CallState, node_id: &str, last_seq: i64) {
-    let r = record;
+fn bind_call(sql: &mut Sql, row: &CallRow) {
+    let r = &row.record;
     let args = &mut sql.args;
     let _ = args.add(r.call_id.clone());
     let _ = args.add(r.sip_call_id.clone());
@@ -564,22 +618,72 @@ fn bind_call(sql: &mut Sql, record: &CallRecord, state: CallState, node_id: &str
     let _ = args.add(r.rtp_packets_sent as i64);
     let _ = args.add(r.rtp_packets_received as i64);
     let _ = args.add(media_json(r));
-    let _ = args.add(state as i64);
+    let _ = args.add(row.state as i64);
     // New rows start unflagged; the upsert never overwrites an existing flag.
     let _ = args.add(0_i64);
-    let _ = args.add(node_id.to_owned());
-    let _ = args.add(last_seq);
+    let _ = args.add(row.node_id.clone());
+    let _ = args.add(row.last_seq);
 }
 
-/// The `SET` list of the calls upsert: every column except the key and `flagged`.
-fn upsert_assignments() -> String {
+/// Indexed calls columns that a call's first event sets for good: when it arrived, on
+/// which line and court, from which caller.
+const ARRIVAL_COLUMNS: [&str; 4] = [
+    "received_at_ms",
+    "line_number",
+    "court_name",
+    "caller_number",
+];
+
+/// `INSERT INTO calls (...) VALUES `, the head of every calls upsert.
+static INSERT_CALLS: LazyLock<String> =
+    LazyLock::new(|| format!("INSERT INTO calls ({CALL_COLUMNS}) VALUES "));
+
+/// The usual tail of the calls upsert: an existing row gets every column but the key,
+/// `flagged` and [`ARRIVAL_COLUMNS`], and only if those are unchanged — so the indexes on
+/// them are not rewritten for each of a call's events (SQLite rewrites an index whenever
+/// one of its columns is assigned, whatever the value).
+static UPDATE_PROGRESS: LazyLock<String> = LazyLock::new(|| {
+    let unchanged: Vec<String> = ARRIVAL_COLUMNS
+        .iter()
+        .map(|column| format!("calls.{column} = excluded.{column}"))
+        .collect();
+    format!(
+        " ON CONFLICT (call_id) DO UPDATE SET {} WHERE {}",
+        upsert_assignments(&ARRIVAL_COLUMNS),
+        unchanged.join(" AND ")
+    )
+});
+
+/// The tail for rows whose arrival columns did change: every column but the key and `flagged`.
+static UPDATE_ALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        " ON CONFLICT (call_id) DO UPDATE SET {}",
+        upsert_assignments(&[])
+    )
+});
+
+/// The `SET` list of the calls upsert: every column except the key, `flagged` and `kept`.
+fn upsert_assignments(kept: &[&str]) -> String {
     CALL_COLUMNS
         .split(',')
         .map(str::trim)
-        .filter(|column| *column != "call_id" && *column != "flagged")
+        .filter(|column| *column != "call_id" && *column != "flagged" && !kept.contains(column))
         .map(|column| format!("{column} = excluded.{column}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `rows` cut into runs of power-of-two lengths, at most [`MAX_ROWS_PER_STATEMENT`]:
+/// few round trips, and at most seven statement texts per kind, each parsed once per
+/// connection and then taken from sqlx's statement cache (a text per row count meant
+/// parsing a 2,000-placeholder statement for nearly every batch).
+fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let count = 1 << rows.len().min(MAX_ROWS_PER_STATEMENT).checked_ilog2()?;
+        let (chunk, rest) = rows.split_at(count);
+        rows = rest;
+        Some(chunk)
+    })
 }
 
 /// Position of a page: the last row's sort key, and the sort it belongs to.
@@ -723,14 +827,14 @@ impl Store for SqlStore {
     }
 
     async fn head(&self) -> Result<Option<StoredEvent>, StoreError> {
-        let sql = Sql::new(format!(
+        let sql = self.sql(format!(
             "SELECT {EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT 1"
         ));
         Ok(self.fetch_events(sql, "read chain head").await?.pop())
     }
 
     async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
-        let mut sql = Sql::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = "));
+        let mut sql = self.sql(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = "));
         sql.bind(seq);
         Ok(self.fetch_events(sql, "read event").await?.pop())
     }
@@ -741,7 +845,7 @@ impl Store for SqlStore {
         first: i64,
         last: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        let mut sql = Sql::new("SELECT node_seq, body_digest FROM events WHERE node_id = ");
+        let mut sql = self.sql("SELECT node_seq, body_digest FROM events WHERE node_id = ");
         sql.bind(node_id.to_owned())
             .push(" AND node_seq >= ")
             .bind(first)
@@ -759,7 +863,7 @@ impl Store for SqlStore {
     }
 
     async fn open_calls(&self, node_id: &str) -> Result<Vec<CallRecord>, StoreError> {
-        let mut sql = Sql::new(format!(
+        let mut sql = self.sql(format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE state = 1 AND node_id = "
         ));
         sql.bind(node_id.to_owned()).push(" ORDER BY call_id");
@@ -774,36 +878,33 @@ impl Store for SqlStore {
             .begin()
             .await
             .map_err(|source| query_error(operation, source))?;
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut sql = Sql::new(format!(
-                "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
-                value_groups(chunk.len(), EVENT_COLUMN_COUNT)
-            ));
-            for event in chunk {
-                bind_event(&mut sql, event);
-            }
-            sql.execute(&mut tx, operation).await?;
+        for chunk in statement_chunks(events) {
+            self.values(&INSERT_EVENTS, "", EVENT_COLUMN_COUNT, chunk, bind_event)
+                .execute(&mut tx, operation)
+                .await?;
         }
         // Consecutive upserts go in multi-row statements; a call appears at most once in
         // each (PostgreSQL refuses to update one row twice in a statement), keeping its last state.
-        let mut pending: Vec<(&CallRecord, CallState, &str, i64)> = Vec::new();
+        let mut upserts: Vec<&CallRow> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
         for change in changes {
-            if let Change::UpsertCall {
-                record,
-                state,
-                node_id,
-                last_seq,
-            } = change
-            {
-                pending.retain(|(held, ..)| held.call_id != record.call_id);
-                pending.push((record, *state, node_id, *last_seq));
-                continue;
+            match change {
+                Change::UpsertCall(row) => match position.entry(&row.record.call_id) {
+                    Entry::Occupied(held) => upserts[*held.get()] = row,
+                    Entry::Vacant(slot) => {
+                        slot.insert(upserts.len());
+                        upserts.push(row);
+                    }
+                },
+                other => {
+                    self.upsert_calls(&mut tx, &upserts).await?;
+                    upserts.clear();
+                    position.clear();
+                    self.apply(&mut tx, other).await?;
+                }
             }
-            self.upsert_calls(&mut tx, &pending).await?;
-            pending.clear();
-            self.apply(&mut tx, change).await?;
         }
-        self.upsert_calls(&mut tx, &pending).await?;
+        self.upsert_calls(&mut tx, &upserts).await?;
         tx.commit()
             .await
             .map_err(|source| query_error(operation, source))
@@ -827,7 +928,7 @@ impl Store for SqlStore {
             _ => None,
         };
         let page_size = query.effective_page_size();
-        let mut sql = Sql::new(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+        let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
         self.push_filter(&mut sql, &query.filter);
         let (compare, direction) = if oldest_first {
             (">", "ASC")
@@ -868,14 +969,14 @@ impl Store for SqlStore {
     }
 
     async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let mut sql = Sql::new(format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = "));
+        let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = "));
         sql.bind(call_id.to_owned());
         let rows = sql.fetch_all(&self.pool, "read call").await?;
         rows.first().map(record_from_row).transpose()
     }
 
     async fn call_events(&self, call_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = Sql::new(format!(
+        let mut sql = self.sql(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE call_id = "
         ));
         sql.bind(call_id.to_owned()).push(" ORDER BY seq");
@@ -883,7 +984,7 @@ impl Store for SqlStore {
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = Sql::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
+        let mut sql = self.sql(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
         sql.bind(after)
             .push(&format!(" ORDER BY seq LIMIT {limit}"));
         self.fetch_events(sql, "scan events").await
@@ -894,7 +995,7 @@ impl Store for SqlStore {
         after: Option<(&str, i64)>,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = Sql::new(format!(
+        let mut sql = self.sql(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE call_id IS NOT NULL"
         ));
         if let Some((call_id, seq)) = after {
@@ -913,7 +1014,7 @@ impl Store for SqlStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, StoreError> {
-        let mut sql = Sql::new(format!("SELECT {CALL_COLUMNS} FROM calls"));
+        let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls"));
         if let Some(call_id) = after {
             sql.push(" WHERE call_id > ").bind(call_id.to_owned());
         }
@@ -923,41 +1024,26 @@ impl Store for SqlStore {
     }
 
     async fn node_gaps(&self) -> Result<(Vec<NodeSummary>, Vec<Gap>), StoreError> {
-        let summary = Sql::new(
-            "SELECT node_id, COUNT(*) AS events, MAX(node_seq) AS highest FROM events \
-             WHERE node_id IS NOT NULL GROUP BY node_id ORDER BY node_id",
-        )
-        .fetch_all(&self.pool, "summarise nodes")
-        .await?;
-        let nodes = summary
-            .iter()
-            .map(|row| {
-                Ok(NodeSummary {
-                    node_id: get(row, "node_id", "node")?,
-                    events: get::<i64>(row, "events", "node")? as u64,
-                    highest_seq: get::<i64>(row, "highest", "node")? as u64,
-                })
+        let nodes = self
+            .node_numbers(
+                NODE_SUMMARY,
+                "summarise nodes",
+                |node_id, events, highest_seq| NodeSummary {
+                    node_id,
+                    events,
+                    highest_seq,
+                },
+            )
+            .await?;
+        let gaps = self
+            .node_numbers(NODE_GAPS, "find sequence gaps", |node_id, first, last| {
+                Gap {
+                    node_id,
+                    first,
+                    last,
+                }
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let gaps = Sql::new(
-            "SELECT node_id, COALESCE(previous, 0) + 1 AS first, node_seq - 1 AS last FROM (\
-               SELECT node_id, node_seq, \
-                 LAG(node_seq) OVER (PARTITION BY node_id ORDER BY node_seq) AS previous \
-               FROM events WHERE node_id IS NOT NULL) AS numbered \
-             WHERE node_seq > COALESCE(previous, 0) + 1 ORDER BY node_id, first",
-        )
-        .fetch_all(&self.pool, "find sequence gaps")
-        .await?;
-        let gaps = gaps
-            .iter()
-            .map(|row| {
-                Ok(Gap {
-                    node_id: get(row, "node_id", "gap")?,
-                    first: get::<i64>(row, "first", "gap")? as u64,
-                    last: get::<i64>(row, "last", "gap")? as u64,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .await?;
         Ok((nodes, gaps))
     }
 
@@ -968,7 +1054,7 @@ impl Store for SqlStore {
         until_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = Sql::new(format!(
+        let mut sql = self.sql(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'access'"
         ));
         if before > 0 {
@@ -985,12 +1071,13 @@ impl Store for SqlStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = Sql::new(
-            "SELECT name, role, token_hash, created_at_ms, created_by, revoked_at_ms \
+        let rows = self
+            .sql(
+                "SELECT name, role, token_hash, created_at_ms, created_by, revoked_at_ms \
              FROM tokens ORDER BY name",
-        )
-        .fetch_all(&self.pool, "read tokens")
-        .await?;
+            )
+            .fetch_all(&self.pool, "read tokens")
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(TokenRow {
@@ -1007,7 +1094,7 @@ impl Store for SqlStore {
 
     async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError> {
         let mut sql =
-            Sql::new("SELECT call_id, flagged FROM calls WHERE state <> 1 AND received_at_ms < ");
+            self.sql("SELECT call_id, flagged FROM calls WHERE state <> 1 AND received_at_ms < ");
         sql.bind(cutoff_ms).push(" ORDER BY call_id");
         let rows = sql
             .fetch_all(&self.pool, "find calls past retention")
@@ -1026,8 +1113,8 @@ impl Store for SqlStore {
 
     async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError> {
         let mut total = 0;
-        for chunk in call_ids.chunks(INSERT_CHUNK) {
-            let mut sql = Sql::new("SELECT COUNT(*) AS n FROM events WHERE call_id IN (");
+        for chunk in call_ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql("SELECT COUNT(*) AS n FROM events WHERE call_id IN (");
             push_list(&mut sql, chunk);
             sql.push(")");
             let rows = sql.fetch_all(&self.pool, "count call events").await?;
@@ -1057,46 +1144,66 @@ impl SqlStore {
     async fn upsert_calls(
         &self,
         tx: &mut sqlx::AnyConnection,
-        pending: &[(&CallRecord, CallState, &str, i64)],
+        rows: &[&CallRow],
     ) -> Result<(), StoreError> {
-        for chunk in pending.chunks(INSERT_CHUNK) {
-            let mut sql = Sql::new(format!(
-                "INSERT INTO calls ({CALL_COLUMNS}) VALUES {} ON CONFLICT (call_id) DO UPDATE SET {}",
-                value_groups(chunk.len(), CALL_COLUMN_COUNT),
-                upsert_assignments()
-            ));
-            for (record, state, node_id, last_seq) in chunk {
-                bind_call(&mut sql, record, *state, node_id, *last_seq);
+        let operation = "store call rows";
+        for chunk in statement_chunks(rows) {
+            let upsert = |tail: &str| {
+                self.values(&INSERT_CALLS, tail, CALL_COLUMN_COUNT, chunk, |sql, row| {
+                    bind_call(sql, row)
+                })
+            };
+            let written = upsert(&UPDATE_PROGRESS).execute(tx, operation).await?;
+            if written < chunk.len() as u64 {
+                // An event changed a call's arrival columns (a switchboard never does):
+                // write the rows in full; rewriting the others changes nothing.
+                upsert(&UPDATE_ALL).execute(tx, operation).await?;
             }
-            sql.execute(tx, "store call rows").await?;
         }
         Ok(())
     }
 
+    /// `head (...), (...) tail` with every row of `rows` bound by `bind`.
+    fn values<T>(
+        &self,
+        head: &str,
+        tail: &str,
+        columns: usize,
+        rows: &[T],
+        bind: impl Fn(&mut Sql, &T),
+    ) -> Sql {
+        let mut sql = self.sql(head);
+        sql.value_groups(rows.len(), columns).push(tail);
+        for row in rows {
+            bind(&mut sql, row);
+        }
+        sql
+    }
+
     async fn apply(&self, tx: &mut sqlx::AnyConnection, change: &Change) -> Result<(), StoreError> {
         match change {
-            Change::UpsertCall { .. } => {}
+            Change::UpsertCall(_) => {}
             Change::FlagCall { call_id, last_seq } => {
-                let mut sql = Sql::new("UPDATE calls SET flagged = 1, last_seq = ");
+                let mut sql = self.sql("UPDATE calls SET flagged = 1, last_seq = ");
                 sql.bind(*last_seq)
                     .push(" WHERE call_id = ")
                     .bind(call_id.clone());
                 sql.execute(tx, "flag call").await?;
             }
             Change::PurgeCalls { call_ids } => {
-                for chunk in call_ids.chunks(INSERT_CHUNK) {
-                    let mut clear = Sql::new("UPDATE events SET body = NULL WHERE call_id IN (");
+                for chunk in call_ids.chunks(MAX_ROWS_PER_STATEMENT) {
+                    let mut clear = self.sql("UPDATE events SET body = NULL WHERE call_id IN (");
                     push_list(&mut clear, chunk);
                     clear.push(")");
                     clear.execute(tx, "purge event bodies").await?;
-                    let mut delete = Sql::new("DELETE FROM calls WHERE call_id IN (");
+                    let mut delete = self.sql("DELETE FROM calls WHERE call_id IN (");
                     push_list(&mut delete, chunk);
                     delete.push(")");
                     delete.execute(tx, "purge calls").await?;
                 }
             }
             Change::AddToken(token) => {
-                let mut sql = Sql::new(
+                let mut sql = self.sql(
                     "INSERT INTO tokens (name, role, token_hash, created_at_ms, created_by, revoked_at_ms) VALUES (",
                 );
                 sql.bind(token.name.clone())
@@ -1114,7 +1221,7 @@ impl SqlStore {
                 sql.execute(tx, "add token").await?;
             }
             Change::RevokeToken { name, at_ms } => {
-                let mut sql = Sql::new("UPDATE tokens SET revoked_at_ms = ");
+                let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");
                 sql.bind(*at_ms)
                     .push(" WHERE revoked_at_ms = 0 AND name = ")
                     .bind(name.clone());
@@ -1282,11 +1389,28 @@ mod tests {
     }
 
     #[test]
-    fn value_groups_number_placeholders() {
-        assert_eq!(value_groups(2, 2), "($1, $2), ($3, $4)");
+    fn placeholders_follow_the_backend() {
+        let text = |numbered| {
+            let mut sql = Sql {
+                text: "VALUES ".into(),
+                args: AnyArguments::default(),
+                count: 0,
+                numbered,
+            };
+            sql.value_groups(2, 2).push(" AND x = ").bind(5_i64);
+            sql.text
+        };
+        assert_eq!(text(true), "VALUES ($1, $2), ($3, $4) AND x = $5");
+        assert_eq!(text(false), "VALUES (?, ?), (?, ?) AND x = ?");
         assert_eq!(CALL_COLUMNS.split(',').count(), CALL_COLUMN_COUNT);
         assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
-        assert!(!upsert_assignments().contains("flagged"));
+        assert!(!upsert_assignments(&[]).contains("flagged"));
+        assert!(!UPDATE_PROGRESS.contains(" line_number = excluded"));
+        assert!(UPDATE_PROGRESS.contains("calls.line_number = excluded.line_number"));
+        assert!(UPDATE_ALL.contains("line_number = excluded.line_number"));
+        let chunks: Vec<usize> = statement_chunks(&[0; 200]).map(<[_]>::len).collect();
+        assert_eq!(chunks, [64, 64, 64, 8]);
+        assert_eq!(statement_chunks::<u8>(&[]).count(), 0);
     }
 
     #[test]

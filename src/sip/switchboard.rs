@@ -428,7 +428,9 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     let identity = caller_identity(request);
     let number = dialled_number(request);
     let mut facts = CallFacts {
-        call_id: uuid::Uuid::new_v4().to_string(),
+        // Time-ordered (UUIDv7): the records indexes keyed on call ids grow at their end
+        // instead of dirtying a random page per event.
+        call_id: uuid::Uuid::now_v7().to_string(),
         sip_call_id: request
             .call_id_header()
             .map(|h| h.value().to_string())
