@@ -1,7 +1,7 @@
 //! Never lost: real `courtline records serve` and `courtline serve` processes,
 //! real SIP callers. The records service stopped during a stream of calls; the
 //! switchboard killed with SIGKILL mid-call; a spool torn mid-entry; a spool that
-//! cannot be written.
+//! cannot be written, refusing calls (the default) or taking them ("continue").
 
 mod records_common;
 mod support;
@@ -153,15 +153,24 @@ operator = "sip:nobody@127.0.0.1:9"
 
 /// Waits up to 20 s for a log line containing `needle`; returns it parsed.
 async fn wait_for_log(log: &Path, needle: &str) -> serde_json::Value {
+    wait_for_nth_log(log, needle, 1).await
+}
+
+/// Waits up to 20 s for the `nth` log line containing `needle`; returns it parsed.
+async fn wait_for_nth_log(log: &Path, needle: &str, nth: usize) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+        if let Some(line) = text
+            .lines()
+            .filter(|line| line.contains(needle))
+            .nth(nth - 1)
+        {
             return serde_json::from_str(line).unwrap_or_default();
         }
         assert!(
             Instant::now() < deadline,
-            "no {needle:?} in {}:\n{text}",
+            "no {nth}. {needle:?} in {}:\n{text}",
             log.display()
         );
         sleep(Duration::from_millis(50)).await;
@@ -315,14 +324,7 @@ async fn switchboard_killed_mid_calls_then_restarted_completed_arrive_and_cut_on
     // The completed calls' final records are on disk before the kill.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ended: Vec<String> = read_entries(&setup.spool())
-            .unwrap()
-            .into_iter()
-            .filter_map(|event| match event.kind {
-                Some(Kind::Ended(record)) => Some(record.sip_call_id),
-                _ => None,
-            })
-            .collect();
+        let ended = spooled_calls(&setup.spool());
         if done.iter().all(|id| ended.contains(id)) {
             break;
         }
@@ -468,14 +470,98 @@ async fn unwritable_spool_refuses_calls_with_503_until_it_is_back() {
         "the embedded setup spools beside its database"
     );
     until_status(sb.sip, 200).await;
-    // The spool directory disappears and a file takes its place (as when a disk is
-    // unmounted): the spool cannot be written, so calls are refused.
-    let moved = sb.dir.path().join("spool.moved");
-    std::fs::rename(&spool, &moved).unwrap();
-    std::fs::write(&spool, "not a directory").unwrap();
+    // The spool cannot be written, so calls are refused.
+    let moved = break_spool(&spool);
     until_status(sb.sip, 503).await;
-    std::fs::remove_file(&spool).unwrap();
-    std::fs::rename(&moved, &spool).unwrap();
+    restore_spool(&spool, &moved);
     until_status(sb.sip, 200).await;
     sb.stop().await;
+}
+
+/// Makes `spool` unwritable as when its disk is unmounted: the directory goes away
+/// and a file takes its place. Returns where the directory went.
+fn break_spool(spool: &Path) -> PathBuf {
+    let moved = spool.with_extension("moved");
+    std::fs::rename(spool, &moved).unwrap();
+    std::fs::write(spool, "not a directory").unwrap();
+    moved
+}
+
+/// Puts the spool directory back.
+fn restore_spool(spool: &Path, moved: &Path) {
+    std::fs::remove_file(spool).unwrap();
+    std::fs::rename(moved, spool).unwrap();
+}
+
+/// SIP Call-IDs of the calls whose final record is in the spool at `dir`.
+fn spooled_calls(dir: &Path) -> Vec<String> {
+    read_entries(dir)
+        .unwrap()
+        .into_iter()
+        .filter_map(|event| match event.kind {
+            Some(Kind::Ended(record)) => Some(record.sip_call_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `on_spool_failure = "continue"`: while the spool cannot be written, calls are
+/// still taken (an error is logged once per failure) and their events go to the
+/// records service from memory. Delivered, they are kept like any other (and written
+/// to the spool late once it is back); but a call whose events are still only in
+/// memory when the switchboard dies is lost without trace — what "continue" risks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_spool_with_continue_takes_calls_and_delivers_them_from_memory() {
+    let setup = Setup::new((31500, 31599), "on_spool_failure = \"continue\"");
+    let spool = setup.spool();
+    let mut records = setup.records().await;
+    let (mut switchboard, log, sip) = setup.switchboard().await;
+    let mut client = setup.client().await;
+    let before = short_call(sip).await;
+    wait_for_calls(&mut client, &[CallState::Ended], &[&before]).await;
+    let moved = break_spool(&spool);
+    let error = wait_for_log(&log, "cannot write the records spool").await;
+    assert_eq!(error["level"], "ERROR");
+    // Taken (200), not refused with 503; its record is in no spool, yet it arrives.
+    let during = short_call(sip).await;
+    wait_for_calls(&mut client, &[CallState::Ended], &[&before, &during]).await;
+    assert!(spooled_calls(&moved).contains(&before));
+    assert!(!spooled_calls(&moved).contains(&during));
+    restore_spool(&spool, &moved);
+    wait_for_log(&log, "spool writable again").await;
+    let after = short_call(sip).await;
+    let calls = wait_for_calls(
+        &mut client,
+        &[CallState::Ended],
+        &[&before, &during, &after],
+    )
+    .await;
+    assert_eq!(calls.len(), 3, "each call exactly once");
+    assert_intact(&mut client).await;
+
+    // The risk: the records service is down too, so the call lives only in memory.
+    records.kill().unwrap();
+    records.wait().unwrap();
+    let moved = break_spool(&spool);
+    wait_for_nth_log(&log, "cannot write the records spool", 2).await;
+    let lost = short_call(sip).await;
+    switchboard.kill().unwrap(); // SIGKILL
+    switchboard.wait().unwrap();
+    restore_spool(&spool, &moved);
+    assert!(!spooled_calls(&spool).contains(&lost));
+    let mut records = setup.records().await;
+    let (mut switchboard, _, sip) = setup.switchboard().await;
+    let restarted = short_call(sip).await;
+    let mut client = setup.client().await;
+    let calls = wait_for_calls(
+        &mut client,
+        &[CallState::Ended],
+        &[&before, &during, &after, &restarted],
+    )
+    .await;
+    assert_eq!(calls.len(), 4, "{lost} is lost");
+    // Its events were never stored, and their numbers were reused: no gap, a clean chain.
+    assert_intact(&mut client).await;
+    terminate(&mut switchboard);
+    terminate(&mut records);
 }
