@@ -5,6 +5,7 @@ pub mod batch;
 pub mod codec;
 pub mod dtmf;
 pub mod engine;
+pub mod g722;
 pub mod pacer;
 pub mod ports;
 pub mod prompt;
