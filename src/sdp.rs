@@ -1,5 +1,5 @@
-//! SDP offer/answer (RFC 3264) for one audio stream: G.711 μ-law/A-law plus
-//! RFC 4733 telephone-event.
+//! SDP offer/answer (RFC 3264) for one audio stream: G.711 μ-law/A-law and
+//! G.722, plus RFC 4733 telephone-event.
 //!
 //! Only what a switchboard needs is modelled: the remote media address, the
 //! payload types in the peer's preference order, and the answer or offer we send.
@@ -15,10 +15,12 @@ pub enum SdpError {
     #[error("malformed SDP: {0}")]
     Malformed(String),
     /// Readable, but offers no codec we speak (maps to 488).
-    #[error("no common codec: the offer has {offered}, courtline speaks PCMU and PCMA")]
+    #[error("no common codec: the offer has {offered}, courtline speaks {speaks}")]
     NoCommonCodec {
         /// What the peer offered, for the log.
         offered: String,
+        /// What we could have taken on this call, for the log.
+        speaks: String,
     },
 }
 
@@ -84,7 +86,7 @@ impl Direction {
 /// What was agreed for one leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
-    /// The G.711 law used in both directions.
+    /// The codec used in both directions.
     pub codec: Codec,
     /// telephone-event payload type both sides agreed on.
     pub telephone_event: Option<u8>,
@@ -177,12 +179,15 @@ impl RemoteMedia {
         })
     }
 
-    /// Picks the first G.711 law in the peer's preference order (RFC 3264 §6.1).
-    pub fn negotiate(&self) -> Result<Negotiated, SdpError> {
+    /// Picks the first of `speaks` in the peer's preference order (RFC 3264
+    /// §6.1): the order of `speaks` does not matter, the peer's does.
+    pub fn negotiate(&self, speaks: &[Codec]) -> Result<Negotiated, SdpError> {
         let codec = self.formats.iter().find_map(|(pt, name)| {
-            let by_name = name.split('/').next().unwrap_or("");
-            [Codec::Pcmu, Codec::Pcma].into_iter().find(|c| {
-                by_name.eq_ignore_ascii_case(c.encoding_name())
+            let mut parts = name.split('/');
+            let (by_name, clock) = (parts.next().unwrap_or(""), parts.next());
+            speaks.iter().copied().find(|c| {
+                // Every codec here runs an 8000 Hz RTP clock (G.722 too, RFC 3551).
+                (by_name.eq_ignore_ascii_case(c.encoding_name()) && clock == Some("8000"))
                     || (name.is_empty() && *pt == c.payload_type())
             })
         });
@@ -202,6 +207,11 @@ impl RemoteMedia {
                             n.clone()
                         }
                     })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                speaks: speaks
+                    .iter()
+                    .map(|c| c.encoding_name())
                     .collect::<Vec<_>>()
                     .join(", "),
             }),
@@ -237,6 +247,7 @@ fn parse_media_line(value: &str) -> Result<(u16, Vec<u8>), SdpError> {
     if port == 0 {
         return Err(SdpError::NoCommonCodec {
             offered: "a disabled audio stream (port 0)".into(),
+            speaks: "G722, PCMU, PCMA on an enabled stream".into(),
         });
     }
     Ok((port, pts))
@@ -272,6 +283,17 @@ fn static_encoding(pt: u8) -> Option<&'static str> {
         9 => Some("G722/8000"),
         18 => Some("G729/8000"),
         _ => None,
+    }
+}
+
+/// The codecs courtline can use with a caller whose line's prompts exist in
+/// G.722 (`wideband`) or only in G.711, in the order it offers them itself
+/// (delayed offer): wideband first when it can be played.
+pub fn codecs_for(wideband: bool) -> &'static [Codec] {
+    if wideband {
+        &[Codec::G722, Codec::Pcmu, Codec::Pcma]
+    } else {
+        &[Codec::Pcmu, Codec::Pcma]
     }
 }
 
@@ -336,13 +358,16 @@ impl LocalMedia {
 mod tests {
     use super::*;
 
+    /// What a line with narrowband prompts speaks.
+    const G711: &[Codec] = &[Codec::Pcmu, Codec::Pcma];
+
     const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
     #[test]
     fn parses_sipp_offer() {
         let media = RemoteMedia::parse(SIPP_OFFER.as_bytes()).unwrap();
         assert_eq!(media.rtp_addr, "127.0.0.1:6000".parse().unwrap());
-        assert_eq!(media.negotiate().unwrap().codec, Codec::Pcmu);
+        assert_eq!(media.negotiate(G711).unwrap().codec, Codec::Pcmu);
         assert_eq!(media.telephone_event, None);
     }
 
@@ -351,10 +376,72 @@ mod tests {
         let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18 8 0 101\r\na=rtpmap:18 G729/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
         let n = RemoteMedia::parse(offer.as_bytes())
             .unwrap()
-            .negotiate()
+            .negotiate(G711)
             .unwrap();
         assert_eq!(n.codec, Codec::Pcma);
         assert_eq!(n.telephone_event, Some(101));
+    }
+
+    #[test]
+    fn g722_is_chosen_in_the_callers_order_only_when_the_line_has_wideband_prompts() {
+        let offer = |pts: &str| {
+            let mut sdp = format!("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 5004 RTP/AVP {pts}\r\n");
+            for pt in pts.split(' ') {
+                let name = match pt {
+                    "0" => "PCMU/8000",
+                    "8" => "PCMA/8000",
+                    "9" => "G722/8000",
+                    _ => "telephone-event/8000",
+                };
+                sdp.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
+            }
+            RemoteMedia::parse(sdp.as_bytes()).unwrap()
+        };
+        let wideband = codecs_for(true);
+        let pick = |pts: &str, speaks: &[Codec]| offer(pts).negotiate(speaks).map(|n| n.codec);
+        assert_eq!(pick("9 8 0 101", wideband), Ok(Codec::G722));
+        assert_eq!(pick("8 9 0", wideband), Ok(Codec::Pcma));
+        assert_eq!(pick("0 8 9", wideband), Ok(Codec::Pcmu));
+        assert_eq!(pick("9 0", codecs_for(false)), Ok(Codec::Pcmu));
+        assert!(matches!(
+            pick("9 101", codecs_for(false)),
+            Err(SdpError::NoCommonCodec { .. })
+        ));
+        // Static payload type 9 without an rtpmap is G.722 too.
+        let bare = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 5004 RTP/AVP 9 0\r\n";
+        let media = RemoteMedia::parse(bare.as_bytes()).unwrap();
+        assert_eq!(media.negotiate(wideband).map(|n| n.codec), Ok(Codec::G722));
+        // G.722's RTP clock is 8000 Hz (RFC 3551); a peer announcing 16000 would
+        // misread our timestamps, so that entry is not taken.
+        let wrong_clock =
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 5004 RTP/AVP 96 8\r\na=rtpmap:96 G722/16000\r\n";
+        let media = RemoteMedia::parse(wrong_clock.as_bytes()).unwrap();
+        assert_eq!(media.negotiate(wideband).map(|n| n.codec), Ok(Codec::Pcma));
+        assert_eq!(
+            codecs_for(true)[0],
+            Codec::G722,
+            "our own offer puts wideband first"
+        );
+    }
+
+    #[test]
+    fn rendered_g722_offer_names_its_8000_hz_clock() {
+        let local = LocalMedia {
+            rtp_addr: "127.0.0.1:20002".parse().unwrap(),
+            codecs: codecs_for(true).to_vec(),
+            telephone_event: Some(101),
+            session_id: 1,
+            version: 1,
+            direction: Direction::SendRecv,
+        };
+        let text = local.render();
+        assert!(
+            text.contains("m=audio 20002 RTP/AVP 9 0 8 101\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("a=rtpmap:9 G722/8000\r\n"), "{text}");
+        let back = RemoteMedia::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.negotiate(codecs_for(true)).unwrap().codec, Codec::G722);
     }
 
     #[test]
@@ -362,7 +449,7 @@ mod tests {
         let offer = "v=0\nc=IN IP4 192.0.2.1\nm=audio 5004 RTP/AVP 8\n";
         let n = RemoteMedia::parse(offer.as_bytes())
             .unwrap()
-            .negotiate()
+            .negotiate(G711)
             .unwrap();
         assert_eq!(n.codec, Codec::Pcma);
     }
@@ -400,12 +487,13 @@ mod tests {
             "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 5004 RTP/AVP 18 9\r\na=rtpmap:18 G729/8000\r\n";
         let err = RemoteMedia::parse(offer.as_bytes())
             .unwrap()
-            .negotiate()
+            .negotiate(G711)
             .unwrap_err();
         assert_eq!(
             err,
             SdpError::NoCommonCodec {
-                offered: "G729/8000, G722/8000".into()
+                offered: "G729/8000, G722/8000".into(),
+                speaks: "PCMU, PCMA".into()
             }
         );
         let disabled = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 0 RTP/AVP 0\r\n";
@@ -458,7 +546,7 @@ mod tests {
         assert_eq!(back.rtp_addr, local.rtp_addr);
         assert_eq!(back.direction, Direction::RecvOnly);
         assert_eq!(
-            back.negotiate().unwrap(),
+            back.negotiate(G711).unwrap(),
             Negotiated {
                 codec: Codec::Pcma,
                 telephone_event: Some(101)

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use courtline::media::codec::Codec;
+use courtline::media::codec::{Codec, Law};
 use courtline::records::pb::{CallRecord, EndReason};
 use support::*;
 use tokio::net::UdpSocket;
@@ -402,7 +402,7 @@ async fn hunt_list_moves_on_from_a_busy_operator() {
     second.expect_request("ACK", 2 * SEC).await;
     // The operator (PCMA) talks to a PCMU caller: courtline transcodes.
     let target = invite.sdp_rtp_addr();
-    let alaw = Codec::Pcma.encode(1000);
+    let alaw = Law::A.encode(1000);
     for i in 0..10u16 {
         second_rtp
             .send_to(
@@ -414,7 +414,7 @@ async fn hunt_list_moves_on_from_a_busy_operator() {
     }
     let mut transcoded = 0;
     while let Some((p, _)) = recv_rtp(&caller.rtp, Duration::from_millis(500)).await {
-        if p.pt == 0 && p.payload == [Codec::Pcmu.encode(Codec::Pcma.decode(alaw)); 160] {
+        if p.pt == 0 && p.payload == [Law::Mu.encode(Law::A.decode(alaw)); 160] {
             transcoded += 1;
         }
     }
@@ -580,8 +580,8 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
     caller.sip.send(sb.sip, &invite).await;
     let ok = caller.sip.expect_status(200, 2 * SEC).await;
     assert!(
-        ok.body.contains("RTP/AVP 0 8 101"),
-        "our offer: both laws and telephone-event:\n{}",
+        ok.body.contains("RTP/AVP 9 0 8 101"),
+        "our offer: G.722 (the test prompt is 16 kHz), both laws and telephone-event:\n{}",
         ok.body
     );
     caller.to = ok.header("to").unwrap().to_string();

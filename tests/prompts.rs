@@ -17,16 +17,6 @@ const SEC: Duration = Duration::from_secs(1);
 /// Lead-in of the test switchboard (`leading_silence_ms = 200`), in frames.
 const LEAD_IN_FRAMES: usize = 10;
 
-/// Waits for the 200 to a BYE (skipping INVITE 200 retransmissions).
-async fn expect_bye_ok(peer: &SipPeer) {
-    loop {
-        let msg = peer.recv(3 * SEC).await.expect("no 200 for BYE");
-        if msg.status() == 200 && msg.header("cseq").is_some_and(|c| c.ends_with("BYE")) {
-            return;
-        }
-    }
-}
-
 /// SHA-256 of a file, computed here rather than trusted from courtline.
 fn file_sha256(path: &std::path::Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
@@ -65,7 +55,7 @@ async fn playlist_plays_prompt_a_then_the_gap_then_prompt_b_and_the_record_lists
     let mut caller = Caller::new(sb.sip).await;
     caller.call("8 0 101").await;
 
-    let silence = vec![Codec::Pcma.silence_byte(); 160];
+    let silence = Codec::Pcma.silence_frame().to_vec();
     for (i, frame) in payloads(&caller, LEAD_IN_FRAMES, "lead-in")
         .await
         .iter()
@@ -89,7 +79,7 @@ async fn playlist_plays_prompt_a_then_the_gap_then_prompt_b_and_the_record_lists
     operator.expect_request("INVITE", 2 * SEC).await;
 
     caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
     let record = sb.record(&caller.call_id).await;
     assert!(record.prompt_completed);
     assert_eq!(record.prompt_length_ms, 200 + 1000 + 400 + 600);
@@ -134,7 +124,7 @@ async fn hanging_up_in_the_second_prompt_records_how_much_of_each_was_sent() {
     let b = &sb.playlist.prompts()[1].frames;
     assert_eq!(received[heard - 1], b.frame(Codec::Pcma, 14));
     caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
 
     let record = sb.record(&caller.call_id).await;
     assert_eq!(

@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use courtline::media::codec::Codec;
+use courtline::media::codec::Law;
 use support::{recv_rtp, rtp_packet, sdp, BridgedCall, Caller, Options, Rtp, TestSwitchboard};
 use tokio::net::UdpSocket;
 
@@ -150,7 +150,7 @@ async fn either_leg_moving_once_bridged_is_followed() {
     );
     operator.send(sb.sip, &ack).await;
     // The caller's μ-law 0x22 arrives at the new port as A-law.
-    let alaw = Codec::Pcma.transcode_from(Codec::Pcmu, 0x22);
+    let alaw = Law::A.transcode_from(Law::Mu, 0x22);
     let p = relayed(&caller.rtp, courtline_caller_rtp, 0, 0x22, &op_moved, alaw).await;
     assert_eq!(p.pt, 8, "transcoded to the operator's new law");
     assert!(
@@ -176,7 +176,7 @@ async fn either_leg_moving_once_bridged_is_followed() {
         )
         .await;
     caller.reinvite_answered(cseq).await;
-    let back = Codec::Pcmu.transcode_from(Codec::Pcma, alaw);
+    let back = Law::Mu.transcode_from(Law::A, alaw);
     let p = relayed(
         &op_moved_again,
         courtline_op_rtp,

@@ -3,7 +3,7 @@
 //! functions over the seed corpus in a normal `cargo test`, so CI needs no
 //! nightly toolchain. Each function panics only on a courtline bug.
 
-use courtline::media::codec::Codec;
+use courtline::media::codec::{Codec, Transcoder};
 use courtline::media::dtmf::{DtmfDetector, TelephoneEvent};
 use courtline::media::stream::{OutboundStream, MAX_PACKET};
 use courtline::sdp::RemoteMedia;
@@ -69,7 +69,7 @@ pub fn sdp(data: &[u8]) {
     let Ok(remote) = RemoteMedia::parse(data) else {
         return;
     };
-    if let Ok(negotiated) = remote.negotiate() {
+    if let Ok(negotiated) = remote.negotiate(courtline::sdp::codecs_for(true)) {
         assert!(
             remote
                 .formats
@@ -92,17 +92,10 @@ pub fn rtp(data: &[u8]) {
         return;
     };
     let packet = &packet[..packet.len().min(MAX_PACKET)];
-    let caller_codec = if choice & 1 == 0 {
-        Codec::Pcmu
-    } else {
-        Codec::Pcma
-    };
-    let operator_codec = if choice & 2 == 0 {
-        Codec::Pcmu
-    } else {
-        Codec::Pcma
-    };
-    let telephone_event = 96 + (choice >> 2) % 32;
+    let codecs = [Codec::Pcmu, Codec::Pcma, Codec::G722];
+    let caller_codec = codecs[usize::from(choice & 3) % 3];
+    let operator_codec = codecs[usize::from((choice >> 2) & 3) % 3];
+    let telephone_event = 96 + (choice >> 4) % 16;
     let Ok(rtp) = RtpReader::new(packet) else {
         return;
     };
@@ -133,11 +126,10 @@ pub fn rtp(data: &[u8]) {
     if Codec::from_payload_type(pt) != Some(caller_codec) {
         return;
     }
-    let payload: Vec<u8> = rtp
-        .payload()
-        .iter()
-        .map(|&b| operator_codec.transcode_from(caller_codec, b))
-        .collect();
+    let mut converted = [0u8; 1500];
+    let payload = Transcoder::new(caller_codec, operator_codec)
+        .convert(rtp.payload(), &mut converted)
+        .to_vec();
     let mut stream = OutboundStream::new();
     let header = stream.relayed_header(operator_codec.payload_type(), &rtp, 7, payload.len());
     let out = [&header[..], &payload].concat();

@@ -48,9 +48,10 @@ fn read_reoffer(request: &Request, leg: &LocalMedia) -> Result<Option<Reoffer>, 
     };
     let codec = match leg.codecs.iter().find(|c| offered(c)) {
         Some(codec) => *codec,
+        // G.711 plays on every line; G.722 only where it was offered before.
         None => {
             offer
-                .negotiate()
+                .negotiate(&[Codec::Pcmu, Codec::Pcma])
                 .map_err(|_| StatusCode::NotAcceptableHere)?
                 .codec
         }
@@ -141,7 +142,7 @@ pub async fn forward(
             if let Ok(answer) = RemoteMedia::parse(&response.body) {
                 // The far leg's answer is what the near leg gets.
                 set_direction(&mut this_leg, answer.direction);
-                let target = usable(answer.rtp_addr).zip(answer.negotiate().ok());
+                let target = usable(answer.rtp_addr).zip(answer.negotiate(&far.sdp.codecs).ok());
                 if let (Some((remote, agreed)), Some(media)) = (target, &far.media) {
                     let _ = media.send(MediaCommand::Repoint(Repoint {
                         side: far.side,

@@ -31,7 +31,9 @@ use crate::media::session::{
     OperatorLeg, Side,
 };
 use crate::records::pb::{CallRecord, EndReason, LegMedia};
-use crate::sdp::{Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT};
+use crate::sdp::{
+    codecs_for, Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT,
+};
 use crate::sip::leg::{header, local_ip_toward, sdp_content_type};
 use crate::sip::session_timer::{SessionTimer, TimerDue};
 use crate::sip::switchboard::{Shared, ALLOW};
@@ -157,8 +159,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
 
+    // What this line can play: G.722 only if every prompt has wideband frames.
+    let caller_codecs = codecs_for(playlist.supports(Codec::G722));
     // Our SDP in the 200 OK: the answer to the caller's offer, or our own
-    // offer (both laws, telephone-event) when the INVITE had none.
+    // offer (every codec we can play, telephone-event) when the INVITE had none.
     let mut caller_sdp = LocalMedia {
         rtp_addr: std::net::SocketAddr::new(
             local_ip,
@@ -166,7 +170,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         ),
         codecs: match &offer {
             Some((_, agreed)) => vec![agreed.codec],
-            None => vec![Codec::Pcmu, Codec::Pcma],
+            None => caller_codecs.to_vec(),
         },
         telephone_event: match &offer {
             Some((_, agreed)) => agreed.telephone_event,
@@ -488,7 +492,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         };
         let input = match (input, &media) {
             (Some(CallInput::CallerAcked), CallerMedia::AwaitingAnswer(_)) => {
-                match delayed_answer(&caller) {
+                match delayed_answer(&caller, caller_codecs) {
                     Ok((answer, agreed)) => {
                         let CallerMedia::AwaitingAnswer(socket) =
                             std::mem::replace(&mut media, CallerMedia::Gone)
@@ -638,15 +642,9 @@ async fn dial(
         rsipstack::sip::Host::Domain(_) => shared.sip_addr.ip(),
     };
     let local_ip = local_ip_toward(peer_ip, shared.sip_addr.ip(), shared.advertise);
-    let other = if caller_codec == Codec::Pcmu {
-        Codec::Pcma
-    } else {
-        Codec::Pcmu
-    };
     let offer = LocalMedia {
         rtp_addr: std::net::SocketAddr::new(local_ip, port),
-        // The caller's law first, so no transcoding is needed if the operator agrees.
-        codecs: vec![caller_codec, other],
+        codecs: operator_codecs(caller_codec),
         telephone_event: Some(OFFERED_TELEPHONE_EVENT),
         session_id: rand::random::<u32>().into(),
         version: 1,
@@ -733,6 +731,19 @@ async fn tcp_connects(shared: &Shared, target: &SipAddr) -> bool {
     matches!(tokio::time::timeout(limit, lookup).await, Ok(Ok(_)))
 }
 
+/// What we offer the operator: the caller's codec first, so no transcoding is
+/// needed if the operator agrees, then G.711 (G.722 only for a G.722 caller:
+/// for a G.711 caller it would only add transcoding).
+fn operator_codecs(caller_codec: Codec) -> Vec<Codec> {
+    std::iter::once(caller_codec)
+        .chain(
+            [Codec::Pcmu, Codec::Pcma]
+                .into_iter()
+                .filter(|c| *c != caller_codec),
+        )
+        .collect()
+}
+
 /// Waits for the operator INVITE's final outcome, or forever when no attempt is running.
 async fn operator_outcome(
     attempt: Option<&mut OperatorAttempt>,
@@ -770,13 +781,18 @@ fn operator_input(
         Ok(answer) => answer,
         Err(e) => return CallInput::Fault(format!("operator's SDP answer: {e}")),
     };
-    // Prefer the caller's law when the operator accepted both.
+    // Prefer the caller's codec when the operator accepted several.
     let codec = answer
         .formats
         .iter()
         .any(|(pt, _)| *pt == caller_codec.payload_type())
         .then_some(caller_codec)
-        .or_else(|| answer.negotiate().ok().map(|n| n.codec));
+        .or_else(|| {
+            answer
+                .negotiate(&operator_codecs(caller_codec))
+                .ok()
+                .map(|n| n.codec)
+        });
     match codec {
         Some(codec) => {
             *operator_media = Some((answer.rtp_addr, codec));
@@ -788,7 +804,7 @@ fn operator_input(
             });
             CallInput::OperatorAnswered
         }
-        None => CallInput::Fault("operator answered without a G.711 codec".into()),
+        None => CallInput::Fault("operator answered without a codec we offered".into()),
     }
 }
 
@@ -867,8 +883,12 @@ fn caller_leg(
     }
 }
 
-/// The caller's SDP answer from the ACK of a delayed-offer call.
-fn delayed_answer(caller: &InviteDialog) -> Result<(RemoteMedia, Negotiated), String> {
+/// The caller's SDP answer from the ACK of a delayed-offer call, which must
+/// pick one of the codecs we offered.
+fn delayed_answer(
+    caller: &InviteDialog,
+    offered: &[Codec],
+) -> Result<(RemoteMedia, Negotiated), String> {
     let ack = caller
         .last_remote_ack()
         .ok_or("delayed offer: no ACK request recorded")?;
@@ -878,7 +898,7 @@ fn delayed_answer(caller: &InviteDialog) -> Result<(RemoteMedia, Negotiated), St
     let answer = RemoteMedia::parse(&ack.body)
         .map_err(|e| format!("delayed offer: the ACK's SDP answer: {e}"))?;
     let agreed = answer
-        .negotiate()
+        .negotiate(offered)
         .map_err(|e| format!("delayed offer: the ACK's SDP answer: {e}"))?;
     Ok((answer, agreed))
 }

@@ -25,7 +25,7 @@ use rtp_rs::RtpReader;
 use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SLOT_LEN};
-use super::codec::{Codec, FRAME_MS};
+use super::codec::{Codec, Transcoder, FRAME_MS};
 use super::dtmf::{DtmfDetector, EventGenerator};
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
@@ -255,8 +255,11 @@ struct Leg {
     sdp_remote: SocketAddr,
     /// Where RTCP goes (RTP port + 1 until the peer's RTCP is seen).
     remote_rtcp: SocketAddr,
-    /// Negotiated law.
+    /// Negotiated codec.
     codec: Codec,
+    /// Turns what the other leg sends into `codec` (law tables, or G.722 coder
+    /// state); set when the call is bridged.
+    from_peer: Transcoder,
     /// What we send on this leg.
     out: OutboundStream,
     /// What we receive on it.
@@ -297,6 +300,7 @@ impl Leg {
             sdp_remote: remote,
             remote_rtcp,
             codec,
+            from_peer: Transcoder::new(codec, codec),
             out: OutboundStream::new(),
             reception: ReceptionStats::default(),
             peer_report: None,
@@ -660,6 +664,7 @@ impl Shard {
                 }
                 call.caller.out.start_talkspurt();
                 call.operator = Some(leg);
+                call.match_transcoders();
                 call.source = Source::Relay;
             }
             MediaCommand::WatchInactivity(limit) => {
@@ -677,7 +682,11 @@ impl Shard {
                     Side::Operator => call.operator.as_mut(),
                 };
                 if let Some(leg) = leg {
+                    let changed = leg.codec != codec;
                     leg.repoint(remote, codec);
+                    if changed {
+                        call.match_transcoders();
+                    }
                 }
             }
             MediaCommand::SendDtmf { to, event } => {
@@ -862,6 +871,15 @@ impl Shard {
 }
 
 impl Call {
+    /// Makes each leg's converter fit the two legs' codecs: at the bridge, and
+    /// when a re-offer changes a codec (fresh G.722 state then).
+    fn match_transcoders(&mut self) {
+        if let Some(operator) = &mut self.operator {
+            operator.from_peer = Transcoder::new(self.caller.codec, operator.codec);
+            self.caller.from_peer = Transcoder::new(operator.codec, self.caller.codec);
+        }
+    }
+
     fn stats(&self) -> MediaStats {
         let caller = self.caller.stats();
         MediaStats {
@@ -1006,11 +1024,10 @@ impl Call {
         if Codec::from_payload_type(pt) != Some(self.caller.codec) {
             return Ok(());
         }
-        let from_codec = self.caller.codec;
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
-        relay(&rtp, Some(from_codec), operator, pacer_slot)
+        relay(&rtp, Relayed::Audio, operator, pacer_slot)
             .map_err(|e| format!("relaying RTP to the operator at {}: {e}", operator.remote))
     }
 
@@ -1043,14 +1060,13 @@ impl Call {
         if !key && Codec::from_payload_type(pt) != Some(operator.codec) {
             return Ok(());
         }
-        let from_codec = operator.codec;
         if !matches!(self.source, Source::Relay) {
             return Ok(());
         }
         if key {
             return relay_key(&rtp, &mut self.caller, Side::Caller, pacer_slot);
         }
-        relay(&rtp, Some(from_codec), &mut self.caller, pacer_slot)
+        relay(&rtp, Relayed::Audio, &mut self.caller, pacer_slot)
             .map_err(|e| format!("relaying RTP to the caller at {}: {e}", self.caller.remote))
     }
 }
@@ -1060,28 +1076,27 @@ fn is_key(telephone_event: Option<EventPayloadTypes>, pt: u8) -> bool {
     telephone_event.is_some_and(|types| types.receive == pt)
 }
 
-/// Rewrites `rtp` onto `to`'s outgoing stream and sends it: audio from a leg
-/// in law `from` (transcoded into a stack buffer when the laws differ), or,
-/// with `from` None, a payload passed on as it is.
-fn relay(
-    rtp: &RtpReader<'_>,
-    from: Option<Codec>,
-    to: &mut Leg,
-    pacer_slot: u64,
-) -> std::io::Result<()> {
+/// What a relayed packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relayed {
+    /// Audio in the sending leg's codec, converted by `to.from_peer`.
+    Audio,
+    /// An RFC 4733 key, passed on as it is under `to`'s telephone-event type.
+    Key,
+}
+
+/// Rewrites `rtp` onto `to`'s outgoing stream and sends it: audio (transcoded
+/// into a stack buffer when the legs' codecs differ), or a key payload passed
+/// on as it is.
+fn relay(rtp: &RtpReader<'_>, what: Relayed, to: &mut Leg, pacer_slot: u64) -> std::io::Result<()> {
     let mut transcoded = [0u8; SLOT_LEN];
-    let payload = rtp.payload();
-    let (payload_type, payload): (u8, &[u8]) = match (from, to.telephone_event) {
-        (Some(from), _) if from != to.codec => {
-            let out = &mut transcoded[..payload.len().min(SLOT_LEN)];
-            for (o, &b) in out.iter_mut().zip(payload) {
-                *o = to.codec.transcode_from(from, b);
-            }
-            (to.codec.payload_type(), out)
-        }
-        (Some(_), _) => (to.codec.payload_type(), payload),
-        (None, Some(types)) => (types.send, payload),
-        (None, None) => return Ok(()),
+    let (payload_type, payload): (u8, &[u8]) = match (what, to.telephone_event) {
+        (Relayed::Audio, _) => (
+            to.codec.payload_type(),
+            to.from_peer.convert(rtp.payload(), &mut transcoded),
+        ),
+        (Relayed::Key, Some(types)) => (types.send, rtp.payload()),
+        (Relayed::Key, None) => return Ok(()),
     };
     let header = to
         .out
@@ -1099,7 +1114,7 @@ fn relay_key(rtp: &RtpReader<'_>, to: &mut Leg, side: Side, pacer_slot: u64) -> 
         to.drop_keys(side);
         return Ok(());
     }
-    relay(rtp, None, to, pacer_slot)
+    relay(rtp, Relayed::Key, to, pacer_slot)
         .map_err(|e| format!("relaying a key to the {side:?} at {}: {e}", to.remote))
 }
 

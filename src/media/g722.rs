@@ -15,6 +15,11 @@
 pub const FRAME_BYTES: usize = 160;
 /// Input samples per 20 ms frame at 16 kHz.
 pub const FRAME_SAMPLES_16K: usize = 320;
+/// The idle octet: both bands' difference is zero for the predictors (lower
+/// band code 63, higher band code 3), so a decoder fed it adds nothing: its
+/// scale factors fall back to the minimum and its output settles on whatever
+/// small constant it last predicted (DC and 8 kHz, inaudible; ±3 from reset).
+pub const SILENCE: u8 = 0xFF;
 
 /// QMF coefficients h(2i) (G.722 Table 11, scaled); h(2i+1) = h(22-2i) by symmetry.
 const QMF: [i32; 12] = [3, -11, 12, 32, -210, 951, 3876, -805, 362, -156, 53, -11];
@@ -447,15 +452,10 @@ mod tests {
         }
     }
 
-    /// Amplitude of `frequency` in `samples` (one-bin DFT), for tone checks.
+    /// Amplitude of `frequency` in `samples`, for tone checks.
     fn amplitude(samples: &[i16], frequency: f64, rate: f64) -> f64 {
-        let (mut re, mut im) = (0.0, 0.0);
-        for (n, &s) in samples.iter().enumerate() {
-            let phase = std::f64::consts::TAU * frequency * n as f64 / rate;
-            re += f64::from(s) * phase.cos();
-            im += f64::from(s) * phase.sin();
-        }
-        2.0 * (re * re + im * im).sqrt() / samples.len() as f64
+        let samples: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
+        crate::media::tone::tone_amplitude(&samples, frequency, rate)
     }
 
     fn sine(frequency: f64, rate: f64, len: usize, level: f64) -> Vec<i16> {
@@ -511,6 +511,27 @@ mod tests {
             (level - 9000.0).abs() < 900.0,
             "wideband read narrowband {level:.0}"
         );
+    }
+
+    #[test]
+    fn the_idle_octet_adds_nothing_audible_from_any_state() {
+        let mut pcm = vec![0i16; 16000];
+        Decoder::new().decode(&[SILENCE; 8000], &mut pcm);
+        let peak = pcm.iter().map(|s| s.unsigned_abs()).max();
+        assert!(peak <= Some(4), "from reset: {peak:?} {:?}", &pcm[..8]);
+        let mut decoder = Decoder::new();
+        // Wake the decoder up with a loud tone first.
+        let mut codes = vec![0u8; 8000];
+        Encoder::new().encode(&sine(1000.0, 16000.0, 16000, 20000.0), &mut codes);
+        decoder.decode(&codes, &mut pcm);
+        decoder.decode(&[SILENCE; 8000], &mut pcm);
+        // After 100 ms: at most a small constant per band, i.e. only DC and
+        // 8 kHz (period 2), nothing in the voice band.
+        let tail = &pcm[1600..];
+        let tail_peak = tail.iter().map(|s| s.unsigned_abs()).max();
+        assert!(tail_peak <= Some(64), "{tail_peak:?}");
+        assert!(tail.windows(3).all(|w| w[0] == w[2]), "{:?}", &tail[..8]);
+        assert_eq!(decoder.lower.nb, 0, "scale factor back at its minimum");
     }
 
     #[test]

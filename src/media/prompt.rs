@@ -1,6 +1,7 @@
 //! Announcement prompts: WAV files read once at start-up, resampled to 8 kHz
-//! and encoded for both G.711 laws, then shared by every call; and a line's
-//! [`Playlist`]: lead-in silence, its prompts in order with silent gaps between.
+//! and encoded for both G.711 laws — and, from a file of 16 kHz or more, to
+//! 16 kHz and G.722 — then shared by every call; and a line's [`Playlist`]:
+//! lead-in silence, its prompts in order with silent gaps between.
 //!
 //! Doing all of this up front means a bad file is found by `courtline check`
 //! or at start-up, never in the middle of a caller's warning, and the RTP
@@ -14,7 +15,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::codec::{Codec, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
+use super::codec::{Codec, Law, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
+use super::g722;
 
 /// Lowest file sample rate accepted; below 8 kHz a prompt would sound muffled.
 pub const MIN_FILE_SAMPLE_RATE: u32 = 8000;
@@ -104,7 +106,34 @@ pub enum PromptError {
     },
 }
 
-/// Pre-encoded 20 ms frames of one prompt, for both G.711 laws. Built once, shared via Arc.
+/// The playlist's 16 kHz samples (silence for lead-in and gaps), if every prompt has them.
+fn wideband_timeline(
+    prompts: &[Prompt],
+    segments: &[(usize, Segment)],
+    frame_count: usize,
+) -> Option<Vec<i16>> {
+    let mut pcm = vec![0i16; frame_count * g722::FRAME_SAMPLES_16K];
+    for &(start, segment) in segments {
+        if let Segment::Prompt(p) = segment {
+            let samples = prompts.get(p)?.frames.pcm16k()?;
+            let at = start * g722::FRAME_SAMPLES_16K;
+            pcm.get_mut(at..at + samples.len())?
+                .copy_from_slice(samples);
+        }
+    }
+    // A playlist without prompts has nothing wideband to offer.
+    (!prompts.is_empty()).then_some(pcm)
+}
+
+/// Lowest file sample rate from which a prompt is also offered in G.722: below
+/// it there is nothing above 4 kHz to carry, and wideband would only cost more.
+pub const MIN_WIDEBAND_FILE_RATE: u32 = 16000;
+/// G.722's sampling rate.
+const WIDEBAND_RATE: u32 = 16000;
+
+/// Pre-encoded 20 ms frames of one prompt for both G.711 laws and, when the
+/// recording is wideband, its 16 kHz samples (G.722 is adaptive, so it is
+/// encoded over a whole [`Playlist`], not per prompt). Built once, shared via Arc.
 pub struct PromptFrames {
     /// 8 kHz linear samples, padded to whole frames; kept for records and tests.
     pcm: Vec<i16>,
@@ -112,24 +141,38 @@ pub struct PromptFrames {
     pcmu: Vec<u8>,
     /// A-law encoding of `pcm`.
     pcma: Vec<u8>,
+    /// 16 kHz samples, as many frames as `pcm`; `None` for a narrowband file.
+    pcm16k: Option<Vec<i16>>,
 }
 
-/// Lead-ins, gaps, and out-of-range indices (so a sender never panics mid-call).
-static PCMU_SILENCE: [u8; SAMPLES_PER_FRAME] = [0xFF; SAMPLES_PER_FRAME];
-/// A-law counterpart of [`PCMU_SILENCE`].
-static PCMA_SILENCE: [u8; SAMPLES_PER_FRAME] = [0xD5; SAMPLES_PER_FRAME];
-
 impl PromptFrames {
-    /// Builds frames from 8 kHz samples, padding the last frame with silence.
-    pub fn from_pcm8k(samples: &[i16]) -> PromptFrames {
-        let frames = samples.len().div_ceil(SAMPLES_PER_FRAME);
-        let mut pcm = samples.to_vec();
+    /// Builds frames from 8 kHz samples and, if given, the same audio at
+    /// 16 kHz; the last frame is padded with silence.
+    pub fn from_pcm(pcm8k: &[i16], pcm16k: Option<&[i16]>) -> PromptFrames {
+        let frames = pcm8k.len().div_ceil(SAMPLES_PER_FRAME);
+        let mut pcm = pcm8k.to_vec();
         pcm.resize(frames * SAMPLES_PER_FRAME, 0);
         let mut pcmu = vec![0u8; pcm.len()];
         let mut pcma = vec![0u8; pcm.len()];
-        Codec::Pcmu.encode_into(&pcm, &mut pcmu);
-        Codec::Pcma.encode_into(&pcm, &mut pcma);
-        PromptFrames { pcm, pcmu, pcma }
+        Law::Mu.encode_into(&pcm, &mut pcmu);
+        Law::A.encode_into(&pcm, &mut pcma);
+        let pcm16k = pcm16k.map(|samples| {
+            // Two 16 kHz samples per 8 kHz one: the same number of frames.
+            let mut wide = samples.to_vec();
+            wide.resize(frames * g722::FRAME_SAMPLES_16K, 0);
+            wide
+        });
+        PromptFrames {
+            pcm,
+            pcmu,
+            pcma,
+            pcm16k,
+        }
+    }
+
+    /// Whether the recording can be played in G.722 (it is 16 kHz or more).
+    pub fn has_wideband(&self) -> bool {
+        self.pcm16k.is_some()
     }
 
     /// Number of 20 ms frames; the prompt is over after the last one.
@@ -140,14 +183,16 @@ impl PromptFrames {
     /// The 160 bytes of frame `index`. Callers keep `index < frame_count()`;
     /// past the end this returns a silence frame rather than panicking.
     pub fn frame(&self, codec: Codec, index: usize) -> &[u8] {
-        self.get(codec, index).unwrap_or(silence_frame(codec))
+        self.get(codec, index).unwrap_or(codec.silence_frame())
     }
 
-    /// The 160 bytes of frame `index`, or `None` past the end.
+    /// The 160 bytes of frame `index`, or `None` past the end. G.711 only:
+    /// G.722 frames are the playlist's ([`Playlist::get`]).
     pub fn get(&self, codec: Codec, index: usize) -> Option<&[u8]> {
         let bytes = match codec {
             Codec::Pcmu => &self.pcmu,
             Codec::Pcma => &self.pcma,
+            Codec::G722 => return None,
         };
         let start = index.checked_mul(SAMPLES_PER_FRAME)?;
         bytes.get(start..start.checked_add(SAMPLES_PER_FRAME)?)
@@ -163,6 +208,11 @@ impl PromptFrames {
     /// The 8 kHz samples actually played, padding of the last frame included.
     pub fn pcm8k(&self) -> &[i16] {
         &self.pcm
+    }
+
+    /// The 16 kHz samples G.722 callers hear (padding included), if wideband.
+    pub fn pcm16k(&self) -> Option<&[i16]> {
+        self.pcm16k.as_deref()
     }
 }
 
@@ -211,14 +261,16 @@ impl Prompt {
         let sha256 = hex::encode(Sha256::digest(&bytes));
 
         let (mono, rate) = read_mono(path, &bytes)?;
-        let pcm = resample_to_8k(&mono, rate);
+        let pcm8k = resample(&mono, rate, SAMPLE_RATE, NARROWBAND_CUTOFF_HZ);
+        let pcm16k = (rate >= MIN_WIDEBAND_FILE_RATE)
+            .then(|| resample(&mono, rate, WIDEBAND_RATE, WIDEBAND_CUTOFF_HZ));
 
         Ok(Prompt {
             id: id.to_owned(),
             version: version.to_owned(),
             path: owned_path(),
             sha256,
-            frames: Arc::new(PromptFrames::from_pcm8k(&pcm)),
+            frames: Arc::new(PromptFrames::from_pcm(&pcm8k, pcm16k.as_deref())),
         })
     }
 }
@@ -243,6 +295,11 @@ pub struct Playlist {
     segments: Vec<(usize, Segment)>,
     /// Frames of the whole playlist.
     frame_count: usize,
+    /// The whole playlist in G.722, lead-in and gaps included, encoded in one
+    /// run: an ADPCM decoder only tracks the encoder it started with, so
+    /// prompts encoded apart would play distorted after a gap. `None` unless
+    /// every prompt is wideband.
+    g722: Option<Vec<u8>>,
 }
 
 impl Playlist {
@@ -267,10 +324,16 @@ impl Playlist {
             }
             push(Segment::Prompt(index), prompt.frames.frame_count());
         }
+        let g722 = wideband_timeline(&prompts, &segments, start).map(|pcm| {
+            let mut codes = vec![0u8; start * g722::FRAME_BYTES];
+            g722::Encoder::new().encode(&pcm, &mut codes);
+            codes
+        });
         Playlist {
             prompts,
             segments,
             frame_count: start,
+            g722,
         }
     }
 
@@ -291,23 +354,35 @@ impl Playlist {
             .saturating_mul(FRAME_MS)
     }
 
-    /// The 160 bytes of frame `index`, or `None` past the end.
+    /// The 160 bytes of frame `index`, or `None` past the end (or in G.722
+    /// when the playlist is not wideband).
     pub fn get(&self, codec: Codec, index: usize) -> Option<&[u8]> {
         if index >= self.frame_count {
             return None;
+        }
+        if codec == Codec::G722 {
+            let start = index * g722::FRAME_BYTES;
+            return self.g722.as_ref()?.get(start..start + g722::FRAME_BYTES);
         }
         // The last stretch starting at or before `index`; playlists have a handful.
         let at = self.segments.partition_point(|(start, _)| *start <= index);
         let (start, segment) = *self.segments.get(at.checked_sub(1)?)?;
         match segment {
-            Segment::Silence => Some(silence_frame(codec)),
+            Segment::Silence => Some(codec.silence_frame()),
             Segment::Prompt(p) => self.prompts.get(p)?.frames.get(codec, index - start),
         }
     }
 
     /// The 160 bytes of frame `index`; past the end a silence frame rather than a panic.
     pub fn frame(&self, codec: Codec, index: usize) -> &[u8] {
-        self.get(codec, index).unwrap_or(silence_frame(codec))
+        self.get(codec, index).unwrap_or(codec.silence_frame())
+    }
+
+    /// Whether every frame exists in `codec`: always for G.711, for G.722
+    /// only when every prompt was recorded at 16 kHz or more (the line offers
+    /// G.722 to callers only then).
+    pub fn supports(&self, codec: Codec) -> bool {
+        codec != Codec::G722 || self.g722.is_some()
     }
 
     /// How many ms of each prompt were sent when `ms_sent` ms of the playlist
@@ -329,14 +404,6 @@ impl Playlist {
                 Segment::Silence => None,
             })
             .collect()
-    }
-}
-
-/// A silent frame of `codec`, shared by every lead-in and gap.
-fn silence_frame(codec: Codec) -> &'static [u8] {
-    match codec {
-        Codec::Pcmu => &PCMU_SILENCE,
-        Codec::Pcma => &PCMA_SILENCE,
     }
 }
 
@@ -431,16 +498,18 @@ fn read_mono(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, u32), PromptError> 
     Ok((mono, spec.sample_rate))
 }
 
-/// Low-pass edge (−6 dB point) of the resampling filter: just above the
-/// 3.4 kHz telephone band, and low enough that the filter is well into its
+/// Low-pass edge (−6 dB point) of the resampling filter to 8 kHz: just above
+/// the 3.4 kHz telephone band, and low enough that the filter is well into its
 /// stop band by 4 kHz, the 8 kHz Nyquist limit, so nothing aliases audibly.
-const CUTOFF_HZ: f64 = 3600.0;
-/// Filter half-length in 8 kHz sample periods (4 ms); sets the transition width
-/// (about ±270 Hz around the cutoff with this window).
+const NARROWBAND_CUTOFF_HZ: f64 = 3600.0;
+/// The same for 16 kHz (G.722): above G.722's 7 kHz band, stop band by 8 kHz.
+const WIDEBAND_CUTOFF_HZ: f64 = 7200.0;
+/// Filter half-length in output sample periods (4 ms at 8 kHz, 2 ms at 16 kHz);
+/// sets the transition width (about ±270 Hz around the cutoff at 8 kHz, ±540 Hz at 16 kHz).
 const HALF_WIDTH: usize = 32;
 /// Kaiser window shape; 7 gives roughly 70 dB of stop-band attenuation.
 const KAISER_BETA: f64 = 7.0;
-/// Kernel table resolution per 8 kHz sample period; linear interpolation
+/// Kernel table resolution per output sample period; linear interpolation
 /// between entries keeps the error far below 16-bit quantisation.
 const TABLE_STEPS: usize = 512;
 
@@ -452,8 +521,8 @@ struct LowPassKernel {
 }
 
 impl LowPassKernel {
-    fn new() -> LowPassKernel {
-        let cutoff = CUTOFF_HZ / f64::from(SAMPLE_RATE); // cycles per output sample
+    fn new(cutoff_hz: f64, output_rate: u32) -> LowPassKernel {
+        let cutoff = cutoff_hz / f64::from(output_rate); // cycles per output sample
         let window_norm = bessel_i0(KAISER_BETA);
         let entries = HALF_WIDTH * TABLE_STEPS + 2;
         let table = (0..entries)
@@ -505,26 +574,27 @@ fn to_i16(value: f64) -> i16 {
         .clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16
 }
 
-/// Band-limited resampling to 8 kHz: each output sample is the input convolved
-/// with the low-pass kernel centred on the output instant (which falls between
-/// input samples for ratios like 44100/8000). 8 kHz input is passed through.
-fn resample_to_8k(input: &[f32], rate: u32) -> Vec<i16> {
-    if rate == SAMPLE_RATE {
+/// Band-limited resampling to `output_rate` (8 or 16 kHz, never above `rate`):
+/// each output sample is the input convolved with the low-pass kernel centred
+/// on the output instant (which falls between input samples for ratios like
+/// 44100/8000). Input already at `output_rate` is passed through.
+fn resample(input: &[f32], rate: u32, output_rate: u32, cutoff_hz: f64) -> Vec<i16> {
+    if rate == output_rate {
         return input.iter().map(|&s| to_i16(f64::from(s))).collect();
     }
-    let kernel = LowPassKernel::new();
-    let ratio = f64::from(rate) / f64::from(SAMPLE_RATE); // input samples per output sample
+    let kernel = LowPassKernel::new(cutoff_hz, output_rate);
+    let ratio = f64::from(rate) / f64::from(output_rate); // input samples per output sample
     let inverse_ratio = 1.0 / ratio;
     let reach = HALF_WIDTH as f64 * ratio; // kernel half-length in input samples
     let last_input = input.len() as f64 - 1.0;
-    let output_len = (input.len() as u64 * u64::from(SAMPLE_RATE)).div_ceil(u64::from(rate));
+    let output_len = (input.len() as u64 * u64::from(output_rate)).div_ceil(u64::from(rate));
 
     (0..output_len)
         .map(|n| {
-            // Exact rational position n·rate/8000, split to keep precision on long files.
+            // Exact rational position n·rate/output_rate, split to keep precision on long files.
             let numerator = n * u64::from(rate);
-            let centre = (numerator / u64::from(SAMPLE_RATE)) as f64
-                + (numerator % u64::from(SAMPLE_RATE)) as f64 / f64::from(SAMPLE_RATE);
+            let centre = (numerator / u64::from(output_rate)) as f64
+                + (numerator % u64::from(output_rate)) as f64 / f64::from(output_rate);
             let first = (centre - reach).ceil().max(0.0) as usize;
             let last = (centre + reach).floor().min(last_input) as usize;
             let sum: f64 = input[first..=last]
@@ -755,12 +825,7 @@ mod tests {
         assert_eq!(playlist.duration_ms(), 13 * 20);
         assert_eq!(playlist.prompts().len(), 2);
         for codec in [Codec::Pcmu, Codec::Pcma] {
-            let silent = |i: usize| {
-                playlist
-                    .frame(codec, i)
-                    .iter()
-                    .all(|&b| b == codec.silence_byte())
-            };
+            let silent = |i: usize| playlist.frame(codec, i) == codec.silence_frame();
             assert!((0..5).all(silent), "lead-in");
             for i in 0..3 {
                 assert_eq!(playlist.frame(codec, 5 + i), a.frames.frame(codec, i));
@@ -808,6 +873,104 @@ mod tests {
             );
         }
         assert_eq!(a.version, "v1");
+    }
+
+    /// Decodes a playlist's G.722 frames as a phone would: one decoder from the start.
+    fn decode_g722(playlist: &Playlist) -> Vec<i16> {
+        let codes: Vec<u8> = (0..playlist.frame_count())
+            .flat_map(|i| playlist.frame(Codec::G722, i).to_vec())
+            .collect();
+        let mut decoded = vec![0i16; codes.len() * 2];
+        g722::Decoder::new().decode(&codes, &mut decoded);
+        decoded
+    }
+
+    #[test]
+    fn only_playlists_of_wideband_files_get_g722_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut loaded = Vec::new();
+        for (rate, wideband) in [(8000, false), (11025, false), (16000, true), (44100, true)] {
+            let path = write_wav(
+                dir.path(),
+                &format!("r{rate}.wav"),
+                rate,
+                1,
+                Format::Int16,
+                rate as usize / 2,
+                sine(1000.0, rate, 0.3),
+            );
+            let prompt = Prompt::load("t", "", &path).unwrap();
+            let frames = &prompt.frames;
+            assert_eq!(frames.has_wideband(), wideband, "{rate} Hz");
+            assert_eq!(frames.get(Codec::G722, 0), None, "G.722 is the playlist's");
+            let playlist = Playlist::new(vec![prompt.clone()], 100, 0);
+            assert_eq!(playlist.supports(Codec::G722), wideband);
+            assert!(playlist.supports(Codec::Pcma) && playlist.supports(Codec::Pcmu));
+            assert_eq!(playlist.get(Codec::G722, 0).is_some(), wideband);
+            if wideband {
+                assert_eq!(frames.pcm16k().unwrap().len(), 2 * frames.pcm8k().len());
+                let last = playlist.frame_count() - 1;
+                assert!(playlist.get(Codec::G722, last).is_some());
+                assert_eq!(playlist.get(Codec::G722, last + 1), None);
+            }
+            loaded.push(prompt);
+        }
+        // One narrowband prompt makes the whole playlist G.711 only.
+        let mixed = Playlist::new(vec![loaded[2].clone(), loaded[0].clone()], 0, 20);
+        assert!(!mixed.supports(Codec::G722));
+        let wide = Playlist::new(vec![loaded[2].clone(), loaded[3].clone()], 0, 20);
+        assert!(wide.supports(Codec::G722));
+    }
+
+    #[test]
+    fn g722_playlist_decodes_to_the_16_khz_recordings_through_lead_in_and_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        // 48 kHz source: resampled to 16 kHz, a 6 kHz tone stays (it is cut for G.711).
+        let path = write_wav(
+            dir.path(),
+            "w.wav",
+            48000,
+            1,
+            Format::Int16,
+            48000,
+            |n, _| {
+                0.25 * (TAU * 700.0 * n as f64 / 48000.0).sin()
+                    + 0.25 * (TAU * 6000.0 * n as f64 / 48000.0).sin()
+            },
+        );
+        let prompt = Prompt::load("w", "", &path).unwrap();
+        let wide = prompt.frames.pcm16k().unwrap().to_vec();
+        // Lead-in 200 ms, the prompt, a 400 ms gap, the prompt again.
+        let playlist = Playlist::new(vec![prompt.clone(), prompt.clone()], 200, 400);
+        let decoded = decode_g722(&playlist);
+        let as_f64 = |s: &[i16]| s.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+        let source = as_f64(&wide[1600..14400]);
+        // Each time the prompt plays (at 0.2 s and at 1.6 s), both tones come out.
+        for offset in [3200, 3200 + 16000 + 6400] {
+            let heard = as_f64(&decoded[offset + 1600..offset + 14400]);
+            for frequency in [700.0, 6000.0] {
+                let want = tone_amplitude(&source, frequency, 16000.0);
+                let got = tone_amplitude(&heard, frequency, 16000.0);
+                assert!(
+                    (want - 8192.0).abs() < 8192.0 * 0.03,
+                    "{frequency} Hz resampled: {want}"
+                );
+                assert!(
+                    (got - want).abs() < want * 0.1,
+                    "{frequency} Hz at {offset}: {got} vs {want}"
+                );
+            }
+        }
+        let gap_peak = decoded[3200 + 16000 + 800..3200 + 16000 + 6400]
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max();
+        assert!(gap_peak < Some(100), "the gap is silent: {gap_peak:?}");
+        let narrow = as_f64(&prompt.frames.pcm8k()[800..7200]);
+        assert!(
+            tone_amplitude(&narrow, 2000.0, 8000.0) < 50.0,
+            "6 kHz must not alias to 2 kHz"
+        );
     }
 
     #[test]
@@ -937,18 +1100,18 @@ mod tests {
     fn frames_are_padded_and_out_of_range_is_silence() {
         let mut samples = vec![1000i16; 161];
         samples[160] = -1000;
-        let frames = PromptFrames::from_pcm8k(&samples);
+        let frames = PromptFrames::from_pcm(&samples, None);
         assert_eq!(frames.frame_count(), 2);
         assert_eq!(frames.duration_ms(), 40);
         assert_eq!(frames.pcm8k().len(), 320);
         let second = frames.frame(Codec::Pcma, 1);
-        assert_eq!(second[0], Codec::Pcma.encode(-1000));
+        assert_eq!(second[0], Law::A.encode(-1000));
         assert!(second[1..].iter().all(|&b| b == 0xD5));
         assert_eq!(frames.get(Codec::Pcmu, 2), None);
         assert_eq!(frames.get(Codec::Pcmu, usize::MAX), None);
         assert_eq!(frames.frame(Codec::Pcmu, 2), &[0xFF; 160][..]);
         assert_eq!(frames.frame(Codec::Pcma, 99).len(), 160);
-        assert_eq!(PromptFrames::from_pcm8k(&[]).frame_count(), 0);
+        assert_eq!(PromptFrames::from_pcm(&[], None).frame_count(), 0);
         let debug = format!("{frames:?}");
         assert!(debug.len() < 100, "{debug}");
     }

@@ -9,7 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::{Codec, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
+use super::codec::{Codec, Law, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
+use super::g722;
 
 /// Level of a full-scale digital sine in μ-law (+3.17 dBm0, G.711; A-law's
 /// +3.14 differs by an inaudible 0.03 dB), the reference for dBm0 levels.
@@ -77,6 +78,8 @@ pub struct ToneFrames {
     pcmu: Vec<u8>,
     /// A-law bytes of the whole cycle, same layout.
     pcma: Vec<u8>,
+    /// G.722 octets of the cycle synthesised at 16 kHz (one encoder run), same layout.
+    g722: Vec<u8>,
     /// Number of 20 ms frames in one cycle (never 0).
     frame_count: usize,
 }
@@ -114,35 +117,22 @@ impl ToneFrames {
             return Err(ToneError::CycleTooLong(cycle_ms));
         }
 
-        let samples_per_ms = (SAMPLE_RATE / 1000) as usize;
-        let on_samples = cadence.on_ms as usize * samples_per_ms;
-        let total_samples = cycle_ms as usize * samples_per_ms;
         let amplitude =
             32767.0 * 10f64.powf((f64::from(cadence.level_dbm0) - FULL_SCALE_SINE_DBM0) / 20.0);
-        let phase_step = 2.0 * PI * f64::from(frequency) / f64::from(SAMPLE_RATE);
-
-        let mut pcm = vec![0i16; total_samples];
-        for (n, sample) in pcm.iter_mut().take(on_samples).enumerate() {
-            let from_edge = n.min(on_samples - 1 - n);
-            let envelope = if from_edge < EDGE_RAMP_SAMPLES {
-                0.5 - 0.5 * (PI * from_edge as f64 / EDGE_RAMP_SAMPLES as f64).cos()
-            } else {
-                1.0
-            };
-            // Phase from the sample index (not an accumulator) stays exact over the burst.
-            let value = amplitude * envelope * (phase_step * n as f64).sin();
-            *sample = value.round() as i16;
-        }
-
-        let encode = |codec: Codec| -> Vec<u8> {
-            let mut out = vec![0u8; pcm.len()];
-            codec.encode_into(&pcm, &mut out);
+        let narrow = synthesise(cadence, amplitude, SAMPLE_RATE);
+        let wide = synthesise(cadence, amplitude, 2 * SAMPLE_RATE);
+        let encode = |law: Law| -> Vec<u8> {
+            let mut out = vec![0u8; narrow.len()];
+            law.encode_into(&narrow, &mut out);
             out
         };
+        let mut g722 = vec![0u8; narrow.len()];
+        g722::Encoder::new().encode(&wide, &mut g722);
         Ok(ToneFrames {
-            pcmu: encode(Codec::Pcmu),
-            pcma: encode(Codec::Pcma),
-            frame_count: total_samples / SAMPLES_PER_FRAME,
+            pcmu: encode(Law::Mu),
+            pcma: encode(Law::A),
+            g722,
+            frame_count: narrow.len() / SAMPLES_PER_FRAME,
         })
     }
 
@@ -164,9 +154,34 @@ impl ToneFrames {
         let bytes = match codec {
             Codec::Pcmu => &self.pcmu,
             Codec::Pcma => &self.pcma,
+            Codec::G722 => &self.g722,
         };
         &bytes[start..start + SAMPLES_PER_FRAME]
     }
+}
+
+/// One cadence cycle at `rate`: a phase-continuous sine with short ramps for
+/// the "on" part, then digital silence.
+fn synthesise(cadence: &RingbackCadence, amplitude: f64, rate: u32) -> Vec<i16> {
+    let samples_per_ms = (rate / 1000) as usize;
+    let on_samples = cadence.on_ms as usize * samples_per_ms;
+    let total_samples = (cadence.on_ms + cadence.off_ms) as usize * samples_per_ms;
+    // The ramp lasts the same 5 ms at either rate.
+    let ramp = EDGE_RAMP_SAMPLES * rate as usize / SAMPLE_RATE as usize;
+    let phase_step = 2.0 * PI * f64::from(cadence.frequency_hz) / f64::from(rate);
+    let mut pcm = vec![0i16; total_samples];
+    for (n, sample) in pcm.iter_mut().take(on_samples).enumerate() {
+        let from_edge = n.min(on_samples - 1 - n);
+        let envelope = if from_edge < ramp {
+            0.5 - 0.5 * (PI * from_edge as f64 / ramp as f64).cos()
+        } else {
+            1.0
+        };
+        // Phase from the sample index (not an accumulator) stays exact over the burst.
+        let value = amplitude * envelope * (phase_step * n as f64).sin();
+        *sample = value.round() as i16;
+    }
+    pcm
 }
 
 /// Amplitude of the `frequency` component of `samples` (Goertzel), for tests
@@ -191,8 +206,26 @@ mod tests {
     fn decoded(tone: &ToneFrames, codec: Codec, frames: std::ops::Range<usize>) -> Vec<f64> {
         frames
             .flat_map(|i| tone.frame(codec, i).to_vec())
-            .map(|b| f64::from(codec.decode(b)))
+            .map(|b| f64::from(codec.law().expect("a G.711 codec").decode(b)))
             .collect()
+    }
+
+    #[test]
+    fn g722_ringback_decodes_to_the_tone_then_silence() {
+        let tone = ToneFrames::ringback(&RingbackCadence::default()).unwrap();
+        let codes: Vec<u8> = (0..250)
+            .flat_map(|i| tone.frame(Codec::G722, i).to_vec())
+            .collect();
+        let mut pcm = vec![0i16; codes.len() * 2];
+        assert_eq!(g722::Decoder::new().decode(&codes, &mut pcm), 16000 * 5);
+        let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        let on: Vec<f64> = pcm[1600..14400].iter().map(|&s| f64::from(s)).collect();
+        let at_450 = tone_amplitude(&on, 450.0, 16000.0);
+        assert!((at_450 - expected).abs() < expected * 0.05, "{at_450}");
+        assert!(tone_amplitude(&on, 1000.0, 16000.0) < expected * 0.05);
+        // The 4 s pause is silence after the decoder settles.
+        let pause_peak = pcm[17600..].iter().map(|s| s.unsigned_abs()).max();
+        assert!(pause_peak < Some(40), "{pause_peak:?}");
     }
 
     #[test]
@@ -252,10 +285,7 @@ mod tests {
         let tone = ToneFrames::ringback(&RingbackCadence::default()).unwrap();
         for codec in [Codec::Pcmu, Codec::Pcma] {
             for frame in 50..250 {
-                assert!(tone
-                    .frame(codec, frame)
-                    .iter()
-                    .all(|&b| b == codec.silence_byte()));
+                assert_eq!(tone.frame(codec, frame), codec.silence_frame());
             }
             assert_eq!(tone.frame(codec, 250), tone.frame(codec, 0));
             assert_eq!(tone.frame(codec, 253), tone.frame(codec, 3));

@@ -32,12 +32,13 @@ use crate::call::dialog_states::DialogStateRouter;
 use crate::call::session::{CallSetup, CallSlot};
 use crate::call::{CallFacts, CallFlow};
 use crate::config::{AnswerMode, Config};
+use crate::media::codec::Codec;
 use crate::media::ports::RtpPorts;
 use crate::media::prompt::Playlist;
 use crate::media::tone::ToneFrames;
 use crate::records::client::RecordSender;
 use crate::records::pb::PlayedPrompt;
-use crate::sdp::{RemoteMedia, SdpError};
+use crate::sdp::{codecs_for, RemoteMedia, SdpError};
 
 /// Methods courtline handles, for `Allow` headers.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
@@ -534,7 +535,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         None
     } else {
         match RemoteMedia::parse(&request.body).and_then(|offer| {
-            let negotiated = offer.negotiate()?;
+            let negotiated = offer.negotiate(codecs_for(playlist.supports(Codec::G722)))?;
             Ok((offer, negotiated))
         }) {
             Ok(agreed) => Some(agreed),

@@ -49,6 +49,8 @@ pub struct Options {
     pub second_prompt_ms: Option<u32>,
     /// `prompt_gap_ms` of the line.
     pub prompt_gap_ms: u32,
+    /// Sample rate of the generated prompt WAVs: 16 kHz (G.722 offered) unless set.
+    pub prompt_rate: u32,
     /// RTP port range (distinct per test so parallel tests never share ports).
     pub rtp_ports: (u16, u16),
     /// `[sip] t1_ms` (short values make 64·T1 timeouts testable).
@@ -71,6 +73,7 @@ impl Default for Options {
             prompt_ms: 1000,
             second_prompt_ms: None,
             prompt_gap_ms: 600,
+            prompt_rate: 16000,
             rtp_ports: (30000, 30099),
             t1_ms: 500,
             sip_extra: String::new(),
@@ -82,21 +85,21 @@ impl Default for Options {
 
 /// Writes a 16 kHz mono WAV with a recognisable, non-periodic signal.
 pub fn write_test_prompt(path: &std::path::Path, ms: u32) {
-    write_sweep(path, ms, 300.0);
+    write_sweep(path, ms, 300.0, 16000);
 }
 
-/// Writes a 16 kHz mono WAV sweeping up from `start_hz`.
-pub fn write_sweep(path: &std::path::Path, ms: u32, start_hz: f64) {
+/// Writes a mono WAV at `rate` sweeping up from `start_hz`.
+pub fn write_sweep(path: &std::path::Path, ms: u32, start_hz: f64, rate: u32) {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 16000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
-    let n = 16 * ms;
+    let n = rate / 1000 * ms;
     for i in 0..n {
-        let t = f64::from(i) / 16000.0;
+        let t = f64::from(i) / f64::from(rate);
         // A rising sweep: every 20 ms frame differs from every other.
         let f = start_hz + 1500.0 * t;
         let s = (2.0 * std::f64::consts::PI * f * t).sin() * 12000.0;
@@ -117,11 +120,11 @@ impl TestSwitchboard {
         }
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("prompt.wav");
-        write_test_prompt(&wav, options.prompt_ms);
+        write_sweep(&wav, options.prompt_ms, 300.0, options.prompt_rate);
         let second = dir.path().join("second.wav");
         let (second_section, line_prompt) = match options.second_prompt_ms {
             Some(ms) => {
-                write_sweep(&second, ms, 900.0);
+                write_sweep(&second, ms, 900.0, options.prompt_rate);
                 (
                     format!(
                         "[prompts.second]\nfile = \"{}\"\nversion = \"2\"\n",
@@ -442,7 +445,7 @@ impl SipPeer {
     }
 }
 
-/// SDP offering PCMU, PCMA and telephone-event from `rtp`.
+/// SDP offering the payload types `pts` (PCMU 0, PCMA 8, G722 9, G729 18, telephone-event 101) from `rtp`.
 pub fn sdp(rtp: SocketAddr, pts: &str) -> String {
     let mut s = format!(
         "v=0\r\no=test 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n",
@@ -455,6 +458,7 @@ pub fn sdp(rtp: SocketAddr, pts: &str) -> String {
             "8" => s.push_str("a=rtpmap:8 PCMA/8000\r\n"),
             "101" => s.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"),
             "18" => s.push_str("a=rtpmap:18 G729/8000\r\n"),
+            "9" => s.push_str("a=rtpmap:9 G722/8000\r\n"),
             _ => {}
         }
     }
