@@ -42,11 +42,12 @@ fn check_accepts_the_shipped_config_and_prompts() {
     assert!(stdout.contains("prompt three_rules_zh"), "{stdout}");
     assert!(stdout.contains("sha256"), "{stdout}");
     assert!(stdout.contains("上海市第一中级人民法院"), "{stdout}");
-    // The example line plays Mandarin, then English.
+    // The example line plays Mandarin, then English, 16 kHz recordings.
     assert!(
         stdout.contains("prompts three_rules_zh → three_rules_en"),
         "{stdout}"
     );
+    assert!(stdout.contains("G.722 and G.711"), "{stdout}");
 }
 
 #[test]

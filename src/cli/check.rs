@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::media::codec::Codec;
 
 /// Validates the configuration and loads every prompt; prints a summary or every problem.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -59,8 +60,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             ),
             (_, None) => format!("prompts {} (not loaded)", ids.join(" → ")),
         };
+        let codecs = match playlists.get(&line.number) {
+            Some(playlist) if playlist.supports(Codec::G722) => "G.722 and G.711",
+            _ => "G.711 only (a prompt is below 16 kHz)",
+        };
         println!(
-            "✓ line {} ({}): {playing}, operator {}, ring {} s",
+            "✓ line {} ({}): {playing}, {codecs}, operator {}, ring {} s",
             line.number,
             line.court,
             line.operator.items().join(" → "),
