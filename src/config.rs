@@ -15,9 +15,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::media::tone::RingbackCadence;
+use crate::records::auth::parse_role;
 use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
-use crate::records::service::ServiceSettings;
+use crate::records::service::{ClientCertificates, ServiceSettings};
 
 /// The example configuration shipped in the repository, compiled in so that
 /// `courtline serve` still starts when run outside a checkout.
@@ -192,6 +193,11 @@ pub struct RecordsConfig {
     pub token_file: String,
     /// CA certificate (PEM) that signed the records service's certificate, for an https endpoint.
     pub tls_ca_file: String,
+    /// Client certificate (PEM) this machine's records clients present over https (mTLS),
+    /// instead of a token: the switchboard when the service runs elsewhere, and the CLI.
+    pub tls_cert_file: String,
+    /// Private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: String,
     /// Durable spool directory; empty = `spool/` beside the embedded SQLite database, else `var/spool`.
     pub spool_dir: String,
     /// This switchboard's node id; empty = generated once and kept in the spool.
@@ -219,6 +225,8 @@ impl Default for RecordsConfig {
             endpoint: "http://127.0.0.1:50051".to_string(),
             token_file: String::new(),
             tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             spool_dir: String::new(),
             node_id: String::new(),
             on_spool_failure: SpoolFailurePolicy::Reject,
@@ -265,6 +273,22 @@ pub struct RecordsServiceConfig {
     pub tls_cert_file: String,
     /// PEM private key for `tls_cert_file`.
     pub tls_key_file: String,
+    /// PEM CA certificate whose client certificates are accepted (mTLS; needs
+    /// `tls_cert_file`); `client_certificates` gives each identity its role.
+    pub tls_client_ca_file: String,
+    /// The role of each client certificate identity.
+    pub client_certificates: Vec<ClientCertificateRole>,
+}
+
+/// `[[records.service.client_certificates]]`: what one client certificate may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateRole {
+    /// A DNS, URI or e-mail subject alternative name of the certificate, or its subject
+    /// common name.
+    pub identity: String,
+    /// "switchboard", "compliance", "auditor" or "admin".
+    pub role: String,
 }
 
 impl Default for RecordsServiceConfig {
@@ -280,6 +304,8 @@ impl Default for RecordsServiceConfig {
             retention_days: MIN_RETENTION_DAYS,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            tls_client_ca_file: String::new(),
+            client_certificates: Vec::new(),
         }
     }
 }
@@ -329,6 +355,19 @@ impl RecordsServiceConfig {
                     PathBuf::from(&self.tls_cert_file),
                     PathBuf::from(&self.tls_key_file),
                 )
+            }),
+            client_certificates: (!self.tls_client_ca_file.is_empty()).then(|| {
+                ClientCertificates {
+                    ca_file: PathBuf::from(&self.tls_client_ca_file),
+                    // Roles were checked by `Config::validate`.
+                    roles: self
+                        .client_certificates
+                        .iter()
+                        .filter_map(|entry| {
+                            Some((entry.identity.trim().to_owned(), parse_role(&entry.role)?))
+                        })
+                        .collect(),
+                }
             }),
         }
     }
@@ -818,6 +857,51 @@ impl Config {
                 "Point it at the PEM CA certificate that signed the records service's certificate.",
             ));
         }
+        if self.records.tls_cert_file.is_empty() != self.records.tls_key_file.is_empty() {
+            return Err(self.invalid(
+                "records.tls_cert_file".into(),
+                "a client certificate and its key must be given together".into(),
+                "Set both tls_cert_file and tls_key_file (PEM files), or neither to use a token.",
+            ));
+        }
+        self.validate_client_certificates()
+    }
+
+    fn validate_client_certificates(&self) -> Result<(), ConfigError> {
+        let service = &self.records.service;
+        if !service.tls_client_ca_file.is_empty() && service.tls_cert_file.is_empty() {
+            return Err(self.invalid(
+                "records.service.tls_client_ca_file".into(),
+                "client certificates need TLS".into(),
+                "Set tls_cert_file and tls_key_file too: client certificates are checked in the TLS handshake.",
+            ));
+        }
+        if !service.client_certificates.is_empty() && service.tls_client_ca_file.is_empty() {
+            return Err(self.invalid(
+                "records.service.client_certificates".into(),
+                "roles are given but no client CA".into(),
+                "Set tls_client_ca_file to the PEM CA certificate that signs the client certificates.",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (index, entry) in service.client_certificates.iter().enumerate() {
+            let key = format!("records.service.client_certificates[{index}]");
+            let identity = entry.identity.trim();
+            if identity.is_empty() || !seen.insert(identity) {
+                return Err(self.invalid(
+                    format!("{key}.identity"),
+                    format!("{:?} is empty or listed twice", entry.identity),
+                    "Give each certificate's DNS, URI or e-mail subject alternative name, or its subject common name, once.",
+                ));
+            }
+            if parse_role(&entry.role).is_none() {
+                return Err(self.invalid(
+                    format!("{key}.role"),
+                    format!("{:?} is not a role", entry.role),
+                    "Use switchboard, compliance, auditor or admin.",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1181,6 +1265,33 @@ operator = "sip:operator@127.0.0.1:5090"
         let settings = records.service.settings();
         assert_eq!(settings.checkpoints.every_events, 1000);
         assert_eq!(settings.tls, None);
+        assert_eq!(settings.client_certificates, None);
+    }
+
+    #[test]
+    fn client_certificate_roles_reach_the_service_settings() {
+        use crate::records::pb::Role;
+        let text = format!(
+            "[records.service]\ntls_cert_file = \"s.pem\"\ntls_key_file = \"s.key\"\n\
+             tls_client_ca_file = \"clients.pem\"\n\
+             [[records.service.client_certificates]]\nidentity = \"sb-1.court.example\"\nrole = \"switchboard\"\n\
+             [[records.service.client_certificates]]\nidentity = \"合规科\"\nrole = \"Compliance\"\n{}",
+            base()
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        let clients = config
+            .records
+            .service
+            .settings()
+            .client_certificates
+            .unwrap();
+        assert_eq!(clients.ca_file, PathBuf::from("clients.pem"));
+        assert_eq!(
+            clients.roles.get("sb-1.court.example"),
+            Some(&Role::Switchboard)
+        );
+        assert_eq!(clients.roles.get("合规科"), Some(&Role::Compliance));
+        assert_eq!(clients.roles.len(), 2);
     }
 
     #[test]
@@ -1209,6 +1320,29 @@ operator = "sip:operator@127.0.0.1:5090"
             (
                 "[records]\nendpoint = \"https://r:1\"\n",
                 "records.tls_ca_file",
+            ),
+            (
+                "[records]\ntls_cert_file = \"c.pem\"\n",
+                "records.tls_cert_file",
+            ),
+            (
+                "[records.service]\ntls_client_ca_file = \"ca.pem\"\n",
+                "records.service.tls_client_ca_file",
+            ),
+            (
+                "[[records.service.client_certificates]]\nidentity = \"a\"\nrole = \"admin\"\n",
+                "records.service.client_certificates",
+            ),
+            (
+                "[records.service]\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_client_ca_file = \"ca\"\n\
+                 [[records.service.client_certificates]]\nidentity = \"a\"\nrole = \"root\"\n",
+                "records.service.client_certificates[0].role",
+            ),
+            (
+                "[records.service]\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_client_ca_file = \"ca\"\n\
+                 [[records.service.client_certificates]]\nidentity = \"a\"\nrole = \"admin\"\n\
+                 [[records.service.client_certificates]]\nidentity = \"a\"\nrole = \"auditor\"\n",
+                "records.service.client_certificates[1].identity",
             ),
             (
                 "[records]\non_spool_failure = \"ignore\"\n",

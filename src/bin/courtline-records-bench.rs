@@ -204,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         },
         retention_days: 3650,
         tls: None,
+        client_certificates: None,
     };
     let sql_store = Arc::new(SqlStore::open(&args.database).await?);
     let store: Arc<dyn Store> = sql_store.clone();

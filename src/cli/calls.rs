@@ -49,6 +49,12 @@ pub struct ServiceArgs {
     /// CA certificate (PEM) for an https endpoint (default: [records] tls_ca_file).
     #[arg(long)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) to present instead of a token (default: [records] tls_cert_file).
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file (default: [records] tls_key_file).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
     /// Why you are looking (kept in the access log with your query).
     #[arg(long)]
     pub reason: Option<String>,
@@ -81,10 +87,19 @@ impl ServiceArgs {
                 .filter(|file| !file.is_empty())
                 .map(PathBuf::from)
         });
+        let client_certificate = match (&self.tls_cert_file, &self.tls_key_file, &config) {
+            (Some(certificate), Some(key), _) => Some((certificate.clone(), key.clone())),
+            (_, _, Some(config)) if !config.records.tls_cert_file.is_empty() => Some((
+                config.records.tls_cert_file.clone().into(),
+                config.records.tls_key_file.clone().into(),
+            )),
+            _ => None,
+        };
         let options = ClientOptions {
             endpoint: endpoint.clone(),
             token,
             tls_ca_file,
+            client_certificate,
             reason: self.reason.clone(),
         };
         Ok((connect(&options).await?, endpoint))

@@ -119,6 +119,12 @@ async fn start_records(
             token,
             tls_ca_file: (!records.tls_ca_file.is_empty())
                 .then(|| records.tls_ca_file.clone().into()),
+            client_certificate: (!records.tls_cert_file.is_empty()).then(|| {
+                (
+                    records.tls_cert_file.clone().into(),
+                    records.tls_key_file.clone().into(),
+                )
+            }),
             reason: None,
         };
         return Ok((None, None, options));
@@ -150,6 +156,8 @@ async fn start_records(
                 records.tls_ca_file.clone().into()
             }
         }),
+        // The in-memory token identifies it; no client certificate needed.
+        client_certificate: None,
         reason: None,
     };
     Ok((Some(addr), Some(task), options))

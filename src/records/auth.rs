@@ -11,14 +11,23 @@
 //! password hash buys nothing for secrets this long). A client sends
 //! `authorization: Bearer <token>`.
 //!
+//! **Client certificates (mTLS)** are the alternative: with
+//! `[records.service] tls_client_ca_file`, a client may present a certificate signed
+//! by that CA in the TLS handshake (one signed by anyone else fails the handshake),
+//! and `client_certificates` maps one of its names — a DNS, URI or e-mail subject
+//! alternative name, or the subject common name — to a role. The access log names
+//! such a client `cert:<name>`. A request with a bearer token is judged by the token;
+//! a certificate with no mapped name gets nothing.
+//!
 //! **Loopback until the first token.** A fresh records service has no tokens, and
 //! then accepts any client connecting from a loopback address as `loopback` with
 //! every role — so `courtline serve` followed by `courtline calls list` on the same
 //! machine works with no setup, exactly as before tokens existed. The first
 //! `courtline records token add` (itself allowed by this rule) ends it for good:
 //! from then on every request needs a valid token, revoked ones included in the
-//! count, so revoking every token does not reopen the service. The embedded
-//! switchboard never depends on this: it is given an in-memory switchboard token.
+//! count, so revoking every token does not reopen the service. Configuring client
+//! certificate roles ends it too. The embedded switchboard never depends on this: it
+//! is given an in-memory switchboard token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +36,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 use tonic::{Request, Status};
+use x509_cert::der::oid::db::rfc4519::COMMON_NAME;
+use x509_cert::der::oid::AssociatedOid;
+use x509_cert::der::Decode;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
 
 use super::pb::Role;
 use super::store::Store;
@@ -37,6 +51,64 @@ pub const LOOPBACK_ACTOR: &str = "loopback";
 pub const REASON_METADATA: &str = "x-courtline-reason-bin";
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
 const SECRET_PREFIX: &str = "clt_";
+/// Prefix of the name a client certificate is logged under, so the access log tells
+/// certificate identities from token names.
+pub const CERTIFICATE_ACTOR_PREFIX: &str = "cert:";
+
+/// The role of each client certificate identity.
+pub type CertificateRoles = HashMap<String, Role>;
+
+/// The names a client certificate (DER) goes by, in order: its DNS, URI and e-mail
+/// subject alternative names, then its subject common names. Empty if it cannot be
+/// parsed (rustls has verified the chain by then; such a certificate has no usable name).
+pub fn certificate_identities(der: &[u8]) -> Vec<String> {
+    let Ok(certificate) = x509_cert::Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let tbs = &certificate.tbs_certificate;
+    let mut names: Vec<String> = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|extension| extension.extn_id == SubjectAltName::OID)
+        .filter_map(|extension| SubjectAltName::from_der(extension.extn_value.as_bytes()).ok())
+        .flat_map(|alternative| alternative.0)
+        .filter_map(|name| match name {
+            GeneralName::DnsName(name)
+            | GeneralName::UniformResourceIdentifier(name)
+            | GeneralName::Rfc822Name(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect();
+    names.extend(
+        tbs.subject
+            .0
+            .iter()
+            .flat_map(|relative| relative.0.iter())
+            .filter(|attribute| attribute.oid == COMMON_NAME)
+            .filter_map(|attribute| directory_string(&attribute.value)),
+    );
+    names
+}
+
+/// The text of a name attribute (UTF8String, PrintableString or IA5String).
+fn directory_string(value: &x509_cert::der::Any) -> Option<String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+    value
+        .decode_as::<Utf8StringRef<'_>>()
+        .map(|text| text.to_string())
+        .or_else(|_| {
+            value
+                .decode_as::<PrintableStringRef<'_>>()
+                .map(|text| text.to_string())
+        })
+        .or_else(|_| {
+            value
+                .decode_as::<Ia5StringRef<'_>>()
+                .map(|text| text.to_string())
+        })
+        .ok()
+}
 
 /// A fresh token secret.
 pub fn new_secret() -> String {
@@ -74,7 +146,7 @@ pub fn parse_role(text: &str) -> Option<Role> {
 /// The authenticated client of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// Token name (or [`LOOPBACK_ACTOR`]).
+    /// Token name, `cert:` and the certificate identity, or [`LOOPBACK_ACTOR`].
     pub name: String,
     /// The role the request was allowed under.
     pub role: Role,
@@ -113,6 +185,8 @@ pub struct Authenticator {
     builtin: Arc<HashMap<[u8; 32], KnownToken>>,
     /// The cached token table.
     cache: Arc<RwLock<TokenCache>>,
+    /// Roles of client certificate identities (mTLS).
+    certificate_roles: Arc<CertificateRoles>,
 }
 
 impl Authenticator {
@@ -122,7 +196,32 @@ impl Authenticator {
             store,
             builtin: Arc::new(HashMap::new()),
             cache: Arc::new(RwLock::new(TokenCache::default())),
+            certificate_roles: Arc::new(CertificateRoles::new()),
         }
+    }
+
+    /// Accepts client certificates by identity, with these roles.
+    pub fn with_certificate_roles(mut self, roles: CertificateRoles) -> Authenticator {
+        self.certificate_roles = Arc::new(roles);
+        self
+    }
+
+    /// The client certificate's mapped identity and role; `None` when the request came
+    /// without one.
+    fn certificate_role<T>(&self, request: &Request<T>) -> Option<Result<(String, Role), Status>> {
+        let certificates = request.peer_certs()?;
+        let presented = certificates.first()?;
+        let names = certificate_identities(presented.as_ref());
+        Some(
+            names
+                .iter()
+                .find_map(|name| Some((name.clone(), *self.certificate_roles.get(name)?)))
+                .ok_or_else(|| {
+                    Status::unauthenticated(format!(
+                        "client certificate {names:?} has no role ([records.service] client_certificates)"
+                    ))
+                }),
+        )
     }
 
     /// Adds an in-memory switchboard token (for the embedded switchboard); returns its secret.
@@ -203,27 +302,39 @@ impl Authenticator {
                     })
             })
             .transpose()?;
+        let granted = |name: String, role: Role| {
+            if role == needed {
+                Ok(Caller {
+                    name,
+                    role,
+                    peer: peer_text.clone(),
+                    reason: reason.clone(),
+                })
+            } else {
+                Err(Status::permission_denied(format!(
+                    "{name:?} has role {}; this needs role {}",
+                    role_name(role),
+                    role_name(needed)
+                )))
+            }
+        };
+        if bearer.is_none() {
+            if let Some(certificate) = self.certificate_role(request) {
+                let (identity, role) = certificate?;
+                return granted(format!("{CERTIFICATE_ACTOR_PREFIX}{identity}"), role);
+            }
+        }
         let (token, any_issued) = match &bearer {
             Some(secret) => self.lookup(&secret_hash(secret)).await?,
             None => (None, self.lookup(&[0; 32]).await?.1),
         };
+        let open = !any_issued && self.certificate_roles.is_empty();
         match (bearer, token) {
-            (Some(_), Some(token)) if token.role == needed => Ok(Caller {
-                name: token.name,
-                role: token.role,
-                peer: peer_text,
-                reason,
-            }),
-            (Some(_), Some(token)) => Err(Status::permission_denied(format!(
-                "token {:?} has role {}; this needs role {}",
-                token.name,
-                role_name(token.role),
-                role_name(needed)
-            ))),
+            (Some(_), Some(token)) => granted(token.name, token.role),
             (Some(_), None) => Err(Status::unauthenticated(
                 "unknown or revoked token",
             )),
-            (None, _) if !any_issued && peer.is_some_and(|addr: SocketAddr| addr.ip().is_loopback()) => {
+            (None, _) if open && peer.is_some_and(|addr: SocketAddr| addr.ip().is_loopback()) => {
                 Ok(Caller {
                     name: LOOPBACK_ACTOR.to_owned(),
                     role: needed,
@@ -232,7 +343,7 @@ impl Authenticator {
                 })
             }
             (None, _) => Err(Status::unauthenticated(format!(
-                "a bearer token with role {} is required (--token, COURTLINE_TOKEN or --token-file)",
+                "a bearer token (--token, COURTLINE_TOKEN or --token-file) or a client certificate with role {} is required",
                 role_name(needed)
             ))),
         }

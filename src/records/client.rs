@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, error, info, warn};
 
 use super::auth::REASON_METADATA;
@@ -100,6 +100,8 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// CA certificate (PEM) that signed the service's certificate, for https.
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and its private key (PEM files) to present over https (mTLS).
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
     /// Reason stated for the access log.
     pub reason: Option<String>,
 }
@@ -197,16 +199,32 @@ fn endpoint_config(options: &ClientOptions) -> Result<Endpoint, ClientError> {
                     .into(),
             ));
         };
-        let pem = std::fs::read(ca_file).map_err(|source| ClientError::File {
-            what: "TLS CA file",
-            path: ca_file.clone(),
-            source,
-        })?;
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read_pem("TLS CA file", ca_file)?));
+        if let Some((certificate, key)) = &options.client_certificate {
+            tls = tls.identity(Identity::from_pem(
+                read_pem("client certificate", certificate)?,
+                read_pem("client certificate key", key)?,
+            ));
+        }
         endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .tls_config(tls)
             .map_err(|error| invalid(error_chain(&error)))?;
+    } else if options.client_certificate.is_some() {
+        return Err(invalid(
+            "a client certificate is presented in TLS: the endpoint must be https://".into(),
+        ));
     }
     Ok(endpoint)
+}
+
+/// Reads a PEM file named `what` in errors.
+fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn credentials(options: &ClientOptions) -> Result<Credentials, ClientError> {
@@ -972,6 +990,15 @@ mod tests {
         ));
         let https = endpoint_config(&ClientOptions::new("https://records:443")).unwrap_err();
         assert!(https.to_string().contains("tls_ca_file"), "{https}");
+        let plain_with_certificate = endpoint_config(&ClientOptions {
+            client_certificate: Some(("c.pem".into(), "k.pem".into())),
+            ..ClientOptions::new("http://records:50051")
+        })
+        .unwrap_err();
+        assert!(
+            plain_with_certificate.to_string().contains("https://"),
+            "{plain_with_certificate}"
+        );
     }
 
     #[tokio::test]

@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
-use super::auth::{Authenticator, Caller};
+use super::auth::{Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
@@ -65,7 +65,10 @@ pub enum ServiceError {
         /// The underlying socket error.
         source: std::io::Error,
     },
-    /// The TLS certificate or key could not be read.
+    /// Client certificates were configured without the service's own certificate.
+    #[error("client certificates need TLS: set [records.service] tls_cert_file and tls_key_file")]
+    ClientCertificatesNeedTls,
+    /// The TLS certificate, key or client CA could not be read.
     #[error("records service TLS file {path}: {source}")]
     TlsFile {
         /// The file.
@@ -99,6 +102,18 @@ pub struct ServiceSettings {
     pub retention_days: u32,
     /// PEM certificate and key; plain HTTP/2 when `None`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client certificates accepted in the TLS handshake (mTLS), and their roles;
+    /// `None`: none are asked for.
+    pub client_certificates: Option<ClientCertificates>,
+}
+
+/// The client certificates a records service accepts, and what each may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCertificates {
+    /// PEM CA certificate(s) that sign accepted client certificates.
+    pub ca_file: PathBuf,
+    /// The role of each certificate identity (see [`super::auth::certificate_identities`]).
+    pub roles: CertificateRoles,
 }
 
 /// Implements the generated `RecordsService` trait.
@@ -135,22 +150,37 @@ impl OpenedService {
             settings.checkpoints,
         )
         .await?;
-        let tls = match &settings.tls {
-            Some((cert, key)) => {
-                let read = |path: &PathBuf| {
-                    std::fs::read(path).map_err(|source| ServiceError::TlsFile {
-                        path: path.clone(),
-                        source,
-                    })
-                };
-                Some(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)))
-            }
-            None => None,
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ServiceError::TlsFile {
+                path: path.clone(),
+                source,
+            })
         };
+        let tls = match (&settings.tls, &settings.client_certificates) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(ServiceError::ClientCertificatesNeedTls),
+            (Some((cert, key)), clients) => {
+                let mut tls =
+                    ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+                if let Some(clients) = clients {
+                    // Optional: token clients need no certificate; one that is presented
+                    // must chain to the client CA or the handshake fails.
+                    tls = tls
+                        .client_ca_root(Certificate::from_pem(read(&clients.ca_file)?))
+                        .client_auth_optional(true);
+                }
+                Some(tls)
+            }
+        };
+        let certificate_roles = settings
+            .client_certificates
+            .as_ref()
+            .map(|clients| clients.roles.clone())
+            .unwrap_or_default();
         Ok(OpenedService {
             server: RecordsServer {
                 ledger: ledger.clone(),
-                auth: Authenticator::new(store),
+                auth: Authenticator::new(store).with_certificate_roles(certificate_roles),
                 retention_days: settings.retention_days,
             },
             ledger,

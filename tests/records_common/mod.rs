@@ -10,12 +10,16 @@ use courtline::records::client::{connect, ClientOptions, RecordsClient};
 use courtline::records::ledger::CheckpointPolicy;
 use courtline::records::pb::node_event::Kind;
 use courtline::records::pb::{
-    CallMilestone, CallRecord, EndReason, LegMedia, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
+    AccessEntry, CallMilestone, CallRecord, EndReason, ExportCallsRequest, FlagCallRequest,
+    FlagCategory, GetCallRequest, LegMedia, ListAccessRequest, ListCallsRequest, ListGapsRequest,
+    ListTokensRequest, LogEventsRequest, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
+    PurgeRequest, Role, VerifyRequest,
 };
 use courtline::records::service::{OpenedService, ServiceSettings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::Code;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database.
 pub struct Db {
@@ -106,6 +110,7 @@ pub fn settings(db: &Db) -> ServiceSettings {
         },
         retention_days: 180,
         tls: None,
+        client_certificates: None,
     }
 }
 
@@ -332,4 +337,99 @@ pub fn short_ids(records: &[CallRecord]) -> Vec<u32> {
 /// Path of the courtline binary under test.
 pub fn courtline_bin() -> &'static str {
     env!("CARGO_BIN_EXE_courtline")
+}
+
+/// Every RPC once, by name; `Ok(())` when allowed.
+pub async fn attempt(
+    client: &mut RecordsClient,
+    operation: &str,
+    node_seq: u64,
+) -> Result<(), Code> {
+    let result = match operation {
+        "LogEvents" => client
+            .log_events(LogEventsRequest {
+                events: numbered(
+                    "sb-roles",
+                    node_seq,
+                    vec![milestone(50 + node_seq as u32, Milestone::Received)],
+                ),
+            })
+            .await
+            .map(|_| ()),
+        "ListCalls" => client
+            .list_calls(ListCallsRequest::default())
+            .await
+            .map(|_| ()),
+        "GetCall" => client
+            .get_call(GetCallRequest {
+                call_id: call_id(1),
+            })
+            .await
+            .map(|_| ()),
+        "ExportCalls" => client
+            .export_calls(ExportCallsRequest::default())
+            .await
+            .map(|_| ()),
+        "FlagCall" => client
+            .flag_call(FlagCallRequest {
+                call_id: call_id(1),
+                category: FlagCategory::ImproperInquiry as i32,
+                note: "问案情".into(),
+            })
+            .await
+            .map(|_| ()),
+        "Verify" => client.verify(VerifyRequest {}).await.map(|_| ()),
+        "ListGaps" => client.list_gaps(ListGapsRequest {}).await.map(|_| ()),
+        "ListAccess" => client
+            .list_access(ListAccessRequest::default())
+            .await
+            .map(|_| ()),
+        "ListTokens" => client.list_tokens(ListTokensRequest {}).await.map(|_| ()),
+        "Purge" => client
+            .purge(PurgeRequest { dry_run: true })
+            .await
+            .map(|_| ()),
+        other => panic!("unknown operation {other}"),
+    };
+    result.map_err(|status| status.code())
+}
+
+/// Every RPC [`attempt`] knows.
+pub const OPERATIONS: [&str; 10] = [
+    "LogEvents",
+    "ListCalls",
+    "GetCall",
+    "ExportCalls",
+    "FlagCall",
+    "Verify",
+    "ListGaps",
+    "ListAccess",
+    "ListTokens",
+    "Purge",
+];
+
+/// Whether `role` may call `operation`.
+pub fn allowed(role: Role, operation: &str) -> bool {
+    match role {
+        Role::Switchboard => operation == "LogEvents",
+        Role::Compliance => {
+            ["ListCalls", "GetCall", "ExportCalls", "FlagCall"].contains(&operation)
+        }
+        Role::Auditor => ["Verify", "ListGaps", "ListAccess"].contains(&operation),
+        Role::Admin => ["ListTokens", "Purge"].contains(&operation),
+        Role::Unspecified => false,
+    }
+}
+
+/// The whole access log (up to 1,000 entries), newest first.
+pub async fn access_log(client: &mut RecordsClient) -> Vec<AccessEntry> {
+    client
+        .list_access(ListAccessRequest {
+            page_size: 1000,
+            ..ListAccessRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
 }
