@@ -473,6 +473,58 @@ impl SqlStore {
             .collect()
     }
 
+    /// The statement behind [`Store::list_calls`]: one page of `query` and one row more.
+    fn list_calls_sql(&self, query: &CallQuery) -> Result<Sql, StoreError> {
+        let oldest_first = query.sort == SortOrder::OldestFirst;
+        let cursor = match query.page_token.as_deref() {
+            Some(token) if !token.is_empty() => {
+                let cursor = Cursor::decode(token)?;
+                if cursor.oldest_first != oldest_first {
+                    return Err(StoreError::InvalidPageToken(
+                        "the token was made for the other sort order".into(),
+                    ));
+                }
+                Some(cursor)
+            }
+            _ => None,
+        };
+        let page_size = query.effective_page_size();
+        let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+        self.push_filter(&mut sql, &query.filter);
+        let (compare, direction) = if oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        if let Some(cursor) = &cursor {
+            sql.push(&format!(" AND (received_at_ms, call_id) {compare} ("))
+                .bind(cursor.received_at_ms)
+                .push(", ")
+                .bind(cursor.call_id.clone())
+                .push(")");
+        }
+        // One extra row tells whether another page exists without a second query.
+        sql.push(&format!(
+            " ORDER BY received_at_ms {direction}, call_id {direction} LIMIT {}",
+            page_size + 1
+        ));
+        Ok(sql)
+    }
+
+    /// How the database runs [`Store::list_calls`] for `query` — SQLite's `EXPLAIN
+    /// QUERY PLAN`, PostgreSQL's `EXPLAIN` — one line per step, to check that every
+    /// filter finds an index (used by the records benchmark).
+    pub async fn explain_list_calls(&self, query: &CallQuery) -> Result<Vec<String>, StoreError> {
+        let mut sql = self.list_calls_sql(query)?;
+        let (explain, column) = match self.backend {
+            Backend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
+            Backend::Postgres => ("EXPLAIN ", "QUERY PLAN"),
+        };
+        sql.text.insert_str(0, explain);
+        let rows = sql.fetch_all(&self.pool, "explain list calls").await?;
+        rows.iter().map(|row| get(row, column, "plan")).collect()
+    }
+
     async fn fetch_events(
         &self,
         sql: Sql,
@@ -915,38 +967,8 @@ impl Store for SqlStore {
         query: &CallQuery,
     ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
         let oldest_first = query.sort == SortOrder::OldestFirst;
-        let cursor = match query.page_token.as_deref() {
-            Some(token) if !token.is_empty() => {
-                let cursor = Cursor::decode(token)?;
-                if cursor.oldest_first != oldest_first {
-                    return Err(StoreError::InvalidPageToken(
-                        "the token was made for the other sort order".into(),
-                    ));
-                }
-                Some(cursor)
-            }
-            _ => None,
-        };
         let page_size = query.effective_page_size();
-        let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
-        self.push_filter(&mut sql, &query.filter);
-        let (compare, direction) = if oldest_first {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
-        if let Some(cursor) = &cursor {
-            sql.push(&format!(" AND (received_at_ms, call_id) {compare} ("))
-                .bind(cursor.received_at_ms)
-                .push(", ")
-                .bind(cursor.call_id.clone())
-                .push(")");
-        }
-        // One extra row tells whether another page exists without a second query.
-        sql.push(&format!(
-            " ORDER BY received_at_ms {direction}, call_id {direction} LIMIT {}",
-            page_size + 1
-        ));
+        let sql = self.list_calls_sql(query)?;
         let rows = sql.fetch_all(&self.pool, "list calls").await?;
         let mut records = rows
             .iter()
