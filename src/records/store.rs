@@ -12,7 +12,7 @@
 //! store writes them and their effect on the per-call rows in one transaction.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -37,6 +37,9 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the pool; writes are serialised by the ledger, this lets reads overlap.
 const MAX_CONNECTIONS: u32 = 4;
+/// Most calls counted per gram when choosing which gram a name search walks: enough
+/// to tell a rare gram from a common one, cheap (an index range read) either way.
+const GRAM_PROBE_LIMIT: u32 = 10_000;
 /// Tag inside page tokens, so a future token format can be told apart.
 const PAGE_TOKEN_VERSION: &str = "c2";
 /// Most rows per multi-row statement (and ids per `IN` list): few round trips, well
@@ -474,7 +477,9 @@ impl SqlStore {
     }
 
     /// The statement behind [`Store::list_calls`]: one page of `query` and one row more.
-    fn list_calls_sql(&self, query: &CallQuery) -> Result<Sql, StoreError> {
+    /// A name search walks the calls holding the pattern's rarest gram in sort order
+    /// (`caller_name_grams`), so its cost follows that gram's calls, not the table.
+    async fn list_calls_sql(&self, query: &CallQuery) -> Result<Sql, StoreError> {
         let oldest_first = query.sort == SortOrder::OldestFirst;
         let cursor = match query.page_token.as_deref() {
             Some(token) if !token.is_empty() => {
@@ -489,15 +494,34 @@ impl SqlStore {
             _ => None,
         };
         let page_size = query.effective_page_size();
-        let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
-        self.push_filter(&mut sql, &query.filter);
+        let filter = &query.filter;
+        // The sort key: the calls' own, or the same values as the grams hold them.
+        let (mut sql, time, key) = if filter.caller_name_contains.is_empty() {
+            let sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+            (sql, "received_at_ms", "call_id")
+        } else {
+            let gram = self.rarest_gram(&filter.caller_name_contains).await?;
+            let mut sql = self.sql(format!(
+                "SELECT {CALL_COLUMNS} FROM caller_name_grams JOIN calls ON call_id = call_key \
+                 WHERE gram = "
+            ));
+            sql.bind(gram);
+            if filter.since_ms != 0 {
+                sql.push(" AND call_time_ms >= ").bind(filter.since_ms);
+            }
+            if filter.until_ms != 0 {
+                sql.push(" AND call_time_ms < ").bind(filter.until_ms);
+            }
+            (sql, "call_time_ms", "call_key")
+        };
+        self.push_filter(&mut sql, filter);
         let (compare, direction) = if oldest_first {
             (">", "ASC")
         } else {
             ("<", "DESC")
         };
         if let Some(cursor) = &cursor {
-            sql.push(&format!(" AND (received_at_ms, call_id) {compare} ("))
+            sql.push(&format!(" AND ({time}, {key}) {compare} ("))
                 .bind(cursor.received_at_ms)
                 .push(", ")
                 .bind(cursor.call_id.clone())
@@ -505,17 +529,48 @@ impl SqlStore {
         }
         // One extra row tells whether another page exists without a second query.
         sql.push(&format!(
-            " ORDER BY received_at_ms {direction}, call_id {direction} LIMIT {}",
+            " ORDER BY {time} {direction}, {key} {direction} LIMIT {}",
             page_size + 1
         ));
         Ok(sql)
+    }
+
+    /// Of the grams a search for `pattern` can walk ([`search_grams`]), the one the
+    /// fewest calls hold, counting at most [`GRAM_PROBE_LIMIT`] calls each: one
+    /// statement of a few index range reads.
+    async fn rarest_gram(&self, pattern: &str) -> Result<String, StoreError> {
+        let mut grams = search_grams(pattern);
+        if grams.len() < 2 {
+            return Ok(grams.pop().unwrap_or_default());
+        }
+        let mut sql = self.sql("");
+        for (index, gram) in grams.iter().enumerate() {
+            if index > 0 {
+                sql.push(" UNION ALL ");
+            }
+            sql.push("SELECT ")
+                .bind(gram.clone())
+                .push(" AS gram, COUNT(*) AS n FROM (SELECT 1 AS one FROM caller_name_grams WHERE gram = ")
+                .bind(gram.clone())
+                .push(&format!(" LIMIT {GRAM_PROBE_LIMIT}) AS probe{index}"));
+        }
+        let operation = "count name grams";
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        let mut rarest: Option<(i64, String)> = None;
+        for row in &rows {
+            let count: i64 = get(row, "n", operation)?;
+            if rarest.as_ref().is_none_or(|(least, _)| count < *least) {
+                rarest = Some((count, get(row, "gram", operation)?));
+            }
+        }
+        Ok(rarest.map_or_else(|| grams.swap_remove(0), |(_, gram)| gram))
     }
 
     /// How the database runs [`Store::list_calls`] for `query` — SQLite's `EXPLAIN
     /// QUERY PLAN`, PostgreSQL's `EXPLAIN` — one line per step, to check that every
     /// filter finds an index (used by the records benchmark).
     pub async fn explain_list_calls(&self, query: &CallQuery) -> Result<Vec<String>, StoreError> {
-        let mut sql = self.list_calls_sql(query)?;
+        let mut sql = self.list_calls_sql(query).await?;
         let (explain, column) = match self.backend {
             Backend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
             Backend::Postgres => ("EXPLAIN ", "QUERY PLAN"),
@@ -595,9 +650,13 @@ impl Sql {
         self
     }
 
-    async fn fetch_all(self, pool: &AnyPool, operation: &str) -> Result<Vec<AnyRow>, StoreError> {
+    async fn fetch_all<'c>(
+        self,
+        executor: impl Executor<'c, Database = sqlx::Any>,
+        operation: &str,
+    ) -> Result<Vec<AnyRow>, StoreError> {
         sqlx::query_with(&self.text, self.args)
-            .fetch_all(pool)
+            .fetch_all(executor)
             .await
             .map_err(|source| query_error(operation, source))
     }
@@ -678,12 +737,13 @@ fn bind_call(sql: &mut Sql, row: &CallRow) {
 }
 
 /// Indexed calls columns that a call's first event sets for good: when it arrived, on
-/// which line and court, from which caller.
-const ARRIVAL_COLUMNS: [&str; 4] = [
+/// which line and court, from which caller (number, and the name the grams index).
+const ARRIVAL_COLUMNS: [&str; 5] = [
     "received_at_ms",
     "line_number",
     "court_name",
     "caller_number",
+    "caller_display_name",
 ];
 
 /// `INSERT INTO calls (...) VALUES `, the head of every calls upsert.
@@ -736,6 +796,65 @@ fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
         rows = rest;
         Some(chunk)
     })
+}
+
+/// The grams `caller_name_grams` holds for a caller name: each character and each pair
+/// of adjacent characters, once each. A search for one character walks that character;
+/// a longer one walks one of its pairs, which every name containing it also holds.
+pub fn name_grams(name: &str) -> BTreeSet<String> {
+    let characters: Vec<char> = name.chars().collect();
+    let singles = characters.iter().map(char::to_string);
+    let pairs = characters.windows(2).map(|pair| pair.iter().collect());
+    singles.chain(pairs).collect()
+}
+
+/// The grams a search for names containing `pattern` may walk: the pattern itself when
+/// it is one character, else each of its character pairs.
+fn search_grams(pattern: &str) -> Vec<String> {
+    let characters: Vec<char> = pattern.chars().collect();
+    if characters.len() < 2 {
+        return vec![pattern.to_owned()];
+    }
+    let mut pairs: Vec<String> = characters
+        .windows(2)
+        .map(|pair| pair.iter().collect())
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// One `caller_name_grams` row: a gram of a call's caller name with the call's sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NameGram {
+    /// One character or two adjacent ones.
+    gram: String,
+    /// The call's `received_at_ms`.
+    call_time_ms: i64,
+    /// The call's `call_id`.
+    call_key: String,
+}
+
+impl NameGram {
+    /// Columns per row, in [`NameGram::bind`] order.
+    const COLUMNS: usize = 3;
+
+    /// The rows for `call`'s caller name.
+    fn of_call(call: &CallRecord) -> impl Iterator<Item = NameGram> + '_ {
+        name_grams(&call.caller_display_name)
+            .into_iter()
+            .map(|gram| NameGram {
+                gram,
+                call_time_ms: call.received_at_ms,
+                call_key: call.call_id.clone(),
+            })
+    }
+
+    fn bind(sql: &mut Sql, row: &NameGram) {
+        let _ = sql.args.add(row.gram.clone());
+        let _ = sql.args.add(row.call_time_ms);
+        let _ = sql.args.add(row.call_key.clone());
+    }
 }
 
 /// Position of a page: the last row's sort key, and the sort it belongs to.
@@ -968,7 +1087,7 @@ impl Store for SqlStore {
     ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
         let oldest_first = query.sort == SortOrder::OldestFirst;
         let page_size = query.effective_page_size();
-        let sql = self.list_calls_sql(query)?;
+        let sql = self.list_calls_sql(query).await?;
         let rows = sql.fetch_all(&self.pool, "list calls").await?;
         let mut records = rows
             .iter()
@@ -1178,8 +1297,65 @@ impl SqlStore {
             let written = upsert(&UPDATE_PROGRESS).execute(tx, operation).await?;
             if written < chunk.len() as u64 {
                 // An event changed a call's arrival columns (a switchboard never does):
-                // write the rows in full; rewriting the others changes nothing.
+                // drop the grams of the names as stored and write the rows in full;
+                // rewriting the others changes nothing.
+                let call_ids: Vec<String> =
+                    chunk.iter().map(|row| row.record.call_id.clone()).collect();
+                self.delete_name_grams(tx, &call_ids).await?;
                 upsert(&UPDATE_ALL).execute(tx, operation).await?;
+            }
+            let grams: Vec<NameGram> = chunk
+                .iter()
+                .flat_map(|row| NameGram::of_call(&row.record))
+                .collect();
+            for grams in statement_chunks(&grams) {
+                self.values(
+                    "INSERT INTO caller_name_grams (gram, call_time_ms, call_key) VALUES ",
+                    " ON CONFLICT DO NOTHING",
+                    NameGram::COLUMNS,
+                    grams,
+                    NameGram::bind,
+                )
+                .execute(tx, "store name grams")
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the grams of these calls' names as stored (before their rows go or change).
+    async fn delete_name_grams(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        call_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let operation = "read call names";
+        for chunk in call_ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql(
+                "SELECT call_id, received_at_ms, caller_display_name FROM calls WHERE call_id IN (",
+            );
+            push_list(&mut sql, chunk);
+            sql.push(")");
+            let mut grams = Vec::new();
+            for row in sql.fetch_all(&mut *tx, operation).await? {
+                let call = CallRecord {
+                    call_id: get(&row, "call_id", operation)?,
+                    received_at_ms: get(&row, "received_at_ms", operation)?,
+                    caller_display_name: get(&row, "caller_display_name", operation)?,
+                    ..CallRecord::default()
+                };
+                grams.extend(NameGram::of_call(&call));
+            }
+            for grams in statement_chunks(&grams) {
+                self.values(
+                    "DELETE FROM caller_name_grams WHERE (gram, call_time_ms, call_key) IN (VALUES ",
+                    ")",
+                    NameGram::COLUMNS,
+                    grams,
+                    NameGram::bind,
+                )
+                .execute(tx, "delete name grams")
+                .await?;
             }
         }
         Ok(())
@@ -1218,6 +1394,7 @@ impl SqlStore {
                     push_list(&mut clear, chunk);
                     clear.push(")");
                     clear.execute(tx, "purge event bodies").await?;
+                    self.delete_name_grams(tx, chunk).await?;
                     let mut delete = self.sql("DELETE FROM calls WHERE call_id IN (");
                     push_list(&mut delete, chunk);
                     delete.push(")");
