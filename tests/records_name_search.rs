@@ -68,9 +68,11 @@ fn with_name(mut event: NodeEvent, name: &str) -> NodeEvent {
     event
 }
 
-/// Every call received and ended, named after [`NAMES`].
-fn named_calls() -> Vec<NodeEvent> {
-    let events = (1..=CALLS)
+/// Calls `numbers` received and ended, named after [`NAMES`] (two events each, numbered
+/// as if calls 1..=CALLS went in order).
+fn named_calls(numbers: std::ops::RangeInclusive<u32>) -> Vec<NodeEvent> {
+    let first = u64::from(numbers.start() - 1) * 2 + 1;
+    let events = numbers
         .flat_map(|n| {
             [
                 with_name(
@@ -81,7 +83,29 @@ fn named_calls() -> Vec<NodeEvent> {
             ]
         })
         .collect();
-    numbered("sb-1", 1, events)
+    numbered("sb-1", first, events)
+}
+
+/// Runs the name index now (the service runs it every `NAME_INDEX_EVENTS` events);
+/// returns the calls it indexed.
+async fn index_now(db: &Db) -> u64 {
+    let store = SqlStore::open(&db.url).await.unwrap();
+    let indexed = store.index_caller_names().await.unwrap();
+    store.close().await;
+    indexed
+}
+
+/// Every pattern, both sort orders, against a scan of every name.
+async fn check_every_pattern(client: &mut courtline::records::client::RecordsClient, when: &str) {
+    for pattern in PATTERNS {
+        let expected = scan(pattern, |_| true);
+        let newest = search(client, containing(pattern), SortOrder::NewestFirst, 3).await;
+        assert_eq!(newest, expected, "{pattern:?} newest first, {when}");
+        let oldest = search(client, containing(pattern), SortOrder::OldestFirst, 4).await;
+        let mut reversed = expected.clone();
+        reversed.reverse();
+        assert_eq!(oldest, reversed, "{pattern:?} oldest first, {when}");
+    }
 }
 
 async fn log(client: &mut courtline::records::client::RecordsClient, events: Vec<NodeEvent>) {
@@ -137,16 +161,14 @@ fn scan(pattern: &str, keep: impl Fn(u32) -> bool) -> Vec<u32> {
 async fn finds_exactly_what_a_scan_finds(db: Db) {
     let service = Service::start(&settings(&db)).await;
     let mut client = service.client(None).await;
-    log(&mut client, named_calls()).await;
-    for pattern in PATTERNS {
-        let expected = scan(pattern, |_| true);
-        let newest = search(&mut client, containing(pattern), SortOrder::NewestFirst, 3).await;
-        assert_eq!(newest, expected, "{pattern:?} newest first");
-        let oldest = search(&mut client, containing(pattern), SortOrder::OldestFirst, 4).await;
-        let mut reversed = expected.clone();
-        reversed.reverse();
-        assert_eq!(oldest, reversed, "{pattern:?} oldest first");
-    }
+    log(&mut client, named_calls(1..=CALLS / 2)).await;
+    assert_eq!(index_now(&db).await, 20, "22 calls, two without a name");
+    assert_eq!(index_now(&db).await, 0);
+    // The older half indexed, the newer half not yet: pages cross from one to the other.
+    log(&mut client, named_calls(CALLS / 2 + 1..=CALLS)).await;
+    check_every_pattern(&mut client, "half indexed").await;
+    assert_eq!(index_now(&db).await, 20);
+    check_every_pattern(&mut client, "all indexed").await;
     // With other filters: a time range (on the walked gram too) and a line.
     let from = record(10).received_at_ms;
     let until = record(30).received_at_ms;
@@ -169,12 +191,13 @@ async fn finds_exactly_what_a_scan_finds(db: Db) {
     );
     assert_eq!(name(11), "张三");
     log(&mut client, renamed).await;
-    let zhang_san = search(&mut client, containing("张三"), SortOrder::NewestFirst, 100).await;
-    assert_eq!(zhang_san, scan("张三", |n| n != 11));
-    assert_eq!(
-        search(&mut client, containing("赵六"), SortOrder::NewestFirst, 100).await,
-        vec![11]
-    );
+    for when in ["renamed", "renamed and indexed"] {
+        let zhang_san = search(&mut client, containing("张三"), SortOrder::NewestFirst, 2).await;
+        assert_eq!(zhang_san, scan("张三", |n| n != 11), "{when}");
+        let zhao_liu = search(&mut client, containing("赵六"), SortOrder::NewestFirst, 100).await;
+        assert_eq!(zhao_liu, vec![11], "{when}");
+        index_now(&db).await;
+    }
     let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     service.stop().await;
@@ -210,7 +233,8 @@ async fn stored_grams(store: &SqlStore, n: u32) -> std::collections::BTreeSet<St
 async fn purged_calls_leave_no_grams(db: Db) {
     let service = Service::start(&settings(&db)).await;
     let mut client = service.client(None).await;
-    log(&mut client, named_calls()).await;
+    log(&mut client, named_calls(1..=CALLS)).await;
+    index_now(&db).await;
     // Every call here is from 2023, far past the 180 days' retention.
     let purged = client
         .purge(PurgeRequest { dry_run: false })
@@ -238,13 +262,17 @@ async fn purged_calls_leave_no_grams(db: Db) {
 async fn migration_indexes_calls_stored_before_it(db: Db) {
     let service = Service::start(&settings(&db)).await;
     let mut client = service.client(None).await;
-    log(&mut client, named_calls()).await;
+    log(&mut client, named_calls(1..=CALLS)).await;
     service.stop().await;
+    index_now(&db).await;
     let store = SqlStore::open(&db.url).await.unwrap();
     let expected: Vec<(u32, std::collections::BTreeSet<String>)> =
         (1..=CALLS).map(|n| (n, name_grams(name(n)))).collect();
     for statement in [
         "DROP TABLE caller_name_grams",
+        "DROP TABLE caller_name_index",
+        "DROP INDEX calls_by_first_seq",
+        "ALTER TABLE calls DROP COLUMN first_seq",
         "DELETE FROM _sqlx_migrations WHERE version = 4",
     ] {
         sqlx::query(statement).execute(store.pool()).await.unwrap();
@@ -256,15 +284,10 @@ async fn migration_indexes_calls_stored_before_it(db: Db) {
         assert_eq!(&stored_grams(&store, *n).await, grams, "call {n}");
     }
     store.close().await;
+    assert_eq!(index_now(&db).await, 0, "the backfill indexed every call");
     let service = Service::start(&settings(&db)).await;
     let mut client = service.client(None).await;
-    for pattern in PATTERNS {
-        assert_eq!(
-            search(&mut client, containing(pattern), SortOrder::NewestFirst, 5).await,
-            scan(pattern, |_| true),
-            "{pattern:?}"
-        );
-    }
+    check_every_pattern(&mut client, "backfilled").await;
     service.stop().await;
 }
 

@@ -40,6 +40,10 @@ const MAX_CONNECTIONS: u32 = 4;
 /// Most calls counted per gram when choosing which gram a name search walks: enough
 /// to tell a rare gram from a common one, cheap (an index range read) either way.
 const GRAM_PROBE_LIMIT: u32 = 10_000;
+/// Events stored between two runs of the name index: calls are searched directly until
+/// then (at most this many rows, a few milliseconds), and each run writes the grams of
+/// some thousands of calls sorted, a page for many rows instead of a page per row.
+const NAME_INDEX_EVENTS: i64 = 50_000;
 /// Tag inside page tokens, so a future token format can be told apart.
 const PAGE_TOKEN_VERSION: &str = "c2";
 /// Most rows per multi-row statement (and ids per `IN` list): few round trips, well
@@ -52,9 +56,9 @@ const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, calle
     prompt_started_at_ms, prompt_ended_at_ms, operator_answered_at_ms, ended_at_ms, prompt_id, \
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
     prompts, operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
-    media, state, flagged, node_id, last_seq";
+    media, state, flagged, node_id, last_seq, first_seq";
 /// Number of names in [`CALL_COLUMNS`].
-const CALL_COLUMN_COUNT: usize = 32;
+const CALL_COLUMN_COUNT: usize = 33;
 /// Every events column.
 const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
@@ -495,43 +499,41 @@ impl SqlStore {
         };
         let page_size = query.effective_page_size();
         let filter = &query.filter;
-        // The sort key: the calls' own, or the same values as the grams hold them.
-        let (mut sql, time, key) = if filter.caller_name_contains.is_empty() {
-            let sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
-            (sql, "received_at_ms", "call_id")
-        } else {
-            let gram = self.rarest_gram(&filter.caller_name_contains).await?;
-            let mut sql = self.sql(format!(
-                "SELECT {CALL_COLUMNS} FROM caller_name_grams JOIN calls ON call_id = call_key \
-                 WHERE gram = "
-            ));
-            sql.bind(gram);
-            if filter.since_ms != 0 {
-                sql.push(" AND call_time_ms >= ").bind(filter.since_ms);
-            }
-            if filter.until_ms != 0 {
-                sql.push(" AND call_time_ms < ").bind(filter.until_ms);
-            }
-            (sql, "call_time_ms", "call_key")
+        let page = Page {
+            cursor: cursor.as_ref(),
+            oldest_first,
+            rows: page_size + 1,
         };
-        self.push_filter(&mut sql, filter);
-        let (compare, direction) = if oldest_first {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
-        if let Some(cursor) = &cursor {
-            sql.push(&format!(" AND ({time}, {key}) {compare} ("))
-                .bind(cursor.received_at_ms)
-                .push(", ")
-                .bind(cursor.call_id.clone())
-                .push(")");
+        if filter.caller_name_contains.is_empty() {
+            let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+            self.push_filter(&mut sql, filter);
+            page.push(&mut sql, "received_at_ms", "call_id");
+            return Ok(sql);
         }
-        // One extra row tells whether another page exists without a second query.
-        sql.push(&format!(
-            " ORDER BY {time} {direction}, {key} {direction} LIMIT {}",
-            page_size + 1
+        // A name search: one page of the indexed calls holding the rarest gram (sorted by
+        // the grams' copy of the sort key), and one of the calls not indexed yet; the
+        // caller merges them. One statement, so both parts see the same index state.
+        let gram = self.rarest_gram(&filter.caller_name_contains).await?;
+        let mut sql = self.sql(format!(
+            "SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} FROM caller_name_grams \
+             JOIN calls ON call_id = call_key WHERE gram = "
         ));
+        sql.bind(gram);
+        if filter.since_ms != 0 {
+            sql.push(" AND call_time_ms >= ").bind(filter.since_ms);
+        }
+        if filter.until_ms != 0 {
+            sql.push(" AND call_time_ms < ").bind(filter.until_ms);
+        }
+        self.push_filter(&mut sql, filter);
+        page.push(&mut sql, "call_time_ms", "call_key");
+        sql.push(&format!(
+            ") AS indexed UNION ALL SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} FROM calls \
+             WHERE first_seq > (SELECT through_seq FROM caller_name_index)"
+        ));
+        self.push_filter(&mut sql, filter);
+        page.push(&mut sql, "received_at_ms", "call_id");
+        sql.push(") AS recent");
         Ok(sql)
     }
 
@@ -578,6 +580,35 @@ impl SqlStore {
         sql.text.insert_str(0, explain);
         let rows = sql.fetch_all(&self.pool, "explain list calls").await?;
         rows.iter().map(|row| get(row, column, "plan")).collect()
+    }
+
+    /// Indexes the names of every call stored so far now, rather than when
+    /// [`NAME_INDEX_EVENTS`] more events have arrived; returns the calls indexed.
+    pub async fn index_caller_names(&self) -> Result<u64, StoreError> {
+        let operation = "index caller names";
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|source| query_error(operation, source))?;
+        // A write first: it takes the write lock (SQLite) or the row lock (PostgreSQL)
+        // before anything is read, so a concurrent ingest waits rather than interleaves.
+        self.sql("UPDATE caller_name_index SET through_seq = through_seq")
+            .execute(&mut tx, operation)
+            .await?;
+        let head = self
+            .sql("SELECT COALESCE(MAX(seq), 0) AS head FROM events")
+            .fetch_all(&mut *tx, operation)
+            .await?;
+        let head: i64 = match head.first() {
+            Some(row) => get(row, "head", operation)?,
+            None => 0,
+        };
+        let calls = self.index_names(&mut tx, head, 1).await?;
+        tx.commit()
+            .await
+            .map_err(|source| query_error(operation, source))?;
+        Ok(calls)
     }
 
     async fn fetch_events(
@@ -734,6 +765,8 @@ fn bind_call(sql: &mut Sql, row: &CallRow) {
     let _ = args.add(0_i64);
     let _ = args.add(row.node_id.clone());
     let _ = args.add(row.last_seq);
+    // first_seq: kept by the usual upsert, so it stays the event that made the row.
+    let _ = args.add(row.last_seq);
 }
 
 /// Indexed calls columns that a call's first event sets for good: when it arrived, on
@@ -751,7 +784,7 @@ static INSERT_CALLS: LazyLock<String> =
     LazyLock::new(|| format!("INSERT INTO calls ({CALL_COLUMNS}) VALUES "));
 
 /// The usual tail of the calls upsert: an existing row gets every column but the key,
-/// `flagged` and [`ARRIVAL_COLUMNS`], and only if those are unchanged — so the indexes on
+/// `flagged`, `first_seq` and [`ARRIVAL_COLUMNS`], and only if those are unchanged — so the indexes on
 /// them are not rewritten for each of a call's events (SQLite rewrites an index whenever
 /// one of its columns is assigned, whatever the value).
 static UPDATE_PROGRESS: LazyLock<String> = LazyLock::new(|| {
@@ -761,12 +794,13 @@ static UPDATE_PROGRESS: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         " ON CONFLICT (call_id) DO UPDATE SET {} WHERE {}",
-        upsert_assignments(&ARRIVAL_COLUMNS),
+        upsert_assignments(&[&ARRIVAL_COLUMNS[..], &["first_seq"]].concat()),
         unchanged.join(" AND ")
     )
 });
 
-/// The tail for rows whose arrival columns did change: every column but the key and `flagged`.
+/// The tail for rows whose arrival columns did change: every column but the key and
+/// `flagged`. `first_seq` moves to the event, so the name index picks the call up again.
 static UPDATE_ALL: LazyLock<String> = LazyLock::new(|| {
     format!(
         " ON CONFLICT (call_id) DO UPDATE SET {}",
@@ -854,6 +888,39 @@ impl NameGram {
         let _ = sql.args.add(row.gram.clone());
         let _ = sql.args.add(row.call_time_ms);
         let _ = sql.args.add(row.call_key.clone());
+    }
+}
+
+/// Where a page of calls starts and how many rows it takes.
+struct Page<'a> {
+    /// Where the previous page ended.
+    cursor: Option<&'a Cursor>,
+    /// Oldest first, else newest first.
+    oldest_first: bool,
+    /// Rows to fetch: the page size and one more, which tells whether another page
+    /// exists without a second query.
+    rows: u32,
+}
+
+impl Page<'_> {
+    /// Appends the cursor condition, order and limit on sort columns `time` and `key`.
+    fn push(&self, sql: &mut Sql, time: &str, key: &str) {
+        let (compare, direction) = if self.oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        if let Some(cursor) = self.cursor {
+            sql.push(&format!(" AND ({time}, {key}) {compare} ("))
+                .bind(cursor.received_at_ms)
+                .push(", ")
+                .bind(cursor.call_id.clone())
+                .push(")");
+        }
+        sql.push(&format!(
+            " ORDER BY {time} {direction}, {key} {direction} LIMIT {}",
+            self.rows
+        ));
     }
 }
 
@@ -1076,6 +1143,10 @@ impl Store for SqlStore {
             }
         }
         self.upsert_calls(&mut tx, &upserts).await?;
+        if let Some(last) = events.last() {
+            self.index_names(&mut tx, last.seq, NAME_INDEX_EVENTS)
+                .await?;
+        }
         tx.commit()
             .await
             .map_err(|source| query_error(operation, source))
@@ -1093,6 +1164,19 @@ impl Store for SqlStore {
             .iter()
             .map(record_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+        if !query.filter.caller_name_contains.is_empty() {
+            // Indexed and not-yet-indexed calls, in sort order; a call renamed since it
+            // was indexed can be in both.
+            records.sort_by(|a, b| {
+                let order = (a.received_at_ms, &a.call_id).cmp(&(b.received_at_ms, &b.call_id));
+                if oldest_first {
+                    order
+                } else {
+                    order.reverse()
+                }
+            });
+            records.dedup_by(|a, b| a.call_id == b.call_id);
+        }
         let next = if records.len() > page_size as usize {
             records.truncate(page_size as usize);
             records.last().map(|last| {
@@ -1297,30 +1381,71 @@ impl SqlStore {
             let written = upsert(&UPDATE_PROGRESS).execute(tx, operation).await?;
             if written < chunk.len() as u64 {
                 // An event changed a call's arrival columns (a switchboard never does):
-                // drop the grams of the names as stored and write the rows in full;
-                // rewriting the others changes nothing.
+                // drop the grams of the names as stored and write the rows in full, which
+                // puts them among the calls the name index has yet to take; rewriting the
+                // others changes nothing.
                 let call_ids: Vec<String> =
                     chunk.iter().map(|row| row.record.call_id.clone()).collect();
                 self.delete_name_grams(tx, &call_ids).await?;
                 upsert(&UPDATE_ALL).execute(tx, operation).await?;
             }
-            let grams: Vec<NameGram> = chunk
-                .iter()
-                .flat_map(|row| NameGram::of_call(&row.record))
-                .collect();
-            for grams in statement_chunks(&grams) {
-                self.values(
-                    "INSERT INTO caller_name_grams (gram, call_time_ms, call_key) VALUES ",
-                    " ON CONFLICT DO NOTHING",
-                    NameGram::COLUMNS,
-                    grams,
-                    NameGram::bind,
-                )
-                .execute(tx, "store name grams")
-                .await?;
-            }
         }
         Ok(())
+    }
+
+    /// Writes the grams of every call not in the name index yet (`first_seq` past
+    /// `through_seq`), if at least `min_events` events were stored since the last time,
+    /// and moves `through_seq` to `head_seq`. Sorted and in bulk, so each index page is
+    /// written once for many calls. Returns how many calls it indexed.
+    async fn index_names(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        head_seq: i64,
+        min_events: i64,
+    ) -> Result<u64, StoreError> {
+        let operation = "index caller names";
+        let rows = self
+            .sql("SELECT through_seq FROM caller_name_index")
+            .fetch_all(&mut *tx, operation)
+            .await?;
+        let through: i64 = match rows.first() {
+            Some(row) => get(row, "through_seq", operation)?,
+            None => 0,
+        };
+        if head_seq - through < min_events.max(1) {
+            return Ok(0);
+        }
+        let mut sql = self.sql(
+            "SELECT call_id, received_at_ms, caller_display_name FROM calls WHERE first_seq > ",
+        );
+        sql.bind(through).push(" AND caller_display_name <> ''");
+        let mut grams = Vec::new();
+        let mut calls = 0;
+        for row in sql.fetch_all(&mut *tx, operation).await? {
+            grams.extend(NameGram::of_call(&name_of_row(&row, operation)?));
+            calls += 1;
+        }
+        grams.sort_by(|a, b| {
+            (&a.gram, a.call_time_ms, &a.call_key).cmp(&(&b.gram, b.call_time_ms, &b.call_key))
+        });
+        for grams in statement_chunks(&grams) {
+            self.values(
+                "INSERT INTO caller_name_grams (gram, call_time_ms, call_key) VALUES ",
+                " ON CONFLICT DO NOTHING",
+                NameGram::COLUMNS,
+                grams,
+                NameGram::bind,
+            )
+            .execute(tx, operation)
+            .await?;
+        }
+        let mut update = self.sql("UPDATE caller_name_index SET through_seq = ");
+        update
+            .bind(head_seq)
+            .push(" WHERE through_seq < ")
+            .bind(head_seq);
+        update.execute(tx, operation).await?;
+        Ok(calls)
     }
 
     /// Deletes the grams of these calls' names as stored (before their rows go or change).
@@ -1338,13 +1463,7 @@ impl SqlStore {
             sql.push(")");
             let mut grams = Vec::new();
             for row in sql.fetch_all(&mut *tx, operation).await? {
-                let call = CallRecord {
-                    call_id: get(&row, "call_id", operation)?,
-                    received_at_ms: get(&row, "received_at_ms", operation)?,
-                    caller_display_name: get(&row, "caller_display_name", operation)?,
-                    ..CallRecord::default()
-                };
-                grams.extend(NameGram::of_call(&call));
+                grams.extend(NameGram::of_call(&name_of_row(&row, operation)?));
             }
             for grams in statement_chunks(&grams) {
                 self.values(
@@ -1471,6 +1590,17 @@ fn event_from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
         body_digest: get(row, "body_digest", key)?,
         prev_hash: get(row, "prev_hash", key)?,
         hash: get(row, "hash", key)?,
+    })
+}
+
+/// A record holding just the columns the name index needs: `call_id`,
+/// `received_at_ms` and `caller_display_name`.
+fn name_of_row(row: &AnyRow, operation: &str) -> Result<CallRecord, StoreError> {
+    Ok(CallRecord {
+        call_id: get(row, "call_id", operation)?,
+        received_at_ms: get(row, "received_at_ms", operation)?,
+        caller_display_name: get(row, "caller_display_name", operation)?,
+        ..CallRecord::default()
     })
 }
 
@@ -1610,6 +1740,48 @@ mod tests {
         let chunks: Vec<usize> = statement_chunks(&[0; 200]).map(<[_]>::len).collect();
         assert_eq!(chunks, [64, 64, 64, 8]);
         assert_eq!(statement_chunks::<u8>(&[]).count(), 0);
+    }
+
+    /// The name index runs once `min_events` events have arrived since its last run,
+    /// indexes every call past its mark, and leaves nameless calls out.
+    #[tokio::test]
+    async fn name_index_runs_after_enough_events() {
+        let store = SqlStore::open("sqlite::memory:").await.unwrap();
+        let call = |id: &str, name: &str, seq: i64| CallRow {
+            record: Box::new(CallRecord {
+                call_id: id.into(),
+                caller_display_name: name.into(),
+                received_at_ms: seq * 1000,
+                ..CallRecord::default()
+            }),
+            state: CallState::Ended,
+            node_id: "sb".into(),
+            last_seq: seq,
+        };
+        let rows = [call("a", "张三", 3), call("b", "", 4), call("c", "李四", 5)];
+        let mut connection = store.pool.acquire().await.unwrap();
+        store
+            .upsert_calls(&mut connection, &rows.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        async fn grams(store: &SqlStore, connection: &mut sqlx::AnyConnection) -> i64 {
+            let sql = store.sql("SELECT COUNT(*) AS n FROM caller_name_grams");
+            let rows = sql.fetch_all(connection, "count").await.unwrap();
+            get::<i64>(&rows[0], "n", "count").unwrap()
+        }
+        // Events 1..=5 since the mark (0): fewer than 6.
+        assert_eq!(store.index_names(&mut connection, 5, 6).await.unwrap(), 0);
+        assert_eq!(grams(&store, &mut connection).await, 0);
+        assert_eq!(store.index_names(&mut connection, 5, 5).await.unwrap(), 2);
+        assert_eq!(grams(&store, &mut connection).await, 6);
+        // Nothing new since the mark at 5.
+        assert_eq!(store.index_names(&mut connection, 5, 1).await.unwrap(), 0);
+        store
+            .upsert_calls(&mut connection, &[&call("d", "王五", 6)])
+            .await
+            .unwrap();
+        assert_eq!(store.index_names(&mut connection, 6, 1).await.unwrap(), 1);
+        assert_eq!(grams(&store, &mut connection).await, 9);
     }
 
     #[test]
