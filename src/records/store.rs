@@ -512,7 +512,10 @@ impl SqlStore {
         }
         // A name search: one page of the indexed calls holding the rarest gram (sorted by
         // the grams' copy of the sort key), and one of the calls not indexed yet; the
-        // caller merges them. One statement, so both parts see the same index state.
+        // caller merges them. The index mark is read first and bound as a value, so the
+        // planners see how few calls are past it; should the index run in between, the
+        // calls it took come from both parts, and the merge drops the copies.
+        let through = self.name_index_mark(&self.pool).await?;
         let gram = self.rarest_gram(&filter.caller_name_contains).await?;
         let mut sql = self.sql(format!(
             "SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} FROM caller_name_grams \
@@ -527,14 +530,36 @@ impl SqlStore {
         }
         self.push_filter(&mut sql, filter);
         page.push(&mut sql, "call_time_ms", "call_key");
+        // SQLite would otherwise walk the sort index through every call for the page.
+        let by_first_seq = match self.backend {
+            Backend::Sqlite => " INDEXED BY calls_by_first_seq",
+            Backend::Postgres => "",
+        };
         sql.push(&format!(
-            ") AS indexed UNION ALL SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} FROM calls \
-             WHERE first_seq > (SELECT through_seq FROM caller_name_index)"
-        ));
+            ") AS indexed UNION ALL SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} \
+             FROM calls{by_first_seq} WHERE first_seq > "
+        ))
+        .bind(through);
         self.push_filter(&mut sql, filter);
         page.push(&mut sql, "received_at_ms", "call_id");
         sql.push(") AS recent");
         Ok(sql)
+    }
+
+    /// The name index's mark: calls whose `first_seq` is past it are not indexed yet.
+    async fn name_index_mark<'c>(
+        &self,
+        executor: impl Executor<'c, Database = sqlx::Any>,
+    ) -> Result<i64, StoreError> {
+        let operation = "read name index mark";
+        let rows = self
+            .sql("SELECT through_seq FROM caller_name_index")
+            .fetch_all(executor, operation)
+            .await?;
+        match rows.first() {
+            Some(row) => get(row, "through_seq", operation),
+            None => Ok(0),
+        }
     }
 
     /// Of the grams a search for `pattern` can walk ([`search_grams`]), the one the
@@ -1404,14 +1429,7 @@ impl SqlStore {
         min_events: i64,
     ) -> Result<u64, StoreError> {
         let operation = "index caller names";
-        let rows = self
-            .sql("SELECT through_seq FROM caller_name_index")
-            .fetch_all(&mut *tx, operation)
-            .await?;
-        let through: i64 = match rows.first() {
-            Some(row) => get(row, "through_seq", operation)?,
-            None => 0,
-        };
+        let through = self.name_index_mark(&mut *tx).await?;
         if head_seq - through < min_events.max(1) {
             return Ok(0);
         }
