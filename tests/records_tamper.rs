@@ -100,6 +100,12 @@ async fn verify_names_every_edit_delete_insert_and_swap() {
         String::from_utf8_lossy(&output.stderr)
     );
     service.stop().await;
+    // Every call into the caller-name index, so that it can be tampered with too.
+    let store = courtline::records::store::SqlStore::open(&db.url)
+        .await
+        .unwrap();
+    assert_eq!(store.index_caller_names().await.unwrap(), 10);
+    courtline::records::store::Store::close(&store).await;
 
     let (ok, report) = verify(&db);
     assert!(ok, "untouched records must verify:\n{report}");
@@ -202,6 +208,12 @@ async fn verify_names_every_edit_delete_insert_and_swap() {
         .execute(&pool)
         .await
         .unwrap();
+    // 6. Take call 6 ("李四") out of the caller-name index for "李".
+    sqlx::query("DELETE FROM caller_name_grams WHERE call_key = ? AND gram = '李'")
+        .bind(call_id(6))
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
 
     let (ok, report) = verify(&db);
@@ -241,6 +253,16 @@ async fn verify_names_every_edit_delete_insert_and_swap() {
         "{report}"
     );
     assert!(line("PROJECTION", &format!("call {}'s row was modified: caller_number is \"110\", its events say \"13900000005\"", call_id(5))), "{report}");
+    assert!(
+        line(
+            "PROJECTION",
+            &format!(
+                "call {} is missing from the caller-name index (\"李\")",
+                call_id(6)
+            )
+        ),
+        "{report}"
+    );
     // The deleted event was a switchboard's: its sequence number is missing too.
     assert!(line("GAP", "switchboard sb-1 sequence numbers"), "{report}");
     let findings = report
@@ -252,7 +274,7 @@ async fn verify_names_every_edit_delete_insert_and_swap() {
         })
         .count();
     assert_eq!(
-        findings, 7,
+        findings, 8,
         "one finding per change, two for the deletion:\n{report}"
     );
 }

@@ -12,7 +12,7 @@
 //! store writes them and their effect on the per-call rows in one transaction.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -313,6 +313,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Every token ever issued, revoked ones included.
     async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    /// The caller-name index's mark: a call none of whose events lies past it is indexed.
+    async fn name_index_mark(&self) -> Result<i64, StoreError>;
+    /// The grams (see [`name_grams`]) the name index lacks for these calls' names as
+    /// given, as (call id, gram): a call missing some would escape name searches.
+    async fn missing_name_grams(
+        &self,
+        calls: &[CallRecord],
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Calls received before `cutoff_ms` that are finished: (not flagged, flagged).
     async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError>;
     /// Events stored for these calls.
@@ -515,7 +523,7 @@ impl SqlStore {
         // caller merges them. The index mark is read first and bound as a value, so the
         // planners see how few calls are past it; should the index run in between, the
         // calls it took come from both parts, and the merge drops the copies.
-        let through = self.name_index_mark(&self.pool).await?;
+        let through = self.read_name_index_mark(&self.pool).await?;
         let gram = self.rarest_gram(&filter.caller_name_contains).await?;
         let mut sql = self.sql(format!(
             "SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} FROM caller_name_grams \
@@ -547,7 +555,7 @@ impl SqlStore {
     }
 
     /// The name index's mark: calls whose `first_seq` is past it are not indexed yet.
-    async fn name_index_mark<'c>(
+    async fn read_name_index_mark<'c>(
         &self,
         executor: impl Executor<'c, Database = sqlx::Any>,
     ) -> Result<i64, StoreError> {
@@ -884,7 +892,7 @@ fn search_grams(pattern: &str) -> Vec<String> {
 }
 
 /// One `caller_name_grams` row: a gram of a call's caller name with the call's sort key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct NameGram {
     /// One character or two adjacent ones.
     gram: String,
@@ -1320,6 +1328,41 @@ impl Store for SqlStore {
         self.fetch_events(sql, "read access log").await
     }
 
+    async fn name_index_mark(&self) -> Result<i64, StoreError> {
+        self.read_name_index_mark(&self.pool).await
+    }
+
+    async fn missing_name_grams(
+        &self,
+        calls: &[CallRecord],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let operation = "check name index";
+        let expected: Vec<NameGram> = calls.iter().flat_map(NameGram::of_call).collect();
+        let mut found = HashSet::new();
+        for grams in statement_chunks(&expected) {
+            let sql = self.values(
+                "SELECT gram, call_time_ms, call_key FROM caller_name_grams \
+                 WHERE (gram, call_time_ms, call_key) IN (VALUES ",
+                ")",
+                NameGram::COLUMNS,
+                grams,
+                NameGram::bind,
+            );
+            for row in sql.fetch_all(&self.pool, operation).await? {
+                found.insert(NameGram {
+                    gram: get(&row, "gram", operation)?,
+                    call_time_ms: get(&row, "call_time_ms", operation)?,
+                    call_key: get(&row, "call_key", operation)?,
+                });
+            }
+        }
+        Ok(expected
+            .into_iter()
+            .filter(|gram| !found.contains(gram))
+            .map(|gram| (gram.call_key, gram.gram))
+            .collect())
+    }
+
     async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let rows = self
             .sql(
@@ -1429,7 +1472,7 @@ impl SqlStore {
         min_events: i64,
     ) -> Result<u64, StoreError> {
         let operation = "index caller names";
-        let through = self.name_index_mark(&mut *tx).await?;
+        let through = self.read_name_index_mark(&mut *tx).await?;
         if head_seq - through < min_events.max(1) {
             return Ok(0);
         }

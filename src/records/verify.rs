@@ -19,7 +19,7 @@
 //!    without a row mean the row was deleted.
 //! 4. **Sequence gaps** in each switchboard's node sequence numbers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
 
@@ -481,10 +481,13 @@ fn expected_row(events: &[StoredEvent]) -> Result<Option<CallRecord>, String> {
     Ok(row)
 }
 
-/// Check 3: merge calls (by id) with call events (by id, position).
+/// Check 3: merge calls (by id) with call events (by id, position); and the named calls
+/// the caller-name index should hold must be in it.
 async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), StoreError> {
     let mut rows = CallRows::default();
     let mut events = CallEvents::default();
+    let mark = store.name_index_mark().await?;
+    let mut indexed = Vec::new();
     loop {
         let next_row = rows.peek(store).await?.map(|row| row.call_id.clone());
         let next_event = events.peek(store).await?;
@@ -519,6 +522,14 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
                 format!("call {call_id} has a row but no chained events: the row was inserted"),
             ),
             (Some(expected), Some(actual)) => {
+                if !actual.caller_display_name.is_empty()
+                    && call_events.iter().all(|event| event.seq <= mark)
+                {
+                    indexed.push(actual.clone());
+                    if indexed.len() >= PAGE as usize {
+                        check_name_index(store, report, &mut indexed).await?;
+                    }
+                }
                 let differences: Vec<String> = record_fields(&expected)
                     .into_iter()
                     .zip(record_fields(&actual))
@@ -540,6 +551,36 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
                 }
             }
         }
+    }
+    check_name_index(store, report, &mut indexed).await
+}
+
+/// Reports each of `calls` whose name the caller-name index lacks grams of (rows deleted
+/// from it, or re-keyed): name searches would pass it over. Empties `calls`.
+async fn check_name_index(
+    store: &dyn Store,
+    report: &mut Report,
+    calls: &mut Vec<CallRecord>,
+) -> Result<(), StoreError> {
+    let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (call_id, gram) in store.missing_name_grams(calls).await? {
+        missing
+            .entry(call_id)
+            .or_default()
+            .push(format!("{gram:?}"));
+    }
+    calls.clear();
+    for (call_id, grams) in missing {
+        report.add(
+            "projection",
+            0,
+            &call_id,
+            format!(
+                "call {call_id} is missing from the caller-name index ({}): searches by \
+                 caller name would not find it",
+                grams.join(", ")
+            ),
+        );
     }
     Ok(())
 }
