@@ -1340,13 +1340,9 @@ impl Store for SqlStore {
         let expected: Vec<NameGram> = calls.iter().flat_map(NameGram::of_call).collect();
         let mut found = HashSet::new();
         for grams in statement_chunks(&expected) {
-            let sql = self.values(
-                "SELECT gram, call_time_ms, call_key FROM caller_name_grams \
-                 WHERE (gram, call_time_ms, call_key) IN (VALUES ",
-                ")",
-                NameGram::COLUMNS,
+            let sql = self.name_gram_rows(
+                "SELECT gram, call_time_ms, call_key FROM caller_name_grams WHERE ",
                 grams,
-                NameGram::bind,
             );
             for row in sql.fetch_all(&self.pool, operation).await? {
                 found.insert(NameGram {
@@ -1527,18 +1523,33 @@ impl SqlStore {
                 grams.extend(NameGram::of_call(&name_of_row(&row, operation)?));
             }
             for grams in statement_chunks(&grams) {
-                self.values(
-                    "DELETE FROM caller_name_grams WHERE (gram, call_time_ms, call_key) IN (VALUES ",
-                    ")",
-                    NameGram::COLUMNS,
-                    grams,
-                    NameGram::bind,
-                )
-                .execute(tx, "delete name grams")
-                .await?;
+                self.name_gram_rows("DELETE FROM caller_name_grams WHERE ", grams)
+                    .execute(tx, "delete name grams")
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// `head` and a condition matching exactly the `caller_name_grams` rows `grams`:
+    /// an OR of key lookups, which both planners answer from the primary key (SQLite
+    /// scans the whole table for the row-value `IN (VALUES ...)` form).
+    fn name_gram_rows(&self, head: &str, grams: &[NameGram]) -> Sql {
+        let mut sql = self.sql(head);
+        for (index, row) in grams.iter().enumerate() {
+            sql.push(if index == 0 {
+                "(gram = "
+            } else {
+                " OR (gram = "
+            })
+            .bind(row.gram.clone())
+            .push(" AND call_time_ms = ")
+            .bind(row.call_time_ms)
+            .push(" AND call_key = ")
+            .bind(row.call_key.clone())
+            .push(")");
+        }
+        sql
     }
 
     /// `head (...), (...) tail` with every row of `rows` bound by `bind`.
@@ -1843,6 +1854,35 @@ mod tests {
             .unwrap();
         assert_eq!(store.index_names(&mut connection, 6, 1).await.unwrap(), 1);
         assert_eq!(grams(&store, &mut connection).await, 9);
+    }
+
+    /// Checking and deleting name index rows must look each up by the primary key: a
+    /// scan per 64 rows would make `verify` and purges crawl on a large store.
+    #[tokio::test]
+    async fn name_index_rows_are_found_by_key() {
+        let store = SqlStore::open("sqlite::memory:").await.unwrap();
+        let row = |gram: &str, at: i64| NameGram {
+            gram: gram.into(),
+            call_time_ms: at,
+            call_key: format!("call-{at}"),
+        };
+        let mut sql = store.name_gram_rows(
+            "SELECT gram FROM caller_name_grams WHERE ",
+            &[row("张", 1), row("张三", 2)],
+        );
+        sql.text.insert_str(0, "EXPLAIN QUERY PLAN ");
+        let plan: Vec<String> = sql
+            .fetch_all(&store.pool, "plan")
+            .await
+            .unwrap()
+            .iter()
+            .map(|line| get(line, "detail", "plan").unwrap())
+            .collect();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN"))
+                && plan.iter().any(|step| step.contains("USING PRIMARY KEY")),
+            "{plan:?}"
+        );
     }
 
     #[test]
