@@ -403,13 +403,17 @@ impl CallFlow {
                 self.phase = Phase::Bridged;
                 self.deadline = None;
                 self.record.operator_answered_at_ms = self.wall_ms(now);
+                // The bridge before the milestone: the call task waits for each
+                // milestone to reach the spool's disk, and until the bridge is up
+                // the caller's first words are dropped (the operator's wait in its
+                // socket), for as long as an fsync takes on a busy disk.
+                self.actions.push_back(CallAction::Bridge);
                 self.milestone(Milestone::OperatorAnswered);
                 if !self.caller_answered {
                     // Early media: the caller is answered only now, with the
                     // SDP its 183 already carried.
                     self.answer(now);
                 }
-                self.actions.push_back(CallAction::Bridge);
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
                 self.deadline = None;

@@ -693,12 +693,12 @@ fn early_media_plays_the_warning_unanswered_and_answers_when_the_operator_does()
     assert_eq!(
         answered,
         vec![
+            CallAction::Bridge,
             CallAction::Milestone(Milestone::OperatorAnswered),
             CallAction::Milestone(Milestone::Answered),
             CallAction::AnswerCaller,
-            CallAction::Bridge,
         ],
-        "the caller's 200 OK only when the operator answers"
+        "the caller's 200 OK only when the operator answers; media first"
     );
     let answered_at = h.ms_since_start();
     h.advance(30);
