@@ -424,6 +424,18 @@ fn token(generation: u32, slot: u32, kind: SocketKind) -> u64 {
     (u64::from(generation) << 32) | (u64::from(slot) << 2) | kind as u64
 }
 
+/// Watches a leg's RTP and RTCP sockets under the call's (generation, slot) tokens,
+/// as `rtp` and `rtcp` (which leg they belong to).
+fn watch_leg(
+    epoll: &Epoll,
+    socket: &RtpSocket,
+    (generation, slot): (u32, u32),
+    (rtp, rtcp): (SocketKind, SocketKind),
+) -> std::io::Result<()> {
+    epoll.add(socket.rtp.as_raw_fd(), token(generation, slot, rtp))?;
+    epoll.add(socket.rtcp.as_raw_fd(), token(generation, slot, rtcp))
+}
+
 /// Wheel entry: generation and slot.
 fn wheel_entry(generation: u32, slot: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(slot)
@@ -536,18 +548,12 @@ impl Shard {
             new.caller.telephone_event,
             now,
         );
-        let registered = self
-            .epoll
-            .add(
-                caller.socket.rtp.as_raw_fd(),
-                token(generation, slot, SocketKind::CallerRtp),
-            )
-            .and_then(|()| {
-                self.epoll.add(
-                    caller.socket.rtcp.as_raw_fd(),
-                    token(generation, slot, SocketKind::CallerRtcp),
-                )
-            });
+        let registered = watch_leg(
+            &self.epoll,
+            &caller.socket,
+            (generation, slot),
+            (SocketKind::CallerRtp, SocketKind::CallerRtcp),
+        );
         if let Err(e) = registered {
             let _ = new
                 .events
@@ -645,18 +651,12 @@ impl Shard {
                 } = operator;
                 let leg = Leg::new(socket, remote, codec, telephone_event, now);
                 let generation = call.generation;
-                let registered = self
-                    .epoll
-                    .add(
-                        leg.socket.rtp.as_raw_fd(),
-                        token(generation, slot, SocketKind::OperatorRtp),
-                    )
-                    .and_then(|()| {
-                        self.epoll.add(
-                            leg.socket.rtcp.as_raw_fd(),
-                            token(generation, slot, SocketKind::OperatorRtcp),
-                        )
-                    });
+                let registered = watch_leg(
+                    &self.epoll,
+                    &leg.socket,
+                    (generation, slot),
+                    (SocketKind::OperatorRtp, SocketKind::OperatorRtcp),
+                );
                 if let Err(e) = registered {
                     let _ = call
                         .events
