@@ -16,11 +16,6 @@ fn reason(r: &CallRecord) -> EndReason {
     EndReason::try_from(r.end_reason).unwrap()
 }
 
-/// Waits for the 200 to a BYE (skipping INVITE 200 retransmissions).
-async fn expect_bye_ok(peer: &SipPeer) {
-    peer.expect_ok_to("BYE", 3 * SEC).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recorded() {
     let operator = SipPeer::bind().await;
@@ -193,8 +188,7 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
     );
 
     // Caller hangs up: both legs end.
-    caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.hang_up().await;
     let bye = operator.expect_request("BYE", 2 * SEC).await;
     operator.respond(&bye, "200 OK", None, "", "").await;
 
@@ -244,8 +238,7 @@ async fn hang_up_during_prompt_never_calls_the_operator() {
         assert_eq!(p.pt, 8, "PCMA, the caller's first choice");
         received += 1;
     }
-    caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.hang_up().await;
     // (OPTIONS keep-alives may arrive; an INVITE must not.)
     let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1500);
     while let Some(msg) = operator
@@ -461,8 +454,7 @@ async fn over_capacity_gets_503_with_retry_after() {
     assert_eq!(busy.header("retry-after"), Some("7"));
     let record = sb.record(&second.call_id).await;
     assert_eq!(record.sip_final_status, 503);
-    first.request("BYE").await;
-    expect_bye_ok(&first.sip).await;
+    first.hang_up().await;
     sb.stop().await;
 }
 
@@ -554,8 +546,7 @@ async fn rtp_goes_where_the_caller_really_sends_from() {
         p.seq.wrapping_sub(first.seq) < 100,
         "same stream, continued"
     );
-    caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.hang_up().await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(record.rtp_packets_received, 1);
     sb.stop().await;
@@ -609,8 +600,7 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
     recv_rtp(&caller.rtp, SEC)
         .await
         .expect("ringback after the prompt");
-    caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.hang_up().await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(record.codec, "PCMA");
     assert!(record.prompt_completed);
@@ -708,8 +698,7 @@ async fn session_timer_is_negotiated_and_too_small_gets_422() {
     caller.to = ok.header("to").unwrap().to_string();
     let to = caller.to.clone();
     caller.ack(&to, "z9hG4bK-ack-st").await;
-    caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.hang_up().await;
     sb.stop().await;
 }
 
@@ -764,8 +753,7 @@ async fn hold_and_unhold_are_forwarded_between_the_legs() {
             ok.body
         );
     }
-    caller.request("BYE").await;
-    expect_bye_ok(&caller.sip).await;
+    caller.hang_up().await;
     let bye = operator.expect_request("BYE", 2 * SEC).await;
     operator.respond(&bye, "200 OK", None, "", "").await;
     let record = sb.record(&caller.call_id).await;

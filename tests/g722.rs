@@ -110,8 +110,7 @@ async fn g722_caller_gets_the_pre_encoded_frames_and_they_decode_to_the_recordin
     // Ringback follows, in G.722 too.
     let (p, _) = recv_rtp(&caller.rtp, SEC).await.expect("ringback");
     assert_eq!(p.pt, 9);
-    caller.request("BYE").await;
-    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
+    caller.hang_up().await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(record.codec, "G722");
     assert!(record.prompt_completed);
@@ -140,8 +139,7 @@ async fn a_line_with_an_8_khz_prompt_answers_a_g722_offer_with_g711() {
         assert_eq!(p.pt, 8);
         assert_eq!(p.payload, sb.playlist.frame(Codec::Pcma, i));
     }
-    caller.request("BYE").await;
-    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
+    caller.hang_up().await;
     assert_eq!(sb.record(&caller.call_id).await.codec, "PCMA");
 
     // Offering only G.722 to such a line is refused as having no common codec.
@@ -261,8 +259,7 @@ async fn g722_caller_and_g711_operator_are_transcoded_both_ways() {
         "caller heard by the operator at {level:.0}"
     );
 
-    caller.request("BYE").await;
-    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
+    caller.hang_up().await;
     let bye = operator.expect_request("BYE", 2 * SEC).await;
     operator.respond(&bye, "200 OK", None, "", "").await;
     let record = sb.record(&caller.call_id).await;

@@ -78,8 +78,7 @@ async fn playlist_plays_prompt_a_then_the_gap_then_prompt_b_and_the_record_lists
     payloads(&caller, 1, "ringback").await;
     operator.expect_request("INVITE", 2 * SEC).await;
 
-    caller.request("BYE").await;
-    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
+    caller.hang_up().await;
     let record = sb.record(&caller.call_id).await;
     assert!(record.prompt_completed);
     assert_eq!(record.prompt_length_ms, 200 + 1000 + 400 + 600);
@@ -123,8 +122,7 @@ async fn hanging_up_in_the_second_prompt_records_how_much_of_each_was_sent() {
     let received = payloads(&caller, heard, "playlist").await;
     let b = &sb.playlist.prompts()[1].frames;
     assert_eq!(received[heard - 1], b.frame(Codec::Pcma, 14));
-    caller.request("BYE").await;
-    caller.sip.expect_ok_to("BYE", 3 * SEC).await;
+    caller.hang_up().await;
 
     let record = sb.record(&caller.call_id).await;
     assert_eq!(

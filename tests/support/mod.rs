@@ -522,6 +522,12 @@ impl Caller {
         self.sip.send(self.target, &text).await;
     }
 
+    /// Hangs up: sends BYE and waits for its 200 (skipping INVITE 200 retransmissions).
+    pub async fn hang_up(&mut self) {
+        self.request("BYE").await;
+        self.sip.expect_ok_to("BYE", Duration::from_secs(3)).await;
+    }
+
     /// Sends an in-dialog request (BYE) or CANCEL.
     pub async fn request(&mut self, method: &str) {
         self.request_with_body(method, "", "").await;
