@@ -27,6 +27,22 @@ async fn log(
     (response.stored, response.duplicates)
 }
 
+/// Call `n`'s record as the service returns it.
+async fn stored_call(
+    client: &mut courtline::records::client::RecordsClient,
+    n: u32,
+) -> courtline::records::pb::CallRecord {
+    client
+        .get_call(GetCallRequest {
+            call_id: call_id(n),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap()
+}
+
 async fn list(
     client: &mut courtline::records::client::RecordsClient,
     filter: CallFilter,
@@ -84,15 +100,7 @@ async fn events_are_idempotent_and_calls_are_projected(db: Db) {
     assert_eq!(record.caller_media, records_common::record(2).caller_media);
     assert!(record.caller_media.unwrap().rtt_us.is_some());
     assert_eq!(record.operator_media, None);
-    let bridged = client
-        .get_call(GetCallRequest {
-            call_id: call_id(1),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .record
-        .unwrap();
+    let bridged = stored_call(&mut client, 1).await;
     assert_eq!(
         bridged.operator_media,
         records_common::record(1).operator_media
@@ -136,15 +144,7 @@ async fn an_event_changing_a_calls_arrival_columns_rewrites_its_row(db: Db) {
     // With an unchanged call in the same statement, which must come out right too.
     let events = numbered("sb-1", 2, vec![moved, milestone(2, Milestone::Received)]);
     assert_eq!(log(&mut client, events).await, (2, 0));
-    let row = client
-        .get_call(GetCallRequest {
-            call_id: call_id(1),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .record
-        .unwrap();
+    let row = stored_call(&mut client, 1).await;
     assert_eq!(
         (
             row.received_at_ms,
