@@ -27,6 +27,44 @@ pub struct Db {
     pub url: String,
     /// Keeps the SQLite file (and the signing key) alive.
     pub dir: tempfile::TempDir,
+    /// PostgreSQL: the server's admin URL and this test's database, dropped with
+    /// it so a developer's own server does not fill up with test databases.
+    pub postgres: Option<(String, String)>,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // a thread of its own with a runtime of its own does the work.
+        let drop_sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let admin = sqlx::postgres::PgPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // FORCE: a service the test left running may still hold connections.
+                sqlx::query(&drop_sql)
+                    .execute(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                admin.close().await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("test database {name} left behind: {error}");
+        }
+    }
 }
 
 /// A new SQLite database.
@@ -35,6 +73,7 @@ pub fn sqlite_db() -> Db {
     Db {
         url: dir.path().join("records.db").display().to_string(),
         dir,
+        postgres: None,
     }
 }
 
@@ -70,6 +109,7 @@ pub async fn postgres_db() -> Option<Db> {
     Some(Db {
         url: format!("{prefix}/{name}"),
         dir: tempfile::tempdir().unwrap(),
+        postgres: Some((base, name)),
     })
 }
 
