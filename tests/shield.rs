@@ -39,7 +39,9 @@ async fn a_flood_from_one_source_does_not_stop_another_callers_call() {
         operators: vec![format!("sip:operator@{}", operator.addr)],
         prompt_ms: 200,
         rtp_ports: (31700, 31799),
-        sip_extra: "[sip.shield]\nrate_per_s = 20.0\nburst = 20\nban_s = 60\n".into(),
+        // 1 token/s refill: the flood is judged on its burst alone, however
+        // slowly a loaded machine lets this test send it.
+        sip_extra: "[sip.shield]\nrate_per_s = 1.0\nburst = 20\nban_s = 60\n".into(),
         ..Options::default()
     })
     .await;
@@ -235,8 +237,10 @@ async fn the_shield_guards_tcp_and_tls_too() {
     let (cert, key, der) = self_signed(dir.path());
     let sb = TestSwitchboard::start(Options {
         rtp_ports: (32450, 32499),
+        // 1 token/s refill, as above: the 26 connections must outrun a burst
+        // of 20 even when connecting them takes this test a second.
         sip_extra: format!(
-            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n[sip.shield]\nrate_per_s = 20.0\nburst = 20\nban_s = 60\n",
+            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n[sip.shield]\nrate_per_s = 1.0\nburst = 20\nban_s = 60\n",
             cert.display(),
             key.display()
         ),
@@ -289,16 +293,25 @@ async fn the_shield_guards_tcp_and_tls_too() {
     );
 
     // A flood of connections (no messages) from 127.0.0.6: cut off after the
-    // burst, and the source banned.
+    // burst, and the source banned. Which connections are cut off depends on
+    // the order courtline gets to them (its accept loop may run ahead of the
+    // shield), so what is checked is how many.
     let mut connections = Vec::new();
-    for _ in 0..25 {
+    for _ in 0..26 {
         connections.push(tcp_from("127.0.0.6", sb.sip).await);
     }
-    let mut last = tcp_from("127.0.0.6", sb.sip).await;
-    assert!(closed(&mut last, 2 * SEC).await, "connection flood banned");
+    let verdicts =
+        futures::future::join_all(connections.iter_mut().map(|c| closed(c, 2 * SEC))).await;
+    let open = verdicts.iter().filter(|&&cut| !cut).count();
+    // 20 is the burst; the 1 token/s refill may let one or two more in.
     assert!(
-        !closed(&mut connections[0], Duration::from_millis(300)).await,
-        "connections within the burst stay open"
+        (20..=22).contains(&open),
+        "{open} of 26 connections kept open"
+    );
+    let mut again = tcp_from("127.0.0.6", sb.sip).await;
+    assert!(
+        closed(&mut again, 2 * SEC).await,
+        "connection flood banned: the next connection is closed too"
     );
 
     // Meanwhile a trusted PBX over TLS is served as usual.
