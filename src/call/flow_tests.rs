@@ -145,6 +145,35 @@ fn happy_path_answer_prompt_dial_bridge_caller_hangs_up() {
 }
 
 #[test]
+fn prompt_started_is_spooled_before_the_warning_and_the_bridge_before_its_milestone() {
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
+    h.input(CallInput::CallerAcked);
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        all,
+        vec![
+            CallAction::WatchCallerMedia,
+            CallAction::Milestone(Milestone::PromptStarted),
+            CallAction::StartPrompt,
+        ],
+        "write-ahead: a caller who heard the warning has it on record"
+    );
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::OperatorAnswered);
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        all,
+        vec![
+            CallAction::Bridge,
+            CallAction::Milestone(Milestone::OperatorAnswered),
+        ],
+        "the caller's first words are not held up by the spool"
+    );
+}
+
+#[test]
 fn operator_hangs_up_bridged_call() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
     h.answer_and_play_prompt();
