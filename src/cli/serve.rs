@@ -257,6 +257,7 @@ impl Running {
             delivered = stats.delivered,
             already_stored = stats.already_stored,
             left_in_spool = stats.left_in_spool,
+            read_back_from_spool = stats.read_back,
             "call events flushed"
         );
         self.records_shutdown.cancel();

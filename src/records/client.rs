@@ -51,6 +51,10 @@ const DELIVERY_BATCH: usize = super::ledger::MAX_BATCH;
 const SPOOL_BATCH: usize = 512;
 /// How often a failing spool is retried, and an idle one checked.
 const SPOOL_CHECK: Duration = Duration::from_secs(1);
+/// Events handed to delivery and not yet acknowledged, at most: beyond this (a
+/// records service down for a long time) events wait in the spool only and are
+/// read back as acknowledgements come, so an outage costs disk, not memory.
+const EVENTS_IN_MEMORY: usize = 20_000;
 /// How long a milestone waits for its fsync before the call goes on regardless.
 const MILESTONE_DURABLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -333,6 +337,17 @@ impl RecordSender {
         recovered: Recovered,
         options: ClientOptions,
     ) -> (RecordSender, RecordDelivery) {
+        RecordSender::spawn_bounded(spool, recovered, options, EVENTS_IN_MEMORY)
+    }
+
+    /// [`RecordSender::spawn`] with at most `in_memory` undelivered events held in
+    /// memory (tests use a small bound to exercise the read-back from the spool).
+    pub fn spawn_bounded(
+        spool: Spool,
+        recovered: Recovered,
+        options: ClientOptions,
+        in_memory: usize,
+    ) -> (RecordSender, RecordDelivery) {
         if let Err(error) = endpoint_config(&options) {
             // Still start: events are spooled and retried.
             error!(%error, "events will not be delivered until the endpoint is fixed");
@@ -347,23 +362,25 @@ impl RecordSender {
         let (queue, requests) = mpsc::unbounded_channel();
         let (deliver, to_deliver) = mpsc::unbounded_channel();
         let (acks, acked) = mpsc::unbounded_channel();
-        for event in recovered.unacked {
-            let _ = deliver.send(event);
-        }
         let spool_healthy = Arc::new(AtomicBool::new(true));
         let (stop_spool, stop_signal) = oneshot::channel();
-        let spool_task = tokio::spawn(
-            SpoolTask {
-                spool: Some(spool),
-                requests,
-                deliver: Some(deliver),
-                stop: Some(stop_signal),
-                acked,
-                unwritten: Vec::new(),
-                healthy: spool_healthy.clone(),
-            }
-            .run(),
-        );
+        let mut task = SpoolTask {
+            written_through: spool.next_seq().saturating_sub(1),
+            spool: Some(spool),
+            requests,
+            deliver: Some(deliver),
+            stop: Some(stop_signal),
+            closing: false,
+            acked,
+            unwritten: Vec::new(),
+            healthy: spool_healthy.clone(),
+            in_memory,
+            in_flight: VecDeque::new(),
+            spilled_from: None,
+            read_back: 0,
+        };
+        task.hand_over(recovered.unacked);
+        let spool_task = tokio::spawn(task.run());
         let (finish, finish_signal) = oneshot::channel();
         let delivery_task = tokio::spawn(
             DeliveryTask {
@@ -470,6 +487,9 @@ pub struct DeliveryStats {
     pub rejected: u64,
     /// Events still unacknowledged at the deadline: they stay in the spool for the next start.
     pub left_in_spool: u64,
+    /// Events read back from the spool because delivery already held its
+    /// in-memory maximum when they were written (a long outage).
+    pub read_back: u64,
 }
 
 /// Handle on the spool and delivery tasks; call [`RecordDelivery::finish`] at shutdown.
@@ -479,8 +499,8 @@ pub struct RecordDelivery {
     finish: oneshot::Sender<Instant>,
     /// Tells the spool task to spool what is queued and take nothing more.
     stop_spool: oneshot::Sender<()>,
-    /// Ends once every sender is gone and the queue is spooled.
-    spool_task: JoinHandle<()>,
+    /// Ends once delivery has ended; returns its part of the stats.
+    spool_task: JoinHandle<SpoolStats>,
     /// Ends when everything is delivered or the deadline passed.
     delivery_task: JoinHandle<DeliveryStats>,
 }
@@ -493,15 +513,19 @@ impl RecordDelivery {
         // If a task is already gone the send fails; joining below reports why.
         let _ = self.stop_spool.send(());
         let _ = self.finish.send(Instant::now() + deadline);
-        let stats = match self.delivery_task.await {
+        let mut stats = match self.delivery_task.await {
             Ok(stats) => stats,
             Err(join_error) => {
                 error!(error = %join_error, "records delivery task failed; events stay in the spool");
                 DeliveryStats::default()
             }
         };
-        if let Err(join_error) = self.spool_task.await {
-            error!(error = %join_error, "spool task failed");
+        match self.spool_task.await {
+            Ok(spooled) => {
+                stats.left_in_spool += spooled.on_disk_only;
+                stats.read_back = spooled.read_back;
+            }
+            Err(join_error) => error!(error = %join_error, "spool task failed"),
         }
         stats
     }
@@ -513,25 +537,48 @@ struct SpoolTask {
     spool: Option<Spool>,
     /// Events from the call tasks.
     requests: mpsc::UnboundedReceiver<SpoolRequest>,
-    /// Written events, on to delivery; dropped at shutdown so delivery can finish.
+    /// Written events, on to delivery; dropped at shutdown, once nothing waits
+    /// on disk only, so delivery can finish.
     deliver: Option<mpsc::UnboundedSender<NodeEvent>>,
     /// Shutdown: spool what is queued, accept nothing more.
     stop: Option<oneshot::Receiver<()>>,
+    /// Shutdown has begun: no more requests are taken.
+    closing: bool,
     /// Acknowledged sequence numbers, from delivery.
     acked: mpsc::UnboundedReceiver<u64>,
     /// Numbered events the spool failed to write, retried in order.
     unwritten: Vec<NodeEvent>,
     /// Shared with the senders.
     healthy: Arc<AtomicBool>,
+    /// Most events handed to delivery and not yet acknowledged.
+    in_memory: usize,
+    /// Sequence numbers handed to delivery, not yet acknowledged, in the order sent.
+    in_flight: VecDeque<u64>,
+    /// Highest sequence number on disk.
+    written_through: u64,
+    /// First event on disk that delivery has not been handed (it was full).
+    spilled_from: Option<u64>,
+    /// Events read back from disk so far.
+    read_back: u64,
+}
+
+/// The spool task's part of [`DeliveryStats`].
+#[derive(Debug, Clone, Copy, Default)]
+struct SpoolStats {
+    /// Events never handed to delivery: they stay in the spool for the next start.
+    on_disk_only: u64,
+    /// Events read back from disk for delivery.
+    read_back: u64,
 }
 
 impl SpoolTask {
-    async fn run(mut self) {
+    /// Runs until delivery has ended.
+    async fn run(mut self) -> SpoolStats {
         let mut check = tokio::time::interval(SPOOL_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                request = self.requests.recv(), if self.deliver.is_some() => match request {
+                request = self.requests.recv(), if !self.closing => match request {
                     Some(request) => {
                         let mut batch = vec![request];
                         while batch.len() < SPOOL_BATCH {
@@ -550,10 +597,83 @@ impl SpoolTask {
                 }
                 acked = self.acked.recv() => match acked {
                     Some(seq) => self.ack(seq).await,
-                    None => return,
+                    None => {
+                        return SpoolStats {
+                            on_disk_only: self
+                                .spilled_from
+                                .map_or(0, |from| (self.written_through + 1).saturating_sub(from)),
+                            read_back: self.read_back,
+                        };
+                    }
                 },
                 _ = check.tick() => self.check().await,
             }
+        }
+    }
+
+    /// Hands written events to delivery while it holds fewer than `in_memory`;
+    /// from the first that does not fit, events wait on disk (in order: once
+    /// one waits, all later ones do until they are read back).
+    fn hand_over(&mut self, events: Vec<NodeEvent>) {
+        let Some(deliver) = &self.deliver else {
+            return;
+        };
+        for event in events {
+            if self.spilled_from.is_some() || self.in_flight.len() >= self.in_memory {
+                if self.spilled_from.is_none() {
+                    warn!(
+                        waiting = self.in_flight.len(),
+                        from = event.node_seq,
+                        "records service behind: further events wait in the spool only and are read back as it catches up"
+                    );
+                    self.spilled_from = Some(event.node_seq);
+                }
+                continue;
+            }
+            self.in_flight.push_back(event.node_seq);
+            let _ = deliver.send(event);
+        }
+    }
+
+    /// Reads events that waited on disk back into delivery once it has room.
+    async fn refill_from_spool(&mut self) {
+        let Some(from) = self.spilled_from else {
+            return;
+        };
+        if self.in_flight.len() > self.in_memory / 2 {
+            return;
+        }
+        if from > self.written_through {
+            self.spilled_from = None;
+        } else {
+            let room = self.in_memory - self.in_flight.len();
+            match self
+                .with_spool(move |spool| spool.read_from(from, room))
+                .await
+            {
+                Some(Ok(events)) if !events.is_empty() => {
+                    let last = events[events.len() - 1].node_seq;
+                    self.read_back += events.len() as u64;
+                    self.spilled_from = None;
+                    self.hand_over(events);
+                    if last < self.written_through {
+                        self.spilled_from = Some(last + 1);
+                    }
+                }
+                Some(Ok(_)) => {
+                    // Nothing left from `from` on: the records service reports
+                    // the missing numbers as a gap; retrying cannot find them.
+                    error!(from, through = self.written_through, "spooled events cannot be found to deliver; the records service will report them as a gap");
+                    self.spilled_from = None;
+                }
+                Some(Err(error)) => {
+                    warn!(%error, from, "cannot read spooled events back for delivery; retrying");
+                }
+                None => {}
+            }
+        }
+        if self.closing && self.spilled_from.is_none() {
+            self.deliver = None;
         }
     }
 
@@ -567,7 +687,10 @@ impl SpoolTask {
         if !rest.is_empty() {
             self.write(rest).await;
         }
-        self.deliver = None;
+        self.closing = true;
+        if self.spilled_from.is_none() {
+            self.deliver = None;
+        }
     }
 
     /// Runs `work` on the spool in a blocking thread.
@@ -614,13 +737,20 @@ impl SpoolTask {
             return;
         };
         let ok = self.outcome(written, &all);
-        if let Some(deliver) = &self.deliver {
-            for event in &all[first_new..] {
-                // Delivered even when the disk failed: the service is then the only copy.
-                let _ = deliver.send(event.clone());
+        if ok {
+            if let Some(last) = all.last() {
+                self.written_through = last.node_seq;
             }
-        }
-        if !ok {
+            self.hand_over(all[first_new..].to_vec());
+        } else {
+            if let Some(deliver) = &self.deliver {
+                for event in &all[first_new..] {
+                    // Delivered even when the disk failed (and however much
+                    // delivery holds): the service is then the only copy.
+                    self.in_flight.push_back(event.node_seq);
+                    let _ = deliver.send(event.clone());
+                }
+            }
             self.unwritten = all;
         }
         for waiter in waiters.into_iter().flatten() {
@@ -649,6 +779,7 @@ impl SpoolTask {
     }
 
     async fn check(&mut self) {
+        self.refill_from_spool().await;
         if !self.unwritten.is_empty() {
             self.write(Vec::new()).await;
             return;
@@ -665,9 +796,22 @@ impl SpoolTask {
     }
 
     async fn ack(&mut self, seq: u64) {
-        if let Some(Err(error)) = self.with_spool(move |spool| spool.ack(seq)).await {
+        // The spool trims everything up to what it is told; events sent from
+        // memory while the disk failed can overtake ones still waiting on disk,
+        // so the spool is never told beyond the first of those.
+        let through = self
+            .spilled_from
+            .map_or(seq, |from| seq.min(from.saturating_sub(1)));
+        if let Some(Err(error)) = self.with_spool(move |spool| spool.ack(through)).await {
             warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
         }
+        // Delivery acknowledges batches in the order it was handed them.
+        while let Some(sent) = self.in_flight.pop_front() {
+            if sent == seq {
+                break;
+            }
+        }
+        self.refill_from_spool().await;
     }
 }
 

@@ -511,6 +511,34 @@ impl Spool {
         )
     }
 
+    /// Up to `limit` spooled events from sequence number `from_seq` on, in order:
+    /// how delivery reads back what it did not keep in memory.
+    pub fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<NodeEvent>, SpoolError> {
+        let mut events = Vec::new();
+        for (i, segment) in self.segments.iter().enumerate() {
+            // A segment ends where the next one starts.
+            let ends_before = self
+                .segments
+                .get(i + 1)
+                .is_some_and(|next| next.first_seq <= from_seq);
+            if ends_before {
+                continue;
+            }
+            let content = read_segment(&segment.path)?;
+            events.extend(
+                content
+                    .events
+                    .into_iter()
+                    .filter(|event| event.node_seq >= from_seq)
+                    .take(limit - events.len()),
+            );
+            if events.len() >= limit {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
     /// Records that the service has everything up to `seq`, and deletes segments
     /// whose entries are all acknowledged.
     pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
@@ -610,6 +638,23 @@ mod tests {
         // Fully acknowledged segments are gone; numbering still continues.
         assert_eq!(seqs(&append(&mut spool, 1)), vec![5]);
         assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn read_from_crosses_segments_and_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), None).unwrap();
+        append(&mut spool, 3);
+        spool.rotate(4).unwrap();
+        append(&mut spool, 3);
+        spool.rotate(7).unwrap();
+        append(&mut spool, 2);
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 3);
+        assert_eq!(seqs(&spool.read_from(5, 10).unwrap()), vec![5, 6, 7, 8]);
+        assert_eq!(seqs(&spool.read_from(2, 3).unwrap()), vec![2, 3, 4]);
+        assert_eq!(seqs(&spool.read_from(4, 1).unwrap()), vec![4]);
+        assert!(spool.read_from(9, 5).unwrap().is_empty());
+        assert!(spool.read_from(1, 0).unwrap().is_empty());
     }
 
     #[test]
