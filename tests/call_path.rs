@@ -16,6 +16,23 @@ fn reason(r: &CallRecord) -> EndReason {
     EndReason::try_from(r.end_reason).unwrap()
 }
 
+/// 20 packets of μ-law `byte` from `socket` to `to`, one every 20 ms, as one
+/// talkspurt of stream `ssrc` starting at sequence number `first_seq`.
+async fn talk(socket: &UdpSocket, to: std::net::SocketAddr, ssrc: u32, first_seq: u16, byte: u8) {
+    for i in 0..20u16 {
+        let packet = rtp_packet(
+            0,
+            first_seq + i,
+            160 * u32::from(first_seq + i),
+            ssrc,
+            i == 0,
+            &[byte; 160],
+        );
+        socket.send_to(&packet, to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recorded() {
     let operator = SipPeer::bind().await;
@@ -141,18 +158,7 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
     // The operator speaks first: its packets wait in courtline's operator
     // socket until the bridge is up, so all of them reach the caller however
     // late the call task gets to the 200.
-    for i in 0..20u16 {
-        let packet = rtp_packet(
-            0,
-            1000 + i,
-            50_000 + 160 * u32::from(i),
-            0xabcdef,
-            i == 0,
-            &[0x11; 160],
-        );
-        op_rtp.send_to(&packet, courtline_op_rtp).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    talk(&op_rtp, courtline_op_rtp, 0xabcdef, 1000, 0x11).await;
     let mut relayed_to_caller = Vec::new();
     while let Some((p, _)) = recv_rtp(&caller.rtp, Duration::from_millis(500)).await {
         if p.payload == [0x11; 160] {
@@ -173,18 +179,7 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
         "marker bit at the source switch"
     );
     // Now that the bridge is known to be up, the caller answers.
-    for i in 0..20u16 {
-        let packet = rtp_packet(
-            0,
-            7000 + i,
-            9_000 + 160 * u32::from(i),
-            0x123456,
-            i == 0,
-            &[0x22; 160],
-        );
-        caller.rtp.send_to(&packet, courtline_rtp).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    talk(&caller.rtp, courtline_rtp, 0x123456, 7000, 0x22).await;
     let mut relayed_to_operator = 0;
     while let Some((p, _)) = recv_rtp(&op_rtp, Duration::from_millis(500)).await {
         if p.payload == [0x22; 160] {

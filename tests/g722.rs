@@ -200,19 +200,7 @@ async fn g722_caller_and_g711_operator_are_transcoded_both_ways() {
     // The operator first: its packets wait in courtline's socket until the
     // bridge is up, so none is lost to the call task's scheduling; the
     // caller speaks only once the operator has been heard.
-    for i in 0..50u16 {
-        let (from, to) = (usize::from(i) * 160, usize::from(i) * 160 + 160);
-        let packet = rtp_packet(
-            0,
-            100 + i,
-            160 * u32::from(i),
-            0xabcdef,
-            i == 0,
-            &ulaw[from..to],
-        );
-        op_rtp.send_to(&packet, courtline_op_rtp).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_paced(&op_rtp, courtline_op_rtp, 0, 0xabcdef, 100, &ulaw).await;
 
     // The caller: ringback until the source switch (marker), then the operator in G.722.
     let mut to_caller = Vec::new();
@@ -238,19 +226,7 @@ async fn g722_caller_and_g711_operator_are_transcoded_both_ways() {
         "operator heard by the caller at {level:.0}"
     );
 
-    for i in 0..50u16 {
-        let (from, to) = (usize::from(i) * 160, usize::from(i) * 160 + 160);
-        let packet = rtp_packet(
-            9,
-            500 + i,
-            160 * u32::from(i),
-            0x123456,
-            i == 0,
-            &wide[from..to],
-        );
-        caller.rtp.send_to(&packet, courtline_rtp).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_paced(&caller.rtp, courtline_rtp, 9, 0x123456, 500, &wide).await;
     // The operator: the caller's G.722 as μ-law.
     let mut to_operator = Vec::new();
     while let Some((p, _)) = recv_rtp(&op_rtp, Duration::from_millis(500)).await {
@@ -278,4 +254,21 @@ async fn g722_caller_and_g711_operator_are_transcoded_both_ways() {
     );
     assert_eq!(record.codec, "G722");
     sb.stop().await;
+}
+
+/// `payload` from `socket` to `to` in 160-octet packets (20 ms for both G.711
+/// and G.722), one every 20 ms, as one talkspurt of stream `ssrc`.
+async fn send_paced(
+    socket: &UdpSocket,
+    to: std::net::SocketAddr,
+    pt: u8,
+    ssrc: u32,
+    first_seq: u16,
+    payload: &[u8],
+) {
+    for (i, frame) in (0u16..).zip(payload.chunks(160)) {
+        let packet = rtp_packet(pt, first_seq + i, 160 * u32::from(i), ssrc, i == 0, frame);
+        socket.send_to(&packet, to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

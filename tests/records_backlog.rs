@@ -7,7 +7,7 @@ mod records_common;
 
 use std::time::Duration;
 
-use courtline::records::client::{ClientOptions, RecordSender};
+use courtline::records::client::{ClientOptions, RecordDelivery, RecordSender};
 use courtline::records::pb::ListGapsRequest;
 use courtline::records::spool::{read_entries, Spool};
 use records_common::*;
@@ -16,19 +16,20 @@ use tokio::net::TcpListener;
 /// Delivery may hold this many events in memory in this test.
 const IN_MEMORY: usize = 8;
 
+/// A switchboard's records delivery from the spool at `dir` to `endpoint`,
+/// holding at most [`IN_MEMORY`] events in memory.
+fn start_delivery(dir: &std::path::Path, endpoint: String) -> (RecordSender, RecordDelivery) {
+    let (spool, recovered) = Spool::open(dir, Some("sb-backlog")).unwrap();
+    RecordSender::spawn_bounded(spool, recovered, ClientOptions::new(endpoint), IN_MEMORY)
+}
+
 async fn backlog_beyond_memory_is_read_back_from_the_spool(db: Db) {
     // The service's port is taken now; the service starts on it only later,
     // so the switchboard's first attempts wait in the listen backlog.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let spool_dir = db.dir.path().join("spool");
-    let (spool, recovered) = Spool::open(&spool_dir, Some("sb-backlog")).unwrap();
-    let (sender, delivery) = RecordSender::spawn_bounded(
-        spool,
-        recovered,
-        ClientOptions::new(format!("http://{address}")),
-        IN_MEMORY,
-    );
+    let (sender, delivery) = start_delivery(&spool_dir, format!("http://{address}"));
     for n in 1..=60 {
         sender.send(record(n));
     }
@@ -78,31 +79,19 @@ async fn backlog_left_at_shutdown_is_counted_and_recovered(db: Db) {
     let address = listener.local_addr().unwrap();
     drop(listener);
     let spool_dir = db.dir.path().join("spool");
-    let (spool, recovered) = Spool::open(&spool_dir, Some("sb-backlog")).unwrap();
-    let (sender, delivery) = RecordSender::spawn_bounded(
-        spool,
-        recovered,
-        ClientOptions::new(format!("http://{address}")),
-        IN_MEMORY,
-    );
+    let (sender, delivery) = start_delivery(&spool_dir, format!("http://{address}"));
     for n in 1..=30 {
         sender.send(record(n));
     }
     drop(sender);
     let stats = delivery.finish(Duration::from_millis(500)).await;
     assert_eq!((stats.delivered, stats.left_in_spool), (0, 31), "{stats:?}");
-    let (spool, recovered) = Spool::open(&spool_dir, Some("sb-backlog")).unwrap();
-    assert_eq!(recovered.unacked.len(), 31);
+    assert_eq!(read_entries(&spool_dir).unwrap().len(), 31);
 
     // The next start hands only IN_MEMORY of them to delivery at first, and
     // still delivers all of them once the service is there.
     let service = Service::start(&settings(&db)).await;
-    let (sender, delivery) = RecordSender::spawn_bounded(
-        spool,
-        recovered,
-        ClientOptions::new(service.endpoint()),
-        IN_MEMORY,
-    );
+    let (sender, delivery) = start_delivery(&spool_dir, service.endpoint());
     drop(sender);
     let stats = delivery.finish(Duration::from_secs(30)).await;
     // The 31 from before and this start's own start-up event.
