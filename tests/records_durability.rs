@@ -92,7 +92,7 @@ operator = "sip:nobody@127.0.0.1:9"
         name: &str,
         args: &[&str],
         ready: &str,
-    ) -> (Child, PathBuf, serde_json::Value) {
+    ) -> (Process, PathBuf, serde_json::Value) {
         let log = self
             .dir
             .path()
@@ -106,12 +106,13 @@ operator = "sip:nobody@127.0.0.1:9"
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
+            .map(Process)
             .unwrap();
         let line = wait_for_log(&log, ready).await;
         (child, log, line)
     }
 
-    async fn records(&self) -> Child {
+    async fn records(&self) -> Process {
         self.start(
             "records",
             &["records", "serve"],
@@ -122,7 +123,7 @@ operator = "sip:nobody@127.0.0.1:9"
     }
 
     /// Starts the switchboard; returns it, its log and its SIP address.
-    async fn switchboard(&self) -> (Child, PathBuf, std::net::SocketAddr) {
+    async fn switchboard(&self) -> (Process, PathBuf, std::net::SocketAddr) {
         let (child, log, line) = self
             .start("switchboard", &["serve"], "courtline is up")
             .await;
@@ -174,6 +175,32 @@ async fn wait_for_nth_log(log: &Path, needle: &str, nth: usize) -> serde_json::V
             log.display()
         );
         sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A courtline process this test started; killed if the test fails before it
+/// ends it, so a failed run leaves nothing behind.
+struct Process(Child);
+
+impl std::ops::Deref for Process {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
