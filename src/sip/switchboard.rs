@@ -126,12 +126,7 @@ impl Switchboard {
         shutdown: CancellationToken,
     ) -> Result<Switchboard, SwitchboardError> {
         let listen = config.sip.listen;
-        let socket = tokio::net::UdpSocket::bind(listen)
-            .await
-            .map_err(|source| SwitchboardError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let socket = bind_sip_udp(&config).await?;
         // A burst (a trunk failing over, or a flood the shield is about to cut
         // off) must not overflow the kernel's queue and lose real callers'
         // INVITEs: ask for 4 MiB (the kernel caps it at net.core.rmem_max).
@@ -336,6 +331,44 @@ impl Switchboard {
 
 /// Fails early, with a clear message, when a TCP port is taken (rsipstack binds
 /// its listeners later and would only log a warning).
+/// Tries for a port free for UDP and for the stream transports at once.
+const ANY_PORT_ATTEMPTS: usize = 20;
+
+/// Binds the SIP UDP socket. TCP listens on the port UDP gets, and TLS by
+/// default on the next; with `listen` port 0 (any free port), a port whose
+/// stream side is taken (e.g. by some client connection's ephemeral port) is
+/// given back and another one tried.
+async fn bind_sip_udp(config: &Config) -> Result<tokio::net::UdpSocket, SwitchboardError> {
+    let listen = config.sip.listen;
+    let attempts = if listen.port() == 0 {
+        ANY_PORT_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = tokio::net::UdpSocket::bind(listen)
+            .await
+            .map_err(|source| SwitchboardError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let streams_free = || {
+            let addr = socket.local_addr().ok()?;
+            let tcp = !config.sip.tcp || check_tcp_port_free(addr, "TCP").is_ok();
+            let tls = config
+                .tls_listen(addr)
+                .is_none_or(|tls| check_tcp_port_free(tls, "TLS").is_ok());
+            Some(tcp && tls)
+        };
+        // The last attempt is kept either way; binding TCP/TLS then says what is wrong.
+        if attempt >= attempts || streams_free() == Some(true) {
+            return Ok(socket);
+        }
+    }
+}
+
 fn check_tcp_port_free(addr: SocketAddr, what: &str) -> Result<(), SwitchboardError> {
     std::net::TcpListener::bind(addr)
         .map(drop)
