@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use courtline::media::codec::{Codec, Law};
-use courtline::records::pb::{CallRecord, EndReason};
+use courtline::contract::pb::{CallRecord, EndReason};
+use courtline::switchboard::media::codec::{Codec, Law};
 use support::*;
 use tokio::net::UdpSocket;
 

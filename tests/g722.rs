@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use courtline::media::codec::{Codec, Law};
-use courtline::media::g722;
-use courtline::records::pb::EndReason;
+use courtline::contract::pb::EndReason;
+use courtline::switchboard::media::codec::{Codec, Law};
+use courtline::switchboard::media::g722;
 use support::*;
 use tokio::net::UdpSocket;
 

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use courtline::records::pb::EndReason;
+use courtline::contract::pb::EndReason;
 use sha2::{Digest, Sha256};
 use support::{sdp, Options, SipPeer, TestSwitchboard};
 use tokio::net::UdpSocket;

@@ -7,8 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courtline::media::codec::Codec;
-use courtline::records::pb::{CallRecord, EndReason};
+use courtline::contract::pb::{CallRecord, EndReason};
+use courtline::switchboard::media::codec::Codec;
 use support::*;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use courtline::media::codec::Codec;
-use courtline::records::pb::EndReason;
+use courtline::contract::pb::EndReason;
+use courtline::switchboard::media::codec::Codec;
 use sha2::{Digest, Sha256};
 use support::*;
 

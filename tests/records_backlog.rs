@@ -7,9 +7,9 @@ mod records_common;
 
 use std::time::Duration;
 
-use courtline::records::client::{ClientOptions, RecordDelivery, RecordSender};
-use courtline::records::pb::ListGapsRequest;
-use courtline::records::spool::{read_entries, Spool};
+use courtline::contract::pb::ListGapsRequest;
+use courtline::switchboard::delivery::sender::{ClientOptions, RecordDelivery, RecordSender};
+use courtline::switchboard::delivery::spool::{read_entries, Spool};
 use records_common::*;
 use tokio::net::TcpListener;
 
@@ -54,7 +54,7 @@ async fn backlog_beyond_memory_is_read_back_from_the_spool(db: Db) {
     let mut client = service.client(None).await;
     for n in 1..=60 {
         client
-            .get_call(courtline::records::pb::GetCallRequest {
+            .get_call(courtline::contract::pb::GetCallRequest {
                 call_id: call_id(n),
             })
             .await

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use courtline::records::client::RecordsClient;
-use courtline::records::pb::node_event::Kind;
-use courtline::records::pb::{
+use courtline::contract::pb::node_event::Kind;
+use courtline::contract::pb::{
     CallFilter, CallRecord, CallState, GetCallRequest, ListCallsRequest, ListGapsRequest,
     VerifyRequest,
 };
-use courtline::records::spool::{read_entries, Spool};
+use courtline::switchboard::delivery::sender::RecordsClient;
+use courtline::switchboard::delivery::spool::{read_entries, Spool};
 use records_common::*;
 use support::{recv_rtp, write_test_prompt, Caller, Options, TestSwitchboard};
 use tokio::time::{sleep, Instant};
@@ -134,11 +134,11 @@ operator = "sip:nobody@127.0.0.1:9"
     async fn client(&self) -> RecordsClient {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let options = courtline::records::client::ClientOptions::new(format!(
+            let options = courtline::switchboard::delivery::sender::ClientOptions::new(format!(
                 "http://127.0.0.1:{}",
                 self.records_port
             ));
-            match courtline::records::client::connect(&options).await {
+            match courtline::switchboard::delivery::sender::connect(&options).await {
                 Ok(client) => return client,
                 Err(error) => {
                     assert!(

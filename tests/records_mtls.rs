@@ -9,10 +9,12 @@ mod records_common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use courtline::records::client::{connect, ClientOptions, RecordSender, RecordsClient};
-use courtline::records::pb::{ListCallsRequest, LogEventsRequest, Role};
+use courtline::contract::pb::{ListCallsRequest, LogEventsRequest, Role};
 use courtline::records::service::ClientCertificates;
-use courtline::records::spool::Spool;
+use courtline::switchboard::delivery::sender::{
+    connect, ClientOptions, RecordSender, RecordsClient,
+};
+use courtline::switchboard::delivery::spool::Spool;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, SanType,
@@ -76,7 +78,7 @@ async fn client_with(
     service: &Service,
     server_ca: &Path,
     certificate: Option<&(PathBuf, PathBuf)>,
-) -> Result<RecordsClient, courtline::records::client::ClientError> {
+) -> Result<RecordsClient, courtline::switchboard::delivery::sender::ClientError> {
     connect(&ClientOptions {
         endpoint: format!("https://localhost:{}", service.address.port()),
         tls_ca_file: Some(server_ca.to_path_buf()),

@@ -5,8 +5,8 @@
 //! purges, and calls stored before the index existed (the migration's backfill).
 mod records_common;
 
-use courtline::records::pb::node_event::Kind;
-use courtline::records::pb::{
+use courtline::contract::pb::node_event::Kind;
+use courtline::contract::pb::{
     CallFilter, ListCallsRequest, LogEventsRequest, NodeEvent, PurgeRequest, SortOrder,
     VerifyRequest,
 };
@@ -76,7 +76,7 @@ fn named_calls(numbers: std::ops::RangeInclusive<u32>) -> Vec<NodeEvent> {
         .flat_map(|n| {
             [
                 with_name(
-                    milestone(n, courtline::records::pb::Milestone::Received),
+                    milestone(n, courtline::contract::pb::Milestone::Received),
                     name(n),
                 ),
                 with_name(ended(n), name(n)),
@@ -96,7 +96,10 @@ async fn index_now(db: &Db) -> u64 {
 }
 
 /// Every pattern, both sort orders, against a scan of every name.
-async fn check_every_pattern(client: &mut courtline::records::client::RecordsClient, when: &str) {
+async fn check_every_pattern(
+    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    when: &str,
+) {
     for pattern in PATTERNS {
         let expected = scan(pattern, |_| true);
         let newest = search(client, containing(pattern), SortOrder::NewestFirst, 3).await;
@@ -108,7 +111,10 @@ async fn check_every_pattern(client: &mut courtline::records::client::RecordsCli
     }
 }
 
-async fn log(client: &mut courtline::records::client::RecordsClient, events: Vec<NodeEvent>) {
+async fn log(
+    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    events: Vec<NodeEvent>,
+) {
     client
         .log_events(LogEventsRequest { events })
         .await
@@ -117,7 +123,7 @@ async fn log(client: &mut courtline::records::client::RecordsClient, events: Vec
 
 /// Every page of `filter` in `sort`, `page_size` rows at a time.
 async fn search(
-    client: &mut courtline::records::client::RecordsClient,
+    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
     filter: CallFilter,
     sort: SortOrder,
     page_size: u32,

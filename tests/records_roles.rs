@@ -3,7 +3,7 @@
 
 mod records_common;
 
-use courtline::records::pb::{
+use courtline::contract::pb::{
     AddTokenRequest, ListAccessRequest, ListCallsRequest, LogEventsRequest, RevokeTokenRequest,
     Role,
 };

@@ -4,20 +4,20 @@
 
 mod records_common;
 
-use courtline::records::export::verify_export;
-use courtline::records::pb::export_calls_response::Item;
-use courtline::records::pb::node_event::Kind;
-use courtline::records::pb::{
+use courtline::contract::pb::export_calls_response::Item;
+use courtline::contract::pb::node_event::Kind;
+use courtline::contract::pb::{
     CallFilter, CallState, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest,
     FlagCategory, GetCallRequest, ListCallsRequest, ListGapsRequest, LogEventsRequest, Milestone,
     SortOrder, VerifyRequest,
 };
+use courtline::records::export::verify_export;
 use courtline::records::store::{SqlStore, Store};
 use records_common::*;
 
 async fn log(
-    client: &mut courtline::records::client::RecordsClient,
-    events: Vec<courtline::records::pb::NodeEvent>,
+    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    events: Vec<courtline::contract::pb::NodeEvent>,
 ) -> (u32, u32) {
     let response = client
         .log_events(LogEventsRequest { events })
@@ -29,9 +29,9 @@ async fn log(
 
 /// Call `n`'s record as the service returns it.
 async fn stored_call(
-    client: &mut courtline::records::client::RecordsClient,
+    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
     n: u32,
-) -> courtline::records::pb::CallRecord {
+) -> courtline::contract::pb::CallRecord {
     client
         .get_call(GetCallRequest {
             call_id: call_id(n),
@@ -44,7 +44,7 @@ async fn stored_call(
 }
 
 async fn list(
-    client: &mut courtline::records::client::RecordsClient,
+    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
     filter: CallFilter,
 ) -> Vec<u32> {
     let page = client
@@ -406,9 +406,10 @@ async fn flags_exports_and_retention(db: Db) {
     while let Some(message) = stream.message().await.unwrap() {
         match message.item.unwrap() {
             Item::Header(header) => {
-                let algorithm =
-                    courtline::records::chain::HashAlgorithm::from_name(&header.hash_algorithm)
-                        .unwrap();
+                let algorithm = courtline::records::ledger::chain::HashAlgorithm::from_name(
+                    &header.hash_algorithm,
+                )
+                .unwrap();
                 writer = Some(
                     courtline::records::export::ExportWriter::new(
                         ExportFormat::Jsonl,
@@ -431,13 +432,13 @@ async fn flags_exports_and_retention(db: Db) {
 
     // Retention: everything here is from 2023, far past 180 days; the flagged call stays.
     let dry = client
-        .purge(courtline::records::pb::PurgeRequest { dry_run: true })
+        .purge(courtline::contract::pb::PurgeRequest { dry_run: true })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((dry.calls_purged, dry.calls_on_hold, dry.seq), (3, 1, 0));
     let purged = client
-        .purge(courtline::records::pb::PurgeRequest { dry_run: false })
+        .purge(courtline::contract::pb::PurgeRequest { dry_run: false })
         .await
         .unwrap()
         .into_inner();
@@ -457,7 +458,8 @@ async fn flags_exports_and_retention(db: Db) {
     // Reopening continues the same chain, and it still verifies offline.
     let store = SqlStore::open(&db.url).await.unwrap();
     let key =
-        courtline::records::signing::public_key_of_key_file(&settings.signing_key_file).unwrap();
+        courtline::records::ledger::signing::public_key_of_key_file(&settings.signing_key_file)
+            .unwrap();
     let report = courtline::records::verify::verify(&store, &[key])
         .await
         .unwrap();

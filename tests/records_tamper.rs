@@ -6,7 +6,7 @@ mod records_common;
 
 use std::process::Command;
 
-use courtline::records::pb::{ListCallsRequest, LogEventsRequest};
+use courtline::contract::pb::{ListCallsRequest, LogEventsRequest};
 use records_common::*;
 use sqlx::sqlite::SqlitePool;
 
@@ -26,8 +26,9 @@ async fn seq_of(pool: &SqlitePool, sql: &str, call: u32) -> i64 {
 
 /// The service's public key, hex, as an auditor would have written it down.
 fn public_key(db: &Db) -> String {
-    let key =
-        courtline::records::signing::public_key_of_key_file(&db.dir.path().join("signing.key"));
+    let key = courtline::records::ledger::signing::public_key_of_key_file(
+        &db.dir.path().join("signing.key"),
+    );
     hex::encode(key.unwrap())
 }
 

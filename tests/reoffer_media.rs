@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use courtline::media::codec::Law;
+use courtline::switchboard::media::codec::Law;
 use support::{recv_rtp, rtp_packet, sdp, BridgedCall, Caller, Options, Rtp, TestSwitchboard};
 use tokio::net::UdpSocket;
 

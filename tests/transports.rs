@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use courtline::media::codec::Codec;
+use courtline::switchboard::media::codec::Codec;
 use support::*;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 

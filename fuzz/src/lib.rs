@@ -3,12 +3,12 @@
 //! functions over the seed corpus in a normal `cargo test`, so CI needs no
 //! nightly toolchain. Each function panics only on a courtline bug.
 
-use courtline::media::codec::{Codec, Transcoder};
-use courtline::media::dtmf::{DtmfDetector, TelephoneEvent};
-use courtline::media::stream::{OutboundStream, MAX_PACKET};
-use courtline::sdp::RemoteMedia;
-use courtline::sip::guard::{inspect, Verdict};
-use courtline::sip::leg::{caller_identity, dialled_number, has_to_tag};
+use courtline::switchboard::media::codec::{Codec, Transcoder};
+use courtline::switchboard::media::dtmf::{DtmfDetector, TelephoneEvent};
+use courtline::switchboard::media::stream::{OutboundStream, MAX_PACKET};
+use courtline::switchboard::sdp::RemoteMedia;
+use courtline::switchboard::sip::guard::{inspect, Verdict};
+use courtline::switchboard::sip::leg::{caller_identity, dialled_number, has_to_tag};
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::SipMessage;
 use rtp_rs::RtpReader;
@@ -69,7 +69,7 @@ pub fn sdp(data: &[u8]) {
     let Ok(remote) = RemoteMedia::parse(data) else {
         return;
     };
-    if let Ok(negotiated) = remote.negotiate(courtline::sdp::codecs_for(true)) {
+    if let Ok(negotiated) = remote.negotiate(courtline::switchboard::sdp::codecs_for(true)) {
         assert!(
             remote
                 .formats

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::media::codec::Codec;
+use crate::switchboard::media::codec::Codec;
 
 /// Validates the configuration and loads every prompt; prints a summary or every problem.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {

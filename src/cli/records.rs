@@ -9,14 +9,14 @@ use clap::{Args, Subcommand};
 
 use super::calls::ServiceArgs;
 use crate::config::Config;
-use crate::records::auth::{parse_role, role_name};
-use crate::records::export::verify_export;
-use crate::records::pb::{
+use crate::contract::pb::{
     AddTokenRequest, ListAccessRequest, ListGapsRequest, ListTokensRequest, PurgeRequest,
     RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
 };
+use crate::records::auth::{parse_role, role_name};
+use crate::records::export::verify_export;
+use crate::records::ledger::signing::{parse_public_key, public_key_of_key_file};
 use crate::records::query::parse_time;
-use crate::records::signing::{parse_public_key, public_key_of_key_file};
 use crate::records::store::SqlStore;
 
 /// `courtline records ...`

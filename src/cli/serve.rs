@@ -18,11 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::media::prompt::{Playlist, Prompt, PromptError};
-use crate::records::client::{read_token_file, ClientOptions, RecordDelivery, RecordSender};
 use crate::records::service::{OpenedService, ServiceError};
-use crate::records::spool::Spool;
-use crate::sip::Switchboard;
+use crate::switchboard::delivery::sender::{
+    read_token_file, ClientOptions, RecordDelivery, RecordSender,
+};
+use crate::switchboard::delivery::spool::Spool;
+use crate::switchboard::media::prompt::{Playlist, Prompt, PromptError};
+use crate::switchboard::Switchboard;
 
 /// How long shutdown waits for calls to end and records to be delivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -42,8 +42,8 @@ use x509_cert::der::Decode;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 
-use super::pb::Role;
 use super::store::Store;
+use crate::contract::pb::Role;
 
 /// Name that requests accepted under the loopback rule are logged under.
 pub const LOOPBACK_ACTOR: &str = "loopback";

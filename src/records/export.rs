@@ -17,10 +17,10 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::chain::{HashAlgorithm, GENESIS_PREV};
-use super::pb::{CallRecord, ExportFormat, ExportManifest};
+use super::ledger::chain::{HashAlgorithm, GENESIS_PREV};
+use super::ledger::signing::manifest_signature_valid;
 use super::query::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
-use super::signing::manifest_signature_valid;
+use crate::contract::pb::{CallRecord, ExportFormat, ExportManifest};
 
 /// First field of the CSV record that carries the manifest.
 pub const CSV_MANIFEST_MARKER: &str = "#courtline-export-manifest";
@@ -448,7 +448,7 @@ pub fn verify_export(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::signing::RecordsKey;
+    use crate::records::ledger::signing::RecordsKey;
 
     fn record(n: u32) -> CallRecord {
         CallRecord {
@@ -517,7 +517,7 @@ mod tests {
     #[test]
     fn rows_with_prompts_verify_and_a_changed_prompt_is_caught() {
         let mut records: Vec<CallRecord> = (1..=2).map(record).collect();
-        records[0].prompts = vec![crate::records::pb::PlayedPrompt {
+        records[0].prompts = vec![crate::contract::pb::PlayedPrompt {
             id: "three_rules_zh".into(),
             version: "v1".into(),
             sha256: "e5".repeat(32),
@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn rows_with_media_figures_verify_and_a_changed_figure_is_caught() {
         let mut records: Vec<CallRecord> = (1..=2).map(record).collect();
-        records[1].caller_media = Some(crate::records::pb::LegMedia {
+        records[1].caller_media = Some(crate::contract::pb::LegMedia {
             packets_sent: 900,
             packets_received: 880,
             packets_lost: 20,

@@ -10,7 +10,7 @@ use std::io::Write;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::pb::{CallRecord, CallState, EndReason, LegMedia, PlayedPrompt};
+use crate::contract::pb::{CallRecord, CallState, EndReason, LegMedia, PlayedPrompt};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

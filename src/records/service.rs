@@ -20,11 +20,13 @@ use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
 use super::auth::{Authenticator, Caller, CertificateRoles};
-use super::chain::{HashAlgorithm, StoredEvent};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
+use super::ledger::chain::{HashAlgorithm, StoredEvent};
+use super::ledger::signing::{KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
-use super::pb::records_service_server::{RecordsService, RecordsServiceServer};
-use super::pb::{
+use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
+use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
+use crate::contract::pb::{
     event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
     CallFilter, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader,
     ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest,
@@ -33,8 +35,6 @@ use super::pb::{
     LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest, RevokeTokenResponse, Role,
     SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
 };
-use super::signing::{KeyError, RecordsKey};
-use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
 
 /// Rows per store query while exporting.
 const EXPORT_PAGE: u32 = 1000;
@@ -210,7 +210,7 @@ impl OpenedService {
         let store = self.ledger.store().clone();
         info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), "records service listening");
         let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::contract::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
@@ -345,7 +345,7 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         ("connected", filter.connected()),
         ("flagged", filter.flagged()),
     ] {
-        if choice != super::pb::Choice::Any {
+        if choice != crate::contract::pb::Choice::Any {
             put(key, choice.as_str_name().into());
         }
     }
@@ -364,14 +364,14 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
 }
 
 fn validate_filter(filter: &CallFilter) -> Result<(), Status> {
-    if super::pb::EndReason::try_from(filter.end_reason).is_err() {
+    if crate::contract::pb::EndReason::try_from(filter.end_reason).is_err() {
         return Err(Status::invalid_argument(format!(
             "unknown end_reason {}",
             filter.end_reason
         )));
     }
     for state in &filter.states {
-        if super::pb::CallState::try_from(*state).is_err() {
+        if crate::contract::pb::CallState::try_from(*state).is_err() {
             return Err(Status::invalid_argument(format!("unknown state {state}")));
         }
     }
@@ -979,8 +979,8 @@ mod tests {
         let filter = CallFilter {
             line_number: "12368".into(),
             caller_prefix: "138".into(),
-            flagged: super::super::pb::Choice::Yes as i32,
-            end_reason: super::super::pb::EndReason::NoAnswer as i32,
+            flagged: crate::contract::pb::Choice::Yes as i32,
+            end_reason: crate::contract::pb::EndReason::NoAnswer as i32,
             ..CallFilter::default()
         };
         assert_eq!(

@@ -23,13 +23,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
 
-use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::ledger::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::ledger::signing::checkpoint_signature_valid;
 use super::ledger::{apply_effect, call_effect};
-use super::pb::event_body::Kind;
-use super::pb::{CallRecord, EventBody, Finding, VerifyResponse};
 use super::query::record_fields;
-use super::signing::checkpoint_signature_valid;
 use super::store::{Store, StoreError};
+use crate::contract::pb::event_body::Kind;
+use crate::contract::pb::{CallRecord, EventBody, Finding, VerifyResponse};
 
 /// Events or rows read per query.
 const PAGE: u32 = 5000;
@@ -291,7 +291,7 @@ async fn chain_algorithm(
 fn check_signature(
     report: &mut Report,
     seq: i64,
-    checkpoint: &super::pb::Checkpoint,
+    checkpoint: &crate::contract::pb::Checkpoint,
     trusted: &[[u8; 32]],
 ) {
     let valid = checkpoint_signature_valid(

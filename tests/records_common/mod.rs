@@ -5,17 +5,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use courtline::records::chain::HashAlgorithm;
-use courtline::records::client::{connect, ClientOptions, RecordsClient};
-use courtline::records::ledger::CheckpointPolicy;
-use courtline::records::pb::node_event::Kind;
-use courtline::records::pb::{
+use courtline::contract::pb::node_event::Kind;
+use courtline::contract::pb::{
     AccessEntry, CallMilestone, CallRecord, EndReason, ExportCallsRequest, FlagCallRequest,
     FlagCategory, GetCallRequest, LegMedia, ListAccessRequest, ListCallsRequest, ListGapsRequest,
     ListTokensRequest, LogEventsRequest, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
     PurgeRequest, Role, VerifyRequest,
 };
+use courtline::records::ledger::chain::HashAlgorithm;
+use courtline::records::ledger::CheckpointPolicy;
 use courtline::records::service::{OpenedService, ServiceSettings};
+use courtline::switchboard::delivery::sender::{connect, ClientOptions, RecordsClient};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

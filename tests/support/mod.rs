@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use courtline::cli::serve::{load_prompts, playlists, start, Running};
 use courtline::config::Config;
-use courtline::media::prompt::Playlist;
-use courtline::records::pb::records_service_client::RecordsServiceClient;
-use courtline::records::pb::{CallRecord, ListCallsRequest};
+use courtline::contract::pb::records_service_client::RecordsServiceClient;
+use courtline::contract::pb::{CallRecord, ListCallsRequest};
+use courtline::switchboard::media::prompt::Playlist;
 use tokio::net::UdpSocket;
 use tokio::time::{timeout, Instant};
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::media::wait_readable;
-use crate::media::batch::{set_buffer_sizes, RecvBatch, SendBatch};
+use courtline::switchboard::media::batch::{set_buffer_sizes, RecvBatch, SendBatch};
 
 /// Size of an RTP packet carrying 20 ms of G.711.
 pub const PACKET_LEN: usize = 172;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::flow::*;
-use crate::records::pb::{CallRecord, EndReason};
+use crate::contract::pb::{CallRecord, EndReason};
 
 const T0_MS: i64 = 1_700_000_000_000;
 

@@ -455,7 +455,7 @@ mod tests {
     /// Amplitude of `frequency` in `samples`, for tone checks.
     fn amplitude(samples: &[i16], frequency: f64, rate: f64) -> f64 {
         let samples: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
-        crate::media::tone::tone_amplitude(&samples, frequency, rate)
+        crate::switchboard::media::tone::tone_amplitude(&samples, frequency, rate)
     }
 
     fn sine(frequency: f64, rate: f64, len: usize, level: f64) -> Vec<i16> {

@@ -23,16 +23,16 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, error, info, warn};
 
-use super::auth::REASON_METADATA;
-use super::pb::node_event::Kind as NodeKind;
-use super::pb::records_service_client::RecordsServiceClient;
-use super::pb::{
+use super::spool::{Recovered, Spool, SpoolError};
+use crate::contract::pb::node_event::Kind as NodeKind;
+use crate::contract::pb::records_service_client::RecordsServiceClient;
+use crate::contract::pb::{
     CallMilestone, CallRecord, EndReason, LogEventsRequest, Milestone as WireMilestone, NodeEvent,
     NodeStarted,
 };
-use super::query::record_json;
-use super::spool::{Recovered, Spool, SpoolError};
-use crate::call::flow::Milestone;
+use crate::records::auth::REASON_METADATA;
+use crate::records::query::record_json;
+use crate::switchboard::call::flow::Milestone;
 
 /// First retry delay after a failed delivery.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -46,7 +46,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events per LogEvents request: as many as the service takes, since each request is
 /// one transaction and one fsync there, and a backlog drains in the fewest of them.
-const DELIVERY_BATCH: usize = super::ledger::MAX_BATCH;
+const DELIVERY_BATCH: usize = crate::records::ledger::MAX_BATCH;
 /// Events the spool task writes with one fsync at most.
 const SPOOL_BATCH: usize = 512;
 /// How often a failing spool is retried, and an idle one checked.

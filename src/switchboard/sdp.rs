@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::media::codec::Codec;
+use crate::switchboard::media::codec::Codec;
 
 /// Why an SDP body could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

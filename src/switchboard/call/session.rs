@@ -1,6 +1,6 @@
 //! The task that runs one call: it feeds SIP dialog events, media events and
 //! timers into the [`CallFlow`] and carries out what the flow decides, on
-//! rsipstack dialogs and the call's [`media::session`](crate::media::session).
+//! rsipstack dialogs and the call's [`media::session`](crate::switchboard::media::session).
 //! All decisions live in the flow; this file only translates.
 
 use std::net::IpAddr;
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::media::ports::RtpSocket;
+use crate::switchboard::media::ports::RtpSocket;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
@@ -23,20 +23,20 @@ use tracing::{debug, info, warn};
 use super::dialog_states::CallDialogStates;
 use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Party, Phase};
 use super::reoffer;
-use crate::media::codec::Codec;
-use crate::media::dtmf::TelephoneEvent;
-use crate::media::prompt::Playlist;
-use crate::media::session::{
+use crate::contract::pb::{CallRecord, EndReason, LegMedia};
+use crate::switchboard::endpoint::{Shared, ALLOW};
+use crate::switchboard::media::codec::Codec;
+use crate::switchboard::media::dtmf::TelephoneEvent;
+use crate::switchboard::media::prompt::Playlist;
+use crate::switchboard::media::session::{
     self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
     OperatorLeg, Side,
 };
-use crate::records::pb::{CallRecord, EndReason, LegMedia};
-use crate::sdp::{
+use crate::switchboard::sdp::{
     codecs_for, Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT,
 };
-use crate::sip::leg::{header, local_ip_toward, sdp_content_type};
-use crate::sip::session_timer::{SessionTimer, TimerDue};
-use crate::sip::switchboard::{Shared, ALLOW};
+use crate::switchboard::sip::leg::{header, local_ip_toward, sdp_content_type};
+use crate::switchboard::sip::session_timer::{SessionTimer, TimerDue};
 
 /// One unit of `max_calls`, given back when the call task ends (even by panic).
 #[derive(Debug)]

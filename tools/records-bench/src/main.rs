@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use courtline::records::chain::HashAlgorithm;
-use courtline::records::client::{connect, ClientOptions};
-use courtline::records::ledger::{CheckpointPolicy, Ledger, MAX_BATCH};
-use courtline::records::pb::node_event::Kind;
-use courtline::records::pb::{
+use courtline::contract::pb::node_event::Kind;
+use courtline::contract::pb::{
     CallFilter, CallMilestone, CallRecord, Choice, EndReason, ExportCallsRequest, ListCallsRequest,
     Milestone, NodeEvent,
 };
+use courtline::records::ledger::chain::HashAlgorithm;
+use courtline::records::ledger::signing::RecordsKey;
+use courtline::records::ledger::{CheckpointPolicy, Ledger, MAX_BATCH};
 use courtline::records::service::{OpenedService, ServiceSettings};
-use courtline::records::signing::RecordsKey;
 use courtline::records::store::{Backend, CallQuery, SqlStore, Store};
+use courtline::switchboard::delivery::sender::{connect, ClientOptions};
 use sqlx::{Executor, Row};
 
 /// Benchmark options.
@@ -526,7 +526,7 @@ async fn main() -> anyhow::Result<()> {
             .into_inner();
         let mut rows = 0_u64;
         while let Some(message) = stream.message().await? {
-            if let Some(courtline::records::pb::export_calls_response::Item::Record(_)) =
+            if let Some(courtline::contract::pb::export_calls_response::Item::Record(_)) =
                 message.item
             {
                 rows += 1;

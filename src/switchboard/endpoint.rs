@@ -18,27 +18,27 @@ use rsipstack::EndpointBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::guard::{GuardedUdpSocket, SharedShield};
-use super::inbound_auth::{InboundAuth, Verdict};
-use super::leg::{
+use super::sip::guard::{GuardedUdpSocket, SharedShield};
+use super::sip::inbound_auth::{InboundAuth, Verdict};
+use super::sip::leg::{
     caller_identity, content_refusal, dialled_number, has_to_tag, header, local_ip_toward,
 };
-use super::qualify::{self, OperatorHealth};
-use super::registration;
-use super::session_timer::{self, Negotiation};
-use super::shield::Shield;
-use super::stream_guard::StreamGuard;
-use crate::call::dialog_states::DialogStateRouter;
-use crate::call::session::{CallSetup, CallSlot};
-use crate::call::{CallFacts, CallFlow};
+use super::sip::qualify::{self, OperatorHealth};
+use super::sip::registration;
+use super::sip::session_timer::{self, Negotiation};
+use super::sip::shield::Shield;
+use super::sip::stream_guard::StreamGuard;
 use crate::config::{AnswerMode, Config};
-use crate::media::codec::Codec;
-use crate::media::ports::RtpPorts;
-use crate::media::prompt::Playlist;
-use crate::media::tone::ToneFrames;
-use crate::records::client::RecordSender;
-use crate::records::pb::PlayedPrompt;
-use crate::sdp::{codecs_for, RemoteMedia, SdpError};
+use crate::contract::pb::PlayedPrompt;
+use crate::switchboard::call::dialog_states::DialogStateRouter;
+use crate::switchboard::call::session::{CallSetup, CallSlot};
+use crate::switchboard::call::{CallFacts, CallFlow};
+use crate::switchboard::delivery::sender::RecordSender;
+use crate::switchboard::media::codec::Codec;
+use crate::switchboard::media::ports::RtpPorts;
+use crate::switchboard::media::prompt::Playlist;
+use crate::switchboard::media::tone::ToneFrames;
+use crate::switchboard::sdp::{codecs_for, RemoteMedia, SdpError};
 
 /// Methods courtline handles, for `Allow` headers.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
@@ -666,7 +666,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         slot,
         received: Instant::now(),
     };
-    crate::call::session::start(setup, tx);
+    crate::switchboard::call::session::start(setup, tx);
     Ok(())
 }
 

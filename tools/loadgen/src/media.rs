@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::stats::{Histogram, Summary};
-use crate::media::batch::{RecvBatch, SendBatch};
-use crate::media::codec::Codec;
-use crate::media::prompt::Playlist;
+use courtline::switchboard::media::batch::{RecvBatch, SendBatch};
+use courtline::switchboard::media::codec::Codec;
+use courtline::switchboard::media::prompt::Playlist;
 
 /// Packet interval of G.711 at 20 ms.
 const FRAME_NS: i128 = 20_000_000;
@@ -177,8 +177,8 @@ pub fn spawn(
     calls: usize,
 ) -> std::io::Result<(mpsc::Sender<MediaOrder>, std::thread::JoinHandle<()>)> {
     for s in [&caller_socket, &operator_socket] {
-        crate::media::batch::enable_receive_timestamps(s.as_raw_fd())?;
-        crate::media::batch::set_buffer_sizes(s.as_raw_fd(), 16 << 20)?;
+        courtline::switchboard::media::batch::enable_receive_timestamps(s.as_raw_fd())?;
+        courtline::switchboard::media::batch::set_buffer_sizes(s.as_raw_fd(), 16 << 20)?;
         s.set_nonblocking(true)?;
     }
     let (tx, rx) = mpsc::channel();

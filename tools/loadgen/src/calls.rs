@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::media::{realtime_ns, wait_readable, MediaOrder};
 use super::sip::{response, sdp, Message, Request};
 use super::stats::{Histogram, Summary};
-use crate::media::batch::{RecvBatch, SendBatch};
+use courtline::switchboard::media::batch::{RecvBatch, SendBatch};
 
 /// RFC 3261 T1: first retransmission interval.
 const T1: Duration = Duration::from_millis(500);
@@ -224,7 +224,7 @@ impl CallDriver {
         gauges: Arc<Gauges>,
     ) -> std::io::Result<CallDriver> {
         for s in [&caller_sip, &operator_sip] {
-            crate::media::batch::set_buffer_sizes(s.as_raw_fd(), 16 << 20)?;
+            courtline::switchboard::media::batch::set_buffer_sizes(s.as_raw_fd(), 16 << 20)?;
             s.set_nonblocking(true)?;
         }
         Ok(CallDriver {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::media::codec::Codec;
-use crate::media::prompt::{Playlist, Prompt};
 use calls::{CallDriver, CallsReport, Gauges, Hangup, Plan};
+use courtline::switchboard::media::codec::Codec;
+use courtline::switchboard::media::prompt::{Playlist, Prompt};
 use media::MediaReport;
 use raw::RawLimit;
 use target::{ProcSample, Target, TargetConfig};

@@ -1,9 +1,9 @@
-//! `courtline-loadgen`: see `courtline::loadgen` and `BENCHMARKS.md`.
+//! `courtline-loadgen`: see the `courtline_loadgen` library and `BENCHMARKS.md`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use courtline::loadgen::{run, Options};
+use courtline_loadgen::{run, Options};
 
 fn main() -> ExitCode {
     let options = Options::parse();

@@ -24,7 +24,7 @@ use fs4::fs_std::FileExt;
 use prost::Message;
 use tracing::{info, warn};
 
-use super::pb::NodeEvent;
+use crate::contract::pb::NodeEvent;
 
 /// First bytes of every segment: format and version.
 const MAGIC: &[u8; 8] = b"CLSPOOL1";
@@ -590,8 +590,8 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::pb::node_event::Kind;
-    use crate::records::pb::NodeStarted;
+    use crate::contract::pb::node_event::Kind;
+    use crate::contract::pb::NodeStarted;
 
     fn events(n: usize) -> Vec<NodeEvent> {
         (0..n)

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::records::pb::{CallRecord, EndReason, PlayedPrompt};
+use crate::contract::pb::{CallRecord, EndReason, PlayedPrompt};
 
 /// Facts about a call known when its INVITE is accepted; they never change.
 #[derive(Debug, Clone, Default)]

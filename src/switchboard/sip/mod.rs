@@ -5,8 +5,6 @@
 //! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
 //! - `stream_guard`: the shield on TCP and TLS (at accept and per message).
-//! - `switchboard`: the endpoint, admission of new calls (404/488/503), OPTIONS,
-//!   and routing of in-dialog requests.
 //! - `leg`: small conversions between rsipstack types and courtline's.
 //! - `qualify`: OPTIONS keep-alive toward operators; down ones leave hunt lists.
 //! - `registration`: courtline registered as an account on the court's PBX.
@@ -20,9 +18,6 @@ pub mod registration;
 pub mod session_timer;
 pub mod shield;
 pub mod stream_guard;
-pub mod switchboard;
-
-pub use switchboard::{Switchboard, SwitchboardError};
 
 /// Checks an operator URI from the config; the error says what is wrong.
 pub fn check_operator_uri(uri: &str) -> Result<(), String> {

@@ -614,7 +614,7 @@ fn resample(input: &[f32], rate: u32, output_rate: u32, cutoff_hz: f64) -> Vec<i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::tone::tone_amplitude;
+    use crate::switchboard::media::tone::tone_amplitude;
     use std::f64::consts::TAU;
 
     #[derive(Clone, Copy, Debug)]

@@ -15,10 +15,10 @@ use rsipstack::sip::{Method, Request, StatusCode, StatusCodeKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::media::codec::Codec;
-use crate::media::session::{MediaCommand, Repoint, Side};
-use crate::sdp::{Direction, LocalMedia, RemoteMedia};
-use crate::sip::leg::sdp_content_type;
+use crate::switchboard::media::codec::Codec;
+use crate::switchboard::media::session::{MediaCommand, Repoint, Side};
+use crate::switchboard::sdp::{Direction, LocalMedia, RemoteMedia};
+use crate::switchboard::sip::leg::sdp_content_type;
 
 /// What a re-offer asks of the leg it came on; `None` when it carries no SDP
 /// (then nothing changes).

@@ -7,6 +7,9 @@
 //! events together with their effect on the per-call rows ([`call_effect`], the
 //! same function `verify` replays) in one store transaction.
 
+pub mod chain;
+pub mod signing;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +17,15 @@ use prost::Message;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
-use super::pb::event_body::Kind;
-use super::pb::node_event::Kind as NodeKind;
-use super::pb::{
+use self::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
+use self::signing::RecordsKey;
+use super::store::{CallRow, Change, Store, StoreError, TokenRow};
+use crate::contract::pb::event_body::Kind;
+use crate::contract::pb::node_event::Kind as NodeKind;
+use crate::contract::pb::{
     AccessEntry, CallFlagged, CallInterrupted, CallRecord, CallState, ChainStarted, Checkpoint,
     EventBody, Flag, NodeEvent, PurgeResponse, Purged, Role, TokenChanged,
 };
-use super::signing::RecordsKey;
-use super::store::{CallRow, Change, Store, StoreError, TokenRow};
 
 /// Longest retention a purge ever uses as a floor: PRC Cybersecurity Law Art. 21 (six months).
 pub const MIN_RETENTION_DAYS: u32 = 180;
@@ -816,7 +819,7 @@ pub fn validate_call_id(call_id: &str) -> Result<(), LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::pb::{CallMilestone, Milestone, NodeStarted};
+    use crate::contract::pb::{CallMilestone, Milestone, NodeStarted};
 
     fn milestone(seq: u64, call_id: &str) -> NodeEvent {
         NodeEvent {

@@ -1,0 +1,11 @@
+//! The switchboard: SIP endpoint, call flow, media, and the spool that hands
+//! call events on to the records service.
+
+pub mod call;
+pub mod delivery;
+pub mod endpoint;
+pub mod media;
+pub mod sdp;
+pub mod sip;
+
+pub use endpoint::{Switchboard, SwitchboardError};
