@@ -7,8 +7,9 @@ mod records_common;
 
 use std::time::Duration;
 
+use courtline::contract::connect::ClientOptions;
 use courtline::contract::pb::ListGapsRequest;
-use courtline::switchboard::delivery::sender::{ClientOptions, RecordDelivery, RecordSender};
+use courtline::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use courtline::switchboard::delivery::spool::{read_entries, Spool};
 use records_common::*;
 use tokio::net::TcpListener;

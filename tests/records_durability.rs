@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use courtline::contract::connect::RecordsClient;
 use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
     CallFilter, CallRecord, CallState, GetCallRequest, ListCallsRequest, ListGapsRequest,
     VerifyRequest,
 };
-use courtline::switchboard::delivery::sender::RecordsClient;
 use courtline::switchboard::delivery::spool::{read_entries, Spool};
 use records_common::*;
 use support::{recv_rtp, write_test_prompt, Caller, Options, TestSwitchboard};
@@ -134,11 +134,11 @@ operator = "sip:nobody@127.0.0.1:9"
     async fn client(&self) -> RecordsClient {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let options = courtline::switchboard::delivery::sender::ClientOptions::new(format!(
+            let options = courtline::contract::connect::ClientOptions::new(format!(
                 "http://127.0.0.1:{}",
                 self.records_port
             ));
-            match courtline::switchboard::delivery::sender::connect(&options).await {
+            match courtline::contract::connect::connect(&options).await {
                 Ok(client) => return client,
                 Err(error) => {
                     assert!(

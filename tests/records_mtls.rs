@@ -9,11 +9,10 @@ mod records_common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
 use courtline::contract::pb::{ListCallsRequest, LogEventsRequest, Role};
 use courtline::records::service::ClientCertificates;
-use courtline::switchboard::delivery::sender::{
-    connect, ClientOptions, RecordSender, RecordsClient,
-};
+use courtline::switchboard::delivery::sender::RecordSender;
 use courtline::switchboard::delivery::spool::Spool;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -78,7 +77,7 @@ async fn client_with(
     service: &Service,
     server_ca: &Path,
     certificate: Option<&(PathBuf, PathBuf)>,
-) -> Result<RecordsClient, courtline::switchboard::delivery::sender::ClientError> {
+) -> Result<RecordsClient, courtline::contract::connect::ClientError> {
     connect(&ClientOptions {
         endpoint: format!("https://localhost:{}", service.address.port()),
         tls_ca_file: Some(server_ca.to_path_buf()),

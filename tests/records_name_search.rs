@@ -96,10 +96,7 @@ async fn index_now(db: &Db) -> u64 {
 }
 
 /// Every pattern, both sort orders, against a scan of every name.
-async fn check_every_pattern(
-    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
-    when: &str,
-) {
+async fn check_every_pattern(client: &mut courtline::contract::connect::RecordsClient, when: &str) {
     for pattern in PATTERNS {
         let expected = scan(pattern, |_| true);
         let newest = search(client, containing(pattern), SortOrder::NewestFirst, 3).await;
@@ -111,10 +108,7 @@ async fn check_every_pattern(
     }
 }
 
-async fn log(
-    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
-    events: Vec<NodeEvent>,
-) {
+async fn log(client: &mut courtline::contract::connect::RecordsClient, events: Vec<NodeEvent>) {
     client
         .log_events(LogEventsRequest { events })
         .await
@@ -123,7 +117,7 @@ async fn log(
 
 /// Every page of `filter` in `sort`, `page_size` rows at a time.
 async fn search(
-    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    client: &mut courtline::contract::connect::RecordsClient,
     filter: CallFilter,
     sort: SortOrder,
     page_size: u32,

@@ -16,7 +16,7 @@ use courtline::records::store::{SqlStore, Store};
 use records_common::*;
 
 async fn log(
-    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    client: &mut courtline::contract::connect::RecordsClient,
     events: Vec<courtline::contract::pb::NodeEvent>,
 ) -> (u32, u32) {
     let response = client
@@ -29,7 +29,7 @@ async fn log(
 
 /// Call `n`'s record as the service returns it.
 async fn stored_call(
-    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    client: &mut courtline::contract::connect::RecordsClient,
     n: u32,
 ) -> courtline::contract::pb::CallRecord {
     client
@@ -44,7 +44,7 @@ async fn stored_call(
 }
 
 async fn list(
-    client: &mut courtline::switchboard::delivery::sender::RecordsClient,
+    client: &mut courtline::contract::connect::RecordsClient,
     filter: CallFilter,
 ) -> Vec<u32> {
     let page = client

@@ -4,8 +4,8 @@
 
 mod records_common;
 
+use courtline::contract::connect::{connect, ClientOptions};
 use courtline::contract::pb::{ListCallsRequest, LogEventsRequest};
-use courtline::switchboard::delivery::sender::{connect, ClientOptions};
 use records_common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

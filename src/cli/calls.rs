@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::contract::connect::{connect, read_token_file, ClientOptions, RecordsClient};
 use crate::contract::pb::export_calls_response::Item;
 use crate::contract::pb::{
     CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
@@ -18,9 +19,6 @@ use crate::records::ledger::chain::HashAlgorithm;
 use crate::records::query::{
     media_lines, parse_end_reason, parse_state, parse_time, prompt_lines, state_label, write_calls,
     OutputFormat,
-};
-use crate::switchboard::delivery::sender::{
-    connect, read_token_file, ClientOptions, RecordsClient,
 };
 
 /// `courtline calls ...`

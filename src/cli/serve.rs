@@ -18,10 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::service::{OpenedService, ServiceError};
-use crate::switchboard::delivery::sender::{
-    read_token_file, ClientOptions, RecordDelivery, RecordSender,
-};
+use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::media::prompt::{Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;

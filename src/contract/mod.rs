@@ -1,4 +1,6 @@
-//! The records contract: the gRPC types both processes speak.
+//! The records contract, the bottom floor: the gRPC types both processes speak,
+//! the names of their enums, and the client connection. Runs in both processes;
+//! imports nothing of courtline.
 
 /// Code generated from `proto/courtline/records/v1/records.proto`: the wire contract.
 #[allow(missing_docs)]
@@ -9,3 +11,12 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("records_descriptor");
 }
+
+pub mod connect;
+pub mod names;
+
+/// Metadata key of the optional stated reason (UTF-8, so a binary `-bin` key).
+pub const REASON_METADATA: &str = "x-courtline-reason-bin";
+
+/// Events per LogEvents request the service takes, so one request cannot hold the chain for long.
+pub const MAX_BATCH: usize = 1000;

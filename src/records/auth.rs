@@ -44,11 +44,10 @@ use x509_cert::ext::pkix::SubjectAltName;
 
 use super::store::Store;
 use crate::contract::pb::Role;
+use crate::contract::REASON_METADATA;
 
 /// Name that requests accepted under the loopback rule are logged under.
 pub const LOOPBACK_ACTOR: &str = "loopback";
-/// Metadata key of the optional stated reason (UTF-8, so a binary `-bin` key).
-pub const REASON_METADATA: &str = "x-courtline-reason-bin";
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
 const SECRET_PREFIX: &str = "clt_";
 /// Prefix of the name a client certificate is logged under, so the access log tells

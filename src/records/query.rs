@@ -10,6 +10,7 @@ use std::io::Write;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::contract::names::end_reason_name;
 use crate::contract::pb::{CallRecord, CallState, EndReason, LegMedia, PlayedPrompt};
 
 /// How `courtline calls list` prints records.
@@ -22,26 +23,6 @@ pub enum OutputFormat {
     Json,
     /// Header row plus every field, for spreadsheets.
     Csv,
-}
-
-/// The stable, human-friendly name of an end reason (`caller_hung_up_during_prompt`),
-/// used in every output format and accepted back by [`parse_end_reason`].
-pub fn end_reason_name(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::Unspecified => "unspecified",
-        EndReason::CallerHungUpDuringPrompt => "caller_hung_up_during_prompt",
-        EndReason::CallerHungUp => "caller_hung_up",
-        EndReason::OperatorHungUp => "operator_hung_up",
-        EndReason::OperatorBusy => "operator_busy",
-        EndReason::NoAnswer => "no_answer",
-        EndReason::OperatorUnreachable => "operator_unreachable",
-        EndReason::CancelledBeforeAnswer => "cancelled_before_answer",
-        EndReason::Rejected => "rejected",
-        EndReason::MediaTimeout => "media_timeout",
-        EndReason::Error => "error",
-        EndReason::NoAck => "no_ack",
-        EndReason::SessionExpired => "session_expired",
-    }
 }
 
 /// Parses an end reason as typed on the command line: the snake_case name, with

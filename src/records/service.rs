@@ -892,7 +892,7 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
                 let detail = if !milestone.operator_uri.is_empty() {
                     milestone.operator_uri.clone()
                 } else if milestone.operator_failure != 0 {
-                    super::query::end_reason_name(milestone.operator_failure()).to_owned()
+                    crate::contract::names::end_reason_name(milestone.operator_failure()).to_owned()
                 } else {
                     String::new()
                 };
@@ -904,7 +904,7 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
             }
             Some(node_event::Kind::Ended(record)) => (
                 "ended".to_owned(),
-                super::query::end_reason_name(record.end_reason()).to_owned(),
+                crate::contract::names::end_reason_name(record.end_reason()).to_owned(),
                 None,
             ),
             _ => (event.header.kind.clone(), String::new(), None),

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
 use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
     AccessEntry, CallMilestone, CallRecord, EndReason, ExportCallsRequest, FlagCallRequest,
@@ -15,7 +16,6 @@ use courtline::contract::pb::{
 use courtline::records::ledger::chain::HashAlgorithm;
 use courtline::records::ledger::CheckpointPolicy;
 use courtline::records::service::{OpenedService, ServiceSettings};
-use courtline::switchboard::delivery::sender::{connect, ClientOptions, RecordsClient};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

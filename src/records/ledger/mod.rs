@@ -26,11 +26,10 @@ use crate::contract::pb::{
     AccessEntry, CallFlagged, CallInterrupted, CallRecord, CallState, ChainStarted, Checkpoint,
     EventBody, Flag, NodeEvent, PurgeResponse, Purged, Role, TokenChanged,
 };
+use crate::contract::MAX_BATCH;
 
 /// Longest retention a purge ever uses as a floor: PRC Cybersecurity Law Art. 21 (six months).
 pub const MIN_RETENTION_DAYS: u32 = 180;
-/// Events per ingest request, so one request cannot hold the chain for long.
-pub const MAX_BATCH: usize = 1000;
 
 /// Why the ledger refused or failed an operation.
 #[derive(Debug, thiserror::Error)]

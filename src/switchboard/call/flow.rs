@@ -9,7 +9,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::contract::pb::{CallRecord, EndReason, PlayedPrompt};
+use crate::contract::pb::{
+    CallMilestone, CallRecord, EndReason, Milestone as WireMilestone, PlayedPrompt,
+};
 
 /// Facts about a call known when its INVITE is accepted; they never change.
 #[derive(Debug, Clone, Default)]
@@ -572,5 +574,40 @@ impl CallFlow {
     fn wall_ms(&self, now: Instant) -> i64 {
         let elapsed = now.saturating_duration_since(self.started).as_millis();
         self.facts.received_at_ms + i64::try_from(elapsed).unwrap_or(i64::MAX)
+    }
+}
+
+impl Milestone {
+    /// The wire form of this milestone, with the record so far as its snapshot.
+    pub fn to_wire(&self, snapshot: &CallRecord) -> CallMilestone {
+        let (kind, operator_uri, operator_failure) = match self {
+            Milestone::Received => (WireMilestone::Received, "", EndReason::Unspecified),
+            Milestone::Answered => (WireMilestone::Answered, "", EndReason::Unspecified),
+            Milestone::PromptStarted => (WireMilestone::PromptStarted, "", EndReason::Unspecified),
+            Milestone::PromptFinished => {
+                (WireMilestone::PromptFinished, "", EndReason::Unspecified)
+            }
+            Milestone::PromptInterrupted => {
+                (WireMilestone::PromptInterrupted, "", EndReason::Unspecified)
+            }
+            Milestone::OperatorDialed { uri } => (
+                WireMilestone::OperatorDialed,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::OperatorRinging => {
+                (WireMilestone::OperatorRinging, "", EndReason::Unspecified)
+            }
+            Milestone::OperatorAnswered => {
+                (WireMilestone::OperatorAnswered, "", EndReason::Unspecified)
+            }
+            Milestone::OperatorFailed { reason } => (WireMilestone::OperatorFailed, "", *reason),
+        };
+        CallMilestone {
+            milestone: kind as i32,
+            operator_uri: operator_uri.to_owned(),
+            operator_failure: operator_failure as i32,
+            snapshot: Some(snapshot.clone()),
+        }
     }
 }

@@ -338,7 +338,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::Milestone(milestone) => {
                     // On disk before the call moves on (the wait is bounded: see RecordSender).
-                    shared.records.milestone(&milestone, flow.record()).await;
+                    shared
+                        .records
+                        .milestone(milestone.to_wire(flow.record()))
+                        .await;
                 }
                 CallAction::HangUpCaller => hangups.push(caller.clone()),
                 CallAction::RejectCaller { status } => {
@@ -932,7 +935,7 @@ fn finish(
         line = %record.line_number,
         caller = %record.caller_number,
         state = "ended",
-        end_reason = crate::records::query::end_reason_name(reason),
+        end_reason = crate::contract::names::end_reason_name(reason),
         prompt_completed = record.prompt_completed,
         prompt_ms_sent = record.prompt_ms_sent,
         "call state"

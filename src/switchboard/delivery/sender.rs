@@ -1,5 +1,5 @@
-//! The clients of the records service: the switchboard's event sender, and the
-//! connection the CLI uses for queries.
+//! The switchboard's event sender: call events into the spool and on to the
+//! records service.
 //!
 //! Call handling must never wait on, or fail because of, the records service.
 //! [`RecordSender`] hands each event to a spool task, which numbers it, writes it
@@ -9,8 +9,6 @@
 //! unacknowledged at shutdown stays in the spool and is sent after the next start.
 
 use std::collections::VecDeque;
-use std::error::Error as StdError;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,21 +16,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, error, info, warn};
 
 use super::spool::{Recovered, Spool, SpoolError};
+use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
-use crate::contract::pb::records_service_client::RecordsServiceClient;
-use crate::contract::pb::{
-    CallMilestone, CallRecord, EndReason, LogEventsRequest, Milestone as WireMilestone, NodeEvent,
-    NodeStarted,
-};
-use crate::records::auth::REASON_METADATA;
+use crate::contract::pb::{CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted};
 use crate::records::query::record_json;
-use crate::switchboard::call::flow::Milestone;
 
 /// First retry delay after a failed delivery.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -40,13 +30,11 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest wait between retries once shutting down, so the deadline is used well.
 const SHUTDOWN_MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// How long establishing a TCP/HTTP2 connection may take before it counts as a failure.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one LogEvents may take; a hung service must not stall delivery forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events per LogEvents request: as many as the service takes, since each request is
 /// one transaction and one fsync there, and a backlog drains in the fewest of them.
-const DELIVERY_BATCH: usize = crate::records::ledger::MAX_BATCH;
+const DELIVERY_BATCH: usize = crate::contract::MAX_BATCH;
 /// Events the spool task writes with one fsync at most.
 const SPOOL_BATCH: usize = 512;
 /// How often a failing spool is retried, and an idle one checked.
@@ -57,247 +45,6 @@ const SPOOL_CHECK: Duration = Duration::from_secs(1);
 const EVENTS_IN_MEMORY: usize = 20_000;
 /// How long a milestone waits for its fsync before the call goes on regardless.
 const MILESTONE_DURABLE_WAIT: Duration = Duration::from_secs(1);
-
-/// Why the CLI could not get a records-service client.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The endpoint is not a valid URI.
-    #[error("invalid records service endpoint {endpoint:?}: {detail}")]
-    InvalidEndpoint {
-        /// The endpoint as configured.
-        endpoint: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// Nothing answered at the endpoint.
-    #[error(
-        "cannot reach the records service at {endpoint}: {detail} — \
-         is `courtline serve` or `courtline records serve` running?"
-    )]
-    Unreachable {
-        /// The endpoint we dialled.
-        endpoint: String,
-        /// The transport error with its causes.
-        detail: String,
-    },
-    /// A token or CA file could not be read.
-    #[error("{what} {path}: {source}")]
-    File {
-        /// Which setting.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The failure.
-        source: std::io::Error,
-    },
-    /// A token or reason cannot be sent as gRPC metadata.
-    #[error("{0}")]
-    BadMetadata(String),
-}
-
-/// How to reach and authenticate to the records service.
-#[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
-    /// `http://host:port` or `https://host:port` (scheme optional: http).
-    pub endpoint: String,
-    /// Bearer token, if any.
-    pub token: Option<String>,
-    /// CA certificate (PEM) that signed the service's certificate, for https.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Client certificate and its private key (PEM files) to present over https (mTLS).
-    pub client_certificate: Option<(PathBuf, PathBuf)>,
-    /// Reason stated for the access log.
-    pub reason: Option<String>,
-}
-
-impl ClientOptions {
-    /// Plain options for `endpoint` with no token.
-    pub fn new(endpoint: impl Into<String>) -> ClientOptions {
-        ClientOptions {
-            endpoint: endpoint.into(),
-            ..ClientOptions::default()
-        }
-    }
-}
-
-/// Reads a token file (whitespace trimmed).
-pub fn read_token_file(path: &std::path::Path) -> Result<String, ClientError> {
-    std::fs::read_to_string(path)
-        .map(|text| text.trim().to_owned())
-        .map_err(|source| ClientError::File {
-            what: "token file",
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Adds the bearer token and stated reason to every request.
-#[derive(Debug, Clone, Default)]
-pub struct Credentials {
-    /// `Bearer <token>`.
-    authorization: Option<AsciiMetadataValue>,
-    /// UTF-8 reason.
-    reason: Option<BinaryMetadataValue>,
-}
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        if let Some(value) = &self.reason {
-            request
-                .metadata_mut()
-                .insert_bin(REASON_METADATA, value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A records-service client that authenticates every request.
-pub type RecordsClient = RecordsServiceClient<InterceptedService<Channel, Credentials>>;
-
-/// Adds `http://` when the endpoint has no scheme, so `127.0.0.1:50051` works as typed.
-fn normalize_endpoint(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_owned()
-    } else {
-        format!("http://{endpoint}")
-    }
-}
-
-/// `error: cause: cause ...`, because tonic's transport errors hide the useful part in sources.
-pub fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn endpoint_config(options: &ClientOptions) -> Result<Endpoint, ClientError> {
-    let invalid = |detail: String| ClientError::InvalidEndpoint {
-        endpoint: options.endpoint.clone(),
-        detail,
-    };
-    let normalized = normalize_endpoint(&options.endpoint);
-    let mut endpoint = Endpoint::from_shared(normalized.clone())
-        .map_err(|error| invalid(error_chain(&error)))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    if normalized.starts_with("https://") {
-        let Some(ca_file) = &options.tls_ca_file else {
-            return Err(invalid(
-                "https needs the CA certificate that signed the service's certificate \
-                 ([records] tls_ca_file, or --tls-ca-file)"
-                    .into(),
-            ));
-        };
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read_pem("TLS CA file", ca_file)?));
-        if let Some((certificate, key)) = &options.client_certificate {
-            tls = tls.identity(Identity::from_pem(
-                read_pem("client certificate", certificate)?,
-                read_pem("client certificate key", key)?,
-            ));
-        }
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|error| invalid(error_chain(&error)))?;
-    } else if options.client_certificate.is_some() {
-        return Err(invalid(
-            "a client certificate is presented in TLS: the endpoint must be https://".into(),
-        ));
-    }
-    Ok(endpoint)
-}
-
-/// Reads a PEM file named `what` in errors.
-fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::File {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn credentials(options: &ClientOptions) -> Result<Credentials, ClientError> {
-    let authorization = options
-        .token
-        .as_ref()
-        .filter(|token| !token.is_empty())
-        .map(|token| {
-            AsciiMetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
-                ClientError::BadMetadata(
-                    "the token contains characters a header cannot carry".into(),
-                )
-            })
-        })
-        .transpose()?;
-    let reason = options
-        .reason
-        .as_ref()
-        .filter(|reason| !reason.is_empty())
-        .map(|reason| BinaryMetadataValue::from_bytes(reason.as_bytes()));
-    Ok(Credentials {
-        authorization,
-        reason,
-    })
-}
-
-/// Connects to the records service for queries; fails fast with a message that says
-/// what to start.
-pub async fn connect(options: &ClientOptions) -> Result<RecordsClient, ClientError> {
-    let credentials = credentials(options)?;
-    let channel =
-        endpoint_config(options)?
-            .connect()
-            .await
-            .map_err(|error| ClientError::Unreachable {
-                endpoint: options.endpoint.clone(),
-                detail: error_chain(&error),
-            })?;
-    Ok(RecordsServiceClient::with_interceptor(channel, credentials))
-}
-
-/// The wire form of a call-flow milestone.
-pub fn wire_milestone(milestone: &Milestone, snapshot: &CallRecord) -> CallMilestone {
-    let (kind, operator_uri, operator_failure) = match milestone {
-        Milestone::Received => (WireMilestone::Received, "", EndReason::Unspecified),
-        Milestone::Answered => (WireMilestone::Answered, "", EndReason::Unspecified),
-        Milestone::PromptStarted => (WireMilestone::PromptStarted, "", EndReason::Unspecified),
-        Milestone::PromptFinished => (WireMilestone::PromptFinished, "", EndReason::Unspecified),
-        Milestone::PromptInterrupted => {
-            (WireMilestone::PromptInterrupted, "", EndReason::Unspecified)
-        }
-        Milestone::OperatorDialed { uri } => (
-            WireMilestone::OperatorDialed,
-            uri.as_str(),
-            EndReason::Unspecified,
-        ),
-        Milestone::OperatorRinging => (WireMilestone::OperatorRinging, "", EndReason::Unspecified),
-        Milestone::OperatorAnswered => {
-            (WireMilestone::OperatorAnswered, "", EndReason::Unspecified)
-        }
-        Milestone::OperatorFailed { reason } => (WireMilestone::OperatorFailed, "", *reason),
-    };
-    CallMilestone {
-        milestone: kind as i32,
-        operator_uri: operator_uri.to_owned(),
-        operator_failure: operator_failure as i32,
-        snapshot: Some(snapshot.clone()),
-    }
-}
 
 /// One event on its way into the spool; `durable` hears when it is on disk (or not).
 struct SpoolRequest {
@@ -348,7 +95,7 @@ impl RecordSender {
         options: ClientOptions,
         in_memory: usize,
     ) -> (RecordSender, RecordDelivery) {
-        if let Err(error) = endpoint_config(&options) {
+        if let Err(error) = options.check() {
             // Still start: events are spooled and retried.
             error!(%error, "events will not be delivered until the endpoint is fixed");
         }
@@ -447,15 +194,21 @@ impl RecordSender {
         self.enqueue(event, None);
     }
 
-    /// Records a milestone of a call and waits (at most a second) until it is on disk,
-    /// so a call is not answered before its arrival is durable.
-    pub async fn milestone(&self, milestone: &Milestone, snapshot: &CallRecord) {
+    /// Records a milestone of a call (with its record so far as the snapshot) and
+    /// waits (at most a second) until it is on disk, so a call is not answered
+    /// before its arrival is durable.
+    pub async fn milestone(&self, milestone: CallMilestone) {
+        let call_id = milestone
+            .snapshot
+            .as_ref()
+            .map(|snapshot| snapshot.call_id.clone())
+            .unwrap_or_default();
         let (durable, written) = oneshot::channel();
         self.enqueue(
             NodeEvent {
                 at_ms: now_ms(),
-                call_id: snapshot.call_id.clone(),
-                kind: Some(NodeKind::Milestone(wire_milestone(milestone, snapshot))),
+                call_id: call_id.clone(),
+                kind: Some(NodeKind::Milestone(milestone)),
                 ..NodeEvent::default()
             },
             Some(durable),
@@ -463,9 +216,9 @@ impl RecordSender {
         match tokio::time::timeout(MILESTONE_DURABLE_WAIT, written).await {
             Ok(Ok(true)) => {}
             Ok(_) => {
-                debug!(call_id = %snapshot.call_id, "milestone not spooled (spool failing); it is still delivered")
+                debug!(call_id = %call_id, "milestone not spooled (spool failing); it is still delivered")
             }
-            Err(_) => warn!(call_id = %snapshot.call_id, "spool slower than 1 s; the call goes on"),
+            Err(_) => warn!(call_id = %call_id, "spool slower than 1 s; the call goes on"),
         }
     }
 
@@ -1116,47 +869,7 @@ fn log_lost(event: &NodeEvent, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_without_scheme_get_http() {
-        assert_eq!(
-            normalize_endpoint("127.0.0.1:50051"),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            normalize_endpoint("https://records:443"),
-            "https://records:443"
-        );
-        assert!(endpoint_config(&ClientOptions::new("http://[::1]:50051")).is_ok());
-        assert!(matches!(
-            endpoint_config(&ClientOptions::new("http://bad host")),
-            Err(ClientError::InvalidEndpoint { .. })
-        ));
-        let https = endpoint_config(&ClientOptions::new("https://records:443")).unwrap_err();
-        assert!(https.to_string().contains("tls_ca_file"), "{https}");
-        let plain_with_certificate = endpoint_config(&ClientOptions {
-            client_certificate: Some(("c.pem".into(), "k.pem".into())),
-            ..ClientOptions::new("http://records:50051")
-        })
-        .unwrap_err();
-        assert!(
-            plain_with_certificate.to_string().contains("https://"),
-            "{plain_with_certificate}"
-        );
-    }
-
-    #[tokio::test]
-    async fn connect_failure_says_what_to_start() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
-        let error = connect(&ClientOptions::new(address.to_string()))
-            .await
-            .unwrap_err();
-        let text = error.to_string();
-        assert!(text.contains(&address.to_string()), "{text}");
-        assert!(text.contains("courtline records serve"), "{text}");
-    }
+    use crate::contract::pb::Milestone as WireMilestone;
 
     #[tokio::test]
     async fn unreachable_service_leaves_events_in_the_spool() {
@@ -1177,7 +890,13 @@ mod tests {
             call_id: "00000000-0000-4000-8000-000000000009".into(),
             ..CallRecord::default()
         };
-        sender.milestone(&Milestone::Received, &snapshot).await;
+        sender
+            .milestone(CallMilestone {
+                milestone: WireMilestone::Received as i32,
+                snapshot: Some(snapshot),
+                ..CallMilestone::default()
+            })
+            .await;
         assert!(sender.spool_healthy());
         drop(sender);
         let started = std::time::Instant::now();

@@ -15,17 +15,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use courtline::contract::connect::{connect, ClientOptions};
 use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
     CallFilter, CallMilestone, CallRecord, Choice, EndReason, ExportCallsRequest, ListCallsRequest,
     Milestone, NodeEvent,
 };
+use courtline::contract::MAX_BATCH;
 use courtline::records::ledger::chain::HashAlgorithm;
 use courtline::records::ledger::signing::RecordsKey;
-use courtline::records::ledger::{CheckpointPolicy, Ledger, MAX_BATCH};
+use courtline::records::ledger::{CheckpointPolicy, Ledger};
 use courtline::records::service::{OpenedService, ServiceSettings};
 use courtline::records::store::{Backend, CallQuery, SqlStore, Store};
-use courtline::switchboard::delivery::sender::{connect, ClientOptions};
 use sqlx::{Executor, Row};
 
 /// Benchmark options.
