@@ -2,7 +2,7 @@
 //! or refuses new calls, answers OPTIONS and routes in-dialog requests.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ use rsipstack::EndpointBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::context::{CallSlot, Shared};
+use super::sip::dialog_states::DialogStateRouter;
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
 use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{
@@ -28,10 +30,10 @@ use super::sip::registration;
 use super::sip::session_timer::{self, Negotiation};
 use super::sip::shield::Shield;
 use super::sip::stream_guard::StreamGuard;
+use super::sip::ALLOW;
 use crate::config::{AnswerMode, Config};
 use crate::contract::pb::PlayedPrompt;
-use crate::switchboard::call::dialog_states::DialogStateRouter;
-use crate::switchboard::call::session::{CallSetup, CallSlot};
+use crate::switchboard::call::session::CallSetup;
 use crate::switchboard::call::{CallFacts, CallFlow};
 use crate::switchboard::delivery::sender::RecordSender;
 use crate::switchboard::media::codec::Codec;
@@ -39,9 +41,6 @@ use crate::switchboard::media::ports::RtpPorts;
 use crate::switchboard::media::prompt::Playlist;
 use crate::switchboard::media::tone::ToneFrames;
 use crate::switchboard::sdp::{codecs_for, RemoteMedia, SdpError};
-
-/// Methods courtline handles, for `Allow` headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 /// Why the switchboard could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,40 +72,6 @@ pub enum SwitchboardError {
     /// The ringback settings are unusable (normally caught by `courtline check`).
     #[error("[media.ringback]: {0}")]
     Ringback(String),
-}
-
-/// Everything calls share, immutable while the switchboard runs.
-pub(crate) struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// Each line's playlist by line number, loaded and pre-encoded at start-up.
-    pub playlists: HashMap<String, Arc<Playlist>>,
-    /// Pre-encoded ringback.
-    pub ringback: Arc<ToneFrames>,
-    /// RTP port range.
-    pub ports: RtpPorts,
-    /// Where finished call records go.
-    pub records: RecordSender,
-    /// rsipstack's dialog table.
-    pub dialog_layer: Arc<DialogLayer>,
-    /// Routes every dialog's state events to the call that owns it.
-    pub dialog_states: DialogStateRouter,
-    /// Address the SIP socket is bound to (UDP, and TCP when enabled).
-    pub sip_addr: SocketAddr,
-    /// Where SIP over TLS listens, if enabled.
-    pub tls_addr: Option<SocketAddr>,
-    /// Port peers reach us at when behind a NAT that maps it (`[sip] public_address`).
-    pub public_port: Option<u16>,
-    /// `[media] advertise_address`, parsed.
-    pub advertise: Option<IpAddr>,
-    /// Calls in progress, for `max_calls`.
-    pub active: Arc<AtomicUsize>,
-    /// Which operator targets answer OPTIONS.
-    pub health: Arc<OperatorHealth>,
-    /// Digest authentication of untrusted callers, when configured.
-    pub inbound_auth: Option<InboundAuth>,
-    /// Cancelled on shutdown; every call task watches a child of it.
-    pub shutdown: CancellationToken,
 }
 
 /// A running SIP switchboard.

@@ -2,6 +2,7 @@
 //! call events on to the records service.
 
 pub mod call;
+pub(crate) mod context;
 pub mod delivery;
 pub mod endpoint;
 pub mod media;

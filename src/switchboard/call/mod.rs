@@ -1,7 +1,6 @@
 //! One call's life: the sans-IO decision logic (`flow`) and the task that runs
 //! it against real SIP dialogs and media (`session`).
 
-pub(crate) mod dialog_states;
 pub mod flow;
 pub mod reoffer;
 pub mod session;

@@ -4,7 +4,6 @@
 //! All decisions live in the flow; this file only translates.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +19,10 @@ use rsipstack::transport::SipAddr;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::dialog_states::CallDialogStates;
 use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Party, Phase};
 use super::reoffer;
 use crate::contract::pb::{CallRecord, EndReason, LegMedia};
-use crate::switchboard::endpoint::{Shared, ALLOW};
+use crate::switchboard::context::{CallSlot, Shared};
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::dtmf::TelephoneEvent;
 use crate::switchboard::media::prompt::Playlist;
@@ -35,35 +33,10 @@ use crate::switchboard::media::session::{
 use crate::switchboard::sdp::{
     codecs_for, Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT,
 };
+use crate::switchboard::sip::dialog_states::CallDialogStates;
 use crate::switchboard::sip::leg::{header, local_ip_toward, sdp_content_type};
 use crate::switchboard::sip::session_timer::{SessionTimer, TimerDue};
-
-/// One unit of `max_calls`, given back when the call task ends (even by panic).
-#[derive(Debug)]
-pub struct CallSlot {
-    /// The switchboard's count of calls in progress.
-    active: Arc<AtomicUsize>,
-}
-
-impl CallSlot {
-    /// Takes a slot unless `max` calls are already up.
-    pub fn take(active: &Arc<AtomicUsize>, max: usize) -> Option<CallSlot> {
-        active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| CallSlot {
-                active: active.clone(),
-            })
-    }
-}
-
-impl Drop for CallSlot {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+use crate::switchboard::sip::ALLOW;
 
 /// What admission found out about a call it accepted.
 pub(crate) struct CallSetup {
@@ -1044,15 +1017,5 @@ mod tests {
             None
         );
         assert_eq!(info_dtmf_digit("", b"Signal=5"), None);
-    }
-
-    #[test]
-    fn slots_cap_calls_and_come_back() {
-        let active = Arc::new(AtomicUsize::new(0));
-        let a = CallSlot::take(&active, 2).unwrap();
-        let _b = CallSlot::take(&active, 2).unwrap();
-        assert!(CallSlot::take(&active, 2).is_none());
-        drop(a);
-        assert!(CallSlot::take(&active, 2).is_some());
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use tokio::net::UdpSocket;
 
 use super::shield::{BanReason, Decision, Shield};
-use crate::switchboard::endpoint::ALLOW;
+use super::ALLOW;
 
 /// Option tags (RFC 3261 §8.2.2.3) courtline implements; a `Require` naming
 /// any other gets 420 Bad Extension. `timer`: RFC 4028 session timers.

@@ -3,6 +3,7 @@
 //!
 //! - `shield`: ACLs, per-source rate limits, bans for floods and scanners (sans-IO).
 //! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
+//! - `dialog_states`: one rsipstack dialog-state channel, routed to each dialog's call.
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
 //! - `stream_guard`: the shield on TCP and TLS (at accept and per message).
 //! - `leg`: small conversions between rsipstack types and courtline's.
@@ -10,6 +11,7 @@
 //! - `registration`: courtline registered as an account on the court's PBX.
 //! - `session_timer`: RFC 4028 negotiation and timing (sans-IO).
 
+pub(crate) mod dialog_states;
 pub mod guard;
 pub mod inbound_auth;
 pub mod leg;
@@ -18,6 +20,9 @@ pub mod registration;
 pub mod session_timer;
 pub mod shield;
 pub mod stream_guard;
+
+/// Methods courtline handles, for `Allow` headers.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 /// Checks an operator URI from the config; the error says what is wrong.
 pub fn check_operator_uri(uri: &str) -> Result<(), String> {

@@ -1,0 +1,96 @@
+//! The endpoint context: what the accept loop ([`super::endpoint`]) and every
+//! call task ([`super::call::session`]) share while the switchboard runs. It sits
+//! below both, so neither imports the other for it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use tokio_util::sync::CancellationToken;
+
+use super::delivery::sender::RecordSender;
+use super::media::ports::RtpPorts;
+use super::media::prompt::Playlist;
+use super::media::tone::ToneFrames;
+use super::sip::dialog_states::DialogStateRouter;
+use super::sip::inbound_auth::InboundAuth;
+use super::sip::qualify::OperatorHealth;
+use crate::config::Config;
+
+/// Everything calls share, immutable while the switchboard runs.
+pub(crate) struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// Each line's playlist by line number, loaded and pre-encoded at start-up.
+    pub playlists: HashMap<String, Arc<Playlist>>,
+    /// Pre-encoded ringback.
+    pub ringback: Arc<ToneFrames>,
+    /// RTP port range.
+    pub ports: RtpPorts,
+    /// Where finished call records go.
+    pub records: RecordSender,
+    /// rsipstack's dialog table.
+    pub dialog_layer: Arc<DialogLayer>,
+    /// Routes every dialog's state events to the call that owns it.
+    pub dialog_states: DialogStateRouter,
+    /// Address the SIP socket is bound to (UDP, and TCP when enabled).
+    pub sip_addr: SocketAddr,
+    /// Where SIP over TLS listens, if enabled.
+    pub tls_addr: Option<SocketAddr>,
+    /// Port peers reach us at when behind a NAT that maps it (`[sip] public_address`).
+    pub public_port: Option<u16>,
+    /// `[media] advertise_address`, parsed.
+    pub advertise: Option<IpAddr>,
+    /// Calls in progress, for `max_calls`.
+    pub active: Arc<AtomicUsize>,
+    /// Which operator targets answer OPTIONS.
+    pub health: Arc<OperatorHealth>,
+    /// Digest authentication of untrusted callers, when configured.
+    pub inbound_auth: Option<InboundAuth>,
+    /// Cancelled on shutdown; every call task watches a child of it.
+    pub shutdown: CancellationToken,
+}
+
+/// One unit of `max_calls`, given back when the call task ends (even by panic).
+#[derive(Debug)]
+pub struct CallSlot {
+    /// The switchboard's count of calls in progress.
+    active: Arc<AtomicUsize>,
+}
+
+impl CallSlot {
+    /// Takes a slot unless `max` calls are already up.
+    pub fn take(active: &Arc<AtomicUsize>, max: usize) -> Option<CallSlot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CallSlot {
+                active: active.clone(),
+            })
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_cap_calls_and_come_back() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let a = CallSlot::take(&active, 2).unwrap();
+        let _b = CallSlot::take(&active, 2).unwrap();
+        assert!(CallSlot::take(&active, 2).is_none());
+        drop(a);
+        assert!(CallSlot::take(&active, 2).is_some());
+    }
+}
