@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::records::auth::parse_role;
-use crate::records::ledger::chain::HashAlgorithm;
+use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
 use crate::switchboard::media::tone::RingbackCadence;

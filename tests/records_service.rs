@@ -406,10 +406,9 @@ async fn flags_exports_and_retention(db: Db) {
     while let Some(message) = stream.message().await.unwrap() {
         match message.item.unwrap() {
             Item::Header(header) => {
-                let algorithm = courtline::records::ledger::chain::HashAlgorithm::from_name(
-                    &header.hash_algorithm,
-                )
-                .unwrap();
+                let algorithm =
+                    courtline::records::chain::HashAlgorithm::from_name(&header.hash_algorithm)
+                        .unwrap();
                 writer = Some(
                     courtline::records::export::ExportWriter::new(
                         ExportFormat::Jsonl,

@@ -14,8 +14,8 @@ use crate::contract::pb::{
     CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
     GetCallRequest, ListCallsRequest, SortOrder,
 };
+use crate::records::chain::HashAlgorithm;
 use crate::records::export::{ExportWriter, ManifestContent};
-use crate::records::ledger::chain::HashAlgorithm;
 use crate::records::query::{
     media_lines, parse_end_reason, parse_state, parse_time, prompt_lines, state_label, write_calls,
     OutputFormat,

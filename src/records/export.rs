@@ -17,7 +17,7 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::ledger::chain::{HashAlgorithm, GENESIS_PREV};
+use super::chain::{HashAlgorithm, GENESIS_PREV};
 use super::ledger::signing::manifest_signature_valid;
 use super::query::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
 use crate::contract::pb::{CallRecord, ExportFormat, ExportManifest};

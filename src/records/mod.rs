@@ -1,12 +1,13 @@
 //! The records service, with its hash chain.
 //!
 //! [`service`] authorises ([`auth`]) and hands events to the [`ledger`], which
-//! chains them ([`ledger::chain`]), signs checkpoints ([`ledger::signing`]) and
+//! chains them ([`chain`]), signs checkpoints ([`ledger::signing`]) and
 //! commits them with their effect on the per-call rows to a [`store::Store`].
 //! [`verify`] recomputes all of it; [`export`] writes and checks self-verifying
 //! export files; [`query`] formats records for people and spreadsheets.
 
 pub mod auth;
+pub mod chain;
 pub mod export;
 pub mod ledger;
 pub mod query;

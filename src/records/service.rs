@@ -20,8 +20,8 @@ use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
 use super::auth::{Authenticator, Caller, CertificateRoles};
+use super::chain::{HashAlgorithm, StoredEvent};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
-use super::ledger::chain::{HashAlgorithm, StoredEvent};
 use super::ledger::signing::{KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Arguments, Executor, Row};
 
-use super::ledger::chain::{EventHeader, StoredEvent};
+use super::chain::{EventHeader, StoredEvent};
 use super::query::{media_json, parse_media_json, parse_prompts_json, prompts_json};
 use crate::contract::pb::{
     CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, SortOrder,

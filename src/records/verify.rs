@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
 
-use super::ledger::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
 use super::ledger::signing::checkpoint_signature_valid;
 use super::ledger::{apply_effect, call_effect};
 use super::query::record_fields;

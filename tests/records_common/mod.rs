@@ -13,7 +13,7 @@ use courtline::contract::pb::{
     ListTokensRequest, LogEventsRequest, Milestone, NodeEvent, NodeStarted, PlayedPrompt,
     PurgeRequest, Role, VerifyRequest,
 };
-use courtline::records::ledger::chain::HashAlgorithm;
+use courtline::records::chain::HashAlgorithm;
 use courtline::records::ledger::CheckpointPolicy;
 use courtline::records::service::{OpenedService, ServiceSettings};
 use tokio::net::TcpListener;

@@ -7,7 +7,6 @@
 //! events together with their effect on the per-call rows ([`call_effect`], the
 //! same function `verify` replays) in one store transaction.
 
-pub mod chain;
 pub mod signing;
 
 use std::sync::Arc;
@@ -17,8 +16,8 @@ use prost::Message;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use self::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
 use self::signing::RecordsKey;
+use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
 use super::store::{CallRow, Change, Store, StoreError, TokenRow};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;

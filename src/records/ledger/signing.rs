@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use tracing::{info, warn};
 
-use super::chain::Hash;
+use crate::records::chain::Hash;
 
 /// Domain separation for checkpoint signatures, so one can never pass for a manifest's.
 const CHECKPOINT_CONTEXT: &[u8] = b"courtline-checkpoint-v1\n";

@@ -22,7 +22,7 @@ use courtline::contract::pb::{
     Milestone, NodeEvent,
 };
 use courtline::contract::MAX_BATCH;
-use courtline::records::ledger::chain::HashAlgorithm;
+use courtline::records::chain::HashAlgorithm;
 use courtline::records::ledger::signing::RecordsKey;
 use courtline::records::ledger::{CheckpointPolicy, Ledger};
 use courtline::records::service::{OpenedService, ServiceSettings};
