@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::media::RingbackCadence;
 use crate::records::auth::parse_role;
 use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
-use crate::switchboard::media::tone::RingbackCadence;
+
+pub mod media;
+pub mod sip;
 
 /// The example configuration shipped in the repository, compiled in so that
 /// `courtline serve` still starts when run outside a checkout.
@@ -116,9 +119,9 @@ pub struct SipConfig {
     /// target that stops answering is skipped by hunt lists until it answers.
     pub qualify_interval_s: u64,
     /// ACLs, rate limits and scanner bans for the SIP socket.
-    pub shield: crate::switchboard::sip::shield::ShieldConfig,
+    pub shield: sip::ShieldConfig,
     /// Digest authentication of callers outside the exempt networks.
-    pub inbound_auth: crate::switchboard::sip::inbound_auth::InboundAuthConfig,
+    pub inbound_auth: sip::InboundAuthConfig,
     /// Address (IP or IP:port) peers must use to reach us, when behind NAT:
     /// used in Contact headers, and in SDP unless `[media] advertise_address` is set.
     pub public_address: String,
@@ -136,8 +139,8 @@ impl Default for SipConfig {
             tcp: true,
             session_expires_s: 1800,
             qualify_interval_s: 30,
-            shield: crate::switchboard::sip::shield::ShieldConfig::default(),
-            inbound_auth: crate::switchboard::sip::inbound_auth::InboundAuthConfig::default(),
+            shield: sip::ShieldConfig::default(),
+            inbound_auth: sip::InboundAuthConfig::default(),
             min_se_s: 90,
             tls_certificate: String::new(),
             tls_private_key: String::new(),
@@ -605,7 +608,7 @@ impl Config {
                 "Give the public IP (and port, if the NAT maps it) peers reach this server at, e.g. \"203.0.113.7\".",
             ));
         }
-        if let Err(e) = crate::switchboard::sip::shield::Shield::new(self.sip.shield.clone()) {
+        if let Err(e) = sip::parse_networks(&self.sip.shield.trusted) {
             return Err(self.invalid(
                 "sip.shield.trusted".into(),
                 e.to_string(),
@@ -655,8 +658,7 @@ impl Config {
                 "Give the IPv4/IPv6 address callers should send RTP to, or leave it empty.",
             ));
         }
-        if let Err(e) = crate::switchboard::media::tone::ToneFrames::ringback(&self.media.ringback)
-        {
+        if let Err(e) = self.media.ringback.check() {
             return Err(self.invalid(
                 "media.ringback".into(),
                 e.to_string(),
@@ -777,7 +779,7 @@ impl Config {
                 ));
             }
             for (j, uri) in uris.iter().enumerate() {
-                if let Err(problem) = crate::switchboard::sip::check_operator_uri(uri) {
+                if let Err(problem) = sip::check_operator_uri(uri) {
                     let k = line.operator.entry_key(key("operator"), j);
                     return Err(self.invalid(
                         k,
@@ -929,15 +931,16 @@ impl Config {
 
     fn validate_inbound_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.sip.inbound_auth;
-        if let Err(e) = crate::switchboard::sip::inbound_auth::InboundAuth::new(auth.clone()) {
+        // Off without users: its other settings are not used, so not checked.
+        if auth.users.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = sip::parse_networks(&auth.exempt) {
             return Err(self.invalid(
                 "sip.inbound_auth.exempt".into(),
                 e.to_string(),
                 "List the trunks' and PBXs' networks, e.g. exempt = [\"192.0.2.0/24\"].",
             ));
-        }
-        if auth.users.is_empty() {
-            return Ok(());
         }
         if auth.realm.trim().is_empty() {
             return Err(self.invalid(

@@ -18,83 +18,14 @@ use ipnet::IpNet;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use super::shield::{parse_networks, BadNetwork};
-
-/// Digest algorithms courtline can challenge with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-pub enum DigestAlgorithm {
-    /// RFC 2617 MD5: what nearly every SIP phone and PBX supports.
-    #[default]
-    #[serde(rename = "MD5")]
-    Md5,
-    /// RFC 7616/8760 SHA-256, for clients that support it.
-    #[serde(rename = "SHA-256")]
-    Sha256,
-}
+use crate::config::sip::{parse_networks, BadNetwork, DigestAlgorithm, InboundAuthConfig};
 
 impl DigestAlgorithm {
-    /// The token in `algorithm=` parameters.
-    pub fn token(self) -> &'static str {
-        match self {
-            DigestAlgorithm::Md5 => "MD5",
-            DigestAlgorithm::Sha256 => "SHA-256",
-        }
-    }
-
-    /// Length of its digests in hex digits.
-    pub fn hex_len(self) -> usize {
-        match self {
-            DigestAlgorithm::Md5 => 32,
-            DigestAlgorithm::Sha256 => 64,
-        }
-    }
-
     /// Hex digest of `text`.
     fn hash(self, text: &str) -> String {
         match self {
             DigestAlgorithm::Md5 => hex::encode(Md5::digest(text.as_bytes())),
             DigestAlgorithm::Sha256 => hex::encode(Sha256::digest(text.as_bytes())),
-        }
-    }
-}
-
-/// One account callers may authenticate as.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InboundUser {
-    /// Digest username.
-    pub username: String,
-    /// Password; leave empty when `ha1` is given.
-    pub password: String,
-    /// H(username:realm:password) in hex, computed with `algorithm`, so the
-    /// config need not hold the password itself.
-    pub ha1: String,
-}
-
-/// `[sip.inbound_auth]`: off while `users` is empty.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InboundAuthConfig {
-    /// Realm in challenges (part of every HA1).
-    pub realm: String,
-    /// Algorithm challenged with.
-    pub algorithm: DigestAlgorithm,
-    /// Accounts; empty = inbound authentication off.
-    pub users: Vec<InboundUser>,
-    /// Sources that never authenticate (trunks, PBXs), in CIDR form.
-    pub exempt: Vec<String>,
-    /// How long a challenge's nonce may be answered.
-    pub nonce_lifetime_s: u64,
-}
-
-impl Default for InboundAuthConfig {
-    fn default() -> Self {
-        InboundAuthConfig {
-            realm: "courtline".into(),
-            algorithm: DigestAlgorithm::Md5,
-            users: Vec::new(),
-            exempt: Vec::new(),
-            nonce_lifetime_s: 300,
         }
     }
 }
@@ -364,6 +295,7 @@ fn unquote(text: &str) -> Option<(String, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::sip::InboundUser;
 
     fn auth(algorithm: DigestAlgorithm) -> InboundAuth {
         InboundAuth::new(InboundAuthConfig {

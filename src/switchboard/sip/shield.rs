@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use crate::config::sip::{parse_networks, BadNetwork, ShieldConfig, UntrustedPolicy};
+
 /// What to do with a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -31,63 +33,6 @@ pub enum BanReason {
     Flood,
     /// Its User-Agent matched a known scanner.
     Scanner(String),
-}
-
-/// How untrusted sources are treated when an ACL is configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UntrustedPolicy {
-    /// 403 Forbidden.
-    Reject,
-    /// Silence (scanners learn nothing).
-    Drop,
-    /// Let them in (with inbound digest auth, if configured).
-    Allow,
-}
-
-/// The shield's settings (`[sip.shield]`).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShieldConfig {
-    /// Datagrams per second a source may send on average.
-    pub rate_per_s: f64,
-    /// Datagrams a source may send in a burst above the average.
-    pub burst: u32,
-    /// How long a flooding source or scanner is ignored.
-    pub ban_s: u64,
-    /// Case-insensitive User-Agent fragments that mark scanners.
-    pub scanner_user_agents: Vec<String>,
-    /// Trusted networks (trunks, PBXs) in CIDR form; empty = everyone is trusted.
-    pub trusted: Vec<String>,
-    /// What happens to sources outside `trusted`.
-    pub untrusted: UntrustedPolicy,
-}
-
-impl Default for ShieldConfig {
-    fn default() -> Self {
-        ShieldConfig {
-            // A busy trunk carries many calls over one source address: a call
-            // setup is ~6 datagrams, so 200/s allows ~30 call setups a second.
-            rate_per_s: 200.0,
-            burst: 400,
-            ban_s: 300,
-            scanner_user_agents: [
-                "friendly-scanner",
-                "sipvicious",
-                "sipcli",
-                "sip-scan",
-                "sundayddr",
-                "iWar",
-                "sipsak",
-                "VaxSIPUserAgent",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            trusted: Vec::new(),
-            untrusted: UntrustedPolicy::Reject,
-        }
-    }
 }
 
 /// A source's token bucket.
@@ -116,23 +61,6 @@ pub struct Shield {
     buckets: HashMap<IpAddr, Bucket>,
     /// Banned sources and when their ban ends.
     bans: HashMap<IpAddr, Instant>,
-}
-
-/// A CIDR in the config that does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("\"{0}\" is not a network in CIDR form (e.g. \"192.0.2.0/24\" or \"2001:db8::/32\")")]
-pub struct BadNetwork(pub String);
-
-/// Parses CIDR networks from the config (a bare address is a /32 or /128).
-pub fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, BadNetwork> {
-    networks
-        .iter()
-        .map(|net| {
-            net.parse::<IpNet>()
-                .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| BadNetwork(net.clone()))
-        })
-        .collect()
 }
 
 impl Shield {
