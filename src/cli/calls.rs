@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::contract::connect::{connect, read_token_file, ClientOptions, RecordsClient};
+use crate::contract::names::state_label;
 use crate::contract::pb::export_calls_response::Item;
 use crate::contract::pb::{
     CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
@@ -17,8 +18,7 @@ use crate::contract::pb::{
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::{ExportWriter, ManifestContent};
 use crate::records::query::{
-    media_lines, parse_end_reason, parse_state, parse_time, prompt_lines, state_label, write_calls,
-    OutputFormat,
+    media_lines, parse_end_reason, parse_state, parse_time, prompt_lines, write_calls, OutputFormat,
 };
 
 /// `courtline calls ...`

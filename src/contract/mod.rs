@@ -14,6 +14,7 @@ pub mod pb {
 
 pub mod connect;
 pub mod names;
+pub mod row;
 
 /// Metadata key of the optional stated reason (UTF-8, so a binary `-bin` key).
 pub const REASON_METADATA: &str = "x-courtline-reason-bin";

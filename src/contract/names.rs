@@ -1,7 +1,9 @@
 //! Names of the contract's enums as people read them, the same in the
 //! switchboard's logs and the records service's outputs.
 
-use super::pb::EndReason;
+use std::borrow::Cow;
+
+use super::pb::{CallState, EndReason};
 
 /// The stable, human-friendly name of an end reason (`caller_hung_up_during_prompt`),
 /// used in every output format and accepted back by the CLI's `--end-reason`.
@@ -20,5 +22,24 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::Error => "error",
         EndReason::NoAck => "no_ack",
         EndReason::SessionExpired => "session_expired",
+    }
+}
+
+/// The name for a raw proto value; a number no enum variant knows is shown, not hidden.
+pub fn end_reason_label(value: i32) -> Cow<'static, str> {
+    match EndReason::try_from(value) {
+        Ok(reason) => Cow::Borrowed(end_reason_name(reason)),
+        Err(_) => Cow::Owned(format!("unknown_{value}")),
+    }
+}
+
+/// The name of a raw call state ("ended", "interrupted", "in_progress").
+pub fn state_label(value: i32) -> Cow<'static, str> {
+    match CallState::try_from(value) {
+        Ok(CallState::Unspecified) => Cow::Borrowed("unspecified"),
+        Ok(CallState::InProgress) => Cow::Borrowed("in_progress"),
+        Ok(CallState::Ended) => Cow::Borrowed("ended"),
+        Ok(CallState::Interrupted) => Cow::Borrowed("interrupted"),
+        Err(_) => Cow::Owned(format!("unknown_{value}")),
     }
 }

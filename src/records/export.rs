@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::{HashAlgorithm, GENESIS_PREV};
 use super::ledger::signing::manifest_signature_valid;
-use super::query::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
 use crate::contract::pb::{CallRecord, ExportFormat, ExportManifest};
+use crate::contract::row::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
 
 /// First field of the CSV record that carries the manifest.
 pub const CSV_MANIFEST_MARKER: &str = "#courtline-export-manifest";

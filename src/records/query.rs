@@ -2,16 +2,15 @@
 //!
 //! Three outputs: a table for people at a terminal, JSON and CSV for tools and
 //! spreadsheets. JSON and CSV carry every [`CallRecord`] field so nothing is lost
-//! on export; the JSON form is also how undeliverable records are logged.
+//! on export: they are the contract's row form ([`crate::contract::row`]).
 
-use std::borrow::Cow;
 use std::io::Write;
 
-use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-use crate::contract::names::end_reason_name;
-use crate::contract::pb::{CallRecord, CallState, EndReason, LegMedia, PlayedPrompt};
+use crate::contract::names::{end_reason_label, end_reason_name, state_label};
+use crate::contract::pb::{CallRecord, CallState, EndReason};
+use crate::contract::row::{ExportRow, CSV_HEADER};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -103,156 +102,6 @@ pub fn write_calls(
     }
 }
 
-/// One record as compact JSON with the same fields as `calls list --format json`;
-/// used to log a record that could not be delivered, so it can be re-entered by hand.
-pub fn record_json(record: &CallRecord) -> String {
-    serde_json::to_string(&ExportRow::from(record)).unwrap_or_else(|error| {
-        // Serialising plain strings and numbers cannot fail; keep the data anyway.
-        format!(
-            "{{\"serialization_error\":{:?},\"debug\":{:?}}}",
-            error.to_string(),
-            record
-        )
-    })
-}
-
-/// Every CallRecord field in proto order, times also as RFC 3339, end reason and state
-/// by name. Field order here is the column order of JSON objects, CSV and exports;
-/// exports hash each row's JSON in exactly this form, so it must stay stable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportRow {
-    call_id: String,
-    sip_call_id: String,
-    line_number: String,
-    court_name: String,
-    caller_number: String,
-    caller_display_name: String,
-    caller_source: String,
-    user_agent: String,
-    codec: String,
-    received_at: Option<String>,
-    received_at_ms: i64,
-    answered_at: Option<String>,
-    answered_at_ms: i64,
-    prompt_started_at: Option<String>,
-    prompt_started_at_ms: i64,
-    prompt_ended_at: Option<String>,
-    prompt_ended_at_ms: i64,
-    operator_answered_at: Option<String>,
-    operator_answered_at_ms: i64,
-    ended_at: Option<String>,
-    ended_at_ms: i64,
-    prompt_id: String,
-    prompt_sha256: String,
-    prompt_length_ms: u32,
-    prompt_ms_sent: u32,
-    prompt_completed: bool,
-    dtmf_during_prompt: String,
-    operator_uri: String,
-    end_reason: String,
-    sip_final_status: u32,
-    rtp_packets_sent: u64,
-    rtp_packets_received: u64,
-    state: String,
-    flagged: bool,
-    node_id: String,
-    /// Every prompt played, as [`prompts_json`] text (one CSV cell); last, and
-    /// left out of the canonical JSON when empty, so rows of exports made
-    /// before playlists existed hash (and verify) as they did then.
-    #[serde(default)]
-    prompts: String,
-    /// Both legs' RTP/RTCP figures, as [`media_json`] text (one CSV cell);
-    /// after `prompts` and left out of the canonical JSON when empty, for the
-    /// same reason.
-    #[serde(default)]
-    media: String,
-}
-
-/// One leg's figures as they appear in records' `media` text (proto field names).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LegMediaEntry {
-    /// [`LegMedia::packets_sent`].
-    packets_sent: u64,
-    /// [`LegMedia::packets_received`].
-    packets_received: u64,
-    /// [`LegMedia::packets_lost`].
-    packets_lost: u64,
-    /// [`LegMedia::jitter_us`].
-    jitter_us: u32,
-    /// [`LegMedia::rtt_us`]; absent when the peer sent no RTCP report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    rtt_us: Option<u32>,
-    /// [`LegMedia::peer_reported_lost`]; absent when the peer sent no RTCP report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    peer_reported_lost: Option<i32>,
-}
-
-impl From<&LegMedia> for LegMediaEntry {
-    fn from(m: &LegMedia) -> Self {
-        LegMediaEntry {
-            packets_sent: m.packets_sent,
-            packets_received: m.packets_received,
-            packets_lost: m.packets_lost,
-            jitter_us: m.jitter_us,
-            rtt_us: m.rtt_us,
-            peer_reported_lost: m.peer_reported_lost,
-        }
-    }
-}
-
-impl From<LegMediaEntry> for LegMedia {
-    fn from(e: LegMediaEntry) -> Self {
-        LegMedia {
-            packets_sent: e.packets_sent,
-            packets_received: e.packets_received,
-            packets_lost: e.packets_lost,
-            jitter_us: e.jitter_us,
-            rtt_us: e.rtt_us,
-            peer_reported_lost: e.peer_reported_lost,
-        }
-    }
-}
-
-/// Both legs' figures in records' `media` text; a leg without media is left out.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MediaEntry {
-    /// [`CallRecord::caller_media`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    caller: Option<LegMediaEntry>,
-    /// [`CallRecord::operator_media`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    operator: Option<LegMediaEntry>,
-}
-
-/// A call's per-leg media figures as compact JSON text, the form the calls
-/// table, CSV and exports keep; `""` when neither leg had media.
-pub fn media_json(record: &CallRecord) -> String {
-    if record.caller_media.is_none() && record.operator_media.is_none() {
-        return String::new();
-    }
-    let entry = MediaEntry {
-        caller: record.caller_media.as_ref().map(LegMediaEntry::from),
-        operator: record.operator_media.as_ref().map(LegMediaEntry::from),
-    };
-    // Integers always serialise.
-    serde_json::to_string(&entry).unwrap_or_default()
-}
-
-/// The inverse of [`media_json`]: `(caller_media, operator_media)`; the error
-/// says what is wrong with the text.
-pub fn parse_media_json(text: &str) -> Result<(Option<LegMedia>, Option<LegMedia>), String> {
-    if text.is_empty() {
-        return Ok((None, None));
-    }
-    let entry: MediaEntry = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok((
-        entry.caller.map(LegMedia::from),
-        entry.operator.map(LegMedia::from),
-    ))
-}
-
 /// One line per leg with media, for `calls get`: what was sent, received and
 /// lost, jitter, and what the peer's RTCP said (when it sent any).
 pub fn media_lines(record: &CallRecord) -> Vec<String> {
@@ -281,42 +130,6 @@ pub fn media_lines(record: &CallRecord) -> Vec<String> {
         ))
     })
     .collect()
-}
-
-/// One prompt as it appears in records' `prompts` text, in proto field order.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromptEntry {
-    /// [`PlayedPrompt::id`].
-    id: String,
-    /// [`PlayedPrompt::version`].
-    version: String,
-    /// [`PlayedPrompt::sha256`].
-    sha256: String,
-    /// [`PlayedPrompt::length_ms`].
-    length_ms: u32,
-    /// [`PlayedPrompt::ms_sent`].
-    ms_sent: u32,
-}
-
-/// A call's prompts as compact JSON text, the form the calls table, CSV and
-/// exports keep; `""` for none (calls recorded before playlists existed).
-pub fn prompts_json(prompts: &[PlayedPrompt]) -> String {
-    if prompts.is_empty() {
-        return String::new();
-    }
-    let entries: Vec<PromptEntry> = prompts
-        .iter()
-        .map(|p| PromptEntry {
-            id: p.id.clone(),
-            version: p.version.clone(),
-            sha256: p.sha256.clone(),
-            length_ms: p.length_ms,
-            ms_sent: p.ms_sent,
-        })
-        .collect();
-    // Strings and integers always serialise.
-    serde_json::to_string(&entries).unwrap_or_default()
 }
 
 /// One line per prompt a call played, for `calls get`: position, id, version,
@@ -352,154 +165,6 @@ pub fn prompt_lines(record: &CallRecord) -> Vec<String> {
         .collect()
 }
 
-/// The inverse of [`prompts_json`]; the error says what is wrong with the text.
-pub fn parse_prompts_json(text: &str) -> Result<Vec<PlayedPrompt>, String> {
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let entries: Vec<PromptEntry> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(entries
-        .into_iter()
-        .map(|e| PlayedPrompt {
-            id: e.id,
-            version: e.version,
-            sha256: e.sha256,
-            length_ms: e.length_ms,
-            ms_sent: e.ms_sent,
-        })
-        .collect())
-}
-
-impl ExportRow {
-    /// The row's call id.
-    pub fn call_id(&self) -> &str {
-        &self.call_id
-    }
-
-    /// The canonical JSON of the row: what exports hash. Empty optional
-    /// columns at the end (`media`, then `prompts`) are left out, as rows were
-    /// before those columns existed.
-    pub fn canonical_json(&self) -> String {
-        // Strings, numbers and booleans always serialise.
-        let mut json = serde_json::to_string(self).unwrap_or_default();
-        for column in OPTIONAL_COLUMNS.iter().rev() {
-            match json.strip_suffix(&format!(",\"{column}\":\"\"}}")) {
-                Some(head) => json = format!("{head}}}"),
-                None => break,
-            }
-        }
-        json
-    }
-}
-
-/// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-pub const CSV_HEADER: [&str; 37] = [
-    "call_id",
-    "sip_call_id",
-    "line_number",
-    "court_name",
-    "caller_number",
-    "caller_display_name",
-    "caller_source",
-    "user_agent",
-    "codec",
-    "received_at",
-    "received_at_ms",
-    "answered_at",
-    "answered_at_ms",
-    "prompt_started_at",
-    "prompt_started_at_ms",
-    "prompt_ended_at",
-    "prompt_ended_at_ms",
-    "operator_answered_at",
-    "operator_answered_at_ms",
-    "ended_at",
-    "ended_at_ms",
-    "prompt_id",
-    "prompt_sha256",
-    "prompt_length_ms",
-    "prompt_ms_sent",
-    "prompt_completed",
-    "dtmf_during_prompt",
-    "operator_uri",
-    "end_reason",
-    "sip_final_status",
-    "rtp_packets_sent",
-    "rtp_packets_received",
-    "state",
-    "flagged",
-    "node_id",
-    "prompts",
-    "media",
-];
-
-/// Trailing columns that older exports lack, in order: a file may miss the
-/// last one or more of them, and their empty values stay out of row hashes.
-pub const OPTIONAL_COLUMNS: [&str; 2] = ["prompts", "media"];
-
-impl From<&CallRecord> for ExportRow {
-    fn from(r: &CallRecord) -> Self {
-        ExportRow {
-            call_id: r.call_id.clone(),
-            sip_call_id: r.sip_call_id.clone(),
-            line_number: r.line_number.clone(),
-            court_name: r.court_name.clone(),
-            caller_number: r.caller_number.clone(),
-            caller_display_name: r.caller_display_name.clone(),
-            caller_source: r.caller_source.clone(),
-            user_agent: r.user_agent.clone(),
-            codec: r.codec.clone(),
-            received_at: rfc3339(r.received_at_ms),
-            received_at_ms: r.received_at_ms,
-            answered_at: rfc3339(r.answered_at_ms),
-            answered_at_ms: r.answered_at_ms,
-            prompt_started_at: rfc3339(r.prompt_started_at_ms),
-            prompt_started_at_ms: r.prompt_started_at_ms,
-            prompt_ended_at: rfc3339(r.prompt_ended_at_ms),
-            prompt_ended_at_ms: r.prompt_ended_at_ms,
-            operator_answered_at: rfc3339(r.operator_answered_at_ms),
-            operator_answered_at_ms: r.operator_answered_at_ms,
-            ended_at: rfc3339(r.ended_at_ms),
-            ended_at_ms: r.ended_at_ms,
-            prompt_id: r.prompt_id.clone(),
-            prompt_sha256: r.prompt_sha256.clone(),
-            prompt_length_ms: r.prompt_length_ms,
-            prompt_ms_sent: r.prompt_ms_sent,
-            prompt_completed: r.prompt_completed,
-            dtmf_during_prompt: r.dtmf_during_prompt.clone(),
-            operator_uri: r.operator_uri.clone(),
-            end_reason: end_reason_label(r.end_reason).into_owned(),
-            sip_final_status: r.sip_final_status,
-            rtp_packets_sent: r.rtp_packets_sent,
-            rtp_packets_received: r.rtp_packets_received,
-            state: state_label(r.state).into_owned(),
-            flagged: r.flagged,
-            node_id: r.node_id.clone(),
-            prompts: prompts_json(&r.prompts),
-            media: media_json(r),
-        }
-    }
-}
-
-/// The name for a raw proto value; a number no enum variant knows is shown, not hidden.
-fn end_reason_label(value: i32) -> Cow<'static, str> {
-    match EndReason::try_from(value) {
-        Ok(reason) => Cow::Borrowed(end_reason_name(reason)),
-        Err(_) => Cow::Owned(format!("unknown_{value}")),
-    }
-}
-
-/// The name of a raw call state ("ended", "interrupted", "in_progress").
-pub fn state_label(value: i32) -> Cow<'static, str> {
-    match CallState::try_from(value) {
-        Ok(CallState::Unspecified) => Cow::Borrowed("unspecified"),
-        Ok(CallState::InProgress) => Cow::Borrowed("in_progress"),
-        Ok(CallState::Ended) => Cow::Borrowed("ended"),
-        Ok(CallState::Interrupted) => Cow::Borrowed("interrupted"),
-        Err(_) => Cow::Owned(format!("unknown_{value}")),
-    }
-}
-
 /// Parses a call state name as typed on the command line.
 pub fn parse_state(text: &str) -> Option<CallState> {
     [
@@ -509,31 +174,6 @@ pub fn parse_state(text: &str) -> Option<CallState> {
     ]
     .into_iter()
     .find(|state| state_label(*state as i32) == text.trim().to_ascii_lowercase().replace('-', "_"))
-}
-
-/// Every field of `record` by CSV column name, as text; `verify` diffs rows with it.
-pub fn record_fields(record: &CallRecord) -> Vec<(&'static str, String)> {
-    let value = serde_json::to_value(ExportRow::from(record)).unwrap_or_default();
-    CSV_HEADER
-        .iter()
-        .map(|name| {
-            let text = match value.get(*name) {
-                Some(serde_json::Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            };
-            (*name, text)
-        })
-        .collect()
-}
-
-/// UTC RFC 3339 with milliseconds; `None` for 0, which the proto uses for "did not happen".
-fn rfc3339(ms: i64) -> Option<String> {
-    if ms == 0 {
-        return None;
-    }
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map(|time| time.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 fn write_csv(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()> {
@@ -667,6 +307,8 @@ fn display_width(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::pb::{LegMedia, PlayedPrompt};
+    use crate::contract::row::*;
 
     fn sample() -> CallRecord {
         CallRecord {

@@ -355,7 +355,7 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
             filter
                 .states
                 .iter()
-                .map(|state| super::query::state_label(*state).into_owned())
+                .map(|state| crate::contract::names::state_label(*state).into_owned())
                 .collect::<Vec<_>>()
                 .into(),
         );
@@ -817,7 +817,7 @@ impl RecordsServer {
                     .await
                     .map_err(|error| store_status("exporting calls", error))?;
                 for record in records {
-                    rows.push(&super::query::ExportRow::from(&record));
+                    rows.push(&crate::contract::row::ExportRow::from(&record));
                     let item = ExportCallsResponse {
                         item: Some(export_calls_response::Item::Record(record)),
                     };

@@ -29,10 +29,10 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Arguments, Executor, Row};
 
 use super::chain::{EventHeader, StoredEvent};
-use super::query::{media_json, parse_media_json, parse_prompts_json, prompts_json};
 use crate::contract::pb::{
     CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, SortOrder,
 };
+use crate::contract::row::{media_json, parse_media_json, parse_prompts_json, prompts_json};
 
 /// Page size used when a query asks for 0 (the proto's "server default").
 pub const DEFAULT_PAGE_SIZE: u32 = 100;

@@ -26,10 +26,10 @@ use prost::Message;
 use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
 use super::ledger::signing::checkpoint_signature_valid;
 use super::ledger::{apply_effect, call_effect};
-use super::query::record_fields;
 use super::store::{Store, StoreError};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::{CallRecord, EventBody, Finding, VerifyResponse};
+use crate::contract::row::record_fields;
 
 /// Events or rows read per query.
 const PAGE: u32 = 5000;

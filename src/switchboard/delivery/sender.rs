@@ -22,7 +22,7 @@ use super::spool::{Recovered, Spool, SpoolError};
 use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted};
-use crate::records::query::record_json;
+use crate::contract::row::record_json;
 
 /// First retry delay after a failed delivery.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
