@@ -1,5 +1,7 @@
-//! Switchboard configuration: one TOML file read through the `config` crate,
-//! overridable by `COURTLINE_SECTION__KEY` environment variables.
+//! Configuration of both processes: one TOML file read through the `config`
+//! crate, overridable by `COURTLINE_SECTION__KEY` environment variables. It
+//! defines the settings types the switchboard uses ([`sip`], [`media`]) and
+//! uses the records service's own; it imports nothing of the switchboard.
 //!
 //! Loading happens in two steps so that every problem reaches the admin with the
 //! file, the key, what is wrong and how to fix it: `config` parses and types the

@@ -1,4 +1,8 @@
 //! The `courtline` command line: `serve`, `check`, `calls list`, `records serve`.
+//!
+//! The edge of both processes: `serve` starts the switchboard (and, when
+//! configured, the records service in the same process), `records serve` the
+//! records service alone; `calls` and `records` are clients of the service.
 
 pub mod calls;
 pub mod check;

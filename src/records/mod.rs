@@ -1,4 +1,5 @@
-//! The records service, with its hash chain.
+//! The records service process: ingest, hash chain, store, queries, exports,
+//! verification and roles. Imports only the contract.
 //!
 //! [`service`] authorises ([`auth`]) and hands events to the [`ledger`], which
 //! chains them ([`chain`]), signs checkpoints ([`ledger::signing`]) and

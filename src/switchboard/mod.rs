@@ -1,5 +1,10 @@
-//! The switchboard: SIP endpoint, call flow, media, and the spool that hands
-//! call events on to the records service.
+//! The switchboard process: SIP endpoint, call flow, media, and the spool that
+//! hands call events on to the records service.
+//!
+//! [`endpoint`] accepts calls and hands each to a [`call::session`]; both share
+//! the `context` below them. Imports go one way: `endpoint` → `call` →
+//! `sip`, `media`, `sdp`, `delivery`, `context`; of the whole crate only
+//! `config` and `contract`.
 
 pub mod call;
 pub(crate) mod context;

@@ -1,4 +1,4 @@
-//! The ledger: the one writer of the hash chain.
+//! The ledger: the one writer of the hash chain (records service process).
 //!
 //! Everything the records service stores goes through [`Ledger`]: switchboard
 //! events ([`Ledger::ingest`], idempotent on node id + sequence number), flags,

@@ -1,5 +1,6 @@
 //! One call's life: the sans-IO decision logic (`flow`) and the task that runs
-//! it against real SIP dialogs and media (`session`).
+//! it against real SIP dialogs and media (`session`). Runs in the switchboard
+//! process.
 
 pub mod flow;
 pub mod reoffer;

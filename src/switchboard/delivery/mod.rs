@@ -1,5 +1,6 @@
 //! Delivery of call events: the durable spool and the sender that drains it
-//! into the records service.
+//! into the records service. Runs in the switchboard process; takes contract
+//! types only (the call flow converts its milestones).
 
 pub mod sender;
 pub mod spool;

@@ -1,5 +1,6 @@
 //! Media: G.711 coding, pre-encoded prompt and tone frames, and the engine that
-//! paces and relays RTP (with RTCP) for every call.
+//! paces and relays RTP (with RTCP) for every call. Runs in the switchboard
+//! process; imports neither `sip` nor `call`.
 
 pub mod batch;
 pub mod codec;

@@ -1,5 +1,6 @@
 //! The SIP side: a thin adapter over rsipstack, which owns RFC 3261
-//! transactions, dialogs and retransmissions.
+//! transactions, dialogs and retransmissions. Runs in the switchboard process;
+//! protocol pieces only (it imports neither `call` nor the endpoint).
 //!
 //! - `shield`: ACLs, per-source rate limits, bans for floods and scanners (sans-IO).
 //! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
