@@ -3,8 +3,8 @@
 //! store filled with generated calls.
 //!
 //! ```sh
-//! cargo run --release --bin courtline-records-bench -- --database /tmp/bench.db --calls 1000000
-//! cargo run --release --bin courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/bench --calls 1000000
+//! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000
+//! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/bench --calls 1000000
 //! ```
 //!
 //! The database must be new (or made by an earlier run of this tool with the same
