@@ -3,8 +3,9 @@
 //! (see ARCHITECTURE.md). Reads every `src/**/*.rs`, collects each `crate::…`
 //! and `super::…` path (also inside `use crate::{a, b::c}` groups), resolves it
 //! to the module it names, and fails naming every circle with the lines behind
-//! it. Line scanning, not a parser: comments and string literals are blanked
-//! first, which is enough for this code base.
+//! it, and every import the layering forbids outright. Line scanning, not a
+//! parser: comments and string literals are blanked first, which is enough for
+//! this code base.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -12,6 +13,25 @@ use std::path::Path;
 /// The modules whose children must not import each other in a circle
 /// (`[]` is the crate root: the top-level modules).
 const LEVELS: [&[&str]; 3] = [&[], &["switchboard"], &["records"]];
+
+/// Imports that go up a floor, forbidden even before they close a circle:
+/// (importing module, imported module).
+const FORBIDDEN: [(&str, &str); 14] = [
+    ("contract", "config"),
+    ("contract", "records"),
+    ("contract", "switchboard"),
+    ("contract", "cli"),
+    ("config", "switchboard"),
+    ("config", "cli"),
+    ("records", "config"),
+    ("records", "switchboard"),
+    ("records", "cli"),
+    ("switchboard", "records"),
+    ("switchboard", "cli"),
+    ("switchboard::sip", "switchboard::call"),
+    ("switchboard::delivery", "switchboard::call"),
+    ("switchboard::media", "switchboard::call"),
+];
 
 /// A module path, `["switchboard", "call", "flow"]`.
 type ModulePath = Vec<String>;
@@ -35,11 +55,18 @@ fn no_import_circles_between_modules() {
         "read only {} files under src/",
         files.len()
     );
-    let circles = circles(&files);
+    let uses = uses(&files);
+    let circles = circles(&uses);
     assert!(
         circles.is_empty(),
         "import circles between modules (shared types must flow down):\n{}",
         circles.join("\n")
+    );
+    let upward = forbidden(&uses);
+    assert!(
+        upward.is_empty(),
+        "imports that go up a floor (see ARCHITECTURE.md, Layering):\n{}",
+        upward.join("\n")
     );
 }
 
@@ -72,10 +99,10 @@ fn module_of(file: &str) -> Option<ModulePath> {
     Some(path)
 }
 
-/// Each circle found, as a line naming its modules and the uses behind each step.
-fn circles(files: &[(String, String)]) -> Vec<String> {
+/// Every reference in `files`, with the module it is made from.
+fn uses(files: &[(String, String)]) -> Vec<(ModulePath, Reference)> {
     let modules: BTreeSet<ModulePath> = files.iter().filter_map(|(f, _)| module_of(f)).collect();
-    let mut uses: Vec<(ModulePath, Reference)> = Vec::new();
+    let mut uses = Vec::new();
     for (file, text) in files {
         if let Some(module) = module_of(file) {
             for reference in references(file, &module, text, &modules) {
@@ -83,12 +110,38 @@ fn circles(files: &[(String, String)]) -> Vec<String> {
             }
         }
     }
+    uses
+}
+
+/// Each use [`FORBIDDEN`] names, as `a must not use b: <place> uses <module>`.
+fn forbidden(uses: &[(ModulePath, Reference)]) -> Vec<String> {
+    let within = |module: &[String], prefix: &str| {
+        let prefix: Vec<&str> = prefix.split("::").collect();
+        module.len() >= prefix.len() && module.iter().zip(&prefix).all(|(a, b)| a == b)
+    };
+    let mut found = Vec::new();
+    for (from, reference) in uses {
+        for (lower, upper) in FORBIDDEN {
+            if within(from, lower) && within(&reference.target, upper) {
+                found.push(format!(
+                    "{lower} must not use {upper}: {} uses {}",
+                    reference.place,
+                    reference.target.join("::")
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Each circle found, as a line naming its modules and the uses behind each step.
+fn circles(uses: &[(ModulePath, Reference)]) -> Vec<String> {
     let mut found = Vec::new();
     for level in LEVELS {
         let level: ModulePath = level.iter().map(|s| s.to_string()).collect();
         // node → (node it uses → first use seen).
         let mut graph: BTreeMap<String, BTreeMap<String, Reference>> = BTreeMap::new();
-        for (from, reference) in &uses {
+        for (from, reference) in uses {
             if let (Some(a), Some(b)) =
                 (child_of(&level, from), child_of(&level, &reference.target))
             {
@@ -400,13 +453,13 @@ mod checker {
     fn a_tree_that_imports_one_way_passes() {
         let guard = "use super::leg;\n// crate::switchboard::call::flow in a comment\n\
                      const A: &str = \"crate::switchboard::call::flow\";\n";
-        assert_eq!(circles(&small_tree(guard)), Vec::<String>::new());
+        assert_eq!(circles(&uses(&small_tree(guard))), Vec::<String>::new());
     }
 
     #[test]
     fn a_planted_circle_is_named_with_its_lines() {
         let guard = "use super::leg;\n\nfn f() { crate::switchboard::call::flow::run() }\n";
-        let found = circles(&small_tree(guard));
+        let found = circles(&uses(&small_tree(guard)));
         assert_eq!(
             found,
             vec!["switchboard::call ⇄ switchboard::sip: \
@@ -428,13 +481,39 @@ mod checker {
             ),
             ("c.rs", "fn f() { let _ = crate::a::Z; }\n"),
         ]);
-        let found = circles(&files);
+        let found = circles(&uses(&files));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].starts_with("a → b → c → a: a.rs:1 uses b;"),
             "{found:?}"
         );
         assert!(found[0].contains("b/inner.rs:2 uses c"), "{found:?}");
+    }
+
+    #[test]
+    fn an_upward_import_is_named_even_without_a_circle() {
+        let files = tree(&[
+            ("lib.rs", "pub mod switchboard;\n"),
+            ("switchboard/mod.rs", "pub mod call;\npub mod sip;\n"),
+            ("switchboard/call/mod.rs", "pub mod flow;\n"),
+            ("switchboard/call/flow.rs", ""),
+            (
+                "switchboard/sip/mod.rs",
+                "\nuse crate::switchboard::call::flow::CallFlow;\n",
+            ),
+        ]);
+        let found = uses(&files);
+        assert_eq!(circles(&found), Vec::<String>::new());
+        assert_eq!(
+            forbidden(&found),
+            vec!["switchboard::sip must not use switchboard::call: \
+                 switchboard/sip/mod.rs:2 uses switchboard::call::flow"
+                .to_string()]
+        );
+        assert_eq!(
+            forbidden(&uses(&small_tree("use super::leg;\n"))),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
