@@ -16,7 +16,7 @@ const LEVELS: [&[&str]; 3] = [&[], &["switchboard"], &["records"]];
 
 /// Imports that go up a floor, forbidden even before they close a circle:
 /// (importing module, imported module).
-const FORBIDDEN: [(&str, &str); 14] = [
+const FORBIDDEN: [(&str, &str); 16] = [
     ("contract", "config"),
     ("contract", "records"),
     ("contract", "switchboard"),
@@ -29,7 +29,9 @@ const FORBIDDEN: [(&str, &str); 14] = [
     ("switchboard", "records"),
     ("switchboard", "cli"),
     ("switchboard::sip", "switchboard::call"),
+    ("switchboard::sip", "switchboard::endpoint"),
     ("switchboard::delivery", "switchboard::call"),
+    ("switchboard::media", "switchboard::sip"),
     ("switchboard::media", "switchboard::call"),
 ];
 
