@@ -1,6 +1,7 @@
 //! The switchboard: SIP endpoint, call flow, media, and the spool that hands
 //! call events on to the records service.
 
+pub(crate) mod admission;
 pub mod call;
 pub(crate) mod context;
 pub mod delivery;
