@@ -353,3 +353,511 @@ fn refuse(reason: Refused, status: StatusCode, headers: Vec<Header>, facts: Call
         facts,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    use md5::Md5;
+    use rsipstack::sip::SipMessage;
+    use sha2::Digest;
+
+    use super::*;
+    use crate::switchboard::media::prompt::{Prompt, PromptFrames};
+    use crate::switchboard::sip::inbound_auth::{DigestAlgorithm, InboundAuthConfig, InboundUser};
+
+    const CALLER: &str = "198.51.100.7:5070";
+    const TRUNK: &str = "192.0.2.10:5060";
+    /// Answered at once; narrowband prompts.
+    const LINE: &str = "02112368";
+    /// Plays the warning as early media.
+    const EARLY_LINE: &str = "02100000";
+    /// Its prompts exist in G.722 too.
+    const WIDEBAND_LINE: &str = "02199999";
+    /// Configured, but its playlist is missing.
+    const UNLOADED_LINE: &str = "02155555";
+
+    const CONFIG: &str = r#"
+[sip]
+max_calls = 2
+retry_after_s = 17
+answer_delay_ms = 1500
+min_se_s = 120
+session_expires_s = 1800
+
+[prompts.zh]
+file = "audio/three_rules_zh.wav"
+
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "zh"
+operator = ["sip:op1@127.0.0.1:5090", "sip:op2@127.0.0.1:5091"]
+ring_timeout_s = 20
+
+[[lines]]
+number = "02100000"
+court = "上海市第二中级人民法院"
+prompt = "zh"
+operator = "sip:op@127.0.0.1:5090"
+answer_mode = "early_media"
+
+[[lines]]
+number = "02199999"
+court = "上海市高级人民法院"
+prompt = "zh"
+operator = "sip:op@127.0.0.1:5090"
+
+[[lines]]
+number = "02155555"
+court = "上海海事法院"
+prompt = "zh"
+operator = "sip:op@127.0.0.1:5090"
+"#;
+
+    /// An offer preferring A-law, then G.722, then μ-law.
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8 9 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    /// An offer of G.722 first, μ-law second.
+    const WIDEBAND_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 40000 RTP/AVP 9 0\r\n";
+    const SDP: &str = "Content-Type: application/sdp\r\n";
+
+    /// A one-prompt playlist of one second, with G.722 when `wideband`.
+    fn playlist(wideband: bool) -> Arc<Playlist> {
+        let narrow = vec![0i16; 8000];
+        let wide = vec![0i16; 16000];
+        let prompt = Prompt {
+            id: "zh".into(),
+            version: "2024-01".into(),
+            path: "audio/three_rules_zh.wav".into(),
+            sha256: "ab".repeat(32),
+            frames: Arc::new(PromptFrames::from_pcm(
+                &narrow,
+                wideband.then_some(&wide[..]),
+            )),
+        };
+        Arc::new(Playlist::new(vec![prompt], 200, 600))
+    }
+
+    /// The switchboard's side of admission, owned so tests can change it.
+    struct Switchboard {
+        config: Config,
+        playlists: HashMap<String, Arc<Playlist>>,
+        inbound_auth: Option<InboundAuth>,
+        health: OperatorHealth,
+        spool_healthy: bool,
+        active: Arc<AtomicUsize>,
+        now: Now,
+    }
+
+    impl Switchboard {
+        fn new() -> Switchboard {
+            let playlists = [
+                (LINE, playlist(false)),
+                (EARLY_LINE, playlist(false)),
+                (WIDEBAND_LINE, playlist(true)),
+            ]
+            .into_iter()
+            .map(|(line, p)| (line.to_string(), p))
+            .collect();
+            Switchboard {
+                config: Config::from_toml_str(CONFIG, "admission test").unwrap(),
+                playlists,
+                inbound_auth: None,
+                health: OperatorHealth::default(),
+                spool_healthy: true,
+                active: Arc::new(AtomicUsize::new(0)),
+                now: Now {
+                    wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                    monotonic: Instant::now(),
+                },
+            }
+        }
+
+        /// With digest authentication for everyone outside 192.0.2.0/24.
+        fn with_auth() -> Switchboard {
+            let auth = InboundAuth::new(InboundAuthConfig {
+                realm: "court.example".into(),
+                algorithm: DigestAlgorithm::Md5,
+                users: vec![InboundUser {
+                    username: "alice".into(),
+                    password: "s3cret".into(),
+                    ha1: String::new(),
+                }],
+                exempt: vec!["192.0.2.0/24".into()],
+                nonce_lifetime_s: 60,
+            });
+            Switchboard {
+                inbound_auth: auth.unwrap(),
+                ..Switchboard::new()
+            }
+        }
+
+        /// What the adapter does: take a slot, then decide.
+        fn decide_from(&self, source: &str, request: &Request) -> Decision {
+            let admission = Admission {
+                config: &self.config,
+                playlists: &self.playlists,
+                inbound_auth: self.inbound_auth.as_ref(),
+                health: &self.health,
+                spool_healthy: self.spool_healthy,
+            };
+            let invite = InviteFacts {
+                request,
+                source: Some(source.parse().unwrap()),
+                call_id: "0190-call",
+            };
+            let slot = CallSlot::take(&self.active, self.config.sip.max_calls);
+            admission.decide(&invite, slot, self.now)
+        }
+
+        fn decide(&self, request: &Request) -> Decision {
+            self.decide_from(CALLER, request)
+        }
+
+        fn in_use(&self) -> usize {
+            self.active.load(std::sync::atomic::Ordering::Acquire)
+        }
+    }
+
+    fn invite(line: &str, extra: &str, body: &str) -> Request {
+        let text = format!(
+            "INVITE sip:{line}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-a\r\nFrom: \"张三\" <sip:13800138000@198.51.100.7>;tag=1\r\nTo: <sip:{line}@127.0.0.1>\r\nCall-ID: a@198.51.100.7\r\nCSeq: 1 INVITE\r\nUser-Agent: SIPp/3.7\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match SipMessage::try_from(text.as_str()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    fn admitted(decision: Decision) -> Admitted {
+        match decision {
+            Decision::Admit(admitted) => *admitted,
+            other => panic!("expected Admit, got {other:?}"),
+        }
+    }
+
+    fn refusal(decision: Decision) -> Refusal {
+        match decision {
+            Decision::Refuse(refusal) => refusal,
+            other => panic!("expected Refuse, got {other:?}"),
+        }
+    }
+
+    fn challenge(decision: Decision) -> String {
+        match decision {
+            Decision::Challenge(value) => value,
+            other => panic!("expected Challenge, got {other:?}"),
+        }
+    }
+
+    fn header_lines(headers: &[Header]) -> Vec<String> {
+        headers.iter().map(ToString::to_string).collect()
+    }
+
+    fn code(refusal: &Refusal) -> u16 {
+        u16::from(refusal.status.clone())
+    }
+
+    fn nonce_of(challenge: &str) -> String {
+        let start = challenge.find("nonce=\"").unwrap() + 7;
+        challenge[start..].split('"').next().unwrap().to_string()
+    }
+
+    /// `Authorization` as a client computes it for `password` (RFC 2617 MD5, qop=auth).
+    fn authorization(password: &str, nonce: &str) -> String {
+        let md5 = |text: String| hex::encode(Md5::digest(text.as_bytes()));
+        let uri = format!("sip:{LINE}@127.0.0.1");
+        let ha1 = md5(format!("alice:court.example:{password}"));
+        let ha2 = md5(format!("INVITE:{uri}"));
+        let response = md5(format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}"));
+        format!("Authorization: Digest username=\"alice\", realm=\"court.example\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n")
+    }
+
+    #[test]
+    fn admits_with_the_facts_the_record_needs() {
+        let sb = Switchboard::new();
+        let a = admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+        let f = &a.facts;
+        assert_eq!(f.call_id, "0190-call");
+        assert_eq!(f.sip_call_id, "a@198.51.100.7");
+        assert_eq!(f.line_number, LINE);
+        assert_eq!(f.court_name, "上海市第一中级人民法院");
+        assert_eq!(f.caller_number, "13800138000");
+        assert_eq!(f.caller_display_name, "张三");
+        assert_eq!(f.caller_source, CALLER);
+        assert_eq!(f.user_agent, "SIPp/3.7");
+        assert_eq!(f.received_at_ms, 1_700_000_000_000);
+        assert_eq!(f.prompt_id, "zh");
+        assert_eq!(f.prompt_sha256, "ab".repeat(32));
+        // 200 ms lead-in + 1 s prompt.
+        assert_eq!(f.prompt_length_ms, 1200);
+        assert_eq!(f.prompts.len(), 1);
+        assert_eq!(f.prompts[0].length_ms, 1000);
+        assert_eq!(
+            f.operators,
+            ["sip:op1@127.0.0.1:5090", "sip:op2@127.0.0.1:5091"]
+        );
+        assert_eq!(f.ring_timeout, Duration::from_secs(20));
+        assert_eq!(f.answer_delay, Duration::from_millis(1500));
+        assert!(!f.early_media);
+        assert!(a.authenticated_as.is_none());
+        assert!(!a.answered_without_early_media);
+        assert!(
+            a.session_timer.is_none(),
+            "the caller neither asked nor supports timers"
+        );
+        assert_eq!(sb.in_use(), 1, "the admitted call holds its slot");
+        drop(a);
+        assert_eq!(sb.in_use(), 0);
+    }
+
+    #[test]
+    fn hunt_list_leaves_out_operators_marked_down() {
+        let sb = Switchboard::new();
+        for _ in 0..10 {
+            sb.health.record("sip:op1@127.0.0.1:5090", false);
+        }
+        let a = admitted(sb.decide(&invite(LINE, "", "")));
+        assert_eq!(a.facts.operators, ["sip:op2@127.0.0.1:5091"]);
+    }
+
+    #[test]
+    fn codec_follows_the_callers_order_among_what_the_line_can_play() {
+        let sb = Switchboard::new();
+        // The caller prefers A-law: taken even where G.722 could be played.
+        for line in [LINE, WIDEBAND_LINE] {
+            let a = admitted(sb.decide(&invite(line, SDP, OFFER)));
+            let (offer, negotiated) = a.offer.unwrap();
+            assert_eq!(negotiated.codec, Codec::Pcma, "{line}");
+            assert_eq!(negotiated.telephone_event, Some(101));
+            assert_eq!(offer.rtp_addr, "198.51.100.7:40000".parse().unwrap());
+            assert_eq!(a.facts.codec, "PCMA");
+        }
+        // G.722 first: only a line with wideband prompts takes it. (Each
+        // admitted call is dropped at once: max_calls is 2.)
+        let codec = |line| {
+            admitted(sb.decide(&invite(line, SDP, WIDEBAND_OFFER)))
+                .facts
+                .codec
+        };
+        assert_eq!(codec(WIDEBAND_LINE), "G722");
+        assert_eq!(codec(LINE), "PCMU");
+        // No SDP: a delayed offer, the codec is settled by the ACK.
+        let delayed = admitted(sb.decide(&invite(LINE, "", "")));
+        assert!(delayed.offer.is_none());
+        assert_eq!(delayed.facts.codec, "");
+    }
+
+    #[test]
+    fn session_timer_is_negotiated_from_the_arrival_time() {
+        let sb = Switchboard::new();
+        let a = admitted(sb.decide(&invite(
+            LINE,
+            "Supported: timer\r\nSession-Expires: 300;refresher=uac\r\n",
+            "",
+        )));
+        let (timer, headers) = a.session_timer.unwrap();
+        assert_eq!(
+            header_lines(&headers),
+            ["Session-Expires: 300;refresher=uac", "Require: timer"]
+        );
+        assert!(!timer.we_refresh());
+        // The caller refreshes; we give up at 300 - min(32, 100) s without one.
+        assert_eq!(
+            timer.poll_timeout(),
+            sb.now.monotonic + Duration::from_secs(268)
+        );
+
+        // Supported but not asked for: our preferred interval, we refresh.
+        let a = admitted(sb.decide(&invite(LINE, "Supported: timer\r\n", "")));
+        let (timer, headers) = a.session_timer.unwrap();
+        assert_eq!(
+            header_lines(&headers),
+            ["Session-Expires: 1800;refresher=uas", "Require: timer"]
+        );
+        assert!(timer.we_refresh());
+    }
+
+    #[test]
+    fn session_interval_below_min_se_gets_422_with_min_se() {
+        let sb = Switchboard::new();
+        let r = refusal(sb.decide(&invite(LINE, "Session-Expires: 100\r\n", "")));
+        assert_eq!(code(&r), 422);
+        assert_eq!(r.reason, Refused::SessionIntervalTooSmall);
+        assert_eq!(header_lines(&r.headers), ["Min-SE: 120"]);
+        assert_eq!(r.facts.line_number, LINE);
+        assert_eq!(sb.in_use(), 0, "a refusal gives its slot back");
+    }
+
+    #[test]
+    fn early_media_needs_an_offer_to_answer_in_the_183() {
+        let sb = Switchboard::new();
+        let with_sdp = admitted(sb.decide(&invite(EARLY_LINE, SDP, OFFER)));
+        assert!(with_sdp.facts.early_media);
+        assert!(!with_sdp.answered_without_early_media);
+        let without = admitted(sb.decide(&invite(EARLY_LINE, "", "")));
+        assert!(!without.facts.early_media, "answered normally instead");
+        assert!(without.answered_without_early_media);
+    }
+
+    #[test]
+    fn unknown_line_gets_404_and_is_recorded_under_the_dialled_number() {
+        let sb = Switchboard::new();
+        let r = refusal(sb.decide(&invite("09999999", SDP, OFFER)));
+        assert_eq!(code(&r), 404);
+        assert_eq!(r.reason, Refused::NoSuchLine);
+        assert!(r.headers.is_empty());
+        assert_eq!(r.facts.line_number, "09999999");
+        assert_eq!(r.facts.court_name, "");
+        assert_eq!(r.facts.caller_number, "13800138000");
+        assert_eq!(r.facts.call_id, "0190-call");
+    }
+
+    #[test]
+    fn line_without_loaded_prompts_gets_500_rather_than_no_warning() {
+        let sb = Switchboard::new();
+        let r = refusal(sb.decide(&invite(UNLOADED_LINE, "", "")));
+        assert_eq!(code(&r), 500);
+        assert_eq!(r.reason, Refused::PromptsNotLoaded);
+        assert_eq!(r.facts.court_name, "上海海事法院");
+    }
+
+    #[test]
+    fn full_switchboard_gets_503_with_retry_after() {
+        let sb = Switchboard::new();
+        let _calls = [
+            admitted(sb.decide(&invite(LINE, "", ""))),
+            admitted(sb.decide(&invite(LINE, "", ""))),
+        ];
+        let r = refusal(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert_eq!(code(&r), 503);
+        assert_eq!(r.reason, Refused::Full);
+        assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
+        // Full is decided before the line is looked up, as before.
+        let r = refusal(sb.decide(&invite("09999999", "", "")));
+        assert_eq!(r.reason, Refused::Full);
+        assert_eq!(sb.in_use(), 2);
+    }
+
+    #[test]
+    fn unwritable_spool_refuses_with_503_only_under_the_reject_policy() {
+        let mut sb = Switchboard::new();
+        sb.spool_healthy = false;
+        let r = refusal(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert_eq!(code(&r), 503);
+        assert_eq!(r.reason, Refused::SpoolUnwritable);
+        assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
+        sb.config.records.on_spool_failure = SpoolFailurePolicy::Continue;
+        admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+    }
+
+    #[test]
+    fn no_common_codec_gets_488_with_a_warning() {
+        let sb = Switchboard::new();
+        let g729 =
+            "v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+        let r = refusal(sb.decide(&invite(LINE, SDP, g729)));
+        assert_eq!(code(&r), 488);
+        assert!(matches!(r.reason, Refused::NoCommonCodec(_)));
+        assert_eq!(
+            header_lines(&r.headers),
+            ["Warning: 305 courtline \"Incompatible media format\""]
+        );
+        // G.722 only: fine where the prompts are wideband, 488 where they are not.
+        let g722 = "v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 40000 RTP/AVP 9\r\n";
+        assert_eq!(code(&refusal(sb.decide(&invite(LINE, SDP, g722)))), 488);
+        assert_eq!(
+            admitted(sb.decide(&invite(WIDEBAND_LINE, SDP, g722)))
+                .facts
+                .codec,
+            "G722"
+        );
+    }
+
+    #[test]
+    fn unreadable_sdp_gets_400_with_the_problem() {
+        let sb = Switchboard::new();
+        let r = refusal(sb.decide(&invite(LINE, SDP, "v=0\r\n")));
+        assert_eq!(code(&r), 400);
+        assert_eq!(r.reason, Refused::MalformedSdp("no m=audio stream".into()));
+        assert_eq!(
+            header_lines(&r.headers),
+            ["Warning: 399 courtline \"no m=audio stream\""]
+        );
+    }
+
+    #[test]
+    fn content_without_sdp_gets_415_or_406_with_accept() {
+        let sb = Switchboard::new();
+        let r = refusal(sb.decide(&invite(
+            LINE,
+            "Content-Type: application/unknownformat\r\n",
+            "<a/>",
+        )));
+        assert_eq!(code(&r), 415);
+        assert_eq!(header_lines(&r.headers), ["Accept: application/sdp"]);
+        let r = refusal(sb.decide(&invite(LINE, "Accept: text/plain\r\n", "")));
+        assert_eq!(code(&r), 406);
+        assert_eq!(r.reason, Refused::Content);
+    }
+
+    #[test]
+    fn untrusted_caller_is_challenged_before_anything_else() {
+        let mut sb = Switchboard::with_auth();
+        // Even a full switchboard and an unwritable spool challenge first.
+        sb.spool_healthy = false;
+        let _calls = [
+            CallSlot::take(&sb.active, 2).unwrap(),
+            CallSlot::take(&sb.active, 2).unwrap(),
+        ];
+        let value = challenge(sb.decide(&invite(LINE, "", "")));
+        assert!(
+            value.starts_with("Digest realm=\"court.example\", nonce=\""),
+            "{value}"
+        );
+        assert!(value.contains("algorithm=MD5, qop=\"auth\""), "{value}");
+        assert!(!value.contains("stale"), "{value}");
+        // An exempt trunk is not asked.
+        assert_eq!(
+            refusal(sb.decide_from(TRUNK, &invite(LINE, "", ""))).reason,
+            Refused::SpoolUnwritable
+        );
+    }
+
+    #[test]
+    fn right_credentials_admit_wrong_ones_get_403() {
+        let sb = Switchboard::with_auth();
+        let nonce = nonce_of(&challenge(sb.decide(&invite(LINE, "", ""))));
+        let a = admitted(sb.decide(&invite(LINE, &authorization("s3cret", &nonce), "")));
+        assert_eq!(a.authenticated_as.as_deref(), Some("alice"));
+        drop(a);
+
+        let r = refusal(sb.decide(&invite(LINE, &authorization("guess", &nonce), "")));
+        assert_eq!(code(&r), 403);
+        assert_eq!(r.reason, Refused::Authentication("wrong digest response"));
+        assert!(r.headers.is_empty());
+        assert_eq!(
+            r.facts.caller_number, "13800138000",
+            "the refusal is recorded"
+        );
+
+        // The nonce is bound to the address it was given to.
+        let elsewhere: IpAddr = "203.0.113.9".parse().unwrap();
+        let moved = format!("{elsewhere}:5070");
+        let again =
+            challenge(sb.decide_from(&moved, &invite(LINE, &authorization("s3cret", &nonce), "")));
+        assert!(!again.contains("stale"), "{again}");
+    }
+
+    #[test]
+    fn expired_nonce_is_challenged_again_as_stale() {
+        let mut sb = Switchboard::with_auth();
+        let nonce = nonce_of(&challenge(sb.decide(&invite(LINE, "", ""))));
+        sb.now.wall += Duration::from_secs(61);
+        let value = challenge(sb.decide(&invite(LINE, &authorization("s3cret", &nonce), "")));
+        assert!(value.ends_with(", stale=true"), "{value}");
+        assert_ne!(nonce_of(&value), nonce, "with a fresh nonce");
+    }
+}
