@@ -77,7 +77,7 @@ pub enum Decision {
     /// not a refusal: nothing is recorded.
     Challenge(String),
     /// Answer with the refusal's status and headers, and record it.
-    Refuse(Refusal),
+    Refuse(Box<Refusal>),
 }
 
 /// A call admission agreed to; the adapter adds the RTP socket and local address.
@@ -341,17 +341,17 @@ impl Admission<'_> {
     }
 
     fn unavailable(&self, reason: Refused, facts: CallFacts) -> Decision {
-        Decision::Refuse(Refusal::unavailable(reason, facts, self.config))
+        Decision::Refuse(Box::new(Refusal::unavailable(reason, facts, self.config)))
     }
 }
 
 fn refuse(reason: Refused, status: StatusCode, headers: Vec<Header>, facts: CallFacts) -> Decision {
-    Decision::Refuse(Refusal {
+    Decision::Refuse(Box::new(Refusal {
         reason,
         status,
         headers,
         facts,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -540,7 +540,7 @@ operator = "sip:op@127.0.0.1:5090"
 
     fn refusal(decision: Decision) -> Refusal {
         match decision {
-            Decision::Refuse(refusal) => refusal,
+            Decision::Refuse(refusal) => *refusal,
             other => panic!("expected Refuse, got {other:?}"),
         }
     }

@@ -449,7 +449,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
                 .reply_with(StatusCode::Unauthorized, vec![challenge], None)
                 .await;
         }
-        Decision::Refuse(refusal) => return refuse(shared, &mut tx, &number, refusal).await,
+        Decision::Refuse(refusal) => return refuse(shared, &mut tx, &number, *refusal).await,
     };
     if let Some(user) = &admitted.authenticated_as {
         info!(line = %number, caller = %admitted.facts.caller_number, ?source, %user, "caller authenticated");
