@@ -437,7 +437,9 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         health: &shared.health,
         spool_healthy: shared.records.spool_healthy(),
     };
-    // The slot first, so a flood cannot overshoot max_calls; a refusal drops it.
+    // The slot first, so a flood cannot overshoot max_calls: taking it is the
+    // atomic step; `decide` only reads the outcome (a refusal or challenge
+    // drops the slot again, after holding it only while deciding).
     let slot = CallSlot::take(&shared.active, shared.config.sip.max_calls);
     let number = dialled_number(invite.request);
     let admitted = match admission.decide(&invite, slot, now) {
