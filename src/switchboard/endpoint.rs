@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
@@ -18,29 +17,24 @@ use rsipstack::EndpointBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission::{Admission, Decision, InviteFacts, Now, Refusal, Refused};
 use super::context::{CallSlot, Shared};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
-use super::sip::inbound_auth::{InboundAuth, Verdict};
-use super::sip::leg::{
-    caller_identity, content_refusal, dialled_number, has_to_tag, header, local_ip_toward,
-};
+use super::sip::inbound_auth::InboundAuth;
+use super::sip::leg::{dialled_number, has_to_tag, header, local_ip_toward};
 use super::sip::qualify::{self, OperatorHealth};
 use super::sip::registration;
-use super::sip::session_timer::{self, Negotiation};
 use super::sip::shield::Shield;
 use super::sip::stream_guard::StreamGuard;
 use super::sip::ALLOW;
-use crate::config::{AnswerMode, Config};
-use crate::contract::pb::PlayedPrompt;
+use crate::config::Config;
 use crate::switchboard::call::session::CallSetup;
-use crate::switchboard::call::{CallFacts, CallFlow};
+use crate::switchboard::call::CallFlow;
 use crate::switchboard::delivery::sender::RecordSender;
-use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::ports::RtpPorts;
 use crate::switchboard::media::prompt::Playlist;
 use crate::switchboard::media::tone::ToneFrames;
-use crate::switchboard::sdp::{codecs_for, RemoteMedia, SdpError};
 
 /// Why the switchboard could not start.
 #[derive(Debug, thiserror::Error)]
@@ -416,205 +410,69 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
     });
 }
 
-/// Decides whether a new INVITE becomes a call, and starts it.
+/// Carries out admission for a new INVITE: reads the facts, lets
+/// [`Admission::decide`] decide, then answers, records the refusal, or starts the call.
 async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<()> {
-    let request = &tx.original;
     let source = tx
         .connection
         .as_ref()
         .and_then(|c| c.get_remote_addr())
         .and_then(|a| a.get_socketaddr().ok());
-    let identity = caller_identity(request);
-    let number = dialled_number(request);
-    let mut facts = CallFacts {
-        // Time-ordered (UUIDv7): the records indexes keyed on call ids grow at their end
-        // instead of dirtying a random page per event.
-        call_id: uuid::Uuid::now_v7().to_string(),
-        sip_call_id: request
-            .call_id_header()
-            .map(|h| h.value().to_string())
-            .unwrap_or_default(),
-        line_number: number.clone(),
-        caller_number: identity.number,
-        caller_display_name: identity.display_name,
-        caller_source: source.map(|s| s.to_string()).unwrap_or_default(),
-        user_agent: identity.user_agent,
-        received_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..CallFacts::default()
+    let now = Now {
+        wall: SystemTime::now(),
+        monotonic: Instant::now(),
     };
-
-    if let (Some(auth), Some(source)) = (&shared.inbound_auth, source) {
-        let authorization = request.authorization_header().map(|h| h.value());
-        match auth.check(
-            source.ip(),
-            "INVITE",
-            authorization,
-            std::time::SystemTime::now(),
-        ) {
-            Verdict::Exempt => {}
-            Verdict::Authenticated(user) => {
-                info!(line = %number, caller = %facts.caller_number, %source, %user, "caller authenticated");
-            }
-            // Part of the handshake, not a refusal: nothing to record yet.
-            Verdict::Challenge(challenge) => {
-                debug!(line = %number, %source, "caller challenged: 401");
-                let challenge = header("WWW-Authenticate", challenge);
-                return tx
-                    .reply_with(StatusCode::Unauthorized, vec![challenge], None)
-                    .await;
-            }
-            Verdict::Refuse(problem) => {
-                warn!(line = %number, caller = %facts.caller_number, %source, problem, "caller failed authentication: 403");
-                return refuse(shared, &mut tx, &facts, StatusCode::Forbidden, vec![]).await;
-            }
-        }
-    }
-
-    // No call goes unrecorded: while the records spool cannot be written, refuse.
-    if !shared.records.spool_healthy()
-        && shared.config.records.on_spool_failure == crate::config::SpoolFailurePolicy::Reject
-    {
-        tracing::error!(line = %number, caller = %facts.caller_number, "records spool cannot be written: 503 ([records] on_spool_failure = \"reject\")");
-        return refuse_unavailable(shared, &mut tx, &facts).await;
-    }
-
-    // Admission: a slot first, so a flood cannot overshoot max_calls.
-    let Some(slot) = CallSlot::take(&shared.active, shared.config.sip.max_calls) else {
-        warn!(line = %number, caller = %facts.caller_number, max_calls = shared.config.sip.max_calls, "switchboard full: 503");
-        return refuse_unavailable(shared, &mut tx, &facts).await;
+    // Time-ordered (UUIDv7): the records indexes keyed on call ids grow at their end
+    // instead of dirtying a random page per event.
+    let call_id = uuid::Uuid::now_v7().to_string();
+    let invite = InviteFacts {
+        request: &tx.original,
+        source,
+        call_id: &call_id,
     };
-    let Some(line) = shared.config.line_for(&number).cloned() else {
-        info!(line = %number, caller = %facts.caller_number, "no such line: 404");
-        return refuse(shared, &mut tx, &facts, StatusCode::NotFound, vec![]).await;
+    let admission = Admission {
+        config: &shared.config,
+        playlists: &shared.playlists,
+        inbound_auth: shared.inbound_auth.as_ref(),
+        health: &shared.health,
+        spool_healthy: shared.records.spool_healthy(),
     };
-    // Calls to the registered account are recorded under the line they stand for.
-    facts.line_number = line.number.clone();
-    facts.court_name = line.court.clone();
-    let Some(playlist) = shared.playlists.get(&line.number).cloned() else {
-        // `Config::validate` and prompt loading make this impossible; refuse loudly rather than skip the warning.
-        warn!(line = %number, prompt = ?line.prompt.items(), "line's prompts are not loaded: 500");
-        return refuse(
-            shared,
-            &mut tx,
-            &facts,
-            StatusCode::ServerInternalError,
-            vec![],
-        )
-        .await;
-    };
-    if let Some(first) = playlist.prompts().first() {
-        facts.prompt_id = first.id.clone();
-        facts.prompt_sha256 = first.sha256.clone();
-    }
-    facts.prompt_length_ms = playlist.duration_ms();
-    facts.prompts = playlist
-        .prompts()
-        .iter()
-        .map(|p| PlayedPrompt {
-            id: p.id.clone(),
-            version: p.version.clone(),
-            sha256: p.sha256.clone(),
-            length_ms: p.frames.duration_ms(),
-            ms_sent: 0,
-        })
-        .collect();
-    facts.operators = shared.health.hunt_list(&line.operator.items());
-    facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
-    facts.answer_delay = Duration::from_millis(shared.config.sip.answer_delay_ms);
-
-    if let Some(status) = content_refusal(request) {
-        info!(line = %number, caller = %facts.caller_number, %status, "INVITE content courtline cannot take");
-        let accept = header("Accept", "application/sdp");
-        return refuse(shared, &mut tx, &facts, status, vec![accept]).await;
-    }
-    // An INVITE without a body is a delayed offer: we offer in the 200 OK and
-    // the caller answers in the ACK.
-    let offer = if request.body.is_empty() {
-        None
-    } else {
-        match RemoteMedia::parse(&request.body).and_then(|offer| {
-            let negotiated = offer.negotiate(codecs_for(playlist.supports(Codec::G722)))?;
-            Ok((offer, negotiated))
-        }) {
-            Ok(agreed) => Some(agreed),
-            Err(SdpError::Malformed(problem)) => {
-                info!(line = %number, caller = %facts.caller_number, %problem, "bad SDP: 400");
-                let warning = header("Warning", format!("399 courtline \"{problem}\""));
-                return refuse(
-                    shared,
-                    &mut tx,
-                    &facts,
-                    StatusCode::BadRequest,
-                    vec![warning],
-                )
+    // The slot first, so a flood cannot overshoot max_calls: taking it is the
+    // atomic step; `decide` only reads the outcome (a refusal or challenge
+    // drops the slot again, after holding it only while deciding).
+    let slot = CallSlot::take(&shared.active, shared.config.sip.max_calls);
+    let number = dialled_number(invite.request);
+    let admitted = match admission.decide(&invite, slot, now) {
+        Decision::Admit(admitted) => *admitted,
+        Decision::Challenge(challenge) => {
+            debug!(line = %number, ?source, "caller challenged: 401");
+            let challenge = header("WWW-Authenticate", challenge);
+            return tx
+                .reply_with(StatusCode::Unauthorized, vec![challenge], None)
                 .await;
-            }
-            Err(e @ SdpError::NoCommonCodec { .. }) => {
-                info!(line = %number, caller = %facts.caller_number, error = %e, "488");
-                let warning = header("Warning", "305 courtline \"Incompatible media format\"");
-                return refuse(
-                    shared,
-                    &mut tx,
-                    &facts,
-                    StatusCode::NotAcceptableHere,
-                    vec![warning],
-                )
-                .await;
-            }
         }
+        Decision::Refuse(refusal) => return refuse(shared, &mut tx, &number, *refusal).await,
     };
-    if let Some((_, negotiated)) = &offer {
-        facts.codec = negotiated.codec.encoding_name().to_string();
+    if let Some(user) = &admitted.authenticated_as {
+        info!(line = %number, caller = %admitted.facts.caller_number, ?source, %user, "caller authenticated");
     }
-    if line.answer_mode == AnswerMode::EarlyMedia {
-        // A 183 must carry an answer; without an offer it would have to carry
-        // ours and get the answer in a PRACK (RFC 3262), which courtline does not do.
-        facts.early_media = offer.is_some();
-        if offer.is_none() {
-            info!(line = %number, caller = %facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");
-        }
+    if admitted.answered_without_early_media {
+        info!(line = %number, caller = %admitted.facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");
     }
-    let session_timer = match session_timer::negotiate(
-        request,
-        shared.config.sip.min_se_s,
-        shared.config.sip.session_expires_s,
-        Instant::now(),
-    ) {
-        Negotiation::TooSmall { min_se } => {
-            info!(line = %number, caller = %facts.caller_number, min_se, "Session-Expires too small: 422");
-            let min_se = header("Min-SE", min_se.to_string());
-            return refuse(
-                shared,
-                &mut tx,
-                &facts,
-                StatusCode::SessionIntervalTooSmall,
-                vec![min_se],
-            )
-            .await;
-        }
-        Negotiation::Off => None,
-        Negotiation::On {
-            session_expires,
-            require,
-            timer,
-        } => {
-            let mut headers = vec![header("Session-Expires", session_expires)];
-            if require {
-                headers.push(header("Require", "timer"));
-            }
-            Some((timer, headers))
-        }
-    };
     let rtp_socket = match shared.ports.bind() {
         Ok(socket) => socket,
         Err(e) => {
-            warn!(line = %number, error = %e, "503");
-            return refuse_unavailable(shared, &mut tx, &facts).await;
+            let refusal = Refusal::unavailable(
+                Refused::NoRtpPort(e.to_string()),
+                admitted.facts,
+                &shared.config,
+            );
+            return refuse(shared, &mut tx, &number, refusal).await;
         }
     };
     let local_ip = local_ip_toward(
         source
-            .or(offer.as_ref().map(|(o, _)| o.rtp_addr))
+            .or(admitted.offer.as_ref().map(|(o, _)| o.rtp_addr))
             .map(|s| s.ip())
             .unwrap_or(shared.sip_addr.ip()),
         shared.sip_addr.ip(),
@@ -622,46 +480,46 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     );
     let setup = CallSetup {
         shared: shared.clone(),
-        facts,
-        playlist,
-        offer,
-        session_timer,
+        facts: admitted.facts,
+        playlist: admitted.playlist,
+        offer: admitted.offer,
+        session_timer: admitted.session_timer,
         rtp_socket,
         local_ip,
-        slot,
-        received: Instant::now(),
+        slot: admitted.slot,
+        received: now.monotonic,
     };
     crate::switchboard::call::session::start(setup, tx);
     Ok(())
 }
 
-/// Refuses an INVITE with 503 and Retry-After, so the trunk tries again later
-/// or elsewhere, and records the refusal.
-async fn refuse_unavailable(
-    shared: &Shared,
-    tx: &mut Transaction,
-    facts: &CallFacts,
-) -> rsipstack::Result<()> {
-    let retry = header("Retry-After", shared.config.sip.retry_after_s.to_string());
-    refuse(
-        shared,
-        tx,
-        facts,
-        StatusCode::ServiceUnavailable,
-        vec![retry],
-    )
-    .await
-}
-
-/// Refuses an INVITE with `status` and records the refusal.
+/// Logs a refusal, records it and sends its final response.
 async fn refuse(
     shared: &Shared,
     tx: &mut Transaction,
-    facts: &CallFacts,
-    status: StatusCode,
-    headers: Vec<rsipstack::sip::Header>,
+    dialled: &str,
+    refusal: Refusal,
 ) -> rsipstack::Result<()> {
+    let Refusal {
+        reason,
+        status,
+        headers,
+        facts,
+    } = refusal;
     let code = u16::from(status.clone());
-    shared.records.send(CallFlow::rejected(facts, code));
+    let caller = &facts.caller_number;
+    match reason {
+        Refused::SpoolUnwritable => {
+            tracing::error!(line = %dialled, %caller, code, "{reason}");
+        }
+        Refused::Authentication(_)
+        | Refused::Full
+        | Refused::PromptsNotLoaded
+        | Refused::NoRtpPort(_) => {
+            warn!(line = %dialled, %caller, source = %facts.caller_source, code, "{reason}");
+        }
+        _ => info!(line = %dialled, %caller, code, "{reason}"),
+    }
+    shared.records.send(CallFlow::rejected(&facts, code));
     tx.reply_with(status, headers, None).await
 }

@@ -6,6 +6,7 @@
 //! `sip`, `media`, `sdp`, `delivery`, `context`; of the whole crate only
 //! `config` and `contract`.
 
+pub(crate) mod admission;
 pub mod call;
 pub(crate) mod context;
 pub mod delivery;
