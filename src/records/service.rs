@@ -209,9 +209,14 @@ impl OpenedService {
         let address = listener.local_addr().map_err(ServiceError::LocalAddress)?;
         let store = self.ledger.store().clone();
         info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), "records service listening");
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: grpcurl and Postman speak v1, while Python's
+        // grpcio-reflection, older grpcurl and Evans still speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
@@ -234,7 +239,8 @@ impl OpenedService {
             },
         ));
         let result = builder
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(RecordsServiceServer::new(self.server))
             .serve_with_incoming_shutdown(incoming_without_delay(listener), shutdown)
             .await;
