@@ -58,6 +58,10 @@ pub struct ServiceArgs {
     /// Why you are looking (kept in the access log with your query).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Your name in the access log while no token is needed (loopback, before the
+    /// first token; a token's own name wins). Default: the OS user.
+    #[arg(long = "as", value_name = "NAME", env = "COURTLINE_USER")]
+    pub user: Option<String>,
 }
 
 impl ServiceArgs {
@@ -101,6 +105,7 @@ impl ServiceArgs {
             tls_ca_file,
             client_certificate,
             reason: self.reason.clone(),
+            user: Some(self.user.clone().unwrap_or_else(super::records::os_user)),
         };
         Ok((connect(&options).await?, endpoint))
     }

@@ -126,6 +126,7 @@ async fn start_records(
                 )
             }),
             reason: None,
+            user: None,
         };
         return Ok((None, None, options));
     }
@@ -159,6 +160,7 @@ async fn start_records(
         // The in-memory token identifies it; no client certificate needed.
         client_certificate: None,
         reason: None,
+        user: None,
     };
     Ok((Some(addr), Some(task), options))
 }

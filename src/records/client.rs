@@ -23,7 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, error, info, warn};
 
-use super::auth::REASON_METADATA;
+use super::auth::{REASON_METADATA, USER_METADATA};
 use super::pb::node_event::Kind as NodeKind;
 use super::pb::records_service_client::RecordsServiceClient;
 use super::pb::{
@@ -108,6 +108,9 @@ pub struct ClientOptions {
     pub client_certificate: Option<(PathBuf, PathBuf)>,
     /// Reason stated for the access log.
     pub reason: Option<String>,
+    /// Who is asking, for the access log when no token or certificate says so (the
+    /// service trusts it as a label only under its no-token loopback rule).
+    pub user: Option<String>,
 }
 
 impl ClientOptions {
@@ -131,13 +134,15 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, ClientError> {
         })
 }
 
-/// Adds the bearer token and stated reason to every request.
+/// Adds the bearer token, stated reason and user name to every request.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// `Bearer <token>`.
     authorization: Option<AsciiMetadataValue>,
     /// UTF-8 reason.
     reason: Option<BinaryMetadataValue>,
+    /// UTF-8 user name.
+    user: Option<BinaryMetadataValue>,
 }
 
 impl tonic::service::Interceptor for Credentials {
@@ -154,6 +159,11 @@ impl tonic::service::Interceptor for Credentials {
             request
                 .metadata_mut()
                 .insert_bin(REASON_METADATA, value.clone());
+        }
+        if let Some(value) = &self.user {
+            request
+                .metadata_mut()
+                .insert_bin(USER_METADATA, value.clone());
         }
         Ok(request)
     }
@@ -244,14 +254,15 @@ fn credentials(options: &ClientOptions) -> Result<Credentials, ClientError> {
             })
         })
         .transpose()?;
-    let reason = options
-        .reason
-        .as_ref()
-        .filter(|reason| !reason.is_empty())
-        .map(|reason| BinaryMetadataValue::from_bytes(reason.as_bytes()));
+    let binary = |text: &Option<String>| {
+        text.as_ref()
+            .filter(|text| !text.is_empty())
+            .map(|text| BinaryMetadataValue::from_bytes(text.as_bytes()))
+    };
     Ok(Credentials {
         authorization,
-        reason,
+        reason: binary(&options.reason),
+        user: binary(&options.user),
     })
 }
 

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::chain::{HashAlgorithm, GENESIS_PREV};
 use super::pb::{CallRecord, ExportFormat, ExportManifest};
 use super::query::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
-use super::signing::manifest_signature_valid;
+use super::signing::{
+    fingerprint, manifest_signature_valid, public_key_of_seed, PASS_THE_PUBLIC_KEY,
+};
 
 /// First field of the CSV record that carries the manifest.
 pub const CSV_MANIFEST_MARKER: &str = "#courtline-export-manifest";
@@ -51,6 +53,9 @@ pub enum ExportError {
     /// The file has no manifest at its end.
     #[error("no manifest at the end of the file: the export is incomplete or was cut")]
     NoManifest,
+    /// The key given to trust is the private seed of the key that signed the export.
+    #[error("the trusted key given: {PASS_THE_PUBLIC_KEY}")]
+    PrivateKeyGiven,
 }
 
 /// What the service signs about an export (field order is the canonical JSON's).
@@ -399,10 +404,17 @@ pub fn verify_export(
     }
     if let Some(key) = trusted {
         if hex::encode(key) != signed.public_key {
+            // The trusted key may be a secret passed by mistake: name it only by fingerprint.
+            if hex::encode(public_key_of_seed(&key)) == signed.public_key {
+                return Err(ExportError::PrivateKeyGiven);
+            }
+            let signer = <[u8; 32]>::try_from(hex::decode(&signed.public_key).unwrap_or_default())
+                .map(|signer| format!(" ({})", fingerprint(&signer)))
+                .unwrap_or_default();
             check.problems.push(format!(
-                "the manifest is signed by key {}, not by the trusted key {}",
+                "the manifest is signed by key {}{signer}, not by the trusted key {}",
                 signed.public_key,
-                hex::encode(key)
+                fingerprint(&key)
             ));
         }
     }
@@ -634,6 +646,21 @@ mod tests {
                 found.iter().any(|p| p.contains("not by the trusted key")),
                 "{found:?}"
             );
+            // Neither an unrelated key nor the signer's own seed is ever shown.
+            let unrelated_seed = [4; 32];
+            let found = problems(&text, Some(unrelated_seed));
+            assert!(
+                found
+                    .iter()
+                    .all(|p| !p.contains(&hex::encode(unrelated_seed))),
+                "{found:?}"
+            );
+            let mistaken = verify_export(text.as_bytes(), Some([3; 32])).unwrap_err();
+            assert!(
+                matches!(mistaken, ExportError::PrivateKeyGiven),
+                "{mistaken}"
+            );
+            assert!(!mistaken.to_string().contains(&hex::encode([3u8; 32])));
             assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
 
             let forged = text.replace("zhang", "wang");

@@ -19,7 +19,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
-use super::auth::{Authenticator, Caller, CertificateRoles};
+use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
@@ -44,6 +44,10 @@ const EXPORT_BUFFER: usize = 256;
 const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Longest flag note.
 const MAX_NOTE_CHARS: usize = 2000;
+/// Prefix of the actor of a token issued straight into the database.
+pub const OFFLINE_ACTOR_PREFIX: &str = "offline:";
+/// What the access log shows as the peer of an offline change.
+const OFFLINE_PEER: &str = "local database";
 
 /// Why the records service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,12 @@ pub enum ServiceError {
     /// The gRPC server failed while running.
     #[error("records service transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A token was to be issued directly in a database that holds no records chain.
+    #[error("{database} holds no records chain: is it the records service's database? ([records.service] database)")]
+    NoChain {
+        /// The database, password redacted.
+        database: String,
+    },
     /// The reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -401,21 +411,89 @@ impl RecordsServer {
         rows: u64,
     ) -> Result<(), Status> {
         self.ledger
-            .record_access(AccessEntry {
-                seq: 0,
-                at_ms: now_ms(),
-                actor: caller.name.clone(),
-                role: super::auth::role_name(caller.role).to_owned(),
-                operation: operation.to_owned(),
-                parameters: parameters.to_string(),
-                rows,
-                reason: caller.reason.clone(),
-                peer: caller.peer.clone(),
-            })
+            .record_access(access_entry(caller, operation, parameters, rows))
             .await
             .map(|_| ())
             .map_err(|error| status("recording the access", error))
     }
+}
+
+/// The access-log entry of one operation by `caller`.
+fn access_entry(
+    caller: &Caller,
+    operation: &str,
+    parameters: serde_json::Value,
+    rows: u64,
+) -> AccessEntry {
+    AccessEntry {
+        seq: 0,
+        at_ms: now_ms(),
+        actor: caller.name.clone(),
+        role: role_name(caller.role).to_owned(),
+        operation: operation.to_owned(),
+        parameters: parameters.to_string(),
+        rows,
+        reason: caller.reason.clone(),
+        peer: caller.peer.clone(),
+    }
+}
+
+/// The parameters an AddToken access is logged with.
+fn add_token_parameters(name: &str, role: Role) -> serde_json::Value {
+    serde_json::json!({ "name": name, "role": role_name(role) })
+}
+
+/// Issues a token directly in the database, without the service (which must not be
+/// running: its chain head would go stale). The recovery path when no admin token is
+/// left: whoever can write the database and read the signing key — the machine's
+/// root — is admin here. Recorded on the chain like a token issued through the
+/// service, as an access by `offline:<os_user>`; the chain head is signed before
+/// returning. Returns the token's secret.
+pub async fn add_token_offline(
+    settings: &ServiceSettings,
+    name: &str,
+    role: Role,
+    os_user: &str,
+    reason: &str,
+) -> Result<String, ServiceError> {
+    // Load, never create: a new key would sign this chain with a key no auditor knows.
+    let key = RecordsKey::load(&settings.signing_key_file)?;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database).await?);
+    let result = async {
+        if store.head().await?.is_none() {
+            return Err(ServiceError::NoChain {
+                database: store.location().to_owned(),
+            });
+        }
+        let ledger = Ledger::open(
+            store.clone(),
+            settings.hash_algorithm,
+            key,
+            settings.checkpoints,
+        )
+        .await?;
+        let caller = Caller {
+            name: format!("{OFFLINE_ACTOR_PREFIX}{os_user}"),
+            role: Role::Admin,
+            peer: OFFLINE_PEER.to_owned(),
+            reason: reason.to_owned(),
+            under_loopback_rule: false,
+        };
+        let secret = ledger.add_token(name, role, &caller.name).await?;
+        ledger
+            .record_access(access_entry(
+                &caller,
+                "AddToken",
+                add_token_parameters(name, role),
+                1,
+            ))
+            .await?;
+        ledger.checkpoint_if_due().await?;
+        Ok::<_, ServiceError>(secret)
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 type ExportStream =
@@ -698,6 +776,7 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<AddTokenResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Admin).await?;
         let request = request.into_inner();
+        may_issue_token(&caller, request.role())?;
         let token = self
             .ledger
             .add_token(&request.name, request.role(), &caller.name)
@@ -707,11 +786,23 @@ impl RecordsService for RecordsServer {
         self.log_access(
             &caller,
             "AddToken",
-            serde_json::json!({ "name": request.name, "role": super::auth::role_name(request.role()) }),
+            add_token_parameters(&request.name, request.role()),
             1,
         )
         .await?;
-        Ok(Response::new(AddTokenResponse { token }))
+        if caller.under_loopback_rule {
+            warn!(
+                token = request.name,
+                by = caller.name,
+                "the first token was issued: from now on every client needs a token, loopback ones included. \
+                 Keep this admin token safe; if every admin token is lost, stop the records service and run \
+                 `courtline records token add NAME --role admin --database URL` as root on this machine"
+            );
+        }
+        Ok(Response::new(AddTokenResponse {
+            token,
+            ended_loopback_rule: caller.under_loopback_rule,
+        }))
     }
 
     async fn list_tokens(
