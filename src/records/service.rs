@@ -33,7 +33,7 @@ use super::pb::{
     LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest, RevokeTokenResponse, Role,
     SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
 };
-use super::signing::{KeyError, RecordsKey};
+use super::signing::{fingerprint, KeyError, RecordsKey};
 use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
 
 /// Rows per store query while exporting.
@@ -218,7 +218,7 @@ impl OpenedService {
     ) -> Result<(), ServiceError> {
         let address = listener.local_addr().map_err(ServiceError::LocalAddress)?;
         let store = self.ledger.store().clone();
-        info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), "records service listening");
+        info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), fingerprint = %fingerprint(&self.ledger.key().public_key().to_bytes()), "records service listening");
         // Both reflection versions: grpcurl and Postman speak v1, while Python's
         // grpcio-reflection, older grpcurl and Evans still speak only v1alpha.
         let reflection = || {
