@@ -136,9 +136,8 @@ async fn a_private_key_given_as_public_key_is_named_never_printed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_token_must_be_admin_and_a_lost_admin_is_recovered_offline() {
-    let db = sqlite_db();
+/// On both backends: the offline path writes to whichever database the service uses.
+async fn the_first_token_must_be_admin_and_a_lost_admin_is_recovered_offline(db: Db) {
     let settings = settings(&db);
     let service = Service::start(&settings).await;
     let endpoint = service.endpoint();
@@ -246,7 +245,38 @@ async fn the_first_token_must_be_admin_and_a_lost_admin_is_recovered_offline() {
         .output()
         .unwrap();
     assert!(text(&succeeded(&verified).stdout).contains("OK: the records are intact"));
+    // A mistyped database is not a records database: no token is issued into it.
+    let stray = db.dir.path().join("typo.db");
+    let output = courtline()
+        .args([
+            "records",
+            "token",
+            "add",
+            "rescue-admin",
+            "--role",
+            "admin",
+            "--database",
+        ])
+        .arg(&stray)
+        .env(
+            "COURTLINE_RECORDS__SERVICE__SIGNING_KEY_FILE",
+            &settings.signing_key_file,
+        )
+        .env(
+            "COURTLINE_RECORDS__SERVICE__LISTEN",
+            service_address.to_string(),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("holds no records chain"),
+        "{}",
+        printed(&output)
+    );
 }
+
+on_both_backends!(the_first_token_must_be_admin_and_a_lost_admin_is_recovered_offline);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_the_loopback_rule_every_access_is_someones() {
