@@ -1,9 +1,12 @@
 //! Exports that can be checked on their own, years later, far from the records service.
 //!
 //! An export file (CSV or JSON Lines) holds one row per call — every field of
-//! `calls list --format json` — plus a `row_hash` column that chains the rows:
-//! `row_hash[i] = H(row_hash[i-1] ‖ canonical JSON of row i)` (32 zero bytes
-//! before the first row). Its last line is the manifest: the filters, the sort,
+//! `calls list --format json`, flags included — plus a `row_hash` column that
+//! chains the rows: `row_hash[i] = H(row_hash[i-1] ‖ canonical JSON of row i)`
+//! (32 zero bytes before the first row). The canonical JSON keeps `prompts`,
+//! `media` and `flags` as JSON text, as CSV cells do, so one digest covers both
+//! formats; JSON Lines rows nest them, and verification turns them back.
+//! An Excel-dialect CSV ([`CsvDialect::Excel`]) verifies like a plain one. Its last line is the manifest: the filters, the sort,
 //! the row count, the last row hash, the records chain's head when the export
 //! began, who exported and why — as canonical JSON, signed with the records
 //! service's Ed25519 key. `courtline records verify-export FILE` recomputes the
@@ -19,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::{HashAlgorithm, GENESIS_PREV};
 use super::pb::{CallRecord, ExportFormat, ExportManifest};
-use super::query::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
+use super::query::{
+    csv_cells, excel_cell_text, CsvDialect, ExportRow, NestedRow, CSV_HEADER,
+    LEGACY_LENGTH_COLUMN, OPTIONAL_COLUMNS, UTF8_BOM,
+};
 use super::signing::manifest_signature_valid;
 
 /// First field of the CSV record that carries the manifest.
@@ -139,6 +145,8 @@ pub fn format_name(format: ExportFormat) -> &'static str {
 pub struct ExportWriter<W: Write> {
     /// CSV or JSONL.
     format: ExportFormat,
+    /// How CSV cells are written.
+    dialect: CsvDialect,
     /// Where rows go.
     out: W,
     /// The row hashes, checked against the manifest at the end.
@@ -150,15 +158,29 @@ impl<W: Write> ExportWriter<W> {
     pub fn new(
         format: ExportFormat,
         algorithm: HashAlgorithm,
+        out: W,
+    ) -> Result<ExportWriter<W>, ExportError> {
+        ExportWriter::with_dialect(format, CsvDialect::Plain, algorithm, out)
+    }
+
+    /// Starts a file whose CSV (if it is CSV) is written in `dialect`.
+    pub fn with_dialect(
+        format: ExportFormat,
+        dialect: CsvDialect,
+        algorithm: HashAlgorithm,
         mut out: W,
     ) -> Result<ExportWriter<W>, ExportError> {
         if format == ExportFormat::Csv {
+            if dialect == CsvDialect::Excel {
+                out.write_all(UTF8_BOM.as_bytes())?;
+            }
             let mut header = csv::Writer::from_writer(&mut out);
             header.write_record(CSV_HEADER.iter().chain(&[ROW_HASH]))?;
             header.flush()?;
         }
         Ok(ExportWriter {
             format,
+            dialect,
             out,
             chain: RowChain::new(algorithm),
         })
@@ -173,11 +195,18 @@ impl<W: Write> ExportWriter<W> {
                 let mut writer = csv::WriterBuilder::new()
                     .has_headers(false)
                     .from_writer(&mut self.out);
-                writer.serialize((&row, &hash))?;
+                let mut cells = csv_cells(&row, self.dialect);
+                cells.push(hash);
+                writer.write_record(&cells)?;
                 writer.flush()?;
             }
             _ => {
-                let json = row.canonical_json();
+                let json = serde_json::to_string(&NestedRow(&row)).map_err(|error| {
+                    ExportError::Malformed {
+                        line: self.chain.count(),
+                        problem: format!("call {}: {error}", row.call_id()),
+                    }
+                })?;
                 let body = json.strip_suffix('}').unwrap_or(&json);
                 writeln!(self.out, "{body},\"{ROW_HASH}\":\"{hash}\"}}")?;
             }
@@ -249,23 +278,20 @@ struct SignedManifest {
     public_key: String,
 }
 
-/// A JSONL line: either a row with its hash or the manifest wrapper.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum JsonLine {
-    /// The manifest.
-    Manifest {
-        /// The wrapped manifest.
-        courtline_export_manifest: SignedManifest,
-    },
-    /// A row.
-    Row {
-        /// The call.
-        #[serde(flatten)]
-        row: Box<ExportRow>,
-        /// Its chained hash.
-        row_hash: String,
-    },
+/// One JSON Lines line: the manifest wrapper, or a row with its `row_hash`.
+fn json_line(text: &str) -> Result<Line, String> {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|error| error.to_string())?;
+    if let Some(manifest) = fields.remove(JSONL_MANIFEST_KEY) {
+        return serde_json::from_value(manifest)
+            .map(Line::Manifest)
+            .map_err(|error| format!("manifest: {error}"));
+    }
+    let hash = match fields.remove(ROW_HASH) {
+        Some(serde_json::Value::String(hash)) => hash,
+        _ => return Err(format!("no {ROW_HASH} text")),
+    };
+    Ok(Line::Row(Box::new(ExportRow::from_nested(fields)?), hash))
 }
 
 fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, ExportError> {
@@ -280,35 +306,35 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
                 continue;
             }
             let line = (index + 1) as u64;
-            lines.push(
-                serde_json::from_str::<JsonLine>(&text)
-                    .map(|parsed| match parsed {
-                        JsonLine::Manifest {
-                            courtline_export_manifest,
-                        } => Line::Manifest(courtline_export_manifest),
-                        JsonLine::Row { row, row_hash } => Line::Row(row, row_hash),
-                    })
-                    .map_err(|error| ExportError::Malformed {
-                        line,
-                        problem: error.to_string(),
-                    }),
-            );
+            lines.push(json_line(&text).map_err(|problem| ExportError::Malformed { line, problem }));
         }
         return Ok(lines);
     }
-    let header_of = |columns: &[&str]| {
+    // A byte-order mark starts an Excel-dialect file, whose cells may be `="..."`.
+    let (dialect, header) = match first.strip_prefix(UTF8_BOM) {
+        Some(header) => (CsvDialect::Excel, header),
+        None => (CsvDialect::Plain, first.as_str()),
+    };
+    let header_of = |columns: &[&str], legacy: bool| {
         columns
             .iter()
             .chain(&[ROW_HASH])
-            .copied()
+            .map(|column| match *column {
+                "playlist_length_ms" if legacy => LEGACY_LENGTH_COLUMN,
+                column => column,
+            })
             .collect::<Vec<_>>()
             .join(",")
     };
     // Exports made by an older courtline lack the last optional columns
-    // (`media`, then also `prompts`): such rows read as having them empty,
-    // which hashes exactly as they were written.
-    let missing = (0..=OPTIONAL_COLUMNS.len())
-        .find(|&missing| first.trim_end() == header_of(&CSV_HEADER[..CSV_HEADER.len() - missing]))
+    // (`flags`, then also `media`, then also `prompts`) and call the playlist
+    // length `prompt_length_ms`: such rows read as having those columns empty
+    // and hash with the old name, exactly as they were written.
+    let (missing, legacy) = (0..=OPTIONAL_COLUMNS.len())
+        .flat_map(|missing| [(missing, false), (missing, true)])
+        .find(|&(missing, legacy)| {
+            header.trim_end() == header_of(&CSV_HEADER[..CSV_HEADER.len() - missing], legacy)
+        })
         .ok_or_else(|| ExportError::Malformed {
             line: 1,
             problem: "not a courtline export (the CSV header differs)".into(),
@@ -332,7 +358,10 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
             );
             continue;
         }
-        let mut record = record;
+        let mut record = match dialect {
+            CsvDialect::Plain => record,
+            CsvDialect::Excel => record.iter().map(excel_cell_text).collect(),
+        };
         if missing > 0 && record.len() == written + 1 {
             let mut padded: csv::StringRecord = record.iter().take(written).collect();
             for _ in 0..missing {
@@ -344,7 +373,9 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
         lines.push(
             record
                 .deserialize::<(ExportRow, String)>(None)
-                .map(|(row, hash)| Line::Row(Box::new(row), hash))
+                .map(|(row, hash)| {
+                    Line::Row(Box::new(row.with_legacy_length_name(legacy)), hash)
+                })
                 .map_err(|error| ExportError::Malformed {
                     line,
                     problem: error.to_string(),
