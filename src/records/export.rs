@@ -493,12 +493,28 @@ mod tests {
     }
 
     fn export(format: ExportFormat, records: &[CallRecord]) -> (String, RecordsKey) {
-        let key = RecordsKey::from_seed([3; 32]);
-        let mut writer = ExportWriter::new(format, HashAlgorithm::Sha256, Vec::new()).unwrap();
+        export_in(format, CsvDialect::Plain, records)
+    }
+
+    fn export_in(
+        format: ExportFormat,
+        dialect: CsvDialect,
+        records: &[CallRecord],
+    ) -> (String, RecordsKey) {
+        let mut writer =
+            ExportWriter::with_dialect(format, dialect, HashAlgorithm::Sha256, Vec::new()).unwrap();
         for record in records {
             writer.write(record).unwrap();
         }
         let (count, digest) = writer.rows();
+        let (manifest, key) = manifest(format, count, digest);
+        let bytes = writer.finish(&manifest).unwrap();
+        (String::from_utf8(bytes).unwrap(), key)
+    }
+
+    /// The service's signed manifest for `count` rows with `digest`.
+    fn manifest(format: ExportFormat, count: u64, digest: String) -> (ExportManifest, RecordsKey) {
+        let key = RecordsKey::from_seed([3; 32]);
         let content = ManifestContent {
             format: MANIFEST_VERSION.into(),
             file_format: format_name(format).into(),
@@ -519,8 +535,71 @@ mod tests {
             public_key: key.public_key_hex(),
             json,
         };
-        let bytes = writer.finish(&manifest).unwrap();
-        (String::from_utf8(bytes).unwrap(), key)
+        (manifest, key)
+    }
+
+    /// `records` as an older courtline exported them: without the last `dropped`
+    /// optional columns, the playlist length named `prompt_length_ms`, and JSON
+    /// Lines rows in their canonical form (lists as JSON text).
+    fn legacy_export(format: ExportFormat, records: &[CallRecord], dropped: usize) -> String {
+        let mut chain = RowChain::new(HashAlgorithm::Sha256);
+        let kept = CSV_HEADER.len() - dropped;
+        let mut text = String::new();
+        if format == ExportFormat::Csv {
+            let header: Vec<&str> = CSV_HEADER[..kept]
+                .iter()
+                .map(|c| {
+                    if *c == "playlist_length_ms" {
+                        LEGACY_LENGTH_COLUMN
+                    } else {
+                        c
+                    }
+                })
+                .chain([ROW_HASH])
+                .collect();
+            text.push_str(&format!("{}\n", header.join(",")));
+        }
+        for record in records {
+            let row = ExportRow::from(record).with_legacy_length_name(true);
+            let hash = hex::encode(chain.push(&row));
+            if format == ExportFormat::Csv {
+                let mut cells = csv_cells(&row, CsvDialect::Plain);
+                assert!(cells[kept..].iter().all(String::is_empty), "{cells:?}");
+                cells.truncate(kept);
+                cells.push(hash);
+                let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+                writer.write_record(&cells).unwrap();
+                text.push_str(&String::from_utf8(writer.into_inner().unwrap()).unwrap());
+            } else {
+                let json = row.canonical_json();
+                assert!(json.contains("\"prompt_length_ms\":"), "{json}");
+                let body = json.strip_suffix('}').unwrap();
+                text.push_str(&format!("{body},\"row_hash\":\"{hash}\"}}\n"));
+            }
+        }
+        let (manifest, _) = manifest(format, chain.count(), chain.digest_hex());
+        // The manifest line as the writer puts it (after the header, for CSV).
+        let tail = ExportWriter::new(format, HashAlgorithm::Sha256, Vec::new())
+            .unwrap()
+            .finish(&manifest)
+            .unwrap();
+        let tail = String::from_utf8(tail).unwrap();
+        text.push_str(tail.lines().last().unwrap());
+        text.push('\n');
+        text
+    }
+
+    fn flagged(n: u32) -> CallRecord {
+        CallRecord {
+            flagged: true,
+            flags: vec![crate::records::pb::Flag {
+                category: crate::records::pb::FlagCategory::Other as i32,
+                note: "自称\"院长的朋友\", asked for the judge's mobile".into(),
+                flagged_by: "zhang.wei".into(),
+                flagged_at_ms: 1_700_000_100_000,
+            }],
+            ..record(n)
+        }
     }
 
     fn problems(text: &str, key: Option<[u8; 32]>) -> Vec<String> {
@@ -599,35 +678,106 @@ mod tests {
     }
 
     #[test]
-    fn csv_exports_from_before_playlists_and_media_figures_still_verify() {
-        let records: Vec<CallRecord> = (1..=3).map(record).collect();
-        let (text, key) = export(ExportFormat::Csv, &records);
-        // The same file as an older courtline wrote it: without `media`
-        // (before per-leg figures), and without `prompts,media` (before playlists).
-        for dropped in [&["media"][..], &["prompts", "media"][..]] {
-            let old: Vec<String> = text
-                .lines()
-                .map(|line| {
-                    if line.starts_with(CSV_MANIFEST_MARKER) {
-                        return line.to_owned();
-                    }
-                    if line.ends_with(",row_hash") {
-                        let columns = format!(",{},row_hash", dropped.join(","));
-                        return line.replace(&columns, ",row_hash");
-                    }
-                    // Drop the empty fields just before the row hash.
-                    let cut = line.rfind(',').unwrap();
-                    let empty = ",".repeat(dropped.len());
-                    assert_eq!(&line[cut - dropped.len()..cut], empty, "{line}");
-                    format!("{}{}", &line[..cut - dropped.len()], &line[cut..])
-                })
-                .collect();
-            let old = old.join("\n");
-            assert!(!old.lines().next().unwrap().contains("media"));
-            let check = verify_export(old.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+    fn exports_from_older_courtlines_still_verify() {
+        let mut records: Vec<CallRecord> = (1..=3).map(record).collect();
+        records[0].prompt_length_ms = 35_300;
+        // Before flags (1 dropped), per-leg figures (2) and playlists (3).
+        for dropped in 1..=OPTIONAL_COLUMNS.len() {
+            let old = legacy_export(ExportFormat::Csv, &records, dropped);
+            assert!(old.starts_with("call_id,") && old.contains(",prompt_length_ms,"));
+            let check = verify_export(old.as_bytes(), None).unwrap();
             assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
             assert_eq!(check.rows, 3);
+            // The old name still hashes what it held.
+            let changed = old.replacen(",35300,", ",35301,", 1);
+            assert!(problems(&changed, None)
+                .iter()
+                .any(|p| p.contains("was modified")));
         }
+        let old = legacy_export(ExportFormat::Jsonl, &records, 1);
+        assert!(old.contains(r#""node_id":"","row_hash""#), "{old}");
+        let check = verify_export(old.as_bytes(), None).unwrap();
+        assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
+        assert_eq!(check.rows, 3);
+    }
+
+    #[test]
+    fn flags_are_exported_and_a_changed_note_is_caught() {
+        let records = vec![record(1), flagged(2)];
+        for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+            let (text, key) = export(format, &records);
+            assert!(
+                text.contains("zhang.wei") && text.contains("院长的朋友"),
+                "{text}"
+            );
+            assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
+            let changed = text.replacen("mobile", "number", 1);
+            let found = problems(&changed, None);
+            assert!(
+                found.iter().any(|p| p.contains("000000000002 was modified")),
+                "{format:?} {found:?}"
+            );
+        }
+        let (csv, _) = export(ExportFormat::Csv, &records);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let flags_column = CSV_HEADER.len() - 1;
+        assert_eq!(reader.headers().unwrap().get(flags_column), Some("flags"));
+        let row = reader.records().nth(1).unwrap().unwrap();
+        let flags: serde_json::Value = serde_json::from_str(&row[flags_column]).unwrap();
+        assert_eq!(flags[0]["category"], "other");
+        assert_eq!(flags[0]["flagged_at"], "2023-11-14T22:15:00.000Z");
+    }
+
+    #[test]
+    fn jsonl_rows_nest_prompts_media_and_flags() {
+        let mut call = flagged(2);
+        call.prompts = vec![crate::records::pb::PlayedPrompt {
+            id: "three_rules_zh".into(),
+            sha256: "e5".repeat(32),
+            length_ms: 18_100,
+            ms_sent: 9_000,
+            ..Default::default()
+        }];
+        call.caller_media = Some(crate::records::pb::LegMedia {
+            packets_sent: 900,
+            ..Default::default()
+        });
+        let (text, key) = export(ExportFormat::Jsonl, &[call, record(3)]);
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(rows[0]["prompts"][0]["ms_sent"], 9_000);
+        assert_eq!(rows[0]["media"]["caller"]["packets_sent"], 900);
+        assert_eq!(rows[0]["flags"][0]["flagged_by"], "zhang.wei");
+        assert_eq!(rows[0]["playlist_length_ms"], 0);
+        assert_eq!(rows[1]["prompts"], serde_json::json!([]));
+        assert_eq!(rows[1]["media"], serde_json::Value::Null);
+        assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
+        let changed = text.replacen("\"ms_sent\":9000", "\"ms_sent\":18100", 1);
+        assert!(problems(&changed, None)
+            .iter()
+            .any(|p| p.contains("was modified")));
+    }
+
+    #[test]
+    fn excel_csv_keeps_leading_zeros_and_verifies() {
+        let mut call = flagged(1);
+        call.caller_number = "02112368".into();
+        call.caller_display_name = "=HYPERLINK(\"x\")".into();
+        let (text, key) = export_in(ExportFormat::Csv, CsvDialect::Excel, &[call]);
+        assert!(text.starts_with("\u{feff}call_id,"), "{text}");
+        // The cell is `="02112368"`, quoted for CSV.
+        assert!(text.contains(",\"=\"\"02112368\"\"\","), "{text}");
+        assert!(text.contains("\"=\"\"=HYPERLINK(\"\"\"\"x\"\"\"\")\"\"\""), "{text}");
+        assert!(text.contains("上海市第一中级人民法院"), "{text}");
+        let check = verify_export(text.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+        assert!(check.problems.is_empty(), "{:?}\n{text}", check.problems);
+        assert_eq!(check.rows, 1);
+        let changed = text.replacen("02112368", "02112369", 1);
+        assert!(problems(&changed, None)
+            .iter()
+            .any(|p| p.contains("was modified")));
     }
 
     #[test]

@@ -1439,10 +1439,25 @@ mod tests {
         other.operator_answered_at_ms = 5;
         other.prompt_completed = false;
         other.ended_at_ms = 0;
+        other.call_id = "0a1b2c3d-4e5f-4000-8000-000000000001".to_owned();
+        other.flagged = true;
         let text = render(OutputFormat::Table, &[sample(), other]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("RECEIVED"));
+        assert!(lines[0].starts_with("ID  "), "{text}");
+        // The short id, enough for `calls get`, and whether the call is flagged.
+        assert!(lines[1].starts_with("6f1c2a9e-3b7d  2024-05-01T01:30:00Z"), "{text}");
+        assert!(lines[2].starts_with("0a1b2c3d-4e5f  "), "{text}");
+        let cells = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(cells(lines[0])[7], "FLAGGED");
+        assert_eq!(cells(lines[1])[7], "no");
+        assert_eq!(cells(lines[2])[7], "yes");
         assert!(lines[1].contains("北京市第一中级人民法院"));
         assert!(lines[1].contains("13800138000 \"张三, \"律师\"\""));
         assert!(lines[1].contains("no_answer"));
@@ -1461,6 +1476,116 @@ mod tests {
             column_of(lines[0], "CALLER"),
             column_of(lines[1], "13800138000")
         );
+    }
+
+    #[test]
+    fn call_ids_are_taken_whole_or_as_a_prefix() {
+        let full = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
+        assert_eq!(short_call_id(full), "6f1c2a9e-3b7d");
+        assert_eq!(
+            parse_call_id_arg(full),
+            Ok(CallIdArg::Full(full.to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6F1C2A9E3B7D4C1E9A550D2F4E8B7C61"),
+            Ok(CallIdArg::Full(full.to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6f1c2a9e-3b7d"),
+            Ok(CallIdArg::Prefix("6f1c2a9e-3b7d".to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6f1c2a9e3b"),
+            Ok(CallIdArg::Prefix("6f1c2a9e-3b".to_owned()))
+        );
+        assert!(parse_call_id_arg("6f1").unwrap_err().contains("at least"));
+        assert!(parse_call_id_arg("张三").unwrap_err().contains("not a call id"));
+    }
+
+    #[test]
+    fn excel_text_keeps_numbers_as_text_and_defuses_formulas() {
+        for (text, cell) in [
+            ("02112368", "=\"02112368\""),
+            ("13800138000", "=\"13800138000\""),
+            ("=1+1", "=\"=1+1\""),
+            ("-\"x\"", "=\"-\"\"x\"\"\""),
+            ("上海市第一中级人民法院", "上海市第一中级人民法院"),
+            ("sip:op@127.0.0.1", "sip:op@127.0.0.1"),
+            ("", ""),
+        ] {
+            assert_eq!(excel_text(text), cell);
+            assert_eq!(excel_cell_text(&excel_text(text)), text);
+        }
+    }
+
+    fn event(seq: u64, at_ms: i64, kind: &str) -> TimelineEvent {
+        TimelineEvent {
+            seq,
+            at_ms,
+            kind: kind.to_owned(),
+            ..TimelineEvent::default()
+        }
+    }
+
+    #[test]
+    fn timeline_is_in_time_order_with_the_end_last() {
+        let mut timeline = vec![
+            event(1, 1_000, "received"),
+            event(2, 9_000, "ended"),
+            event(3, 8_000, "prompt_interrupted"),
+            event(4, 9_000, "operator_failed"),
+            event(5, 20_000, "flagged"),
+        ];
+        order_timeline(&mut timeline);
+        let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "received",
+                "prompt_interrupted",
+                "operator_failed",
+                "ended",
+                "flagged"
+            ]
+        );
+    }
+
+    #[test]
+    fn call_detail_json_is_one_object_and_text_reads_well() {
+        let mut record = sample();
+        record.flagged = true;
+        record.flags = vec![Flag {
+            category: FlagCategory::Other as i32,
+            note: "自称院长的朋友".to_owned(),
+            flagged_by: "zhang.wei".to_owned(),
+            flagged_at_ms: 1_714_527_100_000,
+        }];
+        let timeline = vec![
+            event(7, 1_714_527_065_123, "ended"),
+            event(6, 1_714_527_008_000, "prompt_interrupted"),
+        ];
+        let mut out = Vec::new();
+        write_call_detail(&record, &timeline, DetailFormat::Json, Clock::Utc, &mut out).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["call_id"], record.call_id);
+        assert_eq!(value["playlist_length_ms"], 8_000);
+        assert_eq!(value["prompts"][1]["ms_sent"], 1_200);
+        assert_eq!(value["media"]["caller"]["rtt_us"], 41_000);
+        assert_eq!(value["flags"][0]["category"], "other");
+        assert_eq!(value["timeline"][0]["kind"], "prompt_interrupted");
+        assert_eq!(value["timeline"][1]["at"], "2024-05-01T01:31:05.123Z");
+
+        let mut out = Vec::new();
+        write_call_detail(&record, &timeline, DetailFormat::Text, Clock::Utc, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("call 6f1c2a9e-"), "{text}");
+        assert!(text.contains("  received_at             2024-05-01T01:30:00.123Z\n"), "{text}");
+        assert!(text.contains("  court_name              北京市第一中级人民法院\n"), "{text}");
+        assert!(!text.contains("received_at_ms"), "{text}");
+        assert!(text.contains("flags:\n  1. other by zhang.wei at 2024-05-01T01:31:40Z: 自称院长的朋友\n"), "{text}");
+        let interrupted = text.find("prompt_interrupted").unwrap();
+        assert!(interrupted < text.find(" ended ").unwrap(), "{text}");
+        assert!(!text.contains("FLAG_CATEGORY") && !text.contains("CHOICE_"), "{text}");
     }
 
     #[test]
