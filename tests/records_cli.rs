@@ -36,7 +36,10 @@ fn renamed(events: Vec<NodeEvent>, id: &str) -> Vec<NodeEvent> {
 /// Runs `courtline ARGS --endpoint ENDPOINT` (when `endpoint` is given).
 fn courtline(args: &[&str], endpoint: Option<&str>) -> Output {
     let mut command = Command::new(courtline_bin());
-    command.args(args).env_remove("RUST_LOG").env("TZ", "Asia/Shanghai");
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("TZ", "Asia/Shanghai");
     if let Some(endpoint) = endpoint {
         command.args(["--endpoint", endpoint]);
     }
@@ -91,10 +94,16 @@ async fn list_pages_short_ids_flags_and_excel_exports(db: Db) {
     let header = table.lines().next().unwrap();
     assert!(header.starts_with("ID "), "{table}");
     assert!(header.contains("FLAGGED"), "{table}");
-    assert!(table.contains("c0ffee00-1234  2023-11-15T06:13:26+08:00"), "{table}");
+    assert!(
+        table.contains("c0ffee00-1234  2023-11-15T06:13:26+08:00"),
+        "{table}"
+    );
 
     // Pages: a notice on stderr only (stdout stays JSON), and --after continues.
-    let (first, notice) = ok(&["calls", "list", "--format", "json", "--limit", "2"], endpoint);
+    let (first, notice) = ok(
+        &["calls", "list", "--format", "json", "--limit", "2"],
+        endpoint,
+    );
     let first = listed_ids(&first);
     assert_eq!(first.len(), 2);
     let cursor = notice
@@ -102,7 +111,10 @@ async fn list_pages_short_ids_flags_and_excel_exports(db: Db) {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no next-page cursor in {notice:?}"));
-    assert!(notice.starts_with("showing 2 calls; more match"), "{notice}");
+    assert!(
+        notice.starts_with("showing 2 calls; more match"),
+        "{notice}"
+    );
     let (rest, notice) = ok(
         &["calls", "list", "--format", "json", "--after", cursor],
         endpoint,
@@ -113,13 +125,22 @@ async fn list_pages_short_ids_flags_and_excel_exports(db: Db) {
     let (all, _) = ok(&["calls", "list", "--format", "json", "--all"], endpoint);
     assert_eq!(listed_ids(&all), [first, rest].concat());
     let error = fails(&["calls", "list", "--limit", "0"], Some(endpoint));
-    assert!(error.contains("--limit 0") && error.contains("--all"), "{error}");
+    assert!(
+        error.contains("--limit 0") && error.contains("--all"),
+        "{error}"
+    );
 
     // A short id from the table is enough for `calls get`, whose JSON is one object.
-    let (json, _) = ok(&["calls", "get", "c0ffee00-1234", "--format", "json"], endpoint);
+    let (json, _) = ok(
+        &["calls", "get", "c0ffee00-1234", "--format", "json"],
+        endpoint,
+    );
     let call: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(call["call_id"], LONE_ID);
-    assert!(call["prompts"].is_array() && call["media"].is_object(), "{json}");
+    assert!(
+        call["prompts"].is_array() && call["media"].is_object(),
+        "{json}"
+    );
     assert!(call["timeline"].as_array().unwrap().len() >= 4, "{json}");
     let (detail, _) = ok(&["calls", "get", "c0ffee00", "--utc"], endpoint);
     assert!(detail.starts_with(&format!("call {LONE_ID}\n")), "{detail}");
@@ -127,7 +148,10 @@ async fn list_pages_short_ids_flags_and_excel_exports(db: Db) {
     let error = fails(&["calls", "get", "7d9e4c1a"], Some(endpoint));
     assert!(error.contains("ambiguous"), "{error}");
     let error = fails(&["calls", "get", "deadbeef"], Some(endpoint));
-    assert!(error.contains("no call id starts with \"deadbeef\""), "{error}");
+    assert!(
+        error.contains("no call id starts with \"deadbeef\""),
+        "{error}"
+    );
 
     // The README's spelling of a category works, and "other" needs a note.
     let (flagged, _) = ok(
@@ -152,7 +176,10 @@ async fn list_pages_short_ids_flags_and_excel_exports(db: Db) {
     assert_eq!(table.lines().count(), 2, "{table}");
     assert!(table.lines().nth(1).unwrap().contains(" yes "), "{table}");
     let (detail, _) = ok(&["calls", "get", "c0ffee00"], endpoint);
-    assert!(detail.contains("1. improper_inquiry by loopback at 20"), "{detail}");
+    assert!(
+        detail.contains("1. improper_inquiry by loopback at 20"),
+        "{detail}"
+    );
 
     // An Excel export keeps the caller number as text and verifies; the flag is in it.
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +208,9 @@ async fn list_pages_short_ids_flags_and_excel_exports(db: Db) {
     let first = log.lines().next().unwrap();
     assert!(first.contains("+08:00"), "{log}");
     assert!(
-        !first.split_whitespace().any(|word| word.len() == 13 && word.bytes().all(|b| b.is_ascii_digit())),
+        !first
+            .split_whitespace()
+            .any(|word| word.len() == 13 && word.bytes().all(|b| b.is_ascii_digit())),
         "{log}"
     );
     service.stop().await;

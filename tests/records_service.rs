@@ -419,10 +419,7 @@ async fn flags_exports_and_retention(db: Db) {
         ],
         ..CallFilter::default()
     };
-    assert_eq!(
-        list(&mut client, by_prefix(&call_id(3))).await,
-        vec![3]
-    );
+    assert_eq!(list(&mut client, by_prefix(&call_id(3))).await, vec![3]);
     assert_eq!(
         list(&mut client, by_prefix("7d9e4c1a-0000")).await,
         vec![4, 3, 2, 1]

@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::records::chain::HashAlgorithm;
 use crate::records::client::{connect, read_token_file, ClientOptions, RecordsClient};
 use crate::records::export::{ExportWriter, ManifestContent};
-use crate::records::pb::CallState;
 use crate::records::pb::export_calls_response::Item;
+use crate::records::pb::CallState;
 use crate::records::pb::{
     CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
     GetCallRequest, ListCallsRequest, SortOrder,
@@ -344,7 +344,9 @@ const MAX_PAGE: usize = 1000;
 
 async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     if args.limit == 0 {
-        anyhow::bail!("--limit 0 would list nothing: give 1 or more, or --all for every matching call");
+        anyhow::bail!(
+            "--limit 0 would list nothing: give 1 or more, or --all for every matching call"
+        );
     }
     let limit = if args.all { usize::MAX } else { args.limit };
     let mut request = ListCallsRequest {
@@ -372,7 +374,12 @@ async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         request.page_token = page.next_page_token;
     };
     let mut out = std::io::stdout().lock();
-    write_calls(&records, args.format, Clock::from_utc_flag(args.utc), &mut out)?;
+    write_calls(
+        &records,
+        args.format,
+        Clock::from_utc_flag(args.utc),
+        &mut out,
+    )?;
     out.flush()?;
     // On standard error, so piped JSON or CSV stays clean.
     if !next.is_empty() {
@@ -422,7 +429,11 @@ async fn resolve_call_id(
                 .map(|record| record.call_id.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            if page.next_page_token.is_empty() { "" } else { " and more" }
+            if page.next_page_token.is_empty() {
+                ""
+            } else {
+                " and more"
+            }
         ),
     }
 }

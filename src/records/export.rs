@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::chain::{HashAlgorithm, GENESIS_PREV};
 use super::pb::{CallRecord, ExportFormat, ExportManifest};
 use super::query::{
-    csv_cells, excel_cell_text, CsvDialect, ExportRow, NestedRow, CSV_HEADER,
-    LEGACY_LENGTH_COLUMN, OPTIONAL_COLUMNS, UTF8_BOM,
+    csv_cells, excel_cell_text, CsvDialect, ExportRow, NestedRow, CSV_HEADER, LEGACY_LENGTH_COLUMN,
+    OPTIONAL_COLUMNS, UTF8_BOM,
 };
 use super::signing::manifest_signature_valid;
 
@@ -306,7 +306,8 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
                 continue;
             }
             let line = (index + 1) as u64;
-            lines.push(json_line(&text).map_err(|problem| ExportError::Malformed { line, problem }));
+            lines
+                .push(json_line(&text).map_err(|problem| ExportError::Malformed { line, problem }));
         }
         return Ok(lines);
     }
@@ -373,9 +374,7 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
         lines.push(
             record
                 .deserialize::<(ExportRow, String)>(None)
-                .map(|(row, hash)| {
-                    Line::Row(Box::new(row.with_legacy_length_name(legacy)), hash)
-                })
+                .map(|(row, hash)| Line::Row(Box::new(row.with_legacy_length_name(legacy)), hash))
                 .map_err(|error| ExportError::Malformed {
                     line,
                     problem: error.to_string(),
@@ -714,7 +713,9 @@ mod tests {
             let changed = text.replacen("mobile", "number", 1);
             let found = problems(&changed, None);
             assert!(
-                found.iter().any(|p| p.contains("000000000002 was modified")),
+                found
+                    .iter()
+                    .any(|p| p.contains("000000000002 was modified")),
                 "{format:?} {found:?}"
             );
         }
@@ -769,7 +770,10 @@ mod tests {
         assert!(text.starts_with("\u{feff}call_id,"), "{text}");
         // The cell is `="02112368"`, quoted for CSV.
         assert!(text.contains(",\"=\"\"02112368\"\"\","), "{text}");
-        assert!(text.contains("\"=\"\"=HYPERLINK(\"\"\"\"x\"\"\"\")\"\"\""), "{text}");
+        assert!(
+            text.contains("\"=\"\"=HYPERLINK(\"\"\"\"x\"\"\"\")\"\"\""),
+            "{text}"
+        );
         assert!(text.contains("上海市第一中级人民法院"), "{text}");
         let check = verify_export(text.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
         assert!(check.problems.is_empty(), "{:?}\n{text}", check.problems);

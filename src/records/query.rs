@@ -140,7 +140,9 @@ impl Clock {
         match (DateTime::<Utc>::from_timestamp_millis(ms), self) {
             (None, _) => ms.to_string(),
             (Some(time), Clock::Utc) => time.to_rfc3339_opts(precision, true),
-            (Some(time), Clock::Local) => time.with_timezone(&Local).to_rfc3339_opts(precision, true),
+            (Some(time), Clock::Local) => {
+                time.with_timezone(&Local).to_rfc3339_opts(precision, true)
+            }
         }
     }
 }
@@ -1446,7 +1448,10 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("ID  "), "{text}");
         // The short id, enough for `calls get`, and whether the call is flagged.
-        assert!(lines[1].starts_with("6f1c2a9e-3b7d  2024-05-01T01:30:00Z"), "{text}");
+        assert!(
+            lines[1].starts_with("6f1c2a9e-3b7d  2024-05-01T01:30:00Z"),
+            "{text}"
+        );
         assert!(lines[2].starts_with("0a1b2c3d-4e5f  "), "{text}");
         let cells = |line: &str| -> Vec<String> {
             line.split("  ")
@@ -1499,7 +1504,9 @@ mod tests {
             Ok(CallIdArg::Prefix("6f1c2a9e-3b".to_owned()))
         );
         assert!(parse_call_id_arg("6f1").unwrap_err().contains("at least"));
-        assert!(parse_call_id_arg("张三").unwrap_err().contains("not a call id"));
+        assert!(parse_call_id_arg("张三")
+            .unwrap_err()
+            .contains("not a call id"));
     }
 
     #[test]
@@ -1579,13 +1586,27 @@ mod tests {
         write_call_detail(&record, &timeline, DetailFormat::Text, Clock::Utc, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("call 6f1c2a9e-"), "{text}");
-        assert!(text.contains("  received_at             2024-05-01T01:30:00.123Z\n"), "{text}");
-        assert!(text.contains("  court_name              北京市第一中级人民法院\n"), "{text}");
+        assert!(
+            text.contains("  received_at             2024-05-01T01:30:00.123Z\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  court_name              北京市第一中级人民法院\n"),
+            "{text}"
+        );
         assert!(!text.contains("received_at_ms"), "{text}");
-        assert!(text.contains("flags:\n  1. other by zhang.wei at 2024-05-01T01:31:40Z: 自称院长的朋友\n"), "{text}");
+        assert!(
+            text.contains(
+                "flags:\n  1. other by zhang.wei at 2024-05-01T01:31:40Z: 自称院长的朋友\n"
+            ),
+            "{text}"
+        );
         let interrupted = text.find("prompt_interrupted").unwrap();
         assert!(interrupted < text.find(" ended ").unwrap(), "{text}");
-        assert!(!text.contains("FLAG_CATEGORY") && !text.contains("CHOICE_"), "{text}");
+        assert!(
+            !text.contains("FLAG_CATEGORY") && !text.contains("CHOICE_"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -26,12 +26,12 @@ use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerEr
 use super::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use super::pb::{
     event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
-    CallFilter, CallRecord, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader,
-    ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest,
-    GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest, ListCallsResponse,
-    ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse, LogEventsRequest,
-    LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest, RevokeTokenResponse, Role,
-    SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
+    CallFilter, CallRecord, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
+    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
+    GetCallRequest, GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest,
+    ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse,
+    LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest,
+    RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
 };
 use super::signing::{KeyError, RecordsKey};
 use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
