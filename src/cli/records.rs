@@ -15,7 +15,7 @@ use crate::records::pb::{
     AddTokenRequest, ListAccessRequest, ListGapsRequest, ListTokensRequest, PurgeRequest,
     RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
 };
-use crate::records::query::parse_time;
+use crate::records::query::{parse_time, Clock};
 use crate::records::service::add_token_offline;
 use crate::records::signing::{
     fingerprint, parse_public_key, public_key_of_key_file, KeyError, RecordsKey,
@@ -70,6 +70,9 @@ pub struct VerifyExportArgs {
     /// The trusted signing public key (hex or file); without it the key in the file is shown.
     #[arg(long)]
     pub public_key: Option<String>,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
 }
 
 /// `records public-key`.
@@ -134,6 +137,9 @@ pub struct AccessLogArgs {
     /// At most this many entries (newest first).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
     /// Connection.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -235,7 +241,8 @@ fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
             args.file.display(),
             check.rows,
             manifest.exported_by,
-            manifest.exported_at_ms,
+            Clock::from_utc_flag(args.utc)
+                .show(manifest.exported_at_ms, chrono::SecondsFormat::Secs),
             manifest.filter,
             manifest.chain_head_seq
         );
@@ -506,11 +513,12 @@ async fn access_log(config_path: &Path, args: AccessLogArgs) -> anyhow::Result<E
         .await
         .map_err(status_error)?
         .into_inner();
+    let clock = Clock::from_utc_flag(args.utc);
     for entry in response.entries {
         println!(
             "#{:<8} {} {:<16} {:<10} {:<12} rows={:<6} {} reason={:?} peer={}",
             entry.seq,
-            entry.at_ms,
+            clock.show(entry.at_ms, chrono::SecondsFormat::Millis),
             entry.actor,
             entry.role,
             entry.operation,

@@ -1,8 +1,13 @@
-//! Formatting and argument parsing for `courtline calls list`.
+//! Formatting and argument parsing for `courtline calls list` and `calls get`.
 //!
 //! Three outputs: a table for people at a terminal, JSON and CSV for tools and
 //! spreadsheets. JSON and CSV carry every [`CallRecord`] field so nothing is lost
 //! on export; the JSON form is also how undeliverable records are logged.
+//!
+//! One rule for times: what people read (table, `calls get` text, access log,
+//! verify-export) is in local time with its offset, or UTC with `--utc`
+//! ([`Clock`]); what tools read (JSON, CSV, exports) is RFC 3339 UTC beside the
+//! Unix milliseconds, so a file means the same wherever it is opened.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -10,7 +15,9 @@ use std::io::Write;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::pb::{CallRecord, CallState, EndReason, LegMedia, PlayedPrompt};
+use super::pb::{
+    CallRecord, CallState, EndReason, Flag, FlagCategory, LegMedia, PlayedPrompt, TimelineEvent,
+};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -105,17 +112,55 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} does not exist in the local time zone (DST gap)"))
 }
 
-/// Writes `records` to `out` in `format`. Display names in any script come out intact.
+/// Which clock human-readable output shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The machine's local time with its UTC offset (`2024-05-01T09:30:00+08:00`).
+    #[default]
+    Local,
+    /// UTC (`2024-05-01T01:30:00Z`), with `--utc`.
+    Utc,
+}
+
+impl Clock {
+    /// [`Clock::Utc`] when `utc` (the `--utc` switch) is set.
+    pub fn from_utc_flag(utc: bool) -> Clock {
+        if utc {
+            Clock::Utc
+        } else {
+            Clock::Local
+        }
+    }
+
+    /// `ms` (Unix milliseconds) as RFC 3339 on this clock; `-` for 0 ("did not happen").
+    pub fn show(self, ms: i64, precision: SecondsFormat) -> String {
+        if ms == 0 {
+            return "-".to_owned();
+        }
+        match (DateTime::<Utc>::from_timestamp_millis(ms), self) {
+            (None, _) => ms.to_string(),
+            (Some(time), Clock::Utc) => time.to_rfc3339_opts(precision, true),
+            (Some(time), Clock::Local) => {
+                time.with_timezone(&Local).to_rfc3339_opts(precision, true)
+            }
+        }
+    }
+}
+
+/// Writes `records` to `out` in `format`, table times on `clock`. Display names in
+/// any script come out intact.
 pub fn write_calls(
     records: &[CallRecord],
     format: OutputFormat,
+    clock: Clock,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     match format {
-        OutputFormat::Table => write_table(records, out),
+        OutputFormat::Table => write_table(records, clock, out),
         OutputFormat::Json => {
             let rows: Vec<ExportRow> = records.iter().map(ExportRow::from).collect();
-            serde_json::to_writer_pretty(&mut *out, &rows)?;
+            let nested: Vec<NestedRow> = rows.iter().map(NestedRow).collect();
+            serde_json::to_writer_pretty(&mut *out, &nested)?;
             writeln!(out)
         }
         OutputFormat::Csv => write_csv(records, out),
@@ -125,7 +170,7 @@ pub fn write_calls(
 /// One record as compact JSON with the same fields as `calls list --format json`;
 /// used to log a record that could not be delivered, so it can be re-entered by hand.
 pub fn record_json(record: &CallRecord) -> String {
-    serde_json::to_string(&ExportRow::from(record)).unwrap_or_else(|error| {
+    serde_json::to_string(&NestedRow(&ExportRow::from(record))).unwrap_or_else(|error| {
         // Serialising plain strings and numbers cannot fail; keep the data anyway.
         format!(
             "{{\"serialization_error\":{:?},\"debug\":{:?}}}",
@@ -137,7 +182,8 @@ pub fn record_json(record: &CallRecord) -> String {
 
 /// Every CallRecord field in proto order, times also as RFC 3339, end reason and state
 /// by name. Field order here is the column order of JSON objects, CSV and exports;
-/// exports hash each row's JSON in exactly this form, so it must stay stable.
+/// exports hash each row's JSON in exactly this form (the lists as JSON text, as in
+/// a CSV cell), so it must stay stable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportRow {
     call_id: String,
@@ -163,7 +209,11 @@ pub struct ExportRow {
     ended_at_ms: i64,
     prompt_id: String,
     prompt_sha256: String,
-    prompt_length_ms: u32,
+    /// The whole playlist's length (the proto's `prompt_length_ms`; the first
+    /// prompt's own length is in `prompts`). Files written before the rename
+    /// call it `prompt_length_ms`, and their rows hash with that name.
+    #[serde(alias = "prompt_length_ms")]
+    playlist_length_ms: u32,
     prompt_ms_sent: u32,
     prompt_completed: bool,
     dtmf_during_prompt: String,
@@ -185,6 +235,119 @@ pub struct ExportRow {
     /// same reason.
     #[serde(default)]
     media: String,
+    /// The call's flags, as [`flags_json`] text (one CSV cell); after `media`
+    /// and left out of the canonical JSON when empty, for the same reason.
+    #[serde(default)]
+    flags: String,
+    /// Read from a file written when `playlist_length_ms` was `prompt_length_ms`:
+    /// [`ExportRow::canonical_json`] uses the old name so its hash still matches.
+    #[serde(skip)]
+    legacy_length_name: bool,
+}
+
+/// One flag as it appears in records' `flags` text.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagEntry {
+    /// [`Flag::category`] by [`flag_category_name`].
+    category: String,
+    /// [`Flag::note`].
+    note: String,
+    /// [`Flag::flagged_by`].
+    flagged_by: String,
+    /// [`Flag::flagged_at_ms`] as RFC 3339 UTC.
+    flagged_at: Option<String>,
+    /// [`Flag::flagged_at_ms`].
+    flagged_at_ms: i64,
+}
+
+/// The human name of a flag category, as the CLI accepts it (`improper_inquiry`).
+pub fn flag_category_name(category: FlagCategory) -> &'static str {
+    match category {
+        FlagCategory::Unspecified => "unspecified",
+        FlagCategory::ImproperInquiry => "improper_inquiry",
+        FlagCategory::Intercession => "intercession",
+        FlagCategory::ProbingCaseInformation => "probing_case_information",
+        FlagCategory::Other => "other",
+    }
+}
+
+/// A call's flags as compact JSON text, the form CSV cells and row hashes keep;
+/// `""` for none.
+pub fn flags_json(flags: &[Flag]) -> String {
+    if flags.is_empty() {
+        return String::new();
+    }
+    let entries: Vec<FlagEntry> = flags
+        .iter()
+        .map(|flag| FlagEntry {
+            category: flag_category_name(flag.category()).to_owned(),
+            note: flag.note.clone(),
+            flagged_by: flag.flagged_by.clone(),
+            flagged_at: rfc3339(flag.flagged_at_ms),
+            flagged_at_ms: flag.flagged_at_ms,
+        })
+        .collect();
+    // Strings and integers always serialise.
+    serde_json::to_string(&entries).unwrap_or_default()
+}
+
+/// The columns whose cells hold JSON text, and the JSON for "none" that stands for
+/// an empty cell in [`NestedRow`].
+const NESTED_COLUMNS: [(&str, &str); 3] = [("prompts", "[]"), ("media", "null"), ("flags", "[]")];
+
+/// A column's JSON text parsed into its typed entries, so nested output keeps their
+/// field order; `None` for a column that holds no JSON text.
+fn nested_value(column: &str, text: &str) -> Result<Option<serde_json::Value>, serde_json::Error> {
+    fn typed<T: serde::de::DeserializeOwned + Serialize>(
+        text: &str,
+    ) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(serde_json::from_str::<T>(text)?)
+    }
+    let value = match (column, text) {
+        (_, "") => None,
+        ("prompts", _) => Some(typed::<Vec<PromptEntry>>(text)?),
+        ("media", _) => Some(typed::<MediaEntry>(text)?),
+        ("flags", _) => Some(typed::<Vec<FlagEntry>>(text)?),
+        _ => None,
+    };
+    Ok(value)
+}
+
+/// A row as JSON tools read it: every column in order, with `prompts`, `media`
+/// and `flags` as nested arrays/objects instead of JSON text (always present:
+/// `[]`/`null` for none). What `calls list|get --format json` print and
+/// JSON Lines exports hold; [`ExportRow::from_nested`] reads it back.
+pub struct NestedRow<'a>(pub &'a ExportRow);
+
+impl Serialize for NestedRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let fields = match serde_json::to_value(self.0).map_err(S::Error::custom)? {
+            serde_json::Value::Object(fields) => fields,
+            _ => return Err(S::Error::custom("a row serialises as an object")),
+        };
+        let mut map = serializer.serialize_map(Some(CSV_HEADER.len()))?;
+        for name in CSV_HEADER {
+            let value = fields.get(name).unwrap_or(&serde_json::Value::Null);
+            match NESTED_COLUMNS.iter().find(|(column, _)| *column == name) {
+                Some((column, none)) => {
+                    let text = value.as_str().unwrap_or_default();
+                    let nested = nested_value(column, text).map_err(S::Error::custom)?;
+                    match nested {
+                        Some(nested) => map.serialize_entry(name, &nested)?,
+                        None => map.serialize_entry(
+                            name,
+                            &serde_json::from_str::<serde_json::Value>(none)
+                                .map_err(S::Error::custom)?,
+                        )?,
+                    }
+                }
+                None => map.serialize_entry(name, value)?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// One leg's figures as they appear in records' `media` text (proto field names).
@@ -390,6 +553,46 @@ pub fn parse_prompts_json(text: &str) -> Result<Vec<PlayedPrompt>, String> {
 }
 
 impl ExportRow {
+    /// A row from its JSON object as [`NestedRow`] writes it, or as older
+    /// courtlines wrote it (lists as JSON text, `prompt_length_ms`).
+    pub fn from_nested(
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ExportRow, String> {
+        let legacy_length_name = fields.contains_key("prompt_length_ms");
+        for (column, _) in NESTED_COLUMNS {
+            let text = match fields.get(column) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(serde_json::Value::Array(items)) if items.is_empty() => String::new(),
+                Some(value) => {
+                    // Back to the cell text through the typed entries: the text
+                    // the row was hashed with, whatever the key order in the file.
+                    let typed = match column {
+                        "prompts" => serde_json::from_value::<Vec<PromptEntry>>(value.clone())
+                            .and_then(|entries| serde_json::to_string(&entries)),
+                        "media" => serde_json::from_value::<MediaEntry>(value.clone())
+                            .and_then(|entry| serde_json::to_string(&entry)),
+                        _ => serde_json::from_value::<Vec<FlagEntry>>(value.clone())
+                            .and_then(|entries| serde_json::to_string(&entries)),
+                    };
+                    typed.map_err(|error| format!("{column}: {error}"))?
+                }
+            };
+            fields.insert(column.to_owned(), text.into());
+        }
+        let mut row: ExportRow = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|error| error.to_string())?;
+        row.legacy_length_name = legacy_length_name;
+        Ok(row)
+    }
+
+    /// The same row as read from a file whose header names the playlist length
+    /// `prompt_length_ms` (hashes with that name) when `legacy` is set.
+    pub fn with_legacy_length_name(mut self, legacy: bool) -> ExportRow {
+        self.legacy_length_name = legacy;
+        self
+    }
+
     /// The row's call id.
     pub fn call_id(&self) -> &str {
         &self.call_id
@@ -401,6 +604,10 @@ impl ExportRow {
     pub fn canonical_json(&self) -> String {
         // Strings, numbers and booleans always serialise.
         let mut json = serde_json::to_string(self).unwrap_or_default();
+        if self.legacy_length_name {
+            // Keys are never inside strings here: a quote in a value is escaped.
+            json = json.replacen(",\"playlist_length_ms\":", ",\"prompt_length_ms\":", 1);
+        }
         for column in OPTIONAL_COLUMNS.iter().rev() {
             match json.strip_suffix(&format!(",\"{column}\":\"\"}}")) {
                 Some(head) => json = format!("{head}}}"),
@@ -412,7 +619,7 @@ impl ExportRow {
 }
 
 /// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-pub const CSV_HEADER: [&str; 37] = [
+pub const CSV_HEADER: [&str; 38] = [
     "call_id",
     "sip_call_id",
     "line_number",
@@ -436,7 +643,7 @@ pub const CSV_HEADER: [&str; 37] = [
     "ended_at_ms",
     "prompt_id",
     "prompt_sha256",
-    "prompt_length_ms",
+    "playlist_length_ms",
     "prompt_ms_sent",
     "prompt_completed",
     "dtmf_during_prompt",
@@ -450,11 +657,15 @@ pub const CSV_HEADER: [&str; 37] = [
     "node_id",
     "prompts",
     "media",
+    "flags",
 ];
 
 /// Trailing columns that older exports lack, in order: a file may miss the
 /// last one or more of them, and their empty values stay out of row hashes.
-pub const OPTIONAL_COLUMNS: [&str; 2] = ["prompts", "media"];
+pub const OPTIONAL_COLUMNS: [&str; 3] = ["prompts", "media", "flags"];
+
+/// What files written before `playlist_length_ms` was renamed call that column.
+pub const LEGACY_LENGTH_COLUMN: &str = "prompt_length_ms";
 
 impl From<&CallRecord> for ExportRow {
     fn from(r: &CallRecord) -> Self {
@@ -482,7 +693,7 @@ impl From<&CallRecord> for ExportRow {
             ended_at_ms: r.ended_at_ms,
             prompt_id: r.prompt_id.clone(),
             prompt_sha256: r.prompt_sha256.clone(),
-            prompt_length_ms: r.prompt_length_ms,
+            playlist_length_ms: r.prompt_length_ms,
             prompt_ms_sent: r.prompt_ms_sent,
             prompt_completed: r.prompt_completed,
             dtmf_during_prompt: r.dtmf_during_prompt.clone(),
@@ -496,6 +707,8 @@ impl From<&CallRecord> for ExportRow {
             node_id: r.node_id.clone(),
             prompts: prompts_json(&r.prompts),
             media: media_json(r),
+            flags: flags_json(&r.flags),
+            legacy_length_name: false,
         }
     }
 }
@@ -562,24 +775,141 @@ fn write_csv(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()
         .from_writer(&mut *out);
     writer.write_record(CSV_HEADER)?;
     for record in records {
-        writer.serialize(ExportRow::from(record))?;
+        writer.write_record(csv_cells(&ExportRow::from(record), CsvDialect::Plain))?;
     }
     writer.flush()
 }
 
-const TABLE_HEADER: [&str; 8] = [
+/// How CSV cells are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CsvDialect {
+    /// Plain RFC 4180 CSV, for tools.
+    #[default]
+    Plain,
+    /// For a double-click in Excel: the file starts with a UTF-8 byte-order mark
+    /// (else Excel reads it in the ANSI code page, GBK on Chinese Windows), and
+    /// text Excel would turn into a number or run as a formula is written as
+    /// `="..."`, which Excel shows as that text (an apostrophe would show
+    /// literally, a leading tab would stay in the value).
+    Excel,
+}
+
+/// The UTF-8 byte-order mark that starts an Excel-dialect CSV file.
+pub const UTF8_BOM: &str = "\u{feff}";
+
+/// A row's cells in [`CSV_HEADER`] order, as text in `dialect`.
+pub fn csv_cells(row: &ExportRow, dialect: CsvDialect) -> Vec<String> {
+    let fields = match serde_json::to_value(row) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        // A struct of strings, numbers and booleans is always an object.
+        _ => serde_json::Map::new(),
+    };
+    CSV_HEADER
+        .iter()
+        .map(|name| match fields.get(*name) {
+            Some(serde_json::Value::String(text)) => match dialect {
+                CsvDialect::Plain => text.clone(),
+                CsvDialect::Excel => excel_text(text),
+            },
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(other) => other.to_string(),
+        })
+        .collect()
+}
+
+/// A text cell for Excel: as is, unless Excel would read it as a number (dropping
+/// leading zeros, rounding past 15 digits, `1.38E+10`) or a formula (`=`, `+`,
+/// `-`, `@`): then `="..."` with inner quotes doubled.
+pub fn excel_text(text: &str) -> String {
+    let numeric = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let formula = text.starts_with(['=', '+', '-', '@']);
+    if numeric || formula {
+        format!("=\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The inverse of [`excel_text`]: the text a cell of an Excel-dialect file stands for.
+pub fn excel_cell_text(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell
+        .strip_prefix("=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(inner) => std::borrow::Cow::Owned(inner.replace("\"\"", "\"")),
+        None => std::borrow::Cow::Borrowed(cell),
+    }
+}
+
+const TABLE_HEADER: [&str; 10] = [
+    "ID",
     "RECEIVED",
     "LINE",
     "COURT",
     "CALLER",
     "PROMPT",
     "CONNECTED",
+    "FLAGGED",
     "END REASON",
     "DURATION",
 ];
 
-fn write_table(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()> {
-    let rows: Vec<[String; 8]> = records.iter().map(table_row).collect();
+/// How many characters of a call id the table shows: the UUID's first two
+/// groups, 12 hex digits, so ids stay unambiguous across millions of calls
+/// (8 would collide after tens of thousands). `calls get|flag` accept any
+/// unambiguous prefix.
+pub const SHORT_ID_LEN: usize = 13;
+
+/// The short form of a call id that the table shows.
+pub fn short_call_id(call_id: &str) -> &str {
+    call_id.get(..SHORT_ID_LEN).unwrap_or(call_id)
+}
+
+/// The shortest call id prefix accepted, so a typo does not match half the calls.
+const MIN_PREFIX_HEX: usize = 4;
+
+/// What a call id typed on the command line means: `Ok(Full(id))` for a whole
+/// UUID, `Ok(Prefix(text))` for the start of one (dashes may be left out; they
+/// are put back where the UUID has them), or an error saying what is wrong.
+pub fn parse_call_id_arg(text: &str) -> Result<CallIdArg, String> {
+    let text = text.trim().to_ascii_lowercase();
+    if !text.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(format!(
+            "{text:?} is not a call id: use the id (or its first {MIN_PREFIX_HEX}+ hex digits) \
+             from the ID column of `calls list`"
+        ));
+    }
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() < MIN_PREFIX_HEX || hex.len() > 32 {
+        return Err(format!(
+            "{text:?}: a call id is 32 hex digits; give at least the first {MIN_PREFIX_HEX}"
+        ));
+    }
+    let mut dashed = String::with_capacity(36);
+    for (index, digit) in hex.chars().enumerate() {
+        if [8, 12, 16, 20].contains(&index) {
+            dashed.push('-');
+        }
+        dashed.push(digit);
+    }
+    Ok(if hex.len() == 32 {
+        CallIdArg::Full(dashed)
+    } else {
+        CallIdArg::Prefix(dashed)
+    })
+}
+
+/// A call id as typed: whole, or a prefix to look up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallIdArg {
+    /// A whole UUID (text form).
+    Full(String),
+    /// The start of one (text form, dashes where the UUID has them).
+    Prefix(String),
+}
+
+fn write_table(records: &[CallRecord], clock: Clock, out: &mut impl Write) -> std::io::Result<()> {
+    let rows: Vec<[String; 10]> = records.iter().map(|r| table_row(r, clock)).collect();
     let mut widths = TABLE_HEADER.map(display_width);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -594,8 +924,8 @@ fn write_table(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<
 }
 
 fn write_table_line(
-    cells: &[String; 8],
-    widths: &[usize; 8],
+    cells: &[String; 10],
+    widths: &[usize; 10],
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let mut line = String::new();
@@ -610,14 +940,7 @@ fn write_table_line(
     writeln!(out, "{}", line.trim_end())
 }
 
-fn table_row(r: &CallRecord) -> [String; 8] {
-    let received = DateTime::<Utc>::from_timestamp_millis(r.received_at_ms)
-        .map(|time| {
-            time.with_timezone(&Local)
-                .format("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string()
-        })
-        .unwrap_or_else(|| r.received_at_ms.to_string());
+fn table_row(r: &CallRecord, clock: Clock) -> [String; 10] {
     let caller = match (r.caller_number.is_empty(), r.caller_display_name.is_empty()) {
         (_, true) => r.caller_number.clone(),
         (true, false) => format!("\"{}\"", r.caller_display_name),
@@ -625,12 +948,14 @@ fn table_row(r: &CallRecord) -> [String; 8] {
     };
     let yes_no = |flag: bool| if flag { "yes" } else { "no" }.to_owned();
     [
-        received,
+        short_call_id(&r.call_id).to_owned(),
+        clock.show(r.received_at_ms, SecondsFormat::Secs),
         r.line_number.clone(),
         r.court_name.clone(),
         caller,
         yes_no(r.prompt_completed),
         yes_no(r.operator_answered_at_ms != 0),
+        yes_no(r.flagged),
         // A call cut short or still up has no end reason yet: say which.
         match CallState::try_from(r.state) {
             Ok(CallState::Interrupted | CallState::InProgress) => state_label(r.state).into_owned(),
@@ -638,6 +963,158 @@ fn table_row(r: &CallRecord) -> [String; 8] {
         },
         duration(r.received_at_ms, r.ended_at_ms),
     ]
+}
+
+/// How `calls get` prints a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DetailFormat {
+    /// Fields, prompts, media, flags and the timeline, for reading.
+    #[default]
+    Text,
+    /// One JSON object: every field (as `calls list --format json`) and `timeline`.
+    Json,
+}
+
+/// Orders a call's timeline by when things happened; events of the same
+/// millisecond keep their chain order, except that the call's end (`ended`,
+/// `interrupted`) comes after whatever else happened in it.
+pub fn order_timeline(timeline: &mut [TimelineEvent]) {
+    timeline.sort_by_key(|event| {
+        let ends_call = matches!(event.kind.as_str(), "ended" | "interrupted");
+        (event.at_ms, ends_call, event.seq)
+    });
+}
+
+/// One timeline event in `calls get --format json`.
+#[derive(Debug, Serialize)]
+struct TimelineEntry<'a> {
+    /// [`TimelineEvent::seq`].
+    seq: u64,
+    /// [`TimelineEvent::at_ms`] as RFC 3339 UTC.
+    at: Option<String>,
+    /// [`TimelineEvent::at_ms`].
+    at_ms: i64,
+    /// [`TimelineEvent::kind`].
+    kind: &'a str,
+    /// [`TimelineEvent::detail`].
+    detail: &'a str,
+    /// [`TimelineEvent::node_id`].
+    node_id: &'a str,
+    /// [`TimelineEvent::node_seq`].
+    node_seq: u64,
+    /// [`TimelineEvent::hash`].
+    hash: &'a str,
+}
+
+/// `calls get --format json`: the call's columns, then its timeline.
+#[derive(Serialize)]
+struct CallDetail<'a> {
+    /// Every column, lists nested.
+    #[serde(flatten)]
+    call: NestedRow<'a>,
+    /// In [`order_timeline`] order.
+    timeline: Vec<TimelineEntry<'a>>,
+}
+
+/// Writes one call for `calls get`: `record` with its (ordered) `timeline`;
+/// text times on `clock`.
+pub fn write_call_detail(
+    record: &CallRecord,
+    timeline: &[TimelineEvent],
+    format: DetailFormat,
+    clock: Clock,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut timeline = timeline.to_vec();
+    order_timeline(&mut timeline);
+    let row = ExportRow::from(record);
+    if format == DetailFormat::Json {
+        let detail = CallDetail {
+            call: NestedRow(&row),
+            timeline: timeline
+                .iter()
+                .map(|event| TimelineEntry {
+                    seq: event.seq,
+                    at: rfc3339(event.at_ms),
+                    at_ms: event.at_ms,
+                    kind: &event.kind,
+                    detail: &event.detail,
+                    node_id: &event.node_id,
+                    node_seq: event.node_seq,
+                    hash: &event.hash,
+                })
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &detail)?;
+        return writeln!(out);
+    }
+    writeln!(out, "call {}", record.call_id)?;
+    let fields = match serde_json::to_value(&row) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    let nested: Vec<&str> = NESTED_COLUMNS.iter().map(|(column, _)| *column).collect();
+    for name in CSV_HEADER.iter().skip(1) {
+        // Times once each, on the reader's clock; lists get sections of their own.
+        if nested.contains(name) || fields.contains_key(&format!("{name}_ms")) {
+            continue;
+        }
+        let (label, text) = match (name.strip_suffix("_at_ms"), fields.get(*name)) {
+            (Some(event), Some(value)) => (
+                format!("{event}_at"),
+                clock.show(value.as_i64().unwrap_or_default(), SecondsFormat::Millis),
+            ),
+            (None, Some(serde_json::Value::String(text))) => ((*name).to_owned(), text.clone()),
+            (None, Some(value)) => ((*name).to_owned(), value.to_string()),
+            (_, None) => continue,
+        };
+        if !text.is_empty() && text != "-" {
+            writeln!(out, "  {label:<24}{text}")?;
+        }
+    }
+    let sections = [
+        ("prompts", prompt_lines(record)),
+        ("media", media_lines(record)),
+        ("flags", flag_lines(&record.flags, clock)),
+    ];
+    for (title, lines) in sections {
+        if !lines.is_empty() {
+            writeln!(out, "{title}:")?;
+            for line in lines {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    writeln!(out, "timeline:")?;
+    for event in &timeline {
+        writeln!(
+            out,
+            "  #{:<8} {}  {:<20} {}",
+            event.seq,
+            clock.show(event.at_ms, SecondsFormat::Millis),
+            event.kind,
+            event.detail
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per flag, for `calls get`: category, who, when and the note.
+pub fn flag_lines(flags: &[Flag], clock: Clock) -> Vec<String> {
+    flags
+        .iter()
+        .enumerate()
+        .map(|(index, flag)| {
+            format!(
+                "{}. {} by {} at {}: {}",
+                index + 1,
+                flag_category_name(flag.category()),
+                flag.flagged_by,
+                clock.show(flag.flagged_at_ms, SecondsFormat::Secs),
+                flag.note
+            )
+        })
+        .collect()
 }
 
 /// Call length from INVITE to end as `m:ss` or `h:mm:ss`; `-` while unknown.
@@ -727,6 +1204,7 @@ mod tests {
             state: CallState::Ended as i32,
             flagged: false,
             node_id: "sb-1".to_owned(),
+            flags: Vec::new(),
             prompts: vec![
                 PlayedPrompt {
                     id: "three_rules_zh".to_owned(),
@@ -856,7 +1334,7 @@ mod tests {
 
     fn render(format: OutputFormat, records: &[CallRecord]) -> String {
         let mut out = Vec::new();
-        write_calls(records, format, &mut out).unwrap();
+        write_calls(records, format, Clock::Utc, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -963,10 +1441,28 @@ mod tests {
         other.operator_answered_at_ms = 5;
         other.prompt_completed = false;
         other.ended_at_ms = 0;
+        other.call_id = "0a1b2c3d-4e5f-4000-8000-000000000001".to_owned();
+        other.flagged = true;
         let text = render(OutputFormat::Table, &[sample(), other]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("RECEIVED"));
+        assert!(lines[0].starts_with("ID  "), "{text}");
+        // The short id, enough for `calls get`, and whether the call is flagged.
+        assert!(
+            lines[1].starts_with("6f1c2a9e-3b7d  2024-05-01T01:30:00Z"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("0a1b2c3d-4e5f  "), "{text}");
+        let cells = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(cells(lines[0])[7], "FLAGGED");
+        assert_eq!(cells(lines[1])[7], "no");
+        assert_eq!(cells(lines[2])[7], "yes");
         assert!(lines[1].contains("北京市第一中级人民法院"));
         assert!(lines[1].contains("13800138000 \"张三, \"律师\"\""));
         assert!(lines[1].contains("no_answer"));
@@ -984,6 +1480,132 @@ mod tests {
         assert_eq!(
             column_of(lines[0], "CALLER"),
             column_of(lines[1], "13800138000")
+        );
+    }
+
+    #[test]
+    fn call_ids_are_taken_whole_or_as_a_prefix() {
+        let full = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
+        assert_eq!(short_call_id(full), "6f1c2a9e-3b7d");
+        assert_eq!(
+            parse_call_id_arg(full),
+            Ok(CallIdArg::Full(full.to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6F1C2A9E3B7D4C1E9A550D2F4E8B7C61"),
+            Ok(CallIdArg::Full(full.to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6f1c2a9e-3b7d"),
+            Ok(CallIdArg::Prefix("6f1c2a9e-3b7d".to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6f1c2a9e3b"),
+            Ok(CallIdArg::Prefix("6f1c2a9e-3b".to_owned()))
+        );
+        assert!(parse_call_id_arg("6f1").unwrap_err().contains("at least"));
+        assert!(parse_call_id_arg("张三")
+            .unwrap_err()
+            .contains("not a call id"));
+    }
+
+    #[test]
+    fn excel_text_keeps_numbers_as_text_and_defuses_formulas() {
+        for (text, cell) in [
+            ("02112368", "=\"02112368\""),
+            ("13800138000", "=\"13800138000\""),
+            ("=1+1", "=\"=1+1\""),
+            ("-\"x\"", "=\"-\"\"x\"\"\""),
+            ("上海市第一中级人民法院", "上海市第一中级人民法院"),
+            ("sip:op@127.0.0.1", "sip:op@127.0.0.1"),
+            ("", ""),
+        ] {
+            assert_eq!(excel_text(text), cell);
+            assert_eq!(excel_cell_text(&excel_text(text)), text);
+        }
+    }
+
+    fn event(seq: u64, at_ms: i64, kind: &str) -> TimelineEvent {
+        TimelineEvent {
+            seq,
+            at_ms,
+            kind: kind.to_owned(),
+            ..TimelineEvent::default()
+        }
+    }
+
+    #[test]
+    fn timeline_is_in_time_order_with_the_end_last() {
+        let mut timeline = vec![
+            event(1, 1_000, "received"),
+            event(2, 9_000, "ended"),
+            event(3, 8_000, "prompt_interrupted"),
+            event(4, 9_000, "operator_failed"),
+            event(5, 20_000, "flagged"),
+        ];
+        order_timeline(&mut timeline);
+        let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "received",
+                "prompt_interrupted",
+                "operator_failed",
+                "ended",
+                "flagged"
+            ]
+        );
+    }
+
+    #[test]
+    fn call_detail_json_is_one_object_and_text_reads_well() {
+        let mut record = sample();
+        record.flagged = true;
+        record.flags = vec![Flag {
+            category: FlagCategory::Other as i32,
+            note: "自称院长的朋友".to_owned(),
+            flagged_by: "zhang.wei".to_owned(),
+            flagged_at_ms: 1_714_527_100_000,
+        }];
+        let timeline = vec![
+            event(7, 1_714_527_065_123, "ended"),
+            event(6, 1_714_527_008_000, "prompt_interrupted"),
+        ];
+        let mut out = Vec::new();
+        write_call_detail(&record, &timeline, DetailFormat::Json, Clock::Utc, &mut out).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["call_id"], record.call_id);
+        assert_eq!(value["playlist_length_ms"], 8_000);
+        assert_eq!(value["prompts"][1]["ms_sent"], 1_200);
+        assert_eq!(value["media"]["caller"]["rtt_us"], 41_000);
+        assert_eq!(value["flags"][0]["category"], "other");
+        assert_eq!(value["timeline"][0]["kind"], "prompt_interrupted");
+        assert_eq!(value["timeline"][1]["at"], "2024-05-01T01:31:05.123Z");
+
+        let mut out = Vec::new();
+        write_call_detail(&record, &timeline, DetailFormat::Text, Clock::Utc, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("call 6f1c2a9e-"), "{text}");
+        assert!(
+            text.contains("  received_at             2024-05-01T01:30:00.123Z\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  court_name              北京市第一中级人民法院\n"),
+            "{text}"
+        );
+        assert!(!text.contains("received_at_ms"), "{text}");
+        assert!(
+            text.contains(
+                "flags:\n  1. other by zhang.wei at 2024-05-01T01:31:40Z: 自称院长的朋友\n"
+            ),
+            "{text}"
+        );
+        let interrupted = text.find("prompt_interrupted").unwrap();
+        assert!(interrupted < text.find(" ended ").unwrap(), "{text}");
+        assert!(
+            !text.contains("FLAG_CATEGORY") && !text.contains("CHOICE_"),
+            "{text}"
         );
     }
 

@@ -26,12 +26,12 @@ use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerEr
 use super::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use super::pb::{
     event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
-    CallFilter, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader,
-    ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest,
-    GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest, ListCallsResponse,
-    ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse, LogEventsRequest,
-    LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest, RevokeTokenResponse, Role,
-    SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
+    CallFilter, CallRecord, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
+    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
+    GetCallRequest, GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest,
+    ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse,
+    LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest,
+    RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
 };
 use super::signing::{fingerprint, KeyError, RecordsKey};
 use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
@@ -345,6 +345,7 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         ("court_name", &filter.court_name),
         ("caller_prefix", &filter.caller_prefix),
         ("caller_name_contains", &filter.caller_name_contains),
+        ("call_id_prefix", &filter.call_id_prefix),
     ] {
         if !text.is_empty() {
             put(key, text.clone().into());
@@ -354,15 +355,20 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         put("caller_exact", true.into());
     }
     if filter.end_reason != 0 {
-        put("end_reason", filter.end_reason().as_str_name().into());
+        put(
+            "end_reason",
+            super::query::end_reason_name(filter.end_reason()).into(),
+        );
     }
     for (key, choice) in [
         ("prompt_completed", filter.prompt_completed()),
         ("connected", filter.connected()),
         ("flagged", filter.flagged()),
     ] {
-        if choice != super::pb::Choice::Any {
-            put(key, choice.as_str_name().into());
+        match choice {
+            super::pb::Choice::Any => {}
+            super::pb::Choice::Yes => put(key, "yes".into()),
+            super::pb::Choice::No => put(key, "no".into()),
         }
     }
     if !filter.states.is_empty() {
@@ -539,6 +545,10 @@ impl RecordsService for RecordsServer {
             .list_calls(&query)
             .await
             .map_err(|error| store_status("listing calls", error))?;
+        let records = self
+            .with_flags(records)
+            .await
+            .map_err(|error| store_status("reading the flags of listed calls", error))?;
         let parameters = serde_json::json!({
             "filter": filter_json(&query.filter),
             "sort": sort_name(query.sort),
@@ -577,7 +587,7 @@ impl RecordsService for RecordsServer {
             u64::from(record.is_some()),
         )
         .await?;
-        let Some(record) = record else {
+        let Some(mut record) = record else {
             return Err(Status::not_found(format!("no call with id {call_id}")));
         };
         let mut timeline: Vec<TimelineEvent> = Vec::new();
@@ -587,6 +597,7 @@ impl RecordsService for RecordsServer {
             timeline.push(entry);
             flags.extend(flag);
         }
+        record.flags = flags.clone();
         Ok(Response::new(GetCallResponse {
             record: Some(record),
             timeline,
@@ -634,6 +645,11 @@ impl RecordsService for RecordsServer {
             }
             Ok(category) => category,
         };
+        if category == FlagCategory::Other && request.note.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a flag of category other needs a note saying what happened",
+            ));
+        }
         if request.note.chars().count() > MAX_NOTE_CHARS {
             return Err(Status::invalid_argument(format!(
                 "the note is longer than {MAX_NOTE_CHARS} characters"
@@ -655,7 +671,7 @@ impl RecordsService for RecordsServer {
             "FlagCall",
             serde_json::json!({
                 "call_id": request.call_id,
-                "category": category.as_str_name(),
+                "category": super::query::flag_category_name(category),
                 "flag_seq": seq,
             }),
             1,
@@ -879,6 +895,22 @@ impl RecordsService for RecordsServer {
 }
 
 impl RecordsServer {
+    /// `records` with the flags of each flagged one filled in from its chain events
+    /// (one query per flagged call: flags are rare).
+    async fn with_flags(
+        &self,
+        mut records: Vec<CallRecord>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        for record in records.iter_mut().filter(|record| record.flagged) {
+            let events = self.ledger.store().call_events(&record.call_id).await?;
+            record.flags = events
+                .iter()
+                .filter_map(|event| timeline_entry(event).1)
+                .collect();
+        }
+        Ok(records)
+    }
+
     /// Streams every matching call, then the signed manifest; records the export.
     async fn run_export(
         &self,
@@ -913,6 +945,10 @@ impl RecordsServer {
                     .list_calls(&query)
                     .await
                     .map_err(|error| store_status("exporting calls", error))?;
+                let records = self
+                    .with_flags(records)
+                    .await
+                    .map_err(|error| store_status("reading the flags of exported calls", error))?;
                 for record in records {
                     rows.push(&super::query::ExportRow::from(&record));
                     let item = ExportCallsResponse {
@@ -1018,10 +1054,7 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
             let flag = flagged.flag.unwrap_or_default();
             let detail = format!(
                 "{} by {}: {}",
-                flag.category()
-                    .as_str_name()
-                    .trim_start_matches("FLAG_CATEGORY_")
-                    .to_ascii_lowercase(),
+                super::query::flag_category_name(flag.category()),
                 flag.flagged_by,
                 flag.note
             );
@@ -1085,8 +1118,8 @@ mod tests {
             serde_json::json!({
                 "line_number": "12368",
                 "caller_prefix": "138",
-                "end_reason": "END_REASON_NO_ANSWER",
-                "flagged": "CHOICE_YES",
+                "end_reason": "no_answer",
+                "flagged": "yes",
             })
         );
         assert!(validate_filter(&CallFilter {
