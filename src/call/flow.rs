@@ -96,8 +96,13 @@ impl Phase {
 pub enum OperatorFailure {
     /// A final non-2xx response with this status.
     Status(u16),
-    /// No response at all (transport error or transaction timeout).
+    /// No response at all (transport error or transaction timeout), or the
+    /// INVITE could not be sent (target marked down by OPTIONS, TCP refused).
     Unreachable,
+    /// The transport says nobody is there (ICMP port or host unreachable)
+    /// while the INVITE is still outstanding: the attempt is abandoned at
+    /// once instead of ringing out the ring timeout.
+    Refused,
 }
 
 /// Something that happened to the call, reported by the adapter.
@@ -420,12 +425,16 @@ impl CallFlow {
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
                 self.deadline = None;
+                if failure == OperatorFailure::Refused {
+                    // The INVITE transaction still runs: end it before the next target.
+                    self.actions.push_back(CallAction::CancelOperator);
+                }
                 let reason = match failure {
                     OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
                     OperatorFailure::Status(480) => EndReason::NoAnswer,
-                    OperatorFailure::Status(_) | OperatorFailure::Unreachable => {
-                        EndReason::OperatorUnreachable
-                    }
+                    OperatorFailure::Status(_)
+                    | OperatorFailure::Unreachable
+                    | OperatorFailure::Refused => EndReason::OperatorUnreachable,
                 };
                 self.operator_failed(target, reason, now);
             }

@@ -873,3 +873,76 @@ fn early_media_after_an_answer_delay_rings_first() {
     );
     assert_eq!(h.flow.phase(), Phase::Prompting);
 }
+
+#[test]
+fn a_refused_operator_is_abandoned_at_once_and_the_next_one_dialled() {
+    let mut h = Harness::new(facts(&["sip:closed@h", "sip:live@h"]));
+    h.answer_and_play_prompt();
+    // The transport reports the first target unreachable 5 ms into a 30 s ring timeout.
+    h.advance(5);
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        all,
+        vec![
+            CallAction::CancelOperator,
+            CallAction::Milestone(Milestone::OperatorFailed {
+                reason: EndReason::OperatorUnreachable
+            }),
+            CallAction::Milestone(Milestone::OperatorDialed {
+                uri: "sip:live@h".into()
+            }),
+            CallAction::DialOperator {
+                uri: "sip:live@h".into()
+            },
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 1 });
+    assert_eq!(
+        h.flow.poll_timeout(),
+        Some(h.now + Duration::from_secs(30)),
+        "the next target gets its whole ring timeout"
+    );
+    h.input(CallInput::OperatorAnswered);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+    );
+    // A late verdict about an attempt that is over changes nothing.
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::Bridged);
+}
+
+#[test]
+fn the_last_operator_refused_ends_the_call_as_unreachable() {
+    let mut h = Harness::new(facts(&["sip:closed@h"]));
+    h.answer_and_play_prompt();
+    h.advance(5);
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::CancelOperator, CallAction::HangUpCaller]
+    );
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::OperatorUnreachable);
+    assert_eq!(r.operator_uri, "sip:closed@h");
+    assert_eq!(r.ended_at_ms - r.prompt_ended_at_ms, 5);
+
+    // On an early-media line the unanswered INVITE is refused 480.
+    let mut h = early_media(&["sip:closed@h"]);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [
+            CallAction::CancelOperator,
+            CallAction::RejectCaller { status: 480 }
+        ]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::OperatorUnreachable);
+}
