@@ -475,12 +475,16 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     Some(CallInput::OperatorFailed(OperatorFailure::Refused))
                 }
                 AttemptEvent::Outcome(outcome) => {
-                let input = operator_input(outcome, caller_codec, &mut operator_media, &mut operator_keys);
-                if input != CallInput::OperatorAnswered {
-                    // The attempt is over; nothing to cancel.
-                    operator = None;
-                }
-                Some(input)
+                    if let Some(op) = operator.as_mut() {
+                        // It answered: whatever the probe would say is moot.
+                        op.refusal = None;
+                    }
+                    let input = operator_input(outcome, caller_codec, &mut operator_media, &mut operator_keys);
+                    if input != CallInput::OperatorAnswered {
+                        // The attempt is over; nothing to cancel.
+                        operator = None;
+                    }
+                    Some(input)
                 }
             },
             _ = sleep_until(deadline) => {

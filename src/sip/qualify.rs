@@ -78,7 +78,9 @@ impl OperatorHealth {
     }
 
     /// The hunt list without targets marked down; if every target is down the
-    /// whole list is kept (trying beats refusing the caller outright).
+    /// whole list is kept, so the caller is still answered and hears the
+    /// warning (and is on record). A target still down when the call dials it
+    /// fails at once, recorded `operator_unreachable`, without being rung.
     pub fn hunt_list(&self, operators: &[String]) -> Vec<String> {
         let up: Vec<String> = operators
             .iter()
