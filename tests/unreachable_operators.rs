@@ -51,8 +51,9 @@ async fn operator_attempts(sb: &TestSwitchboard, record: &CallRecord) -> Vec<(St
         .collect()
 }
 
-/// A line whose hunt list is `dead`, then a live operator: the live one
-/// answers, the caller hangs up. Returns the record and the operator attempts.
+/// A line whose hunt list is `dead`, then a live operator: the live one is
+/// dialled long before `dead`'s ring timeout, answers, and the caller hangs
+/// up; the timeline shows `dead` failed as unreachable.
 async fn dead_then_live(dead: &str, rtp_ports: (u16, u16)) {
     let live = SipPeer::bind().await;
     let live_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
