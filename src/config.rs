@@ -159,7 +159,7 @@ pub struct MediaConfig {
     pub leading_silence_ms: u32,
     /// The tone callers hear while the operator's phone rings.
     pub ringback: RingbackCadence,
-    /// Seconds without RTP or RTCP from an answered caller before the call is
+    /// Seconds without RTP or RTCP from a bridged caller before the call is
     /// hung up as `media_timeout` (a caller whose line died sends no BYE); 0 = never.
     pub rtp_timeout_s: u32,
 }
