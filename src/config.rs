@@ -187,7 +187,9 @@ impl MediaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
-    /// gRPC endpoint of the records service the switchboard sends call events to.
+    /// gRPC endpoint of the records service: where a switchboard whose service runs
+    /// elsewhere sends call events, and where the CLI connects. Absent or empty while
+    /// the service is embedded: derived from `[records.service] listen`.
     pub endpoint: String,
     /// File holding the switchboard-role token the switchboard presents (not needed when embedded).
     pub token_file: String,
@@ -328,6 +330,23 @@ impl RecordsServiceConfig {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         }
+    }
+
+    /// Where clients on this machine reach the embedded service, derived from
+    /// `listen` (a wildcard address becomes loopback), so that moving the service
+    /// moves `courtline calls`/`records` with it; `None` when it is not embedded
+    /// or listens on port 0 (chosen at start-up, unknown here).
+    pub fn local_endpoint(&self) -> Option<String> {
+        if !self.embedded || self.listen.port() == 0 {
+            return None;
+        }
+        let ip = match self.listen.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let scheme = if self.tls_cert_file.is_empty() { "http" } else { "https" };
+        Some(format!("{scheme}://{}", SocketAddr::new(ip, self.listen.port())))
     }
 
     /// The signing key file, with the default applied.
@@ -553,9 +572,20 @@ impl Config {
             ),
         };
         let merged = builder.add_source(env).build().map_err(load_error)?;
+        // An absent or empty endpoint follows the embedded service (see `local_endpoint`).
+        let endpoint_given = merged
+            .get_string("records.endpoint")
+            .is_ok_and(|endpoint| !endpoint.trim().is_empty());
         let mut config: Config = merged.try_deserialize().map_err(load_error)?;
         config.source = source;
         config.validate()?;
+        if !endpoint_given {
+            config.records.endpoint = config
+                .records
+                .service
+                .local_endpoint()
+                .unwrap_or_else(|| RecordsConfig::default().endpoint);
+        }
         Ok(config)
     }
 
@@ -662,13 +692,15 @@ impl Config {
                 "China's ringback is frequency_hz = 450, on_ms = 1000, off_ms = 4000.",
             ));
         }
-        if !self.records.endpoint.starts_with("http://")
+        let derived_endpoint = self.records.endpoint.is_empty() && self.records.service.embedded;
+        if !derived_endpoint
+            && !self.records.endpoint.starts_with("http://")
             && !self.records.endpoint.starts_with("https://")
         {
             return Err(self.invalid(
                 "records.endpoint".into(),
                 format!("\"{}\" is not an http(s) URL", self.records.endpoint),
-                "Write it like \"http://127.0.0.1:50051\".",
+                "Write it like \"http://127.0.0.1:50051\" (it may be left empty only while the records service is embedded).",
             ));
         }
         self.validate_records()?;
@@ -1370,6 +1402,43 @@ operator = "sip:operator@127.0.0.1:5090"
         assert!(
             e.contains("answer_mode") || e.contains("early_media"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn records_endpoint_follows_the_embedded_service_unless_set() {
+        let with = |extra: &str| {
+            Config::from_toml_str(&format!("{extra}{}", base()), "t")
+                .unwrap()
+                .records
+                .endpoint
+        };
+        assert_eq!(with(""), "http://127.0.0.1:50051");
+        assert_eq!(
+            with("[records]\nendpoint = \"\"\n[records.service]\nlisten = \"127.0.0.2:50100\"\n"),
+            "http://127.0.0.2:50100",
+            "empty is the same as absent"
+        );
+        assert_eq!(
+            with("[records.service]\nlisten = \"0.0.0.0:50100\"\n"),
+            "http://127.0.0.1:50100"
+        );
+        assert_eq!(
+            with("[records.service]\nlisten = \"[::]:50100\"\n"),
+            "http://[::1]:50100"
+        );
+        assert_eq!(
+            with("[records.service]\nlisten = \"192.0.2.5:50100\"\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\n"),
+            "https://192.0.2.5:50100"
+        );
+        // An explicit endpoint, or a service that runs elsewhere, is left alone.
+        assert_eq!(
+            with("[records]\nendpoint = \"http://10.0.0.1:1\"\n[records.service]\nlisten = \"0.0.0.0:50100\"\n"),
+            "http://10.0.0.1:1"
+        );
+        assert_eq!(
+            with("[records.service]\nembedded = false\nlisten = \"0.0.0.0:50100\"\n"),
+            "http://127.0.0.1:50051"
         );
     }
 

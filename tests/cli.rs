@@ -226,3 +226,79 @@ async fn calls_list_prints_records_in_every_format() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the records service"));
 }
+
+/// A port nothing listens on right now (the OS picked it, then it was let go).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn moving_the_embedded_records_service_moves_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("connect to http://{listen}")),
+        "{stdout}"
+    );
+    // The real thing: a records service moved by the variable alone, and
+    // `calls list` finding it with nothing else set.
+    let mut service = courtline()
+        .args(["records", "serve"])
+        .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+        .env(
+            "COURTLINE_RECORDS__SERVICE__DATABASE",
+            dir.path().join("r.db"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listed = loop {
+        let out = courtline()
+            .args(["calls", "list", "--format", "json"])
+            .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+            .output()
+            .unwrap();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    // In an empty directory courtline logs that it falls back to the built-in
+    // example (and then fails on its prompt files, which is not the point here).
+    let dir = tempfile::tempdir().unwrap();
+    let out = courtline()
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env_remove("COURTLINE_CONFIG")
+        .args(["check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("using the example configuration"), "{stderr}");
+    assert!(!out.stderr.contains(&0x1b), "ANSI escape in piped logs: {stderr:?}");
+}

@@ -76,5 +76,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         "✓ SIP on {} (UDP), max {} calls, RTP ports {}",
         config.sip.listen, config.sip.max_calls, config.media.rtp_ports
     );
+    let records = &config.records;
+    if records.service.embedded {
+        println!(
+            "✓ records service embedded on {} ({}); `courtline calls`/`records` connect to {}",
+            records.service.listen, records.service.database, records.endpoint
+        );
+    } else {
+        println!("✓ records service at {}", records.endpoint);
+    }
     Ok(ExitCode::SUCCESS)
 }
