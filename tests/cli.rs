@@ -299,6 +299,70 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("using the example configuration"), "{stderr}");
-    assert!(!out.stderr.contains(&0x1b), "ANSI escape in piped logs: {stderr:?}");
+    assert!(
+        stderr.contains("using the example configuration"),
+        "{stderr}"
+    );
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "ANSI escape in piped logs: {stderr:?}"
+    );
+}
+
+#[test]
+fn numbers_in_quotes_are_refused_in_the_file_but_environment_values_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo_path("config/courtline.toml")).unwrap();
+    let quoted = write(
+        dir.path(),
+        "quoted.toml",
+        &shipped.replace("max_calls = 500", "max_calls = \"500\""),
+    );
+    let out = courtline()
+        .arg("--config")
+        .arg(&quoted)
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("quoted.toml") && stderr.contains("`sip.max_calls`: \"500\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("without quotes"), "{stderr}");
+
+    // Environment values are text by nature: converted, and still checked.
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_SIP__MAX_CALLS", "600")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("max 600 calls"), "{stdout}");
+    for (name, value, needles) in [
+        (
+            "COURTLINE_SIP__LISTEN",
+            "127.0.0.1",
+            &["`sip.listen`", "\"127.0.0.1\"", "IP address and port"][..],
+        ),
+        (
+            "COURTLINE_SIP__MAX_CALLS",
+            "many",
+            &["`sip.max_calls`", "\"many\"", "whole number"][..],
+        ),
+    ] {
+        let out = courtline()
+            .args(["check"])
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{name}: {needle}: {stderr}");
+        }
+        assert!(!stderr.contains("for key"), "library wording: {stderr}");
+    }
 }
