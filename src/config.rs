@@ -992,7 +992,7 @@ impl Config {
                     return Err(self.invalid(
                         k,
                         format!("\"{uri}\" {problem}"),
-                        "Write it as sip:user@host:port, e.g. \"sip:operator@192.0.2.10:5060\".",
+                        "Write it as sip:user@host[:port][;transport=udp|tcp|tls], port 1-65535, e.g. \"sip:operator@192.0.2.10:5060\".",
                     ));
                 }
             }
@@ -1186,12 +1186,17 @@ impl Config {
         if r.registrar.is_empty() {
             return Ok(());
         }
-        if !r.registrar.starts_with("sip:")
-            || rsipstack::sip::Uri::try_from(r.registrar.as_str()).is_err()
-        {
+        let parsed = crate::sip::uri::parse(&r.registrar).and_then(|uri| match uri.secure {
+            true => Err("uses sips:, but registration over TLS is not supported".to_string()),
+            false => Ok(uri),
+        });
+        if let Err(problem) = parsed.and_then(|_| {
+            rsipstack::sip::Uri::try_from(r.registrar.as_str())
+                .map_err(|_| "is not a SIP URI".to_string())
+        }) {
             return Err(self.invalid(
                 "registration.registrar".into(),
-                format!("\"{}\" is not a sip: URI", r.registrar),
+                format!("\"{}\" {problem}", r.registrar),
                 "Write it like \"sip:pbx.court.example\" (add ;transport=tcp for TCP).",
             ));
         }

@@ -366,3 +366,33 @@ fn numbers_in_quotes_are_refused_in_the_file_but_environment_values_convert() {
         assert!(!stderr.contains("for key"), "library wording: {stderr}");
     }
 }
+
+#[test]
+fn operator_uri_typos_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, problem) in [
+        ("sip:operator@127.0.0.1:50a90", "port \"50a90\""),
+        ("sip:operator127.0.0.1:5090", "host \"operator127.0.0.1\""),
+    ] {
+        let config = write(
+            dir.path(),
+            "typo.toml",
+            &format!(
+                "[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"zh\"\noperator = [\"sip:desk@127.0.0.1:5090\", \"{bad}\"]\n"
+            ),
+        );
+        let out = check(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        for needle in [
+            "typo.toml",
+            "`lines[0].operator[1]`",
+            bad,
+            problem,
+            "sip:user@host",
+        ] {
+            assert!(stderr.contains(needle), "{bad}: {needle}: {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "nothing is ✓ before the failure");
+    }
+}
