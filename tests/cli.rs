@@ -396,3 +396,197 @@ fn operator_uri_typos_are_refused_with_their_key() {
         assert!(out.stdout.is_empty(), "nothing is ✓ before the failure");
     }
 }
+
+/// Writes a 16 kHz mono 16-bit WAV of `seconds` of a 1 kHz sine at `dbfs` peak,
+/// clipped to 16 bits as an overloaded export would be (dbfs above 0 clips).
+fn write_tone(dir: &std::path::Path, name: &str, seconds: f64, dbfs: f64) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    let amplitude = if dbfs == f64::NEG_INFINITY {
+        0.0
+    } else {
+        32768.0 * 10f64.powf(dbfs / 20.0)
+    };
+    for n in 0..(seconds * 16000.0) as usize {
+        let value = amplitude * (std::f64::consts::TAU * 1000.0 * n as f64 / 16000.0).sin();
+        writer
+            .write_sample(value.clamp(-32768.0, 32767.0) as i16)
+            .unwrap();
+    }
+    writer.finalize().unwrap();
+    path
+}
+
+/// A configuration playing `wav` on one line.
+fn config_playing(dir: &std::path::Path, wav: &std::path::Path) -> std::path::PathBuf {
+    write(
+        dir,
+        "c1.toml",
+        &format!(
+            "[prompts.notice]\nfile = \"{}\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"notice\"\noperator = \"sip:o@127.0.0.1\"\n",
+            wav.display()
+        ),
+    )
+}
+
+fn check_strict(config: &std::path::Path, strict: bool) -> std::process::Output {
+    let mut cmd = courtline();
+    cmd.arg("--config").arg(config).arg("check");
+    if strict {
+        cmd.arg("--strict");
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_and_serve_refuse_silent_and_near_silent_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, dbfs, needle) in [
+        (
+            "silent.wav",
+            f64::NEG_INFINITY,
+            "silent (every sample is 0)",
+        ),
+        ("faint.wav", -45.0, "near-silent (peak -45.0 dBFS"),
+    ] {
+        let wav = write_tone(dir.path(), name, 10.0, dbfs);
+        let config = config_playing(dir.path(), &wav);
+        let out = check_strict(&config, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        for expected in [needle, name, "c1.toml", "`prompts.notice.file`"] {
+            assert!(stderr.contains(expected), "{name}: {expected}: {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "{name}: nothing passes");
+
+        let out = courtline()
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env("COURTLINE_SIP__LISTEN", "127.0.0.1:0")
+            .env("COURTLINE_RECORDS__SERVICE__LISTEN", "127.0.0.1:0")
+            .env(
+                "COURTLINE_RECORDS__SERVICE__DATABASE",
+                dir.path().join("r.db"),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "serve started with {name}");
+        assert!(stderr.contains(needle), "serve, {name}: {stderr}");
+    }
+}
+
+#[test]
+fn check_warns_about_clipped_quiet_and_short_prompts_and_strict_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, seconds, dbfs, needle) in [
+        // 6 dB over full scale: about 36,000 of 160,000 samples are flat tops.
+        ("clipped.wav", 10.0, 6.0, "clipped samples"),
+        ("quiet.wav", 10.0, -36.0, "very low level (RMS -39.0 dBFS"),
+        ("short.wav", 0.5, -6.0, "only 0.5 s long"),
+    ] {
+        let wav = write_tone(dir.path(), name, seconds, dbfs);
+        let config = config_playing(dir.path(), &wav);
+        let out = check_strict(&config, false);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{name}: a warning only: {stderr}");
+        assert!(
+            stderr.contains(&format!("! prompt notice ({}): ", wav.display()))
+                && stderr.contains(needle),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stdout.contains(&format!("{seconds:.1} s, peak ")) && stdout.contains("dBFS, RMS "),
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.contains("valid, with 1 warning(s)"),
+            "{name}: {stdout}"
+        );
+
+        let out = check_strict(&config, true);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name} --strict: {stderr}");
+        assert!(stderr.contains("--strict"), "{stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("configuration is valid"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn shipped_prompts_pass_strict_and_a_warning_longer_than_the_rtp_timeout_is_explained() {
+    // The example line plays 35.6 s against the default 30 s RTP timeout.
+    let out = courtline().args(["check"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "! line 02112368: its warning plays 35.6 s, longer than [media] rtp_timeout_s = 30 s"
+        ) && stderr.contains("send no RTP while listening"),
+        "{stderr}"
+    );
+    // With a timeout above it, the shipped recordings draw no warning at all.
+    let out = courtline()
+        .args(["check", "--strict"])
+        .env("COURTLINE_MEDIA__RTP_TIMEOUT_S", "60")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('!'), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(18.2 s, peak -3.0 dBFS, RMS -21.5 dBFS,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("configuration is valid"),
+        "{stdout}"
+    );
+    let out = courtline()
+        .args(["check", "--strict"])
+        .env("COURTLINE_MEDIA__RTP_TIMEOUT_S", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "0 = no timeout, nothing to warn about"
+    );
+}
+
+#[test]
+fn a_missing_prompt_names_the_given_config_file_the_key_and_the_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c1.toml",
+        "[prompts.zh]\nfile = \"audio/no_such_prompt.wav\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"zh\"\noperator = \"sip:o@127.0.0.1\"\n",
+    );
+    let out = check(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let absolute = repo_path("audio/no_such_prompt.wav");
+    for needle in [
+        config.display().to_string(),
+        "`prompts.zh.file` = \"audio/no_such_prompt.wav\"".to_string(),
+        "relative paths are resolved from the working directory".to_string(),
+        format!("{}: file not found", absolute.display()),
+    ] {
+        assert!(stderr.contains(&needle), "{needle}: {stderr}");
+    }
+    assert!(!stderr.contains("config/courtline.toml"), "{stderr}");
+    assert!(!stderr.contains("<id>"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no ✓ before the failure");
+}

@@ -34,7 +34,12 @@ pub enum Command {
     /// Run the switchboard (and, unless disabled, the embedded records service).
     Serve,
     /// Validate the configuration and every prompt file, then exit.
-    Check,
+    Check {
+        /// Fail (exit 1) on warnings too: clipped, very quiet or very short prompts,
+        /// sound at the very start of the stream, a warning longer than the RTP timeout.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Query call records.
     #[command(subcommand)]
     Calls(calls::CallsCommand),
@@ -57,7 +62,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve::serve_until_signal(&cli.config).await,
-            Command::Check => check::run(&cli.config),
+            Command::Check { strict } => check::run(&cli.config, strict),
             Command::Calls(command) => calls::run(&cli.config, command).await,
             Command::Records(command) => records::run(&cli.config, command).await,
         }
