@@ -465,7 +465,7 @@ fn check_and_serve_refuse_silent_and_near_silent_prompts() {
         }
         assert!(out.stdout.is_empty(), "{name}: nothing passes");
 
-        let out = courtline()
+        let mut serve = courtline()
             .arg("--config")
             .arg(&config)
             .arg("serve")
@@ -475,8 +475,19 @@ fn check_and_serve_refuse_silent_and_near_silent_prompts() {
                 "COURTLINE_RECORDS__SERVICE__DATABASE",
                 dir.path().join("r.db"),
             )
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A switchboard that started anyway is stopped, and the test fails.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while serve.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if serve.try_wait().unwrap().is_none() {
+            let _ = serve.kill();
+        }
+        let out = serve.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "serve started with {name}");
         assert!(stderr.contains(needle), "serve, {name}: {stderr}");
@@ -563,6 +574,19 @@ fn shipped_prompts_pass_strict_and_a_warning_longer_than_the_rtp_timeout_is_expl
     assert!(
         out.status.success(),
         "0 = no timeout, nothing to warn about"
+    );
+    // Without the lead-in the Mandarin prompt's first syllable starts the stream.
+    let out = courtline()
+        .args(["check", "--strict"])
+        .env("COURTLINE_MEDIA__RTP_TIMEOUT_S", "60")
+        .env("COURTLINE_MEDIA__LEADING_SILENCE_MS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("! line 02112368: sound starts 0 ms into the stream"),
+        "{stderr}"
     );
 }
 

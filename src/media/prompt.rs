@@ -362,9 +362,7 @@ impl PromptLevels {
             }
             let value = f64::from(samples[run_start]).abs();
             let run = i - run_start;
-            if value > FULL_SCALE {
-                clipped += run;
-            } else if run >= CLIP_RUN && value >= clip_level {
+            if value > FULL_SCALE || (run >= CLIP_RUN && value >= clip_level) {
                 clipped += run;
             }
             run_start = i;
