@@ -24,6 +24,7 @@ use crate::records::service::{ClientCertificates, ServiceSettings};
 
 pub mod media;
 pub mod sip;
+pub mod uri;
 
 /// The example configuration shipped in the repository, compiled in so that
 /// `courtline serve` still starts when run outside a checkout.
@@ -164,7 +165,7 @@ pub struct MediaConfig {
     pub leading_silence_ms: u32,
     /// The tone callers hear while the operator's phone rings.
     pub ringback: RingbackCadence,
-    /// Seconds without RTP or RTCP from an answered caller before the call is
+    /// Seconds without RTP or RTCP from a bridged caller before the call is
     /// hung up as `media_timeout` (a caller whose line died sends no BYE); 0 = never.
     pub rtp_timeout_s: u32,
 }
@@ -192,7 +193,9 @@ impl MediaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
-    /// gRPC endpoint of the records service the switchboard sends call events to.
+    /// gRPC endpoint of the records service: where a switchboard whose service runs
+    /// elsewhere sends call events, and where the CLI connects. Absent or empty while
+    /// the service is embedded: derived from `[records.service] listen`.
     pub endpoint: String,
     /// File holding the switchboard-role token the switchboard presents (not needed when embedded).
     pub token_file: String,
@@ -333,6 +336,30 @@ impl RecordsServiceConfig {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         }
+    }
+
+    /// Where clients on this machine reach the embedded service, derived from
+    /// `listen` (a wildcard address becomes loopback), so that moving the service
+    /// moves `courtline calls`/`records` with it; `None` when it is not embedded
+    /// or listens on port 0 (chosen at start-up, unknown here).
+    pub fn local_endpoint(&self) -> Option<String> {
+        if !self.embedded || self.listen.port() == 0 {
+            return None;
+        }
+        let ip = match self.listen.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let scheme = if self.tls_cert_file.is_empty() {
+            "http"
+        } else {
+            "https"
+        };
+        Some(format!(
+            "{scheme}://{}",
+            SocketAddr::new(ip, self.listen.port())
+        ))
     }
 
     /// The signing key file, with the default applied.
@@ -504,6 +531,153 @@ impl OneOrList {
     }
 }
 
+/// The error of a `config` deserialization without its "for key …" tail (the
+/// key is reported from the deserialization path instead).
+fn config_error_message(error: &config::ConfigError) -> String {
+    match error {
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            ..
+        } => format!("invalid type: {unexpected}, expected {expected}"),
+        config::ConfigError::At { error, .. } => config_error_message(error),
+        other => other.to_string(),
+    }
+}
+
+/// The value at a deserialization path in the configuration tree, for messages.
+fn value_at<'a>(
+    tree: &'a serde_json::Value,
+    path: &serde_path_to_error::Path,
+) -> Option<&'a serde_json::Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(tree, |value, segment| match segment {
+        Segment::Seq { index } => value.get(index),
+        Segment::Map { key } => value.get(key),
+        Segment::Enum { .. } | Segment::Unknown => Some(value),
+    })
+}
+
+/// How a serde type name reads to an admin writing TOML.
+fn expected_in_words(expected: &str) -> String {
+    match expected.trim() {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "an unsigned integer" => {
+            "a whole number (0 or more), without quotes".into()
+        }
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "an integer" | "a signed integer" => {
+            "a whole number, without quotes".into()
+        }
+        "f32" | "f64" | "a floating point" => "a number, without quotes (e.g. 200.0)".into(),
+        "a boolean" => "true or false, without quotes".into(),
+        "a string" => "a string in double quotes".into(),
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]".into(),
+        other => other.replace('`', "\""),
+    }
+}
+
+/// Turns a deserialization failure into a message naming the key, the value
+/// given and what is accepted, instead of serde's or `config`'s own wording.
+/// `from_environment`: the file alone was fine, so a bad value came from a
+/// `COURTLINE_SECTION__KEY` variable, which the message then names.
+fn explain_type_error(
+    file: &str,
+    path: &serde_path_to_error::Path,
+    tree: &serde_json::Value,
+    message: &str,
+    from_environment: bool,
+) -> ConfigError {
+    let key = path.to_string();
+    let mut given = match value_at(tree, path) {
+        Some(serde_json::Value::String(text)) => format!("{text:?}"),
+        Some(value) => value.to_string(),
+        None => "(absent)".into(),
+    };
+    if from_environment {
+        let variable = format!("COURTLINE_{}", key.replace('.', "__").to_uppercase());
+        given = format!("{given} (from {variable})");
+    }
+    let invalid = |key: String, problem: String, fix: String| ConfigError::Invalid {
+        file: file.to_string(),
+        key,
+        problem,
+        fix,
+    };
+    let backticked = |text: &str| text.split('`').nth(1).unwrap_or_default().to_string();
+    if let Some(field) = message.strip_prefix("missing field ") {
+        let field = backticked(field);
+        let key = if key == "." {
+            field
+        } else {
+            format!("{key}.{field}")
+        };
+        return invalid(
+            key,
+            "is missing".into(),
+            "Add it; config/courtline.toml shows every key with an example.".into(),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let field = backticked(rest);
+        let known = rest
+            .split_once("expected ")
+            .map(|(_, known)| {
+                let known = known.trim_start_matches("one of ").replace('`', "");
+                format!(" Known keys here: {known}.")
+            })
+            .unwrap_or_default();
+        return invalid(
+            key,
+            format!("`{field}` is not a setting courtline knows"),
+            format!("Check its spelling and section against config/courtline.toml.{known}"),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let accepted = rest
+            .split_once("expected ")
+            .map(|(_, accepted)| accepted.trim_start_matches("one of ").replace('`', "\""))
+            .unwrap_or_default();
+        return invalid(
+            key,
+            format!("{given} is not one of the accepted values"),
+            format!("Use {accepted}."),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+        let kind = match found.split_whitespace().next() {
+            _ if from_environment => "of the wrong type",
+            Some("string") => "a string (in quotes)",
+            Some("integer" | "64-bit" | "128-bit") => "a whole number",
+            Some("floating") => "a decimal number",
+            Some("boolean") => "true/false",
+            Some("sequence") => "a list",
+            Some("map") => "a table",
+            _ => found,
+        };
+        return invalid(
+            key,
+            format!("{given} is {kind}"),
+            format!("Write {}.", expected_in_words(expected)),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        let expected = rest.rsplit_once(", expected ").map_or("", |(_, e)| e);
+        return invalid(
+            key,
+            format!("{given} is out of range"),
+            format!("Write {}.", expected_in_words(expected)),
+        );
+    }
+    let fix = if message.contains("socket address") {
+        "Write an IP address and port, e.g. \"0.0.0.0:5060\" (IPv6: \"[::]:5060\").".to_string()
+    } else if message.contains("untagged enum OneOrList") {
+        "Give one string, or a list of strings such as [\"a\", \"b\"].".to_string()
+    } else {
+        "See config/courtline.toml for the format of this key.".to_string()
+    };
+    invalid(key, format!("{given} is not accepted ({message})"), fix)
+}
+
 impl Config {
     /// Reads `path` (or the embedded example when `path` is the default and absent),
     /// applies `COURTLINE_*` environment overrides, and validates the result.
@@ -557,10 +731,46 @@ impl Config {
                  (environment overrides use COURTLINE_SECTION__KEY)"
             ),
         };
+        // Numbers must be numbers, booleans booleans in the file: `config` would
+        // turn max_calls = "500" into 500 silently. Only environment values, strings
+        // by nature, are converted.
+        let file_values: serde_json::Value = builder
+            .build_cloned()
+            .and_then(|file| file.try_deserialize())
+            .map_err(load_error)?;
+        if let Err(e) = serde_path_to_error::deserialize::<_, Config>(&file_values) {
+            let message = e.inner().to_string();
+            // A missing key may still come from the environment: the merged pass says.
+            if !message.starts_with("missing field") {
+                return Err(explain_type_error(
+                    &source,
+                    e.path(),
+                    &file_values,
+                    &message,
+                    false,
+                ));
+            }
+        }
         let merged = builder.add_source(env).build().map_err(load_error)?;
-        let mut config: Config = merged.try_deserialize().map_err(load_error)?;
+        let merged_values: serde_json::Value =
+            merged.clone().try_deserialize().map_err(load_error)?;
+        // An absent or empty endpoint follows the embedded service (see `local_endpoint`).
+        let endpoint_given = merged
+            .get_string("records.endpoint")
+            .is_ok_and(|endpoint| !endpoint.trim().is_empty());
+        let mut config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let message = config_error_message(e.inner());
+            explain_type_error(&source, e.path(), &merged_values, &message, true)
+        })?;
         config.source = source;
         config.validate()?;
+        if !endpoint_given {
+            config.records.endpoint = config
+                .records
+                .service
+                .local_endpoint()
+                .unwrap_or_else(|| RecordsConfig::default().endpoint);
+        }
         Ok(config)
     }
 
@@ -667,13 +877,15 @@ impl Config {
                 "China's ringback is frequency_hz = 450, on_ms = 1000, off_ms = 4000.",
             ));
         }
-        if !self.records.endpoint.starts_with("http://")
+        let derived_endpoint = self.records.endpoint.is_empty() && self.records.service.embedded;
+        if !derived_endpoint
+            && !self.records.endpoint.starts_with("http://")
             && !self.records.endpoint.starts_with("https://")
         {
             return Err(self.invalid(
                 "records.endpoint".into(),
                 format!("\"{}\" is not an http(s) URL", self.records.endpoint),
-                "Write it like \"http://127.0.0.1:50051\".",
+                "Write it like \"http://127.0.0.1:50051\" (it may be left empty only while the records service is embedded).",
             ));
         }
         self.validate_records()?;
@@ -786,7 +998,7 @@ impl Config {
                     return Err(self.invalid(
                         k,
                         format!("\"{uri}\" {problem}"),
-                        "Write it as sip:user@host:port, e.g. \"sip:operator@192.0.2.10:5060\".",
+                        "Write it as sip:user@host[:port][;transport=udp|tcp|tls], port 1-65535, e.g. \"sip:operator@192.0.2.10:5060\".",
                     ));
                 }
             }
@@ -981,12 +1193,17 @@ impl Config {
         if r.registrar.is_empty() {
             return Ok(());
         }
-        if !r.registrar.starts_with("sip:")
-            || rsipstack::sip::Uri::try_from(r.registrar.as_str()).is_err()
-        {
+        let parsed = uri::parse(&r.registrar).and_then(|uri| match uri.secure {
+            true => Err("uses sips:, but registration over TLS is not supported".to_string()),
+            false => Ok(uri),
+        });
+        if let Err(problem) = parsed.and_then(|_| {
+            rsipstack::sip::Uri::try_from(r.registrar.as_str())
+                .map_err(|_| "is not a SIP URI".to_string())
+        }) {
             return Err(self.invalid(
                 "registration.registrar".into(),
-                format!("\"{}\" is not a sip: URI", r.registrar),
+                format!("\"{}\" {problem}", r.registrar),
                 "Write it like \"sip:pbx.court.example\" (add ;transport=tcp for TCP).",
             ));
         }
@@ -1377,6 +1594,90 @@ operator = "sip:operator@127.0.0.1:5090"
             e.contains("answer_mode") || e.contains("early_media"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn records_endpoint_follows_the_embedded_service_unless_set() {
+        let with = |extra: &str| {
+            Config::from_toml_str(&format!("{extra}{}", base()), "t")
+                .unwrap()
+                .records
+                .endpoint
+        };
+        assert_eq!(with(""), "http://127.0.0.1:50051");
+        assert_eq!(
+            with("[records]\nendpoint = \"\"\n[records.service]\nlisten = \"127.0.0.2:50100\"\n"),
+            "http://127.0.0.2:50100",
+            "empty is the same as absent"
+        );
+        assert_eq!(
+            with("[records.service]\nlisten = \"0.0.0.0:50100\"\n"),
+            "http://127.0.0.1:50100"
+        );
+        assert_eq!(
+            with("[records.service]\nlisten = \"[::]:50100\"\n"),
+            "http://[::1]:50100"
+        );
+        assert_eq!(
+            with("[records.service]\nlisten = \"192.0.2.5:50100\"\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\n"),
+            "https://192.0.2.5:50100"
+        );
+        // An explicit endpoint, or a service that runs elsewhere, is left alone.
+        assert_eq!(
+            with("[records]\nendpoint = \"http://10.0.0.1:1\"\n[records.service]\nlisten = \"0.0.0.0:50100\"\n"),
+            "http://10.0.0.1:1"
+        );
+        assert_eq!(
+            with("[records.service]\nembedded = false\nlisten = \"0.0.0.0:50100\"\n"),
+            "http://127.0.0.1:50051"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_the_value_and_what_is_accepted() {
+        let cases = [
+            (
+                "[sip]\nmax_calls = \"500\"\n".to_string(),
+                &["`sip.max_calls`", "\"500\"", "whole number"][..],
+            ),
+            (
+                "[sip]\ntcp = \"yes\"\n".to_string(),
+                &["`sip.tcp`", "\"yes\"", "true or false"][..],
+            ),
+            (
+                "[sip]\nlisten = \"0.0.0.0\"\n".to_string(),
+                &["`sip.listen`", "\"0.0.0.0\"", "IP address and port"][..],
+            ),
+            (
+                format!("{}answer_mode = \"early-media\"\n", base()),
+                &[
+                    "`lines[0].answer_mode`",
+                    "\"early-media\"",
+                    "\"answer\" or \"early_media\"",
+                ][..],
+            ),
+            (
+                "[media.ringback]\nfrequency_hz = \"450\"\n".to_string(),
+                &["`media.ringback.frequency_hz`", "\"450\"", "a number"][..],
+            ),
+            (
+                "[sip]\nlisten_port = 5060\n".to_string(),
+                &["`sip.listen_port`", "not a setting", "max_calls"][..],
+            ),
+        ];
+        for (extra, needles) in cases {
+            let text = if extra.contains("[[lines]]") {
+                extra
+            } else {
+                format!("{extra}{}", base())
+            };
+            let e = error_for(&text);
+            for needle in needles {
+                assert!(e.contains(needle), "{needle}: {e}");
+            }
+            assert!(!e.contains("for key"), "library wording: {e}");
+            println!("{e}");
+        }
     }
 
     #[test]

@@ -226,3 +226,368 @@ async fn calls_list_prints_records_in_every_format() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the records service"));
 }
+
+/// A port nothing listens on right now (the OS picked it, then it was let go).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn moving_the_embedded_records_service_moves_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("connect to http://{listen}")),
+        "{stdout}"
+    );
+    // The real thing: a records service moved by the variable alone, and
+    // `calls list` finding it with nothing else set.
+    let mut service = courtline()
+        .args(["records", "serve"])
+        .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+        .env(
+            "COURTLINE_RECORDS__SERVICE__DATABASE",
+            dir.path().join("r.db"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listed = loop {
+        let out = courtline()
+            .args(["calls", "list", "--format", "json"])
+            .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+            .output()
+            .unwrap();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    // In an empty directory courtline logs that it falls back to the built-in
+    // example (and then fails on its prompt files, which is not the point here).
+    let dir = tempfile::tempdir().unwrap();
+    let out = courtline()
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env_remove("COURTLINE_CONFIG")
+        .args(["check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("using the example configuration"),
+        "{stderr}"
+    );
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "ANSI escape in piped logs: {stderr:?}"
+    );
+}
+
+#[test]
+fn numbers_in_quotes_are_refused_in_the_file_but_environment_values_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo_path("config/courtline.toml")).unwrap();
+    let quoted = write(
+        dir.path(),
+        "quoted.toml",
+        &shipped.replace("max_calls = 500", "max_calls = \"500\""),
+    );
+    let out = courtline()
+        .arg("--config")
+        .arg(&quoted)
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("quoted.toml") && stderr.contains("`sip.max_calls`: \"500\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("without quotes"), "{stderr}");
+
+    // Environment values are text by nature: converted, and still checked.
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_SIP__MAX_CALLS", "600")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("max 600 calls"), "{stdout}");
+    for (name, value, needles) in [
+        (
+            "COURTLINE_SIP__LISTEN",
+            "127.0.0.1",
+            &["`sip.listen`", "\"127.0.0.1\"", "IP address and port"][..],
+        ),
+        (
+            "COURTLINE_SIP__MAX_CALLS",
+            "many",
+            &["`sip.max_calls`", "\"many\"", "whole number"][..],
+        ),
+    ] {
+        let out = courtline()
+            .args(["check"])
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{name}: {needle}: {stderr}");
+        }
+        assert!(!stderr.contains("for key"), "library wording: {stderr}");
+    }
+}
+
+#[test]
+fn operator_uri_typos_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, problem) in [
+        ("sip:operator@127.0.0.1:50a90", "port \"50a90\""),
+        ("sip:operator127.0.0.1:5090", "host \"operator127.0.0.1\""),
+    ] {
+        let config = write(
+            dir.path(),
+            "typo.toml",
+            &format!(
+                "[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"zh\"\noperator = [\"sip:desk@127.0.0.1:5090\", \"{bad}\"]\n"
+            ),
+        );
+        let out = check(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        for needle in [
+            "typo.toml",
+            "`lines[0].operator[1]`",
+            bad,
+            problem,
+            "sip:user@host",
+        ] {
+            assert!(stderr.contains(needle), "{bad}: {needle}: {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "nothing is ✓ before the failure");
+    }
+}
+
+/// Writes a 16 kHz mono 16-bit WAV of `seconds` of a 1 kHz sine at `dbfs` peak,
+/// clipped to 16 bits as an overloaded export would be (dbfs above 0 clips).
+fn write_tone(dir: &std::path::Path, name: &str, seconds: f64, dbfs: f64) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    let amplitude = if dbfs == f64::NEG_INFINITY {
+        0.0
+    } else {
+        32768.0 * 10f64.powf(dbfs / 20.0)
+    };
+    for n in 0..(seconds * 16000.0) as usize {
+        let value = amplitude * (std::f64::consts::TAU * 1000.0 * n as f64 / 16000.0).sin();
+        writer
+            .write_sample(value.clamp(-32768.0, 32767.0) as i16)
+            .unwrap();
+    }
+    writer.finalize().unwrap();
+    path
+}
+
+/// A configuration playing `wav` on one line.
+fn config_playing(dir: &std::path::Path, wav: &std::path::Path) -> std::path::PathBuf {
+    write(
+        dir,
+        "c1.toml",
+        &format!(
+            "[prompts.notice]\nfile = \"{}\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"notice\"\noperator = \"sip:o@127.0.0.1\"\n",
+            wav.display()
+        ),
+    )
+}
+
+fn check_strict(config: &std::path::Path, strict: bool) -> std::process::Output {
+    let mut cmd = courtline();
+    cmd.arg("--config").arg(config).arg("check");
+    if strict {
+        cmd.arg("--strict");
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_and_serve_refuse_silent_and_near_silent_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, dbfs, needle) in [
+        (
+            "silent.wav",
+            f64::NEG_INFINITY,
+            "silent (every sample is 0)",
+        ),
+        ("faint.wav", -45.0, "near-silent (peak -45.0 dBFS"),
+    ] {
+        let wav = write_tone(dir.path(), name, 10.0, dbfs);
+        let config = config_playing(dir.path(), &wav);
+        let out = check_strict(&config, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        for expected in [needle, name, "c1.toml", "`prompts.notice.file`"] {
+            assert!(stderr.contains(expected), "{name}: {expected}: {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "{name}: nothing passes");
+
+        let mut serve = courtline()
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env("COURTLINE_SIP__LISTEN", "127.0.0.1:0")
+            .env("COURTLINE_RECORDS__SERVICE__LISTEN", "127.0.0.1:0")
+            .env(
+                "COURTLINE_RECORDS__SERVICE__DATABASE",
+                dir.path().join("r.db"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A switchboard that started anyway is stopped, and the test fails.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while serve.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if serve.try_wait().unwrap().is_none() {
+            let _ = serve.kill();
+        }
+        let out = serve.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "serve started with {name}");
+        assert!(stderr.contains(needle), "serve, {name}: {stderr}");
+    }
+}
+
+#[test]
+fn check_warns_about_clipped_quiet_and_short_prompts_and_strict_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, seconds, dbfs, needle) in [
+        // 6 dB over full scale: about 36,000 of 160,000 samples are flat tops.
+        ("clipped.wav", 10.0, 6.0, "clipped samples"),
+        ("quiet.wav", 10.0, -36.0, "very low level (RMS -39.0 dBFS"),
+        ("short.wav", 0.5, -6.0, "only 0.5 s long"),
+    ] {
+        let wav = write_tone(dir.path(), name, seconds, dbfs);
+        let config = config_playing(dir.path(), &wav);
+        let out = check_strict(&config, false);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{name}: a warning only: {stderr}");
+        assert!(
+            stderr.contains(&format!("! prompt notice ({}): ", wav.display()))
+                && stderr.contains(needle),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stdout.contains(&format!("{seconds:.1} s, peak ")) && stdout.contains("dBFS, RMS "),
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.contains("valid, with 1 warning(s)"),
+            "{name}: {stdout}"
+        );
+
+        let out = check_strict(&config, true);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name} --strict: {stderr}");
+        assert!(stderr.contains("--strict"), "{stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("configuration is valid"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn shipped_configuration_and_prompts_pass_strict() {
+    // The example line plays 35.6 s against the default 30 s RTP timeout: not
+    // a problem, since the caller's silence counts only from the bridge.
+    let out = courtline().args(["check", "--strict"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('!'), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(18.2 s, peak -3.0 dBFS, RMS -21.5 dBFS,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("configuration is valid"),
+        "{stdout}"
+    );
+    // Without the lead-in the Mandarin prompt's first syllable starts the stream.
+    let out = courtline()
+        .args(["check", "--strict"])
+        .env("COURTLINE_MEDIA__LEADING_SILENCE_MS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("! line 02112368: sound starts 0 ms into the stream"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_prompt_names_the_given_config_file_the_key_and_the_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c1.toml",
+        "[prompts.zh]\nfile = \"audio/no_such_prompt.wav\"\n[[lines]]\nnumber = \"1\"\ncourt = \"c\"\nprompt = \"zh\"\noperator = \"sip:o@127.0.0.1\"\n",
+    );
+    let out = check(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let absolute = repo_path("audio/no_such_prompt.wav");
+    for needle in [
+        config.display().to_string(),
+        "`prompts.zh.file` = \"audio/no_such_prompt.wav\"".to_string(),
+        "relative paths are resolved from the working directory".to_string(),
+        format!("{}: file not found", absolute.display()),
+    ] {
+        assert!(stderr.contains(&needle), "{needle}: {stderr}");
+    }
+    assert!(!stderr.contains("config/courtline.toml"), "{stderr}");
+    assert!(!stderr.contains("<id>"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no ✓ before the failure");
+}

@@ -125,6 +125,59 @@ async fn caller_whose_media_stops_is_hung_up_as_media_timeout() {
     sb.stop().await;
 }
 
+/// No BYE has reached `caller` so far.
+async fn assert_not_hung_up(caller: &Caller, when: &str) {
+    while let Some(msg) = caller.sip.recv(Duration::ZERO).await {
+        assert_ne!(msg.method(), "BYE", "hung up {when}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_caller_hears_a_warning_longer_than_the_timeout_and_is_timed_out_only_once_bridged(
+) {
+    let operator = SipPeer::bind().await;
+    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A 2.7 s warning (lead-in included) against a 1 s inactivity timeout.
+    let sb = TestSwitchboard::start(Options {
+        media_extra: "rtp_timeout_s = 1".into(),
+        ..line_with_operator(&operator, 2500, (37400, 37449))
+    })
+    .await;
+    // The caller listens like a phone that suppresses silence without comfort
+    // noise: it never sends a packet.
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let invite = operator.expect_request("INVITE", 6 * SEC).await;
+    assert_not_hung_up(&caller, "during the warning").await;
+    // The operator's phone rings for longer than the timeout too.
+    operator
+        .respond(&invite, "180 Ringing", Some("op1"), "", "")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_not_hung_up(&caller, "during the ringback").await;
+
+    operator_answers(&operator, &invite, &sdp(op_rtp.local_addr().unwrap(), "0")).await;
+    let bridged = Instant::now();
+    // Silent in the bridge too: that is a dead line, hung up after about 1 s.
+    let bye = caller.sip.expect_request("BYE", 4 * SEC).await;
+    let waited = bridged.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "BYE only {waited:?} after the bridge"
+    );
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    let op_bye = operator.expect_request("BYE", 2 * SEC).await;
+    operator.respond(&op_bye, "200 OK", None, "", "").await;
+
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::MediaTimeout);
+    assert!(record.prompt_completed);
+    assert_eq!(record.prompt_ms_sent, record.prompt_length_ms);
+    assert!(record.operator_answered_at_ms > 0);
+    assert_eq!(record.rtp_packets_received, 0);
+    sb.stop().await;
+}
+
 /// An RTCP receiver report from `ssrc` with one block about `about`
 /// (RFC 3550 §6.4.2), written by hand: cumulative loss `lost`, LSR/DLSR as given.
 fn receiver_report(ssrc: u32, about: u32, lost: u32, lsr: u32, dlsr: u32) -> Vec<u8> {

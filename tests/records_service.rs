@@ -370,16 +370,61 @@ async fn flags_exports_and_retention(db: Db) {
         .flag_call(FlagCallRequest {
             call_id: call_id(99),
             category: FlagCategory::Other as i32,
-            note: String::new(),
+            note: "hung up when asked for a name".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+    // "Other" says nothing by itself: the service wants a note with it.
+    let unexplained = client
+        .flag_call(FlagCallRequest {
+            call_id: call_id(3),
+            category: FlagCategory::Other as i32,
+            note: "  ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unexplained.code(), tonic::Code::InvalidArgument);
+    assert!(
+        unexplained.message().contains("needs a note"),
+        "{unexplained:?}"
+    );
     let flagged = CallFilter {
         flagged: Choice::Yes as i32,
         ..CallFilter::default()
     };
-    assert_eq!(list(&mut client, flagged).await, vec![2]);
+    assert_eq!(list(&mut client, flagged.clone()).await, vec![2]);
+    // Listings carry the flags themselves: category, note, who and when.
+    let page = client
+        .list_calls(ListCallsRequest {
+            filter: Some(flagged),
+            ..ListCallsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = &page.records[0].flags;
+    assert_eq!(listed.len(), 1, "{:?}", page.records[0]);
+    assert_eq!(listed[0].category, FlagCategory::Intercession as i32);
+    assert_eq!(listed[0].flagged_by, "loopback");
+    assert!(listed[0].note.contains("put in a word"));
+    assert!(listed[0].flagged_at_ms > 0);
+    // A short id finds its call through the id-prefix filter, in any state.
+    let by_prefix = |prefix: &str| CallFilter {
+        call_id_prefix: prefix.to_owned(),
+        states: vec![
+            CallState::Ended as i32,
+            CallState::Interrupted as i32,
+            CallState::InProgress as i32,
+        ],
+        ..CallFilter::default()
+    };
+    assert_eq!(list(&mut client, by_prefix(&call_id(3))).await, vec![3]);
+    assert_eq!(
+        list(&mut client, by_prefix("7d9e4c1a-0000")).await,
+        vec![4, 3, 2, 1]
+    );
+    assert!(list(&mut client, by_prefix("7d9e4c1b")).await.is_empty());
     let call = client
         .get_call(GetCallRequest {
             call_id: call_id(2),
@@ -428,6 +473,25 @@ async fn flags_exports_and_retention(db: Db) {
     let check = verify_export(file.as_slice(), None).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
     assert_eq!(check.rows, 4);
+    // The flag is in the export, and in its signed row digest.
+    let text = String::from_utf8(file.clone()).unwrap();
+    let row: serde_json::Value = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|row| row["call_id"] == call_id(2))
+        .unwrap();
+    assert_eq!(row["flags"][0]["category"], "intercession");
+    assert_eq!(row["flags"][0]["flagged_by"], "loopback");
+    let altered = text.replacen("put in a word", "say hello", 1);
+    let check = verify_export(altered.as_bytes(), None).unwrap();
+    assert!(
+        check
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("call {} was modified", call_id(2)))),
+        "{:?}",
+        check.problems
+    );
 
     // Retention: everything here is from 2023, far past 180 days; the flagged call stays.
     let dry = client

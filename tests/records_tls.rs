@@ -1,6 +1,5 @@
 //! gRPC over TLS: with a certificate configured the records service speaks only
-//! TLS, a client trusting the certificate gets through, a plain one does not; and
-//! gRPC reflection lists the service, so grpcurl can explore it.
+//! TLS, a client trusting the certificate gets through, a plain one does not.
 
 mod records_common;
 
@@ -45,41 +44,5 @@ async fn records_service_speaks_tls_when_configured() {
     // Plain HTTP/2 to a TLS port gets nowhere.
     let mut plain = service.client(None).await;
     assert!(plain.list_calls(ListCallsRequest::default()).await.is_err());
-    service.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_lists_the_records_service_for_grpcurl() {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-
-    let db = sqlite_db();
-    let service = Service::start(&settings(&db)).await;
-    let channel = tonic::transport::Endpoint::from_shared(service.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer: {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"courtline.records.v1.RecordsService".to_owned()),
-        "{names:?}"
-    );
     service.stop().await;
 }

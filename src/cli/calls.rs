@@ -9,8 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::contract::connect::{connect, read_token_file, ClientOptions, RecordsClient};
-use crate::contract::names::state_label;
 use crate::contract::pb::export_calls_response::Item;
+use crate::contract::pb::CallState;
 use crate::contract::pb::{
     CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
     GetCallRequest, ListCallsRequest, SortOrder,
@@ -18,7 +18,8 @@ use crate::contract::pb::{
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::{ExportWriter, ManifestContent};
 use crate::records::query::{
-    media_lines, parse_end_reason, parse_state, parse_time, prompt_lines, write_calls, OutputFormat,
+    parse_call_id_arg, parse_end_reason, parse_state, parse_time, write_call_detail, write_calls,
+    CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -58,6 +59,10 @@ pub struct ServiceArgs {
     /// Why you are looking (kept in the access log with your query).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Your name in the access log while no token is needed (loopback, before the
+    /// first token; a token's own name wins). Default: the OS user.
+    #[arg(long = "as", value_name = "NAME", env = "COURTLINE_USER")]
+    pub user: Option<String>,
 }
 
 impl ServiceArgs {
@@ -101,6 +106,7 @@ impl ServiceArgs {
             tls_ca_file,
             client_certificate,
             reason: self.reason.clone(),
+            user: Some(self.user.clone().unwrap_or_else(super::records::os_user)),
         };
         Ok((connect(&options).await?, endpoint))
     }
@@ -205,6 +211,7 @@ impl FilterArgs {
             connected: choice(self.connected),
             flagged: choice(self.flagged),
             states,
+            call_id_prefix: String::new(),
         })
     }
 
@@ -226,9 +233,20 @@ pub struct ListArgs {
     /// Which calls.
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// At most this many records.
-    #[arg(long, default_value_t = 100)]
+    /// At most this many records (1 or more); when more match, standard error
+    /// says how to get the next page.
+    #[arg(long, default_value_t = 100, conflicts_with = "all")]
     pub limit: usize,
+    /// Continue after the last call of a previous page (the CURSOR its
+    /// "next page" line printed; same filters and sort).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<String>,
+    /// Every matching call, however many.
+    #[arg(long)]
+    pub all: bool,
+    /// Table times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
     /// Connection.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -237,21 +255,30 @@ pub struct ListArgs {
 /// `calls get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// courtline call id (UUID).
+    /// courtline call id: the UUID, or its start as the ID column of `calls list` shows it.
     pub call_id: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DetailFormat::Text)]
+    pub format: DetailFormat,
+    /// Text times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
     /// Connection.
     #[command(flatten)]
     pub service: ServiceArgs,
 }
 
-/// The "three rules" record forms' categories.
+/// The "three rules" record forms' categories; `_` and `-` spellings both work,
+/// as records and exports print them with `_`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CategoryArg {
     /// 过问案件: asking about a case one has no business in.
+    #[value(alias = "improper_inquiry")]
     ImproperInquiry,
     /// 说情打招呼: interceding for a party.
     Intercession,
     /// 打探案情: probing for case information.
+    #[value(alias = "probing_case_information")]
     ProbingCaseInformation,
     /// Anything else.
     Other,
@@ -260,12 +287,12 @@ pub enum CategoryArg {
 /// `calls flag`.
 #[derive(Debug, Args)]
 pub struct FlagArgs {
-    /// courtline call id (UUID).
+    /// courtline call id: the UUID, or its start as the ID column of `calls list` shows it.
     pub call_id: String,
     /// Kind of interference.
     #[arg(long, value_enum)]
     pub category: CategoryArg,
-    /// What happened, in the officer's words.
+    /// What happened, in the officer's words (required with --category other).
     #[arg(long, default_value = "")]
     pub note: String,
     /// Connection.
@@ -294,6 +321,10 @@ pub struct ExportArgs {
     /// Write here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// CSV for a double-click in Excel: a UTF-8 byte-order mark, and numbers kept
+    /// as text (`="02112368"`); verify-export reads it as well.
+    #[arg(long)]
+    pub excel: bool,
     /// Connection.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -313,71 +344,124 @@ fn service_error(endpoint: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("records service at {endpoint}: {}", status.message())
 }
 
+/// Largest page asked of the service (its cap).
+const MAX_PAGE: usize = 1000;
+
 async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
+    if args.limit == 0 {
+        anyhow::bail!(
+            "--limit 0 would list nothing: give 1 or more, or --all for every matching call"
+        );
+    }
+    let limit = if args.all { usize::MAX } else { args.limit };
     let mut request = ListCallsRequest {
         filter: Some(args.filter.filter()?),
         sort: args.filter.sort() as i32,
-        page_size: u32::try_from(args.limit.min(1000)).unwrap_or(1000),
-        page_token: String::new(),
+        page_size: 0,
+        page_token: args.after.clone().unwrap_or_default(),
     };
     let (mut client, endpoint) = args.service.connect(config_path).await?;
     let mut records = Vec::new();
-    while records.len() < args.limit {
+    // Each page asks for no more than is still wanted, so the last page's token
+    // continues right after the last call printed.
+    let next = loop {
+        let wanted = (limit - records.len()).min(MAX_PAGE);
+        request.page_size = u32::try_from(wanted).unwrap_or(1000);
         let page = client
             .list_calls(request.clone())
             .await
             .map_err(|status| service_error(&endpoint, status))?
             .into_inner();
         records.extend(page.records);
-        if page.next_page_token.is_empty() {
-            break;
+        if page.next_page_token.is_empty() || records.len() >= limit {
+            break page.next_page_token;
         }
         request.page_token = page.next_page_token;
-    }
-    records.truncate(args.limit);
+    };
     let mut out = std::io::stdout().lock();
-    write_calls(&records, args.format, &mut out)?;
+    write_calls(
+        &records,
+        args.format,
+        Clock::from_utc_flag(args.utc),
+        &mut out,
+    )?;
+    out.flush()?;
+    // On standard error, so piped JSON or CSV stays clean.
+    if !next.is_empty() {
+        eprintln!(
+            "showing {} calls; more match. Next page: --after {next} (or --all for every call)",
+            records.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The whole call id `text` stands for: itself when it is a whole UUID, else the
+/// one call whose id starts with it (any state); an error when none or several do.
+async fn resolve_call_id(
+    client: &mut RecordsClient,
+    endpoint: &str,
+    text: &str,
+) -> anyhow::Result<String> {
+    let prefix = match parse_call_id_arg(text).map_err(|e| anyhow::anyhow!("call id {e}"))? {
+        CallIdArg::Full(id) => return Ok(id),
+        CallIdArg::Prefix(prefix) => prefix,
+    };
+    let page = client
+        .list_calls(ListCallsRequest {
+            filter: Some(CallFilter {
+                call_id_prefix: prefix.clone(),
+                states: vec![
+                    CallState::Ended as i32,
+                    CallState::Interrupted as i32,
+                    CallState::InProgress as i32,
+                ],
+                ..CallFilter::default()
+            }),
+            page_size: 5,
+            ..ListCallsRequest::default()
+        })
+        .await
+        .map_err(|status| service_error(endpoint, status))?
+        .into_inner();
+    match page.records.as_slice() {
+        [] => anyhow::bail!("no call id starts with {prefix:?}; see the ID column of `calls list`"),
+        [only] => Ok(only.call_id.clone()),
+        several => anyhow::bail!(
+            "call id {prefix:?} is ambiguous: it starts {}{}; give more of the id",
+            several
+                .iter()
+                .map(|record| record.call_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if page.next_page_token.is_empty() {
+                ""
+            } else {
+                " and more"
+            }
+        ),
+    }
 }
 
 async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let call_id = resolve_call_id(&mut client, &endpoint, &args.call_id).await?;
     let response = client
-        .get_call(GetCallRequest {
-            call_id: args.call_id.clone(),
-        })
+        .get_call(GetCallRequest { call_id })
         .await
         .map_err(|status| service_error(&endpoint, status))?
         .into_inner();
+    let record = response
+        .record
+        .context("the records service answered without the call's record")?;
     let mut out = std::io::stdout().lock();
-    if let Some(record) = &response.record {
-        write_calls(std::slice::from_ref(record), OutputFormat::Json, &mut out)?;
-        writeln!(out, "state: {}", state_label(record.state))?;
-        if !record.prompts.is_empty() {
-            writeln!(out, "prompts:")?;
-            for line in prompt_lines(record) {
-                writeln!(out, "  {line}")?;
-            }
-        }
-        let media = media_lines(record);
-        if !media.is_empty() {
-            writeln!(out, "media:")?;
-            for line in media {
-                writeln!(out, "  {line}")?;
-            }
-        }
-    }
-    writeln!(out, "timeline:")?;
-    for event in &response.timeline {
-        let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(event.at_ms)
-            .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "  #{:<8} {at}  {:<20} {}",
-            event.seq, event.kind, event.detail
-        )?;
-    }
+    write_call_detail(
+        &record,
+        &response.timeline,
+        args.format,
+        Clock::from_utc_flag(args.utc),
+        &mut out,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -388,24 +472,28 @@ async fn flag(config_path: &Path, args: FlagArgs) -> anyhow::Result<ExitCode> {
         CategoryArg::ProbingCaseInformation => FlagCategory::ProbingCaseInformation,
         CategoryArg::Other => FlagCategory::Other,
     };
+    if category == FlagCategory::Other && args.note.trim().is_empty() {
+        anyhow::bail!("--category other needs --note saying what happened");
+    }
     let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let call_id = resolve_call_id(&mut client, &endpoint, &args.call_id).await?;
     let response = client
         .flag_call(FlagCallRequest {
-            call_id: args.call_id.clone(),
+            call_id: call_id.clone(),
             category: category as i32,
             note: args.note,
         })
         .await
         .map_err(|status| service_error(&endpoint, status))?
         .into_inner();
-    println!(
-        "call {} flagged (chain event #{})",
-        args.call_id, response.seq
-    );
+    println!("call {call_id} flagged (chain event #{})", response.seq);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.excel && args.format != ExportFormatArg::Csv {
+        anyhow::bail!("--excel is for CSV exports; leave it out with --format jsonl");
+    }
     let format = match args.format {
         ExportFormatArg::Csv => ExportFormat::Csv,
         ExportFormatArg::Jsonl => ExportFormat::Jsonl,
@@ -443,8 +531,13 @@ async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode
                             header.hash_algorithm
                         )
                     })?;
+                let dialect = if args.excel {
+                    CsvDialect::Excel
+                } else {
+                    CsvDialect::Plain
+                };
                 if let Some(out) = out.take() {
-                    writer = Some(ExportWriter::new(format, algorithm, out)?);
+                    writer = Some(ExportWriter::with_dialect(format, dialect, algorithm, out)?);
                 }
             }
             (Some(Item::Record(record)), Some(writer)) => writer.write(&record)?,

@@ -1,13 +1,17 @@
-//! `courtline check`: everything start-up would refuse, found before going live.
+//! `courtline check`: everything start-up would refuse, found before going live,
+//! and what would work but deserves a second look (warnings; `--strict` fails on them).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::switchboard::media::codec::Codec;
+use crate::switchboard::media::prompt::MIN_QUIET_BEFORE_SOUND_MS;
 
-/// Validates the configuration and loads every prompt; prints a summary or every problem.
-pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// Validates the configuration and loads and measures every prompt. Problems
+/// (✗) and warnings (!) go to stderr, what passed (✓) to stdout; "configuration
+/// is valid" is printed last, and only when nothing failed.
+pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let config = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -15,7 +19,6 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("✓ {}: configuration is valid", config.source);
     let prompts = match super::serve::load_prompts(&config) {
         Ok(prompts) => prompts,
         Err(problems) => {
@@ -25,6 +28,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let mut passed = Vec::new();
+    let mut warnings = Vec::new();
     let mut ids: Vec<&String> = prompts.keys().collect();
     ids.sort();
     for id in ids {
@@ -34,17 +39,24 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         } else {
             format!("version {}, ", p.version)
         };
-        println!(
-            "✓ prompt {id}: {} ({:.1} s, {version}sha256 {})",
+        let levels = &p.levels;
+        passed.push(format!(
+            "✓ prompt {id}: {} ({:.1} s, peak {:.1} dBFS, RMS {:.1} dBFS, {version}sha256 {})",
             p.path.display(),
             f64::from(p.frames.duration_ms()) / 1000.0,
+            levels.peak_dbfs,
+            levels.rms_dbfs,
             p.sha256
-        );
+        ));
+        for warning in levels.warnings() {
+            warnings.push(format!("prompt {id} ({}): {warning}", p.path.display()));
+        }
     }
     let playlists = super::serve::playlists(&config, &prompts);
     for line in &config.lines {
         let ids = line.prompt.items();
-        let playing = match (ids.len(), playlists.get(&line.number)) {
+        let playlist = playlists.get(&line.number);
+        let playing = match (ids.len(), playlist) {
             (1, Some(playlist)) => format!(
                 "prompt {} ({:.1} s incl. {} ms lead-in)",
                 ids.join(""),
@@ -60,21 +72,66 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             ),
             (_, None) => format!("prompts {} (not loaded)", ids.join(" → ")),
         };
-        let codecs = match playlists.get(&line.number) {
+        let codecs = match playlist {
             Some(playlist) if playlist.supports(Codec::G722) => "G.722 and G.711",
             _ => "G.711 only (a prompt is below 16 kHz)",
         };
-        println!(
+        passed.push(format!(
             "✓ line {} ({}): {playing}, {codecs}, operator {}, ring {} s",
             line.number,
             line.court,
             line.operator.items().join(" → "),
             line.ring_timeout_s
-        );
+        ));
+        let Some(playlist) = playlist else { continue };
+        let lead_in = config.media.leading_silence_ms;
+        if let Some(first) = playlist.prompts().first() {
+            if first.levels.sound_too_soon(lead_in) {
+                warnings.push(format!(
+                    "line {}: sound starts {} ms into the stream ({lead_in} ms lead-in + {} ms of quiet at the start of prompt {}), under {MIN_QUIET_BEFORE_SOUND_MS} ms: a phone that opens its audio late cuts the first syllable; raise [media] leading_silence_ms (200 is usual)",
+                    line.number,
+                    lead_in + first.levels.quiet_start_ms,
+                    first.levels.quiet_start_ms,
+                    first.id
+                ));
+            }
+        }
     }
-    println!(
+    passed.push(format!(
         "✓ SIP on {} (UDP), max {} calls, RTP ports {}",
         config.sip.listen, config.sip.max_calls, config.media.rtp_ports
-    );
+    ));
+    let records = &config.records;
+    passed.push(if records.service.embedded {
+        format!(
+            "✓ records service embedded on {} ({}); `courtline calls`/`records` connect to {}",
+            records.service.listen, records.service.database, records.endpoint
+        )
+    } else {
+        format!("✓ records service at {}", records.endpoint)
+    });
+
+    for line in &passed {
+        println!("{line}");
+    }
+    for warning in &warnings {
+        eprintln!("! {warning}");
+    }
+    let source = match std::path::absolute(config_path) {
+        Ok(absolute) if config_path.is_relative() && config_path.exists() => {
+            format!("{} ({})", config.source, absolute.display())
+        }
+        _ => config.source.clone(),
+    };
+    match (warnings.len(), strict) {
+        (0, _) => println!("✓ {source}: configuration is valid"),
+        (count, false) => println!(
+            "✓ {source}: configuration is valid, with {count} warning(s) above (`courtline check --strict` fails on warnings)"
+        ),
+        (count, true) => {
+            eprintln!("✗ {source}: {count} warning(s) above, and --strict treats warnings as errors");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

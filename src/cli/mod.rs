@@ -38,7 +38,12 @@ pub enum Command {
     /// Run the switchboard (and, unless disabled, the embedded records service).
     Serve,
     /// Validate the configuration and every prompt file, then exit.
-    Check,
+    Check {
+        /// Fail (exit 1) on warnings too: clipped, very quiet or very short prompts,
+        /// sound at the very start of the stream, a warning longer than the RTP timeout.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Query call records.
     #[command(subcommand)]
     Calls(calls::CallsCommand),
@@ -61,7 +66,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve::serve_until_signal(&cli.config).await,
-            Command::Check => check::run(&cli.config),
+            Command::Check { strict } => check::run(&cli.config, strict),
             Command::Calls(command) => calls::run(&cli.config, command).await,
             Command::Records(command) => records::run(&cli.config, command).await,
         }
@@ -78,15 +83,42 @@ pub fn main() -> ExitCode {
 /// Human-readable logs by default, JSON with `--log-json`; `RUST_LOG` overrides
 /// the default filter, which keeps rsipstack's per-packet logs out.
 fn init_logging(json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,rsipstack=warn,sqlx=warn,h2=warn,tower=warn")
     });
+    let colour = log_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Whether log lines get ANSI colours: only on a terminal (escape codes in a
+/// log file or a pipe to journald are noise), and never when `NO_COLOR` is set
+/// to anything non-empty (https://no-color.org).
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
     }
 }

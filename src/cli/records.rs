@@ -15,9 +15,15 @@ use crate::contract::pb::{
 };
 use crate::records::auth::{parse_role, role_name};
 use crate::records::export::verify_export;
-use crate::records::ledger::signing::{parse_public_key, public_key_of_key_file};
-use crate::records::query::parse_time;
+use crate::records::ledger::signing::{
+    fingerprint, parse_public_key, public_key_of_key_file, KeyError, RecordsKey,
+};
+use crate::records::query::{parse_time, Clock};
+use crate::records::service::add_token_offline;
 use crate::records::store::SqlStore;
+
+/// How long the offline token path waits to see whether the records service is up.
+const SERVICE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `courtline records ...`
 #[derive(Debug, Subcommand)]
@@ -28,6 +34,8 @@ pub enum RecordsCommand {
     Verify(VerifyArgs),
     /// Check an export file on its own: row hashes, count, signature.
     VerifyExport(VerifyExportArgs),
+    /// Print the records signing public key and its fingerprint, for auditors.
+    PublicKey(PublicKeyArgs),
     /// Sequence numbers that never arrived from a switchboard (auditor).
     Gaps(ServiceArgs),
     /// Bearer tokens (admin).
@@ -62,6 +70,17 @@ pub struct VerifyExportArgs {
     /// The trusted signing public key (hex or file); without it the key in the file is shown.
     #[arg(long)]
     pub public_key: Option<String>,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+/// `records public-key`.
+#[derive(Debug, Args)]
+pub struct PublicKeyArgs {
+    /// The signing key file (default: [records.service] signing_key_file).
+    #[arg(long)]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// `records token ...`
@@ -83,7 +102,12 @@ pub struct TokenAddArgs {
     /// switchboard, compliance, auditor or admin.
     #[arg(long)]
     pub role: String,
-    /// Connection.
+    /// Issue it directly in this database (SQLite path or URL, PostgreSQL URL) with the
+    /// records service stopped: the recovery path when no admin token is left. Needs
+    /// write access to the database and read access to the signing key (root).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Connection, when asking the service.
     #[command(flatten)]
     pub service: ServiceArgs,
 }
@@ -113,6 +137,9 @@ pub struct AccessLogArgs {
     /// At most this many entries (newest first).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
     /// Connection.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -135,6 +162,7 @@ pub async fn run(config_path: &Path, command: RecordsCommand) -> anyhow::Result<
         RecordsCommand::Serve => super::serve::records_until_signal(config_path).await,
         RecordsCommand::Verify(args) => verify(config_path, args).await,
         RecordsCommand::VerifyExport(args) => verify_export_file(args),
+        RecordsCommand::PublicKey(args) => public_key(config_path, args),
         RecordsCommand::Gaps(service) => gaps(config_path, service).await,
         RecordsCommand::Token(command) => token(config_path, command).await,
         RecordsCommand::AccessLog(args) => access_log(config_path, args).await,
@@ -213,7 +241,8 @@ fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
             args.file.display(),
             check.rows,
             manifest.exported_by,
-            manifest.exported_at_ms,
+            Clock::from_utc_flag(args.utc)
+                .show(manifest.exported_at_ms, chrono::SecondsFormat::Secs),
             manifest.filter,
             manifest.chain_head_seq
         );
@@ -233,6 +262,138 @@ fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
     }
     println!("FAILED: {} problems", check.problems.len());
     Ok(ExitCode::FAILURE)
+}
+
+/// `records public-key`: the public half of the signing key file, never the key itself.
+fn public_key(config_path: &Path, args: PublicKeyArgs) -> anyhow::Result<ExitCode> {
+    let path = match args.signing_key_file {
+        Some(path) => path,
+        None => Config::load(config_path)?
+            .records
+            .service
+            .signing_key_path(),
+    };
+    let key = RecordsKey::load(&path).map_err(signing_key_error)?;
+    // Comment lines are skipped where a public key is read, so this output can be
+    // saved to a file or passed as it is to --public-key.
+    println!("{}", key.public_key_hex());
+    println!(
+        "# fingerprint {}: public key of {}; auditors check exports with `courtline records verify-export FILE --public-key KEY`",
+        fingerprint(&key.public_key().to_bytes()),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A signing key that cannot be loaded, with what to do about it.
+fn signing_key_error(error: KeyError) -> anyhow::Error {
+    let hint = match &error {
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "; the records service creates it on its first start ([records.service] signing_key_file, or --signing-key-file)"
+        }
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            "; only the user the records service runs as (or root) may read it"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{error}{hint}")
+}
+
+/// `records token add --database`: issues the token straight into the database, as
+/// the OS account running this, after making sure the records service is not up.
+async fn add_token_directly(
+    config_path: &Path,
+    args: &TokenAddArgs,
+    role: Role,
+    database: &str,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let mut service = config.records.service.clone();
+    service.database = database.to_owned();
+    let listen = service.listen;
+    let probe = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    if let Ok(Ok(_)) =
+        tokio::time::timeout(SERVICE_PROBE_TIMEOUT, tokio::net::TcpStream::connect(probe)).await
+    {
+        anyhow::bail!(
+            "something is listening on {probe} ([records.service] listen): stop the records service \
+             first — this writes the chain directly and a running service would not see it — \
+             or, with an admin token, issue the token through the service (without --database)"
+        );
+    }
+    let actor = account_name();
+    let secret = add_token_offline(
+        &service.settings(),
+        &args.name,
+        role,
+        &actor,
+        args.service.reason.as_deref().unwrap_or_default(),
+    )
+    .await
+    .map_err(|error| match error {
+        crate::records::service::ServiceError::Key(key) => signing_key_error(key),
+        other => other.into(),
+    })
+    .with_context(|| format!("issuing a token directly in {database}"))?;
+    eprintln!(
+        "token {:?} ({}) issued directly in the database by {actor:?}, recorded on the chain \
+         (access log: offline:{actor}); it is shown only now:",
+        args.name,
+        role_name(role)
+    );
+    println!("{secret}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The name of the account running this process (its real user id), for the offline
+/// token path; `uid N` when the id has no name.
+fn account_name() -> String {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail; getpwuid_r writes only into `entry` and `buffer`,
+        // whose sizes it is given, and `result` points into them or is null.
+        let uid = unsafe { libc::getuid() };
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buffer = vec![0 as libc::c_char; 4096];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let found = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut entry,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
+        };
+        if found == 0 && !result.is_null() && !entry.pw_name.is_null() {
+            // SAFETY: pw_name points to a NUL-terminated string inside `buffer`.
+            let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+            return name.to_string_lossy().into_owned();
+        }
+        format!("uid {uid}")
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("USERNAME").unwrap_or_else(|_| "unknown".to_owned())
+    }
+}
+
+/// The OS user's name, for the access log when no token names the caller: `$USER`,
+/// `$LOGNAME`, or the account of this process.
+pub fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|name| !name.trim().is_empty())
+        .unwrap_or_else(account_name)
 }
 
 async fn gaps(config_path: &Path, service: ServiceArgs) -> anyhow::Result<ExitCode> {
@@ -270,6 +431,9 @@ async fn token(config_path: &Path, command: TokenCommand) -> anyhow::Result<Exit
                     args.role
                 )
             })?;
+            if let Some(database) = &args.database {
+                return add_token_directly(config_path, &args, role, database).await;
+            }
             let (mut client, _) = args.service.connect(config_path).await?;
             let response = client
                 .add_token(AddTokenRequest {
@@ -279,6 +443,14 @@ async fn token(config_path: &Path, command: TokenCommand) -> anyhow::Result<Exit
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if response.ended_loopback_rule {
+                eprintln!(
+                    "WARNING: this was the first token. From now on every client needs a token, \
+                     on this machine too; keep this admin token safe and issue the others with it. \
+                     If every admin token is lost: stop the records service and, as root on its \
+                     machine, run `courtline records token add NAME --role admin --database URL`."
+                );
+            }
             eprintln!(
                 "token {:?} ({}) issued; it is shown only now:",
                 args.name,
@@ -341,11 +513,12 @@ async fn access_log(config_path: &Path, args: AccessLogArgs) -> anyhow::Result<E
         .await
         .map_err(status_error)?
         .into_inner();
+    let clock = Clock::from_utc_flag(args.utc);
     for entry in response.entries {
         println!(
             "#{:<8} {} {:<16} {:<10} {:<12} rows={:<6} {} reason={:?} peer={}",
             entry.seq,
-            entry.at_ms,
+            clock.show(entry.at_ms, chrono::SecondsFormat::Millis),
             entry.actor,
             entry.role,
             entry.operation,

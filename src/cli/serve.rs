@@ -28,16 +28,45 @@ use crate::switchboard::Switchboard;
 /// How long shutdown waits for calls to end and records to be delivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A prompt that cannot be played, with where it was configured.
+#[derive(Debug, thiserror::Error)]
+#[error("{config_file}: `prompts.{id}.file` = {configured:?}{resolved}: {error}")]
+pub struct PromptProblem {
+    /// The configuration file (or "built-in example configuration").
+    pub config_file: String,
+    /// The `[prompts.<id>]` id.
+    pub id: String,
+    /// The path as written in the configuration.
+    pub configured: String,
+    /// How a relative path was resolved, for the message; empty for an absolute one.
+    resolved: String,
+    /// What is wrong with the file (its message names the absolute path).
+    pub error: PromptError,
+}
+
 /// Loads every configured prompt; all problems are reported, not just the first.
-pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<PromptError>> {
+/// Relative paths are resolved from the working directory; the prompts keep
+/// (and messages show) the absolute path.
+pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<PromptProblem>> {
     let mut prompts = HashMap::new();
     let mut problems = Vec::new();
     for (id, prompt) in &config.prompts {
-        match Prompt::load(id, &prompt.version, &prompt.file) {
+        let absolute = std::path::absolute(&prompt.file).unwrap_or_else(|_| prompt.file.clone());
+        match Prompt::load(id, &prompt.version, &absolute) {
             Ok(loaded) => {
                 prompts.insert(id.clone(), loaded);
             }
-            Err(e) => problems.push(e),
+            Err(error) => problems.push(PromptProblem {
+                config_file: config.source.clone(),
+                id: id.clone(),
+                configured: prompt.file.display().to_string(),
+                resolved: if prompt.file.is_relative() {
+                    " (relative paths are resolved from the working directory)".into()
+                } else {
+                    String::new()
+                },
+                error,
+            }),
         }
     }
     if problems.is_empty() {
@@ -127,6 +156,7 @@ async fn start_records(
                 )
             }),
             reason: None,
+            user: None,
         };
         return Ok((None, None, options));
     }
@@ -160,6 +190,7 @@ async fn start_records(
         // The in-memory token identifies it; no client certificate needed.
         client_certificate: None,
         reason: None,
+        user: None,
     };
     Ok((Some(addr), Some(task), options))
 }
@@ -197,14 +228,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         anyhow::anyhow!("prompt files could not be loaded:\n{}", lines.join("\n"))
     })?;
     for prompt in prompts.values() {
+        let levels = &prompt.levels;
         info!(
             prompt = %prompt.id,
             version = %prompt.version,
             file = %prompt.path.display(),
             sha256 = %prompt.sha256,
             length_ms = prompt.frames.duration_ms(),
+            peak_dbfs = format!("{:.1}", levels.peak_dbfs),
+            rms_dbfs = format!("{:.1}", levels.rms_dbfs),
             "prompt loaded"
         );
+        for warning in levels.warnings() {
+            warn!(prompt = %prompt.id, file = %prompt.path.display(), "{warning}");
+        }
     }
     let playlists = playlists(&config, &prompts);
     let records_shutdown = CancellationToken::new();

@@ -152,19 +152,18 @@ impl Default for InboundAuthConfig {
     }
 }
 
-/// Checks an operator URI from the config; the error says what is wrong.
-pub fn check_operator_uri(uri: &str) -> Result<(), String> {
-    let parsed = rsipstack::sip::Uri::try_from(uri).map_err(|_| "is not a SIP URI".to_string())?;
-    match parsed.scheme {
-        Some(rsipstack::sip::Scheme::Sip) => {}
-        Some(rsipstack::sip::Scheme::Sips) => {
-            return Err("uses sips:, but TLS to operators is not supported yet".into())
-        }
-        _ => return Err("must start with sip:".into()),
+/// Checks an operator URI from the config (fully: see [`super::uri::parse`]);
+/// the error says what is wrong.
+pub fn check_operator_uri(text: &str) -> Result<(), String> {
+    let parsed = super::uri::parse(text)?;
+    if parsed.secure {
+        return Err("uses sips:, but TLS to operators is not supported yet".into());
     }
-    if parsed.host_with_port.to_string().is_empty() {
-        return Err("has no host".into());
+    if parsed.user.is_none() {
+        return Err("has no user part: an operator is sip:user@host".into());
     }
+    // rsipstack is what dials it: it must read the URI too.
+    rsipstack::sip::Uri::try_from(text).map_err(|_| "is not a SIP URI".to_string())?;
     Ok(())
 }
 
@@ -178,5 +177,8 @@ mod tests {
         assert!(check_operator_uri("sip:desk1@pbx.court.example").is_ok());
         assert!(check_operator_uri("operator at desk 3").is_err());
         assert!(check_operator_uri("http://example.com").is_err());
+        assert!(check_operator_uri("sip:operator@127.0.0.1:50a90").is_err());
+        assert!(check_operator_uri("sip:operator127.0.0.1:5090").is_err());
+        assert!(check_operator_uri("sip:192.0.2.10:5060").is_err());
     }
 }

@@ -10,7 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::pb::records_service_client::RecordsServiceClient;
-use super::REASON_METADATA;
+use super::{REASON_METADATA, USER_METADATA};
 
 /// How long establishing a TCP/HTTP2 connection may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,6 +65,9 @@ pub struct ClientOptions {
     pub client_certificate: Option<(PathBuf, PathBuf)>,
     /// Reason stated for the access log.
     pub reason: Option<String>,
+    /// Who is asking, for the access log when no token or certificate says so (the
+    /// service trusts it as a label only under its no-token loopback rule).
+    pub user: Option<String>,
 }
 
 impl ClientOptions {
@@ -94,13 +97,15 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, ClientError> {
         })
 }
 
-/// Adds the bearer token and stated reason to every request.
+/// Adds the bearer token, stated reason and user name to every request.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// `Bearer <token>`.
     authorization: Option<AsciiMetadataValue>,
     /// UTF-8 reason.
     reason: Option<BinaryMetadataValue>,
+    /// UTF-8 user name.
+    user: Option<BinaryMetadataValue>,
 }
 
 impl tonic::service::Interceptor for Credentials {
@@ -117,6 +122,11 @@ impl tonic::service::Interceptor for Credentials {
             request
                 .metadata_mut()
                 .insert_bin(REASON_METADATA, value.clone());
+        }
+        if let Some(value) = &self.user {
+            request
+                .metadata_mut()
+                .insert_bin(USER_METADATA, value.clone());
         }
         Ok(request)
     }
@@ -207,14 +217,15 @@ fn credentials(options: &ClientOptions) -> Result<Credentials, ClientError> {
             })
         })
         .transpose()?;
-    let reason = options
-        .reason
-        .as_ref()
-        .filter(|reason| !reason.is_empty())
-        .map(|reason| BinaryMetadataValue::from_bytes(reason.as_bytes()));
+    let binary = |text: &Option<String>| {
+        text.as_ref()
+            .filter(|text| !text.is_empty())
+            .map(|text| BinaryMetadataValue::from_bytes(text.as_bytes()))
+    };
     Ok(Credentials {
         authorization,
-        reason,
+        reason: binary(&options.reason),
+        user: binary(&options.user),
     })
 }
 

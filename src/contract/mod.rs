@@ -18,6 +18,9 @@ pub mod row;
 
 /// Metadata key of the optional stated reason (UTF-8, so a binary `-bin` key).
 pub const REASON_METADATA: &str = "x-courtline-reason-bin";
+/// Metadata key of the user name a client states (UTF-8, so a binary `-bin` key);
+/// a label under the loopback rule only.
+pub const USER_METADATA: &str = "x-courtline-user-bin";
 
 /// Events per LogEvents request the service takes, so one request cannot hold the chain for long.
 pub const MAX_BATCH: usize = 1000;

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::pb::{CallState, EndReason};
+use super::pb::{CallState, EndReason, FlagCategory};
 
 /// The stable, human-friendly name of an end reason (`caller_hung_up_during_prompt`),
 /// used in every output format and accepted back by the CLI's `--end-reason`.
@@ -41,5 +41,16 @@ pub fn state_label(value: i32) -> Cow<'static, str> {
         Ok(CallState::Ended) => Cow::Borrowed("ended"),
         Ok(CallState::Interrupted) => Cow::Borrowed("interrupted"),
         Err(_) => Cow::Owned(format!("unknown_{value}")),
+    }
+}
+
+/// The human name of a flag category, as the CLI accepts it (`improper_inquiry`).
+pub fn flag_category_name(category: FlagCategory) -> &'static str {
+    match category {
+        FlagCategory::Unspecified => "unspecified",
+        FlagCategory::ImproperInquiry => "improper_inquiry",
+        FlagCategory::Intercession => "intercession",
+        FlagCategory::ProbingCaseInformation => "probing_case_information",
+        FlagCategory::Other => "other",
     }
 }

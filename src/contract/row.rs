@@ -6,13 +6,13 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::names::{end_reason_label, state_label};
-use super::pb::{CallRecord, LegMedia, PlayedPrompt};
+use super::names::{end_reason_label, flag_category_name, state_label};
+use super::pb::{CallRecord, Flag, LegMedia, PlayedPrompt};
 
 /// One record as compact JSON with the same fields as `calls list --format json`;
 /// used to log a record that could not be delivered, so it can be re-entered by hand.
 pub fn record_json(record: &CallRecord) -> String {
-    serde_json::to_string(&ExportRow::from(record)).unwrap_or_else(|error| {
+    serde_json::to_string(&NestedRow(&ExportRow::from(record))).unwrap_or_else(|error| {
         // Serialising plain strings and numbers cannot fail; keep the data anyway.
         format!(
             "{{\"serialization_error\":{:?},\"debug\":{:?}}}",
@@ -24,7 +24,8 @@ pub fn record_json(record: &CallRecord) -> String {
 
 /// Every CallRecord field in proto order, times also as RFC 3339, end reason and state
 /// by name. Field order here is the column order of JSON objects, CSV and exports;
-/// exports hash each row's JSON in exactly this form, so it must stay stable.
+/// exports hash each row's JSON in exactly this form (the lists as JSON text, as in
+/// a CSV cell), so it must stay stable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportRow {
     call_id: String,
@@ -50,7 +51,11 @@ pub struct ExportRow {
     ended_at_ms: i64,
     prompt_id: String,
     prompt_sha256: String,
-    prompt_length_ms: u32,
+    /// The whole playlist's length (the proto's `prompt_length_ms`; the first
+    /// prompt's own length is in `prompts`). Files written before the rename
+    /// call it `prompt_length_ms`, and their rows hash with that name.
+    #[serde(alias = "prompt_length_ms")]
+    playlist_length_ms: u32,
     prompt_ms_sent: u32,
     prompt_completed: bool,
     dtmf_during_prompt: String,
@@ -72,6 +77,109 @@ pub struct ExportRow {
     /// same reason.
     #[serde(default)]
     media: String,
+    /// The call's flags, as [`flags_json`] text (one CSV cell); after `media`
+    /// and left out of the canonical JSON when empty, for the same reason.
+    #[serde(default)]
+    flags: String,
+    /// Read from a file written when `playlist_length_ms` was `prompt_length_ms`:
+    /// [`ExportRow::canonical_json`] uses the old name so its hash still matches.
+    #[serde(skip)]
+    legacy_length_name: bool,
+}
+
+/// One flag as it appears in records' `flags` text.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagEntry {
+    /// [`Flag::category`] by [`flag_category_name`].
+    category: String,
+    /// [`Flag::note`].
+    note: String,
+    /// [`Flag::flagged_by`].
+    flagged_by: String,
+    /// [`Flag::flagged_at_ms`] as RFC 3339 UTC.
+    flagged_at: Option<String>,
+    /// [`Flag::flagged_at_ms`].
+    flagged_at_ms: i64,
+}
+
+/// A call's flags as compact JSON text, the form CSV cells and row hashes keep;
+/// `""` for none.
+pub fn flags_json(flags: &[Flag]) -> String {
+    if flags.is_empty() {
+        return String::new();
+    }
+    let entries: Vec<FlagEntry> = flags
+        .iter()
+        .map(|flag| FlagEntry {
+            category: flag_category_name(flag.category()).to_owned(),
+            note: flag.note.clone(),
+            flagged_by: flag.flagged_by.clone(),
+            flagged_at: rfc3339(flag.flagged_at_ms),
+            flagged_at_ms: flag.flagged_at_ms,
+        })
+        .collect();
+    // Strings and integers always serialise.
+    serde_json::to_string(&entries).unwrap_or_default()
+}
+
+/// The columns whose cells hold JSON text, and the JSON for "none" that stands for
+/// an empty cell in [`NestedRow`].
+pub const NESTED_COLUMNS: [(&str, &str); 3] =
+    [("prompts", "[]"), ("media", "null"), ("flags", "[]")];
+
+/// A column's JSON text parsed into its typed entries, so nested output keeps their
+/// field order; `None` for a column that holds no JSON text.
+fn nested_value(column: &str, text: &str) -> Result<Option<serde_json::Value>, serde_json::Error> {
+    fn typed<T: serde::de::DeserializeOwned + Serialize>(
+        text: &str,
+    ) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(serde_json::from_str::<T>(text)?)
+    }
+    let value = match (column, text) {
+        (_, "") => None,
+        ("prompts", _) => Some(typed::<Vec<PromptEntry>>(text)?),
+        ("media", _) => Some(typed::<MediaEntry>(text)?),
+        ("flags", _) => Some(typed::<Vec<FlagEntry>>(text)?),
+        _ => None,
+    };
+    Ok(value)
+}
+
+/// A row as JSON tools read it: every column in order, with `prompts`, `media`
+/// and `flags` as nested arrays/objects instead of JSON text (always present:
+/// `[]`/`null` for none). What `calls list|get --format json` print and
+/// JSON Lines exports hold; [`ExportRow::from_nested`] reads it back.
+pub struct NestedRow<'a>(pub &'a ExportRow);
+
+impl Serialize for NestedRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let fields = match serde_json::to_value(self.0).map_err(S::Error::custom)? {
+            serde_json::Value::Object(fields) => fields,
+            _ => return Err(S::Error::custom("a row serialises as an object")),
+        };
+        let mut map = serializer.serialize_map(Some(CSV_HEADER.len()))?;
+        for name in CSV_HEADER {
+            let value = fields.get(name).unwrap_or(&serde_json::Value::Null);
+            match NESTED_COLUMNS.iter().find(|(column, _)| *column == name) {
+                Some((column, none)) => {
+                    let text = value.as_str().unwrap_or_default();
+                    let nested = nested_value(column, text).map_err(S::Error::custom)?;
+                    match nested {
+                        Some(nested) => map.serialize_entry(name, &nested)?,
+                        None => map.serialize_entry(
+                            name,
+                            &serde_json::from_str::<serde_json::Value>(none)
+                                .map_err(S::Error::custom)?,
+                        )?,
+                    }
+                }
+                None => map.serialize_entry(name, value)?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// One leg's figures as they appear in records' `media` text (proto field names).
@@ -214,6 +322,46 @@ pub fn parse_prompts_json(text: &str) -> Result<Vec<PlayedPrompt>, String> {
 }
 
 impl ExportRow {
+    /// A row from its JSON object as [`NestedRow`] writes it, or as older
+    /// courtlines wrote it (lists as JSON text, `prompt_length_ms`).
+    pub fn from_nested(
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ExportRow, String> {
+        let legacy_length_name = fields.contains_key("prompt_length_ms");
+        for (column, _) in NESTED_COLUMNS {
+            let text = match fields.get(column) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(serde_json::Value::Array(items)) if items.is_empty() => String::new(),
+                Some(value) => {
+                    // Back to the cell text through the typed entries: the text
+                    // the row was hashed with, whatever the key order in the file.
+                    let typed = match column {
+                        "prompts" => serde_json::from_value::<Vec<PromptEntry>>(value.clone())
+                            .and_then(|entries| serde_json::to_string(&entries)),
+                        "media" => serde_json::from_value::<MediaEntry>(value.clone())
+                            .and_then(|entry| serde_json::to_string(&entry)),
+                        _ => serde_json::from_value::<Vec<FlagEntry>>(value.clone())
+                            .and_then(|entries| serde_json::to_string(&entries)),
+                    };
+                    typed.map_err(|error| format!("{column}: {error}"))?
+                }
+            };
+            fields.insert(column.to_owned(), text.into());
+        }
+        let mut row: ExportRow = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|error| error.to_string())?;
+        row.legacy_length_name = legacy_length_name;
+        Ok(row)
+    }
+
+    /// The same row as read from a file whose header names the playlist length
+    /// `prompt_length_ms` (hashes with that name) when `legacy` is set.
+    pub fn with_legacy_length_name(mut self, legacy: bool) -> ExportRow {
+        self.legacy_length_name = legacy;
+        self
+    }
+
     /// The row's call id.
     pub fn call_id(&self) -> &str {
         &self.call_id
@@ -225,6 +373,10 @@ impl ExportRow {
     pub fn canonical_json(&self) -> String {
         // Strings, numbers and booleans always serialise.
         let mut json = serde_json::to_string(self).unwrap_or_default();
+        if self.legacy_length_name {
+            // Keys are never inside strings here: a quote in a value is escaped.
+            json = json.replacen(",\"playlist_length_ms\":", ",\"prompt_length_ms\":", 1);
+        }
         for column in OPTIONAL_COLUMNS.iter().rev() {
             match json.strip_suffix(&format!(",\"{column}\":\"\"}}")) {
                 Some(head) => json = format!("{head}}}"),
@@ -236,7 +388,7 @@ impl ExportRow {
 }
 
 /// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-pub const CSV_HEADER: [&str; 37] = [
+pub const CSV_HEADER: [&str; 38] = [
     "call_id",
     "sip_call_id",
     "line_number",
@@ -260,7 +412,7 @@ pub const CSV_HEADER: [&str; 37] = [
     "ended_at_ms",
     "prompt_id",
     "prompt_sha256",
-    "prompt_length_ms",
+    "playlist_length_ms",
     "prompt_ms_sent",
     "prompt_completed",
     "dtmf_during_prompt",
@@ -274,11 +426,15 @@ pub const CSV_HEADER: [&str; 37] = [
     "node_id",
     "prompts",
     "media",
+    "flags",
 ];
 
 /// Trailing columns that older exports lack, in order: a file may miss the
 /// last one or more of them, and their empty values stay out of row hashes.
-pub const OPTIONAL_COLUMNS: [&str; 2] = ["prompts", "media"];
+pub const OPTIONAL_COLUMNS: [&str; 3] = ["prompts", "media", "flags"];
+
+/// What files written before `playlist_length_ms` was renamed call that column.
+pub const LEGACY_LENGTH_COLUMN: &str = "prompt_length_ms";
 
 impl From<&CallRecord> for ExportRow {
     fn from(r: &CallRecord) -> Self {
@@ -306,7 +462,7 @@ impl From<&CallRecord> for ExportRow {
             ended_at_ms: r.ended_at_ms,
             prompt_id: r.prompt_id.clone(),
             prompt_sha256: r.prompt_sha256.clone(),
-            prompt_length_ms: r.prompt_length_ms,
+            playlist_length_ms: r.prompt_length_ms,
             prompt_ms_sent: r.prompt_ms_sent,
             prompt_completed: r.prompt_completed,
             dtmf_during_prompt: r.dtmf_during_prompt.clone(),
@@ -320,6 +476,8 @@ impl From<&CallRecord> for ExportRow {
             node_id: r.node_id.clone(),
             prompts: prompts_json(&r.prompts),
             media: media_json(r),
+            flags: flags_json(&r.flags),
+            legacy_length_name: false,
         }
     }
 }
@@ -341,7 +499,7 @@ pub fn record_fields(record: &CallRecord) -> Vec<(&'static str, String)> {
 }
 
 /// UTC RFC 3339 with milliseconds; `None` for 0, which the proto uses for "did not happen".
-fn rfc3339(ms: i64) -> Option<String> {
+pub fn rfc3339(ms: i64) -> Option<String> {
     if ms == 0 {
         return None;
     }

@@ -20,14 +20,19 @@
 //! a certificate with no mapped name gets nothing.
 //!
 //! **Loopback until the first token.** A fresh records service has no tokens, and
-//! then accepts any client connecting from a loopback address as `loopback` with
-//! every role — so `courtline serve` followed by `courtline calls list` on the same
-//! machine works with no setup, exactly as before tokens existed. The first
-//! `courtline records token add` (itself allowed by this rule) ends it for good:
-//! from then on every request needs a valid token, revoked ones included in the
-//! count, so revoking every token does not reopen the service. Configuring client
-//! certificate roles ends it too. The embedded switchboard never depends on this: it
-//! is given an in-memory switchboard token.
+//! then accepts any client connecting from a loopback address with every role — so
+//! `courtline serve` followed by `courtline calls list` on the same machine works
+//! with no setup, exactly as before tokens existed. Such a client is logged as
+//! `loopback:<name>`, the name it states in [`USER_METADATA`] (the CLI sends `--as`,
+//! `COURTLINE_USER` or the OS user), so every flag and export is someone's; the name
+//! is a label, trusted only under this rule (a token's or certificate's own name
+//! wins). The first `courtline records token add` (itself allowed by this rule) ends
+//! it for good: from then on every request needs a valid token, revoked ones
+//! included in the count, so revoking every token does not reopen the service. That
+//! first token must therefore be an admin token — with any other, no one could ever
+//! issue a token again (recovery: the offline `records token add --database`).
+//! Configuring client certificate roles ends the rule too. The embedded switchboard
+//! never depends on this: it is given an in-memory switchboard token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,10 +49,13 @@ use x509_cert::ext::pkix::SubjectAltName;
 
 use super::store::Store;
 use crate::contract::pb::Role;
-use crate::contract::REASON_METADATA;
+use crate::contract::{REASON_METADATA, USER_METADATA};
 
-/// Name that requests accepted under the loopback rule are logged under.
+/// Name that requests accepted under the loopback rule are logged under (followed by
+/// `:` and the stated user name, when one is stated).
 pub const LOOPBACK_ACTOR: &str = "loopback";
+/// Longest stated user name kept, in characters.
+const MAX_USER_CHARS: usize = 64;
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
 const SECRET_PREFIX: &str = "clt_";
 /// Prefix of the name a client certificate is logged under, so the access log tells
@@ -142,10 +150,44 @@ pub fn parse_role(text: &str) -> Option<Role> {
     .find(|role| role_name(*role) == text.trim().to_ascii_lowercase())
 }
 
+/// The name a request accepted under the loopback rule is logged under:
+/// `loopback:<stated name>`, or `loopback` when no usable name was stated. Control
+/// characters are dropped and the name is cut to [`MAX_USER_CHARS`].
+pub fn loopback_actor(stated: Option<&str>) -> String {
+    let name: String = stated
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_CHARS)
+        .collect();
+    if name.is_empty() {
+        LOOPBACK_ACTOR.to_owned()
+    } else {
+        format!("{LOOPBACK_ACTOR}:{name}")
+    }
+}
+
+/// Whether `caller` may issue a token with `role`: under the loopback rule (no token
+/// yet) only an admin token, since the first token ends the rule and without an
+/// admin token no one could issue another.
+pub fn may_issue_token(caller: &Caller, role: Role) -> Result<(), Status> {
+    if caller.under_loopback_rule && role != Role::Admin {
+        return Err(Status::failed_precondition(format!(
+            "the first token must be an admin token: it ends the no-token loopback access, \
+             and without an admin token no one could issue another. Issue one first \
+             (courtline records token add admin-1 --role admin), then this {} token with it",
+            role_name(role)
+        )));
+    }
+    Ok(())
+}
+
 /// The authenticated client of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// Token name, `cert:` and the certificate identity, or [`LOOPBACK_ACTOR`].
+    /// Token name, `cert:` and the certificate identity, or [`LOOPBACK_ACTOR`] and the
+    /// stated user name.
     pub name: String,
     /// The role the request was allowed under.
     pub role: Role,
@@ -153,6 +195,8 @@ pub struct Caller {
     pub peer: String,
     /// Stated reason, if any.
     pub reason: String,
+    /// Let in by the loopback rule (no token issued yet), not by a token or certificate.
+    pub under_loopback_rule: bool,
 }
 
 /// A valid token as the authenticator caches it.
@@ -308,6 +352,7 @@ impl Authenticator {
                     role,
                     peer: peer_text.clone(),
                     reason: reason.clone(),
+                    under_loopback_rule: false,
                 })
             } else {
                 Err(Status::permission_denied(format!(
@@ -334,11 +379,17 @@ impl Authenticator {
                 "unknown or revoked token",
             )),
             (None, _) if open && peer.is_some_and(|addr: SocketAddr| addr.ip().is_loopback()) => {
+                let stated = request
+                    .metadata()
+                    .get_bin(USER_METADATA)
+                    .and_then(|value| value.to_bytes().ok())
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
                 Ok(Caller {
-                    name: LOOPBACK_ACTOR.to_owned(),
+                    name: loopback_actor(stated.as_deref()),
                     role: needed,
                     peer: peer_text,
                     reason,
+                    under_loopback_rule: true,
                 })
             }
             (None, _) => Err(Status::unauthenticated(format!(
@@ -360,6 +411,39 @@ mod tests {
         assert_eq!(a.len(), SECRET_PREFIX.len() + 64);
         assert_ne!(a, new_secret());
         assert_eq!(secret_hash(&a), secret_hash(&format!(" {a}\n")));
+    }
+
+    #[test]
+    fn loopback_actors_carry_the_stated_name_cleaned() {
+        assert_eq!(loopback_actor(None), "loopback");
+        assert_eq!(loopback_actor(Some("  ")), "loopback");
+        assert_eq!(loopback_actor(Some("张伟")), "loopback:张伟");
+        assert_eq!(
+            loopback_actor(Some(" zhang.wei\n\u{1b}[31m")),
+            "loopback:zhang.wei[31m"
+        );
+        assert_eq!(
+            loopback_actor(Some(&"x".repeat(500))).chars().count(),
+            "loopback:".len() + MAX_USER_CHARS
+        );
+    }
+
+    #[test]
+    fn under_the_loopback_rule_only_an_admin_token_may_be_issued() {
+        let caller = |under_loopback_rule| Caller {
+            name: "loopback:zhang.wei".into(),
+            role: Role::Admin,
+            peer: "127.0.0.1:1".into(),
+            reason: String::new(),
+            under_loopback_rule,
+        };
+        assert!(may_issue_token(&caller(true), Role::Admin).is_ok());
+        for role in [Role::Switchboard, Role::Compliance, Role::Auditor] {
+            let refused = may_issue_token(&caller(true), role).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+            assert!(refused.message().contains("--role admin"), "{refused:?}");
+            assert!(may_issue_token(&caller(false), role).is_ok());
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Exports that can be checked on their own, years later, far from the records service.
 //!
 //! An export file (CSV or JSON Lines) holds one row per call — every field of
-//! `calls list --format json` — plus a `row_hash` column that chains the rows:
-//! `row_hash[i] = H(row_hash[i-1] ‖ canonical JSON of row i)` (32 zero bytes
-//! before the first row). Its last line is the manifest: the filters, the sort,
+//! `calls list --format json`, flags included — plus a `row_hash` column that
+//! chains the rows: `row_hash[i] = H(row_hash[i-1] ‖ canonical JSON of row i)`
+//! (32 zero bytes before the first row). The canonical JSON keeps `prompts`,
+//! `media` and `flags` as JSON text, as CSV cells do, so one digest covers both
+//! formats; JSON Lines rows nest them, and verification turns them back.
+//! An Excel-dialect CSV ([`CsvDialect::Excel`]) verifies like a plain one. Its last line is the manifest: the filters, the sort,
 //! the row count, the last row hash, the records chain's head when the export
 //! began, who exported and why — as canonical JSON, signed with the records
 //! service's Ed25519 key. `courtline records verify-export FILE` recomputes the
@@ -18,9 +21,14 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use super::chain::{HashAlgorithm, GENESIS_PREV};
-use super::ledger::signing::manifest_signature_valid;
+use super::ledger::signing::{
+    fingerprint, manifest_signature_valid, public_key_of_seed, PASS_THE_PUBLIC_KEY,
+};
+use super::query::{csv_cells, excel_cell_text, CsvDialect, UTF8_BOM};
 use crate::contract::pb::{CallRecord, ExportFormat, ExportManifest};
-use crate::contract::row::{ExportRow, CSV_HEADER, OPTIONAL_COLUMNS};
+use crate::contract::row::{
+    ExportRow, NestedRow, CSV_HEADER, LEGACY_LENGTH_COLUMN, OPTIONAL_COLUMNS,
+};
 
 /// First field of the CSV record that carries the manifest.
 pub const CSV_MANIFEST_MARKER: &str = "#courtline-export-manifest";
@@ -51,6 +59,9 @@ pub enum ExportError {
     /// The file has no manifest at its end.
     #[error("no manifest at the end of the file: the export is incomplete or was cut")]
     NoManifest,
+    /// The key given to trust is the private seed of the key that signed the export.
+    #[error("the trusted key given: {PASS_THE_PUBLIC_KEY}")]
+    PrivateKeyGiven,
 }
 
 /// What the service signs about an export (field order is the canonical JSON's).
@@ -139,6 +150,8 @@ pub fn format_name(format: ExportFormat) -> &'static str {
 pub struct ExportWriter<W: Write> {
     /// CSV or JSONL.
     format: ExportFormat,
+    /// How CSV cells are written.
+    dialect: CsvDialect,
     /// Where rows go.
     out: W,
     /// The row hashes, checked against the manifest at the end.
@@ -150,15 +163,29 @@ impl<W: Write> ExportWriter<W> {
     pub fn new(
         format: ExportFormat,
         algorithm: HashAlgorithm,
+        out: W,
+    ) -> Result<ExportWriter<W>, ExportError> {
+        ExportWriter::with_dialect(format, CsvDialect::Plain, algorithm, out)
+    }
+
+    /// Starts a file whose CSV (if it is CSV) is written in `dialect`.
+    pub fn with_dialect(
+        format: ExportFormat,
+        dialect: CsvDialect,
+        algorithm: HashAlgorithm,
         mut out: W,
     ) -> Result<ExportWriter<W>, ExportError> {
         if format == ExportFormat::Csv {
+            if dialect == CsvDialect::Excel {
+                out.write_all(UTF8_BOM.as_bytes())?;
+            }
             let mut header = csv::Writer::from_writer(&mut out);
             header.write_record(CSV_HEADER.iter().chain(&[ROW_HASH]))?;
             header.flush()?;
         }
         Ok(ExportWriter {
             format,
+            dialect,
             out,
             chain: RowChain::new(algorithm),
         })
@@ -173,11 +200,18 @@ impl<W: Write> ExportWriter<W> {
                 let mut writer = csv::WriterBuilder::new()
                     .has_headers(false)
                     .from_writer(&mut self.out);
-                writer.serialize((&row, &hash))?;
+                let mut cells = csv_cells(&row, self.dialect);
+                cells.push(hash);
+                writer.write_record(&cells)?;
                 writer.flush()?;
             }
             _ => {
-                let json = row.canonical_json();
+                let json = serde_json::to_string(&NestedRow(&row)).map_err(|error| {
+                    ExportError::Malformed {
+                        line: self.chain.count(),
+                        problem: format!("call {}: {error}", row.call_id()),
+                    }
+                })?;
                 let body = json.strip_suffix('}').unwrap_or(&json);
                 writeln!(self.out, "{body},\"{ROW_HASH}\":\"{hash}\"}}")?;
             }
@@ -249,23 +283,20 @@ struct SignedManifest {
     public_key: String,
 }
 
-/// A JSONL line: either a row with its hash or the manifest wrapper.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum JsonLine {
-    /// The manifest.
-    Manifest {
-        /// The wrapped manifest.
-        courtline_export_manifest: SignedManifest,
-    },
-    /// A row.
-    Row {
-        /// The call.
-        #[serde(flatten)]
-        row: Box<ExportRow>,
-        /// Its chained hash.
-        row_hash: String,
-    },
+/// One JSON Lines line: the manifest wrapper, or a row with its `row_hash`.
+fn json_line(text: &str) -> Result<Line, String> {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|error| error.to_string())?;
+    if let Some(manifest) = fields.remove(JSONL_MANIFEST_KEY) {
+        return serde_json::from_value(manifest)
+            .map(Line::Manifest)
+            .map_err(|error| format!("manifest: {error}"));
+    }
+    let hash = match fields.remove(ROW_HASH) {
+        Some(serde_json::Value::String(hash)) => hash,
+        _ => return Err(format!("no {ROW_HASH} text")),
+    };
+    Ok(Line::Row(Box::new(ExportRow::from_nested(fields)?), hash))
 }
 
 fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, ExportError> {
@@ -280,35 +311,36 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
                 continue;
             }
             let line = (index + 1) as u64;
-            lines.push(
-                serde_json::from_str::<JsonLine>(&text)
-                    .map(|parsed| match parsed {
-                        JsonLine::Manifest {
-                            courtline_export_manifest,
-                        } => Line::Manifest(courtline_export_manifest),
-                        JsonLine::Row { row, row_hash } => Line::Row(row, row_hash),
-                    })
-                    .map_err(|error| ExportError::Malformed {
-                        line,
-                        problem: error.to_string(),
-                    }),
-            );
+            lines
+                .push(json_line(&text).map_err(|problem| ExportError::Malformed { line, problem }));
         }
         return Ok(lines);
     }
-    let header_of = |columns: &[&str]| {
+    // A byte-order mark starts an Excel-dialect file, whose cells may be `="..."`.
+    let (dialect, header) = match first.strip_prefix(UTF8_BOM) {
+        Some(header) => (CsvDialect::Excel, header),
+        None => (CsvDialect::Plain, first.as_str()),
+    };
+    let header_of = |columns: &[&str], legacy: bool| {
         columns
             .iter()
             .chain(&[ROW_HASH])
-            .copied()
+            .map(|column| match *column {
+                "playlist_length_ms" if legacy => LEGACY_LENGTH_COLUMN,
+                column => column,
+            })
             .collect::<Vec<_>>()
             .join(",")
     };
     // Exports made by an older courtline lack the last optional columns
-    // (`media`, then also `prompts`): such rows read as having them empty,
-    // which hashes exactly as they were written.
-    let missing = (0..=OPTIONAL_COLUMNS.len())
-        .find(|&missing| first.trim_end() == header_of(&CSV_HEADER[..CSV_HEADER.len() - missing]))
+    // (`flags`, then also `media`, then also `prompts`) and call the playlist
+    // length `prompt_length_ms`: such rows read as having those columns empty
+    // and hash with the old name, exactly as they were written.
+    let (missing, legacy) = (0..=OPTIONAL_COLUMNS.len())
+        .flat_map(|missing| [(missing, false), (missing, true)])
+        .find(|&(missing, legacy)| {
+            header.trim_end() == header_of(&CSV_HEADER[..CSV_HEADER.len() - missing], legacy)
+        })
         .ok_or_else(|| ExportError::Malformed {
             line: 1,
             problem: "not a courtline export (the CSV header differs)".into(),
@@ -332,7 +364,10 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
             );
             continue;
         }
-        let mut record = record;
+        let mut record = match dialect {
+            CsvDialect::Plain => record,
+            CsvDialect::Excel => record.iter().map(excel_cell_text).collect(),
+        };
         if missing > 0 && record.len() == written + 1 {
             let mut padded: csv::StringRecord = record.iter().take(written).collect();
             for _ in 0..missing {
@@ -344,7 +379,7 @@ fn read_lines(reader: impl BufRead) -> Result<Vec<Result<Line, ExportError>>, Ex
         lines.push(
             record
                 .deserialize::<(ExportRow, String)>(None)
-                .map(|(row, hash)| Line::Row(Box::new(row), hash))
+                .map(|(row, hash)| Line::Row(Box::new(row.with_legacy_length_name(legacy)), hash))
                 .map_err(|error| ExportError::Malformed {
                     line,
                     problem: error.to_string(),
@@ -399,10 +434,17 @@ pub fn verify_export(
     }
     if let Some(key) = trusted {
         if hex::encode(key) != signed.public_key {
+            // The trusted key may be a secret passed by mistake: name it only by fingerprint.
+            if hex::encode(public_key_of_seed(&key)) == signed.public_key {
+                return Err(ExportError::PrivateKeyGiven);
+            }
+            let signer = <[u8; 32]>::try_from(hex::decode(&signed.public_key).unwrap_or_default())
+                .map(|signer| format!(" ({})", fingerprint(&signer)))
+                .unwrap_or_default();
             check.problems.push(format!(
-                "the manifest is signed by key {}, not by the trusted key {}",
+                "the manifest is signed by key {}{signer}, not by the trusted key {}",
                 signed.public_key,
-                hex::encode(key)
+                fingerprint(&key)
             ));
         }
     }
@@ -462,12 +504,28 @@ mod tests {
     }
 
     fn export(format: ExportFormat, records: &[CallRecord]) -> (String, RecordsKey) {
-        let key = RecordsKey::from_seed([3; 32]);
-        let mut writer = ExportWriter::new(format, HashAlgorithm::Sha256, Vec::new()).unwrap();
+        export_in(format, CsvDialect::Plain, records)
+    }
+
+    fn export_in(
+        format: ExportFormat,
+        dialect: CsvDialect,
+        records: &[CallRecord],
+    ) -> (String, RecordsKey) {
+        let mut writer =
+            ExportWriter::with_dialect(format, dialect, HashAlgorithm::Sha256, Vec::new()).unwrap();
         for record in records {
             writer.write(record).unwrap();
         }
         let (count, digest) = writer.rows();
+        let (manifest, key) = manifest(format, count, digest);
+        let bytes = writer.finish(&manifest).unwrap();
+        (String::from_utf8(bytes).unwrap(), key)
+    }
+
+    /// The service's signed manifest for `count` rows with `digest`.
+    fn manifest(format: ExportFormat, count: u64, digest: String) -> (ExportManifest, RecordsKey) {
+        let key = RecordsKey::from_seed([3; 32]);
         let content = ManifestContent {
             format: MANIFEST_VERSION.into(),
             file_format: format_name(format).into(),
@@ -488,8 +546,71 @@ mod tests {
             public_key: key.public_key_hex(),
             json,
         };
-        let bytes = writer.finish(&manifest).unwrap();
-        (String::from_utf8(bytes).unwrap(), key)
+        (manifest, key)
+    }
+
+    /// `records` as an older courtline exported them: without the last `dropped`
+    /// optional columns, the playlist length named `prompt_length_ms`, and JSON
+    /// Lines rows in their canonical form (lists as JSON text).
+    fn legacy_export(format: ExportFormat, records: &[CallRecord], dropped: usize) -> String {
+        let mut chain = RowChain::new(HashAlgorithm::Sha256);
+        let kept = CSV_HEADER.len() - dropped;
+        let mut text = String::new();
+        if format == ExportFormat::Csv {
+            let header: Vec<&str> = CSV_HEADER[..kept]
+                .iter()
+                .map(|c| {
+                    if *c == "playlist_length_ms" {
+                        LEGACY_LENGTH_COLUMN
+                    } else {
+                        c
+                    }
+                })
+                .chain([ROW_HASH])
+                .collect();
+            text.push_str(&format!("{}\n", header.join(",")));
+        }
+        for record in records {
+            let row = ExportRow::from(record).with_legacy_length_name(true);
+            let hash = hex::encode(chain.push(&row));
+            if format == ExportFormat::Csv {
+                let mut cells = csv_cells(&row, CsvDialect::Plain);
+                assert!(cells[kept..].iter().all(String::is_empty), "{cells:?}");
+                cells.truncate(kept);
+                cells.push(hash);
+                let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+                writer.write_record(&cells).unwrap();
+                text.push_str(&String::from_utf8(writer.into_inner().unwrap()).unwrap());
+            } else {
+                let json = row.canonical_json();
+                assert!(json.contains("\"prompt_length_ms\":"), "{json}");
+                let body = json.strip_suffix('}').unwrap();
+                text.push_str(&format!("{body},\"row_hash\":\"{hash}\"}}\n"));
+            }
+        }
+        let (manifest, _) = manifest(format, chain.count(), chain.digest_hex());
+        // The manifest line as the writer puts it (after the header, for CSV).
+        let tail = ExportWriter::new(format, HashAlgorithm::Sha256, Vec::new())
+            .unwrap()
+            .finish(&manifest)
+            .unwrap();
+        let tail = String::from_utf8(tail).unwrap();
+        text.push_str(tail.lines().last().unwrap());
+        text.push('\n');
+        text
+    }
+
+    fn flagged(n: u32) -> CallRecord {
+        CallRecord {
+            flagged: true,
+            flags: vec![crate::contract::pb::Flag {
+                category: crate::contract::pb::FlagCategory::Other as i32,
+                note: "自称\"院长的朋友\", asked for the judge's mobile".into(),
+                flagged_by: "zhang.wei".into(),
+                flagged_at_ms: 1_700_000_100_000,
+            }],
+            ..record(n)
+        }
     }
 
     fn problems(text: &str, key: Option<[u8; 32]>) -> Vec<String> {
@@ -568,35 +689,111 @@ mod tests {
     }
 
     #[test]
-    fn csv_exports_from_before_playlists_and_media_figures_still_verify() {
-        let records: Vec<CallRecord> = (1..=3).map(record).collect();
-        let (text, key) = export(ExportFormat::Csv, &records);
-        // The same file as an older courtline wrote it: without `media`
-        // (before per-leg figures), and without `prompts,media` (before playlists).
-        for dropped in [&["media"][..], &["prompts", "media"][..]] {
-            let old: Vec<String> = text
-                .lines()
-                .map(|line| {
-                    if line.starts_with(CSV_MANIFEST_MARKER) {
-                        return line.to_owned();
-                    }
-                    if line.ends_with(",row_hash") {
-                        let columns = format!(",{},row_hash", dropped.join(","));
-                        return line.replace(&columns, ",row_hash");
-                    }
-                    // Drop the empty fields just before the row hash.
-                    let cut = line.rfind(',').unwrap();
-                    let empty = ",".repeat(dropped.len());
-                    assert_eq!(&line[cut - dropped.len()..cut], empty, "{line}");
-                    format!("{}{}", &line[..cut - dropped.len()], &line[cut..])
-                })
-                .collect();
-            let old = old.join("\n");
-            assert!(!old.lines().next().unwrap().contains("media"));
-            let check = verify_export(old.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+    fn exports_from_older_courtlines_still_verify() {
+        let mut records: Vec<CallRecord> = (1..=3).map(record).collect();
+        records[0].prompt_length_ms = 35_300;
+        // Before flags (1 dropped), per-leg figures (2) and playlists (3).
+        for dropped in 1..=OPTIONAL_COLUMNS.len() {
+            let old = legacy_export(ExportFormat::Csv, &records, dropped);
+            assert!(old.starts_with("call_id,") && old.contains(",prompt_length_ms,"));
+            let check = verify_export(old.as_bytes(), None).unwrap();
             assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
             assert_eq!(check.rows, 3);
+            // The old name still hashes what it held.
+            let changed = old.replacen(",35300,", ",35301,", 1);
+            assert!(problems(&changed, None)
+                .iter()
+                .any(|p| p.contains("was modified")));
         }
+        let old = legacy_export(ExportFormat::Jsonl, &records, 1);
+        assert!(old.contains(r#""node_id":"","row_hash""#), "{old}");
+        let check = verify_export(old.as_bytes(), None).unwrap();
+        assert!(check.problems.is_empty(), "{:?}\n{old}", check.problems);
+        assert_eq!(check.rows, 3);
+    }
+
+    #[test]
+    fn flags_are_exported_and_a_changed_note_is_caught() {
+        let records = vec![record(1), flagged(2)];
+        for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+            let (text, key) = export(format, &records);
+            assert!(
+                text.contains("zhang.wei") && text.contains("院长的朋友"),
+                "{text}"
+            );
+            assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
+            let changed = text.replacen("mobile", "number", 1);
+            let found = problems(&changed, None);
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("000000000002 was modified")),
+                "{format:?} {found:?}"
+            );
+        }
+        let (csv, _) = export(ExportFormat::Csv, &records);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let flags_column = CSV_HEADER.len() - 1;
+        assert_eq!(reader.headers().unwrap().get(flags_column), Some("flags"));
+        let row = reader.records().nth(1).unwrap().unwrap();
+        let flags: serde_json::Value = serde_json::from_str(&row[flags_column]).unwrap();
+        assert_eq!(flags[0]["category"], "other");
+        assert_eq!(flags[0]["flagged_at"], "2023-11-14T22:15:00.000Z");
+    }
+
+    #[test]
+    fn jsonl_rows_nest_prompts_media_and_flags() {
+        let mut call = flagged(2);
+        call.prompts = vec![crate::contract::pb::PlayedPrompt {
+            id: "three_rules_zh".into(),
+            sha256: "e5".repeat(32),
+            length_ms: 18_100,
+            ms_sent: 9_000,
+            ..Default::default()
+        }];
+        call.caller_media = Some(crate::contract::pb::LegMedia {
+            packets_sent: 900,
+            ..Default::default()
+        });
+        let (text, key) = export(ExportFormat::Jsonl, &[call, record(3)]);
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(rows[0]["prompts"][0]["ms_sent"], 9_000);
+        assert_eq!(rows[0]["media"]["caller"]["packets_sent"], 900);
+        assert_eq!(rows[0]["flags"][0]["flagged_by"], "zhang.wei");
+        assert_eq!(rows[0]["playlist_length_ms"], 0);
+        assert_eq!(rows[1]["prompts"], serde_json::json!([]));
+        assert_eq!(rows[1]["media"], serde_json::Value::Null);
+        assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
+        let changed = text.replacen("\"ms_sent\":9000", "\"ms_sent\":18100", 1);
+        assert!(problems(&changed, None)
+            .iter()
+            .any(|p| p.contains("was modified")));
+    }
+
+    #[test]
+    fn excel_csv_keeps_leading_zeros_and_verifies() {
+        let mut call = flagged(1);
+        call.caller_number = "02112368".into();
+        call.caller_display_name = "=HYPERLINK(\"x\")".into();
+        let (text, key) = export_in(ExportFormat::Csv, CsvDialect::Excel, &[call]);
+        assert!(text.starts_with("\u{feff}call_id,"), "{text}");
+        // The cell is `="02112368"`, quoted for CSV.
+        assert!(text.contains(",\"=\"\"02112368\"\"\","), "{text}");
+        assert!(
+            text.contains("\"=\"\"=HYPERLINK(\"\"\"\"x\"\"\"\")\"\"\""),
+            "{text}"
+        );
+        assert!(text.contains("上海市第一中级人民法院"), "{text}");
+        let check = verify_export(text.as_bytes(), Some(key.public_key().to_bytes())).unwrap();
+        assert!(check.problems.is_empty(), "{:?}\n{text}", check.problems);
+        assert_eq!(check.rows, 1);
+        let changed = text.replacen("02112368", "02112369", 1);
+        assert!(problems(&changed, None)
+            .iter()
+            .any(|p| p.contains("was modified")));
     }
 
     #[test]
@@ -634,6 +831,21 @@ mod tests {
                 found.iter().any(|p| p.contains("not by the trusted key")),
                 "{found:?}"
             );
+            // Neither an unrelated key nor the signer's own seed is ever shown.
+            let unrelated_seed = [4; 32];
+            let found = problems(&text, Some(unrelated_seed));
+            assert!(
+                found
+                    .iter()
+                    .all(|p| !p.contains(&hex::encode(unrelated_seed))),
+                "{found:?}"
+            );
+            let mistaken = verify_export(text.as_bytes(), Some([3; 32])).unwrap_err();
+            assert!(
+                matches!(mistaken, ExportError::PrivateKeyGiven),
+                "{mistaken}"
+            );
+            assert!(!mistaken.to_string().contains(&hex::encode([3u8; 32])));
             assert!(problems(&text, Some(key.public_key().to_bytes())).is_empty());
 
             let forged = text.replace("zhang", "wang");

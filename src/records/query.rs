@@ -1,16 +1,22 @@
-//! Formatting and argument parsing for `courtline calls list`.
+//! Formatting and argument parsing for `courtline calls list` and `calls get`.
 //!
 //! Three outputs: a table for people at a terminal, JSON and CSV for tools and
 //! spreadsheets. JSON and CSV carry every [`CallRecord`] field so nothing is lost
 //! on export: they are the contract's row form ([`crate::contract::row`]).
+//!
+//! One rule for times: what people read (table, `calls get` text, access log,
+//! verify-export) is in local time with its offset, or UTC with `--utc`
+//! ([`Clock`]); what tools read (JSON, CSV, exports) is RFC 3339 UTC beside the
+//! Unix milliseconds, so a file means the same wherever it is opened.
 
 use std::io::Write;
 
-use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use serde::Serialize;
 
-use crate::contract::names::{end_reason_label, end_reason_name, state_label};
-use crate::contract::pb::{CallRecord, CallState, EndReason};
-use crate::contract::row::{ExportRow, CSV_HEADER};
+use crate::contract::names::{end_reason_label, end_reason_name, flag_category_name, state_label};
+use crate::contract::pb::{CallRecord, CallState, EndReason, Flag, TimelineEvent};
+use crate::contract::row::{rfc3339, ExportRow, NestedRow, CSV_HEADER, NESTED_COLUMNS};
 
 /// How `courtline calls list` prints records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -85,17 +91,55 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} does not exist in the local time zone (DST gap)"))
 }
 
-/// Writes `records` to `out` in `format`. Display names in any script come out intact.
+/// Which clock human-readable output shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The machine's local time with its UTC offset (`2024-05-01T09:30:00+08:00`).
+    #[default]
+    Local,
+    /// UTC (`2024-05-01T01:30:00Z`), with `--utc`.
+    Utc,
+}
+
+impl Clock {
+    /// [`Clock::Utc`] when `utc` (the `--utc` switch) is set.
+    pub fn from_utc_flag(utc: bool) -> Clock {
+        if utc {
+            Clock::Utc
+        } else {
+            Clock::Local
+        }
+    }
+
+    /// `ms` (Unix milliseconds) as RFC 3339 on this clock; `-` for 0 ("did not happen").
+    pub fn show(self, ms: i64, precision: SecondsFormat) -> String {
+        if ms == 0 {
+            return "-".to_owned();
+        }
+        match (DateTime::<Utc>::from_timestamp_millis(ms), self) {
+            (None, _) => ms.to_string(),
+            (Some(time), Clock::Utc) => time.to_rfc3339_opts(precision, true),
+            (Some(time), Clock::Local) => {
+                time.with_timezone(&Local).to_rfc3339_opts(precision, true)
+            }
+        }
+    }
+}
+
+/// Writes `records` to `out` in `format`, table times on `clock`. Display names in
+/// any script come out intact.
 pub fn write_calls(
     records: &[CallRecord],
     format: OutputFormat,
+    clock: Clock,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     match format {
-        OutputFormat::Table => write_table(records, out),
+        OutputFormat::Table => write_table(records, clock, out),
         OutputFormat::Json => {
             let rows: Vec<ExportRow> = records.iter().map(ExportRow::from).collect();
-            serde_json::to_writer_pretty(&mut *out, &rows)?;
+            let nested: Vec<NestedRow> = rows.iter().map(NestedRow).collect();
+            serde_json::to_writer_pretty(&mut *out, &nested)?;
             writeln!(out)
         }
         OutputFormat::Csv => write_csv(records, out),
@@ -183,24 +227,141 @@ fn write_csv(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()
         .from_writer(&mut *out);
     writer.write_record(CSV_HEADER)?;
     for record in records {
-        writer.serialize(ExportRow::from(record))?;
+        writer.write_record(csv_cells(&ExportRow::from(record), CsvDialect::Plain))?;
     }
     writer.flush()
 }
 
-const TABLE_HEADER: [&str; 8] = [
+/// How CSV cells are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CsvDialect {
+    /// Plain RFC 4180 CSV, for tools.
+    #[default]
+    Plain,
+    /// For a double-click in Excel: the file starts with a UTF-8 byte-order mark
+    /// (else Excel reads it in the ANSI code page, GBK on Chinese Windows), and
+    /// text Excel would turn into a number or run as a formula is written as
+    /// `="..."`, which Excel shows as that text (an apostrophe would show
+    /// literally, a leading tab would stay in the value).
+    Excel,
+}
+
+/// The UTF-8 byte-order mark that starts an Excel-dialect CSV file.
+pub const UTF8_BOM: &str = "\u{feff}";
+
+/// A row's cells in [`CSV_HEADER`] order, as text in `dialect`.
+pub fn csv_cells(row: &ExportRow, dialect: CsvDialect) -> Vec<String> {
+    let fields = match serde_json::to_value(row) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        // A struct of strings, numbers and booleans is always an object.
+        _ => serde_json::Map::new(),
+    };
+    CSV_HEADER
+        .iter()
+        .map(|name| match fields.get(*name) {
+            Some(serde_json::Value::String(text)) => match dialect {
+                CsvDialect::Plain => text.clone(),
+                CsvDialect::Excel => excel_text(text),
+            },
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(other) => other.to_string(),
+        })
+        .collect()
+}
+
+/// A text cell for Excel: as is, unless Excel would read it as a number (dropping
+/// leading zeros, rounding past 15 digits, `1.38E+10`) or a formula (`=`, `+`,
+/// `-`, `@`): then `="..."` with inner quotes doubled.
+pub fn excel_text(text: &str) -> String {
+    let numeric = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let formula = text.starts_with(['=', '+', '-', '@']);
+    if numeric || formula {
+        format!("=\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The inverse of [`excel_text`]: the text a cell of an Excel-dialect file stands for.
+pub fn excel_cell_text(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell
+        .strip_prefix("=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(inner) => std::borrow::Cow::Owned(inner.replace("\"\"", "\"")),
+        None => std::borrow::Cow::Borrowed(cell),
+    }
+}
+
+const TABLE_HEADER: [&str; 10] = [
+    "ID",
     "RECEIVED",
     "LINE",
     "COURT",
     "CALLER",
     "PROMPT",
     "CONNECTED",
+    "FLAGGED",
     "END REASON",
     "DURATION",
 ];
 
-fn write_table(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<()> {
-    let rows: Vec<[String; 8]> = records.iter().map(table_row).collect();
+/// How many characters of a call id the table shows: the UUID's first two
+/// groups, 12 hex digits, so ids stay unambiguous across millions of calls
+/// (8 would collide after tens of thousands). `calls get|flag` accept any
+/// unambiguous prefix.
+pub const SHORT_ID_LEN: usize = 13;
+
+/// The short form of a call id that the table shows.
+pub fn short_call_id(call_id: &str) -> &str {
+    call_id.get(..SHORT_ID_LEN).unwrap_or(call_id)
+}
+
+/// The shortest call id prefix accepted, so a typo does not match half the calls.
+const MIN_PREFIX_HEX: usize = 4;
+
+/// What a call id typed on the command line means: `Ok(Full(id))` for a whole
+/// UUID, `Ok(Prefix(text))` for the start of one (dashes may be left out; they
+/// are put back where the UUID has them), or an error saying what is wrong.
+pub fn parse_call_id_arg(text: &str) -> Result<CallIdArg, String> {
+    let text = text.trim().to_ascii_lowercase();
+    if !text.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(format!(
+            "{text:?} is not a call id: use the id (or its first {MIN_PREFIX_HEX}+ hex digits) \
+             from the ID column of `calls list`"
+        ));
+    }
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() < MIN_PREFIX_HEX || hex.len() > 32 {
+        return Err(format!(
+            "{text:?}: a call id is 32 hex digits; give at least the first {MIN_PREFIX_HEX}"
+        ));
+    }
+    let mut dashed = String::with_capacity(36);
+    for (index, digit) in hex.chars().enumerate() {
+        if [8, 12, 16, 20].contains(&index) {
+            dashed.push('-');
+        }
+        dashed.push(digit);
+    }
+    Ok(if hex.len() == 32 {
+        CallIdArg::Full(dashed)
+    } else {
+        CallIdArg::Prefix(dashed)
+    })
+}
+
+/// A call id as typed: whole, or a prefix to look up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallIdArg {
+    /// A whole UUID (text form).
+    Full(String),
+    /// The start of one (text form, dashes where the UUID has them).
+    Prefix(String),
+}
+
+fn write_table(records: &[CallRecord], clock: Clock, out: &mut impl Write) -> std::io::Result<()> {
+    let rows: Vec<[String; 10]> = records.iter().map(|r| table_row(r, clock)).collect();
     let mut widths = TABLE_HEADER.map(display_width);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -215,8 +376,8 @@ fn write_table(records: &[CallRecord], out: &mut impl Write) -> std::io::Result<
 }
 
 fn write_table_line(
-    cells: &[String; 8],
-    widths: &[usize; 8],
+    cells: &[String; 10],
+    widths: &[usize; 10],
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let mut line = String::new();
@@ -231,14 +392,7 @@ fn write_table_line(
     writeln!(out, "{}", line.trim_end())
 }
 
-fn table_row(r: &CallRecord) -> [String; 8] {
-    let received = DateTime::<Utc>::from_timestamp_millis(r.received_at_ms)
-        .map(|time| {
-            time.with_timezone(&Local)
-                .format("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string()
-        })
-        .unwrap_or_else(|| r.received_at_ms.to_string());
+fn table_row(r: &CallRecord, clock: Clock) -> [String; 10] {
     let caller = match (r.caller_number.is_empty(), r.caller_display_name.is_empty()) {
         (_, true) => r.caller_number.clone(),
         (true, false) => format!("\"{}\"", r.caller_display_name),
@@ -246,12 +400,14 @@ fn table_row(r: &CallRecord) -> [String; 8] {
     };
     let yes_no = |flag: bool| if flag { "yes" } else { "no" }.to_owned();
     [
-        received,
+        short_call_id(&r.call_id).to_owned(),
+        clock.show(r.received_at_ms, SecondsFormat::Secs),
         r.line_number.clone(),
         r.court_name.clone(),
         caller,
         yes_no(r.prompt_completed),
         yes_no(r.operator_answered_at_ms != 0),
+        yes_no(r.flagged),
         // A call cut short or still up has no end reason yet: say which.
         match CallState::try_from(r.state) {
             Ok(CallState::Interrupted | CallState::InProgress) => state_label(r.state).into_owned(),
@@ -259,6 +415,158 @@ fn table_row(r: &CallRecord) -> [String; 8] {
         },
         duration(r.received_at_ms, r.ended_at_ms),
     ]
+}
+
+/// How `calls get` prints a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DetailFormat {
+    /// Fields, prompts, media, flags and the timeline, for reading.
+    #[default]
+    Text,
+    /// One JSON object: every field (as `calls list --format json`) and `timeline`.
+    Json,
+}
+
+/// Orders a call's timeline by when things happened; events of the same
+/// millisecond keep their chain order, except that the call's end (`ended`,
+/// `interrupted`) comes after whatever else happened in it.
+pub fn order_timeline(timeline: &mut [TimelineEvent]) {
+    timeline.sort_by_key(|event| {
+        let ends_call = matches!(event.kind.as_str(), "ended" | "interrupted");
+        (event.at_ms, ends_call, event.seq)
+    });
+}
+
+/// One timeline event in `calls get --format json`.
+#[derive(Debug, Serialize)]
+struct TimelineEntry<'a> {
+    /// [`TimelineEvent::seq`].
+    seq: u64,
+    /// [`TimelineEvent::at_ms`] as RFC 3339 UTC.
+    at: Option<String>,
+    /// [`TimelineEvent::at_ms`].
+    at_ms: i64,
+    /// [`TimelineEvent::kind`].
+    kind: &'a str,
+    /// [`TimelineEvent::detail`].
+    detail: &'a str,
+    /// [`TimelineEvent::node_id`].
+    node_id: &'a str,
+    /// [`TimelineEvent::node_seq`].
+    node_seq: u64,
+    /// [`TimelineEvent::hash`].
+    hash: &'a str,
+}
+
+/// `calls get --format json`: the call's columns, then its timeline.
+#[derive(Serialize)]
+struct CallDetail<'a> {
+    /// Every column, lists nested.
+    #[serde(flatten)]
+    call: NestedRow<'a>,
+    /// In [`order_timeline`] order.
+    timeline: Vec<TimelineEntry<'a>>,
+}
+
+/// Writes one call for `calls get`: `record` with its (ordered) `timeline`;
+/// text times on `clock`.
+pub fn write_call_detail(
+    record: &CallRecord,
+    timeline: &[TimelineEvent],
+    format: DetailFormat,
+    clock: Clock,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut timeline = timeline.to_vec();
+    order_timeline(&mut timeline);
+    let row = ExportRow::from(record);
+    if format == DetailFormat::Json {
+        let detail = CallDetail {
+            call: NestedRow(&row),
+            timeline: timeline
+                .iter()
+                .map(|event| TimelineEntry {
+                    seq: event.seq,
+                    at: rfc3339(event.at_ms),
+                    at_ms: event.at_ms,
+                    kind: &event.kind,
+                    detail: &event.detail,
+                    node_id: &event.node_id,
+                    node_seq: event.node_seq,
+                    hash: &event.hash,
+                })
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &detail)?;
+        return writeln!(out);
+    }
+    writeln!(out, "call {}", record.call_id)?;
+    let fields = match serde_json::to_value(&row) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    let nested: Vec<&str> = NESTED_COLUMNS.iter().map(|(column, _)| *column).collect();
+    for name in CSV_HEADER.iter().skip(1) {
+        // Times once each, on the reader's clock; lists get sections of their own.
+        if nested.contains(name) || fields.contains_key(&format!("{name}_ms")) {
+            continue;
+        }
+        let (label, text) = match (name.strip_suffix("_at_ms"), fields.get(*name)) {
+            (Some(event), Some(value)) => (
+                format!("{event}_at"),
+                clock.show(value.as_i64().unwrap_or_default(), SecondsFormat::Millis),
+            ),
+            (None, Some(serde_json::Value::String(text))) => ((*name).to_owned(), text.clone()),
+            (None, Some(value)) => ((*name).to_owned(), value.to_string()),
+            (_, None) => continue,
+        };
+        if !text.is_empty() && text != "-" {
+            writeln!(out, "  {label:<24}{text}")?;
+        }
+    }
+    let sections = [
+        ("prompts", prompt_lines(record)),
+        ("media", media_lines(record)),
+        ("flags", flag_lines(&record.flags, clock)),
+    ];
+    for (title, lines) in sections {
+        if !lines.is_empty() {
+            writeln!(out, "{title}:")?;
+            for line in lines {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    writeln!(out, "timeline:")?;
+    for event in &timeline {
+        writeln!(
+            out,
+            "  #{:<8} {}  {:<20} {}",
+            event.seq,
+            clock.show(event.at_ms, SecondsFormat::Millis),
+            event.kind,
+            event.detail
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per flag, for `calls get`: category, who, when and the note.
+pub fn flag_lines(flags: &[Flag], clock: Clock) -> Vec<String> {
+    flags
+        .iter()
+        .enumerate()
+        .map(|(index, flag)| {
+            format!(
+                "{}. {} by {} at {}: {}",
+                index + 1,
+                flag_category_name(flag.category()),
+                flag.flagged_by,
+                clock.show(flag.flagged_at_ms, SecondsFormat::Secs),
+                flag.note
+            )
+        })
+        .collect()
 }
 
 /// Call length from INVITE to end as `m:ss` or `h:mm:ss`; `-` while unknown.
@@ -307,7 +615,7 @@ fn display_width(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::pb::{LegMedia, PlayedPrompt};
+    use crate::contract::pb::{FlagCategory, LegMedia, PlayedPrompt};
     use crate::contract::row::*;
 
     fn sample() -> CallRecord {
@@ -350,6 +658,7 @@ mod tests {
             state: CallState::Ended as i32,
             flagged: false,
             node_id: "sb-1".to_owned(),
+            flags: Vec::new(),
             prompts: vec![
                 PlayedPrompt {
                     id: "three_rules_zh".to_owned(),
@@ -479,7 +788,7 @@ mod tests {
 
     fn render(format: OutputFormat, records: &[CallRecord]) -> String {
         let mut out = Vec::new();
-        write_calls(records, format, &mut out).unwrap();
+        write_calls(records, format, Clock::Utc, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -586,10 +895,28 @@ mod tests {
         other.operator_answered_at_ms = 5;
         other.prompt_completed = false;
         other.ended_at_ms = 0;
+        other.call_id = "0a1b2c3d-4e5f-4000-8000-000000000001".to_owned();
+        other.flagged = true;
         let text = render(OutputFormat::Table, &[sample(), other]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("RECEIVED"));
+        assert!(lines[0].starts_with("ID  "), "{text}");
+        // The short id, enough for `calls get`, and whether the call is flagged.
+        assert!(
+            lines[1].starts_with("6f1c2a9e-3b7d  2024-05-01T01:30:00Z"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("0a1b2c3d-4e5f  "), "{text}");
+        let cells = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(cells(lines[0])[7], "FLAGGED");
+        assert_eq!(cells(lines[1])[7], "no");
+        assert_eq!(cells(lines[2])[7], "yes");
         assert!(lines[1].contains("北京市第一中级人民法院"));
         assert!(lines[1].contains("13800138000 \"张三, \"律师\"\""));
         assert!(lines[1].contains("no_answer"));
@@ -607,6 +934,132 @@ mod tests {
         assert_eq!(
             column_of(lines[0], "CALLER"),
             column_of(lines[1], "13800138000")
+        );
+    }
+
+    #[test]
+    fn call_ids_are_taken_whole_or_as_a_prefix() {
+        let full = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
+        assert_eq!(short_call_id(full), "6f1c2a9e-3b7d");
+        assert_eq!(
+            parse_call_id_arg(full),
+            Ok(CallIdArg::Full(full.to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6F1C2A9E3B7D4C1E9A550D2F4E8B7C61"),
+            Ok(CallIdArg::Full(full.to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6f1c2a9e-3b7d"),
+            Ok(CallIdArg::Prefix("6f1c2a9e-3b7d".to_owned()))
+        );
+        assert_eq!(
+            parse_call_id_arg("6f1c2a9e3b"),
+            Ok(CallIdArg::Prefix("6f1c2a9e-3b".to_owned()))
+        );
+        assert!(parse_call_id_arg("6f1").unwrap_err().contains("at least"));
+        assert!(parse_call_id_arg("张三")
+            .unwrap_err()
+            .contains("not a call id"));
+    }
+
+    #[test]
+    fn excel_text_keeps_numbers_as_text_and_defuses_formulas() {
+        for (text, cell) in [
+            ("02112368", "=\"02112368\""),
+            ("13800138000", "=\"13800138000\""),
+            ("=1+1", "=\"=1+1\""),
+            ("-\"x\"", "=\"-\"\"x\"\"\""),
+            ("上海市第一中级人民法院", "上海市第一中级人民法院"),
+            ("sip:op@127.0.0.1", "sip:op@127.0.0.1"),
+            ("", ""),
+        ] {
+            assert_eq!(excel_text(text), cell);
+            assert_eq!(excel_cell_text(&excel_text(text)), text);
+        }
+    }
+
+    fn event(seq: u64, at_ms: i64, kind: &str) -> TimelineEvent {
+        TimelineEvent {
+            seq,
+            at_ms,
+            kind: kind.to_owned(),
+            ..TimelineEvent::default()
+        }
+    }
+
+    #[test]
+    fn timeline_is_in_time_order_with_the_end_last() {
+        let mut timeline = vec![
+            event(1, 1_000, "received"),
+            event(2, 9_000, "ended"),
+            event(3, 8_000, "prompt_interrupted"),
+            event(4, 9_000, "operator_failed"),
+            event(5, 20_000, "flagged"),
+        ];
+        order_timeline(&mut timeline);
+        let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "received",
+                "prompt_interrupted",
+                "operator_failed",
+                "ended",
+                "flagged"
+            ]
+        );
+    }
+
+    #[test]
+    fn call_detail_json_is_one_object_and_text_reads_well() {
+        let mut record = sample();
+        record.flagged = true;
+        record.flags = vec![Flag {
+            category: FlagCategory::Other as i32,
+            note: "自称院长的朋友".to_owned(),
+            flagged_by: "zhang.wei".to_owned(),
+            flagged_at_ms: 1_714_527_100_000,
+        }];
+        let timeline = vec![
+            event(7, 1_714_527_065_123, "ended"),
+            event(6, 1_714_527_008_000, "prompt_interrupted"),
+        ];
+        let mut out = Vec::new();
+        write_call_detail(&record, &timeline, DetailFormat::Json, Clock::Utc, &mut out).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["call_id"], record.call_id);
+        assert_eq!(value["playlist_length_ms"], 8_000);
+        assert_eq!(value["prompts"][1]["ms_sent"], 1_200);
+        assert_eq!(value["media"]["caller"]["rtt_us"], 41_000);
+        assert_eq!(value["flags"][0]["category"], "other");
+        assert_eq!(value["timeline"][0]["kind"], "prompt_interrupted");
+        assert_eq!(value["timeline"][1]["at"], "2024-05-01T01:31:05.123Z");
+
+        let mut out = Vec::new();
+        write_call_detail(&record, &timeline, DetailFormat::Text, Clock::Utc, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("call 6f1c2a9e-"), "{text}");
+        assert!(
+            text.contains("  received_at             2024-05-01T01:30:00.123Z\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  court_name              北京市第一中级人民法院\n"),
+            "{text}"
+        );
+        assert!(!text.contains("received_at_ms"), "{text}");
+        assert!(
+            text.contains(
+                "flags:\n  1. other by zhang.wei at 2024-05-01T01:31:40Z: 自称院长的朋友\n"
+            ),
+            "{text}"
+        );
+        let interrupted = text.find("prompt_interrupted").unwrap();
+        assert!(interrupted < text.find(" ended ").unwrap(), "{text}");
+        assert!(
+            !text.contains("FLAG_CATEGORY") && !text.contains("CHOICE_"),
+            "{text}"
         );
     }
 

@@ -19,21 +19,21 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
-use super::auth::{Authenticator, Caller, CertificateRoles};
+use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
-use super::ledger::signing::{KeyError, RecordsKey};
+use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
     event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
-    CallFilter, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader,
-    ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest,
-    GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest, ListCallsResponse,
-    ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse, LogEventsRequest,
-    LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest, RevokeTokenResponse, Role,
-    SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
+    CallFilter, CallRecord, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
+    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
+    GetCallRequest, GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest,
+    ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse,
+    LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest,
+    RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
 };
 
 /// Rows per store query while exporting.
@@ -44,6 +44,10 @@ const EXPORT_BUFFER: usize = 256;
 const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Longest flag note.
 const MAX_NOTE_CHARS: usize = 2000;
+/// Prefix of the actor of a token issued straight into the database.
+pub const OFFLINE_ACTOR_PREFIX: &str = "offline:";
+/// What the access log shows as the peer of an offline change.
+const OFFLINE_PEER: &str = "local database";
 
 /// Why the records service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,12 @@ pub enum ServiceError {
     /// The gRPC server failed while running.
     #[error("records service transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A token was to be issued directly in a database that holds no records chain.
+    #[error("{database} holds no records chain: is it the records service's database? ([records.service] database)")]
+    NoChain {
+        /// The database, password redacted.
+        database: String,
+    },
     /// The reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -208,10 +218,15 @@ impl OpenedService {
     ) -> Result<(), ServiceError> {
         let address = listener.local_addr().map_err(ServiceError::LocalAddress)?;
         let store = self.ledger.store().clone();
-        info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), "records service listening");
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::contract::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        info!(%address, database = store.location(), tls = self.tls.is_some(), public_key = %self.ledger.key().public_key_hex(), fingerprint = %fingerprint(&self.ledger.key().public_key().to_bytes()), "records service listening");
+        // Both reflection versions: grpcurl and Postman speak v1, while Python's
+        // grpcio-reflection, older grpcurl and Evans still speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::contract::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
@@ -234,7 +249,8 @@ impl OpenedService {
             },
         ));
         let result = builder
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(RecordsServiceServer::new(self.server))
             .serve_with_incoming_shutdown(incoming_without_delay(listener), shutdown)
             .await;
@@ -329,6 +345,7 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         ("court_name", &filter.court_name),
         ("caller_prefix", &filter.caller_prefix),
         ("caller_name_contains", &filter.caller_name_contains),
+        ("call_id_prefix", &filter.call_id_prefix),
     ] {
         if !text.is_empty() {
             put(key, text.clone().into());
@@ -338,15 +355,20 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         put("caller_exact", true.into());
     }
     if filter.end_reason != 0 {
-        put("end_reason", filter.end_reason().as_str_name().into());
+        put(
+            "end_reason",
+            crate::contract::names::end_reason_name(filter.end_reason()).into(),
+        );
     }
     for (key, choice) in [
         ("prompt_completed", filter.prompt_completed()),
         ("connected", filter.connected()),
         ("flagged", filter.flagged()),
     ] {
-        if choice != crate::contract::pb::Choice::Any {
-            put(key, choice.as_str_name().into());
+        match choice {
+            crate::contract::pb::Choice::Any => {}
+            crate::contract::pb::Choice::Yes => put(key, "yes".into()),
+            crate::contract::pb::Choice::No => put(key, "no".into()),
         }
     }
     if !filter.states.is_empty() {
@@ -395,21 +417,89 @@ impl RecordsServer {
         rows: u64,
     ) -> Result<(), Status> {
         self.ledger
-            .record_access(AccessEntry {
-                seq: 0,
-                at_ms: now_ms(),
-                actor: caller.name.clone(),
-                role: super::auth::role_name(caller.role).to_owned(),
-                operation: operation.to_owned(),
-                parameters: parameters.to_string(),
-                rows,
-                reason: caller.reason.clone(),
-                peer: caller.peer.clone(),
-            })
+            .record_access(access_entry(caller, operation, parameters, rows))
             .await
             .map(|_| ())
             .map_err(|error| status("recording the access", error))
     }
+}
+
+/// The access-log entry of one operation by `caller`.
+fn access_entry(
+    caller: &Caller,
+    operation: &str,
+    parameters: serde_json::Value,
+    rows: u64,
+) -> AccessEntry {
+    AccessEntry {
+        seq: 0,
+        at_ms: now_ms(),
+        actor: caller.name.clone(),
+        role: role_name(caller.role).to_owned(),
+        operation: operation.to_owned(),
+        parameters: parameters.to_string(),
+        rows,
+        reason: caller.reason.clone(),
+        peer: caller.peer.clone(),
+    }
+}
+
+/// The parameters an AddToken access is logged with.
+fn add_token_parameters(name: &str, role: Role) -> serde_json::Value {
+    serde_json::json!({ "name": name, "role": role_name(role) })
+}
+
+/// Issues a token directly in the database, without the service (which must not be
+/// running: its chain head would go stale). The recovery path when no admin token is
+/// left: whoever can write the database and read the signing key — the machine's
+/// root — is admin here. Recorded on the chain like a token issued through the
+/// service, as an access by `offline:<os_user>`; the chain head is signed before
+/// returning. Returns the token's secret.
+pub async fn add_token_offline(
+    settings: &ServiceSettings,
+    name: &str,
+    role: Role,
+    os_user: &str,
+    reason: &str,
+) -> Result<String, ServiceError> {
+    // Load, never create: a new key would sign this chain with a key no auditor knows.
+    let key = RecordsKey::load(&settings.signing_key_file)?;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database).await?);
+    let result = async {
+        if store.head().await?.is_none() {
+            return Err(ServiceError::NoChain {
+                database: store.location().to_owned(),
+            });
+        }
+        let ledger = Ledger::open(
+            store.clone(),
+            settings.hash_algorithm,
+            key,
+            settings.checkpoints,
+        )
+        .await?;
+        let caller = Caller {
+            name: format!("{OFFLINE_ACTOR_PREFIX}{os_user}"),
+            role: Role::Admin,
+            peer: OFFLINE_PEER.to_owned(),
+            reason: reason.to_owned(),
+            under_loopback_rule: false,
+        };
+        let secret = ledger.add_token(name, role, &caller.name).await?;
+        ledger
+            .record_access(access_entry(
+                &caller,
+                "AddToken",
+                add_token_parameters(name, role),
+                1,
+            ))
+            .await?;
+        ledger.checkpoint_if_due().await?;
+        Ok::<_, ServiceError>(secret)
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 type ExportStream =
@@ -455,6 +545,10 @@ impl RecordsService for RecordsServer {
             .list_calls(&query)
             .await
             .map_err(|error| store_status("listing calls", error))?;
+        let records = self
+            .with_flags(records)
+            .await
+            .map_err(|error| store_status("reading the flags of listed calls", error))?;
         let parameters = serde_json::json!({
             "filter": filter_json(&query.filter),
             "sort": sort_name(query.sort),
@@ -493,7 +587,7 @@ impl RecordsService for RecordsServer {
             u64::from(record.is_some()),
         )
         .await?;
-        let Some(record) = record else {
+        let Some(mut record) = record else {
             return Err(Status::not_found(format!("no call with id {call_id}")));
         };
         let mut timeline: Vec<TimelineEvent> = Vec::new();
@@ -503,6 +597,7 @@ impl RecordsService for RecordsServer {
             timeline.push(entry);
             flags.extend(flag);
         }
+        record.flags = flags.clone();
         Ok(Response::new(GetCallResponse {
             record: Some(record),
             timeline,
@@ -550,6 +645,11 @@ impl RecordsService for RecordsServer {
             }
             Ok(category) => category,
         };
+        if category == FlagCategory::Other && request.note.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a flag of category other needs a note saying what happened",
+            ));
+        }
         if request.note.chars().count() > MAX_NOTE_CHARS {
             return Err(Status::invalid_argument(format!(
                 "the note is longer than {MAX_NOTE_CHARS} characters"
@@ -571,7 +671,7 @@ impl RecordsService for RecordsServer {
             "FlagCall",
             serde_json::json!({
                 "call_id": request.call_id,
-                "category": category.as_str_name(),
+                "category": crate::contract::names::flag_category_name(category),
                 "flag_seq": seq,
             }),
             1,
@@ -692,6 +792,7 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<AddTokenResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Admin).await?;
         let request = request.into_inner();
+        may_issue_token(&caller, request.role())?;
         let token = self
             .ledger
             .add_token(&request.name, request.role(), &caller.name)
@@ -701,11 +802,23 @@ impl RecordsService for RecordsServer {
         self.log_access(
             &caller,
             "AddToken",
-            serde_json::json!({ "name": request.name, "role": super::auth::role_name(request.role()) }),
+            add_token_parameters(&request.name, request.role()),
             1,
         )
         .await?;
-        Ok(Response::new(AddTokenResponse { token }))
+        if caller.under_loopback_rule {
+            warn!(
+                token = request.name,
+                by = caller.name,
+                "the first token was issued: from now on every client needs a token, loopback ones included. \
+                 Keep this admin token safe; if every admin token is lost, stop the records service and run \
+                 `courtline records token add NAME --role admin --database URL` as root on this machine"
+            );
+        }
+        Ok(Response::new(AddTokenResponse {
+            token,
+            ended_loopback_rule: caller.under_loopback_rule,
+        }))
     }
 
     async fn list_tokens(
@@ -782,6 +895,22 @@ impl RecordsService for RecordsServer {
 }
 
 impl RecordsServer {
+    /// `records` with the flags of each flagged one filled in from its chain events
+    /// (one query per flagged call: flags are rare).
+    async fn with_flags(
+        &self,
+        mut records: Vec<CallRecord>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        for record in records.iter_mut().filter(|record| record.flagged) {
+            let events = self.ledger.store().call_events(&record.call_id).await?;
+            record.flags = events
+                .iter()
+                .filter_map(|event| timeline_entry(event).1)
+                .collect();
+        }
+        Ok(records)
+    }
+
     /// Streams every matching call, then the signed manifest; records the export.
     async fn run_export(
         &self,
@@ -816,6 +945,10 @@ impl RecordsServer {
                     .list_calls(&query)
                     .await
                     .map_err(|error| store_status("exporting calls", error))?;
+                let records = self
+                    .with_flags(records)
+                    .await
+                    .map_err(|error| store_status("reading the flags of exported calls", error))?;
                 for record in records {
                     rows.push(&crate::contract::row::ExportRow::from(&record));
                     let item = ExportCallsResponse {
@@ -921,10 +1054,7 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
             let flag = flagged.flag.unwrap_or_default();
             let detail = format!(
                 "{} by {}: {}",
-                flag.category()
-                    .as_str_name()
-                    .trim_start_matches("FLAG_CATEGORY_")
-                    .to_ascii_lowercase(),
+                crate::contract::names::flag_category_name(flag.category()),
                 flag.flagged_by,
                 flag.note
             );
@@ -988,8 +1118,8 @@ mod tests {
             serde_json::json!({
                 "line_number": "12368",
                 "caller_prefix": "138",
-                "end_reason": "END_REASON_NO_ANSWER",
-                "flagged": "CHOICE_YES",
+                "end_reason": "no_answer",
+                "flagged": "yes",
             })
         );
         assert!(validate_filter(&CallFilter {

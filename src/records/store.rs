@@ -1047,6 +1047,13 @@ impl SqlStore {
                     .bind(format!("{}\u{10FFFF}", filter.caller_prefix));
             }
         }
+        if !filter.call_id_prefix.is_empty() {
+            // A range on the primary key, as for caller prefixes: call ids are ASCII.
+            sql.push(" AND call_id >= ")
+                .bind(filter.call_id_prefix.clone())
+                .push(" AND call_id < ")
+                .bind(format!("{}\u{10FFFF}", filter.call_id_prefix));
+        }
         if !filter.caller_name_contains.is_empty() {
             let function = match self.backend {
                 Backend::Sqlite => " AND instr(caller_display_name, ",
@@ -1744,6 +1751,8 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         state: enumeration("state")?,
         flagged: get::<i64>(row, "flagged", id)? != 0,
         node_id: get(row, "node_id", id)?,
+        // Flags live in the chain, not the row; the service adds them to answers.
+        flags: Vec::new(),
         call_id,
     })
 }

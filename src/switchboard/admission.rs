@@ -365,7 +365,7 @@ mod tests {
 
     use super::*;
     use crate::config::sip::{DigestAlgorithm, InboundAuthConfig, InboundUser};
-    use crate::switchboard::media::prompt::{Prompt, PromptFrames};
+    use crate::switchboard::media::prompt::{Prompt, PromptFrames, PromptLevels};
 
     const CALLER: &str = "198.51.100.7:5070";
     const TRUNK: &str = "192.0.2.10:5060";
@@ -435,6 +435,7 @@ operator = "sip:op@127.0.0.1:5090"
                 &narrow,
                 wideband.then_some(&wide[..]),
             )),
+            levels: PromptLevels::measure(&[0.0; 8000], 8000),
         };
         Arc::new(Playlist::new(vec![prompt], 200, 600))
     }

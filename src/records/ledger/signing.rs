@@ -1,14 +1,17 @@
 //! The records service's Ed25519 key: signs chain checkpoints and export manifests.
 //!
-//! The key file holds the 32-byte secret seed as 64 hex digits. If the configured
-//! file does not exist the service creates one (mode 0600) and logs the public
-//! key, which auditors should write down: `verify` and `verify-export` trust a
-//! signature only as far as they trust the key it was made with.
+//! The key file holds the 32-byte secret seed as 64 hex digits, after a `#` line that
+//! marks it private (files made before that line existed hold the hex alone). If the
+//! configured file does not exist the service creates one (mode 0600) and logs the
+//! public key, which auditors should write down (`courtline records public-key`
+//! prints it again): `verify` and `verify-export` trust a signature only as far as
+//! they trust the key it was made with. Nothing prints or logs the seed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::records::chain::Hash;
@@ -17,6 +20,13 @@ use crate::records::chain::Hash;
 const CHECKPOINT_CONTEXT: &[u8] = b"courtline-checkpoint-v1\n";
 /// Domain separation for export manifest signatures.
 const MANIFEST_CONTEXT: &[u8] = b"courtline-export-manifest-v1\n";
+/// First line of a signing key file, so the file is recognised as private wherever a
+/// public key is expected.
+const PRIVATE_KEY_HEADER: &str = "# courtline records signing key: PRIVATE (Ed25519 seed); \
+     its public key is printed by `courtline records public-key`";
+/// What a key file passed as a public key is told to do instead.
+pub const PASS_THE_PUBLIC_KEY: &str =
+    "this is the private signing key; pass its public key (`courtline records public-key`)";
 
 /// Why the signing key could not be loaded or a public key parsed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +48,12 @@ pub enum KeyError {
     /// A public key given on the command line or in a file is not 32 bytes of hex.
     #[error("{0:?} is not an Ed25519 public key (64 hex digits, or a file holding them)")]
     PublicKey(String),
+    /// The file given as a trusted public key is a private signing key file.
+    #[error("{path}: {PASS_THE_PUBLIC_KEY}")]
+    PrivateKeyGiven {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// The service's signing key.
@@ -48,21 +64,28 @@ pub struct RecordsKey {
 }
 
 impl RecordsKey {
+    /// Loads the key from the existing file `path`.
+    pub fn load(path: &Path) -> Result<RecordsKey, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let seed = parse_32(&without_comments(&text)).ok_or_else(|| KeyError::Malformed {
+            path: path.to_path_buf(),
+        })?;
+        Ok(RecordsKey {
+            signing: SigningKey::from_bytes(&seed),
+        })
+    }
+
     /// Loads the key from `path`, creating it first if the file does not exist.
     pub fn load_or_create(path: &Path) -> Result<RecordsKey, KeyError> {
         let io = |source| KeyError::Io {
             path: path.to_path_buf(),
             source,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let seed = parse_32(text.trim()).ok_or_else(|| KeyError::Malformed {
-                    path: path.to_path_buf(),
-                })?;
-                Ok(RecordsKey {
-                    signing: SigningKey::from_bytes(&seed),
-                })
-            }
+        match std::fs::metadata(path) {
+            Ok(_) => RecordsKey::load(path),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(io)?;
@@ -75,11 +98,17 @@ impl RecordsKey {
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 let mut file = options.open(path).map_err(io)?;
-                writeln!(file, "{}", hex::encode(key.signing.to_bytes())).map_err(io)?;
+                writeln!(
+                    file,
+                    "{PRIVATE_KEY_HEADER}\n{}",
+                    hex::encode(key.signing.to_bytes())
+                )
+                .map_err(io)?;
                 file.sync_all().map_err(io)?;
                 warn!(
                     file = %path.display(),
                     public_key = %key.public_key_hex(),
+                    fingerprint = %fingerprint(&key.public_key().to_bytes()),
                     "created a new records signing key; note the public key: auditors verify checkpoints and exports against it"
                 );
                 Ok(key)
@@ -172,24 +201,53 @@ fn parse_32(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
 }
 
-/// A trusted public key given as 64 hex digits, or as a file holding them.
+/// The key text without `#` comment lines, trimmed.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("")
+        .trim()
+        .to_owned()
+}
+
+/// A short name for a public key, to compare by eye or read over the phone: the
+/// first 8 bytes of its SHA-256. Safe to show even for a secret by mistake.
+pub fn fingerprint(public_key: &[u8; 32]) -> String {
+    format!("SHA256:{}", hex::encode(&Sha256::digest(public_key)[..8]))
+}
+
+/// The public key of `seed`, to recognise a private key given where a public one belongs.
+pub fn public_key_of_seed(seed: &[u8; 32]) -> [u8; 32] {
+    SigningKey::from_bytes(seed).verifying_key().to_bytes()
+}
+
+/// A trusted public key given as 64 hex digits (`#` lines ignored, as printed by
+/// `courtline records public-key`), or as a file holding them; a signing key file
+/// made by courtline is refused as private.
 pub fn parse_public_key(text: &str) -> Result<[u8; 32], KeyError> {
-    if let Some(key) = parse_32(text.trim()) {
+    if let Some(key) = parse_32(&without_comments(text)) {
         return Ok(key);
     }
     let path = Path::new(text);
     let content =
         std::fs::read_to_string(path).map_err(|_| KeyError::PublicKey(text.to_owned()))?;
-    let key = parse_32(content.trim()).ok_or_else(|| KeyError::PublicKey(text.to_owned()))?;
+    if content.starts_with(PRIVATE_KEY_HEADER) {
+        return Err(KeyError::PrivateKeyGiven {
+            path: path.to_path_buf(),
+        });
+    }
+    let key = parse_32(&without_comments(&content))
+        .ok_or_else(|| KeyError::PublicKey(text.to_owned()))?;
     info!(file = %path.display(), "using the public key from this file");
     Ok(key)
 }
 
 /// The public key of the signing key file at `path`, if it can be read.
 pub fn public_key_of_key_file(path: &Path) -> Option<[u8; 32]> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let seed = parse_32(text.trim())?;
-    Some(SigningKey::from_bytes(&seed).verifying_key().to_bytes())
+    RecordsKey::load(path)
+        .ok()
+        .map(|key| key.public_key().to_bytes())
 }
 
 #[cfg(test)]
@@ -239,6 +297,47 @@ mod tests {
         ));
         assert_eq!(public_key_of_key_file(&path), Some(public));
         assert_eq!(parse_public_key(&key.public_key_hex()).unwrap(), public);
+    }
+
+    #[test]
+    fn a_private_key_file_is_refused_as_public_key_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records-signing.key");
+        let key = RecordsKey::load_or_create(&path).unwrap();
+        let content = std::fs::read_to_string(&path).unwrap();
+        let seed = without_comments(&content);
+        let error = parse_public_key(path.to_str().unwrap()).unwrap_err();
+        assert!(matches!(error, KeyError::PrivateKeyGiven { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains(PASS_THE_PUBLIC_KEY), "{message}");
+        assert!(!message.contains(&seed), "{message}");
+        // The public key as `courtline records public-key` prints it reads back.
+        let printed = format!(
+            "{}\n# fingerprint {}\n",
+            key.public_key_hex(),
+            fingerprint(&key.public_key().to_bytes())
+        );
+        assert_eq!(
+            parse_public_key(&printed).unwrap(),
+            key.public_key().to_bytes()
+        );
+        let public_file = dir.path().join("records-signing.pub");
+        std::fs::write(&public_file, &printed).unwrap();
+        assert_eq!(
+            parse_public_key(public_file.to_str().unwrap()).unwrap(),
+            key.public_key().to_bytes()
+        );
+        // A key file from before the header still loads.
+        let legacy = dir.path().join("legacy.key");
+        std::fs::write(&legacy, format!("{seed}\n")).unwrap();
+        assert_eq!(
+            RecordsKey::load(&legacy).unwrap().public_key_hex(),
+            key.public_key_hex()
+        );
+        assert_eq!(
+            public_key_of_seed(&parse_32(&seed).unwrap()),
+            key.public_key().to_bytes()
+        );
     }
 
     #[test]

@@ -98,8 +98,13 @@ impl Phase {
 pub enum OperatorFailure {
     /// A final non-2xx response with this status.
     Status(u16),
-    /// No response at all (transport error or transaction timeout).
+    /// No response at all (transport error or transaction timeout), or the
+    /// INVITE could not be sent (target marked down by OPTIONS, TCP refused).
     Unreachable,
+    /// The transport says nobody is there (ICMP port or host unreachable)
+    /// while the INVITE is still outstanding: the attempt is abandoned at
+    /// once instead of ringing out the ring timeout.
+    Refused,
 }
 
 /// Something that happened to the call, reported by the adapter.
@@ -135,8 +140,8 @@ pub enum CallInput {
     Fault(String),
     /// The caller's session timer ran out unrefreshed (RFC 4028): the far end is gone.
     SessionExpired,
-    /// No RTP or RTCP from the answered caller for `[media] rtp_timeout_s`:
-    /// the line died without a BYE.
+    /// No RTP or RTCP from the caller for `[media] rtp_timeout_s` since the
+    /// bridge: the line died without a BYE.
     CallerMediaTimeout,
 }
 
@@ -189,8 +194,11 @@ pub enum CallAction {
     /// Send 183 Session Progress with the same SDP answer the 200 OK will
     /// carry: what follows (prompt, ringback) is early media.
     ProgressCaller,
-    /// The caller's dialog is confirmed: from now on its silence (no RTP or
-    /// RTCP for the configured time) is reported as `CallerMediaTimeout`.
+    /// The caller is bridged and its dialog confirmed: from now on its
+    /// silence (no RTP or RTCP for the configured time) is reported as
+    /// `CallerMediaTimeout`. Not earlier: while courtline talks (the warning,
+    /// the ringback) a phone that suppresses silence without comfort noise
+    /// sends nothing, and the warning may outlast the timeout.
     WatchCallerMedia,
     /// Start sending the prompt frames to the caller.
     StartPrompt,
@@ -375,10 +383,7 @@ impl CallFlow {
             }
             (Phase::Answering, CodecAgreed(codec)) => self.record.codec = codec,
             (Phase::Answering, CallerAckTimeout) => self.end(EndReason::NoAck, now),
-            (Phase::Answering, CallerAcked) => {
-                self.actions.push_back(CallAction::WatchCallerMedia);
-                self.start_prompt(now);
-            }
+            (Phase::Answering, CallerAcked) => self.start_prompt(now),
             (Phase::Prompting, CallerDtmf(digit)) => self.record.dtmf_during_prompt.push(digit),
             (Phase::Prompting, PromptFinished) => {
                 self.record.prompt_ended_at_ms = self.wall_ms(now);
@@ -410,21 +415,28 @@ impl CallFlow {
                 // the caller's first words are dropped (the operator's wait in its
                 // socket), for as long as an fsync takes on a busy disk.
                 self.actions.push_back(CallAction::Bridge);
+                if self.caller_answered {
+                    self.actions.push_back(CallAction::WatchCallerMedia);
+                }
                 self.milestone(Milestone::OperatorAnswered);
                 if !self.caller_answered {
                     // Early media: the caller is answered only now, with the
-                    // SDP its 183 already carried.
+                    // SDP its 183 already carried (its media is watched from the ACK).
                     self.answer(now);
                 }
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
                 self.deadline = None;
+                if failure == OperatorFailure::Refused {
+                    // The INVITE transaction still runs: end it before the next target.
+                    self.actions.push_back(CallAction::CancelOperator);
+                }
                 let reason = match failure {
                     OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
                     OperatorFailure::Status(480) => EndReason::NoAnswer,
-                    OperatorFailure::Status(_) | OperatorFailure::Unreachable => {
-                        EndReason::OperatorUnreachable
-                    }
+                    OperatorFailure::Status(_)
+                    | OperatorFailure::Unreachable
+                    | OperatorFailure::Refused => EndReason::OperatorUnreachable,
                 };
                 self.operator_failed(target, reason, now);
             }
@@ -462,12 +474,10 @@ impl CallFlow {
             }
 
             (phase, SessionExpired) => self.abort(phase, EndReason::SessionExpired, now),
-            // Media is watched only once the caller is confirmed, so this cannot
-            // arrive while ringing or before the ACK.
-            (
-                phase @ (Phase::Prompting | Phase::DialingOperator { .. } | Phase::Bridged),
-                CallerMediaTimeout,
-            ) => self.abort(phase, EndReason::MediaTimeout, now),
+            // Media is watched only once bridged, so this cannot arrive earlier.
+            (Phase::Bridged, CallerMediaTimeout) => {
+                self.abort(Phase::Bridged, EndReason::MediaTimeout, now)
+            }
             (phase, Fault(_)) => self.abort(phase, EndReason::Error, now),
 
             // Everything else is stale or out of order (a late 180, DTMF after the

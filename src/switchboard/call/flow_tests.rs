@@ -79,10 +79,7 @@ impl Harness {
         assert_eq!(self.actions(), vec![CallAction::AnswerCaller]);
         self.advance(40);
         self.input(CallInput::CallerAcked);
-        assert_eq!(
-            self.actions(),
-            vec![CallAction::WatchCallerMedia, CallAction::StartPrompt]
-        );
+        assert_eq!(self.actions(), vec![CallAction::StartPrompt]);
         self.advance(12_000);
         self.input(CallInput::PromptFinished);
         let first = self.flow.current_operator().unwrap().to_string();
@@ -121,7 +118,10 @@ fn happy_path_answer_prompt_dial_bridge_caller_hangs_up() {
     assert!(h.actions().is_empty());
     h.advance(3_000);
     h.input(CallInput::OperatorAnswered);
-    assert_eq!(h.actions(), vec![CallAction::Bridge]);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+    );
     assert_eq!(h.flow.phase(), Phase::Bridged);
     let answered_at = h.ms_since_start();
     h.advance(60_000);
@@ -153,7 +153,6 @@ fn prompt_started_is_spooled_before_the_warning_and_the_bridge_before_its_milest
     assert_eq!(
         all,
         vec![
-            CallAction::WatchCallerMedia,
             CallAction::Milestone(Milestone::PromptStarted),
             CallAction::StartPrompt,
         ],
@@ -167,6 +166,7 @@ fn prompt_started_is_spooled_before_the_warning_and_the_bridge_before_its_milest
         all,
         vec![
             CallAction::Bridge,
+            CallAction::WatchCallerMedia,
             CallAction::Milestone(Milestone::OperatorAnswered),
         ],
         "the caller's first words are not held up by the spool"
@@ -375,7 +375,10 @@ fn hunt_list_tries_each_operator_in_order() {
         ]
     );
     h.input(CallInput::OperatorAnswered);
-    assert_eq!(h.actions(), vec![CallAction::Bridge]);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+    );
     assert_eq!(h.flow.current_operator(), Some("sip:c@h"));
 }
 
@@ -578,10 +581,7 @@ fn delayed_offer_sets_codec_at_ack() {
     h.actions();
     h.input(CallInput::CodecAgreed("PCMA".into()));
     h.input(CallInput::CallerAcked);
-    assert_eq!(
-        h.actions(),
-        vec![CallAction::WatchCallerMedia, CallAction::StartPrompt]
-    );
+    assert_eq!(h.actions(), vec![CallAction::StartPrompt]);
     h.input(CallInput::CallerHungUp);
     let actions = h.actions();
     assert_eq!(finished(&actions).codec, "PCMA");
@@ -624,51 +624,53 @@ fn expired_session_hangs_up_both_legs() {
 }
 
 #[test]
-fn silent_caller_is_hung_up_as_media_timeout_in_every_answered_phase() {
-    // During the prompt: the caller gets a BYE, the prompt counts as interrupted.
+fn caller_media_is_watched_from_the_bridge_not_while_courtline_talks() {
+    // A phone that suppresses silence sends nothing while it listens: the
+    // warning (12 s here, longer than a 10 s timeout would be) and the
+    // ringback must not count as the caller's silence.
     let mut h = Harness::new(facts(&["sip:op@h"]));
     h.actions();
     h.input(CallInput::CallerAcked);
-    h.milestones();
-    h.advance(30_000);
-    h.input(CallInput::CallerMediaTimeout);
-    let actions: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
-    assert_eq!(
-        actions[..2],
-        [
-            CallAction::HangUpCaller,
-            CallAction::Milestone(Milestone::PromptInterrupted)
-        ]
-    );
-    let r = finished(&actions);
-    assert_eq!(reason(r), EndReason::MediaTimeout);
-    assert!(!r.prompt_completed);
-    assert_eq!(r.prompt_ended_at_ms, h.ms_since_start());
-
-    // While the operator rings: the attempt is cancelled too.
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::CallerMediaTimeout);
-    let actions = h.actions();
-    assert_eq!(
-        actions[..2],
-        [CallAction::CancelOperator, CallAction::HangUpCaller]
-    );
-    assert_eq!(reason(finished(&actions)), EndReason::MediaTimeout);
-    assert_eq!(h.flow.poll_timeout(), None, "no ring timeout left");
-
-    // Bridged: both legs get a BYE.
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
+    assert_eq!(h.actions(), vec![CallAction::StartPrompt], "no watch yet");
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    assert!(!h.actions().contains(&CallAction::WatchCallerMedia));
+    h.advance(20_000);
     h.input(CallInput::OperatorAnswered);
-    h.actions();
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+    );
+
+    // Silent from then on: both legs get a BYE.
+    h.advance(30_000);
     h.input(CallInput::CallerMediaTimeout);
     let actions = h.actions();
     assert_eq!(
         actions[..2],
         [CallAction::HangUpOperator, CallAction::HangUpCaller]
     );
-    assert_eq!(reason(finished(&actions)), EndReason::MediaTimeout);
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::MediaTimeout);
+    assert!(r.prompt_completed);
+}
+
+#[test]
+fn a_stray_media_timeout_before_the_bridge_changes_nothing() {
+    // During the warning.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.input(CallInput::CallerMediaTimeout);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::Prompting);
+    // While the operator rings.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.answer_and_play_prompt();
+    h.input(CallInput::CallerMediaTimeout);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 0 });
 }
 
 #[test]
@@ -870,4 +872,77 @@ fn early_media_after_an_answer_delay_rings_first() {
         vec![CallAction::ProgressCaller, CallAction::StartPrompt]
     );
     assert_eq!(h.flow.phase(), Phase::Prompting);
+}
+
+#[test]
+fn a_refused_operator_is_abandoned_at_once_and_the_next_one_dialled() {
+    let mut h = Harness::new(facts(&["sip:closed@h", "sip:live@h"]));
+    h.answer_and_play_prompt();
+    // The transport reports the first target unreachable 5 ms into a 30 s ring timeout.
+    h.advance(5);
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        all,
+        vec![
+            CallAction::CancelOperator,
+            CallAction::Milestone(Milestone::OperatorFailed {
+                reason: EndReason::OperatorUnreachable
+            }),
+            CallAction::Milestone(Milestone::OperatorDialed {
+                uri: "sip:live@h".into()
+            }),
+            CallAction::DialOperator {
+                uri: "sip:live@h".into()
+            },
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 1 });
+    assert_eq!(
+        h.flow.poll_timeout(),
+        Some(h.now + Duration::from_secs(30)),
+        "the next target gets its whole ring timeout"
+    );
+    h.input(CallInput::OperatorAnswered);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+    );
+    // A late verdict about an attempt that is over changes nothing.
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::Bridged);
+}
+
+#[test]
+fn the_last_operator_refused_ends_the_call_as_unreachable() {
+    let mut h = Harness::new(facts(&["sip:closed@h"]));
+    h.answer_and_play_prompt();
+    h.advance(5);
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::CancelOperator, CallAction::HangUpCaller]
+    );
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::OperatorUnreachable);
+    assert_eq!(r.operator_uri, "sip:closed@h");
+    assert_eq!(r.ended_at_ms - r.prompt_ended_at_ms, 5);
+
+    // On an early-media line the unanswered INVITE is refused 480.
+    let mut h = early_media(&["sip:closed@h"]);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Refused));
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [
+            CallAction::CancelOperator,
+            CallAction::RejectCaller { status: 480 }
+        ]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::OperatorUnreachable);
 }

@@ -3,7 +3,9 @@
 //! rsipstack dialogs and the call's [`media::session`](crate::switchboard::media::session).
 //! All decisions live in the flow; this file only translates.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,7 @@ use crate::switchboard::sdp::{
 };
 use crate::switchboard::sip::dialog_states::CallDialogStates;
 use crate::switchboard::sip::leg::{header, local_ip_toward, sdp_content_type};
+use crate::switchboard::sip::qualify;
 use crate::switchboard::sip::session_timer::{SessionTimer, TimerDue};
 use crate::switchboard::sip::ALLOW;
 
@@ -107,7 +110,17 @@ struct OperatorAttempt {
     outcome: Option<tokio::task::JoinHandle<InviteAsyncResult>>,
     /// Our session description on this leg (re-offers bump its version).
     sdp: LocalMedia,
+    /// Over UDP, until the operator answers anything: the kernel's word that
+    /// nobody listens there ([`qualify::udp_refusal`]).
+    refusal: Option<Refusal>,
 }
+
+/// A pending [`qualify::udp_refusal`].
+type Refusal = Pin<Box<dyn Future<Output = Option<std::io::Error>> + Send>>;
+
+/// How long a UDP operator may stay silent before it is probed: one on the
+/// LAN has sent 100 Trying or 180 by then, and a live one is not bothered.
+const PROBE_SILENT_OPERATOR_AFTER: Duration = Duration::from_millis(100);
 
 /// The per-call task.
 async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogStates) {
@@ -411,7 +424,15 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     }
                     None
                 }
-                Some(state) => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await,
+                Some(state) => {
+                    if let (Some(op), DialogState::Trying(id) | DialogState::Early(id, _)) = (operator.as_mut(), &state) {
+                        if id.call_id == op.call_id {
+                            // It answers: it listens, nothing to probe.
+                            op.refusal = None;
+                        }
+                    }
+                    dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await
+                }
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
             },
             event = media_events.recv() => match event {
@@ -424,13 +445,23 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 None => Some(CallInput::Fault("media task ended".into())),
             },
-            outcome = operator_outcome(operator.as_mut()) => {
-                let input = operator_input(outcome, caller_codec, &mut operator_media, &mut operator_keys);
-                if input != CallInput::OperatorAnswered {
-                    // The attempt is over; nothing to cancel.
-                    operator = None;
+            event = operator_event(operator.as_mut()) => match event {
+                AttemptEvent::Refused(error) => {
+                    warn!(call_id = %call_id, operator = flow.current_operator().unwrap_or(""), %error, "operator unreachable: giving up on it at once");
+                    Some(CallInput::OperatorFailed(OperatorFailure::Refused))
                 }
-                Some(input)
+                AttemptEvent::Outcome(outcome) => {
+                    if let Some(op) = operator.as_mut() {
+                        // It answered: whatever the probe would say is moot.
+                        op.refusal = None;
+                    }
+                    let input = operator_input(outcome, caller_codec, &mut operator_media, &mut operator_keys);
+                    if input != CallInput::OperatorAnswered {
+                        // The attempt is over; nothing to cancel.
+                        operator = None;
+                    }
+                    Some(input)
+                }
             },
             _ = sleep_until(deadline) => {
                 flow.handle_timeout(Instant::now());
@@ -605,6 +636,26 @@ async fn dial(
 ) -> Result<OperatorAttempt, String> {
     let callee =
         rsipstack::sip::Uri::try_from(uri).map_err(|e| format!("bad operator URI: {e}"))?;
+    // Admission left out targets that were down then; this one went down
+    // during the warning (or every target was down): no use ringing it.
+    if shared.health.is_down(uri) {
+        return Err("marked down: it does not answer OPTIONS".into());
+    }
+    let transport = uri_transport(&callee);
+    if transport != Transport::Udp {
+        // A refused connection is retried by rsipstack until the INVITE times
+        // out; courtline connects first and fails the target at once.
+        let mut target = SipAddr {
+            r#type: Some(transport),
+            addr: callee.host_with_port.clone(),
+        };
+        if transport == Transport::Tls && target.addr.port.is_none() {
+            target.addr.port = Some(5061.into());
+        }
+        if let Some(Err(problem)) = connect_stream(shared, &target).await {
+            return Err(format!("cannot connect over {transport}: {problem}"));
+        }
+    }
     if socket.is_none() {
         *socket = Some(shared.ports.bind().map_err(|e| e.to_string())?);
     }
@@ -670,7 +721,7 @@ async fn dial(
             r#type: Some(Transport::Tcp),
             addr: option.callee.host_with_port.clone(),
         };
-        if tcp_connects(shared, &tcp).await {
+        if matches!(connect_stream(shared, &tcp).await, Some(Ok(()))) {
             info!(operator = %uri, "INVITE larger than {UDP_REQUEST_LIMIT} bytes: sent over TCP (RFC 3261 §18.1.1)");
             option.destination = Some(tcp);
             option.contact = contact_uri(shared, local_ip, Transport::Tcp);
@@ -678,6 +729,10 @@ async fn dial(
             warn!(operator = %uri, "INVITE larger than {UDP_REQUEST_LIMIT} bytes, but the operator takes no TCP: sent over UDP");
         }
     }
+    let refusal = match &option.destination {
+        None if transport == Transport::Udp => udp_refusal(shared, &option.callee).await,
+        _ => None,
+    };
     let call_id = option.call_id.clone().unwrap_or_default();
     states.add(&call_id);
     let (dialog, outcome) = shared
@@ -689,22 +744,52 @@ async fn dial(
         call_id,
         outcome: Some(outcome),
         sdp: offer,
+        refusal,
     })
 }
 
 /// Opens (and leaves in the stack's connection cache, for the INVITE to use)
-/// a TCP connection to `target`; false when it is refused or takes longer
-/// than 4·T1. rsipstack itself would retry a refused connection on its timers
-/// until the INVITE times out, so courtline finds out first and stays on UDP
+/// a TCP or TLS connection to `target`: its error, or None when it takes
+/// longer than 4·T1. rsipstack itself would retry a refused connection on its
+/// timers until the INVITE times out, so courtline finds out first: a TCP
+/// operator fails at once, and an INVITE too large for UDP stays on UDP
 /// (RFC 3261 §18.1.1 says to retry over UDP when TCP is refused).
-async fn tcp_connects(shared: &Shared, target: &SipAddr) -> bool {
+async fn connect_stream(shared: &Shared, target: &SipAddr) -> Option<Result<(), String>> {
     let limit = Duration::from_millis(shared.config.sip.t1_ms) * 4;
     let lookup = shared
         .dialog_layer
         .endpoint
         .transport_layer
         .lookup(target, None);
-    matches!(tokio::time::timeout(limit, lookup).await, Ok(Ok(_)))
+    match tokio::time::timeout(limit, lookup).await {
+        Ok(Ok(_)) => Some(Ok(())),
+        Ok(Err(e)) => Some(Err(e.to_string())),
+        Err(_) => None,
+    }
+}
+
+/// Starts watching for the kernel's word that nobody listens on UDP where the
+/// stack will send the INVITE to `callee` (its address resolved the stack's
+/// way); None when that address cannot be had.
+async fn udp_refusal(shared: &Shared, callee: &rsipstack::sip::Uri) -> Option<Refusal> {
+    let target = SipAddr {
+        r#type: Some(Transport::Udp),
+        addr: callee.host_with_port.clone(),
+    };
+    let (_, resolved) = shared
+        .dialog_layer
+        .endpoint
+        .transport_layer
+        .lookup(&target, None)
+        .await
+        .ok()?;
+    let address = resolved.get_socketaddr().ok()?;
+    let interval = Duration::from_millis(shared.config.sip.t1_ms);
+    Some(Box::pin(qualify::udp_refusal(
+        address,
+        PROBE_SILENT_OPERATOR_AFTER,
+        interval,
+    )))
 }
 
 /// What we offer the operator: the caller's codec first, so no transcoding is
@@ -720,20 +805,41 @@ fn operator_codecs(caller_codec: Codec) -> Vec<Codec> {
         .collect()
 }
 
-/// Waits for the operator INVITE's final outcome, or forever when no attempt is running.
-async fn operator_outcome(
-    attempt: Option<&mut OperatorAttempt>,
-) -> Result<InviteAsyncResult, tokio::task::JoinError> {
-    let Some(attempt) = attempt else {
+/// What became of the operator attempt in progress.
+enum AttemptEvent {
+    /// The INVITE's final outcome.
+    Outcome(Result<InviteAsyncResult, tokio::task::JoinError>),
+    /// The kernel says nobody listens at the target; the INVITE still runs.
+    Refused(std::io::Error),
+}
+
+/// Waits for the attempt's outcome or its target's refusal; forever when no
+/// attempt is running.
+async fn operator_event(attempt: Option<&mut OperatorAttempt>) -> AttemptEvent {
+    let Some(OperatorAttempt {
+        outcome, refusal, ..
+    }) = attempt
+    else {
         return std::future::pending().await;
     };
-    let Some(outcome) = attempt.outcome.as_mut() else {
-        return std::future::pending().await;
+    // Finished futures are taken out: polling one again would panic.
+    let refused = async {
+        if let Some(error) = refusal.as_mut()?.await {
+            return Some(error);
+        }
+        *refusal = None;
+        None
     };
-    let result = outcome.await;
-    // Polling a finished JoinHandle again would panic.
-    attempt.outcome = None;
-    result
+    let finished = async {
+        let result = outcome.as_mut()?.await;
+        *outcome = None;
+        Some(result)
+    };
+    tokio::select! {
+        Some(error) = refused => AttemptEvent::Refused(error),
+        Some(result) = finished => AttemptEvent::Outcome(result),
+        else => std::future::pending().await,
+    }
 }
 
 /// Turns the operator INVITE outcome into a flow input, keeping the operator's

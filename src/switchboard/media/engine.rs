@@ -391,7 +391,7 @@ struct Call {
     /// Last RTP or RTCP from the caller.
     last_heard: Instant,
     /// How long the caller may stay silent before `Inactive` is reported;
-    /// None until the call task asks for the watch, and again once reported.
+    /// None until the call task asks for the watch (at the bridge), and again once reported.
     silence_limit: Option<Duration>,
 }
 
@@ -668,7 +668,8 @@ impl Shard {
                 call.source = Source::Relay;
             }
             MediaCommand::WatchInactivity(limit) => {
-                // Silence is counted from now, not from before the caller was answered.
+                // Silence is counted from now (the bridge), not through the
+                // warning and the ringback, when the caller only listens.
                 call.last_heard = now;
                 call.silence_limit = Some(limit);
             }

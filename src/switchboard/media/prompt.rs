@@ -33,7 +33,7 @@ const CONVERT_HINT: &str = "sox <recording> -r 16000 -c 1 -b 16 <file.wav>";
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     /// The configured path does not exist.
-    #[error("{}: file not found: put the WAV file there, or fix `file` under [prompts.<id>] in config/courtline.toml", .path.display())]
+    #[error("{}: file not found: put the WAV file there, or fix the prompt's `file` in the configuration", .path.display())]
     NotFound {
         /// The configured path.
         path: PathBuf,
@@ -95,6 +95,14 @@ pub enum PromptError {
     NoSamples {
         /// The configured path.
         path: PathBuf,
+    },
+    /// Silent or so quiet that nobody would hear the warning.
+    #[error("{}: {reason}: the caller would hear no warning; export the recording again at speech level", .path.display())]
+    Inaudible {
+        /// The configured path.
+        path: PathBuf,
+        /// What was measured.
+        reason: String,
     },
     /// Longer than [`MAX_PROMPT_SECONDS`].
     #[error("{}: {seconds} s of audio is longer than the {MAX_PROMPT_SECONDS} s allowed for a prompt: check it is the right file, or trim it with `sox <file.wav> <trimmed.wav> trim 0 60`", .path.display())]
@@ -238,6 +246,8 @@ pub struct Prompt {
     pub sha256: String,
     /// Ready-to-send frames, shared by all calls without copying.
     pub frames: Arc<PromptFrames>,
+    /// Level, clipping and timing of the recording, for `check` and start-up warnings.
+    pub levels: PromptLevels,
 }
 
 impl Prompt {
@@ -261,6 +271,13 @@ impl Prompt {
         let sha256 = hex::encode(Sha256::digest(&bytes));
 
         let (mono, rate) = read_mono(path, &bytes)?;
+        let levels = PromptLevels::measure(&mono, rate);
+        if let Some(reason) = levels.inaudible() {
+            return Err(PromptError::Inaudible {
+                path: owned_path(),
+                reason,
+            });
+        }
         let pcm8k = resample(&mono, rate, SAMPLE_RATE, NARROWBAND_CUTOFF_HZ);
         let pcm16k = (rate >= MIN_WIDEBAND_FILE_RATE)
             .then(|| resample(&mono, rate, WIDEBAND_RATE, WIDEBAND_CUTOFF_HZ));
@@ -271,7 +288,145 @@ impl Prompt {
             path: owned_path(),
             sha256,
             frames: Arc::new(PromptFrames::from_pcm(&pcm8k, pcm16k.as_deref())),
+            levels,
         })
+    }
+}
+
+/// Full scale on the i16 scale the decoded samples are on.
+const FULL_SCALE: f64 = 32768.0;
+/// Peak below which a prompt is refused as near-silent (−40 dBFS: 1 % of full
+/// scale; over a phone line, after G.711, nobody hears it).
+pub const NEAR_SILENT_PEAK_DBFS: f64 = -40.0;
+/// RMS below which a prompt is refused as near-silent even with a louder peak
+/// (a click in a silent file).
+pub const NEAR_SILENT_RMS_DBFS: f64 = -50.0;
+/// RMS below which a prompt is too quiet to be understood on a phone (speech
+/// is normally mastered around −20 dBFS RMS; the shipped prompts are −22).
+pub const LOW_RMS_DBFS: f64 = -35.0;
+/// Level from which a clipped run counts: a flat top this loud is a clip,
+/// wherever the limiter sat (−1 dBFS).
+const CLIP_LEVEL_DBFS: f64 = -1.0;
+/// Identical consecutive samples that make a flat top (a clip); fewer happen naturally.
+const CLIP_RUN: usize = 3;
+/// A prompt shorter than this cannot carry the three-rules warning (it takes 10 s or more).
+pub const SHORT_PROMPT_MS: u32 = 2000;
+/// The caller must hear at least this much silence before the first sound, lead-in
+/// included: phones that open their audio late would cut the first syllable.
+pub const MIN_QUIET_BEFORE_SOUND_MS: u32 = 100;
+/// Level of a 10 ms block from which it counts as sound (speech onset).
+const SOUND_ONSET_DBFS: f64 = -45.0;
+/// Block length for the onset search.
+const ONSET_BLOCK_MS: u32 = 10;
+
+/// Level of an amplitude on the i16 scale in dBFS (a full-scale square wave
+/// is 0 dBFS RMS, a full-scale sine −3); silence is −∞.
+fn dbfs(amplitude: f64) -> f64 {
+    20.0 * (amplitude / FULL_SCALE).log10()
+}
+
+/// How loud and how long a recording is, measured on its decoded mono mix at
+/// the file's own rate (before resampling, so clips are seen as recorded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptLevels {
+    /// Playing time of the recording.
+    pub duration_ms: u32,
+    /// Largest sample magnitude, in dBFS (−∞ for digital silence).
+    pub peak_dbfs: f64,
+    /// RMS over the whole recording, pauses included, in dBFS.
+    pub rms_dbfs: f64,
+    /// Samples beyond full scale or in flat runs of at least 3 at −1 dBFS or louder.
+    pub clipped_samples: usize,
+    /// Time before the first 10 ms block at −45 dBFS RMS or louder (the whole
+    /// duration when there is none).
+    pub quiet_start_ms: u32,
+}
+
+impl PromptLevels {
+    /// Measures `samples` (i16 scale) recorded at `rate` Hz.
+    pub fn measure(samples: &[f32], rate: u32) -> PromptLevels {
+        let rate = rate.max(1);
+        let ms =
+            |count: usize| u32::try_from(count as u64 * 1000 / u64::from(rate)).unwrap_or(u32::MAX);
+        let peak = samples
+            .iter()
+            .fold(0.0f64, |m, &s| m.max(f64::from(s).abs()));
+        let energy: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+        let rms = (energy / samples.len().max(1) as f64).sqrt();
+        let clip_level = FULL_SCALE * 10f64.powf(CLIP_LEVEL_DBFS / 20.0);
+        let mut clipped = 0;
+        let mut run_start = 0;
+        for i in 1..=samples.len() {
+            if i < samples.len() && samples[i] == samples[run_start] {
+                continue;
+            }
+            let value = f64::from(samples[run_start]).abs();
+            let run = i - run_start;
+            if value > FULL_SCALE || (run >= CLIP_RUN && value >= clip_level) {
+                clipped += run;
+            }
+            run_start = i;
+        }
+        let block = (rate * ONSET_BLOCK_MS / 1000).max(1) as usize;
+        let onset = samples
+            .chunks(block)
+            .position(|chunk| {
+                let energy: f64 = chunk.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+                dbfs((energy / chunk.len() as f64).sqrt()) >= SOUND_ONSET_DBFS
+            })
+            .map_or(samples.len(), |blocks| blocks * block);
+        PromptLevels {
+            duration_ms: ms(samples.len()),
+            peak_dbfs: dbfs(peak),
+            rms_dbfs: dbfs(rms),
+            clipped_samples: clipped,
+            quiet_start_ms: ms(onset),
+        }
+    }
+
+    /// Why a caller could not hear this recording at all, if so: courtline refuses it.
+    pub fn inaudible(&self) -> Option<String> {
+        if self.peak_dbfs == f64::NEG_INFINITY {
+            return Some("it is silent (every sample is 0)".into());
+        }
+        if self.peak_dbfs < NEAR_SILENT_PEAK_DBFS || self.rms_dbfs < NEAR_SILENT_RMS_DBFS {
+            return Some(format!(
+                "it is near-silent (peak {:.1} dBFS, RMS {:.1} dBFS; at least {NEAR_SILENT_PEAK_DBFS} dBFS peak and {NEAR_SILENT_RMS_DBFS} dBFS RMS are needed, about −20 dBFS RMS is normal for speech)",
+                self.peak_dbfs, self.rms_dbfs
+            ));
+        }
+        None
+    }
+
+    /// What is doubtful about the recording (played anyway; `check --strict` fails on it).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.clipped_samples > 0 {
+            warnings.push(format!(
+                "{} clipped samples (flat tops at full scale): it will sound distorted; export it again at a lower level, e.g. `sox <in.wav> <out.wav> gain -n -3`",
+                self.clipped_samples
+            ));
+        }
+        if self.rms_dbfs < LOW_RMS_DBFS {
+            warnings.push(format!(
+                "very low level (RMS {:.1} dBFS, below {LOW_RMS_DBFS} dBFS): callers will strain to hear it; normalise it, e.g. `sox <in.wav> <out.wav> gain -n -3`",
+                self.rms_dbfs
+            ));
+        }
+        if self.duration_ms < SHORT_PROMPT_MS {
+            warnings.push(format!(
+                "only {:.1} s long (under {:.0} s): too short to be the three-rules warning; check it is the right file",
+                f64::from(self.duration_ms) / 1000.0,
+                f64::from(SHORT_PROMPT_MS) / 1000.0
+            ));
+        }
+        warnings
+    }
+
+    /// Whether a caller hears sound within [`MIN_QUIET_BEFORE_SOUND_MS`] of the
+    /// stream's start when this recording follows `lead_in_ms` of silence.
+    pub fn sound_too_soon(&self, lead_in_ms: u32) -> bool {
+        lead_in_ms.saturating_add(self.quiet_start_ms) < MIN_QUIET_BEFORE_SOUND_MS
     }
 }
 
@@ -1022,7 +1177,7 @@ mod tests {
         let missing = dir.path().join("missing.wav");
         let (error, message) = load_error(&missing);
         assert!(matches!(error, PromptError::NotFound { .. }), "{error:?}");
-        assert!(message.contains("courtline.toml"), "{message}");
+        assert!(message.contains("`file` in the configuration"), "{message}");
 
         let (error, _) = load_error(dir.path());
         assert!(matches!(error, PromptError::Unreadable { .. }), "{error:?}");
@@ -1116,6 +1271,106 @@ mod tests {
         assert!(debug.len() < 100, "{debug}");
     }
 
+    /// `seconds` of a 1 kHz sine at `dbfs` peak, at 16 kHz, after `quiet_ms` of silence.
+    fn tone(seconds: f64, dbfs: f64, quiet_ms: usize) -> Vec<f32> {
+        let amplitude = 32768.0 * 10f64.powf(dbfs / 20.0);
+        let quiet = quiet_ms * 16;
+        (0..quiet + (seconds * 16000.0) as usize)
+            .map(|n| match n.checked_sub(quiet) {
+                Some(t) => (amplitude * (TAU * 1000.0 * t as f64 / 16000.0).sin()) as f32,
+                None => 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn levels_of_generated_signals() {
+        let levels = PromptLevels::measure(&tone(10.0, -6.0, 0), 16000);
+        assert_eq!(levels.duration_ms, 10_000);
+        assert!((levels.peak_dbfs + 6.0).abs() < 0.01, "{levels:?}");
+        assert!(
+            (levels.rms_dbfs + 9.01).abs() < 0.05,
+            "a sine's RMS is 3 dB under its peak: {levels:?}"
+        );
+        assert_eq!(levels.clipped_samples, 0);
+        assert_eq!(levels.quiet_start_ms, 0);
+        assert_eq!((levels.inaudible(), levels.warnings().len()), (None, 0));
+        assert!(levels.sound_too_soon(0) && !levels.sound_too_soon(200));
+
+        let late = PromptLevels::measure(&tone(10.0, -6.0, 150), 16000);
+        assert_eq!(late.quiet_start_ms, 150);
+        assert!(!late.sound_too_soon(0));
+    }
+
+    #[test]
+    fn silence_and_near_silence_are_inaudible() {
+        let silent = PromptLevels::measure(&vec![0.0; 160_000], 16000);
+        assert_eq!(silent.peak_dbfs, f64::NEG_INFINITY);
+        assert!(silent.inaudible().unwrap().contains("silent"));
+        let faint = PromptLevels::measure(&tone(10.0, -45.0, 0), 16000);
+        assert!(
+            faint.inaudible().unwrap().contains("near-silent"),
+            "{faint:?}"
+        );
+        // One click in ten seconds of silence: a loud peak, but nothing to hear.
+        let mut click = vec![0.0f32; 160_000];
+        click[8000] = 30000.0;
+        assert!(PromptLevels::measure(&click, 16000).inaudible().is_some());
+        // Just above the refusal, a warning.
+        let quiet = PromptLevels::measure(&tone(10.0, -36.0, 0), 16000);
+        assert_eq!(quiet.inaudible(), None);
+        let warnings = quiet.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("very low level"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn clipping_and_short_prompts_are_warned_about() {
+        // A sine driven 6 dB past full scale and clipped, as an overloaded export is.
+        let clipped: Vec<f32> = tone(10.0, 6.0, 0)
+            .iter()
+            .map(|&s| s.clamp(-32768.0, 32767.0))
+            .collect();
+        let levels = PromptLevels::measure(&clipped, 16000);
+        assert!(levels.clipped_samples > 36_000, "{levels:?}");
+        assert!(levels.warnings()[0].contains("clipped"), "{levels:?}");
+        // Float files can go past full scale without flat tops.
+        let over = PromptLevels::measure(&[0.0, 40000.0, -1000.0, 500.0], 8000);
+        assert_eq!(over.clipped_samples, 1);
+        // A loud but clean low tone at 48 kHz has near-equal neighbours, not flat tops.
+        let low: Vec<f32> = (0..48000)
+            .map(|n| (32767.0 * (TAU * 100.0 * n as f64 / 48000.0).sin()) as f32)
+            .collect();
+        assert_eq!(PromptLevels::measure(&low, 48000).clipped_samples, 0);
+
+        let short = PromptLevels::measure(&tone(0.5, -6.0, 0), 16000);
+        assert_eq!(short.duration_ms, 500);
+        let warnings = short.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("0.5 s"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_file_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_wav(
+            dir.path(),
+            "silent.wav",
+            16000,
+            1,
+            Format::Int16,
+            16000,
+            |_, _| 0.0,
+        );
+        let (error, message) = load_error(&path);
+        assert!(matches!(error, PromptError::Inaudible { .. }), "{error:?}");
+        assert!(message.contains("silent"), "{message}");
+    }
+
     #[test]
     fn shipped_prompts_load() {
         for (id, file) in [
@@ -1134,6 +1389,13 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             assert!(peak > 10_000, "{file}: peak {peak}");
+            let levels = prompt.levels;
+            assert_eq!(levels.inaudible(), None, "{file}: {levels:?}");
+            assert!(
+                levels.warnings().is_empty(),
+                "{file}: {:?}",
+                levels.warnings()
+            );
         }
     }
 }

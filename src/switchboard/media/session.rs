@@ -85,7 +85,8 @@ pub enum MediaCommand {
     /// Connect caller and operator.
     Bridge(OperatorLeg),
     /// From now on, report `Inactive` once the caller has sent neither RTP
-    /// nor RTCP for this long (sent when the caller's dialog is confirmed).
+    /// nor RTCP for this long (sent at the bridge: the prompt and the
+    /// ringback are courtline talking, and a listening phone may send nothing).
     WatchInactivity(Duration),
     /// A leg's peer moved its media (re-INVITE or UPDATE): send there, in this law.
     Repoint(Repoint),

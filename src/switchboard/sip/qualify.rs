@@ -4,8 +4,13 @@
 //! ring timeout before the hunt list moves on. courtline pings each operator
 //! target with OPTIONS; one that stops answering is marked down and skipped
 //! by the hunt list until it answers again.
+//!
+//! That takes two probe intervals; a call dialling a dead target in the
+//! meantime finds out faster from [`udp_refusal`]: the kernel's verdict
+//! (ICMP port unreachable) on a datagram sent to a target that is silent.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +78,9 @@ impl OperatorHealth {
     }
 
     /// The hunt list without targets marked down; if every target is down the
-    /// whole list is kept (trying beats refusing the caller outright).
+    /// whole list is kept, so the caller is still answered and hears the
+    /// warning (and is on record). A target still down when the call dials it
+    /// fails at once, recorded `operator_unreachable`, without being rung.
     pub fn hunt_list(&self, operators: &[String]) -> Vec<String> {
         let up: Vec<String> = operators
             .iter()
@@ -119,6 +126,60 @@ pub async fn run(
             });
         }
     }
+}
+
+/// What [`udp_refusal`] sends: a keep-alive of empty lines (RFC 5626 §4.4.1),
+/// which SIP parsers skip (RFC 3261 §7.5).
+const UDP_PROBE: &[u8] = b"\r\n\r\n";
+/// Probes sent before giving up on a verdict (an ICMP error may be lost or rate-limited).
+const UDP_PROBES: u32 = 3;
+
+/// Whether nobody listens on UDP at `target`, as far as the kernel can tell.
+///
+/// rsipstack sends the INVITE from the switchboard's one shared, unconnected
+/// UDP socket, and Linux does not report ICMP errors to such a socket: an
+/// INVITE to a closed port is retransmitted until the ring timeout. So after
+/// `first_after` (a live target has usually answered by then, and then is not
+/// probed) a socket *connected* to the target sends a keep-alive, again every
+/// `interval`, up to three times; for a connected socket an ICMP port (or
+/// host, network) unreachable comes back as an error of the next send or
+/// receive. Returns that error; None when the target answered the probe or
+/// no verdict came (ICMP filtered): then the INVITE simply runs its course.
+pub async fn udp_refusal(
+    target: SocketAddr,
+    first_after: Duration,
+    interval: Duration,
+) -> Option<std::io::Error> {
+    tokio::time::sleep(first_after).await;
+    let any: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await.ok()?;
+    socket.connect(target).await.ok()?;
+    let mut reply = [0u8; 64];
+    for _ in 0..UDP_PROBES {
+        if let Err(e) = socket.send(UDP_PROBE).await {
+            return refusal(e);
+        }
+        match tokio::time::timeout(interval, socket.recv(&mut reply)).await {
+            // Anything back (rsipstack, for one, answers a CRLF): someone listens.
+            Ok(Ok(_)) => return None,
+            Ok(Err(e)) => return refusal(e),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// `error` if it is the kernel reporting the target unreachable.
+fn refusal(error: std::io::Error) -> Option<std::io::Error> {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
+    .then_some(error)
 }
 
 /// Sends one OPTIONS; true when a final response came back (even 404 or 405
@@ -180,6 +241,26 @@ mod tests {
         assert_eq!(health.record("sip:a@h", true), Some(HealthChange::CameBack));
         assert!(!health.is_down("sip:a@h"));
         assert_eq!(health.record("sip:a@h", true), None);
+    }
+
+    #[tokio::test]
+    async fn a_closed_udp_port_is_refused_and_a_listening_one_is_not() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let wait = Duration::from_millis(200);
+        let refused = udp_refusal(closed_addr, Duration::ZERO, wait).await;
+        assert_eq!(
+            refused.map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        // A port that takes the datagram but says nothing gives no verdict.
+        let open = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let verdict = udp_refusal(open.local_addr().unwrap(), Duration::ZERO, wait).await;
+        assert!(verdict.is_none());
+        let mut buf = [0u8; 16];
+        let (n, _) = open.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], UDP_PROBE);
     }
 
     #[test]
