@@ -140,6 +140,7 @@ pub fn kind_of(body: &EventBody) -> &'static str {
             Some(NodeKind::Milestone(_)) => "milestone",
             Some(NodeKind::Ended(_)) => "ended",
             Some(NodeKind::NodeStarted(_)) => "node_started",
+            Some(NodeKind::Recording(_)) => "recording",
             None => "node_empty",
         },
         Some(Kind::Interrupted(_)) => "interrupted",
@@ -176,7 +177,7 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
                     (Box::new(milestone.snapshot.clone()?), CallState::InProgress)
                 }
                 NodeKind::Ended(record) => (Box::new(record.clone()), CallState::Ended),
-                NodeKind::NodeStarted(_) => return None,
+                NodeKind::NodeStarted(_) | NodeKind::Recording(_) => return None,
             };
             Some(CallEffect::Upsert {
                 record,
@@ -784,6 +785,11 @@ fn validate_batch(events: &[NodeEvent]) -> Result<(), LedgerError> {
                         event.node_seq
                     ));
                 }
+                continue;
+            }
+            Some(NodeKind::Recording(_)) => {
+                // A recording belongs to a call but carries no record of it.
+                validate_call_id(&event.call_id)?;
                 continue;
             }
             Some(NodeKind::Milestone(milestone)) => milestone.snapshot.as_ref(),

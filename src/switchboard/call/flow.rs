@@ -618,6 +618,7 @@ impl Milestone {
             operator_uri: operator_uri.to_owned(),
             operator_failure: operator_failure as i32,
             snapshot: Some(snapshot.clone()),
+            report_via: String::new(),
         }
     }
 }
