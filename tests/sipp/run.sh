@@ -287,7 +287,7 @@ assert answered["prompt_completed"] is True and answered["sip_final_status"] == 
 assert answered["answered_at_ms"] >= answered["prompt_ended_at_ms"] > 0, answered
 assert answered["answered_at_ms"] >= answered["operator_answered_at_ms"] > 0, answered
 # SIPp echoed the early media back: courtline heard the caller before answering.
-assert json.loads(answered["media"])["caller"]["packets_received"] > 500, answered
+assert answered["media"]["caller"]["packets_received"] > 500, answered
 assert cancelled["end_reason"] == "caller_hung_up_during_prompt", cancelled
 assert cancelled["sip_final_status"] == 487 and cancelled["answered_at_ms"] == 0, cancelled
 assert cancelled["prompt_completed"] is False and cancelled["prompt_ms_sent"] >= 2000, cancelled
