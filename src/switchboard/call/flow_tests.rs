@@ -92,6 +92,19 @@ impl Harness {
         );
     }
 
+    /// A call on `operators` answered, warned and bridged to the first of them;
+    /// the bridge's actions are checked and taken.
+    fn bridged(operators: &[&str]) -> Harness {
+        let mut h = Harness::new(facts(operators));
+        h.answer_and_play_prompt();
+        h.input(CallInput::OperatorAnswered);
+        assert_eq!(
+            h.actions(),
+            vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+        );
+        h
+    }
+
     fn ms_since_start(&self) -> i64 {
         T0_MS + (self.now - self.t0).as_millis() as i64
     }
@@ -175,10 +188,7 @@ fn prompt_started_is_spooled_before_the_warning_and_the_bridge_before_its_milest
 
 #[test]
 fn operator_hangs_up_bridged_call() {
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::OperatorAnswered);
-    h.actions();
+    let mut h = Harness::bridged(&["sip:op@h"]);
     h.input(CallInput::OperatorHungUp);
     let actions = h.actions();
     assert_eq!(actions[0], CallAction::HangUpCaller);
@@ -430,10 +440,7 @@ fn faults_hang_up_whatever_is_up() {
     );
 
     // Bridged: both legs get BYE.
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::OperatorAnswered);
-    h.actions();
+    let mut h = Harness::bridged(&["sip:op@h"]);
     h.input(CallInput::Fault("relay failed".into()));
     let actions = h.actions();
     assert_eq!(
@@ -610,10 +617,7 @@ fn missing_ack_ends_as_no_ack_without_a_second_bye() {
 
 #[test]
 fn expired_session_hangs_up_both_legs() {
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::OperatorAnswered);
-    h.actions();
+    let mut h = Harness::bridged(&["sip:op@h"]);
     h.input(CallInput::SessionExpired);
     let actions = h.actions();
     assert_eq!(
