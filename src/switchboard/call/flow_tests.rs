@@ -288,7 +288,10 @@ fn the_report_sequence_confirms_to_the_operator_and_records_a_request() {
             via,
         }
         .to_wire(h.flow.record());
-        assert_eq!(wire.milestone(), crate::contract::pb::Milestone::ReportRequested);
+        assert_eq!(
+            wire.milestone(),
+            crate::contract::pb::Milestone::ReportRequested
+        );
         assert_eq!(wire.operator_uri, "sip:op@h");
         assert_eq!(wire.report_via, via.name());
         // Nothing is held: no timer.

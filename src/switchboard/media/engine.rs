@@ -980,9 +980,10 @@ impl Call {
             return;
         };
         let frame = ToneFrames::confirmation().frame(operator.codec, next);
-        let header = operator
-            .out
-            .paced_header(operator.codec.payload_type(), pacer_slot, frame.len());
+        let header =
+            operator
+                .out
+                .paced_header(operator.codec.payload_type(), pacer_slot, frame.len());
         let sent = send_parts(
             operator.socket.rtp.as_raw_fd(),
             &header,
@@ -999,7 +1000,10 @@ impl Call {
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 let remote = operator.remote;
-                self.fault(format!("sending the confirmation tone to the operator at {remote}: {e}"), epoll);
+                self.fault(
+                    format!("sending the confirmation tone to the operator at {remote}: {e}"),
+                    epoll,
+                );
             }
         }
     }

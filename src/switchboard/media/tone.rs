@@ -189,9 +189,17 @@ mod tests {
                 tone_amplitude(window, 1400.0, 8000.0)
             };
             // Beep (0-100 ms), pause (100-200 ms), beep (200-300 ms).
-            assert!((level(0) - expected).abs() < expected * 0.05, "{}", level(0));
+            assert!(
+                (level(0) - expected).abs() < expected * 0.05,
+                "{}",
+                level(0)
+            );
             assert!(level(100) < expected * 0.01, "{}", level(100));
-            assert!((level(200) - expected).abs() < expected * 0.05, "{}", level(200));
+            assert!(
+                (level(200) - expected).abs() < expected * 0.05,
+                "{}",
+                level(200)
+            );
         }
     }
 
