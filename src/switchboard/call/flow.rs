@@ -630,11 +630,12 @@ impl CallFlow {
         match output {
             Some(KeyOutput::Pass(keys)) => self.pass_to_caller(keys),
             Some(KeyOutput::Matched) => {
-                self.actions.push_back(CallAction::ConfirmReportToOperator);
+                // The beeps say "recorded": they follow the milestone onto the spool's disk.
                 self.milestone(Milestone::ReportRequested {
                     operator: self.record.operator_uri.clone(),
                     via,
                 });
+                self.actions.push_back(CallAction::ConfirmReportToOperator);
             }
             None => {}
         }

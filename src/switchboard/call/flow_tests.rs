@@ -275,11 +275,11 @@ fn the_report_sequence_confirms_to_the_operator_and_records_a_request() {
         assert_eq!(
             std::iter::from_fn(|| h.flow.poll_output()).collect::<Vec<_>>(),
             vec![
-                CallAction::ConfirmReportToOperator,
                 CallAction::Milestone(Milestone::ReportRequested {
                     operator: "sip:op@h".into(),
                     via
                 }),
+                CallAction::ConfirmReportToOperator,
             ],
             "nothing of it reaches the caller"
         );
