@@ -23,6 +23,7 @@ use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
 
 pub mod media;
+pub mod reports;
 pub mod sip;
 pub mod uri;
 
@@ -83,6 +84,9 @@ pub struct Config {
     /// Credentials for operator targets whose PBX challenges our INVITEs (401/407).
     #[serde(default)]
     pub operator_accounts: Vec<OperatorAccount>,
+    /// How the operator asks for a report from the phone (`[reports]`).
+    #[serde(default)]
+    pub reports: reports::ReportsConfig,
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
@@ -828,6 +832,9 @@ impl Config {
             ));
         }
         self.validate_inbound_auth()?;
+        if let Err(e) = self.reports.check() {
+            return Err(self.invalid(e.key.into(), e.problem, e.fix));
+        }
         if self.sip.shield.rate_per_s <= 0.0 || self.sip.shield.burst == 0 {
             return Err(self.invalid(
                 "sip.shield.rate_per_s".into(),
@@ -1444,6 +1451,11 @@ operator = "sip:operator@127.0.0.1:5090"
                 "[records]\nendpoint = \"127.0.0.1:50051\"\n",
                 "records.endpoint",
             ),
+            (
+                "[reports]\noperator_keys = \"*X\"\n",
+                "reports.operator_keys",
+            ),
+            ("[reports]\nkey_timeout_ms = 0\n", "reports.key_timeout_ms"),
         ];
         for (extra, key) in cases {
             let e = error_for(&format!("{extra}{}", base()));
