@@ -420,4 +420,185 @@ async fn reports_draft_submitted_reviewed_keys_hold_and_tamper(db: Db) {
     service.stop().await;
 }
 
-on_both_backends!(reports_draft_submitted_reviewed_keys_hold_and_tamper);
+/// Runs `courtline ARGS --endpoint ENDPOINT --token TOKEN`; stdout of a run that must succeed.
+fn courtline(args: &[&str], endpoint: &str, token: &str) -> String {
+    let output = std::process::Command::new(courtline_bin())
+        .args(args)
+        .args(["--endpoint", endpoint, "--token", token])
+        .env_remove("RUST_LOG")
+        .env_remove("COURTLINE_TOKEN")
+        .env("TZ", "Asia/Shanghai")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+async fn cli_round_trip_keeps_chinese_text(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut anonymous = service.client(None).await;
+    anonymous
+        .log_events(LogEventsRequest {
+            events: numbered("sb-1", 1, complete_calls([1])),
+        })
+        .await
+        .unwrap();
+    let admin_token = anonymous
+        .add_token(AddTokenRequest {
+            name: "admin-1".into(),
+            role: Role::Admin as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut admin = service.client(Some(&admin_token)).await;
+    let mut tokens = Vec::new();
+    for (name, role) in [("op-li", Role::Operator), ("comp-wang", Role::Compliance)] {
+        tokens.push(
+            admin
+                .add_token(AddTokenRequest {
+                    name: name.into(),
+                    role: role as i32,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .token,
+        );
+    }
+    let (operator, officer) = (&tokens[0], &tokens[1]);
+    let endpoint = service.endpoint();
+    let asked = "请法官\"多关照\"被告, 尽快结案";
+    let opened = courtline(
+        &[
+            "reports",
+            "open",
+            &call_id(1),
+            "--staff-name",
+            "李娜",
+            "--staff-id",
+            "op-li",
+            "--case-number",
+            "(2024)沪01民初123号",
+            "--case-number",
+            "（2023）京0105民初4567号",
+            "--kind",
+            "说情打招呼",
+            "--asked",
+            asked,
+            "--handling",
+            "explained-rules",
+        ],
+        &endpoint,
+        operator,
+    );
+    let id = opened
+        .strip_prefix("report ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{opened}"))
+        .to_owned();
+    assert!(opened.contains("version 1, draft"), "{opened}");
+    courtline(
+        &[
+            "reports",
+            "update",
+            &id,
+            "--caller-name",
+            "王某",
+            "--caller-organisation",
+            "某区人大办公室",
+            "--caller-relationship",
+            "被告亲属",
+        ],
+        &endpoint,
+        operator,
+    );
+    courtline(&["reports", "submit", &id], &endpoint, operator);
+    let reviewed = courtline(
+        &["reports", "review", &id, "--conclusion", "属实，已登记备案"],
+        &endpoint,
+        officer,
+    );
+    assert!(reviewed.contains("version 4, reviewed"), "{reviewed}");
+
+    let json: serde_json::Value = serde_json::from_str(&courtline(
+        &["reports", "get", &id, "--format", "json"],
+        &endpoint,
+        officer,
+    ))
+    .unwrap();
+    let report = &json["report"];
+    assert_eq!(report["asked"], asked);
+    assert_eq!(report["staff_name"], "李娜");
+    assert_eq!(report["caller_organisation"], "某区人大办公室");
+    assert_eq!(report["kind"], "intercession");
+    assert_eq!(report["kind_zh"], "说情打招呼");
+    assert_eq!(report["handling"], "explained_rules");
+    assert_eq!(report["status"], "reviewed");
+    assert_eq!(report["review_conclusion"], "属实，已登记备案");
+    assert_eq!(
+        report["case_numbers"],
+        "(2024)沪01民初123号; （2023）京0105民初4567号"
+    );
+    assert_eq!(json["versions"].as_array().unwrap().len(), 4);
+
+    let text = courtline(&["reports", "get", &id], &endpoint, operator);
+    assert!(text.contains("填报人") && text.contains("李娜"), "{text}");
+    let table = courtline(&["reports", "list", "--utc"], &endpoint, operator);
+    assert!(
+        table.contains("说情打招呼") && table.contains("李娜 (op-li)"),
+        "{table}"
+    );
+
+    let csv = courtline(
+        &[
+            "reports",
+            "list",
+            "--format",
+            "csv",
+            "--case-number",
+            "沪01",
+        ],
+        &endpoint,
+        officer,
+    );
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    let cell = |name: &str| rows[0][header.iter().position(|h| h == name).unwrap()].to_owned();
+    assert_eq!(cell("asked"), asked);
+    assert_eq!(cell("caller_relationship"), "被告亲属");
+    assert_eq!(cell("reviewed_by"), "comp-wang");
+
+    let file = db.dir.path().join("reports.json");
+    courtline(
+        &[
+            "reports",
+            "export",
+            "--format",
+            "json",
+            "-o",
+            file.to_str().unwrap(),
+            "--status",
+            "reviewed",
+        ],
+        &endpoint,
+        officer,
+    );
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(exported[0]["caller_name"], "王某");
+    service.stop().await;
+}
+
+on_both_backends!(
+    reports_draft_submitted_reviewed_keys_hold_and_tamper,
+    cli_round_trip_keeps_chinese_text,
+);
