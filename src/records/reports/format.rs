@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(cell("asked"), "问\"判决\"结果, 何时宣判");
         assert_eq!(cell("case_numbers"), "(2024)沪01民初123号; 其他");
         assert_eq!(cell("kind_zh"), "打探案情");
-        assert_eq!(cell("opened_at"), "2023-11-14T22:13:20Z");
+        assert_eq!(cell("opened_at"), "2023-11-14T22:13:20.000Z");
         let mut json = Vec::new();
         write_reports(
             &[report()],
