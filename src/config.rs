@@ -1122,7 +1122,7 @@ impl Config {
                 return Err(self.invalid(
                     format!("{key}.role"),
                     format!("{:?} is not a role", entry.role),
-                    "Use switchboard, compliance, auditor or admin.",
+                    "Use switchboard, compliance, auditor, admin or operator.",
                 ));
             }
         }

@@ -6,6 +6,11 @@
 //! | compliance | ListCalls, GetCall, ExportCalls, FlagCall |
 //! | auditor | Verify, ListGaps, ListAccess |
 //! | admin | AddToken, ListTokens, RevokeToken, Purge |
+//! | operator | OpenReport, UpdateReport, SubmitReport, GetReport, ListReports on its own reports; GetCall on the calls they are about |
+//!
+//! Reports are shared further: compliance opens, reads and reviews all of them
+//! (and reads their calls as always), auditors read them
+//! ([`super::reports::workflow`] decides the rest).
 //!
 //! Tokens are random 256-bit secrets; the store keeps only their SHA-256 (a slow
 //! password hash buys nothing for secrets this long). A client sends
@@ -135,6 +140,7 @@ pub fn role_name(role: Role) -> &'static str {
         Role::Compliance => "compliance",
         Role::Auditor => "auditor",
         Role::Admin => "admin",
+        Role::Operator => "operator",
     }
 }
 
@@ -145,6 +151,7 @@ pub fn parse_role(text: &str) -> Option<Role> {
         Role::Compliance,
         Role::Auditor,
         Role::Admin,
+        Role::Operator,
     ]
     .into_iter()
     .find(|role| role_name(*role) == text.trim().to_ascii_lowercase())
@@ -323,6 +330,17 @@ impl Authenticator {
 
     /// Lets the request through if its token has `needed`, or under the loopback rule.
     pub async fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, Status> {
+        self.authorize_any(request, &[needed]).await
+    }
+
+    /// Lets the request through if its token has one of `allowed`; under the loopback
+    /// rule the caller acts in the first of them.
+    pub async fn authorize_any<T>(
+        &self,
+        request: &Request<T>,
+        allowed: &[Role],
+    ) -> Result<Caller, Status> {
+        let needed = allowed.first().copied().unwrap_or(Role::Unspecified);
         let peer = request.remote_addr();
         let reason = request
             .metadata()
@@ -346,7 +364,7 @@ impl Authenticator {
             })
             .transpose()?;
         let granted = |name: String, role: Role| {
-            if role == needed {
+            if allowed.contains(&role) {
                 Ok(Caller {
                     name,
                     role,
@@ -358,7 +376,11 @@ impl Authenticator {
                 Err(Status::permission_denied(format!(
                     "{name:?} has role {}; this needs role {}",
                     role_name(role),
-                    role_name(needed)
+                    allowed
+                        .iter()
+                        .map(|role| role_name(*role))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 )))
             }
         };
@@ -453,6 +475,7 @@ mod tests {
             Role::Compliance,
             Role::Auditor,
             Role::Admin,
+            Role::Operator,
         ] {
             assert_eq!(parse_role(role_name(role)), Some(role));
         }

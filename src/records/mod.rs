@@ -12,6 +12,7 @@ pub mod chain;
 pub mod export;
 pub mod ledger;
 pub mod query;
+pub mod reports;
 pub mod service;
 pub mod store;
 pub mod verify;

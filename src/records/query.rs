@@ -585,7 +585,7 @@ fn duration(start_ms: i64, end_ms: i64) -> String {
 
 /// Terminal columns `text` takes: 2 for East Asian wide/fullwidth characters, else 1.
 /// A small table of ranges instead of a dependency; covers CJK, Hangul, fullwidth forms, emoji.
-fn display_width(text: &str) -> usize {
+pub fn display_width(text: &str) -> usize {
     text.chars()
         .map(|c| {
             let wide = matches!(u32::from(c),

@@ -24,7 +24,10 @@ use super::chain::{HashAlgorithm, StoredEvent};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
-use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
+use super::reports::workflow::{
+    is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
+};
+use super::store::{CallQuery, ReportQuery, ReportRow, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
     event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
@@ -34,6 +37,11 @@ use crate::contract::pb::{
     ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse,
     LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest,
     RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
+};
+use crate::contract::pb::{
+    GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse,
+    OpenReportRequest, Report, ReportFilter, ReportOpenedVia, ReportResponse, ReviewReportRequest,
+    SubmitReportRequest, UpdateReportRequest,
 };
 
 /// Rows per store query while exporting.
@@ -307,8 +315,15 @@ fn status(context: &str, error: LedgerError) -> Status {
         LedgerError::Conflict { .. } | LedgerError::TokenExists(_) => {
             Status::already_exists(error.to_string())
         }
-        LedgerError::NoSuchCall(_) | LedgerError::NoSuchToken(_) => {
+        LedgerError::NoSuchCall(_) | LedgerError::NoSuchToken(_) | LedgerError::NoSuchReport(_) => {
             Status::not_found(error.to_string())
+        }
+        LedgerError::Refused(Refusal::NotAllowed(_)) => {
+            Status::permission_denied(error.to_string())
+        }
+        LedgerError::Refused(Refusal::Invalid(_)) => Status::invalid_argument(error.to_string()),
+        LedgerError::Refused(Refusal::WrongState(_)) | LedgerError::StaleReport { .. } => {
+            Status::failed_precondition(error.to_string())
         }
         LedgerError::Store(StoreError::InvalidPageToken(_)) => {
             Status::invalid_argument(error.to_string())
@@ -567,11 +582,39 @@ impl RecordsService for RecordsServer {
         &self,
         request: Request<GetCallRequest>,
     ) -> Result<Response<GetCallResponse>, Status> {
-        let caller = self.auth.authorize(&request, Role::Compliance).await?;
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
         let call_id = request.into_inner().call_id;
         validate_call_id(&call_id).map_err(|error| status("reading a call", error))?;
         let store = self.ledger.store();
         let context = format!("reading call {call_id}");
+        if caller.role == Role::Operator {
+            // An operator reads only the calls its own reports are about.
+            let reports = store
+                .reports_of_call(&call_id)
+                .await
+                .map_err(|error| store_status(&context, error))?;
+            let own = reports
+                .iter()
+                .filter_map(|row| row.decode().ok())
+                .any(|report| is_owner(&report, &caller.name));
+            if !own {
+                let refusal = format!(
+                    "{} may read only the calls of its own reports; call {call_id} is not one",
+                    caller.name
+                );
+                self.log_access(
+                    &caller,
+                    "GetCall",
+                    serde_json::json!({ "call_id": call_id, "refused": refusal }),
+                    0,
+                )
+                .await?;
+                return Err(Status::permission_denied(refusal));
+            }
+        }
         let record = store
             .get_call(&call_id)
             .await
@@ -892,6 +935,285 @@ impl RecordsService for RecordsServer {
         .await?;
         Ok(Response::new(response))
     }
+
+    async fn open_report(
+        &self,
+        request: Request<OpenReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        validate_call_id(&request.call_id).map_err(|error| status("opening a report", error))?;
+        let via = match ReportOpenedVia::try_from(request.opened_via) {
+            Ok(ReportOpenedVia::Unspecified) | Err(_) => ReportOpenedVia::Cli,
+            Ok(via) => via,
+        };
+        let parameters = serde_json::json!({
+            "call_id": request.call_id,
+            "opened_via": opened_via_name(via),
+        });
+        let result = self
+            .ledger
+            .open_report(
+                &request.call_id,
+                via,
+                request.form.unwrap_or_default(),
+                &actor(&caller),
+            )
+            .await;
+        self.report_changed(&caller, "OpenReport", parameters, result)
+            .await
+    }
+
+    async fn update_report(
+        &self,
+        request: Request<UpdateReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        let parameters = serde_json::json!({
+            "report_id": request.report_id,
+            "version": request.version,
+        });
+        let action = Action::Update(request.form.unwrap_or_default());
+        let result = self
+            .ledger
+            .change_report(&request.report_id, request.version, action, &actor(&caller))
+            .await;
+        self.report_changed(&caller, "UpdateReport", parameters, result)
+            .await
+    }
+
+    async fn submit_report(
+        &self,
+        request: Request<SubmitReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        let parameters = serde_json::json!({
+            "report_id": request.report_id,
+            "version": request.version,
+        });
+        let result = self
+            .ledger
+            .change_report(
+                &request.report_id,
+                request.version,
+                Action::Submit,
+                &actor(&caller),
+            )
+            .await;
+        self.report_changed(&caller, "SubmitReport", parameters, result)
+            .await
+    }
+
+    async fn review_report(
+        &self,
+        request: Request<ReviewReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Compliance).await?;
+        let request = request.into_inner();
+        let parameters = serde_json::json!({
+            "report_id": request.report_id,
+            "version": request.version,
+        });
+        let action = Action::Review {
+            conclusion: request.conclusion,
+        };
+        let result = self
+            .ledger
+            .change_report(&request.report_id, request.version, action, &actor(&caller))
+            .await;
+        self.report_changed(&caller, "ReviewReport", parameters, result)
+            .await
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<GetReportRequest>,
+    ) -> Result<Response<GetReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
+            .await?;
+        let report_id = request.into_inner().report_id;
+        let context = format!("reading report {report_id}");
+        let store = self.ledger.store();
+        let report = match store
+            .get_report(&report_id)
+            .await
+            .and_then(|row| row.map(|row| row.decode()).transpose())
+        {
+            Ok(report) => report,
+            Err(error) => return Err(store_status(&context, error)),
+        };
+        let readable = report
+            .as_ref()
+            .is_some_and(|report| may_read(report, &actor(&caller)));
+        let refused = report.is_some() && !readable;
+        let mut parameters = serde_json::json!({ "report_id": report_id });
+        if refused {
+            parameters["refused"] = "not the caller's report".into();
+        }
+        self.log_access(&caller, "GetReport", parameters, u64::from(readable))
+            .await?;
+        let Some(report) = report else {
+            return Err(Status::not_found(format!("no report with id {report_id}")));
+        };
+        if refused {
+            return Err(Status::permission_denied(format!(
+                "report {report_id} is {}'s: an operator reads only its own reports",
+                report.opened_by
+            )));
+        }
+        let mut versions = Vec::new();
+        let seqs = store
+            .report_versions(&report_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        for (_, seq) in seqs {
+            let event = store
+                .event(seq)
+                .await
+                .map_err(|error| store_status(&context, error))?;
+            let version = event
+                .and_then(|event| event.body)
+                .and_then(|body| prost::Message::decode(body.as_slice()).ok())
+                .and_then(|body: EventBody| match body.kind {
+                    Some(event_body::Kind::Report(changed)) => changed.report,
+                    _ => None,
+                });
+            versions.extend(version);
+        }
+        Ok(Response::new(GetReportResponse {
+            warnings: warnings(&report.form.clone().unwrap_or_default()),
+            report: Some(report),
+            versions,
+        }))
+    }
+
+    async fn list_reports(
+        &self,
+        request: Request<ListReportsRequest>,
+    ) -> Result<Response<ListReportsResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        let sort = request.sort();
+        let query = ReportQuery {
+            filter: request.filter.unwrap_or_default(),
+            // An operator lists only its own reports.
+            owner: (caller.role == Role::Operator).then(|| caller.name.clone()),
+            sort,
+            page_size: request.page_size,
+            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        };
+        let (rows, next) = self
+            .ledger
+            .store()
+            .list_reports(&query)
+            .await
+            .map_err(|error| store_status("listing reports", error))?;
+        let reports = rows
+            .iter()
+            .map(ReportRow::decode)
+            .collect::<Result<Vec<Report>, _>>()
+            .map_err(|error| store_status("listing reports", error))?;
+        let parameters = serde_json::json!({
+            "filter": report_filter_json(&query.filter),
+            "sort": sort_name(sort),
+            "own_only": query.owner.is_some(),
+            "continued": query.page_token.is_some(),
+        });
+        self.log_access(&caller, "ListReports", parameters, reports.len() as u64)
+            .await?;
+        Ok(Response::new(ListReportsResponse {
+            reports,
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+}
+
+/// The workflow's actor for an authenticated caller.
+fn actor(caller: &Caller) -> Actor {
+    Actor {
+        name: caller.name.clone(),
+        role: caller.role,
+    }
+}
+
+/// A report filter as JSON, for the access log (only what is set).
+fn report_filter_json(filter: &ReportFilter) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (key, value) in [("since_ms", filter.since_ms), ("until_ms", filter.until_ms)] {
+        if value != 0 {
+            map.insert(key.to_owned(), value.into());
+        }
+    }
+    for (key, text) in [
+        ("court_name", &filter.court_name),
+        ("line_number", &filter.line_number),
+        ("staff", &filter.staff),
+        ("case_number_contains", &filter.case_number_contains),
+        ("call_id", &filter.call_id),
+    ] {
+        if !text.is_empty() {
+            map.insert(key.to_owned(), text.clone().into());
+        }
+    }
+    if filter.kind != 0 {
+        map.insert(
+            "kind".into(),
+            super::reports::workflow::kind_name(filter.kind()).into(),
+        );
+    }
+    if filter.status != 0 {
+        map.insert("status".into(), status_name(filter.status()).into());
+    }
+    serde_json::Value::Object(map)
+}
+
+impl RecordsServer {
+    /// Logs a report change (or its refusal) and answers with the new version.
+    async fn report_changed(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        mut parameters: serde_json::Value,
+        result: Result<(Report, i64), LedgerError>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        match result {
+            Ok((report, seq)) => {
+                parameters["report_id"] = report.report_id.clone().into();
+                parameters["call_id"] = report.call_id.clone().into();
+                parameters["version"] = report.version.into();
+                parameters["status"] = status_name(report.status()).into();
+                parameters["report_seq"] = seq.into();
+                self.log_access(caller, operation, parameters, 1).await?;
+                Ok(Response::new(ReportResponse {
+                    warnings: warnings(&report.form.clone().unwrap_or_default()),
+                    report: Some(report),
+                    seq: seq as u64,
+                }))
+            }
+            Err(error) => {
+                let refused = status(operation, error);
+                parameters["refused"] = refused.message().into();
+                self.log_access(caller, operation, parameters, 0).await?;
+                Err(refused)
+            }
+        }
+    }
 }
 
 impl RecordsServer {
@@ -1059,6 +1381,18 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
                 flag.note
             );
             ("flagged".to_owned(), detail, Some(flag))
+        }
+        Some(event_body::Kind::Report(changed)) => {
+            let report = changed.report.unwrap_or_default();
+            let detail = format!(
+                "report {} {} by {} (version {}, {})",
+                report.report_id,
+                changed.action,
+                report.changed_by,
+                report.version,
+                status_name(report.status())
+            );
+            (format!("report_{}", changed.action), detail, None)
         }
         _ if event.body.is_none() => (event.header.kind.clone(), "purged".to_owned(), None),
         _ => (event.header.kind.clone(), String::new(), None),
