@@ -15,3 +15,4 @@ pub mod query;
 pub mod service;
 pub mod store;
 pub mod verify;
+pub mod web;
