@@ -248,9 +248,17 @@ impl RecordsWebConfig {
     pub fn settings(&self) -> Option<(SocketAddr, WebSettings)> {
         let listen: SocketAddr = self.listen.trim().parse().ok()?;
         let hosts = if self.hosts.is_empty() {
-            vec![listen.to_string(), listen.ip().to_string(), "localhost".into(), "127.0.0.1".into()]
+            vec![
+                listen.to_string(),
+                listen.ip().to_string(),
+                "localhost".into(),
+                "127.0.0.1".into(),
+            ]
         } else {
-            self.hosts.iter().map(|host| host.trim().to_owned()).collect()
+            self.hosts
+                .iter()
+                .map(|host| host.trim().to_owned())
+                .collect()
         };
         Some((
             listen,

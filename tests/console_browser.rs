@@ -88,6 +88,8 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         "goog:chromeOptions".into(),
         serde_json::json!({
             "binary": CHROMIUM,
+            // A Chinese browser: Accept-Language zh-CN.
+            "prefs": { "intl.accept_languages": "zh-CN,zh" },
             "args": [
                 "--headless", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -133,7 +135,13 @@ fn generated_calls() -> Vec<NodeEvent> {
         let mut full = record(n);
         full.court_name = COURTS[n as usize % COURTS.len()].to_owned();
         full.caller_display_name = NAMES[n as usize % NAMES.len()].to_owned();
-        full.dtmf_during_prompt = if n % 7 == 0 { "1#".into() } else { String::new() };
+        // Every call played the two-prompt playlist.
+        full.prompts = record(2).prompts;
+        full.dtmf_during_prompt = if n % 7 == 0 {
+            "1#".into()
+        } else {
+            String::new()
+        };
         let snapshot = courtline::contract::pb::CallRecord {
             ended_at_ms: 0,
             end_reason: 0,
@@ -160,13 +168,14 @@ fn generated_calls() -> Vec<NodeEvent> {
 }
 
 async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css}: {error}"))
-        .text()
-        .await
-        .unwrap()
+    let Ok(found) = client.find(Locator::Css(css)).await else {
+        panic!(
+            "{css} not on {:?}:\n{}",
+            client.current_url().await,
+            client.source().await.unwrap_or_default()
+        );
+    };
+    found.text().await.unwrap()
 }
 
 async fn sign_in(client: &Client, base: &str, token: &str) {
@@ -298,10 +307,14 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
 
     let chrome = browser(&driver, &profiles.path().join("compliance")).await;
     chrome.goto(&format!("{base}/calls")).await.unwrap();
-    assert!(chrome.current_url().await.unwrap().path() == "/login", "the rule ended: sign in");
+    assert!(
+        chrome.current_url().await.unwrap().path() == "/login",
+        "the rule ended: sign in"
+    );
     screenshot(&chrome, "login").await;
     sign_in(&chrome, &base, "clt_wrong").await;
-    assert!(text(&chrome, "#error").await.contains("令牌无效"));
+    let error = text(&chrome, "#error").await;
+    assert!(error.contains("令牌无效"), "{error}");
     sign_in(&chrome, &base, &compliance).await;
     assert_eq!(chrome.current_url().await.unwrap().path(), "/calls");
     assert_eq!(text(&chrome, "h1").await, "通话记录");
@@ -324,12 +337,25 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let names = loop {
-        let cells = chrome.find_all(Locator::Css("#calls td.caller-name")).await.unwrap();
+        let cells = chrome
+            .find_all(Locator::Css("#calls td.caller-name"))
+            .await
+            .unwrap();
         let mut names = Vec::new();
+        // htmx may swap the table between finding the cells and reading them: read again.
         for cell in cells {
-            names.push(cell.text().await.unwrap());
+            match cell.text().await {
+                Ok(name) => names.push(name),
+                Err(_) => names.clear(),
+            }
         }
-        if (!names.is_empty() && chrome.current_url().await.unwrap().query().is_some_and(|q| q.contains("name=")))
+        if (!names.is_empty()
+            && chrome
+                .current_url()
+                .await
+                .unwrap()
+                .query()
+                .is_some_and(|q| q.contains("name=")))
             || std::time::Instant::now() > deadline
         {
             break names;
@@ -339,7 +365,10 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     assert_eq!(names.len(), 50, "{names:?}");
     assert!(names.iter().all(|name| name == "欧阳娜娜"), "{names:?}");
     screenshot(&chrome, "calls-search").await;
-    assert!(chrome.find(Locator::Css("#next-page")).await.is_ok(), "2,000 match: more pages");
+    assert!(
+        chrome.find(Locator::Css("#next-page")).await.is_ok(),
+        "2,000 match: more pages"
+    );
 
     // Open the newest match and check its timeline.
     chrome
@@ -350,10 +379,17 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .await
         .unwrap();
     let timeline = text(&chrome, "#timeline").await;
-    assert!(timeline.contains("received") && timeline.contains("ended"), "{timeline}");
+    assert!(
+        timeline.contains("received") && timeline.contains("ended"),
+        "{timeline}"
+    );
     let call_path = chrome.current_url().await.unwrap().path().to_owned();
     let call_id = call_path.trim_start_matches("/calls/").to_owned();
-    assert_eq!(call_id, records_common::call_id(CALLS));
+    assert_eq!(
+        call_id,
+        records_common::call_id(CALLS - 1),
+        "newest 欧阳娜娜: n % 5 == 4"
+    );
     assert!(text(&chrome, "#prompts").await.contains(&"e5".repeat(32)));
     screenshot(&chrome, "call").await;
 
@@ -365,7 +401,13 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .select_by_value("other")
         .await
         .unwrap();
-    chrome.find(Locator::Css("#flag-button")).await.unwrap().click().await.unwrap();
+    chrome
+        .find(Locator::Css("#flag-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text(&chrome, "#error").await.contains("必须填写说明"));
     chrome
         .find(Locator::Css("#category"))
@@ -381,13 +423,26 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .send_keys("来电者反复打听合议庭成员")
         .await
         .unwrap();
-    chrome.find(Locator::Css("#flag-button")).await.unwrap().click().await.unwrap();
+    chrome
+        .find(Locator::Css("#flag-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let flags = text(&chrome, "#flags").await;
-    assert!(flags.contains("来电者反复打听合议庭成员") && flags.contains("compliance-1"), "{flags}");
+    assert!(
+        flags.contains("来电者反复打听合议庭成员") && flags.contains("compliance-1"),
+        "{flags}"
+    );
     screenshot(&chrome, "call-flagged").await;
 
     // Export the search and verify the file with the CLI.
-    let (status, csv) = fetch(&chrome, "/export.csv?name=%E6%AC%A7%E9%98%B3&reason=%E5%A4%8D%E6%A0%B8").await;
+    let (status, csv) = fetch(
+        &chrome,
+        "/export.csv?name=%E6%AC%A7%E9%98%B3&reason=%E5%A4%8D%E6%A0%B8",
+    )
+    .await;
     assert_eq!(status, 200, "{csv}");
     let file = db.dir.path().join("export.csv");
     std::fs::write(&file, &csv).unwrap();
@@ -404,18 +459,30 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         String::from_utf8_lossy(&verified.stdout),
         String::from_utf8_lossy(&verified.stderr)
     );
-    assert_eq!(csv.lines().filter(|line| line.contains("欧阳娜娜")).count(), 2_000);
+    assert_eq!(
+        csv.lines().filter(|line| line.contains("欧阳娜娜")).count(),
+        2_000
+    );
 
     // A compliance user may not see the integrity page, and it leaks nothing.
     let (status, html) = fetch(&chrome, "/integrity").await;
     assert_eq!(status, 403);
-    assert!(!html.contains(&public_key) && !html.contains("SHA256:"), "{html}");
+    assert!(
+        !html.contains(&public_key) && !html.contains("SHA256:"),
+        "{html}"
+    );
     chrome.goto(&format!("{base}/integrity")).await.unwrap();
     screenshot(&chrome, "integrity-forbidden").await;
 
     // Switch language.
     chrome.goto(&format!("{base}/calls")).await.unwrap();
-    chrome.find(Locator::Css("a.lang")).await.unwrap().click().await.unwrap();
+    chrome
+        .find(Locator::Css("a.lang"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(text(&chrome, "h1").await, "Call records");
     screenshot(&chrome, "calls-english").await;
     chrome.close().await.unwrap();
@@ -427,14 +494,21 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     let log = text(&chrome, "#access").await;
     for operation in ["ListCalls", "GetCall", "FlagCall", "ExportCalls"] {
         assert!(
-            log.lines().any(|line| line.contains(operation) && line.contains("compliance-1")),
+            log.lines()
+                .any(|line| line.contains(operation) && line.contains("compliance-1")),
             "{operation} by compliance-1 missing:\n{log}"
         );
     }
     assert!(log.contains(&call_id) && log.contains("复核"), "{log}");
     screenshot(&chrome, "access-log").await;
     chrome.goto(&format!("{base}/integrity")).await.unwrap();
-    chrome.find(Locator::Css("#verify-button")).await.unwrap().click().await.unwrap();
+    chrome
+        .find(Locator::Css("#verify-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(!text(&chrome, "#intact").await.is_empty());
     screenshot(&chrome, "integrity").await;
     let (status, _) = fetch(&chrome, "/calls").await;
@@ -449,7 +523,8 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
 
 /// The service's public key (hex), read from its key file with the CLI-independent loader.
 fn opened_public_key(db: &records_common::Db) -> (String, ()) {
-    let key = courtline::records::ledger::signing::RecordsKey::load(&db.dir.path().join("signing.key"))
-        .unwrap();
+    let key =
+        courtline::records::ledger::signing::RecordsKey::load(&db.dir.path().join("signing.key"))
+            .unwrap();
     (key.public_key_hex(), ())
 }

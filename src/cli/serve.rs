@@ -219,10 +219,14 @@ async fn start_web(
     let stop = shutdown.clone();
     let server = opened.server.clone();
     tokio::spawn(async move {
-        if let Err(error) = crate::records::web::serve(listener, server, settings, async move {
-            stop.cancelled().await
-        })
-        .await
+        if let Err(error) =
+            crate::records::web::serve(
+                listener,
+                server,
+                settings,
+                async move { stop.cancelled().await },
+            )
+            .await
         {
             error!("web console stopped: {error}");
         }

@@ -64,8 +64,8 @@ impl CallsForm {
                 }
             }
             preset => {
-                let (since, until) = preset_range(preset, now)
-                    .ok_or(("error-range", preset.to_owned()))?;
+                let (since, until) =
+                    preset_range(preset, now).ok_or(("error-range", preset.to_owned()))?;
                 filter.since_ms = since;
                 filter.until_ms = until;
             }
@@ -136,14 +136,26 @@ mod tests {
     }
 
     fn ms(y: i32, m: u32, d: u32) -> i64 {
-        Local.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap().timestamp_millis()
+        Local
+            .with_ymd_and_hms(y, m, d, 0, 0, 0)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
     fn presets_cover_whole_local_days() {
-        assert_eq!(preset_range("today", noon()), Some((ms(2026, 3, 18), ms(2026, 3, 19))));
-        assert_eq!(preset_range("7d", noon()), Some((ms(2026, 3, 12), ms(2026, 3, 19))));
-        assert_eq!(preset_range("month", noon()), Some((ms(2026, 3, 1), ms(2026, 3, 19))));
+        assert_eq!(
+            preset_range("today", noon()),
+            Some((ms(2026, 3, 18), ms(2026, 3, 19)))
+        );
+        assert_eq!(
+            preset_range("7d", noon()),
+            Some((ms(2026, 3, 12), ms(2026, 3, 19)))
+        );
+        assert_eq!(
+            preset_range("month", noon()),
+            Some((ms(2026, 3, 1), ms(2026, 3, 19)))
+        );
         assert_eq!(preset_range("year", noon()), None);
     }
 
@@ -164,7 +176,10 @@ mod tests {
             ..CallsForm::default()
         };
         let filter = form.filter(noon()).unwrap();
-        assert_eq!(filter.since_ms, ms(2026, 3, 1) + 8 * 3_600_000 + 30 * 60_000);
+        assert_eq!(
+            filter.since_ms,
+            ms(2026, 3, 1) + 8 * 3_600_000 + 30 * 60_000
+        );
         assert_eq!(filter.until_ms, ms(2026, 3, 2));
         assert_eq!(filter.court_name, "上海市高级人民法院");
         assert_eq!(filter.line_number, "12368");
@@ -175,7 +190,10 @@ mod tests {
         assert_eq!(filter.prompt_completed(), Choice::Yes);
         assert_eq!(filter.connected(), Choice::No);
         assert_eq!(filter.flagged(), Choice::Yes);
-        assert_eq!(CallsForm::default().filter(noon()).unwrap(), CallFilter::default());
+        assert_eq!(
+            CallsForm::default().filter(noon()).unwrap(),
+            CallFilter::default()
+        );
     }
 
     #[test]
@@ -192,15 +210,26 @@ mod tests {
     fn bad_fields_are_named_with_their_value() {
         let bad = |form: CallsForm| form.filter(noon()).unwrap_err();
         assert_eq!(
-            bad(CallsForm { since: "yesterday".into(), ..CallsForm::default() }),
+            bad(CallsForm {
+                since: "yesterday".into(),
+                ..CallsForm::default()
+            }),
             ("error-since", "yesterday".to_owned())
         );
         assert_eq!(
-            bad(CallsForm { end_reason: "hung".into(), ..CallsForm::default() }).0,
+            bad(CallsForm {
+                end_reason: "hung".into(),
+                ..CallsForm::default()
+            })
+            .0,
             "error-end-reason"
         );
         assert_eq!(
-            bad(CallsForm { flagged: "maybe".into(), ..CallsForm::default() }).0,
+            bad(CallsForm {
+                flagged: "maybe".into(),
+                ..CallsForm::default()
+            })
+            .0,
             "error-choice"
         );
     }
@@ -215,7 +244,10 @@ mod tests {
             ..CallsForm::default()
         };
         let query = form.query();
-        assert!(!query.contains("cursor") && !query.contains("reason=%"), "{query}");
+        assert!(
+            !query.contains("cursor") && !query.contains("reason=%"),
+            "{query}"
+        );
         let back: CallsForm = serde_urlencoded::from_str(&query).unwrap();
         assert_eq!(back.name, "王五（律师）");
         assert_eq!(back.caller, "+86 139");

@@ -109,7 +109,11 @@ mod tests {
             "keys only in zh-CN: {only_zh:?}; keys only in en-US: {only_en:?}"
         );
         for key in &zh {
-            assert_ne!(Lang::ZhCn.text(key), Lang::EnUs.text(key), "{key} is not translated");
+            assert_ne!(
+                Lang::ZhCn.text(key),
+                Lang::EnUs.text(key),
+                "{key} is not translated"
+            );
         }
     }
 
@@ -123,7 +127,10 @@ mod tests {
     fn the_cookie_wins_then_accept_language_then_chinese() {
         assert_eq!(choose(Some("en-US"), Some("zh-CN")), Lang::EnUs);
         assert_eq!(choose(Some("fr"), Some("en-GB,en;q=0.8")), Lang::EnUs);
-        assert_eq!(choose(None, Some("fr-FR, en;q=0.5, zh-TW;q=0.7")), Lang::ZhCn);
+        assert_eq!(
+            choose(None, Some("fr-FR, en;q=0.5, zh-TW;q=0.7")),
+            Lang::ZhCn
+        );
         assert_eq!(choose(None, Some("de, en;q=0.1")), Lang::EnUs);
         assert_eq!(choose(None, Some("en;q=0")), Lang::ZhCn);
         assert_eq!(choose(None, Some("fr")), Lang::ZhCn);

@@ -182,7 +182,9 @@ impl Visitor {
             user: caller
                 .as_ref()
                 .map(|caller| (caller.name.clone(), role_name(caller.role).to_owned())),
-            loopback: caller.as_ref().is_some_and(|caller| caller.under_loopback_rule),
+            loopback: caller
+                .as_ref()
+                .is_some_and(|caller| caller.under_loopback_rule),
             csrf: self
                 .session
                 .as_ref()
@@ -228,7 +230,10 @@ impl Console {
                 .and_then(|value| value.to_str().ok()),
         );
         let auth = self.server.authenticator();
-        let loopback_open = auth.loopback_open().await.map_err(|status| error_page(lang, &status))?
+        let loopback_open = auth
+            .loopback_open()
+            .await
+            .map_err(|status| error_page(lang, &status))?
             && peer.ip().is_loopback();
         let now = Instant::now();
         let found = cookie(cookies, SESSION_COOKIE).and_then(|id| {
@@ -431,7 +436,12 @@ async fn login(
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     if !cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|sent| same_secret(sent, &form.csrf)) {
-        return login_form(&console, &visitor, StatusCode::FORBIDDEN, lang.text("error-csrf"));
+        return login_form(
+            &console,
+            &visitor,
+            StatusCode::FORBIDDEN,
+            lang.text("error-csrf"),
+        );
     }
     let key = format!("ip:{}", peer.ip());
     let now = Instant::now();
@@ -441,7 +451,11 @@ async fn login(
         .map(|mut lockout| lockout.check(&key, now))
         .unwrap_or(Ok(()));
     if let Err(wait) = locked {
-        let message = format!("{} ({} min)", lang.text("error-locked"), wait.as_secs().div_ceil(60));
+        let message = format!(
+            "{} ({} min)",
+            lang.text("error-locked"),
+            wait.as_secs().div_ceil(60)
+        );
         return login_form(&console, &visitor, StatusCode::TOO_MANY_REQUESTS, message);
     }
     let hash = secret_hash(&form.token);
@@ -454,14 +468,21 @@ async fn login(
             lockout.fail(&key, now);
         }
         tracing::warn!(peer = %peer, "console sign-in with an unknown, revoked or switchboard token");
-        return login_form(&console, &visitor, StatusCode::UNAUTHORIZED, lang.text("error-token"));
+        return login_form(
+            &console,
+            &visitor,
+            StatusCode::UNAUTHORIZED,
+            lang.text("error-token"),
+        );
     };
     if let Ok(mut lockout) = console.lockout.lock() {
         lockout.succeed(&key);
     }
     let id = match console.sessions.lock() {
         Ok(mut sessions) => sessions.start(Identity::Token { hash, name, role }, now),
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "session store poisoned").into_response(),
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "session store poisoned").into_response()
+        }
     };
     if let Some((old, _)) = &visitor.session {
         if let Ok(mut sessions) = console.sessions.lock() {
@@ -502,7 +523,12 @@ async fn logout(
         sessions.end(id);
     }
     let mut response = Redirect::to("/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", console.settings.tls, Some(0))) {
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(
+        SESSION_COOKIE,
+        "",
+        console.settings.tls,
+        Some(0),
+    )) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -523,13 +549,21 @@ async fn switch_language(
     let Some(lang) = Lang::from_tag(&tag) else {
         return (StatusCode::NOT_FOUND, "unknown language").into_response();
     };
-    let back = if query.back.starts_with('/') && !query.back.starts_with("//") && !query.back.contains('\\') {
+    let back = if query.back.starts_with('/')
+        && !query.back.starts_with("//")
+        && !query.back.contains('\\')
+    {
         query.back
     } else {
         "/".to_owned()
     };
     let mut response = Redirect::to(&back).into_response();
-    let value = set_cookie(LANG_COOKIE, lang.tag(), console.settings.tls, Some(365 * 24 * 3600));
+    let value = set_cookie(
+        LANG_COOKIE,
+        lang.tag(),
+        console.settings.tls,
+        Some(365 * 24 * 3600),
+    );
     if let Ok(value) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -606,7 +640,10 @@ async fn calls_page(
         error: String::new(),
         rows: Vec::new(),
         next: String::new(),
-        end_reasons: ALL_END_REASONS[1..].iter().map(|reason| end_reason_name(*reason)).collect(),
+        end_reasons: ALL_END_REASONS[1..]
+            .iter()
+            .map(|reason| end_reason_name(*reason))
+            .collect(),
         ranges: RANGES,
         choices: CHOICES,
         choice_fields: vec![
@@ -641,7 +678,8 @@ async fn calls_page(
                 page.next = format!(
                     "/calls?{}&{}",
                     page.form.query(),
-                    serde_urlencoded::to_string([("page", &response.next_page_token)]).unwrap_or_default()
+                    serde_urlencoded::to_string([("page", &response.next_page_token)])
+                        .unwrap_or_default()
                 );
             }
             visitor.respond(page)
@@ -856,7 +894,15 @@ async fn flag_call(
             } else {
                 status.message().to_owned()
             };
-            show_call(&console, peer, &headers, id, StatusCode::BAD_REQUEST, message).await
+            show_call(
+                &console,
+                peer,
+                &headers,
+                id,
+                StatusCode::BAD_REQUEST,
+                message,
+            )
+            .await
         }
         Err(status) => failure(visitor.chrome(), &status),
     }
@@ -891,8 +937,12 @@ async fn export_csv(
     };
     let written: Result<Vec<u8>, Status> = async {
         let mut stream = console.server.export_calls_as(caller, request)?;
-        let mut writer = ExportWriter::new(ExportFormat::Csv, console.server.hash_algorithm(), Vec::new())
-            .map_err(|error| Status::internal(error.to_string()))?;
+        let mut writer = ExportWriter::new(
+            ExportFormat::Csv,
+            console.server.hash_algorithm(),
+            Vec::new(),
+        )
+        .map_err(|error| Status::internal(error.to_string()))?;
         while let Some(item) = stream.next().await {
             match item?.item {
                 Some(export_calls_response::Item::Record(record)) => writer
@@ -911,11 +961,17 @@ async fn export_csv(
     .await;
     match written {
         Ok(bytes) => {
-            let name = format!("courtline-export-{}.csv", Local::now().format("%Y%m%d-%H%M%S"));
+            let name = format!(
+                "courtline-export-{}.csv",
+                Local::now().format("%Y%m%d-%H%M%S")
+            );
             (
                 [
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}\""),
+                    ),
                 ],
                 bytes,
             )
@@ -1069,7 +1125,10 @@ async fn integrity(
             Ok(report) => {
                 let mut by_kind: BTreeMap<String, Vec<Finding>> = BTreeMap::new();
                 for finding in report.findings {
-                    by_kind.entry(finding.kind.clone()).or_default().push(finding);
+                    by_kind
+                        .entry(finding.kind.clone())
+                        .or_default()
+                        .push(finding);
                 }
                 Some(VerifyView {
                     events: report.events_checked,
@@ -1135,7 +1194,9 @@ mod tests {
         for (role, expected) in table {
             let seen = [Calls, Access, Integrity].map(|page| may_see(page, role, false));
             assert_eq!(seen, expected, "{role:?}");
-            assert!([Calls, Access, Integrity].iter().all(|page| may_see(*page, role, true)));
+            assert!([Calls, Access, Integrity]
+                .iter()
+                .all(|page| may_see(*page, role, true)));
         }
         assert_eq!(home(Role::Compliance, false), "/calls");
         assert_eq!(home(Role::Auditor, false), "/access");

@@ -47,9 +47,7 @@ pub fn check_host(host: Option<&str>, allowed: &[String]) -> HostCheck {
     let host = host.to_ascii_lowercase();
     let name = match host.rsplit_once(':') {
         // An IPv6 literal keeps its brackets; only a port after `]` or a name is cut.
-        Some((name, port))
-            if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') =>
-        {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
             name
         }
         _ => host.as_str(),
@@ -207,7 +205,10 @@ impl Lockout {
 
     /// Counts a failed sign-in by `key`.
     pub fn fail(&mut self, key: &str, now: Instant) {
-        self.failures.entry(key.to_owned()).or_default().push_back(now);
+        self.failures
+            .entry(key.to_owned())
+            .or_default()
+            .push_back(now);
     }
 
     /// A successful sign-in clears `key`'s failures.
@@ -221,9 +222,14 @@ mod tests {
     use super::*;
 
     fn allowed() -> Vec<String> {
-        ["127.0.0.1:8080", "localhost", "127.0.0.1", "console.court.example"]
-            .map(String::from)
-            .to_vec()
+        [
+            "127.0.0.1:8080",
+            "localhost",
+            "127.0.0.1",
+            "console.court.example",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     #[test]
@@ -235,10 +241,23 @@ mod tests {
             "127.0.0.1",
             "console.court.example:443",
         ] {
-            assert_eq!(check_host(Some(host), &allowed()), HostCheck::Ours, "{host}");
+            assert_eq!(
+                check_host(Some(host), &allowed()),
+                HostCheck::Ours,
+                "{host}"
+            );
         }
-        for host in ["evil.example", "evil.example:8080", "127.0.0.2:8080", "localhost.evil.example"] {
-            assert_eq!(check_host(Some(host), &allowed()), HostCheck::Foreign, "{host}");
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.2:8080",
+            "localhost.evil.example",
+        ] {
+            assert_eq!(
+                check_host(Some(host), &allowed()),
+                HostCheck::Foreign,
+                "{host}"
+            );
         }
         assert_eq!(check_host(None, &allowed()), HostCheck::Missing);
         assert_eq!(check_host(Some(" "), &allowed()), HostCheck::Missing);
@@ -275,7 +294,10 @@ mod tests {
         assert!(sessions.touch(&id, start + 29 * minute).is_some());
         assert!(sessions.touch(&id, start + 58 * minute).is_some());
         assert!(sessions.touch(&id, start + 88 * minute).is_none());
-        assert!(sessions.touch(&id, start + 89 * minute).is_none(), "removed");
+        assert!(
+            sessions.touch(&id, start + 89 * minute).is_none(),
+            "removed"
+        );
         let other = sessions.start(Identity::Loopback, start);
         sessions.end(&other);
         assert!(sessions.touch(&other, start).is_none());
@@ -291,7 +313,9 @@ mod tests {
             assert!(lockout.check("ip:127.0.0.1", start + n * minute).is_ok());
             lockout.fail("ip:127.0.0.1", start + n * minute);
         }
-        let wait = lockout.check("ip:127.0.0.1", start + 5 * minute).unwrap_err();
+        let wait = lockout
+            .check("ip:127.0.0.1", start + 5 * minute)
+            .unwrap_err();
         assert_eq!(wait, 10 * minute);
         assert!(lockout.check("ip:127.0.0.2", start).is_ok(), "per address");
         // The first failure leaves the window: one more try.
