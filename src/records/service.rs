@@ -765,7 +765,7 @@ impl RecordsServer {
             "page_size": query.effective_page_size(),
             "continued": query.page_token.is_some(),
         });
-        self.log_access(&caller, "ListCalls", parameters, records.len() as u64)
+        self.log_access(caller, "ListCalls", parameters, records.len() as u64)
             .await?;
         Ok(ListCallsResponse {
             records,
@@ -791,7 +791,7 @@ impl RecordsServer {
             .await
             .map_err(|error| store_status(&context, error))?;
         self.log_access(
-            &caller,
+            caller,
             "GetCall",
             serde_json::json!({ "call_id": call_id }),
             u64::from(record.is_some()),
@@ -852,7 +852,7 @@ impl RecordsServer {
             .await
             .map_err(|error| status("flagging", error))?;
         self.log_access(
-            &caller,
+            caller,
             "FlagCall",
             serde_json::json!({
                 "call_id": request.call_id,
@@ -873,7 +873,7 @@ impl RecordsServer {
             .map_err(|error| store_status("verifying", error))?;
         let findings = report.findings.len() as u64 + report.findings_omitted;
         self.log_access(
-            &caller,
+            caller,
             "Verify",
             serde_json::json!({ "events_checked": report.events_checked, "findings": findings }),
             findings,
@@ -930,7 +930,7 @@ impl RecordsServer {
             entries.last().map_or(0, |entry| entry.seq)
         };
         self.log_access(
-            &caller,
+            caller,
             "ListAccess",
             serde_json::json!({
                 "since_ms": request.since_ms,
