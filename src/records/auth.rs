@@ -328,6 +328,23 @@ impl Authenticator {
         Ok((cache.valid.get(hash).cloned(), cache.any_issued))
     }
 
+    /// The name and role of a valid token (for the web console's sign-in and each
+    /// of its requests, so a revoked token ends its sessions); `None` when unknown or revoked.
+    pub async fn identify(&self, secret_hash: &[u8; 32]) -> Result<Option<(String, Role)>, Status> {
+        Ok(self
+            .lookup(secret_hash)
+            .await?
+            .0
+            .map(|token| (token.name, token.role)))
+    }
+
+    /// Whether the loopback rule still holds: no token was ever issued and no client
+    /// certificate roles are configured.
+    pub async fn loopback_open(&self) -> Result<bool, Status> {
+        let (_, any_issued) = self.lookup(&[0; 32]).await?;
+        Ok(!any_issued && self.certificate_roles.is_empty())
+    }
+
     /// Lets the request through if its token has `needed`, or under the loopback rule.
     pub async fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, Status> {
         self.authorize_any(request, &[needed]).await

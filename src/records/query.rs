@@ -42,7 +42,7 @@ pub fn parse_end_reason(text: &str) -> Option<EndReason> {
         .find(|reason| end_reason_name(*reason) == name)
 }
 
-const ALL_END_REASONS: [EndReason; 13] = [
+pub const ALL_END_REASONS: [EndReason; 13] = [
     EndReason::Unspecified,
     EndReason::CallerHungUpDuringPrompt,
     EndReason::CallerHungUp,

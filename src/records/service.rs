@@ -517,7 +517,7 @@ pub async fn add_token_offline(
     result
 }
 
-type ExportStream =
+pub type ExportStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ExportCallsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -544,38 +544,9 @@ impl RecordsService for RecordsServer {
         request: Request<ListCallsRequest>,
     ) -> Result<Response<ListCallsResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        let sort = request.sort();
-        let filter = request.filter.unwrap_or_default();
-        validate_filter(&filter)?;
-        let query = CallQuery {
-            sort,
-            filter,
-            page_size: request.page_size,
-            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
-        };
-        let (records, next) = self
-            .ledger
-            .store()
-            .list_calls(&query)
+        self.list_calls_as(&caller, request.into_inner())
             .await
-            .map_err(|error| store_status("listing calls", error))?;
-        let records = self
-            .with_flags(records)
-            .await
-            .map_err(|error| store_status("reading the flags of listed calls", error))?;
-        let parameters = serde_json::json!({
-            "filter": filter_json(&query.filter),
-            "sort": sort_name(query.sort),
-            "page_size": query.effective_page_size(),
-            "continued": query.page_token.is_some(),
-        });
-        self.log_access(&caller, "ListCalls", parameters, records.len() as u64)
-            .await?;
-        Ok(Response::new(ListCallsResponse {
-            records,
-            next_page_token: next.unwrap_or_default(),
-        }))
+            .map(Response::new)
     }
 
     async fn get_call(
@@ -586,66 +557,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
-        let call_id = request.into_inner().call_id;
-        validate_call_id(&call_id).map_err(|error| status("reading a call", error))?;
-        let store = self.ledger.store();
-        let context = format!("reading call {call_id}");
-        if caller.role == Role::Operator {
-            // An operator reads only the calls its own reports are about.
-            let reports = store
-                .reports_of_call(&call_id)
-                .await
-                .map_err(|error| store_status(&context, error))?;
-            let own = reports
-                .iter()
-                .filter_map(|row| row.decode().ok())
-                .any(|report| is_owner(&report, &caller.name));
-            if !own {
-                let refusal = format!(
-                    "{} may read only the calls of its own reports; call {call_id} is not one",
-                    caller.name
-                );
-                self.log_access(
-                    &caller,
-                    "GetCall",
-                    serde_json::json!({ "call_id": call_id, "refused": refusal }),
-                    0,
-                )
-                .await?;
-                return Err(Status::permission_denied(refusal));
-            }
-        }
-        let record = store
-            .get_call(&call_id)
+        self.get_call_as(&caller, request.into_inner().call_id)
             .await
-            .map_err(|error| store_status(&context, error))?;
-        let events = store
-            .call_events(&call_id)
-            .await
-            .map_err(|error| store_status(&context, error))?;
-        self.log_access(
-            &caller,
-            "GetCall",
-            serde_json::json!({ "call_id": call_id }),
-            u64::from(record.is_some()),
-        )
-        .await?;
-        let Some(mut record) = record else {
-            return Err(Status::not_found(format!("no call with id {call_id}")));
-        };
-        let mut timeline: Vec<TimelineEvent> = Vec::new();
-        let mut flags: Vec<Flag> = Vec::new();
-        for event in &events {
-            let (entry, flag) = timeline_entry(event);
-            timeline.push(entry);
-            flags.extend(flag);
-        }
-        record.flags = flags.clone();
-        Ok(Response::new(GetCallResponse {
-            record: Some(record),
-            timeline,
-            flags,
-        }))
+            .map(Response::new)
     }
 
     type ExportCallsStream = ExportStream;
@@ -655,22 +569,8 @@ impl RecordsService for RecordsServer {
         request: Request<ExportCallsRequest>,
     ) -> Result<Response<Self::ExportCallsStream>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        let filter = request.filter.clone().unwrap_or_default();
-        validate_filter(&filter)?;
-        let format = match request.format() {
-            ExportFormat::Unspecified => ExportFormat::Csv,
-            format => format,
-        };
-        let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
-        let server = self.clone();
-        let sort = request.sort();
-        tokio::spawn(async move {
-            server
-                .run_export(caller, filter, sort, format, sender)
-                .await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        self.export_calls_as(caller, request.into_inner())
+            .map(Response::new)
     }
 
     async fn flag_call(
@@ -678,49 +578,9 @@ impl RecordsService for RecordsServer {
         request: Request<FlagCallRequest>,
     ) -> Result<Response<FlagCallResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        validate_call_id(&request.call_id).map_err(|error| status("flagging", error))?;
-        let category = match FlagCategory::try_from(request.category) {
-            Ok(FlagCategory::Unspecified) | Err(_) => {
-                return Err(Status::invalid_argument(
-                    "a flag needs a category: improper_inquiry, intercession, probing_case_information or other",
-                ))
-            }
-            Ok(category) => category,
-        };
-        if category == FlagCategory::Other && request.note.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "a flag of category other needs a note saying what happened",
-            ));
-        }
-        if request.note.chars().count() > MAX_NOTE_CHARS {
-            return Err(Status::invalid_argument(format!(
-                "the note is longer than {MAX_NOTE_CHARS} characters"
-            )));
-        }
-        let flag = Flag {
-            category: category as i32,
-            note: request.note.clone(),
-            flagged_by: caller.name.clone(),
-            flagged_at_ms: now_ms(),
-        };
-        let seq = self
-            .ledger
-            .flag(&request.call_id, flag)
+        self.flag_call_as(&caller, request.into_inner())
             .await
-            .map_err(|error| status("flagging", error))?;
-        self.log_access(
-            &caller,
-            "FlagCall",
-            serde_json::json!({
-                "call_id": request.call_id,
-                "category": crate::contract::names::flag_category_name(category),
-                "flag_seq": seq,
-            }),
-            1,
-        )
-        .await?;
-        Ok(Response::new(FlagCallResponse { seq: seq as u64 }))
+            .map(Response::new)
     }
 
     async fn verify(
@@ -728,19 +588,7 @@ impl RecordsService for RecordsServer {
         request: Request<VerifyRequest>,
     ) -> Result<Response<VerifyResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Auditor).await?;
-        let trusted = [self.ledger.key().public_key().to_bytes()];
-        let report = super::verify::verify(self.ledger.store().as_ref(), &trusted)
-            .await
-            .map_err(|error| store_status("verifying", error))?;
-        let findings = report.findings.len() as u64 + report.findings_omitted;
-        self.log_access(
-            &caller,
-            "Verify",
-            serde_json::json!({ "events_checked": report.events_checked, "findings": findings }),
-            findings,
-        )
-        .await?;
-        Ok(Response::new(report))
+        self.verify_as(&caller).await.map(Response::new)
     }
 
     async fn list_gaps(
@@ -769,64 +617,9 @@ impl RecordsService for RecordsServer {
         request: Request<ListAccessRequest>,
     ) -> Result<Response<ListAccessResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Auditor).await?;
-        let request = request.into_inner();
-        let limit = match request.page_size {
-            0 => 100,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
-        let mut entries = Vec::new();
-        let mut exhausted = false;
-        // The actor filter applies to the decoded body: keep reading until the page is full.
-        while entries.len() < limit as usize && !exhausted {
-            let events = self
-                .ledger
-                .store()
-                .access_events(before, request.since_ms, request.until_ms, limit)
-                .await
-                .map_err(|error| store_status("reading the access log", error))?;
-            exhausted = events.len() < limit as usize;
-            for event in events {
-                before = event.seq;
-                let Some(event_body::Kind::Access(mut entry)) = event
-                    .body
-                    .as_deref()
-                    .and_then(|body| prost::Message::decode(body).ok())
-                    .and_then(|body: EventBody| body.kind)
-                else {
-                    continue;
-                };
-                if !request.actor.is_empty() && entry.actor != request.actor {
-                    continue;
-                }
-                entry.seq = event.seq as u64;
-                entries.push(entry);
-                if entries.len() == limit as usize {
-                    break;
-                }
-            }
-        }
-        let next_before_seq = if exhausted && entries.len() < limit as usize {
-            0
-        } else {
-            entries.last().map_or(0, |entry| entry.seq)
-        };
-        self.log_access(
-            &caller,
-            "ListAccess",
-            serde_json::json!({
-                "since_ms": request.since_ms,
-                "until_ms": request.until_ms,
-                "actor": request.actor,
-                "before_seq": request.before_seq,
-            }),
-            entries.len() as u64,
-        )
-        .await?;
-        Ok(Response::new(ListAccessResponse {
-            entries,
-            next_before_seq,
-        }))
+        self.list_access_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn add_token(
@@ -1213,6 +1006,291 @@ impl RecordsServer {
                 Err(refused)
             }
         }
+    }
+}
+
+/// The operations behind the gRPC handlers, for a caller already authorised (the
+/// gRPC handlers and the web console alike), each recorded in the access log.
+impl RecordsServer {
+    /// Token and loopback-rule checks, shared with the web console's sign-in.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The public key that signs checkpoints and exports (hex) and its fingerprint.
+    pub fn public_key(&self) -> (String, String) {
+        let key = self.ledger.key();
+        (
+            key.public_key_hex(),
+            fingerprint(&key.public_key().to_bytes()),
+        )
+    }
+
+    /// The chain's hash function, for export files.
+    pub fn hash_algorithm(&self) -> HashAlgorithm {
+        self.ledger.algorithm()
+    }
+
+    /// `ListCalls` for `caller`.
+    pub async fn list_calls_as(
+        &self,
+        caller: &Caller,
+        request: ListCallsRequest,
+    ) -> Result<ListCallsResponse, Status> {
+        let sort = request.sort();
+        let filter = request.filter.unwrap_or_default();
+        validate_filter(&filter)?;
+        let query = CallQuery {
+            sort,
+            filter,
+            page_size: request.page_size,
+            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        };
+        let (records, next) = self
+            .ledger
+            .store()
+            .list_calls(&query)
+            .await
+            .map_err(|error| store_status("listing calls", error))?;
+        let records = self
+            .with_flags(records)
+            .await
+            .map_err(|error| store_status("reading the flags of listed calls", error))?;
+        let parameters = serde_json::json!({
+            "filter": filter_json(&query.filter),
+            "sort": sort_name(query.sort),
+            "page_size": query.effective_page_size(),
+            "continued": query.page_token.is_some(),
+        });
+        self.log_access(caller, "ListCalls", parameters, records.len() as u64)
+            .await?;
+        Ok(ListCallsResponse {
+            records,
+            next_page_token: next.unwrap_or_default(),
+        })
+    }
+
+    /// `GetCall` for `caller`.
+    pub async fn get_call_as(
+        &self,
+        caller: &Caller,
+        call_id: String,
+    ) -> Result<GetCallResponse, Status> {
+        validate_call_id(&call_id).map_err(|error| status("reading a call", error))?;
+        let store = self.ledger.store();
+        let context = format!("reading call {call_id}");
+        if caller.role == Role::Operator {
+            // An operator reads only the calls its own reports are about.
+            let reports = store
+                .reports_of_call(&call_id)
+                .await
+                .map_err(|error| store_status(&context, error))?;
+            let own = reports
+                .iter()
+                .filter_map(|row| row.decode().ok())
+                .any(|report| is_owner(&report, &caller.name));
+            if !own {
+                let refusal = format!(
+                    "{} may read only the calls of its own reports; call {call_id} is not one",
+                    caller.name
+                );
+                self.log_access(
+                    caller,
+                    "GetCall",
+                    serde_json::json!({ "call_id": call_id, "refused": refusal }),
+                    0,
+                )
+                .await?;
+                return Err(Status::permission_denied(refusal));
+            }
+        }
+        let record = store
+            .get_call(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        self.log_access(
+            caller,
+            "GetCall",
+            serde_json::json!({ "call_id": call_id }),
+            u64::from(record.is_some()),
+        )
+        .await?;
+        let Some(mut record) = record else {
+            return Err(Status::not_found(format!("no call with id {call_id}")));
+        };
+        let mut timeline: Vec<TimelineEvent> = Vec::new();
+        let mut flags: Vec<Flag> = Vec::new();
+        for event in &events {
+            let (entry, flag) = timeline_entry(event);
+            timeline.push(entry);
+            flags.extend(flag);
+        }
+        record.flags = flags.clone();
+        Ok(GetCallResponse {
+            record: Some(record),
+            timeline,
+            flags,
+        })
+    }
+
+    /// `FlagCall` for `caller`.
+    pub async fn flag_call_as(
+        &self,
+        caller: &Caller,
+        request: FlagCallRequest,
+    ) -> Result<FlagCallResponse, Status> {
+        validate_call_id(&request.call_id).map_err(|error| status("flagging", error))?;
+        let category = match FlagCategory::try_from(request.category) {
+            Ok(FlagCategory::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(
+                    "a flag needs a category: improper_inquiry, intercession, probing_case_information or other",
+                ))
+            }
+            Ok(category) => category,
+        };
+        if category == FlagCategory::Other && request.note.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a flag of category other needs a note saying what happened",
+            ));
+        }
+        if request.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(Status::invalid_argument(format!(
+                "the note is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
+        let flag = Flag {
+            category: category as i32,
+            note: request.note.clone(),
+            flagged_by: caller.name.clone(),
+            flagged_at_ms: now_ms(),
+        };
+        let seq = self
+            .ledger
+            .flag(&request.call_id, flag)
+            .await
+            .map_err(|error| status("flagging", error))?;
+        self.log_access(
+            caller,
+            "FlagCall",
+            serde_json::json!({
+                "call_id": request.call_id,
+                "category": crate::contract::names::flag_category_name(category),
+                "flag_seq": seq,
+            }),
+            1,
+        )
+        .await?;
+        Ok(FlagCallResponse { seq: seq as u64 })
+    }
+
+    /// `Verify` for `caller`.
+    pub async fn verify_as(&self, caller: &Caller) -> Result<VerifyResponse, Status> {
+        let trusted = [self.ledger.key().public_key().to_bytes()];
+        let report = super::verify::verify(self.ledger.store().as_ref(), &trusted)
+            .await
+            .map_err(|error| store_status("verifying", error))?;
+        let findings = report.findings.len() as u64 + report.findings_omitted;
+        self.log_access(
+            caller,
+            "Verify",
+            serde_json::json!({ "events_checked": report.events_checked, "findings": findings }),
+            findings,
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// `ListAccess` for `caller`.
+    pub async fn list_access_as(
+        &self,
+        caller: &Caller,
+        request: ListAccessRequest,
+    ) -> Result<ListAccessResponse, Status> {
+        let limit = match request.page_size {
+            0 => 100,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
+        let mut entries = Vec::new();
+        let mut exhausted = false;
+        // The actor filter applies to the decoded body: keep reading until the page is full.
+        while entries.len() < limit as usize && !exhausted {
+            let events = self
+                .ledger
+                .store()
+                .access_events(before, request.since_ms, request.until_ms, limit)
+                .await
+                .map_err(|error| store_status("reading the access log", error))?;
+            exhausted = events.len() < limit as usize;
+            for event in events {
+                before = event.seq;
+                let Some(event_body::Kind::Access(mut entry)) = event
+                    .body
+                    .as_deref()
+                    .and_then(|body| prost::Message::decode(body).ok())
+                    .and_then(|body: EventBody| body.kind)
+                else {
+                    continue;
+                };
+                if !request.actor.is_empty() && entry.actor != request.actor {
+                    continue;
+                }
+                entry.seq = event.seq as u64;
+                entries.push(entry);
+                if entries.len() == limit as usize {
+                    break;
+                }
+            }
+        }
+        let next_before_seq = if exhausted && entries.len() < limit as usize {
+            0
+        } else {
+            entries.last().map_or(0, |entry| entry.seq)
+        };
+        self.log_access(
+            caller,
+            "ListAccess",
+            serde_json::json!({
+                "since_ms": request.since_ms,
+                "until_ms": request.until_ms,
+                "actor": request.actor,
+                "before_seq": request.before_seq,
+            }),
+            entries.len() as u64,
+        )
+        .await?;
+        Ok(ListAccessResponse {
+            entries,
+            next_before_seq,
+        })
+    }
+
+    /// `ExportCalls` for `caller`: the header, the records and the signed manifest,
+    /// streamed as they are read.
+    pub fn export_calls_as(
+        &self,
+        caller: Caller,
+        request: ExportCallsRequest,
+    ) -> Result<ExportStream, Status> {
+        let filter = request.filter.clone().unwrap_or_default();
+        validate_filter(&filter)?;
+        let format = match request.format() {
+            ExportFormat::Unspecified => ExportFormat::Csv,
+            format => format,
+        };
+        let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
+        let server = self.clone();
+        let sort = request.sort();
+        tokio::spawn(async move {
+            server
+                .run_export(caller, filter, sort, format, sender)
+                .await;
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
     }
 }
 

@@ -160,6 +160,9 @@ leading_silence_ms = 200
 listen = "127.0.0.1:0"
 database = "{db}"
 
+[records.web]
+listen = "127.0.0.1:0"
+
 [prompts.test]
 file = "{wav}"
 version = "1"
