@@ -18,6 +18,7 @@ use courtline::contract::pb::{
 use courtline::records::service::OpenedService;
 use courtline::records::web::WebSettings;
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use records_common::{courtline_bin, node_started, numbered, record, settings, sqlite_db};
 use tokio::net::TcpListener;
 
@@ -101,8 +102,7 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
     let url = format!("http://127.0.0.1:{}", driver.port);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match ClientBuilder::rustls()
-            .expect("rustls")
+        match ClientBuilder::new(HttpConnector::new())
             .capabilities(caps.clone())
             .connect(&url)
             .await
