@@ -16,6 +16,7 @@ use super::codec::Codec;
 use super::engine::MediaEngine;
 use super::ports::RtpSocket;
 use super::prompt::Playlist;
+use super::recording::CallTap;
 use super::tone::ToneFrames;
 
 /// The caller's side of the media, fixed when the call is answered.
@@ -98,6 +99,8 @@ pub enum MediaCommand {
         /// The event code (0–15).
         event: u8,
     },
+    /// Record the call's audio from the first warning packet on (sent before `PlayPrompt`).
+    Record(CallTap),
     /// Stop and report the counters.
     Stop(oneshot::Sender<MediaStats>),
 }
