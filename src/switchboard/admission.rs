@@ -28,9 +28,7 @@ use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
 use super::sip::qualify::OperatorHealth;
 use super::sip::session_timer::{self, Negotiation, SessionTimer};
-use crate::config::{
-    AnswerMode, Config, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy,
-};
+use crate::config::{AnswerMode, Config, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy};
 use crate::contract::pb::PlayedPrompt;
 
 /// The INVITE as admission sees it. Its headers are read by the `sip::leg` and

@@ -360,7 +360,12 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     let stats = media.stop().await;
                     finish(&shared, *record, stats, &playlist, &call_id);
                     if let Some((key, outcome)) = recording.take() {
-                        tokio::spawn(close_recording(shared.clone(), call_id.clone(), key, outcome));
+                        tokio::spawn(close_recording(
+                            shared.clone(),
+                            call_id.clone(),
+                            key,
+                            outcome,
+                        ));
                     }
                     for dialog in hangups.drain(..) {
                         let layer = shared.dialog_layer.clone();

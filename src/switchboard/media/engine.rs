@@ -1036,7 +1036,13 @@ impl Call {
         }
         if let Some(tap) = &mut self.recording {
             let ours = self.caller.out.slot_timestamp(pacer_slot);
-            tap.received(rtp.ssrc(), rtp.timestamp(), self.caller.codec, rtp.payload(), ours);
+            tap.received(
+                rtp.ssrc(),
+                rtp.timestamp(),
+                self.caller.codec,
+                rtp.payload(),
+                ours,
+            );
         }
         let Some(operator) = &mut self.operator else {
             return Ok(());
@@ -1086,7 +1092,12 @@ impl Call {
         if let Some(tap) = &mut self.recording {
             // The operator's own payload: the writer decodes it in its codec,
             // which is what the caller got before any transcoding.
-            tap.sent(self.caller.out.last_timestamp(), operator_codec, rtp.payload(), false);
+            tap.sent(
+                self.caller.out.last_timestamp(),
+                operator_codec,
+                rtp.payload(),
+                false,
+            );
         }
         Ok(())
     }

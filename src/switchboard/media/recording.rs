@@ -187,12 +187,16 @@ impl Recorder {
                 }),
                 outcome,
             ),
-            Err(TrySendError::Full(Message::Open(open)) | TrySendError::Disconnected(Message::Open(open))) => {
+            Err(
+                TrySendError::Full(Message::Open(open))
+                | TrySendError::Disconnected(Message::Open(open)),
+            ) => {
                 let _ = open.reply.send(RecordingOutcome {
                     policy,
                     channels: u32::from(CHANNELS),
-                    failure: "the recording writer is behind (queue full): the call was not recorded"
-                        .into(),
+                    failure:
+                        "the recording writer is behind (queue full): the call was not recorded"
+                            .into(),
                     ..RecordingOutcome::default()
                 });
                 (None, outcome)
@@ -242,7 +246,12 @@ impl CallTap {
             self.origin = Some(timestamp);
         }
         let Some(origin) = self.origin else { return };
-        self.push(Channel::ToCaller, codec, timestamp.wrapping_sub(origin), payload);
+        self.push(
+            Channel::ToCaller,
+            codec,
+            timestamp.wrapping_sub(origin),
+            payload,
+        );
     }
 
     /// The caller sent `payload` (SSRC `ssrc`, its timestamp `timestamp`)

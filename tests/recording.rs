@@ -1,0 +1,225 @@
+//! Call audio as evidence (#12): a real call over loopback sockets, recorded
+//! by the switchboard into a real two-channel WAV file.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use courtline::contract::pb::CallRecord;
+use courtline::switchboard::media::codec::{ulaw_to_linear, Codec};
+use support::*;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// `count` packets of μ-law `byte` to `to`, one every 20 ms.
+async fn talk(socket: &UdpSocket, to: std::net::SocketAddr, ssrc: u32, count: u16, byte: u8) {
+    for i in 0..count {
+        let packet = rtp_packet(0, i, 160 * u32::from(i), ssrc, i == 0, &[byte; 160]);
+        socket.send_to(&packet, to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits up to 5 s for `path` to exist.
+async fn wait_for(path: &Path) -> bool {
+    let deadline = Instant::now() + 5 * SEC;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Where a call's recording lands in the switchboard's temporary area.
+fn recording_of(sb: &TestSwitchboard, dir: Option<&Path>, call_id: &str) -> PathBuf {
+    dir.map(Path::to_path_buf)
+        .unwrap_or_else(|| sb.dir.path().join("recordings"))
+        .join(format!("{call_id}.wav"))
+}
+
+/// First index from which `samples` holds `run` copies of `value`.
+fn find_run(samples: &[i16], value: i16, run: usize) -> Option<usize> {
+    samples
+        .windows(run)
+        .position(|w| w.iter().all(|&s| s == value))
+}
+
+/// A call through a recorded line: the warning, ringback, the operator, the
+/// caller; the call ends and its record is complete. Returns the switchboard,
+/// the call's id, when the first warning packet arrived and when the caller
+/// started talking.
+async fn recorded_call(
+    ports: (u16, u16),
+    line_extra: &str,
+) -> (TestSwitchboard, CallRecord, Duration) {
+    let operator = SipPeer::bind().await;
+    let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 400,
+        rtp_ports: ports,
+        line_extra: line_extra.into(),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    let ok = caller.call("0").await;
+    let courtline_rtp = ok.sdp_rtp_addr();
+    let (_, _) = recv_rtp(&caller.rtp, SEC)
+        .await
+        .expect("first warning packet");
+    let first_packet = Instant::now();
+
+    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    operator
+        .respond(&invite, "180 Ringing", Some("op"), "", "")
+        .await;
+    // Let the caller hear ringback for a while.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let headers = format!(
+        "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
+        operator.addr
+    );
+    operator
+        .respond(
+            &invite,
+            "200 OK",
+            Some("op"),
+            &headers,
+            &sdp(op_rtp.local_addr().unwrap(), "0"),
+        )
+        .await;
+    operator.expect_request("ACK", 2 * SEC).await;
+    let courtline_op_rtp = invite.sdp_rtp_addr();
+    // The operator's test tone, then the caller's.
+    talk(&op_rtp, courtline_op_rtp, 0x0bad_cafe, 25, 0x1f).await;
+    let caller_talks = first_packet.elapsed();
+    talk(&caller.rtp, courtline_rtp, 0x1234_5678, 20, 0x2a).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    caller.hang_up().await;
+    let record = sb.record(&caller.call_id).await;
+    (sb, record, caller_talks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_call_holds_the_warning_exactly_then_ringback_operator_and_caller_in_time() {
+    let (sb, record, caller_talks) =
+        recorded_call((41200, 41299), "record_audio = \"always\"").await;
+    let call_id = record.call_id;
+    let path = recording_of(&sb, None, &call_id);
+    assert!(wait_for(&path).await, "no recording at {}", path.display());
+    let mut reader = hound::WavReader::open(&path).unwrap();
+    let spec = reader.spec();
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8000, 16)
+    );
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let to_caller: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let from_caller: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+
+    // Channel 1 starts with the warning, frame for frame, sample for sample.
+    let frames = sb.playlist.frame_count();
+    let warning: Vec<i16> = (0..frames)
+        .flat_map(|i| sb.playlist.frame(Codec::Pcmu, i).to_vec())
+        .map(ulaw_to_linear)
+        .collect();
+    assert!(to_caller.len() > warning.len());
+    assert_eq!(
+        &to_caller[..warning.len()],
+        &warning[..],
+        "channel 1 begins with the whole warning"
+    );
+    // Then ringback (a tone), then the operator's test tone.
+    let operator_at = find_run(&to_caller, ulaw_to_linear(0x1f), 160 * 20)
+        .expect("the operator's tone on channel 1");
+    assert!(
+        operator_at > warning.len() + 8 * 300,
+        "ringback between warning and operator"
+    );
+    let ringback = &to_caller[warning.len()..warning.len() + 8 * 300];
+    assert!(
+        ringback.iter().filter(|s| s.unsigned_abs() > 1000).count() > 8 * 100,
+        "ringback tone after the warning"
+    );
+
+    // Channel 2: silence while the caller listened, then its tone when it spoke.
+    let caller_at = find_run(&from_caller, ulaw_to_linear(0x2a), 160 * 20)
+        .expect("the caller's tone on channel 2");
+    assert!(
+        from_caller[..caller_at].iter().all(|&s| s == 0),
+        "nothing but silence before"
+    );
+    let expected = caller_talks.as_millis() as i64 * 8;
+    assert!(
+        (caller_at as i64 - expected).abs() < 8 * 200,
+        "caller's tone at {} ms, sent at {} ms",
+        caller_at / 8,
+        expected / 8
+    );
+    assert!(
+        caller_at > operator_at,
+        "the caller spoke after the operator"
+    );
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_never_records_leaves_no_file() {
+    let (sb, record, _) = recorded_call((41300, 41349), "record_audio = \"never\"").await;
+    let call_id = record.call_id;
+    tokio::time::sleep(SEC).await;
+    assert!(!recording_of(&sb, None, &call_id).exists());
+    assert!(
+        !sb.dir.path().join("recordings").exists(),
+        "no recording area at all"
+    );
+    sb.stop().await;
+}
+
+/// Unmounts the test's tmpfs however the test ends.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_drops_the_recording_and_never_the_call() {
+    let area = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32k", "tmpfs"])
+        .arg(area.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let _mount = Mount(area.path().to_path_buf());
+    let line_extra = format!(
+        "record_audio = \"always\"\n[recording]\ndir = \"{}\"",
+        area.path().display()
+    );
+    // 32 KiB hold about a second of two-channel 8 kHz audio; the call lasts longer.
+    let (sb, record, _) = recorded_call((41350, 41399), &line_extra).await;
+    let call_id = record.call_id.clone();
+    assert!(
+        record.prompt_completed,
+        "the call went on through the warning"
+    );
+    assert!(record.operator_answered_at_ms > 0, "and was bridged");
+    tokio::time::sleep(SEC).await;
+    assert!(
+        !recording_of(&sb, Some(area.path()), &call_id).exists(),
+        "the partial file is removed"
+    );
+    sb.stop().await;
+}
