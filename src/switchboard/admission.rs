@@ -772,6 +772,24 @@ operator = "sip:op@127.0.0.1:5090"
     }
 
     #[test]
+    fn unwritable_recordings_refuse_recorded_lines_only_under_the_reject_policy() {
+        let mut sb = Switchboard::new();
+        sb.recording_healthy = false;
+        // The default policy carries the call; its record will say the recording failed.
+        admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+        sb.config.recording.on_failure = RecordingFailurePolicy::Reject;
+        let r = refusal(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert_eq!(code(&r), 503);
+        assert_eq!(r.reason, Refused::RecordingUnwritable);
+        assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
+        // A line that records nothing does not depend on the recordings' disk.
+        for line in &mut sb.config.lines {
+            line.record_audio = RecordAudio::Never;
+        }
+        admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+    }
+
+    #[test]
     fn no_common_codec_gets_488_with_a_warning() {
         let sb = Switchboard::new();
         let g729 =
