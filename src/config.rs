@@ -289,6 +289,10 @@ pub struct RecordsServiceConfig {
     pub tls_client_ca_file: String,
     /// The role of each client certificate identity.
     pub client_certificates: Vec<ClientCertificateRole>,
+    /// The evidence store: kept call recordings, `<call_id>.wav`; empty = `evidence/`
+    /// beside the SQLite database (`var/` for PostgreSQL). Not `recordings/`: that is
+    /// the switchboard's temporary area by default.
+    pub recordings_dir: String,
 }
 
 /// `[[records.service.client_certificates]]`: what one client certificate may do.
@@ -317,6 +321,7 @@ impl Default for RecordsServiceConfig {
             tls_key_file: String::new(),
             tls_client_ca_file: String::new(),
             client_certificates: Vec::new(),
+            recordings_dir: String::new(),
         }
     }
 }
@@ -374,9 +379,21 @@ impl RecordsServiceConfig {
         }
     }
 
-    /// What the records service needs to start.
+    /// The evidence store's directory, with the default applied.
+    pub fn recordings_path(&self) -> PathBuf {
+        if self.recordings_dir.is_empty() {
+            self.state_dir().join("evidence")
+        } else {
+            PathBuf::from(&self.recordings_dir)
+        }
+    }
+
+    /// What the records service needs to start. Embedded, it shares the switchboard's
+    /// machine and takes its recording files over.
     pub fn settings(&self) -> ServiceSettings {
         ServiceSettings {
+            recordings_dir: self.recordings_path(),
+            takes_local_recordings: self.embedded,
             database: self.database.clone(),
             hash_algorithm: self.hash_algorithm,
             signing_key_file: self.signing_key_path(),

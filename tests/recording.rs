@@ -6,7 +6,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use courtline::contract::pb::CallRecord;
+use courtline::contract::pb::records_service_client::RecordsServiceClient;
+use courtline::contract::pb::{
+    CallFilter, CallRecord, CallState, FlagCallRequest, FlagCategory, ListCallsRequest,
+    VerifyRequest,
+};
 use courtline::switchboard::media::codec::{ulaw_to_linear, Codec};
 use support::*;
 use tokio::net::UdpSocket;
@@ -53,9 +57,26 @@ fn find_run(samples: &[i16], value: i16, run: usize) -> Option<usize> {
 /// caller; the call ends and its record is complete. Returns the switchboard,
 /// the call's id, when the first warning packet arrived and when the caller
 /// started talking.
+/// The evidence store's file for `call_id` (`[records.service] recordings_dir` default).
+fn evidence_of(sb: &TestSwitchboard, call_id: &str) -> PathBuf {
+    sb.dir
+        .path()
+        .join("evidence")
+        .join(format!("{call_id}.wav"))
+}
+
+async fn records_client(sb: &TestSwitchboard) -> RecordsServiceClient<tonic::transport::Channel> {
+    RecordsServiceClient::connect(format!("http://{}", sb.records))
+        .await
+        .unwrap()
+}
+
+/// A bridged call on a recorded line; with `flag`, the call is flagged (FlagCall on the
+/// embedded records service) while the operator is on it, before the hang-up.
 async fn recorded_call(
     ports: (u16, u16),
     line_extra: &str,
+    flag: bool,
 ) -> (TestSwitchboard, CallRecord, Duration) {
     let operator = SipPeer::bind().await;
     let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -95,6 +116,34 @@ async fn recorded_call(
         )
         .await;
     operator.expect_request("ACK", 2 * SEC).await;
+    if flag {
+        let mut client = records_client(&sb).await;
+        let in_progress = client
+            .list_calls(ListCallsRequest {
+                filter: Some(CallFilter {
+                    states: vec![CallState::InProgress as i32],
+                    ..CallFilter::default()
+                }),
+                ..ListCallsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let call_id = in_progress
+            .records
+            .into_iter()
+            .find(|r| r.sip_call_id == caller.call_id)
+            .expect("the call is on record while it lasts")
+            .call_id;
+        client
+            .flag_call(FlagCallRequest {
+                call_id,
+                category: FlagCategory::Intercession as i32,
+                note: "说情打招呼".into(),
+            })
+            .await
+            .unwrap();
+    }
     let courtline_op_rtp = invite.sdp_rtp_addr();
     // The operator's test tone, then the caller's.
     talk(&op_rtp, courtline_op_rtp, 0x0bad_cafe, 25, 0x1f).await;
@@ -109,9 +158,10 @@ async fn recorded_call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_call_holds_the_warning_exactly_then_ringback_operator_and_caller_in_time() {
     let (sb, record, caller_talks) =
-        recorded_call((41200, 41299), "record_audio = \"always\"").await;
+        recorded_call((41200, 41299), "record_audio = \"always\"", false).await;
     let call_id = record.call_id;
-    let path = recording_of(&sb, None, &call_id);
+    // "always": the embedded records service has taken the file into the evidence store.
+    let path = evidence_of(&sb, &call_id);
     assert!(wait_for(&path).await, "no recording at {}", path.display());
     let mut reader = hound::WavReader::open(&path).unwrap();
     let spec = reader.spec();
@@ -171,7 +221,7 @@ async fn recorded_call_holds_the_warning_exactly_then_ringback_operator_and_call
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_that_never_records_leaves_no_file() {
-    let (sb, record, _) = recorded_call((41300, 41349), "record_audio = \"never\"").await;
+    let (sb, record, _) = recorded_call((41300, 41349), "record_audio = \"never\"", false).await;
     let call_id = record.call_id;
     tokio::time::sleep(SEC).await;
     assert!(!recording_of(&sb, None, &call_id).exists());
@@ -209,7 +259,7 @@ async fn a_full_disk_drops_the_recording_and_never_the_call() {
         area.path().display()
     );
     // 32 KiB hold about a second of two-channel 8 kHz audio; the call lasts longer.
-    let (sb, record, _) = recorded_call((41350, 41399), &line_extra).await;
+    let (sb, record, _) = recorded_call((41350, 41399), &line_extra, false).await;
     let call_id = record.call_id.clone();
     assert!(
         record.prompt_completed,
@@ -220,6 +270,85 @@ async fn a_full_disk_drops_the_recording_and_never_the_call() {
     assert!(
         !recording_of(&sb, Some(area.path()), &call_id).exists(),
         "the partial file is removed"
+    );
+    sb.stop().await;
+}
+
+async fn wait_gone(path: &Path) -> bool {
+    let deadline = Instant::now() + 5 * SEC;
+    while Instant::now() < deadline {
+        if !path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The `recording` findings of `records verify` (the Verify RPC).
+async fn recording_findings(sb: &TestSwitchboard) -> Vec<String> {
+    let report = records_client(sb)
+        .await
+        .verify(VerifyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    report
+        .findings
+        .into_iter()
+        .filter(|finding| finding.kind == "recording")
+        .map(|finding| format!("{} {}", finding.call_id, finding.detail))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_report_without_a_flag_leaves_no_file_anywhere() {
+    let (sb, record, _) = recorded_call((41400, 41449), "", false).await;
+    let call_id = record.call_id;
+    assert!(
+        wait_gone(&recording_of(&sb, None, &call_id)).await,
+        "the temporary file is deleted after the call"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!evidence_of(&sb, &call_id).exists(), "nothing is kept");
+    assert!(!recording_of(&sb, None, &call_id).exists());
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_during_the_call_keeps_the_recording_and_verify_names_a_changed_or_missing_file() {
+    let (sb, record, _) = recorded_call((41450, 41499), "", true).await;
+    let call_id = record.call_id;
+    let kept = evidence_of(&sb, &call_id);
+    assert!(
+        wait_for(&kept).await,
+        "no kept recording at {}",
+        kept.display()
+    );
+    assert!(wait_gone(&recording_of(&sb, None, &call_id)).await);
+    let report = records_client(&sb)
+        .await
+        .verify(VerifyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+
+    let mut bytes = std::fs::read(&kept).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&kept, &bytes).unwrap();
+    let findings = recording_findings(&sb).await;
+    assert!(
+        findings.len() == 1 && findings[0].contains(&call_id) && findings[0].contains("SHA-256"),
+        "{findings:?}"
+    );
+
+    std::fs::remove_file(&kept).unwrap();
+    let findings = recording_findings(&sb).await;
+    assert!(
+        findings.len() == 1 && findings[0].contains(&call_id) && findings[0].contains("missing"),
+        "{findings:?}"
     );
     sb.stop().await;
 }

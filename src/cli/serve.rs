@@ -324,7 +324,12 @@ pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> 
 pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let service = &config.records.service;
-    crate::records::service::serve(service.listen, &service.settings(), wait_for_signal()).await?;
+    // Alone, the service is not on the switchboard's machine: it cannot take its files over.
+    let settings = crate::records::service::ServiceSettings {
+        takes_local_recordings: false,
+        ..service.settings()
+    };
+    crate::records::service::serve(service.listen, &settings, wait_for_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

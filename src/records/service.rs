@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
+use super::evidence::Evidence;
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
@@ -115,6 +116,11 @@ pub struct ServiceSettings {
     /// Client certificates accepted in the TLS handshake (mTLS), and their roles;
     /// `None`: none are asked for.
     pub client_certificates: Option<ClientCertificates>,
+    /// The evidence store (kept call recordings).
+    pub recordings_dir: PathBuf,
+    /// The switchboard's recording files are on this machine (embedded service):
+    /// taken over (or deleted) from the path their event names.
+    pub takes_local_recordings: bool,
 }
 
 /// The client certificates a records service accepts, and what each may do.
@@ -158,6 +164,10 @@ impl OpenedService {
             settings.hash_algorithm,
             key,
             settings.checkpoints,
+            Some(Evidence::new(
+                settings.recordings_dir.clone(),
+                settings.takes_local_recordings,
+            )),
         )
         .await?;
         let read = |path: &PathBuf| {
@@ -476,6 +486,7 @@ pub async fn add_token_offline(
             settings.hash_algorithm,
             key,
             settings.checkpoints,
+            None,
         )
         .await?;
         let caller = Caller {
@@ -686,9 +697,13 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<VerifyResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Auditor).await?;
         let trusted = [self.ledger.key().public_key().to_bytes()];
-        let report = super::verify::verify(self.ledger.store().as_ref(), &trusted)
-            .await
-            .map_err(|error| store_status("verifying", error))?;
+        let report = super::verify::verify(
+            self.ledger.store().as_ref(),
+            &trusted,
+            self.ledger.evidence(),
+        )
+        .await
+        .map_err(|error| store_status("verifying", error))?;
         let findings = report.findings.len() as u64 + report.findings_omitted;
         self.log_access(
             &caller,
