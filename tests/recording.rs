@@ -9,9 +9,10 @@ use std::time::Duration;
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{
     CallFilter, CallRecord, CallState, FlagCallRequest, FlagCategory, ListCallsRequest,
-    VerifyRequest,
+    PurgeRequest, VerifyRequest,
 };
 use courtline::switchboard::media::codec::{ulaw_to_linear, Codec};
+use sha2::Digest;
 use support::*;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -350,5 +351,105 @@ async fn a_flag_during_the_call_keeps_the_recording_and_verify_names_a_changed_o
         findings.len() == 1 && findings[0].contains(&call_id) && findings[0].contains("missing"),
         "{findings:?}"
     );
+    sb.stop().await;
+}
+
+/// Runs the real `courtline` binary against the switchboard's embedded records service.
+fn courtline(sb: &TestSwitchboard, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_courtline"))
+        .args(args)
+        .args(["--endpoint", &format!("http://{}", sb.records)])
+        .current_dir(sb.dir.path())
+        .output()
+        .unwrap()
+}
+
+/// Makes call `call_id` older than any retention, then runs a purge.
+async fn age_and_purge(sb: &TestSwitchboard, call_id: &str) {
+    let status = std::process::Command::new("sqlite3")
+        .arg(sb.dir.path().join("records.db"))
+        .arg(format!(
+            "UPDATE calls SET received_at_ms = 1000 WHERE call_id = '{call_id}'"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let response = records_client(sb)
+        .await
+        .purge(PurgeRequest { dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.calls_purged + response.calls_on_hold, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_recording_is_fetched_and_checked_and_held_by_its_flag() {
+    let (sb, record, _) = recorded_call((41500, 41549), "", true).await;
+    let call_id = record.call_id;
+    let kept = evidence_of(&sb, &call_id);
+    assert!(
+        wait_for(&kept).await,
+        "no kept recording at {}",
+        kept.display()
+    );
+
+    let got = courtline(&sb, &["calls", "get", &call_id]);
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&kept).unwrap()));
+    assert!(
+        text.contains("recording: kept") && text.contains(&sha),
+        "{text}"
+    );
+
+    let fetched = sb.dir.path().join("fetched.wav");
+    let audio = courtline(
+        &sb,
+        &["calls", "audio", &call_id, "-o", fetched.to_str().unwrap()],
+    );
+    assert!(
+        audio.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audio.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(&kept).unwrap()
+    );
+
+    // One byte changed in the store: the fetch says so and fails.
+    let mut bytes = std::fs::read(&kept).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&kept, &bytes).unwrap();
+    let audio = courtline(
+        &sb,
+        &["calls", "audio", &call_id, "-o", fetched.to_str().unwrap()],
+    );
+    assert!(!audio.status.success());
+    assert!(String::from_utf8_lossy(&audio.stderr).contains("not the recording as made"));
+
+    // Legal hold: the flagged call and its audio survive a purge past retention.
+    age_and_purge(&sb, &call_id).await;
+    assert!(kept.exists(), "a flagged call's recording is on legal hold");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_an_unflagged_calls_recording() {
+    let (sb, record, _) = recorded_call((41550, 41599), "record_audio = \"always\"", false).await;
+    let call_id = record.call_id;
+    let kept = evidence_of(&sb, &call_id);
+    assert!(wait_for(&kept).await, "always keeps the recording");
+    age_and_purge(&sb, &call_id).await;
+    assert!(!kept.exists(), "purge removes the audio with the call");
+    let findings = recording_findings(&sb).await;
+    assert!(findings.is_empty(), "{findings:?}");
+    let audio = courtline(&sb, &["calls", "audio", &call_id, "-o", "x.wav"]);
+    assert!(!audio.status.success());
     sb.stop().await;
 }

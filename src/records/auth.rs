@@ -323,6 +323,15 @@ impl Authenticator {
 
     /// Lets the request through if its token has `needed`, or under the loopback rule.
     pub async fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, Status> {
+        self.authorize_any(request, &[needed]).await
+    }
+
+    /// Like [`Authenticator::authorize`], for an operation any of `allowed` may do.
+    pub async fn authorize_any<T>(
+        &self,
+        request: &Request<T>,
+        allowed: &[Role],
+    ) -> Result<Caller, Status> {
         let peer = request.remote_addr();
         let reason = request
             .metadata()
@@ -346,7 +355,7 @@ impl Authenticator {
             })
             .transpose()?;
         let granted = |name: String, role: Role| {
-            if role == needed {
+            if allowed.contains(&role) {
                 Ok(Caller {
                     name,
                     role,
@@ -358,7 +367,11 @@ impl Authenticator {
                 Err(Status::permission_denied(format!(
                     "{name:?} has role {}; this needs role {}",
                     role_name(role),
-                    role_name(needed)
+                    allowed
+                        .iter()
+                        .map(|role| role_name(*role))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 )))
             }
         };
@@ -386,7 +399,7 @@ impl Authenticator {
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
                 Ok(Caller {
                     name: loopback_actor(stated.as_deref()),
-                    role: needed,
+                    role: allowed.first().copied().unwrap_or(Role::Unspecified),
                     peer: peer_text,
                     reason,
                     under_loopback_rule: true,
@@ -394,7 +407,7 @@ impl Authenticator {
             }
             (None, _) => Err(Status::unauthenticated(format!(
                 "a bearer token (--token, COURTLINE_TOKEN or --token-file) or a client certificate with role {} is required",
-                role_name(needed)
+                allowed.iter().map(|role| role_name(*role)).collect::<Vec<_>>().join(" or ")
             ))),
         }
     }

@@ -12,8 +12,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::store::RecordingState;
-use crate::contract::pb::RecordingFinished;
+use prost::Message;
+
+use super::chain::StoredEvent;
+use super::store::{RecordingRow, RecordingState};
+use crate::contract::pb::event_body::Kind;
+use crate::contract::pb::node_event::Kind as NodeKind;
+use crate::contract::pb::{CallRecording, EventBody, RecordingFinished};
 
 /// Why a recording a remote records service is told about stays where it was written.
 pub const NOT_TRANSFERRED: &str =
@@ -74,6 +79,51 @@ pub fn state_agrees(recording: &RecordingFinished, on_hold: bool, state: Recordi
         ),
         Fate::Keep | Fate::NotTransferred => state != RecordingState::Deleted,
     }
+}
+
+/// A call's chained recording event (unless purged) and whether a flag was chained before it.
+pub fn chained_recording(events: &[StoredEvent]) -> Option<(i64, RecordingFinished, bool)> {
+    let mut on_hold = false;
+    for event in events {
+        let body = event
+            .body
+            .as_deref()
+            .and_then(|b| EventBody::decode(b).ok())?;
+        match body.kind {
+            Some(Kind::Flagged(_)) => on_hold = true,
+            Some(Kind::NodeEvent(node)) => {
+                if let Some(NodeKind::Recording(recording)) = node.kind {
+                    return Some((event.seq, recording, on_hold));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// How a call's recording is described to clients: the row's state, and the hash,
+/// length and layout as chained (`chained`, when the event is still there).
+pub fn describe(row: &RecordingRow, chained: Option<(i64, RecordingFinished)>) -> CallRecording {
+    let mut described = CallRecording {
+        state: row.state.name().to_owned(),
+        detail: row.detail.clone(),
+        sha256: row.sha256.clone(),
+        bytes: u64::try_from(row.bytes).unwrap_or_default(),
+        sample_rate: u32::try_from(row.sample_rate).unwrap_or_default(),
+        channels: u32::try_from(row.channels).unwrap_or_default(),
+        duration_ms: u32::try_from(row.duration_ms).unwrap_or_default(),
+        seq: u64::try_from(row.last_seq).unwrap_or_default(),
+    };
+    if let Some((seq, recording)) = chained {
+        described.sha256 = recording.sha256;
+        described.bytes = recording.bytes;
+        described.sample_rate = recording.sample_rate;
+        described.channels = recording.channels;
+        described.duration_ms = recording.duration_ms;
+        described.seq = u64::try_from(seq).unwrap_or_default();
+    }
+    described
 }
 
 /// What is wrong with a stored recording's file.

@@ -21,20 +21,22 @@ use tracing::{error, info, warn};
 
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
-use super::evidence::Evidence;
+use super::evidence::{chained_recording, describe as describe_recording, Evidence};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
-use super::store::{CallQuery, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
+use super::store::{CallQuery, RecordingState, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
-    event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
-    CallFilter, CallRecord, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
-    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
-    GetCallRequest, GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest,
-    ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse,
-    LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest,
-    RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
+    event_body, export_calls_response, get_recording_response, node_event, AccessEntry,
+    AddTokenRequest, AddTokenResponse, CallFilter, CallRecord, CallRecording, EventBody,
+    ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader, ExportManifest, Flag,
+    FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest, GetCallResponse,
+    GetRecordingRequest, GetRecordingResponse, ListAccessRequest, ListAccessResponse,
+    ListCallsRequest, ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest,
+    ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse,
+    RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo,
+    VerifyRequest, VerifyResponse,
 };
 
 /// Rows per store query while exporting.
@@ -513,6 +515,44 @@ pub async fn add_token_offline(
     result
 }
 
+type RecordingStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<GetRecordingResponse, Status>> + Send>>;
+
+/// Chunks of a recording in flight to one client.
+const RECORDING_BUFFER: usize = 8;
+/// Bytes per recording chunk (well under gRPC's 4 MiB message limit).
+const RECORDING_CHUNK: usize = 256 * 1024;
+
+/// Sends the description, then the file in chunks (on a blocking thread: file reads).
+fn stream_recording(
+    mut file: std::fs::File,
+    described: CallRecording,
+    sender: &mpsc::Sender<Result<GetRecordingResponse, Status>>,
+) {
+    use std::io::Read;
+    let item = |item| Ok(GetRecordingResponse { item: Some(item) });
+    if sender
+        .blocking_send(item(get_recording_response::Item::Recording(described)))
+        .is_err()
+    {
+        return;
+    }
+    let mut buffer = vec![0; RECORDING_CHUNK];
+    loop {
+        let message = match file.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(read) => item(get_recording_response::Item::Chunk(buffer[..read].to_vec())),
+            Err(error) => Err(Status::data_loss(format!(
+                "reading the recording failed midway: {error}"
+            ))),
+        };
+        let failed = message.is_err();
+        if sender.blocking_send(message).is_err() || failed {
+            return;
+        }
+    }
+}
+
 type ExportStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ExportCallsResponse, Status>> + Send>>;
 
@@ -609,11 +649,88 @@ impl RecordsService for RecordsServer {
             flags.extend(flag);
         }
         record.flags = flags.clone();
+        let recording = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?
+            .map(|row| {
+                let chained =
+                    chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
+                describe_recording(&row, chained)
+            });
         Ok(Response::new(GetCallResponse {
             record: Some(record),
             timeline,
             flags,
+            recording,
         }))
+    }
+
+    type GetRecordingStream = RecordingStream;
+
+    async fn get_recording(
+        &self,
+        request: Request<GetRecordingRequest>,
+    ) -> Result<Response<Self::GetRecordingStream>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor])
+            .await?;
+        let call_id = request.into_inner().call_id;
+        validate_call_id(&call_id).map_err(|error| status("reading a recording", error))?;
+        let store = self.ledger.store();
+        let context = format!("reading call {call_id}'s recording");
+        let row = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let stored = row
+            .as_ref()
+            .is_some_and(|row| row.state == RecordingState::Stored);
+        self.log_access(
+            &caller,
+            "GetRecording",
+            serde_json::json!({ "call_id": call_id }),
+            u64::from(stored),
+        )
+        .await?;
+        let Some(row) = row else {
+            return Err(Status::not_found(format!(
+                "call {call_id} has no recording (no such call, or its line does not record)"
+            )));
+        };
+        let chained = chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
+        let described = describe_recording(&row, chained);
+        if !stored {
+            return Err(Status::failed_precondition(format!(
+                "call {call_id}'s recording was not kept: {}{}",
+                described.state,
+                if described.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", described.detail)
+                }
+            )));
+        }
+        let Some(evidence) = self.ledger.evidence() else {
+            return Err(Status::unavailable(
+                "this records service keeps no recordings",
+            ));
+        };
+        let path = evidence.path(&call_id);
+        let file = std::fs::File::open(&path).map_err(|error| {
+            Status::data_loss(format!(
+                "call {call_id}'s recording {} cannot be read ({error}); run `courtline records verify`",
+                path.display()
+            ))
+        })?;
+        let (sender, receiver) = mpsc::channel(RECORDING_BUFFER);
+        tokio::task::spawn_blocking(move || stream_recording(file, described, &sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     type ExportCallsStream = ExportStream;

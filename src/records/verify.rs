@@ -28,12 +28,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use prost::Message;
 
 use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
-use super::evidence::{state_agrees, Evidence};
+use super::evidence::{chained_recording, state_agrees, Evidence};
 use super::ledger::signing::checkpoint_signature_valid;
 use super::ledger::{apply_effect, call_effect};
 use super::store::{RecordingRow, RecordingState, Store, StoreError};
 use crate::contract::pb::event_body::Kind;
-use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{CallRecord, EventBody, Finding, RecordingFinished, VerifyResponse};
 use crate::contract::row::record_fields;
 
@@ -491,27 +490,6 @@ fn expected_row(events: &[StoredEvent]) -> Result<Option<CallRecord>, String> {
         }
     }
     Ok(row)
-}
-
-/// A call's chained recording event (unless purged) and whether a flag was chained before it.
-fn chained_recording(events: &[StoredEvent]) -> Option<(i64, RecordingFinished, bool)> {
-    let mut on_hold = false;
-    for event in events {
-        let body = event
-            .body
-            .as_deref()
-            .and_then(|b| EventBody::decode(b).ok())?;
-        match body.kind {
-            Some(Kind::Flagged(_)) => on_hold = true,
-            Some(Kind::NodeEvent(node)) => {
-                if let Some(NodeKind::Recording(recording)) = node.kind {
-                    return Some((event.seq, recording, on_hold));
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// What in `row` disagrees with the chained `recording` (flagged before it: `on_hold`).
