@@ -21,8 +21,10 @@ use crate::records::auth::parse_role;
 use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
+use crate::records::web::WebSettings;
 
 pub mod media;
+pub mod reports;
 pub mod sip;
 pub mod uri;
 
@@ -86,6 +88,9 @@ pub struct Config {
     /// Where call audio is written while calls last, and what a failing disk means for new calls.
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// How the operator asks for a report from the phone (`[reports]`).
+    #[serde(default)]
+    pub reports: reports::ReportsConfig,
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
@@ -217,6 +222,62 @@ pub struct RecordsConfig {
     pub on_spool_failure: SpoolFailurePolicy,
     /// The records service that `courtline serve` embeds and `courtline records serve` runs.
     pub service: RecordsServiceConfig,
+    /// The records service's web console.
+    pub web: RecordsWebConfig,
+}
+
+/// `[records.web]`: the web console the records service serves beside gRPC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsWebConfig {
+    /// HTTP listen address; empty disables the console.
+    pub listen: String,
+    /// Host names browsers may use to reach it (DNS rebinding guard); empty = the
+    /// listen address, `localhost` and `127.0.0.1`.
+    pub hosts: Vec<String>,
+    /// Minutes without a request after which a session ends.
+    pub session_minutes: u64,
+}
+
+impl Default for RecordsWebConfig {
+    fn default() -> Self {
+        RecordsWebConfig {
+            listen: "127.0.0.1:8080".to_string(),
+            hosts: Vec::new(),
+            session_minutes: 30,
+        }
+    }
+}
+
+impl RecordsWebConfig {
+    /// Where the console listens and its settings; `None` when disabled. `listen`
+    /// was checked by `Config::validate`.
+    pub fn settings(&self) -> Option<(SocketAddr, WebSettings)> {
+        let listen: SocketAddr = self.listen.trim().parse().ok()?;
+        let hosts = if self.hosts.is_empty() {
+            vec![
+                listen.to_string(),
+                listen.ip().to_string(),
+                "localhost".into(),
+                "127.0.0.1".into(),
+            ]
+        } else {
+            self.hosts
+                .iter()
+                .map(|host| host.trim().to_owned())
+                .collect()
+        };
+        Some((
+            listen,
+            WebSettings {
+                hosts,
+                session_idle: Duration::from_secs(self.session_minutes * 60),
+                // The console itself speaks plain HTTP (loopback by default); cookies
+                // get `Secure` once it serves TLS.
+                tls: false,
+            },
+        ))
+    }
 }
 
 /// `[records] on_spool_failure`: refuse new calls (503) or carry them without a spool.
@@ -242,6 +303,7 @@ impl Default for RecordsConfig {
             node_id: String::new(),
             on_spool_failure: SpoolFailurePolicy::Reject,
             service: RecordsServiceConfig::default(),
+            web: RecordsWebConfig::default(),
         }
     }
 }
@@ -912,6 +974,9 @@ impl Config {
             ));
         }
         self.validate_inbound_auth()?;
+        if let Err(e) = self.reports.check() {
+            return Err(self.invalid(e.key.into(), e.problem, e.fix));
+        }
         if self.sip.shield.rate_per_s <= 0.0 || self.sip.shield.burst == 0 {
             return Err(self.invalid(
                 "sip.shield.rate_per_s".into(),
@@ -1115,6 +1180,21 @@ impl Config {
     }
 
     fn validate_records(&self) -> Result<(), ConfigError> {
+        let web = &self.records.web;
+        if !web.listen.trim().is_empty() && web.listen.trim().parse::<SocketAddr>().is_err() {
+            return Err(self.invalid(
+                "records.web.listen".into(),
+                format!("\"{}\" is not an address:port", web.listen),
+                "Write it like \"127.0.0.1:8080\", or \"\" to turn the web console off.",
+            ));
+        }
+        if web.session_minutes == 0 {
+            return Err(self.invalid(
+                "records.web.session_minutes".into(),
+                "is 0".into(),
+                "Sessions need some idle time before they end: use 30, for example.",
+            ));
+        }
         let service = &self.records.service;
         if service.database.trim().is_empty() {
             return Err(self.invalid(
@@ -1199,7 +1279,7 @@ impl Config {
                 return Err(self.invalid(
                     format!("{key}.role"),
                     format!("{:?} is not a role", entry.role),
-                    "Use switchboard, compliance, auditor or admin.",
+                    "Use switchboard, compliance, auditor, admin or operator.",
                 ));
             }
         }
@@ -1528,6 +1608,11 @@ operator = "sip:operator@127.0.0.1:5090"
                 "[records]\nendpoint = \"127.0.0.1:50051\"\n",
                 "records.endpoint",
             ),
+            (
+                "[reports]\noperator_keys = \"*X\"\n",
+                "reports.operator_keys",
+            ),
+            ("[reports]\nkey_timeout_ms = 0\n", "reports.key_timeout_ms"),
         ];
         for (extra, key) in cases {
             let e = error_for(&format!("{extra}{}", base()));

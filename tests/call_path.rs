@@ -414,14 +414,19 @@ async fn hunt_list_moves_on_from_a_busy_operator() {
     }
     assert_eq!(transcoded, 10);
     // The operator hangs up.
-    let bye = format!(
-        "BYE sip:courtline@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opbye\r\nMax-Forwards: 70\r\nFrom: {to}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-        sip = sb.sip,
-        me = second.addr,
-        to = format_args!("{};tag=s", invite.header("to").unwrap()),
-        from = invite.header("from").unwrap(),
-        cid = invite.header("call-id").unwrap(),
-    );
+    let bye = RawRequest::new(
+        "BYE",
+        format_args!("sip:courtline@{}", sb.sip),
+        second.addr,
+        "z9hG4bK-opbye",
+    )
+    .dialog(
+        &format!("{};tag=s", invite.header("to").unwrap()),
+        invite.header("from").unwrap(),
+        invite.header("call-id").unwrap(),
+    )
+    .cseq(2)
+    .text();
     second.send(sb.sip, &bye).await;
     let ok = second.expect_status(200, 2 * SEC).await;
     assert!(ok.header("cseq").unwrap().ends_with("BYE"));
@@ -468,11 +473,20 @@ async fn options_malformed_and_unsupported_requests() {
     .await;
     let peer = SipPeer::bind().await;
     let options = |cid: &str| {
-        format!(
-            "OPTIONS sip:02112368@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{cid}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:02112368@{sip}>\r\nCall-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            sip = sb.sip,
-            me = peer.addr
+        let (sip, me) = (sb.sip, peer.addr);
+        RawRequest::new(
+            "OPTIONS",
+            format_args!("sip:02112368@{sip}"),
+            me,
+            &format!("z9hG4bK-{cid}"),
         )
+        .dialog(
+            &format!("<sip:probe@{me}>;tag=p"),
+            &format!("<sip:02112368@{sip}>"),
+            cid,
+        )
+        .cseq(1)
+        .text()
     };
     peer.send(sb.sip, &options("o1")).await;
     let ok = peer.expect_status(200, 2 * SEC).await;
@@ -562,13 +576,15 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
     })
     .await;
     let mut caller = Caller::new(sb.sip).await;
-    let invite = format!(
-        "INVITE sip:02112368@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv-{cid}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:02112368@{t}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Length: 0\r\n\r\n",
-        t = sb.sip,
-        me = caller.sip.addr,
-        from = caller.from,
-        cid = caller.call_id
-    );
+    let t = sb.sip;
+    let invite = caller
+        .initial(
+            "INVITE",
+            &format!("sip:02112368@{t}"),
+            &format!("<sip:02112368@{t}>"),
+        )
+        .header("Contact", format_args!("<sip:c@{}>", caller.sip.addr))
+        .text();
     caller.sip.send(sb.sip, &invite).await;
     let ok = caller.sip.expect_status(200, 2 * SEC).await;
     assert!(
@@ -579,15 +595,16 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack() {
     caller.to = ok.header("to").unwrap().to_string();
     // The ACK answers with PCMA.
     let answer = sdp(caller.rtp.local_addr().unwrap(), "8");
-    let ack = format!(
-        "ACK sip:02112368@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ack\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{answer}",
-        t = sb.sip,
-        me = caller.sip.addr,
-        from = caller.from,
-        to = caller.to,
-        cid = caller.call_id,
-        len = answer.len()
-    );
+    let ack = RawRequest::new(
+        "ACK",
+        format_args!("sip:02112368@{t}"),
+        caller.sip.addr,
+        "z9hG4bK-ack",
+    )
+    .dialog(&caller.from, &caller.to, &caller.call_id)
+    .cseq(1)
+    .body("application/sdp", &answer)
+    .text();
     caller.sip.send(sb.sip, &ack).await;
     for i in 0..sb.playlist.frame_count() {
         let (p, _) = recv_rtp(&caller.rtp, SEC)
@@ -660,38 +677,29 @@ async fn session_timer_is_negotiated_and_too_small_gets_422() {
     })
     .await;
     let body = |c: &Caller| sdp(c.rtp.local_addr().unwrap(), "0");
-    let invite = |c: &Caller, extra: &str| {
-        let b = body(c);
-        format!(
-            "INVITE sip:02112368@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv-{cid}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:02112368@{t}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{b}",
-            t = sb.sip,
-            me = c.sip.addr,
-            from = c.from,
-            cid = c.call_id,
-            len = b.len()
+    let t = sb.sip;
+    // The session-timer headers a test adds: (Session-Expires value).
+    let invite = |c: &Caller, session_expires: &str| {
+        c.initial(
+            "INVITE",
+            &format!("sip:02112368@{t}"),
+            &format!("<sip:02112368@{t}>"),
         )
+        .header("Contact", format_args!("<sip:c@{}>", c.sip.addr))
+        .header("Supported", "timer")
+        .header("Session-Expires", session_expires)
+        .body("application/sdp", &body(c))
+        .text()
     };
     let small = Caller::new(sb.sip).await;
-    small
-        .sip
-        .send(
-            sb.sip,
-            &invite(&small, "Supported: timer\r\nSession-Expires: 30\r\n"),
-        )
-        .await;
+    small.sip.send(sb.sip, &invite(&small, "30")).await;
     let refused = small.sip.expect_status(422, 2 * SEC).await;
     assert_eq!(refused.header("min-se"), Some("90"));
 
     let mut caller = Caller::new(sb.sip).await;
     caller
         .sip
-        .send(
-            sb.sip,
-            &invite(
-                &caller,
-                "Supported: timer\r\nSession-Expires: 600;refresher=uac\r\n",
-            ),
-        )
+        .send(sb.sip, &invite(&caller, "600;refresher=uac"))
         .await;
     let ok = caller.sip.expect_status(200, 2 * SEC).await;
     assert_eq!(ok.header("session-expires"), Some("600;refresher=uac"));

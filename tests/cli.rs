@@ -257,6 +257,7 @@ fn moving_the_embedded_records_service_moves_the_command_line() {
     let mut service = courtline()
         .args(["records", "serve"])
         .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
+        .env("COURTLINE_RECORDS__WEB__LISTEN", "127.0.0.1:0")
         .env(
             "COURTLINE_RECORDS__SERVICE__DATABASE",
             dir.path().join("r.db"),
@@ -471,6 +472,7 @@ fn check_and_serve_refuse_silent_and_near_silent_prompts() {
             .arg("serve")
             .env("COURTLINE_SIP__LISTEN", "127.0.0.1:0")
             .env("COURTLINE_RECORDS__SERVICE__LISTEN", "127.0.0.1:0")
+            .env("COURTLINE_RECORDS__WEB__LISTEN", "127.0.0.1:0")
             .env(
                 "COURTLINE_RECORDS__SERVICE__DATABASE",
                 dir.path().join("r.db"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use courtline::contract::pb::EndReason;
 use sha2::{Digest, Sha256};
-use support::{sdp, Options, SipPeer, TestSwitchboard};
+use support::{sdp, Options, RawRequest, SipPeer, TestSwitchboard};
 use tokio::net::UdpSocket;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -39,14 +39,24 @@ async fn invite(
     authorization: Option<&str>,
 ) {
     let body = sdp(rtp.local_addr().unwrap(), "0");
-    let authorization = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let text = format!(
-        "INVITE sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{cseq}-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:13800138000@{me}>;tag=auth1\r\nTo: <sip:02112368@{target}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:13800138000@{me}>\r\n{authorization}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{body}",
-        me = peer.addr,
-        len = body.len(),
-    );
+    let me = peer.addr;
+    let mut invite = RawRequest::new(
+        "INVITE",
+        format_args!("sip:02112368@{target}"),
+        me,
+        &format!("z9hG4bK-{cseq}-{call_id}"),
+    )
+    .dialog(
+        &format!("<sip:13800138000@{me}>;tag=auth1"),
+        &format!("<sip:02112368@{target}>"),
+        call_id,
+    )
+    .cseq(cseq)
+    .header("Contact", format_args!("<sip:13800138000@{me}>"));
+    if let Some(authorization) = authorization {
+        invite = invite.header("Authorization", authorization);
+    }
+    let text = invite.body("application/sdp", &body).text();
     peer.send(target, &text).await;
 }
 

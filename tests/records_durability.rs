@@ -59,6 +59,8 @@ spool_dir = "{spool}"
 embedded = false
 listen = "127.0.0.1:{records_port}"
 database = "{db}"
+[records.web]
+listen = "127.0.0.1:0"
 [prompts.test]
 file = "{wav}"
 [[lines]]

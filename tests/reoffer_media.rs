@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use courtline::switchboard::media::codec::Law;
-use support::{recv_rtp, rtp_packet, sdp, BridgedCall, Caller, Options, Rtp, TestSwitchboard};
+use support::{
+    recv_rtp, rtp_packet, sdp, BridgedCall, Caller, Options, RawRequest, Rtp, TestSwitchboard,
+};
 use tokio::net::UdpSocket;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -119,14 +121,19 @@ async fn either_leg_moving_once_bridged_is_followed() {
         .and_then(|c| c.split('>').next())
         .unwrap()
         .to_string();
-    let reinvite = format!(
-        "INVITE {courtline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {op};branch=z9hG4bK-op-re1\r\nMax-Forwards: 70\r\nFrom: {to};tag=op\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:operator@{op}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{offer}",
-        op = operator.addr,
-        to = invite.header("to").unwrap(),
-        from = invite.header("from").unwrap(),
-        cid = invite.header("call-id").unwrap(),
-        len = offer.len()
-    );
+    let operator_from = format!("{};tag=op", invite.header("to").unwrap());
+    let cid = invite.header("call-id").unwrap();
+    let reinvite = RawRequest::new(
+        "INVITE",
+        &courtline_contact,
+        operator.addr,
+        "z9hG4bK-op-re1",
+    )
+    .dialog(&operator_from, invite.header("from").unwrap(), cid)
+    .cseq(1)
+    .header("Contact", format_args!("<sip:operator@{}>", operator.addr))
+    .body("application/sdp", &offer)
+    .text();
     operator.send(sb.sip, &reinvite).await;
     let forwarded = caller.sip.expect_request("INVITE", 3 * SEC).await;
     caller
@@ -141,13 +148,15 @@ async fn either_leg_moving_once_bridged_is_followed() {
         .await;
     let ok = operator.expect_status(200, 3 * SEC).await;
     assert_eq!(audio_formats(&ok.body), "8", "answer:\n{}", ok.body);
-    let ack = format!(
-        "ACK {courtline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {op};branch=z9hG4bK-op-reack1\r\nMax-Forwards: 70\r\nFrom: {to};tag=op\r\nTo: {ok_to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-        op = operator.addr,
-        to = invite.header("to").unwrap(),
-        ok_to = ok.header("to").unwrap(),
-        cid = invite.header("call-id").unwrap(),
-    );
+    let ack = RawRequest::new(
+        "ACK",
+        &courtline_contact,
+        operator.addr,
+        "z9hG4bK-op-reack1",
+    )
+    .dialog(&operator_from, ok.header("to").unwrap(), cid)
+    .cseq(1)
+    .text();
     operator.send(sb.sip, &ack).await;
     // The caller's μ-law 0x22 arrives at the new port as A-law.
     let alaw = Law::A.transcode_from(Law::Mu, 0x22);

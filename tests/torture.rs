@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::{repo_path, Options, Sip, SipPeer, TestSwitchboard};
+use support::{repo_path, Options, RawRequest, Sip, SipPeer, TestSwitchboard};
 use tokio::time::Instant;
 
 /// How long a response may take on a loaded machine before it counts as missing.
@@ -184,10 +184,20 @@ fn message(case: &Case) -> Vec<u8> {
 /// An OPTIONS from `peer` that courtline always answers 200; its answer marks
 /// that everything the switchboard read before it has been dealt with.
 async fn probe(peer: &SipPeer, server: SocketAddr, call_id: &str) {
-    let text = format!(
-        "OPTIONS sip:02112368@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=probe\r\nTo: <sip:02112368@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-        me = peer.addr,
-    );
+    let me = peer.addr;
+    let text = RawRequest::new(
+        "OPTIONS",
+        format_args!("sip:02112368@{server}"),
+        me,
+        &format!("z9hG4bK-{call_id}"),
+    )
+    .dialog(
+        &format!("<sip:probe@{me}>;tag=probe"),
+        &format!("<sip:02112368@{server}>"),
+        call_id,
+    )
+    .cseq(1)
+    .text();
     peer.send(server, &text).await;
 }
 

@@ -357,7 +357,7 @@ pub async fn run(config_path: &Path, command: CallsCommand) -> anyhow::Result<Ex
     }
 }
 
-fn service_error(endpoint: &str, status: tonic::Status) -> anyhow::Error {
+pub fn service_error(endpoint: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("records service at {endpoint}: {}", status.message())
 }
 
@@ -415,7 +415,7 @@ async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
 
 /// The whole call id `text` stands for: itself when it is a whole UUID, else the
 /// one call whose id starts with it (any state); an error when none or several do.
-async fn resolve_call_id(
+pub async fn resolve_call_id(
     client: &mut RecordsClient,
     endpoint: &str,
     text: &str,

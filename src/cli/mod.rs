@@ -1,4 +1,5 @@
-//! The `courtline` command line: `serve`, `check`, `calls list`, `records serve`.
+//! The `courtline` command line: `serve`, `check`, `calls list`, `records serve`,
+//! `reports`.
 //!
 //! The edge of both processes: `serve` starts the switchboard (and, when
 //! configured, the records service in the same process), `records serve` the
@@ -7,6 +8,7 @@
 pub mod calls;
 pub mod check;
 pub mod records;
+pub mod reports;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -50,6 +52,9 @@ pub enum Command {
     /// The records service.
     #[command(subcommand)]
     Records(records::RecordsCommand),
+    /// "Three rules" reports: open, fill in, submit, review, list, export.
+    #[command(subcommand)]
+    Reports(reports::ReportsCommand),
 }
 
 /// Entry point of the binary.
@@ -69,6 +74,7 @@ pub fn main() -> ExitCode {
             Command::Check { strict } => check::run(&cli.config, strict),
             Command::Calls(command) => calls::run(&cli.config, command).await,
             Command::Records(command) => records::run(&cli.config, command).await,
+            Command::Reports(command) => reports::run(&cli.config, command).await,
         }
     });
     match result {

@@ -99,7 +99,7 @@ pub enum TokenCommand {
 pub struct TokenAddArgs {
     /// Unique name, shown in the access log (e.g. zhang.wei, switchboard-1).
     pub name: String,
-    /// switchboard, compliance, auditor or admin.
+    /// switchboard, compliance, auditor, admin or operator.
     #[arg(long)]
     pub role: String,
     /// Issue it directly in this database (SQLite path or URL, PostgreSQL URL) with the
@@ -431,7 +431,7 @@ async fn token(config_path: &Path, command: TokenCommand) -> anyhow::Result<Exit
         TokenCommand::Add(args) => {
             let role = parse_role(&args.role).with_context(|| {
                 format!(
-                    "--role {:?}: use switchboard, compliance, auditor or admin",
+                    "--role {:?}: use switchboard, compliance, auditor, admin or operator",
                     args.role
                 )
             })?;

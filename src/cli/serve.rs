@@ -165,6 +165,7 @@ async fn start_records(
         .await
         .with_context(|| format!("records service (database {})", service.database))?;
     let token = opened.builtin_switchboard_token();
+    start_web(config, &opened, shutdown).await?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
             "cannot listen for gRPC on {} ([records.service] listen); is another courtline running?",
@@ -193,6 +194,44 @@ async fn start_records(
         user: None,
     };
     Ok((Some(addr), Some(task), options))
+}
+
+/// Starts the web console beside the records service when `[records.web] listen` is
+/// set, and prints its URL; it stops with `shutdown`.
+async fn start_web(
+    config: &Config,
+    opened: &OpenedService,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some((listen, settings)) = config.records.web.settings() else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen for the web console on {listen} ([records.web] listen; \"\" turns it off)")
+    })?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    println!("web console: http://{host}/");
+    let stop = shutdown.clone();
+    let server = opened.server.clone();
+    tokio::spawn(async move {
+        if let Err(error) =
+            crate::records::web::serve(
+                listener,
+                server,
+                settings,
+                async move { stop.cancelled().await },
+            )
+            .await
+        {
+            error!("web console stopped: {error}");
+        }
+    });
+    Ok(())
 }
 
 /// Opens the durable spool and starts delivering from it.
@@ -329,7 +368,20 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
         takes_local_recordings: false,
         ..service.settings()
     };
-    crate::records::service::serve(service.listen, &settings, wait_for_signal()).await?;
+    let opened = OpenedService::open(&settings)
+        .await
+        .with_context(|| format!("records service (database {})", service.database))?;
+    let listener = TcpListener::bind(service.listen).await.with_context(|| {
+        format!(
+            "cannot listen for gRPC on {} ([records.service] listen); is another courtline running?",
+            service.listen
+        )
+    })?;
+    let stop_web = CancellationToken::new();
+    start_web(&config, &opened, &stop_web).await?;
+    let result = opened.serve(listener, wait_for_signal()).await;
+    stop_web.cancel();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,11 @@
 //! | compliance | ListCalls, GetCall, ExportCalls, FlagCall |
 //! | auditor | Verify, ListGaps, ListAccess |
 //! | admin | AddToken, ListTokens, RevokeToken, Purge |
+//! | operator | OpenReport, UpdateReport, SubmitReport, GetReport, ListReports on its own reports; GetCall on the calls they are about |
+//!
+//! Reports are shared further: compliance opens, reads and reviews all of them
+//! (and reads their calls as always), auditors read them
+//! ([`super::reports::workflow`] decides the rest).
 //!
 //! Tokens are random 256-bit secrets; the store keeps only their SHA-256 (a slow
 //! password hash buys nothing for secrets this long). A client sends
@@ -135,6 +140,7 @@ pub fn role_name(role: Role) -> &'static str {
         Role::Compliance => "compliance",
         Role::Auditor => "auditor",
         Role::Admin => "admin",
+        Role::Operator => "operator",
     }
 }
 
@@ -145,6 +151,7 @@ pub fn parse_role(text: &str) -> Option<Role> {
         Role::Compliance,
         Role::Auditor,
         Role::Admin,
+        Role::Operator,
     ]
     .into_iter()
     .find(|role| role_name(*role) == text.trim().to_ascii_lowercase())
@@ -321,12 +328,30 @@ impl Authenticator {
         Ok((cache.valid.get(hash).cloned(), cache.any_issued))
     }
 
+    /// The name and role of a valid token (for the web console's sign-in and each
+    /// of its requests, so a revoked token ends its sessions); `None` when unknown or revoked.
+    pub async fn identify(&self, secret_hash: &[u8; 32]) -> Result<Option<(String, Role)>, Status> {
+        Ok(self
+            .lookup(secret_hash)
+            .await?
+            .0
+            .map(|token| (token.name, token.role)))
+    }
+
+    /// Whether the loopback rule still holds: no token was ever issued and no client
+    /// certificate roles are configured.
+    pub async fn loopback_open(&self) -> Result<bool, Status> {
+        let (_, any_issued) = self.lookup(&[0; 32]).await?;
+        Ok(!any_issued && self.certificate_roles.is_empty())
+    }
+
     /// Lets the request through if its token has `needed`, or under the loopback rule.
     pub async fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, Status> {
         self.authorize_any(request, &[needed]).await
     }
 
-    /// Like [`Authenticator::authorize`], for an operation any of `allowed` may do.
+    /// Lets the request through if its token has one of `allowed`; under the loopback
+    /// rule the caller acts in the first of them.
     pub async fn authorize_any<T>(
         &self,
         request: &Request<T>,
@@ -466,6 +491,7 @@ mod tests {
             Role::Compliance,
             Role::Auditor,
             Role::Admin,
+            Role::Operator,
         ] {
             assert_eq!(parse_role(role_name(role)), Some(role));
         }

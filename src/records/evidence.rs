@@ -81,7 +81,8 @@ pub fn state_agrees(recording: &RecordingFinished, on_hold: bool, state: Recordi
     }
 }
 
-/// A call's chained recording event (unless purged) and whether a flag was chained before it.
+/// A call's chained recording event (unless purged) and whether a flag or a report was
+/// chained before it.
 pub fn chained_recording(events: &[StoredEvent]) -> Option<(i64, RecordingFinished, bool)> {
     let mut on_hold = false;
     for event in events {
@@ -90,7 +91,7 @@ pub fn chained_recording(events: &[StoredEvent]) -> Option<(i64, RecordingFinish
             .as_deref()
             .and_then(|b| EventBody::decode(b).ok())?;
         match body.kind {
-            Some(Kind::Flagged(_)) => on_hold = true,
+            Some(Kind::Flagged(_) | Kind::Report(_)) => on_hold = true,
             Some(Kind::NodeEvent(node)) => {
                 if let Some(NodeKind::Recording(recording)) = node.kind {
                     return Some((event.seq, recording, on_hold));

@@ -13,6 +13,8 @@ pub mod evidence;
 pub mod export;
 pub mod ledger;
 pub mod query;
+pub mod reports;
 pub mod service;
 pub mod store;
 pub mod verify;
+pub mod web;

@@ -42,7 +42,7 @@ pub fn parse_end_reason(text: &str) -> Option<EndReason> {
         .find(|reason| end_reason_name(*reason) == name)
 }
 
-const ALL_END_REASONS: [EndReason; 13] = [
+pub const ALL_END_REASONS: [EndReason; 13] = [
     EndReason::Unspecified,
     EndReason::CallerHungUpDuringPrompt,
     EndReason::CallerHungUp,
@@ -618,7 +618,7 @@ fn duration(start_ms: i64, end_ms: i64) -> String {
 
 /// Terminal columns `text` takes: 2 for East Asian wide/fullwidth characters, else 1.
 /// A small table of ranges instead of a dependency; covers CJK, Hangul, fullwidth forms, emoji.
-fn display_width(text: &str) -> usize {
+pub fn display_width(text: &str) -> usize {
     text.chars()
         .map(|c| {
             let wide = matches!(u32::from(c),

@@ -25,7 +25,12 @@ use super::evidence::{chained_recording, describe as describe_recording, Evidenc
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
-use super::store::{CallQuery, RecordingState, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
+use super::reports::workflow::{
+    is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
+};
+use super::store::{
+    CallQuery, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError, MAX_PAGE_SIZE,
+};
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
     event_body, export_calls_response, get_recording_response, node_event, AccessEntry,
@@ -37,6 +42,11 @@ use crate::contract::pb::{
     ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse,
     RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo,
     VerifyRequest, VerifyResponse,
+};
+use crate::contract::pb::{
+    GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse,
+    OpenReportRequest, Report, ReportFilter, ReportOpenedVia, ReportResponse, ReviewReportRequest,
+    SubmitReportRequest, UpdateReportRequest,
 };
 
 /// Rows per store query while exporting.
@@ -319,8 +329,15 @@ fn status(context: &str, error: LedgerError) -> Status {
         LedgerError::Conflict { .. } | LedgerError::TokenExists(_) => {
             Status::already_exists(error.to_string())
         }
-        LedgerError::NoSuchCall(_) | LedgerError::NoSuchToken(_) => {
+        LedgerError::NoSuchCall(_) | LedgerError::NoSuchToken(_) | LedgerError::NoSuchReport(_) => {
             Status::not_found(error.to_string())
+        }
+        LedgerError::Refused(Refusal::NotAllowed(_)) => {
+            Status::permission_denied(error.to_string())
+        }
+        LedgerError::Refused(Refusal::Invalid(_)) => Status::invalid_argument(error.to_string()),
+        LedgerError::Refused(Refusal::WrongState(_)) | LedgerError::StaleReport { .. } => {
+            Status::failed_precondition(error.to_string())
         }
         LedgerError::Store(StoreError::InvalidPageToken(_)) => {
             Status::invalid_argument(error.to_string())
@@ -515,7 +532,7 @@ pub async fn add_token_offline(
     result
 }
 
-type RecordingStream =
+pub type RecordingStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<GetRecordingResponse, Status>> + Send>>;
 
 /// Chunks of a recording in flight to one client.
@@ -553,7 +570,7 @@ fn stream_recording(
     }
 }
 
-type ExportStream =
+pub type ExportStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ExportCallsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -580,90 +597,22 @@ impl RecordsService for RecordsServer {
         request: Request<ListCallsRequest>,
     ) -> Result<Response<ListCallsResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        let sort = request.sort();
-        let filter = request.filter.unwrap_or_default();
-        validate_filter(&filter)?;
-        let query = CallQuery {
-            sort,
-            filter,
-            page_size: request.page_size,
-            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
-        };
-        let (records, next) = self
-            .ledger
-            .store()
-            .list_calls(&query)
+        self.list_calls_as(&caller, request.into_inner())
             .await
-            .map_err(|error| store_status("listing calls", error))?;
-        let records = self
-            .with_flags(records)
-            .await
-            .map_err(|error| store_status("reading the flags of listed calls", error))?;
-        let parameters = serde_json::json!({
-            "filter": filter_json(&query.filter),
-            "sort": sort_name(query.sort),
-            "page_size": query.effective_page_size(),
-            "continued": query.page_token.is_some(),
-        });
-        self.log_access(&caller, "ListCalls", parameters, records.len() as u64)
-            .await?;
-        Ok(Response::new(ListCallsResponse {
-            records,
-            next_page_token: next.unwrap_or_default(),
-        }))
+            .map(Response::new)
     }
 
     async fn get_call(
         &self,
         request: Request<GetCallRequest>,
     ) -> Result<Response<GetCallResponse>, Status> {
-        let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let call_id = request.into_inner().call_id;
-        validate_call_id(&call_id).map_err(|error| status("reading a call", error))?;
-        let store = self.ledger.store();
-        let context = format!("reading call {call_id}");
-        let record = store
-            .get_call(&call_id)
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        self.get_call_as(&caller, request.into_inner().call_id)
             .await
-            .map_err(|error| store_status(&context, error))?;
-        let events = store
-            .call_events(&call_id)
-            .await
-            .map_err(|error| store_status(&context, error))?;
-        self.log_access(
-            &caller,
-            "GetCall",
-            serde_json::json!({ "call_id": call_id }),
-            u64::from(record.is_some()),
-        )
-        .await?;
-        let Some(mut record) = record else {
-            return Err(Status::not_found(format!("no call with id {call_id}")));
-        };
-        let mut timeline: Vec<TimelineEvent> = Vec::new();
-        let mut flags: Vec<Flag> = Vec::new();
-        for event in &events {
-            let (entry, flag) = timeline_entry(event);
-            timeline.push(entry);
-            flags.extend(flag);
-        }
-        record.flags = flags.clone();
-        let recording = store
-            .recording(&call_id)
-            .await
-            .map_err(|error| store_status(&context, error))?
-            .map(|row| {
-                let chained =
-                    chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
-                describe_recording(&row, chained)
-            });
-        Ok(Response::new(GetCallResponse {
-            record: Some(record),
-            timeline,
-            flags,
-            recording,
-        }))
+            .map(Response::new)
     }
 
     type GetRecordingStream = RecordingStream;
@@ -676,61 +625,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Auditor])
             .await?;
-        let call_id = request.into_inner().call_id;
-        validate_call_id(&call_id).map_err(|error| status("reading a recording", error))?;
-        let store = self.ledger.store();
-        let context = format!("reading call {call_id}'s recording");
-        let row = store
-            .recording(&call_id)
+        self.get_recording_as(&caller, request.into_inner().call_id)
             .await
-            .map_err(|error| store_status(&context, error))?;
-        let events = store
-            .call_events(&call_id)
-            .await
-            .map_err(|error| store_status(&context, error))?;
-        let stored = row
-            .as_ref()
-            .is_some_and(|row| row.state == RecordingState::Stored);
-        self.log_access(
-            &caller,
-            "GetRecording",
-            serde_json::json!({ "call_id": call_id }),
-            u64::from(stored),
-        )
-        .await?;
-        let Some(row) = row else {
-            return Err(Status::not_found(format!(
-                "call {call_id} has no recording (no such call, or its line does not record)"
-            )));
-        };
-        let chained = chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
-        let described = describe_recording(&row, chained);
-        if !stored {
-            return Err(Status::failed_precondition(format!(
-                "call {call_id}'s recording was not kept: {}{}",
-                described.state,
-                if described.detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", described.detail)
-                }
-            )));
-        }
-        let Some(evidence) = self.ledger.evidence() else {
-            return Err(Status::unavailable(
-                "this records service keeps no recordings",
-            ));
-        };
-        let path = evidence.path(&call_id);
-        let file = std::fs::File::open(&path).map_err(|error| {
-            Status::data_loss(format!(
-                "call {call_id}'s recording {} cannot be read ({error}); run `courtline records verify`",
-                path.display()
-            ))
-        })?;
-        let (sender, receiver) = mpsc::channel(RECORDING_BUFFER);
-        tokio::task::spawn_blocking(move || stream_recording(file, described, &sender));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+            .map(Response::new)
     }
 
     type ExportCallsStream = ExportStream;
@@ -740,22 +637,8 @@ impl RecordsService for RecordsServer {
         request: Request<ExportCallsRequest>,
     ) -> Result<Response<Self::ExportCallsStream>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        let filter = request.filter.clone().unwrap_or_default();
-        validate_filter(&filter)?;
-        let format = match request.format() {
-            ExportFormat::Unspecified => ExportFormat::Csv,
-            format => format,
-        };
-        let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
-        let server = self.clone();
-        let sort = request.sort();
-        tokio::spawn(async move {
-            server
-                .run_export(caller, filter, sort, format, sender)
-                .await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        self.export_calls_as(caller, request.into_inner())
+            .map(Response::new)
     }
 
     async fn flag_call(
@@ -763,49 +646,9 @@ impl RecordsService for RecordsServer {
         request: Request<FlagCallRequest>,
     ) -> Result<Response<FlagCallResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        validate_call_id(&request.call_id).map_err(|error| status("flagging", error))?;
-        let category = match FlagCategory::try_from(request.category) {
-            Ok(FlagCategory::Unspecified) | Err(_) => {
-                return Err(Status::invalid_argument(
-                    "a flag needs a category: improper_inquiry, intercession, probing_case_information or other",
-                ))
-            }
-            Ok(category) => category,
-        };
-        if category == FlagCategory::Other && request.note.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "a flag of category other needs a note saying what happened",
-            ));
-        }
-        if request.note.chars().count() > MAX_NOTE_CHARS {
-            return Err(Status::invalid_argument(format!(
-                "the note is longer than {MAX_NOTE_CHARS} characters"
-            )));
-        }
-        let flag = Flag {
-            category: category as i32,
-            note: request.note.clone(),
-            flagged_by: caller.name.clone(),
-            flagged_at_ms: now_ms(),
-        };
-        let seq = self
-            .ledger
-            .flag(&request.call_id, flag)
+        self.flag_call_as(&caller, request.into_inner())
             .await
-            .map_err(|error| status("flagging", error))?;
-        self.log_access(
-            &caller,
-            "FlagCall",
-            serde_json::json!({
-                "call_id": request.call_id,
-                "category": crate::contract::names::flag_category_name(category),
-                "flag_seq": seq,
-            }),
-            1,
-        )
-        .await?;
-        Ok(Response::new(FlagCallResponse { seq: seq as u64 }))
+            .map(Response::new)
     }
 
     async fn verify(
@@ -813,23 +656,7 @@ impl RecordsService for RecordsServer {
         request: Request<VerifyRequest>,
     ) -> Result<Response<VerifyResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Auditor).await?;
-        let trusted = [self.ledger.key().public_key().to_bytes()];
-        let report = super::verify::verify(
-            self.ledger.store().as_ref(),
-            &trusted,
-            self.ledger.evidence(),
-        )
-        .await
-        .map_err(|error| store_status("verifying", error))?;
-        let findings = report.findings.len() as u64 + report.findings_omitted;
-        self.log_access(
-            &caller,
-            "Verify",
-            serde_json::json!({ "events_checked": report.events_checked, "findings": findings }),
-            findings,
-        )
-        .await?;
-        Ok(Response::new(report))
+        self.verify_as(&caller).await.map(Response::new)
     }
 
     async fn list_gaps(
@@ -858,64 +685,9 @@ impl RecordsService for RecordsServer {
         request: Request<ListAccessRequest>,
     ) -> Result<Response<ListAccessResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Auditor).await?;
-        let request = request.into_inner();
-        let limit = match request.page_size {
-            0 => 100,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
-        let mut entries = Vec::new();
-        let mut exhausted = false;
-        // The actor filter applies to the decoded body: keep reading until the page is full.
-        while entries.len() < limit as usize && !exhausted {
-            let events = self
-                .ledger
-                .store()
-                .access_events(before, request.since_ms, request.until_ms, limit)
-                .await
-                .map_err(|error| store_status("reading the access log", error))?;
-            exhausted = events.len() < limit as usize;
-            for event in events {
-                before = event.seq;
-                let Some(event_body::Kind::Access(mut entry)) = event
-                    .body
-                    .as_deref()
-                    .and_then(|body| prost::Message::decode(body).ok())
-                    .and_then(|body: EventBody| body.kind)
-                else {
-                    continue;
-                };
-                if !request.actor.is_empty() && entry.actor != request.actor {
-                    continue;
-                }
-                entry.seq = event.seq as u64;
-                entries.push(entry);
-                if entries.len() == limit as usize {
-                    break;
-                }
-            }
-        }
-        let next_before_seq = if exhausted && entries.len() < limit as usize {
-            0
-        } else {
-            entries.last().map_or(0, |entry| entry.seq)
-        };
-        self.log_access(
-            &caller,
-            "ListAccess",
-            serde_json::json!({
-                "since_ms": request.since_ms,
-                "until_ms": request.until_ms,
-                "actor": request.actor,
-                "before_seq": request.before_seq,
-            }),
-            entries.len() as u64,
-        )
-        .await?;
-        Ok(Response::new(ListAccessResponse {
-            entries,
-            next_before_seq,
-        }))
+        self.list_access_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn add_token(
@@ -1023,6 +795,646 @@ impl RecordsService for RecordsServer {
         )
         .await?;
         Ok(Response::new(response))
+    }
+
+    async fn open_report(
+        &self,
+        request: Request<OpenReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        validate_call_id(&request.call_id).map_err(|error| status("opening a report", error))?;
+        let via = match ReportOpenedVia::try_from(request.opened_via) {
+            Ok(ReportOpenedVia::Unspecified) | Err(_) => ReportOpenedVia::Cli,
+            Ok(via) => via,
+        };
+        let parameters = serde_json::json!({
+            "call_id": request.call_id,
+            "opened_via": opened_via_name(via),
+        });
+        let result = self
+            .ledger
+            .open_report(
+                &request.call_id,
+                via,
+                request.form.unwrap_or_default(),
+                &actor(&caller),
+            )
+            .await;
+        self.report_changed(&caller, "OpenReport", parameters, result)
+            .await
+    }
+
+    async fn update_report(
+        &self,
+        request: Request<UpdateReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        let parameters = serde_json::json!({
+            "report_id": request.report_id,
+            "version": request.version,
+        });
+        let action = Action::Update(request.form.unwrap_or_default());
+        let result = self
+            .ledger
+            .change_report(&request.report_id, request.version, action, &actor(&caller))
+            .await;
+        self.report_changed(&caller, "UpdateReport", parameters, result)
+            .await
+    }
+
+    async fn submit_report(
+        &self,
+        request: Request<SubmitReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        let parameters = serde_json::json!({
+            "report_id": request.report_id,
+            "version": request.version,
+        });
+        let result = self
+            .ledger
+            .change_report(
+                &request.report_id,
+                request.version,
+                Action::Submit,
+                &actor(&caller),
+            )
+            .await;
+        self.report_changed(&caller, "SubmitReport", parameters, result)
+            .await
+    }
+
+    async fn review_report(
+        &self,
+        request: Request<ReviewReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Compliance).await?;
+        let request = request.into_inner();
+        let parameters = serde_json::json!({
+            "report_id": request.report_id,
+            "version": request.version,
+        });
+        let action = Action::Review {
+            conclusion: request.conclusion,
+        };
+        let result = self
+            .ledger
+            .change_report(&request.report_id, request.version, action, &actor(&caller))
+            .await;
+        self.report_changed(&caller, "ReviewReport", parameters, result)
+            .await
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<GetReportRequest>,
+    ) -> Result<Response<GetReportResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
+            .await?;
+        let report_id = request.into_inner().report_id;
+        let context = format!("reading report {report_id}");
+        let store = self.ledger.store();
+        let report = match store
+            .get_report(&report_id)
+            .await
+            .and_then(|row| row.map(|row| row.decode()).transpose())
+        {
+            Ok(report) => report,
+            Err(error) => return Err(store_status(&context, error)),
+        };
+        let readable = report
+            .as_ref()
+            .is_some_and(|report| may_read(report, &actor(&caller)));
+        let refused = report.is_some() && !readable;
+        let mut parameters = serde_json::json!({ "report_id": report_id });
+        if refused {
+            parameters["refused"] = "not the caller's report".into();
+        }
+        self.log_access(&caller, "GetReport", parameters, u64::from(readable))
+            .await?;
+        let Some(report) = report else {
+            return Err(Status::not_found(format!("no report with id {report_id}")));
+        };
+        if refused {
+            return Err(Status::permission_denied(format!(
+                "report {report_id} is {}'s: an operator reads only its own reports",
+                report.opened_by
+            )));
+        }
+        let mut versions = Vec::new();
+        let seqs = store
+            .report_versions(&report_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        for (_, seq) in seqs {
+            let event = store
+                .event(seq)
+                .await
+                .map_err(|error| store_status(&context, error))?;
+            let version = event
+                .and_then(|event| event.body)
+                .and_then(|body| prost::Message::decode(body.as_slice()).ok())
+                .and_then(|body: EventBody| match body.kind {
+                    Some(event_body::Kind::Report(changed)) => changed.report,
+                    _ => None,
+                });
+            versions.extend(version);
+        }
+        Ok(Response::new(GetReportResponse {
+            warnings: warnings(&report.form.clone().unwrap_or_default()),
+            report: Some(report),
+            versions,
+        }))
+    }
+
+    async fn list_reports(
+        &self,
+        request: Request<ListReportsRequest>,
+    ) -> Result<Response<ListReportsResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
+            .await?;
+        let request = request.into_inner();
+        let sort = request.sort();
+        let query = ReportQuery {
+            filter: request.filter.unwrap_or_default(),
+            // An operator lists only its own reports.
+            owner: (caller.role == Role::Operator).then(|| caller.name.clone()),
+            sort,
+            page_size: request.page_size,
+            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        };
+        let (rows, next) = self
+            .ledger
+            .store()
+            .list_reports(&query)
+            .await
+            .map_err(|error| store_status("listing reports", error))?;
+        let reports = rows
+            .iter()
+            .map(ReportRow::decode)
+            .collect::<Result<Vec<Report>, _>>()
+            .map_err(|error| store_status("listing reports", error))?;
+        let parameters = serde_json::json!({
+            "filter": report_filter_json(&query.filter),
+            "sort": sort_name(sort),
+            "own_only": query.owner.is_some(),
+            "continued": query.page_token.is_some(),
+        });
+        self.log_access(&caller, "ListReports", parameters, reports.len() as u64)
+            .await?;
+        Ok(Response::new(ListReportsResponse {
+            reports,
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+}
+
+/// The workflow's actor for an authenticated caller.
+fn actor(caller: &Caller) -> Actor {
+    Actor {
+        name: caller.name.clone(),
+        role: caller.role,
+    }
+}
+
+/// A report filter as JSON, for the access log (only what is set).
+fn report_filter_json(filter: &ReportFilter) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (key, value) in [("since_ms", filter.since_ms), ("until_ms", filter.until_ms)] {
+        if value != 0 {
+            map.insert(key.to_owned(), value.into());
+        }
+    }
+    for (key, text) in [
+        ("court_name", &filter.court_name),
+        ("line_number", &filter.line_number),
+        ("staff", &filter.staff),
+        ("case_number_contains", &filter.case_number_contains),
+        ("call_id", &filter.call_id),
+    ] {
+        if !text.is_empty() {
+            map.insert(key.to_owned(), text.clone().into());
+        }
+    }
+    if filter.kind != 0 {
+        map.insert(
+            "kind".into(),
+            super::reports::workflow::kind_name(filter.kind()).into(),
+        );
+    }
+    if filter.status != 0 {
+        map.insert("status".into(), status_name(filter.status()).into());
+    }
+    serde_json::Value::Object(map)
+}
+
+impl RecordsServer {
+    /// Logs a report change (or its refusal) and answers with the new version.
+    async fn report_changed(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        mut parameters: serde_json::Value,
+        result: Result<(Report, i64), LedgerError>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        match result {
+            Ok((report, seq)) => {
+                parameters["report_id"] = report.report_id.clone().into();
+                parameters["call_id"] = report.call_id.clone().into();
+                parameters["version"] = report.version.into();
+                parameters["status"] = status_name(report.status()).into();
+                parameters["report_seq"] = seq.into();
+                self.log_access(caller, operation, parameters, 1).await?;
+                Ok(Response::new(ReportResponse {
+                    warnings: warnings(&report.form.clone().unwrap_or_default()),
+                    report: Some(report),
+                    seq: seq as u64,
+                }))
+            }
+            Err(error) => {
+                let refused = status(operation, error);
+                parameters["refused"] = refused.message().into();
+                self.log_access(caller, operation, parameters, 0).await?;
+                Err(refused)
+            }
+        }
+    }
+}
+
+/// The operations behind the gRPC handlers, for a caller already authorised (the
+/// gRPC handlers and the web console alike), each recorded in the access log.
+impl RecordsServer {
+    /// Token and loopback-rule checks, shared with the web console's sign-in.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The public key that signs checkpoints and exports (hex) and its fingerprint.
+    pub fn public_key(&self) -> (String, String) {
+        let key = self.ledger.key();
+        (
+            key.public_key_hex(),
+            fingerprint(&key.public_key().to_bytes()),
+        )
+    }
+
+    /// The chain's hash function, for export files.
+    pub fn hash_algorithm(&self) -> HashAlgorithm {
+        self.ledger.algorithm()
+    }
+
+    /// `ListCalls` for `caller`.
+    pub async fn list_calls_as(
+        &self,
+        caller: &Caller,
+        request: ListCallsRequest,
+    ) -> Result<ListCallsResponse, Status> {
+        let sort = request.sort();
+        let filter = request.filter.unwrap_or_default();
+        validate_filter(&filter)?;
+        let query = CallQuery {
+            sort,
+            filter,
+            page_size: request.page_size,
+            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        };
+        let (records, next) = self
+            .ledger
+            .store()
+            .list_calls(&query)
+            .await
+            .map_err(|error| store_status("listing calls", error))?;
+        let records = self
+            .with_flags(records)
+            .await
+            .map_err(|error| store_status("reading the flags of listed calls", error))?;
+        let parameters = serde_json::json!({
+            "filter": filter_json(&query.filter),
+            "sort": sort_name(query.sort),
+            "page_size": query.effective_page_size(),
+            "continued": query.page_token.is_some(),
+        });
+        self.log_access(caller, "ListCalls", parameters, records.len() as u64)
+            .await?;
+        Ok(ListCallsResponse {
+            records,
+            next_page_token: next.unwrap_or_default(),
+        })
+    }
+
+    /// `GetCall` for `caller`.
+    pub async fn get_call_as(
+        &self,
+        caller: &Caller,
+        call_id: String,
+    ) -> Result<GetCallResponse, Status> {
+        validate_call_id(&call_id).map_err(|error| status("reading a call", error))?;
+        let store = self.ledger.store();
+        let context = format!("reading call {call_id}");
+        if caller.role == Role::Operator {
+            // An operator reads only the calls its own reports are about.
+            let reports = store
+                .reports_of_call(&call_id)
+                .await
+                .map_err(|error| store_status(&context, error))?;
+            let own = reports
+                .iter()
+                .filter_map(|row| row.decode().ok())
+                .any(|report| is_owner(&report, &caller.name));
+            if !own {
+                let refusal = format!(
+                    "{} may read only the calls of its own reports; call {call_id} is not one",
+                    caller.name
+                );
+                self.log_access(
+                    caller,
+                    "GetCall",
+                    serde_json::json!({ "call_id": call_id, "refused": refusal }),
+                    0,
+                )
+                .await?;
+                return Err(Status::permission_denied(refusal));
+            }
+        }
+        let record = store
+            .get_call(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        self.log_access(
+            caller,
+            "GetCall",
+            serde_json::json!({ "call_id": call_id }),
+            u64::from(record.is_some()),
+        )
+        .await?;
+        let Some(mut record) = record else {
+            return Err(Status::not_found(format!("no call with id {call_id}")));
+        };
+        let mut timeline: Vec<TimelineEvent> = Vec::new();
+        let mut flags: Vec<Flag> = Vec::new();
+        for event in &events {
+            let (entry, flag) = timeline_entry(event);
+            timeline.push(entry);
+            flags.extend(flag);
+        }
+        record.flags = flags.clone();
+        let recording = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?
+            .map(|row| {
+                let chained =
+                    chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
+                describe_recording(&row, chained)
+            });
+        Ok(GetCallResponse {
+            record: Some(record),
+            timeline,
+            flags,
+            recording,
+        })
+    }
+
+    /// `GetRecording` for `caller`: the recording's description, then its bytes.
+    pub async fn get_recording_as(
+        &self,
+        caller: &Caller,
+        call_id: String,
+    ) -> Result<RecordingStream, Status> {
+        validate_call_id(&call_id).map_err(|error| status("reading a recording", error))?;
+        let store = self.ledger.store();
+        let context = format!("reading call {call_id}'s recording");
+        let row = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let stored = row
+            .as_ref()
+            .is_some_and(|row| row.state == RecordingState::Stored);
+        self.log_access(
+            caller,
+            "GetRecording",
+            serde_json::json!({ "call_id": call_id }),
+            u64::from(stored),
+        )
+        .await?;
+        let Some(row) = row else {
+            return Err(Status::not_found(format!(
+                "call {call_id} has no recording (no such call, or its line does not record)"
+            )));
+        };
+        let chained = chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
+        let described = describe_recording(&row, chained);
+        if !stored {
+            return Err(Status::failed_precondition(format!(
+                "call {call_id}'s recording was not kept: {}{}",
+                described.state,
+                if described.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", described.detail)
+                }
+            )));
+        }
+        let Some(evidence) = self.ledger.evidence() else {
+            return Err(Status::unavailable(
+                "this records service keeps no recordings",
+            ));
+        };
+        let path = evidence.path(&call_id);
+        let file = std::fs::File::open(&path).map_err(|error| {
+            Status::data_loss(format!(
+                "call {call_id}'s recording {} cannot be read ({error}); run `courtline records verify`",
+                path.display()
+            ))
+        })?;
+        let (sender, receiver) = mpsc::channel(RECORDING_BUFFER);
+        tokio::task::spawn_blocking(move || stream_recording(file, described, &sender));
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    /// `FlagCall` for `caller`.
+    pub async fn flag_call_as(
+        &self,
+        caller: &Caller,
+        request: FlagCallRequest,
+    ) -> Result<FlagCallResponse, Status> {
+        validate_call_id(&request.call_id).map_err(|error| status("flagging", error))?;
+        let category = match FlagCategory::try_from(request.category) {
+            Ok(FlagCategory::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(
+                    "a flag needs a category: improper_inquiry, intercession, probing_case_information or other",
+                ))
+            }
+            Ok(category) => category,
+        };
+        if category == FlagCategory::Other && request.note.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a flag of category other needs a note saying what happened",
+            ));
+        }
+        if request.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(Status::invalid_argument(format!(
+                "the note is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
+        let flag = Flag {
+            category: category as i32,
+            note: request.note.clone(),
+            flagged_by: caller.name.clone(),
+            flagged_at_ms: now_ms(),
+        };
+        let seq = self
+            .ledger
+            .flag(&request.call_id, flag)
+            .await
+            .map_err(|error| status("flagging", error))?;
+        self.log_access(
+            caller,
+            "FlagCall",
+            serde_json::json!({
+                "call_id": request.call_id,
+                "category": crate::contract::names::flag_category_name(category),
+                "flag_seq": seq,
+            }),
+            1,
+        )
+        .await?;
+        Ok(FlagCallResponse { seq: seq as u64 })
+    }
+
+    /// `Verify` for `caller`.
+    pub async fn verify_as(&self, caller: &Caller) -> Result<VerifyResponse, Status> {
+        let trusted = [self.ledger.key().public_key().to_bytes()];
+        let report = super::verify::verify(
+            self.ledger.store().as_ref(),
+            &trusted,
+            self.ledger.evidence(),
+        )
+        .await
+        .map_err(|error| store_status("verifying", error))?;
+        let findings = report.findings.len() as u64 + report.findings_omitted;
+        self.log_access(
+            caller,
+            "Verify",
+            serde_json::json!({ "events_checked": report.events_checked, "findings": findings }),
+            findings,
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// `ListAccess` for `caller`.
+    pub async fn list_access_as(
+        &self,
+        caller: &Caller,
+        request: ListAccessRequest,
+    ) -> Result<ListAccessResponse, Status> {
+        let limit = match request.page_size {
+            0 => 100,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
+        let mut entries = Vec::new();
+        let mut exhausted = false;
+        // The actor filter applies to the decoded body: keep reading until the page is full.
+        while entries.len() < limit as usize && !exhausted {
+            let events = self
+                .ledger
+                .store()
+                .access_events(before, request.since_ms, request.until_ms, limit)
+                .await
+                .map_err(|error| store_status("reading the access log", error))?;
+            exhausted = events.len() < limit as usize;
+            for event in events {
+                before = event.seq;
+                let Some(event_body::Kind::Access(mut entry)) = event
+                    .body
+                    .as_deref()
+                    .and_then(|body| prost::Message::decode(body).ok())
+                    .and_then(|body: EventBody| body.kind)
+                else {
+                    continue;
+                };
+                if !request.actor.is_empty() && entry.actor != request.actor {
+                    continue;
+                }
+                entry.seq = event.seq as u64;
+                entries.push(entry);
+                if entries.len() == limit as usize {
+                    break;
+                }
+            }
+        }
+        let next_before_seq = if exhausted && entries.len() < limit as usize {
+            0
+        } else {
+            entries.last().map_or(0, |entry| entry.seq)
+        };
+        self.log_access(
+            caller,
+            "ListAccess",
+            serde_json::json!({
+                "since_ms": request.since_ms,
+                "until_ms": request.until_ms,
+                "actor": request.actor,
+                "before_seq": request.before_seq,
+            }),
+            entries.len() as u64,
+        )
+        .await?;
+        Ok(ListAccessResponse {
+            entries,
+            next_before_seq,
+        })
+    }
+
+    /// `ExportCalls` for `caller`: the header, the records and the signed manifest,
+    /// streamed as they are read.
+    pub fn export_calls_as(
+        &self,
+        caller: Caller,
+        request: ExportCallsRequest,
+    ) -> Result<ExportStream, Status> {
+        let filter = request.filter.clone().unwrap_or_default();
+        validate_filter(&filter)?;
+        let format = match request.format() {
+            ExportFormat::Unspecified => ExportFormat::Csv,
+            format => format,
+        };
+        let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
+        let server = self.clone();
+        let sort = request.sort();
+        tokio::spawn(async move {
+            server
+                .run_export(caller, filter, sort, format, sender)
+                .await;
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
     }
 }
 
@@ -1191,6 +1603,18 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
                 flag.note
             );
             ("flagged".to_owned(), detail, Some(flag))
+        }
+        Some(event_body::Kind::Report(changed)) => {
+            let report = changed.report.unwrap_or_default();
+            let detail = format!(
+                "report {} {} by {} (version {}, {})",
+                report.report_id,
+                changed.action,
+                report.changed_by,
+                report.version,
+                status_name(report.status())
+            );
+            (format!("report_{}", changed.action), detail, None)
         }
         _ if event.body.is_none() => (event.header.kind.clone(), "purged".to_owned(), None),
         _ => (event.header.kind.clone(), String::new(), None),

@@ -29,8 +29,10 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Arguments, Executor, Row};
 
 use super::chain::{EventHeader, StoredEvent};
+use super::reports::workflow::owners;
 use crate::contract::pb::{
-    CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, SortOrder,
+    CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, Report, ReportFilter,
+    SortOrder,
 };
 use crate::contract::row::{media_json, parse_media_json, parse_prompts_json, prompts_json};
 
@@ -72,6 +74,11 @@ const CALL_COLUMN_COUNT: usize = 33;
 /// Every events column.
 const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
+/// Every reports column.
+const REPORT_COLUMNS: &str = "report_id, call_id, version, status, kind, opened_by, opened_at_ms, \
+    court_name, line_number, staff_name, staff_id, owners, case_numbers, report, last_seq";
+/// Number of names in [`REPORT_COLUMNS`].
+const REPORT_COLUMN_COUNT: usize = 15;
 /// Number of names in [`EVENT_COLUMNS`].
 const EVENT_COLUMN_COUNT: usize = 11;
 /// `INSERT INTO events (...) VALUES `, the head of every events insert.
@@ -237,6 +244,90 @@ pub enum Change {
         /// When.
         at_ms: i64,
     },
+    /// Write a report's new version (its row and its place in `report_versions`).
+    PutReport(ReportRow),
+}
+
+/// A report's row as stored: the latest version and the columns derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// Report id.
+    pub report_id: String,
+    /// The call.
+    pub call_id: String,
+    /// Latest version number.
+    pub version: i64,
+    /// `ReportStatus` number.
+    pub status: i64,
+    /// `ReportKind` number.
+    pub kind: i64,
+    /// Who opened it.
+    pub opened_by: String,
+    /// When.
+    pub opened_at_ms: i64,
+    /// The call's court.
+    pub court_name: String,
+    /// The call's line.
+    pub line_number: String,
+    /// Form: staff name.
+    pub staff_name: String,
+    /// Form: staff id.
+    pub staff_id: String,
+    /// Every owner between newlines (`\na\nb\n`).
+    pub owners: String,
+    /// Case numbers, one per line.
+    pub case_numbers: String,
+    /// Protobuf `Report` of the latest version.
+    pub report: Vec<u8>,
+    /// Chain position of that version's event.
+    pub last_seq: i64,
+}
+
+impl ReportRow {
+    /// The row `report`, chained at `seq`, must leave.
+    pub fn of(report: &Report, seq: i64) -> ReportRow {
+        let form = report.form.clone().unwrap_or_default();
+        ReportRow {
+            report_id: report.report_id.clone(),
+            call_id: report.call_id.clone(),
+            version: i64::from(report.version),
+            status: i64::from(report.status),
+            kind: i64::from(form.kind),
+            opened_by: report.opened_by.clone(),
+            opened_at_ms: report.opened_at_ms,
+            court_name: report.court_name.clone(),
+            line_number: report.line_number.clone(),
+            staff_name: form.staff_name.clone(),
+            staff_id: form.staff_id.clone(),
+            owners: format!("\n{}\n", owners(report).join("\n")),
+            case_numbers: form.case_numbers.join("\n"),
+            report: prost::Message::encode_to_vec(report),
+            last_seq: seq,
+        }
+    }
+
+    /// The report the row holds.
+    pub fn decode(&self) -> Result<Report, StoreError> {
+        prost::Message::decode(self.report.as_slice()).map_err(|error| StoreError::Corrupt {
+            key: format!("report {}", self.report_id),
+            detail: format!("report: {error}"),
+        })
+    }
+}
+
+/// A reports query: filter, sort, page, and whose reports (an operator's own).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportQuery {
+    /// Which reports (zero values: no filter).
+    pub filter: ReportFilter,
+    /// Only reports this name owns; `None`: anyone's.
+    pub owner: Option<String>,
+    /// Newest or oldest first (by when opened).
+    pub sort: SortOrder,
+    /// Rows per page (0 = default).
+    pub page_size: u32,
+    /// Where the previous page ended.
+    pub page_token: Option<String>,
 }
 
 /// A call's row as an event leaves it (all but `flagged`, which only a flag sets).
@@ -393,7 +484,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         calls: &[CallRecord],
     ) -> Result<Vec<(String, String)>, StoreError>;
-    /// Calls received before `cutoff_ms` that are finished: (not flagged, flagged).
+    /// Calls received before `cutoff_ms` that are finished: (neither flagged nor
+    /// reported, the count of those flagged or reported: on legal hold).
     async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError>;
     /// Events stored for these calls.
     async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError>;
@@ -405,6 +497,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: &str,
         limit: u32,
     ) -> Result<Vec<RecordingRow>, StoreError>;
+    /// One report's row.
+    async fn get_report(&self, report_id: &str) -> Result<Option<ReportRow>, StoreError>;
+    /// Every report on a call, oldest first.
+    async fn reports_of_call(&self, call_id: &str) -> Result<Vec<ReportRow>, StoreError>;
+    /// Whether a call has a report or a flag: it is on legal hold, and its recording
+    /// (`record_audio = "on_report"`) is kept.
+    async fn call_has_report_or_flag(&self, call_id: &str) -> Result<bool, StoreError>;
+    /// One page of reports matching `query`, and the token for the next page.
+    async fn list_reports(
+        &self,
+        query: &ReportQuery,
+    ) -> Result<(Vec<ReportRow>, Option<String>), StoreError>;
+    /// Chain positions of a report's versions, as (version, seq), oldest first.
+    async fn report_versions(&self, report_id: &str) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// Up to `limit` report rows ordered by id, after `after` (for verify).
+    async fn reports_after(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReportRow>, StoreError>;
+    /// Up to `limit` `(report id, version, seq)` rows of `report_versions` in that
+    /// order, after `after` (for verify).
+    async fn report_versions_after(
+        &self,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError>;
     /// Finishes in-flight statements and closes the database.
     async fn close(&self);
 }
@@ -1471,8 +1590,12 @@ impl Store for SqlStore {
     }
 
     async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError> {
-        let mut sql =
-            self.sql("SELECT call_id, flagged FROM calls WHERE state <> 1 AND received_at_ms < ");
+        // Reported calls are on legal hold like flagged ones.
+        let mut sql = self.sql(
+            "SELECT call_id, flagged + (SELECT COUNT(*) FROM reports \
+             WHERE reports.call_id = calls.call_id) AS flagged FROM calls \
+             WHERE state <> 1 AND received_at_ms < ",
+        );
         sql.bind(cutoff_ms).push(" ORDER BY call_id");
         let rows = sql
             .fetch_all(&self.pool, "find calls past retention")
@@ -1524,6 +1647,133 @@ impl Store for SqlStore {
             .push(&format!(" ORDER BY call_id LIMIT {limit}"));
         let rows = sql.fetch_all(&self.pool, "list recordings").await?;
         rows.iter().map(recording_from_row).collect()
+    }
+
+    async fn get_report(&self, report_id: &str) -> Result<Option<ReportRow>, StoreError> {
+        let mut sql = self.sql(format!(
+            "SELECT {REPORT_COLUMNS} FROM reports WHERE report_id = "
+        ));
+        sql.bind(report_id.to_owned());
+        Ok(self.fetch_reports(sql, "read report").await?.pop())
+    }
+
+    async fn reports_of_call(&self, call_id: &str) -> Result<Vec<ReportRow>, StoreError> {
+        let mut sql = self.sql(format!(
+            "SELECT {REPORT_COLUMNS} FROM reports WHERE call_id = "
+        ));
+        sql.bind(call_id.to_owned())
+            .push(" ORDER BY opened_at_ms, report_id");
+        self.fetch_reports(sql, "read a call's reports").await
+    }
+
+    async fn call_has_report_or_flag(&self, call_id: &str) -> Result<bool, StoreError> {
+        let operation = "check legal hold";
+        let mut sql = self.sql("SELECT (SELECT COUNT(*) FROM reports WHERE call_id = ");
+        sql.bind(call_id.to_owned())
+            .push(") + (SELECT COUNT(*) FROM calls WHERE flagged = 1 AND call_id = ")
+            .bind(call_id.to_owned())
+            .push(") AS n");
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        match rows.first() {
+            Some(row) => Ok(get::<i64>(row, "n", operation)? > 0),
+            None => Ok(false),
+        }
+    }
+
+    async fn list_reports(
+        &self,
+        query: &ReportQuery,
+    ) -> Result<(Vec<ReportRow>, Option<String>), StoreError> {
+        let oldest_first = query.sort == SortOrder::OldestFirst;
+        let cursor = match query.page_token.as_deref() {
+            Some(token) if !token.is_empty() => {
+                let cursor = Cursor::decode(token)?;
+                if cursor.oldest_first != oldest_first {
+                    return Err(StoreError::InvalidPageToken(
+                        "the token was made for the other sort order".into(),
+                    ));
+                }
+                Some(cursor)
+            }
+            _ => None,
+        };
+        let page_size = match query.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut sql = self.sql(format!("SELECT {REPORT_COLUMNS} FROM reports WHERE 1 = 1"));
+        self.push_report_filter(&mut sql, &query.filter, query.owner.as_deref());
+        Page {
+            cursor: cursor.as_ref(),
+            oldest_first,
+            rows: page_size + 1,
+        }
+        .push(&mut sql, "opened_at_ms", "report_id");
+        let mut rows = self.fetch_reports(sql, "list reports").await?;
+        let next = if rows.len() > page_size as usize {
+            rows.truncate(page_size as usize);
+            rows.last().map(|last| {
+                Cursor {
+                    oldest_first,
+                    received_at_ms: last.opened_at_ms,
+                    call_id: last.report_id.clone(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
+    async fn report_versions(&self, report_id: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+        let operation = "read report versions";
+        let mut sql = self.sql("SELECT version, seq FROM report_versions WHERE report_id = ");
+        sql.bind(report_id.to_owned()).push(" ORDER BY version");
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        rows.iter()
+            .map(|row| Ok((get(row, "version", operation)?, get(row, "seq", operation)?)))
+            .collect()
+    }
+
+    async fn reports_after(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        let mut sql = self.sql(format!("SELECT {REPORT_COLUMNS} FROM reports"));
+        if let Some(report_id) = after {
+            sql.push(" WHERE report_id > ").bind(report_id.to_owned());
+        }
+        sql.push(&format!(" ORDER BY report_id LIMIT {limit}"));
+        self.fetch_reports(sql, "scan reports").await
+    }
+
+    async fn report_versions_after(
+        &self,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let operation = "scan report versions";
+        let mut sql = self.sql("SELECT report_id, version, seq FROM report_versions");
+        if let Some((report_id, version)) = after {
+            sql.push(" WHERE (report_id, version) > (")
+                .bind(report_id.to_owned())
+                .push(", ")
+                .bind(version)
+                .push(")");
+        }
+        sql.push(&format!(" ORDER BY report_id, version LIMIT {limit}"));
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "report_id", operation)?,
+                    get(row, "version", operation)?,
+                    get(row, "seq", operation)?,
+                ))
+            })
+            .collect()
     }
 
     async fn close(&self) {
@@ -1750,6 +2000,36 @@ impl SqlStore {
                     .push(")");
                 sql.execute(tx, "record recording").await?;
             }
+            Change::PutReport(row) => {
+                let assignments: Vec<String> = REPORT_COLUMNS
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|column| *column != "report_id")
+                    .map(|column| format!("{column} = excluded.{column}"))
+                    .collect();
+                self.values(
+                    &format!("INSERT INTO reports ({REPORT_COLUMNS}) VALUES "),
+                    &format!(
+                        " ON CONFLICT (report_id) DO UPDATE SET {}",
+                        assignments.join(", ")
+                    ),
+                    REPORT_COLUMN_COUNT,
+                    std::slice::from_ref(row),
+                    bind_report,
+                )
+                .execute(tx, "store report")
+                .await?;
+                let mut version =
+                    self.sql("INSERT INTO report_versions (report_id, version, seq) VALUES (");
+                version
+                    .bind(row.report_id.clone())
+                    .push(", ")
+                    .bind(row.version)
+                    .push(", ")
+                    .bind(row.last_seq)
+                    .push(")");
+                version.execute(tx, "store report version").await?;
+            }
             Change::RevokeToken { name, at_ms } => {
                 let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");
                 sql.bind(*at_ms)
@@ -1898,6 +2178,106 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         flags: Vec::new(),
         call_id,
     })
+}
+
+fn bind_report(sql: &mut Sql, row: &ReportRow) {
+    let args = &mut sql.args;
+    let _ = args.add(row.report_id.clone());
+    let _ = args.add(row.call_id.clone());
+    let _ = args.add(row.version);
+    let _ = args.add(row.status);
+    let _ = args.add(row.kind);
+    let _ = args.add(row.opened_by.clone());
+    let _ = args.add(row.opened_at_ms);
+    let _ = args.add(row.court_name.clone());
+    let _ = args.add(row.line_number.clone());
+    let _ = args.add(row.staff_name.clone());
+    let _ = args.add(row.staff_id.clone());
+    let _ = args.add(row.owners.clone());
+    let _ = args.add(row.case_numbers.clone());
+    let _ = args.add(row.report.clone());
+    let _ = args.add(row.last_seq);
+}
+
+fn report_from_row(row: &AnyRow) -> Result<ReportRow, StoreError> {
+    let report_id: String = get(row, "report_id", "report")?;
+    let key = format!("report {report_id}");
+    let key = key.as_str();
+    Ok(ReportRow {
+        call_id: get(row, "call_id", key)?,
+        version: get(row, "version", key)?,
+        status: get(row, "status", key)?,
+        kind: get(row, "kind", key)?,
+        opened_by: get(row, "opened_by", key)?,
+        opened_at_ms: get(row, "opened_at_ms", key)?,
+        court_name: get(row, "court_name", key)?,
+        line_number: get(row, "line_number", key)?,
+        staff_name: get(row, "staff_name", key)?,
+        staff_id: get(row, "staff_id", key)?,
+        owners: get(row, "owners", key)?,
+        case_numbers: get(row, "case_numbers", key)?,
+        report: get(row, "report", key)?,
+        last_seq: get(row, "last_seq", key)?,
+        report_id,
+    })
+}
+
+impl SqlStore {
+    async fn fetch_reports(&self, sql: Sql, operation: &str) -> Result<Vec<ReportRow>, StoreError> {
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        rows.iter().map(report_from_row).collect()
+    }
+
+    /// `instr`/`strpos`: where `needle` (bound) starts in `column`, 0 when absent.
+    fn contains(&self, sql: &mut Sql, column: &str, needle: String) {
+        let function = match self.backend {
+            Backend::Sqlite => "instr",
+            Backend::Postgres => "strpos",
+        };
+        sql.push(&format!(" AND {function}({column}, "))
+            .bind(needle)
+            .push(") > 0");
+    }
+
+    /// Appends the WHERE conditions of a reports filter (each starting with " AND ").
+    fn push_report_filter(&self, sql: &mut Sql, filter: &ReportFilter, owner: Option<&str>) {
+        if filter.since_ms != 0 {
+            sql.push(" AND opened_at_ms >= ").bind(filter.since_ms);
+        }
+        if filter.until_ms != 0 {
+            sql.push(" AND opened_at_ms < ").bind(filter.until_ms);
+        }
+        for (column, value) in [
+            ("court_name", &filter.court_name),
+            ("line_number", &filter.line_number),
+            ("call_id", &filter.call_id),
+        ] {
+            if !value.is_empty() {
+                sql.push(&format!(" AND {column} = ")).bind(value.clone());
+            }
+        }
+        if filter.kind != 0 {
+            sql.push(" AND kind = ").bind(i64::from(filter.kind));
+        }
+        if filter.status != 0 {
+            sql.push(" AND status = ").bind(i64::from(filter.status));
+        }
+        if !filter.staff.is_empty() {
+            sql.push(" AND (staff_name = ")
+                .bind(filter.staff.clone())
+                .push(" OR staff_id = ")
+                .bind(filter.staff.clone())
+                .push(" OR opened_by = ")
+                .bind(filter.staff.clone())
+                .push(")");
+        }
+        if !filter.case_number_contains.is_empty() {
+            self.contains(sql, "case_numbers", filter.case_number_contains.clone());
+        }
+        if let Some(owner) = owner {
+            self.contains(sql, "owners", format!("\n{owner}\n"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,10 +17,13 @@
 //! 3. **Call rows.** Every call's row must equal what its events produce
 //!    ([`super::ledger::call_effect`]); a row without events was inserted, events
 //!    without a row mean the row was deleted.
-//! 4. **Sequence gaps** in each switchboard's node sequence numbers.
-//! 5. **Recordings.** Every call's recording row must agree with its chained
-//!    recording event (and the flags before it); every stored recording's file
-//!    must be in the evidence store with its chained length and SHA-256
+//! 4. **Reports.** Every report's row must be what its last chained version makes
+//!    it ([`ReportRow::of`]), and `report_versions` must list exactly its versions
+//!    where the chain has them.
+//! 5. **Sequence gaps** in each switchboard's node sequence numbers.
+//! 6. **Recordings.** Every call's recording row must agree with its chained
+//!    recording event (and the flags and reports before it); every stored recording's
+//!    file must be in the evidence store with its chained length and SHA-256
 //!    (finding kind `recording`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,8 +33,8 @@ use prost::Message;
 use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
 use super::evidence::{chained_recording, state_agrees, Evidence};
 use super::ledger::signing::checkpoint_signature_valid;
-use super::ledger::{apply_effect, call_effect};
-use super::store::{RecordingRow, RecordingState, Store, StoreError};
+use super::ledger::{apply_effect, call_effect, report_effect};
+use super::store::{RecordingRow, RecordingState, ReportRow, Store, StoreError};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::{CallRecord, EventBody, Finding, RecordingFinished, VerifyResponse};
 use crate::contract::row::record_fields;
@@ -124,6 +127,7 @@ pub async fn verify(
     let mut bodiless: Vec<(i64, String)> = Vec::new();
     let mut last_purge = 0_i64;
     let mut last_checkpoint = 0_i64;
+    let mut reports = ChainedReports::new();
     let mut head = 0_i64;
     let mut after = 0;
     loop {
@@ -146,6 +150,15 @@ pub async fn verify(
             let self_ok = event.is_self_consistent(algorithm);
             match event.body.as_deref().map(EventBody::decode) {
                 None => bodiless.push((event.seq, label(event))),
+                Some(Ok(body)) if report_effect(&body).is_some() => {
+                    if let Some(report) = report_effect(&body) {
+                        let chained = reports.entry(report.report_id.clone()).or_default();
+                        chained.row = Some(ReportRow::of(report, event.seq));
+                        chained
+                            .versions
+                            .push((i64::from(report.version), event.seq));
+                    }
+                }
                 Some(Ok(body)) => match body.kind {
                     Some(Kind::Purged(_)) => last_purge = event.seq,
                     Some(Kind::Checkpoint(checkpoint)) => {
@@ -253,6 +266,7 @@ pub async fn verify(
     }
 
     check_calls(store, &mut report).await?;
+    check_reports(store, &mut report, reports).await?;
     check_recordings(store, evidence, &mut report).await?;
 
     let (_, gaps) = store.node_gaps().await?;
@@ -471,8 +485,11 @@ fn call_of(label: &str) -> String {
 /// `Err` names a flagged call whose events were purged anyway.
 fn expected_row(events: &[StoredEvent]) -> Result<Option<CallRecord>, String> {
     if events.iter().any(|event| event.body.is_none()) {
-        if events.iter().any(|event| event.header.kind == "flagged") {
-            return Err("was purged although it is flagged (legal hold)".into());
+        if events
+            .iter()
+            .any(|event| event.header.kind == "flagged" || event.header.kind == "report")
+        {
+            return Err("was purged although it is flagged or reported (legal hold)".into());
         }
         return Ok(None);
     }
@@ -673,6 +690,137 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
         }
     }
     check_name_index(store, report, &mut indexed).await
+}
+
+/// What the chain says of one report: its row and where each version is.
+#[derive(Debug, Default)]
+struct ChainedReport {
+    /// The row its last version makes.
+    row: Option<ReportRow>,
+    /// (version, chain position) of each version, in chain order.
+    versions: Vec<(i64, i64)>,
+}
+
+/// Every chained report by id (reports are few: one per interference, not per call).
+type ChainedReports = BTreeMap<String, ChainedReport>;
+
+/// Check 4: each report row against its last version; `report_versions` against the chain.
+async fn check_reports(
+    store: &dyn Store,
+    report: &mut Report,
+    mut chained: ChainedReports,
+) -> Result<(), StoreError> {
+    let mut after: Option<String> = None;
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        let page = store.reports_after(after.as_deref(), PAGE).await?;
+        let done = page.len() < PAGE as usize;
+        after = page.last().map(|row| row.report_id.clone());
+        for row in page {
+            seen.insert(row.report_id.clone());
+            let id = row.report_id.clone();
+            let call_id = row.call_id.clone();
+            match chained.get(&id).and_then(|chain| chain.row.as_ref()) {
+                None => report.add(
+                    "projection",
+                    0,
+                    &call_id,
+                    format!("report {id} has a row but no chained versions: the row was inserted"),
+                ),
+                Some(expected) if *expected != row => report.add(
+                    "projection",
+                    row.last_seq,
+                    &call_id,
+                    format!(
+                        "report {id}'s row was modified: {} differ from its version {} (event #{})",
+                        report_row_differences(expected, &row).join(", "),
+                        expected.version,
+                        expected.last_seq
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    for (id, chain) in &chained {
+        if !seen.contains(id) {
+            let call_id = chain.row.as_ref().map_or("", |row| row.call_id.as_str());
+            report.add(
+                "projection",
+                0,
+                call_id,
+                format!("report {id} has chained versions but its row was deleted"),
+            );
+        }
+    }
+    let mut after: Option<(String, i64)> = None;
+    loop {
+        let page = store
+            .report_versions_after(after.as_ref().map(|(id, v)| (id.as_str(), *v)), PAGE)
+            .await?;
+        let done = page.len() < PAGE as usize;
+        after = page.last().map(|(id, version, _)| (id.clone(), *version));
+        for (id, version, seq) in page {
+            let listed = chained.get_mut(&id).and_then(|chain| {
+                let position = chain.versions.iter().position(|v| *v == (version, seq))?;
+                Some(chain.versions.remove(position))
+            });
+            if listed.is_none() {
+                report.add(
+                    "projection",
+                    seq,
+                    "",
+                    format!(
+                        "report {id} version {version} is listed at event #{seq}, which does not hold it"
+                    ),
+                );
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    for (id, chain) in chained {
+        for (version, seq) in chain.versions {
+            report.add(
+                "projection",
+                seq,
+                "",
+                format!(
+                    "report {id} version {version} (event #{seq}) is missing from report_versions"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The names of the columns in which two report rows differ.
+fn report_row_differences(want: &ReportRow, have: &ReportRow) -> Vec<&'static str> {
+    let mut columns = Vec::new();
+    let mut differ = |name, differs: bool| {
+        if differs {
+            columns.push(name);
+        }
+    };
+    differ("call_id", want.call_id != have.call_id);
+    differ("version", want.version != have.version);
+    differ("status", want.status != have.status);
+    differ("kind", want.kind != have.kind);
+    differ("opened_by", want.opened_by != have.opened_by);
+    differ("opened_at_ms", want.opened_at_ms != have.opened_at_ms);
+    differ("court_name", want.court_name != have.court_name);
+    differ("line_number", want.line_number != have.line_number);
+    differ("staff_name", want.staff_name != have.staff_name);
+    differ("staff_id", want.staff_id != have.staff_id);
+    differ("owners", want.owners != have.owners);
+    differ("case_numbers", want.case_numbers != have.case_numbers);
+    differ("report", want.report != have.report);
+    differ("last_seq", want.last_seq != have.last_seq);
+    columns
 }
 
 /// Reports each of `calls` whose name the caller-name index lacks grams of (rows deleted

@@ -459,7 +459,8 @@ pub fn allowed(role: Role, operation: &str) -> bool {
         }
         Role::Auditor => ["Verify", "ListGaps", "ListAccess"].contains(&operation),
         Role::Admin => ["ListTokens", "Purge"].contains(&operation),
-        Role::Unspecified => false,
+        // GetCall only on the calls of its own reports: none here.
+        Role::Operator | Role::Unspecified => false,
     }
 }
 

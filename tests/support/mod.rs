@@ -160,6 +160,9 @@ leading_silence_ms = 200
 listen = "127.0.0.1:0"
 database = "{db}"
 
+[records.web]
+listen = "127.0.0.1:0"
+
 [prompts.test]
 file = "{wav}"
 version = "1"
@@ -502,23 +505,44 @@ impl Caller {
     /// Sends the INVITE for `line` offering payload types `pts`.
     pub async fn invite(&self, line: &str, pts: &str) {
         let body = sdp(self.rtp.local_addr().unwrap(), pts);
-        let text = format!(
-            "INVITE sip:{line}@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv-{cid}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:{line}@{target}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:13800138000@{me}>\r\nUser-Agent: courtline-test-caller\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{body}",
-            target = self.target,
-            me = self.sip.addr,
-            from = self.from,
-            cid = self.call_id,
-            len = body.len(),
-        );
+        let (target, me) = (self.target, self.sip.addr);
+        let text = self
+            .initial(
+                "INVITE",
+                &format!("sip:{line}@{target}"),
+                &format!("<sip:{line}@{target}>"),
+            )
+            .header("Contact", format_args!("<sip:13800138000@{me}>"))
+            .header("User-Agent", "courtline-test-caller")
+            .body("application/sdp", &body)
+            .text();
         self.sip.send(self.target, &text).await;
+    }
+
+    /// The first request of this caller's call (`method` to `uri`, CSeq 1, the
+    /// INVITE's branch), for tests that add their own headers and body.
+    pub fn initial(&self, method: &str, uri: &str, to: &str) -> RawRequest {
+        RawRequest::new(
+            method,
+            uri,
+            self.sip.addr,
+            &format!("z9hG4bK-inv-{}", self.call_id),
+        )
+        .dialog(&self.from, to, &self.call_id)
+        .cseq(1)
     }
 
     /// Sends ACK for a 2xx (or non-2xx when `branch` is the INVITE's).
     pub async fn ack(&self, to: &str, branch: &str) {
-        let text = format!(
-            "ACK sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            target = self.target, me = self.sip.addr, from = self.from, cid = self.call_id,
-        );
+        let text = RawRequest::new(
+            "ACK",
+            format_args!("sip:02112368@{}", self.target),
+            self.sip.addr,
+            branch,
+        )
+        .dialog(&self.from, to, &self.call_id)
+        .cseq(1)
+        .text();
         self.sip.send(self.target, &text).await;
     }
 
@@ -554,12 +578,16 @@ impl Caller {
         } else {
             to
         };
-        let text = format!(
-            "{method} sip:02112368@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\n{content_type}Content-Length: {len}\r\n\r\n{body}",
-            target = self.target, me = self.sip.addr, from = self.from, cid = self.call_id,
-            content_type = if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\r\n") },
-            len = body.len(),
-        );
+        let text = RawRequest::new(
+            method,
+            format_args!("sip:02112368@{}", self.target),
+            self.sip.addr,
+            &branch,
+        )
+        .dialog(&self.from, &to, &self.call_id)
+        .cseq(cseq)
+        .body(content_type, body)
+        .text();
         self.sip.send(self.target, &text).await;
     }
 
@@ -568,17 +596,20 @@ impl Caller {
         let content_type = if sdp_body.is_empty() {
             ""
         } else {
-            "Content-Type: application/sdp\r\n"
+            "application/sdp"
         };
-        let text = format!(
-            "{method} sip:courtline@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:c@{me}>\r\n{content_type}Content-Length: {len}\r\n\r\n{sdp_body}",
-            t = self.target,
-            me = self.sip.addr,
-            from = self.from,
-            to = self.to,
-            cid = self.call_id,
-            len = sdp_body.len()
-        );
+        let me = self.sip.addr;
+        let text = RawRequest::new(
+            method,
+            format_args!("sip:courtline@{}", self.target),
+            me,
+            branch,
+        )
+        .dialog(&self.from, &self.to, &self.call_id)
+        .cseq(cseq)
+        .header("Contact", format_args!("<sip:c@{me}>"))
+        .body(content_type, sdp_body)
+        .text();
         self.sip.send(self.target, &text).await;
     }
 
@@ -847,6 +878,84 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> StreamPeer<S> {
                 return msg;
             }
         }
+    }
+}
+
+/// A SIP request as raw text, built one header at a time: every test peer that
+/// sends requests by hand (rather than through a SIP stack) writes them here, so
+/// the start line, Via, Max-Forwards, Call-ID, CSeq and Content-Length are always
+/// in step with each other.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    /// Method and Request-URI.
+    method: String,
+    uri: String,
+    /// Header lines in order, each without its CRLF.
+    headers: Vec<String>,
+    /// Content-Type and body, when there is one.
+    body: Option<(String, String)>,
+}
+
+impl RawRequest {
+    /// `method uri SIP/2.0`, Via from `me` with `branch`, Max-Forwards 70.
+    pub fn new(
+        method: &str,
+        uri: impl std::fmt::Display,
+        me: SocketAddr,
+        branch: &str,
+    ) -> RawRequest {
+        RawRequest {
+            method: method.to_owned(),
+            uri: uri.to_string(),
+            headers: vec![
+                format!("Via: SIP/2.0/UDP {me};branch={branch}"),
+                "Max-Forwards: 70".to_owned(),
+            ],
+            body: None,
+        }
+    }
+
+    /// Adds `name: value`.
+    pub fn header(mut self, name: &str, value: impl std::fmt::Display) -> RawRequest {
+        self.headers.push(format!("{name}: {value}"));
+        self
+    }
+
+    /// From, To and Call-ID of a dialog (or of a request outside one).
+    pub fn dialog(self, from: &str, to: &str, call_id: &str) -> RawRequest {
+        self.header("From", from)
+            .header("To", to)
+            .header("Call-ID", call_id)
+    }
+
+    /// `CSeq: n METHOD`.
+    pub fn cseq(self, n: u32) -> RawRequest {
+        let method = self.method.clone();
+        self.header("CSeq", format_args!("{n} {method}"))
+    }
+
+    /// A body of `content_type` (Content-Length is always written).
+    pub fn body(mut self, content_type: &str, body: &str) -> RawRequest {
+        self.body = Some((content_type.to_owned(), body.to_owned()));
+        self
+    }
+
+    /// The request as it goes on the wire.
+    pub fn text(&self) -> String {
+        let mut text = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
+        for line in &self.headers {
+            text.push_str(line);
+            text.push_str("\r\n");
+        }
+        let (content_type, body) = match &self.body {
+            Some((content_type, body)) => (content_type.as_str(), body.as_str()),
+            None => ("", ""),
+        };
+        if !content_type.is_empty() {
+            text.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        text
     }
 }
 

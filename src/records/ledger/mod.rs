@@ -19,12 +19,16 @@ use tracing::{info, warn};
 use self::signing::RecordsKey;
 use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
 use super::evidence::{self, Evidence, Fate};
-use super::store::{CallRow, Change, RecordingRow, RecordingState, Store, StoreError, TokenRow};
+use super::reports::workflow::{next_version, Action, Actor, Refusal};
+use super::store::{
+    CallRow, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError, TokenRow,
+};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
-    AccessEntry, CallFlagged, CallInterrupted, CallRecord, CallState, ChainStarted, Checkpoint,
-    EventBody, Flag, NodeEvent, PurgeResponse, Purged, RecordingFinished, Role, TokenChanged,
+    AccessEntry, CallFlagged, CallInterrupted, CallMilestone, CallRecord, CallState, ChainStarted,
+    Checkpoint, EventBody, Flag, Milestone, NodeEvent, PurgeResponse, Purged, RecordingFinished,
+    Report, ReportChanged, ReportForm, ReportOpenedVia, Role, TokenChanged,
 };
 use crate::contract::MAX_BATCH;
 
@@ -71,6 +75,22 @@ pub enum LedgerError {
         /// What the configuration says.
         configured: String,
     },
+    /// No report has that id.
+    #[error("no report with id {0}")]
+    NoSuchReport(String),
+    /// The report changed since the version the request was based on.
+    #[error("report {report_id} is at version {current}, not {requested}: read it again and redo the change")]
+    StaleReport {
+        /// The report.
+        report_id: String,
+        /// Its version now.
+        current: u32,
+        /// The version the request named.
+        requested: u32,
+    },
+    /// The report workflow refused the change.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// A stored body could not be decoded.
     #[error("event #{seq} cannot be decoded: {detail}")]
     Corrupt {
@@ -152,7 +172,35 @@ pub fn kind_of(body: &EventBody) -> &'static str {
         Some(Kind::Checkpoint(_)) => "checkpoint",
         Some(Kind::Purged(_)) => "purged",
         Some(Kind::Token(_)) => "token",
+        Some(Kind::Report(_)) => "report",
     }
+}
+
+/// The report version `body` chains, if it is one. Appends write its row; verify replays it.
+pub fn report_effect(body: &EventBody) -> Option<&Report> {
+    match &body.kind {
+        Some(Kind::Report(changed)) => changed.report.as_ref(),
+        _ => None,
+    }
+}
+
+/// The operator and mechanism of a switchboard's report request, when `milestone` is one.
+fn report_request(milestone: &CallMilestone) -> Option<(String, String)> {
+    if milestone.milestone() != Milestone::ReportRequested {
+        return None;
+    }
+    let operator = [
+        milestone.operator_uri.as_str(),
+        milestone
+            .snapshot
+            .as_ref()
+            .map_or("", |snapshot| snapshot.operator_uri.as_str()),
+    ]
+    .into_iter()
+    .find(|uri| !uri.is_empty())
+    .unwrap_or("operator")
+    .to_owned();
+    Some((operator, milestone.report_via.clone()))
 }
 
 /// What an event does to its call's row.
@@ -280,6 +328,10 @@ impl Batch {
                 last_seq: seq,
             }),
             None => {}
+        }
+        if let Some(report) = report_effect(&item.body) {
+            self.changes
+                .push(Change::PutReport(ReportRow::of(report, seq)));
         }
         self.changes.extend(item.change.map(|change| match change {
             Change::RecordRecording(row) => Change::RecordRecording(RecordingRow {
@@ -422,15 +474,18 @@ impl Ledger {
         self.inner.evidence.as_ref()
     }
 
-    /// Whether call `call_id` has a flag (or report) now: what keeps an `on_report`
-    /// recording. Reports (issue 12, part 2) extend this to `call_has_report_or_flag`.
-    async fn call_has_report_or_flag(&self, call_id: &str) -> Result<bool, LedgerError> {
-        Ok(self
-            .inner
-            .store
-            .get_call(call_id)
-            .await?
-            .is_some_and(|call| call.flagged))
+    /// Whether call `call_id` is reported or flagged by now (stored, or a report opening
+    /// earlier in this batch, `pending`): what keeps an `on_report` recording.
+    async fn call_has_report_or_flag(
+        &self,
+        pending: &[Pending],
+        call_id: &str,
+    ) -> Result<bool, LedgerError> {
+        let reported_in_batch = pending
+            .iter()
+            .filter_map(|item| report_effect(&item.body))
+            .any(|report| report.call_id == call_id);
+        Ok(reported_in_batch || self.inner.store.call_has_report_or_flag(call_id).await?)
     }
 
     /// Carries out what becomes of a finished recording (before its event is committed:
@@ -439,10 +494,11 @@ impl Ledger {
     /// the switchboard's later events must not wait behind one file.
     async fn settle_recording(
         &self,
+        pending: &[Pending],
         call_id: &str,
         recording: &RecordingFinished,
     ) -> Result<RecordingRow, LedgerError> {
-        let on_hold = self.call_has_report_or_flag(call_id).await?;
+        let on_hold = self.call_has_report_or_flag(pending, call_id).await?;
         let evidence = self.inner.evidence.clone();
         let local = evidence.as_ref().is_some_and(Evidence::local);
         let fate = evidence::fate(recording, on_hold, local);
@@ -669,9 +725,14 @@ impl Ledger {
             let call_id = (!node_event.call_id.is_empty()).then(|| node_event.call_id.clone());
             let at_ms = node_event.at_ms;
             let restart_seq = node_event.node_seq;
+            let requested = match &node_event.kind {
+                Some(NodeKind::Milestone(milestone)) => report_request(milestone)
+                    .map(|(operator, via)| (operator, via, milestone.snapshot.clone())),
+                _ => None,
+            };
             let recording = match (&node_event.kind, &call_id) {
                 (Some(NodeKind::Recording(recording)), Some(call_id)) => {
-                    Some(self.settle_recording(call_id, recording).await?)
+                    Some(self.settle_recording(&pending, call_id, recording).await?)
                 }
                 _ => None,
             };
@@ -679,6 +740,14 @@ impl Ledger {
             item.change = recording.map(Change::RecordRecording);
             pending.push(item);
             outcome.stored += 1;
+            if let Some((operator, via, Some(snapshot))) = requested {
+                if let Some(opening) = self
+                    .open_by_keys(&pending, &operator, &via, &snapshot, at_ms)
+                    .await?
+                {
+                    pending.push(opening);
+                }
+            }
             if restart {
                 // Calls reported open before this restart (some perhaps in this very batch)
                 // can no longer end normally: store what is pending, then mark them.
@@ -726,6 +795,118 @@ impl Ledger {
             .await
     }
 
+    /// The report a switchboard's key sequence opens, or `None` when this operator has
+    /// a report on the call already (stored, or opening in `pending`): a second press
+    /// is on the chain as its milestone, and does not make a second form to fill in.
+    async fn open_by_keys(
+        &self,
+        pending: &[Pending],
+        operator: &str,
+        via: &str,
+        call: &CallRecord,
+        at_ms: i64,
+    ) -> Result<Option<Pending>, LedgerError> {
+        let opened_by_operator = |report: &Report| {
+            report.opened_by == operator && report.opened_via() == ReportOpenedVia::Keys
+        };
+        let mut existing = self.inner.store.reports_of_call(&call.call_id).await?;
+        let stored = existing
+            .drain(..)
+            .filter_map(|row| row.decode().ok())
+            .any(|report| opened_by_operator(&report));
+        let in_batch = pending
+            .iter()
+            .filter_map(|item| report_effect(&item.body))
+            .any(|report| report.call_id == call.call_id && opened_by_operator(report));
+        if stored || in_batch {
+            return Ok(None);
+        }
+        let actor = Actor {
+            name: operator.to_owned(),
+            role: Role::Switchboard,
+        };
+        let action = Action::Open {
+            report_id: uuid::Uuid::new_v4().to_string(),
+            call_id: call.call_id.clone(),
+            via: ReportOpenedVia::Keys,
+            keys_via: via.to_owned(),
+            form: ReportForm::default(),
+            court_name: call.court_name.clone(),
+            line_number: call.line_number.clone(),
+        };
+        let report = next_version(None, action, &actor, at_ms)?;
+        info!(call = %call.call_id, report = %report.report_id, operator, via, "the operator's keys opened a report");
+        Ok(Some(report_pending(report, "opened")))
+    }
+
+    /// Opens a report on `call_id` for `actor` (console or CLI); returns it and the
+    /// chain position of its first version.
+    pub async fn open_report(
+        &self,
+        call_id: &str,
+        via: ReportOpenedVia,
+        form: ReportForm,
+        actor: &Actor,
+    ) -> Result<(Report, i64), LedgerError> {
+        let call = self
+            .inner
+            .store
+            .get_call(call_id)
+            .await?
+            .ok_or_else(|| LedgerError::NoSuchCall(call_id.to_owned()))?;
+        let action = Action::Open {
+            report_id: uuid::Uuid::new_v4().to_string(),
+            call_id: call_id.to_owned(),
+            via,
+            keys_via: String::new(),
+            form,
+            court_name: call.court_name,
+            line_number: call.line_number,
+        };
+        let report = next_version(None, action, actor, now_ms())?;
+        let seq = self
+            .append(vec![report_pending(report.clone(), "opened")])
+            .await?;
+        Ok((report, seq))
+    }
+
+    /// Chains the next version of report `report_id` after `action` by `actor`, if the
+    /// workflow allows it and the report is still at `version` (0: whatever it is at).
+    /// Read and written under the chain lock, so two changes cannot both build on one version.
+    pub async fn change_report(
+        &self,
+        report_id: &str,
+        version: u32,
+        action: Action,
+        actor: &Actor,
+    ) -> Result<(Report, i64), LedgerError> {
+        let name = action.name();
+        let mut head = self.inner.head.lock().await;
+        let current = self
+            .inner
+            .store
+            .get_report(report_id)
+            .await?
+            .ok_or_else(|| LedgerError::NoSuchReport(report_id.to_owned()))?
+            .decode()?;
+        if version != 0 && version != current.version {
+            return Err(LedgerError::StaleReport {
+                report_id: report_id.to_owned(),
+                current: current.version,
+                requested: version,
+            });
+        }
+        let report = next_version(Some(&current), action, actor, now_ms())?;
+        let seq = self
+            .append_locked(
+                &mut head,
+                vec![report_pending(report.clone(), name)],
+                Sign::WhenDue,
+            )
+            .await?;
+        Ok((report, seq))
+    }
+
     /// Issues a token; returns the secret (shown once).
     pub async fn add_token(&self, name: &str, role: Role, by: &str) -> Result<String, LedgerError> {
         if name.trim().is_empty() || name.len() > 100 {
@@ -735,7 +916,7 @@ impl Ledger {
         }
         if role == Role::Unspecified {
             return Err(LedgerError::Invalid(
-                "a token needs a role: switchboard, compliance, auditor or admin".into(),
+                "a token needs a role: switchboard, compliance, auditor, admin or operator".into(),
             ));
         }
         if self
@@ -804,9 +985,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Purges finished, unflagged calls received more than `retention_days` ago: their
-    /// rows go and their event bodies are cleared (hashes stay), then a chained "purged
-    /// up to" event records it. Flagged calls are on legal hold and stay.
+    /// Purges finished calls received more than `retention_days` ago: their rows go and
+    /// their event bodies are cleared (hashes stay), then a chained "purged up to" event
+    /// records it. Flagged and reported calls are on legal hold and stay.
     pub async fn purge(
         &self,
         retention_days: u32,
@@ -868,6 +1049,22 @@ impl Ledger {
         );
         Ok(response)
     }
+}
+
+/// The chained event of one report version.
+fn report_pending(report: Report, action: &str) -> Pending {
+    let call_id = report.call_id.clone();
+    let at_ms = report.changed_at_ms;
+    Pending::new(
+        Some(call_id),
+        at_ms,
+        EventBody {
+            kind: Some(Kind::Report(ReportChanged {
+                action: action.to_owned(),
+                report: Some(report),
+            })),
+        },
+    )
 }
 
 /// Checks what a switchboard sent before anything is stored.

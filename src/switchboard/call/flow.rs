@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::report_keys::{KeyOutput, ReportKeys};
 use crate::contract::pb::{
     CallMilestone, CallRecord, EndReason, Milestone as WireMilestone, PlayedPrompt,
 };
@@ -55,6 +56,11 @@ pub struct CallFacts {
     pub early_media: bool,
     /// Wall-clock time the INVITE arrived, Unix ms; other times are derived from it.
     pub received_at_ms: i64,
+    /// Keys the bridged operator presses to ask for a report (`[reports]
+    /// operator_keys`); empty: off, the operator's keys all pass at once.
+    pub report_keys: String,
+    /// How long a key that could start `report_keys` is held back (`[reports] key_timeout_ms`).
+    pub report_key_timeout: Duration,
 }
 
 /// Where a call is. Transitions only go forward; `Ended` is final.
@@ -119,9 +125,14 @@ pub enum CallInput {
     /// The caller pressed a key (RFC 4733 until bridged, or SIP INFO);
     /// recorded during the prompt, never skips it; passed on once bridged.
     CallerDtmf(char),
-    /// The operator sent a key by SIP INFO (its RFC 4733 keys are relayed by
-    /// the media engine without the flow).
-    OperatorDtmf(char),
+    /// The bridged operator pressed a key: checked against the report
+    /// sequence, then passed on to the caller or held back.
+    OperatorDtmf {
+        /// The key.
+        digit: char,
+        /// How it arrived.
+        via: KeyVia,
+    },
     /// BYE from the caller.
     CallerHungUp,
     /// CANCEL from the caller before we answered (the stack has sent 487).
@@ -143,6 +154,25 @@ pub enum CallInput {
     /// No RTP or RTCP from the caller for `[media] rtp_timeout_s` since the
     /// bridge: the line died without a BYE.
     CallerMediaTimeout,
+}
+
+/// How an operator's key arrived; recorded with a report request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyVia {
+    /// RFC 4733 telephone-event packets in the operator's RTP.
+    Rfc4733,
+    /// A SIP INFO request (`application/dtmf-relay` or `application/dtmf`).
+    SipInfo,
+}
+
+impl KeyVia {
+    /// The name in `CallMilestone.report_via`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyVia::Rfc4733 => "rfc4733",
+            KeyVia::SipInfo => "sip_info",
+        }
+    }
 }
 
 /// One of the two people on a call.
@@ -181,6 +211,14 @@ pub enum Milestone {
     OperatorFailed {
         /// Why, in the record's terms.
         reason: EndReason,
+    },
+    /// The bridged operator pressed the report key sequence: the records
+    /// service opens a report on this call.
+    ReportRequested {
+        /// The operator's URI.
+        operator: String,
+        /// How the sequence's last key arrived.
+        via: KeyVia,
     },
 }
 
@@ -222,6 +260,8 @@ pub enum CallAction {
         /// The key.
         digit: char,
     },
+    /// Let the operator hear the report confirmation tone (the caller hears nothing of it).
+    ConfirmReportToOperator,
     /// BYE the caller.
     HangUpCaller,
     /// Refuse the still unanswered INVITE with this final status.
@@ -254,6 +294,8 @@ pub struct CallFlow {
     caller_answered: bool,
     /// The record being filled in as the call progresses.
     record: CallRecord,
+    /// The operator's keys on their way to the caller, minus the report sequence.
+    report_keys: ReportKeys,
 }
 
 impl CallFlow {
@@ -276,7 +318,9 @@ impl CallFlow {
             prompts: facts.prompts.clone(),
             ..CallRecord::default()
         };
+        let report_keys = ReportKeys::new(&facts.report_keys, facts.report_key_timeout);
         let mut flow = CallFlow {
+            report_keys,
             facts,
             phase: Phase::Ringing,
             actions: VecDeque::new(),
@@ -347,11 +391,21 @@ impl CallFlow {
 
     /// When the adapter must call [`CallFlow::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        // Keys are held only while bridged; the call's end drops them.
+        let held_keys = match self.phase {
+            Phase::Bridged => self.report_keys.poll_timeout(),
+            _ => None,
+        };
+        self.deadline.into_iter().chain(held_keys).min()
     }
 
-    /// Fires the pending timer if it is due.
+    /// Fires the pending timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Bridged {
+            if let Some(KeyOutput::Pass(keys)) = self.report_keys.handle_timeout(now) {
+                self.pass_to_caller(keys);
+            }
+        }
         match self.deadline {
             Some(deadline) if now >= deadline => self.deadline = None,
             _ => return,
@@ -464,10 +518,11 @@ impl CallFlow {
                 to: Party::Operator,
                 digit,
             }),
-            (Phase::Bridged, OperatorDtmf(digit)) => self.actions.push_back(CallAction::SendDtmf {
-                to: Party::Caller,
-                digit,
-            }),
+            // The operator's keys reach the caller unless they are the report sequence.
+            (Phase::Bridged, OperatorDtmf { digit, via }) => {
+                let output = self.report_keys.handle_key(digit, now);
+                self.operator_keys(output, via);
+            }
             (Phase::Bridged, OperatorHungUp) => {
                 self.actions.push_back(CallAction::HangUpCaller);
                 self.end(EndReason::OperatorHungUp, now);
@@ -568,6 +623,34 @@ impl CallFlow {
         }
     }
 
+    /// Carries out what the report key matcher decided: keys on to the
+    /// caller, or (on the sequence, its last key having come `via`) the
+    /// confirmation tone and the report request.
+    fn operator_keys(&mut self, output: Option<KeyOutput>, via: KeyVia) {
+        match output {
+            Some(KeyOutput::Pass(keys)) => self.pass_to_caller(keys),
+            Some(KeyOutput::Matched) => {
+                // The beeps say "recorded": they follow the milestone onto the spool's disk.
+                self.milestone(Milestone::ReportRequested {
+                    operator: self.record.operator_uri.clone(),
+                    via,
+                });
+                self.actions.push_back(CallAction::ConfirmReportToOperator);
+            }
+            None => {}
+        }
+    }
+
+    /// The operator's keys that are not the report sequence, on to the caller in order.
+    fn pass_to_caller(&mut self, keys: Vec<char>) {
+        for digit in keys {
+            self.actions.push_back(CallAction::SendDtmf {
+                to: Party::Caller,
+                digit,
+            });
+        }
+    }
+
     fn milestone(&mut self, milestone: Milestone) {
         self.actions.push_back(CallAction::Milestone(milestone));
     }
@@ -612,13 +695,22 @@ impl Milestone {
                 (WireMilestone::OperatorAnswered, "", EndReason::Unspecified)
             }
             Milestone::OperatorFailed { reason } => (WireMilestone::OperatorFailed, "", *reason),
+            Milestone::ReportRequested { operator, .. } => (
+                WireMilestone::ReportRequested,
+                operator.as_str(),
+                EndReason::Unspecified,
+            ),
+        };
+        let report_via = match self {
+            Milestone::ReportRequested { via, .. } => via.name(),
+            _ => "",
         };
         CallMilestone {
             milestone: kind as i32,
             operator_uri: operator_uri.to_owned(),
             operator_failure: operator_failure as i32,
             snapshot: Some(snapshot.clone()),
-            report_via: String::new(),
+            report_via: report_via.to_owned(),
         }
     }
 }

@@ -92,6 +92,19 @@ impl Harness {
         );
     }
 
+    /// A call on `operators` answered, warned and bridged to the first of them;
+    /// the bridge's actions are checked and taken.
+    fn bridged(operators: &[&str]) -> Harness {
+        let mut h = Harness::new(facts(operators));
+        h.answer_and_play_prompt();
+        h.input(CallInput::OperatorAnswered);
+        assert_eq!(
+            h.actions(),
+            vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+        );
+        h
+    }
+
     fn ms_since_start(&self) -> i64 {
         T0_MS + (self.now - self.t0).as_millis() as i64
     }
@@ -175,10 +188,7 @@ fn prompt_started_is_spooled_before_the_warning_and_the_bridge_before_its_milest
 
 #[test]
 fn operator_hangs_up_bridged_call() {
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::OperatorAnswered);
-    h.actions();
+    let mut h = Harness::bridged(&["sip:op@h"]);
     h.input(CallInput::OperatorHungUp);
     let actions = h.actions();
     assert_eq!(actions[0], CallAction::HangUpCaller);
@@ -209,12 +219,18 @@ fn keys_in_the_bridge_are_passed_to_the_other_party_and_not_recorded() {
     h.answer_and_play_prompt();
     // While the operator rings, a key goes nowhere.
     h.input(CallInput::CallerDtmf('7'));
-    h.input(CallInput::OperatorDtmf('7'));
+    h.input(CallInput::OperatorDtmf {
+        digit: '7',
+        via: KeyVia::SipInfo,
+    });
     assert!(h.actions().is_empty());
     h.input(CallInput::OperatorAnswered);
     h.actions();
     h.input(CallInput::CallerDtmf('4'));
-    h.input(CallInput::OperatorDtmf('*'));
+    h.input(CallInput::OperatorDtmf {
+        digit: '*',
+        via: KeyVia::Rfc4733,
+    });
     assert_eq!(
         h.actions(),
         vec![
@@ -232,6 +248,109 @@ fn keys_in_the_bridge_are_passed_to_the_other_party_and_not_recorded() {
     h.input(CallInput::CallerHungUp);
     let actions = h.actions();
     assert_eq!(finished(&actions).dtmf_during_prompt, "");
+}
+
+/// A call bridged to "sip:op@h" whose report sequence is "*7" with a 1.5 s timeout.
+fn bridged_with_report_keys() -> Harness {
+    let mut h = Harness::new(CallFacts {
+        report_keys: "*7".into(),
+        report_key_timeout: Duration::from_millis(1500),
+        ..facts(&["sip:op@h"])
+    });
+    h.answer_and_play_prompt();
+    h.input(CallInput::OperatorAnswered);
+    h.actions();
+    h
+}
+
+fn operator_key(digit: char, via: KeyVia) -> CallInput {
+    CallInput::OperatorDtmf { digit, via }
+}
+
+fn to_caller(digit: char) -> CallAction {
+    CallAction::SendDtmf {
+        to: Party::Caller,
+        digit,
+    }
+}
+
+#[test]
+fn the_report_sequence_confirms_to_the_operator_and_records_a_request() {
+    for via in [KeyVia::Rfc4733, KeyVia::SipInfo] {
+        let mut h = bridged_with_report_keys();
+        h.input(operator_key('*', via));
+        assert_eq!(h.flow.poll_output(), None, "'*' is held back");
+        h.advance(500);
+        h.input(operator_key('7', via));
+        assert_eq!(
+            std::iter::from_fn(|| h.flow.poll_output()).collect::<Vec<_>>(),
+            vec![
+                CallAction::Milestone(Milestone::ReportRequested {
+                    operator: "sip:op@h".into(),
+                    via
+                }),
+                CallAction::ConfirmReportToOperator,
+            ],
+            "nothing of it reaches the caller"
+        );
+        let wire = Milestone::ReportRequested {
+            operator: "sip:op@h".into(),
+            via,
+        }
+        .to_wire(h.flow.record());
+        assert_eq!(
+            wire.milestone(),
+            crate::contract::pb::Milestone::ReportRequested
+        );
+        assert_eq!(wire.operator_uri, "sip:op@h");
+        assert_eq!(wire.report_via, via.name());
+        // Nothing is held: no timer.
+        assert_eq!(h.flow.poll_timeout(), None);
+        // A second request in the same call is recorded too.
+        h.input(operator_key('*', via));
+        h.input(operator_key('7', via));
+        assert_eq!(h.milestones().len(), 1);
+        assert_eq!(h.flow.phase(), Phase::Bridged);
+    }
+}
+
+#[test]
+fn held_operator_keys_reach_the_caller_in_order() {
+    let mut h = bridged_with_report_keys();
+    // An ordinary key passes at once.
+    h.input(operator_key('5', KeyVia::Rfc4733));
+    assert_eq!(h.actions(), vec![to_caller('5')]);
+    // A lone '*' waits for the timeout, then passes.
+    h.input(operator_key('*', KeyVia::Rfc4733));
+    assert!(h.actions().is_empty());
+    assert_eq!(
+        h.flow.poll_timeout(),
+        Some(h.now + Duration::from_millis(1500))
+    );
+    h.advance(1499);
+    assert!(h.actions().is_empty());
+    h.advance(1);
+    assert_eq!(h.actions(), vec![to_caller('*')]);
+    assert_eq!(h.flow.poll_timeout(), None);
+    // '*' then '5': both, in order, as soon as '5' shows it is no request.
+    h.input(operator_key('*', KeyVia::SipInfo));
+    h.advance(200);
+    h.input(operator_key('5', KeyVia::SipInfo));
+    assert_eq!(h.actions(), vec![to_caller('*'), to_caller('5')]);
+    // Keys still held when the call ends are dropped with it.
+    h.input(operator_key('*', KeyVia::SipInfo));
+    h.input(CallInput::CallerHungUp);
+    assert_eq!(h.flow.poll_timeout(), None);
+    // The caller's keys are never held.
+    let mut h = bridged_with_report_keys();
+    h.input(CallInput::CallerDtmf('*'));
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::SendDtmf {
+            to: Party::Operator,
+            digit: '*'
+        }]
+    );
 }
 
 #[test]
@@ -430,10 +549,7 @@ fn faults_hang_up_whatever_is_up() {
     );
 
     // Bridged: both legs get BYE.
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::OperatorAnswered);
-    h.actions();
+    let mut h = Harness::bridged(&["sip:op@h"]);
     h.input(CallInput::Fault("relay failed".into()));
     let actions = h.actions();
     assert_eq!(
@@ -610,10 +726,7 @@ fn missing_ack_ends_as_no_ack_without_a_second_bye() {
 
 #[test]
 fn expired_session_hangs_up_both_legs() {
-    let mut h = Harness::new(facts(&["sip:op@h"]));
-    h.answer_and_play_prompt();
-    h.input(CallInput::OperatorAnswered);
-    h.actions();
+    let mut h = Harness::bridged(&["sip:op@h"]);
     h.input(CallInput::SessionExpired);
     let actions = h.actions();
     assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod flow;
 pub mod reoffer;
+pub mod report_keys;
 pub mod session;
 
 pub use flow::{CallAction, CallFacts, CallFlow, CallInput, Milestone, OperatorFailure, Phase};

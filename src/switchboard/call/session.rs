@@ -21,7 +21,9 @@ use rsipstack::transport::SipAddr;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::flow::{CallAction, CallFacts, CallFlow, CallInput, OperatorFailure, Party, Phase};
+use super::flow::{
+    CallAction, CallFacts, CallFlow, CallInput, KeyVia, OperatorFailure, Party, Phase,
+};
 use super::reoffer;
 use crate::config::RecordAudio;
 use crate::contract::pb::{CallRecord, EndReason, LegMedia, RecordingFinished};
@@ -188,6 +190,12 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         }
     }
 
+    let reports = &shared.config.reports;
+    let facts = CallFacts {
+        report_keys: reports.sequence(),
+        report_key_timeout: reports.key_timeout(),
+        ..facts
+    };
     let mut flow = CallFlow::new(facts.clone(), received);
     let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
     let mut media = match offer {
@@ -326,6 +334,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                             remote,
                             codec,
                             telephone_event: operator_keys,
+                            hold_keys: !facts.report_keys.is_empty(),
                         }));
                     }
                     _ => flow.handle_input(
@@ -341,6 +350,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                         };
                         media.send(MediaCommand::SendDtmf { to, event });
                     }
+                }
+                CallAction::ConfirmReportToOperator => {
+                    info!(call_id = %call_id, operator = flow.current_operator().unwrap_or(""), "the operator asked for a report");
+                    media.send(MediaCommand::ConfirmReport);
                 }
                 CallAction::Milestone(milestone) => {
                     // On disk before the call moves on (the wait is bounded: see RecordSender).
@@ -466,6 +479,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
             event = media_events.recv() => match event {
                 Some(MediaEvent::PromptFinished) => Some(CallInput::PromptFinished),
                 Some(MediaEvent::Dtmf(digit)) => Some(CallInput::CallerDtmf(digit)),
+                Some(MediaEvent::OperatorDtmf(digit)) => Some(CallInput::OperatorDtmf { digit, via: KeyVia::Rfc4733 }),
                 Some(MediaEvent::Fault(problem)) => Some(CallInput::Fault(problem)),
                 Some(MediaEvent::Inactive) => {
                     warn!(call_id = %call_id, "no RTP or RTCP from the caller within [media] rtp_timeout_s: hanging up");
@@ -602,7 +616,10 @@ async fn dialog_input(
             let digit = info_dtmf_digit(&content_type, &request.body)?;
             match leg_of(&id)? {
                 true => Some(CallInput::CallerDtmf(digit)),
-                false => Some(CallInput::OperatorDtmf(digit)),
+                false => Some(CallInput::OperatorDtmf {
+                    digit,
+                    via: KeyVia::SipInfo,
+                }),
             }
         }
         DialogState::Options(_, _, handle) => {

@@ -38,7 +38,7 @@ use super::session::{
 };
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
-use super::tone::ToneFrames;
+use super::tone::{ToneFrames, CONFIRMATION_FRAMES};
 
 /// Buckets of the timer wheel: one per millisecond of the 20 ms packet interval.
 const WHEEL_SLOTS: u64 = 20;
@@ -283,6 +283,12 @@ struct Leg {
     keys_out: EventGenerator,
     /// Whether dropping keys for want of telephone-event was logged (once per leg).
     dropped_keys_logged: bool,
+    /// Reads this leg's RFC 4733 keys for the call task instead of relaying
+    /// them (the operator's, while a report key sequence is configured).
+    key_reader: Option<DtmfDetector>,
+    /// Next frame of the report confirmation tone played to this leg; it
+    /// replaces the other leg's audio until it ends.
+    confirmation: Option<usize>,
 }
 
 impl Leg {
@@ -313,6 +319,8 @@ impl Leg {
             telephone_event,
             keys_out: EventGenerator::default(),
             dropped_keys_logged: false,
+            key_reader: None,
+            confirmation: None,
         }
     }
 
@@ -652,8 +660,10 @@ impl Shard {
                     remote,
                     codec,
                     telephone_event,
+                    hold_keys,
                 } = operator;
-                let leg = Leg::new(socket, remote, codec, telephone_event, now);
+                let mut leg = Leg::new(socket, remote, codec, telephone_event, now);
+                leg.key_reader = hold_keys.then(DtmfDetector::default);
                 let generation = call.generation;
                 let registered = watch_leg(
                     &self.epoll,
@@ -707,6 +717,12 @@ impl Shard {
                 }
             }
             MediaCommand::Record(tap) => call.recording = Some(tap),
+            MediaCommand::ConfirmReport => {
+                if let Some(operator) = call.operator.as_mut() {
+                    operator.out.start_talkspurt();
+                    operator.confirmation = Some(0);
+                }
+            }
             // Handled by `poll_commands`.
             MediaCommand::Stop(_) => {}
         }
@@ -795,6 +811,7 @@ impl Shard {
         };
         call.send_frame(pacer_slot, &self.epoll);
         call.send_keys(pacer_slot, &self.epoll);
+        call.send_confirmation(pacer_slot, &self.epoll);
     }
 
     fn on_readable(&mut self, t: u64, batch: &mut RecvBatch) {
@@ -962,15 +979,53 @@ impl Call {
         }
     }
 
+    /// Sends the operator the next frame of the report confirmation tone, if
+    /// it is playing (paced on the call's grid, in the operator's codec).
+    fn send_confirmation(&mut self, pacer_slot: u64, epoll: &Epoll) {
+        let Some(operator) = self.operator.as_mut() else {
+            return;
+        };
+        let Some(next) = operator.confirmation else {
+            return;
+        };
+        let frame = ToneFrames::confirmation().frame(operator.codec, next);
+        let header =
+            operator
+                .out
+                .paced_header(operator.codec.payload_type(), pacer_slot, frame.len());
+        let sent = send_parts(
+            operator.socket.rtp.as_raw_fd(),
+            &header,
+            frame,
+            operator.remote,
+        );
+        if next + 1 < CONFIRMATION_FRAMES {
+            operator.confirmation = Some(next + 1);
+        } else {
+            // The caller's audio comes back as a new talkspurt.
+            operator.confirmation = None;
+            operator.out.start_talkspurt();
+        }
+        if let Err(e) = sent {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                let remote = operator.remote;
+                self.fault(
+                    format!("sending the confirmation tone to the operator at {remote}: {e}"),
+                    epoll,
+                );
+            }
+        }
+    }
+
     /// Whether the call has packets of its own due on the 20 ms grid: the
-    /// prompt, the ringback, or keys being played to a leg.
+    /// prompt, the ringback, keys being played to a leg, or the operator's
+    /// confirmation tone.
     fn has_packets_to_pace(&self) -> bool {
         self.source.is_paced()
             || self.caller.keys_out.is_active()
-            || self
-                .operator
-                .as_ref()
-                .is_some_and(|operator| operator.keys_out.is_active())
+            || self.operator.as_ref().is_some_and(|operator| {
+                operator.keys_out.is_active() || operator.confirmation.is_some()
+            })
     }
 
     /// Reports a socket failure and stops sending; the call task will stop us.
@@ -1047,6 +1102,10 @@ impl Call {
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
+        if operator.confirmation.is_some() {
+            // The confirmation tone has the operator's ear meanwhile.
+            return Ok(());
+        }
         relay(&rtp, Relayed::Audio, operator, pacer_slot)
             .map_err(|e| format!("relaying RTP to the operator at {}: {e}", operator.remote))
     }
@@ -1085,6 +1144,13 @@ impl Call {
             return Ok(());
         }
         if key {
+            if let Some(reader) = operator.key_reader.as_mut() {
+                // The call flow decides whether the key reaches the caller.
+                if let Some(digit) = reader.on_packet(rtp.timestamp(), rtp.payload()) {
+                    let _ = self.events.send(MediaEvent::OperatorDtmf(digit));
+                }
+                return Ok(());
+            }
             return relay_key(&rtp, &mut self.caller, Side::Caller, pacer_slot);
         }
         relay(&rtp, Relayed::Audio, &mut self.caller, pacer_slot)

@@ -43,6 +43,10 @@ pub struct OperatorLeg {
     pub codec: Codec,
     /// RFC 4733 payload types, when the operator's answer kept telephone-event.
     pub telephone_event: Option<EventPayloadTypes>,
+    /// A report key sequence is configured: the operator's RFC 4733 keys are
+    /// read and reported (`MediaEvent::OperatorDtmf`) instead of relayed packet
+    /// by packet, so the call flow can hold the sequence back from the caller.
+    pub hold_keys: bool,
 }
 
 /// The telephone-event (RFC 4733) payload types of one leg: each side sends
@@ -101,6 +105,9 @@ pub enum MediaCommand {
     },
     /// Record the call's audio from the first warning packet on (sent before `PlayPrompt`).
     Record(CallTap),
+    /// Play the report confirmation tone to the operator; it replaces the
+    /// caller's audio to the operator for its 300 ms, the caller hears nothing of it.
+    ConfirmReport,
     /// Stop and report the counters.
     Stop(oneshot::Sender<MediaStats>),
 }
@@ -113,6 +120,8 @@ pub enum MediaEvent {
     /// The caller pressed a key (RFC 4733). Reported only until the call is
     /// bridged; from then on key packets are relayed to the other leg as they are.
     Dtmf(char),
+    /// The bridged operator pressed a key (RFC 4733), read because `hold_keys` was set.
+    OperatorDtmf(char),
     /// A socket failed; the call cannot continue.
     Fault(String),
     /// Neither RTP nor RTCP came from the caller for the time given in

@@ -6,6 +6,7 @@
 
 use std::f64::consts::PI;
 use std::fmt;
+use std::sync::LazyLock;
 
 use super::codec::{Codec, Law, FRAME_MS, SAMPLES_PER_FRAME, SAMPLE_RATE};
 use super::g722;
@@ -16,6 +17,22 @@ use crate::config::media::{RingbackCadence, ToneError};
 const FULL_SCALE_SINE_DBM0: f64 = 3.17;
 /// Raised-cosine ramp at each edge of a burst: hard edges click audibly.
 const EDGE_RAMP_SAMPLES: usize = 40;
+
+/// The tone that confirms a report request to the operator: 1,400 Hz (far
+/// from the 450 Hz ringback and from speech's strongest band), 0.1 s on, 0.1 s off.
+const CONFIRMATION_CADENCE: RingbackCadence = RingbackCadence {
+    frequency_hz: 1400.0,
+    on_ms: 100,
+    off_ms: 100,
+    level_dbm0: -10.0,
+};
+/// Frames the confirmation lasts: beep, pause, beep (300 ms).
+pub const CONFIRMATION_FRAMES: usize = 15;
+/// The confirmation, synthesised and encoded once per process.
+static CONFIRMATION: LazyLock<ToneFrames> = LazyLock::new(|| {
+    ToneFrames::ringback(&CONFIRMATION_CADENCE)
+        .expect("the built-in confirmation cadence is valid (tested)")
+});
 
 /// One full cadence cycle pre-encoded into 20 ms frames; played in a loop.
 pub struct ToneFrames {
@@ -60,6 +77,12 @@ impl ToneFrames {
             g722,
             frame_count: narrow.len() / SAMPLES_PER_FRAME,
         })
+    }
+
+    /// The report confirmation tone: play frames 0 to [`CONFIRMATION_FRAMES`]
+    /// (its 10-frame cycle and the first half again: two beeps).
+    pub fn confirmation() -> &'static ToneFrames {
+        &CONFIRMATION
     }
 
     /// Frames in one cycle; a sender loops after this many.
@@ -152,6 +175,32 @@ mod tests {
         // The 4 s pause is silence after the decoder settles.
         let pause_peak = pcm[17600..].iter().map(|s| s.unsigned_abs()).max();
         assert!(pause_peak < Some(40), "{pause_peak:?}");
+    }
+
+    #[test]
+    fn confirmation_is_two_short_1400_hz_beeps() {
+        let tone = ToneFrames::confirmation();
+        let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let samples = decoded(tone, codec, 0..CONFIRMATION_FRAMES);
+            assert_eq!(samples.len(), 300 * 8);
+            let level = |from_ms: usize| {
+                let window = &samples[from_ms * 8 + 80..from_ms * 8 + 720];
+                tone_amplitude(window, 1400.0, 8000.0)
+            };
+            // Beep (0-100 ms), pause (100-200 ms), beep (200-300 ms).
+            assert!(
+                (level(0) - expected).abs() < expected * 0.05,
+                "{}",
+                level(0)
+            );
+            assert!(level(100) < expected * 0.01, "{}", level(100));
+            assert!(
+                (level(200) - expected).abs() < expected * 0.05,
+                "{}",
+                level(200)
+            );
+        }
     }
 
     #[test]
