@@ -9,7 +9,7 @@ use std::time::Duration;
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{
     CallFilter, CallRecord, CallState, FlagCallRequest, FlagCategory, ListCallsRequest,
-    PurgeRequest, VerifyRequest,
+    OpenReportRequest, PurgeRequest, ReportForm, VerifyRequest,
 };
 use courtline::switchboard::media::codec::{ulaw_to_linear, Codec};
 use sha2::Digest;
@@ -72,12 +72,23 @@ async fn records_client(sb: &TestSwitchboard) -> RecordsServiceClient<tonic::tra
         .unwrap()
 }
 
-/// A bridged call on a recorded line; with `flag`, the call is flagged (FlagCall on the
+/// What is done to the call on the records service while the operator is on it.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    /// Nothing: an `on_report` recording is deleted.
+    None,
+    /// `FlagCall`.
+    Flag,
+    /// `OpenReport` (a "three rules" report, no flag).
+    Report,
+}
+
+/// A bridged call on a recorded line; with `hold`, the call is flagged or reported (on the
 /// embedded records service) while the operator is on it, before the hang-up.
 async fn recorded_call(
     ports: (u16, u16),
     line_extra: &str,
-    flag: bool,
+    hold: Hold,
 ) -> (TestSwitchboard, CallRecord, Duration) {
     let operator = SipPeer::bind().await;
     let op_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -117,7 +128,7 @@ async fn recorded_call(
         )
         .await;
     operator.expect_request("ACK", 2 * SEC).await;
-    if flag {
+    if hold != Hold::None {
         let mut client = records_client(&sb).await;
         let in_progress = client
             .list_calls(ListCallsRequest {
@@ -136,14 +147,29 @@ async fn recorded_call(
             .find(|r| r.sip_call_id == caller.call_id)
             .expect("the call is on record while it lasts")
             .call_id;
-        client
-            .flag_call(FlagCallRequest {
-                call_id,
-                category: FlagCategory::Intercession as i32,
-                note: "说情打招呼".into(),
-            })
-            .await
-            .unwrap();
+        if hold == Hold::Flag {
+            client
+                .flag_call(FlagCallRequest {
+                    call_id,
+                    category: FlagCategory::Intercession as i32,
+                    note: "说情打招呼".into(),
+                })
+                .await
+                .unwrap();
+        } else {
+            client
+                .open_report(OpenReportRequest {
+                    call_id,
+                    opened_via: 0,
+                    form: Some(ReportForm {
+                        staff_name: "李娜".into(),
+                        asked: "请法官多关照被告".into(),
+                        ..ReportForm::default()
+                    }),
+                })
+                .await
+                .unwrap();
+        }
     }
     let courtline_op_rtp = invite.sdp_rtp_addr();
     // The operator's test tone, then the caller's.
@@ -159,7 +185,7 @@ async fn recorded_call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_call_holds_the_warning_exactly_then_ringback_operator_and_caller_in_time() {
     let (sb, record, caller_talks) =
-        recorded_call((41200, 41299), "record_audio = \"always\"", false).await;
+        recorded_call((41200, 41299), "record_audio = \"always\"", Hold::None).await;
     let call_id = record.call_id;
     // "always": the embedded records service has taken the file into the evidence store.
     let path = evidence_of(&sb, &call_id);
@@ -222,7 +248,8 @@ async fn recorded_call_holds_the_warning_exactly_then_ringback_operator_and_call
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_that_never_records_leaves_no_file() {
-    let (sb, record, _) = recorded_call((41300, 41349), "record_audio = \"never\"", false).await;
+    let (sb, record, _) =
+        recorded_call((41300, 41349), "record_audio = \"never\"", Hold::None).await;
     let call_id = record.call_id;
     tokio::time::sleep(SEC).await;
     assert!(!recording_of(&sb, None, &call_id).exists());
@@ -260,7 +287,7 @@ async fn a_full_disk_drops_the_recording_and_never_the_call() {
         area.path().display()
     );
     // 32 KiB hold about a second of two-channel 8 kHz audio; the call lasts longer.
-    let (sb, record, _) = recorded_call((41350, 41399), &line_extra, false).await;
+    let (sb, record, _) = recorded_call((41350, 41399), &line_extra, Hold::None).await;
     let call_id = record.call_id.clone();
     assert!(
         record.prompt_completed,
@@ -304,7 +331,7 @@ async fn recording_findings(sb: &TestSwitchboard) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_report_without_a_flag_leaves_no_file_anywhere() {
-    let (sb, record, _) = recorded_call((41400, 41449), "", false).await;
+    let (sb, record, _) = recorded_call((41400, 41449), "", Hold::None).await;
     let call_id = record.call_id;
     assert!(
         wait_gone(&recording_of(&sb, None, &call_id)).await,
@@ -318,7 +345,7 @@ async fn on_report_without_a_flag_leaves_no_file_anywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flag_during_the_call_keeps_the_recording_and_verify_names_a_changed_or_missing_file() {
-    let (sb, record, _) = recorded_call((41450, 41499), "", true).await;
+    let (sb, record, _) = recorded_call((41450, 41499), "", Hold::Flag).await;
     let call_id = record.call_id;
     let kept = evidence_of(&sb, &call_id);
     assert!(
@@ -385,7 +412,7 @@ async fn age_and_purge(sb: &TestSwitchboard, call_id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_recording_is_fetched_and_checked_and_held_by_its_flag() {
-    let (sb, record, _) = recorded_call((41500, 41549), "", true).await;
+    let (sb, record, _) = recorded_call((41500, 41549), "", Hold::Flag).await;
     let call_id = record.call_id;
     let kept = evidence_of(&sb, &call_id);
     assert!(
@@ -440,8 +467,38 @@ async fn a_kept_recording_is_fetched_and_checked_and_held_by_its_flag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_without_a_flag_keeps_the_recording_through_verify_and_purge() {
+    let (sb, record, _) = recorded_call((41600, 41649), "", Hold::Report).await;
+    let call_id = record.call_id;
+    let kept = evidence_of(&sb, &call_id);
+    assert!(
+        wait_for(&kept).await,
+        "a reported call's on_report recording is kept at {}",
+        kept.display()
+    );
+    // Verify agrees that the report, chained before the recording, kept it.
+    let report = records_client(&sb)
+        .await
+        .verify(VerifyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // Legal hold: the reported call and its audio survive a purge past retention.
+    age_and_purge(&sb, &call_id).await;
+    assert!(
+        kept.exists(),
+        "a reported call's recording is on legal hold"
+    );
+    let findings = recording_findings(&sb).await;
+    assert!(findings.is_empty(), "{findings:?}");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_removes_an_unflagged_calls_recording() {
-    let (sb, record, _) = recorded_call((41550, 41599), "record_audio = \"always\"", false).await;
+    let (sb, record, _) =
+        recorded_call((41550, 41599), "record_audio = \"always\"", Hold::None).await;
     let call_id = record.call_id;
     let kept = evidence_of(&sb, &call_id);
     assert!(wait_for(&kept).await, "always keeps the recording");
