@@ -85,6 +85,9 @@ pub struct Config {
     /// Credentials for operator targets whose PBX challenges our INVITEs (401/407).
     #[serde(default)]
     pub operator_accounts: Vec<OperatorAccount>,
+    /// Where call audio is written while calls last, and what a failing disk means for new calls.
+    #[serde(default)]
+    pub recording: RecordingConfig,
     /// How the operator asks for a report from the phone (`[reports]`).
     #[serde(default)]
     pub reports: reports::ReportsConfig,
@@ -348,6 +351,10 @@ pub struct RecordsServiceConfig {
     pub tls_client_ca_file: String,
     /// The role of each client certificate identity.
     pub client_certificates: Vec<ClientCertificateRole>,
+    /// The evidence store: kept call recordings, `<call_id>.wav`; empty = `evidence/`
+    /// beside the SQLite database (`var/` for PostgreSQL). Not `recordings/`: that is
+    /// the switchboard's temporary area by default.
+    pub recordings_dir: String,
 }
 
 /// `[[records.service.client_certificates]]`: what one client certificate may do.
@@ -376,6 +383,7 @@ impl Default for RecordsServiceConfig {
             tls_key_file: String::new(),
             tls_client_ca_file: String::new(),
             client_certificates: Vec::new(),
+            recordings_dir: String::new(),
         }
     }
 }
@@ -433,9 +441,21 @@ impl RecordsServiceConfig {
         }
     }
 
-    /// What the records service needs to start.
+    /// The evidence store's directory, with the default applied.
+    pub fn recordings_path(&self) -> PathBuf {
+        if self.recordings_dir.is_empty() {
+            self.state_dir().join("evidence")
+        } else {
+            PathBuf::from(&self.recordings_dir)
+        }
+    }
+
+    /// What the records service needs to start. Embedded, it shares the switchboard's
+    /// machine and takes its recording files over.
     pub fn settings(&self) -> ServiceSettings {
         ServiceSettings {
+            recordings_dir: self.recordings_path(),
+            takes_local_recordings: self.embedded,
             database: self.database.clone(),
             hash_algorithm: self.hash_algorithm,
             signing_key_file: self.signing_key_path(),
@@ -501,6 +521,70 @@ pub struct LineConfig {
     /// When the caller is answered: before the warning, or only once the operator answers.
     #[serde(default)]
     pub answer_mode: AnswerMode,
+    /// Whether the call's audio is recorded, and kept always or only when the call is reported.
+    #[serde(default)]
+    pub record_audio: RecordAudio,
+}
+
+/// `[[lines]] record_audio`: which calls' audio becomes evidence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordAudio {
+    /// Every call is recorded and kept.
+    Always,
+    /// Every call is recorded; the file is kept only if the call is reported or
+    /// flagged before its record is closed, deleted otherwise.
+    #[default]
+    OnReport,
+    /// No audio is recorded.
+    Never,
+}
+
+impl RecordAudio {
+    /// The name used in the configuration and in `RecordingFinished.policy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordAudio::Always => "always",
+            RecordAudio::OnReport => "on_report",
+            RecordAudio::Never => "never",
+        }
+    }
+}
+
+/// `[recording]`: the switchboard's temporary area for call audio.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Directory recordings are written to while calls last; empty = `recordings/`
+    /// beside the spool directory. The records service takes the files over from here.
+    pub dir: String,
+    /// What to do with new calls on recorded lines while recordings cannot be written.
+    pub on_failure: RecordingFailurePolicy,
+}
+
+/// `[recording] on_failure`: carry calls without audio, or refuse them (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFailurePolicy {
+    /// Take the call; its record says the recording failed (the default).
+    #[default]
+    Continue,
+    /// Refuse new calls on recorded lines with 503 until recordings can be written again.
+    Reject,
+}
+
+impl Config {
+    /// The recordings' temporary directory, with the default applied.
+    pub fn recording_dir(&self) -> PathBuf {
+        if !self.recording.dir.is_empty() {
+            return PathBuf::from(&self.recording.dir);
+        }
+        let spool = self.records.spool_path();
+        match spool.parent() {
+            Some(parent) => parent.join("recordings"),
+            None => PathBuf::from("recordings"),
+        }
+    }
 }
 
 /// `[[lines]] answer_mode`: when the caller's INVITE gets its 200 OK.

@@ -523,7 +523,7 @@ async fn flags_exports_and_retention(db: Db) {
     let key =
         courtline::records::ledger::signing::public_key_of_key_file(&settings.signing_key_file)
             .unwrap();
-    let report = courtline::records::verify::verify(&store, &[key])
+    let report = courtline::records::verify::verify(&store, &[key], None)
         .await
         .unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);

@@ -1,4 +1,4 @@
-//! `courtline calls list|get|flag|export`: compliance staff's view of the records.
+//! `courtline calls list|get|flag|export|audio`: compliance staff's view of the records.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,16 +10,17 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::config::Config;
 use crate::contract::connect::{connect, read_token_file, ClientOptions, RecordsClient};
 use crate::contract::pb::export_calls_response::Item;
+use crate::contract::pb::get_recording_response::Item as RecordingItem;
 use crate::contract::pb::CallState;
 use crate::contract::pb::{
     CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
-    GetCallRequest, ListCallsRequest, SortOrder,
+    GetCallRequest, GetRecordingRequest, ListCallsRequest, SortOrder,
 };
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::{ExportWriter, ManifestContent};
 use crate::records::query::{
-    parse_call_id_arg, parse_end_reason, parse_state, parse_time, write_call_detail, write_calls,
-    CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
+    parse_call_id_arg, parse_end_reason, parse_state, parse_time, recording_line,
+    write_call_detail, write_calls, CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -33,6 +34,21 @@ pub enum CallsCommand {
     Flag(FlagArgs),
     /// Export every matching call to a file that can be verified on its own.
     Export(ExportArgs),
+    /// Fetch a call's kept audio recording and check it against its chained SHA-256.
+    Audio(AudioArgs),
+}
+
+/// `courtline calls audio CALL_ID -o FILE.wav`
+#[derive(Debug, Args)]
+pub struct AudioArgs {
+    /// courtline call id: the UUID, or its start as the ID column of `calls list` shows it.
+    pub call_id: String,
+    /// Where to write the WAV file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Connection.
+    #[command(flatten)]
+    pub service: ServiceArgs,
 }
 
 /// How to reach the records service, and as whom.
@@ -337,6 +353,7 @@ pub async fn run(config_path: &Path, command: CallsCommand) -> anyhow::Result<Ex
         CallsCommand::Get(args) => get(config_path, args).await,
         CallsCommand::Flag(args) => flag(config_path, args).await,
         CallsCommand::Export(args) => export(config_path, args).await,
+        CallsCommand::Audio(args) => audio(config_path, args).await,
     }
 }
 
@@ -462,6 +479,65 @@ async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
         Clock::from_utc_flag(args.utc),
         &mut out,
     )?;
+    if args.format == DetailFormat::Text {
+        writeln!(out, "{}", recording_line(response.recording.as_ref()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audio(config_path: &Path, args: AudioArgs) -> anyhow::Result<ExitCode> {
+    use sha2::{Digest, Sha256};
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let call_id = resolve_call_id(&mut client, &endpoint, &args.call_id).await?;
+    let mut stream = client
+        .get_recording(GetRecordingRequest {
+            call_id: call_id.clone(),
+        })
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+        .into_inner();
+    let mut file = std::fs::File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let mut described = None;
+    let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+    {
+        match message.item {
+            Some(RecordingItem::Recording(recording)) => described = Some(recording),
+            Some(RecordingItem::Chunk(chunk)) => {
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .with_context(|| format!("cannot write {}", args.output.display()))?;
+            }
+            None => {}
+        }
+    }
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let described =
+        described.context("the records service sent the recording without its description")?;
+    let actual = hex::encode(hasher.finalize());
+    if written != described.bytes || !actual.eq_ignore_ascii_case(&described.sha256) {
+        eprintln!(
+            "{}: {written} bytes with SHA-256 {actual}, but the chain (event #{}) says {} bytes with SHA-256 {}: this file is not the recording as made; run `courtline records verify`",
+            args.output.display(),
+            described.seq,
+            described.bytes,
+            described.sha256
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "call {call_id}: {} bytes written to {}, SHA-256 {actual} matches the chain (event #{})",
+        written,
+        args.output.display(),
+        described.seq
+    );
     Ok(ExitCode::SUCCESS)
 }
 

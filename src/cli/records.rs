@@ -219,8 +219,12 @@ async fn verify(config_path: &Path, args: VerifyArgs) -> anyhow::Result<ExitCode
             })?
         }
     };
+    // The recordings' files are checked where the configuration keeps them, if it loads.
+    let evidence = Config::load(config_path).ok().map(|config| {
+        crate::records::evidence::Evidence::new(config.records.service.recordings_path(), false)
+    });
     let store = SqlStore::open(&database).await?;
-    let report = crate::records::verify::verify(&store, &[trusted]).await;
+    let report = crate::records::verify::verify(&store, &[trusted], evidence.as_ref()).await;
     crate::records::store::Store::close(&store).await;
     Ok(print_report(&report?))
 }

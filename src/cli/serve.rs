@@ -363,7 +363,12 @@ pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> 
 pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let service = &config.records.service;
-    let opened = OpenedService::open(&service.settings())
+    // Alone, the service is not on the switchboard's machine: it cannot take its files over.
+    let settings = crate::records::service::ServiceSettings {
+        takes_local_recordings: false,
+        ..service.settings()
+    };
+    let opened = OpenedService::open(&settings)
         .await
         .with_context(|| format!("records service (database {})", service.database))?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {

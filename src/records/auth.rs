@@ -357,7 +357,6 @@ impl Authenticator {
         request: &Request<T>,
         allowed: &[Role],
     ) -> Result<Caller, Status> {
-        let needed = allowed.first().copied().unwrap_or(Role::Unspecified);
         let peer = request.remote_addr();
         let reason = request
             .metadata()
@@ -425,7 +424,7 @@ impl Authenticator {
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
                 Ok(Caller {
                     name: loopback_actor(stated.as_deref()),
-                    role: needed,
+                    role: allowed.first().copied().unwrap_or(Role::Unspecified),
                     peer: peer_text,
                     reason,
                     under_loopback_rule: true,
@@ -433,7 +432,7 @@ impl Authenticator {
             }
             (None, _) => Err(Status::unauthenticated(format!(
                 "a bearer token (--token, COURTLINE_TOKEN or --token-file) or a client certificate with role {} is required",
-                role_name(needed)
+                allowed.iter().map(|role| role_name(*role)).collect::<Vec<_>>().join(" or ")
             ))),
         }
     }

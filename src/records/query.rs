@@ -15,7 +15,7 @@ use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone,
 use serde::Serialize;
 
 use crate::contract::names::{end_reason_label, end_reason_name, flag_category_name, state_label};
-use crate::contract::pb::{CallRecord, CallState, EndReason, Flag, TimelineEvent};
+use crate::contract::pb::{CallRecord, CallRecording, CallState, EndReason, Flag, TimelineEvent};
 use crate::contract::row::{rfc3339, ExportRow, NestedRow, CSV_HEADER, NESTED_COLUMNS};
 
 /// How `courtline calls list` prints records.
@@ -425,6 +425,39 @@ pub enum DetailFormat {
     Text,
     /// One JSON object: every field (as `calls list --format json`) and `timeline`.
     Json,
+}
+
+/// `calls get`'s line about the call's audio: hash, length and duration when kept,
+/// otherwise why there is none.
+pub fn recording_line(recording: Option<&CallRecording>) -> String {
+    let Some(recording) = recording else {
+        return "recording: none (the line does not record audio)".to_owned();
+    };
+    let why = |text: &str| {
+        if recording.detail.is_empty() {
+            text.to_owned()
+        } else {
+            recording.detail.clone()
+        }
+    };
+    match recording.state.as_str() {
+        "stored" => format!(
+            "recording: kept, {:.1} s, {} channels at {} Hz, {} bytes, SHA-256 {} (chain event #{}); fetch with `courtline calls audio`",
+            f64::from(recording.duration_ms) / 1000.0,
+            recording.channels,
+            recording.sample_rate,
+            recording.bytes,
+            recording.sha256,
+            recording.seq
+        ),
+        "deleted" => format!(
+            "recording: deleted at the end of the call ({})",
+            why("record_audio = \"on_report\" and no flag or report")
+        ),
+        "failed" => format!("recording: failed ({})", why("no reason given")),
+        "not_transferred" => format!("recording: {}", why("not transferred")),
+        other => format!("recording: {other}"),
+    }
 }
 
 /// Orders a call's timeline by when things happened; events of the same

@@ -21,22 +21,27 @@ use tracing::{error, info, warn};
 
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
+use super::evidence::{chained_recording, describe as describe_recording, Evidence};
 use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
 };
-use super::store::{CallQuery, ReportQuery, ReportRow, SqlStore, Store, StoreError, MAX_PAGE_SIZE};
+use super::store::{
+    CallQuery, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError, MAX_PAGE_SIZE,
+};
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
-    event_body, export_calls_response, node_event, AccessEntry, AddTokenRequest, AddTokenResponse,
-    CallFilter, CallRecord, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
-    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
-    GetCallRequest, GetCallResponse, ListAccessRequest, ListAccessResponse, ListCallsRequest,
-    ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest, ListTokensResponse,
-    LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse, RevokeTokenRequest,
-    RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo, VerifyRequest, VerifyResponse,
+    event_body, export_calls_response, get_recording_response, node_event, AccessEntry,
+    AddTokenRequest, AddTokenResponse, CallFilter, CallRecord, CallRecording, EventBody,
+    ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader, ExportManifest, Flag,
+    FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest, GetCallResponse,
+    GetRecordingRequest, GetRecordingResponse, ListAccessRequest, ListAccessResponse,
+    ListCallsRequest, ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest,
+    ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse,
+    RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo,
+    VerifyRequest, VerifyResponse,
 };
 use crate::contract::pb::{
     GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse,
@@ -123,6 +128,11 @@ pub struct ServiceSettings {
     /// Client certificates accepted in the TLS handshake (mTLS), and their roles;
     /// `None`: none are asked for.
     pub client_certificates: Option<ClientCertificates>,
+    /// The evidence store (kept call recordings).
+    pub recordings_dir: PathBuf,
+    /// The switchboard's recording files are on this machine (embedded service):
+    /// taken over (or deleted) from the path their event names.
+    pub takes_local_recordings: bool,
 }
 
 /// The client certificates a records service accepts, and what each may do.
@@ -166,6 +176,10 @@ impl OpenedService {
             settings.hash_algorithm,
             key,
             settings.checkpoints,
+            Some(Evidence::new(
+                settings.recordings_dir.clone(),
+                settings.takes_local_recordings,
+            )),
         )
         .await?;
         let read = |path: &PathBuf| {
@@ -491,6 +505,7 @@ pub async fn add_token_offline(
             settings.hash_algorithm,
             key,
             settings.checkpoints,
+            None,
         )
         .await?;
         let caller = Caller {
@@ -515,6 +530,44 @@ pub async fn add_token_offline(
     .await;
     store.close().await;
     result
+}
+
+pub type RecordingStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<GetRecordingResponse, Status>> + Send>>;
+
+/// Chunks of a recording in flight to one client.
+const RECORDING_BUFFER: usize = 8;
+/// Bytes per recording chunk (well under gRPC's 4 MiB message limit).
+const RECORDING_CHUNK: usize = 256 * 1024;
+
+/// Sends the description, then the file in chunks (on a blocking thread: file reads).
+fn stream_recording(
+    mut file: std::fs::File,
+    described: CallRecording,
+    sender: &mpsc::Sender<Result<GetRecordingResponse, Status>>,
+) {
+    use std::io::Read;
+    let item = |item| Ok(GetRecordingResponse { item: Some(item) });
+    if sender
+        .blocking_send(item(get_recording_response::Item::Recording(described)))
+        .is_err()
+    {
+        return;
+    }
+    let mut buffer = vec![0; RECORDING_CHUNK];
+    loop {
+        let message = match file.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(read) => item(get_recording_response::Item::Chunk(buffer[..read].to_vec())),
+            Err(error) => Err(Status::data_loss(format!(
+                "reading the recording failed midway: {error}"
+            ))),
+        };
+        let failed = message.is_err();
+        if sender.blocking_send(message).is_err() || failed {
+            return;
+        }
+    }
 }
 
 pub type ExportStream =
@@ -558,6 +611,21 @@ impl RecordsService for RecordsServer {
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
         self.get_call_as(&caller, request.into_inner().call_id)
+            .await
+            .map(Response::new)
+    }
+
+    type GetRecordingStream = RecordingStream;
+
+    async fn get_recording(
+        &self,
+        request: Request<GetRecordingRequest>,
+    ) -> Result<Response<Self::GetRecordingStream>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor])
+            .await?;
+        self.get_recording_as(&caller, request.into_inner().call_id)
             .await
             .map(Response::new)
     }
@@ -1130,11 +1198,83 @@ impl RecordsServer {
             flags.extend(flag);
         }
         record.flags = flags.clone();
+        let recording = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?
+            .map(|row| {
+                let chained =
+                    chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
+                describe_recording(&row, chained)
+            });
         Ok(GetCallResponse {
             record: Some(record),
             timeline,
             flags,
+            recording,
         })
+    }
+
+    /// `GetRecording` for `caller`: the recording's description, then its bytes.
+    pub async fn get_recording_as(
+        &self,
+        caller: &Caller,
+        call_id: String,
+    ) -> Result<RecordingStream, Status> {
+        validate_call_id(&call_id).map_err(|error| status("reading a recording", error))?;
+        let store = self.ledger.store();
+        let context = format!("reading call {call_id}'s recording");
+        let row = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let stored = row
+            .as_ref()
+            .is_some_and(|row| row.state == RecordingState::Stored);
+        self.log_access(
+            caller,
+            "GetRecording",
+            serde_json::json!({ "call_id": call_id }),
+            u64::from(stored),
+        )
+        .await?;
+        let Some(row) = row else {
+            return Err(Status::not_found(format!(
+                "call {call_id} has no recording (no such call, or its line does not record)"
+            )));
+        };
+        let chained = chained_recording(&events).map(|(seq, recording, _)| (seq, recording));
+        let described = describe_recording(&row, chained);
+        if !stored {
+            return Err(Status::failed_precondition(format!(
+                "call {call_id}'s recording was not kept: {}{}",
+                described.state,
+                if described.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", described.detail)
+                }
+            )));
+        }
+        let Some(evidence) = self.ledger.evidence() else {
+            return Err(Status::unavailable(
+                "this records service keeps no recordings",
+            ));
+        };
+        let path = evidence.path(&call_id);
+        let file = std::fs::File::open(&path).map_err(|error| {
+            Status::data_loss(format!(
+                "call {call_id}'s recording {} cannot be read ({error}); run `courtline records verify`",
+                path.display()
+            ))
+        })?;
+        let (sender, receiver) = mpsc::channel(RECORDING_BUFFER);
+        tokio::task::spawn_blocking(move || stream_recording(file, described, &sender));
+        Ok(Box::pin(ReceiverStream::new(receiver)))
     }
 
     /// `FlagCall` for `caller`.
@@ -1190,9 +1330,13 @@ impl RecordsServer {
     /// `Verify` for `caller`.
     pub async fn verify_as(&self, caller: &Caller) -> Result<VerifyResponse, Status> {
         let trusted = [self.ledger.key().public_key().to_bytes()];
-        let report = super::verify::verify(self.ledger.store().as_ref(), &trusted)
-            .await
-            .map_err(|error| store_status("verifying", error))?;
+        let report = super::verify::verify(
+            self.ledger.store().as_ref(),
+            &trusted,
+            self.ledger.evidence(),
+        )
+        .await
+        .map_err(|error| store_status("verifying", error))?;
         let findings = report.findings.len() as u64 + report.findings_omitted;
         self.log_access(
             caller,

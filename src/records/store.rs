@@ -66,6 +66,9 @@ const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, calle
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
     prompts, operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
     media, state, flagged, node_id, last_seq, first_seq";
+/// Columns of `call_recordings`, in [`RecordingRow`] order.
+const RECORDING_COLUMNS: &str =
+    "call_id, sha256, bytes, sample_rate, channels, duration_ms, state, detail, last_seq";
 /// Number of names in [`CALL_COLUMNS`].
 const CALL_COLUMN_COUNT: usize = 33;
 /// Every events column.
@@ -232,6 +235,8 @@ pub enum Change {
     },
     /// Store a new token (hashed).
     AddToken(TokenRow),
+    /// Write what became of a call's recording (the recording event's projection).
+    RecordRecording(RecordingRow),
     /// Revoke a token by name.
     RevokeToken {
         /// The token's name.
@@ -338,6 +343,66 @@ pub struct CallRow {
     pub last_seq: i64,
 }
 
+/// A call's recording as its chained event and the flags before it leave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRow {
+    /// The call.
+    pub call_id: String,
+    /// SHA-256 (hex) of the file as the switchboard closed it.
+    pub sha256: String,
+    /// File length.
+    pub bytes: i64,
+    /// Samples per second.
+    pub sample_rate: i64,
+    /// Channels (2).
+    pub channels: i64,
+    /// Length of the audio.
+    pub duration_ms: i64,
+    /// What became of the file.
+    pub state: RecordingState,
+    /// Why it failed or was not transferred; empty otherwise.
+    pub detail: String,
+    /// The recording event.
+    pub last_seq: i64,
+}
+
+/// What became of a call's recording file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingState {
+    /// In the evidence store as `<call_id>.wav`.
+    Stored,
+    /// Deleted: `on_report` and the call had no flag or report.
+    Deleted,
+    /// The switchboard could not record the call (detail: why).
+    Failed,
+    /// The file stayed where the switchboard wrote it (detail: why).
+    NotTransferred,
+}
+
+impl RecordingState {
+    /// The name stored in `call_recordings.state` and shown by `calls get`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordingState::Stored => "stored",
+            RecordingState::Deleted => "deleted",
+            RecordingState::Failed => "failed",
+            RecordingState::NotTransferred => "not_transferred",
+        }
+    }
+
+    /// The state named `name`.
+    pub fn from_name(name: &str) -> Option<RecordingState> {
+        [
+            RecordingState::Stored,
+            RecordingState::Deleted,
+            RecordingState::Failed,
+            RecordingState::NotTransferred,
+        ]
+        .into_iter()
+        .find(|state| state.name() == name)
+    }
+}
+
 /// One row of the token table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -424,6 +489,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError>;
     /// Events stored for these calls.
     async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError>;
+    /// A call's recording row, if it has one.
+    async fn recording(&self, call_id: &str) -> Result<Option<RecordingRow>, StoreError>;
+    /// Recording rows after call id `after` (`""`: from the start), by call id.
+    async fn recordings_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<RecordingRow>, StoreError>;
     /// One report's row.
     async fn get_report(&self, report_id: &str) -> Result<Option<ReportRow>, StoreError>;
     /// Every report on a call, oldest first.
@@ -1553,6 +1626,29 @@ impl Store for SqlStore {
         Ok(total)
     }
 
+    async fn recording(&self, call_id: &str) -> Result<Option<RecordingRow>, StoreError> {
+        let mut sql = self.sql(format!(
+            "SELECT {RECORDING_COLUMNS} FROM call_recordings WHERE call_id = "
+        ));
+        sql.bind(call_id.to_owned());
+        let rows = sql.fetch_all(&self.pool, "read recording").await?;
+        rows.first().map(recording_from_row).transpose()
+    }
+
+    async fn recordings_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<RecordingRow>, StoreError> {
+        let mut sql = self.sql(format!(
+            "SELECT {RECORDING_COLUMNS} FROM call_recordings WHERE call_id > "
+        ));
+        sql.bind(after.to_owned())
+            .push(&format!(" ORDER BY call_id LIMIT {limit}"));
+        let rows = sql.fetch_all(&self.pool, "list recordings").await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
     async fn get_report(&self, report_id: &str) -> Result<Option<ReportRow>, StoreError> {
         let mut sql = self.sql(format!(
             "SELECT {REPORT_COLUMNS} FROM reports WHERE report_id = "
@@ -1856,6 +1952,10 @@ impl SqlStore {
                     push_list(&mut delete, chunk);
                     delete.push(")");
                     delete.execute(tx, "purge calls").await?;
+                    let mut audio = self.sql("DELETE FROM call_recordings WHERE call_id IN (");
+                    push_list(&mut audio, chunk);
+                    audio.push(")");
+                    audio.execute(tx, "purge recordings").await?;
                 }
             }
             Change::AddToken(token) => {
@@ -1875,6 +1975,30 @@ impl SqlStore {
                     .bind(token.revoked_at_ms)
                     .push(")");
                 sql.execute(tx, "add token").await?;
+            }
+            Change::RecordRecording(row) => {
+                let mut sql = self.sql(format!(
+                    "INSERT INTO call_recordings ({RECORDING_COLUMNS}) VALUES ("
+                ));
+                sql.bind(row.call_id.clone())
+                    .push(", ")
+                    .bind(row.sha256.clone())
+                    .push(", ")
+                    .bind(row.bytes)
+                    .push(", ")
+                    .bind(row.sample_rate)
+                    .push(", ")
+                    .bind(row.channels)
+                    .push(", ")
+                    .bind(row.duration_ms)
+                    .push(", ")
+                    .bind(row.state.name().to_owned())
+                    .push(", ")
+                    .bind(row.detail.clone())
+                    .push(", ")
+                    .bind(row.last_seq)
+                    .push(")");
+                sql.execute(tx, "record recording").await?;
             }
             Change::PutReport(row) => {
                 let assignments: Vec<String> = REPORT_COLUMNS
@@ -1916,6 +2040,25 @@ impl SqlStore {
         }
         Ok(())
     }
+}
+
+fn recording_from_row(row: &AnyRow) -> Result<RecordingRow, StoreError> {
+    let call_id: String = get(row, "call_id", "recording")?;
+    let state: String = get(row, "state", &call_id)?;
+    Ok(RecordingRow {
+        state: RecordingState::from_name(&state).ok_or_else(|| StoreError::Corrupt {
+            key: call_id.clone(),
+            detail: format!("call_recordings.state {state:?} is not a recording state"),
+        })?,
+        sha256: get(row, "sha256", &call_id)?,
+        bytes: get(row, "bytes", &call_id)?,
+        sample_rate: get(row, "sample_rate", &call_id)?,
+        channels: get(row, "channels", &call_id)?,
+        duration_ms: get(row, "duration_ms", &call_id)?,
+        detail: get(row, "detail", &call_id)?,
+        last_seq: get(row, "last_seq", &call_id)?,
+        call_id,
+    })
 }
 
 fn create_parent_directory(file: &Path) -> Result<(), StoreError> {

@@ -21,17 +21,22 @@
 //!    it ([`ReportRow::of`]), and `report_versions` must list exactly its versions
 //!    where the chain has them.
 //! 5. **Sequence gaps** in each switchboard's node sequence numbers.
+//! 6. **Recordings.** Every call's recording row must agree with its chained
+//!    recording event (and the flags and reports before it); every stored recording's
+//!    file must be in the evidence store with its chained length and SHA-256
+//!    (finding kind `recording`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
 
 use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::evidence::{chained_recording, state_agrees, Evidence};
 use super::ledger::signing::checkpoint_signature_valid;
 use super::ledger::{apply_effect, call_effect, report_effect};
-use super::store::{ReportRow, Store, StoreError};
+use super::store::{RecordingRow, RecordingState, ReportRow, Store, StoreError};
 use crate::contract::pb::event_body::Kind;
-use crate::contract::pb::{CallRecord, EventBody, Finding, VerifyResponse};
+use crate::contract::pb::{CallRecord, EventBody, Finding, RecordingFinished, VerifyResponse};
 use crate::contract::row::record_fields;
 
 /// Events or rows read per query.
@@ -105,8 +110,13 @@ fn label(event: &StoredEvent) -> String {
     }
 }
 
-/// Verifies everything in `store`; checkpoint signatures count only by a key in `trusted`.
-pub async fn verify(store: &dyn Store, trusted: &[[u8; 32]]) -> Result<VerifyResponse, StoreError> {
+/// Verifies everything in `store` (and the recordings in `evidence`); checkpoint
+/// signatures count only by a key in `trusted`.
+pub async fn verify(
+    store: &dyn Store,
+    trusted: &[[u8; 32]],
+    evidence: Option<&Evidence>,
+) -> Result<VerifyResponse, StoreError> {
     let mut report = Report::default();
     let algorithm = chain_algorithm(store, &mut report).await?;
 
@@ -257,6 +267,7 @@ pub async fn verify(store: &dyn Store, trusted: &[[u8; 32]]) -> Result<VerifyRes
 
     check_calls(store, &mut report).await?;
     check_reports(store, &mut report, reports).await?;
+    check_recordings(store, evidence, &mut report).await?;
 
     let (_, gaps) = store.node_gaps().await?;
     for gap in gaps {
@@ -498,6 +509,107 @@ fn expected_row(events: &[StoredEvent]) -> Result<Option<CallRecord>, String> {
     Ok(row)
 }
 
+/// What in `row` disagrees with the chained `recording` (flagged before it: `on_hold`).
+fn recording_differences(
+    row: &RecordingRow,
+    recording: &RecordingFinished,
+    on_hold: bool,
+) -> Vec<String> {
+    let chained = [
+        ("sha256", recording.sha256.clone(), row.sha256.clone()),
+        ("bytes", recording.bytes.to_string(), row.bytes.to_string()),
+        (
+            "sample_rate",
+            recording.sample_rate.to_string(),
+            row.sample_rate.to_string(),
+        ),
+        (
+            "channels",
+            recording.channels.to_string(),
+            row.channels.to_string(),
+        ),
+        (
+            "duration_ms",
+            recording.duration_ms.to_string(),
+            row.duration_ms.to_string(),
+        ),
+    ];
+    let mut differences: Vec<String> = chained
+        .into_iter()
+        .filter(|(_, want, have)| want != have)
+        .map(|(name, want, have)| format!("{name} is {have:?}, its event says {want:?}"))
+        .collect();
+    if !state_agrees(recording, on_hold, row.state) {
+        differences.push(format!(
+            "state {} does not follow from policy {:?}, failure {:?} and {}",
+            row.state.name(),
+            recording.policy,
+            recording.failure,
+            if on_hold {
+                "a flag before it"
+            } else {
+                "no flag before it"
+            }
+        ));
+    }
+    differences
+}
+
+/// Check 5: every recording row against its event, every stored file against its hash.
+async fn check_recordings(
+    store: &dyn Store,
+    evidence: Option<&Evidence>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    let mut after = String::new();
+    loop {
+        let page = store.recordings_after(&after, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.call_id.clone();
+        for row in &page {
+            let call_id = &row.call_id;
+            let events = store.call_events(call_id).await?;
+            let Some((seq, recording, on_hold)) = chained_recording(&events) else {
+                report.add(
+                    "projection",
+                    row.last_seq,
+                    call_id,
+                    format!("call {call_id} has a recording row but no chained recording event: the row was inserted"),
+                );
+                continue;
+            };
+            let differences = recording_differences(row, &recording, on_hold);
+            if !differences.is_empty() {
+                report.add(
+                    "projection",
+                    seq,
+                    call_id,
+                    format!(
+                        "call {call_id}'s recording row was modified: {}",
+                        differences.join("; ")
+                    ),
+                );
+            }
+            if row.state != RecordingState::Stored {
+                continue;
+            }
+            if let Some(evidence) = evidence {
+                let checked = evidence.check(call_id, &recording.sha256, recording.bytes);
+                if let Err(problem) = checked {
+                    report.add(
+                        "recording",
+                        seq,
+                        call_id,
+                        format!("call {call_id}'s recording: {problem}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Check 3: merge calls (by id) with call events (by id, position); and the named calls
 /// the caller-name index should hold must be in it.
 async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), StoreError> {
@@ -517,6 +629,14 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
         let row = rows.take_if(store, &call_id).await?;
         let call_events = events.take_call(store, &call_id).await?;
         report.response.calls_checked += 1;
+        if chained_recording(&call_events).is_some() && store.recording(&call_id).await?.is_none() {
+            report.add(
+                "projection",
+                0,
+                &call_id,
+                format!("call {call_id} has a chained recording event but its recording row was deleted"),
+            );
+        }
         let expected = match expected_row(&call_events) {
             Ok(expected) => expected,
             Err(problem) => {

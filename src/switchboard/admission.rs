@@ -28,7 +28,7 @@ use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
 use super::sip::qualify::OperatorHealth;
 use super::sip::session_timer::{self, Negotiation, SessionTimer};
-use crate::config::{AnswerMode, Config, SpoolFailurePolicy};
+use crate::config::{AnswerMode, Config, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy};
 use crate::contract::pb::PlayedPrompt;
 
 /// The INVITE as admission sees it. Its headers are read by the `sip::leg` and
@@ -66,6 +66,8 @@ pub struct Admission<'a> {
     pub health: &'a OperatorHealth,
     /// Whether the records spool can be written right now.
     pub spool_healthy: bool,
+    /// Whether call recordings can be written right now.
+    pub recording_healthy: bool,
 }
 
 /// What to do with the INVITE.
@@ -122,6 +124,8 @@ pub enum Refused {
     SpoolUnwritable,
     /// `max_calls` calls are up (503).
     Full,
+    /// The line records audio, recordings cannot be written and `[recording] on_failure = "reject"` (503).
+    RecordingUnwritable,
     /// The dialled number is no line of ours (404).
     NoSuchLine,
     /// The line's prompts are not loaded; start-up checks make this impossible (500).
@@ -148,6 +152,9 @@ impl fmt::Display for Refused {
                 "records spool cannot be written ([records] on_spool_failure = \"reject\")",
             ),
             Refused::Full => f.write_str("switchboard full"),
+            Refused::RecordingUnwritable => f.write_str(
+                "call recordings cannot be written ([recording] on_failure = \"reject\")",
+            ),
             Refused::NoSuchLine => f.write_str("no such line"),
             Refused::PromptsNotLoaded => f.write_str("line's prompts are not loaded"),
             Refused::Content => f.write_str("INVITE content courtline cannot take"),
@@ -227,6 +234,13 @@ impl Admission<'_> {
         // Calls to the registered account are recorded under the line they stand for.
         facts.line_number = line.number.clone();
         facts.court_name = line.court.clone();
+        // A line whose calls are evidence takes none it cannot record, if so configured.
+        if line.record_audio != RecordAudio::Never
+            && !self.recording_healthy
+            && self.config.recording.on_failure == RecordingFailurePolicy::Reject
+        {
+            return self.unavailable(Refused::RecordingUnwritable, facts);
+        }
         let Some(playlist) = self.playlists.get(&line.number).cloned() else {
             // Refuse loudly rather than skip the warning.
             return refuse(
@@ -447,6 +461,7 @@ operator = "sip:op@127.0.0.1:5090"
         inbound_auth: Option<InboundAuth>,
         health: OperatorHealth,
         spool_healthy: bool,
+        recording_healthy: bool,
         active: Arc<AtomicUsize>,
         now: Now,
     }
@@ -467,6 +482,7 @@ operator = "sip:op@127.0.0.1:5090"
                 inbound_auth: None,
                 health: OperatorHealth::default(),
                 spool_healthy: true,
+                recording_healthy: true,
                 active: Arc::new(AtomicUsize::new(0)),
                 now: Now {
                     wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -502,6 +518,7 @@ operator = "sip:op@127.0.0.1:5090"
                 inbound_auth: self.inbound_auth.as_ref(),
                 health: &self.health,
                 spool_healthy: self.spool_healthy,
+                recording_healthy: self.recording_healthy,
             };
             let invite = InviteFacts {
                 request,
@@ -751,6 +768,24 @@ operator = "sip:op@127.0.0.1:5090"
         assert_eq!(r.reason, Refused::SpoolUnwritable);
         assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
         sb.config.records.on_spool_failure = SpoolFailurePolicy::Continue;
+        admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+    }
+
+    #[test]
+    fn unwritable_recordings_refuse_recorded_lines_only_under_the_reject_policy() {
+        let mut sb = Switchboard::new();
+        sb.recording_healthy = false;
+        // The default policy carries the call; its record will say the recording failed.
+        admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+        sb.config.recording.on_failure = RecordingFailurePolicy::Reject;
+        let r = refusal(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert_eq!(code(&r), 503);
+        assert_eq!(r.reason, Refused::RecordingUnwritable);
+        assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
+        // A line that records nothing does not depend on the recordings' disk.
+        for line in &mut sb.config.lines {
+            line.record_audio = RecordAudio::Never;
+        }
         admitted(sb.decide(&invite(LINE, SDP, OFFER)));
     }
 

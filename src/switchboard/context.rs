@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::delivery::sender::RecordSender;
 use super::media::ports::RtpPorts;
 use super::media::prompt::Playlist;
+use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::inbound_auth::InboundAuth;
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub ports: RtpPorts,
     /// Where finished call records go.
     pub records: RecordSender,
+    /// Writes call audio, when a line records it.
+    pub recorder: Option<Recorder>,
     /// rsipstack's dialog table.
     pub dialog_layer: Arc<DialogLayer>,
     /// Routes every dialog's state events to the call that owns it.

@@ -34,6 +34,7 @@ use crate::switchboard::call::CallFlow;
 use crate::switchboard::delivery::sender::RecordSender;
 use crate::switchboard::media::ports::RtpPorts;
 use crate::switchboard::media::prompt::Playlist;
+use crate::switchboard::media::recording::Recorder;
 use crate::switchboard::media::tone::ToneFrames;
 
 /// Why the switchboard could not start.
@@ -66,6 +67,14 @@ pub enum SwitchboardError {
     /// The ringback settings are unusable (normally caught by `courtline check`).
     #[error("[media.ringback]: {0}")]
     Ringback(String),
+    /// The recording writer thread could not start.
+    #[error("[recording] dir {dir}: cannot start the recording writer: {source}")]
+    Recorder {
+        /// The recordings directory.
+        dir: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// A running SIP switchboard.
@@ -183,6 +192,22 @@ impl Switchboard {
             .parse()
             .ok()
             .or(public.map(|(ip, _)| ip));
+        // One writer for every recorded line; none when no line records.
+        let recorder = if config
+            .lines
+            .iter()
+            .any(|line| line.record_audio != crate::config::RecordAudio::Never)
+        {
+            let dir = config.recording_dir();
+            Some(
+                Recorder::start(dir.clone()).map_err(|source| SwitchboardError::Recorder {
+                    dir: dir.display().to_string(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Switchboard {
             shared: Arc::new(Shared {
                 config,
@@ -190,6 +215,7 @@ impl Switchboard {
                 ringback: Arc::new(ringback),
                 ports,
                 records,
+                recorder,
                 dialog_states: DialogStateRouter::start(),
                 dialog_layer,
                 sip_addr,
@@ -436,6 +462,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         inbound_auth: shared.inbound_auth.as_ref(),
         health: &shared.health,
         spool_healthy: shared.records.spool_healthy(),
+        recording_healthy: shared.recorder.as_ref().is_none_or(Recorder::healthy),
     };
     // The slot first, so a flood cannot overshoot max_calls: taking it is the
     // atomic step; `decide` only reads the outcome (a refusal or challenge

@@ -151,6 +151,8 @@ pub fn settings(db: &Db) -> ServiceSettings {
         retention_days: 180,
         tls: None,
         client_certificates: None,
+        recordings_dir: db.dir.path().join("recordings"),
+        takes_local_recordings: true,
     }
 }
 

@@ -18,14 +18,17 @@ use tracing::{info, warn};
 
 use self::signing::RecordsKey;
 use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
-use super::store::{CallRow, Change, ReportRow, Store, StoreError, TokenRow};
+use super::store::{
+    CallRow, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError, TokenRow,
+};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
     AccessEntry, CallFlagged, CallInterrupted, CallMilestone, CallRecord, CallState, ChainStarted,
-    Checkpoint, EventBody, Flag, Milestone, NodeEvent, PurgeResponse, Purged, Report,
-    ReportChanged, ReportForm, ReportOpenedVia, Role, TokenChanged,
+    Checkpoint, EventBody, Flag, Milestone, NodeEvent, PurgeResponse, Purged, RecordingFinished,
+    Report, ReportChanged, ReportForm, ReportOpenedVia, Role, TokenChanged,
 };
 use crate::contract::MAX_BATCH;
 
@@ -147,6 +150,8 @@ struct LedgerInner {
     policy: CheckpointPolicy,
     /// The head; held while appending so the chain has one writer.
     head: Mutex<ChainHead>,
+    /// Where kept call recordings go; `None`: recordings are only chained.
+    evidence: Option<Evidence>,
 }
 
 /// The kind name stored (and hashed) with an event body.
@@ -328,7 +333,13 @@ impl Batch {
             self.changes
                 .push(Change::PutReport(ReportRow::of(report, seq)));
         }
-        self.changes.extend(item.change);
+        self.changes.extend(item.change.map(|change| match change {
+            Change::RecordRecording(row) => Change::RecordRecording(RecordingRow {
+                last_seq: seq,
+                ..row
+            }),
+            other => other,
+        }));
         self.events.push(StoredEvent {
             seq,
             header,
@@ -385,6 +396,7 @@ impl Ledger {
         algorithm: HashAlgorithm,
         key: RecordsKey,
         policy: CheckpointPolicy,
+        evidence: Option<Evidence>,
     ) -> Result<Ledger, LedgerError> {
         let head =
             match store.head().await? {
@@ -434,6 +446,7 @@ impl Ledger {
                 key,
                 policy,
                 head: Mutex::new(head),
+                evidence,
             }),
         };
         if empty {
@@ -454,6 +467,93 @@ impl Ledger {
     /// The store behind the ledger (for reads).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The evidence store, if recordings are kept.
+    pub fn evidence(&self) -> Option<&Evidence> {
+        self.inner.evidence.as_ref()
+    }
+
+    /// Whether call `call_id` is reported or flagged by now (stored, or a report opening
+    /// earlier in this batch, `pending`): what keeps an `on_report` recording.
+    async fn call_has_report_or_flag(
+        &self,
+        pending: &[Pending],
+        call_id: &str,
+    ) -> Result<bool, LedgerError> {
+        let reported_in_batch = pending
+            .iter()
+            .filter_map(|item| report_effect(&item.body))
+            .any(|report| report.call_id == call_id);
+        Ok(reported_in_batch || self.inner.store.call_has_report_or_flag(call_id).await?)
+    }
+
+    /// Carries out what becomes of a finished recording (before its event is committed:
+    /// a retried ingest finds the file moved or deleted already, and does the same) and
+    /// returns the row it leaves. File trouble is recorded in the row, never refused:
+    /// the switchboard's later events must not wait behind one file.
+    async fn settle_recording(
+        &self,
+        pending: &[Pending],
+        call_id: &str,
+        recording: &RecordingFinished,
+    ) -> Result<RecordingRow, LedgerError> {
+        let on_hold = self.call_has_report_or_flag(pending, call_id).await?;
+        let evidence = self.inner.evidence.clone();
+        let local = evidence.as_ref().is_some_and(Evidence::local);
+        let fate = evidence::fate(recording, on_hold, local);
+        let source = std::path::PathBuf::from(&recording.path);
+        let (id, bytes) = (call_id.to_owned(), recording.bytes);
+        let outcome = match (&fate, evidence) {
+            (Fate::Keep, Some(evidence)) => {
+                tokio::task::spawn_blocking(move || evidence.take_over(&id, &source, bytes)).await
+            }
+            (Fate::Delete, _) => {
+                tokio::task::spawn_blocking(move || evidence::discard(&source)).await
+            }
+            _ => Ok(Ok(())),
+        };
+        let problem = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
+        let (state, detail) = match (fate, problem) {
+            (Fate::Failed(why), _) => (RecordingState::Failed, why),
+            (Fate::NotTransferred, _) => (
+                RecordingState::NotTransferred,
+                evidence::NOT_TRANSFERRED.to_owned(),
+            ),
+            (Fate::Keep, Some(problem)) => {
+                warn!(call = call_id, %problem, "could not take a call recording over");
+                (
+                    RecordingState::Failed,
+                    format!(
+                        "the records service could not take {} over: {problem}",
+                        recording.path
+                    ),
+                )
+            }
+            (Fate::Delete, Some(problem)) => {
+                warn!(call = call_id, %problem, "could not delete an unreported call recording");
+                (
+                    RecordingState::Deleted,
+                    format!("could not delete {}: {problem}", recording.path),
+                )
+            }
+            (fate, None) => (fate.state(), String::new()),
+        };
+        Ok(RecordingRow {
+            call_id: call_id.to_owned(),
+            sha256: recording.sha256.clone(),
+            bytes: i64::try_from(recording.bytes).unwrap_or(i64::MAX),
+            sample_rate: i64::from(recording.sample_rate),
+            channels: i64::from(recording.channels),
+            duration_ms: i64::from(recording.duration_ms),
+            state,
+            detail,
+            last_seq: 0,
+        })
     }
 
     /// The chain's hash function.
@@ -630,7 +730,15 @@ impl Ledger {
                     .map(|(operator, via)| (operator, via, milestone.snapshot.clone())),
                 _ => None,
             };
-            pending.push(Pending::new(call_id, at_ms, body));
+            let recording = match (&node_event.kind, &call_id) {
+                (Some(NodeKind::Recording(recording)), Some(call_id)) => {
+                    Some(self.settle_recording(&pending, call_id, recording).await?)
+                }
+                _ => None,
+            };
+            let mut item = Pending::new(call_id, at_ms, body);
+            item.change = recording.map(Change::RecordRecording);
+            pending.push(item);
             outcome.stored += 1;
             if let Some((operator, via, Some(snapshot))) = requested {
                 if let Some(opening) = self
@@ -914,8 +1022,24 @@ impl Ledger {
                 })),
             },
         );
+        let mut stored_audio = Vec::new();
+        for call_id in &call_ids {
+            if let Some(row) = store.recording(call_id).await? {
+                if row.state == RecordingState::Stored {
+                    stored_audio.push(row.call_id);
+                }
+            }
+        }
         pending.change = Some(Change::PurgeCalls { call_ids });
         response.seq = self.append(vec![pending]).await? as u64;
+        // After the commit: a crash in between leaves a file without a row, never a row without a file.
+        if let Some(evidence) = &self.inner.evidence {
+            for call_id in stored_audio {
+                if let Err(error) = evidence.remove(&call_id) {
+                    warn!(call = %call_id, %error, "purged a call but could not remove its recording");
+                }
+            }
+        }
         info!(
             cutoff_ms,
             calls = response.calls_purged,

@@ -25,11 +25,13 @@ use super::flow::{
     CallAction, CallFacts, CallFlow, CallInput, KeyVia, OperatorFailure, Party, Phase,
 };
 use super::reoffer;
-use crate::contract::pb::{CallRecord, EndReason, LegMedia};
+use crate::config::RecordAudio;
+use crate::contract::pb::{CallRecord, EndReason, LegMedia, RecordingFinished};
 use crate::switchboard::context::{CallSlot, Shared};
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::dtmf::TelephoneEvent;
 use crate::switchboard::media::prompt::Playlist;
+use crate::switchboard::media::recording::RecordingOutcome;
 use crate::switchboard::media::session::{
     self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
     OperatorLeg, Side,
@@ -219,6 +221,8 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     // The operator's telephone-event numbers, if its answer kept telephone-event.
     let mut operator_keys: Option<EventPayloadTypes> = None;
     let mut hangups: Vec<InviteDialog> = Vec::new();
+    // The call's recording at the writer (its key, if the engine taps it) and its outcome.
+    let mut recording: Option<(Option<u64>, oneshot::Receiver<RecordingOutcome>)> = None;
     let mut phase = flow.phase();
     log_phase(&call_id, &facts, phase, None);
     let shutdown = shared.shutdown.clone();
@@ -273,6 +277,22 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     }
                 }
                 CallAction::StartPrompt => {
+                    let policy = shared
+                        .config
+                        .lines
+                        .iter()
+                        .find(|line| line.number == facts.line_number)
+                        .map_or(RecordAudio::Never, |line| line.record_audio);
+                    if let (Some(recorder), true, None) =
+                        (&shared.recorder, policy != RecordAudio::Never, &recording)
+                    {
+                        let (tap, outcome) = recorder.open(&call_id, caller_codec, policy.name());
+                        let key = tap.as_ref().map(|tap| tap.key());
+                        if let Some(tap) = tap {
+                            media.send(MediaCommand::Record(tap));
+                        }
+                        recording = Some((key, outcome));
+                    }
                     media.send(MediaCommand::PlayPrompt(playlist.clone()));
                 }
                 CallAction::StartRingback => {
@@ -352,6 +372,14 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::Finish(record) => {
                     let stats = media.stop().await;
                     finish(&shared, *record, stats, &playlist, &call_id);
+                    if let Some((key, outcome)) = recording.take() {
+                        tokio::spawn(close_recording(
+                            shared.clone(),
+                            call_id.clone(),
+                            key,
+                            outcome,
+                        ));
+                    }
                     for dialog in hangups.drain(..) {
                         let layer = shared.dialog_layer.clone();
                         tokio::spawn(async move {
@@ -1037,6 +1065,52 @@ fn finish(
         "call state"
     );
     shared.records.send(record);
+}
+
+/// How long a recording may take to be closed (written out, fsync'd, hashed).
+const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(60);
+
+/// Closes the call's recording once its media has stopped and queues its
+/// `RecordingFinished` after the call's record.
+async fn close_recording(
+    shared: Arc<Shared>,
+    call_id: String,
+    key: Option<u64>,
+    outcome: oneshot::Receiver<RecordingOutcome>,
+) {
+    if let (Some(key), Some(recorder)) = (key, shared.recorder.clone()) {
+        // The queue may be full for a moment: wait off the async threads.
+        let _ = tokio::task::spawn_blocking(move || recorder.close(key)).await;
+    }
+    let outcome = match tokio::time::timeout(RECORDING_CLOSE_WAIT, outcome).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => RecordingOutcome {
+            failure: "the recording writer stopped".into(),
+            ..RecordingOutcome::default()
+        },
+        Err(_) => RecordingOutcome {
+            failure: "the recording was not closed within 60 s".into(),
+            ..RecordingOutcome::default()
+        },
+    };
+    if !outcome.failure.is_empty() {
+        warn!(call_id = %call_id, failure = %outcome.failure, "recording_failed");
+    }
+    shared.records.recording(
+        &call_id,
+        RecordingFinished {
+            path: outcome.path.display().to_string(),
+            sha256: outcome.sha256,
+            bytes: outcome.bytes,
+            sample_rate: outcome.sample_rate,
+            channels: outcome.channels,
+            format: "wav".into(),
+            started_at_ms: outcome.started_at_ms,
+            duration_ms: outcome.duration_ms,
+            policy: outcome.policy.into(),
+            failure: outcome.failure,
+        },
+    );
 }
 
 /// A leg's figures in the record's terms.

@@ -21,7 +21,9 @@ use tracing::{debug, error, info, warn};
 use super::spool::{Recovered, Spool, SpoolError};
 use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
-use crate::contract::pb::{CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted};
+use crate::contract::pb::{
+    CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted, RecordingFinished,
+};
 use crate::contract::row::record_json;
 
 /// First retry delay after a failed delivery.
@@ -192,6 +194,20 @@ impl RecordSender {
             ..NodeEvent::default()
         };
         self.enqueue(event, None);
+    }
+
+    /// The call's audio recording was closed (or failed): queues its event
+    /// after the call's final record. Never blocks, never fails.
+    pub fn recording(&self, call_id: &str, recording: RecordingFinished) {
+        self.enqueue(
+            NodeEvent {
+                at_ms: now_ms(),
+                call_id: call_id.to_owned(),
+                kind: Some(NodeKind::Recording(recording)),
+                ..NodeEvent::default()
+            },
+            None,
+        );
     }
 
     /// Records a milestone of a call (with its record so far as the snapshot) and

@@ -30,6 +30,7 @@ use super::dtmf::{DtmfDetector, EventGenerator};
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
 use super::prompt::Playlist;
+use super::recording::CallTap;
 use super::rtcp::{self, Ntp, ReceptionStats, ReportBlock, SenderInfo};
 use super::session::{
     CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
@@ -401,6 +402,8 @@ struct Call {
     /// How long the caller may stay silent before `Inactive` is reported;
     /// None until the call task asks for the watch (at the bridge), and again once reported.
     silence_limit: Option<Duration>,
+    /// Hands the call's audio to the recording writer, if the line records.
+    recording: Option<CallTap>,
 }
 
 /// Which socket an epoll token is for.
@@ -586,6 +589,7 @@ impl Shard {
             prompt_ms_sent: 0,
             last_heard: now,
             silence_limit: None,
+            recording: None,
         });
         self.poll_commands(slot);
     }
@@ -712,6 +716,7 @@ impl Shard {
                     None => {}
                 }
             }
+            MediaCommand::Record(tap) => call.recording = Some(tap),
             MediaCommand::ConfirmReport => {
                 if let Some(operator) = call.operator.as_mut() {
                     operator.out.start_talkspurt();
@@ -915,6 +920,7 @@ impl Call {
         let codec = self.caller.codec;
         let pt = codec.payload_type();
         let mut finished = false;
+        let prompt = matches!(self.source, Source::Prompt { .. });
         let frame: &[u8] = match &mut self.source {
             Source::Prompt { frames, next } => {
                 let Some(frame) = frames.get(codec, *next) else {
@@ -933,6 +939,9 @@ impl Call {
             Source::Idle | Source::Relay => return,
         };
         let header = self.caller.out.paced_header(pt, pacer_slot, frame.len());
+        if let Some(tap) = &mut self.recording {
+            tap.sent(self.caller.out.last_timestamp(), codec, frame, prompt);
+        }
         let sent = send_parts(
             self.caller.socket.rtp.as_raw_fd(),
             &header,
@@ -1080,6 +1089,16 @@ impl Call {
         if Codec::from_payload_type(pt) != Some(self.caller.codec) {
             return Ok(());
         }
+        if let Some(tap) = &mut self.recording {
+            let ours = self.caller.out.slot_timestamp(pacer_slot);
+            tap.received(
+                rtp.ssrc(),
+                rtp.timestamp(),
+                self.caller.codec,
+                rtp.payload(),
+                ours,
+            );
+        }
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
@@ -1117,6 +1136,7 @@ impl Call {
         }
         let pt = rtp.payload_type();
         let key = is_key(operator.telephone_event, pt);
+        let operator_codec = operator.codec;
         if !key && Codec::from_payload_type(pt) != Some(operator.codec) {
             return Ok(());
         }
@@ -1134,7 +1154,18 @@ impl Call {
             return relay_key(&rtp, &mut self.caller, Side::Caller, pacer_slot);
         }
         relay(&rtp, Relayed::Audio, &mut self.caller, pacer_slot)
-            .map_err(|e| format!("relaying RTP to the caller at {}: {e}", self.caller.remote))
+            .map_err(|e| format!("relaying RTP to the caller at {}: {e}", self.caller.remote))?;
+        if let Some(tap) = &mut self.recording {
+            // The operator's own payload: the writer decodes it in its codec,
+            // which is what the caller got before any transcoding.
+            tap.sent(
+                self.caller.out.last_timestamp(),
+                operator_codec,
+                rtp.payload(),
+                false,
+            );
+        }
+        Ok(())
     }
 }
 

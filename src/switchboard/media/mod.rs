@@ -10,6 +10,7 @@ pub mod g722;
 pub mod pacer;
 pub mod ports;
 pub mod prompt;
+pub mod recording;
 pub mod rtcp;
 pub mod session;
 pub mod stream;

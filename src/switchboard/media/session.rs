@@ -16,6 +16,7 @@ use super::codec::Codec;
 use super::engine::MediaEngine;
 use super::ports::RtpSocket;
 use super::prompt::Playlist;
+use super::recording::CallTap;
 use super::tone::ToneFrames;
 
 /// The caller's side of the media, fixed when the call is answered.
@@ -102,6 +103,8 @@ pub enum MediaCommand {
         /// The event code (0–15).
         event: u8,
     },
+    /// Record the call's audio from the first warning packet on (sent before `PlayPrompt`).
+    Record(CallTap),
     /// Play the report confirmation tone to the operator; it replaces the
     /// caller's audio to the operator for its 300 ms, the caller hears nothing of it.
     ConfirmReport,

@@ -29,6 +29,8 @@ pub struct OutboundStream {
     packets_sent: u64,
     /// Payload octets written so far, for RTCP.
     octets_sent: u64,
+    /// Timestamp of the last header written: where a relayed packet landed, for the recording.
+    last_timestamp: u32,
 }
 
 /// Maps an incoming source's timestamps onto ours.
@@ -53,6 +55,7 @@ impl OutboundStream {
             relay_anchor: None,
             packets_sent: 0,
             octets_sent: 0,
+            last_timestamp: 0,
         }
     }
 
@@ -135,6 +138,11 @@ impl OutboundStream {
         self.header(payload_type, timestamp, payload_len)
     }
 
+    /// RTP timestamp of the last packet written.
+    pub fn last_timestamp(&self) -> u32 {
+        self.last_timestamp
+    }
+
     /// Payload octets sent so far (for RTCP sender reports).
     pub fn octets_sent(&self) -> u64 {
         self.octets_sent
@@ -155,6 +163,7 @@ impl OutboundStream {
         h[4..8].copy_from_slice(&ts.to_be_bytes());
         h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         self.marker_pending = false;
+        self.last_timestamp = ts;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.packets_sent += 1;
         self.octets_sent += payload_len as u64;

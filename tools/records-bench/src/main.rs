@@ -230,6 +230,8 @@ async fn main() -> anyhow::Result<()> {
         retention_days: 3650,
         tls: None,
         client_certificates: None,
+        recordings_dir: key_dir.join("recordings"),
+        takes_local_recordings: false,
     };
     let sql_store = Arc::new(SqlStore::open(&args.database).await?);
     let store: Arc<dyn Store> = sql_store.clone();
@@ -238,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
         HashAlgorithm::Sha256,
         RecordsKey::load_or_create(&key_file)?,
         settings.checkpoints,
+        None,
     )
     .await?;
     let existing = store

@@ -1,0 +1,366 @@
+//! The evidence store: the call recordings the records service keeps
+//! (`[records.service] recordings_dir`, one `<call_id>.wav` per call).
+//!
+//! [`fate`] decides (sans-IO) what becomes of a finished recording; [`Evidence`]
+//! carries it out on files: takes a file over from the switchboard's temporary
+//! area, deletes one nobody asked to keep, checks a stored one against its chained
+//! hash and length, and removes one a purge has dropped.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use prost::Message;
+
+use super::chain::StoredEvent;
+use super::store::{RecordingRow, RecordingState};
+use crate::contract::pb::event_body::Kind;
+use crate::contract::pb::node_event::Kind as NodeKind;
+use crate::contract::pb::{CallRecording, EventBody, RecordingFinished};
+
+/// Why a recording a remote records service is told about stays where it was written.
+pub const NOT_TRANSFERRED: &str =
+    "not transferred (remote records service: UploadRecording not implemented)";
+
+/// What becomes of a finished recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// The switchboard could not record the call; nothing to keep.
+    Failed(String),
+    /// Into the evidence store.
+    Keep,
+    /// `on_report` and the call has no flag or report: deleted.
+    Delete,
+    /// The file is out of this service's reach (remote service).
+    NotTransferred,
+}
+
+impl Fate {
+    /// The recording row's state if the fate is carried out as decided.
+    pub fn state(&self) -> RecordingState {
+        match self {
+            Fate::Failed(_) => RecordingState::Failed,
+            Fate::Keep => RecordingState::Stored,
+            Fate::Delete => RecordingState::Deleted,
+            Fate::NotTransferred => RecordingState::NotTransferred,
+        }
+    }
+}
+
+/// Decides what becomes of `recording`: `on_hold` says the call had a flag (or report)
+/// when the recording event was chained, `local` that this service can reach the
+/// switchboard's files (embedded). A policy other than `on_report` keeps the file:
+/// losing evidence is worse than keeping a file too many.
+pub fn fate(recording: &RecordingFinished, on_hold: bool, local: bool) -> Fate {
+    if !recording.failure.is_empty() {
+        return Fate::Failed(recording.failure.clone());
+    }
+    if !local {
+        return Fate::NotTransferred;
+    }
+    if recording.policy == "on_report" && !on_hold {
+        Fate::Delete
+    } else {
+        Fate::Keep
+    }
+}
+
+/// Whether a row in `state` agrees with the recording event and the flags before it
+/// (for `records verify`). A kept recording may still have failed to be taken over
+/// (the row says why); a deleted one may have been out of reach.
+pub fn state_agrees(recording: &RecordingFinished, on_hold: bool, state: RecordingState) -> bool {
+    match fate(recording, on_hold, true) {
+        Fate::Failed(_) => state == RecordingState::Failed,
+        Fate::Delete => matches!(
+            state,
+            RecordingState::Deleted | RecordingState::NotTransferred
+        ),
+        Fate::Keep | Fate::NotTransferred => state != RecordingState::Deleted,
+    }
+}
+
+/// A call's chained recording event (unless purged) and whether a flag or a report was
+/// chained before it.
+pub fn chained_recording(events: &[StoredEvent]) -> Option<(i64, RecordingFinished, bool)> {
+    let mut on_hold = false;
+    for event in events {
+        let body = event
+            .body
+            .as_deref()
+            .and_then(|b| EventBody::decode(b).ok())?;
+        match body.kind {
+            Some(Kind::Flagged(_) | Kind::Report(_)) => on_hold = true,
+            Some(Kind::NodeEvent(node)) => {
+                if let Some(NodeKind::Recording(recording)) = node.kind {
+                    return Some((event.seq, recording, on_hold));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// How a call's recording is described to clients: the row's state, and the hash,
+/// length and layout as chained (`chained`, when the event is still there).
+pub fn describe(row: &RecordingRow, chained: Option<(i64, RecordingFinished)>) -> CallRecording {
+    let mut described = CallRecording {
+        state: row.state.name().to_owned(),
+        detail: row.detail.clone(),
+        sha256: row.sha256.clone(),
+        bytes: u64::try_from(row.bytes).unwrap_or_default(),
+        sample_rate: u32::try_from(row.sample_rate).unwrap_or_default(),
+        channels: u32::try_from(row.channels).unwrap_or_default(),
+        duration_ms: u32::try_from(row.duration_ms).unwrap_or_default(),
+        seq: u64::try_from(row.last_seq).unwrap_or_default(),
+    };
+    if let Some((seq, recording)) = chained {
+        described.sha256 = recording.sha256;
+        described.bytes = recording.bytes;
+        described.sample_rate = recording.sample_rate;
+        described.channels = recording.channels;
+        described.duration_ms = recording.duration_ms;
+        described.seq = u64::try_from(seq).unwrap_or_default();
+    }
+    described
+}
+
+/// What is wrong with a stored recording's file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    /// No file.
+    #[error("its file {0} is missing")]
+    Missing(PathBuf),
+    /// Not as long as chained.
+    #[error("its file {path} is {actual} bytes long, the chain says {chained}")]
+    Length {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        actual: u64,
+        /// The chained length.
+        chained: u64,
+    },
+    /// Different bytes.
+    #[error("its file {path} has SHA-256 {actual}, the chain says {chained}")]
+    Hash {
+        /// The file.
+        path: PathBuf,
+        /// Its hash.
+        actual: String,
+        /// The chained hash.
+        chained: String,
+    },
+    /// It could not be read.
+    #[error("its file {path} cannot be read: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// The evidence store's directory, and whether this service takes files over.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// Where kept recordings live.
+    dir: PathBuf,
+    /// The switchboard's files are on this machine (embedded service).
+    local: bool,
+}
+
+impl Evidence {
+    /// The store in `dir`; `local` when the switchboard's files can be reached.
+    pub fn new(dir: PathBuf, local: bool) -> Evidence {
+        Evidence { dir, local }
+    }
+
+    /// Whether the switchboard's files can be reached.
+    pub fn local(&self) -> bool {
+        self.local
+    }
+
+    /// Where call `call_id`'s kept recording is.
+    pub fn path(&self, call_id: &str) -> PathBuf {
+        self.dir.join(format!("{call_id}.wav"))
+    }
+
+    /// Moves `source` into the store as `call_id`'s recording (rename, or copy, fsync
+    /// and remove across file systems). Idempotent: a file already stored with the
+    /// chained length counts as taken over (a retried ingest after a failed commit).
+    pub fn take_over(&self, call_id: &str, source: &Path, bytes: u64) -> io::Result<()> {
+        let target = self.path(call_id);
+        if same_file(source, &target) {
+            return Ok(());
+        }
+        if std::fs::metadata(&target).is_ok_and(|meta| meta.len() == bytes) {
+            discard(source)?;
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let length = std::fs::metadata(source)?.len();
+        if length != bytes {
+            return Err(io::Error::other(format!(
+                "{} is {length} bytes long, the recording event says {bytes}",
+                source.display()
+            )));
+        }
+        match std::fs::rename(source, &target) {
+            Ok(()) => {}
+            Err(error) if error.raw_os_error() == Some(libc::EXDEV) => {
+                let partial = self.dir.join(format!("{call_id}.wav.partial"));
+                {
+                    let mut from = File::open(source)?;
+                    let mut to = File::create(&partial)?;
+                    io::copy(&mut from, &mut to)?;
+                    to.flush()?;
+                    to.sync_all()?;
+                }
+                std::fs::rename(&partial, &target)?;
+                sync_dir(&self.dir)?;
+                std::fs::remove_file(source)?;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Checks call `call_id`'s stored file against its chained hash and length.
+    pub fn check(&self, call_id: &str, sha256: &str, bytes: u64) -> Result<(), FileProblem> {
+        let path = self.path(call_id);
+        let unreadable = |source: io::Error| {
+            if source.kind() == io::ErrorKind::NotFound {
+                FileProblem::Missing(path.clone())
+            } else {
+                FileProblem::Unreadable {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let mut file = File::open(&path).map_err(unreadable)?;
+        let actual = file.metadata().map_err(unreadable)?.len();
+        if actual != bytes {
+            return Err(FileProblem::Length {
+                path,
+                actual,
+                chained: bytes,
+            });
+        }
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = file.read(&mut buffer).map_err(unreadable)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        let actual = hex::encode(hasher.finalize());
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(FileProblem::Hash {
+                path,
+                actual,
+                chained: sha256.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes call `call_id`'s stored recording (purge); gone already is fine.
+    pub fn remove(&self, call_id: &str) -> io::Result<()> {
+        discard(&self.path(call_id))
+    }
+}
+
+/// Deletes `path`; a file that is gone already (a retried ingest) is fine.
+pub fn discard(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `a` and `b` name one existing file (a temporary area that is the store).
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(policy: &str, failure: &str) -> RecordingFinished {
+        RecordingFinished {
+            policy: policy.into(),
+            failure: failure.into(),
+            ..RecordingFinished::default()
+        }
+    }
+
+    #[test]
+    fn on_report_keeps_only_held_calls() {
+        assert_eq!(fate(&recording("on_report", ""), false, true), Fate::Delete);
+        assert_eq!(fate(&recording("on_report", ""), true, true), Fate::Keep);
+        assert_eq!(fate(&recording("always", ""), false, true), Fate::Keep);
+        assert_eq!(
+            fate(&recording("always", "disk full"), true, true),
+            Fate::Failed("disk full".into())
+        );
+        assert_eq!(
+            fate(&recording("always", ""), true, false),
+            Fate::NotTransferred
+        );
+    }
+
+    #[test]
+    fn verify_accepts_only_states_the_events_allow() {
+        let unheld = recording("on_report", "");
+        assert!(state_agrees(&unheld, false, RecordingState::Deleted));
+        assert!(!state_agrees(&unheld, false, RecordingState::Stored));
+        assert!(!state_agrees(&unheld, true, RecordingState::Deleted));
+        assert!(!state_agrees(
+            &recording("always", "x"),
+            true,
+            RecordingState::Stored
+        ));
+    }
+
+    #[test]
+    fn files_are_taken_over_once_and_checked() {
+        let temp = tempfile::tempdir().unwrap();
+        let source = temp.path().join("spool.wav");
+        std::fs::write(&source, b"RIFF....WAVE").unwrap();
+        let evidence = Evidence::new(temp.path().join("store"), true);
+        let id = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
+        evidence.take_over(id, &source, 12).unwrap();
+        assert!(!source.exists());
+        // A retried ingest finds the file stored already.
+        evidence.take_over(id, &source, 12).unwrap();
+        let sha = hex::encode(Sha256::digest(b"RIFF....WAVE"));
+        evidence.check(id, &sha, 12).unwrap();
+        assert!(matches!(
+            evidence.check(id, &sha, 13),
+            Err(FileProblem::Length { .. })
+        ));
+        std::fs::write(evidence.path(id), b"RIFF....WAVF").unwrap();
+        assert!(matches!(
+            evidence.check(id, &sha, 12),
+            Err(FileProblem::Hash { .. })
+        ));
+        evidence.remove(id).unwrap();
+        assert!(matches!(
+            evidence.check(id, &sha, 12),
+            Err(FileProblem::Missing(_))
+        ));
+    }
+}

@@ -1,0 +1,677 @@
+//! Call audio as evidence: the engine taps what it sends the caller and what
+//! the caller sends, and one writer thread turns the taps into two-channel
+//! WAV files (channel 1 to the caller, channel 2 from the caller).
+//!
+//! The media thread never touches a file: [`CallTap`] hands each frame (its
+//! encoded payload, channel and position on the caller stream's clock) to the
+//! writer through a bounded queue with `try_send`. A full queue drops that
+//! call's recording, never a packet of the call. The writer decodes, lines
+//! the channels up by position (a gap is silence), and on close fsyncs the
+//! file and hashes it; the call task gets a [`RecordingOutcome`] back.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::codec::Codec;
+use super::g722;
+
+/// Frames the queue holds: about 20 s of two channels for 100 calls.
+const QUEUE_FRAMES: usize = 100_000;
+/// Encoded bytes carried per queued frame; longer payloads go as several.
+/// One byte is one unit of the 8 kHz RTP clock for G.711 and for G.722.
+const CHUNK: usize = 160;
+/// Audio kept in memory per call before it is written, so frames that arrive
+/// late on one channel still find their place (1 s at 16 kHz).
+const ALIGN_WINDOW: usize = 16_000;
+/// A frame further ahead than this (in clock units, 60 s) is taken for a bad
+/// timestamp and dropped rather than filled up to with silence.
+const MAX_JUMP: u32 = 8_000 * 60;
+/// A caller packet this far (2 s) from its arrival time re-anchors the caller's clock.
+const REANCHOR_BEYOND: u32 = 8_000 * 2;
+/// How often an unwritable directory is tried again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Two channels: to the caller, from the caller.
+const CHANNELS: u16 = 2;
+
+/// Which side of the caller's leg a frame was heard on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// What courtline sent the caller: warning, ringback, the operator as relayed.
+    ToCaller = 0,
+    /// What the caller sent.
+    FromCaller = 1,
+}
+
+/// What goes through the writer's queue.
+enum Message {
+    /// A call's recording starts (sent by the call task).
+    Open(Box<OpenCall>),
+    /// One frame of a call (sent by the media engine).
+    Frame(Frame),
+    /// The call ended (sent by the call task after the engine let go of it).
+    Close(u64),
+}
+
+/// A new recording.
+struct OpenCall {
+    /// Writer-wide key of the call.
+    key: u64,
+    /// The call's id, which names the file.
+    call_id: String,
+    /// The caller's codec when recording starts: sets the file's rate.
+    codec: Codec,
+    /// `[[lines]] record_audio`, passed into the outcome.
+    policy: &'static str,
+    /// Set by the engine when the queue was full: the recording is incomplete.
+    dropped: Arc<AtomicBool>,
+    /// Where the outcome goes.
+    reply: oneshot::Sender<RecordingOutcome>,
+}
+
+/// One encoded frame, inline so the engine allocates nothing.
+struct Frame {
+    /// The call.
+    key: u64,
+    /// Which channel.
+    channel: Channel,
+    /// Its codec.
+    codec: Codec,
+    /// Position of its first sample on the caller stream's 8 kHz clock,
+    /// counted from the first warning packet.
+    position: u32,
+    /// Payload bytes used.
+    len: u8,
+    /// The payload.
+    payload: [u8; CHUNK],
+}
+
+/// How a recording ended, for the call's `RecordingFinished` event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingOutcome {
+    /// The file (removed again when the recording failed).
+    pub path: PathBuf,
+    /// SHA-256 of the closed file, hex.
+    pub sha256: String,
+    /// File length.
+    pub bytes: u64,
+    /// 8000 or 16000.
+    pub sample_rate: u32,
+    /// Always 2.
+    pub channels: u32,
+    /// When recording started (the first warning packet), ms since the epoch.
+    pub started_at_ms: i64,
+    /// Length of the audio.
+    pub duration_ms: u32,
+    /// The line's `record_audio`.
+    pub policy: &'static str,
+    /// Why the recording failed; empty when complete.
+    pub failure: String,
+}
+
+/// The switchboard's recording writer; cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    /// The writer's queue.
+    queue: SyncSender<Message>,
+    /// Whether recordings can be written right now (for `on_failure = "reject"`).
+    healthy: Arc<AtomicBool>,
+    /// Next call key.
+    next_key: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// Starts the writer thread over `dir` (created if missing).
+    pub fn start(dir: PathBuf) -> std::io::Result<Recorder> {
+        let (queue, inbox) = std::sync::mpsc::sync_channel(QUEUE_FRAMES);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            dir,
+            calls: HashMap::new(),
+            healthy: healthy.clone(),
+        };
+        if let Err(e) = writer.probe() {
+            tracing::warn!(dir = %writer.dir.display(), error = %e, "recordings cannot be written");
+            healthy.store(false, Ordering::Release);
+        }
+        std::thread::Builder::new()
+            .name("recording-writer".into())
+            .spawn(move || writer.run(inbox))?;
+        Ok(Recorder {
+            queue,
+            healthy,
+            next_key: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Whether the last write (or probe) of the recordings directory succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Starts recording a call; the tap goes to the media engine, the
+    /// receiver gets the outcome once [`Recorder::close`] was called.
+    pub fn open(
+        &self,
+        call_id: &str,
+        codec: Codec,
+        policy: &'static str,
+    ) -> (Option<CallTap>, oneshot::Receiver<RecordingOutcome>) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (reply, outcome) = oneshot::channel();
+        let open = OpenCall {
+            key,
+            call_id: call_id.to_owned(),
+            codec,
+            policy,
+            dropped: dropped.clone(),
+            reply,
+        };
+        match self.queue.try_send(Message::Open(Box::new(open))) {
+            Ok(()) => (
+                Some(CallTap {
+                    key,
+                    queue: self.queue.clone(),
+                    dropped,
+                    origin: None,
+                    caller_anchor: None,
+                }),
+                outcome,
+            ),
+            Err(
+                TrySendError::Full(Message::Open(open))
+                | TrySendError::Disconnected(Message::Open(open)),
+            ) => {
+                let _ = open.reply.send(RecordingOutcome {
+                    policy,
+                    channels: u32::from(CHANNELS),
+                    failure:
+                        "the recording writer is behind (queue full): the call was not recorded"
+                            .into(),
+                    ..RecordingOutcome::default()
+                });
+                (None, outcome)
+            }
+            Err(_) => unreachable!("try_send returns the message it was given"),
+        }
+    }
+
+    /// The call's media has stopped: the writer finishes the file. Blocks
+    /// while the queue is full, so call it off the async threads.
+    pub fn close(&self, tap_key: u64) {
+        // The writer is gone only if its thread panicked; the receiver then reports it.
+        let _ = self.queue.send(Message::Close(tap_key));
+    }
+}
+
+/// The engine's side of one call's recording.
+pub struct CallTap {
+    /// The call at the writer.
+    key: u64,
+    /// The writer's queue.
+    queue: SyncSender<Message>,
+    /// Set once a frame could not be queued: nothing more is sent.
+    dropped: Arc<AtomicBool>,
+    /// Our RTP timestamp of the first warning packet: position 0.
+    origin: Option<u32>,
+    /// The caller's stream mapped onto ours: (its SSRC, its timestamp, our position).
+    caller_anchor: Option<(u32, u32, u32)>,
+}
+
+impl std::fmt::Debug for CallTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallTap").field("key", &self.key).finish()
+    }
+}
+
+impl CallTap {
+    /// The key [`Recorder::close`] takes.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Courtline sent the caller `payload` with RTP timestamp `timestamp`;
+    /// `prompt` says it is a warning frame (the first one starts the recording).
+    pub fn sent(&mut self, timestamp: u32, codec: Codec, payload: &[u8], prompt: bool) {
+        if self.origin.is_none() && prompt {
+            self.origin = Some(timestamp);
+        }
+        let Some(origin) = self.origin else { return };
+        self.push(
+            Channel::ToCaller,
+            codec,
+            timestamp.wrapping_sub(origin),
+            payload,
+        );
+    }
+
+    /// The caller sent `payload` (SSRC `ssrc`, its timestamp `timestamp`)
+    /// while our own stream stood at `our_timestamp`.
+    pub fn received(
+        &mut self,
+        ssrc: u32,
+        timestamp: u32,
+        codec: Codec,
+        payload: &[u8],
+        our_timestamp: u32,
+    ) {
+        let Some(origin) = self.origin else { return };
+        let now = our_timestamp.wrapping_sub(origin);
+        let position = match self.caller_anchor {
+            Some((anchor_ssrc, their, ours)) if anchor_ssrc == ssrc => {
+                let position = ours.wrapping_add(timestamp.wrapping_sub(their));
+                // A jump of the caller's clock (or a stream restarted under the
+                // same SSRC) re-anchors on arrival time rather than leaving a hole.
+                if (position.wrapping_sub(now) as i32).unsigned_abs() > REANCHOR_BEYOND {
+                    self.caller_anchor = Some((ssrc, timestamp, now));
+                    now
+                } else {
+                    position
+                }
+            }
+            _ => {
+                self.caller_anchor = Some((ssrc, timestamp, now));
+                now
+            }
+        };
+        self.push(Channel::FromCaller, codec, position, payload);
+    }
+
+    fn push(&mut self, channel: Channel, codec: Codec, position: u32, payload: &[u8]) {
+        if self.dropped.load(Ordering::Relaxed) {
+            return;
+        }
+        for (i, chunk) in payload.chunks(CHUNK).enumerate() {
+            let mut frame = Frame {
+                key: self.key,
+                channel,
+                codec,
+                position: position.wrapping_add((i * CHUNK) as u32),
+                len: chunk.len() as u8,
+                payload: [0; CHUNK],
+            };
+            frame.payload[..chunk.len()].copy_from_slice(chunk);
+            if self.queue.try_send(Message::Frame(frame)).is_err() {
+                self.dropped.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "the recording writer is behind (queue full): this call's recording is dropped; the call goes on"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Two channels of samples lined up by position: a frame is placed where its
+/// position says, whatever arrives when, and what nobody filled is silence.
+#[derive(Debug, Default)]
+pub struct Aligner {
+    /// Output sample index of `pending[0]`.
+    base: u64,
+    /// Samples not yet written, both channels per index.
+    pending: VecDeque<[i16; 2]>,
+}
+
+impl Aligner {
+    /// Places `samples` of `channel` at output sample index `at`; what lies
+    /// before the written part is dropped (it came too late).
+    pub fn put(&mut self, channel: Channel, at: u64, samples: &[i16]) {
+        let skip = self.base.saturating_sub(at) as usize;
+        if skip >= samples.len() {
+            return;
+        }
+        let start = (at + skip as u64 - self.base) as usize;
+        let end = start + samples.len() - skip;
+        if self.pending.len() < end {
+            self.pending.resize(end, [0, 0]);
+        }
+        for (slot, &sample) in self.pending.range_mut(start..end).zip(&samples[skip..]) {
+            slot[channel as usize] = sample;
+        }
+    }
+
+    /// Index one past the last sample placed.
+    pub fn end(&self) -> u64 {
+        self.base + self.pending.len() as u64
+    }
+
+    /// Takes the samples that are more than `window` behind the end, to be written.
+    pub fn take_settled(&mut self, window: usize) -> Vec<[i16; 2]> {
+        let n = self.pending.len().saturating_sub(window);
+        self.base += n as u64;
+        self.pending.drain(..n).collect()
+    }
+}
+
+/// A recording being written.
+struct CallFile {
+    /// The file.
+    path: PathBuf,
+    /// The WAV writer; None once failed.
+    wav: Option<hound::WavWriter<BufWriter<File>>>,
+    /// 8000 or 16000.
+    rate: u32,
+    /// Lines the channels up.
+    aligner: Aligner,
+    /// G.722 state per channel (adaptive: one decoder per stream).
+    g722: [g722::Decoder; 2],
+    /// Samples written per channel.
+    written: u64,
+    /// Whether the engine dropped frames.
+    dropped: Arc<AtomicBool>,
+    /// Why it failed, if it did.
+    failure: Option<String>,
+    /// Wall clock at the first warning packet.
+    started_at_ms: i64,
+    /// The line's policy.
+    policy: &'static str,
+    /// Where the outcome goes.
+    reply: oneshot::Sender<RecordingOutcome>,
+}
+
+/// The writer thread's state.
+struct Writer {
+    /// The temporary area.
+    dir: PathBuf,
+    /// Recordings open, by key.
+    calls: HashMap<u64, CallFile>,
+    /// Shared with [`Recorder::healthy`].
+    healthy: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, inbox: Receiver<Message>) {
+        loop {
+            match inbox.recv_timeout(PROBE_EVERY) {
+                Ok(Message::Open(open)) => self.open(*open),
+                Ok(Message::Frame(frame)) => self.frame(&frame),
+                Ok(Message::Close(key)) => self.close(key),
+                Err(RecvTimeoutError::Timeout) => {
+                    if !self.healthy.load(Ordering::Acquire) && self.probe().is_ok() {
+                        tracing::info!(dir = %self.dir.display(), "recordings can be written again");
+                        self.healthy.store(true, Ordering::Release);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Whether a small file can be written and synced in the directory.
+    fn probe(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(".probe");
+        let result = File::create(&path).and_then(|mut f| {
+            f.write_all(&[0u8; 4096])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    fn open(&mut self, open: OpenCall) {
+        let rate = match open.codec {
+            Codec::G722 => 16_000,
+            _ => 8_000,
+        };
+        let path = self.dir.join(format!("{}.wav", open.call_id));
+        let spec = hound::WavSpec {
+            channels: CHANNELS,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let (wav, failure) = match std::fs::create_dir_all(&self.dir)
+            .map_err(hound::Error::IoError)
+            .and_then(|()| hound::WavWriter::create(&path, spec))
+        {
+            Ok(wav) => (Some(wav), None),
+            Err(e) => (None, Some(format!("creating {}: {e}", path.display()))),
+        };
+        let mut file = CallFile {
+            path,
+            wav,
+            rate,
+            aligner: Aligner::default(),
+            g722: Default::default(),
+            written: 0,
+            dropped: open.dropped,
+            failure: None,
+            started_at_ms: now_ms(),
+            policy: open.policy,
+            reply: open.reply,
+        };
+        if let Some(failure) = failure {
+            self.fail(&mut file, failure);
+        }
+        self.calls.insert(open.key, file);
+    }
+
+    fn frame(&mut self, frame: &Frame) {
+        let Some(file) = self.calls.get_mut(&frame.key) else {
+            return;
+        };
+        if file.wav.is_none() {
+            return;
+        }
+        let mut decoded = [0i16; CHUNK * 2];
+        let payload = &frame.payload[..usize::from(frame.len)];
+        let per_unit = (file.rate / 8_000) as usize;
+        let samples: &[i16] = match (frame.codec.law(), frame.codec) {
+            (Some(law), _) => {
+                // 8 kHz: each sample twice for a 16 kHz file.
+                for (i, &b) in payload.iter().enumerate() {
+                    let s = law.decode(b);
+                    decoded[i * per_unit..(i + 1) * per_unit].fill(s);
+                }
+                &decoded[..payload.len() * per_unit]
+            }
+            (None, _) => {
+                let decoder = &mut file.g722[frame.channel as usize];
+                if per_unit == 2 {
+                    let n = decoder.decode(payload, &mut decoded);
+                    &decoded[..n]
+                } else {
+                    let n = decoder.decode_narrowband(payload, &mut decoded);
+                    &decoded[..n]
+                }
+            }
+        };
+        let at = u64::from(frame.position) * per_unit as u64;
+        if at > file.aligner.end() + u64::from(MAX_JUMP) * per_unit as u64 {
+            return;
+        }
+        file.aligner.put(frame.channel, at, samples);
+        let settled = file.aligner.take_settled(ALIGN_WINDOW);
+        if let Err(e) = write_samples(file, &settled) {
+            let failure = format!("writing {}: {e}", file.path.display());
+            self.fail_key(frame.key, failure);
+        }
+    }
+
+    fn close(&mut self, key: u64) {
+        let Some(mut file) = self.calls.remove(&key) else {
+            return;
+        };
+        if file.failure.is_none() && file.dropped.load(Ordering::Relaxed) {
+            self.fail(
+                &mut file,
+                "the recording writer fell behind (queue full): the recording was dropped; the call went on"
+                    .into(),
+            );
+        }
+        let mut outcome = RecordingOutcome {
+            path: file.path.clone(),
+            sample_rate: file.rate,
+            channels: u32::from(CHANNELS),
+            started_at_ms: file.started_at_ms,
+            policy: file.policy,
+            ..RecordingOutcome::default()
+        };
+        if file.failure.is_none() {
+            let rest = file.aligner.take_settled(0);
+            let finished = write_samples(&mut file, &rest)
+                .and_then(|()| match file.wav.take() {
+                    Some(wav) => wav.finalize(),
+                    None => Ok(()),
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|()| seal(&file.path).map_err(|e| e.to_string()));
+            match finished {
+                Ok((sha256, bytes)) => {
+                    outcome.sha256 = sha256;
+                    outcome.bytes = bytes;
+                    outcome.duration_ms = (file.written * 1000 / u64::from(file.rate)) as u32;
+                }
+                Err(e) => {
+                    let failure = format!("closing {}: {e}", file.path.display());
+                    self.fail(&mut file, failure);
+                }
+            }
+        }
+        if let Some(failure) = file.failure.take() {
+            outcome.failure = failure;
+        }
+        let _ = file.reply.send(outcome);
+    }
+
+    fn fail_key(&mut self, key: u64, failure: String) {
+        if let Some(mut file) = self.calls.remove(&key) {
+            self.fail(&mut file, failure);
+            self.calls.insert(key, file);
+        }
+    }
+
+    /// Gives up a recording: logged, the partial file removed, the directory
+    /// marked unwritable until a probe succeeds.
+    fn fail(&self, file: &mut CallFile, failure: String) {
+        tracing::warn!(file = %file.path.display(), %failure, "call recording failed; the call goes on");
+        file.wav = None;
+        let _ = std::fs::remove_file(&file.path);
+        if !file.dropped.load(Ordering::Relaxed) {
+            self.healthy.store(false, Ordering::Release);
+        }
+        file.dropped.store(true, Ordering::Relaxed);
+        file.failure.get_or_insert(failure);
+    }
+}
+
+/// Writes interleaved samples.
+fn write_samples(file: &mut CallFile, samples: &[[i16; 2]]) -> Result<(), hound::Error> {
+    let Some(wav) = file.wav.as_mut() else {
+        return Ok(());
+    };
+    for pair in samples {
+        wav.write_sample(pair[0])?;
+        wav.write_sample(pair[1])?;
+    }
+    file.written += samples.len() as u64;
+    Ok(())
+}
+
+/// Syncs the closed file to disk and returns its SHA-256 and length.
+fn seal(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    file.sync_all()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), bytes))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligner_places_frames_by_position_and_fills_gaps_with_silence() {
+        let mut a = Aligner::default();
+        a.put(Channel::ToCaller, 0, &[1, 2, 3, 4]);
+        // The caller's frame arrives after ours but belongs at 2.
+        a.put(Channel::FromCaller, 2, &[7, 8]);
+        // A gap of two samples on both channels, then channel 1 again.
+        a.put(Channel::ToCaller, 6, &[5]);
+        assert_eq!(a.end(), 7);
+        let out = a.take_settled(1);
+        assert_eq!(out, vec![[1, 0], [2, 0], [3, 7], [4, 8], [0, 0], [0, 0]]);
+        // Too late for what is written: only the unwritten part counts.
+        a.put(Channel::FromCaller, 5, &[9, 10]);
+        assert_eq!(a.take_settled(0), vec![[5, 10]]);
+    }
+
+    #[test]
+    fn tap_positions_follow_our_clock_from_the_first_warning_packet() {
+        let (queue, inbox) = std::sync::mpsc::sync_channel(16);
+        let mut tap = CallTap {
+            key: 1,
+            queue,
+            dropped: Arc::new(AtomicBool::new(false)),
+            origin: None,
+            caller_anchor: None,
+        };
+        // Before the warning nothing counts.
+        tap.received(9, 500, Codec::Pcmu, &[0; 160], 1000);
+        tap.sent(1000, Codec::Pcmu, &[0; 160], true);
+        tap.sent(1160, Codec::Pcmu, &[0; 160], false);
+        // The caller's first packet anchors at our current time; the next follows its clock.
+        tap.received(9, 70_000, Codec::Pcmu, &[0; 160], 1320);
+        tap.received(9, 70_160, Codec::Pcmu, &[0; 160], 1320);
+        let positions: Vec<(Channel, u32)> = inbox
+            .try_iter()
+            .map(|m| match m {
+                Message::Frame(f) => (f.channel, f.position),
+                _ => panic!("only frames"),
+            })
+            .collect();
+        assert_eq!(
+            positions,
+            vec![
+                (Channel::ToCaller, 0),
+                (Channel::ToCaller, 160),
+                (Channel::FromCaller, 320),
+                (Channel::FromCaller, 480),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_recording_not_the_caller() {
+        let (queue, _inbox) = std::sync::mpsc::sync_channel(1);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut tap = CallTap {
+            key: 1,
+            queue,
+            dropped: dropped.clone(),
+            origin: None,
+            caller_anchor: None,
+        };
+        tap.sent(0, Codec::Pcma, &[0; 160], true);
+        assert!(!dropped.load(Ordering::Relaxed));
+        tap.sent(160, Codec::Pcma, &[0; 160], true);
+        assert!(dropped.load(Ordering::Relaxed));
+    }
+}
