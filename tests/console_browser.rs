@@ -167,8 +167,18 @@ fn generated_calls() -> Vec<NodeEvent> {
     numbered("sb-console", 1, events)
 }
 
+/// How long a step waits for an element to appear: a form post (verify over
+/// 20,000 events, an export) can take seconds on a loaded CI machine, and
+/// WebDriver's find does not wait for the page by itself.
+const WAIT: Duration = Duration::from_secs(60);
+
 async fn text(client: &Client, css: &str) -> String {
-    let Ok(found) = client.find(Locator::Css(css)).await else {
+    let Ok(found) = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+    else {
         panic!(
             "{css} not on {:?}:\n{}",
             client.current_url().await,
@@ -181,14 +191,18 @@ async fn text(client: &Client, css: &str) -> String {
 async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(&format!("{base}/login")).await.unwrap();
     client
-        .find(Locator::Css("#token"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#token"))
         .await
         .unwrap()
         .send_keys(token)
         .await
         .unwrap();
     client
-        .find(Locator::Css("#sign-in"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#sign-in"))
         .await
         .unwrap()
         .click()
@@ -322,14 +336,18 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
 
     // Search by a Chinese caller name.
     chrome
-        .find(Locator::Css("#name"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#name"))
         .await
         .unwrap()
         .send_keys("欧阳")
         .await
         .unwrap();
     chrome
-        .find(Locator::Css("#search-button"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#search-button"))
         .await
         .unwrap()
         .click()
@@ -366,13 +384,20 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     assert!(names.iter().all(|name| name == "欧阳娜娜"), "{names:?}");
     screenshot(&chrome, "calls-search").await;
     assert!(
-        chrome.find(Locator::Css("#next-page")).await.is_ok(),
+        chrome
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#next-page"))
+            .await
+            .is_ok(),
         "2,000 match: more pages"
     );
 
     // Open the newest match and check its timeline.
     chrome
-        .find(Locator::Css("#calls tbody a"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#calls tbody a"))
         .await
         .unwrap()
         .click()
@@ -395,14 +420,18 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
 
     // Flag it: "other" without a note is refused, with one it is recorded.
     chrome
-        .find(Locator::Css("#category"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#category"))
         .await
         .unwrap()
         .select_by_value("other")
         .await
         .unwrap();
     chrome
-        .find(Locator::Css("#flag-button"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#flag-button"))
         .await
         .unwrap()
         .click()
@@ -410,21 +439,27 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .unwrap();
     assert!(text(&chrome, "#error").await.contains("必须填写说明"));
     chrome
-        .find(Locator::Css("#category"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#category"))
         .await
         .unwrap()
         .select_by_value("other")
         .await
         .unwrap();
     chrome
-        .find(Locator::Css("#note"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#note"))
         .await
         .unwrap()
         .send_keys("来电者反复打听合议庭成员")
         .await
         .unwrap();
     chrome
-        .find(Locator::Css("#flag-button"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#flag-button"))
         .await
         .unwrap()
         .click()
@@ -477,7 +512,9 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     // Switch language.
     chrome.goto(&format!("{base}/calls")).await.unwrap();
     chrome
-        .find(Locator::Css("a.lang"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("a.lang"))
         .await
         .unwrap()
         .click()
@@ -503,7 +540,9 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     screenshot(&chrome, "access-log").await;
     chrome.goto(&format!("{base}/integrity")).await.unwrap();
     chrome
-        .find(Locator::Css("#verify-button"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#verify-button"))
         .await
         .unwrap()
         .click()
