@@ -189,14 +189,17 @@ pub struct FilterArgs {
     pub oldest_first: bool,
 }
 
+/// The epoch milliseconds of a `--since`/`--until` value, 0 when absent; the
+/// error names the flag.
+pub fn time_flag(flag: &str, value: &Option<String>) -> anyhow::Result<i64> {
+    match value {
+        Some(text) => parse_time(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+        None => Ok(0),
+    }
+}
+
 impl FilterArgs {
     fn filter(&self) -> anyhow::Result<CallFilter> {
-        let time = |flag: &str, value: &Option<String>| -> anyhow::Result<i64> {
-            match value {
-                Some(text) => parse_time(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
-                None => Ok(0),
-            }
-        };
         let end_reason = match &self.end_reason {
             Some(text) => parse_end_reason(text).ok_or_else(|| {
                 anyhow::anyhow!("--end-reason: unknown reason {text:?} (e.g. caller_hung_up, no_answer, operator_busy)")
@@ -215,8 +218,8 @@ impl FilterArgs {
             })
             .collect::<anyhow::Result<Vec<i32>>>()?;
         Ok(CallFilter {
-            since_ms: time("since", &self.since)?,
-            until_ms: time("until", &self.until)?,
+            since_ms: time_flag("since", &self.since)?,
+            until_ms: time_flag("until", &self.until)?,
             line_number: self.line.clone().unwrap_or_default(),
             court_name: self.court.clone().unwrap_or_default(),
             caller_prefix: self.caller.clone().unwrap_or_default(),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::calls::{resolve_call_id, service_error, ServiceArgs};
+use super::calls::{resolve_call_id, service_error, time_flag, ServiceArgs};
 use crate::contract::connect::RecordsClient;
 use crate::contract::pb::{
     GetReportRequest, ListReportsRequest, OpenReportRequest, Report, ReportFilter, ReportForm,
@@ -169,12 +169,6 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     fn filter(&self) -> anyhow::Result<ReportFilter> {
-        let time = |flag: &str, value: &Option<String>| -> anyhow::Result<i64> {
-            match value {
-                Some(text) => parse_time(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
-                None => Ok(0),
-            }
-        };
         let kind = match &self.kind {
             Some(text) => parse_kind(text).with_context(|| {
                 format!(
@@ -190,8 +184,8 @@ impl FilterArgs {
             None => 0,
         };
         Ok(ReportFilter {
-            since_ms: time("since", &self.since)?,
-            until_ms: time("until", &self.until)?,
+            since_ms: time_flag("since", &self.since)?,
+            until_ms: time_flag("until", &self.until)?,
             court_name: self.court.clone().unwrap_or_default(),
             line_number: self.line.clone().unwrap_or_default(),
             kind,

@@ -837,17 +837,15 @@ impl RecordsService for RecordsServer {
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
         let request = request.into_inner();
-        let parameters = serde_json::json!({
-            "report_id": request.report_id,
-            "version": request.version,
-        });
         let action = Action::Update(request.form.unwrap_or_default());
-        let result = self
-            .ledger
-            .change_report(&request.report_id, request.version, action, &actor(&caller))
-            .await;
-        self.report_changed(&caller, "UpdateReport", parameters, result)
-            .await
+        self.change_report_as(
+            &caller,
+            "UpdateReport",
+            &request.report_id,
+            request.version,
+            action,
+        )
+        .await
     }
 
     async fn submit_report(
@@ -859,21 +857,14 @@ impl RecordsService for RecordsServer {
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
         let request = request.into_inner();
-        let parameters = serde_json::json!({
-            "report_id": request.report_id,
-            "version": request.version,
-        });
-        let result = self
-            .ledger
-            .change_report(
-                &request.report_id,
-                request.version,
-                Action::Submit,
-                &actor(&caller),
-            )
-            .await;
-        self.report_changed(&caller, "SubmitReport", parameters, result)
-            .await
+        self.change_report_as(
+            &caller,
+            "SubmitReport",
+            &request.report_id,
+            request.version,
+            Action::Submit,
+        )
+        .await
     }
 
     async fn review_report(
@@ -882,19 +873,17 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<ReportResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
         let request = request.into_inner();
-        let parameters = serde_json::json!({
-            "report_id": request.report_id,
-            "version": request.version,
-        });
         let action = Action::Review {
             conclusion: request.conclusion,
         };
-        let result = self
-            .ledger
-            .change_report(&request.report_id, request.version, action, &actor(&caller))
-            .await;
-        self.report_changed(&caller, "ReviewReport", parameters, result)
-            .await
+        self.change_report_as(
+            &caller,
+            "ReviewReport",
+            &request.report_id,
+            request.version,
+            action,
+        )
+        .await
     }
 
     async fn get_report(
@@ -1046,6 +1035,25 @@ fn report_filter_json(filter: &ReportFilter) -> serde_json::Value {
 
 impl RecordsServer {
     /// Logs a report change (or its refusal) and answers with the new version.
+    /// One change (update, submit, review) to version `version` of a report by
+    /// `caller`: chained by the ledger, then answered and logged as `operation`.
+    async fn change_report_as(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        report_id: &str,
+        version: u32,
+        action: Action,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let parameters = serde_json::json!({ "report_id": report_id, "version": version });
+        let result = self
+            .ledger
+            .change_report(report_id, version, action, &actor(caller))
+            .await;
+        self.report_changed(caller, operation, parameters, result)
+            .await
+    }
+
     async fn report_changed(
         &self,
         caller: &Caller,
