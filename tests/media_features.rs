@@ -37,14 +37,7 @@ async fn send_stream(
 
 /// The operator peer answers `invite` with 200 OK and the SDP `body`, and takes the ACK.
 async fn operator_answers(operator: &SipPeer, invite: &Sip, body: &str) {
-    let contact = format!(
-        "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
-        operator.addr
-    );
-    operator
-        .respond(invite, "200 OK", Some("op1"), &contact, body)
-        .await;
-    operator.expect_request("ACK", 2 * SEC).await;
+    operator.answer_invite(invite, "op1", body).await;
 }
 
 /// A line whose one operator is `operator`, with a `prompt_ms` warning, on its own RTP ports.

@@ -53,20 +53,9 @@ async fn bridged(rtp_ports: (u16, u16)) -> Bridged {
     let mut caller = Caller::new(sb.sip).await;
     caller.call("0 101").await;
     let invite = operator.expect_request("INVITE", 5 * SEC).await;
-    let contact = format!(
-        "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
-        operator.addr
-    );
     operator
-        .respond(
-            &invite,
-            "200 OK",
-            Some("op1"),
-            &contact,
-            &sdp(op_rtp.local_addr().unwrap(), "0 101"),
-        )
+        .answer_invite(&invite, "op1", &sdp(op_rtp.local_addr().unwrap(), "0 101"))
         .await;
-    operator.expect_request("ACK", 2 * SEC).await;
     let courtline_op_rtp = invite.sdp_rtp_addr();
     // Let the bridge settle and the ringback stop before listening.
     tokio::time::sleep(Duration::from_millis(300)).await;

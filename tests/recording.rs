@@ -114,20 +114,9 @@ async fn recorded_call(
         .await;
     // Let the caller hear ringback for a while.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let headers = format!(
-        "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
-        operator.addr
-    );
     operator
-        .respond(
-            &invite,
-            "200 OK",
-            Some("op"),
-            &headers,
-            &sdp(op_rtp.local_addr().unwrap(), "0"),
-        )
+        .answer_invite(&invite, "op", &sdp(op_rtp.local_addr().unwrap(), "0"))
         .await;
-    operator.expect_request("ACK", 2 * SEC).await;
     if hold != Hold::None {
         let mut client = records_client(&sb).await;
         let in_progress = client

@@ -68,6 +68,8 @@ number = "02112368"
 court = "上海市第一中级人民法院"
 prompt = "test"
 operator = "sip:nobody@127.0.0.1:9"
+# These tests count each call's events exactly; recordings have tests of their own.
+record_audio = "never"
 "#,
                 lo = rtp_ports.0,
                 hi = rtp_ports.1,

@@ -446,6 +446,18 @@ impl SipPeer {
         )
         .await;
     }
+
+    /// Answers `invite` as an operator's phone: 200 OK with To tag `tag`, a
+    /// Contact and `body` (SDP), then waits for courtline's ACK.
+    pub async fn answer_invite(&self, invite: &Sip, tag: &str, body: &str) {
+        let headers = format!(
+            "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
+            self.addr
+        );
+        self.respond(invite, "200 OK", Some(tag), &headers, body)
+            .await;
+        self.expect_request("ACK", Duration::from_secs(2)).await;
+    }
 }
 
 /// SDP offering the payload types `pts` (PCMU 0, PCMA 8, G722 9, G729 18, telephone-event 101) from `rtp`.
@@ -685,20 +697,13 @@ impl BridgedCall {
         let invite = operator
             .expect_request("INVITE", Duration::from_secs(3))
             .await;
+        operator
+            .answer_invite(&invite, "op", &sdp(op_rtp.local_addr().unwrap(), "0"))
+            .await;
         let operator_headers = format!(
             "Contact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
             operator.addr
         );
-        operator
-            .respond(
-                &invite,
-                "200 OK",
-                Some("op"),
-                &operator_headers,
-                &sdp(op_rtp.local_addr().unwrap(), "0"),
-            )
-            .await;
-        operator.expect_request("ACK", Duration::from_secs(2)).await;
         BridgedCall {
             sb,
             caller,
