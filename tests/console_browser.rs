@@ -173,19 +173,55 @@ fn generated_calls() -> Vec<NodeEvent> {
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn text(client: &Client, css: &str) -> String {
-    let Ok(found) = client
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let Ok(found) = client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+        else {
+            panic!(
+                "{css} not on {:?}:\n{}",
+                client.current_url().await,
+                client.source().await.unwrap_or_default()
+            );
+        };
+        // A partial update (htmx) can replace the element between the two calls.
+        match found.text().await {
+            Ok(text) => return text,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("{css}: {error}"),
+        }
+    }
+}
+
+/// Clicks `css` and waits until the page it was on has been replaced by the next
+/// one (a form post or a link): WebDriver's click returns before the browser has
+/// loaded the next page, and reading at once finds the old page's elements.
+async fn click_and_load(client: &Client, css: &str) {
+    let old_page = client.find(Locator::Css("html")).await.unwrap();
+    client
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css(css))
         .await
-    else {
-        panic!(
-            "{css} not on {:?}:\n{}",
-            client.current_url().await,
-            client.source().await.unwrap_or_default()
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    // The old document's root goes stale once the new document is in.
+    while old_page.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicking {css} loaded no new page"
         );
-    };
-    found.text().await.unwrap()
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn sign_in(client: &Client, base: &str, token: &str) {
@@ -199,15 +235,7 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
         .send_keys(token)
         .await
         .unwrap();
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(client, "#sign-in").await;
 }
 
 /// `fetch` from the page: status and body (the export download, a forbidden page).
@@ -394,15 +422,7 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     );
 
     // Open the newest match and check its timeline.
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#calls tbody a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(&chrome, "#calls tbody a").await;
     let timeline = text(&chrome, "#timeline").await;
     assert!(
         timeline.contains("received") && timeline.contains("ended"),
@@ -428,15 +448,7 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .select_by_value("other")
         .await
         .unwrap();
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#flag-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(&chrome, "#flag-button").await;
     assert!(text(&chrome, "#error").await.contains("必须填写说明"));
     chrome
         .wait()
@@ -456,15 +468,7 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         .send_keys("来电者反复打听合议庭成员")
         .await
         .unwrap();
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#flag-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(&chrome, "#flag-button").await;
     let flags = text(&chrome, "#flags").await;
     assert!(
         flags.contains("来电者反复打听合议庭成员") && flags.contains("compliance-1"),
@@ -511,15 +515,7 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
 
     // Switch language.
     chrome.goto(&format!("{base}/calls")).await.unwrap();
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("a.lang"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(&chrome, "a.lang").await;
     assert_eq!(text(&chrome, "h1").await, "Call records");
     screenshot(&chrome, "calls-english").await;
     chrome.close().await.unwrap();
@@ -539,15 +535,7 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     assert!(log.contains(&call_id) && log.contains("复核"), "{log}");
     screenshot(&chrome, "access-log").await;
     chrome.goto(&format!("{base}/integrity")).await.unwrap();
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#verify-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(&chrome, "#verify-button").await;
     assert!(!text(&chrome, "#intact").await.is_empty());
     screenshot(&chrome, "integrity").await;
     let (status, _) = fetch(&chrome, "/calls").await;
