@@ -189,6 +189,15 @@ pub struct FilterArgs {
     pub oldest_first: bool,
 }
 
+/// The sort `--oldest-first` asks for.
+pub fn sort_order(oldest_first: bool) -> SortOrder {
+    if oldest_first {
+        SortOrder::OldestFirst
+    } else {
+        SortOrder::NewestFirst
+    }
+}
+
 /// The epoch milliseconds of a `--since`/`--until` value, 0 when absent; the
 /// error names the flag.
 pub fn time_flag(flag: &str, value: &Option<String>) -> anyhow::Result<i64> {
@@ -235,11 +244,7 @@ impl FilterArgs {
     }
 
     fn sort(&self) -> SortOrder {
-        if self.oldest_first {
-            SortOrder::OldestFirst
-        } else {
-            SortOrder::NewestFirst
-        }
+        sort_order(self.oldest_first)
     }
 }
 

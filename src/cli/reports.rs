@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::calls::{resolve_call_id, service_error, time_flag, ServiceArgs};
+use super::calls::{resolve_call_id, service_error, sort_order, time_flag, ServiceArgs};
 use crate::contract::connect::RecordsClient;
 use crate::contract::pb::{
     GetReportRequest, ListReportsRequest, OpenReportRequest, Report, ReportFilter, ReportForm,
@@ -197,11 +197,7 @@ impl FilterArgs {
     }
 
     fn sort(&self) -> SortOrder {
-        if self.oldest_first {
-            SortOrder::OldestFirst
-        } else {
-            SortOrder::NewestFirst
-        }
+        sort_order(self.oldest_first)
     }
 }
 

@@ -209,10 +209,7 @@ pub struct CallQuery {
 impl CallQuery {
     /// The page size after applying the default and the cap.
     pub fn effective_page_size(&self) -> u32 {
-        match self.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        }
+        page_size_or_default(self.page_size)
     }
 }
 
@@ -692,18 +689,7 @@ impl SqlStore {
     /// (`caller_name_grams`), so its cost follows that gram's calls, not the table.
     async fn list_calls_sql(&self, query: &CallQuery) -> Result<Sql, StoreError> {
         let oldest_first = query.sort == SortOrder::OldestFirst;
-        let cursor = match query.page_token.as_deref() {
-            Some(token) if !token.is_empty() => {
-                let cursor = Cursor::decode(token)?;
-                if cursor.oldest_first != oldest_first {
-                    return Err(StoreError::InvalidPageToken(
-                        "the token was made for the other sort order".into(),
-                    ));
-                }
-                Some(cursor)
-            }
-            _ => None,
-        };
+        let cursor = Cursor::resume(query.page_token.as_deref(), oldest_first)?;
         let page_size = query.effective_page_size();
         let filter = &query.filter;
         let page = Page {
@@ -1169,7 +1155,54 @@ struct Cursor {
     call_id: String,
 }
 
+/// A requested page size with the default for 0 and the cap applied.
+fn page_size_or_default(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
 impl Cursor {
+    /// Where a list resumes: none for the first page, else the decoded token,
+    /// which must have been made for the same sort order.
+    fn resume(token: Option<&str>, oldest_first: bool) -> Result<Option<Cursor>, StoreError> {
+        let Some(token) = token.filter(|token| !token.is_empty()) else {
+            return Ok(None);
+        };
+        let cursor = Cursor::decode(token)?;
+        if cursor.oldest_first != oldest_first {
+            return Err(StoreError::InvalidPageToken(
+                "the token was made for the other sort order".into(),
+            ));
+        }
+        Ok(Some(cursor))
+    }
+
+    /// Cuts `rows`, fetched one beyond the page, to `page_size`; when there were
+    /// more, the token that resumes after the last row kept, whose sort key (time,
+    /// id) `key` gives.
+    fn after_page<T>(
+        rows: &mut Vec<T>,
+        page_size: u32,
+        oldest_first: bool,
+        key: impl Fn(&T) -> (i64, String),
+    ) -> Option<String> {
+        if rows.len() <= page_size as usize {
+            return None;
+        }
+        rows.truncate(page_size as usize);
+        rows.last().map(|last| {
+            let (received_at_ms, call_id) = key(last);
+            Cursor {
+                oldest_first,
+                received_at_ms,
+                call_id,
+            }
+            .encode()
+        })
+    }
+
     fn encode(&self) -> String {
         hex::encode(format!(
             "{PAGE_TOKEN_VERSION}:{}:{}:{}",
@@ -1418,19 +1451,9 @@ impl Store for SqlStore {
             });
             records.dedup_by(|a, b| a.call_id == b.call_id);
         }
-        let next = if records.len() > page_size as usize {
-            records.truncate(page_size as usize);
-            records.last().map(|last| {
-                Cursor {
-                    oldest_first,
-                    received_at_ms: last.received_at_ms,
-                    call_id: last.call_id.clone(),
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
+        let next = Cursor::after_page(&mut records, page_size, oldest_first, |last| {
+            (last.received_at_ms, last.call_id.clone())
+        });
         Ok((records, next))
     }
 
@@ -1685,22 +1708,8 @@ impl Store for SqlStore {
         query: &ReportQuery,
     ) -> Result<(Vec<ReportRow>, Option<String>), StoreError> {
         let oldest_first = query.sort == SortOrder::OldestFirst;
-        let cursor = match query.page_token.as_deref() {
-            Some(token) if !token.is_empty() => {
-                let cursor = Cursor::decode(token)?;
-                if cursor.oldest_first != oldest_first {
-                    return Err(StoreError::InvalidPageToken(
-                        "the token was made for the other sort order".into(),
-                    ));
-                }
-                Some(cursor)
-            }
-            _ => None,
-        };
-        let page_size = match query.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let cursor = Cursor::resume(query.page_token.as_deref(), oldest_first)?;
+        let page_size = page_size_or_default(query.page_size);
         let mut sql = self.sql(format!("SELECT {REPORT_COLUMNS} FROM reports WHERE 1 = 1"));
         self.push_report_filter(&mut sql, &query.filter, query.owner.as_deref());
         Page {
@@ -1710,19 +1719,9 @@ impl Store for SqlStore {
         }
         .push(&mut sql, "opened_at_ms", "report_id");
         let mut rows = self.fetch_reports(sql, "list reports").await?;
-        let next = if rows.len() > page_size as usize {
-            rows.truncate(page_size as usize);
-            rows.last().map(|last| {
-                Cursor {
-                    oldest_first,
-                    received_at_ms: last.opened_at_ms,
-                    call_id: last.report_id.clone(),
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
+        let next = Cursor::after_page(&mut rows, page_size, oldest_first, |last| {
+            (last.opened_at_ms, last.report_id.clone())
+        });
         Ok((rows, next))
     }
 
