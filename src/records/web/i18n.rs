@@ -1,5 +1,5 @@
 //! The console's languages: Chinese first, English second. Texts live in Fluent
-//! files (`locales/<lang>/console.ftl`) compiled into the binary; the language is
+//! files (`locales/<lang>/*.ftl`, one per page area) compiled into the binary; the language is
 //! the user's choice (a cookie set by the language switch), else the browser's
 //! `Accept-Language`, else Chinese.
 
@@ -89,18 +89,37 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// The message ids of a Fluent file (lines `id = …` at the start of a line).
-    fn keys(ftl: &str) -> BTreeSet<&str> {
-        ftl.lines()
-            .filter(|line| !line.starts_with([' ', '#', '-']) && !line.trim().is_empty())
-            .filter_map(|line| line.split_once('=').map(|(key, _)| key.trim()))
-            .collect()
+    /// The message ids of every Fluent file of a language (lines `id = …` at the
+    /// start of a line), each page's file included.
+    fn keys(lang: &str) -> BTreeSet<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/records/web/locales")
+            .join(lang);
+        let mut keys = BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).expect("locale folder") {
+            let path = entry.expect("locale file").path();
+            let ftl = std::fs::read_to_string(&path).expect("readable .ftl");
+            for line in ftl.lines() {
+                if line.starts_with([' ', '#', '-']) || line.trim().is_empty() {
+                    continue;
+                }
+                if let Some((key, _)) = line.split_once('=') {
+                    assert!(
+                        keys.insert(key.trim().to_owned()),
+                        "{} defines {} twice",
+                        path.display(),
+                        key.trim()
+                    );
+                }
+            }
+        }
+        keys
     }
 
     #[test]
     fn every_key_exists_in_every_language() {
-        let zh = keys(include_str!("locales/zh-CN/console.ftl"));
-        let en = keys(include_str!("locales/en-US/console.ftl"));
+        let zh = keys("zh-CN");
+        let en = keys("en-US");
         assert!(zh.len() > 40, "{zh:?}");
         let only_zh: Vec<_> = zh.difference(&en).collect();
         let only_en: Vec<_> = en.difference(&zh).collect();

@@ -1,0 +1,221 @@
+//! Signing in with a token, signing out, and the language switch.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use super::{error_page, home, Chrome, CsrfForm, Visitor, SESSION_COOKIE};
+use crate::contract::pb::Role;
+use crate::records::auth::secret_hash;
+use crate::records::web::i18n::{Lang, LANG_COOKIE};
+use crate::records::web::security::{cookie, random_token, same_secret, set_cookie, Identity};
+use crate::records::web::Console;
+
+/// Cookie holding the sign-in form's CSRF token (double submit: there is no session yet).
+const LOGIN_CSRF_COOKIE: &str = "courtline_login_csrf";
+
+/// Sign-in, sign-out and language routes.
+pub(super) fn routes() -> Router<Console> {
+    Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/lang/{tag}", get(switch_language))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Chrome,
+    error: String,
+}
+
+async fn login_page(
+    State(console): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let visitor = match console.visitor(&headers, peer, "/login".into()).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    if let Some(caller) = visitor.caller("") {
+        return visitor.respond(Redirect::to(home(caller.role, caller.under_loopback_rule)));
+    }
+    login_form(&console, &visitor, StatusCode::OK, String::new())
+}
+
+/// The sign-in form with a fresh double-submit CSRF token.
+fn login_form(console: &Console, visitor: &Visitor, status: StatusCode, error: String) -> Response {
+    let token = random_token();
+    let mut chrome = visitor.chrome();
+    chrome.csrf = token.clone();
+    let mut response = (status, LoginPage { chrome, error }).into_response();
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(
+        LOGIN_CSRF_COOKIE,
+        &token,
+        console.settings.tls,
+        None,
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+async fn login(
+    State(console): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let visitor = match console.visitor(&headers, peer, "/login".into()).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    let lang = visitor.lang;
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|sent| same_secret(sent, &form.csrf)) {
+        return login_form(
+            &console,
+            &visitor,
+            StatusCode::FORBIDDEN,
+            lang.text("error-csrf"),
+        );
+    }
+    let key = format!("ip:{}", peer.ip());
+    let now = Instant::now();
+    let locked = console
+        .lockout
+        .lock()
+        .map(|mut lockout| lockout.check(&key, now))
+        .unwrap_or(Ok(()));
+    if let Err(wait) = locked {
+        let message = format!(
+            "{} ({} min)",
+            lang.text("error-locked"),
+            wait.as_secs().div_ceil(60)
+        );
+        return login_form(&console, &visitor, StatusCode::TOO_MANY_REQUESTS, message);
+    }
+    let hash = secret_hash(&form.token);
+    let known = match console.server.authenticator().identify(&hash).await {
+        Ok(known) => known,
+        Err(status) => return error_page(lang, &status),
+    };
+    let Some((name, role)) = known.filter(|(_, role)| *role != Role::Switchboard) else {
+        if let Ok(mut lockout) = console.lockout.lock() {
+            lockout.fail(&key, now);
+        }
+        tracing::warn!(peer = %peer, "console sign-in with an unknown, revoked or switchboard token");
+        return login_form(
+            &console,
+            &visitor,
+            StatusCode::UNAUTHORIZED,
+            lang.text("error-token"),
+        );
+    };
+    if let Ok(mut lockout) = console.lockout.lock() {
+        lockout.succeed(&key);
+    }
+    let id = match console.sessions.lock() {
+        Ok(mut sessions) => sessions.start(Identity::Token { hash, name, role }, now),
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "session store poisoned").into_response()
+        }
+    };
+    if let Some((old, _)) = &visitor.session {
+        if let Ok(mut sessions) = console.sessions.lock() {
+            sessions.end(old);
+        }
+    }
+    let mut response = Redirect::to(home(role, false)).into_response();
+    for value in [
+        set_cookie(SESSION_COOKIE, &id, console.settings.tls, None),
+        set_cookie(LOGIN_CSRF_COOKIE, "", console.settings.tls, Some(0)),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn logout(
+    State(console): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let visitor = match console.visitor(&headers, peer, "/logout".into()).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    if !Console::csrf_ok(&visitor, &form.csrf) {
+        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
+    }
+    if let (Some((id, _)), Ok(mut sessions)) = (&visitor.session, console.sessions.lock()) {
+        sessions.end(id);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(
+        SESSION_COOKIE,
+        "",
+        console.settings.tls,
+        Some(0),
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct BackQuery {
+    #[serde(default)]
+    back: String,
+}
+
+/// Sets the language cookie and goes back to the page (a path on this site only).
+async fn switch_language(
+    State(console): State<Console>,
+    Path(tag): Path<String>,
+    Query(query): Query<BackQuery>,
+) -> Response {
+    let Some(lang) = Lang::from_tag(&tag) else {
+        return (StatusCode::NOT_FOUND, "unknown language").into_response();
+    };
+    let back = if query.back.starts_with('/')
+        && !query.back.starts_with("//")
+        && !query.back.contains('\\')
+    {
+        query.back
+    } else {
+        "/".to_owned()
+    };
+    let mut response = Redirect::to(&back).into_response();
+    let value = set_cookie(
+        LANG_COOKIE,
+        lang.tag(),
+        console.settings.tls,
+        Some(365 * 24 * 3600),
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
