@@ -499,3 +499,51 @@ async fn purge_removes_an_unflagged_calls_recording() {
     assert!(!audio.status.success());
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g722_call_is_recorded_at_16_khz_with_the_warning_exactly() {
+    let sb = TestSwitchboard::start(Options {
+        prompt_ms: 400,
+        rtp_ports: (41650, 41699),
+        line_extra: "record_audio = \"always\"".into(),
+        ..Options::default()
+    })
+    .await;
+    assert!(sb.playlist.supports(Codec::G722), "a 16 kHz prompt");
+    let mut caller = Caller::new(sb.sip).await;
+    let ok = caller.call("9").await;
+    assert!(ok.body.contains("RTP/AVP 9"), "{}", ok.body);
+    let frames = sb.playlist.frame_count();
+    for i in 0..frames {
+        recv_rtp(&caller.rtp, SEC)
+            .await
+            .unwrap_or_else(|| panic!("warning packet {i} missing"));
+    }
+    caller.hang_up().await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(record.codec, "G722");
+    let path = evidence_of(&sb, &record.call_id);
+    assert!(wait_for(&path).await, "no recording at {}", path.display());
+    let mut reader = hound::WavReader::open(&path).unwrap();
+    let spec = reader.spec();
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 16000, 16),
+        "G.722 calls are kept at 16 kHz"
+    );
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let to_caller: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    // Channel 1 is the pre-encoded warning as one decoder from the first packet hears it.
+    let codes: Vec<u8> = (0..frames)
+        .flat_map(|i| sb.playlist.frame(Codec::G722, i).to_vec())
+        .collect();
+    let mut warning = vec![0i16; codes.len() * 2];
+    courtline::switchboard::media::g722::Decoder::new().decode(&codes, &mut warning);
+    assert!(to_caller.len() >= warning.len());
+    assert_eq!(
+        &to_caller[..warning.len()],
+        &warning[..],
+        "channel 1 begins with the whole warning, sample for sample"
+    );
+    sb.stop().await;
+}

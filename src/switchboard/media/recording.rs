@@ -13,10 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -41,6 +41,35 @@ const REANCHOR_BEYOND: u32 = 8_000 * 2;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Two channels: to the caller, from the caller.
 const CHANNELS: u16 = 2;
+/// How often, at most, the writer logs a new peak of its queue.
+const PEAK_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How full the writer's queue is: the std channel does not say, so senders
+/// count up and the writer counts down. The peak tells an operator how close
+/// the writer came to dropping recordings (and the benchmark reads it).
+#[derive(Debug, Default)]
+struct QueueDepth {
+    /// Messages queued and not yet taken by the writer.
+    now: AtomicUsize,
+    /// The most ever queued at once.
+    peak: AtomicUsize,
+}
+
+impl QueueDepth {
+    /// A message went in.
+    fn queued(&self) {
+        let depth = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        // Read first: the common case (no new peak) writes nothing shared.
+        if depth > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(depth, Ordering::Relaxed);
+        }
+    }
+
+    /// The writer took a message.
+    fn taken(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Which side of the caller's leg a frame was heard on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +155,8 @@ pub struct Recorder {
     healthy: Arc<AtomicBool>,
     /// Next call key.
     next_key: Arc<AtomicU64>,
+    /// Fill of the queue.
+    depth: Arc<QueueDepth>,
 }
 
 impl Recorder {
@@ -133,10 +164,13 @@ impl Recorder {
     pub fn start(dir: PathBuf) -> std::io::Result<Recorder> {
         let (queue, inbox) = std::sync::mpsc::sync_channel(QUEUE_FRAMES);
         let healthy = Arc::new(AtomicBool::new(true));
+        let depth = Arc::new(QueueDepth::default());
         let writer = Writer {
             dir,
             calls: HashMap::new(),
             healthy: healthy.clone(),
+            depth: depth.clone(),
+            peak_reported: (0, Instant::now()),
         };
         if let Err(e) = writer.probe() {
             tracing::warn!(dir = %writer.dir.display(), error = %e, "recordings cannot be written");
@@ -149,6 +183,7 @@ impl Recorder {
             queue,
             healthy,
             next_key: Arc::new(AtomicU64::new(1)),
+            depth,
         })
     }
 
@@ -177,16 +212,18 @@ impl Recorder {
             reply,
         };
         match self.queue.try_send(Message::Open(Box::new(open))) {
-            Ok(()) => (
-                Some(CallTap {
+            Ok(()) => {
+                self.depth.queued();
+                let tap = CallTap {
                     key,
                     queue: self.queue.clone(),
+                    depth: self.depth.clone(),
                     dropped,
                     origin: None,
                     caller_anchor: None,
-                }),
-                outcome,
-            ),
+                };
+                (Some(tap), outcome)
+            }
             Err(
                 TrySendError::Full(Message::Open(open))
                 | TrySendError::Disconnected(Message::Open(open)),
@@ -209,7 +246,9 @@ impl Recorder {
     /// while the queue is full, so call it off the async threads.
     pub fn close(&self, tap_key: u64) {
         // The writer is gone only if its thread panicked; the receiver then reports it.
-        let _ = self.queue.send(Message::Close(tap_key));
+        if self.queue.send(Message::Close(tap_key)).is_ok() {
+            self.depth.queued();
+        }
     }
 }
 
@@ -219,6 +258,8 @@ pub struct CallTap {
     key: u64,
     /// The writer's queue.
     queue: SyncSender<Message>,
+    /// Fill of the queue.
+    depth: Arc<QueueDepth>,
     /// Set once a frame could not be queued: nothing more is sent.
     dropped: Arc<AtomicBool>,
     /// Our RTP timestamp of the first warning packet: position 0.
@@ -300,7 +341,9 @@ impl CallTap {
                 payload: [0; CHUNK],
             };
             frame.payload[..chunk.len()].copy_from_slice(chunk);
-            if self.queue.try_send(Message::Frame(frame)).is_err() {
+            if self.queue.try_send(Message::Frame(frame)).is_ok() {
+                self.depth.queued();
+            } else {
                 self.dropped.store(true, Ordering::Relaxed);
                 tracing::warn!(
                     "the recording writer is behind (queue full): this call's recording is dropped; the call goes on"
@@ -386,12 +429,20 @@ struct Writer {
     calls: HashMap<u64, CallFile>,
     /// Shared with [`Recorder::healthy`].
     healthy: Arc<AtomicBool>,
+    /// Fill of the queue, shared with the senders.
+    depth: Arc<QueueDepth>,
+    /// The last peak logged, and when.
+    peak_reported: (usize, Instant),
 }
 
 impl Writer {
     fn run(mut self, inbox: Receiver<Message>) {
         loop {
-            match inbox.recv_timeout(PROBE_EVERY) {
+            let message = inbox.recv_timeout(PROBE_EVERY);
+            if message.is_ok() {
+                self.depth.taken();
+            }
+            match message {
                 Ok(Message::Open(open)) => self.open(*open),
                 Ok(Message::Frame(frame)) => self.frame(&frame),
                 Ok(Message::Close(key)) => self.close(key),
@@ -403,6 +454,21 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            self.report_peak();
+        }
+    }
+
+    /// Logs a new peak of the queue, at most every [`PEAK_REPORT_EVERY`].
+    fn report_peak(&mut self) {
+        let peak = self.depth.peak.load(Ordering::Relaxed);
+        let (reported, at) = self.peak_reported;
+        if peak > reported && at.elapsed() >= PEAK_REPORT_EVERY {
+            tracing::info!(
+                peak,
+                capacity = QUEUE_FRAMES,
+                "recording writer queue: new peak depth (recordings are dropped when it reaches capacity)"
+            );
+            self.peak_reported = (peak, Instant::now());
         }
     }
 
@@ -608,6 +674,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn queue_depth_counts_what_is_waiting_and_keeps_the_peak() {
+        let depth = QueueDepth::default();
+        for _ in 0..3 {
+            depth.queued();
+        }
+        depth.taken();
+        depth.taken();
+        depth.queued();
+        assert_eq!(depth.now.load(Ordering::Relaxed), 2);
+        assert_eq!(depth.peak.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
     fn aligner_places_frames_by_position_and_fills_gaps_with_silence() {
         let mut a = Aligner::default();
         a.put(Channel::ToCaller, 0, &[1, 2, 3, 4]);
@@ -629,6 +708,7 @@ mod tests {
         let mut tap = CallTap {
             key: 1,
             queue,
+            depth: Arc::default(),
             dropped: Arc::new(AtomicBool::new(false)),
             origin: None,
             caller_anchor: None,
@@ -665,6 +745,7 @@ mod tests {
         let mut tap = CallTap {
             key: 1,
             queue,
+            depth: Arc::default(),
             dropped: dropped.clone(),
             origin: None,
             caller_anchor: None,

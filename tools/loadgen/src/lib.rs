@@ -76,6 +76,32 @@ pub struct Options {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The line's `record_audio` (courtline's default is `on_report`, which
+    /// records every call to its temporary area and keeps only reported ones).
+    #[arg(long, value_enum, default_value_t = RecordAudio::OnReport)]
+    pub record_audio: RecordAudio,
+}
+
+/// `[[lines]] record_audio` of the started courtline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordAudio {
+    /// Every call recorded and kept.
+    Always,
+    /// Every call recorded, kept only when reported or flagged.
+    OnReport,
+    /// No recording.
+    Never,
+}
+
+impl RecordAudio {
+    /// The value as courtline's configuration spells it.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            RecordAudio::Always => "always",
+            RecordAudio::OnReport => "on_report",
+            RecordAudio::Never => "never",
+        }
+    }
 }
 
 /// Codec choice on the command line.
@@ -147,6 +173,27 @@ pub struct ServerReport {
     pub fraction_of_raw_limit: f64,
 }
 
+/// What call recording cost: files kept, disk written, the writer's queue.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecordingReport {
+    /// `record_audio` of the run.
+    pub policy: &'static str,
+    /// Recordings kept (WAV files in the evidence store and the temporary area).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Audio they hold, seconds (from each WAV header).
+    pub audio_seconds: f64,
+    /// `bytes` per minute of recorded audio.
+    pub bytes_per_call_minute: f64,
+    /// Bytes courtline caused to be written to storage over the run
+    /// (`/proc/<pid>/io` write_bytes: recordings, the records database, logs).
+    pub disk_write_bytes: u64,
+    /// Highest depth of the recording writer's queue courtline logged (it logs
+    /// a new peak at most every 10 s), and the queue's capacity.
+    pub writer_queue_peak: Option<(u64, u64)>,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -162,6 +209,8 @@ pub struct Report {
     pub media: MediaReport,
     /// Courtline's resource use.
     pub server: ServerReport,
+    /// Call recording.
+    pub recording: RecordingReport,
 }
 
 /// Runs one load test as `options` say.
@@ -205,6 +254,7 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
         operator: operator_sip_addr,
         max_calls: options.concurrency.saturating_mul(2).max(100),
         rtp_ports,
+        record_audio: options.record_audio.config_value(),
     })?;
     let prompt = Prompt::load("load", "", &target.prompt_file)
         .map_err(|e| LoadgenError::Prompt(e.to_string()))?;
@@ -270,7 +320,9 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
     let _ = media_orders.send(media::MediaOrder::Finish(reply));
     let media = report.recv().unwrap_or_default();
     let _ = media_thread.join();
+    let disk_write_bytes = target::write_bytes(pid).unwrap_or_default();
     target.stop();
+    let recording = target.recording_report(options.record_audio.config_value(), disk_write_bytes);
 
     let server = window.report(pid, idle, last, steady_target, options.talk, raw_limit);
     Ok(Report {
@@ -280,6 +332,7 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
         calls,
         media,
         server,
+        recording,
     })
 }
 
@@ -436,6 +489,18 @@ impl Report {
         } else {
             line("steady window: never had all planned calls up at once".into());
         }
+        let r = &self.recording;
+        line(format!(
+            "recording ({}): {} files kept, {} bytes, {:.1} s of audio = {:.0} bytes per call-minute; {} bytes written to storage by courtline; writer queue peak {}",
+            r.policy,
+            r.files,
+            r.bytes,
+            r.audio_seconds,
+            r.bytes_per_call_minute,
+            r.disk_write_bytes,
+            r.writer_queue_peak
+                .map_or("not logged".into(), |(peak, capacity)| format!("{peak} of {capacity}"))
+        ));
         out
     }
 }

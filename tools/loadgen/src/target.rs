@@ -45,6 +45,8 @@ pub struct TargetConfig {
     pub max_calls: u32,
     /// `[media] rtp_ports`.
     pub rtp_ports: (u16, u16),
+    /// `[[lines]] record_audio`.
+    pub record_audio: &'static str,
 }
 
 /// A courtline child process and its working directory.
@@ -101,6 +103,7 @@ court = "load test"
 prompt = "load"
 operator = "sip:operator@{operator}"
 ring_timeout_s = 30
+record_audio = "{record_audio}"
 "#,
             max_calls = config.max_calls,
             lo = config.rtp_ports.0,
@@ -109,6 +112,7 @@ ring_timeout_s = 30
             db = dir.join("records.db").display(),
             prompt = prompt_file.display(),
             operator = config.operator,
+            record_audio = config.record_audio,
         );
         let config_file = dir.join("courtline.toml");
         std::fs::write(&config_file, toml)
@@ -143,6 +147,50 @@ ring_timeout_s = 30
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The recordings courtline left (the evidence store beside the records
+    /// database and the temporary area, both in the working directory) and
+    /// the writer's peak queue depth from its log. Call after [`Target::stop`].
+    pub fn recording_report(
+        &self,
+        policy: &'static str,
+        disk_write_bytes: u64,
+    ) -> crate::RecordingReport {
+        let mut report = crate::RecordingReport {
+            policy,
+            disk_write_bytes,
+            ..crate::RecordingReport::default()
+        };
+        for area in ["evidence", "recordings"] {
+            let Ok(entries) = std::fs::read_dir(self.dir.join(area)) else {
+                continue;
+            };
+            for path in entries.flatten().map(|entry| entry.path()) {
+                if path.extension().is_none_or(|ext| ext != "wav") {
+                    continue;
+                }
+                let Ok(reader) = hound::WavReader::open(&path) else {
+                    continue;
+                };
+                let spec = reader.spec();
+                report.files += 1;
+                report.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+                report.audio_seconds += f64::from(reader.duration()) / f64::from(spec.sample_rate);
+            }
+        }
+        if report.audio_seconds > 0.0 {
+            report.bytes_per_call_minute = report.bytes as f64 / (report.audio_seconds / 60.0);
+        }
+        report.writer_queue_peak = std::fs::read_to_string(self.dir.join("courtline.log"))
+            .ok()
+            .and_then(|log| {
+                log.lines()
+                    .filter(|line| line.contains("recording writer queue"))
+                    .filter_map(|line| Some((field(line, "peak=")?, field(line, "capacity=")?)))
+                    .max()
+            });
+        report
     }
 
     fn wait_ready(&mut self) -> Result<(), TargetError> {
@@ -224,6 +272,18 @@ pub struct ProcSample {
     pub peak_rss_kib: u64,
 }
 
+/// Bytes `pid` caused to be written to storage so far (`/proc/<pid>/io`
+/// write_bytes); None if the process is gone or the kernel does not count.
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Reads CPU time and RSS of `pid`; None if the process is gone.
 pub fn sample(pid: u32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -233,6 +293,15 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         rss_kib: status_kib(&status, "VmRSS:")?,
         peak_rss_kib: status_kib(&status, "VmHWM:")?,
     })
+}
+
+/// The number after `key` in a log line (`peak=123`).
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// utime + stime from a `/proc/<pid>/stat` line, in seconds.
@@ -310,6 +379,14 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_number_after_its_key_in_a_log_line() {
+        let line = "INFO recording writer queue: new peak depth peak=1234 capacity=100000";
+        assert_eq!(field(line, "peak="), Some(1234));
+        assert_eq!(field(line, "capacity="), Some(100_000));
+        assert_eq!(field(line, "missing="), None);
+    }
 
     #[test]
     fn reads_proc_fields() {
