@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,6 +24,7 @@ use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
 use crate::records::web::WebSettings;
 
+pub mod hours;
 pub mod media;
 pub mod reports;
 pub mod sip;
@@ -91,6 +93,12 @@ pub struct Config {
     /// How the operator asks for a report from the phone (`[reports]`).
     #[serde(default)]
     pub reports: reports::ReportsConfig,
+    /// Office hours by name (`[hours.<name>]`); lines refer to them by name.
+    #[serde(default)]
+    pub hours: BTreeMap<String, hours::HoursConfig>,
+    /// `hours` with their calendars read, by name; filled by loading, not read from the file.
+    #[serde(skip)]
+    pub office_hours: BTreeMap<String, Arc<hours::OfficeHours>>,
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
@@ -524,6 +532,24 @@ pub struct LineConfig {
     /// Whether the call's audio is recorded, and kept always or only when the call is reported.
     #[serde(default)]
     pub record_audio: RecordAudio,
+    /// Name of the `[hours.<name>]` when the line is staffed; empty: always.
+    #[serde(default)]
+    pub hours: String,
+    /// What callers get outside those hours (required when `hours` is set).
+    #[serde(default)]
+    pub after_hours: Option<AfterHoursConfig>,
+}
+
+/// `[lines.after_hours]`: the call outside office hours.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterHoursConfig {
+    /// Prompt id or playlist played instead of the line's own (the warning,
+    /// then the office hours), never skipped either.
+    pub prompt: OneOrList,
+    /// Duty number(s) dialled after it; absent: courtline hangs up politely.
+    #[serde(default)]
+    pub operator: Option<OneOrList>,
 }
 
 /// `[[lines]] record_audio`: which calls' audio becomes evidence.
@@ -910,6 +936,7 @@ impl Config {
         })?;
         config.source = source;
         config.validate()?;
+        config.load_hours()?;
         if !endpoint_given {
             config.records.endpoint = config
                 .records
@@ -1097,32 +1124,7 @@ impl Config {
                     "Each line number may appear in one [[lines]] section only.",
                 ));
             }
-            let ids = line.prompt.items();
-            if ids.is_empty() {
-                return Err(self.invalid(
-                    key("prompt"),
-                    "the playlist is empty: a line must play at least one prompt".into(),
-                    "Give one prompt id, e.g. prompt = \"three_rules_zh\", or several: prompt = [\"three_rules_zh\", \"three_rules_en\"].",
-                ));
-            }
-            for (j, id) in ids.iter().enumerate() {
-                if self.prompts.contains_key(id) {
-                    continue;
-                }
-                let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
-                return Err(self.invalid(
-                    line.prompt.entry_key(key("prompt"), j),
-                    format!("no [prompts.{id}] section exists"),
-                    &format!(
-                        "Define [prompts.{id}] with a file, or use one of: {}.",
-                        if known.is_empty() {
-                            "(none defined)".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ));
-            }
+            self.check_playlist(key("prompt"), &line.prompt)?;
             if line.prompt_gap_ms % 20 != 0 || line.prompt_gap_ms > MAX_PROMPT_GAP_MS {
                 return Err(self.invalid(
                     key("prompt_gap_ms"),
@@ -1133,24 +1135,8 @@ impl Config {
                     &format!("Use a multiple of 20 (one RTP frame), e.g. {DEFAULT_PROMPT_GAP_MS}."),
                 ));
             }
-            let uris = line.operator.items();
-            if uris.is_empty() {
-                return Err(self.invalid(
-                    key("operator"),
-                    "the hunt list is empty".into(),
-                    "Give at least one operator URI, e.g. \"sip:operator@192.0.2.10:5060\".",
-                ));
-            }
-            for (j, uri) in uris.iter().enumerate() {
-                if let Err(problem) = sip::check_operator_uri(uri) {
-                    let k = line.operator.entry_key(key("operator"), j);
-                    return Err(self.invalid(
-                        k,
-                        format!("\"{uri}\" {problem}"),
-                        "Write it as sip:user@host[:port][;transport=udp|tcp|tls], port 1-65535, e.g. \"sip:operator@192.0.2.10:5060\".",
-                    ));
-                }
-            }
+            self.check_hunt_list(key("operator"), &line.operator)?;
+            self.check_hours(&key, line)?;
             if !(1..=600).contains(&line.ring_timeout_s) {
                 return Err(self.invalid(
                     key("ring_timeout_s"),
@@ -1160,6 +1146,128 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A line's playlist: not empty, every id a `[prompts.<id>]`.
+    fn check_playlist(&self, key: String, prompt: &OneOrList) -> Result<(), ConfigError> {
+        let ids = prompt.items();
+        if ids.is_empty() {
+            return Err(self.invalid(
+                key,
+                "the playlist is empty: a line must play at least one prompt".into(),
+                "Give one prompt id, e.g. prompt = \"three_rules_zh\", or several: prompt = [\"three_rules_zh\", \"three_rules_en\"].",
+            ));
+        }
+        for (j, id) in ids.iter().enumerate() {
+            if self.prompts.contains_key(id) {
+                continue;
+            }
+            let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
+            return Err(self.invalid(
+                prompt.entry_key(key.clone(), j),
+                format!("no [prompts.{id}] section exists"),
+                &format!(
+                    "Define [prompts.{id}] with a file, or use one of: {}.",
+                    if known.is_empty() {
+                        "(none defined)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A hunt list: not empty, every entry a SIP URI courtline can dial.
+    fn check_hunt_list(&self, key: String, operator: &OneOrList) -> Result<(), ConfigError> {
+        let uris = operator.items();
+        if uris.is_empty() {
+            return Err(self.invalid(
+                key,
+                "the hunt list is empty".into(),
+                "Give at least one operator URI, e.g. \"sip:operator@192.0.2.10:5060\".",
+            ));
+        }
+        for (j, uri) in uris.iter().enumerate() {
+            if let Err(problem) = sip::check_operator_uri(uri) {
+                let k = operator.entry_key(key.clone(), j);
+                return Err(self.invalid(
+                k,
+                format!("\"{uri}\" {problem}"),
+                "Write it as sip:user@host[:port][;transport=udp|tcp|tls], port 1-65535, e.g. \"sip:operator@192.0.2.10:5060\".",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A line's office hours name `[hours.<name>]`, and a line with hours says
+    /// what callers get outside them.
+    fn check_hours(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        line: &LineConfig,
+    ) -> Result<(), ConfigError> {
+        if !line.hours.is_empty() && !self.hours.contains_key(&line.hours) {
+            let known: Vec<&str> = self.hours.keys().map(String::as_str).collect();
+            return Err(self.invalid(
+                key("hours"),
+                format!("no [hours.{}] section exists", line.hours),
+                &format!(
+                    "Define [hours.{}] with a zone and weekly hours, or use one of: {}.",
+                    line.hours,
+                    if known.is_empty() {
+                        "(none defined)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        match (&line.after_hours, line.hours.is_empty()) {
+            (None, false) => Err(self.invalid(
+                key("after_hours"),
+                "the line has office hours but no after-hours call".into(),
+                "Add [lines.after_hours] with prompt = [\"three_rules_zh\", \"after_hours_zh\"] (and operator = \"sip:duty@...\" to reach a duty officer), or remove hours.",
+            )),
+            (Some(_), true) => Err(self.invalid(
+                key("after_hours"),
+                "the line has an after-hours call but no office hours, so it would never be used".into(),
+                "Set hours = \"<name of an [hours.<name>] section>\", or remove [lines.after_hours].",
+            )),
+            (Some(after), false) => {
+                self.check_playlist(key("after_hours.prompt"), &after.prompt)?;
+                match &after.operator {
+                    Some(operator) => self.check_hunt_list(key("after_hours.operator"), operator),
+                    None => Ok(()),
+                }
+            }
+            (None, true) => Ok(()),
+        }
+    }
+
+    /// Reads every `[hours.<name>]`'s zone, weekly hours and calendar files
+    /// (paths relative to the working directory, as prompt files are).
+    fn load_hours(&mut self) -> Result<(), ConfigError> {
+        for (name, config) in &self.hours {
+            let loaded = hours::OfficeHours::load(config, Path::new("")).map_err(|e| {
+                self.invalid(
+                    format!("hours.{name}"),
+                    e.to_string(),
+                    "Fix the entry named; the calendar format is in config/calendars/cn-2026.txt.",
+                )
+            })?;
+            self.office_hours.insert(name.clone(), Arc::new(loaded));
+        }
+        Ok(())
+    }
+
+    /// Whether `line` is staffed at `at` (lines without hours always are).
+    pub fn is_staffed(&self, line: &LineConfig, at: chrono::DateTime<chrono::Utc>) -> bool {
+        self.office_hours
+            .get(&line.hours)
+            .is_none_or(|hours| hours.is_open(at))
     }
 
     /// The RTP port range, parsed from `media.rtp_ports`.

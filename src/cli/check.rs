@@ -55,7 +55,7 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let playlists = super::serve::playlists(&config, &prompts);
     for line in &config.lines {
         let ids = line.prompt.items();
-        let playlist = playlists.get(&line.number);
+        let playlist = playlists.in_hours.get(&line.number);
         let playing = match (ids.len(), playlist) {
             (1, Some(playlist)) => format!(
                 "prompt {} ({:.1} s incl. {} ms lead-in)",
@@ -96,6 +96,46 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
+    }
+    for (name, hours) in &config.office_hours {
+        let today = chrono::Utc::now().date_naive();
+        match hours.calendar().span() {
+            Some((first, last)) => {
+                passed.push(format!(
+                    "✓ hours {name}: zone {}, holiday calendar {first} to {last}",
+                    hours.zone()
+                ));
+                // A calendar that has run out silently treats holidays as working days.
+                if last < today + chrono::Days::new(60) {
+                    warnings.push(format!(
+                        "hours {name}: the holiday calendar ends on {last}; add next year's State Council dates (format: config/calendars/cn-2026.txt)"
+                    ));
+                }
+            }
+            None => warnings.push(format!(
+                "hours {name}: no holiday calendar, so public holidays count as working days; set calendars = [\"config/calendars/cn-2026.txt\", ...]"
+            )),
+        }
+    }
+    for line in config.lines.iter().filter(|line| !line.hours.is_empty()) {
+        let Some(after) = &line.after_hours else {
+            continue;
+        };
+        let then = match &after.operator {
+            Some(duty) => format!("then duty {}", duty.items().join(" → ")),
+            None => "then courtline hangs up".into(),
+        };
+        passed.push(format!(
+            "✓ line {} outside hours {}: prompts {} ({}), {then}",
+            line.number,
+            line.hours,
+            after.prompt.items().join(" → "),
+            if playlists.after_hours.contains_key(&line.number) {
+                "loaded"
+            } else {
+                "not loaded"
+            },
+        ));
     }
     passed.push(format!(
         "✓ SIP on {} (UDP), max {} calls, RTP ports {}",

@@ -17,12 +17,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
-use crate::switchboard::media::prompt::{Playlist, Prompt, PromptError};
+use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
 /// How long shutdown waits for calls to end and records to be delivered.
@@ -76,32 +76,37 @@ pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<Prom
     }
 }
 
-/// Each line's playlist by line number: `media.leading_silence_ms` of silence,
-/// then its prompts with `prompt_gap_ms` between them. Lines naming a prompt
-/// that is not loaded are left out (validation makes that impossible), and
-/// the switchboard refuses their calls rather than skip the warning.
-pub fn playlists(
-    config: &Config,
-    prompts: &HashMap<String, Prompt>,
-) -> HashMap<String, Arc<Playlist>> {
-    config
-        .lines
-        .iter()
-        .filter_map(|line| {
-            let loaded: Option<Vec<Prompt>> = line
-                .prompt
-                .items()
-                .iter()
-                .map(|id| prompts.get(id).cloned())
-                .collect();
-            let playlist = Playlist::new(
-                loaded.filter(|list| !list.is_empty())?,
-                config.media.leading_silence_ms,
-                line.prompt_gap_ms,
-            );
-            Some((line.number.clone(), Arc::new(playlist)))
-        })
-        .collect()
+/// Each line's playlists by line number: `media.leading_silence_ms` of
+/// silence, then its prompts with `prompt_gap_ms` between them; the same for
+/// its after-hours prompts. Lines naming a prompt that is not loaded are left
+/// out (validation makes that impossible), and the switchboard refuses their
+/// calls rather than skip the warning.
+pub fn playlists(config: &Config, prompts: &HashMap<String, Prompt>) -> LinePlaylists {
+    let playlist = |line: &LineConfig, ids: &OneOrList| {
+        let loaded: Option<Vec<Prompt>> = ids
+            .items()
+            .iter()
+            .map(|id| prompts.get(id).cloned())
+            .collect();
+        let playlist = Playlist::new(
+            loaded.filter(|list| !list.is_empty())?,
+            config.media.leading_silence_ms,
+            line.prompt_gap_ms,
+        );
+        Some((line.number.clone(), Arc::new(playlist)))
+    };
+    LinePlaylists {
+        in_hours: config
+            .lines
+            .iter()
+            .filter_map(|line| playlist(line, &line.prompt))
+            .collect(),
+        after_hours: config
+            .lines
+            .iter()
+            .filter_map(|line| playlist(line, &line.after_hours.as_ref()?.prompt))
+            .collect(),
+    }
 }
 
 /// A running switchboard (plus embedded records service).

@@ -22,6 +22,7 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::Error => "error",
         EndReason::NoAck => "no_ack",
         EndReason::SessionExpired => "session_expired",
+        EndReason::AfterHours => "after_hours",
     }
 }
 

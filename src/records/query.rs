@@ -42,7 +42,7 @@ pub fn parse_end_reason(text: &str) -> Option<EndReason> {
         .find(|reason| end_reason_name(*reason) == name)
 }
 
-pub const ALL_END_REASONS: [EndReason; 13] = [
+pub const ALL_END_REASONS: [EndReason; 14] = [
     EndReason::Unspecified,
     EndReason::CallerHungUpDuringPrompt,
     EndReason::CallerHungUp,
@@ -56,6 +56,7 @@ pub const ALL_END_REASONS: [EndReason; 13] = [
     EndReason::Error,
     EndReason::NoAck,
     EndReason::SessionExpired,
+    EndReason::AfterHours,
 ];
 
 /// Parses a `--since`/`--until` value into Unix ms. Accepts RFC 3339

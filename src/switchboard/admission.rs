@@ -10,7 +10,6 @@
 //! (`sip::shield`, at the socket) and the stateless refusals of malformed or
 //! unsupported requests, 400/416/420/501/505 (`sip::guard`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +21,15 @@ use rsipstack::sip::{Header, Request, StatusCode};
 use super::call::CallFacts;
 use super::context::CallSlot;
 use super::media::codec::Codec;
-use super::media::prompt::Playlist;
+use super::media::prompt::{LinePlaylists, Playlist};
 use super::sdp::{codecs_for, Negotiated, RemoteMedia, SdpError};
 use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
 use super::sip::qualify::OperatorHealth;
 use super::sip::session_timer::{self, Negotiation, SessionTimer};
-use crate::config::{AnswerMode, Config, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy};
+use crate::config::{
+    AnswerMode, Config, OneOrList, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy,
+};
 use crate::contract::pb::PlayedPrompt;
 
 /// The INVITE as admission sees it. Its headers are read by the `sip::leg` and
@@ -58,8 +59,8 @@ pub struct Now {
 pub struct Admission<'a> {
     /// Lines, `[sip]` limits and timers, `[records] on_spool_failure`.
     pub config: &'a Config,
-    /// Each line's playlist by line number: the prompt facts and whether G.722 can be played.
-    pub playlists: &'a HashMap<String, Arc<Playlist>>,
+    /// Each line's playlists: the prompt facts and whether G.722 can be played.
+    pub playlists: &'a LinePlaylists,
     /// Digest authentication of untrusted callers, when configured.
     pub inbound_auth: Option<&'a InboundAuth>,
     /// Which operator targets answer OPTIONS, for the hunt list.
@@ -241,7 +242,22 @@ impl Admission<'_> {
         {
             return self.unavailable(Refused::RecordingUnwritable, facts);
         }
-        let Some(playlist) = self.playlists.get(&line.number).cloned() else {
+        // Outside office hours the line plays its after-hours playlist and
+        // dials its duty number, if any (the warning is part of that playlist too).
+        let staffed = self.config.is_staffed(line, now.wall.into());
+        let (playlists, hunt_list) = if staffed {
+            (&self.playlists.in_hours, line.operator.items())
+        } else {
+            let duty = line
+                .after_hours
+                .as_ref()
+                .and_then(|after| after.operator.as_ref());
+            (
+                &self.playlists.after_hours,
+                duty.map(OneOrList::items).unwrap_or_default(),
+            )
+        };
+        let Some(playlist) = playlists.get(&line.number).cloned() else {
             // Refuse loudly rather than skip the warning.
             return refuse(
                 Refused::PromptsNotLoaded,
@@ -266,7 +282,8 @@ impl Admission<'_> {
                 ms_sent: 0,
             })
             .collect();
-        facts.operators = self.health.hunt_list(&line.operator.items());
+        facts.operators = self.health.hunt_list(&hunt_list);
+        facts.after_hours = !staffed;
         facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
         facts.answer_delay = Duration::from_millis(self.config.sip.answer_delay_ms);
 
@@ -391,6 +408,10 @@ mod tests {
     const WIDEBAND_LINE: &str = "02199999";
     /// Configured, but its playlist is missing.
     const UNLOADED_LINE: &str = "02155555";
+    /// Staffed 09:00–17:00 Shanghai time on weekdays; a duty officer after hours.
+    const DUTY_LINE: &str = "02166666";
+    /// Same hours; after hours the playlist says when to call, then courtline hangs up.
+    const CLOSED_LINE: &str = "02177777";
 
     const CONFIG: &str = r#"
 [sip]
@@ -428,6 +449,29 @@ number = "02155555"
 court = "上海海事法院"
 prompt = "zh"
 operator = "sip:op@127.0.0.1:5090"
+
+[prompts.closed]
+file = "audio/after_hours_zh.wav"
+
+[hours.office]
+zone = "Asia/Shanghai"
+weekly = ["mon-fri 09:00-17:00"]
+
+[[lines]]
+number = "02166666"
+court = "上海市浦东新区人民法院"
+prompt = "zh"
+operator = "sip:op@127.0.0.1:5090"
+hours = "office"
+after_hours = { prompt = ["zh", "closed"], operator = "sip:duty@127.0.0.1:5099" }
+
+[[lines]]
+number = "02177777"
+court = "上海市静安区人民法院"
+prompt = "zh"
+operator = "sip:op@127.0.0.1:5090"
+hours = "office"
+after_hours = { prompt = ["zh", "closed"] }
 "#;
 
     /// An offer preferring A-law, then G.722, then μ-law.
@@ -438,10 +482,14 @@ operator = "sip:op@127.0.0.1:5090"
 
     /// A one-prompt playlist of one second, with G.722 when `wideband`.
     fn playlist(wideband: bool) -> Arc<Playlist> {
+        playlist_of("zh", wideband)
+    }
+
+    fn playlist_of(id: &str, wideband: bool) -> Arc<Playlist> {
         let narrow = vec![0i16; 8000];
         let wide = vec![0i16; 16000];
         let prompt = Prompt {
-            id: "zh".into(),
+            id: id.into(),
             version: "2024-01".into(),
             path: "audio/three_rules_zh.wav".into(),
             sha256: "ab".repeat(32),
@@ -457,7 +505,7 @@ operator = "sip:op@127.0.0.1:5090"
     /// The switchboard's side of admission, owned so tests can change it.
     struct Switchboard {
         config: Config,
-        playlists: HashMap<String, Arc<Playlist>>,
+        playlists: LinePlaylists,
         inbound_auth: Option<InboundAuth>,
         health: OperatorHealth,
         spool_healthy: bool,
@@ -468,14 +516,22 @@ operator = "sip:op@127.0.0.1:5090"
 
     impl Switchboard {
         fn new() -> Switchboard {
-            let playlists = [
-                (LINE, playlist(false)),
-                (EARLY_LINE, playlist(false)),
-                (WIDEBAND_LINE, playlist(true)),
-            ]
-            .into_iter()
-            .map(|(line, p)| (line.to_string(), p))
-            .collect();
+            let playlists = LinePlaylists {
+                in_hours: [
+                    (LINE, playlist(false)),
+                    (EARLY_LINE, playlist(false)),
+                    (WIDEBAND_LINE, playlist(true)),
+                    (DUTY_LINE, playlist(false)),
+                    (CLOSED_LINE, playlist(false)),
+                ]
+                .into_iter()
+                .map(|(line, p)| (line.to_string(), p))
+                .collect(),
+                after_hours: [DUTY_LINE, CLOSED_LINE]
+                    .into_iter()
+                    .map(|line| (line.to_string(), playlist_of("closed", false)))
+                    .collect(),
+            };
             Switchboard {
                 config: Config::from_toml_str(CONFIG, "admission test").unwrap(),
                 playlists,
@@ -629,6 +685,33 @@ operator = "sip:op@127.0.0.1:5090"
         assert_eq!(sb.in_use(), 1, "the admitted call holds its slot");
         drop(a);
         assert_eq!(sb.in_use(), 0);
+    }
+
+    #[test]
+    fn office_hours_choose_the_playlist_and_who_is_dialled() {
+        let mut sb = Switchboard::new();
+        // 1,700,000,000 s is Wednesday 06:13 in Shanghai: before opening.
+        for (line, duty) in [
+            (DUTY_LINE, vec!["sip:duty@127.0.0.1:5099".to_string()]),
+            (CLOSED_LINE, vec![]),
+        ] {
+            let a = admitted(sb.decide(&invite(line, SDP, OFFER)));
+            assert!(a.facts.after_hours, "{line}");
+            assert_eq!(a.playlist.prompts()[0].id, "closed", "{line}");
+            assert_eq!(a.facts.operators, duty, "{line}");
+        }
+        // Lines without hours are always staffed.
+        assert!(
+            !admitted(sb.decide(&invite(LINE, SDP, OFFER)))
+                .facts
+                .after_hours
+        );
+        // Four hours later it is 10:13 there: the line's own playlist and operator.
+        sb.now.wall += Duration::from_secs(4 * 3600);
+        let a = admitted(sb.decide(&invite(CLOSED_LINE, SDP, OFFER)));
+        assert!(!a.facts.after_hours);
+        assert_eq!(a.playlist.prompts()[0].id, "zh");
+        assert_eq!(a.facts.operators, ["sip:op@127.0.0.1:5090"]);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! call task ([`super::call::session`]) share while the switchboard runs. It sits
 //! below both, so neither imports the other for it.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::delivery::sender::RecordSender;
 use super::media::ports::RtpPorts;
-use super::media::prompt::Playlist;
+use super::media::prompt::LinePlaylists;
 use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
 use super::sip::dialog_states::DialogStateRouter;
@@ -24,8 +23,8 @@ use crate::config::Config;
 pub(crate) struct Shared {
     /// The validated configuration.
     pub config: Config,
-    /// Each line's playlist by line number, loaded and pre-encoded at start-up.
-    pub playlists: HashMap<String, Arc<Playlist>>,
+    /// Each line's playlists, loaded and pre-encoded at start-up.
+    pub playlists: LinePlaylists,
     /// Pre-encoded ringback.
     pub ringback: Arc<ToneFrames>,
     /// RTP port range.

@@ -1,7 +1,6 @@
 //! The SIP endpoint of the switchboard: binds the socket, runs rsipstack, admits
 //! or refuses new calls, answers OPTIONS and routes in-dialog requests.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use crate::switchboard::call::session::CallSetup;
 use crate::switchboard::call::CallFlow;
 use crate::switchboard::delivery::sender::RecordSender;
 use crate::switchboard::media::ports::RtpPorts;
-use crate::switchboard::media::prompt::Playlist;
+use crate::switchboard::media::prompt::LinePlaylists;
 use crate::switchboard::media::recording::Recorder;
 use crate::switchboard::media::tone::ToneFrames;
 
@@ -89,7 +88,7 @@ impl Switchboard {
     /// Binds the SIP socket and prepares the stack; call [`Switchboard::run`] to serve.
     pub async fn bind(
         config: Config,
-        playlists: HashMap<String, Arc<Playlist>>,
+        playlists: LinePlaylists,
         records: RecordSender,
         shutdown: CancellationToken,
     ) -> Result<Switchboard, SwitchboardError> {
@@ -482,6 +481,14 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     };
     if let Some(user) = &admitted.authenticated_as {
         info!(line = %number, caller = %admitted.facts.caller_number, ?source, %user, "caller authenticated");
+    }
+    if admitted.facts.after_hours {
+        let duty = admitted
+            .facts
+            .operators
+            .first()
+            .map_or("none: hang up after the playlist", String::as_str);
+        info!(line = %number, caller = %admitted.facts.caller_number, duty, "outside office hours: after-hours playlist");
     }
     if admitted.answered_without_early_media {
         info!(line = %number, caller = %admitted.facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");

@@ -196,7 +196,8 @@ ring_timeout_s = {ring}
             line_extra = options.line_extra,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
-        let playlist = playlists(&config, &load_prompts(&config).unwrap())["02112368"].clone();
+        let playlist =
+            playlists(&config, &load_prompts(&config).unwrap()).in_hours["02112368"].clone();
         let running = start(config).await.unwrap();
         TestSwitchboard {
             sip: running.sip_addr,

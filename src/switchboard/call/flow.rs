@@ -43,8 +43,11 @@ pub struct CallFacts {
     pub prompt_length_ms: u32,
     /// Every prompt of the line's playlist in order (`ms_sent` is filled in at the end).
     pub prompts: Vec<PlayedPrompt>,
-    /// Operator URIs in hunt order.
+    /// Operator URIs in hunt order; outside office hours the duty number(s),
+    /// or none: the call ends after the after-hours playlist.
     pub operators: Vec<String>,
+    /// The call came outside the line's office hours (the playlist is the after-hours one).
+    pub after_hours: bool,
     /// How long each operator may ring.
     pub ring_timeout: Duration,
     /// How long to ring the caller before answering.
@@ -443,8 +446,13 @@ impl CallFlow {
                 self.record.prompt_ended_at_ms = self.wall_ms(now);
                 self.record.prompt_completed = true;
                 self.milestone(Milestone::PromptFinished);
-                self.actions.push_back(CallAction::StartRingback);
-                self.dial(0, now);
+                if self.facts.operators.is_empty() {
+                    // After hours without a duty number: the playlist said when to call.
+                    self.close_after_hours(now);
+                } else {
+                    self.actions.push_back(CallAction::StartRingback);
+                    self.dial(0, now);
+                }
             }
             // CANCEL comes only before our 200 OK: here, during early media
             // (the stack has answered it with 487).
@@ -588,6 +596,19 @@ impl CallFlow {
         self.record.sip_final_status = 200;
         self.milestone(Milestone::Answered);
         self.actions.push_back(CallAction::AnswerCaller);
+    }
+
+    /// Ends an after-hours call that has no one to dial: a BYE to an answered
+    /// caller, 480 (Temporarily Unavailable) to an early-media one.
+    fn close_after_hours(&mut self, now: Instant) {
+        if self.caller_answered {
+            self.actions.push_back(CallAction::HangUpCaller);
+        } else {
+            self.record.sip_final_status = 480;
+            self.actions
+                .push_back(CallAction::RejectCaller { status: 480 });
+        }
+        self.end(EndReason::AfterHours, now);
     }
 
     fn dial(&mut self, target: usize, now: Instant) {

@@ -1059,3 +1059,45 @@ fn the_last_operator_refused_ends_the_call_as_unreachable() {
     );
     assert_eq!(reason(finished(&actions)), EndReason::OperatorUnreachable);
 }
+
+/// Outside office hours with no duty number: the after-hours playlist, then
+/// a polite end instead of ringback.
+fn after_hours(early: bool) -> Harness {
+    let mut f = facts(&[]);
+    f.after_hours = true;
+    f.early_media = early;
+    Harness::new(f)
+}
+
+#[test]
+fn after_hours_without_a_duty_number_hangs_up_once_the_playlist_has_played() {
+    let mut h = after_hours(false);
+    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
+    h.input(CallInput::CallerAcked);
+    assert_eq!(h.actions(), vec![CallAction::StartPrompt]);
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller, "{actions:?}");
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::AfterHours);
+    assert!(record.prompt_completed, "the whole playlist was heard");
+    assert_eq!(h.flow.phase(), Phase::Ended);
+}
+
+#[test]
+fn after_hours_on_an_early_media_line_ends_unanswered_with_480() {
+    let mut h = after_hours(true);
+    h.actions();
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    let actions = h.actions();
+    assert_eq!(
+        actions[0],
+        CallAction::RejectCaller { status: 480 },
+        "{actions:?}"
+    );
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::AfterHours);
+    assert_eq!(record.sip_final_status, 480);
+}

@@ -7,6 +7,7 @@
 //! or at start-up, never in the middle of a caller's warning, and the RTP
 //! sender only copies ready-made 160-byte frames.
 
+use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::fmt;
 use std::io;
@@ -437,6 +438,15 @@ enum Segment {
     Silence,
     /// Every frame of prompt number `index` of the playlist.
     Prompt(usize),
+}
+
+/// Each line's playlists by line number, loaded and pre-encoded at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct LinePlaylists {
+    /// What callers hear while the line is staffed (`[[lines]] prompt`).
+    pub in_hours: HashMap<String, Arc<Playlist>>,
+    /// What they hear outside its office hours (`[lines.after_hours] prompt`).
+    pub after_hours: HashMap<String, Arc<Playlist>>,
 }
 
 /// What a line plays before anyone is called: lead-in silence, then its

@@ -56,7 +56,8 @@ struct QueueDepth {
 }
 
 impl QueueDepth {
-    /// A message went in.
+    /// A message is about to go in: counted first, so the writer can never
+    /// count it out before it was counted in.
     fn queued(&self) {
         let depth = self.now.fetch_add(1, Ordering::Relaxed) + 1;
         // Read first: the common case (no new peak) writes nothing shared.
@@ -65,7 +66,7 @@ impl QueueDepth {
         }
     }
 
-    /// The writer took a message.
+    /// The writer took a message, or a counted one could not be queued.
     fn taken(&self) {
         self.now.fetch_sub(1, Ordering::Relaxed);
     }
@@ -211,9 +212,9 @@ impl Recorder {
             dropped: dropped.clone(),
             reply,
         };
+        self.depth.queued();
         match self.queue.try_send(Message::Open(Box::new(open))) {
             Ok(()) => {
-                self.depth.queued();
                 let tap = CallTap {
                     key,
                     queue: self.queue.clone(),
@@ -228,6 +229,7 @@ impl Recorder {
                 TrySendError::Full(Message::Open(open))
                 | TrySendError::Disconnected(Message::Open(open)),
             ) => {
+                self.depth.taken();
                 let _ = open.reply.send(RecordingOutcome {
                     policy,
                     channels: u32::from(CHANNELS),
@@ -246,8 +248,9 @@ impl Recorder {
     /// while the queue is full, so call it off the async threads.
     pub fn close(&self, tap_key: u64) {
         // The writer is gone only if its thread panicked; the receiver then reports it.
-        if self.queue.send(Message::Close(tap_key)).is_ok() {
-            self.depth.queued();
+        self.depth.queued();
+        if self.queue.send(Message::Close(tap_key)).is_err() {
+            self.depth.taken();
         }
     }
 }
@@ -341,9 +344,9 @@ impl CallTap {
                 payload: [0; CHUNK],
             };
             frame.payload[..chunk.len()].copy_from_slice(chunk);
-            if self.queue.try_send(Message::Frame(frame)).is_ok() {
-                self.depth.queued();
-            } else {
+            self.depth.queued();
+            if self.queue.try_send(Message::Frame(frame)).is_err() {
+                self.depth.taken();
                 self.dropped.store(true, Ordering::Relaxed);
                 tracing::warn!(
                     "the recording writer is behind (queue full): this call's recording is dropped; the call goes on"
