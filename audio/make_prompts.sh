@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the synthetic "three rules" prompts from the scripts beside it.
+# Regenerates the synthetic prompts from the scripts beside them.
 # Repeatable: the same espeak-ng and sox versions give byte-identical WAVs
 # (sox -R fixes the dither seed), so the recorded SHA-256 stays the same.
 set -eu
@@ -7,15 +7,18 @@ cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# cmn-latn-pinyin, not plain cmn: espeak-ng 1.51's cmn voice reads the pinyin
-# of each character as English letters and tone digits ("ni three").
-espeak-ng -v cmn-latn-pinyin -s 165 -f three_rules_zh.txt -w "$tmp/zh.wav"
-espeak-ng -v en -s 160 -f three_rules_en.txt -w "$tmp/en.wav"
-
-for lang in zh en; do
+# name, espeak-ng voice, words per minute. cmn-latn-pinyin, not plain cmn:
+# espeak-ng 1.51's cmn voice reads the pinyin of each character as English
+# letters and tone digits ("ni three").
+while read -r name voice speed; do
+    espeak-ng -v "$voice" -s "$speed" -f "$name.txt" -w "$tmp/$name.wav"
     # Trim the synthesiser's leading/trailing silence (courtline adds its own),
     # resample to 16 kHz mono 16-bit, normalise the peak to -3 dBFS.
-    sox -R "$tmp/$lang.wav" -c 1 -b 16 "three_rules_$lang.wav" \
+    sox -R "$tmp/$name.wav" -c 1 -b 16 "$name.wav" \
         silence 1 0.02 0.1% reverse silence 1 0.02 0.1% reverse \
         gain -6 rate -v 16000 gain -n -3
-done
+done <<PROMPTS
+three_rules_zh cmn-latn-pinyin 165
+three_rules_en en 160
+after_hours_zh cmn-latn-pinyin 165
+PROMPTS

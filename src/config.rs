@@ -1550,6 +1550,77 @@ operator = "sip:operator@127.0.0.1:5090"
     }
 
     #[test]
+    fn office_hours_are_checked_with_the_key_and_the_fix() {
+        let hours =
+            "\n[hours.office]\nzone = \"Asia/Shanghai\"\nweekly = [\"mon-fri 09:00-17:00\"]\n";
+        let line = |extra: &str| format!("{}{extra}\n{hours}", base());
+        let ok = line("hours = \"office\"\nafter_hours = { prompt = \"zh\" }");
+        let config = Config::from_toml_str(&ok, "t").unwrap();
+        assert_eq!(config.office_hours["office"].zone(), "Asia/Shanghai");
+        for (extra, expected) in [
+            (
+                "hours = \"night\"\nafter_hours = { prompt = \"zh\" }",
+                "`lines[0].hours`: no [hours.night]",
+            ),
+            (
+                "hours = \"office\"",
+                "`lines[0].after_hours`: the line has office hours but no after-hours call",
+            ),
+            ("after_hours = { prompt = \"zh\" }", "but no office hours"),
+            (
+                "hours = \"office\"\nafter_hours = { prompt = \"closed\" }",
+                "`lines[0].after_hours.prompt`: no [prompts.closed]",
+            ),
+            (
+                "hours = \"office\"\nafter_hours = { prompt = \"zh\", operator = \"duty\" }",
+                "`lines[0].after_hours.operator`",
+            ),
+        ] {
+            let error = error_for(&line(extra));
+            assert!(error.contains(expected), "{extra}: {error}");
+        }
+        let bad_zone = format!(
+            "{}hours = \"office\"\nafter_hours = {{ prompt = \"zh\" }}\n[hours.office]\nzone = \"Mars/Olympus\"\n",
+            base()
+        );
+        assert!(error_for(&bad_zone).contains("`hours.office`: unknown time zone"));
+        let missing_calendar = format!(
+            "{}hours = \"office\"\nafter_hours = {{ prompt = \"zh\" }}\n[hours.office]\nzone = \"Asia/Shanghai\"\ncalendars = [\"no/such/cn.txt\"]\n",
+            base()
+        );
+        assert!(error_for(&missing_calendar).contains("calendar no/such/cn.txt"));
+    }
+
+    #[test]
+    fn the_examples_commented_office_hours_are_valid_once_uncommented() {
+        // Uncomment exactly the lines the example shows for office hours.
+        let mut text = String::new();
+        for line in EMBEDDED_EXAMPLE.lines() {
+            let shown = line.strip_prefix("#   ").filter(|rest| {
+                [
+                    "hours",
+                    "after_hours",
+                    "[hours",
+                    "zone",
+                    "weekly",
+                    "calendars",
+                    "[prompts.after",
+                    "file = \"audio/after",
+                ]
+                .iter()
+                .any(|start| rest.starts_with(start))
+            });
+            text.push_str(shown.unwrap_or(line));
+            text.push('\n');
+        }
+        // Paths in the example are relative to the repository root, as for `courtline serve`.
+        std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let config = Config::from_toml_str(&text, "uncommented example").unwrap();
+        assert_eq!(config.lines[0].hours, "office");
+        assert!(config.office_hours["office"].calendar().span().is_some());
+    }
+
+    #[test]
     fn example_file_is_valid() {
         let config = Config::from_toml_str(EMBEDDED_EXAMPLE, "config/courtline.toml").unwrap();
         assert!(!config.lines.is_empty());
