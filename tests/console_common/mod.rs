@@ -296,6 +296,7 @@ impl ConsoleService {
                 hosts: vec![web_addr.to_string(), "127.0.0.1".into(), "localhost".into()],
                 session_idle: Duration::from_secs(1800),
                 tls: false,
+                masked_roles: vec![Role::Auditor, Role::Admin],
             },
             async move {
                 let _ = stopped_web.changed().await;
