@@ -1,7 +1,7 @@
 //! The console without a mouse, in Chromium: sign in, search by a Chinese caller name,
 //! open a call, reach the export's reason form, with nothing but Tab, typing and Enter
-//! (WebDriver key actions with `fantoccini::key::Key`), every focused element showing a visible focus outline.
-//! And every form field of the calls pages has a label. Screenshots go to
+//! (WebDriver key actions with `fantoccini::key::Key`), every element the focus stops
+//! on showing a visible outline. And every form field of the calls pages has a label. Screenshots go to
 //! `target/console-screenshots/keyboard-*.png`. Skips without /usr/bin/chromium
 //! unless `CI` is set, like the other browser tests.
 
@@ -11,8 +11,7 @@ mod records_common;
 use std::time::Duration;
 
 use console_common::{
-    browser, browser_present, click_and_load, screenshot, start_driver, text, ConsoleService,
-    WAIT,
+    browser, browser_present, click_and_load, screenshot, start_driver, text, ConsoleService, WAIT,
 };
 use courtline::contract::pb::Role;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -61,11 +60,7 @@ async fn press(client: &Client, key: Key) {
 
 /// Presses Tab until `wanted` holds for the focused element, checking that each
 /// element the focus passes shows a visible outline; returns the Tabs pressed.
-async fn tab_to(
-    client: &Client,
-    what: &str,
-    wanted: impl Fn(&serde_json::Value) -> bool,
-) -> usize {
+async fn tab_to(client: &Client, what: &str, wanted: impl Fn(&serde_json::Value) -> bool) -> usize {
     let mut passed = Vec::new();
     for tabs in 1..=MAX_TABS {
         press(client, Key::Tab).await;
@@ -131,7 +126,10 @@ async fn the_main_flow_works_with_the_keyboard_alone() {
     press(&chrome, Key::Tab).await;
     let skip = focused(&chrome).await;
     assert_eq!(skip["tag"], "a", "{skip}");
-    assert!(skip["text"].as_str().unwrap().contains("跳到正文"), "{skip}");
+    assert!(
+        skip["text"].as_str().unwrap().contains("跳到正文"),
+        "{skip}"
+    );
 
     // Search: Tab to the name field, type, Enter (the form's submit).
     tab_to(&chrome, "the caller name field", |now| now["id"] == "name").await;
@@ -140,7 +138,12 @@ async fn the_main_flow_works_with_the_keyboard_alone() {
     press(&chrome, Key::Enter).await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let query = chrome.current_url().await.unwrap().query().map(str::to_owned);
+        let query = chrome
+            .current_url()
+            .await
+            .unwrap()
+            .query()
+            .map(str::to_owned);
         // htmx may swap the results between finding the count and reading it.
         let total = match chrome.find(Locator::Css("#total")).await {
             Ok(total) => total.text().await.unwrap_or_default(),

@@ -102,13 +102,23 @@ async fn marks_filter_and_the_count_is_capped(db: Db) {
 
     // The cap, at the store: counting stops one past it.
     let store = SqlStore::open(&db.url).await.unwrap();
-    assert_eq!(store.count_calls(&CallFilter::default(), 3).await.unwrap(), 4);
-    assert_eq!(store.count_calls(&CallFilter::default(), 10).await.unwrap(), 6);
+    assert_eq!(
+        store.count_calls(&CallFilter::default(), 3).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        store.count_calls(&CallFilter::default(), 10).await.unwrap(),
+        6
+    );
     let name_search = CallFilter {
         caller_name_contains: "王五".into(),
         ..CallFilter::default()
     };
-    assert_eq!(store.count_calls(&name_search, 10).await.unwrap(), 1, "call 4 only");
+    assert_eq!(
+        store.count_calls(&name_search, 10).await.unwrap(),
+        1,
+        "call 4 only"
+    );
 
     let intact = client.verify(VerifyRequest {}).await.unwrap().into_inner();
     assert!(intact.findings.is_empty(), "{:?}", intact.findings);
@@ -120,9 +130,12 @@ async fn marks_filter_and_the_count_is_capped(db: Db) {
         .unwrap();
     let tampered = client.verify(VerifyRequest {}).await.unwrap().into_inner();
     assert!(
-        tampered.findings.iter().any(|finding| finding.kind == "projection"
-            && finding.call_id == call_id(4)
-            && finding.detail.contains("has_report")),
+        tampered
+            .findings
+            .iter()
+            .any(|finding| finding.kind == "projection"
+                && finding.call_id == call_id(4)
+                && finding.detail.contains("has_report")),
         "{:?}",
         tampered.findings
     );

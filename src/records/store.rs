@@ -1326,7 +1326,11 @@ impl SqlStore {
             ),
             (filter.flagged(), "flagged = 1", "flagged = 0"),
             (filter.has_report(), "has_report = 1", "has_report = 0"),
-            (filter.has_recording(), "has_recording = 1", "has_recording = 0"),
+            (
+                filter.has_recording(),
+                "has_recording = 1",
+                "has_recording = 0",
+            ),
         ] {
             match choice {
                 Choice::Any => {}
@@ -1510,7 +1514,12 @@ impl Store for SqlStore {
             .fetch_all(&self.pool, operation)
             .await?;
         rows.iter()
-            .map(|row| Ok((get(row, "call_id", operation)?, get(row, "mark", operation)?)))
+            .map(|row| {
+                Ok((
+                    get(row, "call_id", operation)?,
+                    get(row, "mark", operation)?,
+                ))
+            })
             .collect()
     }
 
@@ -2091,7 +2100,8 @@ impl SqlStore {
                     .push(")");
                 version.execute(tx, "store report version").await?;
                 // Only the first version changes the row (and its partial index).
-                let mut mark = self.sql("UPDATE calls SET has_report = 1 WHERE has_report = 0 AND call_id = ");
+                let mut mark =
+                    self.sql("UPDATE calls SET has_report = 1 WHERE has_report = 0 AND call_id = ");
                 mark.bind(row.call_id.clone());
                 mark.execute(tx, "mark reported call").await?;
             }

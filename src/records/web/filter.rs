@@ -87,7 +87,11 @@ impl CallsForm {
             ("error-choice", &self.connected, &mut filter.connected),
             ("error-choice", &self.flagged, &mut filter.flagged),
             ("error-choice", &self.has_report, &mut filter.has_report),
-            ("error-choice", &self.has_recording, &mut filter.has_recording),
+            (
+                "error-choice",
+                &self.has_recording,
+                &mut filter.has_recording,
+            ),
         ] {
             *target = match text.as_str() {
                 "" => Choice::Any,
@@ -262,7 +266,10 @@ mod tests {
             ..CallsForm::default()
         };
         let query = form.query();
-        assert!(!query.contains("cursor") && !query.contains("court="), "{query}");
+        assert!(
+            !query.contains("cursor") && !query.contains("court="),
+            "{query}"
+        );
         let back: CallsForm = serde_urlencoded::from_str(&query).unwrap();
         assert_eq!(back.name, "王五（律师）");
         assert_eq!(back.caller, "+86 139");

@@ -202,21 +202,36 @@ pub fn steps(record: &CallRecord, events: &[TimelineEvent]) -> Vec<Step> {
     let played = !record.prompts.is_empty() || !record.prompt_id.is_empty();
     let from_record = [
         (StepKind::Received, record.received_at_ms, true, ""),
-        (StepKind::Answered, record.answered_at_ms, record.answered_at_ms != 0, ""),
+        (
+            StepKind::Answered,
+            record.answered_at_ms,
+            record.answered_at_ms != 0,
+            "",
+        ),
         (
             StepKind::WarningStarted,
             record.prompt_started_at_ms,
             played || record.prompt_started_at_ms != 0,
             "",
         ),
-        (warning_end, record.prompt_ended_at_ms, record.prompt_ended_at_ms != 0, ""),
+        (
+            warning_end,
+            record.prompt_ended_at_ms,
+            record.prompt_ended_at_ms != 0,
+            "",
+        ),
         (
             StepKind::OperatorAnswered,
             record.operator_answered_at_ms,
             record.operator_answered_at_ms != 0,
             record.operator_uri.as_str(),
         ),
-        (StepKind::Ended, record.ended_at_ms, record.ended_at_ms != 0, ""),
+        (
+            StepKind::Ended,
+            record.ended_at_ms,
+            record.ended_at_ms != 0,
+            "",
+        ),
     ];
     for (kind, at_ms, happened, target) in from_record {
         let covered = match kind {
@@ -260,7 +275,10 @@ pub fn steps(record: &CallRecord, events: &[TimelineEvent]) -> Vec<Step> {
     let mut order: Vec<usize> = (0..steps.len()).collect();
     // At one moment, the call's course; within a rank (an attempt's steps), the chain's order.
     order.sort_by_key(|&index| (placed[index], steps[index].kind.rank(), steps[index].seq));
-    order.into_iter().map(|index| steps[index].clone()).collect()
+    order
+        .into_iter()
+        .map(|index| steps[index].clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use tonic::Code;
 use super::calls::CallRow;
 use super::{failure, local_time, Chrome, Page};
 use crate::contract::names::flag_category_name;
-use crate::contract::pb::{CallRecord, Flag, FlagCallRequest, FlagCategory, LegMedia, PlayedPrompt};
+use crate::contract::pb::{
+    CallRecord, Flag, FlagCallRequest, FlagCategory, LegMedia, PlayedPrompt,
+};
 use crate::records::query::order_timeline;
 use crate::records::web::timeline::{steps, Step, StepKind};
 use crate::records::web::Console;
@@ -83,7 +85,10 @@ impl MediaRow {
             loss: if expected == 0 {
                 String::new()
             } else {
-                format!("{:.1}%", media.packets_lost as f64 * 100.0 / expected as f64)
+                format!(
+                    "{:.1}%",
+                    media.packets_lost as f64 * 100.0 / expected as f64
+                )
             },
             peer_lost: media
                 .peer_reported_lost

@@ -280,7 +280,12 @@ async fn export_form(
     Query(form): Query<CallsForm>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, here("/calls/export", uri.query()), Page::Calls)
+        .allowed(
+            &headers,
+            peer,
+            here("/calls/export", uri.query()),
+            Page::Calls,
+        )
         .await
     {
         Ok(allowed) => allowed,
@@ -457,7 +462,10 @@ mod tests {
             ..CallRecord::default()
         };
         let row = CallRow::of(&record, true);
-        assert_eq!((row.caller.as_str(), row.name.as_str()), ("139****5678", "欧***"));
+        assert_eq!(
+            (row.caller.as_str(), row.name.as_str()),
+            ("139****5678", "欧***")
+        );
         assert_eq!(row.court, "广州互联网法院");
         let row = CallRow::of(&record, false);
         assert_eq!(row.caller, "13912345678");
