@@ -22,6 +22,7 @@ use crate::records::auth::parse_role;
 use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
+use crate::records::web::mask::{masked_roles, DEFAULT_MASKED_ROLES};
 use crate::records::web::WebSettings;
 
 pub mod hours;
@@ -245,6 +246,8 @@ pub struct RecordsWebConfig {
     pub hosts: Vec<String>,
     /// Minutes without a request after which a session ends.
     pub session_minutes: u64,
+    /// Roles that see callers' numbers and names masked (`139****5678`, `王**`).
+    pub mask_callers_for: Vec<String>,
 }
 
 impl Default for RecordsWebConfig {
@@ -253,6 +256,7 @@ impl Default for RecordsWebConfig {
             listen: "127.0.0.1:8080".to_string(),
             hosts: Vec::new(),
             session_minutes: 30,
+            mask_callers_for: DEFAULT_MASKED_ROLES.map(String::from).to_vec(),
         }
     }
 }
@@ -283,6 +287,8 @@ impl RecordsWebConfig {
                 // The console itself speaks plain HTTP (loopback by default); cookies
                 // get `Secure` once it serves TLS.
                 tls: false,
+                // Checked by `Config::validate`.
+                masked_roles: masked_roles(&self.mask_callers_for).unwrap_or_default(),
             },
         ))
     }
@@ -1301,6 +1307,13 @@ impl Config {
                 "records.web.session_minutes".into(),
                 "is 0".into(),
                 "Sessions need some idle time before they end: use 30, for example.",
+            ));
+        }
+        if let Err(name) = masked_roles(&web.mask_callers_for) {
+            return Err(self.invalid(
+                "records.web.mask_callers_for".into(),
+                format!("\"{name}\" is not a role"),
+                "List roles from compliance, operator, auditor, admin, e.g. [\"auditor\", \"admin\"]; [] masks no one.",
             ));
         }
         let service = &self.records.service;

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use console_common::{
-    browser, browser_present, click_and_load, fetch, screenshot, sign_in, start_driver, text,
-    ConsoleService, CALLS, WAIT,
+    browser, browser_present, click_and_load, fetch, post_form, screenshot, sign_in, start_driver,
+    text, ConsoleService, CALLS, WAIT,
 };
 use courtline::contract::pb::Role;
 use fantoccini::Locator;
@@ -110,6 +110,8 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     };
     assert_eq!(names.len(), 50, "{names:?}");
     assert!(names.iter().all(|name| name == "欧阳娜娜"), "{names:?}");
+    let total = text(&chrome, "#total").await;
+    assert!(total.contains("2,000"), "{total}");
     screenshot(&chrome, "calls-search").await;
     assert!(
         chrome
@@ -121,12 +123,22 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         "2,000 match: more pages"
     );
 
-    // Open the newest match and check its timeline.
+    // Open the newest match and check its timeline: received, answered, the
+    // warning with its playlist, ended by the caller; times with their UTC offset.
     click_and_load(&chrome, "#calls tbody a").await;
     let timeline = text(&chrome, "#timeline").await;
     assert!(
-        timeline.contains("received") && timeline.contains("ended"),
+        timeline.contains("来电")
+            && timeline.contains("开始播放告知")
+            && timeline.contains("通话结束")
+            && timeline.contains("挂断方: 来电者"),
         "{timeline}"
+    );
+    let first_time = text(&chrome, "#timeline time").await;
+    assert!(
+        first_time.len() == "2023-11-15 06:13:20 +08:00".len()
+            && first_time.chars().rev().nth(2) == Some(':'),
+        "{first_time}"
     );
     let call_path = chrome.current_url().await.unwrap().path().to_owned();
     let call_id = call_path.trim_start_matches("/calls/").to_owned();
@@ -135,7 +147,15 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
         records_common::call_id(CALLS - 1),
         "newest 欧阳娜娜: n % 5 == 4"
     );
-    assert!(text(&chrome, "#prompts").await.contains(&"e5".repeat(32)));
+    let hash = chrome
+        .find(Locator::Css("#prompts code"))
+        .await
+        .unwrap()
+        .attr("title")
+        .await
+        .unwrap();
+    assert_eq!(hash.as_deref(), Some("e5".repeat(32).as_str()));
+    assert!(text(&chrome, "#prompts").await.contains("e5e5e5e5e5e5…"));
     screenshot(&chrome, "call").await;
 
     // Flag it: "other" without a note is refused, with one it is recorded.
@@ -176,32 +196,51 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     );
     screenshot(&chrome, "call-flagged").await;
 
-    // Export the search and verify the file with the CLI.
-    let (status, csv) = fetch(
-        &chrome,
-        "/export.csv?name=%E6%AC%A7%E9%98%B3&reason=%E5%A4%8D%E6%A0%B8",
-    )
-    .await;
-    assert_eq!(status, 200, "{csv}");
-    let file = db.dir.path().join("export.csv");
-    std::fs::write(&file, &csv).unwrap();
-    let (public_key, _) = opened_public_key(db);
-    let verified = Command::new(courtline_bin())
-        .args(["records", "verify-export"])
-        .arg(&file)
-        .args(["--public-key", &public_key])
-        .output()
+    // Export the search: the export button leads to the reason form; without a
+    // reason nothing is exported; CSV and JSONL verify with the CLI.
+    chrome
+        .goto(&format!("{base}/calls?name=%E6%AC%A7%E9%98%B3"))
+        .await
         .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
-    );
-    assert_eq!(
-        csv.lines().filter(|line| line.contains("欧阳娜娜")).count(),
-        2_000
-    );
+    click_and_load(&chrome, "#export-link").await;
+    assert!(text(&chrome, "#export-search").await.contains("欧阳"));
+    screenshot(&chrome, "export-reason").await;
+    let search = [("name", "欧阳"), ("format", "csv")];
+    let (status, refused) = post_form(&chrome, "/calls/export", &search).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("请填写导出原因"), "{refused}");
+    let (public_key, _) = opened_public_key(db);
+    for format in ["csv", "jsonl"] {
+        let (status, exported) = post_form(
+            &chrome,
+            "/calls/export",
+            &[("name", "欧阳"), ("format", format), ("reason", "复核")],
+        )
+        .await;
+        assert_eq!(status, 200, "{exported}");
+        let file = db.dir.path().join(format!("export.{format}"));
+        std::fs::write(&file, &exported).unwrap();
+        let verified = Command::new(courtline_bin())
+            .args(["records", "verify-export"])
+            .arg(&file)
+            .args(["--public-key", &public_key])
+            .output()
+            .unwrap();
+        assert!(
+            verified.status.success(),
+            "{format}: {}{}",
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        assert_eq!(
+            exported
+                .lines()
+                .filter(|line| line.contains("欧阳娜娜"))
+                .count(),
+            2_000,
+            "{format}"
+        );
+    }
 
     // A compliance user may not see the integrity page, and it leaks nothing.
     let (status, html) = fetch(&chrome, "/integrity").await;

@@ -181,6 +181,12 @@ pub struct FilterArgs {
     /// Whether compliance staff flagged the call.
     #[arg(long, value_enum)]
     pub flagged: Option<YesNo>,
+    /// Whether a "three rules" report was opened on the call.
+    #[arg(long, value_enum)]
+    pub has_report: Option<YesNo>,
+    /// Whether the call's recording is kept in the evidence store.
+    #[arg(long, value_enum)]
+    pub has_recording: Option<YesNo>,
     /// Only calls in this state (ended, interrupted, in_progress); repeatable. Default: ended and interrupted.
     #[arg(long)]
     pub state: Vec<String>,
@@ -238,6 +244,8 @@ impl FilterArgs {
             prompt_completed: choice(self.prompt_completed),
             connected: choice(self.connected),
             flagged: choice(self.flagged),
+            has_report: choice(self.has_report),
+            has_recording: choice(self.has_recording),
             states,
             call_id_prefix: String::new(),
         })
@@ -387,6 +395,8 @@ async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     };
     let (mut client, endpoint) = args.service.connect(config_path).await?;
     let mut records = Vec::new();
+    // The service counts the matches with the first page it is asked for.
+    let mut matching = String::new();
     // Each page asks for no more than is still wanted, so the last page's token
     // continues right after the last call printed.
     let next = loop {
@@ -397,6 +407,10 @@ async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|status| service_error(&endpoint, status))?
             .into_inner();
+        if request.page_token.is_empty() {
+            let more = if page.total_capped { "+" } else { "" };
+            matching = format!(" ({}{more} match)", page.total);
+        }
         records.extend(page.records);
         if page.next_page_token.is_empty() || records.len() >= limit {
             break page.next_page_token;
@@ -414,7 +428,7 @@ async fn list(config_path: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     // On standard error, so piped JSON or CSV stays clean.
     if !next.is_empty() {
         eprintln!(
-            "showing {} calls; more match. Next page: --after {next} (or --all for every call)",
+            "showing {} calls; more match{matching}. Next page: --after {next} (or --all for every call)",
             records.len()
         );
     }

@@ -29,7 +29,8 @@ use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
 };
 use super::store::{
-    CallQuery, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError, MAX_PAGE_SIZE,
+    CallQuery, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError, COUNT_CAP,
+    MAX_PAGE_SIZE,
 };
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
@@ -393,6 +394,8 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         ("prompt_completed", filter.prompt_completed()),
         ("connected", filter.connected()),
         ("flagged", filter.flagged()),
+        ("has_report", filter.has_report()),
+        ("has_recording", filter.has_recording()),
     ] {
         match choice {
             crate::contract::pb::Choice::Any => {}
@@ -1132,6 +1135,16 @@ impl RecordsServer {
             .with_flags(records)
             .await
             .map_err(|error| store_status("reading the flags of listed calls", error))?;
+        // Counted with the first page only: later pages are the same search.
+        let counted = match query.page_token {
+            Some(_) => 0,
+            None => self
+                .ledger
+                .store()
+                .count_calls(&query.filter, COUNT_CAP)
+                .await
+                .map_err(|error| store_status("counting calls", error))?,
+        };
         let parameters = serde_json::json!({
             "filter": filter_json(&query.filter),
             "sort": sort_name(query.sort),
@@ -1143,6 +1156,8 @@ impl RecordsServer {
         Ok(ListCallsResponse {
             records,
             next_page_token: next.unwrap_or_default(),
+            total: counted.min(u64::from(COUNT_CAP)),
+            total_capped: counted > u64::from(COUNT_CAP),
         })
     }
 

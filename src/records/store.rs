@@ -40,6 +40,10 @@ use crate::contract::row::{media_json, parse_media_json, parse_prompts_json, pro
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a query may return, so one request cannot pull the whole table into memory.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Most matches [`Store::count_calls`] counts: a count then reads at most this many
+/// index entries (plus the rows a filter without an index skips, as a list does), so
+/// the first page of a search costs a bounded amount more than the page itself.
+pub const COUNT_CAP: u32 = 10_000;
 
 /// How long a SQLite statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -442,6 +446,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         query: &CallQuery,
     ) -> Result<(Vec<CallRecord>, Option<String>), StoreError>;
+    /// How many calls match `filter`, counting no further than `cap`: `cap + 1` means more.
+    async fn count_calls(&self, filter: &CallFilter, cap: u32) -> Result<u64, StoreError>;
+    /// Calls whose `has_report` or `has_recording` column disagrees with the reports and
+    /// recordings tables they follow from: (call id, column).
+    async fn mismatched_call_marks(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// One call's row.
     async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
     /// One call's events in chain order.
@@ -690,15 +699,25 @@ impl SqlStore {
     async fn list_calls_sql(&self, query: &CallQuery) -> Result<Sql, StoreError> {
         let oldest_first = query.sort == SortOrder::OldestFirst;
         let cursor = Cursor::resume(query.page_token.as_deref(), oldest_first)?;
-        let page_size = query.effective_page_size();
-        let filter = &query.filter;
         let page = Page {
             cursor: cursor.as_ref(),
             oldest_first,
-            rows: page_size + 1,
+            rows: query.effective_page_size() + 1,
         };
+        self.matching_calls_sql(&query.filter, &page, CALL_COLUMNS)
+            .await
+    }
+
+    /// `columns` of the calls matching `filter` on `page`, in its order (one statement;
+    /// a name search is the union of two parts, see [`Store::list_calls`]).
+    async fn matching_calls_sql(
+        &self,
+        filter: &CallFilter,
+        page: &Page<'_>,
+        columns: &str,
+    ) -> Result<Sql, StoreError> {
         if filter.caller_name_contains.is_empty() {
-            let mut sql = self.sql(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+            let mut sql = self.sql(format!("SELECT {columns} FROM calls WHERE 1 = 1"));
             self.push_filter(&mut sql, filter);
             page.push(&mut sql, "received_at_ms", "call_id");
             return Ok(sql);
@@ -711,7 +730,7 @@ impl SqlStore {
         let through = self.read_name_index_mark(&self.pool).await?;
         let gram = self.rarest_gram(&filter.caller_name_contains).await?;
         let mut sql = self.sql(format!(
-            "SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} FROM caller_name_grams \
+            "SELECT {columns} FROM (SELECT {columns} FROM caller_name_grams \
              JOIN calls ON call_id = call_key WHERE gram = "
         ));
         sql.bind(gram);
@@ -729,7 +748,7 @@ impl SqlStore {
             Backend::Postgres => "",
         };
         sql.push(&format!(
-            ") AS indexed UNION ALL SELECT {CALL_COLUMNS} FROM (SELECT {CALL_COLUMNS} \
+            ") AS indexed UNION ALL SELECT {columns} FROM (SELECT {columns} \
              FROM calls{by_first_seq} WHERE first_seq > "
         ))
         .bind(through);
@@ -1292,32 +1311,35 @@ impl SqlStore {
             sql.push(" AND end_reason = ")
                 .bind(i64::from(filter.end_reason));
         }
-        match filter.prompt_completed() {
-            Choice::Any => {}
-            Choice::Yes => {
-                sql.push(" AND prompt_completed = 1");
-            }
-            Choice::No => {
-                sql.push(" AND prompt_completed = 0");
-            }
-        }
-        match filter.connected() {
-            Choice::Any => {}
-            Choice::Yes => {
-                sql.push(" AND operator_answered_at_ms <> 0");
-            }
-            Choice::No => {
-                sql.push(" AND operator_answered_at_ms = 0");
-            }
-        }
-        // Literals, not placeholders, so SQLite can use the partial index on flagged calls.
-        match filter.flagged() {
-            Choice::Any => {}
-            Choice::Yes => {
-                sql.push(" AND flagged = 1");
-            }
-            Choice::No => {
-                sql.push(" AND flagged = 0");
+        // Literals, not placeholders, so SQLite can use the partial indexes on flagged,
+        // reported and recorded calls.
+        for (choice, yes, no) in [
+            (
+                filter.prompt_completed(),
+                "prompt_completed = 1",
+                "prompt_completed = 0",
+            ),
+            (
+                filter.connected(),
+                "operator_answered_at_ms <> 0",
+                "operator_answered_at_ms = 0",
+            ),
+            (filter.flagged(), "flagged = 1", "flagged = 0"),
+            (filter.has_report(), "has_report = 1", "has_report = 0"),
+            (
+                filter.has_recording(),
+                "has_recording = 1",
+                "has_recording = 0",
+            ),
+        ] {
+            match choice {
+                Choice::Any => {}
+                Choice::Yes => {
+                    sql.push(" AND ").push(yes);
+                }
+                Choice::No => {
+                    sql.push(" AND ").push(no);
+                }
             }
         }
         let states: Vec<String> = if filter.states.is_empty() {
@@ -1455,6 +1477,50 @@ impl Store for SqlStore {
             (last.received_at_ms, last.call_id.clone())
         });
         Ok((records, next))
+    }
+
+    async fn count_calls(&self, filter: &CallFilter, cap: u32) -> Result<u64, StoreError> {
+        let page = Page {
+            cursor: None,
+            oldest_first: false,
+            rows: cap.saturating_add(1),
+        };
+        let mut sql = self.matching_calls_sql(filter, &page, "call_id").await?;
+        // A name search's two parts can both hold a call the index took in between.
+        sql.text = format!(
+            "SELECT COUNT(DISTINCT call_id) AS n FROM ({}) AS matches",
+            sql.text
+        );
+        let operation = "count calls";
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        match rows.first() {
+            Some(row) => Ok(get::<i64>(row, "n", operation)?.max(0) as u64),
+            None => Ok(0),
+        }
+    }
+
+    async fn mismatched_call_marks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let operation = "check report and recording marks";
+        let rows = self
+            .sql(
+                "SELECT call_id, 'has_report' AS mark FROM calls WHERE has_report <> \
+                 (CASE WHEN EXISTS (SELECT 1 FROM reports WHERE reports.call_id = calls.call_id) \
+                 THEN 1 ELSE 0 END) \
+                 UNION ALL SELECT call_id, 'has_recording' AS mark FROM calls WHERE has_recording <> \
+                 (CASE WHEN EXISTS (SELECT 1 FROM call_recordings AS r \
+                 WHERE r.call_id = calls.call_id AND r.state = 'stored') THEN 1 ELSE 0 END) \
+                 ORDER BY call_id",
+            )
+            .fetch_all(&self.pool, operation)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "call_id", operation)?,
+                    get(row, "mark", operation)?,
+                ))
+            })
+            .collect()
     }
 
     async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
@@ -1998,6 +2064,11 @@ impl SqlStore {
                     .bind(row.last_seq)
                     .push(")");
                 sql.execute(tx, "record recording").await?;
+                if row.state == RecordingState::Stored {
+                    let mut mark = self.sql("UPDATE calls SET has_recording = 1 WHERE call_id = ");
+                    mark.bind(row.call_id.clone());
+                    mark.execute(tx, "mark recorded call").await?;
+                }
             }
             Change::PutReport(row) => {
                 let assignments: Vec<String> = REPORT_COLUMNS
@@ -2028,6 +2099,11 @@ impl SqlStore {
                     .bind(row.last_seq)
                     .push(")");
                 version.execute(tx, "store report version").await?;
+                // Only the first version changes the row (and its partial index).
+                let mut mark =
+                    self.sql("UPDATE calls SET has_report = 1 WHERE has_report = 0 AND call_id = ");
+                mark.bind(row.call_id.clone());
+                mark.execute(tx, "mark reported call").await?;
             }
             Change::RevokeToken { name, at_ms } => {
                 let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");

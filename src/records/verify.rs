@@ -25,6 +25,8 @@
 //!    recording event (and the flags and reports before it); every stored recording's
 //!    file must be in the evidence store with its chained length and SHA-256
 //!    (finding kind `recording`).
+//! 7. **Search marks.** Each call's `has_report` and `has_recording` columns (which
+//!    the calls search filters on) must agree with the reports and recordings rows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -268,6 +270,17 @@ pub async fn verify(
     check_calls(store, &mut report).await?;
     check_reports(store, &mut report, reports).await?;
     check_recordings(store, evidence, &mut report).await?;
+    for (call_id, mark) in store.mismatched_call_marks().await? {
+        report.add(
+            "projection",
+            0,
+            &call_id,
+            format!(
+                "call {call_id}'s {mark} column disagrees with its reports and recordings: \
+                 searches by it would pass the call over or show it wrongly"
+            ),
+        );
+    }
 
     let (_, gaps) = store.node_gaps().await?;
     for gap in gaps {

@@ -256,6 +256,25 @@ pub async fn fetch(client: &Client, path: &str) -> (u64, String) {
     )
 }
 
+/// A form POST from the page, with the page's CSRF token added: status and body
+/// (the export download).
+pub async fn post_form(client: &Client, path: &str, fields: &[(&str, &str)]) -> (u64, String) {
+    let result = client
+        .execute_async(
+            "const [path, fields, done] = arguments; \
+             const body = new URLSearchParams(fields); \
+             body.append('csrf', document.querySelector('input[name=csrf]').value); \
+             fetch(path, {method: 'POST', body}).then(async r => done([r.status, await r.text()]));",
+            vec![serde_json::json!(path), serde_json::json!(fields)],
+        )
+        .await
+        .unwrap();
+    (
+        result[0].as_u64().unwrap(),
+        result[1].as_str().unwrap().to_owned(),
+    )
+}
+
 /// A records service with its console on loopback, holding the generated calls.
 pub struct ConsoleService {
     /// The database (kept alive for the test).
@@ -296,6 +315,7 @@ impl ConsoleService {
                 hosts: vec![web_addr.to_string(), "127.0.0.1".into(), "localhost".into()],
                 session_idle: Duration::from_secs(1800),
                 tls: false,
+                masked_roles: vec![Role::Auditor, Role::Admin],
             },
             async move {
                 let _ = stopped_web.changed().await;

@@ -36,10 +36,12 @@ pub struct CallsForm {
     pub connected: String,
     /// Flagged.
     pub flagged: String,
+    /// A "three rules" report was opened on the call.
+    pub has_report: String,
+    /// The call's recording is kept (can be played).
+    pub has_recording: String,
     /// Cursor of the page to show (from the previous page's link).
     pub page: String,
-    /// Why the user exports (goes into the access log and the manifest).
-    pub reason: String,
 }
 
 /// The time-range presets offered beside the explicit range.
@@ -84,6 +86,12 @@ impl CallsForm {
             ("error-choice", &self.warning, &mut filter.prompt_completed),
             ("error-choice", &self.connected, &mut filter.connected),
             ("error-choice", &self.flagged, &mut filter.flagged),
+            ("error-choice", &self.has_report, &mut filter.has_report),
+            (
+                "error-choice",
+                &self.has_recording,
+                &mut filter.has_recording,
+            ),
         ] {
             *target = match text.as_str() {
                 "" => Choice::Any,
@@ -98,12 +106,23 @@ impl CallsForm {
     /// The form as a query string, without the page cursor (for the export link and
     /// page links, which add their own).
     pub fn query(&self) -> String {
+        serde_urlencoded::to_string(self.fields()).unwrap_or_default()
+    }
+
+    /// The fields that are set, without the page cursor, as (name, value): what the
+    /// export form carries along as hidden fields.
+    pub fn fields(&self) -> Vec<(String, String)> {
         let search = CallsForm {
             page: String::new(),
-            reason: String::new(),
             ..self.clone()
         };
-        serde_urlencoded::to_string(&search).unwrap_or_default()
+        serde_urlencoded::to_string(&search)
+            .ok()
+            .and_then(|query| serde_urlencoded::from_str::<Vec<(String, String)>>(&query).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect()
     }
 }
 
@@ -173,6 +192,8 @@ mod tests {
             warning: "yes".into(),
             connected: "no".into(),
             flagged: "yes".into(),
+            has_report: "yes".into(),
+            has_recording: "no".into(),
             ..CallsForm::default()
         };
         let filter = form.filter(noon()).unwrap();
@@ -190,6 +211,8 @@ mod tests {
         assert_eq!(filter.prompt_completed(), Choice::Yes);
         assert_eq!(filter.connected(), Choice::No);
         assert_eq!(filter.flagged(), Choice::Yes);
+        assert_eq!(filter.has_report(), Choice::Yes);
+        assert_eq!(filter.has_recording(), Choice::No);
         assert_eq!(
             CallsForm::default().filter(noon()).unwrap(),
             CallFilter::default()
@@ -235,22 +258,28 @@ mod tests {
     }
 
     #[test]
-    fn the_query_string_round_trips_without_cursor_or_reason() {
+    fn the_query_string_round_trips_without_cursor() {
         let form = CallsForm {
             name: "王五（律师）".into(),
             caller: "+86 139".into(),
             page: "cursor".into(),
-            reason: "复核".into(),
             ..CallsForm::default()
         };
         let query = form.query();
         assert!(
-            !query.contains("cursor") && !query.contains("reason=%"),
+            !query.contains("cursor") && !query.contains("court="),
             "{query}"
         );
         let back: CallsForm = serde_urlencoded::from_str(&query).unwrap();
         assert_eq!(back.name, "王五（律师）");
         assert_eq!(back.caller, "+86 139");
         assert!(back.page.is_empty());
+        assert_eq!(
+            form.fields(),
+            vec![
+                ("caller".to_owned(), "+86 139".to_owned()),
+                ("name".to_owned(), "王五（律师）".to_owned())
+            ]
+        );
     }
 }

@@ -6,12 +6,15 @@
 //! an access event on the chain exactly like a gRPC query. Sign-in exchanges one of
 //! the records service's tokens for a session; the loopback rule applies as it does
 //! for gRPC. The security rules themselves are in [`security`], the languages in
-//! [`i18n`], the search form in [`filter`], the pages in [`pages`].
+//! [`i18n`], the search form in [`filter`], caller masking in [`mask`], a call's
+//! course in [`timeline`], the pages in [`pages`].
 
 pub mod filter;
 pub mod i18n;
+pub mod mask;
 pub mod pages;
 pub mod security;
+pub mod timeline;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::service::RecordsServer;
+use crate::contract::pb::Role;
 use security::{check_host, HostCheck, Lockout, Sessions, SECURITY_HEADERS};
 
 /// Everything the console needs from `[records.web]`.
@@ -37,6 +41,8 @@ pub struct WebSettings {
     pub session_idle: Duration,
     /// Whether the console is reached over TLS (cookies get `Secure`).
     pub tls: bool,
+    /// Roles that see callers' numbers and names masked ([`mask`]).
+    pub masked_roles: Vec<Role>,
 }
 
 /// The console's shared state.

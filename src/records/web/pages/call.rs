@@ -1,4 +1,5 @@
-//! One call: its timeline, prompts, media figures, flags and the flag form.
+//! One call: its course step by step (the playlist heard, each operator attempt,
+//! who hung up), media figures per leg, flags and the flag form.
 
 use std::net::SocketAddr;
 
@@ -16,10 +17,14 @@ use super::calls::CallRow;
 use super::{failure, local_time, Chrome, Page};
 use crate::contract::names::flag_category_name;
 use crate::contract::pb::{
-    CallRecord, Flag, FlagCallRequest, FlagCategory, LegMedia, TimelineEvent,
+    CallRecord, Flag, FlagCallRequest, FlagCategory, LegMedia, PlayedPrompt,
 };
 use crate::records::query::order_timeline;
+use crate::records::web::timeline::{steps, Step, StepKind};
 use crate::records::web::Console;
+
+/// Hex digits of a SHA-256 shown in the text (the whole hash is in the title).
+const SHORT_HASH: usize = 12;
 
 /// The call page and its flag form.
 pub(super) fn routes() -> Router<Console> {
@@ -33,8 +38,26 @@ struct PromptRow {
     id: String,
     version: String,
     sha256: String,
+    /// The first [`SHORT_HASH`] digits.
+    sha256_short: String,
     length_ms: u32,
     ms_heard: u32,
+    /// Heard to its end.
+    whole: bool,
+}
+
+impl From<&PlayedPrompt> for PromptRow {
+    fn from(prompt: &PlayedPrompt) -> PromptRow {
+        PromptRow {
+            id: prompt.id.clone(),
+            version: prompt.version.clone(),
+            sha256: prompt.sha256.clone(),
+            sha256_short: prompt.sha256.chars().take(SHORT_HASH).collect(),
+            length_ms: prompt.length_ms,
+            ms_heard: prompt.ms_sent,
+            whole: prompt.ms_sent >= prompt.length_ms,
+        }
+    }
 }
 
 /// One leg's media figures.
@@ -43,17 +66,34 @@ struct MediaRow {
     sent: u64,
     received: u64,
     lost: u64,
+    /// Lost of expected, percent.
+    loss: String,
+    /// What the peer reported losing of courtline's stream (RTCP); empty without reports.
+    peer_lost: String,
     jitter_ms: String,
     rtt_ms: String,
 }
 
 impl MediaRow {
     fn new(leg: &'static str, media: &LegMedia) -> MediaRow {
+        let expected = media.packets_received + media.packets_lost;
         MediaRow {
             leg,
             sent: media.packets_sent,
             received: media.packets_received,
             lost: media.packets_lost,
+            loss: if expected == 0 {
+                String::new()
+            } else {
+                format!(
+                    "{:.1}%",
+                    media.packets_lost as f64 * 100.0 / expected as f64
+                )
+            },
+            peer_lost: media
+                .peer_reported_lost
+                .map(|lost| lost.to_string())
+                .unwrap_or_default(),
             jitter_ms: format!("{:.1}", media.jitter_us as f64 / 1000.0),
             rtt_ms: media
                 .rtt_us
@@ -82,21 +122,39 @@ impl From<&Flag> for FlagRow {
     }
 }
 
-/// One timeline entry.
-struct TimelineRow {
+/// One step of the call's course as the page shows it.
+struct StepRow {
+    /// Translation key of what happened (and the item's CSS class).
+    key: &'static str,
+    /// When, with the UTC offset; empty when unknown.
     at: String,
-    kind: String,
+    /// The same in RFC 3339, for `<time datetime>`.
+    datetime: String,
+    /// The operator an operator step is about.
+    target: String,
     detail: String,
-    seq: u64,
+    /// Translation key of who hung up (end steps).
+    hung_up_by: Option<&'static str>,
+    /// Chain position; `None` when the call record is the source.
+    seq: Option<u64>,
+    /// The warning step lists the playlist and the keys pressed.
+    warning: bool,
 }
 
-impl From<&TimelineEvent> for TimelineRow {
-    fn from(event: &TimelineEvent) -> TimelineRow {
-        TimelineRow {
-            at: local_time(event.at_ms),
-            kind: event.kind.clone(),
-            detail: event.detail.clone(),
-            seq: event.seq,
+impl From<&Step> for StepRow {
+    fn from(step: &Step) -> StepRow {
+        StepRow {
+            key: step.kind.key(),
+            at: local_time(step.at_ms),
+            datetime: chrono::DateTime::from_timestamp_millis(step.at_ms)
+                .filter(|_| step.at_ms != 0)
+                .map(|time| time.to_rfc3339())
+                .unwrap_or_default(),
+            target: step.target.clone(),
+            detail: step.detail.clone(),
+            hung_up_by: step.hung_up_by.map(|who| who.key()),
+            seq: step.seq,
+            warning: step.kind == StepKind::WarningStarted,
         }
     }
 }
@@ -110,7 +168,7 @@ struct CallPage {
     ended: String,
     prompts: Vec<PromptRow>,
     media: Vec<MediaRow>,
-    timeline: Vec<TimelineRow>,
+    timeline: Vec<StepRow>,
     flags: Vec<FlagRow>,
     categories: Vec<&'static str>,
     error: String,
@@ -147,6 +205,7 @@ async fn show_call(
     let record = response.record.unwrap_or_default();
     let mut timeline = response.timeline;
     order_timeline(&mut timeline);
+    let masked = console.masks_callers(&caller);
     let mut media = Vec::new();
     if let Some(leg) = &record.caller_media {
         media.push(MediaRow::new("leg-caller", leg));
@@ -156,21 +215,14 @@ async fn show_call(
     }
     let page = CallPage {
         chrome: visitor.chrome(),
-        call: CallRow::from(&record),
+        call: CallRow::of(&record, masked),
         ended: local_time(record.ended_at_ms),
-        prompts: record
-            .prompts
-            .iter()
-            .map(|prompt| PromptRow {
-                id: prompt.id.clone(),
-                version: prompt.version.clone(),
-                sha256: prompt.sha256.clone(),
-                length_ms: prompt.length_ms,
-                ms_heard: prompt.ms_sent,
-            })
-            .collect(),
+        prompts: playlist(&record).iter().map(PromptRow::from).collect(),
         media,
-        timeline: timeline.iter().map(TimelineRow::from).collect(),
+        timeline: steps(&record, &timeline)
+            .iter()
+            .map(StepRow::from)
+            .collect(),
         flags: response.flags.iter().map(FlagRow::from).collect(),
         categories: [
             FlagCategory::ImproperInquiry,
@@ -185,6 +237,21 @@ async fn show_call(
         record,
     };
     visitor.respond((code, page))
+}
+
+/// The prompts a call played: its playlist, or for calls recorded before playlists
+/// existed the one prompt the record names.
+fn playlist(record: &CallRecord) -> Vec<PlayedPrompt> {
+    if !record.prompts.is_empty() || record.prompt_id.is_empty() {
+        return record.prompts.clone();
+    }
+    vec![PlayedPrompt {
+        id: record.prompt_id.clone(),
+        version: String::new(),
+        sha256: record.prompt_sha256.clone(),
+        length_ms: record.prompt_length_ms,
+        ms_sent: record.prompt_ms_sent,
+    }]
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tonic::{Code, Status};
 
 use super::i18n::{choose, Lang, LANG_COOKIE};
+use super::mask::masks_callers;
 use super::security::{cookie, same_secret, set_cookie, Identity, Session};
 use super::Console;
 use crate::contract::pb::Role;
@@ -309,6 +310,16 @@ impl Console {
         Ok((visitor, caller))
     }
 
+    /// Whether `caller` sees callers' numbers and names masked (`[records.web]
+    /// mask_callers_for`).
+    pub(super) fn masks_callers(&self, caller: &Caller) -> bool {
+        masks_callers(
+            caller.role,
+            caller.under_loopback_rule,
+            &self.settings.masked_roles,
+        )
+    }
+
     /// Checks a POST's CSRF token against the session's.
     pub(super) fn csrf_ok(visitor: &Visitor, sent: &str) -> bool {
         visitor
@@ -363,7 +374,10 @@ pub(super) fn failure(chrome: Chrome, status: &Status) -> Response {
     (http_status(status), page).into_response()
 }
 
-/// Local date and time of Unix ms, for people; empty for 0.
+/// Date and time of Unix ms in the machine's zone with its UTC offset
+/// (`2026-12-06 11:32:05 +08:00`), for people; empty for 0. The offset is shown
+/// because staff compare these times with phone bills and other systems' logs, and
+/// the machine's zone is the only one courtline knows (there is no zone setting).
 pub fn local_time(ms: i64) -> String {
     if ms == 0 {
         return String::new();
@@ -371,7 +385,7 @@ pub fn local_time(ms: i64) -> String {
     Local
         .timestamp_millis_opt(ms)
         .earliest()
-        .map(|time| time.format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|time| time.format("%Y-%m-%d %H:%M:%S %:z").to_string())
         .unwrap_or_default()
 }
 
@@ -410,6 +424,19 @@ async fn stylesheet() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_carry_their_utc_offset() {
+        let shown = local_time(1_700_000_000_000);
+        let offset = Local
+            .timestamp_millis_opt(1_700_000_000_000)
+            .unwrap()
+            .format("%:z")
+            .to_string();
+        assert!(shown.ends_with(&format!(" {offset}")), "{shown}");
+        assert_eq!(shown.len(), "2023-11-14 22:13:20 +00:00".len(), "{shown}");
+        assert_eq!(local_time(0), "");
+    }
 
     #[test]
     fn each_role_sees_only_its_pages() {
