@@ -6,11 +6,13 @@
 //! an access event on the chain exactly like a gRPC query. Sign-in exchanges one of
 //! the records service's tokens for a session; the loopback rule applies as it does
 //! for gRPC. The security rules themselves are in [`security`], the languages in
-//! [`i18n`], the search form in [`filter`], the pages in [`pages`].
+//! [`i18n`], the search form in [`filter`], the report form in [`report_form`],
+//! the pages in [`pages`].
 
 pub mod filter;
 pub mod i18n;
 pub mod pages;
+pub mod report_form;
 pub mod security;
 
 use std::future::Future;

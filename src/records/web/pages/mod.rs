@@ -5,9 +5,11 @@
 //! reading anything, and reads through the records operations, which log the access.
 
 mod access;
+mod audio;
 mod call;
 mod calls;
 mod integrity;
+mod reports;
 mod session;
 
 use std::net::SocketAddr;
@@ -45,6 +47,8 @@ pub fn routes(console: Console) -> Router {
         .merge(call::routes())
         .merge(access::routes())
         .merge(integrity::routes())
+        .merge(reports::routes())
+        .merge(audio::routes())
         .with_state(console)
 }
 
