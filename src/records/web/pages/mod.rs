@@ -357,11 +357,18 @@ pub(super) fn error_page(lang: Lang, status: &Status) -> Response {
     failure(chrome, status)
 }
 
-/// A page for a records operation's failure, with the page's chrome.
+/// A page for a records operation's failure, with the page's chrome. A refusal
+/// says only that it is one: the service's message may name what was refused
+/// (another operator's report is "theirs").
 pub(super) fn failure(chrome: Chrome, status: &Status) -> Response {
+    let (title, message) = if status.code() == Code::PermissionDenied {
+        (chrome.t("forbidden-title"), chrome.t("forbidden-message"))
+    } else {
+        (chrome.t("error-title"), status.message().to_owned())
+    };
     let page = MessagePage {
-        title: chrome.t("error-title"),
-        message: status.message().to_owned(),
+        title,
+        message,
         chrome,
     };
     (http_status(status), page).into_response()
