@@ -42,9 +42,7 @@ fn wav(ms: u32) -> Vec<u8> {
     file.extend_from_slice(b"RIFF");
     file.extend_from_slice(&(36 + data).to_le_bytes());
     file.extend_from_slice(b"WAVEfmt ");
-    for value in [16u32] {
-        file.extend_from_slice(&value.to_le_bytes());
-    }
+    file.extend_from_slice(&16u32.to_le_bytes());
     for value in [1u16, 2] {
         file.extend_from_slice(&value.to_le_bytes());
     }
@@ -203,8 +201,12 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
         .unwrap();
 
     let admin = service.token(None, "admin-1", Role::Admin).await;
-    let operator = service.token(Some(admin.clone()), "1001", Role::Operator).await;
-    let other_operator = service.token(Some(admin.clone()), "1002", Role::Operator).await;
+    let operator = service
+        .token(Some(admin.clone()), "1001", Role::Operator)
+        .await;
+    let other_operator = service
+        .token(Some(admin.clone()), "1002", Role::Operator)
+        .await;
     let compliance = service
         .token(Some(admin.clone()), "compliance-1", Role::Compliance)
         .await;
@@ -240,7 +242,10 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     sign_in(&chrome, &base, &operator).await;
     assert_eq!(chrome.current_url().await.unwrap().path(), "/reports");
     let drafts = text(&chrome, "#queue").await;
-    assert!(drafts.contains("草稿") && drafts.contains(&call_id(OWN)), "{drafts}");
+    assert!(
+        drafts.contains("草稿") && drafts.contains(&call_id(OWN)),
+        "{drafts}"
+    );
     assert!(!text(&chrome, "#reports").await.contains(&call_id(OTHERS)));
     screenshot(&chrome, "reports-operator").await;
     click_and_load(&chrome, "#queue a.report-link").await;
@@ -283,7 +288,10 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     click_and_load(&chrome, "#submit-button").await;
     let error = text(&chrome, "#error").await;
     assert!(error.contains("asked"), "{error}");
-    assert_eq!(value(&chrome, "#caller_organisation").await, "某区人大办公室");
+    assert_eq!(
+        value(&chrome, "#caller_organisation").await,
+        "某区人大办公室"
+    );
     assert_eq!(value(&chrome, "#kind").await, "intercession");
     screenshot(&chrome, "report-refused").await;
     type_into(&chrome, "#asked", "请法官“多关照”被告，尽快结案").await;
@@ -291,7 +299,10 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     assert!(text(&chrome, "#report-status").await.contains("已提交"));
     assert!(chrome.find(Locator::Css("#submit-button")).await.is_err());
     let history = text(&chrome, "#history").await;
-    assert!(history.contains("v4") && history.contains("v1"), "{history}");
+    assert!(
+        history.contains("v4") && history.contains("v1"),
+        "{history}"
+    );
     screenshot(&chrome, "report-submitted").await;
 
     // Its call: the report and the recording's facts, but no player for an operator.
@@ -333,7 +344,10 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     sign_in(&chrome, &base, &compliance).await;
     chrome.goto(&format!("{base}/reports")).await.unwrap();
     let queue = text(&chrome, "#queue").await;
-    assert!(queue.contains("李娜") && queue.contains("说情打招呼"), "{queue}");
+    assert!(
+        queue.contains("李娜") && queue.contains("说情打招呼"),
+        "{queue}"
+    );
     screenshot(&chrome, "reports-queue").await;
     type_into(&chrome, "#case_number", "沪01民初").await;
     click_and_load(&chrome, "#report-search-button").await;
@@ -347,7 +361,10 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     type_into(&chrome, "#conclusion", "已核实，转纪检组备案").await;
     click_and_load(&chrome, "#review-button").await;
     assert!(text(&chrome, "#report-status").await.contains("已审核"));
-    assert_eq!(text(&chrome, "#review-conclusion").await, "已核实，转纪检组备案");
+    assert_eq!(
+        text(&chrome, "#review-conclusion").await,
+        "已核实，转纪检组备案"
+    );
     assert!(text(&chrome, "#reviewed-by").await.contains("compliance-1"));
     screenshot(&chrome, "report-reviewed").await;
 
@@ -424,8 +441,7 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
         .await
         .unwrap()
         .unwrap();
-    let (status, digest, body_sha, _) =
-        fetch_digest(&chrome, &download, None, "repr-digest").await;
+    let (status, digest, body_sha, _) = fetch_digest(&chrome, &download, None, "repr-digest").await;
     assert_eq!(status, 200);
     assert_eq!(body_sha, own_sha);
     use base64::Engine;

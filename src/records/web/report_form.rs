@@ -233,10 +233,7 @@ mod tests {
         );
         assert_eq!(form.kind(), ReportKind::Intercession);
         assert_eq!(form.handling(), ReportHandling::ExplainedRules);
-        assert_eq!(
-            form.occurred_at_ms,
-            parse_time("2026-03-18T09:30").unwrap()
-        );
+        assert_eq!(form.occurred_at_ms, parse_time("2026-03-18T09:30").unwrap());
         let back = ReportFields::from_form(&form);
         assert_eq!(back.occurred_at, "2026-03-18T09:30");
         assert_eq!(back.case_numbers, "(2024)沪01民初123号\n上周那个案子");

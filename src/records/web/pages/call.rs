@@ -169,7 +169,16 @@ async fn call_page(
     Query(query): Query<CallQuery>,
 ) -> Response {
     let reason = query.reason.trim().to_owned();
-    show_call(&console, peer, &headers, id, reason, StatusCode::OK, String::new()).await
+    show_call(
+        &console,
+        peer,
+        &headers,
+        id,
+        reason,
+        StatusCode::OK,
+        String::new(),
+    )
+    .await
 }
 
 async fn show_call(

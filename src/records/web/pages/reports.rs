@@ -151,9 +151,17 @@ async fn reports_page(
     };
     // Reviewers work the queue oldest first; operators see their unfinished drafts.
     let queue = if caller.role == Role::Compliance || caller.under_loopback_rule {
-        Some(("reports-queue", ReportStatus::Submitted, SortOrder::OldestFirst))
+        Some((
+            "reports-queue",
+            ReportStatus::Submitted,
+            SortOrder::OldestFirst,
+        ))
     } else if caller.role == Role::Operator {
-        Some(("reports-drafts", ReportStatus::Draft, SortOrder::NewestFirst))
+        Some((
+            "reports-drafts",
+            ReportStatus::Draft,
+            SortOrder::NewestFirst,
+        ))
     } else {
         None
     };
@@ -350,7 +358,12 @@ async fn new_report_page(
     Query(query): Query<NewReportQuery>,
 ) -> Response {
     let (visitor, _) = match console
-        .allowed(&headers, peer, here("/reports/new", uri.query()), Page::Reports)
+        .allowed(
+            &headers,
+            peer,
+            here("/reports/new", uri.query()),
+            Page::Reports,
+        )
         .await
     {
         Ok(allowed) => allowed,
@@ -413,12 +426,8 @@ async fn open_report(
         }
         Err(status) => {
             let code = refusal_code(&status);
-            let page = ReportPage::new_report(
-                &visitor,
-                call_id,
-                form.fields,
-                status.message().to_owned(),
-            );
+            let page =
+                ReportPage::new_report(&visitor, call_id, form.fields, status.message().to_owned());
             visitor.respond((code, page))
         }
     }
@@ -625,7 +634,12 @@ async fn print_page(
     Path(id): Path<String>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, format!("/reports/{id}/print"), Page::Reports)
+        .allowed(
+            &headers,
+            peer,
+            format!("/reports/{id}/print"),
+            Page::Reports,
+        )
         .await
     {
         Ok(allowed) => allowed,
@@ -636,14 +650,15 @@ async fn print_page(
         Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
     };
     let report = response.report.unwrap_or_default();
+    let (kinds, handlings, _) = option_names();
     let mut page = PrintPage {
         chrome: visitor.chrome(),
         report: ReportView::from(&report),
         fields: ReportFields::from_form(&report.form.clone().unwrap_or_default()),
         occurred: local_time(report.form.as_ref().map_or(0, |form| form.occurred_at_ms)),
         call_caller: String::new(),
-        kinds: option_names().0,
-        handlings: option_names().1,
+        kinds,
+        handlings,
     };
     // The call's time and number, for those who may read the call (an auditor may not).
     if may_see(Page::Call, caller.role, caller.under_loopback_rule) {
