@@ -30,13 +30,18 @@ use sha2::{Digest, Sha256};
 const OWN: u32 = console_common::CALLS + 1;
 const UNRELATED: u32 = console_common::CALLS + 2;
 const OTHERS: u32 = console_common::CALLS + 3;
-/// Length of the test recordings.
-const RECORDING_MS: u32 = 2_500;
+/// Length of the operator's call's recording: ten minutes, 19 MB, more than the
+/// player buffers at once, so seeking near its end needs a range request.
+const OWN_MS: u32 = 600_000;
+/// Where the player seeks to, in seconds.
+const SEEK_TO: f64 = 590.0;
+/// Length of the unrelated call's recording.
+const UNRELATED_MS: u32 = 2_500;
 const RATE: u32 = 8_000;
 
 /// A two-channel 16-bit 8 kHz WAV: a 440 Hz tone on channel 1, silence on 2.
 fn wav(ms: u32) -> Vec<u8> {
-    let frames = RATE * ms / 1000;
+    let frames = (u64::from(RATE) * u64::from(ms) / 1000) as u32;
     let data = frames * 4;
     let mut file = Vec::new();
     file.extend_from_slice(b"RIFF");
@@ -63,8 +68,8 @@ fn wav(ms: u32) -> Vec<u8> {
 
 /// The switchboard's recording event for call `n`, its file written where the
 /// switchboard would leave it (the embedded records service takes it over).
-fn recording(dir: &std::path::Path, n: u32, policy: &str) -> (NodeEvent, String) {
-    let file = wav(RECORDING_MS);
+fn recording(dir: &std::path::Path, n: u32, policy: &str, ms: u32) -> (NodeEvent, String) {
+    let file = wav(ms);
     let path = dir.join(format!("{}.wav", call_id(n)));
     std::fs::write(&path, &file).unwrap();
     let sha256 = hex::encode(Sha256::digest(&file));
@@ -79,7 +84,7 @@ fn recording(dir: &std::path::Path, n: u32, policy: &str) -> (NodeEvent, String)
             channels: 2,
             format: "wav".into(),
             started_at_ms: record(n).answered_at_ms,
-            duration_ms: RECORDING_MS,
+            duration_ms: ms,
             policy: policy.into(),
             failure: String::new(),
         })),
@@ -177,8 +182,8 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     // on_report recording; an unrelated call recorded always; another call.
     let spool = service.db.dir.path().join("switchboard-recordings");
     std::fs::create_dir_all(&spool).unwrap();
-    let (own_recording, own_sha) = recording(&spool, OWN, "on_report");
-    let (unrelated_recording, unrelated_sha) = recording(&spool, UNRELATED, "always");
+    let (own_recording, own_sha) = recording(&spool, OWN, "on_report", OWN_MS);
+    let (unrelated_recording, unrelated_sha) = recording(&spool, UNRELATED, "always", UNRELATED_MS);
     let mut events = vec![
         milestone(OWN, Milestone::Received),
         milestone(OWN, Milestone::Answered),
@@ -407,25 +412,25 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     click_and_load(&chrome, "#listen-button").await;
     let played = chrome
         .execute_async(
-            "const done = arguments[0];
+            "const [to, done] = arguments;
              const audio = document.getElementById('player');
              const seek = () => {
                audio.addEventListener('seeked', () => done([audio.duration, audio.currentTime, audio.seekable.length ? audio.seekable.end(0) : 0]), { once: true });
-               audio.currentTime = 2.0;
+               audio.currentTime = to;
              };
              audio.addEventListener('error', () => done(['error', String(audio.error && audio.error.code)]));
              if (audio.readyState >= 1) seek(); else audio.addEventListener('loadedmetadata', seek, { once: true });",
-            Vec::new(),
+            vec![serde_json::json!(SEEK_TO)],
         )
         .await
         .unwrap();
     let duration = played[0].as_f64().unwrap_or_else(|| panic!("{played:?}"));
     assert!(
-        (duration - f64::from(RECORDING_MS) / 1000.0).abs() < 0.01,
+        (duration - f64::from(OWN_MS) / 1000.0).abs() < 0.01,
         "{played:?}"
     );
     assert!(
-        (played[1].as_f64().unwrap() - 2.0).abs() < 0.01,
+        (played[1].as_f64().unwrap() - SEEK_TO).abs() < 0.01,
         "{played:?}"
     );
     assert!(
@@ -455,7 +460,7 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     let (status, range, _, length) =
         fetch_digest(&chrome, &download, Some("bytes=44-143"), "content-range").await;
     assert_eq!((status, length), (206, 100));
-    assert_eq!(range, format!("bytes 44-143/{}", wav(RECORDING_MS).len()));
+    assert_eq!(range, format!("bytes 44-143/{}", wav(OWN_MS).len()));
     let (status, _) = fetch(&chrome, &format!("/calls/{}/audio", call_id(OWN))).await;
     assert_eq!(status, 400, "no reason, no audio");
 

@@ -3,6 +3,11 @@
 //! of the player included, is an access event), checked against its chained
 //! SHA-256, served with HTTP ranges so the player can seek, and named by its hash
 //! in a `Repr-Digest` header.
+//!
+//! Chromium's player first asks for `Range: bytes=0-`; answered 206 with a
+//! `Content-Range`, it asks for `bytes=N-` from where the user seeks (answered 200,
+//! it would fetch the file from the start again). Each request reads the whole
+//! file through `GetRecording` and checks its hash before the range is cut.
 
 use std::net::SocketAddr;
 
