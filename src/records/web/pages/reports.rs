@@ -281,14 +281,20 @@ struct ReportPage {
 
 impl ReportPage {
     /// The form for a new report on `call_id`.
-    fn new_report(visitor: &Visitor, call_id: String, fields: ReportFields, error: String) -> Self {
+    fn new_report(
+        visitor: &Visitor,
+        caller: &Caller,
+        call_id: String,
+        fields: ReportFields,
+        error: String,
+    ) -> Self {
         let (kinds, handlings, _) = option_names();
         ReportPage {
             chrome: visitor.chrome(),
             call_id,
             report: None,
             fields,
-            editable: true,
+            editable: may_file(caller),
             reviewable: false,
             conclusion: String::new(),
             error,
@@ -357,7 +363,7 @@ async fn new_report_page(
     uri: axum::http::Uri,
     Query(query): Query<NewReportQuery>,
 ) -> Response {
-    let (visitor, _) = match console
+    let (visitor, caller) = match console
         .allowed(
             &headers,
             peer,
@@ -371,6 +377,7 @@ async fn new_report_page(
     };
     let page = ReportPage::new_report(
         &visitor,
+        &caller,
         query.call.trim().to_owned(),
         ReportFields::default(),
         String::new(),
@@ -426,8 +433,13 @@ async fn open_report(
         }
         Err(status) => {
             let code = refusal_code(&status);
-            let page =
-                ReportPage::new_report(&visitor, call_id, form.fields, status.message().to_owned());
+            let page = ReportPage::new_report(
+                &visitor,
+                &caller,
+                call_id,
+                form.fields,
+                status.message().to_owned(),
+            );
             visitor.respond((code, page))
         }
     }
