@@ -808,27 +808,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
-        let request = request.into_inner();
-        validate_call_id(&request.call_id).map_err(|error| status("opening a report", error))?;
-        let via = match ReportOpenedVia::try_from(request.opened_via) {
-            Ok(ReportOpenedVia::Unspecified) | Err(_) => ReportOpenedVia::Cli,
-            Ok(via) => via,
-        };
-        let parameters = serde_json::json!({
-            "call_id": request.call_id,
-            "opened_via": opened_via_name(via),
-        });
-        let result = self
-            .ledger
-            .open_report(
-                &request.call_id,
-                via,
-                request.form.unwrap_or_default(),
-                &actor(&caller),
-            )
-            .await;
-        self.report_changed(&caller, "OpenReport", parameters, result)
+        self.open_report_as(&caller, request.into_inner())
             .await
+            .map(Response::new)
     }
 
     async fn update_report(
@@ -839,16 +821,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
-        let request = request.into_inner();
-        let action = Action::Update(request.form.unwrap_or_default());
-        self.change_report_as(
-            &caller,
-            "UpdateReport",
-            &request.report_id,
-            request.version,
-            action,
-        )
-        .await
+        self.update_report_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn submit_report(
@@ -859,15 +834,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Operator])
             .await?;
-        let request = request.into_inner();
-        self.change_report_as(
-            &caller,
-            "SubmitReport",
-            &request.report_id,
-            request.version,
-            Action::Submit,
-        )
-        .await
+        self.submit_report_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn review_report(
@@ -875,18 +844,9 @@ impl RecordsService for RecordsServer {
         request: Request<ReviewReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Compliance).await?;
-        let request = request.into_inner();
-        let action = Action::Review {
-            conclusion: request.conclusion,
-        };
-        self.change_report_as(
-            &caller,
-            "ReviewReport",
-            &request.report_id,
-            request.version,
-            action,
-        )
-        .await
+        self.review_report_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_report(
@@ -897,60 +857,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
             .await?;
-        let report_id = request.into_inner().report_id;
-        let context = format!("reading report {report_id}");
-        let store = self.ledger.store();
-        let report = match store
-            .get_report(&report_id)
+        self.get_report_as(&caller, request.into_inner().report_id)
             .await
-            .and_then(|row| row.map(|row| row.decode()).transpose())
-        {
-            Ok(report) => report,
-            Err(error) => return Err(store_status(&context, error)),
-        };
-        let readable = report
-            .as_ref()
-            .is_some_and(|report| may_read(report, &actor(&caller)));
-        let refused = report.is_some() && !readable;
-        let mut parameters = serde_json::json!({ "report_id": report_id });
-        if refused {
-            parameters["refused"] = "not the caller's report".into();
-        }
-        self.log_access(&caller, "GetReport", parameters, u64::from(readable))
-            .await?;
-        let Some(report) = report else {
-            return Err(Status::not_found(format!("no report with id {report_id}")));
-        };
-        if refused {
-            return Err(Status::permission_denied(format!(
-                "report {report_id} is {}'s: an operator reads only its own reports",
-                report.opened_by
-            )));
-        }
-        let mut versions = Vec::new();
-        let seqs = store
-            .report_versions(&report_id)
-            .await
-            .map_err(|error| store_status(&context, error))?;
-        for (_, seq) in seqs {
-            let event = store
-                .event(seq)
-                .await
-                .map_err(|error| store_status(&context, error))?;
-            let version = event
-                .and_then(|event| event.body)
-                .and_then(|body| prost::Message::decode(body.as_slice()).ok())
-                .and_then(|body: EventBody| match body.kind {
-                    Some(event_body::Kind::Report(changed)) => changed.report,
-                    _ => None,
-                });
-            versions.extend(version);
-        }
-        Ok(Response::new(GetReportResponse {
-            warnings: warnings(&report.form.clone().unwrap_or_default()),
-            report: Some(report),
-            versions,
-        }))
+            .map(Response::new)
     }
 
     async fn list_reports(
@@ -961,39 +870,9 @@ impl RecordsService for RecordsServer {
             .auth
             .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
             .await?;
-        let request = request.into_inner();
-        let sort = request.sort();
-        let query = ReportQuery {
-            filter: request.filter.unwrap_or_default(),
-            // An operator lists only its own reports.
-            owner: (caller.role == Role::Operator).then(|| caller.name.clone()),
-            sort,
-            page_size: request.page_size,
-            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
-        };
-        let (rows, next) = self
-            .ledger
-            .store()
-            .list_reports(&query)
+        self.list_reports_as(&caller, request.into_inner())
             .await
-            .map_err(|error| store_status("listing reports", error))?;
-        let reports = rows
-            .iter()
-            .map(ReportRow::decode)
-            .collect::<Result<Vec<Report>, _>>()
-            .map_err(|error| store_status("listing reports", error))?;
-        let parameters = serde_json::json!({
-            "filter": report_filter_json(&query.filter),
-            "sort": sort_name(sort),
-            "own_only": query.owner.is_some(),
-            "continued": query.page_token.is_some(),
-        });
-        self.log_access(&caller, "ListReports", parameters, reports.len() as u64)
-            .await?;
-        Ok(Response::new(ListReportsResponse {
-            reports,
-            next_page_token: next.unwrap_or_default(),
-        }))
+            .map(Response::new)
     }
 }
 
@@ -1037,7 +916,6 @@ fn report_filter_json(filter: &ReportFilter) -> serde_json::Value {
 }
 
 impl RecordsServer {
-    /// Logs a report change (or its refusal) and answers with the new version.
     /// One change (update, submit, review) to version `version` of a report by
     /// `caller`: chained by the ledger, then answered and logged as `operation`.
     async fn change_report_as(
@@ -1047,7 +925,7 @@ impl RecordsServer {
         report_id: &str,
         version: u32,
         action: Action,
-    ) -> Result<Response<ReportResponse>, Status> {
+    ) -> Result<ReportResponse, Status> {
         let parameters = serde_json::json!({ "report_id": report_id, "version": version });
         let result = self
             .ledger
@@ -1057,13 +935,14 @@ impl RecordsServer {
             .await
     }
 
+    /// Logs a report change (or its refusal) and answers with the new version.
     async fn report_changed(
         &self,
         caller: &Caller,
         operation: &str,
         mut parameters: serde_json::Value,
         result: Result<(Report, i64), LedgerError>,
-    ) -> Result<Response<ReportResponse>, Status> {
+    ) -> Result<ReportResponse, Status> {
         match result {
             Ok((report, seq)) => {
                 parameters["report_id"] = report.report_id.clone().into();
@@ -1072,11 +951,11 @@ impl RecordsServer {
                 parameters["status"] = status_name(report.status()).into();
                 parameters["report_seq"] = seq.into();
                 self.log_access(caller, operation, parameters, 1).await?;
-                Ok(Response::new(ReportResponse {
+                Ok(ReportResponse {
                     warnings: warnings(&report.form.clone().unwrap_or_default()),
                     report: Some(report),
                     seq: seq as u64,
-                }))
+                })
             }
             Err(error) => {
                 let refused = status(operation, error);
@@ -1348,6 +1227,188 @@ impl RecordsServer {
         )
         .await?;
         Ok(FlagCallResponse { seq: seq as u64 })
+    }
+
+    /// `OpenReport` for `caller` (an unspecified `opened_via` counts as the CLI).
+    pub async fn open_report_as(
+        &self,
+        caller: &Caller,
+        request: OpenReportRequest,
+    ) -> Result<ReportResponse, Status> {
+        validate_call_id(&request.call_id).map_err(|error| status("opening a report", error))?;
+        let via = match ReportOpenedVia::try_from(request.opened_via) {
+            Ok(ReportOpenedVia::Unspecified) | Err(_) => ReportOpenedVia::Cli,
+            Ok(via) => via,
+        };
+        let parameters = serde_json::json!({
+            "call_id": request.call_id,
+            "opened_via": opened_via_name(via),
+        });
+        let result = self
+            .ledger
+            .open_report(
+                &request.call_id,
+                via,
+                request.form.unwrap_or_default(),
+                &actor(caller),
+            )
+            .await;
+        self.report_changed(caller, "OpenReport", parameters, result)
+            .await
+    }
+
+    /// `UpdateReport` for `caller`.
+    pub async fn update_report_as(
+        &self,
+        caller: &Caller,
+        request: UpdateReportRequest,
+    ) -> Result<ReportResponse, Status> {
+        let action = Action::Update(request.form.unwrap_or_default());
+        self.change_report_as(
+            caller,
+            "UpdateReport",
+            &request.report_id,
+            request.version,
+            action,
+        )
+        .await
+    }
+
+    /// `SubmitReport` for `caller`.
+    pub async fn submit_report_as(
+        &self,
+        caller: &Caller,
+        request: SubmitReportRequest,
+    ) -> Result<ReportResponse, Status> {
+        self.change_report_as(
+            caller,
+            "SubmitReport",
+            &request.report_id,
+            request.version,
+            Action::Submit,
+        )
+        .await
+    }
+
+    /// `ReviewReport` for `caller` (the workflow refuses anyone but compliance).
+    pub async fn review_report_as(
+        &self,
+        caller: &Caller,
+        request: ReviewReportRequest,
+    ) -> Result<ReportResponse, Status> {
+        let action = Action::Review {
+            conclusion: request.conclusion,
+        };
+        self.change_report_as(
+            caller,
+            "ReviewReport",
+            &request.report_id,
+            request.version,
+            action,
+        )
+        .await
+    }
+
+    /// `GetReport` for `caller`: the report and every version of it; an operator
+    /// reads only its own reports.
+    pub async fn get_report_as(
+        &self,
+        caller: &Caller,
+        report_id: String,
+    ) -> Result<GetReportResponse, Status> {
+        let context = format!("reading report {report_id}");
+        let store = self.ledger.store();
+        let report = match store
+            .get_report(&report_id)
+            .await
+            .and_then(|row| row.map(|row| row.decode()).transpose())
+        {
+            Ok(report) => report,
+            Err(error) => return Err(store_status(&context, error)),
+        };
+        let readable = report
+            .as_ref()
+            .is_some_and(|report| may_read(report, &actor(caller)));
+        let refused = report.is_some() && !readable;
+        let mut parameters = serde_json::json!({ "report_id": report_id });
+        if refused {
+            parameters["refused"] = "not the caller's report".into();
+        }
+        self.log_access(caller, "GetReport", parameters, u64::from(readable))
+            .await?;
+        let Some(report) = report else {
+            return Err(Status::not_found(format!("no report with id {report_id}")));
+        };
+        if refused {
+            return Err(Status::permission_denied(format!(
+                "report {report_id} is {}'s: an operator reads only its own reports",
+                report.opened_by
+            )));
+        }
+        let mut versions = Vec::new();
+        let seqs = store
+            .report_versions(&report_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        for (_, seq) in seqs {
+            let event = store
+                .event(seq)
+                .await
+                .map_err(|error| store_status(&context, error))?;
+            let version = event
+                .and_then(|event| event.body)
+                .and_then(|body| prost::Message::decode(body.as_slice()).ok())
+                .and_then(|body: EventBody| match body.kind {
+                    Some(event_body::Kind::Report(changed)) => changed.report,
+                    _ => None,
+                });
+            versions.extend(version);
+        }
+        Ok(GetReportResponse {
+            warnings: warnings(&report.form.clone().unwrap_or_default()),
+            report: Some(report),
+            versions,
+        })
+    }
+
+    /// `ListReports` for `caller`: an operator lists only its own reports.
+    pub async fn list_reports_as(
+        &self,
+        caller: &Caller,
+        request: ListReportsRequest,
+    ) -> Result<ListReportsResponse, Status> {
+        let sort = request.sort();
+        let query = ReportQuery {
+            filter: request.filter.unwrap_or_default(),
+            // An operator lists only its own reports.
+            owner: (caller.role == Role::Operator).then(|| caller.name.clone()),
+            sort,
+            page_size: request.page_size,
+            page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        };
+        let (rows, next) = self
+            .ledger
+            .store()
+            .list_reports(&query)
+            .await
+            .map_err(|error| store_status("listing reports", error))?;
+        let reports = rows
+            .iter()
+            .map(ReportRow::decode)
+            .collect::<Result<Vec<Report>, _>>()
+            .map_err(|error| store_status("listing reports", error))?;
+        let parameters = serde_json::json!({
+            "filter": report_filter_json(&query.filter),
+            "sort": sort_name(sort),
+            "own_only": query.owner.is_some(),
+            "continued": query.page_token.is_some(),
+        });
+        self.log_access(caller, "ListReports", parameters, reports.len() as u64)
+            .await?;
+        Ok(ListReportsResponse {
+            reports,
+            next_page_token: next.unwrap_or_default(),
+        })
     }
 
     /// `Verify` for `caller`.

@@ -6,13 +6,15 @@
 //! an access event on the chain exactly like a gRPC query. Sign-in exchanges one of
 //! the records service's tokens for a session; the loopback rule applies as it does
 //! for gRPC. The security rules themselves are in [`security`], the languages in
-//! [`i18n`], the search form in [`filter`], caller masking in [`mask`], a call's
-//! course in [`timeline`], the pages in [`pages`].
+//! [`i18n`], the search form in [`filter`], the report form in [`report_form`],
+//! caller masking in [`mask`], a call's course in [`timeline`], the pages in
+//! [`pages`].
 
 pub mod filter;
 pub mod i18n;
 pub mod mask;
 pub mod pages;
+pub mod report_form;
 pub mod security;
 pub mod timeline;
 

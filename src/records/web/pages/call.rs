@@ -1,11 +1,13 @@
 //! One call: its course step by step (the playlist heard, each operator attempt,
-//! who hung up), media figures per leg, flags and the flag form.
+//! who hung up), media figures per leg, flags and the flag form, its reports,
+//! and its recording (the player and the download appear once the user has
+//! said why they listen).
 
 use std::net::SocketAddr;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -14,10 +16,11 @@ use serde::Deserialize;
 use tonic::Code;
 
 use super::calls::CallRow;
-use super::{failure, local_time, Chrome, Page};
+use super::reports::{may_file, reports_of_call, ReportRow};
+use super::{failure, local_time, may_see, Chrome, Page};
 use crate::contract::names::flag_category_name;
 use crate::contract::pb::{
-    CallRecord, Flag, FlagCallRequest, FlagCategory, LegMedia, PlayedPrompt,
+    CallRecord, CallRecording, Flag, FlagCallRequest, FlagCategory, LegMedia, PlayedPrompt,
 };
 use crate::records::query::order_timeline;
 use crate::records::web::timeline::{steps, Step, StepKind};
@@ -159,6 +162,32 @@ impl From<&Step> for StepRow {
     }
 }
 
+/// The call's recording as the page shows it.
+struct RecordingView {
+    /// `stored`, `deleted`, `failed` or `not_transferred`.
+    state: String,
+    detail: String,
+    sha256: String,
+    bytes: u64,
+    seconds: String,
+    channels: u32,
+    sample_rate: u32,
+}
+
+impl From<CallRecording> for RecordingView {
+    fn from(recording: CallRecording) -> RecordingView {
+        RecordingView {
+            seconds: format!("{:.1}", f64::from(recording.duration_ms) / 1000.0),
+            state: recording.state,
+            detail: recording.detail,
+            sha256: recording.sha256,
+            bytes: recording.bytes,
+            channels: recording.channels,
+            sample_rate: recording.sample_rate,
+        }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "call.html")]
 struct CallPage {
@@ -172,6 +201,22 @@ struct CallPage {
     flags: Vec<FlagRow>,
     categories: Vec<&'static str>,
     error: String,
+    /// The reports on this call the user may read.
+    reports: Vec<ReportRow>,
+    /// Whether the user may file a report (link to the form).
+    may_file: bool,
+    recording: Option<RecordingView>,
+    /// Whether the user may read every call's data: hear recordings, flag calls.
+    reads_all_calls: bool,
+    /// Why the user listens, once given: the player and the download carry it.
+    reason: String,
+}
+
+/// The call page's query: why the user wants to hear the recording.
+#[derive(Deserialize)]
+struct CallQuery {
+    #[serde(default)]
+    reason: String,
 }
 
 async fn call_page(
@@ -179,8 +224,19 @@ async fn call_page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<CallQuery>,
 ) -> Response {
-    show_call(&console, peer, &headers, id, StatusCode::OK, String::new()).await
+    let reason = query.reason.trim().to_owned();
+    show_call(
+        &console,
+        peer,
+        &headers,
+        id,
+        reason,
+        StatusCode::OK,
+        String::new(),
+    )
+    .await
 }
 
 async fn show_call(
@@ -188,18 +244,24 @@ async fn show_call(
     peer: SocketAddr,
     headers: &HeaderMap,
     id: String,
+    reason: String,
     code: StatusCode,
     error: String,
 ) -> Response {
-    let (visitor, caller) = match console
+    let (visitor, mut caller) = match console
         .allowed(headers, peer, format!("/calls/{id}"), Page::Call)
         .await
     {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    let response = match console.server.get_call_as(&caller, id).await {
+    caller.reason = reason.clone();
+    let response = match console.server.get_call_as(&caller, id.clone()).await {
         Ok(response) => response,
+        Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
+    };
+    let reports = match reports_of_call(console, &caller, &id).await {
+        Ok(reports) => reports,
         Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
     };
     let record = response.record.unwrap_or_default();
@@ -235,6 +297,11 @@ async fn show_call(
         .collect(),
         error,
         record,
+        reports,
+        may_file: may_file(&caller),
+        recording: response.recording.map(RecordingView::from),
+        reads_all_calls: may_see(Page::Calls, caller.role, caller.under_loopback_rule),
+        reason,
     };
     visitor.respond((code, page))
 }
@@ -306,6 +373,7 @@ async fn flag_call(
                 peer,
                 &headers,
                 id,
+                String::new(),
                 StatusCode::BAD_REQUEST,
                 message,
             )

@@ -5,9 +5,11 @@
 //! reading anything, and reads through the records operations, which log the access.
 
 mod access;
+mod audio;
 mod call;
 mod calls;
 mod integrity;
+mod reports;
 mod session;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub fn routes(console: Console) -> Router {
         .merge(call::routes())
         .merge(access::routes())
         .merge(integrity::routes())
+        .merge(reports::routes())
+        .merge(audio::routes())
         .with_state(console)
 }
 
@@ -364,11 +368,18 @@ pub(super) fn error_page(lang: Lang, status: &Status) -> Response {
     failure(chrome, status)
 }
 
-/// A page for a records operation's failure, with the page's chrome.
+/// A page for a records operation's failure, with the page's chrome. A refusal
+/// says only that it is one: the service's message may name what was refused
+/// (another operator's report is "theirs").
 pub(super) fn failure(chrome: Chrome, status: &Status) -> Response {
+    let (title, message) = if status.code() == Code::PermissionDenied {
+        (chrome.t("forbidden-title"), chrome.t("forbidden-message"))
+    } else {
+        (chrome.t("error-title"), status.message().to_owned())
+    };
     let page = MessagePage {
-        title: chrome.t("error-title"),
-        message: status.message().to_owned(),
+        title,
+        message,
         chrome,
     };
     (http_status(status), page).into_response()
