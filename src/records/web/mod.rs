@@ -48,7 +48,7 @@ pub struct Console {
     settings: Arc<WebSettings>,
     /// Signed-in browsers.
     sessions: Arc<Mutex<Sessions>>,
-    /// Failed sign-ins per source address.
+    /// Failed sign-ins per source address and per sign-in name.
     lockout: Arc<Mutex<Lockout>>,
 }
 

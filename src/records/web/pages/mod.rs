@@ -5,6 +5,7 @@
 //! reading anything, and reads through the records operations, which log the access.
 
 mod access;
+mod admin;
 mod call;
 mod calls;
 mod integrity;
@@ -45,6 +46,7 @@ pub fn routes(console: Console) -> Router {
         .merge(call::routes())
         .merge(access::routes())
         .merge(integrity::routes())
+        .merge(admin::routes())
         .with_state(console)
 }
 

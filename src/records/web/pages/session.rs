@@ -16,7 +16,9 @@ use super::{error_page, home, Chrome, CsrfForm, Visitor, SESSION_COOKIE};
 use crate::contract::pb::Role;
 use crate::records::auth::secret_hash;
 use crate::records::web::i18n::{Lang, LANG_COOKIE};
-use crate::records::web::security::{cookie, random_token, same_secret, set_cookie, Identity};
+use crate::records::web::security::{
+    cookie, random_token, same_secret, set_cookie, token_sign_in_keys, Identity,
+};
 use crate::records::web::Console;
 
 /// Cookie holding the sign-in form's CSRF token (double submit: there is no session yet).
@@ -98,12 +100,12 @@ async fn login(
             lang.text("error-csrf"),
         );
     }
-    let key = format!("ip:{}", peer.ip());
+    let keys = token_sign_in_keys(peer.ip(), &form.token);
     let now = Instant::now();
     let locked = console
         .lockout
         .lock()
-        .map(|mut lockout| lockout.check(&key, now))
+        .map(|mut lockout| lockout.check(&keys, now))
         .unwrap_or(Ok(()));
     if let Err(wait) = locked {
         let message = format!(
@@ -120,7 +122,7 @@ async fn login(
     };
     let Some((name, role)) = known.filter(|(_, role)| *role != Role::Switchboard) else {
         if let Ok(mut lockout) = console.lockout.lock() {
-            lockout.fail(&key, now);
+            lockout.fail(&keys, now);
         }
         tracing::warn!(peer = %peer, "console sign-in with an unknown, revoked or switchboard token");
         return login_form(
@@ -131,7 +133,7 @@ async fn login(
         );
     };
     if let Ok(mut lockout) = console.lockout.lock() {
-        lockout.succeed(&key);
+        lockout.succeed(&keys);
     }
     let id = match console.sessions.lock() {
         Ok(mut sessions) => sessions.start(Identity::Token { hash, name, role }, now),
