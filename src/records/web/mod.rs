@@ -12,6 +12,7 @@ pub mod filter;
 pub mod i18n;
 pub mod pages;
 pub mod security;
+pub mod verification;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tracing::info;
 
 use super::service::RecordsServer;
 use security::{check_host, HostCheck, Lockout, Sessions, SECURITY_HEADERS};
+use verification::Verifications;
 
 /// Everything the console needs from `[records.web]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct Console {
     sessions: Arc<Mutex<Sessions>>,
     /// Failed sign-ins per source address and per sign-in name.
     lockout: Arc<Mutex<Lockout>>,
+    /// The chain verification started from the console (one at a time).
+    verifications: Arc<Mutex<Verifications>>,
 }
 
 /// Serves the console on `listener` until `shutdown` completes.
@@ -66,6 +70,7 @@ pub async fn serve(
         sessions: Arc::new(Mutex::new(Sessions::new(settings.session_idle))),
         settings: Arc::new(settings),
         lockout: Arc::new(Mutex::new(Lockout::default())),
+        verifications: Arc::new(Mutex::new(Verifications::default())),
     };
     let app = pages::routes(console.clone())
         .layer(axum::middleware::from_fn_with_state(console, guard))
