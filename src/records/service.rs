@@ -57,6 +57,9 @@ const EXPORT_PAGE: u32 = 1000;
 const EXPORT_BUFFER: usize = 256;
 /// How long after start the first automatic retention purge runs.
 const PURGE_DELAY: Duration = Duration::from_secs(60);
+/// Access entries one `ListAccess` request reads at most while filtering: a rare
+/// filter answers in bounded time and says where to go on.
+const MAX_ACCESS_SCAN: usize = 20_000;
 /// Longest flag note.
 const MAX_NOTE_CHARS: usize = 2000;
 /// Prefix of the actor of a token issued straight into the database.
@@ -429,6 +432,18 @@ fn validate_filter(filter: &CallFilter) -> Result<(), Status> {
         }
     }
     Ok(())
+}
+
+/// Whether an access entry passes a `ListAccess` request's filters other than time
+/// (the store applies those).
+fn access_matches(request: &ListAccessRequest, entry: &AccessEntry) -> bool {
+    let call_id = request.call_id.trim();
+    let reason = request.reason_contains.trim().to_lowercase();
+    (request.actor.is_empty() || entry.actor == request.actor)
+        && (request.operation.trim().is_empty()
+            || entry.operation.eq_ignore_ascii_case(request.operation.trim()))
+        && (call_id.is_empty() || entry.parameters.contains(&format!("\"{call_id}\"")))
+        && (reason.is_empty() || entry.reason.to_lowercase().contains(&reason))
 }
 
 fn sort_name(sort: SortOrder) -> &'static str {
@@ -1463,8 +1478,10 @@ impl RecordsServer {
         let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
         let mut entries = Vec::new();
         let mut exhausted = false;
-        // The actor filter applies to the decoded body: keep reading until the page is full.
-        while entries.len() < limit as usize && !exhausted {
+        let mut scanned = 0;
+        // The filters other than time apply to the decoded body: keep reading until the
+        // page is full, the log ends or the scan bound is reached.
+        while entries.len() < limit as usize && !exhausted && scanned < MAX_ACCESS_SCAN {
             let events = self
                 .ledger
                 .store()
@@ -1474,6 +1491,7 @@ impl RecordsServer {
             exhausted = events.len() < limit as usize;
             for event in events {
                 before = event.seq;
+                scanned += 1;
                 let Some(event_body::Kind::Access(mut entry)) = event
                     .body
                     .as_deref()
@@ -1482,7 +1500,7 @@ impl RecordsServer {
                 else {
                     continue;
                 };
-                if !request.actor.is_empty() && entry.actor != request.actor {
+                if !access_matches(&request, &entry) {
                     continue;
                 }
                 entry.seq = event.seq as u64;
@@ -1495,7 +1513,7 @@ impl RecordsServer {
         let next_before_seq = if exhausted && entries.len() < limit as usize {
             0
         } else {
-            entries.last().map_or(0, |entry| entry.seq)
+            u64::try_from(before).unwrap_or_default()
         };
         self.log_access(
             caller,
@@ -1504,6 +1522,9 @@ impl RecordsServer {
                 "since_ms": request.since_ms,
                 "until_ms": request.until_ms,
                 "actor": request.actor,
+                "operation": request.operation,
+                "call_id": request.call_id,
+                "reason_contains": request.reason_contains,
                 "before_seq": request.before_seq,
             }),
             entries.len() as u64,
@@ -1785,6 +1806,51 @@ mod tests {
             ..CallFilter::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn access_entries_match_every_filter_given() {
+        let entry = AccessEntry {
+            actor: "zhang.wei".into(),
+            operation: "GetCall".into(),
+            parameters: r#"{"call_id":"0193-abc"}"#.into(),
+            reason: "投诉 2026-031 复核".into(),
+            ..AccessEntry::default()
+        };
+        let matches = |request: ListAccessRequest| access_matches(&request, &entry);
+        assert!(matches(ListAccessRequest::default()));
+        assert!(matches(ListAccessRequest {
+            actor: "zhang.wei".into(),
+            operation: "getcall".into(),
+            call_id: " 0193-abc ".into(),
+            reason_contains: "2026-031".into(),
+            ..ListAccessRequest::default()
+        }));
+        for request in [
+            ListAccessRequest {
+                actor: "zhang".into(),
+                ..ListAccessRequest::default()
+            },
+            ListAccessRequest {
+                operation: "ListCalls".into(),
+                ..ListAccessRequest::default()
+            },
+            // A prefix of the id is not the call.
+            ListAccessRequest {
+                call_id: "0193".into(),
+                ..ListAccessRequest::default()
+            },
+            ListAccessRequest {
+                reason_contains: "审计".into(),
+                ..ListAccessRequest::default()
+            },
+        ] {
+            assert!(!matches(request.clone()), "{request:?}");
+        }
+        assert!(matches(ListAccessRequest {
+            reason_contains: "复核".into(),
+            ..ListAccessRequest::default()
+        }));
     }
 
     #[test]
