@@ -21,6 +21,7 @@ use crate::records::auth::parse_role;
 use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
+use crate::records::web::tls::WebTls;
 use crate::records::web::WebSettings;
 
 pub mod media;
@@ -251,8 +252,9 @@ impl Default for RecordsWebConfig {
 
 impl RecordsWebConfig {
     /// Where the console listens and its settings; `None` when disabled. `listen`
-    /// was checked by `Config::validate`.
-    pub fn settings(&self) -> Option<(SocketAddr, WebSettings)> {
+    /// was checked by `Config::validate`. `tls`: the records service's files, which
+    /// the console serves HTTPS with ([`RecordsServiceConfig::web_tls`]).
+    pub fn settings(&self, tls: Option<WebTls>) -> Option<(SocketAddr, WebSettings)> {
         let listen: SocketAddr = self.listen.trim().parse().ok()?;
         let hosts = if self.hosts.is_empty() {
             vec![
@@ -272,9 +274,7 @@ impl RecordsWebConfig {
             WebSettings {
                 hosts,
                 session_idle: Duration::from_secs(self.session_minutes * 60),
-                // The console itself speaks plain HTTP (loopback by default); cookies
-                // get `Secure` once it serves TLS.
-                tls: false,
+                tls,
             },
         ))
     }
@@ -448,6 +448,17 @@ impl RecordsServiceConfig {
         } else {
             PathBuf::from(&self.recordings_dir)
         }
+    }
+
+    /// The console's TLS: the same certificate, key and client CA as gRPC's;
+    /// `None` while gRPC is plain.
+    pub fn web_tls(&self) -> Option<WebTls> {
+        (!self.tls_cert_file.is_empty()).then(|| WebTls {
+            cert_file: PathBuf::from(&self.tls_cert_file),
+            key_file: PathBuf::from(&self.tls_key_file),
+            client_ca_file: (!self.tls_client_ca_file.is_empty())
+                .then(|| PathBuf::from(&self.tls_client_ca_file)),
+        })
     }
 
     /// What the records service needs to start. Embedded, it shares the switchboard's

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod i18n;
 pub mod pages;
 pub mod security;
+pub mod tls;
 pub mod verification;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use tracing::info;
 
 use super::service::RecordsServer;
 use security::{check_host, HostCheck, Lockout, Sessions, SECURITY_HEADERS};
+use tls::WebTls;
 use verification::Verifications;
 
 /// Everything the console needs from `[records.web]`.
@@ -37,8 +39,15 @@ pub struct WebSettings {
     pub hosts: Vec<String>,
     /// Sessions end after this long without a request.
     pub session_idle: Duration,
-    /// Whether the console is reached over TLS (cookies get `Secure`).
-    pub tls: bool,
+    /// HTTPS with these files (cookies get `Secure`); `None`: plain HTTP.
+    pub tls: Option<WebTls>,
+}
+
+impl WebSettings {
+    /// Whether cookies get `Secure`: only sent back over HTTPS.
+    pub fn secure_cookies(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// The console's shared state.
@@ -64,7 +73,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    info!(%address, "records web console listening");
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    info!(%address, tls = tls.is_some(), "records web console listening");
     let console = Console {
         server,
         sessions: Arc::new(Mutex::new(Sessions::new(settings.session_idle))),
@@ -73,11 +88,18 @@ pub async fn serve(
         verifications: Arc::new(Mutex::new(Verifications::default())),
     };
     let app = pages::routes(console.clone())
-        .layer(axum::middleware::from_fn_with_state(console, guard))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .layer(axum::middleware::from_fn_with_state(console, guard));
+    match tls {
+        Some(config) => tls::serve(listener, app, config, shutdown).await,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    }
 }
 
 /// Every request: the `Host` header must be one of ours (DNS rebinding), and every

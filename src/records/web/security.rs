@@ -111,6 +111,14 @@ pub enum Identity {
         /// Its role.
         role: Role,
     },
+    /// Signed in with a client certificate the TLS handshake verified, mapped to a
+    /// role as gRPC maps it (`[records.service] client_certificates`).
+    Certificate {
+        /// `cert:` and the certificate's mapped identity.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
     /// Let in by the loopback rule (no token issued yet, browser on this machine).
     Loopback,
 }

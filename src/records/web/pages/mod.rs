@@ -157,7 +157,9 @@ impl Visitor {
     pub(super) fn caller(&self, reason: &str) -> Option<Caller> {
         let (_, session) = self.session.as_ref()?;
         let (name, role, under_loopback_rule) = match &session.identity {
-            Identity::Token { name, role, .. } => (name.clone(), *role, false),
+            Identity::Token { name, role, .. } | Identity::Certificate { name, role } => {
+                (name.clone(), *role, false)
+            }
             Identity::Loopback => (loopback_actor(Some(LOOPBACK_NAME)), Role::Admin, true),
         };
         Some(Caller {
@@ -258,6 +260,8 @@ impl Console {
                         .await
                         .map_err(|status| error_page(lang, &status))?
                         .is_some_and(|(_, current)| current == *role),
+                    // The roles of certificates are configuration: they hold while we run.
+                    Identity::Certificate { .. } => true,
                     Identity::Loopback => loopback_open,
                 };
                 if !valid {
@@ -280,7 +284,7 @@ impl Console {
             if let Ok(mut sessions) = self.sessions.lock() {
                 let id = sessions.start(Identity::Loopback, now);
                 let session = sessions.touch(&id, now);
-                visitor.set_cookie = Some(set_cookie(SESSION_COOKIE, &id, self.settings.tls, None));
+                visitor.set_cookie = Some(set_cookie(SESSION_COOKIE, &id, self.settings.secure_cookies(), None));
                 visitor.session = session.map(|session| (id, session));
             }
         }

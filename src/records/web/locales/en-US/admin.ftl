@@ -59,3 +59,6 @@ access-until = Until
 access-reason-contains = Reason contains
 access-scanned = Searched the access log back to entry
 access-continue = Search further back
+login-certificate = Your browser presented a client certificate:
+login-certificate-submit = Sign in with the certificate
+error-certificate = This connection has no client certificate with a console role.

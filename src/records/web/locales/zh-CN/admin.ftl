@@ -59,3 +59,6 @@ access-until = 截止时间
 access-reason-contains = 原因包含
 access-scanned = 已向前检索访问日志至第
 access-continue = 继续向前检索
+login-certificate = 浏览器已出示客户端证书：
+login-certificate-submit = 使用证书登录
+error-certificate = 此连接没有带控制台角色的客户端证书。
