@@ -82,6 +82,7 @@ fn login_form(
         .and_then(|Extension(ClientCertificate(der))| {
             console.server.authenticator().certificate_actor(der).ok()
         })
+        .filter(|(_, role)| *role != Role::Switchboard)
         .map(|(name, role)| (name, role_name(role).to_owned()));
     let page = LoginPage {
         chrome,
