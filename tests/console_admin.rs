@@ -73,7 +73,10 @@ async fn admin_issues_a_token_and_an_auditor_verifies_the_chain_and_an_export_in
     let auditor = issue(&chrome, &base, "auditor-1", "auditor").await;
     chrome.goto(&format!("{base}/admin")).await.unwrap();
     let tokens = text(&chrome, "#token-list").await;
-    assert!(tokens.contains("admin-1") && tokens.contains("auditor-1"), "{tokens}");
+    assert!(
+        tokens.contains("admin-1") && tokens.contains("auditor-1"),
+        "{tokens}"
+    );
     let source = chrome.source().await.unwrap();
     assert!(!source.contains(&admin) && !source.contains(&auditor));
     assert_eq!(text(&chrome, "#retention-days").await, "180");
@@ -86,7 +89,11 @@ async fn admin_issues_a_token_and_an_auditor_verifies_the_chain_and_an_export_in
         .await;
     let chrome = browser(&driver, &profiles.path().join("compliance")).await;
     sign_in(&chrome, &base, &compliance).await;
-    let (status, csv) = fetch(&chrome, "/export.csv?reason=%E5%AE%A1%E8%AE%A1%E6%8A%BD%E6%9F%A5").await;
+    let (status, csv) = fetch(
+        &chrome,
+        "/export.csv?reason=%E5%AE%A1%E8%AE%A1%E6%8A%BD%E6%9F%A5",
+    )
+    .await;
     assert_eq!(status, 200, "{csv}");
     let export = profiles.path().join("calls.csv");
     std::fs::write(&export, &csv).unwrap();
@@ -120,7 +127,10 @@ async fn admin_issues_a_token_and_an_auditor_verifies_the_chain_and_an_export_in
     assert!(kind.starts_with("projection"), "{kind}");
     let findings = text(&chrome, "#verify-result").await;
     assert!(findings.contains(&call_id(7)), "{findings}");
-    assert!(findings.contains(&format!("/ {CALLS};")), "every call checked: {findings}");
+    assert!(
+        findings.contains(&format!("/ {CALLS};")),
+        "every call checked: {findings}"
+    );
     let status = text(&chrome, "#verify-status").await;
     assert!(status.contains("auditor-1"), "{status}");
     screenshot(&chrome, "integrity-findings").await;

@@ -124,12 +124,11 @@ impl Browser {
         for certificate in CertificateDer::pem_file_iter(server_ca).unwrap() {
             roots.add(certificate.unwrap()).unwrap();
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
         let config = match client {
             Some((cert, key)) => builder
                 .with_client_auth_cert(
@@ -261,7 +260,9 @@ impl Browser {
 
 /// The CSRF token of the page's forms.
 fn csrf(html: &str) -> String {
-    let start = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token")
+    let start = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
         + "name=\"csrf\" value=\"".len();
     html[start..].split('"').next().unwrap().to_owned()
 }
@@ -288,14 +289,13 @@ fn element_text<'a>(html: &'a str, id: &str) -> &'a str {
 
 /// Calls 1..=4 logged, call 2 flagged (legal hold), all under the loopback rule.
 async fn log_calls(endpoint: &str) {
-    let mut client = courtline::contract::connect::connect(
-        &courtline::contract::connect::ClientOptions {
+    let mut client =
+        courtline::contract::connect::connect(&courtline::contract::connect::ClientOptions {
             endpoint: endpoint.to_owned(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     let mut events = vec![node_started()];
     events.extend(complete_calls(1..=4));
     client
@@ -332,7 +332,10 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
             &[("name", "admin-1"), ("role", "admin"), ("csrf", "forged")],
         )
         .await;
-    assert_eq!(refused.status, 403, "a POST without the session's CSRF token");
+    assert_eq!(
+        refused.status, 403,
+        "a POST without the session's CSRF token"
+    );
     let issued = loopback
         .post(
             "/admin/tokens",
@@ -356,12 +359,17 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
     let page = admin.get("/admin").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("data-token=\"admin-1\""));
-    assert!(!page.body.contains(&admin_secret), "the secret is never shown again");
+    assert!(
+        !page.body.contains(&admin_secret),
+        "the secret is never shown again"
+    );
     // Retention: every test call is from 2023; call 2 is flagged and held.
     assert_eq!(element_text(&page.body, "retention-days"), "180");
     assert_eq!(element_text(&page.body, "purge-due"), "3");
     assert_eq!(element_text(&page.body, "held-past"), "1");
-    assert!(page.body.contains(&format!("href=\"/calls/{}\"", call_id(2))));
+    assert!(page
+        .body
+        .contains(&format!("href=\"/calls/{}\"", call_id(2))));
     assert!(!page.body.contains(&format!("/calls/{}\"", call_id(1))));
 
     let admin_csrf = csrf(&page.body);
@@ -413,10 +421,7 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
             &[("name", "compliance-2"), ("csrf", &admin_csrf)],
         )
         .await;
-    assert_eq!(
-        (revoked.status, revoked.location.as_str()),
-        (303, "/admin")
-    );
+    assert_eq!((revoked.status, revoked.location.as_str()), (303, "/admin"));
     let page = admin.get("/admin").await;
     let row = &page.body[page.body.find("data-token=\"compliance-2\"").unwrap()..];
     let revoked_at = &row[row.find("class=\"revoked\">").unwrap() + 16..];
@@ -426,11 +431,17 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
         "/login",
         "the revoked token's session ended"
     );
-    assert_eq!(compliance_2.sign_in(&secrets["compliance-2"]).await.status, 401);
+    assert_eq!(
+        compliance_2.sign_in(&secrets["compliance-2"]).await.status,
+        401
+    );
 
     // A compliance user: 403 on everything of administration, with nothing of it shown.
     let mut compliance = Browser::plain(running.web);
-    assert_eq!(compliance.sign_in(&secrets["compliance-1"]).await.status, 303);
+    assert_eq!(
+        compliance.sign_in(&secrets["compliance-1"]).await.status,
+        303
+    );
     let compliance_csrf = csrf(&compliance.get("/calls").await.body);
     for reply in [
         compliance.get("/admin").await,
@@ -446,7 +457,10 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
             )
             .await,
         compliance
-            .post("/admin/purge", &[("reason", "x"), ("csrf", &compliance_csrf)])
+            .post(
+                "/admin/purge",
+                &[("reason", "x"), ("csrf", &compliance_csrf)],
+            )
             .await,
     ] {
         assert_eq!(reply.status, 403, "{}", reply.body);
@@ -463,7 +477,9 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
         }
     }
     // The compliance user exports the calls (signed CSV) before the purge.
-    let export = compliance.get("/export.csv?reason=%E5%B9%B4%E5%BA%A6%E5%AE%A1%E6%9F%A5").await;
+    let export = compliance
+        .get("/export.csv?reason=%E5%B9%B4%E5%BA%A6%E5%AE%A1%E6%9F%A5")
+        .await;
     assert_eq!(export.status, 200, "{}", export.body);
     assert!(export.body.contains(&call_id(1)));
 
@@ -489,7 +505,11 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
     assert!(element_text(&purged.body, "purged-seq").starts_with('#'));
     let page = admin.get("/admin").await;
     assert_eq!(element_text(&page.body, "purge-due"), "0");
-    assert!(page.body.contains(&format!("href=\"/calls/{}\"", call_id(2))), "still held");
+    assert!(
+        page.body
+            .contains(&format!("href=\"/calls/{}\"", call_id(2))),
+        "still held"
+    );
 
     // The auditor finds each admin action in the access log, by operation and reason.
     let mut auditor = Browser::plain(running.web);
@@ -500,21 +520,43 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
     assert_eq!(log.status, 200, "{}", log.body);
     assert!(log.body.contains("年度保存期限清理"));
     // The page views' dry runs stated no reason: only the purge itself is found.
-    assert_eq!(log.body.matches("<td>Purge</td>").count(), 1, "{}", log.body);
-    let tokens = auditor.get("/access?operation=AddToken&actor=admin-1").await;
-    assert_eq!(tokens.body.matches("<td>AddToken</td>").count(), 3, "{}", tokens.body);
-    assert!(!tokens.body.contains("clt_"), "secrets are not in the access log");
+    assert_eq!(
+        log.body.matches("<td>Purge</td>").count(),
+        1,
+        "{}",
+        log.body
+    );
+    let tokens = auditor
+        .get("/access?operation=AddToken&actor=admin-1")
+        .await;
+    assert_eq!(
+        tokens.body.matches("<td>AddToken</td>").count(),
+        3,
+        "{}",
+        tokens.body
+    );
+    assert!(
+        !tokens.body.contains("clt_"),
+        "secrets are not in the access log"
+    );
     let revokes = auditor.get("/access?operation=RevokeToken").await;
     assert!(revokes.body.contains("compliance-2"));
     let by_call = auditor
         .get(&format!("/access?call_id={}", call_id(2)))
         .await;
-    assert!(by_call.body.contains("<td>FlagCall</td>"), "{}", by_call.body);
+    assert!(
+        by_call.body.contains("<td>FlagCall</td>"),
+        "{}",
+        by_call.body
+    );
     assert!(!by_call.body.contains("<td>Purge</td>"));
 
     // Verification runs in the background; the fragment shows progress until the findings.
     let integrity = auditor.get("/integrity").await;
-    assert!(!integrity.body.contains("id=\"verify-status\""), "none ran yet");
+    assert!(
+        !integrity.body.contains("id=\"verify-status\""),
+        "none ran yet"
+    );
     let integrity_csrf = csrf(&integrity.body);
     let started = auditor
         .post("/integrity/verify", &[("csrf", &integrity_csrf)])
@@ -549,7 +591,11 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
         )
         .await;
     assert_eq!(upload.status, 200, "{}", upload.body);
-    assert!(upload.body.contains("id=\"export-intact\""), "{}", upload.body);
+    assert!(
+        upload.body.contains("id=\"export-intact\""),
+        "{}",
+        upload.body
+    );
     assert_eq!(element_text(&upload.body, "export-rows"), "4");
     assert_eq!(element_text(&upload.body, "export-by"), "compliance-1");
     let tampered = export.body.replacen("13900000001", "13900000009", 1);
@@ -562,10 +608,19 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
         )
         .await;
     assert_eq!(upload.status, 200);
-    assert!(upload.body.contains("id=\"export-problems\""), "{}", upload.body);
+    assert!(
+        upload.body.contains("id=\"export-problems\""),
+        "{}",
+        upload.body
+    );
     assert!(!upload.body.contains("id=\"export-intact\""));
     let forged = auditor
-        .post_file("/integrity/export", "forged", "calls.csv", export.body.as_bytes())
+        .post_file(
+            "/integrity/export",
+            "forged",
+            "calls.csv",
+            export.body.as_bytes(),
+        )
         .await;
     assert_eq!(forged.status, 403);
     let checks = auditor.get("/access?operation=VerifyExport").await;
@@ -650,7 +705,14 @@ async fn over_https_cookies_are_secure_and_a_client_certificate_signs_in_with_it
     let login = browser.get("/login").await;
     assert_eq!(login.status, 200, "{}", login.body);
     assert!(!login.set_cookies.is_empty());
-    assert!(login.set_cookies.iter().all(|set| set.ends_with("; Secure")), "{:?}", login.set_cookies);
+    assert!(
+        login
+            .set_cookies
+            .iter()
+            .all(|set| set.ends_with("; Secure")),
+        "{:?}",
+        login.set_cookies
+    );
     assert!(!login.body.contains("sign-in-certificate"));
     // Client certificate roles end the loopback rule: nothing without signing in.
     assert_eq!(browser.get("/admin").await.location, "/login");
@@ -662,7 +724,10 @@ async fn over_https_cookies_are_secure_and_a_client_certificate_signs_in_with_it
     // The auditor's certificate: offered on the sign-in page, and it signs in.
     let mut auditor_browser = Browser::tls(running.web, &server_cert, Some(&auditor));
     let login = auditor_browser.get("/login").await;
-    assert_eq!(element_text(&login.body, "certificate-name"), "cert:审计室 李明");
+    assert_eq!(
+        element_text(&login.body, "certificate-name"),
+        "cert:审计室 李明"
+    );
     let forged_csrf = auditor_browser
         .post("/login/certificate", &[("csrf", "forged")])
         .await;
@@ -687,7 +752,11 @@ async fn over_https_cookies_are_secure_and_a_client_certificate_signs_in_with_it
     assert_eq!(auditor_browser.get("/admin").await.status, 403);
     // Its own view is on the chain under the certificate's name.
     let logged = auditor_browser.get("/access?operation=ListAccess").await;
-    assert!(logged.body.contains("<td>cert:审计室 李明</td>"), "{}", logged.body);
+    assert!(
+        logged.body.contains("<td>cert:审计室 李明</td>"),
+        "{}",
+        logged.body
+    );
 
     // A switchboard certificate has no console role; a certificate without a role
     // is not offered; one from another CA fails the handshake.

@@ -23,7 +23,9 @@ use tracing::{error, info, warn};
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
 use super::evidence::{chained_recording, describe as describe_recording, Evidence};
-use super::export::{format_name, verify_export, ExportCheck, ManifestContent, RowChain, MANIFEST_VERSION};
+use super::export::{
+    format_name, verify_export, ExportCheck, ManifestContent, RowChain, MANIFEST_VERSION,
+};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::reports::workflow::{
@@ -441,7 +443,9 @@ fn access_matches(request: &ListAccessRequest, entry: &AccessEntry) -> bool {
     let reason = request.reason_contains.trim().to_lowercase();
     (request.actor.is_empty() || entry.actor == request.actor)
         && (request.operation.trim().is_empty()
-            || entry.operation.eq_ignore_ascii_case(request.operation.trim()))
+            || entry
+                .operation
+                .eq_ignore_ascii_case(request.operation.trim()))
         && (call_id.is_empty() || entry.parameters.contains(&format!("\"{call_id}\"")))
         && (reason.is_empty() || entry.reason.to_lowercase().contains(&reason))
 }
@@ -1330,10 +1334,11 @@ impl RecordsServer {
         file: bytes::Bytes,
     ) -> Result<ExportCheck, Status> {
         let trusted = self.ledger.key().public_key().to_bytes();
-        let check = tokio::task::spawn_blocking(move || verify_export(file.as_ref(), Some(trusted)))
-            .await
-            .map_err(|error| Status::internal(format!("checking the export: {error}")))?
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let check =
+            tokio::task::spawn_blocking(move || verify_export(file.as_ref(), Some(trusted)))
+                .await
+                .map_err(|error| Status::internal(format!("checking the export: {error}")))?
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
         let parameters = serde_json::json!({
             "rows": check.rows,
             "problems": check.problems.len(),

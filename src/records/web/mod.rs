@@ -87,8 +87,8 @@ pub async fn serve(
         lockout: Arc::new(Mutex::new(Lockout::default())),
         verifications: Arc::new(Mutex::new(Verifications::default())),
     };
-    let app = pages::routes(console.clone())
-        .layer(axum::middleware::from_fn_with_state(console, guard));
+    let app =
+        pages::routes(console.clone()).layer(axum::middleware::from_fn_with_state(console, guard));
     match tls {
         Some(config) => tls::serve(listener, app, config, shutdown).await,
         None => {

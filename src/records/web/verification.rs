@@ -66,7 +66,9 @@ impl Verifications {
 
     /// Whether a run is under way.
     pub fn running(&self) -> bool {
-        self.latest.as_ref().is_some_and(|run| run.outcome.is_none())
+        self.latest
+            .as_ref()
+            .is_some_and(|run| run.outcome.is_none())
     }
 
     /// Records how the running verification ended.
@@ -116,7 +118,10 @@ mod tests {
         );
         checked.store(5_000, Ordering::Relaxed);
         let progress = verifications.progress().unwrap();
-        assert_eq!((progress.checked, progress.total, progress.percent), (5_000, 20_000, 25));
+        assert_eq!(
+            (progress.checked, progress.total, progress.percent),
+            (5_000, 20_000, 25)
+        );
         assert_eq!(progress.started_by, "auditor-1");
         assert_eq!(progress.outcome, None);
         // Past the starting count (events arrived meanwhile) it does not claim 100 %.

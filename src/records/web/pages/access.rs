@@ -201,7 +201,10 @@ mod tests {
         assert_eq!(request.until_ms, 0);
         let next = form.next(812);
         assert!(next.starts_with("/access?actor=+zhang.wei+&operation=GetCall&call_id=0193-abc&since=2026-03-01T08%3A30&until=&reason=%E5%A4%8D%E6%A0%B8"), "{next}");
-        assert!(next.ends_with("&before=812") && !next.contains("before=900"), "{next}");
+        assert!(
+            next.ends_with("&before=812") && !next.contains("before=900"),
+            "{next}"
+        );
         let bad = AccessQuery {
             until: "tomorrow-ish".into(),
             ..AccessQuery::default()

@@ -281,7 +281,9 @@ async fn purge(
         return csrf_refused(&visitor);
     }
     // The reason goes on the chain with the purge, as `--reason` does on the CLI.
-    let Some(caller) = visitor.caller(&form.reason).filter(|caller| !caller.reason.is_empty())
+    let Some(caller) = visitor
+        .caller(&form.reason)
+        .filter(|caller| !caller.reason.is_empty())
     else {
         let status = Status::invalid_argument(visitor.lang.text("admin-error-reason"));
         return failed(&visitor, &status);

@@ -224,13 +224,13 @@ async fn run_verify(
         return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
     }
     let total = console.server.chain_length().await;
-    let started = console.verifications.lock().ok().and_then(|mut verifications| {
-        verifications.start(
-            &caller.name,
-            chrono::Utc::now().timestamp_millis(),
-            total,
-        )
-    });
+    let started = console
+        .verifications
+        .lock()
+        .ok()
+        .and_then(|mut verifications| {
+            verifications.start(&caller.name, chrono::Utc::now().timestamp_millis(), total)
+        });
     if let Some(checked) = started {
         let server = console.server.clone();
         let verifications = console.verifications.clone();

@@ -284,7 +284,12 @@ impl Console {
             if let Ok(mut sessions) = self.sessions.lock() {
                 let id = sessions.start(Identity::Loopback, now);
                 let session = sessions.touch(&id, now);
-                visitor.set_cookie = Some(set_cookie(SESSION_COOKIE, &id, self.settings.secure_cookies(), None));
+                visitor.set_cookie = Some(set_cookie(
+                    SESSION_COOKIE,
+                    &id,
+                    self.settings.secure_cookies(),
+                    None,
+                ));
                 visitor.session = session.map(|session| (id, session));
             }
         }

@@ -6,10 +6,10 @@ use std::time::Instant;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
-use axum::Extension;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use serde::Deserialize;
 
@@ -174,7 +174,13 @@ async fn login(
     if let Ok(mut lockout) = console.lockout.lock() {
         lockout.succeed(&keys);
     }
-    start_session(&console, &visitor, Identity::Token { hash, name, role }, role, now)
+    start_session(
+        &console,
+        &visitor,
+        Identity::Token { hash, name, role },
+        role,
+        now,
+    )
 }
 
 /// Starts a session for `identity` (ending the visitor's old one) and sends the
@@ -200,7 +206,12 @@ fn start_session(
     let mut response = Redirect::to(home(role, false)).into_response();
     for value in [
         set_cookie(SESSION_COOKIE, &id, console.settings.secure_cookies(), None),
-        set_cookie(LOGIN_CSRF_COOKIE, "", console.settings.secure_cookies(), Some(0)),
+        set_cookie(
+            LOGIN_CSRF_COOKIE,
+            "",
+            console.settings.secure_cookies(),
+            Some(0),
+        ),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::SET_COOKIE, value);
