@@ -4,9 +4,11 @@
 //! Every page reads through the same operations as the gRPC handlers
 //! ([`RecordsServer::list_calls_as`] and the others), so each view of call data is
 //! an access event on the chain exactly like a gRPC query. Sign-in exchanges one of
-//! the records service's tokens for a session; the loopback rule applies as it does
-//! for gRPC. The security rules themselves are in [`security`], the languages in
-//! [`i18n`], the search form in [`filter`], the pages in [`pages`].
+//! the records service's tokens (or, under mTLS, a client certificate) for a session;
+//! the loopback rule applies as it does for gRPC. The security rules themselves are
+//! in [`security`], HTTPS with the service's own files in [`tls`], the languages in
+//! [`i18n`], the search form in [`filter`], the background verification's
+//! bookkeeping in [`verification`], the pages in [`pages`].
 
 pub mod filter;
 pub mod i18n;

@@ -107,10 +107,9 @@ async fn admin(
     console: &Console,
     headers: &HeaderMap,
     peer: SocketAddr,
-    here: &str,
 ) -> Result<(Visitor, Caller), Response> {
     console
-        .allowed(headers, peer, here.to_owned(), Page::Admin)
+        .allowed(headers, peer, "/admin".to_owned(), Page::Admin)
         .await
 }
 
@@ -129,7 +128,7 @@ async fn admin_page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let (visitor, caller) = match admin(&console, &headers, peer, "/admin").await {
+    let (visitor, caller) = match admin(&console, &headers, peer).await {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
@@ -190,7 +189,7 @@ async fn issue_token(
     headers: HeaderMap,
     Form(form): Form<IssueForm>,
 ) -> Response {
-    let (visitor, caller) = match admin(&console, &headers, peer, "/admin").await {
+    let (visitor, caller) = match admin(&console, &headers, peer).await {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
@@ -226,7 +225,7 @@ async fn confirm_revoke(
     headers: HeaderMap,
     Query(query): Query<RevokeQuery>,
 ) -> Response {
-    let (visitor, _) = match admin(&console, &headers, peer, "/admin").await {
+    let (visitor, _) = match admin(&console, &headers, peer).await {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
@@ -248,7 +247,7 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let (visitor, caller) = match admin(&console, &headers, peer, "/admin").await {
+    let (visitor, caller) = match admin(&console, &headers, peer).await {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
@@ -273,7 +272,7 @@ async fn purge(
     headers: HeaderMap,
     Form(form): Form<PurgeForm>,
 ) -> Response {
-    let (visitor, _) = match admin(&console, &headers, peer, "/admin").await {
+    let (visitor, _) = match admin(&console, &headers, peer).await {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };

@@ -235,10 +235,16 @@ async fn run_verify(
         let server = console.server.clone();
         let verifications = console.verifications.clone();
         tokio::spawn(async move {
-            let outcome = server
-                .verify_counting_as(&caller, &checked)
+            // Run apart, so that even a panic ends the run and lets the next one start.
+            let run = tokio::spawn(async move {
+                server
+                    .verify_counting_as(&caller, &checked)
+                    .await
+                    .map_err(|status| status.message().to_owned())
+            });
+            let outcome = run
                 .await
-                .map_err(|status| status.message().to_owned());
+                .unwrap_or_else(|failure| Err(format!("verification failed: {failure}")));
             if let Ok(mut verifications) = verifications.lock() {
                 verifications.finish(outcome);
             }
