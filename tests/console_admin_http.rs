@@ -97,6 +97,8 @@ struct Reply {
     /// Every `Set-Cookie` as sent.
     set_cookies: Vec<String>,
     location: String,
+    /// `HX-Redirect`, htmx's whole-page navigation.
+    hx_redirect: String,
     body: String,
 }
 
@@ -163,6 +165,17 @@ impl Browser {
     }
 
     async fn send(&mut self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        self.send_with(method, path, &[("content-type", content_type)], body)
+            .await
+    }
+
+    async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let cookie = self
             .cookies
             .iter()
@@ -174,8 +187,8 @@ impl Browser {
             .uri(path)
             .header("host", &self.host)
             .header("cookie", cookie);
-        if !content_type.is_empty() {
-            request = request.header("content-type", content_type);
+        for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
+            request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::from(body))).unwrap();
         let tcp = TcpStream::connect(self.web).await.unwrap();
@@ -202,14 +215,18 @@ impl Browser {
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|value| value.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
         Reply {
             status: response.status().as_u16(),
             set_cookies,
-            location: response
-                .headers()
-                .get("location")
-                .map(|value| value.to_str().unwrap().to_owned())
-                .unwrap_or_default(),
+            location: header("location"),
+            hx_redirect: header("hx-redirect"),
             body: String::from_utf8(response.body().to_vec()).unwrap(),
         }
     }
@@ -580,6 +597,23 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
     };
     assert!(finished.contains("id=\"intact\""), "{finished}");
     assert!(finished.contains("auditor-1"));
+    // A poll after the session is gone sends the whole page to the sign-in form
+    // rather than putting that form inside the fragment.
+    let mut signed_out = Browser::plain(running.web);
+    let poll = signed_out
+        .send_with(
+            "GET",
+            "/integrity/progress",
+            &[("hx-request", "true")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!((poll.status, poll.hx_redirect.as_str()), (200, "/login"));
+    assert!(!poll.body.contains("id=\"token\""));
+    assert_eq!(
+        signed_out.get("/integrity/progress").await.location,
+        "/login"
+    );
 
     // The exported file checks out; a changed one does not.
     let upload = auditor

@@ -21,6 +21,10 @@ use crate::records::export::ExportCheck;
 use crate::records::web::verification::Progress;
 use crate::records::web::Console;
 
+/// Header htmx sets on its own requests.
+const HX_REQUEST: &str = "hx-request";
+/// Response header telling htmx to navigate the whole page.
+const HX_REDIRECT: &str = "hx-redirect";
 /// Largest export file accepted for checking: a year of a busy court's calls in
 /// JSON Lines stays well below it.
 const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
@@ -204,6 +208,12 @@ async fn progress_fragment(
             chrome: visitor.chrome(),
             status: status(&console),
         }),
+        // The session ended while the page polled: htmx would follow the redirect
+        // inside its request and put the sign-in page in the fragment, so have the
+        // browser go there instead.
+        Err(response) if response.status().is_redirection() && headers.contains_key(HX_REQUEST) => {
+            (StatusCode::OK, [(HX_REDIRECT, "/login")]).into_response()
+        }
         Err(response) => response,
     }
 }
