@@ -1695,6 +1695,22 @@ operator = "sip:operator@127.0.0.1:5090"
         );
         assert_eq!(clients.roles.get("合规科"), Some(&Role::Compliance));
         assert_eq!(clients.roles.len(), 2);
+        // The console serves HTTPS with the same files, client CA included.
+        let records = &config.records;
+        let (_, web) = records.web.settings(records.service.web_tls()).unwrap();
+        assert_eq!(
+            web.tls,
+            Some(WebTls {
+                cert_file: PathBuf::from("s.pem"),
+                key_file: PathBuf::from("s.key"),
+                client_ca_file: Some(PathBuf::from("clients.pem")),
+            })
+        );
+        assert!(web.secure_cookies());
+        let plain = Config::from_toml_str(&base(), "t").unwrap().records;
+        let (_, web) = plain.web.settings(plain.service.web_tls()).unwrap();
+        assert_eq!(web.tls, None);
+        assert!(!web.secure_cookies());
     }
 
     #[test]
