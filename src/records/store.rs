@@ -1652,11 +1652,14 @@ impl Store for SqlStore {
 
     async fn held_calls(&self, limit: u32) -> Result<Vec<HeldCall>, StoreError> {
         let operation = "list calls on legal hold";
-        // The flagged literal lets SQLite use the partial index on flagged calls.
+        // Held calls are few: collect them from the partial index on flagged calls (the
+        // literal lets SQLite use it) and the reports, then sort those, rather than
+        // walking every call in time order.
         let sql = self.sql(format!(
             "SELECT call_id, received_at_ms, flagged, \
              (SELECT COUNT(*) FROM reports WHERE reports.call_id = calls.call_id) AS reports \
-             FROM calls WHERE flagged = 1 OR call_id IN (SELECT call_id FROM reports) \
+             FROM calls WHERE call_id IN \
+             (SELECT call_id FROM calls WHERE flagged = 1 UNION SELECT call_id FROM reports) \
              ORDER BY received_at_ms DESC, call_id DESC LIMIT {limit}"
         ));
         let rows = sql.fetch_all(&self.pool, operation).await?;
