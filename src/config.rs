@@ -23,6 +23,7 @@ use crate::records::chain::HashAlgorithm;
 use crate::records::ledger::{CheckpointPolicy, MIN_RETENTION_DAYS};
 use crate::records::service::{ClientCertificates, ServiceSettings};
 use crate::records::web::mask::{masked_roles, DEFAULT_MASKED_ROLES};
+use crate::records::web::tls::WebTls;
 use crate::records::web::WebSettings;
 
 pub mod hours;
@@ -263,8 +264,9 @@ impl Default for RecordsWebConfig {
 
 impl RecordsWebConfig {
     /// Where the console listens and its settings; `None` when disabled. `listen`
-    /// was checked by `Config::validate`.
-    pub fn settings(&self) -> Option<(SocketAddr, WebSettings)> {
+    /// was checked by `Config::validate`. `tls`: the records service's files, which
+    /// the console serves HTTPS with ([`RecordsServiceConfig::web_tls`]).
+    pub fn settings(&self, tls: Option<WebTls>) -> Option<(SocketAddr, WebSettings)> {
         let listen: SocketAddr = self.listen.trim().parse().ok()?;
         let hosts = if self.hosts.is_empty() {
             vec![
@@ -284,9 +286,7 @@ impl RecordsWebConfig {
             WebSettings {
                 hosts,
                 session_idle: Duration::from_secs(self.session_minutes * 60),
-                // The console itself speaks plain HTTP (loopback by default); cookies
-                // get `Secure` once it serves TLS.
-                tls: false,
+                tls,
                 // Checked by `Config::validate`.
                 masked_roles: masked_roles(&self.mask_callers_for).unwrap_or_default(),
             },
@@ -462,6 +462,17 @@ impl RecordsServiceConfig {
         } else {
             PathBuf::from(&self.recordings_dir)
         }
+    }
+
+    /// The console's TLS: the same certificate, key and client CA as gRPC's;
+    /// `None` while gRPC is plain.
+    pub fn web_tls(&self) -> Option<WebTls> {
+        (!self.tls_cert_file.is_empty()).then(|| WebTls {
+            cert_file: PathBuf::from(&self.tls_cert_file),
+            key_file: PathBuf::from(&self.tls_key_file),
+            client_ca_file: (!self.tls_client_ca_file.is_empty())
+                .then(|| PathBuf::from(&self.tls_client_ca_file)),
+        })
     }
 
     /// What the records service needs to start. Embedded, it shares the switchboard's
@@ -1876,6 +1887,22 @@ operator = "sip:operator@127.0.0.1:5090"
         );
         assert_eq!(clients.roles.get("合规科"), Some(&Role::Compliance));
         assert_eq!(clients.roles.len(), 2);
+        // The console serves HTTPS with the same files, client CA included.
+        let records = &config.records;
+        let (_, web) = records.web.settings(records.service.web_tls()).unwrap();
+        assert_eq!(
+            web.tls,
+            Some(WebTls {
+                cert_file: PathBuf::from("s.pem"),
+                key_file: PathBuf::from("s.key"),
+                client_ca_file: Some(PathBuf::from("clients.pem")),
+            })
+        );
+        assert!(web.secure_cookies());
+        let plain = Config::from_toml_str(&base(), "t").unwrap().records;
+        let (_, web) = plain.web.settings(plain.service.web_tls()).unwrap();
+        assert_eq!(web.tls, None);
+        assert!(!web.secure_cookies());
     }
 
     #[test]

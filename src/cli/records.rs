@@ -134,6 +134,15 @@ pub struct AccessLogArgs {
     /// Only this token name.
     #[arg(long)]
     pub actor: Option<String>,
+    /// Only this operation (ListCalls, GetCall, ExportCalls, ...).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Only accesses naming this call id.
+    #[arg(long = "call")]
+    pub call_id: Option<String>,
+    /// Only accesses whose stated reason contains this text.
+    #[arg(long)]
+    pub reason_contains: Option<String>,
     /// At most this many entries (newest first).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
@@ -511,6 +520,9 @@ async fn access_log(config_path: &Path, args: AccessLogArgs) -> anyhow::Result<E
             since_ms: time("since", &args.since)?,
             until_ms: time("until", &args.until)?,
             actor: args.actor.clone().unwrap_or_default(),
+            operation: args.operation.clone().unwrap_or_default(),
+            call_id: args.call_id.clone().unwrap_or_default(),
+            reason_contains: args.reason_contains.clone().unwrap_or_default(),
             page_size: args.limit,
             before_seq: 0,
         })

@@ -208,7 +208,11 @@ async fn start_web(
     opened: &OpenedService,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some((listen, settings)) = config.records.web.settings() else {
+    let Some((listen, settings)) = config
+        .records
+        .web
+        .settings(config.records.service.web_tls())
+    else {
         return Ok(());
     };
     let listener = TcpListener::bind(listen).await.with_context(|| {
@@ -220,7 +224,12 @@ async fn start_web(
     } else {
         addr.to_string()
     };
-    println!("web console: http://{host}/");
+    let scheme = if settings.secure_cookies() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("web console: {scheme}://{host}/");
     let stop = shutdown.clone();
     let server = opened.server.clone();
     tokio::spawn(async move {

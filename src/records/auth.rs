@@ -256,22 +256,30 @@ impl Authenticator {
         self
     }
 
-    /// The client certificate's mapped identity and role; `None` when the request came
-    /// without one.
+    /// The client certificate's actor name (`cert:` and its mapped identity) and role;
+    /// `None` when the request came without one.
     fn certificate_role<T>(&self, request: &Request<T>) -> Option<Result<(String, Role), Status>> {
         let certificates = request.peer_certs()?;
         let presented = certificates.first()?;
-        let names = certificate_identities(presented.as_ref());
-        Some(
-            names
-                .iter()
-                .find_map(|name| Some((name.clone(), *self.certificate_roles.get(name)?)))
-                .ok_or_else(|| {
-                    Status::unauthenticated(format!(
-                        "client certificate {names:?} has no role ([records.service] client_certificates)"
-                    ))
-                }),
-        )
+        Some(self.certificate_actor(presented.as_ref()))
+    }
+
+    /// The actor name (`cert:` and the first of its names that has a role) and role
+    /// of a client certificate (DER) the TLS handshake verified: how gRPC requests and
+    /// the web console's certificate sign-in alike map a certificate.
+    pub fn certificate_actor(&self, der: &[u8]) -> Result<(String, Role), Status> {
+        let names = certificate_identities(der);
+        names
+            .iter()
+            .find_map(|name| {
+                let role = *self.certificate_roles.get(name)?;
+                Some((format!("{CERTIFICATE_ACTOR_PREFIX}{name}"), role))
+            })
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "client certificate {names:?} has no role ([records.service] client_certificates)"
+                ))
+            })
     }
 
     /// Adds an in-memory switchboard token (for the embedded switchboard); returns its secret.
@@ -402,8 +410,8 @@ impl Authenticator {
         };
         if bearer.is_none() {
             if let Some(certificate) = self.certificate_role(request) {
-                let (identity, role) = certificate?;
-                return granted(format!("{CERTIFICATE_ACTOR_PREFIX}{identity}"), role);
+                let (name, role) = certificate?;
+                return granted(name, role);
             }
         }
         let (token, any_issued) = match &bearer {

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +23,17 @@ use tracing::{error, info, warn};
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
 use super::evidence::{chained_recording, describe as describe_recording, Evidence};
-use super::export::{format_name, ManifestContent, RowChain, MANIFEST_VERSION};
+use super::export::{
+    format_name, verify_export, ExportCheck, ManifestContent, RowChain, MANIFEST_VERSION,
+};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
 };
 use super::store::{
-    CallQuery, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError, COUNT_CAP,
+    CallQuery, HeldCall, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError,
+    COUNT_CAP,
     MAX_PAGE_SIZE,
 };
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
@@ -56,6 +60,9 @@ const EXPORT_PAGE: u32 = 1000;
 const EXPORT_BUFFER: usize = 256;
 /// How long after start the first automatic retention purge runs.
 const PURGE_DELAY: Duration = Duration::from_secs(60);
+/// Access entries one `ListAccess` request reads at most while filtering: a rare
+/// filter answers in bounded time and says where to go on.
+const MAX_ACCESS_SCAN: usize = 20_000;
 /// Longest flag note.
 const MAX_NOTE_CHARS: usize = 2000;
 /// Prefix of the actor of a token issued straight into the database.
@@ -432,6 +439,20 @@ fn validate_filter(filter: &CallFilter) -> Result<(), Status> {
     Ok(())
 }
 
+/// Whether an access entry passes a `ListAccess` request's filters other than time
+/// (the store applies those).
+fn access_matches(request: &ListAccessRequest, entry: &AccessEntry) -> bool {
+    let call_id = request.call_id.trim();
+    let reason = request.reason_contains.trim().to_lowercase();
+    (request.actor.is_empty() || entry.actor == request.actor)
+        && (request.operation.trim().is_empty()
+            || entry
+                .operation
+                .eq_ignore_ascii_case(request.operation.trim()))
+        && (call_id.is_empty() || entry.parameters.contains(&format!("\"{call_id}\"")))
+        && (reason.is_empty() || entry.reason.to_lowercase().contains(&reason))
+}
+
 fn sort_name(sort: SortOrder) -> &'static str {
     match sort {
         SortOrder::NewestFirst => "newest_first",
@@ -699,33 +720,9 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<AddTokenResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Admin).await?;
         let request = request.into_inner();
-        may_issue_token(&caller, request.role())?;
-        let token = self
-            .ledger
-            .add_token(&request.name, request.role(), &caller.name)
+        self.add_token_as(&caller, &request.name, request.role())
             .await
-            .map_err(|error| status("adding a token", error))?;
-        self.auth.invalidate().await;
-        self.log_access(
-            &caller,
-            "AddToken",
-            add_token_parameters(&request.name, request.role()),
-            1,
-        )
-        .await?;
-        if caller.under_loopback_rule {
-            warn!(
-                token = request.name,
-                by = caller.name,
-                "the first token was issued: from now on every client needs a token, loopback ones included. \
-                 Keep this admin token safe; if every admin token is lost, stop the records service and run \
-                 `courtline records token add NAME --role admin --database URL` as root on this machine"
-            );
-        }
-        Ok(Response::new(AddTokenResponse {
-            token,
-            ended_loopback_rule: caller.under_loopback_rule,
-        }))
+            .map(Response::new)
     }
 
     async fn list_tokens(
@@ -733,29 +730,7 @@ impl RecordsService for RecordsServer {
         request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Admin).await?;
-        let tokens: Vec<TokenInfo> = self
-            .ledger
-            .store()
-            .tokens()
-            .await
-            .map_err(|error| store_status("listing tokens", error))?
-            .into_iter()
-            .map(|row| TokenInfo {
-                name: row.name,
-                role: row.role,
-                created_at_ms: row.created_at_ms,
-                created_by: row.created_by,
-                revoked_at_ms: row.revoked_at_ms,
-            })
-            .collect();
-        self.log_access(
-            &caller,
-            "ListTokens",
-            serde_json::json!({}),
-            tokens.len() as u64,
-        )
-        .await?;
-        Ok(Response::new(ListTokensResponse { tokens }))
+        self.list_tokens_as(&caller).await.map(Response::new)
     }
 
     async fn revoke_token(
@@ -763,19 +738,8 @@ impl RecordsService for RecordsServer {
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Admin).await?;
-        let name = request.into_inner().name;
-        self.ledger
-            .revoke_token(&name, &caller.name)
-            .await
-            .map_err(|error| status("revoking a token", error))?;
-        self.auth.invalidate().await;
-        self.log_access(
-            &caller,
-            "RevokeToken",
-            serde_json::json!({ "name": name }),
-            1,
-        )
-        .await?;
+        self.revoke_token_as(&caller, &request.into_inner().name)
+            .await?;
         Ok(Response::new(RevokeTokenResponse {}))
     }
 
@@ -784,20 +748,9 @@ impl RecordsService for RecordsServer {
         request: Request<PurgeRequest>,
     ) -> Result<Response<PurgeResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Admin).await?;
-        let dry_run = request.into_inner().dry_run;
-        let response = self
-            .ledger
-            .purge(self.retention_days, dry_run, &caller.name)
+        self.purge_as(&caller, request.into_inner().dry_run)
             .await
-            .map_err(|error| status("purging", error))?;
-        self.log_access(
-            &caller,
-            "Purge",
-            serde_json::json!({ "dry_run": dry_run, "retention_days": self.retention_days, "cutoff_ms": response.cutoff_ms }),
-            response.calls_purged,
-        )
-        .await?;
-        Ok(Response::new(response))
+            .map(Response::new)
     }
 
     async fn open_report(
@@ -1413,11 +1366,22 @@ impl RecordsServer {
 
     /// `Verify` for `caller`.
     pub async fn verify_as(&self, caller: &Caller) -> Result<VerifyResponse, Status> {
+        self.verify_counting_as(caller, &AtomicU64::new(0)).await
+    }
+
+    /// `Verify` for `caller`, storing in `checked` how many events it has checked so
+    /// far (the console shows it while verification runs; see [`Self::chain_length`]).
+    pub async fn verify_counting_as(
+        &self,
+        caller: &Caller,
+        checked: &AtomicU64,
+    ) -> Result<VerifyResponse, Status> {
         let trusted = [self.ledger.key().public_key().to_bytes()];
-        let report = super::verify::verify(
+        let report = super::verify::verify_counting(
             self.ledger.store().as_ref(),
             &trusted,
             self.ledger.evidence(),
+            checked,
         )
         .await
         .map_err(|error| store_status("verifying", error))?;
@@ -1430,6 +1394,156 @@ impl RecordsServer {
         )
         .await?;
         Ok(report)
+    }
+
+    /// How many events the chain holds (its head's position): what a verification
+    /// will check.
+    pub async fn chain_length(&self) -> u64 {
+        u64::try_from(self.ledger.head().await.0).unwrap_or_default()
+    }
+
+    /// Checks an export file (as `courtline records verify-export` does) against this
+    /// service's signing key, for `caller`; recorded as `VerifyExport`.
+    pub async fn verify_export_as(
+        &self,
+        caller: &Caller,
+        file: bytes::Bytes,
+    ) -> Result<ExportCheck, Status> {
+        let trusted = self.ledger.key().public_key().to_bytes();
+        let check =
+            tokio::task::spawn_blocking(move || verify_export(file.as_ref(), Some(trusted)))
+                .await
+                .map_err(|error| Status::internal(format!("checking the export: {error}")))?
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let parameters = serde_json::json!({
+            "rows": check.rows,
+            "problems": check.problems.len(),
+            "exported_by": check.manifest.as_ref().map(|manifest| manifest.exported_by.clone()),
+            "exported_at_ms": check.manifest.as_ref().map(|manifest| manifest.exported_at_ms),
+        });
+        self.log_access(caller, "VerifyExport", parameters, check.rows)
+            .await?;
+        Ok(check)
+    }
+
+    /// `AddToken` for `caller`: the response carries the secret, which exists nowhere
+    /// else (the store keeps its hash).
+    pub async fn add_token_as(
+        &self,
+        caller: &Caller,
+        name: &str,
+        role: Role,
+    ) -> Result<AddTokenResponse, Status> {
+        may_issue_token(caller, role)?;
+        let token = self
+            .ledger
+            .add_token(name, role, &caller.name)
+            .await
+            .map_err(|error| status("adding a token", error))?;
+        self.auth.invalidate().await;
+        self.log_access(caller, "AddToken", add_token_parameters(name, role), 1)
+            .await?;
+        if caller.under_loopback_rule {
+            warn!(
+                token = name,
+                by = caller.name,
+                "the first token was issued: from now on every client needs a token, loopback ones included. \
+                 Keep this admin token safe; if every admin token is lost, stop the records service and run \
+                 `courtline records token add NAME --role admin --database URL` as root on this machine"
+            );
+        }
+        Ok(AddTokenResponse {
+            token,
+            ended_loopback_rule: caller.under_loopback_rule,
+        })
+    }
+
+    /// `ListTokens` for `caller`: every token ever issued, without secrets or hashes.
+    pub async fn list_tokens_as(&self, caller: &Caller) -> Result<ListTokensResponse, Status> {
+        let tokens: Vec<TokenInfo> = self
+            .ledger
+            .store()
+            .tokens()
+            .await
+            .map_err(|error| store_status("listing tokens", error))?
+            .into_iter()
+            .map(|row| TokenInfo {
+                name: row.name,
+                role: row.role,
+                created_at_ms: row.created_at_ms,
+                created_by: row.created_by,
+                revoked_at_ms: row.revoked_at_ms,
+            })
+            .collect();
+        self.log_access(
+            caller,
+            "ListTokens",
+            serde_json::json!({}),
+            tokens.len() as u64,
+        )
+        .await?;
+        Ok(ListTokensResponse { tokens })
+    }
+
+    /// `RevokeToken` for `caller`.
+    pub async fn revoke_token_as(&self, caller: &Caller, name: &str) -> Result<(), Status> {
+        self.ledger
+            .revoke_token(name, &caller.name)
+            .await
+            .map_err(|error| status("revoking a token", error))?;
+        self.auth.invalidate().await;
+        self.log_access(
+            caller,
+            "RevokeToken",
+            serde_json::json!({ "name": name }),
+            1,
+        )
+        .await
+    }
+
+    /// `Purge` for `caller` (a dry run only counts); the reason is the caller's.
+    pub async fn purge_as(&self, caller: &Caller, dry_run: bool) -> Result<PurgeResponse, Status> {
+        let response = self
+            .ledger
+            .purge(self.retention_days, dry_run, &caller.name)
+            .await
+            .map_err(|error| status("purging", error))?;
+        self.log_access(
+            caller,
+            "Purge",
+            serde_json::json!({ "dry_run": dry_run, "retention_days": self.retention_days, "cutoff_ms": response.cutoff_ms }),
+            response.calls_purged,
+        )
+        .await?;
+        Ok(response)
+    }
+
+    /// Days calls are kept before a purge may remove them.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days
+    }
+
+    /// The newest `limit` calls on legal hold (flagged or reported) for `caller`;
+    /// recorded as `ListLegalHolds`.
+    pub async fn legal_holds_as(
+        &self,
+        caller: &Caller,
+        limit: u32,
+    ) -> Result<Vec<HeldCall>, Status> {
+        let held = self
+            .ledger
+            .store()
+            .held_calls(limit.min(MAX_PAGE_SIZE))
+            .await
+            .map_err(|error| store_status("listing calls on legal hold", error))?;
+        self.log_access(
+            caller,
+            "ListLegalHolds",
+            serde_json::json!({ "limit": limit }),
+            held.len() as u64,
+        )
+        .await?;
+        Ok(held)
     }
 
     /// `ListAccess` for `caller`.
@@ -1445,8 +1559,10 @@ impl RecordsServer {
         let mut before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
         let mut entries = Vec::new();
         let mut exhausted = false;
-        // The actor filter applies to the decoded body: keep reading until the page is full.
-        while entries.len() < limit as usize && !exhausted {
+        let mut scanned = 0;
+        // The filters other than time apply to the decoded body: keep reading until the
+        // page is full, the log ends or the scan bound is reached.
+        while entries.len() < limit as usize && !exhausted && scanned < MAX_ACCESS_SCAN {
             let events = self
                 .ledger
                 .store()
@@ -1456,6 +1572,7 @@ impl RecordsServer {
             exhausted = events.len() < limit as usize;
             for event in events {
                 before = event.seq;
+                scanned += 1;
                 let Some(event_body::Kind::Access(mut entry)) = event
                     .body
                     .as_deref()
@@ -1464,7 +1581,7 @@ impl RecordsServer {
                 else {
                     continue;
                 };
-                if !request.actor.is_empty() && entry.actor != request.actor {
+                if !access_matches(&request, &entry) {
                     continue;
                 }
                 entry.seq = event.seq as u64;
@@ -1477,7 +1594,7 @@ impl RecordsServer {
         let next_before_seq = if exhausted && entries.len() < limit as usize {
             0
         } else {
-            entries.last().map_or(0, |entry| entry.seq)
+            u64::try_from(before).unwrap_or_default()
         };
         self.log_access(
             caller,
@@ -1486,6 +1603,9 @@ impl RecordsServer {
                 "since_ms": request.since_ms,
                 "until_ms": request.until_ms,
                 "actor": request.actor,
+                "operation": request.operation,
+                "call_id": request.call_id,
+                "reason_contains": request.reason_contains,
                 "before_seq": request.before_seq,
             }),
             entries.len() as u64,
@@ -1767,6 +1887,51 @@ mod tests {
             ..CallFilter::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn access_entries_match_every_filter_given() {
+        let entry = AccessEntry {
+            actor: "zhang.wei".into(),
+            operation: "GetCall".into(),
+            parameters: r#"{"call_id":"0193-abc"}"#.into(),
+            reason: "投诉 2026-031 复核".into(),
+            ..AccessEntry::default()
+        };
+        let matches = |request: ListAccessRequest| access_matches(&request, &entry);
+        assert!(matches(ListAccessRequest::default()));
+        assert!(matches(ListAccessRequest {
+            actor: "zhang.wei".into(),
+            operation: "getcall".into(),
+            call_id: " 0193-abc ".into(),
+            reason_contains: "2026-031".into(),
+            ..ListAccessRequest::default()
+        }));
+        for request in [
+            ListAccessRequest {
+                actor: "zhang".into(),
+                ..ListAccessRequest::default()
+            },
+            ListAccessRequest {
+                operation: "ListCalls".into(),
+                ..ListAccessRequest::default()
+            },
+            // A prefix of the id is not the call.
+            ListAccessRequest {
+                call_id: "0193".into(),
+                ..ListAccessRequest::default()
+            },
+            ListAccessRequest {
+                reason_contains: "审计".into(),
+                ..ListAccessRequest::default()
+            },
+        ] {
+            assert!(!matches(request.clone()), "{request:?}");
+        }
+        assert!(matches(ListAccessRequest {
+            reason_contains: "复核".into(),
+            ..ListAccessRequest::default()
+        }));
     }
 
     #[test]

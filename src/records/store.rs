@@ -404,6 +404,19 @@ impl RecordingState {
     }
 }
 
+/// A call kept past retention because it is flagged or reported (legal hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCall {
+    /// The call.
+    pub call_id: String,
+    /// When it came in (Unix ms).
+    pub received_at_ms: i64,
+    /// Whether it carries a flag.
+    pub flagged: bool,
+    /// How many reports are about it.
+    pub reports: u64,
+}
+
 /// One row of the token table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -493,6 +506,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Calls received before `cutoff_ms` that are finished: (neither flagged nor
     /// reported, the count of those flagged or reported: on legal hold).
     async fn expired_calls(&self, cutoff_ms: i64) -> Result<(Vec<String>, u64), StoreError>;
+    /// The newest `limit` calls on legal hold (flagged or reported), newest first.
+    async fn held_calls(&self, limit: u32) -> Result<Vec<HeldCall>, StoreError>;
     /// Events stored for these calls.
     async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError>;
     /// A call's recording row, if it has one.
@@ -1699,6 +1714,31 @@ impl Store for SqlStore {
             }
         }
         Ok((purgeable, on_hold))
+    }
+
+    async fn held_calls(&self, limit: u32) -> Result<Vec<HeldCall>, StoreError> {
+        let operation = "list calls on legal hold";
+        // Held calls are few: collect them from the partial index on flagged calls (the
+        // literal lets SQLite use it) and the reports, then sort those, rather than
+        // walking every call in time order.
+        let sql = self.sql(format!(
+            "SELECT call_id, received_at_ms, flagged, \
+             (SELECT COUNT(*) FROM reports WHERE reports.call_id = calls.call_id) AS reports \
+             FROM calls WHERE call_id IN \
+             (SELECT call_id FROM calls WHERE flagged = 1 UNION SELECT call_id FROM reports) \
+             ORDER BY received_at_ms DESC, call_id DESC LIMIT {limit}"
+        ));
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HeldCall {
+                    call_id: get(row, "call_id", operation)?,
+                    received_at_ms: get(row, "received_at_ms", operation)?,
+                    flagged: get::<i64>(row, "flagged", operation)? != 0,
+                    reports: get::<i64>(row, "reports", operation)?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn count_call_events(&self, call_ids: &[String]) -> Result<u64, StoreError> {

@@ -29,6 +29,7 @@
 //!    the calls search filters on) must agree with the reports and recordings rows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 
@@ -119,6 +120,17 @@ pub async fn verify(
     trusted: &[[u8; 32]],
     evidence: Option<&Evidence>,
 ) -> Result<VerifyResponse, StoreError> {
+    verify_counting(store, trusted, evidence, &AtomicU64::new(0)).await
+}
+
+/// [`verify`], storing in `checked` how many events it has checked so far (after
+/// each page), so someone else can show its progress while it runs.
+pub async fn verify_counting(
+    store: &dyn Store,
+    trusted: &[[u8; 32]],
+    evidence: Option<&Evidence>,
+    checked: &AtomicU64,
+) -> Result<VerifyResponse, StoreError> {
     let mut report = Report::default();
     let algorithm = chain_algorithm(store, &mut report).await?;
 
@@ -200,6 +212,7 @@ pub async fn verify(
             }
         }
         after = end;
+        checked.store(report.response.events_checked, Ordering::Relaxed);
     }
     if let Some(previous) = last.take() {
         if previous.is_suspect() {

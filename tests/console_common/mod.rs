@@ -314,7 +314,7 @@ impl ConsoleService {
             WebSettings {
                 hosts: vec![web_addr.to_string(), "127.0.0.1".into(), "localhost".into()],
                 session_idle: Duration::from_secs(1800),
-                tls: false,
+                tls: None,
                 masked_roles: vec![Role::Auditor, Role::Admin],
             },
             async move {

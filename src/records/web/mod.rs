@@ -4,11 +4,12 @@
 //! Every page reads through the same operations as the gRPC handlers
 //! ([`RecordsServer::list_calls_as`] and the others), so each view of call data is
 //! an access event on the chain exactly like a gRPC query. Sign-in exchanges one of
-//! the records service's tokens for a session; the loopback rule applies as it does
-//! for gRPC. The security rules themselves are in [`security`], the languages in
+//! the records service's tokens (or, under mTLS, a client certificate) for a session;
+//! the loopback rule applies as it does for gRPC. The security rules themselves are
+//! in [`security`], HTTPS with the service's own files in [`tls`], the languages in
 //! [`i18n`], the search form in [`filter`], the report form in [`report_form`],
-//! caller masking in [`mask`], a call's course in [`timeline`], the pages in
-//! [`pages`].
+//! caller masking in [`mask`], a call's course in [`timeline`], the background
+//! verification's bookkeeping in [`verification`], the pages in [`pages`].
 
 pub mod filter;
 pub mod i18n;
@@ -17,6 +18,8 @@ pub mod pages;
 pub mod report_form;
 pub mod security;
 pub mod timeline;
+pub mod tls;
+pub mod verification;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +36,8 @@ use tracing::info;
 use super::service::RecordsServer;
 use crate::contract::pb::Role;
 use security::{check_host, HostCheck, Lockout, Sessions, SECURITY_HEADERS};
+use tls::WebTls;
+use verification::Verifications;
 
 /// Everything the console needs from `[records.web]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +46,17 @@ pub struct WebSettings {
     pub hosts: Vec<String>,
     /// Sessions end after this long without a request.
     pub session_idle: Duration,
-    /// Whether the console is reached over TLS (cookies get `Secure`).
-    pub tls: bool,
     /// Roles that see callers' numbers and names masked ([`mask`]).
     pub masked_roles: Vec<Role>,
+    /// HTTPS with these files (cookies get `Secure`); `None`: plain HTTP.
+    pub tls: Option<WebTls>,
+}
+
+impl WebSettings {
+    /// Whether cookies get `Secure`: only sent back over HTTPS.
+    pub fn secure_cookies(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// The console's shared state.
@@ -56,8 +68,10 @@ pub struct Console {
     settings: Arc<WebSettings>,
     /// Signed-in browsers.
     sessions: Arc<Mutex<Sessions>>,
-    /// Failed sign-ins per source address.
+    /// Failed sign-ins per source address and per sign-in name.
     lockout: Arc<Mutex<Lockout>>,
+    /// The chain verification started from the console (one at a time).
+    verifications: Arc<Mutex<Verifications>>,
 }
 
 /// Serves the console on `listener` until `shutdown` completes.
@@ -68,19 +82,33 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    info!(%address, "records web console listening");
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    info!(%address, tls = tls.is_some(), "records web console listening");
     let console = Console {
         server,
         sessions: Arc::new(Mutex::new(Sessions::new(settings.session_idle))),
         settings: Arc::new(settings),
         lockout: Arc::new(Mutex::new(Lockout::default())),
+        verifications: Arc::new(Mutex::new(Verifications::default())),
     };
-    let app = pages::routes(console.clone())
-        .layer(axum::middleware::from_fn_with_state(console, guard))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app =
+        pages::routes(console.clone()).layer(axum::middleware::from_fn_with_state(console, guard));
+    match tls {
+        Some(config) => tls::serve(listener, app, config, shutdown).await,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    }
 }
 
 /// Every request: the `Host` header must be one of ours (DNS rebinding), and every

@@ -3,6 +3,7 @@
 //! lockout. Time is passed in so every rule is tested without waiting.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::contract::pb::Role;
@@ -110,6 +111,14 @@ pub enum Identity {
         /// Its role.
         role: Role,
     },
+    /// Signed in with a client certificate the TLS handshake verified, mapped to a
+    /// role as gRPC maps it (`[records.service] client_certificates`).
+    Certificate {
+        /// `cert:` and the certificate's mapped identity.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
     /// Let in by the loopback rule (no token issued yet, browser on this machine).
     Loopback,
 }
@@ -176,44 +185,96 @@ impl Sessions {
     }
 }
 
-/// Failed sign-ins per key (a source address), to lock out guessing.
+/// What a failed sign-in is counted against: where it came from, and whom it tried
+/// to be, so guessing is stopped both from one address and from many addresses at one
+/// token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LockKey {
+    /// The browser's address.
+    Source(IpAddr),
+    /// The sign-in name: the first [`TOKEN_PREFIX_CHARS`] characters of the token
+    /// typed (`clt_` and 8 hex digits), or `cert:` and a certificate identity.
+    Name(String),
+}
+
+impl LockKey {
+    /// Failures allowed within [`LOCKOUT_WINDOW`] before this key is locked.
+    fn limit(&self) -> usize {
+        match self {
+            LockKey::Source(_) => LOCKOUT_FAILURES,
+            LockKey::Name(_) => NAME_LOCKOUT_FAILURES,
+        }
+    }
+}
+
+/// Failed sign-ins allowed per sign-in name (from any number of addresses) within
+/// [`LOCKOUT_WINDOW`]: more than per address, since a name's owner may mistype from
+/// several machines, yet few enough that spreading guesses over addresses buys little.
+pub const NAME_LOCKOUT_FAILURES: usize = 10;
+/// Characters of a typed token that name it for the lockout: the `clt_` prefix and
+/// 8 hex digits, identifying a token without keeping its secret.
+pub const TOKEN_PREFIX_CHARS: usize = 12;
+
+/// The keys a token sign-in from `source` with the typed `token` counts against.
+pub fn token_sign_in_keys(source: IpAddr, token: &str) -> [LockKey; 2] {
+    let prefix: String = token.trim().chars().take(TOKEN_PREFIX_CHARS).collect();
+    [
+        LockKey::Source(source),
+        LockKey::Name(format!("token:{prefix}")),
+    ]
+}
+
+/// Failed sign-ins per key, to lock out guessing.
 #[derive(Debug, Default)]
 pub struct Lockout {
     /// When each key's recent failures happened, oldest first.
-    failures: HashMap<String, VecDeque<Instant>>,
+    failures: HashMap<LockKey, VecDeque<Instant>>,
 }
 
 impl Lockout {
-    /// Whether `key` may try now; `Err` carries how long until it may.
-    pub fn check(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
-        let Some(times) = self.failures.get_mut(key) else {
-            return Ok(());
-        };
-        while times
-            .front()
-            .is_some_and(|first| now.duration_since(*first) >= LOCKOUT_WINDOW)
-        {
-            times.pop_front();
-        }
-        match times.front() {
-            Some(first) if times.len() >= LOCKOUT_FAILURES => {
-                Err(LOCKOUT_WINDOW - now.duration_since(*first))
+    /// Whether a sign-in counted against `keys` may be tried now; `Err` carries how
+    /// long until it may (the longest wait of the locked keys).
+    pub fn check(&mut self, keys: &[LockKey], now: Instant) -> Result<(), Duration> {
+        let mut wait = None;
+        for key in keys {
+            let Some(times) = self.failures.get_mut(key) else {
+                continue;
+            };
+            while times
+                .front()
+                .is_some_and(|first| now.duration_since(*first) >= LOCKOUT_WINDOW)
+            {
+                times.pop_front();
             }
-            _ => Ok(()),
+            // Locked until enough failures leave the window to get under the limit.
+            if times.len() >= key.limit() {
+                if let Some(unlocking) = times.get(times.len() - key.limit()) {
+                    let left = LOCKOUT_WINDOW - now.duration_since(*unlocking);
+                    wait = Some(wait.map_or(left, |longest: Duration| longest.max(left)));
+                }
+            }
+        }
+        wait.map_or(Ok(()), Err)
+    }
+
+    /// Counts a failed sign-in against each of `keys`; forgets keys whose failures
+    /// all left the window, so guesses at random names do not pile up.
+    pub fn fail(&mut self, keys: &[LockKey], now: Instant) {
+        self.failures.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|last| now.duration_since(*last) < LOCKOUT_WINDOW)
+        });
+        for key in keys {
+            self.failures.entry(key.clone()).or_default().push_back(now);
         }
     }
 
-    /// Counts a failed sign-in by `key`.
-    pub fn fail(&mut self, key: &str, now: Instant) {
-        self.failures
-            .entry(key.to_owned())
-            .or_default()
-            .push_back(now);
-    }
-
-    /// A successful sign-in clears `key`'s failures.
-    pub fn succeed(&mut self, key: &str) {
-        self.failures.remove(key);
+    /// A successful sign-in clears its keys' failures.
+    pub fn succeed(&mut self, keys: &[LockKey]) {
+        for key in keys {
+            self.failures.remove(key);
+        }
     }
 }
 
@@ -309,18 +370,67 @@ mod tests {
         let start = Instant::now();
         let mut lockout = Lockout::default();
         let minute = Duration::from_secs(60);
+        let here = [LockKey::Source([127, 0, 0, 1].into())];
         for n in 0..LOCKOUT_FAILURES as u32 {
-            assert!(lockout.check("ip:127.0.0.1", start + n * minute).is_ok());
-            lockout.fail("ip:127.0.0.1", start + n * minute);
+            assert!(lockout.check(&here, start + n * minute).is_ok());
+            // A different token each time: only the address repeats.
+            let keys = token_sign_in_keys([127, 0, 0, 1].into(), &format!("clt_{n:08}"));
+            lockout.fail(&keys, start + n * minute);
         }
-        let wait = lockout
-            .check("ip:127.0.0.1", start + 5 * minute)
-            .unwrap_err();
+        let wait = lockout.check(&here, start + 5 * minute).unwrap_err();
         assert_eq!(wait, 10 * minute);
-        assert!(lockout.check("ip:127.0.0.2", start).is_ok(), "per address");
+        let elsewhere = [LockKey::Source([127, 0, 0, 2].into())];
+        assert!(lockout.check(&elsewhere, start).is_ok(), "per address");
         // The first failure leaves the window: one more try.
-        assert!(lockout.check("ip:127.0.0.1", start + 15 * minute).is_ok());
-        lockout.succeed("ip:127.0.0.1");
-        assert!(lockout.check("ip:127.0.0.1", start + 15 * minute).is_ok());
+        assert!(lockout.check(&here, start + 15 * minute).is_ok());
+        lockout.succeed(&here);
+        assert!(lockout.check(&here, start + 15 * minute).is_ok());
+    }
+
+    #[test]
+    fn failures_at_one_token_from_many_addresses_lock_that_token() {
+        let start = Instant::now();
+        let mut lockout = Lockout::default();
+        let second = Duration::from_secs(1);
+        let guess = "clt_0123abcd";
+        for n in 0..NAME_LOCKOUT_FAILURES as u32 {
+            // Each attempt from a fresh address: no address ever reaches its limit.
+            let keys = token_sign_in_keys([10, 0, 0, n as u8].into(), &format!("{guess}{n:056}"));
+            assert!(lockout.check(&keys, start + n * second).is_ok(), "try {n}");
+            lockout.fail(&keys, start + n * second);
+        }
+        let fresh = token_sign_in_keys([10, 0, 1, 1].into(), &format!("{guess}{}", "f".repeat(56)));
+        let wait = lockout
+            .check(&fresh, start + 10 * second)
+            .expect_err("the token prefix is locked whatever the address");
+        assert_eq!(wait, LOCKOUT_WINDOW - 10 * second);
+        // Another token from that new address is still let through.
+        let other = token_sign_in_keys([10, 0, 1, 1].into(), "clt_ffff0000");
+        assert!(lockout.check(&other, start + 10 * second).is_ok());
+        // Only the prefix names it: the secret is not kept.
+        assert_eq!(fresh[1], LockKey::Name("token:clt_0123abcd".into()));
+        // Unlocked once the oldest failure leaves the window.
+        assert!(lockout.check(&fresh, start + LOCKOUT_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn the_longest_wait_of_the_locked_keys_counts_and_old_keys_are_forgotten() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut lockout = Lockout::default();
+        let keys = token_sign_in_keys([192, 0, 2, 1].into(), "clt_aaaabbbbcccc");
+        for n in 0..NAME_LOCKOUT_FAILURES as u32 {
+            lockout.fail(&keys, start + n * minute);
+        }
+        // Ten failures at minutes 0..=9: the name unlocks when the first leaves the
+        // window (6 minutes from now), the address only when six have left (the one
+        // at minute 5 must go: 11 minutes from now). The longer wait counts.
+        let now = start + 9 * minute;
+        let wait = lockout.check(&keys, now).unwrap_err();
+        assert_eq!(wait, LOCKOUT_WINDOW - 4 * minute);
+        // A failure elsewhere much later forgets these keys entirely.
+        let later = start + 9 * minute + LOCKOUT_WINDOW;
+        lockout.fail(&[LockKey::Source([192, 0, 2, 9].into())], later);
+        assert_eq!(lockout.failures.len(), 1);
     }
 }

@@ -5,6 +5,7 @@
 //! reading anything, and reads through the records operations, which log the access.
 
 mod access;
+mod admin;
 mod audio;
 mod call;
 mod calls;
@@ -50,6 +51,7 @@ pub fn routes(console: Console) -> Router {
         .merge(integrity::routes())
         .merge(reports::routes())
         .merge(audio::routes())
+        .merge(admin::routes())
         .with_state(console)
 }
 
@@ -160,7 +162,9 @@ impl Visitor {
     pub(super) fn caller(&self, reason: &str) -> Option<Caller> {
         let (_, session) = self.session.as_ref()?;
         let (name, role, under_loopback_rule) = match &session.identity {
-            Identity::Token { name, role, .. } => (name.clone(), *role, false),
+            Identity::Token { name, role, .. } | Identity::Certificate { name, role } => {
+                (name.clone(), *role, false)
+            }
             Identity::Loopback => (loopback_actor(Some(LOOPBACK_NAME)), Role::Admin, true),
         };
         Some(Caller {
@@ -261,6 +265,8 @@ impl Console {
                         .await
                         .map_err(|status| error_page(lang, &status))?
                         .is_some_and(|(_, current)| current == *role),
+                    // The roles of certificates are configuration: they hold while we run.
+                    Identity::Certificate { .. } => true,
                     Identity::Loopback => loopback_open,
                 };
                 if !valid {
@@ -283,7 +289,12 @@ impl Console {
             if let Ok(mut sessions) = self.sessions.lock() {
                 let id = sessions.start(Identity::Loopback, now);
                 let session = sessions.touch(&id, now);
-                visitor.set_cookie = Some(set_cookie(SESSION_COOKIE, &id, self.settings.tls, None));
+                visitor.set_cookie = Some(set_cookie(
+                    SESSION_COOKIE,
+                    &id,
+                    self.settings.secure_cookies(),
+                    None,
+                ));
                 visitor.session = session.map(|session| (id, session));
             }
         }
@@ -347,6 +358,7 @@ fn http_status(status: &Status) -> StatusCode {
     match status.code() {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
         Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
