@@ -234,6 +234,11 @@ pub enum Change {
     AddToken(TokenRow),
     /// Write what became of a call's recording (the recording event's projection).
     RecordRecording(RecordingRow),
+    /// A recording its switchboard uploaded is in the evidence store (RecordingStored).
+    RecordingUploaded {
+        /// The call.
+        call_id: String,
+    },
     /// Revoke a token by name.
     RevokeToken {
         /// The token's name.
@@ -372,7 +377,8 @@ pub enum RecordingState {
     Deleted,
     /// The switchboard could not record the call (detail: why).
     Failed,
-    /// The file stayed where the switchboard wrote it (detail: why).
+    /// The file is still where the switchboard wrote it (detail: why): a remote
+    /// records service waits for the switchboard's upload.
     NotTransferred,
 }
 
@@ -2028,6 +2034,13 @@ impl SqlStore {
                     .bind(row.last_seq)
                     .push(")");
                 version.execute(tx, "store report version").await?;
+            }
+            Change::RecordingUploaded { call_id } => {
+                let mut sql = self.sql("UPDATE call_recordings SET state = ");
+                sql.bind(RecordingState::Stored.name().to_owned())
+                    .push(", detail = '' WHERE call_id = ")
+                    .bind(call_id.clone());
+                sql.execute(tx, "record an uploaded recording").await?;
             }
             Change::RevokeToken { name, at_ms } => {
                 let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");

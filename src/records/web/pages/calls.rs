@@ -176,6 +176,7 @@ async fn export_csv(
         filter: Some(filter),
         format: ExportFormat::Csv as i32,
         sort: SortOrder::NewestFirst as i32,
+        with_audio: false,
     };
     let written: Result<Vec<u8>, Status> = async {
         let mut stream = console.server.export_calls_as(caller, request)?;
