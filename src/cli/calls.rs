@@ -23,8 +23,7 @@ use crate::records::export::{
     ARCHIVE_MANIFEST,
 };
 use crate::records::query::{
-    parse_call_id_arg, parse_end_reason, parse_state, parse_time, recording_line,
-    write_call_detail, write_calls, CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
+    parse_call_id_arg, parse_end_reason, parse_state, parse_time, write_call_detail, write_calls, CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -491,13 +490,11 @@ async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     write_call_detail(
         &record,
         &response.timeline,
+        response.recording.as_ref(),
         args.format,
         Clock::from_utc_flag(args.utc),
         &mut out,
     )?;
-    if args.format == DetailFormat::Text {
-        writeln!(out, "{}", recording_line(response.recording.as_ref()))?;
-    }
     Ok(ExitCode::SUCCESS)
 }
 
