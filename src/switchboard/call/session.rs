@@ -1110,7 +1110,8 @@ async fn close_recording(
             policy: outcome.policy.into(),
             failure: outcome.failure,
         },
-    );
+    )
+    .await;
 }
 
 /// A leg's figures in the record's terms.
