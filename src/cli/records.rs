@@ -19,7 +19,7 @@ use crate::records::ledger::signing::{
     fingerprint, parse_public_key, public_key_of_key_file, KeyError, RecordsKey,
 };
 use crate::records::query::{parse_time, Clock};
-use crate::records::reports::export::{is_report_export, verify_report_export};
+use crate::records::report_export::{is_report_export, verify_report_export};
 use crate::records::service::add_token_offline;
 use crate::records::store::SqlStore;
 

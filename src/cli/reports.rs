@@ -19,7 +19,7 @@ use crate::contract::pb::{
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::ManifestContent;
 use crate::records::query::{parse_time, Clock, CsvDialect, OutputFormat};
-use crate::records::reports::export::{ReportExportWriter, ReportFileFormat};
+use crate::records::report_export::{ReportExportWriter, ReportFileFormat};
 use crate::records::reports::format::{write_report_detail, write_reports};
 use crate::records::reports::workflow::{parse_handling, parse_kind, parse_status, status_name};
 

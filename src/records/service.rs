@@ -27,7 +27,7 @@ use super::evidence::{
 use super::export::{
     format_name, recording_name, ManifestContent, RecordingFile, RowChain, MANIFEST_VERSION,
 };
-use super::reports::export::{report_row_canonical, REPORT_MANIFEST_VERSION};
+use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::reports::workflow::{

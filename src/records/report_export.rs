@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, Write};
 
-use super::format::{ReportLine, REPORT_CSV_HEADER};
+use super::reports::format::{ReportLine, REPORT_CSV_HEADER};
 use crate::contract::pb::{ExportManifest, Report};
 use crate::records::chain::{HashAlgorithm, GENESIS_PREV};
 use crate::records::export::{
