@@ -11,15 +11,15 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use courtline::contract::connect::ClientOptions;
+use courtline::contract::connect::RecordsClient;
 use courtline::contract::pb::get_recording_response::Item as RecordingItem;
 use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::upload_recording_request::Item as UploadItem;
 use courtline::contract::pb::{
     AddTokenRequest, FlagCallRequest, FlagCategory, GetCallRequest, GetRecordingRequest,
-    LogEventsRequest, NodeEvent, OpenReportRequest, RecordingFinished, RecordingUpload,
-    ReportForm, ReportOpenedVia, Role, UploadRecordingRequest, VerifyRequest,
+    LogEventsRequest, NodeEvent, OpenReportRequest, RecordingFinished, RecordingUpload, ReportForm,
+    ReportOpenedVia, Role, UploadRecordingRequest, VerifyRequest,
 };
-use courtline::contract::connect::RecordsClient;
 use courtline::records::ledger::signing::RecordsKey;
 use courtline::records::service::ServiceSettings;
 use courtline::switchboard::delivery::sender::{RecordDelivery, RecordSender};
@@ -41,7 +41,9 @@ fn remote(db: &Db) -> ServiceSettings {
 /// Bytes that stand for call `n`'s WAV file: long enough to take several chunks.
 fn audio(n: u32) -> Vec<u8> {
     let mut bytes = b"RIFF\x00\x00\x00\x00WAVEfmt ".to_vec();
-    bytes.extend((0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(n) >> 13) as u8));
+    bytes.extend(
+        (0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(n) >> 13) as u8),
+    );
     bytes
 }
 
@@ -84,7 +86,8 @@ fn recording_event(n: u32, recording: RecordingFinished) -> NodeEvent {
 fn switchboard(spool: &Path, endpoint: &str) -> (RecordSender, RecordDelivery, UploadDelivery) {
     let (opened, recovered) = Spool::open(spool, Some("sb-evidence")).unwrap();
     let options = ClientOptions::new(endpoint.to_owned());
-    let (uploads, upload_delivery) = Uploads::spawn(spool.join("uploads"), options.clone()).unwrap();
+    let (uploads, upload_delivery) =
+        Uploads::spawn(spool.join("uploads"), options.clone()).unwrap();
     let (sender, delivery) = RecordSender::spawn(opened, recovered, options);
     (sender.uploading(uploads), delivery, upload_delivery)
 }
@@ -117,7 +120,9 @@ async fn gone(path: &Path) -> bool {
 /// Call `n`'s recording as `GetRecording` streams it.
 async fn fetched(client: &mut RecordsClient, n: u32) -> Vec<u8> {
     let mut stream = client
-        .get_recording(GetRecordingRequest { call_id: call_id(n) })
+        .get_recording(GetRecordingRequest {
+            call_id: call_id(n),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -146,7 +151,9 @@ async fn findings(client: &mut RecordsClient) -> Vec<String> {
 /// The state of call `n`'s recording as `GetCall` says.
 async fn recording_state(client: &mut RecordsClient, n: u32) -> String {
     client
-        .get_call(GetCallRequest { call_id: call_id(n) })
+        .get_call(GetCallRequest {
+            call_id: call_id(n),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -163,17 +170,27 @@ async fn a_switchboard_uploads_to_a_remote_service(db: Db) {
     let recording = call_with_recording(&sender, &recordings, 1).await;
     let local = PathBuf::from(&recording.path);
     assert!(gone(&local).await, "the local copy is deleted once stored");
-    assert!(!spool.join("uploads").join(format!("{}.json", call_id(1))).exists());
+    assert!(!spool
+        .join("uploads")
+        .join(format!("{}.json", call_id(1)))
+        .exists());
     let mut client = service.client(None).await;
     assert_eq!(fetched(&mut client, 1).await, audio(1), "the very bytes");
     assert_eq!(recording_state(&mut client, 1).await, "stored");
     let timeline = client
-        .get_call(GetCallRequest { call_id: call_id(1) })
+        .get_call(GetCallRequest {
+            call_id: call_id(1),
+        })
         .await
         .unwrap()
         .into_inner()
         .timeline;
-    assert!(timeline.iter().any(|event| event.kind == "recording_stored"), "{timeline:?}");
+    assert!(
+        timeline
+            .iter()
+            .any(|event| event.kind == "recording_stored"),
+        "{timeline:?}"
+    );
     assert_eq!(findings(&mut client).await, Vec::<String>::new());
     drop(sender);
     delivery.finish(Duration::from_secs(5)).await;
@@ -199,7 +216,10 @@ async fn an_upload_waits_for_the_service_across_a_restart(db: Db) {
     assert_eq!(stats.waiting, 1, "{stats:?}");
     let local = PathBuf::from(&recording.path);
     assert!(local.exists(), "kept while the service is away");
-    assert!(spool.join("uploads").join(format!("{}.json", call_id(2))).exists());
+    assert!(spool
+        .join("uploads")
+        .join(format!("{}.json", call_id(2)))
+        .exists());
 
     // The switchboard starts again and finds the upload waiting; then the service comes.
     let (sender, delivery, uploads) = switchboard(&spool, &endpoint);
@@ -251,14 +271,20 @@ async fn corrupted_uploads_are_refused_and_leave_nothing(db: Db) {
     let service = Service::start(&settings).await;
     let mut admin = service.client(None).await;
     let admin_token = admin
-        .add_token(AddTokenRequest { name: "admin".into(), role: Role::Admin as i32 })
+        .add_token(AddTokenRequest {
+            name: "admin".into(),
+            role: Role::Admin as i32,
+        })
         .await
         .unwrap()
         .into_inner()
         .token;
     let admin = service.client(Some(&admin_token)).await;
     let token = |name: &str, role: Role| {
-        let request = AddTokenRequest { name: name.into(), role: role as i32 };
+        let request = AddTokenRequest {
+            name: name.into(),
+            role: role as i32,
+        };
         let mut admin = admin.clone();
         async move { admin.add_token(request).await.unwrap().into_inner().token }
     };
@@ -274,32 +300,47 @@ async fn corrupted_uploads_are_refused_and_leave_nothing(db: Db) {
     events.push(recording_event(3, kept.clone()));
     events.push(recording_event(4, unreported.clone()));
     switchboard
-        .log_events(LogEventsRequest { events: numbered("sb-up", 1, events) })
+        .log_events(LogEventsRequest {
+            events: numbered("sb-up", 1, events),
+        })
         .await
         .unwrap();
     assert_eq!(recording_state(&mut officer, 3).await, "not_transferred");
     assert_eq!(recording_state(&mut officer, 4).await, "deleted");
 
     // Before its event there is nothing to upload to.
-    let early = upload(&mut switchboard, declaration(5, &kept), &audio(3)).await.unwrap_err();
+    let early = upload(&mut switchboard, declaration(5, &kept), &audio(3))
+        .await
+        .unwrap_err();
     assert_eq!(early.code(), Code::FailedPrecondition, "{early:?}");
     // Only a switchboard uploads.
-    let refused = upload(&mut officer, declaration(3, &kept), &audio(3)).await.unwrap_err();
+    let refused = upload(&mut officer, declaration(3, &kept), &audio(3))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     // Bytes that are not the chained recording's.
     let mut corrupted = audio(3);
     corrupted[500_000] ^= 0x40;
-    let refused = upload(&mut switchboard, declaration(3, &kept), &corrupted).await.unwrap_err();
+    let refused = upload(&mut switchboard, declaration(3, &kept), &corrupted)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::DataLoss, "{refused:?}");
-    assert!(refused.message().contains("SHA-256") && refused.message().contains(&kept.sha256), "{refused:?}");
+    assert!(
+        refused.message().contains("SHA-256") && refused.message().contains(&kept.sha256),
+        "{refused:?}"
+    );
     // Too many bytes, and a declaration that is not what the chain says.
     let mut longer = audio(3);
     longer.push(0);
-    let refused = upload(&mut switchboard, declaration(3, &kept), &longer).await.unwrap_err();
+    let refused = upload(&mut switchboard, declaration(3, &kept), &longer)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::DataLoss, "{refused:?}");
     let mut lying = declaration(3, &kept);
     lying.sha256 = sha256(&corrupted);
-    let refused = upload(&mut switchboard, lying, &corrupted).await.unwrap_err();
+    let refused = upload(&mut switchboard, lying, &corrupted)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     let stored: Vec<_> = std::fs::read_dir(&settings.recordings_dir)
         .map(|entries| entries.map(|entry| entry.unwrap().file_name()).collect())
@@ -308,16 +349,27 @@ async fn corrupted_uploads_are_refused_and_leave_nothing(db: Db) {
     assert_eq!(recording_state(&mut officer, 3).await, "not_transferred");
 
     // The real bytes are stored once; a repeat (a lost answer) is answered alike.
-    let answer = upload(&mut switchboard, declaration(3, &kept), &audio(3)).await.unwrap();
-    assert_eq!((answer.state.as_str(), answer.sha256.as_str()), ("stored", kept.sha256.as_str()));
+    let answer = upload(&mut switchboard, declaration(3, &kept), &audio(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer.state.as_str(), answer.sha256.as_str()),
+        ("stored", kept.sha256.as_str())
+    );
     assert!(answer.seq > 0);
-    let again = upload(&mut switchboard, declaration(3, &kept), &audio(3)).await.unwrap();
+    let again = upload(&mut switchboard, declaration(3, &kept), &audio(3))
+        .await
+        .unwrap();
     assert_eq!((again.state.as_str(), again.seq), ("stored", 0));
     // An unreported on_report recording is not wanted: the switchboard deletes it.
-    let unwanted = upload(&mut switchboard, declaration(4, &unreported), &audio(4)).await.unwrap();
+    let unwanted = upload(&mut switchboard, declaration(4, &unreported), &audio(4))
+        .await
+        .unwrap();
     assert_eq!(unwanted.state, "deleted");
     assert_eq!(fetched(&mut officer, 3).await, audio(3));
-    let mut auditor = service.client(Some(&token("auditor", Role::Auditor).await)).await;
+    let mut auditor = service
+        .client(Some(&token("auditor", Role::Auditor).await))
+        .await;
     assert_eq!(findings(&mut auditor).await, Vec::<String>::new());
     service.stop().await;
 }
@@ -340,7 +392,12 @@ fn text(bytes: &[u8]) -> String {
 /// Stdout of a run that must succeed.
 fn ok(args: &[&str]) -> String {
     let out = courtline(args);
-    assert!(out.status.success(), "{args:?}: {}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -380,7 +437,9 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
     events.push(recording_event(5, kept[0].clone()));
     events.push(recording_event(6, kept[1].clone()));
     client
-        .log_events(LogEventsRequest { events: numbered("sb-ex", 1, events) })
+        .log_events(LogEventsRequest {
+            events: numbered("sb-ex", 1, events),
+        })
         .await
         .unwrap();
     client
@@ -391,16 +450,37 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
         })
         .await
         .unwrap();
-    let public_key = RecordsKey::load(&settings.signing_key_file).unwrap().public_key_hex();
+    let public_key = RecordsKey::load(&settings.signing_key_file)
+        .unwrap()
+        .public_key_hex();
 
     // calls get --format json carries the recording.
-    let json = ok(&["calls", "get", &call_id(5), "--format", "json", "--endpoint", &endpoint]);
+    let json = ok(&[
+        "calls",
+        "get",
+        &call_id(5),
+        "--format",
+        "json",
+        "--endpoint",
+        &endpoint,
+    ]);
     let detail: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(detail["recording"]["state"], "stored");
     assert_eq!(detail["recording"]["sha256"], kept[0].sha256.as_str());
     assert_eq!(detail["recording"]["bytes"], kept[0].bytes);
-    assert_eq!(detail["recording"]["channel_layout"], serde_json::json!(["to_caller", "from_caller"]));
-    let json = ok(&["calls", "get", &call_id(7), "--format", "json", "--endpoint", &endpoint]);
+    assert_eq!(
+        detail["recording"]["channel_layout"],
+        serde_json::json!(["to_caller", "from_caller"])
+    );
+    let json = ok(&[
+        "calls",
+        "get",
+        &call_id(7),
+        "--format",
+        "json",
+        "--endpoint",
+        &endpoint,
+    ]);
     let detail: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(detail["recording"], serde_json::Value::Null);
 
@@ -408,13 +488,28 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
         let archive = db.dir.path().join(format!("calls-{format}.tar"));
         let archive_text = archive.to_str().unwrap();
         ok(&[
-            "calls", "export", "--with-audio", "--format", format, "-o", archive_text, "--oldest-first",
-            "--endpoint", &endpoint,
+            "calls",
+            "export",
+            "--with-audio",
+            "--format",
+            format,
+            "-o",
+            archive_text,
+            "--oldest-first",
+            "--endpoint",
+            &endpoint,
         ]);
         let names: Vec<String> = tar::Archive::new(std::fs::File::open(&archive).unwrap())
             .entries()
             .unwrap()
-            .map(|entry| entry.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(
             names,
@@ -425,14 +520,38 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
                 format!("recordings/{}.wav", call_id(6)),
             ]
         );
-        let report = ok(&["records", "verify-export", archive_text, "--public-key", &public_key]);
-        assert!(report.contains("OK: the export is intact") && report.contains("2 recordings"), "{report}");
+        let report = ok(&[
+            "records",
+            "verify-export",
+            archive_text,
+            "--public-key",
+            &public_key,
+        ]);
+        assert!(
+            report.contains("OK: the export is intact") && report.contains("2 recordings"),
+            "{report}"
+        );
 
         let wav = format!("recordings/{}.wav", call_id(6));
         flip_in_archive(&archive, &wav);
-        let report = fails(&["records", "verify-export", archive_text, "--public-key", &public_key]);
-        assert!(report.contains(&format!("{wav} (call {}'s recording) was changed", call_id(6))), "{report}");
-        assert!(!report.contains(&format!("recordings/{}.wav (call", call_id(5))), "{report}");
+        let report = fails(&[
+            "records",
+            "verify-export",
+            archive_text,
+            "--public-key",
+            &public_key,
+        ]);
+        assert!(
+            report.contains(&format!(
+                "{wav} (call {}'s recording) was changed",
+                call_id(6)
+            )),
+            "{report}"
+        );
+        assert!(
+            !report.contains(&format!("recordings/{}.wav (call", call_id(5))),
+            "{report}"
+        );
     }
 
     // A stored file that no longer matches its chain never makes it into an archive.
@@ -442,9 +561,18 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
     std::fs::write(&evidence, bytes).unwrap();
     let refused = db.dir.path().join("refused.tar");
     let message = fails(&[
-        "calls", "export", "--with-audio", "-o", refused.to_str().unwrap(), "--endpoint", &endpoint,
+        "calls",
+        "export",
+        "--with-audio",
+        "-o",
+        refused.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
     ]);
-    assert!(message.contains(&call_id(5)) && message.contains("signed manifest"), "{message}");
+    assert!(
+        message.contains(&call_id(5)) && message.contains("signed manifest"),
+        "{message}"
+    );
     assert!(!refused.exists(), "no archive from a failed export");
 
     // Reports: signed like call exports.
@@ -462,16 +590,46 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
         .await
         .unwrap();
     for (format, extra) in [("csv", None), ("csv", Some("--excel")), ("json", None)] {
-        let file = db.dir.path().join(format!("reports-{format}-{}", extra.is_some()));
+        let file = db
+            .dir
+            .path()
+            .join(format!("reports-{format}-{}", extra.is_some()));
         let file_text = file.to_str().unwrap();
-        let mut args = vec!["reports", "export", "--format", format, "-o", file_text, "--endpoint", &endpoint];
+        let mut args = vec![
+            "reports",
+            "export",
+            "--format",
+            format,
+            "-o",
+            file_text,
+            "--endpoint",
+            &endpoint,
+        ];
         args.extend(extra);
         ok(&args);
-        let report = ok(&["records", "verify-export", file_text, "--public-key", &public_key]);
-        assert!(report.contains("1 reports exported") && report.contains("OK"), "{report}");
-        let changed = std::fs::read_to_string(&file).unwrap().replacen("多关照被告", "多关照原告", 1);
+        let report = ok(&[
+            "records",
+            "verify-export",
+            file_text,
+            "--public-key",
+            &public_key,
+        ]);
+        assert!(
+            report.contains("1 reports exported") && report.contains("OK"),
+            "{report}"
+        );
+        let changed =
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .replacen("多关照被告", "多关照原告", 1);
         std::fs::write(&file, changed).unwrap();
-        let report = fails(&["records", "verify-export", file_text, "--public-key", &public_key]);
+        let report = fails(&[
+            "records",
+            "verify-export",
+            file_text,
+            "--public-key",
+            &public_key,
+        ]);
         assert!(report.contains("was modified"), "{report}");
     }
     service.stop().await;

@@ -13,9 +13,9 @@ use crate::contract::pb::export_calls_response::Item;
 use crate::contract::pb::get_recording_response::Item as RecordingItem;
 use crate::contract::pb::CallState;
 use crate::contract::pb::{
-    CallFilter, CallRecording, Choice, EndReason, ExportCallsRequest, ExportFormat,
-    ExportManifest, FlagCallRequest, FlagCategory, GetCallRequest, GetRecordingRequest,
-    ListCallsRequest, SortOrder,
+    CallFilter, CallRecording, Choice, EndReason, ExportCallsRequest, ExportFormat, ExportManifest,
+    FlagCallRequest, FlagCategory, GetCallRequest, GetRecordingRequest, ListCallsRequest,
+    SortOrder,
 };
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::{
@@ -23,7 +23,8 @@ use crate::records::export::{
     ARCHIVE_MANIFEST,
 };
 use crate::records::query::{
-    parse_call_id_arg, parse_end_reason, parse_state, parse_time, write_call_detail, write_calls, CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
+    parse_call_id_arg, parse_end_reason, parse_state, parse_time, write_call_detail, write_calls,
+    CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -531,8 +532,8 @@ async fn fetch_recording(
         .await
         .map_err(|status| service_error(endpoint, status))?
         .into_inner();
-    let mut file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut described = None;
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;

@@ -12,9 +12,9 @@ use super::calls::{resolve_call_id, service_error, sort_order, time_flag, Servic
 use crate::contract::connect::RecordsClient;
 use crate::contract::pb::export_reports_response::Item as ReportItem;
 use crate::contract::pb::{
-    ExportReportsRequest, GetReportRequest, ListReportsRequest, OpenReportRequest, Report, ReportFilter, ReportForm,
-    ReportOpenedVia, ReportResponse, ReviewReportRequest, SortOrder, SubmitReportRequest,
-    UpdateReportRequest,
+    ExportReportsRequest, GetReportRequest, ListReportsRequest, OpenReportRequest, Report,
+    ReportFilter, ReportForm, ReportOpenedVia, ReportResponse, ReviewReportRequest, SortOrder,
+    SubmitReportRequest, UpdateReportRequest,
 };
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::ManifestContent;

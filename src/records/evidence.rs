@@ -242,7 +242,9 @@ impl Incoming {
         self.hasher.update(chunk);
         match self.file.as_mut() {
             Some(file) => Ok(file.write_all(chunk)?),
-            None => Err(UploadProblem::Io(io::Error::other("the upload is finished"))),
+            None => Err(UploadProblem::Io(io::Error::other(
+                "the upload is finished",
+            ))),
         }
     }
 
@@ -458,7 +460,10 @@ mod tests {
             Fate::NotTransferred
         );
         // A remote service knows as well which recordings nobody asked to keep.
-        assert_eq!(fate(&recording("on_report", ""), false, false), Fate::Delete);
+        assert_eq!(
+            fate(&recording("on_report", ""), false, false),
+            Fate::Delete
+        );
     }
 
     #[test]
@@ -468,7 +473,11 @@ mod tests {
         let id = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
         let bytes = b"RIFF....WAVEdata";
         let sha = hex::encode(Sha256::digest(bytes));
-        let leftovers = || std::fs::read_dir(temp.path().join("store")).unwrap().count();
+        let leftovers = || {
+            std::fs::read_dir(temp.path().join("store"))
+                .unwrap()
+                .count()
+        };
 
         let mut changed = evidence.incoming(id, &sha, 16).unwrap();
         changed.write(b"RIFF....WAVEdatA").unwrap();

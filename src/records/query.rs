@@ -1134,8 +1134,15 @@ mod tests {
             serde_json::json!(["to_caller", "from_caller"])
         );
         let mut none = Vec::new();
-        write_call_detail(&record, &timeline, None, DetailFormat::Json, Clock::Utc, &mut none)
-            .unwrap();
+        write_call_detail(
+            &record,
+            &timeline,
+            None,
+            DetailFormat::Json,
+            Clock::Utc,
+            &mut none,
+        )
+        .unwrap();
         let none: serde_json::Value = serde_json::from_slice(&none).unwrap();
         assert_eq!(none["recording"], serde_json::Value::Null);
         assert_eq!(value["call_id"], record.call_id);
@@ -1147,8 +1154,15 @@ mod tests {
         assert_eq!(value["timeline"][1]["at"], "2024-05-01T01:31:05.123Z");
 
         let mut out = Vec::new();
-        write_call_detail(&record, &timeline, None, DetailFormat::Text, Clock::Utc, &mut out)
-            .unwrap();
+        write_call_detail(
+            &record,
+            &timeline,
+            None,
+            DetailFormat::Text,
+            Clock::Utc,
+            &mut out,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("call 6f1c2a9e-"), "{text}");
         assert!(

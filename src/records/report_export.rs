@@ -229,7 +229,11 @@ fn read_csv(text: &str) -> Result<(Vec<ReadRow>, Option<SignedManifest>), Export
         let record = record?;
         let line = index as u64 + 1;
         if index == 0 {
-            let expected: Vec<&str> = REPORT_CSV_HEADER.iter().copied().chain([ROW_HASH]).collect();
+            let expected: Vec<&str> = REPORT_CSV_HEADER
+                .iter()
+                .copied()
+                .chain([ROW_HASH])
+                .collect();
             if record.iter().collect::<Vec<_>>() != expected {
                 return Err(ExportError::Malformed {
                     line,
@@ -301,7 +305,8 @@ pub fn verify_report_export(
             manifest.format
         ));
     }
-    let chain = RowChain::new(HashAlgorithm::from_name(&manifest.hash_algorithm).unwrap_or_default());
+    let chain =
+        RowChain::new(HashAlgorithm::from_name(&manifest.hash_algorithm).unwrap_or_default());
     let mut previous = GENESIS_PREV.to_vec();
     for (index, row) in rows.iter().enumerate() {
         let expected = hex::encode(chain.hash_after(&previous, &canonical(&row.cells)));
@@ -403,12 +408,22 @@ mod tests {
             assert!(is_report_export(text.lines().next().unwrap()), "{text}");
             assert!(text.contains("(2024)沪01民初123号"), "{text}");
             let check = verify_report_export(text.as_bytes(), None).unwrap();
-            assert!(check.problems.is_empty(), "{format:?}: {:?}\n{text}", check.problems);
-            assert_eq!(check.rows, 2);
-            let changed = text.replacen("关照被告", "关照原告", 2).replacen("关照原告", "关照被告", 1);
-            let found = verify_report_export(changed.as_bytes(), None).unwrap().problems;
             assert!(
-                found.iter().any(|p| p.contains("000000000002 was modified")),
+                check.problems.is_empty(),
+                "{format:?}: {:?}\n{text}",
+                check.problems
+            );
+            assert_eq!(check.rows, 2);
+            let changed =
+                text.replacen("关照被告", "关照原告", 2)
+                    .replacen("关照原告", "关照被告", 1);
+            let found = verify_report_export(changed.as_bytes(), None)
+                .unwrap()
+                .problems;
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("000000000002 was modified")),
                 "{format:?}: {found:?}"
             );
             let empty = export(format, dialect, &[]);

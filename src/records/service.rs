@@ -27,9 +27,9 @@ use super::evidence::{
 use super::export::{
     format_name, recording_name, ManifestContent, RecordingFile, RowChain, MANIFEST_VERSION,
 };
-use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
+use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
 use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
 };
@@ -38,22 +38,21 @@ use super::store::{
 };
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
-    event_body, export_calls_response, export_reports_response, get_recording_response,
-    node_event, upload_recording_request, AccessEntry,
-    AddTokenRequest, AddTokenResponse, CallFilter, CallRecord, CallRecording, EventBody,
-    ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader, ExportManifest, Flag,
-    FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest, GetCallResponse,
-    GetRecordingRequest, GetRecordingResponse, ListAccessRequest, ListAccessResponse,
-    ListCallsRequest, ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest,
-    ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse,
-    RecordingStored, RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder, TimelineEvent,
-    TokenInfo, UploadRecordingRequest, UploadRecordingResponse, VerifyRequest, VerifyResponse,
+    event_body, export_calls_response, export_reports_response, get_recording_response, node_event,
+    upload_recording_request, AccessEntry, AddTokenRequest, AddTokenResponse, CallFilter,
+    CallRecord, CallRecording, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
+    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
+    GetCallRequest, GetCallResponse, GetRecordingRequest, GetRecordingResponse, ListAccessRequest,
+    ListAccessResponse, ListCallsRequest, ListCallsResponse, ListGapsRequest, ListGapsResponse,
+    ListTokensRequest, ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest,
+    PurgeResponse, RecordingStored, RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder,
+    TimelineEvent, TokenInfo, UploadRecordingRequest, UploadRecordingResponse, VerifyRequest,
+    VerifyResponse,
 };
 use crate::contract::pb::{
     ExportReportsRequest, ExportReportsResponse, GetReportRequest, GetReportResponse,
-    ListReportsRequest, ListReportsResponse,
-    OpenReportRequest, Report, ReportFilter, ReportOpenedVia, ReportResponse, ReviewReportRequest,
-    SubmitReportRequest, UpdateReportRequest,
+    ListReportsRequest, ListReportsResponse, OpenReportRequest, Report, ReportFilter,
+    ReportOpenedVia, ReportResponse, ReviewReportRequest, SubmitReportRequest, UpdateReportRequest,
 };
 
 /// Rows per store query while exporting.
@@ -1574,7 +1573,9 @@ impl RecordsServer {
                         let file = self
                             .recording_file(&record.call_id)
                             .await
-                            .map_err(|error| store_status("reading an exported call's recording", error))?;
+                            .map_err(|error| {
+                                store_status("reading an exported call's recording", error)
+                            })?;
                         recordings.extend(file);
                     }
                     let item = ExportCallsResponse {
@@ -1679,16 +1680,15 @@ impl RecordsServer {
         caller: &Caller,
         mut stream: tonic::Streaming<UploadRecordingRequest>,
     ) -> Result<UploadRecordingResponse, Status> {
-        let declared = match stream.message().await? {
-            Some(UploadRecordingRequest {
-                item: Some(upload_recording_request::Item::Recording(declared)),
-            }) => declared,
-            _ => {
-                return Err(Status::invalid_argument(
+        let declared =
+            match stream.message().await? {
+                Some(UploadRecordingRequest {
+                    item: Some(upload_recording_request::Item::Recording(declared)),
+                }) => declared,
+                _ => return Err(Status::invalid_argument(
                     "an upload starts with the recording's declaration (call id, SHA-256, length)",
-                ))
-            }
-        };
+                )),
+            };
         let call_id = declared.call_id.clone();
         validate_call_id(&call_id).map_err(|error| status("receiving a recording", error))?;
         if declared.bytes > MAX_UPLOAD_BYTES {
@@ -1739,11 +1739,17 @@ impl RecordsServer {
             state => return Ok(answer(state, 0, row.detail)),
         }
         let Some(evidence) = self.ledger.evidence().cloned() else {
-            return Err(Status::unavailable("this records service keeps no recordings"));
+            return Err(Status::unavailable(
+                "this records service keeps no recordings",
+            ));
         };
         let (id, sha256, bytes) = (call_id.clone(), chained.sha256.clone(), chained.bytes);
         let mut incoming: Incoming =
-            blocking(&call_id, move || Ok(evidence.incoming(&id, &sha256, bytes)?)).await?;
+            blocking(
+                &call_id,
+                move || Ok(evidence.incoming(&id, &sha256, bytes)?),
+            )
+            .await?;
         while let Some(message) = stream.message().await? {
             let Some(upload_recording_request::Item::Chunk(chunk)) = message.item else {
                 return Err(Status::invalid_argument(

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use courtline::contract::pb::node_event::Kind;
 use courtline::contract::connect::RecordsClient;
+use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
     AddTokenRequest, CallMilestone, LogEventsRequest, Milestone, NodeEvent, Role,
 };
