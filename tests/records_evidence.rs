@@ -93,7 +93,12 @@ fn switchboard(spool: &Path, endpoint: &str) -> (RecordSender, RecordDelivery, U
 }
 
 /// Sends call `n`'s life and its recording (written into `dir`) through `sender`.
-async fn call_with_recording(sender: &RecordSender, dir: &Path, n: u32) -> RecordingFinished {
+async fn call_with_recording(
+    sender: &RecordSender,
+    dir: &Path,
+    n: u32,
+    policy: &str,
+) -> RecordingFinished {
     for event in complete_calls([n]) {
         match event.kind {
             Some(Kind::Milestone(milestone)) => sender.milestone(milestone).await,
@@ -101,7 +106,7 @@ async fn call_with_recording(sender: &RecordSender, dir: &Path, n: u32) -> Recor
             _ => unreachable!(),
         }
     }
-    let recording = recorded(dir, n, "always");
+    let recording = recorded(dir, n, policy);
     sender.recording(&call_id(n), recording.clone()).await;
     recording
 }
@@ -167,9 +172,15 @@ async fn a_switchboard_uploads_to_a_remote_service(db: Db) {
     let recordings = db.dir.path().join("switchboard-recordings");
     let spool = db.dir.path().join("spool");
     let (sender, delivery, uploads) = switchboard(&spool, &service.endpoint());
-    let recording = call_with_recording(&sender, &recordings, 1).await;
+    let recording = call_with_recording(&sender, &recordings, 1, "always").await;
     let local = PathBuf::from(&recording.path);
     assert!(gone(&local).await, "the local copy is deleted once stored");
+    // Nobody reported or flagged this on_report call: the service wants none of it.
+    let unwanted = call_with_recording(&sender, &recordings, 9, "on_report").await;
+    assert!(
+        gone(Path::new(&unwanted.path)).await,
+        "deleted when not wanted"
+    );
     assert!(!spool
         .join("uploads")
         .join(format!("{}.json", call_id(1)))
@@ -177,6 +188,7 @@ async fn a_switchboard_uploads_to_a_remote_service(db: Db) {
     let mut client = service.client(None).await;
     assert_eq!(fetched(&mut client, 1).await, audio(1), "the very bytes");
     assert_eq!(recording_state(&mut client, 1).await, "stored");
+    assert_eq!(recording_state(&mut client, 9).await, "deleted");
     let timeline = client
         .get_call(GetCallRequest {
             call_id: call_id(1),
@@ -195,7 +207,11 @@ async fn a_switchboard_uploads_to_a_remote_service(db: Db) {
     drop(sender);
     delivery.finish(Duration::from_secs(5)).await;
     let stats = uploads.finish().await;
-    assert_eq!((stats.uploaded, stats.waiting), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.uploaded, stats.discarded, stats.waiting),
+        (1, 1, 0),
+        "{stats:?}"
+    );
     service.stop().await;
 }
 
@@ -209,7 +225,7 @@ async fn an_upload_waits_for_the_service_across_a_restart(db: Db) {
     let recordings = db.dir.path().join("switchboard-recordings");
     let spool = db.dir.path().join("spool");
     let (sender, delivery, uploads) = switchboard(&spool, &endpoint);
-    let recording = call_with_recording(&sender, &recordings, 2).await;
+    let recording = call_with_recording(&sender, &recordings, 2, "always").await;
     drop(sender);
     delivery.finish(Duration::from_millis(300)).await;
     let stats = uploads.finish().await;

@@ -692,6 +692,22 @@ async fn flag(config_path: &Path, args: FlagArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    // With audio the rows go to a file beside the archive first; a failure leaves neither.
+    let rows_file = args
+        .output
+        .as_deref()
+        .filter(|_| args.with_audio)
+        .map(|archive| beside(archive, "export.partial"));
+    let exported = export_calls(config_path, args).await;
+    if let (Err(_), Some(rows_file)) = (&exported, rows_file) {
+        let _ = std::fs::remove_file(rows_file);
+    }
+    exported
+}
+
+/// `calls export`: the rows as the service streams them, checked against its signed
+/// manifest; with `--with-audio` then put into an archive with the recordings.
+async fn export_calls(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.excel && args.format != ExportFormatArg::Csv {
         anyhow::bail!("--excel is for CSV exports; leave it out with --format jsonl");
     }
