@@ -200,7 +200,7 @@ async fn a_switchboard_uploads_to_a_remote_service(db: Db) {
     assert!(
         timeline
             .iter()
-            .any(|event| event.kind == "recording_stored"),
+            .any(|event| event.kind == "recording_stored" && event.detail.contains("uploaded by")),
         "{timeline:?}"
     );
     assert_eq!(findings(&mut client).await, Vec::<String>::new());

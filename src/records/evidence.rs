@@ -179,6 +179,9 @@ pub enum FileProblem {
     },
 }
 
+/// How the partial file of an upload in progress ends.
+const PARTIAL_UPLOAD: &str = ".upload";
+
 /// Why an uploaded recording was refused; nothing of it is kept.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadProblem {
@@ -353,7 +356,7 @@ impl Evidence {
         std::fs::create_dir_all(&self.dir)?;
         // Its own name: a retried upload may overlap one still running.
         let partial = self.dir.join(format!(
-            ".{call_id}.{}.upload",
+            ".{call_id}.{}{PARTIAL_UPLOAD}",
             hex::encode(rand::random::<[u8; 6]>())
         ));
         let file = File::create(&partial)?;
@@ -366,6 +369,27 @@ impl Evidence {
             bytes,
             sha256: sha256.to_owned(),
         })
+    }
+
+    /// Removes the partial files of uploads a stopped service left (none can be
+    /// running yet); returns how many.
+    pub fn remove_partial_uploads(&self) -> io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            entries => entries?,
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().ends_with(PARTIAL_UPLOAD))
+            {
+                discard(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Checks call `call_id`'s stored file against its chained hash and length.
@@ -492,6 +516,12 @@ mod tests {
         short.write(&bytes[..8]).unwrap();
         assert!(matches!(short.finish(), Err(UploadProblem::Short { .. })));
         assert_eq!(leftovers(), 0, "nothing partial is kept");
+        // What a service stopped mid-upload leaves is cleared at the next start.
+        let interrupted = evidence.incoming(id, &sha, 16).unwrap();
+        std::mem::forget(interrupted);
+        assert_eq!(leftovers(), 1);
+        assert_eq!(evidence.remove_partial_uploads().unwrap(), 1);
+        assert_eq!(leftovers(), 0);
 
         let mut whole = evidence.incoming(id, &sha, 16).unwrap();
         whole.write(&bytes[..8]).unwrap();

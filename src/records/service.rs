@@ -179,15 +179,26 @@ impl OpenedService {
     pub async fn open(settings: &ServiceSettings) -> Result<OpenedService, ServiceError> {
         let key = RecordsKey::load_or_create(&settings.signing_key_file)?;
         let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database).await?);
+        let evidence = Evidence::new(
+            settings.recordings_dir.clone(),
+            settings.takes_local_recordings,
+        );
+        match evidence.remove_partial_uploads() {
+            Ok(0) => {}
+            Ok(removed) => {
+                info!(
+                    removed,
+                    "removed the partial files of uploads cut short by the last stop"
+                )
+            }
+            Err(error) => warn!(%error, "cannot clear partial uploads from the evidence store"),
+        }
         let ledger = Ledger::open(
             store.clone(),
             settings.hash_algorithm,
             key,
             settings.checkpoints,
-            Some(Evidence::new(
-                settings.recordings_dir.clone(),
-                settings.takes_local_recordings,
-            )),
+            Some(evidence),
         )
         .await?;
         let read = |path: &PathBuf| {
@@ -1714,11 +1725,21 @@ impl RecordsServer {
                  with the call's events; upload again once they are delivered"
             )));
         };
-        if declared.bytes != chained.bytes || !declared.sha256.eq_ignore_ascii_case(&chained.sha256)
+        let layout = |sample_rate: u32, channels: u32, format: &str| {
+            format!("{channels} channels at {sample_rate} Hz, {format:?}")
+        };
+        let (declared_layout, chained_layout) = (
+            layout(declared.sample_rate, declared.channels, &declared.format),
+            layout(chained.sample_rate, chained.channels, &chained.format),
+        );
+        if declared.bytes != chained.bytes
+            || !declared.sha256.eq_ignore_ascii_case(&chained.sha256)
+            || declared_layout != chained_layout
         {
             return Err(Status::invalid_argument(format!(
-                "the upload declares {} bytes with SHA-256 {}, but call {call_id}'s recording event \
-                 (#{recording_seq}) says {} bytes with SHA-256 {}",
+                "the upload declares {} bytes with SHA-256 {} ({declared_layout}), but call \
+                 {call_id}'s recording event (#{recording_seq}) says {} bytes with SHA-256 {} \
+                 ({chained_layout})",
                 declared.bytes, declared.sha256, chained.bytes, chained.sha256
             )));
         }
@@ -1946,6 +1967,14 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
             );
             ("flagged".to_owned(), detail, Some(flag))
         }
+        Some(event_body::Kind::RecordingStored(stored)) => (
+            "recording_stored".to_owned(),
+            format!(
+                "uploaded by {}: {} bytes, SHA-256 {} (recording event #{})",
+                stored.uploaded_by, stored.bytes, stored.sha256, stored.recording_seq
+            ),
+            None,
+        ),
         Some(event_body::Kind::Report(changed)) => {
             let report = changed.report.unwrap_or_default();
             let detail = format!(
