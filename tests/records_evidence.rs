@@ -5,6 +5,7 @@
 //! Real sockets on loopback, real files, the real binary; on SQLite and PostgreSQL.
 
 mod records_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -323,6 +324,23 @@ async fn corrupted_uploads_are_refused_and_leave_nothing(db: Db) {
         .unwrap();
     assert_eq!(recording_state(&mut officer, 3).await, "not_transferred");
     assert_eq!(recording_state(&mut officer, 4).await, "deleted");
+
+    // A switchboard writing into the evidence store itself would delete what it uploaded.
+    let inside = recorded(&settings.recordings_dir, 8, "always");
+    let mut events = complete_calls([8]);
+    events.push(recording_event(8, inside.clone()));
+    switchboard
+        .log_events(LogEventsRequest {
+            events: numbered("sb-inside", 1, events),
+        })
+        .await
+        .unwrap();
+    let refused = upload(&mut switchboard, declaration(8, &inside), &audio(8))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("recordings_dir"), "{refused:?}");
+    std::fs::remove_file(&inside.path).unwrap();
 
     // Before its event there is nothing to upload to.
     let early = upload(&mut switchboard, declaration(5, &kept), &audio(3))
@@ -648,6 +666,107 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
         ]);
         assert!(report.contains("was modified"), "{report}");
     }
+    service.stop().await;
+}
+
+/// A whole courtline switchboard whose records service runs elsewhere: a recorded
+/// call's WAV goes up over gRPC and leaves the switchboard's recording directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_call_reaches_a_remote_records_service() {
+    let db = sqlite_db();
+    let service = Service::start(&remote(&db)).await;
+    let dir = db.dir.path();
+    let prompt = dir.join("prompt.wav");
+    support::write_test_prompt(&prompt, 400);
+    let toml = format!(
+        r#"
+[sip]
+listen = "127.0.0.1:0"
+
+[media]
+rtp_ports = "38200-38249"
+leading_silence_ms = 200
+
+[records]
+endpoint = "{endpoint}"
+spool_dir = "{spool}"
+
+[records.service]
+embedded = false
+
+[recording]
+dir = "{recordings}"
+
+[prompts.test]
+file = "{prompt}"
+version = "1"
+
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "test"
+operator = ["sip:nobody@127.0.0.1:9"]
+record_audio = "always"
+"#,
+        endpoint = service.endpoint(),
+        spool = dir.join("spool").display(),
+        recordings = dir.join("switchboard-recordings").display(),
+        prompt = prompt.display(),
+    );
+    let config = courtline::config::Config::from_toml_str(&toml, "test.toml").unwrap();
+    let running = courtline::cli::serve::start(config).await.unwrap();
+    let mut caller = support::Caller::new(running.sip_addr).await;
+    caller.call("0").await;
+    support::recv_rtp(&caller.rtp, Duration::from_secs(2))
+        .await
+        .expect("the warning");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller.hang_up().await;
+
+    let mut client = service.client(None).await;
+    let mut stored = None;
+    for _ in 0..300 {
+        let calls = client
+            .list_calls(courtline::contract::pb::ListCallsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .records;
+        if let Some(call) = calls.iter().find(|call| call.sip_call_id == caller.call_id) {
+            let recording = client
+                .get_call(GetCallRequest {
+                    call_id: call.call_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .recording;
+            if recording.as_ref().is_some_and(|r| r.state == "stored") {
+                stored = recording.map(|r| (call.call_id.clone(), r));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (call_id, recording) = stored.expect("the recording was uploaded and stored");
+    let local = dir
+        .join("switchboard-recordings")
+        .join(format!("{call_id}.wav"));
+    assert!(gone(&local).await, "the switchboard's copy is deleted");
+    let mut stream = client
+        .get_recording(GetRecordingRequest { call_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(RecordingItem::Chunk(chunk)) = message.item {
+            bytes.extend(chunk);
+        }
+    }
+    assert_eq!(sha256(&bytes), recording.sha256);
+    assert!(bytes.starts_with(b"RIFF"), "a WAV file");
+    running.shutdown().await;
     service.stop().await;
 }
 

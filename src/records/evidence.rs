@@ -371,6 +371,13 @@ impl Evidence {
         })
     }
 
+    /// Whether `path` (a file the switchboard wrote) lies in the store itself: a
+    /// switchboard on this machine whose recording directory is the store.
+    pub fn contains(&self, path: &Path) -> bool {
+        let parent = path.parent().and_then(|parent| parent.canonicalize().ok());
+        parent.is_some() && parent == self.dir.canonicalize().ok()
+    }
+
     /// Removes the partial files of uploads a stopped service left (none can be
     /// running yet); returns how many.
     pub fn remove_partial_uploads(&self) -> io::Result<usize> {

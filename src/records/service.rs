@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1764,6 +1764,14 @@ impl RecordsServer {
                 "this records service keeps no recordings",
             ));
         };
+        if evidence.contains(Path::new(&chained.path)) {
+            // Stored, the switchboard would delete its copy: the very file.
+            return Err(Status::failed_precondition(format!(
+                "the switchboard wrote {} into this records service's evidence store: give \
+                 [recording] dir and [records.service] recordings_dir different directories",
+                chained.path
+            )));
+        }
         let (id, sha256, bytes) = (call_id.clone(), chained.sha256.clone(), chained.bytes);
         let mut incoming: Incoming =
             blocking(
