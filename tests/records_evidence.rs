@@ -395,6 +395,14 @@ async fn corrupted_uploads_are_refused_and_leave_nothing(db: Db) {
         .await
         .unwrap();
     assert_eq!((again.state.as_str(), again.seq), ("stored", 0));
+    // A stored file damaged since is replaced by a copy that matches the chain.
+    let stored_file = settings.recordings_dir.join(format!("{}.wav", call_id(3)));
+    std::fs::write(&stored_file, &corrupted).unwrap();
+    let repaired = upload(&mut switchboard, declaration(3, &kept), &audio(3))
+        .await
+        .unwrap();
+    assert_eq!((repaired.state.as_str(), repaired.seq), ("stored", 0));
+    assert_eq!(std::fs::read(&stored_file).unwrap(), audio(3));
     // An unreported on_report recording is not wanted: the switchboard deletes it.
     let unwanted = upload(&mut switchboard, declaration(4, &unreported), &audio(4))
         .await

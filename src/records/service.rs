@@ -1753,12 +1753,6 @@ impl RecordsServer {
             seq: u64::try_from(seq).unwrap_or_default(),
             detail,
         };
-        match row.state {
-            RecordingState::NotTransferred => {}
-            // Stored by an earlier upload whose answer was lost, deleted, or failed:
-            // nothing to receive.
-            state => return Ok(answer(state, 0, row.detail)),
-        }
         let Some(evidence) = self.ledger.evidence().cloned() else {
             return Err(Status::unavailable(
                 "this records service keeps no recordings",
@@ -1771,6 +1765,28 @@ impl RecordsServer {
                  [recording] dir and [records.service] recordings_dir different directories",
                 chained.path
             )));
+        }
+        match row.state {
+            RecordingState::NotTransferred => {}
+            RecordingState::Stored => {
+                // An earlier upload whose answer was lost: answered alike, unless the
+                // stored file went missing or changed since — then this copy, checked
+                // against the chain like any upload, takes its place.
+                let (store_copy, id) = (evidence.clone(), call_id.clone());
+                let (sha256, bytes) = (chained.sha256.clone(), chained.bytes);
+                let intact =
+                    tokio::task::spawn_blocking(move || store_copy.check(&id, &sha256, bytes))
+                        .await;
+                match intact {
+                    Ok(Ok(())) => return Ok(answer(RecordingState::Stored, 0, row.detail)),
+                    Ok(Err(problem)) => {
+                        warn!(call = %call_id, %problem, "a stored recording is damaged: taking the switchboard's copy again")
+                    }
+                    Err(join) => return Err(Status::internal(join.to_string())),
+                }
+            }
+            // Deleted or failed: nothing to receive.
+            state => return Ok(answer(state, 0, row.detail)),
         }
         let (id, sha256, bytes) = (call_id.clone(), chained.sha256.clone(), chained.bytes);
         let mut incoming: Incoming =
