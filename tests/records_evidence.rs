@@ -413,6 +413,25 @@ async fn corrupted_uploads_are_refused_and_leave_nothing(db: Db) {
         .client(Some(&token("auditor", Role::Auditor).await))
         .await;
     assert_eq!(findings(&mut auditor).await, Vec::<String>::new());
+    if db.postgres.is_none() {
+        // A row set back to waiting, though the upload is chained, is named.
+        let pool = sqlx::sqlite::SqlitePool::connect(&format!("sqlite://{}", db.url))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE call_recordings SET state = 'not_transferred' WHERE call_id = ?")
+            .bind(call_id(3))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let found = findings(&mut auditor).await;
+        assert!(
+            found
+                .iter()
+                .any(|finding| finding.contains("stored the switchboard's upload")),
+            "{found:?}"
+        );
+    }
     service.stop().await;
 }
 
