@@ -594,7 +594,8 @@ async fn cli_round_trip_keeps_chinese_text(db: Db) {
     );
     let exported: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(exported[0]["caller_name"], "王某");
+    assert_eq!(exported["reports"][0]["caller_name"], "王某");
+    assert!(exported["courtline_export_manifest"]["signature"].is_string());
     service.stop().await;
 }
 

@@ -13,14 +13,18 @@ use crate::contract::pb::export_calls_response::Item;
 use crate::contract::pb::get_recording_response::Item as RecordingItem;
 use crate::contract::pb::CallState;
 use crate::contract::pb::{
-    CallFilter, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest, FlagCategory,
-    GetCallRequest, GetRecordingRequest, ListCallsRequest, SortOrder,
+    CallFilter, CallRecording, Choice, EndReason, ExportCallsRequest, ExportFormat, ExportManifest,
+    FlagCallRequest, FlagCategory, GetCallRequest, GetRecordingRequest, ListCallsRequest,
+    SortOrder,
 };
 use crate::records::chain::HashAlgorithm;
-use crate::records::export::{ExportWriter, ManifestContent};
+use crate::records::export::{
+    append_file, archive_export_name, ExportWriter, ManifestContent, SignedManifest,
+    ARCHIVE_MANIFEST,
+};
 use crate::records::query::{
-    parse_call_id_arg, parse_end_reason, parse_state, parse_time, recording_line,
-    write_call_detail, write_calls, CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
+    parse_call_id_arg, parse_end_reason, parse_state, parse_time, write_call_detail, write_calls,
+    CallIdArg, Clock, CsvDialect, DetailFormat, OutputFormat,
 };
 
 /// `courtline calls ...`
@@ -357,6 +361,10 @@ pub struct ExportArgs {
     /// as text (`="02112368"`); verify-export reads it as well.
     #[arg(long)]
     pub excel: bool,
+    /// Also every exported call's kept recording: --output becomes one tar archive
+    /// holding the export, the recordings and the manifest the service signed.
+    #[arg(long, requires = "output")]
+    pub with_audio: bool,
     /// Connection.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -497,36 +505,56 @@ async fn get(config_path: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     write_call_detail(
         &record,
         &response.timeline,
+        response.recording.as_ref(),
         args.format,
         Clock::from_utc_flag(args.utc),
         &mut out,
     )?;
-    if args.format == DetailFormat::Text {
-        writeln!(out, "{}", recording_line(response.recording.as_ref()))?;
-    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audio(config_path: &Path, args: AudioArgs) -> anyhow::Result<ExitCode> {
+/// A recording as fetched: the service's description, and the length and SHA-256 of
+/// the bytes written.
+struct Fetched {
+    /// What the chain says of it.
+    described: CallRecording,
+    /// Bytes written.
+    bytes: u64,
+    /// Their SHA-256, hex.
+    sha256: String,
+}
+
+impl Fetched {
+    /// Whether the bytes are the recording as chained.
+    fn matches(&self, bytes: u64, sha256: &str) -> bool {
+        self.bytes == bytes && self.sha256.eq_ignore_ascii_case(sha256)
+    }
+}
+
+/// Fetches call `call_id`'s recording (GetRecording) into `path`, hashing it on the way.
+async fn fetch_recording(
+    client: &mut RecordsClient,
+    endpoint: &str,
+    call_id: &str,
+    path: &Path,
+) -> anyhow::Result<Fetched> {
     use sha2::{Digest, Sha256};
-    let (mut client, endpoint) = args.service.connect(config_path).await?;
-    let call_id = resolve_call_id(&mut client, &endpoint, &args.call_id).await?;
     let mut stream = client
         .get_recording(GetRecordingRequest {
-            call_id: call_id.clone(),
+            call_id: call_id.to_owned(),
         })
         .await
-        .map_err(|status| service_error(&endpoint, status))?
+        .map_err(|status| service_error(endpoint, status))?
         .into_inner();
-    let mut file = std::fs::File::create(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut described = None;
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
     while let Some(message) = stream
         .message()
         .await
-        .map_err(|status| service_error(&endpoint, status))?
+        .map_err(|status| service_error(endpoint, status))?
     {
         match message.item {
             Some(RecordingItem::Recording(recording)) => described = Some(recording),
@@ -534,20 +562,32 @@ async fn audio(config_path: &Path, args: AudioArgs) -> anyhow::Result<ExitCode> 
                 hasher.update(&chunk);
                 written += chunk.len() as u64;
                 file.write_all(&chunk)
-                    .with_context(|| format!("cannot write {}", args.output.display()))?;
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             None => {}
         }
     }
     file.sync_all()
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
-    let described =
-        described.context("the records service sent the recording without its description")?;
-    let actual = hex::encode(hasher.finalize());
-    if written != described.bytes || !actual.eq_ignore_ascii_case(&described.sha256) {
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Fetched {
+        described: described
+            .context("the records service sent the recording without its description")?,
+        bytes: written,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+async fn audio(config_path: &Path, args: AudioArgs) -> anyhow::Result<ExitCode> {
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let call_id = resolve_call_id(&mut client, &endpoint, &args.call_id).await?;
+    let fetched = fetch_recording(&mut client, &endpoint, &call_id, &args.output).await?;
+    let described = &fetched.described;
+    if !fetched.matches(described.bytes, &described.sha256) {
         eprintln!(
-            "{}: {written} bytes with SHA-256 {actual}, but the chain (event #{}) says {} bytes with SHA-256 {}: this file is not the recording as made; run `courtline records verify`",
+            "{}: {} bytes with SHA-256 {}, but the chain (event #{}) says {} bytes with SHA-256 {}: this file is not the recording as made; run `courtline records verify`",
             args.output.display(),
+            fetched.bytes,
+            fetched.sha256,
             described.seq,
             described.bytes,
             described.sha256
@@ -555,12 +595,89 @@ async fn audio(config_path: &Path, args: AudioArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::FAILURE);
     }
     println!(
-        "call {call_id}: {} bytes written to {}, SHA-256 {actual} matches the chain (event #{})",
-        written,
+        "call {call_id}: {} bytes written to {}, SHA-256 {} matches the chain (event #{})",
+        fetched.bytes,
         args.output.display(),
+        fetched.sha256,
         described.seq
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` with `.suffix` added to its file name: where a file is written before it
+/// is complete.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+/// Builds the `--with-audio` archive at `path`: the signed manifest, the export file
+/// (written at `export`), and every recording the manifest lists, each fetched with
+/// GetRecording and checked against the signed length and SHA-256 before it goes in.
+/// Written as `<path>.partial` and renamed at the end: a failed export leaves no archive.
+async fn write_archive(
+    client: &mut RecordsClient,
+    endpoint: &str,
+    path: &Path,
+    export: &Path,
+    manifest: &ExportManifest,
+    content: &ManifestContent,
+) -> anyhow::Result<()> {
+    let partial = beside(path, "partial");
+    let audio = beside(path, "audio.partial");
+    let written = async {
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
+        let mtime = u64::try_from(content.exported_at_ms / 1000).unwrap_or_default();
+        let signed = serde_json::to_vec_pretty(&SignedManifest::from(manifest).json())?;
+        append_file(
+            &mut archive,
+            ARCHIVE_MANIFEST,
+            signed.len() as u64,
+            mtime,
+            signed.as_slice(),
+        )?;
+        let rows = std::fs::File::open(export)?;
+        let length = rows.metadata()?.len();
+        append_file(
+            &mut archive,
+            &archive_export_name(&content.file_format),
+            length,
+            mtime,
+            rows,
+        )?;
+        for listed in &content.recordings {
+            let fetched = fetch_recording(client, endpoint, &listed.call_id, &audio).await?;
+            if !fetched.matches(listed.bytes, &listed.sha256) {
+                anyhow::bail!(
+                    "call {}'s recording as fetched is {} bytes with SHA-256 {}, but the signed manifest lists {} bytes with SHA-256 {}: no archive written; run `courtline records verify`",
+                    listed.call_id, fetched.bytes, fetched.sha256, listed.bytes, listed.sha256
+                );
+            }
+            append_file(
+                &mut archive,
+                &listed.name,
+                fetched.bytes,
+                mtime,
+                std::fs::File::open(&audio)?,
+            )?;
+        }
+        let out = archive.into_inner()?;
+        let file = out.into_inner().map_err(|error| error.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))
+    }
+    .await;
+    for leftover in [export, &audio] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("--output {}", path.display()))
 }
 
 async fn flag(config_path: &Path, args: FlagArgs) -> anyhow::Result<ExitCode> {
@@ -589,6 +706,22 @@ async fn flag(config_path: &Path, args: FlagArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    // With audio the rows go to a file beside the archive first; a failure leaves neither.
+    let rows_file = args
+        .output
+        .as_deref()
+        .filter(|_| args.with_audio)
+        .map(|archive| beside(archive, "export.partial"));
+    let exported = export_calls(config_path, args).await;
+    if let (Err(_), Some(rows_file)) = (&exported, rows_file) {
+        let _ = std::fs::remove_file(rows_file);
+    }
+    exported
+}
+
+/// `calls export`: the rows as the service streams them, checked against its signed
+/// manifest; with `--with-audio` then put into an archive with the recordings.
+async fn export_calls(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.excel && args.format != ExportFormatArg::Csv {
         anyhow::bail!("--excel is for CSV exports; leave it out with --format jsonl");
     }
@@ -600,6 +733,13 @@ async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode
         filter: Some(args.filter.filter()?),
         sort: args.filter.sort() as i32,
         format: format as i32,
+        with_audio: args.with_audio,
+    };
+    // With audio the export file is written beside the archive first, then put in it.
+    let archive = args.output.clone().filter(|_| args.with_audio);
+    let export_path = match &archive {
+        Some(archive) => Some(beside(archive, "export.partial")),
+        None => args.output.clone(),
     };
     let (mut client, endpoint) = args.service.connect(config_path).await?;
     let mut stream = client
@@ -607,7 +747,7 @@ async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode
         .await
         .map_err(|status| service_error(&endpoint, status))?
         .into_inner();
-    let out: Box<dyn Write> = match &args.output {
+    let out: Box<dyn Write> = match &export_path {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?,
         )),
@@ -649,7 +789,18 @@ async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode
                         "the rows received ({count}, digest {digest}) do not match the service's manifest"
                     );
                 }
-                writer.finish(&manifest)?;
+                drop(writer.finish(&manifest)?);
+                if let (Some(archive), Some(export)) = (&archive, &export_path) {
+                    write_archive(&mut client, &endpoint, archive, export, &manifest, &content)
+                        .await?;
+                    eprintln!(
+                        "exported {count} calls and {} recordings into {}; manifest signed by key {}",
+                        content.recordings.len(),
+                        archive.display(),
+                        manifest.public_key
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 eprintln!(
                     "exported {count} calls; manifest signed by key {}",
                     manifest.public_key

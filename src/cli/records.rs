@@ -14,11 +14,12 @@ use crate::contract::pb::{
     RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
 };
 use crate::records::auth::{parse_role, role_name};
-use crate::records::export::verify_export;
+use crate::records::export::{is_archive, verify_archive, verify_export};
 use crate::records::ledger::signing::{
     fingerprint, parse_public_key, public_key_of_key_file, KeyError, RecordsKey,
 };
 use crate::records::query::{parse_time, Clock};
+use crate::records::report_export::{is_report_export, verify_report_export};
 use crate::records::service::add_token_offline;
 use crate::records::store::SqlStore;
 
@@ -32,7 +33,8 @@ pub enum RecordsCommand {
     Serve,
     /// Recompute the hash chain, checkpoints and call rows; name everything wrong (auditor).
     Verify(VerifyArgs),
-    /// Check an export file on its own: row hashes, count, signature.
+    /// Check an export on its own: a call export, a report export or a call archive
+    /// with audio (row hashes, count, signature, every recording's SHA-256).
     VerifyExport(VerifyExportArgs),
     /// Print the records signing public key and its fingerprint, for auditors.
     PublicKey(PublicKeyArgs),
@@ -65,7 +67,8 @@ pub struct VerifyArgs {
 /// `records verify-export`.
 #[derive(Debug, Args)]
 pub struct VerifyExportArgs {
-    /// The export file (CSV or JSON Lines).
+    /// The export: CSV or JSON Lines of calls, CSV or JSON of reports, or a tar
+    /// archive from `calls export --with-audio`.
     pub file: PathBuf,
     /// The trusted signing public key (hex or file); without it the key in the file is shown.
     #[arg(long)]
@@ -238,19 +241,60 @@ async fn verify(config_path: &Path, args: VerifyArgs) -> anyhow::Result<ExitCode
     Ok(print_report(&report?))
 }
 
+/// The kinds of file `verify-export` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExportKind {
+    /// `calls export` (CSV or JSON Lines).
+    Calls,
+    /// `calls export --with-audio` (tar).
+    Archive,
+    /// `reports export` (CSV or JSON).
+    Reports,
+}
+
+/// What kind of export `path` is, from its first bytes.
+fn export_kind(path: &Path) -> anyhow::Result<ExportKind> {
+    use std::io::Read;
+    let mut start = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .take(512)
+        .read_to_end(&mut start)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if is_archive(&start) {
+        return Ok(ExportKind::Archive);
+    }
+    let text = String::from_utf8_lossy(&start);
+    let first_line = text.lines().next().unwrap_or_default();
+    Ok(if is_report_export(first_line) {
+        ExportKind::Reports
+    } else {
+        ExportKind::Calls
+    })
+}
+
 fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
     let trusted = args
         .public_key
         .as_deref()
         .map(parse_public_key)
         .transpose()?;
+    let kind = export_kind(&args.file)?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let check = verify_export(BufReader::new(file), trusted)
-        .with_context(|| format!("{}", args.file.display()))?;
+    let check = match kind {
+        ExportKind::Calls => verify_export(BufReader::new(file), trusted),
+        ExportKind::Archive => verify_archive(BufReader::new(file), trusted),
+        ExportKind::Reports => verify_report_export(BufReader::new(file), trusted),
+    }
+    .with_context(|| format!("{}", args.file.display()))?;
     if let Some(manifest) = &check.manifest {
+        let what = match kind {
+            ExportKind::Reports => "reports",
+            _ => "rows",
+        };
         println!(
-            "{}: {} rows exported by {} at {} (filters {}), chain head #{}",
+            "{}: {} {what} exported by {} at {} (filters {}), chain head #{}",
             args.file.display(),
             check.rows,
             manifest.exported_by,
@@ -259,6 +303,12 @@ fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
             manifest.filter,
             manifest.chain_head_seq
         );
+        if kind == ExportKind::Archive {
+            println!(
+                "{} recordings listed in the signed manifest, each checked by length and SHA-256",
+                check.recordings
+            );
+        }
     }
     if trusted.is_none() {
         println!(

@@ -10,12 +10,16 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::calls::{resolve_call_id, service_error, sort_order, time_flag, ServiceArgs};
 use crate::contract::connect::RecordsClient;
+use crate::contract::pb::export_reports_response::Item as ReportItem;
 use crate::contract::pb::{
-    GetReportRequest, ListReportsRequest, OpenReportRequest, Report, ReportFilter, ReportForm,
-    ReportOpenedVia, ReportResponse, ReviewReportRequest, SortOrder, SubmitReportRequest,
-    UpdateReportRequest,
+    ExportReportsRequest, GetReportRequest, ListReportsRequest, OpenReportRequest, Report,
+    ReportFilter, ReportForm, ReportOpenedVia, ReportResponse, ReviewReportRequest, SortOrder,
+    SubmitReportRequest, UpdateReportRequest,
 };
+use crate::records::chain::HashAlgorithm;
+use crate::records::export::ManifestContent;
 use crate::records::query::{parse_time, Clock, CsvDialect, OutputFormat};
+use crate::records::report_export::{ReportExportWriter, ReportFileFormat};
 use crate::records::reports::format::{write_report_detail, write_reports};
 use crate::records::reports::workflow::{parse_handling, parse_kind, parse_status, status_name};
 
@@ -34,7 +38,8 @@ pub enum ReportsCommand {
     Submit(IdArgs),
     /// Review a submitted report (compliance; not your own).
     Review(ReviewArgs),
-    /// Write every matching report to a file (CSV or JSON).
+    /// Write every matching report to a file (CSV or JSON) signed by the records
+    /// service; `records verify-export` checks it.
     Export(ExportArgs),
 }
 
@@ -285,7 +290,7 @@ pub struct ReviewArgs {
 pub enum ExportFormatArg {
     /// CSV with a header.
     Csv,
-    /// A JSON array.
+    /// One JSON object: the reports, then the signed manifest.
     Json,
 }
 
@@ -430,34 +435,81 @@ pub async fn run(config_path: &Path, command: ReportsCommand) -> anyhow::Result<
                 .into_inner();
             changed(response, "reviewed")
         }
-        ReportsCommand::Export(args) => {
-            if args.excel && args.format != ExportFormatArg::Csv {
-                anyhow::bail!("--excel is for CSV; leave it out with --format json");
+        ReportsCommand::Export(args) => export(config_path, args).await,
+    }
+}
+
+/// `reports export`: the reports as the service streams them, each with its row hash,
+/// and the manifest it signed at the end.
+async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.excel && args.format != ExportFormatArg::Csv {
+        anyhow::bail!("--excel is for CSV; leave it out with --format json");
+    }
+    let format = match args.format {
+        ExportFormatArg::Csv => ReportFileFormat::Csv,
+        ExportFormatArg::Json => ReportFileFormat::Json,
+    };
+    let dialect = if args.excel {
+        CsvDialect::Excel
+    } else {
+        CsvDialect::Plain
+    };
+    let request = ExportReportsRequest {
+        filter: Some(args.filter.filter()?),
+        sort: args.filter.sort() as i32,
+        file_format: format.name().to_owned(),
+    };
+    let (mut client, endpoint) = args.service.connect(config_path).await?;
+    let mut stream = client
+        .export_reports(request)
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+        .into_inner();
+    let mut out: Option<Box<dyn Write>> = Some(match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    });
+    let mut writer: Option<ReportExportWriter<Box<dyn Write>>> = None;
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|status| service_error(&endpoint, status))?
+    {
+        match (message.item, writer.as_mut(), out.take()) {
+            (Some(ReportItem::Header(header)), None, Some(out)) => {
+                let algorithm =
+                    HashAlgorithm::from_name(&header.hash_algorithm).with_context(|| {
+                        format!(
+                            "the service hashes rows with {:?}, unknown to this courtline",
+                            header.hash_algorithm
+                        )
+                    })?;
+                writer = Some(ReportExportWriter::new(format, dialect, algorithm, out)?);
             }
-            let (mut client, endpoint) = args.service.connect(config_path).await?;
-            let reports = all_reports(&mut client, &endpoint, &args.filter).await?;
-            let mut out: Box<dyn Write> = match &args.output {
-                Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("--output {}", path.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
-            let format = match args.format {
-                ExportFormatArg::Csv => OutputFormat::Csv,
-                ExportFormatArg::Json => OutputFormat::Json,
-            };
-            let dialect = if args.excel {
-                CsvDialect::Excel
-            } else {
-                CsvDialect::Plain
-            };
-            write_reports(&reports, format, Clock::Utc, dialect, &mut out)?;
-            out.flush()?;
-            eprintln!("exported {} reports", reports.len());
-            Ok(ExitCode::SUCCESS)
+            (Some(ReportItem::Report(report)), Some(writer), _) => writer.write(&report)?,
+            (Some(ReportItem::Manifest(manifest)), Some(_), _) => {
+                let Some(writer) = writer.take() else { break };
+                let content: ManifestContent =
+                    serde_json::from_str(&manifest.json).context("manifest from the service")?;
+                let (count, digest) = writer.rows();
+                if count != content.count || digest != content.rows_digest {
+                    anyhow::bail!(
+                        "the reports received ({count}, digest {digest}) do not match the service's manifest"
+                    );
+                }
+                writer.finish(&manifest)?;
+                eprintln!(
+                    "exported {count} reports; manifest signed by key {} (check with `courtline records verify-export`)",
+                    manifest.public_key
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => anyhow::bail!("the report export stream is out of order (no header first)"),
         }
     }
+    anyhow::bail!("the report export stream ended without a manifest: the file is incomplete")
 }
 
 /// The report as it stands (its version is what the next change builds on).

@@ -22,6 +22,7 @@ use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
+use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
 use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
@@ -127,6 +128,8 @@ pub struct Running {
     switchboard: JoinHandle<()>,
     /// The record delivery task, flushed on shutdown.
     delivery: RecordDelivery,
+    /// The recording uploads to a remote records service, if it is remote.
+    uploads: Option<UploadDelivery>,
     /// The embedded records service task.
     records: Option<JoinHandle<Result<(), ServiceError>>>,
 }
@@ -248,11 +251,12 @@ async fn start_web(
     Ok(())
 }
 
-/// Opens the durable spool and starts delivering from it.
+/// Opens the durable spool and starts delivering from it; with a remote records
+/// service, also starts uploading kept recordings (their markers in `<spool>/uploads`).
 fn start_spool(
     config: &Config,
     options: ClientOptions,
-) -> anyhow::Result<(RecordSender, RecordDelivery)> {
+) -> anyhow::Result<(RecordSender, RecordDelivery, Option<UploadDelivery>)> {
     let records = &config.records;
     let dir = records.spool_path();
     let node_id = (!records.node_id.is_empty()).then_some(records.node_id.as_str());
@@ -271,7 +275,20 @@ fn start_spool(
         );
     }
     info!(node_id = spool.node_id(), spool = %dir.display(), unacked = recovered.unacked.len(), "records spool open");
-    Ok(RecordSender::spawn(spool, recovered, options))
+    if records.service.embedded {
+        let (sender, delivery) = RecordSender::spawn(spool, recovered, options);
+        return Ok((sender, delivery, None));
+    }
+    let uploads_dir = dir.join("uploads");
+    let (uploads, upload_delivery) = Uploads::spawn(uploads_dir.clone(), options.clone())
+        .with_context(|| {
+            format!(
+                "recording uploads {} (beside the records spool)",
+                uploads_dir.display()
+            )
+        })?;
+    let (sender, delivery) = RecordSender::spawn(spool, recovered, options);
+    Ok((sender.uploading(uploads), delivery, Some(upload_delivery)))
 }
 
 /// Loads prompts, starts the embedded records service (if enabled) and the switchboard.
@@ -299,7 +316,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let playlists = playlists(&config, &prompts);
     let records_shutdown = CancellationToken::new();
     let (records_addr, records, options) = start_records(&config, &records_shutdown).await?;
-    let (sender, delivery) = start_spool(&config, options)?;
+    let (sender, delivery, uploads) = start_spool(&config, options)?;
     let calls_shutdown = CancellationToken::new();
     let switchboard = Switchboard::bind(config, playlists, sender, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
@@ -323,6 +340,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         records_shutdown,
         switchboard,
         delivery,
+        uploads,
         records,
     })
 }
@@ -351,6 +369,15 @@ impl Running {
             read_back_from_spool = stats.read_back,
             "call events flushed"
         );
+        if let Some(uploads) = self.uploads {
+            let stats = uploads.finish().await;
+            info!(
+                uploaded = stats.uploaded,
+                discarded = stats.discarded,
+                waiting = stats.waiting,
+                "recording uploads stopped; waiting ones are sent after the next start"
+            );
+        }
         self.records_shutdown.cancel();
         if let Some(records) = self.records {
             match records.await {

@@ -3,8 +3,9 @@
 //!
 //! [`fate`] decides (sans-IO) what becomes of a finished recording; [`Evidence`]
 //! carries it out on files: takes a file over from the switchboard's temporary
-//! area, deletes one nobody asked to keep, checks a stored one against its chained
-//! hash and length, and removes one a purge has dropped.
+//! area (embedded service) or receives it from the switchboard's upload ([`Incoming`],
+//! remote service), deletes one nobody asked to keep, checks a stored one against
+//! its chained hash and length, and removes one a purge has dropped.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -18,11 +19,15 @@ use super::chain::StoredEvent;
 use super::store::{RecordingRow, RecordingState};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
-use crate::contract::pb::{CallRecording, EventBody, RecordingFinished};
+use crate::contract::pb::{CallRecording, EventBody, RecordingFinished, RecordingStored};
 
-/// Why a recording a remote records service is told about stays where it was written.
+/// Why a recording a remote records service is told about is not stored yet.
 pub const NOT_TRANSFERRED: &str =
-    "not transferred (remote records service: UploadRecording not implemented)";
+    "not transferred yet: the remote records service waits for the switchboard's upload (UploadRecording)";
+
+/// Why an unreported `on_report` recording a remote service is told about is deleted.
+pub const DELETED_BY_SWITCHBOARD: &str =
+    "record_audio = \"on_report\" and no flag or report: the switchboard deletes its copy when it offers the upload";
 
 /// What becomes of a finished recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +38,8 @@ pub enum Fate {
     Keep,
     /// `on_report` and the call has no flag or report: deleted.
     Delete,
-    /// The file is out of this service's reach (remote service).
+    /// To be kept, but the file is out of this service's reach (remote service):
+    /// it waits for the switchboard's upload.
     NotTransferred,
 }
 
@@ -57,13 +63,12 @@ pub fn fate(recording: &RecordingFinished, on_hold: bool, local: bool) -> Fate {
     if !recording.failure.is_empty() {
         return Fate::Failed(recording.failure.clone());
     }
-    if !local {
-        return Fate::NotTransferred;
-    }
     if recording.policy == "on_report" && !on_hold {
         Fate::Delete
-    } else {
+    } else if local {
         Fate::Keep
+    } else {
+        Fate::NotTransferred
     }
 }
 
@@ -79,6 +84,17 @@ pub fn state_agrees(recording: &RecordingFinished, on_hold: bool, state: Recordi
         ),
         Fate::Keep | Fate::NotTransferred => state != RecordingState::Deleted,
     }
+}
+
+/// A call's chained upload of its recording (a remote service's RecordingStored), if any.
+pub fn chained_upload(events: &[StoredEvent]) -> Option<(i64, RecordingStored)> {
+    events.iter().find_map(|event| {
+        let body = EventBody::decode(event.body.as_deref()?).ok()?;
+        match body.kind {
+            Some(Kind::RecordingStored(stored)) => Some((event.seq, stored)),
+            _ => None,
+        }
+    })
 }
 
 /// A call's chained recording event (unless purged) and whether a flag or a report was
@@ -163,6 +179,111 @@ pub enum FileProblem {
     },
 }
 
+/// How the partial file of an upload in progress ends.
+const PARTIAL_UPLOAD: &str = ".upload";
+
+/// Why an uploaded recording was refused; nothing of it is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadProblem {
+    /// More bytes arrived than were declared.
+    #[error("more than the declared {declared} bytes arrived")]
+    TooLong {
+        /// The declared (and chained) length.
+        declared: u64,
+    },
+    /// The upload ended short.
+    #[error("{received} bytes arrived, {declared} were declared")]
+    Short {
+        /// Bytes received.
+        received: u64,
+        /// The declared (and chained) length.
+        declared: u64,
+    },
+    /// The bytes are not the recording as chained.
+    #[error("the bytes received have SHA-256 {received}, the recording event says {declared}: refused, nothing kept")]
+    Hash {
+        /// Hash of what arrived.
+        received: String,
+        /// The declared (and chained) hash.
+        declared: String,
+    },
+    /// The evidence store could not write it.
+    #[error("the evidence store cannot write it: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A recording being received into the store: written to a partial file of its own,
+/// hashed on the way, and put in place only when complete and matching its chained
+/// hash. Dropped unfinished, it removes its partial file.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The partial file.
+    partial: PathBuf,
+    /// Where the finished file goes.
+    target: PathBuf,
+    /// Open for writing while bytes arrive.
+    file: Option<File>,
+    /// Hash of the bytes so far.
+    hasher: Sha256,
+    /// Bytes so far.
+    received: u64,
+    /// The declared (and chained) length.
+    bytes: u64,
+    /// The declared (and chained) SHA-256, hex.
+    sha256: String,
+}
+
+impl Incoming {
+    /// Appends `chunk`; refuses bytes beyond the declared length.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), UploadProblem> {
+        self.received += chunk.len() as u64;
+        if self.received > self.bytes {
+            return Err(UploadProblem::TooLong {
+                declared: self.bytes,
+            });
+        }
+        self.hasher.update(chunk);
+        match self.file.as_mut() {
+            Some(file) => Ok(file.write_all(chunk)?),
+            None => Err(UploadProblem::Io(io::Error::other(
+                "the upload is finished",
+            ))),
+        }
+    }
+
+    /// Checks length and hash, syncs the file and puts it in place.
+    pub fn finish(mut self) -> Result<(), UploadProblem> {
+        if self.received != self.bytes {
+            return Err(UploadProblem::Short {
+                received: self.received,
+                declared: self.bytes,
+            });
+        }
+        let received = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if !received.eq_ignore_ascii_case(&self.sha256) {
+            return Err(UploadProblem::Hash {
+                received,
+                declared: self.sha256.clone(),
+            });
+        }
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
+        std::fs::rename(&self.partial, &self.target)?;
+        if let Some(dir) = self.target.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Gone already once finished; otherwise nothing partial may stay.
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
 /// The evidence store's directory, and whether this service takes files over.
 #[derive(Debug, Clone)]
 pub struct Evidence {
@@ -227,6 +348,55 @@ impl Evidence {
             Err(error) => return Err(error),
         }
         sync_dir(&self.dir)
+    }
+
+    /// Starts receiving call `call_id`'s recording, declared as `bytes` long with
+    /// SHA-256 `sha256` (the chained values).
+    pub fn incoming(&self, call_id: &str, sha256: &str, bytes: u64) -> io::Result<Incoming> {
+        std::fs::create_dir_all(&self.dir)?;
+        // Its own name: a retried upload may overlap one still running.
+        let partial = self.dir.join(format!(
+            ".{call_id}.{}{PARTIAL_UPLOAD}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let file = File::create(&partial)?;
+        Ok(Incoming {
+            partial,
+            target: self.path(call_id),
+            file: Some(file),
+            hasher: Sha256::new(),
+            received: 0,
+            bytes,
+            sha256: sha256.to_owned(),
+        })
+    }
+
+    /// Whether `path` (a file the switchboard wrote) lies in the store itself: a
+    /// switchboard on this machine whose recording directory is the store.
+    pub fn contains(&self, path: &Path) -> bool {
+        let parent = path.parent().and_then(|parent| parent.canonicalize().ok());
+        parent.is_some() && parent == self.dir.canonicalize().ok()
+    }
+
+    /// Removes the partial files of uploads a stopped service left (none can be
+    /// running yet); returns how many.
+    pub fn remove_partial_uploads(&self) -> io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            entries => entries?,
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().ends_with(PARTIAL_UPLOAD))
+            {
+                discard(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Checks call `call_id`'s stored file against its chained hash and length.
@@ -320,6 +490,52 @@ mod tests {
             fate(&recording("always", ""), true, false),
             Fate::NotTransferred
         );
+        // A remote service knows as well which recordings nobody asked to keep.
+        assert_eq!(
+            fate(&recording("on_report", ""), false, false),
+            Fate::Delete
+        );
+    }
+
+    #[test]
+    fn uploads_are_kept_only_whole_and_matching() {
+        let temp = tempfile::tempdir().unwrap();
+        let evidence = Evidence::new(temp.path().join("store"), false);
+        let id = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
+        let bytes = b"RIFF....WAVEdata";
+        let sha = hex::encode(Sha256::digest(bytes));
+        let leftovers = || {
+            std::fs::read_dir(temp.path().join("store"))
+                .unwrap()
+                .count()
+        };
+
+        let mut changed = evidence.incoming(id, &sha, 16).unwrap();
+        changed.write(b"RIFF....WAVEdatA").unwrap();
+        assert!(matches!(changed.finish(), Err(UploadProblem::Hash { .. })));
+        let mut long = evidence.incoming(id, &sha, 16).unwrap();
+        assert!(matches!(
+            long.write(b"RIFF....WAVEdata!"),
+            Err(UploadProblem::TooLong { declared: 16 })
+        ));
+        drop(long);
+        let mut short = evidence.incoming(id, &sha, 16).unwrap();
+        short.write(&bytes[..8]).unwrap();
+        assert!(matches!(short.finish(), Err(UploadProblem::Short { .. })));
+        assert_eq!(leftovers(), 0, "nothing partial is kept");
+        // What a service stopped mid-upload leaves is cleared at the next start.
+        let interrupted = evidence.incoming(id, &sha, 16).unwrap();
+        std::mem::forget(interrupted);
+        assert_eq!(leftovers(), 1);
+        assert_eq!(evidence.remove_partial_uploads().unwrap(), 1);
+        assert_eq!(leftovers(), 0);
+
+        let mut whole = evidence.incoming(id, &sha, 16).unwrap();
+        whole.write(&bytes[..8]).unwrap();
+        whole.write(&bytes[8..]).unwrap();
+        whole.finish().unwrap();
+        evidence.check(id, &sha, 16).unwrap();
+        assert_eq!(leftovers(), 1);
     }
 
     #[test]

@@ -91,6 +91,42 @@ pub struct ManifestContent {
     pub chain_head_seq: u64,
     /// Its hash, hex.
     pub chain_head_hash: String,
+    /// Whether the export was asked with its calls' recordings (an archive,
+    /// `calls export --with-audio`); absent in exports without.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_audio: bool,
+    /// Every exported call's kept recording, as its chained event has it: what the
+    /// archive must hold, byte for byte.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recordings: Vec<RecordingFile>,
+}
+
+/// One recording of an archive, as the records service signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFile {
+    /// Its name in the archive ([`recording_name`]).
+    pub name: String,
+    /// The call.
+    pub call_id: String,
+    /// Length, as chained.
+    pub bytes: u64,
+    /// SHA-256 (hex), as chained.
+    pub sha256: String,
+    /// Chain position of the call's recording event.
+    pub seq: u64,
+}
+
+/// The name of call `call_id`'s recording in an archive.
+pub fn recording_name(call_id: &str) -> String {
+    format!("recordings/{call_id}.wav")
+}
+
+/// The name of the signed manifest in an archive.
+pub const ARCHIVE_MANIFEST: &str = "manifest.json";
+
+/// The name of the export file in an archive of `file_format` ("csv", "jsonl").
+pub fn archive_export_name(file_format: &str) -> String {
+    format!("calls.{file_format}")
 }
 
 /// Running row-hash chain of an export.
@@ -116,14 +152,20 @@ impl RowChain {
 
     /// Adds `row`; returns its `row_hash`.
     pub fn push(&mut self, row: &ExportRow) -> [u8; 32] {
-        self.last = self.hash_after(&self.last, row);
+        self.push_canonical(&row.canonical_json())
+    }
+
+    /// Adds a row by its canonical form; returns its `row_hash`.
+    pub fn push_canonical(&mut self, canonical: &str) -> [u8; 32] {
+        self.last = self.hash_after(&self.last, canonical);
         self.count += 1;
         self.last
     }
 
-    fn hash_after(&self, previous: &[u8], row: &ExportRow) -> [u8; 32] {
+    /// The `row_hash` of a row with canonical form `canonical` after `previous`.
+    pub fn hash_after(&self, previous: &[u8], canonical: &str) -> [u8; 32] {
         self.algorithm
-            .digest_parts(&[previous, row.canonical_json().as_bytes()])
+            .digest_parts(&[previous, canonical.as_bytes()])
     }
 
     /// Rows so far.
@@ -226,11 +268,7 @@ impl<W: Write> ExportWriter<W> {
 
     /// Appends the manifest and flushes.
     pub fn finish(mut self, manifest: &ExportManifest) -> Result<W, ExportError> {
-        let signed = serde_json::json!({
-            "json": manifest.json,
-            "signature": manifest.signature,
-            "public_key": manifest.public_key,
-        });
+        let signed = SignedManifest::from(manifest).json();
         match self.format {
             ExportFormat::Csv => {
                 let mut writer = csv::WriterBuilder::new()
@@ -260,6 +298,8 @@ pub struct ExportCheck {
     pub public_key: String,
     /// Rows read.
     pub rows: u64,
+    /// Recordings an archive's manifest lists (each checked).
+    pub recordings: u64,
     /// Everything wrong, one line each; empty = the file is intact.
     pub problems: Vec<String>,
 }
@@ -272,15 +312,77 @@ enum Line {
     Manifest(SignedManifest),
 }
 
-/// The manifest as stored in the file.
-#[derive(Debug, Deserialize)]
-struct SignedManifest {
+/// The manifest as stored in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SignedManifest {
     /// The canonical JSON that was signed.
-    json: String,
+    pub json: String,
     /// Hex signature.
-    signature: String,
+    pub signature: String,
     /// Hex public key.
-    public_key: String,
+    pub public_key: String,
+}
+
+impl From<&ExportManifest> for SignedManifest {
+    fn from(manifest: &ExportManifest) -> SignedManifest {
+        SignedManifest {
+            json: manifest.json.clone(),
+            signature: manifest.signature.clone(),
+            public_key: manifest.public_key.clone(),
+        }
+    }
+}
+
+impl SignedManifest {
+    /// As written into files.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "json": self.json,
+            "signature": self.signature,
+            "public_key": self.public_key,
+        })
+    }
+
+    /// Checks the signature (and, with `trusted`, the signer) into `check`, and reads
+    /// the content; `None` (with a problem noted) when it cannot be read.
+    pub fn check(
+        &self,
+        trusted: Option<[u8; 32]>,
+        check: &mut ExportCheck,
+    ) -> Result<Option<ManifestContent>, ExportError> {
+        check.public_key = self.public_key.clone();
+        if !manifest_signature_valid(&self.public_key, &self.json, &self.signature) {
+            check.problems.push(
+                "the manifest's signature does not match it: the manifest was altered".into(),
+            );
+        }
+        if let Some(key) = trusted {
+            if hex::encode(key) != self.public_key {
+                // The trusted key may be a secret passed by mistake: name it only by fingerprint.
+                if hex::encode(public_key_of_seed(&key)) == self.public_key {
+                    return Err(ExportError::PrivateKeyGiven);
+                }
+                let signer =
+                    <[u8; 32]>::try_from(hex::decode(&self.public_key).unwrap_or_default())
+                        .map(|signer| format!(" ({})", fingerprint(&signer)))
+                        .unwrap_or_default();
+                check.problems.push(format!(
+                    "the manifest is signed by key {}{signer}, not by the trusted key {}",
+                    self.public_key,
+                    fingerprint(&key)
+                ));
+            }
+        }
+        match serde_json::from_str(&self.json) {
+            Ok(manifest) => Ok(Some(manifest)),
+            Err(error) => {
+                check
+                    .problems
+                    .push(format!("the manifest cannot be read: {error}"));
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// One JSON Lines line: the manifest wrapper, or a row with its `row_hash`.
@@ -426,42 +528,20 @@ pub fn verify_export(
     let Some(signed) = signed else {
         return Err(ExportError::NoManifest);
     };
-    check.public_key = signed.public_key.clone();
-    if !manifest_signature_valid(&signed.public_key, &signed.json, &signed.signature) {
-        check
-            .problems
-            .push("the manifest's signature does not match it: the manifest was altered".into());
-    }
-    if let Some(key) = trusted {
-        if hex::encode(key) != signed.public_key {
-            // The trusted key may be a secret passed by mistake: name it only by fingerprint.
-            if hex::encode(public_key_of_seed(&key)) == signed.public_key {
-                return Err(ExportError::PrivateKeyGiven);
-            }
-            let signer = <[u8; 32]>::try_from(hex::decode(&signed.public_key).unwrap_or_default())
-                .map(|signer| format!(" ({})", fingerprint(&signer)))
-                .unwrap_or_default();
-            check.problems.push(format!(
-                "the manifest is signed by key {}{signer}, not by the trusted key {}",
-                signed.public_key,
-                fingerprint(&key)
-            ));
-        }
-    }
-    let manifest: ManifestContent = match serde_json::from_str(&signed.json) {
-        Ok(manifest) => manifest,
-        Err(error) => {
-            check
-                .problems
-                .push(format!("the manifest cannot be read: {error}"));
-            return Ok(check);
-        }
+    let Some(manifest) = signed.check(trusted, &mut check)? else {
+        return Ok(check);
     };
+    if manifest.format != MANIFEST_VERSION {
+        check.problems.push(format!(
+            "the manifest is of a {:?} export, not of calls",
+            manifest.format
+        ));
+    }
     let algorithm = HashAlgorithm::from_name(&manifest.hash_algorithm).unwrap_or_default();
     let chain = RowChain::new(algorithm);
     let mut previous = GENESIS_PREV.to_vec();
     for (number, row, stored) in &rows {
-        let expected = hex::encode(chain.hash_after(&previous, row));
+        let expected = hex::encode(chain.hash_after(&previous, &row.canonical_json()));
         if &expected != stored {
             check.problems.push(format!(
                 "line {number}: row for call {} was modified, or a row before it was removed or moved",
@@ -483,6 +563,156 @@ pub fn verify_export(
                 .into(),
         );
     }
+    check.manifest = Some(manifest);
+    Ok(check)
+}
+
+/// Whether `start` (a file's first 512 bytes or more) is a tar archive's first header.
+pub fn is_archive(start: &[u8]) -> bool {
+    start.get(257..262) == Some(b"ustar")
+}
+
+/// Appends `bytes` bytes read from `data` to `archive` as the regular file `name`,
+/// modified at `mtime` (Unix seconds).
+pub fn append_file<W: Write>(
+    archive: &mut tar::Builder<W>,
+    name: &str,
+    bytes: u64,
+    mtime: u64,
+    data: impl std::io::Read,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(bytes);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    archive.append_data(&mut header, name, data)
+}
+
+/// A file of an archive as read back: its length and SHA-256.
+struct ArchivedFile {
+    /// Its name in the archive.
+    name: String,
+    /// Length.
+    bytes: u64,
+    /// SHA-256, hex.
+    sha256: String,
+}
+
+/// Checks an archive of `calls export --with-audio`: the signed `manifest.json`, the
+/// export file in it (every row, as [`verify_export`], and that its own manifest is
+/// the same), and every recording the manifest lists, by length and SHA-256. Each
+/// file missing, changed or not listed is named.
+pub fn verify_archive(
+    reader: impl std::io::Read,
+    trusted: Option<[u8; 32]>,
+) -> Result<ExportCheck, ExportError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut check = ExportCheck::default();
+    let mut signed: Option<SignedManifest> = None;
+    let mut export: Option<(String, Vec<u8>)> = None;
+    let mut files: Vec<ArchivedFile> = Vec::new();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if name == ARCHIVE_MANIFEST {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            match serde_json::from_str(&text) {
+                Ok(manifest) => signed = Some(manifest),
+                Err(error) => check
+                    .problems
+                    .push(format!("{ARCHIVE_MANIFEST} cannot be read: {error}")),
+            }
+        } else if name.starts_with("calls.") && export.is_none() {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            export = Some((name, bytes));
+        } else {
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0; 64 * 1024];
+            let mut bytes = 0;
+            loop {
+                let read = entry.read(&mut buffer)?;
+                if read == 0 {
+                    break;
+                }
+                bytes += read as u64;
+                hasher.update(&buffer[..read]);
+            }
+            files.push(ArchivedFile {
+                name,
+                bytes,
+                sha256: hex::encode(hasher.finalize()),
+            });
+        }
+    }
+    let Some(signed) = signed else {
+        return Err(ExportError::NoManifest);
+    };
+    let Some(manifest) = signed.check(trusted, &mut check)? else {
+        return Ok(check);
+    };
+    if !manifest.with_audio {
+        check
+            .problems
+            .push("the signed manifest is not of an export with audio".into());
+    }
+    let expected = archive_export_name(&manifest.file_format);
+    match export {
+        Some((name, bytes)) if name == expected => match verify_export(bytes.as_slice(), trusted) {
+            Ok(inner) => {
+                for problem in inner.problems {
+                    if !check.problems.contains(&problem) {
+                        check.problems.push(format!("{name}: {problem}"));
+                    }
+                }
+                check.rows = inner.rows;
+                if inner.manifest.as_ref() != Some(&manifest) {
+                    check.problems.push(format!(
+                        "{name}: its manifest is not the archive's {ARCHIVE_MANIFEST}"
+                    ));
+                }
+            }
+            Err(error) => check.problems.push(format!("{name}: {error}")),
+        },
+        Some((name, _)) => check.problems.push(format!(
+            "{name} is not the export the manifest names ({expected})"
+        )),
+        None => check
+            .problems
+            .push(format!("{expected} is missing from the archive")),
+    }
+    for listed in &manifest.recordings {
+        match files.iter().find(|file| file.name == listed.name) {
+            None => check.problems.push(format!(
+                "{} (call {}'s recording) is missing from the archive",
+                listed.name, listed.call_id
+            )),
+            Some(file) if file.bytes != listed.bytes || !file.sha256.eq_ignore_ascii_case(&listed.sha256) => {
+                check.problems.push(format!(
+                    "{} (call {}'s recording) was changed: {} bytes with SHA-256 {}, the signed manifest says {} bytes with SHA-256 {}",
+                    listed.name, listed.call_id, file.bytes, file.sha256, listed.bytes, listed.sha256
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for file in &files {
+        if !manifest
+            .recordings
+            .iter()
+            .any(|listed| listed.name == file.name)
+        {
+            check.problems.push(format!(
+                "{} is not listed in the signed manifest (added later)",
+                file.name
+            ));
+        }
+    }
+    check.recordings = manifest.recordings.len() as u64;
     check.manifest = Some(manifest);
     Ok(check)
 }
@@ -539,6 +769,8 @@ mod tests {
             hash_algorithm: "sha256".into(),
             chain_head_seq: 9,
             chain_head_hash: "00".into(),
+            with_audio: false,
+            recordings: Vec::new(),
         };
         let json = serde_json::to_string(&content).unwrap();
         let manifest = ExportManifest {

@@ -5,7 +5,8 @@
 //! chains them ([`chain`]), signs checkpoints ([`ledger::signing`]) and
 //! commits them with their effect on the per-call rows to a [`store::Store`].
 //! [`evidence`] keeps call recordings. [`verify`] recomputes all of it; [`export`] writes and checks self-verifying
-//! export files; [`query`] formats records for people and spreadsheets.
+//! export files (and archives with audio), [`report_export`] the same for reports; [`query`] formats records for
+//! people and spreadsheets.
 
 pub mod auth;
 pub mod chain;
@@ -13,6 +14,7 @@ pub mod evidence;
 pub mod export;
 pub mod ledger;
 pub mod query;
+pub mod report_export;
 pub mod reports;
 pub mod service;
 pub mod store;

@@ -500,13 +500,59 @@ struct CallDetail<'a> {
     call: NestedRow<'a>,
     /// In [`order_timeline`] order.
     timeline: Vec<TimelineEntry<'a>>,
+    /// The call's audio recording; `null` when none was made.
+    recording: Option<RecordingEntry<'a>>,
 }
 
-/// Writes one call for `calls get`: `record` with its (ordered) `timeline`;
-/// text times on `clock`.
+/// A call's recording in `calls get --format json`.
+#[derive(Debug, Serialize)]
+struct RecordingEntry<'a> {
+    /// "stored", "deleted", "failed" or "not_transferred" ([`CallRecording::state`]).
+    state: &'a str,
+    /// Why it failed, was deleted or is not transferred.
+    detail: &'a str,
+    /// SHA-256 of the file as chained.
+    sha256: &'a str,
+    /// File length as chained.
+    bytes: u64,
+    /// Samples per second.
+    sample_rate: u32,
+    /// Channels, in file order.
+    channel_layout: Vec<&'static str>,
+    /// "wav" (16-bit PCM).
+    format: &'static str,
+    /// Length of the audio.
+    duration_ms: u32,
+    /// Chain position of the recording event.
+    seq: u64,
+}
+
+impl<'a> From<&'a CallRecording> for RecordingEntry<'a> {
+    fn from(recording: &'a CallRecording) -> RecordingEntry<'a> {
+        RecordingEntry {
+            state: &recording.state,
+            detail: &recording.detail,
+            sha256: &recording.sha256,
+            bytes: recording.bytes,
+            sample_rate: recording.sample_rate,
+            // Channel 1 is what courtline sent the caller, channel 2 what the caller sent.
+            channel_layout: ["to_caller", "from_caller"]
+                .into_iter()
+                .take(recording.channels as usize)
+                .collect(),
+            format: "wav",
+            duration_ms: recording.duration_ms,
+            seq: recording.seq,
+        }
+    }
+}
+
+/// Writes one call for `calls get`: `record` with its (ordered) `timeline` and its
+/// `recording`; text times on `clock`.
 pub fn write_call_detail(
     record: &CallRecord,
     timeline: &[TimelineEvent],
+    recording: Option<&CallRecording>,
     format: DetailFormat,
     clock: Clock,
     out: &mut impl Write,
@@ -530,6 +576,7 @@ pub fn write_call_detail(
                     hash: &event.hash,
                 })
                 .collect(),
+            recording: recording.map(RecordingEntry::from),
         };
         serde_json::to_writer_pretty(&mut *out, &detail)?;
         return writeln!(out);
@@ -582,7 +629,7 @@ pub fn write_call_detail(
             event.detail
         )?;
     }
-    Ok(())
+    writeln!(out, "{}", recording_line(recording))
 }
 
 /// One line per flag, for `calls get`: category, who, when and the note.
@@ -1060,8 +1107,45 @@ mod tests {
             event(6, 1_714_527_008_000, "prompt_interrupted"),
         ];
         let mut out = Vec::new();
-        write_call_detail(&record, &timeline, DetailFormat::Json, Clock::Utc, &mut out).unwrap();
+        let recording = CallRecording {
+            state: "stored".into(),
+            sha256: "ab".repeat(32),
+            bytes: 96_044,
+            sample_rate: 8_000,
+            channels: 2,
+            duration_ms: 3_000,
+            seq: 42,
+            ..CallRecording::default()
+        };
+        write_call_detail(
+            &record,
+            &timeline,
+            Some(&recording),
+            DetailFormat::Json,
+            Clock::Utc,
+            &mut out,
+        )
+        .unwrap();
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["recording"]["state"], "stored");
+        assert_eq!(value["recording"]["sha256"], "ab".repeat(32));
+        assert_eq!(value["recording"]["bytes"], 96_044);
+        assert_eq!(
+            value["recording"]["channel_layout"],
+            serde_json::json!(["to_caller", "from_caller"])
+        );
+        let mut none = Vec::new();
+        write_call_detail(
+            &record,
+            &timeline,
+            None,
+            DetailFormat::Json,
+            Clock::Utc,
+            &mut none,
+        )
+        .unwrap();
+        let none: serde_json::Value = serde_json::from_slice(&none).unwrap();
+        assert_eq!(none["recording"], serde_json::Value::Null);
         assert_eq!(value["call_id"], record.call_id);
         assert_eq!(value["playlist_length_ms"], 8_000);
         assert_eq!(value["prompts"][1]["ms_sent"], 1_200);
@@ -1071,7 +1155,15 @@ mod tests {
         assert_eq!(value["timeline"][1]["at"], "2024-05-01T01:31:05.123Z");
 
         let mut out = Vec::new();
-        write_call_detail(&record, &timeline, DetailFormat::Text, Clock::Utc, &mut out).unwrap();
+        write_call_detail(
+            &record,
+            &timeline,
+            None,
+            DetailFormat::Text,
+            Clock::Utc,
+            &mut out,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("call 6f1c2a9e-"), "{text}");
         assert!(

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -22,36 +22,40 @@ use tracing::{error, info, warn};
 
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
-use super::evidence::{chained_recording, describe as describe_recording, Evidence};
+use super::evidence::{
+    chained_recording, describe as describe_recording, Evidence, Incoming, UploadProblem,
+};
 use super::export::{
-    format_name, verify_export, ExportCheck, ManifestContent, RowChain, MANIFEST_VERSION,
+    format_name, recording_name, verify_export, ExportCheck, ManifestContent, RecordingFile,
+    RowChain, MANIFEST_VERSION,
 };
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
+use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
 use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
 };
 use super::store::{
     CallQuery, HeldCall, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError,
-    COUNT_CAP,
-    MAX_PAGE_SIZE,
+    COUNT_CAP, MAX_PAGE_SIZE,
 };
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
-    event_body, export_calls_response, get_recording_response, node_event, AccessEntry,
-    AddTokenRequest, AddTokenResponse, CallFilter, CallRecord, CallRecording, EventBody,
-    ExportCallsRequest, ExportCallsResponse, ExportFormat, ExportHeader, ExportManifest, Flag,
-    FlagCallRequest, FlagCallResponse, FlagCategory, GetCallRequest, GetCallResponse,
-    GetRecordingRequest, GetRecordingResponse, ListAccessRequest, ListAccessResponse,
-    ListCallsRequest, ListCallsResponse, ListGapsRequest, ListGapsResponse, ListTokensRequest,
-    ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest, PurgeResponse,
-    RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder, TimelineEvent, TokenInfo,
-    VerifyRequest, VerifyResponse,
+    event_body, export_calls_response, export_reports_response, get_recording_response, node_event,
+    upload_recording_request, AccessEntry, AddTokenRequest, AddTokenResponse, CallFilter,
+    CallRecord, CallRecording, EventBody, ExportCallsRequest, ExportCallsResponse, ExportFormat,
+    ExportHeader, ExportManifest, Flag, FlagCallRequest, FlagCallResponse, FlagCategory,
+    GetCallRequest, GetCallResponse, GetRecordingRequest, GetRecordingResponse, ListAccessRequest,
+    ListAccessResponse, ListCallsRequest, ListCallsResponse, ListGapsRequest, ListGapsResponse,
+    ListTokensRequest, ListTokensResponse, LogEventsRequest, LogEventsResponse, PurgeRequest,
+    PurgeResponse, RecordingStored, RevokeTokenRequest, RevokeTokenResponse, Role, SortOrder,
+    TimelineEvent, TokenInfo, UploadRecordingRequest, UploadRecordingResponse, VerifyRequest,
+    VerifyResponse,
 };
 use crate::contract::pb::{
-    GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse,
-    OpenReportRequest, Report, ReportFilter, ReportOpenedVia, ReportResponse, ReviewReportRequest,
-    SubmitReportRequest, UpdateReportRequest,
+    ExportReportsRequest, ExportReportsResponse, GetReportRequest, GetReportResponse,
+    ListReportsRequest, ListReportsResponse, OpenReportRequest, Report, ReportFilter,
+    ReportOpenedVia, ReportResponse, ReviewReportRequest, SubmitReportRequest, UpdateReportRequest,
 };
 
 /// Rows per store query while exporting.
@@ -63,6 +67,8 @@ const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Access entries one `ListAccess` request reads at most while filtering: a rare
 /// filter answers in bounded time and says where to go on.
 const MAX_ACCESS_SCAN: usize = 20_000;
+/// Longest recording an upload may declare: about nine hours of two-channel 16 kHz audio.
+const MAX_UPLOAD_BYTES: u64 = 2 << 30;
 /// Longest flag note.
 const MAX_NOTE_CHARS: usize = 2000;
 /// Prefix of the actor of a token issued straight into the database.
@@ -179,15 +185,26 @@ impl OpenedService {
     pub async fn open(settings: &ServiceSettings) -> Result<OpenedService, ServiceError> {
         let key = RecordsKey::load_or_create(&settings.signing_key_file)?;
         let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database).await?);
+        let evidence = Evidence::new(
+            settings.recordings_dir.clone(),
+            settings.takes_local_recordings,
+        );
+        match evidence.remove_partial_uploads() {
+            Ok(0) => {}
+            Ok(removed) => {
+                info!(
+                    removed,
+                    "removed the partial files of uploads cut short by the last stop"
+                )
+            }
+            Err(error) => warn!(%error, "cannot clear partial uploads from the evidence store"),
+        }
         let ledger = Ledger::open(
             store.clone(),
             settings.hash_algorithm,
             key,
             settings.checkpoints,
-            Some(Evidence::new(
-                settings.recordings_dir.clone(),
-                settings.takes_local_recordings,
-            )),
+            Some(evidence),
         )
         .await?;
         let read = |path: &PathBuf| {
@@ -597,6 +614,37 @@ fn stream_recording(
 pub type ExportStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ExportCallsResponse, Status>> + Send>>;
 
+pub type ReportExportStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ExportReportsResponse, Status>> + Send>>;
+
+/// An upload refused for what arrived: the switchboard may send it again.
+fn upload_status(call_id: &str, problem: UploadProblem) -> Status {
+    let message = format!("call {call_id}'s recording upload: {problem}");
+    match problem {
+        UploadProblem::Io(_) => {
+            error!(call = call_id, %problem, "cannot store an uploaded recording");
+            Status::unavailable(message)
+        }
+        _ => {
+            warn!(call = call_id, %problem, "refused a recording upload");
+            Status::data_loss(message)
+        }
+    }
+}
+
+/// Runs one blocking step of an upload off the async threads.
+async fn blocking<T: Send + 'static>(
+    call_id: &str,
+    step: impl FnOnce() -> Result<T, UploadProblem> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(step).await {
+        Ok(result) => result.map_err(|problem| upload_status(call_id, problem)),
+        Err(join) => Err(Status::internal(format!(
+            "call {call_id}'s recording upload: {join}"
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl RecordsService for RecordsServer {
     async fn log_events(
@@ -614,6 +662,30 @@ impl RecordsService for RecordsServer {
             stored: outcome.stored,
             duplicates: outcome.duplicates,
         }))
+    }
+
+    async fn upload_recording(
+        &self,
+        request: Request<tonic::Streaming<UploadRecordingRequest>>,
+    ) -> Result<Response<UploadRecordingResponse>, Status> {
+        let caller = self.auth.authorize(&request, Role::Switchboard).await?;
+        self.upload_recording_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ExportReportsStream = ReportExportStream;
+
+    async fn export_reports(
+        &self,
+        request: Request<ExportReportsRequest>,
+    ) -> Result<Response<Self::ExportReportsStream>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
+            .await?;
+        self.export_reports_as(caller, request.into_inner())
+            .map(Response::new)
     }
 
     async fn list_calls(
@@ -1633,9 +1705,10 @@ impl RecordsServer {
         let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
         let server = self.clone();
         let sort = request.sort();
+        let with_audio = request.with_audio;
         tokio::spawn(async move {
             server
-                .run_export(caller, filter, sort, format, sender)
+                .run_export(caller, filter, sort, format, with_audio, sender)
                 .await;
         });
         Ok(Box::pin(ReceiverStream::new(receiver)))
@@ -1666,9 +1739,11 @@ impl RecordsServer {
         filter: CallFilter,
         sort: SortOrder,
         format: ExportFormat,
+        with_audio: bool,
         sender: mpsc::Sender<Result<ExportCallsResponse, Status>>,
     ) {
         let (head_seq, head_hash) = self.ledger.head().await;
+        let mut recordings = Vec::new();
         let started_ms = now_ms();
         let mut rows = RowChain::new(self.ledger.algorithm());
         let mut query = CallQuery {
@@ -1699,6 +1774,15 @@ impl RecordsServer {
                     .map_err(|error| store_status("reading the flags of exported calls", error))?;
                 for record in records {
                     rows.push(&crate::contract::row::ExportRow::from(&record));
+                    if with_audio {
+                        let file = self
+                            .recording_file(&record.call_id)
+                            .await
+                            .map_err(|error| {
+                                store_status("reading an exported call's recording", error)
+                            })?;
+                        recordings.extend(file);
+                    }
                     let item = ExportCallsResponse {
                         item: Some(export_calls_response::Item::Record(record)),
                     };
@@ -1713,12 +1797,15 @@ impl RecordsServer {
             }
         }
         .await;
-        let parameters = serde_json::json!({
+        let mut parameters = serde_json::json!({
             "filter": filter_json(&filter),
             "sort": sort_name(sort),
             "format": format_name(format),
             "complete": outcome.is_ok(),
         });
+        if with_audio {
+            parameters["recordings"] = recordings.len().into();
+        }
         if let Err(error) = self
             .log_access(&caller, "ExportCalls", parameters, rows.count())
             .await
@@ -1743,19 +1830,309 @@ impl RecordsServer {
             hash_algorithm: self.ledger.algorithm().name().to_owned(),
             chain_head_seq: head_seq as u64,
             chain_head_hash: hex::encode(head_hash),
+            with_audio,
+            recordings,
         };
-        let json = serde_json::to_string(&content).unwrap_or_default();
-        let key = self.ledger.key();
-        let manifest = ExportManifest {
-            signature: hex::encode(key.sign_manifest(&json).to_bytes()),
-            public_key: key.public_key_hex(),
-            json,
-        };
+        let manifest = self.signed_manifest(&content);
         let _ = sender
             .send(Ok(ExportCallsResponse {
                 item: Some(export_calls_response::Item::Manifest(manifest)),
             }))
             .await;
+    }
+}
+
+impl RecordsServer {
+    /// `content` as canonical JSON, signed with the records key.
+    fn signed_manifest(&self, content: &ManifestContent) -> ExportManifest {
+        let json = serde_json::to_string(content).unwrap_or_default();
+        let key = self.ledger.key();
+        ExportManifest {
+            signature: hex::encode(key.sign_manifest(&json).to_bytes()),
+            public_key: key.public_key_hex(),
+            json,
+        }
+    }
+
+    /// Call `call_id`'s kept recording as an archive lists it: its length and hash as
+    /// chained; `None` when the call has no stored recording.
+    async fn recording_file(&self, call_id: &str) -> Result<Option<RecordingFile>, StoreError> {
+        let store = self.ledger.store();
+        let stored = store
+            .recording(call_id)
+            .await?
+            .is_some_and(|row| row.state == RecordingState::Stored);
+        if !stored {
+            return Ok(None);
+        }
+        let events = store.call_events(call_id).await?;
+        Ok(
+            chained_recording(&events).map(|(seq, recording, _)| RecordingFile {
+                name: recording_name(call_id),
+                call_id: call_id.to_owned(),
+                bytes: recording.bytes,
+                sha256: recording.sha256,
+                seq: u64::try_from(seq).unwrap_or_default(),
+            }),
+        )
+    }
+
+    /// `UploadRecording` for `caller` (a switchboard): checks the declaration against
+    /// the call's chained recording event, receives the bytes into the evidence store
+    /// (nothing partial stays), and chains RecordingStored.
+    pub async fn upload_recording_as(
+        &self,
+        caller: &Caller,
+        mut stream: tonic::Streaming<UploadRecordingRequest>,
+    ) -> Result<UploadRecordingResponse, Status> {
+        let declared =
+            match stream.message().await? {
+                Some(UploadRecordingRequest {
+                    item: Some(upload_recording_request::Item::Recording(declared)),
+                }) => declared,
+                _ => return Err(Status::invalid_argument(
+                    "an upload starts with the recording's declaration (call id, SHA-256, length)",
+                )),
+            };
+        let call_id = declared.call_id.clone();
+        validate_call_id(&call_id).map_err(|error| status("receiving a recording", error))?;
+        if declared.bytes > MAX_UPLOAD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "call {call_id}'s recording is declared {} bytes long; at most {MAX_UPLOAD_BYTES} are taken",
+                declared.bytes
+            )));
+        }
+        let store = self.ledger.store();
+        let context = format!("receiving call {call_id}'s recording");
+        let row = store
+            .recording(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let events = store
+            .call_events(&call_id)
+            .await
+            .map_err(|error| store_status(&context, error))?;
+        let (Some(row), Some((recording_seq, chained, _))) = (row, chained_recording(&events))
+        else {
+            return Err(Status::failed_precondition(format!(
+                "call {call_id} has no chained recording event yet: the switchboard delivers it \
+                 with the call's events; upload again once they are delivered"
+            )));
+        };
+        let layout = |sample_rate: u32, channels: u32, format: &str| {
+            format!("{channels} channels at {sample_rate} Hz, {format:?}")
+        };
+        let (declared_layout, chained_layout) = (
+            layout(declared.sample_rate, declared.channels, &declared.format),
+            layout(chained.sample_rate, chained.channels, &chained.format),
+        );
+        if declared.bytes != chained.bytes
+            || !declared.sha256.eq_ignore_ascii_case(&chained.sha256)
+            || declared_layout != chained_layout
+        {
+            return Err(Status::invalid_argument(format!(
+                "the upload declares {} bytes with SHA-256 {} ({declared_layout}), but call \
+                 {call_id}'s recording event (#{recording_seq}) says {} bytes with SHA-256 {} \
+                 ({chained_layout})",
+                declared.bytes, declared.sha256, chained.bytes, chained.sha256
+            )));
+        }
+        let answer = |state: RecordingState, seq: i64, detail: String| UploadRecordingResponse {
+            state: state.name().to_owned(),
+            sha256: if state == RecordingState::Stored {
+                chained.sha256.clone()
+            } else {
+                String::new()
+            },
+            seq: u64::try_from(seq).unwrap_or_default(),
+            detail,
+        };
+        let Some(evidence) = self.ledger.evidence().cloned() else {
+            return Err(Status::unavailable(
+                "this records service keeps no recordings",
+            ));
+        };
+        if evidence.contains(Path::new(&chained.path)) {
+            // Stored, the switchboard would delete its copy: the very file.
+            return Err(Status::failed_precondition(format!(
+                "the switchboard wrote {} into this records service's evidence store: give \
+                 [recording] dir and [records.service] recordings_dir different directories",
+                chained.path
+            )));
+        }
+        match row.state {
+            RecordingState::NotTransferred => {}
+            RecordingState::Stored => {
+                // An earlier upload whose answer was lost: answered alike, unless the
+                // stored file went missing or changed since — then this copy, checked
+                // against the chain like any upload, takes its place.
+                let (store_copy, id) = (evidence.clone(), call_id.clone());
+                let (sha256, bytes) = (chained.sha256.clone(), chained.bytes);
+                let intact =
+                    tokio::task::spawn_blocking(move || store_copy.check(&id, &sha256, bytes))
+                        .await;
+                match intact {
+                    Ok(Ok(())) => return Ok(answer(RecordingState::Stored, 0, row.detail)),
+                    Ok(Err(problem)) => {
+                        warn!(call = %call_id, %problem, "a stored recording is damaged: taking the switchboard's copy again")
+                    }
+                    Err(join) => return Err(Status::internal(join.to_string())),
+                }
+            }
+            // Deleted or failed: nothing to receive.
+            state => return Ok(answer(state, 0, row.detail)),
+        }
+        let (id, sha256, bytes) = (call_id.clone(), chained.sha256.clone(), chained.bytes);
+        let mut incoming: Incoming =
+            blocking(
+                &call_id,
+                move || Ok(evidence.incoming(&id, &sha256, bytes)?),
+            )
+            .await?;
+        while let Some(message) = stream.message().await? {
+            let Some(upload_recording_request::Item::Chunk(chunk)) = message.item else {
+                return Err(Status::invalid_argument(
+                    "the declaration comes once, first; then only chunks",
+                ));
+            };
+            incoming = blocking(&call_id, move || {
+                incoming.write(&chunk)?;
+                Ok(incoming)
+            })
+            .await?;
+        }
+        blocking(&call_id, move || incoming.finish()).await?;
+        let stored = RecordingStored {
+            sha256: chained.sha256.clone(),
+            bytes: chained.bytes,
+            recording_seq: u64::try_from(recording_seq).unwrap_or_default(),
+            uploaded_by: caller.name.clone(),
+        };
+        let seq = self
+            .ledger
+            .recording_stored(&call_id, stored)
+            .await
+            .map_err(|error| status(&context, error))?;
+        info!(call = %call_id, bytes = chained.bytes, seq, by = %caller.name, "stored an uploaded call recording");
+        Ok(answer(RecordingState::Stored, seq, String::new()))
+    }
+
+    /// `ExportReports` for `caller`: the header, the reports and the signed manifest,
+    /// streamed as they are read (an operator's: its own reports only).
+    pub fn export_reports_as(
+        &self,
+        caller: Caller,
+        request: ExportReportsRequest,
+    ) -> Result<ReportExportStream, Status> {
+        let file_format = match request.file_format.as_str() {
+            "" | "csv" => "csv",
+            "json" => "json",
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown report export format {other:?}: csv or json"
+                )))
+            }
+        };
+        let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
+        let server = self.clone();
+        tokio::spawn(async move {
+            server
+                .run_report_export(caller, request, file_format, sender)
+                .await;
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    /// Streams every matching report, then the signed manifest; records the export.
+    async fn run_report_export(
+        &self,
+        caller: Caller,
+        request: ExportReportsRequest,
+        file_format: &'static str,
+        sender: mpsc::Sender<Result<ExportReportsResponse, Status>>,
+    ) {
+        let (head_seq, head_hash) = self.ledger.head().await;
+        let started_ms = now_ms();
+        let sort = request.sort();
+        let mut rows = RowChain::new(self.ledger.algorithm());
+        let mut query = ReportQuery {
+            filter: request.filter.unwrap_or_default(),
+            owner: (caller.role == Role::Operator).then(|| caller.name.clone()),
+            sort,
+            page_size: EXPORT_PAGE,
+            page_token: None,
+        };
+        let send = |item| {
+            let sender = sender.clone();
+            async move {
+                sender
+                    .send(Ok(ExportReportsResponse { item: Some(item) }))
+                    .await
+                    .map_err(|_| Status::cancelled("the client went away"))
+            }
+        };
+        let outcome: Result<(), Status> = async {
+            send(export_reports_response::Item::Header(ExportHeader {
+                hash_algorithm: self.ledger.algorithm().name().to_owned(),
+            }))
+            .await?;
+            loop {
+                let (page, next) = self
+                    .ledger
+                    .store()
+                    .list_reports(&query)
+                    .await
+                    .map_err(|error| store_status("exporting reports", error))?;
+                for row in &page {
+                    let report = row
+                        .decode()
+                        .map_err(|error| store_status("exporting reports", error))?;
+                    rows.push_canonical(&report_row_canonical(&report));
+                    send(export_reports_response::Item::Report(report)).await?;
+                }
+                match next {
+                    Some(token) => query.page_token = Some(token),
+                    None => return Ok(()),
+                }
+            }
+        }
+        .await;
+        let parameters = serde_json::json!({
+            "filter": report_filter_json(&query.filter),
+            "sort": sort_name(sort),
+            "format": file_format,
+            "own_only": query.owner.is_some(),
+            "complete": outcome.is_ok(),
+        });
+        if let Err(error) = self
+            .log_access(&caller, "ExportReports", parameters, rows.count())
+            .await
+        {
+            let _ = sender.send(Err(error)).await;
+            return;
+        }
+        if let Err(error) = outcome {
+            let _ = sender.send(Err(error)).await;
+            return;
+        }
+        let content = ManifestContent {
+            format: REPORT_MANIFEST_VERSION.to_owned(),
+            file_format: file_format.to_owned(),
+            exported_at_ms: started_ms,
+            exported_by: caller.name.clone(),
+            reason: caller.reason.clone(),
+            filter: report_filter_json(&query.filter),
+            sort: sort_name(sort).to_owned(),
+            count: rows.count(),
+            rows_digest: rows.digest_hex(),
+            hash_algorithm: self.ledger.algorithm().name().to_owned(),
+            chain_head_seq: head_seq as u64,
+            chain_head_hash: hex::encode(head_hash),
+            with_audio: false,
+            recordings: Vec::new(),
+        };
+        let manifest = self.signed_manifest(&content);
+        let _ = send(export_reports_response::Item::Manifest(manifest)).await;
     }
 }
 
@@ -1808,6 +2185,14 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
             );
             ("flagged".to_owned(), detail, Some(flag))
         }
+        Some(event_body::Kind::RecordingStored(stored)) => (
+            "recording_stored".to_owned(),
+            format!(
+                "uploaded by {}: {} bytes, SHA-256 {} (recording event #{})",
+                stored.uploaded_by, stored.bytes, stored.sha256, stored.recording_seq
+            ),
+            None,
+        ),
         Some(event_body::Kind::Report(changed)) => {
             let report = changed.report.unwrap_or_default();
             let detail = format!(

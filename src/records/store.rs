@@ -238,6 +238,11 @@ pub enum Change {
     AddToken(TokenRow),
     /// Write what became of a call's recording (the recording event's projection).
     RecordRecording(RecordingRow),
+    /// A recording its switchboard uploaded is in the evidence store (RecordingStored).
+    RecordingUploaded {
+        /// The call.
+        call_id: String,
+    },
     /// Revoke a token by name.
     RevokeToken {
         /// The token's name.
@@ -376,7 +381,8 @@ pub enum RecordingState {
     Deleted,
     /// The switchboard could not record the call (detail: why).
     Failed,
-    /// The file stayed where the switchboard wrote it (detail: why).
+    /// The file is still where the switchboard wrote it (detail: why): a remote
+    /// records service waits for the switchboard's upload.
     NotTransferred,
 }
 
@@ -2036,6 +2042,19 @@ impl SqlStore {
         sql
     }
 
+    /// Marks a call as having a recording kept in the evidence store (the
+    /// `has_recording` search column), whichever way the file got there.
+    async fn mark_recorded(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        call_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut mark = self.sql("UPDATE calls SET has_recording = 1 WHERE call_id = ");
+        mark.bind(call_id.to_owned());
+        mark.execute(tx, "mark recorded call").await?;
+        Ok(())
+    }
+
     async fn apply(&self, tx: &mut sqlx::AnyConnection, change: &Change) -> Result<(), StoreError> {
         match change {
             Change::UpsertCall(_) => {}
@@ -2105,9 +2124,7 @@ impl SqlStore {
                     .push(")");
                 sql.execute(tx, "record recording").await?;
                 if row.state == RecordingState::Stored {
-                    let mut mark = self.sql("UPDATE calls SET has_recording = 1 WHERE call_id = ");
-                    mark.bind(row.call_id.clone());
-                    mark.execute(tx, "mark recorded call").await?;
+                    self.mark_recorded(tx, &row.call_id).await?;
                 }
             }
             Change::PutReport(row) => {
@@ -2144,6 +2161,14 @@ impl SqlStore {
                     self.sql("UPDATE calls SET has_report = 1 WHERE has_report = 0 AND call_id = ");
                 mark.bind(row.call_id.clone());
                 mark.execute(tx, "mark reported call").await?;
+            }
+            Change::RecordingUploaded { call_id } => {
+                let mut sql = self.sql("UPDATE call_recordings SET state = ");
+                sql.bind(RecordingState::Stored.name().to_owned())
+                    .push(", detail = '' WHERE call_id = ")
+                    .bind(call_id.clone());
+                sql.execute(tx, "record an uploaded recording").await?;
+                self.mark_recorded(tx, call_id).await?;
             }
             Change::RevokeToken { name, at_ms } => {
                 let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");

@@ -22,7 +22,8 @@
 //!    where the chain has them.
 //! 5. **Sequence gaps** in each switchboard's node sequence numbers.
 //! 6. **Recordings.** Every call's recording row must agree with its chained
-//!    recording event (and the flags and reports before it); every stored recording's
+//!    recording event (and the flags and reports before it, and the upload a remote
+//!    service chained after it, which makes the row `stored`); every stored recording's
 //!    file must be in the evidence store with its chained length and SHA-256
 //!    (finding kind `recording`).
 //! 7. **Search marks.** Each call's `has_report` and `has_recording` columns (which
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prost::Message;
 
 use super::chain::{HashAlgorithm, StoredEvent, GENESIS_PREV};
-use super::evidence::{chained_recording, state_agrees, Evidence};
+use super::evidence::{chained_recording, chained_upload, state_agrees, Evidence};
 use super::ledger::signing::checkpoint_signature_valid;
 use super::ledger::{apply_effect, call_effect, report_effect};
 use super::store::{RecordingRow, RecordingState, ReportRow, Store, StoreError};
@@ -606,7 +607,21 @@ async fn check_recordings(
                 );
                 continue;
             };
-            let differences = recording_differences(row, &recording, on_hold);
+            let mut differences = recording_differences(row, &recording, on_hold);
+            if let Some((stored_seq, stored)) = chained_upload(&events) {
+                if row.state != RecordingState::Stored {
+                    differences.push(format!(
+                        "state {} but event #{stored_seq} stored the switchboard's upload",
+                        row.state.name()
+                    ));
+                }
+                if !stored.sha256.eq_ignore_ascii_case(&recording.sha256) {
+                    differences.push(format!(
+                        "event #{stored_seq} stored an upload with SHA-256 {}, the recording event says {}",
+                        stored.sha256, recording.sha256
+                    ));
+                }
+            }
             if !differences.is_empty() {
                 report.add(
                     "projection",

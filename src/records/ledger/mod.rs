@@ -28,7 +28,7 @@ use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
     AccessEntry, CallFlagged, CallInterrupted, CallMilestone, CallRecord, CallState, ChainStarted,
     Checkpoint, EventBody, Flag, Milestone, NodeEvent, PurgeResponse, Purged, RecordingFinished,
-    Report, ReportChanged, ReportForm, ReportOpenedVia, Role, TokenChanged,
+    RecordingStored, Report, ReportChanged, ReportForm, ReportOpenedVia, Role, TokenChanged,
 };
 use crate::contract::MAX_BATCH;
 
@@ -173,6 +173,7 @@ pub fn kind_of(body: &EventBody) -> &'static str {
         Some(Kind::Purged(_)) => "purged",
         Some(Kind::Token(_)) => "token",
         Some(Kind::Report(_)) => "report",
+        Some(Kind::RecordingStored(_)) => "recording_stored",
     }
 }
 
@@ -508,6 +509,8 @@ impl Ledger {
             (Fate::Keep, Some(evidence)) => {
                 tokio::task::spawn_blocking(move || evidence.take_over(&id, &source, bytes)).await
             }
+            // A remote service's switchboard deletes its own copy (told on upload).
+            (Fate::Delete, Some(evidence)) if !evidence.local() => Ok(Ok(())),
             (Fate::Delete, _) => {
                 tokio::task::spawn_blocking(move || evidence::discard(&source)).await
             }
@@ -534,6 +537,10 @@ impl Ledger {
                     ),
                 )
             }
+            (Fate::Delete, None) if !local => (
+                RecordingState::Deleted,
+                evidence::DELETED_BY_SWITCHBOARD.to_owned(),
+            ),
             (Fate::Delete, Some(problem)) => {
                 warn!(call = call_id, %problem, "could not delete an unreported call recording");
                 (
@@ -771,6 +778,39 @@ impl Ledger {
         self.append_locked(&mut head, pending, Sign::WhenDue)
             .await?;
         Ok(outcome)
+    }
+
+    /// Chains that call `call_id`'s uploaded recording is in the evidence store and
+    /// marks its row stored; returns the event's position, or 0 when the row is not
+    /// waiting for an upload (a concurrent upload stored it first). Read and written
+    /// under the chain lock, so one upload is chained once.
+    pub async fn recording_stored(
+        &self,
+        call_id: &str,
+        stored: RecordingStored,
+    ) -> Result<i64, LedgerError> {
+        let mut head = self.inner.head.lock().await;
+        let waiting = self
+            .inner
+            .store
+            .recording(call_id)
+            .await?
+            .is_some_and(|row| row.state == RecordingState::NotTransferred);
+        if !waiting {
+            return Ok(0);
+        }
+        let mut pending = Pending::new(
+            Some(call_id.to_owned()),
+            now_ms(),
+            EventBody {
+                kind: Some(Kind::RecordingStored(stored)),
+            },
+        );
+        pending.change = Some(Change::RecordingUploaded {
+            call_id: call_id.to_owned(),
+        });
+        self.append_locked(&mut head, vec![pending], Sign::WhenDue)
+            .await
     }
 
     /// Records one access (query, export, flag, verify, admin action) in the chain.

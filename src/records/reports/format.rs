@@ -151,7 +151,7 @@ impl From<&Report> for ReportLine {
 
 impl ReportLine {
     /// The cells in [`REPORT_CSV_HEADER`] order.
-    fn cells(&self) -> Vec<String> {
+    pub fn cells(&self) -> Vec<String> {
         let fields = match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(fields)) => fields,
             _ => serde_json::Map::new(),

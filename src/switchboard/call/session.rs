@@ -1096,21 +1096,24 @@ async fn close_recording(
     if !outcome.failure.is_empty() {
         warn!(call_id = %call_id, failure = %outcome.failure, "recording_failed");
     }
-    shared.records.recording(
-        &call_id,
-        RecordingFinished {
-            path: outcome.path.display().to_string(),
-            sha256: outcome.sha256,
-            bytes: outcome.bytes,
-            sample_rate: outcome.sample_rate,
-            channels: outcome.channels,
-            format: "wav".into(),
-            started_at_ms: outcome.started_at_ms,
-            duration_ms: outcome.duration_ms,
-            policy: outcome.policy.into(),
-            failure: outcome.failure,
-        },
-    );
+    shared
+        .records
+        .recording(
+            &call_id,
+            RecordingFinished {
+                path: outcome.path.display().to_string(),
+                sha256: outcome.sha256,
+                bytes: outcome.bytes,
+                sample_rate: outcome.sample_rate,
+                channels: outcome.channels,
+                format: "wav".into(),
+                started_at_ms: outcome.started_at_ms,
+                duration_ms: outcome.duration_ms,
+                policy: outcome.policy.into(),
+                failure: outcome.failure,
+            },
+        )
+        .await;
 }
 
 /// A leg's figures in the record's terms.

@@ -1,6 +1,8 @@
 //! Delivery of call events: the durable spool and the sender that drains it
-//! into the records service. Runs in the switchboard process; takes contract
+//! into the records service, and the uploads of kept recordings to a records
+//! service on another machine. Runs in the switchboard process; takes contract
 //! types only (the call flow converts its milestones).
 
 pub mod sender;
 pub mod spool;
+pub mod upload;

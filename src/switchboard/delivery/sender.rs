@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::spool::{Recovered, Spool, SpoolError};
+use super::upload::Uploads;
 use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
@@ -63,6 +64,9 @@ pub struct RecordSender {
     queue: mpsc::UnboundedSender<SpoolRequest>,
     /// Whether the last spool write (or check) worked.
     spool_healthy: Arc<AtomicBool>,
+    /// Where kept recordings go to be uploaded (a remote records service); `None`:
+    /// the records service takes them over from the path in their event.
+    uploads: Option<Uploads>,
 }
 
 impl std::fmt::Debug for SpoolRequest {
@@ -151,6 +155,7 @@ impl RecordSender {
         let sender = RecordSender {
             queue,
             spool_healthy,
+            uploads: None,
         };
         sender.enqueue(
             NodeEvent {
@@ -196,9 +201,23 @@ impl RecordSender {
         self.enqueue(event, None);
     }
 
-    /// The call's audio recording was closed (or failed): queues its event
-    /// after the call's final record. Never blocks, never fails.
-    pub fn recording(&self, call_id: &str, recording: RecordingFinished) {
+    /// Has kept recordings uploaded by `uploads` (the records service is remote).
+    pub fn uploading(self, uploads: Uploads) -> RecordSender {
+        RecordSender {
+            uploads: Some(uploads),
+            ..self
+        }
+    }
+
+    /// The call's audio recording was closed (or failed): queues its event after the
+    /// call's final record, and — for a remote records service — marks the file as
+    /// waiting for upload first. Never fails.
+    pub async fn recording(&self, call_id: &str, recording: RecordingFinished) {
+        if let Some(uploads) = &self.uploads {
+            if recording.failure.is_empty() {
+                uploads.hold(call_id, &recording).await;
+            }
+        }
         self.enqueue(
             NodeEvent {
                 at_ms: now_ms(),

@@ -369,6 +369,7 @@ async fn export(
         filter: Some(filter),
         format: format as i32,
         sort: SortOrder::NewestFirst as i32,
+        with_audio: false,
     };
     match signed_export(&console, caller, request).await {
         Ok(bytes) => {
