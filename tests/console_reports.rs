@@ -194,6 +194,10 @@ async fn reports_are_filed_reviewed_printed_and_recordings_heard_in_chromium() {
     for n in [UNRELATED, OTHERS] {
         events.extend([milestone(n, Milestone::Received), ended(n)]);
     }
+    // Operator 1002 took the other call: an operator reports only calls it took.
+    if let Some(Kind::Ended(record)) = &mut events.last_mut().and_then(|e| e.kind.as_mut()) {
+        record.operator_uri = "sip:1002@pbx.court.test".into();
+    }
     events.push(unrelated_recording);
     let first = console_common::generated_calls().len() as u64 + 1;
     service

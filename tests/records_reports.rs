@@ -63,6 +63,21 @@ fn report_requested(n: u32, operator: &str, via: &str) -> courtline::contract::p
     event
 }
 
+/// `events` with call 1 answered by operator `op-li` (an operator reports only
+/// calls it took).
+fn taken_by_li(
+    mut events: Vec<courtline::contract::pb::NodeEvent>,
+) -> Vec<courtline::contract::pb::NodeEvent> {
+    for event in &mut events {
+        if let Some(Kind::Ended(record)) = &mut event.kind {
+            if record.call_id == call_id(1) {
+                record.operator_uri = "sip:op-li@pbx.court.test".into();
+            }
+        }
+    }
+    events
+}
+
 async fn reports_draft_submitted_reviewed_keys_hold_and_tamper(db: Db) {
     let service = Service::start(&settings(&db)).await;
     let mut anonymous = service.client(None).await;
@@ -84,7 +99,7 @@ async fn reports_draft_submitted_reviewed_keys_hold_and_tamper(db: Db) {
     let mut extension = client_as(&service, &mut admin, "1001", Role::Operator).await;
     switchboard
         .log_events(LogEventsRequest {
-            events: numbered("sb-1", 1, complete_calls([1, 2])),
+            events: numbered("sb-1", 1, taken_by_li(complete_calls([1, 2]))),
         })
         .await
         .unwrap();
@@ -106,6 +121,20 @@ async fn reports_draft_submitted_reviewed_keys_hold_and_tamper(db: Db) {
         (1, ReportStatus::Draft, "op-li")
     );
     assert_eq!(draft.court_name, record(1).court_name);
+    // Another operator cannot open one on li's call (and so cannot come to read it).
+    let not_theirs = zhao
+        .open_report(OpenReportRequest {
+            call_id: call_id(1),
+            opened_via: ReportOpenedVia::Cli as i32,
+            form: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_theirs.code(),
+        tonic::Code::PermissionDenied,
+        "{not_theirs:?}"
+    );
     let incomplete = li
         .submit_report(SubmitReportRequest {
             report_id: id.clone(),
@@ -444,7 +473,7 @@ async fn cli_round_trip_keeps_chinese_text(db: Db) {
     let mut anonymous = service.client(None).await;
     anonymous
         .log_events(LogEventsRequest {
-            events: numbered("sb-1", 1, complete_calls([1])),
+            events: numbered("sb-1", 1, taken_by_li(complete_calls([1]))),
         })
         .await
         .unwrap();

@@ -873,6 +873,7 @@ impl Ledger {
             form: ReportForm::default(),
             court_name: call.court_name.clone(),
             line_number: call.line_number.clone(),
+            call_operator: call.operator_uri.clone(),
         };
         let report = next_version(None, action, &actor, at_ms)?;
         info!(call = %call.call_id, report = %report.report_id, operator, via, "the operator's keys opened a report");
@@ -902,6 +903,7 @@ impl Ledger {
             form,
             court_name: call.court_name,
             line_number: call.line_number,
+            call_operator: call.operator_uri,
         };
         let report = next_version(None, action, actor, now_ms())?;
         let seq = self

@@ -54,6 +54,9 @@ pub enum Action {
         court_name: String,
         /// The call's line.
         line_number: String,
+        /// The operator who took the call (its record's `operator_uri`): an
+        /// operator may report only calls it took.
+        call_operator: String,
     },
     /// Replace the form (a new version).
     Update(ReportForm),
@@ -146,6 +149,7 @@ pub fn next_version(
             form,
             court_name,
             line_number,
+            call_operator,
         } = action
         else {
             return Err(Refusal::Invalid(format!(
@@ -165,6 +169,16 @@ pub fn next_version(
                 actor.name,
                 role_label(actor.role),
                 via.as_str_name()
+            )));
+        }
+        // Opening a report makes its opener an owner, and owners read the call: an
+        // operator who could open one on any call could read any call.
+        let took_the_call = actor.name == call_operator
+            || sip_user(&call_operator).is_some_and(|user| user == actor.name);
+        if actor.role == Role::Operator && !took_the_call {
+            return Err(Refusal::NotAllowed(format!(
+                "{} may report only calls it took as the operator",
+                actor.name
             )));
         }
         check_form(&form).map_err(Refusal::Invalid)?;
@@ -533,10 +547,33 @@ mod tests {
                 form: ReportForm::default(),
                 court_name: "上海市第一中级人民法院".into(),
                 line_number: "12368".into(),
+                call_operator: "sip:op-li@pbx.court.example".into(),
             },
             by,
             1000,
         )
+    }
+
+    #[test]
+    fn an_operator_reports_only_calls_it_took() {
+        // op-li took call c1 (its URI's user part); op-zhao did not.
+        assert!(open(&actor("op-li", Role::Operator), ReportOpenedVia::Console).is_ok());
+        assert!(open(
+            &actor("sip:op-li@pbx.court.example", Role::Operator),
+            ReportOpenedVia::Cli
+        )
+        .is_ok());
+        let refused = open(&actor("op-zhao", Role::Operator), ReportOpenedVia::Console);
+        assert!(
+            matches!(&refused, Err(Refusal::NotAllowed(text)) if text.contains("only calls it took")),
+            "{refused:?}"
+        );
+        // Compliance files on anyone's call.
+        assert!(open(
+            &actor("comp-wang", Role::Compliance),
+            ReportOpenedVia::Console
+        )
+        .is_ok());
     }
 
     fn complete_form() -> ReportForm {
