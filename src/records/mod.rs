@@ -4,11 +4,12 @@
 //! [`service`] authorises ([`auth`]) and hands events to the [`ledger`], which
 //! chains them ([`chain`]), signs checkpoints ([`ledger::signing`]) and
 //! commits them with their effect on the per-call rows to a [`store::Store`].
-//! [`evidence`] keeps call recordings. [`verify`] recomputes all of it; [`export`] writes and checks self-verifying
+//! [`evidence`] keeps call recordings. [`dashboard`] turns counters into figures. [`verify`] recomputes all of it; [`export`] writes and checks self-verifying
 //! export files; [`query`] formats records for people and spreadsheets.
 
 pub mod auth;
 pub mod chain;
+pub mod dashboard;
 pub mod evidence;
 pub mod export;
 pub mod ledger;
