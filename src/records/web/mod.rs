@@ -6,8 +6,10 @@
 //! an access event on the chain exactly like a gRPC query. Sign-in exchanges one of
 //! the records service's tokens for a session; the loopback rule applies as it does
 //! for gRPC. The security rules themselves are in [`security`], the languages in
-//! [`i18n`], the search form in [`filter`], the pages in [`pages`].
+//! [`i18n`], the search form in [`filter`], the dashboard's SVG charts in [`chart`], the pages in
+//! [`pages`].
 
+pub mod chart;
 pub mod filter;
 pub mod i18n;
 pub mod pages;

@@ -7,6 +7,7 @@
 mod access;
 mod call;
 mod calls;
+mod dashboard;
 mod integrity;
 mod session;
 
@@ -45,6 +46,7 @@ pub fn routes(console: Console) -> Router {
         .merge(call::routes())
         .merge(access::routes())
         .merge(integrity::routes())
+        .merge(dashboard::routes())
         .with_state(console)
 }
 
