@@ -30,6 +30,11 @@ use crate::records::web::Console;
 const RANGES: [u32; 3] = [7, 30, 90];
 /// The range of a view that names none.
 const DEFAULT_DAYS: u32 = 30;
+/// The palette entry of answer times (green, as in no court's legend nearby).
+const ANSWER_SERIES: usize = 2;
+/// The palette entries of flags and reports: past the first courts' colours, so
+/// they are not read as courts.
+const WEEK_SERIES: [usize; 2] = [5, 6];
 /// At most this many slot labels under a chart of days, so they do not overlap.
 const MAX_DAY_LABELS: usize = 10;
 
@@ -202,7 +207,7 @@ fn page(chrome: Chrome, dashboard: Dashboard, days: u32, until: String) -> Dashb
         .enumerate()
         .map(|(index, key)| Legend {
             name: lang.text(key),
-            colour: colour(index + 5),
+            colour: colour(WEEK_SERIES[index]),
         })
         .collect();
     let range = format!("{first_date} – {last_date} (UTC)");
@@ -274,20 +279,14 @@ fn calls_chart(figures: &Figures) -> Chart {
     let max = figures.days.iter().map(|day| day.total.calls).max();
     let mut chart = Chart::new(figures.days.len(), max.unwrap_or(0) as f64);
     for (slot, day) in figures.days.iter().enumerate() {
-        let segments: Vec<_> = day
+        let calls: Vec<(usize, f64)> = day
             .calls_per_court
             .iter()
-            .zip(&figures.courts)
             .enumerate()
-            .map(|(index, (calls, court))| {
-                (
-                    *calls as f64,
-                    colour(index),
-                    format!("{} {court}: {calls}", date(day.day)),
-                )
-            })
+            .map(|(court, n)| (court, *n as f64))
             .collect();
-        chart.stack(slot, &segments);
+        chart.stack(slot, &calls);
+        chart.title(slot, format!("{}: {}", date(day.day), day.total.calls));
     }
     label_days(&mut chart, figures);
     chart
@@ -302,13 +301,20 @@ fn rates_chart(figures: &Figures) -> Chart {
         |tally| tally.hung_up_in_warning,
         |tally| tally.connected,
     ];
-    for (index, part) in parts.iter().enumerate() {
+    for (series, part) in parts.iter().enumerate() {
         let values: Vec<Option<f64>> = figures
             .days
             .iter()
             .map(|day| day.total.percent_of_calls(part(&day.total)))
             .collect();
-        chart.line(&values, colour(index));
+        chart.line(&values, series);
+    }
+    for (slot, day) in figures.days.iter().enumerate() {
+        let rates: Vec<String> = parts
+            .iter()
+            .map(|part| percent(day.total.percent_of_calls(part(&day.total))))
+            .collect();
+        chart.title(slot, format!("{}: {}", date(day.day), rates.join(" / ")));
     }
     label_days(&mut chart, figures);
     chart
@@ -325,8 +331,8 @@ fn answer_chart(lang: Lang, figures: &Figures) -> Chart {
     let mut chart = Chart::new(figures.days.len(), max as f64 / 1000.0);
     for (slot, (day, mean)) in figures.days.iter().zip(&means).enumerate() {
         if let Some(mean) = mean {
-            let title = format!("{} {}", date(day.day), seconds(lang, Some(*mean)));
-            chart.stack(slot, &[(*mean as f64 / 1000.0, colour(2), title)]);
+            chart.stack(slot, &[(ANSWER_SERIES, *mean as f64 / 1000.0)]);
+            chart.title(slot, format!("{}: {}", date(day.day), seconds(lang, Some(*mean))));
         }
     }
     label_days(&mut chart, figures);
@@ -361,7 +367,8 @@ fn buckets_chart(lang: Lang, total: &Tally) -> Chart {
     let max = rows.iter().map(|(_, count)| *count).max().unwrap_or(0);
     let mut chart = Chart::new(rows.len(), max as f64);
     for (slot, (label, count)) in rows.into_iter().enumerate() {
-        chart.stack(slot, &[(count as f64, colour(2), format!("{label}: {count}"))]);
+        chart.stack(slot, &[(ANSWER_SERIES, count as f64)]);
+        chart.title(slot, format!("{label}: {count}"));
         chart.label(slot, label);
     }
     chart
@@ -378,13 +385,22 @@ fn weeks_chart(lang: Lang, figures: &Figures) -> Chart {
     let mut chart = Chart::new(figures.weeks.len(), max as f64);
     let (flags, reports) = (lang.text("dash-flags"), lang.text("dash-reports"));
     for (slot, week) in figures.weeks.iter().enumerate() {
-        let span = format!("{} – {}", date(week.first_day), date(week.last_day));
         chart.group(
             slot,
             &[
-                (week.flags as f64, colour(5), format!("{span} {flags}: {}", week.flags)),
-                (week.reports as f64, colour(6), format!("{span} {reports}: {}", week.reports)),
+                (WEEK_SERIES[0], week.flags as f64),
+                (WEEK_SERIES[1], week.reports as f64),
             ],
+        );
+        chart.title(
+            slot,
+            format!(
+                "{} – {}: {flags} {}, {reports} {}",
+                date(week.first_day),
+                date(week.last_day),
+                week.flags,
+                week.reports
+            ),
         );
         chart.label(slot, short_date(week.first_day));
     }
