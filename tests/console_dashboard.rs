@@ -3,8 +3,8 @@
 //! over four courts, received on 2023-11-14 and 2023-11-15 (UTC): a compliance
 //! user opens it, reads the figures of a range that holds them, switches range,
 //! sees the records' health after a verification; the view is on the access log;
-//! an operator gets 403 and none of the figures. Screenshot:
-//! `target/console-screenshots/dashboard.png`.
+//! an operator gets 403 and none of the figures. Screenshots:
+//! `target/console-screenshots/dashboard.png` and `dashboard-health.png`.
 
 mod console_common;
 mod records_common;
@@ -75,6 +75,11 @@ async fn compliance_reads_the_dashboard_and_an_operator_may_not() {
     assert!(text(&chrome, "#checkpoint").await.starts_with('#'));
     assert!(text(&chrome, "#deliveries").await.contains("sb-console"));
     screenshot(&chrome, "dashboard").await;
+    chrome
+        .execute("document.getElementById('health').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    screenshot(&chrome, "dashboard-health").await;
 
     // Another range keeps the end date.
     click_and_load(&chrome, "#range-90").await;

@@ -16,8 +16,9 @@ const BELOW: i64 = 22;
 const ABOVE: i64 = 8;
 /// Room right of the plot.
 const RIGHT: i64 = 8;
-/// Value axis divisions (gridlines above 0).
-const DIVISIONS: u32 = 4;
+/// Value axis divisions (gridlines above 0) to choose from, the first that puts every
+/// gridline on a whole number: 4 for 100, 5 for 10, 1 for 1.
+const DIVISIONS: [u32; 4] = [4, 5, 2, 1];
 
 /// Colours of series and courts, in order (Okabe–Ito: told apart with the common
 /// colour-vision deficiencies); a ninth series reuses the first colour.
@@ -128,17 +129,17 @@ impl Chart {
             slots: slots.max(1),
             top_value,
         };
-        chart.grid = (0..=DIVISIONS)
+        let divisions = DIVISIONS
+            .into_iter()
+            .find(|divisions| (top_value / f64::from(*divisions)).fract() == 0.0)
+            .unwrap_or(1);
+        chart.grid = (0..=divisions)
             .map(|division| {
-                let value = top_value * f64::from(division) / f64::from(DIVISIONS);
+                let value = top_value * f64::from(division) / f64::from(divisions);
                 Label {
                     x: LEFT - 4,
                     y: chart.y(value),
-                    text: if value.fract() == 0.0 {
-                        format!("{value:.0}")
-                    } else {
-                        format!("{value:.1}")
-                    },
+                    text: format!("{value}"),
                 }
             })
             .collect();
@@ -270,6 +271,10 @@ mod tests {
         assert_eq!(labels, ["0", "25", "50", "75", "100"]);
         assert_eq!(chart.grid[0].y, HEIGHT - BELOW);
         assert_eq!(chart.grid[4].y, ABOVE);
+        let labels = |max| Chart::new(1, max).grid.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        assert_eq!(labels(0.0), ["0", "1"]);
+        assert_eq!(labels(7.0), ["0", "2", "4", "6", "8", "10"]);
+        assert_eq!(labels(1_500.0), ["0", "500", "1000", "1500", "2000"]);
     }
 
     #[test]
