@@ -60,7 +60,10 @@ async fn compliance_reads_the_dashboard_and_an_operator_may_not() {
     assert_eq!(text(&chrome, "#share-completed").await, "66.7%");
     assert_eq!(text(&chrome, "#hung-up").await, (CALLS / 3).to_string());
     let legend = text(&chrome, ".legend").await;
-    assert!(COURTS.iter().all(|court| legend.contains(court)), "{legend}");
+    assert!(
+        COURTS.iter().all(|court| legend.contains(court)),
+        "{legend}"
+    );
     // Calls 1–6399 arrived before midnight UTC (1,700,000,000 s is 22:13:20).
     let (_, html) = fetch(&chrome, "/dashboard?days=7&until=2023-11-15").await;
     let row = html
@@ -71,7 +74,10 @@ async fn compliance_reads_the_dashboard_and_an_operator_may_not() {
     assert!(html.contains("<title id=\"calls-chart-title\">"), "{html}");
     assert!(html.contains("<path d=\"M"), "bars are drawn");
     let health = text(&chrome, "#health").await;
-    assert!(health.contains("完好") && health.contains("auditor-1"), "{health}");
+    assert!(
+        health.contains("完好") && health.contains("auditor-1"),
+        "{health}"
+    );
     assert!(text(&chrome, "#checkpoint").await.starts_with('#'));
     assert!(text(&chrome, "#deliveries").await.contains("sb-console"));
     screenshot(&chrome, "dashboard").await;

@@ -99,10 +99,18 @@ async fn counters_match_a_scan(db: Db) {
         let mut admin = admin.clone();
         async move { admin.add_token(request).await.unwrap().into_inner().token }
     };
-    let switchboard = service.client(Some(&token("sb-1", Role::Switchboard).await)).await;
-    let operator = service.client(Some(&token("op-li", Role::Operator).await)).await;
-    let compliance = service.client(Some(&token("comp-wang", Role::Compliance).await)).await;
-    let auditor = service.client(Some(&token("audit-chen", Role::Auditor).await)).await;
+    let switchboard = service
+        .client(Some(&token("sb-1", Role::Switchboard).await))
+        .await;
+    let operator = service
+        .client(Some(&token("op-li", Role::Operator).await))
+        .await;
+    let compliance = service
+        .client(Some(&token("comp-wang", Role::Compliance).await))
+        .await;
+    let auditor = service
+        .client(Some(&token("audit-chen", Role::Auditor).await))
+        .await;
 
     // Calls 1–30 on 2023-11-14 (UTC), 6390–6420 across midnight; 100 and 101 are
     // received, interrupted by a switchboard restart, and 100 ends after all.
@@ -183,7 +191,10 @@ async fn counters_match_a_scan(db: Db) {
     assert_eq!(health.nodes[0].node_id, "sb-1");
     assert_eq!(health.nodes[0].node_seq, events.len() as i64);
     let verification = health.last_verification.unwrap();
-    assert_eq!((verification.actor.as_str(), verification.findings), ("audit-chen", 0));
+    assert_eq!(
+        (verification.actor.as_str(), verification.findings),
+        ("audit-chen", 0)
+    );
     assert!(verification.events_checked > events.len() as i64);
     service.stop().await;
 

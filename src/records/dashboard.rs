@@ -67,7 +67,8 @@ impl Tally {
             connected: i64::from(record.operator_answered_at_ms != 0),
             answer_ms_sum: wait.unwrap_or(0),
             answered: i64::from(wait.is_some()),
-            answered_within: ANSWER_WITHIN_MS.map(|bound| i64::from(wait.is_some_and(|w| w <= bound))),
+            answered_within: ANSWER_WITHIN_MS
+                .map(|bound| i64::from(wait.is_some_and(|w| w <= bound))),
             flags: 0,
             reports: 0,
         })
@@ -240,7 +241,12 @@ mod tests {
         assert_eq!(Tally::of_call(&in_progress), None);
         let hung_up = Tally::of_call(&finished(EndReason::CallerHungUpDuringPrompt)).unwrap();
         assert_eq!(
-            (hung_up.calls, hung_up.hung_up_in_warning, hung_up.connected, hung_up.answered),
+            (
+                hung_up.calls,
+                hung_up.hung_up_in_warning,
+                hung_up.connected,
+                hung_up.answered
+            ),
             (1, 1, 0, 0)
         );
         let connected = CallRecord {

@@ -1940,7 +1940,9 @@ impl Store for SqlStore {
     async fn records_health(&self) -> Result<RecordsHealth, StoreError> {
         let operation = "read records health";
         let checkpoint = self
-            .sql("SELECT seq, at_ms FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1")
+            .sql(
+                "SELECT seq, at_ms FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+            )
             .fetch_all(&self.pool, operation)
             .await?;
         let last_checkpoint = match checkpoint.first() {
@@ -1961,9 +1963,8 @@ impl Store for SqlStore {
         let mut nodes = Vec::new();
         for id in &ids {
             let node_id: String = get(id, "node_id", operation)?;
-            let mut sql = self.sql(
-                "SELECT node_seq, at_ms, stored_at_ms FROM events WHERE node_id = ",
-            );
+            let mut sql =
+                self.sql("SELECT node_seq, at_ms, stored_at_ms FROM events WHERE node_id = ");
             sql.bind(node_id.clone())
                 .push(" ORDER BY node_seq DESC LIMIT 1");
             if let Some(row) = sql.fetch_all(&self.pool, operation).await?.first() {

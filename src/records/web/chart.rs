@@ -271,7 +271,13 @@ mod tests {
         assert_eq!(labels, ["0", "25", "50", "75", "100"]);
         assert_eq!(chart.grid[0].y, HEIGHT - BELOW);
         assert_eq!(chart.grid[4].y, ABOVE);
-        let labels = |max| Chart::new(1, max).grid.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        let labels = |max| {
+            Chart::new(1, max)
+                .grid
+                .into_iter()
+                .map(|l| l.text)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(labels(0.0), ["0", "1"]);
         assert_eq!(labels(7.0), ["0", "2", "4", "6", "8", "10"]);
         assert_eq!(labels(1_500.0), ["0", "500", "1000", "1500", "2000"]);
@@ -291,7 +297,10 @@ mod tests {
         // tenth free each side: 4 of 10 is 68 high, 6 more reach the top (8).
         assert_eq!(
             paths,
-            [(colour(0), "M415 110h264v68h-264z"), (colour(2), "M415 8h264v102h-264z")]
+            [
+                (colour(0), "M415 110h264v68h-264z"),
+                (colour(2), "M415 8h264v102h-264z")
+            ]
         );
         assert_eq!(chart.columns[0].path, "M382 8h330v170h-330z");
     }

@@ -140,8 +140,14 @@ pub async fn measure(
         .lines()
         .find_map(|line| {
             let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("set-cookie")
-                .then(|| value.trim().split(';').next().unwrap_or_default().to_owned())
+            name.eq_ignore_ascii_case("set-cookie").then(|| {
+                value
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
         })
         .context("the console set no session cookie (was a token issued on this database?)")?;
     let assets: usize = {
@@ -168,11 +174,13 @@ pub async fn measure(
         .fetch_one(store.pool())
         .await?
         .try_get::<String, _>("call_id")?;
-    let middle = sqlx::query("SELECT call_id FROM calls WHERE received_at_ms >= $1 ORDER BY received_at_ms LIMIT 1")
-        .bind(start_ms + (end_ms - start_ms) / 2)
-        .fetch_one(store.pool())
-        .await?
-        .try_get::<String, _>("call_id")?;
+    let middle = sqlx::query(
+        "SELECT call_id FROM calls WHERE received_at_ms >= $1 ORDER BY received_at_ms LIMIT 1",
+    )
+    .bind(start_ms + (end_ms - start_ms) / 2)
+    .fetch_one(store.pool())
+    .await?
+    .try_get::<String, _>("call_id")?;
     let court = encode("上海市第3中级人民法院");
     let pages: Vec<(String, String)> = vec![
         ("calls, no filter".into(), "/calls".into()),
@@ -181,7 +189,10 @@ pub async fn measure(
             format!("/calls?line=02112007&since={}", encode(&minute(last_month))),
         ),
         ("calls, court".into(), format!("/calls?court={court}")),
-        ("calls, caller prefix (5 digits)".into(), "/calls?caller=13456".into()),
+        (
+            "calls, caller prefix (5 digits)".into(),
+            "/calls?caller=13456".into(),
+        ),
         (
             "calls, caller exact (no match)".into(),
             "/calls?caller=13800138000&caller_exact=on".into(),
@@ -201,20 +212,35 @@ pub async fn measure(
                 encode(&minute(end_ms - 89 * 86_400_000))
             ),
         ),
-        ("calls, end reason no_answer".into(), "/calls?end_reason=no_answer".into()),
+        (
+            "calls, end reason no_answer".into(),
+            "/calls?end_reason=no_answer".into(),
+        ),
         (
             "calls, warning not completed + not connected".into(),
             "/calls?warning=no&connected=no".into(),
         ),
-        ("calls, name contains 律师".into(), format!("/calls?name={}", encode("律师"))),
-        ("calls, name contains 曹".into(), format!("/calls?name={}", encode("曹"))),
+        (
+            "calls, name contains 律师".into(),
+            format!("/calls?name={}", encode("律师")),
+        ),
+        (
+            "calls, name contains 曹".into(),
+            format!("/calls?name={}", encode("曹")),
+        ),
         (
             "calls, name contains a name nobody has".into(),
             format!("/calls?name={}", encode("无此人")),
         ),
         ("calls, flagged (none)".into(), "/calls?flagged=yes".into()),
-        ("call detail (newest call)".into(), format!("/calls/{newest}")),
-        ("call detail (a call of mid-year)".into(), format!("/calls/{middle}")),
+        (
+            "call detail (newest call)".into(),
+            format!("/calls/{newest}"),
+        ),
+        (
+            "call detail (a call of mid-year)".into(),
+            format!("/calls/{middle}"),
+        ),
         (
             "dashboard, 7 days".into(),
             format!("/dashboard?days=7&until={last_day}"),
@@ -276,7 +302,10 @@ mod tests {
         assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
         assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&samples[..1], 99.0), Duration::from_millis(1));
-        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
         assert_eq!(encode("律师 a"), "%E5%BE%8B%E5%B8%88+a");
     }
 }

@@ -387,7 +387,14 @@ async fn main() -> anyhow::Result<()> {
     // included); or the console's pages.
     let opened = OpenedService::open(&settings).await?;
     if args.console {
-        console::measure(opened, &sql_store, START_MS, START_MS + SPAN_MS, args.requests).await?;
+        console::measure(
+            opened,
+            &sql_store,
+            START_MS,
+            START_MS + SPAN_MS,
+            args.requests,
+        )
+        .await?;
         sql_store.close().await;
         return Ok(());
     }

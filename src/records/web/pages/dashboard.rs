@@ -147,7 +147,12 @@ async fn dashboard_page(
     Query(query): Query<DashboardQuery>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, here("/dashboard", uri.query()), Page::Dashboard)
+        .allowed(
+            &headers,
+            peer,
+            here("/dashboard", uri.query()),
+            Page::Dashboard,
+        )
         .await
     {
         Ok(allowed) => allowed,
@@ -332,7 +337,10 @@ fn answer_chart(lang: Lang, figures: &Figures) -> Chart {
     for (slot, (day, mean)) in figures.days.iter().zip(&means).enumerate() {
         if let Some(mean) = mean {
             chart.stack(slot, &[(ANSWER_SERIES, *mean as f64 / 1000.0)]);
-            chart.title(slot, format!("{}: {}", date(day.day), seconds(lang, Some(*mean))));
+            chart.title(
+                slot,
+                format!("{}: {}", date(day.day), seconds(lang, Some(*mean))),
+            );
         }
     }
     label_days(&mut chart, figures);
@@ -423,7 +431,11 @@ fn health_view(
     lang: Lang,
     health: RecordsHealth,
     now_ms: i64,
-) -> (Option<(i64, String)>, Option<VerificationView>, Vec<NodeRow>) {
+) -> (
+    Option<(i64, String)>,
+    Option<VerificationView>,
+    Vec<NodeRow>,
+) {
     let checkpoint = health
         .last_checkpoint
         .map(|(seq, at_ms)| (seq, local_time(at_ms)));
