@@ -48,47 +48,69 @@ pub(super) fn routes() -> Router<Console> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct DashboardQuery {
+    /// Days in the range, as the range links send it.
     days: String,
+    /// Last day, `YYYY-MM-DD` (UTC).
     until: String,
 }
 
 /// A name with its colour, for legends.
 struct Legend {
+    /// Court or figure.
     name: String,
+    /// Its colour in the chart.
     colour: &'static str,
 }
 
 /// One day of the table under the charts.
 struct DayRow {
+    /// `YYYY-MM-DD`.
     date: String,
+    /// Calls per court, in legend order.
     per_court: Vec<i64>,
+    /// All calls of the day.
     calls: i64,
+    /// Share that heard the whole warning.
     completed: String,
+    /// Hung up during the warning.
     hung_up: i64,
+    /// Share connected to an operator.
     connected: String,
+    /// Mean operator answer time.
     mean_answer: String,
 }
 
 /// One week of the flags and reports table.
 struct WeekRow {
+    /// First day.
     first: String,
+    /// Last day.
     last: String,
+    /// Flags set.
     flags: i64,
+    /// Reports opened.
     reports: i64,
 }
 
 /// One answer-time bucket of the range.
 struct BucketRow {
+    /// `5–10 秒`.
     label: String,
+    /// Calls answered in that time.
     count: i64,
+    /// Their share of the answers timed.
     share: String,
 }
 
 /// A switchboard's last delivery.
 struct NodeRow {
+    /// The switchboard.
     node_id: String,
+    /// Its last sequence number stored.
     node_seq: i64,
+    /// When that event happened (switchboard clock).
     event_at: String,
+    /// When the service stored it.
     stored_at: String,
     /// How late its last event arrived (stored minus happened).
     lag: String,
@@ -98,44 +120,75 @@ struct NodeRow {
 
 /// The last verification for people.
 struct VerificationView {
+    /// When it finished.
     at: String,
+    /// Who ran it.
     actor: String,
+    /// Events checked.
     events: i64,
+    /// Findings (0: intact).
     findings: i64,
 }
 
+/// The page: summary, charts with their tables, health.
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
+    /// Frame, language, navigation.
     chrome: Chrome,
     /// The ranges offered, in days, each with whether it is the one shown.
     ranges: Vec<(u32, bool)>,
     /// The `until` asked for (empty: today), kept by the range links.
     until: String,
+    /// First day of the range.
     first_date: String,
+    /// Last day of the range.
     last_date: String,
+    /// Courts with figures in the range, with their colours.
     courts: Vec<Legend>,
+    /// Finished calls in the range.
     total_calls: i64,
+    /// Share that heard the whole warning.
     share_completed: String,
+    /// Hung up during the warning.
     hung_up: i64,
+    /// Share connected.
     share_connected: String,
+    /// Mean operator answer time.
     mean_answer: String,
+    /// Calls per day per court.
     calls_chart: Chart,
+    /// What the calls chart shows.
     calls_desc: String,
+    /// The three shares per day.
     rates_chart: Chart,
+    /// Legend of the shares.
     rates: Vec<Legend>,
+    /// What the shares chart shows.
     rates_desc: String,
+    /// Mean answer time per day.
     answer_chart: Chart,
+    /// What the answer-time chart shows.
     answer_desc: String,
+    /// Answer-time buckets of the range.
     buckets_chart: Chart,
+    /// Flags and reports per week.
     weeks_chart: Chart,
+    /// Legend of flags and reports.
     weeks: Vec<Legend>,
+    /// What the weeks chart shows.
     weeks_desc: String,
+    /// The per-day table under the charts.
     day_rows: Vec<DayRow>,
+    /// Flags and reports per week as a table.
     week_rows: Vec<WeekRow>,
+    /// Answer-time buckets as a table.
     bucket_rows: Vec<BucketRow>,
+    /// Last signed checkpoint: chain position and time.
     checkpoint: Option<(i64, String)>,
+    /// Last verification.
     verification: Option<VerificationView>,
+    /// Each switchboard's last delivery.
     nodes: Vec<NodeRow>,
 }
 
