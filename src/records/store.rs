@@ -2093,6 +2093,10 @@ impl SqlStore {
         let mut tallies: HashMap<(i64, String), Tally> = HashMap::new();
         let mut finished: Vec<String> = Vec::new();
         for row in rows {
+            // Most rows are milestones of calls in progress: nothing to copy or count.
+            if !matches!(row.state, CallState::Ended | CallState::Interrupted) {
+                continue;
+            }
             let record = CallRecord {
                 state: row.state as i32,
                 ..CallRecord::clone(&row.record)
