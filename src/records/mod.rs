@@ -4,12 +4,13 @@
 //! [`service`] authorises ([`auth`]) and hands events to the [`ledger`], which
 //! chains them ([`chain`]), signs checkpoints ([`ledger::signing`]) and
 //! commits them with their effect on the per-call rows to a [`store::Store`].
-//! [`evidence`] keeps call recordings. [`verify`] recomputes all of it; [`export`] writes and checks self-verifying
-//! export files (and archives with audio), [`report_export`] the same for reports; [`query`] formats records for
-//! people and spreadsheets.
+//! [`evidence`] keeps call recordings. [`dashboard`] turns counters into figures. [`verify`] recomputes all
+//! of it; [`export`] writes and checks self-verifying export files (and archives with audio), [`report_export`]
+//! the same for reports; [`query`] formats records for people and spreadsheets.
 
 pub mod auth;
 pub mod chain;
+pub mod dashboard;
 pub mod evidence;
 pub mod export;
 pub mod ledger;

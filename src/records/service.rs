@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
+use super::dashboard::Figures;
 use super::evidence::{
     chained_recording, describe as describe_recording, Evidence, Incoming, UploadProblem,
 };
@@ -36,8 +37,8 @@ use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
 };
 use super::store::{
-    CallQuery, HeldCall, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError,
-    COUNT_CAP, MAX_PAGE_SIZE,
+    CallQuery, HeldCall, RecordingState, RecordsHealth, ReportQuery, ReportRow, SqlStore, Store,
+    StoreError, VerificationRow, COUNT_CAP, MAX_PAGE_SIZE,
 };
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{
@@ -156,6 +157,20 @@ pub struct ClientCertificates {
     pub ca_file: PathBuf,
     /// The role of each certificate identity (see [`super::auth::certificate_identities`]).
     pub roles: CertificateRoles,
+}
+
+/// Most days one dashboard view covers.
+pub const MAX_DASHBOARD_DAYS: u32 = 366;
+
+/// What [`RecordsServer::dashboard_as`] answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dashboard {
+    /// The range's figures.
+    pub figures: Figures,
+    /// Checkpoint, deliveries, last verification.
+    pub health: RecordsHealth,
+    /// When it was read (delivery lag is measured to it).
+    pub now_ms: i64,
 }
 
 /// Implements the generated `RecordsService` trait.
@@ -1465,6 +1480,20 @@ impl RecordsServer {
             findings,
         )
         .await?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.ledger
+            .store()
+            .record_verification(&VerificationRow {
+                finished_at_ms: now_ms(),
+                actor: caller.name.clone(),
+                events_checked: count(report.events_checked),
+                checkpoints_checked: count(report.checkpoints_checked),
+                calls_checked: count(report.calls_checked),
+                findings: count(findings),
+                unsigned_tail: count(report.unsigned_tail),
+            })
+            .await
+            .map_err(|error| store_status("keeping the verification's result", error))?;
         Ok(report)
     }
 
@@ -1616,6 +1645,45 @@ impl RecordsServer {
         )
         .await?;
         Ok(held)
+    }
+
+    /// The dashboard for `caller`: the figures of the `days` UTC days ending with
+    /// `last_day` (from the per-day counters, never a scan of the calls) and the
+    /// records' health. Logged as a `Dashboard` access: the figures are call data.
+    pub async fn dashboard_as(
+        &self,
+        caller: &Caller,
+        last_day: i64,
+        days: u32,
+    ) -> Result<Dashboard, Status> {
+        if !(1..=MAX_DASHBOARD_DAYS).contains(&days) {
+            return Err(Status::invalid_argument(format!(
+                "a dashboard covers 1 to {MAX_DASHBOARD_DAYS} days, not {days}"
+            )));
+        }
+        let store = self.ledger.store();
+        let first_day = last_day - i64::from(days) + 1;
+        let rows = store
+            .daily_figures(first_day, last_day)
+            .await
+            .map_err(|error| store_status("reading the dashboard's figures", error))?;
+        let health = store
+            .records_health()
+            .await
+            .map_err(|error| store_status("reading the records' health", error))?;
+        let figures = Figures::of_rows(&rows, last_day, days);
+        self.log_access(
+            caller,
+            "Dashboard",
+            serde_json::json!({ "first_day": first_day, "last_day": last_day }),
+            rows.len() as u64,
+        )
+        .await?;
+        Ok(Dashboard {
+            figures,
+            health,
+            now_ms: now_ms(),
+        })
     }
 
     /// `ListAccess` for `caller`.

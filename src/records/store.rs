@@ -29,6 +29,7 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Arguments, Executor, Row};
 
 use super::chain::{EventHeader, StoredEvent};
+use super::dashboard::{day_of, DayCourtTally, Tally};
 use super::reports::workflow::owners;
 use crate::contract::pb::{
     CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, Report, ReportFilter,
@@ -228,6 +229,8 @@ pub enum Change {
         call_id: String,
         /// The flag event.
         last_seq: i64,
+        /// When it was flagged (the day the dashboard counts it on).
+        at_ms: i64,
     },
     /// Clear these calls' event bodies and delete their rows (retention).
     PurgeCalls {
@@ -551,8 +554,61 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: Option<(&str, i64)>,
         limit: u32,
     ) -> Result<Vec<(String, i64, i64)>, StoreError>;
+    /// The dashboard's rows for UTC days `first_day..=last_day`, by day and court.
+    async fn daily_figures(
+        &self,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vec<DayCourtTally>, StoreError>;
+    /// The last signed checkpoint, each switchboard's last event, the last verification.
+    async fn records_health(&self) -> Result<RecordsHealth, StoreError>;
+    /// Keeps `run` as the last verification, replacing the one before.
+    async fn record_verification(&self, run: &VerificationRow) -> Result<(), StoreError>;
     /// Finishes in-flight statements and closes the database.
     async fn close(&self);
+}
+
+/// How the records stand, for the dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordsHealth {
+    /// Chain position and time of the last signed checkpoint.
+    pub last_checkpoint: Option<(i64, i64)>,
+    /// Each switchboard's last stored event, by node id.
+    pub nodes: Vec<NodeDelivery>,
+    /// The last verification the service ran.
+    pub last_verification: Option<VerificationRow>,
+}
+
+/// A switchboard's last stored event: how far behind its deliveries are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDelivery {
+    /// The switchboard's node id.
+    pub node_id: String,
+    /// Its highest sequence number stored.
+    pub node_seq: i64,
+    /// When that event happened (the switchboard's clock).
+    pub at_ms: i64,
+    /// When the service stored it.
+    pub stored_at_ms: i64,
+}
+
+/// A verification run as `last_verification` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationRow {
+    /// When it finished.
+    pub finished_at_ms: i64,
+    /// Who ran it.
+    pub actor: String,
+    /// Events, checkpoints and calls it checked.
+    pub events_checked: i64,
+    /// Checkpoints it checked.
+    pub checkpoints_checked: i64,
+    /// Calls it checked.
+    pub calls_checked: i64,
+    /// Its findings (0: intact).
+    pub findings: i64,
+    /// Events after the last checkpoint.
+    pub unsigned_tail: i64,
 }
 
 /// A [`Store`] on SQLite or PostgreSQL.
@@ -1038,6 +1094,96 @@ const ARRIVAL_COLUMNS: [&str; 5] = [
     "caller_number",
     "caller_display_name",
 ];
+
+/// Every `daily_court_figures` column, in [`bind_figures`] order.
+const FIGURE_COLUMNS: &str = "day, court_name, calls, warning_completed, hung_up_in_warning, \
+    connected, answer_ms_sum, answered, answered_5s, answered_10s, answered_20s, answered_30s, \
+    flags, reports";
+/// Number of names in [`FIGURE_COLUMNS`].
+const FIGURE_COLUMN_COUNT: usize = 14;
+/// The calls columns [`Tally::of_call`] reads.
+const TALLY_CALL_COLUMNS: &str = "call_id, received_at_ms, court_name, state, prompt_completed, \
+    end_reason, prompt_ended_at_ms, operator_answered_at_ms";
+
+/// `INSERT INTO daily_court_figures (...) VALUES `: the head of the figures' additions.
+static INSERT_FIGURES: LazyLock<String> =
+    LazyLock::new(|| format!("INSERT INTO daily_court_figures ({FIGURE_COLUMNS}) VALUES "));
+
+/// The tail that adds a new row's values to an existing one's.
+static ADD_FIGURES: LazyLock<String> = LazyLock::new(|| {
+    let sums: Vec<String> = FIGURE_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(2)
+        .map(|column| format!("{column} = daily_court_figures.{column} + excluded.{column}"))
+        .collect();
+    format!(
+        " ON CONFLICT (day, court_name) DO UPDATE SET {}",
+        sums.join(", ")
+    )
+});
+
+fn bind_figures(sql: &mut Sql, row: &DayCourtTally) {
+    let t = &row.tally;
+    let args = &mut sql.args;
+    let _ = args.add(row.day);
+    let _ = args.add(row.court_name.clone());
+    for value in [
+        t.calls,
+        t.warning_completed,
+        t.hung_up_in_warning,
+        t.connected,
+        t.answer_ms_sum,
+        t.answered,
+    ]
+    .into_iter()
+    .chain(t.answered_within)
+    .chain([t.flags, t.reports])
+    {
+        let _ = args.add(value);
+    }
+}
+
+fn figures_from_row(row: &AnyRow) -> Result<DayCourtTally, StoreError> {
+    let key = "daily_court_figures";
+    let number = |name: &str| get::<i64>(row, name, key);
+    Ok(DayCourtTally {
+        day: number("day")?,
+        court_name: get(row, "court_name", key)?,
+        tally: Tally {
+            calls: number("calls")?,
+            warning_completed: number("warning_completed")?,
+            hung_up_in_warning: number("hung_up_in_warning")?,
+            connected: number("connected")?,
+            answer_ms_sum: number("answer_ms_sum")?,
+            answered: number("answered")?,
+            answered_within: [
+                number("answered_5s")?,
+                number("answered_10s")?,
+                number("answered_20s")?,
+                number("answered_30s")?,
+            ],
+            flags: number("flags")?,
+            reports: number("reports")?,
+        },
+    })
+}
+
+/// A record holding just the [`TALLY_CALL_COLUMNS`].
+fn tally_call_from_row(row: &AnyRow, operation: &str) -> Result<CallRecord, StoreError> {
+    let number = |name: &str| get::<i64>(row, name, operation);
+    Ok(CallRecord {
+        call_id: get(row, "call_id", operation)?,
+        received_at_ms: number("received_at_ms")?,
+        court_name: get(row, "court_name", operation)?,
+        state: i32::try_from(number("state")?).unwrap_or_default(),
+        prompt_completed: number("prompt_completed")? != 0,
+        end_reason: i32::try_from(number("end_reason")?).unwrap_or_default(),
+        prompt_ended_at_ms: number("prompt_ended_at_ms")?,
+        operator_answered_at_ms: number("operator_answered_at_ms")?,
+        ..CallRecord::default()
+    })
+}
 
 /// `INSERT INTO calls (...) VALUES `, the head of every calls upsert.
 static INSERT_CALLS: LazyLock<String> =
@@ -1887,6 +2033,122 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn daily_figures(
+        &self,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vec<DayCourtTally>, StoreError> {
+        let mut sql = self.sql(format!(
+            "SELECT {FIGURE_COLUMNS} FROM daily_court_figures WHERE day >= "
+        ));
+        sql.bind(first_day)
+            .push(" AND day <= ")
+            .bind(last_day)
+            .push(" ORDER BY day, court_name");
+        let rows = sql.fetch_all(&self.pool, "read dashboard figures").await?;
+        rows.iter().map(figures_from_row).collect()
+    }
+
+    async fn records_health(&self) -> Result<RecordsHealth, StoreError> {
+        let operation = "read records health";
+        let checkpoint = self
+            .sql(
+                "SELECT seq, at_ms FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+            )
+            .fetch_all(&self.pool, operation)
+            .await?;
+        let last_checkpoint = match checkpoint.first() {
+            Some(row) => Some((get(row, "seq", operation)?, get(row, "at_ms", operation)?)),
+            None => None,
+        };
+        // The node ids by a walk of the (node_id, node_seq) index from one id to the
+        // next (a DISTINCT would read every switchboard event), then each one's last.
+        let ids = self
+            .sql(
+                "WITH RECURSIVE nodes (node_id) AS (SELECT MIN(node_id) FROM events \
+                 UNION ALL SELECT (SELECT MIN(node_id) FROM events WHERE node_id > nodes.node_id) \
+                 FROM nodes WHERE nodes.node_id IS NOT NULL) \
+                 SELECT node_id FROM nodes WHERE node_id IS NOT NULL",
+            )
+            .fetch_all(&self.pool, operation)
+            .await?;
+        let mut nodes = Vec::new();
+        for id in &ids {
+            let node_id: String = get(id, "node_id", operation)?;
+            let mut sql =
+                self.sql("SELECT node_seq, at_ms, stored_at_ms FROM events WHERE node_id = ");
+            sql.bind(node_id.clone())
+                .push(" ORDER BY node_seq DESC LIMIT 1");
+            if let Some(row) = sql.fetch_all(&self.pool, operation).await?.first() {
+                nodes.push(NodeDelivery {
+                    node_seq: get(row, "node_seq", operation)?,
+                    at_ms: get(row, "at_ms", operation)?,
+                    stored_at_ms: get(row, "stored_at_ms", operation)?,
+                    node_id,
+                });
+            }
+        }
+        let verification = self
+            .sql(
+                "SELECT finished_at_ms, actor, events_checked, checkpoints_checked, \
+                 calls_checked, findings, unsigned_tail FROM last_verification",
+            )
+            .fetch_all(&self.pool, operation)
+            .await?;
+        let last_verification = match verification.first() {
+            Some(row) => Some(VerificationRow {
+                finished_at_ms: get(row, "finished_at_ms", operation)?,
+                actor: get(row, "actor", operation)?,
+                events_checked: get(row, "events_checked", operation)?,
+                checkpoints_checked: get(row, "checkpoints_checked", operation)?,
+                calls_checked: get(row, "calls_checked", operation)?,
+                findings: get(row, "findings", operation)?,
+                unsigned_tail: get(row, "unsigned_tail", operation)?,
+            }),
+            None => None,
+        };
+        Ok(RecordsHealth {
+            last_checkpoint,
+            nodes,
+            last_verification,
+        })
+    }
+
+    async fn record_verification(&self, run: &VerificationRow) -> Result<(), StoreError> {
+        let operation = "record the verification";
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| query_error(operation, source))?;
+        let mut sql = self.sql(
+            "INSERT INTO last_verification (id, finished_at_ms, actor, events_checked, \
+             checkpoints_checked, calls_checked, findings, unsigned_tail) VALUES (1",
+        );
+        sql.push(", ")
+            .bind(run.finished_at_ms)
+            .push(", ")
+            .bind(run.actor.clone());
+        for value in [
+            run.events_checked,
+            run.checkpoints_checked,
+            run.calls_checked,
+            run.findings,
+            run.unsigned_tail,
+        ] {
+            sql.push(", ").bind(value);
+        }
+        sql.push(
+            ") ON CONFLICT (id) DO UPDATE SET finished_at_ms = excluded.finished_at_ms, \
+             actor = excluded.actor, events_checked = excluded.events_checked, \
+             checkpoints_checked = excluded.checkpoints_checked, \
+             calls_checked = excluded.calls_checked, findings = excluded.findings, \
+             unsigned_tail = excluded.unsigned_tail",
+        );
+        sql.execute(&mut connection, operation).await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -1909,6 +2171,7 @@ impl SqlStore {
         rows: &[&CallRow],
     ) -> Result<(), StoreError> {
         let operation = "store call rows";
+        self.tally_calls(tx, rows).await?;
         for chunk in statement_chunks(rows) {
             let upsert = |tail: &str| {
                 self.values(&INSERT_CALLS, tail, CALL_COLUMN_COUNT, chunk, |sql, row| {
@@ -1926,6 +2189,81 @@ impl SqlStore {
                 self.delete_name_grams(tx, &call_ids).await?;
                 upsert(&UPDATE_ALL).execute(tx, operation).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Adds to the dashboard's figures what the finished calls among `rows` (about to
+    /// be written) add, after taking away what their rows as stored added if those
+    /// were finished already: each finished call counts once, as its latest row says.
+    /// Only finished rows are looked up, by key, so a milestone costs nothing here.
+    async fn tally_calls(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        rows: &[&CallRow],
+    ) -> Result<(), StoreError> {
+        let mut tallies: HashMap<(i64, String), Tally> = HashMap::new();
+        let mut finished: Vec<String> = Vec::new();
+        for row in rows {
+            // Most rows are milestones of calls in progress: nothing to copy or count.
+            if !matches!(row.state, CallState::Ended | CallState::Interrupted) {
+                continue;
+            }
+            let record = CallRecord {
+                state: row.state as i32,
+                ..CallRecord::clone(&row.record)
+            };
+            if let Some(tally) = Tally::of_call(&record) {
+                let key = (day_of(record.received_at_ms), record.court_name.clone());
+                tallies.entry(key).or_default().add(&tally, 1);
+                finished.push(record.call_id);
+            }
+        }
+        let operation = "read finished calls' figures";
+        for chunk in finished.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql(format!(
+                "SELECT {TALLY_CALL_COLUMNS} FROM calls WHERE state IN (2, 3) AND call_id IN ("
+            ));
+            push_list(&mut sql, chunk);
+            sql.push(")");
+            for row in sql.fetch_all(&mut *tx, operation).await? {
+                let stored = tally_call_from_row(&row, operation)?;
+                if let Some(tally) = Tally::of_call(&stored) {
+                    let key = (day_of(stored.received_at_ms), stored.court_name);
+                    tallies.entry(key).or_default().add(&tally, -1);
+                }
+            }
+        }
+        self.add_tallies(tx, &tallies).await
+    }
+
+    /// Adds `tallies` to the rows of `daily_court_figures`, making rows as needed.
+    async fn add_tallies(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        tallies: &HashMap<(i64, String), Tally>,
+    ) -> Result<(), StoreError> {
+        let mut rows: Vec<DayCourtTally> = tallies
+            .iter()
+            .filter(|(_, tally)| !tally.is_zero())
+            .map(|((day, court_name), tally)| DayCourtTally {
+                day: *day,
+                court_name: court_name.clone(),
+                tally: *tally,
+            })
+            .collect();
+        // One order, so two writers lock the rows alike (PostgreSQL).
+        rows.sort_by(|a, b| (a.day, &a.court_name).cmp(&(b.day, &b.court_name)));
+        for chunk in statement_chunks(&rows) {
+            self.values(
+                &INSERT_FIGURES,
+                &ADD_FIGURES,
+                FIGURE_COLUMN_COUNT,
+                chunk,
+                bind_figures,
+            )
+            .execute(tx, "add dashboard figures")
+            .await?;
         }
         Ok(())
     }
@@ -2058,12 +2396,25 @@ impl SqlStore {
     async fn apply(&self, tx: &mut sqlx::AnyConnection, change: &Change) -> Result<(), StoreError> {
         match change {
             Change::UpsertCall(_) => {}
-            Change::FlagCall { call_id, last_seq } => {
+            Change::FlagCall {
+                call_id,
+                last_seq,
+                at_ms,
+            } => {
                 let mut sql = self.sql("UPDATE calls SET flagged = 1, last_seq = ");
                 sql.bind(*last_seq)
                     .push(" WHERE call_id = ")
                     .bind(call_id.clone());
                 sql.execute(tx, "flag call").await?;
+                let mut court = self.sql("SELECT court_name FROM calls WHERE call_id = ");
+                court.bind(call_id.clone());
+                let operation = "read a flagged call's court";
+                if let Some(row) = court.fetch_all(&mut *tx, operation).await?.first() {
+                    let court_name: String = get(row, "court_name", operation)?;
+                    let mut tallies = HashMap::new();
+                    tallies.insert((day_of(*at_ms), court_name), Tally::flag());
+                    self.add_tallies(tx, &tallies).await?;
+                }
             }
             Change::PurgeCalls { call_ids } => {
                 for chunk in call_ids.chunks(MAX_ROWS_PER_STATEMENT) {
@@ -2161,6 +2512,14 @@ impl SqlStore {
                     self.sql("UPDATE calls SET has_report = 1 WHERE has_report = 0 AND call_id = ");
                 mark.bind(row.call_id.clone());
                 mark.execute(tx, "mark reported call").await?;
+                if row.version == 1 {
+                    let mut tallies = HashMap::new();
+                    tallies.insert(
+                        (day_of(row.opened_at_ms), row.court_name.clone()),
+                        Tally::report(),
+                    );
+                    self.add_tallies(tx, &tallies).await?;
+                }
             }
             Change::RecordingUploaded { call_id } => {
                 let mut sql = self.sql("UPDATE call_recordings SET state = ");

@@ -327,6 +327,7 @@ impl Batch {
             Some(CallEffect::Flag) => self.changes.push(Change::FlagCall {
                 call_id: header.call_id.clone().unwrap_or_default(),
                 last_seq: seq,
+                at_ms: header.at_ms,
             }),
             None => {}
         }

@@ -8,9 +8,11 @@
 //! the loopback rule applies as it does for gRPC. The security rules themselves are
 //! in [`security`], HTTPS with the service's own files in [`tls`], the languages in
 //! [`i18n`], the search form in [`filter`], the report form in [`report_form`],
-//! caller masking in [`mask`], a call's course in [`timeline`], the background
-//! verification's bookkeeping in [`verification`], the pages in [`pages`].
+//! caller masking in [`mask`], a call's course in [`timeline`], the dashboard's SVG
+//! charts in [`chart`], the background verification's bookkeeping in
+//! [`verification`], the pages in [`pages`].
 
+pub mod chart;
 pub mod filter;
 pub mod i18n;
 pub mod mask;

@@ -1,14 +1,18 @@
 //! Records benchmarks (see BENCHMARKS.md, "Records"): sustained ingest through the
 //! ledger, then first-page ListCalls latency and a full ExportCalls over gRPC on a
-//! store filled with generated calls.
+//! store filled with generated calls; or, with `--console`, the web console's
+//! server time and weight per page on that store (BENCHMARKS.md, "Web console").
 //!
 //! ```sh
 //! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000
 //! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/bench --calls 1000000
+//! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000 --console
 //! ```
 //!
 //! The database must be new (or made by an earlier run of this tool with the same
 //! `--calls`, which then skips generation).
+
+mod console;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +61,12 @@ struct Args {
     /// Skip the full export.
     #[arg(long)]
     no_export: bool,
+    /// Measure the web console's pages instead of ListCalls and the export.
+    #[arg(long)]
+    console: bool,
+    /// Requests per page in the console measurement (p50 and p99 over them).
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
 }
 
 /// Unix ms of the generated calls' start: 2025-01-01.
@@ -373,8 +383,21 @@ async fn main() -> anyhow::Result<()> {
     store.close().await;
     let sql_store = SqlStore::open(&args.database).await?;
 
-    // 3. Queries and export over gRPC, through the real service (access logging included).
+    // 3. Queries and export over gRPC, through the real service (access logging
+    // included); or the console's pages.
     let opened = OpenedService::open(&settings).await?;
+    if args.console {
+        console::measure(
+            opened,
+            &sql_store,
+            START_MS,
+            START_MS + SPAN_MS,
+            args.requests,
+        )
+        .await?;
+        sql_store.close().await;
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

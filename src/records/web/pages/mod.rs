@@ -9,6 +9,7 @@ mod admin;
 mod audio;
 mod call;
 mod calls;
+mod dashboard;
 mod integrity;
 mod reports;
 mod session;
@@ -52,6 +53,7 @@ pub fn routes(console: Console) -> Router {
         .merge(reports::routes())
         .merge(audio::routes())
         .merge(admin::routes())
+        .merge(dashboard::routes())
         .with_state(console)
 }
 
