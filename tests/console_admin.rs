@@ -10,7 +10,7 @@ mod console_common;
 mod records_common;
 
 use console_common::{
-    browser, browser_present, click_and_load, fetch, screenshot, sign_in, start_driver, text,
+    browser, browser_present, click_and_load, post_form, screenshot, sign_in, start_driver, text,
     ConsoleService, CALLS,
 };
 use courtline::contract::pb::Role;
@@ -89,9 +89,10 @@ async fn admin_issues_a_token_and_an_auditor_verifies_the_chain_and_an_export_in
         .await;
     let chrome = browser(&driver, &profiles.path().join("compliance")).await;
     sign_in(&chrome, &base, &compliance).await;
-    let (status, csv) = fetch(
+    let (status, csv) = post_form(
         &chrome,
-        "/export.csv?reason=%E5%AE%A1%E8%AE%A1%E6%8A%BD%E6%9F%A5",
+        "/calls/export",
+        &[("format", "csv"), ("reason", "审计抽查")],
     )
     .await;
     assert_eq!(status, 200, "{csv}");

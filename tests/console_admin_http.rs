@@ -496,7 +496,14 @@ async fn admin_issues_and_revokes_tokens_purges_with_a_reason_and_others_see_not
     }
     // The compliance user exports the calls (signed CSV) before the purge.
     let export = compliance
-        .get("/export.csv?reason=%E5%B9%B4%E5%BA%A6%E5%AE%A1%E6%9F%A5")
+        .post(
+            "/calls/export",
+            &[
+                ("csrf", compliance_csrf.as_str()),
+                ("format", "csv"),
+                ("reason", "年度审查"),
+            ],
+        )
         .await;
     assert_eq!(export.status, 200, "{}", export.body);
     assert!(export.body.contains(&call_id(1)));
