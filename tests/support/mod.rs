@@ -163,6 +163,9 @@ database = "{db}"
 [records.web]
 listen = "127.0.0.1:0"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [prompts.test]
 file = "{wav}"
 version = "1"
