@@ -856,7 +856,7 @@ after_hours = { prompt = ["zh", "closed"] }
 
     #[test]
     fn a_draining_switchboard_sends_every_caller_elsewhere_and_frees_the_slot() {
-        let mut sb = with_auth();
+        let mut sb = Switchboard::with_auth();
         sb.draining = true;
         // Even a caller who would be challenged, and a number that is no line:
         // 503 with Retry-After, recorded as refused, before anything else.

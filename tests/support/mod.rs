@@ -27,6 +27,8 @@ pub struct TestSwitchboard {
     pub tls: Option<SocketAddr>,
     /// Its records service address.
     pub records: SocketAddr,
+    /// Its admin endpoint (metrics, health).
+    pub admin: SocketAddr,
     /// What the line plays (lead-in, prompts, gaps), loaded the same way courtline loads it.
     pub playlist: Arc<Playlist>,
     /// Keeps the temp dir (database, WAV) alive.
@@ -206,6 +208,7 @@ ring_timeout_s = {ring}
             sip: running.sip_addr,
             tls: running.tls_addr,
             records: running.records_addr.unwrap(),
+            admin: running.admin_addr.unwrap(),
             running: Some(running),
             playlist,
             dir,
