@@ -110,24 +110,53 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
     assert_eq!(
         value_of(
             &metrics,
-            &format!(r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",{line}}}"#)
+            &format!(
+                r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",{line}}}"#
+            )
         ),
         Some("1"),
         "{metrics}"
     );
-    assert_eq!(value_of(&metrics, &format!("courtline_warning_started_total{{{line}}}")), Some("1"));
-    assert_eq!(value_of(&metrics, &format!("courtline_warning_hangups_total{{{line}}}")), Some("1"));
-    assert_eq!(value_of(&metrics, r#"courtline_calls_in_progress{phase="prompting"}"#), Some("0"));
-    let sent: u64 = value_of(&metrics, r#"courtline_rtp_packets_total{direction="sent",leg="caller"}"#)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(sent > 0, "{metrics}");
     assert_eq!(
-        value_of(&metrics, r#"courtline_operator_target_up{target="sip:nobody@127.0.0.1:9"}"#),
+        value_of(
+            &metrics,
+            &format!("courtline_warning_started_total{{{line}}}")
+        ),
         Some("1")
     );
-    assert_eq!(value_of(&metrics, "courtline_config_reloads_total"), Some("0"));
+    assert_eq!(
+        value_of(
+            &metrics,
+            &format!("courtline_warning_hangups_total{{{line}}}")
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        value_of(
+            &metrics,
+            r#"courtline_calls_in_progress{phase="prompting"}"#
+        ),
+        Some("0")
+    );
+    let sent: u64 = value_of(
+        &metrics,
+        r#"courtline_rtp_packets_total{direction="sent",leg="caller"}"#,
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(sent > 0, "{metrics}");
+    assert_eq!(
+        value_of(
+            &metrics,
+            r#"courtline_operator_target_up{target="sip:nobody@127.0.0.1:9"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        value_of(&metrics, "courtline_config_reloads_total"),
+        Some("0")
+    );
     // Bounded labels: the caller's number is in the record, never in a metric.
     assert!(!metrics.contains("13800138000"));
     if let Some(promtool) = promtool() {
@@ -161,7 +190,8 @@ async fn readyz_is_503_naming_the_spool_while_it_cannot_be_written() {
 
 #[test]
 fn the_readme_alert_rules_pass_promtool() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let (_, after) = readme
         .split_once("<!-- alert rules: checked by tests/operations.rs -->\n```yaml\n")
         .expect("the README's alert rules block");
@@ -296,7 +326,12 @@ record_audio = "never"
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|line| line["fields"]["state"] == "ended")
-            .map(|line| line["fields"]["end_reason"].as_str().unwrap_or("").to_string())
+            .map(|line| {
+                line["fields"]["end_reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect()
     }
 }
@@ -309,7 +344,10 @@ async fn wait_for_log(log: &Path, needle: &str) -> serde_json::Value {
         if let Some(line) = text.lines().find(|line| line.contains(needle)) {
             return serde_json::from_str(line).unwrap();
         }
-        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
         sleep(Duration::from_millis(50)).await;
     }
 }
@@ -353,7 +391,9 @@ async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normall
     .text();
     prober.send(serve.sip, &options).await;
     prober.expect_status(503, Duration::from_secs(5)).await;
-    assert!(until_ready_is(serve.admin, 503).await.starts_with("draining: "));
+    assert!(until_ready_is(serve.admin, 503)
+        .await
+        .starts_with("draining: "));
 
     // The call in progress is still up, and ends as its caller ends it.
     assert!(serve.child.try_wait().unwrap().is_none());

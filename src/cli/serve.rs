@@ -24,8 +24,8 @@ use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
-use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::endpoint::Monitor;
+use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
 /// How long shutdown waits for ended calls to hang up and records to be delivered.
@@ -382,7 +382,11 @@ impl Running {
     pub async fn drain(&self, timeout: Duration, now: impl std::future::Future<Output = ()>) {
         self.monitor.start_draining();
         let calls = self.monitor.active_calls();
-        info!(calls, timeout_s = timeout.as_secs(), "draining: new calls are refused (503); calls in progress may finish");
+        info!(
+            calls,
+            timeout_s = timeout.as_secs(),
+            "draining: new calls are refused (503); calls in progress may finish"
+        );
         let deadline = tokio::time::Instant::now() + timeout;
         let ended = async {
             while self.monitor.active_calls() > 0 {

@@ -860,7 +860,11 @@ after_hours = { prompt = ["zh", "closed"] }
         sb.draining = true;
         // Even a caller who would be challenged, and a number that is no line:
         // 503 with Retry-After, recorded as refused, before anything else.
-        for (source, line) in [(CALLER, LINE), ("203.0.113.9:5060", LINE), (CALLER, "09999999")] {
+        for (source, line) in [
+            (CALLER, LINE),
+            ("203.0.113.9:5060", LINE),
+            (CALLER, "09999999"),
+        ] {
             let r = refusal(sb.decide_from(source, &invite(line, SDP, OFFER)));
             assert_eq!(code(&r), 503);
             assert_eq!(r.reason, Refused::Draining);

@@ -10,11 +10,11 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::sender::RecordSender;
-use super::metrics::Metrics;
 use super::media::ports::RtpPorts;
 use super::media::prompt::LinePlaylists;
 use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
+use super::metrics::Metrics;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::inbound_auth::InboundAuth;
 use super::sip::qualify::OperatorHealth;

@@ -8,8 +8,8 @@
 //! configuration (lines, operator targets, end reasons), never caller numbers.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::contract::names::end_reason_name;
@@ -182,7 +182,9 @@ impl Metrics {
         ];
         for collector in collectors {
             // Names are fixed and distinct: registering cannot fail.
-            self.registry.register(collector).expect("distinct metric names");
+            self.registry
+                .register(collector)
+                .expect("distinct metric names");
         }
     }
 
@@ -310,14 +312,36 @@ mod tests {
             ..CallRecord::default()
         });
         let text = metrics.render(&Snapshot::default());
-        let calls = r#"courtline_calls_total{end_reason="caller_hung_up_during_prompt",line="12368"}"#;
+        let calls =
+            r#"courtline_calls_total{end_reason="caller_hung_up_during_prompt",line="12368"}"#;
         assert_eq!(value_of(&text, calls), Some("1"));
-        assert_eq!(value_of(&text, r#"courtline_warning_started_total{line="12368"}"#), Some("1"));
-        assert_eq!(value_of(&text, r#"courtline_warning_hangups_total{line="12368"}"#), Some("1"));
-        assert_eq!(value_of(&text, r#"courtline_warning_completed_total{line="12368"}"#), None);
-        assert_eq!(value_of(&text, r#"courtline_calls_in_progress{phase="prompting"}"#), Some("0"));
-        assert_eq!(value_of(&text, r#"courtline_rtp_packets_total{direction="received",leg="caller"}"#), Some("98"));
-        assert_eq!(value_of(&text, r#"courtline_rtp_packets_lost_total{leg="caller"}"#), Some("2"));
+        assert_eq!(
+            value_of(&text, r#"courtline_warning_started_total{line="12368"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, r#"courtline_warning_hangups_total{line="12368"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, r#"courtline_warning_completed_total{line="12368"}"#),
+            None
+        );
+        assert_eq!(
+            value_of(&text, r#"courtline_calls_in_progress{phase="prompting"}"#),
+            Some("0")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_rtp_packets_total{direction="received",leg="caller"}"#
+            ),
+            Some("98")
+        );
+        assert_eq!(
+            value_of(&text, r#"courtline_rtp_packets_lost_total{leg="caller"}"#),
+            Some("2")
+        );
         // No operator answered: no answer time.
         assert!(!text.contains("courtline_operator_answer_seconds_count{"));
     }
@@ -335,10 +359,31 @@ mod tests {
             ..CallRecord::default()
         });
         let text = metrics.render(&Snapshot::default());
-        assert_eq!(value_of(&text, r#"courtline_operator_answer_seconds_sum{line="12368"}"#), Some("4.5"));
-        assert_eq!(value_of(&text, r#"courtline_operator_answer_seconds_bucket{line="12368",le="3"}"#), Some("0"));
-        assert_eq!(value_of(&text, r#"courtline_operator_answer_seconds_bucket{line="12368",le="5"}"#), Some("1"));
-        assert_eq!(value_of(&text, r#"courtline_warning_completed_total{line="12368"}"#), Some("1"));
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_operator_answer_seconds_sum{line="12368"}"#
+            ),
+            Some("4.5")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_operator_answer_seconds_bucket{line="12368",le="3"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_operator_answer_seconds_bucket{line="12368",le="5"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, r#"courtline_warning_completed_total{line="12368"}"#),
+            Some("1")
+        );
     }
 
     #[test]
@@ -357,11 +402,29 @@ mod tests {
             delivered: 42,
             ..snapshot
         });
-        assert_eq!(value_of(&text, "courtline_records_spool_depth_events"), Some("7"));
-        assert_eq!(value_of(&text, "courtline_records_delivery_lag_seconds"), Some("2.5"));
-        assert_eq!(value_of(&text, "courtline_records_events_delivered_total"), Some("42"));
-        assert_eq!(value_of(&text, r#"courtline_operator_target_up{target="sip:op@192.0.2.1"}"#), Some("0"));
-        assert_eq!(value_of(&text, "courtline_recording_queue_peak_messages"), Some("12"));
+        assert_eq!(
+            value_of(&text, "courtline_records_spool_depth_events"),
+            Some("7")
+        );
+        assert_eq!(
+            value_of(&text, "courtline_records_delivery_lag_seconds"),
+            Some("2.5")
+        );
+        assert_eq!(
+            value_of(&text, "courtline_records_events_delivered_total"),
+            Some("42")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_operator_target_up{target="sip:op@192.0.2.1"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            value_of(&text, "courtline_recording_queue_peak_messages"),
+            Some("12")
+        );
         assert_eq!(value_of(&text, "courtline_config_reloads_total"), Some("0"));
         assert_eq!(value_of(&text, "courtline_draining"), Some("1"));
     }
