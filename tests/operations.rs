@@ -157,6 +157,12 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
         value_of(&metrics, "courtline_config_reloads_total"),
         Some("0")
     );
+    // The embedded records service has stored the call's events.
+    let ingested: u64 = value_of(&metrics, "courtline_records_events_ingested_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ingested > 0, "{metrics}");
     // Bounded labels: the caller's number is in the record, never in a metric.
     assert!(!metrics.contains("13800138000"));
     if let Some(promtool) = promtool() {

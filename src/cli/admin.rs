@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
+use crate::records::ledger::Ledger;
 use crate::switchboard::endpoint::Monitor;
 
 /// The Prometheus text exposition format's content type.
@@ -29,6 +30,8 @@ struct Admin {
     monitor: Monitor,
     /// Cleared when the SIP endpoint's task has ended.
     sip_serving: Arc<AtomicBool>,
+    /// The embedded records service's ledger, for its ingest count.
+    ledger: Option<Ledger>,
 }
 
 /// Serves the admin endpoint on `listener` until `stop` is cancelled.
@@ -36,6 +39,7 @@ pub fn spawn(
     listener: TcpListener,
     monitor: Monitor,
     sip_serving: Arc<AtomicBool>,
+    ledger: Option<Ledger>,
     stop: CancellationToken,
 ) {
     let app = Router::new()
@@ -45,6 +49,7 @@ pub fn spawn(
         .with_state(Admin {
             monitor,
             sip_serving,
+            ledger,
         });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
@@ -59,7 +64,9 @@ pub fn spawn(
 async fn metrics(State(admin): State<Admin>) -> Response {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        admin.monitor.metrics_text(),
+        admin
+            .monitor
+            .metrics_text(admin.ledger.as_ref().map(Ledger::events_ingested)),
     )
         .into_response()
 }

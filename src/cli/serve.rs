@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
+use crate::records::ledger::Ledger;
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
@@ -140,17 +141,25 @@ pub struct Running {
     records: Option<JoinHandle<Result<(), ServiceError>>>,
 }
 
+/// What [`start_records`] started, and how the switchboard reaches the service.
+struct StartedRecords {
+    /// Where the embedded service listens; `None` when it runs elsewhere.
+    addr: Option<SocketAddr>,
+    /// The embedded service's task.
+    task: Option<JoinHandle<Result<(), ServiceError>>>,
+    /// The embedded service's ledger, for the ingest metric.
+    ledger: Option<Ledger>,
+    /// How the switchboard's delivery connects to the service.
+    options: ClientOptions,
+}
+
 /// The embedded records service, if enabled: its address, its task, and how the
 /// switchboard reaches it (an in-memory switchboard token); otherwise how to reach
 /// the configured remote service.
 async fn start_records(
     config: &Config,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(
-    Option<SocketAddr>,
-    Option<JoinHandle<Result<(), ServiceError>>>,
-    ClientOptions,
-)> {
+) -> anyhow::Result<StartedRecords> {
     let records = &config.records;
     if !records.service.embedded {
         let token = if records.token_file.is_empty() {
@@ -172,13 +181,19 @@ async fn start_records(
             reason: None,
             user: None,
         };
-        return Ok((None, None, options));
+        return Ok(StartedRecords {
+            addr: None,
+            task: None,
+            ledger: None,
+            options,
+        });
     }
     let service = &records.service;
     let mut opened = OpenedService::open(&service.settings())
         .await
         .with_context(|| format!("records service (database {})", service.database))?;
     let token = opened.builtin_switchboard_token();
+    let ledger = opened.ledger.clone();
     start_web(config, &opened, shutdown).await?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
@@ -207,7 +222,12 @@ async fn start_records(
         reason: None,
         user: None,
     };
-    Ok((Some(addr), Some(task), options))
+    Ok(StartedRecords {
+        addr: Some(addr),
+        task: Some(task),
+        ledger: Some(ledger),
+        options,
+    })
 }
 
 /// Starts the web console beside the records service when `[records.web] listen` is
@@ -309,7 +329,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Checked by `Config::validate`; a bad value only turns the endpoint off.
     let config_admin = config.admin.address().ok().flatten();
     let records_shutdown = CancellationToken::new();
-    let (records_addr, records, options) = start_records(&config, &records_shutdown).await?;
+    let StartedRecords {
+        addr: records_addr,
+        task: records,
+        ledger,
+        options,
+    } = start_records(&config, &records_shutdown).await?;
     let (sender, delivery) = start_spool(&config, options)?;
     let calls_shutdown = CancellationToken::new();
     let switchboard = Switchboard::bind(config, playlists, sender, calls_shutdown.clone()).await?;
@@ -353,6 +378,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 listener,
                 monitor.clone(),
                 sip_serving,
+                ledger,
                 records_shutdown.clone(),
             );
             info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");

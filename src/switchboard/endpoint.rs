@@ -363,8 +363,9 @@ impl Monitor {
         }
     }
 
-    /// `/metrics`: every `courtline_*` metric in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
+    /// `/metrics`: every `courtline_*` metric in the Prometheus text format;
+    /// `records_ingested` is the embedded records service's count, if it runs here.
+    pub fn metrics_text(&self, records_ingested: Option<u64>) -> String {
         let shared = &self.shared;
         let backlog = shared.records.backlog();
         let targets = shared
@@ -383,6 +384,7 @@ impl Monitor {
             spool_depth: backlog.depth,
             delivery_lag_s: backlog.lag_s,
             delivered: backlog.delivered,
+            records_ingested,
             targets,
             recording_queue_peak: shared.recorder.as_ref().map_or(0, Recorder::queue_peak),
             draining: shared.draining(),

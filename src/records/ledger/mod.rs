@@ -9,6 +9,7 @@
 
 pub mod signing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,6 +153,8 @@ struct LedgerInner {
     head: Mutex<ChainHead>,
     /// Where kept call recordings go; `None`: recordings are only chained.
     evidence: Option<Evidence>,
+    /// Switchboard events stored since the service started, for the ingest-rate metric.
+    ingested: AtomicU64,
 }
 
 /// The kind name stored (and hashed) with an event body.
@@ -447,6 +450,7 @@ impl Ledger {
                 policy,
                 head: Mutex::new(head),
                 evidence,
+                ingested: AtomicU64::new(0),
             }),
         };
         if empty {
@@ -770,7 +774,15 @@ impl Ledger {
         }
         self.append_locked(&mut head, pending, Sign::WhenDue)
             .await?;
+        self.inner
+            .ingested
+            .fetch_add(u64::from(outcome.stored), Ordering::Relaxed);
         Ok(outcome)
+    }
+
+    /// Switchboard events stored since the service started (any switchboard's).
+    pub fn events_ingested(&self) -> u64 {
+        self.inner.ingested.load(Ordering::Relaxed)
     }
 
     /// Records one access (query, export, flag, verify, admin action) in the chain.
