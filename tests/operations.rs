@@ -236,8 +236,9 @@ impl Drop for Serve {
 }
 
 impl Serve {
-    /// Starts `courtline serve` with an embedded records service and a 20 s warning.
-    async fn start(rtp_ports: (u16, u16)) -> Serve {
+    /// Starts `courtline serve` with an embedded records service, a 20 s
+    /// warning and `drain_timeout_s`.
+    async fn start(rtp_ports: (u16, u16), drain_timeout_s: u32) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("prompt.wav");
         write_test_prompt(&wav, 20_000);
@@ -249,7 +250,7 @@ impl Serve {
 [sip]
 listen = "127.0.0.1:0"
 retry_after_s = 7
-drain_timeout_s = 60
+drain_timeout_s = {drain_timeout_s}
 [media]
 rtp_ports = "{lo}-{hi}"
 [admin]
@@ -370,7 +371,7 @@ async fn caller_hearing_the_warning(sip: SocketAddr) -> Caller {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normally() {
-    let mut serve = Serve::start((38300, 38399)).await;
+    let mut serve = Serve::start((38300, 38399), 60).await;
     let mut in_progress = caller_hearing_the_warning(serve.sip).await;
     serve.terminate();
     wait_for_log(&serve.log, "draining").await;
@@ -420,7 +421,7 @@ async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normall
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_ends_calls_at_once_recorded_as_shutdown() {
-    let mut serve = Serve::start((38400, 38499)).await;
+    let mut serve = Serve::start((38400, 38499), 60).await;
     let in_progress = caller_hearing_the_warning(serve.sip).await;
     serve.terminate();
     wait_for_log(&serve.log, "draining").await;
@@ -432,4 +433,19 @@ async fn a_second_sigterm_ends_calls_at_once_recorded_as_shutdown() {
         .await;
     assert!(serve.exited().await.success());
     assert_eq!(serve.end_reasons(), ["shutdown"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_ends_the_calls_left_recorded_as_shutdown() {
+    let mut serve = Serve::start((38500, 38599), 1).await;
+    let in_progress = caller_hearing_the_warning(serve.sip).await;
+    serve.terminate();
+    // The 20 s warning outlasts the 1 s drain: the call is ended, not waited for.
+    in_progress
+        .sip
+        .expect_request("BYE", Duration::from_secs(10))
+        .await;
+    assert!(serve.exited().await.success());
+    assert_eq!(serve.end_reasons(), ["shutdown"]);
+    wait_for_log(&serve.log, "drain timeout").await;
 }
