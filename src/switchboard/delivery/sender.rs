@@ -69,7 +69,7 @@ pub struct RecordSender {
 
 /// How far delivery is behind the spool, kept by the spool and delivery tasks
 /// as they work (once per batch), read by metrics and readiness.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backlog {
     /// Highest sequence number written to the spool.
     written_through: AtomicU64,
@@ -993,6 +993,25 @@ fn log_lost(event: &NodeEvent, why: &str) {
 mod tests {
     use super::*;
     use crate::contract::pb::Milestone as WireMilestone;
+
+    #[test]
+    fn the_backlog_is_what_was_written_and_not_yet_acknowledged() {
+        // Events 4 and 5 were left unacknowledged by the previous run.
+        let backlog = Backlog::new(3);
+        backlog.written(5);
+        assert_eq!(backlog.reading().depth, 2);
+        backlog.written(8);
+        backlog.acked(6);
+        let reading = backlog.reading();
+        assert_eq!(reading.depth, 2);
+        assert!(reading.lag_s >= 0.0);
+        backlog.acked(8);
+        let reading = backlog.reading();
+        assert_eq!((reading.depth, reading.lag_s), (0, 0.0));
+        // An acknowledgement never moves backwards.
+        backlog.acked(7);
+        assert_eq!(backlog.reading().depth, 0);
+    }
 
     #[tokio::test]
     async fn unreachable_service_leaves_events_in_the_spool() {
