@@ -101,9 +101,38 @@ pub struct Config {
     /// `hours` with their calendars read, by name; filled by loading, not read from the file.
     #[serde(skip)]
     pub office_hours: BTreeMap<String, Arc<hours::OfficeHours>>,
+    /// The admin HTTP endpoint: metrics, health and readiness (`[admin]`).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
+}
+
+/// `[admin]`: where monitoring and load balancers reach the switchboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address for `/metrics`, `/healthz` and `/readyz`; empty turns the endpoint off.
+    pub listen: String,
+}
+
+impl AdminConfig {
+    /// The address to serve on, `None` when turned off; `Err` names what does not parse.
+    pub fn address(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some)
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9460".to_string(),
+        }
+    }
 }
 
 /// `[sip]`: the SIP side of the switchboard.
@@ -146,6 +175,9 @@ pub struct SipConfig {
     /// Address (IP or IP:port) peers must use to reach us, when behind NAT:
     /// used in Contact headers, and in SDP unless `[media] advertise_address` is set.
     pub public_address: String,
+    /// Seconds calls in progress may go on after SIGTERM before they are ended
+    /// (recorded `shutdown`); new calls are refused with 503 meanwhile.
+    pub drain_timeout_s: u64,
 }
 
 impl Default for SipConfig {
@@ -167,6 +199,7 @@ impl Default for SipConfig {
             tls_private_key: String::new(),
             tls_listen: String::new(),
             public_address: String::new(),
+            drain_timeout_s: 300,
         }
     }
 }
@@ -975,6 +1008,13 @@ impl Config {
 
     /// Checks what the types alone cannot: ranges, references and uniqueness.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = self.admin.address() {
+            return Err(self.invalid(
+                "admin.listen".into(),
+                format!("{:?} is not an address and port: {e}", self.admin.listen),
+                "Write it as 127.0.0.1:9460, or \"\" to turn the admin endpoint off.",
+            ));
+        }
         if self.sip.max_calls == 0 {
             return Err(self.invalid(
                 "sip.max_calls".into(),

@@ -61,6 +61,8 @@ listen = "127.0.0.1:{records_port}"
 database = "{db}"
 [records.web]
 listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
 [prompts.test]
 file = "{wav}"
 [[lines]]

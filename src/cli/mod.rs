@@ -5,6 +5,7 @@
 //! configured, the records service in the same process), `records serve` the
 //! records service alone; `calls` and `records` are clients of the service.
 
+pub mod admin;
 pub mod calls;
 pub mod check;
 pub mod records;

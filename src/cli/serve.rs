@@ -1,5 +1,7 @@
 //! `courtline serve` and `courtline records serve`: start, run until Ctrl-C or
-//! SIGTERM, and shut down without losing a record.
+//! SIGTERM, and shut down without losing a record. `courtline serve` drains
+//! first: the first signal stops new calls and lets calls in progress finish
+//! (up to `[sip] drain_timeout_s`); a second signal ends them at once.
 //!
 //! [`start`] is also what the integration tests use, on `127.0.0.1:0`.
 
@@ -7,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +21,19 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
+use crate::records::ledger::Ledger;
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
+use crate::switchboard::endpoint::Monitor;
 use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
-/// How long shutdown waits for calls to end and records to be delivered.
+/// How long shutdown waits for ended calls to hang up and records to be delivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often draining looks whether the last call has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// A prompt that cannot be played, with where it was configured.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +124,12 @@ pub struct Running {
     pub tls_addr: Option<SocketAddr>,
     /// Where the embedded records service listens, if it runs.
     pub records_addr: Option<SocketAddr>,
+    /// Where the admin endpoint (metrics, health) listens, if enabled.
+    pub admin_addr: Option<SocketAddr>,
     /// Calls in progress.
     pub active_calls: Arc<AtomicUsize>,
+    /// Drains the switchboard; readiness and metrics.
+    monitor: Monitor,
     /// Stops the switchboard (calls end with BYE and are recorded).
     calls_shutdown: CancellationToken,
     /// Stops the embedded records service, after the last record is delivered.
@@ -134,17 +144,25 @@ pub struct Running {
     records: Option<JoinHandle<Result<(), ServiceError>>>,
 }
 
+/// What [`start_records`] started, and how the switchboard reaches the service.
+struct StartedRecords {
+    /// Where the embedded service listens; `None` when it runs elsewhere.
+    addr: Option<SocketAddr>,
+    /// The embedded service's task.
+    task: Option<JoinHandle<Result<(), ServiceError>>>,
+    /// The embedded service's ledger, for the ingest metric.
+    ledger: Option<Ledger>,
+    /// How the switchboard's delivery connects to the service.
+    options: ClientOptions,
+}
+
 /// The embedded records service, if enabled: its address, its task, and how the
 /// switchboard reaches it (an in-memory switchboard token); otherwise how to reach
 /// the configured remote service.
 async fn start_records(
     config: &Config,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(
-    Option<SocketAddr>,
-    Option<JoinHandle<Result<(), ServiceError>>>,
-    ClientOptions,
-)> {
+) -> anyhow::Result<StartedRecords> {
     let records = &config.records;
     if !records.service.embedded {
         let token = if records.token_file.is_empty() {
@@ -166,13 +184,19 @@ async fn start_records(
             reason: None,
             user: None,
         };
-        return Ok((None, None, options));
+        return Ok(StartedRecords {
+            addr: None,
+            task: None,
+            ledger: None,
+            options,
+        });
     }
     let service = &records.service;
     let mut opened = OpenedService::open(&service.settings())
         .await
         .with_context(|| format!("records service (database {})", service.database))?;
     let token = opened.builtin_switchboard_token();
+    let ledger = opened.ledger.clone();
     start_web(config, &opened, shutdown).await?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
@@ -201,7 +225,12 @@ async fn start_records(
         reason: None,
         user: None,
     };
-    Ok((Some(addr), Some(task), options))
+    Ok(StartedRecords {
+        addr: Some(addr),
+        task: Some(task),
+        ledger: Some(ledger),
+        options,
+    })
 }
 
 /// Starts the web console beside the records service when `[records.web] listen` is
@@ -314,28 +343,73 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     }
     let playlists = playlists(&config, &prompts);
+    // Checked by `Config::validate`; a bad value only turns the endpoint off.
+    let config_admin = config.admin.address().ok().flatten();
     let records_shutdown = CancellationToken::new();
-    let (records_addr, records, options) = start_records(&config, &records_shutdown).await?;
+    let StartedRecords {
+        addr: records_addr,
+        task: records,
+        ledger,
+        options,
+    } = start_records(&config, &records_shutdown).await?;
     let (sender, delivery, uploads) = start_spool(&config, options)?;
     let calls_shutdown = CancellationToken::new();
     let switchboard = Switchboard::bind(config, playlists, sender, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
     let tls_addr = switchboard.tls_addr();
     let active_calls = switchboard.active_calls();
+    let monitor = switchboard.monitor();
+    let admin_listener = match config_admin {
+        Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen for the admin endpoint on {listen} ([admin] listen; \"\" turns it off)")
+        })?),
+        None => None,
+    };
+    let sip_serving = Arc::new(AtomicBool::new(false));
+    let serving = sip_serving.clone();
     let (ready, listening) = tokio::sync::oneshot::channel();
     let switchboard = tokio::spawn(async move {
-        if let Err(e) = switchboard.run(ready).await {
+        let (up, started) = tokio::sync::oneshot::channel();
+        let run = switchboard.run(up);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            Ok(()) = started => {
+                serving.store(true, Ordering::Release);
+                let _ = ready.send(());
+                run.await
+            }
+        };
+        serving.store(false, Ordering::Release);
+        if let Err(e) = result {
             error!("switchboard stopped: {e}");
         }
     });
     listening
         .await
         .context("the switchboard stopped before it was listening (see the log above)")?;
+    let admin_addr = match admin_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            crate::cli::admin::spawn(
+                listener,
+                monitor.clone(),
+                sip_serving,
+                ledger,
+                records_shutdown.clone(),
+            );
+            info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
+            Some(addr)
+        }
+        None => None,
+    };
     Ok(Running {
         sip_addr,
         tls_addr,
         records_addr,
+        admin_addr,
         active_calls,
+        monitor,
         calls_shutdown,
         records_shutdown,
         switchboard,
@@ -346,6 +420,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 impl Running {
+    /// Stops taking calls (INVITE and OPTIONS answered 503) and waits until
+    /// the calls in progress have ended, `timeout` has passed, or `now`
+    /// completes (a second signal); [`Running::shutdown`] then ends the rest.
+    pub async fn drain(&self, timeout: Duration, now: impl std::future::Future<Output = ()>) {
+        self.monitor.start_draining();
+        let calls = self.monitor.active_calls();
+        info!(
+            calls,
+            timeout_s = timeout.as_secs(),
+            "draining: new calls are refused (503); calls in progress may finish"
+        );
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ended = async {
+            while self.monitor.active_calls() > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        };
+        tokio::select! {
+            () = ended => info!("drained: no calls left"),
+            () = tokio::time::sleep_until(deadline) => {
+                warn!(calls = self.monitor.active_calls(), "drain timeout ([sip] drain_timeout_s): ending the calls left (recorded as shutdown)");
+            }
+            () = now => {
+                warn!(calls = self.monitor.active_calls(), "second signal: ending the calls left now (recorded as shutdown)");
+            }
+        }
+    }
+
     /// Ends every call (BYE, recorded), delivers outstanding records, stops the
     /// records service.
     pub async fn shutdown(self) {
@@ -392,9 +494,12 @@ impl Running {
 /// `courtline serve`.
 pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    let drain_timeout = Duration::from_secs(config.sip.drain_timeout_s);
+    let mut signals = StopSignals::new();
     let running = start(config).await?;
-    info!(sip = %running.sip_addr, records = ?running.records_addr, "courtline is up; Ctrl-C to stop");
-    wait_for_signal().await;
+    info!(sip = %running.sip_addr, records = ?running.records_addr, admin = ?running.admin_addr, "courtline is up; Ctrl-C or SIGTERM to drain and stop");
+    signals.next().await;
+    running.drain(drain_timeout, signals.next()).await;
     info!("shutting down: ending calls and flushing records");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -420,30 +525,38 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
     })?;
     let stop_web = CancellationToken::new();
     start_web(&config, &opened, &stop_web).await?;
-    let result = opened.serve(listener, wait_for_signal()).await;
+    let result = opened.serve(listener, StopSignals::new().next()).await;
     stop_web.cancel();
     result?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C and SIGTERM, as often as they come (the first drains, the second stops).
+struct StopSignals {
+    /// SIGTERM, when it could be subscribed to (Ctrl-C alone otherwise).
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Subscribes now, so a signal that comes during start-up is not lost.
+    fn new() -> StopSignals {
+        StopSignals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// The next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

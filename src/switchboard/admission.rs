@@ -69,6 +69,8 @@ pub struct Admission<'a> {
     pub spool_healthy: bool,
     /// Whether call recordings can be written right now.
     pub recording_healthy: bool,
+    /// The switchboard is draining (SIGTERM): no new calls, 503 so the trunk goes elsewhere.
+    pub draining: bool,
 }
 
 /// What to do with the INVITE.
@@ -125,6 +127,8 @@ pub enum Refused {
     SpoolUnwritable,
     /// `max_calls` calls are up (503).
     Full,
+    /// The switchboard is shutting down and takes no new calls (503).
+    Draining,
     /// The line records audio, recordings cannot be written and `[recording] on_failure = "reject"` (503).
     RecordingUnwritable,
     /// The dialled number is no line of ours (404).
@@ -153,6 +157,7 @@ impl fmt::Display for Refused {
                 "records spool cannot be written ([records] on_spool_failure = \"reject\")",
             ),
             Refused::Full => f.write_str("switchboard full"),
+            Refused::Draining => f.write_str("switchboard draining for shutdown"),
             Refused::RecordingUnwritable => f.write_str(
                 "call recordings cannot be written ([recording] on_failure = \"reject\")",
             ),
@@ -203,6 +208,10 @@ impl Admission<'_> {
             ..CallFacts::default()
         };
 
+        // Shutting down: send the caller elsewhere before anything else (no challenge either).
+        if self.draining {
+            return self.unavailable(Refused::Draining, facts);
+        }
         let mut authenticated_as = None;
         if let (Some(auth), Some(source)) = (self.inbound_auth, invite.source) {
             let authorization = request.authorization_header().map(|h| h.value());
@@ -510,6 +519,7 @@ after_hours = { prompt = ["zh", "closed"] }
         health: OperatorHealth,
         spool_healthy: bool,
         recording_healthy: bool,
+        draining: bool,
         active: Arc<AtomicUsize>,
         now: Now,
     }
@@ -539,6 +549,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 health: OperatorHealth::default(),
                 spool_healthy: true,
                 recording_healthy: true,
+                draining: false,
                 active: Arc::new(AtomicUsize::new(0)),
                 now: Now {
                     wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -575,6 +586,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 health: &self.health,
                 spool_healthy: self.spool_healthy,
                 recording_healthy: self.recording_healthy,
+                draining: self.draining,
             };
             let invite = InviteFacts {
                 request,
@@ -840,6 +852,28 @@ after_hours = { prompt = ["zh", "closed"] }
         let r = refusal(sb.decide(&invite("09999999", "", "")));
         assert_eq!(r.reason, Refused::Full);
         assert_eq!(sb.in_use(), 2);
+    }
+
+    #[test]
+    fn a_draining_switchboard_sends_every_caller_elsewhere_and_frees_the_slot() {
+        let mut sb = Switchboard::with_auth();
+        sb.draining = true;
+        // Even a caller who would be challenged, and a number that is no line:
+        // 503 with Retry-After, recorded as refused, before anything else.
+        for (source, line) in [
+            (CALLER, LINE),
+            ("203.0.113.9:5060", LINE),
+            (CALLER, "09999999"),
+        ] {
+            let r = refusal(sb.decide_from(source, &invite(line, SDP, OFFER)));
+            assert_eq!(code(&r), 503);
+            assert_eq!(r.reason, Refused::Draining);
+            assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
+        }
+        assert_eq!(sb.in_use(), 0);
+        sb.draining = false;
+        // 192.0.2.0/24 is exempt from authentication: admitted once not draining.
+        admitted(sb.decide_from("192.0.2.5:5060", &invite(LINE, SDP, OFFER)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! below both, so neither imports the other for it.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
@@ -14,10 +14,12 @@ use super::media::ports::RtpPorts;
 use super::media::prompt::LinePlaylists;
 use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
+use super::metrics::Metrics;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::inbound_auth::InboundAuth;
 use super::sip::qualify::OperatorHealth;
 use crate::config::Config;
+use crate::contract::pb::CallRecord;
 
 /// Everything calls share, immutable while the switchboard runs.
 pub(crate) struct Shared {
@@ -53,6 +55,23 @@ pub(crate) struct Shared {
     pub inbound_auth: Option<InboundAuth>,
     /// Cancelled on shutdown; every call task watches a child of it.
     pub shutdown: CancellationToken,
+    /// Set on SIGTERM: new calls (and OPTIONS) are answered 503 while calls in progress finish.
+    pub draining: Arc<AtomicBool>,
+    /// The `courtline_*` metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// A call ended or was refused: counts it and queues its final record.
+    pub fn record_ended(&self, record: CallRecord) {
+        self.metrics.call_ended(&record);
+        self.records.send(record);
+    }
+
+    /// Whether the switchboard is draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
 }
 
 /// One unit of `max_calls`, given back when the call task ends (even by panic).

@@ -2,7 +2,7 @@
 //! or refuses new calls, answers OPTIONS and routes in-dialog requests.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::admission::{Admission, Decision, InviteFacts, Now, Refusal, Refused};
 use super::context::{CallSlot, Shared};
+use super::health::Readiness;
+use super::metrics::{Metrics, Snapshot};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
 use super::sip::inbound_auth::InboundAuth;
@@ -108,9 +110,11 @@ impl Switchboard {
             })?;
         // One shield for UDP, TCP and TLS. `Config::validate` has parsed
         // these networks (and the inbound-auth ones below) already.
+        let metrics = Arc::new(Metrics::new());
         let shield = SharedShield::new(
             Shield::new(config.sip.shield.clone())
                 .map_err(|e| SwitchboardError::Stack(e.to_string()))?,
+            metrics.clone(),
         );
         let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
             Arc::new(GuardedUdpSocket::new(socket, shield.clone()));
@@ -225,6 +229,8 @@ impl Switchboard {
                 health: Arc::new(OperatorHealth::default()),
                 inbound_auth,
                 shutdown,
+                draining: Arc::new(AtomicBool::new(false)),
+                metrics,
             }),
             endpoint,
         })
@@ -243,6 +249,13 @@ impl Switchboard {
     /// Calls in progress.
     pub fn active_calls(&self) -> Arc<AtomicUsize> {
         self.shared.active.clone()
+    }
+
+    /// What the admin endpoint and shutdown use to watch and drain the switchboard.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serves SIP until the shutdown token is cancelled; `ready` fires once
@@ -310,6 +323,72 @@ impl Switchboard {
         }
         info!("switchboard stopped accepting calls");
         Ok(())
+    }
+}
+
+/// A handle on a running switchboard for monitoring and draining: metrics,
+/// readiness, and the drain switch. Cheap to clone.
+#[derive(Clone)]
+pub struct Monitor {
+    /// The switchboard's shared state.
+    shared: Arc<Shared>,
+}
+
+impl Monitor {
+    /// Stops taking new calls: INVITE and OPTIONS are answered 503 from now on.
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// The readiness facts as they are now; `sip_serving` is the caller's to know.
+    pub fn readiness(&self, sip_serving: bool) -> Readiness {
+        let shared = &self.shared;
+        let backlog = shared.records.backlog();
+        Readiness {
+            sip_serving,
+            prompts_loaded: shared
+                .config
+                .lines
+                .iter()
+                .all(|line| shared.playlists.in_hours.contains_key(&line.number)),
+            spool_writable: shared.records.spool_healthy(),
+            records_reachable: backlog.reachable,
+            spool_depth: backlog.depth,
+            draining: shared.draining(),
+        }
+    }
+
+    /// `/metrics`: every `courtline_*` metric in the Prometheus text format;
+    /// `records_ingested` is the embedded records service's count, if it runs here.
+    pub fn metrics_text(&self, records_ingested: Option<u64>) -> String {
+        let shared = &self.shared;
+        let backlog = shared.records.backlog();
+        let targets = shared
+            .config
+            .lines
+            .iter()
+            .flat_map(|line| line.operator.items())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|target| {
+                let up = !shared.health.is_down(&target);
+                (target, up)
+            })
+            .collect();
+        shared.metrics.render(&Snapshot {
+            spool_depth: backlog.depth,
+            delivery_lag_s: backlog.lag_s,
+            delivered: backlog.delivered,
+            records_ingested,
+            targets,
+            recording_queue_peak: shared.recorder.as_ref().map_or(0, Recorder::queue_peak),
+            draining: shared.draining(),
+        })
     }
 }
 
@@ -396,6 +475,12 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
     tokio::spawn(async move {
         let result = match method {
             Method::Invite => admit(&shared, tx).await,
+            // Draining: a load balancer's OPTIONS probe moves traffic elsewhere.
+            Method::Options if shared.draining() => {
+                let retry = header("Retry-After", shared.config.sip.retry_after_s.to_string());
+                tx.reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
+                    .await
+            }
             Method::Options => {
                 let headers = vec![
                     header("Allow", ALLOW),
@@ -462,6 +547,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         health: &shared.health,
         spool_healthy: shared.records.spool_healthy(),
         recording_healthy: shared.recorder.as_ref().is_none_or(Recorder::healthy),
+        draining: shared.draining(),
     };
     // The slot first, so a flood cannot overshoot max_calls: taking it is the
     // atomic step; `decide` only reads the outcome (a refusal or challenge
@@ -547,6 +633,7 @@ async fn refuse(
             tracing::error!(line = %dialled, %caller, code, "{reason}");
         }
         Refused::Authentication(_)
+        | Refused::Draining
         | Refused::Full
         | Refused::PromptsNotLoaded
         | Refused::NoRtpPort(_) => {
@@ -554,6 +641,6 @@ async fn refuse(
         }
         _ => info!(line = %dialled, %caller, code, "{reason}"),
     }
-    shared.records.send(CallFlow::rejected(&facts, code));
+    shared.record_ended(CallFlow::rejected(&facts, code));
     tx.reply_with(status, headers, None).await
 }

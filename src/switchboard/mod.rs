@@ -11,7 +11,9 @@ pub mod call;
 pub(crate) mod context;
 pub mod delivery;
 pub mod endpoint;
+pub mod health;
 pub mod media;
+pub mod metrics;
 pub mod sdp;
 pub mod sip;
 

@@ -27,6 +27,8 @@ pub struct TestSwitchboard {
     pub tls: Option<SocketAddr>,
     /// Its records service address.
     pub records: SocketAddr,
+    /// Its admin endpoint (metrics, health).
+    pub admin: SocketAddr,
     /// What the line plays (lead-in, prompts, gaps), loaded the same way courtline loads it.
     pub playlist: Arc<Playlist>,
     /// Keeps the temp dir (database, WAV) alive.
@@ -163,6 +165,9 @@ database = "{db}"
 [records.web]
 listen = "127.0.0.1:0"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [prompts.test]
 file = "{wav}"
 version = "1"
@@ -203,6 +208,7 @@ ring_timeout_s = {ring}
             sip: running.sip_addr,
             tls: running.tls_addr,
             records: running.records_addr.unwrap(),
+            admin: running.admin_addr.unwrap(),
             running: Some(running),
             playlist,
             dir,

@@ -9,6 +9,7 @@
 
 pub mod signing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,6 +153,8 @@ struct LedgerInner {
     head: Mutex<ChainHead>,
     /// Where kept call recordings go; `None`: recordings are only chained.
     evidence: Option<Evidence>,
+    /// Switchboard events stored since the service started, for the ingest-rate metric.
+    ingested: AtomicU64,
 }
 
 /// The kind name stored (and hashed) with an event body.
@@ -449,6 +452,7 @@ impl Ledger {
                 policy,
                 head: Mutex::new(head),
                 evidence,
+                ingested: AtomicU64::new(0),
             }),
         };
         if empty {
@@ -778,6 +782,9 @@ impl Ledger {
         }
         self.append_locked(&mut head, pending, Sign::WhenDue)
             .await?;
+        self.inner
+            .ingested
+            .fetch_add(u64::from(outcome.stored), Ordering::Relaxed);
         Ok(outcome)
     }
 
@@ -812,6 +819,11 @@ impl Ledger {
         });
         self.append_locked(&mut head, vec![pending], Sign::WhenDue)
             .await
+    }
+
+    /// Switchboard events stored since the service started (any switchboard's).
+    pub fn events_ingested(&self) -> u64 {
+        self.inner.ingested.load(Ordering::Relaxed)
     }
 
     /// Records one access (query, export, flag, verify, admin action) in the chain.

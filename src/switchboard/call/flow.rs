@@ -152,6 +152,8 @@ pub enum CallInput {
     OperatorHungUp,
     /// Something broke locally (socket, SDP from the operator, ...); the call cannot go on.
     Fault(String),
+    /// The switchboard is shutting down now (a second SIGTERM, or the drain timed out).
+    Shutdown,
     /// The caller's session timer ran out unrefreshed (RFC 4028): the far end is gone.
     SessionExpired,
     /// No RTP or RTCP from the caller for `[media] rtp_timeout_s` since the
@@ -542,6 +544,7 @@ impl CallFlow {
                 self.abort(Phase::Bridged, EndReason::MediaTimeout, now)
             }
             (phase, Fault(_)) => self.abort(phase, EndReason::Error, now),
+            (phase, Shutdown) => self.abort(phase, EndReason::Shutdown, now),
 
             // Everything else is stale or out of order (a late 180, DTMF after the
             // prompt, a second ACK) and changes nothing.

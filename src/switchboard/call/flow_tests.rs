@@ -571,6 +571,30 @@ fn faults_hang_up_whatever_is_up() {
 }
 
 #[test]
+fn shutdown_ends_the_call_in_any_phase_recorded_as_shutdown() {
+    // Bridged: both legs get BYE.
+    let mut h = Harness::bridged(&["sip:op@h"]);
+    h.input(CallInput::Shutdown);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..2],
+        [CallAction::HangUpOperator, CallAction::HangUpCaller]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::Shutdown);
+
+    // During the warning: recorded as interrupted, not completed.
+    let mut h = Harness::new(facts(&["sip:op@h"]));
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.input(CallInput::Shutdown);
+    let actions = h.actions();
+    let r = finished(&actions);
+    assert_eq!(reason(r), EndReason::Shutdown);
+    assert!(!r.prompt_completed);
+}
+
+#[test]
 fn ended_call_ignores_everything() {
     let mut h = Harness::new(facts(&["sip:op@h"]));
     h.answer_and_play_prompt();

@@ -86,8 +86,7 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
             warn!(call_id = %setup.facts.call_id, error = %e, "could not create dialog: 500");
             setup
                 .shared
-                .records
-                .send(CallFlow::rejected(&setup.facts, 500));
+                .record_ended(CallFlow::rejected(&setup.facts, 500));
             tokio::spawn(async move {
                 let _ = tx.reply(StatusCode::ServerInternalError).await;
             });
@@ -178,13 +177,13 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         Some(DialogState::Terminated(_, TerminatedReason::UacCancel)) => {
             let mut record = CallFlow::rejected(&facts, 487);
             record.end_reason = EndReason::CancelledBeforeAnswer as i32;
-            shared.records.send(record);
+            shared.record_ended(record);
             shared.dialog_layer.remove_dialog(&caller.id());
             return;
         }
         other => {
             warn!(call_id = %call_id, state = ?other, "caller dialog did not start");
-            shared.records.send(CallFlow::rejected(&facts, 500));
+            shared.record_ended(CallFlow::rejected(&facts, 500));
             shared.dialog_layer.remove_dialog(&caller.id());
             return;
         }
@@ -224,6 +223,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     // The call's recording at the writer (its key, if the engine taps it) and its outcome.
     let mut recording: Option<(Option<u64>, oneshot::Receiver<RecordingOutcome>)> = None;
     let mut phase = flow.phase();
+    shared.metrics.phase_changed(None, in_progress(phase));
     log_phase(&call_id, &facts, phase, None);
     let shutdown = shared.shutdown.clone();
 
@@ -370,6 +370,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     }
                 }
                 CallAction::Finish(record) => {
+                    shared.metrics.phase_changed(in_progress(phase), None);
                     let stats = media.stop().await;
                     finish(&shared, *record, stats, &playlist, &call_id);
                     if let Some((key, outcome)) = recording.take() {
@@ -408,6 +409,9 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
             }
         }
         if flow.phase() != phase {
+            shared
+                .metrics
+                .phase_changed(in_progress(phase), in_progress(flow.phase()));
             phase = flow.phase();
             log_phase(&call_id, &facts, phase, flow.current_operator());
         }
@@ -537,7 +541,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     Some(CallInput::SessionExpired)
                 }
             },
-            _ = shutdown.cancelled() => Some(CallInput::Fault("switchboard shutting down".into())),
+            _ = shutdown.cancelled() => Some(CallInput::Shutdown),
         };
         let input = match (input, &media) {
             (Some(CallInput::CallerAcked), CallerMedia::AwaitingAnswer(_)) => {
@@ -1064,7 +1068,7 @@ fn finish(
         prompt_ms_sent = record.prompt_ms_sent,
         "call state"
     );
-    shared.records.send(record);
+    shared.record_ended(record);
 }
 
 /// How long a recording may take to be closed (written out, fsync'd, hashed).
@@ -1126,6 +1130,11 @@ fn leg_media(stats: &LegStats) -> LegMedia {
         rtt_us: stats.rtt_us,
         peer_reported_lost: stats.peer_reported_lost,
     }
+}
+
+/// The phase's name while the call is in progress; `None` once ended.
+fn in_progress(phase: Phase) -> Option<&'static str> {
+    (phase != Phase::Ended).then(|| phase.name())
 }
 
 fn log_phase(call_id: &str, facts: &CallFacts, phase: Phase, operator: Option<&str>) {

@@ -9,7 +9,7 @@
 //! unacknowledged at shutdown stays in the spool and is sent after the next start.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ const SPOOL_CHECK: Duration = Duration::from_secs(1);
 /// Events handed to delivery and not yet acknowledged, at most: beyond this (a
 /// records service down for a long time) events wait in the spool only and are
 /// read back as acknowledgements come, so an outage costs disk, not memory.
-const EVENTS_IN_MEMORY: usize = 20_000;
+pub const EVENTS_IN_MEMORY: usize = 20_000;
 /// How long a milestone waits for its fsync before the call goes on regardless.
 const MILESTONE_DURABLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -67,6 +67,86 @@ pub struct RecordSender {
     /// Where kept recordings go to be uploaded (a remote records service); `None`:
     /// the records service takes them over from the path in their event.
     uploads: Option<Uploads>,
+    /// How far delivery is behind, for metrics and readiness.
+    backlog: Arc<Backlog>,
+}
+
+/// How far delivery is behind the spool, kept by the spool and delivery tasks
+/// as they work (once per batch), read by metrics and readiness.
+#[derive(Debug)]
+pub struct Backlog {
+    /// Highest sequence number written to the spool.
+    written_through: AtomicU64,
+    /// Highest sequence number the records service acknowledged.
+    acked_through: AtomicU64,
+    /// When the service last made progress (an acknowledgement), or the
+    /// backlog last started from empty, in Unix ms.
+    progress_at_ms: AtomicI64,
+    /// Events the records service stored (not counting ones it already had).
+    delivered: AtomicU64,
+    /// Whether the last delivery attempt reached the service (true until one fails).
+    reachable: AtomicBool,
+}
+
+/// A reading of [`Backlog`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BacklogReading {
+    /// Events spooled and not yet acknowledged.
+    pub depth: u64,
+    /// Seconds the oldest waiting events have waited for progress (0 with none waiting).
+    pub lag_s: f64,
+    /// Events the records service stored so far.
+    pub delivered: u64,
+    /// Whether the last delivery attempt reached the service.
+    pub reachable: bool,
+}
+
+impl Backlog {
+    fn new(written_through: u64) -> Backlog {
+        Backlog {
+            written_through: AtomicU64::new(written_through),
+            acked_through: AtomicU64::new(written_through),
+            progress_at_ms: AtomicI64::new(now_ms()),
+            delivered: AtomicU64::new(0),
+            reachable: AtomicBool::new(true),
+        }
+    }
+
+    /// Events up to `seq` are on disk.
+    fn written(&self, seq: u64) {
+        if self.depth() == 0 {
+            self.progress_at_ms.store(now_ms(), Ordering::Release);
+        }
+        self.written_through.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The service acknowledged events up to `seq`.
+    fn acked(&self, seq: u64) {
+        self.acked_through.fetch_max(seq, Ordering::AcqRel);
+        self.progress_at_ms.store(now_ms(), Ordering::Release);
+    }
+
+    fn depth(&self) -> u64 {
+        self.written_through
+            .load(Ordering::Acquire)
+            .saturating_sub(self.acked_through.load(Ordering::Acquire))
+    }
+
+    /// The backlog now.
+    pub fn reading(&self) -> BacklogReading {
+        let depth = self.depth();
+        let waited_ms = now_ms().saturating_sub(self.progress_at_ms.load(Ordering::Acquire));
+        BacklogReading {
+            depth,
+            lag_s: if depth == 0 {
+                0.0
+            } else {
+                waited_ms.max(0) as f64 / 1000.0
+            },
+            delivered: self.delivered.load(Ordering::Acquire),
+            reachable: self.reachable.load(Ordering::Acquire),
+        }
+    }
 }
 
 impl std::fmt::Debug for SpoolRequest {
@@ -117,7 +197,16 @@ impl RecordSender {
         let (acks, acked) = mpsc::unbounded_channel();
         let spool_healthy = Arc::new(AtomicBool::new(true));
         let (stop_spool, stop_signal) = oneshot::channel();
+        let backlog = Arc::new(Backlog::new(
+            recovered
+                .unacked
+                .first()
+                .map_or(spool.next_seq(), |first| first.node_seq)
+                .saturating_sub(1),
+        ));
+        backlog.written(spool.next_seq().saturating_sub(1));
         let mut task = SpoolTask {
+            backlog: backlog.clone(),
             written_through: spool.next_seq().saturating_sub(1),
             spool: Some(spool),
             requests,
@@ -149,6 +238,7 @@ impl RecordSender {
                     deadline: None,
                 },
                 stats: DeliveryStats::default(),
+                backlog: backlog.clone(),
             }
             .run(),
         );
@@ -156,6 +246,7 @@ impl RecordSender {
             queue,
             spool_healthy,
             uploads: None,
+            backlog,
         };
         sender.enqueue(
             NodeEvent {
@@ -262,6 +353,11 @@ impl RecordSender {
     pub fn spool_healthy(&self) -> bool {
         self.spool_healthy.load(Ordering::Acquire)
     }
+
+    /// How far delivery to the records service is behind.
+    pub fn backlog(&self) -> BacklogReading {
+        self.backlog.reading()
+    }
 }
 
 /// What happened to the events queued through a [`RecordSender`]; returned at shutdown.
@@ -348,6 +444,8 @@ struct SpoolTask {
     spilled_from: Option<u64>,
     /// Events read back from disk so far.
     read_back: u64,
+    /// Shared with the senders: written and acknowledged so far.
+    backlog: Arc<Backlog>,
 }
 
 /// The spool task's part of [`DeliveryStats`].
@@ -528,6 +626,7 @@ impl SpoolTask {
         if ok {
             if let Some(last) = all.last() {
                 self.written_through = last.node_seq;
+                self.backlog.written(last.node_seq);
             }
             self.hand_over(all[first_new..].to_vec());
         } else {
@@ -590,6 +689,7 @@ impl SpoolTask {
         let through = self
             .spilled_from
             .map_or(seq, |from| seq.min(from.saturating_sub(1)));
+        self.backlog.acked(through);
         if let Some(Err(error)) = self.with_spool(move |spool| spool.ack(through)).await {
             warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
         }
@@ -719,6 +819,8 @@ struct DeliveryTask {
     shutdown: Shutdown,
     /// Counters.
     stats: DeliveryStats,
+    /// Shared with the senders: delivered so far, and whether the service answers.
+    backlog: Arc<Backlog>,
 }
 
 impl DeliveryTask {
@@ -805,6 +907,10 @@ impl DeliveryTask {
             };
             match outcome {
                 Attempt::Delivered { stored, duplicates } => {
+                    self.backlog.reachable.store(true, Ordering::Release);
+                    self.backlog
+                        .delivered
+                        .fetch_add(u64::from(stored), Ordering::AcqRel);
                     self.stats.delivered += u64::from(stored);
                     self.stats.already_stored += u64::from(duplicates);
                     debug!(
@@ -826,6 +932,7 @@ impl DeliveryTask {
                     }
                 }
                 Attempt::Failed(error) => {
+                    self.backlog.reachable.store(false, Ordering::Release);
                     // Half fixed, half random: spreads retries without ever waiting long.
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     warn!(
@@ -905,6 +1012,25 @@ fn log_lost(event: &NodeEvent, why: &str) {
 mod tests {
     use super::*;
     use crate::contract::pb::Milestone as WireMilestone;
+
+    #[test]
+    fn the_backlog_is_what_was_written_and_not_yet_acknowledged() {
+        // Events 4 and 5 were left unacknowledged by the previous run.
+        let backlog = Backlog::new(3);
+        backlog.written(5);
+        assert_eq!(backlog.reading().depth, 2);
+        backlog.written(8);
+        backlog.acked(6);
+        let reading = backlog.reading();
+        assert_eq!(reading.depth, 2);
+        assert!(reading.lag_s >= 0.0);
+        backlog.acked(8);
+        let reading = backlog.reading();
+        assert_eq!((reading.depth, reading.lag_s), (0, 0.0));
+        // An acknowledgement never moves backwards.
+        backlog.acked(7);
+        assert_eq!(backlog.reading().depth, 0);
+    }
 
     #[tokio::test]
     async fn unreachable_service_leaves_events_in_the_spool() {

@@ -188,6 +188,11 @@ impl Recorder {
         })
     }
 
+    /// The most messages ever queued at the writer at once.
+    pub fn queue_peak(&self) -> u64 {
+        self.depth.peak.load(Ordering::Relaxed) as u64
+    }
+
     /// Whether the last write (or probe) of the recordings directory succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)

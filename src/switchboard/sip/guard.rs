@@ -25,6 +25,7 @@ use tokio::net::UdpSocket;
 
 use super::shield::{BanReason, Decision, Shield};
 use super::ALLOW;
+use crate::switchboard::metrics::Metrics;
 
 /// Option tags (RFC 3261 §8.2.2.3) courtline implements; a `Require` naming
 /// any other gets 420 Bad Extension. `timer`: RFC 4028 session timers.
@@ -710,17 +711,25 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// The shield shared by the UDP socket and the stream transports, so one
 /// source's budget and ban hold across UDP, TCP and TLS.
 #[derive(Debug, Clone)]
-pub struct SharedShield(Arc<Mutex<Shield>>);
+pub struct SharedShield {
+    /// The shield itself.
+    shield: Arc<Mutex<Shield>>,
+    /// Where bans are counted.
+    metrics: Arc<Metrics>,
+}
 
 impl SharedShield {
-    /// Shares `shield`.
-    pub fn new(shield: Shield) -> SharedShield {
-        SharedShield(Arc::new(Mutex::new(shield)))
+    /// Shares `shield`; its bans are counted in `metrics`.
+    pub fn new(shield: Shield, metrics: Arc<Metrics>) -> SharedShield {
+        SharedShield {
+            shield: Arc::new(Mutex::new(shield)),
+            metrics,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shield> {
         // A panic elsewhere poisoned the lock; keep serving rather than go deaf.
-        self.0
+        self.shield
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -730,6 +739,9 @@ impl SharedShield {
         let (decision, ban) = self
             .lock()
             .check(source, message, std::time::Instant::now());
+        if ban.is_some() {
+            self.metrics.shield_banned();
+        }
         match ban {
             Some(BanReason::Flood) => tracing::warn!(%source, "SIP flood: source banned"),
             Some(BanReason::Scanner(agent)) => {

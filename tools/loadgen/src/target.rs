@@ -94,6 +94,9 @@ rtp_ports = "{lo}-{hi}"
 listen = "127.0.0.1:{records_port}"
 database = "{db}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [prompts.load]
 file = "{prompt}"
 

@@ -1,0 +1,451 @@
+//! Operating courtline: the admin endpoint (`/metrics` checked by `promtool`,
+//! `/healthz`, `/readyz`), the README's alert rules, and draining on SIGTERM
+//! against a real `courtline serve` process.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{recv_rtp, write_test_prompt, Caller, Options, RawRequest, SipPeer, TestSwitchboard};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{sleep, Instant};
+
+/// The Debian `prometheus` package's checker.
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// `promtool`, or `None` (with a message) when it is not installed outside CI.
+fn promtool() -> Option<&'static str> {
+    if Path::new(PROMTOOL).exists() {
+        return Some(PROMTOOL);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{PROMTOOL} is missing: apt-get install prometheus"
+    );
+    eprintln!("skipped: {PROMTOOL} is missing (apt-get install prometheus)");
+    None
+}
+
+/// Runs `promtool args…` with `stdin`; fails the test with its output unless it succeeds.
+fn run_promtool(promtool: &str, args: &[&str], stdin: &str) {
+    let mut child = Command::new(promtool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}\non:\n{stdin}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// GET `path` from `addr`: status and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of the series `series` (name and labels exactly as rendered).
+fn value_of<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+}
+
+/// Polls `/readyz` until it answers `status`; returns the body.
+async fn until_ready_is(admin: SocketAddr, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = get(admin, "/readyz").await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status} (last {got}: {body})"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (38100, 38199),
+        prompt_ms: 5_000,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(get(sb.admin, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(until_ready_is(sb.admin, 200).await, "ready\n");
+
+    // A caller hears the start of the warning and hangs up.
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    recv_rtp(&caller.rtp, Duration::from_secs(5))
+        .await
+        .expect("prompt audio");
+    caller.hang_up().await;
+    let record = sb.record(&caller.call_id).await;
+    assert!(record.caller_media.is_some());
+
+    let (status, metrics) = get(sb.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let line = r#"line="02112368""#;
+    assert_eq!(
+        value_of(
+            &metrics,
+            &format!(
+                r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",{line}}}"#
+            )
+        ),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        value_of(
+            &metrics,
+            &format!("courtline_warning_started_total{{{line}}}")
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        value_of(
+            &metrics,
+            &format!("courtline_warning_hangups_total{{{line}}}")
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        value_of(
+            &metrics,
+            r#"courtline_calls_in_progress{phase="prompting"}"#
+        ),
+        Some("0")
+    );
+    let sent: u64 = value_of(
+        &metrics,
+        r#"courtline_rtp_packets_total{direction="sent",leg="caller"}"#,
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(sent > 0, "{metrics}");
+    assert_eq!(
+        value_of(
+            &metrics,
+            r#"courtline_operator_target_up{target="sip:nobody@127.0.0.1:9"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        value_of(&metrics, "courtline_config_reloads_total"),
+        Some("0")
+    );
+    // The embedded records service has stored the call's events.
+    let ingested: u64 = value_of(&metrics, "courtline_records_events_ingested_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ingested > 0, "{metrics}");
+    // Bounded labels: the caller's number is in the record, never in a metric.
+    assert!(!metrics.contains("13800138000"));
+    if let Some(promtool) = promtool() {
+        run_promtool(promtool, &["check", "metrics"], &metrics);
+    }
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_naming_the_spool_while_it_cannot_be_written() {
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (38200, 38299),
+        ..Options::default()
+    })
+    .await;
+    until_ready_is(sb.admin, 200).await;
+    // As when its disk is unmounted: the directory goes, a file takes its place.
+    let spool = sb.dir.path().join("spool");
+    let moved = spool.with_extension("moved");
+    std::fs::rename(&spool, &moved).unwrap();
+    std::fs::write(&spool, "not a directory").unwrap();
+    let body = until_ready_is(sb.admin, 503).await;
+    assert_eq!(body, "spool: the records spool cannot be written\n");
+    // Alive all the same.
+    assert_eq!(get(sb.admin, "/healthz").await.0, 200);
+    std::fs::remove_file(&spool).unwrap();
+    std::fs::rename(&moved, &spool).unwrap();
+    until_ready_is(sb.admin, 200).await;
+    sb.stop().await;
+}
+
+#[test]
+fn the_readme_alert_rules_pass_promtool() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("<!-- alert rules: checked by tests/operations.rs -->\n```yaml\n")
+        .expect("the README's alert rules block");
+    let (rules, _) = after.split_once("```").unwrap();
+    assert!(rules.contains("courtline_"));
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("courtline.rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    run_promtool(promtool, &["check", "rules", file.to_str().unwrap()], "");
+}
+
+/// A `courtline serve` child (killed if the test fails), its JSON log, and its addresses.
+struct Serve {
+    /// The process.
+    child: Child,
+    /// Its log, one JSON object a line.
+    log: PathBuf,
+    /// Where it takes SIP.
+    sip: SocketAddr,
+    /// Its admin endpoint.
+    admin: SocketAddr,
+    /// Config, prompt, database, spool.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Serve {
+    /// Starts `courtline serve` with an embedded records service, a 20 s
+    /// warning and `drain_timeout_s`.
+    async fn start(rtp_ports: (u16, u16), drain_timeout_s: u32) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("prompt.wav");
+        write_test_prompt(&wav, 20_000);
+        let config = dir.path().join("courtline.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sip]
+listen = "127.0.0.1:0"
+retry_after_s = 7
+drain_timeout_s = {drain_timeout_s}
+[media]
+rtp_ports = "{lo}-{hi}"
+[admin]
+listen = "127.0.0.1:0"
+[records.service]
+listen = "127.0.0.1:0"
+database = "{db}"
+[records.web]
+listen = ""
+[prompts.test]
+file = "{wav}"
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "test"
+operator = "sip:nobody@127.0.0.1:9"
+record_audio = "never"
+"#,
+                lo = rtp_ports.0,
+                hi = rtp_ports.1,
+                db = dir.path().join("records.db").display(),
+                wav = wav.display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("serve.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_courtline"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--log-json")
+            .arg("serve")
+            .env("RUST_LOG", "info,rsipstack=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let admin = wait_for_log(&log, "admin endpoint listening").await["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sip = wait_for_log(&log, "courtline is up").await["fields"]["sip"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Serve {
+            child,
+            log,
+            sip,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to 20 s for the process to exit; its status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "courtline serve did not exit");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The end reason of every call logged as ended.
+    fn end_reasons(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["fields"]["state"] == "ended")
+            .map(|line| {
+                line["fields"]["end_reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+/// Waits up to 20 s for a log line containing `needle`; returns it parsed.
+async fn wait_for_log(log: &Path, needle: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+            return serde_json::from_str(line).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A caller in the middle of the warning.
+async fn caller_hearing_the_warning(sip: SocketAddr) -> Caller {
+    let mut caller = Caller::new(sip).await;
+    caller.call("0").await;
+    recv_rtp(&caller.rtp, Duration::from_secs(5))
+        .await
+        .expect("prompt audio");
+    caller
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normally() {
+    let mut serve = Serve::start((38300, 38399), 60).await;
+    let mut in_progress = caller_hearing_the_warning(serve.sip).await;
+    serve.terminate();
+    wait_for_log(&serve.log, "draining").await;
+
+    // A new call: 503 with Retry-After.
+    let late = Caller::new(serve.sip).await;
+    late.invite("02112368", "0").await;
+    let refused = late.sip.expect_status(503, Duration::from_secs(5)).await;
+    assert_eq!(refused.header("retry-after"), Some("7"));
+    // A load balancer's OPTIONS: 503.
+    let prober = SipPeer::bind().await;
+    let options = RawRequest::new(
+        "OPTIONS",
+        format_args!("sip:courtline@{}", serve.sip),
+        prober.addr,
+        "z9hG4bK-lb-1",
+    )
+    .dialog(
+        &format!("<sip:lb@{}>;tag=lb", prober.addr),
+        &format!("<sip:courtline@{}>", serve.sip),
+        "lb-probe@test",
+    )
+    .cseq(1)
+    .text();
+    prober.send(serve.sip, &options).await;
+    prober.expect_status(503, Duration::from_secs(5)).await;
+    assert!(until_ready_is(serve.admin, 503)
+        .await
+        .starts_with("draining: "));
+
+    // The call in progress is still up, and ends as its caller ends it.
+    assert!(serve.child.try_wait().unwrap().is_none());
+    recv_rtp(&in_progress.rtp, Duration::from_secs(2))
+        .await
+        .expect("the warning goes on while draining");
+    in_progress.hang_up().await;
+    assert!(serve.exited().await.success());
+    let reasons = serve.end_reasons();
+    assert!(
+        reasons.contains(&"caller_hung_up_during_prompt".to_string()),
+        "{reasons:?}"
+    );
+    // The refusal is logged (and recorded) as such.
+    wait_for_log(&serve.log, "switchboard draining for shutdown").await;
+    assert!(!reasons.contains(&"shutdown".to_string()), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_calls_at_once_recorded_as_shutdown() {
+    let mut serve = Serve::start((38400, 38499), 60).await;
+    let in_progress = caller_hearing_the_warning(serve.sip).await;
+    serve.terminate();
+    wait_for_log(&serve.log, "draining").await;
+    serve.terminate();
+    // The caller is hung up on, and the process ends without waiting for the drain timeout.
+    in_progress
+        .sip
+        .expect_request("BYE", Duration::from_secs(10))
+        .await;
+    assert!(serve.exited().await.success());
+    assert_eq!(serve.end_reasons(), ["shutdown"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_ends_the_calls_left_recorded_as_shutdown() {
+    let mut serve = Serve::start((38500, 38599), 1).await;
+    let in_progress = caller_hearing_the_warning(serve.sip).await;
+    serve.terminate();
+    // The 20 s warning outlasts the 1 s drain: the call is ended, not waited for.
+    in_progress
+        .sip
+        .expect_request("BYE", Duration::from_secs(10))
+        .await;
+    assert!(serve.exited().await.success());
+    assert_eq!(serve.end_reasons(), ["shutdown"]);
+    wait_for_log(&serve.log, "drain timeout").await;
+}
