@@ -538,9 +538,14 @@ pub struct LineConfig {
     /// Silence between two prompts of a playlist, in ms (a multiple of 20).
     #[serde(default = "default_prompt_gap_ms")]
     pub prompt_gap_ms: u32,
-    /// Operator SIP URI, or a hunt list tried in order.
-    pub operator: OneOrList,
-    /// Seconds each operator may ring before the next one is tried.
+    /// Operator SIP URI, or a hunt list; an entry may carry its own ring
+    /// timeout (`{ uri = "sip:...", ring_timeout_s = 15 }`).
+    pub operator: OneOrList<OperatorTarget>,
+    /// How the hunt list is rung: one after the other, from a rotating start, or all at once.
+    #[serde(default)]
+    pub hunt: HuntStrategy,
+    /// Seconds each operator may ring before the next one is tried (unless
+    /// the entry has its own `ring_timeout_s`); with `simultaneous`, how long all ring.
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u32,
     /// When the caller is answered: before the warning, or only once the operator answers.
@@ -564,9 +569,9 @@ pub struct AfterHoursConfig {
     /// Prompt id or playlist played instead of the line's own (the warning,
     /// then the office hours), never skipped either.
     pub prompt: OneOrList,
-    /// Duty number(s) dialled after it; absent: courtline hangs up politely.
+    /// Duty number(s) dialled after it (in order); absent: courtline hangs up politely.
     #[serde(default)]
-    pub operator: Option<OneOrList>,
+    pub operator: Option<OneOrList<OperatorTarget>>,
 }
 
 /// `[[lines]] record_audio`: which calls' audio becomes evidence.
@@ -690,20 +695,91 @@ pub struct OperatorAccount {
     pub realm: String,
 }
 
-/// One value or a list (an operator or a hunt list, a prompt or a playlist);
-/// TOML allows either a string or an array.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrList {
-    /// A single value.
-    One(String),
-    /// Values in order (tried or played one after the other).
-    List(Vec<String>),
+/// `[[lines]] hunt`: how a line's hunt list is rung.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HuntStrategy {
+    /// One target after the other, always from the first.
+    #[default]
+    Sequential,
+    /// One after the other, each call starting one further down the list than
+    /// the line's previous call (wrapping round), so the first desk is not
+    /// always the one rung.
+    RoundRobin,
+    /// All at once (a forked INVITE each); the first to answer gets the call,
+    /// the others are cancelled.
+    Simultaneous,
 }
 
-impl OneOrList {
+impl HuntStrategy {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            HuntStrategy::Sequential => "sequential",
+            HuntStrategy::RoundRobin => "round_robin",
+            HuntStrategy::Simultaneous => "simultaneous",
+        }
+    }
+}
+
+/// One entry of a hunt list: a URI, or a URI with its own ring timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OperatorTarget {
+    /// Rings for the line's `ring_timeout_s`.
+    Uri(String),
+    /// Rings for its own time (a desk that should be given longer, a mobile less).
+    Timed(TimedTarget),
+}
+
+/// `{ uri = "sip:...", ring_timeout_s = 15 }` in a hunt list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedTarget {
+    /// The operator's SIP URI.
+    pub uri: String,
+    /// Seconds this target rings before it is given up.
+    pub ring_timeout_s: u32,
+}
+
+impl OperatorTarget {
+    /// The target's SIP URI.
+    pub fn uri(&self) -> &str {
+        match self {
+            OperatorTarget::Uri(uri) | OperatorTarget::Timed(TimedTarget { uri, .. }) => uri,
+        }
+    }
+
+    /// Its own ring timeout in seconds, if it has one.
+    pub fn ring_timeout_s(&self) -> Option<u32> {
+        match self {
+            OperatorTarget::Uri(_) => None,
+            OperatorTarget::Timed(timed) => Some(timed.ring_timeout_s),
+        }
+    }
+}
+
+impl OneOrList<OperatorTarget> {
+    /// The targets' URIs in order.
+    pub fn uris(&self) -> Vec<String> {
+        self.items().iter().map(|t| t.uri().to_owned()).collect()
+    }
+}
+
+/// One value or a list (an operator or a hunt list, a prompt or a playlist);
+/// TOML allows either a single value or an array.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrList<T = String> {
+    /// A single value.
+    One(T),
+    /// Values in order (tried or played one after the other).
+    List(Vec<T>),
+}
+
+impl<T: Clone> OneOrList<T> {
     /// The values in order.
-    pub fn items(&self) -> Vec<String> {
+    pub fn items(&self) -> Vec<T> {
         match self {
             OneOrList::One(value) => vec![value.clone()],
             OneOrList::List(list) => list.clone(),
@@ -1109,7 +1185,7 @@ impl Config {
             if !self
                 .lines
                 .iter()
-                .any(|l| l.operator.items().contains(&account.uri))
+                .any(|l| l.operator.uris().contains(&account.uri))
             {
                 return Err(self.invalid(
                     format!("operator_accounts[{i}].uri"),
@@ -1197,16 +1273,21 @@ impl Config {
     }
 
     /// A hunt list: not empty, every entry a SIP URI courtline can dial.
-    fn check_hunt_list(&self, key: String, operator: &OneOrList) -> Result<(), ConfigError> {
-        let uris = operator.items();
-        if uris.is_empty() {
+    fn check_hunt_list(
+        &self,
+        key: String,
+        operator: &OneOrList<OperatorTarget>,
+    ) -> Result<(), ConfigError> {
+        let targets = operator.items();
+        if targets.is_empty() {
             return Err(self.invalid(
                 key,
                 "the hunt list is empty".into(),
                 "Give at least one operator URI, e.g. \"sip:operator@192.0.2.10:5060\".",
             ));
         }
-        for (j, uri) in uris.iter().enumerate() {
+        for (j, target) in targets.iter().enumerate() {
+            let uri = target.uri();
             if let Err(problem) = sip::check_operator_uri(uri) {
                 let k = operator.entry_key(key.clone(), j);
                 return Err(self.invalid(
@@ -1214,6 +1295,15 @@ impl Config {
                 format!("\"{uri}\" {problem}"),
                 "Write it as sip:user@host[:port][;transport=udp|tcp|tls], port 1-65535, e.g. \"sip:operator@192.0.2.10:5060\".",
                 ));
+            }
+            if let Some(seconds) = target.ring_timeout_s() {
+                if !(1..=600).contains(&seconds) {
+                    return Err(self.invalid(
+                        format!("{}.ring_timeout_s", operator.entry_key(key.clone(), j)),
+                        format!("{seconds} s is out of range"),
+                        "Use 1-600 seconds; 30 is usual.",
+                    ));
+                }
             }
         }
         Ok(())
@@ -1739,6 +1829,35 @@ operator = "sip:operator@127.0.0.1:5090"
         );
         let config = Config::from_toml_str(&text, "t").unwrap();
         assert_eq!(config.lines[0].operator.items().len(), 2);
+        assert_eq!(config.lines[0].hunt, HuntStrategy::Sequential);
+    }
+
+    #[test]
+    fn hunt_strategy_and_per_target_ring_timeouts() {
+        let text = base().replace(
+            "operator = \"sip:operator@127.0.0.1:5090\"",
+            "hunt = \"simultaneous\"\noperator = [{ uri = \"sip:a@127.0.0.1:5090\", ring_timeout_s = 15 }, \"sip:b@127.0.0.1:5091\"]",
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        let line = &config.lines[0];
+        assert_eq!(line.hunt, HuntStrategy::Simultaneous);
+        assert_eq!(
+            line.operator.uris(),
+            ["sip:a@127.0.0.1:5090", "sip:b@127.0.0.1:5091"]
+        );
+        let timeouts: Vec<_> = line.operator.items().iter().map(|t| t.ring_timeout_s()).collect();
+        assert_eq!(timeouts, [Some(15), None]);
+        for (bad, key) in [
+            ("ring_timeout_s = 0", "lines[0].operator[0].ring_timeout_s"),
+            ("ring_timeout_s = 900", "lines[0].operator[0].ring_timeout_s"),
+        ] {
+            let e = error_for(&text.replace("ring_timeout_s = 15", bad));
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let e = error_for(&text.replace("simultaneous", "everyone"));
+        assert!(e.contains("lines[0].hunt"), "{e}");
+        let e = error_for(&text.replace("uri = \"sip:a@127.0.0.1:5090\"", "uri = \"desk 3\""));
+        assert!(e.contains("lines[0].operator[0]"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Config;
+use crate::config::{Config, HuntStrategy};
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::prompt::MIN_QUIET_BEFORE_SOUND_MS;
 
@@ -77,10 +77,14 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             _ => "G.711 only (a prompt is below 16 kHz)",
         };
         passed.push(format!(
-            "✓ line {} ({}): {playing}, {codecs}, operator {}, ring {} s",
+            "✓ line {} ({}): {playing}, {codecs}, operator {} ({}), ring {} s",
             line.number,
             line.court,
-            line.operator.items().join(" → "),
+            line.operator.uris().join(match line.hunt {
+                HuntStrategy::Simultaneous => " + ",
+                HuntStrategy::Sequential | HuntStrategy::RoundRobin => " → ",
+            }),
+            line.hunt.name(),
             line.ring_timeout_s
         ));
         let Some(playlist) = playlist else { continue };
@@ -122,7 +126,7 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             continue;
         };
         let then = match &after.operator {
-            Some(duty) => format!("then duty {}", duty.items().join(" → ")),
+            Some(duty) => format!("then duty {}", duty.uris().join(" → ")),
             None => "then courtline hangs up".into(),
         };
         passed.push(format!(

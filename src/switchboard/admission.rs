@@ -19,7 +19,7 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Request, StatusCode};
 
 use super::call::CallFacts;
-use super::context::CallSlot;
+use super::context::{CallSlot, HuntTurns};
 use super::media::codec::Codec;
 use super::media::prompt::{LinePlaylists, Playlist};
 use super::sdp::{codecs_for, Negotiated, RemoteMedia, SdpError};
@@ -28,9 +28,29 @@ use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
 use super::sip::qualify::OperatorHealth;
 use super::sip::session_timer::{self, Negotiation, SessionTimer};
 use crate::config::{
-    AnswerMode, Config, OneOrList, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy,
+    AnswerMode, Config, HuntStrategy, OperatorTarget, RecordAudio, RecordingFailurePolicy,
+    SpoolFailurePolicy,
 };
 use crate::contract::pb::PlayedPrompt;
+
+/// The URIs of a hunt list in the order a call rings them: starting at entry
+/// `turn` (modulo its length) and wrapping round. `turn` is 0 except on a
+/// `round_robin` line, where it counts the line's calls.
+pub fn hunt_order(targets: &[OperatorTarget], turn: u64) -> Vec<String> {
+    let mut uris: Vec<String> = targets.iter().map(|t| t.uri().to_owned()).collect();
+    if let Some(start) = u64::try_from(uris.len())
+        .ok()
+        .and_then(|len| turn.checked_rem(len))
+        .and_then(|start| usize::try_from(start).ok())
+    {
+        uris.rotate_left(start);
+    }
+    uris
+}
+
+fn ring_timeout(seconds: u32) -> Duration {
+    Duration::from_secs(u64::from(seconds))
+}
 
 /// The INVITE as admission sees it. Its headers are read by the `sip::leg` and
 /// `sip::session_timer` helpers that already parse them, not copied out first.
@@ -65,6 +85,8 @@ pub struct Admission<'a> {
     pub inbound_auth: Option<&'a InboundAuth>,
     /// Which operator targets answer OPTIONS, for the hunt list.
     pub health: &'a OperatorHealth,
+    /// Where each `round_robin` line's next hunt starts.
+    pub hunt_turns: &'a HuntTurns,
     /// Whether the records spool can be written right now.
     pub spool_healthy: bool,
     /// Whether call recordings can be written right now.
@@ -245,16 +267,18 @@ impl Admission<'_> {
         // Outside office hours the line plays its after-hours playlist and
         // dials its duty number, if any (the warning is part of that playlist too).
         let staffed = self.config.is_staffed(line, now.wall.into());
-        let (playlists, hunt_list) = if staffed {
-            (&self.playlists.in_hours, line.operator.items())
+        let (playlists, targets, hunt) = if staffed {
+            (&self.playlists.in_hours, line.operator.items(), line.hunt)
         } else {
             let duty = line
                 .after_hours
                 .as_ref()
                 .and_then(|after| after.operator.as_ref());
+            // Duty numbers are tried in their order, whatever the line's own hunt.
             (
                 &self.playlists.after_hours,
-                duty.map(OneOrList::items).unwrap_or_default(),
+                duty.map(|duty| duty.items()).unwrap_or_default(),
+                HuntStrategy::Sequential,
             )
         };
         let Some(playlist) = playlists.get(&line.number).cloned() else {
@@ -282,9 +306,18 @@ impl Admission<'_> {
                 ms_sent: 0,
             })
             .collect();
-        facts.operators = self.health.hunt_list(&hunt_list);
+        let turn = match hunt {
+            HuntStrategy::RoundRobin => self.hunt_turns.take(&line.number),
+            HuntStrategy::Sequential | HuntStrategy::Simultaneous => 0,
+        };
+        facts.operators = self.health.hunt_list(&hunt_order(&targets, turn));
+        facts.hunt = hunt;
+        facts.target_ring_timeouts = targets
+            .iter()
+            .filter_map(|t| Some((t.uri().to_owned(), ring_timeout(t.ring_timeout_s()?))))
+            .collect();
         facts.after_hours = !staffed;
-        facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
+        facts.ring_timeout = ring_timeout(line.ring_timeout_s);
         facts.answer_delay = Duration::from_millis(self.config.sip.answer_delay_ms);
 
         if let Some(status) = content_refusal(request) {
@@ -404,6 +437,8 @@ mod tests {
     const LINE: &str = "02112368";
     /// Plays the warning as early media.
     const EARLY_LINE: &str = "02100000";
+    /// Rings its three operators round robin; the second has its own ring timeout.
+    const ROUND_ROBIN_LINE: &str = "02188888";
     /// Its prompts exist in G.722 too.
     const WIDEBAND_LINE: &str = "02199999";
     /// Configured, but its playlist is missing.
@@ -430,6 +465,13 @@ court = "上海市第一中级人民法院"
 prompt = "zh"
 operator = ["sip:op1@127.0.0.1:5090", "sip:op2@127.0.0.1:5091"]
 ring_timeout_s = 20
+
+[[lines]]
+number = "02188888"
+court = "上海市第三中级人民法院"
+prompt = "zh"
+hunt = "round_robin"
+operator = ["sip:a@127.0.0.1:5090", { uri = "sip:b@127.0.0.1:5091", ring_timeout_s = 12 }, "sip:c@127.0.0.1:5092"]
 
 [[lines]]
 number = "02100000"
@@ -508,6 +550,7 @@ after_hours = { prompt = ["zh", "closed"] }
         playlists: LinePlaylists,
         inbound_auth: Option<InboundAuth>,
         health: OperatorHealth,
+        hunt_turns: HuntTurns,
         spool_healthy: bool,
         recording_healthy: bool,
         active: Arc<AtomicUsize>,
@@ -519,6 +562,7 @@ after_hours = { prompt = ["zh", "closed"] }
             let playlists = LinePlaylists {
                 in_hours: [
                     (LINE, playlist(false)),
+                    (ROUND_ROBIN_LINE, playlist(false)),
                     (EARLY_LINE, playlist(false)),
                     (WIDEBAND_LINE, playlist(true)),
                     (DUTY_LINE, playlist(false)),
@@ -537,6 +581,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 playlists,
                 inbound_auth: None,
                 health: OperatorHealth::default(),
+                hunt_turns: HuntTurns::default(),
                 spool_healthy: true,
                 recording_healthy: true,
                 active: Arc::new(AtomicUsize::new(0)),
@@ -573,6 +618,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 playlists: &self.playlists,
                 inbound_auth: self.inbound_auth.as_ref(),
                 health: &self.health,
+                hunt_turns: &self.hunt_turns,
                 spool_healthy: self.spool_healthy,
                 recording_healthy: self.recording_healthy,
             };
@@ -712,6 +758,51 @@ after_hours = { prompt = ["zh", "closed"] }
         assert!(!a.facts.after_hours);
         assert_eq!(a.playlist.prompts()[0].id, "zh");
         assert_eq!(a.facts.operators, ["sip:op@127.0.0.1:5090"]);
+    }
+
+    #[test]
+    fn hunt_order_rotates_by_turn() {
+        let targets: Vec<OperatorTarget> = ["a", "b", "c"]
+            .iter()
+            .map(|u| OperatorTarget::Uri(u.to_string()))
+            .collect();
+        assert_eq!(hunt_order(&targets, 0), ["a", "b", "c"]);
+        assert_eq!(hunt_order(&targets, 1), ["b", "c", "a"]);
+        assert_eq!(hunt_order(&targets, 5), ["c", "a", "b"]);
+        assert_eq!(hunt_order(&targets, u64::MAX), ["a", "b", "c"]);
+        assert!(hunt_order(&[], 7).is_empty());
+    }
+
+    #[test]
+    fn round_robin_line_starts_each_call_one_further_on() {
+        let sb = Switchboard::new();
+        let mut firsts = Vec::new();
+        for _ in 0..4 {
+            let a = admitted(sb.decide(&invite(ROUND_ROBIN_LINE, SDP, OFFER)));
+            assert_eq!(a.facts.hunt, HuntStrategy::RoundRobin);
+            assert_eq!(a.facts.operators.len(), 3);
+            assert_eq!(
+                a.facts.target_ring_timeouts,
+                [("sip:b@127.0.0.1:5091".to_string(), Duration::from_secs(12))].into()
+            );
+            firsts.push(a.facts.operators[0].clone());
+        }
+        assert_eq!(
+            firsts,
+            [
+                "sip:a@127.0.0.1:5090",
+                "sip:b@127.0.0.1:5091",
+                "sip:c@127.0.0.1:5092",
+                "sip:a@127.0.0.1:5090"
+            ]
+        );
+        // Other lines keep their order and do not move the turn.
+        let a = admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert_eq!(a.facts.operators[0], "sip:op1@127.0.0.1:5090");
+        assert_eq!(a.facts.hunt, HuntStrategy::Sequential);
+        assert!(a.facts.target_ring_timeouts.is_empty());
+        let a = admitted(sb.decide(&invite(ROUND_ROBIN_LINE, SDP, OFFER)));
+        assert_eq!(a.facts.operators[0], "sip:b@127.0.0.1:5091");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::admission::{Admission, Decision, InviteFacts, Now, Refusal, Refused};
-use super::context::{CallSlot, Shared};
+use super::context::{CallSlot, HuntTurns, Shared};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
 use super::sip::inbound_auth::InboundAuth;
@@ -223,6 +223,7 @@ impl Switchboard {
                 advertise,
                 active: Arc::new(AtomicUsize::new(0)),
                 health: Arc::new(OperatorHealth::default()),
+                hunt_turns: HuntTurns::default(),
                 inbound_auth,
                 shutdown,
             }),
@@ -263,7 +264,7 @@ impl Switchboard {
                 .config
                 .lines
                 .iter()
-                .flat_map(|l| l.operator.items())
+                .flat_map(|l| l.operator.uris())
                 .collect();
             tokio::spawn(qualify::run(
                 self.endpoint.inner.clone(),
@@ -460,6 +461,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         playlists: &shared.playlists,
         inbound_auth: shared.inbound_auth.as_ref(),
         health: &shared.health,
+        hunt_turns: &shared.hunt_turns,
         spool_healthy: shared.records.spool_healthy(),
         recording_healthy: shared.recorder.as_ref().is_none_or(Recorder::healthy),
     };

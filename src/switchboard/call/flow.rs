@@ -6,10 +6,11 @@
 //! current time, executes the [`CallAction`]s it polls out, and wakes it at
 //! [`CallFlow::poll_timeout`]. Tests drive it the same way on virtual time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::report_keys::{KeyOutput, ReportKeys};
+pub use crate::config::HuntStrategy;
 use crate::contract::pb::{
     CallMilestone, CallRecord, EndReason, Milestone as WireMilestone, PlayedPrompt,
 };
@@ -48,8 +49,13 @@ pub struct CallFacts {
     pub operators: Vec<String>,
     /// The call came outside the line's office hours (the playlist is the after-hours one).
     pub after_hours: bool,
-    /// How long each operator may ring.
+    /// How the hunt list is rung (`round_robin` is already in `operators`'
+    /// order: the flow rings it like `sequential`).
+    pub hunt: HuntStrategy,
+    /// How long each operator may ring, unless it has its own time below.
     pub ring_timeout: Duration,
+    /// Ring timeouts of the targets configured with their own, by URI.
+    pub target_ring_timeouts: HashMap<String, Duration>,
     /// How long to ring the caller before answering.
     pub answer_delay: Duration,
     /// The line plays the warning as early media (183 Session Progress) and
@@ -617,9 +623,18 @@ impl CallFlow {
         };
         self.phase = Phase::DialingOperator { target };
         self.record.operator_uri = uri.clone();
-        self.deadline = Some(now + self.facts.ring_timeout);
+        self.deadline = Some(now + self.ring_timeout_of(&uri));
         self.milestone(Milestone::OperatorDialed { uri: uri.clone() });
         self.actions.push_back(CallAction::DialOperator { uri });
+    }
+
+    /// How long `uri` may ring: its own time if configured, else the line's.
+    fn ring_timeout_of(&self, uri: &str) -> Duration {
+        self.facts
+            .target_ring_timeouts
+            .get(uri)
+            .copied()
+            .unwrap_or(self.facts.ring_timeout)
     }
 
     /// Records the failed attempt, then tries the next operator in the hunt

@@ -502,6 +502,23 @@ fn hunt_list_tries_each_operator_in_order() {
 }
 
 #[test]
+fn a_target_with_its_own_ring_timeout_rings_for_that_long() {
+    let mut f = facts(&["sip:a@h", "sip:b@h"]);
+    f.target_ring_timeouts = [("sip:b@h".to_string(), Duration::from_secs(10))].into();
+    let mut h = Harness::new(f);
+    h.answer_and_play_prompt();
+    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(30));
+    h.advance(30_000);
+    h.actions();
+    assert_eq!(h.flow.current_operator(), Some("sip:b@h"));
+    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(10));
+    h.advance(10_000);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
 fn hunt_list_exhausted_reports_last_failure() {
     let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h"]));
     h.answer_and_play_prompt();
