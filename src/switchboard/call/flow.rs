@@ -88,6 +88,9 @@ pub enum Phase {
         /// Index into the hunt list.
         target: usize,
     },
+    /// Calling every operator of the hunt list at once (`simultaneous`); the
+    /// first to answer is bridged, the others are cancelled.
+    DialingAll,
     /// Caller and operator are talking through the relay.
     Bridged,
     /// Both legs are down; the record has been emitted.
@@ -101,9 +104,22 @@ impl Phase {
             Phase::Ringing => "ringing",
             Phase::Answering => "answering",
             Phase::Prompting => "prompting",
-            Phase::DialingOperator { .. } => "dialing_operator",
+            Phase::DialingOperator { .. } | Phase::DialingAll => "dialing_operator",
             Phase::Bridged => "bridged",
             Phase::Ended => "ended",
+        }
+    }
+}
+
+impl OperatorFailure {
+    /// The failure in the record's terms.
+    fn reason(self) -> EndReason {
+        match self {
+            OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
+            OperatorFailure::Status(480) => EndReason::NoAnswer,
+            OperatorFailure::Status(_) | OperatorFailure::Unreachable | OperatorFailure::Refused => {
+                EndReason::OperatorUnreachable
+            }
         }
     }
 }
@@ -120,6 +136,31 @@ pub enum OperatorFailure {
     /// while the INVITE is still outstanding: the attempt is abandoned at
     /// once instead of ringing out the ring timeout.
     Refused,
+}
+
+/// What happened to one forked operator INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkEvent {
+    /// Its phone rings (180/183).
+    Ringing,
+    /// It answered (2xx, ACK sent).
+    Answered,
+    /// It failed this way.
+    Failed(OperatorFailure),
+}
+
+/// Where one forked operator INVITE stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fork {
+    /// Sent, no final answer yet; given up at this time.
+    Pending {
+        /// Its ring timeout runs out.
+        until: Instant,
+    },
+    /// It failed, or its ring timeout ran out.
+    Failed,
+    /// Another target answered first: CANCEL sent.
+    Cancelled,
 }
 
 /// Something that happened to the call, reported by the adapter.
@@ -154,6 +195,13 @@ pub enum CallInput {
     OperatorAnswered,
     /// The current operator attempt failed.
     OperatorFailed(OperatorFailure),
+    /// Something happened to one of the INVITEs forked to every target (`simultaneous`).
+    ForkedOperator {
+        /// Index into the hunt list.
+        target: usize,
+        /// What happened.
+        event: ForkEvent,
+    },
     /// BYE from the operator.
     OperatorHungUp,
     /// Something broke locally (socket, SDP from the operator, ...); the call cannot go on.
@@ -221,6 +269,28 @@ pub enum Milestone {
         /// Why, in the record's terms.
         reason: EndReason,
     },
+    /// One of several forked operators rings (`simultaneous`).
+    ForkRinging {
+        /// That operator's URI.
+        uri: String,
+    },
+    /// One of several forked operators answered first and gets the call.
+    ForkAnswered {
+        /// That operator's URI.
+        uri: String,
+    },
+    /// One of several forked operators failed (busy, no answer, unreachable).
+    ForkFailed {
+        /// That operator's URI.
+        uri: String,
+        /// Why, in the record's terms.
+        reason: EndReason,
+    },
+    /// One of several forked operators was cancelled: another answered first.
+    ForkCancelled {
+        /// That operator's URI.
+        uri: String,
+    },
     /// The bridged operator pressed the report key sequence: the records
     /// service opens a report on this call.
     ReportRequested {
@@ -256,8 +326,27 @@ pub enum CallAction {
         /// Target from the hunt list.
         uri: String,
     },
-    /// Abandon the ringing operator leg (CANCEL; BYE if its 200 crosses).
+    /// Abandon the ringing operator leg (CANCEL; BYE if its 200 crosses),
+    /// or every forked one still ringing.
     CancelOperator,
+    /// INVITE this operator URI as one of several at once (`simultaneous`).
+    ForkOperator {
+        /// Index into the hunt list: forked events name it.
+        target: usize,
+        /// Target from the hunt list.
+        uri: String,
+    },
+    /// Abandon this forked INVITE (CANCEL; ACK and BYE if its 2xx crosses).
+    CancelFork {
+        /// Index into the hunt list.
+        target: usize,
+    },
+    /// This fork answered first: its dialog and media are the call's operator
+    /// leg from now on (`Bridge`, `HangUpOperator` act on it).
+    AdoptFork {
+        /// Index into the hunt list.
+        target: usize,
+    },
     /// BYE the connected operator leg.
     HangUpOperator,
     /// Relay audio both ways between caller and operator.
@@ -305,6 +394,8 @@ pub struct CallFlow {
     record: CallRecord,
     /// The operator's keys on their way to the caller, minus the report sequence.
     report_keys: ReportKeys,
+    /// Each target's forked INVITE in `DialingAll`, by hunt list index.
+    forks: Vec<Fork>,
 }
 
 impl CallFlow {
@@ -337,6 +428,7 @@ impl CallFlow {
             deadline: None,
             caller_answered: false,
             record,
+            forks: Vec::new(),
         };
         flow.actions
             .push_back(CallAction::Milestone(Milestone::Received));
@@ -425,6 +517,17 @@ impl CallFlow {
                 self.actions.push_back(CallAction::CancelOperator);
                 self.operator_failed(target, EndReason::NoAnswer, now);
             }
+            Phase::DialingAll => {
+                for target in 0..self.forks.len() {
+                    if matches!(self.forks[target], Fork::Pending { until } if until <= now) {
+                        self.actions.push_back(CallAction::CancelFork { target });
+                        self.fork_failed(target, EndReason::NoAnswer, now);
+                    }
+                }
+                if self.phase == Phase::DialingAll {
+                    self.deadline = self.next_fork_deadline();
+                }
+            }
             _ => {}
         }
     }
@@ -457,7 +560,11 @@ impl CallFlow {
                     self.close_after_hours(now);
                 } else {
                     self.actions.push_back(CallAction::StartRingback);
-                    self.dial(0, now);
+                    if self.facts.hunt == HuntStrategy::Simultaneous {
+                        self.fork_all(now);
+                    } else {
+                        self.dial(0, now);
+                    }
                 }
             }
             // CANCEL comes only before our 200 OK: here, during early media
@@ -475,23 +582,7 @@ impl CallFlow {
                 self.milestone(Milestone::OperatorRinging)
             }
             (Phase::DialingOperator { .. }, OperatorAnswered) => {
-                self.phase = Phase::Bridged;
-                self.deadline = None;
-                self.record.operator_answered_at_ms = self.wall_ms(now);
-                // The bridge before the milestone: the call task waits for each
-                // milestone to reach the spool's disk, and until the bridge is up
-                // the caller's first words are dropped (the operator's wait in its
-                // socket), for as long as an fsync takes on a busy disk.
-                self.actions.push_back(CallAction::Bridge);
-                if self.caller_answered {
-                    self.actions.push_back(CallAction::WatchCallerMedia);
-                }
-                self.milestone(Milestone::OperatorAnswered);
-                if !self.caller_answered {
-                    // Early media: the caller is answered only now, with the
-                    // SDP its 183 already carried (its media is watched from the ACK).
-                    self.answer(now);
-                }
+                self.connect(Milestone::OperatorAnswered, now)
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
                 self.deadline = None;
@@ -499,16 +590,15 @@ impl CallFlow {
                     // The INVITE transaction still runs: end it before the next target.
                     self.actions.push_back(CallAction::CancelOperator);
                 }
-                let reason = match failure {
-                    OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
-                    OperatorFailure::Status(480) => EndReason::NoAnswer,
-                    OperatorFailure::Status(_)
-                    | OperatorFailure::Unreachable
-                    | OperatorFailure::Refused => EndReason::OperatorUnreachable,
-                };
-                self.operator_failed(target, reason, now);
+                self.operator_failed(target, failure.reason(), now);
             }
-            (Phase::DialingOperator { .. }, hangup @ (CallerHungUp | CallerCancelled)) => {
+            (Phase::DialingAll, ForkedOperator { target, event }) => {
+                self.fork_event(target, event, now)
+            }
+            (
+                Phase::DialingOperator { .. } | Phase::DialingAll,
+                hangup @ (CallerHungUp | CallerCancelled),
+            ) => {
                 if hangup == CallerCancelled {
                     self.record.sip_final_status = 487;
                 }
@@ -558,7 +648,9 @@ impl CallFlow {
     /// Ends the call from any phase, hanging up whatever is up.
     fn abort(&mut self, phase: Phase, reason: EndReason, now: Instant) {
         match phase {
-            Phase::DialingOperator { .. } => self.actions.push_back(CallAction::CancelOperator),
+            Phase::DialingOperator { .. } | Phase::DialingAll => {
+                self.actions.push_back(CallAction::CancelOperator)
+            }
             Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
             _ => {}
         }
@@ -628,6 +720,109 @@ impl CallFlow {
         self.actions.push_back(CallAction::DialOperator { uri });
     }
 
+    /// Rings every target at once (`simultaneous`), each for its own ring timeout.
+    fn fork_all(&mut self, now: Instant) {
+        self.phase = Phase::DialingAll;
+        let operators = self.facts.operators.clone();
+        self.forks = operators
+            .iter()
+            .map(|uri| Fork::Pending {
+                until: now + self.ring_timeout_of(uri),
+            })
+            .collect();
+        self.deadline = self.next_fork_deadline();
+        for (target, uri) in operators.into_iter().enumerate() {
+            self.milestone(Milestone::OperatorDialed { uri: uri.clone() });
+            self.actions
+                .push_back(CallAction::ForkOperator { target, uri });
+        }
+    }
+
+    /// The earliest ring timeout of the forks still pending.
+    fn next_fork_deadline(&self) -> Option<Instant> {
+        self.forks
+            .iter()
+            .filter_map(|fork| match fork {
+                Fork::Pending { until } => Some(*until),
+                Fork::Failed | Fork::Cancelled => None,
+            })
+            .min()
+    }
+
+    /// One forked INVITE's news; a fork no longer pending (cancelled, timed
+    /// out) changes nothing: the adapter ends a late answer from it itself.
+    fn fork_event(&mut self, target: usize, event: ForkEvent, now: Instant) {
+        if !matches!(self.forks.get(target), Some(Fork::Pending { .. })) {
+            return;
+        }
+        let uri = self.facts.operators[target].clone();
+        match event {
+            ForkEvent::Ringing => self.milestone(Milestone::ForkRinging { uri }),
+            ForkEvent::Answered => {
+                for (other, fork) in self.forks.iter_mut().enumerate() {
+                    if other != target && matches!(fork, Fork::Pending { .. }) {
+                        *fork = Fork::Cancelled;
+                        self.actions
+                            .push_back(CallAction::CancelFork { target: other });
+                        let uri = self.facts.operators[other].clone();
+                        self.actions
+                            .push_back(CallAction::Milestone(Milestone::ForkCancelled { uri }));
+                    }
+                }
+                self.record.operator_uri = uri.clone();
+                self.actions.push_back(CallAction::AdoptFork { target });
+                self.connect(Milestone::ForkAnswered { uri }, now);
+            }
+            ForkEvent::Failed(failure) => {
+                if failure == OperatorFailure::Refused {
+                    // The INVITE transaction still runs: end it.
+                    self.actions.push_back(CallAction::CancelFork { target });
+                }
+                self.fork_failed(target, failure.reason(), now);
+                if self.phase == Phase::DialingAll {
+                    self.deadline = self.next_fork_deadline();
+                }
+            }
+        }
+    }
+
+    /// Records a fork's failure; when it was the last one pending the hunt has
+    /// failed, for the reason this one did.
+    fn fork_failed(&mut self, target: usize, reason: EndReason, now: Instant) {
+        self.forks[target] = Fork::Failed;
+        let uri = self.facts.operators[target].clone();
+        self.milestone(Milestone::ForkFailed {
+            uri: uri.clone(),
+            reason,
+        });
+        if self.next_fork_deadline().is_none() {
+            self.record.operator_uri = uri;
+            self.hunt_failed(reason, now);
+        }
+    }
+
+    /// The operator answered: bridge, record `answered`, and on an early-media
+    /// line answer the caller now.
+    fn connect(&mut self, answered: Milestone, now: Instant) {
+        self.phase = Phase::Bridged;
+        self.deadline = None;
+        self.record.operator_answered_at_ms = self.wall_ms(now);
+        // The bridge before the milestone: the call task waits for each
+        // milestone to reach the spool's disk, and until the bridge is up
+        // the caller's first words are dropped (the operator's wait in its
+        // socket), for as long as an fsync takes on a busy disk.
+        self.actions.push_back(CallAction::Bridge);
+        if self.caller_answered {
+            self.actions.push_back(CallAction::WatchCallerMedia);
+        }
+        self.milestone(answered);
+        if !self.caller_answered {
+            // Early media: the caller is answered only now, with the
+            // SDP its 183 already carried (its media is watched from the ACK).
+            self.answer(now);
+        }
+    }
+
     /// How long `uri` may ring: its own time if configured, else the line's.
     fn ring_timeout_of(&self, uri: &str) -> Duration {
         self.facts
@@ -643,7 +838,14 @@ impl CallFlow {
         self.milestone(Milestone::OperatorFailed { reason });
         if failed + 1 < self.facts.operators.len() {
             self.dial(failed + 1, now);
-        } else if self.caller_answered {
+        } else {
+            self.hunt_failed(reason, now);
+        }
+    }
+
+    /// Nobody of the hunt list can be had: the call ends for `reason`.
+    fn hunt_failed(&mut self, reason: EndReason, now: Instant) {
+        if self.caller_answered {
             self.actions.push_back(CallAction::HangUpCaller);
             self.end(reason, now);
         } else {
@@ -731,6 +933,24 @@ impl Milestone {
                 (WireMilestone::OperatorAnswered, "", EndReason::Unspecified)
             }
             Milestone::OperatorFailed { reason } => (WireMilestone::OperatorFailed, "", *reason),
+            Milestone::ForkRinging { uri } => (
+                WireMilestone::OperatorRinging,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::ForkAnswered { uri } => (
+                WireMilestone::OperatorAnswered,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::ForkFailed { uri, reason } => {
+                (WireMilestone::OperatorFailed, uri.as_str(), *reason)
+            }
+            Milestone::ForkCancelled { uri } => (
+                WireMilestone::OperatorCancelled,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
             Milestone::ReportRequested { operator, .. } => (
                 WireMilestone::ReportRequested,
                 operator.as_str(),

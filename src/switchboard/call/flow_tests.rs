@@ -1118,3 +1118,167 @@ fn after_hours_on_an_early_media_line_ends_unanswered_with_480() {
     assert_eq!(reason(record), EndReason::AfterHours);
     assert_eq!(record.sip_final_status, 480);
 }
+
+/// A call on a `simultaneous` line, answered and warned: every target is rung.
+fn forked(operators: &[&str], own_timeouts: &[(&str, u64)]) -> Harness {
+    let mut f = facts(operators);
+    f.hunt = HuntStrategy::Simultaneous;
+    f.target_ring_timeouts = own_timeouts
+        .iter()
+        .map(|(uri, s)| (uri.to_string(), Duration::from_secs(*s)))
+        .collect();
+    let mut h = Harness::new(f);
+    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    let mut expected = vec![CallAction::StartRingback];
+    expected.extend(operators.iter().enumerate().map(|(target, uri)| {
+        CallAction::ForkOperator {
+            target,
+            uri: uri.to_string(),
+        }
+    }));
+    let actions: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    let dialed: Vec<&CallAction> = actions
+        .iter()
+        .filter(|a| matches!(a, CallAction::Milestone(Milestone::OperatorDialed { .. })))
+        .collect();
+    assert_eq!(dialed.len(), operators.len(), "each fork is recorded dialled");
+    let rest: Vec<CallAction> = actions
+        .into_iter()
+        .filter(|a| !matches!(a, CallAction::Milestone(_)))
+        .collect();
+    assert_eq!(rest, expected);
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+    h
+}
+
+fn fork(target: usize, event: ForkEvent) -> CallInput {
+    CallInput::ForkedOperator { target, event }
+}
+
+#[test]
+fn simultaneous_first_answer_wins_and_the_others_are_cancelled() {
+    let mut h = forked(&["sip:a@h", "sip:b@h", "sip:c@h"], &[]);
+    h.input(fork(0, ForkEvent::Ringing));
+    h.input(fork(1, ForkEvent::Ringing));
+    assert_eq!(
+        h.milestones(),
+        vec![
+            Milestone::ForkRinging {
+                uri: "sip:a@h".into()
+            },
+            Milestone::ForkRinging {
+                uri: "sip:b@h".into()
+            }
+        ]
+    );
+    h.advance(2_000);
+    h.input(fork(1, ForkEvent::Answered));
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        all,
+        vec![
+            CallAction::CancelFork { target: 0 },
+            CallAction::Milestone(Milestone::ForkCancelled {
+                uri: "sip:a@h".into()
+            }),
+            CallAction::CancelFork { target: 2 },
+            CallAction::Milestone(Milestone::ForkCancelled {
+                uri: "sip:c@h".into()
+            }),
+            CallAction::AdoptFork { target: 1 },
+            CallAction::Bridge,
+            CallAction::WatchCallerMedia,
+            CallAction::Milestone(Milestone::ForkAnswered {
+                uri: "sip:b@h".into()
+            }),
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::Bridged);
+    assert_eq!(h.flow.current_operator(), Some("sip:b@h"));
+    // A cancelled fork's 2xx that crossed the CANCEL is the adapter's to end.
+    h.input(fork(0, ForkEvent::Answered));
+    h.input(fork(2, ForkEvent::Failed(OperatorFailure::Status(487))));
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.poll_timeout(), None);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpOperator);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::CallerHungUp);
+    assert_eq!(record.operator_uri, "sip:b@h");
+}
+
+#[test]
+fn simultaneous_hunt_fails_when_the_last_fork_does_each_on_its_own_timeout() {
+    let mut h = forked(&["sip:a@h", "sip:b@h", "sip:c@h"], &[("sip:b@h", 10)]);
+    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(10));
+    h.advance(1_000);
+    h.input(fork(0, ForkEvent::Failed(OperatorFailure::Status(486))));
+    // Only recorded: the others still ring.
+    assert_eq!(
+        h.milestones(),
+        vec![Milestone::ForkFailed {
+            uri: "sip:a@h".into(),
+            reason: EndReason::OperatorBusy
+        }]
+    );
+    h.advance(9_000);
+    assert_eq!(h.actions(), vec![CallAction::CancelFork { target: 1 }]);
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(20));
+    h.input(fork(2, ForkEvent::Failed(OperatorFailure::Refused)));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelFork { target: 2 });
+    assert_eq!(actions[1], CallAction::HangUpCaller);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::OperatorUnreachable);
+    assert_eq!(record.operator_uri, "sip:c@h");
+}
+
+#[test]
+fn simultaneous_ring_timeout_ends_the_call_as_no_answer() {
+    let mut h = forked(&["sip:a@h", "sip:b@h"], &[]);
+    h.advance(30_000);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..3],
+        [
+            CallAction::CancelFork { target: 0 },
+            CallAction::CancelFork { target: 1 },
+            CallAction::HangUpCaller
+        ]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
+fn simultaneous_caller_hang_up_cancels_every_fork() {
+    let mut h = forked(&["sip:a@h", "sip:b@h"], &[]);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(reason(finished(&actions)), EndReason::CallerHungUp);
+    // Sequential inputs mean nothing to a forked hunt, and the reverse.
+    let mut h = forked(&["sip:a@h", "sip:b@h"], &[]);
+    h.input(CallInput::OperatorAnswered);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+}
+
+#[test]
+fn a_single_target_simultaneous_line_forks_one() {
+    let mut h = forked(&["sip:a@h"], &[]);
+    h.input(fork(0, ForkEvent::Answered));
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::AdoptFork { target: 0 },
+            CallAction::Bridge,
+            CallAction::WatchCallerMedia
+        ]
+    );
+}

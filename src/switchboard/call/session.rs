@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::flow::{
-    CallAction, CallFacts, CallFlow, CallInput, KeyVia, OperatorFailure, Party, Phase,
+    CallAction, CallFacts, CallFlow, CallInput, ForkEvent, KeyVia, OperatorFailure, Party, Phase,
 };
 use super::reoffer;
 use crate::config::RecordAudio;
@@ -117,6 +117,20 @@ struct OperatorAttempt {
     /// Over UDP, until the operator answers anything: the kernel's word that
     /// nobody listens there ([`qualify::udp_refusal`]).
     refusal: Option<Refusal>,
+}
+
+/// One of the operator INVITEs forked at once (`hunt = "simultaneous"`):
+/// each has its own RTP socket, and its answer's media is kept apart until
+/// the flow makes it the call's operator leg.
+struct ForkedAttempt {
+    /// The INVITE in progress.
+    attempt: OperatorAttempt,
+    /// Our RTP socket offered to this target.
+    socket: Option<RtpSocket>,
+    /// Where and in which codec it sends, once it answered.
+    media: Option<(std::net::SocketAddr, Codec)>,
+    /// Its telephone-event numbers, if its answer kept telephone-event.
+    keys: Option<EventPayloadTypes>,
 }
 
 /// A pending [`qualify::udp_refusal`].
@@ -220,6 +234,8 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     let mut operator_media: Option<(std::net::SocketAddr, Codec)> = None;
     // The operator's telephone-event numbers, if its answer kept telephone-event.
     let mut operator_keys: Option<EventPayloadTypes> = None;
+    // `simultaneous`: the forked INVITEs still running, by hunt list index.
+    let mut forks: Vec<Option<ForkedAttempt>> = Vec::new();
     let mut hangups: Vec<InviteDialog> = Vec::new();
     // The call's recording at the writer (its key, if the engine taps it) and its outcome.
     let mut recording: Option<(Option<u64>, oneshot::Receiver<RecordingOutcome>)> = None;
@@ -325,6 +341,55 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::CancelOperator | CallAction::HangUpOperator => {
                     if let Some(attempt) = operator.take() {
                         hangups.push(attempt.dialog);
+                    }
+                    for fork in forks.iter_mut().filter_map(Option::take) {
+                        tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
+                    }
+                }
+                CallAction::ForkOperator { target, uri } => {
+                    if forks.len() <= target {
+                        forks.resize_with(target + 1, || None);
+                    }
+                    let mut socket = None;
+                    match dial(&shared, &facts, &uri, caller_codec, &mut socket, &mut states).await {
+                        Ok(attempt) => {
+                            info!(call_id = %call_id, operator = %uri, "calling operator (one of several at once)");
+                            forks[target] = Some(ForkedAttempt {
+                                attempt,
+                                socket,
+                                media: None,
+                                keys: None,
+                            });
+                        }
+                        Err(problem) => {
+                            warn!(call_id = %call_id, operator = %uri, %problem, "cannot call operator");
+                            flow.handle_input(
+                                CallInput::ForkedOperator {
+                                    target,
+                                    event: ForkEvent::Failed(OperatorFailure::Unreachable),
+                                },
+                                Instant::now(),
+                            );
+                        }
+                    }
+                }
+                CallAction::CancelFork { target } => {
+                    if let Some(fork) = forks.get_mut(target).and_then(Option::take) {
+                        tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
+                    }
+                }
+                CallAction::AdoptFork { target } => {
+                    match forks.get_mut(target).and_then(Option::take) {
+                        Some(fork) => {
+                            operator = Some(fork.attempt);
+                            operator_socket = fork.socket;
+                            operator_media = fork.media;
+                            operator_keys = fork.keys;
+                        }
+                        None => flow.handle_input(
+                            CallInput::Fault("the answering operator's INVITE is gone".into()),
+                            Instant::now(),
+                        ),
                     }
                 }
                 CallAction::Bridge => match (operator_socket.take(), operator_media) {
@@ -472,7 +537,20 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                             op.refusal = None;
                         }
                     }
-                    dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await
+                    let fork = match &state {
+                        DialogState::Trying(id) | DialogState::Early(id, _) => forks
+                            .iter_mut()
+                            .enumerate()
+                            .find_map(|(target, fork)| Some((target, fork.as_mut().filter(|f| f.attempt.call_id == id.call_id)?))),
+                        _ => None,
+                    };
+                    match fork {
+                        Some((target, fork)) => {
+                            fork.attempt.refusal = None;
+                            matches!(state, DialogState::Early(..)).then_some(CallInput::ForkedOperator { target, event: ForkEvent::Ringing })
+                        }
+                        None => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await,
+                    }
                 }
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
             },
@@ -504,6 +582,36 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     }
                     Some(input)
                 }
+            },
+            (target, event) = fork_event(&mut forks) => {
+                let input = match event {
+                    AttemptEvent::Refused(error) => {
+                        warn!(call_id = %call_id, operator = facts.operators.get(target).map_or("", String::as_str), %error, "operator unreachable: giving up on it at once");
+                        ForkEvent::Failed(OperatorFailure::Refused)
+                    }
+                    AttemptEvent::Outcome(outcome) => {
+                        let Some(fork) = forks.get_mut(target).and_then(Option::as_mut) else {
+                            continue;
+                        };
+                        fork.attempt.refusal = None;
+                        match operator_input(outcome, caller_codec, &mut fork.media, &mut fork.keys) {
+                            CallInput::OperatorAnswered => ForkEvent::Answered,
+                            CallInput::OperatorFailed(failure) => {
+                                // The attempt is over; nothing to cancel.
+                                forks[target] = None;
+                                ForkEvent::Failed(failure)
+                            }
+                            other => {
+                                warn!(call_id = %call_id, operator = facts.operators.get(target).map_or("", String::as_str), input = ?other, "forked operator answered unusably: hanging it up");
+                                if let Some(fork) = forks[target].take() {
+                                    tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
+                                }
+                                ForkEvent::Failed(OperatorFailure::Unreachable)
+                            }
+                        }
+                    }
+                };
+                Some(CallInput::ForkedOperator { target, event: input })
             },
             _ = sleep_until(deadline) => {
                 flow.handle_timeout(Instant::now());
@@ -885,6 +993,47 @@ async fn operator_event(attempt: Option<&mut OperatorAttempt>) -> AttemptEvent {
         Some(result) = finished => AttemptEvent::Outcome(result),
         else => std::future::pending().await,
     }
+}
+
+/// The next event of any forked attempt still running, with its hunt list
+/// index; forever when none is.
+async fn fork_event(forks: &mut [Option<ForkedAttempt>]) -> (usize, AttemptEvent) {
+    let running: Vec<_> = forks
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(target, fork)| {
+            let fork = fork.as_mut()?;
+            Some(Box::pin(async move {
+                (target, operator_event(Some(&mut fork.attempt)).await)
+            }))
+        })
+        .collect();
+    if running.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(running).await.0
+}
+
+/// Ends a forked INVITE another target beat: CANCEL, and if its 2xx crossed
+/// the CANCEL (the stack has ACKed it), BYE; then forgets its dialog.
+async fn abandon_fork(shared: Arc<Shared>, call_id: String, fork: ForkedAttempt) {
+    let ForkedAttempt { attempt, .. } = fork;
+    if let Err(e) = attempt.dialog.hangup().await {
+        debug!(error = %e, "cancelling a forked operator failed");
+    }
+    if let Some(outcome) = attempt.outcome {
+        let answered = matches!(
+            outcome.await,
+            Ok(Ok((_, Some(response)))) if response.status_code.kind() == StatusCodeKind::Successful
+        );
+        if answered {
+            info!(call_id = %call_id, operator_call_id = %attempt.call_id, "a cancelled operator answered anyway: BYE");
+            if let Err(e) = attempt.dialog.hangup().await {
+                debug!(error = %e, "BYE to a late-answering operator failed");
+            }
+        }
+    }
+    shared.dialog_layer.remove_dialog(&attempt.dialog.id());
 }
 
 /// Turns the operator INVITE outcome into a flow input, keeping the operator's
