@@ -560,6 +560,11 @@ pub struct LineConfig {
     /// What callers get outside those hours (required when `hours` is set).
     #[serde(default)]
     pub after_hours: Option<AfterHoursConfig>,
+    /// Id of the `[prompts.<id>]` played to an answered caller when nobody of
+    /// the hunt list answers ("the operators are busy, call again"), before
+    /// courtline hangs up; absent: the hang-up comes at once.
+    #[serde(default)]
+    pub failover_prompt: Option<String>,
 }
 
 /// `[lines.after_hours]`: the call outside office hours.
@@ -1229,6 +1234,9 @@ impl Config {
                 ));
             }
             self.check_hunt_list(key("operator"), &line.operator)?;
+            if let Some(id) = &line.failover_prompt {
+                self.check_playlist(key("failover_prompt"), &OneOrList::One(id.clone()))?;
+            }
             self.check_hours(&key, line)?;
             if !(1..=600).contains(&line.ring_timeout_s) {
                 return Err(self.invalid(
@@ -1854,6 +1862,8 @@ operator = "sip:operator@127.0.0.1:5090"
             let e = error_for(&text.replace("ring_timeout_s = 15", bad));
             assert!(e.contains(key), "{bad}: {e}");
         }
+        let e = error_for(&text.replace("hunt =", "failover_prompt = \"busy\"\nhunt ="));
+        assert!(e.contains("lines[0].failover_prompt") && e.contains("[prompts.busy]"), "{e}");
         let e = error_for(&text.replace("simultaneous", "everyone"));
         assert!(e.contains("lines[0].hunt"), "{e}");
         let e = error_for(&text.replace("uri = \"sip:a@127.0.0.1:5090\"", "uri = \"desk 3\""));

@@ -185,3 +185,46 @@ async fn round_robin_starts_each_call_at_the_next_operator() {
     }
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_answering_plays_the_failover_prompt_then_bye() {
+    let desk = SipPeer::bind().await;
+    let busy = repo_path("audio/busy_zh.wav");
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:desk@{}", desk.addr)],
+        prompt_ms: 200,
+        prompt_rate: 8000,
+        rtp_ports: (43150, 43199),
+        line_extra: format!(
+            "failover_prompt = \"busy\"\n\n[prompts.busy]\nfile = \"{}\"\nversion = \"1\"\n",
+            busy.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let invite = desk.expect_request("INVITE", 5 * SEC).await;
+    desk.respond(&invite, "486 Busy Here", Some("busy"), "", "")
+        .await;
+    desk.expect_request("ACK", 3 * SEC).await;
+    // The 4 s notice, then a BYE; the caller's RTP socket hears it meanwhile.
+    let mut packets = 0;
+    let bye = loop {
+        tokio::select! {
+            bye = caller.sip.expect_request("BYE", 10 * SEC) => break bye,
+            Some(_) = recv_rtp(&caller.rtp, SEC) => packets += 1,
+        }
+    };
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    assert!(packets > 150, "the notice was sent as RTP ({packets} packets)");
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::OperatorBusy);
+    assert!(record.prompt_completed);
+    let failover = record.prompts.last().unwrap();
+    assert_eq!(failover.id, "busy");
+    assert!(failover.length_ms > 3_000);
+    assert_eq!(failover.ms_sent, failover.length_ms, "played in full");
+    assert_eq!(record.prompt_ms_sent, record.prompt_length_ms);
+    sb.stop().await;
+}

@@ -21,7 +21,7 @@ use rsipstack::sip::{Header, Request, StatusCode};
 use super::call::CallFacts;
 use super::context::{CallSlot, HuntTurns};
 use super::media::codec::Codec;
-use super::media::prompt::{LinePlaylists, Playlist};
+use super::media::prompt::{LinePlaylists, Playlist, Prompt};
 use super::sdp::{codecs_for, Negotiated, RemoteMedia, SdpError};
 use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
@@ -46,6 +46,17 @@ pub fn hunt_order(targets: &[OperatorTarget], turn: u64) -> Vec<String> {
         uris.rotate_left(start);
     }
     uris
+}
+
+/// A prompt as the record lists it, nothing of it sent yet.
+fn played(prompt: &Prompt) -> PlayedPrompt {
+    PlayedPrompt {
+        id: prompt.id.clone(),
+        version: prompt.version.clone(),
+        sha256: prompt.sha256.clone(),
+        length_ms: prompt.frames.duration_ms(),
+        ms_sent: 0,
+    }
 }
 
 fn ring_timeout(seconds: u32) -> Duration {
@@ -112,6 +123,8 @@ pub struct Admitted {
     pub facts: CallFacts,
     /// The line's prompts.
     pub playlist: Arc<Playlist>,
+    /// What the caller hears when nobody answers (`failover_prompt`), if the line has it.
+    pub failover: Option<Arc<Playlist>>,
     /// The caller's SDP offer and what was agreed, or `None` for a delayed offer.
     pub offer: Option<(RemoteMedia, Negotiated)>,
     /// The RFC 4028 session timer and the headers announcing it in the 200 OK.
@@ -298,14 +311,30 @@ impl Admission<'_> {
         facts.prompts = playlist
             .prompts()
             .iter()
-            .map(|p| PlayedPrompt {
-                id: p.id.clone(),
-                version: p.version.clone(),
-                sha256: p.sha256.clone(),
-                length_ms: p.frames.duration_ms(),
-                ms_sent: 0,
-            })
+            .map(played)
             .collect();
+        // Configured but not loaded: refused as loudly as a missing warning.
+        let failover = match &line.failover_prompt {
+            Some(_) => match self.playlists.failover.get(&line.number) {
+                Some(failover) => Some(failover.clone()),
+                None => {
+                    return refuse(
+                        Refused::PromptsNotLoaded,
+                        StatusCode::ServerInternalError,
+                        vec![],
+                        facts,
+                    )
+                }
+            },
+            None => None,
+        };
+        facts.failover_prompt = failover
+            .as_ref()
+            .and_then(|failover| failover.prompts().first())
+            .map(played);
+        // G.722 only when everything the caller may hear exists in it.
+        let wideband = playlist.supports(Codec::G722)
+            && failover.as_ref().is_none_or(|f| f.supports(Codec::G722));
         let turn = match hunt {
             HuntStrategy::RoundRobin => self.hunt_turns.take(&line.number),
             HuntStrategy::Sequential | HuntStrategy::Simultaneous => 0,
@@ -330,7 +359,7 @@ impl Admission<'_> {
             None
         } else {
             match RemoteMedia::parse(&request.body).and_then(|offer| {
-                let negotiated = offer.negotiate(codecs_for(playlist.supports(Codec::G722)))?;
+                let negotiated = offer.negotiate(codecs_for(wideband))?;
                 Ok((offer, negotiated))
             }) {
                 Ok(agreed) => Some(agreed),
@@ -396,6 +425,7 @@ impl Admission<'_> {
         Decision::Admit(Box::new(Admitted {
             facts,
             playlist,
+            failover,
             offer,
             session_timer,
             slot,
@@ -459,6 +489,9 @@ session_expires_s = 1800
 [prompts.zh]
 file = "audio/three_rules_zh.wav"
 
+[prompts.busy]
+file = "audio/busy_zh.wav"
+
 [[lines]]
 number = "02112368"
 court = "上海市第一中级人民法院"
@@ -471,6 +504,7 @@ number = "02188888"
 court = "上海市第三中级人民法院"
 prompt = "zh"
 hunt = "round_robin"
+failover_prompt = "busy"
 operator = ["sip:a@127.0.0.1:5090", { uri = "sip:b@127.0.0.1:5091", ring_timeout_s = 12 }, "sip:c@127.0.0.1:5092"]
 
 [[lines]]
@@ -574,6 +608,10 @@ after_hours = { prompt = ["zh", "closed"] }
                 after_hours: [DUTY_LINE, CLOSED_LINE]
                     .into_iter()
                     .map(|line| (line.to_string(), playlist_of("closed", false)))
+                    .collect(),
+                failover: [(ROUND_ROBIN_LINE, playlist_of("busy", false))]
+                    .into_iter()
+                    .map(|(line, p)| (line.to_string(), p))
                     .collect(),
             };
             Switchboard {
@@ -786,6 +824,8 @@ after_hours = { prompt = ["zh", "closed"] }
                 [("sip:b@127.0.0.1:5091".to_string(), Duration::from_secs(12))].into()
             );
             firsts.push(a.facts.operators[0].clone());
+            assert_eq!(a.facts.failover_prompt.as_ref().map(|p| p.id.as_str()), Some("busy"));
+            assert!(a.failover.is_some());
         }
         assert_eq!(
             firsts,
@@ -798,6 +838,7 @@ after_hours = { prompt = ["zh", "closed"] }
         );
         // Other lines keep their order and do not move the turn.
         let a = admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert!(a.failover.is_none() && a.facts.failover_prompt.is_none());
         assert_eq!(a.facts.operators[0], "sip:op1@127.0.0.1:5090");
         assert_eq!(a.facts.hunt, HuntStrategy::Sequential);
         assert!(a.facts.target_ring_timeouts.is_empty());

@@ -518,6 +518,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         shared: shared.clone(),
         facts: admitted.facts,
         playlist: admitted.playlist,
+        failover: admitted.failover,
         offer: admitted.offer,
         session_timer: admitted.session_timer,
         rtp_socket,

@@ -44,6 +44,9 @@ pub struct CallFacts {
     pub prompt_length_ms: u32,
     /// Every prompt of the line's playlist in order (`ms_sent` is filled in at the end).
     pub prompts: Vec<PlayedPrompt>,
+    /// The line's `failover_prompt`, played to an answered caller when nobody
+    /// of the hunt list answers; added to the record's `prompts` when played.
+    pub failover_prompt: Option<PlayedPrompt>,
     /// Operator URIs in hunt order; outside office hours the duty number(s),
     /// or none: the call ends after the after-hours playlist.
     pub operators: Vec<String>,
@@ -91,6 +94,11 @@ pub enum Phase {
     /// Calling every operator of the hunt list at once (`simultaneous`); the
     /// first to answer is bridged, the others are cancelled.
     DialingAll,
+    /// Nobody answered: the failover prompt plays, then courtline hangs up.
+    Failover {
+        /// Why the hunt failed: the call's end reason, however it ends now.
+        reason: EndReason,
+    },
     /// Caller and operator are talking through the relay.
     Bridged,
     /// Both legs are down; the record has been emitted.
@@ -105,6 +113,7 @@ impl Phase {
             Phase::Answering => "answering",
             Phase::Prompting => "prompting",
             Phase::DialingOperator { .. } | Phase::DialingAll => "dialing_operator",
+            Phase::Failover { .. } => "failover_prompt",
             Phase::Bridged => "bridged",
             Phase::Ended => "ended",
         }
@@ -321,6 +330,9 @@ pub enum CallAction {
     StartPrompt,
     /// Send ringback tone to the caller (continuing the same RTP stream).
     StartRingback,
+    /// Play the line's failover prompt to the caller (the end of it comes as
+    /// `PromptFinished`).
+    PlayFailover,
     /// INVITE this operator URI (B2BUA second leg).
     DialOperator {
         /// Target from the hunt list.
@@ -606,6 +618,13 @@ impl CallFlow {
                 self.end(EndReason::CallerHungUp, now);
             }
 
+            (Phase::Failover { reason }, PromptFinished) => {
+                // Said politely, then the BYE.
+                self.actions.push_back(CallAction::HangUpCaller);
+                self.end(reason, now);
+            }
+            (Phase::Failover { reason }, CallerHungUp) => self.end(reason, now),
+
             // Early media: the ACK to the 200 OK sent when the operator answered.
             (Phase::Bridged, CallerAcked) => self.actions.push_back(CallAction::WatchCallerMedia),
             (Phase::Bridged, CallerAckTimeout) => {
@@ -845,7 +864,12 @@ impl CallFlow {
 
     /// Nobody of the hunt list can be had: the call ends for `reason`.
     fn hunt_failed(&mut self, reason: EndReason, now: Instant) {
-        if self.caller_answered {
+        if let (true, Some(failover)) = (self.caller_answered, &self.facts.failover_prompt) {
+            self.phase = Phase::Failover { reason };
+            self.deadline = None;
+            self.record.prompts.push(failover.clone());
+            self.actions.push_back(CallAction::PlayFailover);
+        } else if self.caller_answered {
             self.actions.push_back(CallAction::HangUpCaller);
             self.end(reason, now);
         } else {

@@ -1282,3 +1282,97 @@ fn a_single_target_simultaneous_line_forks_one() {
         ]
     );
 }
+
+fn busy_prompt() -> crate::contract::pb::PlayedPrompt {
+    crate::contract::pb::PlayedPrompt {
+        id: "busy_zh".into(),
+        version: "1".into(),
+        sha256: "cd".repeat(32),
+        length_ms: 4_000,
+        ms_sent: 0,
+    }
+}
+
+fn with_failover(mut f: CallFacts) -> CallFacts {
+    f.failover_prompt = Some(busy_prompt());
+    f
+}
+
+#[test]
+fn failed_hunt_plays_the_failover_prompt_then_hangs_up_for_the_hunts_reason() {
+    let mut h = Harness::new(with_failover(facts(&["sip:a@h", "sip:b@h"])));
+    h.answer_and_play_prompt();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    assert_eq!(h.actions(), vec![CallAction::PlayFailover]);
+    assert_eq!(
+        h.flow.phase(),
+        Phase::Failover {
+            reason: EndReason::OperatorBusy
+        }
+    );
+    assert_eq!(h.flow.poll_timeout(), None);
+    // Keys and stale operator news change nothing while it plays.
+    h.input(CallInput::CallerDtmf('1'));
+    h.input(CallInput::OperatorAnswered);
+    assert!(h.actions().is_empty());
+    h.advance(4_200);
+    h.input(CallInput::PromptFinished);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::OperatorBusy);
+    assert_eq!(record.operator_uri, "sip:b@h");
+    let ids: Vec<&str> = record.prompts.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids.last(), Some(&"busy_zh"), "the failover prompt is on record");
+    assert!(record.prompt_completed);
+}
+
+#[test]
+fn caller_hanging_up_during_the_failover_prompt_keeps_the_hunts_reason() {
+    let mut h = Harness::new(with_failover(facts(&["sip:a@h"])));
+    h.answer_and_play_prompt();
+    h.advance(30_000);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::CancelOperator, CallAction::PlayFailover]
+    );
+    h.advance(1_000);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions.len(), 1, "no BYE back: {actions:?}");
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
+fn simultaneous_failure_plays_the_failover_prompt_too() {
+    let mut f = with_failover(facts(&["sip:a@h", "sip:b@h"]));
+    f.hunt = HuntStrategy::Simultaneous;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(fork(0, ForkEvent::Failed(OperatorFailure::Unreachable)));
+    h.input(fork(1, ForkEvent::Failed(OperatorFailure::Status(603))));
+    assert_eq!(h.actions(), vec![CallAction::PlayFailover]);
+    h.input(CallInput::PromptFinished);
+    let actions = h.actions();
+    assert_eq!(reason(finished(&actions)), EndReason::OperatorBusy);
+}
+
+#[test]
+fn unanswered_early_media_caller_gets_no_failover_prompt_but_the_status() {
+    let mut f = with_failover(facts(&["sip:a@h"]));
+    f.early_media = true;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::RejectCaller { status: 486 });
+    let record = finished(&actions);
+    assert!(record.prompts.iter().all(|p| p.id != "busy_zh"));
+}

@@ -53,6 +53,8 @@ pub(crate) struct CallSetup {
     pub facts: CallFacts,
     /// The line's prompts, lead-in and gaps.
     pub playlist: Arc<Playlist>,
+    /// The line's failover prompt (nobody answered), if it has one.
+    pub failover: Option<Arc<Playlist>>,
     /// The caller's SDP offer and what we agreed, or None for a delayed offer
     /// (no SDP in the INVITE: we offer in the 200 OK, the ACK answers).
     pub offer: Option<(RemoteMedia, Negotiated)>,
@@ -146,6 +148,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         shared,
         facts,
         playlist,
+        failover,
         offer,
         session_timer,
         rtp_socket,
@@ -164,7 +167,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     let call_id = facts.call_id.clone();
 
     // What this line can play: G.722 only if every prompt has wideband frames.
-    let caller_codecs = codecs_for(playlist.supports(Codec::G722));
+    let caller_codecs = codecs_for(
+        playlist.supports(Codec::G722)
+            && failover.as_ref().is_none_or(|f| f.supports(Codec::G722)),
+    );
     // Our SDP in the 200 OK: the answer to the caller's offer, or our own
     // offer (every codec we can play, telephone-event) when the INVITE had none.
     let mut caller_sdp = LocalMedia {
@@ -314,6 +320,16 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::StartRingback => {
                     media.send(MediaCommand::PlayRingback);
                 }
+                CallAction::PlayFailover => match &failover {
+                    Some(failover) => {
+                        info!(call_id = %call_id, "nobody answered: failover prompt");
+                        media.send(MediaCommand::PlayPrompt(failover.clone()));
+                    }
+                    None => flow.handle_input(
+                        CallInput::Fault("failover prompt not loaded".into()),
+                        Instant::now(),
+                    ),
+                },
                 CallAction::DialOperator { uri } => {
                     match dial(
                         &shared,
@@ -436,7 +452,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::Finish(record) => {
                     let stats = media.stop().await;
-                    finish(&shared, *record, stats, &playlist, &call_id);
+                    finish(&shared, *record, stats, &playlist, failover.as_deref(), &call_id);
                     if let Some((key, outcome)) = recording.take() {
                         tokio::spawn(close_recording(
                             shared.clone(),
@@ -1185,16 +1201,20 @@ fn finish(
     mut record: CallRecord,
     stats: MediaStats,
     playlist: &Playlist,
+    failover: Option<&Playlist>,
     call_id: &str,
 ) {
     record.rtp_packets_sent = stats.packets_to_caller;
     record.rtp_packets_received = stats.packets_from_caller;
+    // The engine counts every prompt frame; the failover prompt's follow the
+    // whole warning's, and it is listed after the warning's prompts.
     record.prompt_ms_sent = stats.prompt_ms_sent.min(record.prompt_length_ms);
-    for (played, ms_sent) in record
-        .prompts
-        .iter_mut()
-        .zip(playlist.ms_sent_per_prompt(record.prompt_ms_sent))
-    {
+    let failover_ms = stats.prompt_ms_sent - record.prompt_ms_sent;
+    let sent = playlist
+        .ms_sent_per_prompt(record.prompt_ms_sent)
+        .into_iter()
+        .chain(failover.map(|f| f.ms_sent_per_prompt(failover_ms)).unwrap_or_default());
+    for (played, ms_sent) in record.prompts.iter_mut().zip(sent) {
         played.ms_sent = ms_sent;
     }
     // A call refused or ended before its media started has no figures to show.
