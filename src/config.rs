@@ -544,6 +544,10 @@ pub struct LineConfig {
     /// How the hunt list is rung: one after the other, from a rotating start, or all at once.
     #[serde(default)]
     pub hunt: HuntStrategy,
+    /// How the caller reaches the operator after the warning: courtline's own
+    /// bridge, or a REFER to the caller's side (falling back to the bridge).
+    #[serde(default)]
+    pub connect: ConnectMode,
     /// Seconds each operator may ring before the next one is tried (unless
     /// the entry has its own `ring_timeout_s`); with `simultaneous`, how long all ring.
     #[serde(default = "default_ring_timeout_s")]
@@ -725,6 +729,19 @@ impl HuntStrategy {
             HuntStrategy::Simultaneous => "simultaneous",
         }
     }
+}
+
+/// `[[lines]] connect`: how the caller gets to the operator after the warning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectMode {
+    /// courtline calls the operator and relays the audio (B2BUA).
+    #[default]
+    Bridge,
+    /// courtline sends REFER (Refer-To: the first operator) to the caller's
+    /// side and leaves the call once the transfer succeeded; a refused or
+    /// failed REFER falls back to `Bridge`.
+    Refer,
 }
 
 /// One entry of a hunt list: a URI, or a URI with its own ring timeout.
@@ -1234,6 +1251,13 @@ impl Config {
                 ));
             }
             self.check_hunt_list(key("operator"), &line.operator)?;
+            if line.connect == ConnectMode::Refer && line.answer_mode == AnswerMode::EarlyMedia {
+                return Err(self.invalid(
+                    key("connect"),
+                    "REFER needs an answered call, but the line answers only when the operator does".into(),
+                    "Use answer_mode = \"answer\" with connect = \"refer\", or connect = \"bridge\".",
+                ));
+            }
             if let Some(id) = &line.failover_prompt {
                 self.check_playlist(key("failover_prompt"), &OneOrList::One(id.clone()))?;
             }
@@ -1864,6 +1888,11 @@ operator = "sip:operator@127.0.0.1:5090"
         }
         let e = error_for(&text.replace("hunt =", "failover_prompt = \"busy\"\nhunt ="));
         assert!(e.contains("lines[0].failover_prompt") && e.contains("[prompts.busy]"), "{e}");
+        let refer = Config::from_toml_str(&text.replace("hunt =", "connect = \"refer\"\nhunt ="), "t").unwrap();
+        assert_eq!(refer.lines[0].connect, ConnectMode::Refer);
+        assert_eq!(line.connect, ConnectMode::Bridge);
+        let e = error_for(&text.replace("hunt =", "connect = \"refer\"\nanswer_mode = \"early_media\"\nhunt ="));
+        assert!(e.contains("lines[0].connect"), "{e}");
         let e = error_for(&text.replace("simultaneous", "everyone"));
         assert!(e.contains("lines[0].hunt"), "{e}");
         let e = error_for(&text.replace("uri = \"sip:a@127.0.0.1:5090\"", "uri = \"desk 3\""));

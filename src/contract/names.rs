@@ -23,6 +23,7 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::NoAck => "no_ack",
         EndReason::SessionExpired => "session_expired",
         EndReason::AfterHours => "after_hours",
+        EndReason::Transferred => "transferred",
     }
 }
 

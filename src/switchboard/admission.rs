@@ -341,6 +341,7 @@ impl Admission<'_> {
         };
         facts.operators = self.health.hunt_list(&hunt_order(&targets, turn));
         facts.hunt = hunt;
+        facts.connect = line.connect;
         facts.target_ring_timeouts = targets
             .iter()
             .filter_map(|t| Some((t.uri().to_owned(), ring_timeout(t.ring_timeout_s()?))))

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::report_keys::{KeyOutput, ReportKeys};
-pub use crate::config::HuntStrategy;
+pub use crate::config::{ConnectMode, HuntStrategy};
 use crate::contract::pb::{
     CallMilestone, CallRecord, EndReason, Milestone as WireMilestone, PlayedPrompt,
 };
@@ -55,6 +55,9 @@ pub struct CallFacts {
     /// How the hunt list is rung (`round_robin` is already in `operators`'
     /// order: the flow rings it like `sequential`).
     pub hunt: HuntStrategy,
+    /// Whether the caller is bridged by courtline or transferred by REFER
+    /// (only for an answered caller; early-media lines always bridge).
+    pub connect: ConnectMode,
     /// How long each operator may ring, unless it has its own time below.
     pub ring_timeout: Duration,
     /// Ring timeouts of the targets configured with their own, by URI.
@@ -94,6 +97,9 @@ pub enum Phase {
     /// Calling every operator of the hunt list at once (`simultaneous`); the
     /// first to answer is bridged, the others are cancelled.
     DialingAll,
+    /// REFER sent to the caller's side (Refer-To: the first operator); waiting
+    /// for its answer and the NOTIFYs of how the transfer goes.
+    Transferring,
     /// Nobody answered: the failover prompt plays, then courtline hangs up.
     Failover {
         /// Why the hunt failed: the call's end reason, however it ends now.
@@ -114,6 +120,7 @@ impl Phase {
             Phase::Prompting => "prompting",
             Phase::DialingOperator { .. } | Phase::DialingAll => "dialing_operator",
             Phase::Failover { .. } => "failover_prompt",
+            Phase::Transferring => "transferring",
             Phase::Bridged => "bridged",
             Phase::Ended => "ended",
         }
@@ -213,6 +220,12 @@ pub enum CallInput {
     },
     /// BYE from the operator.
     OperatorHungUp,
+    /// The status of the final response to our REFER (408 when none came or
+    /// it could not be sent).
+    ReferAnswered(u16),
+    /// A NOTIFY of the REFER's subscription: the status line of its sipfrag
+    /// (how the caller's side's INVITE to the operator is going, RFC 3515).
+    TransferProgress(u16),
     /// Something broke locally (socket, SDP from the operator, ...); the call cannot go on.
     Fault(String),
     /// The caller's session timer ran out unrefreshed (RFC 4028): the far end is gone.
@@ -300,6 +313,18 @@ pub enum Milestone {
         /// That operator's URI.
         uri: String,
     },
+    /// REFER sent to the caller's side, to this operator.
+    TransferRequested {
+        /// The Refer-To URI.
+        uri: String,
+    },
+    /// The REFER was refused or the transfer failed: courtline bridges instead.
+    TransferFailed {
+        /// The Refer-To URI.
+        uri: String,
+        /// The REFER's response or the sipfrag's status (408: neither came in time).
+        status: u16,
+    },
     /// The bridged operator pressed the report key sequence: the records
     /// service opens a report on this call.
     ReportRequested {
@@ -333,6 +358,12 @@ pub enum CallAction {
     /// Play the line's failover prompt to the caller (the end of it comes as
     /// `PromptFinished`).
     PlayFailover,
+    /// Send REFER to the caller (Refer-To: `uri`); its final response comes
+    /// back as `ReferAnswered`, its NOTIFYs as `TransferProgress`.
+    ReferCaller {
+        /// The operator the caller's side should call.
+        uri: String,
+    },
     /// INVITE this operator URI (B2BUA second leg).
     DialOperator {
         /// Target from the hunt list.
@@ -529,6 +560,7 @@ impl CallFlow {
                 self.actions.push_back(CallAction::CancelOperator);
                 self.operator_failed(target, EndReason::NoAnswer, now);
             }
+            Phase::Transferring => self.transfer_failed(408, now),
             Phase::DialingAll => {
                 for target in 0..self.forks.len() {
                     if matches!(self.forks[target], Fork::Pending { until } if until <= now) {
@@ -572,10 +604,10 @@ impl CallFlow {
                     self.close_after_hours(now);
                 } else {
                     self.actions.push_back(CallAction::StartRingback);
-                    if self.facts.hunt == HuntStrategy::Simultaneous {
-                        self.fork_all(now);
+                    if self.facts.connect == ConnectMode::Refer && self.caller_answered {
+                        self.refer(now);
                     } else {
-                        self.dial(0, now);
+                        self.hunt(now);
                     }
                 }
             }
@@ -617,6 +649,20 @@ impl CallFlow {
                 self.actions.push_back(CallAction::CancelOperator);
                 self.end(EndReason::CallerHungUp, now);
             }
+
+            (Phase::Transferring, ReferAnswered(status)) if !(200..300).contains(&status) => {
+                self.transfer_failed(status, now)
+            }
+            (Phase::Transferring, TransferProgress(status)) if (200..300).contains(&status) => {
+                // The caller's side reached the operator: courtline leaves the call.
+                self.record.operator_answered_at_ms = self.wall_ms(now);
+                self.actions.push_back(CallAction::HangUpCaller);
+                self.end(EndReason::Transferred, now);
+            }
+            (Phase::Transferring, TransferProgress(status)) if status >= 300 => {
+                self.transfer_failed(status, now)
+            }
+            (Phase::Transferring, CallerHungUp) => self.end(EndReason::CallerHungUp, now),
 
             (Phase::Failover { reason }, PromptFinished) => {
                 // Said politely, then the BYE.
@@ -737,6 +783,33 @@ impl CallFlow {
         self.deadline = Some(now + self.ring_timeout_of(&uri));
         self.milestone(Milestone::OperatorDialed { uri: uri.clone() });
         self.actions.push_back(CallAction::DialOperator { uri });
+    }
+
+    /// Starts ringing the hunt list the line's way.
+    fn hunt(&mut self, now: Instant) {
+        if self.facts.hunt == HuntStrategy::Simultaneous {
+            self.fork_all(now);
+        } else {
+            self.dial(0, now);
+        }
+    }
+
+    /// Asks the caller's side to call the first operator itself (REFER); it
+    /// has that operator's ring timeout to report success.
+    fn refer(&mut self, now: Instant) {
+        let uri = self.facts.operators[0].clone();
+        self.phase = Phase::Transferring;
+        self.record.operator_uri = uri.clone();
+        self.deadline = Some(now + self.ring_timeout_of(&uri));
+        self.milestone(Milestone::TransferRequested { uri: uri.clone() });
+        self.actions.push_back(CallAction::ReferCaller { uri });
+    }
+
+    /// The transfer did not happen: recorded, then courtline hunts and bridges itself.
+    fn transfer_failed(&mut self, status: u16, now: Instant) {
+        let uri = self.record.operator_uri.clone();
+        self.milestone(Milestone::TransferFailed { uri, status });
+        self.hunt(now);
     }
 
     /// Rings every target at once (`simultaneous`), each for its own ring timeout.
@@ -975,6 +1048,16 @@ impl Milestone {
                 uri.as_str(),
                 EndReason::Unspecified,
             ),
+            Milestone::TransferRequested { uri } => (
+                WireMilestone::TransferRequested,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::TransferFailed { uri, .. } => (
+                WireMilestone::TransferFailed,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
             Milestone::ReportRequested { operator, .. } => (
                 WireMilestone::ReportRequested,
                 operator.as_str(),
@@ -991,6 +1074,10 @@ impl Milestone {
             operator_failure: operator_failure as i32,
             snapshot: Some(snapshot.clone()),
             report_via: report_via.to_owned(),
+            sip_status: match self {
+                Milestone::TransferFailed { status, .. } => u32::from(*status),
+                _ => 0,
+            },
         }
     }
 }

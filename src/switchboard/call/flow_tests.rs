@@ -1376,3 +1376,148 @@ fn unanswered_early_media_caller_gets_no_failover_prompt_but_the_status() {
     let record = finished(&actions);
     assert!(record.prompts.iter().all(|p| p.id != "busy_zh"));
 }
+
+/// A call on a `connect = "refer"` line, answered and warned: REFER is sent.
+fn referring(operators: &[&str]) -> Harness {
+    let mut f = facts(operators);
+    f.connect = ConnectMode::Refer;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    let uri = operators[0].to_string();
+    assert_eq!(
+        all[1..],
+        [
+            CallAction::StartRingback,
+            CallAction::Milestone(Milestone::TransferRequested { uri: uri.clone() }),
+            CallAction::ReferCaller { uri }
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::Transferring);
+    h
+}
+
+#[test]
+fn refer_accepted_and_succeeded_leaves_the_call_as_transferred() {
+    let mut h = referring(&["sip:a@h", "sip:b@h"]);
+    h.input(CallInput::ReferAnswered(202));
+    h.input(CallInput::TransferProgress(100));
+    h.input(CallInput::TransferProgress(180));
+    assert!(h.actions().is_empty());
+    h.advance(5_000);
+    h.input(CallInput::TransferProgress(200));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::Transferred);
+    assert_eq!(record.operator_uri, "sip:a@h");
+    assert_eq!(record.operator_answered_at_ms, h.ms_since_start());
+}
+
+#[test]
+fn refused_refer_falls_back_to_the_bridge() {
+    for status in [405, 403, 501, 408] {
+        let mut h = referring(&["sip:a@h", "sip:b@h"]);
+        h.input(CallInput::ReferAnswered(status));
+        let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+        assert_eq!(
+            all,
+            vec![
+                CallAction::Milestone(Milestone::TransferFailed {
+                    uri: "sip:a@h".into(),
+                    status
+                }),
+                CallAction::Milestone(Milestone::OperatorDialed {
+                    uri: "sip:a@h".into()
+                }),
+                CallAction::DialOperator {
+                    uri: "sip:a@h".into()
+                }
+            ],
+            "{status}"
+        );
+        h.input(CallInput::OperatorAnswered);
+        assert_eq!(
+            h.actions(),
+            vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+        );
+        // A NOTIFY that comes after the fallback changes nothing.
+        h.input(CallInput::TransferProgress(200));
+        assert!(h.actions().is_empty());
+        assert_eq!(h.flow.phase(), Phase::Bridged);
+    }
+}
+
+#[test]
+fn failing_sipfrag_before_any_2xx_falls_back_and_so_does_silence() {
+    let mut h = referring(&["sip:a@h"]);
+    h.input(CallInput::ReferAnswered(202));
+    h.input(CallInput::TransferProgress(486));
+    assert_eq!(
+        h.milestones(),
+        vec![
+            Milestone::TransferFailed {
+                uri: "sip:a@h".into(),
+                status: 486
+            },
+            Milestone::OperatorDialed {
+                uri: "sip:a@h".into()
+            }
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 0 });
+
+    // Accepted, then no word within the target's ring timeout.
+    let mut h = referring(&["sip:a@h"]);
+    h.input(CallInput::ReferAnswered(202));
+    h.advance(30_000);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::DialOperator {
+            uri: "sip:a@h".into()
+        }]
+    );
+}
+
+#[test]
+fn refer_fallback_on_a_simultaneous_line_forks_and_caller_hang_up_ends_it() {
+    let mut f = facts(&["sip:a@h", "sip:b@h"]);
+    f.connect = ConnectMode::Refer;
+    f.hunt = HuntStrategy::Simultaneous;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::ReferAnswered(603));
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+
+    let mut h = referring(&["sip:a@h"]);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(reason(finished(&actions)), EndReason::CallerHungUp);
+}
+
+#[test]
+fn early_media_line_never_refers() {
+    let mut f = facts(&["sip:a@h"]);
+    f.connect = ConnectMode::Refer;
+    f.early_media = true;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::StartRingback,
+            CallAction::DialOperator {
+                uri: "sip:a@h".into()
+            }
+        ]
+    );
+}

@@ -162,6 +162,8 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     };
     // Results of our own session refreshes (re-INVITEs to the caller).
     let (refresh_tx, mut refresh_results) = mpsc::unbounded_channel::<bool>();
+    // The status of the final response to our REFER (connect = "refer").
+    let (refer_tx, mut refer_results) = mpsc::unbounded_channel::<u16>();
     let _slot = slot;
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
@@ -319,6 +321,18 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::StartRingback => {
                     media.send(MediaCommand::PlayRingback);
+                }
+                CallAction::ReferCaller { uri } => {
+                    info!(call_id = %call_id, operator = %uri, "transferring the caller by REFER");
+                    let (caller, done) = (caller.clone(), refer_tx.clone());
+                    tokio::spawn(async move {
+                        let refer_to = rsipstack::sip::ReferTo::new(format!("<{uri}>"));
+                        let status = match caller.refer(refer_to, None, None).await {
+                            Ok(Some(response)) => response.status_code.code(),
+                            Ok(None) | Err(_) => 408,
+                        };
+                        let _ = done.send(status);
+                    });
                 }
                 CallAction::PlayFailover => match &failover {
                     Some(failover) => {
@@ -650,6 +664,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     None => None,
                 }
             },
+            Some(status) = refer_results.recv() => {
+                info!(call_id = %call_id, status, "REFER answered");
+                Some(CallInput::ReferAnswered(status))
+            },
             Some(refreshed) = refresh_results.recv() => {
                 if refreshed {
                     if let Some(timer) = session_timer.as_mut() {
@@ -752,6 +770,21 @@ async fn dialog_input(
                 .await;
             None
         }
+        // How the transfer we asked for goes (RFC 3515): a sipfrag's status line.
+        DialogState::Notify(id, request, handle) if leg_of(&id) == Some(true) => {
+            let event = request
+                .headers
+                .iter()
+                .find(|h| h.name().eq_ignore_ascii_case("event") || h.name() == "o")
+                .map(|h| h.value().to_string())
+                .unwrap_or_default();
+            if !event.trim().to_ascii_lowercase().starts_with("refer") {
+                let _ = handle.reply(StatusCode::BadEvent).await;
+                return None;
+            }
+            let _ = handle.reply(StatusCode::OK).await;
+            sipfrag_status(&request.body).map(CallInput::TransferProgress)
+        }
         DialogState::Notify(_, _, handle)
         | DialogState::Refer(_, _, handle)
         | DialogState::Message(_, _, handle)
@@ -759,6 +792,16 @@ async fn dialog_input(
             let _ = handle.reply(StatusCode::MethodNotAllowed).await;
             None
         }
+        _ => None,
+    }
+}
+
+/// The status code of a `message/sipfrag` body's status line ("SIP/2.0 200 OK").
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut words = text.lines().next()?.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(version), Some(code)) if version.eq_ignore_ascii_case("SIP/2.0") => code.parse().ok(),
         _ => None,
     }
 }
@@ -1350,6 +1393,16 @@ fn uri_transport(uri: &rsipstack::sip::Uri) -> Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sipfrag_status_line() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 100 Trying"), Some(100));
+        assert_eq!(sipfrag_status(b"sip/2.0 486 Busy Here\r\nContact: x\r\n"), Some(486));
+        assert_eq!(sipfrag_status(b"INVITE sip:a@h SIP/2.0"), None);
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
+    }
 
     #[test]
     fn sip_info_dtmf() {
