@@ -228,3 +228,120 @@ async fn nobody_answering_plays_the_failover_prompt_then_bye() {
     assert_eq!(record.prompt_ms_sent, record.prompt_length_ms);
     sb.stop().await;
 }
+
+/// Sends NOTIFY (Event: refer) with a sipfrag of `status_line` in the caller's dialog.
+async fn notify_refer(caller: &mut Caller, courtline: std::net::SocketAddr, status_line: &str) {
+    caller.cseq += 1;
+    let text = RawRequest::new(
+        "NOTIFY",
+        format_args!("sip:courtline@{courtline}"),
+        caller.sip.addr,
+        &format!("z9hG4bK-notify-{}", caller.cseq),
+    )
+    .dialog(&caller.from, &caller.to, &caller.call_id)
+    .cseq(caller.cseq)
+    .header("Event", "refer")
+    .header("Subscription-State", "terminated;reason=noresource")
+    .body("message/sipfrag", &format!("{status_line}\r\n"))
+    .text();
+    caller.sip.send(courtline, &text).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refer_accepted_and_the_transfer_succeeds_so_courtline_leaves() {
+    let desk = SipPeer::bind().await;
+    let desk_uri = format!("sip:desk@{}", desk.addr);
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![desk_uri.clone()],
+        prompt_ms: 200,
+        rtp_ports: (43200, 43249),
+        line_extra: "connect = \"refer\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let refer = caller.sip.expect_request("REFER", 5 * SEC).await;
+    assert_eq!(
+        refer.header("refer-to").map(|v| v.trim_matches(['<', '>'])),
+        Some(desk_uri.as_str())
+    );
+    caller
+        .sip
+        .respond(&refer, "202 Accepted", None, "", "")
+        .await;
+    notify_refer(&mut caller, sb.sip, "SIP/2.0 100 Trying").await;
+    caller.sip.expect_ok_to("NOTIFY", 3 * SEC).await;
+    notify_refer(&mut caller, sb.sip, "SIP/2.0 200 OK").await;
+    caller.sip.expect_ok_to("NOTIFY", 3 * SEC).await;
+    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::Transferred);
+    assert_eq!(record.operator_uri, desk_uri);
+    assert!(record.prompt_completed);
+    // courtline never called the desk itself.
+    while let Some(message) = desk.recv(Duration::from_millis(100)).await {
+        assert_ne!(message.method(), "INVITE");
+    }
+    let steps = operator_steps(&sb, &record).await;
+    assert!(steps.is_empty(), "{steps:?}");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_refer_falls_back_to_bridging() {
+    let desk = SipPeer::bind().await;
+    let desk_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let desk_uri = format!("sip:desk@{}", desk.addr);
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![desk_uri.clone()],
+        prompt_ms: 200,
+        rtp_ports: (43250, 43299),
+        line_extra: "connect = \"refer\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let refer = caller.sip.expect_request("REFER", 5 * SEC).await;
+    caller
+        .sip
+        .respond(&refer, "603 Declined", None, "", "")
+        .await;
+    // courtline calls the desk itself and bridges.
+    let invite = desk.expect_request("INVITE", 5 * SEC).await;
+    desk.answer_invite(&invite, "d", &sdp(desk_rtp.local_addr().unwrap(), "0"))
+        .await;
+    caller.hang_up().await;
+    let bye = desk.expect_request("BYE", 3 * SEC).await;
+    desk.respond(&bye, "200 OK", None, "", "").await;
+
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUp);
+    assert!(record.operator_answered_at_ms > 0);
+    let mut client = RecordsServiceClient::connect(format!("http://{}", sb.records))
+        .await
+        .unwrap();
+    let kinds: Vec<(String, String)> = client
+        .get_call(GetCallRequest {
+            call_id: record.call_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .timeline
+        .into_iter()
+        .filter(|e| e.kind.starts_with("transfer_"))
+        .map(|e| (e.kind, e.detail))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("transfer_requested".to_string(), desk_uri.clone()),
+            ("transfer_failed".to_string(), format!("{desk_uri} 603"))
+        ]
+    );
+    sb.stop().await;
+}

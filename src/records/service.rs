@@ -1770,9 +1770,12 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
         Some(event_body::Kind::NodeEvent(node)) => match node.kind {
             Some(node_event::Kind::Milestone(milestone)) => {
                 let name = milestone.milestone().as_str_name();
-                // A failure says how it failed (the operator it names was dialled before).
+                // A failure says how it failed (the operator it names was dialled
+                // before); a failed transfer names its target and the SIP status.
                 let detail = if milestone.operator_failure != 0 {
                     crate::contract::names::end_reason_name(milestone.operator_failure()).to_owned()
+                } else if milestone.sip_status != 0 {
+                    format!("{} {}", milestone.operator_uri, milestone.sip_status)
                 } else {
                     milestone.operator_uri.clone()
                 };
