@@ -1877,21 +1877,37 @@ operator = "sip:operator@127.0.0.1:5090"
             line.operator.uris(),
             ["sip:a@127.0.0.1:5090", "sip:b@127.0.0.1:5091"]
         );
-        let timeouts: Vec<_> = line.operator.items().iter().map(|t| t.ring_timeout_s()).collect();
+        let timeouts: Vec<_> = line
+            .operator
+            .items()
+            .iter()
+            .map(|t| t.ring_timeout_s())
+            .collect();
         assert_eq!(timeouts, [Some(15), None]);
         for (bad, key) in [
             ("ring_timeout_s = 0", "lines[0].operator[0].ring_timeout_s"),
-            ("ring_timeout_s = 900", "lines[0].operator[0].ring_timeout_s"),
+            (
+                "ring_timeout_s = 900",
+                "lines[0].operator[0].ring_timeout_s",
+            ),
         ] {
             let e = error_for(&text.replace("ring_timeout_s = 15", bad));
             assert!(e.contains(key), "{bad}: {e}");
         }
         let e = error_for(&text.replace("hunt =", "failover_prompt = \"busy\"\nhunt ="));
-        assert!(e.contains("lines[0].failover_prompt") && e.contains("[prompts.busy]"), "{e}");
-        let refer = Config::from_toml_str(&text.replace("hunt =", "connect = \"refer\"\nhunt ="), "t").unwrap();
+        assert!(
+            e.contains("lines[0].failover_prompt") && e.contains("[prompts.busy]"),
+            "{e}"
+        );
+        let refer =
+            Config::from_toml_str(&text.replace("hunt =", "connect = \"refer\"\nhunt ="), "t")
+                .unwrap();
         assert_eq!(refer.lines[0].connect, ConnectMode::Refer);
         assert_eq!(line.connect, ConnectMode::Bridge);
-        let e = error_for(&text.replace("hunt =", "connect = \"refer\"\nanswer_mode = \"early_media\"\nhunt ="));
+        let e = error_for(&text.replace(
+            "hunt =",
+            "connect = \"refer\"\nanswer_mode = \"early_media\"\nhunt =",
+        ));
         assert!(e.contains("lines[0].connect"), "{e}");
         let e = error_for(&text.replace("simultaneous", "everyone"));
         assert!(e.contains("lines[0].hunt"), "{e}");

@@ -133,9 +133,23 @@ async fn a_late_answer_from_a_cancelled_operator_gets_ack_and_bye() {
         first.addr
     );
     first
-        .respond(&invite1, "200 OK", Some("one"), &contact, &sdp(rtp.local_addr().unwrap(), "0"))
+        .respond(
+            &invite1,
+            "200 OK",
+            Some("one"),
+            &contact,
+            &sdp(rtp.local_addr().unwrap(), "0"),
+        )
         .await;
-    first.respond(&cancel, "481 Call/Transaction Does Not Exist", Some("one"), "", "").await;
+    first
+        .respond(
+            &cancel,
+            "481 Call/Transaction Does Not Exist",
+            Some("one"),
+            "",
+            "",
+        )
+        .await;
     first.expect_request("ACK", 3 * SEC).await;
     let bye = first.expect_request("BYE", 3 * SEC).await;
     first.respond(&bye, "200 OK", None, "", "").await;
@@ -180,7 +194,11 @@ async fn round_robin_starts_each_call_at_the_next_operator() {
         assert_eq!(record.operator_uri, uris[call % 2], "call {call}");
         // It may have been asked OPTIONS (qualify), never INVITEd.
         while let Some(message) = other.recv(Duration::from_millis(100)).await {
-            assert_ne!(message.method(), "INVITE", "call {call}: the other desk was rung");
+            assert_ne!(
+                message.method(),
+                "INVITE",
+                "call {call}: the other desk was rung"
+            );
         }
     }
     sb.stop().await;
@@ -217,7 +235,10 @@ async fn nobody_answering_plays_the_failover_prompt_then_bye() {
         }
     };
     caller.sip.respond(&bye, "200 OK", None, "", "").await;
-    assert!(packets > 150, "the notice was sent as RTP ({packets} packets)");
+    assert!(
+        packets > 150,
+        "the notice was sent as RTP ({packets} packets)"
+    );
     let record = sb.record(&caller.call_id).await;
     assert_eq!(reason(&record), EndReason::OperatorBusy);
     assert!(record.prompt_completed);

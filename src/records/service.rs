@@ -33,8 +33,7 @@ use super::reports::workflow::{
 };
 use super::store::{
     CallQuery, HeldCall, RecordingState, ReportQuery, ReportRow, SqlStore, Store, StoreError,
-    COUNT_CAP,
-    MAX_PAGE_SIZE,
+    COUNT_CAP, MAX_PAGE_SIZE,
 };
 use crate::contract::pb::records_service_server::{RecordsService, RecordsServiceServer};
 use crate::contract::pb::{

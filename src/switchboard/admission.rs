@@ -308,11 +308,7 @@ impl Admission<'_> {
             facts.prompt_sha256 = first.sha256.clone();
         }
         facts.prompt_length_ms = playlist.duration_ms();
-        facts.prompts = playlist
-            .prompts()
-            .iter()
-            .map(played)
-            .collect();
+        facts.prompts = playlist.prompts().iter().map(played).collect();
         // Configured but not loaded: refused as loudly as a missing warning.
         let failover = match &line.failover_prompt {
             Some(_) => match self.playlists.failover.get(&line.number) {
@@ -825,7 +821,10 @@ after_hours = { prompt = ["zh", "closed"] }
                 [("sip:b@127.0.0.1:5091".to_string(), Duration::from_secs(12))].into()
             );
             firsts.push(a.facts.operators[0].clone());
-            assert_eq!(a.facts.failover_prompt.as_ref().map(|p| p.id.as_str()), Some("busy"));
+            assert_eq!(
+                a.facts.failover_prompt.as_ref().map(|p| p.id.as_str()),
+                Some("busy")
+            );
             assert!(a.failover.is_some());
         }
         assert_eq!(

@@ -133,9 +133,9 @@ impl OperatorFailure {
         match self {
             OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
             OperatorFailure::Status(480) => EndReason::NoAnswer,
-            OperatorFailure::Status(_) | OperatorFailure::Unreachable | OperatorFailure::Refused => {
-                EndReason::OperatorUnreachable
-            }
+            OperatorFailure::Status(_)
+            | OperatorFailure::Unreachable
+            | OperatorFailure::Refused => EndReason::OperatorUnreachable,
         }
     }
 }

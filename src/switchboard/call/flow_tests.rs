@@ -507,11 +507,17 @@ fn a_target_with_its_own_ring_timeout_rings_for_that_long() {
     f.target_ring_timeouts = [("sip:b@h".to_string(), Duration::from_secs(10))].into();
     let mut h = Harness::new(f);
     h.answer_and_play_prompt();
-    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(30));
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(30)
+    );
     h.advance(30_000);
     h.actions();
     assert_eq!(h.flow.current_operator(), Some("sip:b@h"));
-    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(10));
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(10)
+    );
     h.advance(10_000);
     let actions = h.actions();
     assert_eq!(actions[0], CallAction::CancelOperator);
@@ -1134,18 +1140,25 @@ fn forked(operators: &[&str], own_timeouts: &[(&str, u64)]) -> Harness {
     h.advance(12_000);
     h.input(CallInput::PromptFinished);
     let mut expected = vec![CallAction::StartRingback];
-    expected.extend(operators.iter().enumerate().map(|(target, uri)| {
-        CallAction::ForkOperator {
-            target,
-            uri: uri.to_string(),
-        }
-    }));
+    expected.extend(
+        operators
+            .iter()
+            .enumerate()
+            .map(|(target, uri)| CallAction::ForkOperator {
+                target,
+                uri: uri.to_string(),
+            }),
+    );
     let actions: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
     let dialed: Vec<&CallAction> = actions
         .iter()
         .filter(|a| matches!(a, CallAction::Milestone(Milestone::OperatorDialed { .. })))
         .collect();
-    assert_eq!(dialed.len(), operators.len(), "each fork is recorded dialled");
+    assert_eq!(
+        dialed.len(),
+        operators.len(),
+        "each fork is recorded dialled"
+    );
     let rest: Vec<CallAction> = actions
         .into_iter()
         .filter(|a| !matches!(a, CallAction::Milestone(_)))
@@ -1215,7 +1228,10 @@ fn simultaneous_first_answer_wins_and_the_others_are_cancelled() {
 #[test]
 fn simultaneous_hunt_fails_when_the_last_fork_does_each_on_its_own_timeout() {
     let mut h = forked(&["sip:a@h", "sip:b@h", "sip:c@h"], &[("sip:b@h", 10)]);
-    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(10));
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(10)
+    );
     h.advance(1_000);
     h.input(fork(0, ForkEvent::Failed(OperatorFailure::Status(486))));
     // Only recorded: the others still ring.
@@ -1229,7 +1245,10 @@ fn simultaneous_hunt_fails_when_the_last_fork_does_each_on_its_own_timeout() {
     h.advance(9_000);
     assert_eq!(h.actions(), vec![CallAction::CancelFork { target: 1 }]);
     assert_eq!(h.flow.phase(), Phase::DialingAll);
-    assert_eq!(h.flow.poll_timeout().unwrap() - h.now, Duration::from_secs(20));
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(20)
+    );
     h.input(fork(2, ForkEvent::Failed(OperatorFailure::Refused)));
     let actions = h.actions();
     assert_eq!(actions[0], CallAction::CancelFork { target: 2 });
@@ -1325,7 +1344,11 @@ fn failed_hunt_plays_the_failover_prompt_then_hangs_up_for_the_hunts_reason() {
     assert_eq!(reason(record), EndReason::OperatorBusy);
     assert_eq!(record.operator_uri, "sip:b@h");
     let ids: Vec<&str> = record.prompts.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(ids.last(), Some(&"busy_zh"), "the failover prompt is on record");
+    assert_eq!(
+        ids.last(),
+        Some(&"busy_zh"),
+        "the failover prompt is on record"
+    );
     assert!(record.prompt_completed);
 }
 

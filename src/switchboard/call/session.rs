@@ -170,8 +170,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
 
     // What this line can play: G.722 only if every prompt has wideband frames.
     let caller_codecs = codecs_for(
-        playlist.supports(Codec::G722)
-            && failover.as_ref().is_none_or(|f| f.supports(Codec::G722)),
+        playlist.supports(Codec::G722) && failover.as_ref().is_none_or(|f| f.supports(Codec::G722)),
     );
     // Our SDP in the 200 OK: the answer to the caller's offer, or our own
     // offer (every codec we can play, telephone-event) when the INVITE had none.
@@ -381,7 +380,16 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                         forks.resize_with(target + 1, || None);
                     }
                     let mut socket = None;
-                    match dial(&shared, &facts, &uri, caller_codec, &mut socket, &mut states).await {
+                    match dial(
+                        &shared,
+                        &facts,
+                        &uri,
+                        caller_codec,
+                        &mut socket,
+                        &mut states,
+                    )
+                    .await
+                    {
                         Ok(attempt) => {
                             info!(call_id = %call_id, operator = %uri, "calling operator (one of several at once)");
                             forks[target] = Some(ForkedAttempt {
@@ -466,7 +474,14 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::Finish(record) => {
                     let stats = media.stop().await;
-                    finish(&shared, *record, stats, &playlist, failover.as_deref(), &call_id);
+                    finish(
+                        &shared,
+                        *record,
+                        stats,
+                        &playlist,
+                        failover.as_deref(),
+                        &call_id,
+                    );
                     if let Some((key, outcome)) = recording.take() {
                         tokio::spawn(close_recording(
                             shared.clone(),
@@ -1256,7 +1271,11 @@ fn finish(
     let sent = playlist
         .ms_sent_per_prompt(record.prompt_ms_sent)
         .into_iter()
-        .chain(failover.map(|f| f.ms_sent_per_prompt(failover_ms)).unwrap_or_default());
+        .chain(
+            failover
+                .map(|f| f.ms_sent_per_prompt(failover_ms))
+                .unwrap_or_default(),
+        );
     for (played, ms_sent) in record.prompts.iter_mut().zip(sent) {
         played.ms_sent = ms_sent;
     }
@@ -1398,7 +1417,10 @@ mod tests {
     fn sipfrag_status_line() {
         assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
         assert_eq!(sipfrag_status(b"SIP/2.0 100 Trying"), Some(100));
-        assert_eq!(sipfrag_status(b"sip/2.0 486 Busy Here\r\nContact: x\r\n"), Some(486));
+        assert_eq!(
+            sipfrag_status(b"sip/2.0 486 Busy Here\r\nContact: x\r\n"),
+            Some(486)
+        );
         assert_eq!(sipfrag_status(b"INVITE sip:a@h SIP/2.0"), None);
         assert_eq!(sipfrag_status(b""), None);
         assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
