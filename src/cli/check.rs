@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{Config, HuntStrategy};
+use crate::config::{Config, ConnectMode, HuntStrategy};
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::prompt::MIN_QUIET_BEFORE_SOUND_MS;
 
@@ -77,7 +77,7 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             _ => "G.711 only (a prompt is below 16 kHz)",
         };
         passed.push(format!(
-            "✓ line {} ({}): {playing}, {codecs}, operator {} ({}), ring {} s",
+            "✓ line {} ({}): {playing}, {codecs}, operator {} ({}), ring {} s{}{}",
             line.number,
             line.court,
             line.operator.uris().join(match line.hunt {
@@ -85,7 +85,15 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                 HuntStrategy::Sequential | HuntStrategy::RoundRobin => " → ",
             }),
             line.hunt.name(),
-            line.ring_timeout_s
+            line.ring_timeout_s,
+            match line.connect {
+                ConnectMode::Refer => ", transferred by REFER (bridged if refused)",
+                ConnectMode::Bridge => "",
+            },
+            line.failover_prompt
+                .as_ref()
+                .map(|id| format!(", nobody answering: {id} then BYE"))
+                .unwrap_or_default(),
         ));
         let Some(playlist) = playlist else { continue };
         let lead_in = config.media.leading_silence_ms;
