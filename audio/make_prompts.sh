@@ -21,4 +21,5 @@ done <<PROMPTS
 three_rules_zh cmn-latn-pinyin 165
 three_rules_en en 160
 after_hours_zh cmn-latn-pinyin 165
+busy_zh cmn-latn-pinyin 165
 PROMPTS

@@ -571,9 +571,18 @@ pub struct LineConfig {
     /// Silence between two prompts of a playlist, in ms (a multiple of 20).
     #[serde(default = "default_prompt_gap_ms")]
     pub prompt_gap_ms: u32,
-    /// Operator SIP URI, or a hunt list tried in order.
-    pub operator: OneOrList,
-    /// Seconds each operator may ring before the next one is tried.
+    /// Operator SIP URI, or a hunt list; an entry may carry its own ring
+    /// timeout (`{ uri = "sip:...", ring_timeout_s = 15 }`).
+    pub operator: OneOrList<OperatorTarget>,
+    /// How the hunt list is rung: one after the other, from a rotating start, or all at once.
+    #[serde(default)]
+    pub hunt: HuntStrategy,
+    /// How the caller reaches the operator after the warning: courtline's own
+    /// bridge, or a REFER to the caller's side (falling back to the bridge).
+    #[serde(default)]
+    pub connect: ConnectMode,
+    /// Seconds each operator may ring before the next one is tried (unless
+    /// the entry has its own `ring_timeout_s`); with `simultaneous`, how long all ring.
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u32,
     /// When the caller is answered: before the warning, or only once the operator answers.
@@ -588,6 +597,11 @@ pub struct LineConfig {
     /// What callers get outside those hours (required when `hours` is set).
     #[serde(default)]
     pub after_hours: Option<AfterHoursConfig>,
+    /// Id of the `[prompts.<id>]` played to an answered caller when nobody of
+    /// the hunt list answers ("the operators are busy, call again"), before
+    /// courtline hangs up; absent: the hang-up comes at once.
+    #[serde(default)]
+    pub failover_prompt: Option<String>,
 }
 
 /// `[lines.after_hours]`: the call outside office hours.
@@ -597,9 +611,9 @@ pub struct AfterHoursConfig {
     /// Prompt id or playlist played instead of the line's own (the warning,
     /// then the office hours), never skipped either.
     pub prompt: OneOrList,
-    /// Duty number(s) dialled after it; absent: courtline hangs up politely.
+    /// Duty number(s) dialled after it (in order); absent: courtline hangs up politely.
     #[serde(default)]
-    pub operator: Option<OneOrList>,
+    pub operator: Option<OneOrList<OperatorTarget>>,
 }
 
 /// `[[lines]] record_audio`: which calls' audio becomes evidence.
@@ -723,20 +737,104 @@ pub struct OperatorAccount {
     pub realm: String,
 }
 
-/// One value or a list (an operator or a hunt list, a prompt or a playlist);
-/// TOML allows either a string or an array.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrList {
-    /// A single value.
-    One(String),
-    /// Values in order (tried or played one after the other).
-    List(Vec<String>),
+/// `[[lines]] hunt`: how a line's hunt list is rung.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HuntStrategy {
+    /// One target after the other, always from the first.
+    #[default]
+    Sequential,
+    /// One after the other, each call starting one further down the list than
+    /// the line's previous call (wrapping round), so the first desk is not
+    /// always the one rung.
+    RoundRobin,
+    /// All at once (a forked INVITE each); the first to answer gets the call,
+    /// the others are cancelled.
+    Simultaneous,
 }
 
-impl OneOrList {
+impl HuntStrategy {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            HuntStrategy::Sequential => "sequential",
+            HuntStrategy::RoundRobin => "round_robin",
+            HuntStrategy::Simultaneous => "simultaneous",
+        }
+    }
+}
+
+/// `[[lines]] connect`: how the caller gets to the operator after the warning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectMode {
+    /// courtline calls the operator and relays the audio (B2BUA).
+    #[default]
+    Bridge,
+    /// courtline sends REFER (Refer-To: the first operator) to the caller's
+    /// side and leaves the call once the transfer succeeded; a refused or
+    /// failed REFER falls back to `Bridge`.
+    Refer,
+}
+
+/// One entry of a hunt list: a URI, or a URI with its own ring timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OperatorTarget {
+    /// Rings for the line's `ring_timeout_s`.
+    Uri(String),
+    /// Rings for its own time (a desk that should be given longer, a mobile less).
+    Timed(TimedTarget),
+}
+
+/// `{ uri = "sip:...", ring_timeout_s = 15 }` in a hunt list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedTarget {
+    /// The operator's SIP URI.
+    pub uri: String,
+    /// Seconds this target rings before it is given up.
+    pub ring_timeout_s: u32,
+}
+
+impl OperatorTarget {
+    /// The target's SIP URI.
+    pub fn uri(&self) -> &str {
+        match self {
+            OperatorTarget::Uri(uri) | OperatorTarget::Timed(TimedTarget { uri, .. }) => uri,
+        }
+    }
+
+    /// Its own ring timeout in seconds, if it has one.
+    pub fn ring_timeout_s(&self) -> Option<u32> {
+        match self {
+            OperatorTarget::Uri(_) => None,
+            OperatorTarget::Timed(timed) => Some(timed.ring_timeout_s),
+        }
+    }
+}
+
+impl OneOrList<OperatorTarget> {
+    /// The targets' URIs in order.
+    pub fn uris(&self) -> Vec<String> {
+        self.items().iter().map(|t| t.uri().to_owned()).collect()
+    }
+}
+
+/// One value or a list (an operator or a hunt list, a prompt or a playlist);
+/// TOML allows either a single value or an array.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrList<T = String> {
+    /// A single value.
+    One(T),
+    /// Values in order (tried or played one after the other).
+    List(Vec<T>),
+}
+
+impl<T: Clone> OneOrList<T> {
     /// The values in order.
-    pub fn items(&self) -> Vec<String> {
+    pub fn items(&self) -> Vec<T> {
         match self {
             OneOrList::One(value) => vec![value.clone()],
             OneOrList::List(list) => list.clone(),
@@ -1149,7 +1247,7 @@ impl Config {
             if !self
                 .lines
                 .iter()
-                .any(|l| l.operator.items().contains(&account.uri))
+                .any(|l| l.operator.uris().contains(&account.uri))
             {
                 return Err(self.invalid(
                     format!("operator_accounts[{i}].uri"),
@@ -1193,6 +1291,16 @@ impl Config {
                 ));
             }
             self.check_hunt_list(key("operator"), &line.operator)?;
+            if line.connect == ConnectMode::Refer && line.answer_mode == AnswerMode::EarlyMedia {
+                return Err(self.invalid(
+                    key("connect"),
+                    "REFER needs an answered call, but the line answers only when the operator does".into(),
+                    "Use answer_mode = \"answer\" with connect = \"refer\", or connect = \"bridge\".",
+                ));
+            }
+            if let Some(id) = &line.failover_prompt {
+                self.check_playlist(key("failover_prompt"), &OneOrList::One(id.clone()))?;
+            }
             self.check_hours(&key, line)?;
             if !(1..=600).contains(&line.ring_timeout_s) {
                 return Err(self.invalid(
@@ -1237,16 +1345,21 @@ impl Config {
     }
 
     /// A hunt list: not empty, every entry a SIP URI courtline can dial.
-    fn check_hunt_list(&self, key: String, operator: &OneOrList) -> Result<(), ConfigError> {
-        let uris = operator.items();
-        if uris.is_empty() {
+    fn check_hunt_list(
+        &self,
+        key: String,
+        operator: &OneOrList<OperatorTarget>,
+    ) -> Result<(), ConfigError> {
+        let targets = operator.items();
+        if targets.is_empty() {
             return Err(self.invalid(
                 key,
                 "the hunt list is empty".into(),
                 "Give at least one operator URI, e.g. \"sip:operator@192.0.2.10:5060\".",
             ));
         }
-        for (j, uri) in uris.iter().enumerate() {
+        for (j, target) in targets.iter().enumerate() {
+            let uri = target.uri();
             if let Err(problem) = sip::check_operator_uri(uri) {
                 let k = operator.entry_key(key.clone(), j);
                 return Err(self.invalid(
@@ -1254,6 +1367,15 @@ impl Config {
                 format!("\"{uri}\" {problem}"),
                 "Write it as sip:user@host[:port][;transport=udp|tcp|tls], port 1-65535, e.g. \"sip:operator@192.0.2.10:5060\".",
                 ));
+            }
+            if let Some(seconds) = target.ring_timeout_s() {
+                if !(1..=600).contains(&seconds) {
+                    return Err(self.invalid(
+                        format!("{}.ring_timeout_s", operator.entry_key(key.clone(), j)),
+                        format!("{seconds} s is out of range"),
+                        "Use 1-600 seconds; 30 is usual.",
+                    ));
+                }
             }
         }
         Ok(())
@@ -1779,6 +1901,58 @@ operator = "sip:operator@127.0.0.1:5090"
         );
         let config = Config::from_toml_str(&text, "t").unwrap();
         assert_eq!(config.lines[0].operator.items().len(), 2);
+        assert_eq!(config.lines[0].hunt, HuntStrategy::Sequential);
+    }
+
+    #[test]
+    fn hunt_strategy_and_per_target_ring_timeouts() {
+        let text = base().replace(
+            "operator = \"sip:operator@127.0.0.1:5090\"",
+            "hunt = \"simultaneous\"\noperator = [{ uri = \"sip:a@127.0.0.1:5090\", ring_timeout_s = 15 }, \"sip:b@127.0.0.1:5091\"]",
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        let line = &config.lines[0];
+        assert_eq!(line.hunt, HuntStrategy::Simultaneous);
+        assert_eq!(
+            line.operator.uris(),
+            ["sip:a@127.0.0.1:5090", "sip:b@127.0.0.1:5091"]
+        );
+        let timeouts: Vec<_> = line
+            .operator
+            .items()
+            .iter()
+            .map(|t| t.ring_timeout_s())
+            .collect();
+        assert_eq!(timeouts, [Some(15), None]);
+        for (bad, key) in [
+            ("ring_timeout_s = 0", "lines[0].operator[0].ring_timeout_s"),
+            (
+                "ring_timeout_s = 900",
+                "lines[0].operator[0].ring_timeout_s",
+            ),
+        ] {
+            let e = error_for(&text.replace("ring_timeout_s = 15", bad));
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let e = error_for(&text.replace("hunt =", "failover_prompt = \"busy\"\nhunt ="));
+        assert!(
+            e.contains("lines[0].failover_prompt") && e.contains("[prompts.busy]"),
+            "{e}"
+        );
+        let refer =
+            Config::from_toml_str(&text.replace("hunt =", "connect = \"refer\"\nhunt ="), "t")
+                .unwrap();
+        assert_eq!(refer.lines[0].connect, ConnectMode::Refer);
+        assert_eq!(line.connect, ConnectMode::Bridge);
+        let e = error_for(&text.replace(
+            "hunt =",
+            "connect = \"refer\"\nanswer_mode = \"early_media\"\nhunt =",
+        ));
+        assert!(e.contains("lines[0].connect"), "{e}");
+        let e = error_for(&text.replace("simultaneous", "everyone"));
+        assert!(e.contains("lines[0].hunt"), "{e}");
+        let e = error_for(&text.replace("uri = \"sip:a@127.0.0.1:5090\"", "uri = \"desk 3\""));
+        assert!(e.contains("lines[0].operator[0]"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Config;
+use crate::config::{Config, ConnectMode, HuntStrategy};
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::prompt::MIN_QUIET_BEFORE_SOUND_MS;
 
@@ -77,11 +77,23 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             _ => "G.711 only (a prompt is below 16 kHz)",
         };
         passed.push(format!(
-            "✓ line {} ({}): {playing}, {codecs}, operator {}, ring {} s",
+            "✓ line {} ({}): {playing}, {codecs}, operator {} ({}), ring {} s{}{}",
             line.number,
             line.court,
-            line.operator.items().join(" → "),
-            line.ring_timeout_s
+            line.operator.uris().join(match line.hunt {
+                HuntStrategy::Simultaneous => " + ",
+                HuntStrategy::Sequential | HuntStrategy::RoundRobin => " → ",
+            }),
+            line.hunt.name(),
+            line.ring_timeout_s,
+            match line.connect {
+                ConnectMode::Refer => ", transferred by REFER (bridged if refused)",
+                ConnectMode::Bridge => "",
+            },
+            line.failover_prompt
+                .as_ref()
+                .map(|id| format!(", nobody answering: {id} then BYE"))
+                .unwrap_or_default(),
         ));
         let Some(playlist) = playlist else { continue };
         let lead_in = config.media.leading_silence_ms;
@@ -122,7 +134,7 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             continue;
         };
         let then = match &after.operator {
-            Some(duty) => format!("then duty {}", duty.items().join(" → ")),
+            Some(duty) => format!("then duty {}", duty.uris().join(" → ")),
             None => "then courtline hangs up".into(),
         };
         passed.push(format!(

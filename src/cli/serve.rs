@@ -113,6 +113,11 @@ pub fn playlists(config: &Config, prompts: &HashMap<String, Prompt>) -> LinePlay
             .iter()
             .filter_map(|line| playlist(line, &line.after_hours.as_ref()?.prompt))
             .collect(),
+        failover: config
+            .lines
+            .iter()
+            .filter_map(|line| playlist(line, &OneOrList::One(line.failover_prompt.clone()?)))
+            .collect(),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::SessionExpired => "session_expired",
         EndReason::AfterHours => "after_hours",
         EndReason::Shutdown => "shutdown",
+        EndReason::Transferred => "transferred",
     }
 }
 

@@ -42,7 +42,7 @@ pub fn parse_end_reason(text: &str) -> Option<EndReason> {
         .find(|reason| end_reason_name(*reason) == name)
 }
 
-pub const ALL_END_REASONS: [EndReason; 15] = [
+pub const ALL_END_REASONS: [EndReason; 16] = [
     EndReason::Unspecified,
     EndReason::CallerHungUpDuringPrompt,
     EndReason::CallerHungUp,
@@ -58,6 +58,7 @@ pub const ALL_END_REASONS: [EndReason; 15] = [
     EndReason::SessionExpired,
     EndReason::AfterHours,
     EndReason::Shutdown,
+    EndReason::Transferred,
 ];
 
 /// Parses a `--since`/`--until` value into Unix ms. Accepts RFC 3339

@@ -2215,12 +2215,14 @@ fn timeline_entry(event: &StoredEvent) -> (TimelineEvent, Option<Flag>) {
         Some(event_body::Kind::NodeEvent(node)) => match node.kind {
             Some(node_event::Kind::Milestone(milestone)) => {
                 let name = milestone.milestone().as_str_name();
-                let detail = if !milestone.operator_uri.is_empty() {
-                    milestone.operator_uri.clone()
-                } else if milestone.operator_failure != 0 {
+                // A failure says how it failed (the operator it names was dialled
+                // before); a failed transfer names its target and the SIP status.
+                let detail = if milestone.operator_failure != 0 {
                     crate::contract::names::end_reason_name(milestone.operator_failure()).to_owned()
+                } else if milestone.sip_status != 0 {
+                    format!("{} {}", milestone.operator_uri, milestone.sip_status)
                 } else {
-                    String::new()
+                    milestone.operator_uri.clone()
                 };
                 (
                     name.trim_start_matches("MILESTONE_").to_ascii_lowercase(),

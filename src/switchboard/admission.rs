@@ -19,18 +19,49 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Request, StatusCode};
 
 use super::call::CallFacts;
-use super::context::CallSlot;
+use super::context::{CallSlot, HuntTurns};
 use super::media::codec::Codec;
-use super::media::prompt::{LinePlaylists, Playlist};
+use super::media::prompt::{LinePlaylists, Playlist, Prompt};
 use super::sdp::{codecs_for, Negotiated, RemoteMedia, SdpError};
 use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
 use super::sip::qualify::OperatorHealth;
 use super::sip::session_timer::{self, Negotiation, SessionTimer};
 use crate::config::{
-    AnswerMode, Config, OneOrList, RecordAudio, RecordingFailurePolicy, SpoolFailurePolicy,
+    AnswerMode, Config, HuntStrategy, OperatorTarget, RecordAudio, RecordingFailurePolicy,
+    SpoolFailurePolicy,
 };
 use crate::contract::pb::PlayedPrompt;
+
+/// The URIs of a hunt list in the order a call rings them: starting at entry
+/// `turn` (modulo its length) and wrapping round. `turn` is 0 except on a
+/// `round_robin` line, where it counts the line's calls.
+pub fn hunt_order(targets: &[OperatorTarget], turn: u64) -> Vec<String> {
+    let mut uris: Vec<String> = targets.iter().map(|t| t.uri().to_owned()).collect();
+    if let Some(start) = u64::try_from(uris.len())
+        .ok()
+        .and_then(|len| turn.checked_rem(len))
+        .and_then(|start| usize::try_from(start).ok())
+    {
+        uris.rotate_left(start);
+    }
+    uris
+}
+
+/// A prompt as the record lists it, nothing of it sent yet.
+fn played(prompt: &Prompt) -> PlayedPrompt {
+    PlayedPrompt {
+        id: prompt.id.clone(),
+        version: prompt.version.clone(),
+        sha256: prompt.sha256.clone(),
+        length_ms: prompt.frames.duration_ms(),
+        ms_sent: 0,
+    }
+}
+
+fn ring_timeout(seconds: u32) -> Duration {
+    Duration::from_secs(u64::from(seconds))
+}
 
 /// The INVITE as admission sees it. Its headers are read by the `sip::leg` and
 /// `sip::session_timer` helpers that already parse them, not copied out first.
@@ -65,6 +96,8 @@ pub struct Admission<'a> {
     pub inbound_auth: Option<&'a InboundAuth>,
     /// Which operator targets answer OPTIONS, for the hunt list.
     pub health: &'a OperatorHealth,
+    /// Where each `round_robin` line's next hunt starts.
+    pub hunt_turns: &'a HuntTurns,
     /// Whether the records spool can be written right now.
     pub spool_healthy: bool,
     /// Whether call recordings can be written right now.
@@ -92,6 +125,8 @@ pub struct Admitted {
     pub facts: CallFacts,
     /// The line's prompts.
     pub playlist: Arc<Playlist>,
+    /// What the caller hears when nobody answers (`failover_prompt`), if the line has it.
+    pub failover: Option<Arc<Playlist>>,
     /// The caller's SDP offer and what was agreed, or `None` for a delayed offer.
     pub offer: Option<(RemoteMedia, Negotiated)>,
     /// The RFC 4028 session timer and the headers announcing it in the 200 OK.
@@ -254,16 +289,18 @@ impl Admission<'_> {
         // Outside office hours the line plays its after-hours playlist and
         // dials its duty number, if any (the warning is part of that playlist too).
         let staffed = self.config.is_staffed(line, now.wall.into());
-        let (playlists, hunt_list) = if staffed {
-            (&self.playlists.in_hours, line.operator.items())
+        let (playlists, targets, hunt) = if staffed {
+            (&self.playlists.in_hours, line.operator.items(), line.hunt)
         } else {
             let duty = line
                 .after_hours
                 .as_ref()
                 .and_then(|after| after.operator.as_ref());
+            // Duty numbers are tried in their order, whatever the line's own hunt.
             (
                 &self.playlists.after_hours,
-                duty.map(OneOrList::items).unwrap_or_default(),
+                duty.map(|duty| duty.items()).unwrap_or_default(),
+                HuntStrategy::Sequential,
             )
         };
         let Some(playlist) = playlists.get(&line.number).cloned() else {
@@ -280,20 +317,42 @@ impl Admission<'_> {
             facts.prompt_sha256 = first.sha256.clone();
         }
         facts.prompt_length_ms = playlist.duration_ms();
-        facts.prompts = playlist
-            .prompts()
+        facts.prompts = playlist.prompts().iter().map(played).collect();
+        // Configured but not loaded: refused as loudly as a missing warning.
+        let failover = match &line.failover_prompt {
+            Some(_) => match self.playlists.failover.get(&line.number) {
+                Some(failover) => Some(failover.clone()),
+                None => {
+                    return refuse(
+                        Refused::PromptsNotLoaded,
+                        StatusCode::ServerInternalError,
+                        vec![],
+                        facts,
+                    )
+                }
+            },
+            None => None,
+        };
+        facts.failover_prompt = failover
+            .as_ref()
+            .and_then(|failover| failover.prompts().first())
+            .map(played);
+        // G.722 only when everything the caller may hear exists in it.
+        let wideband = playlist.supports(Codec::G722)
+            && failover.as_ref().is_none_or(|f| f.supports(Codec::G722));
+        let turn = match hunt {
+            HuntStrategy::RoundRobin => self.hunt_turns.take(&line.number),
+            HuntStrategy::Sequential | HuntStrategy::Simultaneous => 0,
+        };
+        facts.operators = self.health.hunt_list(&hunt_order(&targets, turn));
+        facts.hunt = hunt;
+        facts.connect = line.connect;
+        facts.target_ring_timeouts = targets
             .iter()
-            .map(|p| PlayedPrompt {
-                id: p.id.clone(),
-                version: p.version.clone(),
-                sha256: p.sha256.clone(),
-                length_ms: p.frames.duration_ms(),
-                ms_sent: 0,
-            })
+            .filter_map(|t| Some((t.uri().to_owned(), ring_timeout(t.ring_timeout_s()?))))
             .collect();
-        facts.operators = self.health.hunt_list(&hunt_list);
         facts.after_hours = !staffed;
-        facts.ring_timeout = Duration::from_secs(u64::from(line.ring_timeout_s));
+        facts.ring_timeout = ring_timeout(line.ring_timeout_s);
         facts.answer_delay = Duration::from_millis(self.config.sip.answer_delay_ms);
 
         if let Some(status) = content_refusal(request) {
@@ -306,7 +365,7 @@ impl Admission<'_> {
             None
         } else {
             match RemoteMedia::parse(&request.body).and_then(|offer| {
-                let negotiated = offer.negotiate(codecs_for(playlist.supports(Codec::G722)))?;
+                let negotiated = offer.negotiate(codecs_for(wideband))?;
                 Ok((offer, negotiated))
             }) {
                 Ok(agreed) => Some(agreed),
@@ -372,6 +431,7 @@ impl Admission<'_> {
         Decision::Admit(Box::new(Admitted {
             facts,
             playlist,
+            failover,
             offer,
             session_timer,
             slot,
@@ -413,6 +473,8 @@ mod tests {
     const LINE: &str = "02112368";
     /// Plays the warning as early media.
     const EARLY_LINE: &str = "02100000";
+    /// Rings its three operators round robin; the second has its own ring timeout.
+    const ROUND_ROBIN_LINE: &str = "02188888";
     /// Its prompts exist in G.722 too.
     const WIDEBAND_LINE: &str = "02199999";
     /// Configured, but its playlist is missing.
@@ -433,12 +495,23 @@ session_expires_s = 1800
 [prompts.zh]
 file = "audio/three_rules_zh.wav"
 
+[prompts.busy]
+file = "audio/busy_zh.wav"
+
 [[lines]]
 number = "02112368"
 court = "上海市第一中级人民法院"
 prompt = "zh"
 operator = ["sip:op1@127.0.0.1:5090", "sip:op2@127.0.0.1:5091"]
 ring_timeout_s = 20
+
+[[lines]]
+number = "02188888"
+court = "上海市第三中级人民法院"
+prompt = "zh"
+hunt = "round_robin"
+failover_prompt = "busy"
+operator = ["sip:a@127.0.0.1:5090", { uri = "sip:b@127.0.0.1:5091", ring_timeout_s = 12 }, "sip:c@127.0.0.1:5092"]
 
 [[lines]]
 number = "02100000"
@@ -517,6 +590,7 @@ after_hours = { prompt = ["zh", "closed"] }
         playlists: LinePlaylists,
         inbound_auth: Option<InboundAuth>,
         health: OperatorHealth,
+        hunt_turns: HuntTurns,
         spool_healthy: bool,
         recording_healthy: bool,
         draining: bool,
@@ -529,6 +603,7 @@ after_hours = { prompt = ["zh", "closed"] }
             let playlists = LinePlaylists {
                 in_hours: [
                     (LINE, playlist(false)),
+                    (ROUND_ROBIN_LINE, playlist(false)),
                     (EARLY_LINE, playlist(false)),
                     (WIDEBAND_LINE, playlist(true)),
                     (DUTY_LINE, playlist(false)),
@@ -541,12 +616,17 @@ after_hours = { prompt = ["zh", "closed"] }
                     .into_iter()
                     .map(|line| (line.to_string(), playlist_of("closed", false)))
                     .collect(),
+                failover: [(ROUND_ROBIN_LINE, playlist_of("busy", false))]
+                    .into_iter()
+                    .map(|(line, p)| (line.to_string(), p))
+                    .collect(),
             };
             Switchboard {
                 config: Config::from_toml_str(CONFIG, "admission test").unwrap(),
                 playlists,
                 inbound_auth: None,
                 health: OperatorHealth::default(),
+                hunt_turns: HuntTurns::default(),
                 spool_healthy: true,
                 recording_healthy: true,
                 draining: false,
@@ -584,6 +664,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 playlists: &self.playlists,
                 inbound_auth: self.inbound_auth.as_ref(),
                 health: &self.health,
+                hunt_turns: &self.hunt_turns,
                 spool_healthy: self.spool_healthy,
                 recording_healthy: self.recording_healthy,
                 draining: self.draining,
@@ -724,6 +805,57 @@ after_hours = { prompt = ["zh", "closed"] }
         assert!(!a.facts.after_hours);
         assert_eq!(a.playlist.prompts()[0].id, "zh");
         assert_eq!(a.facts.operators, ["sip:op@127.0.0.1:5090"]);
+    }
+
+    #[test]
+    fn hunt_order_rotates_by_turn() {
+        let targets: Vec<OperatorTarget> = ["a", "b", "c"]
+            .iter()
+            .map(|u| OperatorTarget::Uri(u.to_string()))
+            .collect();
+        assert_eq!(hunt_order(&targets, 0), ["a", "b", "c"]);
+        assert_eq!(hunt_order(&targets, 1), ["b", "c", "a"]);
+        assert_eq!(hunt_order(&targets, 5), ["c", "a", "b"]);
+        assert_eq!(hunt_order(&targets, u64::MAX), ["a", "b", "c"]);
+        assert!(hunt_order(&[], 7).is_empty());
+    }
+
+    #[test]
+    fn round_robin_line_starts_each_call_one_further_on() {
+        let sb = Switchboard::new();
+        let mut firsts = Vec::new();
+        for _ in 0..4 {
+            let a = admitted(sb.decide(&invite(ROUND_ROBIN_LINE, SDP, OFFER)));
+            assert_eq!(a.facts.hunt, HuntStrategy::RoundRobin);
+            assert_eq!(a.facts.operators.len(), 3);
+            assert_eq!(
+                a.facts.target_ring_timeouts,
+                [("sip:b@127.0.0.1:5091".to_string(), Duration::from_secs(12))].into()
+            );
+            firsts.push(a.facts.operators[0].clone());
+            assert_eq!(
+                a.facts.failover_prompt.as_ref().map(|p| p.id.as_str()),
+                Some("busy")
+            );
+            assert!(a.failover.is_some());
+        }
+        assert_eq!(
+            firsts,
+            [
+                "sip:a@127.0.0.1:5090",
+                "sip:b@127.0.0.1:5091",
+                "sip:c@127.0.0.1:5092",
+                "sip:a@127.0.0.1:5090"
+            ]
+        );
+        // Other lines keep their order and do not move the turn.
+        let a = admitted(sb.decide(&invite(LINE, SDP, OFFER)));
+        assert!(a.failover.is_none() && a.facts.failover_prompt.is_none());
+        assert_eq!(a.facts.operators[0], "sip:op1@127.0.0.1:5090");
+        assert_eq!(a.facts.hunt, HuntStrategy::Sequential);
+        assert!(a.facts.target_ring_timeouts.is_empty());
+        let a = admitted(sb.decide(&invite(ROUND_ROBIN_LINE, SDP, OFFER)));
+        assert_eq!(a.facts.operators[0], "sip:b@127.0.0.1:5091");
     }
 
     #[test]

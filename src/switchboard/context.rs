@@ -2,9 +2,10 @@
 //! call task ([`super::call::session`]) share while the switchboard runs. It sits
 //! below both, so neither imports the other for it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub active: Arc<AtomicUsize>,
     /// Which operator targets answer OPTIONS.
     pub health: Arc<OperatorHealth>,
+    /// Where each `round_robin` line's next hunt starts.
+    pub hunt_turns: HuntTurns,
     /// Digest authentication of untrusted callers, when configured.
     pub inbound_auth: Option<InboundAuth>,
     /// Cancelled on shutdown; every call task watches a child of it.
@@ -71,6 +74,26 @@ impl Shared {
     /// Whether the switchboard is draining.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// How many calls each `round_robin` line has had, so the next one starts its
+/// hunt one target further on. Kept while the switchboard runs (a restart
+/// starts again at the first target).
+#[derive(Debug, Default)]
+pub struct HuntTurns {
+    /// Calls so far, by line number.
+    turns: Mutex<HashMap<String, u64>>,
+}
+
+impl HuntTurns {
+    /// This call's turn on `line` (0 for its first), counting it.
+    pub fn take(&self, line: &str) -> u64 {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = turns.entry(line.to_owned()).or_default();
+        let this = *turn;
+        *turn = turn.wrapping_add(1);
+        this
     }
 }
 
@@ -104,6 +127,15 @@ impl Drop for CallSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hunt_turns_count_per_line() {
+        let turns = HuntTurns::default();
+        assert_eq!(turns.take("1"), 0);
+        assert_eq!(turns.take("1"), 1);
+        assert_eq!(turns.take("2"), 0);
+        assert_eq!(turns.take("1"), 2);
+    }
 
     #[test]
     fn slots_cap_calls_and_come_back() {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::admission::{Admission, Decision, InviteFacts, Now, Refusal, Refused};
-use super::context::{CallSlot, Shared};
+use super::context::{CallSlot, HuntTurns, Shared};
 use super::health::Readiness;
 use super::metrics::{Metrics, Snapshot};
 use super::sip::dialog_states::DialogStateRouter;
@@ -227,6 +227,7 @@ impl Switchboard {
                 advertise,
                 active: Arc::new(AtomicUsize::new(0)),
                 health: Arc::new(OperatorHealth::default()),
+                hunt_turns: HuntTurns::default(),
                 inbound_auth,
                 shutdown,
                 draining: Arc::new(AtomicBool::new(false)),
@@ -276,7 +277,7 @@ impl Switchboard {
                 .config
                 .lines
                 .iter()
-                .flat_map(|l| l.operator.items())
+                .flat_map(|l| l.operator.uris())
                 .collect();
             tokio::spawn(qualify::run(
                 self.endpoint.inner.clone(),
@@ -372,7 +373,7 @@ impl Monitor {
             .config
             .lines
             .iter()
-            .flat_map(|line| line.operator.items())
+            .flat_map(|line| line.operator.uris())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .map(|target| {
@@ -545,6 +546,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         playlists: &shared.playlists,
         inbound_auth: shared.inbound_auth.as_ref(),
         health: &shared.health,
+        hunt_turns: &shared.hunt_turns,
         spool_healthy: shared.records.spool_healthy(),
         recording_healthy: shared.recorder.as_ref().is_none_or(Recorder::healthy),
         draining: shared.draining(),
@@ -602,6 +604,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         shared: shared.clone(),
         facts: admitted.facts,
         playlist: admitted.playlist,
+        failover: admitted.failover,
         offer: admitted.offer,
         session_timer: admitted.session_timer,
         rtp_socket,

@@ -6,10 +6,11 @@
 //! current time, executes the [`CallAction`]s it polls out, and wakes it at
 //! [`CallFlow::poll_timeout`]. Tests drive it the same way on virtual time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::report_keys::{KeyOutput, ReportKeys};
+pub use crate::config::{ConnectMode, HuntStrategy};
 use crate::contract::pb::{
     CallMilestone, CallRecord, EndReason, Milestone as WireMilestone, PlayedPrompt,
 };
@@ -43,13 +44,24 @@ pub struct CallFacts {
     pub prompt_length_ms: u32,
     /// Every prompt of the line's playlist in order (`ms_sent` is filled in at the end).
     pub prompts: Vec<PlayedPrompt>,
+    /// The line's `failover_prompt`, played to an answered caller when nobody
+    /// of the hunt list answers; added to the record's `prompts` when played.
+    pub failover_prompt: Option<PlayedPrompt>,
     /// Operator URIs in hunt order; outside office hours the duty number(s),
     /// or none: the call ends after the after-hours playlist.
     pub operators: Vec<String>,
     /// The call came outside the line's office hours (the playlist is the after-hours one).
     pub after_hours: bool,
-    /// How long each operator may ring.
+    /// How the hunt list is rung (`round_robin` is already in `operators`'
+    /// order: the flow rings it like `sequential`).
+    pub hunt: HuntStrategy,
+    /// Whether the caller is bridged by courtline or transferred by REFER
+    /// (only for an answered caller; early-media lines always bridge).
+    pub connect: ConnectMode,
+    /// How long each operator may ring, unless it has its own time below.
     pub ring_timeout: Duration,
+    /// Ring timeouts of the targets configured with their own, by URI.
+    pub target_ring_timeouts: HashMap<String, Duration>,
     /// How long to ring the caller before answering.
     pub answer_delay: Duration,
     /// The line plays the warning as early media (183 Session Progress) and
@@ -82,6 +94,17 @@ pub enum Phase {
         /// Index into the hunt list.
         target: usize,
     },
+    /// Calling every operator of the hunt list at once (`simultaneous`); the
+    /// first to answer is bridged, the others are cancelled.
+    DialingAll,
+    /// REFER sent to the caller's side (Refer-To: the first operator); waiting
+    /// for its answer and the NOTIFYs of how the transfer goes.
+    Transferring,
+    /// Nobody answered: the failover prompt plays, then courtline hangs up.
+    Failover {
+        /// Why the hunt failed: the call's end reason, however it ends now.
+        reason: EndReason,
+    },
     /// Caller and operator are talking through the relay.
     Bridged,
     /// Both legs are down; the record has been emitted.
@@ -95,9 +118,24 @@ impl Phase {
             Phase::Ringing => "ringing",
             Phase::Answering => "answering",
             Phase::Prompting => "prompting",
-            Phase::DialingOperator { .. } => "dialing_operator",
+            Phase::DialingOperator { .. } | Phase::DialingAll => "dialing_operator",
+            Phase::Failover { .. } => "failover_prompt",
+            Phase::Transferring => "transferring",
             Phase::Bridged => "bridged",
             Phase::Ended => "ended",
+        }
+    }
+}
+
+impl OperatorFailure {
+    /// The failure in the record's terms.
+    fn reason(self) -> EndReason {
+        match self {
+            OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
+            OperatorFailure::Status(480) => EndReason::NoAnswer,
+            OperatorFailure::Status(_)
+            | OperatorFailure::Unreachable
+            | OperatorFailure::Refused => EndReason::OperatorUnreachable,
         }
     }
 }
@@ -114,6 +152,31 @@ pub enum OperatorFailure {
     /// while the INVITE is still outstanding: the attempt is abandoned at
     /// once instead of ringing out the ring timeout.
     Refused,
+}
+
+/// What happened to one forked operator INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkEvent {
+    /// Its phone rings (180/183).
+    Ringing,
+    /// It answered (2xx, ACK sent).
+    Answered,
+    /// It failed this way.
+    Failed(OperatorFailure),
+}
+
+/// Where one forked operator INVITE stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fork {
+    /// Sent, no final answer yet; given up at this time.
+    Pending {
+        /// Its ring timeout runs out.
+        until: Instant,
+    },
+    /// It failed, or its ring timeout ran out.
+    Failed,
+    /// Another target answered first: CANCEL sent.
+    Cancelled,
 }
 
 /// Something that happened to the call, reported by the adapter.
@@ -148,8 +211,21 @@ pub enum CallInput {
     OperatorAnswered,
     /// The current operator attempt failed.
     OperatorFailed(OperatorFailure),
+    /// Something happened to one of the INVITEs forked to every target (`simultaneous`).
+    ForkedOperator {
+        /// Index into the hunt list.
+        target: usize,
+        /// What happened.
+        event: ForkEvent,
+    },
     /// BYE from the operator.
     OperatorHungUp,
+    /// The status of the final response to our REFER (408 when none came or
+    /// it could not be sent).
+    ReferAnswered(u16),
+    /// A NOTIFY of the REFER's subscription: the status line of its sipfrag
+    /// (how the caller's side's INVITE to the operator is going, RFC 3515).
+    TransferProgress(u16),
     /// Something broke locally (socket, SDP from the operator, ...); the call cannot go on.
     Fault(String),
     /// The switchboard is shutting down now (a second SIGTERM, or the drain timed out).
@@ -217,6 +293,40 @@ pub enum Milestone {
         /// Why, in the record's terms.
         reason: EndReason,
     },
+    /// One of several forked operators rings (`simultaneous`).
+    ForkRinging {
+        /// That operator's URI.
+        uri: String,
+    },
+    /// One of several forked operators answered first and gets the call.
+    ForkAnswered {
+        /// That operator's URI.
+        uri: String,
+    },
+    /// One of several forked operators failed (busy, no answer, unreachable).
+    ForkFailed {
+        /// That operator's URI.
+        uri: String,
+        /// Why, in the record's terms.
+        reason: EndReason,
+    },
+    /// One of several forked operators was cancelled: another answered first.
+    ForkCancelled {
+        /// That operator's URI.
+        uri: String,
+    },
+    /// REFER sent to the caller's side, to this operator.
+    TransferRequested {
+        /// The Refer-To URI.
+        uri: String,
+    },
+    /// The REFER was refused or the transfer failed: courtline bridges instead.
+    TransferFailed {
+        /// The Refer-To URI.
+        uri: String,
+        /// The REFER's response or the sipfrag's status (408: neither came in time).
+        status: u16,
+    },
     /// The bridged operator pressed the report key sequence: the records
     /// service opens a report on this call.
     ReportRequested {
@@ -247,13 +357,41 @@ pub enum CallAction {
     StartPrompt,
     /// Send ringback tone to the caller (continuing the same RTP stream).
     StartRingback,
+    /// Play the line's failover prompt to the caller (the end of it comes as
+    /// `PromptFinished`).
+    PlayFailover,
+    /// Send REFER to the caller (Refer-To: `uri`); its final response comes
+    /// back as `ReferAnswered`, its NOTIFYs as `TransferProgress`.
+    ReferCaller {
+        /// The operator the caller's side should call.
+        uri: String,
+    },
     /// INVITE this operator URI (B2BUA second leg).
     DialOperator {
         /// Target from the hunt list.
         uri: String,
     },
-    /// Abandon the ringing operator leg (CANCEL; BYE if its 200 crosses).
+    /// Abandon the ringing operator leg (CANCEL; BYE if its 200 crosses),
+    /// or every forked one still ringing.
     CancelOperator,
+    /// INVITE this operator URI as one of several at once (`simultaneous`).
+    ForkOperator {
+        /// Index into the hunt list: forked events name it.
+        target: usize,
+        /// Target from the hunt list.
+        uri: String,
+    },
+    /// Abandon this forked INVITE (CANCEL; ACK and BYE if its 2xx crosses).
+    CancelFork {
+        /// Index into the hunt list.
+        target: usize,
+    },
+    /// This fork answered first: its dialog and media are the call's operator
+    /// leg from now on (`Bridge`, `HangUpOperator` act on it).
+    AdoptFork {
+        /// Index into the hunt list.
+        target: usize,
+    },
     /// BYE the connected operator leg.
     HangUpOperator,
     /// Relay audio both ways between caller and operator.
@@ -301,6 +439,8 @@ pub struct CallFlow {
     record: CallRecord,
     /// The operator's keys on their way to the caller, minus the report sequence.
     report_keys: ReportKeys,
+    /// Each target's forked INVITE in `DialingAll`, by hunt list index.
+    forks: Vec<Fork>,
 }
 
 impl CallFlow {
@@ -333,6 +473,7 @@ impl CallFlow {
             deadline: None,
             caller_answered: false,
             record,
+            forks: Vec::new(),
         };
         flow.actions
             .push_back(CallAction::Milestone(Milestone::Received));
@@ -421,6 +562,18 @@ impl CallFlow {
                 self.actions.push_back(CallAction::CancelOperator);
                 self.operator_failed(target, EndReason::NoAnswer, now);
             }
+            Phase::Transferring => self.transfer_failed(408, now),
+            Phase::DialingAll => {
+                for target in 0..self.forks.len() {
+                    if matches!(self.forks[target], Fork::Pending { until } if until <= now) {
+                        self.actions.push_back(CallAction::CancelFork { target });
+                        self.fork_failed(target, EndReason::NoAnswer, now);
+                    }
+                }
+                if self.phase == Phase::DialingAll {
+                    self.deadline = self.next_fork_deadline();
+                }
+            }
             _ => {}
         }
     }
@@ -453,7 +606,11 @@ impl CallFlow {
                     self.close_after_hours(now);
                 } else {
                     self.actions.push_back(CallAction::StartRingback);
-                    self.dial(0, now);
+                    if self.facts.connect == ConnectMode::Refer && self.caller_answered {
+                        self.refer(now);
+                    } else {
+                        self.hunt(now);
+                    }
                 }
             }
             // CANCEL comes only before our 200 OK: here, during early media
@@ -471,23 +628,7 @@ impl CallFlow {
                 self.milestone(Milestone::OperatorRinging)
             }
             (Phase::DialingOperator { .. }, OperatorAnswered) => {
-                self.phase = Phase::Bridged;
-                self.deadline = None;
-                self.record.operator_answered_at_ms = self.wall_ms(now);
-                // The bridge before the milestone: the call task waits for each
-                // milestone to reach the spool's disk, and until the bridge is up
-                // the caller's first words are dropped (the operator's wait in its
-                // socket), for as long as an fsync takes on a busy disk.
-                self.actions.push_back(CallAction::Bridge);
-                if self.caller_answered {
-                    self.actions.push_back(CallAction::WatchCallerMedia);
-                }
-                self.milestone(Milestone::OperatorAnswered);
-                if !self.caller_answered {
-                    // Early media: the caller is answered only now, with the
-                    // SDP its 183 already carried (its media is watched from the ACK).
-                    self.answer(now);
-                }
+                self.connect(Milestone::OperatorAnswered, now)
             }
             (Phase::DialingOperator { target }, OperatorFailed(failure)) => {
                 self.deadline = None;
@@ -495,22 +636,42 @@ impl CallFlow {
                     // The INVITE transaction still runs: end it before the next target.
                     self.actions.push_back(CallAction::CancelOperator);
                 }
-                let reason = match failure {
-                    OperatorFailure::Status(486 | 600 | 603) => EndReason::OperatorBusy,
-                    OperatorFailure::Status(480) => EndReason::NoAnswer,
-                    OperatorFailure::Status(_)
-                    | OperatorFailure::Unreachable
-                    | OperatorFailure::Refused => EndReason::OperatorUnreachable,
-                };
-                self.operator_failed(target, reason, now);
+                self.operator_failed(target, failure.reason(), now);
             }
-            (Phase::DialingOperator { .. }, hangup @ (CallerHungUp | CallerCancelled)) => {
+            (Phase::DialingAll, ForkedOperator { target, event }) => {
+                self.fork_event(target, event, now)
+            }
+            (
+                Phase::DialingOperator { .. } | Phase::DialingAll,
+                hangup @ (CallerHungUp | CallerCancelled),
+            ) => {
                 if hangup == CallerCancelled {
                     self.record.sip_final_status = 487;
                 }
                 self.actions.push_back(CallAction::CancelOperator);
                 self.end(EndReason::CallerHungUp, now);
             }
+
+            (Phase::Transferring, ReferAnswered(status)) if !(200..300).contains(&status) => {
+                self.transfer_failed(status, now)
+            }
+            (Phase::Transferring, TransferProgress(status)) if (200..300).contains(&status) => {
+                // The caller's side reached the operator: courtline leaves the call.
+                self.record.operator_answered_at_ms = self.wall_ms(now);
+                self.actions.push_back(CallAction::HangUpCaller);
+                self.end(EndReason::Transferred, now);
+            }
+            (Phase::Transferring, TransferProgress(status)) if status >= 300 => {
+                self.transfer_failed(status, now)
+            }
+            (Phase::Transferring, CallerHungUp) => self.end(EndReason::CallerHungUp, now),
+
+            (Phase::Failover { reason }, PromptFinished) => {
+                // Said politely, then the BYE.
+                self.actions.push_back(CallAction::HangUpCaller);
+                self.end(reason, now);
+            }
+            (Phase::Failover { reason }, CallerHungUp) => self.end(reason, now),
 
             // Early media: the ACK to the 200 OK sent when the operator answered.
             (Phase::Bridged, CallerAcked) => self.actions.push_back(CallAction::WatchCallerMedia),
@@ -555,7 +716,9 @@ impl CallFlow {
     /// Ends the call from any phase, hanging up whatever is up.
     fn abort(&mut self, phase: Phase, reason: EndReason, now: Instant) {
         match phase {
-            Phase::DialingOperator { .. } => self.actions.push_back(CallAction::CancelOperator),
+            Phase::DialingOperator { .. } | Phase::DialingAll => {
+                self.actions.push_back(CallAction::CancelOperator)
+            }
             Phase::Bridged => self.actions.push_back(CallAction::HangUpOperator),
             _ => {}
         }
@@ -620,9 +783,148 @@ impl CallFlow {
         };
         self.phase = Phase::DialingOperator { target };
         self.record.operator_uri = uri.clone();
-        self.deadline = Some(now + self.facts.ring_timeout);
+        self.deadline = Some(now + self.ring_timeout_of(&uri));
         self.milestone(Milestone::OperatorDialed { uri: uri.clone() });
         self.actions.push_back(CallAction::DialOperator { uri });
+    }
+
+    /// Starts ringing the hunt list the line's way.
+    fn hunt(&mut self, now: Instant) {
+        if self.facts.hunt == HuntStrategy::Simultaneous {
+            self.fork_all(now);
+        } else {
+            self.dial(0, now);
+        }
+    }
+
+    /// Asks the caller's side to call the first operator itself (REFER); it
+    /// has that operator's ring timeout to report success.
+    fn refer(&mut self, now: Instant) {
+        let uri = self.facts.operators[0].clone();
+        self.phase = Phase::Transferring;
+        self.record.operator_uri = uri.clone();
+        self.deadline = Some(now + self.ring_timeout_of(&uri));
+        self.milestone(Milestone::TransferRequested { uri: uri.clone() });
+        self.actions.push_back(CallAction::ReferCaller { uri });
+    }
+
+    /// The transfer did not happen: recorded, then courtline hunts and bridges itself.
+    fn transfer_failed(&mut self, status: u16, now: Instant) {
+        let uri = self.record.operator_uri.clone();
+        self.milestone(Milestone::TransferFailed { uri, status });
+        self.hunt(now);
+    }
+
+    /// Rings every target at once (`simultaneous`), each for its own ring timeout.
+    fn fork_all(&mut self, now: Instant) {
+        self.phase = Phase::DialingAll;
+        let operators = self.facts.operators.clone();
+        self.forks = operators
+            .iter()
+            .map(|uri| Fork::Pending {
+                until: now + self.ring_timeout_of(uri),
+            })
+            .collect();
+        self.deadline = self.next_fork_deadline();
+        for (target, uri) in operators.into_iter().enumerate() {
+            self.milestone(Milestone::OperatorDialed { uri: uri.clone() });
+            self.actions
+                .push_back(CallAction::ForkOperator { target, uri });
+        }
+    }
+
+    /// The earliest ring timeout of the forks still pending.
+    fn next_fork_deadline(&self) -> Option<Instant> {
+        self.forks
+            .iter()
+            .filter_map(|fork| match fork {
+                Fork::Pending { until } => Some(*until),
+                Fork::Failed | Fork::Cancelled => None,
+            })
+            .min()
+    }
+
+    /// One forked INVITE's news; a fork no longer pending (cancelled, timed
+    /// out) changes nothing: the adapter ends a late answer from it itself.
+    fn fork_event(&mut self, target: usize, event: ForkEvent, now: Instant) {
+        if !matches!(self.forks.get(target), Some(Fork::Pending { .. })) {
+            return;
+        }
+        let uri = self.facts.operators[target].clone();
+        match event {
+            ForkEvent::Ringing => self.milestone(Milestone::ForkRinging { uri }),
+            ForkEvent::Answered => {
+                for (other, fork) in self.forks.iter_mut().enumerate() {
+                    if other != target && matches!(fork, Fork::Pending { .. }) {
+                        *fork = Fork::Cancelled;
+                        self.actions
+                            .push_back(CallAction::CancelFork { target: other });
+                        let uri = self.facts.operators[other].clone();
+                        self.actions
+                            .push_back(CallAction::Milestone(Milestone::ForkCancelled { uri }));
+                    }
+                }
+                self.record.operator_uri = uri.clone();
+                self.actions.push_back(CallAction::AdoptFork { target });
+                self.connect(Milestone::ForkAnswered { uri }, now);
+            }
+            ForkEvent::Failed(failure) => {
+                if failure == OperatorFailure::Refused {
+                    // The INVITE transaction still runs: end it.
+                    self.actions.push_back(CallAction::CancelFork { target });
+                }
+                self.fork_failed(target, failure.reason(), now);
+                if self.phase == Phase::DialingAll {
+                    self.deadline = self.next_fork_deadline();
+                }
+            }
+        }
+    }
+
+    /// Records a fork's failure; when it was the last one pending the hunt has
+    /// failed, for the reason this one did.
+    fn fork_failed(&mut self, target: usize, reason: EndReason, now: Instant) {
+        self.forks[target] = Fork::Failed;
+        let uri = self.facts.operators[target].clone();
+        self.milestone(Milestone::ForkFailed {
+            uri: uri.clone(),
+            reason,
+        });
+        if self.next_fork_deadline().is_none() {
+            self.record.operator_uri = uri;
+            self.hunt_failed(reason, now);
+        }
+    }
+
+    /// The operator answered: bridge, record `answered`, and on an early-media
+    /// line answer the caller now.
+    fn connect(&mut self, answered: Milestone, now: Instant) {
+        self.phase = Phase::Bridged;
+        self.deadline = None;
+        self.record.operator_answered_at_ms = self.wall_ms(now);
+        // The bridge before the milestone: the call task waits for each
+        // milestone to reach the spool's disk, and until the bridge is up
+        // the caller's first words are dropped (the operator's wait in its
+        // socket), for as long as an fsync takes on a busy disk.
+        self.actions.push_back(CallAction::Bridge);
+        if self.caller_answered {
+            self.actions.push_back(CallAction::WatchCallerMedia);
+        }
+        self.milestone(answered);
+        if !self.caller_answered {
+            // Early media: the caller is answered only now, with the
+            // SDP its 183 already carried (its media is watched from the ACK).
+            self.answer(now);
+        }
+    }
+
+    /// How long `uri` may ring: its own time if configured, else the line's.
+    fn ring_timeout_of(&self, uri: &str) -> Duration {
+        self.facts
+            .target_ring_timeouts
+            .get(uri)
+            .copied()
+            .unwrap_or(self.facts.ring_timeout)
     }
 
     /// Records the failed attempt, then tries the next operator in the hunt
@@ -631,6 +933,18 @@ impl CallFlow {
         self.milestone(Milestone::OperatorFailed { reason });
         if failed + 1 < self.facts.operators.len() {
             self.dial(failed + 1, now);
+        } else {
+            self.hunt_failed(reason, now);
+        }
+    }
+
+    /// Nobody of the hunt list can be had: the call ends for `reason`.
+    fn hunt_failed(&mut self, reason: EndReason, now: Instant) {
+        if let (true, Some(failover)) = (self.caller_answered, &self.facts.failover_prompt) {
+            self.phase = Phase::Failover { reason };
+            self.deadline = None;
+            self.record.prompts.push(failover.clone());
+            self.actions.push_back(CallAction::PlayFailover);
         } else if self.caller_answered {
             self.actions.push_back(CallAction::HangUpCaller);
             self.end(reason, now);
@@ -719,6 +1033,34 @@ impl Milestone {
                 (WireMilestone::OperatorAnswered, "", EndReason::Unspecified)
             }
             Milestone::OperatorFailed { reason } => (WireMilestone::OperatorFailed, "", *reason),
+            Milestone::ForkRinging { uri } => (
+                WireMilestone::OperatorRinging,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::ForkAnswered { uri } => (
+                WireMilestone::OperatorAnswered,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::ForkFailed { uri, reason } => {
+                (WireMilestone::OperatorFailed, uri.as_str(), *reason)
+            }
+            Milestone::ForkCancelled { uri } => (
+                WireMilestone::OperatorCancelled,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::TransferRequested { uri } => (
+                WireMilestone::TransferRequested,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
+            Milestone::TransferFailed { uri, .. } => (
+                WireMilestone::TransferFailed,
+                uri.as_str(),
+                EndReason::Unspecified,
+            ),
             Milestone::ReportRequested { operator, .. } => (
                 WireMilestone::ReportRequested,
                 operator.as_str(),
@@ -735,6 +1077,10 @@ impl Milestone {
             operator_failure: operator_failure as i32,
             snapshot: Some(snapshot.clone()),
             report_via: report_via.to_owned(),
+            sip_status: match self {
+                Milestone::TransferFailed { status, .. } => u32::from(*status),
+                _ => 0,
+            },
         }
     }
 }

@@ -502,6 +502,29 @@ fn hunt_list_tries_each_operator_in_order() {
 }
 
 #[test]
+fn a_target_with_its_own_ring_timeout_rings_for_that_long() {
+    let mut f = facts(&["sip:a@h", "sip:b@h"]);
+    f.target_ring_timeouts = [("sip:b@h".to_string(), Duration::from_secs(10))].into();
+    let mut h = Harness::new(f);
+    h.answer_and_play_prompt();
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(30)
+    );
+    h.advance(30_000);
+    h.actions();
+    assert_eq!(h.flow.current_operator(), Some("sip:b@h"));
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(10)
+    );
+    h.advance(10_000);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
 fn hunt_list_exhausted_reports_last_failure() {
     let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h"]));
     h.answer_and_play_prompt();
@@ -1124,4 +1147,424 @@ fn after_hours_on_an_early_media_line_ends_unanswered_with_480() {
     let record = finished(&actions);
     assert_eq!(reason(record), EndReason::AfterHours);
     assert_eq!(record.sip_final_status, 480);
+}
+
+/// A call on a `simultaneous` line, answered and warned: every target is rung.
+fn forked(operators: &[&str], own_timeouts: &[(&str, u64)]) -> Harness {
+    let mut f = facts(operators);
+    f.hunt = HuntStrategy::Simultaneous;
+    f.target_ring_timeouts = own_timeouts
+        .iter()
+        .map(|(uri, s)| (uri.to_string(), Duration::from_secs(*s)))
+        .collect();
+    let mut h = Harness::new(f);
+    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    let mut expected = vec![CallAction::StartRingback];
+    expected.extend(
+        operators
+            .iter()
+            .enumerate()
+            .map(|(target, uri)| CallAction::ForkOperator {
+                target,
+                uri: uri.to_string(),
+            }),
+    );
+    let actions: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    let dialed: Vec<&CallAction> = actions
+        .iter()
+        .filter(|a| matches!(a, CallAction::Milestone(Milestone::OperatorDialed { .. })))
+        .collect();
+    assert_eq!(
+        dialed.len(),
+        operators.len(),
+        "each fork is recorded dialled"
+    );
+    let rest: Vec<CallAction> = actions
+        .into_iter()
+        .filter(|a| !matches!(a, CallAction::Milestone(_)))
+        .collect();
+    assert_eq!(rest, expected);
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+    h
+}
+
+fn fork(target: usize, event: ForkEvent) -> CallInput {
+    CallInput::ForkedOperator { target, event }
+}
+
+#[test]
+fn simultaneous_first_answer_wins_and_the_others_are_cancelled() {
+    let mut h = forked(&["sip:a@h", "sip:b@h", "sip:c@h"], &[]);
+    h.input(fork(0, ForkEvent::Ringing));
+    h.input(fork(1, ForkEvent::Ringing));
+    assert_eq!(
+        h.milestones(),
+        vec![
+            Milestone::ForkRinging {
+                uri: "sip:a@h".into()
+            },
+            Milestone::ForkRinging {
+                uri: "sip:b@h".into()
+            }
+        ]
+    );
+    h.advance(2_000);
+    h.input(fork(1, ForkEvent::Answered));
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    assert_eq!(
+        all,
+        vec![
+            CallAction::CancelFork { target: 0 },
+            CallAction::Milestone(Milestone::ForkCancelled {
+                uri: "sip:a@h".into()
+            }),
+            CallAction::CancelFork { target: 2 },
+            CallAction::Milestone(Milestone::ForkCancelled {
+                uri: "sip:c@h".into()
+            }),
+            CallAction::AdoptFork { target: 1 },
+            CallAction::Bridge,
+            CallAction::WatchCallerMedia,
+            CallAction::Milestone(Milestone::ForkAnswered {
+                uri: "sip:b@h".into()
+            }),
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::Bridged);
+    assert_eq!(h.flow.current_operator(), Some("sip:b@h"));
+    // A cancelled fork's 2xx that crossed the CANCEL is the adapter's to end.
+    h.input(fork(0, ForkEvent::Answered));
+    h.input(fork(2, ForkEvent::Failed(OperatorFailure::Status(487))));
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.poll_timeout(), None);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpOperator);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::CallerHungUp);
+    assert_eq!(record.operator_uri, "sip:b@h");
+}
+
+#[test]
+fn simultaneous_hunt_fails_when_the_last_fork_does_each_on_its_own_timeout() {
+    let mut h = forked(&["sip:a@h", "sip:b@h", "sip:c@h"], &[("sip:b@h", 10)]);
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(10)
+    );
+    h.advance(1_000);
+    h.input(fork(0, ForkEvent::Failed(OperatorFailure::Status(486))));
+    // Only recorded: the others still ring.
+    assert_eq!(
+        h.milestones(),
+        vec![Milestone::ForkFailed {
+            uri: "sip:a@h".into(),
+            reason: EndReason::OperatorBusy
+        }]
+    );
+    h.advance(9_000);
+    assert_eq!(h.actions(), vec![CallAction::CancelFork { target: 1 }]);
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+    assert_eq!(
+        h.flow.poll_timeout().unwrap() - h.now,
+        Duration::from_secs(20)
+    );
+    h.input(fork(2, ForkEvent::Failed(OperatorFailure::Refused)));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelFork { target: 2 });
+    assert_eq!(actions[1], CallAction::HangUpCaller);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::OperatorUnreachable);
+    assert_eq!(record.operator_uri, "sip:c@h");
+}
+
+#[test]
+fn simultaneous_ring_timeout_ends_the_call_as_no_answer() {
+    let mut h = forked(&["sip:a@h", "sip:b@h"], &[]);
+    h.advance(30_000);
+    let actions = h.actions();
+    assert_eq!(
+        actions[..3],
+        [
+            CallAction::CancelFork { target: 0 },
+            CallAction::CancelFork { target: 1 },
+            CallAction::HangUpCaller
+        ]
+    );
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
+fn simultaneous_caller_hang_up_cancels_every_fork() {
+    let mut h = forked(&["sip:a@h", "sip:b@h"], &[]);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::CancelOperator);
+    assert_eq!(reason(finished(&actions)), EndReason::CallerHungUp);
+    // Sequential inputs mean nothing to a forked hunt, and the reverse.
+    let mut h = forked(&["sip:a@h", "sip:b@h"], &[]);
+    h.input(CallInput::OperatorAnswered);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+}
+
+#[test]
+fn a_single_target_simultaneous_line_forks_one() {
+    let mut h = forked(&["sip:a@h"], &[]);
+    h.input(fork(0, ForkEvent::Answered));
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::AdoptFork { target: 0 },
+            CallAction::Bridge,
+            CallAction::WatchCallerMedia
+        ]
+    );
+}
+
+fn busy_prompt() -> crate::contract::pb::PlayedPrompt {
+    crate::contract::pb::PlayedPrompt {
+        id: "busy_zh".into(),
+        version: "1".into(),
+        sha256: "cd".repeat(32),
+        length_ms: 4_000,
+        ms_sent: 0,
+    }
+}
+
+fn with_failover(mut f: CallFacts) -> CallFacts {
+    f.failover_prompt = Some(busy_prompt());
+    f
+}
+
+#[test]
+fn failed_hunt_plays_the_failover_prompt_then_hangs_up_for_the_hunts_reason() {
+    let mut h = Harness::new(with_failover(facts(&["sip:a@h", "sip:b@h"])));
+    h.answer_and_play_prompt();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    assert_eq!(h.actions(), vec![CallAction::PlayFailover]);
+    assert_eq!(
+        h.flow.phase(),
+        Phase::Failover {
+            reason: EndReason::OperatorBusy
+        }
+    );
+    assert_eq!(h.flow.poll_timeout(), None);
+    // Keys and stale operator news change nothing while it plays.
+    h.input(CallInput::CallerDtmf('1'));
+    h.input(CallInput::OperatorAnswered);
+    assert!(h.actions().is_empty());
+    h.advance(4_200);
+    h.input(CallInput::PromptFinished);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::OperatorBusy);
+    assert_eq!(record.operator_uri, "sip:b@h");
+    let ids: Vec<&str> = record.prompts.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids.last(),
+        Some(&"busy_zh"),
+        "the failover prompt is on record"
+    );
+    assert!(record.prompt_completed);
+}
+
+#[test]
+fn caller_hanging_up_during_the_failover_prompt_keeps_the_hunts_reason() {
+    let mut h = Harness::new(with_failover(facts(&["sip:a@h"])));
+    h.answer_and_play_prompt();
+    h.advance(30_000);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::CancelOperator, CallAction::PlayFailover]
+    );
+    h.advance(1_000);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions.len(), 1, "no BYE back: {actions:?}");
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
+fn simultaneous_failure_plays_the_failover_prompt_too() {
+    let mut f = with_failover(facts(&["sip:a@h", "sip:b@h"]));
+    f.hunt = HuntStrategy::Simultaneous;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(fork(0, ForkEvent::Failed(OperatorFailure::Unreachable)));
+    h.input(fork(1, ForkEvent::Failed(OperatorFailure::Status(603))));
+    assert_eq!(h.actions(), vec![CallAction::PlayFailover]);
+    h.input(CallInput::PromptFinished);
+    let actions = h.actions();
+    assert_eq!(reason(finished(&actions)), EndReason::OperatorBusy);
+}
+
+#[test]
+fn unanswered_early_media_caller_gets_no_failover_prompt_but_the_status() {
+    let mut f = with_failover(facts(&["sip:a@h"]));
+    f.early_media = true;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::OperatorFailed(OperatorFailure::Status(486)));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::RejectCaller { status: 486 });
+    let record = finished(&actions);
+    assert!(record.prompts.iter().all(|p| p.id != "busy_zh"));
+}
+
+/// A call on a `connect = "refer"` line, answered and warned: REFER is sent.
+fn referring(operators: &[&str]) -> Harness {
+    let mut f = facts(operators);
+    f.connect = ConnectMode::Refer;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.actions();
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+    let uri = operators[0].to_string();
+    assert_eq!(
+        all[1..],
+        [
+            CallAction::StartRingback,
+            CallAction::Milestone(Milestone::TransferRequested { uri: uri.clone() }),
+            CallAction::ReferCaller { uri }
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::Transferring);
+    h
+}
+
+#[test]
+fn refer_accepted_and_succeeded_leaves_the_call_as_transferred() {
+    let mut h = referring(&["sip:a@h", "sip:b@h"]);
+    h.input(CallInput::ReferAnswered(202));
+    h.input(CallInput::TransferProgress(100));
+    h.input(CallInput::TransferProgress(180));
+    assert!(h.actions().is_empty());
+    h.advance(5_000);
+    h.input(CallInput::TransferProgress(200));
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller);
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::Transferred);
+    assert_eq!(record.operator_uri, "sip:a@h");
+    assert_eq!(record.operator_answered_at_ms, h.ms_since_start());
+}
+
+#[test]
+fn refused_refer_falls_back_to_the_bridge() {
+    for status in [405, 403, 501, 408] {
+        let mut h = referring(&["sip:a@h", "sip:b@h"]);
+        h.input(CallInput::ReferAnswered(status));
+        let all: Vec<CallAction> = std::iter::from_fn(|| h.flow.poll_output()).collect();
+        assert_eq!(
+            all,
+            vec![
+                CallAction::Milestone(Milestone::TransferFailed {
+                    uri: "sip:a@h".into(),
+                    status
+                }),
+                CallAction::Milestone(Milestone::OperatorDialed {
+                    uri: "sip:a@h".into()
+                }),
+                CallAction::DialOperator {
+                    uri: "sip:a@h".into()
+                }
+            ],
+            "{status}"
+        );
+        h.input(CallInput::OperatorAnswered);
+        assert_eq!(
+            h.actions(),
+            vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+        );
+        // A NOTIFY that comes after the fallback changes nothing.
+        h.input(CallInput::TransferProgress(200));
+        assert!(h.actions().is_empty());
+        assert_eq!(h.flow.phase(), Phase::Bridged);
+    }
+}
+
+#[test]
+fn failing_sipfrag_before_any_2xx_falls_back_and_so_does_silence() {
+    let mut h = referring(&["sip:a@h"]);
+    h.input(CallInput::ReferAnswered(202));
+    h.input(CallInput::TransferProgress(486));
+    assert_eq!(
+        h.milestones(),
+        vec![
+            Milestone::TransferFailed {
+                uri: "sip:a@h".into(),
+                status: 486
+            },
+            Milestone::OperatorDialed {
+                uri: "sip:a@h".into()
+            }
+        ]
+    );
+    assert_eq!(h.flow.phase(), Phase::DialingOperator { target: 0 });
+
+    // Accepted, then no word within the target's ring timeout.
+    let mut h = referring(&["sip:a@h"]);
+    h.input(CallInput::ReferAnswered(202));
+    h.advance(30_000);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::DialOperator {
+            uri: "sip:a@h".into()
+        }]
+    );
+}
+
+#[test]
+fn refer_fallback_on_a_simultaneous_line_forks_and_caller_hang_up_ends_it() {
+    let mut f = facts(&["sip:a@h", "sip:b@h"]);
+    f.connect = ConnectMode::Refer;
+    f.hunt = HuntStrategy::Simultaneous;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.input(CallInput::ReferAnswered(603));
+    assert_eq!(h.flow.phase(), Phase::DialingAll);
+
+    let mut h = referring(&["sip:a@h"]);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(reason(finished(&actions)), EndReason::CallerHungUp);
+}
+
+#[test]
+fn early_media_line_never_refers() {
+    let mut f = facts(&["sip:a@h"]);
+    f.connect = ConnectMode::Refer;
+    f.early_media = true;
+    let mut h = Harness::new(f);
+    h.actions();
+    h.input(CallInput::PromptFinished);
+    assert_eq!(
+        h.actions(),
+        vec![
+            CallAction::StartRingback,
+            CallAction::DialOperator {
+                uri: "sip:a@h".into()
+            }
+        ]
+    );
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::flow::{
-    CallAction, CallFacts, CallFlow, CallInput, KeyVia, OperatorFailure, Party, Phase,
+    CallAction, CallFacts, CallFlow, CallInput, ForkEvent, KeyVia, OperatorFailure, Party, Phase,
 };
 use super::reoffer;
 use crate::config::RecordAudio;
@@ -53,6 +53,8 @@ pub(crate) struct CallSetup {
     pub facts: CallFacts,
     /// The line's prompts, lead-in and gaps.
     pub playlist: Arc<Playlist>,
+    /// The line's failover prompt (nobody answered), if it has one.
+    pub failover: Option<Arc<Playlist>>,
     /// The caller's SDP offer and what we agreed, or None for a delayed offer
     /// (no SDP in the INVITE: we offer in the 200 OK, the ACK answers).
     pub offer: Option<(RemoteMedia, Negotiated)>,
@@ -118,6 +120,20 @@ struct OperatorAttempt {
     refusal: Option<Refusal>,
 }
 
+/// One of the operator INVITEs forked at once (`hunt = "simultaneous"`):
+/// each has its own RTP socket, and its answer's media is kept apart until
+/// the flow makes it the call's operator leg.
+struct ForkedAttempt {
+    /// The INVITE in progress.
+    attempt: OperatorAttempt,
+    /// Our RTP socket offered to this target.
+    socket: Option<RtpSocket>,
+    /// Where and in which codec it sends, once it answered.
+    media: Option<(std::net::SocketAddr, Codec)>,
+    /// Its telephone-event numbers, if its answer kept telephone-event.
+    keys: Option<EventPayloadTypes>,
+}
+
 /// A pending [`qualify::udp_refusal`].
 type Refusal = Pin<Box<dyn Future<Output = Option<std::io::Error>> + Send>>;
 
@@ -131,6 +147,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         shared,
         facts,
         playlist,
+        failover,
         offer,
         session_timer,
         rtp_socket,
@@ -144,12 +161,16 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     };
     // Results of our own session refreshes (re-INVITEs to the caller).
     let (refresh_tx, mut refresh_results) = mpsc::unbounded_channel::<bool>();
+    // The status of the final response to our REFER (connect = "refer").
+    let (refer_tx, mut refer_results) = mpsc::unbounded_channel::<u16>();
     let _slot = slot;
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
 
     // What this line can play: G.722 only if every prompt has wideband frames.
-    let caller_codecs = codecs_for(playlist.supports(Codec::G722));
+    let caller_codecs = codecs_for(
+        playlist.supports(Codec::G722) && failover.as_ref().is_none_or(|f| f.supports(Codec::G722)),
+    );
     // Our SDP in the 200 OK: the answer to the caller's offer, or our own
     // offer (every codec we can play, telephone-event) when the INVITE had none.
     let mut caller_sdp = LocalMedia {
@@ -219,6 +240,8 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
     let mut operator_media: Option<(std::net::SocketAddr, Codec)> = None;
     // The operator's telephone-event numbers, if its answer kept telephone-event.
     let mut operator_keys: Option<EventPayloadTypes> = None;
+    // `simultaneous`: the forked INVITEs still running, by hunt list index.
+    let mut forks: Vec<Option<ForkedAttempt>> = Vec::new();
     let mut hangups: Vec<InviteDialog> = Vec::new();
     // The call's recording at the writer (its key, if the engine taps it) and its outcome.
     let mut recording: Option<(Option<u64>, oneshot::Receiver<RecordingOutcome>)> = None;
@@ -298,6 +321,28 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::StartRingback => {
                     media.send(MediaCommand::PlayRingback);
                 }
+                CallAction::ReferCaller { uri } => {
+                    info!(call_id = %call_id, operator = %uri, "transferring the caller by REFER");
+                    let (caller, done) = (caller.clone(), refer_tx.clone());
+                    tokio::spawn(async move {
+                        let refer_to = rsipstack::sip::ReferTo::new(format!("<{uri}>"));
+                        let status = match caller.refer(refer_to, None, None).await {
+                            Ok(Some(response)) => response.status_code.code(),
+                            Ok(None) | Err(_) => 408,
+                        };
+                        let _ = done.send(status);
+                    });
+                }
+                CallAction::PlayFailover => match &failover {
+                    Some(failover) => {
+                        info!(call_id = %call_id, "nobody answered: failover prompt");
+                        media.send(MediaCommand::PlayPrompt(failover.clone()));
+                    }
+                    None => flow.handle_input(
+                        CallInput::Fault("failover prompt not loaded".into()),
+                        Instant::now(),
+                    ),
+                },
                 CallAction::DialOperator { uri } => {
                     match dial(
                         &shared,
@@ -325,6 +370,64 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::CancelOperator | CallAction::HangUpOperator => {
                     if let Some(attempt) = operator.take() {
                         hangups.push(attempt.dialog);
+                    }
+                    for fork in forks.iter_mut().filter_map(Option::take) {
+                        tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
+                    }
+                }
+                CallAction::ForkOperator { target, uri } => {
+                    if forks.len() <= target {
+                        forks.resize_with(target + 1, || None);
+                    }
+                    let mut socket = None;
+                    match dial(
+                        &shared,
+                        &facts,
+                        &uri,
+                        caller_codec,
+                        &mut socket,
+                        &mut states,
+                    )
+                    .await
+                    {
+                        Ok(attempt) => {
+                            info!(call_id = %call_id, operator = %uri, "calling operator (one of several at once)");
+                            forks[target] = Some(ForkedAttempt {
+                                attempt,
+                                socket,
+                                media: None,
+                                keys: None,
+                            });
+                        }
+                        Err(problem) => {
+                            warn!(call_id = %call_id, operator = %uri, %problem, "cannot call operator");
+                            flow.handle_input(
+                                CallInput::ForkedOperator {
+                                    target,
+                                    event: ForkEvent::Failed(OperatorFailure::Unreachable),
+                                },
+                                Instant::now(),
+                            );
+                        }
+                    }
+                }
+                CallAction::CancelFork { target } => {
+                    if let Some(fork) = forks.get_mut(target).and_then(Option::take) {
+                        tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
+                    }
+                }
+                CallAction::AdoptFork { target } => {
+                    match forks.get_mut(target).and_then(Option::take) {
+                        Some(fork) => {
+                            operator = Some(fork.attempt);
+                            operator_socket = fork.socket;
+                            operator_media = fork.media;
+                            operator_keys = fork.keys;
+                        }
+                        None => flow.handle_input(
+                            CallInput::Fault("the answering operator's INVITE is gone".into()),
+                            Instant::now(),
+                        ),
                     }
                 }
                 CallAction::Bridge => match (operator_socket.take(), operator_media) {
@@ -372,7 +475,14 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::Finish(record) => {
                     shared.metrics.phase_changed(in_progress(phase), None);
                     let stats = media.stop().await;
-                    finish(&shared, *record, stats, &playlist, &call_id);
+                    finish(
+                        &shared,
+                        *record,
+                        stats,
+                        &playlist,
+                        failover.as_deref(),
+                        &call_id,
+                    );
                     if let Some((key, outcome)) = recording.take() {
                         tokio::spawn(close_recording(
                             shared.clone(),
@@ -476,7 +586,20 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                             op.refusal = None;
                         }
                     }
-                    dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await
+                    let fork = match &state {
+                        DialogState::Trying(id) | DialogState::Early(id, _) => forks
+                            .iter_mut()
+                            .enumerate()
+                            .find_map(|(target, fork)| Some((target, fork.as_mut().filter(|f| f.attempt.call_id == id.call_id)?))),
+                        _ => None,
+                    };
+                    match fork {
+                        Some((target, fork)) => {
+                            fork.attempt.refusal = None;
+                            matches!(state, DialogState::Early(..)).then_some(CallInput::ForkedOperator { target, event: ForkEvent::Ringing })
+                        }
+                        None => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await,
+                    }
                 }
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
             },
@@ -509,6 +632,36 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     Some(input)
                 }
             },
+            (target, event) = fork_event(&mut forks) => {
+                let input = match event {
+                    AttemptEvent::Refused(error) => {
+                        warn!(call_id = %call_id, operator = facts.operators.get(target).map_or("", String::as_str), %error, "operator unreachable: giving up on it at once");
+                        ForkEvent::Failed(OperatorFailure::Refused)
+                    }
+                    AttemptEvent::Outcome(outcome) => {
+                        let Some(fork) = forks.get_mut(target).and_then(Option::as_mut) else {
+                            continue;
+                        };
+                        fork.attempt.refusal = None;
+                        match operator_input(outcome, caller_codec, &mut fork.media, &mut fork.keys) {
+                            CallInput::OperatorAnswered => ForkEvent::Answered,
+                            CallInput::OperatorFailed(failure) => {
+                                // The attempt is over; nothing to cancel.
+                                forks[target] = None;
+                                ForkEvent::Failed(failure)
+                            }
+                            other => {
+                                warn!(call_id = %call_id, operator = facts.operators.get(target).map_or("", String::as_str), input = ?other, "forked operator answered unusably: hanging it up");
+                                if let Some(fork) = forks[target].take() {
+                                    tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
+                                }
+                                ForkEvent::Failed(OperatorFailure::Unreachable)
+                            }
+                        }
+                    }
+                };
+                Some(CallInput::ForkedOperator { target, event: input })
+            },
             _ = sleep_until(deadline) => {
                 flow.handle_timeout(Instant::now());
                 None
@@ -529,6 +682,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     Some(TimerDue::Expired) => Some(CallInput::SessionExpired),
                     None => None,
                 }
+            },
+            Some(status) = refer_results.recv() => {
+                info!(call_id = %call_id, status, "REFER answered");
+                Some(CallInput::ReferAnswered(status))
             },
             Some(refreshed) = refresh_results.recv() => {
                 if refreshed {
@@ -632,6 +789,21 @@ async fn dialog_input(
                 .await;
             None
         }
+        // How the transfer we asked for goes (RFC 3515): a sipfrag's status line.
+        DialogState::Notify(id, request, handle) if leg_of(&id) == Some(true) => {
+            let event = request
+                .headers
+                .iter()
+                .find(|h| h.name().eq_ignore_ascii_case("event") || h.name() == "o")
+                .map(|h| h.value().to_string())
+                .unwrap_or_default();
+            if !event.trim().to_ascii_lowercase().starts_with("refer") {
+                let _ = handle.reply(StatusCode::BadEvent).await;
+                return None;
+            }
+            let _ = handle.reply(StatusCode::OK).await;
+            sipfrag_status(&request.body).map(CallInput::TransferProgress)
+        }
         DialogState::Notify(_, _, handle)
         | DialogState::Refer(_, _, handle)
         | DialogState::Message(_, _, handle)
@@ -639,6 +811,16 @@ async fn dialog_input(
             let _ = handle.reply(StatusCode::MethodNotAllowed).await;
             None
         }
+        _ => None,
+    }
+}
+
+/// The status code of a `message/sipfrag` body's status line ("SIP/2.0 200 OK").
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut words = text.lines().next()?.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(version), Some(code)) if version.eq_ignore_ascii_case("SIP/2.0") => code.parse().ok(),
         _ => None,
     }
 }
@@ -891,6 +1073,47 @@ async fn operator_event(attempt: Option<&mut OperatorAttempt>) -> AttemptEvent {
     }
 }
 
+/// The next event of any forked attempt still running, with its hunt list
+/// index; forever when none is.
+async fn fork_event(forks: &mut [Option<ForkedAttempt>]) -> (usize, AttemptEvent) {
+    let running: Vec<_> = forks
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(target, fork)| {
+            let fork = fork.as_mut()?;
+            Some(Box::pin(async move {
+                (target, operator_event(Some(&mut fork.attempt)).await)
+            }))
+        })
+        .collect();
+    if running.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(running).await.0
+}
+
+/// Ends a forked INVITE another target beat: CANCEL, and if its 2xx crossed
+/// the CANCEL (the stack has ACKed it), BYE; then forgets its dialog.
+async fn abandon_fork(shared: Arc<Shared>, call_id: String, fork: ForkedAttempt) {
+    let ForkedAttempt { attempt, .. } = fork;
+    if let Err(e) = attempt.dialog.hangup().await {
+        debug!(error = %e, "cancelling a forked operator failed");
+    }
+    if let Some(outcome) = attempt.outcome {
+        let answered = matches!(
+            outcome.await,
+            Ok(Ok((_, Some(response)))) if response.status_code.kind() == StatusCodeKind::Successful
+        );
+        if answered {
+            info!(call_id = %call_id, operator_call_id = %attempt.call_id, "a cancelled operator answered anyway: BYE");
+            if let Err(e) = attempt.dialog.hangup().await {
+                debug!(error = %e, "BYE to a late-answering operator failed");
+            }
+        }
+    }
+    shared.dialog_layer.remove_dialog(&attempt.dialog.id());
+}
+
 /// Turns the operator INVITE outcome into a flow input, keeping the operator's
 /// media (and telephone-event numbers) on answer.
 fn operator_input(
@@ -1040,16 +1263,24 @@ fn finish(
     mut record: CallRecord,
     stats: MediaStats,
     playlist: &Playlist,
+    failover: Option<&Playlist>,
     call_id: &str,
 ) {
     record.rtp_packets_sent = stats.packets_to_caller;
     record.rtp_packets_received = stats.packets_from_caller;
+    // The engine counts every prompt frame; the failover prompt's follow the
+    // whole warning's, and it is listed after the warning's prompts.
     record.prompt_ms_sent = stats.prompt_ms_sent.min(record.prompt_length_ms);
-    for (played, ms_sent) in record
-        .prompts
-        .iter_mut()
-        .zip(playlist.ms_sent_per_prompt(record.prompt_ms_sent))
-    {
+    let failover_ms = stats.prompt_ms_sent - record.prompt_ms_sent;
+    let sent = playlist
+        .ms_sent_per_prompt(record.prompt_ms_sent)
+        .into_iter()
+        .chain(
+            failover
+                .map(|f| f.ms_sent_per_prompt(failover_ms))
+                .unwrap_or_default(),
+        );
+    for (played, ms_sent) in record.prompts.iter_mut().zip(sent) {
         played.ms_sent = ms_sent;
     }
     // A call refused or ended before its media started has no figures to show.
@@ -1193,6 +1424,19 @@ fn uri_transport(uri: &rsipstack::sip::Uri) -> Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sipfrag_status_line() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 100 Trying"), Some(100));
+        assert_eq!(
+            sipfrag_status(b"sip/2.0 486 Busy Here\r\nContact: x\r\n"),
+            Some(486)
+        );
+        assert_eq!(sipfrag_status(b"INVITE sip:a@h SIP/2.0"), None);
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
+    }
 
     #[test]
     fn sip_info_dtmf() {

@@ -447,6 +447,8 @@ pub struct LinePlaylists {
     pub in_hours: HashMap<String, Arc<Playlist>>,
     /// What they hear outside its office hours (`[lines.after_hours] prompt`).
     pub after_hours: HashMap<String, Arc<Playlist>>,
+    /// What an answered caller hears when nobody answers (`[[lines]] failover_prompt`).
+    pub failover: HashMap<String, Arc<Playlist>>,
 }
 
 /// What a line plays before anyone is called: lead-in silence, then its
