@@ -593,3 +593,154 @@ fn a_missing_prompt_names_the_given_config_file_the_key_and_the_absolute_path() 
     assert!(!stderr.contains("<id>"), "{stderr}");
     assert!(out.stdout.is_empty(), "no ✓ before the failure");
 }
+
+/// The court list of the Shanghai example: one file per court in conf.d/.
+const SHANGHAI_COURTS: [&str; 24] = [
+    "上海市高级人民法院",
+    "上海市第一中级人民法院",
+    "上海市第二中级人民法院",
+    "上海市第三中级人民法院",
+    "上海知识产权法院",
+    "上海海事法院",
+    "上海金融法院",
+    "上海铁路运输法院",
+    "上海市黄浦区人民法院",
+    "上海市徐汇区人民法院",
+    "上海市长宁区人民法院",
+    "上海市静安区人民法院",
+    "上海市普陀区人民法院",
+    "上海市虹口区人民法院",
+    "上海市杨浦区人民法院",
+    "上海市闵行区人民法院",
+    "上海市宝山区人民法院",
+    "上海市嘉定区人民法院",
+    "上海市浦东新区人民法院",
+    "上海市金山区人民法院",
+    "上海市松江区人民法院",
+    "上海市青浦区人民法院",
+    "上海市奉贤区人民法院",
+    "上海市崇明区人民法院",
+];
+
+#[test]
+fn the_shanghai_example_loads_every_court_from_its_own_file() {
+    let out = courtline()
+        .args([
+            "--config",
+            "config/examples/shanghai/courtline.toml",
+            "check",
+            "--strict",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_hours: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("✓ line ") && !line.contains("outside hours"))
+        .collect();
+    assert_eq!(in_hours.len(), SHANGHAI_COURTS.len(), "{stdout}");
+    let files = std::fs::read_dir(repo_path("config/examples/shanghai/conf.d"))
+        .unwrap()
+        .count();
+    assert_eq!(files, SHANGHAI_COURTS.len());
+    for court in SHANGHAI_COURTS {
+        let line = in_hours
+            .iter()
+            .find(|line| line.contains(&format!("({court})")))
+            .unwrap_or_else(|| panic!("no line for {court}:\n{stdout}"));
+        // Its own greeting first, the shared warning after it, and a hunt list.
+        assert!(line.contains(": prompts greeting_"), "{line}");
+        assert!(line.contains("→ three_rules_zh → three_rules_en"), "{line}");
+        assert!(line.contains(" → sip:desk2@198.51.100."), "{line}");
+    }
+    assert_eq!(stdout.matches("outside hours office").count(), 24);
+    assert!(stdout.contains("✓ hours office: zone Asia/Shanghai"), "{stdout}");
+}
+
+/// A main file including `conf.d/`, and a court file for it.
+fn config_set(dir: &std::path::Path, courts: &[(&str, &str)]) -> std::path::PathBuf {
+    std::fs::create_dir(dir.join("conf.d")).unwrap();
+    for (name, text) in courts {
+        write(&dir.join("conf.d"), name, text);
+    }
+    write(
+        dir,
+        "main.toml",
+        "[config]\ninclude_dir = \"conf.d\"\n[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n",
+    )
+}
+
+fn court_file(number: &str) -> String {
+    format!("[[lines]]\nnumber = \"{number}\"\ncourt = \"c\"\nprompt = \"zh\"\noperator = \"sip:o@192.0.2.1\"\n")
+}
+
+#[test]
+fn a_line_number_in_two_files_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = config_set(
+        dir.path(),
+        &[
+            ("a-huangpu.toml", &court_file("02155500900")),
+            (
+                "b-xuhui.toml",
+                &format!("{}{}", court_file("02155501000"), court_file("02155500900")),
+            ),
+        ],
+    );
+    let out = check(&main);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let first = dir.path().join("conf.d/a-huangpu.toml");
+    let second = dir.path().join("conf.d/b-xuhui.toml");
+    assert!(
+        stderr.contains(&format!("{}: `lines[1].number`", second.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("also in {} at `lines[0].number`", first.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_problem_in_an_included_file_names_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_operator = court_file("2").replace("sip:o@192.0.2.1", "sip:o@192.0.2.1:50a90");
+    let main = config_set(
+        dir.path(),
+        &[("1.toml", &court_file("1")), ("2.toml", &bad_operator)],
+    );
+    let stderr = String::from_utf8_lossy(&check(&main).stderr).into_owned();
+    let file = dir.path().join("conf.d/2.toml");
+    assert!(
+        stderr.contains(&format!("{}: `lines[0].operator`", file.display())),
+        "{stderr}"
+    );
+
+    // A wrong type, a second definition of a prompt, a setting that belongs in the main file.
+    let cases = [
+        (
+            court_file("2").replace("operator = ", "ring_timeout_s = \"20\"\noperator = "),
+            "`lines[0].ring_timeout_s`",
+        ),
+        (
+            format!("{}[prompts.zh]\nfile = \"x.wav\"\n", court_file("2")),
+            "[prompts.zh] is also defined in",
+        ),
+        (
+            format!("[sip]\nmax_calls = 5\n{}", court_file("2")),
+            "`sip`: is not allowed in an included file",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&file, text).unwrap();
+        let stderr = String::from_utf8_lossy(&check(&main).stderr).into_owned();
+        assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
