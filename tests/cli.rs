@@ -401,21 +401,36 @@ fn operator_uri_typos_are_refused_with_their_key() {
 /// Writes a 16 kHz mono 16-bit WAV of `seconds` of a 1 kHz sine at `dbfs` peak,
 /// clipped to 16 bits as an overloaded export would be (dbfs above 0 clips).
 fn write_tone(dir: &std::path::Path, name: &str, seconds: f64, dbfs: f64) -> std::path::PathBuf {
+    write_signal(dir, name, 16000, 0, seconds, dbfs)
+}
+
+/// The same at `rate` Hz, after `silence_ms` of digital silence.
+fn write_signal(
+    dir: &std::path::Path,
+    name: &str,
+    rate: u32,
+    silence_ms: u32,
+    seconds: f64,
+    dbfs: f64,
+) -> std::path::PathBuf {
     let path = dir.join(name);
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 16000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    for _ in 0..silence_ms * rate / 1000 {
+        writer.write_sample(0i16).unwrap();
+    }
     let amplitude = if dbfs == f64::NEG_INFINITY {
         0.0
     } else {
         32768.0 * 10f64.powf(dbfs / 20.0)
     };
-    for n in 0..(seconds * 16000.0) as usize {
-        let value = amplitude * (std::f64::consts::TAU * 1000.0 * n as f64 / 16000.0).sin();
+    for n in 0..(seconds * f64::from(rate)) as usize {
+        let value = amplitude * (std::f64::consts::TAU * 1000.0 * n as f64 / f64::from(rate)).sin();
         writer
             .write_sample(value.clamp(-32768.0, 32767.0) as i16)
             .unwrap();
@@ -743,4 +758,82 @@ fn a_problem_in_an_included_file_names_that_file() {
         assert!(stderr.contains(&file.display().to_string()), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
     }
+}
+
+fn prompts_check(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = courtline()
+        .args(["prompts", "check"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn prompts_check_measures_files_and_warns_about_quiet_clipped_and_speech_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_signal(dir.path(), "good.wav", 16000, 300, 3.0, -6.0);
+    let narrow = write_signal(dir.path(), "narrow.wav", 8000, 300, 3.0, -6.0);
+    let (ok, stdout, stderr) = prompts_check(&[good.as_os_str(), narrow.as_os_str()]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.is_empty(), "no warnings: {stderr}");
+    let good_report = format!(
+        "✓ {}: 3.3 s at 16000 Hz, peak -6.0 dBFS, RMS -10.1 dBFS, 0 clipped samples, 300 ms of silence before the first sound and 0 ms after the last",
+        good.display()
+    );
+    assert!(stdout.contains(&good_report), "{stdout}");
+    assert!(stdout.contains("G.711 (8 kHz, band-limited to 3.4 kHz): RMS "), "{stdout}");
+    assert!(stdout.contains("G.722 (16 kHz, band-limited to 7 kHz): RMS "), "{stdout}");
+    assert!(
+        stdout.contains("G.722: not offered: the file is 8000 Hz"),
+        "{stdout}"
+    );
+
+    for (name, silence_ms, dbfs, expected) in [
+        ("quiet.wav", 300, -38.0, "very low level (RMS -41.0 dBFS"),
+        ("clipped.wav", 300, 6.0, "clipped samples"),
+        ("speech_at_start.wav", 0, -6.0, "starts with speech: sound 0 ms into the file"),
+    ] {
+        let wav = write_signal(dir.path(), name, 16000, silence_ms, 3.0, dbfs);
+        let (ok, stdout, stderr) = prompts_check(&[wav.as_os_str()]);
+        assert!(ok, "{name}: a warning only: {stderr}");
+        assert!(stdout.contains(&format!("✓ {}: ", wav.display())), "{stdout}");
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("! ")).collect();
+        assert_eq!(warnings.len(), 1, "{name}: exactly its own warning: {stderr}");
+        assert!(
+            warnings[0].starts_with(&format!("! {}: ", wav.display())) && warnings[0].contains(expected),
+            "{name}: {stderr}"
+        );
+        let (ok, _, stderr) = prompts_check(&[wav.as_os_str(), "--strict".as_ref()]);
+        assert!(!ok && stderr.contains("--strict"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn prompts_check_of_a_configuration_counts_the_lead_in_and_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = write_signal(dir.path(), "notice.wav", 16000, 0, 3.0, -6.0);
+    let config = config_playing(dir.path(), &wav);
+    // 200 ms of lead-in (the default) go before the speech: no clipping risk.
+    let (ok, stdout, stderr) = prompts_check(&["--config".as_ref(), config.as_os_str()]);
+    assert!(ok && stderr.is_empty(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("✓ prompt notice ({}): 3.0 s", wav.display())),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = prompts_check(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--strict".as_ref(),
+    ]);
+    assert!(ok, "{stderr}");
+
+    std::fs::write(&wav, "not a recording").unwrap();
+    let (ok, _, stderr) = prompts_check(&["--config".as_ref(), config.as_os_str()]);
+    assert!(!ok);
+    assert!(stderr.contains("✗ ") && stderr.contains("not a WAV file"), "{stderr}");
 }
