@@ -782,7 +782,7 @@ fn prompts_check_measures_files_and_warns_about_quiet_clipped_and_speech_at_the_
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stderr.is_empty(), "no warnings: {stderr}");
     let good_report = format!(
-        "✓ {}: 3.3 s at 16000 Hz, peak -6.0 dBFS, RMS -10.1 dBFS, 0 clipped samples, 300 ms of silence before the first sound and 0 ms after the last",
+        "✓ {}: 3.3 s at 16000 Hz, peak -6.0 dBFS, RMS -9.4 dBFS, 0 clipped samples, 300 ms of silence before the first sound and 0 ms after the last",
         good.display()
     );
     assert!(stdout.contains(&good_report), "{stdout}");
@@ -794,7 +794,7 @@ fn prompts_check_measures_files_and_warns_about_quiet_clipped_and_speech_at_the_
     );
 
     for (name, silence_ms, dbfs, expected) in [
-        ("quiet.wav", 300, -38.0, "very low level (RMS -41.0 dBFS"),
+        ("quiet.wav", 300, -38.0, "very low level (RMS -41.4 dBFS"),
         ("clipped.wav", 300, 6.0, "clipped samples"),
         ("speech_at_start.wav", 0, -6.0, "starts with speech: sound 0 ms into the file"),
     ] {
