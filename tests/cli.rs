@@ -674,7 +674,10 @@ fn the_shanghai_example_loads_every_court_from_its_own_file() {
         assert!(line.contains(" → sip:desk2@198.51.100."), "{line}");
     }
     assert_eq!(stdout.matches("outside hours office").count(), 24);
-    assert!(stdout.contains("✓ hours office: zone Asia/Shanghai"), "{stdout}");
+    assert!(
+        stdout.contains("✓ hours office: zone Asia/Shanghai"),
+        "{stdout}"
+    );
 }
 
 /// A main file including `conf.d/`, and a court file for it.
@@ -786,8 +789,14 @@ fn prompts_check_measures_files_and_warns_about_quiet_clipped_and_speech_at_the_
         good.display()
     );
     assert!(stdout.contains(&good_report), "{stdout}");
-    assert!(stdout.contains("G.711 (8 kHz, band-limited to 3.4 kHz): RMS "), "{stdout}");
-    assert!(stdout.contains("G.722 (16 kHz, band-limited to 7 kHz): RMS "), "{stdout}");
+    assert!(
+        stdout.contains("G.711 (8 kHz, band-limited to 3.4 kHz): RMS "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("G.722 (16 kHz, band-limited to 7 kHz): RMS "),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("G.722: not offered: the file is 8000 Hz"),
         "{stdout}"
@@ -796,16 +805,29 @@ fn prompts_check_measures_files_and_warns_about_quiet_clipped_and_speech_at_the_
     for (name, silence_ms, dbfs, expected) in [
         ("quiet.wav", 300, -38.0, "very low level (RMS -41.4 dBFS"),
         ("clipped.wav", 300, 6.0, "clipped samples"),
-        ("speech_at_start.wav", 0, -6.0, "starts with speech: sound 0 ms into the file"),
+        (
+            "speech_at_start.wav",
+            0,
+            -6.0,
+            "starts with speech: sound 0 ms into the file",
+        ),
     ] {
         let wav = write_signal(dir.path(), name, 16000, silence_ms, 3.0, dbfs);
         let (ok, stdout, stderr) = prompts_check(&[wav.as_os_str()]);
         assert!(ok, "{name}: a warning only: {stderr}");
-        assert!(stdout.contains(&format!("✓ {}: ", wav.display())), "{stdout}");
-        let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("! ")).collect();
-        assert_eq!(warnings.len(), 1, "{name}: exactly its own warning: {stderr}");
         assert!(
-            warnings[0].starts_with(&format!("! {}: ", wav.display())) && warnings[0].contains(expected),
+            stdout.contains(&format!("✓ {}: ", wav.display())),
+            "{stdout}"
+        );
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("! ")).collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "{name}: exactly its own warning: {stderr}"
+        );
+        assert!(
+            warnings[0].starts_with(&format!("! {}: ", wav.display()))
+                && warnings[0].contains(expected),
             "{name}: {stderr}"
         );
         let (ok, _, stderr) = prompts_check(&[wav.as_os_str(), "--strict".as_ref()]);
@@ -825,15 +847,15 @@ fn prompts_check_of_a_configuration_counts_the_lead_in_and_refuses_a_bad_file() 
         stdout.contains(&format!("✓ prompt notice ({}): 3.0 s", wav.display())),
         "{stdout}"
     );
-    let (ok, _, stderr) = prompts_check(&[
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--strict".as_ref(),
-    ]);
+    let (ok, _, stderr) =
+        prompts_check(&["--config".as_ref(), config.as_os_str(), "--strict".as_ref()]);
     assert!(ok, "{stderr}");
 
     std::fs::write(&wav, "not a recording").unwrap();
     let (ok, _, stderr) = prompts_check(&["--config".as_ref(), config.as_os_str()]);
     assert!(!ok);
-    assert!(stderr.contains("✗ ") && stderr.contains("not a WAV file"), "{stderr}");
+    assert!(
+        stderr.contains("✗ ") && stderr.contains("not a WAV file"),
+        "{stderr}"
+    );
 }

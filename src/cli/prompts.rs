@@ -40,7 +40,12 @@ pub fn run(config_path: &Path, command: PromptsCommand) -> anyhow::Result<ExitCo
         let targets: Vec<(String, PathBuf)> = config
             .prompts
             .iter()
-            .map(|(id, prompt)| (format!("prompt {id} ({})", prompt.file.display()), prompt.file.clone()))
+            .map(|(id, prompt)| {
+                (
+                    format!("prompt {id} ({})", prompt.file.display()),
+                    prompt.file.clone(),
+                )
+            })
             .collect();
         (targets, config.media.leading_silence_ms)
     } else {

@@ -189,7 +189,10 @@ fn add(
         problem,
         fix,
     };
-    if let Some(key) = sections.keys().find(|key| !INCLUDABLE.contains(&key.as_str())) {
+    if let Some(key) = sections
+        .keys()
+        .find(|key| !INCLUDABLE.contains(&key.as_str()))
+    {
         return Err(invalid(
             key.clone(),
             "is not allowed in an included file".into(),
