@@ -217,7 +217,7 @@ fn add(
                     all.extend(lines);
                 }
             }
-            (_, serde_json::Value::Object(by_id)) => {
+            ("prompts" | "hours", serde_json::Value::Object(by_id)) => {
                 let entry = target
                     .entry(table.clone())
                     .or_insert_with(|| serde_json::Value::Object(Default::default()));
@@ -288,4 +288,75 @@ fn to_config_value(value: &serde_json::Value) -> config::Value {
         ),
     };
     config::Value::new(None, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(number: &str) -> serde_json::Value {
+        json!({ "number": number, "court": "c", "prompt": "zh", "operator": "sip:o@192.0.2.1" })
+    }
+
+    #[test]
+    fn lines_add_up_and_sections_combine_keeping_their_files() {
+        let mut merged = json!({ "lines": [line("1")], "prompts": { "zh": { "file": "zh.wav" } } });
+        let mut origins = Origins {
+            main: "main.toml".into(),
+            ..Origins::default()
+        };
+        record(&mut origins, &merged, "main.toml");
+        let court = json!({
+            "lines": [line("2"), line("3")],
+            "prompts": { "greeting": { "file": "g.wav" } },
+            "hours": { "office": { "zone": "Asia/Shanghai" } },
+        });
+        add(&mut merged, court, "conf.d/a.toml", &mut origins).unwrap();
+
+        assert_eq!(merged["lines"].as_array().unwrap().len(), 3);
+        assert_eq!(merged["prompts"].as_object().unwrap().len(), 2);
+        assert_eq!(
+            origins.locate("lines[2].operator[1]"),
+            ("conf.d/a.toml".into(), "lines[1].operator[1]".into())
+        );
+        assert_eq!(
+            origins.locate("lines[0].number"),
+            ("main.toml".into(), "lines[0].number".into())
+        );
+        assert_eq!(origins.locate("prompts.greeting.file").0, "conf.d/a.toml");
+        assert_eq!(origins.locate("hours.office").0, "conf.d/a.toml");
+        assert_eq!(origins.locate("prompts.zh.file").0, "main.toml");
+        assert_eq!(origins.locate("sip.max_calls").0, "main.toml");
+    }
+
+    #[test]
+    fn a_second_definition_or_a_main_file_setting_is_refused_naming_the_files() {
+        let mut merged = json!({ "prompts": { "zh": { "file": "zh.wav" } } });
+        let mut origins = Origins {
+            main: "main.toml".into(),
+            ..Origins::default()
+        };
+        record(&mut origins, &merged, "main.toml");
+        let twice = json!({ "prompts": { "zh": { "file": "other.wav" } } });
+        let e = add(&mut merged, twice, "conf.d/b.toml", &mut origins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("conf.d/b.toml: `prompts.zh`: [prompts.zh] is also defined in main.toml"),
+            "{e}"
+        );
+        for (text, key) in [
+            (json!({ "sip": { "max_calls": 5 } }), "`sip`"),
+            (
+                json!({ "lines": { "number": "1" } }),
+                "`lines`: has the wrong shape",
+            ),
+        ] {
+            let e = add(&mut merged, text, "conf.d/c.toml", &mut origins)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("conf.d/c.toml: ") && e.contains(key), "{e}");
+        }
+    }
 }
