@@ -91,6 +91,7 @@ pub fn read_text(text: &str, name: &str) -> Result<serde_json::Value, ConfigErro
     read_values(config::File::from_str(text, config::FileFormat::Toml), name)
 }
 
+/// A source's values, its problems reported against `name`.
 fn read_values(
     source: impl config::Source + Send + Sync + 'static,
     name: &str,
@@ -252,7 +253,10 @@ fn add(
 /// The merged files' values as a `config` source, so that environment
 /// overrides apply on top of them (kept as they are: an empty list stays one).
 #[derive(Debug, Clone)]
-pub struct MergedValues(pub serde_json::Value);
+pub struct MergedValues(
+    /// The merged tree, as [`merge`] returned it.
+    pub serde_json::Value,
+);
 
 impl config::Source for MergedValues {
     fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
@@ -267,6 +271,7 @@ impl config::Source for MergedValues {
     }
 }
 
+/// One value converted as it is (`config`'s own serializer drops empty lists).
 fn to_config_value(value: &serde_json::Value) -> config::Value {
     use config::ValueKind;
     use serde_json::Value;
