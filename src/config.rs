@@ -8,7 +8,7 @@
 //! file, then [`Config::validate`] checks what types cannot (ranges, references
 //! between sections, duplicate numbers).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,7 @@ use crate::records::web::tls::WebTls;
 use crate::records::web::WebSettings;
 
 pub mod hours;
+pub mod include;
 pub mod media;
 pub mod reports;
 pub mod sip;
@@ -68,6 +69,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// How the configuration is put together (`[config] include_dir`).
+    #[serde(default)]
+    pub config: include::IncludeConfig,
     /// SIP listener and call admission.
     #[serde(default)]
     pub sip: SipConfig,
@@ -107,6 +111,9 @@ pub struct Config {
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
+    /// Which file each line, prompt and hours section came from, for error messages.
+    #[serde(skip)]
+    pub origins: include::Origins,
 }
 
 /// `[admin]`: where monitoring and load balancers reach the switchboard.
@@ -999,35 +1006,38 @@ fn explain_type_error(
 }
 
 impl Config {
-    /// Reads `path` (or the embedded example when `path` is the default and absent),
-    /// applies `COURTLINE_*` environment overrides, and validates the result.
+    /// Reads `path` (or the embedded example when `path` is the default and absent)
+    /// and the files of its `[config] include_dir`, applies `COURTLINE_*`
+    /// environment overrides, and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = path.display().to_string();
-        let file_source = if path.exists() || path != Path::new(DEFAULT_PATH) {
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(true)
-        } else {
+        if !path.exists() && path == Path::new(DEFAULT_PATH) {
             tracing::info!(
                 "{DEFAULT_PATH} not found; using the example configuration built into courtline"
             );
             return Self::from_toml_str(EMBEDDED_EXAMPLE, "built-in example configuration");
-        };
-        Self::build(config::Config::builder().add_source(file_source), source)
+        }
+        let values = include::read_file(path, &source)?;
+        Self::build(values, path.parent().unwrap_or(Path::new("")), source)
     }
 
     /// Parses configuration text (used for the built-in example and by tests),
-    /// still applying environment overrides.
+    /// still applying environment overrides; an `include_dir` is relative to
+    /// the working directory.
     pub fn from_toml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let file_source = config::File::from_str(text, config::FileFormat::Toml);
-        Self::build(
-            config::Config::builder().add_source(file_source),
-            source.to_string(),
-        )
+        let values = include::read_text(text, source)?;
+        Self::build(values, Path::new(""), source.to_string())
     }
 
-    fn build(
-        builder: config::ConfigBuilder<config::builder::DefaultState>,
+    fn build(main: serde_json::Value, base: &Path, source: String) -> Result<Config, ConfigError> {
+        let (file_values, origins) = include::merge(main, base, &source)?;
+        Self::build_merged(file_values, origins, source)
+    }
+
+    /// Types, checks and completes the merged files' values.
+    fn build_merged(
+        file_values: serde_json::Value,
+        origins: include::Origins,
         source: String,
     ) -> Result<Config, ConfigError> {
         // Only COURTLINE_SECTION__KEY variables are overrides: others that share the
@@ -1051,24 +1061,22 @@ impl Config {
                  (environment overrides use COURTLINE_SECTION__KEY)"
             ),
         };
-        // Numbers must be numbers, booleans booleans in the file: `config` would
+        // Numbers must be numbers, booleans booleans in the files: `config` would
         // turn max_calls = "500" into 500 silently. Only environment values, strings
         // by nature, are converted.
-        let file_values: serde_json::Value = builder
-            .build_cloned()
-            .and_then(|file| file.try_deserialize())
-            .map_err(load_error)?;
+        let builder =
+            config::Config::builder().add_source(include::MergedValues(file_values.clone()));
         if let Err(e) = serde_path_to_error::deserialize::<_, Config>(&file_values) {
             let message = e.inner().to_string();
             // A missing key may still come from the environment: the merged pass says.
             if !message.starts_with("missing field") {
-                return Err(explain_type_error(
+                return Err(origins.relocate(explain_type_error(
                     &source,
                     e.path(),
                     &file_values,
                     &message,
                     false,
-                ));
+                )));
             }
         }
         let merged = builder.add_source(env).build().map_err(load_error)?;
@@ -1080,9 +1088,16 @@ impl Config {
             .is_ok_and(|endpoint| !endpoint.trim().is_empty());
         let mut config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let message = config_error_message(e.inner());
-            explain_type_error(&source, e.path(), &merged_values, &message, true)
+            origins.relocate(explain_type_error(
+                &source,
+                e.path(),
+                &merged_values,
+                &message,
+                true,
+            ))
         })?;
         config.source = source;
+        config.origins = origins;
         config.validate()?;
         config.load_hours()?;
         if !endpoint_given {
@@ -1095,9 +1110,11 @@ impl Config {
         Ok(config)
     }
 
+    /// A problem with `key`, reported against the file (and the key in it) that set it.
     fn invalid(&self, key: String, problem: String, fix: &str) -> ConfigError {
+        let (file, key) = self.origins.locate(&key);
         ConfigError::Invalid {
-            file: self.source.clone(),
+            file,
             key,
             problem,
             fix: fix.to_string(),
@@ -1257,7 +1274,7 @@ impl Config {
             }
         }
         self.validate_registration()?;
-        let mut numbers = HashSet::new();
+        let mut numbers = HashMap::new();
         for (i, line) in self.lines.iter().enumerate() {
             let key = |field: &str| format!("lines[{i}].{field}");
             if line.number.is_empty()
@@ -1272,11 +1289,15 @@ impl Config {
                     "Use the digits callers dial, as they appear in the Request-URI, e.g. \"02112368\".",
                 ));
             }
-            if !numbers.insert(line.number.as_str()) {
+            if let Some(first) = numbers.insert(line.number.as_str(), i) {
+                let (file, first_key) = self.origins.locate(&format!("lines[{first}].number"));
                 return Err(self.invalid(
                     key("number"),
-                    format!("\"{}\" is configured twice", line.number),
-                    "Each line number may appear in one [[lines]] section only.",
+                    format!(
+                        "\"{}\" is configured twice: also in {file} at `{first_key}`",
+                        line.number
+                    ),
+                    "Each line number may appear in one [[lines]] section of one file only.",
                 ));
             }
             self.check_playlist(key("prompt"), &line.prompt)?;

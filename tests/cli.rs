@@ -401,21 +401,36 @@ fn operator_uri_typos_are_refused_with_their_key() {
 /// Writes a 16 kHz mono 16-bit WAV of `seconds` of a 1 kHz sine at `dbfs` peak,
 /// clipped to 16 bits as an overloaded export would be (dbfs above 0 clips).
 fn write_tone(dir: &std::path::Path, name: &str, seconds: f64, dbfs: f64) -> std::path::PathBuf {
+    write_signal(dir, name, 16000, 0, seconds, dbfs)
+}
+
+/// The same at `rate` Hz, after `silence_ms` of digital silence.
+fn write_signal(
+    dir: &std::path::Path,
+    name: &str,
+    rate: u32,
+    silence_ms: u32,
+    seconds: f64,
+    dbfs: f64,
+) -> std::path::PathBuf {
     let path = dir.join(name);
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 16000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    for _ in 0..silence_ms * rate / 1000 {
+        writer.write_sample(0i16).unwrap();
+    }
     let amplitude = if dbfs == f64::NEG_INFINITY {
         0.0
     } else {
         32768.0 * 10f64.powf(dbfs / 20.0)
     };
-    for n in 0..(seconds * 16000.0) as usize {
-        let value = amplitude * (std::f64::consts::TAU * 1000.0 * n as f64 / 16000.0).sin();
+    for n in 0..(seconds * f64::from(rate)) as usize {
+        let value = amplitude * (std::f64::consts::TAU * 1000.0 * n as f64 / f64::from(rate)).sin();
         writer
             .write_sample(value.clamp(-32768.0, 32767.0) as i16)
             .unwrap();
@@ -592,4 +607,255 @@ fn a_missing_prompt_names_the_given_config_file_the_key_and_the_absolute_path() 
     assert!(!stderr.contains("config/courtline.toml"), "{stderr}");
     assert!(!stderr.contains("<id>"), "{stderr}");
     assert!(out.stdout.is_empty(), "no ✓ before the failure");
+}
+
+/// The court list of the Shanghai example: one file per court in conf.d/.
+const SHANGHAI_COURTS: [&str; 24] = [
+    "上海市高级人民法院",
+    "上海市第一中级人民法院",
+    "上海市第二中级人民法院",
+    "上海市第三中级人民法院",
+    "上海知识产权法院",
+    "上海海事法院",
+    "上海金融法院",
+    "上海铁路运输法院",
+    "上海市黄浦区人民法院",
+    "上海市徐汇区人民法院",
+    "上海市长宁区人民法院",
+    "上海市静安区人民法院",
+    "上海市普陀区人民法院",
+    "上海市虹口区人民法院",
+    "上海市杨浦区人民法院",
+    "上海市闵行区人民法院",
+    "上海市宝山区人民法院",
+    "上海市嘉定区人民法院",
+    "上海市浦东新区人民法院",
+    "上海市金山区人民法院",
+    "上海市松江区人民法院",
+    "上海市青浦区人民法院",
+    "上海市奉贤区人民法院",
+    "上海市崇明区人民法院",
+];
+
+#[test]
+fn the_shanghai_example_loads_every_court_from_its_own_file() {
+    let out = courtline()
+        .args([
+            "--config",
+            "config/examples/shanghai/courtline.toml",
+            "check",
+            "--strict",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_hours: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("✓ line ") && !line.contains("outside hours"))
+        .collect();
+    assert_eq!(in_hours.len(), SHANGHAI_COURTS.len(), "{stdout}");
+    let files = std::fs::read_dir(repo_path("config/examples/shanghai/conf.d"))
+        .unwrap()
+        .count();
+    assert_eq!(files, SHANGHAI_COURTS.len());
+    for court in SHANGHAI_COURTS {
+        let line = in_hours
+            .iter()
+            .find(|line| line.contains(&format!("({court})")))
+            .unwrap_or_else(|| panic!("no line for {court}:\n{stdout}"));
+        // Its own greeting first, the shared warning after it, and a hunt list.
+        assert!(line.contains(": prompts greeting_"), "{line}");
+        assert!(line.contains("→ three_rules_zh → three_rules_en"), "{line}");
+        assert!(line.contains(" → sip:desk2@198.51.100."), "{line}");
+    }
+    assert_eq!(stdout.matches("outside hours office").count(), 24);
+    assert!(
+        stdout.contains("✓ hours office: zone Asia/Shanghai"),
+        "{stdout}"
+    );
+}
+
+/// A main file including `conf.d/`, and a court file for it.
+fn config_set(dir: &std::path::Path, courts: &[(&str, &str)]) -> std::path::PathBuf {
+    std::fs::create_dir(dir.join("conf.d")).unwrap();
+    for (name, text) in courts {
+        write(&dir.join("conf.d"), name, text);
+    }
+    write(
+        dir,
+        "main.toml",
+        "[config]\ninclude_dir = \"conf.d\"\n[prompts.zh]\nfile = \"audio/three_rules_zh.wav\"\n",
+    )
+}
+
+fn court_file(number: &str) -> String {
+    format!("[[lines]]\nnumber = \"{number}\"\ncourt = \"c\"\nprompt = \"zh\"\noperator = \"sip:o@192.0.2.1\"\n")
+}
+
+#[test]
+fn a_line_number_in_two_files_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = config_set(
+        dir.path(),
+        &[
+            ("a-huangpu.toml", &court_file("02155500900")),
+            (
+                "b-xuhui.toml",
+                &format!("{}{}", court_file("02155501000"), court_file("02155500900")),
+            ),
+        ],
+    );
+    let out = check(&main);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let first = dir.path().join("conf.d/a-huangpu.toml");
+    let second = dir.path().join("conf.d/b-xuhui.toml");
+    assert!(
+        stderr.contains(&format!("{}: `lines[1].number`", second.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("also in {} at `lines[0].number`", first.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_problem_in_an_included_file_names_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_operator = court_file("2").replace("sip:o@192.0.2.1", "sip:o@192.0.2.1:50a90");
+    let main = config_set(
+        dir.path(),
+        &[("1.toml", &court_file("1")), ("2.toml", &bad_operator)],
+    );
+    let stderr = String::from_utf8_lossy(&check(&main).stderr).into_owned();
+    let file = dir.path().join("conf.d/2.toml");
+    assert!(
+        stderr.contains(&format!("{}: `lines[0].operator`", file.display())),
+        "{stderr}"
+    );
+
+    // A wrong type, a second definition of a prompt, a setting that belongs in the main file.
+    let cases = [
+        (
+            court_file("2").replace("operator = ", "ring_timeout_s = \"20\"\noperator = "),
+            "`lines[0].ring_timeout_s`",
+        ),
+        (
+            format!("{}[prompts.zh]\nfile = \"x.wav\"\n", court_file("2")),
+            "[prompts.zh] is also defined in",
+        ),
+        (
+            format!("[sip]\nmax_calls = 5\n{}", court_file("2")),
+            "`sip`: is not allowed in an included file",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&file, text).unwrap();
+        let stderr = String::from_utf8_lossy(&check(&main).stderr).into_owned();
+        assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+fn prompts_check(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = courtline()
+        .args(["prompts", "check"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn prompts_check_measures_files_and_warns_about_quiet_clipped_and_speech_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_signal(dir.path(), "good.wav", 16000, 300, 3.0, -6.0);
+    let narrow = write_signal(dir.path(), "narrow.wav", 8000, 300, 3.0, -6.0);
+    let (ok, stdout, stderr) = prompts_check(&[good.as_os_str(), narrow.as_os_str()]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.is_empty(), "no warnings: {stderr}");
+    let good_report = format!(
+        "✓ {}: 3.3 s at 16000 Hz, peak -6.0 dBFS, RMS -9.4 dBFS, 0 clipped samples, 300 ms of silence before the first sound and 0 ms after the last",
+        good.display()
+    );
+    assert!(stdout.contains(&good_report), "{stdout}");
+    assert!(
+        stdout.contains("G.711 (8 kHz, band-limited to 3.4 kHz): RMS "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("G.722 (16 kHz, band-limited to 7 kHz): RMS "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("G.722: not offered: the file is 8000 Hz"),
+        "{stdout}"
+    );
+
+    for (name, silence_ms, dbfs, expected) in [
+        ("quiet.wav", 300, -38.0, "very low level (RMS -41.4 dBFS"),
+        ("clipped.wav", 300, 6.0, "clipped samples"),
+        (
+            "speech_at_start.wav",
+            0,
+            -6.0,
+            "starts with speech: sound 0 ms into the file",
+        ),
+    ] {
+        let wav = write_signal(dir.path(), name, 16000, silence_ms, 3.0, dbfs);
+        let (ok, stdout, stderr) = prompts_check(&[wav.as_os_str()]);
+        assert!(ok, "{name}: a warning only: {stderr}");
+        assert!(
+            stdout.contains(&format!("✓ {}: ", wav.display())),
+            "{stdout}"
+        );
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("! ")).collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "{name}: exactly its own warning: {stderr}"
+        );
+        assert!(
+            warnings[0].starts_with(&format!("! {}: ", wav.display()))
+                && warnings[0].contains(expected),
+            "{name}: {stderr}"
+        );
+        let (ok, _, stderr) = prompts_check(&[wav.as_os_str(), "--strict".as_ref()]);
+        assert!(!ok && stderr.contains("--strict"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn prompts_check_of_a_configuration_counts_the_lead_in_and_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = write_signal(dir.path(), "notice.wav", 16000, 0, 3.0, -6.0);
+    let config = config_playing(dir.path(), &wav);
+    // 200 ms of lead-in (the default) go before the speech: no clipping risk.
+    let (ok, stdout, stderr) = prompts_check(&["--config".as_ref(), config.as_os_str()]);
+    assert!(ok && stderr.is_empty(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("✓ prompt notice ({}): 3.0 s", wav.display())),
+        "{stdout}"
+    );
+    let (ok, _, stderr) =
+        prompts_check(&["--config".as_ref(), config.as_os_str(), "--strict".as_ref()]);
+    assert!(ok, "{stderr}");
+
+    std::fs::write(&wav, "not a recording").unwrap();
+    let (ok, _, stderr) = prompts_check(&["--config".as_ref(), config.as_os_str()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("✗ ") && stderr.contains("not a WAV file"),
+        "{stderr}"
+    );
 }

@@ -1,4 +1,4 @@
-//! The `courtline` command line: `serve`, `check`, `calls list`, `records serve`,
+//! The `courtline` command line: `serve`, `check`, `prompts check`, `calls list`, `records serve`,
 //! `reports`.
 //!
 //! The edge of both processes: `serve` starts the switchboard (and, when
@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod calls;
 pub mod check;
+pub mod prompts;
 pub mod records;
 pub mod reports;
 pub mod serve;
@@ -47,6 +48,9 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Prompt files: `prompts check` measures them as callers will hear them.
+    #[command(subcommand)]
+    Prompts(prompts::PromptsCommand),
     /// Query call records.
     #[command(subcommand)]
     Calls(calls::CallsCommand),
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::serve_until_signal(&cli.config).await,
             Command::Check { strict } => check::run(&cli.config, strict),
+            Command::Prompts(command) => prompts::run(&cli.config, command),
             Command::Calls(command) => calls::run(&cli.config, command).await,
             Command::Records(command) => records::run(&cli.config, command).await,
             Command::Reports(command) => reports::run(&cli.config, command).await,

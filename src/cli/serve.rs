@@ -64,7 +64,7 @@ pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<Prom
                 prompts.insert(id.clone(), loaded);
             }
             Err(error) => problems.push(PromptProblem {
-                config_file: config.source.clone(),
+                config_file: config.origins.locate(&format!("prompts.{id}")).0,
                 id: id.clone(),
                 configured: prompt.file.display().to_string(),
                 resolved: if prompt.file.is_relative() {

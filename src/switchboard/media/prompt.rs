@@ -330,6 +330,8 @@ fn dbfs(amplitude: f64) -> f64 {
 /// the file's own rate (before resampling, so clips are seen as recorded).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PromptLevels {
+    /// The file's sample rate in Hz, before any resampling (what a codec can carry depends on it).
+    pub sample_rate: u32,
     /// Playing time of the recording.
     pub duration_ms: u32,
     /// Largest sample magnitude, in dBFS (−∞ for digital silence).
@@ -341,6 +343,9 @@ pub struct PromptLevels {
     /// Time before the first 10 ms block at −45 dBFS RMS or louder (the whole
     /// duration when there is none).
     pub quiet_start_ms: u32,
+    /// Time after the last such block (the whole duration when there is none):
+    /// a long tail delays the operator for nothing.
+    pub quiet_end_ms: u32,
 }
 
 impl PromptLevels {
@@ -369,18 +374,25 @@ impl PromptLevels {
             run_start = i;
         }
         let block = (rate * ONSET_BLOCK_MS / 1000).max(1) as usize;
+        let is_sound = |chunk: &[f32]| {
+            let energy: f64 = chunk.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+            dbfs((energy / chunk.len() as f64).sqrt()) >= SOUND_ONSET_DBFS
+        };
         let onset = samples
             .chunks(block)
-            .position(|chunk| {
-                let energy: f64 = chunk.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-                dbfs((energy / chunk.len() as f64).sqrt()) >= SOUND_ONSET_DBFS
-            })
+            .position(is_sound)
             .map_or(samples.len(), |blocks| blocks * block);
+        let end_of_sound = samples
+            .chunks(block)
+            .rposition(is_sound)
+            .map_or(0, |blocks| ((blocks + 1) * block).min(samples.len()));
         PromptLevels {
+            sample_rate: rate,
             duration_ms: ms(samples.len()),
             peak_dbfs: dbfs(peak),
             rms_dbfs: dbfs(rms),
             clipped_samples: clipped,
+            quiet_end_ms: ms(samples.len() - end_of_sound),
             quiet_start_ms: ms(onset),
         }
     }
@@ -428,6 +440,18 @@ impl PromptLevels {
     /// stream's start when this recording follows `lead_in_ms` of silence.
     pub fn sound_too_soon(&self, lead_in_ms: u32) -> bool {
         lead_in_ms.saturating_add(self.quiet_start_ms) < MIN_QUIET_BEFORE_SOUND_MS
+    }
+
+    /// The warning for a recording that starts with speech when `lead_in_ms` of
+    /// silence go before it: the first syllable is at risk of being clipped
+    /// (cut by a phone that opens its audio late, or already in the export).
+    pub fn speech_at_start(&self, lead_in_ms: u32) -> Option<String> {
+        self.sound_too_soon(lead_in_ms).then(|| {
+            format!(
+                "starts with speech: sound {} ms into the file, after {lead_in_ms} ms of lead-in, under {MIN_QUIET_BEFORE_SOUND_MS} ms: the first syllable risks being clipped; check the export did not cut it, and keep [media] leading_silence_ms at 200 (or add silence: `sox <in.wav> <out.wav> pad 0.2 0`)",
+                self.quiet_start_ms
+            )
+        })
     }
 }
 
@@ -1309,8 +1333,15 @@ mod tests {
         assert_eq!((levels.inaudible(), levels.warnings().len()), (None, 0));
         assert!(levels.sound_too_soon(0) && !levels.sound_too_soon(200));
 
+        assert_eq!((levels.sample_rate, levels.quiet_end_ms), (16000, 0));
+        assert!(levels.speech_at_start(0).is_some() && levels.speech_at_start(200).is_none());
+
         let late = PromptLevels::measure(&tone(10.0, -6.0, 150), 16000);
         assert_eq!(late.quiet_start_ms, 150);
+        assert!(late.speech_at_start(0).is_none());
+        let mut tail = tone(1.0, -6.0, 0);
+        tail.extend(std::iter::repeat_n(0.0, 16 * 730));
+        assert_eq!(PromptLevels::measure(&tail, 16000).quiet_end_ms, 730);
         assert!(!late.sound_too_soon(0));
     }
 
