@@ -13,7 +13,7 @@ use axum::Extension;
 use axum::Router;
 use serde::Deserialize;
 
-use super::{error_page, home, Chrome, CsrfForm, Visitor, SESSION_COOKIE};
+use super::{csrf_refused, error_page, home, Chrome, CsrfForm, Visitor, SESSION_COOKIE};
 use crate::contract::pb::Role;
 use crate::records::auth::{role_name, secret_hash};
 use crate::records::web::i18n::{Lang, LANG_COOKIE};
@@ -68,6 +68,31 @@ async fn login_page(
 }
 
 /// The sign-in form with a fresh double-submit CSRF token.
+/// The sign-in form again with 403 unless `sent` is the token of the sign-in CSRF
+/// cookie (no session exists yet to hold one).
+fn login_csrf_refused(
+    console: &Console,
+    visitor: &Visitor,
+    headers: &HeaderMap,
+    certificate: &Option<Extension<ClientCertificate>>,
+    sent: &str,
+) -> Option<Response> {
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|cookie| same_secret(cookie, sent)) {
+        return None;
+    }
+    Some(login_form(
+        console,
+        visitor,
+        certificate.as_ref(),
+        StatusCode::FORBIDDEN,
+        visitor.lang.text("error-csrf"),
+    ))
+}
+
 fn login_form(
     console: &Console,
     visitor: &Visitor,
@@ -119,18 +144,10 @@ async fn login(
         Err(response) => return response,
     };
     let lang = visitor.lang;
-    let cookies = headers
-        .get(header::COOKIE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if !cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|sent| same_secret(sent, &form.csrf)) {
-        return login_form(
-            &console,
-            &visitor,
-            certificate.as_ref(),
-            StatusCode::FORBIDDEN,
-            lang.text("error-csrf"),
-        );
+    if let Some(refusal) =
+        login_csrf_refused(&console, &visitor, &headers, &certificate, &form.csrf)
+    {
+        return refusal;
     }
     let keys = token_sign_in_keys(peer.ip(), &form.token);
     let now = Instant::now();
@@ -234,18 +251,10 @@ async fn certificate_login(
         Err(response) => return response,
     };
     let lang = visitor.lang;
-    let cookies = headers
-        .get(header::COOKIE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if !cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|sent| same_secret(sent, &form.csrf)) {
-        return login_form(
-            &console,
-            &visitor,
-            certificate.as_ref(),
-            StatusCode::FORBIDDEN,
-            lang.text("error-csrf"),
-        );
+    if let Some(refusal) =
+        login_csrf_refused(&console, &visitor, &headers, &certificate, &form.csrf)
+    {
+        return refusal;
     }
     let mapped = certificate
         .as_ref()
@@ -281,7 +290,7 @@ async fn logout(
         Err(response) => return response,
     };
     if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
+        return csrf_refused(&visitor);
     }
     if let (Some((id, _)), Ok(mut sessions)) = (&visitor.session, console.sessions.lock()) {
         sessions.end(id);
