@@ -68,25 +68,26 @@ async fn login_page(
 }
 
 /// The sign-in form with a fresh double-submit CSRF token.
-/// The sign-in form again with 403 unless `sent` is the token of the sign-in CSRF
-/// cookie (no session exists yet to hold one).
-fn login_csrf_refused(
+/// The visitor posting a sign-in form, unless `sent` is not the token of the sign-in
+/// CSRF cookie (no session exists yet to hold one): then the form again with 403.
+async fn login_visitor(
     console: &Console,
-    visitor: &Visitor,
     headers: &HeaderMap,
+    peer: SocketAddr,
     certificate: &Option<Extension<ClientCertificate>>,
     sent: &str,
-) -> Option<Response> {
+) -> Result<Visitor, Response> {
+    let visitor = console.visitor(headers, peer, "/login".into()).await?;
     let cookies = headers
         .get(header::COOKIE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     if cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|cookie| same_secret(cookie, sent)) {
-        return None;
+        return Ok(visitor);
     }
-    Some(login_form(
+    Err(login_form(
         console,
-        visitor,
+        &visitor,
         certificate.as_ref(),
         StatusCode::FORBIDDEN,
         visitor.lang.text("error-csrf"),
@@ -139,16 +140,11 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let visitor = match console.visitor(&headers, peer, "/login".into()).await {
+    let visitor = match login_visitor(&console, &headers, peer, &certificate, &form.csrf).await {
         Ok(visitor) => visitor,
         Err(response) => return response,
     };
     let lang = visitor.lang;
-    if let Some(refusal) =
-        login_csrf_refused(&console, &visitor, &headers, &certificate, &form.csrf)
-    {
-        return refusal;
-    }
     let keys = token_sign_in_keys(peer.ip(), &form.token);
     let now = Instant::now();
     let locked = console
@@ -246,16 +242,11 @@ async fn certificate_login(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let visitor = match console.visitor(&headers, peer, "/login".into()).await {
+    let visitor = match login_visitor(&console, &headers, peer, &certificate, &form.csrf).await {
         Ok(visitor) => visitor,
         Err(response) => return response,
     };
     let lang = visitor.lang;
-    if let Some(refusal) =
-        login_csrf_refused(&console, &visitor, &headers, &certificate, &form.csrf)
-    {
-        return refusal;
-    }
     let mapped = certificate
         .as_ref()
         .map(|Extension(ClientCertificate(der))| {
