@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use console_common::{
-    browser, browser_present, click_and_load, fetch, post_form, screenshot, sign_in, start_driver,
-    text, ConsoleService, CALLS, WAIT,
+    browser, browser_present, choose, click_and_load, fetch, post_form, screenshot, sign_in,
+    start_driver, text, ConsoleService, CALLS, WAIT,
 };
 use courtline::contract::pb::Role;
 use fantoccini::Locator;
@@ -159,26 +159,10 @@ async fn compliance_and_auditor_work_through_the_console_in_chromium() {
     screenshot(&chrome, "call").await;
 
     // Flag it: "other" without a note is refused, with one it is recorded.
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#category"))
-        .await
-        .unwrap()
-        .select_by_value("other")
-        .await
-        .unwrap();
+    choose(&chrome, "#category", "other").await;
     click_and_load(&chrome, "#flag-button").await;
     assert!(text(&chrome, "#error").await.contains("必须填写说明"));
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#category"))
-        .await
-        .unwrap()
-        .select_by_value("other")
-        .await
-        .unwrap();
+    choose(&chrome, "#category", "other").await;
     chrome
         .wait()
         .at_most(WAIT)

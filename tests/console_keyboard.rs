@@ -11,7 +11,8 @@ mod records_common;
 use std::time::Duration;
 
 use console_common::{
-    browser, browser_present, click_and_load, screenshot, start_driver, text, ConsoleService, WAIT,
+    browser, browser_present, choose, click_and_load, screenshot, start_driver, text,
+    ConsoleService, WAIT,
 };
 use courtline::contract::pb::Role;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -242,15 +243,7 @@ async fn every_form_field_of_the_calls_pages_has_a_label() {
     }
     // A refused flag ("other" without a note) shows the form again, with its error.
     chrome.goto(&format!("{base}{call}")).await.unwrap();
-    chrome
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#category"))
-        .await
-        .unwrap()
-        .select_by_value("other")
-        .await
-        .unwrap();
+    choose(&chrome, "#category", "other").await;
     click_and_load(&chrome, "#flag-button").await;
     text(&chrome, "#error").await;
     checked.push((format!("{call} (refused flag)"), unlabelled(&chrome).await));

@@ -13,7 +13,7 @@ mod records_common;
 use std::f64::consts::PI;
 
 use console_common::{
-    browser, browser_present, click_and_load, fetch, screenshot, screenshots, sign_in,
+    browser, browser_present, choose, click_and_load, fetch, screenshot, screenshots, sign_in,
     start_driver, text, ConsoleService, WAIT,
 };
 use courtline::contract::pb::node_event::Kind;
@@ -112,18 +112,6 @@ async fn type_into(client: &Client, css: &str, text: &str) {
         .unwrap();
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
-}
-
-async fn choose(client: &Client, css: &str, value: &str) {
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .select_by_value(value)
-        .await
-        .unwrap();
 }
 
 async fn value(client: &Client, css: &str) -> String {

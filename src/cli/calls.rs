@@ -13,9 +13,9 @@ use crate::contract::pb::export_calls_response::Item;
 use crate::contract::pb::get_recording_response::Item as RecordingItem;
 use crate::contract::pb::CallState;
 use crate::contract::pb::{
-    CallFilter, CallRecording, Choice, EndReason, ExportCallsRequest, ExportFormat, ExportManifest,
-    FlagCallRequest, FlagCategory, GetCallRequest, GetRecordingRequest, ListCallsRequest,
-    SortOrder,
+    CallFilter, CallRecording, Choice, EndReason, ExportCallsRequest, ExportFormat, ExportHeader,
+    ExportManifest, FlagCallRequest, FlagCategory, GetCallRequest, GetRecordingRequest,
+    ListCallsRequest, SortOrder,
 };
 use crate::records::chain::HashAlgorithm;
 use crate::records::export::{
@@ -379,6 +379,43 @@ pub async fn run(config_path: &Path, command: CallsCommand) -> anyhow::Result<Ex
         CallsCommand::Export(args) => export(config_path, args).await,
         CallsCommand::Audio(args) => audio(config_path, args).await,
     }
+}
+
+/// Where an export goes: the file `path` (`--output`), else standard output.
+pub(super) fn export_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+/// The row hash an export stream's header names.
+pub(super) fn header_algorithm(header: &ExportHeader) -> anyhow::Result<HashAlgorithm> {
+    HashAlgorithm::from_name(&header.hash_algorithm).with_context(|| {
+        format!(
+            "the service hashes rows with {:?}, unknown to this courtline",
+            header.hash_algorithm
+        )
+    })
+}
+
+/// The service's manifest, read and held against the rows written (their count and
+/// digest); `what` names the rows in the error.
+pub(super) fn received_manifest(
+    manifest: &ExportManifest,
+    (count, digest): (u64, String),
+    what: &str,
+) -> anyhow::Result<ManifestContent> {
+    let content: ManifestContent =
+        serde_json::from_str(&manifest.json).context("manifest from the service")?;
+    if count != content.count || digest != content.rows_digest {
+        anyhow::bail!(
+            "the {what} received ({count}, digest {digest}) do not match the service's manifest"
+        );
+    }
+    Ok(content)
 }
 
 pub fn service_error(endpoint: &str, status: tonic::Status) -> anyhow::Error {
@@ -747,12 +784,7 @@ async fn export_calls(config_path: &Path, args: ExportArgs) -> anyhow::Result<Ex
         .await
         .map_err(|status| service_error(&endpoint, status))?
         .into_inner();
-    let out: Box<dyn Write> = match &export_path {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let out = export_output(export_path.as_deref())?;
     let mut writer: Option<ExportWriter<Box<dyn Write>>> = None;
     let mut out = Some(out);
     while let Some(message) = stream
@@ -762,13 +794,7 @@ async fn export_calls(config_path: &Path, args: ExportArgs) -> anyhow::Result<Ex
     {
         match (message.item, writer.as_mut()) {
             (Some(Item::Header(header)), None) => {
-                let algorithm =
-                    HashAlgorithm::from_name(&header.hash_algorithm).with_context(|| {
-                        format!(
-                            "the service hashes rows with {:?}, unknown to this courtline",
-                            header.hash_algorithm
-                        )
-                    })?;
+                let algorithm = header_algorithm(&header)?;
                 let dialect = if args.excel {
                     CsvDialect::Excel
                 } else {
@@ -781,14 +807,8 @@ async fn export_calls(config_path: &Path, args: ExportArgs) -> anyhow::Result<Ex
             (Some(Item::Record(record)), Some(writer)) => writer.write(&record)?,
             (Some(Item::Manifest(manifest)), Some(_)) => {
                 let Some(writer) = writer.take() else { break };
-                let content: ManifestContent =
-                    serde_json::from_str(&manifest.json).context("manifest from the service")?;
-                let (count, digest) = writer.rows();
-                if count != content.count || digest != content.rows_digest {
-                    anyhow::bail!(
-                        "the rows received ({count}, digest {digest}) do not match the service's manifest"
-                    );
-                }
+                let content = received_manifest(&manifest, writer.rows(), "rows")?;
+                let count = content.count;
                 drop(writer.finish(&manifest)?);
                 if let (Some(archive), Some(export)) = (&archive, &export_path) {
                     write_archive(&mut client, &endpoint, archive, export, &manifest, &content)

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::calls::{resolve_call_id, service_error, sort_order, time_flag, ServiceArgs};
+use super::calls::{
+    export_output, header_algorithm, received_manifest, resolve_call_id, service_error, sort_order,
+    time_flag, ServiceArgs,
+};
 use crate::contract::connect::RecordsClient;
 use crate::contract::pb::export_reports_response::Item as ReportItem;
 use crate::contract::pb::{
@@ -16,8 +19,6 @@ use crate::contract::pb::{
     ReportFilter, ReportForm, ReportOpenedVia, ReportResponse, ReviewReportRequest, SortOrder,
     SubmitReportRequest, UpdateReportRequest,
 };
-use crate::records::chain::HashAlgorithm;
-use crate::records::export::ManifestContent;
 use crate::records::query::{parse_time, Clock, CsvDialect, OutputFormat};
 use crate::records::report_export::{ReportExportWriter, ReportFileFormat};
 use crate::records::reports::format::{write_report_detail, write_reports};
@@ -465,12 +466,7 @@ async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode
         .await
         .map_err(|status| service_error(&endpoint, status))?
         .into_inner();
-    let mut out: Option<Box<dyn Write>> = Some(match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    });
+    let mut out = Some(export_output(args.output.as_deref())?);
     let mut writer: Option<ReportExportWriter<Box<dyn Write>>> = None;
     while let Some(message) = stream
         .message()
@@ -479,26 +475,13 @@ async fn export(config_path: &Path, args: ExportArgs) -> anyhow::Result<ExitCode
     {
         match (message.item, writer.as_mut(), out.take()) {
             (Some(ReportItem::Header(header)), None, Some(out)) => {
-                let algorithm =
-                    HashAlgorithm::from_name(&header.hash_algorithm).with_context(|| {
-                        format!(
-                            "the service hashes rows with {:?}, unknown to this courtline",
-                            header.hash_algorithm
-                        )
-                    })?;
+                let algorithm = header_algorithm(&header)?;
                 writer = Some(ReportExportWriter::new(format, dialect, algorithm, out)?);
             }
             (Some(ReportItem::Report(report)), Some(writer), _) => writer.write(&report)?,
             (Some(ReportItem::Manifest(manifest)), Some(_), _) => {
                 let Some(writer) = writer.take() else { break };
-                let content: ManifestContent =
-                    serde_json::from_str(&manifest.json).context("manifest from the service")?;
-                let (count, digest) = writer.rows();
-                if count != content.count || digest != content.rows_digest {
-                    anyhow::bail!(
-                        "the reports received ({count}, digest {digest}) do not match the service's manifest"
-                    );
-                }
+                let count = received_manifest(&manifest, writer.rows(), "reports")?.count;
                 writer.finish(&manifest)?;
                 eprintln!(
                     "exported {count} reports; manifest signed by key {} (check with `courtline records verify-export`)",

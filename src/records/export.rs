@@ -270,14 +270,7 @@ impl<W: Write> ExportWriter<W> {
     pub fn finish(mut self, manifest: &ExportManifest) -> Result<W, ExportError> {
         let signed = SignedManifest::from(manifest).json();
         match self.format {
-            ExportFormat::Csv => {
-                let mut writer = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_writer(&mut self.out);
-                writer.write_record([CSV_MANIFEST_MARKER, &signed.to_string()])?;
-                writer.flush()?;
-            }
+            ExportFormat::Csv => write_csv_manifest(&mut self.out, &signed)?,
             _ => writeln!(
                 self.out,
                 "{}",
@@ -531,40 +524,85 @@ pub fn verify_export(
     let Some(manifest) = signed.check(trusted, &mut check)? else {
         return Ok(check);
     };
-    if manifest.format != MANIFEST_VERSION {
+    let rows = rows.iter().map(|(number, row, stored)| ReadRow {
+        canonical: row.canonical_json(),
+        stored,
+        named: format!("line {number}: row for call {}", row.call_id()),
+    });
+    check_rows(&mut check, manifest, MANIFEST_VERSION, "calls", rows);
+    Ok(check)
+}
+
+/// One row of an export as read back, for [`check_rows`].
+pub(crate) struct ReadRow<'a> {
+    /// What its `row_hash` covers.
+    pub canonical: String,
+    /// Its `row_hash` as stored.
+    pub stored: &'a str,
+    /// How a problem names it ("line 3: row for call …").
+    pub named: String,
+}
+
+/// Checks a signed, readable `manifest` against the rows read back into `check`: that
+/// it is of `version` (an export of `kind`), every row hash, the count and the digest;
+/// then keeps it in `check`.
+pub(crate) fn check_rows<'a>(
+    check: &mut ExportCheck,
+    manifest: ManifestContent,
+    version: &str,
+    kind: &str,
+    rows: impl Iterator<Item = ReadRow<'a>>,
+) {
+    if manifest.format != version {
         check.problems.push(format!(
-            "the manifest is of a {:?} export, not of calls",
+            "the manifest is of a {:?} export, not of {kind}",
             manifest.format
         ));
     }
     let algorithm = HashAlgorithm::from_name(&manifest.hash_algorithm).unwrap_or_default();
     let chain = RowChain::new(algorithm);
     let mut previous = GENESIS_PREV.to_vec();
-    for (number, row, stored) in &rows {
-        let expected = hex::encode(chain.hash_after(&previous, &row.canonical_json()));
-        if &expected != stored {
+    let mut count = 0;
+    for row in rows {
+        count += 1;
+        let expected = hex::encode(chain.hash_after(&previous, &row.canonical));
+        if expected != row.stored {
             check.problems.push(format!(
-                "line {number}: row for call {} was modified, or a row before it was removed or moved",
-                row.call_id()
+                "{} was modified, or a row before it was removed or moved",
+                row.named
             ));
         }
-        previous = hex::decode(stored).unwrap_or_default();
+        previous = hex::decode(row.stored).unwrap_or_default();
     }
-    check.rows = rows.len() as u64;
+    check.rows = count;
     if check.rows != manifest.count {
         check.problems.push(format!(
             "the file has {} rows, the manifest says {}",
             check.rows, manifest.count
         ));
     }
-    if hex::encode(&previous) != manifest.rows_digest && !rows.is_empty() {
+    if count > 0 && hex::encode(&previous) != manifest.rows_digest {
         check.problems.push(
             "the last row hash differs from the signed digest: rows were changed, removed or added"
                 .into(),
         );
     }
     check.manifest = Some(manifest);
-    Ok(check)
+}
+
+/// Ends a CSV export with its manifest record: [`CSV_MANIFEST_MARKER`], then the
+/// signed manifest as JSON.
+pub(crate) fn write_csv_manifest(
+    out: &mut impl Write,
+    signed: &serde_json::Value,
+) -> Result<(), ExportError> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_writer(out);
+    writer.write_record([CSV_MANIFEST_MARKER, &signed.to_string()])?;
+    writer.flush()?;
+    Ok(())
 }
 
 /// Whether `start` (a file's first 512 bytes or more) is a tar archive's first header.

@@ -13,9 +13,10 @@ use std::io::{BufRead, Write};
 
 use super::reports::format::{ReportLine, REPORT_CSV_HEADER};
 use crate::contract::pb::{ExportManifest, Report};
-use crate::records::chain::{HashAlgorithm, GENESIS_PREV};
+use crate::records::chain::HashAlgorithm;
 use crate::records::export::{
-    ExportCheck, ExportError, RowChain, SignedManifest, CSV_MANIFEST_MARKER,
+    check_rows, write_csv_manifest, ExportCheck, ExportError, ReadRow, RowChain, SignedManifest,
+    CSV_MANIFEST_MARKER,
 };
 use crate::records::query::{excel_cell_text, excel_text, CsvDialect, UTF8_BOM};
 
@@ -138,14 +139,7 @@ impl<W: Write> ReportExportWriter<W> {
     pub fn finish(mut self, manifest: &ExportManifest) -> Result<W, ExportError> {
         let signed = SignedManifest::from(manifest).json();
         match self.format {
-            ReportFileFormat::Csv => {
-                let mut writer = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_writer(&mut self.out);
-                writer.write_record([CSV_MANIFEST_MARKER, &signed.to_string()])?;
-                writer.flush()?;
-            }
+            ReportFileFormat::Csv => write_csv_manifest(&mut self.out, &signed)?,
             ReportFileFormat::Json => write!(
                 self.out,
                 "\n  ],\n  \"{JSON_MANIFEST_KEY}\": {signed}\n}}\n"
@@ -163,7 +157,7 @@ pub fn is_report_export(first_line: &str) -> bool {
 }
 
 /// One row as read back: what it names, its cells and its stored hash.
-struct ReadRow {
+struct ReportRow {
     /// The report id, for messages.
     report_id: String,
     /// Cells in [`REPORT_CSV_HEADER`] order.
@@ -173,7 +167,7 @@ struct ReadRow {
 }
 
 /// Rows and manifest of a JSON report export.
-fn read_json(text: &str) -> Result<(Vec<ReadRow>, Option<SignedManifest>), ExportError> {
+fn read_json(text: &str) -> Result<(Vec<ReportRow>, Option<SignedManifest>), ExportError> {
     let malformed = |problem: String| ExportError::Malformed { line: 1, problem };
     let mut file: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|error| malformed(error.to_string()))?;
@@ -203,7 +197,7 @@ fn read_json(text: &str) -> Result<(Vec<ReadRow>, Option<SignedManifest>), Expor
                     Some(other) => other.to_string(),
                 })
                 .collect();
-            Ok(ReadRow {
+            Ok(ReportRow {
                 report_id: cells[0].clone(),
                 cells,
                 hash,
@@ -214,7 +208,7 @@ fn read_json(text: &str) -> Result<(Vec<ReadRow>, Option<SignedManifest>), Expor
 }
 
 /// Rows and manifest of a CSV report export (plain or Excel).
-fn read_csv(text: &str) -> Result<(Vec<ReadRow>, Option<SignedManifest>), ExportError> {
+fn read_csv(text: &str) -> Result<(Vec<ReportRow>, Option<SignedManifest>), ExportError> {
     let (dialect, text) = match text.strip_prefix(UTF8_BOM) {
         Some(rest) => (CsvDialect::Excel, rest),
         None => (CsvDialect::Plain, text),
@@ -271,7 +265,7 @@ fn read_csv(text: &str) -> Result<(Vec<ReadRow>, Option<SignedManifest>), Export
             })
             .collect();
         let hash = cells.pop().unwrap_or_default();
-        rows.push(ReadRow {
+        rows.push(ReportRow {
             report_id: cells[0].clone(),
             cells,
             hash,
@@ -299,40 +293,18 @@ pub fn verify_report_export(
     let Some(manifest) = signed.check(trusted, &mut check)? else {
         return Ok(check);
     };
-    if manifest.format != REPORT_MANIFEST_VERSION {
-        check.problems.push(format!(
-            "the manifest is of a {:?} export, not of reports",
-            manifest.format
-        ));
-    }
-    let chain =
-        RowChain::new(HashAlgorithm::from_name(&manifest.hash_algorithm).unwrap_or_default());
-    let mut previous = GENESIS_PREV.to_vec();
-    for (index, row) in rows.iter().enumerate() {
-        let expected = hex::encode(chain.hash_after(&previous, &canonical(&row.cells)));
-        if expected != row.hash {
-            check.problems.push(format!(
-                "row {}: report {} was modified, or a row before it was removed or moved",
-                index + 1,
-                row.report_id
-            ));
-        }
-        previous = hex::decode(&row.hash).unwrap_or_default();
-    }
-    check.rows = rows.len() as u64;
-    if check.rows != manifest.count {
-        check.problems.push(format!(
-            "the file has {} rows, the manifest says {}",
-            check.rows, manifest.count
-        ));
-    }
-    if !rows.is_empty() && hex::encode(&previous) != manifest.rows_digest {
-        check.problems.push(
-            "the last row hash differs from the signed digest: rows were changed, removed or added"
-                .into(),
-        );
-    }
-    check.manifest = Some(manifest);
+    let rows = rows.iter().enumerate().map(|(index, row)| ReadRow {
+        canonical: canonical(&row.cells),
+        stored: &row.hash,
+        named: format!("row {}: report {}", index + 1, row.report_id),
+    });
+    check_rows(
+        &mut check,
+        manifest,
+        REPORT_MANIFEST_VERSION,
+        "reports",
+        rows,
+    );
     Ok(check)
 }
 

@@ -1810,72 +1810,117 @@ impl RecordsServer {
         with_audio: bool,
         sender: mpsc::Sender<Result<ExportCallsResponse, Status>>,
     ) {
-        let (head_seq, head_hash) = self.ledger.head().await;
-        let mut recordings = Vec::new();
-        let started_ms = now_ms();
-        let mut rows = RowChain::new(self.ledger.algorithm());
-        let mut query = CallQuery {
-            filter: filter.clone(),
+        let plan = ExportPlan {
+            operation: "ExportCalls",
+            manifest_version: MANIFEST_VERSION,
+            file_format: format_name(format),
+            filter: filter_json(&filter),
+            sort,
+            scope: serde_json::Map::new(),
+            with_audio,
+        };
+        let query = CallQuery {
+            filter,
             sort,
             page_size: EXPORT_PAGE,
             page_token: None,
         };
-        let outcome: Result<(), Status> = async {
-            let header = ExportCallsResponse {
-                item: Some(export_calls_response::Item::Header(ExportHeader {
-                    hash_algorithm: self.ledger.algorithm().name().to_owned(),
-                })),
-            };
-            if sender.send(Ok(header)).await.is_err() {
-                return Err(Status::cancelled("the client went away"));
+        let sender = &sender;
+        self.stream_signed_export(&caller, plan, sender, |mut exported| async move {
+            let outcome = self
+                .send_call_rows(query, with_audio, sender, &mut exported)
+                .await;
+            (exported, outcome)
+        })
+        .await;
+    }
+
+    /// Sends every call `query` matches, a page at a time, chaining each row and
+    /// listing its recording when `with_audio`.
+    async fn send_call_rows(
+        &self,
+        mut query: CallQuery,
+        with_audio: bool,
+        sender: &mpsc::Sender<Result<ExportCallsResponse, Status>>,
+        exported: &mut ExportedRows,
+    ) -> Result<(), Status> {
+        loop {
+            let (records, next) = self
+                .ledger
+                .store()
+                .list_calls(&query)
+                .await
+                .map_err(|error| store_status("exporting calls", error))?;
+            let records = self
+                .with_flags(records)
+                .await
+                .map_err(|error| store_status("reading the flags of exported calls", error))?;
+            for record in records {
+                exported
+                    .rows
+                    .push(&crate::contract::row::ExportRow::from(&record));
+                if with_audio {
+                    let file = self
+                        .recording_file(&record.call_id)
+                        .await
+                        .map_err(|error| {
+                            store_status("reading an exported call's recording", error)
+                        })?;
+                    exported.recordings.extend(file);
+                }
+                let item = ExportCallsResponse {
+                    item: Some(export_calls_response::Item::Record(record)),
+                };
+                send_export_item(sender, item).await?;
             }
-            loop {
-                let (records, next) = self
-                    .ledger
-                    .store()
-                    .list_calls(&query)
-                    .await
-                    .map_err(|error| store_status("exporting calls", error))?;
-                let records = self
-                    .with_flags(records)
-                    .await
-                    .map_err(|error| store_status("reading the flags of exported calls", error))?;
-                for record in records {
-                    rows.push(&crate::contract::row::ExportRow::from(&record));
-                    if with_audio {
-                        let file = self
-                            .recording_file(&record.call_id)
-                            .await
-                            .map_err(|error| {
-                                store_status("reading an exported call's recording", error)
-                            })?;
-                        recordings.extend(file);
-                    }
-                    let item = ExportCallsResponse {
-                        item: Some(export_calls_response::Item::Record(record)),
-                    };
-                    if sender.send(Ok(item)).await.is_err() {
-                        return Err(Status::cancelled("the client went away"));
-                    }
-                }
-                match next {
-                    Some(token) => query.page_token = Some(token),
-                    None => return Ok(()),
-                }
+            match next {
+                Some(token) => query.page_token = Some(token),
+                None => return Ok(()),
             }
         }
-        .await;
+    }
+
+    /// Streams one signed export: the header, the rows `send_rows` sends, then the
+    /// signed manifest. The export is an access event whether or not it completed;
+    /// the manifest goes only after a complete one.
+    async fn stream_signed_export<T, SendRows, Sent>(
+        &self,
+        caller: &Caller,
+        plan: ExportPlan,
+        sender: &mpsc::Sender<Result<T, Status>>,
+        send_rows: SendRows,
+    ) where
+        T: ExportItem,
+        SendRows: FnOnce(ExportedRows) -> Sent,
+        Sent: Future<Output = (ExportedRows, Result<(), Status>)>,
+    {
+        let (head_seq, head_hash) = self.ledger.head().await;
+        let started_ms = now_ms();
+        let exported = ExportedRows {
+            rows: RowChain::new(self.ledger.algorithm()),
+            recordings: Vec::new(),
+        };
+        let header = ExportHeader {
+            hash_algorithm: self.ledger.algorithm().name().to_owned(),
+        };
+        let (exported, outcome) = match send_export_item(sender, T::header(header)).await {
+            Ok(()) => send_rows(exported).await,
+            Err(gone) => (exported, Err(gone)),
+        };
         let mut parameters = serde_json::json!({
-            "filter": filter_json(&filter),
-            "sort": sort_name(sort),
-            "format": format_name(format),
-            "complete": outcome.is_ok(),
+            "filter": plan.filter.clone(),
+            "sort": sort_name(plan.sort),
+            "format": plan.file_format,
         });
-        if with_audio {
-            parameters["recordings"] = recordings.len().into();
+        for (key, value) in plan.scope {
+            parameters[key] = value;
+        }
+        parameters["complete"] = outcome.is_ok().into();
+        if plan.with_audio {
+            parameters["recordings"] = exported.recordings.len().into();
         }
         if let Err(error) = self
-            .log_access(&caller, "ExportCalls", parameters, rows.count())
+            .log_access(caller, plan.operation, parameters, exported.rows.count())
             .await
         {
             let _ = sender.send(Err(error)).await;
@@ -1886,28 +1931,95 @@ impl RecordsServer {
             return;
         }
         let content = ManifestContent {
-            format: MANIFEST_VERSION.to_owned(),
-            file_format: format_name(format).to_owned(),
+            format: plan.manifest_version.to_owned(),
+            file_format: plan.file_format.to_owned(),
             exported_at_ms: started_ms,
             exported_by: caller.name.clone(),
             reason: caller.reason.clone(),
-            filter: filter_json(&filter),
-            sort: sort_name(sort).to_owned(),
-            count: rows.count(),
-            rows_digest: rows.digest_hex(),
+            filter: plan.filter,
+            sort: sort_name(plan.sort).to_owned(),
+            count: exported.rows.count(),
+            rows_digest: exported.rows.digest_hex(),
             hash_algorithm: self.ledger.algorithm().name().to_owned(),
             chain_head_seq: head_seq as u64,
             chain_head_hash: hex::encode(head_hash),
-            with_audio,
-            recordings,
+            with_audio: plan.with_audio,
+            recordings: exported.recordings,
         };
         let manifest = self.signed_manifest(&content);
-        let _ = sender
-            .send(Ok(ExportCallsResponse {
-                item: Some(export_calls_response::Item::Manifest(manifest)),
-            }))
-            .await;
+        let _ = sender.send(Ok(T::manifest(manifest))).await;
     }
+}
+
+/// The messages a signed export stream opens and closes with, whatever its rows are.
+trait ExportItem {
+    /// The first message: how the rows are hashed.
+    fn header(header: ExportHeader) -> Self;
+    /// The last message: the signed manifest.
+    fn manifest(manifest: ExportManifest) -> Self;
+}
+
+impl ExportItem for ExportCallsResponse {
+    fn header(header: ExportHeader) -> Self {
+        ExportCallsResponse {
+            item: Some(export_calls_response::Item::Header(header)),
+        }
+    }
+    fn manifest(manifest: ExportManifest) -> Self {
+        ExportCallsResponse {
+            item: Some(export_calls_response::Item::Manifest(manifest)),
+        }
+    }
+}
+
+impl ExportItem for ExportReportsResponse {
+    fn header(header: ExportHeader) -> Self {
+        ExportReportsResponse {
+            item: Some(export_reports_response::Item::Header(header)),
+        }
+    }
+    fn manifest(manifest: ExportManifest) -> Self {
+        ExportReportsResponse {
+            item: Some(export_reports_response::Item::Manifest(manifest)),
+        }
+    }
+}
+
+/// What one signed export is, as its access event and its manifest record it.
+struct ExportPlan {
+    /// The operation the access event names.
+    operation: &'static str,
+    /// The manifest's format version (calls and reports differ).
+    manifest_version: &'static str,
+    /// The file format the client writes.
+    file_format: &'static str,
+    /// The filter, as the access event and the manifest record it.
+    filter: serde_json::Value,
+    /// The order the rows come in.
+    sort: SortOrder,
+    /// Access-event parameters this export has beyond filter, sort and format.
+    scope: serde_json::Map<String, serde_json::Value>,
+    /// Whether the export lists recordings with its rows.
+    with_audio: bool,
+}
+
+/// What an export has sent so far, for its access event and its manifest.
+struct ExportedRows {
+    /// The hash chain over the rows sent.
+    rows: RowChain,
+    /// The recordings listed with the rows.
+    recordings: Vec<RecordingFile>,
+}
+
+/// Sends one message of an export stream; a client that went away ends the export.
+async fn send_export_item<T>(
+    sender: &mpsc::Sender<Result<T, Status>>,
+    item: T,
+) -> Result<(), Status> {
+    sender
+        .send(Ok(item))
+        .await
+        .map_err(|_| Status::cancelled("the client went away"))
 }
 
 impl RecordsServer {
@@ -2119,88 +2231,62 @@ impl RecordsServer {
         file_format: &'static str,
         sender: mpsc::Sender<Result<ExportReportsResponse, Status>>,
     ) {
-        let (head_seq, head_hash) = self.ledger.head().await;
-        let started_ms = now_ms();
         let sort = request.sort();
-        let mut rows = RowChain::new(self.ledger.algorithm());
-        let mut query = ReportQuery {
+        let query = ReportQuery {
             filter: request.filter.unwrap_or_default(),
             owner: (caller.role == Role::Operator).then(|| caller.name.clone()),
             sort,
             page_size: EXPORT_PAGE,
             page_token: None,
         };
-        let send = |item| {
-            let sender = sender.clone();
-            async move {
-                sender
-                    .send(Ok(ExportReportsResponse { item: Some(item) }))
-                    .await
-                    .map_err(|_| Status::cancelled("the client went away"))
-            }
-        };
-        let outcome: Result<(), Status> = async {
-            send(export_reports_response::Item::Header(ExportHeader {
-                hash_algorithm: self.ledger.algorithm().name().to_owned(),
-            }))
-            .await?;
-            loop {
-                let (page, next) = self
-                    .ledger
-                    .store()
-                    .list_reports(&query)
-                    .await
-                    .map_err(|error| store_status("exporting reports", error))?;
-                for row in &page {
-                    let report = row
-                        .decode()
-                        .map_err(|error| store_status("exporting reports", error))?;
-                    rows.push_canonical(&report_row_canonical(&report));
-                    send(export_reports_response::Item::Report(report)).await?;
-                }
-                match next {
-                    Some(token) => query.page_token = Some(token),
-                    None => return Ok(()),
-                }
-            }
-        }
-        .await;
-        let parameters = serde_json::json!({
-            "filter": report_filter_json(&query.filter),
-            "sort": sort_name(sort),
-            "format": file_format,
-            "own_only": query.owner.is_some(),
-            "complete": outcome.is_ok(),
-        });
-        if let Err(error) = self
-            .log_access(&caller, "ExportReports", parameters, rows.count())
-            .await
-        {
-            let _ = sender.send(Err(error)).await;
-            return;
-        }
-        if let Err(error) = outcome {
-            let _ = sender.send(Err(error)).await;
-            return;
-        }
-        let content = ManifestContent {
-            format: REPORT_MANIFEST_VERSION.to_owned(),
-            file_format: file_format.to_owned(),
-            exported_at_ms: started_ms,
-            exported_by: caller.name.clone(),
-            reason: caller.reason.clone(),
+        let mut scope = serde_json::Map::new();
+        scope.insert("own_only".to_owned(), query.owner.is_some().into());
+        let plan = ExportPlan {
+            operation: "ExportReports",
+            manifest_version: REPORT_MANIFEST_VERSION,
+            file_format,
             filter: report_filter_json(&query.filter),
-            sort: sort_name(sort).to_owned(),
-            count: rows.count(),
-            rows_digest: rows.digest_hex(),
-            hash_algorithm: self.ledger.algorithm().name().to_owned(),
-            chain_head_seq: head_seq as u64,
-            chain_head_hash: hex::encode(head_hash),
+            sort,
+            scope,
             with_audio: false,
-            recordings: Vec::new(),
         };
-        let manifest = self.signed_manifest(&content);
-        let _ = send(export_reports_response::Item::Manifest(manifest)).await;
+        let sender = &sender;
+        self.stream_signed_export(&caller, plan, sender, |mut exported| async move {
+            let outcome = self.send_report_rows(query, sender, &mut exported).await;
+            (exported, outcome)
+        })
+        .await;
+    }
+
+    /// Sends every report `query` matches, a page at a time, chaining each row.
+    async fn send_report_rows(
+        &self,
+        mut query: ReportQuery,
+        sender: &mpsc::Sender<Result<ExportReportsResponse, Status>>,
+        exported: &mut ExportedRows,
+    ) -> Result<(), Status> {
+        loop {
+            let (page, next) = self
+                .ledger
+                .store()
+                .list_reports(&query)
+                .await
+                .map_err(|error| store_status("exporting reports", error))?;
+            for row in &page {
+                let report = row
+                    .decode()
+                    .map_err(|error| store_status("exporting reports", error))?;
+                exported.rows.push_canonical(&report_row_canonical(&report));
+                let item = ExportReportsResponse {
+                    item: Some(export_reports_response::Item::Report(report)),
+                };
+                send_export_item(sender, item).await?;
+            }
+            match next {
+                Some(token) => query.page_token = Some(token),
+                None => return Ok(()),
+            }
+        }
     }
 }
 

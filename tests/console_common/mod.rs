@@ -227,6 +227,19 @@ pub async fn click_and_load(client: &Client, css: &str) {
     }
 }
 
+/// Chooses `value` in the select `css` once it is there.
+pub async fn choose(client: &Client, css: &str, value: &str) {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
 pub async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(&format!("{base}/login")).await.unwrap();
     client

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{ConnectInfo, Form, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::HeaderMap;
+use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -118,11 +118,6 @@ fn failed(visitor: &Visitor, status: &Status) -> Response {
     visitor.respond(failure(visitor.chrome(), status))
 }
 
-/// 403 for a form without this session's CSRF token.
-fn csrf_refused(visitor: &Visitor) -> Response {
-    (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response()
-}
-
 async fn admin_page(
     State(console): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -189,13 +184,13 @@ async fn issue_token(
     headers: HeaderMap,
     Form(form): Form<IssueForm>,
 ) -> Response {
-    let (visitor, caller) = match admin(&console, &headers, peer).await {
+    let (visitor, caller) = match console
+        .allowed_post(&headers, peer, "/admin".into(), Page::Admin, &form.csrf)
+        .await
+    {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return csrf_refused(&visitor);
-    }
     let Some(role) = parse_role(&form.role) else {
         let status = Status::invalid_argument(visitor.lang.text("admin-error-role"));
         return failed(&visitor, &status);
@@ -247,13 +242,13 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let (visitor, caller) = match admin(&console, &headers, peer).await {
+    let (visitor, caller) = match console
+        .allowed_post(&headers, peer, "/admin".into(), Page::Admin, &form.csrf)
+        .await
+    {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return csrf_refused(&visitor);
-    }
     match console.server.revoke_token_as(&caller, &form.name).await {
         Ok(()) => visitor.respond(Redirect::to("/admin")),
         Err(status) => failed(&visitor, &status),
@@ -272,13 +267,13 @@ async fn purge(
     headers: HeaderMap,
     Form(form): Form<PurgeForm>,
 ) -> Response {
-    let (visitor, _) = match admin(&console, &headers, peer).await {
+    let (visitor, _) = match console
+        .allowed_post(&headers, peer, "/admin".into(), Page::Admin, &form.csrf)
+        .await
+    {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return csrf_refused(&visitor);
-    }
     // The reason goes on the chain with the purge, as `--reason` does on the CLI.
     let Some(caller) = visitor
         .caller(&form.reason)

@@ -337,15 +337,18 @@ async fn flag_call(
     Form(form): Form<FlagForm>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, format!("/calls/{id}"), Page::Calls)
+        .allowed_post(
+            &headers,
+            peer,
+            format!("/calls/{id}"),
+            Page::Calls,
+            &form.csrf,
+        )
         .await
     {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
-    }
     let category = [
         FlagCategory::ImproperInquiry,
         FlagCategory::Intercession,

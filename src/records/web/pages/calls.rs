@@ -327,15 +327,18 @@ async fn export(
     Form(form): Form<ExportForm>,
 ) -> Response {
     let (visitor, mut caller) = match console
-        .allowed(&headers, peer, "/calls/export".into(), Page::Calls)
+        .allowed_post(
+            &headers,
+            peer,
+            "/calls/export".into(),
+            Page::Calls,
+            &form.csrf,
+        )
         .await
     {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
-    }
     if let Some(refusal) = masked_export(&console, &visitor, &caller) {
         return refusal;
     }

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tonic::Status;
 
-use super::{failure, local_time, Chrome, CsrfForm, Page, Visitor};
+use super::{csrf_refused, failure, local_time, Chrome, CsrfForm, Page, Visitor};
 use crate::contract::pb::{Finding, VerifyResponse};
 use crate::records::auth::Caller;
 use crate::records::export::ExportCheck;
@@ -226,13 +226,19 @@ async fn run_verify(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let (visitor, caller) = match auditor(&console, &headers, peer).await {
+    let (visitor, caller) = match console
+        .allowed_post(
+            &headers,
+            peer,
+            "/integrity".into(),
+            Page::Integrity,
+            &form.csrf,
+        )
+        .await
+    {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
-    }
     let total = console.server.chain_length().await;
     let started = console
         .verifications
@@ -305,7 +311,7 @@ async fn check_export(
         }
     };
     if !Console::csrf_ok(&visitor, &csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
+        return csrf_refused(&visitor);
     }
     let Some((name, bytes)) = file else {
         let status = Status::invalid_argument(visitor.lang.text("integrity-upload-missing"));

@@ -337,6 +337,23 @@ impl Console {
         )
     }
 
+    /// [`Console::allowed`] for a form posted with the CSRF token `sent`: 403 unless
+    /// it is this session's.
+    pub(super) async fn allowed_post(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        here: String,
+        page: Page,
+        sent: &str,
+    ) -> Result<(Visitor, Caller), Response> {
+        let (visitor, caller) = self.allowed(headers, peer, here, page).await?;
+        if !Console::csrf_ok(&visitor, sent) {
+            return Err(csrf_refused(&visitor));
+        }
+        Ok((visitor, caller))
+    }
+
     /// Checks a POST's CSRF token against the session's.
     pub(super) fn csrf_ok(visitor: &Visitor, sent: &str) -> bool {
         visitor
@@ -344,6 +361,11 @@ impl Console {
             .as_ref()
             .is_some_and(|(_, session)| same_secret(&session.csrf, sent))
     }
+}
+
+/// 403 for a form without this session's CSRF token.
+pub(super) fn csrf_refused(visitor: &Visitor) -> Response {
+    (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response()
 }
 
 /// A page with a title and a message (403, errors).

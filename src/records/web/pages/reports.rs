@@ -402,15 +402,18 @@ async fn open_report(
     Form(form): Form<OpenForm>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, "/reports/new".into(), Page::Reports)
+        .allowed_post(
+            &headers,
+            peer,
+            "/reports/new".into(),
+            Page::Reports,
+            &form.csrf,
+        )
         .await
     {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
-    }
     let call_id = form.call.trim().to_owned();
     let opened = match form.fields.to_form() {
         Ok(report_form) => {
@@ -482,6 +485,17 @@ struct Refused {
     error: Option<(StatusCode, String)>,
 }
 
+impl Refused {
+    /// What the service's refusal `status` leaves on the form, with what was typed.
+    fn by(status: &Status, fields: Option<ReportFields>, conclusion: String) -> Refused {
+        Refused {
+            fields,
+            conclusion,
+            error: Some((refusal_code(status), status.message().to_owned())),
+        }
+    }
+}
+
 /// The report page, read through `GetReport`, with what a refused change left.
 async fn show_report(
     console: &Console,
@@ -526,15 +540,18 @@ async fn change_report(
     Form(form): Form<ChangeForm>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, format!("/reports/{id}"), Page::Reports)
+        .allowed_post(
+            &headers,
+            peer,
+            format!("/reports/{id}"),
+            Page::Reports,
+            &form.csrf,
+        )
         .await
     {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
-    }
     let changed: Result<(), Status> = async {
         let version = form.version.trim().parse::<u32>().map_err(|_| {
             Status::invalid_argument(format!("version {:?} is not a number", form.version))
@@ -569,11 +586,7 @@ async fn change_report(
     match changed {
         Ok(()) => visitor.respond(Redirect::to(&format!("/reports/{id}"))),
         Err(status) => {
-            let refused = Refused {
-                fields: Some(form.fields),
-                conclusion: String::new(),
-                error: Some((refusal_code(&status), status.message().to_owned())),
-            };
+            let refused = Refused::by(&status, Some(form.fields), String::new());
             show_report(&console, &visitor, &caller, id, refused).await
         }
     }
@@ -596,15 +609,18 @@ async fn review_report(
     Form(form): Form<ReviewForm>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, format!("/reports/{id}"), Page::Reports)
+        .allowed_post(
+            &headers,
+            peer,
+            format!("/reports/{id}"),
+            Page::Reports,
+            &form.csrf,
+        )
         .await
     {
         Ok(allowed) => allowed,
         Err(response) => return response,
     };
-    if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
-    }
     let request = ReviewReportRequest {
         report_id: id.clone(),
         version: form.version,
@@ -613,11 +629,7 @@ async fn review_report(
     match console.server.review_report_as(&caller, request).await {
         Ok(_) => visitor.respond(Redirect::to(&format!("/reports/{id}"))),
         Err(status) => {
-            let refused = Refused {
-                fields: None,
-                conclusion: form.conclusion,
-                error: Some((refusal_code(&status), status.message().to_owned())),
-            };
+            let refused = Refused::by(&status, None, form.conclusion);
             show_report(&console, &visitor, &caller, id, refused).await
         }
     }

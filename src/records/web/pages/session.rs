@@ -13,7 +13,7 @@ use axum::Extension;
 use axum::Router;
 use serde::Deserialize;
 
-use super::{error_page, home, Chrome, CsrfForm, Visitor, SESSION_COOKIE};
+use super::{csrf_refused, error_page, home, Chrome, CsrfForm, Visitor, SESSION_COOKIE};
 use crate::contract::pb::Role;
 use crate::records::auth::{role_name, secret_hash};
 use crate::records::web::i18n::{Lang, LANG_COOKIE};
@@ -68,6 +68,32 @@ async fn login_page(
 }
 
 /// The sign-in form with a fresh double-submit CSRF token.
+/// The visitor posting a sign-in form, unless `sent` is not the token of the sign-in
+/// CSRF cookie (no session exists yet to hold one): then the form again with 403.
+async fn login_visitor(
+    console: &Console,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    certificate: &Option<Extension<ClientCertificate>>,
+    sent: &str,
+) -> Result<Visitor, Response> {
+    let visitor = console.visitor(headers, peer, "/login".into()).await?;
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|cookie| same_secret(cookie, sent)) {
+        return Ok(visitor);
+    }
+    Err(login_form(
+        console,
+        &visitor,
+        certificate.as_ref(),
+        StatusCode::FORBIDDEN,
+        visitor.lang.text("error-csrf"),
+    ))
+}
+
 fn login_form(
     console: &Console,
     visitor: &Visitor,
@@ -114,24 +140,11 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let visitor = match console.visitor(&headers, peer, "/login".into()).await {
+    let visitor = match login_visitor(&console, &headers, peer, &certificate, &form.csrf).await {
         Ok(visitor) => visitor,
         Err(response) => return response,
     };
     let lang = visitor.lang;
-    let cookies = headers
-        .get(header::COOKIE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if !cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|sent| same_secret(sent, &form.csrf)) {
-        return login_form(
-            &console,
-            &visitor,
-            certificate.as_ref(),
-            StatusCode::FORBIDDEN,
-            lang.text("error-csrf"),
-        );
-    }
     let keys = token_sign_in_keys(peer.ip(), &form.token);
     let now = Instant::now();
     let locked = console
@@ -229,24 +242,11 @@ async fn certificate_login(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let visitor = match console.visitor(&headers, peer, "/login".into()).await {
+    let visitor = match login_visitor(&console, &headers, peer, &certificate, &form.csrf).await {
         Ok(visitor) => visitor,
         Err(response) => return response,
     };
     let lang = visitor.lang;
-    let cookies = headers
-        .get(header::COOKIE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if !cookie(cookies, LOGIN_CSRF_COOKIE).is_some_and(|sent| same_secret(sent, &form.csrf)) {
-        return login_form(
-            &console,
-            &visitor,
-            certificate.as_ref(),
-            StatusCode::FORBIDDEN,
-            lang.text("error-csrf"),
-        );
-    }
     let mapped = certificate
         .as_ref()
         .map(|Extension(ClientCertificate(der))| {
@@ -281,7 +281,7 @@ async fn logout(
         Err(response) => return response,
     };
     if !Console::csrf_ok(&visitor, &form.csrf) {
-        return (StatusCode::FORBIDDEN, visitor.lang.text("error-csrf")).into_response();
+        return csrf_refused(&visitor);
     }
     if let (Some((id, _)), Ok(mut sessions)) = (&visitor.session, console.sessions.lock()) {
         sessions.end(id);
