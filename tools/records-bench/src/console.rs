@@ -124,7 +124,8 @@ pub async fn measure(
         WebSettings {
             hosts: vec![address.clone()],
             session_idle: Duration::from_secs(3600),
-            tls: false,
+            tls: None,
+            masked_roles: Vec::new(),
         },
         async {
             let _ = stopped.await;
