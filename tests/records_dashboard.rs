@@ -22,6 +22,8 @@ use records_common::*;
 /// `n % 40` seconds from the end of the warning.
 fn finished(n: u32) -> NodeEvent {
     let mut full = record(n);
+    // Operator op-li took every call (an operator reports only calls it took).
+    full.operator_uri = "sip:op-li@pbx.court.test".into();
     if full.operator_answered_at_ms != 0 {
         full.prompt_ended_at_ms = full.operator_answered_at_ms - i64::from(n % 40) * 1_000;
     }

@@ -21,6 +21,7 @@ use courtline::contract::pb::{
     LogEventsRequest, NodeEvent, OpenReportRequest, RecordingFinished, RecordingUpload, ReportForm,
     ReportOpenedVia, Role, UploadRecordingRequest, VerifyRequest,
 };
+use courtline::records::export_check::{ExportKind, SNIFF_BYTES};
 use courtline::records::ledger::signing::RecordsKey;
 use courtline::records::service::ServiceSettings;
 use courtline::switchboard::delivery::sender::{RecordDelivery, RecordSender};
@@ -592,9 +593,26 @@ async fn exports_with_audio_and_signed_reports_verify_and_name_what_changed(db: 
             report.contains("OK: the export is intact") && report.contains("2 recordings"),
             "{report}"
         );
+        // The console's upload check (Integrity page) tells the kind the same way.
+        let console_check = |bytes: &[u8]| {
+            let kind = ExportKind::of(&bytes[..bytes.len().min(SNIFF_BYTES)]);
+            assert_eq!(kind, ExportKind::Archive);
+            kind.check(bytes, None).unwrap()
+        };
+        let intact = console_check(&std::fs::read(&archive).unwrap());
+        assert_eq!((intact.recordings, intact.problems.len()), (2, 0));
 
         let wav = format!("recordings/{}.wav", call_id(6));
         flip_in_archive(&archive, &wav);
+        let changed = console_check(&std::fs::read(&archive).unwrap());
+        assert!(
+            changed
+                .problems
+                .iter()
+                .any(|problem| problem.contains(&wav)),
+            "{:?}",
+            changed.problems
+        );
         let report = fails(&[
             "records",
             "verify-export",

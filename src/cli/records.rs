@@ -14,12 +14,11 @@ use crate::contract::pb::{
     RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
 };
 use crate::records::auth::{parse_role, role_name};
-use crate::records::export::{is_archive, verify_archive, verify_export};
+use crate::records::export_check::{ExportKind, SNIFF_BYTES};
 use crate::records::ledger::signing::{
     fingerprint, parse_public_key, public_key_of_key_file, KeyError, RecordsKey,
 };
 use crate::records::query::{parse_time, Clock};
-use crate::records::report_export::{is_report_export, verify_report_export};
 use crate::records::service::add_token_offline;
 use crate::records::store::SqlStore;
 
@@ -241,36 +240,16 @@ async fn verify(config_path: &Path, args: VerifyArgs) -> anyhow::Result<ExitCode
     Ok(print_report(&report?))
 }
 
-/// The kinds of file `verify-export` checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ExportKind {
-    /// `calls export` (CSV or JSON Lines).
-    Calls,
-    /// `calls export --with-audio` (tar).
-    Archive,
-    /// `reports export` (CSV or JSON).
-    Reports,
-}
-
 /// What kind of export `path` is, from its first bytes.
 fn export_kind(path: &Path) -> anyhow::Result<ExportKind> {
     use std::io::Read;
-    let mut start = Vec::with_capacity(512);
+    let mut start = Vec::with_capacity(SNIFF_BYTES);
     std::fs::File::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
-        .take(512)
+        .take(SNIFF_BYTES as u64)
         .read_to_end(&mut start)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if is_archive(&start) {
-        return Ok(ExportKind::Archive);
-    }
-    let text = String::from_utf8_lossy(&start);
-    let first_line = text.lines().next().unwrap_or_default();
-    Ok(if is_report_export(first_line) {
-        ExportKind::Reports
-    } else {
-        ExportKind::Calls
-    })
+    Ok(ExportKind::of(&start))
 }
 
 fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
@@ -282,17 +261,11 @@ fn verify_export_file(args: VerifyExportArgs) -> anyhow::Result<ExitCode> {
     let kind = export_kind(&args.file)?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let check = match kind {
-        ExportKind::Calls => verify_export(BufReader::new(file), trusted),
-        ExportKind::Archive => verify_archive(BufReader::new(file), trusted),
-        ExportKind::Reports => verify_report_export(BufReader::new(file), trusted),
-    }
-    .with_context(|| format!("{}", args.file.display()))?;
+    let check = kind
+        .check(BufReader::new(file), trusted)
+        .with_context(|| format!("{}", args.file.display()))?;
     if let Some(manifest) = &check.manifest {
-        let what = match kind {
-            ExportKind::Reports => "reports",
-            _ => "rows",
-        };
+        let what = kind.rows_name();
         println!(
             "{}: {} {what} exported by {} at {} (filters {}), chain head #{}",
             args.file.display(),

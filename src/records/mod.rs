@@ -13,6 +13,7 @@ pub mod chain;
 pub mod dashboard;
 pub mod evidence;
 pub mod export;
+pub mod export_check;
 pub mod ledger;
 pub mod query;
 pub mod report_export;

@@ -27,9 +27,10 @@ use super::evidence::{
     chained_recording, describe as describe_recording, Evidence, Incoming, UploadProblem,
 };
 use super::export::{
-    format_name, recording_name, verify_export, ExportCheck, ManifestContent, RecordingFile,
-    RowChain, MANIFEST_VERSION,
+    format_name, recording_name, ExportCheck, ManifestContent, RecordingFile, RowChain,
+    MANIFEST_VERSION,
 };
+use super::export_check::{ExportKind, SNIFF_BYTES};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
@@ -1503,20 +1504,23 @@ impl RecordsServer {
         u64::try_from(self.ledger.head().await.0).unwrap_or_default()
     }
 
-    /// Checks an export file (as `courtline records verify-export` does) against this
-    /// service's signing key, for `caller`; recorded as `VerifyExport`.
+    /// Checks an export file of any kind — calls, reports, or an archive with
+    /// audio — as `courtline records verify-export` does, against this service's
+    /// signing key, for `caller`; recorded as `VerifyExport`.
     pub async fn verify_export_as(
         &self,
         caller: &Caller,
         file: bytes::Bytes,
     ) -> Result<ExportCheck, Status> {
         let trusted = self.ledger.key().public_key().to_bytes();
-        let check =
-            tokio::task::spawn_blocking(move || verify_export(file.as_ref(), Some(trusted)))
-                .await
-                .map_err(|error| Status::internal(format!("checking the export: {error}")))?
-                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let kind = ExportKind::of(&file[..file.len().min(SNIFF_BYTES)]);
+        let check = tokio::task::spawn_blocking(move || kind.check(file.as_ref(), Some(trusted)))
+            .await
+            .map_err(|error| Status::internal(format!("checking the export: {error}")))?
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
         let parameters = serde_json::json!({
+            "kind": kind.rows_name(),
+            "recordings": check.recordings,
             "rows": check.rows,
             "problems": check.problems.len(),
             "exported_by": check.manifest.as_ref().map(|manifest| manifest.exported_by.clone()),

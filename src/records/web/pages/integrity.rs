@@ -130,6 +130,8 @@ impl From<VerifyResponse> for VerifyView {
 struct UploadView {
     file_name: String,
     rows: u64,
+    /// Recordings an archive with audio lists, each checked by its hash (0 otherwise).
+    recordings: u64,
     /// Who exported it, when, with which filters; empty without a manifest.
     exported_by: String,
     exported_at: String,
@@ -144,6 +146,7 @@ impl UploadView {
         UploadView {
             file_name,
             rows: check.rows,
+            recordings: check.recordings,
             exported_by: manifest.map(|m| m.exported_by.clone()).unwrap_or_default(),
             exported_at: manifest
                 .map(|m| local_time(m.exported_at_ms))
