@@ -60,7 +60,7 @@ async fn vias_and_record_routes_are_honoured_on_both_legs() {
         len = offer.len()
     );
     proxy.send(sb.sip, &invite).await;
-    let ok = proxy.expect_status(200, 3 * SEC).await;
+    let ok = proxy.expect_status(200, 10 * SEC).await;
     // The response went to the top Via and carries the whole Via stack, in
     // order, and the Record-Route.
     let vias = ok.headers_named("via");
@@ -84,7 +84,7 @@ async fn vias_and_record_routes_are_honoured_on_both_legs() {
         .await;
 
     // The operator answers through its own record-routing proxy.
-    let op_invite = operator.expect_request("INVITE", 3 * SEC).await;
+    let op_invite = operator.expect_request("INVITE", 10 * SEC).await;
     let operator_headers = format!(
         "Record-Route: <sip:{};lr>\r\nContact: <sip:operator@{}>\r\nContent-Type: application/sdp\r\n",
         operator_proxy.addr, operator.addr
@@ -119,7 +119,7 @@ async fn vias_and_record_routes_are_honoured_on_both_legs() {
             ),
         )
         .await;
-    let reinvite = operator_proxy.expect_request("INVITE", 3 * SEC).await;
+    let reinvite = operator_proxy.expect_request("INVITE", 10 * SEC).await;
     assert_routed(
         &reinvite,
         &format!("INVITE sip:operator@{}", operator.addr),
@@ -134,7 +134,7 @@ async fn vias_and_record_routes_are_honoured_on_both_legs() {
             &(sdp(op_rtp.local_addr().unwrap(), "0") + "a=recvonly\r\n"),
         )
         .await;
-    let held = proxy.expect_status(200, 3 * SEC).await;
+    let held = proxy.expect_status(200, 10 * SEC).await;
     assert_eq!(held.header("cseq"), Some("2 INVITE"));
     proxy
         .send(sb.sip, &in_dialog("ACK", 2, "z9hG4bK-proxy-reack", "", ""))
@@ -150,7 +150,7 @@ async fn vias_and_record_routes_are_honoured_on_both_legs() {
         cid = op_invite.header("call-id").unwrap(),
     );
     operator.send(sb.sip, &bye).await;
-    operator.expect_status(200, 3 * SEC).await;
+    operator.expect_status(200, 10 * SEC).await;
     let caller_bye = proxy.expect_request("BYE", 3 * SEC).await;
     assert_routed(
         &caller_bye,
@@ -219,7 +219,7 @@ async fn operator_invites_too_large_for_udp_go_over_tcp() {
         .unwrap()
         .unwrap();
     let mut over_tcp = StreamPeer::new(stream, from);
-    let invite = over_tcp.expect_request("INVITE", 3 * SEC).await;
+    let invite = over_tcp.expect_request("INVITE", 10 * SEC).await;
     assert!(
         invite.header("via").unwrap().starts_with("SIP/2.0/TCP"),
         "{:?}",
