@@ -163,6 +163,8 @@ pub struct ServerReport {
     pub steady_cpu_cores: f64,
     /// CPU per call during the steady window, percent of one core.
     pub cpu_percent_per_call: f64,
+    /// CPU of the media engine's threads alone during the steady window, fraction of one core.
+    pub steady_media_cpu_cores: f64,
     /// Highest RSS in the steady window, KiB.
     pub steady_rss_kib: u64,
     /// (steady RSS − idle RSS) / steady calls, KiB.
@@ -383,6 +385,7 @@ impl SteadyWindow {
                 self.max_rss_kib.saturating_sub(idle.rss_kib) as f64 / f64::from(calls.max(1));
             if seconds > 0.0 {
                 r.steady_cpu_cores = (s1.cpu_seconds - s0.cpu_seconds) / seconds;
+                r.steady_media_cpu_cores = (s1.media_cpu_seconds - s0.media_cpu_seconds) / seconds;
                 r.cpu_percent_per_call = 100.0 * r.steady_cpu_cores / f64::from(calls.max(1));
             }
             // Prompt phase: one stream to each caller; bridged and talking: one each way per leg.
@@ -481,8 +484,8 @@ impl Report {
         ));
         if s.steady_calls > 0 {
             line(format!(
-                "steady window: {} calls up for {:.1} s: {:.3} cores = {:.4}% of a core per call; RSS {} KiB = {:.1} KiB per call; {:.0} packets/s = {:.0}% of the raw limit",
-                s.steady_calls, s.steady_seconds, s.steady_cpu_cores, s.cpu_percent_per_call,
+                "steady window: {} calls up for {:.1} s: {:.3} cores ({:.3} in the media engine) = {:.4}% of a core per call; RSS {} KiB = {:.1} KiB per call; {:.0} packets/s = {:.0}% of the raw limit",
+                s.steady_calls, s.steady_seconds, s.steady_cpu_cores, s.steady_media_cpu_cores, s.cpu_percent_per_call,
                 s.steady_rss_kib, s.rss_kib_per_call, s.steady_packets_per_second,
                 100.0 * s.fraction_of_raw_limit
             ));

@@ -273,6 +273,8 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// Peak resident set size, KiB.
     pub peak_rss_kib: u64,
+    /// CPU seconds of the media engine's threads (`media-N`) alone.
+    pub media_cpu_seconds: f64,
 }
 
 /// Bytes `pid` caused to be written to storage so far (`/proc/<pid>/io`
@@ -295,7 +297,24 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         cpu_seconds: cpu_seconds(&stat)?,
         rss_kib: status_kib(&status, "VmRSS:")?,
         peak_rss_kib: status_kib(&status, "VmHWM:")?,
+        media_cpu_seconds: threads_cpu_seconds(pid, "media-"),
     })
+}
+
+/// CPU seconds of `pid`'s threads whose name starts with `prefix`
+/// (`/proc/<pid>/task/<tid>/{comm,stat}`); threads that end meanwhile are skipped.
+fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with(prefix))
+        })
+        .filter_map(|task| cpu_seconds(&std::fs::read_to_string(task.path().join("stat")).ok()?))
+        .sum()
 }
 
 /// The number after `key` in a log line (`peak=123`).
