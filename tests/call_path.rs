@@ -337,18 +337,18 @@ async fn operator_that_never_answers_times_out_and_caller_gets_bye() {
     .await;
     let mut caller = Caller::new(sb.sip).await;
     caller.call("0").await;
-    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    let invite = operator.expect_request("INVITE", 10 * SEC).await;
     operator
         .respond(&invite, "180 Ringing", Some("op"), "", "")
         .await;
-    let cancel = operator.expect_request("CANCEL", 3 * SEC).await;
+    let cancel = operator.expect_request("CANCEL", 10 * SEC).await;
     operator
         .respond(&cancel, "200 OK", Some("op"), "", "")
         .await;
     operator
         .respond(&invite, "487 Request Terminated", Some("op"), "", "")
         .await;
-    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    let bye = caller.sip.expect_request("BYE", 10 * SEC).await;
     caller.sip.respond(&bye, "200 OK", None, "", "").await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(reason(&record), EndReason::NoAnswer);
@@ -376,10 +376,10 @@ async fn hunt_list_moves_on_from_a_busy_operator() {
     .await;
     let mut caller = Caller::new(sb.sip).await;
     caller.call("0").await;
-    let invite = busy.expect_request("INVITE", 3 * SEC).await;
+    let invite = busy.expect_request("INVITE", 10 * SEC).await;
     busy.respond(&invite, "486 Busy Here", Some("b"), "", "")
         .await;
-    let invite = second.expect_request("INVITE", 3 * SEC).await;
+    let invite = second.expect_request("INVITE", 10 * SEC).await;
     let contact = format!(
         "Contact: <sip:desk2@{}>\r\nContent-Type: application/sdp\r\n",
         second.addr
@@ -430,7 +430,7 @@ async fn hunt_list_moves_on_from_a_busy_operator() {
     second.send(sb.sip, &bye).await;
     let ok = second.expect_status(200, 2 * SEC).await;
     assert!(ok.header("cseq").unwrap().ends_with("BYE"));
-    let caller_bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    let caller_bye = caller.sip.expect_request("BYE", 10 * SEC).await;
     caller
         .sip
         .respond(&caller_bye, "200 OK", None, "", "")
@@ -734,7 +734,7 @@ async fn hold_and_unhold_are_forwarded_between_the_legs() {
     for (attribute, expected_answer) in [("sendonly", "recvonly"), ("sendrecv", "sendrecv")] {
         let offer = sdp(caller.rtp.local_addr().unwrap(), "0") + &format!("a={attribute}\r\n");
         let cseq = caller.reinvite(&offer).await;
-        let forwarded = operator.expect_request("INVITE", 3 * SEC).await;
+        let forwarded = operator.expect_request("INVITE", 10 * SEC).await;
         assert!(
             forwarded.body.contains(&format!("a={attribute}\r\n")),
             "forwarded offer:\n{}",

@@ -85,7 +85,7 @@ async fn untrusted_callers_authenticate_and_exempt_ones_do_not() {
     // Untrusted, right password: 401, then in.
     let peer = SipPeer::bind().await;
     invite(&peer, &rtp, sb.sip, "good@test", 1, None).await;
-    let challenge = peer.expect_status(401, 3 * SEC).await;
+    let challenge = peer.expect_status(401, 10 * SEC).await;
     let www = challenge.header("www-authenticate").expect("a challenge");
     assert!(
         www.starts_with("Digest ") && www.contains("algorithm=SHA-256"),
@@ -94,20 +94,20 @@ async fn untrusted_callers_authenticate_and_exempt_ones_do_not() {
     assert_eq!(param(www, "qop"), "auth");
     let answer = credentials(www, sb.sip, "s3cret");
     invite(&peer, &rtp, sb.sip, "good@test", 2, Some(&answer)).await;
-    let ok = peer.expect_status(200, 3 * SEC).await;
+    let ok = peer.expect_status(200, 10 * SEC).await;
     assert_eq!(ok.header("cseq"), Some("2 INVITE"));
 
     // Untrusted, wrong password: 401, then 403 and a record of the refusal.
     let intruder = SipPeer::bind().await;
     invite(&intruder, &rtp, sb.sip, "wrong@test", 1, None).await;
-    let challenge = intruder.expect_status(401, 3 * SEC).await;
+    let challenge = intruder.expect_status(401, 10 * SEC).await;
     let answer = credentials(
         challenge.header("www-authenticate").unwrap(),
         sb.sip,
         "guess",
     );
     invite(&intruder, &rtp, sb.sip, "wrong@test", 2, Some(&answer)).await;
-    intruder.expect_status(403, 3 * SEC).await;
+    intruder.expect_status(403, 10 * SEC).await;
     let refused = sb.record("wrong@test").await;
     assert_eq!(refused.end_reason, EndReason::Rejected as i32);
     assert_eq!(refused.sip_final_status, 403);
@@ -123,11 +123,11 @@ async fn untrusted_callers_authenticate_and_exempt_ones_do_not() {
         Some(&credentials(www, sb.sip, "s3cret")),
     )
     .await;
-    replay.expect_status(401, 3 * SEC).await;
+    replay.expect_status(401, 10 * SEC).await;
 
     // Exempt trunk: no challenge.
     let trunk = SipPeer::bind_on("127.0.0.2").await;
     invite(&trunk, &rtp, sb.sip, "trunk@test", 1, None).await;
-    trunk.expect_status(200, 3 * SEC).await;
+    trunk.expect_status(200, 10 * SEC).await;
     sb.stop().await;
 }

@@ -53,7 +53,7 @@ fn line_with_operator(operator: &SipPeer, prompt_ms: u32, rtp_ports: (u16, u16))
 /// The caller hangs up a bridged call; the operator peer takes courtline's BYE.
 async fn hang_up_bridged(caller: &mut Caller, operator: &SipPeer) {
     caller.request("BYE").await;
-    let bye = operator.expect_request("BYE", 3 * SEC).await;
+    let bye = operator.expect_request("BYE", 10 * SEC).await;
     operator.respond(&bye, "200 OK", None, "", "").await;
 }
 
@@ -477,7 +477,7 @@ async fn cancel_during_early_media_is_answered_487_and_recorded() {
     let mut caller = Caller::new(sb.sip).await;
     caller.invite("02112368", "0").await;
     caller.sip.expect_status(183, 2 * SEC).await;
-    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    let invite = operator.expect_request("INVITE", 10 * SEC).await;
     operator
         .respond(&invite, "180 Ringing", Some("op2"), "", "")
         .await;
@@ -774,7 +774,7 @@ async fn keys_during_the_prompt_by_rtp_or_sip_info_are_recorded_and_do_not_skip_
     operator
         .respond(&invite, "486 Busy Here", Some("op"), "", "")
         .await;
-    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    let bye = caller.sip.expect_request("BYE", 10 * SEC).await;
     caller.sip.respond(&bye, "200 OK", None, "", "").await;
     let record = sb.record(&caller.call_id).await;
     assert_eq!(record.dtmf_during_prompt, "12#1");

@@ -48,7 +48,7 @@ async fn after_hours_the_caller_hears_the_playlist_then_a_bye() {
             .await
             .unwrap_or_else(|| panic!("after-hours prompt packet {i} missing"));
     }
-    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    let bye = caller.sip.expect_request("BYE", 10 * SEC).await;
     caller
         .sip
         .send(sb.sip, &response_text(&bye, "200 OK", None, "", ""))
@@ -86,7 +86,7 @@ async fn after_hours_the_duty_officer_is_dialled_after_the_playlist() {
     assert!(!invited(&operator).await, "the day operator is not dialled");
     duty.respond(&invite, "486 Busy Here", Some("duty"), "", "")
         .await;
-    let bye = caller.sip.expect_request("BYE", 3 * SEC).await;
+    let bye = caller.sip.expect_request("BYE", 10 * SEC).await;
     caller
         .sip
         .send(sb.sip, &response_text(&bye, "200 OK", None, "", ""))

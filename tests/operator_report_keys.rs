@@ -181,7 +181,7 @@ fn assert_confirmation(packets: &[Rtp]) {
 /// Ends the call and returns the details (operator URIs) of its timeline's `report_requested` events.
 async fn report_requests(mut b: Bridged) -> Vec<String> {
     b.caller.request("BYE").await;
-    let bye = b.operator.expect_request("BYE", 3 * SEC).await;
+    let bye = b.operator.expect_request("BYE", 10 * SEC).await;
     b.operator.respond(&bye, "200 OK", None, "", "").await;
     let record = b.sb.record(&b.caller.call_id).await;
     let mut client = RecordsServiceClient::connect(format!("http://{}", b.sb.records))

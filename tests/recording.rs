@@ -108,7 +108,7 @@ async fn recorded_call(
         .expect("first warning packet");
     let first_packet = Instant::now();
 
-    let invite = operator.expect_request("INVITE", 3 * SEC).await;
+    let invite = operator.expect_request("INVITE", 10 * SEC).await;
     operator
         .respond(&invite, "180 Ringing", Some("op"), "", "")
         .await;

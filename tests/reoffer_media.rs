@@ -135,7 +135,7 @@ async fn either_leg_moving_once_bridged_is_followed() {
     .body("application/sdp", &offer)
     .text();
     operator.send(sb.sip, &reinvite).await;
-    let forwarded = caller.sip.expect_request("INVITE", 3 * SEC).await;
+    let forwarded = caller.sip.expect_request("INVITE", 10 * SEC).await;
     caller
         .sip
         .respond(
@@ -146,7 +146,7 @@ async fn either_leg_moving_once_bridged_is_followed() {
             &sdp(caller.rtp.local_addr().unwrap(), "0"),
         )
         .await;
-    let ok = operator.expect_status(200, 3 * SEC).await;
+    let ok = operator.expect_status(200, 10 * SEC).await;
     assert_eq!(audio_formats(&ok.body), "8", "answer:\n{}", ok.body);
     let ack = RawRequest::new(
         "ACK",
@@ -173,7 +173,7 @@ async fn either_leg_moving_once_bridged_is_followed() {
     let cseq = caller
         .reinvite(&sdp(caller_moved.local_addr().unwrap(), "0"))
         .await;
-    let forwarded = operator.expect_request("INVITE", 3 * SEC).await;
+    let forwarded = operator.expect_request("INVITE", 10 * SEC).await;
     let op_moved_again = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     operator
         .respond(
