@@ -40,6 +40,10 @@ pub const EMBEDDED_EXAMPLE: &str = include_str!("../config/courtline.toml");
 /// Where `courtline` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/courtline.toml";
 
+/// Where the Debian package installs the configuration: read when `--config`
+/// is not given and the working directory has no [`DEFAULT_PATH`].
+pub const INSTALLED_PATH: &str = "/etc/courtline/courtline.toml";
+
 /// A problem with the configuration, phrased for the admin who has to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1006,10 +1010,17 @@ fn explain_type_error(
 }
 
 impl Config {
-    /// Reads `path` (or the embedded example when `path` is the default and absent)
-    /// and the files of its `[config] include_dir`, applies `COURTLINE_*`
-    /// environment overrides, and validates the result.
+    /// Reads `path` (when `path` is the default and absent: the installed
+    /// configuration, or else the embedded example) and the files of its
+    /// `[config] include_dir`, applies `COURTLINE_*` environment overrides,
+    /// and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let installed = Path::new(INSTALLED_PATH);
+        let path = if !path.exists() && path == Path::new(DEFAULT_PATH) && installed.exists() {
+            installed
+        } else {
+            path
+        };
         let source = path.display().to_string();
         if !path.exists() && path == Path::new(DEFAULT_PATH) {
             tracing::info!(

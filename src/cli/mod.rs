@@ -12,6 +12,7 @@ pub mod prompts;
 pub mod records;
 pub mod reports;
 pub mod serve;
+mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,9 +24,11 @@ use crate::config::DEFAULT_PATH;
 /// courtline: plays the courts' "three rules" warning to every caller before
 /// connecting them, and keeps a record of every call.
 #[derive(Debug, Parser)]
-#[command(name = "courtline", version)]
+#[command(name = "courtline", version, after_help = FILES)]
 pub struct Cli {
-    /// Configuration file.
+    /// Configuration file. Without it: config/courtline.toml in the working
+    /// directory, else /etc/courtline/courtline.toml (the Debian package's),
+    /// else the example built into courtline.
     #[arg(long, global = true, default_value = DEFAULT_PATH, env = "COURTLINE_CONFIG")]
     pub config: PathBuf,
     /// Log as JSON lines instead of human-readable text.
@@ -35,6 +38,18 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The end of `courtline --help`: where the Debian package puts things.
+const FILES: &str = "\
+Files (Debian package):
+  /etc/courtline/courtline.toml     configuration (`courtline check` validates it)
+  /usr/share/courtline/audio/       the prompts: the warning, greetings, notices
+  /usr/share/courtline/config/      holiday calendars, the Shanghai example
+  /var/lib/courtline/               records database, spool, recordings, signing key
+  /usr/lib/systemd/system/courtline.service
+                                    `systemctl enable --now courtline`; logs: `journalctl -u courtline`
+Every configuration key can be overridden as COURTLINE_<SECTION>__<KEY>.
+Each command has its own --help (e.g. `courtline calls list --help`).";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,8 @@
 //! `courtline serve` and `courtline records serve`: start, run until Ctrl-C or
 //! SIGTERM, and shut down without losing a record. `courtline serve` drains
 //! first: the first signal stops new calls and lets calls in progress finish
-//! (up to `[sip] drain_timeout_s`); a second signal ends them at once.
+//! (up to `[sip] drain_timeout_s`); a second signal ends them at once. Under
+//! systemd it reports readiness and the drain (`systemd.rs`).
 //!
 //! [`start`] is also what the integration tests use, on `127.0.0.1:0`.
 
@@ -30,10 +31,15 @@ use crate::switchboard::endpoint::Monitor;
 use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
+use super::systemd;
+
 /// How long shutdown waits for ended calls to hang up and records to be delivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often draining looks whether the last call has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// How long systemd is asked to wait for shutdown after the drain: calls
+/// ending (up to 10 s) and records flushed (up to 10 s), with room to spare.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// A prompt that cannot be played, with where it was configured.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +139,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Calls in progress.
     pub active_calls: Arc<AtomicUsize>,
+    /// Whether the SIP endpoint is serving (readiness, systemd's watchdog).
+    sip_serving: Arc<AtomicBool>,
     /// Drains the switchboard; readiness and metrics.
     monitor: Monitor,
     /// Stops the switchboard (calls end with BYE and are recorded).
@@ -399,7 +407,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             crate::cli::admin::spawn(
                 listener,
                 monitor.clone(),
-                sip_serving,
+                sip_serving.clone(),
                 ledger,
                 records_shutdown.clone(),
             );
@@ -414,6 +422,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         records_addr,
         admin_addr,
         active_calls,
+        sip_serving,
         monitor,
         calls_shutdown,
         records_shutdown,
@@ -428,6 +437,7 @@ impl Running {
     /// Stops taking calls (INVITE and OPTIONS answered 503) and waits until
     /// the calls in progress have ended, `timeout` has passed, or `now`
     /// completes (a second signal); [`Running::shutdown`] then ends the rest.
+    /// Under systemd, says so (`STOPPING=1`) and keeps `STATUS=` current.
     pub async fn drain(&self, timeout: Duration, now: impl std::future::Future<Output = ()>) {
         self.monitor.start_draining();
         let calls = self.monitor.active_calls();
@@ -436,9 +446,26 @@ impl Running {
             timeout_s = timeout.as_secs(),
             "draining: new calls are refused (503); calls in progress may finish"
         );
+        systemd::stopping(
+            &systemd::draining_status(calls, timeout),
+            timeout + SHUTDOWN_GRACE,
+        );
         let deadline = tokio::time::Instant::now() + timeout;
         let ended = async {
-            while self.monitor.active_calls() > 0 {
+            let mut shown = calls;
+            loop {
+                let calls = self.monitor.active_calls();
+                if calls == 0 {
+                    break;
+                }
+                if calls != shown {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    systemd::stopping_status(
+                        &systemd::draining_status(calls, left),
+                        left + SHUTDOWN_GRACE,
+                    );
+                    shown = calls;
+                }
                 tokio::time::sleep(DRAIN_POLL).await;
             }
         };
@@ -502,10 +529,16 @@ pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> 
     let drain_timeout = Duration::from_secs(config.sip.drain_timeout_s);
     let mut signals = StopSignals::new();
     let running = start(config).await?;
+    systemd::spawn_watchdog(running.sip_serving.clone());
+    systemd::ready(&format!("taking calls: SIP on {}", running.sip_addr));
     info!(sip = %running.sip_addr, records = ?running.records_addr, admin = ?running.admin_addr, "courtline is up; Ctrl-C or SIGTERM to drain and stop");
     signals.next().await;
     running.drain(drain_timeout, signals.next()).await;
     info!("shutting down: ending calls and flushing records");
+    systemd::stopping_status(
+        "shutting down: ending the calls left, flushing records",
+        SHUTDOWN_GRACE,
+    );
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
