@@ -23,7 +23,7 @@ use super::metrics::{Metrics, Snapshot};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
 use super::sip::inbound_auth::InboundAuth;
-use super::sip::leg::{dialled_number, has_to_tag, header, local_ip_toward};
+use super::sip::leg::{canonical, dialled_number, has_to_tag, header, local_ip_toward};
 use super::sip::qualify::{self, OperatorHealth};
 use super::sip::registration;
 use super::sip::shield::Shield;
@@ -528,7 +528,8 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         .connection
         .as_ref()
         .and_then(|c| c.get_remote_addr())
-        .and_then(|a| a.get_socketaddr().ok());
+        .and_then(|a| a.get_socketaddr().ok())
+        .map(canonical);
     let now = Now {
         wall: SystemTime::now(),
         monotonic: Instant::now(),
@@ -581,7 +582,11 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     if admitted.answered_without_early_media {
         info!(line = %number, caller = %admitted.facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");
     }
-    let rtp_socket = match shared.ports.bind() {
+    // Media goes where the caller's SIP came from, else where its offer says.
+    let media_peer = source
+        .or(admitted.offer.as_ref().map(|(o, _)| o.rtp_addr))
+        .map_or(shared.sip_addr.ip(), |s| s.ip());
+    let rtp_socket = match shared.ports.bind(media_peer) {
         Ok(socket) => socket,
         Err(e) => {
             let refusal = Refusal::unavailable(
@@ -592,14 +597,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
             return refuse(shared, &mut tx, &number, refusal).await;
         }
     };
-    let local_ip = local_ip_toward(
-        source
-            .or(admitted.offer.as_ref().map(|(o, _)| o.rtp_addr))
-            .map(|s| s.ip())
-            .unwrap_or(shared.sip_addr.ip()),
-        shared.sip_addr.ip(),
-        shared.advertise,
-    );
+    let local_ip = local_ip_toward(media_peer, shared.sip_addr.ip(), shared.advertise);
     let setup = CallSetup {
         shared: shared.clone(),
         facts: admitted.facts,

@@ -4,7 +4,7 @@
 # SQLite); records are read back with `courtline calls list`.
 #
 #   tests/sipp/run.sh            # every case
-#   tests/sipp/run.sh tcp        # one case: udp | tcp | delayed_offer | missing_ack | retransmission | cancel_race | inbound_auth | hold | flood | operator_auth | registration | early_media | dtmf
+#   tests/sipp/run.sh tcp        # one case: udp | ipv6 | tcp | delayed_offer | missing_ack | retransmission | cancel_race | inbound_auth | hold | flood | operator_auth | registration | early_media | dtmf
 #
 # Loopback only; every process it starts is stopped by PID when it ends.
 set -euo pipefail
@@ -23,6 +23,10 @@ cleanup() {
 trap cleanup EXIT
 
 SIP_PORT=25060
+# The loopback address of SIP and RTP (the ipv6 case sets ::1).
+HOST=127.0.0.1
+# "$HOST:$1" as SIP and SIPp write it: [::1]:port for IPv6.
+hostport() { case $HOST in *:*) echo "[$HOST]:$1" ;; *) echo "$HOST:$1" ;; esac; }
 OPERATOR_PORT=25090
 RECORDS_PORT=25051
 # The Mandarin warning is 18.4 s; callers stay on for the warning, ringback and a few seconds with the operator.
@@ -33,7 +37,7 @@ write_config() {
   mkdir -p "$1"
   cat > "$1/courtline.toml" <<TOML
 [sip]
-listen = "127.0.0.1:$SIP_PORT"
+listen = "$(hostport "$SIP_PORT")"
 qualify_interval_s = 0
 $3
 [media]
@@ -107,26 +111,27 @@ records_of() {
 # $5 caller scenario (default caller.xml), $6 codec the records must show (default PCMU).
 calls_case() {
   local dir=$1 calls=$2 operator=$3 transport=$4 caller=${5:-caller.xml} codec=${6:-PCMU}
-  sipp -nostdin -t "$transport" -sf "tests/sipp/$operator" -i 127.0.0.1 -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
+  sipp -nostdin -t "$transport" -sf "tests/sipp/$operator" -i "$HOST" -p "$OPERATOR_PORT" -mp 27000 -rtp_echo \
     -m "$calls" -timeout 120s -timeout_error -trace_err -error_file "$dir/operator_errors.log" \
     >"$dir/operator.out" 2>&1 &
   local operator_pid=$!
   pids+=("$operator_pid")
   start_courtline "$dir"
   local status=0
-  sipp -nostdin -t "$transport" -sf "tests/sipp/$caller" -s 02112368 -i 127.0.0.1 -p 25070 -mp 27100 \
+  sipp -nostdin -t "$transport" -sf "tests/sipp/$caller" -s 02112368 -i "$HOST" -p 25070 -mp 27100 \
     -d "$HOLD_MS" -m "$calls" -r 1 -l "$calls" -timeout 120s -timeout_error \
     -trace_err -error_file "$dir/caller_errors.log" \
-    "127.0.0.1:$SIP_PORT" >"$dir/caller.out" 2>&1 || status=$?
+    "$(hostport "$SIP_PORT")" >"$dir/caller.out" 2>&1 || status=$?
   [ "$status" -eq 0 ] || fail "$dir" "SIPp caller exited $status"
   wait "$operator_pid" || fail "$dir" "SIPp operator exited $?"
   local records
   records=$(records_of "$dir" "$calls")
-  python3 - "$calls" "$records" "$codec" <<'PY' || fail "$dir" "records check"
+  python3 - "$calls" "$records" "$codec" "$(hostport 25070)" <<'PY' || fail "$dir" "records check"
 import json, sys
-calls, records, codec = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+calls, records, codec, caller = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 assert len(records) == calls, f"expected {calls} records, got {len(records)}"
 for r in records:
+    assert r["caller_source"] == caller, r
     assert r["end_reason"] == "caller_hung_up", r
     assert r["prompt_completed"] is True, r
     assert r["operator_answered_at_ms"] > 0, r
@@ -139,6 +144,15 @@ PY
 case_udp() {
   write_config "$work/udp" "sip:operator@127.0.0.1:$OPERATOR_PORT" "" ""
   calls_case "$work/udp" 3 operator.xml u1
+}
+
+# SIP and RTP over IPv6 on both legs: courtline on [::1], SIPp callers and
+# operator at ::1 (c=IN IP6), the operator configured as sip:operator@[::1]:port.
+case_ipv6() {
+  HOST=::1
+  write_config "$work/ipv6" "sip:operator@[::1]:$OPERATOR_PORT" "" ""
+  calls_case "$work/ipv6" 2 operator.xml u1
+  HOST=127.0.0.1
 }
 
 case_tcp() {
@@ -372,7 +386,7 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media dtmf}")
+cases=("${@:-udp ipv6 tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media dtmf}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"

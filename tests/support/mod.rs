@@ -55,6 +55,8 @@ pub struct Options {
     pub prompt_rate: u32,
     /// RTP port range (distinct per test so parallel tests never share ports).
     pub rtp_ports: (u16, u16),
+    /// `[sip] listen` (`[::1]:0` for IPv6).
+    pub sip_listen: String,
     /// `[sip] t1_ms` (short values make 64·T1 timeouts testable).
     pub t1_ms: u64,
     /// Extra TOML lines for the `[sip]` section (TLS files, public address, ...).
@@ -77,6 +79,7 @@ impl Default for Options {
             prompt_gap_ms: 600,
             prompt_rate: 16000,
             rtp_ports: (30000, 30099),
+            sip_listen: "127.0.0.1:0".into(),
             t1_ms: 500,
             sip_extra: String::new(),
             media_extra: String::new(),
@@ -146,7 +149,7 @@ impl TestSwitchboard {
         let toml = format!(
             r#"
 [sip]
-listen = "127.0.0.1:0"
+listen = "{sip_listen}"
 max_calls = {max_calls}
 answer_delay_ms = {answer_delay}
 retry_after_s = 7
@@ -182,6 +185,7 @@ operator = [{operators}]
 ring_timeout_s = {ring}
 {line_extra}
 "#,
+            sip_listen = options.sip_listen,
             max_calls = options.max_calls,
             answer_delay = options.answer_delay_ms,
             lo = options.rtp_ports.0,
@@ -334,14 +338,19 @@ impl Sip {
             .collect()
     }
 
-    /// RTP address from the SDP body.
+    /// RTP address from the SDP body (`c=IN IP4` or `c=IN IP6`).
     pub fn sdp_rtp_addr(&self) -> SocketAddr {
-        let ip = self
+        let ip: std::net::IpAddr = self
             .body
             .lines()
-            .find_map(|l| l.strip_prefix("c=IN IP4 "))
+            .find_map(|l| {
+                l.strip_prefix("c=IN IP4 ")
+                    .or_else(|| l.strip_prefix("c=IN IP6 "))
+            })
             .unwrap()
-            .trim();
+            .trim()
+            .parse()
+            .unwrap();
         let port = self
             .body
             .lines()
@@ -350,7 +359,7 @@ impl Sip {
             .split(' ')
             .next()
             .unwrap();
-        format!("{ip}:{port}").parse().unwrap()
+        SocketAddr::new(ip, port.parse().unwrap())
     }
 }
 
@@ -470,7 +479,8 @@ impl SipPeer {
 /// SDP offering the payload types `pts` (PCMU 0, PCMA 8, G722 9, G729 18, telephone-event 101) from `rtp`.
 pub fn sdp(rtp: SocketAddr, pts: &str) -> String {
     let mut s = format!(
-        "v=0\r\no=test 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n",
+        "v=0\r\no=test 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n",
+        family = if rtp.is_ipv4() { "IP4" } else { "IP6" },
         ip = rtp.ip(),
         port = rtp.port()
     );
@@ -506,10 +516,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller with its own SIP and RTP sockets.
+    /// A caller with its own SIP and RTP sockets, on the loopback address of
+    /// `target`'s family (127.0.0.1 or ::1).
     pub async fn new(target: SocketAddr) -> Caller {
-        let sip = SipPeer::bind().await;
-        let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ip = if target.is_ipv4() { "127.0.0.1" } else { "::1" };
+        let sip = SipPeer::bind_on(ip).await;
+        let rtp = UdpSocket::bind((ip, 0)).await.unwrap();
         Caller {
             call_id: format!("{}@test", uuid::Uuid::new_v4()),
             from: format!("\"张三\" <sip:13800138000@{}>;tag=caller1", sip.addr),

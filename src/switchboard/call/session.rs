@@ -887,18 +887,18 @@ async fn dial(
             return Err(format!("cannot connect over {transport}: {problem}"));
         }
     }
+    let peer_ip = match &callee.host_with_port.host {
+        rsipstack::sip::Host::IpAddr(ip) => *ip,
+        rsipstack::sip::Host::Domain(_) => shared.sip_addr.ip(),
+    };
     if socket.is_none() {
-        *socket = Some(shared.ports.bind().map_err(|e| e.to_string())?);
+        *socket = Some(shared.ports.bind(peer_ip).map_err(|e| e.to_string())?);
     }
     let port = socket
         .as_ref()
         .and_then(|s| s.local_addr().ok())
         .map(|a| a.port())
         .unwrap_or(0);
-    let peer_ip = match &callee.host_with_port.host {
-        rsipstack::sip::Host::IpAddr(ip) => *ip,
-        rsipstack::sip::Host::Domain(_) => shared.sip_addr.ip(),
-    };
     let local_ip = local_ip_toward(peer_ip, shared.sip_addr.ip(), shared.advertise);
     let offer = LocalMedia {
         rtp_addr: std::net::SocketAddr::new(local_ip, port),

@@ -44,7 +44,7 @@ pub struct PortsExhausted {
 /// The RTP port range, shared by all calls.
 #[derive(Debug, Clone)]
 pub struct RtpPorts {
-    /// Local address sockets are bound to.
+    /// Local address sockets are bound to (the SIP listen address).
     ip: IpAddr,
     /// First even port of the range.
     first_even: u16,
@@ -71,41 +71,71 @@ impl RtpPorts {
         }
     }
 
-    /// Binds the next free even port and its odd neighbour (non-blocking).
-    pub fn bind(&self) -> Result<RtpSocket, PortsExhausted> {
+    /// Binds the next free even port and its odd neighbour (non-blocking),
+    /// for media with `peer` (see [`bind_ip`]).
+    pub fn bind(&self, peer: IpAddr) -> Result<RtpSocket, PortsExhausted> {
+        let ip = bind_ip(self.ip, peer);
         for _ in 0..self.count {
             let index = self.cursor.fetch_add(1, Ordering::Relaxed) % self.count;
             // `index < count` and count ≤ 32768, so this stays within the range.
             let port = self.first_even + (index as u16) * 2;
-            if let Ok(pair) = self.bind_pair(port) {
+            if let Ok(pair) = bind_pair(ip, port) {
                 return Ok(pair);
             }
         }
         Err(PortsExhausted {
             low: self.first_even,
             high: self.first_even + (self.count.saturating_sub(1) as u16) * 2,
-            ip: self.ip,
+            ip,
         })
     }
+}
 
-    fn bind_pair(&self, port: u16) -> io::Result<RtpSocket> {
-        let rtp = UdpSocket::bind(SocketAddr::new(self.ip, port))?;
-        let rtcp = UdpSocket::bind(SocketAddr::new(self.ip, port + 1))?;
-        rtp.set_nonblocking(true)?;
-        rtcp.set_nonblocking(true)?;
-        Ok(RtpSocket { rtp, rtcp })
+/// Where a call leg's media sockets bind: the SIP listen address, except
+/// that on a dual-stack listen address (`[::]`) an IPv4 peer gets IPv4
+/// sockets (`0.0.0.0`), so that the media engine and the SDP only ever see
+/// plain IPv4 addresses, never IPv4-mapped IPv6 ones (`::ffff:a.b.c.d`).
+pub fn bind_ip(listen: IpAddr, peer: IpAddr) -> IpAddr {
+    match (listen, peer.to_canonical()) {
+        (IpAddr::V6(any), IpAddr::V4(_)) if any.is_unspecified() => {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        }
+        _ => listen,
     }
+}
+
+/// RTP on `port` and RTCP on the next, both non-blocking.
+fn bind_pair(ip: IpAddr, port: u16) -> io::Result<RtpSocket> {
+    let rtp = UdpSocket::bind(SocketAddr::new(ip, port))?;
+    let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
+    rtp.set_nonblocking(true)?;
+    rtcp.set_nonblocking(true)?;
+    Ok(RtpSocket { rtp, rtcp })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The peer of the tests' calls.
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_dual_stack_listen_address_binds_ipv4_peers_media_on_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(bind_ip(ip("::"), ip("192.0.2.1")), ip("0.0.0.0"));
+        assert_eq!(bind_ip(ip("::"), ip("::ffff:192.0.2.1")), ip("0.0.0.0"));
+        assert_eq!(bind_ip(ip("::"), ip("2001:db8::1")), ip("::"));
+        assert_eq!(bind_ip(ip("::1"), ip("::1")), ip("::1"));
+        assert_eq!(bind_ip(ip("0.0.0.0"), ip("192.0.2.1")), ip("0.0.0.0"));
+        assert_eq!(bind_ip(ip("127.0.0.1"), ip("127.0.0.1")), ip("127.0.0.1"));
+    }
+
     #[test]
     fn hands_out_even_ports_round_robin_and_skips_busy_ones() {
         let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), 41001..=41009);
-        let a = ports.bind().unwrap();
-        let b = ports.bind().unwrap();
+        let a = ports.bind(LOCAL).unwrap();
+        let b = ports.bind(LOCAL).unwrap();
         assert_eq!(a.local_addr().unwrap().port(), 41002);
         assert_eq!(b.local_addr().unwrap().port(), 41004);
         assert_eq!(
@@ -113,25 +143,28 @@ mod tests {
             41005,
             "RTCP on the odd neighbour"
         );
-        let c = ports.bind().unwrap();
-        let d = ports.bind().unwrap();
+        let c = ports.bind(LOCAL).unwrap();
+        let d = ports.bind(LOCAL).unwrap();
         assert_eq!(c.local_addr().unwrap().port(), 41006);
         assert_eq!(d.local_addr().unwrap().port(), 41008);
         // All four are taken: the pool reports exhaustion instead of looping.
-        let err = ports.bind().unwrap_err();
+        let err = ports.bind(LOCAL).unwrap_err();
         assert!(err.to_string().contains("41002-41008"), "{err}");
         drop(b);
-        assert_eq!(ports.bind().unwrap().local_addr().unwrap().port(), 41004);
+        assert_eq!(
+            ports.bind(LOCAL).unwrap().local_addr().unwrap().port(),
+            41004
+        );
     }
 
     #[test]
     fn skips_a_pair_whose_rtcp_port_is_busy() {
         let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), 41021..=41026);
         let _busy = UdpSocket::bind("127.0.0.1:41023").unwrap();
-        let pair = ports.bind().unwrap();
+        let pair = ports.bind(LOCAL).unwrap();
         assert_eq!(pair.local_addr().unwrap().port(), 41024);
         // 41026's neighbour is outside the range, so 41026 is never used.
-        let err = ports.bind().unwrap_err();
+        let err = ports.bind(LOCAL).unwrap_err();
         assert!(err.to_string().contains("41022-41024"), "{err}");
     }
 }

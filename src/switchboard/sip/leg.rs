@@ -117,6 +117,13 @@ pub fn sdp_content_type() -> Header {
     Header::ContentType("application/sdp".into())
 }
 
+/// `addr` as courtline keeps it: an IPv4 peer of a dual-stack (`[::]`) socket
+/// arrives as `::ffff:a.b.c.d`, and is recorded, checked against ACLs and
+/// answered in SDP as the IPv4 address it is.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// The local address to advertise to `peer` (in SDP and Contact): the
 /// configured one, the bound one if specific, else the one the kernel routes
 /// towards `peer` from (found without sending anything).
@@ -124,6 +131,7 @@ pub fn local_ip_toward(peer: IpAddr, bound: IpAddr, configured: Option<IpAddr>) 
     if let Some(ip) = configured {
         return ip;
     }
+    let peer = peer.to_canonical();
     if !bound.is_unspecified() {
         return bound;
     }
@@ -261,6 +269,22 @@ mod tests {
         assert_eq!(
             local_ip_toward(peer, "0.0.0.0".parse().unwrap(), None),
             peer
+        );
+    }
+
+    #[test]
+    fn an_ipv4_peer_of_a_dual_stack_socket_is_answered_in_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5070".parse().unwrap();
+        assert_eq!(canonical(mapped), "127.0.0.1:5070".parse().unwrap());
+        let v6: SocketAddr = "[::1]:5070".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(
+            local_ip_toward(mapped.ip(), "::".parse().unwrap(), None),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            local_ip_toward(v6.ip(), "::".parse().unwrap(), None),
+            v6.ip()
         );
     }
 }

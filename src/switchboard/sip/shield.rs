@@ -95,6 +95,8 @@ impl Shield {
     /// while it is banned, nor from an untrusted source that is dropped
     /// silently (rejected ones are accepted so their requests can get 403).
     pub fn admits_connection(&self, source: IpAddr, now: Instant) -> bool {
+        // An IPv4 peer of a dual-stack socket is the IPv4 address `trusted` lists.
+        let source = source.to_canonical();
         if self.bans.get(&source).is_some_and(|&until| now < until) {
             return false;
         }
@@ -108,6 +110,7 @@ impl Shield {
         datagram: &[u8],
         now: Instant,
     ) -> (Decision, Option<BanReason>) {
+        let source = source.to_canonical();
         if let Some(&until) = self.bans.get(&source) {
             if now < until {
                 return (Decision::Drop, None);
@@ -205,6 +208,24 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_trunk_reaching_a_dual_stack_socket_over_ipv4_is_still_trusted() {
+        let mut shield = Shield::new(ShieldConfig {
+            trusted: vec!["192.0.2.0/24".into()],
+            untrusted: UntrustedPolicy::Reject,
+            ..ShieldConfig::default()
+        })
+        .unwrap();
+        let now = Instant::now();
+        let mapped = ip("::ffff:192.0.2.10");
+        assert_eq!(shield.check(mapped, OPTIONS, now).0, Decision::Allow);
+        assert!(shield.admits_connection(mapped, now));
+        assert_eq!(
+            shield.check(ip("::ffff:198.51.100.7"), OPTIONS, now).0,
+            Decision::Forbid
+        );
     }
 
     #[test]
