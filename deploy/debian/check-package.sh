@@ -11,8 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if dpkg -s courtline >/dev/null 2>&1; then
-  echo "check-package: courtline is already installed here; not touching it" >&2
-  exit 1
+  # CI's machine may keep one from a run that was killed before its purge;
+  # anywhere else it may be a real installation.
+  if [ "${CI:-}" != true ]; then
+    echo "check-package: courtline is already installed here; not touching it" >&2
+    exit 1
+  fi
+  dpkg --purge courtline
 fi
 CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then

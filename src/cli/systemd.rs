@@ -60,7 +60,8 @@ pub fn draining_status(calls: usize, left: Duration) -> String {
 /// for as long as `serving` (the SIP endpoint runs), so that a switchboard that
 /// stopped serving is restarted by systemd. Nothing when there is no watchdog.
 pub fn spawn_watchdog(serving: Arc<AtomicBool>) {
-    let Some(timeout) = sd_notify::watchdog_enabled() else {
+    // WATCHDOG_USEC=0 (from the environment) is no watchdog, not a zero interval.
+    let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) else {
         return;
     };
     tokio::spawn(async move {
