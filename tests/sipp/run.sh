@@ -146,12 +146,14 @@ case_udp() {
   calls_case "$work/udp" 3 operator.xml u1
 }
 
-# SIP and RTP over IPv6 on both legs: courtline on [::1], SIPp callers and
+# SIP (UDP, then TCP) and RTP over IPv6 on both legs: courtline on [::1], SIPp callers and
 # operator at ::1 (c=IN IP6), the operator configured as sip:operator@[::1]:port.
 case_ipv6() {
   HOST=::1
   write_config "$work/ipv6" "sip:operator@[::1]:$OPERATOR_PORT" "" ""
   calls_case "$work/ipv6" 2 operator.xml u1
+  write_config "$work/ipv6_tcp" "sip:operator@[::1]:$OPERATOR_PORT;transport=tcp" "" ""
+  calls_case "$work/ipv6_tcp" 1 operator.xml t1
   HOST=127.0.0.1
 }
 
