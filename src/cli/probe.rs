@@ -314,7 +314,7 @@ impl ProbeStack {
                 result = &mut outcome => {
                     match result {
                         Ok(Ok((_, Some(response)))) if response.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => break response.body,
-                        Ok(Ok((_, Some(response)))) => return Err(no_answer(format!("{} {}", u16::from(response.status_code.clone()), response.status_code))),
+                        Ok(Ok((_, Some(response)))) => return Err(no_answer(response.status_code.to_string())),
                         Ok(Ok((_, None))) => return Err(no_answer("no final response".into())),
                         Ok(Err(e)) => return Err(no_answer(e.to_string())),
                         Err(e) => return Err(no_answer(e.to_string())),

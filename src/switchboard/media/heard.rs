@@ -20,6 +20,8 @@ const MATCH_CORRELATION: f64 = 0.9;
 /// The same for each second of it, so a version that differs in one sentence
 /// is caught too.
 const MATCH_CORRELATION_PER_SECOND: f64 = 0.8;
+/// Samples of a second that must have arrived for it to be judged on its own.
+const MIN_SAMPLES_PER_SECOND: usize = 800;
 /// Warning missed at the start before it counts as clipped (one packet's worth
 /// and a little).
 const START_TOLERANCE_MS: usize = 40;
@@ -157,7 +159,7 @@ pub enum Failure {
     WrongPrompt {
         /// Correlation with the expected audio over the whole warning.
         correlation: f64,
-        /// Where in the warning the heard audio first stops matching, ms.
+        /// Where in the warning the heard audio stops matching, ms; 0 when it never does.
         from_ms: u32,
     },
     /// The warning's beginning was not heard.
@@ -186,11 +188,16 @@ impl fmt::Display for Failure {
             } => write!(f, "silence: what arrived is at {level:.1} dBFS"),
             Failure::WrongPrompt {
                 correlation,
-                from_ms,
+                from_ms: 0,
             } => write!(
                 f,
-                "wrong prompt version: what the line plays does not match the configured warning \
-                 from {:.1} s on (correlation {correlation:.2} over the warning)",
+                "wrong prompt version: what the line plays is not the configured warning \
+                 (correlation {correlation:.2})"
+            ),
+            Failure::WrongPrompt { from_ms, .. } => write!(
+                f,
+                "wrong prompt version: what the line plays differs from the configured warning \
+                 from {:.1} s on",
                 f64::from(*from_ms) / 1000.0
             ),
             Failure::ClippedStart { missing_ms } => write!(
@@ -219,10 +226,13 @@ struct Sums {
     xx: f64,
     /// Σ expected².
     yy: f64,
+    /// Pairs added.
+    n: usize,
 }
 
 impl Sums {
     fn add(&mut self, x: i16, y: i16) {
+        self.n += 1;
         let (x, y) = (f64::from(x), f64::from(y));
         self.xy += x * y;
         self.xx += x * x;
@@ -319,13 +329,21 @@ pub fn judge(expected: &Expected, heard: &Heard) -> Result<Match, Failure> {
     let correlation = whole.correlation();
     // A second that should sound (or does) and does not match.
     let quiet = |energy: f64| energy < 8000.0 * 32768.0f64.powi(2) * 10f64.powf(SILENCE_DBFS / 10.0);
-    let mismatch = seconds.iter().position(|s| {
-        !(quiet(s.xx) && quiet(s.yy)) && s.correlation() < MATCH_CORRELATION_PER_SECOND
-    });
-    if correlation < MATCH_CORRELATION || mismatch.is_some() {
+    if correlation < MATCH_CORRELATION {
         return Err(Failure::WrongPrompt {
             correlation,
-            from_ms: mismatch.map_or(0, |second| second as u32 * 1000),
+            from_ms: 0,
+        });
+    }
+    let mismatch = seconds.iter().position(|s| {
+        s.n >= MIN_SAMPLES_PER_SECOND
+            && !(quiet(s.xx) && quiet(s.yy))
+            && s.correlation() < MATCH_CORRELATION_PER_SECOND
+    });
+    if let Some(second) = mismatch {
+        return Err(Failure::WrongPrompt {
+            correlation,
+            from_ms: second as u32 * 1000,
         });
     }
     let first_heard = first_heard.unwrap_or(0) as usize;
@@ -402,15 +420,22 @@ mod tests {
         let expected = sweep(2_000, 300.0, 1_200.0);
         let other = sweep(2_000, 3_000.0, -1_200.0);
         match judge(&expected, &heard_of(&other.pcm, 0, &[])) {
-            Err(Failure::WrongPrompt { correlation, .. }) => assert!(correlation < 0.5),
+            Err(Failure::WrongPrompt {
+                correlation,
+                from_ms: 0,
+            }) => assert!(correlation < 0.5),
             other => panic!("{other:?}"),
         }
-        // The same start, another ending: caught by the second that differs.
+        // The same warning but for its last 100 ms: good enough over the
+        // whole, caught by the second that differs.
         let mut edited = expected.pcm.clone();
-        let tail = edited.len() - 8000;
-        edited[tail..].copy_from_slice(&other.pcm[other.pcm.len() - 8000..]);
+        let tail = edited.len() - 800;
+        edited[tail..].copy_from_slice(&other.pcm[other.pcm.len() - 800..]);
         match judge(&expected, &heard_of(&edited, 0, &[])) {
-            Err(Failure::WrongPrompt { from_ms, .. }) => assert_eq!(from_ms, 1_000),
+            Err(Failure::WrongPrompt {
+                correlation,
+                from_ms,
+            }) => assert_eq!((correlation > 0.9, from_ms), (true, 2_000)),
             other => panic!("{other:?}"),
         }
     }
