@@ -217,6 +217,31 @@ fn value_of<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
 }
 
+/// `promtool check metrics` passes on `text` (skipped where the Debian
+/// `prometheus` package is missing; tests/operations.rs insists on it in CI).
+fn promtool_accepts(text: &str) {
+    let promtool = Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        eprintln!("skipped: /usr/bin/promtool is missing (apt-get install prometheus)");
+        return;
+    }
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\non:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Another recording of the same length: two alternating tones, nothing like a sweep.
 fn write_other_recording(path: &Path, ms: u32) {
     let spec = hound::WavSpec {
@@ -384,6 +409,7 @@ async fn scheduled_probes_set_the_success_metric_per_line() {
         .as_secs_f64();
     assert!((now - 60.0..=now).contains(&ran), "{ran} vs {now}");
     wait_for_log(&serve.log, "synthetic probe passed").await;
+    promtool_accepts(&text);
     // The key the switchboard made is its owner's only.
     assert!(serve.dir.path().join("probe.key").exists());
 }
