@@ -104,7 +104,10 @@ impl Serve {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let admin = field(&wait_for_log(&log, "admin endpoint listening").await, "addr");
+        let admin = field(
+            &wait_for_log(&log, "admin endpoint listening").await,
+            "addr",
+        );
         let up = wait_for_log(&log, "courtline is up").await;
         let records = up["fields"]["records"]
             .as_str()
@@ -174,7 +177,10 @@ impl Serve {
         let store = SqlStore::open(&self.dir.path().join("records.db").display().to_string())
             .await
             .unwrap();
-        let rows = store.daily_figures(i64::MIN / 2, i64::MAX / 2).await.unwrap();
+        let rows = store
+            .daily_figures(i64::MIN / 2, i64::MAX / 2)
+            .await
+            .unwrap();
         rows.iter().map(|row| row.tally.calls).sum()
     }
 }
@@ -263,7 +269,8 @@ fn write_other_recording(path: &Path, ms: u32) {
 /// A caller whose INVITE carries a probe header signed with the wrong key.
 async fn forged_probe_call(sip: SocketAddr) {
     let mut caller = Caller::new(sip).await;
-    let forged = ProbeKey::new(b"a guess at the switchboard's key").sign(&caller.call_id, SystemTime::now());
+    let forged =
+        ProbeKey::new(b"a guess at the switchboard's key").sign(&caller.call_id, SystemTime::now());
     let me = caller.sip.addr;
     let text = caller
         .initial(
@@ -273,7 +280,10 @@ async fn forged_probe_call(sip: SocketAddr) {
         )
         .header("Contact", format_args!("<sip:13800138000@{me}>"))
         .header(HEADER, forged)
-        .body("application/sdp", &sdp(caller.rtp.local_addr().unwrap(), "8"))
+        .body(
+            "application/sdp",
+            &sdp(caller.rtp.local_addr().unwrap(), "8"),
+        )
         .text();
     caller.sip.send(sip, &text).await;
     let ok = caller.sip.expect_status(200, Duration::from_secs(10)).await;
@@ -333,7 +343,9 @@ async fn a_probe_passes_on_a_good_line_is_recorded_as_one_and_left_out_of_the_st
     assert_eq!(
         value_of(
             &text,
-            &format!(r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",line="{LINE}"}}"#)
+            &format!(
+                r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",line="{LINE}"}}"#
+            )
         ),
         Some("1"),
         "{text}"

@@ -142,13 +142,23 @@ impl Prober {
             )));
         };
         let expected = Expected::of(&playlist, heard.codec).ok_or_else(|| {
-            Failure::NoAnswer(format!("answered in {}, which the probe did not offer", heard.codec.encoding_name()))
+            Failure::NoAnswer(format!(
+                "answered in {}, which the probe did not offer",
+                heard.codec.encoding_name()
+            ))
         })?;
         let matched = heard::judge(&expected, &heard.heard)?;
         let prompts = playlist
             .prompts()
             .iter()
-            .map(|p| format!("{} version {:?} (sha256 {}…)", p.id, p.version, &p.sha256[..12.min(p.sha256.len())]))
+            .map(|p| {
+                format!(
+                    "{} version {:?} (sha256 {}…)",
+                    p.id,
+                    p.version,
+                    &p.sha256[..12.min(p.sha256.len())]
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         Ok(Passed {
@@ -199,10 +209,13 @@ impl ProbeStack {
             },
             None,
         );
-        let udp =
-            UdpConnection::create_connection(SocketAddr::new(ip, 0), None, Some(stop.child_token()))
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot bind a SIP port on {ip}: {e}"))?;
+        let udp = UdpConnection::create_connection(
+            SocketAddr::new(ip, 0),
+            None,
+            Some(stop.child_token()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind a SIP port on {ip}: {e}"))?;
         let local = udp
             .get_addr()
             .get_socketaddr()
@@ -490,8 +503,12 @@ impl Schedule {
                         .map_or(0.0, |d| d.as_secs_f64());
                     monitor.probe_finished(line, outcome.is_ok(), at);
                     match outcome {
-                        Ok(passed) => info!(line = %line, "synthetic probe passed: {}", passed_text(line, &passed)),
-                        Err(failure) => error!(line = %line, problem = %failure, "synthetic probe failed: line {line}: {failure}"),
+                        Ok(passed) => {
+                            info!(line = %line, "synthetic probe passed: {}", passed_text(line, &passed))
+                        }
+                        Err(failure) => {
+                            error!(line = %line, problem = %failure, "synthetic probe failed: line {line}: {failure}")
+                        }
                     }
                 }
             }
@@ -502,7 +519,9 @@ impl Schedule {
 /// A SIP listen address as a probe on this machine reaches it (loopback for an unspecified one).
 fn reachable(bound: SocketAddr) -> SocketAddr {
     match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::from([127, 0, 0, 1]), bound.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), bound.port())
+        }
         IpAddr::V6(ip) if ip.is_unspecified() => {
             SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), bound.port())
         }

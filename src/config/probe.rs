@@ -71,7 +71,11 @@ impl ProbeConfig {
     /// The lines probed on schedule: `lines`, or every line of `config`.
     pub fn scheduled_lines(&self, config: &Config) -> Vec<String> {
         if self.lines.is_empty() {
-            config.lines.iter().map(|line| line.number.clone()).collect()
+            config
+                .lines
+                .iter()
+                .map(|line| line.number.clone())
+                .collect()
         } else {
             self.lines.clone()
         }

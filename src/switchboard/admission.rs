@@ -366,7 +366,10 @@ impl Admission<'_> {
             // A probe tests what callers hear; it never rings an operator, only
             // the `[probe] target` test extension, if any.
             let target = &self.config.probe.target;
-            facts.operators = (!target.is_empty()).then(|| target.clone()).into_iter().collect();
+            facts.operators = (!target.is_empty())
+                .then(|| target.clone())
+                .into_iter()
+                .collect();
             facts.hunt = HuntStrategy::Sequential;
             facts.connect = crate::config::ConnectMode::Bridge;
         }
@@ -1176,7 +1179,10 @@ after_hours = { prompt = ["zh", "closed"] }
         );
         let a = admitted(sb.decide(&invite(LINE, &signed, "")));
         assert!(a.facts.probe);
-        assert!(a.facts.operators.is_empty(), "no operator is rung for a probe");
+        assert!(
+            a.facts.operators.is_empty(),
+            "no operator is rung for a probe"
+        );
         assert_eq!(a.authenticated_as, None);
         drop(a);
 

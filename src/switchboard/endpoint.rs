@@ -363,9 +363,7 @@ impl Monitor {
 
     /// A synthetic probe of `line` ran at `at_unix_s`: `courtline_probe_success` and its time.
     pub fn probe_finished(&self, line: &str, success: bool, at_unix_s: f64) {
-        self.shared
-            .metrics
-            .probe_finished(line, success, at_unix_s);
+        self.shared.metrics.probe_finished(line, success, at_unix_s);
     }
 
     /// Calls in progress.

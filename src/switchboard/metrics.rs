@@ -295,7 +295,9 @@ impl Metrics {
         self.probe_success
             .with_label_values(&[line])
             .set(i64::from(success));
-        self.probe_last_run.with_label_values(&[line]).set(at_unix_s);
+        self.probe_last_run
+            .with_label_values(&[line])
+            .set(at_unix_s);
     }
 
     /// The shield banned a source.

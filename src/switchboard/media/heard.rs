@@ -328,7 +328,8 @@ pub fn judge(expected: &Expected, heard: &Heard) -> Result<Match, Failure> {
     }
     let correlation = whole.correlation();
     // A second that should sound (or does) and does not match.
-    let quiet = |energy: f64| energy < 8000.0 * 32768.0f64.powi(2) * 10f64.powf(SILENCE_DBFS / 10.0);
+    let quiet =
+        |energy: f64| energy < 8000.0 * 32768.0f64.powi(2) * 10f64.powf(SILENCE_DBFS / 10.0);
     if correlation < MATCH_CORRELATION {
         return Err(Failure::WrongPrompt {
             correlation,

@@ -155,10 +155,19 @@ mod tests {
         let key = ProbeKey::new(b"0123456789abcdef0123456789abcdef");
         let value = key.sign("probe-1@courtline", at(1_800_000_000));
         assert!(value.starts_with("t=1800000000; sig="), "{value}");
-        assert_eq!(key.verify(&value, "probe-1@courtline", at(1_800_000_000)), Ok(()));
+        assert_eq!(
+            key.verify(&value, "probe-1@courtline", at(1_800_000_000)),
+            Ok(())
+        );
         // The two machines' clocks may differ a little.
-        assert_eq!(key.verify(&value, "probe-1@courtline", at(1_800_000_299)), Ok(()));
-        assert_eq!(key.verify(&value, "probe-1@courtline", at(1_799_999_701)), Ok(()));
+        assert_eq!(
+            key.verify(&value, "probe-1@courtline", at(1_800_000_299)),
+            Ok(())
+        );
+        assert_eq!(
+            key.verify(&value, "probe-1@courtline", at(1_799_999_701)),
+            Ok(())
+        );
         assert_eq!(
             key.verify(&value, "probe-1@courtline", at(1_800_000_301)),
             Err(Rejected::Stale(301))
@@ -185,8 +194,20 @@ mod tests {
     fn malformed_values_are_refused() {
         let key = ProbeKey::new(b"0123456789abcdef");
         let now = at(1_800_000_000);
-        for value in ["", "yes", "t=1800000000", "sig=00", "t=x; sig=00", "t=1800000000; sig=zz", "t=1800000000; sig=00; x=1"] {
-            assert_eq!(key.verify(value, "c", now), Err(Rejected::Malformed), "{value:?}");
+        for value in [
+            "",
+            "yes",
+            "t=1800000000",
+            "sig=00",
+            "t=x; sig=00",
+            "t=1800000000; sig=zz",
+            "t=1800000000; sig=00; x=1",
+        ] {
+            assert_eq!(
+                key.verify(value, "c", now),
+                Err(Rejected::Malformed),
+                "{value:?}"
+            );
         }
         assert_eq!(
             key.verify("t=1800000000; sig=00", "c", now),
