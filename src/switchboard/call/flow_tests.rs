@@ -1177,6 +1177,27 @@ fn a_probe_hears_the_warning_then_ringback_and_hangs_up_itself_without_an_operat
 }
 
 #[test]
+fn a_probe_of_an_early_media_line_cancels_after_the_warning() {
+    let mut f = facts(&[]);
+    f.probe = true;
+    f.early_media = true;
+    let mut h = Harness::new(f);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::ProgressCaller, CallAction::StartPrompt]
+    );
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    assert_eq!(h.actions(), vec![CallAction::StartRingback]);
+    h.input(CallInput::CallerCancelled);
+    let actions = h.actions();
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::CallerHungUp);
+    assert_eq!(record.sip_final_status, 487);
+    assert!(record.probe);
+}
+
+#[test]
 fn a_probe_that_never_hangs_up_is_ended_after_the_ring_timeout() {
     let mut h = probe();
     h.actions();
