@@ -101,9 +101,14 @@ async fn probes_are_listed_filtered_and_left_out_of_the_figures(db: Db) {
         .unwrap();
     let tampered = client.verify(VerifyRequest {}).await.unwrap().into_inner();
     assert!(
-        tampered.findings.iter().any(|finding| finding.kind == "projection"
-            && finding.call_id == call_id(1)
-            && finding.detail.contains("probe is true, its events say false")),
+        tampered
+            .findings
+            .iter()
+            .any(|finding| finding.kind == "projection"
+                && finding.call_id == call_id(1)
+                && finding
+                    .detail
+                    .contains("probe is true, its events say false")),
         "{:?}",
         tampered.findings
     );

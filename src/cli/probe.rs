@@ -137,12 +137,12 @@ impl Prober {
             }
         }
         let Some(playlist) = playlist else {
-            return Err(Failure::NoAnswer(format!(
-                "answered, but line {line} is not in this configuration, so what it plays cannot be checked"
+            return Err(Failure::Unchecked(format!(
+                "line {line} answered, but it is not in this configuration"
             )));
         };
         let expected = Expected::of(&playlist, heard.codec).ok_or_else(|| {
-            Failure::NoAnswer(format!(
+            Failure::Unchecked(format!(
                 "answered in {}, which the probe did not offer",
                 heard.codec.encoding_name()
             ))
@@ -311,9 +311,8 @@ impl ProbeStack {
             .dialogs
             .do_invite_async(option, states_tx)
             .map_err(|e| no_answer(format!("cannot send the INVITE: {e}")))?;
-        let answer_by = Instant::now()
-            + ANSWER_TIMEOUT
-            + Duration::from_millis(prober.config.sip.answer_delay_ms);
+        let wait = ANSWER_TIMEOUT + Duration::from_millis(prober.config.sip.answer_delay_ms);
+        let answer_by = Instant::now() + wait;
         // The answer's SDP: from a 183 (an early-media line plays the warning
         // before it answers) or from the 200 OK.
         let mut states_open = true;
@@ -335,7 +334,7 @@ impl ProbeStack {
                 }
                 () = tokio::time::sleep_until(answer_by) => {
                     let _ = tokio::time::timeout(HANG_UP_TIMEOUT, dialog.hangup()).await;
-                    return Err(no_answer(format!("no answer from {} within {} s", prober.switchboard, (answer_by - Instant::now()).as_secs().max(ANSWER_TIMEOUT.as_secs()))));
+                    return Err(no_answer(format!("nothing from {} within {} s", prober.switchboard, wait.as_secs())));
                 }
             }
         };

@@ -150,6 +150,8 @@ pub struct Match {
 pub enum Failure {
     /// The call was not answered (the SIP status, or that none came).
     NoAnswer(String),
+    /// Answered, but what it plays cannot be checked (why).
+    Unchecked(String),
     /// No audio, or audio below [`SILENCE_DBFS`].
     Silence {
         /// Level of what arrived, `None` when nothing did.
@@ -180,6 +182,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::NoAnswer(why) => write!(f, "no answer: {why}"),
+            Failure::Unchecked(why) => write!(f, "cannot check the warning: {why}"),
             Failure::Silence { level_dbfs: None } => {
                 f.write_str("silence: no audio arrived after the answer")
             }
