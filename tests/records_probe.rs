@@ -44,7 +44,7 @@ async fn probes_are_listed_filtered_and_left_out_of_the_figures(db: Db) {
         })
         .await
         .unwrap();
-    let mut ids = |probe: Choice| {
+    let ids = |probe: Choice| {
         let mut client = client.clone();
         async move {
             let page = client
