@@ -3,7 +3,8 @@
 //! dashboard's figures and the call metrics; it fails naming the line and what
 //! was wrong when the line plays another recording than configured, and on an
 //! unknown line; a forged probe header makes an ordinary, counted call; a
-//! scheduled probe sets `courtline_probe_success`.
+//! probe is put through to `[probe] target` only; a scheduled probe sets
+//! `courtline_probe_success`.
 
 mod support;
 
@@ -16,7 +17,7 @@ use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallFilter, CallRecord, Choice, ListCallsRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::sip::probe_header::{ProbeKey, HEADER};
-use support::{recv_rtp, sdp, write_test_prompt, Caller};
+use support::{recv_rtp, sdp, write_test_prompt, Caller, SipPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, Instant};
 
@@ -129,16 +130,7 @@ impl Serve {
 
     /// Runs `courtline probe` with `config` and `args`, to this switchboard.
     fn probe(&self, config: &Path, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_courtline"))
-            .arg("--config")
-            .arg(config)
-            .arg("probe")
-            .arg("--to")
-            .arg(self.sip.to_string())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
+        let out = probe_command(self.sip, config, args).output().unwrap();
         eprintln!(
             "courtline probe {args:?}: {}\nstdout: {}\nstderr: {}",
             out.status,
@@ -183,6 +175,20 @@ impl Serve {
             .unwrap();
         rows.iter().map(|row| row.tally.calls).sum()
     }
+}
+
+/// `courtline probe` with `config` and `args`, to the switchboard at `sip`.
+fn probe_command(sip: SocketAddr, config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courtline"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("probe")
+        .arg("--to")
+        .arg(sip.to_string())
+        .args(args)
+        .env("RUST_LOG", "warn");
+    command
 }
 
 /// A socket address in the log line's fields.
@@ -424,4 +430,51 @@ async fn scheduled_probes_set_the_success_metric_per_line() {
     promtool_accepts(&text);
     // The key the switchboard made is its owner's only.
     assert!(serve.dir.path().join("probe.key").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_is_put_through_to_the_probe_target_not_to_the_operators() {
+    let target = SipPeer::bind().await;
+    let target_uri = format!("sip:probe@{}", target.addr);
+    let serve = Serve::start(
+        (39400, 39499),
+        &format!("[probe]\ntarget = \"{target_uri}\"\n"),
+    )
+    .await;
+    let mut probe = probe_command(serve.sip, &serve.config, &["--line", LINE]);
+    let probe = tokio::task::spawn_blocking(move || probe.output().unwrap());
+    // After the warning the switchboard calls the test extension, which answers.
+    let invite = target
+        .expect_request("INVITE", Duration::from_secs(10))
+        .await;
+    let target_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    target
+        .answer_invite(
+            &invite,
+            "probe-target",
+            &sdp(target_rtp.local_addr().unwrap(), "8"),
+        )
+        .await;
+    let out = probe.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The probe hangs up: the switchboard ends the target's leg too.
+    let bye = target.expect_request("BYE", Duration::from_secs(10)).await;
+    target.respond(&bye, "200 OK", None, "", "").await;
+    let probes = serve
+        .calls(
+            CallFilter {
+                probe: Choice::Yes as i32,
+                ..CallFilter::default()
+            },
+            1,
+        )
+        .await;
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(probes[0].operator_uri, target_uri);
+    assert!(probes[0].operator_answered_at_ms > 0);
+    assert_eq!(serve.counted_calls().await, 0);
 }
