@@ -29,6 +29,7 @@ use crate::records::web::WebSettings;
 pub mod hours;
 pub mod include;
 pub mod media;
+pub mod probe;
 pub mod reports;
 pub mod sip;
 pub mod uri;
@@ -112,6 +113,9 @@ pub struct Config {
     /// The admin HTTP endpoint: metrics, health and readiness (`[admin]`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Synthetic probe calls: schedule, test target, signing key (`[probe]`).
+    #[serde(default)]
+    pub probe: probe::ProbeConfig,
     /// Where this configuration came from, for error messages; not read from the file.
     #[serde(skip)]
     pub source: String,
@@ -1185,6 +1189,10 @@ impl Config {
         }
         self.validate_inbound_auth()?;
         if let Err(e) = self.reports.check() {
+            return Err(self.invalid(e.key.into(), e.problem, e.fix));
+        }
+        let numbers: Vec<String> = self.lines.iter().map(|l| l.number.clone()).collect();
+        if let Err(e) = self.probe.check(&numbers) {
             return Err(self.invalid(e.key.into(), e.problem, e.fix));
         }
         if self.sip.shield.rate_per_s <= 0.0 || self.sip.shield.burst == 0 {

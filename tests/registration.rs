@@ -43,8 +43,13 @@ async fn registers_with_digest_refreshes_and_takes_calls_for_the_account() {
         ..Options::default()
     })
     .await;
+    let up = format!(
+        r#"courtline_registration_up{{account="courtline",registrar="sip:{}"}}"#,
+        registrar.addr
+    );
     // First REGISTER: challenged.
     let first = registrar.expect_request("REGISTER", 3 * SEC).await;
+    sb.expect_metric(&up, "0").await;
     assert!(first.header("authorization").is_none());
     let challenge = "WWW-Authenticate: Digest realm=\"court\", nonce=\"n0nce1\", qop=\"auth\", algorithm=MD5\r\n";
     registrar
@@ -76,6 +81,7 @@ async fn registers_with_digest_refreshes_and_takes_calls_for_the_account() {
         )
         .await;
     let granted_at = tokio::time::Instant::now();
+    sb.expect_metric(&up, "1").await;
     let refresh = registrar.expect_request("REGISTER", 6 * SEC).await;
     let waited = granted_at.elapsed();
     assert!(
@@ -121,6 +127,14 @@ async fn a_refused_registration_is_retried_with_back_off() {
         .await;
     let refused_at = tokio::time::Instant::now();
     registrar.expect_request("REGISTER", 5 * SEC).await;
+    sb.expect_metric(
+        &format!(
+            r#"courtline_registration_up{{account="courtline",registrar="sip:{}"}}"#,
+            registrar.addr
+        ),
+        "0",
+    )
+    .await;
     assert!(
         refused_at.elapsed() >= Duration::from_millis(800),
         "back-off before retrying"

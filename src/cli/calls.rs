@@ -191,6 +191,9 @@ pub struct FilterArgs {
     /// Whether the call's recording is kept in the evidence store.
     #[arg(long, value_enum)]
     pub has_recording: Option<YesNo>,
+    /// Whether the call was a synthetic probe (`courtline probe`); listed, marked, unless `no`.
+    #[arg(long, value_enum)]
+    pub probe: Option<YesNo>,
     /// Only calls in this state (ended, interrupted, in_progress); repeatable. Default: ended and interrupted.
     #[arg(long)]
     pub state: Vec<String>,
@@ -250,6 +253,7 @@ impl FilterArgs {
             flagged: choice(self.flagged),
             has_report: choice(self.has_report),
             has_recording: choice(self.has_recording),
+            probe: choice(self.probe),
             states,
             call_id_prefix: String::new(),
         })

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod calls;
 pub mod check;
+pub mod probe;
 pub mod prompts;
 pub mod records;
 pub mod reports;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Query call records.
     #[command(subcommand)]
     Calls(calls::CallsCommand),
+    /// Call a line as a synthetic probe (signed, left out of statistics) and
+    /// check the warning it plays; exit 1 naming the line and what was wrong.
+    Probe(probe::ProbeArgs),
     /// The records service.
     #[command(subcommand)]
     Records(records::RecordsCommand),
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
             Command::Check { strict } => check::run(&cli.config, strict),
             Command::Prompts(command) => prompts::run(&cli.config, command),
             Command::Calls(command) => calls::run(&cli.config, command).await,
+            Command::Probe(args) => probe::run(&cli.config, args).await,
             Command::Records(command) => records::run(&cli.config, command).await,
             Command::Reports(command) => reports::run(&cli.config, command).await,
         }

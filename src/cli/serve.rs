@@ -356,6 +356,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     }
     let playlists = playlists(&config, &prompts);
+    let probes = crate::cli::probe::Schedule::of(&config, &playlists);
     // Checked by `Config::validate`; a bad value only turns the endpoint off.
     let config_admin = config.admin.address().ok().flatten();
     let records_shutdown = CancellationToken::new();
@@ -401,6 +402,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     listening
         .await
         .context("the switchboard stopped before it was listening (see the log above)")?;
+    if let Some(probes) = probes {
+        probes.spawn(sip_addr, monitor.clone(), calls_shutdown.clone());
+    }
     let admin_addr = match admin_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;

@@ -45,13 +45,14 @@ pub struct Tally {
 
 impl Tally {
     /// What a call's final row adds; nothing (`None`) while the call is in progress,
-    /// since the figures count finished calls only, as the calls list does by default.
+    /// since the figures count finished calls only, as the calls list does by default,
+    /// and nothing for a synthetic probe: it tests the line, nobody called the court.
     pub fn of_call(record: &CallRecord) -> Option<Tally> {
         let finished = matches!(
             CallState::try_from(record.state),
             Ok(CallState::Ended | CallState::Interrupted)
         );
-        if !finished {
+        if !finished || record.probe {
             return None;
         }
         let wait = (record.operator_answered_at_ms != 0
@@ -272,6 +273,12 @@ mod tests {
             ..CallRecord::default()
         };
         assert_eq!(Tally::of_call(&interrupted).unwrap().calls, 1);
+        // A synthetic probe tests the line: nobody called the court.
+        let probe = CallRecord {
+            probe: true,
+            ..finished(EndReason::CallerHungUp)
+        };
+        assert_eq!(Tally::of_call(&probe), None);
     }
 
     #[test]

@@ -405,7 +405,12 @@ fn table_row(r: &CallRecord, clock: Clock) -> [String; 10] {
     [
         short_call_id(&r.call_id).to_owned(),
         clock.show(r.received_at_ms, SecondsFormat::Secs),
-        r.line_number.clone(),
+        // A synthetic probe is listed, marked, so nobody takes it for a caller.
+        if r.probe {
+            format!("{} (probe)", r.line_number)
+        } else {
+            r.line_number.clone()
+        },
         r.court_name.clone(),
         caller,
         yes_no(r.prompt_completed),
@@ -742,6 +747,7 @@ mod tests {
             flagged: false,
             node_id: "sb-1".to_owned(),
             flags: Vec::new(),
+            probe: false,
             prompts: vec![
                 PlayedPrompt {
                     id: "three_rules_zh".to_owned(),

@@ -436,6 +436,7 @@ fn filter_json(filter: &CallFilter) -> serde_json::Value {
         ("flagged", filter.flagged()),
         ("has_report", filter.has_report()),
         ("has_recording", filter.has_recording()),
+        ("probe", filter.probe()),
     ] {
         match choice {
             crate::contract::pb::Choice::Any => {}

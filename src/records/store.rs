@@ -70,12 +70,12 @@ const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, calle
     prompt_started_at_ms, prompt_ended_at_ms, operator_answered_at_ms, ended_at_ms, prompt_id, \
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
     prompts, operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
-    media, state, flagged, node_id, last_seq, first_seq";
+    media, probe, state, flagged, node_id, last_seq, first_seq";
 /// Columns of `call_recordings`, in [`RecordingRow`] order.
 const RECORDING_COLUMNS: &str =
     "call_id, sha256, bytes, sample_rate, channels, duration_ms, state, detail, last_seq";
 /// Number of names in [`CALL_COLUMNS`].
-const CALL_COLUMN_COUNT: usize = 33;
+const CALL_COLUMN_COUNT: usize = 34;
 /// Every events column.
 const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
@@ -1076,6 +1076,7 @@ fn bind_call(sql: &mut Sql, row: &CallRow) {
     let _ = args.add(r.rtp_packets_sent as i64);
     let _ = args.add(r.rtp_packets_received as i64);
     let _ = args.add(media_json(r));
+    let _ = args.add(i64::from(r.probe));
     let _ = args.add(row.state as i64);
     // New rows start unflagged; the upsert never overwrites an existing flag.
     let _ = args.add(0_i64);
@@ -1103,7 +1104,7 @@ const FIGURE_COLUMNS: &str = "day, court_name, calls, warning_completed, hung_up
 const FIGURE_COLUMN_COUNT: usize = 14;
 /// The calls columns [`Tally::of_call`] reads.
 const TALLY_CALL_COLUMNS: &str = "call_id, received_at_ms, court_name, state, prompt_completed, \
-    end_reason, prompt_ended_at_ms, operator_answered_at_ms";
+    end_reason, prompt_ended_at_ms, operator_answered_at_ms, probe";
 
 /// `INSERT INTO daily_court_figures (...) VALUES `: the head of the figures' additions.
 static INSERT_FIGURES: LazyLock<String> =
@@ -1181,6 +1182,7 @@ fn tally_call_from_row(row: &AnyRow, operation: &str) -> Result<CallRecord, Stor
         end_reason: i32::try_from(number("end_reason")?).unwrap_or_default(),
         prompt_ended_at_ms: number("prompt_ended_at_ms")?,
         operator_answered_at_ms: number("operator_answered_at_ms")?,
+        probe: number("probe")? != 0,
         ..CallRecord::default()
     })
 }
@@ -1498,6 +1500,7 @@ impl SqlStore {
                 "has_recording = 1",
                 "has_recording = 0",
             ),
+            (filter.probe(), "probe = 1", "probe = 0"),
         ] {
             match choice {
                 Choice::Any => {}
@@ -2670,6 +2673,7 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         rtp_packets_received: get::<i64>(row, "rtp_packets_received", id)? as u64,
         caller_media,
         operator_media,
+        probe: get::<i64>(row, "probe", id)? != 0,
         state: enumeration("state")?,
         flagged: get::<i64>(row, "flagged", id)? != 0,
         node_id: get(row, "node_id", id)?,

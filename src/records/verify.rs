@@ -708,7 +708,7 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
                         check_name_index(store, report, &mut indexed).await?;
                     }
                 }
-                let differences: Vec<String> = record_fields(&expected)
+                let mut differences: Vec<String> = record_fields(&expected)
                     .into_iter()
                     .zip(record_fields(&actual))
                     .filter(|(want, have)| want.1 != have.1)
@@ -716,6 +716,13 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
                         format!("{} is {:?}, its events say {:?}", want.0, have.1, want.1)
                     })
                     .collect();
+                // Not an export column, but it takes a call out of the statistics.
+                if expected.probe != actual.probe {
+                    differences.push(format!(
+                        "probe is {}, its events say {}",
+                        actual.probe, expected.probe
+                    ));
+                }
                 if !differences.is_empty() {
                     report.add(
                         "projection",

@@ -25,6 +25,7 @@ use super::media::prompt::{LinePlaylists, Playlist, Prompt};
 use super::sdp::{codecs_for, Negotiated, RemoteMedia, SdpError};
 use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
+use super::sip::probe_header::{self, ProbeKey};
 use super::sip::qualify::OperatorHealth;
 use super::sip::session_timer::{self, Negotiation, SessionTimer};
 use crate::config::{
@@ -94,6 +95,8 @@ pub struct Admission<'a> {
     pub playlists: &'a LinePlaylists,
     /// Digest authentication of untrusted callers, when configured.
     pub inbound_auth: Option<&'a InboundAuth>,
+    /// What a synthetic probe's header must be signed with to count as one.
+    pub probe_key: &'a ProbeKey,
     /// Which operator targets answer OPTIONS, for the hunt list.
     pub health: &'a OperatorHealth,
     /// Where each `round_robin` line's next hunt starts.
@@ -242,13 +245,20 @@ impl Admission<'_> {
             received_at_ms: chrono::DateTime::<chrono::Utc>::from(now.wall).timestamp_millis(),
             ..CallFacts::default()
         };
+        // Only a header signed with our key, for this Call-ID, lately, makes a probe.
+        facts.probe = probe_header::value_in(request).is_some_and(|value| {
+            self.probe_key
+                .verify(&value, &facts.sip_call_id, now.wall)
+                .is_ok()
+        });
 
         // Shutting down: send the caller elsewhere before anything else (no challenge either).
         if self.draining {
             return self.unavailable(Refused::Draining, facts);
         }
         let mut authenticated_as = None;
-        if let (Some(auth), Some(source)) = (self.inbound_auth, invite.source) {
+        // A probe's signature is as good as a password.
+        if let (Some(auth), Some(source), false) = (self.inbound_auth, invite.source, facts.probe) {
             let authorization = request.authorization_header().map(|h| h.value());
             match auth.check(source.ip(), "INVITE", authorization, now.wall) {
                 Verdict::Exempt => {}
@@ -352,6 +362,17 @@ impl Admission<'_> {
             .filter_map(|t| Some((t.uri().to_owned(), ring_timeout(t.ring_timeout_s()?))))
             .collect();
         facts.after_hours = !staffed;
+        if facts.probe {
+            // A probe tests what callers hear; it never rings an operator, only
+            // the `[probe] target` test extension, if any.
+            let target = &self.config.probe.target;
+            facts.operators = (!target.is_empty())
+                .then(|| target.clone())
+                .into_iter()
+                .collect();
+            facts.hunt = HuntStrategy::Sequential;
+            facts.connect = crate::config::ConnectMode::Bridge;
+        }
         facts.ring_timeout = ring_timeout(line.ring_timeout_s);
         facts.answer_delay = Duration::from_millis(self.config.sip.answer_delay_ms);
 
@@ -589,6 +610,7 @@ after_hours = { prompt = ["zh", "closed"] }
         config: Config,
         playlists: LinePlaylists,
         inbound_auth: Option<InboundAuth>,
+        probe_key: ProbeKey,
         health: OperatorHealth,
         hunt_turns: HuntTurns,
         spool_healthy: bool,
@@ -625,6 +647,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 config: Config::from_toml_str(CONFIG, "admission test").unwrap(),
                 playlists,
                 inbound_auth: None,
+                probe_key: ProbeKey::new(b"the switchboard's probe key"),
                 health: OperatorHealth::default(),
                 hunt_turns: HuntTurns::default(),
                 spool_healthy: true,
@@ -663,6 +686,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 config: &self.config,
                 playlists: &self.playlists,
                 inbound_auth: self.inbound_auth.as_ref(),
+                probe_key: &self.probe_key,
                 health: &self.health,
                 hunt_turns: &self.hunt_turns,
                 spool_healthy: self.spool_healthy,
@@ -1144,5 +1168,49 @@ after_hours = { prompt = ["zh", "closed"] }
         let value = challenge(sb.decide(&invite(LINE, &authorization("s3cret", &nonce), "")));
         assert!(value.ends_with(", stale=true"), "{value}");
         assert_ne!(nonce_of(&value), nonce, "with a fresh nonce");
+    }
+
+    #[test]
+    fn a_signed_probe_is_marked_dials_only_the_probe_target_and_skips_the_challenge() {
+        let mut sb = Switchboard::with_auth();
+        let signed = format!(
+            "X-Courtline-Probe: {}\r\n",
+            sb.probe_key.sign("a@198.51.100.7", sb.now.wall)
+        );
+        let a = admitted(sb.decide(&invite(LINE, &signed, "")));
+        assert!(a.facts.probe);
+        assert!(
+            a.facts.operators.is_empty(),
+            "no operator is rung for a probe"
+        );
+        assert_eq!(a.authenticated_as, None);
+        drop(a);
+
+        sb.config.probe.target = "sip:probe@192.0.2.30:5060".into();
+        let a = admitted(sb.decide(&invite(ROUND_ROBIN_LINE, &signed, "")));
+        assert_eq!(a.facts.operators, ["sip:probe@192.0.2.30:5060"]);
+        assert_eq!(a.facts.hunt, HuntStrategy::Sequential);
+        drop(a);
+
+        // A refusal of a probe is a probe's record too.
+        let r = refusal(sb.decide(&invite("02199990", &signed, "")));
+        assert_eq!(code(&r), 404);
+        assert!(r.facts.probe);
+
+        // Another key's header, or a copied one on another call: an ordinary
+        // caller, challenged like any other.
+        let forged = format!(
+            "X-Courtline-Probe: {}\r\n",
+            ProbeKey::new(b"a guess").sign("a@198.51.100.7", sb.now.wall)
+        );
+        challenge(sb.decide(&invite(LINE, &forged, "")));
+        sb.inbound_auth = None;
+        let a = admitted(sb.decide(&invite(LINE, &forged, "")));
+        assert!(!a.facts.probe);
+        assert_eq!(a.facts.operators.len(), 2, "the line's operators");
+        drop(a);
+        sb.now.wall += Duration::from_secs(301);
+        let a = admitted(sb.decide(&invite(LINE, &signed, "")));
+        assert!(!a.facts.probe, "a stale signature");
     }
 }

@@ -18,6 +18,7 @@ use super::media::tone::ToneFrames;
 use super::metrics::Metrics;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::inbound_auth::InboundAuth;
+use super::sip::probe_header::ProbeKey;
 use super::sip::qualify::OperatorHealth;
 use crate::config::Config;
 use crate::contract::pb::CallRecord;
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub hunt_turns: HuntTurns,
     /// Digest authentication of untrusted callers, when configured.
     pub inbound_auth: Option<InboundAuth>,
+    /// What a synthetic probe's header must be signed with to count as one.
+    pub probe_key: ProbeKey,
     /// Cancelled on shutdown; every call task watches a child of it.
     pub shutdown: CancellationToken,
     /// Set on SIGTERM: new calls (and OPTIONS) are answered 503 while calls in progress finish.

@@ -24,6 +24,7 @@ use super::sip::dialog_states::DialogStateRouter;
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
 use super::sip::inbound_auth::InboundAuth;
 use super::sip::leg::{canonical, dialled_number, has_to_tag, header, local_ip_toward};
+use super::sip::probe_header::{self, ProbeKey};
 use super::sip::qualify::{self, OperatorHealth};
 use super::sip::registration;
 use super::sip::shield::Shield;
@@ -68,6 +69,14 @@ pub enum SwitchboardError {
     /// The ringback settings are unusable (normally caught by `courtline check`).
     #[error("[media.ringback]: {0}")]
     Ringback(String),
+    /// The probe key file could not be read or made.
+    #[error("cannot read or make the probe key {path}: {source}. Make its directory writable, or set [probe] key")]
+    ProbeKey {
+        /// The key file (`probe.key` beside the spool).
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The recording writer thread could not start.
     #[error("[recording] dir {dir}: cannot start the recording writer: {source}")]
     Recorder {
@@ -211,6 +220,15 @@ impl Switchboard {
         } else {
             None
         };
+        let probe_key = if config.probe.key.is_empty() {
+            let path = config.probe_key_path();
+            ProbeKey::load_or_create(&path).map_err(|source| SwitchboardError::ProbeKey {
+                path: path.display().to_string(),
+                source,
+            })?
+        } else {
+            ProbeKey::new(config.probe.key.as_bytes())
+        };
         Ok(Switchboard {
             shared: Arc::new(Shared {
                 config,
@@ -229,6 +247,7 @@ impl Switchboard {
                 health: Arc::new(OperatorHealth::default()),
                 hunt_turns: HuntTurns::default(),
                 inbound_auth,
+                probe_key,
                 shutdown,
                 draining: Arc::new(AtomicBool::new(false)),
                 metrics,
@@ -291,6 +310,7 @@ impl Switchboard {
             tokio::spawn(registration::run(
                 self.endpoint.inner.clone(),
                 self.shared.config.registration.clone(),
+                self.shared.metrics.clone(),
                 self.shared.shutdown.clone(),
             ));
         }
@@ -339,6 +359,11 @@ impl Monitor {
     /// Stops taking new calls: INVITE and OPTIONS are answered 503 from now on.
     pub fn start_draining(&self) {
         self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// A synthetic probe of `line` ran at `at_unix_s`: `courtline_probe_success` and its time.
+    pub fn probe_finished(&self, line: &str, success: bool, at_unix_s: f64) {
+        self.shared.metrics.probe_finished(line, success, at_unix_s);
     }
 
     /// Calls in progress.
@@ -546,6 +571,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         config: &shared.config,
         playlists: &shared.playlists,
         inbound_auth: shared.inbound_auth.as_ref(),
+        probe_key: &shared.probe_key,
         health: &shared.health,
         hunt_turns: &shared.hunt_turns,
         spool_healthy: shared.records.spool_healthy(),
@@ -578,6 +604,16 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
             .first()
             .map_or("none: hang up after the playlist", String::as_str);
         info!(line = %number, caller = %admitted.facts.caller_number, duty, "outside office hours: after-hours playlist");
+    }
+    if admitted.facts.probe {
+        info!(line = %number, target = ?admitted.facts.operators.first(), "synthetic probe call (signed header checked)");
+    } else if let Some(value) = probe_header::value_in(invite.request) {
+        // Someone else's header, a stale one, or another key: an ordinary call.
+        let problem = shared
+            .probe_key
+            .verify(&value, &admitted.facts.sip_call_id, now.wall)
+            .err();
+        warn!(line = %number, ?source, problem = ?problem.map(|p| p.to_string()), "probe header not accepted: the call counts as an ordinary call");
     }
     if admitted.answered_without_early_media {
         info!(line = %number, caller = %admitted.facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");

@@ -84,6 +84,12 @@ pub struct Metrics {
     reloads: IntCounter,
     /// 1 while draining.
     draining: IntGauge,
+    /// 1 while courtline is registered with the PBX, by account and registrar.
+    registration_up: IntGaugeVec,
+    /// 1 when the line's last synthetic probe heard the right warning, by line.
+    probe_success: IntGaugeVec,
+    /// When the line's last synthetic probe ran (Unix seconds), by line.
+    probe_last_run: prometheus::GaugeVec,
 }
 
 /// The phases a call in progress can be in, as [`crate::switchboard::call::flow::Phase::name`] names them.
@@ -160,6 +166,21 @@ impl Metrics {
             recording_queue_peak: IntGauge::new("courtline_recording_queue_peak_messages", "Most messages ever queued at the recording writer.").expect("valid metric"),
             reloads: IntCounter::new("courtline_config_reloads_total", "Configuration reloads.").expect("valid metric"),
             draining: IntGauge::new("courtline_draining", "1 while the switchboard drains (SIGTERM received): new calls are refused.").expect("valid metric"),
+            registration_up: IntGaugeVec::new(
+                Opts::new("courtline_registration_up", "1 while courtline is registered with the PBX ([registration]), 0 while not."),
+                &["account", "registrar"],
+            )
+            .expect("valid metric"),
+            probe_success: IntGaugeVec::new(
+                Opts::new("courtline_probe_success", "1 when the line's last synthetic probe heard the right warning, 0 when it failed."),
+                &["line"],
+            )
+            .expect("valid metric"),
+            probe_last_run: prometheus::GaugeVec::new(
+                Opts::new("courtline_probe_last_run_timestamp_seconds", "When the line's last synthetic probe ran (Unix time)."),
+                &["line"],
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -170,7 +191,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(self.calls.clone()),
             Box::new(self.in_progress.clone()),
             Box::new(self.warnings_started.clone()),
@@ -188,6 +209,9 @@ impl Metrics {
             Box::new(self.recording_queue_peak.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.draining.clone()),
+            Box::new(self.registration_up.clone()),
+            Box::new(self.probe_success.clone()),
+            Box::new(self.probe_last_run.clone()),
         ];
         for collector in collectors {
             // Names are fixed and distinct: registering cannot fail.
@@ -207,8 +231,12 @@ impl Metrics {
         }
     }
 
-    /// A call ended (or was refused): counts it from its final record.
+    /// A call ended (or was refused): counts it from its final record. A
+    /// synthetic probe is not counted: it tests the line, nobody called.
     pub fn call_ended(&self, record: &CallRecord) {
+        if record.probe {
+            return;
+        }
         let line = record.line_number.as_str();
         let reason = EndReason::try_from(record.end_reason).unwrap_or(EndReason::Unspecified);
         self.calls
@@ -253,6 +281,23 @@ impl Metrics {
         self.rtp_jitter
             .with_label_values(&[leg])
             .observe(f64::from(media.jitter_us) / 1_000_000.0);
+    }
+
+    /// Whether courtline is registered as `account` with `registrar` now.
+    pub fn registration_changed(&self, account: &str, registrar: &str, up: bool) {
+        self.registration_up
+            .with_label_values(&[account, registrar])
+            .set(i64::from(up));
+    }
+
+    /// A synthetic probe of `line` ran at `at_unix_s` and heard the right warning or not.
+    pub fn probe_finished(&self, line: &str, success: bool, at_unix_s: f64) {
+        self.probe_success
+            .with_label_values(&[line])
+            .set(i64::from(success));
+        self.probe_last_run
+            .with_label_values(&[line])
+            .set(at_unix_s);
     }
 
     /// The shield banned a source.
@@ -372,6 +417,42 @@ mod tests {
         );
         // No operator answered: no answer time.
         assert!(!text.contains("courtline_operator_answer_seconds_count{"));
+    }
+
+    #[test]
+    fn probes_are_not_counted_as_calls_but_set_their_own_gauges() {
+        let metrics = Metrics::new();
+        metrics.call_ended(&CallRecord {
+            line_number: "12368".into(),
+            end_reason: EndReason::CallerHungUp as i32,
+            prompt_started_at_ms: 1_000,
+            prompt_completed: true,
+            probe: true,
+            ..CallRecord::default()
+        });
+        metrics.probe_finished("12368", false, 1_800_000_000.0);
+        metrics.registration_changed("12368", "sip:pbx.example", true);
+        let text = metrics.render(&Snapshot::default());
+        assert!(!text.contains("courtline_calls_total{"), "{text}");
+        assert!(!text.contains("courtline_warning_started_total{"));
+        assert_eq!(
+            value_of(&text, r#"courtline_probe_success{line="12368"}"#),
+            Some("0")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_probe_last_run_timestamp_seconds{line="12368"}"#
+            ),
+            Some("1800000000")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"courtline_registration_up{account="12368",registrar="sip:pbx.example"}"#
+            ),
+            Some("1")
+        );
     }
 
     #[test]

@@ -249,6 +249,34 @@ ring_timeout_s = {ring}
         }
     }
 
+    /// Waits up to 10 s for `/metrics` to show `series` (name and labels as
+    /// rendered) at `value`.
+    pub async fn expect_metric(&self, series: &str, value: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+            let request = format!(
+                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.admin
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.unwrap();
+            let found = text
+                .lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
+            if found == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {found:?}, not {value}, after 10 s:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops courtline (ends calls, flushes records).
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {

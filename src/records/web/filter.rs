@@ -40,6 +40,8 @@ pub struct CallsForm {
     pub has_report: String,
     /// The call's recording is kept (can be played).
     pub has_recording: String,
+    /// A synthetic probe call (`courtline probe`): `yes` to see only probes, `no` to hide them.
+    pub probe: String,
     /// Cursor of the page to show (from the previous page's link).
     pub page: String,
 }
@@ -92,6 +94,7 @@ impl CallsForm {
                 &self.has_recording,
                 &mut filter.has_recording,
             ),
+            ("error-choice", &self.probe, &mut filter.probe),
         ] {
             *target = match text.as_str() {
                 "" => Choice::Any,
@@ -194,6 +197,7 @@ mod tests {
             flagged: "yes".into(),
             has_report: "yes".into(),
             has_recording: "no".into(),
+            probe: "yes".into(),
             ..CallsForm::default()
         };
         let filter = form.filter(noon()).unwrap();
@@ -213,6 +217,7 @@ mod tests {
         assert_eq!(filter.flagged(), Choice::Yes);
         assert_eq!(filter.has_report(), Choice::Yes);
         assert_eq!(filter.has_recording(), Choice::No);
+        assert_eq!(filter.probe(), Choice::Yes);
         assert_eq!(
             CallsForm::default().filter(noon()).unwrap(),
             CallFilter::default()

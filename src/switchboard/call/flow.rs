@@ -76,6 +76,9 @@ pub struct CallFacts {
     pub report_keys: String,
     /// How long a key that could start `report_keys` is held back (`[reports] key_timeout_ms`).
     pub report_key_timeout: Duration,
+    /// A synthetic probe (its signed header checked): recorded as one, and
+    /// `operators` is at most the `[probe] target`.
+    pub probe: bool,
 }
 
 /// Where a call is. Transitions only go forward; `Ended` is final.
@@ -100,6 +103,9 @@ pub enum Phase {
     /// REFER sent to the caller's side (Refer-To: the first operator); waiting
     /// for its answer and the NOTIFYs of how the transfer goes.
     Transferring,
+    /// A probe with nobody to dial heard the whole warning: ringback until
+    /// the probe hangs up (at most the ring timeout).
+    ProbeHeard,
     /// Nobody answered: the failover prompt plays, then courtline hangs up.
     Failover {
         /// Why the hunt failed: the call's end reason, however it ends now.
@@ -120,6 +126,7 @@ impl Phase {
             Phase::Prompting => "prompting",
             Phase::DialingOperator { .. } | Phase::DialingAll => "dialing_operator",
             Phase::Failover { .. } => "failover_prompt",
+            Phase::ProbeHeard => "probe_heard",
             Phase::Transferring => "transferring",
             Phase::Bridged => "bridged",
             Phase::Ended => "ended",
@@ -461,6 +468,7 @@ impl CallFlow {
             prompt_sha256: facts.prompt_sha256.clone(),
             prompt_length_ms: facts.prompt_length_ms,
             prompts: facts.prompts.clone(),
+            probe: facts.probe,
             ..CallRecord::default()
         };
         let report_keys = ReportKeys::new(&facts.report_keys, facts.report_key_timeout);
@@ -505,6 +513,7 @@ impl CallFlow {
             prompts: facts.prompts.clone(),
             end_reason: EndReason::Rejected as i32,
             sip_final_status: u32::from(status),
+            probe: facts.probe,
             ..CallRecord::default()
         }
     }
@@ -563,6 +572,8 @@ impl CallFlow {
                 self.operator_failed(target, EndReason::NoAnswer, now);
             }
             Phase::Transferring => self.transfer_failed(408, now),
+            // The probe never hung up: it is gone.
+            Phase::ProbeHeard => self.close_unconnected(EndReason::NoAnswer, now),
             Phase::DialingAll => {
                 for target in 0..self.forks.len() {
                     if matches!(self.forks[target], Fork::Pending { until } if until <= now) {
@@ -601,9 +612,14 @@ impl CallFlow {
                 self.record.prompt_ended_at_ms = self.wall_ms(now);
                 self.record.prompt_completed = true;
                 self.milestone(Milestone::PromptFinished);
-                if self.facts.operators.is_empty() {
+                if self.facts.operators.is_empty() && self.facts.probe && !self.facts.after_hours {
+                    // The probe has heard what it came for and hangs up itself.
+                    self.phase = Phase::ProbeHeard;
+                    self.deadline = Some(now + self.facts.ring_timeout);
+                    self.actions.push_back(CallAction::StartRingback);
+                } else if self.facts.operators.is_empty() {
                     // After hours without a duty number: the playlist said when to call.
-                    self.close_after_hours(now);
+                    self.close_unconnected(EndReason::AfterHours, now);
                 } else {
                     self.actions.push_back(CallAction::StartRingback);
                     if self.facts.connect == ConnectMode::Refer && self.caller_answered {
@@ -665,6 +681,13 @@ impl CallFlow {
                 self.transfer_failed(status, now)
             }
             (Phase::Transferring, CallerHungUp) => self.end(EndReason::CallerHungUp, now),
+
+            (Phase::ProbeHeard, hangup @ (CallerHungUp | CallerCancelled)) => {
+                if hangup == CallerCancelled {
+                    self.record.sip_final_status = 487;
+                }
+                self.end(EndReason::CallerHungUp, now);
+            }
 
             (Phase::Failover { reason }, PromptFinished) => {
                 // Said politely, then the BYE.
@@ -764,9 +787,9 @@ impl CallFlow {
         self.actions.push_back(CallAction::AnswerCaller);
     }
 
-    /// Ends an after-hours call that has no one to dial: a BYE to an answered
-    /// caller, 480 (Temporarily Unavailable) to an early-media one.
-    fn close_after_hours(&mut self, now: Instant) {
+    /// Ends a call that has no one (more) to dial, for `reason`: a BYE to an
+    /// answered caller, 480 (Temporarily Unavailable) to an early-media one.
+    fn close_unconnected(&mut self, reason: EndReason, now: Instant) {
         if self.caller_answered {
             self.actions.push_back(CallAction::HangUpCaller);
         } else {
@@ -774,7 +797,7 @@ impl CallFlow {
             self.actions
                 .push_back(CallAction::RejectCaller { status: 480 });
         }
-        self.end(EndReason::AfterHours, now);
+        self.end(reason, now);
     }
 
     fn dial(&mut self, target: usize, now: Instant) {

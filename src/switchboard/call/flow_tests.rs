@@ -1149,6 +1149,81 @@ fn after_hours_on_an_early_media_line_ends_unanswered_with_480() {
     assert_eq!(record.sip_final_status, 480);
 }
 
+/// A synthetic probe with nobody to dial.
+fn probe() -> Harness {
+    let mut f = facts(&[]);
+    f.probe = true;
+    Harness::new(f)
+}
+
+#[test]
+fn a_probe_hears_the_warning_then_ringback_and_hangs_up_itself_without_an_operator() {
+    let mut h = probe();
+    assert_eq!(h.actions(), vec![CallAction::AnswerCaller]);
+    h.input(CallInput::CallerAcked);
+    assert_eq!(h.actions(), vec![CallAction::StartPrompt]);
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    assert_eq!(h.actions(), vec![CallAction::StartRingback]);
+    assert_eq!(h.flow.phase(), Phase::ProbeHeard);
+    assert_eq!(h.flow.current_operator(), None, "nobody is dialled");
+    h.advance(500);
+    h.input(CallInput::CallerHungUp);
+    let actions = h.actions();
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::CallerHungUp);
+    assert!(record.probe && record.prompt_completed);
+    assert_eq!(record.operator_uri, "");
+}
+
+#[test]
+fn a_probe_of_an_early_media_line_cancels_after_the_warning() {
+    let mut f = facts(&[]);
+    f.probe = true;
+    f.early_media = true;
+    let mut h = Harness::new(f);
+    assert_eq!(
+        h.actions(),
+        vec![CallAction::ProgressCaller, CallAction::StartPrompt]
+    );
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    assert_eq!(h.actions(), vec![CallAction::StartRingback]);
+    h.input(CallInput::CallerCancelled);
+    let actions = h.actions();
+    let record = finished(&actions);
+    assert_eq!(reason(record), EndReason::CallerHungUp);
+    assert_eq!(record.sip_final_status, 487);
+    assert!(record.probe);
+}
+
+#[test]
+fn a_probe_that_never_hangs_up_is_ended_after_the_ring_timeout() {
+    let mut h = probe();
+    h.actions();
+    h.input(CallInput::CallerAcked);
+    h.advance(12_000);
+    h.input(CallInput::PromptFinished);
+    h.actions();
+    h.advance(29_000);
+    assert_eq!(h.flow.phase(), Phase::ProbeHeard);
+    h.advance(1_000);
+    let actions = h.actions();
+    assert_eq!(actions[0], CallAction::HangUpCaller, "{actions:?}");
+    assert_eq!(reason(finished(&actions)), EndReason::NoAnswer);
+}
+
+#[test]
+fn a_probe_with_a_target_dials_it_and_refusals_are_marked_too() {
+    let mut f = facts(&["sip:probe@192.0.2.30"]);
+    f.probe = true;
+    let mut h = Harness::new(f.clone());
+    h.answer_and_play_prompt();
+    assert_eq!(h.flow.current_operator(), Some("sip:probe@192.0.2.30"));
+    assert!(h.flow.record().probe);
+    assert!(CallFlow::rejected(&f, 404).probe);
+}
+
 /// A call on a `simultaneous` line, answered and warned: every target is rung.
 fn forked(operators: &[&str], own_timeouts: &[(&str, u64)]) -> Harness {
     let mut f = facts(operators);

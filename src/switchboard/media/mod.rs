@@ -7,6 +7,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod engine;
 pub mod g722;
+pub mod heard;
 pub mod pacer;
 pub mod ports;
 pub mod prompt;

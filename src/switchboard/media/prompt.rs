@@ -538,6 +538,14 @@ impl Playlist {
         self.frame_count
     }
 
+    /// Frames of silence before the first prompt.
+    pub fn lead_in_frames(&self) -> usize {
+        self.segments
+            .iter()
+            .find(|(_, segment)| matches!(segment, Segment::Prompt(_)))
+            .map_or(self.frame_count, |(start, _)| *start)
+    }
+
     /// Playing time including lead-in and gaps (the record's `prompt_length_ms`).
     pub fn duration_ms(&self) -> u32 {
         u32::try_from(self.frame_count)

@@ -16,6 +16,7 @@ pub(crate) mod dialog_states;
 pub mod guard;
 pub mod inbound_auth;
 pub mod leg;
+pub mod probe_header;
 pub mod qualify;
 pub mod registration;
 pub mod session_timer;

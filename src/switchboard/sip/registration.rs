@@ -14,13 +14,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::RegistrationConfig;
+use crate::switchboard::metrics::Metrics;
 
-/// Keeps courtline registered until `shutdown`, then removes the binding.
+/// Keeps courtline registered until `shutdown`, then removes the binding;
+/// `courtline_registration_up` follows the state.
 pub async fn run(
     endpoint: EndpointInnerRef,
     config: RegistrationConfig,
+    metrics: std::sync::Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let up = |state: bool| metrics.registration_changed(&config.username, &config.registrar, state);
+    up(false);
     let Ok(registrar) = Uri::try_from(config.registrar.as_str()) else {
         // `Config::validate` refuses such a URI; nothing to do if it slipped through.
         warn!(registrar = %config.registrar, "registration disabled: the registrar is not a SIP URI");
@@ -45,11 +50,13 @@ pub async fn run(
                         status = %response.status_code,
                         "registered with the PBX"
                     );
+                    up(true);
                 }
                 registered = true;
             }
             RefreshOutcome::Rejected(response) => {
                 registered = false;
+                up(false);
                 warn!(
                     registrar = %config.registrar,
                     user = %config.username,
@@ -60,6 +67,7 @@ pub async fn run(
             }
             RefreshOutcome::Failed(error) => {
                 registered = false;
+                up(false);
                 warn!(
                     registrar = %config.registrar,
                     error = %error,
@@ -69,6 +77,7 @@ pub async fn run(
         })
         .await;
     // Shutting down: remove the binding so the PBX stops sending calls here.
+    up(false);
     let unregister = registration.register(registrar, Some(0));
     match tokio::time::timeout(std::time::Duration::from_secs(2), unregister).await {
         Ok(Ok(_)) => info!(registrar = %config.registrar, "unregistered from the PBX"),

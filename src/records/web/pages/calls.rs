@@ -54,6 +54,8 @@ pub(super) struct CallRow {
     pub(super) warning_completed: bool,
     pub(super) connected: bool,
     pub(super) flagged: bool,
+    /// A synthetic probe call: marked, so nobody takes it for a caller.
+    pub(super) probe: bool,
 }
 
 impl CallRow {
@@ -81,6 +83,7 @@ impl CallRow {
             warning_completed: record.prompt_completed,
             connected: record.operator_answered_at_ms != 0,
             flagged: record.flagged,
+            probe: record.probe,
         }
     }
 }
@@ -149,6 +152,7 @@ async fn calls_page(
                 "filter-has-recording",
                 form.has_recording.clone(),
             ),
+            ("probe", "filter-probe", form.probe.clone()),
         ],
         form,
     };

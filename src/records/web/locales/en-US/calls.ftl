@@ -1,6 +1,8 @@
 # The calls list and call pages (search, export, timeline)
 filter-has-report = Has a report
 filter-has-recording = Has a recording
+filter-probe = Synthetic probe
+probe-mark = (probe)
 calls-total = Matching calls
 calls-range = Time range
 range-to = to

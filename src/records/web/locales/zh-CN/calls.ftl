@@ -1,6 +1,8 @@
 # 通话记录与通话详情页（查询、导出、时间线）
 filter-has-report = 有记录报告
 filter-has-recording = 有录音
+filter-probe = 拨测通话
+probe-mark = （拨测）
 calls-total = 符合条件的通话
 calls-range = 时间范围
 range-to = 至
