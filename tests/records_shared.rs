@@ -15,7 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
-use courtline::contract::pb::{ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest};
+use courtline::contract::pb::{
+    AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
+};
+use courtline::records::chain::HashAlgorithm;
+use courtline::records::ledger::signing::RecordsKey;
+use courtline::records::ledger::{CheckpointPolicy, Ledger};
+use courtline::records::store::{SqlStore, Store};
 use records_common::*;
 use tokio::time::{sleep, Instant};
 
@@ -306,4 +312,82 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A ledger on `db` as one service opens it, with the deployment's key.
+async fn ledger(db: &Db, key: &Path) -> (Ledger, Arc<SqlStore>) {
+    let store = Arc::new(SqlStore::open(&db.url).await.unwrap());
+    let policy = CheckpointPolicy {
+        every_events: 40,
+        every: Duration::from_secs(600),
+    };
+    let shared: Arc<dyn Store> = store.clone();
+    let key = RecordsKey::load_or_create(key).unwrap();
+    let ledger = Ledger::open(shared, HashAlgorithm::Sha256, key, policy, None)
+        .await
+        .unwrap();
+    (ledger, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_own_events_join_one_chain_and_the_schema_refuses_a_fork() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let key = db.dir.path().join("deployment-signing.key");
+    RecordsKey::load_or_create(&key).unwrap();
+    // Both open the empty database at once: one of them starts the chain.
+    let ((a, store), (b, _)) = tokio::join!(ledger(&db, &key), ledger(&db, &key));
+    // Each service records its own accesses, at the same time as the other.
+    let accesses = |ledger: Ledger, name: &'static str| async move {
+        for n in 0..150 {
+            ledger
+                .record_access(AccessEntry {
+                    at_ms: 1_700_000_000_000 + n,
+                    actor: name.into(),
+                    operation: "ListCalls".into(),
+                    ..AccessEntry::default()
+                })
+                .await
+                .unwrap();
+        }
+        ledger.checkpoint_if_due().await.unwrap();
+    };
+    tokio::join!(accesses(a.clone(), "a"), accesses(b.clone(), "b"));
+    let pool = store.pool();
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM events WHERE kind = 'chain_started'").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM events WHERE kind = 'access'").await, 300);
+    let trusted = [a.key().public_key().to_bytes()];
+    let report = courtline::records::verify::verify(store.as_ref(), &trusted, None)
+        .await
+        .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert!(report.checkpoints_checked >= 2, "{report:?}");
+    assert_eq!(b.head().await, a.head().await);
+
+    // A second event after the head's predecessor, at a free position: a fork, refused.
+    let fork = sqlx::query(
+        "INSERT INTO events (seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash) \
+         SELECT seq + 1, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash \
+         FROM events ORDER BY seq DESC LIMIT 1",
+    )
+    .execute(pool)
+    .await
+    .unwrap_err();
+    assert!(fork.to_string().contains("events_one_successor"), "{fork}");
+    // One at a position taken: refused too.
+    let taken = sqlx::query(
+        "INSERT INTO events (seq, kind, at_ms, stored_at_ms, body_digest, prev_hash, hash) \
+         SELECT seq, kind, at_ms, stored_at_ms, body_digest, hash, hash FROM events ORDER BY seq DESC LIMIT 1",
+    )
+    .execute(pool)
+    .await
+    .unwrap_err();
+    assert!(taken.to_string().contains("events_pkey"), "{taken}");
 }
