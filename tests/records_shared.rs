@@ -231,7 +231,11 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
     let (endpoint_a, endpoint_b) = (a.endpoint(), b.endpoint());
     let readers = tokio::spawn(async move {
         for round in 0..40 {
-            let endpoint = if round % 2 == 0 { &endpoint_a } else { &endpoint_b };
+            let endpoint = if round % 2 == 0 {
+                &endpoint_a
+            } else {
+                &endpoint_b
+            };
             if let Ok(mut client) = connect(&ClientOptions::new(endpoint.clone())).await {
                 let _ = client.list_calls(ListCallsRequest::default()).await;
             }
@@ -243,7 +247,10 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
     let total = u64::from(NODES) * (1 + 4 * u64::from(CALLS));
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.load(Ordering::Relaxed) < total / 3 {
-        assert!(Instant::now() < deadline, "the switchboards made no progress");
+        assert!(
+            Instant::now() < deadline,
+            "the switchboards made no progress"
+        );
         sleep(Duration::from_millis(10)).await;
     }
     assert!(first.0.try_wait().unwrap().is_none(), "A died by itself");
@@ -361,8 +368,14 @@ async fn two_services_own_events_join_one_chain_and_the_schema_refuses_a_fork() 
             .await
             .unwrap()
     };
-    assert_eq!(count("SELECT COUNT(*) FROM events WHERE kind = 'chain_started'").await, 1);
-    assert_eq!(count("SELECT COUNT(*) FROM events WHERE kind = 'access'").await, 300);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'chain_started'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'access'").await,
+        300
+    );
     let trusted = [a.key().public_key().to_bytes()];
     let report = courtline::records::verify::verify(store.as_ref(), &trusted, None)
         .await

@@ -1594,14 +1594,21 @@ impl Store for SqlStore {
         let head_sql = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1";
         let read_head = |rows: Vec<AnyRow>| -> Result<Option<(i64, Vec<u8>)>, StoreError> {
             rows.first()
-                .map(|row| Ok((get(row, "seq", "chain head")?, get(row, "hash", "chain head")?)))
+                .map(|row| {
+                    Ok((
+                        get(row, "seq", "chain head")?,
+                        get(row, "hash", "chain head")?,
+                    ))
+                })
                 .transpose()
         };
         // SQLite: this process's ledger is the only writer, so the head read before the
         // (deferred) transaction is the one it writes after; reading inside it could fail
         // with SQLITE_BUSY_SNAPSHOT when another statement committed in between.
         let sqlite_head = match self.backend {
-            Backend::Sqlite => read_head(self.sql(head_sql).fetch_all(&self.pool, operation).await?)?,
+            Backend::Sqlite => {
+                read_head(self.sql(head_sql).fetch_all(&self.pool, operation).await?)?
+            }
             Backend::Postgres => None,
         };
         let mut tx = self
@@ -1613,7 +1620,8 @@ impl Store for SqlStore {
             Backend::Sqlite => sqlite_head,
             Backend::Postgres => {
                 // Held to the commit: whoever appends next reads the head this commit leaves.
-                let mut lock = self.sql("SELECT COUNT(*) AS locked FROM (SELECT pg_advisory_xact_lock(");
+                let mut lock =
+                    self.sql("SELECT COUNT(*) AS locked FROM (SELECT pg_advisory_xact_lock(");
                 lock.bind(APPEND_LOCK).push(")) AS appending");
                 lock.fetch_all(&mut *tx, operation).await?;
                 read_head(self.sql(head_sql).fetch_all(&mut *tx, operation).await?)?

@@ -30,7 +30,8 @@ use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GE
 use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
 use super::store::{
-    CallRow, Change, ChainOnto, RecordingRow, RecordingState, ReportRow, Store, StoreError, TokenRow,
+    CallRow, ChainOnto, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError,
+    TokenRow,
 };
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;

@@ -249,7 +249,13 @@ mod tests {
 
     #[test]
     fn batches_are_one_node_each_in_sequence_order_oldest_node_first() {
-        let rows = vec![row("b", 7), row("a", 2), row("b", 5), row("a", 1), row("b", 6)];
+        let rows = vec![
+            row("b", 7),
+            row("a", 2),
+            row("b", 5),
+            row("a", 1),
+            row("b", 6),
+        ];
         assert_eq!(
             keys(&plan(rows)),
             vec![("b".into(), vec![5, 6, 7]), ("a".into(), vec![1, 2])]
@@ -259,7 +265,9 @@ mod tests {
 
     #[test]
     fn a_node_with_more_than_a_batch_is_cut_at_max_batch() {
-        let rows = (1..=(2 * MAX_BATCH as i64 + 1)).map(|seq| row("a", seq)).collect();
+        let rows = (1..=(2 * MAX_BATCH as i64 + 1))
+            .map(|seq| row("a", seq))
+            .collect();
         let batches = plan(rows);
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![MAX_BATCH, MAX_BATCH, 1]);
@@ -270,14 +278,20 @@ mod tests {
     fn a_standby_tries_for_the_lock_every_second_and_leads_once_it_has_it() {
         let start = Instant::now();
         let mut turns = Turns::new(start);
-        assert_eq!((turns.poll_step(), turns.poll_timeout()), (Step::TryLock, start));
+        assert_eq!(
+            (turns.poll_step(), turns.poll_timeout()),
+            (Step::TryLock, start)
+        );
         turns.handle_outcome(Outcome::LockNotTaken, start);
         assert_eq!(turns.poll_step(), Step::TryLock);
         assert_eq!(turns.poll_timeout(), start + LOCK_RETRY);
         let later = start + LOCK_RETRY;
         turns.handle_outcome(Outcome::LockTaken, later);
         assert!(turns.leading());
-        assert_eq!((turns.poll_step(), turns.poll_timeout()), (Step::Drain, later));
+        assert_eq!(
+            (turns.poll_step(), turns.poll_timeout()),
+            (Step::Drain, later)
+        );
     }
 
     #[test]
@@ -286,7 +300,10 @@ mod tests {
         let mut turns = Turns::new(start);
         turns.handle_outcome(Outcome::LockTaken, start);
         turns.handle_outcome(Outcome::Drained { full: true }, start);
-        assert_eq!((turns.poll_step(), turns.poll_timeout()), (Step::Drain, start));
+        assert_eq!(
+            (turns.poll_step(), turns.poll_timeout()),
+            (Step::Drain, start)
+        );
         turns.handle_outcome(Outcome::Drained { full: false }, start);
         assert_eq!(turns.poll_step(), Step::Drain);
         assert_eq!(turns.poll_timeout(), start + IDLE_POLL);

@@ -41,10 +41,12 @@ pub struct StagedRow {
 impl StagedRow {
     /// The switchboard event it holds.
     pub fn event(&self) -> Result<NodeEvent, LedgerError> {
-        let corrupt = |detail: String| LedgerError::Invalid(format!(
-            "staged event {} #{} cannot be decoded: {detail}",
-            self.node_id, self.node_seq
-        ));
+        let corrupt = |detail: String| {
+            LedgerError::Invalid(format!(
+                "staged event {} #{} cannot be decoded: {detail}",
+                self.node_id, self.node_seq
+            ))
+        };
         match EventBody::decode(self.body.as_slice()) {
             Ok(EventBody {
                 kind: Some(Kind::NodeEvent(event)),
@@ -77,7 +79,11 @@ impl Staging {
     /// Connects to `database`, a `postgres://` URL whose schema the store has migrated.
     pub async fn open(database: &str, algorithm: HashAlgorithm) -> Result<Staging, StoreError> {
         let invalid = |detail: String| StoreError::InvalidLocation {
-            database: database.split('@').next_back().unwrap_or_default().to_owned(),
+            database: database
+                .split('@')
+                .next_back()
+                .unwrap_or_default()
+                .to_owned(),
             detail,
         };
         if !database.starts_with("postgres://") && !database.starts_with("postgresql://") {
@@ -96,7 +102,11 @@ impl Staging {
             .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
-                database: database.split('@').next_back().unwrap_or_default().to_owned(),
+                database: database
+                    .split('@')
+                    .next_back()
+                    .unwrap_or_default()
+                    .to_owned(),
                 source,
             })?;
         Ok(Staging {

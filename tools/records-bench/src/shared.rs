@@ -39,7 +39,14 @@ fn node_events(node: u64, calls: u64, args: &Args) -> Vec<NodeEvent> {
     while first < calls {
         let last = (first + args.concurrent_calls.max(1)).min(calls);
         let group: Vec<_> = (first..last)
-            .map(|n| call(node * 10_000_000 + n, args.calls, args.v4_call_ids, &mut rng))
+            .map(|n| {
+                call(
+                    node * 10_000_000 + n,
+                    args.calls,
+                    args.v4_call_ids,
+                    &mut rng,
+                )
+            })
             .collect();
         first = last;
         for step in CALL_EVENTS {
