@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
+use courtline::contract::pb::Milestone;
 use courtline::contract::pb::{
     AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
 };
 use courtline::records::chain::HashAlgorithm;
 use courtline::records::ledger::signing::RecordsKey;
-use courtline::records::ledger::{CheckpointPolicy, Ledger};
+use courtline::records::ledger::staging::Staging;
+use courtline::records::ledger::{CheckpointPolicy, IngestOutcome, Ledger, LedgerError};
 use courtline::records::store::{SqlStore, Store};
 use records_common::*;
 use tokio::time::{sleep, Instant};
@@ -131,9 +133,9 @@ operator = "sip:nobody@127.0.0.1:9"
         process
     }
 
-    /// Waits up to 10 s for the `nth` log line containing `needle`.
+    /// Waits up to 20 s for the `nth` log line containing `needle`.
     async fn wait_for_log(&self, needle: &str, nth: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while log_lines(&self.log, needle) < nth {
             assert!(
                 Instant::now() < deadline,
@@ -403,4 +405,41 @@ async fn two_services_own_events_join_one_chain_and_the_schema_refuses_a_fork() 
     .await
     .unwrap_err();
     assert!(taken.to_string().contains("events_pkey"), "{taken}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_is_idempotent_across_services_and_refuses_a_different_event_under_a_key() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let key = db.dir.path().join("deployment-signing.key");
+    let (ledger, _store) = ledger(&db, &key).await;
+    let a = Staging::open(&db.url, HashAlgorithm::Sha256).await.unwrap();
+    let b = Staging::open(&db.url, HashAlgorithm::Sha256).await.unwrap();
+    let outcome = |stored, duplicates| IngestOutcome { stored, duplicates };
+    let batch = numbered("sb-1", 1, complete_calls([1, 2]));
+    assert_eq!(a.stage(batch.clone()).await.unwrap(), outcome(8, 0));
+    // The switchboard failed over and sent it again, to the other service.
+    assert_eq!(b.stage(batch.clone()).await.unwrap(), outcome(0, 8));
+    // A different event under a key already staged: refused, like the ledger refuses it.
+    let other = numbered("sb-1", 2, vec![milestone(9, Milestone::Answered)]);
+    assert!(matches!(
+        b.stage(other.clone()).await,
+        Err(LedgerError::Conflict { node_seq: 2, .. })
+    ));
+    // Chained and taken out of staging: a late redelivery is still a duplicate.
+    let staged = a.oldest(100).await.unwrap();
+    assert_eq!(staged.len(), 8);
+    let events = staged.iter().map(|row| row.event().unwrap()).collect();
+    assert_eq!(ledger.ingest(events).await.unwrap(), outcome(8, 0));
+    a.remove("sb-1", &(1..=8).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(a.backlog().await.unwrap(), 0);
+    assert_eq!(b.stage(batch).await.unwrap(), outcome(0, 8));
+    assert!(matches!(
+        a.stage(other).await,
+        Err(LedgerError::Conflict { node_seq: 2, .. })
+    ));
+    assert_eq!(a.backlog().await.unwrap(), 0);
 }
