@@ -417,6 +417,9 @@ pub struct RecordsServiceConfig {
     /// beside the SQLite database (`var/` for PostgreSQL). Not `recordings/`: that is
     /// the switchboard's temporary area by default.
     pub recordings_dir: String,
+    /// Other records services use the same PostgreSQL database: switchboard events are
+    /// staged, and the one service holding the sequencer's lock chains them.
+    pub shared_database: bool,
 }
 
 /// `[[records.service.client_certificates]]`: what one client certificate may do.
@@ -446,6 +449,7 @@ impl Default for RecordsServiceConfig {
             tls_client_ca_file: String::new(),
             client_certificates: Vec::new(),
             recordings_dir: String::new(),
+            shared_database: false,
         }
     }
 }
@@ -1556,6 +1560,14 @@ impl Config {
                 "records.service.checkpoint_every_minutes".into(),
                 format!("{} is out of range", service.checkpoint_every_minutes),
                 "Use 1-1440 minutes; 10 is a good default.",
+            ));
+        }
+        if service.shared_database && !service.database.starts_with("postgres") {
+            return Err(self.invalid(
+                "records.service.shared_database".into(),
+                "needs a PostgreSQL database".into(),
+                "Several records services share only a postgres://user:password@host/db database; \
+                 a SQLite file has one service: set shared_database = false.",
             ));
         }
         if service.tls_cert_file.is_empty() != service.tls_key_file.is_empty() {

@@ -208,6 +208,7 @@ async fn start_records(
     let mut opened = OpenedService::open(&service.settings())
         .await
         .with_context(|| format!("records service (database {})", service.database))?;
+    share_database(&mut opened, service).await?;
     let token = opened.builtin_switchboard_token();
     let ledger = opened.ledger.clone();
     start_web(config, &opened, shutdown).await?;
@@ -556,9 +557,10 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
         takes_local_recordings: false,
         ..service.settings()
     };
-    let opened = OpenedService::open(&settings)
+    let mut opened = OpenedService::open(&settings)
         .await
         .with_context(|| format!("records service (database {})", service.database))?;
+    share_database(&mut opened, service).await?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
             "cannot listen for gRPC on {} ([records.service] listen); is another courtline running?",
@@ -571,6 +573,20 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
     stop_web.cancel();
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stages switchboard events for the sequencer when `[records.service] shared_database` is on.
+async fn share_database(
+    opened: &mut OpenedService,
+    service: &crate::config::RecordsServiceConfig,
+) -> anyhow::Result<()> {
+    if service.shared_database {
+        opened
+            .share_database(&service.database)
+            .await
+            .context("[records.service] shared_database: cannot open the staging table")?;
+    }
+    Ok(())
 }
 
 /// Ctrl-C and SIGTERM, as often as they come (the first drains, the second stops).

@@ -32,6 +32,7 @@ use super::export::{
 };
 use super::export_check::{ExportKind, SNIFF_BYTES};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
+use super::ledger::staging::Staging;
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
 use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
 use super::reports::workflow::{
@@ -121,6 +122,18 @@ pub enum ServiceError {
         /// The database, password redacted.
         database: String,
     },
+    /// Services sharing a database must sign with the deployment's one key.
+    #[error(
+        "the shared records chain's last checkpoint was signed by key {chain}, this service's \
+         key is {ours}: services sharing a database use one signing key — copy the deployment's \
+         key file to [records.service] signing_key_file"
+    )]
+    SigningKeyNotShared {
+        /// Fingerprint of the key that signed the last checkpoint.
+        chain: String,
+        /// Fingerprint of this service's key.
+        ours: String,
+    },
     /// The reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -183,6 +196,9 @@ pub struct RecordsServer {
     auth: Authenticator,
     /// Retention for purges.
     retention_days: u32,
+    /// Where switchboard events go when several services share the database
+    /// (chained by the sequencer); `None`: this service chains them itself.
+    staging: Option<Staging>,
 }
 
 /// An opened records service, not yet listening.
@@ -255,10 +271,43 @@ impl OpenedService {
                 ledger: ledger.clone(),
                 auth: Authenticator::new(store).with_certificate_roles(certificate_roles),
                 retention_days: settings.retention_days,
+                staging: None,
             },
             ledger,
             tls,
         })
+    }
+
+    /// Shares the database with other records services (`[records.service]
+    /// shared_database`, PostgreSQL only): switchboard events are staged and
+    /// acknowledged once committed, and the one service holding the sequencer's lock
+    /// chains them; this one takes over within seconds when that one dies.
+    /// The services share one signing key: it refuses to start with another key than
+    /// the one that signed the chain's last checkpoint.
+    pub async fn share_database(&mut self, database: &str) -> Result<(), ServiceError> {
+        let store = self.ledger.store();
+        let ours = self.ledger.key().public_key().to_bytes();
+        if let Some((seq, _)) = store.records_health().await?.last_checkpoint {
+            let signer = store
+                .event(seq)
+                .await?
+                .and_then(|event| event.body)
+                .and_then(|body| <EventBody as prost::Message>::decode(body.as_slice()).ok())
+                .and_then(|body| match body.kind {
+                    Some(event_body::Kind::Checkpoint(checkpoint)) => Some(checkpoint.public_key),
+                    _ => None,
+                });
+            if let Some(signer) = signer.filter(|signer| signer.as_slice() != ours) {
+                return Err(ServiceError::SigningKeyNotShared {
+                    chain: <[u8; 32]>::try_from(signer.as_slice())
+                        .map_or_else(|_| hex::encode(&signer), |key| fingerprint(&key)),
+                    ours: fingerprint(&ours),
+                });
+            }
+        }
+        let staging = Staging::open(database, self.ledger.algorithm()).await?;
+        self.server.staging = Some(staging);
+        Ok(())
     }
 
     /// Gives the embedded switchboard an in-memory switchboard token; returns its secret.
@@ -303,6 +352,13 @@ impl OpenedService {
                 })
                 .await;
         });
+        let (stop_sequencer, sequencer_stopped) = tokio::sync::oneshot::channel::<()>();
+        let sequencer = self.server.staging.clone().map(|staging| {
+            let ledger = self.ledger.clone();
+            tokio::spawn(super::ledger::sequencer::run(ledger, staging, async {
+                let _ = sequencer_stopped.await;
+            }))
+        });
         let (stop_purges, purges_stopped) = tokio::sync::oneshot::channel::<()>();
         let purges = tokio::spawn(run_daily_purge(
             self.ledger.clone(),
@@ -311,6 +367,7 @@ impl OpenedService {
                 let _ = purges_stopped.await;
             },
         ));
+        let staging = self.server.staging.clone();
         let result = builder
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -318,6 +375,16 @@ impl OpenedService {
             .serve_with_incoming_shutdown(incoming_without_delay(listener), shutdown)
             .await;
         let _ = stop_purges.send(());
+        // The sequencer stops before the last checkpoint: that one covers all it chained.
+        let _ = stop_sequencer.send(());
+        if let Some(task) = sequencer {
+            if let Err(join) = task.await {
+                error!(error = %join, "sequencer task failed");
+            }
+        }
+        if let Some(staging) = staging {
+            staging.close().await;
+        }
         let _ = stop_checkpoints.send(());
         if let Err(join) = purges.await {
             error!(error = %join, "retention task failed");
@@ -670,11 +737,11 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<LogEventsResponse>, Status> {
         self.auth.authorize(&request, Role::Switchboard).await?;
         let events = request.into_inner().events;
-        let outcome = self
-            .ledger
-            .ingest(events)
-            .await
-            .map_err(|error| status("storing events", error))?;
+        let outcome = match &self.staging {
+            Some(staging) => staging.stage(events).await,
+            None => self.ledger.ingest(events).await,
+        }
+        .map_err(|error| status("storing events", error))?;
         Ok(Response::new(LogEventsResponse {
             stored: outcome.stored,
             duplicates: outcome.duplicates,

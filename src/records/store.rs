@@ -5,7 +5,8 @@
 //! or `sqlite:` URL, or a `postgres://` URL. Both run the same SQL through
 //! sqlx's `Any` driver and differ only where [`Backend`] says so (connection
 //! set-up, migrations, placeholders — `$n` or `?` — one string function and one
-//! index hint). All SQL lives in this file.
+//! index hint). All SQL lives in this file, but for the staging of a database several
+//! services share (PostgreSQL only, `super::staging`).
 //!
 //! "Caller name contains" has an index of its own, `caller_name_grams`: every
 //! character and character pair of each caller name, written in bulk every
@@ -217,6 +218,18 @@ impl CallQuery {
         page_size_or_default(self.page_size)
     }
 }
+
+/// What [`Store::append`] hands the stored head (position and hash; `None`: empty chain)
+/// to get the events that follow it and what they change.
+pub type ChainOnto<'a> = Box<
+    dyn FnOnce(Option<(i64, Vec<u8>)>) -> Result<(Vec<StoredEvent>, Vec<Change>), StoreError>
+        + Send
+        + 'a,
+>;
+
+/// The PostgreSQL advisory lock every append takes for its transaction: chain writes of
+/// all services on one database queue on it (ASCII "courtlnA").
+const APPEND_LOCK: i64 = 0x636f_7572_746c_6e41;
 
 /// A change to the per-call rows or the token table that goes with appended events.
 #[derive(Debug, Clone, PartialEq)]
@@ -462,7 +475,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The in-progress calls this node reported.
     async fn open_calls(&self, node_id: &str) -> Result<Vec<CallRecord>, StoreError>;
     /// Appends `events` (already chained) and applies `changes`, all or nothing.
-    async fn commit(&self, events: &[StoredEvent], changes: &[Change]) -> Result<(), StoreError>;
+    /// Reads the chain head under the store's append lock, has `chain` make the events
+    /// that follow it (and their changes), and commits them in one transaction; returns
+    /// the last committed event's position and hash (`None`: `chain` made nothing).
+    /// The head is read where it is written, so several services never fork the chain.
+    async fn append(&self, chain: ChainOnto<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
     /// One page of calls matching `query`, and the token for the next page.
     async fn list_calls(
         &self,
@@ -1575,14 +1592,50 @@ impl Store for SqlStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn commit(&self, events: &[StoredEvent], changes: &[Change]) -> Result<(), StoreError> {
+    async fn append(&self, chain: ChainOnto<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         let operation = "append events";
+        let head_sql = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1";
+        let read_head = |rows: Vec<AnyRow>| -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+            rows.first()
+                .map(|row| {
+                    Ok((
+                        get(row, "seq", "chain head")?,
+                        get(row, "hash", "chain head")?,
+                    ))
+                })
+                .transpose()
+        };
+        // SQLite: this process's ledger is the only writer, so the head read before the
+        // (deferred) transaction is the one it writes after; reading inside it could fail
+        // with SQLITE_BUSY_SNAPSHOT when another statement committed in between.
+        let sqlite_head = match self.backend {
+            Backend::Sqlite => {
+                read_head(self.sql(head_sql).fetch_all(&self.pool, operation).await?)?
+            }
+            Backend::Postgres => None,
+        };
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|source| query_error(operation, source))?;
-        for chunk in statement_chunks(events) {
+        let head = match self.backend {
+            Backend::Sqlite => sqlite_head,
+            Backend::Postgres => {
+                // Held to the commit: whoever appends next reads the head this commit leaves.
+                let mut lock =
+                    self.sql("SELECT COUNT(*) AS locked FROM (SELECT pg_advisory_xact_lock(");
+                lock.bind(APPEND_LOCK).push(")) AS appending");
+                lock.fetch_all(&mut *tx, operation).await?;
+                read_head(self.sql(head_sql).fetch_all(&mut *tx, operation).await?)?
+            }
+        };
+        let (events, changes) = chain(head)?;
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        let tail = (last.seq, last.hash.clone());
+        for chunk in statement_chunks(&events) {
             self.values(&INSERT_EVENTS, "", EVENT_COLUMN_COUNT, chunk, bind_event)
                 .execute(&mut tx, operation)
                 .await?;
@@ -1591,7 +1644,7 @@ impl Store for SqlStore {
         // each (PostgreSQL refuses to update one row twice in a statement), keeping its last state.
         let mut upserts: Vec<&CallRow> = Vec::new();
         let mut position: HashMap<&str, usize> = HashMap::new();
-        for change in changes {
+        for change in &changes {
             match change {
                 Change::UpsertCall(row) => match position.entry(&row.record.call_id) {
                     Entry::Occupied(held) => upserts[*held.get()] = row,
@@ -1609,13 +1662,11 @@ impl Store for SqlStore {
             }
         }
         self.upsert_calls(&mut tx, &upserts).await?;
-        if let Some(last) = events.last() {
-            self.index_names(&mut tx, last.seq, NAME_INDEX_EVENTS)
-                .await?;
-        }
+        self.index_names(&mut tx, tail.0, NAME_INDEX_EVENTS).await?;
         tx.commit()
             .await
-            .map_err(|source| query_error(operation, source))
+            .map_err(|source| query_error(operation, source))?;
+        Ok(Some(tail))
     }
 
     async fn list_calls(

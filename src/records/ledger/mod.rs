@@ -6,8 +6,16 @@
 //! chain head under a lock, hashes each new event onto it, and commits the
 //! events together with their effect on the per-call rows ([`call_effect`], the
 //! same function `verify` replays) in one store transaction.
+//!
+//! When several services share one PostgreSQL database, switchboard events are
+//! staged by any of them ([`staging`]) and chained by the one [`sequencer`] through
+//! this same ingest; the events a service makes itself (accesses, flags, reports,
+//! tokens, purges) it appends directly. Every append reads the head under the
+//! store's append lock ([`Store::append`]), so all of them extend one chain.
 
+pub mod sequencer;
 pub mod signing;
+pub mod staging;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +30,8 @@ use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GE
 use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
 use super::store::{
-    CallRow, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError, TokenRow,
+    CallRow, ChainOnto, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError,
+    TokenRow,
 };
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
@@ -274,6 +283,48 @@ pub fn apply_effect(before: Option<CallRecord>, effect: CallEffect) -> Option<Ca
     }
 }
 
+/// Starts the chain in `store` with `algorithm` unless it has a first event already —
+/// decided under the store's append lock, so two services opening one empty database
+/// start one chain.
+async fn start_chain(store: &dyn Store, algorithm: HashAlgorithm) -> Result<(), LedgerError> {
+    if store.head().await?.is_some() {
+        return Ok(());
+    }
+    let started: ChainOnto<'_> = Box::new(move |stored| {
+        if stored.is_some() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let body = EventBody {
+            kind: Some(Kind::ChainStarted(ChainStarted {
+                hash_algorithm: algorithm.name().to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        let mut batch = Batch {
+            algorithm,
+            stored_at_ms: now_ms(),
+            seq: 0,
+            hash: GENESIS_PREV,
+            events: Vec::new(),
+            changes: Vec::new(),
+        };
+        batch.chain(Pending::new(None, now_ms(), body));
+        Ok((batch.events, batch.changes))
+    });
+    if store.append(started).await?.is_some() {
+        info!(algorithm = algorithm.name(), "started a new records chain");
+    }
+    Ok(())
+}
+
+/// A stored event's hash as a chain hash; anything but 32 bytes means a corrupt row.
+fn stored_hash(seq: i64, hash: &[u8]) -> Result<Hash, StoreError> {
+    hash.try_into().map_err(|_| StoreError::Corrupt {
+        key: format!("event #{seq}"),
+        detail: "hash is not 32 bytes".into(),
+    })
+}
+
 /// Wall-clock now, Unix ms.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -403,47 +454,36 @@ impl Ledger {
         policy: CheckpointPolicy,
         evidence: Option<Evidence>,
     ) -> Result<Ledger, LedgerError> {
-        let head =
-            match store.head().await? {
-                Some(last) => {
-                    let first = store.event(1).await?;
-                    let stored = first
-                        .as_ref()
-                        .and_then(|event| event.body.as_deref())
-                        .and_then(|body| EventBody::decode(body).ok())
-                        .and_then(|body| match body.kind {
-                            Some(Kind::ChainStarted(started)) => Some(started.hash_algorithm),
-                            _ => None,
-                        })
-                        .ok_or_else(|| LedgerError::Corrupt {
-                            seq: 1,
-                            detail: "the first event does not start a chain".into(),
-                        })?;
-                    if stored != algorithm.name() {
-                        return Err(LedgerError::AlgorithmMismatch {
-                            stored,
-                            configured: algorithm.name().to_owned(),
-                        });
-                    }
-                    ChainHead {
-                        seq: last.seq,
-                        hash: last.hash.as_slice().try_into().map_err(|_| {
-                            LedgerError::Corrupt {
-                                seq: last.seq,
-                                detail: "hash is not 32 bytes".into(),
-                            }
-                        })?,
-                        // Sign the existing head soon after start.
-                        since_checkpoint: 1,
-                    }
-                }
-                None => ChainHead {
-                    seq: 0,
-                    hash: GENESIS_PREV,
-                    since_checkpoint: 0,
-                },
-            };
-        let empty = head.seq == 0;
+        start_chain(store.as_ref(), algorithm).await?;
+        let last = store.head().await?.ok_or_else(|| LedgerError::Corrupt {
+            seq: 1,
+            detail: "the chain was started but its head cannot be read".into(),
+        })?;
+        let first = store.event(1).await?;
+        let stored = first
+            .as_ref()
+            .and_then(|event| event.body.as_deref())
+            .and_then(|body| EventBody::decode(body).ok())
+            .and_then(|body| match body.kind {
+                Some(Kind::ChainStarted(started)) => Some(started.hash_algorithm),
+                _ => None,
+            })
+            .ok_or_else(|| LedgerError::Corrupt {
+                seq: 1,
+                detail: "the first event does not start a chain".into(),
+            })?;
+        if stored != algorithm.name() {
+            return Err(LedgerError::AlgorithmMismatch {
+                stored,
+                configured: algorithm.name().to_owned(),
+            });
+        }
+        let head = ChainHead {
+            seq: last.seq,
+            hash: stored_hash(last.seq, &last.hash)?,
+            // Sign the head (a new chain's first event too) soon after start.
+            since_checkpoint: 1,
+        };
         let ledger = Ledger {
             inner: Arc::new(LedgerInner {
                 store,
@@ -455,18 +495,6 @@ impl Ledger {
                 ingested: AtomicU64::new(0),
             }),
         };
-        if empty {
-            let body = EventBody {
-                kind: Some(Kind::ChainStarted(ChainStarted {
-                    hash_algorithm: algorithm.name().to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                })),
-            };
-            ledger
-                .append(vec![Pending::new(None, now_ms(), body)])
-                .await?;
-            info!(algorithm = algorithm.name(), "started a new records chain");
-        }
         Ok(ledger)
     }
 
@@ -578,8 +606,14 @@ impl Ledger {
         &self.inner.key
     }
 
-    /// The current head: (position, hash).
+    /// The current head: (position, hash). Read from the store, which another service
+    /// sharing the database may have moved; this service's last append if it cannot be.
     pub async fn head(&self) -> (i64, Hash) {
+        if let Ok(Some(last)) = self.inner.store.head().await {
+            if let Ok(hash) = stored_hash(last.seq, &last.hash) {
+                return (last.seq, hash);
+            }
+        }
         let head = self.inner.head.lock().await;
         (head.seq, head.hash)
     }
@@ -611,37 +645,41 @@ impl Ledger {
         if appended == 0 && !checkpoint {
             return Ok(head.seq);
         }
-        let mut batch = Batch {
-            algorithm: self.inner.algorithm,
-            stored_at_ms: now_ms(),
-            seq: head.seq,
-            hash: head.hash,
-            events: Vec::with_capacity(pending.len() + 1),
-            changes: Vec::new(),
+        // Chained onto the head as stored, which another service sharing the database
+        // may have moved since this one last appended.
+        let chain: ChainOnto<'_> = Box::new(move |stored| {
+            let (seq, hash) = match stored {
+                None => (0, GENESIS_PREV),
+                Some((seq, hash)) => (seq, stored_hash(seq, &hash)?),
+            };
+            let mut batch = Batch {
+                algorithm: self.inner.algorithm,
+                stored_at_ms: now_ms(),
+                seq,
+                hash,
+                events: Vec::with_capacity(pending.len() + 1),
+                changes: Vec::new(),
+            };
+            for item in pending {
+                batch.chain(item);
+            }
+            if checkpoint {
+                let signed = self.checkpoint(batch.seq, &batch.hash);
+                batch.chain(signed);
+            }
+            Ok((batch.events, batch.changes))
+        });
+        let Some((seq, hash)) = self.inner.store.append(chain).await? else {
+            return Ok(head.seq);
         };
-        for item in pending {
-            batch.chain(item);
-        }
-        let last = batch.seq;
-        if checkpoint {
-            let signed = self.checkpoint(batch.seq, &batch.hash);
-            batch.chain(signed);
-        }
-        let Batch {
-            seq,
-            hash,
-            events,
-            changes,
-            ..
-        } = batch;
-        self.inner.store.commit(&events, &changes).await?;
         head.seq = seq;
-        head.hash = hash;
+        head.hash = stored_hash(seq, &hash)?;
         head.since_checkpoint = if checkpoint {
             0
         } else {
             head.since_checkpoint + appended
         };
+        let last = if checkpoint { seq - 1 } else { seq };
         Ok(last)
     }
 

@@ -1,18 +1,21 @@
 //! Records benchmarks (see BENCHMARKS.md, "Records"): sustained ingest through the
 //! ledger, then first-page ListCalls latency and a full ExportCalls over gRPC on a
 //! store filled with generated calls; or, with `--console`, the web console's
-//! server time and weight per page on that store (BENCHMARKS.md, "Web console").
+//! server time and weight per page on that store (BENCHMARKS.md, "Web console");
+//! or, with `--shared`, two services sharing one PostgreSQL database (`shared.rs`).
 //!
 //! ```sh
 //! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000
 //! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/bench --calls 1000000
 //! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000 --console
+//! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/shared --shared
 //! ```
 //!
 //! The database must be new (or made by an earlier run of this tool with the same
 //! `--calls`, which then skips generation).
 
 mod console;
+mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +70,13 @@ struct Args {
     /// Requests per page in the console measurement (p50 and p99 over them).
     #[arg(long, default_value_t = 100)]
     requests: usize,
+    /// Measure two services sharing one PostgreSQL database instead (`--ingest-events`
+    /// split over `--switchboards`; `--repeat` latency samples).
+    #[arg(long)]
+    shared: bool,
+    /// Switchboards sending at once in the `--shared` measurement, half to each service.
+    #[arg(long, default_value_t = 8)]
+    switchboards: u64,
 }
 
 /// Unix ms of the generated calls' start: 2025-01-01.
@@ -243,6 +253,9 @@ async fn main() -> anyhow::Result<()> {
         recordings_dir: key_dir.join("recordings"),
         takes_local_recordings: false,
     };
+    if args.shared {
+        return shared::measure(&settings, &args).await;
+    }
     let sql_store = Arc::new(SqlStore::open(&args.database).await?);
     let store: Arc<dyn Store> = sql_store.clone();
     let ledger = Ledger::open(

@@ -1,0 +1,445 @@
+//! Two real `courtline records serve` processes on one PostgreSQL database
+//! (`[records.service] shared_database`): switchboard clients spread their events
+//! over both, the service holding the sequencer's lock is killed with SIGKILL mid-run,
+//! the other takes over, and in the end every node's sequence is whole, nothing is
+//! chained twice, and the one chain verifies from its first event with every
+//! checkpoint signature checked — from either service, and by `records verify`.
+//! Skipped (with a message) without PostgreSQL, like the other PostgreSQL tests.
+
+mod records_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
+use courtline::contract::pb::Milestone;
+use courtline::contract::pb::{
+    AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
+};
+use courtline::records::chain::HashAlgorithm;
+use courtline::records::ledger::signing::RecordsKey;
+use courtline::records::ledger::staging::Staging;
+use courtline::records::ledger::{CheckpointPolicy, IngestOutcome, Ledger, LedgerError};
+use courtline::records::store::{SqlStore, Store};
+use records_common::*;
+use tokio::time::{sleep, Instant};
+
+/// Switchboards sending events.
+const NODES: u32 = 4;
+/// Calls per switchboard (four events each, after its start event).
+const CALLS: u32 = 400;
+/// Events per `LogEvents`, as a switchboard's sender batches them.
+const BATCH: usize = 50;
+
+/// A `courtline` child process, killed by PID when the test ends, also on failure.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// One records service's config, port and log.
+struct Service {
+    /// Its config file.
+    config: PathBuf,
+    /// Its gRPC port.
+    port: u16,
+    /// Where its JSON log goes.
+    log: PathBuf,
+}
+
+impl Service {
+    fn new(dir: &Path, name: &str, database: &str, key: &Path) -> Service {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let prompt = Path::new(env!("CARGO_MANIFEST_DIR")).join("audio/three_rules_zh.wav");
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[records]
+endpoint = "http://127.0.0.1:{port}"
+spool_dir = "{spool}"
+[records.service]
+embedded = false
+listen = "127.0.0.1:{port}"
+database = "{database}"
+shared_database = true
+signing_key_file = "{key}"
+recordings_dir = "{evidence}"
+checkpoint_every_events = 500
+checkpoint_every_minutes = 1
+[records.web]
+listen = ""
+[prompts.test]
+file = "{prompt}"
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "test"
+operator = "sip:nobody@127.0.0.1:9"
+"#,
+                spool = dir.join(format!("{name}-spool")).display(),
+                key = key.display(),
+                evidence = dir.join(format!("{name}-evidence")).display(),
+                prompt = prompt.display(),
+            ),
+        )
+        .unwrap();
+        Service {
+            config,
+            port,
+            log: dir.join(format!("{name}.log")),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (appending to its log) and waits until it listens.
+    async fn start(&self) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let starts = log_lines(&self.log, "records service listening");
+        let child = Command::new(courtline_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--log-json")
+            .args(["records", "serve"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let process = Process(child);
+        self.wait_for_log("records service listening", starts + 1)
+            .await;
+        process
+    }
+
+    /// Waits up to 20 s for the `nth` log line containing `needle`.
+    async fn wait_for_log(&self, needle: &str, nth: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log_lines(&self.log, needle) < nth {
+            assert!(
+                Instant::now() < deadline,
+                "no {nth}. {needle:?} in {}:\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn client(&self) -> RecordsClient {
+        connect(&ClientOptions::new(self.endpoint())).await.unwrap()
+    }
+}
+
+/// Log lines of `log` containing `needle`.
+fn log_lines(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// What one switchboard sends: its start, then `CALLS` complete calls.
+fn node_events(node: u32) -> Vec<courtline::contract::pb::NodeEvent> {
+    let first_call = node * 10_000;
+    let mut events = vec![node_started()];
+    events.extend(complete_calls(first_call..first_call + CALLS));
+    numbered(&format!("sb-{node}"), 1, events)
+}
+
+/// Sends node `node`'s events in batches, at least once each, as the spool's sender
+/// does: to `endpoints[0]` first, to the other one whenever a request fails.
+async fn switchboard(node: u32, endpoints: [String; 2], acked: Arc<AtomicU64>) {
+    let mut which = 0;
+    let mut client: Option<RecordsClient> = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for batch in node_events(node).chunks(BATCH) {
+        loop {
+            assert!(Instant::now() < deadline, "sb-{node} cannot deliver");
+            if client.is_none() {
+                client = connect(&ClientOptions::new(endpoints[which].clone()))
+                    .await
+                    .ok();
+            }
+            let sent = match client.as_mut() {
+                Some(client) => client
+                    .log_events(LogEventsRequest {
+                        events: batch.to_vec(),
+                    })
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            if sent {
+                break;
+            }
+            client = None;
+            which = 1 - which;
+            sleep(Duration::from_millis(100)).await;
+        }
+        acked.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let dir = db.dir.path();
+    let key = dir.join("deployment-signing.key");
+    let a = Service::new(dir, "a", &db.url, &key);
+    let b = Service::new(dir, "b", &db.url, &key);
+    let mut first = a.start().await;
+    a.wait_for_log("now the sequencer", 1).await;
+    let _second = b.start().await;
+
+    // Switchboards 0 and 1 deliver to A, 2 and 3 to B; each moves when its service fails.
+    let acked = Arc::new(AtomicU64::new(0));
+    let senders: Vec<_> = (0..NODES)
+        .map(|node| {
+            let endpoints = if node < NODES / 2 {
+                [a.endpoint(), b.endpoint()]
+            } else {
+                [b.endpoint(), a.endpoint()]
+            };
+            tokio::spawn(switchboard(node, endpoints, acked.clone()))
+        })
+        .collect();
+    // Both services record their own events meanwhile (every query is an access event).
+    let (endpoint_a, endpoint_b) = (a.endpoint(), b.endpoint());
+    let readers = tokio::spawn(async move {
+        for round in 0..40 {
+            let endpoint = if round % 2 == 0 {
+                &endpoint_a
+            } else {
+                &endpoint_b
+            };
+            if let Ok(mut client) = connect(&ClientOptions::new(endpoint.clone())).await {
+                let _ = client.list_calls(ListCallsRequest::default()).await;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    // SIGKILL the sequencer a third of the way in.
+    let total = u64::from(NODES) * (1 + 4 * u64::from(CALLS));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::Relaxed) < total / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the switchboards made no progress"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert!(first.0.try_wait().unwrap().is_none(), "A died by itself");
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let killed_at = Instant::now();
+    b.wait_for_log("now the sequencer", 1).await;
+    eprintln!("B took over {:?} after A was killed", killed_at.elapsed());
+
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    readers.await.unwrap();
+    assert_eq!(acked.load(Ordering::Relaxed), total);
+
+    // A comes back as a standby; both answer from the one chain.
+    let _first = a.start().await;
+    let mut client_b = b.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let nodes = loop {
+        let gaps = client_b
+            .list_gaps(ListGapsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let chained: u64 = gaps.nodes.iter().map(|node| node.events).sum();
+        if chained == total {
+            assert!(gaps.gaps.is_empty(), "{:?}", gaps.gaps);
+            break gaps.nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{chained} of {total} events chained: {:?}",
+            gaps.nodes
+        );
+        sleep(Duration::from_millis(200)).await;
+    };
+    // Every node whole, each event once: count and highest sequence number agree.
+    assert_eq!(nodes.len(), NODES as usize);
+    for node in &nodes {
+        assert_eq!(node.events, 1 + 4 * u64::from(CALLS), "{node:?}");
+        assert_eq!(node.highest_seq, node.events, "{node:?}");
+    }
+    for service in [&a, &b] {
+        let report = service
+            .client()
+            .await
+            .verify(VerifyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(report.events_checked > total, "{report:?}");
+        assert!(report.checkpoints_checked >= 2, "{report:?}");
+    }
+    // The command line, straight on the database, trusting the deployment's key.
+    let out = Command::new(courtline_bin())
+        .arg("--config")
+        .arg(&b.config)
+        .args(["records", "verify", "--database", &db.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A ledger on `db` as one service opens it, with the deployment's key.
+async fn ledger(db: &Db, key: &Path) -> (Ledger, Arc<SqlStore>) {
+    let store = Arc::new(SqlStore::open(&db.url).await.unwrap());
+    let policy = CheckpointPolicy {
+        every_events: 40,
+        every: Duration::from_secs(600),
+    };
+    let shared: Arc<dyn Store> = store.clone();
+    let key = RecordsKey::load_or_create(key).unwrap();
+    let ledger = Ledger::open(shared, HashAlgorithm::Sha256, key, policy, None)
+        .await
+        .unwrap();
+    (ledger, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_own_events_join_one_chain_and_the_schema_refuses_a_fork() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let key = db.dir.path().join("deployment-signing.key");
+    RecordsKey::load_or_create(&key).unwrap();
+    // Both open the empty database at once: one of them starts the chain.
+    let ((a, store), (b, _)) = tokio::join!(ledger(&db, &key), ledger(&db, &key));
+    // Each service records its own accesses, at the same time as the other.
+    let accesses = |ledger: Ledger, name: &'static str| async move {
+        for n in 0..150 {
+            ledger
+                .record_access(AccessEntry {
+                    at_ms: 1_700_000_000_000 + n,
+                    actor: name.into(),
+                    operation: "ListCalls".into(),
+                    ..AccessEntry::default()
+                })
+                .await
+                .unwrap();
+        }
+        ledger.checkpoint_if_due().await.unwrap();
+    };
+    tokio::join!(accesses(a.clone(), "a"), accesses(b.clone(), "b"));
+    let pool = store.pool();
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'chain_started'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'access'").await,
+        300
+    );
+    let trusted = [a.key().public_key().to_bytes()];
+    let report = courtline::records::verify::verify(store.as_ref(), &trusted, None)
+        .await
+        .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert!(report.checkpoints_checked >= 2, "{report:?}");
+    assert_eq!(b.head().await, a.head().await);
+
+    // A second event after the head's predecessor, at a free position: a fork, refused.
+    let fork = sqlx::query(
+        "INSERT INTO events (seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash) \
+         SELECT seq + 1, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash \
+         FROM events ORDER BY seq DESC LIMIT 1",
+    )
+    .execute(pool)
+    .await
+    .unwrap_err();
+    assert!(fork.to_string().contains("events_one_successor"), "{fork}");
+    // One at a position taken: refused too.
+    let taken = sqlx::query(
+        "INSERT INTO events (seq, kind, at_ms, stored_at_ms, body_digest, prev_hash, hash) \
+         SELECT seq, kind, at_ms, stored_at_ms, body_digest, hash, hash FROM events ORDER BY seq DESC LIMIT 1",
+    )
+    .execute(pool)
+    .await
+    .unwrap_err();
+    assert!(taken.to_string().contains("events_pkey"), "{taken}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_is_idempotent_across_services_and_refuses_a_different_event_under_a_key() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let key = db.dir.path().join("deployment-signing.key");
+    let (ledger, _store) = ledger(&db, &key).await;
+    let a = Staging::open(&db.url, HashAlgorithm::Sha256).await.unwrap();
+    let b = Staging::open(&db.url, HashAlgorithm::Sha256).await.unwrap();
+    let outcome = |stored, duplicates| IngestOutcome { stored, duplicates };
+    let batch = numbered("sb-1", 1, complete_calls([1, 2]));
+    assert_eq!(a.stage(batch.clone()).await.unwrap(), outcome(8, 0));
+    // The switchboard failed over and sent it again, to the other service.
+    assert_eq!(b.stage(batch.clone()).await.unwrap(), outcome(0, 8));
+    // A different event under a key already staged: refused, like the ledger refuses it.
+    let other = numbered("sb-1", 2, vec![milestone(9, Milestone::Answered)]);
+    assert!(matches!(
+        b.stage(other.clone()).await,
+        Err(LedgerError::Conflict { node_seq: 2, .. })
+    ));
+    // Chained and taken out of staging: a late redelivery is still a duplicate.
+    let staged = a.oldest(100).await.unwrap();
+    assert_eq!(staged.len(), 8);
+    let events = staged.iter().map(|row| row.event().unwrap()).collect();
+    assert_eq!(ledger.ingest(events).await.unwrap(), outcome(8, 0));
+    a.remove("sb-1", &(1..=8).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(a.backlog().await.unwrap(), 0);
+    assert_eq!(b.stage(batch).await.unwrap(), outcome(0, 8));
+    assert!(matches!(
+        a.stage(other).await,
+        Err(LedgerError::Conflict { node_seq: 2, .. })
+    ));
+    assert_eq!(a.backlog().await.unwrap(), 0);
+}
