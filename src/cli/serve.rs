@@ -23,7 +23,7 @@ use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::ledger::Ledger;
 use crate::records::service::{OpenedService, ServiceError};
-use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
+use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender, RecordsEndpoints};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
 use crate::switchboard::endpoint::Monitor;
@@ -321,7 +321,8 @@ fn start_spool(
                 uploads_dir.display()
             )
         })?;
-    let (sender, delivery) = RecordSender::spawn(spool, recovered, options);
+    let endpoints = RecordsEndpoints::new(options, &records.delivery_endpoints());
+    let (sender, delivery) = RecordSender::spawn(spool, recovered, endpoints);
     Ok((sender.uploading(uploads), delivery, Some(upload_delivery)))
 }
 
