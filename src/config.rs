@@ -2320,7 +2320,8 @@ operator = "sip:operator@127.0.0.1:5090"
 
     #[test]
     fn several_records_endpoints_replace_the_one_endpoint() {
-        let remote = "[records]\nendpoints = [\"http://10.0.0.5:50051\", \"http://10.0.0.6:50051\"]\n\
+        let remote =
+            "[records]\nendpoints = [\"http://10.0.0.5:50051\", \"http://10.0.0.6:50051\"]\n\
                       [records.service]\nembedded = false\n";
         let config = Config::from_toml_str(&format!("{remote}{}", base()), "t").unwrap();
         assert_eq!(
@@ -2332,7 +2333,10 @@ operator = "sip:operator@127.0.0.1:5090"
         // One endpoint keeps working as it did.
         let one = "[records]\nendpoint = \"http://10.0.0.5:50051\"\n[records.service]\nembedded = false\n";
         let config = Config::from_toml_str(&format!("{one}{}", base()), "t").unwrap();
-        assert_eq!(config.records.delivery_endpoints(), ["http://10.0.0.5:50051"]);
+        assert_eq!(
+            config.records.delivery_endpoints(),
+            ["http://10.0.0.5:50051"]
+        );
         for (text, problem) in [
             (
                 "[records]\nendpoint = \"http://10.0.0.5:1\"\nendpoints = [\"http://10.0.0.6:1\"]\n[records.service]\nembedded = false\n",
@@ -2351,11 +2355,20 @@ operator = "sip:operator@127.0.0.1:5090"
 
     #[test]
     fn trusted_proxies_are_networks() {
-        let text = format!("[sip]\ntrusted_proxies = [\"127.0.0.1\", \"10.9.0.0/24\"]\n{}", base());
+        let text = format!(
+            "[sip]\ntrusted_proxies = [\"127.0.0.1\", \"10.9.0.0/24\"]\n{}",
+            base()
+        );
         let config = Config::from_toml_str(&text, "t").unwrap();
         assert_eq!(config.sip.trusted_proxies.len(), 2);
-        let e = error_for(&format!("[sip]\ntrusted_proxies = [\"kamailio\"]\n{}", base()));
-        assert!(e.contains("sip.trusted_proxies") && e.contains("kamailio"), "{e}");
+        let e = error_for(&format!(
+            "[sip]\ntrusted_proxies = [\"kamailio\"]\n{}",
+            base()
+        ));
+        assert!(
+            e.contains("sip.trusted_proxies") && e.contains("kamailio"),
+            "{e}"
+        );
     }
 
     #[test]

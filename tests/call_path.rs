@@ -490,7 +490,10 @@ async fn over_capacity_gets_503_with_retry_after() {
             break;
         }
         assert_eq!(answer.status(), 503, "{}", answer.first_line);
-        assert!(std::time::Instant::now() < deadline, "OPTIONS still 503 after 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "OPTIONS still 503 after 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     sb.stop().await;

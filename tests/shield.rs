@@ -377,7 +377,10 @@ async fn invite_naming(caller: &Caller, claimed: &str) {
 }
 
 /// Answers and ends a call whose INVITE is out, then returns its record.
-async fn answered_record(sb: &TestSwitchboard, caller: &mut Caller) -> courtline::contract::pb::CallRecord {
+async fn answered_record(
+    sb: &TestSwitchboard,
+    caller: &mut Caller,
+) -> courtline::contract::pb::CallRecord {
     let ok = caller.sip.expect_status(200, 10 * SEC).await;
     caller.to = ok.header("to").unwrap().to_string();
     let to = caller.to.clone();

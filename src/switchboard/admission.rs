@@ -238,10 +238,7 @@ impl Admission<'_> {
             line_number: number.clone(),
             caller_number: identity.number,
             caller_display_name: identity.display_name,
-            caller_source: invite
-                .origin
-                .map(Origin::caller_source)
-                .unwrap_or_default(),
+            caller_source: invite.origin.map(Origin::caller_source).unwrap_or_default(),
             proxy_source: invite
                 .origin
                 .and_then(Origin::proxy)

@@ -195,6 +195,7 @@ pids+=("$before")
 sleep 4.5
 kill -9 "$node_a"
 killed_at=$(date +%s.%N)
+wait "$node_a" 2>/dev/null || true
 
 # 3. From now on every call succeeds: the first ones fail over from A to B,
 #    then Kamailio sends them to B only.

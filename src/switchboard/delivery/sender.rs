@@ -1191,7 +1191,10 @@ mod tests {
         };
         let endpoints = RecordsEndpoints::new(
             options.clone(),
-            &["http://10.0.0.5:50051".into(), "http://10.0.0.6:50051".into()],
+            &[
+                "http://10.0.0.5:50051".into(),
+                "http://10.0.0.6:50051".into(),
+            ],
         );
         let each: Vec<(&str, Option<&str>)> = endpoints
             .each

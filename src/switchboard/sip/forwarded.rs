@@ -235,10 +235,7 @@ mod tests {
             ShieldSubject::Caller(other)
         );
         let probe = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080\r\n\r\n";
-        assert_eq!(
-            proxies().shield_subject(proxy, probe),
-            ShieldSubject::Proxy
-        );
+        assert_eq!(proxies().shield_subject(proxy, probe), ShieldSubject::Proxy);
         // A header in the body is not a header.
         let body = b"OPTIONS sip:h SIP/2.0\r\nContent-Length: 22\r\n\r\nX-Orig-IP: 198.51.100.7";
         assert_eq!(proxies().shield_subject(proxy, body), ShieldSubject::Proxy);

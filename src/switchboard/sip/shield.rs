@@ -383,8 +383,10 @@ mod tests {
         .behind(TrustedProxies::new(&["127.0.0.1".into()]).unwrap());
         let now = Instant::now();
         let via = |caller: &str| {
-            String::from_utf8_lossy(OPTIONS)
-                .replace("User-Agent:", &format!("X-Orig-IP: {caller}\r\nUser-Agent:"))
+            String::from_utf8_lossy(OPTIONS).replace(
+                "User-Agent:",
+                &format!("X-Orig-IP: {caller}\r\nUser-Agent:"),
+            )
         };
         // The ACL applies to the forwarded caller, not to the proxy.
         assert_eq!(
@@ -424,7 +426,10 @@ mod tests {
         // The same header from a source that is no proxy changes nothing.
         let stranger = ip("192.0.2.50");
         for _ in 0..5 {
-            assert_eq!(open.check(stranger, flood.as_bytes(), now).0, Decision::Allow);
+            assert_eq!(
+                open.check(stranger, flood.as_bytes(), now).0,
+                Decision::Allow
+            );
         }
         assert_eq!(
             open.check(stranger, flood.as_bytes(), now),
