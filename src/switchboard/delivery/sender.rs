@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::endpoints::{AfterFailure, EndpointChoice, RecordsEndpoints};
 use super::spool::{Recovered, Spool, SpoolError};
 use super::upload::Uploads;
-use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
+use crate::contract::connect::{connect, error_chain, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
     CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted, RecordingFinished,
@@ -182,7 +183,7 @@ impl RecordSender {
         in_memory: usize,
     ) -> (RecordSender, RecordDelivery) {
         let endpoints = endpoints.into();
-        for options in &endpoints.each {
+        for options in endpoints.each() {
             if let Err(error) = options.check() {
                 // Still start: events are spooled and retried.
                 error!(%error, "events will not be delivered to this endpoint until it is fixed");
@@ -230,7 +231,7 @@ impl RecordSender {
         let delivery_task = tokio::spawn(
             DeliveryTask {
                 connection: Connection {
-                    choice: EndpointChoice::new(endpoints.each.len()),
+                    choice: EndpointChoice::new(endpoints.each().len()),
                     endpoints,
                     client: None,
                 },
@@ -732,98 +733,6 @@ enum Attempt {
     Failed(String),
 }
 
-/// The records services a switchboard delivers to, in the order tried
-/// (`[records] endpoints`; one for `endpoint` or the embedded service). With
-/// several, they must share one database (PostgreSQL): ingest there is
-/// idempotent by node and sequence, so a batch retried at the next one after a
-/// lost acknowledgement is stored once.
-#[derive(Debug, Clone)]
-pub struct RecordsEndpoints {
-    /// How to reach each one (same credentials, another endpoint).
-    each: Vec<ClientOptions>,
-}
-
-impl RecordsEndpoints {
-    /// `options` for each of `endpoints` (`options.endpoint` itself when the list is empty).
-    pub fn new(options: ClientOptions, endpoints: &[String]) -> RecordsEndpoints {
-        if endpoints.is_empty() {
-            return RecordsEndpoints::from(options);
-        }
-        RecordsEndpoints {
-            each: endpoints
-                .iter()
-                .map(|endpoint| ClientOptions {
-                    endpoint: endpoint.clone(),
-                    ..options.clone()
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<ClientOptions> for RecordsEndpoints {
-    fn from(options: ClientOptions) -> RecordsEndpoints {
-        RecordsEndpoints {
-            each: vec![options],
-        }
-    }
-}
-
-/// Which records endpoint delivery uses (sans-IO): the one that last worked,
-/// for as long as it works; after a failure the next in the list at once, and
-/// a back-off only once every endpoint has failed in a row, so one dead service
-/// costs a connection attempt, not a pause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EndpointChoice {
-    /// How many endpoints there are (at least one).
-    count: usize,
-    /// The one to use now.
-    current: usize,
-    /// Failures since the last success.
-    failures_in_a_row: usize,
-}
-
-/// What to do after a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterFailure {
-    /// Try the next endpoint now.
-    TryNext,
-    /// Every endpoint failed in turn: wait (back off), then start the round again.
-    BackOff,
-}
-
-impl EndpointChoice {
-    /// Starts with the first of `count` endpoints.
-    pub fn new(count: usize) -> EndpointChoice {
-        EndpointChoice {
-            count: count.max(1),
-            current: 0,
-            failures_in_a_row: 0,
-        }
-    }
-
-    /// The index of the endpoint to use.
-    pub fn current(&self) -> usize {
-        self.current
-    }
-
-    /// The current endpoint took the batch: stay with it.
-    pub fn succeeded(&mut self) {
-        self.failures_in_a_row = 0;
-    }
-
-    /// The current endpoint failed: moves on to the next.
-    pub fn failed(&mut self) -> AfterFailure {
-        self.failures_in_a_row += 1;
-        self.current = (self.current + 1) % self.count;
-        if self.failures_in_a_row % self.count == 0 {
-            AfterFailure::BackOff
-        } else {
-            AfterFailure::TryNext
-        }
-    }
-}
-
 /// The lazily made connection to the records service in use.
 struct Connection {
     /// Where and how to connect to each service.
@@ -838,7 +747,6 @@ impl Connection {
     /// The endpoint in use, for logs.
     fn endpoint(&self) -> &str {
         self.endpoints
-            .each
             .get(self.choice.current())
             .map_or("", |options| options.endpoint.as_str())
     }
@@ -848,14 +756,14 @@ impl Connection {
         self.client = None;
         let from = self.endpoint().to_owned();
         let after = self.choice.failed();
-        if self.endpoints.each.len() > 1 {
+        if self.endpoints.each().len() > 1 {
             info!(from = %from, to = %self.endpoint(), "records delivery fails over to the next records service");
         }
         after
     }
 
     async fn attempt(&mut self, events: &[NodeEvent]) -> Attempt {
-        let Some(options) = self.endpoints.each.get(self.choice.current()) else {
+        let Some(options) = self.endpoints.get(self.choice.current()) else {
             return Attempt::Failed("no records endpoint configured".to_owned());
         };
         if self.client.is_none() {
@@ -1137,6 +1045,7 @@ fn log_lost(event: &NodeEvent, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::connect::ClientOptions;
     use crate::contract::pb::Milestone as WireMilestone;
 
     #[test]
@@ -1156,59 +1065,6 @@ mod tests {
         // An acknowledgement never moves backwards.
         backlog.acked(7);
         assert_eq!(backlog.reading().depth, 0);
-    }
-
-    #[test]
-    fn delivery_stays_with_a_working_endpoint_and_fails_over_to_the_next() {
-        let mut choice = EndpointChoice::new(3);
-        assert_eq!(choice.current(), 0);
-        choice.succeeded();
-        assert_eq!(choice.current(), 0, "a working endpoint is kept");
-        // The first dies: the second at once.
-        assert_eq!(choice.failed(), AfterFailure::TryNext);
-        assert_eq!(choice.current(), 1);
-        choice.succeeded();
-        assert_eq!(choice.current(), 1, "no going back while it works");
-        // All three fail in a row: back off once per round, then go round again.
-        assert_eq!(choice.failed(), AfterFailure::TryNext);
-        assert_eq!(choice.failed(), AfterFailure::TryNext);
-        assert_eq!(choice.failed(), AfterFailure::BackOff);
-        assert_eq!(choice.current(), 1, "the round starts where it left off");
-        assert_eq!(choice.failed(), AfterFailure::TryNext);
-        assert_eq!(choice.failed(), AfterFailure::TryNext);
-        assert_eq!(choice.failed(), AfterFailure::BackOff);
-        // One endpoint: every failure backs off, as before there were several.
-        let mut one = EndpointChoice::new(1);
-        assert_eq!(one.failed(), AfterFailure::BackOff);
-        assert_eq!(one.current(), 0);
-    }
-
-    #[test]
-    fn each_endpoint_gets_the_same_credentials() {
-        let options = ClientOptions {
-            token: Some("t".into()),
-            ..ClientOptions::new("http://10.0.0.5:50051")
-        };
-        let endpoints = RecordsEndpoints::new(
-            options.clone(),
-            &[
-                "http://10.0.0.5:50051".into(),
-                "http://10.0.0.6:50051".into(),
-            ],
-        );
-        let each: Vec<(&str, Option<&str>)> = endpoints
-            .each
-            .iter()
-            .map(|o| (o.endpoint.as_str(), o.token.as_deref()))
-            .collect();
-        assert_eq!(
-            each,
-            [
-                ("http://10.0.0.5:50051", Some("t")),
-                ("http://10.0.0.6:50051", Some("t"))
-            ]
-        );
-        assert_eq!(RecordsEndpoints::new(options, &[]).each.len(), 1);
     }
 
     #[tokio::test]
