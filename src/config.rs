@@ -193,6 +193,10 @@ pub struct SipConfig {
     /// Seconds calls in progress may go on after SIGTERM before they are ended
     /// (recorded `shutdown`); new calls are refused with 503 meanwhile.
     pub drain_timeout_s: u64,
+    /// SIP proxies in front of this node (e.g. Kamailio), addresses or CIDRs:
+    /// for their requests the caller's address is the one they put in
+    /// `X-Orig-IP`, and only theirs are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -215,6 +219,7 @@ impl Default for SipConfig {
             tls_listen: String::new(),
             public_address: String::new(),
             drain_timeout_s: 300,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -263,6 +268,11 @@ pub struct RecordsConfig {
     /// elsewhere sends call events, and where the CLI connects. Absent or empty while
     /// the service is embedded: derived from `[records.service] listen`.
     pub endpoint: String,
+    /// Several records services over one PostgreSQL database, for a switchboard
+    /// whose service runs elsewhere: events go to the first that works, and to
+    /// the next when it fails. Instead of `endpoint` (which then is the first,
+    /// for the CLI).
+    pub endpoints: Vec<String>,
     /// File holding the switchboard-role token the switchboard presents (not needed when embedded).
     pub token_file: String,
     /// CA certificate (PEM) that signed the records service's certificate, for an https endpoint.
@@ -357,6 +367,7 @@ impl Default for RecordsConfig {
     fn default() -> Self {
         RecordsConfig {
             endpoint: "http://127.0.0.1:50051".to_string(),
+            endpoints: Vec::new(),
             token_file: String::new(),
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
@@ -371,6 +382,16 @@ impl Default for RecordsConfig {
 }
 
 impl RecordsConfig {
+    /// Where a remote records service's events go, in the order tried:
+    /// `endpoints`, or the one `endpoint`.
+    pub fn delivery_endpoints(&self) -> Vec<String> {
+        if self.endpoints.is_empty() {
+            vec![self.endpoint.clone()]
+        } else {
+            self.endpoints.clone()
+        }
+    }
+
     /// The spool directory, with the default applied.
     pub fn spool_path(&self) -> PathBuf {
         if !self.spool_dir.is_empty() {
@@ -1119,7 +1140,17 @@ impl Config {
         config.origins = origins;
         config.validate()?;
         config.load_hours()?;
-        if !endpoint_given {
+        if let Some(first) = config.records.endpoints.first() {
+            if endpoint_given {
+                return Err(config.invalid(
+                    "records.endpoints".into(),
+                    "is set together with [records] endpoint".into(),
+                    "Keep one: endpoint = \"http://…\" for one records service, or endpoints = [\"http://…\", \"http://…\"] for several.",
+                ));
+            }
+            // The CLI connects to the first.
+            config.records.endpoint = first.clone();
+        } else if !endpoint_given {
             config.records.endpoint = config
                 .records
                 .service
@@ -1191,6 +1222,13 @@ impl Config {
                 "List the trunks' and PBXs' networks, e.g. trusted = [\"192.0.2.0/24\"].",
             ));
         }
+        if let Err(e) = sip::parse_networks(&self.sip.trusted_proxies) {
+            return Err(self.invalid(
+                "sip.trusted_proxies".into(),
+                e.to_string(),
+                "List the proxies in front of this node, e.g. trusted_proxies = [\"192.0.2.5\"] for one Kamailio.",
+            ));
+        }
         self.validate_inbound_auth()?;
         if let Err(e) = self.reports.check() {
             return Err(self.invalid(e.key.into(), e.problem, e.fix));
@@ -1257,6 +1295,25 @@ impl Config {
                 "records.endpoint".into(),
                 format!("\"{}\" is not an http(s) URL", self.records.endpoint),
                 "Write it like \"http://127.0.0.1:50051\" (it may be left empty only while the records service is embedded).",
+            ));
+        }
+        if let Some(bad) = self
+            .records
+            .endpoints
+            .iter()
+            .find(|e| !e.starts_with("http://") && !e.starts_with("https://"))
+        {
+            return Err(self.invalid(
+                "records.endpoints".into(),
+                format!("\"{bad}\" is not an http(s) URL"),
+                "List the records services like [\"http://10.0.0.5:50051\", \"http://10.0.0.6:50051\"].",
+            ));
+        }
+        if !self.records.endpoints.is_empty() && self.records.service.embedded {
+            return Err(self.invalid(
+                "records.endpoints".into(),
+                "is set but the records service is embedded, so events go to it".into(),
+                "Set [records.service] embedded = false on a switchboard that sends to records services elsewhere, or remove endpoints.",
             ));
         }
         self.validate_records()?;
@@ -1577,7 +1634,12 @@ impl Config {
                 "Set both tls_cert_file and tls_key_file (PEM files), or neither for plain gRPC.",
             ));
         }
-        if self.records.endpoint.starts_with("https://") && self.records.tls_ca_file.is_empty() {
+        let https = self
+            .records
+            .delivery_endpoints()
+            .iter()
+            .any(|e| e.starts_with("https://"));
+        if https && self.records.tls_ca_file.is_empty() {
             return Err(self.invalid(
                 "records.tls_ca_file".into(),
                 "is empty but the endpoint is https".into(),
@@ -2284,6 +2346,59 @@ operator = "sip:operator@127.0.0.1:5090"
         assert_eq!(
             with("[records.service]\nembedded = false\nlisten = \"0.0.0.0:50100\"\n"),
             "http://127.0.0.1:50051"
+        );
+    }
+
+    #[test]
+    fn several_records_endpoints_replace_the_one_endpoint() {
+        let remote =
+            "[records]\nendpoints = [\"http://10.0.0.5:50051\", \"http://10.0.0.6:50051\"]\n\
+                      [records.service]\nembedded = false\n";
+        let config = Config::from_toml_str(&format!("{remote}{}", base()), "t").unwrap();
+        assert_eq!(
+            config.records.delivery_endpoints(),
+            ["http://10.0.0.5:50051", "http://10.0.0.6:50051"]
+        );
+        // The CLI asks the first.
+        assert_eq!(config.records.endpoint, "http://10.0.0.5:50051");
+        // One endpoint keeps working as it did.
+        let one = "[records]\nendpoint = \"http://10.0.0.5:50051\"\n[records.service]\nembedded = false\n";
+        let config = Config::from_toml_str(&format!("{one}{}", base()), "t").unwrap();
+        assert_eq!(
+            config.records.delivery_endpoints(),
+            ["http://10.0.0.5:50051"]
+        );
+        for (text, problem) in [
+            (
+                "[records]\nendpoint = \"http://10.0.0.5:1\"\nendpoints = [\"http://10.0.0.6:1\"]\n[records.service]\nembedded = false\n",
+                "together with",
+            ),
+            (
+                "[records]\nendpoints = [\"10.0.0.6:1\"]\n[records.service]\nembedded = false\n",
+                "not an http(s) URL",
+            ),
+            ("[records]\nendpoints = [\"http://10.0.0.6:1\"]\n", "embedded"),
+        ] {
+            let e = error_for(&format!("{text}{}", base()));
+            assert!(e.contains("records.endpoints") && e.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks() {
+        let text = format!(
+            "[sip]\ntrusted_proxies = [\"127.0.0.1\", \"10.9.0.0/24\"]\n{}",
+            base()
+        );
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        assert_eq!(config.sip.trusted_proxies.len(), 2);
+        let e = error_for(&format!(
+            "[sip]\ntrusted_proxies = [\"kamailio\"]\n{}",
+            base()
+        ));
+        assert!(
+            e.contains("sip.trusted_proxies") && e.contains("kamailio"),
+            "{e}"
         );
     }
 

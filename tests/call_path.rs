@@ -460,7 +460,42 @@ async fn over_capacity_gets_503_with_retry_after() {
     assert_eq!(busy.header("retry-after"), Some("7"));
     let record = sb.record(&second.call_id).await;
     assert_eq!(record.sip_final_status, 503);
+    // A load balancer's (Kamailio's) OPTIONS probe: 503 while full, so new
+    // calls go to other nodes; 200 again once a call has ended.
+    let prober = SipPeer::bind().await;
+    let probe = |cid: &str| {
+        RawRequest::new(
+            "OPTIONS",
+            format_args!("sip:{}", sb.sip),
+            prober.addr,
+            &format!("z9hG4bK-{cid}"),
+        )
+        .dialog(
+            &format!("<sip:kamailio@{}>;tag=k", prober.addr),
+            &format!("<sip:{}>", sb.sip),
+            cid,
+        )
+        .cseq(1)
+        .text()
+    };
+    prober.send(sb.sip, &probe("full")).await;
+    prober.expect_status(503, 2 * SEC).await;
     first.hang_up().await;
+    // The call's slot is freed as its task ends, a moment after the BYE's 200.
+    let deadline = std::time::Instant::now() + 10 * SEC;
+    for n in 0.. {
+        prober.send(sb.sip, &probe(&format!("free{n}"))).await;
+        let answer = prober.recv(2 * SEC).await.expect("an answer to OPTIONS");
+        if answer.status() == 200 {
+            break;
+        }
+        assert_eq!(answer.status(), 503, "{}", answer.first_line);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "OPTIONS still 503 after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     sb.stop().await;
 }
 

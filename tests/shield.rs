@@ -357,3 +357,72 @@ async fn the_shield_guards_tcp_and_tls_too() {
     );
     sb.stop().await;
 }
+
+/// An INVITE from `caller` that names `claimed` in `X-Orig-IP`, as a proxy in
+/// front of courtline (Kamailio) would.
+async fn invite_naming(caller: &Caller, claimed: &str) {
+    let body = sdp(caller.rtp.local_addr().unwrap(), "0");
+    let (target, me) = (caller.target, caller.sip.addr);
+    let text = caller
+        .initial(
+            "INVITE",
+            &format!("sip:02112368@{target}"),
+            &format!("<sip:02112368@{target}>"),
+        )
+        .header("Contact", format_args!("<sip:13800138000@{me}>"))
+        .header("X-Orig-IP", claimed)
+        .body("application/sdp", &body)
+        .text();
+    caller.sip.send(target, &text).await;
+}
+
+/// Answers and ends a call whose INVITE is out, then returns its record.
+async fn answered_record(
+    sb: &TestSwitchboard,
+    caller: &mut Caller,
+) -> courtline::contract::pb::CallRecord {
+    let ok = caller.sip.expect_status(200, 10 * SEC).await;
+    caller.to = ok.header("to").unwrap().to_string();
+    let to = caller.to.clone();
+    caller.ack(&to, "z9hG4bK-ack-1").await;
+    caller.hang_up().await;
+    sb.record(&caller.call_id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_names_the_caller_and_nobody_else_can() {
+    // 127.0.0.1 is the proxy; the ACL lets in 198.51.100.0/24 and 127.0.0.5 only.
+    let sb = TestSwitchboard::start(Options {
+        rtp_ports: (32700, 32799),
+        sip_extra: "trusted_proxies = [\"127.0.0.1\"]\n[sip.shield]\n\
+                    trusted = [\"198.51.100.0/24\", \"127.0.0.5/32\"]\nuntrusted = \"reject\"\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    // Through the proxy, a caller in the ACL: admitted, recorded by its own
+    // address and the proxy's.
+    let mut forwarded = Caller::new(sb.sip).await;
+    invite_naming(&forwarded, "198.51.100.7").await;
+    let record = answered_record(&sb, &mut forwarded).await;
+    assert_eq!(record.caller_source, "198.51.100.7");
+    assert_eq!(record.proxy_source, forwarded.sip.addr.to_string());
+
+    // Through the proxy, a caller outside the ACL: 403 (to the proxy), though
+    // the proxy itself is in no trusted network either way.
+    let outside = Caller::new(sb.sip).await;
+    invite_naming(&outside, "203.0.113.9").await;
+    outside.sip.expect_status(403, 2 * SEC).await;
+
+    // A source that is no proxy cannot name anybody: judged by its own
+    // address (in the ACL), recorded with it, no proxy.
+    let mut stranger = Caller {
+        sip: SipPeer::bind_on("127.0.0.5").await,
+        ..Caller::new(sb.sip).await
+    };
+    invite_naming(&stranger, "203.0.113.9").await;
+    let record = answered_record(&sb, &mut stranger).await;
+    assert_eq!(record.caller_source, stranger.sip.addr.to_string());
+    assert_eq!(record.proxy_source, "");
+    sb.stop().await;
+}

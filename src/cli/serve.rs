@@ -24,6 +24,7 @@ use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::ledger::Ledger;
 use crate::records::service::{OpenedService, ServiceError};
+use crate::switchboard::delivery::endpoints::RecordsEndpoints;
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
@@ -322,15 +323,16 @@ fn start_spool(
         let (sender, delivery) = RecordSender::spawn(spool, recovered, options);
         return Ok((sender, delivery, None));
     }
+    let endpoints = RecordsEndpoints::new(options, &records.delivery_endpoints());
     let uploads_dir = dir.join("uploads");
-    let (uploads, upload_delivery) = Uploads::spawn(uploads_dir.clone(), options.clone())
+    let (uploads, upload_delivery) = Uploads::spawn(uploads_dir.clone(), endpoints.clone())
         .with_context(|| {
             format!(
                 "recording uploads {} (beside the records spool)",
                 uploads_dir.display()
             )
         })?;
-    let (sender, delivery) = RecordSender::spawn(spool, recovered, options);
+    let (sender, delivery) = RecordSender::spawn(spool, recovered, endpoints);
     Ok((sender.uploading(uploads), delivery, Some(upload_delivery)))
 }
 

@@ -81,6 +81,10 @@ pub struct ExportRow {
     /// and left out of the canonical JSON when empty, for the same reason.
     #[serde(default)]
     flags: String,
+    /// The trusted SIP proxy the call came through; after `flags` and left out
+    /// of the canonical JSON when empty, for the same reason.
+    #[serde(default)]
+    proxy_source: String,
     /// Read from a file written when `playlist_length_ms` was `prompt_length_ms`:
     /// [`ExportRow::canonical_json`] uses the old name so its hash still matches.
     #[serde(skip)]
@@ -388,7 +392,7 @@ impl ExportRow {
 }
 
 /// CSV header; must list [`ExportRow`]'s fields in order (a test checks it).
-pub const CSV_HEADER: [&str; 38] = [
+pub const CSV_HEADER: [&str; 39] = [
     "call_id",
     "sip_call_id",
     "line_number",
@@ -427,11 +431,12 @@ pub const CSV_HEADER: [&str; 38] = [
     "prompts",
     "media",
     "flags",
+    "proxy_source",
 ];
 
 /// Trailing columns that older exports lack, in order: a file may miss the
 /// last one or more of them, and their empty values stay out of row hashes.
-pub const OPTIONAL_COLUMNS: [&str; 3] = ["prompts", "media", "flags"];
+pub const OPTIONAL_COLUMNS: [&str; 4] = ["prompts", "media", "flags", "proxy_source"];
 
 /// What files written before `playlist_length_ms` was renamed call that column.
 pub const LEGACY_LENGTH_COLUMN: &str = "prompt_length_ms";
@@ -477,6 +482,7 @@ impl From<&CallRecord> for ExportRow {
             prompts: prompts_json(&r.prompts),
             media: media_json(r),
             flags: flags_json(&r.flags),
+            proxy_source: r.proxy_source.clone(),
             legacy_length_name: false,
         }
     }

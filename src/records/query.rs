@@ -746,6 +746,7 @@ mod tests {
             state: CallState::Ended as i32,
             flagged: false,
             node_id: "sb-1".to_owned(),
+            proxy_source: "127.0.0.1:5080".to_owned(),
             flags: Vec::new(),
             probe: false,
             prompts: vec![
@@ -867,6 +868,13 @@ mod tests {
             "{media_only}"
         );
         record.caller_media = None;
+        // A proxy's address, last, keeps the empty columns before it.
+        let proxied = ExportRow::from(&record).canonical_json();
+        assert!(
+            proxied.ends_with(r#""media":"","flags":"","proxy_source":"127.0.0.1:5080"}"#),
+            "{proxied}"
+        );
+        record.proxy_source.clear();
         let without = ExportRow::from(&record).canonical_json();
         assert!(without.ends_with(r#""node_id":"sb-1"}"#), "{without}");
         assert!(!without.contains("prompts"), "{without}");

@@ -11,7 +11,6 @@
 //! unsupported requests, 400/416/420/501/505 (`sip::guard`).
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +22,7 @@ use super::context::{CallSlot, HuntTurns};
 use super::media::codec::Codec;
 use super::media::prompt::{LinePlaylists, Playlist, Prompt};
 use super::sdp::{codecs_for, Negotiated, RemoteMedia, SdpError};
+use super::sip::forwarded::Origin;
 use super::sip::inbound_auth::{InboundAuth, Verdict};
 use super::sip::leg::{caller_identity, content_refusal, dialled_number, header};
 use super::sip::probe_header::{self, ProbeKey};
@@ -70,9 +70,10 @@ fn ring_timeout(seconds: u32) -> Duration {
 pub struct InviteFacts<'a> {
     /// The request as the stack parsed it.
     pub request: &'a Request,
-    /// Where it came from; `None` when the transport did not say (then nobody
-    /// can be challenged, so the INVITE is not authenticated).
-    pub source: Option<SocketAddr>,
+    /// Where it came from: the transport source, or the caller a trusted
+    /// proxy named; `None` when the transport did not say (then nobody can be
+    /// challenged, so the INVITE is not authenticated).
+    pub origin: Option<&'a Origin>,
     /// courtline's id for the call, made by the adapter (a UUIDv7 needs the
     /// clock and randomness).
     pub call_id: &'a str,
@@ -240,7 +241,12 @@ impl Admission<'_> {
             line_number: number.clone(),
             caller_number: identity.number,
             caller_display_name: identity.display_name,
-            caller_source: invite.source.map(|s| s.to_string()).unwrap_or_default(),
+            caller_source: invite.origin.map(Origin::caller_source).unwrap_or_default(),
+            proxy_source: invite
+                .origin
+                .and_then(Origin::proxy)
+                .map(|proxy| proxy.to_string())
+                .unwrap_or_default(),
             user_agent: identity.user_agent,
             received_at_ms: chrono::DateTime::<chrono::Utc>::from(now.wall).timestamp_millis(),
             ..CallFacts::default()
@@ -258,9 +264,9 @@ impl Admission<'_> {
         }
         let mut authenticated_as = None;
         // A probe's signature is as good as a password.
-        if let (Some(auth), Some(source), false) = (self.inbound_auth, invite.source, facts.probe) {
+        if let (Some(auth), Some(origin), false) = (self.inbound_auth, invite.origin, facts.probe) {
             let authorization = request.authorization_header().map(|h| h.value());
-            match auth.check(source.ip(), "INVITE", authorization, now.wall) {
+            match auth.check(origin.caller_ip(), "INVITE", authorization, now.wall) {
                 Verdict::Exempt => {}
                 Verdict::Authenticated(user) => authenticated_as = Some(user),
                 Verdict::Challenge(challenge) => return Decision::Challenge(challenge),
@@ -682,6 +688,10 @@ after_hours = { prompt = ["zh", "closed"] }
 
         /// What the adapter does: take a slot, then decide.
         fn decide_from(&self, source: &str, request: &Request) -> Decision {
+            self.decide_from_origin(&Origin::Direct(source.parse().unwrap()), request)
+        }
+
+        fn decide_from_origin(&self, origin: &Origin, request: &Request) -> Decision {
             let admission = Admission {
                 config: &self.config,
                 playlists: &self.playlists,
@@ -695,7 +705,7 @@ after_hours = { prompt = ["zh", "closed"] }
             };
             let invite = InviteFacts {
                 request,
-                source: Some(source.parse().unwrap()),
+                origin: Some(origin),
                 call_id: "0190-call",
             };
             let slot = CallSlot::take(&self.active, self.config.sip.max_calls);
@@ -1030,6 +1040,40 @@ after_hours = { prompt = ["zh", "closed"] }
         sb.draining = false;
         // 192.0.2.0/24 is exempt from authentication: admitted once not draining.
         admitted(sb.decide_from("192.0.2.5:5060", &invite(LINE, SDP, OFFER)));
+    }
+
+    #[test]
+    fn behind_a_proxy_the_forwarded_caller_is_authenticated_and_recorded() {
+        let sb = Switchboard::with_auth();
+        let proxy: std::net::SocketAddr = "10.9.0.5:5060".parse().unwrap();
+        // The proxy's address is not exempt, the caller it names is.
+        let exempt = Origin::Forwarded {
+            caller: "192.0.2.5".parse().unwrap(),
+            proxy,
+        };
+        let a = admitted(sb.decide_from_origin(&exempt, &invite(LINE, SDP, OFFER)));
+        assert_eq!(a.facts.caller_source, "192.0.2.5");
+        assert_eq!(a.facts.proxy_source, "10.9.0.5:5060");
+        // A caller outside it is challenged, however exempt the proxy might be.
+        let outside = Origin::Forwarded {
+            caller: "203.0.113.9".parse().unwrap(),
+            proxy: "192.0.2.1:5060".parse().unwrap(),
+        };
+        assert!(matches!(
+            sb.decide_from_origin(&outside, &invite(LINE, SDP, OFFER)),
+            Decision::Challenge(_)
+        ));
+        // A claim from a source that is no proxy is judged by that source.
+        let spoofed = Origin::Spoofed {
+            source: "203.0.113.9:5070".parse().unwrap(),
+            claimed: "192.0.2.5".into(),
+        };
+        assert!(matches!(
+            sb.decide_from_origin(&spoofed, &invite(LINE, SDP, OFFER)),
+            Decision::Challenge(_)
+        ));
+        let direct = admitted(Switchboard::new().decide(&invite(LINE, SDP, OFFER)));
+        assert_eq!(direct.facts.proxy_source, "");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
 use super::metrics::Metrics;
 use super::sip::dialog_states::DialogStateRouter;
+use super::sip::forwarded::TrustedProxies;
 use super::sip::inbound_auth::InboundAuth;
 use super::sip::probe_header::ProbeKey;
 use super::sip::qualify::OperatorHealth;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub inbound_auth: Option<InboundAuth>,
     /// What a synthetic probe's header must be signed with to count as one.
     pub probe_key: ProbeKey,
+    /// `[sip] trusted_proxies`: whose `X-Orig-IP` names the caller.
+    pub proxies: TrustedProxies,
     /// Cancelled on shutdown; every call task watches a child of it.
     pub shutdown: CancellationToken,
     /// Set on SIGTERM: new calls (and OPTIONS) are answered 503 while calls in progress finish.
@@ -77,6 +80,11 @@ impl Shared {
     /// Whether the switchboard is draining.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether `max_calls` calls are up, so a new one would get 503.
+    pub fn full(&self) -> bool {
+        self.active.load(Ordering::Acquire) >= self.config.sip.max_calls
     }
 }
 

@@ -21,9 +21,12 @@ use super::context::{CallSlot, HuntTurns, Shared};
 use super::health::Readiness;
 use super::metrics::{Metrics, Snapshot};
 use super::sip::dialog_states::DialogStateRouter;
+use super::sip::forwarded::{Origin, TrustedProxies, FORWARDED_HEADER};
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
 use super::sip::inbound_auth::InboundAuth;
-use super::sip::leg::{canonical, dialled_number, has_to_tag, header, local_ip_toward};
+use super::sip::leg::{
+    canonical, dialled_number, extension_header, has_to_tag, header, local_ip_toward,
+};
 use super::sip::probe_header::{self, ProbeKey};
 use super::sip::qualify::{self, OperatorHealth};
 use super::sip::registration;
@@ -120,9 +123,12 @@ impl Switchboard {
         // One shield for UDP, TCP and TLS. `Config::validate` has parsed
         // these networks (and the inbound-auth ones below) already.
         let metrics = Arc::new(Metrics::new());
+        let proxies = TrustedProxies::new(&config.sip.trusted_proxies)
+            .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
         let shield = SharedShield::new(
             Shield::new(config.sip.shield.clone())
-                .map_err(|e| SwitchboardError::Stack(e.to_string()))?,
+                .map_err(|e| SwitchboardError::Stack(e.to_string()))?
+                .behind(proxies.clone()),
             metrics.clone(),
         );
         let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
@@ -248,6 +254,7 @@ impl Switchboard {
                 hunt_turns: HuntTurns::default(),
                 inbound_auth,
                 probe_key,
+                proxies,
                 shutdown,
                 draining: Arc::new(AtomicBool::new(false)),
                 metrics,
@@ -501,8 +508,9 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
     tokio::spawn(async move {
         let result = match method {
             Method::Invite => admit(&shared, tx).await,
-            // Draining: a load balancer's OPTIONS probe moves traffic elsewhere.
-            Method::Options if shared.draining() => {
+            // Draining or full: a load balancer's (Kamailio's) OPTIONS probe
+            // moves new calls to other nodes before callers notice.
+            Method::Options if shared.draining() || shared.full() => {
                 let retry = header("Retry-After", shared.config.sip.retry_after_s.to_string());
                 tx.reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
                     .await
@@ -555,6 +563,14 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         .and_then(|c| c.get_remote_addr())
         .and_then(|a| a.get_socketaddr().ok())
         .map(canonical);
+    let origin = source.map(|source| {
+        shared
+            .proxies
+            .judge(source, extension_header(&tx.original, FORWARDED_HEADER))
+    });
+    if let Some(Origin::Spoofed { source, claimed }) = &origin {
+        warn!(%source, claimed = %claimed, "{FORWARDED_HEADER} from a source that is not in [sip] trusted_proxies: ignored, the caller is judged by its own address");
+    }
     let now = Now {
         wall: SystemTime::now(),
         monotonic: Instant::now(),
@@ -564,7 +580,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     let call_id = uuid::Uuid::now_v7().to_string();
     let invite = InviteFacts {
         request: &tx.original,
-        source,
+        origin: origin.as_ref(),
         call_id: &call_id,
     };
     let admission = Admission {
@@ -586,7 +602,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     let admitted = match admission.decide(&invite, slot, now) {
         Decision::Admit(admitted) => *admitted,
         Decision::Challenge(challenge) => {
-            debug!(line = %number, ?source, "caller challenged: 401");
+            debug!(line = %number, ?origin, "caller challenged: 401");
             let challenge = header("WWW-Authenticate", challenge);
             return tx
                 .reply_with(StatusCode::Unauthorized, vec![challenge], None)
@@ -595,7 +611,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         Decision::Refuse(refusal) => return refuse(shared, &mut tx, &number, *refusal).await,
     };
     if let Some(user) = &admitted.authenticated_as {
-        info!(line = %number, caller = %admitted.facts.caller_number, ?source, %user, "caller authenticated");
+        info!(line = %number, caller = %admitted.facts.caller_number, ?origin, %user, "caller authenticated");
     }
     if admitted.facts.after_hours {
         let duty = admitted
@@ -618,10 +634,13 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     if admitted.answered_without_early_media {
         info!(line = %number, caller = %admitted.facts.caller_number, "INVITE without SDP on an early-media line: answering first instead");
     }
-    // Media goes where the caller's SIP came from, else where its offer says.
-    let media_peer = source
-        .or(admitted.offer.as_ref().map(|(o, _)| o.rtp_addr))
-        .map_or(shared.sip_addr.ip(), |s| s.ip());
+    // Media goes where the caller's SIP came from (the caller a trusted proxy
+    // names, not the proxy: media comes straight here), else where its offer says.
+    let media_peer = origin
+        .as_ref()
+        .map(Origin::caller_ip)
+        .or(admitted.offer.as_ref().map(|(o, _)| o.rtp_addr.ip()))
+        .unwrap_or(shared.sip_addr.ip());
     let rtp_socket = match shared.ports.bind(media_peer) {
         Ok(socket) => socket,
         Err(e) => {

@@ -30,8 +30,10 @@ pub struct CallFacts {
     pub caller_number: String,
     /// Display name as sent (UTF-8; Chinese names are common).
     pub caller_display_name: String,
-    /// Source address of the INVITE.
+    /// Source address of the INVITE (the caller's, as a trusted proxy forwarded it).
     pub caller_source: String,
+    /// The trusted proxy the INVITE came through (`ip:port`), or empty.
+    pub proxy_source: String,
     /// Caller's User-Agent header.
     pub user_agent: String,
     /// Codec agreed with the caller ("PCMU"/"PCMA"; empty if none).
@@ -461,6 +463,7 @@ impl CallFlow {
             caller_number: facts.caller_number.clone(),
             caller_display_name: facts.caller_display_name.clone(),
             caller_source: facts.caller_source.clone(),
+            proxy_source: facts.proxy_source.clone(),
             user_agent: facts.user_agent.clone(),
             codec: facts.codec.clone(),
             received_at_ms: facts.received_at_ms,
@@ -504,6 +507,7 @@ impl CallFlow {
             caller_number: facts.caller_number.clone(),
             caller_display_name: facts.caller_display_name.clone(),
             caller_source: facts.caller_source.clone(),
+            proxy_source: facts.proxy_source.clone(),
             user_agent: facts.user_agent.clone(),
             received_at_ms: facts.received_at_ms,
             ended_at_ms: facts.received_at_ms,

@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::endpoints::{AfterFailure, EndpointChoice, RecordsEndpoints};
 use super::spool::{Recovered, Spool, SpoolError};
 use super::upload::Uploads;
-use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
+use crate::contract::connect::{connect, error_chain, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
     CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted, RecordingFinished,
@@ -168,9 +169,9 @@ impl RecordSender {
     pub fn spawn(
         spool: Spool,
         recovered: Recovered,
-        options: ClientOptions,
+        endpoints: impl Into<RecordsEndpoints>,
     ) -> (RecordSender, RecordDelivery) {
-        RecordSender::spawn_bounded(spool, recovered, options, EVENTS_IN_MEMORY)
+        RecordSender::spawn_bounded(spool, recovered, endpoints, EVENTS_IN_MEMORY)
     }
 
     /// [`RecordSender::spawn`] with at most `in_memory` undelivered events held in
@@ -178,12 +179,15 @@ impl RecordSender {
     pub fn spawn_bounded(
         spool: Spool,
         recovered: Recovered,
-        options: ClientOptions,
+        endpoints: impl Into<RecordsEndpoints>,
         in_memory: usize,
     ) -> (RecordSender, RecordDelivery) {
-        if let Err(error) = options.check() {
-            // Still start: events are spooled and retried.
-            error!(%error, "events will not be delivered until the endpoint is fixed");
+        let endpoints = endpoints.into();
+        for options in endpoints.each() {
+            if let Err(error) = options.check() {
+                // Still start: events are spooled and retried.
+                error!(%error, "events will not be delivered to this endpoint until it is fixed");
+            }
         }
         if !recovered.unacked.is_empty() {
             info!(
@@ -227,7 +231,8 @@ impl RecordSender {
         let delivery_task = tokio::spawn(
             DeliveryTask {
                 connection: Connection {
-                    options,
+                    choice: EndpointChoice::new(endpoints.each().len()),
+                    endpoints,
                     client: None,
                 },
                 events: to_deliver,
@@ -728,18 +733,41 @@ enum Attempt {
     Failed(String),
 }
 
-/// The lazily made connection to the records service.
+/// The lazily made connection to the records service in use.
 struct Connection {
-    /// Where and how to connect.
-    options: ClientOptions,
-    /// The client once connected.
+    /// Where and how to connect to each service.
+    endpoints: RecordsEndpoints,
+    /// Which one is in use.
+    choice: EndpointChoice,
+    /// The client once connected (to the current one).
     client: Option<RecordsClient>,
 }
 
 impl Connection {
+    /// The endpoint in use, for logs.
+    fn endpoint(&self) -> &str {
+        self.endpoints
+            .get(self.choice.current())
+            .map_or("", |options| options.endpoint.as_str())
+    }
+
+    /// The attempt failed: drops the client and moves to the next endpoint.
+    fn failed(&mut self) -> AfterFailure {
+        self.client = None;
+        let from = self.endpoint().to_owned();
+        let after = self.choice.failed();
+        if self.endpoints.each().len() > 1 {
+            info!(from = %from, to = %self.endpoint(), "records delivery fails over to the next records service");
+        }
+        after
+    }
+
     async fn attempt(&mut self, events: &[NodeEvent]) -> Attempt {
+        let Some(options) = self.endpoints.get(self.choice.current()) else {
+            return Attempt::Failed("no records endpoint configured".to_owned());
+        };
         if self.client.is_none() {
-            match connect(&self.options).await {
+            match connect(options).await {
                 Ok(client) => self.client = Some(client),
                 Err(error) => return Attempt::Failed(error.to_string()),
             }
@@ -907,6 +935,7 @@ impl DeliveryTask {
             };
             match outcome {
                 Attempt::Delivered { stored, duplicates } => {
+                    self.connection.choice.succeeded();
                     self.backlog.reachable.store(true, Ordering::Release);
                     self.backlog
                         .delivered
@@ -924,7 +953,7 @@ impl DeliveryTask {
                         error!(
                             node_seq = event.node_seq,
                             call_id = %event.call_id,
-                            endpoint = %self.connection.options.endpoint,
+                            endpoint = %self.connection.endpoint(),
                             error = %status.message(),
                             event = %event_json(event),
                             "records service rejected an event; not retrying (it will show as a gap)"
@@ -932,11 +961,16 @@ impl DeliveryTask {
                     }
                 }
                 Attempt::Failed(error) => {
+                    let endpoint = self.connection.endpoint().to_owned();
+                    if self.connection.failed() == AfterFailure::TryNext {
+                        warn!(%endpoint, %error, events = batch.len(), attempts, "cannot deliver call events; trying the next records service");
+                        continue;
+                    }
                     self.backlog.reachable.store(false, Ordering::Release);
                     // Half fixed, half random: spreads retries without ever waiting long.
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     warn!(
-                        endpoint = %self.connection.options.endpoint,
+                        %endpoint,
                         %error,
                         events = batch.len(),
                         attempts,
@@ -1011,6 +1045,7 @@ fn log_lost(event: &NodeEvent, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::connect::ClientOptions;
     use crate::contract::pb::Milestone as WireMilestone;
 
     #[test]

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::contract::connect::{connect, error_chain, ClientOptions, RecordsClient};
+use super::endpoints::{AfterFailure, EndpointChoice, RecordsEndpoints};
+use crate::contract::connect::{connect, error_chain, RecordsClient};
 use crate::contract::pb::{
     upload_recording_request, RecordingFinished, RecordingUpload, UploadRecordingRequest,
 };
@@ -102,7 +103,11 @@ impl UploadDelivery {
 impl Uploads {
     /// Starts the upload task (inside a Tokio runtime) with the markers in `dir`; the
     /// recordings a previous run left waiting go first.
-    pub fn spawn(dir: PathBuf, options: ClientOptions) -> io::Result<(Uploads, UploadDelivery)> {
+    pub fn spawn(
+        dir: PathBuf,
+        endpoints: impl Into<RecordsEndpoints>,
+    ) -> io::Result<(Uploads, UploadDelivery)> {
+        let endpoints = endpoints.into();
         std::fs::create_dir_all(&dir)?;
         let waiting = scan(&dir)?;
         if !waiting.is_empty() {
@@ -113,7 +118,8 @@ impl Uploads {
         let task = tokio::spawn(
             UploadTask {
                 dir: dir.clone(),
-                options,
+                choice: EndpointChoice::new(endpoints.each().len()),
+                endpoints,
                 client: None,
                 waiting: waiting.into(),
                 incoming,
@@ -269,9 +275,11 @@ enum Outcome {
 struct UploadTask {
     /// Where the markers are.
     dir: PathBuf,
-    /// How to reach the records service.
-    options: ClientOptions,
-    /// The connection once made.
+    /// How to reach each records service.
+    endpoints: RecordsEndpoints,
+    /// Which one is in use.
+    choice: EndpointChoice,
+    /// The connection once made (to the one in use).
     client: Option<RecordsClient>,
     /// Recordings to upload, in order.
     waiting: VecDeque<Waiting>,
@@ -309,14 +317,24 @@ impl UploadTask {
                 }
             };
             match outcome {
-                Outcome::Done => backoff = INITIAL_BACKOFF,
+                Outcome::Done => {
+                    self.choice.succeeded();
+                    backoff = INITIAL_BACKOFF;
+                }
                 Outcome::GiveUp(why) => {
                     error!(call_id = %waiting.call_id, file = %waiting.path.display(), %why, "recording not uploaded; the file stays where it is");
                 }
                 Outcome::Retry(why) => {
+                    let endpoint = self.endpoint().to_owned();
+                    self.client = None;
+                    if self.choice.failed() == AfterFailure::TryNext {
+                        warn!(call_id = %waiting.call_id, %endpoint, %why, "cannot upload a recording there; trying the next records service");
+                        self.waiting.push_front(waiting);
+                        continue;
+                    }
                     // Half fixed, half random: spreads retries without ever waiting long.
                     let delay = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-                    warn!(call_id = %waiting.call_id, endpoint = %self.options.endpoint, %why, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "cannot upload a recording yet; it stays on disk, will retry");
+                    warn!(call_id = %waiting.call_id, %endpoint, %why, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "cannot upload a recording yet; it stays on disk, will retry");
                     self.waiting.push_back(waiting);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -331,6 +349,13 @@ impl UploadTask {
         }
         self.stats.waiting = self.waiting.len() as u64;
         self.stats
+    }
+
+    /// The records service in use, for logs.
+    fn endpoint(&self) -> &str {
+        self.endpoints
+            .get(self.choice.current())
+            .map_or("", |options| options.endpoint.as_str())
     }
 
     /// One upload of `waiting`, with what follows from the answer.
@@ -359,7 +384,10 @@ impl UploadTask {
             Err(error) => return Outcome::Retry(format!("cannot open the file: {error}")),
         };
         if self.client.is_none() {
-            match connect(&self.options).await {
+            let Some(options) = self.endpoints.get(self.choice.current()) else {
+                return Outcome::Retry("no records endpoint configured".into());
+            };
+            match connect(options).await {
                 Ok(client) => self.client = Some(client),
                 Err(error) => return Outcome::Retry(error.to_string()),
             }

@@ -50,6 +50,15 @@ pub fn dialled_number(request: &Request) -> String {
         .unwrap_or_default()
 }
 
+/// The value of an extension header (one rsipstack has no type for, such as
+/// `X-Orig-IP`), by case-insensitive name; the first if repeated.
+pub fn extension_header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers.iter().find_map(|h| match h {
+        Header::Other(other, value) if other.eq_ignore_ascii_case(name) => Some(value.as_str()),
+        _ => None,
+    })
+}
+
 /// Whether the request is inside an existing dialog (To tag present).
 pub fn has_to_tag(request: &Request) -> bool {
     request

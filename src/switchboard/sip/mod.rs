@@ -3,6 +3,7 @@
 //! protocol pieces only (it imports neither `call` nor the endpoint).
 //!
 //! - `shield`: ACLs, per-source rate limits, bans for floods and scanners (sans-IO).
+//! - `forwarded`: which caller address a request is judged by behind a trusted proxy (sans-IO).
 //! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
 //! - `dialog_states`: one rsipstack dialog-state channel, routed to each dialog's call.
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
@@ -13,6 +14,7 @@
 //! - `session_timer`: RFC 4028 negotiation and timing (sans-IO).
 
 pub(crate) mod dialog_states;
+pub mod forwarded;
 pub mod guard;
 pub mod inbound_auth;
 pub mod leg;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use super::forwarded::{ShieldSubject, TrustedProxies};
 use crate::config::sip::{parse_networks, BadNetwork, ShieldConfig, UntrustedPolicy};
 
 /// What to do with a datagram.
@@ -61,6 +62,8 @@ pub struct Shield {
     buckets: HashMap<IpAddr, Bucket>,
     /// Banned sources and when their ban ends.
     bans: HashMap<IpAddr, Instant>,
+    /// Proxies whose messages are judged by the caller address they forward.
+    proxies: TrustedProxies,
 }
 
 impl Shield {
@@ -78,7 +81,14 @@ impl Shield {
             scanners,
             buckets: HashMap::new(),
             bans: HashMap::new(),
+            proxies: TrustedProxies::default(),
         })
+    }
+
+    /// The same shield in front of these trusted proxies: their messages are
+    /// judged by the caller address they forward, their own never limited.
+    pub fn behind(self, proxies: TrustedProxies) -> Shield {
+        Shield { proxies, ..self }
     }
 
     /// Whether `source` is in a trusted network (always true without an ACL).
@@ -97,6 +107,9 @@ impl Shield {
     pub fn admits_connection(&self, source: IpAddr, now: Instant) -> bool {
         // An IPv4 peer of a dual-stack socket is the IPv4 address `trusted` lists.
         let source = source.to_canonical();
+        if self.proxies.contains(source) {
+            return true;
+        }
         if self.bans.get(&source).is_some_and(|&until| now < until) {
             return false;
         }
@@ -110,7 +123,11 @@ impl Shield {
         datagram: &[u8],
         now: Instant,
     ) -> (Decision, Option<BanReason>) {
-        let source = source.to_canonical();
+        // Behind a trusted proxy the caller it names is judged, not the proxy.
+        let source = match self.proxies.shield_subject(source, datagram) {
+            ShieldSubject::Caller(caller) => caller.to_canonical(),
+            ShieldSubject::Proxy => return (Decision::Allow, None),
+        };
         if let Some(&until) = self.bans.get(&source) {
             if now < until {
                 return (Decision::Drop, None);
@@ -371,6 +388,73 @@ mod tests {
         })
         .unwrap();
         assert_eq!(silent.check(ip("10.2.0.1"), OPTIONS, now).0, Decision::Drop);
+    }
+
+    #[test]
+    fn callers_behind_a_trusted_proxy_are_judged_by_their_own_address() {
+        let proxy = ip("127.0.0.1");
+        let mut shield = Shield::new(ShieldConfig {
+            rate_per_s: 10.0,
+            burst: 5,
+            trusted: vec!["198.51.100.0/24".into()],
+            ..ShieldConfig::default()
+        })
+        .unwrap()
+        .behind(TrustedProxies::new(&["127.0.0.1".into()]).unwrap());
+        let now = Instant::now();
+        let via = |caller: &str| {
+            String::from_utf8_lossy(OPTIONS).replace(
+                "User-Agent:",
+                &format!("X-Orig-IP: {caller}\r\nUser-Agent:"),
+            )
+        };
+        // The ACL applies to the forwarded caller, not to the proxy.
+        assert_eq!(
+            shield.check(proxy, via("198.51.100.7").as_bytes(), now).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            shield.check(proxy, via("203.0.113.9").as_bytes(), now).0,
+            Decision::Forbid
+        );
+        // The proxy's own probes are never refused, limited or banned.
+        for _ in 0..100 {
+            assert_eq!(shield.check(proxy, OPTIONS, now).0, Decision::Allow);
+        }
+        assert!(shield.admits_connection(proxy, now));
+        // A flooding or scanning caller behind it is banned, the proxy is not.
+        let mut open = Shield::new(ShieldConfig {
+            rate_per_s: 10.0,
+            burst: 5,
+            ..ShieldConfig::default()
+        })
+        .unwrap()
+        .behind(TrustedProxies::new(&["127.0.0.1".into()]).unwrap());
+        let flood = via("203.0.113.9");
+        for _ in 0..5 {
+            assert_eq!(open.check(proxy, flood.as_bytes(), now).0, Decision::Allow);
+        }
+        assert_eq!(
+            open.check(proxy, flood.as_bytes(), now),
+            (Decision::Drop, Some(BanReason::Flood))
+        );
+        assert_eq!(
+            open.check(proxy, via("203.0.113.10").as_bytes(), now).0,
+            Decision::Allow
+        );
+        assert_eq!(open.check(proxy, OPTIONS, now).0, Decision::Allow);
+        // The same header from a source that is no proxy changes nothing.
+        let stranger = ip("192.0.2.50");
+        for _ in 0..5 {
+            assert_eq!(
+                open.check(stranger, flood.as_bytes(), now).0,
+                Decision::Allow
+            );
+        }
+        assert_eq!(
+            open.check(stranger, flood.as_bytes(), now),
+            (Decision::Drop, Some(BanReason::Flood))
+        );
     }
 
     #[test]

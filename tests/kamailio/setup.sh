@@ -1,0 +1,177 @@
+# Shared by tests/kamailio/run.sh and bench.sh (sourced, from the repository
+# root): checks the tools, then starts one records service, nodes A
+# (127.0.0.2) and B (127.0.0.3), a SIPp operator and Kamailio on
+# 127.0.0.1:5080, and waits until Kamailio sees both nodes active. Every
+# process started is in `pids` and stopped by PID on exit; `$work` holds
+# configs and logs. Defines `callers` (SIPp callers through a target) and
+# `node_states` (Kamailio's view of the nodes). PROFILE=release builds and
+# runs the release binary.
+
+for tool in kamailio kamcmd sipp python3; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "${CI:-}" = "true" ]; then
+      echo "FAILED: $tool not found (apt-get install -y kamailio sip-tester)" >&2
+      exit 1
+    fi
+    echo "skipped: $tool not found (apt-get install -y kamailio sip-tester)"
+    exit 0
+  fi
+done
+
+cargo build --quiet ${PROFILE:+--profile "$PROFILE"}
+BIN=${CARGO_TARGET_DIR:-target}/${PROFILE:-debug}/courtline
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$status" -ne 0 ] || [ -n "${KEEP_WORK:-}" ]; then
+    echo "work directory kept: $work"
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+# Bounded whatever happens: the watchdog ends the run (and so every child).
+( sleep "${WATCHDOG_S:-240}"; echo "FAILED: the run took over ${WATCHDOG_S:-240} s" >&2; kill -TERM $$ ) &
+pids+=($!)
+
+PROXY=127.0.0.1:5080
+NODE_A=127.0.0.2:25160
+NODE_B=127.0.0.3:25160
+CALLERS=127.0.0.4
+OPERATOR=127.0.0.1:25190
+RECORDS=127.0.0.1:25151
+DEAD_RECORDS=127.0.0.1:25152
+# Each call: answered at once, a 2 s warning, the operator answers after 1 s of
+# ringing, the caller hangs up 6 s after the answer.
+HOLD_MS=${HOLD_MS:-6000}
+
+fail() {
+  echo "FAILED: $*"
+  for f in "$work"/*.log "$work"/*/*.log "$work"/*.out; do
+    [ -f "$f" ] && { echo "--- $f"; tail -n 25 "$f"; }
+  done
+  exit 1
+}
+
+python3 - "$work/prompt.wav" <<'PY'
+import math, struct, sys, wave
+# A 2 s rising sweep at 16 kHz: the line's warning.
+with wave.open(sys.argv[1], "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)
+    w.writeframes(b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * (300 + 1500 * t / 16000) * t / 16000)))
+        for t in range(32000)))
+PY
+
+# The parts every config shares: the line, and no admin or web endpoint.
+common() {
+  cat <<TOML
+[admin]
+listen = ""
+[records.web]
+listen = ""
+[prompts.warning]
+file = "$work/prompt.wav"
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "warning"
+operator = "sip:operator@$OPERATOR"
+ring_timeout_s = 10
+record_audio = "never"
+TOML
+}
+
+mkdir -p "$work/records" "$work/a" "$work/b"
+cat > "$work/records/courtline.toml" <<TOML
+[records]
+endpoint = "http://$RECORDS"
+[records.service]
+embedded = false
+listen = "$RECORDS"
+database = "$work/records/records.db"
+$(common)
+TOML
+
+# $1 name, $2 SIP address, $3 RTP ports.
+node_config() {
+  cat > "$work/$1/courtline.toml" <<TOML
+[sip]
+listen = "$2"
+tcp = false
+qualify_interval_s = 0
+drain_timeout_s = 2
+trusted_proxies = ["${PROXY%:*}"]
+[media]
+rtp_ports = "$3"
+[records]
+endpoints = ["http://$DEAD_RECORDS", "http://$RECORDS"]
+spool_dir = "$work/$1/spool"
+node_id = "node-$1"
+[records.service]
+embedded = false
+$(common)
+TOML
+  "$BIN" --config "$work/$1/courtline.toml" check >/dev/null || fail "node $1's config"
+}
+node_config a "$NODE_A" 26000-26499
+node_config b "$NODE_B" 26500-26999
+
+# $1 name (log file), $2 config, $3 what the log says once ready, then the command.
+start() {
+  local name=$1 config=$2 ready=$3; shift 3
+  RUST_LOG=info,rsipstack=warn "$BIN" --config "$config" "$@" >>"$work/$name.log" 2>&1 &
+  started=$!
+  pids+=("$started")
+  for _ in $(seq 100); do
+    grep -q "$ready" "$work/$name.log" && return 0
+    kill -0 "$started" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "$name did not start"
+}
+
+start records "$work/records/courtline.toml" "records service listening" records serve
+start node-a "$work/a/courtline.toml" "courtline is up" serve
+node_a=$started
+start node-b "$work/b/courtline.toml" "courtline is up" serve
+
+sipp -nostdin -sf tests/sipp/operator.xml -i "${OPERATOR%:*}" -p "${OPERATOR#*:}" -mp 27000 -rtp_echo \
+  -trace_err -error_file "$work/operator_errors.log" >"$work/operator.out" 2>&1 &
+pids+=($!)
+
+cat > "$work/dispatcher.list" <<LIST
+1 sip:$NODE_A 8 0 duid=node-a
+1 sip:$NODE_B 8 0 duid=node-b
+LIST
+mkdir -p "$work/kamailio"
+kamailio -DD -E -f deploy/kamailio/kamailio.cfg \
+  -A "LISTEN=udp:$PROXY" \
+  -A "DISPATCHER_LIST=\"$work/dispatcher.list\"" \
+  -A "CTL_SOCKET=\"unix:$work/kamailio/ctl\"" \
+  -Y "$work/kamailio" -P "$work/kamailio/kamailio.pid" -m 64 -M 8 \
+  >"$work/kamailio.log" 2>&1 &
+kamailio_pid=$!
+pids+=("$kamailio_pid")
+
+# Each node's dispatcher state, "URI FLAGS" per line (AP active, IP inactive).
+node_states() {
+  kamcmd -s "unix:$work/kamailio/ctl" dispatcher.list 2>/dev/null |
+    awk '/URI:/ {uri=$2} /FLAGS:/ {print uri, $2}'
+}
+for _ in $(seq 100); do
+  [ "$(node_states | grep -c ' AP$' || true)" -eq 2 ] && break
+  sleep 0.1
+done
+[ "$(node_states | grep -c ' AP$' || true)" -eq 2 ] || fail "Kamailio does not see both nodes active: $(node_states)"
+
+# $1 name, $2 calls, $3 rate per second, $4 target, $5 local port.
+callers() {
+  sipp -nostdin -sf tests/sipp/caller_via_proxy.xml -s 02112368 -i "$CALLERS" -p "$5" -mp $((28000 + $5 % 100 * 100)) \
+    -d "$HOLD_MS" -m "$2" -r "$3" -l "$2" -timeout 60s -timeout_error \
+    -trace_err -error_file "$work/$1_errors.log" "$4" >"$work/$1.out" 2>&1
+}
+
