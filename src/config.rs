@@ -29,6 +29,7 @@ use crate::records::web::WebSettings;
 pub mod hours;
 pub mod include;
 pub mod media;
+pub mod patterns;
 pub mod reports;
 pub mod sip;
 pub mod uri;
@@ -274,6 +275,8 @@ pub struct RecordsConfig {
     pub service: RecordsServiceConfig,
     /// The records service's web console.
     pub web: RecordsWebConfig,
+    /// Pattern alert rules and their webhook.
+    pub patterns: self::patterns::PatternsConfig,
 }
 
 /// `[records.web]`: the web console the records service serves beside gRPC.
@@ -358,6 +361,7 @@ impl Default for RecordsConfig {
             on_spool_failure: SpoolFailurePolicy::Reject,
             service: RecordsServiceConfig::default(),
             web: RecordsWebConfig::default(),
+            patterns: self::patterns::PatternsConfig::default(),
         }
     }
 }
@@ -1509,6 +1513,9 @@ impl Config {
                 format!("\"{name}\" is not a role"),
                 "List roles from compliance, operator, auditor, admin, e.g. [\"auditor\", \"admin\"]; [] masks no one.",
             ));
+        }
+        if let Err(e) = self.records.patterns.check() {
+            return Err(self.invalid(e.key, e.problem, e.fix));
         }
         let service = &self.records.service;
         if service.database.trim().is_empty() {

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod calls;
 pub mod check;
+pub mod patterns;
 pub mod prompts;
 pub mod records;
 pub mod reports;
@@ -60,6 +61,9 @@ pub enum Command {
     /// "Three rules" reports: open, fill in, submit, review, list, export.
     #[command(subcommand)]
     Reports(reports::ReportsCommand),
+    /// Patterns across calls: several courts in a few days, repeated calls, called
+    /// again after a report, hang-ups during the warning, calls after hours.
+    Patterns(patterns::PatternsArgs),
 }
 
 /// Entry point of the binary.
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
             Command::Calls(command) => calls::run(&cli.config, command).await,
             Command::Records(command) => records::run(&cli.config, command).await,
             Command::Reports(command) => reports::run(&cli.config, command).await,
+            Command::Patterns(args) => patterns::run(&cli.config, args).await,
         }
     });
     match result {

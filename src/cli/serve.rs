@@ -199,7 +199,8 @@ async fn start_records(
     let service = &records.service;
     let mut opened = OpenedService::open(&service.settings())
         .await
-        .with_context(|| format!("records service (database {})", service.database))?;
+        .with_context(|| format!("records service (database {})", service.database))?
+        .with_patterns(pattern_settings(config)?);
     let token = opened.builtin_switchboard_token();
     let ledger = opened.ledger.clone();
     start_web(config, &opened, shutdown).await?;
@@ -236,6 +237,18 @@ async fn start_records(
         ledger: Some(ledger),
         options,
     })
+}
+
+/// `[records.patterns]` with the masked roles of `[records.web]`, the webhook's
+/// secret read from its file.
+fn pattern_settings(config: &Config) -> anyhow::Result<crate::records::alerts::PatternSettings> {
+    let masked = crate::records::mask::masked_roles(&config.records.web.mask_callers_for)
+        .unwrap_or_default();
+    config
+        .records
+        .patterns
+        .settings(masked)
+        .map_err(|e| anyhow::anyhow!("`{}`: {}. {}", e.key, e.problem, e.fix))
 }
 
 /// Starts the web console beside the records service when `[records.web] listen` is
@@ -521,7 +534,8 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
     };
     let opened = OpenedService::open(&settings)
         .await
-        .with_context(|| format!("records service (database {})", service.database))?;
+        .with_context(|| format!("records service (database {})", service.database))?
+        .with_patterns(pattern_settings(&config)?);
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
             "cannot listen for gRPC on {} ([records.service] listen); is another courtline running?",

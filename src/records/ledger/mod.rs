@@ -7,6 +7,7 @@
 //! events together with their effect on the per-call rows ([`call_effect`], the
 //! same function `verify` replays) in one store transaction.
 
+pub mod patterns;
 pub mod signing;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,8 @@ use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GE
 use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
 use super::store::{
-    CallRow, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError, TokenRow,
+    CallRow, Change, PatternMatchRow, RecordingRow, RecordingState, ReportRow, Store, StoreError,
+    TokenRow,
 };
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
@@ -155,6 +157,8 @@ struct LedgerInner {
     evidence: Option<Evidence>,
     /// Switchboard events stored since the service started, for the ingest-rate metric.
     ingested: AtomicU64,
+    /// Where finished calls are announced for the pattern alerts, once they watch.
+    finished_calls: std::sync::OnceLock<patterns::FinishedCallSender>,
 }
 
 /// The kind name stored (and hashed) with an event body.
@@ -177,6 +181,7 @@ pub fn kind_of(body: &EventBody) -> &'static str {
         Some(Kind::Token(_)) => "token",
         Some(Kind::Report(_)) => "report",
         Some(Kind::RecordingStored(_)) => "recording_stored",
+        Some(Kind::PatternMatched(_)) => "pattern_matched",
     }
 }
 
@@ -343,6 +348,7 @@ impl Batch {
                 last_seq: seq,
                 ..row
             }),
+            Change::PutPatternMatch(row) => Change::PutPatternMatch(PatternMatchRow { seq, ..row }),
             other => other,
         }));
         self.events.push(StoredEvent {
@@ -453,6 +459,7 @@ impl Ledger {
                 head: Mutex::new(head),
                 evidence,
                 ingested: AtomicU64::new(0),
+                finished_calls: std::sync::OnceLock::new(),
             }),
         };
         if empty {
@@ -635,6 +642,9 @@ impl Ledger {
             ..
         } = batch;
         self.inner.store.commit(&events, &changes).await?;
+        if let Some(watcher) = self.inner.finished_calls.get() {
+            watcher.announce(&changes);
+        }
         head.seq = seq;
         head.hash = hash;
         head.since_checkpoint = if checkpoint {
