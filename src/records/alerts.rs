@@ -123,7 +123,8 @@ pub async fn run_alerts(
         rules: settings.rules,
         webhook,
     };
-    alerts.sweep().await;
+    let today = day_of(now_ms());
+    alerts.sweep(today, today).await;
     loop {
         let mut batch = Vec::new();
         tokio::select! {
@@ -134,9 +135,9 @@ pub async fn run_alerts(
             }
             () = &mut stop => break,
         }
-        if finished.take_overflow() {
-            warn!("pattern alerts fell behind ingest; looking at every caller of the rules' windows");
-            alerts.sweep().await;
+        if let Some((first_day, last_day)) = finished.take_overflow() {
+            warn!(first_day, last_day, "pattern alerts fell behind ingest; looking at every caller of those days");
+            alerts.sweep(first_day, last_day).await;
         }
         let callers: BTreeSet<(String, i64, String)> = batch
             .into_iter()
@@ -151,7 +152,7 @@ pub async fn run_alerts(
         let mut seen = BTreeSet::new();
         for (caller, day, call_id) in callers {
             if seen.insert((caller.clone(), day)) {
-                alerts.evaluate(Some(&caller), day, &call_id).await;
+                alerts.evaluate(Some(&caller), day, day, &call_id).await;
             }
         }
     }
@@ -168,17 +169,29 @@ struct Alerts {
 }
 
 impl Alerts {
-    /// Every rule over its window ending today, for every caller.
-    async fn sweep(&self) {
-        self.evaluate(None, day_of(now_ms()), "").await;
+    /// Every rule, for every caller, over the windows that end from `first_day` to
+    /// `last_day` (calls of those days may have made a match).
+    async fn sweep(&self, first_day: i64, last_day: i64) {
+        self.evaluate(None, first_day, last_day, "").await;
     }
 
-    /// Every rule over its window ending on `day`, for `caller` (or everyone),
-    /// chaining each new match; failures are logged, the next call tries again.
-    async fn evaluate(&self, caller: Option<&str>, day: i64, trigger_call_id: &str) {
+    /// Every rule over the windows ending from `first_day` to `last_day`, for
+    /// `caller` (or everyone), chaining each new match; failures are logged, the
+    /// next call tries again.
+    async fn evaluate(
+        &self,
+        caller: Option<&str>,
+        first_day: i64,
+        last_day: i64,
+        trigger_call_id: &str,
+    ) {
         let store = self.ledger.store().as_ref();
         for rule in &self.rules {
-            let found = match search(store, &rule_query(rule, day), caller).await {
+            let query = PatternQuery {
+                first_day: rule_query(rule, first_day).first_day,
+                ..rule_query(rule, last_day)
+            };
+            let found = match search(store, &query, caller).await {
                 Ok(found) => found,
                 Err(error) => {
                     warn!(rule = %rule.name, %error, "could not evaluate a pattern rule");

@@ -56,6 +56,12 @@ pub async fn search(
             .collect();
         hits.sort_by(|a, b| (b.count, &a.caller_number).cmp(&(a.count, &b.caller_number)));
         (hits, callers.len())
+    } else if let Some(caller) = caller {
+        // One caller's rows are a key range: no need to find candidates first.
+        let rows = store
+            .caller_day_rows(&[caller.to_owned()], query.first_day, query.last_day)
+            .await?;
+        (find(query, &rows), 1)
     } else {
         let callers = store
             .pattern_candidates(
@@ -63,7 +69,6 @@ pub async fn search(
                 query.threshold,
                 query.first_day,
                 query.last_day,
-                caller,
                 limit,
             )
             .await?;

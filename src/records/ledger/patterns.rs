@@ -3,7 +3,7 @@
 //! queue is noted and the task sweeps instead), and chains a rule's match at most
 //! once per rule, caller and UTC day.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use prost::Message;
@@ -34,8 +34,41 @@ pub struct FinishedCall {
 pub struct FinishedCallSender {
     /// The queue.
     sender: mpsc::Sender<FinishedCall>,
-    /// Set when a call did not fit: the task then looks at every caller of the window.
-    overflowed: Arc<AtomicBool>,
+    /// The days of the calls that did not fit: the task then looks at every caller
+    /// of those days.
+    overflowed: Arc<DroppedDays>,
+}
+
+/// The first and last UTC day of the calls left out of the queue ([`i64::MAX`] and
+/// [`i64::MIN`] while none were).
+#[derive(Debug)]
+pub struct DroppedDays {
+    /// Earliest day left out.
+    first: AtomicI64,
+    /// Latest day left out.
+    last: AtomicI64,
+}
+
+impl DroppedDays {
+    fn new() -> DroppedDays {
+        DroppedDays {
+            first: AtomicI64::new(i64::MAX),
+            last: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Notes a call of `day` left out.
+    fn note(&self, day: i64) {
+        self.first.fetch_min(day, Ordering::Relaxed);
+        self.last.fetch_max(day, Ordering::Relaxed);
+    }
+
+    /// The days left out since the last call, clearing them.
+    fn take(&self) -> Option<(i64, i64)> {
+        let first = self.first.swap(i64::MAX, Ordering::Relaxed);
+        let last = self.last.swap(i64::MIN, Ordering::Relaxed);
+        (first <= last).then_some((first, last))
+    }
 }
 
 /// The alert task's end: finished calls, and whether some did not fit.
@@ -43,8 +76,8 @@ pub struct FinishedCallSender {
 pub struct FinishedCalls {
     /// The queue.
     pub receiver: mpsc::Receiver<FinishedCall>,
-    /// Set (and to be cleared by the task) when calls were left out.
-    pub overflowed: Arc<AtomicBool>,
+    /// The days of calls left out.
+    overflowed: Arc<DroppedDays>,
 }
 
 impl FinishedCallSender {
@@ -64,17 +97,18 @@ impl FinishedCallSender {
                 caller_number: row.record.caller_number.clone(),
                 received_at_ms: row.record.received_at_ms,
             };
+            let day = day_of(call.received_at_ms);
             if self.sender.try_send(call).is_err() {
-                self.overflowed.store(true, Ordering::Relaxed);
+                self.overflowed.note(day);
             }
         }
     }
 }
 
 impl FinishedCalls {
-    /// Whether calls were left out since the last call, clearing the mark.
-    pub fn take_overflow(&self) -> bool {
-        self.overflowed.swap(false, Ordering::Relaxed)
+    /// The first and last day of the calls left out since the last call, if any.
+    pub fn take_overflow(&self) -> Option<(i64, i64)> {
+        self.overflowed.take()
     }
 }
 
@@ -82,7 +116,7 @@ impl Ledger {
     /// Starts announcing finished calls; `None` when something watches already.
     pub fn watch_finished_calls(&self) -> Option<FinishedCalls> {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let overflowed = Arc::new(DroppedDays::new());
         self.inner
             .finished_calls
             .set(FinishedCallSender {

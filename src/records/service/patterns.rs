@@ -113,6 +113,13 @@ impl RecordsServer {
     ) -> Result<ListPatternsResponse, Status> {
         let query = pattern_query(&request, now_ms())?;
         let only = request.caller_number.trim();
+        let masked = self.masks(caller);
+        if masked && !only.is_empty() {
+            // As on the calls page: a role that sees numbers masked cannot test one.
+            return Err(Status::permission_denied(
+                "your role sees callers masked: searching patterns by caller number is for compliance staff",
+            ));
+        }
         let found = search(
             self.ledger.store().as_ref(),
             &query,
@@ -130,7 +137,6 @@ impl RecordsServer {
         });
         self.log_access(caller, "ListPatterns", parameters, found.hits.len() as u64)
             .await?;
-        let masked = self.masks(caller);
         Ok(ListPatternsResponse {
             hits: found
                 .hits

@@ -48,14 +48,13 @@ pub struct PatternMatchRow {
 pub trait CallerDays: Send + Sync {
     /// Callers (at most `limit`, by number) whose rows from `first_day` to `last_day`
     /// reach `threshold` for `kind` over the whole range (the windows inside it can
-    /// only count less), optionally only `caller`.
+    /// only count less).
     async fn pattern_candidates(
         &self,
         kind: PatternKind,
         threshold: u32,
         first_day: i64,
         last_day: i64,
-        caller: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
     /// The rows of `callers` from `first_day` to `last_day`.
@@ -315,7 +314,6 @@ impl CallerDays for SqlStore {
         threshold: u32,
         first_day: i64,
         last_day: i64,
-        caller: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
         let (group, having) = match kind {
@@ -334,9 +332,6 @@ impl CallerDays for SqlStore {
             .push(" AND day <= ")
             .bind(last_day)
             .push(" AND calls > 0");
-        if let Some(caller) = caller {
-            sql.push(" AND caller_number = ").bind(caller.to_owned());
-        }
         sql.push(&format!(" GROUP BY {group} HAVING {having} >= "))
             .bind(i64::from(threshold))
             .push(") AS reached ORDER BY caller_number LIMIT ")
