@@ -29,7 +29,7 @@ use courtline::records::alerts::{signature, PatternRule, PatternSettings, Webhoo
 use courtline::records::dashboard::DAY_MS;
 use courtline::records::patterns::defaults;
 use courtline::records::service::OpenedService;
-use courtline::records::store::{CallerDays, SqlStore};
+use courtline::records::store::{CallerDays, SqlStore, Store};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message;
@@ -403,8 +403,18 @@ async fn planted_patterns_are_found(db: Db) {
         ..PatternSettings::default()
     };
     let (endpoint, stop, task) = start(&db, patterns).await;
-    let mut admin = client(&endpoint, None).await;
-    let mut token = |name: &str, role: Role| {
+    let admin_token = client(&endpoint, None)
+        .await
+        .add_token(AddTokenRequest {
+            name: "admin-1".into(),
+            role: Role::Admin as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let admin = client(&endpoint, Some(&admin_token)).await;
+    let token = |name: &str, role: Role| {
         let request = AddTokenRequest {
             name: name.into(),
             role: role as i32,
@@ -412,9 +422,6 @@ async fn planted_patterns_are_found(db: Db) {
         let mut admin = admin.clone();
         async move { admin.add_token(request).await.unwrap().into_inner().token }
     };
-    let admin_token = token("admin-1", Role::Admin).await;
-    admin = client(&endpoint, Some(&admin_token)).await;
-    let _ = &admin;
     let switchboard_token = token("sb-1", Role::Switchboard).await;
     let compliance_token = token("comp-wang", Role::Compliance).await;
     let auditor_token = token("audit-chen", Role::Auditor).await;
@@ -541,6 +548,7 @@ async fn planted_patterns_are_found(db: Db) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("alerts after {:.1} s", started.elapsed().as_secs_f64());
     let rules: Vec<&str> = alerts.keys().map(String::as_str).collect();
     assert_eq!(rules, ["broker", "hang-ups", "reported-again"]);
     let caller_of = |rule: &str| alerts[rule].hit.clone().unwrap().caller_number;

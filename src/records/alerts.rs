@@ -25,7 +25,7 @@ use super::dashboard::day_of;
 use super::ledger::patterns::FinishedCalls;
 use super::ledger::{now_ms, Ledger};
 use super::mask::DEFAULT_MASKED_ROLES;
-use super::pattern_search::search;
+use super::pattern_search::{search, search_caller};
 use super::patterns::{kind_name, PatternQuery};
 use super::store::CallQuery;
 use crate::contract::pb::{PatternHit, PatternKind, PatternMatched, Role, SortOrder};
@@ -186,19 +186,39 @@ impl Alerts {
         trigger_call_id: &str,
     ) {
         let store = self.ledger.store().as_ref();
-        for rule in &self.rules {
-            let query = PatternQuery {
+        let queries: Vec<PatternQuery> = self
+            .rules
+            .iter()
+            .map(|rule| PatternQuery {
                 first_day: rule_query(rule, first_day).first_day,
                 ..rule_query(rule, last_day)
-            };
-            let found = match search(store, &query, caller).await {
-                Ok(found) => found,
-                Err(error) => {
-                    warn!(rule = %rule.name, %error, "could not evaluate a pattern rule");
-                    continue;
+            })
+            .collect();
+        let found = match caller {
+            Some(caller) => search_caller(store, &queries, caller).await,
+            None => {
+                let mut found = Vec::new();
+                for query in &queries {
+                    match search(store, query, None).await {
+                        Ok(each) => found.push(each.hits),
+                        Err(error) => {
+                            warn!(%error, "could not sweep for pattern matches");
+                            found.push(Vec::new());
+                        }
+                    }
                 }
-            };
-            for hit in found.hits {
+                Ok(found)
+            }
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(error) => {
+                warn!(%error, "could not evaluate the pattern rules");
+                return;
+            }
+        };
+        for (rule, hits) in self.rules.iter().zip(found) {
+            for hit in hits {
                 if let Err(error) = self.chain(rule, hit, trigger_call_id).await {
                     warn!(rule = %rule.name, %error, "could not record a pattern match");
                 }

@@ -27,9 +27,16 @@ pub async fn search(
     query: &PatternQuery,
     caller: Option<&str>,
 ) -> Result<Found, StoreError> {
+    if let Some(caller) = caller {
+        let hits = search_caller(store, std::slice::from_ref(query), caller).await?;
+        return Ok(Found {
+            hits: hits.into_iter().flatten().collect(),
+            truncated: false,
+        });
+    }
     let limit = MAX_HITS as u32 + 1;
     let (mut hits, looked_at) = if query.kind == PatternKind::ReportedAgain {
-        let callers = store.reported_callers(caller, limit).await?;
+        let callers = store.reported_callers(limit).await?;
         let since_ms = query.first_day * DAY_MS;
         let until_ms = (query.last_day + 1) * DAY_MS;
         let calls = store
@@ -56,12 +63,6 @@ pub async fn search(
             .collect();
         hits.sort_by(|a, b| (b.count, &a.caller_number).cmp(&(a.count, &b.caller_number)));
         (hits, callers.len())
-    } else if let Some(caller) = caller {
-        // One caller's rows are a key range: no need to find candidates first.
-        let rows = store
-            .caller_day_rows(&[caller.to_owned()], query.first_day, query.last_day)
-            .await?;
-        (find(query, &rows), 1)
     } else {
         let callers = store
             .pattern_candidates(
@@ -84,4 +85,51 @@ pub async fn search(
     let truncated = looked_at > MAX_HITS || hits.len() > MAX_HITS;
     hits.truncate(MAX_HITS);
     Ok(Found { hits, truncated })
+}
+
+/// The hits of each of `queries` for one caller, from one read of the caller's rows
+/// (a key range) and, only when the caller has a flag or report and a query asks
+/// for "reported, then called again", one read of their calls: what the alerts
+/// run for each caller whose call was just recorded.
+pub async fn search_caller(
+    store: &dyn Store,
+    queries: &[PatternQuery],
+    caller: &str,
+) -> Result<Vec<Vec<PatternHit>>, StoreError> {
+    let callers = [caller.to_owned()];
+    let rows = store
+        .caller_day_rows(&callers, i64::MIN / 2, i64::MAX / 2)
+        .await?;
+    let reported = rows
+        .iter()
+        .any(|row| row.counts.flags > 0 || row.counts.reports > 0);
+    let until_day = queries.iter().map(|query| query.last_day).max();
+    let calls = match until_day {
+        Some(last_day)
+            if reported
+                && queries
+                    .iter()
+                    .any(|query| query.kind == PatternKind::ReportedAgain) =>
+        {
+            store
+                .calls_of_callers(&callers, (last_day + 1) * DAY_MS)
+                .await?
+        }
+        _ => Vec::new(),
+    };
+    Ok(queries
+        .iter()
+        .map(|query| match query.kind {
+            PatternKind::ReportedAgain => reported_again(
+                &calls,
+                query.threshold,
+                query.window_days,
+                query.first_day * DAY_MS,
+                (query.last_day + 1) * DAY_MS,
+            )
+            .into_iter()
+            .collect(),
+            _ => find(query, &rows),
+        })
+        .collect())
 }

@@ -64,13 +64,8 @@ pub trait CallerDays: Send + Sync {
         first_day: i64,
         last_day: i64,
     ) -> Result<Vec<CallerDay>, StoreError>;
-    /// Callers with a flag or report on any of their calls (at most `limit`, by number),
-    /// optionally only `caller`.
-    async fn reported_callers(
-        &self,
-        caller: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>, StoreError>;
+    /// Callers with a flag or report on any of their calls (at most `limit`, by number).
+    async fn reported_callers(&self, limit: u32) -> Result<Vec<String>, StoreError>;
     /// The finished calls of `callers` received before `until_ms`: id, caller, court,
     /// line, time, and `flagged` set for a flagged or reported call.
     async fn calls_of_callers(
@@ -367,17 +362,10 @@ impl CallerDays for SqlStore {
         Ok(rows)
     }
 
-    async fn reported_callers(
-        &self,
-        caller: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn reported_callers(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         let mut sql = self.sql(format!(
             "SELECT DISTINCT caller_number FROM caller_days WHERE {REPORTED}"
         ));
-        if let Some(caller) = caller {
-            sql.push(" AND caller_number = ").bind(caller.to_owned());
-        }
         sql.push(" ORDER BY caller_number LIMIT ")
             .bind(i64::from(limit));
         let operation = "find reported callers";
