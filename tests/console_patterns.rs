@@ -27,7 +27,10 @@ fn broker_calls() -> Vec<NodeEvent> {
                 call_id: format!("0b0b0b0b-0000-4000-8000-{n:012}"),
                 sip_call_id: format!("broker-{n}@trunk.test"),
                 line_number: format!("1290{n}"),
-                court_name: format!("{}区人民法院", ["甲", "乙", "丙", "丁", "戊", "己"][n as usize]),
+                court_name: format!(
+                    "{}区人民法院",
+                    ["甲", "乙", "丙", "丁", "戊", "己"][n as usize]
+                ),
                 caller_number: BROKER.into(),
                 received_at_ms: 1_700_438_400_000 + i64::from(n) * 8 * 3_600_000,
                 ended_at_ms: 1_700_438_460_000 + i64::from(n) * 8 * 3_600_000,
@@ -69,7 +72,8 @@ async fn compliance_finds_the_broker_and_others_may_not_see_them() {
         .unwrap();
     let driver = start_driver();
     let profiles = tempfile::tempdir().unwrap();
-    let search = "/patterns?pattern=courts&threshold=6&window_days=3&since=2023-11-01&until=2023-12-01";
+    let search =
+        "/patterns?pattern=courts&threshold=6&window_days=3&since=2023-11-01&until=2023-12-01";
 
     let chrome = browser(&driver, &profiles.path().join("compliance")).await;
     sign_in(&chrome, &base, &compliance).await;
@@ -77,7 +81,10 @@ async fn compliance_finds_the_broker_and_others_may_not_see_them() {
     assert_eq!(text(&chrome, "h1").await, "跨通话模式");
     chrome.goto(&format!("{base}{search}")).await.unwrap();
     let hits = text(&chrome, "#pattern-hits").await;
-    assert!(hits.contains(BROKER) && hits.contains("2023-11-20 – 2023-11-22"), "{hits}");
+    assert!(
+        hits.contains(BROKER) && hits.contains("2023-11-20 – 2023-11-22"),
+        "{hits}"
+    );
     assert!(text(&chrome, "#patterns-summary").await.contains("阈值 6"));
     screenshot(&chrome, "patterns").await;
     // The link lists exactly the broker's six calls.
@@ -86,7 +93,11 @@ async fn compliance_finds_the_broker_and_others_may_not_see_them() {
     let calls = text(&chrome, "#calls tbody").await;
     assert_eq!(calls.matches(BROKER).count(), 6, "{calls}");
     // The generated callers called once each: nobody else at the defaults either.
-    let (_, html) = fetch(&chrome, "/patterns?pattern=courts&since=2023-11-01&until=2023-12-01").await;
+    let (_, html) = fetch(
+        &chrome,
+        "/patterns?pattern=courts&since=2023-11-01&until=2023-12-01",
+    )
+    .await;
     assert_eq!(html.matches("<td class=\"caller\">").count(), 1, "{html}");
     // The review queue has its pattern alerts section (no rules: empty).
     chrome.goto(&format!("{base}/reports")).await.unwrap();
@@ -98,7 +109,10 @@ async fn compliance_finds_the_broker_and_others_may_not_see_them() {
     sign_in(&chrome, &base, &auditor).await;
     let (status, html) = fetch(&chrome, search).await;
     assert_eq!(status, 200);
-    assert!(html.contains("137****2222") && !html.contains(BROKER), "{html}");
+    assert!(
+        html.contains("137****2222") && !html.contains(BROKER),
+        "{html}"
+    );
     assert!(!html.contains("/calls?"), "{html}");
     let (status, _) = fetch(&chrome, &format!("{search}&caller={BROKER}")).await;
     assert_eq!(status, 403);
@@ -109,7 +123,10 @@ async fn compliance_finds_the_broker_and_others_may_not_see_them() {
     sign_in(&chrome, &base, &operator).await;
     let (status, html) = fetch(&chrome, search).await;
     assert_eq!(status, 403);
-    assert!(!html.contains("2222") && !html.contains("pattern-hits"), "{html}");
+    assert!(
+        !html.contains("2222") && !html.contains("pattern-hits"),
+        "{html}"
+    );
     assert!(!text(&chrome, "header nav").await.contains("通话模式"));
     chrome.close().await.unwrap();
 

@@ -25,7 +25,9 @@ use courtline::contract::pb::{
     ListCallsRequest, ListPatternsRequest, LogEventsRequest, NodeEvent, PatternHit, PatternKind,
     PatternMatched, Role, SortOrder, VerifyRequest,
 };
-use courtline::records::alerts::{signature, PatternRule, PatternSettings, Webhook, SIGNATURE_HEADER};
+use courtline::records::alerts::{
+    signature, PatternRule, PatternSettings, Webhook, SIGNATURE_HEADER,
+};
 use courtline::records::dashboard::DAY_MS;
 use courtline::records::patterns::defaults;
 use courtline::records::service::OpenedService;
@@ -181,23 +183,55 @@ fn plant_before_flag(history: &mut History) -> Planted {
     use EndReason::*;
     // 6 courts in 3 days (days 20-22), two a day, each on a line of its own.
     let broker = (0..6)
-        .map(|n| history.call(BROKER, 3 + n, n, at(20 + i64::from(n / 2), 2 + i64::from(n), 5), OperatorHungUp))
+        .map(|n| {
+            history.call(
+                BROKER,
+                3 + n,
+                n,
+                at(20 + i64::from(n / 2), 2 + i64::from(n), 5),
+                OperatorHungUp,
+            )
+        })
         .collect();
     // 6 courts over 20 days: never more than 2 in a week.
     for n in 0..6 {
-        history.call(SLOW_BROKER, 10 + n, 0, at(5 + 4 * i64::from(n), 3, 0), CallerHungUp);
+        history.call(
+            SLOW_BROKER,
+            10 + n,
+            0,
+            at(5 + 4 * i64::from(n), 3, 0),
+            CallerHungUp,
+        );
     }
     for n in 0..3 {
-        history.call(THREE_COURTS, 15 + n, 0, at(30 + i64::from(n), 3, 0), CallerHungUp);
+        history.call(
+            THREE_COURTS,
+            15 + n,
+            0,
+            at(30 + i64::from(n), 3, 0),
+            CallerHungUp,
+        );
     }
     for n in 0..2 {
-        history.call(TWO_HANG_UPS, 4, 0, at(40 + i64::from(n), 4, 0), CallerHungUpDuringPrompt);
+        history.call(
+            TWO_HANG_UPS,
+            4,
+            0,
+            at(40 + i64::from(n), 4, 0),
+            CallerHungUpDuringPrompt,
+        );
     }
     let reported_once = history.call(REPORTED_ONCE, 6, 1, at(12, 2, 0), OperatorHungUp);
     let reported_first = history.call(REPORTED, 8, 0, at(10, 2, 0), OperatorHungUp);
     // 7 calls to one court within 7 days: one short of the threshold.
     for n in 0..7 {
-        history.call(SEVEN_CALLS, 11, n, at(45 + i64::from(n), 2, 0), CallerHungUp);
+        history.call(
+            SEVEN_CALLS,
+            11,
+            n,
+            at(45 + i64::from(n), 2, 0),
+            CallerHungUp,
+        );
     }
     for n in 0..2 {
         history.call(TWO_LATE, 12, 0, at(50 + i64::from(n), 4, 0), AfterHours);
@@ -222,14 +256,30 @@ fn plant_after_flag(history: &mut History, planted: &mut Planted) {
     ];
     // 5 hang-ups during the warning in two days.
     planted.hang_ups = (0..5)
-        .map(|n| history.call(HANG_UP, 7, n, at(33 + i64::from(n / 3), 2, i64::from(n)), CallerHungUpDuringPrompt))
+        .map(|n| {
+            history.call(
+                HANG_UP,
+                7,
+                n,
+                at(33 + i64::from(n / 3), 2, i64::from(n)),
+                CallerHungUpDuringPrompt,
+            )
+        })
         .collect();
     planted.after_hours = (0..4)
         .map(|n| history.call(AFTER_HOURS, 13, 0, at(25 + i64::from(n), 5, 0), AfterHours))
         .collect();
     // 9 calls to one court within 6 days.
     planted.repeats = (0..9)
-        .map(|n| history.call(REPEATER, 9, n, at(50 + i64::from(n) * 2 / 3, 1, i64::from(n)), CallerHungUp))
+        .map(|n| {
+            history.call(
+                REPEATER,
+                9,
+                n,
+                at(50 + i64::from(n) * 2 / 3, 1, i64::from(n)),
+                CallerHungUp,
+            )
+        })
         .collect();
 }
 
@@ -276,29 +326,31 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Delivery>>>, oneshot::Send
             };
             let (store, requests) = (store.clone(), requests.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (store, requests) = (store.clone(), requests.clone());
-                    async move {
-                        let signed = request
-                            .headers()
-                            .get(SIGNATURE_HEADER)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        let n = requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let status = if n == 0 { 500 } else { 204 };
-                        if status == 204 {
-                            store.lock().unwrap().push((signed, body));
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (store, requests) = (store.clone(), requests.clone());
+                        async move {
+                            let signed = request
+                                .headers()
+                                .get(SIGNATURE_HEADER)
+                                .and_then(|value| value.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let n = requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let status = if n == 0 { 500 } else { 204 };
+                            if status == 204 {
+                                store.lock().unwrap().push((signed, body));
+                            }
+                            Ok::<_, Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            )
                         }
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::new()))
-                                .unwrap(),
-                        )
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -374,7 +426,12 @@ fn set(ids: &[String]) -> BTreeSet<String> {
 }
 
 async fn hits(client: &mut RecordsClient, request: ListPatternsRequest) -> Vec<PatternHit> {
-    client.list_patterns(request).await.unwrap().into_inner().hits
+    client
+        .list_patterns(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .hits
 }
 
 async fn planted_patterns_are_found(db: Db) {
@@ -458,21 +515,41 @@ async fn planted_patterns_are_found(db: Db) {
     let expected: [(PatternKind, &str, Vec<String>); 6] = [
         (PatternKind::Courts, BROKER, planted.broker.clone()),
         (PatternKind::Lines, BROKER, planted.broker.clone()),
-        (PatternKind::RepeatedCalls, REPEATER, planted.repeats.clone()),
+        (
+            PatternKind::RepeatedCalls,
+            REPEATER,
+            planted.repeats.clone(),
+        ),
         (
             PatternKind::ReportedAgain,
             REPORTED,
-            [vec![planted.reported_first.clone()], planted.reported_again.clone()].concat(),
+            [
+                vec![planted.reported_first.clone()],
+                planted.reported_again.clone(),
+            ]
+            .concat(),
         ),
-        (PatternKind::WarningHangUps, HANG_UP, planted.hang_ups.clone()),
-        (PatternKind::AfterHours, AFTER_HOURS, planted.after_hours.clone()),
+        (
+            PatternKind::WarningHangUps,
+            HANG_UP,
+            planted.hang_ups.clone(),
+        ),
+        (
+            PatternKind::AfterHours,
+            AFTER_HOURS,
+            planted.after_hours.clone(),
+        ),
     ];
     for (kind, caller, calls) in &expected {
         let found = hits(&mut compliance, whole_range(*kind)).await;
         let callers: Vec<&str> = found.iter().map(|hit| hit.caller_number.as_str()).collect();
         assert_eq!(callers, [*caller], "{kind:?} at {:?}", defaults(*kind));
         let filter = found[0].calls_filter.clone().unwrap();
-        assert_eq!(calls_behind(&mut compliance, &filter).await, set(calls), "{kind:?}");
+        assert_eq!(
+            calls_behind(&mut compliance, &filter).await,
+            set(calls),
+            "{kind:?}"
+        );
     }
     // The broker at the numbers: 6 courts in 3 days.
     let broker = hits(
@@ -485,7 +562,10 @@ async fn planted_patterns_are_found(db: Db) {
     )
     .await;
     assert_eq!(broker.len(), 1);
-    assert_eq!((broker[0].count, broker[0].calls, broker[0].courts.len()), (6, 6, 6));
+    assert_eq!(
+        (broker[0].count, broker[0].calls, broker[0].courts.len()),
+        (6, 6, 6)
+    );
     // Longer windows and lower thresholds find the near misses: they are in the data.
     let slow = hits(
         &mut compliance,
@@ -541,7 +621,12 @@ async fn planted_patterns_are_found(db: Db) {
             .await
             .unwrap()
             .into_iter()
-            .map(|row| (row.rule, PatternMatched::decode(row.body.as_slice()).unwrap()))
+            .map(|row| {
+                (
+                    row.rule,
+                    PatternMatched::decode(row.body.as_slice()).unwrap(),
+                )
+            })
             .collect();
         if alerts.len() >= 3 && received.lock().unwrap().len() >= 3 {
             break;
@@ -560,10 +645,18 @@ async fn planted_patterns_are_found(db: Db) {
     assert_eq!(matches.len(), 3, "one match per rule and caller a day");
     store.close().await;
     let deliveries = received.lock().unwrap().clone();
-    assert_eq!(deliveries.len(), 3, "each match delivered once after the retry");
+    assert_eq!(
+        deliveries.len(),
+        3,
+        "each match delivered once after the retry"
+    );
     let mut delivered = BTreeSet::new();
     for (signed, body) in &deliveries {
-        assert_eq!(signed, &signature(SECRET, body), "the signature covers the body");
+        assert_eq!(
+            signed,
+            &signature(SECRET, body),
+            "the signature covers the body"
+        );
         let json: serde_json::Value = serde_json::from_slice(body).unwrap();
         delivered.insert(json["rule"].as_str().unwrap().to_owned());
         assert_eq!(json["event"], "pattern_matched");
@@ -571,11 +664,7 @@ async fn planted_patterns_are_found(db: Db) {
     assert_eq!(delivered.len(), 3);
 
     // The chain with its new events verifies.
-    let verified = auditor
-        .verify(VerifyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = auditor.verify(VerifyRequest {}).await.unwrap().into_inner();
     assert!(verified.findings.is_empty(), "{:?}", verified.findings);
 
     stop.send(()).unwrap();

@@ -118,7 +118,10 @@ pub fn drill_down_args(filter: &CallFilter) -> String {
         args.push(format!("--court {}", quote(&filter.court_name)));
     }
     if filter.end_reason != 0 {
-        args.push(format!("--end-reason {}", end_reason_name(filter.end_reason())));
+        args.push(format!(
+            "--end-reason {}",
+            end_reason_name(filter.end_reason())
+        ));
     }
     args.join(" ")
 }
@@ -142,7 +145,11 @@ fn row(hit: &PatternHit) -> HitRow {
 }
 
 /// Writes `hits` in `format`.
-fn write_hits(hits: &[PatternHit], format: OutputFormat, out: &mut impl Write) -> anyhow::Result<()> {
+fn write_hits(
+    hits: &[PatternHit],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let rows: Vec<HitRow> = hits.iter().map(row).collect();
     match format {
         OutputFormat::Json => {
@@ -226,7 +233,11 @@ pub async fn run(config_path: &Path, args: PatternsArgs) -> anyhow::Result<ExitC
     eprintln!(
         "{} {} with threshold {} within {} days, {} to {} (UTC days){}",
         response.hits.len(),
-        if response.hits.len() == 1 { "hit" } else { "hits" },
+        if response.hits.len() == 1 {
+            "hit"
+        } else {
+            "hits"
+        },
         response.threshold,
         response.window_days,
         rfc3339(response.since_ms).unwrap_or_default(),
@@ -274,10 +285,13 @@ mod tests {
             ..PatternHit::default()
         };
         let mut table = Vec::new();
-        write_hits(&[hit.clone()], OutputFormat::Table, &mut table).unwrap();
+        write_hits(std::slice::from_ref(&hit), OutputFormat::Table, &mut table).unwrap();
         let table = String::from_utf8(table).unwrap();
         assert!(table.contains("2023-11-15  2023-11-15  甲;乙"), "{table}");
-        assert!(table.contains("courtline calls list --caller 13912345678"), "{table}");
+        assert!(
+            table.contains("courtline calls list --caller 13912345678"),
+            "{table}"
+        );
         let mut csv = Vec::new();
         write_hits(&[hit], OutputFormat::Csv, &mut csv).unwrap();
         let csv = String::from_utf8(csv).unwrap();

@@ -139,7 +139,9 @@ impl PatternsConfig {
             .parse()
             .map_err(|error| problem(format!("\"{url}\" is not a URL: {error}")))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(problem(format!("\"{url}\" is not an http:// URL with a host")));
+            return Err(problem(format!(
+                "\"{url}\" is not an http:// URL with a host"
+            )));
         }
         if self.webhook_secret_file.trim().is_empty() {
             return Err(PatternsProblem {
@@ -216,7 +218,10 @@ mod tests {
         );
         let settings = patterns.settings(vec![Role::Auditor]).unwrap();
         assert_eq!(settings.rules.len(), 2);
-        assert_eq!((settings.rules[0].threshold, settings.rules[0].window_days), (6, 3));
+        assert_eq!(
+            (settings.rules[0].threshold, settings.rules[0].window_days),
+            (6, 3)
+        );
         assert_eq!(settings.rules[1].kind, PatternKind::WarningHangUps);
         assert_eq!(
             (settings.rules[1].threshold, settings.rules[1].window_days),

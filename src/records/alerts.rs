@@ -136,7 +136,11 @@ pub async fn run_alerts(
             () = &mut stop => break,
         }
         if let Some((first_day, last_day)) = finished.take_overflow() {
-            warn!(first_day, last_day, "pattern alerts fell behind ingest; looking at every caller of those days");
+            warn!(
+                first_day,
+                last_day,
+                "pattern alerts fell behind ingest; looking at every caller of those days"
+            );
             alerts.sweep(first_day, last_day).await;
         }
         let callers: BTreeSet<(String, i64, String)> = batch
@@ -325,10 +329,9 @@ async fn post(url: &hyper::Uri, body: &str, signed: &str, seq: i64) -> Result<()
     let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|error| format!("cannot connect: {error}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| format!("HTTP handshake: {error}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("HTTP handshake: {error}"))?;
     tokio::spawn(connection);
     let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
     let request = hyper::Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
@@ -365,7 +368,10 @@ mod tests {
 
     #[test]
     fn the_default_masked_roles_are_the_consoles() {
-        assert_eq!(PatternSettings::default().masked_roles, default_masked_roles());
+        assert_eq!(
+            PatternSettings::default().masked_roles,
+            default_masked_roles()
+        );
     }
 
     #[test]

@@ -252,7 +252,11 @@ pub fn find(query: &PatternQuery, rows: &[CallerDay]) -> Vec<PatternHit> {
         .iter()
         .filter(|row| (query.first_day..=query.last_day).contains(&row.day))
     {
-        let court = if per_court { row.court_name.as_str() } else { "" };
+        let court = if per_court {
+            row.court_name.as_str()
+        } else {
+            ""
+        };
         groups
             .entry((row.caller_number.as_str(), court))
             .or_default()
@@ -285,10 +289,7 @@ pub fn find(query: &PatternQuery, rows: &[CallerDay]) -> Vec<PatternHit> {
             .copied()
             .filter(|row| (start..=end).contains(&row.day))
             .collect();
-        let courts: BTreeSet<&str> = inside
-            .iter()
-            .map(|row| row.court_name.as_str())
-            .collect();
+        let courts: BTreeSet<&str> = inside.iter().map(|row| row.court_name.as_str()).collect();
         let calls: i64 = inside.iter().map(|row| row.counts.calls).sum();
         let (since_ms, until_ms) = (start * DAY_MS, (end + 1) * DAY_MS);
         hits.push(PatternHit {
@@ -354,13 +355,7 @@ pub fn reported_again(
         since_ms: since,
         until_ms: until,
         courts: courts.into_iter().map(str::to_owned).collect(),
-        calls_filter: Some(drill_down(
-            kind,
-            &reported.caller_number,
-            "",
-            since,
-            until,
-        )),
+        calls_filter: Some(drill_down(kind, &reported.caller_number, "", since, until)),
         masked: false,
     })
 }
@@ -395,7 +390,15 @@ mod tests {
     #[test]
     fn courts_count_within_the_window_only() {
         let mut rows: Vec<CallerDay> = (0..6)
-            .map(|n| row("broker", 110 + n / 2, &format!("court{n}"), &format!("l{n}"), 1))
+            .map(|n| {
+                row(
+                    "broker",
+                    110 + n / 2,
+                    &format!("court{n}"),
+                    &format!("l{n}"),
+                    1,
+                )
+            })
             .collect();
         // Four courts, but over ten days: never four within three.
         rows.extend((0..4).map(|n| row("slow", 100 + 3 * n, &format!("court{n}"), "x", 1)));
@@ -404,7 +407,10 @@ mod tests {
         let hits = find(&query(PatternKind::Courts, 4, 3), &rows);
         assert_eq!(hits.len(), 1, "{hits:?}");
         let hit = &hits[0];
-        assert_eq!((hit.caller_number.as_str(), hit.count, hit.calls), ("broker", 6, 6));
+        assert_eq!(
+            (hit.caller_number.as_str(), hit.count, hit.calls),
+            ("broker", 6, 6)
+        );
         assert_eq!((hit.since_ms, hit.until_ms), (110 * DAY_MS, 113 * DAY_MS));
         assert_eq!(hit.courts.len(), 6);
         let filter = hit.calls_filter.as_ref().unwrap();
@@ -429,11 +435,17 @@ mod tests {
         assert_eq!((hits[0].court_name.as_str(), hits[0].count), ("甲", 5));
         let filter = hits[0].calls_filter.clone().unwrap();
         assert_eq!(filter.court_name, "甲");
-        assert_eq!((filter.since_ms, filter.until_ms), (100 * DAY_MS, 102 * DAY_MS));
+        assert_eq!(
+            (filter.since_ms, filter.until_ms),
+            (100 * DAY_MS, 102 * DAY_MS)
+        );
         assert!(find(&query(PatternKind::RepeatedCalls, 6, 2), &rows).is_empty());
         // Two courts, each its own hit, most first.
         let both = find(&query(PatternKind::RepeatedCalls, 4, 2), &rows);
-        let found: Vec<_> = both.iter().map(|hit| (hit.court_name.as_str(), hit.count)).collect();
+        let found: Vec<_> = both
+            .iter()
+            .map(|hit| (hit.court_name.as_str(), hit.count))
+            .collect();
         assert_eq!(found, [("甲", 5), ("乙", 4)]);
     }
 
@@ -447,7 +459,10 @@ mod tests {
         let hits = find(&query(PatternKind::WarningHangUps, 3, 7), &rows);
         assert_eq!(hits.len(), 1);
         let filter = hits[0].calls_filter.clone().unwrap();
-        assert_eq!(filter.end_reason, EndReason::CallerHungUpDuringPrompt as i32);
+        assert_eq!(
+            filter.end_reason,
+            EndReason::CallerHungUpDuringPrompt as i32
+        );
         assert!(find(&query(PatternKind::AfterHours, 3, 7), &rows).is_empty());
         let late = find(&query(PatternKind::AfterHours, 2, 7), &rows);
         assert_eq!(late[0].caller_number, "n");
@@ -470,7 +485,10 @@ mod tests {
         };
         let (key, counts) = CallerDay::of_call(&call).unwrap();
         assert_eq!(key, ("139".into(), 3, "甲".into(), "1".into()));
-        assert_eq!((counts.calls, counts.after_hours, counts.hung_up_in_warning), (1, 1, 0));
+        assert_eq!(
+            (counts.calls, counts.after_hours, counts.hung_up_in_warning),
+            (1, 1, 0)
+        );
         let open = CallRecord {
             state: CallState::InProgress as i32,
             ..call.clone()
@@ -509,10 +527,16 @@ mod tests {
         assert_eq!(hit.calls_filter.unwrap().since_ms, 11 * DAY_MS);
         assert!(reported_again(&calls, 3, 30, 0, 100 * DAY_MS).is_none());
         // Only the calls within the window after the report.
-        assert_eq!(reported_again(&calls, 1, 2, 0, 100 * DAY_MS).unwrap().count, 1);
+        assert_eq!(
+            reported_again(&calls, 1, 2, 0, 100 * DAY_MS).unwrap().count,
+            1
+        );
         // Nobody reported: nothing.
         assert!(reported_again(&calls[..1], 1, 30, 0, 100 * DAY_MS).is_none());
-        assert_eq!(parse_kind("Repeated-Calls"), Some(PatternKind::RepeatedCalls));
+        assert_eq!(
+            parse_kind("Repeated-Calls"),
+            Some(PatternKind::RepeatedCalls)
+        );
         assert_eq!(parse_kind("nonsense"), None);
     }
 }

@@ -6,7 +6,9 @@ use prost::Message;
 use tonic::Status;
 
 use super::{store_status, RecordsServer, MAX_DASHBOARD_DAYS};
-use crate::contract::pb::{ListPatternsRequest, ListPatternsResponse, PatternHit, PatternKind, PatternMatched};
+use crate::contract::pb::{
+    ListPatternsRequest, ListPatternsResponse, PatternHit, PatternKind, PatternMatched,
+};
 use crate::records::auth::Caller;
 use crate::records::dashboard::{day_of, DAY_MS};
 use crate::records::ledger::now_ms;
@@ -203,7 +205,10 @@ mod tests {
             ..ListPatternsRequest::default()
         };
         let query = pattern_query(&request, now).unwrap();
-        assert_eq!((query.threshold, query.window_days), defaults(PatternKind::Courts));
+        assert_eq!(
+            (query.threshold, query.window_days),
+            defaults(PatternKind::Courts)
+        );
         assert_eq!(query.last_day, 100);
         assert_eq!(query.first_day, 100 - i64::from(query.window_days) + 1);
         let ranged = ListPatternsRequest {
@@ -214,7 +219,10 @@ mod tests {
             ..request.clone()
         };
         let query = pattern_query(&ranged, now).unwrap();
-        assert_eq!((query.first_day, query.last_day, query.threshold), (10, 19, 6));
+        assert_eq!(
+            (query.first_day, query.last_day, query.threshold),
+            (10, 19, 6)
+        );
         assert!(pattern_query(&ListPatternsRequest::default(), now).is_err());
         let backwards = ListPatternsRequest {
             since_ms: 20 * DAY_MS,

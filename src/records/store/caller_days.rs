@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Arguments;
 
-use super::{get, push_list, statement_chunks, CallRow, SqlStore, StoreError, MAX_ROWS_PER_STATEMENT};
+use super::{
+    get, push_list, statement_chunks, CallRow, SqlStore, StoreError, MAX_ROWS_PER_STATEMENT,
+};
 use crate::contract::pb::{CallRecord, CallState, PatternKind};
 use crate::records::patterns::{CallerDay, CallerDayKey, DayCounts};
 
@@ -165,7 +167,8 @@ impl SqlStore {
         if finished.is_empty() {
             return Ok(());
         }
-        self.take_stored_calls_away(tx, &finished, &mut sums).await?;
+        self.take_stored_calls_away(tx, &finished, &mut sums)
+            .await?;
         self.add_caller_days(tx, sums).await
     }
 
@@ -218,9 +221,15 @@ impl SqlStore {
             sums.join(", ")
         );
         for chunk in statement_chunks(&rows) {
-            self.values(&head, &tail, CALLER_DAY_COLUMN_COUNT, chunk, bind_caller_day)
-                .execute(tx, "add caller days")
-                .await?;
+            self.values(
+                &head,
+                &tail,
+                CALLER_DAY_COLUMN_COUNT,
+                chunk,
+                bind_caller_day,
+            )
+            .execute(tx, "add caller days")
+            .await?;
         }
         Ok(())
     }

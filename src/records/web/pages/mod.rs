@@ -494,7 +494,9 @@ mod tests {
     #[test]
     fn each_role_sees_only_its_pages() {
         use Page::*;
-        let pages = [Calls, Call, Reports, Dashboard, Access, Integrity, Admin, Patterns];
+        let pages = [
+            Calls, Call, Reports, Dashboard, Access, Integrity, Admin, Patterns,
+        ];
         let table = [
             (
                 Role::Compliance,

@@ -135,7 +135,11 @@ impl From<&PatternHit> for HitRow {
             first_day: utc_date(hit.since_ms),
             last_day: utc_date(hit.until_ms - 1),
             courts: hit.courts.join("、"),
-            link: hit.calls_filter.as_ref().map(calls_link).unwrap_or_default(),
+            link: hit
+                .calls_filter
+                .as_ref()
+                .map(calls_link)
+                .unwrap_or_default(),
         }
     }
 }
@@ -206,7 +210,12 @@ async fn patterns_page(
     Query(query): Query<PatternsQuery>,
 ) -> Response {
     let (visitor, caller) = match console
-        .allowed(&headers, peer, here("/patterns", uri.query()), Page::Patterns)
+        .allowed(
+            &headers,
+            peer,
+            here("/patterns", uri.query()),
+            Page::Patterns,
+        )
         .await
     {
         Ok(allowed) => allowed,
@@ -224,7 +233,11 @@ async fn patterns_page(
         Ok(found) => found,
         Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
     };
-    let alerts = match console.server.pattern_alerts_as(&caller, alerts_since()).await {
+    let alerts = match console
+        .server
+        .pattern_alerts_as(&caller, alerts_since())
+        .await
+    {
         Ok(alerts) => alerts,
         Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
     };
@@ -277,7 +290,10 @@ mod tests {
         assert_eq!((request.threshold, request.window_days), (5, 3));
         assert_eq!(request.since_ms, parse_time("2026-11-01").unwrap());
         assert_eq!(request.caller_number, "139");
-        assert_eq!(PatternsQuery::default().request().unwrap().kind(), PatternKind::Courts);
+        assert_eq!(
+            PatternsQuery::default().request().unwrap().kind(),
+            PatternKind::Courts
+        );
         let bad = PatternsQuery {
             threshold: "many".into(),
             ..PatternsQuery::default()
@@ -297,7 +313,12 @@ mod tests {
             ..CallFilter::default()
         };
         let link = calls_link(&filter);
-        assert!(link.starts_with("/calls?caller=13912345678&caller_exact=on&since=2023-11-15T00%3A00%3A00.000Z"), "{link}");
+        assert!(
+            link.starts_with(
+                "/calls?caller=13912345678&caller_exact=on&since=2023-11-15T00%3A00%3A00.000Z"
+            ),
+            "{link}"
+        );
         assert!(link.contains("&court=%E7%94%B2"), "{link}");
         assert!(link.ends_with("&end_reason=after_hours"), "{link}");
         let form = crate::records::web::filter::CallsForm {
@@ -312,7 +333,10 @@ mod tests {
             until_ms: filter.until_ms,
             ..PatternHit::default()
         });
-        assert_eq!((row.first_day.as_str(), row.last_day.as_str()), ("2023-11-15", "2023-11-15"));
+        assert_eq!(
+            (row.first_day.as_str(), row.last_day.as_str()),
+            ("2023-11-15", "2023-11-15")
+        );
         assert!(row.link.is_empty());
     }
 }

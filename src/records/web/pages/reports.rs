@@ -194,7 +194,9 @@ async fn reports_page(
     if title_is_review_queue(page.queue_title) {
         let since = super::patterns::alerts_since();
         match console.server.pattern_alerts_as(&caller, since).await {
-            Ok(alerts) => page.alerts = alerts.iter().map(super::patterns::AlertRow::from).collect(),
+            Ok(alerts) => {
+                page.alerts = alerts.iter().map(super::patterns::AlertRow::from).collect()
+            }
             Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
         }
     }
