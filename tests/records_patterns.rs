@@ -23,13 +23,13 @@ use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
     AddTokenRequest, CallFilter, CallRecord, EndReason, FlagCallRequest, FlagCategory,
     ListCallsRequest, ListPatternsRequest, LogEventsRequest, NodeEvent, PatternHit, PatternKind,
-    PatternMatched, Role, SortOrder, VerifyRequest,
+    PatternMatched, PurgeRequest, Role, SortOrder, VerifyRequest,
 };
 use courtline::records::alerts::{
     signature, PatternRule, PatternSettings, Webhook, SIGNATURE_HEADER,
 };
 use courtline::records::dashboard::DAY_MS;
-use courtline::records::patterns::defaults;
+use courtline::records::patterns::{defaults, CallerDay, CallerDayKey, DayCounts};
 use courtline::records::service::OpenedService;
 use courtline::records::store::{CallerDays, SqlStore, Store};
 use http_body_util::{BodyExt, Full};
@@ -672,4 +672,138 @@ async fn planted_patterns_are_found(db: Db) {
     let _ = stop_receiver.send(());
 }
 
-on_both_backends!(planted_patterns_are_found);
+/// Every caller's stored `caller_days` rows (all-zero rows left out).
+async fn stored_days(store: &SqlStore, callers: &[String]) -> BTreeMap<CallerDayKey, DayCounts> {
+    store
+        .caller_day_rows(callers, i64::MIN / 2, i64::MAX / 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| !row.counts.is_zero())
+        .map(|row| {
+            (
+                (row.caller_number, row.day, row.court_name, row.line_number),
+                row.counts,
+            )
+        })
+        .collect()
+}
+
+/// The same rows from a scan of every call, flag event and report.
+async fn scanned_days(store: &SqlStore) -> BTreeMap<CallerDayKey, DayCounts> {
+    let mut days: BTreeMap<CallerDayKey, DayCounts> = BTreeMap::new();
+    let mut calls = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.calls_after(after.as_deref(), 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.call_id.clone());
+        for call in page {
+            if let Some((key, counts)) = CallerDay::of_call(&call) {
+                days.entry(key).or_default().add(&counts, 1);
+            }
+            calls.insert(call.call_id.clone(), call);
+        }
+    }
+    let mut seq = 0;
+    loop {
+        let events = store.events_after(seq, 500).await.unwrap();
+        let Some(last) = events.last() else { break };
+        seq = last.seq;
+        for event in events.iter().filter(|event| event.header.kind == "flagged") {
+            let call = &calls[event.header.call_id.as_deref().unwrap()];
+            let key = CallerDay::key_of(call).unwrap();
+            days.entry(key).or_default().add(&DayCounts::flag(), 1);
+        }
+    }
+    for report in store.reports_after(None, 1000).await.unwrap() {
+        let key = CallerDay::key_of(&calls[&report.call_id]).unwrap();
+        days.entry(key).or_default().add(&DayCounts::report(), 1);
+    }
+    days
+}
+
+/// `caller_days` as kept at ingest equals a scan: calls over two UTC days, several
+/// from one caller, one interrupted by a switchboard restart and then ended after
+/// all, flags and a report; and after a purge past retention, the scan of what is
+/// left (the flagged and reported calls, on legal hold): nothing of a purged call.
+async fn caller_days_match_a_scan(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut loopback = service.client(None).await;
+    // Calls 1–40 from callers of their own; 41–60 from one caller, across midnight.
+    let regular = |n: u32| {
+        let mut record = record(n);
+        if n > 40 {
+            record.caller_number = "13955550000".into();
+            record.received_at_ms += i64::from(n - 40) * 3_600_000;
+        }
+        record
+    };
+    let mut events = vec![node_started()];
+    for n in 1..=60 {
+        events.push(NodeEvent {
+            at_ms: regular(n).ended_at_ms,
+            call_id: call_id(n),
+            kind: Some(Kind::Ended(regular(n))),
+            ..NodeEvent::default()
+        });
+    }
+    // Call 61 is up when the switchboard restarts (interrupted), then ends after all.
+    events.push(milestone(61, courtline::contract::pb::Milestone::Received));
+    events.push(node_started());
+    events.push(ended(61));
+    loopback
+        .log_events(LogEventsRequest {
+            events: numbered("sb-1", 1, events),
+        })
+        .await
+        .unwrap();
+    for n in [3, 45, 45] {
+        loopback
+            .flag_call(FlagCallRequest {
+                call_id: call_id(n),
+                category: FlagCategory::Other as i32,
+                note: "复核".into(),
+            })
+            .await
+            .unwrap();
+    }
+    loopback
+        .open_report(courtline::contract::pb::OpenReportRequest {
+            call_id: call_id(50),
+            opened_via: courtline::contract::pb::ReportOpenedVia::Cli as i32,
+            form: None,
+        })
+        .await
+        .unwrap();
+    let store = SqlStore::open(&db.url).await.unwrap();
+    let scanned = scanned_days(&store).await;
+    let callers: Vec<String> = scanned
+        .keys()
+        .map(|key| key.0.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(stored_days(&store, &callers).await, scanned);
+    let together: i64 = scanned
+        .iter()
+        .filter(|(key, _)| key.0 == "13955550000")
+        .map(|(_, counts)| counts.calls)
+        .sum();
+    assert_eq!(
+        together, 20,
+        "one caller's calls over two days and two lines"
+    );
+    // The calls of 2023 are past retention: a purge leaves the held ones.
+    loopback
+        .purge(PurgeRequest { dry_run: false })
+        .await
+        .unwrap();
+    let left = scanned_days(&store).await;
+    assert!(left.len() < scanned.len() && !left.is_empty(), "{left:?}");
+    assert_eq!(stored_days(&store, &callers).await, left);
+    store.close().await;
+    service.stop().await;
+}
+
+on_both_backends!(planted_patterns_are_found, caller_days_match_a_scan);
