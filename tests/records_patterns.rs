@@ -806,4 +806,86 @@ async fn caller_days_match_a_scan(db: Db) {
     service.stop().await;
 }
 
+/// `courtline patterns` as a child process against a real service (the loopback
+/// rule): the broker in JSON, CSV and table form, and the table's drill-down
+/// arguments given to `courtline calls list` list exactly the broker's calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_hits_with_their_drill_down() {
+    let db = sqlite_db();
+    let service = Service::start(&settings(&db)).await;
+    let mut history = History::default();
+    let broker = plant_before_flag(&mut history).broker;
+    let mut loopback = service.client(None).await;
+    send(&mut loopback, "sb-1", 1, &history.calls).await;
+    let endpoint = service.endpoint();
+    let run = |args: Vec<String>| {
+        let endpoint = endpoint.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let output = std::process::Command::new(courtline_bin())
+                    .args(&args)
+                    .args(["--endpoint", &endpoint])
+                    .env_remove("RUST_LOG")
+                    .env("TZ", "UTC")
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                String::from_utf8(output.stdout).unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let search = |format: &str| -> Vec<String> {
+        [
+            "patterns",
+            "courts",
+            "--threshold",
+            "6",
+            "--window-days",
+            "3",
+            "--since",
+            "2026-09-01",
+            "--until",
+            "2026-11-01",
+            "--format",
+            format,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run(search("json")).await).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["caller_number"], BROKER);
+    assert_eq!(json[0]["count"], 6);
+    let csv = run(search("csv")).await;
+    assert!(
+        csv.starts_with("pattern,caller_number,court_name,count,"),
+        "{csv}"
+    );
+    let table = run(search("table")).await;
+    let drill_down = table
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("courtline calls list "))
+        .unwrap_or_else(|| panic!("no drill-down in {table}"))
+        .to_owned();
+    let mut args: Vec<String> = ["calls", "list", "--format", "json"]
+        .map(String::from)
+        .to_vec();
+    args.extend(drill_down.split(' ').map(str::to_owned));
+    let calls: serde_json::Value = serde_json::from_str(&run(args).await).unwrap();
+    let listed: BTreeSet<String> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|call| call["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, set(&broker));
+    service.stop().await;
+}
+
 on_both_backends!(planted_patterns_are_found, caller_days_match_a_scan);

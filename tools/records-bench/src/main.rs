@@ -13,6 +13,7 @@
 //! `--calls`, which then skips generation).
 
 mod console;
+mod patterns;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,9 @@ struct Args {
     /// Requests per page in the console measurement (p50 and p99 over them).
     #[arg(long, default_value_t = 100)]
     requests: usize,
+    /// Measure the pattern queries (ListPatterns) instead of ListCalls and the export.
+    #[arg(long)]
+    patterns: bool,
 }
 
 /// Unix ms of the generated calls' start: 2025-01-01.
@@ -336,6 +340,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         ledger.ingest(pending).await?;
+        if args.patterns {
+            patterns::plant_broker(&ledger, START_MS + SPAN_MS).await?;
+        }
         ledger.checkpoint_if_due().await?;
         let loaded = started.elapsed();
         let mut connection = sql_store.pool().acquire().await?;
@@ -405,6 +412,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     let mut client = connect(&ClientOptions::new(format!("http://{address}"))).await?;
+    if args.patterns {
+        patterns::measure(&mut client, START_MS + SPAN_MS, args.repeat).await?;
+        let _ = stop.send(());
+        server.await??;
+        sql_store.close().await;
+        return Ok(());
+    }
     let last_month = START_MS + SPAN_MS - 30 * 24 * 3600 * 1000;
     let queries: Vec<(&str, CallFilter)> = vec![
         ("no filter", CallFilter::default()),
