@@ -802,8 +802,19 @@ async fn caller_days_match_a_scan(db: Db) {
     let left = scanned_days(&store).await;
     assert!(left.len() < scanned.len() && !left.is_empty(), "{left:?}");
     assert_eq!(stored_days(&store, &callers).await, left);
-    store.close().await;
     service.stop().await;
+    // The backfill: migration 0011 run again on the filled store rebuilds the same rows.
+    for statement in [
+        "DROP TABLE caller_days",
+        "DROP TABLE pattern_matches",
+        "DELETE FROM _sqlx_migrations WHERE version = 11",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    store.close().await;
+    let reopened = SqlStore::open(&db.url).await.unwrap();
+    assert_eq!(stored_days(&reopened, &callers).await, left);
+    reopened.close().await;
 }
 
 /// `courtline patterns` as a child process against a real service (the loopback

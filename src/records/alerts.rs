@@ -83,12 +83,12 @@ impl Default for PatternSettings {
         PatternSettings {
             rules: Vec::new(),
             webhook: None,
-            masked_roles: vec![Role::Auditor, Role::Admin],
+            masked_roles: default_masked_roles(),
         }
     }
 }
 
-/// The default masked roles, as `[records.web]` has them (checked by a test).
+/// The default masked roles: `[records.web] mask_callers_for`'s default.
 pub fn default_masked_roles() -> Vec<Role> {
     super::mask::masked_roles(&DEFAULT_MASKED_ROLES.map(String::from)).unwrap_or_default()
 }

@@ -75,8 +75,6 @@ pub trait CallerDays: Send + Sync {
         callers: &[String],
         until_ms: i64,
     ) -> Result<Vec<CallRecord>, StoreError>;
-    /// What a caller's calls add up to, over every stored day.
-    async fn caller_history(&self, caller: &str) -> Result<DayCounts, StoreError>;
     /// Whether `rule` matched `caller` on `day` already.
     async fn pattern_matched(&self, rule: &str, caller: &str, day: i64)
         -> Result<bool, StoreError>;
@@ -411,17 +409,6 @@ impl CallerDays for SqlStore {
             }
         }
         Ok(calls)
-    }
-
-    async fn caller_history(&self, caller: &str) -> Result<DayCounts, StoreError> {
-        let rows = self
-            .caller_day_rows(&[caller.to_owned()], i64::MIN / 2, i64::MAX / 2)
-            .await?;
-        let mut sum = DayCounts::default();
-        for row in rows {
-            sum.add(&row.counts, 1);
-        }
-        Ok(sum)
     }
 
     async fn pattern_matched(
