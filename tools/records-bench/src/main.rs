@@ -71,6 +71,10 @@ struct Args {
     /// Measure the pattern queries (ListPatterns) instead of ListCalls and the export.
     #[arg(long)]
     patterns: bool,
+    /// With --patterns: fill `caller_days` directly with the rows of this many
+    /// calls (no calls stored), then measure; the database must be new.
+    #[arg(long)]
+    synthetic_caller_days: Option<u64>,
 }
 
 /// Unix ms of the generated calls' start: 2025-01-01.
@@ -267,7 +271,9 @@ async fn main() -> anyhow::Result<()> {
         .len();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut node_seq = 1;
-    if existing == 0 {
+    if let Some(calls) = args.synthetic_caller_days {
+        patterns::synthesize(&sql_store, calls, START_MS + SPAN_MS).await?;
+    } else if existing == 0 {
         // 1. Sustained ingest: realistic calls, 7 events each, in switchboard-sized batches.
         let calls_for_ingest = args.ingest_events / CALL_EVENTS.len() as u64;
         let mut pending = Vec::new();

@@ -10,6 +10,7 @@ use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{CallRecord, EndReason, ListPatternsRequest, NodeEvent};
 use courtline::records::ledger::Ledger;
 use courtline::records::patterns::{defaults, kind_name, KINDS};
+use courtline::records::store::{Backend, SqlStore};
 
 /// Ranges measured, days before the end of the data.
 const RANGES: [i64; 3] = [7, 30, 90];
@@ -42,6 +43,52 @@ pub async fn plant_broker(ledger: &Ledger, end_ms: i64) -> anyhow::Result<()> {
         })
         .collect();
     ledger.ingest(events).await?;
+    Ok(())
+}
+
+/// Fills `caller_days` directly with the rows `calls` one-time callers leave (one
+/// row each, spread over the year before `end_ms`, 20 lines of 5 courts, one in ten
+/// a hang-up in the warning, one in twenty after hours, one in 100,000 flagged) and
+/// the planted broker's six: what the pattern queries read at that many stored
+/// calls, without storing the calls (10 M through the ledger take ~25 min here).
+pub async fn synthesize(store: &SqlStore, calls: u64, end_ms: i64) -> anyhow::Result<()> {
+    let first_day = end_ms / DAY_MS - 365;
+    let (rows, number) = match store.backend() {
+        Backend::Sqlite => (
+            format!("(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {calls}) SELECT i FROM n)"),
+            "printf('1%010d', i * 997)",
+        ),
+        Backend::Postgres => (
+            format!("(SELECT generate_series(1::bigint, {calls}) AS i)"),
+            "'1' || lpad((i * 997)::text, 10, '0')",
+        ),
+    };
+    let started = Instant::now();
+    sqlx::query(&format!(
+        "INSERT INTO caller_days (caller_number, day, court_name, line_number, calls, \
+         hung_up_in_warning, after_hours, flags, reports) \
+         SELECT {number}, {first_day} + (i * 365) / {calls}, \
+         '上海市第' || (i % 5 + 1) || '中级人民法院', '021' || (12000 + i % 20), 1, \
+         CASE WHEN i % 10 = 0 THEN 1 ELSE 0 END, CASE WHEN i % 20 = 7 THEN 1 ELSE 0 END, \
+         CASE WHEN i % 100000 = 0 THEN 1 ELSE 0 END, 0 FROM {rows} AS numbers"
+    ))
+    .execute(store.pool())
+    .await?;
+    for n in 0..6i64 {
+        sqlx::query(&format!(
+            "INSERT INTO caller_days (caller_number, day, court_name, line_number, calls, \
+             hung_up_in_warning, after_hours, flags, reports) VALUES ('13700000001', {}, \
+             '掮客测试法院{n}', '02113{n:03}', 1, 0, 0, 0, 0)",
+            end_ms / DAY_MS - 3 + n / 2
+        ))
+        .execute(store.pool())
+        .await?;
+    }
+    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    println!(
+        "caller_days filled with the rows of {calls} calls in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
