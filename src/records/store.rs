@@ -5,7 +5,8 @@
 //! or `sqlite:` URL, or a `postgres://` URL. Both run the same SQL through
 //! sqlx's `Any` driver and differ only where [`Backend`] says so (connection
 //! set-up, migrations, placeholders — `$n` or `?` — one string function and one
-//! index hint). All SQL lives in this file.
+//! index hint). All SQL lives in this file and in `store/caller_days.rs` (the
+//! pattern tables).
 //!
 //! "Caller name contains" has an index of its own, `caller_name_grams`: every
 //! character and character pair of each caller name, written in bulk every
