@@ -30,6 +30,7 @@ pub mod hours;
 pub mod include;
 pub mod media;
 pub mod probe;
+pub mod patterns;
 pub mod reports;
 pub mod sip;
 pub mod uri;
@@ -292,6 +293,8 @@ pub struct RecordsConfig {
     pub service: RecordsServiceConfig,
     /// The records service's web console.
     pub web: RecordsWebConfig,
+    /// Pattern alert rules and their webhook.
+    pub patterns: self::patterns::PatternsConfig,
 }
 
 /// `[records.web]`: the web console the records service serves beside gRPC.
@@ -377,6 +380,7 @@ impl Default for RecordsConfig {
             on_spool_failure: SpoolFailurePolicy::Reject,
             service: RecordsServiceConfig::default(),
             web: RecordsWebConfig::default(),
+            patterns: self::patterns::PatternsConfig::default(),
         }
     }
 }
@@ -1589,6 +1593,9 @@ impl Config {
                 format!("\"{name}\" is not a role"),
                 "List roles from compliance, operator, auditor, admin, e.g. [\"auditor\", \"admin\"]; [] masks no one.",
             ));
+        }
+        if let Err(e) = self.records.patterns.check() {
+            return Err(self.invalid(e.key, e.problem, e.fix));
         }
         let service = &self.records.service;
         if service.database.trim().is_empty() {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod calls;
 pub mod check;
 pub mod probe;
+pub mod patterns;
 pub mod prompts;
 pub mod records;
 pub mod reports;
@@ -79,6 +80,9 @@ pub enum Command {
     /// "Three rules" reports: open, fill in, submit, review, list, export.
     #[command(subcommand)]
     Reports(reports::ReportsCommand),
+    /// Patterns across calls: several courts in a few days, repeated calls, called
+    /// again after a report, hang-ups during the warning, calls after hours.
+    Patterns(patterns::PatternsArgs),
 }
 
 /// Entry point of the binary.
@@ -101,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Probe(args) => probe::run(&cli.config, args).await,
             Command::Records(command) => records::run(&cli.config, command).await,
             Command::Reports(command) => reports::run(&cli.config, command).await,
+            Command::Patterns(args) => patterns::run(&cli.config, args).await,
         }
     });
     match result {

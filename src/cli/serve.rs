@@ -208,7 +208,8 @@ async fn start_records(
     let service = &records.service;
     let mut opened = OpenedService::open(&service.settings())
         .await
-        .with_context(|| format!("records service (database {})", service.database))?;
+        .with_context(|| format!("records service (database {})", service.database))?
+        .with_patterns(pattern_settings(config)?);
     share_database(&mut opened, service).await?;
     let token = opened.builtin_switchboard_token();
     let ledger = opened.ledger.clone();
@@ -246,6 +247,18 @@ async fn start_records(
         ledger: Some(ledger),
         options,
     })
+}
+
+/// `[records.patterns]` with the masked roles of `[records.web]`, the webhook's
+/// secret read from its file.
+fn pattern_settings(config: &Config) -> anyhow::Result<crate::records::alerts::PatternSettings> {
+    let masked = crate::records::mask::masked_roles(&config.records.web.mask_callers_for)
+        .unwrap_or_default();
+    config
+        .records
+        .patterns
+        .settings(masked)
+        .map_err(|e| anyhow::anyhow!("`{}`: {}. {}", e.key, e.problem, e.fix))
 }
 
 /// Starts the web console beside the records service when `[records.web] listen` is
@@ -561,7 +574,8 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
     };
     let mut opened = OpenedService::open(&settings)
         .await
-        .with_context(|| format!("records service (database {})", service.database))?;
+        .with_context(|| format!("records service (database {})", service.database))?
+        .with_patterns(pattern_settings(&config)?);
     share_database(&mut opened, service).await?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(

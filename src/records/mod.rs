@@ -8,6 +8,7 @@
 //! of it; [`export`] writes and checks self-verifying export files (and archives with audio), [`report_export`]
 //! the same for reports; [`query`] formats records for people and spreadsheets.
 
+pub mod alerts;
 pub mod auth;
 pub mod chain;
 pub mod dashboard;
@@ -15,6 +16,9 @@ pub mod evidence;
 pub mod export;
 pub mod export_check;
 pub mod ledger;
+pub mod mask;
+pub mod pattern_search;
+pub mod patterns;
 pub mod query;
 pub mod report_export;
 pub mod reports;

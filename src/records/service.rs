@@ -20,6 +20,10 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
+mod patterns;
+
+pub use self::patterns::PatternAlert;
+use super::alerts::{run_alerts, PatternSettings};
 use super::auth::{may_issue_token, role_name, Authenticator, Caller, CertificateRoles};
 use super::chain::{HashAlgorithm, StoredEvent};
 use super::dashboard::Figures;
@@ -199,6 +203,8 @@ pub struct RecordsServer {
     /// Where switchboard events go when several services share the database
     /// (chained by the sequencer); `None`: this service chains them itself.
     staging: Option<Staging>,
+    /// Pattern alert rules, webhook and masked roles (`[records.patterns]`).
+    patterns: Arc<PatternSettings>,
 }
 
 /// An opened records service, not yet listening.
@@ -272,6 +278,7 @@ impl OpenedService {
                 auth: Authenticator::new(store).with_certificate_roles(certificate_roles),
                 retention_days: settings.retention_days,
                 staging: None,
+                patterns: Arc::new(PatternSettings::default()),
             },
             ledger,
             tls,
@@ -308,6 +315,13 @@ impl OpenedService {
         let staging = Staging::open(database, self.ledger.algorithm()).await?;
         self.server.staging = Some(staging);
         Ok(())
+    }
+
+    /// Uses `patterns` (`[records.patterns]` and the masked roles) instead of the
+    /// defaults: no alert rules, auditors and admins masked.
+    pub fn with_patterns(mut self, patterns: PatternSettings) -> OpenedService {
+        self.server.patterns = Arc::new(patterns);
+        self
     }
 
     /// Gives the embedded switchboard an in-memory switchboard token; returns its secret.
@@ -368,6 +382,21 @@ impl OpenedService {
             },
         ));
         let staging = self.server.staging.clone();
+        let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
+        // Calls are announced only while rules watch them.
+        let finished = (!self.server.patterns.rules.is_empty())
+            .then(|| self.ledger.watch_finished_calls())
+            .flatten();
+        let alerts = finished.map(|finished| {
+            tokio::spawn(run_alerts(
+                self.ledger.clone(),
+                PatternSettings::clone(&self.server.patterns),
+                finished,
+                async {
+                    let _ = alerts_stopped.await;
+                },
+            ))
+        });
         let result = builder
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -384,6 +413,13 @@ impl OpenedService {
         }
         if let Some(staging) = staging {
             staging.close().await;
+        }
+        let _ = stop_alerts.send(());
+        if let Some(Err(join)) = match alerts {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            error!(error = %join, "pattern alert task failed");
         }
         let _ = stop_checkpoints.send(());
         if let Err(join) = purges.await {
@@ -967,6 +1003,19 @@ impl RecordsService for RecordsServer {
             .authorize_any(&request, &[Role::Compliance, Role::Auditor, Role::Operator])
             .await?;
         self.get_report_as(&caller, request.into_inner().report_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_patterns(
+        &self,
+        request: Request<crate::contract::pb::ListPatternsRequest>,
+    ) -> Result<Response<crate::contract::pb::ListPatternsResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Compliance, Role::Auditor])
+            .await?;
+        self.list_patterns_as(&caller, request.into_inner())
             .await
             .map(Response::new)
     }

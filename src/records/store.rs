@@ -5,8 +5,9 @@
 //! or `sqlite:` URL, or a `postgres://` URL. Both run the same SQL through
 //! sqlx's `Any` driver and differ only where [`Backend`] says so (connection
 //! set-up, migrations, placeholders — `$n` or `?` — one string function and one
-//! index hint). All SQL lives in this file, but for the staging of a database several
-//! services share (PostgreSQL only, `super::staging`).
+//! index hint). All SQL lives in this file, but for the pattern tables
+//! (`store/caller_days.rs`) and the staging of a database several services share
+//! (PostgreSQL only, `super::staging`).
 //!
 //! "Caller name contains" has an index of its own, `caller_name_grams`: every
 //! character and character pair of each caller name, written in bulk every
@@ -29,8 +30,12 @@ use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Arguments, Executor, Row};
 
+mod caller_days;
+
+pub use self::caller_days::{CallerDays, PatternMatchRow};
 use super::chain::{EventHeader, StoredEvent};
 use super::dashboard::{day_of, DayCourtTally, Tally};
+use super::patterns::DayCounts;
 use super::reports::workflow::owners;
 use crate::contract::pb::{
     CallFilter, CallRecord, CallState, Choice, EndReason, Gap, NodeSummary, Report, ReportFilter,
@@ -268,6 +273,8 @@ pub enum Change {
     },
     /// Write a report's new version (its row and its place in `report_versions`).
     PutReport(ReportRow),
+    /// Write a chained `PatternMatched` event's row (`pattern_matches`).
+    PutPatternMatch(PatternMatchRow),
 }
 
 /// A report's row as stored: the latest version and the columns derived from it.
@@ -458,7 +465,7 @@ pub struct TokenRow {
 
 /// The records service's storage.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: Send + Sync + std::fmt::Debug + CallerDays {
     /// Where the data lives (for logs; passwords are not included).
     fn location(&self) -> &str;
     /// The last event of the chain, if any.
@@ -2227,6 +2234,7 @@ impl SqlStore {
     ) -> Result<(), StoreError> {
         let operation = "store call rows";
         self.tally_calls(tx, rows).await?;
+        self.count_caller_days(tx, rows).await?;
         for chunk in statement_chunks(rows) {
             let upsert = |tail: &str| {
                 self.values(&INSERT_CALLS, tail, CALL_COLUMN_COUNT, chunk, |sql, row| {
@@ -2470,6 +2478,7 @@ impl SqlStore {
                     tallies.insert((day_of(*at_ms), court_name), Tally::flag());
                     self.add_tallies(tx, &tallies).await?;
                 }
+                self.count_call_mark(tx, call_id, DayCounts::flag()).await?;
             }
             Change::PurgeCalls { call_ids } => {
                 for chunk in call_ids.chunks(MAX_ROWS_PER_STATEMENT) {
@@ -2478,6 +2487,7 @@ impl SqlStore {
                     clear.push(")");
                     clear.execute(tx, "purge event bodies").await?;
                     self.delete_name_grams(tx, chunk).await?;
+                    self.uncount_purged(tx, chunk).await?;
                     let mut delete = self.sql("DELETE FROM calls WHERE call_id IN (");
                     push_list(&mut delete, chunk);
                     delete.push(")");
@@ -2574,6 +2584,8 @@ impl SqlStore {
                         Tally::report(),
                     );
                     self.add_tallies(tx, &tallies).await?;
+                    self.count_call_mark(tx, &row.call_id, DayCounts::report())
+                        .await?;
                 }
             }
             Change::RecordingUploaded { call_id } => {
@@ -2584,6 +2596,7 @@ impl SqlStore {
                 sql.execute(tx, "record an uploaded recording").await?;
                 self.mark_recorded(tx, call_id).await?;
             }
+            Change::PutPatternMatch(row) => self.put_pattern_match(tx, row).await?,
             Change::RevokeToken { name, at_ms } => {
                 let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");
                 sql.bind(*at_ms)

@@ -13,6 +13,7 @@
 //! tokens, purges) it appends directly. Every append reads the head under the
 //! store's append lock ([`Store::append`]), so all of them extend one chain.
 
+pub mod patterns;
 pub mod sequencer;
 pub mod signing;
 pub mod staging;
@@ -30,7 +31,8 @@ use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GE
 use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
 use super::store::{
-    CallRow, ChainOnto, Change, RecordingRow, RecordingState, ReportRow, Store, StoreError,
+    CallRow, ChainOnto, Change, PatternMatchRow, RecordingRow, RecordingState, ReportRow, Store,
+    StoreError,
     TokenRow,
 };
 use crate::contract::pb::event_body::Kind;
@@ -164,6 +166,8 @@ struct LedgerInner {
     evidence: Option<Evidence>,
     /// Switchboard events stored since the service started, for the ingest-rate metric.
     ingested: AtomicU64,
+    /// Where finished calls are announced for the pattern alerts, once they watch.
+    finished_calls: std::sync::OnceLock<patterns::FinishedCallSender>,
 }
 
 /// The kind name stored (and hashed) with an event body.
@@ -186,6 +190,7 @@ pub fn kind_of(body: &EventBody) -> &'static str {
         Some(Kind::Token(_)) => "token",
         Some(Kind::Report(_)) => "report",
         Some(Kind::RecordingStored(_)) => "recording_stored",
+        Some(Kind::PatternMatched(_)) => "pattern_matched",
     }
 }
 
@@ -394,6 +399,7 @@ impl Batch {
                 last_seq: seq,
                 ..row
             }),
+            Change::PutPatternMatch(row) => Change::PutPatternMatch(PatternMatchRow { seq, ..row }),
             other => other,
         }));
         self.events.push(StoredEvent {
@@ -493,6 +499,7 @@ impl Ledger {
                 head: Mutex::new(head),
                 evidence,
                 ingested: AtomicU64::new(0),
+                finished_calls: std::sync::OnceLock::new(),
             }),
         };
         Ok(ledger)
@@ -645,6 +652,10 @@ impl Ledger {
         if appended == 0 && !checkpoint {
             return Ok(head.seq);
         }
+        // The finished calls among the changes, for the pattern alerts once committed.
+        let finished = std::sync::Mutex::new(Vec::new());
+        let watching = self.inner.finished_calls.get().is_some();
+        let finished_out = &finished;
         // Chained onto the head as stored, which another service sharing the database
         // may have moved since this one last appended.
         let chain: ChainOnto<'_> = Box::new(move |stored| {
@@ -667,11 +678,19 @@ impl Ledger {
                 let signed = self.checkpoint(batch.seq, &batch.hash);
                 batch.chain(signed);
             }
+            if watching {
+                *finished_out.lock().unwrap_or_else(|p| p.into_inner()) =
+                    patterns::FinishedCallSender::finished(&batch.changes);
+            }
             Ok((batch.events, batch.changes))
         });
         let Some((seq, hash)) = self.inner.store.append(chain).await? else {
             return Ok(head.seq);
         };
+        if let Some(watcher) = self.inner.finished_calls.get() {
+            let finished = finished.into_inner().unwrap_or_else(|p| p.into_inner());
+            watcher.announce(finished);
+        }
         head.seq = seq;
         head.hash = stored_hash(seq, &hash)?;
         head.since_checkpoint = if checkpoint {

@@ -15,6 +15,7 @@
 //! `--calls`, which then skips generation).
 
 mod console;
+mod patterns;
 mod shared;
 
 use std::sync::Arc;
@@ -77,6 +78,13 @@ struct Args {
     /// Switchboards sending at once in the `--shared` measurement, half to each service.
     #[arg(long, default_value_t = 8)]
     switchboards: u64,
+    /// Measure the pattern queries (ListPatterns) instead of ListCalls and the export.
+    #[arg(long)]
+    patterns: bool,
+    /// With --patterns: fill `caller_days` directly with the rows of this many
+    /// calls (no calls stored), then measure; the database must be new.
+    #[arg(long)]
+    synthetic_caller_days: Option<u64>,
 }
 
 /// Unix ms of the generated calls' start: 2025-01-01.
@@ -276,7 +284,9 @@ async fn main() -> anyhow::Result<()> {
         .len();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut node_seq = 1;
-    if existing == 0 {
+    if let Some(calls) = args.synthetic_caller_days {
+        patterns::synthesize(&sql_store, calls, START_MS + SPAN_MS).await?;
+    } else if existing == 0 {
         // 1. Sustained ingest: realistic calls, 7 events each, in switchboard-sized batches.
         let calls_for_ingest = args.ingest_events / CALL_EVENTS.len() as u64;
         let mut pending = Vec::new();
@@ -349,6 +359,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         ledger.ingest(pending).await?;
+        if args.patterns {
+            patterns::plant_broker(&ledger, START_MS + SPAN_MS).await?;
+        }
         ledger.checkpoint_if_due().await?;
         let loaded = started.elapsed();
         let mut connection = sql_store.pool().acquire().await?;
@@ -418,6 +431,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     let mut client = connect(&ClientOptions::new(format!("http://{address}"))).await?;
+    if args.patterns {
+        patterns::measure(&mut client, START_MS + SPAN_MS, args.repeat).await?;
+        let _ = stop.send(());
+        server.await??;
+        sql_store.close().await;
+        return Ok(());
+    }
     let last_month = START_MS + SPAN_MS - 30 * 24 * 3600 * 1000;
     let queries: Vec<(&str, CallFilter)> = vec![
         ("no filter", CallFilter::default()),

@@ -27,7 +27,7 @@ pub(super) fn routes() -> Router<Console> {
 }
 
 /// The operations offered as suggestions in the operation filter (any text works).
-const OPERATIONS: [&str; 20] = [
+const OPERATIONS: [&str; 22] = [
     "ListCalls",
     "GetCall",
     "GetRecording",
@@ -48,6 +48,8 @@ const OPERATIONS: [&str; 20] = [
     "RevokeToken",
     "Purge",
     "ListLegalHolds",
+    "ListPatterns",
+    "ListPatternAlerts",
 ];
 
 /// The filter form, as the query string carries it.
@@ -127,7 +129,7 @@ impl From<AccessEntry> for AccessRow {
 struct AccessPage {
     chrome: Chrome,
     form: AccessQuery,
-    operations: [&'static str; 20],
+    operations: [&'static str; 22],
     rows: Vec<AccessRow>,
     next: String,
     /// Where a filtered search stopped short of a full page (0: it did not).

@@ -11,6 +11,7 @@ mod call;
 mod calls;
 mod dashboard;
 mod integrity;
+mod patterns;
 mod reports;
 mod session;
 
@@ -54,6 +55,7 @@ pub fn routes(console: Console) -> Router {
         .merge(audio::routes())
         .merge(admin::routes())
         .merge(dashboard::routes())
+        .merge(patterns::routes())
         .with_state(console)
 }
 
@@ -69,6 +71,8 @@ pub enum Page {
     Reports,
     /// Figures per day and court, records health.
     Dashboard,
+    /// Patterns across calls and their alerts.
+    Patterns,
     /// The access log.
     Access,
     /// Chain verification and the signing key.
@@ -78,10 +82,11 @@ pub enum Page {
 }
 
 /// The navigation: path, text key and page, in the order shown.
-const NAV: [(&str, &str, Page); 6] = [
+const NAV: [(&str, &str, Page); 7] = [
     ("/dashboard", "nav-dashboard", Page::Dashboard),
     ("/calls", "nav-calls", Page::Calls),
     ("/reports", "nav-reports", Page::Reports),
+    ("/patterns", "nav-patterns", Page::Patterns),
     ("/access", "nav-access", Page::Access),
     ("/integrity", "nav-integrity", Page::Integrity),
     ("/admin", "nav-admin", Page::Admin),
@@ -99,6 +104,7 @@ pub fn may_see(page: Page, role: Role, under_loopback_rule: bool) -> bool {
             Page::Call => matches!(role, Compliance | Operator),
             Page::Reports => matches!(role, Compliance | Operator | Auditor),
             Page::Dashboard => matches!(role, Compliance | Auditor | Admin),
+            Page::Patterns => matches!(role, Compliance | Auditor),
             Page::Access => role == Auditor,
             Page::Integrity => matches!(role, Auditor | Admin),
             Page::Admin => role == Admin,
@@ -488,19 +494,27 @@ mod tests {
     #[test]
     fn each_role_sees_only_its_pages() {
         use Page::*;
-        let pages = [Calls, Call, Reports, Dashboard, Access, Integrity, Admin];
+        let pages = [
+            Calls, Call, Reports, Dashboard, Access, Integrity, Admin, Patterns,
+        ];
         let table = [
             (
                 Role::Compliance,
-                [true, true, true, true, false, false, false],
+                [true, true, true, true, false, false, false, true],
             ),
             (
                 Role::Operator,
-                [false, true, true, false, false, false, false],
+                [false, true, true, false, false, false, false, false],
             ),
-            (Role::Auditor, [false, false, true, true, true, true, false]),
-            (Role::Admin, [false, false, false, true, false, true, true]),
-            (Role::Switchboard, [false; 7]),
+            (
+                Role::Auditor,
+                [false, false, true, true, true, true, false, true],
+            ),
+            (
+                Role::Admin,
+                [false, false, false, true, false, true, true, false],
+            ),
+            (Role::Switchboard, [false; 8]),
         ];
         for (role, expected) in table {
             let seen = pages.map(|page| may_see(page, role, false));

@@ -94,6 +94,11 @@ pub(super) async fn reports_of_call(
     Ok(response.reports.iter().map(ReportRow::from).collect())
 }
 
+/// Whether the queue shown is compliance's review queue, where pattern alerts go too.
+fn title_is_review_queue(title: &str) -> bool {
+    title == "reports-queue"
+}
+
 /// Whether `caller` may open reports (the workflow's rule, so the form is offered
 /// only to those it would accept).
 pub(super) fn may_file(caller: &Caller) -> bool {
@@ -110,6 +115,8 @@ struct ReportsPage {
     /// (operators); its title key, empty for none.
     queue_title: &'static str,
     queue: Vec<ReportRow>,
+    /// Pattern alerts, in the review queue (compliance).
+    alerts: Vec<super::patterns::AlertRow>,
     rows: Vec<ReportRow>,
     next: String,
     kinds: [&'static str; 5],
@@ -137,6 +144,7 @@ async fn reports_page(
         error: String::new(),
         queue_title: "",
         queue: Vec::new(),
+        alerts: Vec::new(),
         rows: Vec::new(),
         next: String::new(),
         kinds,
@@ -179,6 +187,15 @@ async fn reports_page(
             Ok(response) => {
                 page.queue_title = title;
                 page.queue = response.reports.iter().map(ReportRow::from).collect();
+            }
+            Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
+        }
+    }
+    if title_is_review_queue(page.queue_title) {
+        let since = super::patterns::alerts_since();
+        match console.server.pattern_alerts_as(&caller, since).await {
+            Ok(alerts) => {
+                page.alerts = alerts.iter().map(super::patterns::AlertRow::from).collect()
             }
             Err(status) => return visitor.respond(failure(visitor.chrome(), &status)),
         }

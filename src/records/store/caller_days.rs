@@ -1,0 +1,459 @@
+//! The store's part of patterns across calls: `caller_days` (what each caller did per
+//! UTC day, court and line), kept in the transactions that store calls, flags,
+//! reports and purges, and read by the pattern queries; and `pattern_matches`, the
+//! rows of chained `PatternMatched` events. A file of its own so the pattern SQL
+//! stays together; it is part of the store (its SQL is the store's).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::Arguments;
+
+use super::{
+    get, push_list, statement_chunks, CallRow, SqlStore, StoreError, MAX_ROWS_PER_STATEMENT,
+};
+use crate::contract::pb::{CallRecord, CallState, PatternKind};
+use crate::records::patterns::{CallerDay, CallerDayKey, DayCounts};
+
+/// Every `caller_days` column, in [`bind_caller_day`] order.
+const CALLER_DAY_COLUMNS: &str = "caller_number, day, court_name, line_number, calls, \
+    hung_up_in_warning, after_hours, flags, reports";
+/// Number of names in [`CALLER_DAY_COLUMNS`].
+const CALLER_DAY_COLUMN_COUNT: usize = 9;
+/// The calls columns [`CallerDay::of_call`] reads.
+const CALLER_CALL_COLUMNS: &str =
+    "call_id, caller_number, received_at_ms, court_name, line_number, end_reason, state";
+/// The condition of the `caller_days_reported` partial index, word for word (SQLite
+/// uses a partial index only for a query that repeats its condition).
+const REPORTED: &str = "(flags > 0 OR reports > 0)";
+
+/// A `pattern_matches` row: one chained `PatternMatched` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternMatchRow {
+    /// Chain position of the event.
+    pub seq: i64,
+    /// The configured rule's name.
+    pub rule: String,
+    /// The caller it matched.
+    pub caller_number: String,
+    /// UTC day of the match (one match per rule, caller and day).
+    pub day: i64,
+    /// When it matched.
+    pub at_ms: i64,
+    /// The `PatternMatched` body (protobuf).
+    pub body: Vec<u8>,
+}
+
+/// What the pattern queries and alerts read; every [`super::Store`] has it.
+#[async_trait]
+pub trait CallerDays: Send + Sync {
+    /// Callers (at most `limit`, by number) whose rows from `first_day` to `last_day`
+    /// reach `threshold` for `kind` over the whole range (the windows inside it can
+    /// only count less).
+    async fn pattern_candidates(
+        &self,
+        kind: PatternKind,
+        threshold: u32,
+        first_day: i64,
+        last_day: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The rows of `callers` from `first_day` to `last_day`.
+    async fn caller_day_rows(
+        &self,
+        callers: &[String],
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vec<CallerDay>, StoreError>;
+    /// Callers with a flag or report on any of their calls (at most `limit`, by number).
+    async fn reported_callers(&self, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// The finished calls of `callers` received before `until_ms`: id, caller, court,
+    /// line, time, and `flagged` set for a flagged or reported call.
+    async fn calls_of_callers(
+        &self,
+        callers: &[String],
+        until_ms: i64,
+    ) -> Result<Vec<CallRecord>, StoreError>;
+    /// Whether `rule` matched `caller` on `day` already.
+    async fn pattern_matched(&self, rule: &str, caller: &str, day: i64)
+        -> Result<bool, StoreError>;
+    /// Pattern matches at or after `since_ms`, newest first, at most `limit`.
+    async fn pattern_matches(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PatternMatchRow>, StoreError>;
+}
+
+fn bind_caller_day(sql: &mut super::Sql, row: &(CallerDayKey, DayCounts)) {
+    let ((caller, day, court, line), counts) = row;
+    let args = &mut sql.args;
+    let _ = args.add(caller.clone());
+    let _ = args.add(*day);
+    let _ = args.add(court.clone());
+    let _ = args.add(line.clone());
+    for value in [
+        counts.calls,
+        counts.hung_up_in_warning,
+        counts.after_hours,
+        counts.flags,
+        counts.reports,
+    ] {
+        let _ = args.add(value);
+    }
+}
+
+fn caller_day_from_row(row: &AnyRow) -> Result<CallerDay, StoreError> {
+    let key = "caller_days";
+    let number = |name: &str| get::<i64>(row, name, key);
+    Ok(CallerDay {
+        caller_number: get(row, "caller_number", key)?,
+        day: number("day")?,
+        court_name: get(row, "court_name", key)?,
+        line_number: get(row, "line_number", key)?,
+        counts: DayCounts {
+            calls: number("calls")?,
+            hung_up_in_warning: number("hung_up_in_warning")?,
+            after_hours: number("after_hours")?,
+            flags: number("flags")?,
+            reports: number("reports")?,
+        },
+    })
+}
+
+/// A record holding the [`CALLER_CALL_COLUMNS`].
+fn caller_call_from_row(row: &AnyRow, operation: &str) -> Result<CallRecord, StoreError> {
+    let number = |name: &str| get::<i64>(row, name, operation);
+    Ok(CallRecord {
+        call_id: get(row, "call_id", operation)?,
+        caller_number: get(row, "caller_number", operation)?,
+        received_at_ms: number("received_at_ms")?,
+        court_name: get(row, "court_name", operation)?,
+        line_number: get(row, "line_number", operation)?,
+        end_reason: i32::try_from(number("end_reason")?).unwrap_or_default(),
+        state: i32::try_from(number("state")?).unwrap_or_default(),
+        ..CallRecord::default()
+    })
+}
+
+impl SqlStore {
+    /// Adds to `caller_days` what the finished calls among `rows` (about to be
+    /// written) add, after taking away what their rows as stored added if those were
+    /// finished already: as the dashboard's figures, each call counts once, as its
+    /// latest row says. Only finished rows are looked up, by key.
+    pub(super) async fn count_caller_days(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        rows: &[&CallRow],
+    ) -> Result<(), StoreError> {
+        let mut sums: HashMap<CallerDayKey, DayCounts> = HashMap::new();
+        let mut finished: Vec<String> = Vec::new();
+        for row in rows {
+            if !matches!(row.state, CallState::Ended | CallState::Interrupted) {
+                continue;
+            }
+            finished.push(row.record.call_id.clone());
+            let record = CallRecord {
+                state: row.state as i32,
+                ..CallRecord::clone(&row.record)
+            };
+            if let Some((key, counts)) = CallerDay::of_call(&record) {
+                sums.entry(key).or_default().add(&counts, 1);
+            }
+        }
+        if finished.is_empty() {
+            return Ok(());
+        }
+        self.take_stored_calls_away(tx, &finished, &mut sums)
+            .await?;
+        self.add_caller_days(tx, sums).await
+    }
+
+    /// Takes what the stored finished rows of `call_ids` added out of `sums`.
+    async fn take_stored_calls_away(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        call_ids: &[String],
+        sums: &mut HashMap<CallerDayKey, DayCounts>,
+    ) -> Result<(), StoreError> {
+        let operation = "read finished calls' callers";
+        for chunk in call_ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql(format!(
+                "SELECT {CALLER_CALL_COLUMNS} FROM calls WHERE state IN (2, 3) AND call_id IN ("
+            ));
+            push_list(&mut sql, chunk);
+            sql.push(")");
+            for row in sql.fetch_all(&mut *tx, operation).await? {
+                if let Some((key, counts)) =
+                    CallerDay::of_call(&caller_call_from_row(&row, operation)?)
+                {
+                    sums.entry(key).or_default().add(&counts, -1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `sums` to the rows of `caller_days`, making rows as needed.
+    async fn add_caller_days(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        sums: HashMap<CallerDayKey, DayCounts>,
+    ) -> Result<(), StoreError> {
+        let mut rows: Vec<(CallerDayKey, DayCounts)> = sums
+            .into_iter()
+            .filter(|(_, counts)| !counts.is_zero())
+            .collect();
+        // One order, so two writers lock the rows alike (PostgreSQL).
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let head = format!("INSERT INTO caller_days ({CALLER_DAY_COLUMNS}) VALUES ");
+        let sums: Vec<String> = CALLER_DAY_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .skip(4)
+            .map(|column| format!("{column} = caller_days.{column} + excluded.{column}"))
+            .collect();
+        let tail = format!(
+            " ON CONFLICT (caller_number, day, court_name, line_number) DO UPDATE SET {}",
+            sums.join(", ")
+        );
+        for chunk in statement_chunks(&rows) {
+            self.values(
+                &head,
+                &tail,
+                CALLER_DAY_COLUMN_COUNT,
+                chunk,
+                bind_caller_day,
+            )
+            .execute(tx, "add caller days")
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a flag's or report's `counts` to the row of call `call_id`'s caller and day
+    /// (no caller number: nothing).
+    pub(super) async fn count_call_mark(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        call_id: &str,
+        counts: DayCounts,
+    ) -> Result<(), StoreError> {
+        let operation = "read a marked call's caller";
+        let mut sql = self.sql(format!(
+            "SELECT {CALLER_CALL_COLUMNS} FROM calls WHERE call_id = "
+        ));
+        sql.bind(call_id.to_owned());
+        let mut sums = HashMap::new();
+        for row in sql.fetch_all(&mut *tx, operation).await? {
+            if let Some(key) = CallerDay::key_of(&caller_call_from_row(&row, operation)?) {
+                sums.insert(key, counts);
+            }
+        }
+        self.add_caller_days(tx, sums).await
+    }
+
+    /// Takes calls about to be purged out of `caller_days`, and deletes the rows left
+    /// at nothing: the table keeps nothing of a call past retention.
+    pub(super) async fn uncount_purged(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        call_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut sums = HashMap::new();
+        self.take_stored_calls_away(tx, call_ids, &mut sums).await?;
+        let callers: Vec<String> = {
+            let mut callers: Vec<String> = sums.keys().map(|key| key.0.clone()).collect();
+            callers.sort();
+            callers.dedup();
+            callers
+        };
+        self.add_caller_days(tx, sums).await?;
+        for chunk in callers.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql(
+                "DELETE FROM caller_days WHERE calls = 0 AND flags = 0 AND reports = 0 \
+                 AND caller_number IN (",
+            );
+            push_list(&mut sql, chunk);
+            sql.push(")");
+            sql.execute(tx, "delete emptied caller days").await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the row of a chained `PatternMatched` event.
+    pub(super) async fn put_pattern_match(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        row: &PatternMatchRow,
+    ) -> Result<(), StoreError> {
+        let mut sql = self.sql(
+            "INSERT INTO pattern_matches (seq, rule, caller_number, day, at_ms, body) VALUES (",
+        );
+        sql.bind(row.seq)
+            .push(", ")
+            .bind(row.rule.clone())
+            .push(", ")
+            .bind(row.caller_number.clone())
+            .push(", ")
+            .bind(row.day)
+            .push(", ")
+            .bind(row.at_ms)
+            .push(", ")
+            .bind(row.body.clone())
+            .push(")");
+        sql.execute(tx, "store pattern match").await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CallerDays for SqlStore {
+    async fn pattern_candidates(
+        &self,
+        kind: PatternKind,
+        threshold: u32,
+        first_day: i64,
+        last_day: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (group, having) = match kind {
+            PatternKind::Courts => ("caller_number", "COUNT(DISTINCT court_name)"),
+            PatternKind::Lines => ("caller_number", "COUNT(DISTINCT line_number)"),
+            PatternKind::RepeatedCalls => ("caller_number, court_name", "SUM(calls)"),
+            PatternKind::WarningHangUps => ("caller_number", "SUM(hung_up_in_warning)"),
+            PatternKind::AfterHours => ("caller_number", "SUM(after_hours)"),
+            PatternKind::ReportedAgain | PatternKind::Unspecified => return Ok(Vec::new()),
+        };
+        let mut sql = self.sql(format!(
+            "SELECT DISTINCT caller_number FROM (SELECT {group} FROM caller_days \
+             WHERE day >= "
+        ));
+        sql.bind(first_day)
+            .push(" AND day <= ")
+            .bind(last_day)
+            .push(" AND calls > 0");
+        sql.push(&format!(" GROUP BY {group} HAVING {having} >= "))
+            .bind(i64::from(threshold))
+            .push(") AS reached ORDER BY caller_number LIMIT ")
+            .bind(i64::from(limit));
+        let operation = "find pattern candidates";
+        sql.fetch_all(&self.pool, operation)
+            .await?
+            .iter()
+            .map(|row| get(row, "caller_number", operation))
+            .collect()
+    }
+
+    async fn caller_day_rows(
+        &self,
+        callers: &[String],
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vec<CallerDay>, StoreError> {
+        let mut rows = Vec::new();
+        for chunk in callers.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql(format!(
+                "SELECT {CALLER_DAY_COLUMNS} FROM caller_days WHERE caller_number IN ("
+            ));
+            push_list(&mut sql, chunk);
+            sql.push(") AND day >= ")
+                .bind(first_day)
+                .push(" AND day <= ")
+                .bind(last_day);
+            for row in sql.fetch_all(&self.pool, "read caller days").await? {
+                rows.push(caller_day_from_row(&row)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn reported_callers(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        let mut sql = self.sql(format!(
+            "SELECT DISTINCT caller_number FROM caller_days WHERE {REPORTED}"
+        ));
+        sql.push(" ORDER BY caller_number LIMIT ")
+            .bind(i64::from(limit));
+        let operation = "find reported callers";
+        sql.fetch_all(&self.pool, operation)
+            .await?
+            .iter()
+            .map(|row| get(row, "caller_number", operation))
+            .collect()
+    }
+
+    async fn calls_of_callers(
+        &self,
+        callers: &[String],
+        until_ms: i64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let operation = "read callers' calls";
+        let mut calls = Vec::new();
+        for chunk in callers.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = self.sql(format!(
+                "SELECT {CALLER_CALL_COLUMNS}, flagged, has_report FROM calls \
+                 WHERE caller_number IN ("
+            ));
+            push_list(&mut sql, chunk);
+            sql.push(") AND received_at_ms < ")
+                .bind(until_ms)
+                .push(" AND state IN (2, 3)");
+            for row in sql.fetch_all(&self.pool, operation).await? {
+                let marked = get::<i64>(&row, "flagged", operation)? != 0
+                    || get::<i64>(&row, "has_report", operation)? != 0;
+                calls.push(CallRecord {
+                    flagged: marked,
+                    ..caller_call_from_row(&row, operation)?
+                });
+            }
+        }
+        Ok(calls)
+    }
+
+    async fn pattern_matched(
+        &self,
+        rule: &str,
+        caller: &str,
+        day: i64,
+    ) -> Result<bool, StoreError> {
+        let mut sql = self.sql("SELECT seq FROM pattern_matches WHERE rule = ");
+        sql.bind(rule.to_owned())
+            .push(" AND caller_number = ")
+            .bind(caller.to_owned())
+            .push(" AND day = ")
+            .bind(day);
+        Ok(!sql
+            .fetch_all(&self.pool, "look up a pattern match")
+            .await?
+            .is_empty())
+    }
+
+    async fn pattern_matches(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PatternMatchRow>, StoreError> {
+        let operation = "read pattern matches";
+        let mut sql = self.sql(
+            "SELECT seq, rule, caller_number, day, at_ms, body FROM pattern_matches WHERE at_ms >= ",
+        );
+        sql.bind(since_ms)
+            .push(" ORDER BY at_ms DESC, seq DESC LIMIT ")
+            .bind(i64::from(limit));
+        sql.fetch_all(&self.pool, operation)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(PatternMatchRow {
+                    seq: get(row, "seq", operation)?,
+                    rule: get(row, "rule", operation)?,
+                    caller_number: get(row, "caller_number", operation)?,
+                    day: get(row, "day", operation)?,
+                    at_ms: get(row, "at_ms", operation)?,
+                    body: get(row, "body", operation)?,
+                })
+            })
+            .collect()
+    }
+}
