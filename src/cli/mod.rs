@@ -1,5 +1,5 @@
 //! The `courtline` command line: `serve`, `check`, `prompts check`, `calls list`, `records serve`,
-//! `reports`.
+//! `reports`, `reload`.
 //!
 //! The edge of both processes: `serve` starts the switchboard (and, when
 //! configured, the records service in the same process), `records serve` the
@@ -10,6 +10,7 @@ pub mod calls;
 pub mod check;
 pub mod prompts;
 pub mod records;
+pub mod reload;
 pub mod reports;
 pub mod serve;
 
@@ -60,6 +61,13 @@ pub enum Command {
     /// "Three rules" reports: open, fill in, submit, review, list, export.
     #[command(subcommand)]
     Reports(reports::ReportsCommand),
+    /// Ask the running `courtline serve` to reload its configuration (like SIGHUP):
+    /// every file is loaded and checked first; a refusal prints why and exits 1.
+    Reload {
+        /// The admin endpoint to ask (default: [admin] listen of --config).
+        #[arg(long)]
+        admin: Option<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -81,6 +89,7 @@ pub fn main() -> ExitCode {
             Command::Calls(command) => calls::run(&cli.config, command).await,
             Command::Records(command) => records::run(&cli.config, command).await,
             Command::Reports(command) => reports::run(&cli.config, command).await,
+            Command::Reload { admin } => reload::run(&cli.config, admin).await,
         }
     });
     match result {

@@ -18,7 +18,9 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use self::signing::RecordsKey;
-use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::chain::{
+    event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, CONFIG_APPLIED, GENESIS_PREV,
+};
 use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
 use super::store::{
@@ -167,6 +169,7 @@ pub fn kind_of(body: &EventBody) -> &'static str {
             Some(NodeKind::Ended(_)) => "ended",
             Some(NodeKind::NodeStarted(_)) => "node_started",
             Some(NodeKind::Recording(_)) => "recording",
+            Some(NodeKind::ConfigApplied(_)) => CONFIG_APPLIED,
             None => "node_empty",
         },
         Some(Kind::Interrupted(_)) => "interrupted",
@@ -232,7 +235,9 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
                     (Box::new(milestone.snapshot.clone()?), CallState::InProgress)
                 }
                 NodeKind::Ended(record) => (Box::new(record.clone()), CallState::Ended),
-                NodeKind::NodeStarted(_) | NodeKind::Recording(_) => return None,
+                NodeKind::NodeStarted(_)
+                | NodeKind::Recording(_)
+                | NodeKind::ConfigApplied(_) => return None,
             };
             Some(CallEffect::Upsert {
                 record,
@@ -1148,10 +1153,15 @@ fn validate_batch(events: &[NodeEvent]) -> Result<(), LedgerError> {
         previous = event.node_seq;
         let call_record = match &event.kind {
             None => return invalid(format!("event {} has no kind", event.node_seq)),
-            Some(NodeKind::NodeStarted(_)) => {
+            Some(NodeKind::NodeStarted(_) | NodeKind::ConfigApplied(_)) => {
                 if !event.call_id.is_empty() {
                     return invalid(format!(
-                        "node_started event {} names a call",
+                        "{} event {} names a call",
+                        if matches!(event.kind, Some(NodeKind::NodeStarted(_))) {
+                            "node_started"
+                        } else {
+                            CONFIG_APPLIED
+                        },
                         event.node_seq
                     ));
                 }
