@@ -203,7 +203,11 @@ async fn wait_for_log(log: &Path, needle: &str, nth: usize) -> serde_json::Value
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().filter(|line| line.contains(needle)).nth(nth - 1) {
+        if let Some(line) = text
+            .lines()
+            .filter(|line| line.contains(needle))
+            .nth(nth - 1)
+        {
             return serde_json::from_str(line).unwrap();
         }
         assert!(
@@ -277,18 +281,20 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
     assert_eq!(kept.prompt_sha256, sha256_of(&old));
 
     // A bad file: refused with file, key and reason; the old configuration stays.
-    serve.write_config(
-        &prompt(&scratch.path().join("missing.wav")),
-        "",
-        RTP_PORTS,
-    );
+    serve.write_config(&prompt(&scratch.path().join("missing.wav")), "", RTP_PORTS);
     let refused = serve.reload();
     let stderr = text(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
-    assert!(stderr.contains(&serve.config.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&serve.config.display().to_string()),
+        "{stderr}"
+    );
     assert!(stderr.contains("`prompts.test.file`"), "{stderr}");
     assert!(stderr.contains("missing.wav"), "{stderr}");
-    assert!(stderr.contains("configuration in force is unchanged"), "{stderr}");
+    assert!(
+        stderr.contains("configuration in force is unchanged"),
+        "{stderr}"
+    );
     assert_eq!(prompt_of_a_new_call(&serve).await, sha256_of(&new));
 
     // A restart-only key: refused, naming it.
@@ -296,7 +302,10 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
     let refused = serve.reload();
     let stderr = text(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
-    assert!(stderr.contains("restart needed: media.rtp_ports"), "{stderr}");
+    assert!(
+        stderr.contains("restart needed: media.rtp_ports"),
+        "{stderr}"
+    );
 
     // By `courtline reload`: a new line, and versions of the warning: one whose
     // time has come (it plays now) and one for 2099 (loaded and checked, not played).
@@ -331,7 +340,13 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
 
     // The history: the start-up baseline, then each applied reload, newest first.
     let endpoint = format!("http://{}", serve.records);
-    let history = serve.cli(&["records", "config-history", "--endpoint", &endpoint, "--utc"]);
+    let history = serve.cli(&[
+        "records",
+        "config-history",
+        "--endpoint",
+        &endpoint,
+        "--utc",
+    ]);
     let listing = text(&history.stdout);
     assert!(history.status.success(), "{}", text(&history.stderr));
     let headings: Vec<&str> = listing.lines().filter(|l| l.starts_with('#')).collect();
@@ -342,13 +357,22 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
     assert!(headings[2].contains("(baseline at start-up)"), "{listing}");
     assert!(listing.contains("lines added: 02112369"), "{listing}");
     assert!(
-        listing.contains(&format!("version 2026 from 2025-12-31T16:00:00Z: sha256 {}", sha256_of(&scheduled))),
+        listing.contains(&format!(
+            "version 2026 from 2025-12-31T16:00:00Z: sha256 {}",
+            sha256_of(&scheduled)
+        )),
         "{listing}"
     );
     // Each links to the one before.
     let sha = |heading: &str| heading.split("sha256 ").nth(1).unwrap()[..64].to_owned();
-    assert!(headings[0].contains(&format!("(was {})", sha(headings[1]))), "{listing}");
-    assert!(headings[1].contains(&format!("(was {})", sha(headings[2]))), "{listing}");
+    assert!(
+        headings[0].contains(&format!("(was {})", sha(headings[1]))),
+        "{listing}"
+    );
+    assert!(
+        headings[1].contains(&format!("(was {})", sha(headings[2]))),
+        "{listing}"
+    );
 
     let verify = serve.cli(&["records", "verify", "--endpoint", &endpoint]);
     assert!(

@@ -6,10 +6,9 @@
 //! A thin adapter: the metrics and the readiness decision are the switchboard's
 //! ([`crate::switchboard::metrics`], [`crate::switchboard::health`]).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -66,8 +65,8 @@ pub fn spawn(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
         {
             error!("admin endpoint stopped: {e}");
         }

@@ -53,7 +53,10 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                 p.sha256
             ));
             for warning in levels.warnings() {
-                warnings.push(format!("prompt {id}{from} ({}): {warning}", p.path.display()));
+                warnings.push(format!(
+                    "prompt {id}{from} ({}): {warning}",
+                    p.path.display()
+                ));
             }
         }
     }

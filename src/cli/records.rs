@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use super::calls::ServiceArgs;
 use crate::config::Config;
 use crate::contract::pb::{
-    AddTokenRequest, ConfigChange, ListAccessRequest, ListConfigChangesRequest, ListGapsRequest, ListTokensRequest, PurgeRequest,
-    RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
+    AddTokenRequest, ConfigChange, ListAccessRequest, ListConfigChangesRequest, ListGapsRequest,
+    ListTokensRequest, PurgeRequest, RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
 };
 use crate::records::auth::{parse_role, role_name};
 use crate::records::export_check::{ExportKind, SNIFF_BYTES};
@@ -646,14 +646,20 @@ fn config_change_lines(change: &ConfigChange, clock: &Clock) -> Vec<String> {
         let from = if prompt.valid_from_ms == 0 {
             String::new()
         } else {
-            format!(" from {}", clock.show(prompt.valid_from_ms, chrono::SecondsFormat::Secs))
+            format!(
+                " from {}",
+                clock.show(prompt.valid_from_ms, chrono::SecondsFormat::Secs)
+            )
         };
         let label = if prompt.version.is_empty() {
             String::new()
         } else {
             format!(" version {}", prompt.version)
         };
-        lines.push(format!("          prompt {}{label}{from}: sha256 {}", prompt.id, prompt.sha256));
+        lines.push(format!(
+            "          prompt {}{label}{from}: sha256 {}",
+            prompt.id, prompt.sha256
+        ));
     }
     lines
 }

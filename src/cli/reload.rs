@@ -86,9 +86,9 @@ impl Reloader {
 /// and prints what it answered; exits 1 when the reload was refused.
 pub async fn run(config_path: &Path, admin: Option<String>) -> anyhow::Result<ExitCode> {
     let addr = match admin {
-        Some(text) => text
-            .parse::<SocketAddr>()
-            .with_context(|| format!("--admin {text:?}: give an address and port, e.g. 127.0.0.1:9460"))?,
+        Some(text) => text.parse::<SocketAddr>().with_context(|| {
+            format!("--admin {text:?}: give an address and port, e.g. 127.0.0.1:9460")
+        })?,
         None => admin_address(config_path)?,
     };
     let user = std::env::var("USER")
@@ -118,7 +118,10 @@ fn admin_address(config_path: &Path) -> anyhow::Result<SocketAddr> {
         Ok(config) => config.admin.address().ok().flatten(),
         Err(error) => {
             warn!("{error}; asking the admin endpoint at its default address");
-            crate::config::AdminConfig::default().address().ok().flatten()
+            crate::config::AdminConfig::default()
+                .address()
+                .ok()
+                .flatten()
         }
     };
     let Some(mut addr) = configured else {

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cli::reload::Reloader;
 use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::ledger::Ledger;
@@ -27,8 +28,9 @@ use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
 use crate::switchboard::endpoint::Monitor;
-use crate::cli::reload::Reloader;
-use crate::switchboard::live::{LiveConfig, PlaylistSchedule, PromptVersion, PromptVersions, Requester};
+use crate::switchboard::live::{
+    LiveConfig, PlaylistSchedule, PromptVersion, PromptVersions, Requester,
+};
 use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
@@ -111,8 +113,9 @@ pub fn load_prompts(config: &Config) -> Result<PromptVersions, Vec<PromptProblem
 /// Logs each prompt version with its levels and warnings.
 pub fn load_live(config: Config) -> Result<LiveConfig, Vec<PromptProblem>> {
     let prompts = load_prompts(&config)?;
-    let schedule =
-        PlaylistSchedule::build(&prompts, chrono::Utc::now(), |chosen| playlists(&config, chosen));
+    let schedule = PlaylistSchedule::build(&prompts, chrono::Utc::now(), |chosen| {
+        playlists(&config, chosen)
+    });
     let live = LiveConfig::new(config, &prompts, schedule);
     for version in prompts.values().flatten() {
         let prompt = &version.prompt;
@@ -559,8 +562,7 @@ pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> 
     let mut signals = StopSignals::new();
     // Subscribed before start-up: SIGHUP's default action would end the process.
     #[cfg(unix)]
-    let mut hangups =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let running = start_reloadable(config, Some(config_path.to_path_buf())).await?;
     info!(sip = %running.sip_addr, records = ?running.records_addr, admin = ?running.admin_addr, "courtline is up; Ctrl-C or SIGTERM to drain and stop, SIGHUP to reload");
     #[cfg(unix)]

@@ -55,10 +55,10 @@ use crate::contract::pb::{
     VerifyResponse,
 };
 use crate::contract::pb::{
-    ConfigChange, ExportReportsRequest, ExportReportsResponse, GetReportRequest,
-    GetReportResponse, ListConfigChangesRequest, ListConfigChangesResponse,
-    ListReportsRequest, ListReportsResponse, OpenReportRequest, Report, ReportFilter,
-    ReportOpenedVia, ReportResponse, ReviewReportRequest, SubmitReportRequest, UpdateReportRequest,
+    ConfigChange, ExportReportsRequest, ExportReportsResponse, GetReportRequest, GetReportResponse,
+    ListConfigChangesRequest, ListConfigChangesResponse, ListReportsRequest, ListReportsResponse,
+    OpenReportRequest, Report, ReportFilter, ReportOpenedVia, ReportResponse, ReviewReportRequest,
+    SubmitReportRequest, UpdateReportRequest,
 };
 
 /// Rows per store query while exporting.

@@ -385,7 +385,10 @@ impl Monitor {
     /// counts and logs it; the configuration in force stays.
     pub fn reload_refused(&self, requester: &Requester, problem: &str) {
         self.shared.metrics.config_reloaded(false);
-        warn!(requested_by = requester.name(), "reload refused, the configuration in force is unchanged: {problem}");
+        warn!(
+            requested_by = requester.name(),
+            "reload refused, the configuration in force is unchanged: {problem}"
+        );
     }
 
     /// Calls in progress.

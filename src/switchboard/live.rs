@@ -83,8 +83,9 @@ impl PlaylistSchedule {
             .flatten()
             .filter_map(|version| version.valid_from)
             .collect();
-        let starts: Vec<Option<DateTime<Utc>>> =
-            std::iter::once(None).chain(changes.into_iter().map(Some)).collect();
+        let starts: Vec<Option<DateTime<Utc>>> = std::iter::once(None)
+            .chain(changes.into_iter().map(Some))
+            .collect();
         let first = in_force_at(&starts, now);
         let stretches = starts[first..]
             .iter()
@@ -126,7 +127,11 @@ pub struct LiveConfig {
 
 impl LiveConfig {
     /// Puts a loaded configuration, its prompts and their playlists together.
-    pub fn new(config: Config, prompts: &PromptVersions, playlists: PlaylistSchedule) -> LiveConfig {
+    pub fn new(
+        config: Config,
+        prompts: &PromptVersions,
+        playlists: PlaylistSchedule,
+    ) -> LiveConfig {
         let configured: Vec<ConfiguredPrompt> = prompts
             .iter()
             .flat_map(|(id, versions)| {
@@ -435,8 +440,16 @@ fn compare<V: PartialEq>(
     old: &BTreeMap<String, V>,
     new: &BTreeMap<String, V>,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let added = new.keys().filter(|k| !old.contains_key(*k)).cloned().collect();
-    let removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    let added = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     let changed = new
         .iter()
         .filter(|(k, v)| old.get(*k).is_some_and(|before| before != *v))
@@ -484,7 +497,9 @@ mod tests {
     use crate::switchboard::media::prompt::{Playlist, PromptFrames, PromptLevels};
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn prompt(id: &str, sha: &str) -> Prompt {
@@ -551,7 +566,13 @@ record_audio = "never"
         assert_eq!(in_force_at(&starts, at("2027-05-31T15:59:59.999Z")), 1);
         assert_eq!(in_force_at(&starts, at("2027-06-01T00:00:00+08:00")), 2);
         // Only future versions: the first is the one to use.
-        assert_eq!(in_force_at(&[Some(at("2030-01-01T00:00:00Z"))], at("2026-01-01T00:00:00Z")), 0);
+        assert_eq!(
+            in_force_at(
+                &[Some(at("2030-01-01T00:00:00Z"))],
+                at("2026-01-01T00:00:00Z")
+            ),
+            0
+        );
     }
 
     #[test]
@@ -585,7 +606,10 @@ record_audio = "never"
         let before = at("2026-12-31T12:00:00Z");
         let schedule = PlaylistSchedule::build(&prompts, before, build);
         assert_eq!(playing(&schedule, before), "old");
-        assert_eq!(playing(&schedule, midnight - chrono::Duration::milliseconds(1)), "old");
+        assert_eq!(
+            playing(&schedule, midnight - chrono::Duration::milliseconds(1)),
+            "old"
+        );
         assert_eq!(playing(&schedule, midnight), "new");
         // Loaded after midnight: only the new version's stretch is built.
         let later = PlaylistSchedule::build(&prompts, at("2027-02-01T00:00:00Z"), build);
@@ -657,7 +681,10 @@ record_audio = "never"
             decide(&before, &after, false).unwrap_err().keys,
             ["lines[1].record_audio"]
         );
-        assert_eq!(decide(&before, &after, true).unwrap().lines_changed, ["200"]);
+        assert_eq!(
+            decide(&before, &after, true).unwrap().lines_changed,
+            ["200"]
+        );
     }
 
     #[test]

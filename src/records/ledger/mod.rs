@@ -235,9 +235,9 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
                     (Box::new(milestone.snapshot.clone()?), CallState::InProgress)
                 }
                 NodeKind::Ended(record) => (Box::new(record.clone()), CallState::Ended),
-                NodeKind::NodeStarted(_)
-                | NodeKind::Recording(_)
-                | NodeKind::ConfigApplied(_) => return None,
+                NodeKind::NodeStarted(_) | NodeKind::Recording(_) | NodeKind::ConfigApplied(_) => {
+                    return None
+                }
             };
             Some(CallEffect::Upsert {
                 record,

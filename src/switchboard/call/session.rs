@@ -935,14 +935,12 @@ async fn dial(
         offer: Some(offer.render().into_bytes()),
         call_id: Some(format!("{}@courtline", uuid::Uuid::new_v4())),
         // rsipstack answers a 401/407 with these (MD5 or SHA-256, qop=auth).
-        credential: config
-            .operator_account(uri)
-            .map(|account| Credential {
-                username: account.username.clone(),
-                password: account.password.clone(),
-                realm: (!account.realm.is_empty()).then(|| account.realm.clone()),
-                auth_username: None,
-            }),
+        credential: config.operator_account(uri).map(|account| Credential {
+            username: account.username.clone(),
+            password: account.password.clone(),
+            realm: (!account.realm.is_empty()).then(|| account.realm.clone()),
+            auth_username: None,
+        }),
         ..InviteOption::default()
     };
     if uri_transport(&option.callee) == Transport::Udp
