@@ -393,3 +393,55 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
         sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn check_and_prompts_check_cover_every_prompt_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, later) = (dir.path().join("base.wav"), dir.path().join("later.wav"));
+    write_sweep(&base, 3_000, 300.0, 8000);
+    write_sweep(&later, 3_000, 600.0, 8000);
+    let config = dir.path().join("courtline.toml");
+    let write = |later: &Path| {
+        let prompt = format!(
+            "file = \"{}\"\n[[prompts.test.versions]]\nfile = \"{}\"\nversion = \"2027\"\nvalid_from = \"2027-01-01T00:00:00+08:00\"",
+            base.display(),
+            later.display()
+        );
+        std::fs::write(&config, config_text(dir.path(), RTP_PORTS, &prompt, "")).unwrap();
+    };
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_courtline"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    write(&later);
+    let checked = run(&["check"]);
+    let stdout = text(&checked.stdout);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "✓ prompt test from 2027-01-01T00:00:00+08:00: {}",
+            later.display()
+        )),
+        "{stdout}"
+    );
+    let measured = run(&["prompts", "check"]);
+    assert!(measured.status.success(), "{}", text(&measured.stderr));
+    assert!(
+        text(&measured.stdout).contains("prompt test from 2027-01-01T00:00:00+08:00"),
+        "{}",
+        text(&measured.stdout)
+    );
+
+    write(&dir.path().join("missing.wav"));
+    let refused = run(&["check"]);
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("`prompts.test.versions[0].file`"),
+        "{stderr}"
+    );
+}

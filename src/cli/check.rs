@@ -32,16 +32,18 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let mut passed = Vec::new();
     let mut warnings = Vec::new();
     for (id, versions) in &prompts {
-        for scheduled in versions {
+        for (n, scheduled) in versions.iter().enumerate() {
             let p = &scheduled.prompt;
             let version = if p.version.is_empty() {
                 String::new()
             } else {
                 format!("version {}, ", p.version)
             };
-            let from = scheduled
-                .valid_from
-                .map(|at| format!(" from {}", at.to_rfc3339()))
+            // As configured, offset included: the court's midnight reads as such.
+            let from = n
+                .checked_sub(1)
+                .and_then(|i| config.prompts.get(id)?.versions.get(i))
+                .map(|version| format!(" from {}", version.valid_from.to_rfc3339()))
                 .unwrap_or_default();
             let levels = &p.levels;
             passed.push(format!(

@@ -1203,7 +1203,7 @@ pub fn validate_call_id(call_id: &str) -> Result<(), LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::pb::{CallMilestone, Milestone, NodeStarted};
+    use crate::contract::pb::{CallMilestone, ConfigApplied, Milestone, NodeStarted};
 
     fn milestone(seq: u64, call_id: &str) -> NodeEvent {
         NodeEvent {
@@ -1244,6 +1244,27 @@ mod tests {
             ..NodeEvent::default()
         };
         assert!(validate_batch(&[started]).is_ok());
+        let applied = NodeEvent {
+            node_id: "n".into(),
+            node_seq: 1,
+            kind: Some(NodeKind::ConfigApplied(ConfigApplied::default())),
+            ..NodeEvent::default()
+        };
+        assert!(validate_batch(std::slice::from_ref(&applied)).is_ok());
+        let body = EventBody {
+            kind: Some(Kind::NodeEvent(applied.clone())),
+        };
+        assert_eq!(kind_of(&body), CONFIG_APPLIED);
+        assert_eq!(call_effect(&body), None);
+        let naming_a_call = NodeEvent {
+            call_id: id.into(),
+            ..applied
+        };
+        let refused = validate_batch(&[naming_a_call]).unwrap_err().to_string();
+        assert!(
+            refused.contains("config_applied event 1 names a call"),
+            "{refused}"
+        );
     }
 
     #[test]
