@@ -84,11 +84,11 @@ fn sha256_of(path: &Path) -> String {
 const RTP_PORTS: &str = "44600-44699";
 
 impl Serve {
-    /// Starts `courtline serve` on a config whose prompt is `prompt.wav`.
-    async fn start(prompt: &str) -> Serve {
+    /// Starts `courtline serve` with `prompt` as the `[prompts.test]` body.
+    async fn start(prompt: &str, rtp_ports: &str) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("courtline.toml");
-        std::fs::write(&config, config_text(dir.path(), RTP_PORTS, prompt, "")).unwrap();
+        std::fs::write(&config, config_text(dir.path(), rtp_ports, prompt, "")).unwrap();
         let log = dir.path().join("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_courtline"))
             .arg("--config")
@@ -255,7 +255,7 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
         wav("future.wav", 1200.0),
     );
     let prompt = |path: &Path| format!("file = \"{}\"", path.display());
-    let mut serve = Serve::start(&prompt(&old)).await;
+    let mut serve = Serve::start(&prompt(&old), RTP_PORTS).await;
     assert_eq!(prompt_of_a_new_call(&serve).await, sha256_of(&old));
 
     // A call in progress when the warning is changed by SIGHUP.
@@ -444,4 +444,40 @@ fn check_and_prompts_check_cover_every_prompt_version() {
         stderr.contains("`prompts.test.versions[0].file`"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_version_goes_live_at_its_time_without_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, later) = (dir.path().join("now.wav"), dir.path().join("later.wav"));
+    write_sweep(&now, 2_000, 300.0, 8000);
+    write_sweep(&later, 2_000, 600.0, 8000);
+    // A few seconds from now, written in Shanghai's offset (the machine's zone is irrelevant).
+    let valid_from = (chrono::Utc::now() + chrono::Duration::seconds(6))
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+    let prompt = format!(
+        "file = \"{}\"\n[[prompts.test.versions]]\nfile = \"{}\"\nvalid_from = \"{}\"",
+        now.display(),
+        later.display(),
+        valid_from.to_rfc3339()
+    );
+    let serve = Serve::start(&prompt, "44800-44899").await;
+    let boundary_ms = valid_from.timestamp_millis();
+    // Which recording a call got, by when it arrived: the version in force then.
+    let expected = |received_at_ms: i64| {
+        if received_at_ms < boundary_ms {
+            sha256_of(&now)
+        } else {
+            sha256_of(&later)
+        }
+    };
+    let mut before = caller_hearing_the_warning(serve.sip).await;
+    before.hang_up().await;
+    let record = serve.record(&before.call_id).await;
+    assert_eq!(record.prompt_sha256, expected(record.received_at_ms));
+    let wait = (valid_from.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    sleep(wait + Duration::from_millis(100)).await;
+    assert_eq!(prompt_of_a_new_call(&serve).await, sha256_of(&later));
 }

@@ -65,6 +65,7 @@ pub struct PlaylistSchedule {
 
 impl PlaylistSchedule {
     /// Playlists that never change (no prompt has versions).
+    #[cfg(test)]
     pub fn fixed(playlists: LinePlaylists) -> PlaylistSchedule {
         PlaylistSchedule {
             stretches: vec![(None, playlists)],
