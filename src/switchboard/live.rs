@@ -17,6 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::media::prompt::{LinePlaylists, Prompt};
+use crate::config::hours::DayKind;
 use crate::config::Config;
 use crate::contract::pb::{ConfigApplied, ConfiguredPrompt};
 
@@ -144,7 +145,7 @@ impl LiveConfig {
                 })
             })
             .collect();
-        let sha256 = config_sha256(&config.effective, &configured);
+        let sha256 = config_sha256(&config.effective, &configured, &calendar_days(&config));
         LiveConfig {
             config: Arc::new(config),
             playlists,
@@ -154,9 +155,45 @@ impl LiveConfig {
     }
 }
 
+/// Each `[hours.<name>]`'s calendar as read from its files: date → "off <name>" or
+/// "work <name> as <weekday>", so the hash covers the files' contents, not their paths.
+fn calendar_days(config: &Config) -> BTreeMap<String, BTreeMap<String, String>> {
+    config
+        .office_hours
+        .iter()
+        .map(|(name, hours)| {
+            let calendar = hours.calendar();
+            let days = calendar
+                .span()
+                .map(|(first, last)| {
+                    first
+                        .iter_days()
+                        .take_while(|day| *day <= last)
+                        .filter_map(|day| {
+                            let kind = match calendar.day(day)? {
+                                DayKind::Off(name) => format!("off {name}"),
+                                DayKind::Work { name, as_weekday } => {
+                                    format!("work {name} as {as_weekday}")
+                                }
+                            };
+                            Some((day.to_string(), kind))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name.clone(), days)
+        })
+        .collect()
+}
+
 /// SHA-256 (hex) of the canonical JSON of `{"config": effective, "prompt_files":
-/// {id: [sha256, ...]}}`: the settings as merged and the exact recordings.
-pub fn config_sha256(effective: &Value, prompts: &[ConfiguredPrompt]) -> String {
+/// {id: [sha256, ...]}, "calendars": {hours: {date: kind}}}`: the settings as merged,
+/// the exact recordings and the holiday calendars as read.
+pub fn config_sha256(
+    effective: &Value,
+    prompts: &[ConfiguredPrompt],
+    calendars: &BTreeMap<String, BTreeMap<String, String>>,
+) -> String {
     let mut files: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for prompt in prompts {
         files
@@ -164,7 +201,8 @@ pub fn config_sha256(effective: &Value, prompts: &[ConfiguredPrompt]) -> String 
             .or_default()
             .push(Value::String(prompt.sha256.clone()));
     }
-    let whole = serde_json::json!({ "config": effective, "prompt_files": files });
+    let whole =
+        serde_json::json!({ "config": effective, "prompt_files": files, "calendars": calendars });
     let mut text = String::new();
     canonical_json(&whole, &mut text);
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -410,7 +448,8 @@ fn changes(before: &LiveConfig, after: &LiveConfig) -> Changes {
                     plays.extend(after_hours.prompt.items());
                 }
                 plays.extend(line.failover_prompt.clone());
-                let hours = config.effective["hours"][&line.hours].clone();
+                // Zone, weekly hours and the calendar files' contents.
+                let hours = config.office_hours.get(&line.hours).cloned();
                 let entry = config.effective["lines"][i].clone();
                 (line.number.clone(), (entry, hours, plays))
             })
@@ -689,10 +728,29 @@ record_audio = "never"
     }
 
     #[test]
+    fn a_changed_calendar_file_changes_the_lines_using_it_and_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let calendar = dir.path().join("cn.txt");
+        let hours = format!(
+            "[hours.office]\nzone = \"Asia/Shanghai\"\nweekly = [\"mon-fri 09:00-17:00\"]\ncalendars = [\"{}\"]\n{}",
+            calendar.display(),
+            BASE.replacen("prompt = \"warn\"", "prompt = \"warn\"\nhours = \"office\"\nafter_hours = { prompt = \"busy\" }", 1)
+        );
+        std::fs::write(&calendar, "2026-10-01..2026-10-07 off 国庆节\n").unwrap();
+        let before = live(&hours, &[("warn", "a"), ("busy", "b")]);
+        std::fs::write(&calendar, "2026-10-01..2026-10-08 off 国庆节\n").unwrap();
+        let after = live(&hours, &[("warn", "a"), ("busy", "b")]);
+        assert_ne!(before.sha256, after.sha256);
+        let changes = decide(&before, &after, false).unwrap();
+        assert_eq!(changes.lines_changed, ["100"]);
+    }
+
+    #[test]
     fn the_hash_ignores_key_order() {
         let a = serde_json::json!({"b": 1, "a": {"y": [1, 2], "x": "s"}});
         let b: Value = serde_json::from_str(r#"{"a": {"x": "s", "y": [1, 2]}, "b": 1}"#).unwrap();
-        assert_eq!(config_sha256(&a, &[]), config_sha256(&b, &[]));
+        let none = BTreeMap::new();
+        assert_eq!(config_sha256(&a, &[], &none), config_sha256(&b, &[], &none));
         let mut text = String::new();
         canonical_json(&a, &mut text);
         assert_eq!(text, r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
