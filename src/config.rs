@@ -29,8 +29,8 @@ use crate::records::web::WebSettings;
 pub mod hours;
 pub mod include;
 pub mod media;
-pub mod probe;
 pub mod patterns;
+pub mod probe;
 pub mod reports;
 pub mod sip;
 pub mod uri;
@@ -123,6 +123,10 @@ pub struct Config {
     /// Which file each line, prompt and hours section came from, for error messages.
     #[serde(skip)]
     pub origins: include::Origins,
+    /// Every key as merged from the files and the environment, before defaults: what a
+    /// reload compares and hashes (`switchboard::live`); not read from the file.
+    #[serde(skip)]
+    pub effective: serde_json::Value,
 }
 
 /// `[admin]`: where monitoring and load balancers reach the switchboard.
@@ -599,6 +603,24 @@ pub struct PromptConfig {
     /// copied into every record beside the file's SHA-256. Optional.
     #[serde(default)]
     pub version: String,
+    /// Later recordings that take over at a set time (`[[prompts.<id>.versions]]`),
+    /// so a new warning goes live at midnight without anyone awake; `file` plays until the first.
+    #[serde(default)]
+    pub versions: Vec<PromptVersionConfig>,
+}
+
+/// `[[prompts.<id>.versions]]`: a recording of the prompt that plays from `valid_from` on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptVersionConfig {
+    /// WAV file, as `[prompts.<id>] file`.
+    pub file: PathBuf,
+    /// The court's label for this recording, copied into records.
+    #[serde(default)]
+    pub version: String,
+    /// When calls start hearing it: RFC 3339 with an offset, e.g. "2027-01-01T00:00:00+08:00"
+    /// (an offset, so midnight is the court's midnight whatever the machine's zone).
+    pub valid_from: chrono::DateTime<chrono::FixedOffset>,
 }
 
 /// `[[lines]]`: one court main line.
@@ -1142,6 +1164,7 @@ impl Config {
         })?;
         config.source = source;
         config.origins = origins;
+        config.effective = merged_values;
         config.validate()?;
         config.load_hours()?;
         if let Some(first) = config.records.endpoints.first() {
@@ -1329,12 +1352,32 @@ impl Config {
             ));
         }
         for (id, prompt) in &self.prompts {
-            if prompt.file.as_os_str().is_empty() {
-                return Err(self.invalid(
-                    format!("prompts.{id}.file"),
-                    "is empty".into(),
-                    "Point it at a WAV file, e.g. \"audio/three_rules_zh.wav\".",
-                ));
+            let files = std::iter::once((format!("prompts.{id}.file"), &prompt.file)).chain(
+                prompt.versions.iter().enumerate().map(|(i, version)| {
+                    (format!("prompts.{id}.versions[{i}].file"), &version.file)
+                }),
+            );
+            for (key, file) in files {
+                if file.as_os_str().is_empty() {
+                    return Err(self.invalid(
+                        key,
+                        "is empty".into(),
+                        "Point it at a WAV file, e.g. \"audio/three_rules_zh.wav\".",
+                    ));
+                }
+            }
+            for (i, pair) in prompt.versions.windows(2).enumerate() {
+                if pair[1].valid_from <= pair[0].valid_from {
+                    return Err(self.invalid(
+                        format!("prompts.{id}.versions[{}].valid_from", i + 1),
+                        format!(
+                            "{} is not after the version before it ({})",
+                            pair[1].valid_from.to_rfc3339(),
+                            pair[0].valid_from.to_rfc3339()
+                        ),
+                        "List the versions in the order they go live, each later than the one before.",
+                    ));
+                }
             }
         }
         for (i, account) in self.operator_accounts.iter().enumerate() {

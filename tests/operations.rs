@@ -154,7 +154,10 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
         Some("1")
     );
     assert_eq!(
-        value_of(&metrics, "courtline_config_reloads_total"),
+        value_of(
+            &metrics,
+            r#"courtline_config_reloads_total{result="applied"}"#
+        ),
         Some("0")
     );
     // The embedded records service has stored the call's events.

@@ -7,9 +7,9 @@ mod records_common;
 use courtline::contract::pb::export_calls_response::Item;
 use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
-    CallFilter, CallState, Choice, EndReason, ExportCallsRequest, ExportFormat, FlagCallRequest,
-    FlagCategory, GetCallRequest, ListCallsRequest, ListGapsRequest, LogEventsRequest, Milestone,
-    SortOrder, VerifyRequest,
+    CallFilter, CallState, Choice, ConfigApplied, EndReason, ExportCallsRequest, ExportFormat,
+    FlagCallRequest, FlagCategory, GetCallRequest, ListCallsRequest, ListConfigChangesRequest,
+    ListGapsRequest, LogEventsRequest, Milestone, NodeEvent, SortOrder, VerifyRequest,
 };
 use courtline::records::export::verify_export;
 use courtline::records::store::{SqlStore, Store};
@@ -533,7 +533,89 @@ async fn flags_exports_and_retention(db: Db) {
     store.close().await;
 }
 
+/// A switchboard's applied configuration, as it chains one.
+fn config_applied(requested_by: &str, sha256: &str, previous: &str) -> NodeEvent {
+    NodeEvent {
+        at_ms: 1_700_000_000_000,
+        kind: Some(Kind::ConfigApplied(ConfigApplied {
+            requested_by: requested_by.into(),
+            config_sha256: sha256.into(),
+            previous_sha256: previous.into(),
+            lines_added: vec!["02112369".into()],
+            ..ConfigApplied::default()
+        })),
+        ..NodeEvent::default()
+    }
+}
+
+async fn config_changes_are_chained_listed_newest_first_and_verified(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut client = service.client(None).await;
+    let mut events = vec![node_started(), config_applied("startup", "aa", "")];
+    events.extend(complete_calls([1]));
+    events.push(config_applied("sighup", "bb", "aa"));
+    let count = events.len() as u32;
+    assert_eq!(
+        log(&mut client, numbered("sb-1", 1, events)).await,
+        (count, 0)
+    );
+    // Another node's, and a page at a time, newest first.
+    log(
+        &mut client,
+        numbered("sb-2", 1, vec![config_applied("startup", "cc", "")]),
+    )
+    .await;
+    let page = |before_seq| ListConfigChangesRequest {
+        page_size: 2,
+        before_seq,
+    };
+    let first = client
+        .list_config_changes(page(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen: Vec<(&str, &str)> = first
+        .changes
+        .iter()
+        .map(|c| {
+            let applied = c.applied.as_ref().unwrap();
+            (c.node_id.as_str(), applied.config_sha256.as_str())
+        })
+        .collect();
+    assert_eq!(seen, [("sb-2", "cc"), ("sb-1", "bb")]);
+    assert_eq!(
+        first.changes[1].applied.as_ref().unwrap().previous_sha256,
+        "aa"
+    );
+    assert_ne!(first.next_before_seq, 0);
+    let second = client
+        .list_config_changes(page(first.next_before_seq))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.changes.len(), 1);
+    assert_eq!(
+        second.changes[0].applied.as_ref().unwrap().requested_by,
+        "startup"
+    );
+    assert_eq!(second.next_before_seq, 0);
+    // A configuration belongs to the node, never to a call.
+    let mut stray = config_applied("sighup", "dd", "bb");
+    stray.call_id = call_id(1);
+    let refused = client
+        .log_events(LogEventsRequest {
+            events: numbered("sb-1", count as u64 + 1, vec![stray]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let report = client.verify(VerifyRequest {}).await.unwrap().into_inner();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    service.stop().await;
+}
+
 on_both_backends!(
+    config_changes_are_chained_listed_newest_first_and_verified,
     events_are_idempotent_and_calls_are_projected,
     an_event_changing_a_calls_arrival_columns_rewrites_its_row,
     filters_sort_and_pagination,

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{Config, ConnectMode, HuntStrategy};
+use crate::switchboard::live::PlaylistSchedule;
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::prompt::MIN_QUIET_BEFORE_SOUND_MS;
 
@@ -30,29 +31,43 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     };
     let mut passed = Vec::new();
     let mut warnings = Vec::new();
-    let mut ids: Vec<&String> = prompts.keys().collect();
-    ids.sort();
-    for id in ids {
-        let p = &prompts[id];
-        let version = if p.version.is_empty() {
-            String::new()
-        } else {
-            format!("version {}, ", p.version)
-        };
-        let levels = &p.levels;
-        passed.push(format!(
-            "✓ prompt {id}: {} ({:.1} s, peak {:.1} dBFS, RMS {:.1} dBFS, {version}sha256 {})",
-            p.path.display(),
-            f64::from(p.frames.duration_ms()) / 1000.0,
-            levels.peak_dbfs,
-            levels.rms_dbfs,
-            p.sha256
-        ));
-        for warning in levels.warnings() {
-            warnings.push(format!("prompt {id} ({}): {warning}", p.path.display()));
+    for (id, versions) in &prompts {
+        for (n, scheduled) in versions.iter().enumerate() {
+            let p = &scheduled.prompt;
+            let version = if p.version.is_empty() {
+                String::new()
+            } else {
+                format!("version {}, ", p.version)
+            };
+            // As configured, offset included: the court's midnight reads as such.
+            let from = n
+                .checked_sub(1)
+                .and_then(|i| config.prompts.get(id)?.versions.get(i))
+                .map(|version| format!(" from {}", version.valid_from.to_rfc3339()))
+                .unwrap_or_default();
+            let levels = &p.levels;
+            passed.push(format!(
+                "✓ prompt {id}{from}: {} ({:.1} s, peak {:.1} dBFS, RMS {:.1} dBFS, {version}sha256 {})",
+                p.path.display(),
+                f64::from(p.frames.duration_ms()) / 1000.0,
+                levels.peak_dbfs,
+                levels.rms_dbfs,
+                p.sha256
+            ));
+            for warning in levels.warnings() {
+                warnings.push(format!(
+                    "prompt {id}{from} ({}): {warning}",
+                    p.path.display()
+                ));
+            }
         }
     }
-    let playlists = super::serve::playlists(&config, &prompts);
+    // What callers hear now; later versions were checked above, one by one.
+    let now = chrono::Utc::now();
+    let schedule = PlaylistSchedule::build(&prompts, now, |chosen| {
+        super::serve::playlists(&config, chosen)
+    });
+    let playlists = schedule.at(now);
     for line in &config.lines {
         let ids = line.prompt.items();
         let playlist = playlists.in_hours.get(&line.number);

@@ -1,5 +1,5 @@
 //! The `courtline` command line: `serve`, `check`, `prompts check`, `calls list`, `records serve`,
-//! `reports`.
+//! `reports`, `reload`.
 //!
 //! The edge of both processes: `serve` starts the switchboard (and, when
 //! configured, the records service in the same process), `records serve` the
@@ -8,10 +8,11 @@
 pub mod admin;
 pub mod calls;
 pub mod check;
-pub mod probe;
 pub mod patterns;
+pub mod probe;
 pub mod prompts;
 pub mod records;
+pub mod reload;
 pub mod reports;
 pub mod serve;
 mod systemd;
@@ -83,6 +84,13 @@ pub enum Command {
     /// Patterns across calls: several courts in a few days, repeated calls, called
     /// again after a report, hang-ups during the warning, calls after hours.
     Patterns(patterns::PatternsArgs),
+    /// Ask the running `courtline serve` to reload its configuration (like SIGHUP):
+    /// every file is loaded and checked first; a refusal prints why and exits 1.
+    Reload {
+        /// The admin endpoint to ask (default: [admin] listen of --config).
+        #[arg(long)]
+        admin: Option<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -106,6 +114,7 @@ pub fn main() -> ExitCode {
             Command::Records(command) => records::run(&cli.config, command).await,
             Command::Reports(command) => reports::run(&cli.config, command).await,
             Command::Patterns(args) => patterns::run(&cli.config, args).await,
+            Command::Reload { admin } => reload::run(&cli.config, admin).await,
         }
     });
     match result {

@@ -423,11 +423,11 @@ fn passed_text(line: &str, passed: &Passed) -> String {
 /// `courtline probe`.
 pub async fn run(config_path: &Path, args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let prompts = crate::cli::serve::load_prompts(&config).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        anyhow::anyhow!("prompt files could not be loaded:\n{}", lines.join("\n"))
-    })?;
-    let playlists = crate::cli::serve::playlists(&config, &prompts);
+    // What the switchboard plays now: the prompt versions in force at this moment.
+    let live = crate::cli::serve::load_live(config)
+        .map_err(|problems| anyhow::anyhow!(crate::cli::serve::prompt_problems_text(&problems)))?;
+    let playlists = live.playlists.at(chrono::Utc::now()).clone();
+    let config = Config::clone(&live.config);
     let key = probe_key(&config)?;
     let switchboard = args.to.unwrap_or_else(|| reachable(config.sip.listen));
     let lines: Vec<String> = match &args.line {
@@ -452,20 +452,20 @@ pub async fn run(config_path: &Path, args: ProbeArgs) -> anyhow::Result<ExitCode
     })
 }
 
-/// The probes `courtline serve` runs every `[probe] every_minutes`.
+/// The probes `courtline serve` runs every `[probe] every_minutes`. Each round
+/// follows the configuration in force then (a reload may change the lines, the
+/// prompts or the schedule) and expects the prompt versions in force then.
 pub struct Schedule {
-    /// What to call and expect (the key is read once the switchboard has made it).
+    /// Signs the probe header: the key file lives beside the spool, which only a
+    /// restart can move, so the start-up configuration names it.
     config: Arc<Config>,
-    /// What each line plays.
-    playlists: LinePlaylists,
 }
 
 impl Schedule {
     /// The schedule `config` asks for, if any.
-    pub fn of(config: &Config, playlists: &LinePlaylists) -> Option<Schedule> {
+    pub fn of(config: &Config) -> Option<Schedule> {
         (config.probe.every_minutes > 0).then(|| Schedule {
             config: Arc::new(config.clone()),
-            playlists: playlists.clone(),
         })
     }
 
@@ -480,9 +480,7 @@ impl Schedule {
                 return;
             }
         };
-        let every = Duration::from_secs(u64::from(self.config.probe.every_minutes) * 60);
-        let lines = self.config.probe.scheduled_lines(&self.config);
-        let prober = Prober::new(self.config, self.playlists, key, reachable(switchboard));
+        let switchboard = reachable(switchboard);
         tokio::spawn(async move {
             let mut next = Instant::now() + FIRST_ROUND_DELAY;
             loop {
@@ -490,7 +488,16 @@ impl Schedule {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep_until(next) => {}
                 }
-                next += every;
+                let live = monitor.live();
+                let config = live.config.clone();
+                // Turned off by a reload: look again a minute later.
+                next += Duration::from_secs(u64::from(config.probe.every_minutes.max(1)) * 60);
+                if config.probe.every_minutes == 0 {
+                    continue;
+                }
+                let lines = config.probe.scheduled_lines(&config);
+                let playlists = live.playlists.at(chrono::Utc::now()).clone();
+                let prober = Prober::new(config, playlists, key.clone(), switchboard);
                 for line in &lines {
                     // Draining: new calls get 503, which says nothing about the line.
                     if shutdown.is_cancelled() || monitor.readiness(true).draining {

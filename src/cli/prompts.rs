@@ -37,14 +37,26 @@ pub fn run(config_path: &Path, command: PromptsCommand) -> anyhow::Result<ExitCo
                 return Ok(ExitCode::FAILURE);
             }
         };
+        // Every version, scheduled ones included: each will be played to callers.
         let targets: Vec<(String, PathBuf)> = config
             .prompts
             .iter()
-            .map(|(id, prompt)| {
-                (
+            .flat_map(|(id, prompt)| {
+                let scheduled = prompt.versions.iter().map(move |version| {
+                    (
+                        format!(
+                            "prompt {id} from {} ({})",
+                            version.valid_from.to_rfc3339(),
+                            version.file.display()
+                        ),
+                        version.file.clone(),
+                    )
+                });
+                std::iter::once((
                     format!("prompt {id} ({})", prompt.file.display()),
                     prompt.file.clone(),
-                )
+                ))
+                .chain(scheduled)
             })
             .collect();
         (targets, config.media.leading_silence_ms)

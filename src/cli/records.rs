@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use super::calls::ServiceArgs;
 use crate::config::Config;
 use crate::contract::pb::{
-    AddTokenRequest, ListAccessRequest, ListGapsRequest, ListTokensRequest, PurgeRequest,
-    RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
+    AddTokenRequest, ConfigChange, ListAccessRequest, ListConfigChangesRequest, ListGapsRequest,
+    ListTokensRequest, PurgeRequest, RevokeTokenRequest, Role, VerifyRequest, VerifyResponse,
 };
 use crate::records::auth::{parse_role, role_name};
 use crate::records::export_check::{ExportKind, SNIFF_BYTES};
@@ -46,6 +46,10 @@ pub enum RecordsCommand {
     AccessLog(AccessLogArgs),
     /// Purge calls past [records.service] retention_days; flagged calls stay (admin).
     Purge(PurgeArgs),
+    /// The configurations switchboards applied, start-ups and reloads: who asked, when,
+    /// the configuration's SHA-256, and which lines and prompts changed (auditor,
+    /// compliance, admin).
+    ConfigHistory(ConfigHistoryArgs),
 }
 
 /// `records verify`.
@@ -156,6 +160,20 @@ pub struct AccessLogArgs {
     pub service: ServiceArgs,
 }
 
+/// `records config-history`.
+#[derive(Debug, Args)]
+pub struct ConfigHistoryArgs {
+    /// At most this many applied configurations (newest first).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
 /// `records purge`.
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
@@ -178,6 +196,7 @@ pub async fn run(config_path: &Path, command: RecordsCommand) -> anyhow::Result<
         RecordsCommand::Token(command) => token(config_path, command).await,
         RecordsCommand::AccessLog(args) => access_log(config_path, args).await,
         RecordsCommand::Purge(args) => purge(config_path, args).await,
+        RecordsCommand::ConfigHistory(args) => config_history(config_path, args).await,
     }
 }
 
@@ -568,6 +587,81 @@ async fn access_log(config_path: &Path, args: AccessLogArgs) -> anyhow::Result<E
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn config_history(config_path: &Path, args: ConfigHistoryArgs) -> anyhow::Result<ExitCode> {
+    let (mut client, _) = args.service.connect(config_path).await?;
+    let response = client
+        .list_config_changes(ListConfigChangesRequest {
+            page_size: args.limit,
+            before_seq: 0,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let clock = Clock::from_utc_flag(args.utc);
+    for change in &response.changes {
+        for line in config_change_lines(change, &clock) {
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One applied configuration as `records config-history` prints it: a heading line
+/// (chain position, time, node, who asked, hash), then what changed, then the prompts.
+fn config_change_lines(change: &ConfigChange, clock: &Clock) -> Vec<String> {
+    let applied = change.applied.clone().unwrap_or_default();
+    let asker = match (applied.peer.as_str(), applied.user.as_str()) {
+        ("", _) => applied.requested_by.clone(),
+        (peer, "") => format!("{} from {peer}", applied.requested_by),
+        (peer, user) => format!("{} from {peer} (user {user})", applied.requested_by),
+    };
+    let mut lines = vec![format!(
+        "#{:<8} {} node {} {asker}: sha256 {}{}",
+        change.seq,
+        clock.show(change.at_ms, chrono::SecondsFormat::Millis),
+        change.node_id,
+        applied.config_sha256,
+        if applied.previous_sha256.is_empty() {
+            " (baseline at start-up)".to_owned()
+        } else {
+            format!(" (was {})", applied.previous_sha256)
+        }
+    )];
+    let lists = [
+        ("lines added", &applied.lines_added),
+        ("lines removed", &applied.lines_removed),
+        ("lines changed", &applied.lines_changed),
+        ("prompts added", &applied.prompts_added),
+        ("prompts removed", &applied.prompts_removed),
+        ("prompts changed", &applied.prompts_changed),
+    ];
+    for (what, items) in lists {
+        if !items.is_empty() {
+            lines.push(format!("          {what}: {}", items.join(", ")));
+        }
+    }
+    for prompt in &applied.prompts {
+        let from = if prompt.valid_from_ms == 0 {
+            String::new()
+        } else {
+            format!(
+                " from {}",
+                clock.show(prompt.valid_from_ms, chrono::SecondsFormat::Secs)
+            )
+        };
+        let label = if prompt.version.is_empty() {
+            String::new()
+        } else {
+            format!(" version {}", prompt.version)
+        };
+        lines.push(format!(
+            "          prompt {}{label}{from}: sha256 {}",
+            prompt.id, prompt.sha256
+        ));
+    }
+    lines
 }
 
 async fn purge(config_path: &Path, args: PurgeArgs) -> anyhow::Result<ExitCode> {

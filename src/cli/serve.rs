@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cli::reload::Reloader;
 use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::ledger::Ledger;
@@ -29,6 +30,9 @@ use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
 use crate::switchboard::endpoint::Monitor;
+use crate::switchboard::live::{
+    LiveConfig, PlaylistSchedule, PromptVersion, PromptVersions, Requester,
+};
 use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
@@ -44,12 +48,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// A prompt that cannot be played, with where it was configured.
 #[derive(Debug, thiserror::Error)]
-#[error("{config_file}: `prompts.{id}.file` = {configured:?}{resolved}: {error}")]
+#[error("{config_file}: `{key}` = {configured:?}{resolved}: {error}")]
 pub struct PromptProblem {
     /// The configuration file (or "built-in example configuration").
     pub config_file: String,
     /// The `[prompts.<id>]` id.
     pub id: String,
+    /// The key naming the file: `prompts.<id>.file` or `prompts.<id>.versions[<n>].file`.
+    pub key: String,
     /// The path as written in the configuration.
     pub configured: String,
     /// How a relative path was resolved, for the message; empty for an absolute one.
@@ -58,36 +64,86 @@ pub struct PromptProblem {
     pub error: PromptError,
 }
 
-/// Loads every configured prompt; all problems are reported, not just the first.
-/// Relative paths are resolved from the working directory; the prompts keep
-/// (and messages show) the absolute path.
-pub fn load_prompts(config: &Config) -> Result<HashMap<String, Prompt>, Vec<PromptProblem>> {
-    let mut prompts = HashMap::new();
+/// Loads every configured prompt and each of its scheduled versions, in the order
+/// they go live; all problems are reported, not just the first. Relative paths are
+/// resolved from the working directory; the prompts keep (and messages show) the
+/// absolute path.
+pub fn load_prompts(config: &Config) -> Result<PromptVersions, Vec<PromptProblem>> {
+    let mut prompts = PromptVersions::new();
     let mut problems = Vec::new();
     for (id, prompt) in &config.prompts {
-        let absolute = std::path::absolute(&prompt.file).unwrap_or_else(|_| prompt.file.clone());
-        match Prompt::load(id, &prompt.version, &absolute) {
-            Ok(loaded) => {
-                prompts.insert(id.clone(), loaded);
+        let scheduled = prompt.versions.iter().enumerate().map(|(i, version)| {
+            (
+                format!("prompts.{id}.versions[{i}].file"),
+                &version.file,
+                &version.version,
+                Some(version.valid_from.with_timezone(&chrono::Utc)),
+            )
+        });
+        let files = std::iter::once((
+            format!("prompts.{id}.file"),
+            &prompt.file,
+            &prompt.version,
+            None,
+        ))
+        .chain(scheduled);
+        let mut versions = Vec::new();
+        for (key, file, label, valid_from) in files {
+            let absolute = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            match Prompt::load(id, label, &absolute) {
+                Ok(prompt) => versions.push(PromptVersion { valid_from, prompt }),
+                Err(error) => problems.push(PromptProblem {
+                    config_file: config.origins.locate(&format!("prompts.{id}")).0,
+                    id: id.clone(),
+                    key,
+                    configured: file.display().to_string(),
+                    resolved: if file.is_relative() {
+                        " (relative paths are resolved from the working directory)".into()
+                    } else {
+                        String::new()
+                    },
+                    error,
+                }),
             }
-            Err(error) => problems.push(PromptProblem {
-                config_file: config.origins.locate(&format!("prompts.{id}")).0,
-                id: id.clone(),
-                configured: prompt.file.display().to_string(),
-                resolved: if prompt.file.is_relative() {
-                    " (relative paths are resolved from the working directory)".into()
-                } else {
-                    String::new()
-                },
-                error,
-            }),
         }
+        prompts.insert(id.clone(), versions);
     }
     if problems.is_empty() {
         Ok(prompts)
     } else {
         Err(problems)
     }
+}
+
+/// Everything `config` needs to go live: every prompt version loaded and
+/// pre-encoded, each line's playlists for now and for every scheduled change to come.
+/// Logs each prompt version with its levels and warnings.
+pub fn load_live(config: Config) -> Result<LiveConfig, Vec<PromptProblem>> {
+    let prompts = load_prompts(&config)?;
+    let schedule = PlaylistSchedule::build(&prompts, chrono::Utc::now(), |chosen| {
+        playlists(&config, chosen)
+    });
+    let live = LiveConfig::new(config, &prompts, schedule);
+    for version in prompts.values().flatten() {
+        let prompt = &version.prompt;
+        let levels = &prompt.levels;
+        info!(
+            prompt = %prompt.id,
+            version = %prompt.version,
+            valid_from = ?version.valid_from,
+            file = %prompt.path.display(),
+            sha256 = %prompt.sha256,
+            length_ms = prompt.frames.duration_ms(),
+            peak_dbfs = format!("{:.1}", levels.peak_dbfs),
+            rms_dbfs = format!("{:.1}", levels.rms_dbfs),
+            config_sha256 = %live.sha256,
+            "prompt loaded"
+        );
+        for warning in levels.warnings() {
+            warn!(prompt = %prompt.id, file = %prompt.path.display(), "{warning}");
+        }
+    }
+    Ok(live)
 }
 
 /// Each line's playlists by line number: `media.leading_silence_ms` of
@@ -144,6 +200,8 @@ pub struct Running {
     sip_serving: Arc<AtomicBool>,
     /// Drains the switchboard; readiness and metrics.
     monitor: Monitor,
+    /// Reloads the configuration file, when started from one.
+    reloader: Option<Reloader>,
     /// Stops the switchboard (calls end with BYE and are recorded).
     calls_shutdown: CancellationToken,
     /// Stops the embedded records service, after the last record is delivered.
@@ -349,30 +407,27 @@ fn start_spool(
     Ok((sender.uploading(uploads), delivery, Some(upload_delivery)))
 }
 
+/// The prompt problems of a configuration that cannot go live, one per line.
+pub fn prompt_problems_text(problems: &[PromptProblem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    format!("prompt files could not be loaded:\n{}", lines.join("\n"))
+}
+
 /// Loads prompts, starts the embedded records service (if enabled) and the switchboard.
+/// Without a configuration file to read again, it cannot reload.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let prompts = load_prompts(&config).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        anyhow::anyhow!("prompt files could not be loaded:\n{}", lines.join("\n"))
-    })?;
-    for prompt in prompts.values() {
-        let levels = &prompt.levels;
-        info!(
-            prompt = %prompt.id,
-            version = %prompt.version,
-            file = %prompt.path.display(),
-            sha256 = %prompt.sha256,
-            length_ms = prompt.frames.duration_ms(),
-            peak_dbfs = format!("{:.1}", levels.peak_dbfs),
-            rms_dbfs = format!("{:.1}", levels.rms_dbfs),
-            "prompt loaded"
-        );
-        for warning in levels.warnings() {
-            warn!(prompt = %prompt.id, file = %prompt.path.display(), "{warning}");
-        }
-    }
-    let playlists = playlists(&config, &prompts);
-    let probes = crate::cli::probe::Schedule::of(&config, &playlists);
+    start_reloadable(config, None).await
+}
+
+/// [`start`], reloading from `config_path` on `SIGHUP` and `POST /reload` when given.
+pub async fn start_reloadable(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<Running> {
+    let live =
+        load_live(config).map_err(|problems| anyhow::anyhow!(prompt_problems_text(&problems)))?;
+    let config = live.config.clone();
+    let probes = crate::cli::probe::Schedule::of(&config);
     // Checked by `Config::validate`; a bad value only turns the endpoint off.
     let config_admin = config.admin.address().ok().flatten();
     let records_shutdown = CancellationToken::new();
@@ -384,11 +439,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } = start_records(&config, &records_shutdown).await?;
     let (sender, delivery, uploads) = start_spool(&config, options)?;
     let calls_shutdown = CancellationToken::new();
-    let switchboard = Switchboard::bind(config, playlists, sender, calls_shutdown.clone()).await?;
+    let switchboard = Switchboard::bind(live, sender, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
     let tls_addr = switchboard.tls_addr();
     let active_calls = switchboard.active_calls();
     let monitor = switchboard.monitor();
+    monitor.record_baseline().await;
+    let reloader = config_path.map(|path| Reloader::new(path, monitor.clone()));
     let admin_listener = match config_admin {
         Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen for the admin endpoint on {listen} ([admin] listen; \"\" turns it off)")
@@ -429,9 +486,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 monitor.clone(),
                 sip_serving.clone(),
                 ledger,
+                reloader.clone(),
                 records_shutdown.clone(),
             );
-            info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
+            info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz, POST /reload)");
             Some(addr)
         }
         None => None,
@@ -444,6 +502,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         active_calls,
         sip_serving,
         monitor,
+        reloader,
         calls_shutdown,
         records_shutdown,
         switchboard,
@@ -548,10 +607,30 @@ pub async fn serve_until_signal(config_path: &Path) -> anyhow::Result<ExitCode> 
     let config = Config::load(config_path)?;
     let drain_timeout = Duration::from_secs(config.sip.drain_timeout_s);
     let mut signals = StopSignals::new();
-    let running = start(config).await?;
+    // Subscribed before start-up: SIGHUP's default action would end the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let running = start_reloadable(config, Some(config_path.to_path_buf())).await?;
     systemd::spawn_watchdog(running.sip_serving.clone());
     systemd::ready(&format!("taking calls: SIP on {}", running.sip_addr));
-    info!(sip = %running.sip_addr, records = ?running.records_addr, admin = ?running.admin_addr, "courtline is up; Ctrl-C or SIGTERM to drain and stop");
+    info!(sip = %running.sip_addr, records = ?running.records_addr, admin = ?running.admin_addr, "courtline is up; Ctrl-C or SIGTERM to drain and stop, SIGHUP to reload");
+    #[cfg(unix)]
+    if let (Some(hangups), Some(reloader)) = (hangups.as_mut(), running.reloader.clone()) {
+        let stop = signals.next();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                Some(()) = hangups.recv() => {
+                    let reloader = reloader.clone();
+                    tokio::spawn(async move { reloader.reload(Requester::Signal).await });
+                }
+            }
+        }
+    } else {
+        signals.next().await;
+    }
+    #[cfg(not(unix))]
     signals.next().await;
     running.drain(drain_timeout, signals.next()).await;
     info!("shutting down: ending calls and flushing records");

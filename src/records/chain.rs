@@ -25,6 +25,10 @@ pub type Hash = [u8; HASH_LEN];
 /// The `prev_hash` of the first event.
 pub const GENESIS_PREV: Hash = [0; HASH_LEN];
 
+/// The kind name of a switchboard's applied configuration (start-up or reload):
+/// the ledger stores it, `records config-history` lists it.
+pub const CONFIG_APPLIED: &str = "config_applied";
+
 /// Which hash function the chain uses; fixed by the chain's first event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -60,9 +60,10 @@ use crate::contract::pb::{
     VerifyResponse,
 };
 use crate::contract::pb::{
-    ExportReportsRequest, ExportReportsResponse, GetReportRequest, GetReportResponse,
-    ListReportsRequest, ListReportsResponse, OpenReportRequest, Report, ReportFilter,
-    ReportOpenedVia, ReportResponse, ReviewReportRequest, SubmitReportRequest, UpdateReportRequest,
+    ConfigChange, ExportReportsRequest, ExportReportsResponse, GetReportRequest, GetReportResponse,
+    ListConfigChangesRequest, ListConfigChangesResponse, ListReportsRequest, ListReportsResponse,
+    OpenReportRequest, Report, ReportFilter, ReportOpenedVia, ReportResponse, ReviewReportRequest,
+    SubmitReportRequest, UpdateReportRequest,
 };
 
 /// Rows per store query while exporting.
@@ -902,6 +903,19 @@ impl RecordsService for RecordsServer {
     ) -> Result<Response<ListAccessResponse>, Status> {
         let caller = self.auth.authorize(&request, Role::Auditor).await?;
         self.list_access_as(&caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_config_changes(
+        &self,
+        request: Request<ListConfigChangesRequest>,
+    ) -> Result<Response<ListConfigChangesResponse>, Status> {
+        let caller = self
+            .auth
+            .authorize_any(&request, &[Role::Auditor, Role::Compliance, Role::Admin])
+            .await?;
+        self.list_config_changes_as(&caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -1804,6 +1818,60 @@ impl RecordsServer {
             figures,
             health,
             now_ms: now_ms(),
+        })
+    }
+
+    /// `ListConfigChanges` for `caller`: the switchboards' applied configurations, newest first.
+    pub async fn list_config_changes_as(
+        &self,
+        caller: &Caller,
+        request: ListConfigChangesRequest,
+    ) -> Result<ListConfigChangesResponse, Status> {
+        let limit = match request.page_size {
+            0 => 100,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let before = i64::try_from(request.before_seq).unwrap_or(i64::MAX);
+        let events = self
+            .ledger
+            .store()
+            .config_events(before, limit)
+            .await
+            .map_err(|error| store_status("reading applied configurations", error))?;
+        let full = events.len() == limit as usize;
+        let next_before_seq = match events.last() {
+            Some(last) if full => u64::try_from(last.seq).unwrap_or_default(),
+            _ => 0,
+        };
+        // A purged body has no content left to show; its place in the chain stays.
+        let changes: Vec<ConfigChange> = events
+            .into_iter()
+            .filter_map(|event| {
+                let body: EventBody = prost::Message::decode(event.body.as_deref()?).ok()?;
+                let Some(event_body::Kind::NodeEvent(node)) = body.kind else {
+                    return None;
+                };
+                let Some(node_event::Kind::ConfigApplied(applied)) = node.kind else {
+                    return None;
+                };
+                Some(ConfigChange {
+                    seq: u64::try_from(event.seq).unwrap_or_default(),
+                    at_ms: node.at_ms,
+                    node_id: node.node_id,
+                    applied: Some(applied),
+                })
+            })
+            .collect();
+        self.log_access(
+            caller,
+            "ListConfigChanges",
+            serde_json::json!({ "before_seq": request.before_seq }),
+            changes.len() as u64,
+        )
+        .await?;
+        Ok(ListConfigChangesResponse {
+            changes,
+            next_before_seq,
         })
     }
 

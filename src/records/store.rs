@@ -33,7 +33,7 @@ use sqlx::{AnyPool, Arguments, Executor, Row};
 mod caller_days;
 
 pub use self::caller_days::{CallerDays, PatternMatchRow};
-use super::chain::{EventHeader, StoredEvent};
+use super::chain::{EventHeader, StoredEvent, CONFIG_APPLIED};
 use super::dashboard::{day_of, DayCourtTally, Tally};
 use super::patterns::DayCounts;
 use super::reports::workflow::owners;
@@ -526,6 +526,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + CallerDays {
         until_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` applied configurations (`config_applied` events) before chain
+    /// position `before` (0 = newest), newest first.
+    async fn config_events(&self, before: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
     /// Every token ever issued, revoked ones included.
     async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
     /// The caller-name index's mark: a call none of whose events lies past it is indexed.
@@ -1852,6 +1855,18 @@ impl Store for SqlStore {
         }
         sql.push(&format!(" ORDER BY seq DESC LIMIT {limit}"));
         self.fetch_events(sql, "read access log").await
+    }
+
+    async fn config_events(&self, before: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        // The kind as a literal, so PostgreSQL's planner matches the partial index.
+        let mut sql = self.sql(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind = '{CONFIG_APPLIED}'"
+        ));
+        if before > 0 {
+            sql.push(" AND seq < ").bind(before);
+        }
+        sql.push(&format!(" ORDER BY seq DESC LIMIT {limit}"));
+        self.fetch_events(sql, "read applied configurations").await
     }
 
     async fn name_index_mark(&self) -> Result<i64, StoreError> {

@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::sender::RecordSender;
+use super::live::LiveConfig;
 use super::media::ports::RtpPorts;
-use super::media::prompt::LinePlaylists;
 use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
 use super::metrics::Metrics;
@@ -21,15 +21,15 @@ use super::sip::forwarded::TrustedProxies;
 use super::sip::inbound_auth::InboundAuth;
 use super::sip::probe_header::ProbeKey;
 use super::sip::qualify::OperatorHealth;
-use crate::config::Config;
 use crate::contract::pb::CallRecord;
 
-/// Everything calls share, immutable while the switchboard runs.
+/// Everything calls share while the switchboard runs; only the configuration in
+/// force changes (by reload), and each call keeps the one it was admitted with.
 pub(crate) struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// Each line's playlists, loaded and pre-encoded at start-up.
-    pub playlists: LinePlaylists,
+    /// The configuration and playlists in force; a reload swaps the whole `Arc`.
+    pub live: RwLock<Arc<LiveConfig>>,
+    /// Held while a reload is decided and applied, so reloads do not overlap.
+    pub reloading: tokio::sync::Mutex<()>,
     /// Pre-encoded ringback.
     pub ringback: Arc<ToneFrames>,
     /// RTP port range.
@@ -71,6 +71,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The configuration in force now: what a call admitted now keeps to its end.
+    pub fn live(&self) -> Arc<LiveConfig> {
+        self.live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts `live` in force for calls admitted from now on; returns the one it replaces.
+    pub fn replace_live(&self, live: Arc<LiveConfig>) -> Arc<LiveConfig> {
+        let mut current = self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *current, live)
+    }
+
     /// A call ended or was refused: counts it and queues its final record.
     pub fn record_ended(&self, record: CallRecord) {
         self.metrics.call_ended(&record);
@@ -84,7 +101,7 @@ impl Shared {
 
     /// Whether `max_calls` calls are up, so a new one would get 503.
     pub fn full(&self) -> bool {
-        self.active.load(Ordering::Acquire) >= self.config.sip.max_calls
+        self.active.load(Ordering::Acquire) >= self.live().config.sip.max_calls
     }
 }
 

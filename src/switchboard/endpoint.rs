@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::admission::{Admission, Decision, InviteFacts, Now, Refusal, Refused};
 use super::context::{CallSlot, HuntTurns, Shared};
 use super::health::Readiness;
+use super::live::{applied_event, decide, Changes, LiveConfig, Requester, RestartNeeded};
 use super::metrics::{Metrics, Snapshot};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::{Origin, TrustedProxies, FORWARDED_HEADER};
@@ -38,7 +39,6 @@ use crate::switchboard::call::session::CallSetup;
 use crate::switchboard::call::CallFlow;
 use crate::switchboard::delivery::sender::RecordSender;
 use crate::switchboard::media::ports::RtpPorts;
-use crate::switchboard::media::prompt::LinePlaylists;
 use crate::switchboard::media::recording::Recorder;
 use crate::switchboard::media::tone::ToneFrames;
 
@@ -101,11 +101,11 @@ pub struct Switchboard {
 impl Switchboard {
     /// Binds the SIP socket and prepares the stack; call [`Switchboard::run`] to serve.
     pub async fn bind(
-        config: Config,
-        playlists: LinePlaylists,
+        live: LiveConfig,
         records: RecordSender,
         shutdown: CancellationToken,
     ) -> Result<Switchboard, SwitchboardError> {
+        let config = live.config.clone();
         let listen = config.sip.listen;
         let socket = bind_sip_udp(&config).await?;
         // A burst (a trunk failing over, or a flood the shield is about to cut
@@ -237,8 +237,8 @@ impl Switchboard {
         };
         Ok(Switchboard {
             shared: Arc::new(Shared {
-                config,
-                playlists,
+                live: RwLock::new(Arc::new(live)),
+                reloading: tokio::sync::Mutex::new(()),
                 ringback: Arc::new(ringback),
                 ports,
                 records,
@@ -296,11 +296,10 @@ impl Switchboard {
             .incoming_transactions()
             .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
 
-        let interval = self.shared.config.sip.qualify_interval_s;
+        let config = self.shared.live().config.clone();
+        let interval = config.sip.qualify_interval_s;
         if interval > 0 {
-            let targets = self
-                .shared
-                .config
+            let targets = config
                 .lines
                 .iter()
                 .flat_map(|l| l.operator.uris())
@@ -313,10 +312,10 @@ impl Switchboard {
                 self.shared.shutdown.clone(),
             ));
         }
-        if !self.shared.config.registration.registrar.is_empty() {
+        if !config.registration.registrar.is_empty() {
             tokio::spawn(registration::run(
                 self.endpoint.inner.clone(),
-                self.shared.config.registration.clone(),
+                config.registration.clone(),
                 self.shared.metrics.clone(),
                 self.shared.shutdown.clone(),
             ));
@@ -332,10 +331,10 @@ impl Switchboard {
         }
         info!(
             listen = %self.shared.sip_addr,
-            tcp = self.shared.config.sip.tcp,
+            tcp = config.sip.tcp,
             tls = ?self.shared.tls_addr,
-            lines = self.shared.config.lines.len(),
-            max_calls = self.shared.config.sip.max_calls,
+            lines = config.lines.len(),
+            max_calls = config.sip.max_calls,
             "switchboard listening for SIP"
         );
         let _ = ready.send(());
@@ -368,9 +367,65 @@ impl Monitor {
         self.shared.draining.store(true, Ordering::Release);
     }
 
+    /// Records the configuration in force at start-up: the baseline of every later reload.
+    pub async fn record_baseline(&self) {
+        let live = self.shared.live();
+        let event = applied_event(&Requester::Startup, None, &live, Changes::default());
+        if !self.shared.records.config_applied(event).await {
+            warn!("the start-up configuration's records event is not on disk yet; it is still delivered");
+        }
+        info!(sha256 = %live.sha256, "configuration in force (baseline recorded)");
+    }
+
+    /// Puts `live` in force for new calls if [`decide`] allows it (calls in progress
+    /// keep theirs), after chaining its records event; counts the reload either way.
+    pub async fn apply(
+        &self,
+        live: LiveConfig,
+        requester: &Requester,
+    ) -> Result<(Changes, String), RestartNeeded> {
+        let shared = &self.shared;
+        // One reload at a time: each is decided against the configuration it replaces.
+        let _one = shared.reloading.lock().await;
+        let before = shared.live();
+        let changes = match decide(&before, &live, shared.recorder.is_some()) {
+            Ok(changes) => changes,
+            Err(refused) => {
+                shared.metrics.config_reloaded(false);
+                warn!(requested_by = requester.name(), "reload refused: {refused}");
+                return Err(refused);
+            }
+        };
+        let event = applied_event(requester, Some(&before), &live, changes.clone());
+        // Write-ahead, like a call's first milestone: the change is on record before it takes effect.
+        if !shared.records.config_applied(event).await {
+            warn!("the reload's records event is not on disk yet; it is still delivered");
+        }
+        let sha256 = live.sha256.clone();
+        shared.replace_live(Arc::new(live));
+        shared.metrics.config_reloaded(true);
+        info!(requested_by = requester.name(), %sha256, previous = %before.sha256, "configuration reloaded: {changes}");
+        Ok((changes, sha256))
+    }
+
+    /// A reload whose files could not be loaded (`problem` names file, key and reason):
+    /// counts and logs it; the configuration in force stays.
+    pub fn reload_refused(&self, requester: &Requester, problem: &str) {
+        self.shared.metrics.config_reloaded(false);
+        warn!(
+            requested_by = requester.name(),
+            "reload refused, the configuration in force is unchanged: {problem}"
+        );
+    }
+
     /// A synthetic probe of `line` ran at `at_unix_s`: `courtline_probe_success` and its time.
     pub fn probe_finished(&self, line: &str, success: bool, at_unix_s: f64) {
         self.shared.metrics.probe_finished(line, success, at_unix_s);
+    }
+
+    /// The configuration in force now (what scheduled probes expect to hear).
+    pub fn live(&self) -> Arc<LiveConfig> {
+        self.shared.live()
     }
 
     /// Calls in progress.
@@ -382,13 +437,15 @@ impl Monitor {
     pub fn readiness(&self, sip_serving: bool) -> Readiness {
         let shared = &self.shared;
         let backlog = shared.records.backlog();
+        let live = shared.live();
+        let playlists = live.playlists.at(chrono::Utc::now());
         Readiness {
             sip_serving,
-            prompts_loaded: shared
+            prompts_loaded: live
                 .config
                 .lines
                 .iter()
-                .all(|line| shared.playlists.in_hours.contains_key(&line.number)),
+                .all(|line| playlists.in_hours.contains_key(&line.number)),
             spool_writable: shared.records.spool_healthy(),
             records_reachable: backlog.reachable,
             spool_depth: backlog.depth,
@@ -402,6 +459,7 @@ impl Monitor {
         let shared = &self.shared;
         let backlog = shared.records.backlog();
         let targets = shared
+            .live()
             .config
             .lines
             .iter()
@@ -511,7 +569,10 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
             // Draining or full: a load balancer's (Kamailio's) OPTIONS probe
             // moves new calls to other nodes before callers notice.
             Method::Options if shared.draining() || shared.full() => {
-                let retry = header("Retry-After", shared.config.sip.retry_after_s.to_string());
+                let retry = header(
+                    "Retry-After",
+                    shared.live().config.sip.retry_after_s.to_string(),
+                );
                 tx.reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
                     .await
             }
@@ -583,9 +644,11 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
         origin: origin.as_ref(),
         call_id: &call_id,
     };
+    // This call's configuration, kept to its end whatever reloads come meanwhile.
+    let live = shared.live();
     let admission = Admission {
-        config: &shared.config,
-        playlists: &shared.playlists,
+        config: &live.config,
+        playlists: live.playlists.at(now.wall.into()),
         inbound_auth: shared.inbound_auth.as_ref(),
         probe_key: &shared.probe_key,
         health: &shared.health,
@@ -597,7 +660,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     // The slot first, so a flood cannot overshoot max_calls: taking it is the
     // atomic step; `decide` only reads the outcome (a refusal or challenge
     // drops the slot again, after holding it only while deciding).
-    let slot = CallSlot::take(&shared.active, shared.config.sip.max_calls);
+    let slot = CallSlot::take(&shared.active, live.config.sip.max_calls);
     let number = dialled_number(invite.request);
     let admitted = match admission.decide(&invite, slot, now) {
         Decision::Admit(admitted) => *admitted,
@@ -647,7 +710,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
             let refusal = Refusal::unavailable(
                 Refused::NoRtpPort(e.to_string()),
                 admitted.facts,
-                &shared.config,
+                &live.config,
             );
             return refuse(shared, &mut tx, &number, refusal).await;
         }
@@ -655,6 +718,7 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     let local_ip = local_ip_toward(media_peer, shared.sip_addr.ip(), shared.advertise);
     let setup = CallSetup {
         shared: shared.clone(),
+        config: live.config.clone(),
         facts: admitted.facts,
         playlist: admitted.playlist,
         failover: admitted.failover,

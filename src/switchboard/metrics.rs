@@ -80,8 +80,8 @@ pub struct Metrics {
     shield_bans: IntCounter,
     /// Most messages ever queued at the recording writer.
     recording_queue_peak: IntGauge,
-    /// Configuration reloads; stays 0 until courtline can reload.
-    reloads: IntCounter,
+    /// Configuration reloads, by result: applied, or refused (bad file, restart needed).
+    reloads: IntCounterVec,
     /// 1 while draining.
     draining: IntGauge,
     /// 1 while courtline is registered with the PBX, by account and registrar.
@@ -164,7 +164,11 @@ impl Metrics {
             .expect("valid metric"),
             shield_bans: IntCounter::new("courtline_shield_bans_total", "Sources the SIP shield banned (floods, scanners).").expect("valid metric"),
             recording_queue_peak: IntGauge::new("courtline_recording_queue_peak_messages", "Most messages ever queued at the recording writer.").expect("valid metric"),
-            reloads: IntCounter::new("courtline_config_reloads_total", "Configuration reloads.").expect("valid metric"),
+            reloads: IntCounterVec::new(
+                Opts::new("courtline_config_reloads_total", "Configuration reloads (SIGHUP, courtline reload), by result: applied or refused."),
+                &["result"],
+            )
+            .expect("valid metric"),
             draining: IntGauge::new("courtline_draining", "1 while the switchboard drains (SIGTERM received): new calls are refused.").expect("valid metric"),
             registration_up: IntGaugeVec::new(
                 Opts::new("courtline_registration_up", "1 while courtline is registered with the PBX ([registration]), 0 while not."),
@@ -186,6 +190,9 @@ impl Metrics {
         metrics.register_all();
         for phase in PHASES {
             metrics.in_progress.with_label_values(&[phase]).set(0);
+        }
+        for result in ["applied", "refused"] {
+            metrics.reloads.with_label_values(&[result]).reset();
         }
         metrics
     }
@@ -219,6 +226,12 @@ impl Metrics {
                 .register(collector)
                 .expect("distinct metric names");
         }
+    }
+
+    /// A reload was applied (`true`) or refused.
+    pub fn config_reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads.with_label_values(&[result]).inc();
     }
 
     /// A call moved from phase `from` to `to` (`None`: not yet up, or ended).
@@ -535,7 +548,10 @@ mod tests {
             value_of(&text, "courtline_recording_queue_peak_messages"),
             Some("12")
         );
-        assert_eq!(value_of(&text, "courtline_config_reloads_total"), Some("0"));
+        assert_eq!(
+            value_of(&text, r#"courtline_config_reloads_total{result="refused"}"#),
+            Some("0")
+        );
         assert_eq!(value_of(&text, "courtline_draining"), Some("1"));
         // No embedded records service: no ingest figure at all.
         assert!(!text.contains("courtline_records_events_ingested_total"));

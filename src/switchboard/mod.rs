@@ -12,6 +12,7 @@ pub(crate) mod context;
 pub mod delivery;
 pub mod endpoint;
 pub mod health;
+pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod sdp;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courtline::cli::serve::{load_prompts, playlists, start, Running};
+use courtline::cli::serve::{load_live, start, Running};
 use courtline::config::Config;
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallRecord, ListCallsRequest};
@@ -205,8 +205,12 @@ ring_timeout_s = {ring}
             line_extra = options.line_extra,
         );
         let config = Config::from_toml_str(&toml, "test.toml").unwrap();
-        let playlist =
-            playlists(&config, &load_prompts(&config).unwrap()).in_hours["02112368"].clone();
+        let playlist = load_live(config.clone())
+            .unwrap()
+            .playlists
+            .at(chrono::Utc::now())
+            .in_hours["02112368"]
+            .clone();
         let running = start(config).await.unwrap();
         TestSwitchboard {
             sip: running.sip_addr,

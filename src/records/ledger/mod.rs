@@ -27,13 +27,14 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use self::signing::RecordsKey;
-use super::chain::{event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, GENESIS_PREV};
+use super::chain::{
+    event_hash, EventHeader, Hash, HashAlgorithm, StoredEvent, CONFIG_APPLIED, GENESIS_PREV,
+};
 use super::evidence::{self, Evidence, Fate};
 use super::reports::workflow::{next_version, Action, Actor, Refusal};
 use super::store::{
     CallRow, ChainOnto, Change, PatternMatchRow, RecordingRow, RecordingState, ReportRow, Store,
-    StoreError,
-    TokenRow,
+    StoreError, TokenRow,
 };
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
@@ -180,6 +181,7 @@ pub fn kind_of(body: &EventBody) -> &'static str {
             Some(NodeKind::Ended(_)) => "ended",
             Some(NodeKind::NodeStarted(_)) => "node_started",
             Some(NodeKind::Recording(_)) => "recording",
+            Some(NodeKind::ConfigApplied(_)) => CONFIG_APPLIED,
             None => "node_empty",
         },
         Some(Kind::Interrupted(_)) => "interrupted",
@@ -246,7 +248,9 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
                     (Box::new(milestone.snapshot.clone()?), CallState::InProgress)
                 }
                 NodeKind::Ended(record) => (Box::new(record.clone()), CallState::Ended),
-                NodeKind::NodeStarted(_) | NodeKind::Recording(_) => return None,
+                NodeKind::NodeStarted(_) | NodeKind::Recording(_) | NodeKind::ConfigApplied(_) => {
+                    return None
+                }
             };
             Some(CallEffect::Upsert {
                 record,
@@ -1205,10 +1209,15 @@ fn validate_batch(events: &[NodeEvent]) -> Result<(), LedgerError> {
         previous = event.node_seq;
         let call_record = match &event.kind {
             None => return invalid(format!("event {} has no kind", event.node_seq)),
-            Some(NodeKind::NodeStarted(_)) => {
+            Some(NodeKind::NodeStarted(_) | NodeKind::ConfigApplied(_)) => {
                 if !event.call_id.is_empty() {
                     return invalid(format!(
-                        "node_started event {} names a call",
+                        "{} event {} names a call",
+                        if matches!(event.kind, Some(NodeKind::NodeStarted(_))) {
+                            "node_started"
+                        } else {
+                            CONFIG_APPLIED
+                        },
                         event.node_seq
                     ));
                 }
@@ -1250,7 +1259,7 @@ pub fn validate_call_id(call_id: &str) -> Result<(), LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::pb::{CallMilestone, Milestone, NodeStarted};
+    use crate::contract::pb::{CallMilestone, ConfigApplied, Milestone, NodeStarted};
 
     fn milestone(seq: u64, call_id: &str) -> NodeEvent {
         NodeEvent {
@@ -1291,6 +1300,27 @@ mod tests {
             ..NodeEvent::default()
         };
         assert!(validate_batch(&[started]).is_ok());
+        let applied = NodeEvent {
+            node_id: "n".into(),
+            node_seq: 1,
+            kind: Some(NodeKind::ConfigApplied(ConfigApplied::default())),
+            ..NodeEvent::default()
+        };
+        assert!(validate_batch(std::slice::from_ref(&applied)).is_ok());
+        let body = EventBody {
+            kind: Some(Kind::NodeEvent(applied.clone())),
+        };
+        assert_eq!(kind_of(&body), CONFIG_APPLIED);
+        assert_eq!(call_effect(&body), None);
+        let naming_a_call = NodeEvent {
+            call_id: id.into(),
+            ..applied
+        };
+        let refused = validate_batch(&[naming_a_call]).unwrap_err().to_string();
+        assert!(
+            refused.contains("config_applied event 1 names a call"),
+            "{refused}"
+        );
     }
 
     #[test]

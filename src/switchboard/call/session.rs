@@ -25,7 +25,7 @@ use super::flow::{
     CallAction, CallFacts, CallFlow, CallInput, ForkEvent, KeyVia, OperatorFailure, Party, Phase,
 };
 use super::reoffer;
-use crate::config::RecordAudio;
+use crate::config::{Config, RecordAudio};
 use crate::contract::pb::{CallRecord, EndReason, LegMedia, RecordingFinished};
 use crate::switchboard::context::{CallSlot, Shared};
 use crate::switchboard::media::codec::Codec;
@@ -49,6 +49,8 @@ use crate::switchboard::sip::ALLOW;
 pub(crate) struct CallSetup {
     /// Switchboard-wide state.
     pub shared: Arc<Shared>,
+    /// The configuration in force when the call was admitted, kept to its end.
+    pub config: Arc<Config>,
     /// Static facts for the record.
     pub facts: CallFacts,
     /// The line's prompts, lead-in and gaps.
@@ -145,6 +147,7 @@ const PROBE_SILENT_OPERATOR_AFTER: Duration = Duration::from_millis(100);
 async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogStates) {
     let CallSetup {
         shared,
+        config,
         facts,
         playlist,
         failover,
@@ -210,7 +213,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         }
     }
 
-    let reports = &shared.config.reports;
+    let reports = &config.reports;
     let facts = CallFacts {
         report_keys: reports.sequence(),
         report_key_timeout: reports.key_timeout(),
@@ -295,13 +298,12 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     }
                 }
                 CallAction::WatchCallerMedia => {
-                    if let Some(limit) = shared.config.media.rtp_timeout() {
+                    if let Some(limit) = config.media.rtp_timeout() {
                         media.send(MediaCommand::WatchInactivity(limit));
                     }
                 }
                 CallAction::StartPrompt => {
-                    let policy = shared
-                        .config
+                    let policy = config
                         .lines
                         .iter()
                         .find(|line| line.number == facts.line_number)
@@ -346,6 +348,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 CallAction::DialOperator { uri } => {
                     match dial(
                         &shared,
+                        &config,
                         &facts,
                         &uri,
                         caller_codec,
@@ -382,6 +385,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     let mut socket = None;
                     match dial(
                         &shared,
+                        &config,
                         &facts,
                         &uri,
                         caller_codec,
@@ -859,6 +863,7 @@ const UDP_REQUEST_LIMIT: usize = 1300;
 /// Starts an INVITE to an operator.
 async fn dial(
     shared: &Arc<Shared>,
+    config: &Config,
     facts: &CallFacts,
     uri: &str,
     caller_codec: Codec,
@@ -930,19 +935,16 @@ async fn dial(
         offer: Some(offer.render().into_bytes()),
         call_id: Some(format!("{}@courtline", uuid::Uuid::new_v4())),
         // rsipstack answers a 401/407 with these (MD5 or SHA-256, qop=auth).
-        credential: shared
-            .config
-            .operator_account(uri)
-            .map(|account| Credential {
-                username: account.username.clone(),
-                password: account.password.clone(),
-                realm: (!account.realm.is_empty()).then(|| account.realm.clone()),
-                auth_username: None,
-            }),
+        credential: config.operator_account(uri).map(|account| Credential {
+            username: account.username.clone(),
+            password: account.password.clone(),
+            realm: (!account.realm.is_empty()).then(|| account.realm.clone()),
+            auth_username: None,
+        }),
         ..InviteOption::default()
     };
     if uri_transport(&option.callee) == Transport::Udp
-        && shared.config.sip.tcp
+        && shared.live().config.sip.tcp
         && shared
             .dialog_layer
             .make_invite_request(&option)
@@ -986,7 +988,7 @@ async fn dial(
 /// operator fails at once, and an INVITE too large for UDP stays on UDP
 /// (RFC 3261 §18.1.1 says to retry over UDP when TCP is refused).
 async fn connect_stream(shared: &Shared, target: &SipAddr) -> Option<Result<(), String>> {
-    let limit = Duration::from_millis(shared.config.sip.t1_ms) * 4;
+    let limit = Duration::from_millis(shared.live().config.sip.t1_ms) * 4;
     let lookup = shared
         .dialog_layer
         .endpoint
@@ -1015,7 +1017,7 @@ async fn udp_refusal(shared: &Shared, callee: &rsipstack::sip::Uri) -> Option<Re
         .await
         .ok()?;
     let address = resolved.get_socketaddr().ok()?;
-    let interval = Duration::from_millis(shared.config.sip.t1_ms);
+    let interval = Duration::from_millis(shared.live().config.sip.t1_ms);
     Some(Box::pin(qualify::udp_refusal(
         address,
         PROBE_SILENT_OPERATOR_AFTER,

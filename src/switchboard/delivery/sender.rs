@@ -24,7 +24,8 @@ use super::upload::Uploads;
 use crate::contract::connect::{connect, error_chain, RecordsClient};
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{
-    CallMilestone, CallRecord, LogEventsRequest, NodeEvent, NodeStarted, RecordingFinished,
+    CallMilestone, CallRecord, ConfigApplied, LogEventsRequest, NodeEvent, NodeStarted,
+    RecordingFinished,
 };
 use crate::contract::row::record_json;
 
@@ -351,6 +352,24 @@ impl RecordSender {
             }
             Err(_) => warn!(call_id = %call_id, "spool slower than 1 s; the call goes on"),
         }
+    }
+
+    /// The switchboard put a configuration into force (start-up or reload): queues its
+    /// event and waits (at most a second) until it is on disk. Whether it got there.
+    pub async fn config_applied(&self, applied: ConfigApplied) -> bool {
+        let (durable, written) = oneshot::channel();
+        self.enqueue(
+            NodeEvent {
+                at_ms: now_ms(),
+                kind: Some(NodeKind::ConfigApplied(applied)),
+                ..NodeEvent::default()
+            },
+            Some(durable),
+        );
+        matches!(
+            tokio::time::timeout(MILESTONE_DURABLE_WAIT, written).await,
+            Ok(Ok(true))
+        )
     }
 
     /// Whether the spool is writable; when not, new calls must be refused (or carried
