@@ -5,12 +5,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::serve_child::{http_get, metric_value, wait_for_log, ServeChild};
 use support::{recv_rtp, write_test_prompt, Caller, Options, RawRequest, SipPeer, TestSwitchboard};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, Instant};
 
 /// The Debian `prometheus` package's checker.
@@ -48,30 +48,11 @@ fn run_promtool(promtool: &str, args: &[&str], stdin: &str) {
     );
 }
 
-/// GET `path` from `addr`: status and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
-/// The value of the series `series` (name and labels exactly as rendered).
-fn value_of<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-}
-
 /// Polls `/readyz` until it answers `status`; returns the body.
 async fn until_ready_is(admin: SocketAddr, status: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (got, body) = get(admin, "/readyz").await;
+        let (got, body) = http_get(admin, "/readyz").await;
         if got == status {
             return body;
         }
@@ -91,7 +72,10 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
         ..Options::default()
     })
     .await;
-    assert_eq!(get(sb.admin, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(
+        http_get(sb.admin, "/healthz").await,
+        (200, "ok\n".to_string())
+    );
     assert_eq!(until_ready_is(sb.admin, 200).await, "ready\n");
 
     // A caller hears the start of the warning and hangs up.
@@ -104,11 +88,11 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
     let record = sb.record(&caller.call_id).await;
     assert!(record.caller_media.is_some());
 
-    let (status, metrics) = get(sb.admin, "/metrics").await;
+    let (status, metrics) = http_get(sb.admin, "/metrics").await;
     assert_eq!(status, 200);
     let line = r#"line="02112368""#;
     assert_eq!(
-        value_of(
+        metric_value(
             &metrics,
             &format!(
                 r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",{line}}}"#
@@ -118,27 +102,27 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
         "{metrics}"
     );
     assert_eq!(
-        value_of(
+        metric_value(
             &metrics,
             &format!("courtline_warning_started_total{{{line}}}")
         ),
         Some("1")
     );
     assert_eq!(
-        value_of(
+        metric_value(
             &metrics,
             &format!("courtline_warning_hangups_total{{{line}}}")
         ),
         Some("1")
     );
     assert_eq!(
-        value_of(
+        metric_value(
             &metrics,
             r#"courtline_calls_in_progress{phase="prompting"}"#
         ),
         Some("0")
     );
-    let sent: u64 = value_of(
+    let sent: u64 = metric_value(
         &metrics,
         r#"courtline_rtp_packets_total{direction="sent",leg="caller"}"#,
     )
@@ -147,21 +131,21 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
     .unwrap();
     assert!(sent > 0, "{metrics}");
     assert_eq!(
-        value_of(
+        metric_value(
             &metrics,
             r#"courtline_operator_target_up{target="sip:nobody@127.0.0.1:9"}"#
         ),
         Some("1")
     );
     assert_eq!(
-        value_of(
+        metric_value(
             &metrics,
             r#"courtline_config_reloads_total{result="applied"}"#
         ),
         Some("0")
     );
     // The embedded records service has stored the call's events.
-    let ingested: u64 = value_of(&metrics, "courtline_records_events_ingested_total")
+    let ingested: u64 = metric_value(&metrics, "courtline_records_events_ingested_total")
         .unwrap()
         .parse()
         .unwrap();
@@ -190,7 +174,7 @@ async fn readyz_is_503_naming_the_spool_while_it_cannot_be_written() {
     let body = until_ready_is(sb.admin, 503).await;
     assert_eq!(body, "spool: the records spool cannot be written\n");
     // Alive all the same.
-    assert_eq!(get(sb.admin, "/healthz").await.0, 200);
+    assert_eq!(http_get(sb.admin, "/healthz").await.0, 200);
     std::fs::remove_file(&spool).unwrap();
     std::fs::rename(&moved, &spool).unwrap();
     until_ready_is(sb.admin, 200).await;
@@ -215,33 +199,10 @@ fn the_readme_alert_rules_pass_promtool() {
     run_promtool(promtool, &["check", "rules", file.to_str().unwrap()], "");
 }
 
-/// A `courtline serve` child (killed if the test fails), its JSON log, and its addresses.
-struct Serve {
-    /// The process.
-    child: Child,
-    /// Its log, one JSON object a line.
-    log: PathBuf,
-    /// Where it takes SIP.
-    sip: SocketAddr,
-    /// Its admin endpoint.
-    admin: SocketAddr,
-    /// Config, prompt, database, spool.
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Serve {
+impl ServeChild {
     /// Starts `courtline serve` with an embedded records service, a 20 s
     /// warning and `drain_timeout_s`.
-    async fn start(rtp_ports: (u16, u16), drain_timeout_s: u32) -> Serve {
+    async fn draining_in(rtp_ports: (u16, u16), drain_timeout_s: u32) -> ServeChild {
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("prompt.wav");
         write_test_prompt(&wav, 20_000);
@@ -279,54 +240,7 @@ record_audio = "never"
             ),
         )
         .unwrap();
-        let log = dir.path().join("serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_courtline"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--log-json")
-            .arg("serve")
-            .env("RUST_LOG", "info,rsipstack=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let admin = wait_for_log(&log, "admin endpoint listening").await["fields"]["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let sip = wait_for_log(&log, "courtline is up").await["fields"]["sip"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Serve {
-            child,
-            log,
-            sip,
-            admin,
-            _dir: dir,
-        }
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits up to 20 s for the process to exit; its status.
-    async fn exited(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "courtline serve did not exit");
-            sleep(Duration::from_millis(50)).await;
-        }
+        ServeChild::start(dir, config).await
     }
 
     /// The end reason of every call logged as ended.
@@ -346,22 +260,6 @@ record_audio = "never"
     }
 }
 
-/// Waits up to 20 s for a log line containing `needle`; returns it parsed.
-async fn wait_for_log(log: &Path, needle: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| line.contains(needle)) {
-            return serde_json::from_str(line).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{text}"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A caller in the middle of the warning.
 async fn caller_hearing_the_warning(sip: SocketAddr) -> Caller {
     let mut caller = Caller::new(sip).await;
@@ -374,10 +272,10 @@ async fn caller_hearing_the_warning(sip: SocketAddr) -> Caller {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normally() {
-    let mut serve = Serve::start((38300, 38399), 60).await;
+    let mut serve = ServeChild::draining_in((38300, 38399), 60).await;
     let mut in_progress = caller_hearing_the_warning(serve.sip).await;
-    serve.terminate();
-    wait_for_log(&serve.log, "draining").await;
+    serve.signal("TERM");
+    wait_for_log(&serve.log, "draining", 1).await;
 
     // A new call: 503 with Retry-After.
     let late = Caller::new(serve.sip).await;
@@ -418,17 +316,17 @@ async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normall
         "{reasons:?}"
     );
     // The refusal is logged (and recorded) as such.
-    wait_for_log(&serve.log, "switchboard draining for shutdown").await;
+    wait_for_log(&serve.log, "switchboard draining for shutdown", 1).await;
     assert!(!reasons.contains(&"shutdown".to_string()), "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_ends_calls_at_once_recorded_as_shutdown() {
-    let mut serve = Serve::start((38400, 38499), 60).await;
+    let mut serve = ServeChild::draining_in((38400, 38499), 60).await;
     let in_progress = caller_hearing_the_warning(serve.sip).await;
-    serve.terminate();
-    wait_for_log(&serve.log, "draining").await;
-    serve.terminate();
+    serve.signal("TERM");
+    wait_for_log(&serve.log, "draining", 1).await;
+    serve.signal("TERM");
     // The caller is hung up on, and the process ends without waiting for the drain timeout.
     in_progress
         .sip
@@ -440,9 +338,9 @@ async fn a_second_sigterm_ends_calls_at_once_recorded_as_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_timeout_ends_the_calls_left_recorded_as_shutdown() {
-    let mut serve = Serve::start((38500, 38599), 1).await;
+    let mut serve = ServeChild::draining_in((38500, 38599), 1).await;
     let in_progress = caller_hearing_the_warning(serve.sip).await;
-    serve.terminate();
+    serve.signal("TERM");
     // The 20 s warning outlasts the 1 s drain: the call is ended, not waited for.
     in_progress
         .sip
@@ -450,5 +348,5 @@ async fn the_drain_timeout_ends_the_calls_left_recorded_as_shutdown() {
         .await;
     assert!(serve.exited().await.success());
     assert_eq!(serve.end_reasons(), ["shutdown"]);
-    wait_for_log(&serve.log, "drain timeout").await;
+    wait_for_log(&serve.log, "drain timeout", 1).await;
 }

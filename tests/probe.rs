@@ -9,46 +9,19 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallFilter, CallRecord, Choice, ListCallsRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::sip::probe_header::{ProbeKey, HEADER};
+use support::serve_child::{metric_value, wait_for_log, ServeChild};
 use support::{recv_rtp, sdp, write_test_prompt, Caller, SipPeer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, Instant};
 
 const LINE: &str = "02112368";
-
-/// A `courtline serve` child (killed if the test fails) and what it was started with.
-struct Serve {
-    /// The process.
-    child: Child,
-    /// Its JSON log.
-    log: PathBuf,
-    /// Its configuration file.
-    config: PathBuf,
-    /// Where it takes SIP.
-    sip: SocketAddr,
-    /// Its admin endpoint.
-    admin: SocketAddr,
-    /// Its embedded records service.
-    records: SocketAddr,
-    /// Config, prompts, database, spool, probe key.
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The configuration: one line playing `prompt.wav`, plus `extra` TOML.
 fn config_text(dir: &Path, wav: &str, rtp_ports: (u16, u16), extra: &str) -> String {
@@ -83,9 +56,9 @@ record_audio = "never"
     )
 }
 
-impl Serve {
+impl ServeChild {
     /// Starts `courtline serve` with a 1.5 s warning and `extra` configuration.
-    async fn start(rtp_ports: (u16, u16), extra: &str) -> Serve {
+    async fn with_probes(rtp_ports: (u16, u16), extra: &str) -> ServeChild {
         let dir = tempfile::tempdir().unwrap();
         write_test_prompt(&dir.path().join("prompt.wav"), 1_500);
         let config = dir.path().join("courtline.toml");
@@ -94,38 +67,7 @@ impl Serve {
             config_text(dir.path(), "prompt.wav", rtp_ports, extra),
         )
         .unwrap();
-        let log = dir.path().join("serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_courtline"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--log-json")
-            .arg("serve")
-            .env("RUST_LOG", "info,rsipstack=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let admin = field(
-            &wait_for_log(&log, "admin endpoint listening").await,
-            "addr",
-        );
-        let up = wait_for_log(&log, "courtline is up").await;
-        let records = up["fields"]["records"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
-        Serve {
-            child,
-            log,
-            config,
-            sip: field(&up, "sip"),
-            admin,
-            records,
-            dir,
-        }
+        ServeChild::start(dir, config).await
     }
 
     /// Runs `courtline probe` with `config` and `args`, to this switchboard.
@@ -142,7 +84,7 @@ impl Serve {
 
     /// Finished calls matching `filter`, waiting up to 10 s for `count` of them.
     async fn calls(&self, filter: CallFilter, count: usize) -> Vec<CallRecord> {
-        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records))
+        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records.unwrap()))
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -189,44 +131,6 @@ fn probe_command(sip: SocketAddr, config: &Path, args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "warn");
     command
-}
-
-/// A socket address in the log line's fields.
-fn field(line: &serde_json::Value, name: &str) -> SocketAddr {
-    line["fields"][name].as_str().unwrap().parse().unwrap()
-}
-
-/// Waits up to 20 s for a log line containing `needle`; returns it parsed.
-async fn wait_for_log(log: &Path, needle: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| line.contains(needle)) {
-            return serde_json::from_str(line).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{text}"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// GET `/metrics` from `admin`.
-async fn metrics(admin: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
-/// The value of `series` (name and labels as rendered).
-fn value_of<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
 }
 
 /// `promtool check metrics` passes on `text` (skipped where the Debian
@@ -304,7 +208,7 @@ async fn forged_probe_call(sip: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_passes_on_a_good_line_is_recorded_as_one_and_left_out_of_the_statistics() {
-    let serve = Serve::start((39100, 39199), "").await;
+    let serve = ServeChild::with_probes((39100, 39199), "").await;
     let out = serve.probe(&serve.config, &["--line", LINE]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -341,13 +245,13 @@ async fn a_probe_passes_on_a_good_line_is_recorded_as_one_and_left_out_of_the_st
         .await;
     assert_eq!(ordinary.len(), 1, "{ordinary:?}");
     assert!(!ordinary[0].probe);
-    wait_for_log(&serve.log, "probe header not accepted").await;
+    wait_for_log(&serve.log, "probe header not accepted", 1).await;
     // Both are listed; only the ordinary call is counted, in the dashboard and the metrics.
     assert_eq!(serve.calls(CallFilter::default(), 2).await.len(), 2);
     assert_eq!(serve.counted_calls().await, 1);
-    let text = metrics(serve.admin).await;
+    let text = serve.metrics().await;
     assert_eq!(
-        value_of(
+        metric_value(
             &text,
             &format!(
                 r#"courtline_calls_total{{end_reason="caller_hung_up_during_prompt",line="{LINE}"}}"#
@@ -361,7 +265,7 @@ async fn a_probe_passes_on_a_good_line_is_recorded_as_one_and_left_out_of_the_st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_fails_naming_the_line_on_another_recording_and_on_an_unknown_line() {
-    let serve = Serve::start((39200, 39299), "").await;
+    let serve = ServeChild::with_probes((39200, 39299), "").await;
     // The probe expects another recording than the switchboard plays (a new
     // version went live on the probe's side only).
     write_other_recording(&serve.dir.path().join("other.wav"), 1_500);
@@ -402,19 +306,19 @@ async fn a_probe_fails_naming_the_line_on_another_recording_and_on_an_unknown_li
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_probes_set_the_success_metric_per_line() {
-    let serve = Serve::start((39300, 39399), "[probe]\nevery_minutes = 60\n").await;
+    let serve = ServeChild::with_probes((39300, 39399), "[probe]\nevery_minutes = 60\n").await;
     let success = format!(r#"courtline_probe_success{{line="{LINE}"}}"#);
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
-        let text = metrics(serve.admin).await;
-        if value_of(&text, &success).is_some() {
+        let text = serve.metrics().await;
+        if metric_value(&text, &success).is_some() {
             break text;
         }
         assert!(Instant::now() < deadline, "no {success} in:\n{text}");
         sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(value_of(&text, &success), Some("1"), "{text}");
-    let ran: f64 = value_of(
+    assert_eq!(metric_value(&text, &success), Some("1"), "{text}");
+    let ran: f64 = metric_value(
         &text,
         &format!(r#"courtline_probe_last_run_timestamp_seconds{{line="{LINE}"}}"#),
     )
@@ -426,7 +330,7 @@ async fn scheduled_probes_set_the_success_metric_per_line() {
         .unwrap()
         .as_secs_f64();
     assert!((now - 60.0..=now).contains(&ran), "{ran} vs {now}");
-    wait_for_log(&serve.log, "synthetic probe passed").await;
+    wait_for_log(&serve.log, "synthetic probe passed", 1).await;
     promtool_accepts(&text);
     // The key the switchboard made is its owner's only.
     assert!(serve.dir.path().join("probe.key").exists());
@@ -436,7 +340,7 @@ async fn scheduled_probes_set_the_success_metric_per_line() {
 async fn a_probe_is_put_through_to_the_probe_target_not_to_the_operators() {
     let target = SipPeer::bind().await;
     let target_uri = format!("sip:probe@{}", target.addr);
-    let serve = Serve::start(
+    let serve = ServeChild::with_probes(
         (39400, 39499),
         &format!("[probe]\ntarget = \"{target_uri}\"\n"),
     )

@@ -8,43 +8,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallRecord, ListCallsRequest};
 use sha2::{Digest, Sha256};
+use support::serve_child::{wait_for_log, ServeChild};
 use support::{recv_rtp, write_sweep, Caller};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, Instant};
-
-/// A `courtline serve` child (killed if the test fails) with its files and addresses.
-struct Serve {
-    /// The process.
-    child: Child,
-    /// Its JSON log.
-    log: PathBuf,
-    /// Its configuration file, rewritten by the test.
-    config: PathBuf,
-    /// Where it takes SIP.
-    sip: SocketAddr,
-    /// Its admin endpoint.
-    admin: SocketAddr,
-    /// Its embedded records service.
-    records: SocketAddr,
-    /// Configuration, prompts, database, spool.
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The configuration: line 02112368 playing `prompt` (a `[prompts.test]` body),
 /// RTP on `rtp_ports`, plus `extra` (more lines).
@@ -83,46 +56,13 @@ fn sha256_of(path: &Path) -> String {
 
 const RTP_PORTS: &str = "44600-44699";
 
-impl Serve {
+impl ServeChild {
     /// Starts `courtline serve` with `prompt` as the `[prompts.test]` body.
-    async fn start(prompt: &str, rtp_ports: &str) -> Serve {
+    async fn with_prompt(prompt: &str, rtp_ports: &str) -> ServeChild {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("courtline.toml");
         std::fs::write(&config, config_text(dir.path(), rtp_ports, prompt, "")).unwrap();
-        let log = dir.path().join("serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_courtline"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--log-json")
-            .arg("serve")
-            .env("RUST_LOG", "info,rsipstack=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let admin = wait_for_log(&log, "admin endpoint listening", 1).await["fields"]["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let up = wait_for_log(&log, "courtline is up", 1).await;
-        let sip = up["fields"]["sip"].as_str().unwrap().parse().unwrap();
-        let records = up["fields"]["records"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
-        Serve {
-            child,
-            log,
-            config,
-            sip,
-            admin,
-            records,
-            dir,
-        }
+        ServeChild::start(dir, config).await
     }
 
     /// Rewrites the configuration file.
@@ -132,13 +72,6 @@ impl Serve {
             config_text(self.dir.path(), rtp_ports, prompt, extra),
         )
         .unwrap();
-    }
-
-    /// Sends the process SIGHUP.
-    fn hang_up(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's PID; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     }
 
     /// Runs `courtline --config <ours> args…` to the end.
@@ -159,7 +92,7 @@ impl Serve {
 
     /// The record of the call whose SIP Call-ID is `sip_call_id`, once it has ended.
     async fn record(&self, sip_call_id: &str) -> CallRecord {
-        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records))
+        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records.unwrap()))
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -183,39 +116,6 @@ impl Serve {
             sleep(Duration::from_millis(50)).await;
         }
     }
-
-    /// The admin endpoint's `/metrics`.
-    async fn metrics(&self) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        let request = format!(
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.admin
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    }
-}
-
-/// Waits up to 20 s for the `nth` log line containing `needle`; returns it parsed.
-async fn wait_for_log(log: &Path, needle: &str, nth: usize) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text
-            .lines()
-            .filter(|line| line.contains(needle))
-            .nth(nth - 1)
-        {
-            return serde_json::from_str(line).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} (#{nth}) in the log:\n{text}"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A call that has started hearing its warning.
@@ -229,7 +129,7 @@ async fn caller_hearing_the_warning(sip: SocketAddr) -> Caller {
 }
 
 /// The prompt SHA-256 recorded for one short call.
-async fn prompt_of_a_new_call(serve: &Serve) -> String {
+async fn prompt_of_a_new_call(serve: &ServeChild) -> String {
     let mut caller = caller_hearing_the_warning(serve.sip).await;
     caller.hang_up().await;
     serve.record(&caller.call_id).await.prompt_sha256
@@ -255,13 +155,13 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
         wav("future.wav", 1200.0),
     );
     let prompt = |path: &Path| format!("file = \"{}\"", path.display());
-    let mut serve = Serve::start(&prompt(&old), RTP_PORTS).await;
+    let mut serve = ServeChild::with_prompt(&prompt(&old), RTP_PORTS).await;
     assert_eq!(prompt_of_a_new_call(&serve).await, sha256_of(&old));
 
     // A call in progress when the warning is changed by SIGHUP.
     let mut in_progress = caller_hearing_the_warning(serve.sip).await;
     serve.write_config(&prompt(&new), "", RTP_PORTS);
-    serve.hang_up();
+    serve.signal("HUP");
     let reloaded = wait_for_log(&serve.log, "configuration reloaded", 1).await;
     assert_eq!(reloaded["fields"]["requested_by"], "sighup");
     assert!(
@@ -339,7 +239,7 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
     );
 
     // The history: the start-up baseline, then each applied reload, newest first.
-    let endpoint = format!("http://{}", serve.records);
+    let endpoint = format!("http://{}", serve.records.unwrap());
     let history = serve.cli(&[
         "records",
         "config-history",
@@ -382,16 +282,8 @@ async fn reloads_change_new_calls_only_refuse_bad_files_and_are_chained() {
         text(&verify.stderr)
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &serve.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while serve.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "courtline serve did not exit");
-        sleep(Duration::from_millis(50)).await;
-    }
+    serve.signal("TERM");
+    serve.exited().await;
 }
 
 #[test]
@@ -461,7 +353,7 @@ async fn a_scheduled_version_goes_live_at_its_time_without_a_reload() {
         later.display(),
         valid_from.to_rfc3339()
     );
-    let serve = Serve::start(&prompt, "44800-44899").await;
+    let serve = ServeChild::with_prompt(&prompt, "44800-44899").await;
     let boundary_ms = valid_from.timestamp_millis();
     // Which recording a call got, by when it arrived: the version in force then.
     let expected = |received_at_ms: i64| {

@@ -4,6 +4,8 @@
 //! the stack courtline uses, keeps the tests an independent peer.
 #![allow(dead_code)]
 
+pub mod serve_child;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
