@@ -6,47 +6,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::serve_child::{http_get, metric_value, wait_for_log, ServeChild};
+use support::serve_child::{
+    http_get, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
+};
 use support::{recv_rtp, write_test_prompt, Caller, Options, RawRequest, SipPeer, TestSwitchboard};
 use tokio::time::{sleep, Instant};
-
-/// The Debian `prometheus` package's checker.
-const PROMTOOL: &str = "/usr/bin/promtool";
-
-/// `promtool`, or `None` (with a message) when it is not installed outside CI.
-fn promtool() -> Option<&'static str> {
-    if Path::new(PROMTOOL).exists() {
-        return Some(PROMTOOL);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{PROMTOOL} is missing: apt-get install prometheus"
-    );
-    eprintln!("skipped: {PROMTOOL} is missing (apt-get install prometheus)");
-    None
-}
-
-/// Runs `promtool args…` with `stdin`; fails the test with its output unless it succeeds.
-fn run_promtool(promtool: &str, args: &[&str], stdin: &str) {
-    let mut child = Command::new(promtool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed:\n{}{}\non:\n{stdin}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Polls `/readyz` until it answers `status`; returns the body.
 async fn until_ready_is(admin: SocketAddr, status: u16) -> String {

@@ -10,14 +10,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallFilter, CallRecord, Choice, ListCallsRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::sip::probe_header::{ProbeKey, HEADER};
-use support::serve_child::{metric_value, wait_for_log, ServeChild};
+use support::serve_child::{metric_value, promtool, run_promtool, wait_for_log, ServeChild};
 use support::{recv_rtp, sdp, write_test_prompt, Caller, SipPeer};
 use tokio::time::{sleep, Instant};
 
@@ -131,31 +131,6 @@ fn probe_command(sip: SocketAddr, config: &Path, args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "warn");
     command
-}
-
-/// `promtool check metrics` passes on `text` (skipped where the Debian
-/// `prometheus` package is missing; tests/operations.rs insists on it in CI).
-fn promtool_accepts(text: &str) {
-    let promtool = Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        eprintln!("skipped: /usr/bin/promtool is missing (apt-get install prometheus)");
-        return;
-    }
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\non:\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Another recording of the same length: two alternating tones, nothing like a sweep.
@@ -331,7 +306,9 @@ async fn scheduled_probes_set_the_success_metric_per_line() {
         .as_secs_f64();
     assert!((now - 60.0..=now).contains(&ran), "{ran} vs {now}");
     wait_for_log(&serve.log, "synthetic probe passed", 1).await;
-    promtool_accepts(&text);
+    if let Some(promtool) = promtool() {
+        run_promtool(promtool, &["check", "metrics"], &text);
+    }
     // The key the switchboard made is its owner's only.
     assert!(serve.dir.path().join("probe.key").exists());
 }

@@ -12,12 +12,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use courtline::contract::pb::records_service_client::RecordsServiceClient;
-use courtline::contract::pb::{CallRecord, ListCallsRequest};
+use courtline::contract::pb::CallRecord;
 use sha2::{Digest, Sha256};
 use support::serve_child::{wait_for_log, ServeChild};
-use support::{recv_rtp, write_sweep, Caller};
-use tokio::time::{sleep, Instant};
+use support::{record_of, recv_rtp, write_sweep, Caller};
+use tokio::time::sleep;
 
 /// The configuration: line 02112368 playing `prompt` (a `[prompts.test]` body),
 /// RTP on `rtp_ports`, plus `extra` (more lines).
@@ -92,29 +91,8 @@ impl ServeChild {
 
     /// The record of the call whose SIP Call-ID is `sip_call_id`, once it has ended.
     async fn record(&self, sip_call_id: &str) -> CallRecord {
-        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records.unwrap()))
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let page = client
-                .list_calls(ListCallsRequest {
-                    page_size: 1000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if let Some(record) = page
-                .records
-                .into_iter()
-                .find(|r| r.sip_call_id == sip_call_id)
-            {
-                return record;
-            }
-            assert!(Instant::now() < deadline, "no record of {sip_call_id}");
-            sleep(Duration::from_millis(50)).await;
-        }
+        let records = self.records.expect("an embedded records service");
+        record_of(records, sip_call_id, Duration::from_secs(10)).await
     }
 }
 

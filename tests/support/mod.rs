@@ -225,34 +225,9 @@ ring_timeout_s = {ring}
         }
     }
 
-    /// All records whose SIP Call-ID is `sip_call_id`, waiting up to 5 s for one.
+    /// The record whose SIP Call-ID is `sip_call_id`, waiting up to 5 s for it.
     pub async fn record(&self, sip_call_id: &str) -> CallRecord {
-        let mut client = RecordsServiceClient::connect(format!("http://{}", self.records))
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let page = client
-                .list_calls(ListCallsRequest {
-                    page_size: 1000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if let Some(r) = page
-                .records
-                .into_iter()
-                .find(|r| r.sip_call_id == sip_call_id)
-            {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no record for {sip_call_id} within 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        record_of(self.records, sip_call_id, Duration::from_secs(5)).await
     }
 
     /// Waits up to 10 s for `/metrics` to show `series` (name and labels as
@@ -1042,4 +1017,35 @@ pub fn response_text(
         body.len()
     ));
     text
+}
+
+/// The record the records service at `records` keeps of the call whose SIP
+/// Call-ID is `sip_call_id`, waiting up to `wait` for it.
+pub async fn record_of(records: SocketAddr, sip_call_id: &str, wait: Duration) -> CallRecord {
+    let mut client = RecordsServiceClient::connect(format!("http://{}", records))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    loop {
+        let page = client
+            .list_calls(ListCallsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(r) = page
+            .records
+            .into_iter()
+            .find(|r| r.sip_call_id == sip_call_id)
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record for {sip_call_id} within {wait:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -138,3 +138,38 @@ pub fn metric_value<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
 }
+
+/// The Debian `prometheus` package's checker.
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// `promtool`, or `None` (with a message) when it is not installed outside CI.
+pub fn promtool() -> Option<&'static str> {
+    if Path::new(PROMTOOL).exists() {
+        return Some(PROMTOOL);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{PROMTOOL} is missing: apt-get install prometheus"
+    );
+    eprintln!("skipped: {PROMTOOL} is missing (apt-get install prometheus)");
+    None
+}
+
+/// Runs `promtool args…` with `stdin`; fails the test with its output unless it succeeds.
+pub fn run_promtool(promtool: &str, args: &[&str], stdin: &str) {
+    let mut child = Command::new(promtool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}\non:\n{stdin}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
