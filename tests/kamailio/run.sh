@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Switchboards behind Kamailio (deploy/kamailio/): one records service, two
 # courtline nodes on 127.0.0.2 and 127.0.0.3, Kamailio on 127.0.0.1:5080,
-# SIPp callers on 127.0.0.4 and a SIPp operator, all on loopback.
+# SIPp callers on 127.0.0.4 and a SIPp operator, all on loopback (the
+# variables at the top of tests/kamailio/setup.sh move them).
 #
 #   tests/kamailio/run.sh
 #
@@ -58,9 +59,9 @@ start node-a "$work/a/courtline.toml" "courtline is up" serve
 records_check() {
   local records
   records=$("$BIN" --config "$work/records/courtline.toml" calls list --all --format json)
-  python3 - "$records" <<'PY'
+  python3 - "$records" "$CALLERS" "$PROXY" <<'PY'
 import json, sys
-records = json.loads(sys.argv[1])
+records, callers, proxy = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 # SIPp Call-IDs are number-pid@address: one pid per SIPp run.
 by_run = {}
 for r in records:
@@ -71,12 +72,12 @@ direct, before, after = runs
 assert len(direct) == 1 and len(before) == 16 and len(after) == 20, [len(r) for r in runs]
 # The direct caller's X-Orig-IP is ignored: its own address, no proxy.
 d = direct[0]
-assert d["caller_source"].startswith("127.0.0.4:") and d["proxy_source"] == "", d
+assert d["caller_source"].startswith(callers + ":") and d["proxy_source"] == "", d
 assert d["node_id"] == "node-b" and d["end_reason"] == "caller_hung_up", d
 # Through Kamailio: the caller's address (not what it claimed), and the proxy.
 for r in before + after:
-    assert r["caller_source"] == "127.0.0.4", r
-    assert r["proxy_source"] == "127.0.0.1:5080", r
+    assert r["caller_source"] == callers, r
+    assert r["proxy_source"] == proxy, r
 nodes = {r["node_id"] for r in before}
 assert nodes == {"node-a", "node-b"}, f"calls did not spread over both nodes: {nodes}"
 for r in after:

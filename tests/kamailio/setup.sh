@@ -1,19 +1,31 @@
-# Shared by tests/kamailio/run.sh and bench.sh (sourced, from the repository
-# root): checks the tools, then starts one records service, nodes A
+# Shared by tests/kamailio/run.sh, cluster.sh and bench.sh (sourced, from the
+# repository root): checks the tools, then starts one records service, nodes A
 # (127.0.0.2) and B (127.0.0.3), a SIPp operator and Kamailio on
-# 127.0.0.1:5080, and waits until Kamailio sees both nodes active. Every
+# 127.0.0.1:5080, and waits until Kamailio sees both nodes active. The
+# addresses are the variables below; a script sets them before sourcing to
+# use others. With SHARED_RECORDS=1 it starts instead two records services on
+# one fresh PostgreSQL database ([records.service] shared_database), both in
+# every node's [records] endpoints: the server in $COURTLINE_TEST_POSTGRES_URL,
+# or else its own (.ci/postgres.sh, in $COURTLINE_PG_DIR on $COURTLINE_PG_PORT). Every
 # process started is in `pids` and stopped by PID on exit; `$work` holds
 # configs and logs. Defines `callers` (SIPp callers through a target) and
 # `node_states` (Kamailio's view of the nodes). PROFILE=release builds and
 # runs the release binary.
 
-for tool in kamailio kamcmd sipp python3; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
+tools=(kamailio kamcmd sipp python3)
+if [ -n "${SHARED_RECORDS:-}" ]; then
+  tools+=(psql)
+  [ -z "${COURTLINE_TEST_POSTGRES_URL:-}" ] &&
+    tools+=("$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -1 || true)")
+fi
+for tool in "${tools[@]}"; do
+  if [ -z "$tool" ] || ! command -v "$tool" >/dev/null 2>&1; then
+    tool=${tool:-postgresql}
     if [ "${CI:-}" = "true" ]; then
-      echo "FAILED: $tool not found (apt-get install -y kamailio sip-tester)" >&2
+      echo "FAILED: $tool not found (apt-get install -y kamailio sip-tester postgresql)" >&2
       exit 1
     fi
-    echo "skipped: $tool not found (apt-get install -y kamailio sip-tester)"
+    echo "skipped: $tool not found (apt-get install -y kamailio sip-tester postgresql)"
     exit 0
   fi
 done
@@ -26,6 +38,10 @@ cleanup() {
   local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "${database_url:-}" ]; then
+    psql -q "$server_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  [ -n "${own_postgres:-}" ] && bash .ci/postgres.sh stop 2>/dev/null
   if [ "$status" -ne 0 ] || [ -n "${KEEP_WORK:-}" ]; then
     echo "work directory kept: $work"
   else
@@ -37,13 +53,17 @@ trap cleanup EXIT
 ( sleep "${WATCHDOG_S:-240}"; echo "FAILED: the run took over ${WATCHDOG_S:-240} s" >&2; kill -TERM $$ ) &
 pids+=($!)
 
-PROXY=127.0.0.1:5080
-NODE_A=127.0.0.2:25160
-NODE_B=127.0.0.3:25160
-CALLERS=127.0.0.4
-OPERATOR=127.0.0.1:25190
-RECORDS=127.0.0.1:25151
-DEAD_RECORDS=127.0.0.1:25152
+PROXY=${PROXY:-127.0.0.1:5080}
+NODE_A=${NODE_A:-127.0.0.2:25160}
+NODE_B=${NODE_B:-127.0.0.3:25160}
+RTP_A=${RTP_A:-26000-26499}
+RTP_B=${RTP_B:-26500-26999}
+CALLERS=${CALLERS:-127.0.0.4}
+OPERATOR=${OPERATOR:-127.0.0.1:25190}
+RECORDS=${RECORDS:-127.0.0.1:25151}
+# Without SHARED_RECORDS, a records endpoint nothing listens on (the nodes fail
+# over from it); with it, the second records service.
+RECORDS_2=${RECORDS_2:-127.0.0.1:25152}
 # Each call: answered at once, a 2 s warning, the operator answers after 1 s of
 # ringing, the caller hangs up 6 s after the answer.
 HOLD_MS=${HOLD_MS:-6000}
@@ -85,17 +105,51 @@ record_audio = "never"
 TOML
 }
 
-mkdir -p "$work/records" "$work/a" "$work/b"
-cat > "$work/records/courtline.toml" <<TOML
+if [ -n "${SHARED_RECORDS:-}" ]; then
+  if [ -z "${COURTLINE_TEST_POSTGRES_URL:-}" ]; then
+    own_postgres=1
+    eval "$(bash .ci/postgres.sh start)"
+  fi
+  server_url=$COURTLINE_TEST_POSTGRES_URL
+  database=courtline_cluster_$$
+  psql -q "$server_url" -c "CREATE DATABASE $database" >/dev/null || fail "cannot create database $database on $server_url"
+  database_url=${server_url%/*}/$database
+fi
+
+# $1 name, $2 listen address, then the rest of [records.service].
+records_config() {
+  mkdir -p "$work/$1"
+  local name=$1 listen=$2; shift 2
+  cat > "$work/$name/courtline.toml" <<TOML
 [records]
-endpoint = "http://$RECORDS"
+endpoint = "http://$listen"
 [records.service]
 embedded = false
-listen = "$RECORDS"
-database = "$work/records/records.db"
+listen = "$listen"
+$(printf '%s\n' "$@")
 $(common)
 TOML
+}
+if [ -n "${SHARED_RECORDS:-}" ]; then
+  # One deployment signing key, shared by both services (the first creates it);
+  # frequent checkpoints, so that the run signs several.
+  for name in records records-2; do
+    records_config "$name" "$([ "$name" = records ] && echo "$RECORDS" || echo "$RECORDS_2")" \
+      "database = \"$database_url\"" "shared_database = true" \
+      "signing_key_file = \"$work/deployment-signing.key\"" "checkpoint_every_events = 25"
+  done
+else
+  records_config records "$RECORDS" "database = \"$work/records/records.db\""
+fi
+mkdir -p "$work/a" "$work/b"
 
+# The nodes try the first records endpoint first: without SHARED_RECORDS the dead
+# one (they fail over from it), with it the service started first (the sequencer).
+if [ -n "${SHARED_RECORDS:-}" ]; then
+  endpoints="\"http://$RECORDS\", \"http://$RECORDS_2\""
+else
+  endpoints="\"http://$RECORDS_2\", \"http://$RECORDS\""
+fi
 # $1 name, $2 SIP address, $3 RTP ports.
 node_config() {
   cat > "$work/$1/courtline.toml" <<TOML
@@ -108,7 +162,7 @@ trusted_proxies = ["${PROXY%:*}"]
 [media]
 rtp_ports = "$3"
 [records]
-endpoints = ["http://$DEAD_RECORDS", "http://$RECORDS"]
+endpoints = [$endpoints]
 spool_dir = "$work/$1/spool"
 node_id = "node-$1"
 [records.service]
@@ -117,8 +171,8 @@ $(common)
 TOML
   "$BIN" --config "$work/$1/courtline.toml" check >/dev/null || fail "node $1's config"
 }
-node_config a "$NODE_A" 26000-26499
-node_config b "$NODE_B" 26500-26999
+node_config a "$NODE_A" "$RTP_A"
+node_config b "$NODE_B" "$RTP_B"
 
 # $1 name (log file), $2 config, $3 what the log says once ready, then the command.
 start() {
@@ -135,6 +189,11 @@ start() {
 }
 
 start records "$work/records/courtline.toml" "records service listening" records serve
+records_pid=$started
+if [ -n "${SHARED_RECORDS:-}" ]; then
+  start records-2 "$work/records-2/courtline.toml" "records service listening" records serve
+  records_2_pid=$started
+fi
 start node-a "$work/a/courtline.toml" "courtline is up" serve
 node_a=$started
 start node-b "$work/b/courtline.toml" "courtline is up" serve
