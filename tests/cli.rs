@@ -610,7 +610,7 @@ fn a_missing_prompt_names_the_given_config_file_the_key_and_the_absolute_path() 
 }
 
 /// The court list of the Shanghai example: one file per court in conf.d/.
-const SHANGHAI_COURTS: [&str; 24] = [
+const SHANGHAI_COURTS: [&str; 25] = [
     "上海市高级人民法院",
     "上海市第一中级人民法院",
     "上海市第二中级人民法院",
@@ -635,6 +635,7 @@ const SHANGHAI_COURTS: [&str; 24] = [
     "上海市青浦区人民法院",
     "上海市奉贤区人民法院",
     "上海市崇明区人民法院",
+    "上海铁路运输中级法院",
 ];
 
 #[test]
@@ -673,7 +674,10 @@ fn the_shanghai_example_loads_every_court_from_its_own_file() {
         assert!(line.contains("→ three_rules_zh → three_rules_en"), "{line}");
         assert!(line.contains(" → sip:desk2@198.51.100."), "{line}");
     }
-    assert_eq!(stdout.matches("outside hours office").count(), 24);
+    assert_eq!(
+        stdout.matches("outside hours office").count(),
+        SHANGHAI_COURTS.len()
+    );
     assert!(
         stdout.contains("✓ hours office: zone Asia/Shanghai"),
         "{stdout}"
