@@ -234,3 +234,31 @@ callers() {
     -trace_err -error_file "$work/$1_errors.log" "$4" >"$work/$1.out" 2>&1
 }
 
+# Places 16 calls through Kamailio, kills node A (-9) while they are up, then
+# places 20 more and checks that Kamailio takes A out of rotation within 3 s.
+# The two SIPp runs' PIDs are left in $before (its calls on A fail: expected)
+# and $after (every one of its calls must succeed) for the caller to wait on.
+kill_node_a_mid_run() {
+  callers before 16 4 "$PROXY" 25170 &
+  before=$!
+  pids+=("$before")
+  sleep 4.5
+  kill -9 "$node_a"
+  local killed_at taken_out=""
+  killed_at=$(date +%s.%N)
+  { wait "$node_a"; } 2>/dev/null || true
+  callers after 20 4 "$PROXY" 25171 &
+  after=$!
+  pids+=("$after")
+  for _ in $(seq 100); do
+    if node_states | grep -q "^sip:$NODE_A I"; then
+      taken_out=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$killed_at")
+      break
+    fi
+    sleep 0.05
+  done
+  [ -n "$taken_out" ] || fail "Kamailio never took node A out: $(node_states)"
+  python3 -c "import sys; assert float(sys.argv[1]) <= 3.0" "$taken_out" ||
+    fail "Kamailio took node A out only after $taken_out s (want within 3 s)"
+  echo "node A taken out of rotation $taken_out s after kill -9"
+}
