@@ -262,3 +262,22 @@ kill_node_a_mid_run() {
     fail "Kamailio took node A out only after $taken_out s (want within 3 s)"
   echo "node A taken out of rotation $taken_out s after kill -9"
 }
+
+# Checks the calls' records as the records service configured in $1 lists them
+# (tests/kamailio/check_records.py, given the other arguments), retrying for up
+# to 20 s while the last events arrive.
+check_call_records() {
+  local config=$1 ok=""
+  shift
+  for _ in $(seq 100); do
+    if python3 tests/kamailio/check_records.py \
+      "$("$BIN" --config "$config" calls list --all --format json)" "$CALLERS" "$PROXY" "$@" \
+      >"$work/records_check.out" 2>&1; then
+      ok=1
+      break
+    fi
+    sleep 0.2
+  done
+  [ -n "$ok" ] || { cat "$work/records_check.out"; fail "records check"; }
+  cat "$work/records_check.out"
+}
