@@ -106,6 +106,15 @@ impl ServeChild {
         }
     }
 
+    /// Finished probe calls, waiting up to 10 s for `count` of them.
+    async fn probe_calls(&self, count: usize) -> Vec<CallRecord> {
+        let filter = CallFilter {
+            probe: Choice::Yes as i32,
+            ..CallFilter::default()
+        };
+        self.calls(filter, count).await
+    }
+
     /// The dashboard's figures of every day: finished calls counted.
     async fn counted_calls(&self) -> i64 {
         let store = SqlStore::open(&self.dir.path().join("records.db").display().to_string())
@@ -193,15 +202,7 @@ async fn a_probe_passes_on_a_good_line_is_recorded_as_one_and_left_out_of_the_st
         "{stdout}"
     );
     // Nobody but the probe was called: the operator's target is never dialled.
-    let probes = serve
-        .calls(
-            CallFilter {
-                probe: Choice::Yes as i32,
-                ..CallFilter::default()
-            },
-            1,
-        )
-        .await;
+    let probes = serve.probe_calls(1).await;
     assert_eq!(probes.len(), 1, "{probes:?}");
     let probe = &probes[0];
     assert!(probe.probe && probe.prompt_completed, "{probe:?}");
@@ -266,15 +267,7 @@ async fn a_probe_fails_naming_the_line_on_another_recording_and_on_an_unknown_li
         "{stderr}"
     );
     // Both calls are probes on record, and neither is counted.
-    let probes = serve
-        .calls(
-            CallFilter {
-                probe: Choice::Yes as i32,
-                ..CallFilter::default()
-            },
-            2,
-        )
-        .await;
+    let probes = serve.probe_calls(2).await;
     assert_eq!(probes.len(), 2, "{probes:?}");
     assert_eq!(serve.counted_calls().await, 0);
 }
@@ -345,15 +338,7 @@ async fn a_probe_is_put_through_to_the_probe_target_not_to_the_operators() {
     // The probe hangs up: the switchboard ends the target's leg too.
     let bye = target.expect_request("BYE", Duration::from_secs(10)).await;
     target.respond(&bye, "200 OK", None, "", "").await;
-    let probes = serve
-        .calls(
-            CallFilter {
-                probe: Choice::Yes as i32,
-                ..CallFilter::default()
-            },
-            1,
-        )
-        .await;
+    let probes = serve.probe_calls(1).await;
     assert_eq!(probes.len(), 1, "{probes:?}");
     assert_eq!(probes[0].operator_uri, target_uri);
     assert!(probes[0].operator_answered_at_ms > 0);
