@@ -745,7 +745,11 @@ mod tests {
             written += a.take_settled().len();
             assert!(a.pending.len() <= window + CHUNK);
         }
-        assert_eq!(a.pending.capacity(), capacity, "the buffer grew past its window");
+        assert_eq!(
+            a.pending.capacity(),
+            capacity,
+            "the buffer grew past its window"
+        );
         assert!(capacity * std::mem::size_of::<[i16; 2]>() <= 20 * 1024);
         assert_eq!(written + a.pending.len(), 30_000 * CHUNK);
     }
