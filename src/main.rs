@@ -18,6 +18,8 @@ fn no_transparent_huge_pages() {
     let refused = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
     if refused {
         // Kernels before 3.15 lack it; memory use is then higher, nothing else.
-        eprintln!("courtline: could not turn transparent huge pages off (prctl); RSS may run higher");
+        eprintln!(
+            "courtline: could not turn transparent huge pages off (prctl); RSS may run higher"
+        );
     }
 }
