@@ -30,8 +30,10 @@ const QUEUE_FRAMES: usize = 100_000;
 /// One byte is one unit of the 8 kHz RTP clock for G.711 and for G.722.
 const CHUNK: usize = 160;
 /// Audio kept in memory per call before it is written, so frames that arrive
-/// late on one channel still find their place (1 s at 16 kHz).
-const ALIGN_WINDOW: usize = 16_000;
+/// late on one channel still find their place: half a second, more than a
+/// jitter buffer holds a packet back. It is most of a recorded call's memory
+/// (16 KB at 8 kHz), so it is not larger (#16).
+const ALIGN_WINDOW_MS: u32 = 500;
 /// A frame further ahead than this (in clock units, 60 s) is taken for a bad
 /// timestamp and dropped rather than filled up to with silence.
 const MAX_JUMP: u32 = 8_000 * 60;
@@ -364,15 +366,27 @@ impl CallTap {
 
 /// Two channels of samples lined up by position: a frame is placed where its
 /// position says, whatever arrives when, and what nobody filled is silence.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Aligner {
     /// Output sample index of `pending[0]`.
     base: u64,
     /// Samples not yet written, both channels per index.
     pending: VecDeque<[i16; 2]>,
+    /// Samples held back for late frames ([`ALIGN_WINDOW_MS`] at the file's rate).
+    window: usize,
 }
 
 impl Aligner {
+    /// An aligner that holds back `window` samples: its buffer is sized for
+    /// that and a few frames once, rather than doubling past it.
+    pub fn new(window: usize) -> Aligner {
+        Aligner {
+            base: 0,
+            pending: VecDeque::with_capacity(window + 4 * CHUNK),
+            window,
+        }
+    }
+
     /// Places `samples` of `channel` at output sample index `at`; what lies
     /// before the written part is dropped (it came too late).
     pub fn put(&mut self, channel: Channel, at: u64, samples: &[i16]) {
@@ -395,9 +409,14 @@ impl Aligner {
         self.base + self.pending.len() as u64
     }
 
-    /// Takes the samples that are more than `window` behind the end, to be written.
-    pub fn take_settled(&mut self, window: usize) -> Vec<[i16; 2]> {
-        let n = self.pending.len().saturating_sub(window);
+    /// Takes the samples that are more than the window behind the end, to be written.
+    pub fn take_settled(&mut self) -> Vec<[i16; 2]> {
+        self.take_all_but(self.window)
+    }
+
+    /// Takes every sample but the last `keep`.
+    fn take_all_but(&mut self, keep: usize) -> Vec<[i16; 2]> {
+        let n = self.pending.len().saturating_sub(keep);
         self.base += n as u64;
         self.pending.drain(..n).collect()
     }
@@ -515,7 +534,7 @@ impl Writer {
             path,
             wav,
             rate,
-            aligner: Aligner::default(),
+            aligner: Aligner::new((rate * ALIGN_WINDOW_MS / 1000) as usize),
             g722: Default::default(),
             written: 0,
             dropped: open.dropped,
@@ -565,7 +584,7 @@ impl Writer {
             return;
         }
         file.aligner.put(frame.channel, at, samples);
-        let settled = file.aligner.take_settled(ALIGN_WINDOW);
+        let settled = file.aligner.take_settled();
         if let Err(e) = write_samples(file, &settled) {
             let failure = format!("writing {}: {e}", file.path.display());
             self.fail_key(frame.key, failure);
@@ -592,7 +611,7 @@ impl Writer {
             ..RecordingOutcome::default()
         };
         if file.failure.is_none() {
-            let rest = file.aligner.take_settled(0);
+            let rest = file.aligner.take_all_but(0);
             let finished = write_samples(&mut file, &rest)
                 .and_then(|()| match file.wav.take() {
                     Some(wav) => wav.finalize(),
@@ -696,18 +715,43 @@ mod tests {
 
     #[test]
     fn aligner_places_frames_by_position_and_fills_gaps_with_silence() {
-        let mut a = Aligner::default();
+        let mut a = Aligner::new(1);
         a.put(Channel::ToCaller, 0, &[1, 2, 3, 4]);
         // The caller's frame arrives after ours but belongs at 2.
         a.put(Channel::FromCaller, 2, &[7, 8]);
         // A gap of two samples on both channels, then channel 1 again.
         a.put(Channel::ToCaller, 6, &[5]);
         assert_eq!(a.end(), 7);
-        let out = a.take_settled(1);
+        let out = a.take_settled();
         assert_eq!(out, vec![[1, 0], [2, 0], [3, 7], [4, 8], [0, 0], [0, 0]]);
         // Too late for what is written: only the unwritten part counts.
         a.put(Channel::FromCaller, 5, &[9, 10]);
-        assert_eq!(a.take_settled(0), vec![[5, 10]]);
+        assert_eq!(a.take_all_but(0), vec![[5, 10]]);
+    }
+
+    #[test]
+    fn aligner_memory_stays_at_its_window_through_a_long_call() {
+        let window = (8_000 * ALIGN_WINDOW_MS / 1000) as usize;
+        let mut a = Aligner::new(window);
+        let capacity = a.pending.capacity();
+        let frame = [1i16; CHUNK];
+        // Ten minutes of a G.711 call, both channels, the caller's 3 frames late.
+        let mut written = 0;
+        for n in 0..30_000u64 {
+            a.put(Channel::ToCaller, n * CHUNK as u64, &frame);
+            if n >= 3 {
+                a.put(Channel::FromCaller, (n - 3) * CHUNK as u64, &frame);
+            }
+            written += a.take_settled().len();
+            assert!(a.pending.len() <= window + CHUNK);
+        }
+        assert_eq!(
+            a.pending.capacity(),
+            capacity,
+            "the buffer grew past its window"
+        );
+        assert!(capacity * std::mem::size_of::<[i16; 2]>() <= 20 * 1024);
+        assert_eq!(written + a.pending.len(), 30_000 * CHUNK);
     }
 
     #[test]

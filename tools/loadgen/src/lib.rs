@@ -80,6 +80,10 @@ pub struct Options {
     /// records every call to its temporary area and keeps only reported ones).
     #[arg(long, value_enum, default_value_t = RecordAudio::OnReport)]
     pub record_audio: RecordAudio,
+    /// Seconds to keep courtline running after the last call ended, to see
+    /// how much memory it gives back (0: stop it at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub linger_s: f64,
 }
 
 /// `[[lines]] record_audio` of the started courtline.
@@ -155,6 +159,12 @@ pub struct ServerReport {
     pub peak_rss_kib: u64,
     /// RSS before the first call, KiB.
     pub idle_rss_kib: u64,
+    /// RSS when the last call had ended, KiB.
+    pub end_rss_kib: u64,
+    /// Seconds courtline ran on after the last call (`--linger-s`).
+    pub linger_seconds: f64,
+    /// RSS at the end of that time, KiB (what it gave back to the system).
+    pub linger_rss_kib: u64,
     /// Calls up during the steady window (all planned calls up at once).
     pub steady_calls: u32,
     /// Length of the steady window, seconds.
@@ -322,11 +332,18 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
     let _ = media_orders.send(media::MediaOrder::Finish(reply));
     let media = report.recv().unwrap_or_default();
     let _ = media_thread.join();
+    let end = target::sample(pid).unwrap_or(last);
+    let linger = Duration::from_secs_f64(options.linger_s.max(0.0));
+    std::thread::sleep(linger);
+    let after = target::sample(pid).unwrap_or(end);
     let disk_write_bytes = target::write_bytes(pid).unwrap_or_default();
     target.stop();
     let recording = target.recording_report(options.record_audio.config_value(), disk_write_bytes);
 
-    let server = window.report(pid, idle, last, steady_target, options.talk, raw_limit);
+    let mut server = window.report(pid, idle, end, steady_target, options.talk, raw_limit);
+    server.end_rss_kib = end.rss_kib;
+    server.linger_seconds = linger.as_secs_f64();
+    server.linger_rss_kib = after.rss_kib;
     Ok(Report {
         nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model: cpu_model(),
@@ -481,6 +498,13 @@ impl Report {
         line(format!(
             "courtline (pid {}): {:.2} CPU s, peak RSS {} KiB (idle {} KiB)",
             s.pid, s.cpu_seconds, s.peak_rss_kib, s.idle_rss_kib
+        ));
+        line(format!(
+            "RSS after the last call: {} KiB; {:.0} s later: {} KiB = {:.2} × idle",
+            s.end_rss_kib,
+            s.linger_seconds,
+            s.linger_rss_kib,
+            s.linger_rss_kib as f64 / s.idle_rss_kib.max(1) as f64
         ));
         if s.steady_calls > 0 {
             line(format!(
