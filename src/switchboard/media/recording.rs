@@ -753,7 +753,9 @@ fn write_settled(file: &mut CallFile, window: usize) -> Result<(), hound::Error>
 fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
     loop {
         let job = {
-            let inbox = inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inbox = inbox
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match inbox.recv() {
                 Ok(job) => job,
                 Err(_) => return,
