@@ -878,10 +878,11 @@ mod tests {
     fn a_full_queue_drops_the_recording_not_the_caller() {
         let (queue, _inbox) = std::sync::mpsc::sync_channel(1);
         let dropped = Arc::new(AtomicBool::new(false));
+        let depth = Arc::new(QueueDepth::default());
         let mut tap = CallTap {
             key: 1,
             queue,
-            depth: Arc::default(),
+            depth: depth.clone(),
             dropped: dropped.clone(),
             origin: None,
             caller_anchor: None,
@@ -890,5 +891,23 @@ mod tests {
         assert!(!dropped.load(Ordering::Relaxed));
         tap.sent(160, Codec::Pcma, &[0; 160], true);
         assert!(dropped.load(Ordering::Relaxed));
+        // Counted once per call, however many frames find the queue full.
+        tap.sent(320, Codec::Pcma, &[0; 160], true);
+        assert_eq!(depth.dropped_recordings.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn settled_samples_come_out_whole_when_the_ring_wraps() {
+        let mut a = Aligner::default();
+        a.put(Channel::ToCaller, 0, &[1, 2, 3, 4]);
+        a.consume(3);
+        // Grows past the ring's first allocation while its start is not at 0.
+        let more: Vec<i16> = (5..40).collect();
+        a.put(Channel::ToCaller, 4, &more);
+        let (first, second) = a.settled(2);
+        let out: Vec<i16> = first.iter().chain(second).map(|pair| pair[0]).collect();
+        assert_eq!(out, (4..38).collect::<Vec<i16>>());
+        a.consume(out.len());
+        assert_eq!(a.take_settled(0), vec![[38, 0], [39, 0]]);
     }
 }
