@@ -478,6 +478,10 @@ impl Monitor {
             records_ingested,
             targets,
             recording_queue_peak: shared.recorder.as_ref().map_or(0, Recorder::queue_peak),
+            recordings_dropped: shared
+                .recorder
+                .as_ref()
+                .map_or(0, Recorder::dropped_recordings),
             draining: shared.draining(),
         })
     }

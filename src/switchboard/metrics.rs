@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub targets: Vec<(String, bool)>,
     /// Most messages ever queued at the recording writer (0 without recordings).
     pub recording_queue_peak: u64,
+    /// Calls whose recording the writer's full queue made it drop.
+    pub recordings_dropped: u64,
     /// Whether the switchboard is draining (SIGTERM received).
     pub draining: bool,
 }
@@ -80,6 +82,8 @@ pub struct Metrics {
     shield_bans: IntCounter,
     /// Most messages ever queued at the recording writer.
     recording_queue_peak: IntGauge,
+    /// Calls whose recording was dropped because the writer's queue was full.
+    recordings_dropped: IntCounter,
     /// Configuration reloads, by result: applied, or refused (bad file, restart needed).
     reloads: IntCounterVec,
     /// 1 while draining.
@@ -164,6 +168,7 @@ impl Metrics {
             .expect("valid metric"),
             shield_bans: IntCounter::new("courtline_shield_bans_total", "Sources the SIP shield banned (floods, scanners).").expect("valid metric"),
             recording_queue_peak: IntGauge::new("courtline_recording_queue_peak_messages", "Most messages ever queued at the recording writer.").expect("valid metric"),
+            recordings_dropped: IntCounter::new("courtline_recordings_dropped_total", "Calls whose recording was dropped because the recording writer's queue was full (the calls went on; their RecordingFinished says so).").expect("valid metric"),
             reloads: IntCounterVec::new(
                 Opts::new("courtline_config_reloads_total", "Configuration reloads (SIGHUP, courtline reload), by result: applied or refused."),
                 &["result"],
@@ -198,7 +203,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.calls.clone()),
             Box::new(self.in_progress.clone()),
             Box::new(self.warnings_started.clone()),
@@ -214,6 +219,7 @@ impl Metrics {
             Box::new(self.target_up.clone()),
             Box::new(self.shield_bans.clone()),
             Box::new(self.recording_queue_peak.clone()),
+            Box::new(self.recordings_dropped.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.draining.clone()),
             Box::new(self.registration_up.clone()),
@@ -345,6 +351,7 @@ impl Metrics {
         }
         self.recording_queue_peak
             .set(i64::try_from(snapshot.recording_queue_peak).unwrap_or(i64::MAX));
+        catch_up(&self.recordings_dropped, snapshot.recordings_dropped);
         self.draining.set(i64::from(snapshot.draining));
         let mut text = Vec::new();
         // Encoding into memory cannot fail for these metric types.
@@ -517,6 +524,7 @@ mod tests {
             delivered: 40,
             targets: vec![("sip:op@192.0.2.1".into(), false)],
             recording_queue_peak: 12,
+            recordings_dropped: 3,
             draining: true,
             records_ingested: None,
         };
@@ -547,6 +555,10 @@ mod tests {
         assert_eq!(
             value_of(&text, "courtline_recording_queue_peak_messages"),
             Some("12")
+        );
+        assert_eq!(
+            value_of(&text, "courtline_recordings_dropped_total"),
+            Some("3")
         );
         assert_eq!(
             value_of(&text, r#"courtline_config_reloads_total{result="refused"}"#),

@@ -13,6 +13,7 @@
 //! a `Require` naming an extension courtline does not support (420). The
 //! RFC 4475 torture corpus in `tests/torture/` pins every one of these.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -59,7 +60,7 @@ pub fn inspect(buf: &mut [u8], len: usize) -> Verdict {
         return reject_or_drop(datagram, "no blank line ends the headers");
     };
     let body_len = len - head_end;
-    let declared = match content_length(&datagram[..head_end]) {
+    let declared = match content_length(&header_lines(&datagram[..head_end])) {
         Ok(declared) => declared,
         Err(problem) => return reject_or_drop(datagram, problem),
     };
@@ -89,13 +90,26 @@ pub fn inspect(buf: &mut [u8], len: usize) -> Verdict {
         None => {}
     }
     let datagram = &buf[..len];
+    // The header lines, unfolded, once for every check below (a datagram's
+    // lines are read once, not once per check: this runs for every message).
+    let head_end = find(datagram, b"\r\n\r\n")
+        .or_else(|| find(datagram, b"\n\n"))
+        .unwrap_or(len);
+    let lines = header_lines(&datagram[..head_end]);
     let is_request = !datagram.starts_with(b"SIP/");
     if is_request {
-        if let Err(refusal) = check_request(datagram) {
+        if let Err(refusal) = check_request(datagram, &lines) {
             return refusal.answer(datagram);
         }
     }
-    if let Some(tightened) = tighten_head(&buf[..len]) {
+    // Tightening leaves `Require` as it is: judged on these lines, answered
+    // (in RFC order) only once the message has parsed.
+    let unsupported = if is_request {
+        unsupported_extensions(datagram, &lines)
+    } else {
+        None
+    };
+    if let Some(tightened) = tighten_head(datagram, &lines) {
         // Same message, parameters without the optional whitespace the stack
         // cannot read (RFC 4475 §3.1.1.1 has `; tag = 98asjd8`).
         if tightened.len() > buf.len() {
@@ -112,15 +126,13 @@ pub fn inspect(buf: &mut [u8], len: usize) -> Verdict {
     if let Err(problem) = check_mandatory(&message) {
         return reject_or_drop(datagram, problem);
     }
-    if let SipMessage::Request(request) = &message {
-        if let Some(unsupported) = unsupported_extensions(datagram, &request.method) {
-            return respond_with(
-                datagram,
-                "420 Bad Extension",
-                "Require names an extension courtline does not support",
-                &format!("Unsupported: {unsupported}\r\n"),
-            );
-        }
+    if let (SipMessage::Request(_), Some(unsupported)) = (&message, unsupported) {
+        return respond_with(
+            datagram,
+            "420 Bad Extension",
+            "Require names an extension courtline does not support",
+            &format!("Unsupported: {unsupported}\r\n"),
+        );
     }
     Verdict::Pass(len)
 }
@@ -166,7 +178,7 @@ impl Refusal {
 /// The checks on a request's raw text that rsipstack's lenient parser does
 /// not make, in RFC 3261 §8.2 order: syntax (400) and version (505) first,
 /// then method (501), then Request-URI scheme (416).
-fn check_request(datagram: &[u8]) -> Result<(), Refusal> {
+fn check_request(datagram: &[u8], lines: &[Cow<'_, str>]) -> Result<(), Refusal> {
     let head_end = find(datagram, b"\r\n\r\n")
         .or_else(|| find(datagram, b"\n\n"))
         .unwrap_or(datagram.len());
@@ -188,7 +200,7 @@ fn check_request(datagram: &[u8]) -> Result<(), Refusal> {
         );
     }
     let scheme = uri_scheme(uri).ok_or(Refusal::Malformed("Request-URI has no scheme"))?;
-    check_headers(&header_lines(head)).map_err(Refusal::Malformed)?;
+    check_headers(lines).map_err(Refusal::Malformed)?;
     // Methods are case-sensitive (RFC 3261 §7.1); rsipstack's parser is not.
     if Method::from_str(method).map_or(true, |known| known.to_string() != method) {
         return Err(Refusal::UnknownMethod);
@@ -233,7 +245,7 @@ fn uri_scheme(uri: &str) -> Option<&str> {
 }
 
 /// Header-level syntax rsipstack accepts but RFC 3261 does not.
-fn check_headers(lines: &[String]) -> Result<(), &'static str> {
+fn check_headers(lines: &[Cow<'_, str>]) -> Result<(), &'static str> {
     let mut singles = [0usize; SINGLE_HEADERS.len()];
     for line in lines {
         let (name, value) = line.split_once(':').ok_or("header line without a colon")?;
@@ -464,12 +476,12 @@ fn check_via(via: &str) -> Result<(), &'static str> {
 /// The option tags in a request's `Require` that courtline does not support,
 /// comma-separated; `None` when there are none. ACK and CANCEL are exempt
 /// (RFC 3261 §8.2.2.3); `Proxy-Require` is for proxies, not a UAS.
-fn unsupported_extensions(datagram: &[u8], method: &Method) -> Option<String> {
-    if matches!(method, Method::Ack | Method::Cancel) {
+fn unsupported_extensions(datagram: &[u8], lines: &[Cow<'_, str>]) -> Option<String> {
+    // The method as sent: `check_request` let through only exact method names.
+    if datagram.starts_with(b"ACK ") || datagram.starts_with(b"CANCEL ") {
         return None;
     }
-    let head_end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
-    let unsupported: Vec<String> = header_lines(&datagram[..head_end])
+    let unsupported: Vec<String> = lines
         .iter()
         .filter_map(|line| line.split_once(':'))
         .filter(|(name, _)| name.trim().eq_ignore_ascii_case("require"))
@@ -485,14 +497,13 @@ fn unsupported_extensions(datagram: &[u8], method: &Method) -> Option<String> {
 /// of the headers rsipstack reads tags and branches from (RFC 3261 allows it:
 /// `SEMI = SWS ";" SWS`, `EQUAL = SWS "=" SWS`); `None` when there is none.
 /// Folded lines of those headers are unfolded; everything else is kept.
-fn tighten_head(datagram: &[u8]) -> Option<Vec<u8>> {
+fn tighten_head(datagram: &[u8], lines: &[Cow<'_, str>]) -> Option<Vec<u8>> {
     let head_end = find(datagram, b"\r\n\r\n")? + 4;
     let head = &datagram[..head_end];
     let start_end = find(head, b"\r\n")?;
-    let lines = header_lines(head);
     let mut changed = false;
     let mut out = head[..start_end + 2].to_vec();
-    for line in &lines {
+    for line in lines {
         let tightened = line.split_once(':').and_then(|(name, value)| {
             let lower = name.trim().to_ascii_lowercase();
             let addressed = [
@@ -512,7 +523,7 @@ fn tighten_head(datagram: &[u8]) -> Option<Vec<u8>> {
                 .then(|| format!("{name}:{}", tighten_params(value)))
         });
         match tightened {
-            Some(tightened) if tightened != *line => {
+            Some(tightened) if tightened != line.as_ref() => {
                 changed = true;
                 out.extend_from_slice(tightened.as_bytes());
             }
@@ -594,9 +605,9 @@ fn check_mandatory(message: &SipMessage) -> Result<(), &'static str> {
 }
 
 /// Content-Length value (full or compact `l:` form), if present.
-fn content_length(head: &[u8]) -> Result<Option<usize>, &'static str> {
+fn content_length(lines: &[Cow<'_, str>]) -> Result<Option<usize>, &'static str> {
     let mut found = None;
-    for line in header_lines(head) {
+    for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
@@ -616,9 +627,20 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, &'static str> {
 }
 
 /// Header lines after the start line, with folded continuation lines joined.
-fn header_lines(head: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines: Vec<String> = Vec::new();
+fn header_lines(head: &[u8]) -> Vec<Cow<'_, str>> {
+    match String::from_utf8_lossy(head) {
+        Cow::Borrowed(text) => unfold(text),
+        Cow::Owned(text) => unfold(&text)
+            .into_iter()
+            .map(|line| Cow::Owned(line.into_owned()))
+            .collect(),
+    }
+}
+
+/// The header lines of `text` with folded continuations joined; a line is
+/// copied only when it was folded.
+fn unfold(text: &str) -> Vec<Cow<'_, str>> {
+    let mut lines: Vec<Cow<'_, str>> = Vec::with_capacity(16);
     for raw in text.split('\n').skip(1) {
         let line = raw.trim_end_matches('\r');
         if line.is_empty() {
@@ -626,12 +648,13 @@ fn header_lines(head: &[u8]) -> Vec<String> {
         }
         if line.starts_with([' ', '\t']) {
             if let Some(last) = lines.last_mut() {
+                let last = last.to_mut();
                 last.push(' ');
                 last.push_str(line.trim());
             }
             continue;
         }
-        lines.push(line.to_string());
+        lines.push(Cow::Borrowed(line));
     }
     lines
 }
@@ -659,7 +682,7 @@ fn respond_with(datagram: &[u8], status: &str, problem: &'static str, extra: &st
     }
     let head_end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
     let lines = header_lines(&datagram[..head_end]);
-    let named = |full: &str, compact: &str| -> Vec<&String> {
+    let named = |full: &str, compact: &str| -> Vec<&Cow<'_, str>> {
         lines
             .iter()
             .filter(|l| {

@@ -70,6 +70,10 @@ pub struct Options {
     /// The courtline binary to start (default: `courtline` next to this program).
     #[arg(long)]
     pub courtline: Option<PathBuf>,
+    /// Seconds courtline may take to answer its first OPTIONS (raise it when
+    /// `--courtline` is a wrapper that runs it under valgrind).
+    #[arg(long, default_value_t = 15)]
+    pub ready_timeout_s: u64,
     /// RTP port range for the started courtline.
     #[arg(long, default_value = "20000-59999")]
     pub rtp_ports: String,
@@ -267,6 +271,7 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
         max_calls: options.concurrency.saturating_mul(2).max(100),
         rtp_ports,
         record_audio: options.record_audio.config_value(),
+        ready_timeout: Duration::from_secs(options.ready_timeout_s),
     })?;
     let prompt = Prompt::load("load", "", &target.prompt_file)
         .map_err(|e| LoadgenError::Prompt(e.to_string()))?;

@@ -23,8 +23,8 @@ pub enum TargetError {
         source: io::Error,
     },
     /// It started but never answered OPTIONS.
-    #[error("courtline did not answer SIP OPTIONS on {0} within 15 s; see its log in {1}")]
-    NotReady(SocketAddr, PathBuf),
+    #[error("courtline did not answer SIP OPTIONS on {0} within {2} s (--ready-timeout-s); see its log in {1}")]
+    NotReady(SocketAddr, PathBuf, u64),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TargetError {
@@ -47,6 +47,9 @@ pub struct TargetConfig {
     pub rtp_ports: (u16, u16),
     /// `[[lines]] record_audio`.
     pub record_audio: &'static str,
+    /// How long courtline may take to answer its first OPTIONS (longer under
+    /// a profiler such as valgrind).
+    pub ready_timeout: Duration,
 }
 
 /// A courtline child process and its working directory.
@@ -93,6 +96,11 @@ rtp_ports = "{lo}-{hi}"
 [records.service]
 listen = "127.0.0.1:{records_port}"
 database = "{db}"
+
+# No web console: its default port (8080) may be taken on a shared machine,
+# and nobody looks at it during a load run.
+[records.web]
+listen = ""
 
 [admin]
 listen = "127.0.0.1:0"
@@ -143,7 +151,7 @@ record_audio = "{record_audio}"
             dir,
             prompt_file,
         };
-        target.wait_ready()?;
+        target.wait_ready(config.ready_timeout)?;
         Ok(target)
     }
 
@@ -196,13 +204,13 @@ record_audio = "{record_audio}"
         report
     }
 
-    fn wait_ready(&mut self) -> Result<(), TargetError> {
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), TargetError> {
         let socket = UdpSocket::bind("127.0.0.1:0").map_err(io_err("binding a probe socket"))?;
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .map_err(io_err("probe socket"))?;
         let me = socket.local_addr().map_err(io_err("probe socket"))?;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -230,6 +238,7 @@ record_audio = "{record_audio}"
         Err(TargetError::NotReady(
             self.sip,
             self.dir.join("courtline.log"),
+            timeout.as_secs(),
         ))
     }
 
