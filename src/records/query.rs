@@ -749,6 +749,8 @@ mod tests {
             proxy_source: "127.0.0.1:5080".to_owned(),
             flags: Vec::new(),
             probe: false,
+            prior_reports: 0,
+            prior_flags: 0,
             prompts: vec![
                 PlayedPrompt {
                     id: "three_rules_zh".to_owned(),

@@ -2760,6 +2760,9 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         node_id: get(row, "node_id", id)?,
         // Flags live in the chain, not the row; the service adds them to answers.
         flags: Vec::new(),
+        // Not stored in the calls table yet (the switchboard does not ask for them yet).
+        prior_reports: 0,
+        prior_flags: 0,
         call_id,
     })
 }

@@ -32,6 +32,7 @@ use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::dtmf::TelephoneEvent;
 use crate::switchboard::media::prompt::Playlist;
 use crate::switchboard::media::recording::RecordingOutcome;
+use crate::switchboard::media::tone::OperatorTone;
 use crate::switchboard::media::session::{
     self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
     OperatorLeg, Side,
@@ -460,7 +461,11 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::ConfirmReportToOperator => {
                     info!(call_id = %call_id, operator = flow.current_operator().unwrap_or(""), "the operator asked for a report");
-                    media.send(MediaCommand::ConfirmReport);
+                    media.send(MediaCommand::PlayToOperator(OperatorTone::ReportConfirmation));
+                }
+                CallAction::WhisperToOperator => {
+                    info!(call_id = %call_id, prior_reports = flow.record().prior_reports, prior_flags = flow.record().prior_flags, "whispering the caller's history to the operator");
+                    media.send(MediaCommand::PlayToOperator(OperatorTone::HistoryWhisper));
                 }
                 CallAction::Milestone(milestone) => {
                     // On disk before the call moves on (the wait is bounded: see RecordSender).

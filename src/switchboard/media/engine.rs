@@ -38,7 +38,7 @@ use super::session::{
 };
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
-use super::tone::{ToneFrames, CONFIRMATION_FRAMES};
+use super::tone::{OperatorTone, ToneFrames};
 
 /// Buckets of the timer wheel: one per millisecond of the 20 ms packet interval.
 const WHEEL_SLOTS: u64 = 20;
@@ -286,9 +286,9 @@ struct Leg {
     /// Reads this leg's RFC 4733 keys for the call task instead of relaying
     /// them (the operator's, while a report key sequence is configured).
     key_reader: Option<DtmfDetector>,
-    /// Next frame of the report confirmation tone played to this leg; it
-    /// replaces the other leg's audio until it ends.
-    confirmation: Option<usize>,
+    /// The tone played to this leg and its next frame; it replaces the other
+    /// leg's audio until it ends.
+    tone: Option<(OperatorTone, usize)>,
 }
 
 impl Leg {
@@ -320,7 +320,7 @@ impl Leg {
             keys_out: EventGenerator::default(),
             dropped_keys_logged: false,
             key_reader: None,
-            confirmation: None,
+            tone: None,
         }
     }
 
@@ -717,10 +717,10 @@ impl Shard {
                 }
             }
             MediaCommand::Record(tap) => call.recording = Some(tap),
-            MediaCommand::ConfirmReport => {
+            MediaCommand::PlayToOperator(tone) => {
                 if let Some(operator) = call.operator.as_mut() {
                     operator.out.start_talkspurt();
-                    operator.confirmation = Some(0);
+                    operator.tone = Some((tone, 0));
                 }
             }
             // Handled by `poll_commands`.
@@ -811,7 +811,7 @@ impl Shard {
         };
         call.send_frame(pacer_slot, &self.epoll);
         call.send_keys(pacer_slot, &self.epoll);
-        call.send_confirmation(pacer_slot, &self.epoll);
+        call.send_operator_tone(pacer_slot, &self.epoll);
     }
 
     fn on_readable(&mut self, t: u64, batch: &mut RecvBatch) {
@@ -979,16 +979,16 @@ impl Call {
         }
     }
 
-    /// Sends the operator the next frame of the report confirmation tone, if
-    /// it is playing (paced on the call's grid, in the operator's codec).
-    fn send_confirmation(&mut self, pacer_slot: u64, epoll: &Epoll) {
+    /// Sends the operator the next frame of its tone, if one is playing
+    /// (paced on the call's grid, in the operator's codec).
+    fn send_operator_tone(&mut self, pacer_slot: u64, epoll: &Epoll) {
         let Some(operator) = self.operator.as_mut() else {
             return;
         };
-        let Some(next) = operator.confirmation else {
+        let Some((tone, next)) = operator.tone else {
             return;
         };
-        let frame = ToneFrames::confirmation().frame(operator.codec, next);
+        let frame = tone.frames().frame(operator.codec, next);
         let header =
             operator
                 .out
@@ -999,18 +999,18 @@ impl Call {
             frame,
             operator.remote,
         );
-        if next + 1 < CONFIRMATION_FRAMES {
-            operator.confirmation = Some(next + 1);
+        if next + 1 < tone.frame_count() {
+            operator.tone = Some((tone, next + 1));
         } else {
             // The caller's audio comes back as a new talkspurt.
-            operator.confirmation = None;
+            operator.tone = None;
             operator.out.start_talkspurt();
         }
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 let remote = operator.remote;
                 self.fault(
-                    format!("sending the confirmation tone to the operator at {remote}: {e}"),
+                    format!("sending the {tone:?} tone to the operator at {remote}: {e}"),
                     epoll,
                 );
             }
@@ -1018,13 +1018,12 @@ impl Call {
     }
 
     /// Whether the call has packets of its own due on the 20 ms grid: the
-    /// prompt, the ringback, keys being played to a leg, or the operator's
-    /// confirmation tone.
+    /// prompt, the ringback, keys being played to a leg, or the operator's tone.
     fn has_packets_to_pace(&self) -> bool {
         self.source.is_paced()
             || self.caller.keys_out.is_active()
             || self.operator.as_ref().is_some_and(|operator| {
-                operator.keys_out.is_active() || operator.confirmation.is_some()
+                operator.keys_out.is_active() || operator.tone.is_some()
             })
     }
 
@@ -1102,8 +1101,8 @@ impl Call {
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
-        if operator.confirmation.is_some() {
-            // The confirmation tone has the operator's ear meanwhile.
+        if operator.tone.is_some() {
+            // The operator's tone has its ear meanwhile.
             return Ok(());
         }
         relay(&rtp, Relayed::Audio, operator, pacer_slot)

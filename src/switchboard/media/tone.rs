@@ -27,12 +27,55 @@ const CONFIRMATION_CADENCE: RingbackCadence = RingbackCadence {
     level_dbm0: -10.0,
 };
 /// Frames the confirmation lasts: beep, pause, beep (300 ms).
-pub const CONFIRMATION_FRAMES: usize = 15;
+const CONFIRMATION_FRAMES: usize = 15;
 /// The confirmation, synthesised and encoded once per process.
 static CONFIRMATION: LazyLock<ToneFrames> = LazyLock::new(|| {
     ToneFrames::ringback(&CONFIRMATION_CADENCE)
         .expect("the built-in confirmation cadence is valid (tested)")
 });
+/// The whisper that tells the answering operator the caller has prior reports or
+/// flags: 800 Hz (unlike the 1,400 Hz confirmation and the 450 Hz ringback),
+/// 0.1 s on, 0.1 s off.
+const WHISPER_CADENCE: RingbackCadence = RingbackCadence {
+    frequency_hz: 800.0,
+    on_ms: 100,
+    off_ms: 100,
+    level_dbm0: -10.0,
+};
+/// Frames the whisper lasts: three beeps with two pauses (500 ms).
+const WHISPER_FRAMES: usize = 25;
+/// The whisper, synthesised and encoded once per process.
+static WHISPER: LazyLock<ToneFrames> = LazyLock::new(|| {
+    ToneFrames::ringback(&WHISPER_CADENCE).expect("the built-in whisper cadence is valid (tested)")
+});
+
+/// A short tone only the bridged operator hears: it replaces the caller's audio
+/// toward the operator while it plays; the caller hears nothing of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorTone {
+    /// The report key sequence was recorded (two 1,400 Hz beeps).
+    ReportConfirmation,
+    /// The caller has prior reports or flags (three 800 Hz beeps, `whisper_history`).
+    HistoryWhisper,
+}
+
+impl OperatorTone {
+    /// The encoded frames to play from frame 0.
+    pub fn frames(self) -> &'static ToneFrames {
+        match self {
+            OperatorTone::ReportConfirmation => &CONFIRMATION,
+            OperatorTone::HistoryWhisper => &WHISPER,
+        }
+    }
+
+    /// How many frames of [`OperatorTone::frames`] are played.
+    pub fn frame_count(self) -> usize {
+        match self {
+            OperatorTone::ReportConfirmation => CONFIRMATION_FRAMES,
+            OperatorTone::HistoryWhisper => WHISPER_FRAMES,
+        }
+    }
+}
 
 /// One full cadence cycle pre-encoded into 20 ms frames; played in a loop.
 pub struct ToneFrames {
@@ -77,12 +120,6 @@ impl ToneFrames {
             g722,
             frame_count: narrow.len() / SAMPLES_PER_FRAME,
         })
-    }
-
-    /// The report confirmation tone: play frames 0 to [`CONFIRMATION_FRAMES`]
-    /// (its 10-frame cycle and the first half again: two beeps).
-    pub fn confirmation() -> &'static ToneFrames {
-        &CONFIRMATION
     }
 
     /// Frames in one cycle; a sender loops after this many.
@@ -177,30 +214,40 @@ mod tests {
         assert!(pause_peak < Some(40), "{pause_peak:?}");
     }
 
+    /// Checks that `tone` is `beeps` 100 ms beeps at `frequency` with 100 ms pauses.
+    fn assert_beeps(tone: OperatorTone, frequency: f64, beeps: usize) {
+        let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        assert_eq!(tone.frame_count(), (2 * beeps - 1) * 5);
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let samples = decoded(tone.frames(), codec, 0..tone.frame_count());
+            assert_eq!(samples.len(), (2 * beeps - 1) * 100 * 8);
+            let level = |from_ms: usize, frequency: f64| {
+                let window = &samples[from_ms * 8 + 80..from_ms * 8 + 720];
+                tone_amplitude(window, frequency, 8000.0)
+            };
+            for beep in 0..beeps {
+                let at = beep * 200;
+                let on = level(at, frequency);
+                assert!((on - expected).abs() < expected * 0.05, "{tone:?} {at}: {on}");
+                if beep + 1 < beeps {
+                    let off = level(at + 100, frequency);
+                    assert!(off < expected * 0.01, "{tone:?} {}: {off}", at + 100);
+                }
+            }
+        }
+    }
+
     #[test]
     fn confirmation_is_two_short_1400_hz_beeps() {
-        let tone = ToneFrames::confirmation();
+        assert_beeps(OperatorTone::ReportConfirmation, 1400.0, 2);
+    }
+
+    #[test]
+    fn whisper_is_three_short_800_hz_beeps_unlike_the_confirmation() {
+        assert_beeps(OperatorTone::HistoryWhisper, 800.0, 3);
+        let samples = decoded(OperatorTone::HistoryWhisper.frames(), Codec::Pcmu, 0..5);
         let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
-        for codec in [Codec::Pcmu, Codec::Pcma] {
-            let samples = decoded(tone, codec, 0..CONFIRMATION_FRAMES);
-            assert_eq!(samples.len(), 300 * 8);
-            let level = |from_ms: usize| {
-                let window = &samples[from_ms * 8 + 80..from_ms * 8 + 720];
-                tone_amplitude(window, 1400.0, 8000.0)
-            };
-            // Beep (0-100 ms), pause (100-200 ms), beep (200-300 ms).
-            assert!(
-                (level(0) - expected).abs() < expected * 0.05,
-                "{}",
-                level(0)
-            );
-            assert!(level(100) < expected * 0.01, "{}", level(100));
-            assert!(
-                (level(200) - expected).abs() < expected * 0.05,
-                "{}",
-                level(200)
-            );
-        }
+        assert!(tone_amplitude(&samples[80..720], 1400.0, 8000.0) < expected * 0.05);
     }
 
     #[test]
