@@ -1691,7 +1691,10 @@ fn no_whisper_when_off_without_history_or_without_an_answer_in_time() {
         vec![CallAction::Bridge, CallAction::WatchCallerMedia]
     );
     assert_eq!(
-        (off.flow.record().prior_reports, off.flow.record().prior_flags),
+        (
+            off.flow.record().prior_reports,
+            off.flow.record().prior_flags
+        ),
         (2, 1)
     );
     // A clean caller, and a lookup that failed (the adapter sends nothing).

@@ -32,11 +32,11 @@ use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::dtmf::TelephoneEvent;
 use crate::switchboard::media::prompt::Playlist;
 use crate::switchboard::media::recording::RecordingOutcome;
-use crate::switchboard::media::tone::OperatorTone;
 use crate::switchboard::media::session::{
     self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
     OperatorLeg, Side,
 };
+use crate::switchboard::media::tone::OperatorTone;
 use crate::switchboard::sdp::{
     codecs_for, Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT,
 };
@@ -461,7 +461,9 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::ConfirmReportToOperator => {
                     info!(call_id = %call_id, operator = flow.current_operator().unwrap_or(""), "the operator asked for a report");
-                    media.send(MediaCommand::PlayToOperator(OperatorTone::ReportConfirmation));
+                    media.send(MediaCommand::PlayToOperator(
+                        OperatorTone::ReportConfirmation,
+                    ));
                 }
                 CallAction::WhisperToOperator => {
                     info!(call_id = %call_id, prior_reports = flow.record().prior_reports, prior_flags = flow.record().prior_flags, "whispering the caller's history to the operator");

@@ -1022,9 +1022,10 @@ impl Call {
     fn has_packets_to_pace(&self) -> bool {
         self.source.is_paced()
             || self.caller.keys_out.is_active()
-            || self.operator.as_ref().is_some_and(|operator| {
-                operator.keys_out.is_active() || operator.tone.is_some()
-            })
+            || self
+                .operator
+                .as_ref()
+                .is_some_and(|operator| operator.keys_out.is_active() || operator.tone.is_some())
     }
 
     /// Reports a socket failure and stops sending; the call task will stop us.

@@ -228,7 +228,10 @@ mod tests {
             for beep in 0..beeps {
                 let at = beep * 200;
                 let on = level(at, frequency);
-                assert!((on - expected).abs() < expected * 0.05, "{tone:?} {at}: {on}");
+                assert!(
+                    (on - expected).abs() < expected * 0.05,
+                    "{tone:?} {at}: {on}"
+                );
                 if beep + 1 < beeps {
                     let off = level(at + 100, frequency);
                     assert!(off < expected * 0.01, "{tone:?} {}: {off}", at + 100);
