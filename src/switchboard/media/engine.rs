@@ -25,7 +25,7 @@ use rtp_rs::RtpReader;
 use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SLOT_LEN};
-use super::codec::{Codec, Transcoder, FRAME_MS};
+use super::codec::{Codec, Transcoder, FRAME_MS, SAMPLES_PER_FRAME};
 use super::dtmf::{DtmfDetector, EventGenerator};
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
@@ -38,8 +38,11 @@ use super::session::{
 };
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
-use super::tone::{OperatorTone, ToneFrames};
+use super::tone::{mix_frame, OperatorTone, ToneFrames};
 
+/// Caller frames held for mixing under the operator's tone: one is the steady
+/// state (a frame arrives, the next slot sends it); the rest absorb jitter.
+const HELD_VOICE_FRAMES: usize = 3;
 /// Buckets of the timer wheel: one per millisecond of the 20 ms packet interval.
 const WHEEL_SLOTS: u64 = 20;
 /// Width of one bucket.
@@ -286,9 +289,12 @@ struct Leg {
     /// Reads this leg's RFC 4733 keys for the call task instead of relaying
     /// them (the operator's, while a report key sequence is configured).
     key_reader: Option<DtmfDetector>,
-    /// The tone played to this leg and its next frame; it replaces the other
-    /// leg's audio until it ends.
+    /// The tone played to this leg and its next frame; until it ends, the other
+    /// leg's audio is mixed under it or dropped ([`OperatorTone::mixes_with_voice`]).
     tone: Option<(OperatorTone, usize)>,
+    /// The other leg's frames (already in this leg's law) waiting for the
+    /// tone's next frame to be mixed with, oldest first.
+    held_voice: std::collections::VecDeque<[u8; SAMPLES_PER_FRAME]>,
 }
 
 impl Leg {
@@ -321,6 +327,7 @@ impl Leg {
             dropped_keys_logged: false,
             key_reader: None,
             tone: None,
+            held_voice: std::collections::VecDeque::new(),
         }
     }
 
@@ -988,7 +995,19 @@ impl Call {
         let Some((tone, next)) = operator.tone else {
             return;
         };
-        let frame = tone.frames().frame(operator.codec, next);
+        let mut mixed = [0u8; SAMPLES_PER_FRAME];
+        let frame = match (operator.codec.law(), operator.held_voice.pop_front()) {
+            (Some(law), Some(voice)) => {
+                mix_frame(
+                    law,
+                    tone.frames().frame(operator.codec, next),
+                    &voice,
+                    &mut mixed,
+                );
+                &mixed[..]
+            }
+            _ => tone.frames().frame(operator.codec, next),
+        };
         let header =
             operator
                 .out
@@ -1002,8 +1021,10 @@ impl Call {
         if next + 1 < tone.frame_count() {
             operator.tone = Some((tone, next + 1));
         } else {
-            // The caller's audio comes back as a new talkspurt.
+            // The caller's audio is relayed again as a new talkspurt; a frame
+            // still held by jitter is dropped (the next one is at most 20 ms away).
             operator.tone = None;
+            operator.held_voice.clear();
             operator.out.start_talkspurt();
         }
         if let Err(e) = sent {
@@ -1102,8 +1123,20 @@ impl Call {
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
-        if operator.tone.is_some() {
-            // The operator's tone has its ear meanwhile.
+        if let Some((tone, _)) = operator.tone {
+            if tone.mixes_with_voice() && operator.codec.law().is_some() {
+                // Held for the tone's next frame on the grid (at most 20 ms later).
+                let mut converted = [0u8; SLOT_LEN];
+                let voice = operator.from_peer.convert(rtp.payload(), &mut converted);
+                if let Ok(frame) = <[u8; SAMPLES_PER_FRAME]>::try_from(voice) {
+                    if operator.held_voice.len() == HELD_VOICE_FRAMES {
+                        operator.held_voice.pop_front();
+                    }
+                    operator.held_voice.push_back(frame);
+                }
+            }
+            // Otherwise the tone has the operator's ear meanwhile (a G.722
+            // operator, whose adaptive coding a mix would have to re-encode).
             return Ok(());
         }
         relay(&rtp, Relayed::Audio, operator, pacer_slot)

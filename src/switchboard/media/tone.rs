@@ -68,12 +68,28 @@ impl OperatorTone {
         }
     }
 
+    /// Whether the caller's audio goes on under the tone (mixed, [`mix_frame`])
+    /// rather than being replaced by it: the whisper comes the moment the bridge
+    /// is up, when the caller's first words must reach the operator at once;
+    /// the confirmation has the operator's ear to itself, as it always had.
+    pub fn mixes_with_voice(self) -> bool {
+        matches!(self, OperatorTone::HistoryWhisper)
+    }
+
     /// How many frames of [`OperatorTone::frames`] are played.
     pub fn frame_count(self) -> usize {
         match self {
             OperatorTone::ReportConfirmation => CONFIRMATION_FRAMES,
             OperatorTone::HistoryWhisper => WHISPER_FRAMES,
         }
+    }
+}
+
+/// Writes into `out` one G.711 frame of `tone` and `voice` (same law) added
+/// together, clipped to 16 bits: the operator hears both at once.
+pub fn mix_frame(law: Law, tone: &[u8], voice: &[u8], out: &mut [u8]) {
+    for ((out, &tone), &voice) in out.iter_mut().zip(tone).zip(voice) {
+        *out = law.encode(law.decode(tone).saturating_add(law.decode(voice)));
     }
 }
 
@@ -251,6 +267,37 @@ mod tests {
         let samples = decoded(OperatorTone::HistoryWhisper.frames(), Codec::Pcmu, 0..5);
         let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
         assert!(tone_amplitude(&samples[80..720], 1400.0, 8000.0) < expected * 0.05);
+    }
+
+    #[test]
+    fn the_whisper_is_mixed_over_the_callers_voice_and_the_confirmation_is_not() {
+        assert!(OperatorTone::HistoryWhisper.mixes_with_voice());
+        assert!(!OperatorTone::ReportConfirmation.mixes_with_voice());
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let law = codec.law().unwrap();
+            let tone = OperatorTone::HistoryWhisper.frames().frame(codec, 0);
+            // A 2 kHz voice at about -13 dBm0.
+            let voice: Vec<u8> = (0..SAMPLES_PER_FRAME)
+                .map(|n| {
+                    let t = n as f64 / f64::from(SAMPLE_RATE);
+                    law.encode(((2.0 * PI * 2000.0 * t).sin() * 7000.0) as i16)
+                })
+                .collect();
+            let mut mixed = vec![0u8; SAMPLES_PER_FRAME];
+            mix_frame(law, tone, &voice, &mut mixed);
+            let decoded: Vec<f64> = mixed.iter().map(|&b| f64::from(law.decode(b))).collect();
+            // Both are there at their own levels (the tone ramps in over its first 5 ms).
+            let whisper = tone_amplitude(&decoded[40..], 800.0, 8000.0);
+            let words = tone_amplitude(&decoded[40..], 2000.0, 8000.0);
+            assert!(whisper > 5000.0, "{codec:?}: whisper {whisper}");
+            assert!((words - 7000.0).abs() < 700.0, "{codec:?}: voice {words}");
+        }
+        // Loud voices clip rather than wrap.
+        let law = Codec::Pcmu.law().unwrap();
+        let loud = [law.encode(30000); 4];
+        let mut mixed = [0u8; 4];
+        mix_frame(law, &loud, &loud, &mut mixed);
+        assert!(mixed.iter().all(|&b| law.decode(b) > 30000));
     }
 
     #[test]
