@@ -68,7 +68,7 @@ pub trait CallerDays: Send + Sync {
     ) -> Result<Vec<CallerDay>, StoreError>;
     /// Callers with a flag or report on any of their calls (at most `limit`, by number).
     async fn reported_callers(&self, limit: u32) -> Result<Vec<String>, StoreError>;
-    /// How many of `caller`'s stored calls have a report, and how many a flag.
+    /// How many reports, and how many flags, `caller`'s stored calls have.
     async fn caller_history(&self, caller: &str) -> Result<(u32, u32), StoreError>;
     /// The finished calls of `callers` received before `until_ms`: id, caller, court,
     /// line, time, and `flagged` set for a flagged or reported call.
