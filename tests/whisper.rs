@@ -5,7 +5,8 @@
 //! `courtline calls flag`; the next call from that number on a `whisper_history`
 //! line gives the operator three 800 Hz beeps (found in the operator's received
 //! audio by Goertzel) mixed over the caller's voice, and the caller none; a number without history, and a line
-//! without `whisper_history`, give no beeps; the records say what was known.
+//! without `whisper_history`, give no beeps; the records say what was known, and
+//! `courtline records verify` finds it changed.
 //!
 //! `COURTLINE_WHISPER_BENCH=N` also times N calls with the whisper and N without
 //! (BENCHMARKS.md, "Patterns across calls"): from the operator's 200 OK to its
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallRecord, GetCallRequest};
+use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::media::codec::{Codec, Law};
 use support::serve_child::ServeChild;
 use support::{record_of, recv_rtp, repo_path, rtp_packet, sdp, write_test_prompt, Rtp, SipPeer};
@@ -351,16 +353,21 @@ async fn call(serve: &ServeChild, operator: &SipPeer, line: &str, number: &str) 
     }
 }
 
-/// Runs the courtline CLI against `serve`; its stdout.
-fn courtline(serve: &ServeChild, args: &[&str]) -> String {
+/// Runs the courtline CLI against `serve`'s records service.
+fn courtline_run(serve: &ServeChild, args: &[&str]) -> std::process::Output {
     let endpoint = format!("http://{}", serve.records.unwrap());
-    let out = Command::new(env!("CARGO_BIN_EXE_courtline"))
+    Command::new(env!("CARGO_BIN_EXE_courtline"))
         .arg("--config")
         .arg(&serve.config)
         .args(args)
         .args(["--endpoint", &endpoint])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the courtline CLI against `serve`, which must succeed; its stdout.
+fn courtline(serve: &ServeChild, args: &[&str]) -> String {
+    let out = courtline_run(serve, args);
     assert!(
         out.status.success(),
         "courtline {args:?}: {}",
@@ -475,6 +482,25 @@ async fn the_operator_hears_the_whisper_for_a_flagged_number_and_the_caller_does
         lookups_us(&serve.log).len(),
         3,
         "one lookup per whisper-line call"
+    );
+
+    // What the operator was told is checked against the chain like any column.
+    courtline(&serve, &["records", "verify"]);
+    let store = SqlStore::open(&serve.dir.path().join("records.db").display().to_string())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE calls SET prior_flags = 0 WHERE call_id = $1")
+        .bind(&again.record.call_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let tampered = courtline_run(&serve, &["records", "verify"]);
+    let said = String::from_utf8_lossy(&tampered.stdout).into_owned()
+        + &String::from_utf8_lossy(&tampered.stderr);
+    assert!(
+        !tampered.status.success() && said.contains("prior_flags is 0, its events say 1"),
+        "{said}"
     );
 
     let Some(calls) = std::env::var("COURTLINE_WHISPER_BENCH")
