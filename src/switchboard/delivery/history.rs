@@ -112,3 +112,40 @@ impl std::fmt::Debug for CallerHistoryLookup {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::connect::ClientOptions;
+
+    #[tokio::test]
+    async fn a_silent_service_is_given_up_on_and_the_next_one_is_asked() {
+        // Takes connections (the kernel's backlog) and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Refuses them.
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let lookup = CallerHistoryLookup::new(RecordsEndpoints::new(
+            ClientOptions::new("unused"),
+            &[
+                format!("http://{}", silent.local_addr().unwrap()),
+                format!("http://{refused}"),
+            ],
+        ));
+        let error = lookup.lookup("13900001111").await.unwrap_err();
+        assert!(error.contains("no answer within 300ms"), "{error}");
+        assert_eq!(lookup.inner.lock().0.current(), 1, "the next service");
+        let error = lookup.lookup("13900001111").await.unwrap_err();
+        assert!(
+            !error.contains("no answer within"),
+            "refused at once: {error}"
+        );
+        assert_eq!(lookup.inner.lock().0.current(), 0, "round again");
+        assert!(
+            lookup.inner.lock().1.is_none(),
+            "no client kept after a failure"
+        );
+    }
+}
