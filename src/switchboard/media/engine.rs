@@ -728,6 +728,8 @@ impl Shard {
                 if let Some(operator) = call.operator.as_mut() {
                     operator.out.start_talkspurt();
                     operator.tone = Some((tone, 0));
+                    // Held for a tone this one replaces, if any.
+                    operator.held_voice.clear();
                 }
             }
             // Handled by `poll_commands`.
