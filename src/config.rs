@@ -668,6 +668,11 @@ pub struct LineConfig {
     /// courtline hangs up; absent: the hang-up comes at once.
     #[serde(default)]
     pub failover_prompt: Option<String>,
+    /// Whether the operator who answers a caller with prior reports or flags
+    /// first hears a short whisper (three 800 Hz beeps) the caller does not;
+    /// off until the court's policy says otherwise.
+    #[serde(default)]
+    pub whisper_history: bool,
 }
 
 /// `[lines.after_hours]`: the call outside office hours.
@@ -2360,6 +2365,15 @@ operator = "sip:operator@127.0.0.1:5090"
             e.contains("answer_mode") || e.contains("early_media"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn whisper_history_is_off_unless_a_line_turns_it_on() {
+        let config = Config::from_toml_str(&base(), "t").unwrap();
+        assert!(!config.lines[0].whisper_history);
+        let text = format!("{}whisper_history = true\n", base());
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        assert!(config.lines[0].whisper_history);
     }
 
     #[test]

@@ -21,9 +21,9 @@ use bytes::Bytes;
 use courtline::contract::connect::RecordsClient;
 use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::{
-    AddTokenRequest, CallFilter, CallRecord, EndReason, FlagCallRequest, FlagCategory,
-    ListCallsRequest, ListPatternsRequest, LogEventsRequest, NodeEvent, PatternHit, PatternKind,
-    PatternMatched, PurgeRequest, Role, SortOrder, VerifyRequest,
+    AddTokenRequest, CallFilter, CallRecord, CallerHistoryRequest, EndReason, FlagCallRequest,
+    FlagCategory, ListCallsRequest, ListPatternsRequest, LogEventsRequest, NodeEvent, PatternHit,
+    PatternKind, PatternMatched, PurgeRequest, Role, SortOrder, VerifyRequest,
 };
 use courtline::records::alerts::{
     signature, PatternRule, PatternSettings, Webhook, SIGNATURE_HEADER,
@@ -551,6 +551,32 @@ async fn planted_patterns_are_found(db: Db) {
             "{kind:?}"
         );
     }
+    // The switchboard's lookup for the whisper: one flag on the reported caller's
+    // calls, none on the broker's; the switchboard's role only.
+    let history_of = |number: &str| CallerHistoryRequest {
+        caller_number: number.into(),
+    };
+    for (number, expected) in [
+        (REPORTED, (0, 1)),
+        (REPORTED_ONCE, (0, 1)),
+        (BROKER, (0, 0)),
+    ] {
+        let answer = switchboard
+            .caller_history(history_of(number))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (answer.prior_reports, answer.prior_flags),
+            expected,
+            "{number}"
+        );
+    }
+    let refused = compliance
+        .caller_history(history_of(REPORTED))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
     // The broker at the numbers: 6 courts in 3 days.
     let broker = hits(
         &mut compliance,

@@ -26,6 +26,7 @@ use crate::contract::connect::{read_token_file, ClientOptions};
 use crate::records::ledger::Ledger;
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::endpoints::RecordsEndpoints;
+use crate::switchboard::delivery::history::CallerHistoryLookup;
 use crate::switchboard::delivery::sender::{RecordDelivery, RecordSender};
 use crate::switchboard::delivery::spool::Spool;
 use crate::switchboard::delivery::upload::{UploadDelivery, Uploads};
@@ -370,7 +371,7 @@ async fn start_web(
 /// service, also starts uploading kept recordings (their markers in `<spool>/uploads`).
 fn start_spool(
     config: &Config,
-    options: ClientOptions,
+    endpoints: RecordsEndpoints,
 ) -> anyhow::Result<(RecordSender, RecordDelivery, Option<UploadDelivery>)> {
     let records = &config.records;
     let dir = records.spool_path();
@@ -391,10 +392,9 @@ fn start_spool(
     }
     info!(node_id = spool.node_id(), spool = %dir.display(), unacked = recovered.unacked.len(), "records spool open");
     if records.service.embedded {
-        let (sender, delivery) = RecordSender::spawn(spool, recovered, options);
+        let (sender, delivery) = RecordSender::spawn(spool, recovered, endpoints);
         return Ok((sender, delivery, None));
     }
-    let endpoints = RecordsEndpoints::new(options, &records.delivery_endpoints());
     let uploads_dir = dir.join("uploads");
     let (uploads, upload_delivery) = Uploads::spawn(uploads_dir.clone(), endpoints.clone())
         .with_context(|| {
@@ -437,9 +437,16 @@ pub async fn start_reloadable(
         ledger,
         options,
     } = start_records(&config, &records_shutdown).await?;
-    let (sender, delivery, uploads) = start_spool(&config, options)?;
+    // Where events go, and where the whisper's caller-history lookups go.
+    let endpoints = if config.records.service.embedded {
+        RecordsEndpoints::from(options)
+    } else {
+        RecordsEndpoints::new(options, &config.records.delivery_endpoints())
+    };
+    let history = CallerHistoryLookup::new(endpoints.clone());
+    let (sender, delivery, uploads) = start_spool(&config, endpoints)?;
     let calls_shutdown = CancellationToken::new();
-    let switchboard = Switchboard::bind(live, sender, calls_shutdown.clone()).await?;
+    let switchboard = Switchboard::bind(live, sender, history, calls_shutdown.clone()).await?;
     let sip_addr = switchboard.local_addr();
     let tls_addr = switchboard.tls_addr();
     let active_calls = switchboard.active_calls();

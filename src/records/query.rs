@@ -505,6 +505,11 @@ struct CallDetail<'a> {
     /// Every column, lists nested.
     #[serde(flatten)]
     call: NestedRow<'a>,
+    /// The caller's earlier reported calls when this one arrived (the whisper;
+    /// not an export column: exports keep their signed row format).
+    prior_reports: u32,
+    /// The caller's earlier flagged calls when this one arrived.
+    prior_flags: u32,
     /// In [`order_timeline`] order.
     timeline: Vec<TimelineEntry<'a>>,
     /// The call's audio recording; `null` when none was made.
@@ -570,6 +575,8 @@ pub fn write_call_detail(
     if format == DetailFormat::Json {
         let detail = CallDetail {
             call: NestedRow(&row),
+            prior_reports: record.prior_reports,
+            prior_flags: record.prior_flags,
             timeline: timeline
                 .iter()
                 .map(|event| TimelineEntry {
@@ -611,6 +618,13 @@ pub fn write_call_detail(
         if !text.is_empty() && text != "-" {
             writeln!(out, "  {label:<24}{text}")?;
         }
+    }
+    if record.prior_reports > 0 || record.prior_flags > 0 {
+        writeln!(
+            out,
+            "  {:<24}{} reported, {} flagged calls before this one",
+            "caller_history", record.prior_reports, record.prior_flags
+        )?;
     }
     let sections = [
         ("prompts", prompt_lines(record)),
@@ -749,6 +763,8 @@ mod tests {
             proxy_source: "127.0.0.1:5080".to_owned(),
             flags: Vec::new(),
             probe: false,
+            prior_reports: 0,
+            prior_flags: 0,
             prompts: vec![
                 PlayedPrompt {
                     id: "three_rules_zh".to_owned(),

@@ -1034,6 +1034,16 @@ impl RecordsService for RecordsServer {
             .map(Response::new)
     }
 
+    async fn caller_history(
+        &self,
+        request: Request<crate::contract::pb::CallerHistoryRequest>,
+    ) -> Result<Response<crate::contract::pb::CallerHistoryResponse>, Status> {
+        self.auth.authorize(&request, Role::Switchboard).await?;
+        self.caller_history_of(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn list_reports(
         &self,
         request: Request<ListReportsRequest>,

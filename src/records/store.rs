@@ -76,12 +76,13 @@ const CALL_COLUMNS: &str = "call_id, sip_call_id, line_number, court_name, calle
     prompt_started_at_ms, prompt_ended_at_ms, operator_answered_at_ms, ended_at_ms, prompt_id, \
     prompt_sha256, prompt_length_ms, prompt_ms_sent, prompt_completed, dtmf_during_prompt, \
     prompts, operator_uri, end_reason, sip_final_status, rtp_packets_sent, rtp_packets_received, \
-    media, probe, proxy_source, state, flagged, node_id, last_seq, first_seq";
+    media, probe, proxy_source, prior_reports, prior_flags, state, flagged, node_id, last_seq, \
+    first_seq";
 /// Columns of `call_recordings`, in [`RecordingRow`] order.
 const RECORDING_COLUMNS: &str =
     "call_id, sha256, bytes, sample_rate, channels, duration_ms, state, detail, last_seq";
 /// Number of names in [`CALL_COLUMNS`].
-const CALL_COLUMN_COUNT: usize = 35;
+const CALL_COLUMN_COUNT: usize = 37;
 /// Every events column.
 const EVENT_COLUMNS: &str =
     "seq, kind, node_id, node_seq, call_id, at_ms, stored_at_ms, body, body_digest, prev_hash, hash";
@@ -1105,6 +1106,8 @@ fn bind_call(sql: &mut Sql, row: &CallRow) {
     let _ = args.add(media_json(r));
     let _ = args.add(i64::from(r.probe));
     let _ = args.add(r.proxy_source.clone());
+    let _ = args.add(i64::from(r.prior_reports));
+    let _ = args.add(i64::from(r.prior_flags));
     let _ = args.add(row.state as i64);
     // New rows start unflagged; the upsert never overwrites an existing flag.
     let _ = args.add(0_i64);
@@ -2760,6 +2763,8 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         node_id: get(row, "node_id", id)?,
         // Flags live in the chain, not the row; the service adds them to answers.
         flags: Vec::new(),
+        prior_reports: small("prior_reports")?,
+        prior_flags: small("prior_flags")?,
         call_id,
     })
 }

@@ -723,6 +723,20 @@ async fn check_calls(store: &dyn Store, report: &mut Report) -> Result<(), Store
                         actual.probe, expected.probe
                     ));
                 }
+                // Nor are these (exports keep their signed row format); the record
+                // says what the operator was told.
+                for (name, want, have) in [
+                    (
+                        "prior_reports",
+                        expected.prior_reports,
+                        actual.prior_reports,
+                    ),
+                    ("prior_flags", expected.prior_flags, actual.prior_flags),
+                ] {
+                    if want != have {
+                        differences.push(format!("{name} is {have}, its events say {want}"));
+                    }
+                }
                 if !differences.is_empty() {
                     report.add(
                         "projection",

@@ -295,6 +295,7 @@ impl Admission<'_> {
         // Calls to the registered account are recorded under the line they stand for.
         facts.line_number = line.number.clone();
         facts.court_name = line.court.clone();
+        facts.whisper_history = line.whisper_history;
         // A line whose calls are evidence takes none it cannot record, if so configured.
         if line.record_audio != RecordAudio::Never
             && !self.recording_healthy

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::history::CallerHistoryLookup;
 use super::delivery::sender::RecordSender;
 use super::live::LiveConfig;
 use super::media::ports::RtpPorts;
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub ports: RtpPorts,
     /// Where finished call records go.
     pub records: RecordSender,
+    /// Asks the records service for a caller's history (`whisper_history` lines).
+    pub history: CallerHistoryLookup,
     /// Writes call audio, when a line records it.
     pub recorder: Option<Recorder>,
     /// rsipstack's dialog table.

@@ -37,6 +37,7 @@ use super::sip::ALLOW;
 use crate::config::Config;
 use crate::switchboard::call::session::CallSetup;
 use crate::switchboard::call::CallFlow;
+use crate::switchboard::delivery::history::CallerHistoryLookup;
 use crate::switchboard::delivery::sender::RecordSender;
 use crate::switchboard::media::ports::RtpPorts;
 use crate::switchboard::media::recording::Recorder;
@@ -103,6 +104,7 @@ impl Switchboard {
     pub async fn bind(
         live: LiveConfig,
         records: RecordSender,
+        history: CallerHistoryLookup,
         shutdown: CancellationToken,
     ) -> Result<Switchboard, SwitchboardError> {
         let config = live.config.clone();
@@ -242,6 +244,7 @@ impl Switchboard {
                 ringback: Arc::new(ringback),
                 ports,
                 records,
+                history,
                 recorder,
                 dialog_states: DialogStateRouter::start(),
                 dialog_layer,

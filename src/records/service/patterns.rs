@@ -7,7 +7,8 @@ use tonic::Status;
 
 use super::{store_status, RecordsServer, MAX_DASHBOARD_DAYS};
 use crate::contract::pb::{
-    ListPatternsRequest, ListPatternsResponse, PatternHit, PatternKind, PatternMatched,
+    CallerHistoryRequest, CallerHistoryResponse, ListPatternsRequest, ListPatternsResponse,
+    PatternHit, PatternKind, PatternMatched,
 };
 use crate::records::auth::Caller;
 use crate::records::dashboard::{day_of, DAY_MS};
@@ -190,6 +191,29 @@ impl RecordsServer {
                 })
             })
             .collect()
+    }
+
+    /// `CallerHistory` (the switchboard's role was checked by the handler): not an
+    /// access event, it is asked on every call and answers counts only.
+    pub async fn caller_history_of(
+        &self,
+        request: CallerHistoryRequest,
+    ) -> Result<CallerHistoryResponse, Status> {
+        let number = request.caller_number.trim();
+        if number.is_empty() {
+            // An anonymous caller has no history to tell.
+            return Ok(CallerHistoryResponse::default());
+        }
+        let (prior_reports, prior_flags) = self
+            .ledger
+            .store()
+            .caller_history(number)
+            .await
+            .map_err(|error| store_status("reading the caller's history", error))?;
+        Ok(CallerHistoryResponse {
+            prior_reports,
+            prior_flags,
+        })
     }
 }
 

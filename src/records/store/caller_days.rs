@@ -68,6 +68,8 @@ pub trait CallerDays: Send + Sync {
     ) -> Result<Vec<CallerDay>, StoreError>;
     /// Callers with a flag or report on any of their calls (at most `limit`, by number).
     async fn reported_callers(&self, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// How many reports, and how many flags, `caller`'s stored calls have.
+    async fn caller_history(&self, caller: &str) -> Result<(u32, u32), StoreError>;
     /// The finished calls of `callers` received before `until_ms`: id, caller, court,
     /// line, time, and `flagged` set for a flagged or reported call.
     async fn calls_of_callers(
@@ -381,6 +383,26 @@ impl CallerDays for SqlStore {
             .iter()
             .map(|row| get(row, "caller_number", operation))
             .collect()
+    }
+
+    async fn caller_history(&self, caller: &str) -> Result<(u32, u32), StoreError> {
+        // BIGINT: PostgreSQL sums integers into NUMERIC otherwise.
+        let mut sql = self.sql(
+            "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS reports, \
+             CAST(COALESCE(SUM(flags), 0) AS BIGINT) AS flags \
+             FROM caller_days WHERE caller_number = ",
+        );
+        sql.bind(caller.to_owned());
+        let operation = "read a caller's history";
+        let rows = sql.fetch_all(&self.pool, operation).await?;
+        let count = |column: &str| -> Result<u32, StoreError> {
+            let value: i64 = match rows.first() {
+                Some(row) => get(row, column, operation)?,
+                None => 0,
+            };
+            Ok(u32::try_from(value).unwrap_or(u32::MAX))
+        };
+        Ok((count("reports")?, count("flags")?))
     }
 
     async fn calls_of_callers(

@@ -81,6 +81,9 @@ pub struct CallFacts {
     /// A synthetic probe (its signed header checked): recorded as one, and
     /// `operators` is at most the `[probe] target`.
     pub probe: bool,
+    /// The line's `whisper_history`: an operator who answers a caller with prior
+    /// reports or flags hears [`CallAction::WhisperToOperator`] first.
+    pub whisper_history: bool,
 }
 
 /// Where a call is. Transitions only go forward; `Ended` is final.
@@ -244,6 +247,15 @@ pub enum CallInput {
     /// No RTP or RTCP from the caller for `[media] rtp_timeout_s` since the
     /// bridge: the line died without a BYE.
     CallerMediaTimeout,
+    /// The caller's history lookup (started at admission) answered: it goes
+    /// into the record, and decides the whisper if it came before the operator
+    /// answered (a later answer is recorded, not whispered: the bridge never waits).
+    CallerHistory {
+        /// Earlier reports on calls from this number.
+        prior_reports: u32,
+        /// Earlier flags on calls from this number.
+        prior_flags: u32,
+    },
 }
 
 /// How an operator's key arrived; recorded with a report request.
@@ -414,6 +426,9 @@ pub enum CallAction {
     },
     /// Let the operator hear the report confirmation tone (the caller hears nothing of it).
     ConfirmReportToOperator,
+    /// Let the operator who just answered hear that the caller has prior
+    /// reports or flags (the caller hears nothing of it); follows `Bridge`.
+    WhisperToOperator,
     /// BYE the caller.
     HangUpCaller,
     /// Refuse the still unanswered INVITE with this final status.
@@ -600,6 +615,16 @@ impl CallFlow {
             (Phase::Ended, _) => {}
             // A CANCEL that crossed our 200 OK changes nothing (the stack answered it 200).
             (_, CallerCancelled) if self.caller_answered => {}
+            (
+                _,
+                CallerHistory {
+                    prior_reports,
+                    prior_flags,
+                },
+            ) => {
+                self.record.prior_reports = prior_reports;
+                self.record.prior_flags = prior_flags;
+            }
 
             (Phase::Ringing | Phase::Answering, CallerCancelled) => {
                 self.record.sip_final_status = 487;
@@ -934,6 +959,13 @@ impl CallFlow {
         // the caller's first words are dropped (the operator's wait in its
         // socket), for as long as an fsync takes on a busy disk.
         self.actions.push_back(CallAction::Bridge);
+        if self.facts.whisper_history
+            && (self.record.prior_reports > 0 || self.record.prior_flags > 0)
+        {
+            // Right after the bridge, so the bridge waits for nothing: the whisper
+            // holds the caller's audio toward the operator back while it plays.
+            self.actions.push_back(CallAction::WhisperToOperator);
+        }
         if self.caller_answered {
             self.actions.push_back(CallAction::WatchCallerMedia);
         }

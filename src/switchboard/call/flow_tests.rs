@@ -1643,3 +1643,76 @@ fn early_media_line_never_refers() {
         ]
     );
 }
+
+/// A call on a line with `whisper_history`, its history lookup answering
+/// `history` (reports, flags) before the operator answers, if at all.
+fn answered_with_history(whisper_history: bool, history: Option<(u32, u32)>) -> Harness {
+    let mut h = Harness::new(CallFacts {
+        whisper_history,
+        ..facts(&["sip:op@h"])
+    });
+    if let Some((prior_reports, prior_flags)) = history {
+        h.input(CallInput::CallerHistory {
+            prior_reports,
+            prior_flags,
+        });
+    }
+    h.answer_and_play_prompt();
+    h.input(CallInput::OperatorAnswered);
+    h
+}
+
+#[test]
+fn a_caller_with_prior_reports_or_flags_is_whispered_to_the_operator_right_after_the_bridge() {
+    for history in [(1, 0), (0, 2), (3, 1)] {
+        let mut h = answered_with_history(true, Some(history));
+        assert_eq!(
+            h.actions(),
+            vec![
+                CallAction::Bridge,
+                CallAction::WhisperToOperator,
+                CallAction::WatchCallerMedia
+            ],
+            "{history:?}"
+        );
+        h.input(CallInput::CallerHungUp);
+        let actions = h.actions();
+        let record = finished(&actions);
+        assert_eq!((record.prior_reports, record.prior_flags), history);
+    }
+}
+
+#[test]
+fn no_whisper_when_off_without_history_or_without_an_answer_in_time() {
+    // Off: the history is still recorded.
+    let mut off = answered_with_history(false, Some((2, 1)));
+    assert_eq!(
+        off.actions(),
+        vec![CallAction::Bridge, CallAction::WatchCallerMedia]
+    );
+    assert_eq!(
+        (
+            off.flow.record().prior_reports,
+            off.flow.record().prior_flags
+        ),
+        (2, 1)
+    );
+    // A clean caller, and a lookup that failed (the adapter sends nothing).
+    for history in [Some((0, 0)), None] {
+        let mut h = answered_with_history(true, history);
+        assert_eq!(
+            h.actions(),
+            vec![CallAction::Bridge, CallAction::WatchCallerMedia],
+            "{history:?}"
+        );
+    }
+    // An answer after the bridge is recorded, and not whispered late.
+    let mut late = answered_with_history(true, None);
+    late.actions();
+    late.input(CallInput::CallerHistory {
+        prior_reports: 1,
+        prior_flags: 0,
+    });
+    assert_eq!(late.actions(), vec![]);
+    assert_eq!(late.flow.record().prior_reports, 1);
+}

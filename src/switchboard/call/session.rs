@@ -26,7 +26,9 @@ use super::flow::{
 };
 use super::reoffer;
 use crate::config::{Config, RecordAudio};
-use crate::contract::pb::{CallRecord, EndReason, LegMedia, RecordingFinished};
+use crate::contract::pb::{
+    CallRecord, CallerHistoryResponse, EndReason, LegMedia, RecordingFinished,
+};
 use crate::switchboard::context::{CallSlot, Shared};
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::dtmf::TelephoneEvent;
@@ -36,6 +38,7 @@ use crate::switchboard::media::session::{
     self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
     OperatorLeg, Side,
 };
+use crate::switchboard::media::tone::OperatorTone;
 use crate::switchboard::sdp::{
     codecs_for, Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT,
 };
@@ -220,6 +223,10 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         ..facts
     };
     let mut flow = CallFlow::new(facts.clone(), received);
+    // The caller's history for the whisper, asked now: the warning lasts far longer
+    // than the lookup may, so the answer is there when the operator answers.
+    let mut history = (facts.whisper_history && !facts.caller_number.is_empty())
+        .then(|| ask_history(&shared, &call_id, &facts.caller_number));
     let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
     let mut media = match offer {
         Some((offer, agreed)) => CallerMedia::Running {
@@ -460,7 +467,13 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::ConfirmReportToOperator => {
                     info!(call_id = %call_id, operator = flow.current_operator().unwrap_or(""), "the operator asked for a report");
-                    media.send(MediaCommand::ConfirmReport);
+                    media.send(MediaCommand::PlayToOperator(
+                        OperatorTone::ReportConfirmation,
+                    ));
+                }
+                CallAction::WhisperToOperator => {
+                    info!(call_id = %call_id, prior_reports = flow.record().prior_reports, prior_flags = flow.record().prior_flags, "whispering the caller's history to the operator");
+                    media.send(MediaCommand::PlayToOperator(OperatorTone::HistoryWhisper));
                 }
                 CallAction::Milestone(milestone) => {
                     // On disk before the call moves on (the wait is bounded: see RecordSender).
@@ -665,6 +678,13 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     }
                 };
                 Some(CallInput::ForkedOperator { target, event: input })
+            },
+            answer = history_answer(history.as_mut()) => {
+                history = None;
+                answer.map(|answer| CallInput::CallerHistory {
+                    prior_reports: answer.prior_reports,
+                    prior_flags: answer.prior_flags,
+                })
             },
             _ = sleep_until(deadline) => {
                 flow.handle_timeout(Instant::now());
@@ -1044,6 +1064,48 @@ enum AttemptEvent {
     Outcome(Result<InviteAsyncResult, tokio::task::JoinError>),
     /// The kernel says nobody listens at the target; the INVITE still runs.
     Refused(std::io::Error),
+}
+
+/// Starts the lookup of `number`'s history; the receiver gets its answer, or
+/// `None` when there is none in time (logged: the call goes on unwhispered).
+fn ask_history(
+    shared: &Shared,
+    call_id: &str,
+    number: &str,
+) -> oneshot::Receiver<Option<CallerHistoryResponse>> {
+    let (answer, answered) = oneshot::channel();
+    let (lookup, call_id, number) = (
+        shared.history.clone(),
+        call_id.to_owned(),
+        number.to_owned(),
+    );
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let outcome = lookup.lookup(&number).await;
+        let lookup_us = started.elapsed().as_micros() as u64;
+        let _ = answer.send(match outcome {
+            Ok(history) => {
+                info!(call_id = %call_id, prior_reports = history.prior_reports, prior_flags = history.prior_flags, lookup_us, "caller history");
+                Some(history)
+            }
+            Err(problem) => {
+                warn!(call_id = %call_id, %problem, lookup_us, "no caller history for the whisper: the operator will not hear one");
+                None
+            }
+        });
+    });
+    answered
+}
+
+/// The caller's history once its lookup is over (`None`: no answer); forever
+/// when none is pending.
+async fn history_answer(
+    pending: Option<&mut oneshot::Receiver<Option<CallerHistoryResponse>>>,
+) -> Option<CallerHistoryResponse> {
+    match pending {
+        Some(answered) => answered.await.ok().flatten(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the attempt's outcome or its target's refusal; forever when no

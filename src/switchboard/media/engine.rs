@@ -25,7 +25,7 @@ use rtp_rs::RtpReader;
 use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SLOT_LEN};
-use super::codec::{Codec, Transcoder, FRAME_MS};
+use super::codec::{Codec, Transcoder, FRAME_MS, SAMPLES_PER_FRAME};
 use super::dtmf::{DtmfDetector, EventGenerator};
 use super::pacer::Pacer;
 use super::ports::RtpSocket;
@@ -38,8 +38,11 @@ use super::session::{
 };
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
-use super::tone::{ToneFrames, CONFIRMATION_FRAMES};
+use super::tone::{mix_frame, OperatorTone, ToneFrames};
 
+/// Caller frames held for mixing under the operator's tone: one is the steady
+/// state (a frame arrives, the next slot sends it); the rest absorb jitter.
+const HELD_VOICE_FRAMES: usize = 3;
 /// Buckets of the timer wheel: one per millisecond of the 20 ms packet interval.
 const WHEEL_SLOTS: u64 = 20;
 /// Width of one bucket.
@@ -286,9 +289,12 @@ struct Leg {
     /// Reads this leg's RFC 4733 keys for the call task instead of relaying
     /// them (the operator's, while a report key sequence is configured).
     key_reader: Option<DtmfDetector>,
-    /// Next frame of the report confirmation tone played to this leg; it
-    /// replaces the other leg's audio until it ends.
-    confirmation: Option<usize>,
+    /// The tone played to this leg and its next frame; until it ends, the other
+    /// leg's audio is mixed under it or dropped ([`OperatorTone::mixes_with_voice`]).
+    tone: Option<(OperatorTone, usize)>,
+    /// The other leg's frames (already in this leg's law) waiting for the
+    /// tone's next frame to be mixed with, oldest first.
+    held_voice: std::collections::VecDeque<[u8; SAMPLES_PER_FRAME]>,
 }
 
 impl Leg {
@@ -320,7 +326,8 @@ impl Leg {
             keys_out: EventGenerator::default(),
             dropped_keys_logged: false,
             key_reader: None,
-            confirmation: None,
+            tone: None,
+            held_voice: std::collections::VecDeque::new(),
         }
     }
 
@@ -717,10 +724,12 @@ impl Shard {
                 }
             }
             MediaCommand::Record(tap) => call.recording = Some(tap),
-            MediaCommand::ConfirmReport => {
+            MediaCommand::PlayToOperator(tone) => {
                 if let Some(operator) = call.operator.as_mut() {
                     operator.out.start_talkspurt();
-                    operator.confirmation = Some(0);
+                    operator.tone = Some((tone, 0));
+                    // Held for a tone this one replaces, if any.
+                    operator.held_voice.clear();
                 }
             }
             // Handled by `poll_commands`.
@@ -811,7 +820,7 @@ impl Shard {
         };
         call.send_frame(pacer_slot, &self.epoll);
         call.send_keys(pacer_slot, &self.epoll);
-        call.send_confirmation(pacer_slot, &self.epoll);
+        call.send_operator_tone(pacer_slot, &self.epoll);
     }
 
     fn on_readable(&mut self, t: u64, batch: &mut RecvBatch) {
@@ -979,16 +988,28 @@ impl Call {
         }
     }
 
-    /// Sends the operator the next frame of the report confirmation tone, if
-    /// it is playing (paced on the call's grid, in the operator's codec).
-    fn send_confirmation(&mut self, pacer_slot: u64, epoll: &Epoll) {
+    /// Sends the operator the next frame of its tone, if one is playing
+    /// (paced on the call's grid, in the operator's codec).
+    fn send_operator_tone(&mut self, pacer_slot: u64, epoll: &Epoll) {
         let Some(operator) = self.operator.as_mut() else {
             return;
         };
-        let Some(next) = operator.confirmation else {
+        let Some((tone, next)) = operator.tone else {
             return;
         };
-        let frame = ToneFrames::confirmation().frame(operator.codec, next);
+        let mut mixed = [0u8; SAMPLES_PER_FRAME];
+        let frame = match (operator.codec.law(), operator.held_voice.pop_front()) {
+            (Some(law), Some(voice)) => {
+                mix_frame(
+                    law,
+                    tone.frames().frame(operator.codec, next),
+                    &voice,
+                    &mut mixed,
+                );
+                &mixed[..]
+            }
+            _ => tone.frames().frame(operator.codec, next),
+        };
         let header =
             operator
                 .out
@@ -999,18 +1020,20 @@ impl Call {
             frame,
             operator.remote,
         );
-        if next + 1 < CONFIRMATION_FRAMES {
-            operator.confirmation = Some(next + 1);
+        if next + 1 < tone.frame_count() {
+            operator.tone = Some((tone, next + 1));
         } else {
-            // The caller's audio comes back as a new talkspurt.
-            operator.confirmation = None;
+            // The caller's audio is relayed again as a new talkspurt; a frame
+            // still held by jitter is dropped (the next one is at most 20 ms away).
+            operator.tone = None;
+            operator.held_voice.clear();
             operator.out.start_talkspurt();
         }
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 let remote = operator.remote;
                 self.fault(
-                    format!("sending the confirmation tone to the operator at {remote}: {e}"),
+                    format!("sending the {tone:?} tone to the operator at {remote}: {e}"),
                     epoll,
                 );
             }
@@ -1018,14 +1041,14 @@ impl Call {
     }
 
     /// Whether the call has packets of its own due on the 20 ms grid: the
-    /// prompt, the ringback, keys being played to a leg, or the operator's
-    /// confirmation tone.
+    /// prompt, the ringback, keys being played to a leg, or the operator's tone.
     fn has_packets_to_pace(&self) -> bool {
         self.source.is_paced()
             || self.caller.keys_out.is_active()
-            || self.operator.as_ref().is_some_and(|operator| {
-                operator.keys_out.is_active() || operator.confirmation.is_some()
-            })
+            || self
+                .operator
+                .as_ref()
+                .is_some_and(|operator| operator.keys_out.is_active() || operator.tone.is_some())
     }
 
     /// Reports a socket failure and stops sending; the call task will stop us.
@@ -1102,8 +1125,20 @@ impl Call {
         let Some(operator) = &mut self.operator else {
             return Ok(());
         };
-        if operator.confirmation.is_some() {
-            // The confirmation tone has the operator's ear meanwhile.
+        if let Some((tone, _)) = operator.tone {
+            if tone.mixes_with_voice() && operator.codec.law().is_some() {
+                // Held for the tone's next frame on the grid (at most 20 ms later).
+                let mut converted = [0u8; SLOT_LEN];
+                let voice = operator.from_peer.convert(rtp.payload(), &mut converted);
+                if let Ok(frame) = <[u8; SAMPLES_PER_FRAME]>::try_from(voice) {
+                    if operator.held_voice.len() == HELD_VOICE_FRAMES {
+                        operator.held_voice.pop_front();
+                    }
+                    operator.held_voice.push_back(frame);
+                }
+            }
+            // Otherwise the tone has the operator's ear meanwhile (a G.722
+            // operator, whose adaptive coding a mix would have to re-encode).
             return Ok(());
         }
         relay(&rtp, Relayed::Audio, operator, pacer_slot)

@@ -17,7 +17,7 @@ use super::engine::MediaEngine;
 use super::ports::RtpSocket;
 use super::prompt::Playlist;
 use super::recording::CallTap;
-use super::tone::ToneFrames;
+use super::tone::{OperatorTone, ToneFrames};
 
 /// The caller's side of the media, fixed when the call is answered.
 #[derive(Debug)]
@@ -105,9 +105,9 @@ pub enum MediaCommand {
     },
     /// Record the call's audio from the first warning packet on (sent before `PlayPrompt`).
     Record(CallTap),
-    /// Play the report confirmation tone to the operator; it replaces the
-    /// caller's audio to the operator for its 300 ms, the caller hears nothing of it.
-    ConfirmReport,
+    /// Play this tone to the bridged operator; it replaces the caller's audio
+    /// to the operator while it lasts, the caller hears nothing of it.
+    PlayToOperator(OperatorTone),
     /// Stop and report the counters.
     Stop(oneshot::Sender<MediaStats>),
 }

@@ -27,12 +27,71 @@ const CONFIRMATION_CADENCE: RingbackCadence = RingbackCadence {
     level_dbm0: -10.0,
 };
 /// Frames the confirmation lasts: beep, pause, beep (300 ms).
-pub const CONFIRMATION_FRAMES: usize = 15;
+const CONFIRMATION_FRAMES: usize = 15;
 /// The confirmation, synthesised and encoded once per process.
 static CONFIRMATION: LazyLock<ToneFrames> = LazyLock::new(|| {
     ToneFrames::ringback(&CONFIRMATION_CADENCE)
         .expect("the built-in confirmation cadence is valid (tested)")
 });
+/// The whisper that tells the answering operator the caller has prior reports or
+/// flags: 800 Hz (unlike the 1,400 Hz confirmation and the 450 Hz ringback),
+/// 0.1 s on, 0.1 s off.
+const WHISPER_CADENCE: RingbackCadence = RingbackCadence {
+    frequency_hz: 800.0,
+    on_ms: 100,
+    off_ms: 100,
+    level_dbm0: -10.0,
+};
+/// Frames the whisper lasts: three beeps with two pauses (500 ms).
+const WHISPER_FRAMES: usize = 25;
+/// The whisper, synthesised and encoded once per process.
+static WHISPER: LazyLock<ToneFrames> = LazyLock::new(|| {
+    ToneFrames::ringback(&WHISPER_CADENCE).expect("the built-in whisper cadence is valid (tested)")
+});
+
+/// A short tone only the bridged operator hears: it replaces the caller's audio
+/// toward the operator while it plays; the caller hears nothing of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorTone {
+    /// The report key sequence was recorded (two 1,400 Hz beeps).
+    ReportConfirmation,
+    /// The caller has prior reports or flags (three 800 Hz beeps, `whisper_history`).
+    HistoryWhisper,
+}
+
+impl OperatorTone {
+    /// The encoded frames to play from frame 0.
+    pub fn frames(self) -> &'static ToneFrames {
+        match self {
+            OperatorTone::ReportConfirmation => &CONFIRMATION,
+            OperatorTone::HistoryWhisper => &WHISPER,
+        }
+    }
+
+    /// Whether the caller's audio goes on under the tone (mixed, [`mix_frame`])
+    /// rather than being replaced by it: the whisper comes the moment the bridge
+    /// is up, when the caller's first words must reach the operator at once;
+    /// the confirmation has the operator's ear to itself, as it always had.
+    pub fn mixes_with_voice(self) -> bool {
+        matches!(self, OperatorTone::HistoryWhisper)
+    }
+
+    /// How many frames of [`OperatorTone::frames`] are played.
+    pub fn frame_count(self) -> usize {
+        match self {
+            OperatorTone::ReportConfirmation => CONFIRMATION_FRAMES,
+            OperatorTone::HistoryWhisper => WHISPER_FRAMES,
+        }
+    }
+}
+
+/// Writes into `out` one G.711 frame of `tone` and `voice` (same law) added
+/// together, clipped to 16 bits: the operator hears both at once.
+pub fn mix_frame(law: Law, tone: &[u8], voice: &[u8], out: &mut [u8]) {
+    for ((out, &tone), &voice) in out.iter_mut().zip(tone).zip(voice) {
+        *out = law.encode(law.decode(tone).saturating_add(law.decode(voice)));
+    }
+}
 
 /// One full cadence cycle pre-encoded into 20 ms frames; played in a loop.
 pub struct ToneFrames {
@@ -77,12 +136,6 @@ impl ToneFrames {
             g722,
             frame_count: narrow.len() / SAMPLES_PER_FRAME,
         })
-    }
-
-    /// The report confirmation tone: play frames 0 to [`CONFIRMATION_FRAMES`]
-    /// (its 10-frame cycle and the first half again: two beeps).
-    pub fn confirmation() -> &'static ToneFrames {
-        &CONFIRMATION
     }
 
     /// Frames in one cycle; a sender loops after this many.
@@ -177,30 +230,74 @@ mod tests {
         assert!(pause_peak < Some(40), "{pause_peak:?}");
     }
 
+    /// Checks that `tone` is `beeps` 100 ms beeps at `frequency` with 100 ms pauses.
+    fn assert_beeps(tone: OperatorTone, frequency: f64, beeps: usize) {
+        let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        assert_eq!(tone.frame_count(), (2 * beeps - 1) * 5);
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let samples = decoded(tone.frames(), codec, 0..tone.frame_count());
+            assert_eq!(samples.len(), (2 * beeps - 1) * 100 * 8);
+            let level = |from_ms: usize, frequency: f64| {
+                let window = &samples[from_ms * 8 + 80..from_ms * 8 + 720];
+                tone_amplitude(window, frequency, 8000.0)
+            };
+            for beep in 0..beeps {
+                let at = beep * 200;
+                let on = level(at, frequency);
+                assert!(
+                    (on - expected).abs() < expected * 0.05,
+                    "{tone:?} {at}: {on}"
+                );
+                if beep + 1 < beeps {
+                    let off = level(at + 100, frequency);
+                    assert!(off < expected * 0.01, "{tone:?} {}: {off}", at + 100);
+                }
+            }
+        }
+    }
+
     #[test]
     fn confirmation_is_two_short_1400_hz_beeps() {
-        let tone = ToneFrames::confirmation();
+        assert_beeps(OperatorTone::ReportConfirmation, 1400.0, 2);
+    }
+
+    #[test]
+    fn whisper_is_three_short_800_hz_beeps_unlike_the_confirmation() {
+        assert_beeps(OperatorTone::HistoryWhisper, 800.0, 3);
+        let samples = decoded(OperatorTone::HistoryWhisper.frames(), Codec::Pcmu, 0..5);
         let expected = 32767.0 * 10f64.powf(-13.17 / 20.0);
+        assert!(tone_amplitude(&samples[80..720], 1400.0, 8000.0) < expected * 0.05);
+    }
+
+    #[test]
+    fn the_whisper_is_mixed_over_the_callers_voice_and_the_confirmation_is_not() {
+        assert!(OperatorTone::HistoryWhisper.mixes_with_voice());
+        assert!(!OperatorTone::ReportConfirmation.mixes_with_voice());
         for codec in [Codec::Pcmu, Codec::Pcma] {
-            let samples = decoded(tone, codec, 0..CONFIRMATION_FRAMES);
-            assert_eq!(samples.len(), 300 * 8);
-            let level = |from_ms: usize| {
-                let window = &samples[from_ms * 8 + 80..from_ms * 8 + 720];
-                tone_amplitude(window, 1400.0, 8000.0)
-            };
-            // Beep (0-100 ms), pause (100-200 ms), beep (200-300 ms).
-            assert!(
-                (level(0) - expected).abs() < expected * 0.05,
-                "{}",
-                level(0)
-            );
-            assert!(level(100) < expected * 0.01, "{}", level(100));
-            assert!(
-                (level(200) - expected).abs() < expected * 0.05,
-                "{}",
-                level(200)
-            );
+            let law = codec.law().unwrap();
+            let tone = OperatorTone::HistoryWhisper.frames().frame(codec, 0);
+            // A 2 kHz voice at about -13 dBm0.
+            let voice: Vec<u8> = (0..SAMPLES_PER_FRAME)
+                .map(|n| {
+                    let t = n as f64 / f64::from(SAMPLE_RATE);
+                    law.encode(((2.0 * PI * 2000.0 * t).sin() * 7000.0) as i16)
+                })
+                .collect();
+            let mut mixed = vec![0u8; SAMPLES_PER_FRAME];
+            mix_frame(law, tone, &voice, &mut mixed);
+            let decoded: Vec<f64> = mixed.iter().map(|&b| f64::from(law.decode(b))).collect();
+            // Both are there at their own levels (the tone ramps in over its first 5 ms).
+            let whisper = tone_amplitude(&decoded[40..], 800.0, 8000.0);
+            let words = tone_amplitude(&decoded[40..], 2000.0, 8000.0);
+            assert!(whisper > 5000.0, "{codec:?}: whisper {whisper}");
+            assert!((words - 7000.0).abs() < 700.0, "{codec:?}: voice {words}");
         }
+        // Loud voices clip rather than wrap.
+        let law = Codec::Pcmu.law().unwrap();
+        let loud = [law.encode(30000); 4];
+        let mut mixed = [0u8; 4];
+        mix_frame(law, &loud, &loud, &mut mixed);
+        assert!(mixed.iter().all(|&b| law.decode(b) > 30000));
     }
 
     #[test]
