@@ -29,7 +29,10 @@ use courtline::records::alerts::{
     signature, PatternRule, PatternSettings, Webhook, SIGNATURE_HEADER,
 };
 use courtline::records::dashboard::DAY_MS;
-use courtline::records::patterns::{defaults, CallerDay, CallerDayKey, DayCounts};
+use courtline::records::pattern_search::search;
+use courtline::records::patterns::{
+    defaults, find, CallerDay, CallerDayKey, DayCounts, PatternQuery,
+};
 use courtline::records::service::OpenedService;
 use courtline::records::store::{CallerDays, SqlStore, Store};
 use http_body_util::{BodyExt, Full};
@@ -749,10 +752,54 @@ async fn scanned_days(store: &SqlStore) -> BTreeMap<CallerDayKey, DayCounts> {
     days
 }
 
+/// Every stored `caller_days` row's `since_previous_days`.
+async fn stored_gaps(store: &SqlStore) -> BTreeMap<CallerDayKey, Option<i64>> {
+    use sqlx::Row;
+    sqlx::query(
+        "SELECT caller_number, day, court_name, line_number, since_previous_days \
+         FROM caller_days",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| {
+        (
+            (
+                row.get("caller_number"),
+                row.get("day"),
+                row.get("court_name"),
+                row.get("line_number"),
+            ),
+            row.get("since_previous_days"),
+        )
+    })
+    .collect()
+}
+
+/// What `since_previous_days` should be for rows `gaps` has: days since the
+/// caller's previous row in key order, `None` for their first.
+fn expected_gaps(
+    gaps: &BTreeMap<CallerDayKey, Option<i64>>,
+) -> BTreeMap<CallerDayKey, Option<i64>> {
+    let mut previous: Option<&CallerDayKey> = None;
+    let mut expected = BTreeMap::new();
+    for key in gaps.keys() {
+        let gap = previous
+            .filter(|before| before.0 == key.0)
+            .map(|before| key.1 - before.1);
+        expected.insert(key.clone(), gap);
+        previous = Some(key);
+    }
+    expected
+}
+
 /// `caller_days` as kept at ingest equals a scan: calls over two UTC days, several
 /// from one caller, one interrupted by a switchboard restart and then ended after
 /// all, flags and a report; and after a purge past retention, the scan of what is
 /// left (the flagged and reported calls, on legal hold): nothing of a purged call.
+/// Each row's `since_previous_days`, kept as rows come (also before and between a
+/// caller's rows) and go, is what migration 0015 computes from the rows.
 async fn caller_days_match_a_scan(db: Db) {
     let service = Service::start(&settings(&db)).await;
     let mut loopback = service.client(None).await;
@@ -781,6 +828,35 @@ async fn caller_days_match_a_scan(db: Db) {
     loopback
         .log_events(LogEventsRequest {
             events: numbered("sb-1", 1, events),
+        })
+        .await
+        .unwrap();
+    // Late records of the same caller: one before all their rows (the first row
+    // changes), one between them (a new court on their first day).
+    let late = |n: u32, hours: i64, court: &str| {
+        let mut record = regular(41);
+        record.call_id = call_id(n);
+        record.sip_call_id = format!("{n}@caller.test");
+        record.received_at_ms += hours * 3_600_000;
+        record.ended_at_ms += hours * 3_600_000;
+        record.court_name = court.into();
+        NodeEvent {
+            at_ms: record.ended_at_ms,
+            call_id: record.call_id.clone(),
+            kind: Some(Kind::Ended(record)),
+            ..NodeEvent::default()
+        }
+    };
+    loopback
+        .log_events(LogEventsRequest {
+            events: numbered(
+                "sb-2",
+                1,
+                vec![
+                    late(62, -72, "上海市第一中级人民法院"),
+                    late(63, 0, "上海市第二中级人民法院"),
+                ],
+            ),
         })
         .await
         .unwrap();
@@ -817,9 +893,12 @@ async fn caller_days_match_a_scan(db: Db) {
         .map(|(_, counts)| counts.calls)
         .sum();
     assert_eq!(
-        together, 20,
-        "one caller's calls over two days and two lines"
+        together, 22,
+        "one caller's calls over three days and three courts"
     );
+    let gaps = stored_gaps(&store).await;
+    assert_eq!(gaps, expected_gaps(&gaps));
+    assert!(gaps.values().any(|gap| *gap == Some(0)) && gaps.values().any(|gap| *gap == Some(3)));
     // The calls of 2023 are past retention: a purge leaves the held ones.
     loopback
         .purge(PurgeRequest { dry_run: false })
@@ -828,19 +907,162 @@ async fn caller_days_match_a_scan(db: Db) {
     let left = scanned_days(&store).await;
     assert!(left.len() < scanned.len() && !left.is_empty(), "{left:?}");
     assert_eq!(stored_days(&store, &callers).await, left);
+    let gaps = stored_gaps(&store).await;
+    assert_eq!(gaps, expected_gaps(&gaps));
     service.stop().await;
-    // The backfill: migration 0011 run again on the filled store rebuilds the same rows.
+    // The backfill: migrations 0011 and 0015 run again on the filled store rebuild
+    // the same rows, with the same gaps.
     for statement in [
         "DROP TABLE caller_days",
         "DROP TABLE pattern_matches",
-        "DELETE FROM _sqlx_migrations WHERE version = 11",
+        "DELETE FROM _sqlx_migrations WHERE version IN (11, 15)",
     ] {
         sqlx::query(statement).execute(store.pool()).await.unwrap();
     }
     store.close().await;
     let reopened = SqlStore::open(&db.url).await.unwrap();
     assert_eq!(stored_days(&reopened, &callers).await, left);
+    assert_eq!(stored_gaps(&reopened).await, gaps);
     reopened.close().await;
+}
+
+/// Finding candidates among the repeat rows (`repeat_gap_days`) finds what reading
+/// every row finds: random callers' calls stored out of order in small batches,
+/// every pattern at thresholds 1–3 (1 and a 92-day window read the whole range),
+/// windows of 1–7 days, over ranges that cut callers' calls off. Planted: a caller
+/// whose previous call lies before the range (found on the calls inside it only),
+/// one with one call inside the range and one the day before it (not found), two
+/// calls 3 days apart (found in a 4-day window, not a 3-day one), and two hang-ups
+/// on one line in one day (one row of 2 calls).
+async fn repeat_rows_find_what_a_full_read_finds(db: Db) {
+    let service = Service::start(&settings(&db)).await;
+    let mut loopback = service.client(None).await;
+    let mut history = History::default();
+    let ordinary = EndReason::CallerHungUp;
+    let day = |day: i64| at(day, 10, 0);
+    history.call("13600000001", 1, 0, day(7), ordinary);
+    history.call("13600000001", 2, 0, day(10), ordinary);
+    history.call("13600000001", 3, 0, day(11), ordinary);
+    history.call("13600000002", 1, 0, day(9), ordinary);
+    history.call("13600000002", 2, 0, day(10), ordinary);
+    history.call("13600000003", 1, 0, day(12), ordinary);
+    history.call("13600000003", 2, 0, day(15), ordinary);
+    let hung_up = EndReason::CallerHungUpDuringPrompt;
+    history.call("13600000004", 1, 0, at(13, 9, 0), hung_up);
+    history.call("13600000004", 1, 0, at(13, 9, 5), hung_up);
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    for caller in 0..80u64 {
+        for _ in 0..=rng.below(8) {
+            let end_reason = match rng.below(5) {
+                0 => hung_up,
+                1 => EndReason::AfterHours,
+                _ => ordinary,
+            };
+            history.call(
+                &format!("1350000{caller:04}"),
+                rng.below(5) as u32,
+                rng.below(2) as u32,
+                at(rng.below(40) as i64, 8 + rng.below(10) as i64, 0),
+                end_reason,
+            );
+        }
+    }
+    // Out of order, so rows arrive before and between a caller's rows.
+    let mut calls = history.calls.clone();
+    for n in (1..calls.len()).rev() {
+        calls.swap(n, rng.below(n as u64 + 1) as usize);
+    }
+    let mut seq = 1;
+    for batch in calls.chunks(23) {
+        seq = send(&mut loopback, "sb-1", seq, batch).await;
+    }
+    let store = SqlStore::open(&db.url).await.unwrap();
+    let gaps = stored_gaps(&store).await;
+    assert_eq!(gaps, expected_gaps(&gaps));
+    let callers: Vec<String> = gaps
+        .keys()
+        .map(|key| key.0.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = store
+        .caller_day_rows(&callers, i64::MIN / 2, i64::MAX / 2)
+        .await
+        .unwrap();
+    let query = |kind, threshold, window_days, first: i64, last: i64| PatternQuery {
+        kind,
+        threshold,
+        window_days,
+        first_day: FIRST_DAY + first,
+        last_day: FIRST_DAY + last,
+    };
+    let mut found = 0;
+    for kind in [
+        PatternKind::Courts,
+        PatternKind::Lines,
+        PatternKind::RepeatedCalls,
+        PatternKind::WarningHangUps,
+        PatternKind::AfterHours,
+    ] {
+        for threshold in 1..=3 {
+            for window_days in [1, 2, 4, 7, 92] {
+                for (first, last) in [(0, 40), (10, 20), (15, 16)] {
+                    let query = query(kind, threshold, window_days, first, last);
+                    let hits = search(&store, &query, None).await.unwrap().hits;
+                    assert_eq!(hits, find(&query, &rows), "{query:?}");
+                    found += hits.len();
+                }
+            }
+        }
+    }
+    assert!(found > 100, "only {found} hits: the comparison says little");
+    let callers_of = |query: PatternQuery| {
+        let store = &store;
+        async move {
+            search(store, &query, None)
+                .await
+                .unwrap()
+                .hits
+                .into_iter()
+                .map(|hit| hit.caller_number)
+                .filter(|caller| caller.starts_with("136"))
+                .collect::<BTreeSet<String>>()
+        }
+    };
+    let courts = PatternKind::Courts;
+    assert_eq!(
+        callers_of(query(courts, 2, 2, 10, 20)).await,
+        set(&["13600000001".to_owned()]),
+        "two courts on days 10 and 11; the earlier call before the range does not count"
+    );
+    assert!(callers_of(query(courts, 3, 7, 10, 20)).await.is_empty());
+    assert_eq!(
+        callers_of(query(courts, 3, 7, 7, 20)).await,
+        set(&["13600000001".to_owned()])
+    );
+    assert_eq!(
+        callers_of(query(courts, 2, 7, 9, 20)).await,
+        set(&[
+            "13600000001".to_owned(),
+            "13600000002".to_owned(),
+            "13600000003".to_owned()
+        ])
+    );
+    assert_eq!(
+        callers_of(query(courts, 2, 3, 12, 20)).await,
+        BTreeSet::new(),
+        "days 12 and 15 are not within 3 days"
+    );
+    assert_eq!(
+        callers_of(query(courts, 2, 4, 12, 20)).await,
+        set(&["13600000003".to_owned()])
+    );
+    assert_eq!(
+        callers_of(query(PatternKind::WarningHangUps, 2, 1, 13, 13)).await,
+        set(&["13600000004".to_owned()])
+    );
+    service.stop().await;
+    store.close().await;
 }
 
 /// `courtline patterns` as a child process against a real service (the loopback
@@ -925,4 +1147,8 @@ async fn the_cli_prints_hits_with_their_drill_down() {
     service.stop().await;
 }
 
-on_both_backends!(planted_patterns_are_found, caller_days_match_a_scan);
+on_both_backends!(
+    planted_patterns_are_found,
+    caller_days_match_a_scan,
+    repeat_rows_find_what_a_full_read_finds
+);

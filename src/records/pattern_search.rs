@@ -1,6 +1,8 @@
 //! Runs a pattern query against the store: the callers whose per-day counts over
-//! the whole range reach the threshold (an index range read of `caller_days`), then
-//! their rows, then the windows ([`super::patterns::find`]). "Reported, then called
+//! the whole range reach the threshold (an index range read of `caller_days`: of
+//! its repeat rows only for thresholds of 2 or more within up to 91 days, see
+//! [`super::patterns::repeat_gap_days`]), then their rows, then the windows
+//! ([`super::patterns::find`]). "Reported, then called
 //! again" starts from the callers with a flag or report (a partial index) and reads
 //! their calls by the caller index. Neither scans the calls table. Used by
 //! `ListPatterns` and by the alert rules.
@@ -64,15 +66,7 @@ pub async fn search(
         hits.sort_by(|a, b| (b.count, &a.caller_number).cmp(&(a.count, &b.caller_number)));
         (hits, callers.len())
     } else {
-        let callers = store
-            .pattern_candidates(
-                query.kind,
-                query.threshold,
-                query.first_day,
-                query.last_day,
-                limit,
-            )
-            .await?;
+        let callers = store.pattern_candidates(query, limit).await?;
         let rows = store
             .caller_day_rows(
                 &callers[..callers.len().min(MAX_HITS)],

@@ -19,6 +19,11 @@ use crate::contract::pb::{CallFilter, CallRecord, CallState, EndReason, PatternH
 pub const MAX_HITS: usize = 1000;
 /// Longest window, days: patterns are about days and weeks, not years.
 pub const MAX_WINDOW_DAYS: u32 = 366;
+/// Longest gap, days, between a caller's `caller_days` row and their previous one
+/// (`since_previous_days`) that still puts the row in the `caller_days_repeats`
+/// index (migration 0015): queries with windows up to one day longer find their
+/// candidates among those few rows; longer windows read the whole range.
+pub const MAX_REPEAT_GAP_DAYS: i64 = 90;
 
 /// One `caller_days` row: what a caller's finished calls to one line did on one UTC day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,6 +143,24 @@ pub struct PatternQuery {
     pub first_day: i64,
     /// Last UTC day of the range (inclusive).
     pub last_day: i64,
+}
+
+/// The largest `since_previous_days` a row of a caller with a hit of `query` can
+/// have, when the query may find its candidates among the repeat rows only: any
+/// count of 2 or more within `window_days` days needs two calls within them, and
+/// the later one's row (or one row of 2 calls) lies within `window_days - 1` days of
+/// the row before it. In such a window every row with calls but the first is such a
+/// repeat row, and the first adds at most 1 (or is a repeat row itself, with 2
+/// calls), so a hit's repeat rows in the range count at least `threshold - 1`.
+/// `None` (read the whole range): a threshold of 1, which any one call reaches, a
+/// window longer than the index keeps gaps for, or a pattern not counted per day.
+pub fn repeat_gap_days(query: &PatternQuery) -> Option<i64> {
+    let gap = i64::from(query.window_days.max(1)) - 1;
+    let counted_per_day = !matches!(
+        query.kind,
+        PatternKind::ReportedAgain | PatternKind::Unspecified
+    );
+    (counted_per_day && query.threshold >= 2 && gap <= MAX_REPEAT_GAP_DAYS).then_some(gap)
 }
 
 /// The documented defaults of each pattern: (threshold, window days). README
@@ -385,6 +408,29 @@ mod tests {
             first_day: 100,
             last_day: 130,
         }
+    }
+
+    #[test]
+    fn only_thresholds_of_two_within_the_kept_gaps_prune() {
+        assert_eq!(repeat_gap_days(&query(PatternKind::Courts, 4, 7)), Some(6));
+        assert_eq!(repeat_gap_days(&query(PatternKind::Lines, 2, 1)), Some(0));
+        let longest = MAX_REPEAT_GAP_DAYS as u32 + 1;
+        assert_eq!(
+            repeat_gap_days(&query(PatternKind::RepeatedCalls, 8, longest)),
+            Some(MAX_REPEAT_GAP_DAYS)
+        );
+        assert_eq!(
+            repeat_gap_days(&query(PatternKind::AfterHours, 3, longest + 1)),
+            None
+        );
+        assert_eq!(
+            repeat_gap_days(&query(PatternKind::WarningHangUps, 1, 7)),
+            None
+        );
+        assert_eq!(
+            repeat_gap_days(&query(PatternKind::ReportedAgain, 2, 7)),
+            None
+        );
     }
 
     #[test]

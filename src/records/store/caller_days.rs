@@ -4,7 +4,7 @@
 //! rows of chained `PatternMatched` events. A file of its own so the pattern SQL
 //! stays together; it is part of the store (its SQL is the store's).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -14,11 +14,15 @@ use super::{
     get, push_list, statement_chunks, CallRow, SqlStore, StoreError, MAX_ROWS_PER_STATEMENT,
 };
 use crate::contract::pb::{CallRecord, CallState, PatternKind};
-use crate::records::patterns::{CallerDay, CallerDayKey, DayCounts};
+use crate::records::patterns::{
+    repeat_gap_days, CallerDay, CallerDayKey, DayCounts, PatternQuery, MAX_REPEAT_GAP_DAYS,
+};
 
 /// Every `caller_days` column, in [`bind_caller_day`] order.
 const CALLER_DAY_COLUMNS: &str = "caller_number, day, court_name, line_number, calls, \
     hung_up_in_warning, after_hours, flags, reports";
+/// Callers one candidate statement looks at by key.
+const CALLERS_PER_STATEMENT: usize = 500;
 /// Number of names in [`CALLER_DAY_COLUMNS`].
 const CALLER_DAY_COLUMN_COUNT: usize = 9;
 /// The calls columns [`CallerDay::of_call`] reads.
@@ -27,6 +31,20 @@ const CALLER_CALL_COLUMNS: &str =
 /// The condition of the `caller_days_reported` partial index, word for word (SQLite
 /// uses a partial index only for a query that repeats its condition).
 const REPORTED: &str = "(flags > 0 OR reports > 0)";
+/// A row's `since_previous_days` from the rows stored: days since the caller's
+/// previous row in key order (day, court, line), NULL for their first; one step
+/// back on the primary key. As migration 0015 computes it.
+const SINCE_PREVIOUS: &str = "caller_days.day - (SELECT previous.day FROM caller_days AS previous \
+    WHERE previous.caller_number = caller_days.caller_number \
+    AND (previous.day, previous.court_name, previous.line_number) \
+    < (caller_days.day, caller_days.court_name, caller_days.line_number) \
+    ORDER BY previous.day DESC, previous.court_name DESC, previous.line_number DESC LIMIT 1)";
+
+/// The condition of the `caller_days_repeats` partial index (migration 0015), word
+/// for word, for the same reason as [`REPORTED`].
+fn repeats() -> String {
+    format!("(since_previous_days <= {MAX_REPEAT_GAP_DAYS} OR calls >= 2)")
+}
 
 /// A `pattern_matches` row: one chained `PatternMatched` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,15 +66,12 @@ pub struct PatternMatchRow {
 /// What the pattern queries and alerts read; every [`super::Store`] has it.
 #[async_trait]
 pub trait CallerDays: Send + Sync {
-    /// Callers (at most `limit`, by number) whose rows from `first_day` to `last_day`
-    /// reach `threshold` for `kind` over the whole range (the windows inside it can
-    /// only count less).
+    /// Callers (at most `limit`, by number) whose rows in `query`'s range reach its
+    /// threshold over the whole range (the windows inside it can only count less);
+    /// looked for among the repeat rows of the range when [`repeat_gap_days`] allows.
     async fn pattern_candidates(
         &self,
-        kind: PatternKind,
-        threshold: u32,
-        first_day: i64,
-        last_day: i64,
+        query: &PatternQuery,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
     /// The rows of `callers` from `first_day` to `last_day`.
@@ -228,8 +243,44 @@ impl SqlStore {
                 chunk,
                 bind_caller_day,
             )
-            .execute(tx, "add caller days")
+            .execute(&mut *tx, "add caller days")
             .await?;
+        }
+        let changed: Vec<(&str, i64)> = rows
+            .iter()
+            .map(|((caller, day, _, _), _)| (caller.as_str(), *day))
+            .collect();
+        self.link_caller_days(tx, &changed).await
+    }
+
+    /// Brings `since_previous_days` up to date after rows of the `changed` callers
+    /// were added or deleted on or after the given days: a new row, and the row after
+    /// a new or deleted one, change; earlier rows cannot. Only rows whose value is
+    /// wrong are written (mostly just the new ones).
+    async fn link_caller_days(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        changed: &[(&str, i64)],
+    ) -> Result<(), StoreError> {
+        for chunk in changed.chunks(MAX_ROWS_PER_STATEMENT) {
+            let Some(first_day) = chunk.iter().map(|(_, day)| *day).min() else {
+                continue;
+            };
+            let mut callers: Vec<String> = chunk
+                .iter()
+                .map(|(caller, _)| (*caller).to_owned())
+                .collect();
+            callers.sort();
+            callers.dedup();
+            let mut sql = self.sql(format!(
+                "UPDATE caller_days SET since_previous_days = {SINCE_PREVIOUS} \
+                 WHERE caller_number IN ("
+            ));
+            push_list(&mut sql, &callers);
+            sql.push(") AND day >= ").bind(first_day).push(&format!(
+                " AND since_previous_days IS DISTINCT FROM {SINCE_PREVIOUS}"
+            ));
+            sql.execute(&mut *tx, "link caller days").await?;
         }
         Ok(())
     }
@@ -265,12 +316,13 @@ impl SqlStore {
     ) -> Result<(), StoreError> {
         let mut sums = HashMap::new();
         self.take_stored_calls_away(tx, call_ids, &mut sums).await?;
-        let callers: Vec<String> = {
-            let mut callers: Vec<String> = sums.keys().map(|key| key.0.clone()).collect();
-            callers.sort();
-            callers.dedup();
-            callers
-        };
+        // Each caller, with the first day a row of theirs may be deleted on.
+        let mut first_days: BTreeMap<String, i64> = BTreeMap::new();
+        for (caller, day, _, _) in sums.keys() {
+            let first = first_days.entry(caller.clone()).or_insert(*day);
+            *first = (*first).min(*day);
+        }
+        let callers: Vec<String> = first_days.keys().cloned().collect();
         self.add_caller_days(tx, sums).await?;
         for chunk in callers.chunks(MAX_ROWS_PER_STATEMENT) {
             let mut sql = self.sql(
@@ -279,9 +331,13 @@ impl SqlStore {
             );
             push_list(&mut sql, chunk);
             sql.push(")");
-            sql.execute(tx, "delete emptied caller days").await?;
+            sql.execute(&mut *tx, "delete emptied caller days").await?;
         }
-        Ok(())
+        let changed: Vec<(&str, i64)> = first_days
+            .iter()
+            .map(|(caller, day)| (caller.as_str(), *day))
+            .collect();
+        self.link_caller_days(tx, &changed).await
     }
 
     /// Stores the row of a chained `PatternMatched` event.
@@ -314,13 +370,10 @@ impl SqlStore {
 impl CallerDays for SqlStore {
     async fn pattern_candidates(
         &self,
-        kind: PatternKind,
-        threshold: u32,
-        first_day: i64,
-        last_day: i64,
+        query: &PatternQuery,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        let (group, having) = match kind {
+        let (group, having) = match query.kind {
             PatternKind::Courts => ("caller_number", "COUNT(DISTINCT court_name)"),
             PatternKind::Lines => ("caller_number", "COUNT(DISTINCT line_number)"),
             PatternKind::RepeatedCalls => ("caller_number, court_name", "SUM(calls)"),
@@ -328,24 +381,67 @@ impl CallerDays for SqlStore {
             PatternKind::AfterHours => ("caller_number", "SUM(after_hours)"),
             PatternKind::ReportedAgain | PatternKind::Unspecified => return Ok(Vec::new()),
         };
-        let mut sql = self.sql(format!(
-            "SELECT DISTINCT caller_number FROM (SELECT {group} FROM caller_days \
-             WHERE day >= "
-        ));
-        sql.bind(first_day)
-            .push(" AND day <= ")
-            .bind(last_day)
-            .push(" AND calls > 0");
-        sql.push(&format!(" GROUP BY {group} HAVING {having} >= "))
-            .bind(i64::from(threshold))
-            .push(") AS reached ORDER BY caller_number LIMIT ")
-            .bind(i64::from(limit));
+        let threshold = i64::from(query.threshold);
+        let range = |sql: &mut super::Sql| {
+            sql.push(" AND day >= ")
+                .bind(query.first_day)
+                .push(" AND day <= ")
+                .bind(query.last_day)
+                .push(" AND calls > 0");
+        };
         let operation = "find pattern candidates";
-        sql.fetch_all(&self.pool, operation)
-            .await?
-            .iter()
-            .map(|row| get(row, "caller_number", operation))
-            .collect()
+        let callers_of = |rows: Vec<AnyRow>| -> Result<Vec<String>, StoreError> {
+            rows.iter()
+                .map(|row| get(row, "caller_number", operation))
+                .collect()
+        };
+        let Some(gap) = repeat_gap_days(query) else {
+            let mut sql = self.sql(format!(
+                "SELECT DISTINCT caller_number FROM (SELECT {group} FROM caller_days WHERE 1 = 1"
+            ));
+            range(&mut sql);
+            sql.push(&format!(" GROUP BY {group} HAVING {having} >= "))
+                .bind(threshold)
+                .push(") AS reached ORDER BY caller_number LIMIT ")
+                .bind(i64::from(limit));
+            return callers_of(sql.fetch_all(&self.pool, operation).await?);
+        };
+        // The callers whose repeat rows in the range count `threshold - 1` (see
+        // `repeat_gap_days`), then, in number order, those whose rows of the range
+        // reach `threshold`, read by key. Two statements, not one: PostgreSQL
+        // guesses thousands of callers from the first and would read the range.
+        let mut sql = self.sql(format!(
+            "SELECT DISTINCT caller_number FROM (SELECT {group} FROM caller_days WHERE {}",
+            repeats()
+        ));
+        range(&mut sql);
+        sql.push(" AND (since_previous_days <= ")
+            .bind(gap)
+            .push(&format!(
+                " OR calls >= 2) GROUP BY {group} HAVING {having} >= "
+            ))
+            .bind(threshold - 1)
+            .push(") AS repeating ORDER BY caller_number");
+        let repeating = callers_of(sql.fetch_all(&self.pool, operation).await?)?;
+        let mut reached = Vec::new();
+        for chunk in repeating.chunks(CALLERS_PER_STATEMENT) {
+            if reached.len() >= limit as usize {
+                break;
+            }
+            let mut sql = self.sql(format!(
+                "SELECT DISTINCT caller_number FROM (SELECT {group} FROM caller_days \
+                 WHERE caller_number IN ("
+            ));
+            push_list(&mut sql, chunk);
+            sql.push(")");
+            range(&mut sql);
+            sql.push(&format!(" GROUP BY {group} HAVING {having} >= "))
+                .bind(threshold)
+                .push(") AS reached ORDER BY caller_number");
+            reached.extend(callers_of(sql.fetch_all(&self.pool, operation).await?)?);
+        }
+        reached.truncate(limit as usize);
+        Ok(reached)
     }
 
     async fn caller_day_rows(
@@ -477,5 +573,26 @@ impl CallerDays for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite uses the partial index only for a query that repeats its condition.
+    #[test]
+    fn the_repeats_condition_is_the_indexes_word_for_word() {
+        let condition = repeats();
+        let condition = &condition[1..condition.len() - 1];
+        for migration in [
+            include_str!("../../../migrations/sqlite/0015_caller_day_repeats.sql"),
+            include_str!("../../../migrations/postgres/0015_caller_day_repeats.sql"),
+        ] {
+            assert!(
+                migration.contains(&format!("WHERE {condition};")),
+                "{condition}"
+            );
+        }
     }
 }

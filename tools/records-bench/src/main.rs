@@ -85,6 +85,10 @@ struct Args {
     /// calls (no calls stored), then measure; the database must be new.
     #[arg(long)]
     synthetic_caller_days: Option<u64>,
+    /// With --synthetic-caller-days: the share (0–1) of those calls made by callers
+    /// who call one court 6 times a month; the rest are one-time callers.
+    #[arg(long, default_value_t = 0.0)]
+    repeat_share: f64,
 }
 
 /// Unix ms of the generated calls' start: 2025-01-01.
@@ -285,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut node_seq = 1;
     if let Some(calls) = args.synthetic_caller_days {
-        patterns::synthesize(&sql_store, calls, START_MS + SPAN_MS).await?;
+        patterns::synthesize(&sql_store, calls, args.repeat_share, START_MS + SPAN_MS).await?;
     } else if existing == 0 {
         // 1. Sustained ingest: realistic calls, 7 events each, in switchboard-sized batches.
         let calls_for_ingest = args.ingest_events / CALL_EVENTS.len() as u64;
