@@ -326,3 +326,36 @@ impl SequencerLock {
         let _ = self.connection.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(node_id: &str, first: i64, last: i64) -> StagedRun {
+        StagedRun {
+            node_id: node_id.into(),
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn unstaging_takes_exactly_the_keys_taken_as_runs_of_consecutive_numbers() {
+        let taken = vec![
+            ("a".to_owned(), vec![1, 2, 3, 5, 6]),
+            ("b".to_owned(), vec![7]),
+            ("a".to_owned(), vec![7, 8]),
+        ];
+        assert_eq!(
+            unstage(taken),
+            Some(Change::Unstage(vec![
+                run("a", 1, 3),
+                run("a", 5, 6),
+                run("b", 7, 7),
+                run("a", 7, 8),
+            ]))
+        );
+        assert_eq!(unstage(vec![("a".to_owned(), Vec::new())]), None);
+        assert_eq!(unstage(Vec::new()), None);
+    }
+}
