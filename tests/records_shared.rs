@@ -20,8 +20,9 @@ use courtline::contract::pb::{
     AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
 };
 use courtline::records::chain::HashAlgorithm;
+use courtline::records::ledger::sequencer::plan;
 use courtline::records::ledger::signing::RecordsKey;
-use courtline::records::ledger::staging::Staging;
+use courtline::records::ledger::staging::{self, Staging};
 use courtline::records::ledger::{CheckpointPolicy, IngestOutcome, Ledger, LedgerError};
 use courtline::records::store::{SqlStore, Store};
 use records_common::*;
@@ -431,10 +432,12 @@ async fn staging_is_idempotent_across_services_and_refuses_a_different_event_und
     let staged = a.oldest(100).await.unwrap();
     assert_eq!(staged.len(), 8);
     let events = staged.iter().map(|row| row.event().unwrap()).collect();
-    assert_eq!(ledger.ingest(events).await.unwrap(), outcome(8, 0));
-    a.remove("sb-1", &(1..=8).collect::<Vec<_>>())
+    let outcomes = ledger
+        .ingest_batches(vec![events], staging::unstage)
         .await
         .unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].as_ref().unwrap(), &outcome(8, 0));
     assert_eq!(a.backlog().await.unwrap(), 0);
     assert_eq!(b.stage(batch).await.unwrap(), outcome(0, 8));
     assert!(matches!(
@@ -442,4 +445,81 @@ async fn staging_is_idempotent_across_services_and_refuses_a_different_event_und
         Err(LedgerError::Conflict { node_seq: 2, .. })
     ));
     assert_eq!(a.backlog().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_unstages_exactly_what_it_chained_and_leaves_a_refused_batch_staged() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let key = db.dir.path().join("deployment-signing.key");
+    let (ledger, store) = ledger(&db, &key).await;
+    let staging = Staging::open(&db.url, HashAlgorithm::Sha256).await.unwrap();
+    // sb-1 staged whole; sb-2 staged, then a different sb-2 #1 chained directly (a
+    // switchboard whose spool was wiped, delivering to a lone service by mistake);
+    // sb-3's #2 and #4 staged, #3 not yet: its runs must not take #3 when it comes.
+    staging
+        .stage(numbered("sb-1", 1, complete_calls([1, 2])))
+        .await
+        .unwrap();
+    staging
+        .stage(numbered("sb-2", 1, complete_calls([3])))
+        .await
+        .unwrap();
+    let wiped = numbered("sb-2", 1, vec![milestone(9, Milestone::Answered)]);
+    ledger.ingest(wiped).await.unwrap();
+    let sb3 = numbered("sb-3", 1, complete_calls([4]));
+    staging
+        .stage(vec![sb3[1].clone(), sb3[3].clone()])
+        .await
+        .unwrap();
+    let batches: Vec<_> = plan(staging.oldest(100).await.unwrap())
+        .iter()
+        .map(|batch| batch.iter().map(|row| row.event().unwrap()).collect())
+        .collect();
+    assert_eq!(batches.len(), 3);
+    let head = ledger.head().await.0;
+    let outcomes = ledger
+        .ingest_batches(batches, staging::unstage)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes[0].as_ref().unwrap(),
+        &IngestOutcome {
+            stored: 8,
+            duplicates: 0
+        }
+    );
+    assert!(
+        matches!(&outcomes[1], Err(LedgerError::Conflict { node_seq: 1, .. })),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(
+        outcomes[2].as_ref().unwrap(),
+        &IngestOutcome {
+            stored: 2,
+            duplicates: 0
+        }
+    );
+    // The ten events follow the head, stored together; only sb-2's four wait.
+    let chained = store.events_after(head, 100).await.unwrap();
+    assert_eq!(chained.len(), 10, "{chained:?}");
+    assert!(chained
+        .iter()
+        .all(|event| event.header.stored_at_ms == chained[0].header.stored_at_ms));
+    assert_eq!(staging.backlog().await.unwrap(), 4);
+    // sb-3 #3 arrives late and is staged; a redelivery of sb-1 is a duplicate.
+    staging.stage(vec![sb3[2].clone()]).await.unwrap();
+    assert_eq!(staging.backlog().await.unwrap(), 5);
+    assert_eq!(
+        staging
+            .stage(numbered("sb-1", 1, complete_calls([1, 2])))
+            .await
+            .unwrap(),
+        IngestOutcome {
+            stored: 0,
+            duplicates: 8
+        }
+    );
 }

@@ -276,6 +276,22 @@ pub enum Change {
     PutReport(ReportRow),
     /// Write a chained `PatternMatched` event's row (`pattern_matches`).
     PutPatternMatch(PatternMatchRow),
+    /// Delete switchboard events from staging (a shared PostgreSQL database,
+    /// `super::ledger::staging`) in the transaction that chains them, so an event
+    /// leaves staging exactly when it is on the chain, in one commit.
+    Unstage(Vec<StagedRun>),
+}
+
+/// Consecutive sequence numbers of one switchboard, every one of them taken from
+/// staging together: a range that holds no other staged event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedRun {
+    /// The switchboard.
+    pub node_id: String,
+    /// Its first sequence number in the run.
+    pub first: i64,
+    /// Its last.
+    pub last: i64,
 }
 
 /// A report's row as stored: the latest version and the columns derived from it.
@@ -1645,10 +1661,10 @@ impl Store for SqlStore {
             }
         };
         let (events, changes) = chain(head)?;
-        let Some(last) = events.last() else {
+        let tail = events.last().map(|last| (last.seq, last.hash.clone()));
+        if tail.is_none() && changes.is_empty() {
             return Ok(None);
-        };
-        let tail = (last.seq, last.hash.clone());
+        }
         for chunk in statement_chunks(&events) {
             self.values(&INSERT_EVENTS, "", EVENT_COLUMN_COUNT, chunk, bind_event)
                 .execute(&mut tx, operation)
@@ -1676,11 +1692,13 @@ impl Store for SqlStore {
             }
         }
         self.upsert_calls(&mut tx, &upserts).await?;
-        self.index_names(&mut tx, tail.0, NAME_INDEX_EVENTS).await?;
+        if let Some((seq, _)) = tail {
+            self.index_names(&mut tx, seq, NAME_INDEX_EVENTS).await?;
+        }
         tx.commit()
             .await
             .map_err(|source| query_error(operation, source))?;
-        Ok(Some(tail))
+        Ok(tail)
     }
 
     async fn list_calls(
@@ -2615,6 +2633,25 @@ impl SqlStore {
                 self.mark_recorded(tx, call_id).await?;
             }
             Change::PutPatternMatch(row) => self.put_pattern_match(tx, row).await?,
+            Change::Unstage(runs) => {
+                for chunk in statement_chunks(runs) {
+                    let mut sql = self.sql("DELETE FROM staged_events WHERE ");
+                    for (index, run) in chunk.iter().enumerate() {
+                        sql.push(if index == 0 {
+                            "(node_id = "
+                        } else {
+                            " OR (node_id = "
+                        })
+                        .bind(run.node_id.clone())
+                        .push(" AND node_seq BETWEEN ")
+                        .bind(run.first)
+                        .push(" AND ")
+                        .bind(run.last)
+                        .push(")");
+                    }
+                    sql.execute(tx, "delete chained staged events").await?;
+                }
+            }
             Change::RevokeToken { name, at_ms } => {
                 let mut sql = self.sql("UPDATE tokens SET revoked_at_ms = ");
                 sql.bind(*at_ms)

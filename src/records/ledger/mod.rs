@@ -334,6 +334,11 @@ fn stored_hash(seq: i64, hash: &[u8]) -> Result<Hash, StoreError> {
     })
 }
 
+/// A switchboard's sequence number as stored (a column of signed integers).
+fn key_of(node_seq: u64) -> i64 {
+    i64::try_from(node_seq).unwrap_or(i64::MAX)
+}
+
 /// Wall-clock now, Unix ms.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -433,10 +438,9 @@ struct Pending {
 impl Pending {
     fn new(call_id: Option<String>, at_ms: i64, body: EventBody) -> Pending {
         let (node_id, node_seq) = match &body.kind {
-            Some(Kind::NodeEvent(event)) => (
-                Some(event.node_id.clone()),
-                Some(i64::try_from(event.node_seq).unwrap_or(i64::MAX)),
-            ),
+            Some(Kind::NodeEvent(event)) => {
+                (Some(event.node_id.clone()), Some(key_of(event.node_seq)))
+            }
             _ => (None, None),
         };
         Pending {
@@ -637,8 +641,9 @@ impl Ledger {
     }
 
     /// Hashes `pending` onto the chain and commits it in one transaction — with a
-    /// signed checkpoint of the new head as its last event when `sign` says so, so a
-    /// checkpoint costs no commit (and no fsync) of its own. Returns the last
+    /// signed checkpoint after each event that makes `every_events` since the last
+    /// one (`Sign::WhenDue`), or of the new head as the last event (`Sign::Now`), so
+    /// a checkpoint costs no commit (and no fsync) of its own. Returns the last
     /// position of `pending`.
     async fn append_locked(
         &self,
@@ -646,16 +651,26 @@ impl Ledger {
         pending: Vec<Pending>,
         sign: Sign,
     ) -> Result<i64, LedgerError> {
-        let appended = pending.len() as u64;
-        let checkpoint = match sign {
-            Sign::WhenDue => {
-                appended > 0 && head.since_checkpoint + appended >= self.inner.policy.every_events
-            }
-            Sign::Now => true,
-        };
-        if appended == 0 && !checkpoint {
+        self.append_settling(head, pending, sign, None).await
+    }
+
+    /// [`Ledger::append_locked`], with `settle` applied in the same transaction (even
+    /// when nothing is chained).
+    async fn append_settling(
+        &self,
+        head: &mut ChainHead,
+        pending: Vec<Pending>,
+        sign: Sign,
+        settle: Option<Change>,
+    ) -> Result<i64, LedgerError> {
+        if pending.is_empty() && sign == Sign::WhenDue && settle.is_none() {
             return Ok(head.seq);
         }
+        let every = self.inner.policy.every_events.max(1);
+        let since_before = head.since_checkpoint;
+        // After the commit: events since the last checkpoint, and whether one ends it.
+        let signed = std::sync::Mutex::new((since_before, false));
+        let signed_out = &signed;
         // The finished calls among the changes, for the pattern alerts once committed.
         let finished = std::sync::Mutex::new(Vec::new());
         let watching = self.inner.finished_calls.get().is_some();
@@ -675,13 +690,22 @@ impl Ledger {
                 events: Vec::with_capacity(pending.len() + 1),
                 changes: Vec::new(),
             };
+            let (mut since, mut ends_signed) = (since_before, false);
             for item in pending {
                 batch.chain(item);
+                since += 1;
+                ends_signed = sign == Sign::WhenDue && since >= every;
+                if ends_signed {
+                    batch.chain(self.checkpoint(batch.seq, &batch.hash));
+                    since = 0;
+                }
             }
-            if checkpoint {
-                let signed = self.checkpoint(batch.seq, &batch.hash);
-                batch.chain(signed);
+            if sign == Sign::Now {
+                batch.chain(self.checkpoint(batch.seq, &batch.hash));
+                (since, ends_signed) = (0, true);
             }
+            *signed_out.lock().unwrap_or_else(|p| p.into_inner()) = (since, ends_signed);
+            batch.changes.extend(settle);
             if watching {
                 *finished_out.lock().unwrap_or_else(|p| p.into_inner()) =
                     patterns::FinishedCallSender::finished(&batch.changes);
@@ -695,15 +719,11 @@ impl Ledger {
             let finished = finished.into_inner().unwrap_or_else(|p| p.into_inner());
             watcher.announce(finished);
         }
+        let (since, ends_signed) = signed.into_inner().unwrap_or_else(|p| p.into_inner());
         head.seq = seq;
         head.hash = stored_hash(seq, &hash)?;
-        head.since_checkpoint = if checkpoint {
-            0
-        } else {
-            head.since_checkpoint + appended
-        };
-        let last = if checkpoint { seq - 1 } else { seq };
-        Ok(last)
+        head.since_checkpoint = since;
+        Ok(if ends_signed { seq - 1 } else { seq })
     }
 
     /// A checkpoint event signing the chain head (`seq`, `hash`).
@@ -756,97 +776,162 @@ impl Ledger {
     /// Stores a batch of one switchboard's events. Events already stored identically
     /// are counted as duplicates; a node restart marks that node's open calls interrupted.
     pub async fn ingest(&self, events: Vec<NodeEvent>) -> Result<IngestOutcome, LedgerError> {
-        validate_batch(&events)?;
-        let Some(first) = events.first() else {
-            return Ok(IngestOutcome::default());
-        };
-        let node_id = first.node_id.clone();
-        let algorithm = self.inner.algorithm;
-        let low = i64::try_from(first.node_seq).unwrap_or(i64::MAX);
-        let high = events
-            .last()
-            .map_or(low, |last| i64::try_from(last.node_seq).unwrap_or(i64::MAX));
+        let mut outcomes = self.ingest_batches(vec![events], |_| None).await?;
+        outcomes.pop().unwrap_or(Ok(IngestOutcome::default()))
+    }
 
+    /// Stores several batches (each one switchboard's, as [`Ledger::ingest`] stores one)
+    /// in one commit — more only when a switchboard restarted in them — with
+    /// `settle(accepted)` applied in the last: the sequencer deletes the staged events
+    /// it chains (each accepted batch's node and sequence numbers, duplicates included)
+    /// in the very transaction that chains them. A batch that is invalid or holds a
+    /// different event under a stored key is left out whole, its error in its place
+    /// of the answer; the others are stored. Fails only when the store does.
+    pub async fn ingest_batches(
+        &self,
+        batches: Vec<Vec<NodeEvent>>,
+        settle: impl FnOnce(Vec<(String, Vec<i64>)>) -> Option<Change>,
+    ) -> Result<Vec<Result<IngestOutcome, LedgerError>>, LedgerError> {
         let mut head = self.inner.head.lock().await;
-        // Looked up under the lock: no concurrent ingest can store them in between.
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut settled = Vec::new();
+        let mut pending = Vec::new();
+        let mut stored = 0;
+        for events in batches {
+            // Looked up under the lock: no concurrent ingest can store them in between.
+            let fresh = match self.fresh_events(&events).await {
+                Ok(fresh) => fresh,
+                Err(error @ LedgerError::Store(_)) => return Err(error),
+                Err(refused) => {
+                    outcomes.push(Err(refused));
+                    continue;
+                }
+            };
+            let mut outcome = IngestOutcome::default();
+            if let Some(first) = events.first() {
+                let keys = events.iter().map(|event| key_of(event.node_seq)).collect();
+                settled.push((first.node_id.clone(), keys));
+            }
+            for (event, fresh) in events.into_iter().zip(fresh) {
+                if !fresh {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                outcome.stored += 1;
+                self.chain_node_event(&mut head, &mut pending, event)
+                    .await?;
+            }
+            stored += u64::from(outcome.stored);
+            outcomes.push(Ok(outcome));
+        }
+        self.append_settling(&mut head, pending, Sign::WhenDue, settle(settled))
+            .await?;
+        self.inner.ingested.fetch_add(stored, Ordering::Relaxed);
+        Ok(outcomes)
+    }
+
+    /// Which of one switchboard's `events` are new; `Invalid` or `Conflict` when the
+    /// batch is refused. The caller holds the head lock.
+    async fn fresh_events(&self, events: &[NodeEvent]) -> Result<Vec<bool>, LedgerError> {
+        validate_batch(events)?;
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(Vec::new());
+        };
         let existing = self
             .inner
             .store
-            .node_event_digests(&node_id, low, high)
+            .node_event_digests(
+                &first.node_id,
+                key_of(first.node_seq),
+                key_of(last.node_seq),
+            )
             .await?;
-        let mut outcome = IngestOutcome::default();
-        let mut pending = Vec::new();
+        let mut fresh = Vec::with_capacity(events.len());
         for event in events {
-            let seq = i64::try_from(event.node_seq).unwrap_or(i64::MAX);
-            let restart = matches!(event.kind, Some(NodeKind::NodeStarted(_)));
+            let seq = key_of(event.node_seq);
+            let Some((_, digest)) = existing.iter().find(|(stored, _)| *stored == seq) else {
+                fresh.push(true);
+                continue;
+            };
             let body = EventBody {
-                kind: Some(Kind::NodeEvent(event)),
+                kind: Some(Kind::NodeEvent(event.clone())),
             };
-            if let Some((_, digest)) = existing.iter().find(|(stored, _)| *stored == seq) {
-                if digest.as_slice() != algorithm.digest(&body.encode_to_vec()).as_slice() {
-                    return Err(LedgerError::Conflict {
-                        node_id,
-                        node_seq: seq as u64,
-                    });
-                }
-                outcome.duplicates += 1;
-                continue;
+            if digest.as_slice()
+                != self
+                    .inner
+                    .algorithm
+                    .digest(&body.encode_to_vec())
+                    .as_slice()
+            {
+                return Err(LedgerError::Conflict {
+                    node_id: first.node_id.clone(),
+                    node_seq: event.node_seq,
+                });
             }
-            let Some(Kind::NodeEvent(node_event)) = &body.kind else {
-                continue;
-            };
-            let call_id = (!node_event.call_id.is_empty()).then(|| node_event.call_id.clone());
-            let at_ms = node_event.at_ms;
-            let restart_seq = node_event.node_seq;
-            let requested = match &node_event.kind {
-                Some(NodeKind::Milestone(milestone)) => report_request(milestone)
-                    .map(|(operator, via)| (operator, via, milestone.snapshot.clone())),
-                _ => None,
-            };
-            let recording = match (&node_event.kind, &call_id) {
-                (Some(NodeKind::Recording(recording)), Some(call_id)) => {
-                    Some(self.settle_recording(&pending, call_id, recording).await?)
-                }
-                _ => None,
-            };
-            let mut item = Pending::new(call_id, at_ms, body);
-            item.change = recording.map(Change::RecordRecording);
-            pending.push(item);
-            outcome.stored += 1;
-            if let Some((operator, via, Some(snapshot))) = requested {
-                if let Some(opening) = self
-                    .open_by_keys(&pending, &operator, &via, &snapshot, at_ms)
-                    .await?
-                {
-                    pending.push(opening);
-                }
+            fresh.push(false);
+        }
+        Ok(fresh)
+    }
+
+    /// Adds a new switchboard event to `pending`, with the report its operator's keys
+    /// open and what becomes of its recording; on a switchboard's restart, commits
+    /// what is pending and adds the calls it left open, marked interrupted.
+    async fn chain_node_event(
+        &self,
+        head: &mut ChainHead,
+        pending: &mut Vec<Pending>,
+        event: NodeEvent,
+    ) -> Result<(), LedgerError> {
+        let node_id = event.node_id.clone();
+        let call_id = (!event.call_id.is_empty()).then(|| event.call_id.clone());
+        let at_ms = event.at_ms;
+        let restart_seq = event.node_seq;
+        let restart = matches!(event.kind, Some(NodeKind::NodeStarted(_)));
+        let requested = match &event.kind {
+            Some(NodeKind::Milestone(milestone)) => report_request(milestone)
+                .map(|(operator, via)| (operator, via, milestone.snapshot.clone())),
+            _ => None,
+        };
+        let recording = match (&event.kind, &call_id) {
+            (Some(NodeKind::Recording(recording)), Some(call_id)) => {
+                Some(self.settle_recording(pending, call_id, recording).await?)
             }
-            if restart {
-                // Calls reported open before this restart (some perhaps in this very batch)
-                // can no longer end normally: store what is pending, then mark them.
-                self.append_locked(&mut head, std::mem::take(&mut pending), Sign::WhenDue)
-                    .await?;
-                for call in self.inner.store.open_calls(&node_id).await? {
-                    let call_id = call.call_id.clone();
-                    let body = EventBody {
-                        kind: Some(Kind::Interrupted(CallInterrupted {
-                            node_restart_seq: restart_seq,
-                            snapshot: Some(call),
-                        })),
-                    };
-                    pending.push(Pending::new(Some(call_id), at_ms, body));
-                }
-                if !pending.is_empty() {
-                    warn!(node = %node_id, calls = pending.len(), "switchboard restarted with calls up: marked interrupted");
-                }
+            _ => None,
+        };
+        let body = EventBody {
+            kind: Some(Kind::NodeEvent(event)),
+        };
+        let mut item = Pending::new(call_id, at_ms, body);
+        item.change = recording.map(Change::RecordRecording);
+        pending.push(item);
+        if let Some((operator, via, Some(snapshot))) = requested {
+            if let Some(opening) = self
+                .open_by_keys(pending, &operator, &via, &snapshot, at_ms)
+                .await?
+            {
+                pending.push(opening);
             }
         }
-        self.append_locked(&mut head, pending, Sign::WhenDue)
-            .await?;
-        self.inner
-            .ingested
-            .fetch_add(u64::from(outcome.stored), Ordering::Relaxed);
-        Ok(outcome)
+        if restart {
+            // Calls reported open before this restart (some perhaps in this very batch)
+            // can no longer end normally: store what is pending, then mark them.
+            self.append_locked(head, std::mem::take(pending), Sign::WhenDue)
+                .await?;
+            for call in self.inner.store.open_calls(&node_id).await? {
+                let call_id = call.call_id.clone();
+                let body = EventBody {
+                    kind: Some(Kind::Interrupted(CallInterrupted {
+                        node_restart_seq: restart_seq,
+                        snapshot: Some(call),
+                    })),
+                };
+                pending.push(Pending::new(Some(call_id), at_ms, body));
+            }
+            if !pending.is_empty() {
+                warn!(node = %node_id, calls = pending.len(), "switchboard restarted with calls up: marked interrupted");
+            }
+        }
+        Ok(())
     }
 
     /// Chains that call `call_id`'s uploaded recording is in the evidence store and

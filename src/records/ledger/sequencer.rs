@@ -1,8 +1,8 @@
 //! The sequencer of a database several records services share: of all of them,
 //! the one holding [`super::staging::SEQUENCER_LOCK`] chains the staged switchboard
 //! events through its [`Ledger`] (the same ingest as a lone service's: duplicates,
-//! interrupted calls on a restart, reports opened by keys, recordings), then
-//! deletes them from staging.
+//! interrupted calls on a restart, reports opened by keys, recordings), deleting
+//! them from staging in the commit that chains them.
 //!
 //! [`Turns`] decides, sans-IO on virtual time, when to try for the lock and when
 //! to drain; [`plan`] cuts staged rows into ingest batches. [`run`] carries them out.
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::staging::{StagedRow, Staging};
+use super::staging::{self, StagedRow, Staging};
 use super::{Ledger, LedgerError};
 use crate::contract::MAX_BATCH;
 
@@ -180,38 +180,33 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
     }
 }
 
-/// Chains the oldest staged events and deletes them from staging; returns whether it
-/// took as many as it may. A batch the ledger refuses (a conflicting redelivery) stays
-/// staged and is logged: records are never dropped.
+/// Chains the oldest staged events and deletes them from staging, in one commit;
+/// returns whether it took as many as it may. A batch the ledger refuses (a
+/// conflicting redelivery) stays staged and is logged: records are never dropped.
 async fn drain(ledger: &Ledger, staging: &Staging) -> Result<bool, LedgerError> {
     let started = Instant::now();
     let rows = staging.oldest(DRAIN_LIMIT as i64).await?;
     let full = rows.len() >= DRAIN_LIMIT;
     let taken = rows.len();
+    let mut nodes = Vec::new();
+    let mut batches = Vec::new();
     for batch in plan(rows) {
         let node_id = batch[0].node_id.clone();
-        let keys: Vec<i64> = batch.iter().map(|row| row.node_seq).collect();
-        let events = batch
-            .iter()
-            .map(StagedRow::event)
-            .collect::<Result<Vec<_>, _>>();
-        match events {
-            Ok(events) => match ledger.ingest(events).await {
-                Ok(_) => {}
-                Err(error @ (LedgerError::Conflict { .. } | LedgerError::Invalid(_))) => {
-                    error!(node = %node_id, %error, "staged events cannot be chained; they stay staged");
-                    continue;
-                }
-                Err(error) => return Err(error),
-            },
+        match batch.iter().map(StagedRow::event).collect() {
+            Ok(events) => {
+                nodes.push(node_id);
+                batches.push(events);
+            }
             Err(error) => {
                 error!(node = %node_id, %error, "staged events cannot be chained; they stay staged");
-                continue;
             }
         }
-        // Chained: a crash before this delete leaves them staged, and the next drain
-        // finds them on the chain already (duplicates, not chained twice).
-        staging.remove(&node_id, &keys).await?;
+    }
+    let outcomes = ledger.ingest_batches(batches, staging::unstage).await?;
+    for (node_id, outcome) in nodes.iter().zip(outcomes) {
+        if let Err(error) = outcome {
+            error!(node = %node_id, %error, "staged events cannot be chained; they stay staged");
+        }
     }
     if taken > 0 {
         debug!(

@@ -4,7 +4,7 @@
 //! Any service stages (`staged_events`, keyed by node id and sequence number, so a
 //! redelivery lands once) and acknowledges `LogEvents` once its rows are committed;
 //! the one service holding [`SEQUENCER_LOCK`] on a connection of its own takes them
-//! oldest first, has its [`super::Ledger`] chain them, and deletes them.
+//! oldest first and has its [`super::Ledger`] chain them and delete them in one commit.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::{validate_batch, IngestOutcome, LedgerError};
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::{EventBody, NodeEvent};
 use crate::records::chain::HashAlgorithm;
-use crate::records::store::StoreError;
+use crate::records::store::{Change, StagedRun, StoreError};
 
 /// The session advisory lock whose holder is the sequencer (ASCII "courtlnS").
 pub const SEQUENCER_LOCK: i64 = 0x636f_7572_746c_6e53;
@@ -55,6 +55,30 @@ impl StagedRow {
             Err(error) => Err(corrupt(error.to_string())),
         }
     }
+}
+
+/// What deletes the events of `taken` (node id, ascending sequence numbers of staged
+/// events chained or found on the chain) from staging: exactly these keys, as runs of
+/// consecutive numbers — never a wider range, which could take a late event staged
+/// meanwhile. For [`super::Ledger::ingest_batches`], which applies it in the commit
+/// that chains them.
+pub fn unstage(taken: Vec<(String, Vec<i64>)>) -> Option<Change> {
+    let mut runs: Vec<StagedRun> = Vec::new();
+    for (node_id, keys) in taken {
+        for key in keys {
+            match runs.last_mut() {
+                Some(run) if run.node_id == node_id && run.last.checked_add(1) == Some(key) => {
+                    run.last = key;
+                }
+                _ => runs.push(StagedRun {
+                    node_id: node_id.clone(),
+                    first: key,
+                    last: key,
+                }),
+            }
+        }
+    }
+    (!runs.is_empty()).then_some(Change::Unstage(runs))
 }
 
 /// The staging table of a shared database; cheap to clone.
@@ -234,18 +258,6 @@ impl Staging {
             .map_err(|source| query_error("read staged events", source))
     }
 
-    /// Deletes staged events of `node_id` once chained: exactly these keys, never a
-    /// range (a late event inside it may have been staged meanwhile).
-    pub async fn remove(&self, node_id: &str, keys: &[i64]) -> Result<(), LedgerError> {
-        sqlx::query("DELETE FROM staged_events WHERE node_id = $1 AND node_seq = ANY($2)")
-            .bind(node_id)
-            .bind(keys)
-            .execute(&self.pool)
-            .await
-            .map_err(|source| query_error("delete chained staged events", source))?;
-        Ok(())
-    }
-
     /// Events waiting to be chained.
     pub async fn backlog(&self) -> Result<i64, LedgerError> {
         sqlx::query("SELECT COUNT(*) FROM staged_events")
@@ -312,5 +324,38 @@ impl SequencerLock {
             .execute(&mut self.connection)
             .await;
         let _ = self.connection.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(node_id: &str, first: i64, last: i64) -> StagedRun {
+        StagedRun {
+            node_id: node_id.into(),
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn unstaging_takes_exactly_the_keys_taken_as_runs_of_consecutive_numbers() {
+        let taken = vec![
+            ("a".to_owned(), vec![1, 2, 3, 5, 6]),
+            ("b".to_owned(), vec![7]),
+            ("a".to_owned(), vec![7, 8]),
+        ];
+        assert_eq!(
+            unstage(taken),
+            Some(Change::Unstage(vec![
+                run("a", 1, 3),
+                run("a", 5, 6),
+                run("b", 7, 7),
+                run("a", 7, 8),
+            ]))
+        );
+        assert_eq!(unstage(vec![("a".to_owned(), Vec::new())]), None);
+        assert_eq!(unstage(Vec::new()), None);
     }
 }
