@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::serve_child::{
-    http_get, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
+    http_get, loopback_node, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
 };
 use support::{recv_rtp, write_test_prompt, Caller, Options, RawRequest, SipPeer, TestSwitchboard};
 use tokio::time::{sleep, Instant};
@@ -181,16 +181,7 @@ impl ServeChild {
 listen = "127.0.0.1:0"
 retry_after_s = 7
 drain_timeout_s = {drain_timeout_s}
-[media]
-rtp_ports = "{lo}-{hi}"
-[admin]
-listen = "127.0.0.1:0"
-[records.service]
-listen = "127.0.0.1:0"
-database = "{db}"
-[records.web]
-listen = ""
-[prompts.test]
+{node}[prompts.test]
 file = "{wav}"
 [[lines]]
 number = "02112368"
@@ -199,9 +190,10 @@ prompt = "test"
 operator = "sip:nobody@127.0.0.1:9"
 record_audio = "never"
 "#,
-                lo = rtp_ports.0,
-                hi = rtp_ports.1,
-                db = dir.path().join("records.db").display(),
+                node = loopback_node(
+                    &format!("{}-{}", rtp_ports.0, rtp_ports.1),
+                    &dir.path().join("records.db")
+                ),
                 wav = wav.display(),
             ),
         )

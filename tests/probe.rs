@@ -17,7 +17,9 @@ use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallFilter, CallRecord, Choice, ListCallsRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::sip::probe_header::{ProbeKey, HEADER};
-use support::serve_child::{metric_value, promtool, run_promtool, wait_for_log, ServeChild};
+use support::serve_child::{
+    loopback_node, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
+};
 use support::{recv_rtp, sdp, write_test_prompt, Caller, SipPeer};
 use tokio::time::{sleep, Instant};
 
@@ -29,16 +31,7 @@ fn config_text(dir: &Path, wav: &str, rtp_ports: (u16, u16), extra: &str) -> Str
         r#"
 [sip]
 listen = "127.0.0.1:0"
-[media]
-rtp_ports = "{lo}-{hi}"
-[admin]
-listen = "127.0.0.1:0"
-[records.service]
-listen = "127.0.0.1:0"
-database = "{db}"
-[records.web]
-listen = ""
-[prompts.warning]
+{node}[prompts.warning]
 file = "{wav}"
 version = "2026-01"
 [[lines]]
@@ -49,9 +42,10 @@ operator = "sip:nobody@127.0.0.1:9"
 record_audio = "never"
 {extra}
 "#,
-        lo = rtp_ports.0,
-        hi = rtp_ports.1,
-        db = dir.join("records.db").display(),
+        node = loopback_node(
+            &format!("{}-{}", rtp_ports.0, rtp_ports.1),
+            &dir.join("records.db")
+        ),
         wav = dir.join(wav).display(),
     )
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use courtline::contract::pb::CallRecord;
 use sha2::{Digest, Sha256};
-use support::serve_child::{wait_for_log, ServeChild};
+use support::serve_child::{loopback_node, wait_for_log, ServeChild};
 use support::{record_of, recv_rtp, write_sweep, Caller};
 use tokio::time::sleep;
 
@@ -25,16 +25,7 @@ fn config_text(dir: &Path, rtp_ports: &str, prompt: &str, extra: &str) -> String
         r#"
 [sip]
 listen = "127.0.0.1:0"
-[media]
-rtp_ports = "{rtp_ports}"
-[admin]
-listen = "127.0.0.1:0"
-[records.service]
-listen = "127.0.0.1:0"
-database = "{db}"
-[records.web]
-listen = ""
-[prompts.test]
+{node}[prompts.test]
 {prompt}
 [[lines]]
 number = "02112368"
@@ -44,7 +35,7 @@ operator = "sip:nobody@127.0.0.1:9"
 record_audio = "never"
 {extra}
 "#,
-        db = dir.join("records.db").display(),
+        node = loopback_node(rtp_ports, &dir.join("records.db")),
     )
 }
 

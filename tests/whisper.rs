@@ -23,7 +23,7 @@ use courtline::contract::pb::records_service_client::RecordsServiceClient;
 use courtline::contract::pb::{CallRecord, GetCallRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::media::codec::{Codec, Law};
-use support::serve_child::ServeChild;
+use support::serve_child::{loopback_node, ServeChild};
 use support::{record_of, recv_rtp, repo_path, rtp_packet, sdp, write_test_prompt, Rtp, SipPeer};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -114,20 +114,11 @@ async fn serve(operator: SocketAddr) -> ServeChild {
 [sip]
 listen = "127.0.0.1:0"
 qualify_interval_s = 0
-[media]
-rtp_ports = "45100-45199"
-[admin]
-listen = "127.0.0.1:0"
-[records.service]
-listen = "127.0.0.1:0"
-database = "{db}"
-[records.web]
-listen = ""
-[prompts.warning]
+{node}[prompts.warning]
 file = "{wav}"
 version = "1"
 {lines}"#,
-        db = dir.path().join("records.db").display(),
+        node = loopback_node("45100-45199", &dir.path().join("records.db")),
         wav = dir.path().join("prompt.wav").display(),
     );
     let config = dir.path().join("courtline.toml");

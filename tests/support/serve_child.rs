@@ -9,6 +9,27 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, Instant};
 
+/// The sections every single-node serve test shares: RTP on `rtp_ports`, an
+/// admin endpoint and an embedded records service on loopback ports the
+/// kernel picks, records in `database`, no web console. A test adds its own
+/// `[sip]` section, prompts and lines around it.
+pub fn loopback_node(rtp_ports: &str, database: &Path) -> String {
+    format!(
+        r#"
+[media]
+rtp_ports = "{rtp_ports}"
+[admin]
+listen = "127.0.0.1:0"
+[records.service]
+listen = "127.0.0.1:0"
+database = "{database}"
+[records.web]
+listen = ""
+"#,
+        database = database.display(),
+    )
+}
+
 /// A running `courtline serve` and what it was started with.
 pub struct ServeChild {
     /// The process; killed when dropped, so a failed test leaves nothing running.
