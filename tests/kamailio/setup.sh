@@ -10,7 +10,9 @@
 # process started is in `pids` and stopped by PID on exit; `$work` holds
 # configs and logs. Defines `callers` (SIPp callers through a target) and
 # `node_states` (Kamailio's view of the nodes). PROFILE=release builds and
-# runs the release binary.
+# runs the release binary. KAMAILIO_SHM_MB sets Kamailio's shared memory
+# (default 64, as in the tests; its transactions live there, so rates above
+# ~300 calls/s need more).
 
 tools=(kamailio kamcmd sipp python3)
 if [ -n "${SHARED_RECORDS:-}" ]; then
@@ -211,7 +213,7 @@ kamailio -DD -E -f deploy/kamailio/kamailio.cfg \
   -A "LISTEN=udp:$PROXY" \
   -A "DISPATCHER_LIST=\"$work/dispatcher.list\"" \
   -A "CTL_SOCKET=\"unix:$work/kamailio/ctl\"" \
-  -Y "$work/kamailio" -P "$work/kamailio/kamailio.pid" -m 64 -M 8 \
+  -Y "$work/kamailio" -P "$work/kamailio/kamailio.pid" -m "${KAMAILIO_SHM_MB:-64}" -M 8 \
   >"$work/kamailio.log" 2>&1 &
 kamailio_pid=$!
 pids+=("$kamailio_pid")
