@@ -137,6 +137,14 @@ fn tone_frame(hz: f64, n: u32) -> Vec<u8> {
         .collect()
 }
 
+/// The strongest `frequency` in any of `packets`.
+fn loudest_at(packets: &[Rtp], frequency: f64) -> f64 {
+    packets
+        .iter()
+        .map(|p| amplitude_at(p, frequency))
+        .fold(0.0, f64::max)
+}
+
 /// Amplitude of `frequency` in one μ-law packet (Goertzel).
 fn amplitude_at(packet: &Rtp, frequency: f64) -> f64 {
     let law: Law = Codec::Pcmu.law().unwrap();
@@ -215,11 +223,7 @@ impl Heard {
 
     /// Checks that the operator heard no whisper, and the caller at once.
     fn assert_no_whisper(&self, what: &str) {
-        let loudest = self
-            .operator
-            .iter()
-            .map(|p| amplitude_at(p, WHISPER_HZ))
-            .fold(0.0, f64::max);
+        let loudest = loudest_at(&self.operator, WHISPER_HZ);
         assert!(
             loudest < ABSENT,
             "{what}: 800 Hz at {loudest} to the operator"
@@ -237,11 +241,7 @@ impl Heard {
 
     /// Checks that the caller heard the operator and nothing of the whisper.
     fn assert_caller_heard_no_whisper(&self, what: &str) {
-        let loudest = self
-            .caller
-            .iter()
-            .map(|p| amplitude_at(p, WHISPER_HZ))
-            .fold(0.0, f64::max);
+        let loudest = loudest_at(&self.caller, WHISPER_HZ);
         assert!(
             loudest < ABSENT,
             "{what}: 800 Hz at {loudest} to the caller"
