@@ -426,3 +426,61 @@ async fn a_trusted_proxy_names_the_caller_and_nobody_else_can() {
     assert_eq!(record.proxy_source, "");
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_banned_behind_a_trusted_proxy_is_logged_as_the_caller_not_the_proxy() {
+    use support::serve_child::{loopback_node, wait_for_log, ServeChild};
+    let dir = tempfile::tempdir().unwrap();
+    write_test_prompt(&dir.path().join("prompt.wav"), 500);
+    let config = dir.path().join("courtline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sip]
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1"]
+[sip.shield]
+rate_per_s = 1.0
+burst = 5
+ban_s = 60
+{node}[prompts.warning]
+file = "{wav}"
+version = "2026-01"
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "warning"
+operator = "sip:nobody@127.0.0.1:9"
+record_audio = "never"
+"#,
+            node = loopback_node("38400-38419", &dir.path().join("records.db")),
+            wav = dir.path().join("prompt.wav").display(),
+        ),
+    )
+    .unwrap();
+    let serve = ServeChild::start(dir, config).await;
+    // The proxy relays a flood from one caller, naming it in X-Orig-IP.
+    let proxy = SipPeer::bind().await;
+    for i in 0..20 {
+        let relayed = options(serve.sip, proxy.addr, &format!("relayed{i}"), "caller")
+            .replace("User-Agent:", "X-Orig-IP: 203.0.113.9\r\nUser-Agent:");
+        proxy.send(serve.sip, &relayed).await;
+    }
+    let ban = wait_for_log(&serve.log, "caller behind a trusted proxy banned", 1).await;
+    assert_eq!(ban["fields"]["source"], "203.0.113.9", "{ban}");
+    assert_eq!(ban["fields"]["proxy"], "127.0.0.1", "{ban}");
+    // The proxy itself still gets answers: only the caller was banned.
+    proxy
+        .send(
+            serve.sip,
+            &options(serve.sip, proxy.addr, "proxy-own", "kamailio"),
+        )
+        .await;
+    loop {
+        let answer = proxy.expect_status(200, 10 * SEC).await;
+        if answer.header("call-id") == Some("proxy-own") {
+            break;
+        }
+    }
+}

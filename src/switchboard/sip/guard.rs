@@ -24,7 +24,7 @@ use rsipstack::sip::{Method, SipMessage};
 use std::sync::Mutex;
 use tokio::net::UdpSocket;
 
-use super::shield::{BanReason, Decision, Shield};
+use super::shield::{BanReason, Decision, NewBan, Shield};
 use super::ALLOW;
 use crate::switchboard::metrics::Metrics;
 
@@ -765,12 +765,29 @@ impl SharedShield {
         if ban.is_some() {
             self.metrics.shield_banned();
         }
-        match ban {
-            Some(BanReason::Flood) => tracing::warn!(%source, "SIP flood: source banned"),
-            Some(BanReason::Scanner(agent)) => {
-                tracing::warn!(%source, user_agent = %agent, "SIP scanner: source banned")
+        if let Some(NewBan { address, reason }) = ban {
+            // Behind a trusted proxy the banned caller is not the datagram's
+            // source: name both, or the log reads as if the proxy was banned.
+            let via = (address != source.to_canonical()).then_some(source);
+            match (reason, via) {
+                (BanReason::Flood, None) => {
+                    tracing::warn!(source = %address, "SIP flood: source banned")
+                }
+                (BanReason::Flood, Some(proxy)) => tracing::warn!(
+                    source = %address,
+                    %proxy,
+                    "SIP flood: caller behind a trusted proxy banned (the proxy is not)"
+                ),
+                (BanReason::Scanner(agent), None) => {
+                    tracing::warn!(source = %address, user_agent = %agent, "SIP scanner: source banned")
+                }
+                (BanReason::Scanner(agent), Some(proxy)) => tracing::warn!(
+                    source = %address,
+                    %proxy,
+                    user_agent = %agent,
+                    "SIP scanner: caller behind a trusted proxy banned (the proxy is not)"
+                ),
             }
-            None => {}
         }
         decision
     }

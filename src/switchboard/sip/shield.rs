@@ -27,7 +27,17 @@ pub enum Decision {
     Drop,
 }
 
-/// Why a source was banned, for the one log line per ban.
+/// A ban just imposed, for the one log line per ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBan {
+    /// Who is banned: the datagram's source, or the caller a trusted proxy
+    /// named (then the proxy itself is not banned, and the log must say so).
+    pub address: IpAddr,
+    /// Why.
+    pub reason: BanReason,
+}
+
+/// Why a source was banned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BanReason {
     /// It exceeded its rate limit.
@@ -122,7 +132,7 @@ impl Shield {
         source: IpAddr,
         datagram: &[u8],
         now: Instant,
-    ) -> (Decision, Option<BanReason>) {
+    ) -> (Decision, Option<NewBan>) {
         // Behind a trusted proxy the caller it names is judged, not the proxy.
         let source = match self.proxies.shield_subject(source, datagram) {
             ShieldSubject::Caller(caller) => caller.to_canonical(),
@@ -150,14 +160,26 @@ impl Shield {
                 return (Decision::Drop, None);
             }
             self.ban(source, now);
-            return (Decision::Drop, Some(BanReason::Scanner(agent)));
+            return (
+                Decision::Drop,
+                Some(NewBan {
+                    address: source,
+                    reason: BanReason::Scanner(agent),
+                }),
+            );
         }
         if listed {
             return (Decision::Allow, None);
         }
         if !self.take_token(source, now) {
             self.ban(source, now);
-            return (Decision::Drop, Some(BanReason::Flood));
+            return (
+                Decision::Drop,
+                Some(NewBan {
+                    address: source,
+                    reason: BanReason::Flood,
+                }),
+            );
         }
         (Decision::Allow, None)
     }
@@ -227,6 +249,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn flood_ban(address: IpAddr) -> Option<NewBan> {
+        Some(NewBan {
+            address,
+            reason: BanReason::Flood,
+        })
+    }
+
     #[test]
     fn a_trunk_reaching_a_dual_stack_socket_over_ipv4_is_still_trusted() {
         let mut shield = Shield::new(ShieldConfig {
@@ -274,7 +303,7 @@ mod tests {
         }
         assert_eq!(
             shield.check(other, OPTIONS, now),
-            (Decision::Drop, Some(BanReason::Flood))
+            (Decision::Drop, flood_ban(other))
         );
     }
 
@@ -298,7 +327,7 @@ mod tests {
         }
         assert_eq!(
             shield.check(flooder, OPTIONS, now),
-            (Decision::Drop, Some(BanReason::Flood))
+            (Decision::Drop, flood_ban(flooder))
         );
         // Banned: dropped silently, no new ban logged, even after tokens refill.
         let later = now + Duration::from_secs(30);
@@ -346,7 +375,13 @@ mod tests {
         let now = Instant::now();
         let (decision, ban) = shield.check(ip("198.51.100.8"), scan.as_bytes(), now);
         assert_eq!(decision, Decision::Drop);
-        assert_eq!(ban, Some(BanReason::Scanner("friendly-scanner 1.0".into())));
+        assert_eq!(
+            ban,
+            Some(NewBan {
+                address: ip("198.51.100.8"),
+                reason: BanReason::Scanner("friendly-scanner 1.0".into())
+            })
+        );
         // Even its innocent-looking follow-ups are dropped while banned.
         assert_eq!(
             shield.check(ip("198.51.100.8"), OPTIONS, now).0,
@@ -436,7 +471,8 @@ mod tests {
         }
         assert_eq!(
             open.check(proxy, flood.as_bytes(), now),
-            (Decision::Drop, Some(BanReason::Flood))
+            (Decision::Drop, flood_ban(ip("203.0.113.9"))),
+            "the caller is banned, not the proxy it came through"
         );
         assert_eq!(
             open.check(proxy, via("203.0.113.10").as_bytes(), now).0,
@@ -453,7 +489,7 @@ mod tests {
         }
         assert_eq!(
             open.check(stranger, flood.as_bytes(), now),
-            (Decision::Drop, Some(BanReason::Flood))
+            (Decision::Drop, flood_ban(stranger))
         );
     }
 
