@@ -249,6 +249,8 @@ impl Admission<'_> {
                 .unwrap_or_default(),
             user_agent: identity.user_agent,
             received_at_ms: chrono::DateTime::<chrono::Utc>::from(now.wall).timestamp_millis(),
+            report_keys: self.config.reports.sequence(),
+            report_key_timeout: self.config.reports.key_timeout(),
             ..CallFacts::default()
         };
         // Only a header signed with our key, for this Call-ID, lately, makes a probe.

@@ -107,7 +107,8 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
             debug!(error = %e, "caller INVITE transaction ended with an error");
         }
     });
-    tokio::spawn(run(setup, dialog, states));
+    // Boxed: a task's future keeps its arguments for its whole life (#16).
+    tokio::spawn(run(Box::new(setup), dialog, states));
 }
 
 /// The operator attempt in progress.
@@ -147,7 +148,11 @@ type Refusal = Pin<Box<dyn Future<Output = Option<std::io::Error>> + Send>>;
 const PROBE_SILENT_OPERATOR_AFTER: Duration = Duration::from_millis(100);
 
 /// The per-call task.
-async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogStates) {
+///
+/// Its future lives as long as the call, sized by its largest await point, so
+/// the awaits taken once or rarely (dialling, milestones on disk, dialog
+/// events) are boxed: the future stays a few KiB through the warning (#16).
+async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialogStates) {
     let CallSetup {
         shared,
         config,
@@ -160,7 +165,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         local_ip,
         slot,
         received,
-    } = setup;
+    } = *setup;
     let (mut session_timer, timer_headers) = match session_timer {
         Some((timer, headers)) => (Some(timer), headers),
         None => (None, Vec::new()),
@@ -216,12 +221,6 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
         }
     }
 
-    let reports = &config.reports;
-    let facts = CallFacts {
-        report_keys: reports.sequence(),
-        report_key_timeout: reports.key_timeout(),
-        ..facts
-    };
     let mut flow = CallFlow::new(facts.clone(), received);
     // The caller's history for the whisper, asked now: the warning lasts far longer
     // than the lookup may, so the answer is there when the operator answers.
@@ -353,7 +352,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                     ),
                 },
                 CallAction::DialOperator { uri } => {
-                    match dial(
+                    match Box::pin(dial(
                         &shared,
                         &config,
                         &facts,
@@ -361,7 +360,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                         caller_codec,
                         &mut operator_socket,
                         &mut states,
-                    )
+                    ))
                     .await
                     {
                         Ok(attempt) => {
@@ -390,7 +389,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                         forks.resize_with(target + 1, || None);
                     }
                     let mut socket = None;
-                    match dial(
+                    match Box::pin(dial(
                         &shared,
                         &config,
                         &facts,
@@ -398,7 +397,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                         caller_codec,
                         &mut socket,
                         &mut states,
-                    )
+                    ))
                     .await
                     {
                         Ok(attempt) => {
@@ -477,10 +476,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                 }
                 CallAction::Milestone(milestone) => {
                     // On disk before the call moves on (the wait is bounded: see RecordSender).
-                    shared
-                        .records
-                        .milestone(milestone.to_wire(flow.record()))
-                        .await;
+                    Box::pin(shared.records.milestone(milestone.to_wire(flow.record()))).await;
                 }
                 CallAction::HangUpCaller => hangups.push(caller.clone()),
                 CallAction::RejectCaller { status } => {
@@ -615,7 +611,7 @@ async fn run(setup: CallSetup, caller: InviteDialog, mut states: CallDialogState
                             fork.attempt.refusal = None;
                             matches!(state, DialogState::Early(..)).then_some(CallInput::ForkedOperator { target, event: ForkEvent::Ringing })
                         }
-                        None => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())).await,
+                        None => Box::pin(dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str()))).await,
                     }
                 }
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
