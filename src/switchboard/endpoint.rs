@@ -33,6 +33,7 @@ use super::sip::qualify::{self, OperatorHealth};
 use super::sip::registration;
 use super::sip::shield::Shield;
 use super::sip::stream_guard::StreamGuard;
+use super::media::engine::{EngineConfig, MediaEngine};
 use super::sip::ALLOW;
 use crate::config::Config;
 use crate::switchboard::call::session::CallSetup;
@@ -197,6 +198,14 @@ impl Switchboard {
             .with_user_agent(&config.sip.user_agent)
             .build();
         let dialog_layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        // The engine is process-wide and starts with the first call: a second
+        // switchboard in the same process (tests) shares the first one's.
+        if let Err(e) = MediaEngine::configure_global(EngineConfig {
+            send: config.media.send,
+            ..EngineConfig::default()
+        }) {
+            debug!("{e}");
+        }
         let ringback = ToneFrames::ringback(&config.media.ringback)
             .map_err(|e| SwitchboardError::Ringback(e.to_string()))?;
         let ports = RtpPorts::new(

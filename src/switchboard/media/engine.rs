@@ -13,6 +13,11 @@
 //! Commands arrive on each call's tokio channel; the engine polls it with a
 //! waker that queues the call's slot and signals the eventfd, so no task per
 //! call either.
+//!
+//! With `[media] send = "io_uring"` the paced packets of a tick (prompt,
+//! ringback, keys played to a leg, the operator's tones) are queued on one
+//! io_uring per shard and go to the kernel with one submission per tick
+//! (`uring.rs`); relayed audio and RTCP are sent with `sendmsg` as they come.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -39,6 +44,8 @@ use super::session::{
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
 use super::tone::{mix_frame, OperatorTone, ToneFrames};
+use super::uring::SendRing;
+use crate::config::media::MediaSend;
 
 /// Caller frames held for mixing under the operator's tone: one is the steady
 /// state (a frame arrives, the next slot sends it); the rest absorb jitter.
@@ -57,6 +64,9 @@ const EVENTS: usize = 256;
 const TOKEN_INBOX: u64 = u64::MAX;
 /// Token of the shard's timerfd.
 const TOKEN_TIMER: u64 = u64::MAX - 1;
+/// Submission entries of a shard's io_uring: a tick's packets (250 at 5,000
+/// callers on one shard) go in one submission; more are flushed in several.
+const RING_ENTRIES: u32 = 512;
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -65,6 +75,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// CNAME in our RTCP SDES.
     pub cname: String,
+    /// How paced packets reach the kernel.
+    pub send: MediaSend,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +84,7 @@ impl Default for EngineConfig {
         EngineConfig {
             threads: 1,
             cname: "courtline".into(),
+            send: MediaSend::default(),
         }
     }
 }
@@ -481,6 +494,102 @@ struct Shard {
     wheel: [Vec<u64>; WHEEL_SLOTS as usize],
     /// Next tick to run.
     next_tick: u64,
+    /// Where paced packets go: straight out, or queued for the tick's submission.
+    out: PacedSender,
+}
+
+/// How a shard hands paced packets to the kernel (`[media] send`).
+enum PacedSender {
+    /// One `sendmsg` per packet, at once.
+    Sendmsg,
+    /// Queued on the shard's io_uring; [`Shard::flush_paced`] submits them.
+    Ring(SendRing<PacedPacket>),
+}
+
+impl PacedSender {
+    /// The configured path; sendmsg, said in the log, when io_uring cannot be
+    /// set up (an old kernel, or a seccomp policy that forbids it).
+    fn new(send: MediaSend) -> PacedSender {
+        match send {
+            MediaSend::Sendmsg => PacedSender::Sendmsg,
+            MediaSend::IoUring => match SendRing::new(RING_ENTRIES) {
+                Ok(ring) => {
+                    tracing::info!("media engine: paced RTP is sent with io_uring, one submission per 1 ms tick");
+                    PacedSender::Ring(ring)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "media engine: io_uring could not be set up ({e}); paced RTP is sent with sendmsg instead ([media] send = \"sendmsg\" silences this)"
+                    );
+                    PacedSender::Sendmsg
+                }
+            },
+        }
+    }
+
+    /// Sends `header` then `payload` to `to` on `fd`, or queues it: then a
+    /// failure comes back from the flush, tagged with `packet`.
+    fn send(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        header: &[u8],
+        payload: &[u8],
+        to: SocketAddr,
+        packet: PacedPacket,
+    ) -> std::io::Result<()> {
+        match self {
+            PacedSender::Sendmsg => send_parts(fd, header, payload, to),
+            PacedSender::Ring(ring) => {
+                ring.queue(fd, header, payload, to, packet);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A paced packet as queued: whose it is and what it carries, for the fault if it fails.
+#[derive(Debug, Clone, Copy, Default)]
+struct PacedPacket {
+    /// The call's wheel entry (generation and slot).
+    entry: u64,
+    /// What was sent.
+    kind: PacedKind,
+}
+
+/// What a paced packet carries.
+#[derive(Debug, Clone, Copy, Default)]
+enum PacedKind {
+    /// A prompt or ringback frame to the caller.
+    #[default]
+    Frame,
+    /// A key played to this leg.
+    Key(Side),
+    /// A frame of this tone to the operator.
+    Tone(OperatorTone),
+}
+
+impl PacedKind {
+    /// The call's fault message for this packet failing with `e`; none when the
+    /// leg it went to is already gone (an earlier fault in the same tick).
+    fn fault_message(self, call: &Call, e: &std::io::Error) -> Option<String> {
+        match self {
+            PacedKind::Frame => Some(format!(
+                "sending RTP to the caller at {}: {e}",
+                call.caller.remote
+            )),
+            PacedKind::Key(Side::Caller) => Some(format!("sending a key to the caller: {e}")),
+            PacedKind::Key(Side::Operator) => call
+                .operator
+                .as_ref()
+                .map(|_| format!("sending a key to the operator: {e}")),
+            PacedKind::Tone(tone) => call.operator.as_ref().map(|operator| {
+                format!(
+                    "sending the {tone:?} tone to the operator at {}: {e}",
+                    operator.remote
+                )
+            }),
+        }
+    }
 }
 
 impl Shard {
@@ -493,6 +602,7 @@ impl Shard {
             inbox,
             epoll,
             timer,
+            out: PacedSender::new(config.send),
             config,
             epoch: Instant::now(),
             calls: Vec::new(),
@@ -524,6 +634,7 @@ impl Shard {
             }
             let now = Instant::now();
             self.run_ticks(now);
+            self.flush_paced();
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
@@ -738,6 +849,8 @@ impl Shard {
         if call.has_packets_to_pace() {
             self.schedule(slot);
             self.send_paced(slot, now);
+            // Out before anything else is sent on the call's sockets, so its packets keep their order.
+            self.flush_paced();
         }
     }
 
@@ -818,9 +931,30 @@ impl Shard {
         let Some(pacer_slot) = call.pacer.take_due(now) else {
             return;
         };
-        call.send_frame(pacer_slot, &self.epoll);
-        call.send_keys(pacer_slot, &self.epoll);
-        call.send_operator_tone(pacer_slot, &self.epoll);
+        let entry = wheel_entry(call.generation, slot);
+        call.send_frame(pacer_slot, entry, &mut self.out, &self.epoll);
+        call.send_keys(pacer_slot, entry, &mut self.out, &self.epoll);
+        call.send_operator_tone(pacer_slot, entry, &mut self.out, &self.epoll);
+    }
+
+    /// Submits the packets queued on the io_uring (if that is the path) and
+    /// faults the legs whose packets failed, as a failed `sendmsg` would.
+    fn flush_paced(&mut self) {
+        let PacedSender::Ring(ring) = &mut self.out else {
+            return;
+        };
+        for (packet, e) in ring.flush() {
+            let slot = packet.entry as u32;
+            let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if wheel_entry(call.generation, slot) != packet.entry {
+                continue;
+            }
+            if let Some(message) = packet.kind.fault_message(call, &e) {
+                call.fault(message, &self.epoll);
+            }
+        }
     }
 
     fn on_readable(&mut self, t: u64, batch: &mut RecvBatch) {
@@ -925,7 +1059,7 @@ impl Call {
 
     /// Sends the prompt or ringback frame of `pacer_slot` to the caller, if
     /// that is what the caller hears now.
-    fn send_frame(&mut self, pacer_slot: u64, epoll: &Epoll) {
+    fn send_frame(&mut self, pacer_slot: u64, entry: u64, out: &mut PacedSender, epoll: &Epoll) {
         let codec = self.caller.codec;
         let pt = codec.payload_type();
         let mut finished = false;
@@ -951,11 +1085,15 @@ impl Call {
         if let Some(tap) = &mut self.recording {
             tap.sent(self.caller.out.last_timestamp(), codec, frame, prompt);
         }
-        let sent = send_parts(
+        let sent = out.send(
             self.caller.socket.rtp.as_raw_fd(),
             &header,
             frame,
             self.caller.remote,
+            PacedPacket {
+                entry,
+                kind: PacedKind::Frame,
+            },
         );
         if finished {
             // A finished prompt is always followed by ringback while the
@@ -968,29 +1106,39 @@ impl Call {
         }
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
-                let remote = self.caller.remote;
-                self.fault(format!("sending RTP to the caller at {remote}: {e}"), epoll);
+                if let Some(message) = PacedKind::Frame.fault_message(self, &e) {
+                    self.fault(message, epoll);
+                }
             }
         }
     }
 
     /// Sends the next packet of each leg's generated key, if one is playing.
-    fn send_keys(&mut self, pacer_slot: u64, epoll: &Epoll) {
-        let sent = send_key_packet(&mut self.caller, pacer_slot)
-            .map_err(|e| format!("sending a key to the caller: {e}"))
-            .and_then(|()| match self.operator.as_mut() {
-                Some(operator) => send_key_packet(operator, pacer_slot)
-                    .map_err(|e| format!("sending a key to the operator: {e}")),
+    fn send_keys(&mut self, pacer_slot: u64, entry: u64, out: &mut PacedSender, epoll: &Epoll) {
+        let sent = send_key_packet(&mut self.caller, pacer_slot, out, entry, Side::Caller).and_then(
+            |()| match self.operator.as_mut() {
+                Some(operator) => {
+                    send_key_packet(operator, pacer_slot, out, entry, Side::Operator)
+                }
                 None => Ok(()),
-            });
-        if let Err(message) = sent {
-            self.fault(message, epoll);
+            },
+        );
+        if let Err((side, e)) = sent {
+            if let Some(message) = PacedKind::Key(side).fault_message(self, &e) {
+                self.fault(message, epoll);
+            }
         }
     }
 
     /// Sends the operator the next frame of its tone, if one is playing
     /// (paced on the call's grid, in the operator's codec).
-    fn send_operator_tone(&mut self, pacer_slot: u64, epoll: &Epoll) {
+    fn send_operator_tone(
+        &mut self,
+        pacer_slot: u64,
+        entry: u64,
+        out: &mut PacedSender,
+        epoll: &Epoll,
+    ) {
         let Some(operator) = self.operator.as_mut() else {
             return;
         };
@@ -1014,11 +1162,15 @@ impl Call {
             operator
                 .out
                 .paced_header(operator.codec.payload_type(), pacer_slot, frame.len());
-        let sent = send_parts(
+        let sent = out.send(
             operator.socket.rtp.as_raw_fd(),
             &header,
             frame,
             operator.remote,
+            PacedPacket {
+                entry,
+                kind: PacedKind::Tone(tone),
+            },
         );
         if next + 1 < tone.frame_count() {
             operator.tone = Some((tone, next + 1));
@@ -1031,11 +1183,9 @@ impl Call {
         }
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
-                let remote = operator.remote;
-                self.fault(
-                    format!("sending the {tone:?} tone to the operator at {remote}: {e}"),
-                    epoll,
-                );
+                if let Some(message) = PacedKind::Tone(tone).fault_message(self, &e) {
+                    self.fault(message, epoll);
+                }
             }
         }
     }
@@ -1251,9 +1401,15 @@ fn relay_key(rtp: &RtpReader<'_>, to: &mut Leg, side: Side, pacer_slot: u64) -> 
         .map_err(|e| format!("relaying a key to the {side:?} at {}: {e}", to.remote))
 }
 
-/// Sends the next packet of the key being played to `leg`, if any: our SSRC
-/// and sequence, the key's own timestamp (RFC 4733 §2.3.1).
-fn send_key_packet(leg: &mut Leg, pacer_slot: u64) -> std::io::Result<()> {
+/// Sends the next packet of the key being played to `leg` (the call's `side`),
+/// if any: our SSRC and sequence, the key's own timestamp (RFC 4733 §2.3.1).
+fn send_key_packet(
+    leg: &mut Leg,
+    pacer_slot: u64,
+    out: &mut PacedSender,
+    entry: u64,
+    side: Side,
+) -> Result<(), (Side, std::io::Error)> {
     let Some(types) = leg.telephone_event else {
         return Ok(());
     };
@@ -1266,13 +1422,17 @@ fn send_key_packet(leg: &mut Leg, pacer_slot: u64) -> std::io::Result<()> {
         packet.marker,
         packet.payload.len(),
     );
-    match send_parts(
+    match out.send(
         leg.socket.rtp.as_raw_fd(),
         &header,
         &packet.payload,
         leg.remote,
+        PacedPacket {
+            entry,
+            kind: PacedKind::Key(side),
+        },
     ) {
-        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Err(e),
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Err((side, e)),
         _ => Ok(()),
     }
 }
