@@ -17,10 +17,11 @@ const MAX_CYCLE_MS: u32 = 60_000;
 pub enum MediaSend {
     /// Each 1 ms tick's packets queued on an io_uring and submitted with one
     /// system call (falls back to `sendmsg`, said in the log, where io_uring
-    /// cannot be set up).
+    /// cannot be set up). The default: it costs about two thirds of the
+    /// CPU per packet that `sendmsg` does (BENCHMARKS.md).
+    #[default]
     IoUring,
     /// One `sendmsg` system call per packet.
-    #[default]
     Sendmsg,
 }
 

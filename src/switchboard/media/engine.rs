@@ -519,7 +519,7 @@ impl PacedSender {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        "media engine: io_uring could not be set up ({e}); paced RTP is sent with sendmsg instead ([media] send = \"sendmsg\" silences this)"
+                        "media engine: io_uring could not be set up ({e}); paced RTP is sent with sendmsg instead ([media] send = \"sendmsg\" chooses that without this warning)"
                     );
                     PacedSender::Sendmsg
                 }
