@@ -503,7 +503,7 @@ enum PacedSender {
     /// One `sendmsg` per packet, at once.
     Sendmsg,
     /// Queued on the shard's io_uring; [`Shard::flush_paced`] submits them.
-    Ring(SendRing<PacedPacket>),
+    Ring(Box<SendRing<PacedPacket>>),
 }
 
 impl PacedSender {
@@ -515,7 +515,7 @@ impl PacedSender {
             MediaSend::IoUring => match SendRing::new(RING_ENTRIES) {
                 Ok(ring) => {
                     tracing::info!("media engine: paced RTP is sent with io_uring, one submission per 1 ms tick");
-                    PacedSender::Ring(ring)
+                    PacedSender::Ring(Box::new(ring))
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -1115,14 +1115,11 @@ impl Call {
 
     /// Sends the next packet of each leg's generated key, if one is playing.
     fn send_keys(&mut self, pacer_slot: u64, entry: u64, out: &mut PacedSender, epoll: &Epoll) {
-        let sent = send_key_packet(&mut self.caller, pacer_slot, out, entry, Side::Caller).and_then(
-            |()| match self.operator.as_mut() {
-                Some(operator) => {
-                    send_key_packet(operator, pacer_slot, out, entry, Side::Operator)
-                }
+        let sent = send_key_packet(&mut self.caller, pacer_slot, out, entry, Side::Caller)
+            .and_then(|()| match self.operator.as_mut() {
+                Some(operator) => send_key_packet(operator, pacer_slot, out, entry, Side::Operator),
                 None => Ok(()),
-            },
-        );
+            });
         if let Err((side, e)) = sent {
             if let Some(message) = PacedKind::Key(side).fault_message(self, &e) {
                 self.fault(message, epoll);
@@ -1546,7 +1543,7 @@ mod tests {
             calls.push((caller, commands, events_rx, Vec::<(u16, u32, u8)>::new()));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut key_sent = vec![false; CALLS];
+        let mut key_sent = [false; CALLS];
         while calls.iter().any(|c| c.3.len() < PACKETS) {
             assert!(Instant::now() < deadline, "streams incomplete after 10 s");
             for (i, (caller, commands, _, got)) in calls.iter_mut().enumerate() {
