@@ -244,6 +244,8 @@ pub struct MediaConfig {
     /// Seconds without RTP or RTCP from a bridged caller before the call is
     /// hung up as `media_timeout` (a caller whose line died sends no BYE); 0 = never.
     pub rtp_timeout_s: u32,
+    /// How paced RTP reaches the kernel: io_uring (one submission per tick) or sendmsg.
+    pub send: media::MediaSend,
 }
 
 impl Default for MediaConfig {
@@ -254,6 +256,7 @@ impl Default for MediaConfig {
             leading_silence_ms: 200,
             ringback: RingbackCadence::default(),
             rtp_timeout_s: 30,
+            send: media::MediaSend::default(),
         }
     }
 }

@@ -10,6 +10,21 @@ const FRAME_MS: u32 = 20;
 /// Upper bound on one cycle, so a typo in config cannot allocate without limit.
 const MAX_CYCLE_MS: u32 = 60_000;
 
+/// How the media engine hands its paced RTP (prompt, ringback, keys, tones)
+/// to the kernel: `[media] send`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSend {
+    /// Each 1 ms tick's packets queued on an io_uring and submitted with one
+    /// system call (falls back to `sendmsg`, said in the log, where io_uring
+    /// cannot be set up). The default: it costs about two thirds of the
+    /// CPU per packet that `sendmsg` does (BENCHMARKS.md).
+    #[default]
+    IoUring,
+    /// One `sendmsg` system call per packet.
+    Sendmsg,
+}
+
 /// How ringback sounds: one tone burst followed by a pause, repeated.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
 pub struct RingbackCadence {

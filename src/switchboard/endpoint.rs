@@ -20,6 +20,7 @@ use super::admission::{Admission, Decision, InviteFacts, Now, Refusal, Refused};
 use super::context::{CallSlot, HuntTurns, Shared};
 use super::health::Readiness;
 use super::live::{applied_event, decide, Changes, LiveConfig, Requester, RestartNeeded};
+use super::media::engine::{EngineConfig, MediaEngine};
 use super::metrics::{Metrics, Snapshot};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::{Origin, TrustedProxies, FORWARDED_HEADER};
@@ -197,6 +198,14 @@ impl Switchboard {
             .with_user_agent(&config.sip.user_agent)
             .build();
         let dialog_layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        // The engine is process-wide and starts with the first call: a second
+        // switchboard in the same process (tests) shares the first one's.
+        if let Err(e) = MediaEngine::configure_global(EngineConfig {
+            send: config.media.send,
+            ..EngineConfig::default()
+        }) {
+            debug!("{e}");
+        }
         let ringback = ToneFrames::ringback(&config.media.ringback)
             .map_err(|e| SwitchboardError::Ringback(e.to_string()))?;
         let ports = RtpPorts::new(

@@ -28,6 +28,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "media.rtp_ports",
     "media.advertise_address",
     "media.ringback",
+    "media.send",
     "records",
     "recording.dir",
     "admin",

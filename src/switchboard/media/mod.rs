@@ -17,3 +17,4 @@ pub mod session;
 pub mod stream;
 mod sys;
 pub mod tone;
+mod uring;
