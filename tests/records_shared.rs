@@ -606,8 +606,8 @@ async fn projections(db: &Db) -> Vec<Vec<String>> {
 /// once (its last state), with the dashboard figures and `caller_days` summed per key:
 /// it must leave exactly what chaining the same events one at a time leaves — with a
 /// call's events in one drain, calls spanning two drains, a switchboard's later events
-/// chained before its earlier ones, a caller calling twice, and a caller name that
-/// needs escaping on its way into a bulk statement.
+/// chained before its earlier ones, a caller calling twice, and a caller name with a
+/// quote, a backslash and a tab.
 async fn a_drain_leaves_what_one_event_at_a_time_leaves(db: Db) {
     let other = match db.postgres {
         Some(_) => postgres_db().await.unwrap(),
@@ -619,7 +619,7 @@ async fn a_drain_leaves_what_one_event_at_a_time_leaves(db: Db) {
                 complete_calls([n])
                     .into_iter()
                     .map(|mut event| {
-                        // Calls 3 and 5 come from one caller; call 4's name needs escaping.
+                        // Calls 3 and 5 come from one caller; call 4's name has a quote, a backslash, a tab.
                         let record = match &mut event.kind {
                             Some(Kind::Milestone(m)) => m.snapshot.as_mut(),
                             Some(Kind::Ended(record)) => Some(record),
