@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
+use courtline::contract::pb::node_event::Kind;
 use courtline::contract::pb::Milestone;
 use courtline::contract::pb::{
     AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
@@ -25,6 +26,7 @@ use courtline::records::ledger::signing::RecordsKey;
 use courtline::records::ledger::staging::{self, Staging};
 use courtline::records::ledger::{CheckpointPolicy, IngestOutcome, Ledger, LedgerError};
 use courtline::records::store::{SqlStore, Store};
+use courtline::records::verify::verify;
 use records_common::*;
 use tokio::time::{sleep, Instant};
 
@@ -523,3 +525,163 @@ async fn a_drain_unstages_exactly_what_it_chained_and_leaves_a_refused_batch_sta
         }
     );
 }
+
+/// Every row of `table` (`columns`, each as text, NULL as `NULL`), in `order`: what a
+/// drain and one-at-a-time ingest must leave alike, `since_previous_days` included.
+async fn table_rows(db: &Db, table: &str, columns: &[&str], order: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let url = if db.postgres.is_some() {
+        db.url.clone()
+    } else {
+        format!("sqlite://{}", db.url)
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let row: Vec<String> = columns
+        .iter()
+        .map(|column| format!("COALESCE(CAST({column} AS TEXT), 'NULL')"))
+        .collect();
+    let sql = format!(
+        "SELECT {} AS row FROM {table} ORDER BY {order}",
+        row.join(" || '|' || ")
+    );
+    let rows = sqlx::query_scalar(&sql).fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    rows
+}
+
+/// The call rows, dashboard figures and `caller_days` of `db`, compared as text.
+async fn projections(db: &Db) -> Vec<Vec<String>> {
+    let calls = [
+        "call_id",
+        "caller_display_name",
+        "received_at_ms",
+        "prompt_started_at_ms",
+        "ended_at_ms",
+        "end_reason",
+        "prompts",
+        "media",
+        "state",
+        "flagged",
+        "node_id",
+        "last_seq",
+        // Not `first_seq`: a drain writes a call's row once, at its last event in the
+        // commit, and the name index only compares it with marks set at commits.
+    ];
+    let figures = [
+        "day",
+        "court_name",
+        "calls",
+        "warning_completed",
+        "hung_up_in_warning",
+        "connected",
+        "answer_ms_sum",
+        "answered",
+        "answered_5s",
+        "answered_30s",
+    ];
+    let caller_days = [
+        "caller_number",
+        "day",
+        "court_name",
+        "line_number",
+        "calls",
+        "hung_up_in_warning",
+        "after_hours",
+        "since_previous_days",
+    ];
+    vec![
+        table_rows(db, "calls", &calls, "call_id").await,
+        table_rows(db, "daily_court_figures", &figures, "day, court_name").await,
+        table_rows(
+            db,
+            "caller_days",
+            &caller_days,
+            "caller_number, day, court_name, line_number",
+        )
+        .await,
+    ]
+}
+
+/// A drain chains several events of one call in one commit and writes the call's row
+/// once (its last state), with the dashboard figures and `caller_days` summed per key:
+/// it must leave exactly what chaining the same events one at a time leaves — with a
+/// call's events in one drain, calls spanning two drains, a switchboard's later events
+/// chained before its earlier ones, a caller calling twice, and a caller name with a
+/// quote, a backslash and a tab.
+async fn a_drain_leaves_what_one_event_at_a_time_leaves(db: Db) {
+    let other = match db.postgres {
+        Some(_) => postgres_db().await.unwrap(),
+        None => sqlite_db(),
+    };
+    let interleaved = |numbers: std::ops::RangeInclusive<u32>| -> Vec<_> {
+        let calls: Vec<_> = numbers
+            .map(|n| {
+                complete_calls([n])
+                    .into_iter()
+                    .map(|mut event| {
+                        // Calls 3 and 5 come from one caller; call 4's name has a quote, a backslash, a tab.
+                        let record = match &mut event.kind {
+                            Some(Kind::Milestone(m)) => m.snapshot.as_mut(),
+                            Some(Kind::Ended(record)) => Some(record),
+                            _ => None,
+                        };
+                        if let Some(record) = record {
+                            if n == 5 {
+                                record.caller_number = record_number(3);
+                            }
+                            if n == 4 {
+                                record.caller_display_name = "王\"五\\\t（律师）".into();
+                            }
+                        }
+                        event
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Step by step across the calls, as a busy switchboard sends them.
+        (0..4)
+            .flat_map(|step| calls.iter().map(move |call| call[step].clone()))
+            .collect()
+    };
+    let sb1 = numbered("sb-1", 1, interleaved(1..=6));
+    let sb2 = numbered("sb-2", 1, interleaved(7..=9));
+    // Drain 1: sb-1's first 14 events and sb-2's last 6; drain 2: the rest.
+    let drains = [
+        vec![sb1[..14].to_vec(), sb2[6..].to_vec()],
+        vec![sb1[14..].to_vec(), sb2[..6].to_vec()],
+    ];
+    let key = db.dir.path().join("deployment-signing.key");
+    let (drained, drained_store) = ledger(&db, &key).await;
+    let (one_by_one, one_by_one_store) = ledger(&other, &key).await;
+    for drain in &drains {
+        let outcomes = drained
+            .ingest_batches(drain.clone(), |_| None)
+            .await
+            .unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        for event in drain.iter().flatten() {
+            one_by_one.ingest(vec![event.clone()]).await.unwrap();
+        }
+    }
+    assert_eq!(drained.head().await.0, one_by_one.head().await.0);
+    let (left, right) = (projections(&db).await, projections(&other).await);
+    assert_eq!(left, right);
+    assert_eq!(left[0].len(), 9, "{:?}", left[0]);
+    assert!(left[0].iter().any(|row| row.contains("王\"五\\\t（律师）")));
+    assert!(!left[1].is_empty() && !left[2].is_empty());
+    let trusted = [RecordsKey::load_or_create(&key)
+        .unwrap()
+        .public_key()
+        .to_bytes()];
+    for store in [drained_store, one_by_one_store] {
+        let report = verify(store.as_ref(), &trusted, None).await.unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+}
+
+/// Call `n`'s caller number as [`record`] makes it.
+fn record_number(n: u32) -> String {
+    record(n).caller_number
+}
+
+on_both_backends!(a_drain_leaves_what_one_event_at_a_time_leaves);
