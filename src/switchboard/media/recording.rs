@@ -14,8 +14,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 
 use super::codec::Codec;
 use super::g722;
+use super::spare_files::{PoolLimits, SpareFiles};
 
 /// Frames the queue holds: about 20 s of two channels for 100 calls.
 const QUEUE_FRAMES: usize = 100_000;
@@ -46,8 +48,19 @@ const REANCHOR_BEYOND: u32 = 8_000 * 2;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Two channels: to the caller, from the caller.
 const CHANNELS: u16 = 2;
+/// How often the writer looks whether closed recordings' files can be
+/// reused (deleted ones are emptied then).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Frames between two looks at the clock for [`SWEEP_EVERY`].
+const FRAMES_PER_CLOCK_READ: u32 = 4_096;
 /// How often, at most, the writer logs a new peak of its queue.
 const PEAK_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Settled samples (per channel) written at once: 8 KiB at 16 bits and two
+/// channels, as many `write`s as a default `BufWriter` made, with no buffer
+/// of its own per call (the aligner holds them until then).
+const WRITE_AT: usize = 2_048;
+/// Bytes of the WAV header written before the samples.
+const HEADER_BYTES: u64 = 44;
 /// Threads that fsync and hash closed files: one fsync takes ~1.5 ms on a
 /// virtual disk, so one thread would top out near 700 calls/s.
 const SEALERS: usize = 4;
@@ -190,8 +203,18 @@ impl Recorder {
                 .name(format!("recording-sealer-{i}"))
                 .spawn(move || seal_files(&inbox, &healthy))?;
         }
+        let spares = match SpareFiles::open(&dir, PoolLimits::default()) {
+            Ok(spares) => Some(spares),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "no spare files for recordings: each recording creates its own file");
+                None
+            }
+        };
         let writer = Writer {
             dir,
+            spares,
+            scratch: Vec::new(),
+            swept: (Instant::now(), 0),
             calls: HashMap::new(),
             healthy: healthy.clone(),
             depth: depth.clone(),
@@ -435,7 +458,7 @@ impl Aligner {
     pub fn new(window: usize) -> Aligner {
         Aligner {
             base: 0,
-            pending: VecDeque::with_capacity(window + 4 * CHUNK),
+            pending: VecDeque::with_capacity(window + WRITE_AT + 4 * CHUNK),
             window,
         }
     }
@@ -501,8 +524,11 @@ impl Aligner {
 struct CallFile {
     /// The file.
     path: PathBuf,
-    /// The WAV writer; None once failed.
-    wav: Option<hound::WavWriter<BufWriter<File>>>,
+    /// The open file, samples written from byte 44 on (the header at
+    /// close); None once failed.
+    file: Option<File>,
+    /// Its id in the pool of spare files, if it came from there.
+    spare: Option<u64>,
     /// 8000 or 16000.
     rate: u32,
     /// Lines the channels up.
@@ -527,6 +553,13 @@ struct CallFile {
 struct Writer {
     /// The temporary area.
     dir: PathBuf,
+    /// Files to reuse, so a recording does not create an inode (None: the
+    /// pool could not be opened, every recording creates its file).
+    spares: Option<SpareFiles>,
+    /// Settled samples as bytes on their way to a file (shared by all calls).
+    scratch: Vec<u8>,
+    /// When the spare files were last swept, and frames since the clock was read.
+    swept: (Instant, u32),
     /// Recordings open, by key.
     calls: HashMap<u64, CallFile>,
     /// Shared with [`Recorder::healthy`].
@@ -541,6 +574,8 @@ struct Writer {
 
 /// A closed file for the sealers: fsync, hash, reply.
 struct SealJob {
+    /// The file, open for reading and writing.
+    file: File,
     /// The outcome so far (path, rate, duration); the sealer adds hash and length.
     outcome: RecordingOutcome,
     /// Where the outcome goes.
@@ -554,19 +589,53 @@ impl Writer {
             if message.is_ok() {
                 self.depth.taken();
             }
-            match message {
-                Ok(Message::Open(open)) => self.open(*open),
-                Ok(Message::Frame(frame)) => self.frame(&frame),
-                Ok(Message::Close(key)) => self.close(key),
+            let read_clock = match message {
+                Ok(Message::Open(open)) => {
+                    self.open(*open);
+                    true
+                }
+                Ok(Message::Frame(frame)) => {
+                    self.frame(&frame);
+                    self.swept.1 += 1;
+                    self.swept.1 >= FRAMES_PER_CLOCK_READ
+                }
+                Ok(Message::Close(key)) => {
+                    self.close(key);
+                    true
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if !self.healthy.load(Ordering::Acquire) && self.probe().is_ok() {
                         tracing::info!(dir = %self.dir.display(), "recordings can be written again");
                         self.healthy.store(true, Ordering::Release);
                     }
+                    true
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Deleted recordings' audio does not wait for the next start.
+                    if let Some(spares) = self.spares.as_mut() {
+                        spares.reclaim(Instant::now());
+                    }
+                    return;
+                }
+            };
+            if read_clock {
+                self.sweep();
+                self.report_peak();
             }
-            self.report_peak();
+        }
+    }
+
+    /// Empties and takes back closed recordings' files nobody else names any
+    /// more, at most every [`SWEEP_EVERY`].
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.swept.1 = 0;
+        if now.duration_since(self.swept.0) < SWEEP_EVERY {
+            return;
+        }
+        self.swept.0 = now;
+        if let Some(spares) = self.spares.as_mut() {
+            spares.reclaim(now);
         }
     }
 
@@ -602,22 +671,30 @@ impl Writer {
             _ => 8_000,
         };
         let path = self.dir.join(format!("{}.wav", open.call_id));
-        let spec = hound::WavSpec {
-            channels: CHANNELS,
-            sample_rate: rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
+        let created = match self.spares.as_mut() {
+            Some(spares) => spares.take(&path).map(|(file, id)| (file, Some(id))),
+            None => std::fs::create_dir_all(&self.dir)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&path)
+                })
+                .map(|file| (file, None)),
         };
-        let (wav, failure) = match std::fs::create_dir_all(&self.dir)
-            .map_err(hound::Error::IoError)
-            .and_then(|()| hound::WavWriter::create(&path, spec))
-        {
-            Ok(wav) => (Some(wav), None),
-            Err(e) => (None, Some(format!("creating {}: {e}", path.display()))),
+        let ((opened, spare), failure) = match created {
+            Ok((file, spare)) => ((Some(file), spare), None),
+            Err(e) => (
+                (None, None),
+                Some(format!("creating {}: {e}", path.display())),
+            ),
         };
         let mut file = CallFile {
             path,
-            wav,
+            file: opened,
+            spare,
             rate,
             aligner: Aligner::new((rate * ALIGN_WINDOW_MS / 1000) as usize),
             g722: Default::default(),
@@ -638,7 +715,7 @@ impl Writer {
         let Some(file) = self.calls.get_mut(&frame.key) else {
             return;
         };
-        if file.wav.is_none() {
+        if file.file.is_none() {
             return;
         }
         let mut decoded = [0i16; CHUNK * 2];
@@ -670,7 +747,7 @@ impl Writer {
         }
         file.aligner.put(frame.channel, at, samples);
         let window = file.aligner.window();
-        if let Err(e) = write_settled(file, window) {
+        if let Err(e) = write_settled(file, &mut self.scratch, window, WRITE_AT) {
             let failure = format!("writing {}: {e}", file.path.display());
             self.fail_key(frame.key, failure);
         }
@@ -696,17 +773,26 @@ impl Writer {
             ..RecordingOutcome::default()
         };
         if file.failure.is_none() {
-            let finished = write_settled(&mut file, 0).and_then(|()| match file.wav.take() {
-                Some(wav) => wav.finalize(),
-                None => Ok(()),
+            let finished = write_settled(&mut file, &mut self.scratch, 0, 0).and_then(|()| {
+                let header = wav_header(file.rate, file.written);
+                match file.file.take() {
+                    Some(f) => f.write_all_at(&header, 0).map(|()| f),
+                    None => Err(std::io::Error::other("the file was closed")),
+                }
             });
             match finished {
-                Ok(()) => {
+                Ok(written) => {
                     outcome.duration_ms = (file.written * 1000 / u64::from(file.rate)) as u32;
+                    // Its recording name is what the records service acts
+                    // on; the pool takes the file back once that is gone.
+                    if let (Some(spares), Some(id)) = (self.spares.as_mut(), file.spare) {
+                        spares.give_back(id, Instant::now());
+                    }
                     // Fsync'd and hashed by a sealer, which replies; the
                     // sealers outlive the writer's sender, so this cannot fail
                     // while the writer runs.
                     let _ = self.sealer.send(SealJob {
+                        file: written,
                         outcome,
                         reply: file.reply,
                     });
@@ -733,10 +819,13 @@ impl Writer {
 
     /// Gives up a recording: logged, the partial file removed, the directory
     /// marked unwritable until a probe succeeds.
-    fn fail(&self, file: &mut CallFile, failure: String) {
+    fn fail(&mut self, file: &mut CallFile, failure: String) {
         tracing::warn!(file = %file.path.display(), %failure, "call recording failed; the call goes on");
-        file.wav = None;
+        file.file = None;
         let _ = std::fs::remove_file(&file.path);
+        if let (Some(spares), Some(id)) = (self.spares.as_mut(), file.spare.take()) {
+            spares.give_back(id, Instant::now());
+        }
         if !file.dropped.load(Ordering::Relaxed) {
             self.healthy.store(false, Ordering::Release);
         }
@@ -746,27 +835,61 @@ impl Writer {
 }
 
 /// Writes the samples more than `window` behind the aligner's end, both
-/// channels interleaved, through hound's buffered 16-bit writer (one copy
-/// and one `write` per call, not one per sample).
-fn write_settled(file: &mut CallFile, window: usize) -> Result<(), hound::Error> {
-    let Some(wav) = file.wav.as_mut() else {
+/// channels interleaved, with one `write` at the file's offset — once at
+/// least `at_least` are settled, so a call's audio goes out in a few large
+/// writes without a buffer of its own.
+fn write_settled(
+    file: &mut CallFile,
+    scratch: &mut Vec<u8>,
+    window: usize,
+    at_least: usize,
+) -> std::io::Result<()> {
+    let Some(out) = file.file.as_ref() else {
         return Ok(());
     };
     let (first, second) = file.aligner.settled(window);
     let n = first.len() + second.len();
-    if n == 0 {
+    if n == 0 || n < at_least {
         return Ok(());
     }
-    let values = u32::try_from(n * 2).map_err(|_| hound::Error::TooWide)?;
-    let mut out = wav.get_i16_writer(values);
+    scratch.clear();
+    scratch.reserve(n * 4);
     for pair in first.iter().chain(second) {
-        out.write_sample(pair[0]);
-        out.write_sample(pair[1]);
+        scratch.extend_from_slice(&pair[0].to_le_bytes());
+        scratch.extend_from_slice(&pair[1].to_le_bytes());
     }
-    out.flush()?;
+    out.write_all_at(scratch, HEADER_BYTES + file.written * 4)?;
     file.aligner.consume(n);
     file.written += n as u64;
     Ok(())
+}
+
+/// The 44-byte header of a 16-bit PCM WAV of two channels at `rate` with
+/// `frames` samples per channel (what hound writes for this format).
+fn wav_header(rate: u32, frames: u64) -> [u8; HEADER_BYTES as usize] {
+    let data = u32::try_from(frames * 4).unwrap_or(u32::MAX - 36);
+    let block_align = CHANNELS * 2;
+    let mut header = [0u8; HEADER_BYTES as usize];
+    let fields: [&[u8]; 12] = [
+        b"RIFF",
+        &(data + 36).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &CHANNELS.to_le_bytes(),
+        &rate.to_le_bytes(),
+        &(rate * u32::from(block_align)).to_le_bytes(),
+        &block_align.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &data.to_le_bytes(),
+    ];
+    let mut at = 0;
+    for field in fields {
+        header[at..at + field.len()].copy_from_slice(field);
+        at += field.len();
+    }
+    header
 }
 
 /// A sealer thread: takes closed files until the writer is gone.
@@ -781,8 +904,12 @@ fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
                 Err(_) => return,
             }
         };
-        let SealJob { mut outcome, reply } = job;
-        match seal(&outcome.path) {
+        let SealJob {
+            file,
+            mut outcome,
+            reply,
+        } = job;
+        match seal(&file) {
             Ok((sha256, bytes)) => {
                 outcome.sha256 = sha256;
                 outcome.bytes = bytes;
@@ -801,14 +928,13 @@ fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
 }
 
 /// Syncs the closed file to disk and returns its SHA-256 and length.
-fn seal(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
+fn seal(file: &File) -> std::io::Result<(String, u64)> {
     file.sync_all()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file.read_at(&mut buf, bytes)?;
         if n == 0 {
             break;
         }
@@ -937,7 +1063,7 @@ mod tests {
             capacity,
             "the buffer grew past its window"
         );
-        assert!(capacity * std::mem::size_of::<[i16; 2]>() <= 20 * 1024);
+        assert!(capacity * std::mem::size_of::<[i16; 2]>() <= 27 * 1024);
         assert_eq!(written + a.pending.len(), 30_000 * CHUNK);
     }
 
