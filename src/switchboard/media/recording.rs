@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::codec::{Codec, Law};
 use super::g722;
-use super::spare_files::{PoolLimits, SpareFiles};
+use super::spare_files::{links_unsupported, PoolLimits, SpareFiles};
 
 /// Frames the queue may hold: one second of 5,000 callers hearing the
 /// warning (50 frames a second each), so the writer may stall that long —
@@ -740,8 +740,19 @@ impl Writer {
             _ => 8_000,
         };
         let path = self.dir.join(format!("{}.wav", open.call_id));
-        let created = match self.spares.as_mut() {
-            Some(spares) => spares.take(&path).map(|(file, id)| (file, Some(id))),
+        let mut created = self
+            .spares
+            .as_mut()
+            .map(|spares| spares.take(&path).map(|(file, id)| (file, Some(id))));
+        if let Some(Err(e)) = &created {
+            if links_unsupported(e) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "the recordings' file system cannot hard-link: each recording creates its own file");
+                self.spares = None;
+                created = None;
+            }
+        }
+        let created = match created {
+            Some(created) => created,
             None => std::fs::create_dir_all(&self.dir)
                 .and_then(|()| {
                     std::fs::OpenOptions::new()

@@ -208,6 +208,15 @@ impl SparePool {
     }
 }
 
+/// Whether `error` (from [`SpareFiles::take`]) says the file system cannot
+/// give a file a second name: then recordings are created one by one.
+pub fn links_unsupported(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV | libc::EMLINK)
+    )
+}
+
 /// The pool on disk: `<dir>/.spare/`, locked by this process for its life
 /// (two switchboards sharing a directory must not write one file twice).
 #[derive(Debug)]
@@ -265,35 +274,41 @@ impl SpareFiles {
     }
 
     /// An empty file named `recording` (and, in the pool, by its id), open
-    /// for reading and writing.
+    /// for reading and writing. A spare gone from the folder (removed by
+    /// hand) is skipped; [`links_unsupported`] tells a file system without
+    /// hard links from other errors.
     pub fn take(&mut self, recording: &Path) -> io::Result<(File, u64)> {
-        let (id, create) = match self.pool.take() {
-            Take::Spare(id) => (id, false),
-            Take::Create(id) => (id, true),
+        let mut made_again = false;
+        let (file, id) = loop {
+            let (id, create) = match self.pool.take() {
+                Take::Spare(id) => (id, false),
+                Take::Create(id) => (id, true),
+            };
+            let spare = self.path(id);
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(create)
+                    .open(&spare)
+            };
+            match open() {
+                Ok(file) => break (file, id),
+                Err(error) if error.kind() == io::ErrorKind::NotFound && !made_again => {
+                    self.pool.lost(id);
+                    if create {
+                        // The temporary area was removed under the writer: made again.
+                        std::fs::create_dir_all(&self.dir)?;
+                        made_again = true;
+                    }
+                }
+                Err(error) => {
+                    self.pool.lost(id);
+                    return Err(error);
+                }
+            }
         };
         let spare = self.path(id);
-        let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(create)
-                .open(&spare)
-        };
-        let opened = match open() {
-            // The temporary area was removed under the writer: made again.
-            Err(error) if create && error.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&self.dir).and_then(|()| open())
-            }
-            opened => opened,
-        };
-        let file = match opened {
-            Ok(file) => file,
-            Err(error) => {
-                self.pool.lost(id);
-                let _ = std::fs::remove_file(&spare);
-                return Err(error);
-            }
-        };
         let linked = match std::fs::hard_link(&spare, recording) {
             // A leftover of the same name (a call id cannot repeat; a restore
             // could): replaced, as creating the file would.
@@ -489,6 +504,22 @@ mod tests {
         assert_eq!(reused, id);
         assert_eq!(std::fs::metadata(&third).unwrap().len(), 0);
         assert_eq!(std::fs::metadata(&third).unwrap().nlink(), 2);
+    }
+
+    #[test]
+    fn a_spare_removed_by_hand_is_skipped_and_a_removed_folder_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut files = SpareFiles::open(dir.path(), limits()).unwrap();
+        let (_, id) = files.take(&dir.path().join("a.wav")).unwrap();
+        std::fs::remove_file(dir.path().join("a.wav")).unwrap();
+        files.give_back(id, t0);
+        files.reclaim(t0);
+        assert_eq!(files.counts(), (1, 0));
+        std::fs::remove_dir_all(dir.path().join(SPARE_DIR)).unwrap();
+        let (_, new) = files.take(&dir.path().join("b.wav")).unwrap();
+        assert_ne!(new, id);
+        assert!(dir.path().join("b.wav").exists());
     }
 
     #[test]
