@@ -1374,10 +1374,7 @@ async fn close_recording(
     outcome: oneshot::Receiver<RecordingOutcome>,
 ) {
     if let (Some(key), Some(recorder)) = (key, shared.recorder.clone()) {
-        // The queue may be full for a moment: then wait off the async threads.
-        if !recorder.try_close(key) {
-            let _ = tokio::task::spawn_blocking(move || recorder.close(key)).await;
-        }
+        recorder.close(key);
     }
     let outcome = match tokio::time::timeout(RECORDING_CLOSE_WAIT, outcome).await {
         Ok(Ok(outcome)) => outcome,

@@ -14,6 +14,7 @@ pub mod prompt;
 pub mod recording;
 pub mod rtcp;
 pub mod session;
+pub mod spare_files;
 pub mod stream;
 mod sys;
 pub mod tone;
