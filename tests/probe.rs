@@ -18,35 +18,23 @@ use courtline::contract::pb::{CallFilter, CallRecord, Choice, ListCallsRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::sip::probe_header::{ProbeKey, HEADER};
 use support::serve_child::{
-    loopback_node, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
+    metric_value, one_line_config, prompt_file, promtool, run_promtool, wait_for_log, ServeChild,
 };
 use support::{recv_rtp, sdp, write_test_prompt, Caller, SipPeer};
 use tokio::time::{sleep, Instant};
 
 const LINE: &str = "02112368";
 
-/// The configuration: one line playing `prompt.wav`, plus `extra` TOML.
+/// The configuration: one line playing `wav`, plus `extra` TOML.
 fn config_text(dir: &Path, wav: &str, rtp_ports: (u16, u16), extra: &str) -> String {
-    format!(
-        r#"
-[sip]
-listen = "127.0.0.1:0"
-{node}[prompts.warning]
-file = "{wav}"
-version = "2026-01"
-[[lines]]
-number = "{LINE}"
-court = "上海市第一中级人民法院"
-prompt = "warning"
-operator = "sip:nobody@127.0.0.1:9"
-record_audio = "never"
-{extra}
-"#,
-        node = loopback_node(
-            &format!("{}-{}", rtp_ports.0, rtp_ports.1),
-            &dir.join("records.db")
-        ),
-        wav = dir.join(wav).display(),
+    let ports = format!("{}-{}", rtp_ports.0, rtp_ports.1);
+    one_line_config(
+        dir,
+        &ports,
+        "",
+        "warning",
+        &prompt_file(&dir.join(wav)),
+        extra,
     )
 }
 

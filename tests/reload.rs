@@ -14,29 +14,14 @@ use std::time::Duration;
 
 use courtline::contract::pb::CallRecord;
 use sha2::{Digest, Sha256};
-use support::serve_child::{loopback_node, wait_for_log, ServeChild};
+use support::serve_child::{one_line_config, wait_for_log, ServeChild};
 use support::{record_of, recv_rtp, write_sweep, Caller};
 use tokio::time::sleep;
 
 /// The configuration: line 02112368 playing `prompt` (a `[prompts.test]` body),
 /// RTP on `rtp_ports`, plus `extra` (more lines).
 fn config_text(dir: &Path, rtp_ports: &str, prompt: &str, extra: &str) -> String {
-    format!(
-        r#"
-[sip]
-listen = "127.0.0.1:0"
-{node}[prompts.test]
-{prompt}
-[[lines]]
-number = "02112368"
-court = "上海市第一中级人民法院"
-prompt = "test"
-operator = "sip:nobody@127.0.0.1:9"
-record_audio = "never"
-{extra}
-"#,
-        node = loopback_node(rtp_ports, &dir.join("records.db")),
-    )
+    one_line_config(dir, rtp_ports, "", "test", prompt, extra)
 }
 
 /// SHA-256 (hex) of a file, as records name prompts.

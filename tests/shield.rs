@@ -429,33 +429,22 @@ async fn a_trusted_proxy_names_the_caller_and_nobody_else_can() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_banned_behind_a_trusted_proxy_is_logged_as_the_caller_not_the_proxy() {
-    use support::serve_child::{loopback_node, wait_for_log, ServeChild};
+    use support::serve_child::{one_line_config, prompt_file, wait_for_log, ServeChild};
     let dir = tempfile::tempdir().unwrap();
-    write_test_prompt(&dir.path().join("prompt.wav"), 500);
+    let wav = dir.path().join("prompt.wav");
+    write_test_prompt(&wav, 500);
     let config = dir.path().join("courtline.toml");
+    let sip =
+        "trusted_proxies = [\"127.0.0.1\"]\n[sip.shield]\nrate_per_s = 1.0\nburst = 5\nban_s = 60";
     std::fs::write(
         &config,
-        format!(
-            r#"
-[sip]
-listen = "127.0.0.1:0"
-trusted_proxies = ["127.0.0.1"]
-[sip.shield]
-rate_per_s = 1.0
-burst = 5
-ban_s = 60
-{node}[prompts.warning]
-file = "{wav}"
-version = "2026-01"
-[[lines]]
-number = "02112368"
-court = "上海市第一中级人民法院"
-prompt = "warning"
-operator = "sip:nobody@127.0.0.1:9"
-record_audio = "never"
-"#,
-            node = loopback_node("38400-38419", &dir.path().join("records.db")),
-            wav = dir.path().join("prompt.wav").display(),
+        one_line_config(
+            dir.path(),
+            "38400-38419",
+            sip,
+            "warning",
+            &prompt_file(&wav),
+            "",
         ),
     )
     .unwrap();

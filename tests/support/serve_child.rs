@@ -30,6 +30,42 @@ listen = ""
     )
 }
 
+/// The configuration most serve tests start from: SIP on a loopback port the
+/// kernel picks (with `sip` TOML added inside `[sip]`), [`loopback_node`], the
+/// prompt `[prompts.<prompt>]` with `prompt_body`, and one line, 02112368,
+/// playing it unrecorded to an operator nobody answers; then `extra` TOML.
+pub fn one_line_config(
+    dir: &Path,
+    rtp_ports: &str,
+    sip: &str,
+    prompt: &str,
+    prompt_body: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[sip]
+listen = "127.0.0.1:0"
+{sip}
+{node}[prompts.{prompt}]
+{prompt_body}
+[[lines]]
+number = "02112368"
+court = "上海市第一中级人民法院"
+prompt = "{prompt}"
+operator = "sip:nobody@127.0.0.1:9"
+record_audio = "never"
+{extra}
+"#,
+        node = loopback_node(rtp_ports, &dir.join("records.db")),
+    )
+}
+
+/// A `[prompts.…]` body playing the one file `path`.
+pub fn prompt_file(path: &Path) -> String {
+    format!("file = \"{}\"\nversion = \"2026-01\"", path.display())
+}
+
 /// A running `courtline serve` and what it was started with.
 pub struct ServeChild {
     /// The process; killed when dropped, so a failed test leaves nothing running.
