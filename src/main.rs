@@ -1,3 +1,6 @@
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
 /// mimalloc returns the memory of a burst of calls (SIP transactions kept
 /// 32 s, per-call buffers) to the system once it is over, where glibc's malloc
 /// kept it (BENCHMARKS.md, "Memory at high call rates").
@@ -6,7 +9,36 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     no_transparent_huge_pages();
-    courtline::cli::main()
+    courtline::cli::main(collect_freed_memory)
+}
+
+/// How often, at most, an idle worker hands memory back.
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
+/// Hands back to the system what other threads freed of this thread's
+/// memory. mimalloc takes a block freed by another thread back into its
+/// owner's pages only when the owner allocates again, so once a burst of
+/// calls was over, idle workers kept the pages of the calls' state (freed by
+/// whichever thread ended each call) and RSS stayed near its peak (#16).
+/// Called when a worker parks, at most every [`COLLECT_EVERY`] per thread.
+fn collect_freed_memory() {
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= COLLECT_EVERY);
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        // SAFETY: mi_collect takes no pointer and only works on the calling thread's heap.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
 }
 
 /// mimalloc asks for transparent huge pages on the memory it maps

@@ -93,11 +93,16 @@ pub enum Command {
     },
 }
 
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
+/// Entry point of the binary. `on_worker_idle` runs each time a runtime
+/// worker thread runs out of work (the binary's allocator hook).
+pub fn main(on_worker_idle: fn()) -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(on_worker_idle)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("courtline: cannot start the async runtime: {e}");
