@@ -100,10 +100,7 @@ impl QueueDepth {
     /// count it out before it was counted in.
     fn queued(&self) -> usize {
         let depth = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        // Read first: the common case (no new peak) writes nothing shared.
-        if depth > self.peak.load(Ordering::Relaxed) {
-            self.peak.fetch_max(depth, Ordering::Relaxed);
-        }
+        self.note_peak(depth);
         depth
     }
 
@@ -115,10 +112,16 @@ impl QueueDepth {
             self.now.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
+        self.note_peak(depth);
+        true
+    }
+
+    /// Keeps `depth` as the peak if it is one.
+    fn note_peak(&self, depth: usize) {
+        // Read first: the common case (no new peak) writes nothing shared.
         if depth > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(depth, Ordering::Relaxed);
         }
-        true
     }
 
     /// The writer took a message, or a counted one could not be queued.
@@ -1030,12 +1033,18 @@ mod tests {
 
     /// Takes the units more than `window` behind the end, decoded as an 8 kHz file.
     fn take_settled(a: &mut Aligner, window: usize) -> Vec<[i16; 2]> {
+        take_settled_at(a, window, 1)
+    }
+
+    /// Takes the units more than `window` behind the end, decoded with
+    /// `per_unit` samples a unit (1: 8 kHz, 2: 16 kHz).
+    fn take_settled_at(a: &mut Aligner, window: usize, per_unit: usize) -> Vec<[i16; 2]> {
         let (first, second) = a.settled(window);
         let n = first.len() + second.len();
         let mut bytes = Vec::new();
         let mut g722 = Default::default();
-        decode_slots(first, 1, &mut g722, &mut bytes);
-        decode_slots(second, 1, &mut g722, &mut bytes);
+        decode_slots(first, per_unit, &mut g722, &mut bytes);
+        decode_slots(second, per_unit, &mut g722, &mut bytes);
         a.consume(n);
         bytes
             .chunks_exact(4)
@@ -1112,17 +1121,10 @@ mod tests {
         // The second half arrives first; the bytes are decoded in clock order.
         a.put(Channel::ToCaller, 80, Codec::G722, &codes[80..]);
         a.put(Channel::ToCaller, 0, Codec::G722, &codes[..80]);
-        let (first, second) = a.settled(0);
-        let mut bytes = Vec::new();
-        let mut g722 = Default::default();
-        decode_slots(first, 2, &mut g722, &mut bytes);
-        decode_slots(second, 2, &mut g722, &mut bytes);
-        let got: Vec<i16> = bytes
-            .chunks_exact(4)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]))
-            .collect();
+        let pairs = take_settled_at(&mut a, 0, 2);
+        let got: Vec<i16> = pairs.iter().map(|p| p[0]).collect();
         assert_eq!(got, expected);
-        assert!(bytes.chunks_exact(4).all(|b| b[2..] == [0, 0]));
+        assert!(pairs.iter().all(|p| p[1] == 0));
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl SparePool {
     }
 
     /// Spare files ready.
+    #[cfg(test)]
     pub fn spares(&self) -> usize {
         self.spares.len()
     }
@@ -349,6 +350,7 @@ impl SpareFiles {
     }
 
     /// Spare files ready and closed recordings waited for.
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
         (self.pool.spares(), self.pool.lent())
     }

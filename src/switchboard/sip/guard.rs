@@ -768,24 +768,21 @@ impl SharedShield {
         if let Some(NewBan { address, reason }) = ban {
             // Behind a trusted proxy the banned caller is not the datagram's
             // source: name both, or the log reads as if the proxy was banned.
-            let via = (address != source.to_canonical()).then_some(source);
-            match (reason, via) {
-                (BanReason::Flood, None) => {
-                    tracing::warn!(source = %address, "SIP flood: source banned")
+            let proxy = (address != source.to_canonical()).then_some(source);
+            let banned = match proxy {
+                Some(_) => "caller behind a trusted proxy banned (the proxy is not)",
+                None => "source banned",
+            };
+            let proxy = proxy.map(tracing::field::display);
+            match reason {
+                BanReason::Flood => {
+                    tracing::warn!(source = %address, proxy, "SIP flood: {banned}")
                 }
-                (BanReason::Flood, Some(proxy)) => tracing::warn!(
+                BanReason::Scanner(agent) => tracing::warn!(
                     source = %address,
-                    %proxy,
-                    "SIP flood: caller behind a trusted proxy banned (the proxy is not)"
-                ),
-                (BanReason::Scanner(agent), None) => {
-                    tracing::warn!(source = %address, user_agent = %agent, "SIP scanner: source banned")
-                }
-                (BanReason::Scanner(agent), Some(proxy)) => tracing::warn!(
-                    source = %address,
-                    %proxy,
+                    proxy,
                     user_agent = %agent,
-                    "SIP scanner: caller behind a trusted proxy banned (the proxy is not)"
+                    "SIP scanner: {banned}"
                 ),
             }
         }
