@@ -388,7 +388,18 @@ line = \"02112368\""
   stop_courtline
 }
 
-cases=("${@:-udp ipv6 tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media dtmf}")
+# tools/sipp-bench.sh, the benchmark BENCHMARKS.md runs with SIPp, on ten calls:
+# it starts, places them through warning and operator, and reads SIPp's figures.
+case_bench_tool() {
+  local dir=$work/bench_tool
+  mkdir -p "$dir"
+  tools/sipp-bench.sh --courtline "$(realpath "$BIN")" --rate 10 --calls 10 --hold-ms 1500 \
+    --prompt-ms 500 --linger-s 0 >"$dir/bench.out" 2>&1 || fail "$dir" "sipp-bench.sh exited $?"
+  grep -q 'SIPp caller: 10 succeeded, 0 failed' "$dir/bench.out" || fail "$dir" "sipp-bench.sh did not report 10 calls succeeded"
+  grep -q 'INVITE -> 200 OK: p50' "$dir/bench.out" || fail "$dir" "sipp-bench.sh printed no INVITE -> 200 percentiles"
+}
+
+cases=("${@:-udp ipv6 tcp delayed_offer missing_ack retransmission cancel_race inbound_auth hold flood operator_auth registration early_media dtmf bench_tool}")
 passed=0
 for name in ${cases[*]}; do
   "case_$name"

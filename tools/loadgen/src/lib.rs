@@ -67,6 +67,10 @@ pub struct Options {
     /// Seconds of the raw loopback measurement before the calls (0 skips it).
     #[arg(long, default_value_t = 2.0)]
     pub raw_s: f64,
+    /// Measure only the raw loopback limit and print it: the figure another
+    /// load generator's run (tools/sipp-bench.sh) is compared with.
+    #[arg(long)]
+    pub raw_only: bool,
     /// The courtline binary to start (default: `courtline` next to this program).
     #[arg(long)]
     pub courtline: Option<PathBuf>,
@@ -456,10 +460,7 @@ impl Report {
         };
         line(format!("machine: {} CPUs, {}", self.nproc, self.cpu_model));
         if let Some(raw) = &self.raw_limit {
-            line(format!(
-                "raw loopback limit (172-byte UDP, batched): {:.0} packets/s received ({:.0} sent) = {:.0} G.711 streams",
-                raw.received_pps, raw.sent_pps, raw.streams
-            ));
+            line(raw.to_string());
         }
         let failed: u64 = c.failed.values().sum();
         line(format!(

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The issue-16 loads placed by SIPp instead of courtline-loadgen, so the two
+# load generators can be compared on the same courtline build (BENCHMARKS.md).
+#
+#   tools/sipp-bench.sh --courtline /abs/path/to/courtline --rate 600 --calls 18000 \
+#       --hold-ms 8000 --prompt-ms 5800 [--record-audio never] [--linger-s 60] [--keep-files]
+#
+# One SIPp caller (tests/sipp/caller.xml: INVITE, ACK, hang up --hold-ms after
+# the 200 OK) and one SIPp operator (tests/sipp/operator.xml: rings 1 s, then
+# answers) on 127.0.0.4; courtline on 127.0.0.4:5060 with its shield lifted as
+# for a trunk (every call comes from SIPp's one address). Prints what SIPp saw
+# (calls, failures, retransmissions, INVITE -> 200 percentiles) and what
+# courtline cost (CPU seconds, peak RSS, RSS --linger-s after the last call),
+# after the raw loopback limit (courtline-loadgen --raw-only, found next to
+# the courtline binary).
+# SIPp does not read the RTP it is sent, so packet timing is not measured
+# here: courtline-loadgen measures that.
+set -euo pipefail
+
+courtline="" rate=600 calls=18000 hold_ms=8000 prompt_ms=5800 record=never linger_s=60 keep=no
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --courtline) courtline=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --calls) calls=$2; shift 2 ;;
+    --hold-ms) hold_ms=$2; shift 2 ;;
+    --prompt-ms) prompt_ms=$2; shift 2 ;;
+    --record-audio) record=$2; shift 2 ;;
+    --linger-s) linger_s=$2; shift 2 ;;
+    --keep-files) keep=yes; shift ;;
+    *) echo "sipp-bench: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
+  esac
+done
+case "$courtline" in
+  /*) [ -x "$courtline" ] || { echo "sipp-bench: $courtline is not an executable" >&2; exit 2; } ;;
+  *) echo "sipp-bench: --courtline needs an absolute path to a courtline binary" >&2; exit 2 ;;
+esac
+for tool in sipp sox; do
+  command -v $tool >/dev/null || { echo "sipp-bench: $tool is not installed (apt install sip-tester sox)" >&2; exit 2; }
+done
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+ip=127.0.0.4
+dir=$(mktemp -d /tmp/courtline-sipp-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$keep" = yes ]; then echo "files (logs, SIPp statistics): $dir"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+
+sox -n -r 16000 -c 1 -b 16 "$dir/prompt.wav" synth "$(awk "BEGIN{print $prompt_ms/1000}")" sine 300-1800 vol 0.35
+cat > "$dir/courtline.toml" <<EOF
+[sip]
+listen = "$ip:5060"
+max_calls = 20000
+
+# Every caller is SIPp's one address, like calls from one trunk.
+[sip.shield]
+rate_per_s = 1000000.0
+burst = 1000000
+
+[media]
+rtp_ports = "20000-59999"
+
+[records.service]
+listen = "$ip:50151"
+database = "$dir/records.db"
+
+[records.web]
+listen = ""
+
+[admin]
+listen = "$ip:0"
+
+[prompts.load]
+file = "$dir/prompt.wav"
+
+[[lines]]
+number = "02112368"
+court = "sipp bench"
+prompt = "load"
+operator = "sip:operator@$ip:5070"
+ring_timeout_s = 30
+record_audio = "$record"
+EOF
+
+(cd "$dir" && exec sipp -sf "$here/tests/sipp/operator.xml" -i $ip -p 5070 -nostdin \
+   -trace_err -error_file "$dir/operator-errors.log" >"$dir/operator.out" 2>&1) &
+pids+=($!)
+(cd "$dir" && RUST_LOG=${RUST_LOG:-info,rsipstack=warn} exec "$courtline" --config "$dir/courtline.toml" serve \
+   >"$dir/courtline.log" 2>&1) &
+cpid=$!
+pids+=($cpid)
+for _ in $(seq 100); do
+  grep -q 'courtline is up' "$dir/courtline.log" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q 'courtline is up' "$dir/courtline.log" || { echo "sipp-bench: courtline did not start:" >&2; tail -n 20 "$dir/courtline.log" >&2; exit 1; }
+sleep 1
+
+cpu_s() { awk '{print ($14 + $15) / 100}' "/proc/$cpid/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$cpid/status"; }
+idle_rss=$(rss_kib)
+cpu0=$(cpu_s)
+echo "load average before: $(cat /proc/loadavg)"
+# The machine's own limit in the same sitting, as courtline-loadgen measures it.
+loadgen=$(dirname "$courtline")/courtline-loadgen
+if [ -x "$loadgen" ]; then
+  "$loadgen" --raw-only --raw-s 2
+else
+  echo "raw loopback limit: not measured ($loadgen is not there; build it with cargo build -p courtline-loadgen)"
+fi
+
+# -timeout bounds the run: the calls' own time plus a minute.
+bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
+(cd "$dir" && sipp $ip:5060 -sf "$here/tests/sipp/caller.xml" -s 02112368 -i $ip -p 5080 \
+   -r "$rate" -m "$calls" -l 20000 -d "$hold_ms" -nostdin -timeout "${bound}s" \
+   -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_screen \
+   -trace_err -error_file "$dir/caller-errors.log" >"$dir/caller.out" 2>&1) || true
+
+cpu1=$(cpu_s)
+end_rss=$(rss_kib)
+peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$cpid/status")
+sleep "$linger_s"
+linger_rss=$(rss_kib)
+
+# The last line of SIPp's statistics, by column name.
+stat() {
+  awk -F';' -v name="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i; next }
+    { last = $c } END { print last }' "$dir/stat.csv"
+}
+rtt_file=$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)
+percentiles="n/a"
+if [ -n "$rtt_file" ]; then
+  percentiles=$(awk -F';' 'NR > 1 && $2 != "" { print $2 }' "$rtt_file" | sort -g |
+    awk 'function at(q,  i) { i = int(NR * q) + 1; return v[i > NR ? NR : i] }
+      { v[NR] = $1 } END { if (NR) printf "p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d calls)",
+      at(0.5), at(0.99), v[NR], NR }')
+fi
+
+echo "offered: $calls calls at $rate/s, hang up ${hold_ms} ms after the 200 OK, warning ${prompt_ms} ms, record_audio $record"
+echo "SIPp caller: $(stat 'SuccessfulCall(C)') succeeded, $(stat 'FailedCall(C)') failed, $(stat 'Retransmissions(C)') retransmissions"
+echo "INVITE -> 200 OK: $percentiles"
+echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss / 1024)) MB, at the last call $((end_rss / 1024)) MB, ${linger_s} s later $((linger_rss / 1024)) MB (idle $((idle_rss / 1024)) MB)"
