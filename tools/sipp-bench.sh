@@ -56,6 +56,9 @@ cat > "$dir/courtline.toml" <<EOF
 [sip]
 listen = "$ip:5060"
 max_calls = 20000
+# The SIPp operator's scenario takes INVITEs only: an OPTIONS probe would fail
+# there and mark the operator down.
+qualify_interval_s = 0
 
 # Every caller is SIPp's one address, like calls from one trunk.
 [sip.shield]
@@ -88,7 +91,7 @@ record_audio = "$record"
 EOF
 
 (cd "$dir" && exec sipp -sf "$here/tests/sipp/operator.xml" -i $ip -p 5070 -nostdin \
-   -trace_err -error_file "$dir/operator-errors.log" >"$dir/operator.out" 2>&1) &
+   -trace_stat -stf "$dir/operator-stat.csv" -fd 1 -trace_err -error_file "$dir/operator-errors.log" >"$dir/operator.out" 2>&1) &
 pids+=($!)
 (cd "$dir" && RUST_LOG=${RUST_LOG:-info,rsipstack=warn} exec "$courtline" --config "$dir/courtline.toml" serve \
    >"$dir/courtline.log" 2>&1) &
@@ -126,11 +129,14 @@ end_rss=$(rss_kib)
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$cpid/status")
 sleep "$linger_s"
 linger_rss=$(rss_kib)
+# The operator counts a call once its 2 s timewait is over, and writes its
+# statistics every second.
+[ "$linger_s" -ge 4 ] || sleep $((4 - linger_s))
 
-# The last line of SIPp's statistics, by column name.
+# The last line of a SIPp statistics file ($2, default the caller's), by column name.
 stat() {
   awk -F';' -v name="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i; next }
-    { last = $c } END { print last }' "$dir/stat.csv"
+    { last = $c } END { print last }' "${2:-$dir/stat.csv}"
 }
 rtt_file=$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)
 percentiles="n/a"
@@ -143,5 +149,6 @@ fi
 
 echo "offered: $calls calls at $rate/s, hang up ${hold_ms} ms after the 200 OK, warning ${prompt_ms} ms, record_audio $record"
 echo "SIPp caller: $(stat 'SuccessfulCall(C)') succeeded, $(stat 'FailedCall(C)') failed, $(stat 'Retransmissions(C)') retransmissions"
+echo "SIPp operator: $(stat 'SuccessfulCall(C)' "$dir/operator-stat.csv") bridged and ended, $(stat 'FailedCall(C)' "$dir/operator-stat.csv") not (a caller that hung up while it rang: its scenario counts the CANCEL as failed)"
 echo "INVITE -> 200 OK: $percentiles"
 echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss / 1024)) MB, at the last call $((end_rss / 1024)) MB, ${linger_s} s later $((linger_rss / 1024)) MB (idle $((idle_rss / 1024)) MB)"
