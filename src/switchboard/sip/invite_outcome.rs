@@ -18,6 +18,7 @@
 //! comes within a round trip, or a retransmission or two later. So
 //! [`InviteOutcome`] ends the transaction [`FORK_WINDOW_T1`]·T1 after the 2xx:
 //! forks up to then are ended as before, and only the ACK stays after.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -30,7 +31,8 @@ use rsipstack::transaction::transaction::TransactionEvent;
 use tokio::task::{JoinError, JoinHandle};
 use tracing::debug;
 
-/// `do_invite_async`'s outcome; awaiting it ends the transaction of a 2xx.
+/// `do_invite_async`'s outcome; once that is a 2xx, the INVITE's transaction
+/// is ended [`FORK_WINDOW_T1`]·T1 later.
 pub struct InviteOutcome {
     /// The task `do_invite_async` runs the INVITE in.
     invite: JoinHandle<InviteAsyncResult>,
