@@ -804,3 +804,60 @@ async fn hold_and_unhold_are_forwarded_between_the_legs() {
     assert_eq!(reason(&record), EndReason::CallerHungUp);
     sb.stop().await;
 }
+
+/// Calls an operator played by SIPp running `scenario`, which ends the call
+/// with its own BYE: SIPp must pass, the caller get a BYE, and the record say
+/// the operator answered and hung up.
+async fn call_an_operator_who_hangs_up(scenario: &str, rtp_ports: (u16, u16)) {
+    let (sip_port, media_port) = sipp_ports();
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@127.0.0.1:{sip_port}")],
+        prompt_ms: 200,
+        rtp_ports,
+        ..Options::default()
+    })
+    .await;
+    let log = sb.dir.path().join("sipp.log");
+    let mut operator = Sipp(
+        std::process::Command::new("sipp")
+            .arg("-sf")
+            .arg(repo_path(scenario))
+            .args(["-i", "127.0.0.1", "-p", &sip_port.to_string()])
+            .args(["-mp", &media_port.to_string(), "-m", "1", "-nostdin"])
+            // -nr: see tests/sipp/operator_200_again.xml (SIPp would answer a repeated ACK).
+            .args(["-timeout", "20s", "-timeout_error", "-nr"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("sipp (apt-get install sip-tester)"),
+    );
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    let bye = caller.sip.expect_request("BYE", 10 * SEC).await;
+    caller.sip.respond(&bye, "200 OK", None, "", "").await;
+    assert!(
+        operator.passed().await,
+        "SIPp's operator ({scenario}) failed: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::OperatorHungUp);
+    assert!(record.operator_answered_at_ms > 0);
+    sb.stop().await;
+}
+
+/// An operator whose 200 OK comes again after courtline's ACK (as when the
+/// ACK is lost on UDP), 3 s later: courtline ACKs it again although the
+/// INVITE transaction has ended by then (`sip::invite_outcome`: the endpoint
+/// keeps the ACK), and the call stays bridged until the operator's BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_200_sent_again_after_the_ack_is_acked_again_and_the_call_stays_up() {
+    call_an_operator_who_hangs_up("tests/sipp/operator_200_again.xml", (33600, 33649)).await;
+}
+
+/// A second 200 OK from another fork (another To tag) 300 ms after the
+/// first: courtline ACKs it and ends it with a BYE, and keeps the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_fork_answering_is_acked_and_ended_and_the_first_stays_up() {
+    call_an_operator_who_hangs_up("tests/sipp/operator_forked_200.xml", (33650, 33699)).await;
+}

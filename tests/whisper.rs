@@ -16,7 +16,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use courtline::contract::pb::records_service_client::RecordsServiceClient;
@@ -24,7 +24,10 @@ use courtline::contract::pb::{CallRecord, GetCallRequest};
 use courtline::records::store::{SqlStore, Store};
 use courtline::switchboard::media::codec::{Codec, Law};
 use support::serve_child::{loopback_node, ServeChild};
-use support::{record_of, recv_rtp, repo_path, rtp_packet, sdp, write_test_prompt, Rtp, SipPeer};
+use support::{
+    record_of, recv_rtp, repo_path, rtp_packet, sdp, sipp_ports, write_test_prompt, Rtp, SipPeer,
+    Sipp,
+};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -52,49 +55,6 @@ const LISTEN: Duration = Duration::from_millis(1500);
 /// How long SIPp stays on after its ACK: lead-in, warning, dialling, `LISTEN`, margin.
 const HOLD_MS: u64 = 3500;
 const SEC: Duration = Duration::from_secs(1);
-
-/// A SIPp process, killed by its PID when dropped (a failing test leaves none).
-struct Sipp(Child);
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Sipp {
-    /// Waits up to 20 s for SIPp to finish its one call; whether it passed.
-    async fn passed(&mut self) -> bool {
-        let deadline = Instant::now() + 20 * SEC;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "SIPp did not finish its call");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// Two free UDP ports on loopback for SIPp's own sockets: SIP, and media (it
-/// binds the media port and the one two above it).
-fn sipp_ports() -> (u16, u16) {
-    let free = |port: u16| std::net::UdpSocket::bind(("127.0.0.1", port)).ok();
-    loop {
-        let sip = free(0).unwrap();
-        let media = free(0).unwrap();
-        let (sip_port, media_port) = (
-            sip.local_addr().unwrap().port(),
-            media.local_addr().unwrap().port(),
-        );
-        if media_port < u16::MAX - 2 && free(media_port + 2).is_some() {
-            return (sip_port, media_port);
-        }
-    }
-}
 
 /// `courtline serve` with the two lines, both to `operator`.
 async fn serve(operator: SocketAddr) -> ServeChild {

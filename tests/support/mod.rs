@@ -506,6 +506,49 @@ pub fn sdp(rtp: SocketAddr, pts: &str) -> String {
     s
 }
 
+/// A SIPp process, killed by its PID when dropped (a failing test leaves none).
+pub struct Sipp(pub std::process::Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Sipp {
+    /// Waits up to 20 s for SIPp to finish its one call; whether it passed.
+    pub async fn passed(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "SIPp did not finish its call");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Two free UDP ports on loopback for SIPp's own sockets: SIP, and media (it
+/// binds the media port and the one two above it).
+pub fn sipp_ports() -> (u16, u16) {
+    let free = |port: u16| std::net::UdpSocket::bind(("127.0.0.1", port)).ok();
+    loop {
+        let sip = free(0).unwrap();
+        let media = free(0).unwrap();
+        let (sip_port, media_port) = (
+            sip.local_addr().unwrap().port(),
+            media.local_addr().unwrap().port(),
+        );
+        if media_port < u16::MAX - 2 && free(media_port + 2).is_some() {
+            return (sip_port, media_port);
+        }
+    }
+}
+
 /// The caller side of one call.
 pub struct Caller {
     /// SIP socket.

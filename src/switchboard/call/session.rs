@@ -43,6 +43,7 @@ use crate::switchboard::sdp::{
     codecs_for, Direction, LocalMedia, Negotiated, RemoteMedia, OFFERED_TELEPHONE_EVENT,
 };
 use crate::switchboard::sip::dialog_states::CallDialogStates;
+use crate::switchboard::sip::invite_outcome::InviteOutcome;
 use crate::switchboard::sip::leg::{header, local_ip_toward, sdp_content_type};
 use crate::switchboard::sip::qualify;
 use crate::switchboard::sip::session_timer::{SessionTimer, TimerDue};
@@ -118,7 +119,7 @@ struct OperatorAttempt {
     /// The Call-ID of this attempt; tells its dialog events from the caller's and stale ones.
     call_id: String,
     /// Resolves with the final response; taken once it has.
-    outcome: Option<tokio::task::JoinHandle<InviteAsyncResult>>,
+    outcome: Option<InviteOutcome>,
     /// Our session description on this leg (re-offers bump its version).
     sdp: LocalMedia,
     /// Over UDP, until the operator answers anything: the kernel's word that
@@ -991,7 +992,10 @@ async fn dial(
     Ok(OperatorAttempt {
         dialog,
         call_id,
-        outcome: Some(outcome),
+        outcome: Some(InviteOutcome::new(
+            outcome,
+            shared.dialog_layer.endpoint.clone(),
+        )),
         sdp: offer,
         refusal,
     })

@@ -8,6 +8,7 @@
 //! - `dialog_states`: one rsipstack dialog-state channel, routed to each dialog's call.
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
 //! - `stream_guard`: the shield on TCP and TLS (at accept and per message).
+//! - `invite_outcome`: an INVITE's outcome; once answered, only its ACK is kept (not its transaction).
 //! - `leg`: small conversions between rsipstack types and courtline's.
 //! - `qualify`: OPTIONS keep-alive toward operators; down ones leave hunt lists.
 //! - `registration`: courtline registered as an account on the court's PBX.
@@ -17,6 +18,7 @@ pub(crate) mod dialog_states;
 pub mod forwarded;
 pub mod guard;
 pub mod inbound_auth;
+pub mod invite_outcome;
 pub mod leg;
 pub mod probe_header;
 pub mod qualify;
