@@ -31,6 +31,11 @@ impl StreamGuard {
 impl TransportEventInspector for StreamGuard {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
         let (connection, source, text) = match &event {
+            // UDP was judged by the datagram guard already; only a stream's
+            // messages are serialized for the shield here (not every one).
+            TransportEvent::Incoming(_, connection, _) if !connection.is_reliable() => {
+                return Some(event)
+            }
             TransportEvent::Incoming(message, connection, from) => {
                 (connection, from.get_socketaddr().ok(), message.to_string())
             }
