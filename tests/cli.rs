@@ -162,6 +162,21 @@ fn environment_overrides_config_keys() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // More threads than this machine's cores: allowed, with a warning.
+    let over = std::thread::available_parallelism().map_or(1, usize::from) + 1;
+    if over <= 64 {
+        let out = courtline()
+            .args(["check"])
+            .env("COURTLINE_MEDIA__THREADS", over.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("[media] threads = {over} is more than the")),
+            "{stderr}"
+        );
+    }
     let out = courtline()
         .args(["check"])
         .env("COURTLINE_MEDIA__THREADS", "0")
