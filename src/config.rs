@@ -246,6 +246,8 @@ pub struct MediaConfig {
     pub rtp_timeout_s: u32,
     /// How paced RTP reaches the kernel: io_uring (one submission per tick) or sendmsg.
     pub send: media::MediaSend,
+    /// Media engine threads (shards) the calls are spread over.
+    pub threads: media::MediaThreads,
 }
 
 impl Default for MediaConfig {
@@ -257,6 +259,7 @@ impl Default for MediaConfig {
             ringback: RingbackCadence::default(),
             rtp_timeout_s: 30,
             send: media::MediaSend::default(),
+            threads: media::MediaThreads::default(),
         }
     }
 }
@@ -1314,6 +1317,13 @@ impl Config {
                 "Give the IPv4/IPv6 address callers should send RTP to, or leave it empty.",
             ));
         }
+        if let Err(e) = self.media.threads.check() {
+            return Err(self.invalid(
+                "media.threads".into(),
+                e.to_string(),
+                "Give the number of media engine threads, 1 up to the machine's cores (e.g. threads = 2), or threads = \"auto\" for one per core.",
+            ));
+        }
         if let Err(e) = self.media.ringback.check() {
             return Err(self.invalid(
                 "media.ringback".into(),
@@ -2202,10 +2212,48 @@ operator = "sip:operator@127.0.0.1:5090"
                 "reports.operator_keys",
             ),
             ("[reports]\nkey_timeout_ms = 0\n", "reports.key_timeout_ms"),
+            ("[media]\nthreads = 0\n", "media.threads"),
         ];
         for (extra, key) in cases {
             let e = error_for(&format!("{extra}{}", base()));
             assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn media_threads_are_a_count_or_auto_and_absurd_counts_are_refused() {
+        use media::MediaThreads;
+        let with = |value: &str| format!("[media]\nthreads = {value}\n{}", base());
+        let threads = |text: &str| Config::from_toml_str(text, "t").unwrap().media.threads;
+        assert_eq!(threads(&base()), MediaThreads::Count(1));
+        assert_eq!(threads(&with("2")), MediaThreads::Count(2));
+        assert_eq!(threads(&with("64")), MediaThreads::Count(64));
+        assert_eq!(threads(&with("\"auto\"")), MediaThreads::Auto);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(MediaThreads::Auto.resolve(), cores.min(64));
+        for (value, needles) in [
+            ("0", &["is 0", "threads = 2", "\"auto\""][..]),
+            (
+                "65",
+                &["65 is more than 64", "up to the machine's cores"][..],
+            ),
+            (
+                "-1",
+                &["-1 is out of range", "whole number of threads (1-64)"][..],
+            ),
+            ("99999999999", &["out of range"][..]),
+            ("\"2\"", &["\"2\" is a string", "without quotes"][..]),
+            ("\"many\"", &["\"many\"", "or \"auto\""][..]),
+            ("2.5", &["2.5 is a decimal number"][..]),
+        ] {
+            let e = error_for(&with(value));
+            assert!(
+                e.contains("test.toml") && e.contains("`media.threads`"),
+                "{value}: {e}"
+            );
+            for needle in needles {
+                assert!(e.contains(needle), "{value}: {needle}: {e}");
+            }
         }
     }
 

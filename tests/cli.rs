@@ -143,6 +143,48 @@ fn environment_overrides_config_keys() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sip.max_calls"));
+    // [media] threads: a number or "auto" from the environment, 0 refused by name.
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_MEDIA__THREADS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("2 media engine thread(s)"), "{stdout}");
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_MEDIA__THREADS", "auto")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // More threads than this machine's cores: allowed, with a warning.
+    let over = std::thread::available_parallelism().map_or(1, usize::from) + 1;
+    if over <= 64 {
+        let out = courtline()
+            .args(["check"])
+            .env("COURTLINE_MEDIA__THREADS", over.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("[media] threads = {over} is more than the")),
+            "{stderr}"
+        );
+    }
+    let out = courtline()
+        .args(["check"])
+        .env("COURTLINE_MEDIA__THREADS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("`media.threads`: is 0"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

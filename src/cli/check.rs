@@ -164,10 +164,17 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             },
         ));
     }
+    let media_threads = config.media.threads.resolve();
     passed.push(format!(
-        "✓ SIP on {} (UDP), max {} calls, RTP ports {}",
+        "✓ SIP on {} (UDP), max {} calls, RTP ports {}, {media_threads} media engine thread(s)",
         config.sip.listen, config.sip.max_calls, config.media.rtp_ports
     ));
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if media_threads > cores {
+        warnings.push(format!(
+            "[media] threads = {media_threads} is more than the {cores} core(s) this process may use: the extra media threads only take turns with the others (use {cores} or \"auto\")"
+        ));
+    }
     let records = &config.records;
     passed.push(if records.service.embedded {
         format!(

@@ -1,6 +1,7 @@
 //! Settings of the switchboard's media that the config defines and checks:
-//! the ringback cadence (`[media.ringback]`). `switchboard::media::tone`
-//! synthesises the tone from it.
+//! the ringback cadence (`[media.ringback]`), the send path and the number of
+//! media engine threads. `switchboard::media::tone` synthesises the tone from
+//! the cadence.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,105 @@ pub enum MediaSend {
     IoUring,
     /// One `sendmsg` system call per packet.
     Sendmsg,
+}
+
+/// Most media engine threads `[media] threads` may ask for: each thread is a
+/// shard with its own epoll set, timer and io_uring, and more shards than a
+/// machine has cores only take turns on them.
+pub const MAX_MEDIA_THREADS: u32 = 64;
+
+/// How many media engine threads (shards) carry the calls: `[media] threads`.
+/// Each call, both of its legs, lives on one shard, chosen round-robin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaThreads {
+    /// As many as the cores this process may run on
+    /// (`std::thread::available_parallelism`: affinity and cgroup quota),
+    /// at most [`MAX_MEDIA_THREADS`].
+    Auto,
+    /// This many; `Config::validate` refuses 0 and more than [`MAX_MEDIA_THREADS`].
+    Count(u32),
+}
+
+impl Default for MediaThreads {
+    /// One thread: the measured choice on a 2-core machine (README, `[media] threads`).
+    fn default() -> Self {
+        MediaThreads::Count(1)
+    }
+}
+
+impl MediaThreads {
+    /// The number of shard threads to start.
+    pub fn resolve(self) -> usize {
+        match self {
+            MediaThreads::Auto => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(MAX_MEDIA_THREADS as usize),
+            MediaThreads::Count(n) => n as usize,
+        }
+    }
+
+    /// Whether the count is one the engine can run (`Auto` always is).
+    pub fn check(self) -> Result<(), ThreadsError> {
+        match self {
+            MediaThreads::Count(0) => Err(ThreadsError::Zero),
+            MediaThreads::Count(n) if n > MAX_MEDIA_THREADS => Err(ThreadsError::TooMany(n)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why `[media] threads` cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ThreadsError {
+    /// No thread would carry any call's RTP.
+    #[error("is 0, so no thread would send any call's RTP")]
+    Zero,
+    /// More shards than any machine this runs on has cores.
+    #[error("{0} is more than {MAX_MEDIA_THREADS}")]
+    TooMany(u32),
+}
+
+impl<'de> Deserialize<'de> for MediaThreads {
+    /// A whole number, or the string `"auto"`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ThreadsVisitor)
+    }
+}
+
+/// Reads `[media] threads`: a number (an environment override arrives parsed
+/// as one) or `"auto"`.
+struct ThreadsVisitor;
+
+impl serde::de::Visitor<'_> for ThreadsVisitor {
+    type Value = MediaThreads;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "a whole number of threads (1-{MAX_MEDIA_THREADS}) without quotes, or `auto`"
+        )
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<MediaThreads, E> {
+        u32::try_from(n)
+            .map(MediaThreads::Count)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<MediaThreads, E> {
+        match u64::try_from(n) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<MediaThreads, E> {
+        if text == "auto" {
+            Ok(MediaThreads::Auto)
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Str(text), &self))
+        }
+    }
 }
 
 /// How ringback sounds: one tone burst followed by a pause, repeated.

@@ -202,6 +202,7 @@ impl Switchboard {
         // switchboard in the same process (tests) shares the first one's.
         if let Err(e) = MediaEngine::configure_global(EngineConfig {
             send: config.media.send,
+            threads: config.media.threads.resolve(),
             ..EngineConfig::default()
         }) {
             debug!("{e}");
@@ -502,6 +503,8 @@ impl Monitor {
                 .as_ref()
                 .map_or(0, Recorder::dropped_recordings),
             draining: shared.draining(),
+            media_shard_calls: MediaEngine::running()
+                .map_or_else(Vec::new, MediaEngine::calls_per_shard),
         })
     }
 }

@@ -29,6 +29,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "media.advertise_address",
     "media.ringback",
     "media.send",
+    "media.threads",
     "records",
     "recording.dir",
     "admin",
@@ -698,11 +699,14 @@ record_audio = "never"
     fn restart_only_keys_are_refused_by_name() {
         let before = live(BASE, &[("warn", "a"), ("busy", "b")]);
         let text = format!(
-            "[sip]\nlisten = \"127.0.0.1:5099\"\n[media]\nrtp_ports = \"30000-30099\"\nleading_silence_ms = 400\n{BASE}"
+            "[sip]\nlisten = \"127.0.0.1:5099\"\n[media]\nrtp_ports = \"30000-30099\"\nleading_silence_ms = 400\nthreads = 2\n{BASE}"
         );
         let after = live(&text, &[("warn", "a"), ("busy", "b")]);
         let refused = decide(&before, &after, true).unwrap_err();
-        assert_eq!(refused.keys, ["media.rtp_ports", "sip.listen"]);
+        assert_eq!(
+            refused.keys,
+            ["media.rtp_ports", "media.threads", "sip.listen"]
+        );
         assert!(refused.to_string().contains("restart needed"), "{refused}");
         // The lead-in is live: it only changes playlists.
         let lead_in = format!("[media]\nleading_silence_ms = 400\n{BASE}");

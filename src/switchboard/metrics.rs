@@ -42,6 +42,9 @@ pub struct Snapshot {
     pub recordings_dropped: u64,
     /// Whether the switchboard is draining (SIGTERM received).
     pub draining: bool,
+    /// Calls each media engine shard holds, by shard (empty until the first
+    /// call starts the engine).
+    pub media_shard_calls: Vec<usize>,
 }
 
 /// Every `courtline_*` metric of one switchboard, in its own registry.
@@ -88,6 +91,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     /// 1 while draining.
     draining: IntGauge,
+    /// Calls each media engine shard holds now, by shard: whether the threads share the load.
+    media_shard_calls: IntGaugeVec,
     /// 1 while courtline is registered with the PBX, by account and registrar.
     registration_up: IntGaugeVec,
     /// 1 when the line's last synthetic probe heard the right warning, by line.
@@ -175,6 +180,11 @@ impl Metrics {
             )
             .expect("valid metric"),
             draining: IntGauge::new("courtline_draining", "1 while the switchboard drains (SIGTERM received): new calls are refused.").expect("valid metric"),
+            media_shard_calls: IntGaugeVec::new(
+                Opts::new("courtline_media_shard_calls", "Calls whose RTP each media engine thread ([media] threads) carries now, by shard."),
+                &["shard"],
+            )
+            .expect("valid metric"),
             registration_up: IntGaugeVec::new(
                 Opts::new("courtline_registration_up", "1 while courtline is registered with the PBX ([registration]), 0 while not."),
                 &["account", "registrar"],
@@ -203,7 +213,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(self.calls.clone()),
             Box::new(self.in_progress.clone()),
             Box::new(self.warnings_started.clone()),
@@ -222,6 +232,7 @@ impl Metrics {
             Box::new(self.recordings_dropped.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.draining.clone()),
+            Box::new(self.media_shard_calls.clone()),
             Box::new(self.registration_up.clone()),
             Box::new(self.probe_success.clone()),
             Box::new(self.probe_last_run.clone()),
@@ -353,6 +364,11 @@ impl Metrics {
             .set(i64::try_from(snapshot.recording_queue_peak).unwrap_or(i64::MAX));
         catch_up(&self.recordings_dropped, snapshot.recordings_dropped);
         self.draining.set(i64::from(snapshot.draining));
+        for (shard, calls) in snapshot.media_shard_calls.iter().enumerate() {
+            self.media_shard_calls
+                .with_label_values(&[shard.to_string().as_str()])
+                .set(i64::try_from(*calls).unwrap_or(i64::MAX));
+        }
         let mut text = Vec::new();
         // Encoding into memory cannot fail for these metric types.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
@@ -527,6 +543,7 @@ mod tests {
             recordings_dropped: 3,
             draining: true,
             records_ingested: None,
+            media_shard_calls: vec![3, 2],
         };
         metrics.render(&snapshot);
         let text = metrics.render(&Snapshot {
@@ -565,6 +582,10 @@ mod tests {
             Some("0")
         );
         assert_eq!(value_of(&text, "courtline_draining"), Some("1"));
+        assert_eq!(
+            value_of(&text, r#"courtline_media_shard_calls{shard="1"}"#),
+            Some("2")
+        );
         // No embedded records service: no ingest figure at all.
         assert!(!text.contains("courtline_records_events_ingested_total"));
         let text = metrics.render(&Snapshot {

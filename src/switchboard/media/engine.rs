@@ -65,13 +65,16 @@ const TOKEN_INBOX: u64 = u64::MAX;
 /// Token of the shard's timerfd.
 const TOKEN_TIMER: u64 = u64::MAX - 1;
 /// Submission entries of a shard's io_uring: a tick's packets (250 at 5,000
-/// callers on one shard) go in one submission; more are flushed in several.
+/// callers on one shard, fewer with more shards) go in one submission; more
+/// are flushed in several.
 const RING_ENTRIES: u32 = 512;
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Engine threads; calls are spread over them round-robin.
+    /// Engine threads (shards, `[media] threads`); calls are spread over
+    /// them round-robin, each call with both its legs on one shard, so the
+    /// relay between the legs never crosses threads.
     pub threads: usize,
     /// CNAME in our RTCP SDES.
     pub cname: String,
@@ -119,10 +122,12 @@ impl MediaEngine {
     pub fn start(config: EngineConfig) -> Result<MediaEngine, EngineError> {
         let start_err = |e: std::io::Error| EngineError::Start(e.to_string());
         let mut shards = Vec::new();
-        for i in 0..config.threads.max(1) {
+        let threads = config.threads.max(1);
+        for i in 0..threads {
             let inbox = Arc::new(Inbox {
                 queue: Mutex::new(InboxQueue::default()),
                 wake: EventFd::new().map_err(start_err)?,
+                calls: AtomicUsize::new(0),
             });
             let shard = Shard::new(inbox.clone(), config.clone()).map_err(start_err)?;
             std::thread::Builder::new()
@@ -131,6 +136,10 @@ impl MediaEngine {
                 .map_err(start_err)?;
             shards.push(inbox);
         }
+        tracing::info!(
+            threads,
+            "media engine started: calls are spread over {threads} shard thread(s) (media-0…)"
+        );
         Ok(MediaEngine {
             shards: shards.into(),
             next: Arc::new(AtomicUsize::new(0)),
@@ -161,6 +170,19 @@ impl MediaEngine {
             .map_err(Clone::clone)
     }
 
+    /// The process-wide engine if a call has started it; never starts it.
+    pub fn running() -> Option<&'static MediaEngine> {
+        GLOBAL.get().and_then(|engine| engine.as_ref().ok())
+    }
+
+    /// Calls each shard holds now, by shard: how evenly round-robin spreads them.
+    pub fn calls_per_shard(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|inbox| inbox.calls.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Hands a call's media to a shard; returns where its commands go.
     pub fn spawn(
         &self,
@@ -187,6 +209,8 @@ struct Inbox {
     queue: Mutex<InboxQueue>,
     /// Signalled whenever `queue` gets something.
     wake: EventFd,
+    /// Calls the shard holds, kept by the shard for [`MediaEngine::calls_per_shard`].
+    calls: AtomicUsize,
 }
 
 impl Inbox {
@@ -692,6 +716,7 @@ impl Shard {
             inbox: self.inbox.clone(),
             slot,
         }));
+        self.inbox.calls.fetch_add(1, Ordering::Relaxed);
         self.calls[slot as usize] = Some(Call {
             generation,
             commands: new.commands,
@@ -720,6 +745,7 @@ impl Shard {
             self.epoll.remove(leg.socket.rtp.as_raw_fd());
             self.epoll.remove(leg.socket.rtcp.as_raw_fd());
         }
+        self.inbox.calls.fetch_sub(1, Ordering::Relaxed);
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
         // Sockets close as `call` drops; stale wheel entries fail the generation check.
@@ -1509,10 +1535,11 @@ mod tests {
     /// Many callers hear the warning, then ringback, with a key played to each
     /// halfway through: every caller's stream arrives whole (no sequence number
     /// missing, none twice, none out of order) with timestamps on the 20 ms
-    /// grid, on the given send path.
-    fn streams_arrive_whole_and_in_order(send: MediaSend) {
+    /// grid, on the given send path and number of shards, which share the
+    /// calls evenly.
+    fn streams_arrive_whole_and_in_order(send: MediaSend, threads: usize) {
         let engine = MediaEngine::start(EngineConfig {
-            threads: 1,
+            threads,
             cname: "test".into(),
             send,
         })
@@ -1589,15 +1616,22 @@ mod tests {
                 "caller {i} got no key packet"
             );
         }
+        // Every call is still up (none was stopped): round-robin put as many on each shard.
+        assert_eq!(engine.calls_per_shard(), vec![CALLS / threads; threads]);
     }
 
     #[test]
     fn streams_arrive_whole_and_in_order_with_io_uring() {
-        streams_arrive_whole_and_in_order(MediaSend::IoUring);
+        streams_arrive_whole_and_in_order(MediaSend::IoUring, 1);
     }
 
     #[test]
     fn streams_arrive_whole_and_in_order_with_sendmsg() {
-        streams_arrive_whole_and_in_order(MediaSend::Sendmsg);
+        streams_arrive_whole_and_in_order(MediaSend::Sendmsg, 1);
+    }
+
+    #[test]
+    fn streams_arrive_whole_and_in_order_on_two_shards() {
+        streams_arrive_whole_and_in_order(MediaSend::IoUring, 2);
     }
 }
