@@ -317,3 +317,45 @@ pub(super) async fn writer_pool(url: &str) -> Result<PgPool, sqlx::Error> {
         .connect(url)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of a `BIGINT`, a nullable `TEXT` and a nullable `BYTEA` column.
+    struct Row(i64, Option<String>, Option<Vec<u8>>);
+
+    impl TableRow for Row {
+        const COLUMNS: usize = 3;
+
+        fn put(&self, sink: &mut impl RowSink) {
+            sink.add(self.0);
+            sink.add(self.1.clone());
+            sink.add(self.2.clone());
+        }
+    }
+
+    #[test]
+    fn rows_become_one_typed_array_per_column_nulls_included() {
+        let rows = [Row(1, Some("a".into()), None), Row(2, None, Some(vec![7]))];
+        let mut arrays = ColumnArrays::default();
+        for row in &rows {
+            arrays.next = 0;
+            row.put(&mut arrays);
+        }
+        let columns: Vec<&str> = arrays.columns.iter().map(Column::array_type).collect();
+        assert_eq!(columns, ["BIGINT[]", "TEXT[]", "BYTEA[]"]);
+        assert!(matches!(&arrays.columns[0], Column::BigInt(v) if *v == [Some(1), Some(2)]));
+        assert!(
+            matches!(&arrays.columns[1], Column::Text(v) if *v == [Some("a".to_owned()), None])
+        );
+        assert!(matches!(&arrays.columns[2], Column::Bytes(v) if *v == [None, Some(vec![7])]));
+        let (text, _) =
+            unnest_statement("INSERT INTO t (a, b, c)", " ON CONFLICT DO NOTHING", &rows);
+        assert_eq!(
+            text,
+            "INSERT INTO t (a, b, c) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BYTEA[]) \
+             ON CONFLICT DO NOTHING"
+        );
+    }
+}
