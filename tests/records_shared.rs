@@ -701,4 +701,3 @@ async fn drain_against_one_at_a_time(db: Db, other: Db) {
 fn record_number(n: u32) -> String {
     record(n).caller_number
 }
-
