@@ -2254,6 +2254,9 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        if let Some(writer_pool) = &self.writer_pool {
+            writer_pool.close().await;
+        }
     }
 }
 
