@@ -30,8 +30,10 @@ use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Arguments, Executor, Row};
 
+mod bulk;
 mod caller_days;
 
+use self::bulk::{RowSink, TableRow, Writer};
 pub use self::caller_days::{CallerDays, PatternMatchRow};
 use super::chain::{EventHeader, StoredEvent, CONFIG_APPLIED};
 use super::dashboard::{day_of, DayCourtTally, Tally};
@@ -93,9 +95,9 @@ const REPORT_COLUMNS: &str = "report_id, call_id, version, status, kind, opened_
 const REPORT_COLUMN_COUNT: usize = 15;
 /// Number of names in [`EVENT_COLUMNS`].
 const EVENT_COLUMN_COUNT: usize = 11;
-/// `INSERT INTO events (...) VALUES `, the head of every events insert.
+/// `INSERT INTO events (...)`, the head of every events insert.
 static INSERT_EVENTS: LazyLock<String> =
-    LazyLock::new(|| format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES "));
+    LazyLock::new(|| format!("INSERT INTO events ({EVENT_COLUMNS})"));
 
 /// Per node: events stored (`a`) and the highest sequence number (`b`).
 const NODE_SUMMARY: &str = "SELECT node_id, COUNT(*) AS a, MAX(node_seq) AS b FROM events \
@@ -662,6 +664,9 @@ pub struct SqlStore {
     pool: AnyPool,
     /// Which engine, for the few places SQL differs.
     backend: Backend,
+    /// PostgreSQL: the native driver's pool that appends write through, for the typed
+    /// arrays `Any` cannot bind (`bulk`); `None` on SQLite.
+    writer_pool: Option<sqlx::PgPool>,
     /// The location as given (without password), for logs and errors.
     location: String,
 }
@@ -767,9 +772,23 @@ impl SqlStore {
             database: location.clone(),
             source,
         })?;
+        let writer_pool = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                Some(
+                    bulk::writer_pool(&url)
+                        .await
+                        .map_err(|source| StoreError::Open {
+                            database: location.clone(),
+                            source,
+                        })?,
+                )
+            }
+        };
         Ok(SqlStore {
             pool,
             backend,
+            writer_pool,
             location,
         })
     }
@@ -848,7 +867,7 @@ impl SqlStore {
         // caller merges them. The index mark is read first and bound as a value, so the
         // planners see how few calls are past it; should the index run in between, the
         // calls it took come from both parts, and the merge drops the copies.
-        let through = self.read_name_index_mark(&self.pool).await?;
+        let through = self.read_name_index_mark().await?;
         let gram = self.rarest_gram(&filter.caller_name_contains).await?;
         let mut sql = self.sql(format!(
             "SELECT {columns} FROM (SELECT {columns} FROM caller_name_grams \
@@ -882,19 +901,13 @@ impl SqlStore {
     }
 
     /// The name index's mark: calls whose `first_seq` is past it are not indexed yet.
-    async fn read_name_index_mark<'c>(
-        &self,
-        executor: impl Executor<'c, Database = sqlx::Any>,
-    ) -> Result<i64, StoreError> {
+    async fn read_name_index_mark(&self) -> Result<i64, StoreError> {
         let operation = "read name index mark";
-        let rows = self
-            .sql("SELECT through_seq FROM caller_name_index")
-            .fetch_all(executor, operation)
-            .await?;
-        match rows.first() {
-            Some(row) => get(row, "through_seq", operation),
-            None => Ok(0),
-        }
+        name_index_mark_of(
+            self.sql(NAME_INDEX_MARK)
+                .fetch_all(&self.pool, operation)
+                .await?,
+        )
     }
 
     /// Of the grams a search for `pattern` can walk ([`search_grams`]), the one the
@@ -946,11 +959,7 @@ impl SqlStore {
     /// [`NAME_INDEX_EVENTS`] more events have arrived; returns the calls indexed.
     pub async fn index_caller_names(&self) -> Result<u64, StoreError> {
         let operation = "index caller names";
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|source| query_error(operation, source))?;
+        let mut tx = self.begin(operation).await?;
         // A write first: it takes the write lock (SQLite) or the row lock (PostgreSQL)
         // before anything is read, so a concurrent ingest waits rather than interleaves.
         self.sql("UPDATE caller_name_index SET through_seq = through_seq")
@@ -958,16 +967,14 @@ impl SqlStore {
             .await?;
         let head = self
             .sql("SELECT COALESCE(MAX(seq), 0) AS head FROM events")
-            .fetch_all(&mut *tx, operation)
+            .fetch_in(&mut tx, operation)
             .await?;
         let head: i64 = match head.first() {
             Some(row) => get(row, "head", operation)?,
             None => 0,
         };
         let calls = self.index_names(&mut tx, head, 1).await?;
-        tx.commit()
-            .await
-            .map_err(|source| query_error(operation, source))?;
+        tx.commit(operation).await?;
         Ok(calls)
     }
 
@@ -1051,17 +1058,16 @@ impl Sql {
             .await
             .map_err(|source| query_error(operation, source))
     }
+}
 
-    async fn execute(
-        self,
-        connection: &mut sqlx::AnyConnection,
-        operation: &str,
-    ) -> Result<u64, StoreError> {
-        sqlx::query_with(&self.text, self.args)
-            .execute(connection)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(|source| query_error(operation, source))
+/// The name index's mark (see [`name_index_mark_of`]).
+const NAME_INDEX_MARK: &str = "SELECT through_seq FROM caller_name_index";
+
+/// The mark [`NAME_INDEX_MARK`] read: calls whose `first_seq` is past it are not indexed yet.
+fn name_index_mark_of(rows: Vec<AnyRow>) -> Result<i64, StoreError> {
+    match rows.first() {
+        Some(row) => get(row, "through_seq", "read name index mark"),
+        None => Ok(0),
     }
 }
 
@@ -1072,65 +1078,73 @@ fn query_error(operation: &str, source: sqlx::Error) -> StoreError {
     }
 }
 
-fn bind_event(sql: &mut Sql, event: &StoredEvent) {
-    let header = &event.header;
-    let args = &mut sql.args;
-    let _ = args.add(event.seq);
-    let _ = args.add(header.kind.clone());
-    let _ = args.add(header.node_id.clone());
-    let _ = args.add(header.node_seq);
-    let _ = args.add(header.call_id.clone());
-    let _ = args.add(header.at_ms);
-    let _ = args.add(header.stored_at_ms);
-    let _ = args.add(event.body.clone());
-    let _ = args.add(event.body_digest.clone());
-    let _ = args.add(event.prev_hash.clone());
-    let _ = args.add(event.hash.clone());
+impl TableRow for StoredEvent {
+    const COLUMNS: usize = EVENT_COLUMN_COUNT;
+
+    fn put(&self, sink: &mut impl RowSink) {
+        let event = self;
+        let header = &event.header;
+        sink.add(event.seq);
+        sink.add(header.kind.clone());
+        sink.add(header.node_id.clone());
+        sink.add(header.node_seq);
+        sink.add(header.call_id.clone());
+        sink.add(header.at_ms);
+        sink.add(header.stored_at_ms);
+        sink.add(event.body.clone());
+        sink.add(event.body_digest.clone());
+        sink.add(event.prev_hash.clone());
+        sink.add(event.hash.clone());
+    }
 }
 
-fn bind_call(sql: &mut Sql, row: &CallRow) {
-    let r = &row.record;
-    let args = &mut sql.args;
-    let _ = args.add(r.call_id.clone());
-    let _ = args.add(r.sip_call_id.clone());
-    let _ = args.add(r.line_number.clone());
-    let _ = args.add(r.court_name.clone());
-    let _ = args.add(r.caller_number.clone());
-    let _ = args.add(r.caller_display_name.clone());
-    let _ = args.add(r.caller_source.clone());
-    let _ = args.add(r.user_agent.clone());
-    let _ = args.add(r.codec.clone());
-    let _ = args.add(r.received_at_ms);
-    let _ = args.add(r.answered_at_ms);
-    let _ = args.add(r.prompt_started_at_ms);
-    let _ = args.add(r.prompt_ended_at_ms);
-    let _ = args.add(r.operator_answered_at_ms);
-    let _ = args.add(r.ended_at_ms);
-    let _ = args.add(r.prompt_id.clone());
-    let _ = args.add(r.prompt_sha256.clone());
-    let _ = args.add(i64::from(r.prompt_length_ms));
-    let _ = args.add(i64::from(r.prompt_ms_sent));
-    let _ = args.add(i64::from(r.prompt_completed));
-    let _ = args.add(r.dtmf_during_prompt.clone());
-    let _ = args.add(prompts_json(&r.prompts));
-    let _ = args.add(r.operator_uri.clone());
-    let _ = args.add(i64::from(r.end_reason));
-    let _ = args.add(i64::from(r.sip_final_status));
-    // Bit-for-bit: u64 counters round-trip through i64 unchanged.
-    let _ = args.add(r.rtp_packets_sent as i64);
-    let _ = args.add(r.rtp_packets_received as i64);
-    let _ = args.add(media_json(r));
-    let _ = args.add(i64::from(r.probe));
-    let _ = args.add(r.proxy_source.clone());
-    let _ = args.add(i64::from(r.prior_reports));
-    let _ = args.add(i64::from(r.prior_flags));
-    let _ = args.add(row.state as i64);
-    // New rows start unflagged; the upsert never overwrites an existing flag.
-    let _ = args.add(0_i64);
-    let _ = args.add(row.node_id.clone());
-    let _ = args.add(row.last_seq);
-    // first_seq: kept by the usual upsert, so it stays the event that made the row.
-    let _ = args.add(row.last_seq);
+impl TableRow for CallRow {
+    const COLUMNS: usize = CALL_COLUMN_COUNT;
+
+    fn put(&self, sink: &mut impl RowSink) {
+        let row = self;
+        let r = &row.record;
+        sink.add(r.call_id.clone());
+        sink.add(r.sip_call_id.clone());
+        sink.add(r.line_number.clone());
+        sink.add(r.court_name.clone());
+        sink.add(r.caller_number.clone());
+        sink.add(r.caller_display_name.clone());
+        sink.add(r.caller_source.clone());
+        sink.add(r.user_agent.clone());
+        sink.add(r.codec.clone());
+        sink.add(r.received_at_ms);
+        sink.add(r.answered_at_ms);
+        sink.add(r.prompt_started_at_ms);
+        sink.add(r.prompt_ended_at_ms);
+        sink.add(r.operator_answered_at_ms);
+        sink.add(r.ended_at_ms);
+        sink.add(r.prompt_id.clone());
+        sink.add(r.prompt_sha256.clone());
+        sink.add(i64::from(r.prompt_length_ms));
+        sink.add(i64::from(r.prompt_ms_sent));
+        sink.add(i64::from(r.prompt_completed));
+        sink.add(r.dtmf_during_prompt.clone());
+        sink.add(prompts_json(&r.prompts));
+        sink.add(r.operator_uri.clone());
+        sink.add(i64::from(r.end_reason));
+        sink.add(i64::from(r.sip_final_status));
+        // Bit-for-bit: u64 counters round-trip through i64 unchanged.
+        sink.add(r.rtp_packets_sent as i64);
+        sink.add(r.rtp_packets_received as i64);
+        sink.add(media_json(r));
+        sink.add(i64::from(r.probe));
+        sink.add(r.proxy_source.clone());
+        sink.add(i64::from(r.prior_reports));
+        sink.add(i64::from(r.prior_flags));
+        sink.add(row.state as i64);
+        // New rows start unflagged; the upsert never overwrites an existing flag.
+        sink.add(0_i64);
+        sink.add(row.node_id.clone());
+        sink.add(row.last_seq);
+        // first_seq: kept by the usual upsert, so it stays the event that made the row.
+        sink.add(row.last_seq);
+    }
 }
 
 /// Indexed calls columns that a call's first event sets for good: when it arrived, on
@@ -1143,7 +1157,7 @@ const ARRIVAL_COLUMNS: [&str; 5] = [
     "caller_display_name",
 ];
 
-/// Every `daily_court_figures` column, in [`bind_figures`] order.
+/// Every `daily_court_figures` column, in [`DayCourtTally`]'s [`TableRow`] order.
 const FIGURE_COLUMNS: &str = "day, court_name, calls, warning_completed, hung_up_in_warning, \
     connected, answer_ms_sum, answered, answered_5s, answered_10s, answered_20s, answered_30s, \
     flags, reports";
@@ -1153,9 +1167,9 @@ const FIGURE_COLUMN_COUNT: usize = 14;
 const TALLY_CALL_COLUMNS: &str = "call_id, received_at_ms, court_name, state, prompt_completed, \
     end_reason, prompt_ended_at_ms, operator_answered_at_ms, probe";
 
-/// `INSERT INTO daily_court_figures (...) VALUES `: the head of the figures' additions.
+/// `INSERT INTO daily_court_figures (...)`: the head of the figures' additions.
 static INSERT_FIGURES: LazyLock<String> =
-    LazyLock::new(|| format!("INSERT INTO daily_court_figures ({FIGURE_COLUMNS}) VALUES "));
+    LazyLock::new(|| format!("INSERT INTO daily_court_figures ({FIGURE_COLUMNS})"));
 
 /// The tail that adds a new row's values to an existing one's.
 static ADD_FIGURES: LazyLock<String> = LazyLock::new(|| {
@@ -1171,24 +1185,28 @@ static ADD_FIGURES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn bind_figures(sql: &mut Sql, row: &DayCourtTally) {
-    let t = &row.tally;
-    let args = &mut sql.args;
-    let _ = args.add(row.day);
-    let _ = args.add(row.court_name.clone());
-    for value in [
-        t.calls,
-        t.warning_completed,
-        t.hung_up_in_warning,
-        t.connected,
-        t.answer_ms_sum,
-        t.answered,
-    ]
-    .into_iter()
-    .chain(t.answered_within)
-    .chain([t.flags, t.reports])
-    {
-        let _ = args.add(value);
+impl TableRow for DayCourtTally {
+    const COLUMNS: usize = FIGURE_COLUMN_COUNT;
+
+    fn put(&self, sink: &mut impl RowSink) {
+        let row = self;
+        let t = &row.tally;
+        sink.add(row.day);
+        sink.add(row.court_name.clone());
+        for value in [
+            t.calls,
+            t.warning_completed,
+            t.hung_up_in_warning,
+            t.connected,
+            t.answer_ms_sum,
+            t.answered,
+        ]
+        .into_iter()
+        .chain(t.answered_within)
+        .chain([t.flags, t.reports])
+        {
+            sink.add(value);
+        }
     }
 }
 
@@ -1234,9 +1252,9 @@ fn tally_call_from_row(row: &AnyRow, operation: &str) -> Result<CallRecord, Stor
     })
 }
 
-/// `INSERT INTO calls (...) VALUES `, the head of every calls upsert.
+/// `INSERT INTO calls (...)`, the head of every calls upsert.
 static INSERT_CALLS: LazyLock<String> =
-    LazyLock::new(|| format!("INSERT INTO calls ({CALL_COLUMNS}) VALUES "));
+    LazyLock::new(|| format!("INSERT INTO calls ({CALL_COLUMNS})"));
 
 /// The usual tail of the calls upsert: an existing row gets every column but the key,
 /// `flagged`, `first_seq` and [`ARRIVAL_COLUMNS`], and only if those are unchanged — so the indexes on
@@ -1325,9 +1343,6 @@ struct NameGram {
 }
 
 impl NameGram {
-    /// Columns per row, in [`NameGram::bind`] order.
-    const COLUMNS: usize = 3;
-
     /// The rows for `call`'s caller name.
     fn of_call(call: &CallRecord) -> impl Iterator<Item = NameGram> + '_ {
         name_grams(&call.caller_display_name)
@@ -1338,11 +1353,15 @@ impl NameGram {
                 call_key: call.call_id.clone(),
             })
     }
+}
 
-    fn bind(sql: &mut Sql, row: &NameGram) {
-        let _ = sql.args.add(row.gram.clone());
-        let _ = sql.args.add(row.call_time_ms);
-        let _ = sql.args.add(row.call_key.clone());
+impl TableRow for NameGram {
+    const COLUMNS: usize = 3;
+
+    fn put(&self, sink: &mut impl RowSink) {
+        sink.add(self.gram.clone());
+        sink.add(self.call_time_ms);
+        sink.add(self.call_key.clone());
     }
 }
 
@@ -1644,11 +1663,7 @@ impl Store for SqlStore {
             }
             Backend::Postgres => None,
         };
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|source| query_error(operation, source))?;
+        let mut tx = self.begin(operation).await?;
         let head = match self.backend {
             Backend::Sqlite => sqlite_head,
             Backend::Postgres => {
@@ -1656,8 +1671,8 @@ impl Store for SqlStore {
                 let mut lock =
                     self.sql("SELECT COUNT(*) AS locked FROM (SELECT pg_advisory_xact_lock(");
                 lock.bind(APPEND_LOCK).push(")) AS appending");
-                lock.fetch_all(&mut *tx, operation).await?;
-                read_head(self.sql(head_sql).fetch_all(&mut *tx, operation).await?)?
+                lock.fetch_in(&mut tx, operation).await?;
+                read_head(self.sql(head_sql).fetch_in(&mut tx, operation).await?)?
             }
         };
         let (events, changes) = chain(head)?;
@@ -1665,11 +1680,8 @@ impl Store for SqlStore {
         if tail.is_none() && changes.is_empty() {
             return Ok(None);
         }
-        for chunk in statement_chunks(&events) {
-            self.values(&INSERT_EVENTS, "", EVENT_COLUMN_COUNT, chunk, bind_event)
-                .execute(&mut tx, operation)
-                .await?;
-        }
+        self.write_rows(&mut tx, &INSERT_EVENTS, "", &events, operation)
+            .await?;
         // Consecutive upserts go in multi-row statements; a call appears at most once in
         // each (PostgreSQL refuses to update one row twice in a statement), keeping its last state.
         let mut upserts: Vec<&CallRow> = Vec::new();
@@ -1695,9 +1707,7 @@ impl Store for SqlStore {
         if let Some((seq, _)) = tail {
             self.index_names(&mut tx, seq, NAME_INDEX_EVENTS).await?;
         }
-        tx.commit()
-            .await
-            .map_err(|source| query_error(operation, source))?;
+        tx.commit(operation).await?;
         Ok(tail)
     }
 
@@ -1891,7 +1901,7 @@ impl Store for SqlStore {
     }
 
     async fn name_index_mark(&self) -> Result<i64, StoreError> {
-        self.read_name_index_mark(&self.pool).await
+        self.read_name_index_mark().await
     }
 
     async fn missing_name_grams(
@@ -2214,11 +2224,6 @@ impl Store for SqlStore {
 
     async fn record_verification(&self, run: &VerificationRow) -> Result<(), StoreError> {
         let operation = "record the verification";
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|source| query_error(operation, source))?;
         let mut sql = self.sql(
             "INSERT INTO last_verification (id, finished_at_ms, actor, events_checked, \
              checkpoints_checked, calls_checked, findings, unsigned_tail) VALUES (1",
@@ -2243,12 +2248,15 @@ impl Store for SqlStore {
              calls_checked = excluded.calls_checked, findings = excluded.findings, \
              unsigned_tail = excluded.unsigned_tail",
         );
-        sql.execute(&mut connection, operation).await?;
+        sql.fetch_all(&self.pool, operation).await?;
         Ok(())
     }
 
     async fn close(&self) {
         self.pool.close().await;
+        if let Some(writer_pool) = &self.writer_pool {
+            writer_pool.close().await;
+        }
     }
 }
 
@@ -2263,31 +2271,22 @@ fn push_list(sql: &mut Sql, values: &[String]) {
 }
 
 impl SqlStore {
-    async fn upsert_calls(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        rows: &[&CallRow],
-    ) -> Result<(), StoreError> {
+    async fn upsert_calls(&self, tx: &mut Writer, rows: &[&CallRow]) -> Result<(), StoreError> {
         let operation = "store call rows";
         self.tally_calls(tx, rows).await?;
         self.count_caller_days(tx, rows).await?;
-        for chunk in statement_chunks(rows) {
-            let upsert = |tail: &str| {
-                self.values(&INSERT_CALLS, tail, CALL_COLUMN_COUNT, chunk, |sql, row| {
-                    bind_call(sql, row)
-                })
-            };
-            let written = upsert(&UPDATE_PROGRESS).execute(tx, operation).await?;
-            if written < chunk.len() as u64 {
-                // An event changed a call's arrival columns (a switchboard never does):
-                // drop the grams of the names as stored and write the rows in full, which
-                // puts them among the calls the name index has yet to take; rewriting the
-                // others changes nothing.
-                let call_ids: Vec<String> =
-                    chunk.iter().map(|row| row.record.call_id.clone()).collect();
-                self.delete_name_grams(tx, &call_ids).await?;
-                upsert(&UPDATE_ALL).execute(tx, operation).await?;
-            }
+        let written = self
+            .write_rows(tx, &INSERT_CALLS, &UPDATE_PROGRESS, rows, operation)
+            .await?;
+        if written < rows.len() as u64 {
+            // An event changed a call's arrival columns (a switchboard never does):
+            // drop the grams of the names as stored and write the rows in full, which
+            // puts them among the calls the name index has yet to take; rewriting the
+            // others changes nothing.
+            let call_ids: Vec<String> = rows.iter().map(|row| row.record.call_id.clone()).collect();
+            self.delete_name_grams(tx, &call_ids).await?;
+            self.write_rows(tx, &INSERT_CALLS, &UPDATE_ALL, rows, operation)
+                .await?;
         }
         Ok(())
     }
@@ -2296,11 +2295,7 @@ impl SqlStore {
     /// be written) add, after taking away what their rows as stored added if those
     /// were finished already: each finished call counts once, as its latest row says.
     /// Only finished rows are looked up, by key, so a milestone costs nothing here.
-    async fn tally_calls(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        rows: &[&CallRow],
-    ) -> Result<(), StoreError> {
+    async fn tally_calls(&self, tx: &mut Writer, rows: &[&CallRow]) -> Result<(), StoreError> {
         let mut tallies: HashMap<(i64, String), Tally> = HashMap::new();
         let mut finished: Vec<String> = Vec::new();
         for row in rows {
@@ -2325,7 +2320,7 @@ impl SqlStore {
             ));
             push_list(&mut sql, chunk);
             sql.push(")");
-            for row in sql.fetch_all(&mut *tx, operation).await? {
+            for row in sql.fetch_in(&mut *tx, operation).await? {
                 let stored = tally_call_from_row(&row, operation)?;
                 if let Some(tally) = Tally::of_call(&stored) {
                     let key = (day_of(stored.received_at_ms), stored.court_name);
@@ -2339,7 +2334,7 @@ impl SqlStore {
     /// Adds `tallies` to the rows of `daily_court_figures`, making rows as needed.
     async fn add_tallies(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         tallies: &HashMap<(i64, String), Tally>,
     ) -> Result<(), StoreError> {
         let mut rows: Vec<DayCourtTally> = tallies
@@ -2353,17 +2348,14 @@ impl SqlStore {
             .collect();
         // One order, so two writers lock the rows alike (PostgreSQL).
         rows.sort_by(|a, b| (a.day, &a.court_name).cmp(&(b.day, &b.court_name)));
-        for chunk in statement_chunks(&rows) {
-            self.values(
-                &INSERT_FIGURES,
-                &ADD_FIGURES,
-                FIGURE_COLUMN_COUNT,
-                chunk,
-                bind_figures,
-            )
-            .execute(tx, "add dashboard figures")
-            .await?;
-        }
+        self.write_rows(
+            tx,
+            &INSERT_FIGURES,
+            &ADD_FIGURES,
+            &rows,
+            "add dashboard figures",
+        )
+        .await?;
         Ok(())
     }
 
@@ -2373,12 +2365,16 @@ impl SqlStore {
     /// written once for many calls. Returns how many calls it indexed.
     async fn index_names(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         head_seq: i64,
         min_events: i64,
     ) -> Result<u64, StoreError> {
         let operation = "index caller names";
-        let through = self.read_name_index_mark(&mut *tx).await?;
+        let through = name_index_mark_of(
+            self.sql(NAME_INDEX_MARK)
+                .fetch_in(&mut *tx, operation)
+                .await?,
+        )?;
         if head_seq - through < min_events.max(1) {
             return Ok(0);
         }
@@ -2388,24 +2384,21 @@ impl SqlStore {
         sql.bind(through).push(" AND caller_display_name <> ''");
         let mut grams = Vec::new();
         let mut calls = 0;
-        for row in sql.fetch_all(&mut *tx, operation).await? {
+        for row in sql.fetch_in(&mut *tx, operation).await? {
             grams.extend(NameGram::of_call(&name_of_row(&row, operation)?));
             calls += 1;
         }
         grams.sort_by(|a, b| {
             (&a.gram, a.call_time_ms, &a.call_key).cmp(&(&b.gram, b.call_time_ms, &b.call_key))
         });
-        for grams in statement_chunks(&grams) {
-            self.values(
-                "INSERT INTO caller_name_grams (gram, call_time_ms, call_key) VALUES ",
-                " ON CONFLICT DO NOTHING",
-                NameGram::COLUMNS,
-                grams,
-                NameGram::bind,
-            )
-            .execute(tx, operation)
-            .await?;
-        }
+        self.write_rows(
+            tx,
+            "INSERT INTO caller_name_grams (gram, call_time_ms, call_key)",
+            " ON CONFLICT DO NOTHING",
+            &grams,
+            operation,
+        )
+        .await?;
         let mut update = self.sql("UPDATE caller_name_index SET through_seq = ");
         update
             .bind(head_seq)
@@ -2418,7 +2411,7 @@ impl SqlStore {
     /// Deletes the grams of these calls' names as stored (before their rows go or change).
     async fn delete_name_grams(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         call_ids: &[String],
     ) -> Result<(), StoreError> {
         let operation = "read call names";
@@ -2429,7 +2422,7 @@ impl SqlStore {
             push_list(&mut sql, chunk);
             sql.push(")");
             let mut grams = Vec::new();
-            for row in sql.fetch_all(&mut *tx, operation).await? {
+            for row in sql.fetch_in(&mut *tx, operation).await? {
                 grams.extend(NameGram::of_call(&name_of_row(&row, operation)?));
             }
             for grams in statement_chunks(&grams) {
@@ -2481,18 +2474,14 @@ impl SqlStore {
 
     /// Marks a call as having a recording kept in the evidence store (the
     /// `has_recording` search column), whichever way the file got there.
-    async fn mark_recorded(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        call_id: &str,
-    ) -> Result<(), StoreError> {
+    async fn mark_recorded(&self, tx: &mut Writer, call_id: &str) -> Result<(), StoreError> {
         let mut mark = self.sql("UPDATE calls SET has_recording = 1 WHERE call_id = ");
         mark.bind(call_id.to_owned());
         mark.execute(tx, "mark recorded call").await?;
         Ok(())
     }
 
-    async fn apply(&self, tx: &mut sqlx::AnyConnection, change: &Change) -> Result<(), StoreError> {
+    async fn apply(&self, tx: &mut Writer, change: &Change) -> Result<(), StoreError> {
         match change {
             Change::UpsertCall(_) => {}
             Change::FlagCall {
@@ -2508,7 +2497,7 @@ impl SqlStore {
                 let mut court = self.sql("SELECT court_name FROM calls WHERE call_id = ");
                 court.bind(call_id.clone());
                 let operation = "read a flagged call's court";
-                if let Some(row) = court.fetch_all(&mut *tx, operation).await?.first() {
+                if let Some(row) = court.fetch_in(&mut *tx, operation).await?.first() {
                     let court_name: String = get(row, "court_name", operation)?;
                     let mut tallies = HashMap::new();
                     tallies.insert((day_of(*at_ms), court_name), Tally::flag());
@@ -2998,14 +2987,14 @@ mod tests {
             last_seq: seq,
         };
         let rows = [call("a", "张三", 3), call("b", "", 4), call("c", "李四", 5)];
-        let mut connection = store.pool.acquire().await.unwrap();
+        let mut connection = store.begin("test").await.unwrap();
         store
             .upsert_calls(&mut connection, &rows.iter().collect::<Vec<_>>())
             .await
             .unwrap();
-        async fn grams(store: &SqlStore, connection: &mut sqlx::AnyConnection) -> i64 {
+        async fn grams(store: &SqlStore, connection: &mut Writer) -> i64 {
             let sql = store.sql("SELECT COUNT(*) AS n FROM caller_name_grams");
-            let rows = sql.fetch_all(connection, "count").await.unwrap();
+            let rows = sql.fetch_in(connection, "count").await.unwrap();
             get::<i64>(&rows[0], "n", "count").unwrap()
         }
         // Events 1..=5 since the mark (0): fewer than 6.

@@ -8,17 +8,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::Arguments;
 
 use super::{
-    get, push_list, statement_chunks, CallRow, SqlStore, StoreError, MAX_ROWS_PER_STATEMENT,
+    get, push_list, CallRow, RowSink, SqlStore, StoreError, TableRow, Writer,
+    MAX_ROWS_PER_STATEMENT,
 };
 use crate::contract::pb::{CallRecord, CallState, PatternKind};
 use crate::records::patterns::{
     repeat_gap_days, CallerDay, CallerDayKey, DayCounts, PatternQuery, MAX_REPEAT_GAP_DAYS,
 };
 
-/// Every `caller_days` column, in [`bind_caller_day`] order.
+/// Every `caller_days` column, in its [`TableRow`] order.
 const CALLER_DAY_COLUMNS: &str = "caller_number, day, court_name, line_number, calls, \
     hung_up_in_warning, after_hours, flags, reports";
 /// Callers one candidate statement looks at by key.
@@ -103,21 +103,25 @@ pub trait CallerDays: Send + Sync {
     ) -> Result<Vec<PatternMatchRow>, StoreError>;
 }
 
-fn bind_caller_day(sql: &mut super::Sql, row: &(CallerDayKey, DayCounts)) {
-    let ((caller, day, court, line), counts) = row;
-    let args = &mut sql.args;
-    let _ = args.add(caller.clone());
-    let _ = args.add(*day);
-    let _ = args.add(court.clone());
-    let _ = args.add(line.clone());
-    for value in [
-        counts.calls,
-        counts.hung_up_in_warning,
-        counts.after_hours,
-        counts.flags,
-        counts.reports,
-    ] {
-        let _ = args.add(value);
+impl TableRow for (CallerDayKey, DayCounts) {
+    const COLUMNS: usize = CALLER_DAY_COLUMN_COUNT;
+
+    fn put(&self, sink: &mut impl RowSink) {
+        let row = self;
+        let ((caller, day, court, line), counts) = row;
+        sink.add(caller.clone());
+        sink.add(*day);
+        sink.add(court.clone());
+        sink.add(line.clone());
+        for value in [
+            counts.calls,
+            counts.hung_up_in_warning,
+            counts.after_hours,
+            counts.flags,
+            counts.reports,
+        ] {
+            sink.add(value);
+        }
     }
 }
 
@@ -161,7 +165,7 @@ impl SqlStore {
     /// latest row says. Only finished rows are looked up, by key.
     pub(super) async fn count_caller_days(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         rows: &[&CallRow],
     ) -> Result<(), StoreError> {
         let mut sums: HashMap<CallerDayKey, DayCounts> = HashMap::new();
@@ -190,7 +194,7 @@ impl SqlStore {
     /// Takes what the stored finished rows of `call_ids` added out of `sums`.
     async fn take_stored_calls_away(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         call_ids: &[String],
         sums: &mut HashMap<CallerDayKey, DayCounts>,
     ) -> Result<(), StoreError> {
@@ -201,7 +205,7 @@ impl SqlStore {
             ));
             push_list(&mut sql, chunk);
             sql.push(")");
-            for row in sql.fetch_all(&mut *tx, operation).await? {
+            for row in sql.fetch_in(&mut *tx, operation).await? {
                 if let Some((key, counts)) =
                     CallerDay::of_call(&caller_call_from_row(&row, operation)?)
                 {
@@ -215,7 +219,7 @@ impl SqlStore {
     /// Adds `sums` to the rows of `caller_days`, making rows as needed.
     async fn add_caller_days(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         sums: HashMap<CallerDayKey, DayCounts>,
     ) -> Result<(), StoreError> {
         let mut rows: Vec<(CallerDayKey, DayCounts)> = sums
@@ -224,7 +228,7 @@ impl SqlStore {
             .collect();
         // One order, so two writers lock the rows alike (PostgreSQL).
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let head = format!("INSERT INTO caller_days ({CALLER_DAY_COLUMNS}) VALUES ");
+        let head = format!("INSERT INTO caller_days ({CALLER_DAY_COLUMNS})");
         let sums: Vec<String> = CALLER_DAY_COLUMNS
             .split(',')
             .map(str::trim)
@@ -235,17 +239,8 @@ impl SqlStore {
             " ON CONFLICT (caller_number, day, court_name, line_number) DO UPDATE SET {}",
             sums.join(", ")
         );
-        for chunk in statement_chunks(&rows) {
-            self.values(
-                &head,
-                &tail,
-                CALLER_DAY_COLUMN_COUNT,
-                chunk,
-                bind_caller_day,
-            )
-            .execute(&mut *tx, "add caller days")
+        self.write_rows(&mut *tx, &head, &tail, &rows, "add caller days")
             .await?;
-        }
         let changed: Vec<(&str, i64)> = rows
             .iter()
             .map(|((caller, day, _, _), _)| (caller.as_str(), *day))
@@ -259,7 +254,7 @@ impl SqlStore {
     /// wrong are written (mostly just the new ones).
     async fn link_caller_days(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         changed: &[(&str, i64)],
     ) -> Result<(), StoreError> {
         for chunk in changed.chunks(MAX_ROWS_PER_STATEMENT) {
@@ -289,7 +284,7 @@ impl SqlStore {
     /// (no caller number: nothing).
     pub(super) async fn count_call_mark(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         call_id: &str,
         counts: DayCounts,
     ) -> Result<(), StoreError> {
@@ -299,7 +294,7 @@ impl SqlStore {
         ));
         sql.bind(call_id.to_owned());
         let mut sums = HashMap::new();
-        for row in sql.fetch_all(&mut *tx, operation).await? {
+        for row in sql.fetch_in(&mut *tx, operation).await? {
             if let Some(key) = CallerDay::key_of(&caller_call_from_row(&row, operation)?) {
                 sums.insert(key, counts);
             }
@@ -311,7 +306,7 @@ impl SqlStore {
     /// at nothing: the table keeps nothing of a call past retention.
     pub(super) async fn uncount_purged(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         call_ids: &[String],
     ) -> Result<(), StoreError> {
         let mut sums = HashMap::new();
@@ -343,7 +338,7 @@ impl SqlStore {
     /// Stores the row of a chained `PatternMatched` event.
     pub(super) async fn put_pattern_match(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Writer,
         row: &PatternMatchRow,
     ) -> Result<(), StoreError> {
         let mut sql = self.sql(
