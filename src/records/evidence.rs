@@ -8,7 +8,7 @@
 //! its chained hash and length, and removes one a purge has dropped.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -309,10 +309,19 @@ impl Evidence {
         self.dir.join(format!("{call_id}.wav"))
     }
 
-    /// Moves `source` into the store as `call_id`'s recording (rename, or copy, fsync
-    /// and remove across file systems). Idempotent: a file already stored with the
-    /// chained length counts as taken over (a retried ingest after a failed commit).
-    pub fn take_over(&self, call_id: &str, source: &Path, bytes: u64) -> io::Result<()> {
+    /// Moves `source` into the store as `call_id`'s recording, once its bytes are
+    /// the chained ones (`sha256`, `bytes`) and on disk: the switchboard does not
+    /// fsync an `on_report` recording, which is nearly always deleted moments
+    /// after its close, so the keeper does (rename, or copy across file systems,
+    /// then the directory). Idempotent: a file already stored with the chained
+    /// length counts as taken over (a retried ingest after a failed commit).
+    pub fn take_over(
+        &self,
+        call_id: &str,
+        source: &Path,
+        sha256: &str,
+        bytes: u64,
+    ) -> io::Result<()> {
         let target = self.path(call_id);
         if same_file(source, &target) {
             return Ok(());
@@ -322,19 +331,21 @@ impl Evidence {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir)?;
-        let length = std::fs::metadata(source)?.len();
-        if length != bytes {
-            return Err(io::Error::other(format!(
-                "{} is {length} bytes long, the recording event says {bytes}",
-                source.display()
-            )));
-        }
+        let mut from = check_file(source, sha256, bytes).map_err(|problem| match problem {
+            FileProblem::Missing(_) => io::Error::new(io::ErrorKind::NotFound, problem),
+            FileProblem::Hash { .. } => io::Error::other(format!(
+                "{problem}: it changed after the switchboard closed it, or the machine \
+                 stopped before it reached the disk"
+            )),
+            problem => io::Error::other(problem),
+        })?;
+        from.sync_all()?;
         match std::fs::rename(source, &target) {
             Ok(()) => {}
             Err(error) if error.raw_os_error() == Some(libc::EXDEV) => {
                 let partial = self.dir.join(format!("{call_id}.wav.partial"));
                 {
-                    let mut from = File::open(source)?;
+                    from.rewind()?;
                     let mut to = File::create(&partial)?;
                     io::copy(&mut from, &mut to)?;
                     to.flush()?;
@@ -401,50 +412,54 @@ impl Evidence {
 
     /// Checks call `call_id`'s stored file against its chained hash and length.
     pub fn check(&self, call_id: &str, sha256: &str, bytes: u64) -> Result<(), FileProblem> {
-        let path = self.path(call_id);
-        let unreadable = |source: io::Error| {
-            if source.kind() == io::ErrorKind::NotFound {
-                FileProblem::Missing(path.clone())
-            } else {
-                FileProblem::Unreadable {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        };
-        let mut file = File::open(&path).map_err(unreadable)?;
-        let actual = file.metadata().map_err(unreadable)?.len();
-        if actual != bytes {
-            return Err(FileProblem::Length {
-                path,
-                actual,
-                chained: bytes,
-            });
-        }
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let read = file.read(&mut buffer).map_err(unreadable)?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-        }
-        let actual = hex::encode(hasher.finalize());
-        if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(FileProblem::Hash {
-                path,
-                actual,
-                chained: sha256.to_owned(),
-            });
-        }
-        Ok(())
+        check_file(&self.path(call_id), sha256, bytes).map(drop)
     }
 
     /// Removes call `call_id`'s stored recording (purge); gone already is fine.
     pub fn remove(&self, call_id: &str) -> io::Result<()> {
         discard(&self.path(call_id))
     }
+}
+
+/// Checks the file at `path` against a chained hash and length; returns it open.
+fn check_file(path: &Path, sha256: &str, bytes: u64) -> Result<File, FileProblem> {
+    let unreadable = |source: io::Error| {
+        if source.kind() == io::ErrorKind::NotFound {
+            FileProblem::Missing(path.to_owned())
+        } else {
+            FileProblem::Unreadable {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    };
+    let mut file = File::open(path).map_err(unreadable)?;
+    let actual = file.metadata().map_err(unreadable)?.len();
+    if actual != bytes {
+        return Err(FileProblem::Length {
+            path: path.to_owned(),
+            actual,
+            chained: bytes,
+        });
+    }
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = file.read(&mut buffer).map_err(unreadable)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    let actual = hex::encode(hasher.finalize());
+    if !actual.eq_ignore_ascii_case(sha256) {
+        return Err(FileProblem::Hash {
+            path: path.to_owned(),
+            actual,
+            chained: sha256.to_owned(),
+        });
+    }
+    Ok(file)
 }
 
 /// Deletes `path`; a file that is gone already (a retried ingest) is fine.
@@ -552,17 +567,38 @@ mod tests {
     }
 
     #[test]
+    fn a_file_is_not_taken_over_unless_its_bytes_are_the_chained_ones() {
+        let temp = tempfile::tempdir().unwrap();
+        let source = temp.path().join("spool.wav");
+        // What a machine that stopped before the pages reached the disk may leave.
+        std::fs::write(&source, [0u8; 12]).unwrap();
+        let evidence = Evidence::new(temp.path().join("store"), true);
+        let id = "0b7c2f4e-1d3a-4e5b-8c6d-9a0b1c2d3e4f";
+        let chained = hex::encode(Sha256::digest(b"RIFF....WAVE"));
+        let refused = evidence.take_over(id, &source, &chained, 12).unwrap_err();
+        assert!(refused.to_string().contains(&chained), "{refused}");
+        assert!(
+            refused.to_string().contains("reached the disk"),
+            "{refused}"
+        );
+        assert!(source.exists(), "the switchboard's file stays as it was");
+        assert!(!evidence.path(id).exists(), "nothing is stored");
+        let short = evidence.take_over(id, &source, &chained, 13).unwrap_err();
+        assert!(short.to_string().contains("12 bytes long"), "{short}");
+    }
+
+    #[test]
     fn files_are_taken_over_once_and_checked() {
         let temp = tempfile::tempdir().unwrap();
         let source = temp.path().join("spool.wav");
         std::fs::write(&source, b"RIFF....WAVE").unwrap();
         let evidence = Evidence::new(temp.path().join("store"), true);
         let id = "6f1c2a9e-3b7d-4c1e-9a55-0d2f4e8b7c61";
-        evidence.take_over(id, &source, 12).unwrap();
+        let sha = hex::encode(Sha256::digest(b"RIFF....WAVE"));
+        evidence.take_over(id, &source, &sha, 12).unwrap();
         assert!(!source.exists());
         // A retried ingest finds the file stored already.
-        evidence.take_over(id, &source, 12).unwrap();
-        let sha = hex::encode(Sha256::digest(b"RIFF....WAVE"));
+        evidence.take_over(id, &source, &sha, 12).unwrap();
         evidence.check(id, &sha, 12).unwrap();
         assert!(matches!(
             evidence.check(id, &sha, 13),

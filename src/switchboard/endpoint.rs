@@ -41,7 +41,7 @@ use crate::switchboard::call::CallFlow;
 use crate::switchboard::delivery::history::CallerHistoryLookup;
 use crate::switchboard::delivery::sender::RecordSender;
 use crate::switchboard::media::ports::RtpPorts;
-use crate::switchboard::media::recording::Recorder;
+use crate::switchboard::media::recording::{Durability, Recorder};
 use crate::switchboard::media::tone::ToneFrames;
 
 /// Why the switchboard could not start.
@@ -229,12 +229,19 @@ impl Switchboard {
             .any(|line| line.record_audio != crate::config::RecordAudio::Never)
         {
             let dir = config.recording_dir();
-            Some(
-                Recorder::start(dir.clone()).map_err(|source| SwitchboardError::Recorder {
+            // The embedded service fsyncs what it keeps; a remote one gets
+            // the file uploaded later from this disk.
+            let durability = if config.records.service.embedded {
+                Durability::KeeperSyncs
+            } else {
+                Durability::SyncOnClose
+            };
+            Some(Recorder::start(dir.clone(), durability).map_err(|source| {
+                SwitchboardError::Recorder {
                     dir: dir.display().to_string(),
                     source,
-                })?,
-            )
+                }
+            })?)
         } else {
             None
         };

@@ -552,10 +552,17 @@ impl Ledger {
         let local = evidence.as_ref().is_some_and(Evidence::local);
         let fate = evidence::fate(recording, on_hold, local);
         let source = std::path::PathBuf::from(&recording.path);
-        let (id, bytes) = (call_id.to_owned(), recording.bytes);
+        let (id, sha256, bytes) = (
+            call_id.to_owned(),
+            recording.sha256.clone(),
+            recording.bytes,
+        );
         let outcome = match (&fate, evidence) {
             (Fate::Keep, Some(evidence)) => {
-                tokio::task::spawn_blocking(move || evidence.take_over(&id, &source, bytes)).await
+                tokio::task::spawn_blocking(move || {
+                    evidence.take_over(&id, &source, &sha256, bytes)
+                })
+                .await
             }
             // A remote service's switchboard deletes its own copy (told on upload).
             (Fate::Delete, Some(evidence)) if !evidence.local() => Ok(Ok(())),

@@ -7,10 +7,11 @@
 //! writer through a bounded queue with `try_send`. A full queue drops that
 //! call's recording, never a packet of the call. The writer decodes, lines
 //! the channels up by position (a gap is silence) and writes them out; on
-//! close it hands the file to a few sealer threads, which fsync and hash it
-//! (an fsync waits milliseconds for the disk: the frames must not wait with
-//! it, and concurrent fsyncs share the filesystem's journal commits); the
-//! call task gets a [`RecordingOutcome`] back.
+//! close it hands the file to a few sealer threads, which hash it and, unless
+//! the embedded records service will ([`Durability`]), fsync it (an fsync
+//! waits milliseconds for the disk: the frames must not wait with it, and
+//! concurrent fsyncs share the filesystem's journal commits); the call task
+//! gets a [`RecordingOutcome`] back.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 use super::codec::{Codec, Law};
 use super::g722;
 use super::spare_files::{links_unsupported, PoolLimits, SpareFiles};
+use crate::config::RecordAudio;
 
 /// Frames the queue may hold: one second of 5,000 callers hearing the
 /// warning (50 frames a second each), so the writer may stall that long —
@@ -70,6 +72,28 @@ const HEADER_BYTES: u64 = 44;
 /// Threads that fsync and hash closed files: one fsync takes ~1.5 ms on a
 /// virtual disk, so one thread would top out near 700 calls/s.
 const SEALERS: usize = 4;
+
+/// Who puts a closed recording on the disk (fsync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The switchboard fsyncs every file it closes: a remote records service
+    /// gets it uploaded later, from this disk.
+    SyncOnClose,
+    /// The embedded records service fsyncs what it keeps, after checking the
+    /// bytes against the recording's hash; the switchboard fsyncs only
+    /// `always` recordings. An `on_report` recording nobody reported is
+    /// deleted moments after its close, so its pages never need to reach the
+    /// disk: at 1,500 recorded calls a second their fsyncs wrote ~100 MB/s and
+    /// stalled the spool's own (#16).
+    KeeperSyncs,
+}
+
+impl Durability {
+    /// Whether the switchboard fsyncs a closed recording of a line with `policy`.
+    fn syncs_on_close(self, policy: &str) -> bool {
+        self == Durability::SyncOnClose || policy == RecordAudio::Always.name()
+    }
+}
 
 /// How full the writer's queue is, and its bound: the std channel neither
 /// says nor (unbounded, so memory follows the backlog) limits it, so senders
@@ -225,7 +249,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer thread over `dir` (created if missing).
-    pub fn start(dir: PathBuf) -> std::io::Result<Recorder> {
+    pub fn start(dir: PathBuf, durability: Durability) -> std::io::Result<Recorder> {
         let (queue, inbox) = std::sync::mpsc::channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let depth = Arc::new(QueueDepth::new(QUEUE_FRAMES));
@@ -255,6 +279,7 @@ impl Recorder {
             depth: depth.clone(),
             peak_reported: (0, Instant::now()),
             sealer,
+            durability,
         };
         if let Err(e) = writer.probe() {
             tracing::warn!(dir = %writer.dir.display(), error = %e, "recordings cannot be written");
@@ -640,14 +665,18 @@ struct Writer {
     depth: Arc<QueueDepth>,
     /// The last peak logged, and when.
     peak_reported: (usize, Instant),
-    /// Closed files on their way to be fsync'd and hashed.
+    /// Closed files on their way to be hashed (and fsync'd).
     sealer: Sender<SealJob>,
+    /// Whether closed files are fsync'd here.
+    durability: Durability,
 }
 
-/// A closed file for the sealers: fsync, hash, reply.
+/// A closed file for the sealers: fsync if asked, hash, reply.
 struct SealJob {
     /// The file, open for reading and writing.
     file: File,
+    /// Whether to fsync it ([`Durability`]).
+    sync: bool,
     /// The outcome so far (path, rate, duration); the sealer adds hash and length.
     outcome: RecordingOutcome,
     /// Where the outcome goes.
@@ -849,11 +878,13 @@ impl Writer {
                     if let (Some(spares), Some(id)) = (self.spares.as_mut(), file.spare) {
                         spares.give_back(id, Instant::now());
                     }
-                    // Fsync'd and hashed by a sealer, which replies; the
+                    // Hashed (and fsync'd) by a sealer, which replies; the
                     // sealers outlive the writer's sender, so this cannot fail
                     // while the writer runs.
+                    let sync = self.durability.syncs_on_close(file.policy);
                     let _ = self.sealer.send(SealJob {
                         file: written,
+                        sync,
                         outcome,
                         reply: file.reply,
                     });
@@ -965,10 +996,11 @@ fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
         };
         let SealJob {
             file,
+            sync,
             mut outcome,
             reply,
         } = job;
-        match seal(&file) {
+        match seal(&file, sync) {
             Ok((sha256, bytes)) => {
                 outcome.sha256 = sha256;
                 outcome.bytes = bytes;
@@ -986,9 +1018,11 @@ fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
     }
 }
 
-/// Syncs the closed file to disk and returns its SHA-256 and length.
-fn seal(file: &File) -> std::io::Result<(String, u64)> {
-    file.sync_all()?;
+/// Syncs the closed file to disk if `sync`, and returns its SHA-256 and length.
+fn seal(file: &File, sync: bool) -> std::io::Result<(String, u64)> {
+    if sync {
+        file.sync_all()?;
+    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
@@ -1013,6 +1047,16 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_recordings_the_switchboard_keeps_are_synced_on_close() {
+        let on_report = RecordAudio::OnReport.name();
+        let always = RecordAudio::Always.name();
+        assert!(Durability::SyncOnClose.syncs_on_close(on_report));
+        assert!(Durability::SyncOnClose.syncs_on_close(always));
+        assert!(Durability::KeeperSyncs.syncs_on_close(always));
+        assert!(!Durability::KeeperSyncs.syncs_on_close(on_report));
+    }
 
     #[test]
     fn queue_depth_counts_what_is_waiting_and_keeps_the_peak() {
