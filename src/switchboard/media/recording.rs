@@ -69,6 +69,9 @@ const PEAK_REPORT_EVERY: Duration = Duration::from_secs(10);
 const WRITE_AT: usize = 2_048;
 /// Bytes of the WAV header written before the samples.
 const HEADER_BYTES: u64 = 44;
+// A reused spare file may still hold this many bytes of an earlier header:
+// the new header, written over them at close, must cover them.
+const _: () = assert!(super::spare_files::KEPT_BYTES <= HEADER_BYTES);
 /// Threads that fsync and hash closed files: one fsync takes ~1.5 ms on a
 /// virtual disk, so one thread would top out near 700 calls/s.
 const SEALERS: usize = 4;

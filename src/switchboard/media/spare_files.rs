@@ -23,6 +23,14 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// What an emptied spare keeps: at most the length of a recording's WAV
+/// header, never audio (samples start at byte 44). Truncating to zero would
+/// make ext4 (`auto_da_alloc`) allocate and write the deleted audio's delayed
+/// blocks when the file is closed, so every recording reached the disk even
+/// though nearly all are deleted moments after their call (#16); cut to a
+/// non-zero length, the page cache drops them unwritten.
+pub const KEPT_BYTES: u64 = 44;
+
 /// The pool's folder inside the recordings' temporary area. Not a `.wav`
 /// name, so nothing that looks for recordings takes a spare for one.
 pub const SPARE_DIR: &str = ".spare";
@@ -274,7 +282,8 @@ impl SpareFiles {
         self.dir.join(id.to_string())
     }
 
-    /// An empty file named `recording` (and, in the pool, by its id), open
+    /// A file named `recording` (and, in the pool, by its id), empty or with
+    /// at most [`KEPT_BYTES`] of an earlier header left, open
     /// for reading and writing. A spare gone from the folder (removed by
     /// hand) is skipped; [`links_unsupported`] tells a file system without
     /// hard links from other errors.
@@ -363,7 +372,10 @@ impl SpareFiles {
                 let emptied = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .and_then(|file| file.set_len(0));
+                    .and_then(|file| {
+                        let length = file.metadata()?.len();
+                        file.set_len(length.min(KEPT_BYTES))
+                    });
                 if let Err(error) = emptied {
                     tracing::warn!(file = %path.display(), %error, "cannot empty a spare recording file; deleting it");
                     self.pool.not_reused(id);
@@ -488,23 +500,28 @@ mod tests {
         let mut files = SpareFiles::open(dir.path(), limits()).unwrap();
         let first = dir.path().join("a.wav");
         let (mut file, id) = files.take(&first).unwrap();
-        std::io::Write::write_all(&mut file, b"call a").unwrap();
+        // A recording: its header, then audio.
+        let call_a = [[b'h'; KEPT_BYTES as usize].as_slice(), &[b'a'; 4_000]].concat();
+        std::io::Write::write_all(&mut file, &call_a).unwrap();
         drop(file);
         files.give_back(id, t0);
         // Kept (still named a.wav): the next call gets a new file.
         let (_, other) = files.take(&dir.path().join("b.wav")).unwrap();
         assert_ne!(other, id);
         files.reclaim(t0);
-        assert_eq!(std::fs::read(&first).unwrap(), b"call a");
-        // Deleted by the records service: emptied at the next sweep, then
-        // reused under the new name.
+        assert_eq!(std::fs::read(&first).unwrap(), call_a);
+        // Deleted by the records service: its audio cut off at the next
+        // sweep (the header's bytes stay), then reused under the new name.
         std::fs::remove_file(&first).unwrap();
         files.reclaim(t0);
-        assert_eq!(std::fs::metadata(files.path(id)).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::read(files.path(id)).unwrap(),
+            &call_a[..KEPT_BYTES as usize]
+        );
         let third = dir.path().join("c.wav");
         let (_, reused) = files.take(&third).unwrap();
         assert_eq!(reused, id);
-        assert_eq!(std::fs::metadata(&third).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(&third).unwrap().len(), KEPT_BYTES);
         assert_eq!(std::fs::metadata(&third).unwrap().nlink(), 2);
     }
 
@@ -530,11 +547,12 @@ mod tests {
         let t0 = Instant::now();
         let kept = dir.path().join("kept.wav");
         let deleted = dir.path().join("deleted.wav");
+        let audio = [[b'h'; KEPT_BYTES as usize].as_slice(), b"audio"].concat();
         {
             let mut files = SpareFiles::open(dir.path(), limits()).unwrap();
             for path in [&kept, &deleted] {
                 let (mut file, id) = files.take(path).unwrap();
-                std::io::Write::write_all(&mut file, b"audio").unwrap();
+                std::io::Write::write_all(&mut file, &audio).unwrap();
                 files.give_back(id, t0);
             }
             // Another process cannot use the same pool meanwhile.
@@ -544,13 +562,14 @@ mod tests {
         let files = SpareFiles::open(dir.path(), limits()).unwrap();
         assert_eq!(files.counts(), (1, 0));
         // The kept recording is whole and named only by itself now.
-        assert_eq!(std::fs::read(&kept).unwrap(), b"audio");
+        assert_eq!(std::fs::read(&kept).unwrap(), audio);
         assert_eq!(std::fs::metadata(&kept).unwrap().nlink(), 1);
         let spare = std::fs::read_dir(dir.path().join(SPARE_DIR))
             .unwrap()
             .next()
             .unwrap()
             .unwrap();
-        assert_eq!(spare.metadata().unwrap().len(), 0);
+        // The deleted recording's audio is gone; at most its header's bytes stay.
+        assert_eq!(spare.metadata().unwrap().len(), KEPT_BYTES);
     }
 }
