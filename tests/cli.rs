@@ -14,6 +14,15 @@ fn courtline() -> Command {
     cmd
 }
 
+/// `courtline check` (the embedded defaults) with one environment override.
+fn check_with(key: &str, value: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    courtline()
+        .args(["check"])
+        .env(key, value)
+        .output()
+        .unwrap()
+}
+
 /// `courtline --config CONFIG check`.
 fn check(config: &std::path::Path) -> std::process::Output {
     courtline()
@@ -136,27 +145,15 @@ fn environment_overrides_config_keys() {
         stdout.contains("SIP on 127.0.0.1:15060 (UDP), max 42 calls"),
         "{stdout}"
     );
-    let out = courtline()
-        .args(["check"])
-        .env("COURTLINE_SIP__MAX_CALLS", "0")
-        .output()
-        .unwrap();
+    let out = check_with("COURTLINE_SIP__MAX_CALLS", "0");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sip.max_calls"));
     // [media] threads: a number or "auto" from the environment, 0 refused by name.
-    let out = courtline()
-        .args(["check"])
-        .env("COURTLINE_MEDIA__THREADS", "2")
-        .output()
-        .unwrap();
+    let out = check_with("COURTLINE_MEDIA__THREADS", "2");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("2 media engine thread(s)"), "{stdout}");
-    let out = courtline()
-        .args(["check"])
-        .env("COURTLINE_MEDIA__THREADS", "auto")
-        .output()
-        .unwrap();
+    let out = check_with("COURTLINE_MEDIA__THREADS", "auto");
     assert!(
         out.status.success(),
         "{}",
@@ -165,11 +162,7 @@ fn environment_overrides_config_keys() {
     // More threads than this machine's cores: allowed, with a warning.
     let over = std::thread::available_parallelism().map_or(1, usize::from) + 1;
     if over <= 64 {
-        let out = courtline()
-            .args(["check"])
-            .env("COURTLINE_MEDIA__THREADS", over.to_string())
-            .output()
-            .unwrap();
+        let out = check_with("COURTLINE_MEDIA__THREADS", over.to_string());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(
@@ -177,11 +170,7 @@ fn environment_overrides_config_keys() {
             "{stderr}"
         );
     }
-    let out = courtline()
-        .args(["check"])
-        .env("COURTLINE_MEDIA__THREADS", "0")
-        .output()
-        .unwrap();
+    let out = check_with("COURTLINE_MEDIA__THREADS", "0");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("`media.threads`: is 0"), "{stderr}");
@@ -283,11 +272,7 @@ fn moving_the_embedded_records_service_moves_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_tcp_port();
     let listen = format!("127.0.0.1:{port}");
-    let out = courtline()
-        .args(["check"])
-        .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
-        .output()
-        .unwrap();
+    let out = check_with("COURTLINE_RECORDS__SERVICE__LISTEN", &listen);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -376,11 +361,7 @@ fn numbers_in_quotes_are_refused_in_the_file_but_environment_values_convert() {
     assert!(stderr.contains("without quotes"), "{stderr}");
 
     // Environment values are text by nature: converted, and still checked.
-    let out = courtline()
-        .args(["check"])
-        .env("COURTLINE_SIP__MAX_CALLS", "600")
-        .output()
-        .unwrap();
+    let out = check_with("COURTLINE_SIP__MAX_CALLS", "600");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("max 600 calls"), "{stdout}");
@@ -396,11 +377,7 @@ fn numbers_in_quotes_are_refused_in_the_file_but_environment_values_convert() {
             &["`sip.max_calls`", "\"many\"", "whole number"][..],
         ),
     ] {
-        let out = courtline()
-            .args(["check"])
-            .env(name, value)
-            .output()
-            .unwrap();
+        let out = check_with(name, value);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: {stderr}");
         for needle in needles {
