@@ -38,7 +38,7 @@ pub const SPARE_DIR: &str = ".spare";
 /// How large the pool may grow, and how long it waits for a file's fate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolLimits {
-    /// Empty files kept ready: beyond this a reclaimed file is deleted.
+    /// Emptied files kept ready: beyond this a reclaimed file is deleted.
     pub spares: usize,
     /// Closed recordings whose fate the pool waits for: beyond this the
     /// oldest is dropped from the pool (its recording is untouched).
@@ -65,7 +65,7 @@ impl Default for PoolLimits {
 /// Where a new recording's file comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
-    /// An empty spare file, `.spare/<id>`.
+    /// An emptied spare file (at most a header left), `.spare/<id>`.
     Spare(u64),
     /// No spare: a new file, `.spare/<id>`, is to be created.
     Create(u64),
