@@ -17,7 +17,9 @@
 //! With `[media] send = "io_uring"` the paced packets of a tick (prompt,
 //! ringback, keys played to a leg, the operator's tones) are queued on one
 //! io_uring per shard and go to the kernel with one submission per tick
-//! (`uring.rs`); relayed audio and RTCP are sent with `sendmsg` as they come.
+//! (`uring.rs`), each naming its RTP socket by a slot of the ring's file table
+//! (registered when the leg starts, released when it ends); relayed audio and
+//! RTCP are sent with `sendmsg` as they come.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -44,7 +46,7 @@ use super::session::{
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
 use super::tone::{mix_frame, OperatorTone, ToneFrames};
-use super::uring::SendRing;
+use super::uring::{FileSlot, SendRing};
 use crate::config::media::MediaSend;
 
 /// Caller frames held for mixing under the operator's tone: one is the steady
@@ -332,6 +334,9 @@ struct Leg {
     /// The other leg's frames (already in this leg's law) waiting for the
     /// tone's next frame to be mixed with, oldest first.
     held_voice: std::collections::VecDeque<[u8; SAMPLES_PER_FRAME]>,
+    /// The RTP socket's slot in the shard's io_uring file table, if it has
+    /// one; released by [`PacedSender::release`] whenever the leg goes.
+    ring_slot: Option<FileSlot>,
 }
 
 impl Leg {
@@ -340,8 +345,9 @@ impl Leg {
         remote: SocketAddr,
         codec: Codec,
         telephone_event: Option<EventPayloadTypes>,
-        now: Instant,
+        (now, out): (Instant, &mut PacedSender),
     ) -> Leg {
+        let ring_slot = out.register(socket.rtp.as_raw_fd());
         let mut remote_rtcp = remote;
         remote_rtcp.set_port(remote.port().wrapping_add(1));
         Leg {
@@ -365,7 +371,13 @@ impl Leg {
             key_reader: None,
             tone: None,
             held_voice: std::collections::VecDeque::new(),
+            ring_slot,
         }
+    }
+
+    /// The RTP socket as paced packets name it.
+    fn paced_socket(&self) -> (std::os::fd::RawFd, Option<FileSlot>) {
+        (self.socket.rtp.as_raw_fd(), self.ring_slot)
     }
 
     /// The peer of this leg cannot receive keys out of band: say so once.
@@ -551,20 +563,37 @@ impl PacedSender {
         }
     }
 
-    /// Sends `header` then `payload` to `to` on `fd`, or queues it: then a
-    /// failure comes back from the flush, tagged with `packet`.
+    /// A new leg's RTP socket, put into the ring's file table (io_uring only).
+    fn register(&mut self, fd: std::os::fd::RawFd) -> Option<FileSlot> {
+        match self {
+            PacedSender::Sendmsg => None,
+            PacedSender::Ring(ring) => ring.register(fd),
+        }
+    }
+
+    /// Takes a leg's RTP socket out of the ring's file table as the leg goes,
+    /// so that the socket (and its port) closes with its descriptor.
+    fn release(&mut self, leg: &Leg) {
+        if let (PacedSender::Ring(ring), Some(slot)) = (self, leg.ring_slot) {
+            ring.release(slot);
+        }
+    }
+
+    /// Sends `header` then `payload` to `to` on `socket` (a descriptor and
+    /// its file table slot, if any), or queues it: then a failure comes back
+    /// from the flush, tagged with `packet`.
     fn send(
         &mut self,
-        fd: std::os::fd::RawFd,
+        socket: (std::os::fd::RawFd, Option<FileSlot>),
         header: &[u8],
         payload: &[u8],
         to: SocketAddr,
         packet: PacedPacket,
     ) -> std::io::Result<()> {
         match self {
-            PacedSender::Sendmsg => send_parts(fd, header, payload, to),
+            PacedSender::Sendmsg => send_parts(socket.0, header, payload, to),
             PacedSender::Ring(ring) => {
-                ring.queue(fd, header, payload, to, packet);
+                ring.queue(socket, header, payload, to, packet);
                 Ok(())
             }
         }
@@ -699,7 +728,7 @@ impl Shard {
             new.caller.remote,
             new.caller.codec,
             new.caller.telephone_event,
-            now,
+            (now, &mut self.out),
         );
         let registered = watch_leg(
             &self.epoll,
@@ -744,6 +773,7 @@ impl Shard {
         for leg in std::iter::once(&call.caller).chain(call.operator.as_ref()) {
             self.epoll.remove(leg.socket.rtp.as_raw_fd());
             self.epoll.remove(leg.socket.rtcp.as_raw_fd());
+            self.out.release(leg);
         }
         self.inbox.calls.fetch_sub(1, Ordering::Relaxed);
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
@@ -806,7 +836,8 @@ impl Shard {
                     telephone_event,
                     hold_keys,
                 } = operator;
-                let mut leg = Leg::new(socket, remote, codec, telephone_event, now);
+                let mut leg =
+                    Leg::new(socket, remote, codec, telephone_event, (now, &mut self.out));
                 leg.key_reader = hold_keys.then(DtmfDetector::default);
                 let generation = call.generation;
                 let registered = watch_leg(
@@ -821,7 +852,12 @@ impl Shard {
                         .send(MediaEvent::Fault(format!("media engine: {e}")));
                 }
                 call.caller.out.start_talkspurt();
-                call.operator = Some(leg);
+                if let Some(old) = call.operator.replace(leg) {
+                    // A new operator leg replaces the old one, whose sockets close with it.
+                    self.epoll.remove(old.socket.rtp.as_raw_fd());
+                    self.epoll.remove(old.socket.rtcp.as_raw_fd());
+                    self.out.release(&old);
+                }
                 call.match_transcoders();
                 call.source = Source::Relay;
             }
@@ -978,7 +1014,7 @@ impl Shard {
                 continue;
             }
             if let Some(message) = packet.kind.fault_message(call, &e) {
-                call.fault(message, &self.epoll);
+                call.fault(message, &self.epoll, &mut self.out);
             }
         }
     }
@@ -1010,7 +1046,11 @@ impl Shard {
                     SocketKind::CallerRtp | SocketKind::CallerRtcp => "caller",
                     SocketKind::OperatorRtp | SocketKind::OperatorRtcp => "operator",
                 };
-                call.fault(format!("receiving RTP from the {side}: {e}"), &self.epoll);
+                call.fault(
+                    format!("receiving RTP from the {side}: {e}"),
+                    &self.epoll,
+                    &mut self.out,
+                );
                 return;
             }
         };
@@ -1034,7 +1074,7 @@ impl Shard {
                 }
             };
             if let Err(message) = result {
-                call.fault(message, &self.epoll);
+                call.fault(message, &self.epoll, &mut self.out);
                 return;
             }
         }
@@ -1112,7 +1152,7 @@ impl Call {
             tap.sent(self.caller.out.last_timestamp(), codec, frame, prompt);
         }
         let sent = out.send(
-            self.caller.socket.rtp.as_raw_fd(),
+            self.caller.paced_socket(),
             &header,
             frame,
             self.caller.remote,
@@ -1133,7 +1173,7 @@ impl Call {
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 if let Some(message) = PacedKind::Frame.fault_message(self, &e) {
-                    self.fault(message, epoll);
+                    self.fault(message, epoll, out);
                 }
             }
         }
@@ -1148,7 +1188,7 @@ impl Call {
             });
         if let Err((side, e)) = sent {
             if let Some(message) = PacedKind::Key(side).fault_message(self, &e) {
-                self.fault(message, epoll);
+                self.fault(message, epoll, out);
             }
         }
     }
@@ -1186,7 +1226,7 @@ impl Call {
                 .out
                 .paced_header(operator.codec.payload_type(), pacer_slot, frame.len());
         let sent = out.send(
-            operator.socket.rtp.as_raw_fd(),
+            operator.paced_socket(),
             &header,
             frame,
             operator.remote,
@@ -1207,7 +1247,7 @@ impl Call {
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 if let Some(message) = PacedKind::Tone(tone).fault_message(self, &e) {
-                    self.fault(message, epoll);
+                    self.fault(message, epoll, out);
                 }
             }
         }
@@ -1225,13 +1265,14 @@ impl Call {
     }
 
     /// Reports a socket failure and stops sending; the call task will stop us.
-    fn fault(&mut self, message: String, epoll: &Epoll) {
+    fn fault(&mut self, message: String, epoll: &Epoll, out: &mut PacedSender) {
         tracing::warn!("{message}");
         let _ = self.events.send(MediaEvent::Fault(message));
         self.source = Source::Idle;
         if let Some(op) = self.operator.take() {
             epoll.remove(op.socket.rtp.as_raw_fd());
             epoll.remove(op.socket.rtcp.as_raw_fd());
+            out.release(&op);
         }
     }
 
@@ -1446,7 +1487,7 @@ fn send_key_packet(
         packet.payload.len(),
     );
     match out.send(
-        leg.socket.rtp.as_raw_fd(),
+        leg.paced_socket(),
         &header,
         &packet.payload,
         leg.remote,
@@ -1633,5 +1674,77 @@ mod tests {
     #[test]
     fn streams_arrive_whole_and_in_order_on_two_shards() {
         streams_arrive_whole_and_in_order(MediaSend::IoUring, 2);
+    }
+
+    /// Calls come and go on the io_uring path, more at once than the ring's
+    /// first file table holds: each caller hears its warning, and once a call
+    /// is stopped its RTP and RTCP ports can be bound again (its socket left
+    /// the ring's file table, which would otherwise keep it open); a second
+    /// round of calls reuses the slots and is heard too.
+    #[test]
+    fn stopped_calls_on_io_uring_free_their_ports() {
+        const AT_ONCE: usize = 70;
+        let engine = MediaEngine::start(EngineConfig {
+            threads: 1,
+            cname: "test".into(),
+            send: MediaSend::IoUring,
+        })
+        .unwrap();
+        let ringback = Arc::new(ToneFrames::ringback(&RingbackCadence::default()).unwrap());
+        let playlist = Arc::new(Playlist::new(Vec::new(), 1000, 0));
+        for round in 0..2 {
+            let mut calls = Vec::new();
+            for _ in 0..AT_ONCE {
+                let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                caller
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let socket = rtp_socket();
+                let ours = (
+                    socket.rtp.local_addr().unwrap(),
+                    socket.rtcp.local_addr().unwrap(),
+                );
+                let (events, events_rx) = mpsc::unbounded_channel();
+                let commands = engine.spawn(
+                    CallerLeg {
+                        socket,
+                        remote: caller.local_addr().unwrap(),
+                        codec: Codec::Pcmu,
+                        telephone_event: None,
+                    },
+                    ringback.clone(),
+                    events,
+                );
+                commands
+                    .send(MediaCommand::PlayPrompt(playlist.clone()))
+                    .unwrap();
+                calls.push((caller, ours, commands, events_rx));
+            }
+            for (i, (caller, ..)) in calls.iter().enumerate() {
+                let mut buf = [0u8; 512];
+                let n = caller
+                    .recv(&mut buf)
+                    .unwrap_or_else(|e| panic!("round {round}, caller {i} heard nothing: {e}"));
+                assert!(RtpReader::new(&buf[..n]).is_ok());
+            }
+            for (i, (_, (rtp, rtcp), commands, _)) in calls.into_iter().enumerate() {
+                let (reply, stats) = tokio::sync::oneshot::channel();
+                commands.send(MediaCommand::Stop(reply)).unwrap();
+                let stats = stats.blocking_recv().unwrap();
+                assert!(stats.packets_to_caller > 0);
+                // The engine drops the call right after its reply.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::net::UdpSocket::bind(rtp).is_err()
+                    || std::net::UdpSocket::bind(rtcp).is_err()
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {round}, call {i}: ports {rtp} and {rtcp} still bound 10 s after Stop"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        assert_eq!(engine.calls_per_shard(), vec![0]);
     }
 }
