@@ -468,6 +468,12 @@ pub struct CallFlow {
 }
 
 impl CallFlow {
+    /// The call's static facts, as given to [`CallFlow::new`]: the session
+    /// reads them here rather than keep a copy of its own for the call's life.
+    pub fn facts(&self) -> &CallFacts {
+        &self.facts
+    }
+
     /// A new call whose INVITE arrived at `now`.
     pub fn new(facts: CallFacts, now: Instant) -> CallFlow {
         let record = CallRecord {

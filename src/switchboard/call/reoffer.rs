@@ -12,11 +12,10 @@
 use rsipstack::dialog::dialog::TransactionHandle;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Method, Request, StatusCode, StatusCodeKind};
-use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::switchboard::media::codec::Codec;
-use crate::switchboard::media::session::{MediaCommand, Repoint, Side};
+use crate::switchboard::media::session::{MediaCommand, MediaCommands, Repoint, Side};
 use crate::switchboard::sdp::{Direction, LocalMedia, RemoteMedia};
 use crate::switchboard::sip::leg::sdp_content_type;
 
@@ -121,7 +120,7 @@ pub struct FarLeg {
     /// Which leg it is.
     pub side: Side,
     /// The call's media, to re-point the far leg after its answer.
-    pub media: Option<mpsc::UnboundedSender<MediaCommand>>,
+    pub media: Option<MediaCommands>,
 }
 
 /// Sends the re-offer to the other leg and answers the near leg with the result.

@@ -35,8 +35,8 @@ use crate::switchboard::media::dtmf::TelephoneEvent;
 use crate::switchboard::media::prompt::Playlist;
 use crate::switchboard::media::recording::RecordingOutcome;
 use crate::switchboard::media::session::{
-    self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats,
-    OperatorLeg, Side,
+    self as media, CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaCommands, MediaEvent,
+    MediaStats, OperatorLeg, Side,
 };
 use crate::switchboard::media::tone::OperatorTone;
 use crate::switchboard::sdp::{
@@ -112,6 +112,14 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
     tokio::spawn(run(Box::new(setup), dialog, states));
 }
 
+/// What a request the call task sent the caller on the side came back with.
+enum SideAnswer {
+    /// Our session refresh (re-INVITE): whether it succeeded.
+    Refresh(bool),
+    /// The status of the final response to our REFER (connect = "refer").
+    Refer(u16),
+}
+
 /// The operator attempt in progress.
 struct OperatorAttempt {
     /// The client INVITE dialog.
@@ -171,10 +179,10 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
         Some((timer, headers)) => (Some(timer), headers),
         None => (None, Vec::new()),
     };
-    // Results of our own session refreshes (re-INVITEs to the caller).
-    let (refresh_tx, mut refresh_results) = mpsc::unbounded_channel::<bool>();
-    // The status of the final response to our REFER (connect = "refer").
-    let (refer_tx, mut refer_results) = mpsc::unbounded_channel::<u16>();
+    // What our own requests to the caller came back with (session refreshes,
+    // the REFER): one channel for both, as each channel costs the call its
+    // first block for its whole life (#16).
+    let (side_tx, mut side_answers) = mpsc::unbounded_channel::<SideAnswer>();
     let _slot = slot;
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
@@ -222,11 +230,11 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
         }
     }
 
-    let mut flow = CallFlow::new(facts.clone(), received);
+    let mut flow = CallFlow::new(facts, received);
     // The caller's history for the whisper, asked now: the warning lasts far longer
     // than the lookup may, so the answer is there when the operator answers.
-    let mut history = (facts.whisper_history && !facts.caller_number.is_empty())
-        .then(|| ask_history(&shared, &call_id, &facts.caller_number));
+    let mut history = (flow.facts().whisper_history && !flow.facts().caller_number.is_empty())
+        .then(|| ask_history(&shared, &call_id, &flow.facts().caller_number));
     let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
     let mut media = match offer {
         Some((offer, agreed)) => CallerMedia::Running {
@@ -257,7 +265,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
     let mut recording: Option<(Option<u64>, oneshot::Receiver<RecordingOutcome>)> = None;
     let mut phase = flow.phase();
     shared.metrics.phase_changed(None, in_progress(phase));
-    log_phase(&call_id, &facts, phase, None);
+    log_phase(&call_id, flow.facts(), phase, None);
     let shutdown = shared.shutdown.clone();
 
     loop {
@@ -313,7 +321,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                     let policy = config
                         .lines
                         .iter()
-                        .find(|line| line.number == facts.line_number)
+                        .find(|line| line.number == flow.facts().line_number)
                         .map_or(RecordAudio::Never, |line| line.record_audio);
                     if let (Some(recorder), true, None) =
                         (&shared.recorder, policy != RecordAudio::Never, &recording)
@@ -332,14 +340,14 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                 }
                 CallAction::ReferCaller { uri } => {
                     info!(call_id = %call_id, operator = %uri, "transferring the caller by REFER");
-                    let (caller, done) = (caller.clone(), refer_tx.clone());
+                    let (caller, done) = (caller.clone(), side_tx.clone());
                     tokio::spawn(async move {
                         let refer_to = rsipstack::sip::ReferTo::new(format!("<{uri}>"));
                         let status = match caller.refer(refer_to, None, None).await {
                             Ok(Some(response)) => response.status_code.code(),
                             Ok(None) | Err(_) => 408,
                         };
-                        let _ = done.send(status);
+                        let _ = done.send(SideAnswer::Refer(status));
                     });
                 }
                 CallAction::PlayFailover => match &failover {
@@ -356,7 +364,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                     match Box::pin(dial(
                         &shared,
                         &config,
-                        &facts,
+                        flow.facts(),
                         &uri,
                         caller_codec,
                         &mut operator_socket,
@@ -393,7 +401,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                     match Box::pin(dial(
                         &shared,
                         &config,
-                        &facts,
+                        flow.facts(),
                         &uri,
                         caller_codec,
                         &mut socket,
@@ -448,7 +456,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                             remote,
                             codec,
                             telephone_event: operator_keys,
-                            hold_keys: !facts.report_keys.is_empty(),
+                            hold_keys: !flow.facts().report_keys.is_empty(),
                         }));
                     }
                     _ => flow.handle_input(
@@ -537,7 +545,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                 .metrics
                 .phase_changed(in_progress(phase), in_progress(flow.phase()));
             phase = flow.phase();
-            log_phase(&call_id, &facts, phase, flow.current_operator());
+            log_phase(&call_id, flow.facts(), phase, flow.current_operator());
         }
 
         let deadline = flow.poll_timeout().map(tokio::time::Instant::from_std);
@@ -649,7 +657,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
             (target, event) = fork_event(&mut forks) => {
                 let input = match event {
                     AttemptEvent::Refused(error) => {
-                        warn!(call_id = %call_id, operator = facts.operators.get(target).map_or("", String::as_str), %error, "operator unreachable: giving up on it at once");
+                        warn!(call_id = %call_id, operator = flow.facts().operators.get(target).map_or("", String::as_str), %error, "operator unreachable: giving up on it at once");
                         ForkEvent::Failed(OperatorFailure::Refused)
                     }
                     AttemptEvent::Outcome(outcome) => {
@@ -665,7 +673,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                                 ForkEvent::Failed(failure)
                             }
                             other => {
-                                warn!(call_id = %call_id, operator = facts.operators.get(target).map_or("", String::as_str), input = ?other, "forked operator answered unusably: hanging it up");
+                                warn!(call_id = %call_id, operator = flow.facts().operators.get(target).map_or("", String::as_str), input = ?other, "forked operator answered unusably: hanging it up");
                                 if let Some(fork) = forks[target].take() {
                                     tokio::spawn(abandon_fork(shared.clone(), call_id.clone(), fork));
                                 }
@@ -690,13 +698,13 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
             _ = sleep_until(session_timer.as_ref().map(|t| tokio::time::Instant::from_std(t.poll_timeout()))) => {
                 match session_timer.as_mut().and_then(|t| t.handle_timeout(Instant::now())) {
                     Some(TimerDue::Refresh) => {
-                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), refresh_tx.clone());
+                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), side_tx.clone());
                         tokio::spawn(async move {
                             let refreshed = caller
                                 .reinvite(Some(vec![sdp_content_type()]), Some(sdp.into_bytes()))
                                 .await
                                 .is_ok_and(|r| r.is_some_and(|r| r.status_code.kind() == StatusCodeKind::Successful));
-                            let _ = done.send(refreshed);
+                            let _ = done.send(SideAnswer::Refresh(refreshed));
                         });
                         None
                     }
@@ -704,17 +712,18 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                     None => None,
                 }
             },
-            Some(status) = refer_results.recv() => {
-                info!(call_id = %call_id, status, "REFER answered");
-                Some(CallInput::ReferAnswered(status))
-            },
-            Some(refreshed) = refresh_results.recv() => {
-                if refreshed {
+            Some(answer) = side_answers.recv() => match answer {
+                SideAnswer::Refer(status) => {
+                    info!(call_id = %call_id, status, "REFER answered");
+                    Some(CallInput::ReferAnswered(status))
+                }
+                SideAnswer::Refresh(true) => {
                     if let Some(timer) = session_timer.as_mut() {
                         timer.refreshed(Instant::now());
                     }
                     None
-                } else {
+                }
+                SideAnswer::Refresh(false) => {
                     warn!(call_id = %call_id, "session refresh failed: the caller is gone");
                     Some(CallInput::SessionExpired)
                 }
@@ -1238,7 +1247,7 @@ enum CallerMedia {
     /// The SDP exchange is complete and the media task runs.
     Running {
         /// Orders to the media task.
-        commands: mpsc::UnboundedSender<MediaCommand>,
+        commands: MediaCommands,
         /// The agreed law.
         codec: Codec,
     },
@@ -1259,7 +1268,7 @@ impl CallerMedia {
     }
 
     /// A sender of commands, for tasks that outlive this borrow (forwarded re-offers).
-    fn commands(&self) -> Option<mpsc::UnboundedSender<MediaCommand>> {
+    fn commands(&self) -> Option<MediaCommands> {
         match self {
             CallerMedia::Running { commands, .. } => Some(commands.clone()),
             _ => None,

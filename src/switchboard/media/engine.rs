@@ -40,8 +40,8 @@ use super::prompt::Playlist;
 use super::recording::CallTap;
 use super::rtcp::{self, Ntp, ReceptionStats, ReportBlock, SenderInfo};
 use super::session::{
-    CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaEvent, MediaStats, OperatorLeg,
-    Repoint, Side,
+    CallerLeg, EventPayloadTypes, LegStats, MediaCommand, MediaCommands, MediaEvent, MediaStats,
+    OperatorLeg, Repoint, Side,
 };
 use super::stream::OutboundStream;
 use super::sys::{send_parts, Epoll, EventFd, TimerFd};
@@ -191,8 +191,8 @@ impl MediaEngine {
         caller: CallerLeg,
         ringback: Arc<ToneFrames>,
         events: mpsc::UnboundedSender<MediaEvent>,
-    ) -> mpsc::UnboundedSender<MediaCommand> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> MediaCommands {
+        let (tx, rx) = MediaCommands::channel();
         let shard = &self.shards[self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len()];
         shard.lock().new_calls.push(NewCall {
             caller,
@@ -239,7 +239,7 @@ struct NewCall {
     /// Where events go.
     events: mpsc::UnboundedSender<MediaEvent>,
     /// Commands from the call task.
-    commands: mpsc::UnboundedReceiver<MediaCommand>,
+    commands: mpsc::UnboundedReceiver<Box<MediaCommand>>,
 }
 
 /// Wakes the shard when a call's command channel has something.
@@ -432,7 +432,7 @@ struct Call {
     /// Bumped when the slot is reused; part of every epoll token and wheel entry.
     generation: u32,
     /// Commands from the call task.
-    commands: mpsc::UnboundedReceiver<MediaCommand>,
+    commands: mpsc::UnboundedReceiver<Box<MediaCommand>>,
     /// Polls `commands` on behalf of the shard.
     waker: Waker,
     /// Events to the call task.
@@ -441,8 +441,9 @@ struct Call {
     ringback: Arc<ToneFrames>,
     /// The caller's leg.
     caller: Leg,
-    /// The operator's leg, once bridged.
-    operator: Option<Leg>,
+    /// The operator's leg, once bridged; boxed, so that a call still in its
+    /// warning (most calls at any moment) does not carry an empty one (#16).
+    operator: Option<Box<Leg>>,
     /// Slot clock of what the caller hears.
     pacer: Pacer,
     /// What feeds the caller.
@@ -520,8 +521,9 @@ struct Shard {
     config: EngineConfig,
     /// Time of tick 0.
     epoch: Instant,
-    /// Calls by slot.
-    calls: Vec<Option<Call>>,
+    /// Calls by slot, boxed: the vector grows by doubling, and its spare
+    /// capacity is a pointer a slot rather than a whole call (#16).
+    calls: Vec<Option<Box<Call>>>,
     /// Generation of each slot (kept when the slot is empty).
     generations: Vec<u32>,
     /// Empty slots.
@@ -746,7 +748,7 @@ impl Shard {
             slot,
         }));
         self.inbox.calls.fetch_add(1, Ordering::Relaxed);
-        self.calls[slot as usize] = Some(Call {
+        self.calls[slot as usize] = Some(Box::new(Call {
             generation,
             commands: new.commands,
             waker,
@@ -762,7 +764,7 @@ impl Shard {
             last_heard: now,
             silence_limit: None,
             recording: None,
-        });
+        }));
         self.poll_commands(slot);
     }
 
@@ -770,7 +772,7 @@ impl Shard {
         let Some(call) = self.calls.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
-        for leg in std::iter::once(&call.caller).chain(call.operator.as_ref()) {
+        for leg in std::iter::once(&call.caller).chain(call.operator.as_deref()) {
             self.epoll.remove(leg.socket.rtp.as_raw_fd());
             self.epoll.remove(leg.socket.rtcp.as_raw_fd());
             self.out.release(leg);
@@ -789,12 +791,14 @@ impl Shard {
             let waker = call.waker.clone();
             let mut cx = Context::from_waker(&waker);
             match call.commands.poll_recv(&mut cx) {
-                Poll::Ready(Some(MediaCommand::Stop(reply))) => {
-                    let _ = reply.send(call.stats());
-                    self.remove_call(slot);
-                    return;
+                Poll::Ready(Some(command)) => {
+                    if let MediaCommand::Stop(reply) = *command {
+                        let _ = reply.send(call.stats());
+                        self.remove_call(slot);
+                        return;
+                    }
+                    self.apply(slot, *command);
                 }
-                Poll::Ready(Some(command)) => self.apply(slot, command),
                 // The call task is gone: nothing left to serve.
                 Poll::Ready(None) => {
                     self.remove_call(slot);
@@ -852,7 +856,7 @@ impl Shard {
                         .send(MediaEvent::Fault(format!("media engine: {e}")));
                 }
                 call.caller.out.start_talkspurt();
-                if let Some(old) = call.operator.replace(leg) {
+                if let Some(old) = call.operator.replace(Box::new(leg)) {
                     // A new operator leg replaces the old one, whose sockets close with it.
                     self.epoll.remove(old.socket.rtp.as_raw_fd());
                     self.epoll.remove(old.socket.rtcp.as_raw_fd());
@@ -874,7 +878,7 @@ impl Shard {
             }) => {
                 let leg = match side {
                     Side::Caller => Some(&mut call.caller),
-                    Side::Operator => call.operator.as_mut(),
+                    Side::Operator => call.operator.as_deref_mut(),
                 };
                 if let Some(leg) = leg {
                     let changed = leg.codec != codec;
@@ -887,7 +891,7 @@ impl Shard {
             MediaCommand::SendDtmf { to, event } => {
                 let leg = match to {
                     Side::Caller => Some(&mut call.caller),
-                    Side::Operator => call.operator.as_mut(),
+                    Side::Operator => call.operator.as_deref_mut(),
                 };
                 match leg {
                     Some(leg) if leg.telephone_event.is_some() => leg.keys_out.push(event),
@@ -1092,7 +1096,7 @@ impl Shard {
                 let _ = call.events.send(MediaEvent::Inactive);
             }
             let origin = call.pacer.origin();
-            for leg in std::iter::once(&mut call.caller).chain(call.operator.as_mut()) {
+            for leg in std::iter::once(&mut call.caller).chain(call.operator.as_deref_mut()) {
                 if now >= leg.next_rtcp {
                     leg.next_rtcp = now + next_report_delay();
                     send_report(leg, ntp, now.saturating_duration_since(origin), cname);
@@ -1119,7 +1123,7 @@ impl Call {
             packets_from_caller: caller.packets_received,
             prompt_ms_sent: self.prompt_ms_sent,
             caller,
-            operator: self.operator.as_ref().map(Leg::stats),
+            operator: self.operator.as_deref().map(Leg::stats),
         }
     }
 

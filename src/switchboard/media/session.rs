@@ -79,6 +79,25 @@ pub struct Repoint {
     pub codec: Codec,
 }
 
+/// Where a call's [`MediaCommand`]s go. They travel boxed: a channel holds
+/// its first block of 32 entries for the call's whole life, and 32 boxes are
+/// 256 bytes where 32 commands were about 1.5 KiB (#16, memory per call).
+#[derive(Debug, Clone)]
+pub struct MediaCommands(mpsc::UnboundedSender<Box<MediaCommand>>);
+
+impl MediaCommands {
+    /// A sender and the engine's end of a new command channel.
+    pub(super) fn channel() -> (MediaCommands, mpsc::UnboundedReceiver<Box<MediaCommand>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (MediaCommands(tx), rx)
+    }
+
+    /// Hands `command` to the call's media; gives it back if the media is gone.
+    pub fn send(&self, command: MediaCommand) -> Result<(), MediaCommand> {
+        self.0.send(Box::new(command)).map_err(|unsent| *unsent.0)
+    }
+}
+
 /// Orders from the call task.
 #[derive(Debug)]
 pub enum MediaCommand {
@@ -166,12 +185,12 @@ pub fn spawn(
     caller: CallerLeg,
     ringback: Arc<ToneFrames>,
     events: mpsc::UnboundedSender<MediaEvent>,
-) -> mpsc::UnboundedSender<MediaCommand> {
+) -> MediaCommands {
     match MediaEngine::global() {
         Ok(engine) => engine.spawn(caller, ringback, events),
         Err(e) => {
             let _ = events.send(MediaEvent::Fault(e.to_string()));
-            mpsc::unbounded_channel().0
+            MediaCommands::channel().0
         }
     }
 }
