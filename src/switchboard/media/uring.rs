@@ -371,7 +371,10 @@ mod tests {
         let mut tx: Vec<std::net::UdpSocket> = (0..FIRST_TABLE_SLOTS + 3).map(|_| bind()).collect();
         let slots: Vec<FileSlot> = tx
             .iter()
-            .map(|s| ring.register(s.as_raw_fd()).expect("this kernel takes a file table"))
+            .map(|s| {
+                ring.register(s.as_raw_fd())
+                    .expect("this kernel takes a file table")
+            })
             .collect();
         assert_eq!(ring.files.fds.len(), 2 * FIRST_TABLE_SLOTS, "grown once");
         let mut distinct = slots.clone();
@@ -380,7 +383,13 @@ mod tests {
         assert_eq!(distinct.len(), slots.len(), "every socket its own slot");
         for (n, (socket, &slot)) in tx.iter().zip(&slots).enumerate() {
             let n = n as u32;
-            ring.queue((socket.as_raw_fd(), Some(slot)), &n.to_be_bytes(), b"", to, n);
+            ring.queue(
+                (socket.as_raw_fd(), Some(slot)),
+                &n.to_be_bytes(),
+                b"",
+                to,
+                n,
+            );
         }
         assert!(ring.flush().is_empty());
         for (n, socket) in tx.iter().enumerate() {
@@ -392,8 +401,18 @@ mod tests {
         ring.release(slots[5]);
         drop(gone);
         let rebound = std::net::UdpSocket::bind(port).expect("the released socket's port is free");
-        assert_eq!(ring.register(rebound.as_raw_fd()), Some(slots[5]), "the slot is reused");
-        ring.queue((rebound.as_raw_fd(), Some(slots[5])), &7u32.to_be_bytes(), b"", to, 7);
+        assert_eq!(
+            ring.register(rebound.as_raw_fd()),
+            Some(slots[5]),
+            "the slot is reused"
+        );
+        ring.queue(
+            (rebound.as_raw_fd(), Some(slots[5])),
+            &7u32.to_be_bytes(),
+            b"",
+            to,
+            7,
+        );
         assert!(ring.flush().is_empty());
         assert_eq!(receive(), (7, port));
     }
