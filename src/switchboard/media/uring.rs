@@ -40,7 +40,8 @@ struct FileTable {
     /// Empty slots, used before the table grows.
     free: Vec<u32>,
     /// Set when the kernel refused a table (too old, or a limit): from then on
-    /// every packet names its descriptor, and slots handed out earlier are ignored.
+    /// every packet names its descriptor, and slots handed out earlier are
+    /// ignored (but still released while a table holds them).
     refused: bool,
 }
 
@@ -135,11 +136,12 @@ impl<T: Copy + Default> SendRing<T> {
     /// Empties `slot` (the socket closes once its descriptor is closed too)
     /// and keeps it for the next socket. Packets still queued are sent first.
     pub fn release(&mut self, slot: FileSlot) {
-        if self.files.refused {
+        let FileSlot(index) = slot;
+        if self.files.fds.get(index as usize).is_none_or(|&fd| fd < 0) {
+            // No table holds it (one refused on growing was dropped whole).
             return;
         }
         self.flush_into_failed();
-        let FileSlot(index) = slot;
         if let Err(e) = self.ring.submitter().register_files_update(index, &[-1]) {
             // Not expected for a slot we filled; the table entry then keeps the
             // socket (and its port) until the slot is filled again.
@@ -158,12 +160,17 @@ impl<T: Copy + Default> SendRing<T> {
         let mut fds = self.files.fds.clone();
         fds.resize(new_len, -1);
         let submitter = self.ring.submitter();
-        let unregistered = if old_len == 0 {
-            Ok(())
-        } else {
-            submitter.unregister_files()
-        };
-        match unregistered.and_then(|()| submitter.register_files(&fds)) {
+        if old_len > 0 {
+            if let Err(e) = submitter.unregister_files() {
+                // The old table stays, with its sockets, until they are released.
+                tracing::warn!(
+                    "io_uring: the file table could not grow past {old_len} slots ({e}); new RTP sockets are named by their descriptors"
+                );
+                self.files.refused = true;
+                return;
+            }
+        }
+        match submitter.register_files(&fds) {
             Ok(()) => {
                 self.files.fds = fds;
                 // Lowest slots first, so a small table stays dense.
@@ -175,6 +182,10 @@ impl<T: Copy + Default> SendRing<T> {
                 tracing::warn!(
                     "io_uring: no file table of {new_len} slots ({e}); RTP packets name their sockets' descriptors instead"
                 );
+                // No table at all now: the sockets it held are free, and
+                // their slots are ignored from here on.
+                self.files.fds.clear();
+                self.files.free.clear();
                 self.files.refused = true;
             }
         }
