@@ -110,9 +110,10 @@ impl Pair {
                 .push(format!("http://{}", listener.local_addr()?));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             pair.stops.push(stop);
-            pair.servers.push(tokio::spawn(opened.serve(listener, async {
-                let _ = stopped.await;
-            })));
+            pair.servers
+                .push(tokio::spawn(opened.serve(listener, async {
+                    let _ = stopped.await;
+                })));
         }
         Ok(pair)
     }
@@ -254,8 +255,14 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
     let window = Duration::from_secs(args.duration_s);
     let per_node = rate * args.duration_s / switchboards;
     let batches = switchboard_batches(args, per_node);
-    let total: u64 = batches.iter().flatten().map(|batch| batch.len() as u64).sum();
-    let nodes: Vec<String> = (0..switchboards).map(|node| format!("bench-{node}")).collect();
+    let total: u64 = batches
+        .iter()
+        .flatten()
+        .map(|batch| batch.len() as u64)
+        .sum();
+    let nodes: Vec<String> = (0..switchboards)
+        .map(|node| format!("bench-{node}"))
+        .collect();
     // A switchboard's batches follow one another at `period`; switchboard n starts n/N
     // of a period in, so the pair sees a batch every period/N.
     let period = Duration::from_secs_f64(args.batch as f64 * switchboards as f64 / rate as f64);
@@ -359,11 +366,8 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
         .expect("progress lock")
         .last_acknowledged
         .unwrap_or(started);
-    let (window_at, window_backlog, window_acknowledged) = at_window_end.unwrap_or((
-        all_chained.duration_since(started),
-        0,
-        total,
-    ));
+    let (window_at, window_backlog, window_acknowledged) =
+        at_window_end.unwrap_or((all_chained.duration_since(started), 0, total));
     let rate_of = |events: u64, over: Duration| events as f64 / over.as_secs_f64();
     let offered_for = last_sent.duration_since(started).max(window);
     let window_chained = window_acknowledged.saturating_sub(window_backlog);
