@@ -219,7 +219,8 @@ impl Staging {
     /// switchboard's batch is a run of consecutive numbers), chained or staged; the
     /// callers look up the keys they sent. One range scan of each index: looking up
     /// each of a 1,000-event batch's keys (`= ANY`) was 2,000 index descents and cost
-    /// PostgreSQL some 2 ms a batch, for a batch that is almost always new.
+    /// PostgreSQL some 4 ms a batch on a busy 2-core machine, for a batch that is almost
+    /// always new (BENCHMARKS.md, "Sustained rate through two services").
     async fn known_digests(
         &self,
         node_id: &str,

@@ -4,8 +4,8 @@
 //! server time and weight per page on that store (BENCHMARKS.md, "Web console");
 //! or, with `--shared`, two services sharing one PostgreSQL database (`shared.rs`):
 //! one burst of events, or with `--rate EVENTS_PER_S --duration-s S` a steady rate
-//! offered for S seconds (whether the pair acknowledges and chains it all, the staging
-//! backlog, and each batch's time from acknowledgement to the chain).
+//! offered for S seconds (whether the pair acknowledges and chains it all, the backlog
+//! not yet chained, and each batch's time from acknowledgement to the chain).
 //!
 //! ```sh
 //! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000

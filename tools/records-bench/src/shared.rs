@@ -254,6 +254,11 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
     let switchboards = args.switchboards.max(2);
     let window = Duration::from_secs(args.duration_s);
     let per_node = rate * args.duration_s / switchboards;
+    anyhow::ensure!(
+        per_node > 0,
+        "--rate {rate} for --duration-s {} is less than one event per switchboard ({switchboards})",
+        args.duration_s
+    );
     let batches = switchboard_batches(args, per_node);
     let total: u64 = batches
         .iter()
