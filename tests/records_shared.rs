@@ -449,6 +449,63 @@ async fn staging_is_idempotent_across_services_and_refuses_a_different_event_und
     assert_eq!(a.backlog().await.unwrap(), 0);
 }
 
+/// Staging looks a batch's keys up by one range from its least to its greatest key:
+/// the events in the gaps between them, staged or chained, are no part of the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_gaps_in_its_keys_is_judged_by_its_own_keys_only() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let key = db.dir.path().join("deployment-signing.key");
+    let (ledger, _store) = ledger(&db, &key).await;
+    let staging = Staging::open(&db.url, HashAlgorithm::Sha256).await.unwrap();
+    let outcome = |stored, duplicates| IngestOutcome { stored, duplicates };
+    let first = numbered("sb-1", 1, complete_calls([1, 2]));
+    // #1 to #8 staged; later events with gaps: #10 and #12 (#9 and #11 not sent yet).
+    let later = numbered("sb-1", 9, complete_calls([3]));
+    let gapped = |events: &[courtline::contract::pb::NodeEvent], keys: &[u64]| {
+        events
+            .iter()
+            .filter(|event| keys.contains(&event.node_seq))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(staging.stage(first.clone()).await.unwrap(), outcome(8, 0));
+    for chained in [false, true] {
+        // Staged, then chained: #1 and #8 again are duplicates, #2 to #7 between them
+        // in the range are not compared with anything sent.
+        assert_eq!(
+            staging.stage(gapped(&first, &[1, 8])).await.unwrap(),
+            outcome(0, 2)
+        );
+        let mut changed = first[7].clone();
+        changed.at_ms += 1;
+        assert!(matches!(
+            staging.stage(vec![first[0].clone(), changed]).await,
+            Err(LedgerError::Conflict { node_seq: 8, .. })
+        ));
+        if !chained {
+            let staged = staging.oldest(100).await.unwrap();
+            assert_eq!(staged.len(), 8);
+            let events = staged.iter().map(|row| row.event().unwrap()).collect();
+            ledger
+                .ingest_batches(vec![events], staging::unstage)
+                .await
+                .unwrap();
+            assert_eq!(staging.backlog().await.unwrap(), 0);
+        }
+    }
+    let mut batch = gapped(&first, &[8]);
+    batch.extend(gapped(&later, &[10, 12]));
+    assert_eq!(staging.stage(batch).await.unwrap(), outcome(2, 1));
+    // #9 and #11 come late, in one batch whose range holds #10, staged.
+    assert_eq!(
+        staging.stage(gapped(&later, &[9, 11])).await.unwrap(),
+        outcome(2, 0)
+    );
+    assert_eq!(staging.backlog().await.unwrap(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_unstages_exactly_what_it_chained_and_leaves_a_refused_batch_staged() {
     let Some(db) = postgres_db().await else {

@@ -2,13 +2,17 @@
 //! ledger, then first-page ListCalls latency and a full ExportCalls over gRPC on a
 //! store filled with generated calls; or, with `--console`, the web console's
 //! server time and weight per page on that store (BENCHMARKS.md, "Web console");
-//! or, with `--shared`, two services sharing one PostgreSQL database (`shared.rs`).
+//! or, with `--shared`, two services sharing one PostgreSQL database (`shared.rs`):
+//! one burst of events, or with `--rate EVENTS_PER_S --duration-s S` a steady rate
+//! offered for S seconds (whether the pair acknowledges and chains it all, the backlog
+//! not yet chained, and each batch's time from acknowledgement to the chain).
 //!
 //! ```sh
 //! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000
 //! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/bench --calls 1000000
 //! cargo run --release -p courtline-records-bench -- --database /tmp/bench.db --calls 1000000 --console
 //! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/shared --shared
+//! cargo run --release -p courtline-records-bench -- --database postgres://postgres@127.0.0.1:55432/paced --shared --rate 20000 --duration-s 30
 //! ```
 //!
 //! The database must be new (or made by an earlier run of this tool with the same
@@ -78,6 +82,13 @@ struct Args {
     /// Switchboards sending at once in the `--shared` measurement, half to each service.
     #[arg(long, default_value_t = 8)]
     switchboards: u64,
+    /// With --shared: instead of one burst, the switchboards together offer this many
+    /// events per second, their batches spread evenly in time, for `--duration-s`.
+    #[arg(long, requires = "shared", value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+    /// With --rate: how long the rate is offered, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    duration_s: u64,
     /// Measure the pattern queries (ListPatterns) instead of ListCalls and the export.
     #[arg(long)]
     patterns: bool,
