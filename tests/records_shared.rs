@@ -504,6 +504,17 @@ async fn a_batch_with_gaps_in_its_keys_is_judged_by_its_own_keys_only() {
         outcome(2, 0)
     );
     assert_eq!(staging.backlog().await.unwrap(), 4);
+    // Two far-apart numbers in one batch (looked up key by key, not by the range
+    // between them): #1 again is a duplicate, #1,000,000 is new.
+    let far = numbered("sb-1", 1_000_000, complete_calls([4]));
+    assert_eq!(
+        staging
+            .stage(vec![first[0].clone(), far[0].clone()])
+            .await
+            .unwrap(),
+        outcome(1, 1)
+    );
+    assert_eq!(staging.backlog().await.unwrap(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,12 +215,14 @@ impl Staging {
         Ok(outcome)
     }
 
-    /// Digests stored under `node_id` from the least to the greatest of `keys` (a
-    /// switchboard's batch is a run of consecutive numbers), chained or staged; the
-    /// callers look up the keys they sent. One range scan of each index: looking up
+    /// Digests stored under `node_id` and `keys`, chained or staged; the callers
+    /// look up the keys they sent. A switchboard's batch is a run of consecutive
+    /// numbers, so a dense batch is read by one range scan of each index: looking up
     /// each of a 1,000-event batch's keys (`= ANY`) was 2,000 index descents and cost
     /// PostgreSQL some 4 ms a batch on a busy 2-core machine, for a batch that is almost
-    /// always new (BENCHMARKS.md, "Sustained rate through two services").
+    /// always new (BENCHMARKS.md, "Sustained rate through two services"). A sparse
+    /// batch (keys spread over more than twice their count) is looked up key by key,
+    /// so that two far-apart numbers never make the service read all between them.
     async fn known_digests(
         &self,
         node_id: &str,
@@ -229,19 +231,31 @@ impl Staging {
         let (Some(first), Some(last)) = (keys.iter().min(), keys.iter().max()) else {
             return Ok(Vec::new());
         };
-        let rows = sqlx::query(
-            "SELECT node_seq, body_digest FROM events \
-             WHERE node_id = $1 AND node_seq BETWEEN $2 AND $3 \
-             UNION ALL \
-             SELECT node_seq, body_digest FROM staged_events \
-             WHERE node_id = $1 AND node_seq BETWEEN $2 AND $3",
-        )
-        .bind(node_id)
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| query_error("look up staged events", source))?;
+        let dense = last.abs_diff(*first) < 2 * keys.len() as u64;
+        let query = if dense {
+            sqlx::query(
+                "SELECT node_seq, body_digest FROM events \
+                 WHERE node_id = $1 AND node_seq BETWEEN $2 AND $3 \
+                 UNION ALL \
+                 SELECT node_seq, body_digest FROM staged_events \
+                 WHERE node_id = $1 AND node_seq BETWEEN $2 AND $3",
+            )
+            .bind(node_id)
+            .bind(first)
+            .bind(last)
+        } else {
+            sqlx::query(
+                "SELECT node_seq, body_digest FROM events WHERE node_id = $1 AND node_seq = ANY($2) \
+                 UNION ALL \
+                 SELECT node_seq, body_digest FROM staged_events WHERE node_id = $1 AND node_seq = ANY($2)",
+            )
+            .bind(node_id)
+            .bind(keys)
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| query_error("look up staged events", source))?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect::<Result<_, sqlx::Error>>()
