@@ -11,5 +11,6 @@
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod idle;
 pub mod records;
 pub mod switchboard;
