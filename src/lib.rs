@@ -11,6 +11,5 @@
 pub mod cli;
 pub mod config;
 pub mod contract;
-pub mod idle;
 pub mod records;
 pub mod switchboard;

@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
     courtline::cli::main(collect_freed_memory)
 }
 
-/// How often, at most, an idle thread hands memory back.
+/// How often, at most, an idle worker hands memory back.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 /// How often, at most, glibc's malloc (used by the bundled SQLite of the
 /// embedded records service) is asked to hand back its free pages.
@@ -24,11 +24,9 @@ static LAST_TRIM: Mutex<Option<Instant>> = Mutex::new(None);
 /// Hands back to the system what other threads freed of this thread's
 /// memory. mimalloc takes a block freed by another thread back into its
 /// owner's pages only when the owner allocates again, so once a burst of
-/// calls was over, idle threads kept the pages of the calls' state (freed by
+/// calls was over, idle workers kept the pages of the calls' state (freed by
 /// whichever thread ended each call) and RSS stayed near its peak (#16).
-/// Called when a thread runs out of work ([`courtline::idle`]: tokio workers,
-/// media shards, the recording writer and sealers), at most every
-/// [`COLLECT_EVERY`] per thread.
+/// Called when a worker parks, at most every [`COLLECT_EVERY`] per thread.
 fn collect_freed_memory() {
     thread_local! {
         static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
@@ -44,18 +42,16 @@ fn collect_freed_memory() {
         due
     });
     if due {
-        // Forced: the normal collect passes over pages that had filled up, and
-        // a page filled with calls' state stays resident once other threads
-        // freed every block of it (#16).
         // SAFETY: mi_collect takes no pointer and only works on the calling thread's heap.
-        unsafe { libmimalloc_sys::mi_collect(true) };
+        unsafe { libmimalloc_sys::mi_collect(false) };
         trim_system_malloc(now);
     }
 }
 
 /// SQLite allocates through glibc's malloc, whose per-thread arenas keep the
-/// pages a burst of records freed; `malloc_trim` gives them back. At most
-/// every [`TRIM_EVERY`] for the whole process (it walks every arena).
+/// pages a burst of records freed (11–18 MiB a minute after 18,000 calls at
+/// 600/s); `malloc_trim` gives the free ones back (#16). At most every
+/// [`TRIM_EVERY`] for the whole process, since it walks every arena.
 fn trim_system_malloc(now: Instant) {
     let Ok(mut last) = LAST_TRIM.try_lock() else {
         return;

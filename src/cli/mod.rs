@@ -93,16 +93,14 @@ pub enum Command {
     },
 }
 
-/// Entry point of the binary. `on_thread_idle` runs each time a runtime
-/// worker, a media shard or the recording writer runs out of work (the
-/// binary's allocator hook, [`crate::idle`]).
-pub fn main(on_thread_idle: fn()) -> ExitCode {
+/// Entry point of the binary. `on_worker_idle` runs each time a runtime
+/// worker thread runs out of work (the binary's allocator hook).
+pub fn main(on_worker_idle: fn()) -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    crate::idle::set_thread_idle(on_thread_idle);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(crate::idle::thread_idle)
+        .on_thread_park(on_worker_idle)
         .build()
     {
         Ok(runtime) => runtime,

@@ -661,8 +661,6 @@ impl Shard {
             self.flush_paced();
             if now >= next_housekeeping {
                 self.housekeeping(now);
-                // Frames the recording writer freed are this thread's memory (#16).
-                crate::idle::thread_idle();
                 next_housekeeping = now + HOUSEKEEPING;
             }
             self.arm_timer();

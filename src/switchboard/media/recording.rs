@@ -708,7 +708,6 @@ impl Writer {
                     true
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    crate::idle::thread_idle();
                     if !self.healthy.load(Ordering::Acquire) && self.probe().is_ok() {
                         tracing::info!(dir = %self.dir.display(), "recordings can be written again");
                         self.healthy.store(true, Ordering::Release);
@@ -989,7 +988,6 @@ fn wav_header(rate: u32, frames: u64) -> [u8; HEADER_BYTES as usize] {
 /// A sealer thread: takes closed files until the writer is gone.
 fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
     loop {
-        crate::idle::thread_idle();
         let job = {
             let inbox = inbox
                 .lock()
