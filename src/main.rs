@@ -49,7 +49,7 @@ fn collect_freed_memory() {
 }
 
 /// SQLite allocates through glibc's malloc, whose per-thread arenas keep the
-/// pages a burst of records freed (11–18 MiB a minute after 18,000 calls at
+/// pages a burst of records freed (14–18 MiB a minute after 18,000 calls at
 /// 600/s); `malloc_trim` gives the free ones back (#16). At most every
 /// [`TRIM_EVERY`] for the whole process, since it walks every arena.
 fn trim_system_malloc(now: Instant) {
