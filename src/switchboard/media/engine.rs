@@ -335,7 +335,7 @@ struct Leg {
     /// tone's next frame to be mixed with, oldest first.
     held_voice: std::collections::VecDeque<[u8; SAMPLES_PER_FRAME]>,
     /// The RTP socket's slot in the shard's io_uring file table, if it has
-    /// one; released by [`PacedSender::release`] whenever the leg goes.
+    /// one; released by [`retire_leg`] whenever the leg goes.
     ring_slot: Option<FileSlot>,
 }
 
@@ -502,6 +502,15 @@ fn watch_leg(
 ) -> std::io::Result<()> {
     epoll.add(socket.rtp.as_raw_fd(), token(generation, slot, rtp))?;
     epoll.add(socket.rtcp.as_raw_fd(), token(generation, slot, rtcp))
+}
+
+/// Undoes [`watch_leg`] and takes the leg's RTP socket out of the ring's file
+/// table: every path that drops a leg goes through here, or a registered
+/// socket would keep the call's port bound after its descriptor is closed.
+fn retire_leg(epoll: &Epoll, out: &mut PacedSender, leg: &Leg) {
+    epoll.remove(leg.socket.rtp.as_raw_fd());
+    epoll.remove(leg.socket.rtcp.as_raw_fd());
+    out.release(leg);
 }
 
 /// Wheel entry: generation and slot.
@@ -773,9 +782,7 @@ impl Shard {
             return;
         };
         for leg in std::iter::once(&call.caller).chain(call.operator.as_deref()) {
-            self.epoll.remove(leg.socket.rtp.as_raw_fd());
-            self.epoll.remove(leg.socket.rtcp.as_raw_fd());
-            self.out.release(leg);
+            retire_leg(&self.epoll, &mut self.out, leg);
         }
         self.inbox.calls.fetch_sub(1, Ordering::Relaxed);
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
@@ -858,9 +865,7 @@ impl Shard {
                 call.caller.out.start_talkspurt();
                 if let Some(old) = call.operator.replace(Box::new(leg)) {
                     // A new operator leg replaces the old one, whose sockets close with it.
-                    self.epoll.remove(old.socket.rtp.as_raw_fd());
-                    self.epoll.remove(old.socket.rtcp.as_raw_fd());
-                    self.out.release(&old);
+                    retire_leg(&self.epoll, &mut self.out, &old);
                 }
                 call.match_transcoders();
                 call.source = Source::Relay;
@@ -1274,9 +1279,7 @@ impl Call {
         let _ = self.events.send(MediaEvent::Fault(message));
         self.source = Source::Idle;
         if let Some(op) = self.operator.take() {
-            epoll.remove(op.socket.rtp.as_raw_fd());
-            epoll.remove(op.socket.rtcp.as_raw_fd());
-            out.release(&op);
+            retire_leg(epoll, out, &op);
         }
     }
 
