@@ -8,7 +8,7 @@
 //! its chained hash and length, and removes one a purge has dropped.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -17,6 +17,7 @@ use prost::Message;
 
 use super::chain::StoredEvent;
 use super::store::{RecordingRow, RecordingState};
+use crate::contract::digest::sha256_and_length;
 use crate::contract::pb::event_body::Kind;
 use crate::contract::pb::node_event::Kind as NodeKind;
 use crate::contract::pb::{CallRecording, EventBody, RecordingFinished, RecordingStored};
@@ -442,16 +443,7 @@ fn check_file(path: &Path, sha256: &str, bytes: u64) -> Result<File, FileProblem
             chained: bytes,
         });
     }
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 64 * 1024];
-    loop {
-        let read = file.read(&mut buffer).map_err(unreadable)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    let actual = hex::encode(hasher.finalize());
+    let (_, actual) = sha256_and_length(&mut file).map_err(unreadable)?;
     if !actual.eq_ignore_ascii_case(sha256) {
         return Err(FileProblem::Hash {
             path: path.to_owned(),

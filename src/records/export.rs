@@ -25,6 +25,7 @@ use super::ledger::signing::{
     fingerprint, manifest_signature_valid, public_key_of_seed, PASS_THE_PUBLIC_KEY,
 };
 use super::query::{csv_cells, excel_cell_text, CsvDialect, UTF8_BOM};
+use crate::contract::digest::sha256_and_length;
 use crate::contract::pb::{CallRecord, ExportFormat, ExportManifest};
 use crate::contract::row::{
     ExportRow, NestedRow, CSV_HEADER, LEGACY_LENGTH_COLUMN, OPTIONAL_COLUMNS,
@@ -645,7 +646,6 @@ pub fn verify_archive(
     reader: impl std::io::Read,
     trusted: Option<[u8; 32]>,
 ) -> Result<ExportCheck, ExportError> {
-    use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut check = ExportCheck::default();
     let mut signed: Option<SignedManifest> = None;
@@ -669,21 +669,11 @@ pub fn verify_archive(
             entry.read_to_end(&mut bytes)?;
             export = Some((name, bytes));
         } else {
-            let mut hasher = Sha256::new();
-            let mut buffer = vec![0; 64 * 1024];
-            let mut bytes = 0;
-            loop {
-                let read = entry.read(&mut buffer)?;
-                if read == 0 {
-                    break;
-                }
-                bytes += read as u64;
-                hasher.update(&buffer[..read]);
-            }
+            let (bytes, sha256) = sha256_and_length(&mut entry)?;
             files.push(ArchivedFile {
                 name,
                 bytes,
-                sha256: hex::encode(hasher.finalize()),
+                sha256,
             });
         }
     }

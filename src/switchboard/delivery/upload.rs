@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::endpoints::{AfterFailure, EndpointChoice, RecordsEndpoints};
 use crate::contract::connect::{connect, error_chain, RecordsClient};
+use crate::contract::digest::sha256_and_length;
 use crate::contract::pb::{
     upload_recording_request, RecordingFinished, RecordingUpload, UploadRecordingRequest,
 };
@@ -205,18 +205,7 @@ fn scan(dir: &Path) -> io::Result<Vec<Waiting>> {
 
 /// The length and SHA-256 (hex) of the file at `path`.
 fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; CHUNK];
-    let mut length = 0;
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            return Ok((length, hex::encode(hasher.finalize())));
-        }
-        length += read as u64;
-        hasher.update(&buffer[..read]);
-    }
+    sha256_and_length(std::fs::File::open(path)?)
 }
 
 /// Sends the declaration, then the file in chunks, into `sender` (a blocking thread).

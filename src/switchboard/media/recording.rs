@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,13 +23,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::codec::{Codec, Law};
 use super::g722;
 use super::spare_files::{links_unsupported, PoolLimits, SpareFiles};
 use crate::config::RecordAudio;
+use crate::contract::digest::sha256_and_length;
 
 /// Frames the queue may hold: one second of 5,000 callers hearing the
 /// warning (50 frames a second each), so the writer may stall that long —
@@ -1054,22 +1054,14 @@ fn seal_files(inbox: &Mutex<Receiver<SealJob>>, healthy: &AtomicBool) {
 }
 
 /// Syncs the closed file to disk if `sync`, and returns its SHA-256 and length.
-fn seal(file: &File, sync: bool) -> std::io::Result<(String, u64)> {
+fn seal(mut file: &File, sync: bool) -> std::io::Result<(String, u64)> {
     if sync {
         file.sync_all()?;
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read_at(&mut buf, bytes)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), bytes))
+    // The writer left the file's offset at its end.
+    file.rewind()?;
+    let (bytes, sha256) = sha256_and_length(file)?;
+    Ok((sha256, bytes))
 }
 
 fn now_ms() -> i64 {
