@@ -14,6 +14,8 @@ use courtline::records::service::OpenedService;
 use courtline::records::store::SqlStore;
 use courtline::records::web::{serve, WebSettings};
 use sqlx::Row;
+
+use super::percentile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -98,12 +100,6 @@ fn encode(text: &str) -> String {
         .unwrap_or_default()
         .trim_start_matches('=')
         .to_owned()
-}
-
-/// The `p`-th percentile (0–100) of sorted `samples`, nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Measures the console's pages on `database` (filled by the caller); the generated
@@ -302,6 +298,7 @@ mod tests {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
         assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
         assert_eq!(percentile(&samples[..1], 99.0), Duration::from_millis(1));
         assert_eq!(
             dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),

@@ -239,6 +239,12 @@ fn call_event(record: &CallRecord, step: Option<Milestone>, node_seq: u64) -> No
     event(node_seq, record, kind)
 }
 
+/// The `p`-th percentile (0–100) of sorted `samples`, nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]

@@ -21,7 +21,7 @@ use courtline::records::service::{OpenedService, ServiceSettings};
 use sqlx::postgres::PgPool;
 use tokio::task::JoinHandle;
 
-use super::{call, call_event, Args, Rng, CALL_EVENTS};
+use super::{call, call_event, percentile, Args, Rng, CALL_EVENTS};
 
 /// How often the paced mode looks for chained batches: the resolution of its latencies.
 const CHAINED_POLL: Duration = Duration::from_millis(10);
@@ -412,17 +412,14 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
         each_second.join(" ")
     );
     latencies.sort();
-    let percentile = |share: f64| {
-        let index = ((latencies.len() as f64 * share).ceil() as usize).clamp(1, latencies.len());
-        latencies[index - 1].as_secs_f64() * 1000.0
-    };
+    let ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1000.0;
     println!(
         "acknowledged to chained, {} batches (seen within {} ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         latencies.len(),
         CHAINED_POLL.as_millis(),
-        percentile(0.5),
-        percentile(0.99),
-        percentile(1.0),
+        ms(50.0),
+        ms(99.0),
+        ms(100.0),
     );
     Ok(())
 }
