@@ -449,8 +449,9 @@ async fn staging_is_idempotent_across_services_and_refuses_a_different_event_und
     assert_eq!(a.backlog().await.unwrap(), 0);
 }
 
-/// Staging looks a batch's keys up by one range from its least to its greatest key:
-/// the events in the gaps between them, staged or chained, are no part of the batch.
+/// Staging looks a dense batch's keys up by one range from its least to its greatest
+/// key, and a sparse one key by key: either way the events in the gaps between them,
+/// staged or chained, are no part of the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_gaps_in_its_keys_is_judged_by_its_own_keys_only() {
     let Some(db) = postgres_db().await else {
