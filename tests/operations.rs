@@ -169,6 +169,12 @@ impl ServeChild {
     /// Starts `courtline serve` with an embedded records service, a 20 s
     /// warning and `drain_timeout_s`.
     async fn draining_in(rtp_ports: (u16, u16), drain_timeout_s: u32) -> ServeChild {
+        ServeChild::with_sip(rtp_ports, &format!("drain_timeout_s = {drain_timeout_s}")).await
+    }
+
+    /// Starts `courtline serve` with an embedded records service, a 20 s
+    /// warning and `sip` added to its `[sip]` section.
+    async fn with_sip(rtp_ports: (u16, u16), sip: &str) -> ServeChild {
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("prompt.wav");
         write_test_prompt(&wav, 20_000);
@@ -180,7 +186,7 @@ impl ServeChild {
 [sip]
 listen = "127.0.0.1:0"
 retry_after_s = 7
-drain_timeout_s = {drain_timeout_s}
+{sip}
 {node}[prompts.test]
 file = "{wav}"
 [[lines]]
@@ -276,6 +282,25 @@ async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normall
     // The refusal is logged (and recorded) as such.
     wait_for_log(&serve.log, "switchboard draining for shutdown", 1).await;
     assert!(!reasons.contains(&"shutdown".to_string()), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_that_waited_past_max_setup_wait_is_shed_with_503() {
+    let serve = ServeChild::with_sip((38600, 38699), "max_setup_wait_ms = 300").await;
+    // A stalled switchboard (here stopped outright) finds the INVITE queued for
+    // a second when it reads it: far too late to answer it with a call.
+    serve.signal("STOP");
+    let stale = Caller::new(serve.sip).await;
+    stale.invite("02112368", "0").await;
+    sleep(Duration::from_secs(1)).await;
+    serve.signal("CONT");
+    let shed = stale.sip.expect_status(503, Duration::from_secs(5)).await;
+    assert_eq!(shed.header("retry-after"), Some("7"));
+    wait_for_log(&serve.log, "switchboard overloaded", 1).await;
+
+    // Caught up, the next caller is answered and hears the warning.
+    let mut fresh = caller_hearing_the_warning(serve.sip).await;
+    fresh.hang_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,9 @@ pub struct InviteFacts<'a> {
     /// courtline's id for the call, made by the adapter (a UUIDv7 needs the
     /// clock and randomness).
     pub call_id: &'a str,
+    /// How long the INVITE waited inside courtline between being read off the
+    /// socket and admission (zero when it was not noted: TCP, TLS).
+    pub waited: Duration,
 }
 
 /// When the INVITE arrived, on both clocks, read once by the adapter.
@@ -164,6 +167,9 @@ pub enum Refused {
     Authentication(&'static str),
     /// The records spool cannot be written and `on_spool_failure = "reject"` (503).
     SpoolUnwritable,
+    /// The INVITE waited longer than `[sip] max_setup_wait_ms` to be admitted:
+    /// the switchboard is overloaded (503).
+    Overloaded,
     /// `max_calls` calls are up (503).
     Full,
     /// The switchboard is shutting down and takes no new calls (503).
@@ -196,6 +202,9 @@ impl fmt::Display for Refused {
                 "records spool cannot be written ([records] on_spool_failure = \"reject\")",
             ),
             Refused::Full => f.write_str("switchboard full"),
+            Refused::Overloaded => f.write_str(
+                "switchboard overloaded: the INVITE waited longer than [sip] max_setup_wait_ms to be admitted",
+            ),
             Refused::Draining => f.write_str("switchboard draining for shutdown"),
             Refused::RecordingUnwritable => f.write_str(
                 "call recordings cannot be written ([recording] on_failure = \"reject\")",
@@ -263,6 +272,12 @@ impl Admission<'_> {
         // Shutting down: send the caller elsewhere before anything else (no challenge either).
         if self.draining {
             return self.unavailable(Refused::Draining, facts);
+        }
+        // Overloaded: a 503 now costs little and sends the caller elsewhere; a
+        // 200 OK seconds late would have the caller retransmit into the queue.
+        let max_wait = self.config.sip.max_setup_wait_ms;
+        if max_wait > 0 && invite.waited > Duration::from_millis(max_wait) {
+            return self.unavailable(Refused::Overloaded, facts);
         }
         let mut authenticated_as = None;
         // A probe's signature is as good as a password.
@@ -625,6 +640,8 @@ after_hours = { prompt = ["zh", "closed"] }
         spool_healthy: bool,
         recording_healthy: bool,
         draining: bool,
+        /// How long the INVITE waited before admission.
+        waited: Duration,
         active: Arc<AtomicUsize>,
         now: Now,
     }
@@ -662,6 +679,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 spool_healthy: true,
                 recording_healthy: true,
                 draining: false,
+                waited: Duration::ZERO,
                 active: Arc::new(AtomicUsize::new(0)),
                 now: Now {
                     wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -710,6 +728,7 @@ after_hours = { prompt = ["zh", "closed"] }
                 request,
                 origin: Some(origin),
                 call_id: "0190-call",
+                waited: self.waited,
             };
             let slot = CallSlot::take(&self.active, self.config.sip.max_calls);
             admission.decide(&invite, slot, self.now)
@@ -1042,6 +1061,33 @@ after_hours = { prompt = ["zh", "closed"] }
         assert_eq!(sb.in_use(), 0);
         sb.draining = false;
         // 192.0.2.0/24 is exempt from authentication: admitted once not draining.
+        admitted(sb.decide_from("192.0.2.5:5060", &invite(LINE, SDP, OFFER)));
+    }
+
+    #[test]
+    fn an_invite_that_waited_too_long_is_shed_with_503_and_frees_the_slot() {
+        let mut sb = Switchboard::with_auth();
+        // The default limit: one second inside courtline before admission.
+        assert_eq!(sb.config.sip.max_setup_wait_ms, 1000);
+        sb.waited = Duration::from_millis(1000);
+        let in_time = admitted(sb.decide_from("192.0.2.5:5060", &invite(LINE, SDP, OFFER)));
+        sb.waited = Duration::from_millis(1001);
+        // Shed before anything else costs: no challenge, no line look-up.
+        for (source, line) in [
+            ("192.0.2.5:5060", LINE),
+            ("203.0.113.9:5060", LINE),
+            (CALLER, "09999999"),
+        ] {
+            let r = refusal(sb.decide_from(source, &invite(line, SDP, OFFER)));
+            assert_eq!(code(&r), 503);
+            assert_eq!(r.reason, Refused::Overloaded);
+            assert_eq!(header_lines(&r.headers), ["Retry-After: 17"]);
+        }
+        assert_eq!(sb.in_use(), 1, "only the admitted call holds a slot");
+        drop(in_time);
+        // 0 turns shedding off, however long the wait.
+        sb.config.sip.max_setup_wait_ms = 0;
+        sb.waited = Duration::from_secs(30);
         admitted(sb.decide_from("192.0.2.5:5060", &invite(LINE, SDP, OFFER)));
     }
 

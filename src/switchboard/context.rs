@@ -17,6 +17,7 @@ use super::media::ports::RtpPorts;
 use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
 use super::metrics::Metrics;
+use super::sip::arrivals::SetupArrivals;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::TrustedProxies;
 use super::sip::inbound_auth::InboundAuth;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Set on SIGTERM: new calls (and OPTIONS) are answered 503 while calls in progress finish.
     pub draining: Arc<AtomicBool>,
+    /// When each new call's INVITE was read off the UDP socket (`[sip] max_setup_wait_ms`).
+    pub arrivals: Arc<SetupArrivals>,
     /// The `courtline_*` metrics.
     pub metrics: Arc<Metrics>,
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
@@ -22,6 +23,7 @@ use super::health::Readiness;
 use super::live::{applied_event, decide, Changes, LiveConfig, Requester, RestartNeeded};
 use super::media::engine::{EngineConfig, MediaEngine};
 use super::metrics::{Metrics, Snapshot};
+use super::sip::arrivals::{top_branch, SetupArrivals};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::{Origin, TrustedProxies, FORWARDED_HEADER};
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
@@ -134,8 +136,10 @@ impl Switchboard {
                 .behind(proxies.clone()),
             metrics.clone(),
         );
-        let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
-            Arc::new(GuardedUdpSocket::new(socket, shield.clone()));
+        let arrivals = Arc::new(SetupArrivals::default());
+        let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> = Arc::new(
+            GuardedUdpSocket::new(socket, shield.clone()).noting_arrivals(arrivals.clone()),
+        );
         let inbound_auth = InboundAuth::new(config.sip.inbound_auth.clone())
             .map_err(|e| SwitchboardError::Stack(e.to_string()))?;
         let stack_token = shutdown.child_token();
@@ -277,6 +281,7 @@ impl Switchboard {
                 proxies,
                 shutdown,
                 draining: Arc::new(AtomicBool::new(false)),
+                arrivals,
                 metrics,
             }),
             endpoint,
@@ -665,10 +670,20 @@ async fn admit(shared: &Arc<Shared>, mut tx: Transaction) -> rsipstack::Result<(
     // Time-ordered (UUIDv7): the records indexes keyed on call ids grow at their end
     // instead of dirtying a random page per event.
     let call_id = uuid::Uuid::now_v7().to_string();
+    let waited = tx
+        .original
+        .via_header()
+        .ok()
+        .and_then(|via| top_branch(via.value()))
+        .and_then(|branch| shared.arrivals.take(branch))
+        .map_or(Duration::ZERO, |read| {
+            now.monotonic.saturating_duration_since(read)
+        });
     let invite = InviteFacts {
         request: &tx.original,
         origin: origin.as_ref(),
         call_id: &call_id,
+        waited,
     };
     // This call's configuration, kept to its end whatever reloads come meanwhile.
     let live = shared.live();
@@ -777,6 +792,12 @@ async fn refuse(
     match reason {
         Refused::SpoolUnwritable => {
             tracing::error!(line = %dialled, %caller, code, "{reason}");
+        }
+        Refused::Overloaded => {
+            // Thousands a second when it happens: the log gets one line a second.
+            if shared.arrivals.may_warn() {
+                warn!(line = %dialled, %caller, code, "{reason}; answering 503 to such INVITEs (courtline_calls_total{{reason=\"rejected\"}} counts them)");
+            }
         }
         Refused::Authentication(_)
         | Refused::Draining

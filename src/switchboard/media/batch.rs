@@ -280,6 +280,40 @@ pub fn send_to(fd: RawFd, data: &[u8], to: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// Receives one datagram into `buf` without blocking (a `WouldBlock` error
+/// when none is waiting), with its source and its kernel arrival time
+/// (CLOCK_REALTIME, ns) if the socket has `SO_TIMESTAMPNS`. For sockets whose
+/// datagrams may be larger than [`SLOT_LEN`] (SIP).
+pub fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<i128>)> {
+    let mut control = [0u8; CONTROL_LEN];
+    // SAFETY: plain C structs for which all-zero is a valid value.
+    let (mut addr, mut hdr) =
+        unsafe { (zeroed::<libc::sockaddr_storage>(), zeroed::<libc::msghdr>()) };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    hdr.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = CONTROL_LEN as _;
+    // SAFETY: the header points at `addr`, `iov` (into `buf`) and `control`,
+    // all of which outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut hdr, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = sockaddr_to_std(&addr).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram from an address family other than IPv4 or IPv6",
+        )
+    })?;
+    Ok((n as usize, from, receive_timestamp(&hdr)))
+}
+
 /// Asks the kernel to stamp each received datagram with its arrival time.
 pub fn enable_receive_timestamps(fd: RawFd) -> io::Result<()> {
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)

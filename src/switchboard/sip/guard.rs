@@ -21,11 +21,15 @@ use std::str::FromStr;
 
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Method, SipMessage};
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::arrivals::{new_call_branch, SetupArrivals};
 use super::shield::{BanReason, Decision, NewBan, Shield};
 use super::ALLOW;
+use crate::switchboard::media::batch::{enable_receive_timestamps, recv_one};
 use crate::switchboard::metrics::Metrics;
 
 /// Option tags (RFC 3261 §8.2.2.3) courtline implements; a `Require` naming
@@ -803,6 +807,9 @@ pub struct GuardedUdpSocket {
     socket: Arc<UdpSocket>,
     /// ACLs, rate limits and bans, shared with the stream transports.
     shield: SharedShield,
+    /// Where a new call's INVITE is noted as read, for admission to tell how
+    /// long it waited; `None`: not noted.
+    arrivals: Option<Arc<SetupArrivals>>,
 }
 
 impl GuardedUdpSocket {
@@ -811,7 +818,18 @@ impl GuardedUdpSocket {
         GuardedUdpSocket {
             socket: Arc::new(socket),
             shield,
+            arrivals: None,
         }
+    }
+
+    /// Notes in `arrivals` when each new call's INVITE arrived (the kernel
+    /// stamps each datagram for it).
+    pub fn noting_arrivals(mut self, arrivals: Arc<SetupArrivals>) -> GuardedUdpSocket {
+        if let Err(e) = enable_receive_timestamps(self.socket.as_raw_fd()) {
+            tracing::warn!(error = %e, "the SIP socket gives no arrival times: an INVITE's wait is counted from when courtline reads it");
+        }
+        self.arrivals = Some(arrivals);
+        self
     }
 
     /// Runs the shield on a datagram: true to go on inspecting it.
@@ -830,6 +848,17 @@ impl GuardedUdpSocket {
     }
 }
 
+/// How long a datagram the kernel stamped at `arrived_ns` (CLOCK_REALTIME)
+/// has been queued: zero without a stamp, or when the clock was stepped back.
+fn queued_for(arrived_ns: Option<i128>) -> std::time::Duration {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128);
+    arrived_ns
+        .and_then(|arrived| u64::try_from(now_ns - arrived).ok())
+        .map_or(std::time::Duration::ZERO, std::time::Duration::from_nanos)
+}
+
 /// The 403 for a request from an untrusted source (dropped for responses and ACKs).
 pub(crate) fn forbidden(message: &[u8]) -> Verdict {
     respond_or_drop(message, "403 Forbidden", "source not in a trusted network")
@@ -841,12 +870,26 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
         loop {
             // Leave room to insert a Content-Length header.
             let room = buf.len().saturating_sub(64);
-            let (len, from) = self.socket.recv_from(&mut buf[..room]).await?;
+            let (len, from, arrived_ns) = self
+                .socket
+                .async_io(Interest::READABLE, || {
+                    recv_one(self.socket.as_raw_fd(), &mut buf[..room])
+                })
+                .await?;
             if !self.admitted(&buf[..len], from).await {
                 continue;
             }
             match inspect(buf, len) {
-                Verdict::Pass(len) => return Ok((len, from)),
+                Verdict::Pass(len) => {
+                    if let (Some(arrivals), Some(branch)) =
+                        (&self.arrivals, new_call_branch(&buf[..len]))
+                    {
+                        // Time spent in the socket's queue counts too: a
+                        // stalled process reads minutes-old INVITEs at once.
+                        arrivals.note(branch, queued_for(arrived_ns));
+                    }
+                    return Ok((len, from));
+                }
                 Verdict::Reject(response) => {
                     tracing::info!(%from, status = %status_of(&response), reason = %warning_of(&response), "SIP request refused before the stack");
                     if let Err(e) = self.socket.send_to(&response, from).await {

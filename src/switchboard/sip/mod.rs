@@ -7,6 +7,7 @@
 //! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
 //! - `dialog_states`: one rsipstack dialog-state channel, routed to each dialog's call.
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
+//! - `arrivals`: when each new call's INVITE was read, for shedding calls under overload.
 //! - `stream_guard`: the shield on TCP and TLS (at accept and per message).
 //! - `invite_outcome`: an INVITE's outcome; once answered, only its ACK is kept (not its transaction).
 //! - `leg`: small conversions between rsipstack types and courtline's.
@@ -14,6 +15,7 @@
 //! - `registration`: courtline registered as an account on the court's PBX.
 //! - `session_timer`: RFC 4028 negotiation and timing (sans-IO).
 
+pub mod arrivals;
 pub(crate) mod dialog_states;
 pub mod forwarded;
 pub mod guard;
