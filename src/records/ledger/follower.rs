@@ -75,12 +75,12 @@ impl Ledger {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Applies the derived changes of the next [`PAGE`] chained events past the
+    /// Applies the derived changes of the next `limit` chained events past the
     /// watermark, with the new watermark, in one transaction.
-    pub async fn apply_derived_page(&self) -> Result<Applied, LedgerError> {
+    pub async fn apply_derived_page(&self, limit: u32) -> Result<Applied, LedgerError> {
         let store = &self.inner.store;
         let from = store.derived_through().await?;
-        let events = store.events_after(from, PAGE).await?;
+        let events = store.events_after(from, limit).await?;
         let Some(through) = events.last().map(|event| event.seq) else {
             return Ok(Applied::Events(0));
         };
@@ -111,7 +111,7 @@ impl Ledger {
     /// when they do): for what is decided from them as of the chain's head.
     pub async fn apply_derived_through(&self, through: i64) -> Result<(), LedgerError> {
         while self.inner.store.derived_through().await? < through {
-            if self.apply_derived_page().await? == Applied::Events(0) {
+            if self.apply_derived_page(PAGE).await? == Applied::Events(0) {
                 break;
             }
         }
@@ -125,7 +125,7 @@ impl Ledger {
 pub async fn run(ledger: Ledger, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
-        let applied = match ledger.apply_derived_page().await {
+        let applied = match ledger.apply_derived_page(PAGE).await {
             Ok(applied) => applied,
             Err(error) => {
                 warn!(%error, "the follower could not write the derived tables; retrying");
