@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
 use courtline::contract::pb::node_event::Kind;
-use courtline::contract::pb::{CallState, Milestone};
 use courtline::contract::pb::{
     AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
 };
+use courtline::contract::pb::{CallState, Milestone};
 use courtline::records::chain::HashAlgorithm;
 use courtline::records::ledger::follower::{self, Applied};
 use courtline::records::ledger::sequencer::plan;

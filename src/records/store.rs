@@ -1008,8 +1008,13 @@ impl SqlStore {
         self.sql("UPDATE caller_name_index SET through_seq = through_seq")
             .execute(&mut tx, operation)
             .await?;
+        // The calls stored so far: on PostgreSQL those of the events up to the derived
+        // tables' watermark (a shared database's follower may not have written the rest).
         let head = self
-            .sql("SELECT COALESCE(MAX(seq), 0) AS head FROM events")
+            .sql(match self.backend {
+                Backend::Sqlite => "SELECT COALESCE(MAX(seq), 0) AS head FROM events",
+                Backend::Postgres => "SELECT through_seq AS head FROM derived_through",
+            })
             .fetch_in(&mut tx, operation)
             .await?;
         let head: i64 = match head.first() {
@@ -1726,9 +1731,7 @@ impl Store for SqlStore {
         }
         self.write_rows(&mut tx, &INSERT_EVENTS, "", &events, operation)
             .await?;
-        let derive_here = self
-            .derive_in_append(&mut tx, head_before, &tail)
-            .await?;
+        let derive_here = self.derive_in_append(&mut tx, head_before, &tail).await?;
         if derive_here {
             self.apply_changes(&mut tx, changes.iter()).await?;
             if let Some((seq, _)) = tail {
@@ -1736,8 +1739,11 @@ impl Store for SqlStore {
             }
         } else {
             // A follower writes the derived tables after the chain (`derived`).
-            self.apply_changes(&mut tx, changes.iter().filter(|change| !change.is_derived()))
-                .await?;
+            self.apply_changes(
+                &mut tx,
+                changes.iter().filter(|change| !change.is_derived()),
+            )
+            .await?;
         }
         tx.commit(operation).await?;
         Ok(tail)

@@ -715,8 +715,7 @@ impl Ledger {
         let signed_out = &signed;
         // The finished calls among the changes, for the pattern alerts once committed.
         let finished = std::sync::Mutex::new(Vec::new());
-        let watching =
-            self.inner.finished_calls.get().is_some() && !self.derived_by_follower();
+        let watching = self.inner.finished_calls.get().is_some() && !self.derived_by_follower();
         let finished_out = &finished;
         // Chained onto the head as stored, which another service sharing the database
         // may have moved since this one last appended.
