@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use courtline::contract::connect::{connect, ClientOptions, RecordsClient};
 use courtline::contract::pb::node_event::Kind;
-use courtline::contract::pb::Milestone;
 use courtline::contract::pb::{
     AccessEntry, ListCallsRequest, ListGapsRequest, LogEventsRequest, VerifyRequest,
 };
+use courtline::contract::pb::{CallState, Milestone};
 use courtline::records::chain::HashAlgorithm;
+use courtline::records::ledger::follower::{self, Applied};
 use courtline::records::ledger::sequencer::plan;
 use courtline::records::ledger::signing::RecordsKey;
 use courtline::records::ledger::staging::{self, Staging};
@@ -299,6 +300,14 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
         assert_eq!(node.events, 1 + 4 * u64::from(CALLS), "{node:?}");
         assert_eq!(node.highest_seq, node.events, "{node:?}");
     }
+    // B's follower took over from A's watermark: every call's row once, each ended.
+    let store = SqlStore::open(&db.url).await.unwrap();
+    derived_at_head(&store).await;
+    let states = table_rows(&db, "calls", &["state"], "call_id").await;
+    assert_eq!(states.len(), (NODES * CALLS) as usize);
+    let ended = (CallState::Ended as i32).to_string();
+    assert!(states.iter().all(|state| *state == ended), "{states:?}");
+    store.close().await;
     for service in [&a, &b] {
         let report = service
             .client()
@@ -769,4 +778,124 @@ async fn drain_against_one_at_a_time(db: Db, other: Db) {
 /// Call `n`'s caller number as [`record`] makes it.
 fn record_number(n: u32) -> String {
     record(n).caller_number
+}
+
+/// Waits (10 s at most) until the derived tables of `store` hold its chain's head: what a
+/// reader of a shared database sees a moment after the events are chained.
+async fn derived_at_head(store: &dyn Store) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = store.head().await.unwrap().map_or(0, |event| event.seq);
+        let derived = store.derived_through().await.unwrap();
+        if derived >= head {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the derived tables hold #{derived}, the chain is at #{head}"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// In a shared database the follower writes calls, the dashboard figures and
+/// `caller_days` after the chain. Stopped between two of its transactions, raced by a
+/// second service's, and taken over by that one's follower task, it leaves exactly what
+/// the chaining transaction of a lone service leaves for the same events (each call
+/// once), and a switchboard's restart still marks the calls it left open interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_leaves_what_the_chaining_transaction_leaves_after_a_stop_and_a_takeover() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let other = postgres_db().await.unwrap();
+    let key = db.dir.path().join("deployment-signing.key");
+    let (sequencer, store) = ledger(&db, &key).await;
+    let (standby, _) = ledger(&db, &key).await;
+    for service in [&sequencer, &standby] {
+        service.derive_by_follower();
+    }
+    let (lone, lone_store) = ledger(&other, &key).await;
+    // sb-1: six whole calls; sb-2: calls 7 and 8 left open by a restart.
+    let sb1 = numbered("sb-1", 1, complete_calls(1..=6));
+    let mut sb2 = vec![
+        milestone(7, Milestone::Received),
+        milestone(7, Milestone::Answered),
+        milestone(8, Milestone::Received),
+        node_started(),
+    ];
+    sb2 = numbered("sb-2", 1, sb2);
+    let drains = [
+        vec![sb1[..10].to_vec(), sb2[..3].to_vec()],
+        vec![sb1[10..].to_vec(), sb2[3..].to_vec()],
+    ];
+    let ingest = |ledger: &Ledger, drain: &[Vec<_>]| {
+        let (ledger, drain) = (ledger.clone(), drain.to_vec());
+        async move {
+            let outcomes = ledger.ingest_batches(drain, |_| None).await.unwrap();
+            assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        }
+    };
+
+    ingest(&sequencer, &drains[0]).await;
+    ingest(&lone, &drains[0]).await;
+    // Chained, not derived yet: no call row.
+    let head = sequencer.head().await.0;
+    let from = store.derived_through().await.unwrap();
+    assert!(from < head, "derived #{from}, head #{head}");
+    assert!(table_rows(&db, "calls", &["call_id"], "call_id")
+        .await
+        .is_empty());
+    // The follower stops after one transaction of five events ...
+    assert_eq!(
+        sequencer.apply_derived_page(5).await.unwrap(),
+        Applied::Events(5)
+    );
+    assert_eq!(store.derived_through().await.unwrap(), from + 5);
+    // ... two services then apply the next pages at once: each page is written once.
+    let (a, b) = tokio::join!(
+        sequencer.apply_derived_page(3),
+        standby.apply_derived_page(3)
+    );
+    let moved = [a.unwrap(), b.unwrap()]
+        .iter()
+        .map(|applied| match applied {
+            Applied::Events(events) => *events as i64,
+            _ => 0,
+        })
+        .sum::<i64>();
+    assert_eq!(store.derived_through().await.unwrap(), from + 5 + moved);
+    // The restart is decided from rows that hold the chain up to it.
+    ingest(&sequencer, &drains[1]).await;
+    ingest(&lone, &drains[1]).await;
+    // The standby takes over: its follower resumes from the watermark.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let following = tokio::spawn(follower::run(standby.clone(), async {
+        let _ = stopped.await;
+    }));
+    derived_at_head(store.as_ref()).await;
+    let _ = stop.send(());
+    following.await.unwrap();
+
+    // A lone service's appends keep the watermark at their head.
+    assert_eq!(
+        lone_store.derived_through().await.unwrap(),
+        lone.head().await.0
+    );
+    let (left, right) = (projections(&db).await, projections(&other).await);
+    assert_eq!(left, right);
+    assert_eq!(left[0].len(), 8, "{:?}", left[0]);
+    for n in [7, 8] {
+        let call = store.get_call(&call_id(n)).await.unwrap().unwrap();
+        assert_eq!(call.state, CallState::Interrupted as i32, "call {n}");
+    }
+    let trusted = [RecordsKey::load_or_create(&key)
+        .unwrap()
+        .public_key()
+        .to_bytes()];
+    for store in [store, lone_store] {
+        let report = verify(store.as_ref(), &trusted, None).await.unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!(report.calls_checked, 8, "{report:?}");
+    }
 }

@@ -314,6 +314,8 @@ impl OpenedService {
             }
         }
         let staging = Staging::open(database, self.ledger.algorithm()).await?;
+        // The sequencer's follower writes calls and the figures after the chain.
+        self.ledger.derive_by_follower();
         self.server.staging = Some(staging);
         Ok(())
     }

@@ -23,7 +23,8 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +33,7 @@ use sqlx::{AnyPool, Arguments, Executor, Row};
 
 mod bulk;
 mod caller_days;
+mod derived;
 
 use self::bulk::{RowSink, TableRow, Writer};
 pub use self::caller_days::{CallerDays, PatternMatchRow};
@@ -278,10 +280,34 @@ pub enum Change {
     PutReport(ReportRow),
     /// Write a chained `PatternMatched` event's row (`pattern_matches`).
     PutPatternMatch(PatternMatchRow),
+    /// Mark a report's call reported (`has_report`), and count its first version in the
+    /// dashboard figures and `caller_days`: the report's effect on the call's row.
+    MarkReported(ReportRow),
+    /// Mark a call as having a recording kept in the evidence store (`has_recording`),
+    /// if its recording row says it is stored by now.
+    MarkRecorded {
+        /// The call.
+        call_id: String,
+    },
     /// Delete switchboard events from staging (a shared PostgreSQL database,
     /// `super::ledger::staging`) in the transaction that chains them, so an event
     /// leaves staging exactly when it is on the chain, in one commit.
     Unstage(Vec<StagedRun>),
+}
+
+impl Change {
+    /// Whether it writes the tables derived from the chain (calls, the dashboard
+    /// figures, `caller_days`): in a shared database the follower writes those, after
+    /// the chain, in chain order ([`Store::apply_derived`]).
+    pub fn is_derived(&self) -> bool {
+        matches!(
+            self,
+            Change::UpsertCall(_)
+                | Change::FlagCall { .. }
+                | Change::MarkReported(_)
+                | Change::MarkRecorded { .. }
+        )
+    }
 }
 
 /// Consecutive sequence numbers of one switchboard, every one of them taken from
@@ -506,6 +532,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + CallerDays {
     /// the last committed event's position and hash (`None`: `chain` made nothing).
     /// The head is read where it is written, so several services never fork the chain.
     async fn append(&self, chain: ChainOnto<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// From now on appends leave the derived tables ([`Change::is_derived`], the name
+    /// index) to [`Store::apply_derived`]: a shared database's follower writes them.
+    fn derive_by_follower(&self);
+    /// The last chain position whose effects the derived tables hold.
+    async fn derived_through(&self) -> Result<i64, StoreError>;
+    /// Applies `changes`, the derived effects of the events after `from` through
+    /// `through`, and moves the watermark to `through`, in one transaction — if it is
+    /// still at `from` (`false`: another writer moved it; nothing was written).
+    async fn apply_derived(
+        &self,
+        from: i64,
+        through: i64,
+        changes: &[Change],
+    ) -> Result<bool, StoreError>;
     /// One page of calls matching `query`, and the token for the next page.
     async fn list_calls(
         &self,
@@ -669,6 +709,8 @@ pub struct SqlStore {
     writer_pool: Option<sqlx::PgPool>,
     /// The location as given (without password), for logs and errors.
     location: String,
+    /// Whether a follower writes the derived tables ([`Store::derive_by_follower`]).
+    derived_by_follower: Arc<AtomicBool>,
 }
 
 /// Turns a configured location into (backend, URL sqlx understands).
@@ -790,6 +832,7 @@ impl SqlStore {
             backend,
             writer_pool,
             location,
+            derived_by_follower: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -965,8 +1008,13 @@ impl SqlStore {
         self.sql("UPDATE caller_name_index SET through_seq = through_seq")
             .execute(&mut tx, operation)
             .await?;
+        // The calls stored so far: on PostgreSQL those of the events up to the derived
+        // tables' watermark (a shared database's follower may not have written the rest).
         let head = self
-            .sql("SELECT COALESCE(MAX(seq), 0) AS head FROM events")
+            .sql(match self.backend {
+                Backend::Sqlite => "SELECT COALESCE(MAX(seq), 0) AS head FROM events",
+                Backend::Postgres => "SELECT through_seq AS head FROM derived_through",
+            })
             .fetch_in(&mut tx, operation)
             .await?;
         let head: i64 = match head.first() {
@@ -1675,6 +1723,7 @@ impl Store for SqlStore {
                 read_head(self.sql(head_sql).fetch_in(&mut tx, operation).await?)?
             }
         };
+        let head_before = head.as_ref().map_or(0, |(seq, _)| *seq);
         let (events, changes) = chain(head)?;
         let tail = events.last().map(|last| (last.seq, last.hash.clone()));
         if tail.is_none() && changes.is_empty() {
@@ -1682,33 +1731,39 @@ impl Store for SqlStore {
         }
         self.write_rows(&mut tx, &INSERT_EVENTS, "", &events, operation)
             .await?;
-        // Consecutive upserts go in multi-row statements; a call appears at most once in
-        // each (PostgreSQL refuses to update one row twice in a statement), keeping its last state.
-        let mut upserts: Vec<&CallRow> = Vec::new();
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        for change in &changes {
-            match change {
-                Change::UpsertCall(row) => match position.entry(&row.record.call_id) {
-                    Entry::Occupied(held) => upserts[*held.get()] = row,
-                    Entry::Vacant(slot) => {
-                        slot.insert(upserts.len());
-                        upserts.push(row);
-                    }
-                },
-                other => {
-                    self.upsert_calls(&mut tx, &upserts).await?;
-                    upserts.clear();
-                    position.clear();
-                    self.apply(&mut tx, other).await?;
-                }
+        let derive_here = self.derive_in_append(&mut tx, head_before, &tail).await?;
+        if derive_here {
+            self.apply_changes(&mut tx, changes.iter()).await?;
+            if let Some((seq, _)) = tail {
+                self.index_names(&mut tx, seq, NAME_INDEX_EVENTS).await?;
             }
-        }
-        self.upsert_calls(&mut tx, &upserts).await?;
-        if let Some((seq, _)) = tail {
-            self.index_names(&mut tx, seq, NAME_INDEX_EVENTS).await?;
+        } else {
+            // A follower writes the derived tables after the chain (`derived`).
+            self.apply_changes(
+                &mut tx,
+                changes.iter().filter(|change| !change.is_derived()),
+            )
+            .await?;
         }
         tx.commit(operation).await?;
         Ok(tail)
+    }
+
+    fn derive_by_follower(&self) {
+        self.derived_by_follower.store(true, Ordering::Relaxed);
+    }
+
+    async fn derived_through(&self) -> Result<i64, StoreError> {
+        self.read_derived_through().await
+    }
+
+    async fn apply_derived(
+        &self,
+        from: i64,
+        through: i64,
+        changes: &[Change],
+    ) -> Result<bool, StoreError> {
+        self.apply_derived_changes(from, through, changes).await
     }
 
     async fn list_calls(
@@ -2059,7 +2114,9 @@ impl Store for SqlStore {
         let operation = "check legal hold";
         let mut sql = self.sql("SELECT (SELECT COUNT(*) FROM reports WHERE call_id = ");
         sql.bind(call_id.to_owned())
-            .push(") + (SELECT COUNT(*) FROM calls WHERE flagged = 1 AND call_id = ")
+            // From the chain, not `calls.flagged`: in a shared database a follower
+            // writes that after the chain, and a recording's fate must not wait on it.
+            .push(") + (SELECT COUNT(*) FROM events WHERE kind = 'flagged' AND call_id = ")
             .bind(call_id.to_owned())
             .push(") AS n");
         let rows = sql.fetch_all(&self.pool, operation).await?;
@@ -2473,12 +2530,48 @@ impl SqlStore {
     }
 
     /// Marks a call as having a recording kept in the evidence store (the
-    /// `has_recording` search column), whichever way the file got there.
+    /// `has_recording` search column), whichever way the file got there, once its
+    /// recording row says so: a follower applies the mark after the chain, and reads
+    /// what the recording event and any upload since left.
     async fn mark_recorded(&self, tx: &mut Writer, call_id: &str) -> Result<(), StoreError> {
-        let mut mark = self.sql("UPDATE calls SET has_recording = 1 WHERE call_id = ");
+        let mut mark = self.sql(
+            "UPDATE calls SET has_recording = 1 WHERE has_recording = 0 AND EXISTS \
+             (SELECT 1 FROM call_recordings WHERE call_recordings.call_id = calls.call_id \
+             AND call_recordings.state = 'stored') AND call_id = ",
+        );
         mark.bind(call_id.to_owned());
         mark.execute(tx, "mark recorded call").await?;
         Ok(())
+    }
+
+    /// Applies `changes` in order. Consecutive upserts go in multi-row statements; a
+    /// call appears at most once in each (PostgreSQL refuses to update one row twice in
+    /// a statement), keeping its last state.
+    async fn apply_changes<'c>(
+        &self,
+        tx: &mut Writer,
+        changes: impl Iterator<Item = &'c Change>,
+    ) -> Result<(), StoreError> {
+        let mut upserts: Vec<&CallRow> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        for change in changes {
+            match change {
+                Change::UpsertCall(row) => match position.entry(&row.record.call_id) {
+                    Entry::Occupied(held) => upserts[*held.get()] = row,
+                    Entry::Vacant(slot) => {
+                        slot.insert(upserts.len());
+                        upserts.push(row);
+                    }
+                },
+                other => {
+                    self.upsert_calls(tx, &upserts).await?;
+                    upserts.clear();
+                    position.clear();
+                    self.apply(tx, other).await?;
+                }
+            }
+        }
+        self.upsert_calls(tx, &upserts).await
     }
 
     async fn apply(&self, tx: &mut Writer, change: &Change) -> Result<(), StoreError> {
@@ -2564,9 +2657,6 @@ impl SqlStore {
                     .bind(row.last_seq)
                     .push(")");
                 sql.execute(tx, "record recording").await?;
-                if row.state == RecordingState::Stored {
-                    self.mark_recorded(tx, &row.call_id).await?;
-                }
             }
             Change::PutReport(row) => {
                 let assignments: Vec<String> = REPORT_COLUMNS
@@ -2597,6 +2687,8 @@ impl SqlStore {
                     .bind(row.last_seq)
                     .push(")");
                 version.execute(tx, "store report version").await?;
+            }
+            Change::MarkReported(row) => {
                 // Only the first version changes the row (and its partial index).
                 let mut mark =
                     self.sql("UPDATE calls SET has_report = 1 WHERE has_report = 0 AND call_id = ");
@@ -2619,8 +2711,8 @@ impl SqlStore {
                     .push(", detail = '' WHERE call_id = ")
                     .bind(call_id.clone());
                 sql.execute(tx, "record an uploaded recording").await?;
-                self.mark_recorded(tx, call_id).await?;
             }
+            Change::MarkRecorded { call_id } => self.mark_recorded(tx, call_id).await?,
             Change::PutPatternMatch(row) => self.put_pattern_match(tx, row).await?,
             Change::Unstage(runs) => {
                 for chunk in statement_chunks(runs) {

@@ -13,12 +13,13 @@
 //! tokens, purges) it appends directly. Every append reads the head under the
 //! store's append lock ([`Store::append`]), so all of them extend one chain.
 
+pub mod follower;
 pub mod patterns;
 pub mod sequencer;
 pub mod signing;
 pub mod staging;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,6 +170,11 @@ struct LedgerInner {
     ingested: AtomicU64,
     /// Where finished calls are announced for the pattern alerts, once they watch.
     finished_calls: std::sync::OnceLock<patterns::FinishedCallSender>,
+    /// Whether a follower writes the derived tables (a shared database): appends
+    /// leave them out, and finished calls are announced once the follower wrote them.
+    derived_by_follower: AtomicBool,
+    /// Woken after each commit of this ledger's: the follower's cue to look.
+    appended: tokio::sync::Notify,
 }
 
 /// The kind name stored (and hashed) with an event body.
@@ -270,6 +276,49 @@ pub fn call_effect(body: &EventBody) -> Option<CallEffect> {
         Kind::Flagged(_) => Some(CallEffect::Flag),
         _ => None,
     }
+}
+
+/// What the event at chain position `seq` (`header`, `body`) does to the tables derived
+/// from the chain ([`Change::is_derived`]): its call's row, a report's or a kept
+/// recording's mark on it. Every append writes them with its events in a lone service;
+/// in a shared database the follower ([`follower`]) applies them to the chained events
+/// after the chain, the same changes in the same order.
+pub fn derived_changes(seq: i64, header: &EventHeader, body: &EventBody) -> Vec<Change> {
+    let mut changes = Vec::new();
+    match call_effect(body) {
+        Some(CallEffect::Upsert {
+            record,
+            state,
+            node_id,
+        }) => changes.push(Change::UpsertCall(CallRow {
+            record,
+            state,
+            node_id,
+            last_seq: seq,
+        })),
+        Some(CallEffect::Flag) => changes.push(Change::FlagCall {
+            call_id: header.call_id.clone().unwrap_or_default(),
+            last_seq: seq,
+            at_ms: header.at_ms,
+        }),
+        None => {}
+    }
+    if let Some(report) = report_effect(body) {
+        changes.push(Change::MarkReported(ReportRow::of(report, seq)));
+    }
+    let recorded = match &body.kind {
+        Some(Kind::NodeEvent(event)) if matches!(event.kind, Some(NodeKind::Recording(_))) => {
+            Some(event.call_id.clone())
+        }
+        Some(Kind::RecordingStored(_)) => header.call_id.clone(),
+        _ => None,
+    };
+    changes.extend(
+        recorded
+            .filter(|call_id| !call_id.is_empty())
+            .map(|call_id| Change::MarkRecorded { call_id }),
+    );
+    changes
 }
 
 /// The row `effect` leaves, given the row before (`None`: no row yet).
@@ -381,24 +430,6 @@ impl Batch {
             ..item.header
         };
         let hash = event_hash(self.algorithm, &self.hash, &header, &digest);
-        match item.effect {
-            Some(CallEffect::Upsert {
-                record,
-                state,
-                node_id,
-            }) => self.changes.push(Change::UpsertCall(CallRow {
-                record,
-                state,
-                node_id,
-                last_seq: seq,
-            })),
-            Some(CallEffect::Flag) => self.changes.push(Change::FlagCall {
-                call_id: header.call_id.clone().unwrap_or_default(),
-                last_seq: seq,
-                at_ms: header.at_ms,
-            }),
-            None => {}
-        }
         if let Some(report) = report_effect(&item.body) {
             self.changes
                 .push(Change::PutReport(ReportRow::of(report, seq)));
@@ -411,6 +442,8 @@ impl Batch {
             Change::PutPatternMatch(row) => Change::PutPatternMatch(PatternMatchRow { seq, ..row }),
             other => other,
         }));
+        self.changes
+            .extend(derived_changes(seq, &header, &item.body));
         self.events.push(StoredEvent {
             seq,
             header,
@@ -429,8 +462,6 @@ struct Pending {
     header: EventHeader,
     /// The body to store.
     body: EventBody,
-    /// The per-call change it causes, with `last_seq` filled in when chained.
-    effect: Option<CallEffect>,
     /// A change to tokens or retention that goes with it.
     change: Option<Change>,
 }
@@ -452,7 +483,6 @@ impl Pending {
                 at_ms,
                 stored_at_ms: 0,
             },
-            effect: call_effect(&body),
             body,
             change: None,
         }
@@ -508,8 +538,13 @@ impl Ledger {
                 evidence,
                 ingested: AtomicU64::new(0),
                 finished_calls: std::sync::OnceLock::new(),
+                derived_by_follower: AtomicBool::new(false),
+                appended: tokio::sync::Notify::new(),
             }),
         };
+        // A shared database's follower may have stopped short of the head: an append
+        // that writes the derived tables itself needs them at the head it extends.
+        ledger.apply_derived_through(last.seq).await?;
         Ok(ledger)
     }
 
@@ -680,7 +715,7 @@ impl Ledger {
         let signed_out = &signed;
         // The finished calls among the changes, for the pattern alerts once committed.
         let finished = std::sync::Mutex::new(Vec::new());
-        let watching = self.inner.finished_calls.get().is_some();
+        let watching = self.inner.finished_calls.get().is_some() && !self.derived_by_follower();
         let finished_out = &finished;
         // Chained onto the head as stored, which another service sharing the database
         // may have moved since this one last appended.
@@ -722,6 +757,7 @@ impl Ledger {
         let Some((seq, hash)) = self.inner.store.append(chain).await? else {
             return Ok(head.seq);
         };
+        self.inner.appended.notify_one();
         if let Some(watcher) = self.inner.finished_calls.get() {
             let finished = finished.into_inner().unwrap_or_else(|p| p.into_inner());
             watcher.announce(finished);
@@ -921,9 +957,11 @@ impl Ledger {
         }
         if restart {
             // Calls reported open before this restart (some perhaps in this very batch)
-            // can no longer end normally: store what is pending, then mark them.
+            // can no longer end normally: store what is pending, then mark them, as
+            // their rows say once they hold the chain up to here.
             self.append_locked(head, std::mem::take(pending), Sign::WhenDue)
                 .await?;
+            self.apply_derived_through(head.seq).await?;
             for call in self.inner.store.open_calls(&node_id).await? {
                 let call_id = call.call_id.clone();
                 let body = EventBody {
@@ -1205,6 +1243,9 @@ impl Ledger {
         let days = i64::from(retention_days.max(MIN_RETENTION_DAYS));
         let cutoff_ms = now_ms() - days * 24 * 3600 * 1000;
         let store = &self.inner.store;
+        // The rows it reads must hold the chain up to now: a later row of a call
+        // would otherwise come back after its purge.
+        self.apply_derived_through(self.head().await.0).await?;
         let (call_ids, on_hold) = store.expired_calls(cutoff_ms).await?;
         let events = store.count_call_events(&call_ids).await?;
         let mut response = PurgeResponse {

@@ -2,7 +2,8 @@
 //! the one holding [`super::staging::SEQUENCER_LOCK`] chains the staged switchboard
 //! events through its [`Ledger`] (the same ingest as a lone service's: duplicates,
 //! interrupted calls on a restart, reports opened by keys, recordings), deleting
-//! them from staging in the commit that chains them.
+//! them from staging in the commit that chains them; its [`follower`] writes the
+//! derived tables after the chain.
 //!
 //! [`Turns`] decides, sans-IO on virtual time, when to try for the lock and when
 //! to drain; [`plan`] cuts staged rows into ingest batches. [`run`] carries them out.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
+use super::follower;
 use super::staging::{self, StagedRow, Staging};
 use super::{Ledger, LedgerError};
 use crate::contract::MAX_BATCH;
@@ -122,12 +124,41 @@ pub fn plan(rows: Vec<StagedRow>) -> Vec<Vec<StagedRow>> {
     batches
 }
 
+/// The follower task the sequencer runs while it holds the lock, and its stop.
+struct Following {
+    /// Completes the follower's stop future.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The task.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Following {
+    /// Starts the follower of `ledger` (the derived tables, on a connection of its own).
+    fn start(ledger: &Ledger) -> Following {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(follower::run(ledger.clone(), async {
+            let _ = stopped.await;
+        }));
+        Following { stop, task }
+    }
+
+    /// Stops the follower between two of its transactions.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(join) = self.task.await {
+            error!(error = %join, "the follower task failed");
+        }
+    }
+}
+
 /// Tries for the sequencer's lock every [`LOCK_RETRY`]; while it holds it, chains what
-/// is staged. Until `stop` completes; then gives the lock up.
+/// is staged, and its follower writes the derived tables. Until `stop` completes; then
+/// gives the lock up.
 pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let mut turns = Turns::new(Instant::now());
     let mut lock = None;
+    let mut following: Option<Following> = None;
     loop {
         let due = tokio::time::Instant::from_std(turns.poll_timeout());
         tokio::select! {
@@ -138,6 +169,7 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
             Step::TryLock => match staging.try_lead().await {
                 Ok(Some(taken)) => {
                     lock = Some(taken);
+                    following = Some(Following::start(&ledger));
                     let waiting = staging.backlog().await.unwrap_or_default();
                     info!(waiting, "this records service is now the sequencer");
                     Outcome::LockTaken
@@ -164,6 +196,9 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
                     Ok(full) => Outcome::Drained { full },
                     Err(error) => {
                         warn!(%error, "the sequencer stops; a service (perhaps this one) takes over");
+                        if let Some(following) = following.take() {
+                            following.stop().await;
+                        }
                         if let Some(lock) = lock.take() {
                             lock.release().await;
                         }
@@ -173,6 +208,9 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
             }
         };
         turns.handle_outcome(outcome, Instant::now());
+    }
+    if let Some(following) = following.take() {
+        following.stop().await;
     }
     if let Some(lock) = lock.take() {
         lock.release().await;

@@ -17,8 +17,9 @@ use sqlx_core::Either;
 use super::{query_error, statement_chunks, Sql, SqlStore, StoreError};
 
 /// Connections of the native PostgreSQL pool: appends are serialised (by the ledger in
-/// a service, by the append lock across services), so one is busy at a time.
-pub(super) const WRITER_CONNECTIONS: u32 = 2;
+/// a service, by the append lock across services), so one is busy at a time, beside
+/// the follower's transaction writing the derived tables in a shared database.
+pub(super) const WRITER_CONNECTIONS: u32 = 3;
 
 /// The transaction an append (or the name index) writes in.
 pub(super) enum Writer {

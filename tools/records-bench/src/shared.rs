@@ -32,6 +32,9 @@ const BACKLOG_POLL: Duration = Duration::from_millis(500);
 /// A send later than this after its slot counts as late (the pair did not keep up).
 const LATE: Duration = Duration::from_millis(100);
 
+/// Longest the paced mode waits, once all is chained, for the derived tables to hold it.
+const DERIVED_WAIT: Duration = Duration::from_secs(60);
+
 /// Staged events not chained yet.
 async fn backlog(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM staged_events")
@@ -323,12 +326,35 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
     let mut max_backlog = (Duration::ZERO, 0);
     let mut at_window_end = None;
     let mut next_sample = started;
+    // The follower's lag: each chain head seen (position, when), until the derived
+    // tables' watermark is seen at or past it.
+    let mut heads: VecDeque<(i64, Instant)> = VecDeque::new();
+    let mut lags = Vec::new();
+    let mut all_chained = None;
     let all_chained = loop {
         tokio::time::sleep(CHAINED_POLL).await;
         let polled = Instant::now();
         let acknowledged = progress.lock().expect("progress lock").acknowledged;
         let newest = newest_chained(pool, &nodes).await?;
         let seen = Instant::now();
+        let (head, derived) = head_and_derived(pool).await?;
+        let derived_seen = Instant::now();
+        if heads.back().is_none_or(|&(last, _)| last < head) {
+            heads.push_back((head, derived_seen));
+        }
+        while let Some(&(position, chained_at)) = heads.front() {
+            if derived < position {
+                break;
+            }
+            lags.push(derived_seen.duration_since(chained_at));
+            heads.pop_front();
+        }
+        if let Some(all_chained) = all_chained {
+            if heads.is_empty() || seen.duration_since(all_chained) > DERIVED_WAIT {
+                break all_chained;
+            }
+            continue;
+        }
         let chained: u64 = newest.iter().map(|seq| seq.unwrap_or(0) as u64).sum();
         let waiting = acknowledged.saturating_sub(chained);
         let at = polled.duration_since(started);
@@ -354,7 +380,7 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
             }
         }
         if progress.finished == switchboards && progress.waiting.iter().all(VecDeque::is_empty) {
-            break seen;
+            all_chained = Some(seen);
         }
     };
     let mut late = 0;
@@ -421,7 +447,33 @@ async fn paced(pair: &Pair, pool: &PgPool, args: &Args, rate: u64) -> anyhow::Re
         ms(99.0),
         ms(100.0),
     );
+    lags.sort();
+    let lag_ms = |p: f64| percentile(&lags, p).as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        heads.is_empty() && !lags.is_empty(),
+        "the derived tables did not reach the chain's head within {} s of the last event chained",
+        DERIVED_WAIT.as_secs()
+    );
+    println!(
+        "chained to derived (the follower's lag), {} chain heads (seen within {} ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lags.len(),
+        CHAINED_POLL.as_millis(),
+        lag_ms(50.0),
+        lag_ms(99.0),
+        lag_ms(100.0),
+    );
     Ok(())
+}
+
+/// The chain's head and the derived tables' watermark (`derived_through`): both one
+/// index or row read.
+async fn head_and_derived(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE((SELECT MAX(seq) FROM events), 0), \
+                (SELECT through_seq FROM derived_through WHERE one = 1)",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Each switchboard's newest chained sequence number (`None`: none yet), by the chain's
