@@ -168,7 +168,9 @@ pub struct SipConfig {
     /// Longest a new call's INVITE (over UDP) may wait inside courtline before
     /// admission; one that waited longer gets 503 with Retry-After: an
     /// overloaded node sheds the calls it cannot answer in time instead of
-    /// answering all of them late. 0 = never shed.
+    /// answering all of them late. Below T1, so that what is admitted is
+    /// answered before the caller retransmits (BENCHMARKS.md, "Shedding calls
+    /// under overload"). 0 = never shed.
     pub max_setup_wait_ms: u64,
     /// Let the caller hear ringing this long before answering (0 = answer at once).
     pub answer_delay_ms: u64,
@@ -215,7 +217,7 @@ impl Default for SipConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
             max_calls: 500,
             retry_after_s: 30,
-            max_setup_wait_ms: 1000,
+            max_setup_wait_ms: 300,
             answer_delay_ms: 0,
             user_agent: format!("courtline/{}", env!("CARGO_PKG_VERSION")),
             t1_ms: 500,

@@ -286,7 +286,8 @@ async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normall
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_that_waited_past_max_setup_wait_is_shed_with_503() {
-    let serve = ServeChild::with_sip((38600, 38699), "max_setup_wait_ms = 300").await;
+    // The default [sip] max_setup_wait_ms (300 ms).
+    let serve = ServeChild::with_sip((38600, 38699), "").await;
     // A stalled switchboard (here stopped outright) finds the INVITE queued for
     // a second when it reads it: far too late to answer it with a call.
     serve.signal("STOP");

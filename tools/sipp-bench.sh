@@ -4,6 +4,7 @@
 #
 #   tools/sipp-bench.sh --courtline /abs/path/to/courtline --rate 600 --calls 18000 \
 #       --hold-ms 8000 --prompt-ms 5800 [--record-audio never] [--linger-s 60] [--keep-files]
+#       [--max-setup-wait-ms N]   ([sip] max_setup_wait_ms; courtline's default when not given)
 #
 # One SIPp caller (tests/sipp/caller.xml: INVITE, ACK, hang up --hold-ms after
 # the 200 OK) and one SIPp operator (tests/sipp/operator.xml: rings 1 s, then
@@ -17,7 +18,7 @@
 # here: courtline-loadgen measures that.
 set -euo pipefail
 
-courtline="" rate=600 calls=18000 hold_ms=8000 prompt_ms=5800 record=never linger_s=60 keep=no
+courtline="" rate=600 calls=18000 hold_ms=8000 prompt_ms=5800 record=never linger_s=60 keep=no max_wait=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --courtline) courtline=$2; shift 2 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --record-audio) record=$2; shift 2 ;;
     --linger-s) linger_s=$2; shift 2 ;;
     --keep-files) keep=yes; shift ;;
+    --max-setup-wait-ms) max_wait="max_setup_wait_ms = $2"; shift 2 ;;
     *) echo "sipp-bench: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +61,7 @@ max_calls = 20000
 # The SIPp operator's scenario takes INVITEs only: an OPTIONS probe would fail
 # there and mark the operator down.
 qualify_interval_s = 0
+$max_wait
 
 # Every caller is SIPp's one address, like calls from one trunk.
 [sip.shield]
@@ -149,6 +152,11 @@ fi
 
 echo "offered: $calls calls at $rate/s, hang up ${hold_ms} ms after the 200 OK, warning ${prompt_ms} ms, record_audio $record"
 echo "SIPp caller: $(stat 'SuccessfulCall(C)') succeeded, $(stat 'FailedCall(C)') failed, $(stat 'Retransmissions(C)') retransmissions"
+# Why calls failed (a shed call's 503 is an unexpected message to caller.xml).
+echo "SIPp caller failures: $(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) name[i] = $i; next }
+  { for (i in name) last[i] = $i }
+  END { for (i in name) if (name[i] ~ /^Failed.*\(C\)$/ && name[i] != "FailedCall(C)" && last[i] > 0)
+    printf "%s %s; ", name[i], last[i] }' "$dir/stat.csv")"
 echo "SIPp operator: $(stat 'SuccessfulCall(C)' "$dir/operator-stat.csv") bridged and ended, $(stat 'FailedCall(C)' "$dir/operator-stat.csv") not (a caller that hung up while it rang: its scenario counts the CANCEL as failed)"
 echo "INVITE -> 200 OK: $percentiles"
 echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss / 1024)) MB, at the last call $((end_rss / 1024)) MB, ${linger_s} s later $((linger_rss / 1024)) MB (idle $((idle_rss / 1024)) MB)"

@@ -1067,11 +1067,11 @@ after_hours = { prompt = ["zh", "closed"] }
     #[test]
     fn an_invite_that_waited_too_long_is_shed_with_503_and_frees_the_slot() {
         let mut sb = Switchboard::with_auth();
-        // The default limit: one second inside courtline before admission.
-        assert_eq!(sb.config.sip.max_setup_wait_ms, 1000);
-        sb.waited = Duration::from_millis(1000);
+        // The default limit: 300 ms inside courtline before admission.
+        assert_eq!(sb.config.sip.max_setup_wait_ms, 300);
+        sb.waited = Duration::from_millis(300);
         let in_time = admitted(sb.decide_from("192.0.2.5:5060", &invite(LINE, SDP, OFFER)));
-        sb.waited = Duration::from_millis(1001);
+        sb.waited = Duration::from_millis(301);
         // Shed before anything else costs: no challenge, no line look-up.
         for (source, line) in [
             ("192.0.2.5:5060", LINE),
