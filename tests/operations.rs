@@ -298,6 +298,40 @@ async fn an_invite_that_waited_past_max_setup_wait_is_shed_with_503() {
     let shed = stale.sip.expect_status(503, Duration::from_secs(5)).await;
     assert_eq!(shed.header("retry-after"), Some("7"));
     wait_for_log(&serve.log, "switchboard overloaded", 1).await;
+    // A load balancer's OPTIONS probe hears of it (503), until the node has
+    // kept up for a while (200).
+    let prober = SipPeer::bind().await;
+    let probe = |n: u32| {
+        RawRequest::new(
+            "OPTIONS",
+            format_args!("sip:courtline@{}", serve.sip),
+            prober.addr,
+            &format!("z9hG4bK-lb-shed-{n}"),
+        )
+        .dialog(
+            &format!("<sip:lb@{}>;tag=lb", prober.addr),
+            &format!("<sip:courtline@{}>", serve.sip),
+            &format!("lb-probe-{n}@test"),
+        )
+        .cseq(1)
+        .text()
+    };
+    prober.send(serve.sip, &probe(0)).await;
+    prober.expect_status(503, Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in 1.. {
+        prober.send(serve.sip, &probe(n)).await;
+        let answer = prober
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("an answer to OPTIONS");
+        if answer.status() == 200 {
+            break;
+        }
+        assert_eq!(answer.status(), 503, "OPTIONS while shedding");
+        assert!(Instant::now() < deadline, "OPTIONS never came back to 200");
+        sleep(Duration::from_millis(500)).await;
+    }
 
     // Caught up, the next caller is answered and hears the warning.
     let mut fresh = caller_hearing_the_warning(serve.sip).await;

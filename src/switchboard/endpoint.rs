@@ -597,9 +597,9 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
     tokio::spawn(async move {
         let result = match method {
             Method::Invite => admit(&shared, tx).await,
-            // Draining or full: a load balancer's (Kamailio's) OPTIONS probe
-            // moves new calls to other nodes before callers notice.
-            Method::Options if shared.draining() || shared.full() => {
+            // Draining, full or shedding calls: a load balancer's (Kamailio's)
+            // OPTIONS probe moves new calls to other nodes before callers notice.
+            Method::Options if shared.draining() || shared.full() || shared.arrivals.shedding() => {
                 let retry = header(
                     "Retry-After",
                     shared.live().config.sip.retry_after_s.to_string(),
@@ -794,6 +794,7 @@ async fn refuse(
             tracing::error!(line = %dialled, %caller, code, "{reason}");
         }
         Refused::Overloaded => {
+            shared.arrivals.shed();
             // Thousands a second when it happens: the log gets one line a second.
             if shared.arrivals.may_warn() {
                 warn!(line = %dialled, %caller, code, "{reason}; answering 503 to such INVITEs (courtline_calls_total{{reason=\"rejected\"}} counts them)");

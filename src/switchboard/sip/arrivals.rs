@@ -24,6 +24,11 @@ pub const KEEP: Duration = Duration::from_secs(32);
 /// through.
 pub const MOST_NOTES: usize = 200_000;
 
+/// How long after shedding a call OPTIONS keeps answering 503, so that a
+/// load balancer's probe (Kamailio's dispatcher) sees the overload and moves
+/// new calls to other nodes until a probe finds this one keeping up again.
+pub const SHED_SIGNAL: Duration = Duration::from_secs(5);
+
 /// How often the table is swept of notes older than [`KEEP`].
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -87,6 +92,8 @@ pub struct SetupArrivals {
     table: Mutex<Arrivals>,
     /// Second (since `origin`) of the last overload warning, plus one; 0: none yet.
     warned_second: AtomicU64,
+    /// Millisecond (since `origin`) of the last shed INVITE, plus one; 0: none yet.
+    shed_ms: AtomicU64,
     /// Zero point for `warned_second`.
     origin: Instant,
 }
@@ -97,6 +104,7 @@ impl Default for SetupArrivals {
         SetupArrivals {
             table: Mutex::new(Arrivals::new(now)),
             warned_second: AtomicU64::new(0),
+            shed_ms: AtomicU64::new(0),
             origin: now,
         }
     }
@@ -114,6 +122,25 @@ impl SetupArrivals {
     /// When the INVITE with `branch` was read, if noted; forgets it.
     pub fn take(&self, branch: &str) -> Option<Instant> {
         self.lock().take(branch)
+    }
+
+    /// An INVITE was just shed.
+    pub fn shed(&self) {
+        self.shed_ms.store(
+            self.origin.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether an INVITE was shed within the last [`SHED_SIGNAL`].
+    pub fn shedding(&self) -> bool {
+        match self.shed_ms.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let since = Duration::from_millis(at - 1);
+                self.origin.elapsed().saturating_sub(since) < SHED_SIGNAL
+            }
+        }
     }
 
     /// Whether an overload warning may be logged now: once a second at most,
@@ -245,6 +272,14 @@ mod tests {
         arrivals.note("one more", t0);
         assert_eq!(arrivals.len(), MOST_NOTES);
         assert_eq!(arrivals.take("one more"), None);
+    }
+
+    #[test]
+    fn shedding_is_signalled_from_the_first_shed_call() {
+        let arrivals = SetupArrivals::default();
+        assert!(!arrivals.shedding());
+        arrivals.shed();
+        assert!(arrivals.shedding());
     }
 
     #[test]
