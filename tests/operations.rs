@@ -224,6 +224,23 @@ record_audio = "never"
     }
 }
 
+/// A load balancer's OPTIONS probe number `n`, from `prober` to courtline at `sip`.
+fn options_probe(prober: &SipPeer, sip: SocketAddr, n: u32) -> String {
+    RawRequest::new(
+        "OPTIONS",
+        format_args!("sip:courtline@{sip}"),
+        prober.addr,
+        &format!("z9hG4bK-lb-{n}"),
+    )
+    .dialog(
+        &format!("<sip:lb@{}>;tag=lb", prober.addr),
+        &format!("<sip:courtline@{sip}>"),
+        &format!("lb-probe-{n}@test"),
+    )
+    .cseq(1)
+    .text()
+}
+
 /// A caller in the middle of the warning.
 async fn caller_hearing_the_warning(sip: SocketAddr) -> Caller {
     let mut caller = Caller::new(sip).await;
@@ -248,20 +265,9 @@ async fn sigterm_drains_new_calls_go_elsewhere_the_call_in_progress_ends_normall
     assert_eq!(refused.header("retry-after"), Some("7"));
     // A load balancer's OPTIONS: 503.
     let prober = SipPeer::bind().await;
-    let options = RawRequest::new(
-        "OPTIONS",
-        format_args!("sip:courtline@{}", serve.sip),
-        prober.addr,
-        "z9hG4bK-lb-1",
-    )
-    .dialog(
-        &format!("<sip:lb@{}>;tag=lb", prober.addr),
-        &format!("<sip:courtline@{}>", serve.sip),
-        "lb-probe@test",
-    )
-    .cseq(1)
-    .text();
-    prober.send(serve.sip, &options).await;
+    prober
+        .send(serve.sip, &options_probe(&prober, serve.sip, 0))
+        .await;
     prober.expect_status(503, Duration::from_secs(5)).await;
     assert!(until_ready_is(serve.admin, 503)
         .await
@@ -301,26 +307,15 @@ async fn an_invite_that_waited_past_max_setup_wait_is_shed_with_503() {
     // A load balancer's OPTIONS probe hears of it (503), until the node has
     // kept up for a while (200).
     let prober = SipPeer::bind().await;
-    let probe = |n: u32| {
-        RawRequest::new(
-            "OPTIONS",
-            format_args!("sip:courtline@{}", serve.sip),
-            prober.addr,
-            &format!("z9hG4bK-lb-shed-{n}"),
-        )
-        .dialog(
-            &format!("<sip:lb@{}>;tag=lb", prober.addr),
-            &format!("<sip:courtline@{}>", serve.sip),
-            &format!("lb-probe-{n}@test"),
-        )
-        .cseq(1)
-        .text()
-    };
-    prober.send(serve.sip, &probe(0)).await;
+    prober
+        .send(serve.sip, &options_probe(&prober, serve.sip, 0))
+        .await;
     prober.expect_status(503, Duration::from_secs(5)).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in 1.. {
-        prober.send(serve.sip, &probe(n)).await;
+        prober
+            .send(serve.sip, &options_probe(&prober, serve.sip, n))
+            .await;
         let answer = prober
             .recv(Duration::from_secs(5))
             .await
