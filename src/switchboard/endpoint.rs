@@ -138,7 +138,7 @@ impl Switchboard {
         );
         let arrivals = Arc::new(SetupArrivals::default());
         let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> = Arc::new(
-            GuardedUdpSocket::new(socket, shield.clone()).noting_arrivals(arrivals.clone()),
+            GuardedUdpSocket::new(socket, shield.clone(), arrivals.clone()),
         );
         let inbound_auth = InboundAuth::new(config.sip.inbound_auth.clone())
             .map_err(|e| SwitchboardError::Stack(e.to_string()))?;

@@ -807,29 +807,27 @@ pub struct GuardedUdpSocket {
     socket: Arc<UdpSocket>,
     /// ACLs, rate limits and bans, shared with the stream transports.
     shield: SharedShield,
-    /// Where a new call's INVITE is noted as read, for admission to tell how
-    /// long it waited; `None`: not noted.
-    arrivals: Option<Arc<SetupArrivals>>,
+    /// Where a new call's INVITE is noted as arrived, for admission to tell
+    /// how long it waited.
+    arrivals: Arc<SetupArrivals>,
 }
 
 impl GuardedUdpSocket {
-    /// Wraps a bound socket.
-    pub fn new(socket: UdpSocket, shield: SharedShield) -> GuardedUdpSocket {
+    /// Wraps a bound socket; notes in `arrivals` when each new call's INVITE
+    /// arrived (the kernel stamps each datagram for it).
+    pub fn new(
+        socket: UdpSocket,
+        shield: SharedShield,
+        arrivals: Arc<SetupArrivals>,
+    ) -> GuardedUdpSocket {
+        if let Err(e) = enable_receive_timestamps(socket.as_raw_fd()) {
+            tracing::warn!(error = %e, "the SIP socket gives no arrival times: an INVITE's wait is counted from when courtline reads it");
+        }
         GuardedUdpSocket {
             socket: Arc::new(socket),
             shield,
-            arrivals: None,
+            arrivals,
         }
-    }
-
-    /// Notes in `arrivals` when each new call's INVITE arrived (the kernel
-    /// stamps each datagram for it).
-    pub fn noting_arrivals(mut self, arrivals: Arc<SetupArrivals>) -> GuardedUdpSocket {
-        if let Err(e) = enable_receive_timestamps(self.socket.as_raw_fd()) {
-            tracing::warn!(error = %e, "the SIP socket gives no arrival times: an INVITE's wait is counted from when courtline reads it");
-        }
-        self.arrivals = Some(arrivals);
-        self
     }
 
     /// Runs the shield on a datagram: true to go on inspecting it.
@@ -881,12 +879,10 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
             }
             match inspect(buf, len) {
                 Verdict::Pass(len) => {
-                    if let (Some(arrivals), Some(branch)) =
-                        (&self.arrivals, new_call_branch(&buf[..len]))
-                    {
+                    if let Some(branch) = new_call_branch(&buf[..len]) {
                         // Time spent in the socket's queue counts too: a
                         // stalled process reads minutes-old INVITEs at once.
-                        arrivals.note(branch, queued_for(arrived_ns));
+                        self.arrivals.note(branch, queued_for(arrived_ns));
                     }
                     return Ok((len, from));
                 }
