@@ -131,40 +131,42 @@ mod tests {
         assert_eq!(bind_ip(ip("127.0.0.1"), ip("127.0.0.1")), ip("127.0.0.1"));
     }
 
+    // The ranges below lie under the kernel's ephemeral ports (32768-60999 by
+    // default), so no other test's client socket can take one of them meanwhile.
     #[test]
     fn hands_out_even_ports_round_robin_and_skips_busy_ones() {
-        let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), 41001..=41009);
+        let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), 14001..=14009);
         let a = ports.bind(LOCAL).unwrap();
         let b = ports.bind(LOCAL).unwrap();
-        assert_eq!(a.local_addr().unwrap().port(), 41002);
-        assert_eq!(b.local_addr().unwrap().port(), 41004);
+        assert_eq!(a.local_addr().unwrap().port(), 14002);
+        assert_eq!(b.local_addr().unwrap().port(), 14004);
         assert_eq!(
             b.rtcp.local_addr().unwrap().port(),
-            41005,
+            14005,
             "RTCP on the odd neighbour"
         );
         let c = ports.bind(LOCAL).unwrap();
         let d = ports.bind(LOCAL).unwrap();
-        assert_eq!(c.local_addr().unwrap().port(), 41006);
-        assert_eq!(d.local_addr().unwrap().port(), 41008);
+        assert_eq!(c.local_addr().unwrap().port(), 14006);
+        assert_eq!(d.local_addr().unwrap().port(), 14008);
         // All four are taken: the pool reports exhaustion instead of looping.
         let err = ports.bind(LOCAL).unwrap_err();
-        assert!(err.to_string().contains("41002-41008"), "{err}");
+        assert!(err.to_string().contains("14002-14008"), "{err}");
         drop(b);
         assert_eq!(
             ports.bind(LOCAL).unwrap().local_addr().unwrap().port(),
-            41004
+            14004
         );
     }
 
     #[test]
     fn skips_a_pair_whose_rtcp_port_is_busy() {
-        let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), 41021..=41026);
-        let _busy = UdpSocket::bind("127.0.0.1:41023").unwrap();
+        let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), 14021..=14026);
+        let _busy = UdpSocket::bind("127.0.0.1:14023").unwrap();
         let pair = ports.bind(LOCAL).unwrap();
-        assert_eq!(pair.local_addr().unwrap().port(), 41024);
-        // 41026's neighbour is outside the range, so 41026 is never used.
+        assert_eq!(pair.local_addr().unwrap().port(), 14024);
+        // 14026's neighbour is outside the range, so 14026 is never used.
         let err = ports.bind(LOCAL).unwrap_err();
-        assert!(err.to_string().contains("41022-41024"), "{err}");
+        assert!(err.to_string().contains("14022-14024"), "{err}");
     }
 }
