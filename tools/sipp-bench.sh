@@ -43,6 +43,8 @@ done
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 ip=127.0.0.4
+# Scraped every second during the run (the records delivery lag); 127.0.0.4 is this script's own.
+admin_port=9461
 dir=$(mktemp -d /tmp/courtline-sipp-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -79,7 +81,7 @@ database = "$dir/records.db"
 listen = ""
 
 [admin]
-listen = "$ip:0"
+listen = "$ip:$admin_port"
 
 [prompts.load]
 file = "$dir/prompt.wav"
@@ -120,6 +122,24 @@ else
   echo "raw loopback limit: not measured ($loadgen is not there; build it with cargo build -p courtline-loadgen)"
 fi
 
+# Every second while SIPp runs: recordings dropped so far (the writer's
+# queue was full), how long call events have waited for the
+# records service (with record_audio = "on_report" a recording's pages stay
+# dirty until the service decides its fate), the kernel's dirty page cache,
+# and sectors written to the disks: the run's cost beyond CPU.
+disk_sectors() { awk '$3 !~ /^(loop|ram|sr)/ { s += $10 } END { printf "%d", s }' /proc/diskstats; }
+sectors0=$(disk_sectors)
+(while kill -0 "$cpid" 2>/dev/null; do
+   metrics=$(curl -s --max-time 1 "http://$ip:$admin_port/metrics")
+   lag=$(echo "$metrics" | awk '$1 == "courtline_records_delivery_lag_seconds" { print $2 }')
+   dropped=$(echo "$metrics" | awk '$1 == "courtline_recordings_dropped_total" { print $2 }')
+   dirty=$(awk '/^Dirty:/ { print $2 }' /proc/meminfo)
+   echo "${lag:-n/a} $dirty ${dropped:-n/a}"
+   sleep 1
+ done > "$dir/samples.txt") &
+sampler=$!
+pids+=($sampler)
+
 # -timeout bounds the run: the calls' own time plus a minute.
 bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
 (cd "$dir" && sipp $ip:5060 -sf "$here/tests/sipp/caller.xml" -s 02112368 -i $ip -p 5080 \
@@ -128,6 +148,8 @@ bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
    -trace_err -error_file "$dir/caller-errors.log" >"$dir/caller.out" 2>&1) || true
 
 cpu1=$(cpu_s)
+sectors1=$(disk_sectors)
+kill "$sampler" 2>/dev/null || true
 end_rss=$(rss_kib)
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$cpid/status")
 sleep "$linger_s"
@@ -160,3 +182,7 @@ echo "SIPp caller failures: $(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) nam
 echo "SIPp operator: $(stat 'SuccessfulCall(C)' "$dir/operator-stat.csv") bridged and ended, $(stat 'FailedCall(C)' "$dir/operator-stat.csv") not (a caller that hung up while it rang: its scenario counts the CANCEL as failed)"
 echo "INVITE -> 200 OK: $percentiles"
 echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss / 1024)) MB, at the last call $((end_rss / 1024)) MB, ${linger_s} s later $((linger_rss / 1024)) MB (idle $((idle_rss / 1024)) MB)"
+echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print $1 }' "$dir/samples.txt" | sort -g |
+  awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "not scraped" }')"
+echo "dirty page cache: max $(awk '$2 > m { m = $2 } END { printf "%d", m / 1024 }' "$dir/samples.txt") MiB; disk writes during the calls: $(( (sectors1 - sectors0) / 2048 )) MiB"
+echo "recordings dropped (writer behind): $(awk '$3 != "n/a" { last = $3 } END { print last + 0 }' "$dir/samples.txt") of $calls calls"

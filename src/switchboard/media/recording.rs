@@ -69,6 +69,9 @@ const PEAK_REPORT_EVERY: Duration = Duration::from_secs(10);
 const WRITE_AT: usize = 2_048;
 /// Bytes of the WAV header written before the samples.
 const HEADER_BYTES: u64 = 44;
+/// The page size writes are aligned to ([`page_end`]); 4 KiB on x86-64 and
+/// most arm64 kernels, and only a missed saving where it is larger.
+const PAGE_BYTES: u64 = 4096;
 // A reused spare file may still hold this many bytes of an earlier header:
 // the new header, written over them at close, must cover them.
 const _: () = assert!(super::spare_files::KEPT_BYTES <= HEADER_BYTES);
@@ -560,15 +563,31 @@ impl Aligner {
             return;
         }
         let start = (at + skip as u64 - self.base) as usize;
-        let end = start + bytes.len() - skip;
-        if self.pending.len() < end {
-            self.pending.resize(end, Slot::default());
-        }
+        let bytes = &bytes[skip..];
         let shift = 4 * channel as u8;
         let kind = kind_of(codec) << shift;
-        for (slot, &byte) in self.pending.range_mut(start..end).zip(&bytes[skip..]) {
-            slot.bytes[channel as usize] = byte;
-            slot.kinds = (slot.kinds & !(0xF << shift)) | kind;
+        // Units already pending get this channel's bytes; the rest are
+        // appended as they are made, not made silent first and then
+        // overwritten (#16: the usual frame is appended).
+        let held = self.pending.len().saturating_sub(start).min(bytes.len());
+        if held > 0 {
+            for (slot, &byte) in self.pending.range_mut(start..start + held).zip(bytes) {
+                slot.bytes[channel as usize] = byte;
+                slot.kinds = (slot.kinds & !(0xF << shift)) | kind;
+            }
+        }
+        if held < bytes.len() {
+            if self.pending.len() < start {
+                self.pending.resize(start, Slot::default());
+            }
+            self.pending.extend(bytes[held..].iter().map(|&byte| {
+                let mut slot = Slot {
+                    kinds: kind,
+                    ..Slot::default()
+                };
+                slot.bytes[channel as usize] = byte;
+                slot
+            }));
         }
     }
 
@@ -607,28 +626,34 @@ pub fn decode_slots(
     g722: &mut [g722::Decoder; 2],
     out: &mut Vec<u8>,
 ) {
-    for slot in slots {
-        let mut samples = [[0i16; 2]; 2];
+    let start = out.len();
+    // Sized once and zeroed, so a channel nothing arrived on is already
+    // silence and each sample is stored in place (#16: this loop runs for
+    // every unit of every recorded call).
+    out.resize(start + slots.len() * per_unit * 4, 0);
+    for (slot, unit) in slots
+        .iter()
+        .zip(out[start..].chunks_exact_mut(per_unit * 4))
+    {
         for (channel, decoder) in g722.iter_mut().enumerate() {
             let byte = slot.bytes[channel];
-            let mut decoded = [0i16; 2];
-            match (slot.kinds >> (4 * channel)) & 0xF {
-                1 => decoded = [Law::Mu.decode(byte); 2],
-                2 => decoded = [Law::A.decode(byte); 2],
-                3 if per_unit == 2 => {
-                    decoder.decode(&[byte], &mut decoded);
-                }
+            let decoded = match (slot.kinds >> (4 * channel)) & 0xF {
+                1 => [Law::Mu.decode(byte); 2],
+                2 => [Law::A.decode(byte); 2],
                 3 => {
-                    decoder.decode_narrowband(&[byte], &mut decoded);
+                    let mut decoded = [0i16; 2];
+                    if per_unit == 2 {
+                        decoder.decode(&[byte], &mut decoded);
+                    } else {
+                        decoder.decode_narrowband(&[byte], &mut decoded);
+                    }
+                    decoded
                 }
-                _ => {}
+                _ => continue,
+            };
+            for (sample, value) in unit.chunks_exact_mut(4).zip(decoded) {
+                sample[2 * channel..2 * channel + 2].copy_from_slice(&value.to_le_bytes());
             }
-            samples[0][channel] = decoded[0];
-            samples[1][channel] = decoded[1];
-        }
-        for pair in &samples[..per_unit] {
-            out.extend_from_slice(&pair[0].to_le_bytes());
-            out.extend_from_slice(&pair[1].to_le_bytes());
         }
     }
 }
@@ -957,11 +982,13 @@ fn write_settled(
         return Ok(());
     };
     let (first, second) = file.aligner.settled(window);
-    let n = first.len() + second.len();
-    if n == 0 || n < at_least {
+    let settled = first.len() + second.len();
+    if settled == 0 || settled < at_least {
         return Ok(());
     }
     let per_unit = (file.rate / 8_000) as usize;
+    let n = page_end(file.written, settled, per_unit, at_least);
+    let (first, second) = file.aligner.settled(window + settled - n);
     scratch.clear();
     decode_slots(first, per_unit, &mut file.g722, scratch);
     decode_slots(second, per_unit, &mut file.g722, scratch);
@@ -969,6 +996,23 @@ fn write_settled(
     file.aligner.consume(n);
     file.written += (n * per_unit) as u64;
     Ok(())
+}
+
+/// How many of `settled` units to write after `written` samples per channel
+/// so that the write ends on a page boundary of the file: the kernel then
+/// neither zeroes the rest of its last page nor has the next write fill it
+/// (#16). All of them when that cannot be (16 kHz units are 8 bytes against
+/// the header's 44) or when this is the last write (`at_least` 0).
+fn page_end(written: u64, settled: usize, per_unit: usize, at_least: usize) -> usize {
+    let unit_bytes = 4 * per_unit as u64;
+    let past = (HEADER_BYTES + (written + (settled * per_unit) as u64) * 4) % PAGE_BYTES;
+    if at_least == 0 || past % unit_bytes != 0 {
+        return settled;
+    }
+    match settled.checked_sub((past / unit_bytes) as usize) {
+        Some(n) if n > 0 => n,
+        _ => settled,
+    }
 }
 
 /// The 44-byte header of a 16-bit PCM WAV of two channels at `rate` with
@@ -1210,6 +1254,42 @@ mod tests {
         // Too late for what is written: only the unwritten part counts.
         a.put(Channel::FromCaller, 5, Codec::Pcmu, &mu(&[9, 10]));
         assert_eq!(take_settled(&mut a, 0), vec![[one[4], two[3]]]);
+    }
+
+    #[test]
+    fn a_frame_that_straddles_the_end_fills_both_parts() {
+        let mut a = Aligner::new(0);
+        let (ours, theirs) = (pcm(&[1, 2, 3]), pcm(&[7, 8, 9]));
+        a.put(Channel::ToCaller, 0, Codec::Pcmu, &mu(&[1, 2, 3]));
+        a.put(Channel::FromCaller, 1, Codec::Pcmu, &mu(&[7, 8, 9]));
+        assert_eq!(
+            take_settled(&mut a, 0),
+            vec![
+                [ours[0], 0],
+                [ours[1], theirs[0]],
+                [ours[2], theirs[1]],
+                [0, theirs[2]]
+            ]
+        );
+    }
+
+    #[test]
+    fn writes_end_on_page_boundaries_when_units_fit_them() {
+        // 8 kHz: 4-byte units after the 44-byte header; 1013 units end page 1.
+        assert_eq!(
+            page_end(0, 2_048, 1, WRITE_AT),
+            2_048 - (44 + 2_048 * 4 - 8_192) / 4
+        );
+        assert_eq!(
+            (HEADER_BYTES + page_end(0, 2_048, 1, WRITE_AT) as u64 * 4) % PAGE_BYTES,
+            0
+        );
+        // Once aligned, a write of whole pages stays aligned.
+        assert_eq!(page_end(1_013, 2_048, 1, WRITE_AT), 2_048);
+        // 16 kHz units (8 bytes) never line up with the header: all of them.
+        assert_eq!(page_end(0, 2_048, 2, WRITE_AT), 2_048);
+        // The last write takes everything.
+        assert_eq!(page_end(0, 2_048, 1, 0), 2_048);
     }
 
     #[test]
