@@ -1,11 +1,12 @@
 //! The admin endpoint of `courtline records serve` (`[admin] listen`), scraped over
-//! HTTP from real child processes: a service alone on SQLite (its own sequencer,
-//! derived tables never behind, readiness following the database's migration),
+//! HTTP from real child processes: a service alone on its database, SQLite or
+//! PostgreSQL (its own sequencer, derived tables never behind, readiness following
+//! the database's migration),
 //! and two services on one PostgreSQL database (exactly one sequencer, staged
 //! events seen while appends are held up, the derived tables' lag while the
 //! follower is held up, both back to 0, the standby taking over when the
 //! sequencer is killed). `promtool check metrics` accepts every scrape.
-//! The PostgreSQL test is skipped (with a message) without PostgreSQL.
+//! The PostgreSQL tests are skipped (with a message) without PostgreSQL.
 
 mod records_common;
 mod support;
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use courtline::contract::pb::{LogEventsRequest, NodeEvent};
-use courtline::records::store::APPEND_LOCK;
+use courtline::records::store::{Backend, SqlStore, Store, APPEND_LOCK};
 use records_common::child::ServiceChild;
 use records_common::*;
 use sqlx::Connection;
@@ -65,9 +66,7 @@ async fn log_events(service: &ServiceChild, events: Vec<NodeEvent>) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_service_shows_its_chain_and_its_readiness_follows_the_migration() {
-    let db = sqlite_db();
+async fn a_lone_service_shows_its_chain_and_its_readiness_follows_the_migration(db: Db) {
     let dir = db.dir.path();
     let service = ServiceChild::alone(dir, "r", &db.url, &dir.join("signing.key"));
     let process = service.start().await;
@@ -110,14 +109,16 @@ async fn a_lone_service_shows_its_chain_and_its_readiness_follows_the_migration(
     assert_eq!(value(&after, "courtline_records_derived_lag_events"), 0.0);
 
     // A newer courtline migrated the database: this one is not ready, and says why.
-    let mut database = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db.url))
-        .await
-        .unwrap();
-    sqlx::query(
+    let store = SqlStore::open(&db.url).await.unwrap();
+    let checksum = match store.backend() {
+        Backend::Sqlite => "x'00'",
+        Backend::Postgres => "'\\x00'::BYTEA",
+    };
+    sqlx::query(&format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (9999, 'from a newer courtline', TRUE, x'00', 0)",
-    )
-    .execute(&mut database)
+         VALUES (9999, 'from a newer courtline', TRUE, {checksum}, 0)"
+    ))
+    .execute(store.pool())
     .await
     .unwrap();
     let (status, text) = http_get(admin, "/readyz").await;
@@ -127,11 +128,14 @@ async fn a_lone_service_shows_its_chain_and_its_readiness_follows_the_migration(
         "{text}"
     );
     sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 9999")
-        .execute(&mut database)
+        .execute(store.pool())
         .await
         .unwrap();
+    store.close().await;
     assert_eq!(http_get(admin, "/readyz").await, (200, "ready\n".into()));
 }
+
+on_both_backends!(a_lone_service_shows_its_chain_and_its_readiness_follows_the_migration);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_show_one_sequencer_the_staged_events_and_the_followers_lag() {

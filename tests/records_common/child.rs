@@ -50,6 +50,7 @@ impl ServiceChild {
         ServiceChild::new(dir, name, database, key, false)
     }
 
+    /// Writes its config in `dir`: gRPC and admin endpoints on loopback, no console.
     fn new(dir: &Path, name: &str, database: &str, key: &Path, shared: bool) -> ServiceChild {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -100,6 +101,7 @@ operator = "sip:nobody@127.0.0.1:9"
         }
     }
 
+    /// Its gRPC endpoint.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -162,6 +164,7 @@ operator = "sip:nobody@127.0.0.1:9"
         serde_json::from_str(line).unwrap()
     }
 
+    /// A client of its gRPC endpoint (no token: loopback, before the first token).
     pub async fn client(&self) -> RecordsClient {
         connect(&ClientOptions::new(self.endpoint())).await.unwrap()
     }
