@@ -240,7 +240,8 @@ pub type ChainOnto<'a> = Box<
 >;
 
 /// The PostgreSQL advisory lock every append takes for its transaction: chain writes of
-/// all services on one database queue on it (ASCII "courtlnA").
+/// all services on one database queue on it (ASCII "courtlnA"). Public for the tests
+/// that hold appends up by holding it.
 pub const APPEND_LOCK: i64 = 0x636f_7572_746c_6e41;
 
 /// A change to the per-call rows or the token table that goes with appended events.
