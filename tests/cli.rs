@@ -285,6 +285,7 @@ fn moving_the_embedded_records_service_moves_the_command_line() {
         .args(["records", "serve"])
         .env("COURTLINE_RECORDS__SERVICE__LISTEN", &listen)
         .env("COURTLINE_RECORDS__WEB__LISTEN", "127.0.0.1:0")
+        .env("COURTLINE_ADMIN__LISTEN", "127.0.0.1:0")
         .env(
             "COURTLINE_RECORDS__SERVICE__DATABASE",
             dir.path().join("r.db"),

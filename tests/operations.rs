@@ -116,6 +116,15 @@ async fn metrics_after_a_real_call_are_counted_and_pass_promtool() {
         .parse()
         .unwrap();
     assert!(ingested > 0, "{metrics}");
+    // Alone on its database, the embedded service chains what it takes.
+    assert_eq!(
+        metric_value(&metrics, "courtline_records_sequencer"),
+        Some("1")
+    );
+    assert_eq!(
+        metric_value(&metrics, "courtline_records_derived_lag_events"),
+        Some("0")
+    );
     // Bounded labels: the caller's number is in the record, never in a metric.
     assert!(!metrics.contains("13800138000"));
     if let Some(promtool) = promtool() {

@@ -8,8 +8,8 @@
 
 mod records_common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ use courtline::records::ledger::staging::{self, Staging};
 use courtline::records::ledger::{CheckpointPolicy, IngestOutcome, Ledger, LedgerError};
 use courtline::records::store::{SqlStore, Store};
 use courtline::records::verify::verify;
+use records_common::child::ServiceChild;
 use records_common::*;
 use tokio::time::{sleep, Instant};
 
@@ -37,133 +38,6 @@ const NODES: u32 = 4;
 const CALLS: u32 = 400;
 /// Events per `LogEvents`, as a switchboard's sender batches them.
 const BATCH: usize = 50;
-
-/// A `courtline` child process, killed by PID when the test ends, also on failure.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// One records service's config, port and log.
-struct Service {
-    /// Its config file.
-    config: PathBuf,
-    /// Its gRPC port.
-    port: u16,
-    /// Where its JSON log goes.
-    log: PathBuf,
-}
-
-impl Service {
-    fn new(dir: &Path, name: &str, database: &str, key: &Path) -> Service {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let prompt = Path::new(env!("CARGO_MANIFEST_DIR")).join("audio/three_rules_zh.wav");
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[records]
-endpoint = "http://127.0.0.1:{port}"
-spool_dir = "{spool}"
-[records.service]
-embedded = false
-listen = "127.0.0.1:{port}"
-database = "{database}"
-shared_database = true
-signing_key_file = "{key}"
-recordings_dir = "{evidence}"
-checkpoint_every_events = 500
-checkpoint_every_minutes = 1
-[records.web]
-listen = ""
-[prompts.test]
-file = "{prompt}"
-[[lines]]
-number = "02112368"
-court = "上海市第一中级人民法院"
-prompt = "test"
-operator = "sip:nobody@127.0.0.1:9"
-"#,
-                spool = dir.join(format!("{name}-spool")).display(),
-                key = key.display(),
-                evidence = dir.join(format!("{name}-evidence")).display(),
-                prompt = prompt.display(),
-            ),
-        )
-        .unwrap();
-        Service {
-            config,
-            port,
-            log: dir.join(format!("{name}.log")),
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (appending to its log) and waits until it listens.
-    async fn start(&self) -> Process {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let starts = log_lines(&self.log, "records service listening");
-        let child = Command::new(courtline_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--log-json")
-            .args(["records", "serve"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let process = Process(child);
-        self.wait_for_log("records service listening", starts + 1)
-            .await;
-        process
-    }
-
-    /// Waits up to 20 s for the `nth` log line containing `needle`.
-    async fn wait_for_log(&self, needle: &str, nth: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while log_lines(&self.log, needle) < nth {
-            assert!(
-                Instant::now() < deadline,
-                "no {nth}. {needle:?} in {}:\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn client(&self) -> RecordsClient {
-        connect(&ClientOptions::new(self.endpoint())).await.unwrap()
-    }
-}
-
-/// Log lines of `log` containing `needle`.
-fn log_lines(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(needle))
-        .count()
-}
 
 /// What one switchboard sends: its start, then `CALLS` complete calls.
 fn node_events(node: u32) -> Vec<courtline::contract::pb::NodeEvent> {
@@ -215,8 +89,8 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
     };
     let dir = db.dir.path();
     let key = dir.join("deployment-signing.key");
-    let a = Service::new(dir, "a", &db.url, &key);
-    let b = Service::new(dir, "b", &db.url, &key);
+    let a = ServiceChild::shared(dir, "a", &db.url, &key);
+    let b = ServiceChild::shared(dir, "b", &db.url, &key);
     let mut first = a.start().await;
     a.wait_for_log("now the sequencer", 1).await;
     let _second = b.start().await;
@@ -259,9 +133,12 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
         );
         sleep(Duration::from_millis(10)).await;
     }
-    assert!(first.0.try_wait().unwrap().is_none(), "A died by itself");
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "A died by itself"
+    );
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
     let killed_at = Instant::now();
     b.wait_for_log("now the sequencer", 1).await;
     eprintln!("B took over {:?} after A was killed", killed_at.elapsed());

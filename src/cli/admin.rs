@@ -1,10 +1,12 @@
-//! The admin HTTP endpoint of `courtline serve` (`[admin] listen`): `/metrics`
-//! (Prometheus text format), `/healthz` (the process answers), `/readyz`
-//! (whether calls should be sent here; 503 with one line per failing check) and
-//! `POST /reload` (loopback clients only; see [`super::reload`]).
+//! The admin HTTP endpoint (`[admin] listen`) of `courtline serve` and of
+//! `courtline records serve`: `/metrics` (Prometheus text format), `/healthz` (the
+//! process answers), `/readyz` (whether traffic should be sent here; 503 with one
+//! line per failing check) and, for the switchboard, `POST /reload` (loopback
+//! clients only; see [`super::reload`]).
 //!
-//! A thin adapter: the metrics and the readiness decision are the switchboard's
-//! ([`crate::switchboard::metrics`], [`crate::switchboard::health`]).
+//! A thin adapter: the metrics and the readiness decisions are the switchboard's
+//! ([`crate::switchboard::metrics`], [`crate::switchboard::health`]) and the records
+//! service's ([`crate::records::metrics`], [`crate::records::health`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,46 +22,43 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use super::reload::{ReloadOutcome, Reloader, CLI_USER_AGENT, USER_HEADER};
-use crate::records::ledger::Ledger;
+use crate::records::monitor::RecordsMonitor;
 use crate::switchboard::endpoint::Monitor;
 use crate::switchboard::live::Requester;
 
 /// The Prometheus text exposition format's content type.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// What the handlers read.
+/// What the endpoint serves.
 #[derive(Clone)]
-struct Admin {
-    /// The running switchboard.
-    monitor: Monitor,
-    /// Cleared when the SIP endpoint's task has ended.
-    sip_serving: Arc<AtomicBool>,
-    /// The embedded records service's ledger, for its ingest count.
-    ledger: Option<Ledger>,
-    /// Reloads the configuration file; `None` when started without one.
-    reloader: Option<Reloader>,
+pub enum Served {
+    /// `courtline serve`: the switchboard, and the records service it embeds, if any.
+    Switchboard {
+        /// The running switchboard.
+        monitor: Monitor,
+        /// Cleared when the SIP endpoint's task has ended.
+        sip_serving: Arc<AtomicBool>,
+        /// The embedded records service's metrics; its readiness is not the
+        /// switchboard's (the spool rides out a records outage).
+        records: Option<RecordsMonitor>,
+        /// Reloads the configuration file; `None` when started without one.
+        reloader: Option<Reloader>,
+    },
+    /// `courtline records serve`: the records service alone (nothing to reload).
+    Records(RecordsMonitor),
 }
 
 /// Serves the admin endpoint on `listener` until `stop` is cancelled.
-pub fn spawn(
-    listener: TcpListener,
-    monitor: Monitor,
-    sip_serving: Arc<AtomicBool>,
-    ledger: Option<Ledger>,
-    reloader: Option<Reloader>,
-    stop: CancellationToken,
-) {
-    let app = Router::new()
+pub fn spawn(listener: TcpListener, served: Served, stop: CancellationToken) {
+    let reloads = matches!(served, Served::Switchboard { .. });
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/reload", post(reload))
-        .with_state(Admin {
-            monitor,
-            sip_serving,
-            ledger,
-            reloader,
-        });
+        .route("/readyz", get(readyz));
+    if reloads {
+        app = app.route("/reload", post(reload));
+    }
+    let app = app.with_state(served);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(
             listener,
@@ -73,20 +72,27 @@ pub fn spawn(
     });
 }
 
-async fn metrics(State(admin): State<Admin>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        admin
-            .monitor
-            .metrics_text(admin.ledger.as_ref().map(Ledger::events_ingested)),
-    )
-        .into_response()
+async fn metrics(State(served): State<Served>) -> Response {
+    let text = match &served {
+        Served::Switchboard {
+            monitor, records, ..
+        } => {
+            // The embedded records service's ingest count is among its own metrics.
+            let mut text = monitor.metrics_text(None);
+            if let Some(records) = records {
+                text.push_str(&records.metrics_text().await);
+            }
+            text
+        }
+        Served::Records(records) => records.metrics_text().await,
+    };
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 /// Reloads the configuration (as SIGHUP does): 200 with what changed, 422 with
 /// file, key and reason when refused, 403 from another machine.
 async fn reload(
-    State(admin): State<Admin>,
+    State(served): State<Served>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
@@ -97,7 +103,11 @@ async fn reload(
         )
             .into_response();
     }
-    let Some(reloader) = admin.reloader else {
+    let Served::Switchboard {
+        reloader: Some(reloader),
+        ..
+    } = served
+    else {
         return (
             StatusCode::CONFLICT,
             "this courtline was started without a configuration file: there is nothing to reload\n",
@@ -131,11 +141,17 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(admin): State<Admin>) -> Response {
-    let failing = admin
-        .monitor
-        .readiness(admin.sip_serving.load(Ordering::Acquire))
-        .failing();
+async fn readyz(State(served): State<Served>) -> Response {
+    let failing = match &served {
+        Served::Switchboard {
+            monitor,
+            sip_serving,
+            ..
+        } => monitor
+            .readiness(sip_serving.load(Ordering::Acquire))
+            .failing(),
+        Served::Records(records) => records.readiness().await.failing(),
+    };
     if failing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::cli::reload::Reloader;
 use crate::config::{Config, LineConfig, OneOrList};
 use crate::contract::connect::{read_token_file, ClientOptions};
-use crate::records::ledger::Ledger;
+use crate::records::monitor::RecordsMonitor;
 use crate::records::service::{OpenedService, ServiceError};
 use crate::switchboard::delivery::endpoints::RecordsEndpoints;
 use crate::switchboard::delivery::history::CallerHistoryLookup;
@@ -37,7 +37,7 @@ use crate::switchboard::live::{
 use crate::switchboard::media::prompt::{LinePlaylists, Playlist, Prompt, PromptError};
 use crate::switchboard::Switchboard;
 
-use super::systemd;
+use super::{admin, systemd};
 
 /// How long shutdown waits for ended calls to hang up and records to be delivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -223,8 +223,8 @@ struct StartedRecords {
     addr: Option<SocketAddr>,
     /// The embedded service's task.
     task: Option<JoinHandle<Result<(), ServiceError>>>,
-    /// The embedded service's ledger, for the ingest metric.
-    ledger: Option<Ledger>,
+    /// The embedded service's metrics.
+    monitor: Option<RecordsMonitor>,
     /// How the switchboard's delivery connects to the service.
     options: ClientOptions,
 }
@@ -260,7 +260,7 @@ async fn start_records(
         return Ok(StartedRecords {
             addr: None,
             task: None,
-            ledger: None,
+            monitor: None,
             options,
         });
     }
@@ -271,7 +271,7 @@ async fn start_records(
         .with_patterns(pattern_settings(config)?);
     share_database(&mut opened, service).await?;
     let token = opened.builtin_switchboard_token();
-    let ledger = opened.ledger.clone();
+    let monitor = opened.monitor();
     start_web(config, &opened, shutdown).await?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
@@ -303,7 +303,7 @@ async fn start_records(
     Ok(StartedRecords {
         addr: Some(addr),
         task: Some(task),
-        ledger: Some(ledger),
+        monitor: Some(monitor),
         options,
     })
 }
@@ -428,13 +428,11 @@ pub async fn start_reloadable(
         load_live(config).map_err(|problems| anyhow::anyhow!(prompt_problems_text(&problems)))?;
     let config = live.config.clone();
     let probes = crate::cli::probe::Schedule::of(&config);
-    // Checked by `Config::validate`; a bad value only turns the endpoint off.
-    let config_admin = config.admin.address().ok().flatten();
     let records_shutdown = CancellationToken::new();
     let StartedRecords {
         addr: records_addr,
         task: records,
-        ledger,
+        monitor: records_monitor,
         options,
     } = start_records(&config, &records_shutdown).await?;
     // Where events go, and where the whisper's caller-history lookups go.
@@ -453,12 +451,7 @@ pub async fn start_reloadable(
     let monitor = switchboard.monitor();
     monitor.record_baseline().await;
     let reloader = config_path.map(|path| Reloader::new(path, monitor.clone()));
-    let admin_listener = match config_admin {
-        Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| {
-            format!("cannot listen for the admin endpoint on {listen} ([admin] listen; \"\" turns it off)")
-        })?),
-        None => None,
-    };
+    let admin_listener = bind_admin(&config).await?;
     let sip_serving = Arc::new(AtomicBool::new(false));
     let serving = sip_serving.clone();
     let (ready, listening) = tokio::sync::oneshot::channel();
@@ -488,14 +481,13 @@ pub async fn start_reloadable(
     let admin_addr = match admin_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
-            crate::cli::admin::spawn(
-                listener,
-                monitor.clone(),
-                sip_serving.clone(),
-                ledger,
-                reloader.clone(),
-                records_shutdown.clone(),
-            );
+            let served = admin::Served::Switchboard {
+                monitor: monitor.clone(),
+                sip_serving: sip_serving.clone(),
+                records: records_monitor,
+                reloader: reloader.clone(),
+            };
+            admin::spawn(listener, served, records_shutdown.clone());
             info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz, POST /reload)");
             Some(addr)
         }
@@ -669,12 +661,38 @@ pub async fn records_until_signal(config_path: &Path) -> anyhow::Result<ExitCode
             service.listen
         )
     })?;
-    let stop_web = CancellationToken::new();
-    start_web(&config, &opened, &stop_web).await?;
+    // The console and the admin endpoint stop with the service.
+    let stop_beside = CancellationToken::new();
+    start_web(&config, &opened, &stop_beside).await?;
+    if let Some(listener) = bind_admin(&config).await? {
+        let addr = listener.local_addr()?;
+        admin::spawn(
+            listener,
+            admin::Served::Records(opened.monitor()),
+            stop_beside.clone(),
+        );
+        info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
+    }
     let result = opened.serve(listener, StopSignals::new().next()).await;
-    stop_web.cancel();
+    stop_beside.cancel();
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The admin endpoint's socket (`[admin] listen`), `None` when turned off.
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    // Checked by `Config::validate`; a bad value only turns the endpoint off.
+    let Some(listen) = config.admin.address().ok().flatten() else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "cannot listen for the admin endpoint on {listen} ([admin] listen; \"\" turns it off); \
+             a courtline serve and a courtline records serve on one machine need one each \
+             (COURTLINE_ADMIN__LISTEN gives one process another)"
+        )
+    })?;
+    Ok(Some(listener))
 }
 
 /// Stages switchboard events for the sequencer when `[records.service] shared_database` is on.

@@ -7,6 +7,7 @@
 //! [`evidence`] keeps call recordings. [`dashboard`] turns counters into figures. [`verify`] recomputes all
 //! of it; [`export`] writes and checks self-verifying export files (and archives with audio), [`report_export`]
 //! the same for reports; [`query`] formats records for people and spreadsheets.
+//! [`monitor`] gives the admin endpoint the service's [`metrics`] and readiness ([`health`]).
 
 pub mod alerts;
 pub mod auth;
@@ -15,8 +16,11 @@ pub mod dashboard;
 pub mod evidence;
 pub mod export;
 pub mod export_check;
+pub mod health;
 pub mod ledger;
 pub mod mask;
+pub mod metrics;
+pub mod monitor;
 pub mod pattern_search;
 pub mod patterns;
 pub mod query;

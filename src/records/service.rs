@@ -38,6 +38,7 @@ use super::export_check::{ExportKind, SNIFF_BYTES};
 use super::ledger::signing::{fingerprint, KeyError, RecordsKey};
 use super::ledger::staging::Staging;
 use super::ledger::{now_ms, validate_call_id, CheckpointPolicy, Ledger, LedgerError};
+use super::monitor::RecordsMonitor;
 use super::report_export::{report_row_canonical, REPORT_MANIFEST_VERSION};
 use super::reports::workflow::{
     is_owner, may_read, opened_via_name, status_name, warnings, Action, Actor, Refusal,
@@ -318,6 +319,12 @@ impl OpenedService {
         self.ledger.derive_by_follower();
         self.server.staging = Some(staging);
         Ok(())
+    }
+
+    /// What the admin endpoint reads: metrics and readiness (call after
+    /// [`OpenedService::share_database`], whose staging it counts).
+    pub fn monitor(&self) -> RecordsMonitor {
+        RecordsMonitor::new(self.ledger.clone(), self.server.staging.clone())
     }
 
     /// Uses `patterns` (`[records.patterns]` and the masked roles) instead of the

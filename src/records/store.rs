@@ -34,9 +34,11 @@ use sqlx::{AnyPool, Arguments, Executor, Row};
 mod bulk;
 mod caller_days;
 mod derived;
+mod progress;
 
 use self::bulk::{RowSink, TableRow, Writer};
 pub use self::caller_days::{CallerDays, PatternMatchRow};
+pub use self::progress::{ChainProgress, SchemaVersion};
 use super::chain::{EventHeader, StoredEvent, CONFIG_APPLIED};
 use super::dashboard::{day_of, DayCourtTally, Tally};
 use super::patterns::DayCounts;
@@ -238,8 +240,9 @@ pub type ChainOnto<'a> = Box<
 >;
 
 /// The PostgreSQL advisory lock every append takes for its transaction: chain writes of
-/// all services on one database queue on it (ASCII "courtlnA").
-const APPEND_LOCK: i64 = 0x636f_7572_746c_6e41;
+/// all services on one database queue on it (ASCII "courtlnA"). Public for the tests
+/// that hold appends up by holding it.
+pub const APPEND_LOCK: i64 = 0x636f_7572_746c_6e41;
 
 /// A change to the per-call rows or the token table that goes with appended events.
 #[derive(Debug, Clone, PartialEq)]
@@ -537,6 +540,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + CallerDays {
     fn derive_by_follower(&self);
     /// The last chain position whose effects the derived tables hold.
     async fn derived_through(&self) -> Result<i64, StoreError>;
+    /// The chain's head and the derived tables' watermark, read together (metrics).
+    async fn chain_progress(&self) -> Result<ChainProgress, StoreError>;
+    /// The database's migration and this build's (readiness).
+    async fn schema_version(&self) -> Result<SchemaVersion, StoreError>;
     /// Applies `changes`, the derived effects of the events after `from` through
     /// `through`, and moves the watermark to `through`, in one transaction — if it is
     /// still at `from` (`false`: another writer moved it; nothing was written).
@@ -807,8 +814,8 @@ impl SqlStore {
                 })?;
         }
         let migrated = match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await,
+            Backend::Sqlite => progress::SQLITE_MIGRATIONS.run(&pool).await,
+            Backend::Postgres => progress::POSTGRES_MIGRATIONS.run(&pool).await,
         };
         migrated.map_err(|source| StoreError::Migrate {
             database: location.clone(),
@@ -1755,6 +1762,14 @@ impl Store for SqlStore {
 
     async fn derived_through(&self) -> Result<i64, StoreError> {
         self.read_derived_through().await
+    }
+
+    async fn chain_progress(&self) -> Result<ChainProgress, StoreError> {
+        self.read_chain_progress().await
+    }
+
+    async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
+        self.read_schema_version().await
     }
 
     async fn apply_derived(

@@ -2,6 +2,8 @@
 //! service on loopback, and call events as a switchboard sends them.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -169,6 +169,7 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
             Step::TryLock => match staging.try_lead().await {
                 Ok(Some(taken)) => {
                     lock = Some(taken);
+                    staging.set_sequencing(true);
                     following = Some(Following::start(&ledger));
                     let waiting = staging.backlog().await.unwrap_or_default();
                     info!(waiting, "this records service is now the sequencer");
@@ -199,6 +200,7 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
                         if let Some(following) = following.take() {
                             following.stop().await;
                         }
+                        staging.set_sequencing(false);
                         if let Some(lock) = lock.take() {
                             lock.release().await;
                         }
@@ -212,6 +214,7 @@ pub async fn run(ledger: Ledger, staging: Staging, stop: impl std::future::Futur
     if let Some(following) = following.take() {
         following.stop().await;
     }
+    staging.set_sequencing(false);
     if let Some(lock) = lock.take() {
         lock.release().await;
         info!("gave the sequencer's lock up");

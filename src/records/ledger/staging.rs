@@ -6,6 +6,8 @@
 //! the one service holding [`SEQUENCER_LOCK`] on a connection of its own takes them
 //! oldest first and has its [`super::Ledger`] chain them and delete them in one commit.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -26,6 +28,11 @@ const STAGING_CONNECTIONS: u32 = 8;
 
 /// How long a staging statement or lock check may wait for a connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most staged events [`Staging::backlog`] counts: a count reads every row it counts,
+/// and it runs on every metrics scrape; past this many (seconds of the sequencer's
+/// work) the figure says "at least".
+pub const BACKLOG_COUNT_LIMIT: i64 = 100_000;
 
 /// One staged switchboard event, as the sequencer takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +97,17 @@ pub struct Staging {
     options: PgConnectOptions,
     /// The chain's hash function: a redelivery is compared by its body's digest.
     algorithm: HashAlgorithm,
+    /// What this service's staging and sequencer did, for its metrics.
+    activity: Arc<Activity>,
+}
+
+/// What one service's staging and sequencer did, shared by the clones of its [`Staging`].
+#[derive(Debug, Default)]
+struct Activity {
+    /// Whether this service holds the sequencer's lock now.
+    sequencing: AtomicBool,
+    /// Switchboard events this service staged (new ones, not duplicates) since it started.
+    staged: AtomicU64,
 }
 
 fn query_error(operation: &str, source: sqlx::Error) -> LedgerError {
@@ -137,6 +155,7 @@ impl Staging {
             pool,
             options,
             algorithm,
+            activity: Arc::default(),
         })
     }
 
@@ -197,6 +216,7 @@ impl Staging {
         .map_err(|source| query_error("stage events", source))?
         .rows_affected();
         outcome.stored = u32::try_from(inserted).unwrap_or(u32::MAX);
+        self.activity.staged.fetch_add(inserted, Ordering::Relaxed);
         if inserted < fresh_keys.len() as u64 {
             // Another service staged some of them at the same moment: the same events
             // (a switchboard that failed over), or it is a conflict after all.
@@ -283,9 +303,11 @@ impl Staging {
             .map_err(|source| query_error("read staged events", source))
     }
 
-    /// Events waiting to be chained.
+    /// Events waiting to be chained (every service's), counted up to
+    /// [`BACKLOG_COUNT_LIMIT`].
     pub async fn backlog(&self) -> Result<i64, LedgerError> {
-        sqlx::query("SELECT COUNT(*) FROM staged_events")
+        sqlx::query("SELECT COUNT(*) FROM (SELECT 1 FROM staged_events LIMIT $1) AS waiting")
+            .bind(BACKLOG_COUNT_LIMIT)
             .fetch_one(&self.pool)
             .await
             .and_then(|row| row.try_get(0))
@@ -312,6 +334,23 @@ impl Staging {
             return Ok(None);
         }
         Ok(Some(SequencerLock { connection }))
+    }
+
+    /// Switchboard events this service staged since it started (duplicates not counted).
+    pub fn events_staged(&self) -> u64 {
+        self.activity.staged.load(Ordering::Relaxed)
+    }
+
+    /// Whether this service holds the sequencer's lock now.
+    pub fn sequencing(&self) -> bool {
+        self.activity.sequencing.load(Ordering::Relaxed)
+    }
+
+    /// Notes that this service took (`true`) or gave up the sequencer's lock.
+    pub(super) fn set_sequencing(&self, sequencing: bool) {
+        self.activity
+            .sequencing
+            .store(sequencing, Ordering::Relaxed);
     }
 
     /// Closes the pool (service shutdown).

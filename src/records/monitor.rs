@@ -1,0 +1,89 @@
+//! What the admin endpoint (`cli/admin.rs`) asks a records service: its metrics and
+//! its readiness. The adapter between the pure parts ([`super::metrics`],
+//! [`super::health`]) and what they are read from: the ledger's counts, the staging's,
+//! and at most three small reads of the database per scrape (the chain's progress,
+//! one statement; the staging backlog, counted up to a limit; the migration). Each
+//! read is bounded in time, so a hung database makes a scrape say so, not hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::health::Readiness;
+use super::ledger::staging::Staging;
+use super::ledger::{now_ms, Ledger};
+use super::metrics::{Metrics, SharedSnapshot, Snapshot};
+
+/// Longest one read of the database may take for a scrape or a readiness check:
+/// within Prometheus' default scrape timeout (10 s), and an answer well before it.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The records service as the admin endpoint sees it; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RecordsMonitor {
+    /// The chain writer: its ingest count and its store.
+    ledger: Ledger,
+    /// The shared database's staging; `None` for a service alone on its database.
+    staging: Option<Staging>,
+    /// The `courtline_records_*` metrics.
+    metrics: Arc<Metrics>,
+}
+
+impl RecordsMonitor {
+    /// The monitor of the service whose ledger is `ledger` (and staging `staging`,
+    /// when it shares its database).
+    pub fn new(ledger: Ledger, staging: Option<Staging>) -> RecordsMonitor {
+        RecordsMonitor {
+            metrics: Arc::new(Metrics::new(staging.is_some())),
+            ledger,
+            staging,
+        }
+    }
+
+    /// `/metrics`: every `courtline_records_*` metric in the Prometheus text format.
+    pub async fn metrics_text(&self) -> String {
+        let progress = bounded(self.ledger.store().chain_progress()).await;
+        let shared = match &self.staging {
+            Some(staging) => Some(SharedSnapshot {
+                sequencing: staging.sequencing(),
+                events_staged: staging.events_staged(),
+                backlog: bounded(staging.backlog()).await,
+            }),
+            None => None,
+        };
+        self.metrics.render(&Snapshot {
+            events_ingested: self.ledger.events_ingested(),
+            progress,
+            shared,
+            now_ms: now_ms(),
+        })
+    }
+
+    /// `/readyz`: the database answers, at this build's migration.
+    pub async fn readiness(&self) -> Readiness {
+        let schema =
+            match tokio::time::timeout(READ_TIMEOUT, self.ledger.store().schema_version()).await {
+                Ok(Ok(version)) => Ok(version),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
+            };
+        Readiness { schema }
+    }
+}
+
+/// What `read` gives within [`READ_TIMEOUT`]; `None` when it failed (logged at debug:
+/// the scrape says so with `courtline_records_database_up`) or took longer.
+async fn bounded<T, E: std::fmt::Display>(
+    read: impl std::future::Future<Output = Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "metrics: cannot read the records database");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("metrics: the records database did not answer in time");
+            None
+        }
+    }
+}
