@@ -127,6 +127,12 @@ fi
 # records service (with record_audio = "on_report" a recording's pages stay
 # dirty until the service decides its fate), the kernel's dirty page cache,
 # and sectors written to the disks: the run's cost beyond CPU.
+# CPU seconds so far of courtline's threads whose names start with $1.
+threads_cpu() {
+  for comm in /proc/$cpid/task/*/comm; do
+    if grep -q "^$1" "$comm" 2>/dev/null; then cat "${comm%comm}stat" 2>/dev/null || true; fi
+  done | sed 's/.*) //' | awk '{ s += $12 + $13 } END { printf "%.2f", s / 100 }'
+}
 disk_sectors() { awk '$3 !~ /^(loop|ram|sr)/ { s += $10 } END { printf "%d", s }' /proc/diskstats; }
 sectors0=$(disk_sectors)
 (while kill -0 "$cpid" 2>/dev/null; do
@@ -134,7 +140,7 @@ sectors0=$(disk_sectors)
    lag=$(echo "$metrics" | awk '$1 == "courtline_records_delivery_lag_seconds" { print $2 }')
    dropped=$(echo "$metrics" | awk '$1 == "courtline_recordings_dropped_total" { print $2 }')
    dirty=$(awk '/^Dirty:/ { print $2 }' /proc/meminfo)
-   echo "${lag:-n/a} $dirty ${dropped:-n/a}"
+   echo "${lag:-n/a} $dirty ${dropped:-n/a} $(threads_cpu recording-) $(threads_cpu media-)"
    sleep 1
  done > "$dir/samples.txt") &
 sampler=$!
@@ -185,4 +191,4 @@ echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss
 echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print $1 }' "$dir/samples.txt" | sort -g |
   awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "not scraped" }')"
 echo "dirty page cache: max $(awk '$2 > m { m = $2 } END { printf "%d", m / 1024 }' "$dir/samples.txt") MiB; disk writes during the calls: $(( (sectors1 - sectors0) / 2048 )) MiB"
-echo "recordings dropped (writer behind): $(awk '$3 != "n/a" { last = $3 } END { print last + 0 }' "$dir/samples.txt") of $calls calls"
+echo "recordings dropped (writer behind): $(awk '$3 != "n/a" { last = $3 } END { print last + 0 }' "$dir/samples.txt") of $calls calls; recording threads: $(awk '{ last = $4 } END { print last + 0 }' "$dir/samples.txt") CPU s; media threads: $(awk '{ last = $5 } END { print last + 0 }' "$dir/samples.txt") CPU s"

@@ -77,8 +77,7 @@ async fn metrics(State(served): State<Served>) -> Response {
         Served::Switchboard {
             monitor, records, ..
         } => {
-            // The embedded records service's ingest count is among its own metrics.
-            let mut text = monitor.metrics_text(None);
+            let mut text = monitor.metrics_text();
             if let Some(records) = records {
                 text.push_str(&records.metrics_text().await);
             }

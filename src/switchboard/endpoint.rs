@@ -478,9 +478,9 @@ impl Monitor {
         }
     }
 
-    /// `/metrics`: every `courtline_*` metric in the Prometheus text format;
-    /// `records_ingested` is the embedded records service's count, if it runs here.
-    pub fn metrics_text(&self, records_ingested: Option<u64>) -> String {
+    /// `/metrics`: every switchboard metric in the Prometheus text format (the
+    /// embedded records service's are its own: `records::monitor`).
+    pub fn metrics_text(&self) -> String {
         let shared = &self.shared;
         let backlog = shared.records.backlog();
         let targets = shared
@@ -500,7 +500,6 @@ impl Monitor {
             spool_depth: backlog.depth,
             delivery_lag_s: backlog.lag_s,
             delivered: backlog.delivered,
-            records_ingested,
             targets,
             recording_queue_peak: shared.recorder.as_ref().map_or(0, Recorder::queue_peak),
             recordings_dropped: shared

@@ -12,8 +12,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use std::sync::OnceLock;
-
 use crate::contract::names::end_reason_name;
 use crate::contract::pb::{CallRecord, EndReason, LegMedia};
 
@@ -31,9 +29,6 @@ pub struct Snapshot {
     pub delivery_lag_s: f64,
     /// Events the records service stored (its ingest of this switchboard's events).
     pub delivered: u64,
-    /// Events the embedded records service stored from any switchboard; `None`
-    /// when the service runs elsewhere.
-    pub records_ingested: Option<u64>,
     /// Each operator target as configured, and whether qualify has it up.
     pub targets: Vec<(String, bool)>,
     /// Most messages ever queued at the recording writer (0 without recordings).
@@ -76,9 +71,6 @@ pub struct Metrics {
     delivery_lag: prometheus::Gauge,
     /// Events the records service stored.
     delivered: IntCounter,
-    /// Events the embedded records service stored; registered on the first
-    /// scrape that has the figure, so a switchboard without one shows none.
-    ingested: OnceLock<IntCounter>,
     /// 1 while qualify has an operator target up, by target.
     target_up: IntGaugeVec,
     /// Sources the shield banned (floods, scanners).
@@ -164,7 +156,6 @@ impl Metrics {
             .expect("valid metric"),
             spool_depth: IntGauge::new("courtline_records_spool_depth_events", "Call events spooled and not yet acknowledged by the records service.").expect("valid metric"),
             delivery_lag: prometheus::Gauge::new("courtline_records_delivery_lag_seconds", "Seconds waiting call events have waited for the records service to make progress (0 when none wait).").expect("valid metric"),
-            ingested: OnceLock::new(),
             delivered: IntCounter::new("courtline_records_events_delivered_total", "Call events the records service stored (its ingest from this switchboard).").expect("valid metric"),
             target_up: IntGaugeVec::new(
                 Opts::new("courtline_operator_target_up", "1 while the operator target answers OPTIONS (qualify), 0 while marked down."),
@@ -341,20 +332,6 @@ impl Metrics {
             .set(i64::try_from(snapshot.spool_depth).unwrap_or(i64::MAX));
         self.delivery_lag.set(snapshot.delivery_lag_s);
         catch_up(&self.delivered, snapshot.delivered);
-        if let Some(ingested) = snapshot.records_ingested {
-            let counter = self.ingested.get_or_init(|| {
-                let counter = IntCounter::new(
-                    "courtline_records_events_ingested_total",
-                    "Events the embedded records service stored, from any switchboard.",
-                )
-                .expect("valid metric");
-                self.registry
-                    .register(Box::new(counter.clone()))
-                    .expect("distinct metric names");
-                counter
-            });
-            catch_up(counter, ingested);
-        }
         for (target, up) in &snapshot.targets {
             self.target_up
                 .with_label_values(&[target.as_str()])
@@ -542,7 +519,6 @@ mod tests {
             recording_queue_peak: 12,
             recordings_dropped: 3,
             draining: true,
-            records_ingested: None,
             media_shard_calls: vec![3, 2],
         };
         metrics.render(&snapshot);
@@ -585,16 +561,6 @@ mod tests {
         assert_eq!(
             value_of(&text, r#"courtline_media_shard_calls{shard="1"}"#),
             Some("2")
-        );
-        // No embedded records service: no ingest figure at all.
-        assert!(!text.contains("courtline_records_events_ingested_total"));
-        let text = metrics.render(&Snapshot {
-            records_ingested: Some(9),
-            ..Snapshot::default()
-        });
-        assert_eq!(
-            value_of(&text, "courtline_records_events_ingested_total"),
-            Some("9")
         );
     }
 }

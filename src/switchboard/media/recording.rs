@@ -19,7 +19,7 @@ use std::io::{Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,6 +54,10 @@ const MAX_JUMP: u32 = 8_000 * 60;
 const REANCHOR_BEYOND: u32 = 8_000 * 2;
 /// How often an unwritable directory is tried again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer sleeps once it has written everything queued: a few
+/// frames' worth of waiting costs nothing here, while a wake-up per frame
+/// cost the media engine a futex call and this thread a context switch each.
+const POLL_EVERY: Duration = Duration::from_millis(10);
 /// Two channels: to the caller, from the caller.
 const CHANNELS: u16 = 2;
 /// How often the writer looks whether closed recordings' files can be
@@ -563,31 +567,15 @@ impl Aligner {
             return;
         }
         let start = (at + skip as u64 - self.base) as usize;
-        let bytes = &bytes[skip..];
+        let end = start + bytes.len() - skip;
+        if self.pending.len() < end {
+            self.pending.resize(end, Slot::default());
+        }
         let shift = 4 * channel as u8;
         let kind = kind_of(codec) << shift;
-        // Units already pending get this channel's bytes; the rest are
-        // appended as they are made, not made silent first and then
-        // overwritten (#16: the usual frame is appended).
-        let held = self.pending.len().saturating_sub(start).min(bytes.len());
-        if held > 0 {
-            for (slot, &byte) in self.pending.range_mut(start..start + held).zip(bytes) {
-                slot.bytes[channel as usize] = byte;
-                slot.kinds = (slot.kinds & !(0xF << shift)) | kind;
-            }
-        }
-        if held < bytes.len() {
-            if self.pending.len() < start {
-                self.pending.resize(start, Slot::default());
-            }
-            self.pending.extend(bytes[held..].iter().map(|&byte| {
-                let mut slot = Slot {
-                    kinds: kind,
-                    ..Slot::default()
-                };
-                slot.bytes[channel as usize] = byte;
-                slot
-            }));
+        for (slot, &byte) in self.pending.range_mut(start..end).zip(&bytes[skip..]) {
+            slot.bytes[channel as usize] = byte;
+            slot.kinds = (slot.kinds & !(0xF << shift)) | kind;
         }
     }
 
@@ -727,38 +715,48 @@ struct SealJob {
 
 impl Writer {
     fn run(mut self, inbox: Receiver<Message>) {
+        let mut probed = Instant::now();
         loop {
-            let message = inbox.recv_timeout(PROBE_EVERY);
-            if message.is_ok() {
-                self.depth.taken();
-            }
-            let read_clock = match message {
-                Ok(Message::Open(open)) => {
-                    self.open(*open);
-                    true
-                }
-                Ok(Message::Frame(frame)) => {
-                    self.frame(&frame);
-                    self.swept.1 += 1;
-                    self.swept.1 >= FRAMES_PER_CLOCK_READ
-                }
-                Ok(Message::Close(key)) => {
-                    self.close(key);
-                    true
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if !self.healthy.load(Ordering::Acquire) && self.probe().is_ok() {
-                        tracing::info!(dir = %self.dir.display(), "recordings can be written again");
-                        self.healthy.store(true, Ordering::Release);
+            let message = match inbox.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => {
+                    // Caught up: look around, then sleep instead of blocking on the
+                    // queue, so that no sender (the media engine, for every frame)
+                    // has to wake this thread (#16).
+                    if !self.healthy.load(Ordering::Acquire) && probed.elapsed() >= PROBE_EVERY {
+                        probed = Instant::now();
+                        if self.probe().is_ok() {
+                            tracing::info!(dir = %self.dir.display(), "recordings can be written again");
+                            self.healthy.store(true, Ordering::Release);
+                        }
                     }
-                    true
+                    self.sweep();
+                    self.report_peak();
+                    std::thread::sleep(POLL_EVERY);
+                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(TryRecvError::Disconnected) => {
                     // Deleted recordings' audio does not wait for the next start.
                     if let Some(spares) = self.spares.as_mut() {
                         spares.reclaim(Instant::now());
                     }
                     return;
+                }
+            };
+            self.depth.taken();
+            let read_clock = match message {
+                Message::Open(open) => {
+                    self.open(*open);
+                    true
+                }
+                Message::Frame(frame) => {
+                    self.frame(&frame);
+                    self.swept.1 += 1;
+                    self.swept.1 >= FRAMES_PER_CLOCK_READ
+                }
+                Message::Close(key) => {
+                    self.close(key);
+                    true
                 }
             };
             if read_clock {
