@@ -1,6 +1,6 @@
 //! The records contract, the bottom floor: the gRPC types both processes speak,
-//! the names of their enums, the digest a recording is known by, and the client
-//! connection. Runs in both processes;
+//! the names of their enums, the digest a recording is known by, the client
+//! connection, and the metrics text both serve. Runs in both processes;
 //! imports nothing of courtline.
 
 /// Code generated from `proto/courtline/records/v1/records.proto`: the wire contract.
@@ -15,6 +15,7 @@ pub mod pb {
 
 pub mod connect;
 pub mod digest;
+pub mod exposition;
 pub mod names;
 pub mod row;
 

@@ -9,9 +9,10 @@
 //! service of a shared database shows the same values (aggregate them with `max`).
 //! No labels: one service is one series of each.
 
-use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 
 use super::store::ChainProgress;
+use crate::contract::exposition::{catch_up, text_of};
 
 /// What the service reads at scrape time.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -163,20 +164,7 @@ impl Metrics {
             _ => self.sequencer.set(1),
         }
         self.database_up.set(i64::from(database_up));
-        let mut text = Vec::new();
-        // Encoding into memory cannot fail for these metric types.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        String::from_utf8(text).unwrap_or_default()
-    }
-}
-
-/// Raises `counter` to `total`, a count kept elsewhere that only grows.
-fn catch_up(counter: &IntCounter, total: u64) {
-    let counted = counter.get();
-    if total > counted {
-        counter.inc_by(total - counted);
+        text_of(&self.registry)
     }
 }
 

@@ -8,10 +8,10 @@
 //! configuration (lines, operator targets, end reasons), never caller numbers.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::contract::exposition::{catch_up, text_of};
 use crate::contract::names::end_reason_name;
 use crate::contract::pb::{CallRecord, EndReason, LegMedia};
 
@@ -346,20 +346,7 @@ impl Metrics {
                 .with_label_values(&[shard.to_string().as_str()])
                 .set(i64::try_from(*calls).unwrap_or(i64::MAX));
         }
-        let mut text = Vec::new();
-        // Encoding into memory cannot fail for these metric types.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        String::from_utf8(text).unwrap_or_default()
-    }
-}
-
-/// Raises `counter` to `total`, a count kept elsewhere that only grows.
-fn catch_up(counter: &IntCounter, total: u64) {
-    let counted = counter.get();
-    if total > counted {
-        counter.inc_by(total - counted);
+        text_of(&self.registry)
     }
 }
 
