@@ -19,7 +19,7 @@ use std::io::{Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,6 +57,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long the writer sleeps once it has written everything queued: a few
 /// frames' worth of waiting costs nothing here, while a wake-up per frame
 /// cost the media engine a futex call and this thread a context switch each.
+/// After a sleep that brought nothing it blocks instead (no calls recorded).
 const POLL_EVERY: Duration = Duration::from_millis(10);
 /// Two channels: to the caller, from the caller.
 const CHANNELS: u16 = 2;
@@ -716,13 +717,12 @@ struct SealJob {
 impl Writer {
     fn run(mut self, inbox: Receiver<Message>) {
         let mut probed = Instant::now();
+        // Whether the last look found the queue empty after a whole poll's sleep.
+        let mut quiet = false;
         loop {
-            let message = match inbox.try_recv() {
-                Ok(message) => message,
+            // The next message; None once every sender is gone.
+            let next = match inbox.try_recv() {
                 Err(TryRecvError::Empty) => {
-                    // Caught up: look around, then sleep instead of blocking on the
-                    // queue, so that no sender (the media engine, for every frame)
-                    // has to wake this thread (#16).
                     if !self.healthy.load(Ordering::Acquire) && probed.elapsed() >= PROBE_EVERY {
                         probed = Instant::now();
                         if self.probe().is_ok() {
@@ -732,17 +732,33 @@ impl Writer {
                     }
                     self.sweep();
                     self.report_peak();
-                    std::thread::sleep(POLL_EVERY);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => {
-                    // Deleted recordings' audio does not wait for the next start.
-                    if let Some(spares) = self.spares.as_mut() {
-                        spares.reclaim(Instant::now());
+                    if !quiet {
+                        // Caught up while calls are recorded: sleep instead of
+                        // blocking on the queue, so that no sender (the media
+                        // engine, for every frame) has to wake this thread (#16).
+                        quiet = true;
+                        std::thread::sleep(POLL_EVERY);
+                        continue;
                     }
-                    return;
+                    // Nothing came for a whole poll: nobody is recorded, so
+                    // block (the next message wakes it) rather than poll idly.
+                    match inbox.recv_timeout(PROBE_EVERY) {
+                        Ok(message) => Some(message),
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    }
                 }
+                Ok(message) => Some(message),
+                Err(TryRecvError::Disconnected) => None,
             };
+            let Some(message) = next else {
+                // Deleted recordings' audio does not wait for the next start.
+                if let Some(spares) = self.spares.as_mut() {
+                    spares.reclaim(Instant::now());
+                }
+                return;
+            };
+            quiet = false;
             self.depth.taken();
             let read_clock = match message {
                 Message::Open(open) => {
