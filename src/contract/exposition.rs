@@ -22,6 +22,14 @@ pub fn catch_up(counter: &IntCounter, total: u64) {
     }
 }
 
+/// The value of `series` (a name with its labels, as printed) in `text`: for the
+/// metrics modules' tests.
+#[cfg(test)]
+pub(crate) fn value_of<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,11 +171,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn value_of<'a>(text: &'a str, series: &str) -> Option<&'a str> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-    }
+    use crate::contract::exposition::value_of;
 
     #[test]
     fn a_lone_service_is_its_own_sequencer_and_its_derived_tables_never_lag() {

@@ -359,11 +359,7 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn value_of<'a>(text: &'a str, series: &str) -> Option<&'a str> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-    }
+    use crate::contract::exposition::value_of;
 
     #[test]
     fn a_call_hung_up_during_the_warning_is_counted_once_everywhere() {
