@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use courtline::contract::pb::{LogEventsRequest, NodeEvent};
 use courtline::records::store::{Backend, SqlStore, Store, APPEND_LOCK};
-use records_common::child::ServiceChild;
+use records_common::child::{ServiceChild, SharedPair};
 use records_common::*;
 use sqlx::Connection;
 use support::serve_child::{http_get, metric_value, promtool, run_promtool};
@@ -142,13 +142,12 @@ async fn two_services_show_one_sequencer_the_staged_events_and_the_followers_lag
     let Some(db) = postgres_db().await else {
         return;
     };
-    let dir = db.dir.path();
-    let key = dir.join("deployment-signing.key");
-    let a = ServiceChild::shared(dir, "a", &db.url, &key);
-    let b = ServiceChild::shared(dir, "b", &db.url, &key);
-    let mut first = a.start().await;
-    a.wait_for_log("now the sequencer", 1).await;
-    let second = b.start().await;
+    let SharedPair {
+        b,
+        mut first,
+        second,
+        ..
+    } = SharedPair::start(db.dir.path(), &db.url).await;
     let sequencer_of = |text: &str| value(text, "courtline_records_sequencer");
 
     // A holds the sequencer's lock; B cannot have it.

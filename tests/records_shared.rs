@@ -28,7 +28,7 @@ use courtline::records::ledger::staging::{self, Staging};
 use courtline::records::ledger::{CheckpointPolicy, IngestOutcome, Ledger, LedgerError};
 use courtline::records::store::{SqlStore, Store};
 use courtline::records::verify::verify;
-use records_common::child::ServiceChild;
+use records_common::child::SharedPair;
 use records_common::*;
 use tokio::time::{sleep, Instant};
 
@@ -87,13 +87,12 @@ async fn two_services_one_chain_sequencer_killed_nothing_lost_or_doubled() {
     let Some(db) = postgres_db().await else {
         return;
     };
-    let dir = db.dir.path();
-    let key = dir.join("deployment-signing.key");
-    let a = ServiceChild::shared(dir, "a", &db.url, &key);
-    let b = ServiceChild::shared(dir, "b", &db.url, &key);
-    let mut first = a.start().await;
-    a.wait_for_log("now the sequencer", 1).await;
-    let _second = b.start().await;
+    let SharedPair {
+        a,
+        b,
+        mut first,
+        second: _second,
+    } = SharedPair::start(db.dir.path(), &db.url).await;
 
     // Switchboards 0 and 1 deliver to A, 2 and 3 to B; each moves when its service fails.
     let acked = Arc::new(AtomicU64::new(0));

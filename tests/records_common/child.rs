@@ -29,6 +29,37 @@ impl Drop for Process {
     }
 }
 
+/// Two services, "a" and "b", of one shared database, both running; "a" is the
+/// sequencer: it started first and held the lock before "b" started.
+pub struct SharedPair {
+    /// The first service, the sequencer.
+    pub a: ServiceChild,
+    /// The second service, the standby.
+    pub b: ServiceChild,
+    /// "a"'s process.
+    pub first: Process,
+    /// "b"'s process.
+    pub second: Process,
+}
+
+impl SharedPair {
+    /// Starts the pair on `database`, with the deployment's signing key in `dir`.
+    pub async fn start(dir: &Path, database: &str) -> SharedPair {
+        let key = dir.join("deployment-signing.key");
+        let a = ServiceChild::shared(dir, "a", database, &key);
+        let b = ServiceChild::shared(dir, "b", database, &key);
+        let first = a.start().await;
+        a.wait_for_log("now the sequencer", 1).await;
+        let second = b.start().await;
+        SharedPair {
+            a,
+            b,
+            first,
+            second,
+        }
+    }
+}
+
 /// One records service's config, port and log; started (and restarted) as a child.
 pub struct ServiceChild {
     /// Its config file.
