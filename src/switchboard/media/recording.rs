@@ -1289,7 +1289,7 @@ mod tests {
 
     #[test]
     fn writes_end_on_page_boundaries_when_units_fit_them() {
-        // 8 kHz: 4-byte units after the 44-byte header; 1013 units end page 1.
+        // 8 kHz: 4-byte units after the 44-byte header; 2,037 of them end page 2.
         assert_eq!(
             page_end(0, 2_048, 1, WRITE_AT),
             2_048 - (44 + 2_048 * 4 - 8_192) / 4
