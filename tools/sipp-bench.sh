@@ -95,7 +95,12 @@ ring_timeout_s = 30
 record_audio = "$record"
 EOF
 
-(cd "$dir" && exec sipp -sf "$here/tests/sipp/operator.xml" -i $ip -p 5070 -nostdin \
+# SIPp's sockets get the 4 MiB courtline's SIP socket asks for (the kernel caps
+# both at net.core.rmem_max): with its default 64 KiB a SIPp descheduled for a
+# few milliseconds on these two busy cores drops 100s and 200s in its own
+# receive queue and retransmits the INVITE; the drops are printed below.
+sipp_buffer=4194304
+(cd "$dir" && exec sipp -sf "$here/tests/sipp/operator.xml" -i $ip -p 5070 -nostdin -buff_size $sipp_buffer \
    -trace_stat -stf "$dir/operator-stat.csv" -fd 1 -trace_err -error_file "$dir/operator-errors.log" >"$dir/operator.out" 2>&1) &
 pids+=($!)
 (cd "$dir" && RUST_LOG=${RUST_LOG:-info,rsipstack=warn} exec "$courtline" --config "$dir/courtline.toml" serve \
@@ -133,6 +138,14 @@ threads_cpu() {
     if grep -q "^$1" "$comm" 2>/dev/null; then cat "${comm%comm}stat" 2>/dev/null || true; fi
   done | sed 's/.*) //' | awk '{ s += $12 + $13 } END { printf "%.2f", s / 100 }'
 }
+# Datagrams the kernel dropped so far because a receive queue was full, for
+# courtline's SIP socket and SIPp's two (/proc/net/udp: local address in hex,
+# the last column counts drops).
+udp_drops() {
+  awk -v a="$(printf '%02X%02X%02X%02X' ${ip##*.} 0 0 127)" \
+    'BEGIN { want[sprintf("%s:%04X", a, 5060)] = 1; want[sprintf("%s:%04X", a, 5080)] = 2; want[sprintf("%s:%04X", a, 5070)] = 3 }
+     $2 in want { d[want[$2]] = $NF } END { printf "%d %d %d", d[1], d[2], d[3] }' /proc/net/udp
+}
 disk_sectors() { awk '$3 !~ /^(loop|ram|sr)/ { s += $10 } END { printf "%d", s }' /proc/diskstats; }
 sectors0=$(disk_sectors)
 (while kill -0 "$cpid" 2>/dev/null; do
@@ -140,7 +153,7 @@ sectors0=$(disk_sectors)
    lag=$(echo "$metrics" | awk '$1 == "courtline_records_delivery_lag_seconds" { print $2 }')
    dropped=$(echo "$metrics" | awk '$1 == "courtline_recordings_dropped_total" { print $2 }')
    dirty=$(awk '/^Dirty:/ { print $2 }' /proc/meminfo)
-   echo "${lag:-n/a} $dirty ${dropped:-n/a} $(threads_cpu recording-) $(threads_cpu media-)"
+   echo "${lag:-n/a} $dirty ${dropped:-n/a} $(threads_cpu recording-) $(threads_cpu media-) $(udp_drops)"
    sleep 1
  done > "$dir/samples.txt") &
 sampler=$!
@@ -149,7 +162,7 @@ pids+=($sampler)
 # -timeout bounds the run: the calls' own time plus a minute.
 bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
 (cd "$dir" && sipp $ip:5060 -sf "$here/tests/sipp/caller.xml" -s 02112368 -i $ip -p 5080 \
-   -r "$rate" -m "$calls" -l 20000 -d "$hold_ms" -nostdin -timeout "${bound}s" \
+   -r "$rate" -m "$calls" -l 20000 -d "$hold_ms" -nostdin -timeout "${bound}s" -buff_size $sipp_buffer \
    -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_screen \
    -trace_err -error_file "$dir/caller-errors.log" >"$dir/caller.out" 2>&1) || true
 
@@ -192,3 +205,4 @@ echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print 
   awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "not scraped" }')"
 echo "dirty page cache: max $(awk '$2 > m { m = $2 } END { printf "%d", m / 1024 }' "$dir/samples.txt") MiB; disk writes during the calls: $(( (sectors1 - sectors0) / 2048 )) MiB"
 echo "recordings dropped (writer behind): $(awk '$3 != "n/a" { last = $3 } END { print last + 0 }' "$dir/samples.txt") of $calls calls; recording threads: $(awk '{ last = $4 } END { print last + 0 }' "$dir/samples.txt") CPU s; media threads: $(awk '{ last = $5 } END { print last + 0 }' "$dir/samples.txt") CPU s"
+echo "UDP datagrams dropped in full receive queues: courtline's SIP socket $(awk '{ if ($6 > m) m = $6 } END { print m + 0 }' "$dir/samples.txt"), SIPp caller's $(awk '{ if ($7 > m) m = $7 } END { print m + 0 }' "$dir/samples.txt"), SIPp operator's $(awk '{ if ($8 > m) m = $8 } END { print m + 0 }' "$dir/samples.txt")"
