@@ -569,6 +569,12 @@ impl CallFlow {
         self.actions.pop_front()
     }
 
+    /// Whether the next action is a milestone too: the adapter then queues this
+    /// one for the spool without waiting, and waits once for the run.
+    pub fn milestone_follows(&self) -> bool {
+        matches!(self.actions.front(), Some(CallAction::Milestone(_)))
+    }
+
     /// When the adapter must call [`CallFlow::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         // Keys are held only while bridged; the call's end drops them.

@@ -674,6 +674,58 @@ fn rejected_record() {
     assert!(!r.prompt_completed);
 }
 
+/// Each action with whether a milestone follows it, as the adapter sees them.
+fn actions_with_follows(h: &mut Harness) -> Vec<(CallAction, bool)> {
+    std::iter::from_fn(|| {
+        let action = h.flow.poll_output()?;
+        Some((action, h.flow.milestone_follows()))
+    })
+    .collect()
+}
+
+#[test]
+fn a_run_of_milestones_is_told_apart_from_its_last() {
+    let mut h = Harness::new(facts(&["sip:a@h"]));
+    // Received and Answered wait for one fsync, Answered's, before the 200 OK.
+    assert_eq!(
+        actions_with_follows(&mut h),
+        vec![
+            (CallAction::Milestone(Milestone::Received), true),
+            (CallAction::Milestone(Milestone::Answered), false),
+            (CallAction::AnswerCaller, false),
+        ]
+    );
+    h.input(CallInput::CallerAcked);
+    assert_eq!(
+        actions_with_follows(&mut h),
+        vec![
+            (CallAction::Milestone(Milestone::PromptStarted), false),
+            (CallAction::StartPrompt, false),
+        ]
+    );
+    // Ringback starts between the two, so each waits for its own.
+    h.input(CallInput::PromptFinished);
+    assert_eq!(
+        actions_with_follows(&mut h),
+        vec![
+            (CallAction::Milestone(Milestone::PromptFinished), false),
+            (CallAction::StartRingback, true),
+            (
+                CallAction::Milestone(Milestone::OperatorDialed {
+                    uri: "sip:a@h".into()
+                }),
+                false
+            ),
+            (
+                CallAction::DialOperator {
+                    uri: "sip:a@h".into()
+                },
+                false
+            ),
+        ]
+    );
+}
+
 #[test]
 fn milestones_trace_the_call_for_the_spool() {
     let mut h = Harness::new(facts(&["sip:a@h", "sip:b@h"]));

@@ -484,8 +484,15 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                     media.send(MediaCommand::PlayToOperator(OperatorTone::HistoryWhisper));
                 }
                 CallAction::Milestone(milestone) => {
-                    // On disk before the call moves on (the wait is bounded: see RecordSender).
-                    Box::pin(shared.records.milestone(milestone.to_wire(flow.record()))).await;
+                    let queued = shared
+                        .records
+                        .queue_milestone(milestone.to_wire(flow.record()));
+                    // On disk before the call moves on (the wait is bounded: see
+                    // RecordSender); a run of milestones (Received, Answered before
+                    // the 200 OK) waits once, for the last one's fsync.
+                    if !flow.milestone_follows() {
+                        Box::pin(queued.on_disk()).await;
+                    }
                 }
                 CallAction::HangUpCaller => hangups.push(caller.clone()),
                 CallAction::RejectCaller { status } => {

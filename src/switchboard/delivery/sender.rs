@@ -51,6 +51,29 @@ pub const EVENTS_IN_MEMORY: usize = 20_000;
 /// How long a milestone waits for its fsync before the call goes on regardless.
 const MILESTONE_DURABLE_WAIT: Duration = Duration::from_secs(1);
 
+/// A milestone handed to the spool: [`QueuedMilestone::on_disk`] waits for its fsync.
+pub struct QueuedMilestone {
+    /// The call it belongs to, for the log line when the spool is slow or failing.
+    call_id: String,
+    /// Hears `true` once the milestone (and all queued before it) is written and synced.
+    written: oneshot::Receiver<bool>,
+}
+
+impl QueuedMilestone {
+    /// Waits (at most a second) until the milestone is on disk; a spool that fails
+    /// or is slower than that is logged and the call goes on.
+    pub async fn on_disk(self) {
+        let call_id = self.call_id;
+        match tokio::time::timeout(MILESTONE_DURABLE_WAIT, self.written).await {
+            Ok(Ok(true)) => {}
+            Ok(_) => {
+                debug!(call_id = %call_id, "milestone not spooled (spool failing); it is still delivered")
+            }
+            Err(_) => warn!(call_id = %call_id, "spool slower than 1 s; the call goes on"),
+        }
+    }
+}
+
 /// One event on its way into the spool; `durable` hears when it is on disk (or not).
 struct SpoolRequest {
     /// The event, not yet numbered.
@@ -326,10 +349,12 @@ impl RecordSender {
         );
     }
 
-    /// Records a milestone of a call (with its record so far as the snapshot) and
-    /// waits (at most a second) until it is on disk, so a call is not answered
-    /// before its arrival is durable.
-    pub async fn milestone(&self, milestone: CallMilestone) {
+    /// Records a milestone of a call (with its record so far as the snapshot);
+    /// [`QueuedMilestone::on_disk`] waits until it is durable, so a call is not
+    /// answered before its arrival is. The spool writes in queue order, so once a
+    /// later milestone of the call is on disk this one is too: a run of
+    /// milestones waits for one fsync, the last one's.
+    pub fn queue_milestone(&self, milestone: CallMilestone) -> QueuedMilestone {
         let call_id = milestone
             .snapshot
             .as_ref()
@@ -345,13 +370,7 @@ impl RecordSender {
             },
             Some(durable),
         );
-        match tokio::time::timeout(MILESTONE_DURABLE_WAIT, written).await {
-            Ok(Ok(true)) => {}
-            Ok(_) => {
-                debug!(call_id = %call_id, "milestone not spooled (spool failing); it is still delivered")
-            }
-            Err(_) => warn!(call_id = %call_id, "spool slower than 1 s; the call goes on"),
-        }
+        QueuedMilestone { call_id, written }
     }
 
     /// The switchboard put a configuration into force (start-up or reload): queues its
@@ -640,7 +659,7 @@ impl SpoolTask {
                 (to_write, written)
             })
             .await;
-        let Some((all, written)) = result else {
+        let Some((mut all, written)) = result else {
             for waiter in waiters.into_iter().flatten() {
                 let _ = waiter.send(false);
             }
@@ -652,7 +671,8 @@ impl SpoolTask {
                 self.written_through = last.node_seq;
                 self.backlog.written(last.node_seq);
             }
-            self.hand_over(all[first_new..].to_vec());
+            // Only this batch goes on: events retried from a failed write were delivered then.
+            self.hand_over(all.split_off(first_new));
         } else {
             if let Some(deliver) = &self.deliver {
                 for event in &all[first_new..] {
@@ -781,7 +801,7 @@ impl Connection {
         after
     }
 
-    async fn attempt(&mut self, events: &[NodeEvent]) -> Attempt {
+    async fn attempt(&mut self, request: LogEventsRequest) -> Attempt {
         let Some(options) = self.endpoints.get(self.choice.current()) else {
             return Attempt::Failed("no records endpoint configured".to_owned());
         };
@@ -793,9 +813,6 @@ impl Connection {
         }
         let Some(client) = self.client.as_mut() else {
             return Attempt::Failed("not connected".to_owned());
-        };
-        let request = LogEventsRequest {
-            events: events.to_vec(),
         };
         // Bounded here, not on the channel: a CLI's verify or export may rightly take long.
         let Ok(response) = tokio::time::timeout(REQUEST_TIMEOUT, client.log_events(request)).await
@@ -928,8 +945,14 @@ impl DeliveryTask {
     /// Retries the front batch until it is delivered or rejected (`true`), or the
     /// shutdown deadline passes (`false`).
     async fn deliver_batch(&mut self) -> bool {
-        let batch: Vec<NodeEvent> = self.pending.iter().take(DELIVERY_BATCH).cloned().collect();
-        let Some(last_seq) = batch.last().map(|event| event.node_seq) else {
+        // The batch stays in `pending` until delivered: each attempt's request
+        // takes its own copy of the events (tonic consumes it).
+        let len = self.pending.len().min(DELIVERY_BATCH);
+        let Some(last_seq) = len
+            .checked_sub(1)
+            .and_then(|last| self.pending.get(last))
+            .map(|event| event.node_seq)
+        else {
             return true;
         };
         let mut backoff = INITIAL_BACKOFF;
@@ -937,7 +960,10 @@ impl DeliveryTask {
         loop {
             attempts += 1;
             let outcome = {
-                let attempt = self.connection.attempt(&batch);
+                let request = LogEventsRequest {
+                    events: self.pending.iter().take(len).cloned().collect(),
+                };
+                let attempt = self.connection.attempt(request);
                 tokio::pin!(attempt);
                 loop {
                     if let Some(deadline) = self.shutdown.deadline {
@@ -962,13 +988,13 @@ impl DeliveryTask {
                     self.stats.delivered += u64::from(stored);
                     self.stats.already_stored += u64::from(duplicates);
                     debug!(
-                        events = batch.len(),
+                        events = len,
                         stored, duplicates, attempts, "events delivered"
                     );
                 }
                 Attempt::Rejected(status) => {
-                    self.stats.rejected += batch.len() as u64;
-                    for event in &batch {
+                    self.stats.rejected += len as u64;
+                    for event in self.pending.iter().take(len) {
                         error!(
                             node_seq = event.node_seq,
                             call_id = %event.call_id,
@@ -982,7 +1008,7 @@ impl DeliveryTask {
                 Attempt::Failed(error) => {
                     let endpoint = self.connection.endpoint().to_owned();
                     if self.connection.failed() == AfterFailure::TryNext {
-                        warn!(%endpoint, %error, events = batch.len(), attempts, "cannot deliver call events; trying the next records service");
+                        warn!(%endpoint, %error, events = len, attempts, "cannot deliver call events; trying the next records service");
                         continue;
                     }
                     self.backlog.reachable.store(false, Ordering::Release);
@@ -991,7 +1017,7 @@ impl DeliveryTask {
                     warn!(
                         %endpoint,
                         %error,
-                        events = batch.len(),
+                        events = len,
                         attempts,
                         retry_in_ms = u64::try_from(jittered.as_millis()).unwrap_or(u64::MAX),
                         "cannot deliver call events; they are spooled, will retry"
@@ -1008,7 +1034,7 @@ impl DeliveryTask {
                     continue;
                 }
             }
-            self.pending.drain(..batch.len());
+            self.pending.drain(..len);
             let _ = self.acks.send(last_seq);
             return true;
         }
@@ -1106,11 +1132,12 @@ mod tests {
             ..CallRecord::default()
         };
         sender
-            .milestone(CallMilestone {
+            .queue_milestone(CallMilestone {
                 milestone: WireMilestone::Received as i32,
                 snapshot: Some(snapshot),
                 ..CallMilestone::default()
             })
+            .on_disk()
             .await;
         assert!(sender.spool_healthy());
         drop(sender);
