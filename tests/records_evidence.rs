@@ -103,7 +103,7 @@ async fn call_with_recording(
 ) -> RecordingFinished {
     for event in complete_calls([n]) {
         match event.kind {
-            Some(Kind::Milestone(milestone)) => sender.milestone(milestone).await,
+            Some(Kind::Milestone(milestone)) => sender.queue_milestone(milestone).on_disk().await,
             Some(Kind::Ended(ended)) => sender.send(ended),
             _ => unreachable!(),
         }
