@@ -527,6 +527,7 @@ impl SpoolTask {
                 acked = self.acked.recv() => match acked {
                     Some(seq) => self.ack(seq).await,
                     None => {
+                        self.save_acknowledged().await;
                         return SpoolStats {
                             on_disk_only: self
                                 .spilled_from
@@ -724,6 +725,14 @@ impl SpoolTask {
         if let Some(checked) = checked {
             self.outcome(checked, &[]);
         }
+        self.save_acknowledged().await;
+    }
+
+    /// Writes the acknowledged number down and deletes acknowledged segments.
+    async fn save_acknowledged(&mut self) {
+        if let Some(Err(error)) = self.with_spool(Spool::save_acknowledged).await {
+            warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
+        }
     }
 
     async fn ack(&mut self, seq: u64) {
@@ -734,8 +743,13 @@ impl SpoolTask {
             .spilled_from
             .map_or(seq, |from| seq.min(from.saturating_sub(1)));
         self.backlog.acked(through);
-        if let Some(Err(error)) = self.with_spool(move |spool| spool.ack(through)).await {
-            warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
+        // On disk at once only when a segment can go; otherwise at the next check.
+        if self
+            .spool
+            .as_mut()
+            .is_some_and(|spool| spool.acknowledge(through))
+        {
+            self.save_acknowledged().await;
         }
         // Delivery acknowledges batches in the order it was handed them.
         while let Some(sent) = self.in_flight.pop_front() {

@@ -3,7 +3,10 @@
 //! A spool directory holds:
 //!
 //! - `node-id` — this switchboard's identity, generated once (or from config);
-//! - `acked` — the highest node sequence number the records service acknowledged;
+//! - `acked` — a node sequence number the records service acknowledged, written
+//!   before any segment is deleted and otherwise at most about once a second (the
+//!   spool task's check), not on every acknowledgement: a file behind the truth
+//!   only means a few events sent again after a crash, which the service ignores;
 //! - `LOCK` — an advisory lock, so two switchboards never share a spool;
 //! - segments `<first seq, 20 digits>.seg`, append-only: an 8-byte magic, then
 //!   entries `[length u32 LE][CRC-32 of payload u32 LE][payload]`, the payload a
@@ -128,6 +131,9 @@ pub struct Spool {
     next_seq: u64,
     /// Highest acknowledged sequence number.
     acked: u64,
+    /// The number the `acked` file holds: at most `acked`, and at least the last
+    /// entry of every deleted segment (so numbering never restarts below them).
+    acked_on_disk: u64,
 }
 
 /// Where the `node-id` of a spool is kept.
@@ -411,6 +417,7 @@ impl Spool {
             active_len,
             next_seq,
             acked,
+            acked_on_disk: acked,
         };
         spool.trim()?;
         Ok((spool, recovered))
@@ -539,24 +546,37 @@ impl Spool {
         Ok(events)
     }
 
-    /// Records that the service has everything up to `seq`, and deletes segments
-    /// whose entries are all acknowledged.
-    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
-        if seq <= self.acked {
-            return Ok(());
+    /// Notes, in memory, that the service has everything up to `seq`. Whether a
+    /// segment is now wholly acknowledged: then [`Spool::save_acknowledged`] has
+    /// disk work to do (otherwise it can wait for the next periodic save).
+    pub fn acknowledge(&mut self, seq: u64) -> bool {
+        self.acked = self.acked.max(seq);
+        let active = self.active_path();
+        self.segments
+            .iter()
+            .any(|segment| segment.path != active && segment.last_seq <= self.acked)
+    }
+
+    /// Writes the acknowledged number to the `acked` file (two fsyncs, so not
+    /// on every acknowledgement) if it moved, then deletes the segments whose
+    /// entries are all acknowledged.
+    pub fn save_acknowledged(&mut self) -> Result<(), SpoolError> {
+        if self.acked > self.acked_on_disk {
+            write_atomically(
+                &self.dir,
+                &self.dir.join("acked"),
+                format!("{}\n", self.acked).as_bytes(),
+            )?;
+            self.acked_on_disk = self.acked;
         }
-        self.acked = seq;
-        write_atomically(
-            &self.dir,
-            &self.dir.join("acked"),
-            format!("{seq}\n").as_bytes(),
-        )?;
         self.trim()
     }
 
+    /// Deletes segments wholly acknowledged by the `acked` file: the file is
+    /// written first, so after a crash numbering resumes above every deleted entry.
     fn trim(&mut self) -> Result<(), SpoolError> {
         let active = self.active_path();
-        let acked = self.acked;
+        let acked = self.acked_on_disk;
         let mut removed = false;
         for segment in &self.segments {
             if segment.path != active && segment.last_seq <= acked {
@@ -617,13 +637,43 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_is_written_before_its_segment_goes_and_otherwise_when_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), None).unwrap();
+        append(&mut spool, 3);
+        assert!(
+            !spool.acknowledge(2),
+            "nothing to delete in the active segment"
+        );
+        drop(spool);
+        // Not saved: after a restart those events are sent again (the service
+        // ignores what it has), and numbering goes on above them.
+        let (mut spool, recovered) = Spool::open(dir.path(), None).unwrap();
+        assert_eq!(seqs(&recovered.unacked), vec![1, 2, 3]);
+        assert_eq!(seqs(&append(&mut spool, 1)), vec![4]);
+        // 1-3 are no longer in the active segment: it can go once 3 is written down.
+        assert!(spool.acknowledge(3));
+        spool.save_acknowledged().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("acked")).unwrap(),
+            "3\n"
+        );
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        drop(spool);
+        let (mut spool, recovered) = Spool::open(dir.path(), None).unwrap();
+        assert_eq!(seqs(&recovered.unacked), vec![4]);
+        assert_eq!(seqs(&append(&mut spool, 1)), vec![5]);
+    }
+
+    #[test]
     fn entries_survive_reopen_until_acked() {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, recovered) = Spool::open(dir.path(), None).unwrap();
         assert!(recovered.unacked.is_empty());
         let node = spool.node_id().to_owned();
         append(&mut spool, 3);
-        spool.ack(1).unwrap();
+        spool.acknowledge(1);
+        spool.save_acknowledged().unwrap();
         drop(spool);
         let (mut spool, recovered) = Spool::open(dir.path(), None).unwrap();
         assert_eq!(spool.node_id(), node);
@@ -631,7 +681,8 @@ mod tests {
         assert!(recovered.unacked.iter().all(|e| e.node_id == node));
         // Numbering continues after what was written.
         assert_eq!(seqs(&append(&mut spool, 1)), vec![4]);
-        spool.ack(4).unwrap();
+        spool.acknowledge(4);
+        spool.save_acknowledged().unwrap();
         drop(spool);
         let (mut spool, recovered) = Spool::open(dir.path(), None).unwrap();
         assert!(recovered.unacked.is_empty());
