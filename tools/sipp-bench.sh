@@ -148,6 +148,11 @@ udp_drops() {
 }
 disk_sectors() { awk '$3 !~ /^(loop|ram|sr)/ { s += $10 } END { printf "%d", s }' /proc/diskstats; }
 sectors0=$(disk_sectors)
+# CPU seconds every process on the machine spent (user, nice, system, irq,
+# softirq; /proc/stat counts in 1/100 s): with courtline's own, what the calls
+# left of the two cores.
+machine_busy() { awk '$1 == "cpu" { printf "%.1f", ($2 + $3 + $4 + $7 + $8) / 100 }' /proc/stat; }
+busy0=$(machine_busy)
 (while kill -0 "$cpid" 2>/dev/null; do
    metrics=$(curl -s --max-time 1 "http://$ip:$admin_port/metrics")
    lag=$(echo "$metrics" | awk '$1 == "courtline_records_delivery_lag_seconds" { print $2 }')
@@ -167,6 +172,7 @@ bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
    -trace_err -error_file "$dir/caller-errors.log" >"$dir/caller.out" 2>&1) || true
 
 cpu1=$(cpu_s)
+busy1=$(machine_busy)
 sectors1=$(disk_sectors)
 kill "$sampler" 2>/dev/null || true
 end_rss=$(rss_kib)
@@ -200,6 +206,7 @@ echo "SIPp caller failures: $(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) nam
     printf "%s %s; ", name[i], last[i] }' "$dir/stat.csv")"
 echo "SIPp operator: $(stat 'SuccessfulCall(C)' "$dir/operator-stat.csv") bridged and ended, $(stat 'FailedCall(C)' "$dir/operator-stat.csv") not (a caller that hung up while it rang: its scenario counts the CANCEL as failed)"
 echo "INVITE -> 200 OK: $percentiles"
+echo "machine: $(awk "BEGIN{print $busy1 - $busy0}") CPU s busy during the calls (all processes, both cores)"
 echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss / 1024)) MB, at the last call $((end_rss / 1024)) MB, ${linger_s} s later $((linger_rss / 1024)) MB (idle $((idle_rss / 1024)) MB)"
 echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print $1 }' "$dir/samples.txt" | sort -g |
   awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "not scraped" }')"
