@@ -946,6 +946,13 @@ fn config_error_message(error: &config::ConfigError) -> String {
             ..
         } => format!("invalid type: {unexpected}, expected {expected}"),
         config::ConfigError::At { error, .. } => config_error_message(error),
+        // Absent from the file and the environment alike. `config` names the
+        // whole path ("lines[0]prompt", without the dot after an index); the
+        // message wants serde's wording, with the field alone.
+        config::ConfigError::NotFound(path) => {
+            let field = path.rsplit(['.', ']']).next().unwrap_or(path);
+            format!("missing field `{field}`")
+        }
         other => other.to_string(),
     }
 }
@@ -2185,6 +2192,14 @@ operator = "sip:operator@127.0.0.1:5090"
         assert!(e.contains("test.toml"), "{e}");
         assert!(e.contains("lines[0].prompt"), "{e}");
         assert!(e.contains("use one of: zh"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_in_a_list_entry_is_named_and_not_blamed_on_the_environment() {
+        let text = base().replace("prompt = \"zh\"\n", "");
+        let e = error_for(&text);
+        assert!(e.contains("`lines[0].prompt`: is missing"), "{e}");
+        assert!(!e.contains("COURTLINE_"), "{e}");
     }
 
     #[test]
