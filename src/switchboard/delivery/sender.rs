@@ -716,22 +716,24 @@ impl SpoolTask {
             self.write(Vec::new()).await;
             return;
         }
+        // One trip to the blocking pool a second: the active segment's check, and
+        // the acknowledgements noted since the last one written down.
         let checked = self
             .with_spool(|spool| {
                 let next = spool.next_seq();
-                spool.check_active(next)
+                (spool.check_active(next), spool.save_acknowledged())
             })
             .await;
-        if let Some(checked) = checked {
+        if let Some((checked, saved)) = checked {
             self.outcome(checked, &[]);
+            warn_if_unsaved(saved);
         }
-        self.save_acknowledged().await;
     }
 
     /// Writes the acknowledged number down and deletes acknowledged segments.
     async fn save_acknowledged(&mut self) {
-        if let Some(Err(error)) = self.with_spool(Spool::save_acknowledged).await {
-            warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
+        if let Some(saved) = self.with_spool(Spool::save_acknowledged).await {
+            warn_if_unsaved(saved);
         }
     }
 
@@ -758,6 +760,13 @@ impl SpoolTask {
             }
         }
         self.refill_from_spool().await;
+    }
+}
+
+/// Logs an acknowledgement the spool could not write down.
+fn warn_if_unsaved(saved: Result<(), SpoolError>) {
+    if let Err(error) = saved {
+        warn!(%error, "cannot record the acknowledgement in the spool; events may be sent again after a restart");
     }
 }
 
@@ -962,9 +971,11 @@ impl DeliveryTask {
         // The batch stays in `pending` until delivered: each attempt's request
         // takes its own copy of the events (tonic consumes it).
         let len = self.pending.len().min(DELIVERY_BATCH);
-        let Some(last_seq) = len
-            .checked_sub(1)
-            .and_then(|last| self.pending.get(last))
+        let Some(last_seq) = self
+            .pending
+            .iter()
+            .take(len)
+            .next_back()
             .map(|event| event.node_seq)
         else {
             return true;
