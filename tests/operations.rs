@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use courtline::switchboard::priority::nice_of_threads;
 use support::serve_child::{
     http_get, loopback_node, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
 };
@@ -371,4 +372,45 @@ async fn the_drain_timeout_ends_the_calls_left_recorded_as_shutdown() {
     assert!(serve.exited().await.success());
     assert_eq!(serve.end_reasons(), ["shutdown"]);
     wait_for_log(&serve.log, "drain timeout", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_records_service_runs_below_the_calls() {
+    let serve = ServeChild::with_sip((38700, 38799), "").await;
+    // A call, so that its events have gone through the records service's
+    // ingest and database threads.
+    let mut caller = caller_hearing_the_warning(serve.sip).await;
+    caller.hang_up().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_get(serve.admin, "/metrics").await.1;
+        let ingested = metric_value(&metrics, "courtline_records_events_ingested_total")
+            .and_then(|n| n.parse::<u64>().ok());
+        if ingested.is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event ingested: {metrics}");
+        sleep(Duration::from_millis(100)).await;
+    }
+    let pid = serve.child.id().to_string();
+    let main_thread = nice_of_threads(&pid, "courtline");
+    let switchboard = nice_of_threads(&pid, "tokio-rt-worker");
+    let records = nice_of_threads(&pid, "records");
+    let sqlite = nice_of_threads(&pid, "sqlx-sqlite-wor");
+    let [ours] = main_thread[..] else {
+        panic!("one main thread expected: {main_thread:?}");
+    };
+    let below = (ours + 5).min(19);
+    assert!(
+        !switchboard.is_empty() && switchboard.iter().all(|&nice| nice == ours),
+        "switchboard workers {switchboard:?} at the process's nice {ours}"
+    );
+    assert!(
+        !records.is_empty() && records.iter().all(|&nice| nice == below),
+        "records threads {records:?} at {below}"
+    );
+    assert!(
+        !sqlite.is_empty() && sqlite.iter().all(|&nice| nice == below),
+        "SQLite's threads {sqlite:?} at {below}"
+    );
 }

@@ -93,9 +93,22 @@ pub enum Command {
     },
 }
 
-/// Entry point of the binary. `on_worker_idle` runs each time a runtime
-/// worker thread runs out of work (the binary's allocator hook).
-pub fn main(on_worker_idle: fn()) -> ExitCode {
+/// The binary's allocator hook, run each time a runtime worker thread runs
+/// out of work; kept for runtimes started later (the embedded records
+/// service's). Unset in tests, which start no binary.
+static WORKER_IDLE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Runs the binary's hook for a runtime worker that ran out of work, if any.
+fn on_worker_idle() {
+    if let Some(hook) = WORKER_IDLE.get() {
+        hook();
+    }
+}
+
+/// Entry point of the binary. `worker_idle` runs each time a runtime worker
+/// thread runs out of work (the binary's allocator hook).
+pub fn main(worker_idle: fn()) -> ExitCode {
+    let _ = WORKER_IDLE.set(worker_idle);
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -15,6 +15,7 @@ pub mod health;
 pub mod live;
 pub mod media;
 pub mod metrics;
+pub mod priority;
 pub mod sdp;
 pub mod sip;
 

@@ -1057,19 +1057,12 @@ fn wav_header(rate: u32, frames: u64) -> [u8; HEADER_BYTES as usize] {
     header
 }
 
-/// Lowers the calling thread's priority by [`RECORDING_NICE`] (on Linux a
-/// nice value is per thread), so that calls get the cores first.
+/// Lowers the calling thread's priority by [`RECORDING_NICE`], so that calls
+/// get the cores first.
 fn yield_to_calls() {
-    // SAFETY: gettid, getpriority and setpriority take plain integers; with a
-    // thread id, PRIO_PROCESS names that one thread.
-    let outcome = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, now + RECORDING_NICE)
-    };
-    if outcome != 0 {
+    if let Err(error) = crate::switchboard::priority::lower_this_thread(RECORDING_NICE) {
         tracing::warn!(
-            error = %std::io::Error::last_os_error(),
+            %error,
             "recording thread keeps the switchboard's priority: under full load it competes with the warnings"
         );
     }
@@ -1132,27 +1125,7 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Nice value of each of this process's threads whose name starts with
-    /// `prefix` (the kernel keeps 15 bytes of a name), from /proc.
-    fn nice_of_threads(prefix: &str) -> Vec<i32> {
-        let mut found = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let task = task.unwrap().path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if !comm.starts_with(prefix) {
-                continue;
-            }
-            let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-            // Fields after the command's closing parenthesis start at field 3 (state);
-            // nice is field 19.
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            if let Some(nice) = after.split_whitespace().nth(16) {
-                found.push(nice.parse().unwrap());
-            }
-        }
-        found
-    }
+    use crate::switchboard::priority::nice_of_threads;
 
     #[test]
     fn recording_threads_run_below_the_calls() {
@@ -1164,8 +1137,8 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Other tests' recorders may be running too: every one must be lowered.
-            let writers = nice_of_threads("recording-writ");
-            let sealers = nice_of_threads("recording-seal");
+            let writers = nice_of_threads("self", "recording-writ");
+            let sealers = nice_of_threads("self", "recording-seal");
             let all_lowered = !writers.is_empty()
                 && !sealers.is_empty()
                 && writers.iter().chain(&sealers).all(|&nice| nice == expected);
