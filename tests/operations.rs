@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use courtline::switchboard::priority::nice_of_threads;
+use courtline::switchboard::priority::{nice_of_threads, BELOW_CALLS};
 use support::serve_child::{
     http_get, loopback_node, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
 };
@@ -400,7 +400,7 @@ async fn the_embedded_records_service_runs_below_the_calls() {
     let [ours] = main_thread[..] else {
         panic!("one main thread expected: {main_thread:?}");
     };
-    let below = (ours + 5).min(19);
+    let below = (ours + BELOW_CALLS).min(19);
     assert!(
         !switchboard.is_empty() && switchboard.iter().all(|&nice| nice == ours),
         "switchboard workers {switchboard:?} at the process's nice {ours}"

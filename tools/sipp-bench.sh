@@ -5,6 +5,7 @@
 #   tools/sipp-bench.sh --courtline /abs/path/to/courtline --rate 600 --calls 18000 \
 #       --hold-ms 8000 --prompt-ms 5800 [--record-audio never] [--linger-s 60] [--keep-files]
 #       [--max-setup-wait-ms N]   ([sip] max_setup_wait_ms; courtline's default when not given)
+#       [--exports]   (while the calls run, compliance exports every call so far, one after another)
 #
 # One SIPp caller (tests/sipp/caller.xml: INVITE, ACK, hang up --hold-ms after
 # the 200 OK) and one SIPp operator (tests/sipp/operator.xml: rings 1 s, then
@@ -18,7 +19,7 @@
 # here: courtline-loadgen measures that.
 set -euo pipefail
 
-courtline="" rate=600 calls=18000 hold_ms=8000 prompt_ms=5800 record=never linger_s=60 keep=no max_wait=""
+courtline="" rate=600 calls=18000 hold_ms=8000 prompt_ms=5800 record=never linger_s=60 keep=no max_wait="" exports=no
 while [ $# -gt 0 ]; do
   case "$1" in
     --courtline) courtline=$2; shift 2 ;;
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --linger-s) linger_s=$2; shift 2 ;;
     --keep-files) keep=yes; shift ;;
     --max-setup-wait-ms) max_wait="max_setup_wait_ms = $2"; shift 2 ;;
+    --exports) exports=yes; shift ;;
     *) echo "sipp-bench: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
   esac
 done
@@ -164,6 +166,24 @@ busy0=$(machine_busy)
 sampler=$!
 pids+=($sampler)
 
+# With --exports, from 5 s into the calls until they are over, one export of
+# every call stored so far after another, as compliance staff might run from
+# the console: the records service's heaviest work, beside the calls. The CLI
+# itself runs at the lowest priority, as if on another machine.
+if [ "$exports" = yes ]; then
+  (sleep 5
+   while [ ! -e "$dir/calls-over" ]; do
+     start=$(date +%s.%N)
+     if nice -n 19 "$courtline" --config "$dir/courtline.toml" calls export --format jsonl \
+          -o "$dir/export.jsonl" >>"$dir/exports.log" 2>&1; then
+       echo "$start $(date +%s.%N) $(wc -l < "$dir/export.jsonl")" >> "$dir/exports.txt"
+     else
+       sleep 1
+     fi
+   done) &
+  pids+=($!)
+fi
+
 # -timeout bounds the run: the calls' own time plus a minute.
 bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
 (cd "$dir" && sipp $ip:5060 -sf "$here/tests/sipp/caller.xml" -s 02112368 -i $ip -p 5080 \
@@ -173,6 +193,8 @@ bound=$(( calls / rate + hold_ms / 1000 + prompt_ms / 1000 + 60 ))
 
 cpu1=$(cpu_s)
 busy1=$(machine_busy)
+touch "$dir/calls-over"
+records_cpu=$(threads_cpu records)
 sectors1=$(disk_sectors)
 kill "$sampler" 2>/dev/null || true
 end_rss=$(rss_kib)
@@ -212,4 +234,13 @@ echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print 
   awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "not scraped" }')"
 echo "dirty page cache: max $(awk '$2 > m { m = $2 } END { printf "%d", m / 1024 }' "$dir/samples.txt") MiB; disk writes during the calls: $(( (sectors1 - sectors0) / 2048 )) MiB"
 echo "recordings dropped (writer behind): $(awk '$3 != "n/a" { last = $3 } END { print last + 0 }' "$dir/samples.txt") of $calls calls; recording threads: $(awk '{ last = $4 } END { print last + 0 }' "$dir/samples.txt") CPU s; media threads: $(awk '{ last = $5 } END { print last + 0 }' "$dir/samples.txt") CPU s"
+echo "embedded records service's threads: $records_cpu CPU s"
+if [ "$exports" = yes ]; then
+  if [ -s "$dir/exports.txt" ]; then
+    echo "compliance exports during the calls: $(wc -l < "$dir/exports.txt") finished, the last of $(awk '{ rows = $3 } END { print rows }' "$dir/exports.txt") calls; each took $(awk '{ printf "%.3f\n", $2 - $1 }' "$dir/exports.txt" | sort -g |
+      awk '{ v[NR] = $1 } END { printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR] }')"
+  else
+    echo "compliance exports during the calls: none finished (exports.log with --keep-files)"
+  fi
+fi
 echo "UDP datagrams dropped in full receive queues: courtline's SIP socket $(awk '{ if ($6 > m) m = $6 } END { print m + 0 }' "$dir/samples.txt"), SIPp caller's $(awk '{ if ($7 > m) m = $7 } END { print m + 0 }' "$dir/samples.txt"), SIPp operator's $(awk '{ if ($8 > m) m = $8 } END { print m + 0 }' "$dir/samples.txt")"

@@ -46,12 +46,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// How long systemd is asked to wait for shutdown after the drain: calls
 /// ending (up to 10 s) and records flushed (up to 10 s), with room to spare.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
-/// How much lower (in nice steps) the embedded records service's threads run
-/// than the switchboard's. On a full machine call setup comes first: at 1,500
-/// calls/s on two cores the ingest, SQLite and the web console took a quarter
-/// of the process's time, on the same threads as the INVITEs waiting for
-/// their 100 Trying (#16). Records that wait are already safe in the spool.
-const RECORDS_NICE: libc::c_int = 5;
 
 /// A prompt that cannot be played, with where it was configured.
 #[derive(Debug, thiserror::Error)]
@@ -240,8 +234,12 @@ struct StartedRecords {
 }
 
 /// The embedded records service's own runtime (gRPC ingest, the database and
-/// its connections' threads, the web console), [`RECORDS_NICE`] below the
-/// switchboard's threads, which run the calls.
+/// its connections' threads, the web console), below the switchboard's
+/// threads, which run the calls. On the switchboard's threads, at 1,500
+/// calls/s on two cores its ingest and SQLite took a quarter of the process's
+/// time beside the INVITEs waiting for their 100 Trying, and a compliance
+/// export during calls delayed answers by up to half a second (#16). Records
+/// that wait are already safe in the spool.
 struct RecordsThreads {
     /// The runtime, until it is stopped.
     runtime: Option<tokio::runtime::Runtime>,
@@ -280,7 +278,7 @@ impl Drop for RecordsThreads {
 /// Puts a records thread below the calls; says once if the system refused.
 fn records_thread_started() {
     static REFUSED: std::sync::Once = std::sync::Once::new();
-    if let Err(error) = crate::switchboard::priority::lower_this_thread(RECORDS_NICE) {
+    if let Err(error) = crate::switchboard::priority::run_below_calls() {
         REFUSED.call_once(|| {
             warn!(%error, "the embedded records service keeps the switchboard's priority: under full load it competes with call setup");
         });

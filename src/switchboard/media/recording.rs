@@ -84,14 +84,6 @@ const _: () = assert!(super::spare_files::KEPT_BYTES <= HEADER_BYTES);
 /// virtual disk, so one thread would top out near 700 calls/s.
 const SEALERS: usize = 4;
 
-/// How much lower (in nice steps) the recording threads run than the rest of
-/// the switchboard. On a full machine the warning and the bridge come first:
-/// a writer that falls behind drops a recording (counted and logged, the call
-/// goes on), while a starved media thread would make every caller's warning
-/// late (at 600 recorded calls/s on two cores most callers hung up before an
-/// operator answered, #16).
-const RECORDING_NICE: libc::c_int = 10;
-
 /// Who puts a closed recording on the disk (fsync).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -1057,10 +1049,11 @@ fn wav_header(rate: u32, frames: u64) -> [u8; HEADER_BYTES as usize] {
     header
 }
 
-/// Lowers the calling thread's priority by [`RECORDING_NICE`], so that calls
-/// get the cores first.
+/// Puts a recording thread below the calls: a writer that falls behind drops
+/// a recording (counted and logged, the call goes on), while a starved media
+/// thread would make every caller's warning late.
 fn yield_to_calls() {
-    if let Err(error) = crate::switchboard::priority::lower_this_thread(RECORDING_NICE) {
+    if let Err(error) = crate::switchboard::priority::run_below_calls() {
         tracing::warn!(
             %error,
             "recording thread keeps the switchboard's priority: under full load it competes with the warnings"
@@ -1133,7 +1126,7 @@ mod tests {
         // SAFETY: getpriority takes plain integers; 0 names this thread.
         let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         let _recorder = Recorder::start(dir.path().to_path_buf(), Durability::SyncOnClose).unwrap();
-        let expected = (ours + RECORDING_NICE).min(19);
+        let expected = (ours + crate::switchboard::priority::BELOW_CALLS).min(19);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Other tests' recorders may be running too: every one must be lowered.
