@@ -230,15 +230,18 @@ echo "SIPp operator: $(stat 'SuccessfulCall(C)' "$dir/operator-stat.csv") bridge
 echo "INVITE -> 200 OK: $percentiles"
 echo "machine: $(awk "BEGIN{print $busy1 - $busy0}") CPU s busy during the calls (all processes, both cores)"
 echo "courtline: $(awk "BEGIN{print $cpu1 - $cpu0}") CPU s, peak RSS $((peak_rss / 1024)) MB, at the last call $((end_rss / 1024)) MB, ${linger_s} s later $((linger_rss / 1024)) MB (idle $((idle_rss / 1024)) MB)"
-echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print $1 }' "$dir/samples.txt" | sort -g |
-  awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "not scraped" }')"
+# The median and the largest of the seconds on standard input, one a line;
+# $1 when there are none.
+seconds_p50_max() {
+  sort -g | awk -v none="$1" '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR]; else printf "%s", none }'
+}
+echo "records delivery lag (each second of the run): $(awk '$1 != "n/a" { print $1 }' "$dir/samples.txt" | seconds_p50_max "not scraped")"
 echo "dirty page cache: max $(awk '$2 > m { m = $2 } END { printf "%d", m / 1024 }' "$dir/samples.txt") MiB; disk writes during the calls: $(( (sectors1 - sectors0) / 2048 )) MiB"
 echo "recordings dropped (writer behind): $(awk '$3 != "n/a" { last = $3 } END { print last + 0 }' "$dir/samples.txt") of $calls calls; recording threads: $(awk '{ last = $4 } END { print last + 0 }' "$dir/samples.txt") CPU s; media threads: $(awk '{ last = $5 } END { print last + 0 }' "$dir/samples.txt") CPU s"
 echo "embedded records service's threads: $records_cpu CPU s"
 if [ "$exports" = yes ]; then
   if [ -s "$dir/exports.txt" ]; then
-    echo "compliance exports during the calls: $(wc -l < "$dir/exports.txt") finished, the last of $(awk '{ rows = $3 } END { print rows }' "$dir/exports.txt") calls; each took $(awk '{ printf "%.3f\n", $2 - $1 }' "$dir/exports.txt" | sort -g |
-      awk '{ v[NR] = $1 } END { printf "p50 %.1f s, max %.1f s", v[int(NR / 2) + 1], v[NR] }')"
+    echo "compliance exports during the calls: $(wc -l < "$dir/exports.txt") finished, the last of $(awk '{ rows = $3 } END { print rows }' "$dir/exports.txt") calls; each took $(awk '{ printf "%.3f\n", $2 - $1 }' "$dir/exports.txt" | seconds_p50_max "n/a")"
   else
     echo "compliance exports during the calls: none finished (exports.log with --keep-files)"
   fi
