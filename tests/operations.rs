@@ -374,11 +374,11 @@ async fn the_drain_timeout_ends_the_calls_left_recorded_as_shutdown() {
     wait_for_log(&serve.log, "drain timeout", 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_records_service_runs_below_the_calls() {
-    let serve = ServeChild::with_sip((38700, 38799), "").await;
-    // A call, so that its events have gone through the records service's
-    // ingest and database threads.
+/// `courtline serve` with its embedded records service after one call, once
+/// that call's events have gone through the records service's ingest and
+/// database threads.
+async fn serve_after_a_stored_call(ports: (u16, u16)) -> ServeChild {
+    let serve = ServeChild::with_sip(ports, "").await;
     let mut caller = caller_hearing_the_warning(serve.sip).await;
     caller.hang_up().await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -392,6 +392,12 @@ async fn the_embedded_records_service_runs_below_the_calls() {
         assert!(Instant::now() < deadline, "no event ingested: {metrics}");
         sleep(Duration::from_millis(100)).await;
     }
+    serve
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_records_service_runs_below_the_calls() {
+    let serve = serve_after_a_stored_call((38700, 38799)).await;
     let pid = serve.child.id().to_string();
     let main_thread = nice_of_threads(&pid, "courtline");
     let switchboard = nice_of_threads(&pid, "tokio-rt-worker");
@@ -413,4 +419,34 @@ async fn the_embedded_records_service_runs_below_the_calls() {
         !sqlite.is_empty() && sqlite.iter().all(|&nice| nice == below),
         "SQLite's threads {sqlite:?} at {below}"
     );
+}
+
+/// Once calls stop, the records database's connections close after a while,
+/// and their threads and page caches go with them (#16: memory back near idle
+/// a minute after a burst). sqlx closes a connection idle for 20 s on a check
+/// every 20 s, so within 40 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_records_service_closes_its_database_connections() {
+    let serve = serve_after_a_stored_call((38800, 38899)).await;
+    let pid = serve.child.id().to_string();
+    assert!(
+        !nice_of_threads(&pid, "sqlx-sqlite-wor").is_empty(),
+        "the call's events were stored through SQLite's connection threads"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nice_of_threads(&pid, "sqlx-sqlite-wor").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "SQLite's connections were still open a minute after the last call"
+        );
+        sleep(Duration::from_secs(1)).await;
+    }
+    // A later call is stored through a freshly opened connection.
+    let mut caller = caller_hearing_the_warning(serve.sip).await;
+    caller.hang_up().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nice_of_threads(&pid, "sqlx-sqlite-wor").is_empty() {
+        assert!(Instant::now() < deadline, "no connection reopened");
+        sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -62,6 +62,11 @@ pub const COUNT_CAP: u32 = 10_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the pool; writes are serialised by the ledger, this lets reads overlap.
 const MAX_CONNECTIONS: u32 = 4;
+/// A SQLite file's pooled connection unused this long is closed, which frees its page
+/// cache (up to ~2 MB each, full after a busy hour) and its thread; the next statement
+/// opens a fresh one in a few milliseconds. sqlx checks every this long, so a quiet
+/// service is back to its idle memory within twice it (#16: a minute after a burst).
+const SQLITE_IDLE_CLOSE: Duration = Duration::from_secs(20);
 /// Most calls counted per gram when choosing which gram a name search walks: enough
 /// to tell a rare gram from a common one, cheap (an index range read) either way.
 const GRAM_PROBE_LIMIT: u32 = 10_000;
@@ -778,9 +783,19 @@ impl SqlStore {
                 detail: source.to_string(),
             })?;
         let in_memory = url == "sqlite::memory:";
-        let pool = AnyPoolOptions::new()
-            // Every connection to an in-memory SQLite database is a different database.
-            .max_connections(if in_memory { 1 } else { MAX_CONNECTIONS })
+        let pool_options = match (backend, in_memory) {
+            // Every connection to an in-memory SQLite database is a different database,
+            // so its one connection is never closed for age or idleness.
+            (Backend::Sqlite, true) => AnyPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+            (Backend::Sqlite, false) => AnyPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .idle_timeout(SQLITE_IDLE_CLOSE),
+            (Backend::Postgres, _) => AnyPoolOptions::new().max_connections(MAX_CONNECTIONS),
+        };
+        let pool = pool_options
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -3075,6 +3090,24 @@ mod tests {
         let chunks: Vec<usize> = statement_chunks(&[0; 200]).map(<[_]>::len).collect();
         assert_eq!(chunks, [64, 64, 64, 8]);
         assert_eq!(statement_chunks::<u8>(&[]).count(), 0);
+    }
+
+    /// A SQLite file's pool closes connections left idle (their caches go with them);
+    /// an in-memory database's one connection is the database, so it is never closed.
+    #[tokio::test]
+    async fn only_a_sqlite_files_idle_connections_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SqlStore::open(dir.path().join("r.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let options = file.pool().options();
+        assert_eq!(options.get_idle_timeout(), Some(SQLITE_IDLE_CLOSE));
+        assert_eq!(options.get_max_connections(), MAX_CONNECTIONS);
+        let memory = SqlStore::open("sqlite::memory:").await.unwrap();
+        let options = memory.pool().options();
+        assert_eq!(options.get_idle_timeout(), None);
+        assert_eq!(options.get_max_lifetime(), None);
+        assert_eq!(options.get_max_connections(), 1);
     }
 
     /// The name index runs once `min_events` events have arrived since its last run,
