@@ -256,6 +256,9 @@ pub struct MediaConfig {
     pub send: media::MediaSend,
     /// Media engine threads (shards) the calls are spread over.
     pub threads: media::MediaThreads,
+    /// Whether the media engine's threads run real-time (`SCHED_RR`), ahead of
+    /// every normal thread: warnings on time on a busy machine, call setup later.
+    pub realtime: bool,
 }
 
 impl Default for MediaConfig {
@@ -268,6 +271,7 @@ impl Default for MediaConfig {
             rtp_timeout_s: 30,
             send: media::MediaSend::default(),
             threads: media::MediaThreads::default(),
+            realtime: false,
         }
     }
 }

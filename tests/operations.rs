@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use courtline::switchboard::priority::{nice_of_threads, BELOW_CALLS};
+use courtline::switchboard::priority::{
+    nice_of_threads, policy_of_threads, run_media_realtime, BELOW_CALLS,
+};
 use support::serve_child::{
-    http_get, loopback_node, metric_value, promtool, run_promtool, wait_for_log, ServeChild,
+    http_get, loopback_node, metric_value, one_line_config, prompt_file, promtool, run_promtool,
+    wait_for_log, ServeChild,
 };
 use support::{recv_rtp, write_test_prompt, Caller, Options, RawRequest, SipPeer, TestSwitchboard};
 use tokio::time::{sleep, Instant};
@@ -449,4 +452,53 @@ async fn a_quiet_records_service_closes_its_database_connections() {
         assert!(Instant::now() < deadline, "no connection reopened");
         sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `[media] realtime = true` puts the media engine's thread under SCHED_RR
+/// where the process may (root here, as in CI), and says in the log how to
+/// allow it where it may not; without it the thread runs as every other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_threads_run_real_time_when_asked() {
+    for (ports, realtime) in [((38900, 38949), true), ((38950, 38999), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("prompt.wav");
+        write_test_prompt(&wav, 20_000);
+        let config = one_line_config(
+            dir.path(),
+            &format!("{}-{}", ports.0, ports.1),
+            "",
+            "test",
+            &prompt_file(&wav),
+            "",
+        )
+        .replace("[media]\n", &format!("[media]\nrealtime = {realtime}\n"));
+        let file = dir.path().join("courtline.toml");
+        std::fs::write(&file, config).unwrap();
+        let serve = ServeChild::start(dir, file).await;
+        // The engine starts with the first call.
+        let mut caller = caller_hearing_the_warning(serve.sip).await;
+        let pid = serve.child.id().to_string();
+        let policies = policy_of_threads(&pid, "media-");
+        caller.hang_up().await;
+        let may = allowed_real_time();
+        let expected = if realtime && may {
+            libc::SCHED_RR
+        } else {
+            libc::SCHED_OTHER
+        };
+        assert!(
+            !policies.is_empty() && policies.iter().all(|&p| p == expected),
+            "realtime = {realtime}, allowed = {may}: media threads' policies {policies:?}"
+        );
+        if realtime && !may {
+            wait_for_log(&serve.log, "LimitRTPRIO=", 1).await;
+        }
+    }
+}
+
+/// Whether this process may use real-time scheduling, found on a scratch thread.
+fn allowed_real_time() -> bool {
+    std::thread::spawn(|| run_media_realtime().is_ok())
+        .join()
+        .unwrap()
 }

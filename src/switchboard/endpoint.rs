@@ -207,6 +207,7 @@ impl Switchboard {
         if let Err(e) = MediaEngine::configure_global(EngineConfig {
             send: config.media.send,
             threads: config.media.threads.resolve(),
+            realtime: config.media.realtime,
             ..EngineConfig::default()
         }) {
             debug!("{e}");

@@ -30,6 +30,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "media.ringback",
     "media.send",
     "media.threads",
+    "media.realtime",
     "records",
     "recording.dir",
     "admin",
@@ -699,13 +700,18 @@ record_audio = "never"
     fn restart_only_keys_are_refused_by_name() {
         let before = live(BASE, &[("warn", "a"), ("busy", "b")]);
         let text = format!(
-            "[sip]\nlisten = \"127.0.0.1:5099\"\n[media]\nrtp_ports = \"30000-30099\"\nleading_silence_ms = 400\nthreads = 2\n{BASE}"
+            "[sip]\nlisten = \"127.0.0.1:5099\"\n[media]\nrtp_ports = \"30000-30099\"\nleading_silence_ms = 400\nthreads = 2\nrealtime = true\n{BASE}"
         );
         let after = live(&text, &[("warn", "a"), ("busy", "b")]);
         let refused = decide(&before, &after, true).unwrap_err();
         assert_eq!(
             refused.keys,
-            ["media.rtp_ports", "media.threads", "sip.listen"]
+            [
+                "media.realtime",
+                "media.rtp_ports",
+                "media.threads",
+                "sip.listen"
+            ]
         );
         assert!(refused.to_string().contains("restart needed"), "{refused}");
         // The lead-in is live: it only changes playlists.

@@ -1,7 +1,8 @@
 //! Work that can wait runs below the calls. On a full machine the warning, the
 //! bridge and call setup get the cores first; the recording writer and the
 //! embedded records service catch up once the load has passed (what they have
-//! not done yet waits in their queues and the spool, counted).
+//! not done yet waits in their queues and the spool, counted). Where asked
+//! (`[media] realtime`), the media engine runs above everything else.
 
 /// How many nice steps below the switchboard's threads the work that can wait
 /// runs. At 600 recorded calls/s on two cores, with the recording threads at
@@ -34,10 +35,59 @@ pub fn run_below_calls() -> std::io::Result<()> {
     }
 }
 
+/// Real-time priority (`SCHED_RR`, 1–99) of the media engine's threads with
+/// `[media] realtime = true`: low in the range, as Asterisk's `-p` asks, so
+/// that the kernel's own real-time threads still come first.
+pub const MEDIA_REALTIME_PRIORITY: libc::c_int = 10;
+
+/// Whether `media_threads` real-time threads leave signalling a core of the
+/// `cores` this process may use: a saturated real-time thread keeps its core
+/// (the kernel leaves others 5 % of it), so with as many media threads as
+/// cores a burst of RTP could starve SIP, the records and the admin endpoint.
+pub fn realtime_leaves_a_core(media_threads: usize, cores: usize) -> bool {
+    media_threads < cores
+}
+
+/// Puts the calling thread (a media engine thread) under `SCHED_RR` at
+/// [`MEDIA_REALTIME_PRIORITY`]: each 1 ms tick it runs as soon as it wakes,
+/// ahead of every normal thread of the machine, instead of queueing behind
+/// them. Threads it starts go back to normal scheduling
+/// (`SCHED_RESET_ON_FORK`). Fails with `EPERM` unless the process may
+/// (root, `CAP_SYS_NICE`, or `RLIMIT_RTPRIO` of at least the priority:
+/// systemd's `LimitRTPRIO=`).
+pub fn run_media_realtime() -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: MEDIA_REALTIME_PRIORITY,
+    };
+    // SAFETY: sched_setscheduler reads the one sched_param it is given; pid 0
+    // names the calling thread.
+    let outcome =
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
+    if outcome == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Nice value of each thread of process `pid` (`"self"` for this one) whose
 /// name starts with `prefix` (the kernel keeps 15 bytes of a name), from /proc.
 #[doc(hidden)]
 pub fn nice_of_threads(pid: &str, prefix: &str) -> Vec<i32> {
+    // Field 19 of /proc/<pid>/task/<tid>/stat.
+    stat_field_of_threads(pid, prefix, 19)
+}
+
+/// Scheduling policy of each such thread (`libc::SCHED_OTHER`, `SCHED_RR`, …).
+#[doc(hidden)]
+pub fn policy_of_threads(pid: &str, prefix: &str) -> Vec<i32> {
+    // Field 41 of /proc/<pid>/task/<tid>/stat.
+    stat_field_of_threads(pid, prefix, 41)
+}
+
+/// Field `field` (numbered from 1, as in proc(5)) of the stat file of each
+/// thread of `pid` whose name starts with `prefix`.
+fn stat_field_of_threads(pid: &str, prefix: &str, field: usize) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -50,14 +100,14 @@ pub fn nice_of_threads(pid: &str, prefix: &str) -> Vec<i32> {
         }
         let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
         // Fields after the command's closing parenthesis start at field 3
-        // (state); nice is field 19.
+        // (state); the command itself may hold spaces and parentheses.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        if let Some(nice) = after
+        if let Some(value) = after
             .split_whitespace()
-            .nth(16)
+            .nth(field - 3)
             .and_then(|n| n.parse().ok())
         {
-            found.push(nice);
+            found.push(value);
         }
     }
     found
@@ -91,5 +141,45 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(seen, (below, (below, below)));
+    }
+
+    #[test]
+    fn real_time_media_threads_leave_signalling_a_core() {
+        assert!(realtime_leaves_a_core(1, 2));
+        assert!(realtime_leaves_a_core(3, 4));
+        assert!(!realtime_leaves_a_core(1, 1));
+        assert!(!realtime_leaves_a_core(2, 2));
+        assert!(!realtime_leaves_a_core(8, 4));
+    }
+
+    /// A media thread is real-time where the process may be (root here in CI),
+    /// and a thread it starts is back to normal scheduling; where it may not,
+    /// the refusal is EPERM and the thread is unchanged.
+    #[test]
+    fn a_real_time_media_thread_starts_normal_threads() {
+        let seen = std::thread::spawn(|| {
+            let outcome = run_media_realtime().map_err(|e| e.raw_os_error());
+            let own = own_policy();
+            let child = std::thread::spawn(own_policy).join().unwrap();
+            (outcome, own, child)
+        })
+        .join()
+        .unwrap();
+        match seen {
+            (Ok(()), own, child) => {
+                assert_eq!(own, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK);
+                assert_eq!(child, libc::SCHED_OTHER);
+            }
+            (Err(code), own, child) => {
+                assert_eq!(code, Some(libc::EPERM));
+                assert_eq!((own, child), (libc::SCHED_OTHER, libc::SCHED_OTHER));
+            }
+        }
+    }
+
+    /// The calling thread's scheduling policy, with the reset-on-fork flag.
+    fn own_policy() -> i32 {
+        // SAFETY: sched_getscheduler takes a plain integer; 0 names the calling thread.
+        unsafe { libc::sched_getscheduler(0) }
     }
 }

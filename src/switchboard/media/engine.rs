@@ -48,6 +48,9 @@ use super::sys::{send_parts, Epoll, EventFd, TimerFd};
 use super::tone::{mix_frame, OperatorTone, ToneFrames};
 use super::uring::{FileSlot, SendRing};
 use crate::config::media::MediaSend;
+use crate::switchboard::priority::{
+    realtime_leaves_a_core, run_media_realtime, MEDIA_REALTIME_PRIORITY,
+};
 
 /// Caller frames held for mixing under the operator's tone: one is the steady
 /// state (a frame arrives, the next slot sends it); the rest absorb jitter.
@@ -82,6 +85,8 @@ pub struct EngineConfig {
     pub cname: String,
     /// How paced packets reach the kernel.
     pub send: MediaSend,
+    /// Whether the threads ask for real-time scheduling (`[media] realtime`).
+    pub realtime: bool,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +95,7 @@ impl Default for EngineConfig {
             threads: 1,
             cname: "courtline".into(),
             send: MediaSend::default(),
+            realtime: false,
         }
     }
 }
@@ -117,6 +123,19 @@ pub struct MediaEngine {
 /// Configuration for the global engine, if set before it started.
 static GLOBAL_CONFIG: Mutex<Option<EngineConfig>> = Mutex::new(None);
 /// The process-wide engine behind [`super::session::spawn`].
+/// Puts media engine thread `index` (the calling thread) under real-time
+/// scheduling, saying in the log whether it worked and, if not, how to allow it.
+fn run_realtime(index: usize) {
+    match run_media_realtime() {
+        Ok(()) => tracing::info!(
+            "media engine: media-{index} runs real-time (SCHED_RR, priority {MEDIA_REALTIME_PRIORITY}) ahead of every normal thread"
+        ),
+        Err(e) => tracing::warn!(
+            "media engine: media-{index} could not get real-time scheduling ({e}); it runs at normal priority. Allow it with LimitRTPRIO={MEDIA_REALTIME_PRIORITY} and RestrictRealtime=no in the systemd unit (or CAP_SYS_NICE), or set [media] realtime = false"
+        ),
+    }
+}
+
 static GLOBAL: OnceLock<Result<MediaEngine, EngineError>> = OnceLock::new();
 
 impl MediaEngine {
@@ -125,6 +144,15 @@ impl MediaEngine {
         let start_err = |e: std::io::Error| EngineError::Start(e.to_string());
         let mut shards = Vec::new();
         let threads = config.threads.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let realtime = config.realtime && realtime_leaves_a_core(threads, cores);
+        if config.realtime && !realtime {
+            tracing::warn!(
+                threads,
+                cores,
+                "media engine: [media] realtime is ignored: {threads} real-time media thread(s) on {cores} core(s) would leave none to SIP and the records; they run at normal priority (fewer [media] threads, or more cores, allow it)"
+            );
+        }
         for i in 0..threads {
             let inbox = Arc::new(Inbox {
                 queue: Mutex::new(InboxQueue::default()),
@@ -134,7 +162,12 @@ impl MediaEngine {
             let shard = Shard::new(inbox.clone(), config.clone()).map_err(start_err)?;
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || shard.run())
+                .spawn(move || {
+                    if realtime {
+                        run_realtime(i);
+                    }
+                    shard.run()
+                })
                 .map_err(start_err)?;
             shards.push(inbox);
         }
@@ -1590,6 +1623,7 @@ mod tests {
             threads,
             cname: "test".into(),
             send,
+            realtime: false,
         })
         .unwrap();
         let ringback = Arc::new(ToneFrames::ringback(&RingbackCadence::default()).unwrap());
@@ -1695,6 +1729,7 @@ mod tests {
             threads: 1,
             cname: "test".into(),
             send: MediaSend::IoUring,
+            realtime: false,
         })
         .unwrap();
         let ringback = Arc::new(ToneFrames::ringback(&RingbackCadence::default()).unwrap());
