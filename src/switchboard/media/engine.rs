@@ -122,7 +122,7 @@ pub struct MediaEngine {
 
 /// Configuration for the global engine, if set before it started.
 static GLOBAL_CONFIG: Mutex<Option<EngineConfig>> = Mutex::new(None);
-/// The process-wide engine behind [`super::session::spawn`].
+
 /// Puts media engine thread `index` (the calling thread) under real-time
 /// scheduling, saying in the log whether it worked and, if not, how to allow it.
 fn run_realtime(index: usize) {
@@ -136,6 +136,7 @@ fn run_realtime(index: usize) {
     }
 }
 
+/// The process-wide engine behind [`super::session::spawn`].
 static GLOBAL: OnceLock<Result<MediaEngine, EngineError>> = OnceLock::new();
 
 impl MediaEngine {
