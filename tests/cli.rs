@@ -174,6 +174,35 @@ fn environment_overrides_config_keys() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("`media.threads`: is 0"), "{stderr}");
+    // [media] realtime: said when it applies; with a media thread per core
+    // ("auto") it would leave SIP no core, so it is ignored, with a warning.
+    let realtime = |threads: &str| {
+        courtline()
+            .arg("check")
+            .env("COURTLINE_MEDIA__REALTIME", "true")
+            .env("COURTLINE_MEDIA__THREADS", threads)
+            .output()
+            .unwrap()
+    };
+    let out = realtime("auto");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("real-time"), "{stdout}");
+    assert!(
+        stderr.contains("[media] realtime = true is ignored"),
+        "{stderr}"
+    );
+    if std::thread::available_parallelism().map_or(1, usize::from) > 1 {
+        let out = realtime("1");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("1 media engine thread(s), real-time"),
+            "{stdout}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
