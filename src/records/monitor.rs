@@ -4,6 +4,9 @@
 //! and at most three small reads of the database per scrape (the chain's progress,
 //! one statement; the staging backlog, counted up to a limit; the migration). Each
 //! read is bounded in time, so a hung database makes a scrape say so, not hang.
+//! The reads run on the records service's own runtime, whichever runtime serves the
+//! admin endpoint: a connection the pool opens for one starts its SQLite thread from
+//! there, at the records service's priority, not the calls' (`switchboard/priority.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,9 @@ pub struct RecordsMonitor {
     staging: Option<Staging>,
     /// The `courtline_records_*` metrics.
     metrics: Arc<Metrics>,
+    /// The runtime the service was opened on, where its database reads run;
+    /// `None` when opened outside one (they then run where they are asked).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl RecordsMonitor {
@@ -36,18 +42,41 @@ impl RecordsMonitor {
             metrics: Arc::new(Metrics::new(staging.is_some())),
             ledger,
             staging,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Runs `read` on the service's runtime; `None` when that runtime has shut down.
+    async fn on_records_runtime<T: Send + 'static>(
+        &self,
+        read: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(read).await.ok(),
+            None => Some(read.await),
         }
     }
 
     /// `/metrics`: every `courtline_records_*` metric in the Prometheus text format.
     pub async fn metrics_text(&self) -> String {
-        let progress = bounded(self.ledger.store().chain_progress()).await;
+        let store = self.ledger.store().clone();
+        let progress = self
+            .on_records_runtime(async move { bounded(store.chain_progress()).await })
+            .await
+            .flatten();
         let shared = match &self.staging {
-            Some(staging) => Some(SharedSnapshot {
-                sequencing: staging.sequencing(),
-                events_staged: staging.events_staged(),
-                backlog: bounded(staging.backlog()).await,
-            }),
+            Some(staging) => {
+                let counted = staging.clone();
+                let backlog = self
+                    .on_records_runtime(async move { bounded(counted.backlog()).await })
+                    .await
+                    .flatten();
+                Some(SharedSnapshot {
+                    sequencing: staging.sequencing(),
+                    events_staged: staging.events_staged(),
+                    backlog,
+                })
+            }
             None => None,
         };
         self.metrics.render(&Snapshot {
@@ -60,12 +89,17 @@ impl RecordsMonitor {
 
     /// `/readyz`: the database answers, at this build's migration.
     pub async fn readiness(&self) -> Readiness {
-        let schema =
-            match tokio::time::timeout(READ_TIMEOUT, self.ledger.store().schema_version()).await {
-                Ok(Ok(version)) => Ok(version),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
-            };
+        let store = self.ledger.store().clone();
+        let schema = self
+            .on_records_runtime(async move {
+                match tokio::time::timeout(READ_TIMEOUT, store.schema_version()).await {
+                    Ok(Ok(version)) => Ok(version),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
+                }
+            })
+            .await
+            .unwrap_or_else(|| Err("the records service has stopped".into()));
         Readiness { schema }
     }
 }
