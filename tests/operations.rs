@@ -449,7 +449,7 @@ async fn a_quiet_records_service_closes_its_database_connections() {
     // records service's, below the calls.
     let metrics = http_get(serve.admin, "/metrics").await.1;
     assert_eq!(
-        metric_value(&metrics, "courtline_records_database_up").as_deref(),
+        metric_value(&metrics, "courtline_records_database_up"),
         Some("1"),
         "{metrics}"
     );
