@@ -8,7 +8,7 @@ use crate::config::{Config, ConnectMode, HuntStrategy};
 use crate::switchboard::live::PlaylistSchedule;
 use crate::switchboard::media::codec::Codec;
 use crate::switchboard::media::prompt::MIN_QUIET_BEFORE_SOUND_MS;
-use crate::switchboard::priority::realtime_leaves_a_core;
+use crate::switchboard::priority::realtime_ignored;
 
 /// Validates the configuration and loads and measures every prompt. Problems
 /// (✗) and warnings (!) go to stderr, what passed (✓) to stdout; "configuration
@@ -167,7 +167,8 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     }
     let media_threads = config.media.threads.resolve();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let realtime = config.media.realtime && realtime_leaves_a_core(media_threads, cores);
+    let realtime_ignored = realtime_ignored(media_threads, cores);
+    let realtime = config.media.realtime && realtime_ignored.is_none();
     passed.push(format!(
         "✓ SIP on {} (UDP), max {} calls, RTP ports {}, {media_threads} media engine thread(s){}",
         config.sip.listen,
@@ -180,10 +181,8 @@ pub fn run(config_path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             "[media] threads = {media_threads} is more than the {cores} core(s) this process may use: the extra media threads only take turns with the others (use {cores} or \"auto\")"
         ));
     }
-    if config.media.realtime && !realtime {
-        warnings.push(format!(
-            "[media] realtime = true is ignored: {media_threads} real-time media thread(s) on {cores} core(s) would leave none to SIP and the records (use fewer [media] threads than cores)"
-        ));
+    if let (true, Some(why)) = (config.media.realtime, realtime_ignored) {
+        warnings.push(why);
     }
     let records = &config.records;
     passed.push(if records.service.embedded {

@@ -44,8 +44,18 @@ pub const MEDIA_REALTIME_PRIORITY: libc::c_int = 10;
 /// `cores` this process may use: a saturated real-time thread keeps its core
 /// (the kernel leaves others 5 % of it), so with as many media threads as
 /// cores a burst of RTP could starve SIP, the records and the admin endpoint.
-pub fn realtime_leaves_a_core(media_threads: usize, cores: usize) -> bool {
+fn realtime_leaves_a_core(media_threads: usize, cores: usize) -> bool {
     media_threads < cores
+}
+
+/// Why `[media] realtime = true` does not apply to `media_threads` threads on
+/// `cores` cores (for the log and `courtline check`); `None` when it does.
+pub fn realtime_ignored(media_threads: usize, cores: usize) -> Option<String> {
+    (!realtime_leaves_a_core(media_threads, cores)).then(|| {
+        format!(
+            "[media] realtime = true is ignored: {media_threads} real-time media thread(s) on {cores} core(s) would leave none to SIP and the records; they run at normal priority (use fewer [media] threads than cores)"
+        )
+    })
 }
 
 /// Puts the calling thread (a media engine thread) under `SCHED_RR` at
@@ -150,6 +160,12 @@ mod tests {
         assert!(!realtime_leaves_a_core(1, 1));
         assert!(!realtime_leaves_a_core(2, 2));
         assert!(!realtime_leaves_a_core(8, 4));
+        assert_eq!(realtime_ignored(1, 2), None);
+        let why = realtime_ignored(2, 2).unwrap();
+        assert!(
+            why.contains("2 real-time media thread(s) on 2 core(s)"),
+            "{why}"
+        );
     }
 
     /// A media thread is real-time where the process may be (root here in CI),

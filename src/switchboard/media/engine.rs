@@ -48,9 +48,7 @@ use super::sys::{send_parts, Epoll, EventFd, TimerFd};
 use super::tone::{mix_frame, OperatorTone, ToneFrames};
 use super::uring::{FileSlot, SendRing};
 use crate::config::media::MediaSend;
-use crate::switchboard::priority::{
-    realtime_leaves_a_core, run_media_realtime, MEDIA_REALTIME_PRIORITY,
-};
+use crate::switchboard::priority::{realtime_ignored, run_media_realtime, MEDIA_REALTIME_PRIORITY};
 
 /// Caller frames held for mixing under the operator's tone: one is the steady
 /// state (a frame arrives, the next slot sends it); the rest absorb jitter.
@@ -146,13 +144,10 @@ impl MediaEngine {
         let mut shards = Vec::new();
         let threads = config.threads.max(1);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let realtime = config.realtime && realtime_leaves_a_core(threads, cores);
-        if config.realtime && !realtime {
-            tracing::warn!(
-                threads,
-                cores,
-                "media engine: [media] realtime is ignored: {threads} real-time media thread(s) on {cores} core(s) would leave none to SIP and the records; they run at normal priority (fewer [media] threads, or more cores, allow it)"
-            );
+        let ignored = realtime_ignored(threads, cores);
+        let realtime = config.realtime && ignored.is_none();
+        if let (true, Some(why)) = (config.realtime, ignored) {
+            tracing::warn!(threads, cores, "media engine: {why}");
         }
         for i in 0..threads {
             let inbox = Arc::new(Inbox {
