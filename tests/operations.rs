@@ -398,18 +398,24 @@ async fn serve_after_a_stored_call(ports: (u16, u16)) -> ServeChild {
     serve
 }
 
+/// The nice value of process `pid`'s main thread (the calls' level) and the
+/// level its work that can wait runs at.
+fn calls_and_below(pid: &str) -> (i32, i32) {
+    let main_thread = nice_of_threads(pid, "courtline");
+    let [ours] = main_thread[..] else {
+        panic!("one main thread expected: {main_thread:?}");
+    };
+    (ours, (ours + BELOW_CALLS).min(19))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_records_service_runs_below_the_calls() {
     let serve = serve_after_a_stored_call((38700, 38799)).await;
     let pid = serve.child.id().to_string();
-    let main_thread = nice_of_threads(&pid, "courtline");
+    let (ours, below) = calls_and_below(&pid);
     let switchboard = nice_of_threads(&pid, "tokio-rt-worker");
     let records = nice_of_threads(&pid, "records");
     let sqlite = nice_of_threads(&pid, "sqlx-sqlite-wor");
-    let [ours] = main_thread[..] else {
-        panic!("one main thread expected: {main_thread:?}");
-    };
-    let below = (ours + BELOW_CALLS).min(19);
     assert!(
         !switchboard.is_empty() && switchboard.iter().all(|&nice| nice == ours),
         "switchboard workers {switchboard:?} at the process's nice {ours}"
@@ -453,14 +459,11 @@ async fn a_quiet_records_service_closes_its_database_connections() {
         Some("1"),
         "{metrics}"
     );
-    let ours = nice_of_threads(&pid, "courtline")[0];
+    let (_, below) = calls_and_below(&pid);
     let reopened = nice_of_threads(&pid, "sqlx-sqlite-wor");
     assert!(
-        !reopened.is_empty()
-            && reopened
-                .iter()
-                .all(|&nice| nice == (ours + BELOW_CALLS).min(19)),
-        "SQLite's threads {reopened:?} after a scrape"
+        !reopened.is_empty() && reopened.iter().all(|&nice| nice == below),
+        "SQLite's threads {reopened:?} after a scrape, not at {below}"
     );
     // A later call is stored, through the pool's connections.
     let mut caller = caller_hearing_the_warning(serve.sip).await;
