@@ -470,6 +470,20 @@ async fn a_quiet_records_service_closes_its_database_connections() {
     caller.hang_up().await;
 }
 
+/// The allocator hands freed memory back to the system by itself, so RSS
+/// falls after a burst of calls with no allocation to prompt it (#16): the
+/// settings `src/main.rs` gives jemalloc start its background purge threads,
+/// which jemalloc's defaults would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allocator_purges_freed_memory_in_the_background() {
+    let serve = serve_after_a_stored_call((39000, 39099)).await;
+    let pid = serve.child.id().to_string();
+    assert!(
+        !nice_of_threads(&pid, "jemalloc_bg_thd").is_empty(),
+        "no jemalloc background thread in courtline (pid {pid}): were src/main.rs's settings read?"
+    );
+}
+
 /// `[media] realtime = true` puts the media engine's thread under SCHED_RR
 /// where the process may (root here, as in CI), and says in the log how to
 /// allow it where it may not; without it the thread runs as every other.
