@@ -7,6 +7,7 @@
 //! `config` and `contract`.
 
 pub(crate) mod admission;
+pub(crate) mod burst;
 pub mod call;
 pub(crate) mod context;
 pub mod delivery;

@@ -28,6 +28,7 @@ use crate::contract::pb::{
     RecordingFinished,
 };
 use crate::contract::row::record_json;
+use crate::switchboard::burst::ShrinkAfterBurst;
 
 /// First retry delay after a failed delivery.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -42,6 +43,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DELIVERY_BATCH: usize = crate::contract::MAX_BATCH;
 /// Events the spool task writes with one fsync at most.
 const SPOOL_BATCH: usize = 512;
+/// Slots the spool's and delivery's queues keep however quiet it gets; above
+/// it they shrink once three quarters stand empty ([`ShrinkAfterBurst`]).
+const QUEUE_FLOOR: usize = 256;
 /// How often a failing spool is retried, and an idle one checked.
 const SPOOL_CHECK: Duration = Duration::from_secs(1);
 /// Events handed to delivery and not yet acknowledged, at most: beyond this (a
@@ -759,6 +763,7 @@ impl SpoolTask {
                 break;
             }
         }
+        self.in_flight.shrink_after_burst(QUEUE_FLOOR);
         self.refill_from_spool().await;
     }
 }
@@ -1060,6 +1065,7 @@ impl DeliveryTask {
                 }
             }
             self.pending.drain(..len);
+            self.pending.shrink_after_burst(QUEUE_FLOOR);
             let _ = self.acks.send(last_seq);
             return true;
         }

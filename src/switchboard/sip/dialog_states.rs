@@ -14,6 +14,12 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::switchboard::burst::ShrinkAfterBurst;
+
+/// Routes the table keeps however few calls are up; above it, it shrinks once
+/// three quarters stand empty, as after a burst of calls.
+const ROUTES_FLOOR: usize = 64;
+
 /// Each call's inbox, by the Call-ID of every dialog it owns.
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>>>;
 
@@ -109,6 +115,7 @@ impl Drop for CallDialogStates {
         for call_id in &self.call_ids {
             routes.remove(call_id);
         }
+        routes.shrink_after_burst(ROUTES_FLOOR);
     }
 }
 
@@ -148,5 +155,25 @@ mod tests {
         first.sender().send(calling("caller-2")).unwrap();
         first.sender().send(calling("caller-1")).unwrap();
         assert_eq!(id(first.recv().await).as_deref(), Some("caller-1"));
+    }
+
+    #[tokio::test]
+    async fn the_routing_table_gives_back_its_room_after_a_burst() {
+        let router = DialogStateRouter::start();
+        let mut staying = router.open("staying");
+        let burst: Vec<_> = (0..5_000)
+            .map(|n| router.open(&format!("burst-{n}")))
+            .collect();
+        let grown = lock(&router.routes).capacity();
+        assert!(grown >= 5_001, "capacity {grown}");
+        drop(burst);
+        let after = lock(&router.routes).capacity();
+        assert!(
+            after < 200,
+            "capacity {after} after the burst, {grown} at its peak"
+        );
+        staying.sender().send(calling("staying")).unwrap();
+        let id = staying.recv().await.map(|s| s.id().call_id.clone());
+        assert_eq!(id.as_deref(), Some("staying"));
     }
 }
