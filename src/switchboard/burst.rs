@@ -4,7 +4,8 @@
 //! target 1's load of #16 (600 calls/s), a heap profile found the delivery
 //! queues and the dialog routing table still holding ~1.6 MiB sized for the
 //! burst's peak, in pages a quiet switchboard never touched again
-//! (BENCHMARKS.md, "What a minute after holds, against idle").
+//! (BENCHMARKS.md, "What a minute after holds, against idle"); after an
+//! overload, the INVITE arrival notes (`sip/arrivals.rs`) did the same.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::switchboard::burst::ShrinkAfterBurst;
+
 /// How long a note is kept for admission to take: 64·T1 at the default T1,
 /// the longest a UAC retransmits an INVITE.
 pub const KEEP: Duration = Duration::from_secs(32);
@@ -31,6 +33,10 @@ pub const SHED_SIGNAL: Duration = Duration::from_secs(5);
 
 /// How often the table is swept of notes older than [`KEEP`].
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Notes the table keeps room for however quiet it gets; a sweep after a
+/// flood shrinks it towards this.
+const NOTES_FLOOR: usize = 1024;
 
 /// Arrival times of new INVITEs by their top Via branch (sans-IO: the caller
 /// passes `now`).
@@ -57,9 +63,7 @@ impl Arrivals {
         if now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
             self.by_branch
                 .retain(|_, read| now.saturating_duration_since(*read) < KEEP);
-            if self.by_branch.capacity() > 4 * self.by_branch.len().max(1024) {
-                self.by_branch.shrink_to_fit();
-            }
+            self.by_branch.shrink_after_burst(NOTES_FLOOR);
             self.swept = now;
         }
         if self.by_branch.len() >= MOST_NOTES && !self.by_branch.contains_key(branch) {
@@ -260,6 +264,24 @@ mod tests {
         assert_eq!(arrivals.len(), 2);
         assert_eq!(arrivals.take("old"), None);
         assert!(arrivals.take("young").is_some());
+    }
+
+    #[test]
+    fn a_sweep_after_a_flood_gives_back_the_room_it_took() {
+        let t0 = Instant::now();
+        let mut arrivals = Arrivals::new(t0);
+        for i in 0..50_000 {
+            arrivals.note(&i.to_string(), t0);
+        }
+        let flooded = arrivals.by_branch.capacity();
+        arrivals.note("after", t0 + KEEP + Duration::from_millis(1));
+        assert_eq!(arrivals.len(), 1);
+        let swept = arrivals.by_branch.capacity();
+        assert!(
+            swept < flooded / 8,
+            "capacity {swept} after the sweep, {flooded} in the flood"
+        );
+        assert!(arrivals.take("after").is_some());
     }
 
     #[test]
