@@ -23,7 +23,7 @@ use super::health::Readiness;
 use super::live::{applied_event, decide, Changes, LiveConfig, Requester, RestartNeeded};
 use super::media::engine::{EngineConfig, MediaEngine};
 use super::metrics::{Metrics, Snapshot};
-use super::sip::arrivals::{top_branch, SetupArrivals};
+use super::sip::arrivals::{self, top_branch, SetupArrivals};
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::{Origin, TrustedProxies, FORWARDED_HEADER};
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
@@ -137,6 +137,7 @@ impl Switchboard {
             metrics.clone(),
         );
         let arrivals = Arc::new(SetupArrivals::default());
+        tokio::spawn(sweep_arrivals(arrivals.clone(), shutdown.child_token()));
         let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> = Arc::new(
             GuardedUdpSocket::new(socket, shield.clone(), arrivals.clone()),
         );
@@ -550,6 +551,19 @@ async fn bind_sip_udp(config: &Config) -> Result<tokio::net::UdpSocket, Switchbo
         // The last attempt is kept either way; binding TCP/TLS then says what is wrong.
         if attempt >= attempts || streams_free() == Some(true) {
             return Ok(socket);
+        }
+    }
+}
+
+/// Sweeps the INVITE arrival notes every [`arrivals::KEEP`] until `stop`:
+/// the guard sweeps only as INVITEs come, and after an overload a quiet
+/// switchboard would keep the notes of those the stack never passed on.
+async fn sweep_arrivals(arrivals: Arc<SetupArrivals>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(arrivals::KEEP);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => arrivals.sweep(),
         }
     }
 }

@@ -61,10 +61,7 @@ impl Arrivals {
     /// first reading.
     pub fn note(&mut self, branch: &str, now: Instant) {
         if now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
-            self.by_branch
-                .retain(|_, read| now.saturating_duration_since(*read) < KEEP);
-            self.by_branch.shrink_after_burst(NOTES_FLOOR);
-            self.swept = now;
+            self.sweep(now);
         }
         if self.by_branch.len() >= MOST_NOTES && !self.by_branch.contains_key(branch) {
             return;
@@ -75,6 +72,16 @@ impl Arrivals {
     /// When the INVITE with `branch` was read, if noted; forgets it.
     pub fn take(&mut self, branch: &str) -> Option<Instant> {
         self.by_branch.remove(branch)
+    }
+
+    /// Forgets notes older than [`KEEP`] and gives back the room a flood of
+    /// them took. [`note`](Self::note) sweeps at most every second; a quiet
+    /// switchboard sweeps on a timer ([`SetupArrivals::sweep`]).
+    pub fn sweep(&mut self, now: Instant) {
+        self.by_branch
+            .retain(|_, read| now.saturating_duration_since(*read) < KEEP);
+        self.by_branch.shrink_after_burst(NOTES_FLOOR);
+        self.swept = now;
     }
 
     /// Notes kept.
@@ -126,6 +133,13 @@ impl SetupArrivals {
     /// When the INVITE with `branch` was read, if noted; forgets it.
     pub fn take(&self, branch: &str) -> Option<Instant> {
         self.lock().take(branch)
+    }
+
+    /// Sweeps the table now: run every [`KEEP`] by the endpoint, so that the
+    /// notes of INVITEs the stack never passed on (an overload) do not stay
+    /// until the next call.
+    pub fn sweep(&self) {
+        self.lock().sweep(Instant::now());
     }
 
     /// An INVITE was just shed.
@@ -274,13 +288,17 @@ mod tests {
             arrivals.note(&i.to_string(), t0);
         }
         let flooded = arrivals.by_branch.capacity();
-        arrivals.note("after", t0 + KEEP + Duration::from_millis(1));
-        assert_eq!(arrivals.len(), 1);
+        // Nothing is due yet: the flood's notes stay.
+        arrivals.sweep(t0 + KEEP - Duration::from_millis(1));
+        assert_eq!(arrivals.len(), 50_000);
+        arrivals.sweep(t0 + KEEP);
+        assert!(arrivals.is_empty());
         let swept = arrivals.by_branch.capacity();
         assert!(
             swept < flooded / 8,
             "capacity {swept} after the sweep, {flooded} in the flood"
         );
+        arrivals.note("after", t0 + KEEP + Duration::from_millis(1));
         assert!(arrivals.take("after").is_some());
     }
 
