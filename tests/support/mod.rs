@@ -806,6 +806,42 @@ pub struct Rtp {
     pub at: Instant,
 }
 
+/// Waits until courtline relays the operator's audio to the caller, which it
+/// does once the call task has taken the operator's answer: the operator
+/// sends a packet every 20 ms to `courtline_op_rtp` until the caller hears
+/// one. A caller that hangs up right after the operator's ACK could otherwise
+/// be processed first, and the call recorded as never answered.
+pub async fn until_bridged(
+    op_rtp: &UdpSocket,
+    courtline_op_rtp: SocketAddr,
+    caller_rtp: &UdpSocket,
+) {
+    const HEARD: u8 = 0x5a;
+    for seq in 0..250u16 {
+        let packet = rtp_packet(
+            0,
+            seq,
+            160 * u32::from(seq),
+            0x0b1d9e,
+            seq == 0,
+            &[HEARD; 160],
+        );
+        op_rtp.send_to(&packet, courtline_op_rtp).await.unwrap();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        while let Some((p, _)) = recv_rtp(
+            caller_rtp,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            if p.payload == [HEARD; 160] {
+                return;
+            }
+        }
+    }
+    panic!("the operator's audio never reached the caller: not bridged within 5 s");
+}
+
 /// Receives one RTP packet within `wait`.
 pub async fn recv_rtp(socket: &UdpSocket, wait: Duration) -> Option<(Rtp, SocketAddr)> {
     let mut buf = [0u8; 1500];
