@@ -432,8 +432,8 @@ async fn the_embedded_records_service_runs_below_the_calls() {
 
 /// Once calls stop, the records database's connections close after a while,
 /// and their threads and page caches go with them (#16: memory back near idle
-/// a minute after a burst). sqlx closes a connection idle for 20 s on a check
-/// every 20 s, so within 40 s.
+/// a minute after a burst). sqlx closes a connection idle for 10 s on a check
+/// every 10 s, so within 20 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_records_service_closes_its_database_connections() {
     let serve = serve_after_a_stored_call((38800, 38899)).await;

@@ -65,8 +65,10 @@ const MAX_CONNECTIONS: u32 = 4;
 /// A SQLite file's pooled connection unused this long is closed, which frees its page
 /// cache (up to ~2 MB each, full after a busy hour) and its thread; the next statement
 /// opens a fresh one in a few milliseconds. sqlx checks every this long, so a quiet
-/// service is back to its idle memory within twice it (#16: a minute after a burst).
-const SQLITE_IDLE_CLOSE: Duration = Duration::from_secs(20);
+/// service is back to its idle memory within twice it (#16: a minute after a burst,
+/// counted from the last call, while the service may still be catching up; at 20 s
+/// two connections were often still open then).
+const SQLITE_IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// Most calls counted per gram when choosing which gram a name search walks: enough
 /// to tell a rare gram from a common one, cheap (an index range read) either way.
 const GRAM_PROBE_LIMIT: u32 = 10_000;
