@@ -3,9 +3,9 @@
 //! with [`Readiness::failing`] as its text.
 
 /// Events waiting for an unreachable records service beyond which the
-/// switchboard is not ready: the spool keeps them, but they no longer fit in
-/// delivery's memory, so an outage is becoming long.
-pub const SPOOL_BOUND_EVENTS: u64 = super::delivery::sender::EVENTS_IN_MEMORY as u64;
+/// switchboard is not ready: the spool keeps them, but an outage is becoming
+/// long (hours of a court's calls; seconds at a trunk's hundreds a second).
+pub const SPOOL_BOUND_EVENTS: u64 = 20_000;
 
 /// What readiness is decided on.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -120,6 +120,36 @@ enum SideAnswer {
     Refer(u16),
 }
 
+/// Where side answers come back: one channel for both kinds, made at the
+/// first request, since most calls send none and a channel costs ~0.5 KiB
+/// for the call's whole life (#16).
+#[derive(Default)]
+struct SideAnswers {
+    /// Made by the first [`SideAnswers::sender`].
+    channel: Option<(
+        mpsc::UnboundedSender<SideAnswer>,
+        mpsc::UnboundedReceiver<SideAnswer>,
+    )>,
+}
+
+impl SideAnswers {
+    /// Where a side request's task sends its answer.
+    fn sender(&mut self) -> mpsc::UnboundedSender<SideAnswer> {
+        self.channel
+            .get_or_insert_with(mpsc::unbounded_channel)
+            .0
+            .clone()
+    }
+
+    /// The next answer; never, while no side request was sent.
+    async fn recv(&mut self) -> Option<SideAnswer> {
+        match &mut self.channel {
+            Some((_, answers)) => answers.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// The operator attempt in progress.
 struct OperatorAttempt {
     /// The client INVITE dialog.
@@ -179,10 +209,8 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
         Some((timer, headers)) => (Some(timer), headers),
         None => (None, Vec::new()),
     };
-    // What our own requests to the caller came back with (session refreshes,
-    // the REFER): one channel for both, as each channel costs the call its
-    // first block for its whole life (#16).
-    let (side_tx, mut side_answers) = mpsc::unbounded_channel::<SideAnswer>();
+    // What our own requests to the caller came back with (session refreshes, the REFER).
+    let mut side_answers = SideAnswers::default();
     let _slot = slot;
     let caller_call_id = caller.id().call_id.clone();
     let call_id = facts.call_id.clone();
@@ -340,7 +368,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                 }
                 CallAction::ReferCaller { uri } => {
                     info!(call_id = %call_id, operator = %uri, "transferring the caller by REFER");
-                    let (caller, done) = (caller.clone(), side_tx.clone());
+                    let (caller, done) = (caller.clone(), side_answers.sender());
                     tokio::spawn(async move {
                         let refer_to = rsipstack::sip::ReferTo::new(format!("<{uri}>"));
                         let status = match caller.refer(refer_to, None, None).await {
@@ -705,7 +733,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
             _ = sleep_until(session_timer.as_ref().map(|t| tokio::time::Instant::from_std(t.poll_timeout()))) => {
                 match session_timer.as_mut().and_then(|t| t.handle_timeout(Instant::now())) {
                     Some(TimerDue::Refresh) => {
-                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), side_tx.clone());
+                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), side_answers.sender());
                         tokio::spawn(async move {
                             let refreshed = caller
                                 .reinvite(Some(vec![sdp_content_type()]), Some(sdp.into_bytes()))

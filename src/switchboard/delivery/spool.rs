@@ -181,8 +181,36 @@ struct SegmentContent {
     total: u64,
 }
 
-/// Reads a segment's good entries; stops at the first bad one and says where and why.
-fn read_segment(path: &Path) -> Result<SegmentContent, SpoolError> {
+/// Which of a segment's entries [`read_segment`] decodes and keeps.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    /// Entries numbered below this are passed over (only their number is decoded).
+    from_seq: u64,
+    /// Reading stops once this many are kept.
+    limit: usize,
+}
+
+impl Wanted {
+    /// Every entry (opening the spool, inspecting it).
+    const ALL: Wanted = Wanted {
+        from_seq: 0,
+        limit: usize::MAX,
+    };
+}
+
+/// A spooled `NodeEvent` read for its number alone (tag 2, as in `NodeEvent`):
+/// prost skips the other fields without allocating, so reading back from the
+/// middle of a segment costs little for the entries before it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EntrySeq {
+    /// `NodeEvent::node_seq`.
+    #[prost(uint64, tag = "2")]
+    node_seq: u64,
+}
+
+/// Reads a segment's good entries that `wanted` asks for; stops at the first
+/// bad one and says where and why.
+fn read_segment(path: &Path, wanted: Wanted) -> Result<SegmentContent, SpoolError> {
     let metadata = std::fs::metadata(path).map_err(io_error(path))?;
     if !metadata.is_file() {
         return Ok(SegmentContent {
@@ -243,6 +271,22 @@ fn read_segment(path: &Path) -> Result<SegmentContent, SpoolError> {
                 total,
             });
         }
+        if events.len() >= wanted.limit {
+            break;
+        }
+        if wanted.from_seq > 0 {
+            match EntrySeq::decode(payload) {
+                Ok(entry) if entry.node_seq < wanted.from_seq => {
+                    offset = start + length;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let bad = bad(&format!("undecodable entry: {error}"));
+                    return Ok(SegmentContent { events, bad, total });
+                }
+            }
+        }
         match NodeEvent::decode(payload) {
             Ok(event) => events.push(event),
             Err(error) => {
@@ -264,7 +308,7 @@ fn read_segment(path: &Path) -> Result<SegmentContent, SpoolError> {
 pub fn read_entries(dir: &Path) -> Result<Vec<NodeEvent>, SpoolError> {
     let mut events = Vec::new();
     for segment in list_segments(dir)? {
-        events.extend(read_segment(&segment.path)?.events);
+        events.extend(read_segment(&segment.path, Wanted::ALL)?.events);
     }
     Ok(events)
 }
@@ -358,7 +402,7 @@ impl Spool {
         let mut segments = list_segments(dir)?;
         let mut highest = acked;
         for segment in &mut segments {
-            let SegmentContent { events, bad, total } = read_segment(&segment.path)?;
+            let SegmentContent { events, bad, total } = read_segment(&segment.path, Wanted::ALL)?;
             if let Some((offset, reason)) = bad {
                 let tear = Tear {
                     segment: segment.path.clone(),
@@ -531,14 +575,14 @@ impl Spool {
             if ends_before {
                 continue;
             }
-            let content = read_segment(&segment.path)?;
-            events.extend(
-                content
-                    .events
-                    .into_iter()
-                    .filter(|event| event.node_seq >= from_seq)
-                    .take(limit - events.len()),
-            );
+            // Decoded as it is read, from `from_seq` and up to the limit:
+            // decoding the whole segment to keep some of its events held every
+            // event in it (each with its call's record) in memory at once.
+            let wanted = Wanted {
+                from_seq,
+                limit: limit - events.len(),
+            };
+            events.extend(read_segment(&segment.path, wanted)?.events);
             if events.len() >= limit {
                 break;
             }
@@ -611,7 +655,7 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 mod tests {
     use super::*;
     use crate::contract::pb::node_event::Kind;
-    use crate::contract::pb::NodeStarted;
+    use crate::contract::pb::{CallMilestone, CallRecord, NodeStarted};
 
     fn events(n: usize) -> Vec<NodeEvent> {
         (0..n)
@@ -689,6 +733,27 @@ mod tests {
         // Fully acknowledged segments are gone; numbering still continues.
         assert_eq!(seqs(&append(&mut spool, 1)), vec![5]);
         assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_entry_is_numbered_without_decoding_its_event() {
+        let event = NodeEvent {
+            node_id: "node-a".into(),
+            node_seq: 123_456_789,
+            at_ms: 1_700_000_000_000,
+            call_id: "call-1".into(),
+            kind: Some(Kind::Milestone(CallMilestone {
+                operator_uri: "sip:desk@example.org".into(),
+                snapshot: Some(CallRecord {
+                    call_id: "call-1".into(),
+                    caller_number: "13800138000".into(),
+                    ..CallRecord::default()
+                }),
+                ..CallMilestone::default()
+            })),
+        };
+        let entry = EntrySeq::decode(event.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(entry.node_seq, 123_456_789);
     }
 
     #[test]
