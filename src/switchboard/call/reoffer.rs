@@ -11,7 +11,7 @@
 
 use rsipstack::dialog::dialog::TransactionHandle;
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Method, Request, StatusCode, StatusCodeKind};
+use rsipstack::sip::{Header, Method, Request, StatusCode, StatusCodeKind};
 use tracing::{debug, info};
 
 use crate::switchboard::media::codec::Codec;
@@ -171,7 +171,7 @@ pub async fn forward(
 
 /// Answers a re-offer without involving the other leg; returns where `side`'s
 /// media must now go, if it moved.
-pub async fn answer_locally(
+pub fn answer_locally(
     request: &Request,
     handle: TransactionHandle,
     leg: &mut LocalMedia,
@@ -180,21 +180,38 @@ pub async fn answer_locally(
     let reoffer = match read_reoffer(request, leg) {
         Ok(reoffer) => reoffer,
         Err(status) => {
-            let _ = handle.reply(status).await;
+            send_answer(handle, status, None, None);
             return None;
         }
     };
     let target = reoffer
         .as_ref()
         .and_then(|r| accept(r, leg, side, r.direction.answer()));
-    let _ = handle
-        .respond(
-            StatusCode::OK,
-            Some(vec![sdp_content_type()]),
-            Some(leg.render().into_bytes()),
-        )
-        .await;
+    send_answer(
+        handle,
+        StatusCode::OK,
+        Some(vec![sdp_content_type()]),
+        Some(leg.render().into_bytes()),
+    );
     target
+}
+
+/// Sends the answer to an in-dialog request from a task of its own. The call
+/// task never awaits one: an await inside its loop kept the request and the
+/// loop's last event in the task's future for every call's whole life (~1 KiB
+/// a call, #16).
+pub fn send_answer(
+    handle: TransactionHandle,
+    status: StatusCode,
+    headers: Option<Vec<Header>>,
+    body: Option<Vec<u8>>,
+) {
+    tokio::spawn(async move {
+        let code = status.code();
+        if let Err(e) = handle.respond(status, headers, body).await {
+            debug!(status = code, error = %e, "the request's transaction was gone before its answer");
+        }
+    });
 }
 
 fn set_direction(leg: &mut LocalMedia, direction: Direction) {

@@ -609,17 +609,17 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                                     target
                                 }
                                 Err(status) => {
-                                    let _ = handle.reply(status).await;
+                                    reoffer::send_answer(handle, status, None, None);
                                     None
                                 }
                             }
                         }
                         // During the prompt the operator is not ours to bother:
                         // answer here; the prompt goes on.
-                        _ if from_caller => reoffer::answer_locally(&request, handle, &mut caller_sdp, Side::Caller).await,
-                        Some(op) => reoffer::answer_locally(&request, handle, &mut op.sdp, Side::Operator).await,
+                        _ if from_caller => reoffer::answer_locally(&request, handle, &mut caller_sdp, Side::Caller),
+                        Some(op) => reoffer::answer_locally(&request, handle, &mut op.sdp, Side::Operator),
                         None => {
-                            let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                            reoffer::send_answer(handle, StatusCode::CallTransactionDoesNotExist, None, None);
                             None
                         }
                     };
@@ -655,7 +655,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                             fork.attempt.refusal = None;
                             matches!(state, DialogState::Early(..)).then_some(CallInput::ForkedOperator { target, event: ForkEvent::Ringing })
                         }
-                        None => Box::pin(dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str()))).await,
+                        None => dialog_input(state, &caller_call_id, operator.as_ref().map(|o| o.call_id.as_str())),
                     }
                 }
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
@@ -803,7 +803,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
 
 /// Translates a dialog event into a flow input; answers in-dialog requests the
 /// flow need not see.
-async fn dialog_input(
+fn dialog_input(
     state: DialogState,
     caller_call_id: &str,
     operator_call_id: Option<&str>,
@@ -832,7 +832,7 @@ async fn dialog_input(
         },
         DialogState::Info(id, request, handle) => {
             // Every INFO gets 200 (other packages are ignored, not refused).
-            let _ = handle.reply(StatusCode::OK).await;
+            reoffer::send_answer(handle, StatusCode::OK, None, None);
             let content_type = request
                 .headers
                 .iter()
@@ -849,9 +849,12 @@ async fn dialog_input(
             }
         }
         DialogState::Options(_, _, handle) => {
-            let _ = handle
-                .respond(StatusCode::OK, Some(vec![header("Allow", ALLOW)]), None)
-                .await;
+            reoffer::send_answer(
+                handle,
+                StatusCode::OK,
+                Some(vec![header("Allow", ALLOW)]),
+                None,
+            );
             None
         }
         // How the transfer we asked for goes (RFC 3515): a sipfrag's status line.
@@ -863,17 +866,17 @@ async fn dialog_input(
                 .map(|h| h.value().to_string())
                 .unwrap_or_default();
             if !event.trim().to_ascii_lowercase().starts_with("refer") {
-                let _ = handle.reply(StatusCode::BadEvent).await;
+                reoffer::send_answer(handle, StatusCode::BadEvent, None, None);
                 return None;
             }
-            let _ = handle.reply(StatusCode::OK).await;
+            reoffer::send_answer(handle, StatusCode::OK, None, None);
             sipfrag_status(&request.body).map(CallInput::TransferProgress)
         }
         DialogState::Notify(_, _, handle)
         | DialogState::Refer(_, _, handle)
         | DialogState::Message(_, _, handle)
         | DialogState::Publish(_, _, handle) => {
-            let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+            reoffer::send_answer(handle, StatusCode::MethodNotAllowed, None, None);
             None
         }
         _ => None,
