@@ -187,7 +187,7 @@ async fn round_robin_starts_each_call_at_the_next_operator() {
         let invite = desk.expect_request("INVITE", 5 * SEC).await;
         desk.answer_invite(&invite, "t", &sdp(rtp.local_addr().unwrap(), "0"))
             .await;
-        until_bridged(&rtp, invite.sdp_rtp_addr(), &caller.rtp).await;
+        relayed(&rtp, invite.sdp_rtp_addr(), &caller.rtp, 5 * SEC).await;
         caller.hang_up().await;
         let bye = desk.expect_request("BYE", 3 * SEC).await;
         desk.respond(&bye, "200 OK", None, "", "").await;
@@ -338,7 +338,7 @@ async fn refused_refer_falls_back_to_bridging() {
         .await;
     // Hanging up the instant the desk answers would race its 200 OK (CI saw
     // the call recorded as never answered): hang up once it is bridged.
-    until_bridged(&desk_rtp, invite.sdp_rtp_addr(), &caller.rtp).await;
+    relayed(&desk_rtp, invite.sdp_rtp_addr(), &caller.rtp, 5 * SEC).await;
     caller.hang_up().await;
     let bye = desk.expect_request("BYE", 3 * SEC).await;
     desk.respond(&bye, "200 OK", None, "", "").await;

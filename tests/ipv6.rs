@@ -10,25 +10,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use courtline::contract::pb::EndReason;
-use support::{recv_rtp, rtp_packet, sdp, Caller, Options, SipPeer, TestSwitchboard};
+use support::{recv_rtp, relayed, sdp, Caller, Options, SipPeer, TestSwitchboard};
 use tokio::net::UdpSocket;
-
-/// Sends μ-law packets from `from` to `to` until one arrives at `at` (10 s at most).
-async fn relayed(from: &UdpSocket, to: SocketAddr, at: &UdpSocket, ssrc: u32) {
-    for seq in 0..500u16 {
-        let packet = rtp_packet(0, seq, 160 * u32::from(seq), ssrc, seq == 0, &[0x55; 160]);
-        from.send_to(&packet, to).await.unwrap();
-        if let Some((rtp, _)) = recv_rtp(at, Duration::from_millis(20)).await {
-            if rtp.payload == [0x55; 160] {
-                return;
-            }
-        }
-    }
-    panic!(
-        "no RTP relayed from {} over {to}",
-        from.local_addr().unwrap()
-    );
-}
 
 /// `\r\nc=IN IP4 127.0.0.1\r\n` or `\r\nc=IN IP6 ::1\r\n`: the SDP connection
 /// line for loopback of `ip`'s family.
@@ -115,8 +98,20 @@ async fn bridged_and_recorded(sb: &TestSwitchboard, target: SocketAddr, operator
         .sip
         .answer_invite(&invite, "op", &sdp(operator.rtp.local_addr().unwrap(), "0"))
         .await;
-    relayed(&caller.rtp, toward_caller, &operator.rtp, 0xc0ffee).await;
-    relayed(&operator.rtp, toward_operator, &caller.rtp, 0x0be7a7).await;
+    relayed(
+        &caller.rtp,
+        toward_caller,
+        &operator.rtp,
+        Duration::from_secs(10),
+    )
+    .await;
+    relayed(
+        &operator.rtp,
+        toward_operator,
+        &caller.rtp,
+        Duration::from_secs(10),
+    )
+    .await;
 
     caller.hang_up().await;
     operator

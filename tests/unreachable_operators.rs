@@ -83,7 +83,7 @@ async fn dead_then_live(dead: &str, rtp_ports: (u16, u16)) {
     )
     .await;
     live.expect_request("ACK", 2 * SEC).await;
-    until_bridged(&live_rtp, invite.sdp_rtp_addr(), &caller.rtp).await;
+    relayed(&live_rtp, invite.sdp_rtp_addr(), &caller.rtp, 5 * SEC).await;
     caller.hang_up().await;
     let bye = live.expect_request("BYE", 3 * SEC).await;
     live.respond(&bye, "200 OK", None, "", "").await;

@@ -806,18 +806,16 @@ pub struct Rtp {
     pub at: Instant,
 }
 
-/// Waits until courtline relays the operator's audio to the caller, which it
-/// does once the call task has taken the operator's answer: the operator
-/// sends a packet every 20 ms to `courtline_op_rtp` until the caller hears
-/// one. A caller that hangs up right after the operator's ACK could otherwise
-/// be processed first, and the call recorded as never answered.
-pub async fn until_bridged(
-    op_rtp: &UdpSocket,
-    courtline_op_rtp: SocketAddr,
-    caller_rtp: &UdpSocket,
-) {
+/// Waits until courtline relays RTP sent from `from` to its address `to`
+/// onward to `at`: `from` sends a packet every 20 ms until `at` hears one,
+/// and the test fails after `within`. With an operator's socket as `from` and
+/// the caller's as `at`, it waits until the call task has taken the
+/// operator's answer: a caller that hung up right after the operator's ACK
+/// could otherwise be processed first, and the call recorded as never answered.
+pub async fn relayed(from: &UdpSocket, to: SocketAddr, at: &UdpSocket, within: Duration) {
     const HEARD: u8 = 0x5a;
-    for seq in 0..250u16 {
+    let sends = within.as_millis() / 20;
+    for seq in 0..u16::try_from(sends).unwrap_or(u16::MAX) {
         let packet = rtp_packet(
             0,
             seq,
@@ -826,20 +824,20 @@ pub async fn until_bridged(
             seq == 0,
             &[HEARD; 160],
         );
-        op_rtp.send_to(&packet, courtline_op_rtp).await.unwrap();
+        from.send_to(&packet, to).await.unwrap();
         let deadline = Instant::now() + Duration::from_millis(20);
-        while let Some((p, _)) = recv_rtp(
-            caller_rtp,
-            deadline.saturating_duration_since(Instant::now()),
-        )
-        .await
+        while let Some((p, _)) =
+            recv_rtp(at, deadline.saturating_duration_since(Instant::now())).await
         {
             if p.payload == [HEARD; 160] {
                 return;
             }
         }
     }
-    panic!("the operator's audio never reached the caller: not bridged within 5 s");
+    panic!(
+        "no RTP relayed from {} over {to} within {within:?}",
+        from.local_addr().unwrap()
+    );
 }
 
 /// Receives one RTP packet within `wait`.
