@@ -18,6 +18,7 @@ use super::media::recording::Recorder;
 use super::media::tone::ToneFrames;
 use super::metrics::Metrics;
 use super::sip::arrivals::SetupArrivals;
+use super::sip::caller_invites::CallerInvites;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::TrustedProxies;
 use super::sip::inbound_auth::InboundAuth;
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub dialog_layer: Arc<DialogLayer>,
     /// Routes every dialog's state events to the call that owns it.
     pub dialog_states: DialogStateRouter,
+    /// Routes caller dialogs' answers to their INVITE transactions.
+    pub caller_invites: CallerInvites,
     /// Address the SIP socket is bound to (UDP, and TCP when enabled).
     pub sip_addr: SocketAddr,
     /// Where SIP over TLS listens, if enabled.

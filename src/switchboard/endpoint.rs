@@ -24,6 +24,7 @@ use super::live::{applied_event, decide, Changes, LiveConfig, Requester, Restart
 use super::media::engine::{EngineConfig, MediaEngine};
 use super::metrics::{Metrics, Snapshot};
 use super::sip::arrivals::{self, top_branch, SetupArrivals};
+use super::sip::caller_invites::CallerInvites;
 use super::sip::dialog_states::DialogStateRouter;
 use super::sip::forwarded::{Origin, TrustedProxies, FORWARDED_HEADER};
 use super::sip::guard::{GuardedUdpSocket, SharedShield};
@@ -270,6 +271,7 @@ impl Switchboard {
                 history,
                 recorder,
                 dialog_states: DialogStateRouter::start(),
+                caller_invites: CallerInvites::start(),
                 dialog_layer,
                 sip_addr,
                 tls_addr,

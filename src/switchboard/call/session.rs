@@ -87,9 +87,9 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
         .map(|c| c.transport())
         .unwrap_or(Transport::Udp);
     let contact = contact_uri(&setup.shared, setup.local_ip, transport);
-    let dialog = match layer.get_or_create_server_invite(&tx, states.sender(), None, Some(contact))
-    {
-        Ok(dialog) => dialog,
+    let invites = &setup.shared.caller_invites;
+    let (dialog, running) = match invites.dialog(&layer, &mut tx, states.sender(), contact) {
+        Ok(created) => created,
         Err(e) => {
             warn!(call_id = %setup.facts.call_id, error = %e, "could not create dialog: 500");
             setup
@@ -107,6 +107,7 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
         if let Err(e) = handler.handle(&mut tx).await {
             debug!(error = %e, "caller INVITE transaction ended with an error");
         }
+        drop(running);
     });
     // Boxed: a task's future keeps its arguments for its whole life (#16).
     tokio::spawn(run(Box::new(setup), dialog, states));
