@@ -221,6 +221,39 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
     sb.stop().await;
 }
 
+/// Once the caller ACKed the 200 OK, courtline drops the 2xx rsipstack would
+/// keep 32 s to answer INVITE retransmissions (`sip/caller_invites`): an
+/// INVITE sent again (same branch) then gets 482 from the call in progress,
+/// not the 200 OK again and not a second call, and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_sent_again_after_the_ack_gets_482_and_the_call_goes_on() {
+    let operator = SipPeer::bind().await;
+    let sb = TestSwitchboard::start(Options {
+        operators: vec![format!("sip:operator@{}", operator.addr)],
+        prompt_ms: 3000,
+        rtp_ports: (30200, 30299),
+        ..Options::default()
+    })
+    .await;
+    let mut caller = Caller::new(sb.sip).await;
+    caller.call("0").await;
+    for _ in 0..10 {
+        recv_rtp(&caller.rtp, SEC).await.expect("prompt packet");
+    }
+    caller.invite("02112368", "0").await;
+    let refused = caller.sip.expect_status(482, 2 * SEC).await;
+    assert_eq!(refused.header("call-id"), Some(caller.call_id.as_str()));
+    for _ in 0..10 {
+        recv_rtp(&caller.rtp, SEC)
+            .await
+            .expect("the prompt goes on");
+    }
+    caller.hang_up().await;
+    let record = sb.record(&caller.call_id).await;
+    assert_eq!(reason(&record), EndReason::CallerHungUpDuringPrompt);
+    sb.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_up_during_prompt_never_calls_the_operator() {
     let operator = SipPeer::bind().await;

@@ -609,6 +609,22 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
         }
         return;
     }
+    if method == Method::Invite
+        && tx
+            .original
+            .call_id_header()
+            .is_ok_and(|id| shared.dialog_states.routes(id.value()))
+    {
+        // Not a new call: a retransmission of a call's INVITE after its ACK
+        // (once ACKed, the 2xx that would absorb it is not kept:
+        // `sip/caller_invites`), a merged request (RFC 3261 §8.2.2.2), or
+        // one of our own operator INVITEs routed back to us.
+        debug!(call_id = ?tx.original.call_id_header().ok(), "INVITE for a Call-ID in progress: 482");
+        tokio::spawn(async move {
+            let _ = tx.reply(StatusCode::LoopDetected).await;
+        });
+        return;
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
         let result = match method {

@@ -107,7 +107,7 @@ pub(crate) fn start(setup: CallSetup, mut tx: Transaction) {
         if let Err(e) = handler.handle(&mut tx).await {
             debug!(error = %e, "caller INVITE transaction ended with an error");
         }
-        drop(running);
+        running.ended(tx, &handler);
     });
     // Boxed: a task's future keeps its arguments for its whole life (#16).
     tokio::spawn(run(Box::new(setup), dialog, states));

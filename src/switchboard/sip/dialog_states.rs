@@ -62,6 +62,11 @@ impl DialogStateRouter {
         DialogStateRouter { sender, routes }
     }
 
+    /// Whether a call in progress owns dialogs with Call-ID `call_id`.
+    pub fn routes(&self, call_id: &str) -> bool {
+        lock(&self.routes).contains_key(call_id)
+    }
+
     /// A call's inbox, receiving the events of dialogs with Call-ID `call_id`.
     pub fn open(&self, call_id: &str) -> CallDialogStates {
         let (inbox, receiver) = mpsc::unbounded_channel();
