@@ -221,12 +221,13 @@ async fn caller_hears_whole_prompt_then_ringback_then_operator_and_call_is_recor
     sb.stop().await;
 }
 
-/// Once the caller ACKed the 200 OK, courtline drops the 2xx rsipstack would
-/// keep 32 s to answer INVITE retransmissions (`sip/caller_invites`): an
-/// INVITE sent again (same branch) then gets 482 from the call in progress,
-/// not the 200 OK again and not a second call, and the call goes on.
+/// Once the caller ACKed the 200 OK, the endpoint keeps only a short copy of
+/// it for the rest of 64·T1 (`sip/caller_invites`): the INVITE sent again
+/// (same branch) gets that 200 again, without SDP but with its Contact, and
+/// starts no second call; an INVITE with the call's Call-ID on another
+/// branch (a merged request) gets 482; the call goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invite_sent_again_after_the_ack_gets_482_and_the_call_goes_on() {
+async fn an_invite_again_after_the_ack_starts_no_second_call() {
     let operator = SipPeer::bind().await;
     let sb = TestSwitchboard::start(Options {
         operators: vec![format!("sip:operator@{}", operator.addr)],
@@ -240,9 +241,35 @@ async fn an_invite_sent_again_after_the_ack_gets_482_and_the_call_goes_on() {
     for _ in 0..10 {
         recv_rtp(&caller.rtp, SEC).await.expect("prompt packet");
     }
+
     caller.invite("02112368", "0").await;
+    let again = caller.sip.expect_status(200, 2 * SEC).await;
+    assert_eq!(again.header("content-length"), Some("0"), "{again:?}");
+    assert!(again.header("contact").is_some(), "{again:?}");
+    assert_eq!(again.header("to"), Some(caller.to.as_str()));
+
+    let line = format!("<sip:02112368@{}>", sb.sip);
+    let merged = RawRequest::new(
+        "INVITE",
+        format_args!("sip:02112368@{}", sb.sip),
+        caller.sip.addr,
+        "z9hG4bK-merged",
+    )
+    .dialog(&caller.from, &line, &caller.call_id)
+    .cseq(1)
+    .header(
+        "Contact",
+        format_args!("<sip:13800138000@{}>", caller.sip.addr),
+    )
+    .body(
+        "application/sdp",
+        &sdp(caller.rtp.local_addr().unwrap(), "0"),
+    )
+    .text();
+    caller.sip.send(sb.sip, &merged).await;
     let refused = caller.sip.expect_status(482, 2 * SEC).await;
     assert_eq!(refused.header("call-id"), Some(caller.call_id.as_str()));
+
     for _ in 0..10 {
         recv_rtp(&caller.rtp, SEC)
             .await

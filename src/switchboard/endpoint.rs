@@ -615,10 +615,10 @@ fn route(shared: &Arc<Shared>, mut tx: Transaction) {
             .call_id_header()
             .is_ok_and(|id| shared.dialog_states.routes(id.value()))
     {
-        // Not a new call: a retransmission of a call's INVITE after its ACK
-        // (once ACKed, the 2xx that would absorb it is not kept:
-        // `sip/caller_invites`), a merged request (RFC 3261 §8.2.2.2), or
-        // one of our own operator INVITEs routed back to us.
+        // Not a new call: a merged request (RFC 3261 §8.2.2.2: another
+        // branch of a call in progress), one of our own operator INVITEs
+        // routed back to us, or a retransmission of a call's INVITE later
+        // than the endpoint keeps its answer (64·T1).
         debug!(call_id = ?tx.original.call_id_header().ok(), "INVITE for a Call-ID in progress: 482");
         tokio::spawn(async move {
             let _ = tx.reply(StatusCode::LoopDetected).await;

@@ -10,7 +10,7 @@
 //! calls/s (#16). Here every caller dialog gets one shared sender instead,
 //! and a router task moves each event to its transaction's own sender, held
 //! only while the transaction runs ([`RunningInvite`]). When it ends after
-//! the caller's ACK, the 2xx the endpoint would keep 32 s goes too
+//! the caller's ACK, what the endpoint keeps 32 s of the 2xx is made small
 //! ([`RunningInvite::ended`]).
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::DialogId;
-use rsipstack::sip::{SipMessage, StatusCodeKind, Uri};
+use rsipstack::sip::{Header, Response, SipMessage, StatusCodeKind, Uri};
 use rsipstack::transaction::key::TransactionRole;
 use rsipstack::transaction::transaction::{Transaction, TransactionEvent, TransactionEventSender};
 use tokio::sync::mpsc;
@@ -127,18 +127,20 @@ pub(crate) struct RunningInvite {
 
 impl RunningInvite {
     /// The INVITE `tx` of `dialog` has ended: it leaves the routing table,
-    /// and if the caller ACKed our 2xx, the endpoint forgets that 2xx.
+    /// and if the caller ACKed our 2xx, what the endpoint keeps of that 2xx
+    /// is made small.
     ///
     /// rsipstack keeps a server INVITE's last response 64·T1 (32 s) after
-    /// the transaction, to answer retransmissions of the INVITE and absorb
-    /// those of its ACK: ~1.6 KiB parsed, ~19,000 of them at 600 calls/s
-    /// (#16). After the ACK of a 2xx neither comes: a caller stops
-    /// retransmitting its INVITE at the first provisional response (our 100
-    /// Trying, sent at once) and its ACK is sent again only for a 2xx sent
-    /// again. A stray INVITE retransmission that still arrives is answered
-    /// 482 while the call lasts (`endpoint::route`), and calls last longer
-    /// than a datagram's delay. A non-2xx keeps its response: its ACK, same
-    /// branch, is absorbed by it.
+    /// the transaction (RFC 6026's Accepted state): to answer a CANCEL 200
+    /// with the 2xx's To tag (RFC 3261 §9.2), and to send the response again
+    /// for a retransmitted INVITE. A parsed 200 OK with its SDP is ~1 KiB,
+    /// ~19,000 of them at 600 calls/s (#16). Once the caller has ACKed it,
+    /// the SDP and the headers a CANCEL's answer does not need are dropped:
+    /// a caller stops retransmitting its INVITE at the first provisional
+    /// response (our 100 Trying, sent at once), so only a stray datagram
+    /// delayed past the ACK still gets that shorter 200 (a retransmission
+    /// for the caller, which ACKs it again; its Contact is kept). A non-2xx
+    /// keeps its whole response.
     pub fn ended(self, tx: Transaction, dialog: &InviteDialog) {
         let answered = tx
             .last_response
@@ -150,9 +152,33 @@ impl RunningInvite {
         drop(tx);
         drop(self);
         if acked {
-            endpoint.finished_transactions.remove(&key);
+            endpoint.finished_transactions.with_mut(|kept| {
+                if let Some(Some(SipMessage::Response(answer))) = kept.get_mut(&key) {
+                    keep_for_cancel(answer);
+                }
+            });
         }
     }
+}
+
+/// Reduces an ACKed 2xx to what a CANCEL's answer takes from it (the To tag)
+/// and what makes it still a 2xx to an INVITE if sent again (RFC 3261 §8.1.1,
+/// §12.1.1: Via, From, To, Call-ID, CSeq, Contact), without a body.
+fn keep_for_cancel(answer: &mut Response) {
+    answer.headers.retain(|h| {
+        matches!(
+            h,
+            Header::Via(_)
+                | Header::From(_)
+                | Header::To(_)
+                | Header::CallId(_)
+                | Header::CSeq(_)
+                | Header::Contact(_)
+        )
+    });
+    answer.headers.push(Header::ContentLength(0u32.into()));
+    answer.headers.0.shrink_to_fit();
+    answer.body = Vec::new();
 }
 
 impl Drop for RunningInvite {

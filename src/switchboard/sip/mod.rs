@@ -6,7 +6,7 @@
 //! - `forwarded`: which caller address a request is judged by behind a trusted proxy (sans-IO).
 //! - `inbound_auth`: digest authentication of callers from untrusted sources (sans-IO).
 //! - `dialog_states`: one rsipstack dialog-state channel, routed to each dialog's call.
-//! - `caller_invites`: one channel for every caller dialog's answers, routed to its INVITE while it runs; an ACKed 2xx is not kept.
+//! - `caller_invites`: one channel for every caller dialog's answers, routed to its INVITE while it runs; an ACKed 2xx is kept small.
 //! - `guard`: runs the shield, then checks every datagram before the stack sees it (400s for malformed input).
 //! - `arrivals`: when each new call's INVITE was read, for shedding calls under overload.
 //! - `stream_guard`: the shield on TCP and TLS (at accept and per message).
