@@ -7,9 +7,12 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::switchboard::media::ports::RtpSocket;
+use futures::channel::mpsc;
+use futures::StreamExt;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
@@ -18,7 +21,7 @@ use rsipstack::dialog::DialogId;
 use rsipstack::sip::{StatusCode, StatusCodeKind, Transport};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::SipAddr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::flow::{
@@ -121,36 +124,6 @@ enum SideAnswer {
     Refer(u16),
 }
 
-/// Where side answers come back: one channel for both kinds, made at the
-/// first request, since most calls send none and a channel costs ~0.5 KiB
-/// for the call's whole life (#16).
-#[derive(Default)]
-struct SideAnswers {
-    /// Made by the first [`SideAnswers::sender`].
-    channel: Option<(
-        mpsc::UnboundedSender<SideAnswer>,
-        mpsc::UnboundedReceiver<SideAnswer>,
-    )>,
-}
-
-impl SideAnswers {
-    /// Where a side request's task sends its answer.
-    fn sender(&mut self) -> mpsc::UnboundedSender<SideAnswer> {
-        self.channel
-            .get_or_insert_with(mpsc::unbounded_channel)
-            .0
-            .clone()
-    }
-
-    /// The next answer; never, while no side request was sent.
-    async fn recv(&mut self) -> Option<SideAnswer> {
-        match &mut self.channel {
-            Some((_, answers)) => answers.recv().await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
 /// The operator attempt in progress.
 struct OperatorAttempt {
     /// The client INVITE dialog.
@@ -211,10 +184,13 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
         None => (None, Vec::new()),
     };
     // What our own requests to the caller came back with (session refreshes, the REFER).
-    let mut side_answers = SideAnswers::default();
+    let (side_answer, mut side_answers) = mpsc::unbounded::<SideAnswer>();
     let _slot = slot;
     let caller_call_id = caller.id().call_id.clone();
-    let call_id = facts.call_id.clone();
+    // Made before the first await: `facts` is then never borrowed across one,
+    // so the task's future keeps no second copy of it (#16).
+    let mut flow = CallFlow::new(facts, received);
+    let call_id = flow.facts().call_id.clone();
 
     // What this line can play: G.722 only if every prompt has wideband frames.
     let caller_codecs = codecs_for(
@@ -245,7 +221,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
     match states.recv().await {
         Some(DialogState::Calling(_)) => {}
         Some(DialogState::Terminated(_, TerminatedReason::UacCancel)) => {
-            let mut record = CallFlow::rejected(&facts, 487);
+            let mut record = CallFlow::rejected(flow.facts(), 487);
             record.end_reason = EndReason::CancelledBeforeAnswer as i32;
             shared.record_ended(record);
             shared.dialog_layer.remove_dialog(&caller.id());
@@ -253,18 +229,17 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
         }
         other => {
             warn!(call_id = %call_id, state = ?other, "caller dialog did not start");
-            shared.record_ended(CallFlow::rejected(&facts, 500));
+            shared.record_ended(CallFlow::rejected(flow.facts(), 500));
             shared.dialog_layer.remove_dialog(&caller.id());
             return;
         }
     }
 
-    let mut flow = CallFlow::new(facts, received);
     // The caller's history for the whisper, asked now: the warning lasts far longer
     // than the lookup may, so the answer is there when the operator answers.
     let mut history = (flow.facts().whisper_history && !flow.facts().caller_number.is_empty())
         .then(|| ask_history(&shared, &call_id, &flow.facts().caller_number));
-    let (media_events_tx, mut media_events) = mpsc::unbounded_channel();
+    let (media_events_tx, mut media_events) = mpsc::unbounded();
     let mut media = match offer {
         Some((offer, agreed)) => CallerMedia::Running {
             commands: media::spawn(
@@ -369,14 +344,14 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                 }
                 CallAction::ReferCaller { uri } => {
                     info!(call_id = %call_id, operator = %uri, "transferring the caller by REFER");
-                    let (caller, done) = (caller.clone(), side_answers.sender());
+                    let (caller, done) = (caller.clone(), side_answer.clone());
                     tokio::spawn(async move {
                         let refer_to = rsipstack::sip::ReferTo::new(format!("<{uri}>"));
                         let status = match caller.refer(refer_to, None, None).await {
                             Ok(Some(response)) => response.status_code.code(),
                             Ok(None) | Err(_) => 408,
                         };
-                        let _ = done.send(SideAnswer::Refer(status));
+                        let _ = done.unbounded_send(SideAnswer::Refer(status));
                     });
                 }
                 CallAction::PlayFailover => match &failover {
@@ -661,7 +636,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                 }
                 None => Some(CallInput::Fault("dialog events channel closed".into())),
             },
-            event = media_events.recv() => match event {
+            event = media_events.next() => match event {
                 Some(MediaEvent::PromptFinished) => Some(CallInput::PromptFinished),
                 Some(MediaEvent::Dtmf(digit)) => Some(CallInput::CallerDtmf(digit)),
                 Some(MediaEvent::OperatorDtmf(digit)) => Some(CallInput::OperatorDtmf { digit, via: KeyVia::Rfc4733 }),
@@ -734,13 +709,13 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
             _ = sleep_until(session_timer.as_ref().map(|t| tokio::time::Instant::from_std(t.poll_timeout()))) => {
                 match session_timer.as_mut().and_then(|t| t.handle_timeout(Instant::now())) {
                     Some(TimerDue::Refresh) => {
-                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), side_answers.sender());
+                        let (caller, sdp, done) = (caller.clone(), caller_sdp.render(), side_answer.clone());
                         tokio::spawn(async move {
                             let refreshed = caller
                                 .reinvite(Some(vec![sdp_content_type()]), Some(sdp.into_bytes()))
                                 .await
                                 .is_ok_and(|r| r.is_some_and(|r| r.status_code.kind() == StatusCodeKind::Successful));
-                            let _ = done.send(SideAnswer::Refresh(refreshed));
+                            let _ = done.unbounded_send(SideAnswer::Refresh(refreshed));
                         });
                         None
                     }
@@ -748,7 +723,7 @@ async fn run(setup: Box<CallSetup>, caller: InviteDialog, mut states: CallDialog
                     None => None,
                 }
             },
-            Some(answer) = side_answers.recv() => match answer {
+            Some(answer) = side_answers.next() => match answer {
                 SideAnswer::Refer(status) => {
                     info!(call_id = %call_id, status, "REFER answered");
                     Some(CallInput::ReferAnswered(status))
@@ -1157,32 +1132,36 @@ async fn history_answer(
 }
 
 /// Waits for the attempt's outcome or its target's refusal; forever when no
-/// attempt is running.
-async fn operator_event(attempt: Option<&mut OperatorAttempt>) -> AttemptEvent {
-    let Some(OperatorAttempt {
-        outcome, refusal, ..
-    }) = attempt
-    else {
-        return std::future::pending().await;
-    };
-    // Finished futures are taken out: polling one again would panic.
-    let refused = async {
-        if let Some(error) = refusal.as_mut()?.await {
-            return Some(error);
+/// attempt is running. Polled by hand rather than an `async` body with a
+/// `select!`: the call task's future holds this for the call's whole life,
+/// and the hand-written one is two references where the other was 264 bytes (#16).
+fn operator_event(
+    mut attempt: Option<&mut OperatorAttempt>,
+) -> impl Future<Output = AttemptEvent> + '_ {
+    std::future::poll_fn(move |cx| {
+        let Some(OperatorAttempt {
+            outcome, refusal, ..
+        }) = attempt.as_deref_mut()
+        else {
+            return Poll::Pending;
+        };
+        // Finished futures are taken out: polling one again would panic.
+        if let Some(check) = refusal.as_mut() {
+            if let Poll::Ready(refused) = check.as_mut().poll(cx) {
+                *refusal = None;
+                if let Some(error) = refused {
+                    return Poll::Ready(AttemptEvent::Refused(error));
+                }
+            }
         }
-        *refusal = None;
-        None
-    };
-    let finished = async {
-        let result = outcome.as_mut()?.await;
-        *outcome = None;
-        Some(result)
-    };
-    tokio::select! {
-        Some(error) = refused => AttemptEvent::Refused(error),
-        Some(result) = finished => AttemptEvent::Outcome(result),
-        else => std::future::pending().await,
-    }
+        if let Some(answer) = outcome.as_mut() {
+            if let Poll::Ready(result) = Pin::new(answer).poll(cx) {
+                *outcome = None;
+                return Poll::Ready(AttemptEvent::Outcome(result));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 /// The next event of any forked attempt still running, with its hunt list

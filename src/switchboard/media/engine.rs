@@ -10,7 +10,7 @@
 //! no timer per packet. Incoming datagrams are read with `recvmmsg`; relayed
 //! audio is rewritten in place (transcoding into a stack buffer).
 //!
-//! Commands arrive on each call's tokio channel; the engine polls it with a
+//! Commands arrive on each call's channel (`MediaCommands`); the engine polls it with a
 //! waker that queues the call's slot and signals the eventfd, so no task per
 //! call either.
 //!
@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::channel::mpsc;
+use futures::StreamExt;
 use rtp_rs::RtpReader;
-use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SLOT_LEN};
 use super::codec::{Codec, Transcoder, FRAME_MS, SAMPLES_PER_FRAME};
@@ -268,7 +269,7 @@ struct NewCall {
     /// Where events go.
     events: mpsc::UnboundedSender<MediaEvent>,
     /// Commands from the call task.
-    commands: mpsc::UnboundedReceiver<Box<MediaCommand>>,
+    commands: mpsc::UnboundedReceiver<MediaCommand>,
 }
 
 /// Wakes the shard when a call's command channel has something.
@@ -461,7 +462,7 @@ struct Call {
     /// Bumped when the slot is reused; part of every epoll token and wheel entry.
     generation: u32,
     /// Commands from the call task.
-    commands: mpsc::UnboundedReceiver<Box<MediaCommand>>,
+    commands: mpsc::UnboundedReceiver<MediaCommand>,
     /// Polls `commands` on behalf of the shard.
     waker: Waker,
     /// Events to the call task.
@@ -779,7 +780,7 @@ impl Shard {
         if let Err(e) = registered {
             let _ = new
                 .events
-                .send(MediaEvent::Fault(format!("media engine: {e}")));
+                .unbounded_send(MediaEvent::Fault(format!("media engine: {e}")));
         }
         let waker = Waker::from(Arc::new(CallWaker {
             inbox: self.inbox.clone(),
@@ -826,14 +827,14 @@ impl Shard {
             };
             let waker = call.waker.clone();
             let mut cx = Context::from_waker(&waker);
-            match call.commands.poll_recv(&mut cx) {
+            match call.commands.poll_next_unpin(&mut cx) {
                 Poll::Ready(Some(command)) => {
-                    if let MediaCommand::Stop(reply) = *command {
+                    if let MediaCommand::Stop(reply) = command {
                         let _ = reply.send(call.stats());
                         self.remove_call(slot);
                         return;
                     }
-                    self.apply(slot, *command);
+                    self.apply(slot, command);
                 }
                 // The call task is gone: nothing left to serve.
                 Poll::Ready(None) => {
@@ -889,7 +890,7 @@ impl Shard {
                 if let Err(e) = registered {
                     let _ = call
                         .events
-                        .send(MediaEvent::Fault(format!("media engine: {e}")));
+                        .unbounded_send(MediaEvent::Fault(format!("media engine: {e}")));
                 }
                 call.caller.out.start_talkspurt();
                 if let Some(old) = call.operator.replace(Box::new(leg)) {
@@ -1127,7 +1128,7 @@ impl Shard {
                 .is_some_and(|limit| now.duration_since(call.last_heard) >= limit)
             {
                 call.silence_limit = None;
-                let _ = call.events.send(MediaEvent::Inactive);
+                let _ = call.events.unbounded_send(MediaEvent::Inactive);
             }
             let origin = call.pacer.origin();
             for leg in std::iter::once(&mut call.caller).chain(call.operator.as_deref_mut()) {
@@ -1206,7 +1207,7 @@ impl Call {
             // silence however late the call task gets to the event.
             self.caller.out.start_talkspurt();
             self.source = Source::Ringback { next: 0 };
-            let _ = self.events.send(MediaEvent::PromptFinished);
+            let _ = self.events.unbounded_send(MediaEvent::PromptFinished);
         }
         if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
@@ -1305,7 +1306,7 @@ impl Call {
     /// Reports a socket failure and stops sending; the call task will stop us.
     fn fault(&mut self, message: String, epoll: &Epoll, out: &mut PacedSender) {
         tracing::warn!("{message}");
-        let _ = self.events.send(MediaEvent::Fault(message));
+        let _ = self.events.unbounded_send(MediaEvent::Fault(message));
         self.source = Source::Idle;
         if let Some(op) = self.operator.take() {
             retire_leg(epoll, out, &op);
@@ -1353,7 +1354,7 @@ impl Call {
                 Some(operator) => relay_key(&rtp, operator, Side::Operator, pacer_slot),
                 None => {
                     if let Some(digit) = self.dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
-                        let _ = self.events.send(MediaEvent::Dtmf(digit));
+                        let _ = self.events.unbounded_send(MediaEvent::Dtmf(digit));
                     }
                     Ok(())
                 }
@@ -1432,7 +1433,7 @@ impl Call {
             if let Some(reader) = operator.key_reader.as_mut() {
                 // The call flow decides whether the key reaches the caller.
                 if let Some(digit) = reader.on_packet(rtp.timestamp(), rtp.payload()) {
-                    let _ = self.events.send(MediaEvent::OperatorDtmf(digit));
+                    let _ = self.events.unbounded_send(MediaEvent::OperatorDtmf(digit));
                 }
                 return Ok(());
             }
@@ -1628,7 +1629,7 @@ mod tests {
         for _ in 0..CALLS {
             let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             caller.set_nonblocking(true).unwrap();
-            let (events, events_rx) = mpsc::unbounded_channel();
+            let (events, events_rx) = mpsc::unbounded();
             let commands = engine.spawn(
                 CallerLeg {
                     socket: rtp_socket(),
@@ -1742,7 +1743,7 @@ mod tests {
                     socket.rtp.local_addr().unwrap(),
                     socket.rtcp.local_addr().unwrap(),
                 );
-                let (events, events_rx) = mpsc::unbounded_channel();
+                let (events, events_rx) = mpsc::unbounded();
                 let commands = engine.spawn(
                     CallerLeg {
                         socket,

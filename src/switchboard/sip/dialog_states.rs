@@ -5,13 +5,15 @@
 //! `DialogState`, a ~300-byte enum; tokio allocates such a channel's buffer
 //! in blocks of 32 slots up front, so a channel per call cost ~10 KiB of every
 //! call's memory. Here all dialogs share one channel and a router task moves
-//! each event, boxed, to its call's own channel, whose block holds pointers.
+//! each event to its call's own inbox, a `futures` channel, which allocates
+//! per message and costs ~120 bytes while empty (#16).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::channel::mpsc;
+use futures::StreamExt;
 use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::switchboard::burst::ShrinkAfterBurst;
@@ -21,11 +23,9 @@ use crate::switchboard::burst::ShrinkAfterBurst;
 const ROUTES_FLOOR: usize = 64;
 
 /// Each call's inbox, by the Call-ID of every dialog it owns.
-type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>>>;
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<DialogState>>>>;
 
-fn lock(
-    routes: &Routes,
-) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>> {
+fn lock(routes: &Routes) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<DialogState>>> {
     // A panic elsewhere poisoned the lock; the map itself is still consistent.
     routes
         .lock()
@@ -43,7 +43,7 @@ pub(crate) struct DialogStateRouter {
 impl DialogStateRouter {
     /// Starts the router task; call from within the tokio runtime.
     pub fn start() -> DialogStateRouter {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<DialogState>();
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<DialogState>();
         let routes: Routes = Arc::default();
         let table = routes.clone();
         tokio::spawn(async move {
@@ -53,7 +53,7 @@ impl DialogStateRouter {
                 match inbox {
                     Some(inbox) => {
                         // A call that is ending may have dropped its inbox already.
-                        let _ = inbox.send(Box::new(state));
+                        let _ = inbox.unbounded_send(state);
                     }
                     None => debug!(%call_id, ?state, "dialog event for a call that has ended"),
                 }
@@ -69,7 +69,7 @@ impl DialogStateRouter {
 
     /// A call's inbox, receiving the events of dialogs with Call-ID `call_id`.
     pub fn open(&self, call_id: &str) -> CallDialogStates {
-        let (inbox, receiver) = mpsc::unbounded_channel();
+        let (inbox, receiver) = mpsc::unbounded();
         let mut states = CallDialogStates {
             sender: self.sender.clone(),
             inbox,
@@ -87,9 +87,9 @@ pub(crate) struct CallDialogStates {
     /// Passed to rsipstack when this call creates a dialog.
     sender: DialogStateSender,
     /// Registered in the routing table for each of `call_ids`.
-    inbox: mpsc::UnboundedSender<Box<DialogState>>,
+    inbox: mpsc::UnboundedSender<DialogState>,
     /// Where this call reads its events.
-    receiver: mpsc::UnboundedReceiver<Box<DialogState>>,
+    receiver: mpsc::UnboundedReceiver<DialogState>,
     /// The routing table, to unregister on drop.
     routes: Routes,
     /// Call-IDs routed here: the caller's and every operator attempt's.
@@ -110,7 +110,7 @@ impl CallDialogStates {
 
     /// The next event of any of this call's dialogs. Cancel-safe.
     pub async fn recv(&mut self) -> Option<DialogState> {
-        self.receiver.recv().await.map(|state| *state)
+        self.receiver.next().await
     }
 }
 
